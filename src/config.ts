@@ -1,0 +1,134 @@
+import { z } from 'zod';
+import { parseDuration } from './shared/duration';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      try {
+        return parseDuration(text);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    });
+const url = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' });
+
+/** Every environment variable the system reads, validated once at start-up. */
+const EnvSchema = z.object({
+  DATABASE_URL: z
+    .string()
+    .default('mysql://root@127.0.0.1:3306/payments')
+    .refine((v) => /^mysql2?:\/\/[^/]+\/[A-Za-z0-9_]+$/.test(v), 'must look like mysql://user:pass@host:port/database'),
+  TEMPORAL_ADDRESS: z.string().regex(/^[^:\s]+:\d+$/, 'must be host:port').default('127.0.0.1:7233'),
+  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  TASK_QUEUE: z.string().min(1).default('order-payments'),
+  PORT: port.default(3000),
+  SANDBOX_PORT: port.default(4000),
+  SANDBOX_SECRET: z.string().min(8, 'must be at least 8 characters').default('sandbox-dev-secret'),
+  SANDBOX_MERCHANT_ID: z.string().min(1).default('m_sandbox_001'),
+  ADMIN_TOKEN: z.string().min(8, 'must be at least 8 characters').default('dev-admin-token'),
+  PAYMENT_TIMEOUT: duration('15m'),
+  QUERY_FIRST_DELAY: duration('30s'),
+  QUERY_MAX_INTERVAL: duration('2m'),
+  /** Extra time the provider keeps the payment open after our deadline, so that our close call decides. */
+  PROVIDER_EXPIRY_MARGIN: duration('1m'),
+  /** Sandbox redelivery schedule for unacknowledged notifications (a compressed WeChat schedule). */
+  SANDBOX_NOTIFY_SCHEDULE: z
+    .string()
+    .default('0s,2s,4s,8s,15s,30s,1m,2m,5m,10m,30m,1h')
+    .transform((text, ctx) => {
+      try {
+        return text.split(',').map((part) => parseDuration(part));
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+  /** How often the API retries inbox notifications that could not be signalled yet. */
+  INBOX_RETRY_INTERVAL: duration('5s'),
+  PUBLIC_BASE_URL: url.optional(),
+  SANDBOX_URL: url.optional(),
+  TEMPORAL_UI_URL: url.default('http://127.0.0.1:8233'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+/** Validated, typed configuration shared by the API, the worker, the sandbox and the tools. */
+export interface Config {
+  databaseUrl: string;
+  temporalAddress: string;
+  temporalNamespace: string;
+  taskQueue: string;
+  port: number;
+  sandboxPort: number;
+  sandboxSecret: string;
+  sandboxMerchantId: string;
+  sandboxNotifySchedule: number[];
+  adminToken: string;
+  paymentTimeoutMs: number;
+  queryFirstDelayMs: number;
+  queryMaxIntervalMs: number;
+  providerExpiryMarginMs: number;
+  inboxRetryIntervalMs: number;
+  publicBaseUrl: string;
+  sandboxUrl: string;
+  temporalUiUrl: string;
+  logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+}
+
+/** Thrown for a bad environment; its message is one line naming the variable. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Reads and validates configuration from an environment map (process.env by default). */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const name = String(issue.path[0] ?? 'environment');
+    throw new ConfigError(`Invalid configuration: ${name}=${JSON.stringify(env[name] ?? '')}: ${issue.message}`);
+  }
+  const e = parsed.data;
+  if (e.QUERY_FIRST_DELAY <= 0) throw new ConfigError('Invalid configuration: QUERY_FIRST_DELAY must be more than 0');
+  if (e.QUERY_MAX_INTERVAL < e.QUERY_FIRST_DELAY)
+    throw new ConfigError('Invalid configuration: QUERY_MAX_INTERVAL must not be shorter than QUERY_FIRST_DELAY');
+  if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
+  return {
+    databaseUrl: e.DATABASE_URL,
+    temporalAddress: e.TEMPORAL_ADDRESS,
+    temporalNamespace: e.TEMPORAL_NAMESPACE,
+    taskQueue: e.TASK_QUEUE,
+    port: e.PORT,
+    sandboxPort: e.SANDBOX_PORT,
+    sandboxSecret: e.SANDBOX_SECRET,
+    sandboxMerchantId: e.SANDBOX_MERCHANT_ID,
+    sandboxNotifySchedule: e.SANDBOX_NOTIFY_SCHEDULE,
+    adminToken: e.ADMIN_TOKEN,
+    paymentTimeoutMs: e.PAYMENT_TIMEOUT,
+    queryFirstDelayMs: e.QUERY_FIRST_DELAY,
+    queryMaxIntervalMs: e.QUERY_MAX_INTERVAL,
+    providerExpiryMarginMs: e.PROVIDER_EXPIRY_MARGIN,
+    inboxRetryIntervalMs: e.INBOX_RETRY_INTERVAL,
+    publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, ''),
+    sandboxUrl: (e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
+    temporalUiUrl: e.TEMPORAL_UI_URL.replace(/\/$/, ''),
+    logLevel: e.LOG_LEVEL,
+  };
+}
+
+/** loadConfig for process entry points: prints the one-line error and exits 1 instead of a stack trace. */
+export function loadConfigOrExit(env: Record<string, string | undefined> = process.env): Config {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The one interface every payment provider adapter implements. Activities and callback handlers use
+ * only this; the workflow never knows which provider it talks to.
+ */
+import { z } from 'zod';
+import { Currency, MinorUnits } from '../shared/money';
+
+/** Providers this build knows. */
+export const ProviderName = z.enum(['sandbox']);
+export type ProviderName = z.infer<typeof ProviderName>;
+
+/** A provider's view of one payment, normalised. */
+export const ProviderPaymentState = z.object({
+  outTradeNo: z.string(),
+  /** NOT_FOUND: the provider has no such trade (e.g. Alipay before the QR is scanned). */
+  status: z.enum(['NOT_FOUND', 'PENDING', 'PAID', 'CLOSED', 'REFUNDED']),
+  tradeNo: z.string().optional(),
+  /** What the buyer actually paid, in minor units. */
+  paidAmount: MinorUnits.optional(),
+  currency: Currency.optional(),
+  merchantId: z.string().optional(),
+  paidAt: z.string().optional(),
+  refundedAmount: MinorUnits.optional(),
+});
+export type ProviderPaymentState = z.infer<typeof ProviderPaymentState>;
+
+/** A verified, normalised "payment succeeded" notification. */
+export const PaymentNotification = z.object({
+  provider: ProviderName,
+  /** The provider's own notification id: the dedup key (same across redeliveries). */
+  notificationId: z.string(),
+  outTradeNo: z.string(),
+  tradeNo: z.string(),
+  amount: MinorUnits,
+  currency: Currency,
+  merchantId: z.string(),
+  paidAt: z.string(),
+});
+export type PaymentNotification = z.infer<typeof PaymentNotification>;
+
+/** Why a notification was refused; every rejection is answered 4xx and changes no state. */
+export type NotificationRejection = {
+  code: 'MISSING_SIGNATURE' | 'MALFORMED_SIGNATURE' | 'BAD_SIGNATURE' | 'STALE_TIMESTAMP' | 'MALFORMED_BODY' | 'UNSUPPORTED_EVENT';
+  message: string;
+};
+
+/** Input of createPayment. */
+export interface CreatePaymentInput {
+  outTradeNo: string;
+  amount: number;
+  currency: string;
+  subject: string;
+  notifyUrl: string;
+  /** Provider-side expiry: after it the buyer can no longer pay. */
+  expiresAt: string;
+}
+
+/** Result of closePayment: CLOSED, or the provider reports the trade already paid. */
+export type CloseResult = { result: 'CLOSED' } | { result: 'ALREADY_PAID' } | { result: 'NOT_FOUND' };
+
+/** Input of refund; outRefundNo must be stable for one refund, so a retry never refunds twice. */
+export interface RefundInput {
+  outTradeNo: string;
+  outRefundNo: string;
+  amount: number;
+  reason?: string;
+}
+
+/** A business error from a provider (not a transport fault): retrying the same call cannot help. */
+export class ProviderBusinessError extends Error {
+  override name = 'ProviderBusinessError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The adapter interface. Transport faults throw plain errors (retried); business errors throw ProviderBusinessError. */
+export interface PaymentProvider {
+  readonly name: ProviderName;
+  /** Our merchant id at this provider; notifications for another merchant are not ours. */
+  readonly merchantId: string;
+  createPayment(input: CreatePaymentInput): Promise<{ tradeNo: string; paymentUrl: string }>;
+  queryPayment(outTradeNo: string): Promise<ProviderPaymentState>;
+  closePayment(outTradeNo: string): Promise<CloseResult>;
+  refund(input: RefundInput): Promise<{ refundNo: string; amount: number; refundedAt: string }>;
+  /** Verifies the raw body and headers, then parses; never parses before verifying. */
+  verifyNotification(
+    rawBody: Buffer,
+    headers: Record<string, string | string[] | undefined>,
+    now: Date,
+  ): { ok: true; notification: PaymentNotification } | { ok: false; rejection: NotificationRejection };
+  /** The acknowledgement the provider expects once the notification is stored durably. */
+  readonly ack: { status: number; contentType: string; body: string };
+}
