@@ -1,0 +1,171 @@
+/**
+ * Contract of the order payment workflow family: ids, task queue, input/result types, zod schemas for
+ * the public API, and the signal/query/update definitions. Imported by the workflow, the worker and the
+ * HTTP client side, so that all three agree. Safe for workflow code (zod and @temporalio/workflow only).
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import { z } from 'zod';
+import { Currency, MinorUnits } from '../shared/money';
+
+/** Workflow id of an order's payment lifecycle: one workflow per order. */
+export function orderWorkflowId(orderId: string): string {
+  return `order-${orderId}`;
+}
+
+/** Order ids: a business key, also the provider's out-trade-no. */
+export const OrderId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'orderId must be 1-64 of [A-Za-z0-9_-]');
+
+/** Order statuses, as in the public contract. */
+export const OrderStatus = z.enum(['AWAITING_PAYMENT', 'PAID', 'EXPIRED', 'CANCELLED', 'REFUNDED', 'NEEDS_REVIEW', 'FAILED']);
+export type OrderStatus = z.infer<typeof OrderStatus>;
+
+/** Statuses after which the order's workflow has nothing left to wait for. */
+export const FINAL_STATUSES: readonly OrderStatus[] = ['PAID', 'EXPIRED', 'CANCELLED', 'REFUNDED', 'FAILED'];
+
+/** SKUs: letters, digits and `._-`, up to 64. */
+export const Sku = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'sku must be 1-64 of [A-Za-z0-9._-]');
+
+/** `POST /orders` body. */
+export const CreateOrderRequest = z
+  .object({
+    userId: z.string().min(1).max(64),
+    items: z
+      .array(z.object({ sku: Sku, quantity: z.number().int().min(1).max(10_000) }).strict())
+      .min(1)
+      .max(100),
+    provider: z.enum(['sandbox']).default('sandbox'),
+  })
+  .strict();
+export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
+
+/** `PUT /admin/products/:sku` body. */
+export const PutProductRequest = z
+  .object({
+    name: z.string().min(1).max(200),
+    price: MinorUnits,
+    currency: Currency.default('CNY'),
+    stock: z.number().int().min(0).max(1_000_000_000),
+  })
+  .strict();
+export type PutProductRequest = z.infer<typeof PutProductRequest>;
+
+/** One order line as the workflow carries it (price snapshot from the catalog). */
+export interface OrderLine {
+  sku: string;
+  quantity: number;
+  unitPrice: number;
+}
+
+/** Input of the orderPayment workflow. Durations are fixed at start so config changes never alter a running order. */
+export interface OrderPaymentInput {
+  orderId: string;
+  userId: string;
+  items: { sku: string; quantity: number }[];
+  provider: 'sandbox';
+  idempotencyKey?: string;
+  paymentTimeoutMs: number;
+  queryFirstDelayMs: number;
+  queryMaxIntervalMs: number;
+  providerExpiryMarginMs: number;
+  /** Base URL that notify URLs are built from. */
+  publicBaseUrl: string;
+}
+
+/** What the API returns once stock is reserved and the provider payment exists (early return). */
+export interface PaymentReady {
+  orderId: string;
+  status: OrderStatus;
+  amount: number;
+  currency: string;
+  payment: { provider: string; paymentUrl: string; expiresAt: string };
+}
+
+/** Business failure types the workflow reports through the paymentReady update and its result. */
+export const OrderFailureType = {
+  OUT_OF_STOCK: 'OUT_OF_STOCK',
+  UNKNOWN_SKU: 'UNKNOWN_SKU',
+  MIXED_CURRENCY: 'MIXED_CURRENCY',
+  PAYMENT_CREATION_FAILED: 'PAYMENT_CREATION_FAILED',
+  ORDER_CONFLICT: 'ORDER_CONFLICT',
+} as const;
+export type OrderFailureType = (typeof OrderFailureType)[keyof typeof OrderFailureType];
+
+/** A payment the workflow has learned of, from a callback or an active query (they count the same). */
+export interface PaymentEvidence {
+  source: 'callback' | 'query' | 'close';
+  notificationId?: string;
+  tradeNo: string;
+  amount: number;
+  currency: string;
+  merchantId: string;
+  paidAt: string;
+}
+
+/** Signal sent by the callback handler after a notification is verified and stored. */
+export interface PaymentNotifiedSignal {
+  notificationId: string;
+  outTradeNo: string;
+  tradeNo: string;
+  amount: number;
+  currency: string;
+  merchantId: string;
+  paidAt: string;
+}
+
+/** Stages the workflow moves through; the status query reports the current one. */
+export type OrderStage =
+  | 'CREATING_ORDER'
+  | 'RESERVING'
+  | 'CREATING_PAYMENT'
+  | 'AWAITING_PAYMENT'
+  | 'QUERYING_PROVIDER'
+  | 'CONFIRMING'
+  | 'CLOSING'
+  | 'RELEASING'
+  | 'REFUNDING'
+  | 'NEEDS_REVIEW'
+  | 'DONE';
+
+/** One entry of the workflow's own timeline (workflow time, deterministic). */
+export interface TimelineEntry {
+  at: string;
+  type: string;
+  message: string;
+}
+
+/** Result of the `status` query. */
+export interface OrderWorkflowStatus {
+  orderId: string;
+  stage: OrderStage;
+  status: OrderStatus;
+  amount?: number;
+  currency?: string;
+  deadline?: string;
+  nextCheckAt?: string;
+  queryAttempts: number;
+  timeline: TimelineEntry[];
+}
+
+/** Result of the workflow. */
+export interface OrderPaymentResult {
+  orderId: string;
+  status: OrderStatus;
+  reason?: string;
+}
+
+/** Early-return update: resolves with PaymentReady once the payment exists, or fails with an OrderFailureType. */
+export const paymentReadyUpdate = defineUpdate<PaymentReady>('paymentReady');
+/** A verified payment notification (deduplicated inside the workflow by notificationId). */
+export const paymentNotifiedSignal = defineSignal<[PaymentNotifiedSignal]>('paymentNotified');
+/** User cancel; resolves with the final status (CANCELLED, or PAID when the buyer paid first). */
+export const cancelOrderUpdate = defineUpdate<{ status: OrderStatus }, [{ reason?: string }]>('cancelOrder');
+/** Live status of the order's lifecycle. */
+export const statusQuery = defineQuery<OrderWorkflowStatus>('status');
+
+/** Default task queue for order workflows and their activities. */
+export const DEFAULT_TASK_QUEUE = 'order-payments';
+
+/** The refund number for an order's automatic refund: stable, so a retry never refunds twice. */
+export function autoRefundNo(orderId: string, tradeNo: string): string {
+  return `rf-${orderId}-${tradeNo}`.slice(0, 64);
+}

@@ -1,0 +1,62 @@
+import knexFactory, { type Knex } from 'knex';
+import { migrationSource } from './migrations';
+
+/** Opens a knex pool on a `mysql://` URL; times are UTC, big integers come back as numbers when safe. */
+export function createDb(databaseUrl: string, options: { poolMax?: number } = {}): Knex {
+  const url = new URL(databaseUrl);
+  return knexFactory({
+    client: 'mysql2',
+    connection: {
+      host: url.hostname,
+      port: Number(url.port || 3306),
+      user: decodeURIComponent(url.username || 'root'),
+      password: decodeURIComponent(url.password),
+      database: url.pathname.replace(/^\//, ''),
+      timezone: 'Z',
+      dateStrings: false,
+      supportBigNumbers: true,
+      bigNumberStrings: false,
+      charset: 'utf8mb4',
+    },
+    pool: {
+      min: 0,
+      max: options.poolMax ?? 10,
+      // A connection killed server-side (e.g. KILL <id>) must not be handed out again.
+      afterCreate: (conn: { query: (sql: string, cb: (err: Error | null) => void) => void }, done: (err: Error | null, conn: unknown) => void) => {
+        conn.query("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO'", (err) => done(err, conn));
+      },
+    },
+    acquireConnectionTimeout: 10_000,
+  });
+}
+
+/** Creates the database named in the URL if it does not exist (provisioning, never by hand). */
+export async function ensureDatabase(databaseUrl: string): Promise<void> {
+  const url = new URL(databaseUrl);
+  const database = url.pathname.replace(/^\//, '');
+  if (!/^[A-Za-z0-9_]+$/.test(database)) throw new Error(`Database name "${database}" must be [A-Za-z0-9_]+`);
+  url.pathname = '/mysql';
+  const admin = createDb(url.toString(), { poolMax: 1 });
+  try {
+    await admin.raw(`CREATE DATABASE IF NOT EXISTS \`${database}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+  } finally {
+    await admin.destroy();
+  }
+}
+
+/** Creates the database if needed and runs every pending migration; returns the names applied. */
+export async function migrateLatest(databaseUrl: string): Promise<string[]> {
+  await ensureDatabase(databaseUrl);
+  const db = createDb(databaseUrl, { poolMax: 1 });
+  try {
+    const [, applied] = (await db.migrate.latest({ migrationSource })) as [number, string[]];
+    return applied;
+  } finally {
+    await db.destroy();
+  }
+}
+
+/** Current UTC time with millisecond precision, as MySQL DATETIME(3) wants it. */
+export function nowUtc(): Date {
+  return new Date();
+}

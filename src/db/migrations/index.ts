@@ -1,0 +1,14 @@
+import type { Knex } from 'knex';
+import * as init from './20261126_0001_init';
+
+/** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
+const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
+  '20261126_0001_init': init,
+};
+
+/** knex migration source over the statically imported migrations. */
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => Object.keys(migrations),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => migrations[name]!,
+};
