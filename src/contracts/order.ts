@@ -169,3 +169,22 @@ export const DEFAULT_TASK_QUEUE = 'order-payments';
 export function autoRefundNo(orderId: string, tradeNo: string): string {
   return `rf-${orderId}-${tradeNo}`.slice(0, 64);
 }
+
+/** Input of the latePayment workflow: a payment the provider reported after the order workflow finished. */
+export interface LatePaymentInput {
+  provider: 'sandbox';
+  outTradeNo: string;
+  tradeNo: string;
+  notificationId?: string;
+}
+
+/** What the latePayment workflow decided. */
+export interface LatePaymentResult {
+  outcome: 'ALREADY_CONFIRMED' | 'REFUNDED' | 'NOT_PAID_AT_PROVIDER' | 'LEFT_FOR_REVIEW' | 'UNKNOWN_ORDER';
+  detail: string;
+}
+
+/** Workflow id of the late-payment handler: one per provider trade, so it is started idempotently. */
+export function latePaymentWorkflowId(provider: string, outTradeNo: string, tradeNo: string): string {
+  return `late-payment-${provider}-${outTradeNo}-${tradeNo}`;
+}

@@ -121,6 +121,7 @@ export async function up(knex: Knex): Promise<void> {
     t.string('event_type', 64).notNullable();
     t.text('raw_body', 'mediumtext').notNullable().comment('exact bytes received (utf-8)');
     t.text('headers').notNullable().comment('JSON of the request headers');
+    t.text('payload').notNullable().comment('the verified, normalised notification (JSON)');
     t.string('status', 16).notNullable().comment('RECEIVED | SIGNALLED | LATE | ORPHAN');
     t.integer('attempts').unsigned().notNullable().defaultTo(0).comment('signal attempts');
     t.integer('deliveries').unsigned().notNullable().defaultTo(1).comment('times the provider delivered it');

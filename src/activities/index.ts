@@ -1,0 +1,46 @@
+/**
+ * Activity factory: every activity the workflows call, built once per worker from its dependencies.
+ * Workflows import the `Activities` type only.
+ */
+import type { Knex } from 'knex';
+import type { PaymentEvidence } from '../contracts/order';
+import { appendOrderEvent } from './events';
+import * as orders from './orders';
+import * as payments from './payments';
+import * as stock from './stock';
+
+/** Dependencies of the activities. */
+export interface ActivityDeps {
+  db: Knex;
+  providers: payments.ProviderRegistry;
+}
+
+/** Builds the activities object registered on the worker. */
+export function createActivities({ db, providers }: ActivityDeps) {
+  return {
+    /** Prices the order from the catalog and stores it. */
+    createOrder: (input: orders.CreateOrderInput) => orders.createOrder(db, input),
+    /** TCC Try for stock. */
+    reserveStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.tryReserveStock(db, input.orderId, input.lines),
+    /** TCC Confirm for stock. */
+    confirmStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.confirmStock(db, input.orderId, input.lines),
+    /** TCC Cancel for stock. */
+    cancelStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.cancelStock(db, input.orderId, input.lines),
+    /** Guarded order status change with its timeline entry. */
+    transitionOrder: (input: orders.TransitionInput) => orders.transitionOrder(db, input),
+    /** Reads an order for the late-payment path. */
+    getOrderSnapshot: (orderId: string) => orders.getOrderSnapshot(db, orderId),
+    /** Appends a timeline entry (for facts that change no row, e.g. a duplicate payment seen). */
+    recordOrderEvent: async (input: { orderId: string; type: string; message: string; data?: Record<string, unknown> }) =>
+      appendOrderEvent(db, input.orderId, input.type, input.message, input.data),
+    createProviderPayment: (input: payments.CreateProviderPaymentInput) => payments.createProviderPayment(db, providers, input),
+    queryProviderPayment: (input: { provider: string; outTradeNo: string }) => payments.queryProviderPayment(providers, input),
+    closeProviderPayment: (input: { orderId: string; provider: string }) => payments.closeProviderPayment(db, providers, input),
+    refundPayment: (input: payments.RefundPaymentInput) => payments.refundPayment(db, providers, input),
+  };
+}
+
+/** The activities' type, for `proxyActivities<Activities>()` in workflow code. */
+export type Activities = ReturnType<typeof createActivities>;
+
+export type { PaymentEvidence };

@@ -1,0 +1,137 @@
+/** Order rows: creation from the catalog, guarded status transitions, and reads for the late-payment path. */
+import type { Knex } from 'knex';
+import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
+import { appendOrderEvent } from './events';
+import { businessFailure } from './failures';
+
+/** Input of createOrder. */
+export interface CreateOrderInput {
+  orderId: string;
+  userId: string;
+  items: { sku: string; quantity: number }[];
+  provider: string;
+  idempotencyKey?: string;
+}
+
+/** The order as priced from the catalog. */
+export interface PricedOrder {
+  amount: number;
+  currency: string;
+  lines: OrderLine[];
+}
+
+/** Creates the order priced from the catalog (never from the client). Idempotent: a retry returns the stored order. */
+export async function createOrder(db: Knex, input: CreateOrderInput): Promise<PricedOrder> {
+  return db.transaction(async (trx) => {
+    const existing = await trx('orders').where({ order_id: input.orderId }).first('amount', 'currency', 'user_id');
+    if (existing) {
+      if (existing.user_id !== input.userId) throw businessFailure('ORDER_CONFLICT', `order ${input.orderId} belongs to another user`);
+      const lines = await trx('order_lines').where({ order_id: input.orderId }).select('sku', 'quantity', 'unit_price');
+      return {
+        amount: Number(existing.amount),
+        currency: existing.currency as string,
+        lines: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) })),
+      };
+    }
+    const skus = input.items.map((i) => i.sku);
+    const products = (await trx('products').whereIn('sku', skus).select('sku', 'price', 'currency')) as { sku: string; price: number; currency: string }[];
+    const bySku = new Map(products.map((p) => [p.sku, p]));
+    const missing = skus.filter((s) => !bySku.has(s));
+    if (missing.length) throw businessFailure('UNKNOWN_SKU', `unknown SKU: ${missing.join(', ')}`, { skus: missing });
+    const currencies = new Set(products.map((p) => p.currency));
+    if (currencies.size > 1) throw businessFailure('MIXED_CURRENCY', `items are priced in different currencies: ${[...currencies].join(', ')}`);
+    const lines: OrderLine[] = input.items.map((i) => ({ sku: i.sku, quantity: i.quantity, unitPrice: Number(bySku.get(i.sku)!.price) }));
+    // Each line's subtotal is added exactly once; integer minor units, checked for overflow.
+    const amount = lines.reduce((sum, l) => sum + l.unitPrice * l.quantity, 0);
+    if (!Number.isSafeInteger(amount)) throw businessFailure('ORDER_CONFLICT', 'order total is too large');
+    const currency = products[0]!.currency;
+    await trx('orders').insert({
+      order_id: input.orderId,
+      user_id: input.userId,
+      status: 'AWAITING_PAYMENT',
+      amount,
+      currency,
+      provider: input.provider,
+      idempotency_key: input.idempotencyKey ?? null,
+    });
+    await trx('order_lines').insert(lines.map((l) => ({ order_id: input.orderId, sku: l.sku, quantity: l.quantity, unit_price: l.unitPrice })));
+    await appendOrderEvent(trx, input.orderId, 'ORDER_CREATED', `Order created for ${lines.length} item(s), total ${amount} ${currency} (minor units)`, { amount, currency });
+    return { amount, currency, lines };
+  });
+}
+
+/** Input of transitionOrder: a guarded, forward-only status change. */
+export interface TransitionInput {
+  orderId: string;
+  from: OrderStatus[];
+  to: OrderStatus;
+  reason?: string;
+  event: { type: string; message: string; data?: Record<string, unknown> };
+  /** Payment that caused the change (PAID, NEEDS_REVIEW): recorded on the payment row. */
+  payment?: PaymentEvidence;
+}
+
+/** Result of transitionOrder: `changed` false means the order was already in `to` or in a status not in `from`. */
+export interface TransitionResult {
+  changed: boolean;
+  status: OrderStatus;
+}
+
+/** Moves an order from one of `from` to `to` in one transaction with its event; repeat = no-op. */
+export async function transitionOrder(db: Knex, input: TransitionInput): Promise<TransitionResult> {
+  return db.transaction(async (trx) => {
+    const row = await trx('orders').where({ order_id: input.orderId }).forUpdate().first('status');
+    if (!row) throw businessFailure('ORDER_NOT_FOUND', `order ${input.orderId} does not exist`);
+    const current = row.status as OrderStatus;
+    if (current === input.to) return { changed: false, status: current };
+    if (!input.from.includes(current)) return { changed: false, status: current };
+    const count = await trx('orders')
+      .where({ order_id: input.orderId, status: current })
+      .update({
+        status: input.to,
+        status_reason: input.reason ?? null,
+        ...(input.payment ? { paid_trade_no: input.payment.tradeNo } : {}),
+        updated_at: trx.fn.now(3),
+      });
+    if (count !== 1) throw new Error(`order ${input.orderId} changed concurrently; will retry`);
+    if (input.payment) {
+      await trx('payments')
+        .where({ out_trade_no: input.orderId })
+        .whereIn('status', ['PENDING', 'CLOSED', 'PAID'])
+        .update({
+          status: 'PAID',
+          trade_no: input.payment.tradeNo,
+          paid_amount: input.payment.amount,
+          paid_currency: input.payment.currency,
+          paid_at: new Date(input.payment.paidAt),
+          updated_at: trx.fn.now(3),
+        });
+    }
+    await appendOrderEvent(trx, input.orderId, input.event.type, input.event.message, { from: current, to: input.to, reason: input.reason, ...input.event.data });
+    return { changed: true, status: input.to };
+  });
+}
+
+/** What the late-payment path needs to know about an order. */
+export interface OrderSnapshot {
+  orderId: string;
+  status: OrderStatus;
+  amount: number;
+  currency: string;
+  provider: string;
+  paidTradeNo: string | null;
+}
+
+/** Reads an order's status and payment facts, or null when it does not exist. */
+export async function getOrderSnapshot(db: Knex, orderId: string): Promise<OrderSnapshot | null> {
+  const row = await db('orders').where({ order_id: orderId }).first('order_id', 'status', 'amount', 'currency', 'provider', 'paid_trade_no');
+  if (!row) return null;
+  return {
+    orderId: row.order_id,
+    status: row.status,
+    amount: Number(row.amount),
+    currency: row.currency,
+    provider: row.provider,
+    paidTradeNo: row.paid_trade_no ?? null,
+  };
+}

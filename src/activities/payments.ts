@@ -1,0 +1,133 @@
+/** Provider-facing steps: create, query, close, refund; each records what happened in MySQL. */
+import type { Knex } from 'knex';
+import type { PaymentProvider, ProviderPaymentState } from '../providers/types';
+import { ProviderBusinessError } from '../providers/types';
+import { appendOrderEvent } from './events';
+import { businessFailure } from './failures';
+
+/** Providers the worker can reach, by name. */
+export type ProviderRegistry = Record<string, PaymentProvider>;
+
+function providerFor(providers: ProviderRegistry, name: string): PaymentProvider {
+  const provider = providers[name];
+  if (!provider) throw businessFailure('UNKNOWN_PROVIDER', `provider ${name} is not configured`);
+  return provider;
+}
+
+/** Provider business errors become non-retryable failures; transport faults stay retryable. */
+async function guard<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ProviderBusinessError) throw businessFailure('PROVIDER_REJECTED', err.message, { code: err.code });
+    throw err;
+  }
+}
+
+/** Input of createProviderPayment. */
+export interface CreateProviderPaymentInput {
+  orderId: string;
+  provider: string;
+  amount: number;
+  currency: string;
+  subject: string;
+  notifyUrl: string;
+  /** Our deadline: shown to the buyer. */
+  deadline: string;
+  /** Provider-side expiry: a little after our deadline so that our close call decides. */
+  providerExpiresAt: string;
+}
+
+/** Creates the payment at the provider (idempotent there by out-trade-no = orderId) and records it. */
+export async function createProviderPayment(db: Knex, providers: ProviderRegistry, input: CreateProviderPaymentInput): Promise<{ tradeNo: string; paymentUrl: string; merchantId: string }> {
+  const provider = providerFor(providers, input.provider);
+  const created = await guard(() =>
+    provider.createPayment({
+      outTradeNo: input.orderId,
+      amount: input.amount,
+      currency: input.currency,
+      subject: input.subject,
+      notifyUrl: input.notifyUrl,
+      expiresAt: input.providerExpiresAt,
+    }),
+  );
+  await db.transaction(async (trx) => {
+    await trx.raw(
+      `INSERT INTO payments (out_trade_no, order_id, provider, merchant_id, trade_no, status, amount, currency, payment_url, expires_at)
+       VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)
+       ON DUPLICATE KEY UPDATE trade_no = VALUES(trade_no), payment_url = VALUES(payment_url)`,
+      [input.orderId, input.orderId, provider.name, provider.merchantId, created.tradeNo, input.amount, input.currency, created.paymentUrl, new Date(input.providerExpiresAt)],
+    );
+    const updated = await trx('orders').where({ order_id: input.orderId }).update({ deadline: new Date(input.deadline), payment_url: created.paymentUrl, updated_at: trx.fn.now(3) });
+    if (updated !== 1) throw businessFailure('ORDER_NOT_FOUND', `order ${input.orderId} does not exist`);
+    await appendOrderEvent(trx, input.orderId, 'PAYMENT_CREATED', `Payment created at ${provider.name}; pay before ${input.deadline}`, {
+      tradeNo: created.tradeNo,
+      providerExpiresAt: input.providerExpiresAt,
+    });
+  });
+  return { ...created, merchantId: provider.merchantId };
+}
+
+/** Asks the provider for the payment's state (active query). */
+export async function queryProviderPayment(providers: ProviderRegistry, input: { provider: string; outTradeNo: string }): Promise<ProviderPaymentState> {
+  return guard(() => providerFor(providers, input.provider).queryPayment(input.outTradeNo));
+}
+
+/** Closes the payment at the provider so that nobody can pay it any more; reports ALREADY_PAID when too late. */
+export async function closeProviderPayment(db: Knex, providers: ProviderRegistry, input: { orderId: string; provider: string }): Promise<{ result: 'CLOSED' | 'ALREADY_PAID' | 'NOT_FOUND' }> {
+  const provider = providerFor(providers, input.provider);
+  const closed = await guard(() => provider.closePayment(input.orderId));
+  await db.transaction(async (trx) => {
+    if (closed.result !== 'ALREADY_PAID') {
+      await trx('payments').where({ out_trade_no: input.orderId, status: 'PENDING' }).update({ status: 'CLOSED', updated_at: trx.fn.now(3) });
+    }
+    const message =
+      closed.result === 'ALREADY_PAID'
+        ? `Close refused by ${provider.name}: the buyer has already paid`
+        : closed.result === 'CLOSED'
+          ? `Payment closed at ${provider.name}; it can no longer be paid`
+          : `${provider.name} has no such payment; nothing to close`;
+    await appendOrderEvent(trx, input.orderId, closed.result === 'ALREADY_PAID' ? 'CLOSE_FOUND_PAID' : 'PAYMENT_CLOSED', message);
+  });
+  return closed;
+}
+
+/** Input of refundPayment. */
+export interface RefundPaymentInput {
+  orderId: string;
+  provider: string;
+  tradeNo: string;
+  /** Stable for this refund: a retry with the same number never refunds twice. */
+  outRefundNo: string;
+  amount: number;
+  currency: string;
+  reason: string;
+}
+
+/** Refunds at the provider with a stable refund number, recording the refund before and after. */
+export async function refundPayment(db: Knex, providers: ProviderRegistry, input: RefundPaymentInput): Promise<{ refundNo: string; amount: number }> {
+  const provider = providerFor(providers, input.provider);
+  await db.raw(
+    `INSERT INTO refunds (out_refund_no, order_id, out_trade_no, provider, trade_no, amount, currency, reason, status)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING') ON DUPLICATE KEY UPDATE out_refund_no = out_refund_no`,
+    [input.outRefundNo, input.orderId, input.orderId, provider.name, input.tradeNo, input.amount, input.currency, input.reason.slice(0, 255)],
+  );
+  const existing = await db('refunds').where({ out_refund_no: input.outRefundNo }).first('amount', 'order_id');
+  if (Number(existing.amount) !== input.amount || existing.order_id !== input.orderId) {
+    throw businessFailure('ORDER_CONFLICT', `refund ${input.outRefundNo} already exists with different terms`);
+  }
+  const result = await guard(() => provider.refund({ outTradeNo: input.orderId, outRefundNo: input.outRefundNo, amount: input.amount, reason: input.reason }));
+  await db.transaction(async (trx) => {
+    const count = await trx('refunds')
+      .where({ out_refund_no: input.outRefundNo, status: 'PENDING' })
+      .update({ status: 'SUCCEEDED', refund_no: result.refundNo, refunded_at: new Date(result.refundedAt), updated_at: trx.fn.now(3) });
+    if (count === 1) {
+      await trx('payments').where({ out_trade_no: input.orderId }).update({ status: 'REFUNDED', updated_at: trx.fn.now(3) });
+      await appendOrderEvent(trx, input.orderId, 'REFUNDED', `Refunded ${input.amount} ${input.currency} (minor units) at ${provider.name}: ${input.reason}`, {
+        outRefundNo: input.outRefundNo,
+        refundNo: result.refundNo,
+      });
+    }
+  });
+  return { refundNo: result.refundNo, amount: result.amount };
+}

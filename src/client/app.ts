@@ -1,0 +1,87 @@
+/** The HTTP service: order API, provider callbacks, admin, health and metrics. */
+import type { Client } from '@temporalio/client';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Knex } from 'knex';
+import type { ProviderRegistry } from '../activities/payments';
+import type { Config } from '../config';
+import { installErrorHandling } from './errors';
+import { NotificationInbox } from './inbox';
+import { type Metrics, createMetrics } from './metrics';
+import { OrderService } from './orders-service';
+import { registerAdminRoutes } from './routes/admin';
+import { registerCallbackRoutes } from './routes/callbacks';
+import { registerOrderRoutes } from './routes/orders';
+
+/** Dependencies of the API. */
+export interface ApiDeps {
+  config: Config;
+  db: Knex;
+  client: Client;
+  providers: ProviderRegistry;
+  metrics?: Metrics;
+  /** false in tests that want quiet output. */
+  logger?: boolean;
+}
+
+/** The built API with its background inbox processor. */
+export interface Api {
+  app: FastifyInstance;
+  inbox: NotificationInbox;
+  orders: OrderService;
+  metrics: Metrics;
+  /** Stops the inbox sweep and closes the server. */
+  close(): Promise<void>;
+}
+
+/** Builds the API (routes registered, inbox sweep started); call `app.listen` to serve. */
+export function buildApi(deps: ApiDeps): Api {
+  const { config, db, client, providers } = deps;
+  const metrics = deps.metrics ?? createMetrics();
+  const app = Fastify({
+    logger: deps.logger === false ? false : { level: config.logLevel, redact: ['req.headers.authorization'] },
+    bodyLimit: 256 * 1024,
+    disableRequestLogging: config.logLevel !== 'debug' && config.logLevel !== 'trace',
+  });
+  installErrorHandling(app);
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  const inbox = new NotificationInbox({ db, client, taskQueue: config.taskQueue, logger: app.log, metrics, retryIntervalMs: config.inboxRetryIntervalMs });
+  const orders = new OrderService({ db, client, config });
+  registerOrderRoutes(app, orders, metrics);
+  registerCallbackRoutes(app, { db, providers, inbox, metrics });
+  registerAdminRoutes(app, { db, adminToken: config.adminToken });
+
+  app.get('/healthz', async (_request, reply) => {
+    const checks: Record<string, string> = {};
+    await db.raw('SELECT 1').then(
+      () => (checks.mysql = 'ok'),
+      (err: Error) => (checks.mysql = err.message),
+    );
+    await client.workflowService.getSystemInfo({}).then(
+      () => (checks.temporal = 'ok'),
+      (err: Error) => (checks.temporal = err.message),
+    );
+    const ok = Object.values(checks).every((v) => v === 'ok');
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', checks });
+  });
+  app.get('/metrics', async (_request, reply) => {
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  inbox.start();
+  return {
+    app,
+    inbox,
+    orders,
+    metrics,
+    async close() {
+      await inbox.stop();
+      await app.close();
+    },
+  };
+}

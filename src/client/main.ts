@@ -1,0 +1,28 @@
+/** API process: `npm run api`. Serves the order API and callbacks on PORT. */
+import { loadConfigOrExit } from '../config';
+import { createDb } from '../db/knex';
+import { createProviders } from '../providers';
+import { buildApi } from './app';
+import { connectTemporal, ensureSearchAttributes } from './temporal';
+
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  const db = createDb(config.databaseUrl, { poolMax: 20 });
+  const client = await connectTemporal(config);
+  await ensureSearchAttributes(client);
+  const api = buildApi({ config, db, client, providers: createProviders(config) });
+  await api.app.listen({ host: '127.0.0.1', port: config.port });
+  const stop = async () => {
+    await api.close();
+    await client.connection.close();
+    await db.destroy();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}
+
+main().catch((err: unknown) => {
+  console.error(`[api] ${(err as Error).stack ?? String(err)}`);
+  process.exit(1);
+});

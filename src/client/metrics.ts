@@ -1,0 +1,37 @@
+/** Prometheus metrics of the HTTP service; one registry per app instance so tests can run several. */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Creates the registry and the service's metrics. */
+export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'payflow_' });
+  return {
+    registry,
+    httpDuration: new Histogram({
+      name: 'payflow_http_request_duration_seconds',
+      help: 'HTTP request duration by route and status',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    ordersCreated: new Counter({ name: 'payflow_orders_created_total', help: 'POST /orders outcomes', labelNames: ['outcome'], registers: [registry] }),
+    notifications: new Counter({
+      name: 'payflow_notifications_received_total',
+      help: 'Provider notifications by outcome (accepted, duplicate, rejected)',
+      labelNames: ['provider', 'outcome'],
+      registers: [registry],
+    }),
+    signatureRejected: new Counter({
+      name: 'payflow_notification_rejected_total',
+      help: 'Notifications refused before storage, by reason',
+      labelNames: ['provider', 'reason'],
+      registers: [registry],
+    }),
+    inboxSignalFailures: new Counter({ name: 'payflow_inbox_signal_failures_total', help: 'Signals that failed and will be retried', registers: [registry] }),
+    inboxRouted: new Counter({ name: 'payflow_inbox_routed_total', help: 'Inbox notifications by destination', labelNames: ['destination'], registers: [registry] }),
+    inboxBacklog: new Gauge({ name: 'payflow_inbox_backlog', help: 'Notifications stored but not yet signalled', registers: [registry] }),
+  };
+}
+
+/** The service's metrics. */
+export type Metrics = ReturnType<typeof createMetrics>;

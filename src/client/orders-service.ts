@@ -1,0 +1,238 @@
+/** Starting and steering order workflows from the API, and reading orders for it. */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  type Client,
+  WithStartWorkflowOperation,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+} from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Knex } from 'knex';
+import type { Config } from '../config';
+import { USER_MESSAGES } from '../contracts/messages';
+import {
+  type CreateOrderRequest,
+  type OrderPaymentInput,
+  type OrderStatus,
+  type PaymentReady,
+  cancelOrderUpdate,
+  orderWorkflowId,
+  paymentReadyUpdate,
+} from '../contracts/order';
+import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
+import type { orderPayment } from '../workflows';
+import { ApiError } from './errors';
+
+/** New order ids sort by creation time: `ord_<time base36><random>`. */
+export function newOrderId(): string {
+  return `ord_${Date.now().toString(36)}${randomBytes(8).toString('hex')}`;
+}
+
+/** The same (user, Idempotency-Key) always names the same order. */
+export function orderIdForIdempotencyKey(userId: string, key: string): string {
+  return `ord_k${createHash('sha256').update(`${userId}\u0000${key}`).digest('hex').slice(0, 32)}`;
+}
+
+/** Merges repeated SKUs into one line each, keeping first-seen order. */
+export function mergeItems(items: { sku: string; quantity: number }[]): { sku: string; quantity: number }[] {
+  const merged = new Map<string, number>();
+  for (const item of items) merged.set(item.sku, (merged.get(item.sku) ?? 0) + item.quantity);
+  return [...merged].map(([sku, quantity]) => ({ sku, quantity }));
+}
+
+/** The order as GET /orders/:id returns it. */
+export interface OrderView {
+  orderId: string;
+  userId: string;
+  status: OrderStatus;
+  statusReason: string | null;
+  amount: number;
+  currency: string;
+  items: { sku: string; quantity: number; unitPrice: number }[];
+  payment: { provider: string; paymentUrl: string | null; expiresAt: string | null; status: string | null; tradeNo: string | null; paidAmount: number | null } | null;
+  timeline: { at: string; type: string; message: string }[];
+  userMessage: string;
+  createdAt: string;
+  deadline: string | null;
+}
+
+/** Dependencies of the order service. */
+export interface OrderServiceDeps {
+  db: Knex;
+  client: Client;
+  config: Pick<Config, 'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl'>;
+}
+
+const START_TIMEOUT_MS = 30_000;
+
+/** Order operations behind the HTTP routes. */
+export class OrderService {
+  constructor(private readonly deps: OrderServiceDeps) {}
+
+  /** Creates an order: starts its workflow and waits for the early-return update (payment URL). */
+  async create(request: CreateOrderRequest, idempotencyKey: string | undefined): Promise<{ created: boolean; body: PaymentReady }> {
+    const { db, client, config } = this.deps;
+    const items = mergeItems(request.items);
+    const known = (await db('products').whereIn('sku', items.map((i) => i.sku)).pluck('sku')) as string[];
+    const unknown = items.map((i) => i.sku).filter((s) => !known.includes(s));
+    if (unknown.length) throw new ApiError(422, 'UNKNOWN_SKU', `unknown SKU: ${unknown.join(', ')}`, { skus: unknown, sku: unknown[0] });
+
+    const orderId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : newOrderId();
+    if (idempotencyKey) {
+      const existing = await this.get(orderId);
+      if (existing) return { created: false, body: this.replay(existing, items) };
+    }
+    const input: OrderPaymentInput = {
+      orderId,
+      userId: request.userId,
+      items,
+      provider: request.provider,
+      idempotencyKey,
+      paymentTimeoutMs: config.paymentTimeoutMs,
+      queryFirstDelayMs: config.queryFirstDelayMs,
+      queryMaxIntervalMs: config.queryMaxIntervalMs,
+      providerExpiryMarginMs: config.providerExpiryMarginMs,
+      publicBaseUrl: config.publicBaseUrl,
+    };
+    const startOp = new WithStartWorkflowOperation<typeof orderPayment>('orderPayment', {
+      workflowId: orderWorkflowId(orderId),
+      taskQueue: config.taskQueue,
+      args: [input],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      typedSearchAttributes: [
+        { key: OrderStatusKey, value: 'AWAITING_PAYMENT' },
+        { key: PaymentProviderKey, value: request.provider },
+      ],
+      staticSummary: `Order ${orderId}: ${items.map((i) => `${i.quantity} x ${i.sku}`).join(', ')}`.slice(0, 200),
+      staticDetails: `user ${request.userId}; provider ${request.provider}; items:\n${items.map((i) => `- ${i.quantity} x ${i.sku}`).join('\n')}`,
+    });
+    try {
+      const body = await client.withDeadline(Date.now() + START_TIMEOUT_MS, () =>
+        client.workflow.executeUpdateWithStart(paymentReadyUpdate, { startWorkflowOperation: startOp }),
+      );
+      if (idempotencyKey) {
+        const stored = await this.get(orderId);
+        if (stored) this.replay(stored, items);
+      }
+      return { created: true, body };
+    } catch (err) {
+      throw await this.translateStartError(err, orderId, items);
+    }
+  }
+
+  private replay(existing: OrderView, items: { sku: string; quantity: number }[]): PaymentReady {
+    const same =
+      existing.items.length === items.length && items.every((i) => existing.items.some((e) => e.sku === i.sku && e.quantity === i.quantity));
+    if (!same) throw new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', { orderId: existing.orderId });
+    if (existing.status === 'FAILED') {
+      const code = existing.statusReason === 'OUT_OF_STOCK' ? 'OUT_OF_STOCK' : 'ORDER_FAILED';
+      throw new ApiError(409, code, `order ${existing.orderId} failed: ${existing.statusReason ?? 'unknown reason'}`, { orderId: existing.orderId });
+    }
+    return {
+      orderId: existing.orderId,
+      status: existing.status,
+      amount: existing.amount,
+      currency: existing.currency,
+      payment: { provider: existing.payment?.provider ?? 'sandbox', paymentUrl: existing.payment?.paymentUrl ?? '', expiresAt: existing.deadline ?? '' },
+    };
+  }
+
+  private async translateStartError(err: unknown, orderId: string, items: { sku: string; quantity: number }[]): Promise<ApiError> {
+    if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
+      const details = (err.cause.details?.[0] ?? {}) as Record<string, unknown>;
+      switch (err.cause.type) {
+        case 'OUT_OF_STOCK':
+          return new ApiError(409, 'OUT_OF_STOCK', err.cause.message, { sku: details.sku, orderId });
+        case 'UNKNOWN_SKU':
+          return new ApiError(422, 'UNKNOWN_SKU', err.cause.message, { skus: details.skus, orderId });
+        case 'MIXED_CURRENCY':
+          return new ApiError(422, 'MIXED_CURRENCY', err.cause.message, { orderId });
+        case 'ORDER_CONFLICT':
+          return new ApiError(409, 'ORDER_CONFLICT', err.cause.message, { orderId });
+        default:
+          return new ApiError(503, 'PAYMENT_UNAVAILABLE', `could not create the payment: ${err.cause.message}`, { orderId });
+      }
+    }
+    if (err instanceof WorkflowExecutionAlreadyStartedError) {
+      // Same Idempotency-Key after the order's workflow finished: answer with the stored order.
+      const existing = await this.get(orderId);
+      if (existing) throw this.replayError(existing, items);
+    }
+    if (err instanceof Error && /deadline|DEADLINE_EXCEEDED/i.test(err.message)) {
+      return new ApiError(503, 'ORDER_PENDING', 'the order is being set up but took too long; retry with the same Idempotency-Key', { orderId });
+    }
+    throw err;
+  }
+
+  private replayError(existing: OrderView, items: { sku: string; quantity: number }[]): ApiError {
+    try {
+      this.replay(existing, items);
+      return new ApiError(409, 'ORDER_EXISTS', `order ${existing.orderId} already exists with status ${existing.status}`, { orderId: existing.orderId, status: existing.status });
+    } catch (e) {
+      return e as ApiError;
+    }
+  }
+
+  /** Reads an order with its lines, payment and timeline; null when unknown. */
+  async get(orderId: string): Promise<OrderView | null> {
+    const { db } = this.deps;
+    const order = await db('orders').where({ order_id: orderId }).first();
+    if (!order) return null;
+    const [lines, payment, events] = await Promise.all([
+      db('order_lines').where({ order_id: orderId }).select('sku', 'quantity', 'unit_price'),
+      db('payments').where({ out_trade_no: orderId }).first(),
+      db('order_events').where({ order_id: orderId }).orderBy('id').select('at', 'type', 'message'),
+    ]);
+    const status = order.status as OrderStatus;
+    return {
+      orderId,
+      userId: order.user_id,
+      status,
+      statusReason: order.status_reason ?? null,
+      amount: Number(order.amount),
+      currency: order.currency,
+      items: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) })),
+      payment: payment
+        ? {
+            provider: payment.provider,
+            paymentUrl: payment.payment_url ?? null,
+            expiresAt: order.deadline ? new Date(order.deadline).toISOString() : null,
+            status: payment.status,
+            tradeNo: payment.trade_no ?? null,
+            paidAmount: payment.paid_amount === null ? null : Number(payment.paid_amount),
+          }
+        : null,
+      timeline: events.map((e: { at: Date; type: string; message: string }) => ({ at: new Date(e.at).toISOString(), type: e.type, message: e.message })),
+      userMessage: USER_MESSAGES[status],
+      createdAt: new Date(order.created_at).toISOString(),
+      deadline: order.deadline ? new Date(order.deadline).toISOString() : null,
+    };
+  }
+
+  /** User cancel: runs the workflow's cancel update (close at the provider first); 409 once it can no longer be cancelled. */
+  async cancel(orderId: string, reason: string | undefined): Promise<{ orderId: string; status: OrderStatus }> {
+    const order = await this.get(orderId);
+    if (!order) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    if (order.status === 'CANCELLED') return { orderId, status: 'CANCELLED' };
+    if (order.status !== 'AWAITING_PAYMENT') {
+      throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order is ${order.status} and can no longer be cancelled`, { status: order.status });
+    }
+    try {
+      const result = await this.deps.client.workflow.getHandle(orderWorkflowId(orderId)).executeUpdate(cancelOrderUpdate, { args: [{ reason }] });
+      if (result.status !== 'CANCELLED') {
+        throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order became ${result.status} before it could be cancelled`, { status: result.status });
+      }
+      return { orderId, status: result.status };
+    } catch (err) {
+      if (err instanceof ApiError) throw err;
+      if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowNotFoundError) {
+        const now = await this.get(orderId);
+        if (now?.status === 'CANCELLED') return { orderId, status: 'CANCELLED' };
+        throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order can no longer be cancelled (${now?.status ?? 'unknown'})`, { status: now?.status });
+      }
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * POST /callbacks/:provider: verify the signature on the raw bytes, store in the inbox, acknowledge in the
+ * provider's format, then signal. Rejections are 4xx, audited, and change no order.
+ */
+import { createHash } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import type { Knex } from 'knex';
+import type { ProviderRegistry } from '../../activities/payments';
+import { ApiError } from '../errors';
+import type { NotificationInbox } from '../inbox';
+import type { Metrics } from '../metrics';
+
+/** Largest notification body accepted. */
+const MAX_BODY_BYTES = 64 * 1024;
+
+/** Headers kept with an inbox row (enough to re-verify; nothing secret). */
+function keptHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (name === 'authorization' || name === 'cookie' || value === undefined) continue;
+    kept[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return kept;
+}
+
+/** Registers the callback route in its own scope, where every body is read as raw bytes. */
+export function registerCallbackRoutes(
+  app: FastifyInstance,
+  deps: { db: Knex; providers: ProviderRegistry; inbox: NotificationInbox; metrics: Metrics; now?: () => Date },
+): void {
+  const now = deps.now ?? (() => new Date());
+  void app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_BODY_BYTES }, (_req, body, done) => done(null, body));
+
+    scope.post<{ Params: { provider: string } }>('/callbacks/:provider', async (request, reply) => {
+      const provider = deps.providers[request.params.provider];
+      if (!provider) throw new ApiError(404, 'UNKNOWN_PROVIDER', `no provider ${request.params.provider.slice(0, 40)}`);
+      const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+      const verdict = provider.verifyNotification(raw, request.headers, now());
+      const reject = async (reason: string, message: string) => {
+        deps.metrics.signatureRejected.inc({ provider: provider.name, reason });
+        deps.metrics.notifications.inc({ provider: provider.name, outcome: 'rejected' });
+        await deps.db('notification_rejections').insert({
+          provider: provider.name,
+          reason,
+          body_sha256: createHash('sha256').update(raw).digest('hex'),
+          body_length: raw.length,
+          remote_address: request.ip.slice(0, 64),
+        });
+        request.log.warn({ provider: provider.name, reason }, 'notification rejected');
+        return reply.code(reason === 'BAD_SIGNATURE' || reason === 'MISSING_SIGNATURE' || reason === 'STALE_TIMESTAMP' || reason === 'MALFORMED_SIGNATURE' ? 401 : 400).send({ error: reason, message });
+      };
+      if (!verdict.ok) return reject(verdict.rejection.code, verdict.rejection.message);
+      const n = verdict.notification;
+      if (n.merchantId !== provider.merchantId) return reject('WRONG_MERCHANT', `notification is for merchant ${n.merchantId}, not ours`);
+
+      // Persist first: INSERT .. ON DUPLICATE KEY counts redeliveries (affectedRows 1 = new, 2 = duplicate).
+      const [result] = (await deps.db.raw(
+        `INSERT INTO notification_inbox (provider, notification_id, out_trade_no, event_type, raw_body, headers, payload, status)
+         VALUES (?, ?, ?, 'payment.succeeded', ?, ?, ?, 'RECEIVED')
+         ON DUPLICATE KEY UPDATE deliveries = deliveries + 1`,
+        [provider.name, n.notificationId, n.outTradeNo, raw.toString('utf8'), JSON.stringify(keptHeaders(request.headers)), JSON.stringify(n)],
+      )) as [{ affectedRows: number; insertId: number }];
+      const duplicate = result.affectedRows !== 1;
+      deps.metrics.notifications.inc({ provider: provider.name, outcome: duplicate ? 'duplicate' : 'accepted' });
+      const row = duplicate
+        ? ((await deps.db('notification_inbox').where({ provider: provider.name, notification_id: n.notificationId }).first('id', 'status')) as { id: number; status: string })
+        : { id: result.insertId, status: 'RECEIVED' };
+      await reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
+      // Acknowledged; now route it. A failure leaves the row RECEIVED for the retry sweep.
+      if (row.status === 'RECEIVED') deps.inbox.kick(Number(row.id));
+      return reply;
+    });
+  });
+}

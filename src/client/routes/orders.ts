@@ -1,0 +1,46 @@
+/** Order API: POST /orders, GET /orders/:orderId, POST /orders/:orderId/cancel. */
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { CreateOrderRequest, OrderId } from '../../contracts/order';
+import { ApiError, parseOr400 } from '../errors';
+import type { Metrics } from '../metrics';
+import type { OrderService } from '../orders-service';
+
+const IdempotencyKey = z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/, 'Idempotency-Key must be printable ASCII without spaces');
+const CancelBody = z.object({ reason: z.string().max(200).optional() }).strict();
+
+/** Registers the order routes. */
+export function registerOrderRoutes(app: FastifyInstance, orders: OrderService, metrics: Metrics): void {
+  app.post('/orders', async (request, reply) => {
+    const body = parseOr400(CreateOrderRequest, request.body);
+    const rawKey = request.headers['idempotency-key'];
+    const key = rawKey === undefined ? undefined : parseOr400(IdempotencyKey, Array.isArray(rawKey) ? rawKey[0] : rawKey);
+    try {
+      const { created, body: result } = await orders.create(body, key);
+      metrics.ordersCreated.inc({ outcome: created ? 'created' : 'replayed' });
+      return reply.code(created ? 201 : 200).send(result);
+    } catch (err) {
+      metrics.ordersCreated.inc({ outcome: err instanceof ApiError ? err.code : 'error' });
+      throw err;
+    }
+  });
+
+  app.get<{ Params: { orderId: string } }>('/orders/:orderId', async (request) => {
+    const orderId = parseOrderId(request.params.orderId);
+    const order = await orders.get(orderId);
+    if (!order) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    return order;
+  });
+
+  app.post<{ Params: { orderId: string } }>('/orders/:orderId/cancel', async (request) => {
+    const orderId = parseOrderId(request.params.orderId);
+    const body = parseOr400(CancelBody, request.body ?? {});
+    return orders.cancel(orderId, body.reason);
+  });
+}
+
+function parseOrderId(value: string): string {
+  const parsed = OrderId.safeParse(value);
+  if (!parsed.success) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${value.slice(0, 80)}`);
+  return parsed.data;
+}

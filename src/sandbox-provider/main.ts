@@ -1,0 +1,36 @@
+/** Entry point of the sandbox payment provider: `npm run sandbox`. */
+import pino from 'pino';
+import { loadConfigOrExit } from '../config';
+import { createSandboxServer } from './server';
+
+/** Starts the sandbox on 127.0.0.1:SANDBOX_PORT and stops it cleanly on SIGINT/SIGTERM. */
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  const logger = pino({ level: config.logLevel, name: 'sandbox' });
+  const sandbox = createSandboxServer({
+    secret: config.sandboxSecret,
+    publicUrl: config.sandboxUrl,
+    notifySchedule: config.sandboxNotifySchedule,
+    logger,
+  });
+  const address = await sandbox.app.listen({ host: '127.0.0.1', port: config.sandboxPort });
+  logger.info({ address, publicUrl: config.sandboxUrl }, `sandbox provider listening at ${address}; cashier pages at ${config.sandboxUrl}/pay/<outTradeNo>`);
+
+  const stop = (signal: NodeJS.Signals): void => {
+    logger.info({ signal }, 'sandbox provider stopping');
+    sandbox.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'sandbox provider did not stop cleanly');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+main().catch((err: unknown) => {
+  console.error('sandbox provider failed to start:', err instanceof Error ? err.message : err);
+  process.exit(1);
+});

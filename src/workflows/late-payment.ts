@@ -1,0 +1,62 @@
+/**
+ * A payment the provider reports after the order's workflow has finished (a late callback, later a
+ * reconciliation finding). One workflow per provider trade: verify with the provider, then refund with a
+ * stable refund number unless the payment is the one that paid the order. Never lost, never refunded twice.
+ */
+import { CancellationScope, proxyActivities, setCurrentDetails, type ActivityOptions } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import { type LatePaymentInput, type LatePaymentResult, autoRefundNo } from '../contracts/order';
+
+const MUST: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '30s' },
+};
+const acts = proxyActivities<Activities>(MUST);
+
+/** Verifies a late payment with the provider and refunds it when the order did not keep it. */
+export async function latePayment(input: LatePaymentInput): Promise<LatePaymentResult> {
+  const { outTradeNo: orderId } = input;
+  setCurrentDetails(`verifying late payment ${input.tradeNo} for order ${orderId}`);
+  const state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
+  if (state.status !== 'PAID' || state.tradeNo !== input.tradeNo) {
+    return { outcome: 'NOT_PAID_AT_PROVIDER', detail: `provider reports ${state.status} for trade ${state.tradeNo ?? 'none'}` };
+  }
+  const order = await acts.getOrderSnapshot(orderId);
+  if (!order) return { outcome: 'UNKNOWN_ORDER', detail: `no order ${orderId}; left for reconciliation and review` };
+  if (order.status === 'PAID' && order.paidTradeNo === input.tradeNo) {
+    return { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' };
+  }
+  if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') {
+    await acts.recordOrderEvent({ orderId, type: 'LATE_PAYMENT_SEEN', message: `Payment ${input.tradeNo} reported while the order is ${order.status}; left for review` });
+    return { outcome: 'LEFT_FOR_REVIEW', detail: `order is ${order.status}` };
+  }
+  if (order.status === 'REFUNDED' && order.paidTradeNo === input.tradeNo) {
+    return { outcome: 'REFUNDED', detail: 'already refunded' };
+  }
+  // The order is closed (EXPIRED, CANCELLED, FAILED) or was paid by another trade: this money is not ours to keep.
+  const amount = state.paidAmount ?? 0;
+  const currency = state.currency ?? order.currency;
+  setCurrentDetails(`refunding ${amount} ${currency} of late payment ${input.tradeNo}`);
+  await CancellationScope.nonCancellable(async () => {
+    await acts.refundPayment({
+      orderId,
+      provider: input.provider,
+      tradeNo: input.tradeNo,
+      outRefundNo: autoRefundNo(orderId, input.tradeNo),
+      amount,
+      currency,
+      reason: `payment arrived after the order was ${order.status}`,
+    });
+    if (order.status !== 'PAID') {
+      await acts.transitionOrder({
+        orderId,
+        from: ['EXPIRED', 'CANCELLED', 'FAILED'],
+        to: 'REFUNDED',
+        reason: 'LATE_PAYMENT_REFUNDED',
+        event: { type: 'ORDER_REFUNDED', message: `Late payment ${input.tradeNo} refunded in full` },
+        payment: { source: 'callback', tradeNo: input.tradeNo, amount, currency, merchantId: state.merchantId ?? '', paidAt: state.paidAt ?? new Date().toISOString(), notificationId: input.notificationId },
+      });
+    }
+  });
+  return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
+}

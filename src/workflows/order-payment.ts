@@ -1,0 +1,388 @@
+/**
+ * The order payment lifecycle (architecture.md, steps 1-7): Try, create payment, early return, wait for a
+ * callback / cancel / timer with active queries, check, confirm or close-then-cancel, refund late money.
+ * Deterministic: no I/O here; every side effect is an activity.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  allHandlersFinished,
+  condition,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import {
+  type OrderLine,
+  type OrderPaymentInput,
+  type OrderPaymentResult,
+  type OrderStage,
+  type OrderStatus,
+  type OrderWorkflowStatus,
+  type PaymentEvidence,
+  type PaymentReady,
+  type TimelineEntry,
+  OrderFailureType,
+  autoRefundNo,
+  cancelOrderUpdate,
+  paymentNotifiedSignal,
+  paymentReadyUpdate,
+  statusQuery,
+} from '../contracts/order';
+import { NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey } from '../contracts/search-attributes';
+
+/** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
+const SETUP: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  scheduleToCloseTimeout: '2m',
+  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' },
+};
+/** Steps that must eventually happen (confirm, cancel, close, mark): retried until they succeed. */
+const MUST: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '30s' },
+};
+/** An active query is best effort: a failed one waits for the next timer. */
+const QUERY: ActivityOptions = {
+  startToCloseTimeout: '10s',
+  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '2s', maximumAttempts: 3 },
+};
+
+const acts = proxyActivities<Activities>(MUST);
+
+/** Runs an activity with the given options and a summary that the Web UI shows on the event. */
+function run<K extends keyof Activities>(name: K, options: ActivityOptions, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
+  const fn = acts[name] as unknown as { executeWithOptions(o: ActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Activities[K]>>> };
+  return fn.executeWithOptions({ ...options, summary }, args);
+}
+
+function failureType(err: unknown): string | undefined {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  return cause instanceof ApplicationFailure ? (cause.type ?? undefined) : undefined;
+}
+
+function failureDetails(err: unknown): Record<string, unknown> {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  const first = cause instanceof ApplicationFailure ? cause.details?.[0] : undefined;
+  return typeof first === 'object' && first !== null ? (first as Record<string, unknown>) : {};
+}
+
+function errorMessage(err: unknown): string {
+  const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
+  return cause instanceof Error ? cause.message : String(cause);
+}
+
+const CANCELLABLE_STAGES: OrderStage[] = ['CREATING_ORDER', 'RESERVING', 'CREATING_PAYMENT', 'AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
+
+/** One order's payment lifecycle; workflow id `order-<orderId>`. */
+export async function orderPayment(input: OrderPaymentInput): Promise<OrderPaymentResult> {
+  const { orderId } = input;
+  const timeline: TimelineEntry[] = [];
+  let stage: OrderStage = 'CREATING_ORDER';
+  let status: OrderStatus = 'AWAITING_PAYMENT';
+  let amount: number | undefined;
+  let currency: string | undefined;
+  let deadline: number | undefined;
+  let nextCheckAt: number | undefined;
+  let queryAttempts = 0;
+  let ready: { ok: true; value: PaymentReady } | { ok: false; type: string; message: string; details: Record<string, unknown> } | undefined;
+  let evidence: PaymentEvidence | undefined;
+  let cancelRequested: { reason?: string } | undefined;
+  let finished = false;
+  const seenNotifications = new Set<string>();
+
+  const note = (type: string, message: string) => {
+    timeline.push({ at: new Date().toISOString(), type, message });
+  };
+  const enter = (next: OrderStage, details: string) => {
+    stage = next;
+    setCurrentDetails(`**${next}**: ${details}`);
+    upsertSearchAttributes([{ key: OrderStageKey, value: next }]);
+  };
+  const setStatus = (next: OrderStatus) => {
+    status = next;
+    upsertSearchAttributes([
+      { key: OrderStatusKey, value: next },
+      { key: NeedsReviewKey, value: next === 'NEEDS_REVIEW' },
+    ]);
+  };
+
+  setHandler(statusQuery, (): OrderWorkflowStatus => ({
+    orderId,
+    stage,
+    status,
+    amount,
+    currency,
+    deadline: deadline === undefined ? undefined : new Date(deadline).toISOString(),
+    nextCheckAt: nextCheckAt === undefined ? undefined : new Date(nextCheckAt).toISOString(),
+    queryAttempts,
+    timeline,
+  }));
+
+  setHandler(paymentReadyUpdate, async () => {
+    await condition(() => ready !== undefined);
+    if (ready!.ok) return ready!.value;
+    throw ApplicationFailure.create({ type: ready!.type, message: ready!.message, details: [ready!.details], nonRetryable: true });
+  });
+
+  setHandler(paymentNotifiedSignal, (n) => {
+    if (seenNotifications.has(n.notificationId)) return; // providers redeliver; the id is the dedup key
+    seenNotifications.add(n.notificationId);
+    if (n.outTradeNo !== orderId) {
+      note('NOTIFICATION_IGNORED', `Notification ${n.notificationId} is for ${n.outTradeNo}, not this order`);
+      return;
+    }
+    note('PAYMENT_NOTIFIED', `Provider notified payment ${n.tradeNo} (${n.amount} ${n.currency})`);
+    if (!evidence) evidence = { source: 'callback', ...n };
+  });
+
+  setHandler(
+    cancelOrderUpdate,
+    async ({ reason }) => {
+      cancelRequested ??= { reason };
+      await condition(() => finished);
+      return { status };
+    },
+    {
+      validator: (_request: { reason?: string }) => {
+        if (!CANCELLABLE_STAGES.includes(stage) || evidence || finished) {
+          throw new Error(`order ${orderId} can no longer be cancelled (stage ${stage}, status ${status})`);
+        }
+      },
+    },
+  );
+
+  upsertSearchAttributes([{ key: OrderStatusKey, value: status }]);
+  note('STARTED', 'Order lifecycle started');
+
+  // Steps 1-3: create, Try, create payment, early return. Compensation is registered before the Try.
+  let lines: OrderLine[] = [];
+  let merchantId = '';
+  let reserveAttempted = false;
+  try {
+    enter('CREATING_ORDER', 'pricing items from the catalog');
+    const priced = await run('createOrder', SETUP, `price ${input.items.length} item(s) from the catalog`, {
+      orderId,
+      userId: input.userId,
+      items: input.items,
+      provider: input.provider,
+      idempotencyKey: input.idempotencyKey,
+    });
+    lines = priced.lines;
+    amount = priced.amount;
+    currency = priced.currency;
+    upsertSearchAttributes([{ key: OrderAmountKey, value: amount }]);
+
+    enter('RESERVING', `reserving ${lines.length} SKU(s)`);
+    reserveAttempted = true;
+    await run('reserveStock', SETUP, `reserve ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+    note('STOCK_RESERVED', `Reserved ${lines.map((l) => `${l.quantity} x ${l.sku}`).join(', ')}`);
+
+    enter('CREATING_PAYMENT', `creating the ${input.provider} payment`);
+    const now = Date.now();
+    deadline = now + input.paymentTimeoutMs;
+    const payment = await run('createProviderPayment', SETUP, `create ${input.provider} payment`, {
+      orderId,
+      provider: input.provider,
+      amount,
+      currency,
+      subject: `Order ${orderId}`,
+      notifyUrl: `${input.publicBaseUrl}/callbacks/${input.provider}`,
+      deadline: new Date(deadline).toISOString(),
+      providerExpiresAt: new Date(deadline + input.providerExpiryMarginMs).toISOString(),
+    });
+    merchantId = payment.merchantId;
+    note('PAYMENT_CREATED', `Payment created at ${input.provider}; pay before ${new Date(deadline).toISOString()}`);
+    ready = {
+      ok: true,
+      value: {
+        orderId,
+        status: 'AWAITING_PAYMENT',
+        amount,
+        currency,
+        payment: { provider: input.provider, paymentUrl: payment.paymentUrl, expiresAt: new Date(deadline).toISOString() },
+      },
+    };
+  } catch (err) {
+    const type = failureType(err) ?? OrderFailureType.PAYMENT_CREATION_FAILED;
+    const message = errorMessage(err);
+    ready = { ok: false, type, message, details: failureDetails(err) };
+    note('FAILED', `Order failed: ${type}: ${message}`);
+    await CancellationScope.nonCancellable(async () => {
+      if (reserveAttempted) {
+        enter('RELEASING', 'releasing stock of a failed order');
+        await run('cancelStock', MUST, `release ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+      }
+      if (amount !== undefined) {
+        await run('transitionOrder', MUST, 'mark order FAILED', {
+          orderId,
+          from: ['AWAITING_PAYMENT'],
+          to: 'FAILED',
+          reason: type,
+          event: { type: 'ORDER_FAILED', message: `Order failed: ${message}` },
+        });
+      }
+    });
+    setStatus('FAILED');
+    return finish({ orderId, status: 'FAILED', reason: type });
+  }
+
+  // Step 4: wait for a callback, a cancel or the deadline; query the provider on a backoff meanwhile.
+  let delay = input.queryFirstDelayMs;
+  enter('AWAITING_PAYMENT', `waiting for payment until ${new Date(deadline).toISOString()}`);
+  while (!evidence && !cancelRequested && Date.now() < deadline) {
+    const now = Date.now();
+    nextCheckAt = Math.min(now + delay, deadline);
+    const woke = await condition(() => evidence !== undefined || cancelRequested !== undefined, nextCheckAt - now, {
+      summary: nextCheckAt === deadline ? 'wait for payment until the deadline' : `wait for payment, then query ${input.provider}`,
+    });
+    if (woke || Date.now() >= deadline) break;
+    enter('QUERYING_PROVIDER', `asking ${input.provider} (query ${queryAttempts + 1})`);
+    queryAttempts++;
+    try {
+      const state = await run('queryProviderPayment', QUERY, `query ${input.provider} (attempt ${queryAttempts})`, { provider: input.provider, outTradeNo: orderId });
+      if ((state.status === 'PAID' || state.status === 'REFUNDED') && !evidence) {
+        evidence = evidenceFromQuery(state, 'query');
+        note('PAYMENT_FOUND_BY_QUERY', `No callback yet, but ${input.provider} reports the payment as paid`);
+      }
+    } catch (err) {
+      note('QUERY_FAILED', `Query ${queryAttempts} failed, will try again: ${errorMessage(err)}`);
+    }
+    if (!evidence) enter('AWAITING_PAYMENT', `waiting for payment until ${new Date(deadline).toISOString()}`);
+    delay = Math.min(delay * 2, input.queryMaxIntervalMs);
+  }
+  nextCheckAt = undefined;
+
+  if (!evidence) {
+    // Step 6: close at the provider first, so that nobody can pay an order we release.
+    const target: OrderStatus = cancelRequested ? 'CANCELLED' : 'EXPIRED';
+    enter('CLOSING', cancelRequested ? 'buyer cancelled; closing the payment' : 'deadline reached; closing the payment');
+    note(cancelRequested ? 'CANCEL_REQUESTED' : 'DEADLINE_REACHED', cancelRequested ? 'Buyer asked to cancel' : 'Payment deadline reached');
+    const closed = await run('closeProviderPayment', MUST, `close ${input.provider} payment`, { orderId, provider: input.provider });
+    if (closed.result === 'ALREADY_PAID') {
+      note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
+      if (!evidence) {
+        const state = await run('queryProviderPayment', MUST, `query ${input.provider} after close`, { provider: input.provider, outTradeNo: orderId });
+        evidence = evidenceFromQuery(state, 'close');
+      }
+    } else {
+      await CancellationScope.nonCancellable(async () => {
+        enter('RELEASING', `releasing ${lines.length} SKU(s)`);
+        await run('cancelStock', MUST, `release ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+        await run('transitionOrder', MUST, `mark order ${target}`, {
+          orderId,
+          from: ['AWAITING_PAYMENT'],
+          to: target,
+          reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT',
+          event: { type: `ORDER_${target}`, message: cancelRequested ? `Cancelled by the buyer${cancelRequested.reason ? `: ${cancelRequested.reason}` : ''}` : 'Not paid before the deadline; stock released' },
+        });
+      });
+      setStatus(target);
+      note(`ORDER_${target}`, target === 'EXPIRED' ? 'Not paid in time; stock released' : 'Cancelled; stock released');
+      // Step 7: money that still arrived (e.g. a provider that let the buyer pay after close) is refunded.
+      if (evidence) await refundLatePayment(evidence);
+      return finish({ orderId, status, reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT' });
+    }
+  }
+
+  // Step 5: paid. Check amount, currency and merchant; a mismatch goes to review, never to confirm.
+  const paid = evidence!;
+  const mismatch = describeMismatch(paid, amount!, currency!, merchantId);
+  if (mismatch) {
+    enter('NEEDS_REVIEW', mismatch);
+    note('NEEDS_REVIEW', `Payment does not match the order: ${mismatch}`);
+    await run('transitionOrder', MUST, 'mark order NEEDS_REVIEW', {
+      orderId,
+      from: ['AWAITING_PAYMENT'],
+      to: 'NEEDS_REVIEW',
+      reason: 'PAYMENT_MISMATCH',
+      event: { type: 'ORDER_NEEDS_REVIEW', message: `Payment does not match the order (${mismatch}); kept for manual review, stock stays reserved` },
+      payment: paid,
+    });
+    setStatus('NEEDS_REVIEW');
+    return finish({ orderId, status: 'NEEDS_REVIEW', reason: mismatch });
+  }
+
+  enter('CONFIRMING', `payment ${paid.tradeNo} matches; confirming`);
+  await CancellationScope.nonCancellable(async () => {
+    await run('confirmStock', MUST, `confirm ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+    await run('transitionOrder', MUST, 'mark order PAID', {
+      orderId,
+      from: ['AWAITING_PAYMENT'],
+      to: 'PAID',
+      reason: `PAID_VIA_${paid.source.toUpperCase()}`,
+      event: { type: 'ORDER_PAID', message: `Paid (${paid.amount} ${paid.currency}, trade ${paid.tradeNo}, learned from ${paid.source})` },
+      payment: paid,
+    });
+  });
+  setStatus('PAID');
+  note('ORDER_PAID', `Paid; learned from ${paid.source}`);
+  return finish({ orderId, status: 'PAID' });
+
+  async function refundLatePayment(late: PaymentEvidence): Promise<void> {
+    enter('REFUNDING', `refunding late payment ${late.tradeNo}`);
+    note('LATE_PAYMENT', `Payment ${late.tradeNo} arrived for a closed order; refunding`);
+    await CancellationScope.nonCancellable(async () => {
+      await run('refundPayment', MUST, `refund ${late.amount} ${late.currency}`, {
+        orderId,
+        provider: input.provider,
+        tradeNo: late.tradeNo,
+        outRefundNo: autoRefundNo(orderId, late.tradeNo),
+        amount: late.amount,
+        currency: late.currency,
+        reason: 'payment arrived after the order was closed',
+      });
+      await run('transitionOrder', MUST, 'mark order REFUNDED', {
+        orderId,
+        from: ['EXPIRED', 'CANCELLED', 'FAILED'],
+        to: 'REFUNDED',
+        reason: 'LATE_PAYMENT_REFUNDED',
+        event: { type: 'ORDER_REFUNDED', message: `Late payment ${late.tradeNo} refunded in full` },
+        payment: late,
+      });
+    });
+    setStatus('REFUNDED');
+  }
+
+  async function finish(result: OrderPaymentResult): Promise<OrderPaymentResult> {
+    finished = true;
+    enter('DONE', `order is ${result.status}`);
+    if (!ready) ready = { ok: false, type: 'ORDER_CLOSED', message: `order is ${result.status}`, details: {} };
+    // Let update handlers (early return, cancel) reply before the workflow completes.
+    await condition(allHandlersFinished);
+    log.info('order lifecycle finished', { orderId, status: result.status });
+    return result;
+  }
+}
+
+function stockLines(lines: OrderLine[]): { sku: string; quantity: number }[] {
+  return lines.map((l) => ({ sku: l.sku, quantity: l.quantity }));
+}
+
+function evidenceFromQuery(
+  state: { tradeNo?: string; paidAmount?: number; currency?: string; merchantId?: string; paidAt?: string },
+  source: 'query' | 'close',
+): PaymentEvidence {
+  return {
+    source,
+    tradeNo: state.tradeNo ?? 'unknown',
+    amount: state.paidAmount ?? -1,
+    currency: state.currency ?? 'unknown',
+    merchantId: state.merchantId ?? 'unknown',
+    paidAt: state.paidAt ?? new Date().toISOString(),
+  };
+}
+
+/** Returns why a payment does not match the order, or undefined when amount, currency and merchant all match. */
+export function describeMismatch(paid: PaymentEvidence, amount: number, currency: string, merchantId: string): string | undefined {
+  const problems: string[] = [];
+  if (paid.amount !== amount) problems.push(`amount ${paid.amount} != ${amount}`);
+  if (paid.currency !== currency) problems.push(`currency ${paid.currency} != ${currency}`);
+  if (paid.merchantId !== merchantId) problems.push(`merchant ${paid.merchantId} != ${merchantId}`);
+  return problems.length ? problems.join('; ') : undefined;
+}
