@@ -26,11 +26,14 @@ function bySku(lines: StockLine[]): StockLine[] {
 
 /** Inserts a fence row unless one exists; returns true when this call created it. */
 async function insertFence(trx: Knex.Transaction, xid: string, resource: string, status: FenceRow['status'], quantity: number, emptyRollback = false): Promise<boolean> {
-  const [result] = (await trx.raw(
-    'INSERT INTO tcc_fence (xid, participant, resource, status, quantity, empty_rollback) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE xid = xid',
-    [xid, PARTICIPANT, resource, status, quantity, emptyRollback],
-  )) as [{ affectedRows: number }];
-  return result.affectedRows === 1;
+  try {
+    await trx('tcc_fence').insert({ xid, participant: PARTICIPANT, resource, status, quantity, empty_rollback: emptyRollback });
+    return true;
+  } catch (err) {
+    // A duplicate key rolls back only this statement in InnoDB; the transaction goes on.
+    if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return false;
+    throw err;
+  }
 }
 
 async function lockFence(trx: Knex.Transaction, xid: string, resource: string): Promise<FenceRow | undefined> {

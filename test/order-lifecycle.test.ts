@@ -1,0 +1,275 @@
+/**
+ * The order payment lifecycle end to end: real dev server, real MySQL, the real sandbox over HTTP.
+ */
+import { randomBytes } from 'node:crypto';
+import { signSandboxPayload } from '../src/providers/sandbox-signature';
+import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
+
+let sys: TestSystem;
+
+beforeAll(async () => {
+  sys = await startSystem();
+}, 60_000);
+
+afterAll(async () => {
+  await sys?.stop();
+});
+
+afterEach(async () => {
+  await sys.sandbox('POST', '/_control/reset');
+});
+
+async function placeOrder(sku: string, quantity = 1, headers: Record<string, string> = {}) {
+  return sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity }] }, headers);
+}
+
+async function notificationsFor(orderId: string) {
+  return (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications as any[];
+}
+
+describe('happy path', () => {
+  test('an order paid on the sandbox becomes PAID and its stock moves reserved -> sold exactly once', async () => {
+    const sku = await createProduct(sys, { price: 1250, stock: 5 });
+    const created = await placeOrder(sku, 2);
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ status: 'AWAITING_PAYMENT', amount: 2500, currency: 'CNY', payment: { provider: 'sandbox' } });
+    expect(created.body.payment.paymentUrl).toBe(`${sys.sandboxUrl}/pay/${created.body.orderId}`);
+    expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 2, sold: 0 });
+
+    const paid = await sys.sandbox('POST', `/v1/payments/${created.body.orderId}/pay`, {});
+    expect(paid.status).toBe(200);
+    const order = await waitForStatus(sys, created.body.orderId, ['PAID']);
+    expect(order.payment).toMatchObject({ status: 'PAID', paidAmount: 2500 });
+    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(
+      expect.arrayContaining(['ORDER_CREATED', 'STOCK_RESERVED', 'PAYMENT_CREATED', 'STOCK_CONFIRMED', 'ORDER_PAID']),
+    );
+    expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 0, sold: 2 });
+    // The callback was acknowledged, so the sandbox stopped redelivering.
+    const [n] = await waitFor(async () => ((await notificationsFor(created.body.orderId))[0]?.acknowledged ? notificationsFor(created.body.orderId) : undefined));
+    expect(n.acknowledged).toBe(true);
+  });
+
+  test('a multi-item order charges the catalog total of every line once', async () => {
+    const a = await createProduct(sys, { price: 199, stock: 10 });
+    const b = await createProduct(sys, { price: 1001, stock: 10 });
+    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku: a, quantity: 3 }, { sku: b, quantity: 2 }, { sku: a, quantity: 1 }] });
+    expect(r.status).toBe(201);
+    expect(r.body.amount).toBe(4 * 199 + 2 * 1001);
+    const order = (await sys.http('GET', `/orders/${r.body.orderId}`)).body;
+    expect(order.items).toEqual(expect.arrayContaining([{ sku: a, quantity: 4, unitPrice: 199 }, { sku: b, quantity: 2, unitPrice: 1001 }]));
+  });
+});
+
+describe('notifications', () => {
+  test('five duplicate notifications confirm once and decrement stock once', async () => {
+    const sku = await createProduct(sys, { stock: 3 });
+    const { body } = await placeOrder(sku);
+    await sys.setFaults({ duplicateNotifications: 1 });
+    await sys.sandbox('POST', `/v1/payments/${body.orderId}/pay`, {});
+    const [n] = await waitFor(async () => {
+      const list = await notificationsFor(body.orderId);
+      return list[0]?.acknowledged ? list : undefined;
+    });
+    for (let i = 0; i < 4; i++) await sys.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
+    await waitForStatus(sys, body.orderId, ['PAID']);
+    const seen = await notificationsFor(body.orderId);
+    expect(seen[0].sends).toBeGreaterThanOrEqual(5);
+    const inbox = await sys.db('notification_inbox').where({ out_trade_no: body.orderId });
+    expect(inbox).toHaveLength(1);
+    expect(inbox[0].deliveries).toBeGreaterThanOrEqual(5);
+    const events = await sys.db('order_events').where({ order_id: body.orderId, type: 'ORDER_PAID' });
+    expect(events).toHaveLength(1);
+    expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 1 });
+  });
+
+  test('with every notification dropped the order still becomes PAID through active queries', async () => {
+    const sku = await createProduct(sys, { stock: 2 });
+    await sys.setFaults({ dropNotifications: 1 });
+    const { body } = await placeOrder(sku);
+    await sys.sandbox('POST', `/v1/payments/${body.orderId}/pay`, {});
+    const order = await waitForStatus(sys, body.orderId, ['PAID']);
+    expect((await notificationsFor(body.orderId))[0]).toMatchObject({ dropped: true, sends: 0 });
+    expect(await sys.db('notification_inbox').where({ out_trade_no: body.orderId })).toHaveLength(0);
+    expect(order.timeline.find((e: { type: string }) => e.type === 'ORDER_PAID').message).toMatch(/learned from query/);
+    expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 0, sold: 1 });
+  });
+
+  test('a paid amount that differs from the order goes to NEEDS_REVIEW and keeps stock reserved', async () => {
+    const sku = await createProduct(sys, { price: 5000, stock: 2 });
+    const { body } = await placeOrder(sku);
+    await sys.sandbox('POST', `/v1/payments/${body.orderId}/pay`, { amount: 1 });
+    const order = await waitForStatus(sys, body.orderId, ['NEEDS_REVIEW']);
+    expect(order.statusReason).toBe('PAYMENT_MISMATCH');
+    expect(order.timeline.some((e: { message: string }) => /amount 1 != 5000/.test(e.message))).toBe(true);
+    expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 1, sold: 0 });
+  });
+});
+
+describe('rejected notifications', () => {
+  async function postCallback(raw: string, signature: string | undefined) {
+    const response = await fetch(`${sys.apiUrl}/callbacks/sandbox`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(signature ? { 'sandbox-signature': signature } : {}) },
+      body: raw,
+    });
+    return { status: response.status, body: await response.text() };
+  }
+
+  async function unpaidOrder() {
+    const sku = await createProduct(sys, { price: 700, stock: 1 });
+    const { body } = await placeOrder(sku);
+    return body.orderId as string;
+  }
+
+  function notification(orderId: string, overrides: Record<string, unknown> = {}) {
+    return JSON.stringify({
+      id: `evt_forged_${randomBytes(4).toString('hex')}`,
+      type: 'payment.succeeded',
+      data: { outTradeNo: orderId, tradeNo: 'SBX-FORGED', amount: 700, currency: 'CNY', merchantId: sys.config.sandboxMerchantId, paidAt: new Date().toISOString(), ...overrides },
+    });
+  }
+
+  const now = () => Math.floor(Date.now() / 1000);
+
+  test.each([
+    ['a bad signature', (raw: string) => signSandboxPayload('not-the-secret', raw, now()), 401, 'BAD_SIGNATURE'],
+    ['a stale timestamp', (raw: string) => signSandboxPayload('test-sandbox-secret', raw, now() - 3600), 401, 'STALE_TIMESTAMP'],
+    ['no signature', () => undefined, 401, 'MISSING_SIGNATURE'],
+  ])('a notification with %s is refused with 4xx and changes nothing', async (_what, sign, status, code) => {
+    const orderId = await unpaidOrder();
+    const raw = notification(orderId);
+    const r = await postCallback(raw, sign(raw));
+    expect(r.status).toBe(status);
+    expect(JSON.parse(r.body).error).toBe(code);
+    await expectUntouched(orderId);
+  });
+
+  test('a correctly signed body that is not JSON is refused with 400', async () => {
+    const orderId = await unpaidOrder();
+    const raw = `{"id": "evt_x", "type": "payment.succeeded", "data": {"outTradeNo": "${orderId}"`;
+    const r = await postCallback(raw, signSandboxPayload('test-sandbox-secret', raw, now()));
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error).toBe('MALFORMED_BODY');
+    await expectUntouched(orderId);
+  });
+
+  test('a body changed by one byte after signing is refused', async () => {
+    const orderId = await unpaidOrder();
+    const raw = notification(orderId);
+    const signature = signSandboxPayload('test-sandbox-secret', raw, now());
+    const r = await postCallback(raw.replace('"amount":700', '"amount":701'), signature);
+    expect(r.status).toBe(401);
+    await expectUntouched(orderId);
+  });
+
+  test("a genuine notification for another merchant is refused", async () => {
+    const orderId = await unpaidOrder();
+    const raw = notification(orderId, { merchantId: 'someone-else' });
+    const r = await postCallback(raw, signSandboxPayload('test-sandbox-secret', raw, now()));
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error).toBe('WRONG_MERCHANT');
+    await expectUntouched(orderId);
+  });
+
+  async function expectUntouched(orderId: string) {
+    await new Promise((r) => setTimeout(r, 300));
+    const order = (await sys.http('GET', `/orders/${orderId}`)).body;
+    expect(order.status).toBe('AWAITING_PAYMENT');
+    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(['ORDER_CREATED', 'STOCK_RESERVED', 'PAYMENT_CREATED']);
+    expect(await sys.db('notification_inbox').where({ out_trade_no: orderId })).toHaveLength(0);
+  }
+});
+
+describe('order API', () => {
+  test('out of stock answers 409 OUT_OF_STOCK and leaves no reservation behind', async () => {
+    const a = await createProduct(sys, { stock: 5 });
+    const b = await createProduct(sys, { stock: 1 });
+    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku: a, quantity: 2 }, { sku: b, quantity: 2 }] });
+    expect(r.status).toBe(409);
+    expect(r.body).toMatchObject({ error: 'OUT_OF_STOCK', sku: b });
+    expect(await stockOf(sys, a)).toEqual({ available: 5, reserved: 0, sold: 0 });
+    expect(await stockOf(sys, b)).toEqual({ available: 1, reserved: 0, sold: 0 });
+    await waitForStatus(sys, r.body.orderId, ['FAILED']);
+  });
+
+  test('an unknown SKU answers 422 UNKNOWN_SKU', async () => {
+    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku: 'no-such-sku-anywhere', quantity: 1 }] });
+    expect(r.status).toBe(422);
+    expect(r.body).toMatchObject({ error: 'UNKNOWN_SKU', skus: ['no-such-sku-anywhere'] });
+  });
+
+  test.each([
+    ['no items', { userId: 'u1', items: [] }],
+    ['a negative quantity', { userId: 'u1', items: [{ sku: 'a', quantity: -1 }] }],
+    ['a client-supplied price', { userId: 'u1', items: [{ sku: 'a', quantity: 1, price: 1 }] }],
+    ['a fractional quantity', { userId: 'u1', items: [{ sku: 'a', quantity: 1.5 }] }],
+    ['an unknown provider', { userId: 'u1', items: [{ sku: 'a', quantity: 1 }], provider: 'paypal' }],
+  ])('a body with %s answers 400 VALIDATION_FAILED', async (_what, body) => {
+    const r = await sys.http('POST', '/orders', body);
+    expect(r.status).toBe(400);
+    expect(r.body.error).toBe('VALIDATION_FAILED');
+    expect(typeof r.body.message).toBe('string');
+  });
+
+  test('malformed JSON answers 400 in the error shape', async () => {
+    const response = await fetch(`${sys.apiUrl}/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"userId":' });
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: string }).error).toBe('VALIDATION_FAILED');
+  });
+
+  test('the same Idempotency-Key twice gives one order', async () => {
+    const sku = await createProduct(sys, { stock: 5 });
+    const body = { userId: userId(), items: [{ sku, quantity: 1 }] };
+    const key = `key-${randomBytes(4).toString('hex')}`;
+    const [first, second] = await Promise.all([
+      sys.http('POST', '/orders', body, { 'idempotency-key': key }),
+      sys.http('POST', '/orders', body, { 'idempotency-key': key }),
+    ]);
+    const third = await sys.http('POST', '/orders', body, { 'idempotency-key': key });
+    expect([first.status, second.status]).toEqual(expect.arrayContaining([201]));
+    expect(second.body.orderId).toBe(first.body.orderId);
+    expect(third.body.orderId).toBe(first.body.orderId);
+    expect(third.body.payment.paymentUrl).toBe(first.body.payment.paymentUrl);
+    expect(await stockOf(sys, sku)).toEqual({ available: 4, reserved: 1, sold: 0 });
+    const reused = await sys.http('POST', '/orders', { ...body, items: [{ sku, quantity: 2 }] }, { 'idempotency-key': key });
+    expect(reused.status).toBe(422);
+    expect(reused.body.error).toBe('IDEMPOTENCY_KEY_REUSED');
+  });
+
+  test('a user cancel closes the payment, releases stock, and a second cancel is a no-op', async () => {
+    const sku = await createProduct(sys, { stock: 2 });
+    const { body } = await placeOrder(sku);
+    const r = await sys.http('POST', `/orders/${body.orderId}/cancel`, {});
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ orderId: body.orderId, status: 'CANCELLED' });
+    expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
+    expect((await sys.sandbox('GET', `/v1/payments/${body.orderId}`)).body.status).toBe('CLOSED');
+    expect((await sys.http('POST', `/orders/${body.orderId}/cancel`, {})).status).toBe(200);
+  });
+
+  test('a paid order cannot be cancelled', async () => {
+    const sku = await createProduct(sys, { stock: 2 });
+    const { body } = await placeOrder(sku);
+    await sys.sandbox('POST', `/v1/payments/${body.orderId}/pay`, {});
+    await waitForStatus(sys, body.orderId, ['PAID']);
+    const r = await sys.http('POST', `/orders/${body.orderId}/cancel`, {});
+    expect(r.status).toBe(409);
+    expect(r.body).toMatchObject({ error: 'ORDER_NOT_CANCELLABLE', status: 'PAID' });
+  });
+
+  test('an unknown order answers 404 ORDER_NOT_FOUND', async () => {
+    expect((await sys.http('GET', '/orders/ord_nope')).body.error).toBe('ORDER_NOT_FOUND');
+    expect((await sys.http('GET', '/orders/ord_nope')).status).toBe(404);
+  });
+
+  test('admin endpoints refuse a missing or wrong token', async () => {
+    expect((await sys.http('PUT', '/admin/products/x1', { name: 'x', price: 1, stock: 1 })).status).toBe(401);
+    expect((await sys.http('GET', '/admin/products/x1', undefined, { authorization: 'Bearer wrong-token-xx' })).status).toBe(401);
+  });
+
+  test('healthz and metrics answer', async () => {
+    expect((await sys.http('GET', '/healthz')).body).toMatchObject({ status: 'ok', checks: { mysql: 'ok', temporal: 'ok' } });
+    const metrics = await fetch(`${sys.apiUrl}/metrics`);
+    expect(await metrics.text()).toMatch(/payflow_notifications_received_total/);
+  });
+});

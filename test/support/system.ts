@@ -1,0 +1,175 @@
+/**
+ * Starts the whole system in the test process against the real services: the sandbox provider and the API
+ * on free ports, a worker on a task queue of its own, all sharing the test database and dev server.
+ */
+import { randomBytes } from 'node:crypto';
+import { type AddressInfo, createServer } from 'node:net';
+import { type Client } from '@temporalio/client';
+import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import { type Api, buildApi } from '../../src/client/app';
+import { connectTemporal } from '../../src/client/temporal';
+import { type Config, loadConfig } from '../../src/config';
+import type { FaultSettings } from '../../src/contracts/sandbox';
+import { createDb } from '../../src/db/knex';
+import { createProviders } from '../../src/providers';
+import { createSandboxServer } from '../../src/sandbox-provider/server';
+import { createWorker } from '../../src/workers/worker';
+import { TEST_ENV, testBundlePath } from './env';
+
+let runtimeInstalled = false;
+
+/** A running system for one test file. */
+export interface TestSystem {
+  config: Config;
+  db: Knex;
+  client: Client;
+  api: Api;
+  apiUrl: string;
+  sandboxUrl: string;
+  worker: Worker;
+  /** Calls the API (JSON in and out). */
+  http(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
+  /** Calls the sandbox provider. */
+  sandbox(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  setFaults(faults: FaultSettings): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function jsonCall(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    /* not JSON: keep the text */
+  }
+  return { status: response.status, body: parsed as any };
+}
+
+/** Starts sandbox + API + worker with test-friendly timings; `env` overrides any variable. */
+export async function startSystem(env: Record<string, string> = {}): Promise<TestSystem> {
+  if (!runtimeInstalled) {
+    Runtime.install({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: (m: string, meta?: unknown) => console.error(m, meta) } as never });
+    runtimeInstalled = true;
+  }
+  const sandbox = createSandboxServer({ secret: env.SANDBOX_SECRET ?? 'test-sandbox-secret', publicUrl: 'http://127.0.0.1:0', notifySchedule: [0, 300, 600, 1200, 2000, 3000, 5000], logger: false });
+  await sandbox.app.listen({ host: '127.0.0.1', port: 0 });
+  const sandboxUrl = `http://127.0.0.1:${(sandbox.app.server.address() as AddressInfo).port}`;
+  sandbox.setPublicUrl(sandboxUrl);
+
+  const taskQueue = `test-${randomBytes(6).toString('hex')}`;
+  const baseEnv: Record<string, string> = {
+    DATABASE_URL: TEST_ENV.databaseUrl,
+    TEMPORAL_ADDRESS: TEST_ENV.temporalAddress,
+    TEMPORAL_NAMESPACE: TEST_ENV.namespace,
+    TASK_QUEUE: taskQueue,
+    PORT: '0',
+    SANDBOX_URL: sandboxUrl,
+    SANDBOX_SECRET: 'test-sandbox-secret',
+    ADMIN_TOKEN: 'test-admin-token',
+    PAYMENT_TIMEOUT: '30s',
+    QUERY_FIRST_DELAY: '1s',
+    QUERY_MAX_INTERVAL: '2s',
+    PROVIDER_EXPIRY_MARGIN: '30s',
+    INBOX_RETRY_INTERVAL: '500ms',
+    LOG_LEVEL: 'warn',
+    ...env,
+  };
+  const db = createDb(TEST_ENV.databaseUrl, { poolMax: 20 });
+  const client = await connectTemporal({ temporalAddress: TEST_ENV.temporalAddress, temporalNamespace: TEST_ENV.namespace });
+  const apiPort = await freePort();
+  const apiUrl = `http://127.0.0.1:${apiPort}`;
+  const config = loadConfig({ ...baseEnv, PORT: String(apiPort) });
+  const providers = createProviders(config);
+  const api = buildApi({ config, db, client, providers, logger: false });
+  await api.app.listen({ host: '127.0.0.1', port: apiPort });
+
+  const connection = await NativeConnection.connect({ address: TEST_ENV.temporalAddress });
+  const worker = await createWorker({ config, db, providers, connection, workflows: { workflowBundle: { codePath: testBundlePath() } } });
+  const running = worker.run();
+
+  return {
+    config,
+    db,
+    client,
+    api,
+    apiUrl,
+    sandboxUrl,
+    worker,
+    http: (method, path, body, headers) => jsonCall(apiUrl, method, path, body, headers),
+    sandbox: (method, path, body) => jsonCall(sandboxUrl, method, path, body),
+    async setFaults(faults) {
+      const r = await jsonCall(sandboxUrl, 'PUT', '/_control/faults', faults);
+      if (r.status !== 200) throw new Error(`setting faults failed: ${r.status} ${JSON.stringify(r.body)}`);
+    },
+    async stop() {
+      worker.shutdown();
+      await running;
+      await connection.close();
+      await api.close();
+      await sandbox.close();
+      await client.connection.close();
+      await db.destroy();
+    },
+  };
+}
+
+/** A port that is free right now (the notify URL must name the API's port before the API starts). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `fn` until it returns a truthy value or the timeout passes; returns the last value. */
+export async function waitFor<T>(fn: () => Promise<T>, { timeoutMs = 20_000, intervalMs = 200, what = 'condition' } = {}): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last) return last as NonNullable<T>;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}; last value: ${JSON.stringify(last)}`);
+}
+
+/** Creates a product with a unique SKU through the admin API. */
+export async function createProduct(sys: TestSystem, { price = 1999, stock = 10, currency = 'CNY' } = {}): Promise<string> {
+  const sku = `sku-${randomBytes(5).toString('hex')}`;
+  const r = await sys.http('PUT', `/admin/products/${sku}`, { name: `Test ${sku}`, price, currency, stock }, { authorization: `Bearer ${sys.config.adminToken}` });
+  if (r.status !== 201) throw new Error(`creating product failed: ${r.status} ${JSON.stringify(r.body)}`);
+  return sku;
+}
+
+/** Reads a product's stock through the admin API. */
+export async function stockOf(sys: TestSystem, sku: string): Promise<{ available: number; reserved: number; sold: number }> {
+  const r = await sys.http('GET', `/admin/products/${sku}`, undefined, { authorization: `Bearer ${sys.config.adminToken}` });
+  return r.body.stock;
+}
+
+/** Waits until the order reaches one of the statuses and returns it. */
+export async function waitForStatus(sys: TestSystem, orderId: string, statuses: string[], timeoutMs = 20_000): Promise<any> {
+  return waitFor(
+    async () => {
+      const r = await sys.http('GET', `/orders/${orderId}`);
+      return statuses.includes(r.body?.status) ? r.body : undefined;
+    },
+    { timeoutMs, what: `order ${orderId} to become ${statuses.join(' or ')}` },
+  );
+}
+
+/** A fresh user id. */
+export function userId(): string {
+  return `user-${randomBytes(4).toString('hex')}`;
+}
