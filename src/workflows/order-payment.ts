@@ -9,6 +9,7 @@ import {
   CancellationScope,
   allHandlersFinished,
   condition,
+  isCancellation,
   log,
   proxyActivities,
   setCurrentDetails,
@@ -34,7 +35,7 @@ import {
   paymentReadyUpdate,
   statusQuery,
 } from '../contracts/order';
-import { NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey } from '../contracts/search-attributes';
+import { NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
 
 /** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
 const SETUP: ActivityOptions = {
@@ -232,97 +233,120 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     return finish({ orderId, status: 'FAILED', reason: type });
   }
 
-  // Step 4: wait for a callback, a cancel or the deadline; query the provider on a backoff meanwhile.
-  let delay = input.queryFirstDelayMs;
-  enter('AWAITING_PAYMENT', `waiting for payment until ${new Date(deadline).toISOString()}`);
-  while (!evidence && !cancelRequested && Date.now() < deadline) {
-    const now = Date.now();
-    nextCheckAt = Math.min(now + delay, deadline);
-    const woke = await condition(() => evidence !== undefined || cancelRequested !== undefined, nextCheckAt - now, {
-      summary: nextCheckAt === deadline ? 'wait for payment until the deadline' : `wait for payment, then query ${input.provider}`,
-    });
-    if (woke || Date.now() >= deadline) break;
-    enter('QUERYING_PROVIDER', `asking ${input.provider} (query ${queryAttempts + 1})`);
-    queryAttempts++;
-    try {
-      const state = await run('queryProviderPayment', QUERY, `query ${input.provider} (attempt ${queryAttempts})`, { provider: input.provider, outTradeNo: orderId });
-      if ((state.status === 'PAID' || state.status === 'REFUNDED') && !evidence) {
-        evidence = evidenceFromQuery(state, 'query');
-        note('PAYMENT_FOUND_BY_QUERY', `No callback yet, but ${input.provider} reports the payment as paid`);
-      }
-    } catch (err) {
-      note('QUERY_FAILED', `Query ${queryAttempts} failed, will try again: ${errorMessage(err)}`);
-    }
-    if (!evidence) enter('AWAITING_PAYMENT', `waiting for payment until ${new Date(deadline).toISOString()}`);
-    delay = Math.min(delay * 2, input.queryMaxIntervalMs);
-  }
-  nextCheckAt = undefined;
-
-  if (!evidence) {
-    // Step 6: close at the provider first, so that nobody can pay an order we release.
-    const target: OrderStatus = cancelRequested ? 'CANCELLED' : 'EXPIRED';
-    enter('CLOSING', cancelRequested ? 'buyer cancelled; closing the payment' : 'deadline reached; closing the payment');
-    note(cancelRequested ? 'CANCEL_REQUESTED' : 'DEADLINE_REACHED', cancelRequested ? 'Buyer asked to cancel' : 'Payment deadline reached');
-    const closed = await run('closeProviderPayment', MUST, `close ${input.provider} payment`, { orderId, provider: input.provider });
-    if (closed.result === 'ALREADY_PAID') {
-      note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
-      if (!evidence) {
-        const state = await run('queryProviderPayment', MUST, `query ${input.provider} after close`, { provider: input.provider, outTradeNo: orderId });
-        evidence = evidenceFromQuery(state, 'close');
-      }
-    } else {
-      await CancellationScope.nonCancellable(async () => {
-        enter('RELEASING', `releasing ${lines.length} SKU(s)`);
-        await run('cancelStock', MUST, `release ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
-        await run('transitionOrder', MUST, `mark order ${target}`, {
-          orderId,
-          from: ['AWAITING_PAYMENT'],
-          to: target,
-          reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT',
-          event: { type: `ORDER_${target}`, message: cancelRequested ? `Cancelled by the buyer${cancelRequested.reason ? `: ${cancelRequested.reason}` : ''}` : 'Not paid before the deadline; stock released' },
-        });
-      });
-      setStatus(target);
-      note(`ORDER_${target}`, target === 'EXPIRED' ? 'Not paid in time; stock released' : 'Cancelled; stock released');
-      // Step 7: money that still arrived (e.g. a provider that let the buyer pay after close) is refunded.
-      if (evidence) await refundLatePayment(evidence);
-      return finish({ orderId, status, reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT' });
-    }
-  }
-
-  // Step 5: paid. Check amount, currency and merchant; a mismatch goes to review, never to confirm.
-  const paid = evidence!;
-  const mismatch = describeMismatch(paid, amount!, currency!, merchantId);
-  if (mismatch) {
-    enter('NEEDS_REVIEW', mismatch);
-    note('NEEDS_REVIEW', `Payment does not match the order: ${mismatch}`);
+  try {
+    return await settle();
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    // Something we cannot resolve automatically (a TCC conflict, a refund the provider refuses): never leave
+    // money in flight behind a failed workflow; hand the order to a person with the reason.
+    const type = failureType(err) ?? 'UNEXPECTED_ERROR';
+    note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
+    upsertSearchAttributes([{ key: StuckKey, value: true }]);
     await run('transitionOrder', MUST, 'mark order NEEDS_REVIEW', {
       orderId,
-      from: ['AWAITING_PAYMENT'],
+      from: ['AWAITING_PAYMENT', 'EXPIRED', 'CANCELLED', 'PAID'],
       to: 'NEEDS_REVIEW',
-      reason: 'PAYMENT_MISMATCH',
-      event: { type: 'ORDER_NEEDS_REVIEW', message: `Payment does not match the order (${mismatch}); kept for manual review, stock stays reserved` },
-      payment: paid,
+      reason: type,
+      event: { type: 'ORDER_NEEDS_REVIEW', message: `Automatic handling stopped (${type}: ${errorMessage(err)}); an operator must decide` },
     });
     setStatus('NEEDS_REVIEW');
-    return finish({ orderId, status: 'NEEDS_REVIEW', reason: mismatch });
+    return finish({ orderId, status: 'NEEDS_REVIEW', reason: type });
   }
 
-  enter('CONFIRMING', `payment ${paid.tradeNo} matches; confirming`);
-  await CancellationScope.nonCancellable(async () => {
-    await run('confirmStock', MUST, `confirm ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
-    await run('transitionOrder', MUST, 'mark order PAID', {
-      orderId,
-      from: ['AWAITING_PAYMENT'],
-      to: 'PAID',
-      reason: `PAID_VIA_${paid.source.toUpperCase()}`,
-      event: { type: 'ORDER_PAID', message: `Paid (${paid.amount} ${paid.currency}, trade ${paid.tradeNo}, learned from ${paid.source})` },
-      payment: paid,
+  async function settle(): Promise<OrderPaymentResult> {
+    const deadlineAt = deadline!;
+    // Step 4: wait for a callback, a cancel or the deadline; query the provider on a backoff meanwhile.
+    let delay = input.queryFirstDelayMs;
+    enter('AWAITING_PAYMENT', `waiting for payment until ${new Date(deadlineAt).toISOString()}`);
+    while (!evidence && !cancelRequested && Date.now() < deadlineAt) {
+      const now = Date.now();
+      nextCheckAt = Math.min(now + delay, deadlineAt);
+      const woke = await condition(() => evidence !== undefined || cancelRequested !== undefined, nextCheckAt - now, {
+        summary: nextCheckAt === deadlineAt ? 'wait for payment until the deadline' : `wait for payment, then query ${input.provider}`,
+      });
+      if (woke || Date.now() >= deadlineAt) break;
+      enter('QUERYING_PROVIDER', `asking ${input.provider} (query ${queryAttempts + 1})`);
+      queryAttempts++;
+      try {
+        const state = await run('queryProviderPayment', QUERY, `query ${input.provider} (attempt ${queryAttempts})`, { provider: input.provider, outTradeNo: orderId });
+        if ((state.status === 'PAID' || state.status === 'REFUNDED') && !evidence) {
+          evidence = evidenceFromQuery(state, 'query');
+          note('PAYMENT_FOUND_BY_QUERY', `No callback yet, but ${input.provider} reports the payment as paid`);
+        }
+      } catch (err) {
+        note('QUERY_FAILED', `Query ${queryAttempts} failed, will try again: ${errorMessage(err)}`);
+      }
+      if (!evidence) enter('AWAITING_PAYMENT', `waiting for payment until ${new Date(deadlineAt).toISOString()}`);
+      delay = Math.min(delay * 2, input.queryMaxIntervalMs);
+    }
+    nextCheckAt = undefined;
+
+    if (!evidence) {
+      // Step 6: close at the provider first, so that nobody can pay an order we release.
+      const target: OrderStatus = cancelRequested ? 'CANCELLED' : 'EXPIRED';
+      enter('CLOSING', cancelRequested ? 'buyer cancelled; closing the payment' : 'deadline reached; closing the payment');
+      note(cancelRequested ? 'CANCEL_REQUESTED' : 'DEADLINE_REACHED', cancelRequested ? 'Buyer asked to cancel' : 'Payment deadline reached');
+      const closed = await run('closeProviderPayment', MUST, `close ${input.provider} payment`, { orderId, provider: input.provider });
+      if (closed.result === 'ALREADY_PAID') {
+        note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
+        if (!evidence) {
+          const state = await run('queryProviderPayment', MUST, `query ${input.provider} after close`, { provider: input.provider, outTradeNo: orderId });
+          evidence = evidenceFromQuery(state, 'close');
+        }
+      } else {
+        await CancellationScope.nonCancellable(async () => {
+          enter('RELEASING', `releasing ${lines.length} SKU(s)`);
+          await run('cancelStock', MUST, `release ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+          await run('transitionOrder', MUST, `mark order ${target}`, {
+            orderId,
+            from: ['AWAITING_PAYMENT'],
+            to: target,
+            reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT',
+            event: { type: `ORDER_${target}`, message: cancelRequested ? `Cancelled by the buyer${cancelRequested.reason ? `: ${cancelRequested.reason}` : ''}` : 'Not paid before the deadline; stock released' },
+          });
+        });
+        setStatus(target);
+        note(`ORDER_${target}`, target === 'EXPIRED' ? 'Not paid in time; stock released' : 'Cancelled; stock released');
+        // Step 7: money that still arrived (e.g. a provider that let the buyer pay after close) is refunded.
+        if (evidence) await refundLatePayment(evidence);
+        return finish({ orderId, status, reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT' });
+      }
+    }
+
+    // Step 5: paid. Check amount, currency and merchant; a mismatch goes to review, never to confirm.
+    const paid = evidence!;
+    const mismatch = describeMismatch(paid, amount!, currency!, merchantId);
+    if (mismatch) {
+      enter('NEEDS_REVIEW', mismatch);
+      note('NEEDS_REVIEW', `Payment does not match the order: ${mismatch}`);
+      await run('transitionOrder', MUST, 'mark order NEEDS_REVIEW', {
+        orderId,
+        from: ['AWAITING_PAYMENT'],
+        to: 'NEEDS_REVIEW',
+        reason: 'PAYMENT_MISMATCH',
+        event: { type: 'ORDER_NEEDS_REVIEW', message: `Payment does not match the order (${mismatch}); kept for manual review, stock stays reserved` },
+        payment: paid,
+      });
+      setStatus('NEEDS_REVIEW');
+      return finish({ orderId, status: 'NEEDS_REVIEW', reason: mismatch });
+    }
+
+    enter('CONFIRMING', `payment ${paid.tradeNo} matches; confirming`);
+    await CancellationScope.nonCancellable(async () => {
+      await run('confirmStock', MUST, `confirm ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+      await run('transitionOrder', MUST, 'mark order PAID', {
+        orderId,
+        from: ['AWAITING_PAYMENT'],
+        to: 'PAID',
+        reason: `PAID_VIA_${paid.source.toUpperCase()}`,
+        event: { type: 'ORDER_PAID', message: `Paid (${paid.amount} ${paid.currency}, trade ${paid.tradeNo}, learned from ${paid.source})` },
+        payment: paid,
+      });
     });
-  });
-  setStatus('PAID');
-  note('ORDER_PAID', `Paid; learned from ${paid.source}`);
-  return finish({ orderId, status: 'PAID' });
+    setStatus('PAID');
+    note('ORDER_PAID', `Paid; learned from ${paid.source}`);
+    return finish({ orderId, status: 'PAID' });
+  }
 
   async function refundLatePayment(late: PaymentEvidence): Promise<void> {
     enter('REFUNDING', `refunding late payment ${late.tradeNo}`);

@@ -5,16 +5,12 @@
 import { randomBytes } from 'node:crypto';
 import { type AddressInfo, createServer } from 'node:net';
 import { type Client } from '@temporalio/client';
-import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { Runtime, type Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
-import { type Api, buildApi } from '../../src/client/app';
-import { connectTemporal } from '../../src/client/temporal';
+import type { Api } from '../../src/client/app';
 import { type Config, loadConfig } from '../../src/config';
 import type { FaultSettings } from '../../src/contracts/sandbox';
-import { createDb } from '../../src/db/knex';
-import { createProviders } from '../../src/providers';
-import { createSandboxServer } from '../../src/sandbox-provider/server';
-import { createWorker } from '../../src/workers/worker';
+import { startStack } from '../../src/tools/stack';
 import { TEST_ENV, testBundlePath } from './env';
 
 let runtimeInstalled = false;
@@ -58,20 +54,16 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Tes
     Runtime.install({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: (m: string, meta?: unknown) => console.error(m, meta) } as never });
     runtimeInstalled = true;
   }
-  const sandbox = createSandboxServer({ secret: env.SANDBOX_SECRET ?? 'test-sandbox-secret', publicUrl: 'http://127.0.0.1:0', notifySchedule: [0, 300, 600, 1200, 2000, 3000, 5000], logger: false });
-  await sandbox.app.listen({ host: '127.0.0.1', port: 0 });
-  const sandboxUrl = `http://127.0.0.1:${(sandbox.app.server.address() as AddressInfo).port}`;
-  sandbox.setPublicUrl(sandboxUrl);
-
-  const taskQueue = `test-${randomBytes(6).toString('hex')}`;
-  const baseEnv: Record<string, string> = {
+  const [apiPort, sandboxPort] = [await freePort(), await freePort()];
+  const config = loadConfig({
     DATABASE_URL: TEST_ENV.databaseUrl,
     TEMPORAL_ADDRESS: TEST_ENV.temporalAddress,
     TEMPORAL_NAMESPACE: TEST_ENV.namespace,
-    TASK_QUEUE: taskQueue,
-    PORT: '0',
-    SANDBOX_URL: sandboxUrl,
+    TASK_QUEUE: `test-${randomBytes(6).toString('hex')}`,
+    PORT: String(apiPort),
+    SANDBOX_PORT: String(sandboxPort),
     SANDBOX_SECRET: 'test-sandbox-secret',
+    SANDBOX_NOTIFY_SCHEDULE: '0ms,300ms,600ms,1200ms,2s,3s,5s',
     ADMIN_TOKEN: 'test-admin-token',
     PAYMENT_TIMEOUT: '30s',
     QUERY_FIRST_DELAY: '1s',
@@ -80,43 +72,25 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Tes
     INBOX_RETRY_INTERVAL: '500ms',
     LOG_LEVEL: 'warn',
     ...env,
-  };
-  const db = createDb(TEST_ENV.databaseUrl, { poolMax: 20 });
-  const client = await connectTemporal({ temporalAddress: TEST_ENV.temporalAddress, temporalNamespace: TEST_ENV.namespace });
-  const apiPort = await freePort();
+  });
+  const stack = await startStack({ config, logger: false, workflows: { workflowBundle: { codePath: testBundlePath() } } });
   const apiUrl = `http://127.0.0.1:${apiPort}`;
-  const config = loadConfig({ ...baseEnv, PORT: String(apiPort) });
-  const providers = createProviders(config);
-  const api = buildApi({ config, db, client, providers, logger: false });
-  await api.app.listen({ host: '127.0.0.1', port: apiPort });
-
-  const connection = await NativeConnection.connect({ address: TEST_ENV.temporalAddress });
-  const worker = await createWorker({ config, db, providers, connection, workflows: { workflowBundle: { codePath: testBundlePath() } } });
-  const running = worker.run();
-
+  const sandboxUrl = config.sandboxUrl;
   return {
     config,
-    db,
-    client,
-    api,
+    db: stack.db,
+    client: stack.client,
+    api: stack.api,
     apiUrl,
     sandboxUrl,
-    worker,
+    worker: stack.worker,
     http: (method, path, body, headers) => jsonCall(apiUrl, method, path, body, headers),
     sandbox: (method, path, body) => jsonCall(sandboxUrl, method, path, body),
     async setFaults(faults) {
       const r = await jsonCall(sandboxUrl, 'PUT', '/_control/faults', faults);
       if (r.status !== 200) throw new Error(`setting faults failed: ${r.status} ${JSON.stringify(r.body)}`);
     },
-    async stop() {
-      worker.shutdown();
-      await running;
-      await connection.close();
-      await api.close();
-      await sandbox.close();
-      await client.connection.close();
-      await db.destroy();
-    },
+    stop: () => stack.stop(),
   };
 }
 

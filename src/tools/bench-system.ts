@@ -1,0 +1,43 @@
+/**
+ * The system under test of `npm run bench`: sandbox provider, API and worker in one process (startStack),
+ * configured entirely from the environment the benchmark hands it. Runs in a child process so that the
+ * load generator never shares its event loop. Stops on SIGTERM/SIGINT, or when the parent's IPC channel
+ * closes (the benchmark died), so it never outlives the run.
+ */
+import { Runtime } from '@temporalio/worker';
+import { loadConfigOrExit } from '../config';
+import { startStack } from './stack';
+
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  Runtime.install({
+    logger: {
+      log() {},
+      trace() {},
+      debug() {},
+      info() {},
+      warn: (m: string) => console.warn(`[temporal-sdk] ${m}`),
+      error: (m: string) => console.error(`[temporal-sdk] ${m}`),
+    } as never,
+  });
+  const poolMax = Number(process.env.BENCH_DB_POOL_MAX ?? 20);
+  const stack = await startStack({ config, dbPoolMax: Number.isInteger(poolMax) && poolMax > 0 ? poolMax : 20 });
+  console.log(`[bench-system] API on ${config.publicBaseUrl}, sandbox on ${config.sandboxUrl}, task queue "${config.taskQueue}"`);
+
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`[bench-system] stopping (${why})`);
+    await stack.stop().catch((err: unknown) => console.error(`[bench-system] stop failed: ${(err as Error).stack ?? String(err)}`));
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  if (process.connected) process.on('disconnect', () => void stop('parent went away'));
+}
+
+main().catch((err: unknown) => {
+  console.error(`[bench-system] ${(err as Error).stack ?? String(err)}`);
+  process.exit(1);
+});

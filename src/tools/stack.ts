@@ -1,0 +1,78 @@
+/**
+ * Runs the application's three parts in one process (sandbox provider, HTTP API, worker) against an
+ * already-running Temporal server and MySQL. Used by `npm start`, the benchmark and the test harness;
+ * production runs the API and the worker as separate processes (`npm run api`, `npm run worker`).
+ */
+import type { Client } from '@temporalio/client';
+import { NativeConnection, type Worker } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import { type Api, buildApi } from '../client/app';
+import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
+import type { Config } from '../config';
+import { createDb } from '../db/knex';
+import { createProviders } from '../providers';
+import { type SandboxServer, createSandboxServer } from '../sandbox-provider/server';
+import { type WorkflowSource, createWorker } from '../workers/worker';
+
+/** A running stack. */
+export interface Stack {
+  config: Config;
+  db: Knex;
+  client: Client;
+  api: Api;
+  sandbox?: SandboxServer;
+  worker: Worker;
+  /** Stops worker, API, sandbox and connections, in that order. */
+  stop(): Promise<void>;
+}
+
+/** Options of startStack. */
+export interface StackOptions {
+  config: Config;
+  /** Start the sandbox provider in this process on config.sandboxPort (default true). */
+  sandbox?: boolean;
+  workflows?: WorkflowSource;
+  /** false silences the API's and sandbox's request logs. */
+  logger?: boolean;
+  dbPoolMax?: number;
+}
+
+/** Starts the sandbox (optional), the API and a worker; resolves when all listen/poll. */
+export async function startStack(options: StackOptions): Promise<Stack> {
+  const { config } = options;
+  let sandbox: SandboxServer | undefined;
+  if (options.sandbox !== false) {
+    sandbox = createSandboxServer({ secret: config.sandboxSecret, publicUrl: config.sandboxUrl, notifySchedule: config.sandboxNotifySchedule, logger: false });
+    await sandbox.app.listen({ host: '127.0.0.1', port: config.sandboxPort });
+  }
+  const db = createDb(config.databaseUrl, { poolMax: options.dbPoolMax ?? 20 });
+  const client = await connectTemporal(config);
+  await ensureSearchAttributes(client);
+  const providers = createProviders(config);
+  const api = buildApi({ config, db, client, providers, logger: options.logger });
+  await api.app.listen({ host: '127.0.0.1', port: config.port });
+  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const worker = await createWorker({ config, db, providers, connection, workflows: options.workflows });
+  const running = worker.run();
+  let stopped: Promise<void> | undefined;
+  return {
+    config,
+    db,
+    client,
+    api,
+    sandbox,
+    worker,
+    stop() {
+      stopped ??= (async () => {
+        if (worker.getState() === 'RUNNING') worker.shutdown();
+        await running.catch(() => undefined);
+        await connection.close();
+        await api.close();
+        await sandbox?.close();
+        await client.connection.close();
+        await db.destroy();
+      })();
+      return stopped;
+    },
+  };
+}

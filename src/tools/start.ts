@@ -1,0 +1,70 @@
+/**
+ * `npm start`: the whole system in one terminal. Finds or builds the Temporal CLI, starts the dev server
+ * (file persistence under data/, Web UI), creates and migrates the database, then runs the sandbox
+ * provider, the API and a worker. Ctrl-C stops everything.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+import { Runtime } from '@temporalio/worker';
+import { loadConfigOrExit } from '../config';
+import { migrateLatest } from '../db/knex';
+import { startStack } from './stack';
+import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
+
+const step = (message: string) => console.log(`\x1b[36m[start]\x1b[0m ${message}`);
+
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  const uiPort = Number(new URL(config.temporalUiUrl).port || 8233);
+  let devServer: ChildProcess | undefined;
+
+  if (await isListening(config.temporalAddress)) {
+    step(`Temporal: using the server already on ${config.temporalAddress}`);
+  } else {
+    const binary = ensureTemporalCli((line) => step(line));
+    const dbFile = process.env.TEMPORAL_DB_FILE ?? resolve('data/temporal.db');
+    step(`Temporal: starting the dev server on ${config.temporalAddress} (history kept in ${dbFile})`);
+    devServer = await startDevServer(binary, { address: config.temporalAddress, namespace: config.temporalNamespace, uiPort, dbFile, logLevel: 'error' }, 'ignore');
+  }
+
+  step(`MySQL: migrating ${config.databaseUrl.replace(/\/\/[^@]*@/, '//***@')}`);
+  const applied = await migrateLatest(config.databaseUrl);
+  step(applied.length ? `MySQL: applied ${applied.join(', ')}` : 'MySQL: schema is up to date');
+
+  Runtime.install({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn: (m: string) => console.warn(`[temporal-sdk] ${m}`), error: (m: string) => console.error(`[temporal-sdk] ${m}`) } as never });
+  step('Starting the sandbox provider, the API and a worker (bundling workflow code takes a few seconds)');
+  const stack = await startStack({ config });
+
+  console.log(`
+  \x1b[1mpayflow is running\x1b[0m
+    Order API        ${config.publicBaseUrl}            (POST /orders, GET /orders/:id, /healthz, /metrics)
+    Sandbox provider ${config.sandboxUrl}            (cashier pages at /pay/<orderId>)
+    Temporal Web UI  ${config.temporalUiUrl}/namespaces/${config.temporalNamespace}/workflows
+    Temporal server  ${config.temporalAddress}   task queue "${config.taskQueue}"
+
+  Try it: in another terminal run \x1b[1mnpm run demo\x1b[0m, open the payment URL it prints and press Pay.
+  Ctrl-C stops everything.
+`);
+
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    step('stopping…');
+    await stack.stop().catch((err: unknown) => console.error(err));
+    if (devServer && devServer.exitCode === null) {
+      const exited = new Promise((r) => devServer!.once('exit', r));
+      devServer.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+    }
+    step('stopped');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop());
+  process.on('SIGTERM', () => void stop());
+}
+
+main().catch((err: unknown) => {
+  console.error(`[start] ${(err as Error).message}`);
+  process.exit(1);
+});
