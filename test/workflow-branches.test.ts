@@ -1,0 +1,251 @@
+/**
+ * Branch logic of the orderPayment workflow with mocked activities (to isolate the workflow from MySQL
+ * and the provider), on the real dev server: signal vs timer vs cancel, dedup, backoff, review, compensation.
+ */
+import { randomBytes } from 'node:crypto';
+import { Client, Connection, WorkflowUpdateFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import type { Activities } from '../src/activities';
+import {
+  type OrderPaymentInput,
+  cancelOrderUpdate,
+  orderWorkflowId,
+  paymentNotifiedSignal,
+  paymentReadyUpdate,
+  statusQuery,
+} from '../src/contracts/order';
+import type { ProviderPaymentState } from '../src/providers/types';
+import { TEST_ENV, testBundlePath } from './support/env';
+
+const MERCHANT = 'm_test';
+const taskQueue = `branches-${randomBytes(4).toString('hex')}`;
+let client: Client;
+let worker: Worker;
+let running: Promise<void>;
+let nativeConnection: NativeConnection;
+
+/** Per-order scripted provider and recorded calls. */
+interface Script {
+  provider: ProviderPaymentState['status'];
+  closeResult: 'CLOSED' | 'ALREADY_PAID';
+  reserveFails?: string;
+  confirmFails?: string;
+  calls: { name: string; at: number; args: unknown }[];
+}
+const scripts = new Map<string, Script>();
+
+function script(orderId: string): Script {
+  const s = scripts.get(orderId);
+  if (!s) throw new Error(`no script for ${orderId}`);
+  return s;
+}
+
+function record(orderId: string, name: string, args: unknown) {
+  script(orderId).calls.push({ name, at: Date.now(), args });
+}
+
+const paidState = (orderId: string, amount = 1000): ProviderPaymentState => ({
+  outTradeNo: orderId,
+  status: 'PAID',
+  tradeNo: `T-${orderId}`,
+  paidAmount: amount,
+  currency: 'CNY',
+  merchantId: MERCHANT,
+  paidAt: new Date().toISOString(),
+});
+
+const mockActivities: Partial<Activities> = {
+  async createOrder(input) {
+    record(input.orderId, 'createOrder', input);
+    return { amount: 1000, currency: 'CNY', lines: input.items.map((i) => ({ ...i, unitPrice: 1000 / i.quantity })) };
+  },
+  async reserveStock(input) {
+    record(input.orderId, 'reserveStock', input);
+    const fail = script(input.orderId).reserveFails;
+    if (fail) throw ApplicationFailure.create({ type: fail, message: 'no stock', nonRetryable: true, details: [{ sku: input.lines[0]!.sku }] });
+    return { reserved: input.lines };
+  },
+  async confirmStock(input) {
+    record(input.orderId, 'confirmStock', input);
+    const fail = script(input.orderId).confirmFails;
+    if (fail) throw ApplicationFailure.create({ type: fail, message: 'conflict', nonRetryable: true });
+    return { confirmed: input.lines.length };
+  },
+  async cancelStock(input) {
+    record(input.orderId, 'cancelStock', input);
+    return { released: input.lines.length, emptyRollbacks: 0 };
+  },
+  async transitionOrder(input) {
+    record(input.orderId, `transition:${input.to}`, input);
+    return { changed: true, status: input.to };
+  },
+  async createProviderPayment(input) {
+    record(input.orderId, 'createProviderPayment', input);
+    return { tradeNo: `T-${input.orderId}`, paymentUrl: `http://sandbox.test/pay/${input.orderId}`, merchantId: MERCHANT };
+  },
+  async queryProviderPayment(input) {
+    record(input.outTradeNo, 'query', input);
+    const s = script(input.outTradeNo);
+    return s.provider === 'PAID' ? paidState(input.outTradeNo) : { outTradeNo: input.outTradeNo, status: s.provider };
+  },
+  async closeProviderPayment(input) {
+    record(input.orderId, 'close', input);
+    const s = script(input.orderId);
+    if (s.closeResult === 'ALREADY_PAID') s.provider = 'PAID';
+    return { result: s.closeResult };
+  },
+  async refundPayment(input) {
+    record(input.orderId, 'refund', input);
+    return { refundNo: 'R1', amount: input.amount };
+  },
+};
+
+beforeAll(async () => {
+  Runtime.install({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} } as never });
+  nativeConnection = await NativeConnection.connect({ address: TEST_ENV.temporalAddress });
+  worker = await Worker.create({
+    connection: nativeConnection,
+    namespace: TEST_ENV.namespace,
+    taskQueue,
+    workflowBundle: { codePath: testBundlePath() },
+    activities: mockActivities,
+  });
+  running = worker.run();
+  client = new Client({ connection: await Connection.connect({ address: TEST_ENV.temporalAddress }), namespace: TEST_ENV.namespace });
+}, 60_000);
+
+afterAll(async () => {
+  worker?.shutdown();
+  await running;
+  await nativeConnection?.close();
+  await client?.connection.close();
+});
+
+async function start(timing: Partial<OrderPaymentInput> = {}, scriptOverrides: Partial<Script> = {}) {
+  const orderId = `wf_${randomBytes(6).toString('hex')}`;
+  scripts.set(orderId, { provider: 'PENDING', closeResult: 'CLOSED', calls: [], ...scriptOverrides });
+  const input: OrderPaymentInput = {
+    orderId,
+    userId: 'u1',
+    items: [{ sku: 'sku-a', quantity: 2 }],
+    provider: 'sandbox',
+    paymentTimeoutMs: 60_000,
+    queryFirstDelayMs: 60_000,
+    queryMaxIntervalMs: 60_000,
+    providerExpiryMarginMs: 1000,
+    publicBaseUrl: 'http://api.test',
+    ...timing,
+  };
+  const handle = await client.workflow.start('orderPayment', { workflowId: orderWorkflowId(orderId), taskQueue, args: [input] });
+  return { orderId, handle, calls: () => script(orderId).calls.map((c) => c.name) };
+}
+
+const notification = (orderId: string, id: string, amount = 1000) => ({
+  notificationId: id,
+  outTradeNo: orderId,
+  tradeNo: `T-${orderId}`,
+  amount,
+  currency: 'CNY',
+  merchantId: MERCHANT,
+  paidAt: new Date().toISOString(),
+});
+
+test('the paymentReady update returns the payment URL and deadline once the payment exists', async () => {
+  const { orderId, handle } = await start();
+  const ready = await handle.executeUpdate(paymentReadyUpdate);
+  expect(ready).toMatchObject({ orderId, status: 'AWAITING_PAYMENT', amount: 1000, currency: 'CNY', payment: { paymentUrl: `http://sandbox.test/pay/${orderId}` } });
+  await handle.terminate('test done');
+});
+
+test('a signal before the first timer confirms without any query, and duplicates are ignored', async () => {
+  const { orderId, handle, calls } = await start();
+  await handle.executeUpdate(paymentReadyUpdate);
+  for (let i = 0; i < 3; i++) await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-2'));
+  expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+  expect(calls()).not.toContain('query');
+  expect(calls().filter((c) => c === 'confirmStock')).toHaveLength(1);
+  expect(calls().filter((c) => c === 'transition:PAID')).toHaveLength(1);
+  const status = await handle.query(statusQuery);
+  expect(status.timeline.filter((e) => e.type === 'PAYMENT_NOTIFIED')).toHaveLength(2);
+});
+
+test('with no callback, a timer fires an active query and a "paid" answer counts like a callback', async () => {
+  const { orderId, handle, calls } = await start({ queryFirstDelayMs: 300, queryMaxIntervalMs: 300 }, { provider: 'PAID' });
+  expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+  expect(calls().slice(-3)).toEqual(['query', 'confirmStock', 'transition:PAID']);
+  const paid = script(orderId).calls.find((c) => c.name === 'transition:PAID')!.args as { reason: string };
+  expect(paid.reason).toBe('PAID_VIA_QUERY');
+});
+
+test('queries back off from the first delay up to the cap, then the deadline closes and releases', async () => {
+  // The dev server fires timers with about one second of granularity, so the delays here are whole seconds.
+  const { orderId, handle, calls } = await start({ queryFirstDelayMs: 1000, queryMaxIntervalMs: 2000, paymentTimeoutMs: 6500 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  const status = await handle.query(statusQuery);
+  expect(status.deadline).toBeDefined();
+  expect(status.nextCheckAt).toBeDefined();
+  expect(await handle.result()).toMatchObject({ orderId, status: 'EXPIRED' });
+  const created = script(orderId).calls.find((c) => c.name === 'createProviderPayment')!.at;
+  const queries = script(orderId).calls.filter((c) => c.name === 'query').map((c) => c.at);
+  const gaps = queries.slice(1).map((t, i) => t - queries[i]!);
+  expect(queries.length).toBeGreaterThanOrEqual(2);
+  expect(queries.length).toBeLessThanOrEqual(4);
+  expect(queries[0]! - created).toBeGreaterThanOrEqual(900);
+  expect(queries[0]! - created).toBeLessThan(2100);
+  for (const gap of gaps) {
+    expect(gap).toBeGreaterThanOrEqual(1500); // doubled from the first delay...
+    expect(gap).toBeLessThan(3100); // ...but never beyond the cap (plus timer granularity)
+  }
+  expect(calls().slice(-3)).toEqual(['close', 'cancelStock', 'transition:EXPIRED']);
+});
+
+test('a user cancel closes first, then releases, and the update answers CANCELLED', async () => {
+  const { orderId, handle, calls } = await start();
+  await handle.executeUpdate(paymentReadyUpdate);
+  expect(await handle.executeUpdate(cancelOrderUpdate, { args: [{ reason: 'changed my mind' }] })).toEqual({ status: 'CANCELLED' });
+  expect(await handle.result()).toMatchObject({ orderId, status: 'CANCELLED' });
+  expect(calls().slice(-3)).toEqual(['close', 'cancelStock', 'transition:CANCELLED']);
+});
+
+test('a cancel that finds the order already paid at the provider confirms instead', async () => {
+  const { orderId, handle, calls } = await start({}, { closeResult: 'ALREADY_PAID' });
+  await handle.executeUpdate(paymentReadyUpdate);
+  expect(await handle.executeUpdate(cancelOrderUpdate, { args: [{}] })).toEqual({ status: 'PAID' });
+  expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+  expect(calls()).not.toContain('cancelStock');
+});
+
+test('a cancel after payment was seen is rejected by the validator', async () => {
+  const { orderId, handle } = await start();
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+  await handle.result();
+  await expect(handle.executeUpdate(cancelOrderUpdate, { args: [{}] })).rejects.toThrow();
+});
+
+test('an amount mismatch goes to NEEDS_REVIEW and never confirms', async () => {
+  const { orderId, handle, calls } = await start();
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
+  expect(await handle.result()).toMatchObject({ orderId, status: 'NEEDS_REVIEW' });
+  expect(calls()).not.toContain('confirmStock');
+  expect(calls()).not.toContain('cancelStock');
+});
+
+test('out of stock fails the early-return update with OUT_OF_STOCK and runs the compensation', async () => {
+  const { orderId, handle, calls } = await start({}, { reserveFails: 'OUT_OF_STOCK' });
+  const err = await handle.executeUpdate(paymentReadyUpdate).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
+  expect(((err as WorkflowUpdateFailedError).cause as ApplicationFailure).type).toBe('OUT_OF_STOCK');
+  expect(await handle.result()).toEqual({ orderId, status: 'FAILED', reason: 'OUT_OF_STOCK' });
+  expect(calls()).toEqual(['createOrder', 'reserveStock', 'cancelStock', 'transition:FAILED']);
+});
+
+test('a confirm that conflicts with a cancel hands the order to review instead of failing the workflow', async () => {
+  const { orderId, handle } = await start({}, { confirmFails: 'TCC_CONFLICT' });
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+  expect(await handle.result()).toEqual({ orderId, status: 'NEEDS_REVIEW', reason: 'TCC_CONFLICT' });
+});
