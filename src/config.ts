@@ -25,6 +25,8 @@ const EnvSchema = z.object({
   TEMPORAL_ADDRESS: z.string().regex(/^[^:\s]+:\d+$/, 'must be host:port').default('127.0.0.1:7233'),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TASK_QUEUE: z.string().min(1).default('order-payments'),
+  /** Interface the servers bind to; 0.0.0.0 in containers. */
+  HOST: z.string().min(1).default('127.0.0.1'),
   PORT: port.default(3000),
   SANDBOX_PORT: port.default(4000),
   SANDBOX_SECRET: z.string().min(8, 'must be at least 8 characters').default('sandbox-dev-secret'),
@@ -51,6 +53,8 @@ const EnvSchema = z.object({
   INBOX_RETRY_INTERVAL: duration('5s'),
   PUBLIC_BASE_URL: url.optional(),
   SANDBOX_URL: url.optional(),
+  /** Base of the cashier URLs a buyer's browser opens (defaults to SANDBOX_URL). */
+  SANDBOX_PUBLIC_URL: url.optional(),
   TEMPORAL_UI_URL: url.default('http://127.0.0.1:8233'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -61,6 +65,7 @@ export interface Config {
   temporalAddress: string;
   temporalNamespace: string;
   taskQueue: string;
+  host: string;
   port: number;
   sandboxPort: number;
   sandboxSecret: string;
@@ -74,6 +79,7 @@ export interface Config {
   inboxRetryIntervalMs: number;
   publicBaseUrl: string;
   sandboxUrl: string;
+  sandboxPublicUrl: string;
   temporalUiUrl: string;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
 }
@@ -102,6 +108,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     temporalAddress: e.TEMPORAL_ADDRESS,
     temporalNamespace: e.TEMPORAL_NAMESPACE,
     taskQueue: e.TASK_QUEUE,
+    host: e.HOST,
     port: e.PORT,
     sandboxPort: e.SANDBOX_PORT,
     sandboxSecret: e.SANDBOX_SECRET,
@@ -115,6 +122,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     inboxRetryIntervalMs: e.INBOX_RETRY_INTERVAL,
     publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, ''),
     sandboxUrl: (e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
+    sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     temporalUiUrl: e.TEMPORAL_UI_URL.replace(/\/$/, ''),
     logLevel: e.LOG_LEVEL,
   };

@@ -11,7 +11,7 @@ async function main(): Promise<void> {
   const client = await connectTemporal(config);
   await ensureSearchAttributes(client);
   const api = buildApi({ config, db, client, providers: createProviders(config) });
-  await api.app.listen({ host: '127.0.0.1', port: config.port });
+  await api.app.listen({ host: config.host, port: config.port });
   const stop = async () => {
     await api.close();
     await client.connection.close();

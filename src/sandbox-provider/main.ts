@@ -9,12 +9,12 @@ async function main(): Promise<void> {
   const logger = pino({ level: config.logLevel, name: 'sandbox' });
   const sandbox = createSandboxServer({
     secret: config.sandboxSecret,
-    publicUrl: config.sandboxUrl,
+    publicUrl: config.sandboxPublicUrl,
     notifySchedule: config.sandboxNotifySchedule,
     logger,
   });
-  const address = await sandbox.app.listen({ host: '127.0.0.1', port: config.sandboxPort });
-  logger.info({ address, publicUrl: config.sandboxUrl }, `sandbox provider listening at ${address}; cashier pages at ${config.sandboxUrl}/pay/<outTradeNo>`);
+  const address = await sandbox.app.listen({ host: config.host, port: config.sandboxPort });
+  logger.info({ address, publicUrl: config.sandboxPublicUrl }, `sandbox provider listening at ${address}; cashier pages at ${config.sandboxPublicUrl}/pay/<outTradeNo>`);
 
   const stop = (signal: NodeJS.Signals): void => {
     logger.info({ signal }, 'sandbox provider stopping');

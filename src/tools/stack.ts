@@ -42,15 +42,15 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const { config } = options;
   let sandbox: SandboxServer | undefined;
   if (options.sandbox !== false) {
-    sandbox = createSandboxServer({ secret: config.sandboxSecret, publicUrl: config.sandboxUrl, notifySchedule: config.sandboxNotifySchedule, logger: false });
-    await sandbox.app.listen({ host: '127.0.0.1', port: config.sandboxPort });
+    sandbox = createSandboxServer({ secret: config.sandboxSecret, publicUrl: config.sandboxPublicUrl, notifySchedule: config.sandboxNotifySchedule, logger: false });
+    await sandbox.app.listen({ host: config.host, port: config.sandboxPort });
   }
   const db = createDb(config.databaseUrl, { poolMax: options.dbPoolMax ?? 20 });
   const client = await connectTemporal(config);
   await ensureSearchAttributes(client);
   const providers = createProviders(config);
   const api = buildApi({ config, db, client, providers, logger: options.logger });
-  await api.app.listen({ host: '127.0.0.1', port: config.port });
+  await api.app.listen({ host: config.host, port: config.port });
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
   const worker = await createWorker({ config, db, providers, connection, workflows: options.workflows });
   const running = worker.run();
