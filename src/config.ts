@@ -1,7 +1,11 @@
 import { z } from 'zod';
 import { parseDuration } from './shared/duration';
 
-const port = z.coerce.number().int().min(0).max(65535);
+const port = z
+  .string()
+  .regex(/^\d{1,5}$/, 'must be a port number (0-65535)')
+  .transform(Number)
+  .pipe(z.number().int().max(65535, 'must be a port number (0-65535)'));
 const duration = (fallback: string) =>
   z
     .string()
@@ -89,6 +93,12 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** A variable's value as an error message may show it: secrets hidden, URL passwords blanked. */
+function shown(name: string, value: string): string {
+  if (/SECRET|TOKEN|PASSWORD/.test(name)) return '(hidden)';
+  return JSON.stringify(value.replace(/(\/\/[^:/@]*:)[^@/]*@/, '$1***@'));
+}
+
 /** Reads and validates configuration from an environment map (process.env by default). */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
@@ -96,12 +106,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const name = String(issue.path[0] ?? 'environment');
-    throw new ConfigError(`Invalid configuration: ${name}=${JSON.stringify(env[name] ?? '')}: ${issue.message}`);
+    const message = issue.message.replace(/\s*[\r\n]+\s*/g, ' ');
+    throw new ConfigError(`Invalid configuration: ${name}=${shown(name, env[name] ?? '')}: ${message}`);
   }
   const e = parsed.data;
   if (e.QUERY_FIRST_DELAY <= 0) throw new ConfigError('Invalid configuration: QUERY_FIRST_DELAY must be more than 0');
   if (e.QUERY_MAX_INTERVAL < e.QUERY_FIRST_DELAY)
     throw new ConfigError('Invalid configuration: QUERY_MAX_INTERVAL must not be shorter than QUERY_FIRST_DELAY');
+  if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT) throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
   return {
     databaseUrl: e.DATABASE_URL,

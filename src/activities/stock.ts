@@ -20,8 +20,16 @@ interface FenceRow {
   quantity: number;
 }
 
+/** Merges repeated SKUs and sorts by SKU, so concurrent transactions lock rows in the same order. */
 function bySku(lines: StockLine[]): StockLine[] {
-  return [...lines].sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
+  const merged = new Map<string, number>();
+  for (const line of lines) {
+    if (!Number.isSafeInteger(line.quantity) || line.quantity <= 0) {
+      throw businessFailure('ORDER_CONFLICT', `quantity for ${line.sku} must be a positive integer, got ${line.quantity}`);
+    }
+    merged.set(line.sku, (merged.get(line.sku) ?? 0) + line.quantity);
+  }
+  return [...merged].map(([sku, quantity]) => ({ sku, quantity })).sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
 }
 
 /** Inserts a fence row unless one exists; returns true when this call created it. */
@@ -52,6 +60,7 @@ async function setFenceStatus(trx: Knex.Transaction, xid: string, resource: stri
 export async function tryReserveStock(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
   return db.transaction(async (trx) => {
     const reserved: StockLine[] = [];
+    let newlyReserved = 0;
     for (const line of bySku(lines)) {
       const created = await insertFence(trx, orderId, line.sku, 'TRIED', line.quantity);
       if (!created) {
@@ -75,8 +84,9 @@ export async function tryReserveStock(db: Knex, orderId: string, lines: StockLin
         throw businessFailure('OUT_OF_STOCK', `not enough stock for ${line.sku}`, { sku: line.sku, requested: line.quantity });
       }
       reserved.push(line);
+      newlyReserved++;
     }
-    await appendOrderEvent(trx, orderId, 'STOCK_RESERVED', `Reserved ${describe(lines)}`, { lines });
+    if (newlyReserved > 0) await appendOrderEvent(trx, orderId, 'STOCK_RESERVED', `Reserved ${describe(lines)}`, { lines });
     return { reserved };
   });
 }

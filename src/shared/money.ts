@@ -18,6 +18,7 @@ export function currencyExponent(currency: string): number {
 
 /** Formats minor units as a major-unit decimal string, exactly (`1234` CNY -> `12.34`). */
 export function toMajorString(minor: number, currency: string): string {
+  if (!Number.isSafeInteger(minor)) throw new Error(`${minor} is not an integer amount of minor units`);
   const exp = currencyExponent(currency);
   const negative = minor < 0;
   const digits = Math.abs(minor).toString().padStart(exp + 1, '0');
@@ -30,12 +31,12 @@ export function toMajorString(minor: number, currency: string): string {
 export function fromMajorString(text: string, currency: string): number {
   const exp = currencyExponent(currency);
   const match = /^(-)?(\d+)(?:\.(\d+))?$/.exec(text.trim());
-  if (!match) throw new Error(`"${text}" is not a decimal amount`);
+  if (!match) throw new Error(`${JSON.stringify(text)} is not a decimal amount`);
   const frac = match[3] ?? '';
-  if (frac.length > exp) throw new Error(`"${text}" has more than ${exp} decimal places for ${currency}`);
+  if (frac.length > exp) throw new Error(`${JSON.stringify(text)} has more than ${exp} decimal places for ${currency}`);
   const minor = Number(`${match[2]}${frac.padEnd(exp, '0')}`);
-  if (!Number.isSafeInteger(minor)) throw new Error(`"${text}" is too large`);
-  return match[1] ? -minor : minor;
+  if (!Number.isSafeInteger(minor)) throw new Error(`${JSON.stringify(text)} is too large`);
+  return match[1] && minor !== 0 ? -minor : minor;
 }
 
 /** Human display such as `CNY 12.34`. */

@@ -22,7 +22,9 @@ async function main(): Promise<void> {
   });
   const poolMax = Number(process.env.BENCH_DB_POOL_MAX ?? 20);
   const stack = await startStack({ config, dbPoolMax: Number.isInteger(poolMax) && poolMax > 0 ? poolMax : 20 });
-  console.log(`[bench-system] API on ${config.publicBaseUrl}, sandbox on ${config.sandboxUrl}, task queue "${config.taskQueue}"`);
+  console.log(`[bench-system] API on ${config.publicBaseUrl}, sandbox on ${config.sandboxUrl}, worker polling "${config.taskQueue}"`);
+  // The API answers /healthz before the worker has bundled the workflow code; this says the worker polls too.
+  process.send?.({ type: 'ready' });
 
   let stopping = false;
   const stop = async (why: string) => {

@@ -335,23 +335,60 @@ function tail(file: string, lines = 30): string {
   }
 }
 
+/**
+ * Waits until the child reports that its worker polls (IPC "ready": the API answers /healthz while the worker
+ * is still bundling the workflow code, and orders created then would only measure that) and /healthz is 200.
+ */
 async function waitForHealth(apiUrl: string, system: ChildProcess, logFile: string): Promise<void> {
-  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
-  let last = 'no answer yet';
-  while (Date.now() < deadline) {
-    if (system.exitCode !== null || system.signalCode !== null) {
-      throw new Error(`the system under test exited (${system.exitCode ?? system.signalCode}) before it was healthy; its output:\n${tail(logFile)}`);
+  let ready = false;
+  const onMessage = (message: unknown) => {
+    if (field(message, 'type') === 'ready') ready = true;
+  };
+  system.on('message', onMessage);
+  try {
+    const deadline = Date.now() + HEALTH_TIMEOUT_MS;
+    let last = 'no answer yet';
+    while (Date.now() < deadline) {
+      if (system.exitCode !== null || system.signalCode !== null) {
+        throw new Error(`the system under test exited (${system.exitCode ?? system.signalCode}) before it was healthy; its output:\n${tail(logFile)}`);
+      }
+      try {
+        const r = await http('GET', `${apiUrl}/healthz`, undefined, 2000);
+        if (r.status === 200 && ready) return;
+        last = r.status === 200 ? 'healthz 200, worker not started yet' : `HTTP ${r.status} ${JSON.stringify(r.body)}`;
+      } catch (err) {
+        last = errorText(err);
+      }
+      await new Promise((r) => setTimeout(r, 250));
     }
-    try {
-      const r = await http('GET', `${apiUrl}/healthz`, undefined, 2000);
-      if (r.status === 200) return;
-      last = `HTTP ${r.status} ${JSON.stringify(r.body)}`;
-    } catch (err) {
-      last = errorText(err);
-    }
-    await new Promise((r) => setTimeout(r, 250));
+    throw new Error(`the system under test was not ready within ${HEALTH_TIMEOUT_MS / 1000}s (last: ${last}); output:\n${tail(logFile)}`);
+  } finally {
+    system.off('message', onMessage);
   }
-  throw new Error(`GET ${apiUrl}/healthz was not 200 within ${HEALTH_TIMEOUT_MS / 1000}s (last: ${last}); output:\n${tail(logFile)}`);
+}
+
+/** CPU time (ms) a process has used so far, from /proc (Linux); undefined elsewhere. Assumes USER_HZ = 100. */
+function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, in ticks of 10 ms
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy and total CPU time of the whole machine (all cores), for the utilisation during the load. */
+function machineCpu(): { busy: number; total: number } {
+  let busy = 0;
+  let total = 0;
+  for (const { times } of cpus()) {
+    const sum = times.user + times.nice + times.sys + times.irq + times.idle;
+    total += sum;
+    busy += sum - times.idle;
+  }
+  return { busy, total };
 }
 
 function table(rows: [string, string][]): string {
@@ -431,7 +468,7 @@ async function main(): Promise<number> {
     const sut: Config = loadConfig(childEnv);
     const logFd = openSync(systemLog, 'a');
     log(`starting the system under test (API ${sut.publicBaseUrl}, sandbox ${sut.sandboxUrl}, task queue ${sut.taskQueue}); its output goes to ${relative(ROOT, systemLog)}`);
-    res.system = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'bench-system.ts')], {
+    res.system = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir=/tmp/prof', '--import', 'tsx', join(__dirname, 'bench-system.ts')], {
       cwd: ROOT,
       env: childEnv as NodeJS.ProcessEnv,
       stdio: ['ignore', logFd, logFd, 'ipc'],
@@ -439,7 +476,7 @@ async function main(): Promise<number> {
     closeSync(logFd);
     const startedSystemAt = performance.now();
     await waitForHealth(sut.publicBaseUrl, res.system, systemLog);
-    log(`system healthy after ${((performance.now() - startedSystemAt) / 1000).toFixed(1)}s`);
+    log(`system ready (worker polling, /healthz 200) after ${((performance.now() - startedSystemAt) / 1000).toFixed(1)}s`);
 
     // One product with stock for every order.
     const sku = `bench-${runId}`;
@@ -455,6 +492,9 @@ async function main(): Promise<number> {
     // The load.
     const load = new Load();
     const cpuBefore = process.cpuUsage();
+    const machineBefore = machineCpu();
+    const systemCpuBefore = processCpuMs(res.system.pid);
+    const temporalCpuBefore = processCpuMs(res.devServer?.pid);
     load.startedAt = performance.now();
     const stopProgress = startProgress(load, options);
     await Promise.all(
@@ -463,6 +503,14 @@ async function main(): Promise<number> {
     load.endedAt = performance.now();
     stopProgress();
     const loadCpu = process.cpuUsage(cpuBefore);
+    const machineAfter = machineCpu();
+    const machineBusyPct = Math.round(((machineAfter.busy - machineBefore.busy) / Math.max(1, machineAfter.total - machineBefore.total)) * 1000) / 10;
+    const cpuDelta = (before: number | undefined, pid: number | undefined) => {
+      const after = processCpuMs(pid);
+      return before === undefined || after === undefined ? undefined : after - before;
+    };
+    const systemCpuMs = cpuDelta(systemCpuBefore, res.system.pid);
+    const temporalCpuMs = cpuDelta(temporalCpuBefore, res.devServer?.pid);
 
     // What MySQL says.
     const statusRows = (await res.db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as { status: string; n: number | string }[];
@@ -506,7 +554,14 @@ async function main(): Promise<number> {
       stock: stock ?? null,
       stockConsistent,
       errors,
-      loadGeneratorCpuMs: { user: Math.round(loadCpu.user / 1000), system: Math.round(loadCpu.system / 1000) },
+      cpu: {
+        machineCores: cpus().length,
+        machineBusyPercent: machineBusyPct,
+        loadGeneratorMs: Math.round((loadCpu.user + loadCpu.system) / 1000),
+        systemUnderTestMs: systemCpuMs ?? null,
+        systemUnderTestMsPerOrder: systemCpuMs === undefined || load.paid === 0 ? null : Math.round(systemCpuMs / load.paid),
+        temporalDevServerMs: temporalCpuMs ?? null,
+      },
       systemLog: relative(ROOT, systemLog),
       orders: load.records.map((r) => ({
         ...r,
@@ -529,6 +584,10 @@ ${table([
   ['final statuses', Object.entries(finalStatuses).map(([s, n]) => `${s}=${n}`).join('  ') || '(no orders in MySQL)'],
   ['stock', stock ? `available=${stock.available} reserved=${stock.reserved} sold=${stock.sold}${stockConsistent ? '' : '  (INCONSISTENT with the PAID count)'}` : '(unreadable)'],
   ['errors', load.errors.size === 0 ? 'none' : [...load.errors].map(([k, v]) => `${k} x${v.count}`).join(', ')],
+  [
+    'cpu during load',
+    `machine ${machineBusyPct}% busy of ${cpus().length} cores; system under test ${systemCpuMs === undefined ? 'n/a' : `${(systemCpuMs / 1000).toFixed(1)} s (${report.cpu.systemUnderTestMsPerOrder ?? '?'} ms/order)`}; load generator ${(report.cpu.loadGeneratorMs / 1000).toFixed(1)} s${temporalCpuMs === undefined ? '' : `; Temporal ${(temporalCpuMs / 1000).toFixed(1)} s`}`,
+  ],
   ['temporal', temporalNote],
   ['report', relative(ROOT, reportFile)],
 ])}`);

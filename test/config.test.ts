@@ -1,0 +1,169 @@
+/** loadConfig: documented defaults, derived URLs, one-line ConfigError per bad variable, independent instances. */
+import { ConfigError, loadConfig } from '../src/config';
+
+/** Calls loadConfig with `env` and returns the ConfigError it must throw. */
+function configErrorOf(env: Record<string, string | undefined>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error(`expected a ConfigError for ${JSON.stringify(env)}`);
+}
+
+describe('defaults', () => {
+  test('an empty environment yields the documented defaults', () => {
+    const config = loadConfig({});
+
+    expect(config).toMatchObject({
+      databaseUrl: 'mysql://root@127.0.0.1:3306/payments',
+      temporalAddress: '127.0.0.1:7233',
+      temporalNamespace: 'default',
+      taskQueue: 'order-payments',
+      port: 3000,
+      sandboxPort: 4000,
+      paymentTimeoutMs: 900_000,
+      queryFirstDelayMs: 30_000,
+      queryMaxIntervalMs: 120_000,
+      providerExpiryMarginMs: 60_000,
+      inboxRetryIntervalMs: 5_000,
+      publicBaseUrl: 'http://127.0.0.1:3000',
+      sandboxUrl: 'http://127.0.0.1:4000',
+      temporalUiUrl: 'http://127.0.0.1:8233',
+      logLevel: 'info',
+    });
+    expect(config.sandboxNotifySchedule).toEqual([0, 2_000, 4_000, 8_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000]);
+  });
+
+  test('empty strings count as unset and fall back to the defaults', () => {
+    const config = loadConfig({ PORT: '', PAYMENT_TIMEOUT: '', DATABASE_URL: '', SANDBOX_URL: '', UNRELATED: undefined });
+
+    expect(config.port).toBe(3000);
+    expect(config.paymentTimeoutMs).toBe(900_000);
+    expect(config.databaseUrl).toBe('mysql://root@127.0.0.1:3306/payments');
+    expect(config.sandboxUrl).toBe('http://127.0.0.1:4000');
+  });
+
+  test('PUBLIC_BASE_URL is derived from PORT and SANDBOX_URL from SANDBOX_PORT when they are not set', () => {
+    const config = loadConfig({ PORT: '3100', SANDBOX_PORT: '4100' });
+
+    expect(config.port).toBe(3100);
+    expect(config.sandboxPort).toBe(4100);
+    expect(config.publicBaseUrl).toBe('http://127.0.0.1:3100');
+    expect(config.sandboxUrl).toBe('http://127.0.0.1:4100');
+  });
+
+  test('explicit URLs win over the derived ones and lose their trailing slash', () => {
+    const config = loadConfig({
+      PORT: '3100',
+      SANDBOX_PORT: '4100',
+      PUBLIC_BASE_URL: 'https://shop.example.com/',
+      SANDBOX_URL: 'http://sandbox.internal:9000/',
+      TEMPORAL_UI_URL: 'http://temporal-ui:8080/',
+    });
+
+    expect(config.publicBaseUrl).toBe('https://shop.example.com');
+    expect(config.sandboxUrl).toBe('http://sandbox.internal:9000');
+    expect(config.temporalUiUrl).toBe('http://temporal-ui:8080');
+  });
+
+  test('durations accept every unit and a mysql2:// database URL is accepted', () => {
+    const config = loadConfig({
+      DATABASE_URL: 'mysql2://app:pw@db:3307/pay_prod',
+      PAYMENT_TIMEOUT: '2h',
+      QUERY_FIRST_DELAY: '500ms',
+      QUERY_MAX_INTERVAL: '1500',
+      SANDBOX_NOTIFY_SCHEDULE: '0s,1s,1m',
+    });
+
+    expect(config.databaseUrl).toBe('mysql2://app:pw@db:3307/pay_prod');
+    expect(config.paymentTimeoutMs).toBe(7_200_000);
+    expect(config.queryFirstDelayMs).toBe(500);
+    expect(config.queryMaxIntervalMs).toBe(1_500);
+    expect(config.sandboxNotifySchedule).toEqual([0, 1_000, 60_000]);
+  });
+
+  test('QUERY_MAX_INTERVAL equal to QUERY_FIRST_DELAY is allowed', () => {
+    expect(loadConfig({ QUERY_FIRST_DELAY: '1m', QUERY_MAX_INTERVAL: '60s' }).queryMaxIntervalMs).toBe(60_000);
+  });
+});
+
+describe('bad variables', () => {
+  const cases: [variable: string, env: Record<string, string>][] = [
+    ['PORT', { PORT: 'abc' }],
+    ['PORT', { PORT: '70000' }],
+    ['PORT', { PORT: '-1' }],
+    ['PORT', { PORT: '80.5' }],
+    ['SANDBOX_PORT', { SANDBOX_PORT: 'abc' }],
+    ['PAYMENT_TIMEOUT', { PAYMENT_TIMEOUT: 'soon' }],
+    ['PAYMENT_TIMEOUT', { PAYMENT_TIMEOUT: '15d' }],
+    ['PAYMENT_TIMEOUT', { PAYMENT_TIMEOUT: '0s' }],
+    ['QUERY_FIRST_DELAY', { QUERY_FIRST_DELAY: '0' }],
+    ['QUERY_FIRST_DELAY', { QUERY_FIRST_DELAY: 'later' }],
+    ['QUERY_MAX_INTERVAL', { QUERY_FIRST_DELAY: '1m', QUERY_MAX_INTERVAL: '30s' }],
+    ['QUERY_MAX_INTERVAL', { QUERY_MAX_INTERVAL: '10s' }],
+    ['PROVIDER_EXPIRY_MARGIN', { PROVIDER_EXPIRY_MARGIN: 'a while' }],
+    ['INBOX_RETRY_INTERVAL', { INBOX_RETRY_INTERVAL: '5 sec' }],
+    ['SANDBOX_NOTIFY_SCHEDULE', { SANDBOX_NOTIFY_SCHEDULE: '0s,2s,soon' }],
+    ['DATABASE_URL', { DATABASE_URL: 'postgres://x' }],
+    ['DATABASE_URL', { DATABASE_URL: 'mysql://root@127.0.0.1:3306' }],
+    ['DATABASE_URL', { DATABASE_URL: 'mysql://root@127.0.0.1:3306/bad-name' }],
+    ['SANDBOX_URL', { SANDBOX_URL: 'ftp://x' }],
+    ['SANDBOX_URL', { SANDBOX_URL: 'not a url' }],
+    ['PUBLIC_BASE_URL', { PUBLIC_BASE_URL: 'ftp://shop.example.com' }],
+    ['TEMPORAL_UI_URL', { TEMPORAL_UI_URL: 'ws://temporal:8233' }],
+    ['TEMPORAL_ADDRESS', { TEMPORAL_ADDRESS: 'localhost' }],
+    ['SANDBOX_SECRET', { SANDBOX_SECRET: 'short' }],
+    ['ADMIN_TOKEN', { ADMIN_TOKEN: 'tiny' }],
+    ['LOG_LEVEL', { LOG_LEVEL: 'verbose' }],
+  ];
+
+  test.each(cases)('%s set to %j throws a ConfigError whose message is one line naming the variable', (variable, env) => {
+    const error = configErrorOf(env);
+
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error).toBeInstanceOf(Error);
+    expect(error.name).toBe('ConfigError');
+    expect(error.message).not.toMatch(/[\r\n]/);
+    expect(error.message).toMatch(new RegExp(`^Invalid configuration: ${variable}\\b`));
+  });
+
+  test('a bad variable is reported even when every other variable is valid', () => {
+    const error = configErrorOf({ PORT: '3100', SANDBOX_PORT: '4100', DATABASE_URL: 'mysql://root@db/payments', PAYMENT_TIMEOUT: 'soon' });
+
+    expect(error.message).toMatch(/^Invalid configuration: PAYMENT_TIMEOUT="soon": /);
+  });
+});
+
+describe('independence', () => {
+  test('two configs with different ports do not collide', () => {
+    const a = loadConfig({ PORT: '3201', SANDBOX_PORT: '4201' });
+    const b = loadConfig({ PORT: '3202', SANDBOX_PORT: '4202' });
+
+    expect([a.port, a.sandboxPort, b.port, b.sandboxPort]).toEqual([3201, 4201, 3202, 4202]);
+    expect(a.publicBaseUrl).toBe('http://127.0.0.1:3201');
+    expect(b.publicBaseUrl).toBe('http://127.0.0.1:3202');
+    expect(a.sandboxUrl).toBe('http://127.0.0.1:4201');
+    expect(b.sandboxUrl).toBe('http://127.0.0.1:4202');
+    // No shared mutable state between the two results.
+    expect(a).not.toBe(b);
+    expect(a.sandboxNotifySchedule).not.toBe(b.sandboxNotifySchedule);
+    a.sandboxNotifySchedule.push(1);
+    expect(b.sandboxNotifySchedule).toEqual(loadConfig({}).sandboxNotifySchedule);
+    // Loading b did not change a.
+    expect(a.port).toBe(3201);
+  });
+
+  test('an explicit environment map is read instead of process.env', () => {
+    const saved = process.env.PORT;
+    process.env.PORT = '5999';
+    try {
+      expect(loadConfig({}).port).toBe(3000);
+      expect(loadConfig({ PORT: '3300' }).port).toBe(3300);
+    } finally {
+      if (saved === undefined) delete process.env.PORT;
+      else process.env.PORT = saved;
+    }
+  });
+});
