@@ -468,7 +468,7 @@ async function main(): Promise<number> {
     const sut: Config = loadConfig(childEnv);
     const logFd = openSync(systemLog, 'a');
     log(`starting the system under test (API ${sut.publicBaseUrl}, sandbox ${sut.sandboxUrl}, task queue ${sut.taskQueue}); its output goes to ${relative(ROOT, systemLog)}`);
-    res.system = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir=/tmp/prof', '--import', 'tsx', join(__dirname, 'bench-system.ts')], {
+    res.system = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'bench-system.ts')], {
       cwd: ROOT,
       env: childEnv as NodeJS.ProcessEnv,
       stdio: ['ignore', logFd, logFd, 'ipc'],

@@ -35,6 +35,8 @@ export interface StackOptions {
   /** false silences the API's and sandbox's request logs. */
   logger?: boolean;
   dbPoolMax?: number;
+  /** Temporal address for the API's client when it differs from the worker's (tests put a proxy there). */
+  clientTemporalAddress?: string;
 }
 
 /** Starts the sandbox (optional), the API and a worker; resolves when all listen/poll. */
@@ -46,7 +48,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     await sandbox.app.listen({ host: config.host, port: config.sandboxPort });
   }
   const db = createDb(config.databaseUrl, { poolMax: options.dbPoolMax ?? 20 });
-  const client = await connectTemporal(config);
+  const client = await connectTemporal({ ...config, temporalAddress: options.clientTemporalAddress ?? config.temporalAddress });
   await ensureSearchAttributes(client);
   const providers = createProviders(config);
   const api = buildApi({ config, db, client, providers, logger: options.logger });

@@ -49,7 +49,7 @@ async function jsonCall(base: string, method: string, path: string, body?: unkno
 }
 
 /** Starts sandbox + API + worker with test-friendly timings; `env` overrides any variable. */
-export async function startSystem(env: Record<string, string> = {}): Promise<TestSystem> {
+export async function startSystem(env: Record<string, string> = {}, options: { clientTemporalAddress?: string } = {}): Promise<TestSystem> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: (m: string, meta?: unknown) => console.error(m, meta) } as never });
     runtimeInstalled = true;
@@ -73,7 +73,7 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Tes
     LOG_LEVEL: 'warn',
     ...env,
   });
-  const stack = await startStack({ config, logger: false, workflows: { workflowBundle: { codePath: testBundlePath() } } });
+  const stack = await startStack({ config, logger: false, clientTemporalAddress: options.clientTemporalAddress, workflows: { workflowBundle: { codePath: testBundlePath() } } });
   const apiUrl = `http://127.0.0.1:${apiPort}`;
   const sandboxUrl = config.sandboxUrl;
   return {
