@@ -95,3 +95,23 @@ export interface PaymentProvider {
   /** The acknowledgement the provider expects once the notification is stored durably. */
   readonly ack: { status: number; contentType: string; body: string };
 }
+
+/** One normalised line of a provider's daily bill (reconciliation input). Amounts are positive minor units. */
+export const BillRow = z.object({
+  kind: z.enum(['PAYMENT', 'REFUND']),
+  outTradeNo: z.string(),
+  tradeNo: z.string(),
+  /** Merchant refund number, for REFUND rows. */
+  outRefundNo: z.string().optional(),
+  amount: MinorUnits,
+  currency: Currency,
+  /** When the payment or refund completed (ISO 8601). */
+  at: z.string(),
+});
+export type BillRow = z.infer<typeof BillRow>;
+
+/** Optional capability of a provider adapter: stream one day's bill (date YYYY-MM-DD, provider's time zone). */
+export interface BillSource {
+  /** Streams rows without holding the whole bill in memory; `fromRow` skips rows already processed (resume). */
+  billRows(date: string, options?: { fromRow?: number }): AsyncIterable<BillRow>;
+}

@@ -265,6 +265,8 @@ async function oneOrder(load: Load, record: OrderRecord, ctx: Ctx, clientNo: num
 }
 
 /** Progress: one updating line on a terminal, a line every few seconds otherwise. */
+let stopProgressOnExit: (() => void) | undefined;
+
 function startProgress(load: Load, options: Options): () => void {
   const tty = process.stdout.isTTY === true;
   const line = () => {
@@ -279,11 +281,16 @@ function startProgress(load: Load, options: Options): () => void {
     },
     tty ? 200 : 5000,
   );
-  return () => {
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
     clearInterval(timer);
     if (tty) process.stdout.write(`\r\x1b[2K${line()}\n`);
     else console.log(line());
   };
+  stopProgressOnExit = stop;
+  return stop;
 }
 
 /** Everything the run started, stopped in reverse order by `shutdown`. */
@@ -320,7 +327,10 @@ function shutdown(res: Resources): Promise<void> {
   shuttingDown ??= (async () => {
     await res.temporal?.connection.close().catch(() => undefined);
     await res.db?.destroy().catch(() => undefined);
+    const stopping = performance.now();
+    const wasRunning = res.system !== undefined && res.system.exitCode === null && res.system.signalCode === null;
     await stopChild(res.system, 'the system under test', CHILD_STOP_GRACE_MS);
+    if (wasRunning) log(`system under test stopped in ${((performance.now() - stopping) / 1000).toFixed(1)}s`);
     if (res.system?.connected) res.system.disconnect();
     await stopChild(res.devServer, 'the Temporal dev server', 5000);
   })();
@@ -416,7 +426,7 @@ async function main(): Promise<number> {
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) process.exit(130);
     interrupted = true;
-    process.stdout.write('\n');
+    stopProgressOnExit?.();
     log(`${signal}: stopping the system under test (again to force)`);
     void shutdown(res).finally(() => process.exit(130));
   };
