@@ -38,10 +38,12 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
       if (existing) {
         await trx('products').where({ sku }).update({ name: body.name, price: body.price, currency: body.currency, updated_at: trx.fn.now(3) });
         // Replaces available stock; units already reserved or sold stay accounted for.
-        await trx('stock').where({ sku }).update({ available: body.stock, updated_at: trx.fn.now(3) });
+        await trx('stock')
+          .where({ sku })
+          .update({ available: body.stock, total_in: trx.raw('? + reserved + sold', [body.stock]), updated_at: trx.fn.now(3) });
       } else {
         await trx('products').insert({ sku, name: body.name, price: body.price, currency: body.currency });
-        await trx('stock').insert({ sku, available: body.stock, reserved: 0, sold: 0 });
+        await trx('stock').insert({ sku, available: body.stock, reserved: 0, sold: 0, total_in: body.stock });
       }
       return !existing;
     });
