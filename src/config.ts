@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ProviderEnvError, type ProvidersConfig, providersFromEnv } from './providers/config';
 import { parseDuration } from './shared/duration';
 
 const port = z
@@ -61,6 +62,11 @@ const EnvSchema = z.object({
   SANDBOX_PUBLIC_URL: url.optional(),
   TEMPORAL_UI_URL: url.default('http://127.0.0.1:8233'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Cron (5 fields, Asia/Shanghai: the bill day's zone) of the daily reconciliation of yesterday's bills; `off` = no schedule. */
+  RECONCILIATION_SCHEDULE: z
+    .string()
+    .default('30 10 * * *')
+    .refine((v) => v === 'off' || /^\S+(\s+\S+){4}$/.test(v.trim()), 'must be a 5-field cron expression such as "30 10 * * *", or off'),
 });
 
 /** Validated, typed configuration shared by the API, the worker, the sandbox and the tools. */
@@ -86,6 +92,10 @@ export interface Config {
   sandboxPublicUrl: string;
   temporalUiUrl: string;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  /** Cron of the daily reconciliation Schedule, or undefined when RECONCILIATION_SCHEDULE=off. */
+  reconciliationSchedule: string | undefined;
+  /** Alipay, WeChat Pay and Stripe settings (src/providers/config.ts); a provider absent here is not offered. */
+  providers: ProvidersConfig;
 }
 
 /** Thrown for a bad environment; its message is one line naming the variable. */
@@ -95,7 +105,7 @@ export class ConfigError extends Error {
 
 /** A variable's value as an error message may show it: secrets hidden, URL passwords blanked. */
 function shown(name: string, value: string): string {
-  if (/SECRET|TOKEN|PASSWORD/.test(name)) return '(hidden)';
+  if (/SECRET|TOKEN|PASSWORD|KEY/.test(name)) return '(hidden)';
   return JSON.stringify(value.replace(/(\/\/[^:/@]*:)[^@/]*@/, '$1***@'));
 }
 
@@ -115,6 +125,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError('Invalid configuration: QUERY_MAX_INTERVAL must not be shorter than QUERY_FIRST_DELAY');
   if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT) throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
+  let providers: ProvidersConfig;
+  try {
+    providers = providersFromEnv(cleaned);
+  } catch (err) {
+    if (!(err instanceof ProviderEnvError)) throw err;
+    const value = cleaned[err.variable];
+    throw new ConfigError(`Invalid configuration: ${err.variable}${value === undefined ? '' : `=${shown(err.variable, value)}:`} ${err.reason}`);
+  }
   return {
     databaseUrl: e.DATABASE_URL,
     temporalAddress: e.TEMPORAL_ADDRESS,
@@ -137,6 +155,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     temporalUiUrl: e.TEMPORAL_UI_URL.replace(/\/$/, ''),
     logLevel: e.LOG_LEVEL,
+    reconciliationSchedule: e.RECONCILIATION_SCHEDULE === 'off' ? undefined : e.RECONCILIATION_SCHEDULE.trim(),
+    providers,
   };
 }
 

@@ -7,6 +7,7 @@ import type { PaymentEvidence } from '../contracts/order';
 import { appendOrderEvent } from './events';
 import * as orders from './orders';
 import * as payments from './payments';
+import { createReconciliationActivities } from './reconciliation';
 import * as stock from './stock';
 
 /** Dependencies of the activities. */
@@ -37,6 +38,8 @@ export function createActivities({ db, providers }: ActivityDeps) {
     queryProviderPayment: (input: { provider: string; outTradeNo: string }) => payments.queryProviderPayment(providers, input),
     closeProviderPayment: (input: { orderId: string; provider: string }) => payments.closeProviderPayment(db, providers, input),
     refundPayment: (input: payments.RefundPaymentInput) => payments.refundPayment(db, providers, input),
+    /** Reconciliation against provider bills (src/activities/reconciliation.ts). */
+    ...createReconciliationActivities({ db, providers }),
   };
 }
 

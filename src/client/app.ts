@@ -10,6 +10,7 @@ import { type Metrics, createMetrics } from './metrics';
 import { OrderService } from './orders-service';
 import { registerAdminRoutes } from './routes/admin';
 import { registerCallbackRoutes } from './routes/callbacks';
+import { ensureReconciliationSchedules, refreshOpsGauges, registerOpsRoutes } from './routes/ops';
 import { registerOrderRoutes } from './routes/orders';
 
 /** Dependencies of the API. */
@@ -51,10 +52,11 @@ export function buildApi(deps: ApiDeps): Api {
   });
 
   const inbox = new NotificationInbox({ db, client, taskQueue: config.taskQueue, logger: app.log, metrics, retryIntervalMs: config.inboxRetryIntervalMs });
-  const orders = new OrderService({ db, client, config });
+  const orders = new OrderService({ db, client, config, providers });
   registerOrderRoutes(app, orders, metrics);
   registerCallbackRoutes(app, { db, providers, inbox, metrics });
   registerAdminRoutes(app, { db, adminToken: config.adminToken });
+  registerOpsRoutes(app, { db, client, config, providers });
 
   app.get('/healthz', async (_request, reply) => {
     const checks: Record<string, string> = {};
@@ -70,10 +72,13 @@ export function buildApi(deps: ApiDeps): Api {
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', checks });
   });
   app.get('/metrics', async (_request, reply) => {
+    await refreshOpsGauges(db, metrics, Object.keys(providers)).catch((err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'));
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
   inbox.start();
+  // The daily reconciliation Schedule (RECONCILIATION_SCHEDULE; off in tests): created once, idempotently, in the background.
+  void ensureReconciliationSchedules(client, config, providers, app.log).catch((err: unknown) => app.log.error({ err }, 'reconciliation schedule not created'));
   return {
     app,
     inbox,

@@ -20,6 +20,7 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', () => void stop());
   process.once('SIGTERM', () => void stop());
+  if (process.connected) process.once('disconnect', () => void stop());
 }
 
 main().catch((err: unknown) => {

@@ -30,6 +30,19 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     inboxSignalFailures: new Counter({ name: 'payflow_inbox_signal_failures_total', help: 'Signals that failed and will be retried', registers: [registry] }),
     inboxRouted: new Counter({ name: 'payflow_inbox_routed_total', help: 'Inbox notifications by destination', labelNames: ['destination'], registers: [registry] }),
     inboxBacklog: new Gauge({ name: 'payflow_inbox_backlog', help: 'Notifications stored but not yet signalled', registers: [registry] }),
+    ordersInReview: new Gauge({ name: 'payflow_orders_in_review', help: 'Orders in NEEDS_REVIEW (read from MySQL at scrape time)', registers: [registry] }),
+    reconciliationDifferences: new Gauge({
+      name: 'payflow_reconciliation_differences',
+      help: 'Lines per class in the latest completed reconciliation run of each provider (MATCHED included)',
+      labelNames: ['provider', 'class'],
+      registers: [registry],
+    }),
+    reconciliationLastSuccess: new Gauge({
+      name: 'payflow_reconciliation_last_success_timestamp_seconds',
+      help: 'When the latest reconciliation run of each provider completed',
+      labelNames: ['provider'],
+      registers: [registry],
+    }),
   };
 }
 

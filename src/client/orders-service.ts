@@ -9,6 +9,7 @@ import {
 } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
+import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
 import { USER_MESSAGES } from '../contracts/messages';
 import {
@@ -62,6 +63,8 @@ export interface OrderServiceDeps {
   db: Knex;
   client: Client;
   config: Pick<Config, 'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl'>;
+  /** Providers this deployment offers; an order for any other answers 422 PROVIDER_NOT_AVAILABLE. Unset: not checked here. */
+  providers?: ProviderRegistry;
 }
 
 const START_TIMEOUT_MS = 30_000;
@@ -72,7 +75,13 @@ export class OrderService {
 
   /** Creates an order: starts its workflow and waits for the early-return update (payment URL). */
   async create(request: CreateOrderRequest, idempotencyKey: string | undefined): Promise<{ created: boolean; body: PaymentReady }> {
-    const { db, client, config } = this.deps;
+    const { db, client, config, providers } = this.deps;
+    if (providers && !providers[request.provider]) {
+      throw new ApiError(422, 'PROVIDER_NOT_AVAILABLE', `payment provider ${request.provider} is not configured here; available: ${Object.keys(providers).join(', ')}`, {
+        provider: request.provider,
+        available: Object.keys(providers),
+      });
+    }
     const items = mergeItems(request.items);
     const known = (await db('products').whereIn('sku', items.map((i) => i.sku)).pluck('sku')) as string[];
     const unknown = items.map((i) => i.sku).filter((s) => !known.includes(s));

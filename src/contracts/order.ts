@@ -33,7 +33,7 @@ export const CreateOrderRequest = z
       .array(z.object({ sku: Sku, quantity: z.number().int().min(1).max(10_000) }).strict())
       .min(1)
       .max(100),
-    provider: z.enum(['sandbox']).default('sandbox'),
+    provider: z.enum(['sandbox', 'alipay', 'wechat', 'stripe']).default('sandbox'),
   })
   .strict();
 export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
@@ -61,7 +61,7 @@ export interface OrderPaymentInput {
   orderId: string;
   userId: string;
   items: { sku: string; quantity: number }[];
-  provider: 'sandbox';
+  provider: CreateOrderRequest['provider'];
   idempotencyKey?: string;
   paymentTimeoutMs: number;
   queryFirstDelayMs: number;
@@ -122,6 +122,7 @@ export type OrderStage =
   | 'CONFIRMING'
   | 'CLOSING'
   | 'RELEASING'
+  | 'WATCHING_LATE_PAYMENT'
   | 'REFUNDING'
   | 'NEEDS_REVIEW'
   | 'DONE';
@@ -172,7 +173,7 @@ export function autoRefundNo(orderId: string, tradeNo: string): string {
 
 /** Input of the latePayment workflow: a payment the provider reported after the order workflow finished. */
 export interface LatePaymentInput {
-  provider: 'sandbox';
+  provider: CreateOrderRequest['provider'];
   outTradeNo: string;
   tradeNo: string;
   notificationId?: string;

@@ -1,8 +1,32 @@
+import type { Knex } from 'knex';
 import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
+import { createAlipayProvider } from './alipay';
 import { createSandboxProvider } from './sandbox';
+import { createStripeProvider } from './stripe';
+import { createWechatProvider } from './wechat';
 
-/** Providers configured for this deployment (only the sandbox so far). */
-export function createProviders(config: Pick<Config, 'sandboxUrl' | 'sandboxSecret' | 'sandboxMerchantId'>): ProviderRegistry {
-  return { sandbox: createSandboxProvider({ baseUrl: config.sandboxUrl, secret: config.sandboxSecret, merchantId: config.sandboxMerchantId }) };
+/**
+ * Providers configured for this deployment: the sandbox always, Alipay / WeChat Pay / Stripe only when their
+ * variables are set (see src/providers/config.ts). Pass `db` where the payments table is reachable: Stripe finds
+ * an order's PaymentIntent there (trade_no); without it, it uses its own memory and Stripe's search API.
+ */
+export function createProviders(
+  config: Pick<Config, 'sandboxUrl' | 'sandboxSecret' | 'sandboxMerchantId'> & Partial<Pick<Config, 'providers'>>,
+  deps: { db?: Knex } = {},
+): ProviderRegistry {
+  const registry: ProviderRegistry = { sandbox: createSandboxProvider({ baseUrl: config.sandboxUrl, secret: config.sandboxSecret, merchantId: config.sandboxMerchantId }) };
+  const { alipay, wechat, stripe } = config.providers ?? {};
+  if (alipay) registry.alipay = createAlipayProvider(alipay);
+  if (wechat) registry.wechat = createWechatProvider(wechat);
+  if (stripe) {
+    const db = deps.db;
+    registry.stripe = createStripeProvider({
+      ...stripe,
+      findPaymentIntentId: db
+        ? async (outTradeNo) => ((await db('payments').where({ out_trade_no: outTradeNo, provider: 'stripe' }).first('trade_no')) as { trade_no?: string } | undefined)?.trade_no || undefined
+        : undefined,
+    });
+  }
+  return registry;
 }

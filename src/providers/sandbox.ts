@@ -8,8 +8,11 @@ import {
   SandboxError,
   SandboxNotification,
 } from '../contracts/sandbox';
+import { BillTruncatedError, decodeText, parseBillStream } from './bill-csv';
 import { verifySandboxSignature } from './sandbox-signature';
 import {
+  type BillRow,
+  type BillSource,
   type CloseResult,
   type CreatePaymentInput,
   type PaymentProvider,
@@ -33,7 +36,7 @@ export class ProviderUnavailableError extends Error {
 }
 
 /** Creates the sandbox adapter. */
-export function createSandboxProvider(options: SandboxProviderOptions): PaymentProvider {
+export function createSandboxProvider(options: SandboxProviderOptions): PaymentProvider & BillSource {
   const timeoutMs = options.timeoutMs ?? 10_000;
 
   async function call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
@@ -66,9 +69,59 @@ export function createSandboxProvider(options: SandboxProviderOptions): PaymentP
     return new ProviderBusinessError(code, `${what}: ${message}`);
   }
 
+  /** Streams `GET /v1/bills/:date` of our merchant, parsed as it arrives; aborted when the consumer stops early. */
+  async function* billRows(date: string, rowOptions: { fromRow?: number } = {}): AsyncGenerator<BillRow> {
+    const controller = new AbortController();
+    // No answer (headers, or the next chunk) within timeoutMs is a transport fault; a long bill may take longer in all.
+    let idle = setTimeout(() => controller.abort(new Error(`no data for ${timeoutMs} ms`)), timeoutMs);
+    const path = `/v1/bills/${encodeURIComponent(date)}?merchantId=${encodeURIComponent(options.merchantId)}`;
+    try {
+      let response: Response;
+      try {
+        response = await fetch(`${options.baseUrl}${path}`, { signal: controller.signal });
+      } catch (err) {
+        throw new ProviderUnavailableError(`sandbox GET ${path} failed: ${(err as Error).message}`);
+      }
+      if (response.status !== 200) {
+        const text = await response.text();
+        if (response.status >= 500) throw new ProviderUnavailableError(`sandbox GET ${path} answered ${response.status}: ${text.slice(0, 200)}`);
+        let json: unknown = {};
+        try {
+          json = JSON.parse(text);
+        } catch {
+          /* not JSON: the status says enough */
+        }
+        throw businessError(response.status, json, 'download bill');
+      }
+      const charset = /charset=([^;]+)/i.exec(response.headers.get('content-type') ?? '')?.[1]?.trim() ?? 'utf-8';
+      const body = response.body;
+      if (!body) throw new BillTruncatedError('the bill answer has no body');
+      const reader = body.getReader();
+      const bytes = async function* (): AsyncGenerator<Uint8Array> {
+        for (;;) {
+          let next: Awaited<ReturnType<typeof reader.read>>;
+          try {
+            next = await reader.read();
+          } catch (err) {
+            throw new ProviderUnavailableError(`sandbox bill download broke off: ${(err as Error).message}`);
+          }
+          if (next.done) return;
+          clearTimeout(idle);
+          idle = setTimeout(() => controller.abort(new Error(`no data for ${timeoutMs} ms`)), timeoutMs);
+          yield next.value;
+        }
+      };
+      yield* parseBillStream(decodeText(bytes(), charset), rowOptions);
+    } finally {
+      clearTimeout(idle);
+      controller.abort();
+    }
+  }
+
   return {
     name: 'sandbox',
     merchantId: options.merchantId,
+    billRows,
     ack: { status: 200, contentType: 'text/plain', body: SANDBOX_ACK_BODY },
 
     async createPayment(input: CreatePaymentInput) {

@@ -5,8 +5,8 @@
 import { z } from 'zod';
 import { Currency, MinorUnits } from '../shared/money';
 
-/** Providers this build knows. */
-export const ProviderName = z.enum(['sandbox']);
+/** Providers this build knows (each is offered only when configured; see createProviders). */
+export const ProviderName = z.enum(['sandbox', 'alipay', 'wechat', 'stripe']);
 export type ProviderName = z.infer<typeof ProviderName>;
 
 /** A provider's view of one payment, normalised. */
@@ -38,10 +38,40 @@ export const PaymentNotification = z.object({
 });
 export type PaymentNotification = z.infer<typeof PaymentNotification>;
 
+/**
+ * A verified provider event that is not "payment succeeded": a trade closed unpaid, a trade closed by a full
+ * refund (Alipay's TRADE_CLOSED after a refund is NOT a timeout close), a refund, a failed or cancelled payment.
+ * It changes no order; adapters report it as an UNSUPPORTED_EVENT rejection that carries this notice, so the
+ * callback route can audit it and answer with the provider's acknowledgement (the provider then stops retrying).
+ */
+export const ProviderNotice = z.object({
+  provider: ProviderName,
+  notificationId: z.string(),
+  kind: z.enum(['TRADE_CLOSED', 'REFUND', 'PAYMENT_FAILED', 'OTHER']),
+  /** For TRADE_CLOSED: closed unpaid (timeout, close call, cancel) or closed because it was refunded in full. */
+  closeReason: z.enum(['UNPAID', 'FULLY_REFUNDED']).optional(),
+  /** The provider's own event name (Alipay trade_status, WeChat event_type, Stripe event type). */
+  providerEvent: z.string(),
+  outTradeNo: z.string().optional(),
+  tradeNo: z.string().optional(),
+  outRefundNo: z.string().optional(),
+  /** Refunded so far (REFUND, or TRADE_CLOSED after a full refund), minor units. */
+  refundedAmount: MinorUnits.optional(),
+  currency: Currency.optional(),
+  merchantId: z.string(),
+  at: z.string().optional(),
+});
+export type ProviderNotice = z.infer<typeof ProviderNotice>;
+
 /** Why a notification was refused; every rejection is answered 4xx and changes no state. */
 export type NotificationRejection = {
-  code: 'MISSING_SIGNATURE' | 'MALFORMED_SIGNATURE' | 'BAD_SIGNATURE' | 'STALE_TIMESTAMP' | 'MALFORMED_BODY' | 'UNSUPPORTED_EVENT';
+  code: 'MISSING_SIGNATURE' | 'MALFORMED_SIGNATURE' | 'BAD_SIGNATURE' | 'STALE_TIMESTAMP' | 'MALFORMED_BODY' | 'UNSUPPORTED_EVENT' | 'WRONG_MERCHANT';
   message: string;
+  /**
+   * Set only with UNSUPPORTED_EVENT, and only after the signature (and merchant) were verified: a genuine event
+   * that changes no order. The route may acknowledge it in the provider's format instead of answering 4xx.
+   */
+  notice?: ProviderNotice;
 };
 
 /** Input of createPayment. */
@@ -94,6 +124,8 @@ export interface PaymentProvider {
   ): { ok: true; notification: PaymentNotification } | { ok: false; rejection: NotificationRejection };
   /** The acknowledgement the provider expects once the notification is stored durably. */
   readonly ack: { status: number; contentType: string; body: string };
+  /** The provider's own format for a refused notification (e.g. WeChat's `{"code":"FAIL"}`); absent = the API's JSON error. */
+  failureAck?(rejection: NotificationRejection): { status: number; contentType: string; body: string };
 }
 
 /** One normalised line of a provider's daily bill (reconciliation input). Amounts are positive minor units. */

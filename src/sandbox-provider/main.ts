@@ -28,6 +28,7 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  if (process.connected) process.once('disconnect', () => stop('SIGTERM'));
 }
 
 main().catch((err: unknown) => {

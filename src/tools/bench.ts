@@ -70,6 +70,10 @@ function fail(message: string): never {
 
 const log = (message: string) => console.log(`[bench] ${message}`);
 
+/** Aborted when the run must end early (the system under test died, or Ctrl-C): in-flight calls stop waiting. */
+const runAbort = new AbortController();
+const abortReason = () => String(runAbort.signal.reason ?? 'aborted');
+
 /** A port that is free right now and is not one of the reserved ones. */
 async function freePort(): Promise<number> {
   for (;;) {
@@ -114,7 +118,7 @@ async function http(method: string, url: string, body: unknown, timeoutMs: numbe
     method,
     headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
     body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(timeoutMs),
+    signal: AbortSignal.any([runAbort.signal, AbortSignal.timeout(timeoutMs)]),
   });
   const text = await response.text();
   try {
@@ -136,6 +140,7 @@ function httpKind(r: HttpResult): string {
 
 /** A short kind for a thrown error: timeouts, refused connections, Temporal errors. */
 function errorKind(err: unknown): string {
+  if (runAbort.signal.aborted) return 'aborted (run ended early)';
   const e = err as { name?: string; code?: string; cause?: { code?: string }; message?: string };
   if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return 'timeout';
   const code = e?.cause?.code ?? e?.code;
@@ -216,7 +221,7 @@ interface Ctx {
 
 /** One simulated buyer: creates, pays and waits for orders until the run has none left. */
 async function client(load: Load, options: Options, ctx: Ctx, clientNo: number): Promise<void> {
-  for (;;) {
+  while (!runAbort.signal.aborted) {
     const n = load.next++;
     if (n >= options.orders) return;
     const record: OrderRecord = { n };
@@ -252,15 +257,17 @@ async function oneOrder(load: Load, record: OrderRecord, ctx: Ctx, clientNo: num
     return load.error(record, `pay: ${errorKind(err)}`, errorText(err));
   }
 
+  const timeout = AbortSignal.timeout(RESULT_TIMEOUT_MS);
   try {
     const handle = ctx.temporal.workflow.getHandle(orderWorkflowId(orderId));
-    const result = (await ctx.temporal.withDeadline(Date.now() + RESULT_TIMEOUT_MS, () => handle.result())) as OrderPaymentResult;
+    const result = (await ctx.temporal.withAbortSignal(AbortSignal.any([runAbort.signal, timeout]), () => handle.result())) as OrderPaymentResult;
     record.status = result.status;
     if (result.status !== 'PAID') return load.error(record, `result: ${result.status}`, `${orderId}: ${result.status}${result.reason ? ` (${result.reason})` : ''}`);
     record.payToPaidMs = performance.now() - t1;
     load.paid++;
   } catch (err) {
-    return load.error(record, `result: ${errorKind(err)}`, `${orderId}: ${errorText(err)}`);
+    const kind = !runAbort.signal.aborted && timeout.aborted ? `timeout after ${RESULT_TIMEOUT_MS / 1000}s` : errorKind(err);
+    return load.error(record, `result: ${kind}`, `${orderId}: ${errorText(err)}`);
   }
 }
 
@@ -296,6 +303,8 @@ function startProgress(load: Load, options: Options): () => void {
 /** Everything the run started, stopped in reverse order by `shutdown`. */
 interface Resources {
   devServer?: ChildProcess;
+  /** The run's task queue: workflows still running on it at the end have no worker left and are terminated. */
+  taskQueue?: string;
   system?: ChildProcess;
   temporal?: Client;
   db?: Knex;
@@ -322,9 +331,28 @@ async function stopChild(child: ChildProcess | undefined, name: string, graceMs:
   await waitForExit(child, 5000);
 }
 
+/** Terminates the run's workflows that are still running (an interrupted or failed run), so none is left orphaned. */
+async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<void> {
+  let terminated = 0;
+  try {
+    await temporal.withDeadline(Date.now() + 20_000, async () => {
+      for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
+        await temporal.workflow
+          .getHandle(wf.workflowId, wf.runId)
+          .terminate('left running by an unfinished bench run')
+          .then(() => terminated++, () => undefined);
+      }
+    });
+  } catch (err) {
+    log(`could not clean up workflows on ${taskQueue}: ${errorText(err)}`);
+  }
+  if (terminated > 0) log(`terminated ${terminated} workflow(s) left running on task queue ${taskQueue}`);
+}
+
 let shuttingDown: Promise<void> | undefined;
 function shutdown(res: Resources): Promise<void> {
   shuttingDown ??= (async () => {
+    if (res.temporal && res.taskQueue) await terminateLeftovers(res.temporal, res.taskQueue);
     await res.temporal?.connection.close().catch(() => undefined);
     await res.db?.destroy().catch(() => undefined);
     const stopping = performance.now();
@@ -426,6 +454,7 @@ async function main(): Promise<number> {
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) process.exit(130);
     interrupted = true;
+    runAbort.abort('interrupted');
     stopProgressOnExit?.();
     log(`${signal}: stopping the system under test (again to force)`);
     void shutdown(res).finally(() => process.exit(130));
@@ -484,6 +513,9 @@ async function main(): Promise<number> {
       stdio: ['ignore', logFd, logFd, 'ipc'],
     });
     closeSync(logFd);
+    res.system.once('exit', (code, signal) => {
+      if (!shuttingDown) runAbort.abort(`system under test exited with ${code ?? signal}; see ${relative(ROOT, systemLog)}`);
+    });
     const startedSystemAt = performance.now();
     await waitForHealth(sut.publicBaseUrl, res.system, systemLog);
     log(`system ready (worker polling, /healthz 200) after ${((performance.now() - startedSystemAt) / 1000).toFixed(1)}s`);
@@ -497,6 +529,7 @@ async function main(): Promise<number> {
     if (put.status !== 201 && put.status !== 200) throw new Error(`creating the product failed: ${httpKind(put)} ${JSON.stringify(put.body)}`);
 
     res.temporal = await connectTemporal({ temporalAddress, temporalNamespace: base.temporalNamespace });
+    res.taskQueue = sut.taskQueue;
     res.db = createDb(databaseUrl, { poolMax: 2 });
 
     // The load.
@@ -512,6 +545,12 @@ async function main(): Promise<number> {
     );
     load.endedAt = performance.now();
     stopProgress();
+    const notStarted = options.orders - Math.min(load.next, options.orders);
+    if (notStarted > 0) {
+      load.failed += notStarted;
+      load.errors.set('not started', { count: notStarted, example: `the run ended early: ${abortReason()}` });
+    }
+    if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
     const loadCpu = process.cpuUsage(cpuBefore);
     const machineAfter = machineCpu();
     const machineBusyPct = Math.round(((machineAfter.busy - machineBefore.busy) / Math.max(1, machineAfter.total - machineBefore.total)) * 1000) / 10;
@@ -525,16 +564,21 @@ async function main(): Promise<number> {
     // What MySQL says.
     const statusRows = (await res.db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as { status: string; n: number | string }[];
     const finalStatuses = Object.fromEntries(statusRows.map((r) => [r.status, Number(r.n)]));
-    const stockRead = await http('GET', `${sut.publicBaseUrl}/admin/products/${sku}`, undefined, 10_000, { authorization: `Bearer ${adminToken}` });
-    const stock = field(stockRead.body, 'stock') as { available: number; reserved: number; sold: number } | undefined;
+    const stockRow = (await res.db('stock').where({ sku }).first('available', 'reserved', 'sold')) as Record<string, number | string> | undefined;
+    const stock = stockRow ? { available: Number(stockRow.available), reserved: Number(stockRow.reserved), sold: Number(stockRow.sold) } : undefined;
 
     const wallMs = load.endedAt - load.startedAt;
     const createLatency = summarize(load.records.flatMap((r) => (r.createMs === undefined ? [] : [r.createMs])));
     const payLatency = summarize(load.records.flatMap((r) => (r.payToPaidMs === undefined ? [] : [r.payToPaidMs])));
     const paidInDb = finalStatuses.PAID ?? 0;
-    const stockConsistent = stock !== undefined && stock.sold === load.paid && stock.reserved === 0 && stock.available === options.orders - load.paid;
+    // One unit per order: sold units are PAID orders, reserved units are orders still holding stock.
+    const holding = (finalStatuses.AWAITING_PAYMENT ?? 0) + (finalStatuses.NEEDS_REVIEW ?? 0);
+    // Only meaningful for a run that finished: an interrupted one leaves orders between their steps.
+    const stockConsistent = runAbort.signal.aborted
+      ? null
+      : stock !== undefined && stock.sold === paidInDb && stock.reserved === holding && stock.available + stock.reserved + stock.sold === options.orders;
     const allPaid = load.paid === options.orders && paidInDb === options.orders && load.failed === 0;
-    const ok = allPaid && stockConsistent;
+    const ok = allPaid && stockConsistent === true;
     const errors = Object.fromEntries([...load.errors].sort((a, b) => b[1].count - a[1].count));
 
     const report = {
@@ -592,7 +636,7 @@ ${table([
   ['create latency ms', latencyRow(createLatency)],
   ['pay->PAID ms', latencyRow(payLatency)],
   ['final statuses', Object.entries(finalStatuses).map(([s, n]) => `${s}=${n}`).join('  ') || '(no orders in MySQL)'],
-  ['stock', stock ? `available=${stock.available} reserved=${stock.reserved} sold=${stock.sold}${stockConsistent ? '' : '  (INCONSISTENT with the PAID count)'}` : '(unreadable)'],
+  ['stock', stock ? `available=${stock.available} reserved=${stock.reserved} sold=${stock.sold}${stockConsistent === null ? '  (not checked: the run ended early)' : stockConsistent ? '' : '  (INCONSISTENT with the order statuses)'}` : '(unreadable)'],
   ['errors', load.errors.size === 0 ? 'none' : [...load.errors].map(([k, v]) => `${k} x${v.count}`).join(', ')],
   [
     'cpu during load',

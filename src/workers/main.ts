@@ -11,7 +11,16 @@ async function main(): Promise<void> {
   const client = await connectTemporal(config);
   await ensureSearchAttributes(client);
   await client.connection.close();
-  const worker = await createWorker({ config, db, providers: createProviders(config) });
+  // WORKFLOW_BUNDLE_PATH: a prebuilt bundle (bundleWorkflowCode) so restarts skip bundling.
+  const bundlePath = process.env.WORKFLOW_BUNDLE_PATH;
+  const worker = await createWorker({
+    config,
+    db,
+    providers: createProviders(config),
+    workflows: bundlePath ? { workflowBundle: { codePath: bundlePath } } : undefined,
+  });
+  // Started by a supervising process (soak, bench) over IPC: never outlive it.
+  if (process.connected) process.once('disconnect', () => worker.shutdown());
   console.log(`[worker] polling task queue "${config.taskQueue}" on ${config.temporalAddress}`);
   await worker.run(); // resolves after SIGINT/SIGTERM (the SDK installs the handlers) once in-flight tasks finish
   await db.destroy();

@@ -95,6 +95,9 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
   let evidence: PaymentEvidence | undefined;
   let cancelRequested: { reason?: string } | undefined;
   let finished = false;
+  /** The order's status is decided (the cancel update can answer), though the workflow may still watch. */
+  let decided = false;
+  let providerExpiresAt: number | undefined;
   const seenNotifications = new Set<string>();
 
   const note = (type: string, message: string) => {
@@ -146,7 +149,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     cancelOrderUpdate,
     async ({ reason }) => {
       cancelRequested ??= { reason };
-      await condition(() => finished);
+      await condition(() => decided || finished);
       return { status };
     },
     {
@@ -198,6 +201,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
       providerExpiresAt: new Date(deadline + input.providerExpiryMarginMs).toISOString(),
     });
     merchantId = payment.merchantId;
+    providerExpiresAt = deadline + input.providerExpiryMarginMs;
     note('PAYMENT_CREATED', `Payment created at ${input.provider}; pay before ${new Date(deadline).toISOString()}`);
     ready = {
       ok: true,
@@ -306,8 +310,18 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
           });
         });
         setStatus(target);
+        decided = true;
         note(`ORDER_${target}`, target === 'EXPIRED' ? 'Not paid in time; stock released' : 'Cancelled; stock released');
-        // Step 7: money that still arrived (e.g. a provider that let the buyer pay after close) is refunded.
+        // Step 7: some providers still take money after a close (Alipay's QR closed before it was scanned stays
+        // payable). Watch until the provider-side expiry, then ask once more; money that arrived is refunded.
+        if (!evidence && providerExpiresAt !== undefined && Date.now() < providerExpiresAt) {
+          enter('WATCHING_LATE_PAYMENT', `closed; watching for a late payment until ${new Date(providerExpiresAt).toISOString()}`);
+          await condition(() => evidence !== undefined, providerExpiresAt - Date.now() + 1000, { summary: 'watch for a late payment until the provider-side expiry' });
+          if (!evidence) {
+            const state = await run('queryProviderPayment', MUST, `final query ${input.provider} after expiry`, { provider: input.provider, outTradeNo: orderId });
+            if (state.status === 'PAID') evidence = evidenceFromQuery(state, 'query');
+          }
+        }
         if (evidence) await refundLatePayment(evidence);
         return finish({ orderId, status, reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT' });
       }

@@ -71,6 +71,8 @@ export async function startSystem(env: Record<string, string> = {}, options: { c
     PROVIDER_EXPIRY_MARGIN: '30s',
     INBOX_RETRY_INTERVAL: '500ms',
     LOG_LEVEL: 'warn',
+    // Test systems must not leave daily Schedules behind on the shared dev server (reconciliation tests create their own).
+    RECONCILIATION_SCHEDULE: 'off',
     ...env,
   });
   const stack = await startStack({ config, logger: false, clientTemporalAddress: options.clientTemporalAddress, workflows: { workflowBundle: { codePath: testBundlePath() } } });

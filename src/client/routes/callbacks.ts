@@ -41,13 +41,17 @@ export function registerCallbackRoutes(
       const reject = async (reason: string, message: string) => {
         deps.metrics.signatureRejected.inc({ provider: provider.name, reason });
         deps.metrics.notifications.inc({ provider: provider.name, outcome: 'rejected' });
-        await deps.db('notification_rejections').insert({
-          provider: provider.name,
-          reason,
-          body_sha256: createHash('sha256').update(raw).digest('hex'),
-          body_length: raw.length,
-          remote_address: request.ip.slice(0, 64),
-        });
+        // The audit row is best effort: a refused notification is answered 4xx even if MySQL is down.
+        await deps
+          .db('notification_rejections')
+          .insert({
+            provider: provider.name,
+            reason,
+            body_sha256: createHash('sha256').update(raw).digest('hex'),
+            body_length: raw.length,
+            remote_address: request.ip.slice(0, 64),
+          })
+          .catch((err: unknown) => request.log.warn({ err }, 'could not record a notification rejection'));
         request.log.warn({ provider: provider.name, reason }, 'notification rejected');
         return reply.code(reason === 'BAD_SIGNATURE' || reason === 'MISSING_SIGNATURE' || reason === 'STALE_TIMESTAMP' || reason === 'MALFORMED_SIGNATURE' ? 401 : 400).send({ error: reason, message });
       };

@@ -1,0 +1,870 @@
+/**
+ * Reconciliation (对账) against a provider's daily bill: the run records, the activities the `reconciliation`
+ * workflow calls, and the start/read functions the ops API and the schedule share.
+ *
+ * Idempotency: every compared line is stored once under a unique (run, row key) — `P:<tradeNo>` for a bill
+ * payment, `R:<outRefundNo>` for a bill refund, `LP:`/`LR:` for local records the bill lacks, `#<row>` appended
+ * when the bill repeats a key. A retried comparison resumes at the row its last heartbeat recorded, with the
+ * counts up to that row; rows it meets again are found stored and counted from the store, never classified or
+ * counted twice. The report's totals are computed from the stored items, and the counts the comparison kept
+ * are stored beside them so that any disagreement would show.
+ */
+import { Context } from '@temporalio/activity';
+import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import type { Knex } from 'knex';
+import { type LatePaymentInput, latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
+import {
+  CLASS_SEVERITY,
+  type ReconciliationClass,
+  type ReconciliationInput,
+  type ReconciliationPhase,
+  type ReconciliationResult,
+  type ReconciliationStatus,
+  type ReconciliationTotals,
+  type ReconciliationTrigger,
+  billDayRange,
+  emptyTotals,
+  reconciliationNotificationId,
+  reconciliationRunId,
+} from '../contracts/reconciliation';
+import { BillFormatError } from '../providers/bill-csv';
+import { type BillRow, type BillSource, type PaymentProvider, ProviderBusinessError } from '../providers/types';
+import { appendOrderEvent } from './events';
+import type { ProviderRegistry } from './payments';
+
+/** Dependencies of the reconciliation activities. */
+export interface ReconciliationDeps {
+  db: Knex;
+  providers: ProviderRegistry;
+}
+
+const DEFAULT_BATCH = 500;
+const LOCAL_PAGE = 500;
+const REPAIR_PAGE = 100;
+
+// ---------------------------------------------------------------------------------------------------------
+// Runs: open (idempotent per provider + day), start, read
+// ---------------------------------------------------------------------------------------------------------
+
+/** A run as the ops API shows it. */
+export interface RunView {
+  id: string;
+  workflowId: string;
+  provider: string;
+  date: string;
+  attempt: number;
+  trigger: ReconciliationTrigger;
+  status: ReconciliationStatus;
+  phase: ReconciliationPhase | null;
+  merchantId: string | null;
+  workflowRunId: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  progress: {
+    expectedRows: number | null;
+    billRows: number;
+    localRows: number;
+    repairsTotal: number;
+    repairsDone: number;
+    billAttempts: number;
+    resumedFromRow: number | null;
+  };
+  /** Count per class once COMPLETED (from the stored items). */
+  totals: ReconciliationTotals | null;
+  /** Count per class of the bill rows as the comparison counted them (audit: equals the bill part of totals). */
+  counted: ReconciliationTotals | null;
+  differences: number | null;
+  bySeverity: { critical: number; review: number; repaired: number } | null;
+  error: string | null;
+}
+
+interface RunRow {
+  id: string;
+  provider: string;
+  bill_date: string;
+  attempt: number;
+  trigger: ReconciliationTrigger;
+  status: ReconciliationStatus;
+  phase: ReconciliationPhase | null;
+  merchant_id: string | null;
+  workflow_run_id: string | null;
+  expected_rows: number | null;
+  bill_rows: number;
+  local_rows: number;
+  repairs_total: number;
+  repairs_done: number;
+  bill_attempts: number;
+  resumed_from_row: number | null;
+  totals: string | null;
+  counted: string | null;
+  error: string | null;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+const iso = (d: Date | null): string | null => (d ? new Date(d).toISOString() : null);
+const num = (v: unknown): number => Number(v ?? 0);
+
+function toView(row: RunRow): RunView {
+  const totals = row.totals ? ({ ...emptyTotals(), ...(JSON.parse(row.totals) as Partial<ReconciliationTotals>) } as ReconciliationTotals) : null;
+  const bySeverity = totals
+    ? (Object.entries(totals) as [ReconciliationClass, number][]).reduce(
+        (acc, [cls, n]) => {
+          const severity = CLASS_SEVERITY[cls];
+          if (severity !== 'ok') acc[severity] += n;
+          return acc;
+        },
+        { critical: 0, review: 0, repaired: 0 },
+      )
+    : null;
+  return {
+    id: row.id,
+    workflowId: row.id,
+    provider: row.provider,
+    date: row.bill_date,
+    attempt: num(row.attempt),
+    trigger: row.trigger,
+    status: row.status,
+    phase: row.phase,
+    merchantId: row.merchant_id,
+    workflowRunId: row.workflow_run_id,
+    createdAt: iso(row.created_at)!,
+    startedAt: iso(row.started_at),
+    finishedAt: iso(row.finished_at),
+    progress: {
+      expectedRows: row.expected_rows === null ? null : num(row.expected_rows),
+      billRows: num(row.bill_rows),
+      localRows: num(row.local_rows),
+      repairsTotal: num(row.repairs_total),
+      repairsDone: num(row.repairs_done),
+      billAttempts: num(row.bill_attempts),
+      resumedFromRow: row.resumed_from_row === null ? null : num(row.resumed_from_row),
+    },
+    totals,
+    counted: row.counted ? (JSON.parse(row.counted) as ReconciliationTotals) : null,
+    differences: totals ? Object.values(totals).reduce((a, b) => a + b, 0) - totals.MATCHED : null,
+    bySeverity,
+    error: row.error,
+  };
+}
+
+/** Reads one run, or null. */
+export async function readRun(db: Knex, id: string): Promise<RunView | null> {
+  const row = (await db('reconciliation_runs').where({ id }).first()) as RunRow | undefined;
+  return row ? toView(row) : null;
+}
+
+/** Runs of one provider (and day), newest first. */
+export async function listRuns(db: Knex, filter: { provider?: string; date?: string; limit?: number }): Promise<RunView[]> {
+  const q = db('reconciliation_runs').orderBy([{ column: 'created_at', order: 'desc' }, { column: 'attempt', order: 'desc' }]).limit(filter.limit ?? 50);
+  if (filter.provider) q.where({ provider: filter.provider });
+  if (filter.date) q.where({ bill_date: filter.date });
+  return ((await q) as RunRow[]).map(toView);
+}
+
+/** The request to open or reuse a run. */
+export interface OpenRunRequest {
+  provider: string;
+  date: string;
+  /** A new run even though the period already has one (refused while one is still in progress). */
+  rerun: boolean;
+  trigger: ReconciliationTrigger;
+}
+
+const ACTIVE: ReconciliationStatus[] = ['QUEUED', 'RUNNING'];
+
+/**
+ * The run of this provider and day: the latest existing one, or a new one (attempt 1, or the next attempt when
+ * `rerun` asks for it and none is in progress). Concurrent callers get the same run: the unique
+ * (provider, day, attempt) decides, and a loser re-reads.
+ */
+export async function openRun(db: Knex, request: OpenRunRequest): Promise<{ run: RunView; created: boolean }> {
+  for (let tries = 0; tries < 5; tries += 1) {
+    const latest = (await db('reconciliation_runs').where({ provider: request.provider, bill_date: request.date }).orderBy('attempt', 'desc').first()) as RunRow | undefined;
+    if (latest && (!request.rerun || ACTIVE.includes(latest.status))) return { run: toView(latest), created: false };
+    const attempt = (latest ? num(latest.attempt) : 0) + 1;
+    const id = reconciliationRunId(request.provider, request.date, attempt);
+    try {
+      await db('reconciliation_runs').insert({ id, provider: request.provider, bill_date: request.date, attempt, trigger: request.trigger, status: 'QUEUED' });
+      return { run: (await readRun(db, id))!, created: true };
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ER_DUP_ENTRY') throw err;
+    }
+  }
+  throw new Error(`could not open a reconciliation run for ${request.provider} ${request.date}: too much contention`);
+}
+
+/** Options of startReconciliation beyond the request. */
+export interface StartOptions {
+  heartbeatTimeoutMs?: number;
+  batchSize?: number;
+}
+
+/**
+ * Opens (or reuses) the run of a provider and day and makes sure its workflow runs. Idempotent: the same
+ * request gives the same run; a run still QUEUED or RUNNING is (re)started with conflict policy USE_EXISTING, so
+ * a live workflow is joined and one that died without finishing the run is started again (its stored items
+ * make the new execution resume, not recount). A COMPLETED or FAILED run is returned as it is.
+ */
+export async function startReconciliation(
+  db: Knex,
+  client: Client,
+  taskQueue: string,
+  request: OpenRunRequest,
+  options: StartOptions = {},
+): Promise<{ run: RunView; created: boolean }> {
+  const { run, created } = await openRun(db, request);
+  if (!ACTIVE.includes(run.status)) return { run, created };
+  const input: ReconciliationInput = { runId: run.id, provider: run.provider, date: run.date, ...options };
+  await client.workflow.start('reconciliation', {
+    workflowId: run.workflowId,
+    taskQueue,
+    args: [input],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+    staticSummary: `Reconcile ${run.provider} bill of ${run.date}${run.attempt > 1 ? ` (run ${run.attempt})` : ''}`,
+  });
+  return { run: (await readRun(db, run.id))!, created };
+}
+
+/** One difference (or match) as the report lists it. */
+export interface ItemView {
+  id: number;
+  class: ReconciliationClass;
+  severity: (typeof CLASS_SEVERITY)[ReconciliationClass];
+  detail: string | null;
+  source: 'BILL' | 'LOCAL';
+  kind: 'PAYMENT' | 'REFUND';
+  rowNo: number | null;
+  outTradeNo: string | null;
+  tradeNo: string | null;
+  outRefundNo: string | null;
+  bill: { amount: number; currency: string; at: string | null } | null;
+  local: { amount: number | null; currency: string | null } | null;
+  evidence: Record<string, unknown>;
+  repair: { status: string; detail: string | null; at: string | null };
+}
+
+/** A page of a run's items (differences only unless `classes` says otherwise), in id order after `after`. */
+export async function readItems(db: Knex, runId: string, filter: { classes?: ReconciliationClass[]; after?: number; limit: number }): Promise<ItemView[]> {
+  const q = db('reconciliation_items').where({ run_id: runId }).orderBy('id').limit(filter.limit);
+  if (filter.classes?.length) q.whereIn('class', filter.classes);
+  else q.whereNot('class', 'MATCHED');
+  if (filter.after !== undefined) q.where('id', '>', filter.after);
+  const rows = (await q) as Array<Record<string, unknown>>;
+  return rows.map((r) => ({
+    id: num(r.id),
+    class: r.class as ReconciliationClass,
+    severity: CLASS_SEVERITY[r.class as ReconciliationClass],
+    detail: (r.detail as string | null) ?? null,
+    source: r.source as 'BILL' | 'LOCAL',
+    kind: r.kind as 'PAYMENT' | 'REFUND',
+    rowNo: r.row_no === null ? null : num(r.row_no),
+    outTradeNo: (r.out_trade_no as string | null) ?? null,
+    tradeNo: (r.trade_no as string | null) ?? null,
+    outRefundNo: (r.out_refund_no as string | null) ?? null,
+    bill: r.bill_amount === null ? null : { amount: num(r.bill_amount), currency: r.bill_currency as string, at: iso(r.bill_at as Date | null) },
+    local: r.local_amount === null && r.local_currency === null ? null : { amount: r.local_amount === null ? null : num(r.local_amount), currency: (r.local_currency as string | null) ?? null },
+    evidence: r.evidence ? (JSON.parse(r.evidence as string) as Record<string, unknown>) : {},
+    repair: { status: r.repair_status as string, detail: (r.repair_detail as string | null) ?? null, at: iso(r.repaired_at as Date | null) },
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Activities
+// ---------------------------------------------------------------------------------------------------------
+
+/** The activity context, or undefined when called outside an activity (direct calls in tests and tools). */
+function activityContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Worker shutdown or a cancelled workflow: stop between batches so the next attempt resumes from the heartbeat. */
+function throwIfCancelled(ctx: Context | undefined): void {
+  const signal = ctx?.cancellationSignal;
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new CancelledFailure(String(signal.reason));
+}
+
+function nonRetryable(type: string, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true });
+}
+
+async function requireRun(db: Knex, runId: string): Promise<RunRow> {
+  const row = (await db('reconciliation_runs').where({ id: runId }).first()) as RunRow | undefined;
+  if (!row) throw nonRetryable('RUN_NOT_FOUND', `no reconciliation run ${runId}`);
+  return row;
+}
+
+function billSourceOf(providers: ProviderRegistry, name: string): PaymentProvider & BillSource {
+  const provider = providers[name] as (PaymentProvider & Partial<BillSource>) | undefined;
+  if (!provider) throw nonRetryable('UNKNOWN_PROVIDER', `provider ${name} is not configured on this worker`);
+  if (typeof provider.billRows !== 'function') throw nonRetryable('NO_BILLS', `provider ${name} has no bill download`);
+  return provider as PaymentProvider & BillSource;
+}
+
+function dayRange(run: RunRow): { start: Date; end: Date } {
+  const range = billDayRange(run.bill_date);
+  if (!range) throw nonRetryable('BAD_DATE', `run ${run.id} has an invalid bill day ${run.bill_date}`);
+  return range;
+}
+
+/** Marks the run RUNNING and records whose bill it is and how many rows to expect (the progress estimate). */
+async function beginRun(deps: ReconciliationDeps, input: { runId: string; workflowRunId: string }): Promise<{ provider: string; date: string; merchantId: string; expectedRows: number }> {
+  const { db } = deps;
+  const run = await requireRun(db, input.runId);
+  const provider = billSourceOf(deps.providers, run.provider);
+  const { start, end } = dayRange(run);
+  const [{ n: payments }] = (await db('payments')
+    .where({ provider: run.provider, merchant_id: provider.merchantId })
+    .whereIn('status', ['PAID', 'REFUNDED'])
+    .where('paid_at', '>=', start)
+    .where('paid_at', '<', end)
+    .count({ n: '*' })) as [{ n: number }];
+  const [{ n: refunds }] = (await db('refunds as r')
+    .join('payments as p', 'p.out_trade_no', 'r.out_trade_no')
+    .where({ 'r.provider': run.provider, 'p.merchant_id': provider.merchantId, 'r.status': 'SUCCEEDED' })
+    .where('r.refunded_at', '>=', start)
+    .where('r.refunded_at', '<', end)
+    .count({ n: '*' })) as [{ n: number }];
+  const expectedRows = num(payments) + num(refunds);
+  await db('reconciliation_runs')
+    .where({ id: run.id })
+    .whereIn('status', ACTIVE)
+    .update({
+      status: 'RUNNING',
+      phase: 'BILL',
+      merchant_id: provider.merchantId,
+      workflow_run_id: input.workflowRunId,
+      expected_rows: expectedRows,
+      started_at: db.raw('COALESCE(started_at, CURRENT_TIMESTAMP(3))'),
+      updated_at: db.fn.now(3),
+    });
+  return { provider: run.provider, date: run.bill_date, merchantId: provider.merchantId, expectedRows };
+}
+
+/** What compareBill keeps in its heartbeat: the next row to read and the counts of every row before it. */
+export interface BillProgress {
+  phase: 'BILL';
+  row: number;
+  counts: ReconciliationTotals;
+}
+
+function resumePoint(details: unknown): BillProgress | undefined {
+  const d = details as Partial<BillProgress> | undefined;
+  if (!d || d.phase !== 'BILL' || typeof d.row !== 'number' || d.row < 0 || typeof d.counts !== 'object' || d.counts === null) return undefined;
+  return { phase: 'BILL', row: d.row, counts: { ...emptyTotals(), ...d.counts } };
+}
+
+/** Result of compareBill. */
+export interface CompareBillResult {
+  billRows: number;
+  counts: ReconciliationTotals;
+  resumedFromRow: number | null;
+  attempt: number;
+}
+
+/**
+ * Streams the provider's bill and compares it with local payments and refunds, a batch of rows per database
+ * round trip, heartbeating `{ row, counts }` after each batch. A retry resumes at the heartbeat's row.
+ */
+async function compareBill(deps: ReconciliationDeps, input: { runId: string; batchSize?: number }): Promise<CompareBillResult> {
+  const { db } = deps;
+  const ctx = activityContext();
+  const run = await requireRun(db, input.runId);
+  const provider = billSourceOf(deps.providers, run.provider);
+  const batchSize = Math.max(1, Math.min(input.batchSize ?? DEFAULT_BATCH, 5000));
+  const resume = resumePoint(ctx?.info.heartbeatDetails);
+  const counts = resume?.counts ?? emptyTotals();
+  let next = resume?.row ?? 0;
+  await db('reconciliation_runs')
+    .where({ id: run.id })
+    .update({ phase: 'BILL', bill_attempts: db.raw('bill_attempts + 1'), bill_rows: next, ...(resume ? { resumed_from_row: next } : {}), updated_at: db.fn.now(3) });
+
+  let batch: BillRow[] = [];
+  const flush = async () => {
+    const classes = await compareBatch(db, run.id, provider.merchantId, batch, next);
+    for (const cls of classes) counts[cls] += 1;
+    next += batch.length;
+    batch = [];
+    ctx?.heartbeat({ phase: 'BILL', row: next, counts } satisfies BillProgress);
+    await db('reconciliation_runs').where({ id: run.id }).update({ bill_rows: next, updated_at: db.fn.now(3) });
+    throwIfCancelled(ctx);
+  };
+  try {
+    for await (const row of provider.billRows(run.bill_date, { fromRow: next })) {
+      batch.push(row);
+      if (batch.length >= batchSize) await flush();
+    }
+    if (batch.length > 0) await flush();
+  } catch (err) {
+    if (err instanceof BillFormatError) throw nonRetryable('BILL_MALFORMED', `${run.provider} bill of ${run.bill_date}: ${err.message}`);
+    if (err instanceof ProviderBusinessError) throw nonRetryable('PROVIDER_REJECTED', `${run.provider} refused the bill of ${run.bill_date}: ${err.message}`);
+    throw err; // transport faults, truncation, cancellation: retried, resuming from the last heartbeat
+  }
+  return { billRows: next, counts, resumedFromRow: resume ? resume.row : null, attempt: ctx?.info.attempt ?? 1 };
+}
+
+interface LocalPayment {
+  out_trade_no: string;
+  trade_no: string | null;
+  status: string;
+  amount: number;
+  currency: string;
+  paid_amount: number | null;
+  paid_currency: string | null;
+  order_status: string | null;
+  paid_trade_no: string | null;
+}
+
+interface LocalRefund {
+  out_refund_no: string;
+  out_trade_no: string;
+  status: string;
+  amount: number;
+  currency: string;
+}
+
+/** A stored item before insertion. */
+interface NewItem {
+  class: ReconciliationClass;
+  detail: string | null;
+  kind: 'PAYMENT' | 'REFUND';
+  local_amount: number | null;
+  local_currency: string | null;
+  evidence: Record<string, unknown>;
+  repair_status: 'NONE' | 'PENDING';
+}
+
+function billKey(row: BillRow): string {
+  return row.kind === 'PAYMENT' ? `P:${row.tradeNo}` : `R:${row.outRefundNo ?? `${row.tradeNo}@${row.at}`}`;
+}
+
+function classifyPayment(row: BillRow, local: LocalPayment | undefined): NewItem {
+  const bill = { tradeNo: row.tradeNo, amount: row.amount, currency: row.currency, at: row.at };
+  if (!local) {
+    return { class: 'UNKNOWN_TRADE', detail: 'NO_LOCAL_PAYMENT', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence: { bill, local: null }, repair_status: 'NONE' };
+  }
+  const localView = {
+    paymentStatus: local.status,
+    orderStatus: local.order_status,
+    tradeNo: local.trade_no,
+    paidTradeNo: local.paid_trade_no,
+    amount: num(local.amount),
+    paidAmount: local.paid_amount === null ? null : num(local.paid_amount),
+    currency: local.paid_currency ?? local.currency,
+  };
+  const paidLocally = (local.status === 'PAID' || local.status === 'REFUNDED') && (local.trade_no === row.tradeNo || local.paid_trade_no === row.tradeNo);
+  if (!paidLocally) {
+    return {
+      class: 'PAID_NOT_RECORDED',
+      detail: `ORDER_${local.order_status ?? 'UNKNOWN'}`.slice(0, 32),
+      kind: 'PAYMENT',
+      local_amount: null,
+      local_currency: local.currency,
+      evidence: { bill, local: localView },
+      repair_status: 'PENDING',
+    };
+  }
+  const localAmount = local.paid_amount === null ? num(local.amount) : num(local.paid_amount);
+  const localCurrency = local.paid_currency ?? local.currency;
+  const detail = localCurrency !== row.currency ? 'CURRENCY' : localAmount !== row.amount ? 'AMOUNT' : null;
+  return {
+    class: detail ? 'AMOUNT_MISMATCH' : 'MATCHED',
+    detail,
+    kind: 'PAYMENT',
+    local_amount: localAmount,
+    local_currency: localCurrency,
+    evidence: detail ? { bill, local: localView } : {},
+    repair_status: 'NONE',
+  };
+}
+
+function classifyRefund(row: BillRow, local: LocalRefund | undefined): NewItem {
+  const bill = { outRefundNo: row.outRefundNo, tradeNo: row.tradeNo, outTradeNo: row.outTradeNo, amount: row.amount, currency: row.currency, at: row.at };
+  const base = { kind: 'REFUND' as const, repair_status: 'NONE' as const };
+  if (!local) return { ...base, class: 'REFUND_MISMATCH', detail: 'MISSING_LOCALLY', local_amount: null, local_currency: null, evidence: { bill, local: null } };
+  const localView = { status: local.status, outTradeNo: local.out_trade_no, amount: num(local.amount), currency: local.currency };
+  const detail =
+    local.status !== 'SUCCEEDED'
+      ? `LOCAL_${local.status}`
+      : local.out_trade_no !== row.outTradeNo
+        ? 'OTHER_TRADE'
+        : local.currency !== row.currency
+          ? 'CURRENCY'
+          : num(local.amount) !== row.amount
+            ? 'AMOUNT'
+            : null;
+  return {
+    ...base,
+    class: detail ? 'REFUND_MISMATCH' : 'MATCHED',
+    detail,
+    local_amount: num(local.amount),
+    local_currency: local.currency,
+    evidence: detail ? { bill, local: localView } : {},
+  };
+}
+
+/**
+ * Compares one batch of bill rows (rows firstRowNo.. of the bill) and stores an item per row. A row already
+ * stored at the same position (an earlier attempt got this far) is counted from the store; a key the bill
+ * repeats at another position is a duplicate in the bill.
+ */
+async function compareBatch(db: Knex, runId: string, merchantId: string, rows: BillRow[], firstRowNo: number): Promise<ReconciliationClass[]> {
+  const keys = rows.map(billKey);
+  const repeatKeys = keys.map((key, i) => `${key}#${firstRowNo + i}`);
+  const stored = new Map<string, { rowNo: number | null; cls: ReconciliationClass }>();
+  for (const r of (await db('reconciliation_items')
+    .where({ run_id: runId })
+    .whereIn('row_key', [...new Set([...keys, ...repeatKeys])])
+    .select('row_key', 'row_no', 'class')) as Array<{ row_key: string; row_no: number | null; class: ReconciliationClass }>) {
+    stored.set(r.row_key, { rowNo: r.row_no === null ? null : num(r.row_no), cls: r.class });
+  }
+  const tradeNos = [...new Set(rows.filter((r) => r.kind === 'PAYMENT').map((r) => r.outTradeNo))];
+  const refundNos = [...new Set(rows.filter((r) => r.kind === 'REFUND' && r.outRefundNo).map((r) => r.outRefundNo!))];
+  const payments = new Map<string, LocalPayment>();
+  if (tradeNos.length) {
+    for (const p of (await db('payments as p')
+      .leftJoin('orders as o', 'o.order_id', 'p.order_id')
+      .whereIn('p.out_trade_no', tradeNos)
+      .select('p.out_trade_no', 'p.trade_no', 'p.status', 'p.amount', 'p.currency', 'p.paid_amount', 'p.paid_currency', 'o.status as order_status', 'o.paid_trade_no')) as LocalPayment[]) {
+      payments.set(p.out_trade_no, p);
+    }
+  }
+  const refunds = new Map<string, LocalRefund>();
+  if (refundNos.length) {
+    for (const r of (await db('refunds').whereIn('out_refund_no', refundNos).select('out_refund_no', 'out_trade_no', 'status', 'amount', 'currency')) as LocalRefund[]) {
+      refunds.set(r.out_refund_no, r);
+    }
+  }
+
+  const firstSeen = new Map<string, number>();
+  const inserts: Record<string, unknown>[] = [];
+  const classes: ReconciliationClass[] = [];
+  rows.forEach((row, i) => {
+    const rowNo = firstRowNo + i;
+    let key = keys[i]!;
+    const earlier = stored.get(key);
+    if (earlier && earlier.rowNo === rowNo) {
+      classes.push(earlier.cls); // stored by an earlier attempt: count it, do not classify again
+      return;
+    }
+    const firstRow = earlier ? earlier.rowNo : firstSeen.get(key);
+    let item: NewItem;
+    if (firstRow !== undefined && firstRow !== null) {
+      key = repeatKeys[i]!;
+      const repeat = stored.get(key);
+      if (repeat) {
+        classes.push(repeat.cls);
+        return;
+      }
+      const evidence = { bill: { tradeNo: row.tradeNo, outRefundNo: row.outRefundNo, amount: row.amount, currency: row.currency, at: row.at }, firstListedAtRow: firstRow };
+      item =
+        row.kind === 'PAYMENT'
+          ? { class: 'AMOUNT_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' }
+          : { class: 'REFUND_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'REFUND', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' };
+    } else {
+      firstSeen.set(key, rowNo);
+      item = row.kind === 'PAYMENT' ? classifyPayment(row, payments.get(row.outTradeNo)) : classifyRefund(row, refunds.get(row.outRefundNo ?? ''));
+    }
+    classes.push(item.class);
+    inserts.push({
+      run_id: runId,
+      row_key: key.slice(0, 200),
+      row_no: rowNo,
+      source: 'BILL',
+      kind: item.kind,
+      class: item.class,
+      detail: item.detail,
+      out_trade_no: row.outTradeNo.slice(0, 64),
+      trade_no: row.tradeNo.slice(0, 128),
+      out_refund_no: row.outRefundNo?.slice(0, 128) ?? null,
+      bill_amount: row.amount,
+      bill_currency: row.currency,
+      bill_at: new Date(row.at),
+      local_amount: item.local_amount,
+      local_currency: item.local_currency,
+      evidence: Object.keys(item.evidence).length ? JSON.stringify({ merchantId, ...item.evidence }) : null,
+      repair_status: item.repair_status,
+    });
+  });
+  // A zombie attempt (heartbeat timed out, still running) may store the same rows: same keys, same content.
+  if (inserts.length) await db('reconciliation_items').insert(inserts).onConflict(['run_id', 'row_key']).merge(['run_id']);
+  return classes;
+}
+
+/**
+ * Finds what we recorded for the day and the bill lacks: payments paid locally (MISSING_AT_PROVIDER, critical)
+ * and succeeded refunds (REFUND_MISMATCH; DUPLICATED when another refund of the same trade and amount matched).
+ * Stored items are skipped, so a retry simply continues.
+ */
+async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string }): Promise<{ payments: number; refunds: number }> {
+  const { db } = deps;
+  const ctx = activityContext();
+  const run = await requireRun(db, input.runId);
+  const merchantId = run.merchant_id ?? billSourceOf(deps.providers, run.provider).merchantId;
+  const { start, end } = dayRange(run);
+  await db('reconciliation_runs').where({ id: run.id }).update({ phase: 'LOCAL', updated_at: db.fn.now(3) });
+  const found = { payments: 0, refunds: 0 };
+
+  for (let after = ''; ; ) {
+    const page = (await db('payments as p')
+      .leftJoin('orders as o', 'o.order_id', 'p.order_id')
+      .where({ 'p.provider': run.provider, 'p.merchant_id': merchantId })
+      .whereIn('p.status', ['PAID', 'REFUNDED'])
+      .where('p.paid_at', '>=', start)
+      .where('p.paid_at', '<', end)
+      .where('p.out_trade_no', '>', after)
+      .whereNotExists(db('reconciliation_items as i').where('i.run_id', run.id).where('i.row_key', db.raw("CONCAT('P:', p.trade_no)")).select(db.raw('1')))
+      .whereNotExists(db('reconciliation_items as i').where('i.run_id', run.id).where('i.row_key', db.raw("CONCAT('LP:', p.out_trade_no)")).select(db.raw('1')))
+      .orderBy('p.out_trade_no')
+      .limit(LOCAL_PAGE)
+      .select('p.out_trade_no', 'p.trade_no', 'p.status', 'p.amount', 'p.currency', 'p.paid_amount', 'p.paid_currency', 'p.paid_at', 'o.status as order_status')) as Array<
+      LocalPayment & { paid_at: Date }
+    >;
+    if (page.length === 0) break;
+    after = page.at(-1)!.out_trade_no;
+    await db('reconciliation_items')
+      .insert(
+        page.map((p) => ({
+          run_id: run.id,
+          row_key: `LP:${p.out_trade_no}`,
+          source: 'LOCAL',
+          kind: 'PAYMENT',
+          class: 'MISSING_AT_PROVIDER',
+          detail: 'NOT_IN_BILL',
+          out_trade_no: p.out_trade_no,
+          trade_no: p.trade_no,
+          local_amount: p.paid_amount ?? p.amount,
+          local_currency: p.paid_currency ?? p.currency,
+          evidence: JSON.stringify({
+            merchantId,
+            local: { paymentStatus: p.status, orderStatus: p.order_status, tradeNo: p.trade_no, paidAt: iso(p.paid_at), amount: num(p.amount), paidAmount: p.paid_amount },
+            bill: null,
+          }),
+          repair_status: 'NONE',
+        })),
+      )
+      .onConflict(['run_id', 'row_key'])
+      .merge(['run_id']);
+    found.payments += page.length;
+    await progressLocal(db, run.id, found, ctx);
+    if (page.length < LOCAL_PAGE) break;
+  }
+
+  for (let after = ''; ; ) {
+    const page = (await db('refunds as r')
+      .join('payments as p', 'p.out_trade_no', 'r.out_trade_no')
+      .where({ 'r.provider': run.provider, 'p.merchant_id': merchantId, 'r.status': 'SUCCEEDED' })
+      .where('r.refunded_at', '>=', start)
+      .where('r.refunded_at', '<', end)
+      .where('r.out_refund_no', '>', after)
+      .whereNotExists(db('reconciliation_items as i').where('i.run_id', run.id).where('i.row_key', db.raw("CONCAT('R:', r.out_refund_no)")).select(db.raw('1')))
+      .whereNotExists(db('reconciliation_items as i').where('i.run_id', run.id).where('i.row_key', db.raw("CONCAT('LR:', r.out_refund_no)")).select(db.raw('1')))
+      .orderBy('r.out_refund_no')
+      .limit(LOCAL_PAGE)
+      .select('r.out_refund_no', 'r.out_trade_no', 'r.trade_no', 'r.amount', 'r.currency', 'r.refunded_at', 'r.reason')) as Array<
+      LocalRefund & { trade_no: string | null; refunded_at: Date; reason: string }
+    >;
+    if (page.length === 0) break;
+    after = page.at(-1)!.out_refund_no;
+    const items = [];
+    for (const r of page) {
+      // Recorded twice: another local refund of the same trade and amount is the one the provider made.
+      const twin = (await db('refunds as r2')
+        .join('reconciliation_items as i', function () {
+          this.on('i.row_key', '=', db.raw("CONCAT('R:', r2.out_refund_no)")).andOnVal('i.run_id', '=', run.id);
+        })
+        .where({ 'r2.out_trade_no': r.out_trade_no, 'r2.amount': r.amount, 'i.class': 'MATCHED' })
+        .whereNot('r2.out_refund_no', r.out_refund_no)
+        .first('r2.out_refund_no')) as { out_refund_no: string } | undefined;
+      items.push({
+        run_id: run.id,
+        row_key: `LR:${r.out_refund_no}`,
+        source: 'LOCAL',
+        kind: 'REFUND',
+        class: 'REFUND_MISMATCH',
+        detail: twin ? 'DUPLICATED' : 'MISSING_AT_PROVIDER',
+        out_trade_no: r.out_trade_no,
+        trade_no: r.trade_no,
+        out_refund_no: r.out_refund_no,
+        local_amount: r.amount,
+        local_currency: r.currency,
+        evidence: JSON.stringify({
+          merchantId,
+          local: { outRefundNo: r.out_refund_no, amount: num(r.amount), currency: r.currency, refundedAt: iso(r.refunded_at), reason: r.reason },
+          bill: null,
+          ...(twin ? { duplicateOf: twin.out_refund_no } : {}),
+        }),
+        repair_status: 'NONE',
+      });
+    }
+    await db('reconciliation_items').insert(items).onConflict(['run_id', 'row_key']).merge(['run_id']);
+    found.refunds += page.length;
+    await progressLocal(db, run.id, found, ctx);
+    if (page.length < LOCAL_PAGE) break;
+  }
+  return found;
+}
+
+async function progressLocal(db: Knex, runId: string, found: { payments: number; refunds: number }, ctx: Context | undefined): Promise<void> {
+  ctx?.heartbeat({ phase: 'LOCAL', ...found });
+  const [{ n }] = (await db('reconciliation_items').where({ run_id: runId, source: 'LOCAL' }).count({ n: '*' })) as [{ n: number }];
+  await db('reconciliation_runs').where({ id: runId }).update({ local_rows: num(n), updated_at: db.fn.now(3) });
+  throwIfCancelled(ctx);
+}
+
+/**
+ * Repairs every PAID_NOT_RECORDED item of the run: signals the order's live workflow with a synthetic,
+ * stable notification id (the workflow deduplicates it, so a retry changes nothing), or, when the order's
+ * workflow has finished, starts the late-payment workflow of that trade (id per trade: started once). Each
+ * repair is recorded on its item and in the order's timeline, once.
+ */
+async function repairLostPayments(deps: ReconciliationDeps, input: { runId: string }, client?: Client): Promise<{ repaired: number }> {
+  const { db } = deps;
+  const ctx = activityContext();
+  const temporal = client ?? ctx?.client;
+  if (!temporal) throw nonRetryable('NO_CLIENT', 'repairs need a Temporal client');
+  const taskQueue = ctx?.info.taskQueue;
+  if (!taskQueue) throw nonRetryable('NO_TASK_QUEUE', 'repairs run as an activity, on the order workflows task queue');
+  const run = await requireRun(db, input.runId);
+  const provider = billSourceOf(deps.providers, run.provider);
+  const [{ n: total }] = (await db('reconciliation_items').where({ run_id: run.id, class: 'PAID_NOT_RECORDED' }).count({ n: '*' })) as [{ n: number }];
+  await db('reconciliation_runs').where({ id: run.id }).update({ phase: 'REPAIR', repairs_total: num(total), updated_at: db.fn.now(3) });
+  let repaired = 0;
+  for (;;) {
+    const page = (await db('reconciliation_items')
+      .where({ run_id: run.id, class: 'PAID_NOT_RECORDED', repair_status: 'PENDING' })
+      .orderBy('id')
+      .limit(REPAIR_PAGE)
+      .select('id', 'out_trade_no', 'trade_no', 'bill_amount', 'bill_currency', 'bill_at')) as Array<{
+      id: number;
+      out_trade_no: string;
+      trade_no: string;
+      bill_amount: number;
+      bill_currency: string;
+      bill_at: Date;
+    }>;
+    if (page.length === 0) break;
+    for (const item of page) {
+      const notificationId = reconciliationNotificationId(run.provider, item.trade_no);
+      let outcome: { status: 'SIGNALLED' | 'LATE_PAYMENT'; detail: string };
+      try {
+        await temporal.workflow.getHandle(orderWorkflowId(item.out_trade_no)).signal(paymentNotifiedSignal, {
+          notificationId,
+          outTradeNo: item.out_trade_no,
+          tradeNo: item.trade_no,
+          amount: num(item.bill_amount),
+          currency: item.bill_currency,
+          merchantId: provider.merchantId,
+          paidAt: new Date(item.bill_at).toISOString(),
+        });
+        outcome = { status: 'SIGNALLED', detail: `signalled the live order workflow (notification ${notificationId})` };
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        const workflowId = latePaymentWorkflowId(run.provider, item.out_trade_no, item.trade_no);
+        const lateInput: LatePaymentInput = { provider: run.provider as LatePaymentInput['provider'], outTradeNo: item.out_trade_no, tradeNo: item.trade_no, notificationId };
+        try {
+          await temporal.workflow.start('latePayment', {
+            workflowId,
+            taskQueue,
+            args: [lateInput],
+            workflowIdReusePolicy: 'REJECT_DUPLICATE',
+            staticSummary: `Late payment ${item.trade_no} for order ${item.out_trade_no} (found by reconciliation ${run.id})`,
+          });
+          outcome = { status: 'LATE_PAYMENT', detail: `order workflow finished; started ${workflowId}` };
+        } catch (startErr) {
+          if (!(startErr instanceof WorkflowExecutionAlreadyStartedError)) throw startErr;
+          outcome = { status: 'LATE_PAYMENT', detail: `order workflow finished; ${workflowId} already handles it` };
+        }
+      }
+      await db.transaction(async (trx) => {
+        const changed = await trx('reconciliation_items')
+          .where({ id: item.id, repair_status: 'PENDING' })
+          .update({ repair_status: outcome.status, repair_detail: outcome.detail.slice(0, 255), repaired_at: trx.fn.now(3) });
+        if (changed !== 1) return;
+        await trx('reconciliation_runs').where({ id: run.id }).update({ repairs_done: trx.raw('repairs_done + 1'), updated_at: trx.fn.now(3) });
+        await appendOrderEvent(
+          trx,
+          item.out_trade_no,
+          'RECONCILIATION_REPAIR',
+          `Reconciliation ${run.id}: ${run.provider} lists payment ${item.trade_no} (${item.bill_amount} ${item.bill_currency}) that was not recorded; ${outcome.detail}`,
+          { runId: run.id, tradeNo: item.trade_no, notificationId, action: outcome.status },
+        );
+      });
+      repaired += 1;
+      ctx?.heartbeat({ phase: 'REPAIR', repaired });
+      throwIfCancelled(ctx);
+    }
+  }
+  return { repaired };
+}
+
+/** Computes the report from the stored items, records it and completes the run (idempotent). */
+async function finishRun(deps: ReconciliationDeps, input: { runId: string; counted: ReconciliationTotals }): Promise<ReconciliationResult> {
+  const { db } = deps;
+  const totals = emptyTotals();
+  const billTotals = emptyTotals();
+  for (const r of (await db('reconciliation_items').where({ run_id: input.runId }).groupBy('class', 'source').select('class', 'source').count({ n: '*' })) as Array<{
+    class: ReconciliationClass;
+    source: string;
+    n: number;
+  }>) {
+    totals[r.class] += num(r.n);
+    if (r.source === 'BILL') billTotals[r.class] += num(r.n);
+  }
+  const [{ n: repairedCount }] = (await db('reconciliation_items').where({ run_id: input.runId }).whereIn('repair_status', ['SIGNALLED', 'LATE_PAYMENT']).count({ n: '*' })) as [{ n: number }];
+  const billRows = Object.values(billTotals).reduce((a, b) => a + b, 0);
+  const mismatch = (Object.keys(billTotals) as ReconciliationClass[]).filter((c) => billTotals[c] !== (input.counted[c] ?? 0));
+  await db('reconciliation_runs')
+    .where({ id: input.runId })
+    .whereIn('status', ACTIVE)
+    .update({
+      status: 'COMPLETED',
+      phase: 'DONE',
+      bill_rows: billRows,
+      totals: JSON.stringify(totals),
+      counted: JSON.stringify(input.counted),
+      error: mismatch.length ? `the comparison counted ${mismatch.map((c) => `${c}=${input.counted[c]}`).join(', ')} but stored ${mismatch.map((c) => `${c}=${billTotals[c]}`).join(', ')}` : null,
+      finished_at: db.fn.now(3),
+      updated_at: db.fn.now(3),
+    });
+  const differences = Object.values(totals).reduce((a, b) => a + b, 0) - totals.MATCHED;
+  return { runId: input.runId, status: 'COMPLETED', billRows, totals, differences, repaired: num(repairedCount) };
+}
+
+/** Records why a run failed (after the workflow gave up on an activity). */
+async function failRun(deps: ReconciliationDeps, input: { runId: string; error: string }): Promise<void> {
+  await deps.db('reconciliation_runs')
+    .where({ id: input.runId })
+    .whereIn('status', ACTIVE)
+    .update({ status: 'FAILED', error: input.error.slice(0, 1024), finished_at: deps.db.fn.now(3), updated_at: deps.db.fn.now(3) });
+}
+
+/** For the scheduled workflow: opens the day's run (never a re-run) and starts its workflow, idempotently. */
+async function startScheduledRun(deps: ReconciliationDeps, input: { provider: string; date: string }): Promise<{ runId: string; status: ReconciliationStatus; created: boolean }> {
+  const ctx = activityContext();
+  if (!ctx) throw nonRetryable('NO_CLIENT', 'startScheduledRun runs as an activity');
+  billSourceOf(deps.providers, input.provider);
+  const { run, created } = await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, { provider: input.provider, date: input.date, rerun: false, trigger: 'SCHEDULE' });
+  return { runId: run.id, status: run.status, created };
+}
+
+/** The reconciliation activities, for the worker's activity factory. */
+export function createReconciliationActivities(deps: ReconciliationDeps) {
+  return {
+    beginReconciliationRun: (input: { runId: string; workflowRunId: string }) => beginRun(deps, input),
+    compareBill: (input: { runId: string; batchSize?: number }) => compareBill(deps, input),
+    findLocalOnlyRecords: (input: { runId: string }) => findLocalOnly(deps, input),
+    repairLostPayments: (input: { runId: string }) => repairLostPayments(deps, input),
+    finishReconciliationRun: (input: { runId: string; counted: ReconciliationTotals }) => finishRun(deps, input),
+    failReconciliationRun: (input: { runId: string; error: string }) => failRun(deps, input),
+    startScheduledReconciliation: (input: { provider: string; date: string }) => startScheduledRun(deps, input),
+  };
+}

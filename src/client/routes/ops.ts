@@ -1,0 +1,138 @@
+/**
+ * Ops endpoints (Bearer ADMIN_TOKEN): reconciliation runs — start one for a provider and bill day
+ * (idempotent per provider + day; `rerun: true` for a new run of a finished day), read a run's report with
+ * its differences, list runs. Also the daily reconciliation Schedule and the gauges /metrics reads from MySQL.
+ */
+import { type Client, ScheduleAlreadyRunning } from '@temporalio/client';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { Knex } from 'knex';
+import { z } from 'zod';
+import type { ProviderRegistry } from '../../activities/payments';
+import { listRuns, readItems, readRun, startReconciliation } from '../../activities/reconciliation';
+import type { Config } from '../../config';
+import {
+  BILL_TIME_ZONE,
+  BillDate,
+  ReconciliationClass,
+  type ScheduledReconciliationInput,
+  StartReconciliationRequest,
+  billDayRange,
+  reconciliationScheduleId,
+} from '../../contracts/reconciliation';
+import { ApiError, parseOr400 } from '../errors';
+import type { Metrics } from '../metrics';
+import { requireAdmin } from './admin';
+
+const ReportQuery = z
+  .object({
+    class: z
+      .string()
+      .transform((v) => v.split(',').filter(Boolean))
+      .pipe(z.array(ReconciliationClass))
+      .optional(),
+    after: z.coerce.number().int().min(0).optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(200),
+  })
+  .strict();
+
+const ListQuery = z.object({ provider: z.string().min(1).max(32).optional(), date: BillDate.optional() }).strict();
+
+/** Providers that can deliver bills (have `billRows`). */
+function billProviders(providers: ProviderRegistry): string[] {
+  return Object.entries(providers)
+    .filter(([, p]) => typeof (p as { billRows?: unknown }).billRows === 'function')
+    .map(([name]) => name);
+}
+
+/** Registers the /ops routes. */
+export function registerOpsRoutes(app: FastifyInstance, deps: { db: Knex; client: Client; config: Pick<Config, 'adminToken' | 'taskQueue'>; providers: ProviderRegistry }): void {
+  const { db, client, config } = deps;
+
+  app.post('/ops/reconciliations', async (request, reply) => {
+    requireAdmin(request, config.adminToken);
+    const body = parseOr400(StartReconciliationRequest, request.body);
+    if (!billProviders(deps.providers).includes(body.provider)) {
+      throw new ApiError(422, 'PROVIDER_NOT_RECONCILABLE', `provider ${body.provider} is not configured here or has no bill download`, { provider: body.provider });
+    }
+    if (billDayRange(body.date)!.start.getTime() > Date.now()) {
+      throw new ApiError(422, 'BILL_NOT_AVAILABLE', `the bill day ${body.date} has not begun yet`, { date: body.date });
+    }
+    const { run, created } = await startReconciliation(db, client, config.taskQueue, { ...body, trigger: 'API' });
+    return reply.code(created ? 202 : 200).send({ ...run, links: { self: `/ops/reconciliations/${run.id}` } });
+  });
+
+  app.get('/ops/reconciliations', async (request) => {
+    requireAdmin(request, config.adminToken);
+    const query = parseOr400(ListQuery, request.query);
+    return { runs: await listRuns(db, query) };
+  });
+
+  app.get<{ Params: { id: string } }>('/ops/reconciliations/:id', async (request) => {
+    requireAdmin(request, config.adminToken);
+    const query = parseOr400(ReportQuery, request.query);
+    const id = request.params.id;
+    const run = /^[A-Za-z0-9_-]{1,96}$/.test(id) ? await readRun(db, id) : null;
+    if (!run) throw new ApiError(404, 'RECONCILIATION_NOT_FOUND', `no reconciliation run ${id.slice(0, 100)}`);
+    const items = await readItems(db, run.id, { classes: query.class, after: query.after, limit: query.limit });
+    return { ...run, items, nextAfter: items.length === query.limit ? items.at(-1)!.id : null };
+  });
+}
+
+/**
+ * Creates the daily reconciliation Schedule of every provider with bills (idempotent: an existing one gets the
+ * configured spec again, so a changed RECONCILIATION_SCHEDULE applies). Each firing starts
+ * `scheduledReconciliation`, which opens yesterday's run: the same run an operator would get from the API.
+ */
+export async function ensureReconciliationSchedules(
+  client: Client,
+  config: Pick<Config, 'taskQueue' | 'reconciliationSchedule'>,
+  providers: ProviderRegistry,
+  logger?: Pick<FastifyBaseLogger, 'info' | 'warn'>,
+): Promise<string[]> {
+  const cron = config.reconciliationSchedule;
+  if (!cron) return [];
+  const ids: string[] = [];
+  for (const provider of billProviders(providers)) {
+    const scheduleId = reconciliationScheduleId(config.taskQueue, provider);
+    const args: [ScheduledReconciliationInput] = [{ provider, daysBack: 1 }];
+    const spec = { cronExpressions: [cron], timezone: BILL_TIME_ZONE };
+    const action = {
+      type: 'startWorkflow' as const,
+      workflowType: 'scheduledReconciliation',
+      args,
+      taskQueue: config.taskQueue,
+      workflowId: `scheduled-reconcile-${provider}`,
+      staticSummary: `Daily ${provider} reconciliation of yesterday's bill`,
+    };
+    try {
+      await client.schedule.create({
+        scheduleId,
+        spec,
+        action,
+        // A day missed while the server was down still gets reconciled; never two days' starts at once.
+        policies: { overlap: 'BUFFER_ONE', catchupWindow: '1 day' },
+      });
+      logger?.info({ scheduleId, cron, timezone: BILL_TIME_ZONE }, 'reconciliation schedule created');
+    } catch (err) {
+      if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+      await client.schedule.getHandle(scheduleId).update((previous) => ({ ...previous, spec, action }));
+    }
+    ids.push(scheduleId);
+  }
+  return ids;
+}
+
+/** Refreshes the gauges that are facts in MySQL (orders in review, last reconciliation per provider) before a scrape. */
+export async function refreshOpsGauges(db: Knex, metrics: Metrics, providers: string[]): Promise<void> {
+  const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
+  metrics.ordersInReview.set(Number(n));
+  for (const provider of providers) {
+    const last = (await db('reconciliation_runs').where({ provider, status: 'COMPLETED' }).orderBy('finished_at', 'desc').first('totals', 'finished_at')) as
+      | { totals: string | null; finished_at: Date }
+      | undefined;
+    if (!last) continue;
+    const totals = JSON.parse(last.totals ?? '{}') as Record<string, number>;
+    for (const cls of ReconciliationClass.options) metrics.reconciliationDifferences.set({ provider, class: cls }, totals[cls] ?? 0);
+    metrics.reconciliationLastSuccess.set({ provider }, new Date(last.finished_at).getTime() / 1000);
+  }
+}

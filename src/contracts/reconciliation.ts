@@ -1,0 +1,127 @@
+/**
+ * Contract of the reconciliation workflow family (对账): run ids, the difference classes and their severity,
+ * the workflow inputs and results, the ops API request schema and the bill-day calendar. Shared by the
+ * workflows, the activities, the ops routes and the CLI. Safe for workflow code (zod only, no I/O).
+ */
+import { z } from 'zod';
+import { ProviderName } from '../providers/types';
+
+/**
+ * What one compared line can turn out to be.
+ * - MATCHED: the provider's row and our record agree.
+ * - PAID_NOT_RECORDED: paid at the provider, not paid locally (a lost callback): auto-repaired by signalling the
+ *   order's workflow, or by the late-payment path when the order is closed.
+ * - MISSING_AT_PROVIDER: paid locally, absent from the provider's bill: critical, never auto-repaired.
+ * - AMOUNT_MISMATCH: amount or currency differ (or the provider lists one trade twice): review.
+ * - REFUND_MISMATCH: a refund missing on either side, duplicated, or of another amount: review.
+ * - UNKNOWN_TRADE: the provider lists a payment for an order we never created: review.
+ */
+export const ReconciliationClass = z.enum(['MATCHED', 'PAID_NOT_RECORDED', 'MISSING_AT_PROVIDER', 'AMOUNT_MISMATCH', 'REFUND_MISMATCH', 'UNKNOWN_TRADE']);
+export type ReconciliationClass = z.infer<typeof ReconciliationClass>;
+
+/** How each class is handled: counted, repaired automatically, left for a person, or paged at once. */
+export const CLASS_SEVERITY: Record<ReconciliationClass, 'ok' | 'repaired' | 'review' | 'critical'> = {
+  MATCHED: 'ok',
+  PAID_NOT_RECORDED: 'repaired',
+  MISSING_AT_PROVIDER: 'critical',
+  AMOUNT_MISMATCH: 'review',
+  REFUND_MISMATCH: 'review',
+  UNKNOWN_TRADE: 'review',
+};
+
+/** Every class with a zero count: the shape of a report's totals. */
+export function emptyTotals(): Record<ReconciliationClass, number> {
+  return Object.fromEntries(ReconciliationClass.options.map((c) => [c, 0])) as Record<ReconciliationClass, number>;
+}
+
+/** Life of a run: QUEUED (row written, workflow starting), RUNNING, then COMPLETED or FAILED. */
+export const ReconciliationStatus = z.enum(['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED']);
+export type ReconciliationStatus = z.infer<typeof ReconciliationStatus>;
+
+/** Phases a running run goes through (progress of the CLI's bar). */
+export type ReconciliationPhase = 'BILL' | 'LOCAL' | 'REPAIR' | 'DONE';
+
+/** Who asked for a run. */
+export type ReconciliationTrigger = 'API' | 'SCHEDULE';
+
+/** A bill day `YYYY-MM-DD` that exists in the calendar. */
+export const BillDate = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'date must be YYYY-MM-DD')
+  .refine((d) => billDayRange(d) !== undefined, 'date is not a real calendar day');
+
+/** `POST /ops/reconciliations` body: one run per provider and day; `rerun` asks for a new run of a finished period. */
+export const StartReconciliationRequest = z
+  .object({
+    provider: ProviderName,
+    date: BillDate,
+    rerun: z.boolean().default(false),
+  })
+  .strict();
+export type StartReconciliationRequest = z.infer<typeof StartReconciliationRequest>;
+
+/** Run id, also the workflow id: `reconcile-<provider>-<date>`, then `-r2`, `-r3` for explicit re-runs. */
+export function reconciliationRunId(provider: string, date: string, attempt: number): string {
+  return attempt <= 1 ? `reconcile-${provider}-${date}` : `reconcile-${provider}-${date}-r${attempt}`;
+}
+
+/** Id of the Temporal Schedule that reconciles one provider daily on one task queue. */
+export function reconciliationScheduleId(taskQueue: string, provider: string): string {
+  return `reconciliation-${taskQueue}-${provider}`;
+}
+
+/** Input of the `reconciliation` workflow (one run). */
+export interface ReconciliationInput {
+  runId: string;
+  provider: string;
+  date: string;
+  /** Heartbeat timeout of the long activities (default 30 s); a dead worker is noticed within it. */
+  heartbeatTimeoutMs?: number;
+  /** Bill rows compared per database round trip (default 500). */
+  batchSize?: number;
+}
+
+/** Counts per class, as a report and the workflow result carry them. */
+export type ReconciliationTotals = Record<ReconciliationClass, number>;
+
+/** Result of the `reconciliation` workflow. */
+export interface ReconciliationResult {
+  runId: string;
+  status: 'COMPLETED';
+  billRows: number;
+  totals: ReconciliationTotals;
+  /** Everything that is not MATCHED. */
+  differences: number;
+  repaired: number;
+}
+
+/** Input of the `scheduledReconciliation` workflow the Temporal Schedule starts every day. */
+export interface ScheduledReconciliationInput {
+  provider: string;
+  /** Which day to reconcile, counted back from the run's own time in the bill time zone (default 1: yesterday). */
+  daysBack?: number;
+}
+
+/** The time zone providers cut their bill days in (Alipay, WeChat Pay: China Standard Time, no DST). */
+export const BILL_TIME_ZONE = 'Asia/Shanghai';
+const BILL_ZONE_OFFSET_MS = 8 * 3_600_000;
+
+/** `YYYY-MM-DD` of the bill day containing the instant `ms`. */
+export function billDateOf(ms: number): string {
+  return new Date(ms + BILL_ZONE_OFFSET_MS).toISOString().slice(0, 10);
+}
+
+/** The instants [start, end) of a bill day, or undefined when `date` is not a real `YYYY-MM-DD` day. */
+export function billDayRange(date: string): { start: Date; end: Date } | undefined {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date);
+  if (!m) return undefined;
+  const utc = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  if (new Date(utc).toISOString().slice(0, 10) !== date) return undefined; // 2024-02-30 rolls over: not a day
+  const start = new Date(utc - BILL_ZONE_OFFSET_MS);
+  return { start, end: new Date(start.getTime() + 24 * 3_600_000) };
+}
+
+/** The synthetic notification id a reconciliation repair signals with: stable, so the workflow deduplicates it. */
+export function reconciliationNotificationId(provider: string, tradeNo: string): string {
+  return `recon-${provider}-${tradeNo}`;
+}

@@ -1,0 +1,180 @@
+/**
+ * The invariant checker: what must hold for money and stock once a system has drained. Runs against any
+ * database plus the provider's bills, so it can check a production deployment as well as a soak run.
+ */
+import type { Knex } from 'knex';
+import type { BillRow } from '../providers/types';
+
+/** One invariant's verdict. */
+export interface InvariantResult {
+  name: string;
+  description: string;
+  passed: boolean;
+  violations: number;
+  /** Up to ten violating ids with a short reason. */
+  examples: string[];
+}
+
+/** Inputs of the checker. */
+export interface InvariantInput {
+  db: Knex;
+  /** Every provider movement (payments and refunds) for the period, e.g. from the providers' bills. */
+  providerRows?: BillRow[];
+  /** An order may stay AWAITING_PAYMENT at most this long after its deadline. */
+  convergenceBoundMs: number;
+  now?: Date;
+}
+
+const MAX_EXAMPLES = 10;
+
+function result(name: string, description: string, bad: string[]): InvariantResult {
+  return { name, description, passed: bad.length === 0, violations: bad.length, examples: bad.slice(0, MAX_EXAMPLES) };
+}
+
+/** Checks every invariant and returns one verdict each (all are evaluated even when some fail). */
+export async function checkInvariants(input: InvariantInput): Promise<InvariantResult[]> {
+  const { db } = input;
+  const now = input.now ?? new Date();
+  const results: InvariantResult[] = [];
+
+  const stock = (await db('stock').select('sku', 'available', 'reserved', 'sold', 'total_in')) as Record<string, number | string>[];
+  results.push(
+    result(
+      'stock-conserved',
+      'for every SKU, available + reserved + sold = units put in, and none is negative',
+      stock
+        .filter((s) => Number(s.available) + Number(s.reserved) + Number(s.sold) !== Number(s.total_in) || [s.available, s.reserved, s.sold].some((v) => Number(v) < 0))
+        .map((s) => `${s.sku}: ${s.available}+${s.reserved}+${s.sold} != ${s.total_in}`),
+    ),
+  );
+
+  const soldByPaid = new Map(
+    ((await db('order_lines as l').join('orders as o', 'o.order_id', 'l.order_id').where('o.status', 'PAID').groupBy('l.sku').select('l.sku').sum({ units: 'l.quantity' })) as {
+      sku: string;
+      units: number;
+    }[]).map((r) => [r.sku, Number(r.units)]),
+  );
+  results.push(
+    result(
+      'sold-equals-paid-units',
+      'for every SKU, sold = units in PAID orders',
+      stock.filter((s) => Number(s.sold) !== (soldByPaid.get(String(s.sku)) ?? 0)).map((s) => `${s.sku}: sold ${s.sold}, PAID units ${soldByPaid.get(String(s.sku)) ?? 0}`),
+    ),
+  );
+
+  const heldByTry = new Map(
+    ((await db('tcc_fence').where({ participant: 'stock', status: 'TRIED' }).groupBy('resource').select('resource').sum({ units: 'quantity' })) as { resource: string; units: number }[]).map(
+      (r) => [r.resource, Number(r.units)],
+    ),
+  );
+  results.push(
+    result(
+      'reserved-equals-open-tries',
+      'for every SKU, reserved = units held by unresolved TCC tries',
+      stock.filter((s) => Number(s.reserved) !== (heldByTry.get(String(s.sku)) ?? 0)).map((s) => `${s.sku}: reserved ${s.reserved}, held ${heldByTry.get(String(s.sku)) ?? 0}`),
+    ),
+  );
+
+  const closedHolding = (await db('tcc_fence as f')
+    .join('orders as o', 'o.order_id', 'f.xid')
+    .whereIn('o.status', ['EXPIRED', 'CANCELLED', 'FAILED', 'REFUNDED'])
+    .whereIn('f.status', ['TRIED', 'CONFIRMED'])
+    .select('o.order_id', 'o.status', 'f.resource', 'f.status as fence')) as { order_id: string; status: string; resource: string; fence: string }[];
+  results.push(
+    result(
+      'closed-orders-hold-no-stock',
+      'no EXPIRED, CANCELLED, FAILED or REFUNDED order holds or consumed stock',
+      closedHolding.map((r) => `${r.order_id} (${r.status}) has ${r.resource} ${r.fence}`),
+    ),
+  );
+
+  const openTryOwners = (await db('tcc_fence as f')
+    .join('orders as o', 'o.order_id', 'f.xid')
+    .where('f.status', 'TRIED')
+    .whereNotIn('o.status', ['AWAITING_PAYMENT', 'NEEDS_REVIEW'])
+    .select('o.order_id', 'o.status')) as { order_id: string; status: string }[];
+  const paidUnconfirmed = (await db('orders as o')
+    .where('o.status', 'PAID')
+    .whereExists(db('tcc_fence as f').whereRaw('f.xid = o.order_id').whereNot('f.status', 'CONFIRMED'))
+    .select('o.order_id')) as { order_id: string }[];
+  results.push(
+    result(
+      'fence-matches-status',
+      'stock is reserved only for waiting orders, and every PAID order confirmed all its stock',
+      [...openTryOwners.map((r) => `${r.order_id} (${r.status}) still holds a try`), ...paidUnconfirmed.map((r) => `${r.order_id} is PAID with unconfirmed stock`)],
+    ),
+  );
+
+  const stale = (await db('orders')
+    .where('status', 'AWAITING_PAYMENT')
+    .andWhere((q) =>
+      q
+        .where('deadline', '<', new Date(now.getTime() - input.convergenceBoundMs))
+        .orWhere((q2) => q2.whereNull('deadline').andWhere('created_at', '<', new Date(now.getTime() - input.convergenceBoundMs))),
+    )
+    .select('order_id', 'deadline')) as { order_id: string; deadline: Date | null }[];
+  results.push(
+    result(
+      'orders-converged',
+      `every order reached a final or explicitly waiting state within its deadline + ${Math.round(input.convergenceBoundMs / 1000)}s`,
+      stale.map((o) => `${o.order_id} still AWAITING_PAYMENT (deadline ${o.deadline ? new Date(o.deadline).toISOString() : 'none'})`),
+    ),
+  );
+
+  if (input.providerRows) results.push(...(await checkMoney(db, input.providerRows)));
+  return results;
+}
+
+/** Money invariants: the provider's movements against local orders and refunds. */
+async function checkMoney(db: Knex, rows: BillRow[]): Promise<InvariantResult[]> {
+  const orders = new Map(
+    ((await db('orders').select('order_id', 'status', 'amount', 'currency', 'paid_trade_no')) as { order_id: string; status: string; amount: number; currency: string; paid_trade_no: string | null }[]).map(
+      (o) => [o.order_id, o],
+    ),
+  );
+  const localRefunds = (await db('refunds').where('status', 'SUCCEEDED').select('out_refund_no', 'order_id', 'amount')) as { out_refund_no: string; order_id: string; amount: number }[];
+  const payments = rows.filter((r) => r.kind === 'PAYMENT');
+  const refunds = rows.filter((r) => r.kind === 'REFUND');
+
+  const paidElsewhere = payments
+    .filter((p) => !['PAID', 'REFUNDED', 'NEEDS_REVIEW'].includes(orders.get(p.outTradeNo)?.status ?? 'UNKNOWN'))
+    .map((p) => `${p.outTradeNo}: paid at provider (${p.tradeNo}, ${p.amount}) but order is ${orders.get(p.outTradeNo)?.status ?? 'unknown'}`);
+
+  const refundProblems: string[] = [];
+  const providerRefundsByNo = new Map<string, BillRow[]>();
+  for (const r of refunds) providerRefundsByNo.set(r.outRefundNo ?? '?', [...(providerRefundsByNo.get(r.outRefundNo ?? '?') ?? []), r]);
+  const localByNo = new Map(localRefunds.map((r) => [r.out_refund_no, r]));
+  for (const [no, list] of providerRefundsByNo) {
+    const local = localByNo.get(no);
+    if (list.length !== 1) refundProblems.push(`${no}: ${list.length} refunds at the provider`);
+    if (!local) refundProblems.push(`${no}: refunded at the provider, no local refund`);
+    else if (Number(local.amount) !== list.reduce((s, r) => s + r.amount, 0)) refundProblems.push(`${no}: provider ${list[0]!.amount} != local ${local.amount}`);
+  }
+  for (const local of localRefunds) if (!providerRefundsByNo.has(local.out_refund_no)) refundProblems.push(`${local.out_refund_no}: local refund missing at the provider`);
+
+  const paidAt = new Map<string, BillRow[]>();
+  for (const p of payments) paidAt.set(p.outTradeNo, [...(paidAt.get(p.outTradeNo) ?? []), p]);
+  const refundedAt = new Map<string, number>();
+  for (const r of refunds) refundedAt.set(r.outTradeNo, (refundedAt.get(r.outTradeNo) ?? 0) + r.amount);
+  const movementProblems: string[] = [];
+  for (const o of orders.values()) {
+    const paid = (paidAt.get(o.order_id) ?? []).reduce((s, p) => s + p.amount, 0);
+    const refunded = refundedAt.get(o.order_id) ?? 0;
+    if (o.status === 'PAID' && (paid !== Number(o.amount) || refunded !== 0)) movementProblems.push(`${o.order_id}: PAID but provider holds ${paid - refunded} of ${o.amount}`);
+    if (o.status === 'REFUNDED' && (paid === 0 || refunded !== paid)) movementProblems.push(`${o.order_id}: REFUNDED but provider paid ${paid}, refunded ${refunded}`);
+    if (['EXPIRED', 'CANCELLED', 'FAILED'].includes(o.status) && paid - refunded !== 0) movementProblems.push(`${o.order_id}: ${o.status} but provider holds ${paid - refunded}`);
+  }
+
+  return [
+    result('provider-payments-owned', 'every payment the provider holds as paid belongs to a PAID, REFUNDED or NEEDS_REVIEW order', paidElsewhere),
+    result('provider-refunds-match', 'every refund at the provider matches exactly one local refund, and vice versa', refundProblems),
+    result('money-matches-status', 'PAID orders hold exactly their amount, REFUNDED ones nothing, closed ones nothing', movementProblems),
+  ];
+}
+
+/** A short text report of invariant verdicts. */
+export function formatInvariants(results: InvariantResult[]): string {
+  return results
+    .map((r) => `${r.passed ? 'PASS' : 'FAIL'}  ${r.name}: ${r.description}${r.passed ? '' : `\n      ${r.violations} violation(s), e.g.\n        ${r.examples.join('\n        ')}`}`)
+    .join('\n');
+}

@@ -1,0 +1,348 @@
+/**
+ * Stripe adapter on the official `stripe` SDK: PaymentIntents for create/query/close (cancel), refunds with an
+ * Idempotency-Key (and a lookup by our refund number first, because Stripe keeps idempotency keys only 24 h),
+ * webhook verification with `webhooks.constructEvent` (300 s tolerance), balance transactions as the bill.
+ *
+ * Mapping orders to PaymentIntents: each intent carries `metadata.out_trade_no` (our order id), which is how a
+ * webhook names its order. Stripe cannot look an intent up by metadata consistently (search is eventually
+ * consistent), so query/close/refund find the intent id by, in order: the `findPaymentIntentId` hook (the
+ * payments table: trade_no = intent id, when createProviders is given the database), this process's own
+ * memory of intents it created, then Stripe's search API.
+ *
+ * PaymentIntents have no provider-side expiry: the deadline is enforced by our close (a cancelled intent can
+ * never be paid); `metadata.expires_at` records it for people reading the Dashboard.
+ */
+import Stripe from 'stripe';
+import { z } from 'zod';
+import { currencyExponent } from '../shared/money';
+import type { StripeConfig } from './config';
+import { ProviderUnavailableError } from './http';
+import {
+  type BillRow,
+  type BillSource,
+  type CloseResult,
+  type CreatePaymentInput,
+  type NotificationRejection,
+  type PaymentNotification,
+  type PaymentProvider,
+  type ProviderNotice,
+  type ProviderPaymentState,
+  type RefundInput,
+  ProviderBusinessError,
+} from './types';
+
+/** Stripe's webhook timestamp tolerance (its default). */
+export const STRIPE_TOLERANCE_SECONDS = 300;
+
+/** Currencies Stripe takes in whole units (no x100). */
+const STRIPE_ZERO_DECIMAL = new Set(['BIF', 'CLP', 'DJF', 'GNF', 'JPY', 'KMF', 'KRW', 'MGA', 'PYG', 'RWF', 'UGX', 'VND', 'VUV', 'XAF', 'XOF', 'XPF']);
+/** Currencies Stripe takes with three decimals (the last digit must be 0). */
+const STRIPE_THREE_DECIMAL = new Set(['BHD', 'JOD', 'KWD', 'OMR', 'TND']);
+
+/** Decimal places of Stripe's `amount` for a currency. ISK, HUF and TWD are two-decimal at the API by Stripe's rule. */
+export function stripeExponent(currency: string): number {
+  const c = currency.toUpperCase();
+  return STRIPE_ZERO_DECIMAL.has(c) ? 0 : STRIPE_THREE_DECIMAL.has(c) ? 3 : 2;
+}
+
+/** Our minor units -> Stripe's amount, exactly; throws when the amount cannot be expressed (e.g. 0.5 of a unit). */
+export function toStripeAmount(minor: number, currency: string): number {
+  const shift = stripeExponent(currency) - currencyExponent(currency.toUpperCase());
+  if (shift >= 0) return minor * 10 ** shift;
+  const unit = 10 ** -shift;
+  if (minor % unit !== 0) throw new ProviderBusinessError('AMOUNT_NOT_REPRESENTABLE', `${minor} minor units of ${currency} is not a whole amount at Stripe`);
+  return minor / unit;
+}
+
+/** Stripe's amount -> our minor units, exactly; undefined when it has a fraction of our minor unit. */
+export function fromStripeAmount(amount: number, currency: string): number | undefined {
+  if (!Number.isSafeInteger(amount) || amount < 0) return undefined;
+  const shift = stripeExponent(currency) - currencyExponent(currency.toUpperCase());
+  if (shift <= 0) return amount * 10 ** -shift;
+  const unit = 10 ** shift;
+  return amount % unit === 0 ? amount / unit : undefined;
+}
+
+/** Options of the Stripe adapter. */
+export interface StripeProviderOptions extends StripeConfig {
+  timeoutMs?: number;
+  /** Finds the PaymentIntent id of an order (e.g. from the payments table); undefined when unknown. */
+  findPaymentIntentId?: (outTradeNo: string) => Promise<string | undefined>;
+  /** Replaces the SDK's HTTP client (tests record the requests). */
+  httpClient?: Stripe.HttpClient;
+}
+
+const Intent = z.object({
+  id: z.string().startsWith('pi_'),
+  object: z.literal('payment_intent'),
+  amount_received: z.number().int().nonnegative(),
+  currency: z.string().regex(/^[a-z]{3}$/),
+  metadata: z.record(z.string(), z.string()),
+  status: z.string(),
+});
+
+/** Creates the Stripe adapter. */
+export function createStripeProvider(options: StripeProviderOptions): PaymentProvider & BillSource {
+  const base = options.apiBase ? new URL(options.apiBase) : undefined;
+  const stripe = new Stripe(options.secretKey.reveal(), {
+    maxNetworkRetries: 2,
+    timeout: options.timeoutMs ?? 15_000,
+    telemetry: false,
+    appInfo: { name: 'payflow' },
+    ...(base ? { host: base.hostname, port: base.port || (base.protocol === 'https:' ? 443 : 80), protocol: base.protocol === 'https:' ? ('https' as const) : ('http' as const) } : {}),
+    ...(options.httpClient ? { httpClient: options.httpClient } : {}),
+  });
+  const merchantId = options.accountId ?? `stripe-${options.livemode ? 'live' : 'test'}`;
+  /** Intents created by this process, by order id (a cache: the database hook is the durable source). */
+  const created = new Map<string, string>();
+
+  /** Stripe errors: connection/5xx/rate limit are retried; the rest are business errors. */
+  async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof Stripe.errors.StripeError) {
+        const retryable =
+          err instanceof Stripe.errors.StripeConnectionError || err instanceof Stripe.errors.StripeAPIError || err instanceof Stripe.errors.StripeRateLimitError || (err.statusCode ?? 0) >= 500;
+        if (retryable) throw new ProviderUnavailableError(`stripe ${what}: ${err.message}`);
+        throw new ProviderBusinessError(err.code ?? err.type, `stripe ${what}: ${err.message}`);
+      }
+      throw err;
+    }
+  }
+
+  async function findIntentId(outTradeNo: string): Promise<string | undefined> {
+    const fromHook = await options.findPaymentIntentId?.(outTradeNo);
+    if (fromHook) return fromHook;
+    const cached = created.get(outTradeNo);
+    if (cached) return cached;
+    const found = await call('search payment intents', () => stripe.paymentIntents.search({ query: `metadata['out_trade_no']:'${outTradeNo}'`, limit: 10 }));
+    const match = found.data.filter((pi) => pi.metadata?.out_trade_no === outTradeNo);
+    if (match.length > 1) throw new ProviderBusinessError('AMBIGUOUS_PAYMENT_INTENT', `${match.length} PaymentIntents carry out_trade_no ${outTradeNo}`);
+    return match[0]?.id;
+  }
+
+  async function retrieve(id: string, outTradeNo: string): Promise<Stripe.PaymentIntent> {
+    const pi = await call('retrieve payment intent', () => stripe.paymentIntents.retrieve(id, { expand: ['latest_charge'] }));
+    const owner = pi.metadata?.out_trade_no;
+    if (owner && owner !== outTradeNo) throw new ProviderBusinessError('PAYMENT_INTENT_MISMATCH', `PaymentIntent ${id} belongs to ${owner}, not ${outTradeNo}`);
+    return pi;
+  }
+
+  function minor(amount: number, currency: string, field: string): number {
+    const value = fromStripeAmount(amount, currency);
+    if (value === undefined) throw new ProviderUnavailableError(`stripe answered ${field}=${amount} ${currency}, which is not a whole number of minor units`);
+    return value;
+  }
+
+  function reject(code: NotificationRejection['code'], message: string, notice?: ProviderNotice): { ok: false; rejection: NotificationRejection } {
+    return { ok: false, rejection: notice ? { code, message, notice } : { code, message } };
+  }
+
+  return {
+    name: 'stripe',
+    merchantId,
+    ack: { status: 200, contentType: 'application/json', body: '{"received":true}' },
+
+    async createPayment(input: CreatePaymentInput) {
+      const pi = await call('create payment intent', () =>
+        stripe.paymentIntents.create(
+          {
+            amount: toStripeAmount(input.amount, input.currency),
+            currency: input.currency.toLowerCase(),
+            description: input.subject.slice(0, 1000),
+            automatic_payment_methods: { enabled: true },
+            metadata: { out_trade_no: input.outTradeNo, expires_at: input.expiresAt },
+          },
+          // The same order always gets the same intent, however often the activity retries (within Stripe's 24 h).
+          { idempotencyKey: `payflow-create-${input.outTradeNo}` },
+        ),
+      );
+      created.set(input.outTradeNo, pi.id);
+      const url = new URL(options.paymentPageUrl);
+      url.searchParams.set('payment_intent', pi.id);
+      // Stripe.js needs the client secret in the buyer's browser; it is meant for exactly that and nothing else.
+      if (pi.client_secret) url.searchParams.set('payment_intent_client_secret', pi.client_secret);
+      return { tradeNo: pi.id, paymentUrl: url.toString() };
+    },
+
+    async queryPayment(outTradeNo: string): Promise<ProviderPaymentState> {
+      const id = await findIntentId(outTradeNo);
+      if (!id) return { outTradeNo, status: 'NOT_FOUND' };
+      const pi = await retrieve(id, outTradeNo);
+      const currency = pi.currency.toUpperCase();
+      const common = { outTradeNo, tradeNo: pi.id, currency, merchantId };
+      if (pi.status === 'succeeded') {
+        const charge = typeof pi.latest_charge === 'object' && pi.latest_charge ? pi.latest_charge : undefined;
+        const paidAmount = minor(pi.amount_received, pi.currency, 'amount_received');
+        const refunded = charge ? minor(charge.amount_refunded, charge.currency, 'amount_refunded') : 0;
+        const paidAt = new Date((charge?.created ?? pi.created) * 1000).toISOString();
+        return refunded > 0 && refunded >= paidAmount
+          ? { ...common, status: 'REFUNDED', paidAmount, paidAt, refundedAmount: refunded }
+          : { ...common, status: 'PAID', paidAmount, paidAt, ...(refunded > 0 ? { refundedAmount: refunded } : {}) };
+      }
+      if (pi.status === 'canceled') return { ...common, status: 'CLOSED' };
+      return { ...common, status: 'PENDING' };
+    },
+
+    async closePayment(outTradeNo: string): Promise<CloseResult> {
+      const id = await findIntentId(outTradeNo);
+      if (!id) return { result: 'NOT_FOUND' };
+      const pi = await retrieve(id, outTradeNo);
+      if (pi.status === 'succeeded') return { result: 'ALREADY_PAID' };
+      if (pi.status === 'canceled') return { result: 'CLOSED' };
+      // A processing intent can neither be cancelled nor called paid yet: retry until it settles.
+      if (pi.status === 'processing') throw new ProviderUnavailableError(`stripe PaymentIntent ${id} is processing; cannot close it yet`);
+      try {
+        await call('cancel payment intent', () => stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }));
+      } catch (err) {
+        if (err instanceof ProviderBusinessError && err.code === 'payment_intent_unexpected_state') {
+          const again = await retrieve(id, outTradeNo);
+          if (again.status === 'succeeded') return { result: 'ALREADY_PAID' };
+          if (again.status === 'canceled') return { result: 'CLOSED' };
+        }
+        throw err;
+      }
+      return { result: 'CLOSED' };
+    },
+
+    async refund(input: RefundInput) {
+      const id = await findIntentId(input.outTradeNo);
+      if (!id) throw new ProviderBusinessError('PAYMENT_NOT_FOUND', `no PaymentIntent for ${input.outTradeNo}`);
+      const pi = await retrieve(id, input.outTradeNo);
+      // Idempotency keys live 24 h at Stripe; our refund number in metadata makes a later retry find the refund too.
+      const existing = await call('list refunds', () => stripe.refunds.list({ payment_intent: id, limit: 100 }));
+      let refund = existing.data.find((r) => r.metadata?.out_refund_no === input.outRefundNo);
+      refund ??= await call('create refund', () =>
+        stripe.refunds.create(
+          {
+            payment_intent: id,
+            amount: toStripeAmount(input.amount, pi.currency.toUpperCase()),
+            reason: 'requested_by_customer',
+            metadata: { out_refund_no: input.outRefundNo, out_trade_no: input.outTradeNo, ...(input.reason ? { reason: input.reason.slice(0, 500) } : {}) },
+          },
+          { idempotencyKey: `payflow-refund-${input.outRefundNo}` },
+        ),
+      );
+      if (refund.status === 'failed' || refund.status === 'canceled') throw new ProviderBusinessError(`REFUND_${refund.status.toUpperCase()}`, `stripe refund ${refund.id} is ${refund.status}`);
+      return { refundNo: refund.id, amount: minor(refund.amount, refund.currency, 'refund amount'), refundedAt: new Date(refund.created * 1000).toISOString() };
+    },
+
+    verifyNotification(rawBody, headers, now) {
+      const raw = headers['stripe-signature'];
+      const signature = Array.isArray(raw) ? raw[0] : raw;
+      if (!signature) return reject('MISSING_SIGNATURE', 'no Stripe-Signature header');
+      let event: Stripe.Event;
+      try {
+        event = stripe.webhooks.constructEvent(rawBody, signature, options.webhookSecret.reveal(), STRIPE_TOLERANCE_SECONDS, undefined, now.getTime());
+      } catch (err) {
+        if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) return reject('MALFORMED_BODY', 'body is not a Stripe event');
+        const message = err.message;
+        if (/tolerance/i.test(message)) return reject('STALE_TIMESTAMP', 'timestamp outside the 300 s tolerance');
+        if (/Unable to extract|expected scheme/i.test(message)) return reject('MALFORMED_SIGNATURE', 'Stripe-Signature header is malformed');
+        return reject('BAD_SIGNATURE', 'no signature matches the endpoint secret');
+      }
+      if (typeof event !== 'object' || event === null || typeof event.id !== 'string' || typeof event.type !== 'string') return reject('MALFORMED_BODY', 'not a Stripe event');
+      if (event.livemode !== options.livemode) return reject('WRONG_MERCHANT', `a ${event.livemode ? 'live' : 'test'}-mode event for a ${options.livemode ? 'live' : 'test'}-mode account`);
+      if (event.account && options.accountId && event.account !== options.accountId) return reject('WRONG_MERCHANT', `event is for account ${event.account}, not ours`);
+      const object = (event.data?.object ?? {}) as unknown as Record<string, unknown>;
+      const metadata = (object.metadata ?? {}) as Record<string, unknown>;
+      const outTradeNo = typeof metadata.out_trade_no === 'string' ? metadata.out_trade_no : undefined;
+      const notice = (kind: ProviderNotice['kind'], extra: Partial<ProviderNotice> = {}): ProviderNotice => ({
+        provider: 'stripe',
+        notificationId: event.id,
+        kind,
+        providerEvent: event.type,
+        merchantId,
+        ...(outTradeNo ? { outTradeNo } : {}),
+        ...(typeof object.id === 'string' ? { tradeNo: object.id } : {}),
+        at: new Date(event.created * 1000).toISOString(),
+        ...extra,
+      });
+      switch (event.type) {
+        case 'payment_intent.succeeded': {
+          const parsed = Intent.safeParse(object);
+          if (!parsed.success) return reject('MALFORMED_BODY', `data.object.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+          const pi = parsed.data;
+          if (!pi.metadata.out_trade_no) return reject('MALFORMED_BODY', `PaymentIntent ${pi.id} carries no metadata.out_trade_no: not one of our orders`);
+          const amount = fromStripeAmount(pi.amount_received, pi.currency);
+          if (amount === undefined) return reject('MALFORMED_BODY', `amount_received ${pi.amount_received} is not a whole number of ${pi.currency.toUpperCase()} minor units`);
+          const notification: PaymentNotification = {
+            provider: 'stripe',
+            notificationId: event.id,
+            outTradeNo: pi.metadata.out_trade_no,
+            tradeNo: pi.id,
+            amount,
+            currency: pi.currency.toUpperCase(),
+            merchantId,
+            paidAt: new Date(event.created * 1000).toISOString(),
+          };
+          return { ok: true, notification };
+        }
+        case 'payment_intent.canceled':
+          return reject('UNSUPPORTED_EVENT', 'payment_intent.canceled: no order changes', notice('TRADE_CLOSED', { closeReason: 'UNPAID' }));
+        case 'payment_intent.payment_failed':
+          return reject('UNSUPPORTED_EVENT', 'payment_intent.payment_failed: the buyer may try again', notice('PAYMENT_FAILED'));
+        case 'charge.refunded': {
+          const charge = object as unknown as Stripe.Charge;
+          const refunded = fromStripeAmount(charge.amount_refunded, charge.currency);
+          return reject(
+            'UNSUPPORTED_EVENT',
+            'charge.refunded: refunds change no order',
+            notice('REFUND', { ...(refunded === undefined ? {} : { refundedAmount: refunded }), currency: charge.currency?.toUpperCase(), ...(typeof charge.payment_intent === 'string' ? { tradeNo: charge.payment_intent } : {}) }),
+          );
+        }
+        default:
+          return reject('UNSUPPORTED_EVENT', `${event.type} is not handled (subscribe the endpoint to payment_intent.succeeded)`, notice(event.type.startsWith('refund.') ? 'REFUND' : 'OTHER'));
+      }
+    },
+
+    /** Balance transactions created that UTC day: charges/payments as PAYMENT rows, refunds as REFUND rows. */
+    async *billRows(date: string, billOptions?: { fromRow?: number }): AsyncGenerator<BillRow> {
+      const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date);
+      if (!m) throw new ProviderBusinessError('BAD_BILL_DATE', `bill date ${date} is not YYYY-MM-DD`);
+      const start = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) / 1000;
+      let index = 0;
+      let startingAfter: string | undefined;
+      for (;;) {
+        const page = await call('list balance transactions', () =>
+          stripe.balanceTransactions.list({
+            created: { gte: start, lt: start + 86_400 },
+            limit: 100,
+            // The intent carries our order id for certain; whether a charge copies its metadata is not something to bet on.
+            expand: ['data.source.payment_intent'],
+            ...(startingAfter ? { starting_after: startingAfter } : {}),
+          }),
+        );
+        for (const txn of page.data) {
+          const row = billRow(txn);
+          if (row && index++ >= (billOptions?.fromRow ?? 0)) yield row;
+        }
+        if (!page.has_more || page.data.length === 0) break;
+        startingAfter = page.data[page.data.length - 1]!.id;
+      }
+    },
+  };
+
+  /** One balance transaction as a bill row, in the charge's own (presentment) currency; undefined for non-payment types. */
+  function billRow(txn: Stripe.BalanceTransaction): BillRow | undefined {
+    const source = txn.source && typeof txn.source === 'object' ? (txn.source as unknown as Record<string, unknown>) : undefined;
+    if (!source) return undefined;
+    const at = new Date(txn.created * 1000).toISOString();
+    const metadata = (source.metadata ?? {}) as Record<string, string>;
+    const pi = source.payment_intent && typeof source.payment_intent === 'object' ? (source.payment_intent as { id?: string; metadata?: Record<string, string> }) : undefined;
+    const intent = typeof source.payment_intent === 'string' ? source.payment_intent : (pi?.id ?? '');
+    const outTradeNo = pi?.metadata?.out_trade_no ?? metadata.out_trade_no ?? '';
+    const currency = String(source.currency ?? txn.currency).toUpperCase();
+    const amount = typeof source.amount === 'number' ? fromStripeAmount(source.amount, currency) : undefined;
+    if ((txn.type === 'charge' || txn.type === 'payment') && source.object === 'charge') {
+      if (amount === undefined) throw new Error(`stripe balance transaction ${txn.id}: charge amount is not whole minor units`);
+      return { kind: 'PAYMENT', outTradeNo, tradeNo: intent || String(source.id), amount, currency, at };
+    }
+    if ((txn.type === 'refund' || txn.type === 'payment_refund') && source.object === 'refund') {
+      if (amount === undefined) throw new Error(`stripe balance transaction ${txn.id}: refund amount is not whole minor units`);
+      return { kind: 'REFUND', outTradeNo, tradeNo: intent, ...(metadata.out_refund_no ? { outRefundNo: metadata.out_refund_no } : {}), amount, currency, at };
+    }
+    return undefined;
+  }
+}

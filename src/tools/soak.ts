@@ -1,0 +1,546 @@
+/**
+ * `npm run soak -- --orders N --concurrency C [--faults default|ci|none] [--duration 10m]`
+ *
+ * Drives N orders through the public API and the sandbox with buyers who pay, pay late, pay the wrong
+ * amount, cancel or never pay, while faults are injected: sandbox notification and API faults, workers
+ * SIGKILLed and restarted, MySQL connections killed server-side, a dev server restart, forged and replayed
+ * notifications. When the run has drained it checks every invariant (src/ops/invariants.ts) and prints a
+ * report; the JSON goes to reports/soak-<time>.json. Exit code 0 only when every invariant holds and every
+ * order converged.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import type { FaultSettings } from '../contracts/sandbox';
+import { createDb, migrateLatest } from '../db/knex';
+import { type InvariantResult, checkInvariants, formatInvariants } from '../ops/invariants';
+import { signSandboxPayload } from '../providers/sandbox-signature';
+import type { BillRow } from '../providers/types';
+import { parseBill } from '../sandbox-provider/bill';
+import { fromMajorString } from '../shared/money';
+import { parseDuration } from '../shared/duration';
+import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
+
+/** What faults a run injects, and when. */
+export interface FaultProfile {
+  name: string;
+  sandbox: FaultSettings;
+  workers: number;
+  workerKillEveryMs?: number;
+  mysqlKillEveryMs?: number;
+  /** Restart the dev server once when this fraction of orders has been placed. */
+  temporalRestartAt?: number;
+  forgedEveryMs?: number;
+}
+
+/** Fault profiles: the issue's default, a small one for CI, and none. */
+export const PROFILES: Record<string, FaultProfile> = {
+  default: {
+    name: 'default',
+    sandbox: { dropNotifications: 0.3, duplicateNotifications: 0.2, reorderNotifications: 0.1, apiErrorRate: 0.05, acceptPaymentAfterClose: true },
+    workers: 2,
+    workerKillEveryMs: 30_000,
+    mysqlKillEveryMs: 60_000,
+    temporalRestartAt: 0.5,
+    forgedEveryMs: 2_000,
+  },
+  ci: {
+    name: 'ci',
+    sandbox: { dropNotifications: 0.3, duplicateNotifications: 0.2, reorderNotifications: 0.1, apiErrorRate: 0.05, notificationDelayMs: 200, acceptPaymentAfterClose: true },
+    workers: 2,
+    workerKillEveryMs: 20_000,
+    mysqlKillEveryMs: 15_000,
+    temporalRestartAt: 0.5,
+    forgedEveryMs: 1_000,
+  },
+  none: { name: 'none', sandbox: {}, workers: 1 },
+};
+
+/** Buyer behaviours and their share of orders. */
+const BEHAVIOURS = [
+  ['pay', 0.58],
+  ['payLate', 0.08],
+  ['wrongAmount', 0.04],
+  ['cancel', 0.1],
+  ['neverPay', 0.14],
+  ['payAfterDeadline', 0.03],
+  ['scarceSku', 0.03],
+] as const;
+type Behaviour = (typeof BEHAVIOURS)[number][0];
+
+/** Options of a soak run. */
+export interface SoakOptions {
+  orders: number;
+  concurrency: number;
+  profile: FaultProfile;
+  /** Stop placing new orders after this long (the run still drains). */
+  durationMs?: number;
+  paymentTimeoutMs: number;
+  databaseName: string;
+  log: (line: string) => void;
+  progress?: (line: string) => void;
+}
+
+/** The run's report. */
+export interface SoakReport {
+  profile: string;
+  orders: number;
+  placed: number;
+  concurrency: number;
+  runSeconds: number;
+  statuses: Record<string, number>;
+  behaviours: Record<string, number>;
+  convergenceMs: { p50: number; p95: number; p99: number; max: number };
+  converged: number;
+  faults: Record<string, number>;
+  errors: Record<string, number>;
+  invariants: InvariantResult[];
+  passed: boolean;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const s = createServer();
+    s.once('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => done(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function pick(): Behaviour {
+  let r = Math.random();
+  for (const [name, share] of BEHAVIOURS) {
+    if (r < share) return name;
+    r -= share;
+  }
+  return 'pay';
+}
+
+/** A supervised child process (sandbox, API, worker) that can be killed and restarted. */
+class Child {
+  proc: ChildProcess | undefined;
+  constructor(
+    readonly name: string,
+    private readonly script: string,
+    private readonly env: Record<string, string>,
+    private readonly logFile: string,
+  ) {}
+
+  start(): void {
+    this.proc = spawn(process.execPath, ['--import', 'tsx', this.script], {
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    });
+    const append = (chunk: Buffer) => writeFileSync(this.logFile, chunk, { flag: 'a' });
+    this.proc.stdout?.on('data', append);
+    this.proc.stderr?.on('data', append);
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    this.proc?.kill(signal);
+  }
+
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGTERM');
+    await Promise.race([exited, sleep(10_000)]);
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- loosely typed JSON from our own API
+async function httpJson(url: string, init: RequestInit = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(url, { ...init, signal: AbortSignal.timeout(45_000) });
+  const text = await response.text();
+  let body: unknown = text;
+  try {
+    body = text ? JSON.parse(text) : undefined;
+  } catch {
+    /* keep text */
+  }
+  return { status: response.status, body };
+}
+
+/** Retries an HTTP call through transient faults (5xx, resets, timeouts), as a real client would. */
+async function withRetry<T extends { status: number }>(what: string, errors: Record<string, number>, fn: () => Promise<T>, attempts = 12): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < attempts; i++) {
+    try {
+      const r = await fn();
+      if (r.status < 500) return r;
+      errors[`${what} ${r.status}`] = (errors[`${what} ${r.status}`] ?? 0) + 1;
+      last = new Error(`${what} answered ${r.status}`);
+    } catch (err) {
+      errors[`${what} network`] = (errors[`${what} network`] ?? 0) + 1;
+      last = err;
+    }
+    await sleep(Math.min(500 * 2 ** i, 5000));
+  }
+  throw last;
+}
+
+/** Runs one soak and returns its report. */
+export async function runSoak(options: SoakOptions): Promise<SoakReport> {
+  const { log, profile } = options;
+  const started = Date.now();
+  const dir = mkdtempSync(join(tmpdir(), 'payflow-soak-'));
+  const databaseUrl = `mysql://root@127.0.0.1:3306/${options.databaseName}`;
+  const faults: Record<string, number> = {};
+  const errors: Record<string, number> = {};
+  const count = (bag: Record<string, number>, key: string) => (bag[key] = (bag[key] ?? 0) + 1);
+
+  log(`database ${options.databaseName}: recreating and migrating`);
+  const admin = createDb('mysql://root@127.0.0.1:3306/mysql', { poolMax: 1 });
+  await admin.raw(`DROP DATABASE IF EXISTS \`${options.databaseName}\``);
+  await migrateLatest(databaseUrl);
+
+  // Temporal: a dev server of our own (file persistence) when the profile restarts it, else reuse one.
+  let temporalAddress = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+  let devServer: ChildProcess | undefined;
+  const binary = ensureTemporalCli(log);
+  const dbFile = join(dir, 'temporal.db');
+  const startOwnServer = async () =>
+    startDevServer(binary, { address: temporalAddress, namespace: 'default', headless: true, dbFile, logLevel: 'error' }, 'ignore');
+  if (profile.temporalRestartAt !== undefined || !(await isListening(temporalAddress))) {
+    temporalAddress = `127.0.0.1:${await freePort()}`;
+    log(`temporal: starting a dev server of its own on ${temporalAddress} (history in ${dbFile})`);
+    devServer = await startOwnServer();
+  } else {
+    log(`temporal: using the server on ${temporalAddress}`);
+  }
+
+  log('bundling workflow code once for every worker (re)start');
+  const bundlePath = join(dir, 'workflow-bundle.js');
+  const { code } = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never });
+  writeFileSync(bundlePath, code);
+
+  const [apiPort, sandboxPort] = [await freePort(), await freePort()];
+  const secret = `soak-${randomBytes(8).toString('hex')}`;
+  const adminToken = `soak-admin-${randomBytes(8).toString('hex')}`;
+  const env: Record<string, string> = {
+    DATABASE_URL: databaseUrl,
+    TEMPORAL_ADDRESS: temporalAddress,
+    TASK_QUEUE: `soak-${randomBytes(4).toString('hex')}`,
+    PORT: String(apiPort),
+    SANDBOX_PORT: String(sandboxPort),
+    SANDBOX_SECRET: secret,
+    SANDBOX_NOTIFY_SCHEDULE: '0s,1s,2s,4s,8s,15s,30s',
+    ADMIN_TOKEN: adminToken,
+    PAYMENT_TIMEOUT: `${options.paymentTimeoutMs}ms`,
+    QUERY_FIRST_DELAY: '3s',
+    QUERY_MAX_INTERVAL: '10s',
+    PROVIDER_EXPIRY_MARGIN: '10s',
+    INBOX_RETRY_INTERVAL: '1s',
+    LOG_LEVEL: 'warn',
+    WORKFLOW_BUNDLE_PATH: bundlePath,
+  };
+  const api = `http://127.0.0.1:${apiPort}`;
+  const sandbox = `http://127.0.0.1:${sandboxPort}`;
+  const children = [
+    new Child('sandbox', resolve(__dirname, '../sandbox-provider/main.ts'), env, join(dir, 'sandbox.log')),
+    new Child('api', resolve(__dirname, '../client/main.ts'), env, join(dir, 'api.log')),
+  ];
+  const workers = Array.from({ length: profile.workers }, (_, i) => new Child(`worker-${i + 1}`, resolve(__dirname, '../workers/main.ts'), env, join(dir, `worker-${i + 1}.log`)));
+  for (const c of [...children, ...workers]) c.start();
+  log(`system: API ${api}, sandbox ${sandbox}, ${workers.length} worker(s); logs in ${dir}`);
+  for (let i = 0; i < 120 && (await httpJson(`${api}/healthz`).catch(() => ({ status: 0 }))).status !== 200; i++) await sleep(500);
+
+  const adminHeaders = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
+  const skus = ['soak-tea', 'soak-mug', 'soak-pen'];
+  for (const [i, sku] of skus.entries()) {
+    await withRetry('admin', errors, () => httpJson(`${api}/admin/products/${sku}`, { method: 'PUT', headers: adminHeaders, body: JSON.stringify({ name: sku, price: 990 + i * 1000, stock: options.orders * 3 }) }));
+  }
+  await withRetry('admin', errors, () => httpJson(`${api}/admin/products/soak-scarce`, { method: 'PUT', headers: adminHeaders, body: JSON.stringify({ name: 'scarce', price: 50_000, stock: 3 }) }));
+  await withRetry('faults', errors, () => httpJson(`${sandbox}/_control/faults`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(profile.sandbox) }));
+  for (const key of Object.keys(profile.sandbox)) count(faults, `sandbox ${key}`);
+
+  // Fault injectors.
+  const timers: NodeJS.Timeout[] = [];
+  let killDb: Knex | undefined;
+  if (profile.workerKillEveryMs) {
+    timers.push(
+      setInterval(() => {
+        const victim = workers[Math.floor(Math.random() * workers.length)]!;
+        victim.kill('SIGKILL');
+        count(faults, 'worker SIGKILL');
+        setTimeout(() => victim.start(), 500 + Math.random() * 2000);
+      }, profile.workerKillEveryMs),
+    );
+  }
+  if (profile.mysqlKillEveryMs) {
+    killDb = createDb('mysql://root@127.0.0.1:3306/mysql', { poolMax: 1 });
+    const db = killDb;
+    timers.push(
+      setInterval(() => {
+        void (async () => {
+          const [rows] = (await db.raw('SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()', [options.databaseName])) as [{ ID: number }[]];
+          for (const { ID } of rows) {
+            await db.raw(`KILL ${Number(ID)}`).catch(() => undefined);
+            count(faults, 'mysql KILL connection');
+          }
+        })().catch((err: unknown) => count(errors, `mysql kill: ${(err as Error).message}`));
+      }, profile.mysqlKillEveryMs),
+    );
+  }
+  if (profile.forgedEveryMs) {
+    timers.push(
+      setInterval(() => {
+        void (async () => {
+          const body = JSON.stringify({
+            id: `evt_forged_${randomBytes(6).toString('hex')}`,
+            type: 'payment.succeeded',
+            data: { outTradeNo: 'ord_forged', tradeNo: 'SBXFORGED', amount: 1, currency: 'CNY', merchantId: 'm_sandbox_001', paidAt: new Date().toISOString() },
+          });
+          const now = Math.floor(Date.now() / 1000);
+          const forged = await httpJson(`${api}/callbacks/sandbox`, { method: 'POST', headers: { 'content-type': 'application/json', 'sandbox-signature': signSandboxPayload('wrong-secret', body, now) }, body });
+          count(faults, 'forged notification');
+          if (forged.status < 400 || forged.status >= 500) count(errors, `forged notification answered ${forged.status}`);
+          const stale = await httpJson(`${api}/callbacks/sandbox`, { method: 'POST', headers: { 'content-type': 'application/json', 'sandbox-signature': signSandboxPayload(secret, body, now - 3600) }, body });
+          count(faults, 'stale replayed notification');
+          if (stale.status < 400 || stale.status >= 500) count(errors, `stale notification answered ${stale.status}`);
+          // Replay a genuine notification that was already acknowledged: it must change nothing.
+          const list = (await httpJson(`${sandbox}/_control/notifications`)).body?.notifications as { id: string; acknowledged: boolean }[] | undefined;
+          const acked = (list ?? []).filter((n) => n.acknowledged);
+          const replay = acked[Math.floor(Math.random() * acked.length)];
+          if (replay) {
+            await httpJson(`${sandbox}/_control/notifications/${replay.id}/redeliver`, { method: 'POST' });
+            count(faults, 'genuine notification replayed');
+          }
+        })().catch(() => undefined);
+      }, profile.forgedEveryMs),
+    );
+  }
+
+  // Buyers.
+  const behaviours: Record<string, number> = {};
+  const orderIds: string[] = [];
+  let next = 0;
+  let placed = 0;
+  let done = 0;
+  let restarted = false;
+  const stopPlacingAt = options.durationMs ? started + options.durationMs : Infinity;
+  const progress = setInterval(() => options.progress?.(`placed ${placed}/${options.orders}, buyers done ${done}, faults ${Object.values(faults).reduce((a, b) => a + b, 0)}`), 1000);
+
+  async function buyer(i: number): Promise<void> {
+    const behaviour = pick();
+    count(behaviours, behaviour);
+    const sku = behaviour === 'scarceSku' ? 'soak-scarce' : skus[i % skus.length]!;
+    const created = await withRetry('POST /orders', errors, () =>
+      httpJson(`${api}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': `soak-${i}` },
+        body: JSON.stringify({ userId: `soak-user-${i}`, items: [{ sku, quantity: 1 + (i % 2) }] }),
+      }),
+    );
+    placed++;
+    if (created.status !== 201 && created.status !== 200) {
+      count(errors, `POST /orders ${created.status} ${created.body?.error ?? ''}`.trim());
+      return;
+    }
+    const orderId = created.body.orderId as string;
+    orderIds.push(orderId);
+    const pay = (amount?: number) =>
+      withRetry('pay', errors, () => httpJson(`${sandbox}/v1/payments/${orderId}/pay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(amount ? { amount } : {}) }));
+    const T = options.paymentTimeoutMs;
+    switch (behaviour) {
+      case 'pay':
+      case 'scarceSku':
+        await sleep(Math.random() * 3000);
+        await pay();
+        break;
+      case 'payLate':
+        await sleep(T * (0.6 + Math.random() * 0.3));
+        await pay();
+        break;
+      case 'wrongAmount':
+        await sleep(Math.random() * 3000);
+        await pay(Math.max(1, created.body.amount - 1));
+        break;
+      case 'cancel':
+        await sleep(Math.random() * 3000);
+        await withRetry('cancel', errors, () => httpJson(`${api}/orders/${orderId}/cancel`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
+        break;
+      case 'payAfterDeadline':
+        await sleep(T + 2000 + Math.random() * 3000);
+        await pay();
+        break;
+      case 'neverPay':
+        break;
+    }
+  }
+
+  async function client(): Promise<void> {
+    while (next < options.orders && Date.now() < stopPlacingAt) {
+      const i = next++;
+      if (!restarted && devServer && profile.temporalRestartAt !== undefined && i >= options.orders * profile.temporalRestartAt) {
+        restarted = true;
+        void restartTemporal();
+      }
+      await buyer(i).catch((err: unknown) => count(errors, `buyer: ${(err as Error).message}`));
+      done++;
+    }
+  }
+
+  async function restartTemporal(): Promise<void> {
+    log('fault: stopping the Temporal dev server');
+    const exited = new Promise((r) => devServer!.once('exit', r));
+    devServer!.kill('SIGTERM');
+    await exited;
+    count(faults, 'temporal dev server restart');
+    await sleep(3000);
+    devServer = await startOwnServer();
+    log('fault: Temporal dev server is back (same history file)');
+  }
+
+  await Promise.all(Array.from({ length: options.concurrency }, () => client()));
+  for (const t of timers) clearInterval(t);
+  clearInterval(progress);
+  log(`buyers finished (${placed} orders placed); stopping fault injection and draining`);
+
+  // Drain: every order must reach a final or explicitly waiting state.
+  const db = createDb(databaseUrl, { poolMax: 2 });
+  const drainBound = options.paymentTimeoutMs + 60_000;
+  const drainUntil = Date.now() + drainBound;
+  for (;;) {
+    const [{ n }] = (await db('orders').where('status', 'AWAITING_PAYMENT').count({ n: '*' })) as [{ n: number }];
+    options.progress?.(`draining: ${n} order(s) still awaiting payment`);
+    if (Number(n) === 0 || Date.now() > drainUntil) break;
+    await sleep(1000);
+  }
+  // Let late notifications and refunds settle before reading the provider's books.
+  await sleep(3000);
+
+  const providerRows = await sandboxBillRows(sandbox, started);
+  const invariants = await checkInvariants({ db, providerRows, convergenceBoundMs: 60_000 });
+  const statuses = Object.fromEntries(
+    ((await db('orders').groupBy('status').select('status').count({ n: '*' })) as { status: string; n: number }[]).map((r) => [r.status, Number(r.n)]),
+  );
+  const durations = ((await db('orders').whereNot('status', 'AWAITING_PAYMENT').select(db.raw('TIMESTAMPDIFF(MICROSECOND, created_at, updated_at) / 1000 AS ms'))) as { ms: number }[])
+    .map((r) => Number(r.ms))
+    .sort((a, b) => a - b);
+  const [{ total }] = (await db('orders').count({ total: '*' })) as [{ total: number }];
+
+  await db.destroy();
+  await killDb?.destroy();
+  await admin.destroy();
+  for (const c of [...workers, ...children]) await c.stop();
+  if (devServer && devServer.exitCode === null) devServer.kill('SIGTERM');
+
+  const converged = durations.length;
+  return {
+    profile: profile.name,
+    orders: options.orders,
+    placed,
+    concurrency: options.concurrency,
+    runSeconds: Math.round((Date.now() - started) / 100) / 10,
+    statuses,
+    behaviours,
+    convergenceMs: { p50: percentile(durations, 50), p95: percentile(durations, 95), p99: percentile(durations, 99), max: durations[durations.length - 1] ?? 0 },
+    converged,
+    faults,
+    errors,
+    invariants,
+    passed: invariants.every((r) => r.passed) && converged === Number(total),
+  };
+}
+
+/** Reads the sandbox's bills for every China day since `since` as normalised provider rows. */
+async function sandboxBillRows(sandbox: string, since: number): Promise<BillRow[]> {
+  const days = new Set<string>();
+  for (let t = since - 86_400_000; t <= Date.now() + 86_400_000; t += 3_600_000) {
+    days.add(new Date(t + 8 * 3_600_000).toISOString().slice(0, 10));
+  }
+  const rows: BillRow[] = [];
+  for (const day of days) {
+    const r = await fetch(`${sandbox}/v1/bills/${day}`);
+    if (!r.ok) throw new Error(`bill ${day}: ${r.status}`);
+    for (const rec of parseBill(await r.text())) {
+      const currency = rec['币种'];
+      const amount = Math.abs(fromMajorString(rec['商家实收（元）'], currency));
+      rows.push({
+        kind: rec['业务类型'] === '退款' ? 'REFUND' : 'PAYMENT',
+        outTradeNo: rec['商户订单号'].trim(),
+        tradeNo: rec['交易号'].trim(),
+        outRefundNo: rec['退款批次号/请求号'].trim() || undefined,
+        amount,
+        currency,
+        at: rec['完成时间'],
+      });
+    }
+  }
+  return rows;
+}
+
+/** Prints the report for a person. */
+export function formatSoakReport(r: SoakReport): string {
+  const lines = [
+    `Soak (${r.profile}): ${r.placed}/${r.orders} orders, concurrency ${r.concurrency}, ${r.runSeconds}s`,
+    `  final statuses: ${Object.entries(r.statuses).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `  buyers: ${Object.entries(r.behaviours).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `  converged: ${r.converged}/${r.placed}; creation -> final p50 ${Math.round(r.convergenceMs.p50)} ms, p95 ${Math.round(r.convergenceMs.p95)} ms, p99 ${Math.round(r.convergenceMs.p99)} ms, max ${Math.round(r.convergenceMs.max)} ms`,
+    `  faults injected: ${Object.entries(r.faults).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}`,
+    `  client-side errors (retried): ${Object.entries(r.errors).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}`,
+    'Invariants:',
+    formatInvariants(r.invariants)
+      .split('\n')
+      .map((l) => `  ${l}`)
+      .join('\n'),
+    r.passed ? 'RESULT: PASS' : 'RESULT: FAIL',
+  ];
+  return lines.join('\n');
+}
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+async function main(): Promise<void> {
+  const profileName = arg('faults') ?? 'default';
+  const profile = PROFILES[profileName];
+  if (!profile) throw new Error(`unknown fault profile ${profileName}; use ${Object.keys(PROFILES).join(', ')}`);
+  const orders = Number(arg('orders') ?? 300);
+  const concurrency = Number(arg('concurrency') ?? 20);
+  if (!Number.isInteger(orders) || orders < 1 || !Number.isInteger(concurrency) || concurrency < 1) throw new Error('--orders and --concurrency must be positive integers');
+  const tty = process.stdout.isTTY;
+  const report = await runSoak({
+    orders,
+    concurrency,
+    profile,
+    durationMs: arg('duration') ? parseDuration(arg('duration')!) : undefined,
+    paymentTimeoutMs: parseDuration(arg('payment-timeout') ?? '20s'),
+    databaseName: arg('database') ?? 'payflow_soak',
+    log: (line) => console.log(`${tty ? '\r\x1b[K' : ''}[soak] ${line}`),
+    progress: (line) => (tty ? process.stdout.write(`\r\x1b[K[soak] ${line}`) : undefined),
+  });
+  if (tty) process.stdout.write('\r\x1b[K');
+  console.log(formatSoakReport(report));
+  mkdirSync('reports', { recursive: true });
+  const file = join('reports', `soak-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(report, null, 2));
+  console.log(`JSON report: ${file}`);
+  process.exit(report.passed ? 0 : 1);
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    console.error(`[soak] ${(err as Error).stack ?? String(err)}`);
+    process.exit(2);
+  });
+}

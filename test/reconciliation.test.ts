@@ -1,0 +1,256 @@
+/**
+ * Reconciliation end to end: real dev server, MySQL, the sandbox provider and its bill over HTTP.
+ * Active queries are an hour away, so only callbacks or reconciliation can resolve an order; the sandbox
+ * merchant id is unique to this file, so the bill and the local records of the day are this file's alone.
+ */
+import { randomBytes } from 'node:crypto';
+import { billDateOf, reconciliationScheduleId } from '../src/contracts/reconciliation';
+import { refundPayment } from '../src/activities/payments';
+import { ensureReconciliationSchedules } from '../src/client/routes/ops';
+import { createSandboxProvider } from '../src/providers/sandbox';
+import { createProduct, startSystem, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
+
+let sys: TestSystem;
+const merchantId = `m_recon_${randomBytes(4).toString('hex')}`;
+const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
+
+beforeAll(async () => {
+  sys = await startSystem({
+    SANDBOX_MERCHANT_ID: merchantId,
+    QUERY_FIRST_DELAY: '1h',
+    QUERY_MAX_INTERVAL: '1h',
+    PAYMENT_TIMEOUT: '2h',
+    PROVIDER_EXPIRY_MARGIN: '1m',
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await sys?.stop();
+});
+
+afterEach(async () => {
+  await sys.sandbox('POST', '/_control/reset');
+});
+
+/** Starts (or joins) the run of a day through the API and waits until it has finished. */
+async function reconcile(date: string, rerun = false): Promise<any> {
+  const started = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date, rerun }, admin());
+  expect([200, 202]).toContain(started.status);
+  return waitFor(
+    async () => {
+      const r = await sys.http('GET', `/ops/reconciliations/${started.body.id}?limit=1000`, undefined, admin());
+      return r.body.status === 'COMPLETED' || r.body.status === 'FAILED' ? r.body : undefined;
+    },
+    { timeoutMs: 120_000, intervalMs: 500, what: `reconciliation ${started.body.id} to finish` },
+  );
+}
+
+/** Places an order for one unit of `sku` and pays it at the sandbox; returns the order id and when it was paid. */
+async function placeAndPay(sku: string): Promise<{ orderId: string; paidAt: string; tradeNo: string }> {
+  const created = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
+  if (created.status !== 201) throw new Error(`order not created: ${created.status} ${JSON.stringify(created.body)}`);
+  const paid = await sys.sandbox('POST', `/v1/payments/${created.body.orderId}/pay`, {});
+  if (paid.status !== 200) throw new Error(`not paid: ${paid.status} ${JSON.stringify(paid.body)}`);
+  return { orderId: created.body.orderId, paidAt: paid.body.paidAt, tradeNo: paid.body.tradeNo };
+}
+
+async function inParallel<T>(count: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = new Array(count);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        const i = next++;
+        results[i] = await fn(i);
+      }
+    }),
+  );
+  return results;
+}
+
+async function statuses(orderIds: string[]): Promise<Record<string, number>> {
+  const rows = (await sys.db('orders').whereIn('order_id', orderIds).groupBy('status').select('status').count({ n: '*' })) as { status: string; n: number }[];
+  return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+}
+
+function sumTotals(reports: any[]): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const r of reports) for (const [cls, n] of Object.entries(r.totals as Record<string, number>)) sum[cls] = (sum[cls] ?? 0) + n;
+  return sum;
+}
+
+/** Every bill day the given payments fall on (one, unless the test ran across China's midnight). */
+const daysOf = (paid: { paidAt: string }[]) => [...new Set(paid.map((p) => billDateOf(new Date(p.paidAt).getTime())))];
+
+const ORDERS = 200;
+let paidOrders: { orderId: string; paidAt: string; tradeNo: string }[] = [];
+
+describe('lost callbacks', () => {
+  test('with 30% of notifications dropped and no active queries, one run finds and repairs every lost payment and a re-run finds no difference', async () => {
+    const sku = await createProduct(sys, { price: 1500, stock: ORDERS + 20 });
+    await sys.setFaults({ dropNotifications: 0.3 });
+    paidOrders = await inParallel(ORDERS, 20, () => placeAndPay(sku));
+    const ids = paidOrders.map((o) => o.orderId);
+
+    const notifications = (await sys.sandbox('GET', '/_control/notifications')).body.notifications as { outTradeNo: string; dropped: boolean }[];
+    const lost = new Set(notifications.filter((n) => ids.includes(n.outTradeNo) && n.dropped).map((n) => n.outTradeNo));
+    expect(lost.size).toBeGreaterThan(20); // 30% of 200; fewer than 21 has a probability below 1e-9
+    expect(lost.size).toBeLessThan(ORDERS);
+    // Every delivered callback lands; the lost ones stay unpaid (queries are an hour away).
+    await waitFor(async () => (await statuses(ids)).PAID === ORDERS - lost.size, { timeoutMs: 60_000, what: 'delivered callbacks to mark their orders PAID' });
+    expect((await statuses(ids)).AWAITING_PAYMENT).toBe(lost.size);
+
+    const days = daysOf(paidOrders);
+    const first = await Promise.all(days.map((d) => reconcile(d)));
+    for (const r of first) {
+      expect(r.status).toBe('COMPLETED');
+      expect(r.counted).toEqual(r.totals); // bill rows only here: the comparison's own counts equal the stored items
+    }
+    const totals = sumTotals(first);
+    expect(totals).toEqual({ MATCHED: ORDERS - lost.size, PAID_NOT_RECORDED: lost.size, MISSING_AT_PROVIDER: 0, AMOUNT_MISMATCH: 0, REFUND_MISMATCH: 0, UNKNOWN_TRADE: 0 });
+    const found = first.flatMap((r) => r.items).filter((i: any) => i.class === 'PAID_NOT_RECORDED');
+    expect(new Set(found.map((i: any) => i.outTradeNo))).toEqual(lost);
+    expect(found.every((i: any) => i.repair.status === 'SIGNALLED' && i.severity === 'repaired')).toBe(true);
+
+    // The repairs went through the order workflows: every order is PAID, each lost one with the repair in its timeline.
+    await waitFor(async () => (await statuses(ids)).PAID === ORDERS, { timeoutMs: 60_000, what: 'repaired orders to become PAID' });
+    const [oneLost] = [...lost];
+    const order = (await sys.http('GET', `/orders/${oneLost}`)).body;
+    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_PAID']));
+    expect((await sys.http('GET', `/admin/products/${sku}`, undefined, admin())).body.stock).toMatchObject({ reserved: 0, sold: ORDERS });
+
+    // Asking again for the same day gives the same run; a re-run must be asked for, and finds nothing left.
+    const again = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: days[0], rerun: false }, admin());
+    expect(again.status).toBe(200);
+    expect(again.body.id).toBe(first[0].id);
+    const second = await Promise.all(days.map((d) => reconcile(d, true)));
+    expect(second[0].id).toBe(`${first[0].id}-r2`);
+    expect(sumTotals(second)).toEqual({ MATCHED: ORDERS, PAID_NOT_RECORDED: 0, MISSING_AT_PROVIDER: 0, AMOUNT_MISMATCH: 0, REFUND_MISMATCH: 0, UNKNOWN_TRADE: 0 });
+    expect(second.every((r) => r.differences === 0 && r.items.length === 0)).toBe(true);
+
+    const metrics = (await fetch(`${sys.apiUrl}/metrics`).then((r) => r.text())).split('\n');
+    expect(metrics).toContain(`payflow_reconciliation_differences{provider="sandbox",class="MATCHED"} ${second.at(-1).totals.MATCHED}`);
+    expect(metrics).toContain('payflow_reconciliation_differences{provider="sandbox",class="PAID_NOT_RECORDED"} 0');
+  }, 240_000);
+});
+
+describe('differences that need a person', () => {
+  test('a tampered local amount, a refund recorded twice and a payment the provider never saw are reported in their classes and left alone', async () => {
+    const sku = await createProduct(sys, { price: 2000, stock: 5 });
+    const [tampered, refunded] = await Promise.all([placeAndPay(sku), placeAndPay(sku)]);
+    await waitForStatus(sys, tampered.orderId, ['PAID']);
+    await waitForStatus(sys, refunded.orderId, ['PAID']);
+
+    // Our record of one payment says 1 fen less than the buyer paid.
+    await sys.db('payments').where({ out_trade_no: tampered.orderId }).update({ paid_amount: 1999 });
+    // One refund made at the provider, recorded twice locally (a second refund number, same trade and amount).
+    const provider = createSandboxProvider({ baseUrl: sys.sandboxUrl, secret: sys.config.sandboxSecret, merchantId });
+    const refundNo = `rf-${refunded.orderId}-part`;
+    await refundPayment(sys.db, { sandbox: provider }, { orderId: refunded.orderId, provider: 'sandbox', tradeNo: refunded.tradeNo, outRefundNo: refundNo, amount: 500, currency: 'CNY', reason: 'partial refund' });
+    const original = await sys.db('refunds').where({ out_refund_no: refundNo }).first();
+    await sys.db('refunds').insert({ ...original, out_refund_no: `${refundNo}-again`, refund_no: null });
+    // A payment we recorded as paid that the provider does not know.
+    const ghost = `ord_ghost${randomBytes(6).toString('hex')}`;
+    await sys.db('payments').insert({
+      out_trade_no: ghost, order_id: ghost, provider: 'sandbox', merchant_id: merchantId, trade_no: `SBXGHOST${randomBytes(4).toString('hex')}`,
+      status: 'PAID', amount: 700, currency: 'CNY', paid_amount: 700, paid_currency: 'CNY', paid_at: new Date(), expires_at: new Date(Date.now() + 3_600_000),
+    });
+
+    const days = daysOf([tampered, refunded, { paidAt: new Date().toISOString() }]);
+    const reports = await Promise.all(days.map((d) => reconcile(d, true)));
+    const items = reports.flatMap((r) => r.items);
+    const totals = sumTotals(reports);
+    expect(totals).toMatchObject({ AMOUNT_MISMATCH: 1, REFUND_MISMATCH: 1, MISSING_AT_PROVIDER: 1, PAID_NOT_RECORDED: 0, UNKNOWN_TRADE: 0 });
+    expect(totals.MATCHED).toBe(paidOrders.length + 2 + 1); // earlier orders, these two payments, the real refund
+
+    expect(items.find((i: any) => i.class === 'AMOUNT_MISMATCH')).toMatchObject({
+      severity: 'review', detail: 'AMOUNT', outTradeNo: tampered.orderId, bill: { amount: 2000, currency: 'CNY' }, local: { amount: 1999 }, repair: { status: 'NONE' },
+    });
+    expect(items.find((i: any) => i.class === 'REFUND_MISMATCH')).toMatchObject({
+      severity: 'review', detail: 'DUPLICATED', source: 'LOCAL', outRefundNo: `${refundNo}-again`, evidence: { duplicateOf: refundNo }, repair: { status: 'NONE' },
+    });
+    expect(items.find((i: any) => i.class === 'MISSING_AT_PROVIDER')).toMatchObject({ severity: 'critical', outTradeNo: ghost, local: { amount: 700 }, repair: { status: 'NONE' } });
+    expect(reports.reduce((n, r) => n + r.bySeverity.critical, 0)).toBe(1);
+
+    // Nothing was "fixed": the records are as we left them and no order was touched by the run.
+    expect(Number((await sys.db('payments').where({ out_trade_no: tampered.orderId }).first()).paid_amount)).toBe(1999);
+    expect(await sys.db('refunds').where({ out_trade_no: refunded.orderId, status: 'SUCCEEDED' }).count({ n: '*' })).toEqual([{ n: 2 }]);
+    expect(await statuses([tampered.orderId, refunded.orderId])).toEqual({ PAID: 2 });
+    expect(await sys.db('order_events').whereIn('order_id', [tampered.orderId, refunded.orderId, ghost]).where({ type: 'RECONCILIATION_REPAIR' })).toHaveLength(0);
+
+    const metrics = (await fetch(`${sys.apiUrl}/metrics`).then((r) => r.text())).split('\n');
+    expect(metrics).toContain('payflow_reconciliation_differences{provider="sandbox",class="MISSING_AT_PROVIDER"} 1');
+  }, 120_000);
+
+  test('money paid for an order whose workflow has closed is handed to the late-payment path and refunded', async () => {
+    const sku = await createProduct(sys, { price: 990, stock: 2 });
+    const created = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
+    const { orderId } = created.body;
+    expect((await sys.http('POST', `/orders/${orderId}/cancel`, {})).body.status).toBe('CANCELLED');
+    // The provider still lets the buyer pay (Alipay's "closed before scan"), and the callback is lost.
+    await sys.setFaults({ acceptPaymentAfterClose: true, dropNotifications: 1 });
+    const paid = await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+    expect(paid.status).toBe(200);
+
+    const [report] = await Promise.all(daysOf([paid.body]).map((d) => reconcile(d, true)));
+    const item = report.items.find((i: any) => i.outTradeNo === orderId);
+    expect(item).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_CANCELLED', repair: { status: 'LATE_PAYMENT' } });
+    const order = await waitForStatus(sys, orderId, ['REFUNDED'], 30_000);
+    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_REFUNDED']));
+    const atProvider = await sys.sandbox('GET', `/v1/payments/${orderId}`);
+    expect(atProvider.body).toMatchObject({ status: 'REFUNDED', refundedAmount: 990 });
+  }, 120_000);
+});
+
+describe('ops API and schedule', () => {
+  test('the ops API requires the admin token, refuses bad or future days and unknown runs, and gives concurrent callers one run', async () => {
+    expect((await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: '2021-03-04' })).status).toBe(401);
+    expect((await sys.http('GET', '/ops/reconciliations/reconcile-sandbox-2021-03-04')).status).toBe(401);
+    const bad = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: '2024-02-30' }, admin());
+    expect(bad).toMatchObject({ status: 400, body: { error: 'VALIDATION_FAILED' } });
+    const extra = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: '2024-02-03', force: true }, admin());
+    expect(extra.status).toBe(400);
+    const future = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: billDateOf(Date.now() + 3 * 86_400_000) }, admin());
+    expect(future).toMatchObject({ status: 422, body: { error: 'BILL_NOT_AVAILABLE' } });
+    expect((await sys.http('GET', '/ops/reconciliations/reconcile-sandbox-1999-01-01', undefined, admin())).body.error).toBe('RECONCILIATION_NOT_FOUND');
+
+    // A day of no business, picked at random so that no earlier test run's workflow has this id.
+    const day = billDateOf(Date.UTC(2001, 0, 1) + Math.floor(Math.random() * 6000) * 86_400_000);
+    const answers = await Promise.all([1, 2, 3].map(() => sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: day }, admin())));
+    expect(new Set(answers.map((a) => a.body.id))).toEqual(new Set([`reconcile-sandbox-${day}`]));
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 202]);
+    const done = await reconcile(day);
+    expect(done).toMatchObject({ status: 'COMPLETED', attempt: 1, trigger: 'API', differences: 0, progress: { billRows: 0 } });
+    const listed = await sys.http('GET', `/ops/reconciliations?provider=sandbox&date=${day}`, undefined, admin());
+    expect(listed.body.runs.map((r: any) => r.id)).toEqual([`reconcile-sandbox-${day}`]);
+  }, 60_000);
+
+  test('the daily Schedule is created idempotently and, when it fires, opens the run of the previous bill day', async () => {
+    const config = { taskQueue: sys.config.taskQueue, reconciliationSchedule: '30 10 * * *' };
+    const providers = { sandbox: createSandboxProvider({ baseUrl: sys.sandboxUrl, secret: sys.config.sandboxSecret, merchantId }) };
+    const scheduleId = reconciliationScheduleId(sys.config.taskQueue, 'sandbox');
+    try {
+      expect(await ensureReconciliationSchedules(sys.client, config, providers)).toEqual([scheduleId]);
+      expect(await ensureReconciliationSchedules(sys.client, config, providers)).toEqual([scheduleId]);
+      const handle = sys.client.schedule.getHandle(scheduleId);
+      const described = await handle.describe();
+      expect(described.spec.timezone).toBe('Asia/Shanghai');
+      expect(described.action).toMatchObject({ type: 'startWorkflow', workflowType: 'scheduledReconciliation', taskQueue: sys.config.taskQueue });
+
+      const yesterday = billDateOf(Date.now() - 86_400_000);
+      const before = await sys.db('reconciliation_runs').where({ provider: 'sandbox', bill_date: yesterday }).max({ attempt: 'attempt' }).first();
+      await handle.trigger();
+      const run = await waitFor(
+        async () => {
+          const row = await sys.db('reconciliation_runs').where({ provider: 'sandbox', bill_date: yesterday }).orderBy('attempt', 'desc').first();
+          return row && (row.status === 'COMPLETED' || row.status === 'FAILED') ? row : undefined;
+        },
+        { timeoutMs: 30_000, what: "the scheduled run of yesterday's bill" },
+      );
+      expect(run).toMatchObject({ status: 'COMPLETED' });
+      if (!before?.attempt) expect(run.trigger).toBe('SCHEDULE');
+    } finally {
+      await sys.client.schedule.getHandle(scheduleId).delete().catch(() => undefined);
+    }
+  }, 60_000);
+});
