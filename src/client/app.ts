@@ -41,7 +41,8 @@ export function buildApi(deps: ApiDeps): Api {
   const app = Fastify({
     logger: deps.logger === false ? false : { level: config.logLevel, redact: ['req.headers.authorization'] },
     bodyLimit: 256 * 1024,
-    disableRequestLogging: config.logLevel !== 'debug' && config.logLevel !== 'trace',
+    // On close, drop idle keep-alive connections instead of waiting for them to time out.
+    forceCloseConnections: 'idle',
   });
   installErrorHandling(app);
   app.addHook('onResponse', async (request, reply) => {

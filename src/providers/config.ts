@@ -135,7 +135,7 @@ function platformKeys(value: string): Map<string, KeyObject> {
 function wechatFrom(e: Record<string, string>): WechatConfig {
   return {
     mchId: check('WECHAT_MCH_ID', z.string().regex(/^\d{8,12}$/, 'must be the numeric merchant id (mchid)'), e.WECHAT_MCH_ID!),
-    appId: check('WECHAT_APP_ID', z.string().regex(/^wx[0-9a-f]{16}$/, 'must be an app id like wx0123456789abcdef'), e.WECHAT_APP_ID!),
+    appId: check('WECHAT_APP_ID', z.string().regex(/^wx[0-9A-Za-z]{16}$/, 'must be an app id like wx0123456789abcdef'), e.WECHAT_APP_ID!),
     apiV3Key: new Secret(check('WECHAT_API_V3_KEY', z.string().refine((v) => Buffer.byteLength(v) === 32, 'must be the 32-byte API v3 key'), e.WECHAT_API_V3_KEY!)),
     privateKey: key('WECHAT_PRIVATE_KEY', loadRsaPrivateKey, e.WECHAT_PRIVATE_KEY!),
     certSerial: check('WECHAT_CERT_SERIAL', z.string().regex(/^[0-9A-Fa-f]{8,64}$/, 'must be the hex serial number of the merchant API certificate'), e.WECHAT_CERT_SERIAL!),

@@ -19,10 +19,8 @@ import type { Knex } from 'knex';
 import type { FaultSettings } from '../contracts/sandbox';
 import { createDb, migrateLatest } from '../db/knex';
 import { type InvariantResult, checkInvariants, formatInvariants } from '../ops/invariants';
+import { sandboxBillRows } from '../ops/sandbox-bills';
 import { signSandboxPayload } from '../providers/sandbox-signature';
-import type { BillRow } from '../providers/types';
-import { parseBill } from '../sandbox-provider/bill';
-import { fromMajorString } from '../shared/money';
 import { parseDuration } from '../shared/duration';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 
@@ -458,33 +456,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     invariants,
     passed: invariants.every((r) => r.passed) && converged === Number(total),
   };
-}
-
-/** Reads the sandbox's bills for every China day since `since` as normalised provider rows. */
-async function sandboxBillRows(sandbox: string, since: number): Promise<BillRow[]> {
-  const days = new Set<string>();
-  for (let t = since - 86_400_000; t <= Date.now() + 86_400_000; t += 3_600_000) {
-    days.add(new Date(t + 8 * 3_600_000).toISOString().slice(0, 10));
-  }
-  const rows: BillRow[] = [];
-  for (const day of days) {
-    const r = await fetch(`${sandbox}/v1/bills/${day}`);
-    if (!r.ok) throw new Error(`bill ${day}: ${r.status}`);
-    for (const rec of parseBill(await r.text())) {
-      const currency = rec['币种'];
-      const amount = Math.abs(fromMajorString(rec['商家实收（元）'], currency));
-      rows.push({
-        kind: rec['业务类型'] === '退款' ? 'REFUND' : 'PAYMENT',
-        outTradeNo: rec['商户订单号'].trim(),
-        tradeNo: rec['交易号'].trim(),
-        outRefundNo: rec['退款批次号/请求号'].trim() || undefined,
-        amount,
-        currency,
-        at: rec['完成时间'],
-      });
-    }
-  }
-  return rows;
 }
 
 /** Prints the report for a person. */

@@ -51,11 +51,12 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const client = await connectTemporal({ ...config, temporalAddress: options.clientTemporalAddress ?? config.temporalAddress });
   await ensureSearchAttributes(client);
   const providers = createProviders(config);
-  const api = buildApi({ config, db, client, providers, logger: options.logger });
-  await api.app.listen({ host: config.host, port: config.port });
+  // The worker first (bundling takes seconds), so that /healthz answers only once orders can be processed.
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
   const worker = await createWorker({ config, db, providers, connection, workflows: options.workflows });
   const running = worker.run();
+  const api = buildApi({ config, db, client, providers, logger: options.logger });
+  await api.app.listen({ host: config.host, port: config.port });
   let stopped: Promise<void> | undefined;
   return {
     config,
@@ -66,10 +67,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     worker,
     stop() {
       stopped ??= (async () => {
+        // The API first, so no new work arrives; then the worker finishes what it has.
+        await api.close();
         if (worker.getState() === 'RUNNING') worker.shutdown();
         await running.catch(() => undefined);
         await connection.close();
-        await api.close();
         await sandbox?.close();
         await client.connection.close();
         await db.destroy();
