@@ -11,9 +11,7 @@ export async function sandboxBillRows(sandbox: string, since: number): Promise<B
   }
   const rows: BillRow[] = [];
   for (const day of days) {
-    const r = await fetch(`${sandbox}/v1/bills/${day}`);
-    if (!r.ok) throw new Error(`bill ${day}: ${r.status}`);
-    for (const rec of parseBill(await r.text())) {
+    for (const rec of parseBill(await fetchBill(sandbox, day))) {
       const currency = rec['币种'];
       const amount = Math.abs(fromMajorString(rec['商家实收（元）'], currency));
       rows.push({
@@ -30,3 +28,20 @@ export async function sandboxBillRows(sandbox: string, since: number): Promise<B
   return rows;
 }
 
+
+/** Downloads one day's bill, retrying provider faults (5xx) with backoff as any bill downloader must. */
+async function fetchBill(sandbox: string, day: string): Promise<string> {
+  let last = '';
+  for (let attempt = 0; attempt < 10; attempt++) {
+    try {
+      const r = await fetch(`${sandbox}/v1/bills/${day}`, { signal: AbortSignal.timeout(30_000) });
+      if (r.ok) return await r.text();
+      last = `HTTP ${r.status}`;
+      if (r.status < 500) break;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await new Promise((done) => setTimeout(done, Math.min(200 * 2 ** attempt, 5000)));
+  }
+  throw new Error(`could not download the sandbox bill for ${day}: ${last}`);
+}

@@ -1,0 +1,90 @@
+/**
+ * The invariant checker itself: each invariant passes on a consistent database and reports the ids of the
+ * orders or SKUs that break it (so a soak cannot pass because the checker sees nothing).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import { createDb } from '../src/db/knex';
+import { checkInvariants } from '../src/ops/invariants';
+import type { BillRow } from '../src/providers/types';
+import { TEST_ENV } from './support/env';
+
+let db: Knex;
+beforeAll(() => {
+  db = createDb(TEST_ENV.databaseUrl, { poolMax: 4 });
+});
+afterAll(async () => {
+  await db.destroy();
+});
+
+const id = (p: string) => `${p}_${randomBytes(5).toString('hex')}`;
+
+async function product(stock: { available: number; reserved: number; sold: number; total_in: number }) {
+  const sku = id('inv');
+  await db('products').insert({ sku, name: sku, price: 100, currency: 'CNY' });
+  await db('stock').insert({ sku, ...stock });
+  return sku;
+}
+
+async function order(status: string, sku: string, quantity: number, fence?: string) {
+  const orderId = id('ord');
+  await db('orders').insert({ order_id: orderId, user_id: 'u', status, amount: 100 * quantity, currency: 'CNY', provider: 'sandbox', deadline: new Date(Date.now() + 60_000) });
+  await db('order_lines').insert({ order_id: orderId, sku, quantity, unit_price: 100 });
+  if (fence) await db('tcc_fence').insert({ xid: orderId, participant: 'stock', resource: sku, status: fence, quantity });
+  return orderId;
+}
+
+async function verdicts(providerRows?: BillRow[]) {
+  const results = await checkInvariants({ db, providerRows, convergenceBoundMs: 60_000 });
+  return Object.fromEntries(results.map((r) => [r.name, r]));
+}
+
+// Each test builds its own inconsistency; earlier tests' rows stay, so assertions look for this test's ids.
+test('a consistent set of orders passes the stock invariants', async () => {
+  const sku = await product({ available: 7, reserved: 1, sold: 2, total_in: 10 });
+  await order('PAID', sku, 2, 'CONFIRMED');
+  await order('AWAITING_PAYMENT', sku, 1, 'TRIED');
+  await order('EXPIRED', sku, 3, 'CANCELLED');
+  const v = await verdicts();
+  for (const name of ['stock-conserved', 'sold-equals-paid-units', 'reserved-equals-open-tries', 'closed-orders-hold-no-stock']) {
+    expect(v[name]!.examples.join(' ')).not.toContain(sku);
+  }
+});
+
+test('stock that does not add up to what was put in is reported with its SKU', async () => {
+  const sku = await product({ available: 5, reserved: 0, sold: 0, total_in: 6 });
+  const v = await verdicts();
+  expect(v['stock-conserved']!.passed).toBe(false);
+  expect(v['stock-conserved']!.examples.join(' ')).toContain(sku);
+});
+
+test('an expired order that still holds stock, and sold units without a PAID order, are reported', async () => {
+  const sku = await product({ available: 8, reserved: 1, sold: 1, total_in: 10 });
+  const expired = await order('EXPIRED', sku, 1, 'TRIED');
+  const v = await verdicts();
+  expect(v['closed-orders-hold-no-stock']!.examples.join(' ')).toContain(expired);
+  expect(v['sold-equals-paid-units']!.examples.join(' ')).toContain(sku);
+  expect(v['fence-matches-status']!.examples.join(' ')).toContain(expired);
+});
+
+test('an order left awaiting payment long after its deadline is reported as not converged', async () => {
+  const sku = await product({ available: 9, reserved: 1, sold: 0, total_in: 10 });
+  const stuck = await order('AWAITING_PAYMENT', sku, 1, 'TRIED');
+  await db('orders').where({ order_id: stuck }).update({ deadline: new Date(Date.now() - 3_600_000) });
+  expect((await verdicts())['orders-converged']!.examples.join(' ')).toContain(stuck);
+});
+
+test('money kept for a closed order and a refund missing locally are reported', async () => {
+  const sku = await product({ available: 10, reserved: 0, sold: 0, total_in: 10 });
+  const expired = await order('EXPIRED', sku, 1, 'CANCELLED');
+  const paid = await order('PAID', sku, 1, 'CONFIRMED');
+  const rows: BillRow[] = [
+    { kind: 'PAYMENT', outTradeNo: expired, tradeNo: 'T1', amount: 100, currency: 'CNY', at: new Date().toISOString() },
+    { kind: 'PAYMENT', outTradeNo: paid, tradeNo: 'T2', amount: 100, currency: 'CNY', at: new Date().toISOString() },
+    { kind: 'REFUND', outTradeNo: paid, tradeNo: 'T2', outRefundNo: `rf-${paid}`, amount: 100, currency: 'CNY', at: new Date().toISOString() },
+  ];
+  const v = await verdicts(rows);
+  expect(v['provider-payments-owned']!.examples.join(' ')).toContain(expired);
+  expect(v['provider-refunds-match']!.examples.join(' ')).toContain(`rf-${paid}`);
+  expect(v['money-matches-status']!.examples.join(' ')).toContain(paid);
+});

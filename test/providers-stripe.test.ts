@@ -1,0 +1,428 @@
+/**
+ * The Stripe adapter: webhooks signed with the SDK's own generateTestHeaderString, API calls against stripe-mock
+ * (Stripe's official mock, a real peer that validates every request against Stripe's OpenAPI spec), balance
+ * transactions from a local fake with Stripe's list shape, and the whole system taking a Stripe order to PAID.
+ */
+import { randomBytes } from 'node:crypto';
+import Stripe from 'stripe';
+import type { StripeConfig } from '../src/providers/config';
+import { Secret } from '../src/providers/keys';
+import { createStripeProvider, fromStripeAmount, toStripeAmount } from '../src/providers/stripe';
+import type { PaymentProvider } from '../src/providers/types';
+import { collect, startFakeServer } from './support/provider-fakes';
+import { type StripeMock, startStripeMock } from './support/stripe-mock';
+import { type TestSystem, createProduct, startSystem, userId, waitForStatus } from './support/system';
+
+const WEBHOOK_SECRET = 'whsec_payflowTestSecret0123456789';
+const SECRET_KEY = 'sk_test_payflowLocal0123456789';
+const sdk = new Stripe(SECRET_KEY);
+
+function config(overrides: Partial<StripeConfig> = {}): StripeConfig {
+  return {
+    secretKey: new Secret(SECRET_KEY),
+    webhookSecret: new Secret(WEBHOOK_SECRET),
+    livemode: false,
+    paymentPageUrl: 'https://shop.example.com/pay',
+    ...overrides,
+  };
+}
+
+/** A `payment_intent.succeeded` event as Stripe sends it (the fields this adapter reads, plus the usual ones). */
+function succeededEvent(intent: Record<string, unknown>, event: Record<string, unknown> = {}): string {
+  const created = Math.floor(Date.now() / 1000);
+  return JSON.stringify({
+    id: `evt_${randomBytes(12).toString('hex')}`,
+    object: 'event',
+    api_version: '2026-10-28.endive',
+    created,
+    livemode: false,
+    pending_webhooks: 1,
+    request: { id: null, idempotency_key: null },
+    type: 'payment_intent.succeeded',
+    data: {
+      object: {
+        id: `pi_${randomBytes(12).toString('hex')}`,
+        object: 'payment_intent',
+        amount: 2500,
+        amount_received: 2500,
+        currency: 'cny',
+        status: 'succeeded',
+        created,
+        livemode: false,
+        metadata: { out_trade_no: 'ord_stripe_1' },
+        ...intent,
+      },
+    },
+    ...event,
+  });
+}
+
+const header = (payload: string, options: { secret?: string; timestamp?: number } = {}) =>
+  sdk.webhooks.generateTestHeaderString({ payload, secret: options.secret ?? WEBHOOK_SECRET, ...(options.timestamp ? { timestamp: options.timestamp } : {}) });
+
+describe('Stripe amounts', () => {
+  test.each([
+    [1234, 'CNY', 1234],
+    [500, 'JPY', 500],
+    [500, 'KRW', 500],
+    [100, 'ISK', 10000],
+    [1234, 'KWD', 12340],
+  ])('%i minor units of %s are %i at Stripe and back', (minor, currency, stripe) => {
+    expect(toStripeAmount(minor, currency)).toBe(stripe);
+    expect(fromStripeAmount(stripe, currency)).toBe(minor);
+  });
+
+  test('an amount Stripe cannot express is refused rather than rounded', () => {
+    // BIF is zero-decimal at Stripe but two-decimal in our money helpers: 10.01 BIF cannot be charged.
+    expect(toStripeAmount(1000, 'BIF')).toBe(10);
+    expect(() => toStripeAmount(1001, 'BIF')).toThrow(/not a whole amount/);
+    expect(fromStripeAmount(10001, 'ISK')).toBeUndefined();
+  });
+});
+
+describe('Stripe webhooks', () => {
+  const provider: PaymentProvider = createStripeProvider(config({ accountId: 'acct_payflowOwn01' }));
+  const verify = (payload: string | Buffer, signature: string | undefined, now = new Date()) =>
+    provider.verifyNotification(Buffer.isBuffer(payload) ? payload : Buffer.from(payload), signature ? { 'stripe-signature': signature } : {}, now);
+
+  test('an event signed with generateTestHeaderString is verified and normalised', () => {
+    const payload = succeededEvent({ id: 'pi_ok1', amount_received: 2500, currency: 'cny', metadata: { out_trade_no: 'ord_42' } });
+    const event = JSON.parse(payload);
+    expect(verify(payload, header(payload))).toEqual({
+      ok: true,
+      notification: {
+        provider: 'stripe',
+        notificationId: event.id,
+        outTradeNo: 'ord_42',
+        tradeNo: 'pi_ok1',
+        amount: 2500,
+        currency: 'CNY',
+        merchantId: 'acct_payflowOwn01',
+        paidAt: new Date(event.created * 1000).toISOString(),
+      },
+    });
+  });
+
+  test('a zero-decimal currency keeps its amount as is', () => {
+    const payload = succeededEvent({ amount: 980, amount_received: 980, currency: 'jpy' });
+    const verdict = verify(payload, header(payload));
+    expect(verdict.ok && [verdict.notification.amount, verdict.notification.currency]).toEqual([980, 'JPY']);
+  });
+
+  test('an event signed with another secret is refused as BAD_SIGNATURE', () => {
+    const payload = succeededEvent({});
+    expect(verify(payload, header(payload, { secret: 'whsec_someoneElse0123456789' }))).toMatchObject({ ok: false, rejection: { code: 'BAD_SIGNATURE' } });
+  });
+
+  test('a body changed by one byte after signing is refused', () => {
+    const payload = succeededEvent({ amount_received: 2500 });
+    const signature = header(payload);
+    expect(verify(payload.replace('"amount_received":2500', '"amount_received":2501'), signature)).toMatchObject({ ok: false, rejection: { code: 'BAD_SIGNATURE' } });
+  });
+
+  test('an event signed more than 300 s before it arrives is refused as STALE_TIMESTAMP', () => {
+    const payload = succeededEvent({});
+    const signedAt = Math.floor(Date.now() / 1000);
+    expect(verify(payload, header(payload, { timestamp: signedAt }), new Date((signedAt + 301) * 1000))).toMatchObject({ ok: false, rejection: { code: 'STALE_TIMESTAMP' } });
+    expect(verify(payload, header(payload, { timestamp: signedAt }), new Date((signedAt + 299) * 1000)).ok).toBe(true);
+  });
+
+  test('a missing or garbled Stripe-Signature header is refused', () => {
+    const payload = succeededEvent({});
+    expect(verify(payload, undefined)).toMatchObject({ ok: false, rejection: { code: 'MISSING_SIGNATURE' } });
+    expect(verify(payload, 'nonsense')).toMatchObject({ ok: false, rejection: { code: 'MALFORMED_SIGNATURE' } });
+  });
+
+  test.each([
+    ["another connected account's event", { account: 'acct_someoneElse1' }],
+    ['a live-mode event at a test-mode account', { livemode: true }],
+  ])('%s is refused as WRONG_MERCHANT', (_what, event) => {
+    const payload = succeededEvent({}, event);
+    expect(verify(payload, header(payload))).toMatchObject({ ok: false, rejection: { code: 'WRONG_MERCHANT' } });
+  });
+
+  test.each([
+    ['a fractional amount_received', { amount_received: 2500.5 }],
+    ['amount_received as a string', { amount_received: '25.00' }],
+    ['no out_trade_no in the metadata', { metadata: {} }],
+  ])('a signed event with %s is refused as MALFORMED_BODY', (_what, intent) => {
+    const payload = succeededEvent(intent);
+    expect(verify(payload, header(payload))).toMatchObject({ ok: false, rejection: { code: 'MALFORMED_BODY' } });
+  });
+
+  test('payment_intent.canceled and charge.refunded are verified notices, not payments', () => {
+    const canceled = succeededEvent({ status: 'canceled' }, { type: 'payment_intent.canceled' });
+    expect(verify(canceled, header(canceled))).toMatchObject({ ok: false, rejection: { code: 'UNSUPPORTED_EVENT', notice: { kind: 'TRADE_CLOSED', closeReason: 'UNPAID', outTradeNo: 'ord_stripe_1' } } });
+    const refunded = JSON.stringify({
+      id: 'evt_refund_1',
+      object: 'event',
+      created: Math.floor(Date.now() / 1000),
+      livemode: false,
+      type: 'charge.refunded',
+      data: { object: { id: 'ch_1', object: 'charge', amount: 2500, amount_refunded: 2500, currency: 'cny', payment_intent: 'pi_r1', metadata: { out_trade_no: 'ord_r1' } } },
+    });
+    expect(verify(refunded, header(refunded))).toMatchObject({ ok: false, rejection: { code: 'UNSUPPORTED_EVENT', notice: { kind: 'REFUND', refundedAmount: 2500, tradeNo: 'pi_r1', outTradeNo: 'ord_r1' } } });
+  });
+});
+
+describe('Stripe API calls against stripe-mock', () => {
+  let mock: StripeMock;
+  const seen: Array<{ method: string; url: string; headers: Record<string, string>; body: string }> = [];
+  const recordingFetch: typeof fetch = async (input, init) => {
+    const headers = Object.fromEntries(new Headers(init?.headers as ConstructorParameters<typeof Headers>[0]).entries());
+    seen.push({ method: init?.method ?? 'GET', url: String(input), headers, body: typeof init?.body === 'string' ? init.body : '' });
+    return fetch(input, init);
+  };
+
+  beforeAll(async () => {
+    mock = await startStripeMock();
+  }, 300_000);
+
+  afterAll(async () => {
+    await mock?.stop();
+  });
+
+  const provider = () => createStripeProvider({ ...config({ apiBase: mock.url }), httpClient: Stripe.createFetchHttpClient(recordingFetch) });
+  const form = (body: string) => new URLSearchParams(body);
+  const lastSeen = (match: (r: (typeof seen)[number]) => boolean) => [...seen].reverse().find(match)!;
+
+  test('createPayment creates a PaymentIntent in Stripe units with our order id and an Idempotency-Key', async () => {
+    const p = provider();
+    const created = await p.createPayment({ outTradeNo: 'ord_jpy_1', amount: 980, currency: 'JPY', subject: 'Order ord_jpy_1', notifyUrl: 'unused', expiresAt: '2030-01-01T00:00:00.000Z' });
+    expect(created.tradeNo).toMatch(/^pi_/);
+    const url = new URL(created.paymentUrl);
+    expect(`${url.origin}${url.pathname}`).toBe('https://shop.example.com/pay');
+    expect(url.searchParams.get('payment_intent')).toBe(created.tradeNo);
+    expect(url.searchParams.get('payment_intent_client_secret')).toMatch(/_secret_/);
+    const request = lastSeen((r) => r.method === 'POST' && r.url.endsWith('/v1/payment_intents'));
+    const body = form(request.body);
+    expect(body.get('amount')).toBe('980');
+    expect(body.get('currency')).toBe('jpy');
+    expect(body.get('metadata[out_trade_no]')).toBe('ord_jpy_1');
+    expect(body.get('metadata[expires_at]')).toBe('2030-01-01T00:00:00.000Z');
+    expect(request.headers['idempotency-key']).toBe('payflow-create-ord_jpy_1');
+  });
+
+  test('queryPayment retrieves the intent it created and reports an unpaid one as PENDING', async () => {
+    const p = provider();
+    const { tradeNo } = await p.createPayment({ outTradeNo: 'ord_q_1', amount: 100, currency: 'USD', subject: 's', notifyUrl: 'unused', expiresAt: '2030-01-01T00:00:00.000Z' });
+    expect(await p.queryPayment('ord_q_1')).toEqual({ outTradeNo: 'ord_q_1', status: 'PENDING', tradeNo, currency: 'USD', merchantId: 'stripe-test' });
+    expect(seen.at(-1)!.url).toContain(`/v1/payment_intents/${tradeNo}`);
+  });
+
+  test('queryPayment for an order it never created searches by metadata and finds nothing that is not ours', async () => {
+    expect(await provider().queryPayment('ord_unknown_1')).toEqual({ outTradeNo: 'ord_unknown_1', status: 'NOT_FOUND' });
+    const search = lastSeen((r) => r.url.includes('/v1/payment_intents/search'));
+    expect(new URL(search.url).searchParams.get('query')).toBe("metadata['out_trade_no']:'ord_unknown_1'");
+  });
+
+  test('closePayment cancels an unpaid intent', async () => {
+    const p = provider();
+    const { tradeNo } = await p.createPayment({ outTradeNo: 'ord_c_1', amount: 100, currency: 'USD', subject: 's', notifyUrl: 'unused', expiresAt: '2030-01-01T00:00:00.000Z' });
+    expect(await p.closePayment('ord_c_1')).toEqual({ result: 'CLOSED' });
+    const cancel = lastSeen((r) => r.method === 'POST' && r.url.endsWith(`/v1/payment_intents/${tradeNo}/cancel`));
+    expect(form(cancel.body).get('cancellation_reason')).toBe('abandoned');
+  });
+
+  test('refund looks for our refund number first, then creates the refund with an Idempotency-Key', async () => {
+    const p = provider();
+    const { tradeNo } = await p.createPayment({ outTradeNo: 'ord_r_1', amount: 100, currency: 'USD', subject: 's', notifyUrl: 'unused', expiresAt: '2030-01-01T00:00:00.000Z' });
+    const result = await p.refund({ outTradeNo: 'ord_r_1', outRefundNo: 'rf-ord_r_1-pi', amount: 100, reason: 'late payment' });
+    expect(result.refundNo).toMatch(/^re_/);
+    const list = lastSeen((r) => r.method === 'GET' && r.url.includes('/v1/refunds'));
+    expect(new URL(list.url).searchParams.get('payment_intent')).toBe(tradeNo);
+    const create = lastSeen((r) => r.method === 'POST' && r.url.endsWith('/v1/refunds'));
+    expect(create.headers['idempotency-key']).toBe('payflow-refund-rf-ord_r_1-pi');
+    const body = form(create.body);
+    expect([body.get('payment_intent'), body.get('amount'), body.get('metadata[out_refund_no]'), body.get('metadata[out_trade_no]')]).toEqual([tradeNo, '100', 'rf-ord_r_1-pi', 'ord_r_1']);
+  });
+
+  test('billRows asks for the UTC day of balance transactions with the intents expanded', async () => {
+    await collect(provider().billRows('2024-01-01'));
+    const request = lastSeen((r) => r.url.includes('/v1/balance_transactions'));
+    const params = new URL(request.url).searchParams;
+    expect(params.get('created[gte]')).toBe(String(Date.UTC(2024, 0, 1) / 1000));
+    expect(params.get('created[lt]')).toBe(String(Date.UTC(2024, 0, 2) / 1000));
+    expect([...params].filter(([k]) => /^expand\[\d*\]$/.test(k)).map(([, v]) => v)).toEqual(['data.source.payment_intent']);
+  });
+});
+
+describe("Stripe adapter decisions on Stripe's answers", () => {
+  const intents = new Map<string, Record<string, unknown>>();
+  const refunds: Array<Record<string, unknown>> = [];
+  let fake: Awaited<ReturnType<typeof startFakeServer>>;
+
+  beforeAll(async () => {
+    fake = await startFakeServer((req) => {
+      const url = new URL(req.url, 'http://x');
+      const json = (body: unknown, status = 200) => ({ status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      let m: RegExpExecArray | null;
+      if (req.method === 'GET' && (m = /^\/v1\/payment_intents\/(pi_\w+)$/.exec(url.pathname))) {
+        const pi = intents.get(m[1]!);
+        return pi ? json(pi) : json({ error: { type: 'invalid_request_error', code: 'resource_missing', message: 'No such payment_intent' } }, 404);
+      }
+      if (req.method === 'GET' && url.pathname === '/v1/refunds') return json({ object: 'list', url: '/v1/refunds', has_more: false, data: refunds });
+      if (req.method === 'POST' && url.pathname === '/v1/refunds') return json({ error: { type: 'invalid_request_error', message: 'this test expects no new refund' } }, 400);
+      return json({ error: { type: 'invalid_request_error', message: `unexpected ${req.method} ${req.url}` } }, 400);
+    });
+  });
+
+  afterAll(async () => {
+    await fake?.close();
+  });
+
+  const intent = (id: string, status: string, extra: Record<string, unknown> = {}) => ({
+    id,
+    object: 'payment_intent',
+    amount: 2500,
+    amount_received: status === 'succeeded' ? 2500 : 0,
+    currency: 'cny',
+    status,
+    created: 1704103200,
+    metadata: { out_trade_no: `ord_${id}` },
+    ...extra,
+  });
+  const provider = () => createStripeProvider({ ...config({ apiBase: fake.url }), findPaymentIntentId: async (order) => (order.startsWith('ord_pi_') ? order.slice(4) : undefined) });
+
+  test('a succeeded intent is PAID, and one whose charge is refunded in full is REFUNDED', async () => {
+    intents.set('pi_paid1', intent('pi_paid1', 'succeeded', { latest_charge: { id: 'ch_1', object: 'charge', amount: 2500, amount_refunded: 0, currency: 'cny', created: 1704103205 } }));
+    intents.set('pi_refd1', intent('pi_refd1', 'succeeded', { latest_charge: { id: 'ch_2', object: 'charge', amount: 2500, amount_refunded: 2500, currency: 'cny', created: 1704103205 } }));
+    expect(await provider().queryPayment('ord_pi_paid1')).toEqual({ outTradeNo: 'ord_pi_paid1', status: 'PAID', tradeNo: 'pi_paid1', paidAmount: 2500, currency: 'CNY', merchantId: 'stripe-test', paidAt: '2024-01-01T10:00:05.000Z' });
+    expect(await provider().queryPayment('ord_pi_refd1')).toMatchObject({ status: 'REFUNDED', paidAmount: 2500, refundedAmount: 2500 });
+  });
+
+  test('closing a succeeded intent reports ALREADY_PAID instead of cancelling it', async () => {
+    intents.set('pi_paid2', intent('pi_paid2', 'succeeded'));
+    expect(await provider().closePayment('ord_pi_paid2')).toEqual({ result: 'ALREADY_PAID' });
+    expect(fake.requests.some((r) => r.url.includes('/cancel'))).toBe(false);
+  });
+
+  test('an intent whose metadata names another order is never acted on', async () => {
+    intents.set('pi_other', intent('pi_other', 'succeeded', { metadata: { out_trade_no: 'ord_someone_else' } }));
+    await expect(provider().queryPayment('ord_pi_other')).rejects.toMatchObject({ code: 'PAYMENT_INTENT_MISMATCH' });
+  });
+
+  test('a refund retried after the 24 h idempotency window finds the first refund by our refund number', async () => {
+    intents.set('pi_paid3', intent('pi_paid3', 'succeeded'));
+    refunds.push({ id: 're_first', object: 'refund', amount: 2500, currency: 'cny', status: 'succeeded', created: 1704106800, metadata: { out_refund_no: 'rf-ord_pi_paid3-1' }, payment_intent: 'pi_paid3' });
+    expect(await provider().refund({ outTradeNo: 'ord_pi_paid3', outRefundNo: 'rf-ord_pi_paid3-1', amount: 2500 })).toEqual({ refundNo: 're_first', amount: 2500, refundedAt: '2024-01-01T11:00:00.000Z' });
+    expect(fake.requests.filter((r) => r.method === 'POST' && r.url.startsWith('/v1/refunds'))).toHaveLength(0);
+  });
+});
+
+describe('Stripe balance transactions as a bill', () => {
+  test('charges and refunds become bill rows in presentment currency and minor units, across pages; other types are skipped', async () => {
+    const charge = (id: string, pi: string, order: string, amount: number, currency: string) => ({
+      id: `txn_${id}`,
+      object: 'balance_transaction',
+      type: 'charge',
+      created: 1704103205,
+      currency: 'usd',
+      amount: 999,
+      source: { id: `ch_${id}`, object: 'charge', amount, currency, metadata: {}, payment_intent: { id: pi, object: 'payment_intent', metadata: { out_trade_no: order } } },
+    });
+    const pages = [
+      {
+        object: 'list',
+        url: '/v1/balance_transactions',
+        has_more: true,
+        data: [charge('1', 'pi_1', 'ord_b1', 1234, 'cny'), { id: 'txn_po', object: 'balance_transaction', type: 'payout', created: 1704103300, currency: 'usd', amount: -5000, source: { id: 'po_1', object: 'payout' } }],
+      },
+      {
+        object: 'list',
+        url: '/v1/balance_transactions',
+        has_more: false,
+        data: [
+          charge('2', 'pi_2', 'ord_b2', 980, 'jpy'),
+          {
+            id: 'txn_3',
+            object: 'balance_transaction',
+            type: 'refund',
+            created: 1704123000,
+            currency: 'usd',
+            amount: -70,
+            source: { id: 're_1', object: 'refund', amount: 500, currency: 'cny', metadata: { out_refund_no: 'rf-ord_b1-1', out_trade_no: 'ord_b1' }, payment_intent: { id: 'pi_1', object: 'payment_intent', metadata: { out_trade_no: 'ord_b1' } } },
+          },
+        ],
+      },
+    ];
+    const fake = await startFakeServer((req) => {
+      const after = new URL(req.url, 'http://x').searchParams.get('starting_after');
+      return { status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(after === 'txn_po' ? pages[1] : pages[0]) };
+    });
+    try {
+      const rows = await collect(createStripeProvider(config({ apiBase: fake.url })).billRows('2024-01-01'));
+      expect(rows).toEqual([
+        { kind: 'PAYMENT', outTradeNo: 'ord_b1', tradeNo: 'pi_1', amount: 1234, currency: 'CNY', at: '2024-01-01T10:00:05.000Z' },
+        { kind: 'PAYMENT', outTradeNo: 'ord_b2', tradeNo: 'pi_2', amount: 980, currency: 'JPY', at: '2024-01-01T10:00:05.000Z' },
+        { kind: 'REFUND', outTradeNo: 'ord_b1', tradeNo: 'pi_1', outRefundNo: 'rf-ord_b1-1', amount: 500, currency: 'CNY', at: '2024-01-01T15:30:00.000Z' },
+      ]);
+      expect(fake.requests.map((r) => new URL(r.url, 'http://x').searchParams.get('starting_after'))).toEqual([null, 'txn_po']);
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
+describe('a Stripe order end to end', () => {
+  let mock: StripeMock;
+  let sys: TestSystem;
+
+  beforeAll(async () => {
+    mock = await startStripeMock();
+    sys = await startSystem({
+      STRIPE_SECRET_KEY: SECRET_KEY,
+      STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+      STRIPE_PAYMENT_PAGE_URL: 'https://shop.example.com/pay',
+      STRIPE_API_BASE: mock.url,
+    });
+  }, 300_000);
+
+  afterAll(async () => {
+    await sys?.stop();
+    await mock?.stop();
+  });
+
+  async function postWebhook(payload: string, signature: string) {
+    const response = await fetch(`${sys.apiUrl}/callbacks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });
+    return { status: response.status, body: await response.text() };
+  }
+
+  async function stripeOrder(price: number) {
+    const sku = await createProduct(sys, { price, stock: 3 });
+    const created = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }], provider: 'stripe' });
+    expect(created.status).toBe(201);
+    const order = (await sys.http('GET', `/orders/${created.body.orderId}`)).body;
+    return { created: created.body, intentId: order.payment.tradeNo as string };
+  }
+
+  test('a payment_intent.succeeded webhook signed by the SDK is accepted by POST /callbacks/stripe and the order reaches PAID', async () => {
+    const { created, intentId } = await stripeOrder(2500);
+    expect(created.payment.provider).toBe('stripe');
+    expect(intentId).toMatch(/^pi_/);
+    expect(created.payment.paymentUrl).toContain(`payment_intent=${intentId}`);
+    const payload = succeededEvent({ id: intentId, amount: 2500, amount_received: 2500, currency: 'cny', metadata: { out_trade_no: created.orderId } });
+    const answer = await postWebhook(payload, header(payload));
+    expect(answer).toEqual({ status: 200, body: '{"received":true}' });
+    const order = await waitForStatus(sys, created.orderId, ['PAID']);
+    expect(order.payment).toMatchObject({ provider: 'stripe', status: 'PAID', tradeNo: intentId, paidAmount: 2500 });
+    expect(order.timeline.map((e: { type: string }) => e.type)).toContain('ORDER_PAID');
+  });
+
+  test('a webhook signed with another secret is refused with 401 and the order stays unpaid', async () => {
+    const { created, intentId } = await stripeOrder(700);
+    const payload = succeededEvent({ id: intentId, amount: 700, amount_received: 700, metadata: { out_trade_no: created.orderId } });
+    const answer = await postWebhook(payload, header(payload, { secret: 'whsec_forgedForged0123456789' }));
+    expect(answer.status).toBe(401);
+    expect((await sys.http('GET', `/orders/${created.orderId}`)).body.status).toBe('AWAITING_PAYMENT');
+    expect(await sys.db('notification_inbox').where({ out_trade_no: created.orderId })).toHaveLength(0);
+  });
+
+  test('an order for a provider this deployment has not configured answers 422 PROVIDER_NOT_AVAILABLE', async () => {
+    const sku = await createProduct(sys, { price: 100, stock: 1 });
+    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }], provider: 'alipay' });
+    expect(r.status).toBe(422);
+    expect(r.body).toMatchObject({ error: 'PROVIDER_NOT_AVAILABLE', provider: 'alipay' });
+    expect(r.body.available).toEqual(expect.arrayContaining(['sandbox', 'stripe']));
+  });
+});

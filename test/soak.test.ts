@@ -1,0 +1,28 @@
+/**
+ * The small soak that runs in CI: a few hundred orders through the public API and the sandbox with every
+ * fault type at least once (sandbox faults, worker SIGKILL, MySQL KILL, a dev server restart, forged and
+ * replayed notifications); afterwards every invariant must hold and every order must have converged.
+ * Runs as its own jest pass (npm run test:soak) so that its load does not disturb the timing of other suites.
+ */
+import { PROFILES, formatSoakReport, runSoak } from '../src/tools/soak';
+import { TEST_ENV } from './support/env';
+
+test('a few hundred orders under every fault type converge with no invariant violated', async () => {
+  const database = `${new URL(TEST_ENV.databaseUrl).pathname.slice(1)}_soak`;
+  const report = await runSoak({
+    orders: Number(process.env.SOAK_ORDERS ?? 200),
+    concurrency: 20,
+    profile: PROFILES.ci!,
+    paymentTimeoutMs: 20_000,
+    databaseName: database,
+    log: (line) => process.stdout.write(`[soak] ${line}\n`),
+  });
+  console.log(formatSoakReport(report));
+  for (const fault of ['worker SIGKILL', 'mysql KILL connection', 'temporal dev server restart', 'forged notification', 'genuine notification replayed']) {
+    expect(report.faults[fault] ?? 0).toBeGreaterThanOrEqual(1);
+  }
+  expect(report.placed).toBe(report.orders);
+  expect(report.invariants.filter((r) => !r.passed)).toEqual([]);
+  expect(report.converged).toBe(report.placed);
+  expect(report.passed).toBe(true);
+}, 15 * 60_000);
