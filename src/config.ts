@@ -40,6 +40,10 @@ const EnvSchema = z.object({
   PAYMENT_TIMEOUT: duration('15m'),
   QUERY_FIRST_DELAY: duration('30s'),
   QUERY_MAX_INTERVAL: duration('2m'),
+  /** After PAID, the window in which the buyer may refund without review (交易冷静期); 0 disables it. */
+  COOLING_OFF_PERIOD: duration('30m'),
+  /** How often an order waiting for manual review records a reminder. */
+  REVIEW_REMINDER_INTERVAL: duration('1h'),
   /** Extra time the provider keeps the payment open after our deadline, so that our close call decides. */
   PROVIDER_EXPIRY_MARGIN: duration('1m'),
   /** Sandbox redelivery schedule for unacknowledged notifications (a compressed WeChat schedule). */
@@ -62,6 +66,10 @@ const EnvSchema = z.object({
   SANDBOX_PUBLIC_URL: url.optional(),
   TEMPORAL_UI_URL: url.default('http://127.0.0.1:8233'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Worker's own Prometheus metrics (payflow_activity_*, payflow_orders_settled_total); 0 = not served. */
+  WORKER_METRICS_PORT: port.default(9464),
+  /** The Temporal SDK's Prometheus exporter in the worker (temporal_* metrics); 0 = not installed. */
+  TEMPORAL_METRICS_PORT: port.default(9465),
   /** Cron (5 fields, Asia/Shanghai: the bill day's zone) of the daily reconciliation of yesterday's bills; `off` = no schedule. */
   RECONCILIATION_SCHEDULE: z
     .string()
@@ -86,12 +94,18 @@ export interface Config {
   queryFirstDelayMs: number;
   queryMaxIntervalMs: number;
   providerExpiryMarginMs: number;
+  coolingOffMs: number;
+  reviewReminderMs: number;
   inboxRetryIntervalMs: number;
   publicBaseUrl: string;
   sandboxUrl: string;
   sandboxPublicUrl: string;
   temporalUiUrl: string;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  /** Port of the worker's /metrics (0 = off). */
+  workerMetricsPort: number;
+  /** Port of the Temporal SDK's Prometheus exporter in the worker (0 = off). */
+  temporalMetricsPort: number;
   /** Cron of the daily reconciliation Schedule, or undefined when RECONCILIATION_SCHEDULE=off. */
   reconciliationSchedule: string | undefined;
   /** Alipay, WeChat Pay and Stripe settings (src/providers/config.ts); a provider absent here is not offered. */
@@ -124,6 +138,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.QUERY_MAX_INTERVAL < e.QUERY_FIRST_DELAY)
     throw new ConfigError('Invalid configuration: QUERY_MAX_INTERVAL must not be shorter than QUERY_FIRST_DELAY');
   if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT) throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
+  if (e.REVIEW_REMINDER_INTERVAL <= 0) throw new ConfigError('Invalid configuration: REVIEW_REMINDER_INTERVAL must be more than 0');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
   let providers: ProvidersConfig;
   try {
@@ -149,12 +164,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     queryFirstDelayMs: e.QUERY_FIRST_DELAY,
     queryMaxIntervalMs: e.QUERY_MAX_INTERVAL,
     providerExpiryMarginMs: e.PROVIDER_EXPIRY_MARGIN,
+    coolingOffMs: e.COOLING_OFF_PERIOD,
+    reviewReminderMs: e.REVIEW_REMINDER_INTERVAL,
     inboxRetryIntervalMs: e.INBOX_RETRY_INTERVAL,
     publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, ''),
     sandboxUrl: (e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     temporalUiUrl: e.TEMPORAL_UI_URL.replace(/\/$/, ''),
     logLevel: e.LOG_LEVEL,
+    workerMetricsPort: e.WORKER_METRICS_PORT,
+    temporalMetricsPort: e.TEMPORAL_METRICS_PORT,
     reconciliationSchedule: e.RECONCILIATION_SCHEDULE === 'off' ? undefined : e.RECONCILIATION_SCHEDULE.trim(),
     providers,
   };

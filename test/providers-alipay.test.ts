@@ -160,7 +160,16 @@ describe('Alipay notifications', () => {
       ok: false,
       rejection: {
         code: 'UNSUPPORTED_EVENT',
-        notice: { provider: 'alipay', kind: 'TRADE_CLOSED', closeReason: 'FULLY_REFUNDED', refundedAmount: 1000, outRefundNo: 'rf-6823789339978248', outTradeNo: '6823789339978248', merchantId: SELLER_ID },
+        notice: {
+          provider: 'alipay',
+          kind: 'TRADE_CLOSED',
+          closeReason: 'FULLY_REFUNDED',
+          refundedAmount: 1000,
+          outRefundNo: 'rf-6823789339978248',
+          outTradeNo: '6823789339978248',
+          merchantId: SELLER_ID,
+          at: '2015-04-28T02:00:00.123Z',
+        },
       },
     });
   });

@@ -179,9 +179,9 @@ function newWorker(): Promise<Worker> {
   });
 }
 
-async function start(date: string): Promise<string> {
+async function start(date: string): Promise<{ runId: string; workflowId: string }> {
   const { run } = await startReconciliation(db, client, taskQueue, { provider: 'sandbox', date, rerun: false, trigger: 'API' }, { heartbeatTimeoutMs: 5000, batchSize: 500 });
-  return run.id;
+  return { runId: run.id, workflowId: run.workflowId };
 }
 
 /** A full garbage collection, so that heapUsed shows what is still referenced (live), not garbage awaiting collection. */
@@ -265,8 +265,8 @@ describe('a 100,000-row bill', () => {
       const baseline = process.memoryUsage();
       const memory = sampleMemory();
       const t0 = Date.now();
-      const runId = await start(day1);
-      const result = (await client.workflow.getHandle(runId).result()) as ReconciliationResult;
+      const { runId, workflowId } = await start(day1);
+      const result = (await client.workflow.getHandle(workflowId).result()) as ReconciliationResult;
       const seconds = (Date.now() - t0) / 1000;
       const peak = memory.stop();
       const liveGrowthMb = peak.liveHeapMb - baseline.heapUsed / MB;
@@ -300,11 +300,11 @@ describe('a 100,000-row bill', () => {
     const requestsBefore = billRequests;
     const first = await newWorker();
     const firstRun = first.run();
-    const runId = await start(day2);
+    const { runId, workflowId } = await start(day2);
     let stoppedAt: number;
     try {
       // Let the heartbeat carry a resume point well inside the bill, then take the worker away.
-      stoppedAt = await waitForHeartbeatRow(runId, 20_000);
+      stoppedAt = await waitForHeartbeatRow(workflowId, 20_000);
     } finally {
       first.shutdown();
       await firstRun;
@@ -316,7 +316,7 @@ describe('a 100,000-row bill', () => {
     const second = await newWorker();
     const secondRun = second.run();
     try {
-      const result = (await client.workflow.getHandle(runId).result()) as ReconciliationResult;
+      const result = (await client.workflow.getHandle(workflowId).result()) as ReconciliationResult;
       const run = await db('reconciliation_runs').where({ id: runId }).first();
       expect(Number(run.bill_attempts)).toBeGreaterThanOrEqual(2);
       expect(Number(run.resumed_from_row)).toBeGreaterThanOrEqual(stoppedAt);
@@ -338,11 +338,11 @@ describe('a 100,000-row bill', () => {
 });
 
 /** Waits until the server has recorded a heartbeat of the bill comparison at or past `row`; returns its row. */
-async function waitForHeartbeatRow(runId: string, row: number): Promise<number> {
+async function waitForHeartbeatRow(workflowId: string, row: number): Promise<number> {
   const { defaultPayloadConverter } = await import('@temporalio/common');
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    const described = await client.workflow.getHandle(runId).describe();
+    const described = await client.workflow.getHandle(workflowId).describe();
     for (const activity of described.raw.pendingActivities ?? []) {
       const payload = activity.heartbeatDetails?.payloads?.[0];
       const details = payload ? (defaultPayloadConverter.fromPayload(payload) as { phase?: string; row?: number }) : undefined;
@@ -350,5 +350,5 @@ async function waitForHeartbeatRow(runId: string, row: number): Promise<number> 
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`no heartbeat past row ${row} of ${runId} within 60 s`);
+  throw new Error(`no heartbeat past row ${row} of ${workflowId} within 60 s`);
 }

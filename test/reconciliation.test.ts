@@ -36,13 +36,16 @@ afterEach(async () => {
 async function reconcile(date: string, rerun = false): Promise<any> {
   const started = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date, rerun }, admin());
   expect([200, 202]).toContain(started.status);
-  return waitFor(
+  const report = await waitFor(
     async () => {
       const r = await sys.http('GET', `/ops/reconciliations/${started.body.id}?limit=1000`, undefined, admin());
       return r.body.status === 'COMPLETED' || r.body.status === 'FAILED' ? r.body : undefined;
     },
     { timeoutMs: 120_000, intervalMs: 500, what: `reconciliation ${started.body.id} to finish` },
   );
+  // The workflow completes right after the report is stored; never leave it to a worker this file is about to stop.
+  await sys.client.workflow.getHandle(report.workflowId).result().catch(() => undefined);
+  return report;
 }
 
 /** Places an order for one unit of `sku` and pays it at the sandbox; returns the order id and when it was paid. */
@@ -161,7 +164,7 @@ describe('differences that need a person', () => {
     const items = reports.flatMap((r) => r.items);
     const totals = sumTotals(reports);
     expect(totals).toMatchObject({ AMOUNT_MISMATCH: 1, REFUND_MISMATCH: 1, MISSING_AT_PROVIDER: 1, PAID_NOT_RECORDED: 0, UNKNOWN_TRADE: 0 });
-    expect(totals.MATCHED).toBe(paidOrders.length + 2 + 1); // earlier orders, these two payments, the real refund
+    expect(totals.MATCHED).toBe(paidOrders.length + 2); // earlier orders, the refunded order's payment, the real refund
 
     expect(items.find((i: any) => i.class === 'AMOUNT_MISMATCH')).toMatchObject({
       severity: 'review', detail: 'AMOUNT', outTradeNo: tampered.orderId, bill: { amount: 2000, currency: 'CNY' }, local: { amount: 1999 }, repair: { status: 'NONE' },
@@ -182,23 +185,35 @@ describe('differences that need a person', () => {
     expect(metrics).toContain('payflow_reconciliation_differences{provider="sandbox",class="MISSING_AT_PROVIDER"} 1');
   }, 120_000);
 
-  test('money paid for an order whose workflow has closed is handed to the late-payment path and refunded', async () => {
+  test('money paid for a closed order is refunded once: by its workflow while it still watches, by the late-payment workflow once it has ended', async () => {
     const sku = await createProduct(sys, { price: 990, stock: 2 });
+    // A: cancelled a moment ago; its workflow watches until the provider-side expiry, so the repair signals it.
     const created = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
-    const { orderId } = created.body;
-    expect((await sys.http('POST', `/orders/${orderId}/cancel`, {})).body.status).toBe('CANCELLED');
-    // The provider still lets the buyer pay (Alipay's "closed before scan"), and the callback is lost.
-    await sys.setFaults({ acceptPaymentAfterClose: true, dropNotifications: 1 });
-    const paid = await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
-    expect(paid.status).toBe(200);
+    const watching = created.body.orderId as string;
+    expect((await sys.http('POST', `/orders/${watching}/cancel`, {})).body.status).toBe('CANCELLED');
+    // B: expired long ago; its workflow is gone (finished, and past retention), only the rows remain.
+    const ended = `ord_old${randomBytes(6).toString('hex')}`;
+    const expiresAt = new Date(Date.now() + 3_600_000);
+    await sys.db('orders').insert({ order_id: ended, user_id: userId(), status: 'EXPIRED', status_reason: 'PAYMENT_TIMEOUT', amount: 990, currency: 'CNY', provider: 'sandbox' });
+    const opened = await sys.sandbox('POST', '/v1/payments', {
+      outTradeNo: ended, amount: 990, currency: 'CNY', merchantId, notifyUrl: `${sys.apiUrl}/callbacks/sandbox`, expiresAt: expiresAt.toISOString(),
+    });
+    await sys.db('payments').insert({ out_trade_no: ended, order_id: ended, provider: 'sandbox', merchant_id: merchantId, trade_no: opened.body.tradeNo, status: 'CLOSED', amount: 990, currency: 'CNY', expires_at: expiresAt });
 
-    const [report] = await Promise.all(daysOf([paid.body]).map((d) => reconcile(d, true)));
-    const item = report.items.find((i: any) => i.outTradeNo === orderId);
-    expect(item).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_CANCELLED', repair: { status: 'LATE_PAYMENT' } });
-    const order = await waitForStatus(sys, orderId, ['REFUNDED'], 30_000);
-    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_REFUNDED']));
-    const atProvider = await sys.sandbox('GET', `/v1/payments/${orderId}`);
-    expect(atProvider.body).toMatchObject({ status: 'REFUNDED', refundedAmount: 990 });
+    // The provider still lets both buyers pay (Alipay's "closed before scan"), and both callbacks are lost.
+    await sys.setFaults({ acceptPaymentAfterClose: true, dropNotifications: 1 });
+    const paid = [await sys.sandbox('POST', `/v1/payments/${watching}/pay`, {}), await sys.sandbox('POST', `/v1/payments/${ended}/pay`, {})];
+    expect(paid.map((p) => p.status)).toEqual([200, 200]);
+
+    const reports = await Promise.all(daysOf(paid.map((p) => p.body)).map((d) => reconcile(d, true)));
+    const items = reports.flatMap((r) => r.items);
+    expect(items.find((i: any) => i.outTradeNo === watching)).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_CANCELLED', repair: { status: 'SIGNALLED' } });
+    expect(items.find((i: any) => i.outTradeNo === ended)).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_EXPIRED', repair: { status: 'LATE_PAYMENT' } });
+    for (const orderId of [watching, ended]) {
+      const order = await waitForStatus(sys, orderId, ['REFUNDED'], 30_000);
+      expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_REFUNDED']));
+      expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'REFUNDED', refundedAmount: 990 });
+    }
   }, 120_000);
 });
 
@@ -248,6 +263,7 @@ describe('ops API and schedule', () => {
         { timeoutMs: 30_000, what: "the scheduled run of yesterday's bill" },
       );
       expect(run).toMatchObject({ status: 'COMPLETED' });
+      await sys.client.workflow.getHandle(run.workflow_id).result();
       if (!before?.attempt) expect(run.trigger).toBe('SCHEDULE');
     } finally {
       await sys.client.schedule.getHandle(scheduleId).delete().catch(() => undefined);

@@ -10,9 +10,12 @@ import type { Activities } from '../src/activities';
 import {
   type OrderPaymentInput,
   cancelOrderUpdate,
+  coolingOffRefundUpdate,
+  escalateUpdate,
   orderWorkflowId,
   paymentNotifiedSignal,
   paymentReadyUpdate,
+  reviewDecisionUpdate,
   statusQuery,
 } from '../src/contracts/order';
 import type { ProviderPaymentState } from '../src/providers/types';
@@ -95,6 +98,21 @@ const mockActivities: Partial<Activities> = {
     if (s.closeResult === 'ALREADY_PAID') s.provider = 'PAID';
     return { result: s.closeResult };
   },
+  async markFulfilmentReady(orderId) {
+    record(orderId, 'fulfilment', orderId);
+    return { written: true };
+  },
+  async returnStock(input) {
+    record(input.orderId, 'returnStock', input);
+    return { returned: input.lines.length };
+  },
+  async recordOrderEvent(input) {
+    record(input.orderId, `event:${input.type}`, input);
+  },
+  async createSupportTicket(input) {
+    record(input.orderId, 'ticket', input);
+    return { ticketId: input.ticketId };
+  },
   async refundPayment(input) {
     record(input.orderId, 'refund', input);
     return { refundNo: 'R1', amount: input.amount };
@@ -174,7 +192,7 @@ test('a signal before the first timer confirms without any query, and duplicates
 test('with no callback, a timer fires an active query and a "paid" answer counts like a callback', async () => {
   const { orderId, handle, calls } = await start({ queryFirstDelayMs: 300, queryMaxIntervalMs: 300 }, { provider: 'PAID' });
   expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
-  expect(calls().slice(-3)).toEqual(['query', 'confirmStock', 'transition:PAID']);
+  expect(calls().slice(-4)).toEqual(['query', 'confirmStock', 'transition:PAID', 'fulfilment']);
   const paid = script(orderId).calls.find((c) => c.name === 'transition:PAID')!.args as { reason: string };
   expect(paid.reason).toBe('PAID_VIA_QUERY');
 });
@@ -227,13 +245,59 @@ test('a cancel after payment was seen is rejected by the validator', async () =>
   await expect(handle.executeUpdate(cancelOrderUpdate, { args: [{}] })).rejects.toThrow();
 });
 
-test('an amount mismatch goes to NEEDS_REVIEW and never confirms', async () => {
+test('an amount mismatch goes to NEEDS_REVIEW, never confirms, and waits for a decision', async () => {
   const { orderId, handle, calls } = await start();
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
-  expect(await handle.result()).toMatchObject({ orderId, status: 'NEEDS_REVIEW' });
+  await waitForStage(handle, 'AWAITING_REVIEW');
+  expect(calls()).toContain('transition:NEEDS_REVIEW');
   expect(calls()).not.toContain('confirmStock');
   expect(calls()).not.toContain('cancelStock');
+  // A malformed decision is refused by the validator and changes nothing.
+  await expect(handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'maybe', operator: 'ops', reason: 'x' } as never] })).rejects.toThrow();
+  expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }] })).toEqual({ status: 'REFUNDED' });
+  expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
+  expect(calls().slice(-3)).toEqual(['refund', 'cancelStock', 'transition:REFUNDED']);
+  expect((script(orderId).calls.find((c) => c.name === 'refund')!.args as { amount: number }).amount).toBe(1);
+});
+
+test('an approved review confirms the order as paid', async () => {
+  const { orderId, handle, calls } = await start();
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1200)); // an over-payment
+  await waitForStage(handle, 'AWAITING_REVIEW');
+  expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'approve', operator: 'bob', reason: 'over-payment accepted' }] })).toEqual({ status: 'PAID' });
+  expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+  expect(calls().slice(-3)).toEqual(['confirmStock', 'transition:PAID', 'fulfilment']);
+});
+
+test('a refund asked inside the cooling-off window refunds in full and returns the stock', async () => {
+  const { orderId, handle, calls } = await start({ coolingOffMs: 60_000 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+  await waitForStage(handle, 'COOLING_OFF');
+  expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{ reason: 'changed my mind' }] })).toMatchObject({ status: 'REFUNDED' });
+  expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' });
+  expect(calls().slice(-3)).toEqual(['refund', 'returnStock', 'transition:REFUNDED']);
+  expect(calls()).not.toContain('fulfilment');
+});
+
+test('after the cooling-off window the order goes to fulfilment and a refund is refused', async () => {
+  const { orderId, handle, calls } = await start({ coolingOffMs: 1000 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+  expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+  expect(calls().slice(-1)).toEqual(['fulfilment']);
+  await expect(handle.executeUpdate(coolingOffRefundUpdate, { args: [{}] })).rejects.toThrow();
+});
+
+test('one-click support queries the provider at once and confirms a paid-but-unnotified order', async () => {
+  const { orderId, handle, calls } = await start({}, { provider: 'PAID' });
+  await handle.executeUpdate(paymentReadyUpdate);
+  const result = await handle.executeUpdate(escalateUpdate, { args: [{ note: 'I paid but the page still waits' }] });
+  expect(result).toMatchObject({ orderId, providerStatus: 'PAID', resolution: 'PAYMENT_FOUND' });
+  expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+  expect(calls()).toEqual(expect.arrayContaining(['query', 'ticket', 'confirmStock', 'transition:PAID']));
 });
 
 test('out of stock fails the early-return update with OUT_OF_STOCK and runs the compensation', async () => {
@@ -246,10 +310,14 @@ test('out of stock fails the early-return update with OUT_OF_STOCK and runs the 
 });
 
 test('a confirm that conflicts with a cancel hands the order to review instead of failing the workflow', async () => {
-  const { orderId, handle } = await start({}, { confirmFails: 'TCC_CONFLICT' });
+  const { orderId, handle, calls } = await start({}, { confirmFails: 'TCC_CONFLICT' });
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
-  expect(await handle.result()).toEqual({ orderId, status: 'NEEDS_REVIEW', reason: 'TCC_CONFLICT' });
+  await waitForStage(handle, 'AWAITING_REVIEW');
+  expect(calls()).toContain('transition:NEEDS_REVIEW');
+  const status = await handle.query(statusQuery);
+  expect(status.status).toBe('NEEDS_REVIEW');
+  await handle.terminate('test done');
 });
 
 test('money that reaches a closed order before the provider-side expiry is refunded', async () => {
@@ -263,6 +331,14 @@ test('money that reaches a closed order before the provider-side expiry is refun
   const refund = script(orderId).calls.find((c) => c.name === 'refund')!.args as { outRefundNo: string; amount: number };
   expect(refund).toMatchObject({ outRefundNo: `rf-${orderId}-T-${orderId}`, amount: 1000 });
 });
+
+async function waitForStage(handle: { query: (q: typeof statusQuery) => Promise<{ stage: string }> }, stage: string): Promise<void> {
+  for (let i = 0; i < 150; i++) {
+    if ((await handle.query(statusQuery)).stage === stage) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`stage ${stage} not reached`);
+}
 
 async function waitForCall(orderId: string, name: string): Promise<void> {
   for (let i = 0; i < 100 && !script(orderId).calls.some((c) => c.name === name); i++) await new Promise((r) => setTimeout(r, 100));

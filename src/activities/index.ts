@@ -9,6 +9,7 @@ import * as orders from './orders';
 import * as payments from './payments';
 import { createReconciliationActivities } from './reconciliation';
 import * as stock from './stock';
+import * as support from './support';
 
 /** Dependencies of the activities. */
 export interface ActivityDeps {
@@ -27,6 +28,12 @@ export function createActivities({ db, providers }: ActivityDeps) {
     confirmStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.confirmStock(db, input.orderId, input.lines),
     /** TCC Cancel for stock. */
     cancelStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.cancelStock(db, input.orderId, input.lines),
+    /** Returns sold stock after a refund of a confirmed order. */
+    returnStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.returnStock(db, input.orderId, input.lines),
+    /** One-click support ticket with its snapshot. */
+    createSupportTicket: (input: support.SupportTicketInput) => support.createSupportTicket(db, input),
+    /** Cooling-off over: fulfilment-ready with an outbox message. */
+    markFulfilmentReady: (orderId: string) => support.markFulfilmentReady(db, orderId),
     /** Guarded order status change with its timeline entry. */
     transitionOrder: (input: orders.TransitionInput) => orders.transitionOrder(db, input),
     /** Reads an order for the late-payment path. */

@@ -9,6 +9,7 @@
  * counted twice. The report's totals are computed from the stored items, and the counts the comparison kept
  * are stored beside them so that any disagreement would show.
  */
+import { randomBytes } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
@@ -89,6 +90,7 @@ interface RunRow {
   status: ReconciliationStatus;
   phase: ReconciliationPhase | null;
   merchant_id: string | null;
+  workflow_id: string;
   workflow_run_id: string | null;
   expected_rows: number | null;
   bill_rows: number;
@@ -122,7 +124,7 @@ function toView(row: RunRow): RunView {
     : null;
   return {
     id: row.id,
-    workflowId: row.id,
+    workflowId: row.workflow_id,
     provider: row.provider,
     date: row.bill_date,
     attempt: num(row.attempt),
@@ -188,7 +190,10 @@ export async function openRun(db: Knex, request: OpenRunRequest): Promise<{ run:
     const attempt = (latest ? num(latest.attempt) : 0) + 1;
     const id = reconciliationRunId(request.provider, request.date, attempt);
     try {
-      await db('reconciliation_runs').insert({ id, provider: request.provider, bill_date: request.date, attempt, trigger: request.trigger, status: 'QUEUED' });
+      // The workflow id is unique to this row: a Temporal namespace shared by several deployments (or a database
+      // recreated under a long-lived server) never makes a run join another's execution of the same day.
+      const workflowId = `${id}-${randomBytes(3).toString('hex')}`;
+      await db('reconciliation_runs').insert({ id, workflow_id: workflowId, provider: request.provider, bill_date: request.date, attempt, trigger: request.trigger, status: 'QUEUED' });
       return { run: (await readRun(db, id))!, created: true };
     } catch (err) {
       if ((err as { code?: string }).code !== 'ER_DUP_ENTRY') throw err;
@@ -316,9 +321,13 @@ function dayRange(run: RunRow): { start: Date; end: Date } {
 }
 
 /** Marks the run RUNNING and records whose bill it is and how many rows to expect (the progress estimate). */
-async function beginRun(deps: ReconciliationDeps, input: { runId: string; workflowRunId: string }): Promise<{ provider: string; date: string; merchantId: string; expectedRows: number }> {
+async function beginRun(
+  deps: ReconciliationDeps,
+  input: { runId: string; workflowId: string; workflowRunId: string },
+): Promise<{ provider: string; date: string; merchantId: string; expectedRows: number }> {
   const { db } = deps;
   const run = await requireRun(db, input.runId);
+  if (run.workflow_id !== input.workflowId) throw nonRetryable('RUN_OWNED_ELSEWHERE', `run ${run.id} belongs to workflow ${run.workflow_id}, not ${input.workflowId}`);
   const provider = billSourceOf(deps.providers, run.provider);
   const { start, end } = dayRange(run);
   const [{ n: payments }] = (await db('payments')
@@ -859,7 +868,7 @@ async function startScheduledRun(deps: ReconciliationDeps, input: { provider: st
 /** The reconciliation activities, for the worker's activity factory. */
 export function createReconciliationActivities(deps: ReconciliationDeps) {
   return {
-    beginReconciliationRun: (input: { runId: string; workflowRunId: string }) => beginRun(deps, input),
+    beginReconciliationRun: (input: { runId: string; workflowId: string; workflowRunId: string }) => beginRun(deps, input),
     compareBill: (input: { runId: string; batchSize?: number }) => compareBill(deps, input),
     findLocalOnlyRecords: (input: { runId: string }) => findLocalOnly(deps, input),
     repairLostPayments: (input: { runId: string }) => repairLostPayments(deps, input),

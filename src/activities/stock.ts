@@ -150,3 +150,32 @@ export async function cancelStock(db: Knex, orderId: string, lines: StockLine[])
 function describe(lines: StockLine[]): string {
   return lines.map((l) => `${l.quantity} x ${l.sku}`).join(', ');
 }
+
+/**
+ * Returns sold stock to available after a refund of a confirmed order (cooling-off, review refund).
+ * Idempotent through the fence: CONFIRMED -> RETURNED once; a repeat is a no-op.
+ */
+export async function returnStock(db: Knex, orderId: string, lines: StockLine[]): Promise<{ returned: number }> {
+  return db.transaction(async (trx) => {
+    let returned = 0;
+    for (const line of bySku(lines)) {
+      const fence = (await trx('tcc_fence').where({ xid: orderId, participant: PARTICIPANT, resource: line.sku }).forUpdate().first('status', 'quantity')) as
+        | { status: string; quantity: number }
+        | undefined;
+      if (!fence || fence.status === 'RETURNED' || fence.status === 'CANCELLED') continue;
+      if (fence.status !== 'CONFIRMED') throw businessFailure('TCC_CONFLICT', `cannot return ${line.sku} of order ${orderId}: it was never sold (${fence.status})`);
+      const moved = await trx('tcc_fence')
+        .where({ xid: orderId, participant: PARTICIPANT, resource: line.sku, status: 'CONFIRMED' })
+        .update({ status: 'RETURNED', updated_at: trx.fn.now(3) });
+      if (moved !== 1) throw new Error(`fence ${orderId}/${line.sku} changed concurrently; will retry`);
+      const count = await trx('stock')
+        .where('sku', line.sku)
+        .andWhere('sold', '>=', Number(fence.quantity))
+        .update({ sold: trx.raw('sold - ?', [Number(fence.quantity)]), available: trx.raw('available + ?', [Number(fence.quantity)]), updated_at: trx.fn.now(3) });
+      if (count !== 1) throw new Error(`stock row ${line.sku} has less sold than order ${orderId} bought; invariant broken`);
+      returned++;
+    }
+    if (returned > 0) await appendOrderEvent(trx, orderId, 'STOCK_RETURNED', `Stock returned after refund: ${describe(lines)}`);
+    return { returned };
+  });
+}

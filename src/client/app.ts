@@ -8,10 +8,14 @@ import { installErrorHandling } from './errors';
 import { NotificationInbox } from './inbox';
 import { type Metrics, createMetrics } from './metrics';
 import { OrderService } from './orders-service';
+import { OrderActions } from './order-actions';
 import { registerAdminRoutes } from './routes/admin';
+import { registerOrderActionRoutes } from './routes/order-actions';
 import { registerCallbackRoutes } from './routes/callbacks';
+import { workerRegistry } from '../workers/metrics';
 import { ensureReconciliationSchedules, refreshOpsGauges, registerOpsRoutes } from './routes/ops';
 import { registerOrderRoutes } from './routes/orders';
+import { registerWaitPage } from './routes/wait-page';
 
 /** Dependencies of the API. */
 export interface ApiDeps {
@@ -55,6 +59,8 @@ export function buildApi(deps: ApiDeps): Api {
   const inbox = new NotificationInbox({ db, client, taskQueue: config.taskQueue, logger: app.log, metrics, retryIntervalMs: config.inboxRetryIntervalMs });
   const orders = new OrderService({ db, client, config, providers });
   registerOrderRoutes(app, orders, metrics);
+  registerWaitPage(app, orders);
+  registerOrderActionRoutes(app, new OrderActions({ db, client, providers }), config.adminToken);
   registerCallbackRoutes(app, { db, providers, inbox, metrics });
   registerAdminRoutes(app, { db, adminToken: config.adminToken });
   registerOpsRoutes(app, { db, client, config, providers });
@@ -74,7 +80,8 @@ export function buildApi(deps: ApiDeps): Api {
   });
   app.get('/metrics', async (_request, reply) => {
     await refreshOpsGauges(db, metrics, Object.keys(providers)).catch((err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'));
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    // A worker in this process (npm start, tests) records into workerRegistry; separate processes each serve their own.
+    return reply.type(metrics.registry.contentType).send((await metrics.registry.metrics()) + (await workerRegistry.metrics()));
   });
 
   inbox.start();

@@ -10,7 +10,7 @@ async function main(): Promise<void> {
   const db = createDb(config.databaseUrl, { poolMax: 20 });
   const client = await connectTemporal(config);
   await ensureSearchAttributes(client);
-  const api = buildApi({ config, db, client, providers: createProviders(config) });
+  const api = buildApi({ config, db, client, providers: createProviders(config, { db }) });
   await api.app.listen({ host: config.host, port: config.port });
   const stop = async () => {
     await api.close();

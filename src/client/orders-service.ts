@@ -11,15 +11,17 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
-import { USER_MESSAGES } from '../contracts/messages';
+import { type StatusMessages, describeStatus } from '../contracts/messages';
 import {
   type CreateOrderRequest,
   type OrderPaymentInput,
   type OrderStatus,
+  type OrderWorkflowStatus,
   type PaymentReady,
   cancelOrderUpdate,
   orderWorkflowId,
   paymentReadyUpdate,
+  statusQuery,
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { orderPayment } from '../workflows';
@@ -54,6 +56,12 @@ export interface OrderView {
   payment: { provider: string; paymentUrl: string | null; expiresAt: string | null; status: string | null; tradeNo: string | null; paidAmount: number | null } | null;
   timeline: { at: string; type: string; message: string }[];
   userMessage: string;
+  /** What to tell the buyer and support, in Chinese and English, with the next step (see describeStatus). */
+  messages: StatusMessages;
+  /** Live workflow stage, next provider query and query count: only while AWAITING_PAYMENT and the workflow answered. */
+  stage?: string;
+  nextCheckAt?: string | null;
+  queryAttempts?: number;
   createdAt: string;
   deadline: string | null;
 }
@@ -62,12 +70,17 @@ export interface OrderView {
 export interface OrderServiceDeps {
   db: Knex;
   client: Client;
-  config: Pick<Config, 'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl'>;
+  config: Pick<
+    Config,
+    'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl' | 'coolingOffMs' | 'reviewReminderMs'
+  >;
   /** Providers this deployment offers; an order for any other answers 422 PROVIDER_NOT_AVAILABLE. Unset: not checked here. */
   providers?: ProviderRegistry;
 }
 
 const START_TIMEOUT_MS = 30_000;
+/** A GET never waits longer than this for the workflow's live status; it falls back to MySQL. */
+const LIVE_STATUS_TIMEOUT_MS = 1_500;
 
 /** Order operations behind the HTTP routes. */
 export class OrderService {
@@ -103,6 +116,8 @@ export class OrderService {
       queryMaxIntervalMs: config.queryMaxIntervalMs,
       providerExpiryMarginMs: config.providerExpiryMarginMs,
       publicBaseUrl: config.publicBaseUrl,
+      coolingOffMs: config.coolingOffMs,
+      reviewReminderMs: config.reviewReminderMs,
     };
     const startOp = new WithStartWorkflowOperation<typeof orderPayment>('orderPayment', {
       workflowId: orderWorkflowId(orderId),
@@ -184,8 +199,11 @@ export class OrderService {
     }
   }
 
-  /** Reads an order with its lines, payment and timeline; null when unknown. */
-  async get(orderId: string): Promise<OrderView | null> {
+  /**
+   * Reads an order with its lines, payment and timeline; null when unknown. With `live`, an order still
+   * AWAITING_PAYMENT also gets the workflow's live stage (best effort, short timeout, never fails the read).
+   */
+  async get(orderId: string, options: { live?: boolean } = {}): Promise<OrderView | null> {
     const { db } = this.deps;
     const order = await db('orders').where({ order_id: orderId }).first();
     if (!order) return null;
@@ -195,6 +213,18 @@ export class OrderService {
       db('order_events').where({ order_id: orderId }).orderBy('id').select('at', 'type', 'message'),
     ]);
     const status = order.status as OrderStatus;
+    const storedDeadline = order.deadline ? new Date(order.deadline).toISOString() : null;
+    const live = options.live && status === 'AWAITING_PAYMENT' ? await this.liveStatus(orderId) : undefined;
+    const deadline = live?.deadline ?? storedDeadline;
+    const messages = describeStatus({
+      status,
+      stage: live?.stage,
+      deadline,
+      nextCheckAt: live?.nextCheckAt,
+      queryAttempts: live?.queryAttempts,
+      statusReason: order.status_reason ?? null,
+      now: new Date(),
+    });
     return {
       orderId,
       userId: order.user_id,
@@ -214,10 +244,29 @@ export class OrderService {
           }
         : null,
       timeline: events.map((e: { at: Date; type: string; message: string }) => ({ at: new Date(e.at).toISOString(), type: e.type, message: e.message })),
-      userMessage: USER_MESSAGES[status],
+      userMessage: messages.user.en,
+      messages,
+      ...(live ? { stage: live.stage, nextCheckAt: live.nextCheckAt ?? null, queryAttempts: live.queryAttempts } : {}),
       createdAt: new Date(order.created_at).toISOString(),
-      deadline: order.deadline ? new Date(order.deadline).toISOString() : null,
+      deadline,
     };
+  }
+
+  /** The workflow's `status` query within LIVE_STATUS_TIMEOUT_MS; undefined on any failure or timeout. */
+  private async liveStatus(orderId: string): Promise<OrderWorkflowStatus | undefined> {
+    const { client } = this.deps;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), LIVE_STATUS_TIMEOUT_MS);
+    });
+    const query = client
+      .withDeadline(Date.now() + LIVE_STATUS_TIMEOUT_MS, () => client.workflow.getHandle(orderWorkflowId(orderId)).query(statusQuery))
+      .catch(() => undefined);
+    try {
+      return await Promise.race([query, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** User cancel: runs the workflow's cancel update (close at the provider first); 409 once it can no longer be cancelled. */

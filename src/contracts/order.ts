@@ -69,6 +69,10 @@ export interface OrderPaymentInput {
   providerExpiryMarginMs: number;
   /** Base URL that notify URLs are built from. */
   publicBaseUrl: string;
+  /** Cooling-off window after PAID (0 or absent: none). */
+  coolingOffMs?: number;
+  /** Reminder interval while waiting for manual review (absent: 1 hour). */
+  reviewReminderMs?: number;
 }
 
 /** What the API returns once stock is reserved and the provider payment exists (early return). */
@@ -125,6 +129,8 @@ export type OrderStage =
   | 'WATCHING_LATE_PAYMENT'
   | 'REFUNDING'
   | 'NEEDS_REVIEW'
+  | 'AWAITING_REVIEW'
+  | 'COOLING_OFF'
   | 'DONE';
 
 /** One entry of the workflow's own timeline (workflow time, deterministic). */
@@ -189,3 +195,33 @@ export interface LatePaymentResult {
 export function latePaymentWorkflowId(provider: string, outTradeNo: string, tradeNo: string): string {
   return `late-payment-${provider}-${outTradeNo}-${tradeNo}`;
 }
+
+/** An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release everything). */
+export const ReviewDecision = z
+  .object({
+    decision: z.enum(['approve', 'refund']),
+    operator: z.string().min(1).max(64),
+    reason: z.string().min(3).max(500),
+  })
+  .strict();
+export type ReviewDecision = z.infer<typeof ReviewDecision>;
+
+/** Manual review decision (authenticated endpoint); the validator refuses it unless the order waits for review. */
+export const reviewDecisionUpdate = defineUpdate<{ status: OrderStatus }, [ReviewDecision]>('reviewDecision');
+
+/** Buyer's refund inside the cooling-off window; the validator refuses it outside the window. */
+export const coolingOffRefundUpdate = defineUpdate<{ status: OrderStatus; refundNo?: string }, [{ reason?: string }]>('coolingOffRefund');
+
+/** What one-click support found and recorded. */
+export interface EscalationResult {
+  ticketId: string;
+  orderId: string;
+  status: OrderStatus;
+  stage: OrderStage;
+  providerStatus: string;
+  /** PAYMENT_FOUND: the provider says paid and the order is now being confirmed. */
+  resolution: 'PAYMENT_FOUND' | 'WAITING_FOR_PAYMENT' | 'IN_PROGRESS' | 'CLOSED' | 'IN_REVIEW';
+}
+
+/** One-click support: query the provider now, record a ticket with a snapshot, mark the workflow. */
+export const escalateUpdate = defineUpdate<EscalationResult, [{ note?: string }]>('escalate');

@@ -60,7 +60,10 @@ export const StartReconciliationRequest = z
   .strict();
 export type StartReconciliationRequest = z.infer<typeof StartReconciliationRequest>;
 
-/** Run id, also the workflow id: `reconcile-<provider>-<date>`, then `-r2`, `-r3` for explicit re-runs. */
+/**
+ * Run id (the report's id): `reconcile-<provider>-<date>`, then `-r2`, `-r3` for explicit re-runs. Its workflow id is
+ * the run id plus a random suffix fixed when the run is opened (`reconcile-sandbox-2026-11-25-3fa9c1`).
+ */
 export function reconciliationRunId(provider: string, date: string, attempt: number): string {
   return attempt <= 1 ? `reconcile-${provider}-${date}` : `reconcile-${provider}-${date}-r${attempt}`;
 }

@@ -26,7 +26,6 @@ import {
   type BillSource,
   type CloseResult,
   type CreatePaymentInput,
-  type NotificationRejection,
   type PaymentNotification,
   type PaymentProvider,
   type ProviderNotice,
@@ -34,6 +33,7 @@ import {
   type RefundInput,
   ProviderBusinessError,
 } from './types';
+import { accept, refuse } from './verdict';
 
 /** Options of the Alipay adapter. */
 export interface AlipayProviderOptions extends AlipayConfig {
@@ -196,9 +196,6 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
     }
   }
 
-  function reject(code: NotificationRejection['code'], message: string, notice?: ProviderNotice): { ok: false; rejection: NotificationRejection } {
-    return { ok: false, rejection: notice ? { code, message, notice } : { code, message } };
-  }
 
   const provider: PaymentProvider & BillSource = {
     name: 'alipay',
@@ -266,25 +263,25 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
     verifyNotification(rawBody, _headers, _now) {
       const charset = formCharset(rawBody);
       const params = parseForm(rawBody, charset);
-      if (!params) return reject('MALFORMED_BODY', 'body is not a well-formed form (bad escape or repeated field)');
+      if (!params) return refuse('MALFORMED_BODY', 'body is not a well-formed form (bad escape or repeated field)');
       const sign = params.get('sign');
       const signType = params.get('sign_type');
-      if (!sign) return reject('MISSING_SIGNATURE', 'no sign field');
-      if (signType !== 'RSA2') return reject('MALFORMED_SIGNATURE', `sign_type ${signType ?? '(none)'} is not RSA2`);
-      if (!/^[A-Za-z0-9+/]+={0,2}$/.test(sign)) return reject('MALFORMED_SIGNATURE', 'sign is not base64');
+      if (!sign) return refuse('MISSING_SIGNATURE', 'no sign field');
+      if (signType !== 'RSA2') return refuse('MALFORMED_SIGNATURE', `sign_type ${signType ?? '(none)'} is not RSA2`);
+      if (!/^[A-Za-z0-9+/]+={0,2}$/.test(sign)) return refuse('MALFORMED_SIGNATURE', 'sign is not base64');
       const content = alipaySignContent(params, ['sign', 'sign_type'], false);
       // Alipay signs the content's bytes in the notification's charset (UTF-8, or GBK for apps set to it).
       const ok = createVerify('RSA-SHA256').update(iconv.encode(content, charset)).verify(options.alipayPublicKey, sign, 'base64');
-      if (!ok) return reject('BAD_SIGNATURE', 'sign does not verify with the Alipay public key');
+      if (!ok) return refuse('BAD_SIGNATURE', 'sign does not verify with the Alipay public key');
 
       const parsed = AlipayNotify.safeParse(Object.fromEntries(params));
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
-        return reject('MALFORMED_BODY', `${issue?.path.join('.') ?? 'body'}: ${issue?.message ?? 'invalid'}`);
+        return refuse('MALFORMED_BODY', `${issue?.path.join('.') ?? 'body'}: ${issue?.message ?? 'invalid'}`);
       }
       const n = parsed.data;
-      if (n.app_id !== options.appId) return reject('WRONG_MERCHANT', `notification is for app ${n.app_id}, not ours`);
-      if (n.seller_id !== options.sellerId) return reject('WRONG_MERCHANT', `notification is for seller ${n.seller_id}, not ours`);
+      if (n.app_id !== options.appId) return refuse('WRONG_MERCHANT', `notification is for app ${n.app_id}, not ours`);
+      if (n.seller_id !== options.sellerId) return refuse('WRONG_MERCHANT', `notification is for seller ${n.seller_id}, not ours`);
 
       const refundFee = n.refund_fee === undefined ? 0 : yuanToFen(n.refund_fee)!;
       const isRefund = refundFee > 0 || n.gmt_refund !== undefined || n.out_biz_no !== undefined;
@@ -293,15 +290,15 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
         const notice: ProviderNotice = isRefund
           ? { ...common, kind: 'TRADE_CLOSED', closeReason: 'FULLY_REFUNDED', refundedAmount: refundFee, outRefundNo: n.out_biz_no, at: parseChinaDateTime(n.gmt_refund ?? n.gmt_close ?? n.notify_time) }
           : { ...common, kind: 'TRADE_CLOSED', closeReason: 'UNPAID', at: parseChinaDateTime(n.gmt_close ?? n.notify_time) };
-        return reject('UNSUPPORTED_EVENT', isRefund ? 'TRADE_CLOSED after a full refund: no order changes' : 'TRADE_CLOSED unpaid (timeout or close): no order changes', notice);
+        return refuse('UNSUPPORTED_EVENT', isRefund ? 'TRADE_CLOSED after a full refund: no order changes' : 'TRADE_CLOSED unpaid (timeout or close): no order changes', notice);
       }
       if (n.trade_status === 'WAIT_BUYER_PAY') {
-        return reject('UNSUPPORTED_EVENT', 'WAIT_BUYER_PAY: nothing paid yet', { ...common, kind: 'OTHER' });
+        return refuse('UNSUPPORTED_EVENT', 'WAIT_BUYER_PAY: nothing paid yet', { ...common, kind: 'OTHER' });
       }
       if (isRefund) {
         // A partial refund is notified as TRADE_SUCCESS (or TRADE_FINISHED) with the refund fields: not a new payment.
         const notice: ProviderNotice = { ...common, kind: 'REFUND', refundedAmount: refundFee, outRefundNo: n.out_biz_no, at: parseChinaDateTime(n.gmt_refund ?? n.notify_time) };
-        return reject('UNSUPPORTED_EVENT', `${n.trade_status} carrying a refund of ${n.refund_fee ?? '?'} yuan: no order changes`, notice);
+        return refuse('UNSUPPORTED_EVENT', `${n.trade_status} carrying a refund of ${n.refund_fee ?? '?'} yuan: no order changes`, notice);
       }
       const notification: PaymentNotification = {
         provider: 'alipay',
@@ -313,7 +310,7 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
         merchantId: n.seller_id,
         paidAt: parseChinaDateTime(n.gmt_payment ?? n.notify_time) ?? now().toISOString(),
       };
-      return { ok: true, notification };
+      return accept(notification);
     },
 
     async *billRows(date: string, billOptions?: { fromRow?: number }): AsyncGenerator<BillRow> {

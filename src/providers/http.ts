@@ -43,9 +43,11 @@ export function chinaRfc3339(date: Date): string {
 
 /** Parses `YYYY-MM-DD HH:mm:ss` given in China time to an ISO instant; undefined when it is not such a time. */
 export function parseChinaDateTime(text: string): string | undefined {
-  const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})$/.exec(text.trim());
+  // Alipay writes some times with a fraction (gmt_refund: `2015-04-28 10:00:00.123`).
+  const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?$/.exec(text.trim());
   if (!m) return undefined;
-  const ms = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])) - CHINA_OFFSET_MS;
+  const millis = Number((m[7] ?? '').padEnd(3, '0'));
+  const ms = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]), millis) - CHINA_OFFSET_MS;
   return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
 }
 

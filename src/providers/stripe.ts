@@ -22,7 +22,6 @@ import {
   type BillSource,
   type CloseResult,
   type CreatePaymentInput,
-  type NotificationRejection,
   type PaymentNotification,
   type PaymentProvider,
   type ProviderNotice,
@@ -30,6 +29,7 @@ import {
   type RefundInput,
   ProviderBusinessError,
 } from './types';
+import { accept, refuse } from './verdict';
 
 /** Stripe's webhook timestamp tolerance (its default). */
 export const STRIPE_TOLERANCE_SECONDS = 300;
@@ -135,9 +135,6 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
     return value;
   }
 
-  function reject(code: NotificationRejection['code'], message: string, notice?: ProviderNotice): { ok: false; rejection: NotificationRejection } {
-    return { ok: false, rejection: notice ? { code, message, notice } : { code, message } };
-  }
 
   return {
     name: 'stripe',
@@ -231,20 +228,20 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
     verifyNotification(rawBody, headers, now) {
       const raw = headers['stripe-signature'];
       const signature = Array.isArray(raw) ? raw[0] : raw;
-      if (!signature) return reject('MISSING_SIGNATURE', 'no Stripe-Signature header');
+      if (!signature) return refuse('MISSING_SIGNATURE', 'no Stripe-Signature header');
       let event: Stripe.Event;
       try {
         event = stripe.webhooks.constructEvent(rawBody, signature, options.webhookSecret.reveal(), STRIPE_TOLERANCE_SECONDS, undefined, now.getTime());
       } catch (err) {
-        if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) return reject('MALFORMED_BODY', 'body is not a Stripe event');
+        if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) return refuse('MALFORMED_BODY', 'body is not a Stripe event');
         const message = err.message;
-        if (/tolerance/i.test(message)) return reject('STALE_TIMESTAMP', 'timestamp outside the 300 s tolerance');
-        if (/Unable to extract|expected scheme/i.test(message)) return reject('MALFORMED_SIGNATURE', 'Stripe-Signature header is malformed');
-        return reject('BAD_SIGNATURE', 'no signature matches the endpoint secret');
+        if (/tolerance/i.test(message)) return refuse('STALE_TIMESTAMP', 'timestamp outside the 300 s tolerance');
+        if (/Unable to extract|expected scheme/i.test(message)) return refuse('MALFORMED_SIGNATURE', 'Stripe-Signature header is malformed');
+        return refuse('BAD_SIGNATURE', 'no signature matches the endpoint secret');
       }
-      if (typeof event !== 'object' || event === null || typeof event.id !== 'string' || typeof event.type !== 'string') return reject('MALFORMED_BODY', 'not a Stripe event');
-      if (event.livemode !== options.livemode) return reject('WRONG_MERCHANT', `a ${event.livemode ? 'live' : 'test'}-mode event for a ${options.livemode ? 'live' : 'test'}-mode account`);
-      if (event.account && options.accountId && event.account !== options.accountId) return reject('WRONG_MERCHANT', `event is for account ${event.account}, not ours`);
+      if (typeof event !== 'object' || event === null || typeof event.id !== 'string' || typeof event.type !== 'string') return refuse('MALFORMED_BODY', 'not a Stripe event');
+      if (event.livemode !== options.livemode) return refuse('WRONG_MERCHANT', `a ${event.livemode ? 'live' : 'test'}-mode event for a ${options.livemode ? 'live' : 'test'}-mode account`);
+      if (event.account && options.accountId && event.account !== options.accountId) return refuse('WRONG_MERCHANT', `event is for account ${event.account}, not ours`);
       const object = (event.data?.object ?? {}) as unknown as Record<string, unknown>;
       const metadata = (object.metadata ?? {}) as Record<string, unknown>;
       const outTradeNo = typeof metadata.out_trade_no === 'string' ? metadata.out_trade_no : undefined;
@@ -262,11 +259,11 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
       switch (event.type) {
         case 'payment_intent.succeeded': {
           const parsed = Intent.safeParse(object);
-          if (!parsed.success) return reject('MALFORMED_BODY', `data.object.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+          if (!parsed.success) return refuse('MALFORMED_BODY', `data.object.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
           const pi = parsed.data;
-          if (!pi.metadata.out_trade_no) return reject('MALFORMED_BODY', `PaymentIntent ${pi.id} carries no metadata.out_trade_no: not one of our orders`);
+          if (!pi.metadata.out_trade_no) return refuse('MALFORMED_BODY', `PaymentIntent ${pi.id} carries no metadata.out_trade_no: not one of our orders`);
           const amount = fromStripeAmount(pi.amount_received, pi.currency);
-          if (amount === undefined) return reject('MALFORMED_BODY', `amount_received ${pi.amount_received} is not a whole number of ${pi.currency.toUpperCase()} minor units`);
+          if (amount === undefined) return refuse('MALFORMED_BODY', `amount_received ${pi.amount_received} is not a whole number of ${pi.currency.toUpperCase()} minor units`);
           const notification: PaymentNotification = {
             provider: 'stripe',
             notificationId: event.id,
@@ -277,23 +274,23 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
             merchantId,
             paidAt: new Date(event.created * 1000).toISOString(),
           };
-          return { ok: true, notification };
+          return accept(notification);
         }
         case 'payment_intent.canceled':
-          return reject('UNSUPPORTED_EVENT', 'payment_intent.canceled: no order changes', notice('TRADE_CLOSED', { closeReason: 'UNPAID' }));
+          return refuse('UNSUPPORTED_EVENT', 'payment_intent.canceled: no order changes', notice('TRADE_CLOSED', { closeReason: 'UNPAID' }));
         case 'payment_intent.payment_failed':
-          return reject('UNSUPPORTED_EVENT', 'payment_intent.payment_failed: the buyer may try again', notice('PAYMENT_FAILED'));
+          return refuse('UNSUPPORTED_EVENT', 'payment_intent.payment_failed: the buyer may try again', notice('PAYMENT_FAILED'));
         case 'charge.refunded': {
           const charge = object as unknown as Stripe.Charge;
           const refunded = fromStripeAmount(charge.amount_refunded, charge.currency);
-          return reject(
+          return refuse(
             'UNSUPPORTED_EVENT',
             'charge.refunded: refunds change no order',
             notice('REFUND', { ...(refunded === undefined ? {} : { refundedAmount: refunded }), currency: charge.currency?.toUpperCase(), ...(typeof charge.payment_intent === 'string' ? { tradeNo: charge.payment_intent } : {}) }),
           );
         }
         default:
-          return reject('UNSUPPORTED_EVENT', `${event.type} is not handled (subscribe the endpoint to payment_intent.succeeded)`, notice(event.type.startsWith('refund.') ? 'REFUND' : 'OTHER'));
+          return refuse('UNSUPPORTED_EVENT', `${event.type} is not handled (subscribe the endpoint to payment_intent.succeeded)`, notice(event.type.startsWith('refund.') ? 'REFUND' : 'OTHER'));
       }
     },
 

@@ -19,14 +19,13 @@ import {
   type BillSource,
   type CloseResult,
   type CreatePaymentInput,
-  type NotificationRejection,
   type PaymentNotification,
   type PaymentProvider,
-  type ProviderNotice,
   type ProviderPaymentState,
   type RefundInput,
   ProviderBusinessError,
 } from './types';
+import { accept, refuse } from './verdict';
 
 /** Notifications and responses more than this far from our clock are refused (WeChat's own rule). */
 export const WECHAT_TIMESTAMP_TOLERANCE_SECONDS = 300;
@@ -187,9 +186,6 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
     return api('GET', `/v3/pay/transactions/out-trade-no/${encodeURIComponent(toWechatOutTradeNo(outTradeNo))}?mchid=${options.mchId}`);
   }
 
-  function reject(code: NotificationRejection['code'], message: string, notice?: ProviderNotice): { ok: false; rejection: NotificationRejection } {
-    return { ok: false, rejection: notice ? { code, message, notice } : { code, message } };
-  }
 
   return {
     name: 'wechat',
@@ -276,28 +272,28 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
 
     verifyNotification(rawBody, headers, at) {
       const verdict = verifyWechatSignature(options.platformKeys, headers, rawBody, Math.floor(at.getTime() / 1000));
-      if (!verdict.ok) return reject(verdict.reason, verdict.message);
+      if (!verdict.ok) return refuse(verdict.reason, verdict.message);
       let body: unknown;
       try {
         body = JSON.parse(rawBody.toString('utf8'));
       } catch {
-        return reject('MALFORMED_BODY', 'body is not valid JSON');
+        return refuse('MALFORMED_BODY', 'body is not valid JSON');
       }
       const envelope = Envelope.safeParse(body);
-      if (!envelope.success) return reject('MALFORMED_BODY', `${envelope.error.issues[0]?.path.join('.')}: ${envelope.error.issues[0]?.message}`);
+      if (!envelope.success) return refuse('MALFORMED_BODY', `${envelope.error.issues[0]?.path.join('.')}: ${envelope.error.issues[0]?.message}`);
       const e = envelope.data;
       let plain: unknown;
       try {
         plain = JSON.parse(decryptWechatResource(options.apiV3Key.reveal(), e.resource));
       } catch {
-        return reject('MALFORMED_BODY', 'resource does not decrypt with WECHAT_API_V3_KEY');
+        return refuse('MALFORMED_BODY', 'resource does not decrypt with WECHAT_API_V3_KEY');
       }
       if (e.event_type.startsWith('REFUND.')) {
         const refund = RefundResource.safeParse(plain);
-        if (!refund.success) return reject('MALFORMED_BODY', `resource.${refund.error.issues[0]?.path.join('.')}: ${refund.error.issues[0]?.message}`);
+        if (!refund.success) return refuse('MALFORMED_BODY', `resource.${refund.error.issues[0]?.path.join('.')}: ${refund.error.issues[0]?.message}`);
         const f = refund.data;
-        if (f.mchid !== options.mchId) return reject('WRONG_MERCHANT', `notification is for merchant ${f.mchid}, not ours`);
-        return reject('UNSUPPORTED_EVENT', `${e.event_type}: refunds change no order`, {
+        if (f.mchid !== options.mchId) return refuse('WRONG_MERCHANT', `notification is for merchant ${f.mchid}, not ours`);
+        return refuse('UNSUPPORTED_EVENT', `${e.event_type}: refunds change no order`, {
           provider: 'wechat',
           notificationId: e.id,
           kind: 'REFUND',
@@ -312,12 +308,12 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
         });
       }
       const parsed = Transaction.safeParse(plain);
-      if (!parsed.success) return reject('MALFORMED_BODY', `resource.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+      if (!parsed.success) return refuse('MALFORMED_BODY', `resource.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
       const t = parsed.data;
-      if (t.mchid !== options.mchId) return reject('WRONG_MERCHANT', `notification is for merchant ${t.mchid}, not ours`);
-      if (t.appid !== options.appId) return reject('WRONG_MERCHANT', `notification is for app ${t.appid}, not ours`);
+      if (t.mchid !== options.mchId) return refuse('WRONG_MERCHANT', `notification is for merchant ${t.mchid}, not ours`);
+      if (t.appid !== options.appId) return refuse('WRONG_MERCHANT', `notification is for app ${t.appid}, not ours`);
       if (e.event_type !== 'TRANSACTION.SUCCESS' || t.trade_state !== 'SUCCESS') {
-        return reject('UNSUPPORTED_EVENT', `${e.event_type} with trade_state ${t.trade_state}: not a payment`, {
+        return refuse('UNSUPPORTED_EVENT', `${e.event_type} with trade_state ${t.trade_state}: not a payment`, {
           provider: 'wechat',
           notificationId: e.id,
           kind: t.trade_state === 'CLOSED' || t.trade_state === 'REVOKED' ? 'TRADE_CLOSED' : t.trade_state === 'PAYERROR' ? 'PAYMENT_FAILED' : 'OTHER',
@@ -339,7 +335,7 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
         merchantId: t.mchid,
         paidAt: paidAt && !Number.isNaN(paidAt.getTime()) ? paidAt.toISOString() : at.toISOString(),
       };
-      return { ok: true, notification };
+      return accept(notification);
     },
 
     async *billRows(date: string, billOptions?: { fromRow?: number }): AsyncGenerator<BillRow> {

@@ -499,6 +499,8 @@ async function main(): Promise<number> {
       SANDBOX_PORT: String(sandboxPort),
       ADMIN_TOKEN: adminToken,
       LOG_LEVEL: 'warn',
+      // The bench measures pay -> PAID with the workflow's result; no cooling-off window keeps it open.
+      COOLING_OFF_PERIOD: '0s',
       // Derived from the ports above; inherited values would point at another copy of the system.
       PUBLIC_BASE_URL: undefined,
       SANDBOX_URL: undefined,

@@ -54,7 +54,10 @@ interface Run {
   items?: Array<{ class: string; severity: string; detail: string | null; outTradeNo: string | null; tradeNo: string | null; outRefundNo: string | null; bill: { amount: number; currency: string } | null; local: { amount: number | null } | null; repair: { status: string } }>;
 }
 
-async function call(method: string, url: string, token: string, body?: unknown): Promise<{ status: number; body: any }> {
+/** An API answer: runs, or `{ error, message }`. */
+type Answer = Run & { error?: string; message?: string };
+
+async function call(method: string, url: string, token: string, body?: unknown): Promise<{ status: number; body: Answer }> {
   let response: Response;
   try {
     response = await fetch(url, {
@@ -74,7 +77,7 @@ async function call(method: string, url: string, token: string, body?: unknown):
   } catch {
     parsed = { message: text.slice(0, 200) };
   }
-  return { status: response.status, body: parsed };
+  return { status: response.status, body: parsed as Answer };
 }
 
 /** Overall progress 0..1 over the phases: the bill is most of the work, then the local scan, then repairs. */

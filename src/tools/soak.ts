@@ -245,6 +245,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     QUERY_MAX_INTERVAL: '10s',
     PROVIDER_EXPIRY_MARGIN: '10s',
     INBOX_RETRY_INTERVAL: '1s',
+    COOLING_OFF_PERIOD: '5s',
     LOG_LEVEL: 'warn',
     WORKFLOW_BUNDLE_PATH: bundlePath,
   };

@@ -22,6 +22,8 @@ export interface Stack {
   api: Api;
   sandbox?: SandboxServer;
   worker: Worker;
+  /** Stops the worker (as a crash or a deploy would) and starts a fresh one on the same task queue. */
+  restartWorker(): Promise<void>;
   /** Stops worker, API, sandbox and connections, in that order. */
   stop(): Promise<void>;
 }
@@ -50,11 +52,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const db = createDb(config.databaseUrl, { poolMax: options.dbPoolMax ?? 20 });
   const client = await connectTemporal({ ...config, temporalAddress: options.clientTemporalAddress ?? config.temporalAddress });
   await ensureSearchAttributes(client);
-  const providers = createProviders(config);
+  const providers = createProviders(config, { db });
   // The worker first (bundling takes seconds), so that /healthz answers only once orders can be processed.
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
-  const worker = await createWorker({ config, db, providers, connection, workflows: options.workflows });
-  const running = worker.run();
+  let worker = await createWorker({ config, db, providers, connection, workflows: options.workflows });
+  let running = worker.run();
   const api = buildApi({ config, db, client, providers, logger: options.logger });
   await api.app.listen({ host: config.host, port: config.port });
   let stopped: Promise<void> | undefined;
@@ -64,7 +66,15 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     client,
     api,
     sandbox,
-    worker,
+    get worker() {
+      return worker;
+    },
+    async restartWorker() {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await running.catch(() => undefined);
+      worker = await createWorker({ config, db, providers, connection, workflows: options.workflows });
+      running = worker.run();
+    },
     stop() {
       stopped ??= (async () => {
         // The API first, so no new work arrives; then the worker finishes what it has.

@@ -3,10 +3,12 @@ import { loadConfigOrExit } from '../config';
 import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
 import { createDb } from '../db/knex';
 import { createProviders } from '../providers';
+import { startWorkerTelemetry } from './telemetry';
 import { createWorker } from './worker';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
+  const metricsServer = await startWorkerTelemetry(config);
   const db = createDb(config.databaseUrl, { poolMax: 20 });
   const client = await connectTemporal(config);
   await ensureSearchAttributes(client);
@@ -16,7 +18,7 @@ async function main(): Promise<void> {
   const worker = await createWorker({
     config,
     db,
-    providers: createProviders(config),
+    providers: createProviders(config, { db }),
     workflows: bundlePath ? { workflowBundle: { codePath: bundlePath } } : undefined,
   });
   // Started by a supervising process (soak, bench) over IPC: never outlive it.
@@ -24,6 +26,7 @@ async function main(): Promise<void> {
   console.log(`[worker] polling task queue "${config.taskQueue}" on ${config.temporalAddress}`);
   await worker.run(); // resolves after SIGINT/SIGTERM (the SDK installs the handlers) once in-flight tasks finish
   await db.destroy();
+  metricsServer?.close();
   console.log('[worker] stopped');
 }
 

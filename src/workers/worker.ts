@@ -4,6 +4,7 @@ import type { Knex } from 'knex';
 import { createActivities } from '../activities';
 import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
+import { metricsInterceptor } from './metrics';
 
 /** Where the workflow code comes from: a prebuilt bundle (tests, production) or the source path (dev). */
 export type WorkflowSource = { workflowBundle: { code: string } | { codePath: string } } | { workflowsPath: string };
@@ -27,6 +28,7 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
     taskQueue: options.config.taskQueue,
     ...(options.workflows ?? { workflowsPath: require.resolve('../workflows') }),
     activities: createActivities({ db: options.db, providers: options.providers }),
+    interceptors: { activity: [metricsInterceptor] },
     maxConcurrentActivityTaskExecutions: 100,
     ...options.tuning,
   });

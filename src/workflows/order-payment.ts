@@ -13,6 +13,7 @@ import {
   log,
   proxyActivities,
   setCurrentDetails,
+  uuid4,
   setHandler,
   upsertSearchAttributes,
   type ActivityOptions,
@@ -26,16 +27,21 @@ import {
   type OrderStatus,
   type OrderWorkflowStatus,
   type PaymentEvidence,
+  type EscalationResult,
   type PaymentReady,
+  ReviewDecision,
   type TimelineEntry,
   OrderFailureType,
   autoRefundNo,
   cancelOrderUpdate,
+  coolingOffRefundUpdate,
+  escalateUpdate,
   paymentNotifiedSignal,
   paymentReadyUpdate,
+  reviewDecisionUpdate,
   statusQuery,
 } from '../contracts/order';
-import { NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
+import { EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
 
 /** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
 const SETUP: ActivityOptions = {
@@ -78,6 +84,9 @@ function errorMessage(err: unknown): string {
   return cause instanceof Error ? cause.message : String(cause);
 }
 
+/** Stages in which a payment found by a support query can still be confirmed by the main loop. */
+const WAITING_STAGES: OrderStage[] = ['AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
+
 const CANCELLABLE_STAGES: OrderStage[] = ['CREATING_ORDER', 'RESERVING', 'CREATING_PAYMENT', 'AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
 
 /** One order's payment lifecycle; workflow id `order-<orderId>`. */
@@ -95,6 +104,9 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
   let evidence: PaymentEvidence | undefined;
   let cancelRequested: { reason?: string } | undefined;
   let finished = false;
+  let reviewDecision: ReviewDecision | undefined;
+  let refundRequested: { reason?: string } | undefined;
+  let refundNo: string | undefined;
   /** The order's status is decided (the cancel update can answer), though the workflow may still watch. */
   let decided = false;
   let providerExpiresAt: number | undefined;
@@ -143,6 +155,76 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     }
     note('PAYMENT_NOTIFIED', `Provider notified payment ${n.tradeNo} (${n.amount} ${n.currency})`);
     if (!evidence) evidence = { source: 'callback', ...n };
+  });
+
+  setHandler(
+    reviewDecisionUpdate,
+    async (d) => {
+      reviewDecision = d;
+      note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
+      await condition(() => status !== 'NEEDS_REVIEW' || finished);
+      return { status };
+    },
+    {
+      validator: (d: ReviewDecision) => {
+        ReviewDecision.parse(d);
+        if (stage !== 'AWAITING_REVIEW' || reviewDecision) throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
+      },
+    },
+  );
+
+  setHandler(
+    coolingOffRefundUpdate,
+    async (r) => {
+      refundRequested ??= r;
+      await condition(() => status !== 'PAID' || finished);
+      return { status, refundNo: refundNo };
+    },
+    {
+      validator: (_r: { reason?: string }) => {
+        if (stage !== 'COOLING_OFF' || refundRequested) throw new Error(`order ${orderId} is not in its cooling-off window (stage ${stage}, status ${status})`);
+      },
+    },
+  );
+
+  setHandler(escalateUpdate, async ({ note: buyerNote }): Promise<EscalationResult> => {
+    upsertSearchAttributes([{ key: EscalatedKey, value: true }]);
+    note('ESCALATED', 'Buyer asked for help; querying the provider now');
+    let providerStatus = 'UNKNOWN';
+    let providerState: Record<string, unknown> = {};
+    try {
+      const state = await run('queryProviderPayment', QUERY, `query ${input.provider} for support`, { provider: input.provider, outTradeNo: orderId });
+      providerStatus = state.status;
+      providerState = { ...state };
+      if (state.status === 'PAID' && !evidence && WAITING_STAGES.includes(stage)) {
+        evidence = evidenceFromQuery(state, 'query');
+        note('PAYMENT_FOUND_BY_QUERY', 'Support query found the payment; confirming now');
+      }
+    } catch (err) {
+      providerState = { error: errorMessage(err) };
+    }
+    const resolution: EscalationResult['resolution'] =
+      evidence && status === 'AWAITING_PAYMENT'
+        ? 'PAYMENT_FOUND'
+        : status === 'NEEDS_REVIEW'
+          ? 'IN_REVIEW'
+          : status === 'AWAITING_PAYMENT'
+            ? 'WAITING_FOR_PAYMENT'
+            : finished || decided
+              ? 'CLOSED'
+              : 'IN_PROGRESS';
+    const ticketId = `tkt-${uuid4()}`;
+    await run('createSupportTicket', MUST, 'record support ticket', {
+      ticketId,
+      orderId,
+      orderStatus: status,
+      stage,
+      providerStatus,
+      resolution,
+      snapshot: { stage, status, deadline, queryAttempts, timeline, provider: providerState },
+      note: buyerNote,
+    });
+    return { ticketId, orderId, status, stage, providerStatus, resolution };
   });
 
   setHandler(
@@ -254,7 +336,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
       event: { type: 'ORDER_NEEDS_REVIEW', message: `Automatic handling stopped (${type}: ${errorMessage(err)}); an operator must decide` },
     });
     setStatus('NEEDS_REVIEW');
-    return finish({ orderId, status: 'NEEDS_REVIEW', reason: type });
+    return awaitReview(evidence, `${type}: ${errorMessage(err)}`);
   }
 
   async function settle(): Promise<OrderPaymentResult> {
@@ -342,7 +424,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
         payment: paid,
       });
       setStatus('NEEDS_REVIEW');
-      return finish({ orderId, status: 'NEEDS_REVIEW', reason: mismatch });
+      return awaitReview(paid, mismatch);
     }
 
     enter('CONFIRMING', `payment ${paid.tradeNo} matches; confirming`);
@@ -359,7 +441,102 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     });
     setStatus('PAID');
     note('ORDER_PAID', `Paid; learned from ${paid.source}`);
+    return afterPaid(paid);
+  }
+
+  /** Cooling-off window (refund without review), then the hand-off to fulfilment. */
+  async function afterPaid(paid: PaymentEvidence): Promise<OrderPaymentResult> {
+    decided = true;
+    const window = input.coolingOffMs ?? 0;
+    if (window > 0) {
+      enter('COOLING_OFF', `refundable without review until ${new Date(Date.now() + window).toISOString()}`);
+      await condition(() => refundRequested !== undefined, window, { summary: 'cooling-off window' });
+      if (refundRequested) {
+        enter('REFUNDING', 'buyer refunded inside the cooling-off window');
+        await CancellationScope.nonCancellable(async () => {
+          refundNo = autoRefundNo(orderId, paid.tradeNo);
+          await run('refundPayment', MUST, `refund ${paid.amount} ${paid.currency} (cooling-off)`, {
+            orderId,
+            provider: input.provider,
+            tradeNo: paid.tradeNo,
+            outRefundNo: refundNo,
+            amount: paid.amount,
+            currency: paid.currency,
+            reason: `cooling-off refund${refundRequested?.reason ? `: ${refundRequested.reason}` : ''}`,
+          });
+          await run('returnStock', MUST, `return ${lines.length} SKU(s) to stock`, { orderId, lines: stockLines(lines) });
+          await run('transitionOrder', MUST, 'mark order REFUNDED', {
+            orderId,
+            from: ['PAID'],
+            to: 'REFUNDED',
+            reason: 'COOLING_OFF_REFUND',
+            event: { type: 'ORDER_REFUNDED', message: 'Refunded in full inside the cooling-off window; stock returned' },
+          });
+        });
+        setStatus('REFUNDED');
+        return finish({ orderId, status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' });
+      }
+    }
+    await run('markFulfilmentReady', MUST, 'hand off to fulfilment (outbox)', orderId);
     return finish({ orderId, status: 'PAID' });
+  }
+
+  /** Waits durably for an operator's decision, with a reminder on the timeline; then approves or refunds. */
+  async function awaitReview(paid: PaymentEvidence | undefined, why: string): Promise<OrderPaymentResult> {
+    decided = true;
+    enter('AWAITING_REVIEW', `waiting for an operator: ${why}`);
+    while (!reviewDecision) {
+      const got = await condition(() => reviewDecision !== undefined, input.reviewReminderMs ?? 3_600_000, { summary: 'wait for a review decision' });
+      if (!got) await run('recordOrderEvent', MUST, 'review reminder', { orderId, type: 'REVIEW_REMINDER', message: `Still waiting for a review decision: ${why}` });
+    }
+    const d = reviewDecision;
+    upsertSearchAttributes([{ key: NeedsReviewKey, value: false }]);
+    if (d.decision === 'approve') {
+      enter('CONFIRMING', `approved by ${d.operator}`);
+      await CancellationScope.nonCancellable(async () => {
+        await run('confirmStock', MUST, `confirm ${lines.length} SKU(s) (review approved)`, { orderId, lines: stockLines(lines) });
+        await run('transitionOrder', MUST, 'mark order PAID (review approved)', {
+          orderId,
+          from: ['NEEDS_REVIEW'],
+          to: 'PAID',
+          reason: 'REVIEW_APPROVED',
+          event: { type: 'ORDER_PAID', message: `Approved by ${d.operator}: ${d.reason}`, data: { operator: d.operator, decision: d.decision } },
+          payment: paid,
+        });
+      });
+      setStatus('PAID');
+      return paid ? afterPaid(paid) : finish({ orderId, status: 'PAID', reason: 'REVIEW_APPROVED' });
+    }
+    enter('REFUNDING', `refund decided by ${d.operator}`);
+    await CancellationScope.nonCancellable(async () => {
+      if (paid && paid.amount > 0) {
+        refundNo = autoRefundNo(orderId, paid.tradeNo);
+        await run('refundPayment', MUST, `refund ${paid.amount} ${paid.currency} (review)`, {
+          orderId,
+          provider: input.provider,
+          tradeNo: paid.tradeNo,
+          outRefundNo: refundNo,
+          amount: paid.amount,
+          currency: paid.currency,
+          reason: `review refund by ${d.operator}: ${d.reason}`,
+        });
+      }
+      try {
+        await run('cancelStock', MUST, `release ${lines.length} SKU(s) (review refund)`, { orderId, lines: stockLines(lines) });
+      } catch (err) {
+        if (failureType(err) !== 'TCC_CONFLICT') throw err;
+        await run('returnStock', MUST, `return ${lines.length} SKU(s) (review refund)`, { orderId, lines: stockLines(lines) });
+      }
+      await run('transitionOrder', MUST, 'mark order REFUNDED (review)', {
+        orderId,
+        from: ['NEEDS_REVIEW'],
+        to: 'REFUNDED',
+        reason: 'REVIEW_REFUNDED',
+        event: { type: 'ORDER_REFUNDED', message: `Refunded by ${d.operator}: ${d.reason}`, data: { operator: d.operator, decision: d.decision } },
+      });
+    });
+    setStatus('REFUNDED');
+    return finish({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
   }
 
   async function refundLatePayment(late: PaymentEvidence): Promise<void> {

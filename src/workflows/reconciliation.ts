@@ -1,7 +1,7 @@
 /**
  * Reconciliation (对账) of one provider's bill day against our payments and refunds: compare the bill
  * (streamed, heartbeating its progress), find what we recorded and the bill lacks, repair lost callbacks,
- * store the report. One workflow per run, id = run id (`reconcile-<provider>-<date>[-r<n>]`).
+ * store the report. One workflow per run: id = run id (`reconcile-<provider>-<date>[-r<n>]`) plus a random suffix.
  * `scheduledReconciliation` is what the daily Temporal Schedule starts: it opens yesterday's run.
  * Deterministic: every read and write is an activity.
  */
@@ -25,7 +25,7 @@ import {
 } from '../contracts/reconciliation';
 
 /** Business failures of the bill steps: retrying cannot help, the run fails with the reason. */
-const NON_RETRYABLE = ['RUN_NOT_FOUND', 'UNKNOWN_PROVIDER', 'NO_BILLS', 'BAD_DATE', 'BILL_MALFORMED', 'PROVIDER_REJECTED', 'NO_CLIENT', 'NO_TASK_QUEUE'];
+const NON_RETRYABLE = ['RUN_NOT_FOUND', 'RUN_OWNED_ELSEWHERE', 'UNKNOWN_PROVIDER', 'NO_BILLS', 'BAD_DATE', 'BILL_MALFORMED', 'PROVIDER_REJECTED', 'NO_CLIENT', 'NO_TASK_QUEUE'];
 
 /** Short database steps. */
 const SHORT: ActivityOptions = {
@@ -65,7 +65,7 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
   const long = longOptions(input.heartbeatTimeoutMs ?? 30_000);
   try {
     setCurrentDetails(`**BILL**: downloading and comparing the ${provider} bill of ${date}`);
-    await call(SHORT, 'beginReconciliationRun', `open run ${runId}`, { runId, workflowRunId: workflowInfo().runId });
+    await call(SHORT, 'beginReconciliationRun', `open run ${runId}`, { runId, workflowId: workflowInfo().workflowId, workflowRunId: workflowInfo().runId });
     const compared = await call(long, 'compareBill', `compare the ${provider} bill of ${date}`, { runId, batchSize: input.batchSize });
 
     setCurrentDetails(`**LOCAL**: ${compared.billRows} bill rows compared; looking for local records the bill lacks`);

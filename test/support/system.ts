@@ -29,6 +29,7 @@ export interface TestSystem {
   /** Calls the sandbox provider. */
   sandbox(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
   setFaults(faults: FaultSettings): Promise<void>;
+  restartWorker(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -70,6 +71,7 @@ export async function startSystem(env: Record<string, string> = {}, options: { c
     QUERY_MAX_INTERVAL: '2s',
     PROVIDER_EXPIRY_MARGIN: '30s',
     INBOX_RETRY_INTERVAL: '500ms',
+    COOLING_OFF_PERIOD: '0s',
     LOG_LEVEL: 'warn',
     // Test systems must not leave daily Schedules behind on the shared dev server (reconciliation tests create their own).
     RECONCILIATION_SCHEDULE: 'off',
@@ -85,7 +87,10 @@ export async function startSystem(env: Record<string, string> = {}, options: { c
     api: stack.api,
     apiUrl,
     sandboxUrl,
-    worker: stack.worker,
+    get worker() {
+      return stack.worker;
+    },
+    restartWorker: () => stack.restartWorker(),
     http: (method, path, body, headers) => jsonCall(apiUrl, method, path, body, headers),
     sandbox: (method, path, body) => jsonCall(sandboxUrl, method, path, body),
     async setFaults(faults) {

@@ -53,8 +53,25 @@ export function registerCallbackRoutes(
           })
           .catch((err: unknown) => request.log.warn({ err }, 'could not record a notification rejection'));
         request.log.warn({ provider: provider.name, reason }, 'notification rejected');
-        return reply.code(reason === 'BAD_SIGNATURE' || reason === 'MISSING_SIGNATURE' || reason === 'STALE_TIMESTAMP' || reason === 'MALFORMED_SIGNATURE' ? 401 : 400).send({ error: reason, message });
+        const status = reason === 'BAD_SIGNATURE' || reason === 'MISSING_SIGNATURE' || reason === 'STALE_TIMESTAMP' || reason === 'MALFORMED_SIGNATURE' ? 401 : 400;
+        // Our error shape, plus the provider's own failure fields where it defines some (WeChat's code/message).
+        const own = provider.failureAck?.({ code: reason as never, message });
+        let extra: Record<string, unknown> = {};
+        if (own?.contentType.startsWith('application/json')) {
+          try {
+            extra = JSON.parse(own.body) as Record<string, unknown>;
+          } catch {
+            extra = {};
+          }
+        }
+        return reply.code(status).send({ ...extra, error: reason, message });
       };
+      if (!verdict.ok && verdict.rejection.code === 'UNSUPPORTED_EVENT' && verdict.rejection.notice) {
+        // Verified, ours, but not a payment (a refund-close, a cancel): acknowledge so the provider stops retrying.
+        deps.metrics.notifications.inc({ provider: provider.name, outcome: 'acknowledged_notice' });
+        request.log.info({ provider: provider.name, notice: verdict.rejection.notice }, 'verified non-payment notification acknowledged');
+        return reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
+      }
       if (!verdict.ok) return reject(verdict.rejection.code, verdict.rejection.message);
       const n = verdict.notification;
       if (n.merchantId !== provider.merchantId) return reject('WRONG_MERCHANT', `notification is for merchant ${n.merchantId}, not ours`);

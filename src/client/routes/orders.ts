@@ -27,7 +27,7 @@ export function registerOrderRoutes(app: FastifyInstance, orders: OrderService, 
 
   app.get<{ Params: { orderId: string } }>('/orders/:orderId', async (request) => {
     const orderId = parseOrderId(request.params.orderId);
-    const order = await orders.get(orderId);
+    const order = await orders.get(orderId, { live: true });
     if (!order) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
     return order;
   });

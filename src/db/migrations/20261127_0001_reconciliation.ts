@@ -10,8 +10,8 @@ import type { Knex } from 'knex';
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('reconciliation_runs', (t) => {
     t.collate('utf8mb4_bin');
-    t.comment('One reconciliation run of one provider bill day; id = Temporal workflow id');
-    t.string('id', 96).primary().comment('reconcile-<provider>-<date>[-r<attempt>]');
+    t.comment('One reconciliation run of one provider bill day');
+    t.string('id', 96).primary().comment('reconcile-<provider>-<date>[-r<attempt>]: the report id');
     t.string('provider', 32).notNullable();
     t.string('bill_date', 10).notNullable().comment('YYYY-MM-DD in the provider bill time zone (Asia/Shanghai)');
     t.integer('attempt').unsigned().notNullable().comment('1 for the first run of the day, 2.. for explicit re-runs');
@@ -19,6 +19,7 @@ export async function up(knex: Knex): Promise<void> {
     t.string('status', 16).notNullable().comment('QUEUED | RUNNING | COMPLETED | FAILED');
     t.string('phase', 16).nullable().comment('BILL | LOCAL | REPAIR | DONE');
     t.string('merchant_id', 128).nullable().comment('our merchant id at the provider, whose bill this is');
+    t.string('workflow_id', 128).notNullable().comment('Temporal workflow id: the run id plus a random suffix fixed when the row is written');
     t.string('workflow_run_id', 64).nullable();
     t.bigInteger('expected_rows').unsigned().nullable().comment('local payments + refunds of the day: the progress estimate');
     t.bigInteger('bill_rows').unsigned().notNullable().defaultTo(0).comment('bill rows compared so far');
@@ -35,6 +36,7 @@ export async function up(knex: Knex): Promise<void> {
     t.dateTime('finished_at', { precision: 3 }).nullable();
     t.dateTime('updated_at', { precision: 3 }).notNullable().defaultTo(knex.raw('CURRENT_TIMESTAMP(3)'));
     t.unique(['provider', 'bill_date', 'attempt'], { indexName: 'uq_recon_runs_period' });
+    t.unique(['workflow_id'], { indexName: 'uq_recon_runs_workflow' });
     t.index(['provider', 'status', 'finished_at'], 'ix_recon_runs_status');
   });
 

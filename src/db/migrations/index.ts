@@ -2,12 +2,14 @@ import type { Knex } from 'knex';
 import * as init from './20261126_0001_init';
 import * as stockTotalIn from './20261126_0002_stock_total_in';
 import * as reconciliation from './20261127_0001_reconciliation';
+import * as supportOutbox from './20261127_0002_support_outbox';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
   '20261126_0001_init': init,
   '20261126_0002_stock_total_in': stockTotalIn,
   '20261127_0001_reconciliation': reconciliation,
+  '20261127_0002_support_outbox': supportOutbox,
 };
 
 /** knex migration source over the statically imported migrations. */

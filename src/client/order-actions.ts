@@ -1,0 +1,119 @@
+/**
+ * What people do to an order after it is placed: an operator's review decision, the buyer's cooling-off
+ * refund, and one-click support. Each goes through the order's workflow (an update with a validator) while
+ * it runs; support also works on a finished order, straight against MySQL and the provider.
+ */
+import { randomUUID } from 'node:crypto';
+import { type Client, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import type { Knex } from 'knex';
+import type { ProviderRegistry } from '../activities/payments';
+import { createSupportTicket } from '../activities/support';
+import {
+  type EscalationResult,
+  type OrderStatus,
+  type ReviewDecision,
+  coolingOffRefundUpdate,
+  escalateUpdate,
+  orderWorkflowId,
+  reviewDecisionUpdate,
+} from '../contracts/order';
+import { ApiError } from './errors';
+
+/** Why the workflow refused an update, or that it has finished. */
+function refusal(err: unknown): string | undefined {
+  if (err instanceof WorkflowNotFoundError) return 'the order is no longer in progress';
+  if (err instanceof WorkflowUpdateFailedError) return err.cause?.message ?? err.message;
+  return undefined;
+}
+
+/** Review, cooling-off refund and support on existing orders. */
+export class OrderActions {
+  constructor(private readonly deps: { db: Knex; client: Client; providers: ProviderRegistry }) {}
+
+  private async status(orderId: string): Promise<{ status: OrderStatus; statusReason: string | null; provider: string } | null> {
+    const row = await this.deps.db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'provider');
+    return row ? { status: row.status, statusReason: row.status_reason ?? null, provider: row.provider } : null;
+  }
+
+  private handle(orderId: string) {
+    return this.deps.client.workflow.getHandle(orderWorkflowId(orderId));
+  }
+
+  /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
+  async review(orderId: string, decision: ReviewDecision): Promise<{ orderId: string; status: OrderStatus }> {
+    const current = await this.status(orderId);
+    if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    if (current.status !== 'NEEDS_REVIEW') throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', `order is ${current.status}, not waiting for review`, { status: current.status });
+    try {
+      const { status } = await this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] });
+      return { orderId, status };
+    } catch (err) {
+      const why = refusal(err);
+      if (why) throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', why, { status: (await this.status(orderId))?.status });
+      throw err;
+    }
+  }
+
+  /** The buyer's refund inside the cooling-off window: full refund, stock returned. A repeat answers the same. */
+  async refund(orderId: string, reason: string | undefined): Promise<{ orderId: string; status: OrderStatus; refundNo?: string }> {
+    const current = await this.status(orderId);
+    if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    if (current.status === 'REFUNDED' && current.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
+    if (current.status !== 'PAID') throw new ApiError(409, 'ORDER_NOT_REFUNDABLE', `order is ${current.status}; only a paid order can be refunded`, { status: current.status });
+    try {
+      const result = await this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] });
+      if (result.status !== 'REFUNDED') throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the refund could not be made (order is ${result.status})`, { status: result.status });
+      return { orderId, status: result.status, refundNo: result.refundNo };
+    } catch (err) {
+      if (err instanceof ApiError) throw err;
+      const why = refusal(err);
+      if (!why) throw err;
+      const now = await this.status(orderId);
+      if (now?.status === 'REFUNDED' && now.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
+      throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the cooling-off period is over; ask support for a refund (${why})`, { status: now?.status });
+    }
+  }
+
+  private async refunded(orderId: string) {
+    const refund = await this.deps.db('refunds').where({ order_id: orderId, status: 'SUCCEEDED' }).first('out_refund_no');
+    return { orderId, status: 'REFUNDED' as const, refundNo: refund?.out_refund_no as string | undefined };
+  }
+
+  /** One-click support: asks the provider now, records a ticket with a snapshot, marks the workflow. */
+  async escalate(orderId: string, note: string | undefined): Promise<EscalationResult> {
+    const current = await this.status(orderId);
+    if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    try {
+      return await this.handle(orderId).executeUpdate(escalateUpdate, { args: [{ note }] });
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+    }
+    // The workflow has finished: support still gets the facts, straight from MySQL and the provider.
+    const provider = this.deps.providers[current.provider];
+    let providerStatus = 'UNKNOWN';
+    let providerState: Record<string, unknown> = {};
+    if (provider) {
+      try {
+        const state = await provider.queryPayment(orderId);
+        providerStatus = state.status;
+        providerState = { ...state };
+      } catch (e) {
+        providerState = { error: (e as Error).message };
+      }
+    }
+    const timeline = await this.deps.db('order_events').where({ order_id: orderId }).orderBy('id').select('at', 'type', 'message');
+    const resolution: EscalationResult['resolution'] = current.status === 'NEEDS_REVIEW' ? 'IN_REVIEW' : 'CLOSED';
+    const ticketId = `tkt-${randomUUID()}`;
+    await createSupportTicket(this.deps.db, {
+      ticketId,
+      orderId,
+      orderStatus: current.status,
+      stage: 'DONE',
+      providerStatus,
+      resolution,
+      snapshot: { status: current.status, timeline, provider: providerState },
+      note,
+    });
+    return { ticketId, orderId, status: current.status, stage: 'DONE', providerStatus, resolution };
+  }
+}

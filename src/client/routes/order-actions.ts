@@ -1,0 +1,54 @@
+/** POST /orders/:id/review (admin), POST /orders/:id/refund (cooling-off), POST /orders/:id/escalate (support). */
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { describeStatus } from '../../contracts/messages';
+import { OrderId, ReviewDecision } from '../../contracts/order';
+import { ApiError, parseOr400 } from '../errors';
+import type { OrderActions } from '../order-actions';
+import { requireAdmin } from './admin';
+
+const RefundBody = z.object({ reason: z.string().max(200).optional() }).strict();
+const EscalateBody = z.object({ note: z.string().max(500).optional() }).strict();
+
+function orderIdOf(value: string): string {
+  const parsed = OrderId.safeParse(value);
+  if (!parsed.success) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${value.slice(0, 80)}`);
+  return parsed.data;
+}
+
+/** Registers the post-placement order routes. */
+export function registerOrderActionRoutes(app: FastifyInstance, actions: OrderActions, adminToken: string): void {
+  app.post<{ Params: { orderId: string } }>('/orders/:orderId/review', async (request) => {
+    requireAdmin(request, adminToken);
+    const orderId = orderIdOf(request.params.orderId);
+    return actions.review(orderId, parseOr400(ReviewDecision, request.body));
+  });
+
+  app.post<{ Params: { orderId: string } }>('/orders/:orderId/refund', async (request) => {
+    const orderId = orderIdOf(request.params.orderId);
+    const body = parseOr400(RefundBody, request.body ?? {});
+    return actions.refund(orderId, body.reason);
+  });
+
+  app.post<{ Params: { orderId: string } }>('/orders/:orderId/escalate', async (request) => {
+    const orderId = orderIdOf(request.params.orderId);
+    const body = parseOr400(EscalateBody, request.body ?? {});
+    const result = await actions.escalate(orderId, body.note);
+    return { ...result, messages: describeEscalation(result) };
+  });
+}
+
+/** What the buyer should be told after escalating. */
+function describeEscalation(result: { status: string; stage: string; resolution: string; ticketId: string }) {
+  const base = describeStatus({ status: result.status as never, stage: result.stage as never, now: new Date() });
+  if (result.resolution === 'PAYMENT_FOUND') {
+    return {
+      ...base,
+      user: {
+        en: `We found your payment at the payment provider and are confirming your order now; this usually takes under a minute. Ticket ${result.ticketId}.`,
+        zh: `我们已在支付机构查到您的付款，正在确认订单，通常不超过一分钟。工单号 ${result.ticketId}。`,
+      },
+    };
+  }
+  return base;
+}

@@ -1,0 +1,88 @@
+/**
+ * Prometheus metrics of the worker (prom-client), recorded by an activity interceptor so that activity code
+ * stays free of metrics plumbing: retries per activity (a confirm that keeps retrying is a stuck confirm),
+ * failures by type, and orders settled with how their payment was learned (callback, query, close, or a
+ * reconciliation repair). `npm run worker` serves them on WORKER_METRICS_PORT and installs the Temporal SDK's
+ * own Prometheus exporter on TEMPORAL_METRICS_PORT; when the API runs in the same process (npm start, tests),
+ * its /metrics includes them too.
+ */
+import { createServer, type Server } from 'node:http';
+import { ApplicationFailure } from '@temporalio/common';
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
+import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
+import type { PaymentEvidence } from '../contracts/order';
+
+/** The worker's registry: one per process, shared by every worker in it. */
+export const workerRegistry = new Registry();
+
+/** The worker's metrics. */
+export const workerMetrics = {
+  activityRetries: new Counter({
+    name: 'payflow_activity_retries_total',
+    help: 'Activity attempts after the first, by activity (confirmStock / transitionOrder retrying = a stuck confirm)',
+    labelNames: ['activity'],
+    registers: [workerRegistry],
+  }),
+  activityFailures: new Counter({
+    name: 'payflow_activity_failures_total',
+    help: 'Failed activity attempts, by activity and failure type',
+    labelNames: ['activity', 'type'],
+    registers: [workerRegistry],
+  }),
+  ordersSettled: new Counter({
+    name: 'payflow_orders_settled_total',
+    help: 'Order status changes made by the worker, by new status and how the payment was learned (callback, query, close, reconciliation, none)',
+    labelNames: ['status', 'via'],
+    registers: [workerRegistry],
+  }),
+};
+
+/** How the payment behind a status change was learned; reconciliation repairs arrive as signals with a `recon-` id. */
+function via(payment: PaymentEvidence | undefined): string {
+  if (!payment) return 'none';
+  if (payment.notificationId?.startsWith('recon-')) return 'reconciliation';
+  return payment.source;
+}
+
+/** The activity interceptor that records the worker's metrics. */
+export const metricsInterceptor: ActivityInterceptorsFactory = (ctx) => ({
+  inbound: {
+    async execute(input, next) {
+      const activity = ctx.info.activityType;
+      if (ctx.info.attempt > 1) workerMetrics.activityRetries.inc({ activity });
+      try {
+        const result = await next(input);
+        if (activity === 'transitionOrder') {
+          const [transition] = input.args as [{ to: string; payment?: PaymentEvidence }];
+          if ((result as { changed?: boolean }).changed) workerMetrics.ordersSettled.inc({ status: transition.to, via: via(transition.payment) });
+        }
+        return result;
+      } catch (err) {
+        const type = err instanceof ApplicationFailure ? (err.type ?? 'ApplicationFailure') : err instanceof Error ? err.name : 'unknown';
+        workerMetrics.activityFailures.inc({ activity, type });
+        throw err;
+      }
+    },
+  },
+});
+
+/** Serves the worker registry (with Node process metrics) at `http://<host>:<port>/metrics`. */
+export async function serveWorkerMetrics(host: string, port: number): Promise<Server> {
+  collectDefaultMetrics({ register: workerRegistry, prefix: 'payflow_worker_' });
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    workerRegistry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': workerRegistry.contentType }).end(text),
+      (err: unknown) => res.writeHead(500).end(String(err)),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
+
