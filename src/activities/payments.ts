@@ -9,7 +9,7 @@ import { businessFailure } from './failures';
 export type ProviderRegistry = Record<string, PaymentProvider>;
 
 function providerFor(providers: ProviderRegistry, name: string): PaymentProvider {
-  const provider = providers[name];
+  const provider = Object.hasOwn(providers, name) ? providers[name] : undefined;
   if (!provider) throw businessFailure('UNKNOWN_PROVIDER', `provider ${name} is not configured`);
   return provider;
 }

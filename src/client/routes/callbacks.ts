@@ -34,7 +34,9 @@ export function registerCallbackRoutes(
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_BODY_BYTES }, (_req, body, done) => done(null, body));
 
     scope.post<{ Params: { provider: string } }>('/callbacks/:provider', async (request, reply) => {
-      const provider = deps.providers[request.params.provider];
+      const name = request.params.provider;
+      // Own properties only: "valueOf" or "__proto__" must not resolve to something on Object.prototype.
+      const provider = Object.hasOwn(deps.providers, name) ? deps.providers[name] : undefined;
       if (!provider) throw new ApiError(404, 'UNKNOWN_PROVIDER', `no provider ${request.params.provider.slice(0, 40)}`);
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const verdict = provider.verifyNotification(raw, request.headers, now());
