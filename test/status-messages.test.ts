@@ -73,6 +73,16 @@ describe('describeStatus', () => {
     expect(m.support.zh).toContain('已主动查询 3 次');
   });
 
+  test('the buyer reads the same texts while the provider is being queried, so the page does not flicker, but support sees the query', () => {
+    const base = { status: 'AWAITING_PAYMENT', deadline: iso(NOW + 60_000), now: NOW } as const;
+    const waiting = describeStatus({ ...base, stage: 'AWAITING_PAYMENT' });
+    const querying = describeStatus({ ...base, stage: 'QUERYING_PROVIDER' });
+    expect(querying.code).toBe('CHECKING_WITH_PROVIDER');
+    expect([querying.user, querying.next, querying.expectedBy]).toEqual([waiting.user, waiting.next, waiting.expectedBy]);
+    expect(querying.support.en).toMatch(/active query to the provider is running/);
+    expect(waiting.support.en).not.toMatch(/active query to the provider is running/);
+  });
+
   test('an order still awaiting payment after its deadline is described as closing, with the refund promise', () => {
     const m = describeStatus({ status: 'AWAITING_PAYMENT', stage: 'AWAITING_PAYMENT', deadline: iso(NOW - 1_000), now: NOW });
     expect(m.code).toBe('DEADLINE_REACHED');

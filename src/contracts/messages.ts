@@ -252,6 +252,18 @@ function futureDeadline(ctx: Ctx): string | undefined {
   return ctx.deadlineMs !== undefined && ctx.deadlineMs > ctx.nowMs ? ctx.deadline : undefined;
 }
 
+/** What the buyer reads while the order waits for payment. */
+const WAITING_TEXTS: Pick<Texts, 'user' | 'next'> = {
+  user: {
+    en: 'Waiting for your payment. Your items are held for you until the deadline.',
+    zh: '等待您付款。商品已为您保留，直到付款截止时间。',
+  },
+  next: {
+    en: 'Pay with the payment link. We confirm your order as soon as the payment provider tells us, usually within seconds. If the deadline passes unpaid, the order is closed and the items are released.',
+    zh: '请通过支付链接付款。支付机构通知我们后会立即确认订单，通常只需几秒。若截止时间前未付款，订单将自动关闭并释放商品。',
+  },
+};
+
 const TEXTS = {
   SETTING_UP: (ctx: Ctx): Texts => ({
     user: {
@@ -270,34 +282,21 @@ const TEXTS = {
   }),
 
   WAITING_FOR_PAYMENT: (ctx: Ctx): Texts => ({
-    user: {
-      en: 'Waiting for your payment. Your items are held for you until the deadline.',
-      zh: '等待您付款。商品已为您保留，直到付款截止时间。',
-    },
+    ...WAITING_TEXTS,
     support: support(ctx, {
       en: `Stock is reserved and the provider payment is open; no payment seen yet (neither a callback nor an active query). Next automatic step: a payment notification confirms at once; otherwise the provider is queried${ctx.nextCheckAt ? ` at ${ctx.nextCheckAt}` : ' on a backoff'}; at the deadline the provider payment is closed first (a payment found then still counts), then the stock is released and the order EXPIRES.`,
       zh: `库存已预留，支付单处于待支付状态，尚未收到付款（无回调，主动查询也未发现）。下一步自动处理：收到支付通知立即确认；否则${ctx.nextCheckAt ? `于 ${ctx.nextCheckAt} ` : '按退避间隔'}主动查询支付机构；到达截止时间先关闭支付单（此时发现已付款仍按已付处理），再释放库存，订单变为 EXPIRED。`,
     }),
-    next: {
-      en: 'Pay with the payment link. We confirm your order as soon as the payment provider tells us, usually within seconds. If the deadline passes unpaid, the order is closed and the items are released.',
-      zh: '请通过支付链接付款。支付机构通知我们后会立即确认订单，通常只需几秒。若截止时间前未付款，订单将自动关闭并释放商品。',
-    },
     expectedBy: futureDeadline(ctx),
   }),
 
+  // The buyer sees the same texts as while waiting: queries come and go every few seconds, the page must not flicker.
   CHECKING_WITH_PROVIDER: (ctx: Ctx): Texts => ({
-    user: {
-      en: 'Waiting for your payment; we are checking with the payment provider right now.',
-      zh: '等待您付款，我们正在向支付机构核实付款状态。',
-    },
+    ...WAITING_TEXTS,
     support: support(ctx, {
       en: 'An active query to the provider is running (no callback has arrived). A query that reports the payment as paid counts exactly like a callback and confirms the order; otherwise the workflow waits for the next query or the deadline.',
       zh: '正在主动查询支付机构（尚未收到回调）。查询结果为已支付时与回调同等处理并确认订单；否则继续等待下一次查询或截止时间。',
     }),
-    next: {
-      en: 'If you have paid, your order is confirmed within a minute. If not, please pay before the deadline.',
-      zh: '如果您已付款，订单将在一分钟内确认；如果尚未付款，请在截止时间前完成付款。',
-    },
     expectedBy: futureDeadline(ctx) ?? iso(ctx.nowMs + MINUTE),
   }),
 

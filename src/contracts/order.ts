@@ -6,6 +6,7 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
 import { Currency, MinorUnits } from '../shared/money';
+import type { StatusMessages } from './messages';
 
 /** Workflow id of an order's payment lifecycle: one workflow per order. */
 export function orderWorkflowId(orderId: string): string {
@@ -25,6 +26,17 @@ export const FINAL_STATUSES: readonly OrderStatus[] = ['PAID', 'EXPIRED', 'CANCE
 /** SKUs: letters, digits and `._-`, up to 64. */
 export const Sku = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'sku must be 1-64 of [A-Za-z0-9._-]');
 
+/** Coupon codes: letters, digits and `._-`, up to 64. */
+export const CouponCode = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'couponCode must be 1-64 of [A-Za-z0-9._-]');
+
+/** `PUT /admin/coupons/:code` body: creates (or, while unused, replaces) a user's coupon. */
+export const PutCouponRequest = z
+  .object({ userId: z.string().min(1).max(64), discount: MinorUnits, currency: Currency.default('CNY') })
+  .strict();
+
+/** `PUT /admin/points/:userId` body: sets the user's available points (frozen and spent points stay accounted for). */
+export const PutPointsRequest = z.object({ balance: z.number().int().min(0).max(1_000_000_000_000) }).strict();
+
 /** `POST /orders` body. */
 export const CreateOrderRequest = z
   .object({
@@ -34,6 +46,10 @@ export const CreateOrderRequest = z
       .min(1)
       .max(100),
     provider: z.enum(['sandbox', 'alipay', 'wechat', 'stripe']).default('sandbox'),
+    /** A coupon of this user; its discount comes off the catalog total. */
+    couponCode: CouponCode.optional(),
+    /** Points to redeem, 1 point = 1 minor unit off; the charged amount must stay above zero (else 422 ZERO_AMOUNT). */
+    points: z.number().int().min(1).max(1_000_000_000_000).optional(),
   })
   .strict();
 export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
@@ -63,6 +79,9 @@ export interface OrderPaymentInput {
   items: { sku: string; quantity: number }[];
   provider: CreateOrderRequest['provider'];
   idempotencyKey?: string;
+  /** Coupon and points to redeem (TCC participants 'coupon' and 'points'); absent on orders without them. */
+  couponCode?: string;
+  points?: number;
   paymentTimeoutMs: number;
   queryFirstDelayMs: number;
   queryMaxIntervalMs: number;
@@ -151,6 +170,8 @@ export interface OrderWorkflowStatus {
   nextCheckAt?: string;
   queryAttempts: number;
   timeline: TimelineEntry[];
+  /** What a person is told now (en/zh user, support and next-step texts). */
+  messages: StatusMessages;
 }
 
 /** Result of the workflow. */

@@ -11,6 +11,7 @@ import {
   condition,
   isCancellation,
   log,
+  metricMeter,
   proxyActivities,
   setCurrentDetails,
   uuid4,
@@ -19,6 +20,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
+import type { OrderBenefit } from '../activities/benefits';
 import {
   type OrderLine,
   type OrderPaymentInput,
@@ -41,6 +43,7 @@ import {
   reviewDecisionUpdate,
   statusQuery,
 } from '../contracts/order';
+import { describeStatus } from '../contracts/messages';
 import { EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
 
 /** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
@@ -61,6 +64,9 @@ const QUERY: ActivityOptions = {
 };
 
 const acts = proxyActivities<Activities>(MUST);
+
+/** Confirm/cancel/return attempts after which the order is marked Stuck (search attribute + metric); retries go on. */
+export const STUCK_AFTER_ATTEMPTS = 5;
 
 /** Runs an activity with the given options and a summary that the Web UI shows on the event. */
 function run<K extends keyof Activities>(name: K, options: ActivityOptions, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
@@ -107,6 +113,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
   let reviewDecision: ReviewDecision | undefined;
   let refundRequested: { reason?: string } | undefined;
   let refundNo: string | undefined;
+  let coolingOffUntil: number | undefined;
   /** The order's status is decided (the cancel update can answer), though the workflow may still watch. */
   let decided = false;
   let providerExpiresAt: number | undefined;
@@ -128,6 +135,67 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     ]);
   };
 
+  /** Coupon and points of this order (TCC participants besides stock), and those whose Try was started. */
+  let benefits: OrderBenefit[] = [];
+  const benefitsTried: OrderBenefit[] = [];
+  const benefitCall = (b: OrderBenefit) => ({ orderId, userId: input.userId, ...b });
+  const describeBenefit = (b: OrderBenefit) => (b.participant === 'coupon' ? `coupon ${b.resource}` : `${b.quantity} points`);
+
+  /**
+   * Runs a step that must eventually succeed (confirm, cancel, return). After STUCK_AFTER_ATTEMPTS failed attempts the
+   * order is marked Stuck (search attribute, metric, timeline) and the step keeps retrying with backoff until it succeeds.
+   */
+  async function mustRun<K extends keyof Activities>(name: K, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
+    try {
+      return await run(name, { ...MUST, retry: { ...MUST.retry, maximumAttempts: STUCK_AFTER_ATTEMPTS } }, summary, ...args);
+    } catch (err) {
+      if (!(err instanceof ActivityFailure) || err.retryState !== 'MAXIMUM_ATTEMPTS_REACHED') throw err;
+      upsertSearchAttributes([{ key: StuckKey, value: true }]);
+      metricMeter.createCounter('order_tcc_stuck', 'steps', 'TCC confirm/cancel steps that kept failing').add(1, { activity: name });
+      note('STUCK', `${summary} failed ${STUCK_AFTER_ATTEMPTS} times (${errorMessage(err)}); still retrying`);
+      const result = await run(name, MUST, `${summary} (retrying while stuck)`, ...args);
+      if (status !== 'NEEDS_REVIEW') upsertSearchAttributes([{ key: StuckKey, value: false }]);
+      note('UNSTUCK', `${summary} succeeded after being stuck`);
+      return result;
+    }
+  }
+
+  /** TCC Confirm of every participant. */
+  async function confirmAll(why: string): Promise<void> {
+    await mustRun('confirmStock', `confirm ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
+    for (const b of benefits) await mustRun('confirmBenefit', `confirm ${describeBenefit(b)}${why}`, benefitCall(b));
+  }
+
+  /** TCC Cancel of every participant whose Try may have run (an empty rollback where it did not). */
+  async function cancelAll(why: string): Promise<void> {
+    await mustRun('cancelStock', `release ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
+    for (const b of benefitsTried) await mustRun('cancelBenefit', `release ${describeBenefit(b)}${why}`, benefitCall(b));
+  }
+
+  /** After a refund of a confirmed order: stock back to available, coupon back to AVAILABLE, points back to the balance. */
+  async function returnAll(why: string): Promise<void> {
+    await mustRun('returnStock', `return ${lines.length} SKU(s) to stock${why}`, { orderId, lines: stockLines(lines) });
+    for (const b of benefits) await mustRun('returnBenefit', `return ${describeBenefit(b)}${why}`, benefitCall(b));
+  }
+
+  /** Review refund: each participant is cancelled if only tried, or returned if it was already confirmed. */
+  async function releaseOrReturnAll(why: string): Promise<void> {
+    try {
+      await mustRun('cancelStock', `release ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
+    } catch (err) {
+      if (failureType(err) !== 'TCC_CONFLICT') throw err;
+      await mustRun('returnStock', `return ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
+    }
+    for (const b of benefits) {
+      try {
+        await mustRun('cancelBenefit', `release ${describeBenefit(b)}${why}`, benefitCall(b));
+      } catch (err) {
+        if (failureType(err) !== 'TCC_CONFLICT') throw err;
+        await mustRun('returnBenefit', `return ${describeBenefit(b)}${why}`, benefitCall(b));
+      }
+    }
+  }
+
   setHandler(statusQuery, (): OrderWorkflowStatus => ({
     orderId,
     stage,
@@ -138,6 +206,15 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     nextCheckAt: nextCheckAt === undefined ? undefined : new Date(nextCheckAt).toISOString(),
     queryAttempts,
     timeline,
+    messages: describeStatus({
+      status,
+      stage,
+      deadline: deadline === undefined ? undefined : new Date(deadline).toISOString(),
+      nextCheckAt: nextCheckAt === undefined ? undefined : new Date(nextCheckAt).toISOString(),
+      queryAttempts,
+      coolingOffUntil: coolingOffUntil === undefined ? undefined : new Date(coolingOffUntil).toISOString(),
+      now: new Date(),
+    }),
   }));
 
   setHandler(paymentReadyUpdate, async () => {
@@ -258,8 +335,14 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
       items: input.items,
       provider: input.provider,
       idempotencyKey: input.idempotencyKey,
+      ...(input.couponCode !== undefined ? { couponCode: input.couponCode } : {}),
+      ...(input.points !== undefined ? { points: input.points } : {}),
     });
     lines = priced.lines;
+    benefits = [
+      ...(priced.couponCode ? [{ participant: 'coupon' as const, resource: priced.couponCode, quantity: priced.discount ?? 0 }] : []),
+      ...(priced.points ? [{ participant: 'points' as const, resource: input.userId, quantity: priced.points }] : []),
+    ];
     amount = priced.amount;
     currency = priced.currency;
     upsertSearchAttributes([{ key: OrderAmountKey, value: amount }]);
@@ -268,6 +351,11 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     reserveAttempted = true;
     await run('reserveStock', SETUP, `reserve ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
     note('STOCK_RESERVED', `Reserved ${lines.map((l) => `${l.quantity} x ${l.sku}`).join(', ')}`);
+    for (const b of benefits) {
+      benefitsTried.push(b); // compensation registered before the Try
+      await run('tryBenefit', SETUP, `reserve ${describeBenefit(b)}`, benefitCall(b));
+      note(`${b.participant.toUpperCase()}_RESERVED`, `Reserved ${describeBenefit(b)}`);
+    }
 
     enter('CREATING_PAYMENT', `creating the ${input.provider} payment`);
     const now = Date.now();
@@ -302,8 +390,8 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     note('FAILED', `Order failed: ${type}: ${message}`);
     await CancellationScope.nonCancellable(async () => {
       if (reserveAttempted) {
-        enter('RELEASING', 'releasing stock of a failed order');
-        await run('cancelStock', MUST, `release ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+        enter('RELEASING', 'releasing stock, coupon and points of a failed order');
+        await cancelAll('');
       }
       if (amount !== undefined) {
         await run('transitionOrder', MUST, 'mark order FAILED', {
@@ -381,8 +469,8 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
         }
       } else {
         await CancellationScope.nonCancellable(async () => {
-          enter('RELEASING', `releasing ${lines.length} SKU(s)`);
-          await run('cancelStock', MUST, `release ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+          enter('RELEASING', `releasing ${lines.length} SKU(s)${benefits.length ? ', coupon and points' : ''}`);
+          await cancelAll('');
           await run('transitionOrder', MUST, `mark order ${target}`, {
             orderId,
             from: ['AWAITING_PAYMENT'],
@@ -429,7 +517,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
 
     enter('CONFIRMING', `payment ${paid.tradeNo} matches; confirming`);
     await CancellationScope.nonCancellable(async () => {
-      await run('confirmStock', MUST, `confirm ${lines.length} SKU(s)`, { orderId, lines: stockLines(lines) });
+      await confirmAll('');
       await run('transitionOrder', MUST, 'mark order PAID', {
         orderId,
         from: ['AWAITING_PAYMENT'],
@@ -449,7 +537,8 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     decided = true;
     const window = input.coolingOffMs ?? 0;
     if (window > 0) {
-      enter('COOLING_OFF', `refundable without review until ${new Date(Date.now() + window).toISOString()}`);
+      coolingOffUntil = Date.now() + window;
+      enter('COOLING_OFF', `refundable without review until ${new Date(coolingOffUntil).toISOString()}`);
       await condition(() => refundRequested !== undefined, window, { summary: 'cooling-off window' });
       if (refundRequested) {
         enter('REFUNDING', 'buyer refunded inside the cooling-off window');
@@ -464,7 +553,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
             currency: paid.currency,
             reason: `cooling-off refund${refundRequested?.reason ? `: ${refundRequested.reason}` : ''}`,
           });
-          await run('returnStock', MUST, `return ${lines.length} SKU(s) to stock`, { orderId, lines: stockLines(lines) });
+          await returnAll('');
           await run('transitionOrder', MUST, 'mark order REFUNDED', {
             orderId,
             from: ['PAID'],
@@ -494,7 +583,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     if (d.decision === 'approve') {
       enter('CONFIRMING', `approved by ${d.operator}`);
       await CancellationScope.nonCancellable(async () => {
-        await run('confirmStock', MUST, `confirm ${lines.length} SKU(s) (review approved)`, { orderId, lines: stockLines(lines) });
+        await confirmAll(' (review approved)');
         await run('transitionOrder', MUST, 'mark order PAID (review approved)', {
           orderId,
           from: ['NEEDS_REVIEW'],
@@ -521,12 +610,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
           reason: `review refund by ${d.operator}: ${d.reason}`,
         });
       }
-      try {
-        await run('cancelStock', MUST, `release ${lines.length} SKU(s) (review refund)`, { orderId, lines: stockLines(lines) });
-      } catch (err) {
-        if (failureType(err) !== 'TCC_CONFLICT') throw err;
-        await run('returnStock', MUST, `return ${lines.length} SKU(s) (review refund)`, { orderId, lines: stockLines(lines) });
-      }
+      await releaseOrReturnAll(' (review refund)');
       await run('transitionOrder', MUST, 'mark order REFUNDED (review)', {
         orderId,
         from: ['NEEDS_REVIEW'],

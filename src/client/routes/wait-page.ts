@@ -175,7 +175,8 @@ const SCRIPT = `
     biBlock($('next'), m.next);
     var when = $('expected');
     if (m.expectedBy && !isFinal(status)) {
-      bi(when, 'Expected by ' + localTime(m.expectedBy, false), '预计时间：' + localTime(m.expectedBy, true));
+      if (m.code === 'WAITING_FOR_PAYMENT' || m.code === 'CHECKING_WITH_PROVIDER') bi(when, 'Pay before ' + localTime(m.expectedBy, false), '请在 ' + localTime(m.expectedBy, true) + ' 前付款');
+      else bi(when, 'Expected by ' + localTime(m.expectedBy, false), '预计完成时间：' + localTime(m.expectedBy, true));
       when.hidden = false;
     } else when.hidden = true;
     biBlock($('support-facts'), m.support);
@@ -354,8 +355,8 @@ function waitPage(order: OrderView): string {
 </div>
 
 <div class="card safe" id="reassurance">
-<p lang="en"><strong>Your money is safe.</strong> A payment that reaches us after this order is closed, cancelled or could not be completed is refunded to you automatically and in full. Money is never kept for an order you did not get, and never refunded twice.</p>
-<p lang="zh"><strong>资金安全保障：</strong>订单关闭、取消或未能完成后仍到账的付款，会自动全额原路退回。未成交的订单绝不扣留您的钱，也不会重复退款。</p>
+<p lang="en"><strong>Your money is safe.</strong> A payment that reaches us after this order is closed, cancelled or could not be completed is refunded to you automatically and in full. Money is never kept for an order you did not get.</p>
+<p lang="zh"><strong>资金安全保障：</strong>订单关闭、取消或未能完成后仍到账的付款，会自动全额原路退回。未成交的订单绝不扣留您的钱。</p>
 </div>
 
 <div class="card" id="support-card">
