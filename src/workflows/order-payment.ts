@@ -484,9 +484,13 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
         note(`ORDER_${target}`, target === 'EXPIRED' ? 'Not paid in time; stock released' : 'Cancelled; stock released');
         // Step 7: some providers still take money after a close (Alipay's QR closed before it was scanned stays
         // payable). Watch until the provider-side expiry, then ask once more; money that arrived is refunded.
-        if (!evidence && providerExpiresAt !== undefined && Date.now() < providerExpiresAt) {
-          enter('WATCHING_LATE_PAYMENT', `closed; watching for a late payment until ${new Date(providerExpiresAt).toISOString()}`);
-          await condition(() => evidence !== undefined, providerExpiresAt - Date.now() + 1000, { summary: 'watch for a late payment until the provider-side expiry' });
+        if (!evidence && providerExpiresAt !== undefined) {
+          // Even when releasing took us past the expiry (a slow database, a restart), ask once: the soak found
+          // money paid between our close and the expiry whose notification was lost.
+          if (Date.now() < providerExpiresAt) {
+            enter('WATCHING_LATE_PAYMENT', `closed; watching for a late payment until ${new Date(providerExpiresAt).toISOString()}`);
+            await condition(() => evidence !== undefined, providerExpiresAt - Date.now() + 1000, { summary: 'watch for a late payment until the provider-side expiry' });
+          }
           if (!evidence) {
             const state = await run('queryProviderPayment', MUST, `final query ${input.provider} after expiry`, { provider: input.provider, outTradeNo: orderId });
             if (state.status === 'PAID') evidence = evidenceFromQuery(state, 'query');
