@@ -6,6 +6,7 @@ import {
   WorkflowExecutionAlreadyStartedError,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
+  WorkflowUpdateRPCTimeoutOrCancelledError,
 } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
@@ -103,7 +104,9 @@ export class OrderService {
     const orderId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : newOrderId();
     if (idempotencyKey) {
       const existing = await this.get(orderId);
-      if (existing) return { created: false, body: this.replay(existing, items) };
+      // An order still being set up is joined through update-with-start below (it waits for the payment URL).
+      const settingUp = existing?.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl;
+      if (existing && !settingUp) return { created: false, body: this.replay(existing, items) };
     }
     const input: OrderPaymentInput = {
       orderId,
@@ -111,6 +114,8 @@ export class OrderService {
       items,
       provider: request.provider,
       idempotencyKey,
+      ...(request.couponCode !== undefined ? { couponCode: request.couponCode } : {}),
+      ...(request.points !== undefined ? { points: request.points } : {}),
       paymentTimeoutMs: config.paymentTimeoutMs,
       queryFirstDelayMs: config.queryFirstDelayMs,
       queryMaxIntervalMs: config.queryMaxIntervalMs,
@@ -151,8 +156,13 @@ export class OrderService {
       existing.items.length === items.length && items.every((i) => existing.items.some((e) => e.sku === i.sku && e.quantity === i.quantity));
     if (!same) throw new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', { orderId: existing.orderId });
     if (existing.status === 'FAILED') {
-      const code = existing.statusReason === 'OUT_OF_STOCK' ? 'OUT_OF_STOCK' : 'ORDER_FAILED';
+      const reason = existing.statusReason ?? '';
+      const code = ['OUT_OF_STOCK', 'COUPON_UNAVAILABLE', 'INSUFFICIENT_POINTS'].includes(reason) ? reason : 'ORDER_FAILED';
       throw new ApiError(409, code, `order ${existing.orderId} failed: ${existing.statusReason ?? 'unknown reason'}`, { orderId: existing.orderId });
+    }
+    if (existing.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl) {
+      // Still being set up (the first request is waiting for the payment): never hand out an empty URL.
+      throw new ApiError(503, 'ORDER_PENDING', 'the order is being set up; retry with the same Idempotency-Key', { orderId: existing.orderId });
     }
     return {
       orderId: existing.orderId,
@@ -175,6 +185,12 @@ export class OrderService {
           return new ApiError(422, 'MIXED_CURRENCY', err.cause.message, { orderId });
         case 'ORDER_CONFLICT':
           return new ApiError(409, 'ORDER_CONFLICT', err.cause.message, { orderId });
+        case 'COUPON_UNAVAILABLE':
+          return new ApiError(409, 'COUPON_UNAVAILABLE', err.cause.message, { couponCode: details.couponCode, orderId });
+        case 'INSUFFICIENT_POINTS':
+          return new ApiError(409, 'INSUFFICIENT_POINTS', err.cause.message, { requested: details.requested, orderId });
+        case 'ZERO_AMOUNT':
+          return new ApiError(422, 'ZERO_AMOUNT', err.cause.message, { subtotal: details.subtotal, discount: details.discount, points: details.points, orderId });
         default:
           return new ApiError(503, 'PAYMENT_UNAVAILABLE', `could not create the payment: ${err.cause.message}`, { orderId });
       }
@@ -184,7 +200,8 @@ export class OrderService {
       const existing = await this.get(orderId);
       if (existing) throw this.replayError(existing, items);
     }
-    if (err instanceof Error && /deadline|DEADLINE_EXCEEDED/i.test(err.message)) {
+    // Under load the update-with-start call can also come back cancelled at the deadline ("Call cancelled").
+    if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError || (err instanceof Error && /deadline|DEADLINE_EXCEEDED/i.test(err.message))) {
       return new ApiError(503, 'ORDER_PENDING', 'the order is being set up but took too long; retry with the same Idempotency-Key', { orderId });
     }
     throw err;
