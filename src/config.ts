@@ -70,7 +70,7 @@ const EnvSchema = z.object({
   WORKER_METRICS_PORT: port.default(9464),
   /** The Temporal SDK's Prometheus exporter in the worker (temporal_* metrics); 0 = not installed. */
   TEMPORAL_METRICS_PORT: port.default(9465),
-  /** Cron (5 fields, Asia/Shanghai: the bill day's zone) of the daily reconciliation of yesterday's bills; `off` = no schedule. */
+  /** Cron (5 fields, in each provider's bill time zone) of the daily reconciliation of yesterday's bills; `off` = no schedule. */
   RECONCILIATION_SCHEDULE: z
     .string()
     .default('30 10 * * *')

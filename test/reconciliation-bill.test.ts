@@ -318,6 +318,10 @@ describe('a 100,000-row bill', () => {
     try {
       const result = (await client.workflow.getHandle(workflowId).result()) as ReconciliationResult;
       const run = await db('reconciliation_runs').where({ id: runId }).first();
+      console.log(
+        `[recon-bill] worker shut down with a heartbeat at row ${stoppedAt} (bill_rows ${midway.bill_rows} stored); the new worker's attempt ` +
+          `${run.bill_attempts} resumed at row ${run.resumed_from_row}; ${result.billRows} rows counted once`,
+      );
       expect(Number(run.bill_attempts)).toBeGreaterThanOrEqual(2);
       expect(Number(run.resumed_from_row)).toBeGreaterThanOrEqual(stoppedAt);
       expect(Number(run.resumed_from_row)).toBeLessThan(N);

@@ -3,7 +3,10 @@
  * Active queries are an hour away, so only callbacks or reconciliation can resolve an order; the sandbox
  * merchant id is unique to this file, so the bill and the local records of the day are this file's alone.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { billDateOf, reconciliationScheduleId } from '../src/contracts/reconciliation';
 import { refundPayment } from '../src/activities/payments';
 import { ensureReconciliationSchedules } from '../src/client/routes/ops';
@@ -26,7 +29,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await sys?.stop();
-});
+}, 120_000);
 
 afterEach(async () => {
   await sys.sandbox('POST', '/_control/reset');
@@ -50,8 +53,16 @@ async function reconcile(date: string, rerun = false): Promise<any> {
 
 /** Places an order for one unit of `sku` and pays it at the sandbox; returns the order id and when it was paid. */
 async function placeAndPay(sku: string): Promise<{ orderId: string; paidAt: string; tradeNo: string }> {
-  const created = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
-  if (created.status !== 201) throw new Error(`order not created: ${created.status} ${JSON.stringify(created.body)}`);
+  // As the API asks: when setting the order up takes too long (503 ORDER_PENDING), retry with the same key.
+  const body = { userId: userId(), items: [{ sku, quantity: 1 }] };
+  const key = { 'idempotency-key': `recon-${randomBytes(8).toString('hex')}` };
+  let created = await sys.http('POST', '/orders', body, key);
+  for (let retry = 0; created.status === 503 && retry < 5; retry++) created = await sys.http('POST', '/orders', body, key);
+  if (created.status !== 201 && created.status !== 200) throw new Error(`order not created: ${created.status} ${JSON.stringify(created.body)}`);
+  // A replay can answer before the provider payment exists (empty paymentUrl): the buyer can only pay once it does.
+  if (!created.body.payment?.paymentUrl) {
+    await waitFor(async () => (await sys.http('GET', `/orders/${created.body.orderId}`)).body.payment?.paymentUrl, { timeoutMs: 60_000, what: 'the payment URL' });
+  }
   const paid = await sys.sandbox('POST', `/v1/payments/${created.body.orderId}/pay`, {});
   if (paid.status !== 200) throw new Error(`not paid: ${paid.status} ${JSON.stringify(paid.body)}`);
   return { orderId: created.body.orderId, paidAt: paid.body.paidAt, tradeNo: paid.body.tradeNo };
@@ -92,7 +103,10 @@ describe('lost callbacks', () => {
   test('with 30% of notifications dropped and no active queries, one run finds and repairs every lost payment and a re-run finds no difference', async () => {
     const sku = await createProduct(sys, { price: 1500, stock: ORDERS + 20 });
     await sys.setFaults({ dropNotifications: 0.3 });
+    const t0 = Date.now();
+    const lap = (from: number) => `${((Date.now() - from) / 1000).toFixed(1)} s`;
     paidOrders = await inParallel(ORDERS, 20, () => placeAndPay(sku));
+    const placed = lap(t0);
     const ids = paidOrders.map((o) => o.orderId);
 
     const notifications = (await sys.sandbox('GET', '/_control/notifications')).body.notifications as { outTradeNo: string; dropped: boolean }[];
@@ -100,11 +114,14 @@ describe('lost callbacks', () => {
     expect(lost.size).toBeGreaterThan(20); // 30% of 200; fewer than 21 has a probability below 1e-9
     expect(lost.size).toBeLessThan(ORDERS);
     // Every delivered callback lands; the lost ones stay unpaid (queries are an hour away).
-    await waitFor(async () => (await statuses(ids)).PAID === ORDERS - lost.size, { timeoutMs: 60_000, what: 'delivered callbacks to mark their orders PAID' });
+    await waitFor(async () => (await statuses(ids)).PAID === ORDERS - lost.size, { timeoutMs: 120_000, what: 'delivered callbacks to mark their orders PAID' });
     expect((await statuses(ids)).AWAITING_PAYMENT).toBe(lost.size);
+    const callbacksDone = lap(t0);
 
     const days = daysOf(paidOrders);
+    const t1 = Date.now();
     const first = await Promise.all(days.map((d) => reconcile(d)));
+    const firstRun = lap(t1);
     for (const r of first) {
       expect(r.status).toBe('COMPLETED');
       expect(r.counted).toEqual(r.totals); // bill rows only here: the comparison's own counts equal the stored items
@@ -116,7 +133,8 @@ describe('lost callbacks', () => {
     expect(found.every((i: any) => i.repair.status === 'SIGNALLED' && i.severity === 'repaired')).toBe(true);
 
     // The repairs went through the order workflows: every order is PAID, each lost one with the repair in its timeline.
-    await waitFor(async () => (await statuses(ids)).PAID === ORDERS, { timeoutMs: 60_000, what: 'repaired orders to become PAID' });
+    await waitFor(async () => (await statuses(ids)).PAID === ORDERS, { timeoutMs: 120_000, what: 'repaired orders to become PAID' });
+    const repaired = lap(t1);
     const [oneLost] = [...lost];
     const order = (await sys.http('GET', `/orders/${oneLost}`)).body;
     expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_PAID']));
@@ -126,7 +144,12 @@ describe('lost callbacks', () => {
     const again = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: days[0], rerun: false }, admin());
     expect(again.status).toBe(200);
     expect(again.body.id).toBe(first[0].id);
+    const t2 = Date.now();
     const second = await Promise.all(days.map((d) => reconcile(d, true)));
+    console.log(
+      `[recon] ${ORDERS} orders placed and paid in ${placed}, callbacks settled by ${callbacksDone}; ${lost.size} lost; ` +
+        `first run ${firstRun}, every order PAID ${repaired} after it started; re-run ${lap(t2)}`,
+    );
     expect(second[0].id).toBe(`${first[0].id}-r2`);
     expect(sumTotals(second)).toEqual({ MATCHED: ORDERS, PAID_NOT_RECORDED: 0, MISSING_AT_PROVIDER: 0, AMOUNT_MISMATCH: 0, REFUND_MISMATCH: 0, UNKNOWN_TRADE: 0 });
     expect(second.every((r) => r.differences === 0 && r.items.length === 0)).toBe(true);
@@ -134,7 +157,7 @@ describe('lost callbacks', () => {
     const metrics = (await fetch(`${sys.apiUrl}/metrics`).then((r) => r.text())).split('\n');
     expect(metrics).toContain(`payflow_reconciliation_differences{provider="sandbox",class="MATCHED"} ${second.at(-1).totals.MATCHED}`);
     expect(metrics).toContain('payflow_reconciliation_differences{provider="sandbox",class="PAID_NOT_RECORDED"} 0');
-  }, 240_000);
+  }, 420_000);
 });
 
 describe('differences that need a person', () => {
@@ -269,4 +292,37 @@ describe('ops API and schedule', () => {
       await sys.client.schedule.getHandle(scheduleId).delete().catch(() => undefined);
     }
   }, 60_000);
+
+  test('npm run reconcile shows the progress, prints the report and exits 2 when differences need a person', async () => {
+    const day = billDateOf(Date.now());
+    const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [join(__dirname, '..', 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(__dirname, '..', 'src', 'tools', 'reconcile.ts'), '--provider', 'sandbox', '--date', day, '--rerun', '--api', sys.apiUrl],
+        { env: { ...process.env, ADMIN_TOKEN: sys.config.adminToken }, timeout: 90_000 },
+        (err, out, errOut) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: out, stderr: errOut }),
+      );
+    });
+    expect(stderr).toBe('');
+    expect(stdout).toMatch(new RegExp(`reconcile-sandbox-${day}-r\\d+: new run of the sandbox bill of ${day}`));
+    expect(stdout).toMatch(/MISSING_AT_PROVIDER\s+CRITICAL/);
+    expect(stdout).toContain('Needs a person');
+    expect(code).toBe(2); // the tampered amount, the duplicate refund and the ghost payment are still there
+  }, 120_000);
+
+  test('every metric the alert rules use is exported by the API or the worker, or is a Temporal SDK metric', async () => {
+    const rules = readFileSync(join(__dirname, '..', 'ops', 'alerts', 'payflow-rules.yml'), 'utf8');
+    const exprs = rules.split(/^\s+expr:/m).slice(1).map((rest) => rest.split(/^\s+for:/m)[0]!);
+    const used = new Set(exprs.flatMap((expr) => expr.match(/\b(payflow|temporal)_[a-z_]+\b/g) ?? []));
+    expect(used.size).toBeGreaterThan(10);
+    const exported = await fetch(`${sys.apiUrl}/metrics`).then((r) => r.text());
+    // Names the SDK's Prometheus exporter emits (countersTotalSuffix, seconds), as seen from a worker of this build.
+    const sdk = ['temporal_workflow_task_execution_failed_total', 'temporal_activity_schedule_to_start_latency_bucket', 'temporal_num_pollers'];
+    const missing = [...used].filter((name) => !(name.startsWith('temporal_') ? sdk.includes(name) : new RegExp(`^# TYPE ${name} `, 'm').test(exported)));
+    expect(missing).toEqual([]);
+    // The worker counted how orders were paid in this file: by callback, and by reconciliation repairs.
+    expect(exported).toMatch(/^payflow_orders_settled_total\{status="PAID",via="callback"\} [1-9]/m);
+    expect(exported).toMatch(/^payflow_orders_settled_total\{status="PAID",via="reconciliation"\} [1-9]/m);
+    expect(rules.match(/^\s+- alert: /gm)?.length).toBe(rules.match(/^\s+severity: (critical|warning)$/gm)?.length);
+  });
 });

@@ -19,6 +19,8 @@ import {
   statusQuery,
 } from '../src/contracts/order';
 import type { ProviderPaymentState } from '../src/providers/types';
+import { StuckKey } from '../src/contracts/search-attributes';
+import { STUCK_AFTER_ATTEMPTS } from '../src/workflows/order-payment';
 import { TEST_ENV, testBundlePath } from './support/env';
 
 const MERCHANT = 'm_test';
@@ -34,6 +36,10 @@ interface Script {
   closeResult: 'CLOSED' | 'ALREADY_PAID';
   reserveFails?: string;
   confirmFails?: string;
+  /** Business failure of the coupon's Try. */
+  couponFails?: string;
+  /** confirmStock throws a retryable error this many times before it succeeds. */
+  confirmFlakes?: number;
   calls: { name: string; at: number; args: unknown }[];
 }
 const scripts = new Map<string, Script>();
@@ -61,7 +67,13 @@ const paidState = (orderId: string, amount = 1000): ProviderPaymentState => ({
 const mockActivities: Partial<Activities> = {
   async createOrder(input) {
     record(input.orderId, 'createOrder', input);
-    return { amount: 1000, currency: 'CNY', lines: input.items.map((i) => ({ ...i, unitPrice: 1000 / i.quantity })) };
+    return {
+      amount: 1000,
+      currency: 'CNY',
+      lines: input.items.map((i) => ({ ...i, unitPrice: 1000 / i.quantity })),
+      ...(input.couponCode ? { couponCode: input.couponCode, discount: 200 } : {}),
+      ...(input.points ? { points: input.points } : {}),
+    };
   },
   async reserveStock(input) {
     record(input.orderId, 'reserveStock', input);
@@ -71,8 +83,12 @@ const mockActivities: Partial<Activities> = {
   },
   async confirmStock(input) {
     record(input.orderId, 'confirmStock', input);
-    const fail = script(input.orderId).confirmFails;
-    if (fail) throw ApplicationFailure.create({ type: fail, message: 'conflict', nonRetryable: true });
+    const s = script(input.orderId);
+    if (s.confirmFails) throw ApplicationFailure.create({ type: s.confirmFails, message: 'conflict', nonRetryable: true });
+    if (s.confirmFlakes && s.confirmFlakes > 0) {
+      s.confirmFlakes--;
+      throw new Error('database is down');
+    }
     return { confirmed: input.lines.length };
   },
   async cancelStock(input) {
@@ -105,6 +121,24 @@ const mockActivities: Partial<Activities> = {
   async returnStock(input) {
     record(input.orderId, 'returnStock', input);
     return { returned: input.lines.length };
+  },
+  async tryBenefit(input) {
+    record(input.orderId, `tryBenefit:${input.participant}`, input);
+    const fail = input.participant === 'coupon' ? script(input.orderId).couponFails : undefined;
+    if (fail) throw ApplicationFailure.create({ type: fail, message: 'coupon gone', nonRetryable: true, details: [{ couponCode: input.resource }] });
+    return { status: 'TRIED', quantity: input.quantity };
+  },
+  async confirmBenefit(input) {
+    record(input.orderId, `confirmBenefit:${input.participant}`, input);
+    return { confirmed: true };
+  },
+  async cancelBenefit(input) {
+    record(input.orderId, `cancelBenefit:${input.participant}`, input);
+    return { released: true, emptyRollback: false };
+  },
+  async returnBenefit(input) {
+    record(input.orderId, `returnBenefit:${input.participant}`, input);
+    return { returned: true };
   },
   async recordOrderEvent(input) {
     record(input.orderId, `event:${input.type}`, input);
@@ -220,7 +254,7 @@ test('queries back off from the first delay up to the cap, then the deadline clo
 });
 
 test('a user cancel closes first, then releases, and the update answers CANCELLED', async () => {
-  const { orderId, handle, calls } = await start();
+  const { handle, calls } = await start();
   await handle.executeUpdate(paymentReadyUpdate);
   expect(await handle.executeUpdate(cancelOrderUpdate, { args: [{ reason: 'changed my mind' }] })).toEqual({ status: 'CANCELLED' });
   expect(calls().slice(-3)).toEqual(['close', 'cancelStock', 'transition:CANCELLED']);
@@ -343,3 +377,69 @@ async function waitForStage(handle: { query: (q: typeof statusQuery) => Promise<
 async function waitForCall(orderId: string, name: string): Promise<void> {
   for (let i = 0; i < 100 && !script(orderId).calls.some((c) => c.name === name); i++) await new Promise((r) => setTimeout(r, 100));
 }
+
+describe('coupon and points participants', () => {
+  const withBenefits = { couponCode: 'C-10', points: 300 };
+
+  test('stock, coupon and points are reserved in turn and all three are confirmed when paid', async () => {
+    const { orderId, handle, calls } = await start(withBenefits);
+    await handle.executeUpdate(paymentReadyUpdate);
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    expect(calls()).toEqual([
+      'createOrder',
+      'reserveStock',
+      'tryBenefit:coupon',
+      'tryBenefit:points',
+      'createProviderPayment',
+      'confirmStock',
+      'confirmBenefit:coupon',
+      'confirmBenefit:points',
+      'transition:PAID',
+      'fulfilment',
+    ]);
+    const points = script(orderId).calls.find((c) => c.name === 'tryBenefit:points')!.args;
+    expect(points).toMatchObject({ orderId, userId: 'u1', participant: 'points', resource: 'u1', quantity: 300 });
+  });
+
+  test('an unavailable coupon fails the order with COUPON_UNAVAILABLE, skips the points and releases the stock and the coupon', async () => {
+    const { orderId, handle, calls } = await start(withBenefits, { couponFails: 'COUPON_UNAVAILABLE' });
+    const err = await handle.executeUpdate(paymentReadyUpdate).catch((e: unknown) => e);
+    expect(((err as WorkflowUpdateFailedError).cause as ApplicationFailure).type).toBe('COUPON_UNAVAILABLE');
+    expect(await handle.result()).toEqual({ orderId, status: 'FAILED', reason: 'COUPON_UNAVAILABLE' });
+    expect(calls()).toEqual(['createOrder', 'reserveStock', 'tryBenefit:coupon', 'cancelStock', 'cancelBenefit:coupon', 'transition:FAILED']);
+  });
+
+  test('an unpaid order past its deadline closes the payment, then releases stock, coupon and points', async () => {
+    const { handle, calls } = await start({ ...withBenefits, paymentTimeoutMs: 500, providerExpiryMarginMs: 0 });
+    await handle.executeUpdate(paymentReadyUpdate);
+    expect(await handle.result()).toMatchObject({ status: 'EXPIRED' });
+    const names = calls();
+    expect(names.slice(names.indexOf('close'), names.indexOf('close') + 5)).toEqual(['close', 'cancelStock', 'cancelBenefit:coupon', 'cancelBenefit:points', 'transition:EXPIRED']);
+  });
+
+  test('a cooling-off refund returns the stock, the coupon and the points', async () => {
+    const { orderId, handle, calls } = await start({ ...withBenefits, coolingOffMs: 60_000 });
+    await handle.executeUpdate(paymentReadyUpdate);
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+    await waitForStage(handle, 'COOLING_OFF');
+    expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{}] })).toMatchObject({ status: 'REFUNDED' });
+    expect(calls().slice(-5)).toEqual(['refund', 'returnStock', 'returnBenefit:coupon', 'returnBenefit:points', 'transition:REFUNDED']);
+  });
+
+  test('a confirm that keeps failing marks the order Stuck after the threshold, keeps retrying and clears the mark once it succeeds', async () => {
+    const { orderId, handle } = await start({}, { confirmFlakes: STUCK_AFTER_ATTEMPTS + 2 });
+    await handle.executeUpdate(paymentReadyUpdate);
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+    let sawStuck = false;
+    const deadline = Date.now() + 30_000;
+    while (!sawStuck && Date.now() < deadline) {
+      sawStuck = (await handle.describe()).typedSearchAttributes.get(StuckKey) === true;
+      if (!sawStuck) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(sawStuck).toBe(true);
+    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    expect(script(orderId).calls.filter((c) => c.name === 'confirmStock')).toHaveLength(STUCK_AFTER_ATTEMPTS + 3);
+    expect((await handle.describe()).typedSearchAttributes.get(StuckKey)).toBe(false);
+  }, 60_000);
+});

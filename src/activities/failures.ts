@@ -11,6 +11,12 @@ export const BusinessFailure = {
   TCC_TRY_AFTER_CANCEL: 'TCC_TRY_AFTER_CANCEL',
   /** Confirm after cancel or cancel after confirm: a bug or an operator mistake; alert. */
   TCC_CONFLICT: 'TCC_CONFLICT',
+  /** Unknown, foreign, already frozen or used coupon. */
+  COUPON_UNAVAILABLE: 'COUPON_UNAVAILABLE',
+  /** Fewer points available than the order redeems. */
+  INSUFFICIENT_POINTS: 'INSUFFICIENT_POINTS',
+  /** Discount and points cover the whole order: nothing to charge (refused; see createOrder). */
+  ZERO_AMOUNT: 'ZERO_AMOUNT',
   PROVIDER_REJECTED: 'PROVIDER_REJECTED',
   UNKNOWN_PROVIDER: 'UNKNOWN_PROVIDER',
 } as const;

@@ -4,6 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { PaymentEvidence } from '../contracts/order';
+import { createBenefitActivities } from './benefits';
 import { appendOrderEvent } from './events';
 import * as orders from './orders';
 import * as payments from './payments';
@@ -30,6 +31,8 @@ export function createActivities({ db, providers }: ActivityDeps) {
     cancelStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.cancelStock(db, input.orderId, input.lines),
     /** Returns sold stock after a refund of a confirmed order. */
     returnStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.returnStock(db, input.orderId, input.lines),
+    /** TCC for coupons and points (tryBenefit, confirmBenefit, cancelBenefit, returnBenefit). */
+    ...createBenefitActivities(db),
     /** One-click support ticket with its snapshot. */
     createSupportTicket: (input: support.SupportTicketInput) => support.createSupportTicket(db, input),
     /** Cooling-off over: fulfilment-ready with an outbox message. */

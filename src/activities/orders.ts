@@ -11,6 +11,10 @@ export interface CreateOrderInput {
   items: { sku: string; quantity: number }[];
   provider: string;
   idempotencyKey?: string;
+  /** Coupon to apply (must be the user's, AVAILABLE, in the order's currency). */
+  couponCode?: string;
+  /** Points to redeem; 1 point = 1 minor unit off. */
+  points?: number;
 }
 
 /** The order as priced from the catalog. */
@@ -18,12 +22,17 @@ export interface PricedOrder {
   amount: number;
   currency: string;
   lines: OrderLine[];
+  /** Coupon applied (its discount is already taken off `amount`). */
+  couponCode?: string;
+  discount?: number;
+  /** Points redeemed (already taken off `amount`). */
+  points?: number;
 }
 
 /** Creates the order priced from the catalog (never from the client). Idempotent: a retry returns the stored order. */
 export async function createOrder(db: Knex, input: CreateOrderInput): Promise<PricedOrder> {
   return db.transaction(async (trx) => {
-    const existing = await trx('orders').where({ order_id: input.orderId }).first('amount', 'currency', 'user_id');
+    const existing = await trx('orders').where({ order_id: input.orderId }).first('amount', 'currency', 'user_id', 'coupon_code', 'discount', 'points_used');
     if (existing) {
       if (existing.user_id !== input.userId) throw businessFailure('ORDER_CONFLICT', `order ${input.orderId} belongs to another user`);
       const lines = await trx('order_lines').where({ order_id: input.orderId }).select('sku', 'quantity', 'unit_price');
@@ -31,6 +40,9 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
         amount: Number(existing.amount),
         currency: existing.currency as string,
         lines: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) })),
+        couponCode: existing.coupon_code ?? undefined,
+        discount: Number(existing.discount),
+        points: Number(existing.points_used),
       };
     }
     const skus = input.items.map((i) => i.sku);
@@ -42,9 +54,27 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
     if (currencies.size > 1) throw businessFailure('MIXED_CURRENCY', `items are priced in different currencies: ${[...currencies].join(', ')}`);
     const lines: OrderLine[] = input.items.map((i) => ({ sku: i.sku, quantity: i.quantity, unitPrice: Number(bySku.get(i.sku)!.price) }));
     // Each line's subtotal is added exactly once; integer minor units, checked for overflow.
-    const amount = lines.reduce((sum, l) => sum + l.unitPrice * l.quantity, 0);
-    if (!Number.isSafeInteger(amount)) throw businessFailure('ORDER_CONFLICT', 'order total is too large');
+    const subtotal = lines.reduce((sum, l) => sum + l.unitPrice * l.quantity, 0);
+    if (!Number.isSafeInteger(subtotal)) throw businessFailure('ORDER_CONFLICT', 'order total is too large');
     const currency = products[0]!.currency;
+    // Coupon and points are priced here, on the server; their Try (tryBenefit) holds them atomically afterwards.
+    let discount = 0;
+    if (input.couponCode !== undefined) {
+      const coupon = (await trx('coupons').where({ code: input.couponCode }).first('user_id', 'discount', 'currency', 'status')) as
+        | { user_id: string; discount: number; currency: string; status: string }
+        | undefined;
+      if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE' || coupon.currency !== currency) {
+        throw businessFailure('COUPON_UNAVAILABLE', `coupon ${input.couponCode} is not available to ${input.userId} for a ${currency} order`, { couponCode: input.couponCode });
+      }
+      discount = Number(coupon.discount);
+    }
+    const points = input.points ?? 0;
+    if (!Number.isSafeInteger(points) || points < 0) throw businessFailure('ORDER_CONFLICT', `points must be a non-negative integer, got ${points}`);
+    // 1 point = 1 minor unit. A total of zero or less is refused: there would be nothing to pay at a provider.
+    const amount = subtotal - discount - points;
+    if (amount <= 0) {
+      throw businessFailure('ZERO_AMOUNT', `coupon (${discount}) and points (${points}) cover the whole total ${subtotal}; use fewer points`, { subtotal, discount, points });
+    }
     await trx('orders').insert({
       order_id: input.orderId,
       user_id: input.userId,
@@ -53,10 +83,14 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
       currency,
       provider: input.provider,
       idempotency_key: input.idempotencyKey ?? null,
+      coupon_code: input.couponCode ?? null,
+      discount,
+      points_used: points,
+      subtotal,
     });
     await trx('order_lines').insert(lines.map((l) => ({ order_id: input.orderId, sku: l.sku, quantity: l.quantity, unit_price: l.unitPrice })));
-    await appendOrderEvent(trx, input.orderId, 'ORDER_CREATED', `Order created for ${lines.length} item(s), total ${amount} ${currency} (minor units)`, { amount, currency });
-    return { amount, currency, lines };
+    await appendOrderEvent(trx, input.orderId, 'ORDER_CREATED', `Order created for ${lines.length} item(s), total ${amount} ${currency} (minor units)`, { amount, currency, subtotal, discount, points });
+    return { amount, currency, lines, couponCode: input.couponCode, discount, points };
   });
 }
 

@@ -315,7 +315,7 @@ function billSourceOf(providers: ProviderRegistry, name: string): PaymentProvide
 }
 
 function dayRange(run: RunRow): { start: Date; end: Date } {
-  const range = billDayRange(run.bill_date);
+  const range = billDayRange(run.bill_date, run.provider);
   if (!range) throw nonRetryable('BAD_DATE', `run ${run.id} has an invalid bill day ${run.bill_date}`);
   return range;
 }

@@ -75,6 +75,8 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
     ),
   );
 
+  results.push(...(await checkBenefits(db)));
+
   const closedHolding = (await db('tcc_fence as f')
     .join('orders as o', 'o.order_id', 'f.xid')
     .whereIn('o.status', ['EXPIRED', 'CANCELLED', 'FAILED', 'REFUNDED'])
@@ -123,6 +125,48 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
 
   if (input.providerRows) results.push(...(await checkMoney(db, input.providerRows)));
   return results;
+}
+
+/** Coupons and points against their TCC fences (participants 'coupon' and 'points'). */
+async function checkBenefits(db: Knex): Promise<InvariantResult[]> {
+  const sums = async (status: string) =>
+    new Map(
+      ((await db('tcc_fence').where({ participant: 'points', status }).groupBy('resource').select('resource').sum({ q: 'quantity' })) as { resource: string; q: number }[]).map((r) => [
+        r.resource,
+        Number(r.q),
+      ]),
+    );
+  const [frozenByTry, spentByConfirm] = [await sums('TRIED'), await sums('CONFIRMED')];
+  const points = (await db('user_points').select('user_id', 'available', 'frozen', 'spent', 'total_in')) as Record<string, number | string>[];
+  const pointsBad = points.flatMap((p) => {
+    const [a, f, s, t] = [p.available, p.frozen, p.spent, p.total_in].map(Number) as [number, number, number, number];
+    const user = String(p.user_id);
+    const bad: string[] = [];
+    if (a + f + s !== t) bad.push(`${user}: ${a}+${f}+${s} != ${t}`);
+    if (f !== (frozenByTry.get(user) ?? 0)) bad.push(`${user}: frozen ${f}, held by tries ${frozenByTry.get(user) ?? 0}`);
+    if (s !== (spentByConfirm.get(user) ?? 0)) bad.push(`${user}: spent ${s}, confirmed ${spentByConfirm.get(user) ?? 0}`);
+    return bad;
+  });
+
+  const holders = (await db('tcc_fence').where({ participant: 'coupon' }).whereIn('status', ['TRIED', 'CONFIRMED']).select('xid', 'resource', 'status')) as {
+    xid: string;
+    resource: string;
+    status: string;
+  }[];
+  const holderOf = new Map<string, { xid: string; status: string }[]>();
+  for (const h of holders) holderOf.set(h.resource, [...(holderOf.get(h.resource) ?? []), h]);
+  const coupons = (await db('coupons').select('code', 'status', 'order_id')) as { code: string; status: string; order_id: string | null }[];
+  const couponsBad = coupons.flatMap((c) => {
+    const hs = holderOf.get(c.code) ?? [];
+    const expected = hs.length === 0 ? { status: 'AVAILABLE', order: null } : { status: hs[0]!.status === 'TRIED' ? 'FROZEN' : 'USED', order: hs[0]!.xid };
+    if (hs.length > 1) return [`${c.code}: held by ${hs.length} orders`];
+    if (c.status !== expected.status || (expected.order !== null && c.order_id !== expected.order)) return [`${c.code}: ${c.status} for ${c.order_id}, fences say ${expected.status} for ${expected.order}`];
+    return [];
+  });
+  return [
+    result('points-conserved', 'for every user, available + frozen + spent = points put in; frozen = open tries; spent = confirmed', pointsBad),
+    result('coupons-match-fences', 'every coupon is FROZEN for its one open try, USED by its one confirmed order, or AVAILABLE', couponsBad),
+  ];
 }
 
 /** Money invariants: the provider's movements against local orders and refunds. */

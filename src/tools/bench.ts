@@ -501,6 +501,8 @@ async function main(): Promise<number> {
       LOG_LEVEL: 'warn',
       // The bench measures pay -> PAID with the workflow's result; no cooling-off window keeps it open.
       COOLING_OFF_PERIOD: '0s',
+      // A throwaway copy must not leave a daily reconciliation Schedule (for its task queue) on the server.
+      RECONCILIATION_SCHEDULE: 'off',
       // Derived from the ports above; inherited values would point at another copy of the system.
       PUBLIC_BASE_URL: undefined,
       SANDBOX_URL: undefined,

@@ -247,6 +247,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     INBOX_RETRY_INTERVAL: '1s',
     COOLING_OFF_PERIOD: '5s',
     LOG_LEVEL: 'warn',
+    // A throwaway copy: no daily reconciliation Schedule left behind; several workers on one host: no fixed metrics ports.
+    RECONCILIATION_SCHEDULE: 'off',
+    WORKER_METRICS_PORT: '0',
+    TEMPORAL_METRICS_PORT: '0',
     WORKFLOW_BUNDLE_PATH: bundlePath,
   };
   const api = `http://127.0.0.1:${apiPort}`;

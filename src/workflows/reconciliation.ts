@@ -91,7 +91,7 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
 
 /** Started by the daily Schedule: opens (idempotently) the run of the bill day `daysBack` days ago and starts it. */
 export async function scheduledReconciliation(input: ScheduledReconciliationInput): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; date: string }> {
-  const date = billDateOf(Date.now() - (input.daysBack ?? 1) * 86_400_000);
+  const date = billDateOf(Date.now() - (input.daysBack ?? 1) * 86_400_000, input.provider);
   setCurrentDetails(`starting the ${input.provider} reconciliation of ${date}`);
   const started = await call(SHORT, 'startScheduledReconciliation', `start the ${input.provider} reconciliation of ${date}`, { provider: input.provider, date });
   return { ...started, date };

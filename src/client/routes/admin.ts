@@ -2,7 +2,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Knex } from 'knex';
-import { PutProductRequest, Sku } from '../../contracts/order';
+import { z } from 'zod';
+import { CouponCode, PutCouponRequest, PutPointsRequest, PutProductRequest, Sku } from '../../contracts/order';
 import { ApiError, parseOr400 } from '../errors';
 
 /** Throws 401 unless the request carries the admin bearer token (compared in constant time). */
@@ -27,7 +28,20 @@ async function readProduct(db: Knex, sku: string) {
   };
 }
 
-/** Registers the admin product routes. */
+const PointsUserId = z.string().min(1).max(64);
+
+async function readCoupon(db: Knex, code: string) {
+  const row = await db('coupons').where({ code }).first('code', 'user_id', 'discount', 'currency', 'status', 'order_id');
+  if (!row) return null;
+  return { code: row.code as string, userId: row.user_id as string, discount: Number(row.discount), currency: row.currency as string, status: row.status as string, orderId: (row.order_id as string | null) ?? null };
+}
+
+async function readPoints(db: Knex, userId: string) {
+  const row = await db('user_points').where({ user_id: userId }).first('available', 'frozen', 'spent');
+  return { userId, available: Number(row?.available ?? 0), frozen: Number(row?.frozen ?? 0), spent: Number(row?.spent ?? 0) };
+}
+
+/** Registers the admin product, coupon and points routes. */
 export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; adminToken: string }): void {
   app.put<{ Params: { sku: string } }>('/admin/products/:sku', async (request, reply) => {
     requireAdmin(request, deps.adminToken);
@@ -48,6 +62,44 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
       return !existing;
     });
     return reply.code(created ? 201 : 200).send(await readProduct(deps.db, sku));
+  });
+
+  app.put<{ Params: { code: string } }>('/admin/coupons/:code', async (request, reply) => {
+    requireAdmin(request, deps.adminToken);
+    const code = parseOr400(CouponCode, request.params.code);
+    const body = parseOr400(PutCouponRequest, request.body);
+    const created = await deps.db.transaction(async (trx) => {
+      const existing = (await trx('coupons').where({ code }).forUpdate().first('status')) as { status: string } | undefined;
+      if (existing && existing.status !== 'AVAILABLE') throw new ApiError(409, 'COUPON_IN_USE', `coupon ${code} is ${existing.status} and cannot be replaced`);
+      if (existing) await trx('coupons').where({ code }).update({ user_id: body.userId, discount: body.discount, currency: body.currency, updated_at: trx.fn.now(3) });
+      else await trx('coupons').insert({ code, user_id: body.userId, discount: body.discount, currency: body.currency, status: 'AVAILABLE' });
+      return !existing;
+    });
+    return reply.code(created ? 201 : 200).send(await readCoupon(deps.db, code));
+  });
+
+  app.get<{ Params: { code: string } }>('/admin/coupons/:code', async (request) => {
+    requireAdmin(request, deps.adminToken);
+    const coupon = await readCoupon(deps.db, parseOr400(CouponCode, request.params.code));
+    if (!coupon) throw new ApiError(404, 'COUPON_NOT_FOUND', `no coupon ${request.params.code}`);
+    return coupon;
+  });
+
+  app.put<{ Params: { userId: string } }>('/admin/points/:userId', async (request) => {
+    requireAdmin(request, deps.adminToken);
+    const userId = parseOr400(PointsUserId, request.params.userId);
+    const body = parseOr400(PutPointsRequest, request.body);
+    // Sets the available balance; frozen and spent points stay accounted for in total_in.
+    await deps.db.raw(
+      'INSERT INTO user_points (user_id, available, frozen, spent, total_in) VALUES (?, ?, 0, 0, ?) ON DUPLICATE KEY UPDATE total_in = VALUES(available) + frozen + spent, available = VALUES(available), updated_at = CURRENT_TIMESTAMP(3)',
+      [userId, body.balance, body.balance],
+    );
+    return readPoints(deps.db, userId);
+  });
+
+  app.get<{ Params: { userId: string } }>('/admin/points/:userId', async (request) => {
+    requireAdmin(request, deps.adminToken);
+    return readPoints(deps.db, parseOr400(PointsUserId, request.params.userId));
   });
 
   app.get<{ Params: { sku: string } }>('/admin/products/:sku', async (request) => {

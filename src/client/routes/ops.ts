@@ -11,12 +11,12 @@ import type { ProviderRegistry } from '../../activities/payments';
 import { listRuns, readItems, readRun, startReconciliation } from '../../activities/reconciliation';
 import type { Config } from '../../config';
 import {
-  BILL_TIME_ZONE,
   BillDate,
   ReconciliationClass,
   type ScheduledReconciliationInput,
   StartReconciliationRequest,
   billDayRange,
+  billTimeZone,
   reconciliationScheduleId,
 } from '../../contracts/reconciliation';
 import { ApiError, parseOr400 } from '../errors';
@@ -54,7 +54,7 @@ export function registerOpsRoutes(app: FastifyInstance, deps: { db: Knex; client
     if (!billProviders(deps.providers).includes(body.provider)) {
       throw new ApiError(422, 'PROVIDER_NOT_RECONCILABLE', `provider ${body.provider} is not configured here or has no bill download`, { provider: body.provider });
     }
-    if (billDayRange(body.date)!.start.getTime() > Date.now()) {
+    if (billDayRange(body.date, body.provider)!.start.getTime() > Date.now()) {
       throw new ApiError(422, 'BILL_NOT_AVAILABLE', `the bill day ${body.date} has not begun yet`, { date: body.date });
     }
     const { run, created } = await startReconciliation(db, client, config.taskQueue, { ...body, trigger: 'API' });
@@ -95,7 +95,8 @@ export async function ensureReconciliationSchedules(
   for (const provider of billProviders(providers)) {
     const scheduleId = reconciliationScheduleId(config.taskQueue, provider);
     const args: [ScheduledReconciliationInput] = [{ provider, daysBack: 1 }];
-    const spec = { cronExpressions: [cron], timezone: BILL_TIME_ZONE };
+    // Cron in the provider's bill time zone: "10:30" is 10:30 where the provider cuts its days.
+    const spec = { cronExpressions: [cron], timezone: billTimeZone(provider).zone };
     const action = {
       type: 'startWorkflow' as const,
       workflowType: 'scheduledReconciliation',
@@ -112,7 +113,7 @@ export async function ensureReconciliationSchedules(
         // A day missed while the server was down still gets reconciled; never two days' starts at once.
         policies: { overlap: 'BUFFER_ONE', catchupWindow: '1 day' },
       });
-      logger?.info({ scheduleId, cron, timezone: BILL_TIME_ZONE }, 'reconciliation schedule created');
+      logger?.info({ scheduleId, cron, timezone: spec.timezone }, 'reconciliation schedule created');
     } catch (err) {
       if (!(err instanceof ScheduleAlreadyRunning)) throw err;
       await client.schedule.getHandle(scheduleId).update((previous) => ({ ...previous, spec, action }));

@@ -13,7 +13,7 @@ export async function up(knex: Knex): Promise<void> {
     t.comment('One reconciliation run of one provider bill day');
     t.string('id', 96).primary().comment('reconcile-<provider>-<date>[-r<attempt>]: the report id');
     t.string('provider', 32).notNullable();
-    t.string('bill_date', 10).notNullable().comment('YYYY-MM-DD in the provider bill time zone (Asia/Shanghai)');
+    t.string('bill_date', 10).notNullable().comment('YYYY-MM-DD in the provider bill time zone (China time; UTC for Stripe)');
     t.integer('attempt').unsigned().notNullable().comment('1 for the first run of the day, 2.. for explicit re-runs');
     t.string('trigger', 16).notNullable().comment('API | SCHEDULE');
     t.string('status', 16).notNullable().comment('QUEUED | RUNNING | COMPLETED | FAILED');

@@ -1,0 +1,119 @@
+/**
+ * Coupons and loyalty points as TCC participants ('coupon' keyed by coupon code, 'points' keyed by user id),
+ * on the generic fence in tcc.ts. Points are worth 1 minor unit each.
+ */
+import type { Knex } from 'knex';
+import { businessFailure } from './failures';
+import { defineParticipant, type Participant } from './tcc';
+
+/** What a coupon or points Try needs besides the key. */
+export interface BenefitTryInput {
+  userId: string;
+  /** Points to freeze (points participant); ignored for coupons, which are held whole. */
+  quantity: number;
+}
+
+function mustChangeOne(count: number, what: string): void {
+  if (count !== 1) throw new Error(`${what}; invariant broken`);
+}
+
+/** A coupon: AVAILABLE -> FROZEN (try) -> USED (confirm), FROZEN -> AVAILABLE (cancel), USED -> AVAILABLE (refund). */
+export const couponParticipant: Participant<BenefitTryInput> = defineParticipant<BenefitTryInput>({
+  name: 'coupon',
+  async hold(trx, key, input) {
+    const coupon = (await trx('coupons').where({ code: key.resource }).forUpdate().first('user_id', 'discount', 'status')) as
+      | { user_id: string; discount: number; status: string }
+      | undefined;
+    if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE') {
+      throw businessFailure('COUPON_UNAVAILABLE', `coupon ${key.resource} is not available to ${input.userId}`, { couponCode: key.resource });
+    }
+    await trx('coupons').where({ code: key.resource, status: 'AVAILABLE' }).update({ status: 'FROZEN', order_id: key.orderId, updated_at: trx.fn.now(3) });
+    return Number(coupon.discount);
+  },
+  async commit(trx, key) {
+    const n = await trx('coupons').where({ code: key.resource, status: 'FROZEN', order_id: key.orderId }).update({ status: 'USED', updated_at: trx.fn.now(3) });
+    mustChangeOne(n, `coupon ${key.resource} is not frozen for order ${key.orderId}`);
+  },
+  async release(trx, key) {
+    const n = await trx('coupons').where({ code: key.resource, status: 'FROZEN', order_id: key.orderId }).update({ status: 'AVAILABLE', order_id: null, updated_at: trx.fn.now(3) });
+    mustChangeOne(n, `coupon ${key.resource} is not frozen for order ${key.orderId}`);
+  },
+  async giveBack(trx, key) {
+    const n = await trx('coupons').where({ code: key.resource, status: 'USED', order_id: key.orderId }).update({ status: 'AVAILABLE', order_id: null, updated_at: trx.fn.now(3) });
+    mustChangeOne(n, `coupon ${key.resource} was not used by order ${key.orderId}`);
+  },
+  describe: (key, quantity) => `coupon ${key.resource} (${quantity} off)`,
+});
+
+/** Points: available -> frozen (try) -> spent (confirm), frozen -> available (cancel), spent -> available (refund). */
+export const pointsParticipant: Participant<BenefitTryInput> = defineParticipant<BenefitTryInput>({
+  name: 'points',
+  async hold(trx, key, input) {
+    if (!Number.isSafeInteger(input.quantity) || input.quantity <= 0) throw businessFailure('ORDER_CONFLICT', `points must be a positive integer, got ${input.quantity}`);
+    if (key.resource !== input.userId) throw businessFailure('ORDER_CONFLICT', 'points can only be taken from the ordering user');
+    const n = await trx('user_points')
+      .where('user_id', key.resource)
+      .andWhere('available', '>=', input.quantity)
+      .update({ available: trx.raw('available - ?', [input.quantity]), frozen: trx.raw('frozen + ?', [input.quantity]), updated_at: trx.fn.now(3) });
+    if (n !== 1) throw businessFailure('INSUFFICIENT_POINTS', `user ${key.resource} has fewer than ${input.quantity} points available`, { requested: input.quantity });
+    return input.quantity;
+  },
+  async commit(trx, key, q) {
+    const n = await trx('user_points')
+      .where('user_id', key.resource)
+      .andWhere('frozen', '>=', q)
+      .update({ frozen: trx.raw('frozen - ?', [q]), spent: trx.raw('spent + ?', [q]), updated_at: trx.fn.now(3) });
+    mustChangeOne(n, `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`);
+  },
+  async release(trx, key, q) {
+    const n = await trx('user_points')
+      .where('user_id', key.resource)
+      .andWhere('frozen', '>=', q)
+      .update({ frozen: trx.raw('frozen - ?', [q]), available: trx.raw('available + ?', [q]), updated_at: trx.fn.now(3) });
+    mustChangeOne(n, `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`);
+  },
+  async giveBack(trx, key, q) {
+    const n = await trx('user_points')
+      .where('user_id', key.resource)
+      .andWhere('spent', '>=', q)
+      .update({ spent: trx.raw('spent - ?', [q]), available: trx.raw('available + ?', [q]), updated_at: trx.fn.now(3) });
+    mustChangeOne(n, `user ${key.resource} has fewer spent points than order ${key.orderId} used`);
+  },
+  describe: (key, quantity) => `${quantity} points of ${key.resource}`,
+});
+
+/** The benefit participants by name. */
+export const benefitParticipants = { coupon: couponParticipant, points: pointsParticipant } as const;
+export type BenefitName = keyof typeof benefitParticipants;
+
+/** One benefit of an order, as the workflow carries it. */
+export interface OrderBenefit {
+  participant: BenefitName;
+  resource: string;
+  quantity: number;
+}
+
+/** Activity input for a benefit's try/confirm/cancel/return. */
+export interface BenefitCall extends OrderBenefit {
+  orderId: string;
+  userId: string;
+}
+
+function participantOf(name: string): Participant<BenefitTryInput> {
+  if (!Object.hasOwn(benefitParticipants, name)) throw businessFailure('ORDER_CONFLICT', `unknown TCC participant ${name}`);
+  return benefitParticipants[name as BenefitName];
+}
+
+/** Activities over any benefit participant. */
+export function createBenefitActivities(db: Knex) {
+  return {
+    /** TCC Try for a coupon or points. */
+    tryBenefit: (c: BenefitCall) => participantOf(c.participant).try(db, { orderId: c.orderId, resource: c.resource }, { userId: c.userId, quantity: c.quantity }),
+    /** TCC Confirm for a coupon or points. */
+    confirmBenefit: (c: BenefitCall) => participantOf(c.participant).confirm(db, { orderId: c.orderId, resource: c.resource }),
+    /** TCC Cancel for a coupon or points. */
+    cancelBenefit: (c: BenefitCall) => participantOf(c.participant).cancel(db, { orderId: c.orderId, resource: c.resource }),
+    /** Gives a used coupon or spent points back after a refund. */
+    returnBenefit: (c: BenefitCall) => participantOf(c.participant).giveBack(db, { orderId: c.orderId, resource: c.resource }),
+  };
+}

@@ -1,0 +1,70 @@
+/**
+ * Flash sale through the real API: one SKU with 100 units and many concurrent orders. Exactly 100 reservations
+ * succeed, every other order gets 409 OUT_OF_STOCK, stock never goes negative, and once every reserved order is
+ * paid, sold = 100 and available + reserved + sold = the initial stock.
+ * FLASH_SALE_ORDERS sets the number of concurrent orders (default 300; the issue asks for 1,000).
+ */
+import { randomBytes } from 'node:crypto';
+import { checkInvariants } from '../src/ops/invariants';
+import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor } from './support/system';
+
+const UNITS = 100;
+// Default 300: 1,000 through the API took ~150 s to place on the shared 2-core machine (see the report); set 1000 to run the issue's figure.
+const ORDERS = Number(process.env.FLASH_SALE_ORDERS ?? 300);
+
+let sys: TestSystem;
+
+beforeAll(async () => {
+  sys = await startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '5m', QUERY_MAX_INTERVAL: '5m' });
+}, 60_000);
+
+afterAll(async () => {
+  await sys?.stop();
+});
+
+test(`${ORDERS} concurrent orders for ${UNITS} units: exactly ${UNITS} are reserved, the rest are OUT_OF_STOCK, and paying them all sells exactly ${UNITS}`, async () => {
+  const sku = await createProduct(sys, { price: 990, stock: UNITS });
+  let pendingRetries = 0;
+  const started = Date.now();
+  const results = await Promise.all(
+    Array.from({ length: ORDERS }, async () => {
+      // A real client: an Idempotency-Key, and a retry with the same key when the API answers 503 ORDER_PENDING
+      // (the order took longer than the API waits to set up, which happens on this loaded 2-core machine).
+      const [user, key] = [userId(), `flash-${randomBytes(6).toString('hex')}`];
+      let r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+      // A replay can also find the order still being set up (200 without a payment URL): ask again later.
+      const pending = () => (r.status === 503 && r.body?.error === 'ORDER_PENDING') || (r.status === 200 && !r.body?.payment?.paymentUrl);
+      for (let i = 0; i < 30 && pending(); i++) {
+        pendingRetries++;
+        await new Promise((res) => setTimeout(res, 1000));
+        r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+      }
+      if (r.status === 500) process.stdout.write(`\n[flash-sale] 500: ${JSON.stringify(r.body)}\n`);
+      return { status: r.status === 200 ? 201 : r.status, error: r.body?.error as string | undefined, orderId: r.body?.orderId as string };
+    }),
+  );
+  const placedMs = Date.now() - started;
+  const created = results.filter((r) => r.status === 201);
+  const answers: Record<string, number> = {};
+  for (const r of results) answers[`${r.status} ${r.error ?? ''}`.trim()] = (answers[`${r.status} ${r.error ?? ''}`.trim()] ?? 0) + 1;
+  expect(answers).toEqual({ '201': UNITS, '409 OUT_OF_STOCK': ORDERS - UNITS });
+  expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: UNITS, sold: 0 });
+
+  const payStarted = Date.now();
+  await Promise.all(created.map(async (c) => expect((await sys.sandbox('POST', `/v1/payments/${c.orderId}/pay`, {})).status).toBe(200)));
+  await waitFor(async () => (await stockOf(sys, sku)).sold === UNITS, { timeoutMs: 240_000, intervalMs: 500, what: `${UNITS} units sold` });
+  const paidMs = Date.now() - payStarted;
+  const stock = await stockOf(sys, sku);
+  expect(stock).toEqual({ available: 0, reserved: 0, sold: UNITS });
+  expect(stock.available + stock.reserved + stock.sold).toBe(UNITS);
+  // Stock is confirmed just before the order is marked PAID: wait for the orders too.
+  const paidCount = async () => Number((await sys.db('orders').whereIn('order_id', created.map((c) => c.orderId)).where('status', 'PAID').count({ n: '*' }))[0]!.n);
+  await waitFor(async () => (await paidCount()) === UNITS, { timeoutMs: 120_000, intervalMs: 500, what: `${UNITS} orders PAID` });
+  expect(await paidCount()).toBe(UNITS);
+  const stockInvariants = (await checkInvariants({ db: sys.db, convergenceBoundMs: 600_000 })).filter((r) => ['stock-conserved', 'reserved-equals-open-tries'].includes(r.name));
+  expect(stockInvariants.map((r) => [r.name, r.passed])).toEqual([
+    ['stock-conserved', true],
+    ['reserved-equals-open-tries', true],
+  ]);
+  process.stdout.write(`\n[flash-sale] ${ORDERS} orders placed in ${placedMs} ms (${Math.round((ORDERS / placedMs) * 1000)}/s, ${pendingRetries} ORDER_PENDING retries); ${UNITS} paid and confirmed in ${paidMs} ms\n`);
+}, 600_000);

@@ -1,0 +1,169 @@
+/**
+ * Orders with stock, a coupon and points through the real API, worker, MySQL and sandbox: server-side pricing,
+ * all three participants consumed when paid, all three released when the order expires, and failures (used
+ * coupon, too few points, nothing left to pay) that release what was already taken.
+ */
+import { randomBytes } from 'node:crypto';
+import { checkInvariants } from '../src/ops/invariants';
+import { createProduct, startSystem, stockOf, type TestSystem, userId, waitForStatus } from './support/system';
+
+jest.setTimeout(90_000); // the shared 2-core machine is often loaded; deadlines here are short but workers can lag
+
+let sys: TestSystem;
+let admin: Record<string, string>;
+
+beforeAll(async () => {
+  sys = await startSystem({ PAYMENT_TIMEOUT: '3s', QUERY_FIRST_DELAY: '1s', QUERY_MAX_INTERVAL: '1s', PROVIDER_EXPIRY_MARGIN: '1s' });
+  admin = { authorization: `Bearer ${sys.config.adminToken}` };
+}, 60_000);
+
+afterAll(async () => {
+  await sys?.stop();
+});
+
+async function coupon(user: string, discount: number): Promise<string> {
+  const code = `C-${randomBytes(5).toString('hex')}`;
+  const r = await sys.http('PUT', `/admin/coupons/${code}`, { userId: user, discount, currency: 'CNY' }, admin);
+  expect(r.status).toBe(201);
+  return code;
+}
+
+async function points(user: string, balance: number): Promise<void> {
+  const r = await sys.http('PUT', `/admin/points/${user}`, { balance }, admin);
+  expect(r.status).toBe(200);
+}
+
+const couponOf = async (code: string) => (await sys.http('GET', `/admin/coupons/${code}`, undefined, admin)).body;
+const pointsOf = async (user: string) => {
+  const { available, frozen, spent } = (await sys.http('GET', `/admin/points/${user}`, undefined, admin)).body;
+  return { available, frozen, spent };
+};
+
+/** A buyer with a 300 coupon and 1,000 points ordering 2 x 1,999 of a fresh SKU with 500 of the points. */
+async function placeDiscountedOrder() {
+  const sku = await createProduct(sys, { price: 1999, stock: 5 });
+  const user = userId();
+  const code = await coupon(user, 300);
+  await points(user, 1000);
+  const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 2 }], couponCode: code, points: 500 });
+  return { sku, user, code, r };
+}
+
+test('the charged amount is the catalog total minus the coupon minus the points, and all three are held while unpaid', async () => {
+  const { sku, user, code, r } = await placeDiscountedOrder();
+  expect(r.status).toBe(201);
+  expect(r.body.amount).toBe(2 * 1999 - 300 - 500);
+  expect((await sys.sandbox('GET', `/v1/payments/${r.body.orderId}`)).body.amount).toBe(3198);
+  expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 2, sold: 0 });
+  expect(await couponOf(code)).toMatchObject({ status: 'FROZEN', orderId: r.body.orderId });
+  expect(await pointsOf(user)).toEqual({ available: 500, frozen: 500, spent: 0 });
+  await waitForStatus(sys, r.body.orderId, ['EXPIRED'], 45_000); // let it end before the suite moves on
+});
+
+test('a paid order consumes the stock, uses the coupon and spends the points', async () => {
+  const { sku, user, code, r } = await placeDiscountedOrder();
+  expect(r.status).toBe(201);
+  expect((await sys.sandbox('POST', `/v1/payments/${r.body.orderId}/pay`, {})).status).toBe(200);
+  await waitForStatus(sys, r.body.orderId, ['PAID']);
+  expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 0, sold: 2 });
+  expect(await couponOf(code)).toMatchObject({ status: 'USED', orderId: r.body.orderId });
+  expect(await pointsOf(user)).toEqual({ available: 500, frozen: 0, spent: 500 });
+});
+
+test('an order nobody pays expires and releases the stock, the coupon and the points', async () => {
+  const { sku, user, code, r } = await placeDiscountedOrder();
+  expect(r.status).toBe(201);
+  const order = await waitForStatus(sys, r.body.orderId, ['EXPIRED'], 45_000);
+  expect(await stockOf(sys, sku)).toEqual({ available: 5, reserved: 0, sold: 0 });
+  expect(await couponOf(code)).toMatchObject({ status: 'AVAILABLE', orderId: null });
+  expect(await pointsOf(user)).toEqual({ available: 1000, frozen: 0, spent: 0 });
+  const types = order.timeline.map((e: { type: string }) => e.type);
+  expect(types).toEqual(expect.arrayContaining(['STOCK_RELEASED', 'COUPON_RELEASED', 'POINTS_RELEASED']));
+});
+
+test('an order whose coupon is already used fails with 409 COUPON_UNAVAILABLE at pricing and leaves the stock as it was', async () => {
+  const sku = await createProduct(sys, { price: 1000, stock: 4 });
+  const user = userId();
+  const code = await coupon(user, 100);
+  const first = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code });
+  expect(first.status).toBe(201);
+  await sys.sandbox('POST', `/v1/payments/${first.body.orderId}/pay`, {});
+  await waitForStatus(sys, first.body.orderId, ['PAID']);
+  expect(await couponOf(code)).toMatchObject({ status: 'USED' });
+
+  const second = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 2 }], couponCode: code });
+  expect(second.status).toBe(409);
+  expect(second.body).toMatchObject({ error: 'COUPON_UNAVAILABLE' });
+  expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 0, sold: 1 });
+});
+
+test('a coupon taken by a concurrent order between pricing and reservation fails cleanly and releases the stock and the points', async () => {
+  const sku = await createProduct(sys, { price: 1000, stock: 10 });
+  const user = userId();
+  const code = await coupon(user, 100);
+  await points(user, 50);
+  // Both orders price the coupon as available; only one Try can freeze it.
+  const results = await Promise.all([1, 2].map(() => sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code })));
+  expect(results.map((r) => r.status).sort()).toEqual([201, 409]);
+  const loser = results.find((r) => r.status === 409)!;
+  expect(loser.body.error).toBe('COUPON_UNAVAILABLE');
+  await waitForStatus(sys, loser.body.orderId, ['FAILED']);
+  expect(await stockOf(sys, sku)).toEqual({ available: 9, reserved: 1, sold: 0 });
+});
+
+test('too few points fail with 409 INSUFFICIENT_POINTS and release the stock and the coupon already frozen', async () => {
+  const sku = await createProduct(sys, { price: 1000, stock: 4 });
+  const user = userId();
+  const code = await coupon(user, 100);
+  await points(user, 99);
+  const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code, points: 100 });
+  expect(r.status).toBe(409);
+  expect(r.body).toMatchObject({ error: 'INSUFFICIENT_POINTS' });
+  // The API answers as soon as the Try fails; the compensation completes before the order is marked FAILED.
+  const order = await waitForStatus(sys, r.body.orderId, ['FAILED']);
+  expect(order.statusReason).toBe('INSUFFICIENT_POINTS');
+  expect(await stockOf(sys, sku)).toEqual({ available: 4, reserved: 0, sold: 0 });
+  expect(await couponOf(code)).toMatchObject({ status: 'AVAILABLE', orderId: null });
+  expect(await pointsOf(user)).toEqual({ available: 99, frozen: 0, spent: 0 });
+});
+
+test('an order that coupon and points would make free is refused with 422 ZERO_AMOUNT and holds nothing', async () => {
+  const sku = await createProduct(sys, { price: 500, stock: 2 });
+  const user = userId();
+  const code = await coupon(user, 300);
+  await points(user, 1000);
+  const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code, points: 200 });
+  expect(r.status).toBe(422);
+  expect(r.body).toMatchObject({ error: 'ZERO_AMOUNT' });
+  expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
+  expect(await couponOf(code)).toMatchObject({ status: 'AVAILABLE' });
+  expect(await pointsOf(user)).toEqual({ available: 1000, frozen: 0, spent: 0 });
+});
+
+test("someone else's or an unknown coupon is refused with 409 COUPON_UNAVAILABLE before anything is reserved", async () => {
+  const sku = await createProduct(sys, { price: 1000, stock: 2 });
+  const code = await coupon(userId(), 100);
+  for (const couponCode of [code, 'NO-SUCH-COUPON']) {
+    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }], couponCode });
+    expect(r.status).toBe(409);
+    expect(r.body.error).toBe('COUPON_UNAVAILABLE');
+  }
+  expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
+});
+
+test('coupon and points admin endpoints need the admin token and validate their bodies', async () => {
+  expect((await sys.http('PUT', '/admin/coupons/X1', { userId: 'u', discount: 1, currency: 'CNY' })).status).toBe(401);
+  expect((await sys.http('PUT', '/admin/points/u', { balance: 1 }, { authorization: 'Bearer wrong-token!' })).status).toBe(401);
+  expect((await sys.http('PUT', '/admin/coupons/X1', { userId: 'u', discount: -1 }, admin)).body.error).toBe('VALIDATION_FAILED');
+  expect((await sys.http('PUT', '/admin/points/u', { balance: 1.5 }, admin)).body.error).toBe('VALIDATION_FAILED');
+  expect((await sys.http('POST', '/orders', { userId: 'u', items: [{ sku: 'x', quantity: 1 }], points: 0 })).body.error).toBe('VALIDATION_FAILED');
+});
+
+test('after all of the above the coupon and points invariants hold', async () => {
+  const results = await checkInvariants({ db: sys.db, convergenceBoundMs: 60_000 });
+  const benefits = results.filter((r) => r.name === 'points-conserved' || r.name === 'coupons-match-fences');
+  expect(benefits.map((r) => [r.name, r.passed, r.examples])).toEqual([
+    ['points-conserved', true, []],
+    ['coupons-match-fences', true, []],
+  ]);
+});
