@@ -19,6 +19,11 @@ import {
 } from '../contracts/order';
 import { ApiError } from './errors';
 
+/** How long an action waits for the workflow to catch up with a status MySQL already shows. */
+const SETTLE_RETRIES = 10;
+const SETTLE_DELAY_MS = 500;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /** Why the workflow refused an update, or that it has finished. */
 function refusal(err: unknown): string | undefined {
   if (err instanceof WorkflowNotFoundError) return 'the order is no longer in progress';
@@ -44,13 +49,21 @@ export class OrderActions {
     const current = await this.status(orderId);
     if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
     if (current.status !== 'NEEDS_REVIEW') throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', `order is ${current.status}, not waiting for review`, { status: current.status });
-    try {
-      const { status } = await this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] });
-      return { orderId, status };
-    } catch (err) {
-      const why = refusal(err);
-      if (why) throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', why, { status: (await this.status(orderId))?.status });
-      throw err;
+    // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { status } = await this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] });
+        return { orderId, status };
+      } catch (err) {
+        const why = refusal(err);
+        if (!why) throw err;
+        const now = await this.status(orderId);
+        if (now?.status === 'NEEDS_REVIEW' && attempt < SETTLE_RETRIES && !(err instanceof WorkflowNotFoundError)) {
+          await sleep(SETTLE_DELAY_MS);
+          continue;
+        }
+        throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', why, { status: now?.status });
+      }
     }
   }
 
@@ -60,17 +73,25 @@ export class OrderActions {
     if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
     if (current.status === 'REFUNDED' && current.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
     if (current.status !== 'PAID') throw new ApiError(409, 'ORDER_NOT_REFUNDABLE', `order is ${current.status}; only a paid order can be refunded`, { status: current.status });
-    try {
-      const result = await this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] });
-      if (result.status !== 'REFUNDED') throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the refund could not be made (order is ${result.status})`, { status: result.status });
-      return { orderId, status: result.status, refundNo: result.refundNo };
-    } catch (err) {
-      if (err instanceof ApiError) throw err;
-      const why = refusal(err);
-      if (!why) throw err;
-      const now = await this.status(orderId);
-      if (now?.status === 'REFUNDED' && now.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
-      throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the cooling-off period is over; ask support for a refund (${why})`, { status: now?.status });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const result = await this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] });
+        if (result.status !== 'REFUNDED') throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the refund could not be made (order is ${result.status})`, { status: result.status });
+        return { orderId, status: result.status, refundNo: result.refundNo };
+      } catch (err) {
+        if (err instanceof ApiError) throw err;
+        const why = refusal(err);
+        if (!why) throw err;
+        const now = await this.status(orderId);
+        if (now?.status === 'REFUNDED' && now.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
+        // PAID in MySQL but not yet handed to fulfilment: the workflow is entering its window; retry briefly.
+        const row = await this.deps.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at');
+        if (now?.status === 'PAID' && !row?.fulfilment_ready_at && attempt < SETTLE_RETRIES && !(err instanceof WorkflowNotFoundError)) {
+          await sleep(SETTLE_DELAY_MS);
+          continue;
+        }
+        throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the cooling-off period is over; ask support for a refund (${why})`, { status: now?.status });
+      }
     }
   }
 

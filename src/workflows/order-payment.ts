@@ -245,7 +245,8 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     {
       validator: (d: ReviewDecision) => {
         ReviewDecision.parse(d);
-        if (stage !== 'AWAITING_REVIEW' || reviewDecision) throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
+        // NEEDS_REVIEW: the order is marked in MySQL and the workflow is about to wait; the decision is kept.
+        if ((stage !== 'AWAITING_REVIEW' && stage !== 'NEEDS_REVIEW') || reviewDecision) throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
       },
     },
   );
