@@ -548,16 +548,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
       if (refundRequested) {
         enter('REFUNDING', 'buyer refunded inside the cooling-off window');
         await CancellationScope.nonCancellable(async () => {
-          refundNo = autoRefundNo(orderId, paid.tradeNo);
-          await run('refundPayment', MUST, `refund ${paid.amount} ${paid.currency} (cooling-off)`, {
-            orderId,
-            provider: input.provider,
-            tradeNo: paid.tradeNo,
-            outRefundNo: refundNo,
-            amount: paid.amount,
-            currency: paid.currency,
-            reason: `cooling-off refund${refundRequested?.reason ? `: ${refundRequested.reason}` : ''}`,
-          });
+          await refundInFull(paid, 'cooling-off', `cooling-off refund${refundRequested?.reason ? `: ${refundRequested.reason}` : ''}`);
           await returnAll('');
           await run('transitionOrder', MUST, 'mark order REFUNDED', {
             orderId,
@@ -604,16 +595,7 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     enter('REFUNDING', `refund decided by ${d.operator}`);
     await CancellationScope.nonCancellable(async () => {
       if (paid && paid.amount > 0) {
-        refundNo = autoRefundNo(orderId, paid.tradeNo);
-        await run('refundPayment', MUST, `refund ${paid.amount} ${paid.currency} (review)`, {
-          orderId,
-          provider: input.provider,
-          tradeNo: paid.tradeNo,
-          outRefundNo: refundNo,
-          amount: paid.amount,
-          currency: paid.currency,
-          reason: `review refund by ${d.operator}: ${d.reason}`,
-        });
+        await refundInFull(paid, 'review', `review refund by ${d.operator}: ${d.reason}`);
       }
       await releaseOrReturnAll(' (review refund)');
       await run('transitionOrder', MUST, 'mark order REFUNDED (review)', {
@@ -628,19 +610,25 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     return finish({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
   }
 
+  /** Refunds what a payment paid, with the stable refund number of its trade, so no retry refunds twice. */
+  async function refundInFull(paid: PaymentEvidence, why: string, reason: string): Promise<void> {
+    refundNo = autoRefundNo(orderId, paid.tradeNo);
+    await run('refundPayment', MUST, `refund ${paid.amount} ${paid.currency} (${why})`, {
+      orderId,
+      provider: input.provider,
+      tradeNo: paid.tradeNo,
+      outRefundNo: refundNo,
+      amount: paid.amount,
+      currency: paid.currency,
+      reason,
+    });
+  }
+
   async function refundLatePayment(late: PaymentEvidence): Promise<void> {
     enter('REFUNDING', `refunding late payment ${late.tradeNo}`);
     note('LATE_PAYMENT', `Payment ${late.tradeNo} arrived for a closed order; refunding`);
     await CancellationScope.nonCancellable(async () => {
-      await run('refundPayment', MUST, `refund ${late.amount} ${late.currency}`, {
-        orderId,
-        provider: input.provider,
-        tradeNo: late.tradeNo,
-        outRefundNo: autoRefundNo(orderId, late.tradeNo),
-        amount: late.amount,
-        currency: late.currency,
-        reason: 'payment arrived after the order was closed',
-      });
+      await refundInFull(late, 'late payment', 'payment arrived after the order was closed');
       await run('transitionOrder', MUST, 'mark order REFUNDED', {
         orderId,
         from: ['EXPIRED', 'CANCELLED', 'FAILED'],
