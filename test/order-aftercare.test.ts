@@ -139,7 +139,9 @@ test('a notification for an order whose workflow completed as EXPIRED is refunde
   const orderId = await placeOrder(sku);
   await waitForStatus(sys, orderId, ['EXPIRED'], 30_000);
   await sys.client.workflow.getHandle(orderWorkflowId(orderId)).result();
-  await sys.setFaults({ acceptPaymentAfterClose: true });
+  // The workflow watched until the provider-side expiry; only a payment that settles even later (a delayed
+  // debit) can still arrive, and then only by callback.
+  await sys.setFaults({ acceptPaymentAfterExpiry: true });
   await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
   const [n] = await waitFor(async () => {
     const list = (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications;

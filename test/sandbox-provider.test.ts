@@ -260,6 +260,21 @@ describe('merchant API', () => {
     expect(merchant.received[0]!.notification.data.outTradeNo).toBe(outTradeNo);
   });
 
+  test('acceptPaymentAfterClose stops at the provider-side expiry; only acceptPaymentAfterExpiry takes money later', async () => {
+    const { outTradeNo } = await createPayment({ expiresAt: new Date(Date.now() + 60_000).toISOString() });
+    await call('POST', `/v1/payments/${outTradeNo}/close`);
+    await setFaults({ acceptPaymentAfterClose: true });
+    clockSkewMs = 61_000;
+    const refused = await call('POST', `/v1/payments/${outTradeNo}/pay`, {});
+    expect(refused.status).toBe(409);
+    expect(refused.json.code).toBe('TRADE_CLOSED');
+    const page = await fetch(`${baseUrl}/pay/${outTradeNo}`);
+    expect(await page.text()).not.toContain('<form');
+
+    await setFaults({ acceptPaymentAfterExpiry: true });
+    expect((await payFor(outTradeNo)).status).toBe('SUCCESS');
+  });
+
   test('expiry is lazy: an expired unpaid payment is reported CLOSED when next observed and can no longer be paid', async () => {
     const { outTradeNo } = await createPayment({ expiresAt: new Date(Date.now() + 60_000).toISOString() });
     expect((await call('GET', `/v1/payments/${outTradeNo}`)).json.status).toBe('WAIT_BUYER_PAY');
@@ -456,6 +471,7 @@ describe('faults', () => {
       apiErrorRate: 0,
       apiLatencyMs: 5,
       acceptPaymentAfterClose: false,
+      acceptPaymentAfterExpiry: false,
     });
     const reset = await call('POST', '/_control/reset');
     expect(Object.values(reset.json).every((v) => v === 0 || v === false)).toBe(true);

@@ -106,8 +106,16 @@ export const FaultSettings = z
     notificationDelayMs: z.number().int().min(0).max(3_600_000),
     apiErrorRate: z.number().min(0).max(1),
     apiLatencyMs: z.number().int().min(0).max(600_000),
-    /** Models Alipay's "closed before scan, QR still payable": pay succeeds on a CLOSED payment. */
+    /**
+     * Models Alipay's "closed before scan, QR still payable": pay succeeds on a CLOSED payment until the
+     * provider-side expiry (`expiresAt`) we gave when creating it; after that no provider takes money.
+     */
     acceptPaymentAfterClose: z.boolean(),
+    /**
+     * A payment that settles after the provider-side expiry as well (a delayed bank debit, a Stripe async
+     * payment method). Only a callback or the reconciliation against the bill can find it.
+     */
+    acceptPaymentAfterExpiry: z.boolean(),
   })
   .partial()
   .strict();

@@ -13,6 +13,7 @@ export const NO_FAULTS: Readonly<ActiveFaults> = Object.freeze({
   apiErrorRate: 0,
   apiLatencyMs: 0,
   acceptPaymentAfterClose: false,
+  acceptPaymentAfterExpiry: false,
 });
 
 /** The current fault settings, changed at run time by tests. */

@@ -14,6 +14,12 @@ import {
 import { SandboxApiError, SandboxLocalErrorCode, tradeNotExist } from './errors';
 import { chinaDateStamp } from './china-time';
 
+/** Which late payments the provider still takes (fault settings `acceptPaymentAfterClose` / `...AfterExpiry`). */
+export interface LatePayments {
+  afterClose: boolean;
+  afterExpiry: boolean;
+}
+
 /** One payment as the sandbox stores it. */
 export interface Payment {
   outTradeNo: string;
@@ -87,6 +93,17 @@ export class PaymentLedger {
     return payment;
   }
 
+  /**
+   * Whether the buyer can still pay: an open payment can; a closed one only while `late` allows it, and
+   * past the provider-side expiry only with `afterExpiry` (nothing settles after expiresAt otherwise).
+   */
+  isPayable(payment: Payment, late: LatePayments): boolean {
+    if (payment.status === 'WAIT_BUYER_PAY') return true;
+    if (payment.status !== 'CLOSED') return false;
+    if (late.afterExpiry) return true;
+    return late.afterClose && this.now().getTime() < payment.expiresAt.getTime();
+  }
+
   /** Closes an unpaid payment; closing a closed one is a no-op; a paid one is refused with ORDER_PAID. */
   close(outTradeNo: string): Payment {
     const payment = this.require(outTradeNo);
@@ -97,13 +114,13 @@ export class PaymentLedger {
     return payment;
   }
 
-  /** The buyer pays `amount` (default: the order amount); a closed payment is payable only if `acceptAfterClose`. */
-  pay(outTradeNo: string, amount: number | undefined, acceptAfterClose: boolean): Payment {
+  /** The buyer pays `amount` (default: the order amount); a closed payment is payable only as `late` allows. */
+  pay(outTradeNo: string, amount: number | undefined, late: LatePayments): Payment {
     const payment = this.require(outTradeNo);
     if (payment.status === 'SUCCESS' || payment.status === 'REFUNDED') {
       throw new SandboxApiError(409, SandboxLocalErrorCode.TRADE_ALREADY_PAID, `Payment ${outTradeNo} is already paid`);
     }
-    if (payment.status === 'CLOSED' && !acceptAfterClose) {
+    if (!this.isPayable(payment, late)) {
       throw new SandboxApiError(409, SandboxErrorCode.TRADE_CLOSED, `Payment ${outTradeNo} is closed or expired and can no longer be paid`);
     }
     payment.status = 'SUCCESS';

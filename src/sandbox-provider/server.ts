@@ -22,7 +22,7 @@ import { NotificationDelivery } from './delivery';
 import { SandboxApiError, SandboxLocalErrorCode, validationError } from './errors';
 import { Faults } from './faults';
 import { Pauses } from './pauses';
-import { PaymentLedger, type Payment, toQueryResponse } from './payments';
+import { type LatePayments, PaymentLedger, type Payment, toQueryResponse } from './payments';
 
 /** How to build a sandbox server. */
 export interface SandboxServerOptions {
@@ -186,8 +186,7 @@ function registerCashier(app: FastifyInstance, ctx: Context): void {
     reply.header('content-security-policy', CASHIER_CSP).type('text/html; charset=utf-8');
     if (!payment) return reply.code(404).send(renderNotFoundPage(outTradeNo));
     const query = CashierQuery.safeParse(request.query);
-    const payable =
-      payment.status === 'WAIT_BUYER_PAY' || (payment.status === 'CLOSED' && ctx.faults.get().acceptPaymentAfterClose);
+    const payable = ctx.ledger.isPayable(payment, latePayments(ctx));
     return reply.send(renderCashierPage({ payment, now: ctx.now(), payable, errorCode: query.success ? query.data.error : undefined }));
   });
 
@@ -223,9 +222,14 @@ function registerControl(app: FastifyInstance, ctx: Context): void {
   });
 }
 
+function latePayments(ctx: Context): LatePayments {
+  const faults = ctx.faults.get();
+  return { afterClose: faults.acceptPaymentAfterClose, afterExpiry: faults.acceptPaymentAfterExpiry };
+}
+
 /** The buyer pays; a successful payment starts its notification. */
 function pay(ctx: Context, outTradeNo: string, amount: number | undefined): Payment {
-  const payment = ctx.ledger.pay(outTradeNo, amount, ctx.faults.get().acceptPaymentAfterClose);
+  const payment = ctx.ledger.pay(outTradeNo, amount, latePayments(ctx));
   ctx.delivery.notifyPaid(payment);
   return payment;
 }

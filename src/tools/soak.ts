@@ -23,6 +23,9 @@ import { sandboxBillRows } from '../ops/sandbox-bills';
 import { signSandboxPayload } from '../providers/sandbox-signature';
 import { parseDuration } from '../shared/duration';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
+import { connectTemporal } from '../client/temporal';
+import { OrderStatusKey } from '../contracts/search-attributes';
+import type { Client } from '@temporalio/client';
 
 /** What faults a run injects, and when. */
 export interface FaultProfile {
@@ -160,6 +163,26 @@ class Child {
     await Promise.race([exited, sleep(10_000)]);
     if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   }
+}
+
+/**
+ * How long the drain waits after the last order left AWAITING_PAYMENT: the provider-side expiry margin
+ * (10 s), the sandbox's redelivery schedule (60 s in all) and a minute for refunds under load.
+ */
+const SETTLE_BOUND_MS = 130_000;
+
+/** What is still in motion: running workflows of this run (review excepted) and notifications in redelivery. */
+async function unsettled(temporal: Client, taskQueue: string, sandbox: string): Promise<{ workflows: number; notifications: number }> {
+  let workflows = 0;
+  for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
+    const inReview = wf.typedSearchAttributes.get(OrderStatusKey) === 'NEEDS_REVIEW';
+    if (!inReview) workflows++;
+  }
+  const { body } = await httpJson(`${sandbox}/_control/notifications`);
+  const notifications = (body.notifications as { acknowledged: boolean; dropped: boolean; gaveUp: boolean }[]).filter(
+    (n) => !n.acknowledged && !n.dropped && !n.gaveUp,
+  ).length;
+  return { workflows, notifications };
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- loosely typed JSON from our own API
@@ -426,8 +449,18 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     if (Number(n) === 0 || Date.now() > drainUntil) break;
     await sleep(1000);
   }
-  // Let late notifications and refunds settle before reading the provider's books.
-  await sleep(3000);
+  // Then wait for the aftermath: notifications the sandbox is still redelivering, closed orders watching
+  // for a late payment until the provider-side expiry, late-payment refunds, cooling-off periods. Only
+  // orders parked in manual review stay open.
+  const temporal = await connectTemporal({ temporalAddress, temporalNamespace: 'default' });
+  const settleUntil = Date.now() + SETTLE_BOUND_MS;
+  for (;;) {
+    const pending = await unsettled(temporal, env.TASK_QUEUE!, sandbox);
+    options.progress?.(`settling: ${pending.workflows} workflow(s) running, ${pending.notifications} notification(s) being redelivered`);
+    if ((pending.workflows === 0 && pending.notifications === 0) || Date.now() > settleUntil) break;
+    await sleep(1000);
+  }
+  await temporal.connection.close();
 
   const providerRows = await sandboxBillRows(sandbox, started);
   const invariants = await checkInvariants({ db, providerRows, convergenceBoundMs: 60_000 });
