@@ -267,6 +267,34 @@ describe('order API', () => {
     expect((await sys.http('GET', '/admin/products/x1', undefined, { authorization: 'Bearer wrong-token-xx' })).status).toBe(401);
   });
 
+  test('a hot SKU can be sharded into buckets: stock is spread over them, reads as one sum, and buckets holding reservations cannot be removed', async () => {
+    const auth = { authorization: `Bearer ${sys.config.adminToken}` };
+    const sku = await createProduct(sys, { price: 500, stock: 10 });
+    const put = (body: Record<string, unknown>) => sys.http('PUT', `/admin/products/${sku}`, { name: 'hot', price: 500, ...body }, auth);
+    expect((await put({ stock: 10, buckets: 0 })).status).toBe(400);
+    expect((await put({ stock: 10, buckets: 65 })).status).toBe(400);
+    const sharded = await put({ stock: 10, buckets: 4 });
+    expect(sharded.body).toMatchObject({ stock: { available: 10, reserved: 0, sold: 0 }, buckets: 4 });
+    expect((await sys.db('stock_buckets').where({ sku }).orderBy('bucket').select('bucket', 'available')).map((b) => [b.bucket, Number(b.available)])).toEqual([
+      [1, 3],
+      [2, 2],
+      [3, 2],
+    ]);
+    expect(Number((await sys.db('stock').where({ sku }).first('available')).available)).toBe(3);
+
+    const order = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 4 }] });
+    expect(order.status).toBe(201);
+    expect(await stockOf(sys, sku)).toEqual({ available: 6, reserved: 4, sold: 0 });
+    const held = (await sys.db('stock_holds').where({ xid: order.body.orderId }).select('bucket')).map((h) => Number(h.bucket));
+    // Shrinking to one bucket would drop buckets that hold this order's units (unless it took only from bucket 0).
+    const shrink = await put({ stock: 6, buckets: 1 });
+    if (held.some((b) => b > 0)) expect(shrink).toMatchObject({ status: 409, body: { error: 'STOCK_BUCKETS_IN_USE' } });
+    else expect(shrink.status).toBe(200);
+    expect((await put({ stock: 20, buckets: 8 })).body).toMatchObject({ stock: { available: 20, reserved: 4, sold: 0 }, buckets: 8 });
+    const { total_in: totalIn } = await sys.db('stock').where({ sku }).first('total_in');
+    expect(Number(totalIn)).toBe(24);
+  });
+
   test('healthz and metrics answer', async () => {
     expect((await sys.http('GET', '/healthz')).body).toMatchObject({ status: 'ok', checks: { mysql: 'ok', temporal: 'ok' } });
     const metrics = await fetch(`${sys.apiUrl}/metrics`);

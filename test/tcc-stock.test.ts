@@ -36,18 +36,60 @@ interface Fence {
 
 const uid = (prefix: string) => `${prefix}-${randomBytes(8).toString('hex')}`;
 
-/** Inserts a product and its stock row under a fresh random SKU, so suites can share the database. */
-async function createSku(available: number): Promise<string> {
+/**
+ * Inserts a product and its stock under a fresh random SKU, so suites can share the database; with
+ * `buckets` > 1 the available units are spread over that many buckets (bucket 0 is the stock row).
+ */
+async function createSku(available: number, buckets = 1): Promise<string> {
   const sku = uid('tcc');
+  const share = (b: number) => Math.floor(available / buckets) + (b < available % buckets ? 1 : 0);
   await db('products').insert({ sku, name: `TCC test ${sku}`, price: 100, currency: 'CNY' });
-  await db('stock').insert({ sku, available, reserved: 0, sold: 0 });
+  await db('stock').insert({ sku, available: share(0), reserved: 0, sold: 0, total_in: available, buckets });
+  for (let b = 1; b < buckets; b++) await db('stock_buckets').insert({ sku, bucket: b, available: share(b), reserved: 0, sold: 0 });
   return sku;
 }
 
+/** Every bucket of a SKU, bucket 0 first. */
+async function bucketsOf(sku: string, conn: Knex = db): Promise<(Stock & { bucket: number })[]> {
+  const base = (await conn('stock').where({ sku }).first('available', 'reserved', 'sold')) as Record<keyof Stock, number | string> | undefined;
+  if (!base) throw new Error(`no stock row for ${sku}`);
+  const rest = (await conn('stock_buckets').where({ sku }).orderBy('bucket').select('bucket', 'available', 'reserved', 'sold')) as Record<string, number | string>[];
+  return [{ bucket: 0, ...base }, ...rest].map((r) => ({ bucket: Number(r.bucket), available: Number(r.available), reserved: Number(r.reserved), sold: Number(r.sold) }));
+}
+
+/** The SKU's stock: the sum over its buckets. */
 async function stockOf(sku: string, conn: Knex = db): Promise<Stock> {
-  const row = (await conn('stock').where({ sku }).first('available', 'reserved', 'sold')) as Record<keyof Stock, number | string> | undefined;
-  if (!row) throw new Error(`no stock row for ${sku}`);
-  return { available: Number(row.available), reserved: Number(row.reserved), sold: Number(row.sold) };
+  const sum = { available: 0, reserved: 0, sold: 0 };
+  for (const b of await bucketsOf(sku, conn)) {
+    sum.available += b.available;
+    sum.reserved += b.reserved;
+    sum.sold += b.sold;
+  }
+  return sum;
+}
+
+/** Each bucket's reserved and sold must be exactly what the tries recorded taking from it. */
+async function assertBucketsMatchHolds(sku: string): Promise<void> {
+  const fences = (await db('tcc_fence').where({ participant: 'stock', resource: sku }).whereIn('status', ['TRIED', 'CONFIRMED']).select('xid', 'status', 'quantity')) as {
+    xid: string;
+    status: FenceStatus;
+    quantity: number;
+  }[];
+  const expected = new Map<number, { reserved: number; sold: number }>();
+  for (const f of fences) {
+    const holds = (await db('stock_holds').where({ xid: f.xid, sku }).select('bucket', 'quantity')) as { bucket: number; quantity: number }[];
+    const own = holds.length ? holds.map((h) => ({ bucket: Number(h.bucket), quantity: Number(h.quantity) })) : [{ bucket: 0, quantity: Number(f.quantity) }];
+    expect(own.reduce((n, h) => n + h.quantity, 0)).toBe(Number(f.quantity));
+    for (const h of own) {
+      const e = expected.get(h.bucket) ?? { reserved: 0, sold: 0 };
+      if (f.status === 'TRIED') e.reserved += h.quantity;
+      else e.sold += h.quantity;
+      expected.set(h.bucket, e);
+    }
+  }
+  for (const b of await bucketsOf(sku)) {
+    expect({ bucket: b.bucket, reserved: b.reserved, sold: b.sold }).toEqual({ bucket: b.bucket, ...(expected.get(b.bucket) ?? { reserved: 0, sold: 0 }) });
+  }
 }
 
 async function fencesOf(orderId: string): Promise<Fence[]> {
@@ -323,9 +365,9 @@ describe('conflicts', () => {
   });
 });
 
-describe('concurrency', () => {
+describe.each([1, 4])('concurrency (%i bucket(s))', (buckets) => {
   test('100 concurrent single-unit tries on 20 units: exactly 20 succeed, the rest are OUT_OF_STOCK, stock never goes negative', async () => {
-    const sku = await createSku(20);
+    const sku = await createSku(20, buckets);
     const orders = Array.from({ length: 100 }, () => uid('order'));
 
     // Watch the row from a separate pool while the tries run: every committed state must be consistent.
@@ -362,11 +404,12 @@ describe('concurrency', () => {
       expect(s.reserved).toBeGreaterThanOrEqual(0);
       expect(s.available + s.reserved).toBe(20);
     }
+    await assertBucketsMatchHolds(sku);
   });
 
   test('concurrent try, confirm and cancel of one order end in exactly one consistent outcome', async () => {
     for (let round = 0; round < 10; round++) {
-      const sku = await createSku(5);
+      const sku = await createSku(5, buckets);
       const order = uid('order');
       const lines = [{ sku, quantity: 2 }];
       await tryReserveStock(db, order, lines);
@@ -383,7 +426,59 @@ describe('concurrency', () => {
         fence?.status === 'CONFIRMED' ? { available: 3, reserved: 0, sold: 2 } : { available: 5, reserved: 0, sold: 0 },
       );
       expect(fence?.status).toBe(confirm.status === 'fulfilled' ? 'CONFIRMED' : 'CANCELLED');
+      await assertBucketsMatchHolds(sku);
     }
+  });
+});
+
+describe('hot-SKU buckets', () => {
+  test('a try takes from one bucket, moves on when buckets run dry, and records what it took where; confirm and cancel touch only those buckets', async () => {
+    const sku = await createSku(5, 3); // buckets hold 2, 2, 1
+    const [a, b, c] = [uid('bkt'), uid('bkt'), uid('bkt')];
+    await tryReserveStock(db, a, [{ sku, quantity: 4 }]); // needs at least two buckets
+    const holdsA = (await db('stock_holds').where({ xid: a, sku }).select('bucket', 'quantity')) as { bucket: number; quantity: number }[];
+    expect(holdsA.length).toBeGreaterThanOrEqual(2);
+    expect(holdsA.reduce((n, h) => n + Number(h.quantity), 0)).toBe(4);
+    await tryReserveStock(db, b, [{ sku, quantity: 1 }]);
+    expect(await stockOf(sku)).toEqual({ available: 0, reserved: 5, sold: 0 });
+    expect((await failureOf(tryReserveStock(db, c, [{ sku, quantity: 1 }]))).type).toBe('OUT_OF_STOCK');
+    await assertBucketsMatchHolds(sku);
+
+    // Confirming b changes only the bucket b took from.
+    const before = await bucketsOf(sku);
+    const [holdB] = (await db('stock_holds').where({ xid: b, sku }).select('bucket')) as { bucket: number }[];
+    await confirmStock(db, b, [{ sku, quantity: 1 }]);
+    const after = await bucketsOf(sku);
+    for (const [i, bucket] of after.entries()) {
+      if (bucket.bucket === Number(holdB!.bucket)) expect(bucket).toEqual({ ...before[i]!, reserved: before[i]!.reserved - 1, sold: before[i]!.sold + 1 });
+      else expect(bucket).toEqual(before[i]);
+    }
+    // Cancelling a puts its units back exactly where it took them.
+    await cancelStock(db, a, [{ sku, quantity: 4 }]);
+    for (const bucket of await bucketsOf(sku)) {
+      const took = holdsA.filter((h) => Number(h.bucket) === bucket.bucket).reduce((n, h) => n + Number(h.quantity), 0);
+      const was = before.find((x) => x.bucket === bucket.bucket)!;
+      expect(bucket.available).toBe(was.available + took);
+    }
+    expect(await stockOf(sku)).toEqual({ available: 4, reserved: 0, sold: 1 });
+    await assertBucketsMatchHolds(sku);
+  });
+
+  test('a reservation made before its SKU was sharded is confirmed from bucket 0, where it was taken', async () => {
+    const sku = await createSku(6);
+    const order = uid('bkt');
+    await tryReserveStock(db, order, [{ sku, quantity: 2 }]);
+    expect(await db('stock_holds').where({ xid: order })).toHaveLength(0);
+    // Shard: bucket 0 keeps its reservation, the free units are spread over three buckets.
+    await db('stock').where({ sku }).update({ buckets: 3, available: 2 });
+    await db('stock_buckets').insert([1, 2].map((bucket) => ({ sku, bucket, available: 1, reserved: 0, sold: 0 })));
+    await confirmStock(db, order, [{ sku, quantity: 2 }]);
+    expect((await bucketsOf(sku)).map((b) => [b.bucket, b.available, b.reserved, b.sold])).toEqual([
+      [0, 2, 0, 2],
+      [1, 1, 0, 0],
+      [2, 1, 0, 0],
+    ]);
+    await assertBucketsMatchHolds(sku);
   });
 });
 
@@ -525,6 +620,7 @@ async function assertInvariants(sku: string, initial: number, orderIds: string[]
   }
   expect(stock.reserved).toBe(tried);
   expect(stock.sold).toBe(confirmed);
+  await assertBucketsMatchHolds(sku);
 }
 
 const ORDERS = 3;
@@ -534,11 +630,11 @@ const scenarioArb = {
   quantities: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: ORDERS, maxLength: ORDERS }),
 };
 
-describe('properties', () => {
+describe.each([1, 3])('properties (%i bucket(s))', (buckets) => {
   test('any sequential mix of try, confirm and cancel matches the reference model call by call and keeps the invariants', async () => {
     await fc.assert(
       fc.asyncProperty(scenarioArb.initial, scenarioArb.quantities, fc.array(opArb, { minLength: 1, maxLength: 14 }), async (initial, quantities, ops) => {
-        const sku = await createSku(initial);
+        const sku = await createSku(initial, buckets);
         const orderIds = quantities.map(() => uid('prop'));
         const model = new Model(initial, quantities);
         const outcomes: { op: Op; outcome: Outcome }[] = [];
@@ -565,7 +661,7 @@ describe('properties', () => {
         // Batches run one after another; the calls inside a batch run concurrently in the generated order.
         fc.array(fc.array(opArb, { minLength: 1, maxLength: 6 }), { minLength: 1, maxLength: 4 }),
         async (initial, quantities, batches) => {
-          const sku = await createSku(initial);
+          const sku = await createSku(initial, buckets);
           const orderIds = quantities.map(() => uid('conc'));
           const outcomes: { op: Op; outcome: Outcome }[] = [];
           for (const batch of batches) {

@@ -1,13 +1,22 @@
 /**
- * Stock as a TCC participant. Every step writes the fence row in the same transaction as the stock change,
- * which gives: idempotent confirm/cancel, empty rollback (cancel before try), and no hanging reservation
- * (a try after its cancel is refused). Lines are processed in SKU order so concurrent orders never deadlock.
+ * Stock as a TCC participant, on the fence primitives of tcc.ts: every step writes the fence row in the same
+ * transaction as the stock change, which gives idempotent confirm/cancel, empty rollback (cancel before try) and
+ * no hanging reservation (a try after its cancel is refused). A Try is all-or-nothing over the order's lines,
+ * which are processed in SKU order so concurrent orders never deadlock on two SKUs.
+ *
+ * Hot SKUs can be sharded into N buckets (migration 20261128_0010): bucket 0 is the `stock` row, buckets
+ * 1..N-1 rows of `stock_buckets`. A bucketed Try starts at a random bucket, takes what it needs with a
+ * conditional update and moves on to the next bucket when one runs dry; `stock_holds` records what it took
+ * from which bucket, so confirm, cancel and return touch only those buckets. A fence without holds took
+ * everything from bucket 0 (every unsharded SKU, and reservations made before a SKU was sharded).
  */
+import { randomInt } from 'node:crypto';
 import type { Knex } from 'knex';
 import { appendOrderEvent } from './events';
 import { businessFailure } from './failures';
+import { fenceOf } from './tcc';
 
-const PARTICIPANT = 'stock';
+const fence = fenceOf('stock');
 
 /** One line to reserve, confirm or release. */
 export interface StockLine {
@@ -15,10 +24,13 @@ export interface StockLine {
   quantity: number;
 }
 
-interface FenceRow {
-  status: 'TRIED' | 'CONFIRMED' | 'CANCELLED';
+/** Units of one SKU held in one bucket by one order. */
+interface Hold {
+  bucket: number;
   quantity: number;
 }
+
+type Column = 'available' | 'reserved' | 'sold';
 
 /** Merges repeated SKUs and sorts by SKU, so concurrent transactions lock rows in the same order. */
 function bySku(lines: StockLine[]): StockLine[] {
@@ -32,63 +44,143 @@ function bySku(lines: StockLine[]): StockLine[] {
   return [...merged].map(([sku, quantity]) => ({ sku, quantity })).sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
 }
 
-/** Inserts a fence row unless one exists; returns true when this call created it. */
-async function insertFence(trx: Knex.Transaction, xid: string, resource: string, status: FenceRow['status'], quantity: number, emptyRollback = false): Promise<boolean> {
-  try {
-    await trx('tcc_fence').insert({ xid, participant: PARTICIPANT, resource, status, quantity, empty_rollback: emptyRollback });
-    return true;
-  } catch (err) {
-    // A duplicate key rolls back only this statement in InnoDB; the transaction goes on.
-    if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return false;
-    throw err;
+/** The row of one bucket: bucket 0 is the stock row itself. */
+function bucketRow(trx: Knex.Transaction, sku: string, bucket: number): Knex.QueryBuilder {
+  return bucket === 0 ? trx('stock').where('sku', sku) : trx('stock_buckets').where({ sku, bucket });
+}
+
+/** Moves `quantity` units of one bucket from one column to another if the source column holds enough. */
+async function shift(trx: Knex.Transaction, sku: string, bucket: number, quantity: number, from: Column, to: Column): Promise<boolean> {
+  const count = await bucketRow(trx, sku, bucket)
+    .andWhere(from, '>=', quantity)
+    .update({ [from]: trx.raw('?? - ?', [from, quantity]), [to]: trx.raw('?? + ?', [to, quantity]), updated_at: trx.fn.now(3) });
+  return count === 1;
+}
+
+/**
+ * Takes up to `need` units from one bucket that was seen holding `seen`: a conditional update, so a concurrent
+ * taker can only make it take less, never too much; when it lost the race it looks once more.
+ */
+async function takeUpTo(trx: Knex.Transaction, sku: string, bucket: number, need: number, seen: number): Promise<number> {
+  const first = Math.min(need, seen);
+  if (await shift(trx, sku, bucket, first, 'available', 'reserved')) return first;
+  const row = (await bucketRow(trx, sku, bucket).first('available')) as { available: number | string } | undefined;
+  const take = Math.min(need, Number(row?.available ?? 0));
+  if (take > 0 && (await shift(trx, sku, bucket, take, 'available', 'reserved'))) return take;
+  return 0;
+}
+
+/** What every bucket of a SKU holds right now (plain reads: no locks), bucket 0 first. */
+async function bucketLevels(trx: Knex.Transaction, sku: string): Promise<{ bucket: number; available: number }[]> {
+  const base = (await trx('stock').where('sku', sku).first('available')) as { available: number | string } | undefined;
+  const rest = (await trx('stock_buckets').where('sku', sku).orderBy('bucket').select('bucket', 'available')) as { bucket: number; available: number | string }[];
+  return [{ bucket: 0, available: Number(base?.available ?? 0) }, ...rest.map((r) => ({ bucket: Number(r.bucket), available: Number(r.available) }))];
+}
+
+/**
+ * Reserves one line; throws OUT_OF_STOCK (rolling everything back) when the SKU runs dry.
+ * An unsharded SKU costs one conditional update. A sharded one first tries one random bucket for the whole
+ * line; only when that bucket is short does it read every bucket's level and take from those seen holding
+ * stock (a conditional update that waited for a taker and then found the row dry keeps it locked until
+ * commit, so blindly walking dry buckets in different orders deadlocks).
+ */
+async function reserveLine(trx: Knex.Transaction, orderId: string, line: StockLine): Promise<Hold[]> {
+  const { sku, quantity } = line;
+  // A plain read: a locking statement on the stock row would queue every taker of a sharded SKU behind
+  // whoever holds bucket 0, which is exactly what buckets are for avoiding.
+  const row = (await trx('stock').where('sku', sku).first('buckets')) as { buckets: number } | undefined;
+  if (!row) throw outOfStock(line);
+  const buckets = Number(row.buckets);
+  if (buckets <= 1) {
+    if (!(await shift(trx, sku, 0, quantity, 'available', 'reserved'))) throw outOfStock(line);
+    return [{ bucket: 0, quantity }];
+  }
+
+  const holds: Hold[] = [];
+  const first = randomInt(buckets);
+  if (await shift(trx, sku, first, quantity, 'available', 'reserved')) holds.push({ bucket: first, quantity });
+  else {
+    const levels = (await bucketLevels(trx, sku)).filter((b) => b.available > 0);
+    if (levels.reduce((n, b) => n + b.available, 0) < quantity) throw outOfStock(line);
+    const start = randomInt(levels.length);
+    let need = quantity;
+    for (let i = 0; i < levels.length && need > 0; i++) {
+      const { bucket, available } = levels[(start + i) % levels.length]!;
+      const took = await takeUpTo(trx, sku, bucket, need, available);
+      if (took > 0) {
+        holds.push({ bucket, quantity: took });
+        need -= took;
+      }
+    }
+    if (need > 0) throw outOfStock(line);
+  }
+  await trx('stock_holds').insert(holds.map((h) => ({ xid: orderId, sku, bucket: h.bucket, quantity: h.quantity })));
+  return holds;
+}
+
+function outOfStock(line: StockLine): Error {
+  // Rolling back the transaction also removes this Try's fence rows, so a later Cancel is an empty rollback.
+  return businessFailure('OUT_OF_STOCK', `not enough stock for ${line.sku}`, { sku: line.sku, requested: line.quantity });
+}
+
+/** What a fenced reservation holds, bucket by bucket (no holds rows: all of it in bucket 0). */
+async function holdsOf(trx: Knex.Transaction, orderId: string, sku: string, quantity: number): Promise<Hold[]> {
+  const rows = (await trx('stock_holds').where({ xid: orderId, sku }).orderBy('bucket').select('bucket', 'quantity')) as { bucket: number; quantity: number | string }[];
+  if (rows.length === 0) return [{ bucket: 0, quantity }];
+  return rows.map((r) => ({ bucket: Number(r.bucket), quantity: Number(r.quantity) }));
+}
+
+/** Moves every hold of one fenced line between columns; a bucket short of units means the books are broken. */
+async function shiftHolds(trx: Knex.Transaction, orderId: string, sku: string, quantity: number, from: Column, to: Column): Promise<void> {
+  for (const hold of await holdsOf(trx, orderId, sku, quantity)) {
+    if (!(await shift(trx, sku, hold.bucket, hold.quantity, from, to))) {
+      throw new Error(`stock ${sku} bucket ${hold.bucket} has less ${from} than order ${orderId} holds there; invariant broken`);
+    }
   }
 }
 
-async function lockFence(trx: Knex.Transaction, xid: string, resource: string): Promise<FenceRow | undefined> {
-  const row = (await trx('tcc_fence').where({ xid, participant: PARTICIPANT, resource }).forUpdate().first('status', 'quantity')) as FenceRow | undefined;
-  return row ? { status: row.status, quantity: Number(row.quantity) } : undefined;
-}
-
-async function setFenceStatus(trx: Knex.Transaction, xid: string, resource: string, from: FenceRow['status'], to: FenceRow['status']): Promise<void> {
-  const count = await trx('tcc_fence')
-    .where({ xid, participant: PARTICIPANT, resource, status: from })
-    .update({ status: to, updated_at: trx.fn.now(3) });
-  if (count !== 1) throw new Error(`fence ${xid}/${resource} was not ${from}; concurrent change, will retry`);
-}
+/** Deadlocks between takers of one hot SKU are retried here at once, before Temporal's slower activity retry. */
+const DEADLOCK_ATTEMPTS = 5;
 
 /** TCC Try: moves quantity from available to reserved for every line, all or nothing. */
 export async function tryReserveStock(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
-  return db.transaction(async (trx) => {
-    const reserved: StockLine[] = [];
-    let newlyReserved = 0;
-    for (const line of bySku(lines)) {
-      const created = await insertFence(trx, orderId, line.sku, 'TRIED', line.quantity);
-      if (!created) {
-        const fence = await lockFence(trx, orderId, line.sku);
-        if (fence?.status === 'CANCELLED') {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await reserveAll(db, orderId, lines);
+    } catch (err) {
+      // The victim's whole transaction was rolled back (fence rows included), so running it again is safe.
+      if ((err as { code?: string }).code !== 'ER_LOCK_DEADLOCK' || attempt >= DEADLOCK_ATTEMPTS) throw err;
+      await new Promise((r) => setTimeout(r, randomInt(5, 20 * attempt)));
+    }
+  }
+}
+
+async function reserveAll(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
+  // READ COMMITTED: the bucket levels read before taking are the latest committed counts, not a snapshot.
+  return db.transaction(
+    async (trx) => {
+      const fresh: StockLine[] = [];
+      for (const line of bySku(lines)) {
+        const key = { orderId, resource: line.sku };
+        if (await fence.insert(trx, key, 'TRIED', line.quantity)) {
+          fresh.push(line);
+          continue;
+        }
+        const existing = await fence.lock(trx, key);
+        if (existing?.status === 'CANCELLED') {
           throw businessFailure('TCC_TRY_AFTER_CANCEL', `stock for ${line.sku} was already released for order ${orderId}; refusing a late reservation`, { sku: line.sku });
         }
-        reserved.push(line); // TRIED or CONFIRMED already: a retried Try is a no-op
-        continue;
+        // TRIED or CONFIRMED already: a retried Try is a no-op for this line.
       }
-      const count = await trx('stock')
-        .where('sku', line.sku)
-        .andWhere('available', '>=', line.quantity)
-        .update({
-          available: trx.raw('available - ?', [line.quantity]),
-          reserved: trx.raw('reserved + ?', [line.quantity]),
-          updated_at: trx.fn.now(3),
-        });
-      if (count !== 1) {
-        // Rolling back the transaction also removes this Try's fence rows, so a later Cancel is an empty rollback.
-        throw businessFailure('OUT_OF_STOCK', `not enough stock for ${line.sku}`, { sku: line.sku, requested: line.quantity });
-      }
-      reserved.push(line);
-      newlyReserved++;
-    }
-    if (newlyReserved > 0) await appendOrderEvent(trx, orderId, 'STOCK_RESERVED', `Reserved ${describe(lines)}`, { lines });
-    return { reserved };
-  });
+      if (fresh.length === 0) return { reserved: bySku(lines) };
+      // The timeline entry first, the stock rows last: a hot row stays locked only from its update to the commit.
+      await appendOrderEvent(trx, orderId, 'STOCK_RESERVED', `Reserved ${describe(lines)}`, { lines });
+      // Which buckets each line took from is in stock_holds.
+      for (const line of fresh) await reserveLine(trx, orderId, line);
+      return { reserved: bySku(lines) };
+    },
+    { isolationLevel: 'read committed' },
+  );
 }
 
 /** TCC Confirm: reserved -> sold. Idempotent; refuses (alert-worthy) when the reservation was cancelled. */
@@ -96,20 +188,13 @@ export async function confirmStock(db: Knex, orderId: string, lines: StockLine[]
   return db.transaction(async (trx) => {
     let confirmed = 0;
     for (const line of bySku(lines)) {
-      const fence = await lockFence(trx, orderId, line.sku);
-      if (!fence) throw businessFailure('TCC_CONFLICT', `confirm without try for ${line.sku} in order ${orderId}`, { sku: line.sku });
-      if (fence.status === 'CONFIRMED') continue;
-      if (fence.status === 'CANCELLED') throw businessFailure('TCC_CONFLICT', `confirm after cancel for ${line.sku} in order ${orderId}`, { sku: line.sku });
-      await setFenceStatus(trx, orderId, line.sku, 'TRIED', 'CONFIRMED');
-      const count = await trx('stock')
-        .where('sku', line.sku)
-        .andWhere('reserved', '>=', fence.quantity)
-        .update({
-          reserved: trx.raw('reserved - ?', [fence.quantity]),
-          sold: trx.raw('sold + ?', [fence.quantity]),
-          updated_at: trx.fn.now(3),
-        });
-      if (count !== 1) throw new Error(`stock row ${line.sku} has less reserved than order ${orderId} holds; invariant broken`);
+      const key = { orderId, resource: line.sku };
+      const row = await fence.lock(trx, key);
+      if (!row) throw businessFailure('TCC_CONFLICT', `confirm without try for ${line.sku} in order ${orderId}`, { sku: line.sku });
+      if (row.status === 'CONFIRMED' || row.status === 'RETURNED') continue;
+      if (row.status === 'CANCELLED') throw businessFailure('TCC_CONFLICT', `confirm after cancel for ${line.sku} in order ${orderId}`, { sku: line.sku });
+      await fence.move(trx, key, 'TRIED', 'CONFIRMED');
+      await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'sold');
       confirmed++;
     }
     if (confirmed > 0) await appendOrderEvent(trx, orderId, 'STOCK_CONFIRMED', `Stock sold: ${describe(lines)}`);
@@ -123,32 +208,23 @@ export async function cancelStock(db: Knex, orderId: string, lines: StockLine[])
     let released = 0;
     let emptyRollbacks = 0;
     for (const line of bySku(lines)) {
-      if (await insertFence(trx, orderId, line.sku, 'CANCELLED', 0, true)) {
+      const key = { orderId, resource: line.sku };
+      if (await fence.insert(trx, key, 'CANCELLED', 0, true)) {
         emptyRollbacks++;
         continue;
       }
-      const fence = await lockFence(trx, orderId, line.sku);
-      if (!fence || fence.status === 'CANCELLED') continue;
-      if (fence.status === 'CONFIRMED') throw businessFailure('TCC_CONFLICT', `cancel after confirm for ${line.sku} in order ${orderId}`, { sku: line.sku });
-      await setFenceStatus(trx, orderId, line.sku, 'TRIED', 'CANCELLED');
-      const count = await trx('stock')
-        .where('sku', line.sku)
-        .andWhere('reserved', '>=', fence.quantity)
-        .update({
-          available: trx.raw('available + ?', [fence.quantity]),
-          reserved: trx.raw('reserved - ?', [fence.quantity]),
-          updated_at: trx.fn.now(3),
-        });
-      if (count !== 1) throw new Error(`stock row ${line.sku} has less reserved than order ${orderId} holds; invariant broken`);
+      const row = await fence.lock(trx, key);
+      if (!row || row.status === 'CANCELLED') continue;
+      if (row.status === 'CONFIRMED' || row.status === 'RETURNED') {
+        throw businessFailure('TCC_CONFLICT', `cancel after confirm for ${line.sku} in order ${orderId}`, { sku: line.sku });
+      }
+      await fence.move(trx, key, 'TRIED', 'CANCELLED');
+      await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'available');
       released++;
     }
     if (released > 0) await appendOrderEvent(trx, orderId, 'STOCK_RELEASED', `Stock returned: ${describe(lines)}`);
     return { released, emptyRollbacks };
   });
-}
-
-function describe(lines: StockLine[]): string {
-  return lines.map((l) => `${l.quantity} x ${l.sku}`).join(', ');
 }
 
 /**
@@ -159,23 +235,19 @@ export async function returnStock(db: Knex, orderId: string, lines: StockLine[])
   return db.transaction(async (trx) => {
     let returned = 0;
     for (const line of bySku(lines)) {
-      const fence = (await trx('tcc_fence').where({ xid: orderId, participant: PARTICIPANT, resource: line.sku }).forUpdate().first('status', 'quantity')) as
-        | { status: string; quantity: number }
-        | undefined;
-      if (!fence || fence.status === 'RETURNED' || fence.status === 'CANCELLED') continue;
-      if (fence.status !== 'CONFIRMED') throw businessFailure('TCC_CONFLICT', `cannot return ${line.sku} of order ${orderId}: it was never sold (${fence.status})`);
-      const moved = await trx('tcc_fence')
-        .where({ xid: orderId, participant: PARTICIPANT, resource: line.sku, status: 'CONFIRMED' })
-        .update({ status: 'RETURNED', updated_at: trx.fn.now(3) });
-      if (moved !== 1) throw new Error(`fence ${orderId}/${line.sku} changed concurrently; will retry`);
-      const count = await trx('stock')
-        .where('sku', line.sku)
-        .andWhere('sold', '>=', Number(fence.quantity))
-        .update({ sold: trx.raw('sold - ?', [Number(fence.quantity)]), available: trx.raw('available + ?', [Number(fence.quantity)]), updated_at: trx.fn.now(3) });
-      if (count !== 1) throw new Error(`stock row ${line.sku} has less sold than order ${orderId} bought; invariant broken`);
+      const key = { orderId, resource: line.sku };
+      const row = await fence.lock(trx, key);
+      if (!row || row.status === 'RETURNED' || row.status === 'CANCELLED') continue;
+      if (row.status !== 'CONFIRMED') throw businessFailure('TCC_CONFLICT', `cannot return ${line.sku} of order ${orderId}: it was never sold (${row.status})`);
+      await fence.move(trx, key, 'CONFIRMED', 'RETURNED');
+      await shiftHolds(trx, orderId, line.sku, row.quantity, 'sold', 'available');
       returned++;
     }
     if (returned > 0) await appendOrderEvent(trx, orderId, 'STOCK_RETURNED', `Stock returned after refund: ${describe(lines)}`);
     return { returned };
   });
+}
+
+function describe(lines: StockLine[]): string {
+  return lines.map((l) => `${l.quantity} x ${l.sku}`).join(', ');
 }

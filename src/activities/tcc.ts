@@ -6,7 +6,8 @@
  * - a cancel before its try is recorded as an empty rollback and succeeds;
  * - a try after its cancel is refused (TCC_TRY_AFTER_CANCEL), so no reservation hangs;
  * - confirm after cancel and cancel after confirm raise TCC_CONFLICT (alert-worthy, non-retryable).
- * Used by coupons and points (src/activities/benefits.ts); stock keeps its own multi-line version in stock.ts.
+ * Used by coupons and points (src/activities/benefits.ts); stock (src/activities/stock.ts) uses the same fence
+ * primitives (`fenceOf`) for its all-or-nothing multi-line Try.
  */
 import type { Knex } from 'knex';
 import { appendOrderEvent } from './events';
@@ -45,39 +46,61 @@ export interface Participant<TTry> {
   giveBack(db: Knex, key: TccKey): Promise<{ returned: boolean }>;
 }
 
-interface FenceRow {
+export interface FenceRow {
   status: FenceStatus;
   quantity: number;
+}
+
+/** The fence row of one (order, participant, resource), read and moved inside the caller's transaction. */
+export interface Fence {
+  /** Inserts the row unless one exists; true when this call created it. */
+  insert(trx: Knex.Transaction, key: TccKey, status: FenceStatus, quantity: number, emptyRollback?: boolean): Promise<boolean>;
+  /** Locks and reads the row (undefined when there is none). */
+  lock(trx: Knex.Transaction, key: TccKey): Promise<FenceRow | undefined>;
+  /** Moves the row from one status to another; throws (retryable) when it was not in `from`. */
+  move(trx: Knex.Transaction, key: TccKey, from: FenceStatus, to: FenceStatus): Promise<void>;
+  /** Sets the quantity held once the business change knows it. */
+  setQuantity(trx: Knex.Transaction, key: TccKey, quantity: number): Promise<void>;
+}
+
+/** Fence primitives of one participant; defineParticipant and the multi-line stock participant build on them. */
+export function fenceOf(participant: string): Fence {
+  const where = (key: TccKey) => ({ xid: key.orderId, participant, resource: key.resource });
+  return {
+    async insert(trx, key, status, quantity, emptyRollback = false) {
+      try {
+        await trx('tcc_fence').insert({ ...where(key), status, quantity, empty_rollback: emptyRollback });
+        return true;
+      } catch (err) {
+        // A duplicate key rolls back only this statement in InnoDB; the transaction goes on.
+        if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return false;
+        throw err;
+      }
+    },
+    async lock(trx, key) {
+      const row = (await trx('tcc_fence').where(where(key)).forUpdate().first('status', 'quantity')) as FenceRow | undefined;
+      return row ? { status: row.status, quantity: Number(row.quantity) } : undefined;
+    },
+    async move(trx, key, from, to) {
+      const count = await trx('tcc_fence')
+        .where({ ...where(key), status: from })
+        .update({ status: to, updated_at: trx.fn.now(3) });
+      if (count !== 1) throw new Error(`fence ${participant} ${key.resource} of order ${key.orderId} was not ${from}; concurrent change, will retry`);
+    },
+    async setQuantity(trx, key, quantity) {
+      await trx('tcc_fence').where(where(key)).update({ quantity });
+    },
+  };
 }
 
 /** Builds a fenced participant from its business changes. */
 export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participant<TTry> {
   const name = spec.name;
-  const where = (key: TccKey) => ({ xid: key.orderId, participant: name, resource: key.resource });
+  const fence = fenceOf(name);
   const label = (key: TccKey) => `${name} ${key.resource} of order ${key.orderId}`;
-
-  async function insertFence(trx: Knex.Transaction, key: TccKey, status: FenceStatus, quantity: number, emptyRollback = false): Promise<boolean> {
-    try {
-      await trx('tcc_fence').insert({ ...where(key), status, quantity, empty_rollback: emptyRollback });
-      return true;
-    } catch (err) {
-      // A duplicate key rolls back only this statement in InnoDB; the transaction goes on.
-      if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return false;
-      throw err;
-    }
-  }
-
-  async function lockFence(trx: Knex.Transaction, key: TccKey): Promise<FenceRow | undefined> {
-    const row = (await trx('tcc_fence').where(where(key)).forUpdate().first('status', 'quantity')) as FenceRow | undefined;
-    return row ? { status: row.status, quantity: Number(row.quantity) } : undefined;
-  }
-
-  async function move(trx: Knex.Transaction, key: TccKey, from: FenceStatus, to: FenceStatus): Promise<void> {
-    const count = await trx('tcc_fence')
-      .where({ ...where(key), status: from })
-      .update({ status: to, updated_at: trx.fn.now(3) });
-    if (count !== 1) throw new Error(`fence ${label(key)} was not ${from}; concurrent change, will retry`);
-  }
+  const insertFence = fence.insert;
+  const lockFence = fence.lock;
+  const move = fence.move;
 
   const event = (suffix: string) => `${name.toUpperCase()}_${suffix}`;
 
@@ -94,7 +117,7 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
         }
         // A failing hold throws, rolling back the fence row too, so a later cancel is an empty rollback.
         const quantity = await spec.hold(trx, key, input);
-        await trx('tcc_fence').where(where(key)).update({ quantity });
+        await fence.setQuantity(trx, key, quantity);
         await appendOrderEvent(trx, key.orderId, event('RESERVED'), `Reserved ${spec.describe(key, quantity)}`, { participant: name, resource: key.resource, quantity });
         return { status: 'TRIED' as const, quantity };
       });

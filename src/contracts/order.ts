@@ -54,6 +54,9 @@ export const CreateOrderRequest = z
   .strict();
 export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
 
+/** Most buckets a SKU's stock can be sharded into. */
+export const MAX_STOCK_BUCKETS = 64;
+
 /** `PUT /admin/products/:sku` body. */
 export const PutProductRequest = z
   .object({
@@ -61,6 +64,11 @@ export const PutProductRequest = z
     price: MinorUnits,
     currency: Currency.default('CNY'),
     stock: z.number().int().min(0).max(1_000_000_000),
+    /**
+     * Hot SKUs: shard the stock into this many buckets so concurrent reservations update different rows
+     * (default: keep the current count; a new product has 1). Available stock is spread evenly over them.
+     */
+    buckets: z.number().int().min(1).max(MAX_STOCK_BUCKETS).optional(),
   })
   .strict();
 export type PutProductRequest = z.infer<typeof PutProductRequest>;

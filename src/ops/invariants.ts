@@ -37,7 +37,16 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
   const now = input.now ?? new Date();
   const results: InvariantResult[] = [];
 
-  const stock = (await db('stock').select('sku', 'available', 'reserved', 'sold', 'total_in')) as Record<string, number | string>[];
+  // A sharded SKU's counts are the sums over its buckets (bucket 0 is the stock row itself).
+  const stock = (await db('stock as s')
+    .leftJoin(db('stock_buckets').groupBy('sku').select('sku').sum({ a: 'available', r: 'reserved', d: 'sold' }).as('b'), 'b.sku', 's.sku')
+    .select(
+      's.sku',
+      db.raw('s.available + COALESCE(b.a, 0) AS available'),
+      db.raw('s.reserved + COALESCE(b.r, 0) AS reserved'),
+      db.raw('s.sold + COALESCE(b.d, 0) AS sold'),
+      's.total_in',
+    )) as Record<string, number | string>[];
   results.push(
     result(
       'stock-conserved',
@@ -75,6 +84,7 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
     ),
   );
 
+  results.push(await checkBuckets(db));
   results.push(...(await checkBenefits(db)));
 
   const closedHolding = (await db('tcc_fence as f')
@@ -125,6 +135,56 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
 
   if (input.providerRows) results.push(...(await checkMoney(db, input.providerRows)));
   return results;
+}
+
+/**
+ * Sharded SKUs bucket by bucket: every bucket's reserved and sold are exactly what the open and confirmed
+ * tries recorded taking from it (a try without holds took from bucket 0), and every try's holds add up to it.
+ */
+async function checkBuckets(db: Knex): Promise<InvariantResult> {
+  const bad: string[] = [];
+  const fences = (await db('tcc_fence as f')
+    .join('stock as s', 's.sku', 'f.resource')
+    .where('f.participant', 'stock')
+    .andWhere('s.buckets', '>', 1)
+    .whereIn('f.status', ['TRIED', 'CONFIRMED'])
+    .select('f.xid', 'f.resource as sku', 'f.status', 'f.quantity')) as { xid: string; sku: string; status: string; quantity: number }[];
+  const holds = (await db('stock_holds as h').join('stock as s', 's.sku', 'h.sku').where('s.buckets', '>', 1).select('h.xid', 'h.sku', 'h.bucket', 'h.quantity')) as {
+    xid: string;
+    sku: string;
+    bucket: number;
+    quantity: number;
+  }[];
+  const holdsOf = new Map<string, { bucket: number; quantity: number }[]>();
+  for (const h of holds) holdsOf.set(`${h.xid}/${h.sku}`, [...(holdsOf.get(`${h.xid}/${h.sku}`) ?? []), { bucket: Number(h.bucket), quantity: Number(h.quantity) }]);
+  const expected = new Map<string, { reserved: number; sold: number }>();
+  for (const f of fences) {
+    const own = holdsOf.get(`${f.xid}/${f.sku}`) ?? [{ bucket: 0, quantity: Number(f.quantity) }];
+    const total = own.reduce((n, h) => n + h.quantity, 0);
+    if (total !== Number(f.quantity)) bad.push(`${f.xid}/${f.sku}: holds add up to ${total}, the try holds ${f.quantity}`);
+    for (const h of own) {
+      const e = expected.get(`${f.sku}#${h.bucket}`) ?? { reserved: 0, sold: 0 };
+      if (f.status === 'TRIED') e.reserved += h.quantity;
+      else e.sold += h.quantity;
+      expected.set(`${f.sku}#${h.bucket}`, e);
+    }
+  }
+  const rows = (await db('stock')
+    .where('buckets', '>', 1)
+    .select('sku', db.raw('0 AS bucket'), 'reserved', 'sold')
+    .unionAll(db('stock_buckets as b').join('stock as s', 's.sku', 'b.sku').where('s.buckets', '>', 1).select('b.sku', 'b.bucket', 'b.reserved', 'b.sold'))) as {
+    sku: string;
+    bucket: number;
+    reserved: number;
+    sold: number;
+  }[];
+  for (const r of rows) {
+    const e = expected.get(`${r.sku}#${Number(r.bucket)}`) ?? { reserved: 0, sold: 0 };
+    if (Number(r.reserved) !== e.reserved || Number(r.sold) !== e.sold) {
+      bad.push(`${r.sku} bucket ${r.bucket}: reserved ${r.reserved} sold ${r.sold}, tries hold ${e.reserved} and confirmed ${e.sold}`);
+    }
+  }
+  return result('stock-buckets-match-holds', 'for every sharded SKU, each bucket holds exactly what the tries recorded taking from it', bad);
 }
 
 /** Coupons and points against their TCC fences (participants 'coupon' and 'points'). */

@@ -1,5 +1,6 @@
 /**
  * `npm run bench [-- --orders N --concurrency C]`: end-to-end throughput and latency of the order lifecycle.
+ * `npm run bench -- --hot-sku`: reservations per second on one SKU, one row vs. buckets (src/tools/bench-hot-sku.ts).
  *
  * Self-contained: its own database (`payflow_bench`, dropped and re-migrated), its own free ports and task
  * queue, the Temporal server at TEMPORAL_ADDRESS when one listens (else an in-memory headless dev server it
@@ -41,7 +42,7 @@ interface Options {
   concurrency: number;
 }
 
-const USAGE = 'usage: npm run bench [-- --orders N --concurrency C]   (defaults: --orders 200 --concurrency 20)';
+const USAGE = 'usage: npm run bench [-- --orders N --concurrency C]   (defaults: --orders 200 --concurrency 20)\n       npm run bench -- --hot-sku [--buckets N] [--seconds S] [--clients 50,200]';
 
 function parseArgs(argv: string[]): Options {
   const options: Options = { orders: 200, concurrency: 20 };
@@ -441,6 +442,7 @@ function latencyRow(s: Summary | null): string {
 }
 
 async function main(): Promise<number> {
+  if (process.argv.includes('--hot-sku')) return (await import('./bench-hot-sku')).runHotSkuBench(process.argv.slice(2));
   const options = parseArgs(process.argv.slice(2));
   const base = loadConfigOrExit();
   const runId = randomBytes(4).toString('hex');

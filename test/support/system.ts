@@ -126,9 +126,9 @@ export async function waitFor<T>(fn: () => Promise<T>, { timeoutMs = 20_000, int
 }
 
 /** Creates a product with a unique SKU through the admin API. */
-export async function createProduct(sys: TestSystem, { price = 1999, stock = 10, currency = 'CNY' } = {}): Promise<string> {
+export async function createProduct(sys: TestSystem, { price = 1999, stock = 10, currency = 'CNY', buckets = undefined as number | undefined } = {}): Promise<string> {
   const sku = `sku-${randomBytes(5).toString('hex')}`;
-  const r = await sys.http('PUT', `/admin/products/${sku}`, { name: `Test ${sku}`, price, currency, stock }, { authorization: `Bearer ${sys.config.adminToken}` });
+  const r = await sys.http('PUT', `/admin/products/${sku}`, { name: `Test ${sku}`, price, currency, stock, ...(buckets ? { buckets } : {}) }, { authorization: `Bearer ${sys.config.adminToken}` });
   if (r.status !== 201) throw new Error(`creating product failed: ${r.status} ${JSON.stringify(r.body)}`);
   return sku;
 }

@@ -17,15 +17,46 @@ export function requireAdmin(request: FastifyRequest, token: string): void {
 }
 
 async function readProduct(db: Knex, sku: string) {
-  const row = await db('products as p').join('stock as s', 's.sku', 'p.sku').where('p.sku', sku).first('p.sku', 'p.name', 'p.price', 'p.currency', 's.available', 's.reserved', 's.sold');
+  const row = await db('products as p')
+    .join('stock as s', 's.sku', 'p.sku')
+    .leftJoin(db('stock_buckets').where({ sku }).groupBy('sku').select('sku').sum({ a: 'available', r: 'reserved', d: 'sold' }).as('b'), 'b.sku', 'p.sku')
+    .where('p.sku', sku)
+    .first('p.sku', 'p.name', 'p.price', 'p.currency', 's.available', 's.reserved', 's.sold', 's.buckets', 'b.a', 'b.r', 'b.d');
   if (!row) return null;
   return {
     sku: row.sku as string,
     name: row.name as string,
     price: Number(row.price),
     currency: row.currency as string,
-    stock: { available: Number(row.available), reserved: Number(row.reserved), sold: Number(row.sold) },
+    // A sharded SKU's stock is the sum over its buckets (bucket 0 is the stock row).
+    stock: { available: Number(row.available) + Number(row.a ?? 0), reserved: Number(row.reserved) + Number(row.r ?? 0), sold: Number(row.sold) + Number(row.d ?? 0) },
+    buckets: Number(row.buckets),
   };
+}
+
+/**
+ * Sets a product's available stock to `stock`, spread evenly over `buckets` buckets (bucket 0 is the stock row),
+ * keeping every reserved and sold unit where it is. Buckets can be removed only when they hold nothing
+ * reserved or sold, because confirm and cancel of the orders holding them go back to those rows.
+ */
+async function replaceStock(trx: Knex.Transaction, sku: string, stock: number, requested: number | undefined): Promise<void> {
+  const base = (await trx('stock').where({ sku }).forUpdate().first('buckets', 'reserved', 'sold')) as { buckets: number; reserved: number; sold: number };
+  const rows = (await trx('stock_buckets').where({ sku }).forUpdate().orderBy('bucket').select('bucket', 'reserved', 'sold')) as { bucket: number; reserved: number; sold: number }[];
+  const buckets = requested ?? Math.max(1, Number(base.buckets));
+  const removed = rows.filter((r) => Number(r.bucket) >= buckets);
+  if (removed.some((r) => Number(r.reserved) > 0 || Number(r.sold) > 0)) {
+    throw new ApiError(409, 'STOCK_BUCKETS_IN_USE', `cannot shrink ${sku} to ${buckets} bucket(s): the buckets removed still hold reserved or sold units`);
+  }
+  if (removed.length) await trx('stock_buckets').where({ sku }).andWhere('bucket', '>=', buckets).delete();
+  const existing = new Set(rows.map((r) => Number(r.bucket)));
+  const added = [];
+  for (let b = 1; b < buckets; b++) if (!existing.has(b)) added.push({ sku, bucket: b, available: 0, reserved: 0, sold: 0 });
+  if (added.length) await trx('stock_buckets').insert(added);
+  const share = (b: number) => Math.floor(stock / buckets) + (b < stock % buckets ? 1 : 0);
+  for (let b = 1; b < buckets; b++) await trx('stock_buckets').where({ sku, bucket: b }).update({ available: share(b), updated_at: trx.fn.now(3) });
+  const kept = rows.filter((r) => Number(r.bucket) < buckets);
+  const held = Number(base.reserved) + Number(base.sold) + kept.reduce((n, r) => n + Number(r.reserved) + Number(r.sold), 0);
+  await trx('stock').where({ sku }).update({ available: share(0), buckets, total_in: stock + held, updated_at: trx.fn.now(3) });
 }
 
 const PointsUserId = z.string().min(1).max(64);
@@ -51,14 +82,12 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
       const existing = await trx('products').where({ sku }).forUpdate().first('sku');
       if (existing) {
         await trx('products').where({ sku }).update({ name: body.name, price: body.price, currency: body.currency, updated_at: trx.fn.now(3) });
-        // Replaces available stock; units already reserved or sold stay accounted for.
-        await trx('stock')
-          .where({ sku })
-          .update({ available: body.stock, total_in: trx.raw('? + reserved + sold', [body.stock]), updated_at: trx.fn.now(3) });
       } else {
         await trx('products').insert({ sku, name: body.name, price: body.price, currency: body.currency });
-        await trx('stock').insert({ sku, available: body.stock, reserved: 0, sold: 0, total_in: body.stock });
+        await trx('stock').insert({ sku, available: 0, reserved: 0, sold: 0, total_in: 0, buckets: 1 });
       }
+      // Replaces available stock; units already reserved or sold stay accounted for.
+      await replaceStock(trx, sku, body.stock, body.buckets);
       return !existing;
     });
     return reply.code(created ? 201 : 200).send(await readProduct(deps.db, sku));

@@ -4,6 +4,7 @@ import * as stockTotalIn from './20261126_0002_stock_total_in';
 import * as reconciliation from './20261127_0001_reconciliation';
 import * as supportOutbox from './20261127_0002_support_outbox';
 import * as couponsPoints from './20261127_0003_coupons_points';
+import * as stockBuckets from './20261128_0010_stock_buckets';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -12,6 +13,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261127_0001_reconciliation': reconciliation,
   '20261127_0002_support_outbox': supportOutbox,
   '20261127_0003_coupons_points': couponsPoints,
+  '20261128_0010_stock_buckets': stockBuckets,
 };
 
 /** knex migration source over the statically imported migrations. */
