@@ -13,7 +13,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { type AddressInfo, createServer } from 'node:net';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, relative, resolve } from 'node:path';
@@ -22,6 +21,7 @@ import { tryReserveStock } from '../activities/stock';
 import { loadConfigOrExit } from '../config';
 import { MAX_STOCK_BUCKETS } from '../contracts/order';
 import { createDb, migrateLatest } from '../db/knex';
+import { freePort } from './processes';
 
 const ROOT = resolve(__dirname, '..', '..');
 const DATABASE = 'payflow_bench_hot';
@@ -74,17 +74,6 @@ export function parseHotSkuArgs(argv: string[]): HotOptions {
   if (options.buckets < 2 || options.buckets > MAX_STOCK_BUCKETS) fail(`--buckets must be 2..${MAX_STOCK_BUCKETS}`);
   if (options.clients.some((c) => c > 1000)) fail('--clients at most 1000');
   return options;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((done, failed) => {
-    const probe = createServer();
-    probe.once('error', failed);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => done(port));
-    });
-  });
 }
 
 function percentile(sorted: number[], p: number): number {

@@ -15,7 +15,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
@@ -24,12 +23,11 @@ import { connectTemporal } from '../client/temporal';
 import { type Config, loadConfig, loadConfigOrExit } from '../config';
 import { type OrderPaymentResult, orderWorkflowId } from '../contracts/order';
 import { createDb, migrateLatest } from '../db/knex';
+import { freePort } from './processes';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 
 const ROOT = resolve(__dirname, '..', '..');
 const BENCH_DATABASE = 'payflow_bench';
-/** Ports the developer's own `npm start` uses: never taken by the benchmark. */
-const RESERVED_PORTS = new Set([3000, 4000]);
 const HEALTH_TIMEOUT_MS = 120_000;
 const CREATE_TIMEOUT_MS = 40_000;
 const PAY_TIMEOUT_MS = 20_000;
@@ -74,21 +72,6 @@ const log = (message: string) => console.log(`[bench] ${message}`);
 /** Aborted when the run must end early (the system under test died, or Ctrl-C): in-flight calls stop waiting. */
 const runAbort = new AbortController();
 const abortReason = () => String(runAbort.signal.reason ?? 'aborted');
-
-/** A port that is free right now and is not one of the reserved ones. */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((done, reject) => {
-      const server = createServer();
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => {
-        const { port: p } = server.address() as AddressInfo;
-        server.close(() => done(p));
-      });
-    });
-    if (!RESERVED_PORTS.has(port)) return port;
-  }
-}
 
 /** The same MySQL server as `url`, another database. */
 function withDatabase(url: string, database: string): string {

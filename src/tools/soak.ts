@@ -8,10 +8,9 @@
  * report; the JSON goes to reports/soak-<time>.json. Exit code 0 only when every invariant holds and every
  * order converged.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
@@ -22,6 +21,7 @@ import { type InvariantResult, checkInvariants, formatInvariants } from '../ops/
 import { sandboxBillRows } from '../ops/sandbox-bills';
 import { signSandboxPayload } from '../providers/sandbox-signature';
 import { parseDuration } from '../shared/duration';
+import { ChildService, freePort } from './processes';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 import { connectTemporal } from '../client/temporal';
 import { OrderStatusKey } from '../contracts/search-attributes';
@@ -104,17 +104,6 @@ export interface SoakReport {
   passed: boolean;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => done(port));
-    });
-  });
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function percentile(sorted: number[], p: number): number {
@@ -129,40 +118,6 @@ function pick(): Behaviour {
     r -= share;
   }
   return 'pay';
-}
-
-/** A supervised child process (sandbox, API, worker) that can be killed and restarted. */
-class Child {
-  proc: ChildProcess | undefined;
-  constructor(
-    readonly name: string,
-    private readonly script: string,
-    private readonly env: Record<string, string>,
-    private readonly logFile: string,
-  ) {}
-
-  start(): void {
-    this.proc = spawn(process.execPath, ['--import', 'tsx', this.script], {
-      env: { ...process.env, ...this.env },
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    });
-    const append = (chunk: Buffer) => writeFileSync(this.logFile, chunk, { flag: 'a' });
-    this.proc.stdout?.on('data', append);
-    this.proc.stderr?.on('data', append);
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    this.proc?.kill(signal);
-  }
-
-  async stop(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
-    p.kill('SIGTERM');
-    await Promise.race([exited, sleep(10_000)]);
-    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-  }
 }
 
 /**
@@ -279,10 +234,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const api = `http://127.0.0.1:${apiPort}`;
   const sandbox = `http://127.0.0.1:${sandboxPort}`;
   const children = [
-    new Child('sandbox', resolve(__dirname, '../sandbox-provider/main.ts'), env, join(dir, 'sandbox.log')),
-    new Child('api', resolve(__dirname, '../client/main.ts'), env, join(dir, 'api.log')),
+    new ChildService('sandbox', resolve(__dirname, '../sandbox-provider/main.ts'), env, join(dir, 'sandbox.log')),
+    new ChildService('api', resolve(__dirname, '../client/main.ts'), env, join(dir, 'api.log')),
   ];
-  const workers = Array.from({ length: profile.workers }, (_, i) => new Child(`worker-${i + 1}`, resolve(__dirname, '../workers/main.ts'), env, join(dir, `worker-${i + 1}.log`)));
+  const workers = Array.from({ length: profile.workers }, (_, i) => new ChildService(`worker-${i + 1}`, resolve(__dirname, '../workers/main.ts'), env, join(dir, `worker-${i + 1}.log`)));
   for (const c of [...children, ...workers]) c.start();
   log(`system: API ${api}, sandbox ${sandbox}, ${workers.length} worker(s); logs in ${dir}`);
   for (let i = 0; i < 120 && (await httpJson(`${api}/healthz`).catch(() => ({ status: 0 }))).status !== 200; i++) await sleep(500);
