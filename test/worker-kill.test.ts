@@ -104,7 +104,8 @@ test('SIGKILL during the points Try (stock and coupon already reserved), then a 
   const order = { userId: user, items: [{ sku: skuA, quantity: 1 }, { sku: skuB, quantity: 2 }], couponCode: coupon, points: 200 };
   const firstAttempt = http('POST', `${api}/orders`, order, { 'idempotency-key': key }).catch((err: unknown) => ({ status: 0, body: String(err) }));
   try {
-    const { order_id: orderId } = await until('the coupon to be frozen', async () => db('coupons').where({ code: coupon, status: 'FROZEN' }).first('order_id'), 60_000);
+    const frozen = await until('the coupon to be frozen', async () => (await db('coupons').where({ code: coupon, status: 'FROZEN' }).first('order_id')) as { order_id: string } | undefined, 60_000);
+    const orderId = frozen.order_id;
     await until(
       'the points Try to wait on the row lock',
       async () => {

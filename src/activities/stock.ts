@@ -12,6 +12,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Knex } from 'knex';
+import { retryDeadlocks } from '../db/knex';
 import { appendOrderEvent } from './events';
 import { businessFailure } from './failures';
 import { fenceOf } from './tcc';
@@ -139,20 +140,10 @@ async function shiftHolds(trx: Knex.Transaction, orderId: string, sku: string, q
   }
 }
 
-/** Deadlocks between takers of one hot SKU are retried here at once, before Temporal's slower activity retry. */
-const DEADLOCK_ATTEMPTS = 5;
-
 /** TCC Try: moves quantity from available to reserved for every line, all or nothing. */
 export async function tryReserveStock(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await reserveAll(db, orderId, lines);
-    } catch (err) {
-      // The victim's whole transaction was rolled back (fence rows included), so running it again is safe.
-      if ((err as { code?: string }).code !== 'ER_LOCK_DEADLOCK' || attempt >= DEADLOCK_ATTEMPTS) throw err;
-      await new Promise((r) => setTimeout(r, randomInt(5, 20 * attempt)));
-    }
-  }
+  // Deadlocks between takers of one hot SKU are retried here at once, before Temporal's slower activity retry.
+  return retryDeadlocks(() => reserveAll(db, orderId, lines));
 }
 
 async function reserveAll(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {

@@ -60,3 +60,19 @@ export async function migrateLatest(databaseUrl: string): Promise<string[]> {
 export function nowUtc(): Date {
   return new Date();
 }
+
+/**
+ * Runs a whole transaction again when MySQL picked it as a deadlock victim (it was rolled back entirely, so
+ * running it again is safe), a few times with a short random pause; any other error, or the last deadlock,
+ * is thrown. For transactions that contend by design: gap locks of concurrent inserts, hot stock buckets.
+ */
+export async function retryDeadlocks<T>(transaction: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await transaction();
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ER_LOCK_DEADLOCK' || attempt >= attempts) throw err;
+      await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * attempt));
+    }
+  }
+}

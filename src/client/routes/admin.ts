@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Knex } from 'knex';
 import { z } from 'zod';
 import { CouponCode, PutCouponRequest, PutPointsRequest, PutProductRequest, Sku } from '../../contracts/order';
+import { retryDeadlocks } from '../../db/knex';
 import { ApiError, parseOr400 } from '../errors';
 
 /** Throws 401 unless the request carries the admin bearer token (compared in constant time). */
@@ -78,7 +79,8 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
     requireAdmin(request, deps.adminToken);
     const sku = parseOr400(Sku, request.params.sku);
     const body = parseOr400(PutProductRequest, request.body);
-    const created = await deps.db.transaction(async (trx) => {
+    // Concurrent PUTs of new SKUs take gap locks on the same index range and can deadlock: retried.
+    const created = await retryDeadlocks(() => deps.db.transaction(async (trx) => {
       const existing = await trx('products').where({ sku }).forUpdate().first('sku');
       if (existing) {
         await trx('products').where({ sku }).update({ name: body.name, price: body.price, currency: body.currency, updated_at: trx.fn.now(3) });
@@ -89,7 +91,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
       // Replaces available stock; units already reserved or sold stay accounted for.
       await replaceStock(trx, sku, body.stock, body.buckets);
       return !existing;
-    });
+    }));
     return reply.code(created ? 201 : 200).send(await readProduct(deps.db, sku));
   });
 
@@ -97,13 +99,13 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
     requireAdmin(request, deps.adminToken);
     const code = parseOr400(CouponCode, request.params.code);
     const body = parseOr400(PutCouponRequest, request.body);
-    const created = await deps.db.transaction(async (trx) => {
+    const created = await retryDeadlocks(() => deps.db.transaction(async (trx) => {
       const existing = (await trx('coupons').where({ code }).forUpdate().first('status')) as { status: string } | undefined;
       if (existing && existing.status !== 'AVAILABLE') throw new ApiError(409, 'COUPON_IN_USE', `coupon ${code} is ${existing.status} and cannot be replaced`);
       if (existing) await trx('coupons').where({ code }).update({ user_id: body.userId, discount: body.discount, currency: body.currency, updated_at: trx.fn.now(3) });
       else await trx('coupons').insert({ code, user_id: body.userId, discount: body.discount, currency: body.currency, status: 'AVAILABLE' });
       return !existing;
-    });
+    }));
     return reply.code(created ? 201 : 200).send(await readCoupon(deps.db, code));
   });
 
