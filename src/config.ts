@@ -66,6 +66,14 @@ const EnvSchema = z.object({
   SANDBOX_PUBLIC_URL: url.optional(),
   TEMPORAL_UI_URL: url.default('http://127.0.0.1:8233'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** json (default): one JSON object per line; pretty: pino-pretty's coloured lines, for development (a devDependency). */
+  LOG_FORMAT: z.enum(['json', 'pretty'], { message: 'must be json or pretty' }).default('json'),
+  /** OTLP/HTTP base URL of a collector (standard variable; traces go to <url>/v1/traces); unset = tracing off. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: url.optional(),
+  /** Full OTLP/HTTP traces URL (standard variable; wins over OTEL_EXPORTER_OTLP_ENDPOINT). */
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: url.optional(),
+  /** service.name of the spans (standard variable); default payflow-api for the API, payflow-worker for the worker. */
+  OTEL_SERVICE_NAME: z.string().regex(/^\S{1,255}$/, 'must be 1-255 characters without spaces').optional(),
   /** Worker's own Prometheus metrics (payflow_activity_*, payflow_orders_settled_total); 0 = not served. */
   WORKER_METRICS_PORT: port.default(9464),
   /** The Temporal SDK's Prometheus exporter in the worker (temporal_* metrics); 0 = not installed. */
@@ -102,6 +110,15 @@ export interface Config {
   sandboxPublicUrl: string;
   temporalUiUrl: string;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  /** LOG_FORMAT: json lines (default) or pretty (development). */
+  logFormat: z.infer<typeof EnvSchema>['LOG_FORMAT'];
+  /** OpenTelemetry tracing: off (no provider, no interceptors) while otlpTracesUrl is undefined. */
+  tracing: {
+    /** Where spans are exported (OTLP/HTTP protobuf), from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. */
+    otlpTracesUrl: string | undefined;
+    /** OTEL_SERVICE_NAME; undefined = each part's own default (payflow-api, payflow-worker). */
+    serviceName: string | undefined;
+  };
   /** Port of the worker's /metrics (0 = off). */
   workerMetricsPort: number;
   /** Port of the Temporal SDK's Prometheus exporter in the worker (0 = off). */
@@ -172,6 +189,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     temporalUiUrl: e.TEMPORAL_UI_URL.replace(/\/$/, ''),
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
+    tracing: {
+      otlpTracesUrl: e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined),
+      serviceName: e.OTEL_SERVICE_NAME,
+    },
     workerMetricsPort: e.WORKER_METRICS_PORT,
     temporalMetricsPort: e.TEMPORAL_METRICS_PORT,
     reconciliationSchedule: e.RECONCILIATION_SCHEDULE === 'off' ? undefined : e.RECONCILIATION_SCHEDULE.trim(),

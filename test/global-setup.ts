@@ -9,6 +9,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import { connectTemporal, ensureSearchAttributes } from '../src/client/temporal';
 import { createDb, migrateLatest } from '../src/db/knex';
 import { ensureTemporalCli, isListening, startDevServer } from '../src/tools/temporal-cli';
+import { workflowInterceptorModules } from '../src/workers/workflow-modules';
 import { TEST_ENV, testBundlePath } from './support/env';
 
 export default async function globalSetup(): Promise<void> {
@@ -42,7 +43,12 @@ export default async function globalSetup(): Promise<void> {
   await client.connection.close();
 
   log('Bundling workflow code once for all suites');
-  const { code } = await bundleWorkflowCode({ workflowsPath: require.resolve('../src/workflows'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never });
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: require.resolve('../src/workflows'),
+    // The log context (order id on workflow and activity log lines); tracing suites bundle their own with OTel's.
+    workflowInterceptorModules: workflowInterceptorModules({ tracing: false }),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
+  });
   mkdirSync(join(testBundlePath(), '..'), { recursive: true });
   writeFileSync(testBundlePath(), code);
   log('ready\n');

@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
 import { appendOrderEvent } from './events';
 import { businessFailure } from './failures';
+import { activityLog } from './log';
 
 /** Input of createOrder. */
 export interface CreateOrderInput {
@@ -113,7 +114,7 @@ export interface TransitionResult {
 
 /** Moves an order from one of `from` to `to` in one transaction with its event; repeat = no-op. */
 export async function transitionOrder(db: Knex, input: TransitionInput): Promise<TransitionResult> {
-  return db.transaction(async (trx) => {
+  const result = await db.transaction(async (trx): Promise<TransitionResult & { from?: OrderStatus }> => {
     const row = await trx('orders').where({ order_id: input.orderId }).forUpdate().first('status');
     if (!row) throw businessFailure('ORDER_NOT_FOUND', `order ${input.orderId} does not exist`);
     const current = row.status as OrderStatus;
@@ -142,8 +143,11 @@ export async function transitionOrder(db: Knex, input: TransitionInput): Promise
         });
     }
     await appendOrderEvent(trx, input.orderId, input.event.type, input.event.message, { from: current, to: input.to, reason: input.reason, ...input.event.data });
-    return { changed: true, status: input.to };
+    return { changed: true, status: input.to, from: current };
   });
+  if (result.changed) activityLog.info('order status changed', { from: result.from, to: result.status, reason: input.reason, event: input.event.type });
+  else activityLog.debug('order status unchanged', { status: result.status, wanted: input.to });
+  return { changed: result.changed, status: result.status };
 }
 
 /** What the late-payment path needs to know about an order. */

@@ -4,6 +4,7 @@ import type { PaymentProvider, ProviderPaymentState } from '../providers/types';
 import { ProviderBusinessError } from '../providers/types';
 import { appendOrderEvent } from './events';
 import { businessFailure } from './failures';
+import { activityLog } from './log';
 
 /** Providers the worker can reach, by name. */
 export type ProviderRegistry = Record<string, PaymentProvider>;
@@ -65,6 +66,7 @@ export async function createProviderPayment(db: Knex, providers: ProviderRegistr
       providerExpiresAt: input.providerExpiresAt,
     });
   });
+  activityLog.info('provider payment created', { provider: provider.name, tradeNo: created.tradeNo, amount: input.amount, currency: input.currency, providerExpiresAt: input.providerExpiresAt });
   return { ...created, merchantId: provider.merchantId };
 }
 
@@ -89,6 +91,7 @@ export async function closeProviderPayment(db: Knex, providers: ProviderRegistry
           : `${provider.name} has no such payment; nothing to close`;
     await appendOrderEvent(trx, input.orderId, closed.result === 'ALREADY_PAID' ? 'CLOSE_FOUND_PAID' : 'PAYMENT_CLOSED', message);
   });
+  activityLog.info('provider payment close answered', { provider: provider.name, result: closed.result });
   return closed;
 }
 
@@ -129,5 +132,6 @@ export async function refundPayment(db: Knex, providers: ProviderRegistry, input
       });
     }
   });
+  activityLog.info('refund done at the provider', { provider: provider.name, outRefundNo: input.outRefundNo, refundNo: result.refundNo, amount: result.amount, currency: input.currency });
   return { refundNo: result.refundNo, amount: result.amount };
 }

@@ -1,12 +1,15 @@
 /** The HTTP service: order API, provider callbacks, admin, health and metrics. */
 import type { Client } from '@temporalio/client';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Knex } from 'knex';
 import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
+import { type Logger, createLogger } from '../observability/logger';
+import type { Tracing } from '../observability/tracing';
 import { installErrorHandling } from './errors';
 import { NotificationInbox } from './inbox';
 import { type Metrics, createMetrics } from './metrics';
+import { OrderLogController, installRequestTracing } from './observability';
 import { OrderService } from './orders-service';
 import { OrderActions } from './order-actions';
 import { registerAdminRoutes } from './routes/admin';
@@ -24,8 +27,13 @@ export interface ApiDeps {
   client: Client;
   providers: ProviderRegistry;
   metrics?: Metrics;
-  /** false in tests that want quiet output. */
-  logger?: boolean;
+  /**
+   * The process's pino logger (shared with the worker's Temporal runtime when both run in one process); true or
+   * undefined = a new one from LOG_LEVEL / LOG_FORMAT; false = no logs (tests that want quiet output).
+   */
+  logger?: boolean | Logger;
+  /** OpenTelemetry (createTracing(config, 'payflow-api')): a span per request; undefined = off, no hooks. */
+  tracing?: Tracing;
 }
 
 /** The built API with its background inbox processor. */
@@ -42,12 +50,21 @@ export interface Api {
 export function buildApi(deps: ApiDeps): Api {
   const { config, db, client, providers } = deps;
   const metrics = deps.metrics ?? createMetrics();
+  const logger: FastifyBaseLogger =
+    deps.logger === false
+      ? createLogger({ level: 'silent' })
+      : typeof deps.logger === 'object'
+        ? deps.logger
+        : createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow-api' });
   const app = Fastify({
-    logger: deps.logger === false ? false : { level: config.logLevel, redact: ['req.headers.authorization'] },
+    loggerInstance: logger,
+    // fastify's request lines, with the route's :orderId bound (src/client/observability.ts).
+    logController: new OrderLogController(),
     bodyLimit: 256 * 1024,
     // On close, drop idle keep-alive connections instead of waiting for them to time out.
     forceCloseConnections: 'idle',
   });
+  if (deps.tracing) installRequestTracing(app, deps.tracing);
   installErrorHandling(app);
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpDuration.observe(

@@ -1,29 +1,40 @@
 /** API process: `npm run api`. Serves the order API and callbacks on PORT. */
-import { loadConfigOrExit } from '../config';
+import { ConfigError, loadConfigOrExit } from '../config';
 import { createDb } from '../db/knex';
+import { createLogger } from '../observability/logger';
+import { createTracing } from '../observability/tracing';
 import { createProviders } from '../providers';
 import { buildApi } from './app';
 import { connectTemporal, ensureSearchAttributes } from './temporal';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  const db = createDb(config.databaseUrl, { poolMax: 20 });
-  const client = await connectTemporal(config);
-  await ensureSearchAttributes(client);
-  const api = buildApi({ config, db, client, providers: createProviders(config, { db }) });
-  await api.app.listen({ host: config.host, port: config.port });
-  const stop = async () => {
-    await api.close();
-    await client.connection.close();
-    await db.destroy();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
-  if (process.connected) process.once('disconnect', () => void stop());
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow-api' });
+  try {
+    // Off (undefined) unless OTEL_EXPORTER_OTLP_ENDPOINT is set: then a span per request, continued into Temporal.
+    const tracing = createTracing(config, 'payflow-api');
+    const db = createDb(config.databaseUrl, { poolMax: 20 });
+    const client = await connectTemporal(config, { tracing });
+    await ensureSearchAttributes(client);
+    const api = buildApi({ config, db, client, providers: createProviders(config, { db }), logger, tracing });
+    await api.app.listen({ host: config.host, port: config.port });
+    const stop = async () => {
+      await api.close();
+      await client.connection.close();
+      await db.destroy();
+      await tracing?.shutdown();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void stop());
+    process.once('SIGTERM', () => void stop());
+    if (process.connected) process.once('disconnect', () => void stop());
+  } catch (err) {
+    logger.fatal({ err }, 'API failed to start');
+    process.exit(1);
+  }
 }
 
 main().catch((err: unknown) => {
-  console.error(`[api] ${(err as Error).stack ?? String(err)}`);
+  console.error(err instanceof ConfigError ? err.message : `[api] ${(err as Error).stack ?? String(err)}`);
   process.exit(1);
 });

@@ -1,19 +1,32 @@
 /** The Temporal client side: connection, search-attribute registration, and the order workflow calls the API makes. */
-import { Client, Connection } from '@temporalio/client';
+import { Client, type ClientInterceptors, Connection } from '@temporalio/client';
+import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry';
 import { temporal } from '@temporalio/proto';
 import type { Config } from '../config';
 import { SEARCH_ATTRIBUTES } from '../contracts/search-attributes';
+import type { Tracing } from '../observability/tracing';
 
-/** Connects a client to the configured Temporal frontend. */
-export async function connectTemporal(config: Pick<Config, 'temporalAddress' | 'temporalNamespace'>): Promise<Client> {
+/**
+ * The client's interceptors: with tracing on, OpenTelemetry's, which open a span around every workflow start,
+ * update, update-with-start and signal (a child of the active span, e.g. the HTTP request's) and pass its
+ * context to the workflow in the Temporal headers; with tracing off, none.
+ */
+export function clientInterceptors(tracing: Tracing | undefined): ClientInterceptors | undefined {
+  return tracing ? { workflow: [new OpenTelemetryWorkflowClientInterceptor({ tracer: tracing.tracer })] } : undefined;
+}
+
+/** Connects a client to the configured Temporal frontend (traced when `tracing` is given). */
+export async function connectTemporal(config: Pick<Config, 'temporalAddress' | 'temporalNamespace'>, options: { tracing?: Tracing } = {}): Promise<Client> {
   const connection = await Connection.connect({ address: config.temporalAddress, connectTimeout: '10s' });
-  return new Client({ connection, namespace: config.temporalNamespace });
+  const interceptors = clientInterceptors(options.tracing);
+  return new Client({ connection, namespace: config.temporalNamespace, ...(interceptors ? { interceptors } : {}) });
 }
 
 const TYPE_BY_NAME = {
   Keyword: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
   Int: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_INT,
   Bool: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+  Datetime: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
 } as const;
 
 /** Registers the project's search attributes when the server lacks them (a server not started by our tooling). */

@@ -1,12 +1,12 @@
 /** Entry point of the sandbox payment provider: `npm run sandbox`. */
-import pino from 'pino';
-import { loadConfigOrExit } from '../config';
+import { ConfigError, loadConfigOrExit } from '../config';
+import { createLogger } from '../observability/logger';
 import { createSandboxServer } from './server';
 
 /** Starts the sandbox on 127.0.0.1:SANDBOX_PORT and stops it cleanly on SIGINT/SIGTERM. */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  const logger = pino({ level: config.logLevel, name: 'sandbox' });
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'sandbox' });
   const sandbox = createSandboxServer({
     secret: config.sandboxSecret,
     publicUrl: config.sandboxPublicUrl,
@@ -32,6 +32,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error('sandbox provider failed to start:', err instanceof Error ? err.message : err);
+  console.error(err instanceof ConfigError ? err.message : `sandbox provider failed to start: ${err instanceof Error ? err.message : String(err)}`);
   process.exit(1);
 });

@@ -23,6 +23,7 @@ import { signSandboxPayload } from '../providers/sandbox-signature';
 import { parseDuration } from '../shared/duration';
 import { ChildService, freePort } from './processes';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
+import { workflowInterceptorModules } from '../workers/workflow-modules';
 import { connectTemporal } from '../client/temporal';
 import { OrderStatusKey } from '../contracts/search-attributes';
 import type { Client } from '@temporalio/client';
@@ -203,7 +204,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
 
   log('bundling workflow code once for every worker (re)start');
   const bundlePath = join(dir, 'workflow-bundle.js');
-  const { code } = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows'), logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never });
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: require.resolve('../workflows'),
+    // The workers trace when the environment names an OTLP endpoint; their bundle must match.
+    workflowInterceptorModules: workflowInterceptorModules({ tracing: Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) }),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
+  });
   writeFileSync(bundlePath, code);
 
   const [apiPort, sandboxPort] = [await freePort(), await freePort()];

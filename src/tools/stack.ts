@@ -10,6 +10,8 @@ import { type Api, buildApi } from '../client/app';
 import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
 import type { Config } from '../config';
 import { createDb } from '../db/knex';
+import type { Logger } from '../observability/logger';
+import { type Tracing, type TracingOverrides, createTracing } from '../observability/tracing';
 import { createProviders } from '../providers';
 import { type SandboxServer, createSandboxServer } from '../sandbox-provider/server';
 import { type WorkflowSource, createWorker } from '../workers/worker';
@@ -22,6 +24,8 @@ export interface Stack {
   api: Api;
   sandbox?: SandboxServer;
   worker: Worker;
+  /** OpenTelemetry of each part; both undefined when tracing is off. */
+  tracing: { api?: Tracing; worker?: Tracing };
   /** Stops the worker (as a crash or a deploy would) and starts a fresh one on the same task queue. */
   restartWorker(): Promise<void>;
   /** Stops worker, API, sandbox and connections, in that order. */
@@ -34,8 +38,10 @@ export interface StackOptions {
   /** Start the sandbox provider in this process on config.sandboxPort (default true). */
   sandbox?: boolean;
   workflows?: WorkflowSource;
-  /** false silences the API's and sandbox's request logs. */
-  logger?: boolean;
+  /** The API's logger: the process's pino logger (the one the Temporal runtime logs to), or false for none. */
+  logger?: boolean | Logger;
+  /** Tracing overrides (tests inject an in-memory exporter); otherwise tracing follows OTEL_EXPORTER_OTLP_ENDPOINT. */
+  tracing?: TracingOverrides;
   dbPoolMax?: number;
   /** Temporal address for the API's client when it differs from the worker's (tests put a proxy there). */
   clientTemporalAddress?: string;
@@ -50,14 +56,16 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     await sandbox.app.listen({ host: config.host, port: config.sandboxPort });
   }
   const db = createDb(config.databaseUrl, { poolMax: options.dbPoolMax ?? 20 });
-  const client = await connectTemporal({ ...config, temporalAddress: options.clientTemporalAddress ?? config.temporalAddress });
+  // Off (undefined) unless an OTLP endpoint is configured or a test injects an exporter.
+  const tracing = { api: createTracing(config, 'payflow-api', options.tracing), worker: createTracing(config, 'payflow-worker', options.tracing) };
+  const client = await connectTemporal({ ...config, temporalAddress: options.clientTemporalAddress ?? config.temporalAddress }, { tracing: tracing.api });
   await ensureSearchAttributes(client);
   const providers = createProviders(config, { db });
   // The worker first (bundling takes seconds), so that /healthz answers only once orders can be processed.
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
-  let worker = await createWorker({ config, db, providers, connection, workflows: options.workflows });
+  let worker = await createWorker({ config, db, providers, connection, workflows: options.workflows, tracing: tracing.worker });
   let running = worker.run();
-  const api = buildApi({ config, db, client, providers, logger: options.logger });
+  const api = buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api });
   await api.app.listen({ host: config.host, port: config.port });
   let stopped: Promise<void> | undefined;
   return {
@@ -66,13 +74,14 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     client,
     api,
     sandbox,
+    tracing,
     get worker() {
       return worker;
     },
     async restartWorker() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch(() => undefined);
-      worker = await createWorker({ config, db, providers, connection, workflows: options.workflows });
+      worker = await createWorker({ config, db, providers, connection, workflows: options.workflows, tracing: tracing.worker });
       running = worker.run();
     },
     stop() {
@@ -85,6 +94,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         await sandbox?.close();
         await client.connection.close();
         await db.destroy();
+        await tracing.api?.shutdown();
+        await tracing.worker?.shutdown();
       })();
       return stopped;
     },

@@ -5,9 +5,10 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
-import { Runtime } from '@temporalio/worker';
 import { loadConfigOrExit } from '../config';
 import { migrateLatest } from '../db/knex';
+import { createLogger } from '../observability/logger';
+import { installTemporalRuntime } from '../workers/telemetry';
 import { startStack } from './stack';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 
@@ -31,9 +32,11 @@ async function main(): Promise<void> {
   const applied = await migrateLatest(config.databaseUrl);
   step(applied.length ? `MySQL: applied ${applied.join(', ')}` : 'MySQL: schema is up to date');
 
-  Runtime.install({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn: (m: string) => console.warn(`[temporal-sdk] ${m}`), error: (m: string) => console.error(`[temporal-sdk] ${m}`) } as never });
+  // One logger for the API, the worker, activities and workflows (JSON lines; LOG_FORMAT=pretty for humans).
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow' });
+  installTemporalRuntime({ logger });
   step('Starting the sandbox provider, the API and a worker (bundling workflow code takes a few seconds)');
-  const stack = await startStack({ config });
+  const stack = await startStack({ config, logger });
 
   console.log(`
   \x1b[1mpayflow is running\x1b[0m

@@ -1,36 +1,52 @@
 /** Worker process: `npm run worker`. Runs order workflows and their activities until SIGINT/SIGTERM. */
-import { loadConfigOrExit } from '../config';
+import { NativeConnection } from '@temporalio/worker';
+import { ConfigError, loadConfigOrExit } from '../config';
 import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
 import { createDb } from '../db/knex';
+import { createLogger } from '../observability/logger';
+import { createTracing } from '../observability/tracing';
 import { createProviders } from '../providers';
 import { startWorkerTelemetry } from './telemetry';
 import { createWorker } from './worker';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  const metricsServer = await startWorkerTelemetry(config);
-  const db = createDb(config.databaseUrl, { poolMax: 20 });
-  const client = await connectTemporal(config);
-  await ensureSearchAttributes(client);
-  await client.connection.close();
-  // WORKFLOW_BUNDLE_PATH: a prebuilt bundle (bundleWorkflowCode) so restarts skip bundling.
-  const bundlePath = process.env.WORKFLOW_BUNDLE_PATH;
-  const worker = await createWorker({
-    config,
-    db,
-    providers: createProviders(config, { db }),
-    workflows: bundlePath ? { workflowBundle: { codePath: bundlePath } } : undefined,
-  });
-  // Started by a supervising process (soak, bench) over IPC: never outlive it.
-  if (process.connected) process.once('disconnect', () => worker.shutdown());
-  console.log(`[worker] polling task queue "${config.taskQueue}" on ${config.temporalAddress}`);
-  await worker.run(); // resolves after SIGINT/SIGTERM (the SDK installs the handlers) once in-flight tasks finish
-  await db.destroy();
-  metricsServer?.close();
-  console.log('[worker] stopped');
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow-worker' });
+  try {
+    const metricsServer = await startWorkerTelemetry(config, logger);
+    const tracing = createTracing(config, 'payflow-worker');
+    const db = createDb(config.databaseUrl, { poolMax: 20 });
+    const client = await connectTemporal(config);
+    await ensureSearchAttributes(client);
+    await client.connection.close();
+    // WORKFLOW_BUNDLE_PATH: a prebuilt bundle (bundleWorkflowCode with workflowInterceptorModules) so restarts skip bundling.
+    const bundlePath = process.env.WORKFLOW_BUNDLE_PATH;
+    const connection = await NativeConnection.connect({ address: config.temporalAddress });
+    const worker = await createWorker({
+      config,
+      connection,
+      db,
+      providers: createProviders(config, { db }),
+      workflows: bundlePath ? { workflowBundle: { codePath: bundlePath } } : undefined,
+      tracing,
+    });
+    // Started by a supervising process (soak, bench) over IPC: never outlive it.
+    if (process.connected) process.once('disconnect', () => worker.shutdown());
+    logger.info({ taskQueue: config.taskQueue, temporalAddress: config.temporalAddress, tracing: tracing?.serviceName ?? 'off' }, `worker polling task queue "${config.taskQueue}"`);
+    await worker.run(); // resolves after SIGINT/SIGTERM (the SDK installs the handlers) once in-flight tasks finish
+    // The last native connection closed shuts the Temporal runtime down (and its log forwarding), so the process can exit.
+    await connection.close();
+    await db.destroy();
+    await tracing?.shutdown();
+    metricsServer?.close();
+    logger.info('worker stopped');
+  } catch (err) {
+    logger.fatal({ err }, 'worker failed');
+    process.exit(1);
+  }
 }
 
 main().catch((err: unknown) => {
-  console.error(`[worker] ${(err as Error).stack ?? String(err)}`);
+  console.error(err instanceof ConfigError ? err.message : `[worker] ${(err as Error).stack ?? String(err)}`);
   process.exit(1);
 });

@@ -1,10 +1,20 @@
 /** Builds the order-payment worker: workflows from src/workflows, activities from the factory. */
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import {
+  OpenTelemetryActivityInboundInterceptor,
+  OpenTelemetryActivityOutboundInterceptor,
+  makeWorkflowExporter,
+} from '@temporalio/interceptors-opentelemetry';
+import { NativeConnection, Worker, type ActivityInterceptorsFactory, type WorkerOptions } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import { createActivities } from '../activities';
 import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
+import type { Tracing } from '../observability/tracing';
+import { logContextInterceptor } from './log-context';
 import { metricsInterceptor } from './metrics';
+import { workflowInterceptorModules } from './workflow-modules';
+
+export { OTEL_WORKFLOW_INTERCEPTORS, workflowInterceptorModules } from './workflow-modules';
 
 /** Where the workflow code comes from: a prebuilt bundle (tests, production) or the source path (dev). */
 export type WorkflowSource = { workflowBundle: { code: string } | { codePath: string } } | { workflowsPath: string };
@@ -15,21 +25,42 @@ export interface CreateWorkerOptions {
   db: Knex;
   providers: ProviderRegistry;
   connection?: NativeConnection;
+  /**
+   * A prebuilt bundle must have been built with `workflowInterceptorModules({ tracing })` for the same tracing
+   * setting (the worker cannot add workflow interceptors to a bundle); a source path gets them here.
+   */
   workflows?: WorkflowSource;
   tuning?: Partial<Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'maxConcurrentWorkflowTaskExecutions' | 'maxCachedWorkflows'>>;
+  /** OpenTelemetry (createTracing(config, 'payflow-worker')); undefined = off: no OTel interceptor, module or sink at all. */
+  tracing?: Tracing;
+}
+
+/** The worker's options (everything but the connection), built without connecting anywhere. */
+export function buildWorkerOptions(options: Omit<CreateWorkerOptions, 'connection'>): WorkerOptions {
+  const { tracing } = options;
+  const activityInterceptors: ActivityInterceptorsFactory[] = [logContextInterceptor, metricsInterceptor];
+  if (tracing) {
+    // Outermost, so the activity's span covers the other interceptors and its logs carry trace_id / span_id.
+    activityInterceptors.unshift((ctx) => ({
+      inbound: new OpenTelemetryActivityInboundInterceptor(ctx, { tracer: tracing.tracer }),
+      outbound: new OpenTelemetryActivityOutboundInterceptor(ctx),
+    }));
+  }
+  return {
+    namespace: options.config.temporalNamespace,
+    taskQueue: options.config.taskQueue,
+    ...(options.workflows ?? { workflowsPath: require.resolve('../workflows') }),
+    activities: createActivities({ db: options.db, providers: options.providers }),
+    interceptors: { activity: activityInterceptors, workflowModules: workflowInterceptorModules({ tracing: tracing !== undefined }) },
+    // Workflow spans are made inside the workflow sandbox and leave it through this sink, to the same processor.
+    ...(tracing ? { sinks: { exporter: makeWorkflowExporter(tracing.spanProcessor, tracing.resource) } } : {}),
+    maxConcurrentActivityTaskExecutions: 100,
+    ...options.tuning,
+  };
 }
 
 /** Creates (but does not run) a worker for the order task queue. */
 export async function createWorker(options: CreateWorkerOptions): Promise<Worker> {
   const connection = options.connection ?? (await NativeConnection.connect({ address: options.config.temporalAddress }));
-  return Worker.create({
-    connection,
-    namespace: options.config.temporalNamespace,
-    taskQueue: options.config.taskQueue,
-    ...(options.workflows ?? { workflowsPath: require.resolve('../workflows') }),
-    activities: createActivities({ db: options.db, providers: options.providers }),
-    interceptors: { activity: [metricsInterceptor] },
-    maxConcurrentActivityTaskExecutions: 100,
-    ...options.tuning,
-  });
+  return Worker.create({ ...buildWorkerOptions(options), connection });
 }

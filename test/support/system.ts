@@ -5,15 +5,38 @@
 import { randomBytes } from 'node:crypto';
 import { type AddressInfo, createServer } from 'node:net';
 import { type Client } from '@temporalio/client';
-import { Runtime, type Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
+import type { DestinationStream } from 'pino';
 import type { Api } from '../../src/client/app';
 import { type Config, loadConfig } from '../../src/config';
 import type { FaultSettings } from '../../src/contracts/sandbox';
+import { type Logger, type TemporalLogger, createLogger } from '../../src/observability/logger';
+import type { Tracing, TracingOverrides } from '../../src/observability/tracing';
 import { startStack } from '../../src/tools/stack';
+import { installTemporalRuntime } from '../../src/workers/telemetry';
+import type { WorkflowSource } from '../../src/workers/worker';
 import { TEST_ENV, testBundlePath } from './env';
 
-let runtimeInstalled = false;
+/** Quiet by default: only errors, on stderr (the API logs nothing). */
+const quietLogger = createLogger({ level: 'error', destination: process.stderr });
+/** The Temporal runtime of this test file's process: installed once; each system points it at its own logger. */
+let runtimeLogger: TemporalLogger | undefined;
+
+/** Options of startSystem. */
+export interface StartSystemOptions {
+  /** Temporal address for the API's client when it differs from the worker's (tests put a proxy there). */
+  clientTemporalAddress?: string;
+  /**
+   * Where the system's JSON log lines go (API, worker, activities, workflows; at LOG_LEVEL). Without it the
+   * API logs nothing and the Temporal runtime only errors, on stderr.
+   */
+  logDestination?: DestinationStream;
+  /** Tracing overrides, e.g. an in-memory exporter (tracing is on whenever an exporter is given). */
+  tracing?: TracingOverrides;
+  /** Workflow code; default the bundle global setup built (no OTel workflow interceptors). */
+  workflows?: WorkflowSource;
+}
 
 /** A running system for one test file. */
 export interface TestSystem {
@@ -24,6 +47,10 @@ export interface TestSystem {
   apiUrl: string;
   sandboxUrl: string;
   worker: Worker;
+  /** The logger the API and the Temporal runtime write to. */
+  logger: Logger;
+  /** The API's and the worker's tracing (undefined when off). */
+  tracing: { api?: Tracing; worker?: Tracing };
   /** Calls the API (JSON in and out). */
   http(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
   /** Calls the sandbox provider. */
@@ -50,11 +77,8 @@ async function jsonCall(base: string, method: string, path: string, body?: unkno
 }
 
 /** Starts sandbox + API + worker with test-friendly timings; `env` overrides any variable. */
-export async function startSystem(env: Record<string, string> = {}, options: { clientTemporalAddress?: string } = {}): Promise<TestSystem> {
-  if (!runtimeInstalled) {
-    Runtime.install({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: (m: string, meta?: unknown) => console.error(m, meta) } as never });
-    runtimeInstalled = true;
-  }
+export async function startSystem(env: Record<string, string> = {}, options: StartSystemOptions = {}): Promise<TestSystem> {
+  runtimeLogger ??= installTemporalRuntime({ logger: quietLogger });
   const [apiPort, sandboxPort] = [await freePort(), await freePort()];
   const config = loadConfig({
     DATABASE_URL: TEST_ENV.databaseUrl,
@@ -77,7 +101,15 @@ export async function startSystem(env: Record<string, string> = {}, options: { c
     RECONCILIATION_SCHEDULE: 'off',
     ...env,
   });
-  const stack = await startStack({ config, logger: false, clientTemporalAddress: options.clientTemporalAddress, workflows: { workflowBundle: { codePath: testBundlePath() } } });
+  const logger = options.logDestination ? createLogger({ level: config.logLevel, destination: options.logDestination }) : quietLogger;
+  runtimeLogger.target = logger;
+  const stack = await startStack({
+    config,
+    logger: options.logDestination ? logger : false,
+    clientTemporalAddress: options.clientTemporalAddress,
+    workflows: options.workflows ?? { workflowBundle: { codePath: testBundlePath() } },
+    tracing: options.tracing,
+  });
   const apiUrl = `http://127.0.0.1:${apiPort}`;
   const sandboxUrl = config.sandboxUrl;
   return {
@@ -87,6 +119,8 @@ export async function startSystem(env: Record<string, string> = {}, options: { c
     api: stack.api,
     apiUrl,
     sandboxUrl,
+    logger,
+    tracing: stack.tracing,
     get worker() {
       return stack.worker;
     },

@@ -9,6 +9,7 @@ import type { ProviderRegistry } from '../../activities/payments';
 import { ApiError } from '../errors';
 import type { NotificationInbox } from '../inbox';
 import type { Metrics } from '../metrics';
+import { bindOrderId } from '../observability';
 
 /** Largest notification body accepted. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -77,6 +78,7 @@ export function registerCallbackRoutes(
       if (!verdict.ok) return reject(verdict.rejection.code, verdict.rejection.message);
       const n = verdict.notification;
       if (n.merchantId !== provider.merchantId) return reject('WRONG_MERCHANT', `notification is for merchant ${n.merchantId}, not ours`);
+      bindOrderId(request, reply, n.outTradeNo);
 
       // Persist first: INSERT .. ON DUPLICATE KEY counts redeliveries (affectedRows 1 = new, 2 = duplicate).
       const [result] = (await deps.db.raw(

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { CreateOrderRequest, OrderId } from '../../contracts/order';
 import { ApiError, parseOr400 } from '../errors';
 import type { Metrics } from '../metrics';
+import { bindOrderId } from '../observability';
 import type { OrderService } from '../orders-service';
 
 const IdempotencyKey = z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/, 'Idempotency-Key must be printable ASCII without spaces');
@@ -17,6 +18,7 @@ export function registerOrderRoutes(app: FastifyInstance, orders: OrderService, 
     const key = rawKey === undefined ? undefined : parseOr400(IdempotencyKey, Array.isArray(rawKey) ? rawKey[0] : rawKey);
     try {
       const { created, body: result } = await orders.create(body, key);
+      bindOrderId(request, reply, result.orderId);
       metrics.ordersCreated.inc({ outcome: created ? 'created' : 'replayed' });
       return reply.code(created ? 201 : 200).send(result);
     } catch (err) {
