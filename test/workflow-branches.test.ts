@@ -118,6 +118,10 @@ const mockActivities: Partial<Activities> = {
     record(orderId, 'fulfilment', orderId);
     return { written: true };
   },
+  async recordPaymentReceipt(orderId) {
+    record(orderId, 'receipt', orderId);
+    return { written: true };
+  },
   async returnStock(input) {
     record(input.orderId, 'returnStock', input);
     return { returned: input.lines.length };
@@ -226,7 +230,7 @@ test('a signal before the first timer confirms without any query, and duplicates
 test('with no callback, a timer fires an active query and a "paid" answer counts like a callback', async () => {
   const { orderId, handle, calls } = await start({ queryFirstDelayMs: 300, queryMaxIntervalMs: 300 }, { provider: 'PAID' });
   expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
-  expect(calls().slice(-4)).toEqual(['query', 'confirmStock', 'transition:PAID', 'fulfilment']);
+  expect(calls().slice(-5)).toEqual(['query', 'confirmStock', 'transition:PAID', 'receipt', 'fulfilment']);
   const paid = script(orderId).calls.find((c) => c.name === 'transition:PAID')!.args as { reason: string };
   expect(paid.reason).toBe('PAID_VIA_QUERY');
 });
@@ -302,7 +306,7 @@ test('an approved review confirms the order as paid', async () => {
   await waitForStage(handle, 'AWAITING_REVIEW');
   expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'approve', operator: 'bob', reason: 'over-payment accepted' }] })).toEqual({ status: 'PAID' });
   expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
-  expect(calls().slice(-3)).toEqual(['confirmStock', 'transition:PAID', 'fulfilment']);
+  expect(calls().slice(-4)).toEqual(['confirmStock', 'transition:PAID', 'receipt', 'fulfilment']);
 });
 
 test('a refund asked inside the cooling-off window refunds in full and returns the stock', async () => {
@@ -313,6 +317,7 @@ test('a refund asked inside the cooling-off window refunds in full and returns t
   expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{ reason: 'changed my mind' }] })).toMatchObject({ status: 'REFUNDED' });
   expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' });
   expect(calls().slice(-3)).toEqual(['refund', 'returnStock', 'transition:REFUNDED']);
+  expect(calls()).toContain('receipt'); // queued when PAID, before the window
   expect(calls()).not.toContain('fulfilment');
 });
 
@@ -396,6 +401,7 @@ describe('coupon and points participants', () => {
       'confirmBenefit:coupon',
       'confirmBenefit:points',
       'transition:PAID',
+      'receipt',
       'fulfilment',
     ]);
     const points = script(orderId).calls.find((c) => c.name === 'tryBenefit:points')!.args;

@@ -8,6 +8,7 @@ import { createBenefitActivities } from './benefits';
 import { appendOrderEvent } from './events';
 import * as orders from './orders';
 import * as payments from './payments';
+import { recordPaymentReceipt } from './receipts';
 import { createReconciliationActivities } from './reconciliation';
 import * as stock from './stock';
 import * as support from './support';
@@ -37,6 +38,8 @@ export function createActivities({ db, providers }: ActivityDeps) {
     createSupportTicket: (input: support.SupportTicketInput) => support.createSupportTicket(db, input),
     /** Cooling-off over: fulfilment-ready with an outbox message. */
     markFulfilmentReady: (orderId: string) => support.markFulfilmentReady(db, orderId),
+    /** PAID: the buyer's payment receipt queued in the outbox (behind the `order-payment-receipt` patch). */
+    recordPaymentReceipt: (orderId: string) => recordPaymentReceipt(db, orderId),
     /** Guarded order status change with its timeline entry. */
     transitionOrder: (input: orders.TransitionInput) => orders.transitionOrder(db, input),
     /** Reads an order for the late-payment path. */

@@ -13,16 +13,19 @@ export const OrderAmountKey = defineSearchAttributeKey('OrderAmount', SearchAttr
 export const NeedsReviewKey = defineSearchAttributeKey('NeedsReview', SearchAttributeType.BOOL);
 /** Set when a customer escalated to support. */
 export const EscalatedKey = defineSearchAttributeKey('Escalated', SearchAttributeType.BOOL);
+/** When the buyer first escalated (for "escalated today": `EscalatedAt >= '2026-11-26T00:00:00Z'`). */
+export const EscalatedAtKey = defineSearchAttributeKey('EscalatedAt', SearchAttributeType.DATETIME);
 /** Set when confirm/cancel keeps failing and operators should look. */
 export const StuckKey = defineSearchAttributeKey('Stuck', SearchAttributeType.BOOL);
 
 /** Every custom attribute with its server type name, for registration (`--search-attribute NAME=Type`). */
-export const SEARCH_ATTRIBUTES: { name: string; type: 'Keyword' | 'Int' | 'Bool' }[] = [
+export const SEARCH_ATTRIBUTES: { name: string; type: 'Keyword' | 'Int' | 'Bool' | 'Datetime' }[] = [
   { name: OrderStatusKey.name, type: 'Keyword' },
   { name: OrderStageKey.name, type: 'Keyword' },
   { name: PaymentProviderKey.name, type: 'Keyword' },
   { name: OrderAmountKey.name, type: 'Int' },
   { name: NeedsReviewKey.name, type: 'Bool' },
   { name: EscalatedKey.name, type: 'Bool' },
+  { name: EscalatedAtKey.name, type: 'Datetime' },
   { name: StuckKey.name, type: 'Bool' },
 ];

@@ -44,7 +44,8 @@ import {
   statusQuery,
 } from '../contracts/order';
 import { describeStatus } from '../contracts/messages';
-import { EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
+import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
+import { paymentReceiptStep } from './patches';
 
 /** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
 const SETUP: ActivityOptions = {
@@ -265,8 +266,14 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
     },
   );
 
+  let escalatedAt: Date | undefined;
   setHandler(escalateUpdate, async ({ note: buyerNote }): Promise<EscalationResult> => {
-    upsertSearchAttributes([{ key: EscalatedKey, value: true }]);
+    // One upsert command as before (replay-safe); the time is the first escalation's, kept on later ones.
+    escalatedAt ??= new Date();
+    upsertSearchAttributes([
+      { key: EscalatedKey, value: true },
+      { key: EscalatedAtKey, value: escalatedAt },
+    ]);
     note('ESCALATED', 'Buyer asked for help; querying the provider now');
     let providerStatus = 'UNKNOWN';
     let providerState: Record<string, unknown> = {};
@@ -540,6 +547,9 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
   /** Cooling-off window (refund without review), then the hand-off to fulfilment. */
   async function afterPaid(paid: PaymentEvidence): Promise<OrderPaymentResult> {
     decided = true;
+    // Added behind the patch `order-payment-receipt` (src/workflows/patches.ts): executions started before the change
+    // replay without this step; every new execution queues the buyer's receipt as soon as the order is PAID.
+    if (paymentReceiptStep()) await run('recordPaymentReceipt', MUST, "queue the buyer's payment receipt (outbox)", orderId);
     const window = input.coolingOffMs ?? 0;
     if (window > 0) {
       coolingOffUntil = Date.now() + window;

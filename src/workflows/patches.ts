@@ -1,0 +1,25 @@
+/**
+ * Versioning of workflow code with executions in flight (README, "Changing workflow code safely").
+ *
+ * Every change that adds, removes or reorders commands (activities, timers, child workflows, search-attribute
+ * upserts, ...) of a workflow that may be running is guarded by `patched(id)`: new executions take the new branch
+ * and record a marker; an execution started by the old code replays the old branch, because its history has no
+ * marker at that point. The workflow calls one function per change, from this module only, so the replay test can
+ * swap the module for a fixture that switches every change on unguarded (test/replay.test.ts).
+ *
+ * Lifecycle of an id: `patched(id)` while histories without the marker may still replay; then `deprecatePatch(id)`
+ * with only the new branch, once no open execution (and no history kept for replay) predates the change; then remove
+ * the call once no open execution carries the marker. Never reuse an id.
+ */
+import { patched } from '@temporalio/workflow';
+
+/** Patch ids, one per change, with what the change is. */
+export const PATCH_IDS = {
+  /** orderPayment: when the order becomes PAID, queue the buyer's payment receipt in the outbox (recordPaymentReceipt). */
+  paymentReceipt: 'order-payment-receipt',
+} as const;
+
+/** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
+export function paymentReceiptStep(): boolean {
+  return patched(PATCH_IDS.paymentReceipt);
+}
