@@ -4,24 +4,19 @@
  * load generator never shares its event loop. Stops on SIGTERM/SIGINT, or when the parent's IPC channel
  * closes (the benchmark died), so it never outlives the run.
  */
-import { Runtime } from '@temporalio/worker';
 import { loadConfigOrExit } from '../config';
+import { createLogger } from '../observability/logger';
+import { installTemporalRuntime } from '../workers/telemetry';
 import { startStack } from './stack';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  Runtime.install({
-    logger: {
-      log() {},
-      trace() {},
-      debug() {},
-      info() {},
-      warn: (m: string) => console.warn(`[temporal-sdk] ${m}`),
-      error: (m: string) => console.error(`[temporal-sdk] ${m}`),
-    } as never,
-  });
+  // One JSON logger for the API, the worker and the SDK, at warn unless LOG_LEVEL says otherwise: the log of a
+  // benchmark run should hold only what went wrong.
+  const logger = createLogger({ level: process.env.LOG_LEVEL ? config.logLevel : 'warn', format: config.logFormat, name: 'payflow-bench-system' });
+  installTemporalRuntime({ logger });
   const poolMax = Number(process.env.BENCH_DB_POOL_MAX ?? 20);
-  const stack = await startStack({ config, dbPoolMax: Number.isInteger(poolMax) && poolMax > 0 ? poolMax : 20 });
+  const stack = await startStack({ config, logger, dbPoolMax: Number.isInteger(poolMax) && poolMax > 0 ? poolMax : 20 });
   console.log(`[bench-system] API on ${config.publicBaseUrl}, sandbox on ${config.sandboxUrl}, worker polling "${config.taskQueue}"`);
   // The API answers /healthz before the worker has bundled the workflow code; this says the worker polls too.
   process.send?.({ type: 'ready' });
