@@ -27,6 +27,7 @@ import {
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { orderPayment } from '../workflows';
 import { ApiError } from './errors';
+import { LiveStatusCache } from './live-status';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
 export function newOrderId(): string {
@@ -85,6 +86,9 @@ const LIVE_STATUS_TIMEOUT_MS = 1_500;
 
 /** Order operations behind the HTTP routes. */
 export class OrderService {
+  /** Live stages of waiting orders: shared between concurrent polls, reused for a second, bounded in flight. */
+  private readonly live = new LiveStatusCache<OrderWorkflowStatus>((orderId) => this.queryLiveStatus(orderId), { ttlMs: 1_000, maxInFlight: 64 });
+
   constructor(private readonly deps: OrderServiceDeps) {}
 
   /** Creates an order: starts its workflow and waits for the early-return update (payment URL). */
@@ -231,7 +235,7 @@ export class OrderService {
     ]);
     const status = order.status as OrderStatus;
     const storedDeadline = order.deadline ? new Date(order.deadline).toISOString() : null;
-    const live = options.live && status === 'AWAITING_PAYMENT' ? await this.liveStatus(orderId) : undefined;
+    const live = options.live && status === 'AWAITING_PAYMENT' ? await this.live.get(orderId) : undefined;
     const deadline = live?.deadline ?? storedDeadline;
     const messages = describeStatus({
       status,
@@ -270,7 +274,7 @@ export class OrderService {
   }
 
   /** The workflow's `status` query within LIVE_STATUS_TIMEOUT_MS; undefined on any failure or timeout. */
-  private async liveStatus(orderId: string): Promise<OrderWorkflowStatus | undefined> {
+  private async queryLiveStatus(orderId: string): Promise<OrderWorkflowStatus | undefined> {
     const { client } = this.deps;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<undefined>((resolve) => {
