@@ -1,13 +1,15 @@
 /**
  * Jest global setup: provisions what the suites talk to, with visible progress and outside any test timeout:
  * the Temporal CLI (found or built), a Temporal dev server (reused when one listens, else started in memory),
- * a fresh MySQL test database with migrations, and one workflow bundle shared by every suite.
+ * a fresh MySQL test database with migrations, one workflow bundle shared by every suite, and a Chromium for
+ * the waiting-page browser tests (found, or installed from Debian's packages).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { connectTemporal, ensureSearchAttributes } from '../src/client/temporal';
 import { createDb, migrateLatest } from '../src/db/knex';
+import { ensureChromium } from '../src/tools/chromium';
 import { ensureTemporalCli, isListening, startDevServer } from '../src/tools/temporal-cli';
 import { workflowInterceptorModules } from '../src/workers/workflow-modules';
 import { TEST_ENV, testBundlePath } from './support/env';
@@ -51,5 +53,8 @@ export default async function globalSetup(): Promise<void> {
   });
   mkdirSync(join(testBundlePath(), '..'), { recursive: true });
   writeFileSync(testBundlePath(), code);
+  const chromiumPath = ensureChromium(log);
+  log(`Chromium: ${chromiumPath}`);
+  writeFileSync(join(testBundlePath(), '..', 'chromium-path'), chromiumPath);
   log('ready\n');
 }

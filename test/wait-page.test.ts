@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { type Browser, type BrowserContext, type Page, chromium } from 'playwright-core';
 import { orderWorkflowId } from '../src/contracts/order';
 import { createProduct, startSystem, type TestSystem, userId } from './support/system';
+import { testChromiumPath } from './support/env';
 
 const SCREENSHOTS = join(__dirname, '..', 'reports', 'screenshots');
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--disable-component-update', '--disable-sync'];
@@ -21,7 +22,7 @@ const contexts: BrowserContext[] = [];
 beforeAll(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
   // A long payment window: under load the browser steps take a while, and no order may expire mid-test.
-  [sys, browser] = await Promise.all([startSystem({ PAYMENT_TIMEOUT: '5m' }), chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS })]);
+  [sys, browser] = await Promise.all([startSystem({ PAYMENT_TIMEOUT: '5m' }), chromium.launch({ executablePath: testChromiumPath(), args: CHROMIUM_ARGS })]);
 }, 90_000);
 
 afterAll(async () => {

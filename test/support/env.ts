@@ -1,4 +1,5 @@
 /** Where the test suites find their services; every value can be overridden from the environment. */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** Test service addresses: a separate database from development, the dev server on its usual port by default. */
@@ -11,4 +12,9 @@ export const TEST_ENV = {
 /** The workflow bundle global setup writes once. */
 export function testBundlePath(): string {
   return join(__dirname, '..', '..', '.cache', 'test-workflow-bundle.js');
+}
+
+/** The Chromium global setup found or installed (see src/tools/chromium.ts). */
+export function testChromiumPath(): string {
+  return readFileSync(join(__dirname, '..', '..', '.cache', 'chromium-path'), 'utf8').trim();
 }
