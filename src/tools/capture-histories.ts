@@ -24,7 +24,7 @@ import { latePaymentWorkflowId, orderWorkflowId } from '../contracts/order';
 import type { FaultSettings } from '../contracts/sandbox';
 import { migrateLatest } from '../db/knex';
 import { historyToJson } from './history-json';
-import { freePort } from './processes';
+import { freePort, jsonCall } from './processes';
 import { type Stack, startStack } from './stack';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 
@@ -57,20 +57,8 @@ class Driver {
     private readonly log: (line: string) => void,
   ) {}
 
-  private async call(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json }> {
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    let parsed: unknown = text;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      /* not JSON: keep the text */
-    }
-    return { status: response.status, body: parsed };
+  private call(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json }> {
+    return jsonCall(base, method, path, body, headers);
   }
 
   api(method: string, path: string, body?: unknown, headers?: Record<string, string>) {

@@ -64,3 +64,24 @@ export class ChildService {
     if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   }
 }
+
+/**
+ * One JSON call to a service of the system: the parsed body (or the raw text when it is not JSON) and the
+ * status. Loosely typed on purpose: callers are tools and tests that check what they read.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- loosely typed JSON from our own services
+export async function jsonCall(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    /* not JSON: keep the text */
+  }
+  return { status: response.status, body: parsed };
+}

@@ -13,6 +13,7 @@ import { type Config, loadConfig } from '../../src/config';
 import type { FaultSettings } from '../../src/contracts/sandbox';
 import { type Logger, type TemporalLogger, createLogger } from '../../src/observability/logger';
 import type { Tracing, TracingOverrides } from '../../src/observability/tracing';
+import { jsonCall } from '../../src/tools/processes';
 import { startStack } from '../../src/tools/stack';
 import { installTemporalRuntime } from '../../src/workers/telemetry';
 import type { WorkflowSource } from '../../src/workers/worker';
@@ -58,22 +59,6 @@ export interface TestSystem {
   setFaults(faults: FaultSettings): Promise<void>;
   restartWorker(): Promise<void>;
   stop(): Promise<void>;
-}
-
-async function jsonCall(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const response = await fetch(`${base}${path}`, {
-    method,
-    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  let parsed: unknown = text;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {
-    /* not JSON: keep the text */
-  }
-  return { status: response.status, body: parsed as any };
 }
 
 /** Starts sandbox + API + worker with test-friendly timings; `env` overrides any variable. */
