@@ -130,6 +130,9 @@ test('every custom search attribute finds the orders in its state, and only thos
   await expectListed(`EscalatedAt >= '${escalatedAfter.toISOString()}' AND EscalatedAt <= '${new Date().toISOString()}'`, [escalated.wf]);
   await expectListed(`EscalatedAt < '${escalatedAfter.toISOString()}'`, []);
   await expectListed(`Stuck = true`, [stuck.wf]);
+  // The same fact as a gauge for alerting (visibility is shared with other suites: at least this one).
+  const metrics = await (await fetch(`${sys.apiUrl}/metrics`)).text();
+  expect(Number(/^payflow_orders_stuck (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
   // Combined, as in a saved view.
   await expectListed(`ExecutionStatus = 'Running' AND NeedsReview = true AND OrderAmount >= 1000`, [review.wf]);
   await expectListed(`OrderStatus = 'PAID' AND Escalated = true`, [escalated.wf]);

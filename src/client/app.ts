@@ -96,7 +96,7 @@ export function buildApi(deps: ApiDeps): Api {
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', checks });
   });
   app.get('/metrics', async (_request, reply) => {
-    await refreshOpsGauges(db, metrics, Object.keys(providers)).catch((err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'));
+    await refreshOpsGauges(db, metrics, Object.keys(providers), client).catch((err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'));
     // A worker in this process (npm start, tests) records into workerRegistry; separate processes each serve their own.
     return reply.type(metrics.registry.contentType).send((await metrics.registry.metrics()) + (await workerRegistry.metrics()));
   });

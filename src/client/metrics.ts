@@ -31,6 +31,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     inboxRouted: new Counter({ name: 'payflow_inbox_routed_total', help: 'Inbox notifications by destination', labelNames: ['destination'], registers: [registry] }),
     inboxBacklog: new Gauge({ name: 'payflow_inbox_backlog', help: 'Notifications stored but not yet signalled', registers: [registry] }),
     ordersInReview: new Gauge({ name: 'payflow_orders_in_review', help: 'Orders in NEEDS_REVIEW (read from MySQL at scrape time)', registers: [registry] }),
+    ordersStuck: new Gauge({
+      name: 'payflow_orders_stuck',
+      help: 'Running order workflows marked Stuck: a confirm, release or return failed 5 times and keeps retrying (Temporal visibility at scrape time)',
+      registers: [registry],
+    }),
     reconciliationDifferences: new Gauge({
       name: 'payflow_reconciliation_differences',
       help: 'Lines per class in the latest completed reconciliation run of each provider (MATCHED included)',

@@ -123,10 +123,17 @@ export async function ensureReconciliationSchedules(
   return ids;
 }
 
-/** Refreshes the gauges that are facts in MySQL (orders in review, last reconciliation per provider) before a scrape. */
-export async function refreshOpsGauges(db: Knex, metrics: Metrics, providers: string[]): Promise<void> {
+/**
+ * Refreshes the gauges that are facts elsewhere before a scrape: orders in review and the last reconciliation per
+ * provider (MySQL), orders marked Stuck (Temporal visibility: the workflow sets that search attribute).
+ */
+export async function refreshOpsGauges(db: Knex, metrics: Metrics, providers: string[], client?: Client): Promise<void> {
   const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
   metrics.ordersInReview.set(Number(n));
+  if (client) {
+    const stuck = await client.workflow.count(`WorkflowType = 'orderPayment' AND ExecutionStatus = 'Running' AND Stuck = true`);
+    metrics.ordersStuck.set(stuck.count);
+  }
   for (const provider of providers) {
     const last = (await db('reconciliation_runs').where({ provider, status: 'COMPLETED' }).orderBy('finished_at', 'desc').first('totals', 'finished_at')) as
       | { totals: string | null; finished_at: Date }
