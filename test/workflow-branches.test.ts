@@ -40,6 +40,8 @@ interface Script {
   couponFails?: string;
   /** confirmStock throws a retryable error this many times before it succeeds. */
   confirmFlakes?: number;
+  /** The provider refuses refunds (a business failure) this many times. */
+  refundRefusals?: number;
   calls: { name: string; at: number; args: unknown }[];
 }
 const scripts = new Map<string, Script>();
@@ -153,6 +155,11 @@ const mockActivities: Partial<Activities> = {
   },
   async refundPayment(input) {
     record(input.orderId, 'refund', input);
+    const s = script(input.orderId);
+    if (s.refundRefusals && s.refundRefusals > 0) {
+      s.refundRefusals--;
+      throw ApplicationFailure.create({ type: 'PROVIDER_REJECTED', message: 'refund refused: trade frozen by risk control', nonRetryable: true });
+    }
     return { refundNo: 'R1', amount: input.amount };
   },
 };
@@ -297,6 +304,25 @@ test('an amount mismatch goes to NEEDS_REVIEW, never confirms, and waits for a d
   expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
   expect(calls().slice(-3)).toEqual(['refund', 'cancelStock', 'transition:REFUNDED']);
   expect((script(orderId).calls.find((c) => c.name === 'refund')!.args as { amount: number }).amount).toBe(1);
+});
+
+test('a review decision the provider refuses leaves the order in review for another decision instead of failing the workflow', async () => {
+  const { orderId, handle, calls } = await start();
+  script(orderId).refundRefusals = 1;
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
+  await waitForStage(handle, 'AWAITING_REVIEW');
+  const refused = await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }] });
+  expect(refused).toEqual({ status: 'NEEDS_REVIEW', failure: { type: 'PROVIDER_REJECTED', message: 'refund refused: trade frozen by risk control' } });
+  await waitForStage(handle, 'AWAITING_REVIEW');
+  expect(calls()).not.toContain('cancelStock');
+  expect(calls()).not.toContain('transition:REFUNDED');
+  const failed = script(orderId).calls.find((c) => c.name === 'event:REVIEW_DECISION_FAILED');
+  expect(failed).toBeDefined();
+  // The next decision goes through.
+  expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'bob', reason: 'risk control lifted' }] })).toEqual({ status: 'REFUNDED' });
+  expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
+  expect(calls().filter((c) => c === 'refund')).toHaveLength(2);
 });
 
 test('an approved review confirms the order as paid', async () => {

@@ -52,7 +52,11 @@ export class OrderActions {
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
     for (let attempt = 0; ; attempt++) {
       try {
-        const { status } = await this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] });
+        const { status, failure } = await this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] });
+        if (failure) {
+          // Nothing was decided: the order is still in review, waiting for another decision.
+          throw new ApiError(409, 'REVIEW_DECISION_FAILED', `the ${decision.decision} decision could not be carried out: ${failure.message}`, { status, failure });
+        }
         return { orderId, status };
       } catch (err) {
         const why = refusal(err);

@@ -236,7 +236,16 @@ export const ReviewDecision = z
 export type ReviewDecision = z.infer<typeof ReviewDecision>;
 
 /** Manual review decision (authenticated endpoint); the validator refuses it unless the order waits for review. */
-export const reviewDecisionUpdate = defineUpdate<{ status: OrderStatus }, [ReviewDecision]>('reviewDecision');
+export const reviewDecisionUpdate = defineUpdate<ReviewOutcome, [ReviewDecision]>('reviewDecision');
+
+/**
+ * What became of a review decision. A decision that cannot be carried out (the provider refuses the refund, a TCC
+ * conflict on approve) leaves the order in NEEDS_REVIEW waiting for another decision, with `failure` saying why.
+ */
+export interface ReviewOutcome {
+  status: OrderStatus;
+  failure?: { type: string; message: string };
+}
 
 /** Buyer's refund inside the cooling-off window; the validator refuses it outside the window. */
 export const coolingOffRefundUpdate = defineUpdate<{ status: OrderStatus; refundNo?: string }, [{ reason?: string }]>('coolingOffRefund');

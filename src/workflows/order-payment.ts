@@ -40,6 +40,7 @@ import {
   escalateUpdate,
   paymentNotifiedSignal,
   paymentReadyUpdate,
+  type ReviewOutcome,
   reviewDecisionUpdate,
   statusQuery,
 } from '../contracts/order';
@@ -112,6 +113,8 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
   let cancelRequested: { reason?: string } | undefined;
   let finished = false;
   let reviewDecision: ReviewDecision | undefined;
+  /** Decisions that could not be carried out, and why (answered to the operator who sent them). */
+  const reviewFailures = new Map<ReviewDecision, { type: string; message: string }>();
   let refundRequested: { reason?: string } | undefined;
   let refundNo: string | undefined;
   let coolingOffUntil: number | undefined;
@@ -237,11 +240,13 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
 
   setHandler(
     reviewDecisionUpdate,
-    async (d) => {
+    async (d): Promise<ReviewOutcome> => {
       reviewDecision = d;
       note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
-      await condition(() => status !== 'NEEDS_REVIEW' || finished);
-      return { status };
+      // Done when the order left review, or when this decision failed and the order waits for another.
+      await condition(() => status !== 'NEEDS_REVIEW' || finished || reviewDecision !== d);
+      const failure = reviewFailures.get(d);
+      return failure ? { status, failure } : { status };
     },
     {
       validator: (d: ReviewDecision) => {
@@ -577,7 +582,34 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
   }
 
   /** Waits durably for an operator's decision, with a reminder on the timeline; then approves or refunds. */
+  /**
+   * Waits for an operator's decision and carries it out. A decision that cannot be carried out (a business
+   * failure: the provider refuses the refund, a TCC conflict) is recorded in the timeline and answered to the
+   * operator; the order stays in review for another decision instead of failing the workflow with the order
+   * parked in NEEDS_REVIEW and nobody waiting.
+   */
   async function awaitReview(paid: PaymentEvidence | undefined, why: string): Promise<OrderPaymentResult> {
+    for (;;) {
+      try {
+        return await reviewOnce(paid, why);
+      } catch (err) {
+        const d = reviewDecision;
+        if (!d || !(err instanceof ActivityFailure) || err.retryState !== 'NON_RETRYABLE_FAILURE') throw err;
+        const failure = { type: failureType(err) ?? 'ACTIVITY_FAILED', message: errorMessage(err) };
+        await run('recordOrderEvent', MUST, 'review decision failed', {
+          orderId,
+          type: 'REVIEW_DECISION_FAILED',
+          message: `${d.operator}'s decision to ${d.decision} could not be carried out (${failure.type}: ${failure.message}); waiting for another decision`,
+        });
+        upsertSearchAttributes([{ key: NeedsReviewKey, value: true }]);
+        reviewFailures.set(d, failure);
+        reviewDecision = undefined;
+        why = `the ${d.decision} decision failed: ${failure.message}`;
+      }
+    }
+  }
+
+  async function reviewOnce(paid: PaymentEvidence | undefined, why: string): Promise<OrderPaymentResult> {
     decided = true;
     enter('AWAITING_REVIEW', `waiting for an operator: ${why}`);
     while (!reviewDecision) {
