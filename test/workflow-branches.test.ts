@@ -274,6 +274,29 @@ test('a user cancel closes first, then releases, and the update answers CANCELLE
   await handle.terminate('test done');
 });
 
+test('a cancel through Temporal (temporal workflow cancel) closes, releases and ends CANCELLED instead of abandoning the reservation', async () => {
+  // A short payment window: after the cancel the workflow watches for late money until the provider-side expiry.
+  const { orderId, handle, calls } = await start({ paymentTimeoutMs: 4_000 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.cancel();
+  expect(await handle.result()).toEqual({ orderId, status: 'CANCELLED', reason: 'USER_CANCELLED' });
+  expect(calls()).toEqual(expect.arrayContaining(['close', 'cancelStock', 'transition:CANCELLED']));
+  expect(calls().indexOf('close')).toBeLessThan(calls().indexOf('cancelStock'));
+  // It still watched for late money until the provider-side expiry and asked once more.
+  expect(calls().slice(-1)).toEqual(['query']);
+});
+
+test('a cancel through Temporal after the order is paid changes nothing: the order stays PAID', async () => {
+  const { orderId, handle, calls } = await start({ coolingOffMs: 2_000 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+  await waitForStage(handle, 'COOLING_OFF');
+  await handle.cancel();
+  expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+  expect(calls()).not.toContain('cancelStock');
+  expect(calls()).toContain('fulfilment');
+});
+
 test('a cancel that finds the order already paid at the provider confirms instead', async () => {
   const { orderId, handle, calls } = await start({}, { closeResult: 'ALREADY_PAID' });
   await handle.executeUpdate(paymentReadyUpdate);

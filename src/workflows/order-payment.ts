@@ -97,8 +97,20 @@ const WAITING_STAGES: OrderStage[] = ['AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
 
 const CANCELLABLE_STAGES: OrderStage[] = ['CREATING_ORDER', 'RESERVING', 'CREATING_PAYMENT', 'AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
 
-/** One order's payment lifecycle; workflow id `order-<orderId>`. */
+/**
+ * One order's payment lifecycle; workflow id `order-<orderId>`.
+ *
+ * A cancel through Temporal (`temporal workflow cancel`, the Web UI's Cancel) is handled like the buyer's cancel
+ * while the order can still be cancelled: close at the provider, release stock, coupon and points, CANCELLED,
+ * watch for late money. The lifecycle itself runs non-cancellable, so a cancel never cuts a step off half-way or
+ * ends the workflow with a reservation held and the provider's payment open; later it is only noted.
+ */
 export async function orderPayment(input: OrderPaymentInput): Promise<OrderPaymentResult> {
+  const cancelledThroughTemporal = CancellationScope.current().cancelRequested;
+  return CancellationScope.nonCancellable(() => orderLifecycle(input, cancelledThroughTemporal));
+}
+
+async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal: Promise<never>): Promise<OrderPaymentResult> {
   const { orderId } = input;
   const timeline: TimelineEntry[] = [];
   let stage: OrderStage = 'CREATING_ORDER';
@@ -116,6 +128,14 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
   /** Decisions that could not be carried out, and why (answered to the operator who sent them). */
   const reviewFailures = new Map<ReviewDecision, { type: string; message: string }>();
   let refundRequested: { reason?: string } | undefined;
+  cancelledThroughTemporal.catch(() => {
+    if (CANCELLABLE_STAGES.includes(stage) && !cancelRequested) {
+      cancelRequested = { reason: 'cancelled through Temporal by an operator' };
+      note('CANCEL_REQUESTED', 'The workflow was cancelled through Temporal: closing the payment and releasing everything');
+    } else {
+      note('CANCEL_IGNORED', `The workflow was cancelled through Temporal in stage ${stage}; the order goes on to a safe end`);
+    }
+  });
   let refundNo: string | undefined;
   let coolingOffUntil: number | undefined;
   /** The order's status is decided (the cancel update can answer), though the workflow may still watch. */
