@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ProviderEnvError, type ProvidersConfig, providersFromEnv } from './providers/config';
 import { parseDuration } from './shared/duration';
@@ -29,6 +30,17 @@ const EnvSchema = z.object({
     .refine((v) => /^mysql2?:\/\/[^/]+\/[A-Za-z0-9_]+$/.test(v), 'must look like mysql://user:pass@host:port/database'),
   TEMPORAL_ADDRESS: z.string().regex(/^[^:\s]+:\d+$/, 'must be host:port').default('127.0.0.1:7233'),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  /** TLS to the Temporal frontend (a cluster behind TLS, Temporal Cloud); implied by the certificate or API key below. */
+  TEMPORAL_TLS: z.enum(['true', 'false'], { message: 'must be true or false' }).optional(),
+  /** mTLS client certificate and key (PEM files), e.g. for a Temporal Cloud namespace with certificates; both or neither. */
+  TEMPORAL_TLS_CERT_PATH: z.string().min(1).optional(),
+  TEMPORAL_TLS_KEY_PATH: z.string().min(1).optional(),
+  /** CA bundle (PEM file) that signed the server's certificate, when it is not a public CA. */
+  TEMPORAL_TLS_CA_PATH: z.string().min(1).optional(),
+  /** Server name to verify instead of the address's host. */
+  TEMPORAL_TLS_SERVER_NAME: z.string().min(1).optional(),
+  /** API key (Temporal Cloud API-key authentication; sent as a bearer token over TLS). */
+  TEMPORAL_API_KEY: z.string().min(1).optional(),
   TASK_QUEUE: z.string().min(1).default('order-payments'),
   /** Interface the servers bind to; 0.0.0.0 in containers. */
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -90,6 +102,9 @@ export interface Config {
   databaseUrl: string;
   temporalAddress: string;
   temporalNamespace: string;
+  /** TLS and API key for the Temporal connections; undefined = plain connection (dev server). See temporalConnectionOptions. */
+  temporalTls: TemporalTlsConfig | undefined;
+  temporalApiKey: string | undefined;
   taskQueue: string;
   host: string;
   port: number;
@@ -129,6 +144,13 @@ export interface Config {
   providers: ProvidersConfig;
 }
 
+/** TLS settings of the Temporal connections (files already read, so a bad path fails at start-up). */
+export interface TemporalTlsConfig {
+  clientCertPair?: { crt: Buffer; key: Buffer };
+  serverRootCACertificate?: Buffer;
+  serverNameOverride?: string;
+}
+
 /** Thrown for a bad environment; its message is one line naming the variable. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -157,6 +179,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT) throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
   if (e.REVIEW_REMINDER_INTERVAL <= 0) throw new ConfigError('Invalid configuration: REVIEW_REMINDER_INTERVAL must be more than 0');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
+  const temporalTls = temporalTlsFromEnv(e);
   let providers: ProvidersConfig;
   try {
     providers = providersFromEnv(cleaned);
@@ -169,6 +192,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseUrl: e.DATABASE_URL,
     temporalAddress: e.TEMPORAL_ADDRESS,
     temporalNamespace: e.TEMPORAL_NAMESPACE,
+    temporalTls,
+    temporalApiKey: e.TEMPORAL_API_KEY,
     taskQueue: e.TASK_QUEUE,
     host: e.HOST,
     port: e.PORT,
@@ -212,4 +237,49 @@ export function loadConfigOrExit(env: Record<string, string | undefined> = proce
     }
     throw err;
   }
+}
+
+/** Reads a PEM file named by a variable; a missing or unreadable file is a one-line ConfigError naming it. */
+function pemFile(variable: string, path: string): Buffer {
+  try {
+    const content = readFileSync(path);
+    if (!content.includes('-----BEGIN')) throw new Error('not a PEM file');
+    return content;
+  } catch (err) {
+    throw new ConfigError(`Invalid configuration: ${variable}=${JSON.stringify(path)}: cannot read it (${(err as Error).message})`);
+  }
+}
+
+function temporalTlsFromEnv(e: z.infer<typeof EnvSchema>): TemporalTlsConfig | undefined {
+  if (Boolean(e.TEMPORAL_TLS_CERT_PATH) !== Boolean(e.TEMPORAL_TLS_KEY_PATH)) {
+    throw new ConfigError('Invalid configuration: TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together (mTLS client certificate and key)');
+  }
+  const wanted = e.TEMPORAL_TLS === 'true' || Boolean(e.TEMPORAL_TLS_CERT_PATH || e.TEMPORAL_TLS_CA_PATH || e.TEMPORAL_TLS_SERVER_NAME || e.TEMPORAL_API_KEY);
+  if (!wanted) return undefined;
+  if (e.TEMPORAL_TLS === 'false') {
+    throw new ConfigError('Invalid configuration: TEMPORAL_TLS=false contradicts the TEMPORAL_TLS_* / TEMPORAL_API_KEY settings, which need TLS');
+  }
+  return {
+    ...(e.TEMPORAL_TLS_CERT_PATH && e.TEMPORAL_TLS_KEY_PATH
+      ? { clientCertPair: { crt: pemFile('TEMPORAL_TLS_CERT_PATH', e.TEMPORAL_TLS_CERT_PATH), key: pemFile('TEMPORAL_TLS_KEY_PATH', e.TEMPORAL_TLS_KEY_PATH) } }
+      : {}),
+    ...(e.TEMPORAL_TLS_CA_PATH ? { serverRootCACertificate: pemFile('TEMPORAL_TLS_CA_PATH', e.TEMPORAL_TLS_CA_PATH) } : {}),
+    ...(e.TEMPORAL_TLS_SERVER_NAME ? { serverNameOverride: e.TEMPORAL_TLS_SERVER_NAME } : {}),
+  };
+}
+
+/** Where and how to reach Temporal: the address, and TLS / API key when configured. */
+export type TemporalEndpoint = Pick<Config, 'temporalAddress'> & Partial<Pick<Config, 'temporalTls' | 'temporalApiKey'>>;
+
+/**
+ * Options for every connection to Temporal (the API's client, the worker's native connection, the tools):
+ * the address, and TLS plus the API key when configured. One place, so no connection forgets them.
+ */
+export function temporalConnectionOptions(config: TemporalEndpoint): {
+  address: string;
+  tls?: TemporalTlsConfig | true;
+  apiKey?: string;
+} {
+  const tls = config.temporalTls && Object.keys(config.temporalTls).length === 0 ? true : config.temporalTls;
+  return { address: config.temporalAddress, ...(tls ? { tls } : {}), ...(config.temporalApiKey ? { apiKey: config.temporalApiKey } : {}) };
 }

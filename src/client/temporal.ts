@@ -2,7 +2,7 @@
 import { Client, type ClientInterceptors, Connection } from '@temporalio/client';
 import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry';
 import { temporal } from '@temporalio/proto';
-import type { Config } from '../config';
+import { type Config, type TemporalEndpoint, temporalConnectionOptions } from '../config';
 import { SEARCH_ATTRIBUTES } from '../contracts/search-attributes';
 import type { Tracing } from '../observability/tracing';
 
@@ -16,8 +16,8 @@ export function clientInterceptors(tracing: Tracing | undefined): ClientIntercep
 }
 
 /** Connects a client to the configured Temporal frontend (traced when `tracing` is given). */
-export async function connectTemporal(config: Pick<Config, 'temporalAddress' | 'temporalNamespace'>, options: { tracing?: Tracing } = {}): Promise<Client> {
-  const connection = await Connection.connect({ address: config.temporalAddress, connectTimeout: '10s' });
+export async function connectTemporal(config: TemporalEndpoint & Pick<Config, 'temporalNamespace'>, options: { tracing?: Tracing } = {}): Promise<Client> {
+  const connection = await Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: '10s' });
   const interceptors = clientInterceptors(options.tracing);
   return new Client({ connection, namespace: config.temporalNamespace, ...(interceptors ? { interceptors } : {}) });
 }

@@ -8,7 +8,7 @@ import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import { type Api, buildApi } from '../client/app';
 import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
-import type { Config } from '../config';
+import { type Config, temporalConnectionOptions } from '../config';
 import { createDb } from '../db/knex';
 import type { Logger } from '../observability/logger';
 import { type Tracing, type TracingOverrides, createTracing } from '../observability/tracing';
@@ -62,7 +62,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   await ensureSearchAttributes(client);
   const providers = createProviders(config, { db });
   // The worker first (bundling takes seconds), so that /healthz answers only once orders can be processed.
-  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   let worker = await createWorker({ config, db, providers, connection, workflows: options.workflows, tracing: tracing.worker });
   let running = worker.run();
   const api = buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api });

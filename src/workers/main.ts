@@ -1,6 +1,6 @@
 /** Worker process: `npm run worker`. Runs order workflows and their activities until SIGINT/SIGTERM. */
 import { NativeConnection } from '@temporalio/worker';
-import { ConfigError, loadConfigOrExit } from '../config';
+import { ConfigError, loadConfigOrExit, temporalConnectionOptions } from '../config';
 import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
 import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
@@ -21,7 +21,7 @@ async function main(): Promise<void> {
     await client.connection.close();
     // WORKFLOW_BUNDLE_PATH: a prebuilt bundle (bundleWorkflowCode with workflowInterceptorModules) so restarts skip bundling.
     const bundlePath = process.env.WORKFLOW_BUNDLE_PATH;
-    const connection = await NativeConnection.connect({ address: config.temporalAddress });
+    const connection = await NativeConnection.connect(temporalConnectionOptions(config));
     const worker = await createWorker({
       config,
       connection,

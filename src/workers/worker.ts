@@ -8,7 +8,7 @@ import { NativeConnection, Worker, type ActivityInterceptorsFactory, type Worker
 import type { Knex } from 'knex';
 import { createActivities } from '../activities';
 import type { ProviderRegistry } from '../activities/payments';
-import type { Config } from '../config';
+import { type Config, temporalConnectionOptions } from '../config';
 import type { Tracing } from '../observability/tracing';
 import { logContextInterceptor } from './log-context';
 import { metricsInterceptor } from './metrics';
@@ -21,7 +21,7 @@ export type WorkflowSource = { workflowBundle: { code: string } | { codePath: st
 
 /** Options of createWorker. */
 export interface CreateWorkerOptions {
-  config: Pick<Config, 'temporalAddress' | 'temporalNamespace' | 'taskQueue'>;
+  config: Pick<Config, 'temporalAddress' | 'temporalNamespace' | 'taskQueue'> & Partial<Pick<Config, 'temporalTls' | 'temporalApiKey'>>;
   db: Knex;
   providers: ProviderRegistry;
   connection?: NativeConnection;
@@ -61,6 +61,6 @@ export function buildWorkerOptions(options: Omit<CreateWorkerOptions, 'connectio
 
 /** Creates (but does not run) a worker for the order task queue. */
 export async function createWorker(options: CreateWorkerOptions): Promise<Worker> {
-  const connection = options.connection ?? (await NativeConnection.connect({ address: options.config.temporalAddress }));
+  const connection = options.connection ?? (await NativeConnection.connect(temporalConnectionOptions(options.config)));
   return Worker.create({ ...buildWorkerOptions(options), connection });
 }
