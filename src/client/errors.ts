@@ -47,7 +47,24 @@ export function installErrorHandling(app: FastifyInstance): void {
       const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED';
       return reply.code(status).send({ error: code, message: err.message });
     }
+    if (isTransientDependencyError(err)) {
+      // The database or Temporal dropped out under us (a killed connection, a failover): nothing was decided, the
+      // same request (with its Idempotency-Key) can be sent again.
+      request.log.warn({ err }, 'dependency unavailable; answered 503');
+      return reply.code(503).header('retry-after', '1').send({ error: 'SERVICE_UNAVAILABLE', message: 'a dependency is briefly unavailable; retry the same request' });
+    }
     request.log.error({ err }, 'request failed');
     return reply.code(500).send({ error: 'INTERNAL', message: 'internal error; it has been logged' });
   });
+}
+
+/** Connection-level failures of MySQL (mysql2, knex's pool) and Temporal (gRPC UNAVAILABLE): transient, retryable. */
+const TRANSIENT_CODES = new Set(['PROTOCOL_CONNECTION_LOST', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
+
+export function isTransientDependencyError(err: unknown): boolean {
+  const e = err as { code?: unknown; name?: string; fatal?: boolean };
+  if (typeof e?.code === 'string' && TRANSIENT_CODES.has(e.code)) return true;
+  if (e?.name === 'KnexTimeoutError') return true;
+  // gRPC status 14 UNAVAILABLE from the Temporal client.
+  return e?.code === 14;
 }
