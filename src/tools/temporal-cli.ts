@@ -42,24 +42,38 @@ export function ensureTemporalCli(log: (line: string) => void = (l) => console.l
   }
   const fromPath = onPath('temporal');
   if (fromPath) return fromPath;
-  const cached = join(cacheDir(), 'temporal');
-  if (existsSync(cached)) return cached;
+  return goInstall({
+    tool: 'temporal',
+    module: MODULE,
+    version: TEMPORAL_CLI_VERSION,
+    dir: cacheDir(),
+    label: `Temporal CLI v${TEMPORAL_CLI_VERSION}`,
+    missing: 'No temporal binary found and no Go toolchain to build one. Install the Temporal CLI (https://docs.temporal.io/cli) and put it on PATH, or set TEMPORAL_CLI_PATH.',
+    log,
+  });
+}
 
+/**
+ * Builds a Go command once from the Go module proxy into `dir` (GOBIN), with go's package progress on the terminal,
+ * and returns its path; a binary already there is reused. For the Temporal CLI and the other Go tools the project
+ * provisions itself (promtool for the alert rules).
+ */
+export function goInstall(spec: { tool: string; module: string; version: string; dir: string; label: string; missing: string; log: (line: string) => void }): string {
+  const binary = join(spec.dir, spec.tool);
+  if (existsSync(binary)) return binary;
   const go = findGo();
-  if (!go) {
-    throw new Error('No temporal binary found and no Go toolchain to build one. Install the Temporal CLI (https://docs.temporal.io/cli) and put it on PATH, or set TEMPORAL_CLI_PATH.');
-  }
-  mkdirSync(cacheDir(), { recursive: true });
-  log(`[temporal] building Temporal CLI v${TEMPORAL_CLI_VERSION} from the Go module proxy into ${cacheDir()}`);
-  log('[temporal] first build takes several minutes on 2 cores; later runs reuse the binary. Package progress follows:');
+  if (!go) throw new Error(spec.missing);
+  mkdirSync(spec.dir, { recursive: true });
+  spec.log(`[${spec.tool}] building ${spec.label} from the Go module proxy into ${spec.dir}`);
+  spec.log(`[${spec.tool}] the first build takes minutes on 2 cores; later runs reuse the binary. Package progress follows:`);
   const started = Date.now();
-  const result = spawnSync(go, ['install', '-v', `${MODULE}@v${TEMPORAL_CLI_VERSION}`], {
-    env: { ...process.env, GOBIN: cacheDir(), GOFLAGS: process.env.GOFLAGS ?? '-mod=mod' },
+  const result = spawnSync(go, ['install', '-v', `${spec.module}@v${spec.version}`], {
+    env: { ...process.env, GOBIN: spec.dir, GOFLAGS: process.env.GOFLAGS ?? '-mod=mod' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  if (result.status !== 0 || !existsSync(cached)) throw new Error(`go install of the Temporal CLI failed (exit ${result.status})`);
-  log(`[temporal] built in ${Math.round((Date.now() - started) / 1000)}s: ${cached}`);
-  return cached;
+  if (result.status !== 0 || !existsSync(binary)) throw new Error(`go install of ${spec.label} failed (exit ${result.status})`);
+  spec.log(`[${spec.tool}] built in ${Math.round((Date.now() - started) / 1000)}s: ${binary}`);
+  return binary;
 }
 
 /** True when something accepts TCP connections at host:port. */
