@@ -7,9 +7,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { ConfigError, loadConfig } from '../src/config';
+import { loadConfig } from '../src/config';
 import { createProviders } from '../src/providers';
 import { rsaPair } from './support/provider-fakes';
+import { configErrorOf } from './support/config-error';
 
 const alipayApp = rsaPair();
 const alipayPublic = rsaPair();
@@ -36,15 +37,6 @@ const STRIPE = {
   STRIPE_PAYMENT_PAGE_URL: 'https://shop.example.com/pay',
 };
 
-function configError(env: Record<string, string>): string {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message;
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('provider configuration', () => {
   test('with no provider variables only the sandbox is offered', () => {
@@ -69,23 +61,23 @@ describe('provider configuration', () => {
   ])('a provider missing %s stops start-up naming that variable', (missing, group) => {
     const env: Record<string, string> = { ...group };
     delete env[missing];
-    const message = configError(env);
+    const message = configErrorOf(env);
     expect(message).toMatch(new RegExp(`^Invalid configuration: ${missing} is required when `));
     expect(message.split('\n')).toHaveLength(1);
   });
 
   test('a key that is not a key stops start-up with one line that hides the value', () => {
-    const message = configError({ ...ALIPAY, ALIPAY_PRIVATE_KEY: 'definitely-not-a-key' });
+    const message = configErrorOf({ ...ALIPAY, ALIPAY_PRIVATE_KEY: 'definitely-not-a-key' });
     expect(message).toBe('Invalid configuration: ALIPAY_PRIVATE_KEY=(hidden): is neither a PEM key, a base64 DER key, nor a readable key file');
   });
 
   test('a private key given where the public key belongs is refused', () => {
-    expect(configError({ ...ALIPAY, ALIPAY_PUBLIC_KEY: alipayApp.privatePem })).toMatch(/^Invalid configuration: ALIPAY_PUBLIC_KEY=\(hidden\): is a private key/);
+    expect(configErrorOf({ ...ALIPAY, ALIPAY_PUBLIC_KEY: alipayApp.privatePem })).toMatch(/^Invalid configuration: ALIPAY_PUBLIC_KEY=\(hidden\): is a private key/);
   });
 
   test('a 1024-bit key is refused for RSA2', () => {
     const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    expect(configError({ ...ALIPAY, ALIPAY_PRIVATE_KEY: small })).toMatch(/at least 2048 bits/);
+    expect(configErrorOf({ ...ALIPAY, ALIPAY_PRIVATE_KEY: small })).toMatch(/at least 2048 bits/);
   });
 
   test('keys load from a file path, from bare base64 DER as the Alipay console shows them, and from one-line PEM with \\n escapes', () => {
@@ -106,7 +98,7 @@ describe('provider configuration', () => {
     ['STRIPE_SECRET_KEY', { ...STRIPE, STRIPE_SECRET_KEY: 'pk_test_abcdefghijkl' }, /secret or restricted key/],
     ['STRIPE_API_BASE', { ...STRIPE, STRIPE_API_BASE: 'ftp://mock' }, /http\(s\) URL/],
   ])('a malformed %s is refused with a one-line message', (name, env, reason) => {
-    const message = configError(env);
+    const message = configErrorOf(env);
     expect(message.startsWith(`Invalid configuration: ${name}`)).toBe(true);
     expect(message).toMatch(reason);
   });

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { type Server, createServer as createTlsServer } from 'node:tls';
 import { NativeConnection } from '@temporalio/worker';
 import { connectTemporal } from '../src/client/temporal';
-import { ConfigError, loadConfig, temporalConnectionOptions } from '../src/config';
+import { loadConfig, temporalConnectionOptions } from '../src/config';
+import { configErrorOf } from './support/config-error';
 import { TEST_ENV } from './support/env';
 
 let dir: string;
@@ -99,20 +100,11 @@ test('without the client certificate the TLS server refuses the connection', asy
 }, 60_000);
 
 test('TLS variables are validated at start-up with one line naming the variable', () => {
-  const errorOf = (env: Record<string, string>) => {
-    try {
-      loadConfig(env);
-    } catch (err) {
-      if (err instanceof ConfigError) return err.message;
-      throw err;
-    }
-    throw new Error('expected a ConfigError');
-  };
-  expect(errorOf({ TEMPORAL_TLS_CERT_PATH: join(dir, 'client.pem') })).toMatch(/TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together/);
-  expect(errorOf({ TEMPORAL_TLS_CERT_PATH: '/nowhere/cert.pem', TEMPORAL_TLS_KEY_PATH: join(dir, 'client.key') })).toMatch(/^Invalid configuration: TEMPORAL_TLS_CERT_PATH="\/nowhere\/cert.pem": cannot read it/);
-  expect(errorOf({ TEMPORAL_TLS_CA_PATH: join(dir, 'client.ext') })).toMatch(/TEMPORAL_TLS_CA_PATH=.*not a PEM file/);
-  expect(errorOf({ TEMPORAL_TLS: 'yes' })).toMatch(/^Invalid configuration: TEMPORAL_TLS="yes": must be true or false$/);
-  expect(errorOf({ TEMPORAL_TLS: 'false', TEMPORAL_API_KEY: 'k-123456' })).toMatch(/TEMPORAL_TLS=false contradicts/);
+  expect(configErrorOf({ TEMPORAL_TLS_CERT_PATH: join(dir, 'client.pem') })).toMatch(/TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together/);
+  expect(configErrorOf({ TEMPORAL_TLS_CERT_PATH: '/nowhere/cert.pem', TEMPORAL_TLS_KEY_PATH: join(dir, 'client.key') })).toMatch(/^Invalid configuration: TEMPORAL_TLS_CERT_PATH="\/nowhere\/cert.pem": cannot read it/);
+  expect(configErrorOf({ TEMPORAL_TLS_CA_PATH: join(dir, 'client.ext') })).toMatch(/TEMPORAL_TLS_CA_PATH=.*not a PEM file/);
+  expect(configErrorOf({ TEMPORAL_TLS: 'yes' })).toMatch(/^Invalid configuration: TEMPORAL_TLS="yes": must be true or false$/);
+  expect(configErrorOf({ TEMPORAL_TLS: 'false', TEMPORAL_API_KEY: 'k-123456' })).toMatch(/TEMPORAL_TLS=false contradicts/);
   // Plain by default; an API key alone means TLS with the system's CAs, and the key travels with every connection.
   expect(temporalConnectionOptions(loadConfig({}))).toEqual({ address: '127.0.0.1:7233' });
   expect(temporalConnectionOptions(loadConfig({ TEMPORAL_ADDRESS: 'ns.acct.tmprl.cloud:7233', TEMPORAL_API_KEY: 'k-123456' }))).toEqual({

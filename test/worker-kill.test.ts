@@ -13,7 +13,7 @@ import type { Knex } from 'knex';
 import { createDb } from '../src/db/knex';
 import { checkInvariants } from '../src/ops/invariants';
 import { ChildService, freePort } from '../src/tools/processes';
-import { TEST_ENV, testBundlePath } from './support/env';
+import { TEST_ENV, systemEnv, testBundlePath } from './support/env';
 
 const SRC = resolve(__dirname, '..', 'src');
 const ADMIN_TOKEN = 'kill-test-admin-token';
@@ -51,28 +51,10 @@ beforeAll(async () => {
   const [apiPort, sandboxPort] = [await freePort(), await freePort()];
   api = `http://127.0.0.1:${apiPort}`;
   sandbox = `http://127.0.0.1:${sandboxPort}`;
-  const env: Record<string, string> = {
-    DATABASE_URL: TEST_ENV.databaseUrl,
-    TEMPORAL_ADDRESS: TEST_ENV.temporalAddress,
-    TEMPORAL_NAMESPACE: TEST_ENV.namespace,
-    TASK_QUEUE: `kill-${randomBytes(6).toString('hex')}`,
-    PORT: String(apiPort),
-    SANDBOX_PORT: String(sandboxPort),
-    SANDBOX_SECRET: 'kill-test-sandbox-secret',
-    SANDBOX_NOTIFY_SCHEDULE: '0ms,300ms,600ms,1200ms,2s,3s,5s',
-    ADMIN_TOKEN,
-    PAYMENT_TIMEOUT: '3m',
-    QUERY_FIRST_DELAY: '1s',
-    QUERY_MAX_INTERVAL: '2s',
-    PROVIDER_EXPIRY_MARGIN: '30s',
-    INBOX_RETRY_INTERVAL: '500ms',
-    COOLING_OFF_PERIOD: '0s',
-    LOG_LEVEL: 'warn',
-    RECONCILIATION_SCHEDULE: 'off',
-    WORKER_METRICS_PORT: '0',
-    TEMPORAL_METRICS_PORT: '0',
-    WORKFLOW_BUNDLE_PATH: testBundlePath(),
-  };
+  const env = systemEnv(
+    { apiPort, sandboxPort, taskQueue: `kill-${randomBytes(6).toString('hex')}` },
+    { ADMIN_TOKEN, PAYMENT_TIMEOUT: '3m', WORKER_METRICS_PORT: '0', TEMPORAL_METRICS_PORT: '0', WORKFLOW_BUNDLE_PATH: testBundlePath() },
+  );
   worker = new ChildService('worker', join(SRC, 'workers', 'main.ts'), env, join(logDir, 'worker.log'));
   services.push(
     new ChildService('sandbox', join(SRC, 'sandbox-provider', 'main.ts'), env, join(logDir, 'sandbox.log')),

@@ -18,3 +18,31 @@ export function testBundlePath(): string {
 export function testChromiumPath(): string {
   return readFileSync(join(__dirname, '..', '..', '.cache', 'chromium-path'), 'utf8').trim();
 }
+
+/**
+ * The environment of a test system (in-process or child processes): the test database and dev server, its own
+ * ports and task queue, test-friendly timings; `overrides` win.
+ */
+export function systemEnv(own: { apiPort: number; sandboxPort: number; taskQueue: string }, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: TEST_ENV.databaseUrl,
+    TEMPORAL_ADDRESS: TEST_ENV.temporalAddress,
+    TEMPORAL_NAMESPACE: TEST_ENV.namespace,
+    TASK_QUEUE: own.taskQueue,
+    PORT: String(own.apiPort),
+    SANDBOX_PORT: String(own.sandboxPort),
+    SANDBOX_SECRET: 'test-sandbox-secret',
+    SANDBOX_NOTIFY_SCHEDULE: '0ms,300ms,600ms,1200ms,2s,3s,5s',
+    ADMIN_TOKEN: 'test-admin-token',
+    PAYMENT_TIMEOUT: '30s',
+    QUERY_FIRST_DELAY: '1s',
+    QUERY_MAX_INTERVAL: '2s',
+    PROVIDER_EXPIRY_MARGIN: '30s',
+    INBOX_RETRY_INTERVAL: '500ms',
+    COOLING_OFF_PERIOD: '0s',
+    LOG_LEVEL: 'warn',
+    // Test systems must not leave daily Schedules behind on the shared dev server (reconciliation tests create their own).
+    RECONCILIATION_SCHEDULE: 'off',
+    ...overrides,
+  };
+}

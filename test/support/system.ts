@@ -17,7 +17,7 @@ import { jsonCall } from '../../src/tools/processes';
 import { startStack } from '../../src/tools/stack';
 import { installTemporalRuntime } from '../../src/workers/telemetry';
 import type { WorkflowSource } from '../../src/workers/worker';
-import { TEST_ENV, testBundlePath } from './env';
+import { systemEnv, testBundlePath } from './env';
 
 /** Quiet by default: only errors, on stderr (the API logs nothing). */
 const quietLogger = createLogger({ level: 'error', destination: process.stderr });
@@ -65,27 +65,7 @@ export interface TestSystem {
 export async function startSystem(env: Record<string, string> = {}, options: StartSystemOptions = {}): Promise<TestSystem> {
   runtimeLogger ??= installTemporalRuntime({ logger: quietLogger });
   const [apiPort, sandboxPort] = [await freePort(), await freePort()];
-  const config = loadConfig({
-    DATABASE_URL: TEST_ENV.databaseUrl,
-    TEMPORAL_ADDRESS: TEST_ENV.temporalAddress,
-    TEMPORAL_NAMESPACE: TEST_ENV.namespace,
-    TASK_QUEUE: `test-${randomBytes(6).toString('hex')}`,
-    PORT: String(apiPort),
-    SANDBOX_PORT: String(sandboxPort),
-    SANDBOX_SECRET: 'test-sandbox-secret',
-    SANDBOX_NOTIFY_SCHEDULE: '0ms,300ms,600ms,1200ms,2s,3s,5s',
-    ADMIN_TOKEN: 'test-admin-token',
-    PAYMENT_TIMEOUT: '30s',
-    QUERY_FIRST_DELAY: '1s',
-    QUERY_MAX_INTERVAL: '2s',
-    PROVIDER_EXPIRY_MARGIN: '30s',
-    INBOX_RETRY_INTERVAL: '500ms',
-    COOLING_OFF_PERIOD: '0s',
-    LOG_LEVEL: 'warn',
-    // Test systems must not leave daily Schedules behind on the shared dev server (reconciliation tests create their own).
-    RECONCILIATION_SCHEDULE: 'off',
-    ...env,
-  });
+  const config = loadConfig(systemEnv({ apiPort, sandboxPort, taskQueue: `test-${randomBytes(6).toString('hex')}` }, env));
   const logger = options.logDestination ? createLogger({ level: config.logLevel, destination: options.logDestination }) : quietLogger;
   runtimeLogger.target = logger;
   const stack = await startStack({
