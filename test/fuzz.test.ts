@@ -6,8 +6,7 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { signSandboxPayload } from '../src/providers/sandbox-signature';
-import { createDb, migrateLatest } from '../src/db/knex';
-import { TEST_ENV } from './support/env';
+import { freshDatabase } from './support/env';
 import { createProduct, startSystem, type TestSystem } from './support/system';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
@@ -19,13 +18,7 @@ let totalRequests = 0;
 
 beforeAll(async () => {
   // A database of its own: the no-state-change check fingerprints whole tables, which parallel suites would touch.
-  const url = new URL(TEST_ENV.databaseUrl);
-  url.pathname = `${url.pathname}_fuzz`;
-  const admin = createDb(TEST_ENV.databaseUrl, { poolMax: 1 });
-  await admin.raw(`DROP DATABASE IF EXISTS \`${url.pathname.slice(1)}\``);
-  await admin.destroy();
-  await migrateLatest(url.toString());
-  sys = await startSystem({ DATABASE_URL: url.toString() });
+  sys = await startSystem({ DATABASE_URL: await freshDatabase('fuzz') });
   sku = await createProduct(sys, { stock: 1000 });
 }, 60_000);
 

@@ -7,11 +7,12 @@ import type { Knex } from 'knex';
 import { createDb } from '../src/db/knex';
 import { checkInvariants } from '../src/ops/invariants';
 import type { BillRow } from '../src/providers/types';
-import { TEST_ENV } from './support/env';
+import { freshDatabase } from './support/env';
 
 let db: Knex;
-beforeAll(() => {
-  db = createDb(TEST_ENV.databaseUrl, { poolMax: 4 });
+beforeAll(async () => {
+  // A database of its own: the checker reads whole tables, and other suites leave orders of theirs behind.
+  db = createDb(await freshDatabase('invariants'), { poolMax: 4 });
 });
 afterAll(async () => {
   await db.destroy();

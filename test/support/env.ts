@@ -1,6 +1,7 @@
 /** Where the test suites find their services; every value can be overridden from the environment. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createDb, migrateLatest } from '../../src/db/knex';
 
 /** Test service addresses: a separate database from development, the dev server on its usual port by default. */
 export const TEST_ENV = {
@@ -45,4 +46,21 @@ export function systemEnv(own: { apiPort: number; sandboxPort: number; taskQueue
     RECONCILIATION_SCHEDULE: 'off',
     ...overrides,
   };
+}
+
+/**
+ * A freshly migrated database of a suite's own (the test database's name + `_<suffix>`), for suites that read or
+ * fingerprint whole tables, which the suites running beside them would otherwise change.
+ */
+export async function freshDatabase(suffix: string): Promise<string> {
+  const url = new URL(TEST_ENV.databaseUrl);
+  url.pathname = `${url.pathname}_${suffix}`;
+  const admin = createDb(TEST_ENV.databaseUrl, { poolMax: 1 });
+  try {
+    await admin.raw(`DROP DATABASE IF EXISTS \`${url.pathname.slice(1)}\``);
+  } finally {
+    await admin.destroy();
+  }
+  await migrateLatest(url.toString());
+  return url.toString();
 }
