@@ -40,6 +40,8 @@ interface Script {
   couponFails?: string;
   /** confirmStock throws a retryable error this many times before it succeeds. */
   confirmFlakes?: number;
+  /** closeProviderPayment throws a retryable error this many times before it succeeds. */
+  closeFlakes?: number;
   /** The provider refuses refunds (a business failure) this many times. */
   refundRefusals?: number;
   calls: { name: string; at: number; args: unknown }[];
@@ -113,6 +115,10 @@ const mockActivities: Partial<Activities> = {
   async closeProviderPayment(input) {
     record(input.orderId, 'close', input);
     const s = script(input.orderId);
+    if (s.closeFlakes && s.closeFlakes > 0) {
+      s.closeFlakes--;
+      throw new Error('provider API unavailable');
+    }
     if (s.closeResult === 'ALREADY_PAID') s.provider = 'PAID';
     return { result: s.closeResult };
   },
@@ -497,4 +503,20 @@ describe('coupon and points participants', () => {
     expect(script(orderId).calls.filter((c) => c.name === 'confirmStock')).toHaveLength(STUCK_AFTER_ATTEMPTS + 3);
     expect((await handle.describe()).typedSearchAttributes.get(StuckKey)).toBe(false);
   }, 60_000);
+
+  test('a close that keeps failing at the deadline marks the order Stuck too, and the order still expires once it succeeds', async () => {
+    const { orderId, handle, calls } = await start({ paymentTimeoutMs: 1_000 }, { closeFlakes: STUCK_AFTER_ATTEMPTS + 1 });
+    await handle.executeUpdate(paymentReadyUpdate);
+    let sawStuck = false;
+    const deadline = Date.now() + 40_000;
+    while (!sawStuck && Date.now() < deadline) {
+      sawStuck = (await handle.describe()).typedSearchAttributes.get(StuckKey) === true;
+      if (!sawStuck) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(sawStuck).toBe(true);
+    expect(await handle.result()).toMatchObject({ orderId, status: 'EXPIRED' });
+    expect(calls().filter((c) => c === 'close')).toHaveLength(STUCK_AFTER_ATTEMPTS + 2);
+    expect(calls().indexOf('cancelStock')).toBeGreaterThan(calls().lastIndexOf('close'));
+    expect((await handle.describe()).typedSearchAttributes.get(StuckKey)).toBe(false);
+  }, 90_000);
 });

@@ -166,7 +166,8 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   const describeBenefit = (b: OrderBenefit) => (b.participant === 'coupon' ? `coupon ${b.resource}` : `${b.quantity} points`);
 
   /**
-   * Runs a step that must eventually succeed (confirm, cancel, return). After STUCK_AFTER_ATTEMPTS failed attempts the
+   * Runs a step that must eventually succeed (TCC confirm, cancel and return; closing the provider payment; a refund;
+   * a status change; the fulfilment outbox row). After STUCK_AFTER_ATTEMPTS failed attempts the
    * order is marked Stuck (search attribute, metric, timeline) and the step keeps retrying with backoff until it succeeds.
    */
   async function mustRun<K extends keyof Activities>(name: K, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
@@ -175,7 +176,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     } catch (err) {
       if (!(err instanceof ActivityFailure) || err.retryState !== 'MAXIMUM_ATTEMPTS_REACHED') throw err;
       upsertSearchAttributes([{ key: StuckKey, value: true }]);
-      metricMeter.createCounter('order_tcc_stuck', 'steps', 'TCC confirm/cancel steps that kept failing').add(1, { activity: name });
+      metricMeter.createCounter('order_tcc_stuck', 'steps', 'Must-succeed steps (TCC confirm/cancel/return, close, refund, status change) that kept failing').add(1, { activity: name });
       note('STUCK', `${summary} failed ${STUCK_AFTER_ATTEMPTS} times (${errorMessage(err)}); still retrying`);
       const result = await run(name, MUST, `${summary} (retrying while stuck)`, ...args);
       if (status !== 'NEEDS_REVIEW') upsertSearchAttributes([{ key: StuckKey, value: false }]);
@@ -427,7 +428,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         await cancelAll('');
       }
       if (amount !== undefined) {
-        await run('transitionOrder', MUST, 'mark order FAILED', {
+        await mustRun('transitionOrder', 'mark order FAILED', {
           orderId,
           from: ['AWAITING_PAYMENT'],
           to: 'FAILED',
@@ -449,7 +450,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     const type = failureType(err) ?? 'UNEXPECTED_ERROR';
     note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
     upsertSearchAttributes([{ key: StuckKey, value: true }]);
-    await run('transitionOrder', MUST, 'mark order NEEDS_REVIEW', {
+    await mustRun('transitionOrder', 'mark order NEEDS_REVIEW', {
       orderId,
       from: ['AWAITING_PAYMENT', 'EXPIRED', 'CANCELLED', 'PAID'],
       to: 'NEEDS_REVIEW',
@@ -493,7 +494,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       const target: OrderStatus = cancelRequested ? 'CANCELLED' : 'EXPIRED';
       enter('CLOSING', cancelRequested ? 'buyer cancelled; closing the payment' : 'deadline reached; closing the payment');
       note(cancelRequested ? 'CANCEL_REQUESTED' : 'DEADLINE_REACHED', cancelRequested ? 'Buyer asked to cancel' : 'Payment deadline reached');
-      const closed = await run('closeProviderPayment', MUST, `close ${input.provider} payment`, { orderId, provider: input.provider });
+      const closed = await mustRun('closeProviderPayment', `close ${input.provider} payment`, { orderId, provider: input.provider });
       if (closed.result === 'ALREADY_PAID') {
         note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
         if (!evidence) {
@@ -504,7 +505,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         await CancellationScope.nonCancellable(async () => {
           enter('RELEASING', `releasing ${lines.length} SKU(s)${benefits.length ? ', coupon and points' : ''}`);
           await cancelAll('');
-          await run('transitionOrder', MUST, `mark order ${target}`, {
+          await mustRun('transitionOrder', `mark order ${target}`, {
             orderId,
             from: ['AWAITING_PAYMENT'],
             to: target,
@@ -540,7 +541,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     if (mismatch) {
       enter('NEEDS_REVIEW', mismatch);
       note('NEEDS_REVIEW', `Payment does not match the order: ${mismatch}`);
-      await run('transitionOrder', MUST, 'mark order NEEDS_REVIEW', {
+      await mustRun('transitionOrder', 'mark order NEEDS_REVIEW', {
         orderId,
         from: ['AWAITING_PAYMENT'],
         to: 'NEEDS_REVIEW',
@@ -555,7 +556,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     enter('CONFIRMING', `payment ${paid.tradeNo} matches; confirming`);
     await CancellationScope.nonCancellable(async () => {
       await confirmAll('');
-      await run('transitionOrder', MUST, 'mark order PAID', {
+      await mustRun('transitionOrder', 'mark order PAID', {
         orderId,
         from: ['AWAITING_PAYMENT'],
         to: 'PAID',
@@ -585,7 +586,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         await CancellationScope.nonCancellable(async () => {
           await refundInFull(paid, 'cooling-off', `cooling-off refund${refundRequested?.reason ? `: ${refundRequested.reason}` : ''}`);
           await returnAll('');
-          await run('transitionOrder', MUST, 'mark order REFUNDED', {
+          await mustRun('transitionOrder', 'mark order REFUNDED', {
             orderId,
             from: ['PAID'],
             to: 'REFUNDED',
@@ -597,7 +598,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         return finish({ orderId, status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' });
       }
     }
-    await run('markFulfilmentReady', MUST, 'hand off to fulfilment (outbox)', orderId);
+    await mustRun('markFulfilmentReady', 'hand off to fulfilment (outbox)', orderId);
     return finish({ orderId, status: 'PAID' });
   }
 
@@ -642,7 +643,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       enter('CONFIRMING', `approved by ${d.operator}`);
       await CancellationScope.nonCancellable(async () => {
         await confirmAll(' (review approved)');
-        await run('transitionOrder', MUST, 'mark order PAID (review approved)', {
+        await mustRun('transitionOrder', 'mark order PAID (review approved)', {
           orderId,
           from: ['NEEDS_REVIEW'],
           to: 'PAID',
@@ -660,7 +661,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         await refundInFull(paid, 'review', `review refund by ${d.operator}: ${d.reason}`);
       }
       await releaseOrReturnAll(' (review refund)');
-      await run('transitionOrder', MUST, 'mark order REFUNDED (review)', {
+      await mustRun('transitionOrder', 'mark order REFUNDED (review)', {
         orderId,
         from: ['NEEDS_REVIEW'],
         to: 'REFUNDED',
@@ -675,7 +676,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   /** Refunds what a payment paid, with the stable refund number of its trade, so no retry refunds twice. */
   async function refundInFull(paid: PaymentEvidence, why: string, reason: string): Promise<void> {
     refundNo = autoRefundNo(orderId, paid.tradeNo);
-    await run('refundPayment', MUST, `refund ${paid.amount} ${paid.currency} (${why})`, {
+    await mustRun('refundPayment', `refund ${paid.amount} ${paid.currency} (${why})`, {
       orderId,
       provider: input.provider,
       tradeNo: paid.tradeNo,
@@ -691,7 +692,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     note('LATE_PAYMENT', `Payment ${late.tradeNo} arrived for a closed order; refunding`);
     await CancellationScope.nonCancellable(async () => {
       await refundInFull(late, 'late payment', 'payment arrived after the order was closed');
-      await run('transitionOrder', MUST, 'mark order REFUNDED', {
+      await mustRun('transitionOrder', 'mark order REFUNDED', {
         orderId,
         from: ['EXPIRED', 'CANCELLED', 'FAILED'],
         to: 'REFUNDED',
