@@ -210,6 +210,16 @@ async function start(timing: Partial<OrderPaymentInput> = {}, scriptOverrides: P
   return { orderId, handle, calls: () => script(orderId).calls.map((c) => c.name) };
 }
 
+/** Polls the workflow's Stuck search attribute until it is set (true) or `timeoutMs` passes (false). */
+async function sawStuck(handle: { describe(): Promise<{ typedSearchAttributes: { get(key: typeof StuckKey): boolean | undefined } }> }, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if ((await handle.describe()).typedSearchAttributes.get(StuckKey) === true) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
 const notification = (orderId: string, id: string, amount = 1000) => ({
   notificationId: id,
   outTradeNo: orderId,
@@ -492,13 +502,7 @@ describe('coupon and points participants', () => {
     const { orderId, handle } = await start({}, { confirmFlakes: STUCK_AFTER_ATTEMPTS + 2 });
     await handle.executeUpdate(paymentReadyUpdate);
     await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
-    let sawStuck = false;
-    const deadline = Date.now() + 30_000;
-    while (!sawStuck && Date.now() < deadline) {
-      sawStuck = (await handle.describe()).typedSearchAttributes.get(StuckKey) === true;
-      if (!sawStuck) await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(sawStuck).toBe(true);
+    expect(await sawStuck(handle, 30_000)).toBe(true);
     expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
     expect(script(orderId).calls.filter((c) => c.name === 'confirmStock')).toHaveLength(STUCK_AFTER_ATTEMPTS + 3);
     expect((await handle.describe()).typedSearchAttributes.get(StuckKey)).toBe(false);
@@ -507,13 +511,7 @@ describe('coupon and points participants', () => {
   test('a close that keeps failing at the deadline marks the order Stuck too, and the order still expires once it succeeds', async () => {
     const { orderId, handle, calls } = await start({ paymentTimeoutMs: 1_000 }, { closeFlakes: STUCK_AFTER_ATTEMPTS + 1 });
     await handle.executeUpdate(paymentReadyUpdate);
-    let sawStuck = false;
-    const deadline = Date.now() + 40_000;
-    while (!sawStuck && Date.now() < deadline) {
-      sawStuck = (await handle.describe()).typedSearchAttributes.get(StuckKey) === true;
-      if (!sawStuck) await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(sawStuck).toBe(true);
+    expect(await sawStuck(handle, 40_000)).toBe(true);
     expect(await handle.result()).toMatchObject({ orderId, status: 'EXPIRED' });
     expect(calls().filter((c) => c === 'close')).toHaveLength(STUCK_AFTER_ATTEMPTS + 2);
     expect(calls().indexOf('cancelStock')).toBeGreaterThan(calls().lastIndexOf('close'));
