@@ -32,8 +32,15 @@ async function main(): Promise<void> {
   const applied = await migrateLatest(config.databaseUrl);
   step(applied.length ? `MySQL: applied ${applied.join(', ')}` : 'MySQL: schema is up to date');
 
-  // One logger for the API, the worker, activities and workflows (JSON lines; LOG_FORMAT=pretty for humans).
-  const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow' });
+  // One logger for the API, the worker, activities and workflows. In a terminal, unless LOG_FORMAT says
+  // otherwise, readable lines (pino-pretty, a devDependency; JSON when it is not installed); else JSON lines.
+  const format = process.env.LOG_FORMAT || !process.stdout.isTTY ? config.logFormat : 'pretty';
+  let logger;
+  try {
+    logger = createLogger({ level: config.logLevel, format, name: 'payflow' });
+  } catch {
+    logger = createLogger({ level: config.logLevel, format: 'json', name: 'payflow' });
+  }
   installTemporalRuntime({ logger });
   step('Starting the sandbox provider, the API and a worker (bundling workflow code takes a few seconds)');
   const stack = await startStack({ config, logger });
