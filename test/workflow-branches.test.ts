@@ -278,6 +278,17 @@ test('queries back off from the first delay up to the cap, then the deadline clo
   for (const w of waits.slice(2)) expect(w).toBeLessThanOrEqual(2000); // ...and never beyond the cap (the last one ends at the deadline)
   expect(queries).toBeGreaterThanOrEqual(2);
   expect(calls().slice(-4)).toEqual(['close', 'cancelStock', 'transition:EXPIRED', 'query']); // the last: after the provider-side expiry
+  // What the Web UI shows on each timer: what it waits for, and until when.
+  const summaries = (history.events ?? [])
+    .filter((e) => e.timerStartedEventAttributes)
+    .map((e) => {
+      const data = e.userMetadata?.summary?.data;
+      return data ? (JSON.parse(Buffer.from(data).toString('utf8')) as string) : '';
+    });
+  const time = String.raw`\d\d:\d\d:\d\d UTC`;
+  expect(summaries[0]).toMatch(new RegExp(`^wait for payment until ${time}, then query sandbox$`));
+  expect(summaries).toContainEqual(expect.stringMatching(new RegExp(`^wait for payment until the deadline, ${time}$`)));
+  expect(summaries[summaries.length - 1]).toMatch(new RegExp(`^watch for a late payment until the provider-side expiry, ${time}$`));
 });
 
 test('a user cancel closes first, then releases, and the update answers CANCELLED', async () => {

@@ -92,6 +92,11 @@ function errorMessage(err: unknown): string {
   return cause instanceof Error ? cause.message : String(cause);
 }
 
+/** A time of day for timer summaries in the Web UI, e.g. "14:32:05 UTC". */
+function clock(ms: number): string {
+  return `${new Date(ms).toISOString().slice(11, 19)} UTC`;
+}
+
 /** Stages in which a payment found by a support query can still be confirmed by the main loop. */
 const WAITING_STAGES: OrderStage[] = ['AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
 
@@ -470,7 +475,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       const now = Date.now();
       nextCheckAt = Math.min(now + delay, deadlineAt);
       const woke = await condition(() => evidence !== undefined || cancelRequested !== undefined, nextCheckAt - now, {
-        summary: nextCheckAt === deadlineAt ? 'wait for payment until the deadline' : `wait for payment, then query ${input.provider}`,
+        summary:
+          nextCheckAt === deadlineAt
+            ? `wait for payment until the deadline, ${clock(deadlineAt)}`
+            : `wait for payment until ${clock(nextCheckAt)}, then query ${input.provider}`,
       });
       if (woke || Date.now() >= deadlineAt) break;
       enter('QUERYING_PROVIDER', `asking ${input.provider} (query ${queryAttempts + 1})`);
@@ -523,7 +531,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
           // money paid between our close and the expiry whose notification was lost.
           if (Date.now() < providerExpiresAt) {
             enter('WATCHING_LATE_PAYMENT', `closed; watching for a late payment until ${new Date(providerExpiresAt).toISOString()}`);
-            await condition(() => evidence !== undefined, providerExpiresAt - Date.now() + 1000, { summary: 'watch for a late payment until the provider-side expiry' });
+            await condition(() => evidence !== undefined, providerExpiresAt - Date.now() + 1000, { summary: `watch for a late payment until the provider-side expiry, ${clock(providerExpiresAt)}` });
           }
           if (!evidence) {
             const state = await run('queryProviderPayment', MUST, `final query ${input.provider} after expiry`, { provider: input.provider, outTradeNo: orderId });
@@ -580,7 +588,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     if (window > 0) {
       coolingOffUntil = Date.now() + window;
       enter('COOLING_OFF', `refundable without review until ${new Date(coolingOffUntil).toISOString()}`);
-      await condition(() => refundRequested !== undefined, window, { summary: 'cooling-off window' });
+      await condition(() => refundRequested !== undefined, window, { summary: `cooling-off window until ${clock(coolingOffUntil)}` });
       if (refundRequested) {
         enter('REFUNDING', 'buyer refunded inside the cooling-off window');
         await CancellationScope.nonCancellable(async () => {
