@@ -253,7 +253,9 @@ describe('a 100,000-row bill', () => {
   afterAll(async () => {
     await new Promise((r) => billServer?.close(r));
     await connection?.close();
-    await client?.connection.close();
+    // The client's connection is left to the end of the process (jest exits it): activities the shut-down workers
+    // abandoned may still hold a client call whose gRPC retry timer fires later, and a channel closed under that
+    // timer crashed the suite once ("Channel has been shut down") after every test had passed.
     await db?.destroy();
   });
 
