@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import fc from 'fast-check';
 import type { Knex } from 'knex';
-import { cancelStock, confirmStock, type StockLine, tryReserveStock } from '../src/activities/stock';
+import { bucketShare, cancelStock, confirmStock, type StockLine, tryReserveStock } from '../src/activities/stock';
 import { createDb } from '../src/db/knex';
 import { TEST_ENV } from './support/env';
 
@@ -42,7 +42,7 @@ const uid = (prefix: string) => `${prefix}-${randomBytes(8).toString('hex')}`;
  */
 async function createSku(available: number, buckets = 1): Promise<string> {
   const sku = uid('tcc');
-  const share = (b: number) => Math.floor(available / buckets) + (b < available % buckets ? 1 : 0);
+  const share = (b: number) => bucketShare(available, buckets, b);
   await db('products').insert({ sku, name: `TCC test ${sku}`, price: 100, currency: 'CNY' });
   await db('stock').insert({ sku, available: share(0), reserved: 0, sold: 0, total_in: available, buckets });
   for (let b = 1; b < buckets; b++) await db('stock_buckets').insert({ sku, bucket: b, available: share(b), reserved: 0, sold: 0 });

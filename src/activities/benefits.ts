@@ -4,7 +4,10 @@
  */
 import type { Knex } from 'knex';
 import { businessFailure } from './failures';
-import { defineParticipant, type Participant } from './tcc';
+import { defineParticipant, moveUnits, type Participant, type TccKey } from './tcc';
+
+/** The user's points row (the points participant's resource is the user id). */
+const points = (trx: Knex.Transaction, key: TccKey) => trx('user_points').where('user_id', key.resource);
 
 /** What a coupon or points Try needs besides the key. */
 export interface BenefitTryInput {
@@ -13,8 +16,8 @@ export interface BenefitTryInput {
   quantity: number;
 }
 
-function mustChangeOne(count: number, what: string): void {
-  if (count !== 1) throw new Error(`${what}; invariant broken`);
+function mustChangeOne(changed: number | boolean, what: string): void {
+  if (changed !== 1 && changed !== true) throw new Error(`${what}; invariant broken`);
 }
 
 /** A coupon: AVAILABLE -> FROZEN (try) -> USED (confirm), FROZEN -> AVAILABLE (cancel), USED -> AVAILABLE (refund). */
@@ -51,33 +54,18 @@ export const pointsParticipant: Participant<BenefitTryInput> = defineParticipant
   async hold(trx, key, input) {
     if (!Number.isSafeInteger(input.quantity) || input.quantity <= 0) throw businessFailure('ORDER_CONFLICT', `points must be a positive integer, got ${input.quantity}`);
     if (key.resource !== input.userId) throw businessFailure('ORDER_CONFLICT', 'points can only be taken from the ordering user');
-    const n = await trx('user_points')
-      .where('user_id', key.resource)
-      .andWhere('available', '>=', input.quantity)
-      .update({ available: trx.raw('available - ?', [input.quantity]), frozen: trx.raw('frozen + ?', [input.quantity]), updated_at: trx.fn.now(3) });
-    if (n !== 1) throw businessFailure('INSUFFICIENT_POINTS', `user ${key.resource} has fewer than ${input.quantity} points available`, { requested: input.quantity });
+    const moved = await moveUnits(trx, points(trx, key), input.quantity, 'available', 'frozen');
+    if (!moved) throw businessFailure('INSUFFICIENT_POINTS', `user ${key.resource} has fewer than ${input.quantity} points available`, { requested: input.quantity });
     return input.quantity;
   },
   async commit(trx, key, q) {
-    const n = await trx('user_points')
-      .where('user_id', key.resource)
-      .andWhere('frozen', '>=', q)
-      .update({ frozen: trx.raw('frozen - ?', [q]), spent: trx.raw('spent + ?', [q]), updated_at: trx.fn.now(3) });
-    mustChangeOne(n, `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`);
+    mustChangeOne(await moveUnits(trx, points(trx, key), q, 'frozen', 'spent'), `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`);
   },
   async release(trx, key, q) {
-    const n = await trx('user_points')
-      .where('user_id', key.resource)
-      .andWhere('frozen', '>=', q)
-      .update({ frozen: trx.raw('frozen - ?', [q]), available: trx.raw('available + ?', [q]), updated_at: trx.fn.now(3) });
-    mustChangeOne(n, `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`);
+    mustChangeOne(await moveUnits(trx, points(trx, key), q, 'frozen', 'available'), `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`);
   },
   async giveBack(trx, key, q) {
-    const n = await trx('user_points')
-      .where('user_id', key.resource)
-      .andWhere('spent', '>=', q)
-      .update({ spent: trx.raw('spent - ?', [q]), available: trx.raw('available + ?', [q]), updated_at: trx.fn.now(3) });
-    mustChangeOne(n, `user ${key.resource} has fewer spent points than order ${key.orderId} used`);
+    mustChangeOne(await moveUnits(trx, points(trx, key), q, 'spent', 'available'), `user ${key.resource} has fewer spent points than order ${key.orderId} used`);
   },
   describe: (key, quantity) => `${quantity} points of ${key.resource}`,
 });

@@ -15,7 +15,7 @@ import type { Knex } from 'knex';
 import { retryDeadlocks } from '../db/knex';
 import { appendOrderEvent } from './events';
 import { businessFailure } from './failures';
-import { fenceOf } from './tcc';
+import { fenceOf, moveUnits } from './tcc';
 
 const fence = fenceOf('stock');
 
@@ -51,11 +51,13 @@ function bucketRow(trx: Knex.Transaction, sku: string, bucket: number): Knex.Que
 }
 
 /** Moves `quantity` units of one bucket from one column to another if the source column holds enough. */
-async function shift(trx: Knex.Transaction, sku: string, bucket: number, quantity: number, from: Column, to: Column): Promise<boolean> {
-  const count = await bucketRow(trx, sku, bucket)
-    .andWhere(from, '>=', quantity)
-    .update({ [from]: trx.raw('?? - ?', [from, quantity]), [to]: trx.raw('?? + ?', [to, quantity]), updated_at: trx.fn.now(3) });
-  return count === 1;
+function shift(trx: Knex.Transaction, sku: string, bucket: number, quantity: number, from: Column, to: Column): Promise<boolean> {
+  return moveUnits(trx, bucketRow(trx, sku, bucket), quantity, from, to);
+}
+
+/** How many of `units` bucket `bucket` of `buckets` gets when they are spread evenly (the first ones take the rest). */
+export function bucketShare(units: number, buckets: number, bucket: number): number {
+  return Math.floor(units / buckets) + (bucket < units % buckets ? 1 : 0);
 }
 
 /**

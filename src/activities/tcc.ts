@@ -13,6 +13,16 @@ import type { Knex } from 'knex';
 import { appendOrderEvent } from './events';
 import { businessFailure } from './failures';
 
+/**
+ * Moves `quantity` units from one column of the row(s) `row` selects to another, only if the source column holds
+ * that many (a conditional update, so concurrent movers can never take a column below zero); true when it moved.
+ * The business change of stock buckets and points: available -> reserved/frozen -> sold/spent and back.
+ */
+export async function moveUnits(trx: Knex.Transaction, row: Knex.QueryBuilder, quantity: number, from: string, to: string): Promise<boolean> {
+  const count = await row.andWhere(from, '>=', quantity).update({ [from]: trx.raw('?? - ?', [from, quantity]), [to]: trx.raw('?? + ?', [to, quantity]), updated_at: trx.fn.now(3) });
+  return count === 1;
+}
+
 /** Fence statuses; RETURNED is a confirmed hold given back after a refund. */
 export type FenceStatus = 'TRIED' | 'CONFIRMED' | 'CANCELLED' | 'RETURNED';
 

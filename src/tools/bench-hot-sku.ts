@@ -17,7 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import type { Knex } from 'knex';
-import { tryReserveStock } from '../activities/stock';
+import { bucketShare, tryReserveStock } from '../activities/stock';
 import { loadConfigOrExit } from '../config';
 import { MAX_STOCK_BUCKETS } from '../contracts/order';
 import { createDb, migrateLatest } from '../db/knex';
@@ -84,7 +84,7 @@ function percentile(sorted: number[], p: number): number {
 /** A SKU with plenty of stock, in `buckets` buckets (bucket 0 is the stock row). */
 async function createHotSku(db: Knex, buckets: number, units: number): Promise<string> {
   const sku = `hot-${buckets}-${randomBytes(4).toString('hex')}`;
-  const share = (b: number) => Math.floor(units / buckets) + (b < units % buckets ? 1 : 0);
+  const share = (b: number) => bucketShare(units, buckets, b);
   await db('products').insert({ sku, name: `hot SKU x${buckets}`, price: 100, currency: 'CNY' });
   await db('stock').insert({ sku, available: share(0), reserved: 0, sold: 0, total_in: units, buckets });
   for (let b = 1; b < buckets; b++) await db('stock_buckets').insert({ sku, bucket: b, available: share(b), reserved: 0, sold: 0 });

@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Knex } from 'knex';
 import { z } from 'zod';
 import { CouponCode, PutCouponRequest, PutPointsRequest, PutProductRequest, Sku } from '../../contracts/order';
+import { bucketShare } from '../../activities/stock';
 import { retryDeadlocks } from '../../db/knex';
 import { ApiError, parseOr400 } from '../errors';
 
@@ -53,7 +54,7 @@ async function replaceStock(trx: Knex.Transaction, sku: string, stock: number, r
   const added = [];
   for (let b = 1; b < buckets; b++) if (!existing.has(b)) added.push({ sku, bucket: b, available: 0, reserved: 0, sold: 0 });
   if (added.length) await trx('stock_buckets').insert(added);
-  const share = (b: number) => Math.floor(stock / buckets) + (b < stock % buckets ? 1 : 0);
+  const share = (b: number) => bucketShare(stock, buckets, b);
   for (let b = 1; b < buckets; b++) await trx('stock_buckets').where({ sku, bucket: b }).update({ available: share(b), updated_at: trx.fn.now(3) });
   const kept = rows.filter((r) => Number(r.bucket) < buckets);
   const held = Number(base.reserved) + Number(base.sold) + kept.reduce((n, r) => n + Number(r.reserved) + Number(r.sold), 0);
