@@ -95,6 +95,16 @@ const REFUND_PROMISE: Bilingual = {
   zh: '如果已经扣款，款项会自动原路退回。',
 };
 
+const NOTHING_TO_DO: Bilingual = {
+  en: 'Nothing to do. You can place a new order at any time.',
+  zh: '您无需任何操作，可随时重新下单。',
+};
+
+const CANCELLED_FOR_BUYER: Bilingual = {
+  en: `The order was cancelled and the items released. ${REFUND_PROMISE.en}`,
+  zh: `订单已取消，商品已释放。${REFUND_PROMISE.zh}`,
+};
+
 /** Describes an order's state for people: buyer message, support message, next step and when. Never throws. */
 export function describeStatus(input: DescribeStatusInput): StatusMessages {
   const ctx = context(input);
@@ -420,10 +430,7 @@ const TEXTS = {
       en: 'EXPIRED: the provider payment was closed before the stock was released. A payment that still arrives (late callback or reconciliation) is verified with the provider and refunded automatically with a stable refund number, never twice.',
       zh: '已过期（EXPIRED）：先关闭了支付单再释放库存。之后仍到账的付款（迟到回调或对账发现）会向支付机构核实后自动退款，退款单号固定，不会重复退款。',
     }),
-    next: {
-      en: 'Nothing to do. You can place a new order at any time.',
-      zh: '您无需任何操作，可随时重新下单。',
-    },
+    next: NOTHING_TO_DO,
   }),
 
   EXPIRED_WATCHING: (ctx: Ctx): Texts => ({
@@ -435,40 +442,25 @@ const TEXTS = {
       en: 'EXPIRED and stock released; the workflow is still watching for a late payment until the provider-side expiry, then queries the provider once more. Any payment found is refunded automatically (stable refund number).',
       zh: '已过期且库存已释放；工作流仍在监控迟到的付款，直到支付机构侧的过期时间，届时再查询一次。发现的任何付款都会自动退款（退款单号固定）。',
     }),
-    next: {
-      en: 'Nothing to do. You can place a new order at any time.',
-      zh: '您无需任何操作，可随时重新下单。',
-    },
+    next: NOTHING_TO_DO,
   }),
 
   CANCELLED: (ctx: Ctx): Texts => ({
-    user: {
-      en: `The order was cancelled and the items released. ${REFUND_PROMISE.en}`,
-      zh: `订单已取消，商品已释放。${REFUND_PROMISE.zh}`,
-    },
+    user: CANCELLED_FOR_BUYER,
     support: support(ctx, {
-      en: 'CANCELLED by the buyer: the provider payment was closed before the stock was released. A payment that still arrives is verified with the provider and refunded automatically with a stable refund number, never twice.',
-      zh: '买家已取消（CANCELLED）：先关闭了支付单再释放库存。之后仍到账的付款会向支付机构核实后自动退款，退款单号固定，不会重复退款。',
+      en: 'CANCELLED by the buyer (or by an operator through Temporal): the provider payment was closed before the stock was released. A payment that still arrives is verified with the provider and refunded automatically with a stable refund number, never twice.',
+      zh: '买家（或运维通过 Temporal）已取消（CANCELLED）：先关闭了支付单再释放库存。之后仍到账的付款会向支付机构核实后自动退款，退款单号固定，不会重复退款。',
     }),
-    next: {
-      en: 'Nothing to do. You can place a new order at any time.',
-      zh: '您无需任何操作，可随时重新下单。',
-    },
+    next: NOTHING_TO_DO,
   }),
 
   CANCELLED_WATCHING: (ctx: Ctx): Texts => ({
-    user: {
-      en: `The order was cancelled and the items released. ${REFUND_PROMISE.en}`,
-      zh: `订单已取消，商品已释放。${REFUND_PROMISE.zh}`,
-    },
+    user: CANCELLED_FOR_BUYER,
     support: support(ctx, {
       en: 'CANCELLED and stock released; the workflow is still watching for a late payment until the provider-side expiry, then queries the provider once more. Any payment found is refunded automatically (stable refund number).',
       zh: '已取消且库存已释放；工作流仍在监控迟到的付款，直到支付机构侧的过期时间，届时再查询一次。发现的任何付款都会自动退款（退款单号固定）。',
     }),
-    next: {
-      en: 'Nothing to do. You can place a new order at any time.',
-      zh: '您无需任何操作，可随时重新下单。',
-    },
+    next: NOTHING_TO_DO,
   }),
 
   REFUNDING: (ctx: Ctx): Texts => ({
@@ -556,10 +548,7 @@ const TEXTS = {
       en: 'FAILED before the buyer could pay (see the reason and timeline): reservations were cancelled and no payable provider payment was handed out. A payment that still arrives is refunded automatically.',
       zh: '在买家可付款前失败（原因见上及时间线）：预留已取消，未向买家提供可支付的支付单。若仍有付款到账，会自动退款。',
     }),
-    next: {
-      en: 'Nothing to do. You can place a new order at any time.',
-      zh: '您无需任何操作，可随时重新下单。',
-    },
+    next: NOTHING_TO_DO,
   }),
 
   UNKNOWN: (ctx: Ctx): Texts => ({
