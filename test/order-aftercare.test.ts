@@ -3,7 +3,7 @@
  * finished order — end to end over HTTP with the real dev server, MySQL and sandbox.
  */
 import { orderWorkflowId } from '../src/contracts/order';
-import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
+import { createProduct, placeOrder as placeOrderFor, startSystem, stockOf, type TestSystem, waitFor, waitForStatus } from './support/system';
 
 let sys: TestSystem;
 const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
@@ -21,10 +21,8 @@ afterEach(async () => {
   await sys.sandbox('POST', '/_control/reset');
 });
 
-async function placeOrder(sku: string) {
-  const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
-  expect(r.status).toBe(201);
-  return r.body.orderId as string;
+async function placeOrder(sku: string): Promise<string> {
+  return (await placeOrderFor(sys, sku)).orderId as string;
 }
 
 async function underReview(price: number) {

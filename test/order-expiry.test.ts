@@ -3,7 +3,7 @@
  * PAYMENT_TIMEOUT is a few seconds here so that deadlines pass during the test.
  */
 import { latePaymentWorkflowId, orderWorkflowId, statusQuery } from '../src/contracts/order';
-import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
+import { createProduct, placeOrder as placeOrderFor, startSystem, stockOf, type TestSystem, waitFor, waitForStatus } from './support/system';
 
 let sys: TestSystem;
 
@@ -19,10 +19,8 @@ afterEach(async () => {
   await sys.sandbox('POST', '/_control/reset');
 });
 
-async function placeOrder(sku: string) {
-  const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
-  expect(r.status).toBe(201);
-  return r.body.orderId as string;
+async function placeOrder(sku: string): Promise<string> {
+  return (await placeOrderFor(sys, sku)).orderId as string;
 }
 
 test('an order nobody pays expires: provider payment CLOSED and stock back to available', async () => {

@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, type Page, chromium } from 'playwright-core';
 import { orderWorkflowId } from '../src/contracts/order';
-import { createProduct, startSystem, type TestSystem, userId } from './support/system';
+import { createProduct, placeOrder as placeOrderFor, startSystem, type TestSystem, userId } from './support/system';
 import { testChromiumPath } from './support/env';
 
 const SCREENSHOTS = join(__dirname, '..', 'reports', 'screenshots');
@@ -35,10 +35,7 @@ afterEach(async () => {
 });
 
 async function placeOrder(price = 2590): Promise<{ orderId: string; payment: { paymentUrl: string; expiresAt: string } }> {
-  const sku = await createProduct(sys, { price, stock: 5 });
-  const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
-  expect(r.status).toBe(201);
-  return r.body;
+  return placeOrderFor(sys, await createProduct(sys, { price, stock: 5 }));
 }
 
 /** Opens a page in a fresh browser context, recording console errors, page errors and CSP violations. */

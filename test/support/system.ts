@@ -132,6 +132,13 @@ export async function createProduct(sys: TestSystem, { price = 1999, stock = 10,
   return sku;
 }
 
+/** Places an order for `quantity` of one SKU through the API, expects 201, and returns the answer's body. */
+export async function placeOrder(sys: TestSystem, sku: string, quantity = 1): Promise<any> {
+  const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity }] });
+  expect(r.status).toBe(201);
+  return r.body;
+}
+
 /** Reads a product's stock through the admin API. */
 export async function stockOf(sys: TestSystem, sku: string): Promise<{ available: number; reserved: number; sold: number }> {
   const r = await sys.http('GET', `/admin/products/${sku}`, undefined, { authorization: `Bearer ${sys.config.adminToken}` });
