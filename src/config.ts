@@ -72,6 +72,15 @@ const EnvSchema = z.object({
     }),
   /** How often the API retries inbox notifications that could not be signalled yet. */
   INBOX_RETRY_INTERVAL: duration('5s'),
+  /** How many inbox notifications the API routes to Temporal at once (the others wait their turn, in memory and in MySQL). */
+  INBOX_CONCURRENCY: z.string().regex(/^\d{1,4}$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(1, 'must be at least 1')).default(16),
+  /**
+   * Deadline of each Temporal call the API makes on a request or the inbox path (signal, update, query, start), so an
+   * unreachable or black-holed Temporal fails the call in seconds instead of after the client's own long gRPC retries.
+   */
+  TEMPORAL_CALL_TIMEOUT: duration('5s'),
+  /** Deadline of an update the API waits on that runs activities (cancel, review decision, cooling-off refund, escalation). */
+  TEMPORAL_UPDATE_TIMEOUT: duration('15s'),
   PUBLIC_BASE_URL: url.optional(),
   SANDBOX_URL: url.optional(),
   /** Base of the cashier URLs a buyer's browser opens (defaults to SANDBOX_URL). */
@@ -120,6 +129,12 @@ export interface Config {
   coolingOffMs: number;
   reviewReminderMs: number;
   inboxRetryIntervalMs: number;
+  /** INBOX_CONCURRENCY: notifications routed at once by one API process. */
+  inboxConcurrency: number;
+  /** TEMPORAL_CALL_TIMEOUT: deadline of one Temporal call on a request or inbox path. */
+  temporalCallTimeoutMs: number;
+  /** TEMPORAL_UPDATE_TIMEOUT: deadline of an update that runs activities before it answers. */
+  temporalUpdateTimeoutMs: number;
   publicBaseUrl: string;
   sandboxUrl: string;
   sandboxPublicUrl: string;
@@ -178,6 +193,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError('Invalid configuration: QUERY_MAX_INTERVAL must not be shorter than QUERY_FIRST_DELAY');
   if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT) throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
   if (e.REVIEW_REMINDER_INTERVAL <= 0) throw new ConfigError('Invalid configuration: REVIEW_REMINDER_INTERVAL must be more than 0');
+  if (e.TEMPORAL_UPDATE_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: TEMPORAL_UPDATE_TIMEOUT must be more than 0');
+  if (e.TEMPORAL_CALL_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: TEMPORAL_CALL_TIMEOUT must be more than 0');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
   const temporalTls = temporalTlsFromEnv(e);
   let providers: ProvidersConfig;
@@ -209,6 +226,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     coolingOffMs: e.COOLING_OFF_PERIOD,
     reviewReminderMs: e.REVIEW_REMINDER_INTERVAL,
     inboxRetryIntervalMs: e.INBOX_RETRY_INTERVAL,
+    inboxConcurrency: e.INBOX_CONCURRENCY,
+    temporalCallTimeoutMs: e.TEMPORAL_CALL_TIMEOUT,
+    temporalUpdateTimeoutMs: e.TEMPORAL_UPDATE_TIMEOUT,
     publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, ''),
     sandboxUrl: (e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),

@@ -1,49 +1,193 @@
 /**
- * A notification that cannot be signalled right now (the API cut off from Temporal) is still stored and
- * acknowledged, stays in the inbox, and is signalled once Temporal is reachable again: never dropped.
+ * A notification that cannot be routed right now (the API cut off from Temporal: connection refused, or a black hole
+ * where packets go nowhere) is still stored and acknowledged on the provider's first delivery, stays in the inbox with
+ * its failure recorded, and is delivered as soon as Temporal is reachable again, whatever backoff it had reached.
+ * The routing pool itself (bounded concurrency, per-row deadline, the lease) is tested against MySQL with a Temporal
+ * client stand-in whose calls hang until their deadline, so no row can be shown to wait on another.
  */
-import { createProduct, startSystem, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
-import { TEST_ENV } from './support/env';
-import { type TcpProxy, startTcpProxy } from './support/tcp-proxy';
+import { randomBytes } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import type { Knex } from 'knex';
+import { NotificationInbox } from '../src/client/inbox';
+import { createMetrics } from '../src/client/metrics';
+import { createDb } from '../src/db/knex';
+import { type OutageKind, type TcpProxy, startTcpProxy } from './support/tcp-proxy';
+import { TEST_ENV, freshDatabase } from './support/env';
+import { createProduct, placeOrder, startSystem, type TestSystem, waitFor, waitForStatus } from './support/system';
 
-let sys: TestSystem;
-let proxy: TcpProxy;
+describe.each<[OutageKind, string]>([
+  ['refuse', 'connection refused'],
+  ['blackhole', 'a black hole'],
+])('Temporal unreachable from the API (%s: %s)', (kind) => {
+  let sys: TestSystem;
+  let proxy: TcpProxy;
 
-beforeAll(async () => {
-  proxy = await startTcpProxy(TEST_ENV.temporalAddress);
-  // Active queries far away, so that only the callback path can make this order PAID.
-  sys = await startSystem({ QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PAYMENT_TIMEOUT: '15m', INBOX_RETRY_INTERVAL: '500ms' }, { clientTemporalAddress: proxy.address });
-}, 60_000);
+  beforeAll(async () => {
+    proxy = await startTcpProxy(TEST_ENV.temporalAddress);
+    // Active queries far away, so that only the callback path can make these orders PAID; a short call deadline.
+    sys = await startSystem(
+      { QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PAYMENT_TIMEOUT: '15m', INBOX_RETRY_INTERVAL: '500ms', TEMPORAL_CALL_TIMEOUT: '2s' },
+      { clientTemporalAddress: proxy.address },
+    );
+  }, 60_000);
 
-afterAll(async () => {
-  proxy?.heal();
-  await sys?.stop();
-  await proxy?.close();
+  afterAll(async () => {
+    await proxy?.heal();
+    await sys?.stop();
+    await proxy?.close();
+  });
+
+  test('notifications are acknowledged at once, kept with the failure recorded, and all delivered soon after Temporal is back', async () => {
+    const sku = await createProduct(sys, { stock: 3 });
+    const orderIds: string[] = [];
+    for (let i = 0; i < 3; i++) orderIds.push((await placeOrder(sys, sku)).orderId as string);
+
+    await proxy.breakLink(kind);
+    for (const orderId of orderIds) await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+    for (const orderId of orderIds) {
+      // The provider got its "success" on the first delivery, within its answer limit, though Temporal is unreachable.
+      const sent = await waitFor(async () => (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0], { what: 'a delivery' });
+      const settled = await waitFor(
+        async () => {
+          const n = (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0];
+          return n.acknowledged || n.attempts > 1 ? n : undefined;
+        },
+        { what: `the ack of ${sent.id}` },
+      );
+      expect(settled).toMatchObject({ acknowledged: true, attempts: 1 });
+    }
+    // Each row's routing attempt fails within the call deadline and says why.
+    const failed = await waitFor(
+      async () => {
+        const rows = await sys.db('notification_inbox').whereIn('out_trade_no', orderIds);
+        return rows.length === 3 && rows.every((r) => r.failure_kind === 'UNREACHABLE' && r.last_error) ? rows : undefined;
+      },
+      { timeoutMs: 30_000, what: 'a failed routing attempt recorded on every inbox row' },
+    );
+    expect(failed.map((r) => r.status)).toEqual(['RECEIVED', 'RECEIVED', 'RECEIVED']);
+    for (const orderId of orderIds) expect((await sys.db('orders').where({ order_id: orderId }).first()).status).toBe('AWAITING_PAYMENT');
+
+    // A long outage: the rows' backoff has grown far (here pushed to 10 minutes, as after hours of failures).
+    const farAway = new Date(Date.now() + 10 * 60_000);
+    await sys.db('notification_inbox').whereIn('out_trade_no', orderIds).andWhere({ status: 'RECEIVED' }).update({ next_attempt_at: farAway });
+
+    await proxy.heal();
+    for (const orderId of orderIds) await waitForStatus(sys, orderId, ['PAID'], 60_000);
+    const delivered = await sys.db('notification_inbox').whereIn('out_trade_no', orderIds);
+    for (const row of delivered) {
+      expect(row.status).toBe('SIGNALLED');
+      expect(row.attempts).toBeGreaterThanOrEqual(2);
+      // Released by the recovery probe, not by the backoff running out.
+      expect(new Date(row.processed_at).getTime()).toBeLessThan(farAway.getTime() - 60_000);
+    }
+  }, 120_000);
 });
 
-test('a notification that cannot be signalled is acknowledged, kept, retried and finally delivered', async () => {
-  const sku = await createProduct(sys, { stock: 1 });
-  const created = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
-  expect(created.status).toBe(201);
-  const { orderId } = created.body;
-
-  proxy.breakLink();
-  await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
-  // The provider got its "success": the notification is stored durably even though Temporal is unreachable.
-  await waitFor(async () => (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0]?.acknowledged, { what: 'the ack' });
-  const row = await waitFor(
-    async () => {
-      const r = await sys.db('notification_inbox').where({ out_trade_no: orderId }).first();
-      return r && r.attempts >= 1 && r.last_error ? r : undefined;
+describe('the routing pool', () => {
+  let db: Knex;
+  const deadlines: number[] = [];
+  /** A stand-in for the Temporal client: orders named "hang-*" never answer, so their call ends at its deadline. */
+  const signalled: string[] = [];
+  let current: { deadline?: number } = {};
+  const fakeClient = {
+    withDeadline<R>(deadline: number, fn: () => Promise<R>): Promise<R> {
+      current = { deadline };
+      deadlines.push(deadline);
+      return fn();
     },
-    { timeoutMs: 45_000, what: 'a failed signal attempt recorded in the inbox' },
-  );
-  expect(row.status).toBe('RECEIVED');
-  expect((await sys.db('orders').where({ order_id: orderId }).first()).status).toBe('AWAITING_PAYMENT');
+    workflow: {
+      getHandle(workflowId: string) {
+        const { deadline } = current;
+        return {
+          async signal() {
+            if (workflowId.includes('hang-')) {
+              await new Promise((r) => setTimeout(r, Math.max(0, (deadline ?? Date.now()) - Date.now())));
+              throw Object.assign(new Error('4 DEADLINE_EXCEEDED: Deadline exceeded'), { code: 4 });
+            }
+            signalled.push(workflowId);
+          },
+        };
+      },
+    },
+    workflowService: { getSystemInfo: async () => ({}) },
+  } as unknown as Client;
+  const logger = { info() {}, warn() {}, error() {}, debug() {} } as never;
 
-  proxy.heal();
-  await waitForStatus(sys, orderId, ['PAID'], 60_000);
-  const delivered = await sys.db('notification_inbox').where({ out_trade_no: orderId }).first();
-  expect(delivered.status).toBe('SIGNALLED');
-  expect(delivered.attempts).toBeGreaterThanOrEqual(2);
-}, 120_000);
+  beforeAll(async () => {
+    // A database of its own: the pool's sweep routes every due row it finds, and other suites' rows are not its to touch.
+    db = createDb(await freshDatabase('inbox_pool'), { poolMax: 8 });
+  }, 60_000);
+  afterAll(async () => {
+    await db.destroy();
+  });
+
+  async function insertRow(orderId: string): Promise<number> {
+    const notificationId = `n-${randomBytes(6).toString('hex')}`;
+    const payload = { provider: 'sandbox', notificationId, outTradeNo: orderId, tradeNo: `t-${notificationId}`, amount: 100, currency: 'CNY', merchantId: 'm', paidAt: new Date().toISOString() };
+    const [id] = await db('notification_inbox').insert({
+      provider: 'sandbox',
+      notification_id: notificationId,
+      out_trade_no: orderId,
+      event_type: 'payment.succeeded',
+      raw_body: '{}',
+      headers: '{}',
+      payload: JSON.stringify(payload),
+      status: 'RECEIVED',
+    });
+    return Number(id);
+  }
+
+  const inbox = (concurrency: number) =>
+    new NotificationInbox({ db, client: fakeClient, taskQueue: 'unused', logger, metrics: createMetrics(), retryIntervalMs: 60_000, concurrency, callTimeoutMs: 3_000 });
+
+  test('a row whose Temporal call hangs holds up no other row, and fails at its own deadline', async () => {
+    const tag = randomBytes(4).toString('hex');
+    const hanging = [await insertRow(`hang-${tag}-1`), await insertRow(`hang-${tag}-2`)];
+    const others: number[] = [];
+    for (let i = 0; i < 5; i++) others.push(await insertRow(`ok-${tag}-${i}`));
+    const pool = inbox(4);
+    // The hanging rows go first: with one-at-a-time routing every other row would wait for their deadlines.
+    for (const id of [...hanging, ...others]) pool.kick(id);
+    const routed = await waitFor(
+      async () => {
+        const rows = await db('notification_inbox').whereIn('id', others).andWhere({ status: 'SIGNALLED' });
+        return rows.length === others.length ? rows : undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 50, what: 'the other rows routed' },
+    );
+    expect(routed).toHaveLength(5);
+    // Routed while the hanging rows were still inside their call: nothing about them is recorded yet.
+    const stillHanging = await db('notification_inbox').whereIn('id', hanging);
+    expect(stillHanging.every((r) => r.status === 'RECEIVED' && r.last_error === null)).toBe(true);
+    await pool.stop();
+    const afterDeadline = await db('notification_inbox').whereIn('id', hanging);
+    for (const r of afterDeadline) {
+      expect(r).toMatchObject({ status: 'RECEIVED', failure_kind: 'UNREACHABLE', attempts: 1 });
+      expect(r.last_error).toMatch(/DEADLINE_EXCEEDED/);
+    }
+  });
+
+  test('the lease keeps two processors off one row: it is routed once', async () => {
+    const orderId = `ok-lease-${randomBytes(4).toString('hex')}`;
+    const id = await insertRow(orderId);
+    const [a, b] = [inbox(4), inbox(4)];
+    await Promise.all([a.process(id), b.process(id), a.process(id), b.process(id)]);
+    expect(signalled.filter((w) => w.endsWith(orderId))).toHaveLength(1);
+    expect(await db('notification_inbox').where({ id }).first()).toMatchObject({ status: 'SIGNALLED', attempts: 1 });
+  });
+
+  test('when Temporal answers again, rows held back by the outage are released at once; a leased row is not', async () => {
+    const tag = randomBytes(4).toString('hex');
+    const waiting = await insertRow(`ok-back-${tag}`);
+    const leased = await insertRow(`ok-leased-${tag}`);
+    const later = new Date(Date.now() + 10 * 60_000);
+    await db('notification_inbox').where({ id: waiting }).update({ failure_kind: 'UNREACHABLE', attempts: 9, next_attempt_at: later, last_error: 'UNAVAILABLE' });
+    // Claimed by another processor right now: its failure kind was cleared by the claim.
+    await db('notification_inbox').where({ id: leased }).update({ failure_kind: null, attempts: 3, next_attempt_at: later });
+    const pool = inbox(4);
+    await pool.sweep();
+    await waitFor(async () => (await db('notification_inbox').where({ id: waiting }).first()).status === 'SIGNALLED', { what: 'the released row routed' });
+    await pool.stop();
+    expect(await db('notification_inbox').where({ id: leased }).first()).toMatchObject({ status: 'RECEIVED', attempts: 3 });
+  });
+});

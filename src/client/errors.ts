@@ -1,6 +1,8 @@
 /** The API's one error shape: `{ error: CODE, message, ...details }` with a 4xx status; 5xx only for real faults. */
 import type { FastifyError, FastifyInstance } from 'fastify';
+import { WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { ZodError } from 'zod';
+import { isTemporalUnreachable } from './temporal';
 
 /** An error the API answers with its own status and code. */
 export class ApiError extends Error {
@@ -58,13 +60,15 @@ export function installErrorHandling(app: FastifyInstance): void {
   });
 }
 
-/** Connection-level failures of MySQL (mysql2, knex's pool) and Temporal (gRPC UNAVAILABLE): transient, retryable. */
+/** Connection-level failures of MySQL (mysql2, knex's pool) and Temporal (unreachable or past the call's deadline): transient, retryable. */
 const TRANSIENT_CODES = new Set(['PROTOCOL_CONNECTION_LOST', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
 
 export function isTransientDependencyError(err: unknown): boolean {
   const e = err as { code?: unknown; name?: string; fatal?: boolean };
   if (typeof e?.code === 'string' && TRANSIENT_CODES.has(e.code)) return true;
   if (e?.name === 'KnexTimeoutError') return true;
-  // gRPC status 14 UNAVAILABLE from the Temporal client.
-  return e?.code === 14;
+  // An update whose deadline passed: it may still run in the workflow; the same request can be sent again.
+  if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) return true;
+  // Temporal unreachable: gRPC UNAVAILABLE, or DEADLINE_EXCEEDED when the call's own deadline passed (a black hole).
+  return isTemporalUnreachable(err);
 }

@@ -9,10 +9,13 @@ import type { FastifyBaseLogger } from 'fastify';
 import { latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
 import type { PaymentNotification } from '../providers/types';
 import type { Metrics } from './metrics';
+import { isTemporalUnreachable, withTemporalDeadline } from './temporal';
 
-/** How long a claimed row is leased to one processor before another may retry it. */
+/** How long a claimed row is leased to one processor before another may retry it (well above the call deadline). */
 const LEASE_MS = 30_000;
 const MAX_BACKOFF_MS = 5 * 60_000;
+/** Ids waiting in memory for a routing slot; beyond this the sweep finds them in MySQL instead. */
+const MAX_QUEUED = 10_000;
 
 /** Options of the inbox processor. */
 export interface InboxOptions {
@@ -22,49 +25,85 @@ export interface InboxOptions {
   logger: FastifyBaseLogger;
   metrics: Metrics;
   retryIntervalMs: number;
+  /** Rows routed at once; each Temporal call has its own deadline, so one hanging row never holds up the others. */
+  concurrency: number;
+  /** Deadline of each Temporal call (signal, start, the recovery probe). */
+  callTimeoutMs: number;
 }
 
-/** Routes inbox rows to workflows; `kick` after each stored notification, `start` for the retry sweep. */
+/**
+ * Routes inbox rows to workflows: `kick` after each stored notification, `start` for the retry sweep. Rows are
+ * routed by a bounded pool (INBOX_CONCURRENCY); the lease in MySQL keeps two processors (or two API processes) off
+ * one row. When Temporal cannot be reached, rows are marked UNREACHABLE; the sweep probes Temporal and, as soon as it
+ * answers, releases all of them at once rather than letting each wait out its backoff.
+ */
 export class NotificationInbox {
   private timer: NodeJS.Timeout | undefined;
   private sweeping = false;
+  private stopped = false;
+  private running = 0;
+  private readonly waiting: number[] = [];
+  private readonly queued = new Set<number>();
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly options: InboxOptions) {}
 
-  /** Starts the periodic sweep that retries rows whose signal failed. */
+  /** Starts the periodic sweep that retries rows whose routing failed. */
   start(): void {
     this.timer = setInterval(() => void this.sweep(), this.options.retryIntervalMs);
     this.timer.unref();
   }
 
-  /** Stops the sweep and waits for in-flight routing to finish. */
+  /** Stops the sweep, forgets queued ids (they stay RECEIVED in MySQL) and waits for in-flight routing to finish. */
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.waiting.length = 0;
+    this.queued.clear();
     await Promise.allSettled([...this.inFlight]);
   }
 
-  /** Processes one row soon, without blocking the caller (used right after acknowledging). */
+  /** Queues one row for routing without blocking the caller (used right after acknowledging). */
   kick(id: number): void {
-    const p = this.process(id).catch((err: unknown) => this.options.logger.error({ err, id }, 'inbox processing failed'));
-    this.inFlight.add(p);
-    void p.finally(() => this.inFlight.delete(p));
+    if (this.stopped || this.queued.has(id) || this.queued.size >= MAX_QUEUED) return;
+    this.queued.add(id);
+    this.waiting.push(id);
+    this.pump();
   }
 
-  /** Retries every due row; also refreshes the backlog gauge. */
+  /** Starts queued rows while routing slots are free. */
+  private pump(): void {
+    while (this.running < this.options.concurrency && this.waiting.length > 0) {
+      const id = this.waiting.shift()!;
+      this.running++;
+      const p = this.process(id)
+        .catch((err: unknown) => this.options.logger.error({ err, id }, 'inbox processing failed'))
+        .finally(() => {
+          this.running--;
+          this.queued.delete(id);
+          this.inFlight.delete(p);
+          this.pump();
+        });
+      this.inFlight.add(p);
+    }
+  }
+
+  /** Releases UNREACHABLE rows when Temporal answers again, queues every due row, refreshes the backlog gauge. */
   async sweep(): Promise<number> {
-    if (this.sweeping) return 0;
+    if (this.sweeping || this.stopped) return 0;
     this.sweeping = true;
+    const { db, metrics } = this.options;
     try {
-      const due = (await this.options.db('notification_inbox')
+      await this.releaseIfTemporalIsBack();
+      const due = (await db('notification_inbox')
         .where('status', 'RECEIVED')
         .andWhere('next_attempt_at', '<=', new Date())
         .orderBy('id')
         .limit(200)
         .pluck('id')) as number[];
-      for (const id of due) await this.process(id);
-      const [{ n }] = (await this.options.db('notification_inbox').where('status', 'RECEIVED').count({ n: '*' })) as [{ n: number }];
-      this.options.metrics.inboxBacklog.set(Number(n));
+      for (const id of due) this.kick(Number(id));
+      const [{ n }] = (await db('notification_inbox').where('status', 'RECEIVED').count({ n: '*' })) as [{ n: number }];
+      metrics.inboxBacklog.set(Number(n));
       return due.length;
     } catch (err) {
       this.options.logger.warn({ err }, 'inbox sweep failed; will retry');
@@ -74,6 +113,25 @@ export class NotificationInbox {
     }
   }
 
+  /**
+   * When rows wait because Temporal was unreachable, asks Temporal (one cheap call under the deadline); if it answers,
+   * makes those rows due now. A leased row has no failure kind, so the lease is never cut short.
+   */
+  private async releaseIfTemporalIsBack(): Promise<void> {
+    const { db, client, callTimeoutMs, logger } = this.options;
+    const waiting = await db('notification_inbox').where({ status: 'RECEIVED', failure_kind: 'UNREACHABLE' }).first('id');
+    if (!waiting) return;
+    try {
+      await withTemporalDeadline(client, callTimeoutMs, () => client.workflowService.getSystemInfo({}));
+    } catch {
+      return;
+    }
+    const released = await db('notification_inbox')
+      .where({ status: 'RECEIVED', failure_kind: 'UNREACHABLE' })
+      .update({ next_attempt_at: new Date(), failure_kind: null });
+    if (released > 0) logger.info({ released }, 'Temporal answers again; notifications held back by the outage are routed now');
+  }
+
   /** Claims a row (a lease, so concurrent processors do not both route it), routes it and records the outcome. */
   async process(id: number): Promise<void> {
     const { db, logger, metrics } = this.options;
@@ -81,7 +139,7 @@ export class NotificationInbox {
     const claimed = await db('notification_inbox')
       .where({ id, status: 'RECEIVED' })
       .andWhere('next_attempt_at', '<=', now)
-      .update({ attempts: db.raw('attempts + 1'), next_attempt_at: new Date(now.getTime() + LEASE_MS) });
+      .update({ attempts: db.raw('attempts + 1'), next_attempt_at: new Date(now.getTime() + LEASE_MS), failure_kind: null });
     if (claimed !== 1) return;
     const row = await db('notification_inbox').where({ id }).first('payload', 'attempts');
     const n = JSON.parse(row.payload as string) as PaymentNotification;
@@ -92,18 +150,27 @@ export class NotificationInbox {
     } catch (err) {
       const attempts = Number(row.attempts);
       const backoff = Math.min(1000 * 2 ** Math.min(attempts, 12), MAX_BACKOFF_MS);
+      const unreachable = isTemporalUnreachable(err);
       await db('notification_inbox')
         .where({ id, status: 'RECEIVED' })
-        .update({ next_attempt_at: new Date(Date.now() + backoff), last_error: String((err as Error).message).slice(0, 1024) });
+        .update({
+          next_attempt_at: new Date(Date.now() + backoff),
+          last_error: String((err as Error).message).slice(0, 1024),
+          failure_kind: unreachable ? 'UNREACHABLE' : 'ERROR',
+        });
       metrics.inboxSignalFailures.inc();
-      logger.warn({ err, id, notificationId: n.notificationId, orderId: n.outTradeNo, retryInMs: backoff }, 'notification not routed yet; kept in the inbox');
+      logger.warn(
+        { err, id, notificationId: n.notificationId, orderId: n.outTradeNo, retryInMs: backoff, temporalUnreachable: unreachable },
+        'notification not routed yet; kept in the inbox',
+      );
     }
   }
 
   private async route(n: PaymentNotification): Promise<'SIGNALLED' | 'LATE'> {
-    const { client, taskQueue } = this.options;
+    const { client, taskQueue, callTimeoutMs } = this.options;
     try {
-      await client.workflow.getHandle(orderWorkflowId(n.outTradeNo)).signal(paymentNotifiedSignal, {
+      await withTemporalDeadline(client, callTimeoutMs, () =>
+        client.workflow.getHandle(orderWorkflowId(n.outTradeNo)).signal(paymentNotifiedSignal, {
         notificationId: n.notificationId,
         outTradeNo: n.outTradeNo,
         tradeNo: n.tradeNo,
@@ -111,20 +178,23 @@ export class NotificationInbox {
         currency: n.currency,
         merchantId: n.merchantId,
         paidAt: n.paidAt,
-      });
+        }),
+      );
       return 'SIGNALLED';
     } catch (err) {
       if (!(err instanceof WorkflowNotFoundError)) throw err;
     }
     // The order's workflow has finished (or never existed): a durable workflow of its own decides.
     try {
-      await client.workflow.start('latePayment', {
+      await withTemporalDeadline(client, callTimeoutMs, () =>
+        client.workflow.start('latePayment', {
         workflowId: latePaymentWorkflowId(n.provider, n.outTradeNo, n.tradeNo),
         taskQueue,
         args: [{ provider: n.provider, outTradeNo: n.outTradeNo, tradeNo: n.tradeNo, notificationId: n.notificationId }],
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
         staticSummary: `Late payment ${n.tradeNo} for order ${n.outTradeNo}`,
-      });
+        }),
+      );
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
     }

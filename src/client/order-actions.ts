@@ -18,6 +18,7 @@ import {
   reviewDecisionUpdate,
 } from '../contracts/order';
 import { ApiError } from './errors';
+import { withTemporalDeadline } from './temporal';
 
 /** How long an action waits for the workflow to catch up with a status MySQL already shows. */
 const SETTLE_RETRIES = 10;
@@ -33,11 +34,16 @@ function refusal(err: unknown): string | undefined {
 
 /** Review, cooling-off refund and support on existing orders. */
 export class OrderActions {
-  constructor(private readonly deps: { db: Knex; client: Client; providers: ProviderRegistry }) {}
+  constructor(private readonly deps: { db: Knex; client: Client; providers: ProviderRegistry; updateTimeoutMs: number }) {}
 
   private async status(orderId: string): Promise<{ status: OrderStatus; statusReason: string | null; provider: string } | null> {
     const row = await this.deps.db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'provider');
     return row ? { status: row.status, statusReason: row.status_reason ?? null, provider: row.provider } : null;
+  }
+
+  /** Runs an update under the update deadline: a hung Temporal answers 503 instead of holding the request. */
+  private update<R>(fn: () => Promise<R>): Promise<R> {
+    return withTemporalDeadline(this.deps.client, this.deps.updateTimeoutMs, fn);
   }
 
   private handle(orderId: string) {
@@ -52,7 +58,7 @@ export class OrderActions {
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
     for (let attempt = 0; ; attempt++) {
       try {
-        const { status, failure } = await this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] });
+        const { status, failure } = await this.update(() => this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] }));
         if (failure) {
           // Nothing was decided: the order is still in review, waiting for another decision.
           throw new ApiError(409, 'REVIEW_DECISION_FAILED', `the ${decision.decision} decision could not be carried out: ${failure.message}`, { status, failure });
@@ -79,7 +85,7 @@ export class OrderActions {
     if (current.status !== 'PAID') throw new ApiError(409, 'ORDER_NOT_REFUNDABLE', `order is ${current.status}; only a paid order can be refunded`, { status: current.status });
     for (let attempt = 0; ; attempt++) {
       try {
-        const result = await this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] });
+        const result = await this.update(() => this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] }));
         if (result.status !== 'REFUNDED') throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the refund could not be made (order is ${result.status})`, { status: result.status });
         return { orderId, status: result.status, refundNo: result.refundNo };
       } catch (err) {
@@ -109,7 +115,7 @@ export class OrderActions {
     const current = await this.status(orderId);
     if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
     try {
-      return await this.handle(orderId).executeUpdate(escalateUpdate, { args: [{ note }] });
+      return await this.update(() => this.handle(orderId).executeUpdate(escalateUpdate, { args: [{ note }] }));
     } catch (err) {
       if (!(err instanceof WorkflowNotFoundError)) throw err;
     }

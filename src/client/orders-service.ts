@@ -28,6 +28,7 @@ import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attribut
 import type { orderPayment } from '../workflows';
 import { ApiError } from './errors';
 import { LiveStatusCache } from './live-status';
+import { withTemporalDeadline } from './temporal';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
 export function newOrderId(): string {
@@ -74,7 +75,7 @@ export interface OrderServiceDeps {
   client: Client;
   config: Pick<
     Config,
-    'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl' | 'coolingOffMs' | 'reviewReminderMs'
+    'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl' | 'coolingOffMs' | 'reviewReminderMs' | 'temporalUpdateTimeoutMs'
   >;
   /** Providers this deployment offers; an order for any other answers 422 PROVIDER_NOT_AVAILABLE. Unset: not checked here. */
   providers?: ProviderRegistry;
@@ -299,7 +300,10 @@ export class OrderService {
       throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order is ${order.status} and can no longer be cancelled`, { status: order.status });
     }
     try {
-      const result = await this.deps.client.workflow.getHandle(orderWorkflowId(orderId)).executeUpdate(cancelOrderUpdate, { args: [{ reason }] });
+      const { client, config } = this.deps;
+      const result = await withTemporalDeadline(client, config.temporalUpdateTimeoutMs, () =>
+        client.workflow.getHandle(orderWorkflowId(orderId)).executeUpdate(cancelOrderUpdate, { args: [{ reason }] }),
+      );
       if (result.status !== 'CANCELLED') {
         throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order became ${result.status} before it could be cancelled`, { status: result.status });
       }

@@ -21,6 +21,7 @@ import {
 } from '../../contracts/reconciliation';
 import { ApiError, parseOr400 } from '../errors';
 import type { Metrics } from '../metrics';
+import { withTemporalDeadline } from '../temporal';
 import { requireAdmin } from './admin';
 
 const ReportQuery = z
@@ -127,11 +128,11 @@ export async function ensureReconciliationSchedules(
  * Refreshes the gauges that are facts elsewhere before a scrape: orders in review and the last reconciliation per
  * provider (MySQL), orders marked Stuck (Temporal visibility: the workflow sets that search attribute).
  */
-export async function refreshOpsGauges(db: Knex, metrics: Metrics, providers: string[], client?: Client): Promise<void> {
+export async function refreshOpsGauges(db: Knex, metrics: Metrics, providers: string[], client?: Client, callTimeoutMs = 5_000): Promise<void> {
   const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
   metrics.ordersInReview.set(Number(n));
   if (client) {
-    const stuck = await client.workflow.count(`WorkflowType = 'orderPayment' AND ExecutionStatus = 'Running' AND Stuck = true`);
+    const stuck = await withTemporalDeadline(client, callTimeoutMs, () => client.workflow.count(`WorkflowType = 'orderPayment' AND ExecutionStatus = 'Running' AND Stuck = true`));
     metrics.ordersStuck.set(stuck.count);
   }
   for (const provider of providers) {

@@ -5,6 +5,7 @@ import * as reconciliation from './20261127_0001_reconciliation';
 import * as supportOutbox from './20261127_0002_support_outbox';
 import * as couponsPoints from './20261127_0003_coupons_points';
 import * as stockBuckets from './20261128_0010_stock_buckets';
+import * as inboxFailureKind from './20261130_0001_inbox_failure_kind';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -14,6 +15,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261127_0002_support_outbox': supportOutbox,
   '20261127_0003_coupons_points': couponsPoints,
   '20261128_0010_stock_buckets': stockBuckets,
+  '20261130_0001_inbox_failure_kind': inboxFailureKind,
 };
 
 /** knex migration source over the statically imported migrations. */
