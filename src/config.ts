@@ -22,6 +22,14 @@ const duration = (fallback: string) =>
     });
 const url = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' });
 
+/** The development defaults of the two shared secrets: published in the README, so never accepted in production. */
+export const DEV_SANDBOX_SECRET = 'sandbox-dev-secret';
+export const DEV_ADMIN_TOKEN = 'dev-admin-token';
+/** Values of these secrets that have been published (README, docker-compose.yml examples, tests): refused in production. */
+const PUBLISHED_SECRETS = new Set([DEV_SANDBOX_SECRET, DEV_ADMIN_TOKEN, 'change-me-sandbox-secret', 'change-me-admin-token', 'test-sandbox-secret', 'test-admin-token']);
+/** Shortest secret production accepts (a random 32-character token carries about 190 bits). */
+export const MIN_PRODUCTION_SECRET_LENGTH = 32;
+
 /** Every environment variable the system reads, validated once at start-up. */
 const EnvSchema = z.object({
   DATABASE_URL: z
@@ -46,9 +54,13 @@ const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: port.default(3000),
   SANDBOX_PORT: port.default(4000),
-  SANDBOX_SECRET: z.string().min(8, 'must be at least 8 characters').default('sandbox-dev-secret'),
+  /** Node's convention: `production` turns on production mode (no sandbox provider unless enabled, no default secrets). */
+  NODE_ENV: z.string().optional(),
+  /** The sandbox (fake) provider: on in development, off in production unless set to true (a staging deployment). */
+  SANDBOX_ENABLED: z.enum(['true', 'false'], { message: 'must be true or false' }).optional(),
+  SANDBOX_SECRET: z.string().min(8, 'must be at least 8 characters').default(DEV_SANDBOX_SECRET),
   SANDBOX_MERCHANT_ID: z.string().min(1).default('m_sandbox_001'),
-  ADMIN_TOKEN: z.string().min(8, 'must be at least 8 characters').default('dev-admin-token'),
+  ADMIN_TOKEN: z.string().min(8, 'must be at least 8 characters').default(DEV_ADMIN_TOKEN),
   PAYMENT_TIMEOUT: duration('15m'),
   QUERY_FIRST_DELAY: duration('30s'),
   QUERY_MAX_INTERVAL: duration('2m'),
@@ -108,6 +120,10 @@ const EnvSchema = z.object({
 
 /** Validated, typed configuration shared by the API, the worker, the sandbox and the tools. */
 export interface Config {
+  /** NODE_ENV=production: the sandbox provider is off unless SANDBOX_ENABLED=true, and default or short secrets are refused. */
+  production: boolean;
+  /** Whether the sandbox (fake) provider is offered: development always, production only with SANDBOX_ENABLED=true (staging). */
+  sandboxEnabled: boolean;
   databaseUrl: string;
   temporalAddress: string;
   temporalNamespace: string;
@@ -196,6 +212,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.TEMPORAL_UPDATE_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: TEMPORAL_UPDATE_TIMEOUT must be more than 0');
   if (e.TEMPORAL_CALL_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: TEMPORAL_CALL_TIMEOUT must be more than 0');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
+  const production = e.NODE_ENV === 'production';
+  const sandboxEnabled = e.SANDBOX_ENABLED === undefined ? !production : e.SANDBOX_ENABLED === 'true';
+  if (production) {
+    requireProductionSecret('ADMIN_TOKEN', cleaned.ADMIN_TOKEN);
+    if (sandboxEnabled) requireProductionSecret('SANDBOX_SECRET', cleaned.SANDBOX_SECRET);
+  }
   const temporalTls = temporalTlsFromEnv(e);
   let providers: ProvidersConfig;
   try {
@@ -206,6 +228,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`Invalid configuration: ${err.variable}${value === undefined ? '' : `=${shown(err.variable, value)}:`} ${err.reason}`);
   }
   return {
+    production,
+    sandboxEnabled,
     databaseUrl: e.DATABASE_URL,
     temporalAddress: e.TEMPORAL_ADDRESS,
     temporalNamespace: e.TEMPORAL_NAMESPACE,
@@ -244,6 +268,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reconciliationSchedule: e.RECONCILIATION_SCHEDULE === 'off' ? undefined : e.RECONCILIATION_SCHEDULE.trim(),
     providers,
   };
+}
+
+/** In production a secret must be set, must not be a published default, and must be long enough to resist guessing. */
+function requireProductionSecret(name: 'ADMIN_TOKEN' | 'SANDBOX_SECRET', value: string | undefined): void {
+  const fix = `set ${name} to a random secret of at least ${MIN_PRODUCTION_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`;
+  if (value === undefined) throw new ConfigError(`Invalid configuration: ${name} is not set, and production (NODE_ENV=production) has no default: ${fix}`);
+  if (PUBLISHED_SECRETS.has(value)) throw new ConfigError(`Invalid configuration: ${name} is a published default, refused in production (NODE_ENV=production): ${fix}`);
+  if (value.length < MIN_PRODUCTION_SECRET_LENGTH) throw new ConfigError(`Invalid configuration: ${name} is too short for production (NODE_ENV=production): ${fix}`);
 }
 
 /** loadConfig for process entry points: prints the one-line error and exits 1 instead of a stack trace. */
@@ -302,4 +334,16 @@ export function temporalConnectionOptions(config: TemporalEndpoint): {
 } {
   const tls = config.temporalTls && Object.keys(config.temporalTls).length === 0 ? true : config.temporalTls;
   return { address: config.temporalAddress, ...(tls ? { tls } : {}), ...(config.temporalApiKey ? { apiKey: config.temporalApiKey } : {}) };
+}
+
+/**
+ * The start-up warning of a production process that offers the sandbox provider (a staging deployment): anyone who
+ * can reach the sandbox cashier can pay its orders for free, so it must never go unnoticed. Undefined otherwise.
+ */
+export function sandboxInProductionWarning(config: Pick<Config, 'production' | 'sandboxEnabled'>): string | undefined {
+  if (!config.production || !config.sandboxEnabled) return undefined;
+  return (
+    'SANDBOX PROVIDER ENABLED IN PRODUCTION MODE (SANDBOX_ENABLED=true): orders with provider "sandbox" are paid by the ' +
+    'fake cashier without real money. Acceptable only on a staging deployment; unset SANDBOX_ENABLED anywhere real goods ship.'
+  );
 }

@@ -32,9 +32,13 @@ interface Loaded {
   services: { name: string; image?: string; environment?: Record<string, string>; containerName?: string; ports?: string[]; dependsOn?: string[] }[];
 }
 
-function load(file: string): { ok: true; project: Loaded } | { ok: false; error: string } {
+/** What a production user sets: a real admin token and nothing else (no profile). */
+const PRODUCTION_ENV = { ADMIN_TOKEN: 'a'.repeat(64) };
+
+function load(file: string, env: Record<string, string> = PRODUCTION_ENV): { ok: true; project: Loaded } | { ok: false; error: string } {
   try {
-    return { ok: true, project: JSON.parse(execFileSync(checker(), [file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as Loaded };
+    const childEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env };
+    return { ok: true, project: JSON.parse(execFileSync(checker(), [file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: childEnv })) as Loaded };
   } catch (err) {
     return { ok: false, error: String((err as { stderr?: string }).stderr ?? err) };
   }
@@ -44,7 +48,8 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on MySQL, the UI, 
   const loaded = load(join(ROOT, 'docker-compose.yml'));
   if (!loaded.ok) throw new Error(loaded.error);
   const services = new Map(loaded.project.services.map((s) => [s.name, s]));
-  expect([...services.keys()].sort()).toEqual(['api', 'migrate', 'mysql', 'sandbox', 'temporal', 'temporal-ui', 'worker']);
+  // Production by default: no sandbox service.
+  expect([...services.keys()].sort()).toEqual(['api', 'migrate', 'mysql', 'temporal', 'temporal-ui', 'worker']);
   // --scale worker=N needs no fixed container name and no published port on the worker.
   expect(services.get('worker')).toMatchObject({ name: 'worker' });
   expect(services.get('worker')!.containerName).toBeUndefined();
@@ -55,6 +60,20 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on MySQL, the UI, 
   expect(services.get('temporal')!.environment).toMatchObject({ DB: 'mysql8', MYSQL_SEEDS: 'mysql' });
   // The worker and the API share one environment block (x-app-env), pointing at the compose services.
   expect(services.get('worker')!.environment).toMatchObject({ TEMPORAL_ADDRESS: 'temporal:7233', DATABASE_URL: expect.stringContaining('@mysql:3306/') });
+  for (const app of ['api', 'worker', 'migrate']) {
+    expect(services.get(app)!.environment).toMatchObject({ NODE_ENV: 'production', ADMIN_TOKEN: PRODUCTION_ENV.ADMIN_TOKEN, SANDBOX_ENABLED: 'false' });
+  }
+}, 300_000);
+
+test('the sandbox runs only in the dev profile, and nothing starts without an ADMIN_TOKEN', () => {
+  const dev = load(join(ROOT, 'docker-compose.yml'), { ...PRODUCTION_ENV, COMPOSE_PROFILES: 'dev', SANDBOX_ENABLED: 'true', SANDBOX_SECRET: 'b'.repeat(64) });
+  if (!dev.ok) throw new Error(dev.error);
+  const sandbox = dev.project.services.find((s) => s.name === 'sandbox');
+  expect(sandbox?.environment).toMatchObject({ NODE_ENV: 'production', SANDBOX_ENABLED: 'true' });
+  expect(sandbox?.ports).toEqual(['4000:4000']);
+  const missing = load(join(ROOT, 'docker-compose.yml'), {});
+  expect(missing.ok).toBe(false);
+  expect(missing.ok ? '' : missing.error).toMatch(/ADMIN_TOKEN/);
 }, 300_000);
 
 test('the checker refuses a broken file, so the test above can fail', () => {

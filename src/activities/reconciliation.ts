@@ -11,10 +11,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Context } from '@temporalio/activity';
-import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
-import { type LatePaymentInput, latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
 import {
   CLASS_SEVERITY,
   type ReconciliationClass,
@@ -31,6 +30,7 @@ import {
 } from '../contracts/reconciliation';
 import { BillFormatError } from '../providers/bill-csv';
 import { type BillRow, type BillSource, type PaymentProvider, ProviderBusinessError } from '../providers/types';
+import { routePaymentNotification } from '../temporal/route-notification';
 import { appendOrderEvent } from './events';
 import type { ProviderRegistry } from './payments';
 
@@ -398,7 +398,7 @@ async function compareBill(deps: ReconciliationDeps, input: { runId: string; bat
 
   let batch: BillRow[] = [];
   const flush = async () => {
-    const classes = await compareBatch(db, run.id, provider.merchantId, batch, next);
+    const classes = await compareBatch(db, run.id, run.provider, provider.merchantId, batch, next);
     for (const cls of classes) counts[cls] += 1;
     next += batch.length;
     batch = [];
@@ -420,8 +420,11 @@ async function compareBill(deps: ReconciliationDeps, input: { runId: string; bat
   return { billRows: next, counts, resumedFromRow: resume ? resume.row : null, attempt: ctx?.info.attempt ?? 1 };
 }
 
-interface LocalPayment {
+/** A local payment row with its order's status, as bill lines are matched against it. */
+export interface LocalPayment {
   out_trade_no: string;
+  /** The provider the order pays with (only read where a bill's rows are matched). */
+  provider?: string;
   trade_no: string | null;
   status: string;
   amount: number;
@@ -441,7 +444,7 @@ interface LocalRefund {
 }
 
 /** A stored item before insertion. */
-interface NewItem {
+export interface NewItem {
   class: ReconciliationClass;
   detail: string | null;
   kind: 'PAYMENT' | 'REFUND';
@@ -455,10 +458,16 @@ function billKey(row: BillRow): string {
   return row.kind === 'PAYMENT' ? `P:${row.tradeNo}` : `R:${row.outRefundNo ?? `${row.tradeNo}@${row.at}`}`;
 }
 
-function classifyPayment(row: BillRow, local: LocalPayment | undefined): NewItem {
+/** Classifies one payment line of a provider's bill against the local payment of the same out-trade-no (pure). */
+export function classifyBillPayment(row: BillRow, local: LocalPayment | undefined, billProvider: string): NewItem {
   const bill = { tradeNo: row.tradeNo, amount: row.amount, currency: row.currency, at: row.at };
   if (!local) {
     return { class: 'UNKNOWN_TRADE', detail: 'NO_LOCAL_PAYMENT', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence: { bill, local: null }, repair_status: 'NONE' };
+  }
+  if (local.provider !== undefined && local.provider !== billProvider) {
+    // One provider's bill never speaks for another provider's order: flagged for a person, never repaired.
+    const localView = { provider: local.provider, orderStatus: local.order_status };
+    return { class: 'UNKNOWN_TRADE', detail: 'OTHER_PROVIDER', kind: 'PAYMENT', local_amount: null, local_currency: local.currency, evidence: { bill, local: localView }, repair_status: 'NONE' };
   }
   const localView = {
     paymentStatus: local.status,
@@ -525,7 +534,7 @@ function classifyRefund(row: BillRow, local: LocalRefund | undefined): NewItem {
  * stored at the same position (an earlier attempt got this far) is counted from the store; a key the bill
  * repeats at another position is a duplicate in the bill.
  */
-async function compareBatch(db: Knex, runId: string, merchantId: string, rows: BillRow[], firstRowNo: number): Promise<ReconciliationClass[]> {
+async function compareBatch(db: Knex, runId: string, billProvider: string, merchantId: string, rows: BillRow[], firstRowNo: number): Promise<ReconciliationClass[]> {
   const keys = rows.map(billKey);
   const repeatKeys = keys.map((key, i) => `${key}#${firstRowNo + i}`);
   const stored = new Map<string, { rowNo: number | null; cls: ReconciliationClass }>();
@@ -542,7 +551,7 @@ async function compareBatch(db: Knex, runId: string, merchantId: string, rows: B
     for (const p of (await db('payments as p')
       .leftJoin('orders as o', 'o.order_id', 'p.order_id')
       .whereIn('p.out_trade_no', tradeNos)
-      .select('p.out_trade_no', 'p.trade_no', 'p.status', 'p.amount', 'p.currency', 'p.paid_amount', 'p.paid_currency', 'o.status as order_status', 'o.paid_trade_no')) as LocalPayment[]) {
+      .select('p.out_trade_no', 'p.provider', 'p.trade_no', 'p.status', 'p.amount', 'p.currency', 'p.paid_amount', 'p.paid_currency', 'o.status as order_status', 'o.paid_trade_no')) as LocalPayment[]) {
       payments.set(p.out_trade_no, p);
     }
   }
@@ -580,7 +589,7 @@ async function compareBatch(db: Knex, runId: string, merchantId: string, rows: B
           : { class: 'REFUND_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'REFUND', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' };
     } else {
       firstSeen.set(key, rowNo);
-      item = row.kind === 'PAYMENT' ? classifyPayment(row, payments.get(row.outTradeNo)) : classifyRefund(row, refunds.get(row.outRefundNo ?? ''));
+      item = row.kind === 'PAYMENT' ? classifyBillPayment(row, payments.get(row.outTradeNo), billProvider) : classifyRefund(row, refunds.get(row.outRefundNo ?? ''));
     }
     classes.push(item.class);
     inserts.push({
@@ -729,6 +738,9 @@ async function progressLocal(db: Knex, runId: string, found: { payments: number;
   throwIfCancelled(ctx);
 }
 
+/** Deadline of each Temporal call of a repair (the activity retries a repair that timed out). */
+const REPAIR_CALL_TIMEOUT_MS = 10_000;
+
 /**
  * Repairs every PAID_NOT_RECORDED item of the run: signals the order's live workflow with a synthetic,
  * stable notification id (the workflow deduplicates it, so a retry changes nothing), or, when the order's
@@ -763,9 +775,10 @@ async function repairLostPayments(deps: ReconciliationDeps, input: { runId: stri
     if (page.length === 0) break;
     for (const item of page) {
       const notificationId = reconciliationNotificationId(run.provider, item.trade_no);
-      let outcome: { status: 'SIGNALLED' | 'LATE_PAYMENT'; detail: string };
-      try {
-        await temporal.workflow.getHandle(orderWorkflowId(item.out_trade_no)).signal(paymentNotifiedSignal, {
+      const routed = await routePaymentNotification(
+        { db, client: temporal, taskQueue, callTimeoutMs: REPAIR_CALL_TIMEOUT_MS },
+        {
+          provider: run.provider,
           notificationId,
           outTradeNo: item.out_trade_no,
           tradeNo: item.trade_no,
@@ -773,26 +786,10 @@ async function repairLostPayments(deps: ReconciliationDeps, input: { runId: stri
           currency: item.bill_currency,
           merchantId: provider.merchantId,
           paidAt: new Date(item.bill_at).toISOString(),
-        });
-        outcome = { status: 'SIGNALLED', detail: `signalled the live order workflow (notification ${notificationId})` };
-      } catch (err) {
-        if (!(err instanceof WorkflowNotFoundError)) throw err;
-        const workflowId = latePaymentWorkflowId(run.provider, item.out_trade_no, item.trade_no);
-        const lateInput: LatePaymentInput = { provider: run.provider as LatePaymentInput['provider'], outTradeNo: item.out_trade_no, tradeNo: item.trade_no, notificationId };
-        try {
-          await temporal.workflow.start('latePayment', {
-            workflowId,
-            taskQueue,
-            args: [lateInput],
-            workflowIdReusePolicy: 'REJECT_DUPLICATE',
-            staticSummary: `Late payment ${item.trade_no} for order ${item.out_trade_no} (found by reconciliation ${run.id})`,
-          });
-          outcome = { status: 'LATE_PAYMENT', detail: `order workflow finished; started ${workflowId}` };
-        } catch (startErr) {
-          if (!(startErr instanceof WorkflowExecutionAlreadyStartedError)) throw startErr;
-          outcome = { status: 'LATE_PAYMENT', detail: `order workflow finished; ${workflowId} already handles it` };
-        }
-      }
+        },
+        { lateSummary: `Late payment ${item.trade_no} for order ${item.out_trade_no} (found by reconciliation ${run.id})` },
+      );
+      const outcome = { status: routed.destination === 'LATE' ? 'LATE_PAYMENT' : routed.destination, detail: routed.detail };
       await db.transaction(async (trx) => {
         const changed = await trx('reconciliation_items')
           .where({ id: item.id, repair_status: 'PENDING' })

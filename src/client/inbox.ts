@@ -1,13 +1,14 @@
 /**
- * The notification inbox processor: every stored notification is signalled to its order's workflow, or,
- * when that workflow has finished, handed to a late-payment workflow. A notification that cannot be routed
- * right now (Temporal down, a restart) stays in the inbox and is retried with backoff; none is ever dropped.
+ * The notification inbox processor: every stored notification is routed (src/temporal/route-notification.ts) to its
+ * order's workflow, or, when that workflow has finished, to a late-payment workflow; one of another provider than the
+ * order's is refused. A notification that cannot be routed right now (Temporal down, a restart) stays in the inbox and
+ * is retried with backoff; none is ever dropped.
  */
-import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import type { Knex } from 'knex';
 import type { FastifyBaseLogger } from 'fastify';
-import { latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
 import type { PaymentNotification } from '../providers/types';
+import { routePaymentNotification } from '../temporal/route-notification';
 import type { Metrics } from './metrics';
 import { isTemporalUnreachable, withTemporalDeadline } from './temporal';
 
@@ -144,9 +145,17 @@ export class NotificationInbox {
     const row = await db('notification_inbox').where({ id }).first('payload', 'attempts');
     const n = JSON.parse(row.payload as string) as PaymentNotification;
     try {
-      const destination = await this.route(n);
-      await db('notification_inbox').where({ id, status: 'RECEIVED' }).update({ status: destination, processed_at: new Date(), last_error: null });
-      metrics.inboxRouted.inc({ destination });
+      const { client, taskQueue, callTimeoutMs } = this.options;
+      const outcome = await routePaymentNotification({ db, client, taskQueue, callTimeoutMs }, n);
+      const refused = outcome.destination === 'REFUSED';
+      await db('notification_inbox')
+        .where({ id, status: 'RECEIVED' })
+        .update({ status: outcome.destination, processed_at: new Date(), last_error: refused ? outcome.detail.slice(0, 1024) : null });
+      metrics.inboxRouted.inc({ destination: outcome.destination });
+      if (refused) {
+        metrics.notificationsRefused.inc({ provider: n.provider, reason: outcome.reason, where: 'inbox' });
+        logger.warn({ id, notificationId: n.notificationId, orderId: n.outTradeNo, reason: outcome.reason }, `notification refused: ${outcome.detail}`);
+      }
     } catch (err) {
       const attempts = Number(row.attempts);
       const backoff = Math.min(1000 * 2 ** Math.min(attempts, 12), MAX_BACKOFF_MS);
@@ -164,40 +173,5 @@ export class NotificationInbox {
         'notification not routed yet; kept in the inbox',
       );
     }
-  }
-
-  private async route(n: PaymentNotification): Promise<'SIGNALLED' | 'LATE'> {
-    const { client, taskQueue, callTimeoutMs } = this.options;
-    try {
-      await withTemporalDeadline(client, callTimeoutMs, () =>
-        client.workflow.getHandle(orderWorkflowId(n.outTradeNo)).signal(paymentNotifiedSignal, {
-        notificationId: n.notificationId,
-        outTradeNo: n.outTradeNo,
-        tradeNo: n.tradeNo,
-        amount: n.amount,
-        currency: n.currency,
-        merchantId: n.merchantId,
-        paidAt: n.paidAt,
-        }),
-      );
-      return 'SIGNALLED';
-    } catch (err) {
-      if (!(err instanceof WorkflowNotFoundError)) throw err;
-    }
-    // The order's workflow has finished (or never existed): a durable workflow of its own decides.
-    try {
-      await withTemporalDeadline(client, callTimeoutMs, () =>
-        client.workflow.start('latePayment', {
-        workflowId: latePaymentWorkflowId(n.provider, n.outTradeNo, n.tradeNo),
-        taskQueue,
-        args: [{ provider: n.provider, outTradeNo: n.outTradeNo, tradeNo: n.tradeNo, notificationId: n.notificationId }],
-        workflowIdReusePolicy: 'REJECT_DUPLICATE',
-        staticSummary: `Late payment ${n.tradeNo} for order ${n.outTradeNo}`,
-        }),
-      );
-    } catch (err) {
-      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-    }
-    return 'LATE';
   }
 }

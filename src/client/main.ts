@@ -1,5 +1,5 @@
 /** API process: `npm run api`. Serves the order API and callbacks on PORT. */
-import { ConfigError, loadConfigOrExit } from '../config';
+import { ConfigError, loadConfigOrExit, sandboxInProductionWarning } from '../config';
 import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
 import { createTracing } from '../observability/tracing';
@@ -10,6 +10,8 @@ import { connectTemporal, ensureSearchAttributes } from './temporal';
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow-api' });
+  const sandboxWarning = sandboxInProductionWarning(config);
+  if (sandboxWarning) logger.warn({ sandboxEnabled: true, production: true }, sandboxWarning);
   try {
     // Off (undefined) unless OTEL_EXPORTER_OTLP_ENDPOINT is set: then a span per request, continued into Temporal.
     const tracing = createTracing(config, 'payflow-api');

@@ -27,6 +27,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['provider', 'reason'],
       registers: [registry],
     }),
+    notificationsRefused: new Counter({
+      name: 'payflow_notifications_cross_provider_total',
+      help: "Verified notifications refused because their provider is not the order's payment provider, by where they were caught",
+      labelNames: ['provider', 'reason', 'where'],
+      registers: [registry],
+    }),
     inboxSignalFailures: new Counter({ name: 'payflow_inbox_signal_failures_total', help: 'Signals that failed and will be retried', registers: [registry] }),
     inboxRouted: new Counter({ name: 'payflow_inbox_routed_total', help: 'Inbox notifications by destination', labelNames: ['destination'], registers: [registry] }),
     inboxBacklog: new Gauge({ name: 'payflow_inbox_backlog', help: 'Notifications stored but not yet signalled', registers: [registry] }),

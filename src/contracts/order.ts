@@ -141,6 +141,8 @@ export interface PaymentNotifiedSignal {
   currency: string;
   merchantId: string;
   paidAt: string;
+  /** The provider that sent it (absent from signals sent before this field existed); another provider's is ignored. */
+  provider?: string;
 }
 
 /** Stages the workflow moves through; the status query reports the current one. */
@@ -216,7 +218,7 @@ export interface LatePaymentInput {
 
 /** What the latePayment workflow decided. */
 export interface LatePaymentResult {
-  outcome: 'ALREADY_CONFIRMED' | 'REFUNDED' | 'NOT_PAID_AT_PROVIDER' | 'LEFT_FOR_REVIEW' | 'UNKNOWN_ORDER';
+  outcome: 'ALREADY_CONFIRMED' | 'REFUNDED' | 'NOT_PAID_AT_PROVIDER' | 'LEFT_FOR_REVIEW' | 'UNKNOWN_ORDER' | 'PROVIDER_MISMATCH';
   detail: string;
 }
 

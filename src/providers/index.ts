@@ -7,15 +7,17 @@ import { createStripeProvider } from './stripe';
 import { createWechatProvider } from './wechat';
 
 /**
- * Providers configured for this deployment: the sandbox always, Alipay / WeChat Pay / Stripe only when their
+ * Providers configured for this deployment: the sandbox (a fake provider whose cashier pays with one click) only when
+ * `sandboxEnabled` (development, or a staging deployment that says so), Alipay / WeChat Pay / Stripe only when their
  * variables are set (see src/providers/config.ts). Pass `db` where the payments table is reachable: Stripe finds
  * an order's PaymentIntent there (trade_no); without it, it uses its own memory and Stripe's search API.
  */
 export function createProviders(
-  config: Pick<Config, 'sandboxUrl' | 'sandboxSecret' | 'sandboxMerchantId'> & Partial<Pick<Config, 'providers'>>,
+  config: Pick<Config, 'sandboxEnabled' | 'sandboxUrl' | 'sandboxSecret' | 'sandboxMerchantId'> & Partial<Pick<Config, 'providers'>>,
   deps: { db?: Knex } = {},
 ): ProviderRegistry {
-  const registry: ProviderRegistry = { sandbox: createSandboxProvider({ baseUrl: config.sandboxUrl, secret: config.sandboxSecret, merchantId: config.sandboxMerchantId }) };
+  const registry: ProviderRegistry = {};
+  if (config.sandboxEnabled) registry.sandbox = createSandboxProvider({ baseUrl: config.sandboxUrl, secret: config.sandboxSecret, merchantId: config.sandboxMerchantId });
   const { alipay, wechat, stripe } = config.providers ?? {};
   if (alipay) registry.alipay = createAlipayProvider(alipay);
   if (wechat) registry.wechat = createWechatProvider(wechat);

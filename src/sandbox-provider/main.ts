@@ -1,12 +1,19 @@
 /** Entry point of the sandbox payment provider: `npm run sandbox`. */
-import { ConfigError, loadConfigOrExit } from '../config';
+import { ConfigError, loadConfigOrExit, sandboxInProductionWarning } from '../config';
 import { createLogger } from '../observability/logger';
 import { createSandboxServer } from './server';
 
 /** Starts the sandbox on 127.0.0.1:SANDBOX_PORT and stops it cleanly on SIGINT/SIGTERM. */
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
+  if (!config.sandboxEnabled) {
+    // A fake provider whose cashier "pays" with one click has no place in production unless staging asks for it.
+    console.error('Invalid configuration: the sandbox provider does not run in production (NODE_ENV=production) unless SANDBOX_ENABLED=true (staging only)');
+    process.exit(1);
+  }
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'sandbox' });
+  const sandboxWarning = sandboxInProductionWarning(config);
+  if (sandboxWarning) logger.warn({ sandboxEnabled: true, production: true }, sandboxWarning);
   const sandbox = createSandboxServer({
     secret: config.sandboxSecret,
     publicUrl: config.sandboxPublicUrl,

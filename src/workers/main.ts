@@ -1,6 +1,6 @@
 /** Worker process: `npm run worker`. Runs order workflows and their activities until SIGINT/SIGTERM. */
 import { NativeConnection } from '@temporalio/worker';
-import { ConfigError, loadConfigOrExit, temporalConnectionOptions } from '../config';
+import { ConfigError, loadConfigOrExit, sandboxInProductionWarning, temporalConnectionOptions } from '../config';
 import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
 import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
@@ -12,6 +12,8 @@ import { createWorker } from './worker';
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow-worker' });
+  const sandboxWarning = sandboxInProductionWarning(config);
+  if (sandboxWarning) logger.warn({ sandboxEnabled: true, production: true }, sandboxWarning);
   try {
     const metricsServer = await startWorkerTelemetry(config, logger);
     const tracing = createTracing(config, 'payflow-worker');

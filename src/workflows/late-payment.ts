@@ -23,6 +23,10 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
   }
   const order = await acts.getOrderSnapshot(orderId);
   if (!order) return { outcome: 'UNKNOWN_ORDER', detail: `no order ${orderId}; left for reconciliation and review` };
+  if (order.provider !== input.provider) {
+    // One provider's trade never speaks for an order paid with another: nothing is refunded or changed.
+    return { outcome: 'PROVIDER_MISMATCH', detail: `order ${orderId} pays with ${order.provider}, not ${input.provider}; nothing changed` };
+  }
   if (order.status === 'PAID' && order.paidTradeNo === input.tradeNo) {
     return { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' };
   }

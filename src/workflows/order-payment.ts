@@ -46,7 +46,7 @@ import {
 } from '../contracts/order';
 import { describeStatus } from '../contracts/messages';
 import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
-import { paymentReceiptStep } from './patches';
+import { confirmMismatchStep, paymentReceiptStep } from './patches';
 
 /** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
 const SETUP: ActivityOptions = {
@@ -260,8 +260,14 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       note('NOTIFICATION_IGNORED', `Notification ${n.notificationId} is for ${n.outTradeNo}, not this order`);
       return;
     }
+    if (n.provider !== undefined && n.provider !== input.provider) {
+      // One provider's notification never speaks for a payment made with another (the API and inbox refuse it too).
+      note('NOTIFICATION_IGNORED', `Notification ${n.notificationId} comes from ${n.provider}; this order pays with ${input.provider}`);
+      return;
+    }
     note('PAYMENT_NOTIFIED', `Provider notified payment ${n.tradeNo} (${n.amount} ${n.currency})`);
-    if (!evidence) evidence = { source: 'callback', ...n };
+    const { provider: _sender, ...claimed } = n;
+    if (!evidence) evidence = { source: 'callback', ...claimed };
   });
 
   setHandler(
@@ -543,9 +549,20 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       }
     }
 
-    // Step 5: paid. Check amount, currency and merchant; a mismatch goes to review, never to confirm.
-    const paid = evidence!;
-    const mismatch = describeMismatch(paid, amount!, currency!, merchantId);
+    // Step 5: paid. Check amount, currency and merchant; a mismatch goes to review, never to confirm. A callback that
+    // does not match is first checked with the provider: anyone holding a secret could have sent it.
+    let paid = evidence!;
+    let mismatch = describeMismatch(paid, amount!, currency!, merchantId);
+    if (mismatch && paid.source === 'callback' && confirmMismatchStep()) {
+      const confirmed = await confirmWithProvider(paid, mismatch);
+      if (!confirmed) {
+        // Not paid at the provider: the claim changes nothing; the order waits on until its own deadline.
+        evidence = undefined;
+        return settle();
+      }
+      paid = evidence = confirmed;
+      mismatch = describeMismatch(paid, amount!, currency!, merchantId);
+    }
     if (mismatch) {
       enter('NEEDS_REVIEW', mismatch);
       note('NEEDS_REVIEW', `Payment does not match the order: ${mismatch}`);
@@ -576,6 +593,26 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     setStatus('PAID');
     note('ORDER_PAID', `Paid; learned from ${paid.source}`);
     return afterPaid(paid);
+  }
+
+  /**
+   * Asks the provider about a callback that does not match the order. Returns the provider's own account of the payment
+   * when it reports one, else records on the order's timeline that the claim was not confirmed and returns undefined.
+   */
+  async function confirmWithProvider(claimed: PaymentEvidence, mismatch: string): Promise<PaymentEvidence | undefined> {
+    enter('QUERYING_PROVIDER', `a notification does not match the order (${mismatch}); asking ${input.provider} first`);
+    let answer: string;
+    try {
+      const state = await run('queryProviderPayment', QUERY, `confirm mismatched notification with ${input.provider}`, { provider: input.provider, outTradeNo: orderId });
+      if (state.status === 'PAID' || state.status === 'REFUNDED') return evidenceFromQuery(state, 'query');
+      answer = `${input.provider} reports ${state.status}`;
+    } catch (err) {
+      answer = `${input.provider} could not be asked (${errorMessage(err)}); later queries will`;
+    }
+    const message = `A notification claimed payment ${claimed.tradeNo} (${mismatch}) but ${answer}: ignored; the order keeps its deadline`;
+    note('NOTIFICATION_NOT_CONFIRMED', message);
+    await mustRun('recordOrderEvent', 'record the unconfirmed notification', { orderId, type: 'NOTIFICATION_NOT_CONFIRMED', message });
+    return undefined;
   }
 
   /** Cooling-off window (refund without review), then the hand-off to fulfilment. */

@@ -17,9 +17,16 @@ import { patched } from '@temporalio/workflow';
 export const PATCH_IDS = {
   /** orderPayment: when the order becomes PAID, queue the buyer's payment receipt in the outbox (recordPaymentReceipt). */
   paymentReceipt: 'order-payment-receipt',
+  /** orderPayment: a callback that does not match the order is confirmed with the provider before it moves the order. */
+  confirmMismatch: 'order-payment-confirm-mismatch',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
 export function paymentReceiptStep(): boolean {
   return patched(PATCH_IDS.paymentReceipt);
+}
+
+/** Whether this execution asks the provider before a mismatched callback moves the order to review. */
+export function confirmMismatchStep(): boolean {
+  return patched(PATCH_IDS.confirmMismatch);
 }

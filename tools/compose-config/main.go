@@ -1,6 +1,6 @@
 // compose-config loads a Compose file the way `docker compose config` does (compose-go: schema validation,
-// interpolation, depends_on and extension checks) and prints its services, or the error. It lets the tests
-// validate docker-compose.yml on machines without Docker.
+// interpolation, depends_on and extension checks, profiles from COMPOSE_PROFILES) and prints its services, or
+// the error. It lets the tests validate docker-compose.yml on machines without Docker.
 package main
 
 import (
@@ -17,7 +17,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: compose-config <docker-compose.yml>")
 		os.Exit(2)
 	}
-	opts, err := cli.NewProjectOptions([]string{os.Args[1]}, cli.WithOsEnv, cli.WithDotEnv, cli.WithConsistency(true))
+	opts, err := cli.NewProjectOptions([]string{os.Args[1]}, cli.WithOsEnv, cli.WithDotEnv, cli.WithDefaultProfiles(), cli.WithConsistency(true))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

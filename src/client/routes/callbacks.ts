@@ -10,6 +10,7 @@ import { ApiError } from '../errors';
 import type { NotificationInbox } from '../inbox';
 import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
+import { providerMismatch } from '../../temporal/route-notification';
 
 /** Largest notification body accepted. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -56,7 +57,12 @@ export function registerCallbackRoutes(
           })
           .catch((err: unknown) => request.log.warn({ err }, 'could not record a notification rejection'));
         request.log.warn({ provider: provider.name, reason }, 'notification rejected');
-        const status = reason === 'BAD_SIGNATURE' || reason === 'MISSING_SIGNATURE' || reason === 'STALE_TIMESTAMP' || reason === 'MALFORMED_SIGNATURE' ? 401 : 400;
+        const status =
+          reason === 'BAD_SIGNATURE' || reason === 'MISSING_SIGNATURE' || reason === 'STALE_TIMESTAMP' || reason === 'MALFORMED_SIGNATURE'
+            ? 401
+            : reason === 'PROVIDER_MISMATCH'
+              ? 409
+              : 400;
         // Our error shape, plus the provider's own failure fields where it defines some (WeChat's code/message).
         const own = provider.failureAck?.({ code: reason as never, message });
         let extra: Record<string, unknown> = {};
@@ -78,6 +84,12 @@ export function registerCallbackRoutes(
       if (!verdict.ok) return reject(verdict.rejection.code, verdict.rejection.message);
       const n = verdict.notification;
       if (n.merchantId !== provider.merchantId) return reject('WRONG_MERCHANT', `notification is for merchant ${n.merchantId}, not ours`);
+      // A notification only speaks for its own provider's payment: one provider's secret must never move another's order.
+      const mismatch = await providerMismatch(deps.db, { provider: provider.name, outTradeNo: n.outTradeNo });
+      if (mismatch) {
+        deps.metrics.notificationsRefused.inc({ provider: provider.name, reason: 'PROVIDER_MISMATCH', where: 'callback' });
+        return reject('PROVIDER_MISMATCH', `refused: ${mismatch}`);
+      }
       bindOrderId(request, reply, n.outTradeNo);
 
       // Persist first: INSERT .. ON DUPLICATE KEY counts redeliveries (affectedRows 1 = new, 2 = duplicate).

@@ -1,0 +1,85 @@
+/**
+ * Routing of a verified payment notification, for every path that has one (the API's inbox, reconciliation's repair
+ * of a lost payment): to the order's running workflow as a signal, else to the late-payment workflow of that trade.
+ * First, the one check every path owes: a notification only speaks for its own provider's payment.
+ */
+import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import type { Knex } from 'knex';
+import { type LatePaymentInput, latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
+
+/** A verified payment notification, from a callback or rebuilt from a provider's bill. */
+export interface RoutableNotification {
+  provider: string;
+  notificationId: string;
+  outTradeNo: string;
+  tradeNo: string;
+  amount: number;
+  currency: string;
+  merchantId: string;
+  paidAt: string;
+}
+
+/** Where a notification went: the live workflow, a late-payment workflow, or nowhere (refused, with why). */
+export type RouteOutcome = { destination: 'SIGNALLED' | 'LATE'; detail: string } | { destination: 'REFUSED'; reason: 'PROVIDER_MISMATCH'; detail: string };
+
+/** What routing needs: MySQL for the order's provider, a Temporal client, the task queue of late-payment workflows. */
+export interface RouteDeps {
+  db: Knex;
+  client: Client;
+  taskQueue: string;
+  /** Deadline of each Temporal call, so an unreachable server fails the attempt in seconds. */
+  callTimeoutMs: number;
+}
+
+/**
+ * The provider an order pays with, when the order exists. A notification of another provider is refused: a secret of
+ * one provider (the sandbox's, say) must never move an order paid elsewhere.
+ */
+export async function providerMismatch(db: Knex, n: Pick<RoutableNotification, 'provider' | 'outTradeNo'>): Promise<string | undefined> {
+  const order = (await db('orders').where({ order_id: n.outTradeNo }).first('provider')) as { provider: string } | undefined;
+  if (!order || order.provider === n.provider) return undefined;
+  return `a ${n.provider} notification for order ${n.outTradeNo}, which pays with ${order.provider}`;
+}
+
+/** Routes one notification; throws when Temporal cannot be reached (the caller keeps it and retries). */
+export async function routePaymentNotification(deps: RouteDeps, n: RoutableNotification, options: { lateSummary?: string } = {}): Promise<RouteOutcome> {
+  const { db, client, taskQueue, callTimeoutMs } = deps;
+  const mismatch = await providerMismatch(db, n);
+  if (mismatch) return { destination: 'REFUSED', reason: 'PROVIDER_MISMATCH', detail: mismatch };
+  const deadline = () => Date.now() + callTimeoutMs;
+  try {
+    await client.withDeadline(deadline(), () =>
+      client.workflow.getHandle(orderWorkflowId(n.outTradeNo)).signal(paymentNotifiedSignal, {
+        notificationId: n.notificationId,
+        outTradeNo: n.outTradeNo,
+        tradeNo: n.tradeNo,
+        amount: n.amount,
+        currency: n.currency,
+        merchantId: n.merchantId,
+        paidAt: n.paidAt,
+        provider: n.provider,
+      }),
+    );
+    return { destination: 'SIGNALLED', detail: `signalled the live order workflow (notification ${n.notificationId})` };
+  } catch (err) {
+    if (!(err instanceof WorkflowNotFoundError)) throw err;
+  }
+  // The order's workflow has finished (or never existed): a durable workflow of its own decides, one per trade.
+  const workflowId = latePaymentWorkflowId(n.provider, n.outTradeNo, n.tradeNo);
+  const args: [LatePaymentInput] = [{ provider: n.provider as LatePaymentInput['provider'], outTradeNo: n.outTradeNo, tradeNo: n.tradeNo, notificationId: n.notificationId }];
+  try {
+    await client.withDeadline(deadline(), () =>
+      client.workflow.start('latePayment', {
+        workflowId,
+        taskQueue,
+        args,
+        workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        staticSummary: options.lateSummary ?? `Late payment ${n.tradeNo} for order ${n.outTradeNo}`,
+      }),
+    );
+    return { destination: 'LATE', detail: `order workflow finished; started ${workflowId}` };
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    return { destination: 'LATE', detail: `order workflow finished; ${workflowId} already handles it` };
+  }
+}
