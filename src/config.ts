@@ -93,6 +93,12 @@ const EnvSchema = z.object({
   TEMPORAL_CALL_TIMEOUT: duration('5s'),
   /** Deadline of an update the API waits on that runs activities (cancel, review decision, cooling-off refund, escalation). */
   TEMPORAL_UPDATE_TIMEOUT: duration('15s'),
+  /** Orders one API process sets up at once (reserved, workflow starting); more are shed with 429 and Retry-After. */
+  ORDER_START_CONCURRENCY: z.string().regex(/^\d{1,5}$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(1, 'must be at least 1')).default(256),
+  /** How long a stock reservation made before its workflow's start may wait for that workflow before it is released. */
+  RESERVATION_GRACE: duration('60s'),
+  /** How often the API looks for such orphaned reservations. */
+  RESERVATION_SWEEP_INTERVAL: duration('15s'),
   PUBLIC_BASE_URL: url.optional(),
   SANDBOX_URL: url.optional(),
   /** Base of the cashier URLs a buyer's browser opens (defaults to SANDBOX_URL). */
@@ -151,6 +157,12 @@ export interface Config {
   temporalCallTimeoutMs: number;
   /** TEMPORAL_UPDATE_TIMEOUT: deadline of an update that runs activities before it answers. */
   temporalUpdateTimeoutMs: number;
+  /** ORDER_START_CONCURRENCY: orders set up at once per API process before shedding with 429. */
+  orderStartConcurrency: number;
+  /** RESERVATION_GRACE: age after which a pre-start reservation with no running workflow is released. */
+  reservationGraceMs: number;
+  /** RESERVATION_SWEEP_INTERVAL: period of the orphaned-reservation sweep. */
+  reservationSweepIntervalMs: number;
   publicBaseUrl: string;
   sandboxUrl: string;
   sandboxPublicUrl: string;
@@ -209,6 +221,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError('Invalid configuration: QUERY_MAX_INTERVAL must not be shorter than QUERY_FIRST_DELAY');
   if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT) throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
   if (e.REVIEW_REMINDER_INTERVAL <= 0) throw new ConfigError('Invalid configuration: REVIEW_REMINDER_INTERVAL must be more than 0');
+  if (e.RESERVATION_SWEEP_INTERVAL <= 0) throw new ConfigError('Invalid configuration: RESERVATION_SWEEP_INTERVAL must be more than 0');
   if (e.TEMPORAL_UPDATE_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: TEMPORAL_UPDATE_TIMEOUT must be more than 0');
   if (e.TEMPORAL_CALL_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: TEMPORAL_CALL_TIMEOUT must be more than 0');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
@@ -253,6 +266,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     inboxConcurrency: e.INBOX_CONCURRENCY,
     temporalCallTimeoutMs: e.TEMPORAL_CALL_TIMEOUT,
     temporalUpdateTimeoutMs: e.TEMPORAL_UPDATE_TIMEOUT,
+    orderStartConcurrency: e.ORDER_START_CONCURRENCY,
+    reservationGraceMs: e.RESERVATION_GRACE,
+    reservationSweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL,
     publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, ''),
     sandboxUrl: (e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),

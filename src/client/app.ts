@@ -6,6 +6,7 @@ import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
 import { type Logger, createLogger } from '../observability/logger';
 import type { Tracing } from '../observability/tracing';
+import { OrphanReservationSweeper } from './admission';
 import { installErrorHandling } from './errors';
 import { NotificationInbox } from './inbox';
 import { type Metrics, createMetrics } from './metrics';
@@ -41,9 +42,11 @@ export interface ApiDeps {
 export interface Api {
   app: FastifyInstance;
   inbox: NotificationInbox;
+  /** Releases pre-start stock reservations that no running workflow owns. */
+  reservations: OrphanReservationSweeper;
   orders: OrderService;
   metrics: Metrics;
-  /** Stops the inbox sweep and closes the server. */
+  /** Stops the inbox and reservation sweeps and closes the server. */
   close(): Promise<void>;
 }
 
@@ -106,15 +109,27 @@ export function buildApi(deps: ApiDeps): Api {
   });
 
   inbox.start();
+  const reservations = new OrphanReservationSweeper({
+    db,
+    client,
+    logger: app.log,
+    metrics,
+    graceMs: config.reservationGraceMs,
+    intervalMs: config.reservationSweepIntervalMs,
+    callTimeoutMs: config.temporalCallTimeoutMs,
+  });
+  reservations.start();
   // The daily reconciliation Schedule (RECONCILIATION_SCHEDULE; off in tests): created once, idempotently, in the background.
   void ensureReconciliationSchedules(client, config, providers, app.log).catch((err: unknown) => app.log.error({ err }, 'reconciliation schedule not created'));
   return {
     app,
     inbox,
+    reservations,
     orders,
     metrics,
     async close() {
       await inbox.stop();
+      await reservations.stop();
       await app.close();
     },
   };

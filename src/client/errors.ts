@@ -37,6 +37,8 @@ export function installErrorHandling(app: FastifyInstance): void {
   });
   app.setErrorHandler((err: FastifyError | ApiError | ZodError, request, reply) => {
     if (err instanceof ApiError) {
+      // Shed or pending: the client may retry the same request (same Idempotency-Key) after a second.
+      if (err.statusCode === 429 || err.statusCode === 503) void reply.header('retry-after', '1');
       return reply.code(err.statusCode).send({ error: err.code, message: err.message, ...err.details });
     }
     if (err instanceof ZodError) {

@@ -33,6 +33,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['provider', 'reason', 'where'],
       registers: [registry],
     }),
+    orphanReservationsReleased: new Counter({
+      name: 'payflow_orphan_reservations_released_total',
+      help: 'Orders whose pre-start stock reservation no running workflow owned, released by the sweeper',
+      registers: [registry],
+    }),
     inboxSignalFailures: new Counter({ name: 'payflow_inbox_signal_failures_total', help: 'Signals that failed and will be retried', registers: [registry] }),
     inboxRouted: new Counter({ name: 'payflow_inbox_routed_total', help: 'Inbox notifications by destination', labelNames: ['destination'], registers: [registry] }),
     inboxBacklog: new Gauge({ name: 'payflow_inbox_backlog', help: 'Notifications stored but not yet signalled', registers: [registry] }),

@@ -26,6 +26,7 @@ import {
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { orderPayment } from '../workflows';
+import { availableUnits, outOfStockError, releaseReservation, reserveBeforeStart, shortLine } from './admission';
 import { ApiError } from './errors';
 import { LiveStatusCache } from './live-status';
 import { withTemporalDeadline } from './temporal';
@@ -75,7 +76,7 @@ export interface OrderServiceDeps {
   client: Client;
   config: Pick<
     Config,
-    'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl' | 'coolingOffMs' | 'reviewReminderMs' | 'temporalUpdateTimeoutMs'
+    'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl' | 'coolingOffMs' | 'reviewReminderMs' | 'temporalUpdateTimeoutMs' | 'orderStartConcurrency'
   >;
   /** Providers this deployment offers; an order for any other answers 422 PROVIDER_NOT_AVAILABLE. Unset: not checked here. */
   providers?: ProviderRegistry;
@@ -90,6 +91,9 @@ export class OrderService {
   /** Live stages of waiting orders: shared between concurrent polls, reused for a second, bounded in flight. */
   private readonly live = new LiveStatusCache<OrderWorkflowStatus>((orderId) => this.queryLiveStatus(orderId), { ttlMs: 1_000, maxInFlight: 64 });
 
+  /** Orders between reservation and payment URL in this process (bounded by ORDER_START_CONCURRENCY). */
+  private startsInFlight = 0;
+
   constructor(private readonly deps: OrderServiceDeps) {}
 
   /** Creates an order: starts its workflow and waits for the early-return update (payment URL). */
@@ -102,8 +106,9 @@ export class OrderService {
       });
     }
     const items = mergeItems(request.items);
-    const known = (await db('products').whereIn('sku', items.map((i) => i.sku)).pluck('sku')) as string[];
-    const unknown = items.map((i) => i.sku).filter((s) => !known.includes(s));
+    // One plain read answers both "is every SKU known" and "are the units there" (all buckets summed).
+    const available = await availableUnits(db, items.map((i) => i.sku));
+    const unknown = items.map((i) => i.sku).filter((s) => !available.has(s));
     if (unknown.length) throw new ApiError(422, 'UNKNOWN_SKU', `unknown SKU: ${unknown.join(', ')}`, { skus: unknown, sku: unknown[0] });
 
     const orderId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : newOrderId();
@@ -113,6 +118,31 @@ export class OrderService {
       const settingUp = existing?.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl;
       if (existing && !settingUp) return { created: false, body: this.replay(existing, items) };
     }
+    // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales).
+    const short = shortLine(items, available);
+    if (short) throw outOfStockError(short);
+    // Shed load before anything is reserved: a shed request holds nothing, and its retry (same Idempotency-Key) gets
+    // the same order id.
+    if (this.startsInFlight >= config.orderStartConcurrency) {
+      throw new ApiError(429, 'TOO_MANY_REQUESTS', 'too many orders are being set up right now; retry shortly with the same Idempotency-Key');
+    }
+    this.startsInFlight++;
+    try {
+      return await this.reserveAndStart(request, idempotencyKey, orderId, items);
+    } finally {
+      this.startsInFlight--;
+    }
+  }
+
+  /** Reserves the units (the order's TCC Try, before the start), then starts the workflow and waits for its payment URL. */
+  private async reserveAndStart(
+    request: CreateOrderRequest,
+    idempotencyKey: string | undefined,
+    orderId: string,
+    items: { sku: string; quantity: number }[],
+  ): Promise<{ created: boolean; body: PaymentReady }> {
+    const { db, client, config } = this.deps;
+    await reserveBeforeStart(db, orderId, items);
     const input: OrderPaymentInput = {
       orderId,
       userId: request.userId,
@@ -152,6 +182,11 @@ export class OrderService {
       }
       return { created: true, body };
     } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) {
+        // The workflow ran and failed before it owned the order (pricing, coupon, payment creation): it released what
+        // its own Try held; release the pre-start reservation too (idempotent), so the units are sellable at once.
+        await releaseReservation(db, orderId, items).catch(() => undefined);
+      }
       throw await this.translateStartError(err, orderId, items);
     }
   }

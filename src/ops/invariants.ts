@@ -105,6 +105,13 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
     .where('f.status', 'TRIED')
     .whereNotIn('o.status', ['AWAITING_PAYMENT', 'NEEDS_REVIEW'])
     .select('o.order_id', 'o.status')) as { order_id: string; status: string }[];
+  // A reservation made before its workflow started (POST /orders) must be owned by an order, or released, in time.
+  const orphanTries = (await db('tcc_fence as f')
+    .leftJoin('orders as o', 'o.order_id', 'f.xid')
+    .whereNull('o.order_id')
+    .where({ 'f.participant': 'stock', 'f.status': 'TRIED' })
+    .andWhere('f.created_at', '<', new Date(now.getTime() - input.convergenceBoundMs))
+    .distinct('f.xid')) as { xid: string }[];
   const paidUnconfirmed = (await db('orders as o')
     .where('o.status', 'PAID')
     .whereExists(db('tcc_fence as f').whereRaw('f.xid = o.order_id').whereNot('f.status', 'CONFIRMED'))
@@ -112,8 +119,12 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
   results.push(
     result(
       'fence-matches-status',
-      'stock is reserved only for waiting orders, and every PAID order confirmed all its stock',
-      [...openTryOwners.map((r) => `${r.order_id} (${r.status}) still holds a try`), ...paidUnconfirmed.map((r) => `${r.order_id} is PAID with unconfirmed stock`)],
+      'stock is reserved only for waiting orders (a reservation made before its order is released in time), and every PAID order confirmed all its stock',
+      [
+        ...openTryOwners.map((r) => `${r.order_id} (${r.status}) still holds a try`),
+        ...paidUnconfirmed.map((r) => `${r.order_id} is PAID with unconfirmed stock`),
+        ...orphanTries.map((r) => `${r.xid} holds a reservation but no order was ever created for it`),
+      ],
     ),
   );
 

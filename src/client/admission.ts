@@ -1,0 +1,143 @@
+/**
+ * Admission of a new order before anything starts on Temporal (flash sales, 秒杀): a buyer who cannot get the units
+ * is answered 409 OUT_OF_STOCK from MySQL alone, and a buyer who can gets them reserved (the order's TCC Try, fenced
+ * by order id) before the order's workflow starts. The workflow's own Try then finds the fence TRIED and is a no-op;
+ * from there on the workflow owns the reservation (confirm, or cancel on expiry, cancel or failure).
+ *
+ * One gap remains between the reservation and the workflow's start: the API may die in it, or the start may fail.
+ * `OrphanReservationSweeper` closes it: a stock fence still TRIED after a grace period whose order has no running
+ * workflow is cancelled (fenced, so it races safely with a late start: that Try is then refused, the order fails and
+ * nobody was told 201). A definite start failure is released at once by the API itself.
+ */
+import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Knex } from 'knex';
+import { cancelStock, tryReserveStock, type StockLine } from '../activities/stock';
+import { orderWorkflowId } from '../contracts/order';
+import { ApiError } from './errors';
+import type { Metrics } from './metrics';
+import { withTemporalDeadline } from './temporal';
+
+/** Units available right now per known SKU (all buckets summed); unknown SKUs are absent. Plain reads, no locks. */
+export async function availableUnits(db: Knex, skus: string[]): Promise<Map<string, number>> {
+  const rows = (await db('products as p')
+    .leftJoin('stock as s', 's.sku', 'p.sku')
+    .whereIn('p.sku', skus)
+    .select('p.sku', db.raw('COALESCE(s.available, 0) + COALESCE((SELECT SUM(b.available) FROM stock_buckets b WHERE b.sku = p.sku), 0) AS units'))) as {
+    sku: string;
+    units: number | string;
+  }[];
+  return new Map(rows.map((r) => [r.sku, Number(r.units)]));
+}
+
+/** The first line the available units cannot cover, if any. */
+export function shortLine(items: StockLine[], available: Map<string, number>): StockLine | undefined {
+  return items.find((i) => (available.get(i.sku) ?? 0) < i.quantity);
+}
+
+/** The 409 a buyer gets when the units are not there. */
+export function outOfStockError(line: StockLine, orderId?: string): ApiError {
+  return new ApiError(409, 'OUT_OF_STOCK', `not enough stock for ${line.sku}`, { sku: line.sku, ...(orderId ? { orderId } : {}) });
+}
+
+/**
+ * Reserves every line for the order (the TCC Try, all or nothing, fenced by order id, so a retry with the same
+ * Idempotency-Key reserves nothing twice). Answers 409 OUT_OF_STOCK when the units are gone.
+ */
+export async function reserveBeforeStart(db: Knex, orderId: string, items: StockLine[]): Promise<void> {
+  try {
+    await tryReserveStock(db, orderId, items);
+  } catch (err) {
+    if (err instanceof ApplicationFailure && err.type === 'OUT_OF_STOCK') {
+      const sku = (err.details?.[0] as { sku?: string } | undefined)?.sku ?? items[0]!.sku;
+      throw outOfStockError({ sku, quantity: items.find((i) => i.sku === sku)?.quantity ?? 0 });
+    }
+    if (err instanceof ApplicationFailure && err.type === 'TCC_TRY_AFTER_CANCEL') {
+      throw new ApiError(409, 'RESERVATION_RELEASED', `the reservation of order ${orderId} was already released; place the order again with a new Idempotency-Key`, { orderId });
+    }
+    throw err;
+  }
+}
+
+/** Releases an order's pre-start reservation (idempotent; a no-op for lines its workflow already confirmed or released). */
+export async function releaseReservation(db: Knex, orderId: string, items: StockLine[]): Promise<void> {
+  await cancelStock(db, orderId, items);
+}
+
+/** Options of the sweeper. */
+export interface SweeperOptions {
+  db: Knex;
+  client: Client;
+  logger: FastifyBaseLogger;
+  metrics: Metrics;
+  /** How long a reservation may wait for its workflow before it counts as orphaned. */
+  graceMs: number;
+  intervalMs: number;
+  callTimeoutMs: number;
+}
+
+/** Finds stock reservations that no running workflow owns and releases them. */
+export class OrphanReservationSweeper {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+
+  constructor(private readonly options: SweeperOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.sweep(), this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** One pass; returns how many orders' reservations it released. Overlapping calls share one pass. */
+  sweep(): Promise<number> {
+    this.running ??= this.pass()
+      .catch((err: unknown) => {
+        this.options.logger.warn({ err }, 'orphan reservation sweep failed; will retry');
+        return 0;
+      })
+      .finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async pass(): Promise<number> {
+    const { db, client, logger, metrics, graceMs, callTimeoutMs } = this.options;
+    // Candidates: TRIED stock fences past the grace whose order row is missing (the workflow never priced it) or is no
+    // longer waiting for payment. A waiting order's workflow owns its fences; it is not even asked.
+    const rows = (await db('tcc_fence as f')
+      .leftJoin('orders as o', 'o.order_id', 'f.xid')
+      .where({ 'f.participant': 'stock', 'f.status': 'TRIED' })
+      .andWhere('f.created_at', '<', new Date(Date.now() - graceMs))
+      .andWhere((q) => q.whereNull('o.order_id').orWhereNotIn('o.status', ['AWAITING_PAYMENT', 'NEEDS_REVIEW']))
+      .orderBy('f.created_at')
+      .limit(200)
+      .select('f.xid', 'f.resource', 'f.quantity')) as { xid: string; resource: string; quantity: number | string }[];
+    const byOrder = new Map<string, StockLine[]>();
+    for (const r of rows) byOrder.set(r.xid, [...(byOrder.get(r.xid) ?? []), { sku: r.resource, quantity: Number(r.quantity) }]);
+    let released = 0;
+    for (const [orderId, lines] of byOrder) {
+      let running: boolean;
+      try {
+        const description = await withTemporalDeadline(client, callTimeoutMs, () => client.workflow.getHandle(orderWorkflowId(orderId)).describe());
+        running = description.status.name === 'RUNNING';
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        running = false;
+      }
+      if (running) continue;
+      const { released: n } = await cancelStock(db, orderId, lines);
+      if (n > 0) {
+        released++;
+        metrics.orphanReservationsReleased.inc();
+        logger.warn({ orderId, lines }, 'released a stock reservation that no running workflow owns (API stopped between reserving and starting, or the start failed)');
+      }
+    }
+    return released;
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Admission before the workflow (flash sales): a buyer who cannot get stock is answered 409 OUT_OF_STOCK without
+ * anything started on Temporal (counted from Temporal visibility on this system's own task queue); units are
+ * reserved before the start and owned by the order from then on; a reservation whose workflow never started (the API
+ * died in between) is released by the sweeper; a definite start failure releases at once; released stock is
+ * sellable at once; overload is shed with 429 + Retry-After, and the same Idempotency-Key then gets the same order.
+ */
+import { randomBytes } from 'node:crypto';
+import { reserveBeforeStart } from '../src/client/admission';
+import { orderIdForIdempotencyKey } from '../src/client/orders-service';
+import { createProduct, placeOrder, startSystem, stockOf, type TestSystem, userId, waitFor } from './support/system';
+
+const admin = (sys: TestSystem) => ({ authorization: `Bearer ${sys.config.adminToken}` });
+
+/** The ids of the order workflows started on this system's task queue, once visibility shows `expected` of them. */
+async function workflowsOnQueue(sys: TestSystem, expected: number): Promise<string[]> {
+  const query = `WorkflowType = 'orderPayment' AND TaskQueue = '${sys.config.taskQueue}'`;
+  await waitFor(async () => (await sys.client.workflow.count(query)).count >= expected, { timeoutMs: 30_000, what: `${expected} workflows in visibility` });
+  const ids: string[] = [];
+  for await (const wf of sys.client.workflow.list({ query })) ids.push(wf.workflowId);
+  return ids;
+}
+
+describe('admission', () => {
+  let sys: TestSystem;
+  beforeAll(async () => {
+    sys = await startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '5m', QUERY_MAX_INTERVAL: '5m', RESERVATION_GRACE: '2s', RESERVATION_SWEEP_INTERVAL: '500ms' });
+  }, 60_000);
+  afterAll(async () => {
+    await sys?.stop();
+  });
+
+  test.each([1, 4])('60 buyers for 10 units in %i bucket(s): 10 orders, 50 answers 409 OUT_OF_STOCK, and only the 10 winners started a workflow', async (buckets) => {
+    const sku = await createProduct(sys, { stock: 10, buckets });
+    const before = await workflowsOnQueue(sys, 0);
+    const results = await Promise.all(Array.from({ length: 60 }, () => sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })));
+    const winners = results.filter((r) => r.status === 201).map((r) => r.body.orderId as string);
+    const losers = results.filter((r) => r.status === 409);
+    expect(winners).toHaveLength(10);
+    expect(losers).toHaveLength(50);
+    for (const l of losers) expect(l.body).toMatchObject({ error: 'OUT_OF_STOCK', sku });
+    expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 10, sold: 0 });
+    const started = (await workflowsOnQueue(sys, before.length + 10)).filter((id) => !before.includes(id));
+    expect(started.sort()).toEqual(winners.map((id) => `order-${id}`).sort());
+    // No loser left anything behind: the only stock fences of this SKU are the winners'.
+    const fences = await sys.db('tcc_fence').where({ participant: 'stock', resource: sku }).pluck('xid');
+    expect(fences.sort()).toEqual([...winners].sort());
+  }, 120_000);
+
+  test('stock released by a cancel is sellable again at once', async () => {
+    const sku = await createProduct(sys, { stock: 1 });
+    const first = await placeOrder(sys, sku);
+    expect((await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body.error).toBe('OUT_OF_STOCK');
+    expect((await sys.http('POST', `/orders/${first.orderId}/cancel`, {})).body.status).toBe('CANCELLED');
+    // No waiting: the cancel's answer comes after the release.
+    const second = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
+    expect(second.status).toBe(201);
+  });
+
+  test('a reservation whose workflow never started (the API died in between) is released by the sweeper', async () => {
+    const sku = await createProduct(sys, { stock: 1 });
+    const orderId = `ord_orphan${randomBytes(8).toString('hex')}`;
+    // Exactly what POST /orders does before its start, and then nothing: the process "died".
+    await reserveBeforeStart(sys.db, orderId, [{ sku, quantity: 1 }]);
+    expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
+    expect((await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body.error).toBe('OUT_OF_STOCK');
+    await waitFor(async () => (await stockOf(sys, sku)).available === 1, { timeoutMs: 30_000, what: 'the orphaned unit released' });
+    expect(await sys.db('tcc_fence').where({ xid: orderId, participant: 'stock' }).first()).toMatchObject({ status: 'CANCELLED' });
+    const metrics = await (await fetch(`${sys.apiUrl}/metrics`)).text();
+    expect(metrics).toMatch(/payflow_orphan_reservations_released_total [1-9]/);
+    expect((await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).status).toBe(201);
+  });
+
+  test('the same Idempotency-Key after its reservation was released is refused, never answered 201 without units', async () => {
+    const sku = await createProduct(sys, { stock: 1 });
+    const [user, key] = [userId(), `k-${randomBytes(6).toString('hex')}`];
+    await reserveBeforeStart(sys.db, orderIdForIdempotencyKey(user, key), [{ sku, quantity: 1 }]);
+    await waitFor(async () => (await stockOf(sys, sku)).available === 1, { timeoutMs: 30_000, what: 'the orphaned unit released' });
+    const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+    expect(r.status).toBe(409);
+    expect(r.body.error).toBe('RESERVATION_RELEASED');
+    expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+  });
+
+  test('an order that fails before it owns its units (coupon unavailable) releases the pre-start reservation at once', async () => {
+    const sku = await createProduct(sys, { stock: 1, price: 1000 });
+    const owner = userId();
+    const code = `C${randomBytes(4).toString('hex')}`;
+    expect((await sys.http('PUT', `/admin/coupons/${code}`, { userId: owner, discount: 100, currency: 'CNY' }, admin(sys))).status).toBeLessThan(300);
+    // Someone else's coupon: createOrder refuses it after the API reserved the unit.
+    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }], couponCode: code });
+    expect(r.status).toBe(409);
+    expect(r.body.error).toBe('COUPON_UNAVAILABLE');
+    expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+  });
+});
+
+describe('overload', () => {
+  let sys: TestSystem;
+  beforeAll(async () => {
+    sys = await startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '5m', QUERY_MAX_INTERVAL: '5m', ORDER_START_CONCURRENCY: '1' });
+  }, 60_000);
+  afterAll(async () => {
+    await sys?.stop();
+  });
+
+  test('is shed with 429 and Retry-After before anything is reserved; the same Idempotency-Key then gets the same order', async () => {
+    const sku = await createProduct(sys, { stock: 20 });
+    const calls = Array.from({ length: 6 }, () => ({ user: userId(), key: `k-${randomBytes(6).toString('hex')}` }));
+    const first = await Promise.all(
+      calls.map(async (c) => {
+        const r = await fetch(`${sys.apiUrl}/orders`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'idempotency-key': c.key },
+          body: JSON.stringify({ userId: c.user, items: [{ sku, quantity: 1 }] }),
+        });
+        return { status: r.status, retryAfter: r.headers.get('retry-after'), body: (await r.json()) as { error?: string; orderId?: string } };
+      }),
+    );
+    const shed = first.filter((r) => r.status === 429);
+    expect(shed.length).toBeGreaterThan(0);
+    for (const s of shed) expect(s).toMatchObject({ retryAfter: '1', body: { error: 'TOO_MANY_REQUESTS' } });
+    // A shed request reserved nothing.
+    const placed = first.filter((r) => r.status === 201).length;
+    expect((await stockOf(sys, sku)).reserved).toBe(placed);
+    // Retried one at a time with the same keys: every buyer gets an order, the one its key names.
+    for (const [i, c] of calls.entries()) {
+      const r = await sys.http('POST', '/orders', { userId: c.user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': c.key });
+      expect([200, 201]).toContain(r.status);
+      expect(r.body.orderId).toBe(orderIdForIdempotencyKey(c.user, c.key));
+      if (first[i]!.status === 201) expect(r.body.orderId).toBe(first[i]!.body.orderId);
+    }
+    expect((await stockOf(sys, sku)).reserved).toBe(calls.length);
+  });
+});
