@@ -98,7 +98,7 @@ export class OrderService {
 
   /** Creates an order: starts its workflow and waits for the early-return update (payment URL). */
   async create(request: CreateOrderRequest, idempotencyKey: string | undefined): Promise<{ created: boolean; body: PaymentReady }> {
-    const { db, client, config, providers } = this.deps;
+    const { db, config, providers } = this.deps;
     if (providers && !providers[request.provider]) {
       throw new ApiError(422, 'PROVIDER_NOT_AVAILABLE', `payment provider ${request.provider} is not configured here; available: ${Object.keys(providers).join(', ')}`, {
         provider: request.provider,
