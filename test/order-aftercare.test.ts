@@ -2,27 +2,49 @@
  * After the order is placed: manual review, the cooling-off refund, one-click support, and late money for a
  * finished order — end to end over HTTP with the real dev server, MySQL and sandbox.
  */
-import { orderWorkflowId } from '../src/contracts/order';
+import { latePaymentWorkflowId, orderWorkflowId } from '../src/contracts/order';
 import { createProduct, placeOrder as placeOrderFor, startSystem, stockOf, type TestSystem, waitFor, waitForStatus } from './support/system';
 
+// The waits below are bounded generously: the dev server is shared and may answer slowly.
+jest.setTimeout(120_000);
+
+/**
+ * Three systems, so that no test races a timer against the server's pace. None makes active queries (only callbacks,
+ * escalation or the deadline move an order). `sys`: nothing expires while a test acts (payment window and cooling-off
+ * window of 10 minutes); `shortWindow`: a cooling-off window of 6 s that a test waits out; `expiring`: a payment
+ * window of 8 s that a test waits out (orders there are never paid in time on purpose).
+ */
 let sys: TestSystem;
+let shortWindow: TestSystem;
+let expiring: TestSystem;
 const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
+const noQueries = { QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PROVIDER_EXPIRY_MARGIN: '1s' };
 
 beforeAll(async () => {
-  // No active queries (only callbacks, escalation or the deadline move an order); a short cooling-off window.
-  sys = await startSystem({ PAYMENT_TIMEOUT: '8s', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PROVIDER_EXPIRY_MARGIN: '1s', COOLING_OFF_PERIOD: '6s' });
-}, 60_000);
+  [sys, shortWindow, expiring] = await Promise.all([
+    startSystem({ ...noQueries, PAYMENT_TIMEOUT: '10m', COOLING_OFF_PERIOD: '10m' }),
+    startSystem({ ...noQueries, PAYMENT_TIMEOUT: '10m', COOLING_OFF_PERIOD: '6s' }),
+    startSystem({ ...noQueries, PAYMENT_TIMEOUT: '8s', COOLING_OFF_PERIOD: '6s' }),
+  ]);
+}, 120_000);
 
 afterAll(async () => {
-  await sys?.stop();
-});
+  for (const s of [sys, shortWindow, expiring]) {
+    if (!s) continue;
+    // Orders left in review or in a long window: end them rather than leave them open on the shared dev server.
+    for await (const wf of s.client.workflow.list({ query: `TaskQueue = '${s.config.taskQueue}' AND ExecutionStatus = 'Running'` })) {
+      await s.client.workflow.getHandle(wf.workflowId).terminate('order-aftercare suite cleanup').catch(() => undefined);
+    }
+    await s.stop();
+  }
+}, 120_000);
 
 afterEach(async () => {
-  await sys.sandbox('POST', '/_control/reset');
+  await Promise.all([sys, shortWindow, expiring].map((s) => s.sandbox('POST', '/_control/reset')));
 });
 
-async function placeOrder(sku: string): Promise<string> {
-  return (await placeOrderFor(sys, sku)).orderId as string;
+async function placeOrder(sku: string, on: TestSystem = sys): Promise<string> {
+  return (await placeOrderFor(on, sku)).orderId as string;
 }
 
 async function underReview(price: number) {
@@ -86,18 +108,19 @@ describe('cooling-off period', () => {
   });
 
   test('after the window the order is handed to fulfilment and a refund is refused with a clear error', async () => {
-    const sku = await createProduct(sys, { stock: 2 });
-    const orderId = await placeOrder(sku);
-    await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
-    await waitForStatus(sys, orderId, ['PAID']);
-    await waitFor(async () => (await sys.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at')).fulfilment_ready_at, { timeoutMs: 20_000, what: 'fulfilment hand-off' });
-    const outbox = await sys.db('outbox').where({ topic: 'order.fulfilment_ready', message_key: orderId });
+    const s = shortWindow;
+    const sku = await createProduct(s, { stock: 2 });
+    const orderId = await placeOrder(sku, s);
+    await s.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+    await waitForStatus(s, orderId, ['PAID'], 60_000);
+    await waitFor(async () => (await s.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at')).fulfilment_ready_at, { timeoutMs: 60_000, what: 'fulfilment hand-off' });
+    const outbox = await s.db('outbox').where({ topic: 'order.fulfilment_ready', message_key: orderId });
     expect(outbox).toHaveLength(1);
     expect(JSON.parse(outbox[0].payload)).toMatchObject({ orderId, items: [{ sku, quantity: 1 }] });
-    const r = await sys.http('POST', `/orders/${orderId}/refund`, {});
+    const r = await s.http('POST', `/orders/${orderId}/refund`, {});
     expect(r.status).toBe(409);
     expect(r.body.error).toBe('COOLING_OFF_EXPIRED');
-    expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 0, sold: 1 });
+    expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 1 });
   });
 });
 
@@ -107,7 +130,9 @@ describe('one-click support', () => {
     const orderId = await placeOrder(sku);
     await sys.setFaults({ dropNotifications: 1 });
     await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
-    await new Promise((r) => setTimeout(r, 500));
+    // The sandbox decided at once that the notification is lost; with no queries and a 10-minute window nothing else
+    // can tell the order about the payment, so it is still waiting.
+    expect((await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications).toEqual([expect.objectContaining({ dropped: true, sends: 0 })]);
     expect((await sys.http('GET', `/orders/${orderId}`)).body.status).toBe('AWAITING_PAYMENT');
     const r = await sys.http('POST', `/orders/${orderId}/escalate`, { note: 'I paid, the page still waits' });
     expect(r.status).toBe(200);
@@ -122,36 +147,49 @@ describe('one-click support', () => {
   });
 
   test('escalating a finished order still records a ticket with the provider state', async () => {
-    const sku = await createProduct(sys, { stock: 1 });
-    const orderId = await placeOrder(sku);
-    expect((await sys.http('POST', `/orders/${orderId}/cancel`, {})).body.status).toBe('CANCELLED');
-    await sys.client.workflow.getHandle(orderWorkflowId(orderId)).result();
-    const r = await sys.http('POST', `/orders/${orderId}/escalate`, {});
+    // On the 8 s system: after the cancel the workflow watches for late money until the provider-side expiry.
+    const s = expiring;
+    const sku = await createProduct(s, { stock: 1 });
+    const orderId = await placeOrder(sku, s);
+    expect((await s.http('POST', `/orders/${orderId}/cancel`, {})).body.status).toBe('CANCELLED');
+    await s.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+    const r = await s.http('POST', `/orders/${orderId}/escalate`, {});
     expect(r.body).toMatchObject({ orderId, status: 'CANCELLED', providerStatus: 'CLOSED', resolution: 'CLOSED' });
-    expect(await sys.db('support_tickets').where({ order_id: orderId })).toHaveLength(1);
+    expect(await s.db('support_tickets').where({ order_id: orderId })).toHaveLength(1);
   });
 });
 
 test('a notification for an order whose workflow completed as EXPIRED is refunded exactly once, despite five deliveries and a worker restart', async () => {
-  const sku = await createProduct(sys, { price: 1800, stock: 1 });
-  const orderId = await placeOrder(sku);
-  await waitForStatus(sys, orderId, ['EXPIRED'], 30_000);
-  await sys.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+  const s = expiring;
+  const sku = await createProduct(s, { price: 1800, stock: 1 });
+  const orderId = await placeOrder(sku, s);
+  await waitForStatus(s, orderId, ['EXPIRED'], 90_000);
+  await s.client.workflow.getHandle(orderWorkflowId(orderId)).result();
   // The workflow watched until the provider-side expiry; only a payment that settles even later (a delayed
   // debit) can still arrive, and then only by callback.
-  await sys.setFaults({ acceptPaymentAfterExpiry: true });
-  await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+  await s.setFaults({ acceptPaymentAfterExpiry: true });
+  const paid = await s.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+  expect(paid.status).toBe(200);
   const [n] = await waitFor(async () => {
-    const list = (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications;
+    const list = (await s.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications;
     return list[0]?.acknowledged ? list : undefined;
-  });
-  await sys.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
-  await sys.restartWorker();
-  for (let i = 0; i < 3; i++) await sys.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
-  await waitForStatus(sys, orderId, ['REFUNDED'], 30_000);
-  await new Promise((r) => setTimeout(r, 1000));
-  expect((await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0].sends).toBeGreaterThanOrEqual(5);
-  expect(await sys.db('refunds').where({ order_id: orderId })).toHaveLength(1);
-  expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'REFUNDED', refundedAmount: 1800 });
-  expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+  }, { timeoutMs: 60_000, what: 'the first delivery to be acknowledged' });
+  await s.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
+  await s.restartWorker();
+  for (let i = 0; i < 3; i++) await s.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
+  await waitForStatus(s, orderId, ['REFUNDED'], 90_000);
+  // Each redelivery was answered only once the API had stored it; wait until every stored delivery has been routed
+  // and the late-payment workflow of this trade has finished, so that no refund can still be on its way.
+  expect((await s.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0].sends).toBeGreaterThanOrEqual(5);
+  await waitFor(
+    async () => {
+      const rows = await s.db('notification_inbox').where({ out_trade_no: orderId }).select('status', 'deliveries');
+      return rows.length > 0 && rows.every((r) => r.status !== 'RECEIVED') && rows.reduce((sum, r) => sum + Number(r.deliveries), 0) >= 5;
+    },
+    { timeoutMs: 60_000, what: 'all five deliveries stored and routed' },
+  );
+  await s.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, paid.body.tradeNo)).result();
+  expect(await s.db('refunds').where({ order_id: orderId })).toHaveLength(1);
+  expect((await s.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'REFUNDED', refundedAmount: 1800 });
+  expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
 });
