@@ -50,6 +50,8 @@ interface Script {
   refundRefusals?: number;
   /** The buyer pays right after our close call was answered CLOSED (the provider took the money anyway). */
   paysAfterClose?: boolean;
+  /** What the provider reports as paid when `provider` is PAID (default the order's 1000). */
+  paidAmount?: number;
   /** Runs inside the receipt activity, i.e. once the order is PAID and before the cooling-off window starts. */
   onReceipt?: () => Promise<void>;
   calls: { name: string; at: number; args: unknown }[];
@@ -118,7 +120,7 @@ const mockActivities: Partial<Activities> = {
   async queryProviderPayment(input) {
     record(input.outTradeNo, 'query', input);
     const s = script(input.outTradeNo);
-    return s.provider === 'PAID' ? paidState(input.outTradeNo) : { outTradeNo: input.outTradeNo, status: s.provider };
+    return s.provider === 'PAID' ? paidState(input.outTradeNo, s.paidAmount) : { outTradeNo: input.outTradeNo, status: s.provider };
   },
   async closeProviderPayment(input) {
     record(input.orderId, 'close', input);
@@ -388,8 +390,23 @@ test('a cancel after payment was seen is rejected by the validator', async () =>
   await expect(handle.executeUpdate(cancelOrderUpdate, { args: [{}] })).rejects.toThrow();
 });
 
-test('an amount mismatch goes to NEEDS_REVIEW, never confirms, and waits for a decision', async () => {
+test('a mismatched notification the provider does not confirm is recorded and ignored; the order keeps waiting', async () => {
   const { orderId, handle, calls } = await start();
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-forged', 1));
+  await waitForValue('the unconfirmed notification recorded', async () => (calls().includes('event:NOTIFICATION_NOT_CONFIRMED') ? true : undefined));
+  await waitForStage(handle, 'AWAITING_PAYMENT');
+  expect(calls()).toContain('query');
+  expect(calls()).not.toContain('transition:NEEDS_REVIEW');
+  // A real payment still pays it.
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-real'));
+  expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+  expect(calls()).toContain('transition:PAID');
+});
+
+test('an amount mismatch the provider confirms goes to NEEDS_REVIEW, never confirms, and waits for a decision', async () => {
+  // The provider really holds a payment of 0.01 for this 10.00 order.
+  const { orderId, handle, calls } = await start({}, { provider: 'PAID', paidAmount: 1 });
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
   await waitForStage(handle, 'AWAITING_REVIEW');
@@ -405,7 +422,7 @@ test('an amount mismatch goes to NEEDS_REVIEW, never confirms, and waits for a d
 });
 
 test('a review decision the provider refuses leaves the order in review for another decision instead of failing the workflow', async () => {
-  const { orderId, handle, calls } = await start();
+  const { orderId, handle, calls } = await start({}, { provider: 'PAID', paidAmount: 1 });
   script(orderId).refundRefusals = 1;
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
@@ -424,7 +441,7 @@ test('a review decision the provider refuses leaves the order in review for anot
 });
 
 test('an approved review confirms the order as paid', async () => {
-  const { orderId, handle, calls } = await start();
+  const { orderId, handle, calls } = await start({}, { provider: 'PAID', paidAmount: 1200 });
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1200)); // an over-payment
   await waitForStage(handle, 'AWAITING_REVIEW');
