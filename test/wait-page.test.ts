@@ -8,9 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, type Page, chromium } from 'playwright-core';
-import { orderWorkflowId } from '../src/contracts/order';
-import { createProduct, placeOrder as placeOrderFor, startSystem, type TestSystem, userId } from './support/system';
+import { orderWorkflowId, statusQuery } from '../src/contracts/order';
+import { createProduct, placeOrder as placeOrderFor, startSystem, type TestSystem, userId, waitFor } from './support/system';
 import { testChromiumPath } from './support/env';
+
+// Browser steps and the system's reactions are waited for, never timed; a loaded machine only makes a test slower.
+jest.setTimeout(120_000);
 
 const SCREENSHOTS = join(__dirname, '..', 'reports', 'screenshots');
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--disable-component-update', '--disable-sync'];
@@ -63,6 +66,7 @@ const stepStates = (page: Page) => page.$$eval('#steps li', (items) => items.map
 describe('the waiting page in headless Chromium', () => {
   test('it shows the order waiting with a countdown and the payment link, then shows it paid after a sandbox payment without a reload', async () => {
     const order = await placeOrder();
+    const openedAt = Date.now();
     const { page, problems, status, csp } = await openPage(`/orders/${order.orderId}/wait`);
     expect(status).toBe(200);
     expect(csp).toContain("default-src 'none'");
@@ -80,7 +84,9 @@ describe('the waiting page in headless Chromium', () => {
     expect(await page.locator('#expected').innerText()).toMatch(/^Pay before \d\d:\d\d:\d\d$/);
     const leftBefore = Number(await page.locator('#countdown').getAttribute('data-left-ms'));
     expect(leftBefore).toBeGreaterThan(5_000);
-    expect(leftBefore).toBeLessThanOrEqual(Date.parse(order.payment.expiresAt) - Date.now() + 2_000);
+    // The page counts down from the server's clock at the time it rendered, which is after we opened it (the same
+    // machine's clock; a little slack for rounding): no bound on how long the steps above took.
+    expect(leftBefore).toBeLessThanOrEqual(Date.parse(order.payment.expiresAt) - openedAt + 100);
     const api = (await sys.http('GET', `/orders/${order.orderId}`)).body;
     expect(await page.locator('#now [lang="en"]').innerText()).toBe('Waiting for your payment. Your items are held for you until the deadline.');
     expect(await page.locator('#now [lang="en"]').innerText()).toBe(api.messages.user.en);
@@ -96,7 +102,7 @@ describe('the waiting page in headless Chromium', () => {
     const paid = await sys.sandbox('POST', `/v1/payments/${order.orderId}/pay`, {});
     expect(paid.status).toBe(200);
 
-    await page.waitForSelector('#status-label[data-status="PAID"]', { timeout: 30_000 });
+    await page.waitForSelector('#status-label[data-status="PAID"]', { timeout: 60_000 });
     expect(await label.innerText()).toBe('Paid');
     expect(await page.evaluate(() => (globalThis as any).sameDocument)).toBe(true);
     expect(navigations).toBe(0);
@@ -106,13 +112,26 @@ describe('the waiting page in headless Chromium', () => {
     expect(await page.locator('#now [lang="en"]').innerText()).toBe('Payment received and your order is confirmed.');
     await shot(page, 'paid');
 
-    // Final: polling stops.
+    // Final: polling stops. From now on count the page's requests, in the page itself (its fetch) and on the wire.
     await page.waitForSelector('body[data-polling="stopped"]');
     let polls = 0;
     page.on('request', (r) => {
       if (r.url().endsWith(`/orders/${order.orderId}`)) polls++;
     });
-    await page.waitForTimeout(5_000);
+    await page.evaluate(() => {
+      const w = globalThis as any;
+      const fetch = w.fetch.bind(w);
+      w.fetches = 0;
+      w.fetch = (...args: unknown[]) => (w.fetches++, fetch(...args));
+    });
+    // Let the page's own clock run two poll intervals: the page's timers fire in order, so a poll still scheduled
+    // (at most one interval ahead) has been sent before this resolves, however slowly the browser runs.
+    await page.evaluate(() => {
+      const d = (globalThis as any).document;
+      const { pollMs } = JSON.parse(d.getElementById('page-data').textContent) as { pollMs: number };
+      return new Promise((resolve) => setTimeout(resolve, 2 * pollMs));
+    });
+    expect(await page.evaluate(() => (globalThis as any).fetches)).toBe(0);
     expect(polls).toBe(0);
     expect(problems).toEqual([]);
   });
@@ -122,7 +141,7 @@ describe('the waiting page in headless Chromium', () => {
     const { page, problems } = await openPage(`/orders/${order.orderId}/wait`);
     await page.waitForSelector('body[data-ready="true"]');
     const [response] = await Promise.all([
-      page.waitForResponse((r) => r.url() === `${sys.apiUrl}/orders/${order.orderId}/escalate` && r.request().method() === 'POST', { timeout: 30_000 }),
+      page.waitForResponse((r) => r.url() === `${sys.apiUrl}/orders/${order.orderId}/escalate` && r.request().method() === 'POST', { timeout: 60_000 }),
       page.click('#support'),
     ]);
     expect(response.status()).toBe(200);
@@ -168,7 +187,7 @@ describe('the waiting page in headless Chromium', () => {
     const cancelled = await sys.http('POST', `/orders/${order.orderId}/cancel`, {});
     expect(cancelled.body).toMatchObject({ status: 'CANCELLED' });
 
-    await page.waitForSelector('#status-label[data-status="CANCELLED"]', { timeout: 30_000 });
+    await page.waitForSelector('#status-label[data-status="CANCELLED"]', { timeout: 60_000 });
     expect(await page.locator('#status-label').innerText()).toBe('Cancelled');
     expect(await stepStates(page)).toEqual(['done', 'done', 'skipped', 'ended']);
     expect(await page.locator('#now [lang="en"]').innerText()).toMatch(/If money left your account, it is refunded automatically\.$/);
@@ -210,7 +229,15 @@ describe('GET /orders/:orderId', () => {
   test('it returns the messages and, while awaiting payment, the live stage, next check and deadline', async () => {
     const placedAt = Date.now();
     const order = await placeOrder();
-    const r = await sys.http('GET', `/orders/${order.orderId}`);
+    // The live stage comes from a workflow query the API waits for only briefly (under load it may fall back to MySQL
+    // without it, which the next test covers): ask until an answer carries it.
+    const r = await waitFor(
+      async () => {
+        const answer = await sys.http('GET', `/orders/${order.orderId}`);
+        return answer.body?.stage !== undefined ? answer : undefined;
+      },
+      { timeoutMs: 60_000, what: 'an answer with the live stage' },
+    );
     expect(r.status).toBe(200);
     expect(['AWAITING_PAYMENT', 'QUERYING_PROVIDER']).toContain(r.body.stage);
     expect(r.body.deadline).toBe(order.payment.expiresAt);
@@ -228,38 +255,45 @@ describe('GET /orders/:orderId', () => {
   });
 
   test('it answers from MySQL, without the live stage, when the workflow cannot be queried', async () => {
+    // An order whose workflow is missing, and one whose workflow nobody works on (no worker polls its task queue).
     const missing = await insertBareOrder();
-    const started = Date.now();
-    const r = await sys.http('GET', `/orders/${missing}`);
-    expect(r.status).toBe(200);
-    expect(Date.now() - started).toBeLessThan(6_000);
-    expect(r.body.stage).toBeUndefined();
-    expect(r.body.messages.code).toBe('WAITING_FOR_PAYMENT');
-
-    // A workflow nobody works on (no worker polls its task queue): the query cannot be answered in time.
     const stuck = await insertBareOrder();
     const handle = await sys.client.workflow.start('orderPayment', {
       workflowId: orderWorkflowId(stuck),
       taskQueue: `nobody-${randomBytes(4).toString('hex')}`,
       args: [{ orderId: stuck }],
     });
+    // A query of the stuck workflow, sent first, waits until the server gives up on it (about 30 s): both orders must be
+    // answered while it still waits, i.e. without waiting for a query nobody answers (whatever the machine's pace).
+    const aborter = new AbortController();
+    let directQuerySettled = false;
+    const directQuery = sys.client
+      .withAbortSignal(aborter.signal, () => handle.query(statusQuery))
+      .catch(() => undefined)
+      .finally(() => (directQuerySettled = true));
     try {
-      const t0 = Date.now();
+      const r = await sys.http('GET', `/orders/${missing}`);
+      expect(r.status).toBe(200);
+      expect(r.body.stage).toBeUndefined();
+      expect(r.body.messages.code).toBe('WAITING_FOR_PAYMENT');
+
       const s = await sys.http('GET', `/orders/${stuck}`);
       expect(s.status).toBe(200);
-      expect(Date.now() - t0).toBeLessThan(6_000);
       expect(s.body.stage).toBeUndefined();
       expect(s.body.messages.user.en).toBe('Waiting for your payment. Your items are held for you until the deadline.');
       const page = await fetch(`${sys.apiUrl}/orders/${stuck}/wait`);
       expect(page.status).toBe(200);
+      expect(directQuerySettled).toBe(false);
     } finally {
+      aborter.abort();
+      await directQuery;
       await handle.terminate('test cleanup');
     }
   });
 });
 
 async function waitForStatusBody(orderId: string, status: string): Promise<any> {
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 60_000;
   for (;;) {
     const r = await sys.http('GET', `/orders/${orderId}`);
     if (r.body?.status === status) return r.body;
