@@ -46,6 +46,8 @@ export class NotificationInbox {
   private readonly waiting: number[] = [];
   private readonly queued = new Set<number>();
   private readonly inFlight = new Set<Promise<void>>();
+  /** Rows this process has routed (bounded): a provider's redeliveries of them are not even queued. */
+  private readonly routed = new Set<number>();
 
   constructor(private readonly options: InboxOptions) {}
 
@@ -66,7 +68,7 @@ export class NotificationInbox {
 
   /** Queues one row for routing without blocking the caller (used right after acknowledging). */
   kick(id: number): void {
-    if (this.stopped || this.queued.has(id) || this.queued.size >= MAX_QUEUED) return;
+    if (this.stopped || this.routed.has(id) || this.queued.has(id) || this.queued.size >= MAX_QUEUED) return;
     this.queued.add(id);
     this.waiting.push(id);
     this.pump();
@@ -133,6 +135,11 @@ export class NotificationInbox {
     if (released > 0) logger.info({ released }, 'Temporal answers again; notifications held back by the outage are routed now');
   }
 
+  private rememberRouted(id: number): void {
+    this.routed.add(id);
+    if (this.routed.size > MAX_QUEUED) this.routed.delete(this.routed.values().next().value!);
+  }
+
   /** Claims a row (a lease, so concurrent processors do not both route it), routes it and records the outcome. */
   async process(id: number): Promise<void> {
     const { db, logger, metrics } = this.options;
@@ -152,6 +159,7 @@ export class NotificationInbox {
         .where({ id, status: 'RECEIVED' })
         .update({ status: outcome.destination, processed_at: new Date(), last_error: refused ? outcome.detail.slice(0, 1024) : null });
       metrics.inboxRouted.inc({ destination: outcome.destination });
+      this.rememberRouted(id);
       if (refused) {
         metrics.notificationsRefused.inc({ provider: n.provider, reason: outcome.reason, where: 'inbox' });
         logger.warn({ id, notificationId: n.notificationId, orderId: n.outTradeNo, reason: outcome.reason }, `notification refused: ${outcome.detail}`);

@@ -35,10 +35,40 @@ export interface RouteDeps {
  * The provider an order pays with, when the order exists. A notification of another provider is refused: a secret of
  * one provider (the sandbox's, say) must never move an order paid elsewhere.
  */
-export async function providerMismatch(db: Knex, n: Pick<RoutableNotification, 'provider' | 'outTradeNo'>): Promise<string | undefined> {
-  const order = (await db('orders').where({ order_id: n.outTradeNo }).first('provider')) as { provider: string } | undefined;
-  if (!order || order.provider === n.provider) return undefined;
-  return `a ${n.provider} notification for order ${n.outTradeNo}, which pays with ${order.provider}`;
+export async function providerMismatch(
+  db: Knex,
+  n: Pick<RoutableNotification, 'provider' | 'outTradeNo'>,
+  cache?: OrderProviderCache,
+): Promise<string | undefined> {
+  const provider = cache ? await cache.get(db, n.outTradeNo) : await orderProvider(db, n.outTradeNo);
+  if (provider === undefined || provider === n.provider) return undefined;
+  return `a ${n.provider} notification for order ${n.outTradeNo}, which pays with ${provider}`;
+}
+
+async function orderProvider(db: Knex, orderId: string): Promise<string | undefined> {
+  return ((await db('orders').where({ order_id: orderId }).first('provider')) as { provider: string } | undefined)?.provider;
+}
+
+/**
+ * An order's payment provider never changes once the order exists, so the callback route remembers it: a provider
+ * redelivering one notification dozens of times costs one read, not dozens. Unknown orders are not remembered.
+ */
+export class OrderProviderCache {
+  private readonly known = new Map<string, string>();
+
+  constructor(private readonly maxEntries = 100_000) {}
+
+  async get(db: Knex, orderId: string): Promise<string | undefined> {
+    const hit = this.known.get(orderId);
+    if (hit !== undefined) return hit;
+    const provider = await orderProvider(db, orderId);
+    if (provider !== undefined) {
+      this.known.set(orderId, provider);
+      // Oldest first in a Map's order: drop from the front past the bound.
+      if (this.known.size > this.maxEntries) this.known.delete(this.known.keys().next().value!);
+    }
+    return provider;
+  }
 }
 
 /** Routes one notification; throws when Temporal cannot be reached (the caller keeps it and retries). */

@@ -10,7 +10,7 @@ import { ApiError } from '../errors';
 import type { NotificationInbox } from '../inbox';
 import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
-import { providerMismatch } from '../../temporal/route-notification';
+import { OrderProviderCache, providerMismatch } from '../../temporal/route-notification';
 
 /** Largest notification body accepted. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -31,6 +31,7 @@ export function registerCallbackRoutes(
   deps: { db: Knex; providers: ProviderRegistry; inbox: NotificationInbox; metrics: Metrics; now?: () => Date },
 ): void {
   const now = deps.now ?? (() => new Date());
+  const orderProviders = new OrderProviderCache();
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_BODY_BYTES }, (_req, body, done) => done(null, body));
@@ -85,28 +86,27 @@ export function registerCallbackRoutes(
       const n = verdict.notification;
       if (n.merchantId !== provider.merchantId) return reject('WRONG_MERCHANT', `notification is for merchant ${n.merchantId}, not ours`);
       // A notification only speaks for its own provider's payment: one provider's secret must never move another's order.
-      const mismatch = await providerMismatch(deps.db, { provider: provider.name, outTradeNo: n.outTradeNo });
+      const mismatch = await providerMismatch(deps.db, { provider: provider.name, outTradeNo: n.outTradeNo }, orderProviders);
       if (mismatch) {
         deps.metrics.notificationsRefused.inc({ provider: provider.name, reason: 'PROVIDER_MISMATCH', where: 'callback' });
         return reject('PROVIDER_MISMATCH', `refused: ${mismatch}`);
       }
       bindOrderId(request, reply, n.outTradeNo);
 
-      // Persist first: INSERT .. ON DUPLICATE KEY counts redeliveries (affectedRows 1 = new, 2 = duplicate).
+      // Persist first, in one statement: INSERT .. ON DUPLICATE KEY counts redeliveries (affectedRows 1 = new,
+      // 2 = duplicate) and LAST_INSERT_ID(id) hands back the stored row's id either way.
       const [result] = (await deps.db.raw(
         `INSERT INTO notification_inbox (provider, notification_id, out_trade_no, event_type, raw_body, headers, payload, status)
          VALUES (?, ?, ?, 'payment.succeeded', ?, ?, ?, 'RECEIVED')
-         ON DUPLICATE KEY UPDATE deliveries = deliveries + 1`,
+         ON DUPLICATE KEY UPDATE deliveries = deliveries + 1, id = LAST_INSERT_ID(id)`,
         [provider.name, n.notificationId, n.outTradeNo, raw.toString('utf8'), JSON.stringify(keptHeaders(request.headers)), JSON.stringify(n)],
       )) as [{ affectedRows: number; insertId: number }];
       const duplicate = result.affectedRows !== 1;
       deps.metrics.notifications.inc({ provider: provider.name, outcome: duplicate ? 'duplicate' : 'accepted' });
-      const row = duplicate
-        ? ((await deps.db('notification_inbox').where({ provider: provider.name, notification_id: n.notificationId }).first('id', 'status')) as { id: number; status: string })
-        : { id: result.insertId, status: 'RECEIVED' };
       await reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
-      // Acknowledged; now route it. A failure leaves the row RECEIVED for the retry sweep.
-      if (row.status === 'RECEIVED') deps.inbox.kick(Number(row.id));
+      // Acknowledged; now route it (a row already routed is skipped by the inbox). A failure leaves the row RECEIVED
+      // for the retry sweep.
+      deps.inbox.kick(Number(result.insertId));
       return reply;
     });
   });
