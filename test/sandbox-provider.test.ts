@@ -5,6 +5,7 @@
 import http from 'node:http';
 import { type AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import pino from 'pino';
 import {
   CreatePaymentResponse,
   QueryPaymentResponse,
@@ -17,13 +18,15 @@ import { verifySandboxSignature } from '../src/providers/sandbox-signature';
 import { createSandboxServer, type SandboxServer } from '../src/sandbox-provider/server';
 import { parseBill } from '../src/sandbox-provider/bill';
 import { formatChinaDate } from '../src/sandbox-provider/china-time';
-import { type NotificationView } from '../src/sandbox-provider/delivery';
+import { MAX_HOLD_MS, type NotificationView } from '../src/sandbox-provider/delivery';
 
 const SECRET = 'sandbox-test-secret';
 const SCHEDULE = [0, 100, 200, 400];
 
 /** One notification as the merchant received it. */
 interface Received {
+  /** When it arrived (Date.now()). */
+  at: number;
   rawBody: Buffer;
   signature: string | undefined;
   contentType: string | undefined;
@@ -43,6 +46,7 @@ class MerchantReceiver {
       const rawBody = Buffer.concat(chunks);
       const n = this.received.length;
       this.received.push({
+        at: Date.now(),
         rawBody,
         signature: req.headers[SANDBOX_SIGNATURE_HEADER] as string | undefined,
         contentType: req.headers['content-type'],
@@ -162,7 +166,8 @@ async function notificationsOf(outTradeNo: string): Promise<NotificationView[]> 
   return (await call('GET', `/_control/notifications?outTradeNo=${outTradeNo}`)).json.notifications as NotificationView[];
 }
 
-async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+/** Polls until `condition` holds; bounded generously, since a loaded machine may run the sandbox's timers late. */
+async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
@@ -171,6 +176,20 @@ async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs 
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Pays a probe order whose notification is scheduled `delayMs` after this call, and waits until the merchant has it.
+ * Timers fire in the order they are due, so a delivery the sandbox had scheduled earlier (by then) has been sent
+ * before the probe: what a test asserts was not sent after this is proven not sent, not just "not yet".
+ */
+async function deliverProbe(delayMs: number): Promise<string> {
+  await setFaults({ dropNotifications: 0, reorderNotifications: 0, notificationDelayMs: delayMs });
+  const probe = await createPayment();
+  await payFor(probe.outTradeNo);
+  await setFaults({ notificationDelayMs: 0 });
+  await waitUntil(() => merchant.received.some((r) => r.notification.data.outTradeNo === probe.outTradeNo));
+  return probe.outTradeNo;
+}
 
 describe('merchant API', () => {
   test('creating the same order twice returns the same trade, and reusing its number for another amount is refused', async () => {
@@ -351,8 +370,9 @@ describe('notifications', () => {
     const paid = await payFor(outTradeNo);
 
     await waitUntil(async () => (await notificationsOf(outTradeNo))[0]?.acknowledged === true);
-    await sleep(SCHEDULE.reduce((a, b) => a + b, 0));
-    expect(merchant.received).toHaveLength(3);
+    // A fourth attempt would be due at most the longest retry delay after the acknowledged one.
+    await deliverProbe(Math.max(...SCHEDULE));
+    expect(merchant.received.filter((r) => r.notification.data.outTradeNo === outTradeNo)).toHaveLength(3);
 
     const [first] = merchant.received;
     expect(first!.notification).toEqual({
@@ -361,7 +381,7 @@ describe('notifications', () => {
       createdAt: expect.any(String),
       data: { outTradeNo, tradeNo, amount: 1234, currency: 'CNY', merchantId: 'm_test_001', paidAt: paid.paidAt },
     });
-    for (const delivery of merchant.received) {
+    for (const delivery of merchant.received.filter((r) => r.notification.data.outTradeNo === outTradeNo)) {
       expect(delivery.contentType).toBe('application/json');
       // Same event, same bytes on every redelivery: the id is the merchant's dedup key.
       expect(delivery.rawBody.equals(first!.rawBody)).toBe(true);
@@ -389,8 +409,9 @@ describe('notifications', () => {
     const { outTradeNo } = await createPayment();
     await payFor(outTradeNo);
 
-    await sleep(300);
-    expect(merchant.received).toHaveLength(0);
+    // A probe paid afterwards (faults off) arrives; the dropped one, which would have been due first, never did.
+    const probe = await deliverProbe(0);
+    expect(merchant.received.map((r) => r.notification.data.outTradeNo)).toEqual([probe]);
     expect((await call('GET', `/v1/payments/${outTradeNo}`)).json.status).toBe('SUCCESS');
     expect(await notificationsOf(outTradeNo)).toEqual([expect.objectContaining({ dropped: true, attempts: 0, sends: 0 })]);
   });
@@ -421,7 +442,8 @@ describe('notifications', () => {
     const held = await createPayment();
     await payFor(held.outTradeNo);
     await setFaults({ reorderNotifications: 0 });
-    await sleep(100);
+    // Held, not sent (without the fault its first attempt would have been due at once).
+    expect(await notificationsOf(held.outTradeNo)).toEqual([expect.objectContaining({ attempts: 0, sends: 0, dropped: false })]);
     expect(merchant.received).toHaveLength(0);
 
     const next = await createPayment();
@@ -433,28 +455,55 @@ describe('notifications', () => {
   test('a held-back notification is released after at most 2 s when no other one comes', async () => {
     await setFaults({ reorderNotifications: 1 });
     const { outTradeNo } = await createPayment();
+    const paying = Date.now();
     await payFor(outTradeNo);
-    await sleep(1_500);
-    expect(merchant.received).toHaveLength(0);
-    await waitUntil(() => merchant.received.length === 1, 2_000);
+    await waitUntil(() => merchant.received.length === 1);
+    // Held for the whole 2 s (timers never fire early), and then released though no other notification came. How much
+    // later than 2 s it arrives depends on the machine's load, so that bound is generous.
+    const heldMs = merchant.received[0]!.at - paying;
+    expect(heldMs).toBeGreaterThanOrEqual(MAX_HOLD_MS - 5);
+    expect(heldMs).toBeLessThan(MAX_HOLD_MS + 10_000);
   });
 
   test('notificationDelayMs delays the first attempt', async () => {
     await setFaults({ notificationDelayMs: 400 });
     const { outTradeNo } = await createPayment();
+    const paying = Date.now();
     await payFor(outTradeNo);
-    await sleep(200);
-    expect(merchant.received).toHaveLength(0);
     await waitUntil(() => merchant.received.length === 1);
+    // Sent no earlier than 400 ms after the payment (timers never fire early); how much later depends on the load.
+    expect(merchant.received[0]!.at - paying).toBeGreaterThanOrEqual(400 - 5);
   });
 
   test('close() cancels pending redeliveries', async () => {
     merchant.answer = () => ({ status: 500, body: '' });
+    // A sandbox of its own whose debug log says when an attempt failed: its retry is scheduled in the same turn of the
+    // event loop, and the sandbox is closed right after that turn, so a redelivery is pending (100 ms ahead) when it
+    // closes, however loaded the machine.
+    let closing: Promise<void> | undefined;
+    const own: SandboxServer = createSandboxServer({
+      secret: SECRET,
+      publicUrl: 'http://placeholder.invalid',
+      notifySchedule: SCHEDULE,
+      now: sandboxNow,
+      logger: pino(
+        { level: 'debug' },
+        {
+          write(line: string) {
+            const entry = JSON.parse(line) as { msg?: string; status?: number };
+            if (entry.msg === 'notification sent' && entry.status === 500 && !closing) closing = new Promise((resolve) => setImmediate(() => resolve(own.close())));
+          },
+        },
+      ),
+    });
+    await own.app.listen({ host: '127.0.0.1', port: 0 });
+    baseUrl = `http://127.0.0.1:${(own.app.server.address() as AddressInfo).port}`;
     const { outTradeNo } = await createPayment();
     await payFor(outTradeNo);
-    await waitUntil(() => merchant.received.length === 1);
-    await sandbox.close();
-    await sleep(400);
+    await waitUntil(() => closing !== undefined);
+    await closing;
+    // A timer that fires after the cancelled redelivery would have: had it not been cancelled, it would have gone first.
+    await sleep(SCHEDULE[1]! * 2);
     expect(merchant.received).toHaveLength(1);
   });
 });
@@ -501,12 +550,18 @@ describe('faults', () => {
   test('apiLatencyMs delays merchant API answers but not the buyer paying', async () => {
     const { outTradeNo } = await createPayment();
     await setFaults({ apiLatencyMs: 300 });
-    let started = Date.now();
+    const started = Date.now();
     await call('GET', `/v1/payments/${outTradeNo}`);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
-    started = Date.now();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290); // never earlier: timers do not fire early
+    // With merchant calls held for 10 minutes, the buyer pays while one still waits (a paying delayed like them would
+    // not finish before the test's timeout): no bound on how fast the machine is.
+    await setFaults({ apiLatencyMs: 600_000 });
+    let merchantCallAnswered = false;
+    const held = call('GET', `/v1/payments/${outTradeNo}`).finally(() => (merchantCallAnswered = true));
     await payFor(outTradeNo);
-    expect(Date.now() - started).toBeLessThan(250);
+    expect(merchantCallAnswered).toBe(false);
+    await sandbox.close(); // ends the held call's pause
+    await held.catch(() => undefined);
   });
 });
 
