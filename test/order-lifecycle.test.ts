@@ -1,19 +1,27 @@
 /**
  * The order payment lifecycle end to end: real dev server, real MySQL, the real sandbox over HTTP.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { orderWorkflowId } from '../src/contracts/order';
 import { signSandboxPayload } from '../src/providers/sandbox-signature';
 import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
 
 let sys: TestSystem;
 
 beforeAll(async () => {
-  sys = await startSystem();
+  // A payment window no test can outlast, however slow the server: every order here is paid, cancelled or left open.
+  sys = await startSystem({ PAYMENT_TIMEOUT: '10m' });
 }, 60_000);
 
 afterAll(async () => {
+  // Orders left open (or watching for late money after a cancel) would otherwise run on for 10 minutes.
+  if (sys) {
+    for await (const wf of sys.client.workflow.list({ query: `TaskQueue = '${sys.config.taskQueue}' AND ExecutionStatus = 'Running'` })) {
+      await sys.client.workflow.getHandle(wf.workflowId).terminate('order-lifecycle suite cleanup').catch(() => undefined);
+    }
+  }
   await sys?.stop();
-});
+}, 60_000);
 
 afterEach(async () => {
   await sys.sandbox('POST', '/_control/reset');
@@ -74,9 +82,15 @@ describe('notifications', () => {
     await waitForStatus(sys, body.orderId, ['PAID']);
     const seen = await notificationsFor(body.orderId);
     expect(seen[0].sends).toBeGreaterThanOrEqual(5);
-    const inbox = await sys.db('notification_inbox').where({ out_trade_no: body.orderId });
+    // Every delivery was stored before it was answered; wait until the one row is routed and the workflow has
+    // finished, so that no duplicate could still be on its way to confirm the order again.
+    const inbox = await waitFor(async () => {
+      const rows = await sys.db('notification_inbox').where({ out_trade_no: body.orderId });
+      return rows.every((r) => r.status !== 'RECEIVED') ? rows : undefined;
+    }, { what: 'the notification to be routed' });
     expect(inbox).toHaveLength(1);
     expect(inbox[0].deliveries).toBeGreaterThanOrEqual(5);
+    await sys.client.workflow.getHandle(orderWorkflowId(body.orderId)).result();
     const events = await sys.db('order_events').where({ order_id: body.orderId, type: 'ORDER_PAID' });
     expect(events).toHaveLength(1);
     expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 1 });
@@ -141,7 +155,7 @@ describe('rejected notifications', () => {
     const r = await postCallback(raw, sign(raw));
     expect(r.status).toBe(status);
     expect(JSON.parse(r.body).error).toBe(code);
-    await expectUntouched(orderId);
+    await expectUntouched(orderId, raw, code);
   });
 
   test('a correctly signed body that is not JSON is refused with 400', async () => {
@@ -150,16 +164,17 @@ describe('rejected notifications', () => {
     const r = await postCallback(raw, signSandboxPayload('test-sandbox-secret', raw, now()));
     expect(r.status).toBe(400);
     expect(JSON.parse(r.body).error).toBe('MALFORMED_BODY');
-    await expectUntouched(orderId);
+    await expectUntouched(orderId, raw, 'MALFORMED_BODY');
   });
 
   test('a body changed by one byte after signing is refused', async () => {
     const orderId = await unpaidOrder();
     const raw = notification(orderId);
     const signature = signSandboxPayload('test-sandbox-secret', raw, now());
-    const r = await postCallback(raw.replace('"amount":700', '"amount":701'), signature);
+    const tampered = raw.replace('"amount":700', '"amount":701');
+    const r = await postCallback(tampered, signature);
     expect(r.status).toBe(401);
-    await expectUntouched(orderId);
+    await expectUntouched(orderId, tampered, 'BAD_SIGNATURE');
   });
 
   test("a genuine notification for another merchant is refused", async () => {
@@ -168,11 +183,18 @@ describe('rejected notifications', () => {
     const r = await postCallback(raw, signSandboxPayload('test-sandbox-secret', raw, now()));
     expect(r.status).toBe(400);
     expect(JSON.parse(r.body).error).toBe('WRONG_MERCHANT');
-    await expectUntouched(orderId);
+    await expectUntouched(orderId, raw, 'WRONG_MERCHANT');
   });
 
-  async function expectUntouched(orderId: string) {
-    await new Promise((r) => setTimeout(r, 300));
+  /**
+   * The refused body was handled to the end (its audit row, written just before the refusal, is there), and nothing
+   * of the order moved: no inbox row, no signal in the workflow's history, the timeline as it was.
+   */
+  async function expectUntouched(orderId: string, body: string, reason: string) {
+    const sha = createHash('sha256').update(body).digest('hex');
+    await waitFor(async () => sys.db('notification_rejections').where({ body_sha256: sha, reason }).first(), { what: `the ${reason} audit row` });
+    const history = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).fetchHistory();
+    expect((history.events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes)).toEqual([]);
     const order = (await sys.http('GET', `/orders/${orderId}`)).body;
     expect(order.status).toBe('AWAITING_PAYMENT');
     // The units are reserved by POST /orders before the workflow starts and prices the order (README, "Flash sales").
