@@ -11,8 +11,9 @@ let sys: TestSystem;
 const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
 
 beforeAll(async () => {
-  // A cooling-off window long enough to show the receipt is queued when PAID, not when the window ends.
-  sys = await startSystem({ PAYMENT_TIMEOUT: '20s', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', COOLING_OFF_PERIOD: '1m' });
+  // A cooling-off window no test can outlast (it shows the receipt is queued when PAID, not when the window ends), and
+  // a payment window no test can outlast before it pays, however slow the server.
+  sys = await startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', COOLING_OFF_PERIOD: '30m' });
 }, 60_000);
 
 afterAll(async () => {
@@ -39,7 +40,7 @@ async function queuedReceipts(orderId: string) {
   return waitFor(async () => {
     const rows = await receipts(orderId);
     return rows.length > 0 ? rows : undefined;
-  }, { timeoutMs: 10_000, what: `the receipt of ${orderId}` });
+  }, { timeoutMs: 45_000, what: `the receipt of ${orderId}` });
 }
 
 test('a paid order queues one receipt at once, inside the cooling-off window, with what was paid', async () => {
