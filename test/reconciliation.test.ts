@@ -233,11 +233,11 @@ describe('differences that need a person', () => {
     expect(items.find((i: any) => i.outTradeNo === watching)).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_CANCELLED', repair: { status: 'SIGNALLED' } });
     expect(items.find((i: any) => i.outTradeNo === ended)).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_EXPIRED', repair: { status: 'LATE_PAYMENT' } });
     for (const orderId of [watching, ended]) {
-      const order = await waitForStatus(sys, orderId, ['REFUNDED'], 30_000);
+      const order = await waitForStatus(sys, orderId, ['REFUNDED'], 90_000);
       expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_REFUNDED']));
       expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'REFUNDED', refundedAmount: 990 });
     }
-  }, 120_000);
+  }, 240_000);
 });
 
 describe('ops API and schedule', () => {
@@ -283,7 +283,7 @@ describe('ops API and schedule', () => {
           const row = await sys.db('reconciliation_runs').where({ provider: 'sandbox', bill_date: yesterday }).orderBy('attempt', 'desc').first();
           return row && (row.status === 'COMPLETED' || row.status === 'FAILED') ? row : undefined;
         },
-        { timeoutMs: 30_000, what: "the scheduled run of yesterday's bill" },
+        { timeoutMs: 90_000, what: "the scheduled run of yesterday's bill" },
       );
       expect(run).toMatchObject({ status: 'COMPLETED' });
       await sys.client.workflow.getHandle(run.workflow_id).result();
@@ -291,7 +291,7 @@ describe('ops API and schedule', () => {
     } finally {
       await sys.client.schedule.getHandle(scheduleId).delete().catch(() => undefined);
     }
-  }, 60_000);
+  }, 150_000);
 
   test('npm run reconcile shows the progress, prints the report and exits 2 when differences need a person', async () => {
     const day = billDateOf(Date.now());
