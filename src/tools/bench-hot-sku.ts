@@ -56,6 +56,10 @@ export function parseHotSkuArgs(argv: string[]): HotOptions {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--hot-sku') continue;
+    if (arg === '--help' || arg === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    }
     const match = /^--(buckets|seconds|clients|db-latency-ms)(?:=(.*))?$/.exec(arg);
     if (!match) fail(`unknown argument "${arg}"`);
     const text = match[2] ?? argv[++i] ?? '';

@@ -2,7 +2,8 @@
  * The system under test of `npm run bench`: sandbox provider, API and worker in one process (startStack),
  * configured entirely from the environment the benchmark hands it. Runs in a child process so that the
  * load generator never shares its event loop. Stops on SIGTERM/SIGINT, or when the parent's IPC channel
- * closes (the benchmark died), so it never outlives the run.
+ * closes (the benchmark died), so it never outlives the run. With BENCH_SYSTEM_API=off it runs the sandbox and
+ * the worker only, and the benchmark runs the API (src/client/main.ts) as a process of its own that it can kill.
  */
 import { loadConfigOrExit } from '../config';
 import { createLogger } from '../observability/logger';
@@ -16,8 +17,10 @@ async function main(): Promise<void> {
   const logger = createLogger({ level: process.env.LOG_LEVEL ? config.logLevel : 'warn', format: config.logFormat, name: 'payflow-bench-system' });
   installTemporalRuntime({ logger });
   const poolMax = Number(process.env.BENCH_DB_POOL_MAX ?? 20);
-  const stack = await startStack({ config, logger, dbPoolMax: Number.isInteger(poolMax) && poolMax > 0 ? poolMax : 20 });
-  console.log(`[bench-system] API on ${config.publicBaseUrl}, sandbox on ${config.sandboxUrl}, worker polling "${config.taskQueue}"`);
+  const withApi = process.env.BENCH_SYSTEM_API !== 'off';
+  const stackOptions = { config, logger, dbPoolMax: Number.isInteger(poolMax) && poolMax > 0 ? poolMax : 20 };
+  const stack = withApi ? await startStack(stackOptions) : await startStack({ ...stackOptions, api: false });
+  console.log(`[bench-system] ${withApi ? `API on ${config.publicBaseUrl}, ` : ''}sandbox on ${config.sandboxUrl}, worker polling "${config.taskQueue}"`);
   // The API answers /healthz before the worker has bundled the workflow code; this says the worker polls too.
   process.send?.({ type: 'ready' });
 

@@ -45,10 +45,15 @@ export interface StackOptions {
   dbPoolMax?: number;
   /** Temporal address for the API's client when it differs from the worker's (tests put a proxy there). */
   clientTemporalAddress?: string;
+  /** Serve the API in this process (default true); false: sandbox and worker only, the API runs elsewhere (bench --kill-api-at). */
+  api?: boolean;
 }
 
 /** Starts the sandbox (optional), the API and a worker; resolves when all listen/poll. */
-export async function startStack(options: StackOptions): Promise<Stack> {
+export function startStack(options: StackOptions & { api?: true }): Promise<Stack>;
+/** Without the API: the sandbox (optional) and a worker. */
+export function startStack(options: StackOptions & { api: false }): Promise<Omit<Stack, 'api'>>;
+export async function startStack(options: StackOptions): Promise<Omit<Stack, 'api'> & { api?: Api }> {
   const { config } = options;
   let sandbox: SandboxServer | undefined;
   if (options.sandbox !== false) {
@@ -65,8 +70,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   let worker = await createWorker({ config, db, providers, connection, workflows: options.workflows, tracing: tracing.worker });
   let running = worker.run();
-  const api = buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api });
-  await api.app.listen({ host: config.host, port: config.port });
+  const api = options.api === false ? undefined : buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api });
+  await api?.app.listen({ host: config.host, port: config.port });
   let stopped: Promise<void> | undefined;
   return {
     config,
@@ -87,7 +92,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     stop() {
       stopped ??= (async () => {
         // The API first, so no new work arrives; then the worker finishes what it has.
-        await api.close();
+        await api?.close();
         if (worker.getState() === 'RUNNING') worker.shutdown();
         await running.catch(() => undefined);
         await connection.close();

@@ -1,0 +1,247 @@
+/**
+ * `npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api] [--quick]`
+ *
+ * A flash sale through the public API: one product with `stock` units (PUT /admin/products/:sku), then `buyers`
+ * distinct users each POST /orders once for one unit of it, over `connections` concurrent keep-alive connections
+ * (each connection sends its next buyer's request as soon as its last answer is in). Nobody pays: a winner's
+ * unit stays reserved.
+ *
+ * Prints requests/s over the whole sale; winner (201) and loser (409 OUT_OF_STOCK) latency; answers by status
+ * and error code (5xx and network errors counted explicitly); whether 429/503 answers carry Retry-After; how many
+ * order workflows the sale started, read from Temporal visibility (the run's task queue, started since the sale
+ * began; polled until the count is stable) and per unit of stock; the SKU's stock afterwards (GET
+ * /admin/products/:sku) and whether exactly `stock` units went to exactly as many winners.
+ * Exit code 0 when the books are exact and no answer was a 5xx or a network error, 1 otherwise.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  type BenchSystem,
+  KeepAlivePool,
+  Tally,
+  abortReason,
+  commandLine,
+  cpuMeter,
+  errorCode,
+  errorKind,
+  field,
+  http,
+  inParallel,
+  latencyRow,
+  log,
+  machineFacts,
+  parseFlags,
+  perSecond,
+  runAbort,
+  sleep,
+  startProgress,
+  startSystem,
+  summarize,
+  table,
+  logDigest,
+  logSummary,
+  writeReport,
+} from './bench-harness';
+
+const USAGE = `usage: npm run bench -- --flash-sale [--buyers N] [--stock S] [--connections C] [--buckets B] [--quick]
+  --buyers       distinct users, each POST /orders once for 1 unit        (default 2000; --quick 200)
+  --stock        units of the one product on sale                         (default 100;  --quick 20)
+  --connections  concurrent keep-alive HTTP connections                   (default 200;  --quick 50)
+  --buckets      shard the SKU's stock over B rows (PUT /admin/products)  (default: one stock row)
+  --separate-api the API in a process of its own, as in production        (default: API, worker, sandbox in one)
+Through the API today (about 10 orders/s on 2 cores) the default sale takes a few minutes.`;
+
+/** What one buyer got. */
+interface Answer {
+  status: number;
+  code?: string;
+  ms: number;
+  /** When the answer came, in ms since the sale began. */
+  at: number;
+  retryAfter?: string;
+  error?: string;
+}
+
+/** Polls a visibility count until it has not changed for `stableReads` reads in a row (or `timeoutMs` passed). */
+export async function stableWorkflowCount(system: BenchSystem, query: string, timeoutMs = 60_000, stableReads = 3): Promise<{ count: number; waitedMs: number; stable: boolean }> {
+  const t0 = performance.now();
+  let last = -1;
+  let same = 0;
+  for (;;) {
+    const { count } = await system.temporal.workflow.count(query);
+    same = count === last ? same + 1 : 0;
+    last = count;
+    const waitedMs = performance.now() - t0;
+    if (same + 1 >= stableReads) return { count, waitedMs, stable: true };
+    if (waitedMs > timeoutMs) return { count, waitedMs, stable: false };
+    await sleep(1000);
+  }
+}
+
+export async function runFlashSaleBench(argv: string[]): Promise<number> {
+  const flags = parseFlags(argv, { buyers: 'int', stock: 'int', connections: 'int', buckets: 'int', 'separate-api': 'flag', quick: 'flag' }, USAGE);
+  const quick = flags.quick === true;
+  const buyers = (flags.buyers as number | undefined) ?? (quick ? 200 : 2000);
+  const stock = (flags.stock as number | undefined) ?? (quick ? 20 : 100);
+  const connections = Math.min((flags.connections as number | undefined) ?? (quick ? 50 : 200), buyers);
+  const buckets = flags.buckets as number | undefined;
+  const separateApi = flags['separate-api'] === true;
+  const options = { buyers, stock, connections, buckets: buckets ?? 1, separateApi };
+  log(`flash sale: ${buyers} buyers, ${stock} units, ${connections} connections${buckets ? `, ${buckets} stock buckets` : ''}`);
+
+  const system = await startSystem({ database: 'payflow_bench_flash', name: 'bench-flash-sale', separateApi });
+  const sku = `flash-${system.runId}`;
+  await system.createProduct(sku, stock, buckets ? { buckets } : {});
+
+  const pool = new KeepAlivePool(system.apiUrl, connections);
+  const answers: Answer[] = [];
+  const byStatus = new Tally();
+  const runTag = randomBytes(3).toString('hex');
+  const cpu = cpuMeter(system);
+  // Visibility's StartTime has whole-millisecond precision; a second of slack covers clock rounding, and the
+  // task queue is the run's own, so nothing else can be counted.
+  const saleStart = new Date(Date.now() - 1000);
+  const t0 = performance.now();
+  const stopProgress = startProgress(() => {
+    const elapsed = performance.now() - t0;
+    return `${answers.length}/${buyers} answered · ${byStatus.toString()} · ${(elapsed / 1000).toFixed(1)} s · ${perSecond(answers.length, elapsed).toFixed(1)} requests/s`;
+  });
+  await inParallel(
+    Array.from({ length: buyers }, (_, i) => i),
+    connections,
+    async (i) => {
+      const body = JSON.stringify({ userId: `flash-${runTag}-buyer-${i}`, items: [{ sku, quantity: 1 }] });
+      const sent = performance.now();
+      let answer: Answer;
+      try {
+        const r = await pool.request('POST', '/orders', { body, headers: { 'content-type': 'application/json' }, timeoutMs: 120_000 });
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(r.text);
+        } catch {
+          parsed = undefined;
+        }
+        const retryAfter = r.headers['retry-after'];
+        answer = { status: r.status, code: errorCode(parsed), ms: r.ms, at: performance.now() - t0, ...(retryAfter !== undefined ? { retryAfter: String(retryAfter) } : {}) };
+      } catch (err) {
+        answer = { status: 0, error: errorKind(err), ms: performance.now() - sent, at: performance.now() - t0 };
+      }
+      answers.push(answer);
+      byStatus.add(answer.status === 0 ? `network ${answer.error}` : `${answer.status}${answer.code ? ` ${answer.code}` : ''}`);
+    },
+  );
+  const saleMs = performance.now() - t0;
+  stopProgress();
+  const used = cpu();
+  const opened = pool.opened;
+  pool.close();
+  if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
+
+  // Temporal's count of the workflows the sale started.
+  const query = `WorkflowType = 'orderPayment' AND TaskQueue = '${system.config.taskQueue}' AND StartTime >= '${saleStart.toISOString()}'`;
+  log('waiting for Temporal visibility to settle');
+  const workflows = await stableWorkflowCount(system, query);
+
+  const product = await http('GET', `${system.apiUrl}/admin/products/${sku}`, undefined, 10_000, { authorization: `Bearer ${system.adminToken}` });
+  const stockAfter = field(product.body, 'stock') as { available: number; reserved: number; sold: number } | undefined;
+  const statusRows = (await system.db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as { status: string; n: number | string }[];
+  const orderStatuses = Object.fromEntries(statusRows.map((r) => [r.status, Number(r.n)]));
+
+  const winners = answers.filter((a) => a.status === 201);
+  const losers = answers.filter((a) => a.status === 409 && a.code === 'OUT_OF_STOCK');
+  const others = answers.filter((a) => !winners.includes(a) && !losers.includes(a));
+  const fiveXx = answers.filter((a) => a.status >= 500).length;
+  const network = answers.filter((a) => a.status === 0).length;
+  const shed = answers.filter((a) => a.status === 429 || a.status === 503);
+  const shedWithRetryAfter = shed.filter((a) => a.retryAfter !== undefined).length;
+  const expectedWinners = Math.min(stock, buyers);
+  const taken = stockAfter ? stockAfter.reserved + stockAfter.sold : undefined;
+  const checks = {
+    winnersEqualStock: winners.length === expectedWinners,
+    unitsTakenEqualWinners: taken === winners.length,
+    availableLeft: stockAfter !== undefined && stockAfter.available === stock - (taken ?? 0),
+    ordersHoldingEqualWinners: (orderStatuses.AWAITING_PAYMENT ?? 0) === winners.length,
+    no5xx: fiveXx === 0,
+    noNetworkErrors: network === 0,
+    retryAfterOnEvery429and503: shedWithRetryAfter === shed.length,
+  };
+  const ok = !runAbort.signal.aborted && Object.values(checks).every(Boolean);
+  const latency = (list: Answer[]) => summarize(list.map((a) => a.ms));
+  const [winnerLatency, loserLatency, otherLatency] = [latency(winners), latency(losers), latency(others)];
+  const ratio = Math.round((workflows.count / stock) * 100) / 100;
+  const span = (list: Answer[]) => (list.length ? { first: Math.round(Math.min(...list.map((a) => a.at))), last: Math.round(Math.max(...list.map((a) => a.at))) } : null);
+  const [winnersSpan, losersSpan] = [span(winners), span(losers)];
+  const spanText = (name: string, x: { first: number; last: number } | null) => (x ? `${name} ${(x.first / 1000).toFixed(1)}-${(x.last / 1000).toFixed(1)} s` : `no ${name}`);
+  // Answers per second of the sale, by kind: when the winners got through, against the losers.
+  const timeline: Record<string, Record<string, number>> = {};
+  for (const a of answers) {
+    const second = String(Math.floor(a.at / 1000));
+    const kind = a.status === 0 ? 'network' : String(a.status);
+    timeline[second] ??= {};
+    timeline[second][kind] = (timeline[second][kind] ?? 0) + 1;
+  }
+
+  const report = {
+    ok,
+    command: commandLine(),
+    machine: machineFacts(),
+    options,
+    sku,
+    saleStartedAt: saleStart.toISOString(),
+    saleMs: Math.round(saleMs),
+    requestsPerSecond: perSecond(answers.length, saleMs),
+    connectionsOpened: opened,
+    answers: byStatus.toJSON(),
+    fiveXx,
+    networkErrors: network,
+    retryAfter: { answers429or503: shed.length, withRetryAfter: shedWithRetryAfter },
+    answeredAtMs: { winners: winnersSpan, losers: losersSpan },
+    answersPerSecondOfSale: timeline,
+    winnerLatencyMs: winnerLatency,
+    loserLatencyMs: loserLatency,
+    otherLatencyMs: otherLatency,
+    workflowsStarted: { ...workflows, query, perUnitOfStock: ratio },
+    stockAfter: stockAfter ?? null,
+    orderStatuses,
+    checks,
+    cpu: used,
+    temporal: system.temporalNote,
+    systemLog: system.systemLog,
+  };
+  const reportFile = writeReport('bench-flash-sale', report);
+  const p90: ('p50' | 'p90' | 'p99')[] = ['p50', 'p90', 'p99'];
+  const mark = (good: boolean) => (good ? 'OK' : 'NOT OK');
+
+  console.log(`
+Flash-sale report ${ok ? '(books exact, no 5xx)' : '(CHECK FAILED, see below)'}
+${table([
+  ['command', report.command],
+  ['machine', report.machine],
+  ['sale', `${buyers} buyers x 1 unit of ${sku} (${stock} units, ${buckets ? `${buckets} buckets` : 'one stock row'}), over ${connections} keep-alive connections (${opened} opened); ${separateApi ? 'API in its own process' : 'API, worker and sandbox in one process'}`],
+  ['wall time', `${(saleMs / 1000).toFixed(2)} s`],
+  ['throughput', `${report.requestsPerSecond.toFixed(2)} requests/s (every answer, over the whole sale)`],
+  ['winners (201) ms', latencyRow(winnerLatency, p90)],
+  ['losers (409 OUT_OF_STOCK) ms', latencyRow(loserLatency, p90)],
+  ...(others.length ? ([['other answers ms', latencyRow(otherLatency, p90)]] as [string, string][]) : []),
+  ['answers', `${byStatus.toString()}; 5xx: ${fiveXx}; network errors: ${network}`],
+  ['answered', `into the sale: ${spanText('winners', winnersSpan)}, ${spanText('losers', losersSpan)}`],
+  ['Retry-After', shed.length === 0 ? 'no 429/503 answers' : `${shedWithRetryAfter} of ${shed.length} 429/503 answers carry it (${mark(checks.retryAfterOnEvery429and503)})`],
+  [
+    'workflows started',
+    `${workflows.count} (Temporal visibility${workflows.stable ? `, stable after ${(workflows.waitedMs / 1000).toFixed(1)} s` : ', STILL CHANGING after 60 s'}) = ${ratio} per unit of stock, ${Math.round((workflows.count / Math.max(1, buyers)) * 100)}% of buyers`,
+  ],
+  [
+    'stock after',
+    stockAfter
+      ? `available=${stockAfter.available} reserved=${stockAfter.reserved} sold=${stockAfter.sold}; ${taken} units taken for ${winners.length} winners, ${expectedWinners} expected (${mark(checks.winnersEqualStock && checks.unitsTakenEqualWinners && checks.availableLeft)})`
+      : `unreadable: HTTP ${product.status}`,
+  ],
+  ['orders in MySQL', `${Object.entries(orderStatuses).map(([s, n]) => `${s}=${n}`).join('  ') || 'none'} (${mark(checks.ordersHoldingEqualWinners)}: orders holding stock = winners)`],
+  ['cpu during sale', used.text],
+  ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
+  ['temporal', system.temporalNote],
+  ['report', reportFile],
+])}`);
+  if (!ok) console.log(`\n  checks: ${JSON.stringify(checks)}\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
+  return ok ? 0 : 1;
+}
+

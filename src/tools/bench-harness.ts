@@ -1,0 +1,913 @@
+/**
+ * What every `npm run bench` mode shares: the system under test (its own database, free ports, task queue and,
+ * when nothing listens at TEMPORAL_ADDRESS, its own in-memory dev server), shutdown on exit or Ctrl-C, HTTP helpers
+ * (fetch for set-up calls, a keep-alive connection pool for load), latency summaries, the order clients of the
+ * lifecycle bench, flag parsing, and the lines every report starts with (the command and the machine).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { Agent, type IncomingHttpHeaders, request as httpRequest } from 'node:http';
+import { type Socket } from 'node:net';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import type { Client } from '@temporalio/client';
+import type { Knex } from 'knex';
+import { connectTemporal } from '../client/temporal';
+import { type Config, loadConfig, loadConfigOrExit } from '../config';
+import { type OrderPaymentResult, orderWorkflowId } from '../contracts/order';
+import { createDb, migrateLatest } from '../db/knex';
+import { parseDuration } from '../shared/duration';
+import { freePort } from './processes';
+import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
+
+export const ROOT = resolve(__dirname, '..', '..');
+export const REPORTS_DIR = join(ROOT, 'reports');
+const HEALTH_TIMEOUT_MS = 120_000;
+const CREATE_TIMEOUT_MS = 40_000;
+const PAY_TIMEOUT_MS = 20_000;
+/** Longest wait for one order to reach its final status after the buyer paid. */
+const RESULT_TIMEOUT_MS = 120_000;
+const CHILD_STOP_GRACE_MS = 10_000;
+
+export const log = (message: string) => console.log(`[bench] ${message}`);
+
+export function fail(message: string): never {
+  console.error(`[bench] ${message}`);
+  process.exit(1);
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Aborted when the run must end early (the system under test died, or Ctrl-C): in-flight calls stop waiting. */
+export const runAbort = new AbortController();
+export const abortReason = () => String(runAbort.signal.reason ?? 'aborted');
+
+// ---------------------------------------------------------------------------------------------------------------
+// Flags, the command line and the machine
+
+export type FlagKind = 'int' | 'duration' | 'flag';
+
+/**
+ * Parses `--name value`, `--name=value` and bare `--flag`s against a spec; `--help` prints the usage and exits.
+ * Whole numbers must be 1..1,000,000; durations are `500ms`, `2s`, `1m` (returned in ms).
+ */
+export function parseFlags(argv: string[], spec: Record<string, FlagKind>, usage: string): Record<string, number | true> {
+  const out: Record<string, number | true> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') {
+      console.log(usage);
+      process.exit(0);
+    }
+    const match = /^--([a-z][a-z-]*)(?:=(.*))?$/.exec(arg);
+    const kind = match ? spec[match[1]!] : undefined;
+    if (!match || !kind) fail(`unknown argument "${arg}"\n${usage}`);
+    const name = match[1]!;
+    if (kind === 'flag') {
+      if (match[2] !== undefined) fail(`--${name} takes no value\n${usage}`);
+      out[name] = true;
+      continue;
+    }
+    const text = match[2] ?? argv[++i];
+    if (kind === 'int') {
+      const value = Number(text);
+      if (text === undefined || !Number.isInteger(value) || value < 1 || value > 1_000_000) fail(`--${name} needs a whole number from 1 to 1000000, got "${text ?? ''}"\n${usage}`);
+      out[name] = value;
+    } else {
+      let ms = NaN;
+      try {
+        ms = parseDuration(text ?? '');
+      } catch {
+        /* reported below */
+      }
+      if (!(ms > 0)) fail(`--${name} needs a duration such as 2s or 500ms, got "${text ?? ''}"\n${usage}`);
+      out[name] = ms;
+    }
+  }
+  return out;
+}
+
+function shellQuote(arg: string): string {
+  return /^[A-Za-z0-9_./:=,@%+-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The command that produced this run, as it can be pasted again (with the environment that changes what runs). */
+export function commandLine(): string {
+  const args = process.argv.slice(2).map(shellQuote);
+  const env = ['TEMPORAL_ADDRESS', 'BENCH_DB_POOL_MAX'].filter((k) => process.env[k] !== undefined).map((k) => `${k}=${shellQuote(process.env[k]!)} `);
+  const command = process.env.npm_lifecycle_event === 'bench' ? `npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}` : ['npx tsx src/tools/bench.ts', ...args].join(' ');
+  return `${env.join('')}${command}`;
+}
+
+/** Load average when the run started: other work on the machine skews every figure. */
+const LOAD_AT_START = loadavg()[0] ?? 0;
+
+/** Cores, CPU model, memory, Node, and the load average when the run started. */
+export function machineFacts(): string {
+  const model = cpus()[0]?.model?.replace(/\s+/g, ' ').trim() ?? 'unknown CPU';
+  return `${cpus().length} cores (${model}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${LOAD_AT_START.toFixed(2)} at start`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// HTTP
+
+export interface HttpResult {
+  status: number;
+  body: unknown;
+}
+
+/** One JSON call with fetch (set-up and the lifecycle clients); aborted with the run. */
+export async function http(method: string, url: string, body: unknown, timeoutMs: number, headers: Record<string, string> = {}): Promise<HttpResult> {
+  const response = await fetch(url, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.any([runAbort.signal, AbortSignal.timeout(timeoutMs)]),
+  });
+  const text = await response.text();
+  try {
+    return { status: response.status, body: text ? (JSON.parse(text) as unknown) : undefined };
+  } catch {
+    return { status: response.status, body: text };
+  }
+}
+
+export function field(body: unknown, name: string): unknown {
+  return typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[name] : undefined;
+}
+
+/** The API's error code of a JSON body (`{ error: CODE }`), or the sandbox's (`{ code }`). */
+export function errorCode(body: unknown): string | undefined {
+  const code = field(body, 'error') ?? field(body, 'code');
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** A short kind for an HTTP failure: `HTTP 409 OUT_OF_STOCK`. */
+export function httpKind(r: HttpResult): string {
+  const code = errorCode(r.body);
+  return `HTTP ${r.status}${code ? ` ${code}` : ''}`;
+}
+
+/** A short kind for a thrown error: timeouts, refused connections, Temporal errors. */
+export function errorKind(err: unknown): string {
+  if (runAbort.signal.aborted) return 'aborted (run ended early)';
+  const e = err as { name?: string; code?: string; cause?: { code?: string }; message?: string };
+  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return 'timeout';
+  const code = e?.cause?.code ?? e?.code;
+  if (typeof code === 'string') return code;
+  if (/deadline/i.test(e?.message ?? '')) return 'timeout';
+  return e?.name ?? 'Error';
+}
+
+export function errorText(err: unknown): string {
+  const e = err as { message?: string; cause?: { message?: string } };
+  return [e?.message, e?.cause?.message].filter(Boolean).join(': ') || String(err);
+}
+
+/** One answer on a keep-alive connection, with its latency (request written to last byte read). */
+export interface PoolReply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  ms: number;
+}
+
+/**
+ * A cheap load generator: `connections` keep-alive HTTP/1.1 connections to one origin (node:http's Agent, no
+ * fetch machinery per request). Callers run at most `connections` requests at once, so a latency is the
+ * server's answer time, not time spent queued in the client. `opened` counts the connections made: more than
+ * `connections` means the server closed some (or they broke) and they were reopened.
+ */
+export class KeepAlivePool {
+  private readonly agent: Agent;
+  private readonly seen = new WeakSet<Socket>();
+  private readonly target: URL;
+  opened = 0;
+
+  constructor(
+    origin: string,
+    readonly connections: number,
+  ) {
+    this.target = new URL(origin);
+    this.agent = new Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections, scheduling: 'fifo' });
+  }
+
+  request(method: string, path: string, options: { body?: string; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<PoolReply> {
+    const body = options.body === undefined ? undefined : Buffer.from(options.body);
+    return new Promise((done, failed) => {
+      const t0 = performance.now();
+      const req = httpRequest(
+        {
+          host: this.target.hostname,
+          port: this.target.port,
+          method,
+          path,
+          agent: this.agent,
+          headers: { ...options.headers, ...(body ? { 'content-length': String(body.length) } : {}) },
+          signal: AbortSignal.any([runAbort.signal, AbortSignal.timeout(options.timeoutMs ?? 60_000)]),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => done({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - t0 }));
+          res.on('error', failed);
+        },
+      );
+      req.on('socket', (socket) => {
+        if (this.seen.has(socket)) return;
+        this.seen.add(socket);
+        this.opened++;
+      });
+      req.on('error', failed);
+      req.end(body);
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/** Runs `fn` over `items` with `workers` at a time (each worker takes the next item when its last one is done). */
+export async function inParallel<T>(items: readonly T[], workers: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(workers, items.length) }, async () => {
+      while (!runAbort.signal.aborted && next < items.length) {
+        const i = next++;
+        await fn(items[i]!, i);
+      }
+    }),
+  );
+}
+
+/** Counts by key, printed as `a x3, b x1`. */
+export class Tally {
+  readonly counts = new Map<string, number>();
+  add(key: string, n = 1): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + n);
+  }
+  get(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+  get total(): number {
+    return [...this.counts.values()].reduce((a, b) => a + b, 0);
+  }
+  toJSON(): Record<string, number> {
+    return Object.fromEntries([...this.counts].sort((a, b) => b[1] - a[1]));
+  }
+  toString(): string {
+    return this.counts.size === 0 ? 'none' : [...this.counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} x${n}`).join(', ');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Figures
+
+/** Latency summary in milliseconds (nearest-rank percentiles). */
+export interface Summary {
+  count: number;
+  min: number;
+  mean: number;
+  p50: number;
+  p90: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
+
+export function summarize(values: number[]): Summary | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+  const round = (v: number) => Math.round(v * 10) / 10;
+  return {
+    count: sorted.length,
+    min: round(sorted[0]!),
+    mean: round(sorted.reduce((s, v) => s + v, 0) / sorted.length),
+    p50: round(at(50)),
+    p90: round(at(90)),
+    p95: round(at(95)),
+    p99: round(at(99)),
+    max: round(sorted[sorted.length - 1]!),
+  };
+}
+
+/** `p50 12.0   p95 ...   max ...   (n=...)` with the percentiles asked for. */
+export function latencyRow(s: Summary | null, percentiles: ('p50' | 'p90' | 'p95' | 'p99')[] = ['p50', 'p95', 'p99']): string {
+  if (!s) return 'n/a';
+  const f = (v: number) => v.toFixed(1).padStart(8);
+  return `${percentiles.map((p) => `${p} ${f(s[p])}`).join('   ')}   max ${f(s.max)}   (n=${s.count})`;
+}
+
+export function table(rows: [string, string][]): string {
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join('\n');
+}
+
+export const perSecond = (n: number, ms: number) => (ms > 0 ? Math.round((n / (ms / 1000)) * 100) / 100 : 0);
+
+/** CPU time (ms) a process has used so far, from /proc (Linux); undefined elsewhere. Assumes USER_HZ = 100. */
+export function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, in ticks of 10 ms
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy and total CPU time of the whole machine (all cores), for the utilisation during the load. */
+export function machineCpu(): { busy: number; total: number } {
+  let busy = 0;
+  let total = 0;
+  for (const { times } of cpus()) {
+    const sum = times.user + times.nice + times.sys + times.irq + times.idle;
+    total += sum;
+    busy += sum - times.idle;
+  }
+  return { busy, total };
+}
+
+/** CPU used from now until `stop()`: the machine's busy share, the system under test, Temporal, the load generator. */
+export function cpuMeter(system: BenchSystem): () => { machineBusyPercent: number; systemMs?: number; temporalMs?: number; loadGeneratorMs: number; text: string } {
+  const own = process.cpuUsage();
+  const machine = machineCpu();
+  const pids = system.pids();
+  const before = { system: pids.system.map(processCpuMs), temporal: processCpuMs(pids.temporal) };
+  return () => {
+    const after = machineCpu();
+    const machineBusyPercent = Math.round(((after.busy - machine.busy) / Math.max(1, after.total - machine.total)) * 1000) / 10;
+    const now = system.pids();
+    const sum = (values: (number | undefined)[]) => (values.some((v) => v === undefined) ? undefined : values.reduce<number>((a, v) => a + v!, 0));
+    // A restarted API is a new pid: count what the processes alive now used since they started or since the mark.
+    const systemAfter = sum(now.system.map(processCpuMs));
+    const systemBefore = sum(before.system.filter((_, i) => pids.system[i] === now.system[i]));
+    const systemMs = systemAfter === undefined || systemBefore === undefined ? undefined : systemAfter - systemBefore;
+    const temporalAfter = processCpuMs(now.temporal);
+    const temporalMs = temporalAfter === undefined || before.temporal === undefined ? undefined : temporalAfter - before.temporal;
+    const load = process.cpuUsage(own);
+    const loadGeneratorMs = Math.round((load.user + load.system) / 1000);
+    const s = (ms: number | undefined) => (ms === undefined ? 'n/a' : `${(ms / 1000).toFixed(1)} s`);
+    return {
+      machineBusyPercent,
+      systemMs,
+      temporalMs,
+      loadGeneratorMs,
+      text: `machine ${machineBusyPercent}% busy of ${cpus().length} cores; system under test ${s(systemMs)}; load generator ${s(loadGeneratorMs)}${temporalMs === undefined ? '' : `; Temporal ${s(temporalMs)}`}`,
+    };
+  };
+}
+
+/** Writes the JSON report and returns its path relative to the repository. */
+export function writeReport(name: string, report: unknown): string {
+  mkdirSync(REPORTS_DIR, { recursive: true });
+  const file = join(REPORTS_DIR, `${name}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+  return relative(ROOT, file);
+}
+
+/** Progress: one updating line on a terminal, a line every few seconds otherwise. */
+let stopProgressOnExit: (() => void) | undefined;
+
+export function startProgress(line: () => string): () => void {
+  const tty = process.stdout.isTTY === true;
+  const timer = setInterval(
+    () => {
+      if (tty) process.stdout.write(`\r\x1b[2K[bench] ${line()}`);
+      else console.log(`[bench] ${line()}`);
+    },
+    tty ? 200 : 5000,
+  );
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    clearInterval(timer);
+    if (tty) process.stdout.write(`\r\x1b[2K[bench] ${line()}\n`);
+    else console.log(`[bench] ${line()}`);
+  };
+  stopProgressOnExit = stop;
+  return stop;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The system under test
+
+/** The same MySQL server as `url`, another database. */
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+async function dropDatabase(url: string): Promise<void> {
+  const database = new URL(url).pathname.replace(/^\//, '');
+  if (!/^payflow_bench[A-Za-z0-9_]*$/.test(database)) throw new Error(`refusing to drop ${database}: the bench drops only its own payflow_bench* databases`);
+  const admin = createDb(withDatabase(url, 'mysql'), { poolMax: 1 });
+  try {
+    await admin.raw(`DROP DATABASE IF EXISTS \`${database}\``);
+  } finally {
+    await admin.destroy();
+  }
+}
+
+function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((done) => {
+    const timer = setTimeout(() => done(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      done(true);
+    });
+  });
+}
+
+const running = (child: ChildProcess | undefined): boolean => child !== undefined && child.exitCode === null && child.signalCode === null;
+
+/** SIGTERM, then SIGKILL after the grace period. */
+async function stopChild(child: ChildProcess | undefined, name: string, graceMs: number): Promise<void> {
+  if (!child || !running(child)) return;
+  child.kill('SIGTERM');
+  if (await waitForExit(child, graceMs)) return;
+  log(`${name} did not stop within ${graceMs / 1000}s; killing it`);
+  child.kill('SIGKILL');
+  await waitForExit(child, 5000);
+}
+
+export function tail(file: string, lines = 30): string {
+  try {
+    return readFileSync(resolve(ROOT, file), 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no output)';
+  }
+}
+
+/** The system under test's log lines grouped by level and message (ids and numbers masked), most frequent first. */
+function logGroups(file: string): { key: string; level: number; count: number; example: string }[] {
+  let text = '';
+  try {
+    text = readFileSync(resolve(ROOT, file), 'utf8');
+  } catch {
+    return [];
+  }
+  const seen = new Map<string, { key: string; level: number; count: number; example: string }>();
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    let key = line.slice(0, 120);
+    let level = 0;
+    try {
+      const entry = JSON.parse(line) as { level?: number; msg?: string; err?: { message?: string } };
+      level = entry.level ?? 0;
+      key = `${entry.msg ?? ''}${entry.err?.message ? ` (${entry.err.message.slice(0, 120)})` : ''}`;
+    } catch {
+      /* a plain line: grouped by its start */
+    }
+    // Ids and numbers vary from line to line; the kind of message does not.
+    key = key.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?::\d+)*/gi, '<id>').replace(/\d+/g, '#');
+    const group = seen.get(`${level} ${key}`);
+    if (group) {
+      group.count++;
+      group.example = line;
+    } else seen.set(`${level} ${key}`, { key, level, count: 1, example: line });
+  }
+  return [...seen.values()].sort((a, b) => b.count - a.count);
+}
+
+const LEVEL_NAMES: Record<number, string> = { 40: 'warn', 50: 'error', 60: 'fatal' };
+
+/** What the system under test logged, for a failed run: each kind of line once, with a count and the last example. */
+export function logDigest(file: string, groups = 8): string {
+  const all = logGroups(file);
+  if (all.length === 0) return '    (no output)';
+  return all
+    .slice(0, groups)
+    .map((g) => `    x${g.count}  ${LEVEL_NAMES[g.level] ?? (g.level ? `level ${g.level}` : 'text')}: ${g.key}\n        e.g. ${g.example.slice(0, 400)}`)
+    .join('\n');
+}
+
+/** One line for every report: the warnings and errors the system under test logged during the run, by kind. */
+export function logSummary(file: string): string {
+  const bad = logGroups(file).filter((g) => g.level >= 40);
+  if (bad.length === 0) return 'no warnings or errors';
+  return bad
+    .slice(0, 4)
+    .map((g) => `${LEVEL_NAMES[g.level] ?? g.level} x${g.count} "${g.key.slice(0, 90)}"`)
+    .join(', ')
+    .concat(bad.length > 4 ? `, and ${bad.length - 4} more kinds` : '');
+}
+
+/** A TypeScript entry point of the project in a child process, its output appended to `logFile`, with IPC. */
+function spawnTs(script: string, env: Record<string, string>, logFile: string): ChildProcess {
+  const fd = openSync(logFile, 'a');
+  try {
+    return spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, env, stdio: ['ignore', fd, fd, 'ipc'] });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Everything a run started, stopped in reverse order by `shutdown`. */
+interface Resources {
+  devServer?: ChildProcess;
+  /** The run's task queue: workflows still running on it at the end have no worker left and are terminated. */
+  taskQueue?: string;
+  system?: ChildProcess;
+  api?: ChildProcess;
+  temporal?: Client;
+  db?: Knex;
+}
+
+const res: Resources = {};
+let shuttingDown: Promise<void> | undefined;
+
+/** Terminates the run's workflows that are still running, so none is left orphaned on a shared server. */
+async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<void> {
+  let terminated = 0;
+  try {
+    await temporal.withDeadline(Date.now() + 60_000, async () => {
+      const ids: { workflowId: string; runId: string }[] = [];
+      for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) ids.push(wf);
+      await inParallel(ids, 16, async (wf) => {
+        await temporal.workflow
+          .getHandle(wf.workflowId, wf.runId)
+          .terminate('left running by a bench run')
+          .then(() => terminated++, () => undefined);
+      });
+    });
+  } catch (err) {
+    log(`could not clean up workflows on ${taskQueue}: ${errorText(err)}`);
+  }
+  if (terminated > 0) log(`terminated ${terminated} workflow(s) left running on task queue ${taskQueue}`);
+}
+
+function shutdown(): Promise<void> {
+  shuttingDown ??= (async () => {
+    // An in-memory dev server of our own disappears with everything on it; a shared one must be left clean.
+    if (res.temporal && res.taskQueue && !res.devServer) await terminateLeftovers(res.temporal, res.taskQueue);
+    await res.temporal?.connection.close().catch(() => undefined);
+    await res.db?.destroy().catch(() => undefined);
+    const stopping = performance.now();
+    const wasRunning = running(res.system);
+    await stopChild(res.api, 'the API', CHILD_STOP_GRACE_MS);
+    await stopChild(res.system, 'the system under test', CHILD_STOP_GRACE_MS);
+    if (wasRunning) log(`system under test stopped in ${((performance.now() - stopping) / 1000).toFixed(1)}s`);
+    for (const child of [res.api, res.system]) if (child?.connected) child.disconnect();
+    await stopChild(res.devServer, 'the Temporal dev server', 5000);
+  })();
+  return shuttingDown;
+}
+
+/** Runs one bench mode: Ctrl-C (twice to force) stops the system under test; everything is stopped at the end. */
+export async function runBench(mode: () => Promise<number>): Promise<number> {
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    runAbort.abort('interrupted');
+    stopProgressOnExit?.();
+    log(`${signal}: stopping the system under test (again to force)`);
+    void shutdown().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await mode();
+  } finally {
+    await shutdown();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** How to start the system under test. */
+export interface SystemOptions {
+  /** The bench's own database (`payflow_bench...`): dropped and re-created every run. */
+  database: string;
+  /** Prefix of the log file under reports/. */
+  name: string;
+  /** Environment of the system under test on top of the bench's (timeouts, delays). */
+  env?: Record<string, string>;
+  /** The API in a process of its own (so that it can be killed: `restartApi`); sandbox and worker in another. */
+  separateApi?: boolean;
+}
+
+/** A running system under test. */
+export interface BenchSystem {
+  runId: string;
+  apiUrl: string;
+  sandboxUrl: string;
+  adminToken: string;
+  config: Config;
+  database: string;
+  temporalAddress: string;
+  temporalNote: string;
+  temporal: Client;
+  /** The bench's own connection to the system's database (2 connections). */
+  db: Knex;
+  systemLog: string;
+  /** Process ids: the system under test (one, or API and sandbox+worker) and the dev server the bench started. */
+  pids(): { system: (number | undefined)[]; temporal?: number };
+  /** Creates a product with `stock` units through the admin API. */
+  createProduct(sku: string, stock: number, extra?: Record<string, unknown>): Promise<void>;
+  /** SIGKILLs the API process and starts it again (separateApi only); resolves when /healthz answers 200 again. */
+  restartApi(): Promise<{ downMs: number }>;
+}
+
+/**
+ * Waits until the child reports that its worker polls (IPC "ready": the API answers /healthz while the worker
+ * is still bundling the workflow code, and orders created then would only measure that) and /healthz is 200.
+ */
+async function waitForHealth(apiUrl: string, children: ChildProcess[], logFile: string, ready: () => boolean): Promise<void> {
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
+  let last = 'no answer yet';
+  while (Date.now() < deadline) {
+    const dead = children.find((c) => !running(c));
+    if (dead) throw new Error(`the system under test exited (${dead.exitCode ?? dead.signalCode}) before it was healthy; its output:\n${tail(logFile)}`);
+    try {
+      const r = await http('GET', `${apiUrl}/healthz`, undefined, 2000);
+      if (r.status === 200 && ready()) return;
+      last = r.status === 200 ? 'healthz 200, worker not started yet' : `HTTP ${r.status} ${JSON.stringify(r.body)}`;
+    } catch (err) {
+      last = errorText(err);
+    }
+    await sleep(250);
+  }
+  throw new Error(`the system under test was not ready within ${HEALTH_TIMEOUT_MS / 1000}s (last: ${last}); output:\n${tail(logFile)}`);
+}
+
+/**
+ * Starts the system under test: Temporal (the server at TEMPORAL_ADDRESS when one listens, else an in-memory
+ * headless dev server on a free port), a fresh database of the bench's own, and sandbox + API + worker
+ * (src/tools/bench-system.ts) on free ports and a task queue of their own, in a child process so that the load
+ * generator never shares its event loop. Resolves once the worker polls and /healthz answers 200.
+ */
+export async function startSystem(options: SystemOptions): Promise<BenchSystem> {
+  const base = loadConfigOrExit();
+  const runId = randomBytes(4).toString('hex');
+  mkdirSync(REPORTS_DIR, { recursive: true });
+  const systemLog = join(REPORTS_DIR, `${options.name}-${new Date().toISOString().replace(/[:.]/g, '-')}.system.log`);
+
+  let temporalAddress = base.temporalAddress;
+  let temporalNote: string;
+  if (await isListening(temporalAddress)) {
+    temporalNote = `existing server at ${temporalAddress}`;
+    log(`Temporal: using the server at ${temporalAddress}`);
+  } else {
+    const binary = ensureTemporalCli((l) => log(l));
+    temporalAddress = `127.0.0.1:${await freePort()}`;
+    log(`Temporal: nothing at ${base.temporalAddress}; starting an in-memory headless dev server on ${temporalAddress}`);
+    res.devServer = await startDevServer(binary, { address: temporalAddress, namespace: base.temporalNamespace, headless: true, logLevel: 'error' }, 'ignore');
+    temporalNote = `in-memory dev server at ${temporalAddress} (started by the bench)`;
+  }
+
+  const databaseUrl = withDatabase(base.databaseUrl, options.database);
+  log(`MySQL: recreating ${options.database}`);
+  await dropDatabase(databaseUrl);
+  await migrateLatest(databaseUrl);
+
+  const [apiPort, sandboxPort] = [await freePort(), await freePort()];
+  const adminToken = `bench-admin-${randomBytes(8).toString('hex')}`;
+  const childEnv: Record<string, string | undefined> = {
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    TEMPORAL_ADDRESS: temporalAddress,
+    TEMPORAL_NAMESPACE: base.temporalNamespace,
+    TASK_QUEUE: `bench-${runId}`,
+    PORT: String(apiPort),
+    SANDBOX_PORT: String(sandboxPort),
+    ADMIN_TOKEN: adminToken,
+    SANDBOX_SECRET: `bench-sandbox-${randomBytes(12).toString('hex')}`,
+    LOG_LEVEL: 'warn',
+    // The bench measures pay -> PAID with the workflow's result; no cooling-off window keeps it open.
+    COOLING_OFF_PERIOD: '0s',
+    // A throwaway copy must not leave a daily reconciliation Schedule (for its task queue) on the server.
+    RECONCILIATION_SCHEDULE: 'off',
+    // A worker of its own process must not take the metrics ports of a developer's `npm start`.
+    WORKER_METRICS_PORT: '0',
+    TEMPORAL_METRICS_PORT: '0',
+    // Derived from the ports above; inherited values would point at another copy of the system.
+    PUBLIC_BASE_URL: undefined,
+    SANDBOX_URL: undefined,
+    SANDBOX_PUBLIC_URL: undefined,
+    ...options.env,
+  };
+  for (const key of Object.keys(childEnv)) if (childEnv[key] === undefined) delete childEnv[key];
+  const env = childEnv as Record<string, string>;
+  const config = loadConfig(env);
+  res.taskQueue = config.taskQueue;
+
+  const layout = options.separateApi ? 'API in its own process; sandbox and worker in another' : 'sandbox, API and worker in one process';
+  log(`starting the system under test (API ${config.publicBaseUrl}, sandbox ${config.sandboxUrl}, task queue ${config.taskQueue}; ${layout}); its output goes to ${relative(ROOT, systemLog)}`);
+  const startedAt = performance.now();
+  let ready = false;
+  res.system = spawnTs(join(__dirname, 'bench-system.ts'), options.separateApi ? { ...env, BENCH_SYSTEM_API: 'off' } : env, systemLog);
+  res.system.on('message', (message: unknown) => {
+    if (field(message, 'type') === 'ready') ready = true;
+  });
+  res.system.once('exit', (code, signal) => {
+    if (!shuttingDown) runAbort.abort(`system under test exited with ${code ?? signal}; see ${relative(ROOT, systemLog)}`);
+  });
+  let apiKilledOnPurpose = false;
+  const startApi = () => {
+    const api = spawnTs(join(ROOT, 'src/client/main.ts'), env, systemLog);
+    api.once('exit', (code, signal) => {
+      if (!shuttingDown && !apiKilledOnPurpose) runAbort.abort(`the API exited with ${code ?? signal}; see ${relative(ROOT, systemLog)}`);
+    });
+    return api;
+  };
+  if (options.separateApi) res.api = startApi();
+  const children = () => [res.system!, ...(res.api ? [res.api] : [])];
+  await waitForHealth(config.publicBaseUrl, children(), systemLog, () => ready);
+  log(`system ready (worker polling, /healthz 200) after ${((performance.now() - startedAt) / 1000).toFixed(1)}s`);
+
+  res.temporal = await connectTemporal({ temporalAddress, temporalNamespace: base.temporalNamespace });
+  res.db = createDb(databaseUrl, { poolMax: 2 });
+  const temporal = res.temporal;
+  const db = res.db;
+  return {
+    runId,
+    apiUrl: config.publicBaseUrl,
+    sandboxUrl: config.sandboxUrl,
+    adminToken,
+    config,
+    database: options.database,
+    temporalAddress,
+    temporalNote,
+    temporal,
+    db,
+    systemLog: relative(ROOT, systemLog),
+    pids: () => ({ system: children().map((c) => c.pid), temporal: res.devServer?.pid }),
+    async createProduct(sku, stock, extra = {}) {
+      const put = await http('PUT', `${config.publicBaseUrl}/admin/products/${sku}`, { name: `Bench item ${sku}`, price: 1999, currency: 'CNY', stock, ...extra }, 10_000, {
+        authorization: `Bearer ${adminToken}`,
+      });
+      if (put.status !== 201 && put.status !== 200) throw new Error(`creating the product failed: ${httpKind(put)} ${JSON.stringify(put.body)}`);
+    },
+    async restartApi() {
+      if (!res.api) throw new Error('restartApi needs separateApi');
+      const t0 = performance.now();
+      apiKilledOnPurpose = true;
+      res.api.kill('SIGKILL');
+      await waitForExit(res.api, 10_000);
+      apiKilledOnPurpose = false;
+      res.api = startApi();
+      await waitForHealth(config.publicBaseUrl, children(), systemLog, () => true);
+      return { downMs: performance.now() - t0 };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The lifecycle clients: create, pay at the sandbox, wait for PAID
+
+/** What happened to one order of a lifecycle run. */
+export interface OrderRecord {
+  n: number;
+  orderId?: string;
+  createMs?: number;
+  payToPaidMs?: number;
+  status?: string;
+  error?: string;
+}
+
+/** Shared state of the lifecycle clients. */
+export class Load {
+  next = 0;
+  created = 0;
+  paid = 0;
+  failed = 0;
+  inFlight = 0;
+  readonly records: OrderRecord[] = [];
+  readonly errors = new Map<string, { count: number; example: string }>();
+  startedAt = 0;
+  endedAt = 0;
+
+  error(record: OrderRecord, kind: string, example: string): void {
+    record.error = kind;
+    this.failed++;
+    const entry = this.errors.get(kind);
+    if (entry) entry.count++;
+    else this.errors.set(kind, { count: 1, example: example.slice(0, 300) });
+  }
+
+  createLatency(): Summary | null {
+    return summarize(this.records.flatMap((r) => (r.createMs === undefined ? [] : [r.createMs])));
+  }
+
+  payToPaidLatency(): Summary | null {
+    return summarize(this.records.flatMap((r) => (r.payToPaidMs === undefined ? [] : [r.payToPaidMs])));
+  }
+}
+
+/**
+ * `clients` simulated buyers, each looping: POST /orders (create latency = until the 201), pay at the sandbox,
+ * then wait for the order workflow's result with a long poll (pay-to-PAID latency = from the pay request until the
+ * workflow completed as PAID). Orders are started while `more(n)` says so (a count, or a deadline).
+ */
+export async function runLifecycleClients(system: BenchSystem, sku: string, clients: number, more: (n: number) => boolean, load = new Load()): Promise<Load> {
+  load.startedAt = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, clientNo) => {
+      while (!runAbort.signal.aborted && more(load.next)) {
+        const record: OrderRecord = { n: load.next++ };
+        load.records.push(record);
+        load.inFlight++;
+        try {
+          await oneOrder(system, load, record, sku, clientNo);
+        } finally {
+          load.inFlight--;
+        }
+      }
+    }),
+  );
+  load.endedAt = performance.now();
+  return load;
+}
+
+async function oneOrder(system: BenchSystem, load: Load, record: OrderRecord, sku: string, clientNo: number): Promise<void> {
+  const t0 = performance.now();
+  let created: HttpResult;
+  try {
+    created = await http('POST', `${system.apiUrl}/orders`, { userId: `bench-user-${clientNo}`, items: [{ sku, quantity: 1 }] }, CREATE_TIMEOUT_MS);
+  } catch (err) {
+    return load.error(record, `create: ${errorKind(err)}`, errorText(err));
+  }
+  if (created.status !== 201) return load.error(record, `create: ${httpKind(created)}`, JSON.stringify(created.body));
+  record.createMs = performance.now() - t0;
+  load.created++;
+  const orderId = String(field(created.body, 'orderId'));
+  record.orderId = orderId;
+
+  const t1 = performance.now();
+  try {
+    const paid = await http('POST', `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`, {}, PAY_TIMEOUT_MS);
+    if (paid.status !== 200) return load.error(record, `pay: ${httpKind(paid)}`, JSON.stringify(paid.body));
+  } catch (err) {
+    return load.error(record, `pay: ${errorKind(err)}`, errorText(err));
+  }
+
+  const timeout = AbortSignal.timeout(RESULT_TIMEOUT_MS);
+  try {
+    const handle = system.temporal.workflow.getHandle(orderWorkflowId(orderId));
+    const result = (await system.temporal.withAbortSignal(AbortSignal.any([runAbort.signal, timeout]), () => handle.result())) as OrderPaymentResult;
+    record.status = result.status;
+    if (result.status !== 'PAID') return load.error(record, `result: ${result.status}`, `${orderId}: ${result.status}${result.reason ? ` (${result.reason})` : ''}`);
+    record.payToPaidMs = performance.now() - t1;
+    load.paid++;
+  } catch (err) {
+    const kind = !runAbort.signal.aborted && timeout.aborted ? `timeout after ${RESULT_TIMEOUT_MS / 1000}s` : errorKind(err);
+    return load.error(record, `result: ${kind}`, `${orderId}: ${errorText(err)}`);
+  }
+}
+
+/** Orders placed for a later phase of a run (not a measurement in itself). */
+export interface PlacedOrders {
+  orderIds: string[];
+  ms: number;
+  /** Answers that were retried (429/503, network errors) or that ended an order (anything else but 201). */
+  problems: Tally;
+}
+
+/**
+ * Places `count` one-unit orders of `sku` with `clients` at a time, as distinct users, each with an Idempotency-Key
+ * so that a shed (429), pending (503) or broken request can be sent again safely (after Retry-After, else a second).
+ */
+export async function placeOrders(system: BenchSystem, sku: string, count: number, clients: number, userPrefix: string): Promise<PlacedOrders> {
+  const orderIds: string[] = [];
+  const problems = new Tally();
+  const t0 = performance.now();
+  await inParallel(
+    Array.from({ length: count }, (_, i) => i),
+    clients,
+    async (i) => {
+      for (let attempt = 1; attempt <= 20 && !runAbort.signal.aborted; attempt++) {
+        let waitMs = 1000;
+        try {
+          const r = await fetch(`${system.apiUrl}/orders`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'idempotency-key': `${userPrefix}-${i}` },
+            body: JSON.stringify({ userId: `${userPrefix}-${i}`, items: [{ sku, quantity: 1 }] }),
+            signal: AbortSignal.any([runAbort.signal, AbortSignal.timeout(CREATE_TIMEOUT_MS)]),
+          });
+          const body = (await r.json().catch(() => undefined)) as unknown;
+          if (r.status === 201 || r.status === 200) {
+            orderIds.push(String(field(body, 'orderId')));
+            return;
+          }
+          problems.add(httpKind({ status: r.status, body }));
+          if (r.status !== 429 && r.status !== 503) return;
+          const retryAfter = Number(r.headers.get('retry-after'));
+          if (retryAfter > 0) waitMs = retryAfter * 1000;
+        } catch (err) {
+          problems.add(`network ${errorKind(err)}`);
+        }
+        await sleep(waitMs);
+      }
+    },
+  );
+  return { orderIds, ms: performance.now() - t0, problems };
+}
