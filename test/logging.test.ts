@@ -86,6 +86,8 @@ describe('activity and workflow log lines', () => {
     }, { what: "the latePayment's activity lines" });
     expect(activities.map((l) => l.activityType)).toEqual(expect.arrayContaining(['queryProviderPayment', 'getOrderSnapshot']));
     expect(activities.every((l) => l.orderId === orderId)).toBe(true);
+    // The worker's 'Workflow completed' line comes after the result: wait for it, so the checks below cover it.
+    await waitFor(async () => linesOf(lateId).find((l) => l.msg === 'Workflow completed'), { what: "the latePayment's 'Workflow completed' line" });
     // Only the SDK's two "started" lines come before any interceptor has seen the input or the header (and the id
     // late-payment-<provider>-<order>-<trade> is not split, order ids may contain '-'); they still carry workflowId.
     const unnamed = linesOf(lateId).filter((l) => l.orderId !== orderId);
@@ -108,7 +110,8 @@ describe('API request lines', () => {
     expect(typeof completedPost.reqId).toBe('string');
     const incomingGet = lines.find((l) => l.msg === 'incoming request' && l.req?.url === `/orders/${orderId}`);
     expect(incomingGet).toMatchObject({ orderId, req: { method: 'GET' } });
-    const completedGet = lines.find((l) => l.msg === 'request completed' && l.reqId === incomingGet?.reqId);
+    // Logged once the response has been written, which may be after the client has read it.
+    const completedGet = await waitFor(async () => lines.find((l) => l.msg === 'request completed' && l.reqId === incomingGet?.reqId), { what: "the GET's 'request completed' line" });
     expect(completedGet).toMatchObject({ orderId, res: { statusCode: 200 } });
   });
 });
