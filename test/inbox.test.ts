@@ -13,6 +13,7 @@ import { createMetrics } from '../src/client/metrics';
 import { createDb } from '../src/db/knex';
 import { type OutageKind, type TcpProxy, startTcpProxy } from './support/tcp-proxy';
 import { TEST_ENV, freshDatabase } from './support/env';
+import { insertInboxRow } from './support/inbox';
 import { createProduct, placeOrder, startSystem, type TestSystem, waitFor, waitForStatus } from './support/system';
 
 describe.each<[OutageKind, string]>([
@@ -121,21 +122,7 @@ describe('the routing pool', () => {
     await db.destroy();
   });
 
-  async function insertRow(orderId: string): Promise<number> {
-    const notificationId = `n-${randomBytes(6).toString('hex')}`;
-    const payload = { provider: 'sandbox', notificationId, outTradeNo: orderId, tradeNo: `t-${notificationId}`, amount: 100, currency: 'CNY', merchantId: 'm', paidAt: new Date().toISOString() };
-    const [id] = await db('notification_inbox').insert({
-      provider: 'sandbox',
-      notification_id: notificationId,
-      out_trade_no: orderId,
-      event_type: 'payment.succeeded',
-      raw_body: '{}',
-      headers: '{}',
-      payload: JSON.stringify(payload),
-      status: 'RECEIVED',
-    });
-    return Number(id);
-  }
+  const insertRow = async (orderId: string) => (await insertInboxRow(db, orderId)).id;
 
   const inbox = (concurrency: number) =>
     new NotificationInbox({ db, client: fakeClient, taskQueue: 'unused', logger, metrics: createMetrics(), retryIntervalMs: 60_000, concurrency, callTimeoutMs: 3_000 });

@@ -12,6 +12,7 @@ import { classifyBillPayment } from '../src/activities/reconciliation';
 import { createProviders } from '../src/providers';
 import { signSandboxPayload } from '../src/providers/sandbox-signature';
 import { configErrorOf } from './support/config-error';
+import { insertInboxRow } from './support/inbox';
 import { rsaPair } from './support/provider-fakes';
 import { createProduct, placeOrder, startSystem, type TestSystem, waitFor, waitForStatus } from './support/system';
 
@@ -166,18 +167,9 @@ describe('a notification only speaks for its own provider', () => {
   });
 
   test('the inbox refuses a stored notification of another provider; the workflow ignores a signal of another provider', async () => {
-    const payload = { provider: 'sandbox', notificationId: `n-${randomBytes(4).toString('hex')}`, outTradeNo: orderId, tradeNo: 't-x', amount, currency: 'CNY', merchantId: sys.config.sandboxMerchantId, paidAt: new Date().toISOString() };
-    const [id] = await sys.db('notification_inbox').insert({
-      provider: 'sandbox',
-      notification_id: payload.notificationId,
-      out_trade_no: orderId,
-      event_type: 'payment.succeeded',
-      raw_body: '{}',
-      headers: '{}',
-      payload: JSON.stringify(payload),
-      status: 'RECEIVED',
-      // Due now: this test's process() call or the API's sweep routes it, whichever claims it first (the lease).
-    });
+    // Stored as if before the callback route refused such notifications; due now: this test's process() call or the
+    // API's sweep routes it, whichever claims it first (the lease).
+    const { id, payload } = await insertInboxRow(sys.db, orderId, { amount, merchantId: sys.config.sandboxMerchantId });
     await sys.api.inbox.process(Number(id));
     const row = await waitFor(async () => {
       const r = await sys.db('notification_inbox').where({ id }).first();

@@ -5,19 +5,10 @@
  */
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import type { Knex } from 'knex';
-import { type LatePaymentInput, latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
+import { type LatePaymentInput, type PaymentNotifiedSignal, latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
 
-/** A verified payment notification, from a callback or rebuilt from a provider's bill. */
-export interface RoutableNotification {
-  provider: string;
-  notificationId: string;
-  outTradeNo: string;
-  tradeNo: string;
-  amount: number;
-  currency: string;
-  merchantId: string;
-  paidAt: string;
-}
+/** A verified payment notification, from a callback or rebuilt from a provider's bill: the signal's fields, provider required. */
+export type RoutableNotification = PaymentNotifiedSignal & { provider: string };
 
 /** Where a notification went: the live workflow, a late-payment workflow, or nowhere (refused, with why). */
 export type RouteOutcome = { destination: 'SIGNALLED' | 'LATE'; detail: string } | { destination: 'REFUSED'; reason: 'PROVIDER_MISMATCH'; detail: string };
