@@ -55,3 +55,18 @@ test('the cache keeps at most maxEntries answers, dropping the oldest', async ()
   await cache.get('a');
   expect(calls).toEqual(['a', 'b', 'c', 'a']);
 });
+
+test('past maxPerSecond a read gets the last answer, however old, or none; the budget comes back the next second', async () => {
+  let now = 10_000;
+  const calls: string[] = [];
+  const cache = new LiveStatusCache<string>(async (key) => (calls.push(key), `${key}@${now}`), { ttlMs: 100, maxInFlight: 10, maxPerSecond: 2, now: () => now });
+  expect(await cache.get('a')).toBe('a@10000');
+  expect(await cache.get('b')).toBe('b@10000');
+  now = 10_500; // both answers expired, but this second's two queries are spent
+  expect(await cache.get('a')).toBe('a@10000');
+  expect(await cache.get('c')).toBeUndefined();
+  expect(calls).toEqual(['a', 'b']);
+  now = 11_000;
+  expect(await cache.get('a')).toBe('a@11000');
+  expect(calls).toEqual(['a', 'b', 'a']);
+});

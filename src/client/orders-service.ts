@@ -88,8 +88,12 @@ const LIVE_STATUS_TIMEOUT_MS = 1_500;
 
 /** Order operations behind the HTTP routes. */
 export class OrderService {
-  /** Live stages of waiting orders: shared between concurrent polls, reused for a second, bounded in flight. */
-  private readonly live = new LiveStatusCache<OrderWorkflowStatus>((orderId) => this.queryLiveStatus(orderId), { ttlMs: 1_000, maxInFlight: 64 });
+  /** Live stages of waiting orders: shared between concurrent polls, reused for 5 s, at most 50 queries/s per process. */
+  private readonly live = new LiveStatusCache<OrderWorkflowStatus>((orderId) => this.queryLiveStatus(orderId), {
+    ttlMs: 5_000,
+    maxInFlight: 16,
+    maxPerSecond: 50,
+  });
 
   /** Orders between reservation and payment URL in this process (bounded by ORDER_START_CONCURRENCY). */
   private startsInFlight = 0;
