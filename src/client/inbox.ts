@@ -12,8 +12,12 @@ import { routePaymentNotification } from '../temporal/route-notification';
 import type { Metrics } from './metrics';
 import { isTemporalUnreachable, withTemporalDeadline } from './temporal';
 
-/** How long a claimed row is leased to one processor before another may retry it (well above the call deadline). */
-const LEASE_MS = 30_000;
+/**
+ * How long a claimed row is leased to one processor before another may retry it: routing makes at most two Temporal
+ * calls, each under its deadline, so a lease of two deadlines and a margin is never cut short by a live processor, and
+ * a row claimed by a process that died is retried soon after (15 s by default).
+ */
+const leaseMs = (callTimeoutMs: number) => 2 * callTimeoutMs + 5_000;
 const MAX_BACKOFF_MS = 5 * 60_000;
 /** Ids waiting in memory for a routing slot; beyond this the sweep finds them in MySQL instead. */
 const MAX_QUEUED = 10_000;
@@ -147,7 +151,7 @@ export class NotificationInbox {
     const claimed = await db('notification_inbox')
       .where({ id, status: 'RECEIVED' })
       .andWhere('next_attempt_at', '<=', now)
-      .update({ attempts: db.raw('attempts + 1'), next_attempt_at: new Date(now.getTime() + LEASE_MS), failure_kind: null });
+      .update({ attempts: db.raw('attempts + 1'), next_attempt_at: new Date(now.getTime() + leaseMs(this.options.callTimeoutMs)), failure_kind: null });
     if (claimed !== 1) return;
     const row = await db('notification_inbox').where({ id }).first('payload', 'attempts');
     const n = JSON.parse(row.payload as string) as PaymentNotification;
