@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { reserveBeforeStart } from '../src/client/admission';
 import { orderIdForIdempotencyKey } from '../src/client/orders-service';
+import { freshDatabase } from './support/env';
 import { createProduct, placeOrder, startSystem, stockOf, type TestSystem, userId, waitFor } from './support/system';
 
 const admin = (sys: TestSystem) => ({ authorization: `Bearer ${sys.config.adminToken}` });
@@ -15,19 +16,32 @@ const admin = (sys: TestSystem) => ({ authorization: `Bearer ${sys.config.adminT
 /** The ids of the order workflows started on this system's task queue, once visibility shows `expected` of them. */
 async function workflowsOnQueue(sys: TestSystem, expected: number): Promise<string[]> {
   const query = `WorkflowType = 'orderPayment' AND TaskQueue = '${sys.config.taskQueue}'`;
-  await waitFor(async () => (await sys.client.workflow.count(query)).count >= expected, { timeoutMs: 30_000, what: `${expected} workflows in visibility` });
+  await waitFor(async () => (await sys.client.workflow.count(query)).count >= expected, { timeoutMs: 60_000, what: `${expected} workflows in visibility` });
   const ids: string[] = [];
   for await (const wf of sys.client.workflow.list({ query })) ids.push(wf.workflowId);
   return ids;
 }
 
 describe('admission', () => {
+  /**
+   * `sys` keeps the default grace (60 s) before a sweeper may release a reservation whose workflow is not running. The
+   * sweeper tests need a short one (2 s), but a sweeper sweeps its whole database: with 2 s on the shared test database
+   * it could release the units of any suite's order whose workflow start took longer than that under load (starts of
+   * 15 s and more were seen in CI), this suite's winners included. So `sweeping` has a database of its own, and no
+   * workflow is started there.
+   */
   let sys: TestSystem;
+  let sweeping: TestSystem;
   beforeAll(async () => {
-    sys = await startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '5m', QUERY_MAX_INTERVAL: '5m', RESERVATION_GRACE: '2s', RESERVATION_SWEEP_INTERVAL: '500ms' });
-  }, 60_000);
+    const env = { PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '5m', QUERY_MAX_INTERVAL: '5m' };
+    [sys, sweeping] = await Promise.all([
+      startSystem(env),
+      freshDatabase('sweeper').then((url) => startSystem({ ...env, DATABASE_URL: url, RESERVATION_GRACE: '2s', RESERVATION_SWEEP_INTERVAL: '500ms' })),
+    ]);
+  }, 120_000);
   afterAll(async () => {
     await sys?.stop();
+    await sweeping?.stop();
   });
 
   test.each([1, 4])('60 buyers for 10 units in %i bucket(s): 10 orders, 50 answers 409 OUT_OF_STOCK, and only the 10 winners started a workflow', async (buckets) => {
@@ -58,28 +72,31 @@ describe('admission', () => {
   });
 
   test('a reservation whose workflow never started (the API died in between) is released by the sweeper', async () => {
-    const sku = await createProduct(sys, { stock: 1 });
+    const s = sweeping;
+    const sku = await createProduct(s, { stock: 1 });
     const orderId = `ord_orphan${randomBytes(8).toString('hex')}`;
     // Exactly what POST /orders does before its start, and then nothing: the process "died".
-    await reserveBeforeStart(sys.db, orderId, [{ sku, quantity: 1 }]);
-    expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
-    expect((await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body.error).toBe('OUT_OF_STOCK');
-    await waitFor(async () => (await stockOf(sys, sku)).available === 1, { timeoutMs: 30_000, what: 'the orphaned unit released' });
-    expect(await sys.db('tcc_fence').where({ xid: orderId, participant: 'stock' }).first()).toMatchObject({ status: 'CANCELLED' });
-    const metrics = await (await fetch(`${sys.apiUrl}/metrics`)).text();
+    await reserveBeforeStart(s.db, orderId, [{ sku, quantity: 1 }]);
+    expect(await stockOf(s, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
+    expect((await s.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body.error).toBe('OUT_OF_STOCK');
+    await waitFor(async () => (await stockOf(s, sku)).available === 1, { timeoutMs: 60_000, what: 'the orphaned unit released' });
+    expect(await s.db('tcc_fence').where({ xid: orderId, participant: 'stock' }).first()).toMatchObject({ status: 'CANCELLED' });
+    const metrics = await (await fetch(`${s.apiUrl}/metrics`)).text();
     expect(metrics).toMatch(/payflow_orphan_reservations_released_total [1-9]/);
-    expect((await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).status).toBe(201);
+    // Sellable again: a new order's reservation (what POST /orders makes before it starts the workflow) gets the unit.
+    await expect(reserveBeforeStart(s.db, `ord_again${randomBytes(8).toString('hex')}`, [{ sku, quantity: 1 }])).resolves.toBeUndefined();
   });
 
   test('the same Idempotency-Key after its reservation was released is refused, never answered 201 without units', async () => {
-    const sku = await createProduct(sys, { stock: 1 });
+    const s = sweeping;
+    const sku = await createProduct(s, { stock: 1 });
     const [user, key] = [userId(), `k-${randomBytes(6).toString('hex')}`];
-    await reserveBeforeStart(sys.db, orderIdForIdempotencyKey(user, key), [{ sku, quantity: 1 }]);
-    await waitFor(async () => (await stockOf(sys, sku)).available === 1, { timeoutMs: 30_000, what: 'the orphaned unit released' });
-    const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+    await reserveBeforeStart(s.db, orderIdForIdempotencyKey(user, key), [{ sku, quantity: 1 }]);
+    await waitFor(async () => (await stockOf(s, sku)).available === 1, { timeoutMs: 60_000, what: 'the orphaned unit released' });
+    const r = await s.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
     expect(r.status).toBe(409);
     expect(r.body.error).toBe('RESERVATION_RELEASED');
-    expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+    expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
   });
 
   test('an order that fails before it owns its units (coupon unavailable) releases the pre-start reservation at once', async () => {
