@@ -125,10 +125,19 @@ export async function refundPayment(db: Knex, providers: ProviderRegistry, input
       .where({ out_refund_no: input.outRefundNo, status: 'PENDING' })
       .update({ status: 'SUCCEEDED', refund_no: result.refundNo, refunded_at: new Date(result.refundedAt), updated_at: trx.fn.now(3) });
     if (count === 1) {
-      await trx('payments').where({ out_trade_no: input.orderId }).update({ status: 'REFUNDED', updated_at: trx.fn.now(3) });
-      await appendOrderEvent(trx, input.orderId, 'REFUNDED', `Refunded ${input.amount} ${input.currency} (minor units) at ${provider.name}: ${input.reason}`, {
+      // The order's payment row is REFUNDED only when this refund returned the money that paid the order: the trade
+      // recorded on the row, or, on a row no trade has paid yet (PENDING, CLOSED), the late trade being refunded. A
+      // second trade of a paid order leaves the row (and the order's payment) as it is.
+      const marked = await trx('payments')
+        .where({ out_trade_no: input.orderId })
+        .andWhere((q) => q.whereIn('status', ['PENDING', 'CLOSED']).orWhere((paid) => paid.where({ status: 'PAID', trade_no: input.tradeNo })))
+        .update({ status: 'REFUNDED', updated_at: trx.fn.now(3) });
+      const ofPayment = marked === 1 ? 'the order payment' : `trade ${input.tradeNo}, not the trade that paid the order`;
+      await appendOrderEvent(trx, input.orderId, 'REFUNDED', `Refunded ${input.amount} ${input.currency} (minor units) of ${ofPayment} at ${provider.name}: ${input.reason}`, {
         outRefundNo: input.outRefundNo,
         refundNo: result.refundNo,
+        tradeNo: input.tradeNo,
+        paymentRefunded: marked === 1,
       });
     }
   });
