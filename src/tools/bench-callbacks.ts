@@ -52,11 +52,12 @@ import {
   writeReport,
 } from './bench-harness';
 
-const USAGE = `usage: npm run bench -- --callbacks [--orders N] [--redeliveries R] [--connections C] [--kill-api-at K] [--quick]
+const USAGE = `usage: npm run bench -- --callbacks [--orders N] [--redeliveries R] [--connections C] [--kill-api-at K] [--separate-api] [--quick]
   --orders        orders placed and paid at the sandbox                     (default 100; --quick 20)
   --redeliveries  deliveries of each order's notification, shuffled          (default 30;  --quick 5)
   --connections   concurrent keep-alive HTTP connections of the storm        (default 50;  --quick 20)
-  --kill-api-at   SIGKILL the API (run as its own process) after K sends and start it again`;
+  --kill-api-at   SIGKILL the API (run as its own process) after K sends and start it again
+  --separate-api  run the API in a process of its own (as in production) instead of beside the worker`;
 
 /** How long the bench waits for the last order to become PAID after the storm. */
 const SETTLE_TIMEOUT_MS = 120_000;
@@ -72,7 +73,7 @@ function shuffle<T>(items: T[]): T[] {
 }
 
 export async function runCallbacksBench(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, { orders: 'int', redeliveries: 'int', connections: 'int', 'kill-api-at': 'int', quick: 'flag' }, USAGE);
+  const flags = parseFlags(argv, { orders: 'int', redeliveries: 'int', connections: 'int', 'kill-api-at': 'int', 'separate-api': 'flag', quick: 'flag' }, USAGE);
   const quick = flags.quick === true;
   const orders = (flags.orders as number | undefined) ?? (quick ? 20 : 100);
   const redeliveries = (flags.redeliveries as number | undefined) ?? (quick ? 5 : 30);
@@ -89,7 +90,7 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
   const system = await startSystem({
     database: 'payflow_bench_callbacks',
     name: 'bench-callbacks',
-    separateApi: killAt !== undefined,
+    separateApi: killAt !== undefined || Boolean(flags['separate-api']),
     // Only a notification may pay an order during the run: the workflows' first provider query is 30 minutes out.
     env: { QUERY_FIRST_DELAY: '30m', QUERY_MAX_INTERVAL: '30m', PAYMENT_TIMEOUT: '1h' },
   });
