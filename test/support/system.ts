@@ -112,8 +112,11 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Polls `fn` until it returns a truthy value or the timeout passes; returns the last value. */
-export async function waitFor<T>(fn: () => Promise<T>, { timeoutMs = 20_000, intervalMs = 200, what = 'condition' } = {}): Promise<NonNullable<T>> {
+/**
+ * Polls `fn` until it returns a truthy value or the timeout passes; returns the last value. The default bound is
+ * generous (the dev server is shared and CI's machine loaded) yet below jest's 60 s, so a timeout says what it waited for.
+ */
+export async function waitFor<T>(fn: () => Promise<T>, { timeoutMs = 45_000, intervalMs = 200, what = 'condition' } = {}): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
   while (Date.now() < deadline) {
@@ -146,7 +149,7 @@ export async function stockOf(sys: TestSystem, sku: string): Promise<{ available
 }
 
 /** Waits until the order reaches one of the statuses and returns it. */
-export async function waitForStatus(sys: TestSystem, orderId: string, statuses: string[], timeoutMs = 20_000): Promise<any> {
+export async function waitForStatus(sys: TestSystem, orderId: string, statuses: string[], timeoutMs = 45_000): Promise<any> {
   return waitFor(
     async () => {
       const r = await sys.http('GET', `/orders/${orderId}`);
