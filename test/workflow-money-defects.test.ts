@@ -9,19 +9,163 @@
  * task queue of its own runs the real workflow code, as in test/workflow-branches.test.ts.
  */
 import { randomBytes } from 'node:crypto';
+import type { WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import type { Activities } from '../src/activities';
 import { refundPayment } from '../src/activities/payments';
-import { autoRefundNo } from '../src/contracts/order';
-import type { PaymentProvider } from '../src/providers/types';
-import { createProduct, placeOrder, startSystem, type TestSystem, waitForStatus } from './support/system';
+import {
+  type OrderPaymentInput,
+  type OrderStatus,
+  autoRefundNo,
+  coolingOffRefundUpdate,
+  orderWorkflowId,
+  paymentNotifiedSignal,
+  paymentReadyUpdate,
+  reviewDecisionUpdate,
+  statusQuery,
+} from '../src/contracts/order';
+import type { PaymentProvider, ProviderPaymentState } from '../src/providers/types';
+import { TEST_ENV, testBundlePath } from './support/env';
+import { createProduct, placeOrder, startSystem, type TestSystem, waitFor, waitForStatus } from './support/system';
 
 let sys: TestSystem;
+const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
+
+/** Resolves with the promise's value, or fails after `ms` saying what did not happen (and `detail()` of the moment). */
+async function within<T>(promise: Promise<T>, ms: number, what: string, detail: () => Promise<unknown> = async () => undefined): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), ms);
+  });
+  try {
+    const first = await Promise.race([promise, expired]);
+    if (first === 'expired') throw new Error(`${what} did not happen within ${ms}ms; ${JSON.stringify(await detail())}`);
+    return first as T;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** How often the workflow scheduled an activity of this type (from its history). */
+async function scheduled(handle: WorkflowHandle, activity: string): Promise<number> {
+  const history = await handle.fetchHistory();
+  return (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === activity).length;
+}
+
+/** Replays a finished execution's history against the workflow code under test: the new branches are deterministic. */
+async function replaysCleanly(handle: WorkflowHandle): Promise<void> {
+  await Worker.runReplayHistory({ workflowBundle: { codePath: testBundlePath() }, replayName: 'money-defects-replay' }, await handle.fetchHistory(), handle.workflowId);
+}
+
+/** The order's row and the workflow's own view, for failure messages. */
+async function orderState(orderId: string) {
+  const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'fulfilment_ready_at');
+  let workflow: unknown;
+  try {
+    const s = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).query(statusQuery);
+    workflow = { stage: s.stage, status: s.status };
+  } catch (err) {
+    workflow = String(err);
+  }
+  return { mysql: row, workflow };
+}
+
+/**
+ * A paid order whose buyer's refund the provider will refuse: part of the payment was already refunded at the
+ * provider (say from the merchant's console), so a full refund exceeds what is left (REFUND_AMOUNT_EXCEEDED).
+ */
+async function paidOrderWhoseRefundIsRefused(): Promise<{ orderId: string; sku: string; handle: WorkflowHandle }> {
+  const sku = await createProduct(sys, { price: 2500, stock: 3 });
+  const { orderId } = (await placeOrder(sys, sku)) as { orderId: string };
+  expect((await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200);
+  const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
+  await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', { what: `order ${orderId} to enter its cooling-off window` });
+  const consoleRefund = await sys.sandbox('POST', '/v1/refunds', { outTradeNo: orderId, outRefundNo: `console-${orderId}`, amount: 1, reason: 'merchant console' });
+  expect(consoleRefund.status).toBe(200);
+  return { orderId, sku, handle };
+}
 
 beforeAll(async () => {
-  sys = await startSystem({ QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m' });
+  // Only callbacks move an order (no active queries); a short deadline and provider-side expiry so that closed orders'
+  // workflows finish soon; a cooling-off window long enough to ask for a refund in it.
+  sys = await startSystem({ PAYMENT_TIMEOUT: '4s', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PROVIDER_EXPIRY_MARGIN: '6s', COOLING_OFF_PERIOD: '30s' });
+  await startScriptedWorker();
 }, 90_000);
 
 afterAll(async () => {
+  await stopScriptedWorker();
   await sys?.stop();
+});
+
+afterEach(async () => {
+  await sys.sandbox('POST', '/_control/reset');
+});
+
+describe('defect 1: a cooling-off refund the provider refuses, then the review', () => {
+  test('approving the review confirms the order once: the refund is not tried again, the order is handed to fulfilment and the workflow ends PAID', async () => {
+    const { orderId, handle } = await paidOrderWhoseRefundIsRefused();
+    const refused = await sys.http('POST', `/orders/${orderId}/refund`, { reason: 'changed my mind' });
+    expect(refused.status).toBe(409);
+    await waitForStatus(sys, orderId, ['NEEDS_REVIEW']);
+    expect(await scheduled(handle, 'refundPayment')).toBe(1);
+
+    const approved = await sys.http('POST', `/orders/${orderId}/review`, { decision: 'approve', operator: 'alice', reason: 'the provider refused the refund; the buyer keeps the goods' }, admin());
+    expect(approved.status).toBe(200);
+    expect(approved.body).toEqual({ orderId, status: 'PAID' });
+
+    const result = await within(handle.result(), 20_000, `order ${orderId}'s workflow to finish after the approval`, () => orderState(orderId));
+    expect(result).toEqual({ orderId, status: 'PAID', reason: 'REVIEW_APPROVED' });
+    expect(await scheduled(handle, 'refundPayment')).toBe(1);
+    const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'fulfilment_ready_at');
+    expect(row).toMatchObject({ status: 'PAID', status_reason: 'REVIEW_APPROVED' });
+    expect(row.fulfilment_ready_at).not.toBeNull();
+    // Only the console refund happened at the provider; our refused one is recorded, not succeeded.
+    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'SUCCESS', refundedAmount: 1 });
+    expect(await sys.db('refunds').where({ order_id: orderId }).select('status')).toEqual([{ status: 'PENDING' }]);
+    await replaysCleanly(handle);
+  });
+
+  test('a refund decision on the same review is tried with the same refund number and, refused again, leaves the order in review for another decision', async () => {
+    const { orderId, handle } = await paidOrderWhoseRefundIsRefused();
+    expect((await sys.http('POST', `/orders/${orderId}/refund`, {})).status).toBe(409);
+    await waitForStatus(sys, orderId, ['NEEDS_REVIEW']);
+    const decided = await sys.http('POST', `/orders/${orderId}/review`, { decision: 'refund', operator: 'bob', reason: 'try the refund once more' }, admin());
+    expect(decided.status).toBe(409);
+    expect(decided.body.error).toBe('REVIEW_DECISION_FAILED');
+    expect((await handle.query(statusQuery)).stage).toBe('AWAITING_REVIEW');
+    expect((await sys.db('orders').where({ order_id: orderId }).first('status')).status).toBe('NEEDS_REVIEW');
+    expect(await sys.db('refunds').where({ order_id: orderId }).select('out_refund_no')).toEqual([{ out_refund_no: autoRefundNo(orderId, (await sys.db('payments').where({ out_trade_no: orderId }).first('trade_no')).trade_no) }]);
+    await handle.terminate('test done');
+  });
+
+  test('when the refund was made and a later step failed, approve is refused (it would fulfil a refunded order) and a refund decision settles the order', async () => {
+    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [{ tradeNo: 'T-first', amount: 1000 }], returnStockFailures: 1 });
+    const handle = await startScriptedOrder(orderId, { coolingOffMs: 60_000 });
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-first', 'T-first', 1000));
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', { what: 'the cooling-off window' });
+    // The refund is made; returning the stock then fails: the order goes to review, the answer names the refund made.
+    expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{}] })).toEqual({ status: 'NEEDS_REVIEW', refundNo: autoRefundNo(orderId, 'T-first') });
+    const approve = await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'approve', operator: 'dave', reason: 'keep it' }] }).then(
+      () => 'accepted',
+      (err: Error) => `${err.message}: ${(err.cause as Error | undefined)?.message}`,
+    );
+    expect(approve).toMatch(/already refunded/);
+    expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'dave', reason: 'finish the refund' }] })).toEqual({ status: 'REFUNDED' });
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment').map((c) => (c.args as { outRefundNo: string }).outRefundNo)).toEqual([autoRefundNo(orderId, 'T-first'), autoRefundNo(orderId, 'T-first')]);
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('markFulfilmentReady');
+  });
+});
+
+describe('defect 6: the cooling-off update answers a refund number only for a refund that was made', () => {
+  test('a refused cooling-off refund is answered NEEDS_REVIEW without a refund number', async () => {
+    const { orderId, handle } = await paidOrderWhoseRefundIsRefused();
+    const answer = await handle.executeUpdate(coolingOffRefundUpdate, { args: [{ reason: 'changed my mind' }] });
+    expect(answer).toEqual({ status: 'NEEDS_REVIEW' });
+    expect(await sys.db('refunds').where({ order_id: orderId, status: 'SUCCEEDED' })).toHaveLength(0);
+    await handle.terminate('test done');
+  });
 });
 
 describe('defect 2: refundPayment marks the order payment REFUNDED only for the trade that paid it', () => {
@@ -56,3 +200,157 @@ describe('defect 2: refundPayment marks the order payment REFUNDED only for the 
     expect(await sys.db('order_events').where({ order_id: orderId, type: 'REFUNDED' })).toHaveLength(2);
   });
 });
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scripted activities: the real workflow code on a task queue of its own, with a provider and an order row in memory.
+
+interface ScriptedOrder {
+  status: OrderStatus;
+  paidTradeNo: string | null;
+  /** The provider's trades for this order, oldest first; a query reports the latest. */
+  trades: { tradeNo: string; amount: number | undefined }[];
+  /** returnStock fails (a business failure) this many times. */
+  returnStockFailures?: number;
+  calls: { name: string; args: unknown }[];
+}
+const MERCHANT = 'm_scripted';
+const scriptedOrders = new Map<string, ScriptedOrder>();
+const scripted = { taskQueue: `money-defects-${randomBytes(4).toString('hex')}`, client: undefined as unknown as TestSystem['client'], worker: undefined as Worker | undefined, running: undefined as Promise<void> | undefined, connection: undefined as NativeConnection | undefined };
+
+function scriptOf(orderId: string): ScriptedOrder {
+  const s = scriptedOrders.get(orderId);
+  if (!s) throw ApplicationFailure.nonRetryable(`no script for ${orderId}`);
+  return s;
+}
+function callsOf(orderId: string) {
+  return scriptOf(orderId).calls;
+}
+function newScriptedOrder(initial: Omit<ScriptedOrder, 'calls'>): string {
+  const orderId = `md_${randomBytes(6).toString('hex')}`;
+  scriptedOrders.set(orderId, { ...initial, calls: [] });
+  return orderId;
+}
+function record(orderId: string, name: string, args: unknown) {
+  scriptOf(orderId).calls.push({ name, args });
+}
+function scriptedNotification(orderId: string, notificationId: string, tradeNo: string, amount: number) {
+  return { notificationId, outTradeNo: orderId, tradeNo, amount, currency: 'CNY', merchantId: MERCHANT, paidAt: new Date().toISOString(), provider: 'sandbox' };
+}
+
+const scriptedActivities: Partial<Activities> = {
+  async createOrder(input) {
+    record(input.orderId, 'createOrder', input);
+    return { amount: 1000, currency: 'CNY', lines: input.items.map((i) => ({ ...i, unitPrice: 1000 / i.quantity })) };
+  },
+  async reserveStock(input) {
+    record(input.orderId, 'reserveStock', input);
+    return { reserved: input.lines };
+  },
+  async confirmStock(input) {
+    record(input.orderId, 'confirmStock', input);
+    return { confirmed: input.lines.length };
+  },
+  async cancelStock(input) {
+    record(input.orderId, 'cancelStock', input);
+    // Review refund of a confirmed order: cancel conflicts, the stock is returned instead (as the real TCC does).
+    if (scriptOf(input.orderId).calls.some((c) => c.name === 'confirmStock')) throw ApplicationFailure.create({ type: 'TCC_CONFLICT', message: 'already confirmed', nonRetryable: true });
+    return { released: input.lines.length, emptyRollbacks: 0 };
+  },
+  async returnStock(input) {
+    record(input.orderId, 'returnStock', input);
+    const s = scriptOf(input.orderId);
+    if (s.returnStockFailures) {
+      s.returnStockFailures--;
+      throw ApplicationFailure.create({ type: 'TCC_CONFLICT', message: 'stock row changed under the return', nonRetryable: true });
+    }
+    return { returned: input.lines.length };
+  },
+  async transitionOrder(input) {
+    record(input.orderId, `transition:${input.to}`, input);
+    const s = scriptOf(input.orderId);
+    if (s.status === input.to || !input.from.includes(s.status)) return { changed: false, status: s.status };
+    s.status = input.to;
+    if (input.payment) s.paidTradeNo = input.payment.tradeNo;
+    return { changed: true, status: input.to };
+  },
+  async getOrderSnapshot(orderId) {
+    record(orderId, 'getOrderSnapshot', orderId);
+    const s = scriptOf(orderId);
+    return { orderId, status: s.status, amount: 1000, currency: 'CNY', provider: 'sandbox', paidTradeNo: s.paidTradeNo };
+  },
+  async createProviderPayment(input) {
+    record(input.orderId, 'createProviderPayment', input);
+    return { tradeNo: `T-${input.orderId}`, paymentUrl: `http://sandbox.test/pay/${input.orderId}`, merchantId: MERCHANT };
+  },
+  async queryProviderPayment(input) {
+    record(input.outTradeNo, 'queryProviderPayment', input);
+    const latest = scriptOf(input.outTradeNo).trades.at(-1);
+    if (!latest) return { outTradeNo: input.outTradeNo, status: 'PENDING' } satisfies ProviderPaymentState;
+    return {
+      outTradeNo: input.outTradeNo,
+      status: 'PAID',
+      tradeNo: latest.tradeNo,
+      ...(latest.amount === undefined ? {} : { paidAmount: latest.amount }),
+      currency: 'CNY',
+      merchantId: MERCHANT,
+      paidAt: new Date().toISOString(),
+    } satisfies ProviderPaymentState;
+  },
+  async closeProviderPayment(input) {
+    record(input.orderId, 'closeProviderPayment', input);
+    return { result: 'CLOSED' };
+  },
+  async refundPayment(input) {
+    record(input.orderId, 'refundPayment', input);
+    return { refundNo: `R-${input.outRefundNo}`, amount: input.amount };
+  },
+  async markFulfilmentReady(orderId) {
+    record(orderId, 'markFulfilmentReady', orderId);
+    return { written: true };
+  },
+  async recordPaymentReceipt(orderId) {
+    record(orderId, 'recordPaymentReceipt', orderId);
+    return { written: true };
+  },
+  async recordOrderEvent(input) {
+    record(input.orderId, `event:${input.type}`, input);
+  },
+};
+
+async function startScriptedWorker(): Promise<void> {
+  // The Temporal runtime is the one startSystem installed.
+  scripted.connection = await NativeConnection.connect({ address: TEST_ENV.temporalAddress });
+  scripted.worker = await Worker.create({
+    connection: scripted.connection,
+    namespace: TEST_ENV.namespace,
+    taskQueue: scripted.taskQueue,
+    workflowBundle: { codePath: testBundlePath() },
+    activities: scriptedActivities,
+  });
+  scripted.running = scripted.worker.run();
+  scripted.client = sys.client;
+}
+
+async function stopScriptedWorker(): Promise<void> {
+  scripted.worker?.shutdown();
+  await scripted.running;
+  await scripted.connection?.close();
+}
+
+async function startScriptedOrder(orderId: string, timing: Partial<OrderPaymentInput>): Promise<WorkflowHandle> {
+  const input: OrderPaymentInput = {
+    orderId,
+    userId: 'u1',
+    items: [{ sku: 'sku-a', quantity: 1 }],
+    provider: 'sandbox',
+    paymentTimeoutMs: 60_000,
+    queryFirstDelayMs: 60_000,
+    queryMaxIntervalMs: 60_000,
+    providerExpiryMarginMs: 1000,
+    publicBaseUrl: 'http://api.test',
+    ...timing,
+  };
+  const handle = await scripted.client.workflow.start('orderPayment', { workflowId: orderWorkflowId(orderId), taskQueue: scripted.taskQueue, args: [input] });
+  await handle.executeUpdate(paymentReadyUpdate);
+  return handle;
+}

@@ -46,7 +46,7 @@ import {
 } from '../contracts/order';
 import { describeStatus } from '../contracts/messages';
 import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
-import { confirmMismatchStep, paymentReceiptStep } from './patches';
+import { approveAfterPaidStep, confirmMismatchStep, paymentReceiptStep } from './patches';
 
 /** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
 const SETUP: ActivityOptions = {
@@ -142,6 +142,8 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     }
   });
   let refundNo: string | undefined;
+  /** The order was PAID when automatic handling stopped (e.g. the provider refused the buyer's cooling-off refund). */
+  let reviewAfterPaid = false;
   let coolingOffUntil: number | undefined;
   /** The order's status is decided (the cancel update can answer), though the workflow may still watch. */
   let decided = false;
@@ -285,6 +287,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         ReviewDecision.parse(d);
         // NEEDS_REVIEW: the order is marked in MySQL and the workflow is about to wait; the decision is kept.
         if ((stage !== 'AWAITING_REVIEW' && stage !== 'NEEDS_REVIEW') || reviewDecision) throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
+        // The buyer's refund was made before a later step failed: approving would hand a refunded order to fulfilment.
+        if (d.decision === 'approve' && reviewAfterPaid && refundNo !== undefined) {
+          throw new Error(`order ${orderId} was already refunded (${refundNo}); only a refund decision can settle it`);
+        }
       },
     },
   );
@@ -459,6 +465,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     // Something we cannot resolve automatically (a TCC conflict, a refund the provider refuses): never leave
     // money in flight behind a failed workflow; hand the order to a person with the reason.
     const type = failureType(err) ?? 'UNEXPECTED_ERROR';
+    reviewAfterPaid = (status as OrderStatus) === 'PAID'; // (setStatus() changes it inside nested functions, which narrowing ignores)
     note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
     upsertSearchAttributes([{ key: StuckKey, value: true }]);
     await mustRun('transitionOrder', 'mark order NEEDS_REVIEW', {
@@ -698,6 +705,15 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         });
       });
       setStatus('PAID');
+      // Behind the patch `order-payment-approve-after-paid`: an order that was already PAID when it went to review (a
+      // step after PAID failed, e.g. the buyer's cooling-off refund that the provider refused) stays paid and goes to
+      // fulfilment. Before, it went through the cooling-off step again, where the refund still asked for was tried
+      // at once; refused again, the workflow waited for a review while MySQL said PAID and every decision was refused.
+      if (paid && reviewAfterPaid && approveAfterPaidStep()) {
+        note('REVIEW_APPROVED', `${d.operator} kept the paid order; the buyer's refund request is closed by this decision`);
+        await mustRun('markFulfilmentReady', 'hand off to fulfilment (outbox, review approved)', orderId);
+        return finish({ orderId, status: 'PAID', reason: 'REVIEW_APPROVED' });
+      }
       return paid ? afterPaid(paid) : finish({ orderId, status: 'PAID', reason: 'REVIEW_APPROVED' });
     }
     enter('REFUNDING', `refund decided by ${d.operator}`);
@@ -718,18 +734,22 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     return finish({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
   }
 
-  /** Refunds what a payment paid, with the stable refund number of its trade, so no retry refunds twice. */
+  /**
+   * Refunds what a payment paid, with the stable refund number of its trade, so no retry refunds twice. The number is
+   * kept (and answered to the buyer) only once the provider has made the refund.
+   */
   async function refundInFull(paid: PaymentEvidence, why: string, reason: string): Promise<void> {
-    refundNo = autoRefundNo(orderId, paid.tradeNo);
+    const outRefundNo = autoRefundNo(orderId, paid.tradeNo);
     await mustRun('refundPayment', `refund ${paid.amount} ${paid.currency} (${why})`, {
       orderId,
       provider: input.provider,
       tradeNo: paid.tradeNo,
-      outRefundNo: refundNo,
+      outRefundNo,
       amount: paid.amount,
       currency: paid.currency,
       reason,
     });
+    refundNo = outRefundNo;
   }
 
   async function refundLatePayment(late: PaymentEvidence): Promise<void> {

@@ -19,6 +19,11 @@ export const PATCH_IDS = {
   paymentReceipt: 'order-payment-receipt',
   /** orderPayment: a callback that does not match the order is confirmed with the provider before it moves the order. */
   confirmMismatch: 'order-payment-confirm-mismatch',
+  /**
+   * orderPayment: approving a review that opened after the order was PAID (e.g. a cooling-off refund the provider
+   * refused) hands the order to fulfilment, instead of running the cooling-off step again and retrying the refund.
+   */
+  approveAfterPaid: 'order-payment-approve-after-paid',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -29,4 +34,9 @@ export function paymentReceiptStep(): boolean {
 /** Whether this execution asks the provider before a mismatched callback moves the order to review. */
 export function confirmMismatchStep(): boolean {
   return patched(PATCH_IDS.confirmMismatch);
+}
+
+/** Whether approving a review of an order that was already PAID goes straight to fulfilment (no second refund attempt). */
+export function approveAfterPaidStep(): boolean {
+  return patched(PATCH_IDS.approveAfterPaid);
 }
