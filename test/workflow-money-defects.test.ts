@@ -201,6 +201,21 @@ describe('defect 2: refundPayment marks the order payment REFUNDED only for the 
   });
 });
 
+describe('defect 3: the result of a late payment refunded by the order workflow', () => {
+  test('says REFUNDED / LATE_PAYMENT_REFUNDED, as MySQL does', async () => {
+    const sku = await createProduct(sys, { price: 1200, stock: 1 });
+    const { orderId } = (await placeOrder(sys, sku)) as { orderId: string };
+    await waitForStatus(sys, orderId, ['EXPIRED']);
+    // Paid after our close, before the provider-side expiry (Alipay's closed QR that stays payable).
+    await sys.setFaults({ acceptPaymentAfterClose: true });
+    expect((await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200);
+    const result = await within(sys.client.workflow.getHandle(orderWorkflowId(orderId)).result(), 30_000, `order ${orderId}'s workflow to finish`, () => orderState(orderId));
+    const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason');
+    expect(row).toEqual({ status: 'REFUNDED', status_reason: 'LATE_PAYMENT_REFUNDED' });
+    expect(result).toEqual({ orderId, status: row.status, reason: row.status_reason });
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // Scripted activities: the real workflow code on a task queue of its own, with a provider and an order row in memory.
 

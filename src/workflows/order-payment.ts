@@ -551,7 +551,11 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
             if (state.status === 'PAID') evidence = evidenceFromQuery(state, 'query');
           }
         }
-        if (evidence) await refundLatePayment(evidence);
+        if (evidence) {
+          await refundLatePayment(evidence);
+          // The result says what MySQL says: REFUNDED for a late payment, not why the order had closed before it.
+          return finish({ orderId, status, reason: 'LATE_PAYMENT_REFUNDED' });
+        }
         return finish({ orderId, status, reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT' });
       }
     }
