@@ -9,16 +9,19 @@
  * task queue of its own runs the real workflow code, as in test/workflow-branches.test.ts.
  */
 import { randomBytes } from 'node:crypto';
-import type { WorkflowHandle } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import type { Activities } from '../src/activities';
 import { refundPayment } from '../src/activities/payments';
 import {
+  type LatePaymentInput,
+  type LatePaymentResult,
   type OrderPaymentInput,
   type OrderStatus,
   autoRefundNo,
   coolingOffRefundUpdate,
+  latePaymentWorkflowId,
   orderWorkflowId,
   paymentNotifiedSignal,
   paymentReadyUpdate,
@@ -213,6 +216,56 @@ describe('defect 3: the result of a late payment refunded by the order workflow'
     const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason');
     expect(row).toEqual({ status: 'REFUNDED', status_reason: 'LATE_PAYMENT_REFUNDED' });
     expect(result).toEqual({ orderId, status: row.status, reason: row.status_reason });
+  });
+});
+
+describe('defect 4: a late-payment refund that cannot be made', () => {
+  test('refused by the provider: the order goes to NEEDS_REVIEW with the reason, the timeline says why, and the workflow completes', async () => {
+    const sku = await createProduct(sys, { price: 1800, stock: 1 });
+    const { orderId } = (await placeOrder(sys, sku)) as { orderId: string };
+    await waitForStatus(sys, orderId, ['EXPIRED']);
+    await within(sys.client.workflow.getHandle(orderWorkflowId(orderId)).result(), 30_000, `order ${orderId}'s workflow to finish`);
+    // A debit that settles after the provider-side expiry; its notification is held back until the provider's
+    // console has refunded part of it, so that our full refund is refused.
+    await sys.setFaults({ acceptPaymentAfterExpiry: true, dropNotifications: 1 });
+    const paid = await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+    expect(paid.status).toBe(200);
+    expect((await sys.sandbox('POST', '/v1/refunds', { outTradeNo: orderId, outRefundNo: `console-${orderId}`, amount: 1 })).status).toBe(200);
+    await sys.setFaults({ dropNotifications: 0 });
+    const [n] = (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications;
+    await sys.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
+    await waitFor(async () => (await sys.db('notification_inbox').where({ out_trade_no: orderId, status: 'LATE' }).first('id')), { what: 'the notification to be routed to a late-payment workflow' });
+
+    const late = sys.client.workflow.getHandle<(i: LatePaymentInput) => Promise<LatePaymentResult>>(latePaymentWorkflowId('sandbox', orderId, paid.body.tradeNo));
+    let result: LatePaymentResult | string;
+    try {
+      result = await within(late.result(), 30_000, 'the late-payment workflow to finish');
+    } catch (err) {
+      result = err instanceof WorkflowFailedError ? `${err.message}: ${err.cause?.message}` : String(err);
+    }
+    expect(result).toEqual({ outcome: 'LEFT_FOR_REVIEW', detail: expect.stringMatching(/refus|exceed/i) });
+    const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason');
+    expect(row).toEqual({ status: 'NEEDS_REVIEW', status_reason: 'LATE_PAYMENT_REFUND_FAILED' });
+    const events = await sys.db('order_events').where({ order_id: orderId }).select('type', 'message');
+    expect(events.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['LATE_PAYMENT_REFUND_FAILED', 'ORDER_NEEDS_REVIEW']));
+    // The money is still at the provider, less the console refund; our refund is recorded, not succeeded.
+    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'SUCCESS', refundedAmount: 1 });
+    expect(await sys.db('refunds').where({ order_id: orderId }).select('status')).toEqual([{ status: 'PENDING' }]);
+    await replaysCleanly(late);
+  });
+
+  test('no paid amount reported: nothing is refunded (never a refund of 0), the order goes to NEEDS_REVIEW', async () => {
+    const orderId = newScriptedOrder({ status: 'EXPIRED', paidTradeNo: null, trades: [{ tradeNo: 'T-late', amount: undefined }] });
+    const result = await scripted.client.workflow.execute('latePayment', {
+      workflowId: latePaymentWorkflowId('sandbox', orderId, 'T-late'),
+      taskQueue: scripted.taskQueue,
+      args: [{ provider: 'sandbox', outTradeNo: orderId, tradeNo: 'T-late' } satisfies LatePaymentInput],
+    });
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toEqual([]);
+    expect(result).toEqual({ outcome: 'LEFT_FOR_REVIEW', detail: expect.stringMatching(/amount/) });
+    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+    expect(callsOf(orderId).map((c) => c.name)).toEqual(expect.arrayContaining(['event:LATE_PAYMENT_REFUND_FAILED', 'transition:NEEDS_REVIEW']));
+    await replaysCleanly(scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-late')));
   });
 });
 

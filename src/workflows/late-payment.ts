@@ -3,9 +3,11 @@
  * reconciliation finding). One workflow per provider trade: verify with the provider, then refund with a
  * stable refund number unless the payment is the one that paid the order. Never lost, never refunded twice.
  */
-import { CancellationScope, proxyActivities, setCurrentDetails, type ActivityOptions } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, proxyActivities, setCurrentDetails, type ActivityOptions } from '@temporalio/workflow';
 import type { Activities } from '../activities';
+import type { OrderSnapshot } from '../activities/orders';
 import { type LatePaymentInput, type LatePaymentResult, autoRefundNo } from '../contracts/order';
+import { lateRefundReviewStep } from './patches';
 
 const MUST: ActivityOptions = {
   startToCloseTimeout: '15s',
@@ -38,6 +40,8 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
     return { outcome: 'REFUNDED', detail: 'already refunded' };
   }
   // The order is closed (EXPIRED, CANCELLED, FAILED) or was paid by another trade: this money is not ours to keep.
+  // Behind the patch `late-payment-refund-review`: a refund that cannot be made goes to review instead of failing.
+  if (lateRefundReviewStep()) return refundOrReview(input, order, state);
   const amount = state.paidAmount ?? 0;
   const currency = state.currency ?? order.currency;
   setCurrentDetails(`refunding ${amount} ${currency} of late payment ${input.tradeNo}`);
@@ -63,4 +67,73 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
     }
   });
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
+}
+
+/**
+ * Refunds the late trade in full; when that cannot be done (the provider did not say how much was paid, or refuses the
+ * refund), the order goes to NEEDS_REVIEW with the reason and the timeline says why, so the money held is seen by a
+ * person (review gauge and alert) instead of the workflow failing with nothing recorded.
+ */
+async function refundOrReview(input: LatePaymentInput, order: OrderSnapshot, state: Awaited<ReturnType<Activities['queryProviderPayment']>>): Promise<LatePaymentResult> {
+  const { outTradeNo: orderId, tradeNo } = input;
+  const currency = state.currency ?? order.currency;
+  const amount = state.paidAmount;
+  if (amount === undefined || amount <= 0) {
+    return leaveForReview(input, order, `${input.provider} reports trade ${tradeNo} paid without a paid amount (${amount ?? 'none'}); nothing was refunded`);
+  }
+  setCurrentDetails(`refunding ${amount} ${currency} of late payment ${tradeNo}`);
+  let refused: string | undefined;
+  await CancellationScope.nonCancellable(async () => {
+    try {
+      await acts.refundPayment({
+        orderId,
+        provider: input.provider,
+        tradeNo,
+        outRefundNo: autoRefundNo(orderId, tradeNo),
+        amount,
+        currency,
+        reason: `payment arrived after the order was ${order.status}`,
+      });
+    } catch (err) {
+      // A business refusal (non-retryable); transport faults are retried by the activity until they pass.
+      if (!(err instanceof ActivityFailure) || err.retryState !== 'NON_RETRYABLE_FAILURE') throw err;
+      const cause = err.cause instanceof ApplicationFailure ? `${err.cause.type ?? 'FAILED'}: ${err.cause.message}` : (err.cause?.message ?? err.message);
+      refused = `the refund of ${amount} ${currency} was refused (${cause})`;
+      return;
+    }
+    if (order.status !== 'PAID') {
+      await acts.transitionOrder({
+        orderId,
+        from: ['EXPIRED', 'CANCELLED', 'FAILED'],
+        to: 'REFUNDED',
+        reason: 'LATE_PAYMENT_REFUNDED',
+        event: { type: 'ORDER_REFUNDED', message: `Late payment ${tradeNo} refunded in full` },
+        payment: { source: 'callback', tradeNo, amount, currency, merchantId: state.merchantId ?? '', paidAt: state.paidAt ?? new Date().toISOString(), notificationId: input.notificationId },
+      });
+    }
+  });
+  if (refused) return leaveForReview(input, order, refused);
+  return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
+}
+
+/** Records why a late trade was not refunded and moves the order to NEEDS_REVIEW (whatever it was), for an operator. */
+async function leaveForReview(input: LatePaymentInput, order: OrderSnapshot, why: string): Promise<LatePaymentResult> {
+  const { outTradeNo: orderId, tradeNo } = input;
+  setCurrentDetails(`late payment ${tradeNo} not refunded: ${why}; order left for review`);
+  await CancellationScope.nonCancellable(async () => {
+    await acts.recordOrderEvent({
+      orderId,
+      type: 'LATE_PAYMENT_REFUND_FAILED',
+      message: `Payment ${tradeNo} arrived after the order was ${order.status} and was not refunded: ${why}`,
+      data: { tradeNo, provider: input.provider },
+    });
+    await acts.transitionOrder({
+      orderId,
+      from: ['EXPIRED', 'CANCELLED', 'FAILED', 'PAID', 'REFUNDED'],
+      to: 'NEEDS_REVIEW',
+      reason: 'LATE_PAYMENT_REFUND_FAILED',
+      event: { type: 'ORDER_NEEDS_REVIEW', message: `Late payment ${tradeNo} could not be refunded (${why}); an operator must decide`, data: { tradeNo } },
+    });
+  });
+  return { outcome: 'LEFT_FOR_REVIEW', detail: why };
 }

@@ -24,6 +24,11 @@ export const PATCH_IDS = {
    * refused) hands the order to fulfilment, instead of running the cooling-off step again and retrying the refund.
    */
   approveAfterPaid: 'order-payment-approve-after-paid',
+  /**
+   * latePayment: a late trade whose refund cannot be made (no paid amount reported, or the provider refuses) moves the
+   * order to NEEDS_REVIEW with the reason, instead of refunding 0 or failing the workflow with nothing recorded.
+   */
+  lateRefundReview: 'late-payment-refund-review',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -39,4 +44,9 @@ export function confirmMismatchStep(): boolean {
 /** Whether approving a review of an order that was already PAID goes straight to fulfilment (no second refund attempt). */
 export function approveAfterPaidStep(): boolean {
   return patched(PATCH_IDS.approveAfterPaid);
+}
+
+/** Whether this latePayment execution sends a refund it cannot make to review instead of failing. */
+export function lateRefundReviewStep(): boolean {
+  return patched(PATCH_IDS.lateRefundReview);
 }
