@@ -269,6 +269,56 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
   });
 });
 
+describe('defect 5: a second trade reported while the order workflow still runs is refunded', () => {
+  test('during the cooling-off window: once the order is settled, the second trade is refunded with its own refund number and the order keeps its payment', async () => {
+    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [{ tradeNo: 'T-first', amount: 1000 }] });
+    const handle = await startScriptedOrder(orderId, { coolingOffMs: 4000 });
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-first', 'T-first', 1000));
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', { what: 'the cooling-off window' });
+    // The buyer pays a second time (a second trade at the provider); its callback reaches the running workflow.
+    scriptOf(orderId).trades.push({ tradeNo: 'T-second', amount: 1000 });
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-second', 'T-second', 1000));
+
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({ orderId, status: 'PAID' });
+    const refund = await waitFor(async () => callsOf(orderId).find((c) => c.name === 'refundPayment'), { what: 'the second trade to be refunded' });
+    expect(refund.args).toMatchObject({ orderId, tradeNo: 'T-second', outRefundNo: autoRefundNo(orderId, 'T-second'), amount: 1000 });
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-second'));
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-first' });
+    await replaysCleanly(handle);
+    await replaysCleanly(late);
+  });
+
+  test('during a review: after the decision, the second trade is refunded as well', async () => {
+    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [{ tradeNo: 'T-first', amount: 1 }] });
+    const handle = await startScriptedOrder(orderId, {});
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-first', 'T-first', 1));
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
+    scriptOf(orderId).trades.push({ tradeNo: 'T-second', amount: 1000 });
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-second', 'T-second', 1000));
+    expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'carol', reason: 'wrong amount paid' }] })).toEqual({ status: 'REFUNDED' });
+
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
+    await waitFor(async () => callsOf(orderId).filter((c) => c.name === 'refundPayment').length === 2, { what: 'both trades to be refunded' });
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment').map((c) => (c.args as { tradeNo: string; amount: number })).map(({ tradeNo, amount }) => ({ tradeNo, amount }))).toEqual([
+      { tradeNo: 'T-first', amount: 1 },
+      { tradeNo: 'T-second', amount: 1000 },
+    ]);
+  });
+
+  test('a redelivery of the trade that paid the order is not handed on', async () => {
+    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [{ tradeNo: 'T-first', amount: 1000 }] });
+    const handle = await startScriptedOrder(orderId, { coolingOffMs: 1000 });
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-first', 'T-first', 1000));
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'recon-sandbox-T-first', 'T-first', 1000));
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({ orderId, status: 'PAID' });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('refundPayment');
+    const history = await handle.fetchHistory();
+    expect((history.events ?? []).some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // Scripted activities: the real workflow code on a task queue of its own, with a provider and an order row in memory.
 

@@ -3,10 +3,12 @@
  * callback / cancel / timer with active queries, check, confirm or close-then-cancel, refund late money.
  * Deterministic: no I/O here; every side effect is an activity.
  */
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  ParentClosePolicy,
   allHandlersFinished,
   condition,
   isCancellation,
@@ -14,6 +16,7 @@ import {
   metricMeter,
   proxyActivities,
   setCurrentDetails,
+  startChild,
   uuid4,
   setHandler,
   upsertSearchAttributes,
@@ -38,6 +41,7 @@ import {
   cancelOrderUpdate,
   coolingOffRefundUpdate,
   escalateUpdate,
+  latePaymentWorkflowId,
   paymentNotifiedSignal,
   paymentReadyUpdate,
   type ReviewOutcome,
@@ -46,7 +50,8 @@ import {
 } from '../contracts/order';
 import { describeStatus } from '../contracts/messages';
 import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
-import { approveAfterPaidStep, confirmMismatchStep, paymentReceiptStep } from './patches';
+import { latePayment } from './late-payment';
+import { approveAfterPaidStep, confirmMismatchStep, handOffOtherTradesStep, paymentReceiptStep } from './patches';
 
 /** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
 const SETUP: ActivityOptions = {
@@ -149,6 +154,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   let decided = false;
   let providerExpiresAt: number | undefined;
   const seenNotifications = new Set<string>();
+  /** Every trade a notification reported for this order, with its first notification id (arrival order). */
+  const notifiedTrades = new Map<string, string>();
+  /** Trades handed to their own latePayment workflow when this workflow ends. */
+  const handedOff = new Set<string>();
 
   const note = (type: string, message: string) => {
     timeline.push({ at: new Date().toISOString(), type, message });
@@ -268,6 +277,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       return;
     }
     note('PAYMENT_NOTIFIED', `Provider notified payment ${n.tradeNo} (${n.amount} ${n.currency})`);
+    if (!notifiedTrades.has(n.tradeNo)) notifiedTrades.set(n.tradeNo, n.notificationId);
     const { provider: _sender, ...claimed } = n;
     if (!evidence) evidence = { source: 'callback', ...claimed };
   });
@@ -779,8 +789,49 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     if (!ready) ready = { ok: false, type: 'ORDER_CLOSED', message: `order is ${result.status}`, details: {} };
     // Let update handlers (early return, cancel) reply before the workflow completes.
     await condition(allHandlersFinished);
+    // A trade that arrives during the hand-off is handed off too: the loop ends only when none is left.
+    while (await handOffOtherTrades()) await condition(allHandlersFinished);
     log.info('order lifecycle finished', { orderId, status: result.status });
     return result;
+  }
+
+  /**
+   * Behind the patch `order-payment-hand-off-other-trades`: a trade other than the one this order kept (or refunded),
+   * reported while the workflow ran (a second payment during the cooling-off window or a review), is handed to the
+   * latePayment workflow of that trade once the order's status is final, as if it had arrived after the workflow
+   * ended: it verifies the trade with the provider and refunds it with the trade's stable refund number (or leaves the
+   * order for review). Before, it was only noted on the timeline while the inbox and reconciliation counted it as
+   * delivered, and the money was never refunded. Returns whether anything was handed off.
+   */
+  async function handOffOtherTrades(): Promise<boolean> {
+    const kept = evidence?.tradeNo;
+    const others = [...notifiedTrades].filter(([tradeNo]) => tradeNo !== kept && !handedOff.has(tradeNo));
+    if (others.length === 0) return false;
+    if (kept === 'unknown') {
+      // The provider did not name the trade that paid: a reported trade may be that very one, so none is refunded.
+      for (const [tradeNo] of others) handedOff.add(tradeNo);
+      note('OTHER_TRADE_NOT_HANDED_OFF', `Trade(s) ${others.map(([t]) => t).join(', ')} reported, but the paying trade is unknown; left for reconciliation`);
+      return false;
+    }
+    if (!handOffOtherTradesStep()) return false;
+    for (const [tradeNo, notificationId] of others) {
+      handedOff.add(tradeNo);
+      const workflowId = latePaymentWorkflowId(input.provider, orderId, tradeNo);
+      try {
+        await startChild(latePayment, {
+          workflowId,
+          args: [{ provider: input.provider, outTradeNo: orderId, tradeNo, notificationId }],
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          workflowIdReusePolicy: 'REJECT_DUPLICATE',
+          staticSummary: `Trade ${tradeNo} reported while order ${orderId} was open (now ${status})`,
+        });
+        note('OTHER_TRADE_HANDED_OFF', `Trade ${tradeNo} is not the one this order kept; ${workflowId} verifies and refunds it`);
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+        note('OTHER_TRADE_HANDED_OFF', `Trade ${tradeNo} is not the one this order kept; ${workflowId} already handles it`);
+      }
+    }
+    return true;
   }
 }
 

@@ -29,6 +29,11 @@ export const PATCH_IDS = {
    * order to NEEDS_REVIEW with the reason, instead of refunding 0 or failing the workflow with nothing recorded.
    */
   lateRefundReview: 'late-payment-refund-review',
+  /**
+   * orderPayment: a trade other than the order's own, reported while the workflow ran, is handed to its latePayment
+   * workflow (a child, abandoned) when the order's status is final, instead of only being noted.
+   */
+  handOffOtherTrades: 'order-payment-hand-off-other-trades',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -49,4 +54,9 @@ export function approveAfterPaidStep(): boolean {
 /** Whether this latePayment execution sends a refund it cannot make to review instead of failing. */
 export function lateRefundReviewStep(): boolean {
   return patched(PATCH_IDS.lateRefundReview);
+}
+
+/** Whether this execution hands trades other than the order's own to their latePayment workflow when it ends. */
+export function handOffOtherTradesStep(): boolean {
+  return patched(PATCH_IDS.handOffOtherTrades);
 }
