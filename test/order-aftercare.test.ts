@@ -3,6 +3,7 @@
  * finished order — end to end over HTTP with the real dev server, MySQL and sandbox.
  */
 import { latePaymentWorkflowId, orderWorkflowId } from '../src/contracts/order';
+import { freshDatabase } from './support/env';
 import { createProduct, placeOrder as placeOrderFor, startSystem, stockOf, type TestSystem, waitFor, waitForStatus } from './support/system';
 
 // The waits below are bounded generously: the dev server is shared and may answer slowly.
@@ -13,6 +14,11 @@ jest.setTimeout(120_000);
  * escalation or the deadline move an order). `sys`: nothing expires while a test acts (payment window and cooling-off
  * window of 10 minutes); `shortWindow`: a cooling-off window of 6 s that a test waits out; `expiring`: a payment
  * window of 8 s that a test waits out (orders there are never paid in time on purpose).
+ *
+ * `expiring` has a database of its own. Every test system's inbox sweep routes any due inbox row of its database, and
+ * routes a notification for a finished order to a late-payment workflow on its *own* task queue, whose worker asks its
+ * own sandbox: on the shared test database another system (of this suite or of a suite running beside it) could claim
+ * the late notification first, find no such payment in its sandbox (NOT_PAID_AT_PROVIDER) and never refund it.
  */
 let sys: TestSystem;
 let shortWindow: TestSystem;
@@ -24,7 +30,7 @@ beforeAll(async () => {
   [sys, shortWindow, expiring] = await Promise.all([
     startSystem({ ...noQueries, PAYMENT_TIMEOUT: '10m', COOLING_OFF_PERIOD: '10m' }),
     startSystem({ ...noQueries, PAYMENT_TIMEOUT: '10m', COOLING_OFF_PERIOD: '6s' }),
-    startSystem({ ...noQueries, PAYMENT_TIMEOUT: '8s', COOLING_OFF_PERIOD: '6s' }),
+    freshDatabase('aftercare').then((url) => startSystem({ ...noQueries, DATABASE_URL: url, PAYMENT_TIMEOUT: '8s', COOLING_OFF_PERIOD: '6s' })),
   ]);
 }, 120_000);
 
