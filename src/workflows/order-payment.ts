@@ -287,8 +287,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     async (d): Promise<ReviewOutcome> => {
       reviewDecision = d;
       note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
-      // Done when the order left review, or when this decision failed and the order waits for another.
-      await condition(() => status !== 'NEEDS_REVIEW' || finished || reviewDecision !== d);
+      // Done when the order left review, or when this decision failed and the order waits for another. Accepted while
+      // the stage is NEEDS_REVIEW, the order is still being marked (its status not yet NEEDS_REVIEW): wait for that too,
+      // or the update would answer the status from before the review without the decision having been carried out.
+      await condition(() => (status !== 'NEEDS_REVIEW' && stage !== 'NEEDS_REVIEW') || finished || reviewDecision !== d);
       const failure = reviewFailures.get(d);
       return failure ? { status, failure } : { status };
     },
