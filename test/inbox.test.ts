@@ -26,8 +26,17 @@ describe.each<[OutageKind, string]>([
   beforeAll(async () => {
     proxy = await startTcpProxy(TEST_ENV.temporalAddress);
     // Active queries far away, so that only the callback path can make these orders PAID; a short call deadline.
+    // A database of its own: the API of a suite running beside this one would route these rows itself (its inbox sweep
+    // takes every due row in its database), over a link to Temporal that is not broken.
     sys = await startSystem(
-      { QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PAYMENT_TIMEOUT: '15m', INBOX_RETRY_INTERVAL: '500ms', TEMPORAL_CALL_TIMEOUT: '2s' },
+      {
+        DATABASE_URL: await freshDatabase(`inbox_${kind}`),
+        QUERY_FIRST_DELAY: '10m',
+        QUERY_MAX_INTERVAL: '10m',
+        PAYMENT_TIMEOUT: '15m',
+        INBOX_RETRY_INTERVAL: '500ms',
+        TEMPORAL_CALL_TIMEOUT: '2s',
+      },
       { clientTemporalAddress: proxy.address },
     );
   }, 60_000);
