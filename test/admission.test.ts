@@ -99,6 +99,19 @@ describe('admission', () => {
     expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
   });
 
+  test('a retry with the same Idempotency-Key of an order that took the last unit joins that order instead of being told OUT_OF_STOCK', async () => {
+    const sku = await createProduct(sys, { stock: 1 });
+    const [user, key] = [userId(), `k-${randomBytes(6).toString('hex')}`];
+    // The first request reserved the last unit and then lost its answer (a 503 ORDER_PENDING, a dropped connection):
+    // here, its reservation made by hand, with no order row yet.
+    const orderId = orderIdForIdempotencyKey(user, key);
+    await reserveBeforeStart(sys.db, orderId, [{ sku, quantity: 1 }]);
+    const retry = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+    expect(retry.status).toBe(201);
+    expect(retry.body.orderId).toBe(orderId);
+    expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
+  });
+
   test('an order that fails before it owns its units (coupon unavailable) releases the pre-start reservation at once', async () => {
     const sku = await createProduct(sys, { stock: 1, price: 1000 });
     const owner = userId();

@@ -61,6 +61,12 @@ export async function reserveBeforeStart(db: Knex, orderId: string, items: Stock
   }
 }
 
+/** Whether the order already holds a stock reservation (made by an earlier request with the same Idempotency-Key). */
+export async function reservationHeld(db: Knex, orderId: string): Promise<boolean> {
+  const row = await db('tcc_fence').where({ xid: orderId, participant: 'stock' }).whereIn('status', ['TRIED', 'CONFIRMED']).first('xid');
+  return row !== undefined;
+}
+
 /** Releases an order's pre-start reservation (idempotent; a no-op for lines its workflow already confirmed or released). */
 export async function releaseReservation(db: Knex, orderId: string, items: StockLine[]): Promise<void> {
   await cancelStock(db, orderId, items);

@@ -26,7 +26,7 @@ import {
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { orderPayment } from '../workflows';
-import { availableUnits, outOfStockError, releaseReservation, reserveBeforeStart, shortLine } from './admission';
+import { availableUnits, outOfStockError, releaseReservation, reservationHeld, reserveBeforeStart, shortLine } from './admission';
 import { ApiError } from './errors';
 import { LiveStatusCache } from './live-status';
 import { withTemporalDeadline } from './temporal';
@@ -116,18 +116,22 @@ export class OrderService {
     if (unknown.length) throw new ApiError(422, 'UNKNOWN_SKU', `unknown SKU: ${unknown.join(', ')}`, { skus: unknown, sku: unknown[0] });
 
     const orderId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : newOrderId();
+    // A retry with the same Idempotency-Key of an order that already holds its units (reserved by the first request,
+    // its workflow still setting up) joins that order: it must not be told OUT_OF_STOCK by its own reservation.
+    let holdsUnits = false;
     if (idempotencyKey) {
       const existing = await this.get(orderId);
       // An order still being set up is joined through update-with-start below (it waits for the payment URL).
       const settingUp = existing?.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl;
       if (existing && !settingUp) return { created: false, body: this.replay(existing, items) };
+      holdsUnits = settingUp || (await reservationHeld(db, orderId));
     }
     // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales).
-    const short = shortLine(items, available);
+    const short = holdsUnits ? undefined : shortLine(items, available);
     if (short) throw outOfStockError(short);
     // Shed load before anything is reserved: a shed request holds nothing, and its retry (same Idempotency-Key) gets
     // the same order id.
-    if (this.startsInFlight >= config.orderStartConcurrency) {
+    if (!holdsUnits && this.startsInFlight >= config.orderStartConcurrency) {
       throw new ApiError(429, 'TOO_MANY_REQUESTS', 'too many orders are being set up right now; retry shortly with the same Idempotency-Key');
     }
     this.startsInFlight++;
