@@ -93,6 +93,8 @@ export interface SoakReport {
   profile: string;
   orders: number;
   placed: number;
+  /** Attempts answered 409 OUT_OF_STOCK before any order existed (admission: no order, no workflow). */
+  refusedOutOfStock: number;
   concurrency: number;
   runSeconds: number;
   statuses: Record<string, number>;
@@ -319,6 +321,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const orderIds: string[] = [];
   let next = 0;
   let placed = 0;
+  let refusedOutOfStock = 0;
   let done = 0;
   let restarted = false;
   const stopPlacingAt = options.durationMs ? started + options.durationMs : Infinity;
@@ -336,6 +339,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       }),
     );
     placed++;
+    if (created.status === 409 && created.body?.error === 'OUT_OF_STOCK' && !created.body?.orderId) refusedOutOfStock++;
     if (created.status !== 201 && created.status !== 200) {
       count(errors, `POST /orders ${created.status} ${created.body?.error ?? ''}`.trim());
       return;
@@ -444,6 +448,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     profile: profile.name,
     orders: options.orders,
     placed,
+    refusedOutOfStock,
     concurrency: options.concurrency,
     runSeconds: Math.round((Date.now() - started) / 100) / 10,
     statuses,
@@ -463,7 +468,8 @@ export function formatSoakReport(r: SoakReport): string {
     `Soak (${r.profile}): ${r.placed}/${r.orders} orders, concurrency ${r.concurrency}, ${r.runSeconds}s`,
     `  final statuses: ${Object.entries(r.statuses).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     `  buyers: ${Object.entries(r.behaviours).map(([k, v]) => `${k} ${v}`).join(', ')}`,
-    `  converged: ${r.converged}/${r.placed}; creation -> final p50 ${Math.round(r.convergenceMs.p50)} ms, p95 ${Math.round(r.convergenceMs.p95)} ms, p99 ${Math.round(r.convergenceMs.p99)} ms, max ${Math.round(r.convergenceMs.max)} ms`,
+    `  refused before any order existed (409 OUT_OF_STOCK): ${r.refusedOutOfStock}`,
+    `  converged: ${r.converged}/${r.placed - r.refusedOutOfStock}; creation -> final p50 ${Math.round(r.convergenceMs.p50)} ms, p95 ${Math.round(r.convergenceMs.p95)} ms, p99 ${Math.round(r.convergenceMs.p99)} ms, max ${Math.round(r.convergenceMs.max)} ms`,
     `  faults injected: ${Object.entries(r.faults).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}`,
     `  client-side errors (retried): ${Object.entries(r.errors).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}`,
     'Invariants:',
