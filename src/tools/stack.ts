@@ -47,6 +47,13 @@ export interface StackOptions {
   clientTemporalAddress?: string;
   /** Serve the API in this process (default true); false: sandbox and worker only, the API runs elsewhere (bench --kill-api-at). */
   api?: boolean;
+  /**
+   * Close the client's Temporal connection on stop (default true). Test processes leave it to the end of the process:
+   * a call an abandoned activity or a shut-down API still holds may be retried by the client's gRPC retry timer after
+   * stop, and a channel closed under that timer throws from the timer ("Channel has been shut down"), failing a suite
+   * whose tests all passed.
+   */
+  closeClientOnStop?: boolean;
 }
 
 /** Starts the sandbox (optional), the API and a worker; resolves when all listen/poll. */
@@ -97,7 +104,7 @@ export async function startStack(options: StackOptions): Promise<Omit<Stack, 'ap
         await running.catch(() => undefined);
         await connection.close();
         await sandbox?.close();
-        await client.connection.close();
+        if (options.closeClientOnStop ?? true) await client.connection.close();
         await db.destroy();
         await tracing.api?.shutdown();
         await tracing.worker?.shutdown();

@@ -74,6 +74,8 @@ export async function startSystem(env: Record<string, string> = {}, options: Sta
     clientTemporalAddress: options.clientTemporalAddress,
     workflows: options.workflows ?? { workflowBundle: { codePath: testBundlePath() } },
     tracing: options.tracing,
+    // The client's connection stays open to the end of the process (jest exits it): see StackOptions.closeClientOnStop.
+    closeClientOnStop: false,
   });
   const apiUrl = `http://127.0.0.1:${apiPort}`;
   const sandboxUrl = config.sandboxUrl;
