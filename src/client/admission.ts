@@ -48,7 +48,7 @@ export function outOfStockError(line: StockLine, orderId?: string): ApiError {
  */
 export async function reserveBeforeStart(db: Knex, orderId: string, items: StockLine[]): Promise<void> {
   try {
-    await tryReserveStock(db, orderId, items);
+    await tryReserveStockPatiently(db, orderId, items);
   } catch (err) {
     if (err instanceof ApplicationFailure && err.type === 'OUT_OF_STOCK') {
       const sku = (err.details?.[0] as { sku?: string } | undefined)?.sku ?? items[0]!.sku;
@@ -65,6 +65,31 @@ export async function reserveBeforeStart(db: Knex, orderId: string, items: Stock
 export async function reservationHeld(db: Knex, orderId: string): Promise<boolean> {
   const row = await db('tcc_fence').where({ xid: orderId, participant: 'stock' }).whereIn('status', ['TRIED', 'CONFIRMED']).first('xid');
   return row !== undefined;
+}
+
+/** Lock contention on a hot SKU's rows: the Try was rolled back and may simply be run again. */
+function isContention(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT';
+}
+
+/**
+ * The Try, run again while takers of a hot SKU deadlock one another (tryReserveStock already retries a few times at
+ * once). Before each new attempt the units are read again: contention peaks as the last units go, and a buyer who can
+ * no longer get them is answered OUT_OF_STOCK instead of waiting or getting a 503.
+ */
+async function tryReserveStockPatiently(db: Knex, orderId: string, items: StockLine[]): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await tryReserveStock(db, orderId, items);
+      return;
+    } catch (err) {
+      if (!isContention(err) || attempt >= 20) throw err;
+      const short = shortLine(items, await availableUnits(db, items.map((i) => i.sku)));
+      if (short) throw outOfStockError(short);
+      await new Promise((r) => setTimeout(r, 10 + Math.random() * 40 * Math.min(attempt, 5)));
+    }
+  }
 }
 
 /** Releases an order's pre-start reservation (idempotent; a no-op for lines its workflow already confirmed or released). */
