@@ -36,8 +36,10 @@ test.each([1, 8])(`${ORDERS} concurrent orders for ${UNITS} units in %i bucket(s
       const [user, key] = [userId(), `flash-${randomBytes(6).toString('hex')}`];
       let r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
       // A replay can also find the order still being set up (200 without a payment URL): ask again later.
+      // A 503 SERVICE_UNAVAILABLE (a database drop-out under the hot SKU's lock contention) says "retry the same
+      // request"; a real client does, with its Idempotency-Key. How often it happens is tracked in issue #12's notes.
       const pending = () =>
-        (r.status === 503 && r.body?.error === 'ORDER_PENDING') || (r.status === 429 && r.body?.error === 'TOO_MANY_REQUESTS') || (r.status === 200 && !r.body?.payment?.paymentUrl);
+        (r.status === 503 && (r.body?.error === 'ORDER_PENDING' || r.body?.error === 'SERVICE_UNAVAILABLE')) || (r.status === 429 && r.body?.error === 'TOO_MANY_REQUESTS') || (r.status === 200 && !r.body?.payment?.paymentUrl);
       // Retried for up to 3 minutes: the bound must not assume how fast a loaded server sets orders up (30 s did).
       for (let i = 0; i < 180 && pending(); i++) {
         pendingRetries++;
