@@ -1,16 +1,18 @@
-/** Registers the project's search attributes on a Temporal server not started by our tooling (e.g. docker compose). */
-import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
+/**
+ * Sets up the namespace on a Temporal server not started by our tooling (docker compose's `migrate` service, a
+ * self-hosted cluster): registers TEMPORAL_NAMESPACE when missing (a self-hosted server creates none), then the
+ * project's search attributes, with retry (src/tools/temporal-namespace.ts). The same setup `npm start -- --cluster`
+ * runs.
+ */
 import { loadConfigOrExit } from '../config';
+import { ensureNamespace } from './temporal-namespace';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  const client = await connectTemporal(config);
-  await ensureSearchAttributes(client);
-  await client.connection.close();
-  console.log(`search attributes registered in namespace ${config.temporalNamespace}`);
+  await ensureNamespace(config, { timeoutMs: 120_000, log: (line) => console.log(`[namespace] ${line}`) });
 }
 
 main().catch((err: unknown) => {
-  console.error(`[search-attributes] ${(err as Error).message}`);
+  console.error(`[namespace] ${(err as Error).message}`);
   process.exit(1);
 });

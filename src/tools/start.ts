@@ -2,6 +2,10 @@
  * `npm start`: the whole system in one terminal. Finds or builds the Temporal CLI, starts the dev server
  * (file persistence under data/, Web UI), creates and migrates the database, then runs the sandbox
  * provider, the API and a worker. Ctrl-C stops everything.
+ *
+ * `npm start -- --cluster`: the production topology instead (src/tools/start-cluster.ts): a self-hosted Temporal
+ * server on PostgreSQL with several history shards and its Web UI, two worker processes, two API processes and
+ * the sandbox.
  */
 import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -15,6 +19,10 @@ import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 const step = (message: string) => console.log(`\x1b[36m[start]\x1b[0m ${message}`);
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--cluster')) {
+    await (await import('./start-cluster')).startCluster(process.argv.slice(2));
+    return;
+  }
   const config = loadConfigOrExit();
   const uiPort = Number(new URL(config.temporalUiUrl).port || 8233);
   let devServer: ChildProcess | undefined;
