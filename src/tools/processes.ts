@@ -1,6 +1,6 @@
 /** Process plumbing shared by the tools that run their own copy of the system (soak, bench) and by tests. */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 
 /** Ports the developer's own `npm start` uses: never handed out. */
@@ -84,4 +84,94 @@ export async function jsonCall(base: string, method: string, path: string, body?
     /* not JSON: keep the text */
   }
   return { status: response.status, body: parsed };
+}
+
+/**
+ * The pid of the process that listens on a local TCP port (Linux: /proc/net/tcp{,6} for the socket's inode, then the
+ * process holding it), or undefined elsewhere or when none is found (another user's process without root). For the
+ * tools' CPU accounting of a Temporal server they did not start.
+ */
+export function pidListeningOn(port: number): number | undefined {
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is HEXIP:HEXPORT, st 0A is LISTEN, the inode is the tenth field.
+      if (f.length > 9 && f[3] === '0A' && parseInt(f[1]!.split(':')[1]!, 16) === port) inodes.add(f[9]!);
+    }
+  }
+  if (inodes.size === 0) return undefined;
+  let pids: string[] = [];
+  try {
+    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        const m = /^socket:\[(\d+)\]$/.exec(target);
+        if (m && inodes.has(m[1]!)) return Number(pid);
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  return undefined;
+}
+
+/** CPU time (ms) a process has used so far, from /proc (Linux); undefined elsewhere. Assumes USER_HZ = 100. */
+export function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, in ticks of 10 ms
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU used by whatever serves a local port (the Temporal server a tool talks to), summed across restarts: sampled
+ * every `everyMs`; a new pid behind the port (a restarted server) starts a new account. `stop()` returns the total,
+ * or undefined when no process was ever found (a remote server).
+ */
+export function portCpuMeter(port: number, everyMs = 1000): { pid(): number | undefined; stop(): number | undefined } {
+  const used = new Map<number, { first: number; last: number }>();
+  let current: number | undefined;
+  const sample = () => {
+    if (current === undefined || processCpuMs(current) === undefined) current = pidListeningOn(port);
+    if (current === undefined) return;
+    const ms = processCpuMs(current);
+    if (ms === undefined) return;
+    const entry = used.get(current);
+    if (entry) entry.last = ms;
+    else used.set(current, { first: ms, last: ms });
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  timer.unref();
+  return {
+    pid: () => current,
+    stop() {
+      sample();
+      clearInterval(timer);
+      if (used.size === 0) return undefined;
+      return [...used.values()].reduce((sum, e) => sum + (e.last - e.first), 0);
+    },
+  };
 }
