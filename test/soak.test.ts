@@ -5,10 +5,11 @@
  * Runs as its own jest pass (npm run test:soak) so that its load does not disturb the timing of other suites.
  */
 import { PROFILES, formatSoakReport, runSoak } from '../src/tools/soak';
-import { TEST_ENV } from './support/env';
+import { freshDatabase } from './support/env';
 
 test('a few hundred orders under every fault type converge with no invariant violated', async () => {
-  const database = `${new URL(TEST_ENV.databaseUrl).pathname.slice(1)}_soak`;
+  // The suite's own database, made fresh here: the soak never drops a database it did not create.
+  const database = new URL(await freshDatabase('soak')).pathname.slice(1);
   const report = await runSoak({
     orders: Number(process.env.SOAK_ORDERS ?? 200),
     concurrency: 20,

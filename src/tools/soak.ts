@@ -1,5 +1,5 @@
 /**
- * `npm run soak -- --orders N --concurrency C [--faults default|ci|none] [--duration 10m]`
+ * `npm run soak -- --orders N --concurrency C [--faults default|ci|none] [--duration 10m] [--apis N] [--database NAME]`
  *
  * Drives N orders through the public API and the sandbox with buyers who pay, pay late, pay the wrong
  * amount, cancel or never pay, while faults are injected: sandbox notification and API faults, workers
@@ -16,12 +16,14 @@ import { join, resolve } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import type { FaultSettings } from '../contracts/sandbox';
-import { createDb, migrateLatest } from '../db/knex';
+import { createDb } from '../db/knex';
 import { type InvariantResult, checkInvariants, formatInvariants } from '../ops/invariants';
 import { sandboxBillRows } from '../ops/sandbox-bills';
 import { signSandboxPayload } from '../providers/sandbox-signature';
 import { parseDuration } from '../shared/duration';
-import { ChildService, freePort } from './processes';
+import { loadConfig } from '../config';
+import { ChildService, freePort, portCpuMeter } from './processes';
+import { databaseOf, prepareToolDatabase, withDatabase } from './tool-database';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 import { workflowInterceptorModules } from '../workers/workflow-modules';
 import { connectTemporal } from '../client/temporal';
@@ -83,9 +85,30 @@ export interface SoakOptions {
   /** Stop placing new orders after this long (the run still drains). */
   durationMs?: number;
   paymentTimeoutMs: number;
-  databaseName: string;
+  /**
+   * The run's MySQL database: DATABASE_URL's server and credentials (the app's configuration) with this name, or
+   * DATABASE_URL as it is when omitted. Created and marked as the soak's when missing; a database the soak did not
+   * create is never dropped (src/tools/tool-database.ts).
+   */
+  databaseName?: string;
+  /** A Temporal server someone else runs (the cluster tests): its address, namespace and how to restart it. */
+  temporal?: SoakTemporal;
+  /** API processes the buyers spread over (default 1). */
+  apis?: number;
+  /** Ports of the API processes (one per API) and the sandbox; free ports when omitted. */
+  ports?: { apis: number[]; sandbox: number };
   log: (line: string) => void;
   progress?: (line: string) => void;
+}
+
+/** A Temporal server the soak does not start itself. */
+export interface SoakTemporal {
+  address: string;
+  namespace: string;
+  /** What the report calls it. */
+  label: string;
+  /** Stops and starts the server (the profile's Temporal restart); absent: the restart fault is skipped. */
+  restart?: () => Promise<void>;
 }
 
 /** The run's report. */
@@ -104,6 +127,11 @@ export interface SoakReport {
   faults: Record<string, number>;
   errors: Record<string, number>;
   invariants: InvariantResult[];
+  /** Which Temporal server and database the run used. */
+  temporal: string;
+  database: string;
+  /** CPU (ms) of the Temporal server process(es) during the run, when the server runs on this machine. */
+  temporalCpuMs: number | null;
   passed: boolean;
 }
 
@@ -179,30 +207,37 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const { log, profile } = options;
   const started = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'payflow-soak-'));
-  const databaseUrl = `mysql://root@127.0.0.1:3306/${options.databaseName}`;
+  // MySQL and Temporal as the app is configured (DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE).
+  const config = loadConfig();
+  const databaseUrl = options.databaseName ? withDatabase(config.databaseUrl, options.databaseName) : config.databaseUrl;
+  const databaseName = databaseOf(databaseUrl);
   const faults: Record<string, number> = {};
   const errors: Record<string, number> = {};
   const count = (bag: Record<string, number>, key: string) => (bag[key] = (bag[key] ?? 0) + 1);
 
-  log(`database ${options.databaseName}: recreating and migrating`);
-  const admin = createDb('mysql://root@127.0.0.1:3306/mysql', { poolMax: 1 });
-  await admin.raw(`DROP DATABASE IF EXISTS \`${options.databaseName}\``);
-  await migrateLatest(databaseUrl);
+  await prepareToolDatabase(databaseUrl, 'soak', { legacyNames: ['payflow_soak'], log });
 
-  // Temporal: a dev server of our own (file persistence) when the profile restarts it, else reuse one.
-  let temporalAddress = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+  // Temporal: the server handed in; else a dev server of our own (file persistence) when the profile restarts it,
+  // else the configured one.
+  let temporalAddress = options.temporal?.address ?? config.temporalAddress;
+  let namespace = options.temporal?.namespace ?? config.temporalNamespace;
+  let temporalLabel = options.temporal?.label ?? `the server at ${temporalAddress}`;
   let devServer: ChildProcess | undefined;
-  const binary = ensureTemporalCli(log);
   const dbFile = join(dir, 'temporal.db');
   const startOwnServer = async () =>
-    startDevServer(binary, { address: temporalAddress, namespace: 'default', headless: true, dbFile, logLevel: 'error' }, 'ignore');
-  if (profile.temporalRestartAt !== undefined || !(await isListening(temporalAddress))) {
+    startDevServer(ensureTemporalCli(log), { address: temporalAddress, namespace, headless: true, dbFile, logLevel: 'error' }, 'ignore');
+  if (!options.temporal && (profile.temporalRestartAt !== undefined || !(await isListening(temporalAddress)))) {
     temporalAddress = `127.0.0.1:${await freePort()}`;
+    namespace = 'default';
+    temporalLabel = `a dev server of its own on ${temporalAddress}`;
     log(`temporal: starting a dev server of its own on ${temporalAddress} (history in ${dbFile})`);
     devServer = await startOwnServer();
   } else {
-    log(`temporal: using the server on ${temporalAddress}`);
+    log(`temporal: using ${temporalLabel}, namespace ${namespace}`);
   }
+  const restartable = devServer !== undefined || options.temporal?.restart !== undefined;
+  const temporalPort = Number(temporalAddress.split(':')[1]);
+  const temporalCpu = /^(127\.|localhost)/.test(temporalAddress) ? portCpuMeter(temporalPort) : undefined;
 
   log('bundling workflow code once for every worker (re)start');
   const bundlePath = join(dir, 'workflow-bundle.js');
@@ -214,14 +249,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   });
   writeFileSync(bundlePath, code);
 
-  const [apiPort, sandboxPort] = [await freePort(), await freePort()];
+  const apiCount = options.ports?.apis.length ?? options.apis ?? 1;
+  const apiPorts = options.ports?.apis ?? (await Promise.all(Array.from({ length: apiCount }, () => freePort())));
+  const sandboxPort = options.ports?.sandbox ?? (await freePort());
   const secret = `soak-${randomBytes(8).toString('hex')}`;
   const adminToken = `soak-admin-${randomBytes(8).toString('hex')}`;
   const env: Record<string, string> = {
     DATABASE_URL: databaseUrl,
     TEMPORAL_ADDRESS: temporalAddress,
+    TEMPORAL_NAMESPACE: namespace,
     TASK_QUEUE: `soak-${randomBytes(4).toString('hex')}`,
-    PORT: String(apiPort),
     SANDBOX_PORT: String(sandboxPort),
     SANDBOX_SECRET: secret,
     SANDBOX_NOTIFY_SCHEDULE: '0s,1s,2s,4s,8s,15s,30s',
@@ -239,16 +276,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     TEMPORAL_METRICS_PORT: '0',
     WORKFLOW_BUNDLE_PATH: bundlePath,
   };
-  const api = `http://127.0.0.1:${apiPort}`;
+  const apiUrls = apiPorts.map((port) => `http://127.0.0.1:${port}`);
+  const api = apiUrls[0]!;
   const sandbox = `http://127.0.0.1:${sandboxPort}`;
+  // Each API its own port and public base URL (the provider's notifications go back to the API that created the order).
   const children = [
     new ChildService('sandbox', resolve(__dirname, '../sandbox-provider/main.ts'), env, join(dir, 'sandbox.log')),
-    new ChildService('api', resolve(__dirname, '../client/main.ts'), env, join(dir, 'api.log')),
+    ...apiPorts.map(
+      (port, i) => new ChildService(`api-${i + 1}`, resolve(__dirname, '../client/main.ts'), { ...env, PORT: String(port), PUBLIC_BASE_URL: apiUrls[i]! }, join(dir, `api-${i + 1}.log`)),
+    ),
   ];
   const workers = Array.from({ length: profile.workers }, (_, i) => new ChildService(`worker-${i + 1}`, resolve(__dirname, '../workers/main.ts'), env, join(dir, `worker-${i + 1}.log`)));
   for (const c of [...children, ...workers]) c.start();
-  log(`system: API ${api}, sandbox ${sandbox}, ${workers.length} worker(s); logs in ${dir}`);
-  for (let i = 0; i < 120 && (await httpJson(`${api}/healthz`).catch(() => ({ status: 0 }))).status !== 200; i++) await sleep(500);
+  log(`system: API ${apiUrls.join(', ')}, sandbox ${sandbox}, ${workers.length} worker(s); logs in ${dir}`);
+  for (const url of apiUrls) for (let i = 0; i < 120 && (await httpJson(`${url}/healthz`).catch(() => ({ status: 0 }))).status !== 200; i++) await sleep(500);
 
   const adminHeaders = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
   const skus = ['soak-tea', 'soak-mug', 'soak-pen'];
@@ -273,12 +314,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     );
   }
   if (profile.mysqlKillEveryMs) {
-    killDb = createDb('mysql://root@127.0.0.1:3306/mysql', { poolMax: 1 });
+    killDb = createDb(withDatabase(databaseUrl, 'information_schema'), { poolMax: 1 });
     const db = killDb;
     timers.push(
       setInterval(() => {
         void (async () => {
-          const [rows] = (await db.raw('SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()', [options.databaseName])) as [{ ID: number }[]];
+          const [rows] = (await db.raw('SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()', [databaseName])) as [{ ID: number }[]];
           for (const { ID } of rows) {
             await db.raw(`KILL ${Number(ID)}`).catch(() => undefined);
             count(faults, 'mysql KILL connection');
@@ -324,6 +365,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   let refusedOutOfStock = 0;
   let done = 0;
   let restarted = false;
+  let restarting: Promise<void> | undefined;
   const stopPlacingAt = options.durationMs ? started + options.durationMs : Infinity;
   const progress = setInterval(() => options.progress?.(`placed ${placed}/${options.orders}, buyers done ${done}, faults ${Object.values(faults).reduce((a, b) => a + b, 0)}`), 1000);
 
@@ -331,8 +373,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const behaviour = pick();
     count(behaviours, behaviour);
     const sku = behaviour === 'scarceSku' ? 'soak-scarce' : skus[i % skus.length]!;
+    // Orders spread over the APIs; a cancel goes to another API than the one that created the order.
+    const via = apiUrls[i % apiUrls.length]!;
+    const other = apiUrls[(i + 1) % apiUrls.length]!;
     const created = await withRetry('POST /orders', errors, () =>
-      httpJson(`${api}/orders`, {
+      httpJson(`${via}/orders`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'idempotency-key': `soak-${i}` },
         body: JSON.stringify({ userId: `soak-user-${i}`, items: [{ sku, quantity: 1 + (i % 2) }] }),
@@ -365,7 +410,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         break;
       case 'cancel':
         await sleep(Math.random() * 3000);
-        await withRetry('cancel', errors, () => httpJson(`${api}/orders/${orderId}/cancel`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
+        await withRetry('cancel', errors, () => httpJson(`${other}/orders/${orderId}/cancel`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
         break;
       case 'payAfterDeadline':
         await sleep(T + 2000 + Math.random() * 3000);
@@ -379,9 +424,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   async function client(): Promise<void> {
     while (next < options.orders && Date.now() < stopPlacingAt) {
       const i = next++;
-      if (!restarted && devServer && profile.temporalRestartAt !== undefined && i >= options.orders * profile.temporalRestartAt) {
+      if (!restarted && restartable && profile.temporalRestartAt !== undefined && i >= options.orders * profile.temporalRestartAt) {
         restarted = true;
-        void restartTemporal();
+        restarting = restartTemporal().catch((err: unknown) => {
+          count(errors, `temporal restart: ${(err as Error).message}`);
+        });
       }
       await buyer(i).catch((err: unknown) => count(errors, `buyer: ${(err as Error).message}`));
       done++;
@@ -389,6 +436,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   }
 
   async function restartTemporal(): Promise<void> {
+    if (options.temporal?.restart) {
+      log(`fault: restarting ${temporalLabel}`);
+      await options.temporal.restart();
+      count(faults, 'temporal server restart');
+      log('fault: the Temporal server is back');
+      return;
+    }
     log('fault: stopping the Temporal dev server');
     const exited = new Promise((r) => devServer!.once('exit', r));
     devServer!.kill('SIGTERM');
@@ -400,6 +454,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   }
 
   await Promise.all(Array.from({ length: options.concurrency }, () => client()));
+  await restarting;
   for (const t of timers) clearInterval(t);
   clearInterval(progress);
   log(`buyers finished (${placed} orders placed); stopping fault injection and draining`);
@@ -417,13 +472,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   // Then wait for the aftermath: notifications the sandbox is still redelivering, closed orders watching
   // for a late payment until the provider-side expiry, late-payment refunds, cooling-off periods. Only
   // orders parked in manual review stay open.
-  const temporal = await connectTemporal({ temporalAddress, temporalNamespace: 'default' });
+  const temporal = await connectTemporal({ temporalAddress, temporalNamespace: namespace });
   const settleUntil = Date.now() + SETTLE_BOUND_MS;
   for (;;) {
     const pending = await unsettled(temporal, env.TASK_QUEUE!, sandbox);
     options.progress?.(`settling: ${pending.workflows} workflow(s) running, ${pending.notifications} notification(s) being redelivered`);
     if ((pending.workflows === 0 && pending.notifications === 0) || Date.now() > settleUntil) break;
     await sleep(1000);
+  }
+  // On a server the soak does not own, nothing of the run stays running (orders parked in review wait forever).
+  if (!devServer) {
+    for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${env.TASK_QUEUE}' AND ExecutionStatus = 'Running'` })) {
+      await temporal.workflow.getHandle(wf.workflowId, wf.runId).terminate('left running at the end of a soak run').catch(() => undefined);
+    }
   }
   await temporal.connection.close();
 
@@ -439,9 +500,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
 
   await db.destroy();
   await killDb?.destroy();
-  await admin.destroy();
   for (const c of [...workers, ...children]) await c.stop();
   if (devServer && devServer.exitCode === null) devServer.kill('SIGTERM');
+  const temporalCpuMs = temporalCpu?.stop() ?? null;
 
   const converged = durations.length;
   return {
@@ -458,6 +519,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     faults,
     errors,
     invariants,
+    temporal: temporalLabel,
+    database: databaseName,
+    temporalCpuMs,
     passed: invariants.every((r) => r.passed) && converged === Number(total),
   };
 }
@@ -470,6 +534,7 @@ export function formatSoakReport(r: SoakReport): string {
     `  buyers: ${Object.entries(r.behaviours).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     `  refused before any order existed (409 OUT_OF_STOCK): ${r.refusedOutOfStock}`,
     `  converged: ${r.converged}/${r.placed - r.refusedOutOfStock}; creation -> final p50 ${Math.round(r.convergenceMs.p50)} ms, p95 ${Math.round(r.convergenceMs.p95)} ms, p99 ${Math.round(r.convergenceMs.p99)} ms, max ${Math.round(r.convergenceMs.max)} ms`,
+    `  Temporal: ${r.temporal}${r.temporalCpuMs === null ? '' : `, server CPU ${(r.temporalCpuMs / 1000).toFixed(1)} s`}; MySQL database ${r.database}`,
     `  faults injected: ${Object.entries(r.faults).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}`,
     `  client-side errors (retried): ${Object.entries(r.errors).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}`,
     'Invariants:',
@@ -493,6 +558,8 @@ async function main(): Promise<void> {
   if (!profile) throw new Error(`unknown fault profile ${profileName}; use ${Object.keys(PROFILES).join(', ')}`);
   const orders = Number(arg('orders') ?? 300);
   const concurrency = Number(arg('concurrency') ?? 20);
+  const apis = Number(arg('apis') ?? 1);
+  if (!Number.isInteger(apis) || apis < 1 || apis > 8) throw new Error('--apis must be a whole number from 1 to 8');
   if (!Number.isInteger(orders) || orders < 1 || !Number.isInteger(concurrency) || concurrency < 1) throw new Error('--orders and --concurrency must be positive integers');
   const tty = process.stdout.isTTY;
   const report = await runSoak({
@@ -501,7 +568,11 @@ async function main(): Promise<void> {
     profile,
     durationMs: arg('duration') ? parseDuration(arg('duration')!) : undefined,
     paymentTimeoutMs: parseDuration(arg('payment-timeout') ?? '20s'),
-    databaseName: arg('database') ?? 'payflow_soak',
+    // The database: --database NAME, else DATABASE_URL's own name when it is set, else payflow_soak; always on
+    // DATABASE_URL's server. Ports: PORT (and the ones after it, one per API) and SANDBOX_PORT when set, else free ones.
+    databaseName: arg('database') ?? (process.env.DATABASE_URL ? undefined : 'payflow_soak'),
+    apis,
+    ports: process.env.PORT ? { apis: Array.from({ length: apis }, (_, i) => Number(process.env.PORT) + i), sandbox: Number(process.env.SANDBOX_PORT ?? 4000) } : undefined,
     log: (line) => console.log(`${tty ? '\r\x1b[K' : ''}[soak] ${line}`),
     progress: (line) => (tty ? process.stdout.write(`\r\x1b[K[soak] ${line}`) : undefined),
   });
