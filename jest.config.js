@@ -4,8 +4,9 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
-  // The soak runs in its own pass (npm run test:soak) so its load does not disturb other suites' timing.
-  testPathIgnorePatterns: ['/node_modules/', '/test/soak\\.test\\.ts$'],
+  // The soak and the cluster suite run in passes of their own (npm run test:soak, npm run test:cluster) so their load
+  // does not disturb other suites' timing.
+  testPathIgnorePatterns: ['/node_modules/', '/test/soak\\.test\\.ts$', '/test/cluster\\.test\\.ts$'],
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022', parser: { syntax: 'typescript' } } }] },
   globalSetup: '<rootDir>/test/global-setup.ts',
   globalTeardown: '<rootDir>/test/global-teardown.ts',

@@ -24,6 +24,8 @@ export interface TopologyOptions {
   config: Config;
   workers?: number;
   apis?: number;
+  /** Ports of the APIs (default: the configured PORT and the ones after it). */
+  apiPorts?: number[];
   /** Web UI port (undefined: none). */
   uiPort?: number;
   postgres: ClusterOptions['postgres'];
@@ -89,8 +91,11 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
   const cluster = new TemporalCluster(bin, clusterOptions);
   const children: ChildService[] = [];
   const stop = async () => {
-    // APIs first (no new work), then workers finish what they hold, then the sandbox, the UI and the server.
-    for (const c of [...children].reverse()) await c.stop();
+    // APIs first (no new work), then the workers finish what they hold, then the sandbox, the UI and the server.
+    const group = (prefix: string) => Promise.all(children.filter((c) => c.name.startsWith(prefix)).map((c) => c.stop()));
+    await group('api-');
+    await group('worker-');
+    await group('sandbox');
     await cluster.stop();
   };
   try {
@@ -144,7 +149,7 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
 
     // APIs on the configured port and the ones after it; each its own public base URL unless one is configured.
     const apis = Array.from({ length: apiCount }, (_, i) => {
-      const port = config.port + i;
+      const port = options.apiPorts?.[i] ?? config.port + i;
       const url = `http://127.0.0.1:${port}`;
       const env = { ...base, PORT: String(port), PUBLIC_BASE_URL: process.env.PUBLIC_BASE_URL ?? options.env?.PUBLIC_BASE_URL ?? url };
       return { url, service: new ChildService(`api-${i + 1}`, join(SRC, 'client', 'main.ts'), env, join(options.dir, `api-${i + 1}.log`)) };
