@@ -3,10 +3,15 @@
  * built once from the Go module proxy, with go's progress on the terminal, outside any test's timeout (first build
  * about 4 minutes on 2 cores, then seconds).
  */
-import { ensureClusterBinaries } from '../src/tools/temporal-cluster';
+import { isListening } from '../src/tools/temporal-cli';
+import { ensureClusterBinaries, postgresFromEnv } from '../src/tools/temporal-cluster';
 
-export default function clusterGlobalSetup(): void {
+export default async function clusterGlobalSetup(): Promise<void> {
   const started = Date.now();
+  const pg = postgresFromEnv();
+  if (!(await isListening(`${pg.host}:${pg.port}`))) {
+    throw new Error(`PostgreSQL is not reachable at ${pg.host}:${pg.port} (TEMPORAL_POSTGRES_URL); start it (pg_ctlcluster 15 main start) and run again`);
+  }
   const bin = ensureClusterBinaries((line) => process.stdout.write(`\n[cluster-setup] ${line}`));
   process.stdout.write(`\n[cluster-setup] server, SQL tool and Web UI server ready in ${Math.round((Date.now() - started) / 1000)}s (${bin.serverRoot})\n`);
 }
