@@ -1,14 +1,23 @@
 /**
  * docker-compose.yml validates as `docker compose config` would validate it (compose-go, the loader Docker
  * Compose v2 uses; built from tools/compose-config through the Go module proxy, cached outside the clone),
- * and has the shape the README promises: MySQL 8, Temporal on MySQL, the Web UI, a worker that scales with
- * `--scale worker=N` (no fixed name, no published port), the API.
+ * and has the shape the README promises: MySQL 8, Temporal on PostgreSQL, the Web UI, a worker that scales with
+ * `--scale worker=N` (no fixed name, no published port), the API. Its Temporal is the one the local cluster runs and
+ * test/cluster.test.ts tests: same versions, settings, dynamic config, PostgreSQL major and namespace setup.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
+import {
+  DYNAMIC_CONFIG_FILE,
+  TEMPORAL_SERVER_VERSION,
+  TEMPORAL_UI_VERSION,
+  postgresFromEnv,
+  readServerSettings,
+  serverEnvironment,
+} from '../src/tools/temporal-cluster';
 
 const ROOT = resolve(__dirname, '..');
 const SOURCE = join(ROOT, 'tools', 'compose-config');
@@ -29,7 +38,16 @@ function checker(): string {
 
 interface Loaded {
   name: string;
-  services: { name: string; image?: string; environment?: Record<string, string>; containerName?: string; ports?: string[]; dependsOn?: string[] }[];
+  services: {
+    name: string;
+    image?: string;
+    environment?: Record<string, string>;
+    containerName?: string;
+    ports?: string[];
+    dependsOn?: string[];
+    volumes?: string[];
+    command?: string[];
+  }[];
 }
 
 /** What a production user sets: a real admin token and nothing else (no profile). */
@@ -44,12 +62,12 @@ function load(file: string, env: Record<string, string> = PRODUCTION_ENV): { ok:
   }
 }
 
-test('docker-compose.yml validates and runs MySQL 8, Temporal on MySQL, the UI, a scalable worker and the API', () => {
+test('docker-compose.yml validates and runs MySQL 8, Temporal on PostgreSQL, the UI, a scalable worker and the API', () => {
   const loaded = load(join(ROOT, 'docker-compose.yml'));
   if (!loaded.ok) throw new Error(loaded.error);
   const services = new Map(loaded.project.services.map((s) => [s.name, s]));
   // Production by default: no sandbox service.
-  expect([...services.keys()].sort()).toEqual(['api', 'migrate', 'mysql', 'temporal', 'temporal-ui', 'worker']);
+  expect([...services.keys()].sort()).toEqual(['api', 'migrate', 'mysql', 'postgres', 'temporal', 'temporal-ui', 'worker']);
   // --scale worker=N needs no fixed container name and no published port on the worker.
   expect(services.get('worker')).toMatchObject({ name: 'worker' });
   expect(services.get('worker')!.containerName).toBeUndefined();
@@ -57,7 +75,7 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on MySQL, the UI, 
   expect(services.get('worker')!.dependsOn).toEqual(['migrate']);
   expect(services.get('temporal-ui')!.ports).toEqual(['8233:8080']);
   expect(services.get('mysql')!.image).toMatch(/^mysql:8/);
-  expect(services.get('temporal')!.environment).toMatchObject({ DB: 'mysql8', MYSQL_SEEDS: 'mysql' });
+  expect(services.get('temporal')!.environment).toMatchObject({ DB: 'postgres12', POSTGRES_SEEDS: 'postgres' });
   // The worker and the API share one environment block (x-app-env), pointing at the compose services.
   expect(services.get('worker')!.environment).toMatchObject({ TEMPORAL_ADDRESS: 'temporal:7233', DATABASE_URL: expect.stringContaining('@mysql:3306/') });
   for (const app of ['api', 'worker', 'migrate']) {
@@ -87,4 +105,64 @@ test('the checker refuses a broken file, so the test above can fail', () => {
   const loaded = load(file);
   expect(loaded.ok).toBe(false);
   expect(loaded.ok ? '' : loaded.error).toMatch(/nowhere/);
+}, 300_000);
+
+/** The major version of the PostgreSQL the local cluster runs on (and test/cluster.test.ts tested). */
+function localPostgresMajor(): number {
+  const pg = postgresFromEnv();
+  const result = spawnSync('psql', ['-h', pg.host, '-p', String(pg.port), '-U', pg.user, '-d', 'postgres', '-Atc', 'SHOW server_version_num'], { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`psql could not ask the local PostgreSQL its version: ${result.stderr || result.error}`);
+  return Math.floor(Number(result.stdout.trim()) / 10000);
+}
+
+/** Every way the compose file's Temporal differs from the local cluster's (src/tools/temporal-cluster.ts); [] = same. */
+function clusterDifferences(project: Loaded, postgresMajor: number): string[] {
+  const diffs: string[] = [];
+  const service = (name: string) => project.services.find((s) => s.name === name);
+  const temporal = service('temporal');
+  const ui = service('temporal-ui');
+  const postgres = service('postgres');
+  if (!temporal || !ui || !postgres) return ['the temporal, temporal-ui or postgres service is missing'];
+  const env = temporal.environment ?? {};
+  if (temporal.image !== `temporalio/auto-setup:${TEMPORAL_SERVER_VERSION}`) diffs.push(`server image ${temporal.image}, the local cluster runs ${TEMPORAL_SERVER_VERSION}`);
+  if (ui.image !== `temporalio/ui:${TEMPORAL_UI_VERSION}`) diffs.push(`UI image ${ui.image}, the local cluster runs ${TEMPORAL_UI_VERSION}`);
+  // The same settings on both sides: docker/temporal.env is compose's env_file and the local server's environment.
+  const local = serverEnvironment({ frontendPort: 7233, namespace: 'default', postgres: postgresFromEnv(), logDir: tmpdir() });
+  for (const [key, value] of Object.entries(readServerSettings())) {
+    if (env[key] !== value) diffs.push(`compose sets ${key}=${env[key]}, docker/temporal.env says ${value}`);
+    if (local[key] !== value) diffs.push(`the local cluster sets ${key}=${local[key]}, docker/temporal.env says ${value}`);
+  }
+  // The same dynamic config file: what compose mounts where DYNAMIC_CONFIG_FILE_PATH points is what the local server reads.
+  const target = isAbsolute(env.DYNAMIC_CONFIG_FILE_PATH ?? '') ? env.DYNAMIC_CONFIG_FILE_PATH : `/etc/temporal/${env.DYNAMIC_CONFIG_FILE_PATH}`;
+  const mount = (temporal.volumes ?? []).find((v) => v.endsWith(`:${target}`));
+  if (!mount || resolve(mount.slice(0, mount.lastIndexOf(':'))) !== DYNAMIC_CONFIG_FILE || local.DYNAMIC_CONFIG_FILE_PATH !== DYNAMIC_CONFIG_FILE) {
+    diffs.push(`dynamic config: compose mounts ${mount ?? 'nothing'} for ${target}, the local server reads ${local.DYNAMIC_CONFIG_FILE_PATH}`);
+  }
+  if (!new RegExp(`^postgres:${postgresMajor}(\\.|-|$)`).test(postgres.image ?? '')) diffs.push(`compose runs ${postgres.image}, the local cluster PostgreSQL ${postgresMajor}`);
+  // The namespace and its search attributes are set up by our tool, not by auto-setup (whose sample attributes would take a Bool slot).
+  if (env.SKIP_DEFAULT_NAMESPACE_CREATION !== 'true' || env.SKIP_ADD_CUSTOM_SEARCH_ATTRIBUTES !== 'true') diffs.push('auto-setup creates a namespace or sample search attributes of its own');
+  if (!(service('migrate')?.command ?? []).join(' ').includes('src/tools/register-search-attributes.ts')) diffs.push('the migrate service does not run src/tools/register-search-attributes.ts');
+  const namespace = service('api')?.environment?.TEMPORAL_NAMESPACE;
+  if (ui.environment?.TEMPORAL_DEFAULT_NAMESPACE !== namespace) diffs.push(`the UI opens namespace ${ui.environment?.TEMPORAL_DEFAULT_NAMESPACE}, the app uses ${namespace}`);
+  return diffs;
+}
+
+test('the compose file runs the Temporal the local cluster runs: versions, docker/temporal.env (shards, PostgreSQL), dynamic config, namespace setup', () => {
+  const loaded = load(join(ROOT, 'docker-compose.yml'));
+  if (!loaded.ok) throw new Error(loaded.error);
+  const major = localPostgresMajor();
+  expect(clusterDifferences(loaded.project, major)).toEqual([]);
+  expect(Number(loaded.project.services.find((s) => s.name === 'temporal')!.environment!.NUM_HISTORY_SHARDS)).toBeGreaterThan(1);
+
+  // The comparison sees a difference when there is one.
+  const changed = (edit: (p: Loaded) => void) => {
+    const copy = JSON.parse(JSON.stringify(loaded.project)) as Loaded;
+    edit(copy);
+    return clusterDifferences(copy, major);
+  };
+  const temporal = (p: Loaded) => p.services.find((s) => s.name === 'temporal')!;
+  expect(changed((p) => (temporal(p).environment!.NUM_HISTORY_SHARDS = '8'))).toEqual([expect.stringContaining('NUM_HISTORY_SHARDS=8')]);
+  expect(changed((p) => (temporal(p).image = 'temporalio/auto-setup:1.28.0'))).toEqual([expect.stringContaining('server image')]);
+  expect(changed((p) => (temporal(p).volumes = [])).length).toBe(1);
+  expect(changed((p) => (p.services.find((s) => s.name === 'postgres')!.image = 'postgres:16'))).toEqual([expect.stringContaining('postgres:16')]);
 }, 300_000);

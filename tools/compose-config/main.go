@@ -34,6 +34,9 @@ func main() {
 		ContainerName string            `json:"containerName,omitempty"`
 		Ports         []string          `json:"ports,omitempty"`
 		DependsOn     []string          `json:"dependsOn,omitempty"`
+		// Bind mounts and volumes as source:target (sources of bind mounts are absolute paths).
+		Volumes []string `json:"volumes,omitempty"`
+		Command []string `json:"command,omitempty"`
 	}
 	out := struct {
 		Name     string    `json:"name"`
@@ -53,6 +56,10 @@ func main() {
 		for dep := range s.DependsOn {
 			entry.DependsOn = append(entry.DependsOn, dep)
 		}
+		for _, v := range s.Volumes {
+			entry.Volumes = append(entry.Volumes, fmt.Sprintf("%s:%s", v.Source, v.Target))
+		}
+		entry.Command = append(entry.Command, s.Command...)
 		out.Services = append(out.Services, entry)
 	}
 	enc := json.NewEncoder(os.Stdout)
