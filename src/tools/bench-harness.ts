@@ -1,6 +1,7 @@
 /**
- * What every `npm run bench` mode shares: the system under test (its own database, free ports, task queue and,
- * when nothing listens at TEMPORAL_ADDRESS, its own in-memory dev server), shutdown on exit or Ctrl-C, HTTP helpers
+ * What every `npm run bench` mode shares: the system under test (DATABASE_URL's database or the mode's own, never
+ * dropping one the bench did not create; PORT/SANDBOX_PORT or free ports; a task queue of its own; the server at
+ * TEMPORAL_ADDRESS, or when nothing listens there its own in-memory dev server, or a cluster handed in), shutdown on exit or Ctrl-C, HTTP helpers
  * (fetch for set-up calls, a keep-alive connection pool for load), latency summaries, the order clients of the
  * lifecycle bench, flag parsing, and the lines every report starts with (the command and the machine).
  */
@@ -16,9 +17,10 @@ import type { Knex } from 'knex';
 import { connectTemporal } from '../client/temporal';
 import { type Config, loadConfig, loadConfigOrExit } from '../config';
 import { type OrderPaymentResult, orderWorkflowId } from '../contracts/order';
-import { createDb, migrateLatest } from '../db/knex';
+import { createDb } from '../db/knex';
 import { parseDuration } from '../shared/duration';
-import { freePort } from './processes';
+import { freePort, pidListeningOn, processCpuMs } from './processes';
+import { prepareToolDatabase, withDatabase } from './tool-database';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 
 export const ROOT = resolve(__dirname, '..', '..');
@@ -308,17 +310,7 @@ export function table(rows: [string, string][]): string {
 
 export const perSecond = (n: number, ms: number) => (ms > 0 ? Math.round((n / (ms / 1000)) * 100) / 100 : 0);
 
-/** CPU time (ms) a process has used so far, from /proc (Linux); undefined elsewhere. Assumes USER_HZ = 100. */
-export function processCpuMs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, in ticks of 10 ms
-  } catch {
-    return undefined;
-  }
-}
+export { processCpuMs };
 
 /** Busy and total CPU time of the whole machine (all cores), for the utilisation during the load. */
 export function machineCpu(): { busy: number; total: number } {
@@ -396,24 +388,6 @@ export function startProgress(line: () => string): () => void {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The system under test
-
-/** The same MySQL server as `url`, another database. */
-function withDatabase(url: string, database: string): string {
-  const u = new URL(url);
-  u.pathname = `/${database}`;
-  return u.toString();
-}
-
-async function dropDatabase(url: string): Promise<void> {
-  const database = new URL(url).pathname.replace(/^\//, '');
-  if (!/^payflow_bench[A-Za-z0-9_]*$/.test(database)) throw new Error(`refusing to drop ${database}: the bench drops only its own payflow_bench* databases`);
-  const admin = createDb(withDatabase(url, 'mysql'), { poolMax: 1 });
-  try {
-    await admin.raw(`DROP DATABASE IF EXISTS \`${database}\``);
-  } finally {
-    await admin.destroy();
-  }
-}
 
 function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
@@ -513,6 +487,8 @@ function spawnTs(script: string, env: Record<string, string>, logFile: string): 
 /** Everything a run started, stopped in reverse order by `shutdown`. */
 interface Resources {
   devServer?: ChildProcess;
+  /** A Temporal server the bench started other than a dev server (the cluster of `--cluster`). */
+  temporalServer?: { stop(): Promise<void> };
   /** The run's task queue: workflows still running on it at the end have no worker left and are terminated. */
   taskQueue?: string;
   system?: ChildProcess;
@@ -546,7 +522,8 @@ async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<
 
 function shutdown(): Promise<void> {
   shuttingDown ??= (async () => {
-    // An in-memory dev server of our own disappears with everything on it; a shared one must be left clean.
+    // An in-memory dev server of our own disappears with everything on it; a shared one (or a cluster on databases
+    // that stay) must be left clean.
     if (res.temporal && res.taskQueue && !res.devServer) await terminateLeftovers(res.temporal, res.taskQueue);
     await res.temporal?.connection.close().catch(() => undefined);
     await res.db?.destroy().catch(() => undefined);
@@ -557,8 +534,21 @@ function shutdown(): Promise<void> {
     if (wasRunning) log(`system under test stopped in ${((performance.now() - stopping) / 1000).toFixed(1)}s`);
     for (const child of [res.api, res.system]) if (child?.connected) child.disconnect();
     await stopChild(res.devServer, 'the Temporal dev server', 5000);
+    await res.temporalServer?.stop();
   })();
   return shuttingDown;
+}
+
+/** Stops everything the current system under test started, so that another can be started in the same run. */
+export async function stopSystem(): Promise<void> {
+  await shutdown();
+  for (const key of Object.keys(res) as (keyof Resources)[]) delete res[key];
+  shuttingDown = undefined;
+}
+
+/** Registers a Temporal server the bench started itself, so that Ctrl-C and the end of the run stop it. */
+export function ownTemporalServer(server: { stop(): Promise<void> }): void {
+  res.temporalServer = server;
 }
 
 /** Runs one bench mode: Ctrl-C (twice to force) stops the system under test; everything is stopped at the end. */
@@ -585,8 +575,14 @@ export async function runBench(mode: () => Promise<number>): Promise<number> {
 
 /** How to start the system under test. */
 export interface SystemOptions {
-  /** The bench's own database (`payflow_bench...`): dropped and re-created every run. */
+  /**
+   * The mode's database name on DATABASE_URL's server, used when DATABASE_URL is not set (when it is, its own name is
+   * used). Created and marked as the bench's when missing, re-created when an earlier bench run created it, never
+   * dropped otherwise (src/tools/tool-database.ts).
+   */
   database: string;
+  /** A Temporal server to use instead of TEMPORAL_ADDRESS's (the cluster of `--cluster`). */
+  temporal?: { address: string; namespace: string; note: string; pid: () => number | undefined };
   /** Prefix of the log file under reports/. */
   name: string;
   /** Environment of the system under test on top of the bench's (timeouts, delays). */
@@ -609,7 +605,7 @@ export interface BenchSystem {
   /** The bench's own connection to the system's database (2 connections). */
   db: Knex;
   systemLog: string;
-  /** Process ids: the system under test (one, or API and sandbox+worker) and the dev server the bench started. */
+  /** Process ids: the system under test (one, or API and sandbox+worker) and the Temporal server when it runs here. */
   pids(): { system: (number | undefined)[]; temporal?: number };
   /** Creates a product with `stock` units through the admin API. */
   createProduct(sku: string, stock: number, extra?: Record<string, unknown>): Promise<void>;
@@ -651,31 +647,41 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
   mkdirSync(REPORTS_DIR, { recursive: true });
   const systemLog = join(REPORTS_DIR, `${options.name}-${new Date().toISOString().replace(/[:.]/g, '-')}.system.log`);
 
-  let temporalAddress = base.temporalAddress;
+  let temporalAddress = options.temporal?.address ?? base.temporalAddress;
+  const namespace = options.temporal?.namespace ?? base.temporalNamespace;
   let temporalNote: string;
-  if (await isListening(temporalAddress)) {
-    temporalNote = `existing server at ${temporalAddress}`;
+  let temporalPid: () => number | undefined = () => res.devServer?.pid;
+  if (options.temporal) {
+    temporalNote = options.temporal.note;
+    temporalPid = options.temporal.pid;
+    log(`Temporal: ${temporalNote}`);
+  } else if (await isListening(temporalAddress)) {
+    // A server on this machine: its CPU is measured through the pid that listens on the port.
+    const pid = /^(127\.|localhost:)/.test(temporalAddress) ? pidListeningOn(Number(temporalAddress.split(':')[1])) : undefined;
+    temporalNote = `existing server at ${temporalAddress}${pid ? ` (pid ${pid})` : ''}`;
+    temporalPid = () => pid;
     log(`Temporal: using the server at ${temporalAddress}`);
   } else {
     const binary = ensureTemporalCli((l) => log(l));
     temporalAddress = `127.0.0.1:${await freePort()}`;
     log(`Temporal: nothing at ${base.temporalAddress}; starting an in-memory headless dev server on ${temporalAddress}`);
-    res.devServer = await startDevServer(binary, { address: temporalAddress, namespace: base.temporalNamespace, headless: true, logLevel: 'error' }, 'ignore');
+    res.devServer = await startDevServer(binary, { address: temporalAddress, namespace, headless: true, logLevel: 'error' }, 'ignore');
     temporalNote = `in-memory dev server at ${temporalAddress} (started by the bench)`;
   }
 
-  const databaseUrl = withDatabase(base.databaseUrl, options.database);
-  log(`MySQL: recreating ${options.database}`);
-  await dropDatabase(databaseUrl);
-  await migrateLatest(databaseUrl);
+  // DATABASE_URL as configured (its name included) when set, else the mode's own database on the default server.
+  const databaseUrl = process.env.DATABASE_URL ? base.databaseUrl : withDatabase(base.databaseUrl, options.database);
+  const { database } = await prepareToolDatabase(databaseUrl, 'bench', { legacyNames: [options.database], log });
 
-  const [apiPort, sandboxPort] = [await freePort(), await freePort()];
+  // PORT and SANDBOX_PORT when the environment sets them, else free ports (never those of a developer's `npm start`).
+  const apiPort = process.env.PORT ? base.port : await freePort();
+  const sandboxPort = process.env.SANDBOX_PORT ? base.sandboxPort : await freePort();
   const adminToken = `bench-admin-${randomBytes(8).toString('hex')}`;
   const childEnv: Record<string, string | undefined> = {
     ...process.env,
     DATABASE_URL: databaseUrl,
     TEMPORAL_ADDRESS: temporalAddress,
-    TEMPORAL_NAMESPACE: base.temporalNamespace,
+    TEMPORAL_NAMESPACE: namespace,
     TASK_QUEUE: `bench-${runId}`,
     PORT: String(apiPort),
     SANDBOX_PORT: String(sandboxPort),
@@ -724,7 +730,7 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
   await waitForHealth(config.publicBaseUrl, children(), systemLog, () => ready);
   log(`system ready (worker polling, /healthz 200) after ${((performance.now() - startedAt) / 1000).toFixed(1)}s`);
 
-  res.temporal = await connectTemporal({ temporalAddress, temporalNamespace: base.temporalNamespace });
+  res.temporal = await connectTemporal({ temporalAddress, temporalNamespace: namespace });
   res.db = createDb(databaseUrl, { poolMax: 2 });
   const temporal = res.temporal;
   const db = res.db;
@@ -734,13 +740,13 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
     sandboxUrl: config.sandboxUrl,
     adminToken,
     config,
-    database: options.database,
+    database,
     temporalAddress,
     temporalNote,
     temporal,
     db,
     systemLog: relative(ROOT, systemLog),
-    pids: () => ({ system: children().map((c) => c.pid), temporal: res.devServer?.pid }),
+    pids: () => ({ system: children().map((c) => c.pid), temporal: temporalPid() }),
     async createProduct(sku, stock, extra = {}) {
       const put = await http('PUT', `${config.publicBaseUrl}/admin/products/${sku}`, { name: `Bench item ${sku}`, price: 1999, currency: 'CNY', stock, ...extra }, 10_000, {
         authorization: `Bearer ${adminToken}`,

@@ -5,9 +5,14 @@
  * `npm run bench -- --callbacks`: a storm of redelivered payment notifications (src/tools/bench-callbacks.ts).
  * `npm run bench -- --polls`: buyers polling their orders, and what that costs everyone else (src/tools/bench-polls.ts).
  *
- * Self-contained: its own database (`payflow_bench`, dropped and re-migrated), its own free ports and task
- * queue, the Temporal server at TEMPORAL_ADDRESS when one listens (else an in-memory headless dev server it
- * starts and stops). The system under test (sandbox + API + worker, src/tools/bench-system.ts) runs in a
+ * `npm run bench -- --cluster`: the lifecycle run on the dev server, then on a self-hosted cluster it starts (4 shards,
+ * PostgreSQL), printed side by side.
+ *
+ * Configured like the app: the Temporal server at TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE when one listens (else an
+ * in-memory headless dev server it starts and stops), MySQL at DATABASE_URL (its database name when DATABASE_URL is
+ * set, else `payflow_bench`; a database the bench did not create is never dropped: src/tools/tool-database.ts), PORT
+ * and SANDBOX_PORT when set (else free ports), a task queue of its own. The Temporal server's CPU is measured when it
+ * runs on this machine (its pid found by its port). The system under test (sandbox + API + worker, src/tools/bench-system.ts) runs in a
  * child process so that the load generator never shares its event loop (src/tools/bench-harness.ts).
  *
  * Each of C clients loops: POST /orders (create latency = until the 201), the buyer pays at the sandbox,
@@ -16,6 +21,9 @@
  * Exit code 0 when every order reached PAID, 1 otherwise.
  */
 import { cpus } from 'node:os';
+import { isListening } from './temporal-cli';
+import { TemporalCluster, clusterPorts, ensureClusterBinaries, ensureTemporalDatabases, postgresFromEnv, readServerSettings } from './temporal-cluster';
+import { ensureNamespace } from './temporal-namespace';
 import {
   type BenchSystem,
   Load,
@@ -25,13 +33,18 @@ import {
   latencyRow,
   log,
   machineFacts,
+  ownTemporalServer,
   parseFlags,
+  REPORTS_DIR,
   perSecond,
   runAbort,
   runBench,
   runLifecycleClients,
   startProgress,
   startSystem,
+  stopSystem,
+  type Summary,
+  type SystemOptions,
   table,
   logDigest,
   logSummary,
@@ -57,7 +70,9 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
   },
 };
 
-const USAGE = `usage: npm run bench [-- --orders N --concurrency C]   (defaults: --orders 200 --concurrency 20)
+const USAGE = `usage: npm run bench [-- --orders N --concurrency C] [--cluster]   (defaults: --orders 200 --concurrency 20)
+       --cluster: the same run twice, on the dev server and on a self-hosted cluster the bench starts (PostgreSQL
+       databases payflow_bench_temporal/_visibility, kept), and the two side by side
 ${Object.values(MODES)
   .map((m) => `       ${m.usage}`)
   .join('\n')}
@@ -66,19 +81,92 @@ Each mode has --help for its own defaults; --quick runs small numbers for a smok
 interface Options {
   orders: number;
   concurrency: number;
+  cluster: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
-  const flags = parseFlags(argv, { orders: 'int', concurrency: 'int' }, USAGE);
+  const flags = parseFlags(argv, { orders: 'int', concurrency: 'int', cluster: 'flag' }, USAGE);
   const orders = (flags.orders as number | undefined) ?? 200;
-  return { orders, concurrency: Math.min((flags.concurrency as number | undefined) ?? 20, orders) };
+  return { orders, concurrency: Math.min((flags.concurrency as number | undefined) ?? 20, orders), cluster: flags.cluster === true };
+}
+
+/** What one lifecycle run measured, for the side-by-side table of `--cluster`. */
+interface LifecycleFigures {
+  ok: boolean;
+  temporal: string;
+  ordersPerSecond: number;
+  createLatencyMs: Summary | null;
+  payToPaidLatencyMs: Summary | null;
+  cpuText: string;
+  systemMsPerOrder: number | null;
+  temporalMsPerOrder: number | null;
+  report: string;
 }
 
 async function lifecycleBench(argv: string[]): Promise<number> {
   const options = parseArgs(argv);
+  if (!options.cluster) return (await lifecycleRun(options)).ok ? 0 : 1;
+  log('--cluster: first on the dev server, then on a self-hosted cluster');
+  const dev = await lifecycleRun(options);
+  await stopSystem();
+  const cluster = await startBenchCluster();
+  const onCluster = await lifecycleRun(options, cluster);
+  const f = (s: Summary | null) => (s ? `${s.p50.toFixed(0)} / ${s.p95.toFixed(0)} / ${s.p99.toFixed(0)}` : 'n/a');
+  const ms = (v: number | null) => (v === null ? 'n/a' : `${v} ms`);
+  const rows: [string, LifecycleFigures][] = [
+    ['dev server', dev],
+    ['cluster', onCluster],
+  ];
+  const width = Math.max(...rows.map(([, r]) => r.temporal.length), 30);
+  const line = (cells: string[]) => `  ${cells[0]!.padEnd(24)}${cells.slice(1).map((c) => c.padEnd(width + 2)).join('')}`;
+  console.log(`
+Dev server and cluster side by side (${options.orders} orders, ${options.concurrency} clients each; ${machineFacts()})
+${line(['', ...rows.map(([name]) => name)])}
+${line(['temporal', ...rows.map(([, r]) => r.temporal)])}
+${line(['all PAID', ...rows.map(([, r]) => (r.ok ? 'yes' : 'NO'))])}
+${line(['orders/s', ...rows.map(([, r]) => r.ordersPerSecond.toFixed(2))])}
+${line(['create p50/p95/p99 ms', ...rows.map(([, r]) => f(r.createLatencyMs))])}
+${line(['pay->PAID p50/p95/p99', ...rows.map(([, r]) => f(r.payToPaidLatencyMs))])}
+${line(['app CPU per order', ...rows.map(([, r]) => ms(r.systemMsPerOrder))])}
+${line(['Temporal CPU per order', ...rows.map(([, r]) => ms(r.temporalMsPerOrder))])}
+${line(['report', ...rows.map(([, r]) => r.report)])}`);
+  return dev.ok && onCluster.ok ? 0 : 1;
+}
+
+/**
+ * A self-hosted cluster of the bench's own for `--cluster`: the server and UI-less set-up of `npm start -- --cluster`
+ * (docker/temporal.env's shards, PostgreSQL from TEMPORAL_POSTGRES_URL) on free ports, namespace and search
+ * attributes registered, databases payflow_bench_temporal/_visibility (created when missing, never dropped).
+ */
+async function startBenchCluster(): Promise<NonNullable<SystemOptions['temporal']>> {
+  const bin = ensureClusterBinaries((l) => log(l));
+  let frontendPort = 0;
+  for (let tries = 0; tries < 50 && !frontendPort; tries++) {
+    const candidate = 20_000 + Math.floor(Math.random() * 10_000);
+    const ports = Object.values(clusterPorts(candidate));
+    if ((await Promise.all(ports.map((p) => isListening(`127.0.0.1:${p}`)))).every((taken) => !taken)) frontendPort = candidate;
+  }
+  if (!frontendPort) throw new Error('found no 9 free consecutive ports for the cluster');
+  const clusterOptions = {
+    frontendPort,
+    namespace: 'default',
+    postgres: postgresFromEnv(),
+    databases: { temporal: 'payflow_bench_temporal', visibility: 'payflow_bench_visibility' },
+    logDir: REPORTS_DIR,
+  };
+  ensureTemporalDatabases(bin, clusterOptions, log);
+  const cluster = new TemporalCluster(bin, clusterOptions);
+  ownTemporalServer(cluster);
+  await cluster.startServer();
+  await ensureNamespace({ temporalAddress: cluster.address, temporalNamespace: 'default', temporalTls: undefined, temporalApiKey: undefined }, { log });
+  const shards = readServerSettings().NUM_HISTORY_SHARDS;
+  return { address: cluster.address, namespace: 'default', note: `cluster at ${cluster.address} (${shards} shards, PostgreSQL)`, pid: () => cluster.serverPid };
+}
+
+async function lifecycleRun(options: Options, temporal?: SystemOptions['temporal']): Promise<LifecycleFigures> {
   const runStarted = performance.now();
   log(`${options.orders} orders, ${options.concurrency} concurrent clients`);
-  const system: BenchSystem = await startSystem({ database: 'payflow_bench', name: 'bench' });
+  const system: BenchSystem = await startSystem({ database: 'payflow_bench', name: 'bench', temporal });
 
   // One product with stock for every order.
   const sku = `bench-${system.runId}`;
@@ -158,7 +246,7 @@ async function lifecycleBench(argv: string[]): Promise<number> {
       loadGeneratorMs: used.loadGeneratorMs,
       systemUnderTestMs: used.systemMs ?? null,
       systemUnderTestMsPerOrder: systemMsPerOrder,
-      temporalDevServerMs: used.temporalMs ?? null,
+      temporalServerMs: used.temporalMs ?? null,
     },
     systemLog: system.systemLog,
     orders: load.records.map((r) => ({
@@ -190,7 +278,17 @@ ${table([
 ])}`);
   for (const [kind, { example }] of load.errors) console.log(`  e.g. ${kind}: ${example}`);
   if (!ok) console.log(`\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
-  return ok ? 0 : 1;
+  return {
+    ok,
+    temporal: system.temporalNote,
+    ordersPerSecond: report.ordersPerSecond,
+    createLatencyMs: createLatency,
+    payToPaidLatencyMs: payLatency,
+    cpuText: used.text,
+    systemMsPerOrder,
+    temporalMsPerOrder: used.temporalMs === undefined || load.paid === 0 ? null : Math.round(used.temporalMs / load.paid),
+    report: reportFile,
+  };
 }
 
 async function main(): Promise<number> {
