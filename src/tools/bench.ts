@@ -21,6 +21,7 @@
  * Exit code 0 when every order reached PAID, 1 otherwise.
  */
 import { cpus } from 'node:os';
+import { commandCpuMs } from './processes';
 import { isListening } from './temporal-cli';
 import { TemporalCluster, clusterPorts, ensureClusterBinaries, ensureTemporalDatabases, postgresFromEnv, readServerSettings } from './temporal-cluster';
 import { ensureNamespace } from './temporal-namespace';
@@ -100,6 +101,9 @@ interface LifecycleFigures {
   cpuText: string;
   systemMsPerOrder: number | null;
   temporalMsPerOrder: number | null;
+  /** CPU per order of the databases on this machine: Temporal's PostgreSQL (cluster) and the app's MySQL. */
+  postgresMsPerOrder: number | null;
+  mysqlMsPerOrder: number | null;
   report: string;
 }
 
@@ -118,7 +122,7 @@ async function lifecycleBench(argv: string[]): Promise<number> {
     ['cluster', onCluster],
   ];
   const width = Math.max(...rows.map(([, r]) => r.temporal.length), 30);
-  const line = (cells: string[]) => `  ${cells[0]!.padEnd(24)}${cells.slice(1).map((c) => c.padEnd(width + 2)).join('')}`;
+  const line = (cells: string[]) => `  ${cells[0]!.padEnd(26)}${cells.slice(1).map((c) => c.padEnd(width + 2)).join('')}`;
   console.log(`
 Dev server and cluster side by side (${options.orders} orders, ${options.concurrency} clients each; ${machineFacts()})
 ${line(['', ...rows.map(([name]) => name)])}
@@ -129,6 +133,8 @@ ${line(['create p50/p95/p99 ms', ...rows.map(([, r]) => f(r.createLatencyMs))])}
 ${line(['pay->PAID p50/p95/p99', ...rows.map(([, r]) => f(r.payToPaidLatencyMs))])}
 ${line(['app CPU per order', ...rows.map(([, r]) => ms(r.systemMsPerOrder))])}
 ${line(['Temporal CPU per order', ...rows.map(([, r]) => ms(r.temporalMsPerOrder))])}
+${line(['PostgreSQL CPU per order', ...rows.map(([, r]) => ms(r.postgresMsPerOrder))])}
+${line(['MySQL CPU per order', ...rows.map(([, r]) => ms(r.mysqlMsPerOrder))])}
 ${line(['report', ...rows.map(([, r]) => r.report)])}`);
   return dev.ok && onCluster.ok ? 0 : 1;
 }
@@ -175,6 +181,8 @@ async function lifecycleRun(options: Options, temporal?: SystemOptions['temporal
   // The load.
   const load = new Load();
   const cpu = cpuMeter(system);
+  // The databases' processes on this machine (PostgreSQL only matters for a cluster; the dev server keeps SQLite inside).
+  const dbCpuBefore = { postgres: temporal ? commandCpuMs('postgres') : undefined, mysql: commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') };
   const stopProgress = startProgress(() => {
     const elapsed = (performance.now() - load.startedAt) / 1000;
     const rate = elapsed > 0 ? load.paid / elapsed : 0;
@@ -189,6 +197,10 @@ async function lifecycleRun(options: Options, temporal?: SystemOptions['temporal
   }
   if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
   const used = cpu();
+  const perOrder = (before: number | undefined, after: number | undefined) =>
+    before === undefined || after === undefined || load.paid === 0 ? null : Math.round((after - before) / load.paid);
+  const postgresMsPerOrder = perOrder(dbCpuBefore.postgres, temporal ? commandCpuMs('postgres') : undefined);
+  const mysqlMsPerOrder = perOrder(dbCpuBefore.mysql, commandCpuMs('mariadbd') ?? commandCpuMs('mysqld'));
 
   // What MySQL says.
   const statusRows = (await system.db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as { status: string; n: number | string }[];
@@ -247,6 +259,8 @@ async function lifecycleRun(options: Options, temporal?: SystemOptions['temporal
       systemUnderTestMs: used.systemMs ?? null,
       systemUnderTestMsPerOrder: systemMsPerOrder,
       temporalServerMs: used.temporalMs ?? null,
+      postgresMsPerOrder,
+      mysqlMsPerOrder,
     },
     systemLog: system.systemLog,
     orders: load.records.map((r) => ({
@@ -287,6 +301,8 @@ ${table([
     cpuText: used.text,
     systemMsPerOrder,
     temporalMsPerOrder: used.temporalMs === undefined || load.paid === 0 ? null : Math.round(used.temporalMs / load.paid),
+    postgresMsPerOrder,
+    mysqlMsPerOrder,
     report: reportFile,
   };
 }

@@ -175,3 +175,28 @@ export function portCpuMeter(port: number, everyMs = 1000): { pid(): number | un
     },
   };
 }
+
+/**
+ * CPU time (ms) used so far by every live process whose command name is `comm` (e.g. `postgres`: one process per
+ * connection; `mariadbd`), from /proc (Linux); undefined when none runs here. Processes that exit in between take
+ * their time with them, so compare samples over a span in which the set stays (a server's connection pool).
+ */
+export function commandCpuMs(comm: string): number | undefined {
+  let total: number | undefined;
+  let pids: string[] = [];
+  try {
+    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== comm) continue;
+    } catch {
+      continue;
+    }
+    const ms = processCpuMs(Number(pid));
+    if (ms !== undefined) total = (total ?? 0) + ms;
+  }
+  return total;
+}
