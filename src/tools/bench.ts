@@ -5,6 +5,8 @@
  * `npm run bench -- --callbacks`: a storm of redelivered payment notifications (src/tools/bench-callbacks.ts).
  * `npm run bench -- --polls`: buyers polling their orders, and what that costs everyone else (src/tools/bench-polls.ts).
  *
+ * `npm run bench -- --topology`: the lifecycle load on the production topology (cluster, worker and API processes) with
+ * the CPU each kind of process spends per order (src/tools/bench-topology.ts).
  * `npm run bench -- --cluster`: the lifecycle run on the dev server, then on a self-hosted cluster it starts (4 shards,
  * PostgreSQL), printed side by side.
  *
@@ -64,6 +66,10 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
   '--callbacks': {
     usage: 'npm run bench -- --callbacks [--orders 100] [--redeliveries 30] [--connections 50] [--kill-api-at N] [--quick]',
     run: async (argv) => (await import('./bench-callbacks')).runCallbacksBench(argv),
+  },
+  '--topology': {
+    usage: 'npm run bench -- --topology [--orders 200] [--concurrency 20] [--workers 2] [--apis 2]',
+    run: async (argv) => (await import('./bench-topology')).runTopologyBench(argv),
   },
   '--polls': {
     usage: 'npm run bench -- --polls [--buyers 1000] [--interval 2s] [--duration 30s] [--clients 20] [--quick]',
