@@ -13,7 +13,7 @@ import type { Config } from '../config';
 import { migrateLatest } from '../db/knex';
 import { workflowInterceptorModules } from '../workers/workflow-modules';
 import { ChildService } from './processes';
-import { type ClusterOptions, TemporalCluster, ensureClusterBinaries, ensureTemporalDatabases } from './temporal-cluster';
+import { type ClusterOptions, TemporalCluster, ensureClusterBinaries, ensureTemporalDatabases, readServerSettings } from './temporal-cluster';
 import { ensureNamespace } from './temporal-namespace';
 
 const SRC = resolve(__dirname, '..');
@@ -53,6 +53,16 @@ export interface Topology {
   /** Starts a worker again (after a kill) and resolves at once. */
   restartWorker(worker: ChildService): void;
   stop(): Promise<void>;
+}
+
+/** The history shard count the server runs with. */
+async function historyShards(address: string): Promise<number> {
+  const connection = await Connection.connect({ address, connectTimeout: '5s' });
+  try {
+    return (await connection.workflowService.getClusterInfo({})).historyShardCount ?? 0;
+  } finally {
+    await connection.close();
+  }
 }
 
 /** Number of pollers the server has seen on the workflow task queue recently. */
@@ -103,6 +113,11 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
     const t0 = Date.now();
     await cluster.startServer();
     log(`Temporal: server answering after ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+    // The shard count is the databases' (fixed at their first start); a different NUM_HISTORY_SHARDS is only a warning
+    // in the server's log (seen here: it goes on with the persisted value), so say it where it is seen.
+    const wanted = Number(readServerSettings().NUM_HISTORY_SHARDS);
+    const shards = await historyShards(cluster.address);
+    if (shards !== wanted) log(`\x1b[33mTemporal: the databases were created with ${shards} history shards; docker/temporal.env asks for ${wanted}, which needs new databases\x1b[0m`);
     await ensureNamespace(config, { log: (l) => log(`Temporal: ${l}`) });
     if (options.uiPort) {
       await cluster.startUi();
