@@ -5,12 +5,13 @@
  * It measures the stock TCC Try itself (src/activities/stock.ts: fence row, conditional update, holds, timeline
  * event, commit), straight against MySQL with one connection per client, because that is where a flash sale
  * queues: through the API the Temporal dev server's CPU caps the rate long before the stock row does.
- * Own database `payflow_bench_hot` (dropped and re-migrated). Prints a table and writes reports/bench-hot-sku-*.json.
+ * Own database `payflow_bench_hot` (or DATABASE_URL's when set; re-created only when the bench created it). Prints a table and writes reports/bench-hot-sku-*.json.
  *
  * `--db-latency-ms X` puts a proxy adding X ms round trip between the clients and MySQL, as when the database
  * is on another machine: a hot row stays locked from its update until the commit's answer, so the round trip
  * is what single-row reservations queue on, and what buckets spread.
  */
+import { prepareToolDatabase, withDatabase } from './tool-database';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -140,12 +141,10 @@ async function run(db: Knex, buckets: number, clients: number, seconds: number):
 export async function runHotSkuBench(argv: string[]): Promise<number> {
   const options = parseHotSkuArgs(argv);
   const base = loadConfigOrExit();
-  const url = new URL(base.databaseUrl);
-  url.pathname = `/${DATABASE}`;
-  const admin = createDb(new URL('/mysql', url).toString(), { poolMax: 1 });
-  log(`database ${DATABASE}: recreating and migrating`);
-  await admin.raw(`DROP DATABASE IF EXISTS \`${DATABASE}\``);
-  await admin.raw(`CREATE DATABASE \`${DATABASE}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+  // DATABASE_URL with its own name when set, else payflow_bench_hot; never a database the bench did not create.
+  const url = new URL(process.env.DATABASE_URL ? base.databaseUrl : withDatabase(base.databaseUrl, DATABASE));
+  await prepareToolDatabase(url.toString(), 'bench', { legacyNames: [DATABASE], log });
+  const admin = createDb(withDatabase(url.toString(), 'information_schema'), { poolMax: 1 });
   const most = Math.max(...options.clients);
   const [[{ Value: maxConnections }]] = (await admin.raw("SHOW VARIABLES LIKE 'max_connections'")) as [[{ Value: string }]];
   let raised: number | undefined;
