@@ -10,7 +10,7 @@
  *   tsx src/tools/temporal-cluster.ts ensure   # builds (or finds) the three binaries, with progress
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { cacheDir, goInstall, isListening } from './temporal-cli';
@@ -68,6 +68,13 @@ function moduleDir(module: string, version: string): string {
   return info.Dir;
 }
 
+/** Files copied from Go's module cache are read-only; the copies should be removable like the rest of the cache. */
+function writable(path: string): void {
+  const stat = statSync(path);
+  chmodSync(path, stat.isDirectory() ? 0o755 : stat.mode | 0o200);
+  if (stat.isDirectory()) for (const entry of readdirSync(path)) writable(join(path, entry));
+}
+
 /**
  * Finds or builds the server, the SQL tool and the UI server (first build: about 4 minutes for the server on 2 cores,
  * seconds for the SQL tool, a minute or two for the UI server; later runs reuse the binaries), and copies the config
@@ -87,11 +94,13 @@ export function ensureClusterBinaries(log: (line: string) => void = (l) => conso
     mkdirSync(join(serverDir, 'config'), { recursive: true });
     cpSync(join(dir, 'config', 'docker.yaml'), serverTemplate);
     cpSync(join(dir, 'schema', 'postgresql'), join(schemaDir, 'postgresql'), { recursive: true });
+    writable(serverDir);
   }
   if (!existsSync(join(uiDir, 'config', 'docker.yaml'))) {
     const dir = moduleDir(UI_MODULE, TEMPORAL_UI_VERSION);
     mkdirSync(join(uiDir, 'config'), { recursive: true });
     cpSync(join(dir, 'config', 'docker.yaml'), join(uiDir, 'config', 'docker.yaml'));
+    writable(uiDir);
   }
   return { server, sql, ui, serverRoot: serverDir, uiRoot: uiDir, schemaDir };
 }
