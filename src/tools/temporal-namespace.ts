@@ -69,7 +69,7 @@ export async function ensureNamespace(
         await sleep(1000);
       }
     }
-    log(`search attributes registered in "${namespace}" (${SEARCH_ATTRIBUTES.length}; ${attempts} attempt(s))`);
+    log(`all ${SEARCH_ATTRIBUTES.length} search attributes in place in "${namespace}" (${attempts} attempt(s))`);
     return { createdNamespace, attempts };
   } finally {
     await connection.close();
