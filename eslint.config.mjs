@@ -34,8 +34,8 @@ export default tseslint.config(
             ),
           ],
           patterns: [
-            { group: ['../activities', '../activities/*'], allowTypeImports: true, message: 'Import activities as types only.' },
-            { group: ['../db/*', '../client/*', '../providers/*', '../sandbox-provider/*', '../config'], message: 'Workflow code must not reach I/O modules.' },
+            { group: ['**/activities', '**/activities/*'], allowTypeImports: true, message: 'Import activities as types only.' },
+            { group: ['**/db/*', '**/client/*', '**/providers/*', '**/sandbox-provider/*', '**/config'], message: 'Workflow code must not reach I/O modules.' },
           ],
         },
       ],

@@ -25,7 +25,7 @@ import {
   statusQuery,
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
-import type { orderPayment } from '../workflows';
+import type { orderLifecycle } from '../workflows';
 import { availableUnits, outOfStockError, releaseReservation, reservationHeld, reserveBeforeStart, shortLine } from './admission';
 import { ApiError } from './errors';
 import { LiveStatusCache } from './live-status';
@@ -167,7 +167,7 @@ export class OrderService {
       coolingOffMs: config.coolingOffMs,
       reviewReminderMs: config.reviewReminderMs,
     };
-    const startOp = new WithStartWorkflowOperation<typeof orderPayment>('orderPayment', {
+    const startOp = new WithStartWorkflowOperation<typeof orderLifecycle>('orderLifecycle', {
       workflowId: orderWorkflowId(orderId),
       taskQueue: config.taskQueue,
       args: [input],
