@@ -6,7 +6,7 @@ import type { Knex } from 'knex';
 import type { PaymentEvidence } from '../contracts/order';
 import { createBenefitActivities } from './benefits';
 import { appendOrderEvent } from './events';
-import { createOrderSteps } from './order-steps';
+import { composeOrderSteps } from './order-steps';
 import * as orders from './orders';
 import * as payments from './payments';
 import { recordPaymentReceipt } from './receipts';
@@ -22,6 +22,16 @@ export interface ActivityDeps {
 
 /** Builds the activities object registered on the worker. */
 export function createActivities({ db, providers }: ActivityDeps) {
+  const single = createSingleActivities({ db, providers });
+  return {
+    ...single,
+    /** The order workflow's merged steps (openOrder, settlePaid, releaseOrder, settleRefunded, handOff): one local activity per phase. */
+    ...composeOrderSteps(single),
+  };
+}
+
+/** The single steps: one activity per row change or provider call. */
+function createSingleActivities({ db, providers }: ActivityDeps) {
   return {
     /** Prices the order from the catalog and stores it. */
     createOrder: (input: orders.CreateOrderInput) => orders.createOrder(db, input),
@@ -52,8 +62,6 @@ export function createActivities({ db, providers }: ActivityDeps) {
     queryProviderPayment: (input: { provider: string; outTradeNo: string }) => payments.queryProviderPayment(providers, input),
     closeProviderPayment: (input: { orderId: string; provider: string }) => payments.closeProviderPayment(db, providers, input),
     refundPayment: (input: payments.RefundPaymentInput) => payments.refundPayment(db, providers, input),
-    /** The order workflow's merged steps (openOrder, settlePaid, releaseOrder, settleRefunded, handOff): one local activity per phase. */
-    ...createOrderSteps(db),
     /** Reconciliation against provider bills (src/activities/reconciliation.ts). */
     ...createReconciliationActivities({ db, providers }),
   };

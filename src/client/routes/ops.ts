@@ -132,7 +132,7 @@ export async function refreshOpsGauges(db: Knex, metrics: Metrics, providers: st
   const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
   metrics.ordersInReview.set(Number(n));
   if (client) {
-    const stuck = await withTemporalDeadline(client, callTimeoutMs, () => client.workflow.count(`WorkflowType = 'orderPayment' AND ExecutionStatus = 'Running' AND Stuck = true`));
+    const stuck = await withTemporalDeadline(client, callTimeoutMs, () => client.workflow.count(`WorkflowType IN ('orderLifecycle', 'orderPayment') AND ExecutionStatus = 'Running' AND Stuck = true`));
     metrics.ordersStuck.set(stuck.count);
   }
   for (const provider of providers) {

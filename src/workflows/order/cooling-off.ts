@@ -22,6 +22,7 @@ export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise
       await refundInFull(ctx, paid, 'cooling-off', `cooling-off refund${reason ? `: ${reason}` : ''}`);
       await ctx.must('settleRefunded', 'local', `return ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark REFUNDED`, {
         ...ctx.participants(),
+        sold: true,
         transition: { from: ['PAID'], to: 'REFUNDED', reason: 'COOLING_OFF_REFUND', event: { type: 'ORDER_REFUNDED', message: 'Refunded in full inside the cooling-off window; stock returned' } },
       });
       s.settled('REFUNDED');

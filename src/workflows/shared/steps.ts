@@ -6,6 +6,8 @@
 import {
   ActivityFailure,
   ApplicationFailure,
+  TemporalFailure,
+  isCancellation,
   proxyActivities,
   proxyLocalActivities,
   type ActivityOptions,
@@ -70,14 +72,23 @@ export function errorMessage(err: unknown): string {
   return cause instanceof Error ? cause.message : String(cause);
 }
 
-/** Whether an activity failed for good: its error is non-retryable (a business failure). */
+/**
+ * Whether an activity failed for good: its error is non-retryable (a business failure). A local activity's failure
+ * reaches the workflow as the activity's own error (no ActivityFailure wrapper, no retry state), so both are read.
+ */
 export function failedForGood(err: unknown): boolean {
-  return err instanceof ActivityFailure && err.retryState === 'NON_RETRYABLE_FAILURE';
+  if (err instanceof ActivityFailure && err.retryState === 'NON_RETRYABLE_FAILURE') return true;
+  const cause = causeOf(err);
+  return cause instanceof ApplicationFailure && cause.nonRetryable === true;
 }
 
-/** Whether an activity ran out of the attempts its options allowed. */
+/**
+ * Whether an activity with a bounded number of attempts ran out of them: a failure that is neither a cancellation
+ * nor non-retryable. (A local activity's failure carries no retry state; a remote one's says MAXIMUM_ATTEMPTS_REACHED.)
+ */
 export function outOfAttempts(err: unknown): boolean {
-  return err instanceof ActivityFailure && err.retryState === 'MAXIMUM_ATTEMPTS_REACHED';
+  if (err instanceof ActivityFailure && err.retryState === 'MAXIMUM_ATTEMPTS_REACHED') return true;
+  return !isCancellation(err) && !failedForGood(err) && (err instanceof ActivityFailure || err instanceof ApplicationFailure || err instanceof TemporalFailure);
 }
 
 /** A time of day for timer summaries in the Web UI, e.g. "14:32:05 UTC". */
