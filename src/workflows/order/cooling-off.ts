@@ -10,12 +10,12 @@ import { refundInFull } from './refunds';
 
 export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise<Omit<OrderPaymentResult, 'orderId'>> {
   const s = ctx.state;
-  const window = s.input.coolingOffMs ?? 0;
+  const window = s.startCoolingOff();
   if (window > 0) {
-    s.coolingOffUntil = Date.now() + window;
-    ctx.enter('COOLING_OFF', `refundable without review until ${new Date(s.coolingOffUntil).toISOString()}`);
+    const until = s.coolingOffUntil!;
+    ctx.enter('COOLING_OFF', `refundable without review until ${new Date(until).toISOString()}`);
     ctx.publish();
-    await condition(() => s.refundRequest !== undefined, window, { summary: `cooling-off window until ${clock(s.coolingOffUntil)}` });
+    await condition(() => s.refundRequest !== undefined, window, { summary: `cooling-off window until ${clock(until)}` });
     if (s.refundRequest) {
       const { reason } = s.refundRequest;
       ctx.enter('REFUNDING', 'buyer refunded inside the cooling-off window');

@@ -59,7 +59,7 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
   ctx.enter('AWAITING_REVIEW', `waiting for an operator: ${why}`);
   ctx.publish();
   while (!s.reviewDecision) {
-    const got = await condition(() => s.reviewDecision !== undefined, s.input.reviewReminderMs ?? 3_600_000, { summary: 'wait for a review decision' });
+    const got = await condition(() => s.reviewDecision !== undefined, s.reviewReminderMs, { summary: 'wait for a review decision' });
     if (!got) await runLocal('recordOrderEvent', MUST, 'review reminder', { orderId: s.orderId, type: 'REVIEW_REMINDER', message: `Still waiting for a review decision: ${why}` });
   }
   const d = s.reviewDecision;

@@ -179,6 +179,18 @@ export class OrderState {
     return Math.max(0, this.providerExpiresAt - this.now() + 1000);
   }
 
+  /** Opens the cooling-off window from now; returns its length (0: no window, fulfilment at once). */
+  startCoolingOff(): number {
+    const window = this.input.coolingOffMs ?? 0;
+    if (window > 0) this.coolingOffUntil = this.now() + window;
+    return window;
+  }
+
+  /** How long a review waits before its next reminder on the timeline (default one hour). */
+  get reviewReminderMs(): number {
+    return this.input.reviewReminderMs ?? 3_600_000;
+  }
+
   // ---- what arrives ----
 
   /** Takes a verified notification: deduplicated by id; another order's or another provider's is ignored. */
