@@ -52,10 +52,10 @@ export const metricsInterceptor: ActivityInterceptorsFactory = (ctx) => ({
       if (ctx.info.attempt > 1) workerMetrics.activityRetries.inc({ activity });
       try {
         const result = await next(input);
-        if (activity === 'transitionOrder') {
-          const [transition] = input.args as [{ to: string; payment?: PaymentEvidence }];
-          if ((result as { changed?: boolean }).changed) workerMetrics.ordersSettled.inc({ status: transition.to, via: via(transition.payment) });
-        }
+        // A status change: transitionOrder itself, or a merged step of the order workflow that ends with one.
+        const [arg] = input.args as [({ to?: string; payment?: PaymentEvidence } & { transition?: { to: string; payment?: PaymentEvidence } }) | undefined];
+        const transition = activity === 'transitionOrder' ? arg : arg?.transition;
+        if (transition?.to && (result as { changed?: boolean } | undefined)?.changed) workerMetrics.ordersSettled.inc({ status: transition.to, via: via(transition.payment) });
         return result;
       } catch (err) {
         const type = err instanceof ApplicationFailure ? (err.type ?? 'ApplicationFailure') : err instanceof Error ? err.name : 'unknown';
