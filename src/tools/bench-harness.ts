@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { Agent, type IncomingHttpHeaders, request as httpRequest } from 'node:http';
 import { type Socket } from 'node:net';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -315,6 +315,63 @@ export function processCpuMs(pid: number | undefined): number | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, in ticks of 10 ms
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The pid of the process listening on a local TCP port (from /proc/net/tcp* and the sockets in /proc/<pid>/fd), or
+ * undefined elsewhere or when none is found (another user's process without root). For the CPU of a Temporal server
+ * the bench did not start.
+ */
+export function pidListeningOn(port: number): number | undefined {
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is HEXIP:HEXPORT, st 0A is LISTEN, the inode is the tenth field.
+      if (f.length > 9 && f[3] === '0A' && parseInt(f[1]!.split(':')[1]!, 16) === port) inodes.add(f[9]!);
+    }
+  }
+  if (inodes.size === 0) return undefined;
+  let pids: string[] = [];
+  try {
+    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m && inodes.has(m[1]!)) return Number(pid);
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Resident memory of a process in MiB, from /proc (Linux); undefined elsewhere. */
+export function processRssMb(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 102.4) / 10 : undefined;
   } catch {
     return undefined;
   }
@@ -653,8 +710,11 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
 
   let temporalAddress = base.temporalAddress;
   let temporalNote: string;
+  let existingServerPid: number | undefined;
   if (await isListening(temporalAddress)) {
-    temporalNote = `existing server at ${temporalAddress}`;
+    // A server on this machine: its CPU is measured through the pid that listens on the port.
+    existingServerPid = /^(127\.|localhost:)/.test(temporalAddress) ? pidListeningOn(Number(temporalAddress.split(':').pop())) : undefined;
+    temporalNote = `existing server at ${temporalAddress}${existingServerPid ? ` (pid ${existingServerPid}; shared with whatever else uses it)` : ' (its CPU is not measured: no local process of this user listens there)'}`;
     log(`Temporal: using the server at ${temporalAddress}`);
   } else {
     const binary = ensureTemporalCli((l) => log(l));
@@ -740,7 +800,7 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
     temporal,
     db,
     systemLog: relative(ROOT, systemLog),
-    pids: () => ({ system: children().map((c) => c.pid), temporal: res.devServer?.pid }),
+    pids: () => ({ system: children().map((c) => c.pid), temporal: res.devServer?.pid ?? existingServerPid }),
     async createProduct(sku, stock, extra = {}) {
       const put = await http('PUT', `${config.publicBaseUrl}/admin/products/${sku}`, { name: `Bench item ${sku}`, price: 1999, currency: 'CNY', stock, ...extra }, 10_000, {
         authorization: `Bearer ${adminToken}`,
@@ -768,6 +828,7 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
 export interface OrderRecord {
   n: number;
   orderId?: string;
+  workflowId?: string;
   createMs?: number;
   payToPaidMs?: number;
   status?: string;
@@ -803,12 +864,64 @@ export class Load {
   }
 }
 
+/** A failure of one step of one order: a short kind (for counting) and an example message. */
+export interface StepError {
+  error: string;
+  example: string;
+}
+
 /**
- * `clients` simulated buyers, each looping: POST /orders (create latency = until the 201), pay at the sandbox,
- * then wait for the order workflow's result with a long poll (pay-to-PAID latency = from the pay request until the
- * workflow completed as PAID). Orders are started while `more(n)` says so (a count, or a deadline).
+ * How a lifecycle client drives one order: create it (until the buyer could pay), pay, and wait for the order to
+ * reach its final status. `apiDriver` is the public API and the sandbox; other drivers (the bench's reference
+ * workflow) keep the same loop and the same measurements.
  */
-export async function runLifecycleClients(system: BenchSystem, sku: string, clients: number, more: (n: number) => boolean, load = new Load()): Promise<Load> {
+export interface LifecycleDriver {
+  create(clientNo: number, n: number): Promise<{ orderId: string; workflowId: string } | StepError>;
+  pay(orderId: string): Promise<StepError | undefined>;
+  /** The final status ('PAID' is success); throws on a timeout or a failure. Default: the workflow's result. */
+  settled?(orderId: string, workflowId: string, signal: AbortSignal): Promise<{ status: string; reason?: string }>;
+}
+
+/** The public API: POST /orders for one unit of `sku`, the buyer pays at the sandbox (which calls the API back). */
+export function apiDriver(system: BenchSystem, sku: string, userPrefix = 'bench-user'): LifecycleDriver {
+  return {
+    async create(clientNo) {
+      let created: HttpResult;
+      try {
+        created = await http('POST', `${system.apiUrl}/orders`, { userId: `${userPrefix}-${clientNo}`, items: [{ sku, quantity: 1 }] }, CREATE_TIMEOUT_MS);
+      } catch (err) {
+        return { error: `create: ${errorKind(err)}`, example: errorText(err) };
+      }
+      if (created.status !== 201) return { error: `create: ${httpKind(created)}`, example: JSON.stringify(created.body) };
+      const orderId = String(field(created.body, 'orderId'));
+      return { orderId, workflowId: orderWorkflowId(orderId) };
+    },
+    async pay(orderId) {
+      try {
+        const paid = await http('POST', `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`, {}, PAY_TIMEOUT_MS);
+        if (paid.status !== 200) return { error: `pay: ${httpKind(paid)}`, example: JSON.stringify(paid.body) };
+      } catch (err) {
+        return { error: `pay: ${errorKind(err)}`, example: errorText(err) };
+      }
+      return undefined;
+    },
+  };
+}
+
+/**
+ * `clients` simulated buyers, each looping: create an order (create latency = until the buyer can pay: the API's
+ * 201 with the payment URL), pay, then wait for the order's final status (pay-to-PAID latency = from the pay request
+ * until the workflow completed as PAID, a long poll on its result unless the driver says otherwise). Orders are
+ * started while `more(n)` says so (a count, or a deadline).
+ */
+export async function runLifecycleClients(
+  system: BenchSystem,
+  sku: string,
+  clients: number,
+  more: (n: number) => boolean,
+  load = new Load(),
+  driver: LifecycleDriver = apiDriver(system, sku),
+): Promise<Load> {
   load.startedAt = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async (_, clientNo) => {
@@ -817,7 +930,7 @@ export async function runLifecycleClients(system: BenchSystem, sku: string, clie
         load.records.push(record);
         load.inFlight++;
         try {
-          await oneOrder(system, load, record, sku, clientNo);
+          await oneOrder(system, load, record, driver, clientNo);
         } finally {
           load.inFlight--;
         }
@@ -828,32 +941,30 @@ export async function runLifecycleClients(system: BenchSystem, sku: string, clie
   return load;
 }
 
-async function oneOrder(system: BenchSystem, load: Load, record: OrderRecord, sku: string, clientNo: number): Promise<void> {
+/** The order workflow's (or any workflow's) result, as the lifecycle clients wait for it by default. */
+async function workflowResult(system: BenchSystem, workflowId: string, signal: AbortSignal): Promise<{ status: string; reason?: string }> {
+  const handle = system.temporal.workflow.getHandle(workflowId);
+  return (await system.temporal.withAbortSignal(signal, () => handle.result())) as OrderPaymentResult;
+}
+
+async function oneOrder(system: BenchSystem, load: Load, record: OrderRecord, driver: LifecycleDriver, clientNo: number): Promise<void> {
   const t0 = performance.now();
-  let created: HttpResult;
-  try {
-    created = await http('POST', `${system.apiUrl}/orders`, { userId: `bench-user-${clientNo}`, items: [{ sku, quantity: 1 }] }, CREATE_TIMEOUT_MS);
-  } catch (err) {
-    return load.error(record, `create: ${errorKind(err)}`, errorText(err));
-  }
-  if (created.status !== 201) return load.error(record, `create: ${httpKind(created)}`, JSON.stringify(created.body));
+  const created = await driver.create(clientNo, record.n);
+  if ('error' in created) return load.error(record, created.error, created.example);
   record.createMs = performance.now() - t0;
   load.created++;
-  const orderId = String(field(created.body, 'orderId'));
+  const { orderId, workflowId } = created;
   record.orderId = orderId;
+  record.workflowId = workflowId;
 
   const t1 = performance.now();
-  try {
-    const paid = await http('POST', `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`, {}, PAY_TIMEOUT_MS);
-    if (paid.status !== 200) return load.error(record, `pay: ${httpKind(paid)}`, JSON.stringify(paid.body));
-  } catch (err) {
-    return load.error(record, `pay: ${errorKind(err)}`, errorText(err));
-  }
+  const payError = await driver.pay(orderId);
+  if (payError) return load.error(record, payError.error, payError.example);
 
   const timeout = AbortSignal.timeout(RESULT_TIMEOUT_MS);
   try {
-    const handle = system.temporal.workflow.getHandle(orderWorkflowId(orderId));
-    const result = (await system.temporal.withAbortSignal(AbortSignal.any([runAbort.signal, timeout]), () => handle.result())) as OrderPaymentResult;
+    const signal = AbortSignal.any([runAbort.signal, timeout]);
+    const result = await (driver.settled ? driver.settled(orderId, workflowId, signal) : workflowResult(system, workflowId, signal));
     record.status = result.status;
     if (result.status !== 'PAID') return load.error(record, `result: ${result.status}`, `${orderId}: ${result.status}${result.reason ? ` (${result.reason})` : ''}`);
     record.payToPaidMs = performance.now() - t1;
