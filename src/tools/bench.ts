@@ -18,25 +18,22 @@
 import { cpus } from 'node:os';
 import {
   type BenchSystem,
-  Load,
-  abortReason,
   commandLine,
-  cpuMeter,
-  latencyRow,
+  fail,
+  http,
   log,
   machineFacts,
   parseFlags,
-  perSecond,
   runAbort,
   runBench,
-  runLifecycleClients,
-  startProgress,
+  sleep,
   startSystem,
   table,
   logDigest,
   logSummary,
   writeReport,
 } from './bench-harness';
+import { DEFAULT_PHASES, PHASES, type PhaseName, type PhaseResult, type Spread, runPhase } from './bench-phases';
 
 const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<number> }> = {
   '--hot-sku': {
@@ -57,7 +54,9 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
   },
 };
 
-const USAGE = `usage: npm run bench [-- --orders N --concurrency C]   (defaults: --orders 200 --concurrency 20)
+const USAGE = `usage: npm run bench [-- --orders N --concurrency C --only ${PHASES.join(',')} --warmup W --history-sample S]
+         (defaults: --orders 200 per phase, --concurrency 20, --only ${DEFAULT_PHASES.join(',')}, --warmup orders/10 up to 20, --history-sample 10)
+       npm run bench -- --open N [--orders M --concurrency C --quick]   (src/tools/bench-open.ts)
 ${Object.values(MODES)
   .map((m) => `       ${m.usage}`)
   .join('\n')}
@@ -66,67 +65,83 @@ Each mode has --help for its own defaults; --quick runs small numbers for a smok
 interface Options {
   orders: number;
   concurrency: number;
+  phases: PhaseName[];
+  warmup: number;
+  historySample: number;
+}
+
+/** `--only a,b` (or `--only=a,b`) taken out of argv: parseFlags knows numbers and bare flags only. */
+function takeOnly(argv: string[]): { only?: string; rest: string[] } {
+  const rest: string[] = [];
+  let only: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--only') only = argv[++i] ?? '';
+    else if (arg.startsWith('--only=')) only = arg.slice('--only='.length);
+    else rest.push(arg);
+  }
+  return { only, rest };
 }
 
 function parseArgs(argv: string[]): Options {
-  const flags = parseFlags(argv, { orders: 'int', concurrency: 'int' }, USAGE);
+  const { only, rest } = takeOnly(argv);
+  const flags = parseFlags(rest, { orders: 'int', concurrency: 'int', warmup: 'int', 'no-warmup': 'flag', 'history-sample': 'int' }, USAGE);
   const orders = (flags.orders as number | undefined) ?? 200;
-  return { orders, concurrency: Math.min((flags.concurrency as number | undefined) ?? 20, orders) };
+  let phases = DEFAULT_PHASES;
+  if (only !== undefined) {
+    const asked = only.split(',').map((p) => p.trim()).filter(Boolean);
+    const unknown = asked.filter((p) => !(PHASES as readonly string[]).includes(p));
+    if (asked.length === 0 || unknown.length) fail(`--only takes phases from ${PHASES.join(', ')}; got "${only}"\n${USAGE}`);
+    phases = [...new Set(asked)] as PhaseName[];
+  }
+  const warmup = flags['no-warmup'] ? 0 : ((flags.warmup as number | undefined) ?? Math.min(20, Math.ceil(orders / 10)));
+  return {
+    orders,
+    concurrency: Math.min((flags.concurrency as number | undefined) ?? 20, orders),
+    phases,
+    warmup,
+    historySample: (flags['history-sample'] as number | undefined) ?? 10,
+  };
 }
+
+/** A ratio of two rates, or null when either is missing. */
+const ratio = (a: PhaseResult | undefined, b: PhaseResult | undefined) =>
+  a && b && b.ordersPerSecond > 0 ? Math.round((a.ordersPerSecond / b.ordersPerSecond) * 100) / 100 : null;
 
 async function lifecycleBench(argv: string[]): Promise<number> {
   const options = parseArgs(argv);
   const runStarted = performance.now();
-  log(`${options.orders} orders, ${options.concurrency} concurrent clients`);
-  const system: BenchSystem = await startSystem({ database: 'payflow_bench', name: 'bench' });
+  const startedAt = new Date().toISOString();
+  log(`phases ${options.phases.join(', ')}: ${options.orders} orders each (after ${options.warmup} warm-up orders), ${options.concurrency} concurrent clients`);
+  const withReference = options.phases.some((p) => p.startsWith('reference'));
+  const system: BenchSystem = await startSystem({ database: 'payflow_bench', name: 'bench', env: withReference ? { BENCH_REFERENCE: 'on' } : {} });
 
-  // One product with stock for every order.
-  const sku = `bench-${system.runId}`;
-  await system.createProduct(sku, options.orders);
-
-  // The load.
-  const load = new Load();
-  const cpu = cpuMeter(system);
-  const stopProgress = startProgress(() => {
-    const elapsed = (performance.now() - load.startedAt) / 1000;
-    const rate = elapsed > 0 ? load.paid / elapsed : 0;
-    return `${String(load.paid).padStart(String(options.orders).length)}/${options.orders} paid · ${load.created} created · ${load.failed} errors · ${load.inFlight} in flight · ${elapsed.toFixed(1)} s · ${rate.toFixed(1)} orders/s`;
-  });
-  await runLifecycleClients(system, sku, options.concurrency, (n) => n < options.orders, load);
-  stopProgress();
-  const notStarted = options.orders - Math.min(load.next, options.orders);
-  if (notStarted > 0) {
-    load.failed += notStarted;
-    load.errors.set('not started', { count: notStarted, example: `the run ended early: ${abortReason()}` });
+  const results: PhaseResult[] = [];
+  for (const phase of options.phases) {
+    if (runAbort.signal.aborted) break;
+    results.push(await runPhase(system, phase, options));
+    await sleep(1000);
   }
-  if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
-  const used = cpu();
+  const stats = await http('GET', `${system.apiUrl}/bench/stats`, undefined, 5000).catch(() => undefined);
 
-  // What MySQL says.
-  const statusRows = (await system.db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as { status: string; n: number | string }[];
-  const finalStatuses = Object.fromEntries(statusRows.map((r) => [r.status, Number(r.n)]));
-  const stockRow = (await system.db('stock').where({ sku }).first('available', 'reserved', 'sold')) as Record<string, number | string> | undefined;
-  const stock = stockRow ? { available: Number(stockRow.available), reserved: Number(stockRow.reserved), sold: Number(stockRow.sold) } : undefined;
-
-  const wallMs = load.endedAt - load.startedAt;
-  const createLatency = load.createLatency();
-  const payLatency = load.payToPaidLatency();
-  const paidInDb = finalStatuses.PAID ?? 0;
-  // One unit per order: sold units are PAID orders, reserved units are orders still holding stock.
-  const holding = (finalStatuses.AWAITING_PAYMENT ?? 0) + (finalStatuses.NEEDS_REVIEW ?? 0);
-  // Only meaningful for a run that finished: an interrupted one leaves orders between their steps.
-  const stockConsistent = runAbort.signal.aborted
-    ? null
-    : stock !== undefined && stock.sold === paidInDb && stock.reserved === holding && stock.available + stock.reserved + stock.sold === options.orders;
-  const allPaid = load.paid === options.orders && paidInDb === options.orders && load.failed === 0;
-  const ok = allPaid && stockConsistent === true;
-  const errors = Object.fromEntries([...load.errors].sort((a, b) => b[1].count - a[1].count));
-  const systemMsPerOrder = used.systemMs === undefined || load.paid === 0 ? null : Math.round(used.systemMs / load.paid);
+  const by = (name: PhaseName) => results.find((r) => r.phase === name);
+  const after = by('after');
+  const reference = by('reference');
+  const ratios = {
+    afterToReferenceThroughput: ratio(after, reference),
+    afterToReferenceThroughputGoal: 0.7,
+    afterToBeforeThroughput: ratio(after, by('before')),
+    afterToReferenceRemoteThroughput: ratio(after, by('reference-remote')),
+    afterCreateP50Ms: after?.createLatencyMs?.p50 ?? null,
+    afterCreateP50GoalMs: 250,
+    afterCreateP50GoalClients: 20,
+  };
+  const ok = results.length === options.phases.length && results.every((r) => r.ok);
 
   const report = {
     ok,
     command: commandLine(),
-    startedAt: new Date(Date.now() - (performance.now() - runStarted)).toISOString(),
+    startedAt,
     options,
     environment: {
       machine: machineFacts(),
@@ -139,58 +154,88 @@ async function lifecycleBench(argv: string[]): Promise<number> {
       database: system.database,
       apiUrl: system.apiUrl,
       sandboxUrl: system.sandboxUrl,
-      sku,
     },
-    wallTimeMs: Math.round(wallMs),
-    ordersPerSecond: perSecond(load.paid, wallMs),
-    paid: load.paid,
-    created: load.created,
-    failed: load.failed,
-    createLatencyMs: createLatency,
-    payToPaidLatencyMs: payLatency,
-    finalStatuses,
-    stock: stock ?? null,
-    stockConsistent,
-    errors,
-    cpu: {
-      machineCores: cpus().length,
-      machineBusyPercent: used.machineBusyPercent,
-      loadGeneratorMs: used.loadGeneratorMs,
-      systemUnderTestMs: used.systemMs ?? null,
-      systemUnderTestMsPerOrder: systemMsPerOrder,
-      temporalDevServerMs: used.temporalMs ?? null,
-    },
+    wallTimeMs: Math.round(performance.now() - runStarted),
+    ratios,
+    phases: results,
+    systemAtEnd: stats?.body ?? null,
     systemLog: system.systemLog,
-    orders: load.records.map((r) => ({
-      ...r,
-      createMs: r.createMs === undefined ? undefined : Math.round(r.createMs * 10) / 10,
-      payToPaidMs: r.payToPaidMs === undefined ? undefined : Math.round(r.payToPaidMs * 10) / 10,
-    })),
   };
   const reportFile = writeReport('bench', report);
 
-  console.log(`
-Benchmark report ${ok ? '(all orders PAID)' : '(NOT all orders PAID)'}
-${table([
-  ['command', report.command],
-  ['machine', report.environment.machine],
-  ['orders', String(options.orders)],
-  ['concurrency', String(options.concurrency)],
-  ['wall time', `${(wallMs / 1000).toFixed(2)} s`],
-  ['throughput', `${report.ordersPerSecond.toFixed(2)} orders/s (completed to PAID)`],
-  ['create latency ms', latencyRow(createLatency)],
-  ['pay->PAID ms', latencyRow(payLatency)],
-  ['final statuses', Object.entries(finalStatuses).map(([s, n]) => `${s}=${n}`).join('  ') || '(no orders in MySQL)'],
-  ['stock', stock ? `available=${stock.available} reserved=${stock.reserved} sold=${stock.sold}${stockConsistent === null ? '  (not checked: the run ended early)' : stockConsistent ? '' : '  (INCONSISTENT with the order statuses)'}` : '(unreadable)'],
-  ['errors', load.errors.size === 0 ? 'none' : [...load.errors].map(([k, v]) => `${k} x${v.count}`).join(', ')],
-  ['cpu during load', `${used.text}${systemMsPerOrder === null ? '' : ` (system ${systemMsPerOrder} ms/order)`}`],
-  ['temporal', system.temporalNote],
-  ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
-  ['report', reportFile],
-])}`);
-  for (const [kind, { example }] of load.errors) console.log(`  e.g. ${kind}: ${example}`);
+  console.log(`\nBenchmark report ${ok ? '(every phase: all orders PAID)' : '(NOT all orders PAID; see errors)'}`);
+  console.log(
+    table([
+      ['command', report.command],
+      ['machine', report.environment.machine],
+      ['temporal', system.temporalNote],
+      ['per phase', `${options.orders} measured orders after ${options.warmup} warm-up orders, ${options.concurrency} clients; phases run one after another in this order`],
+      ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
+      ['report', reportFile],
+    ]),
+  );
+  console.log(`\n${phaseTable(results)}`);
+  console.log(`\n${explainRows()}`);
+  const fmt = (v: number | null, goal: string) => (v === null ? 'n/a (phase not run)' : `${v.toFixed(2)}${goal}`);
+  console.log(
+    `\n${table([
+      ['after/reference throughput', fmt(ratios.afterToReferenceThroughput, `   (goal >= ${ratios.afterToReferenceThroughputGoal}: ${ratios.afterToReferenceThroughput === null ? '' : ratios.afterToReferenceThroughput >= 0.7 ? 'met' : 'NOT met'})`)],
+      ['after/before throughput', fmt(ratios.afterToBeforeThroughput, '')],
+      ...(ratios.afterToReferenceRemoteThroughput === null ? [] : ([['after/reference-remote throughput', fmt(ratios.afterToReferenceRemoteThroughput, '')]] as [string, string][])),
+      [
+        'create p50 of after',
+        ratios.afterCreateP50Ms === null
+          ? 'n/a (phase not run)'
+          : `${ratios.afterCreateP50Ms.toFixed(1)} ms   (goal <= 250 ms with 20 clients: ${options.concurrency !== 20 ? `not comparable, ran ${options.concurrency} clients` : ratios.afterCreateP50Ms <= 250 ? 'met' : 'NOT met'})`,
+      ],
+    ])}`,
+  );
+  for (const r of results) for (const [kind, { count, example }] of Object.entries(r.errors)) console.log(`  ${r.phase}: ${kind} x${count}, e.g. ${example}`);
   if (!ok) console.log(`\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
   return ok ? 0 : 1;
+}
+
+/** The phases side by side, one column each. */
+function phaseTable(results: PhaseResult[]): string {
+  const ms = (v: number | null | undefined) => (v === null || v === undefined ? 'n/a' : v.toFixed(0));
+  const sp = (s: Spread | undefined) => (!s || Number.isNaN(s.mean) ? 'n/a' : s.min === s.max ? String(s.mean) : `${s.mean} (${s.min}-${s.max})`);
+  const rows: [string, (r: PhaseResult) => string][] = [
+    ['workflow type', (r) => r.workflowType],
+    ['orders PAID / measured', (r) => `${r.paid}/${r.orders}${r.failed ? ` (${r.failed} failed)` : ''}${r.ok ? '' : ' NOT OK'}`],
+    ['throughput, orders/s', (r) => r.ordersPerSecond.toFixed(2)],
+    ['create ms p50 / p99', (r) => `${ms(r.createLatencyMs?.p50)} / ${ms(r.createLatencyMs?.p99)}`],
+    ['pay->PAID ms p50 / p99', (r) => `${ms(r.payToPaidLatencyMs?.p50)} / ${ms(r.payToPaidLatencyMs?.p99)}`],
+    ['history events / order', (r) => sp(r.history?.events)],
+    ['workflow tasks / order', (r) => sp(r.history?.workflowTasks)],
+    ['activities / order', (r) => sp(r.history?.activities)],
+    ['SA upserts / order', (r) => sp(r.history?.upserts)],
+    ['histories sampled', (r) => `${r.history?.sampled ?? 0}${r.history?.errors ? ` (${r.history.errors} unreadable)` : ''}`],
+    ['app CPU ms / order', (r) => ms(r.cpu.appMsPerOrder)],
+    ['Temporal CPU ms / order', (r) => ms(r.cpu.temporalMsPerOrder)],
+    ['load gen CPU ms / order', (r) => (r.paid ? (r.cpu.loadGeneratorMs / r.paid).toFixed(0) : 'n/a')],
+    ['machine busy', (r) => `${r.cpu.machineBusyPercent}%`],
+    ['wall time', (r) => `${(r.wallTimeMs / 1000).toFixed(1)} s`],
+    ['MySQL statuses', (r) => Object.entries(r.finalStatuses).map(([s, n]) => `${s}=${n}`).join(' ') || 'none'],
+    ['stock', (r) => (r.stock ? `sold ${r.stock.sold}, reserved ${r.stock.reserved}${r.stockConsistent === false ? ' INCONSISTENT' : ''}` : '-')],
+  ];
+  const header = ['', ...results.map((r) => r.phase)];
+  const cells = [header, ...rows.map(([label, f]) => [label, ...results.map(f)])];
+  const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
+  return cells.map((row) => `  ${row.map((c, i) => c.padEnd(widths[i]!)).join('   ')}`.trimEnd()).join('\n');
+}
+
+/** What the rows mean, printed under the table so that a report read later explains itself. */
+function explainRows(): string {
+  return [
+    '  reference: bench-only workflow (src/tools/bench-reference-workflow.ts), own worker/bundle/task queue in the system process:',
+    '             update-with-start answered after 1 activity (1 INSERT), a signal, 1 more activity (1 UPDATE), done. No interceptors.',
+    '  before:    POST /orders through the production API, started as the previous type orderPayment (bench-only client interceptor',
+    '             swaps the type name; same input, admission Try, MySQL, sandbox, callbacks); after: the same as the API starts it, orderLifecycle.',
+    '  create = until the buyer could pay (201 with payment URL; reference: the update answered); pay->PAID = pay request until the',
+    '  workflow completed PAID (its result, long poll). History figures: mean (min-max) over sampled PAID workflows (history-cost.ts).',
+    '  app CPU = the system-under-test process (API + sandbox + both workers) over the measured part / PAID orders; Temporal CPU =',
+    '  the server process (n/a when not a local process of this user; shared with anything else using that server).',
+  ].join('\n');
 }
 
 async function main(): Promise<number> {
