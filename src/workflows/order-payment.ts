@@ -14,13 +14,11 @@ import {
   isCancellation,
   log,
   metricMeter,
-  proxyActivities,
   setCurrentDetails,
   startChild,
   uuid4,
   setHandler,
   upsertSearchAttributes,
-  type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { OrderBenefit } from '../activities/benefits';
@@ -51,56 +49,11 @@ import {
 import { describeStatus } from '../contracts/messages';
 import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
 import { latePayment } from './late-payment';
+import { MUST, QUERY, SETUP, clock, errorMessage, failureDetails, failureType, run } from './shared/steps';
 import { approveAfterPaidStep, confirmMismatchStep, handOffOtherTradesStep, paymentReceiptStep } from './patches';
-
-/** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
-const SETUP: ActivityOptions = {
-  startToCloseTimeout: '15s',
-  scheduleToCloseTimeout: '2m',
-  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' },
-};
-/** Steps that must eventually happen (confirm, cancel, close, mark): retried until they succeed. */
-const MUST: ActivityOptions = {
-  startToCloseTimeout: '15s',
-  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '30s' },
-};
-/** An active query is best effort: a failed one waits for the next timer. */
-const QUERY: ActivityOptions = {
-  startToCloseTimeout: '10s',
-  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '2s', maximumAttempts: 3 },
-};
-
-const acts = proxyActivities<Activities>(MUST);
 
 /** Confirm/cancel/return attempts after which the order is marked Stuck (search attribute + metric); retries go on. */
 export const STUCK_AFTER_ATTEMPTS = 5;
-
-/** Runs an activity with the given options and a summary that the Web UI shows on the event. */
-function run<K extends keyof Activities>(name: K, options: ActivityOptions, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
-  const fn = acts[name] as unknown as { executeWithOptions(o: ActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Activities[K]>>> };
-  return fn.executeWithOptions({ ...options, summary }, args);
-}
-
-function failureType(err: unknown): string | undefined {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  return cause instanceof ApplicationFailure ? (cause.type ?? undefined) : undefined;
-}
-
-function failureDetails(err: unknown): Record<string, unknown> {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  const first = cause instanceof ApplicationFailure ? cause.details?.[0] : undefined;
-  return typeof first === 'object' && first !== null ? (first as Record<string, unknown>) : {};
-}
-
-function errorMessage(err: unknown): string {
-  const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
-  return cause instanceof Error ? cause.message : String(cause);
-}
-
-/** A time of day for timer summaries in the Web UI, e.g. "14:32:05 UTC". */
-function clock(ms: number): string {
-  return `${new Date(ms).toISOString().slice(11, 19)} UTC`;
-}
 
 /** Stages in which a payment found by a support query can still be confirmed by the main loop. */
 const WAITING_STAGES: OrderStage[] = ['AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
