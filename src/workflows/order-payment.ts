@@ -49,6 +49,7 @@ import {
 import { describeStatus } from '../contracts/messages';
 import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
 import { latePayment } from './late-payment';
+import { type ProviderPaymentState, describeMismatch, evidenceFromProvider } from './order/state';
 import { MUST, QUERY, SETUP, clock, errorMessage, failureDetails, failureType, run } from './shared/steps';
 import { approveAfterPaidStep, confirmMismatchStep, handOffOtherTradesStep, paymentReceiptStep } from './patches';
 
@@ -794,25 +795,7 @@ function stockLines(lines: OrderLine[]): { sku: string; quantity: number }[] {
   return lines.map((l) => ({ sku: l.sku, quantity: l.quantity }));
 }
 
-function evidenceFromQuery(
-  state: { tradeNo?: string; paidAmount?: number; currency?: string; merchantId?: string; paidAt?: string },
-  source: 'query' | 'close',
-): PaymentEvidence {
-  return {
-    source,
-    tradeNo: state.tradeNo ?? 'unknown',
-    amount: state.paidAmount ?? -1,
-    currency: state.currency ?? 'unknown',
-    merchantId: state.merchantId ?? 'unknown',
-    paidAt: state.paidAt ?? new Date().toISOString(),
-  };
-}
-
-/** Returns why a payment does not match the order, or undefined when amount, currency and merchant all match. */
-export function describeMismatch(paid: PaymentEvidence, amount: number, currency: string, merchantId: string): string | undefined {
-  const problems: string[] = [];
-  if (paid.amount !== amount) problems.push(`amount ${paid.amount} != ${amount}`);
-  if (paid.currency !== currency) problems.push(`currency ${paid.currency} != ${currency}`);
-  if (paid.merchantId !== merchantId) problems.push(`merchant ${paid.merchantId} != ${merchantId}`);
-  return problems.length ? problems.join('; ') : undefined;
+/** Payment evidence from a provider query (the same reading as orderLifecycle's). */
+function evidenceFromQuery(state: ProviderPaymentState, source: 'query' | 'close'): PaymentEvidence {
+  return evidenceFromProvider(state, source, Date.now());
 }
