@@ -2,6 +2,8 @@
  * Bench-only routes of the system under test (src/tools/bench-system.ts), under /bench on the API's port. Never
  * registered by the production API (src/client/app.ts).
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { type Client, WithStartWorkflowOperation } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
@@ -71,11 +73,21 @@ export function registerBenchRoutes(app: FastifyInstance, deps: { client: Client
     return { ok: true };
   });
 
-  app.get('/bench/stats', async () => {
+  /** A full GC on demand (`?gc=1`), so that the heap figures are what is retained, not garbage waiting for collection. */
+  let gc: (() => void) | undefined;
+  app.get<{ Querystring: { gc?: string } }>('/bench/stats', async (request) => {
+    if (request.query.gc === '1') {
+      if (!gc) {
+        setFlagsFromString('--expose-gc');
+        gc = runInNewContext('gc') as () => void;
+      }
+      gc();
+    }
     const m = process.memoryUsage();
     const mb = (n: number) => Math.round((n / 2 ** 20) * 10) / 10;
     return {
       pid: process.pid,
+      gc: request.query.gc === '1',
       memoryMb: { rss: mb(m.rss), heapUsed: mb(m.heapUsed), heapTotal: mb(m.heapTotal), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) },
       orderWorkflowType: state.orderWorkflowType,
       worker: workerStats(state.worker),

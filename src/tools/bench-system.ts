@@ -22,6 +22,7 @@ import { loadConfigOrExit, temporalConnectionOptions } from '../config';
 import { createLogger } from '../observability/logger';
 import { createProviders } from '../providers';
 import { installTemporalRuntime } from '../workers/telemetry';
+import { createWorker } from '../workers/worker';
 import { ensureReferenceTable, referenceActivities } from './bench-reference-activities';
 import { type BenchRoutesState, ORDER_WORKFLOW_TYPES, registerBenchRoutes } from './bench-routes';
 import { startStack } from './stack';
@@ -37,12 +38,32 @@ async function main(): Promise<void> {
   const dbPoolMax = Number.isInteger(poolMax) && poolMax > 0 ? poolMax : 20;
   // Sandbox and the production worker (the API is built below, on a client of its own).
   const stack = await startStack({ config, logger, dbPoolMax, api: false });
-  /** Stopped in this order: the API (no new work), the production stack, the reference worker, the API's connection. */
+  /** Stopped in this order: the API (no new work), the worker replaced below, the production stack, the reference worker, the API's connection. */
   let stopApi: (() => Promise<void>) | undefined;
+  const beforeStack: (() => Promise<void>)[] = [];
   const afterStack: (() => Promise<void>)[] = [];
+  let worker = stack.worker;
+  // BENCH_MAX_CACHED_WORKFLOWS (bench --open --cache N): the production worker's options with this one workflow-cache
+  // size instead of the SDK default. The stack's worker is stopped and replaced by one created the same way (createWorker),
+  // on a connection of its own; production settings are not changed.
+  const maxCached = process.env.BENCH_MAX_CACHED_WORKFLOWS ? Number(process.env.BENCH_MAX_CACHED_WORKFLOWS) : undefined;
+  if (maxCached !== undefined) {
+    if (!Number.isInteger(maxCached) || maxCached < 0) throw new Error(`BENCH_MAX_CACHED_WORKFLOWS must be a whole number, got ${process.env.BENCH_MAX_CACHED_WORKFLOWS}`);
+    stack.worker.shutdown();
+    const connection = await NativeConnection.connect(temporalConnectionOptions(config));
+    const replaced = await createWorker({ config, db: stack.db, providers: createProviders(config, { db: stack.db }), connection, tuning: { maxCachedWorkflows: maxCached } });
+    const running = replaced.run();
+    worker = replaced;
+    beforeStack.push(async () => {
+      if (replaced.getState() === 'RUNNING') replaced.shutdown();
+      await running.catch(() => undefined);
+      await connection.close();
+    });
+    console.log(`[bench-system] production worker replaced: maxCachedWorkflows ${replaced.options.maxCachedWorkflows} (BENCH_MAX_CACHED_WORKFLOWS)`);
+  }
 
   if (withApi) {
-    const state: BenchRoutesState = { orderWorkflowType: 'orderLifecycle', referenceTaskQueue: `${config.taskQueue}-reference`, worker: stack.worker };
+    const state: BenchRoutesState = { orderWorkflowType: 'orderLifecycle', referenceTaskQueue: `${config.taskQueue}-reference`, worker };
     // The API starts `orderLifecycle`; for the bench's "before" phase the start is sent as the previous type instead.
     const swapType: WorkflowClientInterceptor = {
       async startUpdateWithStart(input, next) {
@@ -94,6 +115,7 @@ async function main(): Promise<void> {
     try {
       // The API first, so no new work arrives; then the workers finish what they have.
       await stopApi?.();
+      for (const s of beforeStack) await s();
       await stack.stop();
       for (const s of afterStack) await s();
     } catch (err) {

@@ -1,19 +1,23 @@
 /**
- * `npm run bench [-- --orders N --concurrency C]`: end-to-end throughput and latency of the order lifecycle.
+ * `npm run bench [-- --orders N --concurrency C --only reference,before,after]`: end-to-end throughput, latency and cost
+ *   per order of the order lifecycle, side by side with the engine's floor and the previous workflow type, in one run on
+ *   the same server (phases: src/tools/bench-phases.ts).
  * `npm run bench -- --hot-sku`: reservations per second on one SKU, one row vs. buckets (src/tools/bench-hot-sku.ts).
  * `npm run bench -- --flash-sale`: many buyers, little stock, one SKU, through the API (src/tools/bench-flash-sale.ts).
  * `npm run bench -- --callbacks`: a storm of redelivered payment notifications (src/tools/bench-callbacks.ts).
  * `npm run bench -- --polls`: buyers polling their orders, and what that costs everyone else (src/tools/bench-polls.ts).
+ * `npm run bench -- --open N`: N orders left waiting and N in cooling-off; new orders' rate against the empty system,
+ *   memory and the worker's workflow cache (src/tools/bench-open.ts).
  *
  * Self-contained: its own database (`payflow_bench`, dropped and re-migrated), its own free ports and task
  * queue, the Temporal server at TEMPORAL_ADDRESS when one listens (else an in-memory headless dev server it
  * starts and stops). The system under test (sandbox + API + worker, src/tools/bench-system.ts) runs in a
  * child process so that the load generator never shares its event loop (src/tools/bench-harness.ts).
  *
- * Each of C clients loops: POST /orders (create latency = until the 201), the buyer pays at the sandbox,
- * then the order workflow's result is awaited with a long poll (pay-to-PAID latency = from the pay request
- * until the workflow has completed as PAID). Prints a report and writes it to reports/bench-<time>.json.
- * Exit code 0 when every order reached PAID, 1 otherwise.
+ * In each phase, each of C clients loops: create (POST /orders; create latency = until the 201), the buyer pays at the
+ * sandbox, then the workflow's result is awaited with a long poll (pay-to-PAID latency = from the pay request until
+ * the workflow has completed as PAID). Prints the phases side by side and their ratios, and writes the report to
+ * reports/bench-<time>.json. Exit code 0 when every order of every phase reached PAID, 1 otherwise.
  */
 import { cpus } from 'node:os';
 import {
@@ -248,6 +252,13 @@ async function main(): Promise<number> {
   if (modes.length > 1) {
     console.error(`[bench] one mode at a time, got ${modes.join(' ')}\n${USAGE}`);
     return 1;
+  }
+  if (argv.some((a) => a === '--open' || a.startsWith('--open='))) {
+    if (modes.length) {
+      console.error(`[bench] --open is a mode of its own, got ${modes.join(' ')} too\n${USAGE}`);
+      return 1;
+    }
+    return runBench(async () => (await import('./bench-open')).runOpenBench(argv));
   }
   const mode = modes[0];
   if (mode === '--hot-sku') return MODES[mode]!.run(argv);
