@@ -587,7 +587,9 @@ async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<
   try {
     await temporal.withDeadline(Date.now() + 60_000, async () => {
       const ids: { workflowId: string; runId: string }[] = [];
-      for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) ids.push(wf);
+      // The production task queue and the bench's reference workflow's (src/tools/bench-system.ts, BENCH_REFERENCE=on).
+      const query = `(TaskQueue = '${taskQueue}' OR TaskQueue = '${taskQueue}-reference') AND ExecutionStatus = 'Running'`;
+      for await (const wf of temporal.workflow.list({ query })) ids.push(wf);
       await inParallel(ids, 16, async (wf) => {
         await temporal.workflow
           .getHandle(wf.workflowId, wf.runId)
@@ -598,7 +600,7 @@ async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<
   } catch (err) {
     log(`could not clean up workflows on ${taskQueue}: ${errorText(err)}`);
   }
-  if (terminated > 0) log(`terminated ${terminated} workflow(s) left running on task queue ${taskQueue}`);
+  if (terminated > 0) log(`terminated ${terminated} workflow(s) left running on task queue ${taskQueue} (or its -reference queue)`);
 }
 
 function shutdown(): Promise<void> {
