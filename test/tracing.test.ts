@@ -8,7 +8,7 @@ import { SpanKind } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { Knex } from 'knex';
-import { clientInterceptors } from '../src/client/temporal';
+import { clientInterceptors } from '../src/temporal/connection';
 import { ConfigError, loadConfig } from '../src/config';
 import { createTracing } from '../src/observability/tracing';
 import { logContextInterceptor } from '../src/workers/log-context';

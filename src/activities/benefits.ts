@@ -3,8 +3,8 @@
  * on the generic fence in tcc.ts. Points are worth 1 minor unit each.
  */
 import type { Knex } from 'knex';
-import { businessFailure } from './failures';
-import { defineParticipant, moveUnits, type Participant, type TccKey } from './tcc';
+import { businessFailure } from '../contracts/failures';
+import { defineParticipant, moveUnits, type Participant, type TccKey } from '../db/tcc-fence';
 
 /** The user's points row (the points participant's resource is the user id). */
 const points = (trx: Knex.Transaction, key: TccKey) => trx('user_points').where('user_id', key.resource);

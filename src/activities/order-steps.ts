@@ -19,7 +19,7 @@
 import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
 import type { BenefitCall, OrderBenefit } from './benefits';
 import type { CreateOrderInput, PricedOrder, TransitionInput, TransitionResult } from './orders';
-import type { StockLine } from './stock';
+import type { StockLine } from '../db/stock';
 
 /** The order as the workflow carries it after it is opened. */
 export interface OpenedOrder {

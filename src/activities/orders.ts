@@ -1,8 +1,8 @@
 /** Order rows: creation from the catalog, guarded status transitions, and reads for the late-payment path. */
 import type { Knex } from 'knex';
 import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
-import { appendOrderEvent } from './events';
-import { businessFailure } from './failures';
+import { appendOrderEvent } from '../db/order-events';
+import { businessFailure } from '../contracts/failures';
 import { activityLog } from './log';
 
 /** Input of createOrder. */

@@ -1,13 +1,10 @@
 /** Provider-facing steps: create, query, close, refund; each records what happened in MySQL. */
 import type { Knex } from 'knex';
-import type { PaymentProvider, ProviderPaymentState } from '../providers/types';
+import type { PaymentProvider, ProviderPaymentState, ProviderRegistry } from '../providers/types';
 import { ProviderBusinessError } from '../providers/types';
-import { appendOrderEvent } from './events';
-import { businessFailure } from './failures';
+import { appendOrderEvent } from '../db/order-events';
+import { businessFailure } from '../contracts/failures';
 import { activityLog } from './log';
-
-/** Providers the worker can reach, by name. */
-export type ProviderRegistry = Record<string, PaymentProvider>;
 
 function providerFor(providers: ProviderRegistry, name: string): PaymentProvider {
   const provider = Object.hasOwn(providers, name) ? providers[name] : undefined;

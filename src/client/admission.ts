@@ -14,11 +14,11 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Knex } from 'knex';
-import { cancelStock, tryReserveStock, type StockLine } from '../activities/stock';
 import { orderWorkflowId } from '../contracts/order';
+import { cancelStock, tryReserveStock, type StockLine } from '../db/stock';
+import { withTemporalDeadline } from '../temporal/calls';
 import { ApiError } from './errors';
 import type { Metrics } from './metrics';
-import { withTemporalDeadline } from './temporal';
 
 /** Units available right now per known SKU (all buckets summed); unknown SKUs are absent. Plain reads, no locks. */
 export async function availableUnits(db: Knex, skus: string[]): Promise<Map<string, number>> {

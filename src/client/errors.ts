@@ -2,7 +2,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { ZodError } from 'zod';
-import { isTemporalUnreachable } from './temporal';
+import { isTemporalUnreachable } from '../temporal/calls';
 
 /** An error the API answers with its own status and code. */
 export class ApiError extends Error {

@@ -6,8 +6,6 @@
 import { randomUUID } from 'node:crypto';
 import { type Client, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import type { Knex } from 'knex';
-import type { ProviderRegistry } from '../activities/payments';
-import { createSupportTicket } from '../activities/support';
 import {
   type EscalationResult,
   type OrderStatus,
@@ -17,8 +15,10 @@ import {
   orderWorkflowId,
   reviewDecisionUpdate,
 } from '../contracts/order';
+import { createSupportTicket } from '../db/support-tickets';
+import type { ProviderRegistry } from '../providers/types';
+import { withTemporalDeadline } from '../temporal/calls';
 import { ApiError } from './errors';
-import { withTemporalDeadline } from './temporal';
 
 /** How long an action waits for the workflow to catch up with a status MySQL already shows. */
 const SETTLE_RETRIES = 10;

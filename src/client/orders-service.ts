@@ -10,7 +10,6 @@ import {
 } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
-import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
 import { type StatusMessages, describeStatus } from '../contracts/messages';
 import {
@@ -25,11 +24,12 @@ import {
   statusQuery,
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
+import type { ProviderRegistry } from '../providers/types';
+import { withTemporalDeadline } from '../temporal/calls';
 import type { orderLifecycle } from '../workflows';
 import { availableUnits, outOfStockError, releaseReservation, reservationHeld, reserveBeforeStart, shortLine } from './admission';
 import { ApiError } from './errors';
 import { LiveStatusCache } from './live-status';
-import { withTemporalDeadline } from './temporal';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
 export function newOrderId(): string {

@@ -12,10 +12,10 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Knex } from 'knex';
-import { retryDeadlocks } from '../db/knex';
-import { appendOrderEvent } from './events';
-import { businessFailure } from './failures';
-import { fenceOf, moveUnits } from './tcc';
+import { businessFailure } from '../contracts/failures';
+import { retryDeadlocks } from './knex';
+import { appendOrderEvent } from './order-events';
+import { fenceOf, moveUnits } from './tcc-fence';
 
 const fence = fenceOf('stock');
 

@@ -6,12 +6,12 @@
  * - a cancel before its try is recorded as an empty rollback and succeeds;
  * - a try after its cancel is refused (TCC_TRY_AFTER_CANCEL), so no reservation hangs;
  * - confirm after cancel and cancel after confirm raise TCC_CONFLICT (alert-worthy, non-retryable).
- * Used by coupons and points (src/activities/benefits.ts); stock (src/activities/stock.ts) uses the same fence
+ * Used by coupons and points (src/activities/benefits.ts); stock (src/db/stock.ts) uses the same fence
  * primitives (`fenceOf`) for its all-or-nothing multi-line Try.
  */
 import type { Knex } from 'knex';
-import { appendOrderEvent } from './events';
-import { businessFailure } from './failures';
+import { businessFailure } from '../contracts/failures';
+import { appendOrderEvent } from './order-events';
 
 /**
  * Moves `quantity` units from one column of the row(s) `row` selects to another, only if the source column holds

@@ -1,6 +1,6 @@
 /** Registers the project's search attributes on a Temporal server not started by our tooling (e.g. docker compose). */
-import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
 import { loadConfigOrExit } from '../config';
+import { connectTemporal, ensureSearchAttributes } from '../temporal/connection';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();

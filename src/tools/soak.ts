@@ -24,7 +24,7 @@ import { parseDuration } from '../shared/duration';
 import { ChildService, freePort } from './processes';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 import { workflowInterceptorModules } from '../workers/workflow-modules';
-import { connectTemporal } from '../client/temporal';
+import { connectTemporal } from '../temporal/connection';
 import { OrderStatusKey } from '../contracts/search-attributes';
 import type { Client } from '@temporalio/client';
 

@@ -5,12 +5,12 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Knex } from 'knex';
-import type { ProviderRegistry } from '../../activities/payments';
+import type { ProviderRegistry } from '../../providers/types';
+import { OrderProviderCache, providerMismatch } from '../../temporal/route-notification';
 import { ApiError } from '../errors';
 import type { NotificationInbox } from '../inbox';
 import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
-import { OrderProviderCache, providerMismatch } from '../../temporal/route-notification';
 
 /** Largest notification body accepted. */
 const MAX_BODY_BYTES = 64 * 1024;
