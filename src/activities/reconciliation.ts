@@ -1,6 +1,7 @@
 /**
- * Reconciliation (对账) against a provider's daily bill: the activities the `reconciliation` workflow calls and the
- * classification of each line. The run records and their read model are in src/reconciliation/runs.ts.
+ * Reconciliation (对账) against a provider's daily bill: the activities the `reconciliation` workflow calls. The run
+ * records and their read model are in src/reconciliation/runs.ts, the classification of a line in
+ * src/reconciliation/classify.ts.
  *
  * Idempotency: every compared line is stored once under a unique (run, row key) — `P:<tradeNo>` for a bill
  * payment, `R:<outRefundNo>` for a bill refund, `LP:`/`LR:` for local records the bill lacks, `#<row>` appended
@@ -25,6 +26,7 @@ import {
 import { appendOrderEvent } from '../db/order-events';
 import { BillFormatError } from '../providers/bill-csv';
 import { type BillRow, type BillSource, type PaymentProvider, ProviderBusinessError, type ProviderRegistry } from '../providers/types';
+import { type LocalPayment, type LocalRefund, type NewItem, billKey, classifyBillPayment, classifyDuplicate, classifyRefund } from '../reconciliation/classify';
 import { ACTIVE_STATUSES, type RunRow, isoOf, numberOf, startReconciliation } from '../reconciliation/runs';
 import { routePaymentNotification } from '../temporal/route-notification';
 
@@ -176,129 +178,6 @@ async function compareBill(deps: ReconciliationDeps, input: { runId: string; bat
   return { billRows: next, counts, resumedFromRow: resume ? resume.row : null, attempt: ctx?.info.attempt ?? 1 };
 }
 
-
-/** A local payment row with its order's status, as bill lines are matched against it. */
-export interface LocalPayment {
-  out_trade_no: string;
-  /** The provider the order pays with (only read where a bill's rows are matched). */
-  provider?: string;
-  trade_no: string | null;
-  status: string;
-  amount: number;
-  currency: string;
-  paid_amount: number | null;
-  paid_currency: string | null;
-  order_status: string | null;
-  paid_trade_no: string | null;
-}
-
-/** A local refund row, as bill refund lines are matched against it. */
-export interface LocalRefund {
-  out_refund_no: string;
-  out_trade_no: string;
-  status: string;
-  amount: number;
-  currency: string;
-}
-
-/** A stored item before insertion. */
-export interface NewItem {
-  class: ReconciliationClass;
-  detail: string | null;
-  kind: 'PAYMENT' | 'REFUND';
-  local_amount: number | null;
-  local_currency: string | null;
-  evidence: Record<string, unknown>;
-  repair_status: 'NONE' | 'PENDING';
-}
-
-/** The key a bill line is stored under in its run: `P:<tradeNo>` for a payment, `R:<outRefundNo>` for a refund. */
-export function billKey(row: BillRow): string {
-  return row.kind === 'PAYMENT' ? `P:${row.tradeNo}` : `R:${row.outRefundNo ?? `${row.tradeNo}@${row.at}`}`;
-}
-
-/** Classifies one payment line of a provider's bill against the local payment of the same out-trade-no (pure). */
-export function classifyBillPayment(row: BillRow, local: LocalPayment | undefined, billProvider: string): NewItem {
-  const bill = { tradeNo: row.tradeNo, amount: row.amount, currency: row.currency, at: row.at };
-  if (!local) {
-    return { class: 'UNKNOWN_TRADE', detail: 'NO_LOCAL_PAYMENT', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence: { bill, local: null }, repair_status: 'NONE' };
-  }
-  if (local.provider !== undefined && local.provider !== billProvider) {
-    // One provider's bill never speaks for another provider's order: flagged for a person, never repaired.
-    const localView = { provider: local.provider, orderStatus: local.order_status };
-    return { class: 'UNKNOWN_TRADE', detail: 'OTHER_PROVIDER', kind: 'PAYMENT', local_amount: null, local_currency: local.currency, evidence: { bill, local: localView }, repair_status: 'NONE' };
-  }
-  const localView = {
-    paymentStatus: local.status,
-    orderStatus: local.order_status,
-    tradeNo: local.trade_no,
-    paidTradeNo: local.paid_trade_no,
-    amount: numberOf(local.amount),
-    paidAmount: local.paid_amount === null ? null : numberOf(local.paid_amount),
-    currency: local.paid_currency ?? local.currency,
-  };
-  const paidLocally = (local.status === 'PAID' || local.status === 'REFUNDED') && (local.trade_no === row.tradeNo || local.paid_trade_no === row.tradeNo);
-  if (!paidLocally) {
-    return {
-      class: 'PAID_NOT_RECORDED',
-      detail: `ORDER_${local.order_status ?? 'UNKNOWN'}`.slice(0, 32),
-      kind: 'PAYMENT',
-      local_amount: null,
-      local_currency: local.currency,
-      evidence: { bill, local: localView },
-      repair_status: 'PENDING',
-    };
-  }
-  const localAmount = local.paid_amount === null ? numberOf(local.amount) : numberOf(local.paid_amount);
-  const localCurrency = local.paid_currency ?? local.currency;
-  const detail = localCurrency !== row.currency ? 'CURRENCY' : localAmount !== row.amount ? 'AMOUNT' : null;
-  return {
-    class: detail ? 'AMOUNT_MISMATCH' : 'MATCHED',
-    detail,
-    kind: 'PAYMENT',
-    local_amount: localAmount,
-    local_currency: localCurrency,
-    evidence: detail ? { bill, local: localView } : {},
-    repair_status: 'NONE',
-  };
-}
-
-/** Classifies one refund line of a provider's bill against the local refund of the same refund number (pure). */
-export function classifyRefund(row: BillRow, local: LocalRefund | undefined): NewItem {
-  const bill = { outRefundNo: row.outRefundNo, tradeNo: row.tradeNo, outTradeNo: row.outTradeNo, amount: row.amount, currency: row.currency, at: row.at };
-  const base = { kind: 'REFUND' as const, repair_status: 'NONE' as const };
-  if (!local) return { ...base, class: 'REFUND_MISMATCH', detail: 'MISSING_LOCALLY', local_amount: null, local_currency: null, evidence: { bill, local: null } };
-  const localView = { status: local.status, outTradeNo: local.out_trade_no, amount: numberOf(local.amount), currency: local.currency };
-  const detail =
-    local.status !== 'SUCCEEDED'
-      ? `LOCAL_${local.status}`
-      : local.out_trade_no !== row.outTradeNo
-        ? 'OTHER_TRADE'
-        : local.currency !== row.currency
-          ? 'CURRENCY'
-          : numberOf(local.amount) !== row.amount
-            ? 'AMOUNT'
-            : null;
-  return {
-    ...base,
-    class: detail ? 'REFUND_MISMATCH' : 'MATCHED',
-    detail,
-    local_amount: numberOf(local.amount),
-    local_currency: local.currency,
-    evidence: detail ? { bill, local: localView } : {},
-  };
-}
-
-/**
- * A bill line whose key the bill already listed at `firstListedAtRow`: a payment listed twice is an AMOUNT_MISMATCH,
- * a refund listed twice a REFUND_MISMATCH, both DUPLICATED_IN_BILL and left for a person (pure).
- */
-export function classifyDuplicate(row: BillRow, firstListedAtRow: number): NewItem {
-  const evidence = { bill: { tradeNo: row.tradeNo, outRefundNo: row.outRefundNo, amount: row.amount, currency: row.currency, at: row.at }, firstListedAtRow };
-  return row.kind === 'PAYMENT'
-    ? { class: 'AMOUNT_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' }
-    : { class: 'REFUND_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'REFUND', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' };
-}
 
 /**
  * Compares one batch of bill rows (rows firstRowNo.. of the bill) and stores an item per row. A row already
