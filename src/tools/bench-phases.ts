@@ -10,8 +10,9 @@
  *                       src/tools/bench-system.ts): same input, admission, MySQL, sandbox and callbacks.
  *  - `after`            real orders through POST /orders as the API starts them: `orderLifecycle`.
  *
- * Each phase: a short unmeasured warm-up, then `orders` orders with `concurrency` clients, CPU measured over the
- * measured part only, then the history of a sample of its workflows read and costed (src/tools/history-cost.ts).
+ * Every phase is first warmed up (a few unmeasured orders each), then each is measured in turn: `orders` orders with
+ * `concurrency` clients, CPU measured over the measured part only, then the history of a sample of its workflows read
+ * and costed (src/tools/history-cost.ts).
  */
 import type { Knex } from 'knex';
 import { historyCost } from './history-cost';
@@ -182,8 +183,27 @@ async function referenceStatuses(db: Knex, idPrefix: string): Promise<Record<str
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
 }
 
-/** Runs one phase: warm-up, measured load, MySQL check, history sample. */
-export async function runPhase(system: BenchSystem, phase: PhaseName, options: PhaseOptions): Promise<PhaseResult> {
+/** A phase set up and warmed up, ready to be measured. */
+export interface PreparedPhase {
+  phase: PhaseName;
+  isReference: boolean;
+  sku: string;
+  idPrefix: string;
+  driver: (warm: boolean) => LifecycleDriver;
+  warm: Load;
+}
+
+/** Sends the API's order starts as this phase's workflow type (a no-op for the reference phases). */
+async function selectPhase(system: BenchSystem, phase: PhaseName): Promise<void> {
+  if (phase === 'before' || phase === 'after') await setOrderWorkflowType(system, phase === 'before' ? 'orderPayment' : 'orderLifecycle');
+}
+
+/**
+ * Sets a phase up (its product) and runs its warm-up: the same orders, not measured (JIT, connection pools, the
+ * server's caches for a workflow type). The bench warms every phase up before measuring any, so that the first
+ * measured phase does not pay for the process's own warm-up.
+ */
+export async function preparePhase(system: BenchSystem, phase: PhaseName, options: PhaseOptions): Promise<PreparedPhase> {
   const isReference = phase === 'reference' || phase === 'reference-remote';
   const sku = `bench-${system.runId}-${phase}`;
   const idPrefix = `${phase}-${system.runId}`;
@@ -192,18 +212,22 @@ export async function runPhase(system: BenchSystem, phase: PhaseName, options: P
     driver = (warm) => referenceDriver(system, warm ? `${idPrefix}-warm` : idPrefix, phase === 'reference');
   } else {
     await system.createProduct(sku, options.orders + options.warmup);
-    await setOrderWorkflowType(system, phase === 'before' ? 'orderPayment' : 'orderLifecycle');
     driver = (warm) => apiDriver(system, sku, warm ? `bench-warm-${phase}` : `bench-${phase}`);
   }
-
-  // Warm-up: the same orders, not measured (JIT, connection pools, the server's caches for a new workflow type).
   const warm = new Load();
   if (options.warmup > 0) {
+    await selectPhase(system, phase);
     log(`${phase}: warm-up, ${options.warmup} orders`);
     await runLifecycleClients(system, sku, Math.min(options.concurrency, options.warmup), (n) => n < options.warmup, warm, driver(true));
-    await sleep(1000);
   }
+  return { phase, isReference, sku, idPrefix, driver, warm };
+}
 
+/** Measures a prepared phase: the measured load, MySQL check, history sample. */
+export async function runPhase(system: BenchSystem, prepared: PreparedPhase, options: PhaseOptions): Promise<PhaseResult> {
+  const { phase, isReference, sku, idPrefix, driver, warm } = prepared;
+  await selectPhase(system, phase);
+  await sleep(1000);
   log(`${phase}: ${options.orders} orders (${PHASE_INFO[phase].workflowType}), ${options.concurrency} clients`);
   const load = new Load();
   const cpu = cpuMeter(system);

@@ -30,14 +30,13 @@ import {
   parseFlags,
   runAbort,
   runBench,
-  sleep,
   startSystem,
   table,
   logDigest,
   logSummary,
   writeReport,
 } from './bench-harness';
-import { DEFAULT_PHASES, PHASES, type PhaseName, type PhaseResult, type Spread, runPhase } from './bench-phases';
+import { DEFAULT_PHASES, PHASES, type PhaseName, type PhaseResult, type PreparedPhase, type Spread, preparePhase, runPhase } from './bench-phases';
 
 const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<number> }> = {
   '--hot-sku': {
@@ -120,11 +119,16 @@ async function lifecycleBench(argv: string[]): Promise<number> {
   const withReference = options.phases.some((p) => p.startsWith('reference'));
   const system: BenchSystem = await startSystem({ database: 'payflow_bench', name: 'bench', env: withReference ? { BENCH_REFERENCE: 'on' } : {} });
 
-  const results: PhaseResult[] = [];
+  // Every phase warmed up first, then each measured in turn.
+  const prepared: PreparedPhase[] = [];
   for (const phase of options.phases) {
     if (runAbort.signal.aborted) break;
+    prepared.push(await preparePhase(system, phase, options));
+  }
+  const results: PhaseResult[] = [];
+  for (const phase of prepared) {
+    if (runAbort.signal.aborted) break;
     results.push(await runPhase(system, phase, options));
-    await sleep(1000);
   }
   const stats = await http('GET', `${system.apiUrl}/bench/stats`, undefined, 5000).catch(() => undefined);
 
@@ -173,7 +177,7 @@ async function lifecycleBench(argv: string[]): Promise<number> {
       ['command', report.command],
       ['machine', report.environment.machine],
       ['temporal', system.temporalNote],
-      ['per phase', `${options.orders} measured orders after ${options.warmup} warm-up orders, ${options.concurrency} clients; phases run one after another in this order`],
+      ['per phase', `${options.orders} measured orders, ${options.concurrency} clients; every phase first warmed up (${options.warmup} orders each), then measured one after another in this order`],
       ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
       ['report', reportFile],
     ]),
