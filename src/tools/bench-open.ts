@@ -48,7 +48,7 @@ import { orderWorkflowId, statusQuery } from '../contracts/order';
 const USAGE = `usage: npm run bench -- --open N [--orders M] [--concurrency C] [--cache K] [--quick]
   N open orders of each kind are left in the system (N waiting for payment, N paid and in cooling-off); M new orders
   are measured on the empty system and again with the open ones (defaults: --orders 200 --concurrency 20;
-  --quick: --open 50 --orders 40). Fill time grows with N: about 2N / (the lifecycle rate) plus N creates.
+  --quick: --orders 40). Fill time grows with N: about 2N / (the lifecycle rate) plus N creates.
   --cache K runs the production worker with maxCachedWorkflows K instead of the SDK default (bench only: the
   worker's production settings are unchanged), to see memory and the cost of evictions at a chosen cache size.`;
 
@@ -63,11 +63,7 @@ interface Options {
 function parseArgs(argv: string[]): Options {
   const flags = parseFlags(argv, { open: 'int', orders: 'int', concurrency: 'int', cache: 'int', quick: 'flag' }, USAGE);
   const quick = flags.quick === true;
-  const open = (flags.open as number | undefined) ?? (quick ? 50 : undefined);
-  if (open === undefined) {
-    console.error(`[bench] --open needs a number of orders\n${USAGE}`);
-    process.exit(1);
-  }
+  const open = flags.open as number;
   const orders = (flags.orders as number | undefined) ?? (quick ? 40 : 200);
   return {
     open,

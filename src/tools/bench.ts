@@ -59,7 +59,7 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
 
 const USAGE = `usage: npm run bench [-- --orders N --concurrency C --only ${PHASES.join(',')} --warmup W --history-sample S]
          (defaults: --orders 200 per phase, --concurrency 20, --only ${DEFAULT_PHASES.join(',')}, --warmup orders/10 up to 20, --history-sample 10)
-       npm run bench -- --open N [--orders M --concurrency C --quick]   (src/tools/bench-open.ts)
+       npm run bench -- --open N [--orders M --concurrency C --cache K --quick]   (src/tools/bench-open.ts)
 ${Object.values(MODES)
   .map((m) => `       ${m.usage}`)
   .join('\n')}
