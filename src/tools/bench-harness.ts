@@ -13,7 +13,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { Knex } from 'knex';
-import { connectTemporal } from '../client/temporal';
+import { connectTemporal } from '../temporal/connection';
 import { type Config, loadConfig, loadConfigOrExit } from '../config';
 import { type OrderPaymentResult, orderWorkflowId } from '../contracts/order';
 import { createDb, migrateLatest } from '../db/knex';

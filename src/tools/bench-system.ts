@@ -15,12 +15,12 @@
  * (src/tools/bench-reference-workflow.ts), bundled apart from the production workflows.
  */
 import { Client, type WorkflowClientInterceptor } from '@temporalio/client';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { Worker } from '@temporalio/worker';
 import { buildApi } from '../client/app';
-import { connectTemporal } from '../client/temporal';
-import { loadConfigOrExit, temporalConnectionOptions } from '../config';
+import { loadConfigOrExit } from '../config';
 import { createLogger } from '../observability/logger';
 import { createProviders } from '../providers';
+import { connectTemporal, connectWorkerTemporal } from '../temporal/connection';
 import { installTemporalRuntime } from '../workers/telemetry';
 import { createWorker } from '../workers/worker';
 import { ensureReferenceTable, referenceActivities } from './bench-reference-activities';
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   if (maxCached !== undefined) {
     if (!Number.isInteger(maxCached) || maxCached < 0) throw new Error(`BENCH_MAX_CACHED_WORKFLOWS must be a whole number, got ${process.env.BENCH_MAX_CACHED_WORKFLOWS}`);
     stack.worker.shutdown();
-    const connection = await NativeConnection.connect(temporalConnectionOptions(config));
+    const connection = await connectWorkerTemporal(config);
     const replaced = await createWorker({ config, db: stack.db, providers: createProviders(config, { db: stack.db }), connection, tuning: { maxCachedWorkflows: maxCached } });
     const running = replaced.run();
     worker = replaced;
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     });
     if (process.env.BENCH_REFERENCE === 'on') {
       await ensureReferenceTable(stack.db);
-      const connection = await NativeConnection.connect(temporalConnectionOptions(config));
+      const connection = await connectWorkerTemporal(config);
       const worker = await Worker.create({
         connection,
         namespace: config.temporalNamespace,
