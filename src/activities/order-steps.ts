@@ -16,10 +16,11 @@
  * The steps are composed over the single activities (not over the database), so the workflow tests that script the
  * single steps run this very composition.
  */
+import { FailureType } from '../contracts/failures';
 import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
+import type { StockLine } from '../db/stock';
 import type { BenefitCall, OrderBenefit } from './benefits';
 import type { CreateOrderInput, PricedOrder, TransitionInput, TransitionResult } from './orders';
-import type { StockLine } from '../db/stock';
 
 /** The order as the workflow carries it after it is opened. */
 export interface OpenedOrder {
@@ -115,7 +116,7 @@ export function composeOrderSteps(one: SingleSteps) {
       try {
         return await mark(input);
       } catch (err) {
-        if (failureTypeOf(err) === 'ORDER_NOT_FOUND') return { changed: false, status: 'NONE' };
+        if (failureTypeOf(err) === FailureType.ORDER_NOT_FOUND) return { changed: false, status: 'NONE' };
         throw err;
       }
     },
@@ -127,7 +128,7 @@ export function composeOrderSteps(one: SingleSteps) {
      */
     async settleRefunded(input: OrderStepInput): Promise<TransitionResult> {
       const onConflict = (fallback: () => Promise<unknown>) => async (err: unknown) => {
-        if (failureTypeOf(err) !== 'TCC_CONFLICT') throw err;
+        if (failureTypeOf(err) !== FailureType.TCC_CONFLICT) throw err;
         await fallback();
       };
       if (input.sold) {

@@ -12,8 +12,9 @@
  */
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
-import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { CancelledFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
+import { FailureType, businessFailure } from '../contracts/failures';
 import {
   type ReconciliationClass,
   type ReconciliationResult,
@@ -55,26 +56,22 @@ function throwIfCancelled(ctx: Context | undefined): void {
   if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new CancelledFailure(String(signal.reason));
 }
 
-function nonRetryable(type: string, message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true });
-}
-
 async function requireRun(db: Knex, runId: string): Promise<RunRow> {
   const row = (await db('reconciliation_runs').where({ id: runId }).first()) as RunRow | undefined;
-  if (!row) throw nonRetryable('RUN_NOT_FOUND', `no reconciliation run ${runId}`);
+  if (!row) throw businessFailure(FailureType.RUN_NOT_FOUND, `no reconciliation run ${runId}`);
   return row;
 }
 
 function billSourceOf(providers: ProviderRegistry, name: string): PaymentProvider & BillSource {
   const provider = providers[name] as (PaymentProvider & Partial<BillSource>) | undefined;
-  if (!provider) throw nonRetryable('UNKNOWN_PROVIDER', `provider ${name} is not configured on this worker`);
-  if (typeof provider.billRows !== 'function') throw nonRetryable('NO_BILLS', `provider ${name} has no bill download`);
+  if (!provider) throw businessFailure(FailureType.UNKNOWN_PROVIDER, `provider ${name} is not configured on this worker`);
+  if (typeof provider.billRows !== 'function') throw businessFailure(FailureType.NO_BILLS, `provider ${name} has no bill download`);
   return provider as PaymentProvider & BillSource;
 }
 
 function dayRange(run: RunRow): { start: Date; end: Date } {
   const range = billDayRange(run.bill_date, run.provider);
-  if (!range) throw nonRetryable('BAD_DATE', `run ${run.id} has an invalid bill day ${run.bill_date}`);
+  if (!range) throw businessFailure(FailureType.BAD_DATE, `run ${run.id} has an invalid bill day ${run.bill_date}`);
   return range;
 }
 
@@ -85,7 +82,7 @@ async function beginRun(
 ): Promise<{ provider: string; date: string; merchantId: string; expectedRows: number }> {
   const { db } = deps;
   const run = await requireRun(db, input.runId);
-  if (run.workflow_id !== input.workflowId) throw nonRetryable('RUN_OWNED_ELSEWHERE', `run ${run.id} belongs to workflow ${run.workflow_id}, not ${input.workflowId}`);
+  if (run.workflow_id !== input.workflowId) throw businessFailure(FailureType.RUN_OWNED_ELSEWHERE, `run ${run.id} belongs to workflow ${run.workflow_id}, not ${input.workflowId}`);
   const provider = billSourceOf(deps.providers, run.provider);
   const { start, end } = dayRange(run);
   const [{ n: payments }] = (await db('payments')
@@ -171,8 +168,8 @@ async function compareBill(deps: ReconciliationDeps, input: { runId: string; bat
     }
     if (batch.length > 0) await flush();
   } catch (err) {
-    if (err instanceof BillFormatError) throw nonRetryable('BILL_MALFORMED', `${run.provider} bill of ${run.bill_date}: ${err.message}`);
-    if (err instanceof ProviderBusinessError) throw nonRetryable('PROVIDER_REJECTED', `${run.provider} refused the bill of ${run.bill_date}: ${err.message}`);
+    if (err instanceof BillFormatError) throw businessFailure(FailureType.BILL_MALFORMED, `${run.provider} bill of ${run.bill_date}: ${err.message}`);
+    if (err instanceof ProviderBusinessError) throw businessFailure(FailureType.PROVIDER_REJECTED, `${run.provider} refused the bill of ${run.bill_date}: ${err.message}`);
     throw err; // transport faults, truncation, cancellation: retried, resuming from the last heartbeat
   }
   return { billRows: next, counts, resumedFromRow: resume ? resume.row : null, attempt: ctx?.info.attempt ?? 1 };
@@ -397,9 +394,9 @@ async function repairLostPayments(deps: ReconciliationDeps, input: { runId: stri
   const { db } = deps;
   const ctx = activityContext();
   const temporal = client ?? ctx?.client;
-  if (!temporal) throw nonRetryable('NO_CLIENT', 'repairs need a Temporal client');
+  if (!temporal) throw businessFailure(FailureType.NO_CLIENT, 'repairs need a Temporal client');
   const taskQueue = ctx?.info.taskQueue;
-  if (!taskQueue) throw nonRetryable('NO_TASK_QUEUE', 'repairs run as an activity, on the order workflows task queue');
+  if (!taskQueue) throw businessFailure(FailureType.NO_TASK_QUEUE, 'repairs run as an activity, on the order workflows task queue');
   const run = await requireRun(db, input.runId);
   const provider = billSourceOf(deps.providers, run.provider);
   const [{ n: total }] = (await db('reconciliation_items').where({ run_id: run.id, class: 'PAID_NOT_RECORDED' }).count({ n: '*' })) as [{ n: number }];
@@ -502,7 +499,7 @@ async function failRun(deps: ReconciliationDeps, input: { runId: string; error: 
 /** For the scheduled workflow: opens the day's run (never a re-run) and starts its workflow, idempotently. */
 async function startScheduledRun(deps: ReconciliationDeps, input: { provider: string; date: string }): Promise<{ runId: string; status: ReconciliationStatus; created: boolean }> {
   const ctx = activityContext();
-  if (!ctx) throw nonRetryable('NO_CLIENT', 'startScheduledRun runs as an activity');
+  if (!ctx) throw businessFailure(FailureType.NO_CLIENT, 'startScheduledRun runs as an activity');
   billSourceOf(deps.providers, input.provider);
   const { run, created } = await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, { provider: input.provider, date: input.date, rerun: false, trigger: 'SCHEDULE' });
   return { runId: run.id, status: run.status, created };

@@ -12,7 +12,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Knex } from 'knex';
-import { businessFailure } from '../contracts/failures';
+import { FailureType, businessFailure } from '../contracts/failures';
 import { retryDeadlocks } from './knex';
 import { appendOrderEvent } from './order-events';
 import { fenceOf, moveUnits } from './tcc-fence';
@@ -38,7 +38,7 @@ function bySku(lines: StockLine[]): StockLine[] {
   const merged = new Map<string, number>();
   for (const line of lines) {
     if (!Number.isSafeInteger(line.quantity) || line.quantity <= 0) {
-      throw businessFailure('ORDER_CONFLICT', `quantity for ${line.sku} must be a positive integer, got ${line.quantity}`);
+      throw businessFailure(FailureType.ORDER_CONFLICT, `quantity for ${line.sku} must be a positive integer, got ${line.quantity}`);
     }
     merged.set(line.sku, (merged.get(line.sku) ?? 0) + line.quantity);
   }
@@ -123,7 +123,7 @@ async function reserveLine(trx: Knex.Transaction, orderId: string, line: StockLi
 
 function outOfStock(line: StockLine): Error {
   // Rolling back the transaction also removes this Try's fence rows, so a later Cancel is an empty rollback.
-  return businessFailure('OUT_OF_STOCK', `not enough stock for ${line.sku}`, { sku: line.sku, requested: line.quantity });
+  return businessFailure(FailureType.OUT_OF_STOCK, `not enough stock for ${line.sku}`, { sku: line.sku, requested: line.quantity });
 }
 
 /** What a fenced reservation holds, bucket by bucket (no holds rows: all of it in bucket 0). */
@@ -161,7 +161,7 @@ async function reserveAll(db: Knex, orderId: string, lines: StockLine[]): Promis
         }
         const existing = await fence.lock(trx, key);
         if (existing?.status === 'CANCELLED') {
-          throw businessFailure('TCC_TRY_AFTER_CANCEL', `stock for ${line.sku} was already released for order ${orderId}; refusing a late reservation`, { sku: line.sku });
+          throw businessFailure(FailureType.TCC_TRY_AFTER_CANCEL, `stock for ${line.sku} was already released for order ${orderId}; refusing a late reservation`, { sku: line.sku });
         }
         // TRIED or CONFIRMED already: a retried Try is a no-op for this line.
       }
@@ -183,9 +183,9 @@ export async function confirmStock(db: Knex, orderId: string, lines: StockLine[]
     for (const line of bySku(lines)) {
       const key = { orderId, resource: line.sku };
       const row = await fence.lock(trx, key);
-      if (!row) throw businessFailure('TCC_CONFLICT', `confirm without try for ${line.sku} in order ${orderId}`, { sku: line.sku });
+      if (!row) throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${line.sku} in order ${orderId}`, { sku: line.sku });
       if (row.status === 'CONFIRMED' || row.status === 'RETURNED') continue;
-      if (row.status === 'CANCELLED') throw businessFailure('TCC_CONFLICT', `confirm after cancel for ${line.sku} in order ${orderId}`, { sku: line.sku });
+      if (row.status === 'CANCELLED') throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${line.sku} in order ${orderId}`, { sku: line.sku });
       await fence.move(trx, key, 'TRIED', 'CONFIRMED');
       await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'sold');
       confirmed++;
@@ -209,7 +209,7 @@ export async function cancelStock(db: Knex, orderId: string, lines: StockLine[])
       const row = await fence.lock(trx, key);
       if (!row || row.status === 'CANCELLED') continue;
       if (row.status === 'CONFIRMED' || row.status === 'RETURNED') {
-        throw businessFailure('TCC_CONFLICT', `cancel after confirm for ${line.sku} in order ${orderId}`, { sku: line.sku });
+        throw businessFailure(FailureType.TCC_CONFLICT, `cancel after confirm for ${line.sku} in order ${orderId}`, { sku: line.sku });
       }
       await fence.move(trx, key, 'TRIED', 'CANCELLED');
       await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'available');
@@ -231,7 +231,7 @@ export async function returnStock(db: Knex, orderId: string, lines: StockLine[])
       const key = { orderId, resource: line.sku };
       const row = await fence.lock(trx, key);
       if (!row || row.status === 'RETURNED' || row.status === 'CANCELLED') continue;
-      if (row.status !== 'CONFIRMED') throw businessFailure('TCC_CONFLICT', `cannot return ${line.sku} of order ${orderId}: it was never sold (${row.status})`);
+      if (row.status !== 'CONFIRMED') throw businessFailure(FailureType.TCC_CONFLICT, `cannot return ${line.sku} of order ${orderId}: it was never sold (${row.status})`);
       await fence.move(trx, key, 'CONFIRMED', 'RETURNED');
       await shiftHolds(trx, orderId, line.sku, row.quantity, 'sold', 'available');
       returned++;

@@ -6,6 +6,7 @@
 import { CancellationScope, proxyActivities, setCurrentDetails } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { OrderSnapshot } from '../activities/orders';
+import { FailureType } from '../contracts/failures';
 import { type LatePaymentInput, type LatePaymentResult, autoRefundNo } from '../contracts/order';
 import { lateRefundReviewStep } from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
@@ -85,7 +86,7 @@ async function refundOrReview(input: LatePaymentInput, order: OrderSnapshot, sta
     } catch (err) {
       // A business refusal (non-retryable); transport faults are retried by the activity until they pass.
       if (!failedForGood(err)) throw err;
-      refused = `the refund of ${amount} ${currency} was refused (${failureType(err) ?? 'FAILED'}: ${errorMessage(err)})`;
+      refused = `the refund of ${amount} ${currency} was refused (${failureType(err) ?? FailureType.UNEXPECTED_ERROR}: ${errorMessage(err)})`;
       return;
     }
     if (order.status !== 'PAID') await markLateRefunded(input, amount, currency, state);

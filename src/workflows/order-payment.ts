@@ -22,6 +22,7 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { OrderBenefit } from '../activities/benefits';
+import { FailureType } from '../contracts/failures';
 import {
   type OrderLine,
   type OrderPaymentInput,
@@ -34,7 +35,6 @@ import {
   type PaymentReady,
   ReviewDecision,
   type TimelineEntry,
-  OrderFailureType,
   autoRefundNo,
   cancelOrderUpdate,
   coolingOffRefundUpdate,
@@ -178,14 +178,14 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     try {
       await mustRun('cancelStock', `release ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
     } catch (err) {
-      if (failureType(err) !== 'TCC_CONFLICT') throw err;
+      if (failureType(err) !== FailureType.TCC_CONFLICT) throw err;
       await mustRun('returnStock', `return ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
     }
     for (const b of benefits) {
       try {
         await mustRun('cancelBenefit', `release ${describeBenefit(b)}${why}`, benefitCall(b));
       } catch (err) {
-        if (failureType(err) !== 'TCC_CONFLICT') throw err;
+        if (failureType(err) !== FailureType.TCC_CONFLICT) throw err;
         await mustRun('returnBenefit', `return ${describeBenefit(b)}${why}`, benefitCall(b));
       }
     }
@@ -401,7 +401,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       },
     };
   } catch (err) {
-    const type = failureType(err) ?? OrderFailureType.PAYMENT_CREATION_FAILED;
+    const type = failureType(err) ?? FailureType.PAYMENT_CREATION_FAILED;
     const message = errorMessage(err);
     ready = { ok: false, type, message, details: failureDetails(err) };
     note('FAILED', `Order failed: ${type}: ${message}`);
@@ -430,7 +430,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     if (isCancellation(err)) throw err;
     // Something we cannot resolve automatically (a TCC conflict, a refund the provider refuses): never leave
     // money in flight behind a failed workflow; hand the order to a person with the reason.
-    const type = failureType(err) ?? 'UNEXPECTED_ERROR';
+    const type = failureType(err) ?? FailureType.UNEXPECTED_ERROR;
     reviewAfterPaid = (status as OrderStatus) === 'PAID'; // (setStatus() changes it inside nested functions, which narrowing ignores)
     note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
     upsertSearchAttributes([{ key: StuckKey, value: true }]);
@@ -638,7 +638,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       } catch (err) {
         const d = reviewDecision;
         if (!d || !(err instanceof ActivityFailure) || err.retryState !== 'NON_RETRYABLE_FAILURE') throw err;
-        const failure = { type: failureType(err) ?? 'ACTIVITY_FAILED', message: errorMessage(err) };
+        const failure = { type: failureType(err) ?? FailureType.ACTIVITY_FAILED, message: errorMessage(err) };
         await run('recordOrderEvent', MUST, 'review decision failed', {
           orderId,
           type: 'REVIEW_DECISION_FAILED',
@@ -742,7 +742,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   async function finish(result: OrderPaymentResult): Promise<OrderPaymentResult> {
     finished = true;
     enter('DONE', `order is ${result.status}`);
-    if (!ready) ready = { ok: false, type: 'ORDER_CLOSED', message: `order is ${result.status}`, details: {} };
+    if (!ready) ready = { ok: false, type: FailureType.ORDER_CLOSED, message: `order is ${result.status}`, details: {} };
     // Let update handlers (early return, cancel) reply before the workflow completes.
     await condition(allHandlersFinished);
     // A trade that arrives during the hand-off is handed off too: the loop ends only when none is left.

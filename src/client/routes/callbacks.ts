@@ -5,9 +5,10 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Knex } from 'knex';
+import { FailureType } from '../../contracts/failures';
 import type { ProviderRegistry } from '../../providers/types';
 import { OrderProviderCache, providerMismatch } from '../../temporal/route-notification';
-import { ApiError } from '../errors';
+import { apiFailure } from '../errors';
 import type { NotificationInbox } from '../inbox';
 import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
@@ -40,7 +41,7 @@ export function registerCallbackRoutes(
       const name = request.params.provider;
       // Own properties only: "valueOf" or "__proto__" must not resolve to something on Object.prototype.
       const provider = Object.hasOwn(deps.providers, name) ? deps.providers[name] : undefined;
-      if (!provider) throw new ApiError(404, 'UNKNOWN_PROVIDER', `no provider ${request.params.provider.slice(0, 40)}`);
+      if (!provider) throw apiFailure(FailureType.UNKNOWN_PROVIDER, `no provider ${request.params.provider.slice(0, 40)}`);
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const verdict = provider.verifyNotification(raw, request.headers, now());
       const reject = async (reason: string, message: string) => {

@@ -5,6 +5,7 @@
  */
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { ParentClosePolicy, allHandlersFinished, condition, log, startChild } from '@temporalio/workflow';
+import { FailureType } from '../../contracts/failures';
 import { latePaymentWorkflowId, type OrderPaymentResult } from '../../contracts/order';
 import { latePayment } from '../late-payment';
 import type { OrderContext } from './context';
@@ -14,7 +15,7 @@ export async function finish(ctx: OrderContext, end: Omit<OrderPaymentResult, 'o
   s.finished = true;
   ctx.enter('DONE', `order is ${end.status}`);
   ctx.publish();
-  if (!s.ready) s.setupFailed('ORDER_CLOSED', `order is ${end.status}`, {});
+  if (!s.ready) s.setupFailed(FailureType.ORDER_CLOSED, `order is ${end.status}`, {});
   // Let update handlers (early return, cancel, review) reply before the workflow completes.
   await condition(allHandlersFinished);
   // A trade that arrives during the hand-off is handed off too: the loop ends only when none is left.

@@ -1,5 +1,6 @@
 /** Refunds the order workflow makes: in full, with the trade's stable refund number, so a retry never refunds twice. */
 import { ApplicationFailure } from '@temporalio/workflow';
+import { FailureType } from '../../contracts/failures';
 import { autoRefundNo, type PaymentEvidence } from '../../contracts/order';
 import type { OrderContext } from './context';
 
@@ -11,7 +12,7 @@ import type { OrderContext } from './context';
 export async function refundInFull(ctx: OrderContext, paid: PaymentEvidence, why: string, reason: string): Promise<void> {
   const s = ctx.state;
   if (!Number.isSafeInteger(paid.amount) || paid.amount <= 0) {
-    throw ApplicationFailure.create({ type: 'REFUND_AMOUNT_UNKNOWN', message: `payment ${paid.tradeNo} reported no amount; refund it by hand`, nonRetryable: true });
+    throw ApplicationFailure.create({ type: FailureType.REFUND_AMOUNT_UNKNOWN, message: `payment ${paid.tradeNo} reported no amount; refund it by hand`, nonRetryable: true });
   }
   const outRefundNo = autoRefundNo(s.orderId, paid.tradeNo);
   await ctx.must('refundPayment', 'task', `refund ${paid.amount} ${paid.currency} (${why})`, {

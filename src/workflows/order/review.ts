@@ -5,6 +5,7 @@
  * stays in review for another decision instead of failing the workflow with nobody waiting.
  */
 import { condition, upsertSearchAttributes } from '@temporalio/workflow';
+import { FailureType } from '../../contracts/failures';
 import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order';
 import { NeedsReviewKey, StuckKey } from '../../contracts/search-attributes';
 import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
@@ -17,7 +18,7 @@ type End = Omit<OrderPaymentResult, 'orderId'>;
 /** Automatic handling stopped (a TCC conflict, a refund the provider refuses): the order goes to a person, with why. */
 export async function stopForReview(ctx: OrderContext, err: unknown): Promise<End> {
   const s = ctx.state;
-  const type = failureType(err) ?? 'UNEXPECTED_ERROR';
+  const type = failureType(err) ?? FailureType.UNEXPECTED_ERROR;
   s.reviewAfterPaid = s.paid;
   s.note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
   upsertSearchAttributes([{ key: StuckKey, value: true }]);
@@ -40,7 +41,7 @@ export async function review(ctx: OrderContext, paid: PaymentEvidence | undefine
     } catch (err) {
       const d = s.reviewDecision;
       if (!d || !failedForGood(err)) throw err;
-      const failure = { type: failureType(err) ?? 'ACTIVITY_FAILED', message: errorMessage(err) };
+      const failure = { type: failureType(err) ?? FailureType.ACTIVITY_FAILED, message: errorMessage(err) };
       await runLocal('recordOrderEvent', MUST, 'review decision failed', {
         orderId: s.orderId,
         type: 'REVIEW_DECISION_FAILED',

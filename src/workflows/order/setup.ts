@@ -3,7 +3,7 @@
  * provider payment, and answer the waiting API (early return). Both steps are local activities: they run in the
  * first workflow task, so the buyer's payment URL costs no task round trip through the server.
  */
-import { OrderFailureType } from '../../contracts/order';
+import { FailureType } from '../../contracts/failures';
 import { SETUP, errorMessage, failureDetails, failureType, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
 import { requestedBenefits } from './state';
@@ -43,7 +43,7 @@ export async function setUp(ctx: OrderContext): Promise<boolean> {
     s.note('PAYMENT_CREATED', `Payment created at ${input.provider}; pay before ${new Date(deadline).toISOString()}`);
     return true;
   } catch (err) {
-    const type = failureType(err) ?? OrderFailureType.PAYMENT_CREATION_FAILED;
+    const type = failureType(err) ?? FailureType.PAYMENT_CREATION_FAILED;
     const message = errorMessage(err);
     s.setupFailed(type, message, failureDetails(err));
     s.note('FAILED', `Order failed: ${type}: ${message}`);
