@@ -1,9 +1,16 @@
-// Lint: type-aware rules everywhere; workflow code additionally banned from anything non-deterministic.
+// Lint: type-aware rules everywhere; workflow code additionally banned from anything non-deterministic; each process's
+// folder (client = the API, workers, activities = the worker's steps) kept out of the others and of the shared modules.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import { builtinModules } from 'node:module';
 
 const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
+
+/** A relative import of a project folder at any depth ('../activities', '../../activities/stock'); never a package. */
+const folder = (name) => `^(\\.{1,2}/)+(.+/)?${name}(/.*)?$`;
+const activities = { regex: folder('activities'), message: 'Activities are the worker\'s steps: share code through src/db, src/temporal, src/reconciliation or src/providers instead.' };
+const workers = { regex: folder('workers'), message: 'The worker process is nobody\'s library: move what both need to a shared module (src/temporal, src/observability, ...).' };
+const client = { regex: folder('client'), message: 'The API is nobody\'s library: move what both need to a shared module (src/temporal, src/db, ...).' };
 
 export default tseslint.config(
   { ignores: ['node_modules', 'data', '.cache', 'coverage', 'reports', '**/*.js', '**/*.mjs'] },
@@ -34,8 +41,11 @@ export default tseslint.config(
             ),
           ],
           patterns: [
-            { group: ['../activities', '../activities/*'], allowTypeImports: true, message: 'Import activities as types only.' },
-            { group: ['../db/*', '../client/*', '../providers/*', '../sandbox-provider/*', '../config'], message: 'Workflow code must not reach I/O modules.' },
+            { group: ['**/activities', '**/activities/*'], allowTypeImports: true, message: 'Import activities as types only.' },
+            {
+              group: ['**/db/*', '**/client/*', '**/workers/*', '**/providers/*', '**/sandbox-provider/*', '**/temporal/*', '**/reconciliation/*', '**/observability/*', '**/config'],
+              message: 'Workflow code must not reach I/O modules.',
+            },
           ],
         },
       ],
@@ -51,5 +61,30 @@ export default tseslint.config(
         { object: 'Math', property: 'random', message: 'Math.random is replaced deterministically; prefer uuid4() from @temporalio/workflow for ids.' },
       ],
     },
+  },
+  {
+    // The API: no worker code. Workflows only as types (the client names the workflow function so arguments type-check).
+    files: ['src/client/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            activities,
+            workers,
+            { regex: folder('workflows'), allowTypeImports: true, message: 'The API imports workflows as types only.' },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['src/workers/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [client] }] },
+  },
+  {
+    // Modules every process shares: they import none of the process folders.
+    files: ['src/{contracts,db,observability,providers,reconciliation,shared,temporal}/**/*.ts', 'src/config.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [activities, workers, client] }] },
   },
 );

@@ -15,7 +15,7 @@ const admin = (sys: TestSystem) => ({ authorization: `Bearer ${sys.config.adminT
 
 /** The ids of the order workflows started on this system's task queue, once visibility shows `expected` of them. */
 async function workflowsOnQueue(sys: TestSystem, expected: number): Promise<string[]> {
-  const query = `WorkflowType = 'orderPayment' AND TaskQueue = '${sys.config.taskQueue}'`;
+  const query = `WorkflowType = 'orderLifecycle' AND TaskQueue = '${sys.config.taskQueue}'`;
   await waitFor(async () => (await sys.client.workflow.count(query)).count >= expected, { timeoutMs: 60_000, what: `${expected} workflows in visibility` });
   const ids: string[] = [];
   for await (const wf of sys.client.workflow.list({ query })) ids.push(wf.workflowId);

@@ -7,7 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
-import { connectTemporal, ensureSearchAttributes } from '../src/client/temporal';
+import { connectTemporal, ensureSearchAttributes } from '../src/temporal/connection';
 import { createDb, migrateLatest } from '../src/db/knex';
 import { ensureChromium } from '../src/tools/chromium';
 import { ensureTemporalCli, isListening, startDevServer } from '../src/tools/temporal-cli';

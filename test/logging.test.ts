@@ -50,7 +50,7 @@ describe('activity and workflow log lines', () => {
 
     // The workflow's own line (workflow `log`, forwarded by the SDK's logger sink after the activation).
     const finished = await waitFor(async () => linesOf(workflowId).find((l) => l.msg === 'order lifecycle finished'), { what: 'the workflow log line' });
-    expect(finished).toMatchObject({ sdkComponent: 'workflow', orderId, workflowId, workflowType: 'orderPayment', status: 'PAID', level: 30 });
+    expect(finished).toMatchObject({ sdkComponent: 'workflow', orderId, workflowId, workflowType: 'orderLifecycle', status: 'PAID', level: 30 });
     expect(typeof finished.runId).toBe('string');
     expect(typeof finished.time).toBe('number');
 
@@ -58,7 +58,7 @@ describe('activity and workflow log lines', () => {
     const created = linesOf(workflowId).find((l) => l.msg === 'provider payment created');
     expect(created).toMatchObject({ sdkComponent: 'activity', orderId, workflowId, activityType: 'createProviderPayment', provider: 'sandbox', amount: 1500 });
     const paid = linesOf(workflowId).find((l) => l.msg === 'order status changed' && l.to === 'PAID');
-    expect(paid).toMatchObject({ sdkComponent: 'activity', orderId, workflowId, activityType: 'transitionOrder', from: 'AWAITING_PAYMENT' });
+    expect(paid).toMatchObject({ sdkComponent: 'activity', orderId, workflowId, activityType: 'settlePaid', from: 'AWAITING_PAYMENT' });
 
     // Every line of this workflow, the SDK's own lifecycle lines included, names the order.
     const all = linesOf(workflowId);

@@ -4,6 +4,7 @@
  * coupon, too few points, nothing left to pay) that release what was already taken.
  */
 import { randomBytes } from 'node:crypto';
+import { orderWorkflowId } from '../src/contracts/order';
 import { checkInvariants } from '../src/ops/invariants';
 import { createProduct, startSystem, stockOf, type TestSystem, userId, waitForStatus } from './support/system';
 
@@ -123,8 +124,14 @@ test('a coupon taken by a concurrent order between pricing and reservation fails
   expect(results.map((r) => r.status).sort()).toEqual([201, 409]);
   const loser = results.find((r) => r.status === 409)!;
   expect(loser.body.error).toBe('COUPON_UNAVAILABLE');
-  await waitForStatus(sys, loser.body.orderId, ['FAILED']);
+  // The loser fails at pricing (the winner already froze the coupon: no order row is written) or at its Try (the row
+  // says FAILED), depending on which of the two got there first; either way its workflow ends FAILED having released
+  // its stock and points.
+  expect(await sys.client.workflow.getHandle(orderWorkflowId(loser.body.orderId)).result()).toMatchObject({ status: 'FAILED', reason: 'COUPON_UNAVAILABLE' });
+  const row = await sys.db('orders').where({ order_id: loser.body.orderId }).first('status');
+  expect(row === undefined || row.status === 'FAILED').toBe(true);
   expect(await stockOf(sys, sku)).toEqual({ available: 9, reserved: 1, sold: 0 });
+  expect(await pointsOf(user)).toEqual({ available: 50, frozen: 0, spent: 0 });
 });
 
 test('too few points fail with 409 INSUFFICIENT_POINTS and release the stock and the coupon already frozen', async () => {

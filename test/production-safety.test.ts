@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { DEV_ADMIN_TOKEN, DEV_SANDBOX_SECRET, loadConfig, sandboxInProductionWarning } from '../src/config';
 import { latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal, statusQuery } from '../src/contracts/order';
-import { classifyBillPayment } from '../src/activities/reconciliation';
+import { classifyBillPayment } from '../src/reconciliation/classify';
 import { createProviders } from '../src/providers';
 import { signSandboxPayload } from '../src/providers/sandbox-signature';
 import { configErrorOf } from './support/config-error';

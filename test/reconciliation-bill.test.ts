@@ -12,7 +12,7 @@ import { runInNewContext } from 'node:vm';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
-import { startReconciliation } from '../src/activities/reconciliation';
+import { startReconciliation } from '../src/reconciliation/runs';
 import { type ReconciliationResult, billDateOf, billDayRange } from '../src/contracts/reconciliation';
 import { createDb } from '../src/db/knex';
 import { BillFormatError, BillTruncatedError, decodeText, parseBillStream } from '../src/providers/bill-csv';

@@ -64,14 +64,15 @@ describe('captured histories', () => {
     // Versions captured by the tool are labelled v<N>; other files (e.g. a production history saved with
     // `temporal workflow show --output json`) are replayed too but need not cover the scenarios.
     const labels = [...new Set(files.map(labelOf))].filter((l) => /^v\d+$/.test(l));
-    expect(labels).toEqual(expect.arrayContaining([BEFORE_RECEIPT, 'v2']));
+    expect(labels).toEqual(expect.arrayContaining([BEFORE_RECEIPT, 'v2', 'v3']));
     for (const label of labels) {
       const scenarios = files.filter((f) => labelOf(f) === label).map(scenarioOf);
       expect({ label, scenarios }).toEqual({ label, scenarios: expect.arrayContaining(REQUIRED_SCENARIOS) });
     }
-    // A latePayment execution is captured too, not only orderPayment.
+    // A latePayment execution is captured too, and both order workflow types: orderPayment (v1, v2: executions still
+    // running when orderLifecycle was deployed) and orderLifecycle (v3).
     const types = new Set(files.map((f) => load(f).events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name));
-    expect([...types]).toEqual(expect.arrayContaining(['latePayment', 'orderPayment']));
+    expect([...types]).toEqual(expect.arrayContaining(['latePayment', 'orderPayment', 'orderLifecycle']));
   });
 
   test.each(files)('%s replays against the current workflow code', (file) => {

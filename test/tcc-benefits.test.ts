@@ -1,5 +1,5 @@
 /**
- * Coupons and points as TCC participants on the generic fence (src/activities/tcc.ts), against the real test
+ * Coupons and points as TCC participants on the generic fence (src/db/tcc-fence.ts), against the real test
  * database: holds, idempotent confirm/cancel, empty rollback, no hanging reservation, conflicts, and property tests
  * over random sequential and concurrent interleavings (duplicates included) checked against a reference model.
  */

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import fc from 'fast-check';
 import type { Knex } from 'knex';
-import { bucketShare, cancelStock, confirmStock, type StockLine, tryReserveStock } from '../src/activities/stock';
+import { bucketShare, cancelStock, confirmStock, type StockLine, tryReserveStock } from '../src/db/stock';
 import { createDb } from '../src/db/knex';
 import { TEST_ENV } from './support/env';
 

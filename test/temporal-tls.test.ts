@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Server, createServer as createTlsServer } from 'node:tls';
 import { NativeConnection } from '@temporalio/worker';
-import { connectTemporal } from '../src/client/temporal';
+import { connectTemporal } from '../src/temporal/connection';
 import { loadConfig, temporalConnectionOptions } from '../src/config';
 import { configErrorOf } from './support/config-error';
 import { TEST_ENV } from './support/env';

@@ -8,7 +8,7 @@ import { SpanKind } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { Knex } from 'knex';
-import { clientInterceptors } from '../src/client/temporal';
+import { clientInterceptors } from '../src/temporal/connection';
 import { ConfigError, loadConfig } from '../src/config';
 import { createTracing } from '../src/observability/tracing';
 import { logContextInterceptor } from '../src/workers/log-context';
@@ -59,7 +59,7 @@ describe('with tracing on', () => {
     // Workflow spans leave the sandbox through the exporter sink once they end (RunWorkflow: when the workflow completes).
     const http = await waitFor(async () => spans().find((s) => s.name === 'POST /orders' && s.attributes['payflow.order_id'] === orderId), { what: 'the HTTP span' });
     const traceId = http.spanContext().traceId;
-    const run = await waitFor(async () => spans().find((s) => s.name === 'RunWorkflow:orderPayment' && s.spanContext().traceId === traceId), {
+    const run = await waitFor(async () => spans().find((s) => s.name === 'RunWorkflow:orderLifecycle' && s.spanContext().traceId === traceId), {
       what: 'the RunWorkflow span in the same trace',
     });
     const trace = spans().filter((s) => s.spanContext().traceId === traceId);
@@ -80,7 +80,7 @@ describe('with tracing on', () => {
     expect(run.resource.attributes['service.name']).toBe('payflow-worker');
 
     // Activities: scheduled by the workflow (StartActivity) and executed on the worker (RunActivity), under the run.
-    for (const activity of ['createOrder', 'createProviderPayment', 'transitionOrder']) {
+    for (const activity of ['openOrder', 'createProviderPayment', 'settlePaid']) {
       const executed = trace.find((s) => s.name === `RunActivity:${activity}`);
       expect(executed).toBeDefined();
       const chain = ancestors(executed!, trace);

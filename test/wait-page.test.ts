@@ -258,7 +258,7 @@ describe('GET /orders/:orderId', () => {
     // An order whose workflow is missing, and one whose workflow nobody works on (no worker polls its task queue).
     const missing = await insertBareOrder();
     const stuck = await insertBareOrder();
-    const handle = await sys.client.workflow.start('orderPayment', {
+    const handle = await sys.client.workflow.start('orderLifecycle', {
       workflowId: orderWorkflowId(stuck),
       taskQueue: `nobody-${randomBytes(4).toString('hex')}`,
       args: [{ orderId: stuck }],

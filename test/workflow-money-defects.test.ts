@@ -13,6 +13,7 @@ import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import type { Activities } from '../src/activities';
+import { composeOrderSteps, type SingleSteps } from '../src/activities/order-steps';
 import { refundPayment } from '../src/activities/payments';
 import {
   type LatePaymentInput,
@@ -443,7 +444,8 @@ async function startScriptedWorker(): Promise<void> {
     namespace: TEST_ENV.namespace,
     taskQueue: scripted.taskQueue,
     workflowBundle: { codePath: testBundlePath() },
-    activities: scriptedActivities,
+    // The merged steps the workflow runs (as local activities) are composed over the scripted single steps, as in production.
+    activities: { ...scriptedActivities, ...composeOrderSteps(scriptedActivities as SingleSteps) },
   });
   scripted.running = scripted.worker.run();
   scripted.client = sys.client;
@@ -468,7 +470,7 @@ async function startScriptedOrder(orderId: string, timing: Partial<OrderPaymentI
     publicBaseUrl: 'http://api.test',
     ...timing,
   };
-  const handle = await scripted.client.workflow.start('orderPayment', { workflowId: orderWorkflowId(orderId), taskQueue: scripted.taskQueue, args: [input] });
+  const handle = await scripted.client.workflow.start('orderLifecycle', { workflowId: orderWorkflowId(orderId), taskQueue: scripted.taskQueue, args: [input] });
   await handle.executeUpdate(paymentReadyUpdate);
   return handle;
 }

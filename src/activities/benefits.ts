@@ -3,8 +3,8 @@
  * on the generic fence in tcc.ts. Points are worth 1 minor unit each.
  */
 import type { Knex } from 'knex';
-import { businessFailure } from './failures';
-import { defineParticipant, moveUnits, type Participant, type TccKey } from './tcc';
+import { FailureType, businessFailure } from '../contracts/failures';
+import { defineParticipant, moveUnits, type Participant, type TccKey } from '../db/tcc-fence';
 
 /** The user's points row (the points participant's resource is the user id). */
 const points = (trx: Knex.Transaction, key: TccKey) => trx('user_points').where('user_id', key.resource);
@@ -28,7 +28,7 @@ export const couponParticipant: Participant<BenefitTryInput> = defineParticipant
       | { user_id: string; discount: number; status: string }
       | undefined;
     if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE') {
-      throw businessFailure('COUPON_UNAVAILABLE', `coupon ${key.resource} is not available to ${input.userId}`, { couponCode: key.resource });
+      throw businessFailure(FailureType.COUPON_UNAVAILABLE, `coupon ${key.resource} is not available to ${input.userId}`, { couponCode: key.resource });
     }
     await trx('coupons').where({ code: key.resource, status: 'AVAILABLE' }).update({ status: 'FROZEN', order_id: key.orderId, updated_at: trx.fn.now(3) });
     return Number(coupon.discount);
@@ -52,10 +52,10 @@ export const couponParticipant: Participant<BenefitTryInput> = defineParticipant
 export const pointsParticipant: Participant<BenefitTryInput> = defineParticipant<BenefitTryInput>({
   name: 'points',
   async hold(trx, key, input) {
-    if (!Number.isSafeInteger(input.quantity) || input.quantity <= 0) throw businessFailure('ORDER_CONFLICT', `points must be a positive integer, got ${input.quantity}`);
-    if (key.resource !== input.userId) throw businessFailure('ORDER_CONFLICT', 'points can only be taken from the ordering user');
+    if (!Number.isSafeInteger(input.quantity) || input.quantity <= 0) throw businessFailure(FailureType.ORDER_CONFLICT, `points must be a positive integer, got ${input.quantity}`);
+    if (key.resource !== input.userId) throw businessFailure(FailureType.ORDER_CONFLICT, 'points can only be taken from the ordering user');
     const moved = await moveUnits(trx, points(trx, key), input.quantity, 'available', 'frozen');
-    if (!moved) throw businessFailure('INSUFFICIENT_POINTS', `user ${key.resource} has fewer than ${input.quantity} points available`, { requested: input.quantity });
+    if (!moved) throw businessFailure(FailureType.INSUFFICIENT_POINTS, `user ${key.resource} has fewer than ${input.quantity} points available`, { requested: input.quantity });
     return input.quantity;
   },
   async commit(trx, key, q) {
@@ -88,7 +88,7 @@ export interface BenefitCall extends OrderBenefit {
 }
 
 function participantOf(name: string): Participant<BenefitTryInput> {
-  if (!Object.hasOwn(benefitParticipants, name)) throw businessFailure('ORDER_CONFLICT', `unknown TCC participant ${name}`);
+  if (!Object.hasOwn(benefitParticipants, name)) throw businessFailure(FailureType.ORDER_CONFLICT, `unknown TCC participant ${name}`);
   return benefitParticipants[name as BenefitName];
 }
 

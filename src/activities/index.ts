@@ -4,23 +4,36 @@
  */
 import type { Knex } from 'knex';
 import type { PaymentEvidence } from '../contracts/order';
+import type { ProviderRegistry } from '../providers/types';
 import { createBenefitActivities } from './benefits';
-import { appendOrderEvent } from './events';
+import { appendOrderEvent } from '../db/order-events';
+import { composeOrderSteps } from './order-steps';
 import * as orders from './orders';
 import * as payments from './payments';
 import { recordPaymentReceipt } from './receipts';
 import { createReconciliationActivities } from './reconciliation';
-import * as stock from './stock';
+import * as stock from '../db/stock';
+import { type SupportTicketInput, createSupportTicket } from '../db/support-tickets';
 import * as support from './support';
 
 /** Dependencies of the activities. */
 export interface ActivityDeps {
   db: Knex;
-  providers: payments.ProviderRegistry;
+  providers: ProviderRegistry;
 }
 
 /** Builds the activities object registered on the worker. */
 export function createActivities({ db, providers }: ActivityDeps) {
+  const single = createSingleActivities({ db, providers });
+  return {
+    ...single,
+    /** The order workflow's merged steps (openOrder, settlePaid, releaseOrder, settleRefunded, handOff): one local activity per phase. */
+    ...composeOrderSteps(single),
+  };
+}
+
+/** The single steps: one activity per row change or provider call. */
+function createSingleActivities({ db, providers }: ActivityDeps) {
   return {
     /** Prices the order from the catalog and stores it. */
     createOrder: (input: orders.CreateOrderInput) => orders.createOrder(db, input),
@@ -35,7 +48,7 @@ export function createActivities({ db, providers }: ActivityDeps) {
     /** TCC for coupons and points (tryBenefit, confirmBenefit, cancelBenefit, returnBenefit). */
     ...createBenefitActivities(db),
     /** One-click support ticket with its snapshot. */
-    createSupportTicket: (input: support.SupportTicketInput) => support.createSupportTicket(db, input),
+    createSupportTicket: (input: SupportTicketInput) => createSupportTicket(db, input),
     /** Cooling-off over: fulfilment-ready with an outbox message. */
     markFulfilmentReady: (orderId: string) => support.markFulfilmentReady(db, orderId),
     /** PAID: the buyer's payment receipt queued in the outbox (behind the `order-payment-receipt` patch). */

@@ -1,8 +1,8 @@
 /** Order rows: creation from the catalog, guarded status transitions, and reads for the late-payment path. */
 import type { Knex } from 'knex';
 import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
-import { appendOrderEvent } from './events';
-import { businessFailure } from './failures';
+import { appendOrderEvent } from '../db/order-events';
+import { FailureType, businessFailure } from '../contracts/failures';
 import { activityLog } from './log';
 
 /** Input of createOrder. */
@@ -35,7 +35,7 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
   return db.transaction(async (trx) => {
     const existing = await trx('orders').where({ order_id: input.orderId }).first('amount', 'currency', 'user_id', 'coupon_code', 'discount', 'points_used');
     if (existing) {
-      if (existing.user_id !== input.userId) throw businessFailure('ORDER_CONFLICT', `order ${input.orderId} belongs to another user`);
+      if (existing.user_id !== input.userId) throw businessFailure(FailureType.ORDER_CONFLICT, `order ${input.orderId} belongs to another user`);
       const lines = await trx('order_lines').where({ order_id: input.orderId }).select('sku', 'quantity', 'unit_price');
       return {
         amount: Number(existing.amount),
@@ -50,13 +50,13 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
     const products = (await trx('products').whereIn('sku', skus).select('sku', 'price', 'currency')) as { sku: string; price: number; currency: string }[];
     const bySku = new Map(products.map((p) => [p.sku, p]));
     const missing = skus.filter((s) => !bySku.has(s));
-    if (missing.length) throw businessFailure('UNKNOWN_SKU', `unknown SKU: ${missing.join(', ')}`, { skus: missing });
+    if (missing.length) throw businessFailure(FailureType.UNKNOWN_SKU, `unknown SKU: ${missing.join(', ')}`, { skus: missing });
     const currencies = new Set(products.map((p) => p.currency));
-    if (currencies.size > 1) throw businessFailure('MIXED_CURRENCY', `items are priced in different currencies: ${[...currencies].join(', ')}`);
+    if (currencies.size > 1) throw businessFailure(FailureType.MIXED_CURRENCY, `items are priced in different currencies: ${[...currencies].join(', ')}`);
     const lines: OrderLine[] = input.items.map((i) => ({ sku: i.sku, quantity: i.quantity, unitPrice: Number(bySku.get(i.sku)!.price) }));
     // Each line's subtotal is added exactly once; integer minor units, checked for overflow.
     const subtotal = lines.reduce((sum, l) => sum + l.unitPrice * l.quantity, 0);
-    if (!Number.isSafeInteger(subtotal)) throw businessFailure('ORDER_CONFLICT', 'order total is too large');
+    if (!Number.isSafeInteger(subtotal)) throw businessFailure(FailureType.ORDER_CONFLICT, 'order total is too large');
     const currency = products[0]!.currency;
     // Coupon and points are priced here, on the server; their Try (tryBenefit) holds them atomically afterwards.
     let discount = 0;
@@ -65,16 +65,16 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
         | { user_id: string; discount: number; currency: string; status: string }
         | undefined;
       if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE' || coupon.currency !== currency) {
-        throw businessFailure('COUPON_UNAVAILABLE', `coupon ${input.couponCode} is not available to ${input.userId} for a ${currency} order`, { couponCode: input.couponCode });
+        throw businessFailure(FailureType.COUPON_UNAVAILABLE, `coupon ${input.couponCode} is not available to ${input.userId} for a ${currency} order`, { couponCode: input.couponCode });
       }
       discount = Number(coupon.discount);
     }
     const points = input.points ?? 0;
-    if (!Number.isSafeInteger(points) || points < 0) throw businessFailure('ORDER_CONFLICT', `points must be a non-negative integer, got ${points}`);
+    if (!Number.isSafeInteger(points) || points < 0) throw businessFailure(FailureType.ORDER_CONFLICT, `points must be a non-negative integer, got ${points}`);
     // 1 point = 1 minor unit. A total of zero or less is refused: there would be nothing to pay at a provider.
     const amount = subtotal - discount - points;
     if (amount <= 0) {
-      throw businessFailure('ZERO_AMOUNT', `coupon (${discount}) and points (${points}) cover the whole total ${subtotal}; use fewer points`, { subtotal, discount, points });
+      throw businessFailure(FailureType.ZERO_AMOUNT, `coupon (${discount}) and points (${points}) cover the whole total ${subtotal}; use fewer points`, { subtotal, discount, points });
     }
     await trx('orders').insert({
       order_id: input.orderId,
@@ -116,7 +116,7 @@ export interface TransitionResult {
 export async function transitionOrder(db: Knex, input: TransitionInput): Promise<TransitionResult> {
   const result = await db.transaction(async (trx): Promise<TransitionResult & { from?: OrderStatus }> => {
     const row = await trx('orders').where({ order_id: input.orderId }).forUpdate().first('status');
-    if (!row) throw businessFailure('ORDER_NOT_FOUND', `order ${input.orderId} does not exist`);
+    if (!row) throw businessFailure(FailureType.ORDER_NOT_FOUND, `order ${input.orderId} does not exist`);
     const current = row.status as OrderStatus;
     if (current === input.to) return { changed: false, status: current };
     if (!input.from.includes(current)) return { changed: false, status: current };

@@ -1,17 +1,14 @@
 /** Provider-facing steps: create, query, close, refund; each records what happened in MySQL. */
 import type { Knex } from 'knex';
-import type { PaymentProvider, ProviderPaymentState } from '../providers/types';
+import type { PaymentProvider, ProviderPaymentState, ProviderRegistry } from '../providers/types';
 import { ProviderBusinessError } from '../providers/types';
-import { appendOrderEvent } from './events';
-import { businessFailure } from './failures';
+import { appendOrderEvent } from '../db/order-events';
+import { FailureType, businessFailure } from '../contracts/failures';
 import { activityLog } from './log';
-
-/** Providers the worker can reach, by name. */
-export type ProviderRegistry = Record<string, PaymentProvider>;
 
 function providerFor(providers: ProviderRegistry, name: string): PaymentProvider {
   const provider = Object.hasOwn(providers, name) ? providers[name] : undefined;
-  if (!provider) throw businessFailure('UNKNOWN_PROVIDER', `provider ${name} is not configured`);
+  if (!provider) throw businessFailure(FailureType.UNKNOWN_PROVIDER, `provider ${name} is not configured`);
   return provider;
 }
 
@@ -20,7 +17,7 @@ async function guard<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof ProviderBusinessError) throw businessFailure('PROVIDER_REJECTED', err.message, { code: err.code });
+    if (err instanceof ProviderBusinessError) throw businessFailure(FailureType.PROVIDER_REJECTED, err.message, { code: err.code });
     throw err;
   }
 }
@@ -60,7 +57,7 @@ export async function createProviderPayment(db: Knex, providers: ProviderRegistr
       [input.orderId, input.orderId, provider.name, provider.merchantId, created.tradeNo, input.amount, input.currency, created.paymentUrl, new Date(input.providerExpiresAt)],
     );
     const updated = await trx('orders').where({ order_id: input.orderId }).update({ deadline: new Date(input.deadline), payment_url: created.paymentUrl, updated_at: trx.fn.now(3) });
-    if (updated !== 1) throw businessFailure('ORDER_NOT_FOUND', `order ${input.orderId} does not exist`);
+    if (updated !== 1) throw businessFailure(FailureType.ORDER_NOT_FOUND, `order ${input.orderId} does not exist`);
     await appendOrderEvent(trx, input.orderId, 'PAYMENT_CREATED', `Payment created at ${provider.name}; pay before ${input.deadline}`, {
       tradeNo: created.tradeNo,
       providerExpiresAt: input.providerExpiresAt,
@@ -117,7 +114,7 @@ export async function refundPayment(db: Knex, providers: ProviderRegistry, input
   );
   const existing = await db('refunds').where({ out_refund_no: input.outRefundNo }).first('amount', 'order_id');
   if (Number(existing.amount) !== input.amount || existing.order_id !== input.orderId) {
-    throw businessFailure('ORDER_CONFLICT', `refund ${input.outRefundNo} already exists with different terms`);
+    throw businessFailure(FailureType.ORDER_CONFLICT, `refund ${input.outRefundNo} already exists with different terms`);
   }
   const result = await guard(() => provider.refund({ outTradeNo: input.orderId, outRefundNo: input.outRefundNo, amount: input.amount, reason: input.reason }));
   await db.transaction(async (trx) => {

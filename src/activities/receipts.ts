@@ -5,7 +5,7 @@
  * says was paid (trade, paid amount and currency, time), read from MySQL, the system of record.
  */
 import type { Knex } from 'knex';
-import { appendOrderEvent } from './events';
+import { appendOrderEvent } from '../db/order-events';
 
 /** Outbox topic of payment receipts; the message key is the order id. */
 export const PAYMENT_RECEIPT_TOPIC = 'order.payment_receipt';

@@ -1,6 +1,7 @@
 /**
- * Reconciliation (对账) against a provider's daily bill: the run records, the activities the `reconciliation`
- * workflow calls, and the start/read functions the ops API and the schedule share.
+ * Reconciliation (对账) against a provider's daily bill: the activities the `reconciliation` workflow calls. The run
+ * records and their read model are in src/reconciliation/runs.ts, the classification of a line in
+ * src/reconciliation/classify.ts.
  *
  * Idempotency: every compared line is stored once under a unique (run, row key) — `P:<tradeNo>` for a bill
  * payment, `R:<outRefundNo>` for a bill refund, `LP:`/`LR:` for local records the bill lacks, `#<row>` appended
@@ -9,30 +10,26 @@
  * counted twice. The report's totals are computed from the stored items, and the counts the comparison kept
  * are stored beside them so that any disagreement would show.
  */
-import { randomBytes } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
-import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { CancelledFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
+import { FailureType, businessFailure } from '../contracts/failures';
 import {
-  CLASS_SEVERITY,
   type ReconciliationClass,
-  type ReconciliationInput,
-  type ReconciliationPhase,
   type ReconciliationResult,
   type ReconciliationStatus,
   type ReconciliationTotals,
-  type ReconciliationTrigger,
   billDayRange,
   emptyTotals,
   reconciliationNotificationId,
-  reconciliationRunId,
 } from '../contracts/reconciliation';
+import { appendOrderEvent } from '../db/order-events';
 import { BillFormatError } from '../providers/bill-csv';
-import { type BillRow, type BillSource, type PaymentProvider, ProviderBusinessError } from '../providers/types';
+import { type BillRow, type BillSource, type PaymentProvider, ProviderBusinessError, type ProviderRegistry } from '../providers/types';
+import { type LocalPayment, type LocalRefund, type NewItem, billKey, classifyBillPayment, classifyDuplicate, classifyRefund } from '../reconciliation/classify';
+import { ACTIVE_STATUSES, type RunRow, isoOf, numberOf, startReconciliation } from '../reconciliation/runs';
 import { routePaymentNotification } from '../temporal/route-notification';
-import { appendOrderEvent } from './events';
-import type { ProviderRegistry } from './payments';
 
 /** Dependencies of the reconciliation activities. */
 export interface ReconciliationDeps {
@@ -43,244 +40,6 @@ export interface ReconciliationDeps {
 const DEFAULT_BATCH = 500;
 const LOCAL_PAGE = 500;
 const REPAIR_PAGE = 100;
-
-// ---------------------------------------------------------------------------------------------------------
-// Runs: open (idempotent per provider + day), start, read
-// ---------------------------------------------------------------------------------------------------------
-
-/** A run as the ops API shows it. */
-export interface RunView {
-  id: string;
-  workflowId: string;
-  provider: string;
-  date: string;
-  attempt: number;
-  trigger: ReconciliationTrigger;
-  status: ReconciliationStatus;
-  phase: ReconciliationPhase | null;
-  merchantId: string | null;
-  workflowRunId: string | null;
-  createdAt: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  progress: {
-    expectedRows: number | null;
-    billRows: number;
-    localRows: number;
-    repairsTotal: number;
-    repairsDone: number;
-    billAttempts: number;
-    resumedFromRow: number | null;
-  };
-  /** Count per class once COMPLETED (from the stored items). */
-  totals: ReconciliationTotals | null;
-  /** Count per class of the bill rows as the comparison counted them (audit: equals the bill part of totals). */
-  counted: ReconciliationTotals | null;
-  differences: number | null;
-  bySeverity: { critical: number; review: number; repaired: number } | null;
-  error: string | null;
-}
-
-interface RunRow {
-  id: string;
-  provider: string;
-  bill_date: string;
-  attempt: number;
-  trigger: ReconciliationTrigger;
-  status: ReconciliationStatus;
-  phase: ReconciliationPhase | null;
-  merchant_id: string | null;
-  workflow_id: string;
-  workflow_run_id: string | null;
-  expected_rows: number | null;
-  bill_rows: number;
-  local_rows: number;
-  repairs_total: number;
-  repairs_done: number;
-  bill_attempts: number;
-  resumed_from_row: number | null;
-  totals: string | null;
-  counted: string | null;
-  error: string | null;
-  created_at: Date;
-  started_at: Date | null;
-  finished_at: Date | null;
-}
-
-const iso = (d: Date | null): string | null => (d ? new Date(d).toISOString() : null);
-const num = (v: unknown): number => Number(v ?? 0);
-
-function toView(row: RunRow): RunView {
-  const totals = row.totals ? ({ ...emptyTotals(), ...(JSON.parse(row.totals) as Partial<ReconciliationTotals>) } as ReconciliationTotals) : null;
-  const bySeverity = totals
-    ? (Object.entries(totals) as [ReconciliationClass, number][]).reduce(
-        (acc, [cls, n]) => {
-          const severity = CLASS_SEVERITY[cls];
-          if (severity !== 'ok') acc[severity] += n;
-          return acc;
-        },
-        { critical: 0, review: 0, repaired: 0 },
-      )
-    : null;
-  return {
-    id: row.id,
-    workflowId: row.workflow_id,
-    provider: row.provider,
-    date: row.bill_date,
-    attempt: num(row.attempt),
-    trigger: row.trigger,
-    status: row.status,
-    phase: row.phase,
-    merchantId: row.merchant_id,
-    workflowRunId: row.workflow_run_id,
-    createdAt: iso(row.created_at)!,
-    startedAt: iso(row.started_at),
-    finishedAt: iso(row.finished_at),
-    progress: {
-      expectedRows: row.expected_rows === null ? null : num(row.expected_rows),
-      billRows: num(row.bill_rows),
-      localRows: num(row.local_rows),
-      repairsTotal: num(row.repairs_total),
-      repairsDone: num(row.repairs_done),
-      billAttempts: num(row.bill_attempts),
-      resumedFromRow: row.resumed_from_row === null ? null : num(row.resumed_from_row),
-    },
-    totals,
-    counted: row.counted ? (JSON.parse(row.counted) as ReconciliationTotals) : null,
-    differences: totals ? Object.values(totals).reduce((a, b) => a + b, 0) - totals.MATCHED : null,
-    bySeverity,
-    error: row.error,
-  };
-}
-
-/** Reads one run, or null. */
-export async function readRun(db: Knex, id: string): Promise<RunView | null> {
-  const row = (await db('reconciliation_runs').where({ id }).first()) as RunRow | undefined;
-  return row ? toView(row) : null;
-}
-
-/** Runs of one provider (and day), newest first. */
-export async function listRuns(db: Knex, filter: { provider?: string; date?: string; limit?: number }): Promise<RunView[]> {
-  const q = db('reconciliation_runs').orderBy([{ column: 'created_at', order: 'desc' }, { column: 'attempt', order: 'desc' }]).limit(filter.limit ?? 50);
-  if (filter.provider) q.where({ provider: filter.provider });
-  if (filter.date) q.where({ bill_date: filter.date });
-  return ((await q) as RunRow[]).map(toView);
-}
-
-/** The request to open or reuse a run. */
-export interface OpenRunRequest {
-  provider: string;
-  date: string;
-  /** A new run even though the period already has one (refused while one is still in progress). */
-  rerun: boolean;
-  trigger: ReconciliationTrigger;
-}
-
-const ACTIVE: ReconciliationStatus[] = ['QUEUED', 'RUNNING'];
-
-/**
- * The run of this provider and day: the latest existing one, or a new one (attempt 1, or the next attempt when
- * `rerun` asks for it and none is in progress). Concurrent callers get the same run: the unique
- * (provider, day, attempt) decides, and a loser re-reads.
- */
-export async function openRun(db: Knex, request: OpenRunRequest): Promise<{ run: RunView; created: boolean }> {
-  for (let tries = 0; tries < 5; tries += 1) {
-    const latest = (await db('reconciliation_runs').where({ provider: request.provider, bill_date: request.date }).orderBy('attempt', 'desc').first()) as RunRow | undefined;
-    if (latest && (!request.rerun || ACTIVE.includes(latest.status))) return { run: toView(latest), created: false };
-    const attempt = (latest ? num(latest.attempt) : 0) + 1;
-    const id = reconciliationRunId(request.provider, request.date, attempt);
-    try {
-      // The workflow id is unique to this row: a Temporal namespace shared by several deployments (or a database
-      // recreated under a long-lived server) never makes a run join another's execution of the same day.
-      const workflowId = `${id}-${randomBytes(3).toString('hex')}`;
-      await db('reconciliation_runs').insert({ id, workflow_id: workflowId, provider: request.provider, bill_date: request.date, attempt, trigger: request.trigger, status: 'QUEUED' });
-      return { run: (await readRun(db, id))!, created: true };
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'ER_DUP_ENTRY') throw err;
-    }
-  }
-  throw new Error(`could not open a reconciliation run for ${request.provider} ${request.date}: too much contention`);
-}
-
-/** Options of startReconciliation beyond the request. */
-export interface StartOptions {
-  heartbeatTimeoutMs?: number;
-  batchSize?: number;
-}
-
-/**
- * Opens (or reuses) the run of a provider and day and makes sure its workflow runs. Idempotent: the same
- * request gives the same run; a run still QUEUED or RUNNING is (re)started with conflict policy USE_EXISTING, so
- * a live workflow is joined and one that died without finishing the run is started again (its stored items
- * make the new execution resume, not recount). A COMPLETED or FAILED run is returned as it is.
- */
-export async function startReconciliation(
-  db: Knex,
-  client: Client,
-  taskQueue: string,
-  request: OpenRunRequest,
-  options: StartOptions = {},
-): Promise<{ run: RunView; created: boolean }> {
-  const { run, created } = await openRun(db, request);
-  if (!ACTIVE.includes(run.status)) return { run, created };
-  const input: ReconciliationInput = { runId: run.id, provider: run.provider, date: run.date, ...options };
-  await client.workflow.start('reconciliation', {
-    workflowId: run.workflowId,
-    taskQueue,
-    args: [input],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-    staticSummary: `Reconcile ${run.provider} bill of ${run.date}${run.attempt > 1 ? ` (run ${run.attempt})` : ''}`,
-  });
-  return { run: (await readRun(db, run.id))!, created };
-}
-
-/** One difference (or match) as the report lists it. */
-export interface ItemView {
-  id: number;
-  class: ReconciliationClass;
-  severity: (typeof CLASS_SEVERITY)[ReconciliationClass];
-  detail: string | null;
-  source: 'BILL' | 'LOCAL';
-  kind: 'PAYMENT' | 'REFUND';
-  rowNo: number | null;
-  outTradeNo: string | null;
-  tradeNo: string | null;
-  outRefundNo: string | null;
-  bill: { amount: number; currency: string; at: string | null } | null;
-  local: { amount: number | null; currency: string | null } | null;
-  evidence: Record<string, unknown>;
-  repair: { status: string; detail: string | null; at: string | null };
-}
-
-/** A page of a run's items (differences only unless `classes` says otherwise), in id order after `after`. */
-export async function readItems(db: Knex, runId: string, filter: { classes?: ReconciliationClass[]; after?: number; limit: number }): Promise<ItemView[]> {
-  const q = db('reconciliation_items').where({ run_id: runId }).orderBy('id').limit(filter.limit);
-  if (filter.classes?.length) q.whereIn('class', filter.classes);
-  else q.whereNot('class', 'MATCHED');
-  if (filter.after !== undefined) q.where('id', '>', filter.after);
-  const rows = (await q) as Array<Record<string, unknown>>;
-  return rows.map((r) => ({
-    id: num(r.id),
-    class: r.class as ReconciliationClass,
-    severity: CLASS_SEVERITY[r.class as ReconciliationClass],
-    detail: (r.detail as string | null) ?? null,
-    source: r.source as 'BILL' | 'LOCAL',
-    kind: r.kind as 'PAYMENT' | 'REFUND',
-    rowNo: r.row_no === null ? null : num(r.row_no),
-    outTradeNo: (r.out_trade_no as string | null) ?? null,
-    tradeNo: (r.trade_no as string | null) ?? null,
-    outRefundNo: (r.out_refund_no as string | null) ?? null,
-    bill: r.bill_amount === null ? null : { amount: num(r.bill_amount), currency: r.bill_currency as string, at: iso(r.bill_at as Date | null) },
-    local: r.local_amount === null && r.local_currency === null ? null : { amount: r.local_amount === null ? null : num(r.local_amount), currency: (r.local_currency as string | null) ?? null },
-    evidence: r.evidence ? (JSON.parse(r.evidence as string) as Record<string, unknown>) : {},
-    repair: { status: r.repair_status as string, detail: (r.repair_detail as string | null) ?? null, at: iso(r.repaired_at as Date | null) },
-  }));
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Activities
-// ---------------------------------------------------------------------------------------------------------
 
 /** The activity context, or undefined when called outside an activity (direct calls in tests and tools). */
 function activityContext(): Context | undefined {
@@ -297,26 +56,22 @@ function throwIfCancelled(ctx: Context | undefined): void {
   if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new CancelledFailure(String(signal.reason));
 }
 
-function nonRetryable(type: string, message: string): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true });
-}
-
 async function requireRun(db: Knex, runId: string): Promise<RunRow> {
   const row = (await db('reconciliation_runs').where({ id: runId }).first()) as RunRow | undefined;
-  if (!row) throw nonRetryable('RUN_NOT_FOUND', `no reconciliation run ${runId}`);
+  if (!row) throw businessFailure(FailureType.RUN_NOT_FOUND, `no reconciliation run ${runId}`);
   return row;
 }
 
 function billSourceOf(providers: ProviderRegistry, name: string): PaymentProvider & BillSource {
   const provider = providers[name] as (PaymentProvider & Partial<BillSource>) | undefined;
-  if (!provider) throw nonRetryable('UNKNOWN_PROVIDER', `provider ${name} is not configured on this worker`);
-  if (typeof provider.billRows !== 'function') throw nonRetryable('NO_BILLS', `provider ${name} has no bill download`);
+  if (!provider) throw businessFailure(FailureType.UNKNOWN_PROVIDER, `provider ${name} is not configured on this worker`);
+  if (typeof provider.billRows !== 'function') throw businessFailure(FailureType.NO_BILLS, `provider ${name} has no bill download`);
   return provider as PaymentProvider & BillSource;
 }
 
 function dayRange(run: RunRow): { start: Date; end: Date } {
   const range = billDayRange(run.bill_date, run.provider);
-  if (!range) throw nonRetryable('BAD_DATE', `run ${run.id} has an invalid bill day ${run.bill_date}`);
+  if (!range) throw businessFailure(FailureType.BAD_DATE, `run ${run.id} has an invalid bill day ${run.bill_date}`);
   return range;
 }
 
@@ -327,7 +82,7 @@ async function beginRun(
 ): Promise<{ provider: string; date: string; merchantId: string; expectedRows: number }> {
   const { db } = deps;
   const run = await requireRun(db, input.runId);
-  if (run.workflow_id !== input.workflowId) throw nonRetryable('RUN_OWNED_ELSEWHERE', `run ${run.id} belongs to workflow ${run.workflow_id}, not ${input.workflowId}`);
+  if (run.workflow_id !== input.workflowId) throw businessFailure(FailureType.RUN_OWNED_ELSEWHERE, `run ${run.id} belongs to workflow ${run.workflow_id}, not ${input.workflowId}`);
   const provider = billSourceOf(deps.providers, run.provider);
   const { start, end } = dayRange(run);
   const [{ n: payments }] = (await db('payments')
@@ -342,10 +97,10 @@ async function beginRun(
     .where('r.refunded_at', '>=', start)
     .where('r.refunded_at', '<', end)
     .count({ n: '*' })) as [{ n: number }];
-  const expectedRows = num(payments) + num(refunds);
+  const expectedRows = numberOf(payments) + numberOf(refunds);
   await db('reconciliation_runs')
     .where({ id: run.id })
-    .whereIn('status', ACTIVE)
+    .whereIn('status', ACTIVE_STATUSES)
     .update({
       status: 'RUNNING',
       phase: 'BILL',
@@ -413,121 +168,13 @@ async function compareBill(deps: ReconciliationDeps, input: { runId: string; bat
     }
     if (batch.length > 0) await flush();
   } catch (err) {
-    if (err instanceof BillFormatError) throw nonRetryable('BILL_MALFORMED', `${run.provider} bill of ${run.bill_date}: ${err.message}`);
-    if (err instanceof ProviderBusinessError) throw nonRetryable('PROVIDER_REJECTED', `${run.provider} refused the bill of ${run.bill_date}: ${err.message}`);
+    if (err instanceof BillFormatError) throw businessFailure(FailureType.BILL_MALFORMED, `${run.provider} bill of ${run.bill_date}: ${err.message}`);
+    if (err instanceof ProviderBusinessError) throw businessFailure(FailureType.PROVIDER_REJECTED, `${run.provider} refused the bill of ${run.bill_date}: ${err.message}`);
     throw err; // transport faults, truncation, cancellation: retried, resuming from the last heartbeat
   }
   return { billRows: next, counts, resumedFromRow: resume ? resume.row : null, attempt: ctx?.info.attempt ?? 1 };
 }
 
-/** A local payment row with its order's status, as bill lines are matched against it. */
-export interface LocalPayment {
-  out_trade_no: string;
-  /** The provider the order pays with (only read where a bill's rows are matched). */
-  provider?: string;
-  trade_no: string | null;
-  status: string;
-  amount: number;
-  currency: string;
-  paid_amount: number | null;
-  paid_currency: string | null;
-  order_status: string | null;
-  paid_trade_no: string | null;
-}
-
-interface LocalRefund {
-  out_refund_no: string;
-  out_trade_no: string;
-  status: string;
-  amount: number;
-  currency: string;
-}
-
-/** A stored item before insertion. */
-export interface NewItem {
-  class: ReconciliationClass;
-  detail: string | null;
-  kind: 'PAYMENT' | 'REFUND';
-  local_amount: number | null;
-  local_currency: string | null;
-  evidence: Record<string, unknown>;
-  repair_status: 'NONE' | 'PENDING';
-}
-
-function billKey(row: BillRow): string {
-  return row.kind === 'PAYMENT' ? `P:${row.tradeNo}` : `R:${row.outRefundNo ?? `${row.tradeNo}@${row.at}`}`;
-}
-
-/** Classifies one payment line of a provider's bill against the local payment of the same out-trade-no (pure). */
-export function classifyBillPayment(row: BillRow, local: LocalPayment | undefined, billProvider: string): NewItem {
-  const bill = { tradeNo: row.tradeNo, amount: row.amount, currency: row.currency, at: row.at };
-  if (!local) {
-    return { class: 'UNKNOWN_TRADE', detail: 'NO_LOCAL_PAYMENT', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence: { bill, local: null }, repair_status: 'NONE' };
-  }
-  if (local.provider !== undefined && local.provider !== billProvider) {
-    // One provider's bill never speaks for another provider's order: flagged for a person, never repaired.
-    const localView = { provider: local.provider, orderStatus: local.order_status };
-    return { class: 'UNKNOWN_TRADE', detail: 'OTHER_PROVIDER', kind: 'PAYMENT', local_amount: null, local_currency: local.currency, evidence: { bill, local: localView }, repair_status: 'NONE' };
-  }
-  const localView = {
-    paymentStatus: local.status,
-    orderStatus: local.order_status,
-    tradeNo: local.trade_no,
-    paidTradeNo: local.paid_trade_no,
-    amount: num(local.amount),
-    paidAmount: local.paid_amount === null ? null : num(local.paid_amount),
-    currency: local.paid_currency ?? local.currency,
-  };
-  const paidLocally = (local.status === 'PAID' || local.status === 'REFUNDED') && (local.trade_no === row.tradeNo || local.paid_trade_no === row.tradeNo);
-  if (!paidLocally) {
-    return {
-      class: 'PAID_NOT_RECORDED',
-      detail: `ORDER_${local.order_status ?? 'UNKNOWN'}`.slice(0, 32),
-      kind: 'PAYMENT',
-      local_amount: null,
-      local_currency: local.currency,
-      evidence: { bill, local: localView },
-      repair_status: 'PENDING',
-    };
-  }
-  const localAmount = local.paid_amount === null ? num(local.amount) : num(local.paid_amount);
-  const localCurrency = local.paid_currency ?? local.currency;
-  const detail = localCurrency !== row.currency ? 'CURRENCY' : localAmount !== row.amount ? 'AMOUNT' : null;
-  return {
-    class: detail ? 'AMOUNT_MISMATCH' : 'MATCHED',
-    detail,
-    kind: 'PAYMENT',
-    local_amount: localAmount,
-    local_currency: localCurrency,
-    evidence: detail ? { bill, local: localView } : {},
-    repair_status: 'NONE',
-  };
-}
-
-function classifyRefund(row: BillRow, local: LocalRefund | undefined): NewItem {
-  const bill = { outRefundNo: row.outRefundNo, tradeNo: row.tradeNo, outTradeNo: row.outTradeNo, amount: row.amount, currency: row.currency, at: row.at };
-  const base = { kind: 'REFUND' as const, repair_status: 'NONE' as const };
-  if (!local) return { ...base, class: 'REFUND_MISMATCH', detail: 'MISSING_LOCALLY', local_amount: null, local_currency: null, evidence: { bill, local: null } };
-  const localView = { status: local.status, outTradeNo: local.out_trade_no, amount: num(local.amount), currency: local.currency };
-  const detail =
-    local.status !== 'SUCCEEDED'
-      ? `LOCAL_${local.status}`
-      : local.out_trade_no !== row.outTradeNo
-        ? 'OTHER_TRADE'
-        : local.currency !== row.currency
-          ? 'CURRENCY'
-          : num(local.amount) !== row.amount
-            ? 'AMOUNT'
-            : null;
-  return {
-    ...base,
-    class: detail ? 'REFUND_MISMATCH' : 'MATCHED',
-    detail,
-    local_amount: num(local.amount),
-    local_currency: local.currency,
-    evidence: detail ? { bill, local: localView } : {},
-  };
-}
 
 /**
  * Compares one batch of bill rows (rows firstRowNo.. of the bill) and stores an item per row. A row already
@@ -542,7 +189,7 @@ async function compareBatch(db: Knex, runId: string, billProvider: string, merch
     .where({ run_id: runId })
     .whereIn('row_key', [...new Set([...keys, ...repeatKeys])])
     .select('row_key', 'row_no', 'class')) as Array<{ row_key: string; row_no: number | null; class: ReconciliationClass }>) {
-    stored.set(r.row_key, { rowNo: r.row_no === null ? null : num(r.row_no), cls: r.class });
+    stored.set(r.row_key, { rowNo: r.row_no === null ? null : numberOf(r.row_no), cls: r.class });
   }
   const tradeNos = [...new Set(rows.filter((r) => r.kind === 'PAYMENT').map((r) => r.outTradeNo))];
   const refundNos = [...new Set(rows.filter((r) => r.kind === 'REFUND' && r.outRefundNo).map((r) => r.outRefundNo!))];
@@ -582,11 +229,7 @@ async function compareBatch(db: Knex, runId: string, billProvider: string, merch
         classes.push(repeat.cls);
         return;
       }
-      const evidence = { bill: { tradeNo: row.tradeNo, outRefundNo: row.outRefundNo, amount: row.amount, currency: row.currency, at: row.at }, firstListedAtRow: firstRow };
-      item =
-        row.kind === 'PAYMENT'
-          ? { class: 'AMOUNT_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' }
-          : { class: 'REFUND_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'REFUND', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' };
+      item = classifyDuplicate(row, firstRow);
     } else {
       firstSeen.set(key, rowNo);
       item = row.kind === 'PAYMENT' ? classifyBillPayment(row, payments.get(row.outTradeNo), billProvider) : classifyRefund(row, refunds.get(row.outRefundNo ?? ''));
@@ -663,7 +306,7 @@ async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string })
           local_currency: p.paid_currency ?? p.currency,
           evidence: JSON.stringify({
             merchantId,
-            local: { paymentStatus: p.status, orderStatus: p.order_status, tradeNo: p.trade_no, paidAt: iso(p.paid_at), amount: num(p.amount), paidAmount: p.paid_amount },
+            local: { paymentStatus: p.status, orderStatus: p.order_status, tradeNo: p.trade_no, paidAt: isoOf(p.paid_at), amount: numberOf(p.amount), paidAmount: p.paid_amount },
             bill: null,
           }),
           repair_status: 'NONE',
@@ -716,7 +359,7 @@ async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string })
         local_currency: r.currency,
         evidence: JSON.stringify({
           merchantId,
-          local: { outRefundNo: r.out_refund_no, amount: num(r.amount), currency: r.currency, refundedAt: iso(r.refunded_at), reason: r.reason },
+          local: { outRefundNo: r.out_refund_no, amount: numberOf(r.amount), currency: r.currency, refundedAt: isoOf(r.refunded_at), reason: r.reason },
           bill: null,
           ...(twin ? { duplicateOf: twin.out_refund_no } : {}),
         }),
@@ -734,7 +377,7 @@ async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string })
 async function progressLocal(db: Knex, runId: string, found: { payments: number; refunds: number }, ctx: Context | undefined): Promise<void> {
   ctx?.heartbeat({ phase: 'LOCAL', ...found });
   const [{ n }] = (await db('reconciliation_items').where({ run_id: runId, source: 'LOCAL' }).count({ n: '*' })) as [{ n: number }];
-  await db('reconciliation_runs').where({ id: runId }).update({ local_rows: num(n), updated_at: db.fn.now(3) });
+  await db('reconciliation_runs').where({ id: runId }).update({ local_rows: numberOf(n), updated_at: db.fn.now(3) });
   throwIfCancelled(ctx);
 }
 
@@ -751,13 +394,13 @@ async function repairLostPayments(deps: ReconciliationDeps, input: { runId: stri
   const { db } = deps;
   const ctx = activityContext();
   const temporal = client ?? ctx?.client;
-  if (!temporal) throw nonRetryable('NO_CLIENT', 'repairs need a Temporal client');
+  if (!temporal) throw businessFailure(FailureType.NO_CLIENT, 'repairs need a Temporal client');
   const taskQueue = ctx?.info.taskQueue;
-  if (!taskQueue) throw nonRetryable('NO_TASK_QUEUE', 'repairs run as an activity, on the order workflows task queue');
+  if (!taskQueue) throw businessFailure(FailureType.NO_TASK_QUEUE, 'repairs run as an activity, on the order workflows task queue');
   const run = await requireRun(db, input.runId);
   const provider = billSourceOf(deps.providers, run.provider);
   const [{ n: total }] = (await db('reconciliation_items').where({ run_id: run.id, class: 'PAID_NOT_RECORDED' }).count({ n: '*' })) as [{ n: number }];
-  await db('reconciliation_runs').where({ id: run.id }).update({ phase: 'REPAIR', repairs_total: num(total), updated_at: db.fn.now(3) });
+  await db('reconciliation_runs').where({ id: run.id }).update({ phase: 'REPAIR', repairs_total: numberOf(total), updated_at: db.fn.now(3) });
   let repaired = 0;
   for (;;) {
     const page = (await db('reconciliation_items')
@@ -782,7 +425,7 @@ async function repairLostPayments(deps: ReconciliationDeps, input: { runId: stri
           notificationId,
           outTradeNo: item.out_trade_no,
           tradeNo: item.trade_no,
-          amount: num(item.bill_amount),
+          amount: numberOf(item.bill_amount),
           currency: item.bill_currency,
           merchantId: provider.merchantId,
           paidAt: new Date(item.bill_at).toISOString(),
@@ -822,15 +465,15 @@ async function finishRun(deps: ReconciliationDeps, input: { runId: string; count
     source: string;
     n: number;
   }>) {
-    totals[r.class] += num(r.n);
-    if (r.source === 'BILL') billTotals[r.class] += num(r.n);
+    totals[r.class] += numberOf(r.n);
+    if (r.source === 'BILL') billTotals[r.class] += numberOf(r.n);
   }
   const [{ n: repairedCount }] = (await db('reconciliation_items').where({ run_id: input.runId }).whereIn('repair_status', ['SIGNALLED', 'LATE_PAYMENT']).count({ n: '*' })) as [{ n: number }];
   const billRows = Object.values(billTotals).reduce((a, b) => a + b, 0);
   const mismatch = (Object.keys(billTotals) as ReconciliationClass[]).filter((c) => billTotals[c] !== (input.counted[c] ?? 0));
   await db('reconciliation_runs')
     .where({ id: input.runId })
-    .whereIn('status', ACTIVE)
+    .whereIn('status', ACTIVE_STATUSES)
     .update({
       status: 'COMPLETED',
       phase: 'DONE',
@@ -842,21 +485,21 @@ async function finishRun(deps: ReconciliationDeps, input: { runId: string; count
       updated_at: db.fn.now(3),
     });
   const differences = Object.values(totals).reduce((a, b) => a + b, 0) - totals.MATCHED;
-  return { runId: input.runId, status: 'COMPLETED', billRows, totals, differences, repaired: num(repairedCount) };
+  return { runId: input.runId, status: 'COMPLETED', billRows, totals, differences, repaired: numberOf(repairedCount) };
 }
 
 /** Records why a run failed (after the workflow gave up on an activity). */
 async function failRun(deps: ReconciliationDeps, input: { runId: string; error: string }): Promise<void> {
   await deps.db('reconciliation_runs')
     .where({ id: input.runId })
-    .whereIn('status', ACTIVE)
+    .whereIn('status', ACTIVE_STATUSES)
     .update({ status: 'FAILED', error: input.error.slice(0, 1024), finished_at: deps.db.fn.now(3), updated_at: deps.db.fn.now(3) });
 }
 
 /** For the scheduled workflow: opens the day's run (never a re-run) and starts its workflow, idempotently. */
 async function startScheduledRun(deps: ReconciliationDeps, input: { provider: string; date: string }): Promise<{ runId: string; status: ReconciliationStatus; created: boolean }> {
   const ctx = activityContext();
-  if (!ctx) throw nonRetryable('NO_CLIENT', 'startScheduledRun runs as an activity');
+  if (!ctx) throw businessFailure(FailureType.NO_CLIENT, 'startScheduledRun runs as an activity');
   billSourceOf(deps.providers, input.provider);
   const { run, created } = await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, { provider: input.provider, date: input.date, rerun: false, trigger: 'SCHEDULE' });
   return { runId: run.id, status: run.status, created };

@@ -14,11 +14,12 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Knex } from 'knex';
-import { cancelStock, tryReserveStock, type StockLine } from '../activities/stock';
+import { FailureType } from '../contracts/failures';
 import { orderWorkflowId } from '../contracts/order';
-import { ApiError } from './errors';
+import { cancelStock, tryReserveStock, type StockLine } from '../db/stock';
+import { withTemporalDeadline } from '../temporal/calls';
+import { type ApiError, apiFailure } from './errors';
 import type { Metrics } from './metrics';
-import { withTemporalDeadline } from './temporal';
 
 /** Units available right now per known SKU (all buckets summed); unknown SKUs are absent. Plain reads, no locks. */
 export async function availableUnits(db: Knex, skus: string[]): Promise<Map<string, number>> {
@@ -39,7 +40,7 @@ export function shortLine(items: StockLine[], available: Map<string, number>): S
 
 /** The 409 a buyer gets when the units are not there. */
 export function outOfStockError(line: StockLine, orderId?: string): ApiError {
-  return new ApiError(409, 'OUT_OF_STOCK', `not enough stock for ${line.sku}`, { sku: line.sku, ...(orderId ? { orderId } : {}) });
+  return apiFailure(FailureType.OUT_OF_STOCK, `not enough stock for ${line.sku}`, { sku: line.sku, ...(orderId ? { orderId } : {}) });
 }
 
 /**
@@ -50,12 +51,12 @@ export async function reserveBeforeStart(db: Knex, orderId: string, items: Stock
   try {
     await tryReserveStockPatiently(db, orderId, items);
   } catch (err) {
-    if (err instanceof ApplicationFailure && err.type === 'OUT_OF_STOCK') {
+    if (err instanceof ApplicationFailure && err.type === FailureType.OUT_OF_STOCK) {
       const sku = (err.details?.[0] as { sku?: string } | undefined)?.sku ?? items[0]!.sku;
       throw outOfStockError({ sku, quantity: items.find((i) => i.sku === sku)?.quantity ?? 0 });
     }
-    if (err instanceof ApplicationFailure && err.type === 'TCC_TRY_AFTER_CANCEL') {
-      throw new ApiError(409, 'RESERVATION_RELEASED', `the reservation of order ${orderId} was already released; place the order again with a new Idempotency-Key`, { orderId });
+    if (err instanceof ApplicationFailure && err.type === FailureType.TCC_TRY_AFTER_CANCEL) {
+      throw apiFailure(FailureType.TCC_TRY_AFTER_CANCEL, `the reservation of order ${orderId} was already released; place the order again with a new Idempotency-Key`, { orderId });
     }
     throw err;
   }

@@ -2,10 +2,12 @@
 import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Knex } from 'knex';
-import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
 import { type Logger, createLogger } from '../observability/logger';
 import type { Tracing } from '../observability/tracing';
+import { workerRegistry } from '../observability/worker-metrics';
+import type { ProviderRegistry } from '../providers/types';
+import { withTemporalDeadline } from '../temporal/calls';
 import { OrphanReservationSweeper } from './admission';
 import { installErrorHandling } from './errors';
 import { NotificationInbox } from './inbox';
@@ -16,11 +18,9 @@ import { OrderActions } from './order-actions';
 import { registerAdminRoutes } from './routes/admin';
 import { registerOrderActionRoutes } from './routes/order-actions';
 import { registerCallbackRoutes } from './routes/callbacks';
-import { workerRegistry } from '../workers/metrics';
 import { ensureReconciliationSchedules, refreshOpsGauges, registerOpsRoutes } from './routes/ops';
 import { registerOrderRoutes } from './routes/orders';
 import { registerWaitPage } from './routes/wait-page';
-import { withTemporalDeadline } from './temporal';
 
 /** Dependencies of the API. */
 export interface ApiDeps {

@@ -2,7 +2,8 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { ZodError } from 'zod';
-import { isTemporalUnreachable } from './temporal';
+import { type AnsweredFailure, type ApiAnswer, FAILURES } from '../contracts/failures';
+import { isTemporalUnreachable } from '../temporal/calls';
 
 /** An error the API answers with its own status and code. */
 export class ApiError extends Error {
@@ -14,6 +15,20 @@ export class ApiError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * The API's answer to a failure of the contract (src/contracts/failures.ts): its declared status and code, with the
+ * failure's declared detail fields taken from `failureDetails` and any `extra` fields.
+ */
+export function failureError(answer: ApiAnswer, message: string, failureDetails: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): ApiError {
+  const passed = Object.fromEntries((answer.details ?? []).map((field) => [field, failureDetails[field]]));
+  return new ApiError(answer.status, answer.code, message, { ...passed, ...extra });
+}
+
+/** The API's answer to a failure type it answers (see FAILURES[type].api). */
+export function apiFailure(type: AnsweredFailure, message: string, details: Record<string, unknown> = {}): ApiError {
+  return new ApiError(FAILURES[type].api.status, FAILURES[type].api.code, message, details);
 }
 
 /** Turns a ZodError into a 400 VALIDATION_FAILED naming the first bad field. */

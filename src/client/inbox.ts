@@ -8,9 +8,9 @@ import type { Client } from '@temporalio/client';
 import type { Knex } from 'knex';
 import type { FastifyBaseLogger } from 'fastify';
 import type { PaymentNotification } from '../providers/types';
+import { isTemporalUnreachable, withTemporalDeadline } from '../temporal/calls';
 import { routePaymentNotification } from '../temporal/route-notification';
 import type { Metrics } from './metrics';
-import { isTemporalUnreachable, withTemporalDeadline } from './temporal';
 
 /**
  * How long a claimed row is leased to one processor before another may retry it: routing makes at most two Temporal

@@ -4,8 +4,8 @@ import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
 import { createTracing } from '../observability/tracing';
 import { createProviders } from '../providers';
+import { connectTemporal, ensureSearchAttributes } from '../temporal/connection';
 import { buildApi } from './app';
-import { connectTemporal, ensureSearchAttributes } from './temporal';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();

@@ -6,8 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { type Client, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import type { Knex } from 'knex';
-import type { ProviderRegistry } from '../activities/payments';
-import { createSupportTicket } from '../activities/support';
+import { FailureType } from '../contracts/failures';
 import {
   type EscalationResult,
   type OrderStatus,
@@ -17,8 +16,10 @@ import {
   orderWorkflowId,
   reviewDecisionUpdate,
 } from '../contracts/order';
-import { ApiError } from './errors';
-import { withTemporalDeadline } from './temporal';
+import { createSupportTicket } from '../db/support-tickets';
+import type { ProviderRegistry } from '../providers/types';
+import { withTemporalDeadline } from '../temporal/calls';
+import { ApiError, apiFailure } from './errors';
 
 /** How long an action waits for the workflow to catch up with a status MySQL already shows. */
 const SETTLE_RETRIES = 10;
@@ -53,7 +54,7 @@ export class OrderActions {
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
   async review(orderId: string, decision: ReviewDecision): Promise<{ orderId: string; status: OrderStatus }> {
     const current = await this.status(orderId);
-    if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     if (current.status !== 'NEEDS_REVIEW') throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', `order is ${current.status}, not waiting for review`, { status: current.status });
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
     for (let attempt = 0; ; attempt++) {
@@ -80,7 +81,7 @@ export class OrderActions {
   /** The buyer's refund inside the cooling-off window: full refund, stock returned. A repeat answers the same. */
   async refund(orderId: string, reason: string | undefined): Promise<{ orderId: string; status: OrderStatus; refundNo?: string }> {
     const current = await this.status(orderId);
-    if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     if (current.status === 'REFUNDED' && current.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
     if (current.status !== 'PAID') throw new ApiError(409, 'ORDER_NOT_REFUNDABLE', `order is ${current.status}; only a paid order can be refunded`, { status: current.status });
     for (let attempt = 0; ; attempt++) {
@@ -113,7 +114,7 @@ export class OrderActions {
   /** One-click support: asks the provider now, records a ticket with a snapshot, marks the workflow. */
   async escalate(orderId: string, note: string | undefined): Promise<EscalationResult> {
     const current = await this.status(orderId);
-    if (!current) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     try {
       return await this.update(() => this.handle(orderId).executeUpdate(escalateUpdate, { args: [{ note }] }));
     } catch (err) {

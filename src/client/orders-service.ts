@@ -10,8 +10,8 @@ import {
 } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
-import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
+import { FAILURES, FailureType, REPLAYED_FAILURE_CODES, isFailureType, orderSetupAnswer } from '../contracts/failures';
 import { type StatusMessages, describeStatus } from '../contracts/messages';
 import {
   type CreateOrderRequest,
@@ -25,11 +25,12 @@ import {
   statusQuery,
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
-import type { orderPayment } from '../workflows';
+import type { ProviderRegistry } from '../providers/types';
+import { withTemporalDeadline } from '../temporal/calls';
+import type { orderLifecycle } from '../workflows';
 import { availableUnits, outOfStockError, releaseReservation, reservationHeld, reserveBeforeStart, shortLine } from './admission';
-import { ApiError } from './errors';
+import { ApiError, apiFailure, failureError } from './errors';
 import { LiveStatusCache } from './live-status';
-import { withTemporalDeadline } from './temporal';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
 export function newOrderId(): string {
@@ -113,7 +114,7 @@ export class OrderService {
     // One plain read answers both "is every SKU known" and "are the units there" (all buckets summed).
     const available = await availableUnits(db, items.map((i) => i.sku));
     const unknown = items.map((i) => i.sku).filter((s) => !available.has(s));
-    if (unknown.length) throw new ApiError(422, 'UNKNOWN_SKU', `unknown SKU: ${unknown.join(', ')}`, { skus: unknown, sku: unknown[0] });
+    if (unknown.length) throw apiFailure(FailureType.UNKNOWN_SKU, `unknown SKU: ${unknown.join(', ')}`, { skus: unknown, sku: unknown[0] });
 
     const orderId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : newOrderId();
     // A retry with the same Idempotency-Key of an order that already holds its units (reserved by the first request,
@@ -167,7 +168,7 @@ export class OrderService {
       coolingOffMs: config.coolingOffMs,
       reviewReminderMs: config.reviewReminderMs,
     };
-    const startOp = new WithStartWorkflowOperation<typeof orderPayment>('orderPayment', {
+    const startOp = new WithStartWorkflowOperation<typeof orderLifecycle>('orderLifecycle', {
       workflowId: orderWorkflowId(orderId),
       taskQueue: config.taskQueue,
       args: [input],
@@ -205,7 +206,7 @@ export class OrderService {
     if (!same) throw new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', { orderId: existing.orderId });
     if (existing.status === 'FAILED') {
       const reason = existing.statusReason ?? '';
-      const code = ['OUT_OF_STOCK', 'COUPON_UNAVAILABLE', 'INSUFFICIENT_POINTS'].includes(reason) ? reason : 'ORDER_FAILED';
+      const code = isFailureType(reason) && REPLAYED_FAILURE_CODES.includes(reason) ? reason : 'ORDER_FAILED';
       throw new ApiError(409, code, `order ${existing.orderId} failed: ${existing.statusReason ?? 'unknown reason'}`, { orderId: existing.orderId });
     }
     if (existing.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl) {
@@ -223,25 +224,11 @@ export class OrderService {
 
   private async translateStartError(err: unknown, orderId: string, items: { sku: string; quantity: number }[]): Promise<ApiError> {
     if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
+      // The buyer is told the setup failures the contract says they are told; any other means no payment (503).
       const details = (err.cause.details?.[0] ?? {}) as Record<string, unknown>;
-      switch (err.cause.type) {
-        case 'OUT_OF_STOCK':
-          return new ApiError(409, 'OUT_OF_STOCK', err.cause.message, { sku: details.sku, orderId });
-        case 'UNKNOWN_SKU':
-          return new ApiError(422, 'UNKNOWN_SKU', err.cause.message, { skus: details.skus, orderId });
-        case 'MIXED_CURRENCY':
-          return new ApiError(422, 'MIXED_CURRENCY', err.cause.message, { orderId });
-        case 'ORDER_CONFLICT':
-          return new ApiError(409, 'ORDER_CONFLICT', err.cause.message, { orderId });
-        case 'COUPON_UNAVAILABLE':
-          return new ApiError(409, 'COUPON_UNAVAILABLE', err.cause.message, { couponCode: details.couponCode, orderId });
-        case 'INSUFFICIENT_POINTS':
-          return new ApiError(409, 'INSUFFICIENT_POINTS', err.cause.message, { requested: details.requested, orderId });
-        case 'ZERO_AMOUNT':
-          return new ApiError(422, 'ZERO_AMOUNT', err.cause.message, { subtotal: details.subtotal, discount: details.discount, points: details.points, orderId });
-        default:
-          return new ApiError(503, 'PAYMENT_UNAVAILABLE', `could not create the payment: ${err.cause.message}`, { orderId });
-      }
+      const answer = orderSetupAnswer(err.cause.type ?? undefined);
+      const message = answer === FAILURES.PAYMENT_CREATION_FAILED.api ? `could not create the payment: ${err.cause.message}` : err.cause.message;
+      return failureError(answer, message, details, { orderId });
     }
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
       // Same Idempotency-Key after the order's workflow finished: answer with the stored order.
@@ -337,7 +324,7 @@ export class OrderService {
   /** User cancel: runs the workflow's cancel update (close at the provider first); 409 once it can no longer be cancelled. */
   async cancel(orderId: string, reason: string | undefined): Promise<{ orderId: string; status: OrderStatus }> {
     const order = await this.get(orderId);
-    if (!order) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    if (!order) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     if (order.status === 'CANCELLED') return { orderId, status: 'CANCELLED' };
     if (order.status !== 'AWAITING_PAYMENT') {
       throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order is ${order.status} and can no longer be cancelled`, { status: order.status });

@@ -5,6 +5,7 @@
  * Pure and deterministic (no Node built-ins, no I/O, no clock of its own: the caller passes `now`), so the API,
  * the waiting page and workflow code (the `status` query) can all use it and agree.
  */
+import { FailureType } from './failures';
 import type { OrderStage, OrderStatus } from './order';
 
 /** A text in both languages the service speaks. */
@@ -178,7 +179,7 @@ function situation(ctx: Ctx): Code {
       if (stage === 'RELEASING') return 'RELEASING';
       return ctx.reason === 'PAYMENT_MISMATCH' ? 'PAYMENT_MISMATCH' : 'NEEDS_REVIEW';
     case 'FAILED':
-      return ctx.reason === 'OUT_OF_STOCK' ? 'FAILED_OUT_OF_STOCK' : 'FAILED';
+      return ctx.reason === FailureType.OUT_OF_STOCK ? 'FAILED_OUT_OF_STOCK' : 'FAILED';
     default:
       return 'UNKNOWN';
   }

@@ -111,16 +111,6 @@ export interface PaymentReady {
   payment: { provider: string; paymentUrl: string; expiresAt: string };
 }
 
-/** Business failure types the workflow reports through the paymentReady update and its result. */
-export const OrderFailureType = {
-  OUT_OF_STOCK: 'OUT_OF_STOCK',
-  UNKNOWN_SKU: 'UNKNOWN_SKU',
-  MIXED_CURRENCY: 'MIXED_CURRENCY',
-  PAYMENT_CREATION_FAILED: 'PAYMENT_CREATION_FAILED',
-  ORDER_CONFLICT: 'ORDER_CONFLICT',
-} as const;
-export type OrderFailureType = (typeof OrderFailureType)[keyof typeof OrderFailureType];
-
 /** A payment the workflow has learned of, from a callback or an active query (they count the same). */
 export interface PaymentEvidence {
   source: 'callback' | 'query' | 'close';
@@ -191,7 +181,7 @@ export interface OrderPaymentResult {
   reason?: string;
 }
 
-/** Early-return update: resolves with PaymentReady once the payment exists, or fails with an OrderFailureType. */
+/** Early-return update: resolves with PaymentReady once the payment exists, or fails with a FailureType (contracts/failures.ts). */
 export const paymentReadyUpdate = defineUpdate<PaymentReady>('paymentReady');
 /** A verified payment notification (deduplicated inside the workflow by notificationId). */
 export const paymentNotifiedSignal = defineSignal<[PaymentNotifiedSignal]>('paymentNotified');

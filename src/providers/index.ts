@@ -1,9 +1,9 @@
 import type { Knex } from 'knex';
-import type { ProviderRegistry } from '../activities/payments';
 import type { Config } from '../config';
 import { createAlipayProvider } from './alipay';
 import { createSandboxProvider } from './sandbox';
 import { createStripeProvider } from './stripe';
+import type { ProviderRegistry } from './types';
 import { createWechatProvider } from './wechat';
 
 /**

@@ -128,6 +128,9 @@ export interface PaymentProvider {
   failureAck?(rejection: NotificationRejection): { status: number; contentType: string; body: string };
 }
 
+/** The providers this deployment offers, by name (see createProviders): what the worker and the API reach them through. */
+export type ProviderRegistry = Record<string, PaymentProvider>;
+
 /** One normalised line of a provider's daily bill (reconciliation input). Amounts are positive minor units. */
 export const BillRow = z.object({
   kind: z.enum(['PAYMENT', 'REFUND']),

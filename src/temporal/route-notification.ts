@@ -6,6 +6,7 @@
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import type { Knex } from 'knex';
 import { type LatePaymentInput, type PaymentNotifiedSignal, latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
+import { withTemporalDeadline } from './calls';
 
 /** A verified payment notification, from a callback or rebuilt from a provider's bill: the signal's fields, provider required. */
 export type RoutableNotification = PaymentNotifiedSignal & { provider: string };
@@ -67,9 +68,8 @@ export async function routePaymentNotification(deps: RouteDeps, n: RoutableNotif
   const { db, client, taskQueue, callTimeoutMs } = deps;
   const mismatch = await providerMismatch(db, n);
   if (mismatch) return { destination: 'REFUSED', reason: 'PROVIDER_MISMATCH', detail: mismatch };
-  const deadline = () => Date.now() + callTimeoutMs;
   try {
-    await client.withDeadline(deadline(), () =>
+    await withTemporalDeadline(client, callTimeoutMs, () =>
       client.workflow.getHandle(orderWorkflowId(n.outTradeNo)).signal(paymentNotifiedSignal, {
         notificationId: n.notificationId,
         outTradeNo: n.outTradeNo,
@@ -89,7 +89,7 @@ export async function routePaymentNotification(deps: RouteDeps, n: RoutableNotif
   const workflowId = latePaymentWorkflowId(n.provider, n.outTradeNo, n.tradeNo);
   const args: [LatePaymentInput] = [{ provider: n.provider as LatePaymentInput['provider'], outTradeNo: n.outTradeNo, tradeNo: n.tradeNo, notificationId: n.notificationId }];
   try {
-    await client.withDeadline(deadline(), () =>
+    await withTemporalDeadline(client, callTimeoutMs, () =>
       client.workflow.start('latePayment', {
         workflowId,
         taskQueue,

@@ -137,7 +137,7 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
 
   // Temporal's count of the workflows the sale started.
-  const query = `WorkflowType = 'orderPayment' AND TaskQueue = '${system.config.taskQueue}' AND StartTime >= '${saleStart.toISOString()}'`;
+  const query = `WorkflowType = 'orderLifecycle' AND TaskQueue = '${system.config.taskQueue}' AND StartTime >= '${saleStart.toISOString()}'`;
   log('waiting for Temporal visibility to settle');
   const workflows = await stableWorkflowCount(system, query);
 

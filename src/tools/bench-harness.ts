@@ -14,7 +14,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { Knex } from 'knex';
-import { connectTemporal } from '../client/temporal';
+import { connectTemporal } from '../temporal/connection';
 import { type Config, loadConfig, loadConfigOrExit } from '../config';
 import { type OrderPaymentResult, orderWorkflowId } from '../contracts/order';
 import { createDb } from '../db/knex';
@@ -310,7 +310,19 @@ export function table(rows: [string, string][]): string {
 
 export const perSecond = (n: number, ms: number) => (ms > 0 ? Math.round((n / (ms / 1000)) * 100) / 100 : 0);
 
-export { processCpuMs };
+export { pidListeningOn, processCpuMs };
+
+
+/** Resident memory of a process in MiB, from /proc (Linux); undefined elsewhere. */
+export function processRssMb(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 102.4) / 10 : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Busy and total CPU time of the whole machine (all cores), for the utilisation during the load. */
 export function machineCpu(): { busy: number; total: number } {
@@ -506,7 +518,9 @@ async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<
   try {
     await temporal.withDeadline(Date.now() + 60_000, async () => {
       const ids: { workflowId: string; runId: string }[] = [];
-      for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) ids.push(wf);
+      // The production task queue and the bench's reference workflow's (src/tools/bench-system.ts, BENCH_REFERENCE=on).
+      const query = `(TaskQueue = '${taskQueue}' OR TaskQueue = '${taskQueue}-reference') AND ExecutionStatus = 'Running'`;
+      for await (const wf of temporal.workflow.list({ query })) ids.push(wf);
       await inParallel(ids, 16, async (wf) => {
         await temporal.workflow
           .getHandle(wf.workflowId, wf.runId)
@@ -517,7 +531,7 @@ async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<
   } catch (err) {
     log(`could not clean up workflows on ${taskQueue}: ${errorText(err)}`);
   }
-  if (terminated > 0) log(`terminated ${terminated} workflow(s) left running on task queue ${taskQueue}`);
+  if (terminated > 0) log(`terminated ${terminated} workflow(s) left running on task queue ${taskQueue} (or its -reference queue)`);
 }
 
 function shutdown(): Promise<void> {
@@ -657,8 +671,8 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
     log(`Temporal: ${temporalNote}`);
   } else if (await isListening(temporalAddress)) {
     // A server on this machine: its CPU is measured through the pid that listens on the port.
-    const pid = /^(127\.|localhost:)/.test(temporalAddress) ? pidListeningOn(Number(temporalAddress.split(':')[1])) : undefined;
-    temporalNote = `existing server at ${temporalAddress}${pid ? ` (pid ${pid})` : ''}`;
+    const pid = /^(127\.|localhost:)/.test(temporalAddress) ? pidListeningOn(Number(temporalAddress.split(':').pop())) : undefined;
+    temporalNote = `existing server at ${temporalAddress}${pid ? ` (pid ${pid}; shared with whatever else uses it)` : ' (its CPU is not measured: no local process of this user listens there)'}`;
     temporalPid = () => pid;
     log(`Temporal: using the server at ${temporalAddress}`);
   } else {
@@ -774,6 +788,7 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
 export interface OrderRecord {
   n: number;
   orderId?: string;
+  workflowId?: string;
   createMs?: number;
   payToPaidMs?: number;
   status?: string;
@@ -809,12 +824,64 @@ export class Load {
   }
 }
 
+/** A failure of one step of one order: a short kind (for counting) and an example message. */
+export interface StepError {
+  error: string;
+  example: string;
+}
+
 /**
- * `clients` simulated buyers, each looping: POST /orders (create latency = until the 201), pay at the sandbox,
- * then wait for the order workflow's result with a long poll (pay-to-PAID latency = from the pay request until the
- * workflow completed as PAID). Orders are started while `more(n)` says so (a count, or a deadline).
+ * How a lifecycle client drives one order: create it (until the buyer could pay), pay, and wait for the order to
+ * reach its final status. `apiDriver` is the public API and the sandbox; other drivers (the bench's reference
+ * workflow) keep the same loop and the same measurements.
  */
-export async function runLifecycleClients(system: BenchSystem, sku: string, clients: number, more: (n: number) => boolean, load = new Load()): Promise<Load> {
+export interface LifecycleDriver {
+  create(clientNo: number, n: number): Promise<{ orderId: string; workflowId: string } | StepError>;
+  pay(orderId: string): Promise<StepError | undefined>;
+  /** The final status ('PAID' is success); throws on a timeout or a failure. Default: the workflow's result. */
+  settled?(orderId: string, workflowId: string, signal: AbortSignal): Promise<{ status: string; reason?: string }>;
+}
+
+/** The public API: POST /orders for one unit of `sku`, the buyer pays at the sandbox (which calls the API back). */
+export function apiDriver(system: BenchSystem, sku: string, userPrefix = 'bench-user'): LifecycleDriver {
+  return {
+    async create(clientNo) {
+      let created: HttpResult;
+      try {
+        created = await http('POST', `${system.apiUrl}/orders`, { userId: `${userPrefix}-${clientNo}`, items: [{ sku, quantity: 1 }] }, CREATE_TIMEOUT_MS);
+      } catch (err) {
+        return { error: `create: ${errorKind(err)}`, example: errorText(err) };
+      }
+      if (created.status !== 201) return { error: `create: ${httpKind(created)}`, example: JSON.stringify(created.body) };
+      const orderId = String(field(created.body, 'orderId'));
+      return { orderId, workflowId: orderWorkflowId(orderId) };
+    },
+    async pay(orderId) {
+      try {
+        const paid = await http('POST', `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`, {}, PAY_TIMEOUT_MS);
+        if (paid.status !== 200) return { error: `pay: ${httpKind(paid)}`, example: JSON.stringify(paid.body) };
+      } catch (err) {
+        return { error: `pay: ${errorKind(err)}`, example: errorText(err) };
+      }
+      return undefined;
+    },
+  };
+}
+
+/**
+ * `clients` simulated buyers, each looping: create an order (create latency = until the buyer can pay: the API's
+ * 201 with the payment URL), pay, then wait for the order's final status (pay-to-PAID latency = from the pay request
+ * until the workflow completed as PAID, a long poll on its result unless the driver says otherwise). Orders are
+ * started while `more(n)` says so (a count, or a deadline).
+ */
+export async function runLifecycleClients(
+  system: BenchSystem,
+  sku: string,
+  clients: number,
+  more: (n: number) => boolean,
+  load = new Load(),
+  driver: LifecycleDriver = apiDriver(system, sku),
+): Promise<Load> {
   load.startedAt = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async (_, clientNo) => {
@@ -823,7 +890,7 @@ export async function runLifecycleClients(system: BenchSystem, sku: string, clie
         load.records.push(record);
         load.inFlight++;
         try {
-          await oneOrder(system, load, record, sku, clientNo);
+          await oneOrder(system, load, record, driver, clientNo);
         } finally {
           load.inFlight--;
         }
@@ -834,32 +901,30 @@ export async function runLifecycleClients(system: BenchSystem, sku: string, clie
   return load;
 }
 
-async function oneOrder(system: BenchSystem, load: Load, record: OrderRecord, sku: string, clientNo: number): Promise<void> {
+/** The order workflow's (or any workflow's) result, as the lifecycle clients wait for it by default. */
+async function workflowResult(system: BenchSystem, workflowId: string, signal: AbortSignal): Promise<{ status: string; reason?: string }> {
+  const handle = system.temporal.workflow.getHandle(workflowId);
+  return (await system.temporal.withAbortSignal(signal, () => handle.result())) as OrderPaymentResult;
+}
+
+async function oneOrder(system: BenchSystem, load: Load, record: OrderRecord, driver: LifecycleDriver, clientNo: number): Promise<void> {
   const t0 = performance.now();
-  let created: HttpResult;
-  try {
-    created = await http('POST', `${system.apiUrl}/orders`, { userId: `bench-user-${clientNo}`, items: [{ sku, quantity: 1 }] }, CREATE_TIMEOUT_MS);
-  } catch (err) {
-    return load.error(record, `create: ${errorKind(err)}`, errorText(err));
-  }
-  if (created.status !== 201) return load.error(record, `create: ${httpKind(created)}`, JSON.stringify(created.body));
+  const created = await driver.create(clientNo, record.n);
+  if ('error' in created) return load.error(record, created.error, created.example);
   record.createMs = performance.now() - t0;
   load.created++;
-  const orderId = String(field(created.body, 'orderId'));
+  const { orderId, workflowId } = created;
   record.orderId = orderId;
+  record.workflowId = workflowId;
 
   const t1 = performance.now();
-  try {
-    const paid = await http('POST', `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`, {}, PAY_TIMEOUT_MS);
-    if (paid.status !== 200) return load.error(record, `pay: ${httpKind(paid)}`, JSON.stringify(paid.body));
-  } catch (err) {
-    return load.error(record, `pay: ${errorKind(err)}`, errorText(err));
-  }
+  const payError = await driver.pay(orderId);
+  if (payError) return load.error(record, payError.error, payError.example);
 
   const timeout = AbortSignal.timeout(RESULT_TIMEOUT_MS);
   try {
-    const handle = system.temporal.workflow.getHandle(orderWorkflowId(orderId));
-    const result = (await system.temporal.withAbortSignal(AbortSignal.any([runAbort.signal, timeout]), () => handle.result())) as OrderPaymentResult;
+    const signal = AbortSignal.any([runAbort.signal, timeout]);
+    const result = await (driver.settled ? driver.settled(orderId, workflowId, signal) : workflowResult(system, workflowId, signal));
     record.status = result.status;
     if (result.status !== 'PAID') return load.error(record, `result: ${result.status}`, `${orderId}: ${result.status}${result.reason ? ` (${result.reason})` : ''}`);
     record.payToPaidMs = performance.now() - t1;

@@ -1,14 +1,17 @@
 /**
- * `npm run bench [-- --orders N --concurrency C]`: end-to-end throughput and latency of the order lifecycle.
+ * `npm run bench [-- --orders N --concurrency C --only reference,before,after]`: end-to-end throughput, latency and cost
+ *   per order of the order lifecycle, side by side with the engine's floor and the previous workflow type, in one run on
+ *   the same server (phases: src/tools/bench-phases.ts).
  * `npm run bench -- --hot-sku`: reservations per second on one SKU, one row vs. buckets (src/tools/bench-hot-sku.ts).
  * `npm run bench -- --flash-sale`: many buyers, little stock, one SKU, through the API (src/tools/bench-flash-sale.ts).
  * `npm run bench -- --callbacks`: a storm of redelivered payment notifications (src/tools/bench-callbacks.ts).
  * `npm run bench -- --polls`: buyers polling their orders, and what that costs everyone else (src/tools/bench-polls.ts).
- *
- * `npm run bench -- --topology`: the lifecycle load on the production topology (cluster, worker and API processes) with
- * the CPU each kind of process spends per order (src/tools/bench-topology.ts).
- * `npm run bench -- --cluster`: the lifecycle run on the dev server, then on a self-hosted cluster it starts (4 shards,
- * PostgreSQL), printed side by side.
+ * `npm run bench -- --open N`: N orders left waiting and N in cooling-off; new orders' rate against the empty system,
+ *   memory and the worker's workflow cache (src/tools/bench-open.ts).
+ * `npm run bench -- --cluster [--only after]`: the phases on the dev server, then on a self-hosted cluster the bench
+ *   starts (4 shards, PostgreSQL), side by side, with the CPU of Temporal's PostgreSQL and the app's MySQL per order.
+ * `npm run bench -- --topology`: the lifecycle load on the production topology (cluster, worker and API processes)
+ *   with the CPU each kind of process spends per order (src/tools/bench-topology.ts).
  *
  * Configured like the app: the Temporal server at TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE when one listens (else an
  * in-memory headless dev server it starts and stops), MySQL at DATABASE_URL (its database name when DATABASE_URL is
@@ -17,42 +20,37 @@
  * runs on this machine (its pid found by its port). The system under test (sandbox + API + worker, src/tools/bench-system.ts) runs in a
  * child process so that the load generator never shares its event loop (src/tools/bench-harness.ts).
  *
- * Each of C clients loops: POST /orders (create latency = until the 201), the buyer pays at the sandbox,
- * then the order workflow's result is awaited with a long poll (pay-to-PAID latency = from the pay request
- * until the workflow has completed as PAID). Prints a report and writes it to reports/bench-<time>.json.
- * Exit code 0 when every order reached PAID, 1 otherwise.
+ * In each phase, each of C clients loops: create (POST /orders; create latency = until the 201), the buyer pays at the
+ * sandbox, then the workflow's result is awaited with a long poll (pay-to-PAID latency = from the pay request until
+ * the workflow has completed as PAID). Prints the phases side by side and their ratios, and writes the report to
+ * reports/bench-<time>.json. Exit code 0 when every order of every phase reached PAID, 1 otherwise.
  */
 import { cpus } from 'node:os';
-import { commandCpuMs } from './processes';
-import { isListening } from './temporal-cli';
-import { TemporalCluster, clusterPorts, ensureClusterBinaries, ensureTemporalDatabases, postgresFromEnv, readServerSettings } from './temporal-cluster';
-import { ensureNamespace } from './temporal-namespace';
 import {
   type BenchSystem,
-  Load,
-  abortReason,
   commandLine,
-  cpuMeter,
-  latencyRow,
+  fail,
+  http,
   log,
   machineFacts,
   ownTemporalServer,
   parseFlags,
   REPORTS_DIR,
-  perSecond,
   runAbort,
   runBench,
-  runLifecycleClients,
-  startProgress,
   startSystem,
   stopSystem,
-  type Summary,
   type SystemOptions,
   table,
   logDigest,
   logSummary,
   writeReport,
 } from './bench-harness';
+import { commandCpuMs } from './processes';
+import { isListening } from './temporal-cli';
+import { TemporalCluster, clusterPorts, ensureClusterBinaries, ensureTemporalDatabases, postgresFromEnv, readServerSettings } from './temporal-cluster';
+import { ensureNamespace } from './temporal-namespace';
+import { DEFAULT_PHASES, PHASES, type PhaseName, type PhaseResult, type PreparedPhase, type Spread, preparePhase, runPhase } from './bench-phases';
 
 const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<number> }> = {
   '--hot-sku': {
@@ -77,9 +75,11 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
   },
 };
 
-const USAGE = `usage: npm run bench [-- --orders N --concurrency C] [--cluster]   (defaults: --orders 200 --concurrency 20)
-       --cluster: the same run twice, on the dev server and on a self-hosted cluster the bench starts (PostgreSQL
-       databases payflow_bench_temporal/_visibility, kept), and the two side by side
+const USAGE = `usage: npm run bench [-- --orders N --concurrency C --only ${PHASES.join(',')} --warmup W --history-sample S]
+         (defaults: --orders 200 per phase, --concurrency 20, --only ${DEFAULT_PHASES.join(',')}, --warmup orders/10 up to 20, --history-sample 10)
+       npm run bench -- --open N [--orders M --concurrency C --cache K --quick]   (src/tools/bench-open.ts)
+       npm run bench -- --cluster [--only after ...]   the phases on the dev server, then on a self-hosted cluster the bench
+         starts (PostgreSQL databases payflow_bench_temporal/_visibility, kept), side by side
 ${Object.values(MODES)
   .map((m) => `       ${m.usage}`)
   .join('\n')}
@@ -88,67 +88,192 @@ Each mode has --help for its own defaults; --quick runs small numbers for a smok
 interface Options {
   orders: number;
   concurrency: number;
+  phases: PhaseName[];
+  warmup: number;
+  historySample: number;
   cluster: boolean;
 }
 
-function parseArgs(argv: string[]): Options {
-  const flags = parseFlags(argv, { orders: 'int', concurrency: 'int', cluster: 'flag' }, USAGE);
-  const orders = (flags.orders as number | undefined) ?? 200;
-  return { orders, concurrency: Math.min((flags.concurrency as number | undefined) ?? 20, orders), cluster: flags.cluster === true };
+/** `--only a,b` (or `--only=a,b`) taken out of argv: parseFlags knows numbers and bare flags only. */
+function takeOnly(argv: string[]): { only?: string; rest: string[] } {
+  const rest: string[] = [];
+  let only: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--only') only = argv[++i] ?? '';
+    else if (arg.startsWith('--only=')) only = arg.slice('--only='.length);
+    else rest.push(arg);
+  }
+  return { only, rest };
 }
 
-/** What one lifecycle run measured, for the side-by-side table of `--cluster`. */
-interface LifecycleFigures {
-  ok: boolean;
-  temporal: string;
-  ordersPerSecond: number;
-  createLatencyMs: Summary | null;
-  payToPaidLatencyMs: Summary | null;
-  cpuText: string;
-  systemMsPerOrder: number | null;
-  temporalMsPerOrder: number | null;
-  /** CPU per order of the databases on this machine: Temporal's PostgreSQL (cluster) and the app's MySQL. */
-  postgresMsPerOrder: number | null;
-  mysqlMsPerOrder: number | null;
-  report: string;
+function parseArgs(argv: string[]): Options {
+  const { only, rest } = takeOnly(argv);
+  const flags = parseFlags(rest, { orders: 'int', concurrency: 'int', warmup: 'int', 'no-warmup': 'flag', 'history-sample': 'int', cluster: 'flag' }, USAGE);
+  const orders = (flags.orders as number | undefined) ?? 200;
+  let phases = DEFAULT_PHASES;
+  if (only !== undefined) {
+    const asked = only.split(',').map((p) => p.trim()).filter(Boolean);
+    const unknown = asked.filter((p) => !(PHASES as readonly string[]).includes(p));
+    if (asked.length === 0 || unknown.length) fail(`--only takes phases from ${PHASES.join(', ')}; got "${only}"\n${USAGE}`);
+    phases = [...new Set(asked)] as PhaseName[];
+  }
+  const warmup = flags['no-warmup'] ? 0 : ((flags.warmup as number | undefined) ?? Math.min(20, Math.ceil(orders / 10)));
+  return {
+    orders,
+    concurrency: Math.min((flags.concurrency as number | undefined) ?? 20, orders),
+    phases,
+    warmup,
+    historySample: (flags['history-sample'] as number | undefined) ?? 10,
+    cluster: flags.cluster === true,
+  };
 }
+
+/** A ratio of two rates, or null when either is missing. */
+const ratio = (a: PhaseResult | undefined, b: PhaseResult | undefined) =>
+  a && b && b.ordersPerSecond > 0 ? Math.round((a.ordersPerSecond / b.ordersPerSecond) * 100) / 100 : null;
 
 async function lifecycleBench(argv: string[]): Promise<number> {
   const options = parseArgs(argv);
-  if (!options.cluster) return (await lifecycleRun(options)).ok ? 0 : 1;
-  log('--cluster: first on the dev server, then on a self-hosted cluster');
-  const dev = await lifecycleRun(options);
-  await stopSystem();
-  const cluster = await startBenchCluster();
-  const onCluster = await lifecycleRun(options, cluster);
-  const f = (s: Summary | null) => (s ? `${s.p50.toFixed(0)} / ${s.p95.toFixed(0)} / ${s.p99.toFixed(0)}` : 'n/a');
-  const ms = (v: number | null) => (v === null ? 'n/a' : `${v} ms`);
-  const rows: [string, LifecycleFigures][] = [
-    ['dev server', dev],
-    ['cluster', onCluster],
-  ];
-  const width = Math.max(...rows.map(([, r]) => r.temporal.length), 30);
-  const line = (cells: string[]) => `  ${cells[0]!.padEnd(26)}${cells.slice(1).map((c) => c.padEnd(width + 2)).join('')}`;
-  console.log(`
-Dev server and cluster side by side (${options.orders} orders, ${options.concurrency} clients each; ${machineFacts()})
-${line(['', ...rows.map(([name]) => name)])}
-${line(['temporal', ...rows.map(([, r]) => r.temporal)])}
-${line(['all PAID', ...rows.map(([, r]) => (r.ok ? 'yes' : 'NO'))])}
-${line(['orders/s', ...rows.map(([, r]) => r.ordersPerSecond.toFixed(2))])}
-${line(['create p50/p95/p99 ms', ...rows.map(([, r]) => f(r.createLatencyMs))])}
-${line(['pay->PAID p50/p95/p99', ...rows.map(([, r]) => f(r.payToPaidLatencyMs))])}
-${line(['app CPU per order', ...rows.map(([, r]) => ms(r.systemMsPerOrder))])}
-${line(['Temporal CPU per order', ...rows.map(([, r]) => ms(r.temporalMsPerOrder))])}
-${line(['PostgreSQL CPU per order', ...rows.map(([, r]) => ms(r.postgresMsPerOrder))])}
-${line(['MySQL CPU per order', ...rows.map(([, r]) => ms(r.mysqlMsPerOrder))])}
-${line(['report', ...rows.map(([, r]) => r.report)])}`);
-  return dev.ok && onCluster.ok ? 0 : 1;
+  if (options.cluster) return clusterComparison(options);
+  const runStarted = performance.now();
+  const startedAt = new Date().toISOString();
+  log(`phases ${options.phases.join(', ')}: ${options.orders} orders each (after ${options.warmup} warm-up orders), ${options.concurrency} concurrent clients`);
+  const withReference = options.phases.some((p) => p.startsWith('reference'));
+  const system: BenchSystem = await startSystem({ database: 'payflow_bench', name: 'bench', env: withReference ? { BENCH_REFERENCE: 'on' } : {} });
+
+  // Every phase warmed up first, then each measured in turn.
+  const prepared: PreparedPhase[] = [];
+  for (const phase of options.phases) {
+    if (runAbort.signal.aborted) break;
+    prepared.push(await preparePhase(system, phase, options));
+  }
+  const results: PhaseResult[] = [];
+  for (const phase of prepared) {
+    if (runAbort.signal.aborted) break;
+    results.push(await runPhase(system, phase, options));
+  }
+  const stats = await http('GET', `${system.apiUrl}/bench/stats`, undefined, 5000).catch(() => undefined);
+
+  const by = (name: PhaseName) => results.find((r) => r.phase === name);
+  const after = by('after');
+  const reference = by('reference');
+  const ratios = {
+    afterToReferenceThroughput: ratio(after, reference),
+    afterToReferenceThroughputGoal: 0.7,
+    afterToBeforeThroughput: ratio(after, by('before')),
+    afterToReferenceRemoteThroughput: ratio(after, by('reference-remote')),
+    afterCreateP50Ms: after?.createLatencyMs?.p50 ?? null,
+    afterCreateP50GoalMs: 250,
+    afterCreateP50GoalClients: 20,
+  };
+  const ok = results.length === options.phases.length && results.every((r) => r.ok);
+
+  const report = {
+    ok,
+    command: commandLine(),
+    startedAt,
+    options,
+    environment: {
+      machine: machineFacts(),
+      node: process.version,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      temporal: system.temporalNote,
+      namespace: system.config.temporalNamespace,
+      taskQueue: system.config.taskQueue,
+      database: system.database,
+      apiUrl: system.apiUrl,
+      sandboxUrl: system.sandboxUrl,
+    },
+    wallTimeMs: Math.round(performance.now() - runStarted),
+    ratios,
+    phases: results,
+    systemAtEnd: stats?.body ?? null,
+    systemLog: system.systemLog,
+  };
+  const reportFile = writeReport('bench', report);
+
+  console.log(`\nBenchmark report ${ok ? '(every phase: all orders PAID)' : '(NOT all orders PAID; see errors)'}`);
+  console.log(
+    table([
+      ['command', report.command],
+      ['machine', report.environment.machine],
+      ['temporal', system.temporalNote],
+      ['per phase', `${options.orders} measured orders, ${options.concurrency} clients; every phase first warmed up (${options.warmup} orders each), then measured one after another in this order`],
+      ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
+      ['report', reportFile],
+    ]),
+  );
+  console.log(`\n${phaseTable(results)}`);
+  console.log(`\n${explainRows()}`);
+  const fmt = (v: number | null, goal: string) => (v === null ? 'n/a (phase not run)' : `${v.toFixed(2)}${goal}`);
+  console.log(
+    `\n${table([
+      ['after/reference throughput', fmt(ratios.afterToReferenceThroughput, `   (goal >= ${ratios.afterToReferenceThroughputGoal}: ${ratios.afterToReferenceThroughput === null ? '' : ratios.afterToReferenceThroughput >= 0.7 ? 'met' : 'NOT met'})`)],
+      ['after/before throughput', fmt(ratios.afterToBeforeThroughput, '')],
+      ...(ratios.afterToReferenceRemoteThroughput === null ? [] : ([['after/reference-remote throughput', fmt(ratios.afterToReferenceRemoteThroughput, '')]] as [string, string][])),
+      [
+        'create p50 of after',
+        ratios.afterCreateP50Ms === null
+          ? 'n/a (phase not run)'
+          : `${ratios.afterCreateP50Ms.toFixed(1)} ms   (goal <= 250 ms with 20 clients: ${options.concurrency !== 20 ? `not comparable, ran ${options.concurrency} clients` : ratios.afterCreateP50Ms <= 250 ? 'met' : 'NOT met'})`,
+      ],
+    ])}`,
+  );
+  for (const r of results) for (const [kind, { count, example }] of Object.entries(r.errors)) console.log(`  ${r.phase}: ${kind} x${count}, e.g. ${example}`);
+  if (!ok) console.log(`\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
+  return ok ? 0 : 1;
 }
 
 /**
- * A self-hosted cluster of the bench's own for `--cluster`: the server and UI-less set-up of `npm start -- --cluster`
- * (docker/temporal.env's shards, PostgreSQL from TEMPORAL_POSTGRES_URL) on free ports, namespace and search
- * attributes registered, databases payflow_bench_temporal/_visibility (created when missing, never dropped).
+ * `--cluster`: the phases on the dev server (the server at TEMPORAL_ADDRESS, else an in-memory one), then on a
+ * self-hosted cluster the bench starts, one column per phase and server, with the CPU per order of Temporal's
+ * PostgreSQL and the app's MySQL (their processes on this machine) beside the app's and the server's.
+ */
+async function clusterComparison(options: Options): Promise<number> {
+  const withReference = options.phases.some((p) => p.startsWith('reference'));
+  const columns: PhaseResult[] = [];
+  const databases: { label: string; postgres: number | null; mysql: number | null }[] = [];
+  const notes: [string, string][] = [];
+  for (const target of ['dev server', 'cluster'] as const) {
+    if (runAbort.signal.aborted) break;
+    const temporal = target === 'cluster' ? await startBenchCluster() : undefined;
+    log(`--cluster: the phases on the ${target}`);
+    const system = await startSystem({ database: 'payflow_bench', name: 'bench', env: withReference ? { BENCH_REFERENCE: 'on' } : {}, temporal });
+    notes.push([target, system.temporalNote]);
+    const prepared: PreparedPhase[] = [];
+    for (const phase of options.phases) if (!runAbort.signal.aborted) prepared.push(await preparePhase(system, phase, options));
+    for (const phase of prepared) {
+      if (runAbort.signal.aborted) break;
+      const before = { postgres: commandCpuMs('postgres'), mysql: commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') };
+      const result = await runPhase(system, phase, options);
+      const after = { postgres: commandCpuMs('postgres'), mysql: commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') };
+      const per = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || result.paid === 0 ? null : Math.round((b - a) / result.paid));
+      const label = `${result.phase} @ ${target}`;
+      columns.push({ ...result, phase: label as PhaseName });
+      databases.push({ label, postgres: target === 'cluster' ? per(before.postgres, after.postgres) : null, mysql: per(before.mysql, after.mysql) });
+    }
+    await stopSystem();
+  }
+  const ok = columns.length === options.phases.length * 2 && columns.every((r) => r.ok);
+  const reportFile = writeReport('bench-cluster', { ok, command: commandLine(), machine: machineFacts(), options, temporal: Object.fromEntries(notes), phases: columns, databases });
+  console.log(`\nDev server and cluster side by side ${ok ? '(all orders PAID)' : '(NOT all orders PAID; see errors)'}`);
+  console.log(table([['command', commandLine()], ['machine', machineFacts()], ...notes, ['report', reportFile]]));
+  console.log(`\n${phaseTable(columns)}`);
+  const ms = (v: number | null) => (v === null ? 'n/a' : String(v));
+  const width = Math.max(...databases.map((d) => d.label.length), 8);
+  console.log(`  ${'database CPU ms / order'.padEnd(24)}${databases.map((d) => d.label.padEnd(width + 3)).join('')}`);
+  console.log(`  ${"Temporal's PostgreSQL".padEnd(24)}${databases.map((d) => ms(d.postgres).padEnd(width + 3)).join('')}`);
+  console.log(`  ${"the app's MySQL".padEnd(24)}${databases.map((d) => ms(d.mysql).padEnd(width + 3)).join('')}`);
+  for (const r of columns) for (const [kind, { count, example }] of Object.entries(r.errors)) console.log(`  ${r.phase}: ${kind} x${count}, e.g. ${example}`);
+  return ok ? 0 : 1;
+}
+
+/**
+ * A self-hosted cluster of the bench's own for `--cluster`: the server set-up of `npm start -- --cluster` (docker/
+ * temporal.env's shards, PostgreSQL from TEMPORAL_POSTGRES_URL, no UI) on 9 free consecutive ports, namespace and
+ * search attributes registered, databases payflow_bench_temporal/_visibility (created when missing, never dropped).
  */
 async function startBenchCluster(): Promise<NonNullable<SystemOptions['temporal']>> {
   const bin = ensureClusterBinaries((l) => log(l));
@@ -172,145 +297,50 @@ async function startBenchCluster(): Promise<NonNullable<SystemOptions['temporal'
   await cluster.startServer();
   await ensureNamespace({ temporalAddress: cluster.address, temporalNamespace: 'default', temporalTls: undefined, temporalApiKey: undefined }, { log });
   const shards = readServerSettings().NUM_HISTORY_SHARDS;
-  return { address: cluster.address, namespace: 'default', note: `cluster at ${cluster.address} (${shards} shards, PostgreSQL)`, pid: () => cluster.serverPid };
+  return { address: cluster.address, namespace: 'default', note: `cluster at ${cluster.address} (${shards} shards, PostgreSQL; started by the bench)`, pid: () => cluster.serverPid };
 }
 
-async function lifecycleRun(options: Options, temporal?: SystemOptions['temporal']): Promise<LifecycleFigures> {
-  const runStarted = performance.now();
-  log(`${options.orders} orders, ${options.concurrency} concurrent clients`);
-  const system: BenchSystem = await startSystem({ database: 'payflow_bench', name: 'bench', temporal });
+/** The phases side by side, one column each. */
+function phaseTable(results: PhaseResult[]): string {
+  const ms = (v: number | null | undefined) => (v === null || v === undefined ? 'n/a' : v.toFixed(0));
+  const sp = (s: Spread | undefined) => (!s || Number.isNaN(s.mean) ? 'n/a' : s.min === s.max ? String(s.mean) : `${s.mean} (${s.min}-${s.max})`);
+  const rows: [string, (r: PhaseResult) => string][] = [
+    ['workflow type', (r) => r.workflowType],
+    ['orders PAID / measured', (r) => `${r.paid}/${r.orders}${r.failed ? ` (${r.failed} failed)` : ''}${r.ok ? '' : ' NOT OK'}`],
+    ['throughput, orders/s', (r) => r.ordersPerSecond.toFixed(2)],
+    ['create ms p50 / p99', (r) => `${ms(r.createLatencyMs?.p50)} / ${ms(r.createLatencyMs?.p99)}`],
+    ['pay->PAID ms p50 / p99', (r) => `${ms(r.payToPaidLatencyMs?.p50)} / ${ms(r.payToPaidLatencyMs?.p99)}`],
+    ['history events / order', (r) => sp(r.history?.events)],
+    ['workflow tasks / order', (r) => sp(r.history?.workflowTasks)],
+    ['activities / order', (r) => sp(r.history?.activities)],
+    ['SA upserts / order', (r) => sp(r.history?.upserts)],
+    ['histories sampled', (r) => `${r.history?.sampled ?? 0}${r.history?.errors ? ` (${r.history.errors} unreadable)` : ''}`],
+    ['app CPU ms / order', (r) => ms(r.cpu.appMsPerOrder)],
+    ['Temporal CPU ms / order', (r) => ms(r.cpu.temporalMsPerOrder)],
+    ['load gen CPU ms / order', (r) => (r.paid ? (r.cpu.loadGeneratorMs / r.paid).toFixed(0) : 'n/a')],
+    ['machine busy', (r) => `${r.cpu.machineBusyPercent}%`],
+    ['wall time', (r) => `${(r.wallTimeMs / 1000).toFixed(1)} s`],
+    ['MySQL statuses', (r) => Object.entries(r.finalStatuses).map(([s, n]) => `${s}=${n}`).join(' ') || 'none'],
+    ['stock', (r) => (r.stock ? `sold ${r.stock.sold}, reserved ${r.stock.reserved}${r.stockConsistent === false ? ' INCONSISTENT' : ''}` : '-')],
+  ];
+  const header = ['', ...results.map((r) => r.phase)];
+  const cells = [header, ...rows.map(([label, f]) => [label, ...results.map(f)])];
+  const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
+  return cells.map((row) => `  ${row.map((c, i) => c.padEnd(widths[i]!)).join('   ')}`.trimEnd()).join('\n');
+}
 
-  // One product with stock for every order.
-  const sku = `bench-${system.runId}`;
-  await system.createProduct(sku, options.orders);
-
-  // The load.
-  const load = new Load();
-  const cpu = cpuMeter(system);
-  // The databases' processes on this machine (PostgreSQL only matters for a cluster; the dev server keeps SQLite inside).
-  const dbCpuBefore = { postgres: temporal ? commandCpuMs('postgres') : undefined, mysql: commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') };
-  const stopProgress = startProgress(() => {
-    const elapsed = (performance.now() - load.startedAt) / 1000;
-    const rate = elapsed > 0 ? load.paid / elapsed : 0;
-    return `${String(load.paid).padStart(String(options.orders).length)}/${options.orders} paid · ${load.created} created · ${load.failed} errors · ${load.inFlight} in flight · ${elapsed.toFixed(1)} s · ${rate.toFixed(1)} orders/s`;
-  });
-  await runLifecycleClients(system, sku, options.concurrency, (n) => n < options.orders, load);
-  stopProgress();
-  const notStarted = options.orders - Math.min(load.next, options.orders);
-  if (notStarted > 0) {
-    load.failed += notStarted;
-    load.errors.set('not started', { count: notStarted, example: `the run ended early: ${abortReason()}` });
-  }
-  if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
-  const used = cpu();
-  const perOrder = (before: number | undefined, after: number | undefined) =>
-    before === undefined || after === undefined || load.paid === 0 ? null : Math.round((after - before) / load.paid);
-  const postgresMsPerOrder = perOrder(dbCpuBefore.postgres, temporal ? commandCpuMs('postgres') : undefined);
-  const mysqlMsPerOrder = perOrder(dbCpuBefore.mysql, commandCpuMs('mariadbd') ?? commandCpuMs('mysqld'));
-
-  // What MySQL says.
-  const statusRows = (await system.db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as { status: string; n: number | string }[];
-  const finalStatuses = Object.fromEntries(statusRows.map((r) => [r.status, Number(r.n)]));
-  const stockRow = (await system.db('stock').where({ sku }).first('available', 'reserved', 'sold')) as Record<string, number | string> | undefined;
-  const stock = stockRow ? { available: Number(stockRow.available), reserved: Number(stockRow.reserved), sold: Number(stockRow.sold) } : undefined;
-
-  const wallMs = load.endedAt - load.startedAt;
-  const createLatency = load.createLatency();
-  const payLatency = load.payToPaidLatency();
-  const paidInDb = finalStatuses.PAID ?? 0;
-  // One unit per order: sold units are PAID orders, reserved units are orders still holding stock.
-  const holding = (finalStatuses.AWAITING_PAYMENT ?? 0) + (finalStatuses.NEEDS_REVIEW ?? 0);
-  // Only meaningful for a run that finished: an interrupted one leaves orders between their steps.
-  const stockConsistent = runAbort.signal.aborted
-    ? null
-    : stock !== undefined && stock.sold === paidInDb && stock.reserved === holding && stock.available + stock.reserved + stock.sold === options.orders;
-  const allPaid = load.paid === options.orders && paidInDb === options.orders && load.failed === 0;
-  const ok = allPaid && stockConsistent === true;
-  const errors = Object.fromEntries([...load.errors].sort((a, b) => b[1].count - a[1].count));
-  const systemMsPerOrder = used.systemMs === undefined || load.paid === 0 ? null : Math.round(used.systemMs / load.paid);
-
-  const report = {
-    ok,
-    command: commandLine(),
-    startedAt: new Date(Date.now() - (performance.now() - runStarted)).toISOString(),
-    options,
-    environment: {
-      machine: machineFacts(),
-      node: process.version,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model,
-      temporal: system.temporalNote,
-      namespace: system.config.temporalNamespace,
-      taskQueue: system.config.taskQueue,
-      database: system.database,
-      apiUrl: system.apiUrl,
-      sandboxUrl: system.sandboxUrl,
-      sku,
-    },
-    wallTimeMs: Math.round(wallMs),
-    ordersPerSecond: perSecond(load.paid, wallMs),
-    paid: load.paid,
-    created: load.created,
-    failed: load.failed,
-    createLatencyMs: createLatency,
-    payToPaidLatencyMs: payLatency,
-    finalStatuses,
-    stock: stock ?? null,
-    stockConsistent,
-    errors,
-    cpu: {
-      machineCores: cpus().length,
-      machineBusyPercent: used.machineBusyPercent,
-      loadGeneratorMs: used.loadGeneratorMs,
-      systemUnderTestMs: used.systemMs ?? null,
-      systemUnderTestMsPerOrder: systemMsPerOrder,
-      temporalServerMs: used.temporalMs ?? null,
-      postgresMsPerOrder,
-      mysqlMsPerOrder,
-    },
-    systemLog: system.systemLog,
-    orders: load.records.map((r) => ({
-      ...r,
-      createMs: r.createMs === undefined ? undefined : Math.round(r.createMs * 10) / 10,
-      payToPaidMs: r.payToPaidMs === undefined ? undefined : Math.round(r.payToPaidMs * 10) / 10,
-    })),
-  };
-  const reportFile = writeReport('bench', report);
-
-  console.log(`
-Benchmark report ${ok ? '(all orders PAID)' : '(NOT all orders PAID)'}
-${table([
-  ['command', report.command],
-  ['machine', report.environment.machine],
-  ['orders', String(options.orders)],
-  ['concurrency', String(options.concurrency)],
-  ['wall time', `${(wallMs / 1000).toFixed(2)} s`],
-  ['throughput', `${report.ordersPerSecond.toFixed(2)} orders/s (completed to PAID)`],
-  ['create latency ms', latencyRow(createLatency)],
-  ['pay->PAID ms', latencyRow(payLatency)],
-  ['final statuses', Object.entries(finalStatuses).map(([s, n]) => `${s}=${n}`).join('  ') || '(no orders in MySQL)'],
-  ['stock', stock ? `available=${stock.available} reserved=${stock.reserved} sold=${stock.sold}${stockConsistent === null ? '  (not checked: the run ended early)' : stockConsistent ? '' : '  (INCONSISTENT with the order statuses)'}` : '(unreadable)'],
-  ['errors', load.errors.size === 0 ? 'none' : [...load.errors].map(([k, v]) => `${k} x${v.count}`).join(', ')],
-  ['cpu during load', `${used.text}${systemMsPerOrder === null ? '' : ` (system ${systemMsPerOrder} ms/order)`}`],
-  ['temporal', system.temporalNote],
-  ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
-  ['report', reportFile],
-])}`);
-  for (const [kind, { example }] of load.errors) console.log(`  e.g. ${kind}: ${example}`);
-  if (!ok) console.log(`\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
-  return {
-    ok,
-    temporal: system.temporalNote,
-    ordersPerSecond: report.ordersPerSecond,
-    createLatencyMs: createLatency,
-    payToPaidLatencyMs: payLatency,
-    cpuText: used.text,
-    systemMsPerOrder,
-    temporalMsPerOrder: used.temporalMs === undefined || load.paid === 0 ? null : Math.round(used.temporalMs / load.paid),
-    postgresMsPerOrder,
-    mysqlMsPerOrder,
-    report: reportFile,
-  };
+/** What the rows mean, printed under the table so that a report read later explains itself. */
+function explainRows(): string {
+  return [
+    '  reference: bench-only workflow (src/tools/bench-reference-workflow.ts), own worker/bundle/task queue in the system process:',
+    '             update-with-start answered after 1 activity (1 INSERT), a signal, 1 more activity (1 UPDATE), done. No interceptors.',
+    '  before:    POST /orders through the production API, started as the previous type orderPayment (bench-only client interceptor',
+    '             swaps the type name; same input, admission Try, MySQL, sandbox, callbacks); after: the same as the API starts it, orderLifecycle.',
+    '  create = until the buyer could pay (201 with payment URL; reference: the update answered); pay->PAID = pay request until the',
+    '  workflow completed PAID (its result, long poll). History figures: mean (min-max) over sampled PAID workflows (history-cost.ts).',
+    '  app CPU = the system-under-test process (API + sandbox + both workers) over the measured part / PAID orders; Temporal CPU =',
+    '  the server process (n/a when not a local process of this user; shared with anything else using that server).',
+  ].join('\n');
 }
 
 async function main(): Promise<number> {
@@ -323,6 +353,13 @@ async function main(): Promise<number> {
   if (modes.length > 1) {
     console.error(`[bench] one mode at a time, got ${modes.join(' ')}\n${USAGE}`);
     return 1;
+  }
+  if (argv.some((a) => a === '--open' || a.startsWith('--open='))) {
+    if (modes.length) {
+      console.error(`[bench] --open is a mode of its own, got ${modes.join(' ')} too\n${USAGE}`);
+      return 1;
+    }
+    return runBench(async () => (await import('./bench-open')).runOpenBench(argv));
   }
   const mode = modes[0];
   if (mode === '--hot-sku') return MODES[mode]!.run(argv);

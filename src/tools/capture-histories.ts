@@ -188,12 +188,19 @@ const SCENARIOS: Record<string, (d: Driver) => Promise<Captured[]>> = {
     return [{ scenario: 'cancelled', workflowId: orderWorkflowId(orderId) }];
   },
 
-  /** Out of stock: the Try fails and the order ends FAILED at once. */
-  async 'out-of-stock'(d) {
-    const sku = await d.product(1500, 0);
-    const body = await d.order({ items: [{ sku, quantity: 1 }] }, 409);
+  /**
+   * Setup fails inside the workflow: the coupon was used up after the order was placed (a sold-out SKU no longer gets
+   * a workflow at all: the API answers 409 OUT_OF_STOCK before any start). Everything is released; the order is FAILED.
+   */
+  async 'setup-failed'(d) {
+    const sku = await d.product(1500);
+    const userId = `hist-user-${randomBytes(3).toString('hex')}`;
+    const code = `HIST${randomBytes(3).toString('hex').toUpperCase()}`;
+    const coupon = await d.api('PUT', `/admin/coupons/${code}`, { userId: `${userId}-other`, discount: 300, currency: 'CNY' }, d.admin());
+    if (coupon.status >= 300) throw new Error(`creating coupon failed: ${coupon.status} ${JSON.stringify(coupon.body)}`);
+    const body = await d.order({ userId, items: [{ sku, quantity: 1 }], couponCode: code }, 409);
     await d.finished(orderWorkflowId(body.orderId as string), { status: 'FAILED' });
-    return [{ scenario: 'out-of-stock', workflowId: orderWorkflowId(body.orderId as string) }];
+    return [{ scenario: 'setup-failed', workflowId: orderWorkflowId(body.orderId as string) }];
   },
 
   /** Paid the wrong amount: NEEDS_REVIEW, a reminder, then an operator approves; cooling-off; fulfilment. */
@@ -240,7 +247,7 @@ const SCENARIOS: Record<string, (d: Driver) => Promise<Captured[]>> = {
     await d.status(orderId, ['EXPIRED']);
     await d.pay(orderId); // the sandbox takes money on a closed trade (acceptPaymentAfterClose)
     await d.status(orderId, ['REFUNDED'], { reason: 'LATE_PAYMENT_REFUNDED' });
-    await d.finished(orderWorkflowId(orderId), { status: 'REFUNDED', reason: 'PAYMENT_TIMEOUT' });
+    await d.finished(orderWorkflowId(orderId), { status: 'REFUNDED', reason: 'LATE_PAYMENT_REFUNDED' });
     return [{ scenario: 'late-payment-refunded', workflowId: orderWorkflowId(orderId) }];
   },
 

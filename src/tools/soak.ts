@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { Knex } from 'knex';
+import { FAILURES } from '../contracts/failures';
 import type { FaultSettings } from '../contracts/sandbox';
 import { createDb } from '../db/knex';
 import { type InvariantResult, checkInvariants, formatInvariants } from '../ops/invariants';
@@ -26,7 +27,7 @@ import { ChildService, freePort, portCpuMeter } from './processes';
 import { databaseOf, prepareToolDatabase, withDatabase } from './tool-database';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 import { workflowInterceptorModules } from '../workers/workflow-modules';
-import { connectTemporal } from '../client/temporal';
+import { connectTemporal } from '../temporal/connection';
 import { OrderStatusKey } from '../contracts/search-attributes';
 import type { Client } from '@temporalio/client';
 
@@ -384,7 +385,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       }),
     );
     placed++;
-    if (created.status === 409 && created.body?.error === 'OUT_OF_STOCK' && !created.body?.orderId) refusedOutOfStock++;
+    if (created.status === 409 && created.body?.error === FAILURES.OUT_OF_STOCK.api.code && !created.body?.orderId) refusedOutOfStock++;
     if (created.status !== 201 && created.status !== 200) {
       count(errors, `POST /orders ${created.status} ${created.body?.error ?? ''}`.trim());
       return;

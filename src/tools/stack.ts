@@ -4,16 +4,16 @@
  * production runs the API and the worker as separate processes (`npm run api`, `npm run worker`).
  */
 import type { Client } from '@temporalio/client';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import { type Api, buildApi } from '../client/app';
-import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
-import { type Config, temporalConnectionOptions } from '../config';
+import type { Config } from '../config';
 import { createDb } from '../db/knex';
 import type { Logger } from '../observability/logger';
 import { type Tracing, type TracingOverrides, createTracing } from '../observability/tracing';
 import { createProviders } from '../providers';
 import { type SandboxServer, createSandboxServer } from '../sandbox-provider/server';
+import { connectTemporal, connectWorkerTemporal, ensureSearchAttributes } from '../temporal/connection';
 import { type WorkflowSource, createWorker } from '../workers/worker';
 
 /** A running stack. */
@@ -74,7 +74,7 @@ export async function startStack(options: StackOptions): Promise<Omit<Stack, 'ap
   await ensureSearchAttributes(client);
   const providers = createProviders(config, { db });
   // The worker first (bundling takes seconds), so that /healthz answers only once orders can be processed.
-  const connection = await NativeConnection.connect(temporalConnectionOptions(config));
+  const connection = await connectWorkerTemporal(config);
   let worker = await createWorker({ config, db, providers, connection, workflows: options.workflows, tracing: tracing.worker });
   let running = worker.run();
   const api = options.api === false ? undefined : buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api });

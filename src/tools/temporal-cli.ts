@@ -10,7 +10,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { homedir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
-import { SEARCH_ATTRIBUTES } from '../contracts/search-attributes';
+import { searchAttributeFlags } from '../temporal/connection';
 
 /** The pinned CLI version: the newest whose go.mod installs with `go install` (temporal-notes.md). */
 export const TEMPORAL_CLI_VERSION = '1.5.1';
@@ -112,7 +112,7 @@ export function devServerArgs(options: DevServerOptions): string[] {
     mkdirSync(resolve(options.dbFile, '..'), { recursive: true });
     args.push('--db-filename', options.dbFile, '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal');
   }
-  for (const { name, type } of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${name}=${type}`);
+  args.push(...searchAttributeFlags());
   for (const kv of [
     'frontend.enableExecuteMultiOperation=true',
     'frontend.enableUpdateWorkflowExecution=true',

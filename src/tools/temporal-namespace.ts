@@ -7,7 +7,7 @@
  */
 import { Client, Connection } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time';
-import { ensureSearchAttributes } from '../client/temporal';
+import { ensureSearchAttributes } from '../temporal/connection';
 import { type Config, temporalConnectionOptions } from '../config';
 import { SEARCH_ATTRIBUTES } from '../contracts/search-attributes';
 

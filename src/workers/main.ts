@@ -1,11 +1,10 @@
 /** Worker process: `npm run worker`. Runs order workflows and their activities until SIGINT/SIGTERM. */
-import { NativeConnection } from '@temporalio/worker';
-import { ConfigError, loadConfigOrExit, sandboxInProductionWarning, temporalConnectionOptions } from '../config';
-import { connectTemporal, ensureSearchAttributes } from '../client/temporal';
+import { ConfigError, loadConfigOrExit, sandboxInProductionWarning } from '../config';
 import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
 import { createTracing } from '../observability/tracing';
 import { createProviders } from '../providers';
+import { connectTemporal, connectWorkerTemporal, ensureSearchAttributes } from '../temporal/connection';
 import { startWorkerTelemetry } from './telemetry';
 import { createWorker } from './worker';
 
@@ -23,7 +22,7 @@ async function main(): Promise<void> {
     await client.connection.close();
     // WORKFLOW_BUNDLE_PATH: a prebuilt bundle (bundleWorkflowCode with workflowInterceptorModules) so restarts skip bundling.
     const bundlePath = process.env.WORKFLOW_BUNDLE_PATH;
-    const connection = await NativeConnection.connect(temporalConnectionOptions(config));
+    const connection = await connectWorkerTemporal(config);
     const worker = await createWorker({
       config,
       connection,

@@ -1,41 +1,15 @@
 /**
- * Prometheus metrics of the worker (prom-client), recorded by an activity interceptor so that activity code
- * stays free of metrics plumbing: retries per activity (a confirm that keeps retrying is a stuck confirm),
- * failures by type, and orders settled with how their payment was learned (callback, query, close, or a
- * reconciliation repair). `npm run worker` serves them on WORKER_METRICS_PORT and installs the Temporal SDK's
- * own Prometheus exporter on TEMPORAL_METRICS_PORT; when the API runs in the same process (npm start, tests),
- * its /metrics includes them too.
+ * Recording of the worker's Prometheus metrics (declared in src/observability/worker-metrics.ts) by an activity
+ * interceptor, so that activity code stays free of metrics plumbing, and the worker's own /metrics server.
+ * `npm run worker` serves them on WORKER_METRICS_PORT and installs the Temporal SDK's own Prometheus exporter on
+ * TEMPORAL_METRICS_PORT.
  */
 import { createServer, type Server } from 'node:http';
 import { ApplicationFailure } from '@temporalio/common';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
-import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
+import { collectDefaultMetrics } from 'prom-client';
 import type { PaymentEvidence } from '../contracts/order';
-
-/** The worker's registry: one per process, shared by every worker in it. */
-export const workerRegistry = new Registry();
-
-/** The worker's metrics. */
-export const workerMetrics = {
-  activityRetries: new Counter({
-    name: 'payflow_activity_retries_total',
-    help: 'Activity attempts after the first, by activity (confirmStock / transitionOrder retrying = a stuck confirm)',
-    labelNames: ['activity'],
-    registers: [workerRegistry],
-  }),
-  activityFailures: new Counter({
-    name: 'payflow_activity_failures_total',
-    help: 'Failed activity attempts, by activity and failure type',
-    labelNames: ['activity', 'type'],
-    registers: [workerRegistry],
-  }),
-  ordersSettled: new Counter({
-    name: 'payflow_orders_settled_total',
-    help: 'Order status changes made by the worker, by new status and how the payment was learned (callback, query, close, reconciliation, none)',
-    labelNames: ['status', 'via'],
-    registers: [workerRegistry],
-  }),
-};
+import { workerMetrics, workerRegistry } from '../observability/worker-metrics';
 
 /** How the payment behind a status change was learned; reconciliation repairs arrive as signals with a `recon-` id. */
 function via(payment: PaymentEvidence | undefined): string {
@@ -52,10 +26,10 @@ export const metricsInterceptor: ActivityInterceptorsFactory = (ctx) => ({
       if (ctx.info.attempt > 1) workerMetrics.activityRetries.inc({ activity });
       try {
         const result = await next(input);
-        if (activity === 'transitionOrder') {
-          const [transition] = input.args as [{ to: string; payment?: PaymentEvidence }];
-          if ((result as { changed?: boolean }).changed) workerMetrics.ordersSettled.inc({ status: transition.to, via: via(transition.payment) });
-        }
+        // A status change: transitionOrder itself, or a merged step of the order workflow that ends with one.
+        const [arg] = input.args as [({ to?: string; payment?: PaymentEvidence } & { transition?: { to: string; payment?: PaymentEvidence } }) | undefined];
+        const transition = activity === 'transitionOrder' ? arg : arg?.transition;
+        if (transition?.to && (result as { changed?: boolean } | undefined)?.changed) workerMetrics.ordersSettled.inc({ status: transition.to, via: via(transition.payment) });
         return result;
       } catch (err) {
         const type = err instanceof ApplicationFailure ? (err.type ?? 'ApplicationFailure') : err instanceof Error ? err.name : 'unknown';

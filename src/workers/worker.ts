@@ -4,12 +4,13 @@ import {
   OpenTelemetryActivityOutboundInterceptor,
   makeWorkflowExporter,
 } from '@temporalio/interceptors-opentelemetry';
-import { NativeConnection, Worker, type ActivityInterceptorsFactory, type WorkerOptions } from '@temporalio/worker';
+import { type NativeConnection, Worker, type ActivityInterceptorsFactory, type WorkerOptions } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import { createActivities } from '../activities';
-import type { ProviderRegistry } from '../activities/payments';
-import { type Config, temporalConnectionOptions } from '../config';
+import type { Config } from '../config';
 import type { Tracing } from '../observability/tracing';
+import type { ProviderRegistry } from '../providers/types';
+import { connectWorkerTemporal } from '../temporal/connection';
 import { logContextInterceptor } from './log-context';
 import { metricsInterceptor } from './metrics';
 import { workflowInterceptorModules } from './workflow-modules';
@@ -61,6 +62,6 @@ export function buildWorkerOptions(options: Omit<CreateWorkerOptions, 'connectio
 
 /** Creates (but does not run) a worker for the order task queue. */
 export async function createWorker(options: CreateWorkerOptions): Promise<Worker> {
-  const connection = options.connection ?? (await NativeConnection.connect(temporalConnectionOptions(options.config)));
+  const connection = options.connection ?? (await connectWorkerTemporal(options.config));
   return Worker.create({ ...buildWorkerOptions(options), connection });
 }

@@ -3,16 +3,14 @@
  * reconciliation finding). One workflow per provider trade: verify with the provider, then refund with a
  * stable refund number unless the payment is the one that paid the order. Never lost, never refunded twice.
  */
-import { ActivityFailure, ApplicationFailure, CancellationScope, proxyActivities, setCurrentDetails, type ActivityOptions } from '@temporalio/workflow';
+import { CancellationScope, proxyActivities, setCurrentDetails } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { OrderSnapshot } from '../activities/orders';
+import { FailureType } from '../contracts/failures';
 import { type LatePaymentInput, type LatePaymentResult, autoRefundNo } from '../contracts/order';
 import { lateRefundReviewStep } from './patches';
+import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 
-const MUST: ActivityOptions = {
-  startToCloseTimeout: '15s',
-  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '30s' },
-};
 const acts = proxyActivities<Activities>(MUST);
 
 /** Verifies a late payment with the provider and refunds it when the order did not keep it. */
@@ -55,16 +53,7 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
       currency,
       reason: `payment arrived after the order was ${order.status}`,
     });
-    if (order.status !== 'PAID') {
-      await acts.transitionOrder({
-        orderId,
-        from: ['EXPIRED', 'CANCELLED', 'FAILED'],
-        to: 'REFUNDED',
-        reason: 'LATE_PAYMENT_REFUNDED',
-        event: { type: 'ORDER_REFUNDED', message: `Late payment ${input.tradeNo} refunded in full` },
-        payment: { source: 'callback', tradeNo: input.tradeNo, amount, currency, merchantId: state.merchantId ?? '', paidAt: state.paidAt ?? new Date().toISOString(), notificationId: input.notificationId },
-      });
-    }
+    if (order.status !== 'PAID') await markLateRefunded(input, amount, currency, state);
   });
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
 }
@@ -96,24 +85,27 @@ async function refundOrReview(input: LatePaymentInput, order: OrderSnapshot, sta
       });
     } catch (err) {
       // A business refusal (non-retryable); transport faults are retried by the activity until they pass.
-      if (!(err instanceof ActivityFailure) || err.retryState !== 'NON_RETRYABLE_FAILURE') throw err;
-      const cause = err.cause instanceof ApplicationFailure ? `${err.cause.type ?? 'FAILED'}: ${err.cause.message}` : (err.cause?.message ?? err.message);
-      refused = `the refund of ${amount} ${currency} was refused (${cause})`;
+      if (!failedForGood(err)) throw err;
+      refused = `the refund of ${amount} ${currency} was refused (${failureType(err) ?? FailureType.UNEXPECTED_ERROR}: ${errorMessage(err)})`;
       return;
     }
-    if (order.status !== 'PAID') {
-      await acts.transitionOrder({
-        orderId,
-        from: ['EXPIRED', 'CANCELLED', 'FAILED'],
-        to: 'REFUNDED',
-        reason: 'LATE_PAYMENT_REFUNDED',
-        event: { type: 'ORDER_REFUNDED', message: `Late payment ${tradeNo} refunded in full` },
-        payment: { source: 'callback', tradeNo, amount, currency, merchantId: state.merchantId ?? '', paidAt: state.paidAt ?? new Date().toISOString(), notificationId: input.notificationId },
-      });
-    }
+    if (order.status !== 'PAID') await markLateRefunded(input, amount, currency, state);
   });
   if (refused) return leaveForReview(input, order, refused);
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
+}
+
+/** A closed order (EXPIRED, CANCELLED, FAILED) whose late trade was refunded in full becomes REFUNDED, with that trade. */
+async function markLateRefunded(input: LatePaymentInput, amount: number, currency: string, state: Awaited<ReturnType<Activities['queryProviderPayment']>>): Promise<void> {
+  const { outTradeNo: orderId, tradeNo } = input;
+  await acts.transitionOrder({
+    orderId,
+    from: ['EXPIRED', 'CANCELLED', 'FAILED'],
+    to: 'REFUNDED',
+    reason: 'LATE_PAYMENT_REFUNDED',
+    event: { type: 'ORDER_REFUNDED', message: `Late payment ${tradeNo} refunded in full` },
+    payment: { source: 'callback', tradeNo, amount, currency, merchantId: state.merchantId ?? '', paidAt: state.paidAt ?? new Date().toISOString(), notificationId: input.notificationId },
+  });
 }
 
 /** Records why a late trade was not refunded and moves the order to NEEDS_REVIEW (whatever it was), for an operator. */

@@ -14,16 +14,15 @@ import {
   isCancellation,
   log,
   metricMeter,
-  proxyActivities,
   setCurrentDetails,
   startChild,
   uuid4,
   setHandler,
   upsertSearchAttributes,
-  type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { OrderBenefit } from '../activities/benefits';
+import { FailureType } from '../contracts/failures';
 import {
   type OrderLine,
   type OrderPaymentInput,
@@ -36,7 +35,6 @@ import {
   type PaymentReady,
   ReviewDecision,
   type TimelineEntry,
-  OrderFailureType,
   autoRefundNo,
   cancelOrderUpdate,
   coolingOffRefundUpdate,
@@ -51,56 +49,12 @@ import {
 import { describeStatus } from '../contracts/messages';
 import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
 import { latePayment } from './late-payment';
+import { type ProviderPaymentState, describeMismatch, evidenceFromProvider } from './order/state';
+import { MUST, QUERY, SETUP, clock, errorMessage, failureDetails, failureType, run } from './shared/steps';
 import { approveAfterPaidStep, confirmMismatchStep, handOffOtherTradesStep, paymentReceiptStep } from './patches';
-
-/** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
-const SETUP: ActivityOptions = {
-  startToCloseTimeout: '15s',
-  scheduleToCloseTimeout: '2m',
-  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' },
-};
-/** Steps that must eventually happen (confirm, cancel, close, mark): retried until they succeed. */
-const MUST: ActivityOptions = {
-  startToCloseTimeout: '15s',
-  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '30s' },
-};
-/** An active query is best effort: a failed one waits for the next timer. */
-const QUERY: ActivityOptions = {
-  startToCloseTimeout: '10s',
-  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '2s', maximumAttempts: 3 },
-};
-
-const acts = proxyActivities<Activities>(MUST);
 
 /** Confirm/cancel/return attempts after which the order is marked Stuck (search attribute + metric); retries go on. */
 export const STUCK_AFTER_ATTEMPTS = 5;
-
-/** Runs an activity with the given options and a summary that the Web UI shows on the event. */
-function run<K extends keyof Activities>(name: K, options: ActivityOptions, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
-  const fn = acts[name] as unknown as { executeWithOptions(o: ActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Activities[K]>>> };
-  return fn.executeWithOptions({ ...options, summary }, args);
-}
-
-function failureType(err: unknown): string | undefined {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  return cause instanceof ApplicationFailure ? (cause.type ?? undefined) : undefined;
-}
-
-function failureDetails(err: unknown): Record<string, unknown> {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  const first = cause instanceof ApplicationFailure ? cause.details?.[0] : undefined;
-  return typeof first === 'object' && first !== null ? (first as Record<string, unknown>) : {};
-}
-
-function errorMessage(err: unknown): string {
-  const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
-  return cause instanceof Error ? cause.message : String(cause);
-}
-
-/** A time of day for timer summaries in the Web UI, e.g. "14:32:05 UTC". */
-function clock(ms: number): string {
-  return `${new Date(ms).toISOString().slice(11, 19)} UTC`;
-}
 
 /** Stages in which a payment found by a support query can still be confirmed by the main loop. */
 const WAITING_STAGES: OrderStage[] = ['AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
@@ -224,14 +178,14 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     try {
       await mustRun('cancelStock', `release ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
     } catch (err) {
-      if (failureType(err) !== 'TCC_CONFLICT') throw err;
+      if (failureType(err) !== FailureType.TCC_CONFLICT) throw err;
       await mustRun('returnStock', `return ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
     }
     for (const b of benefits) {
       try {
         await mustRun('cancelBenefit', `release ${describeBenefit(b)}${why}`, benefitCall(b));
       } catch (err) {
-        if (failureType(err) !== 'TCC_CONFLICT') throw err;
+        if (failureType(err) !== FailureType.TCC_CONFLICT) throw err;
         await mustRun('returnBenefit', `return ${describeBenefit(b)}${why}`, benefitCall(b));
       }
     }
@@ -447,7 +401,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       },
     };
   } catch (err) {
-    const type = failureType(err) ?? OrderFailureType.PAYMENT_CREATION_FAILED;
+    const type = failureType(err) ?? FailureType.PAYMENT_CREATION_FAILED;
     const message = errorMessage(err);
     ready = { ok: false, type, message, details: failureDetails(err) };
     note('FAILED', `Order failed: ${type}: ${message}`);
@@ -476,7 +430,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     if (isCancellation(err)) throw err;
     // Something we cannot resolve automatically (a TCC conflict, a refund the provider refuses): never leave
     // money in flight behind a failed workflow; hand the order to a person with the reason.
-    const type = failureType(err) ?? 'UNEXPECTED_ERROR';
+    const type = failureType(err) ?? FailureType.UNEXPECTED_ERROR;
     reviewAfterPaid = (status as OrderStatus) === 'PAID'; // (setStatus() changes it inside nested functions, which narrowing ignores)
     note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
     upsertSearchAttributes([{ key: StuckKey, value: true }]);
@@ -684,7 +638,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       } catch (err) {
         const d = reviewDecision;
         if (!d || !(err instanceof ActivityFailure) || err.retryState !== 'NON_RETRYABLE_FAILURE') throw err;
-        const failure = { type: failureType(err) ?? 'ACTIVITY_FAILED', message: errorMessage(err) };
+        const failure = { type: failureType(err) ?? FailureType.ACTIVITY_FAILED, message: errorMessage(err) };
         await run('recordOrderEvent', MUST, 'review decision failed', {
           orderId,
           type: 'REVIEW_DECISION_FAILED',
@@ -788,7 +742,7 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   async function finish(result: OrderPaymentResult): Promise<OrderPaymentResult> {
     finished = true;
     enter('DONE', `order is ${result.status}`);
-    if (!ready) ready = { ok: false, type: 'ORDER_CLOSED', message: `order is ${result.status}`, details: {} };
+    if (!ready) ready = { ok: false, type: FailureType.ORDER_CLOSED, message: `order is ${result.status}`, details: {} };
     // Let update handlers (early return, cancel) reply before the workflow completes.
     await condition(allHandlersFinished);
     // A trade that arrives during the hand-off is handed off too: the loop ends only when none is left.
@@ -841,25 +795,7 @@ function stockLines(lines: OrderLine[]): { sku: string; quantity: number }[] {
   return lines.map((l) => ({ sku: l.sku, quantity: l.quantity }));
 }
 
-function evidenceFromQuery(
-  state: { tradeNo?: string; paidAmount?: number; currency?: string; merchantId?: string; paidAt?: string },
-  source: 'query' | 'close',
-): PaymentEvidence {
-  return {
-    source,
-    tradeNo: state.tradeNo ?? 'unknown',
-    amount: state.paidAmount ?? -1,
-    currency: state.currency ?? 'unknown',
-    merchantId: state.merchantId ?? 'unknown',
-    paidAt: state.paidAt ?? new Date().toISOString(),
-  };
-}
-
-/** Returns why a payment does not match the order, or undefined when amount, currency and merchant all match. */
-export function describeMismatch(paid: PaymentEvidence, amount: number, currency: string, merchantId: string): string | undefined {
-  const problems: string[] = [];
-  if (paid.amount !== amount) problems.push(`amount ${paid.amount} != ${amount}`);
-  if (paid.currency !== currency) problems.push(`currency ${paid.currency} != ${currency}`);
-  if (paid.merchantId !== merchantId) problems.push(`merchant ${paid.merchantId} != ${merchantId}`);
-  return problems.length ? problems.join('; ') : undefined;
+/** Payment evidence from a provider query (the same reading as orderLifecycle's). */
+function evidenceFromQuery(state: ProviderPaymentState, source: 'query' | 'close'): PaymentEvidence {
+  return evidenceFromProvider(state, source, Date.now());
 }

@@ -16,6 +16,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
+import { FailureType, RECONCILIATION_NON_RETRYABLE } from '../contracts/failures';
 import {
   type ReconciliationInput,
   type ReconciliationResult,
@@ -25,7 +26,7 @@ import {
 } from '../contracts/reconciliation';
 
 /** Business failures of the bill steps: retrying cannot help, the run fails with the reason. */
-const NON_RETRYABLE = ['RUN_NOT_FOUND', 'RUN_OWNED_ELSEWHERE', 'UNKNOWN_PROVIDER', 'NO_BILLS', 'BAD_DATE', 'BILL_MALFORMED', 'PROVIDER_REJECTED', 'NO_CLIENT', 'NO_TASK_QUEUE'];
+const NON_RETRYABLE = RECONCILIATION_NON_RETRYABLE;
 
 /** Short database steps. */
 const SHORT: ActivityOptions = {
@@ -85,7 +86,7 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
     const message = errorMessage(err);
     setCurrentDetails(`**FAILED**: ${message}`);
     await CancellationScope.nonCancellable(() => call(SHORT, 'failReconciliationRun', 'mark the run FAILED', { runId, error: message }));
-    throw ApplicationFailure.create({ type: 'RECONCILIATION_FAILED', message: `reconciliation ${runId} failed: ${message}`, nonRetryable: true });
+    throw ApplicationFailure.create({ type: FailureType.RECONCILIATION_FAILED, message: `reconciliation ${runId} failed: ${message}`, nonRetryable: true });
   }
 }
 

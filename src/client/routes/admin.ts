@@ -4,8 +4,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Knex } from 'knex';
 import { z } from 'zod';
 import { CouponCode, PutCouponRequest, PutPointsRequest, PutProductRequest, Sku } from '../../contracts/order';
-import { bucketShare } from '../../activities/stock';
 import { retryDeadlocks } from '../../db/knex';
+import { bucketShare } from '../../db/stock';
 import { ApiError, parseOr400 } from '../errors';
 
 /** Throws 401 unless the request carries the admin bearer token (compared in constant time). */

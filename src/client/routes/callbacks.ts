@@ -5,12 +5,13 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Knex } from 'knex';
-import type { ProviderRegistry } from '../../activities/payments';
-import { ApiError } from '../errors';
+import { FailureType } from '../../contracts/failures';
+import type { ProviderRegistry } from '../../providers/types';
+import { OrderProviderCache, providerMismatch } from '../../temporal/route-notification';
+import { apiFailure } from '../errors';
 import type { NotificationInbox } from '../inbox';
 import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
-import { OrderProviderCache, providerMismatch } from '../../temporal/route-notification';
 
 /** Largest notification body accepted. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -40,7 +41,7 @@ export function registerCallbackRoutes(
       const name = request.params.provider;
       // Own properties only: "valueOf" or "__proto__" must not resolve to something on Object.prototype.
       const provider = Object.hasOwn(deps.providers, name) ? deps.providers[name] : undefined;
-      if (!provider) throw new ApiError(404, 'UNKNOWN_PROVIDER', `no provider ${request.params.provider.slice(0, 40)}`);
+      if (!provider) throw apiFailure(FailureType.UNKNOWN_PROVIDER, `no provider ${request.params.provider.slice(0, 40)}`);
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const verdict = provider.verifyNotification(raw, request.headers, now());
       const reject = async (reason: string, message: string) => {

@@ -7,8 +7,6 @@ import { type Client, ScheduleAlreadyRunning } from '@temporalio/client';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { Knex } from 'knex';
 import { z } from 'zod';
-import type { ProviderRegistry } from '../../activities/payments';
-import { listRuns, readItems, readRun, startReconciliation } from '../../activities/reconciliation';
 import type { Config } from '../../config';
 import {
   BillDate,
@@ -19,9 +17,11 @@ import {
   billTimeZone,
   reconciliationScheduleId,
 } from '../../contracts/reconciliation';
+import type { ProviderRegistry } from '../../providers/types';
+import { listRuns, readItems, readRun, startReconciliation } from '../../reconciliation/runs';
+import { withTemporalDeadline } from '../../temporal/calls';
 import { ApiError, parseOr400 } from '../errors';
 import type { Metrics } from '../metrics';
-import { withTemporalDeadline } from '../temporal';
 import { requireAdmin } from './admin';
 
 const ReportQuery = z
@@ -132,7 +132,7 @@ export async function refreshOpsGauges(db: Knex, metrics: Metrics, providers: st
   const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
   metrics.ordersInReview.set(Number(n));
   if (client) {
-    const stuck = await withTemporalDeadline(client, callTimeoutMs, () => client.workflow.count(`WorkflowType = 'orderPayment' AND ExecutionStatus = 'Running' AND Stuck = true`));
+    const stuck = await withTemporalDeadline(client, callTimeoutMs, () => client.workflow.count(`WorkflowType IN ('orderLifecycle', 'orderPayment') AND ExecutionStatus = 'Running' AND Stuck = true`));
     metrics.ordersStuck.set(stuck.count);
   }
   for (const provider of providers) {

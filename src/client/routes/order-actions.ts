@@ -1,9 +1,10 @@
 /** POST /orders/:id/review (admin), POST /orders/:id/refund (cooling-off), POST /orders/:id/escalate (support). */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { FailureType } from '../../contracts/failures';
 import { describeStatus } from '../../contracts/messages';
 import { OrderId, ReviewDecision } from '../../contracts/order';
-import { ApiError, parseOr400 } from '../errors';
+import { apiFailure, parseOr400 } from '../errors';
 import type { OrderActions } from '../order-actions';
 import { requireAdmin } from './admin';
 
@@ -12,7 +13,7 @@ const EscalateBody = z.object({ note: z.string().max(500).optional() }).strict()
 
 function orderIdOf(value: string): string {
   const parsed = OrderId.safeParse(value);
-  if (!parsed.success) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${value.slice(0, 80)}`);
+  if (!parsed.success) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${value.slice(0, 80)}`);
   return parsed.data;
 }
 

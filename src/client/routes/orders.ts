@@ -1,8 +1,9 @@
 /** Order API: POST /orders, GET /orders/:orderId, POST /orders/:orderId/cancel. */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { FailureType } from '../../contracts/failures';
 import { CreateOrderRequest, OrderId } from '../../contracts/order';
-import { ApiError, parseOr400 } from '../errors';
+import { ApiError, apiFailure, parseOr400 } from '../errors';
 import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
 import type { OrderService } from '../orders-service';
@@ -30,7 +31,7 @@ export function registerOrderRoutes(app: FastifyInstance, orders: OrderService, 
   app.get<{ Params: { orderId: string } }>('/orders/:orderId', async (request) => {
     const orderId = parseOrderId(request.params.orderId);
     const order = await orders.get(orderId, { live: true });
-    if (!order) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${orderId}`);
+    if (!order) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     return order;
   });
 
@@ -43,6 +44,6 @@ export function registerOrderRoutes(app: FastifyInstance, orders: OrderService, 
 
 function parseOrderId(value: string): string {
   const parsed = OrderId.safeParse(value);
-  if (!parsed.success) throw new ApiError(404, 'ORDER_NOT_FOUND', `no order ${value.slice(0, 80)}`);
+  if (!parsed.success) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${value.slice(0, 80)}`);
   return parsed.data;
 }

@@ -6,12 +6,12 @@
  * - a cancel before its try is recorded as an empty rollback and succeeds;
  * - a try after its cancel is refused (TCC_TRY_AFTER_CANCEL), so no reservation hangs;
  * - confirm after cancel and cancel after confirm raise TCC_CONFLICT (alert-worthy, non-retryable).
- * Used by coupons and points (src/activities/benefits.ts); stock (src/activities/stock.ts) uses the same fence
+ * Used by coupons and points (src/activities/benefits.ts); stock (src/db/stock.ts) uses the same fence
  * primitives (`fenceOf`) for its all-or-nothing multi-line Try.
  */
 import type { Knex } from 'knex';
-import { appendOrderEvent } from './events';
-import { businessFailure } from './failures';
+import { FailureType, businessFailure } from '../contracts/failures';
+import { appendOrderEvent } from './order-events';
 
 /**
  * Moves `quantity` units from one column of the row(s) `row` selects to another, only if the source column holds
@@ -121,7 +121,7 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
         if (!(await insertFence(trx, key, 'TRIED', 0))) {
           const fence = await lockFence(trx, key);
           if (!fence || fence.status === 'CANCELLED' || fence.status === 'RETURNED') {
-            throw businessFailure('TCC_TRY_AFTER_CANCEL', `${label(key)} was already released; refusing a late reservation`, { participant: name, resource: key.resource });
+            throw businessFailure(FailureType.TCC_TRY_AFTER_CANCEL, `${label(key)} was already released; refusing a late reservation`, { participant: name, resource: key.resource });
           }
           return { status: fence.status, quantity: fence.quantity }; // a retried Try is a no-op
         }
@@ -135,9 +135,9 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
     async confirm(db, key) {
       return db.transaction(async (trx) => {
         const fence = await lockFence(trx, key);
-        if (!fence) throw businessFailure('TCC_CONFLICT', `confirm without try for ${label(key)}`, { participant: name, resource: key.resource });
+        if (!fence) throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${label(key)}`, { participant: name, resource: key.resource });
         if (fence.status === 'CONFIRMED' || fence.status === 'RETURNED') return { confirmed: false };
-        if (fence.status === 'CANCELLED') throw businessFailure('TCC_CONFLICT', `confirm after cancel for ${label(key)}`, { participant: name, resource: key.resource });
+        if (fence.status === 'CANCELLED') throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${label(key)}`, { participant: name, resource: key.resource });
         await move(trx, key, 'TRIED', 'CONFIRMED');
         await spec.commit(trx, key, fence.quantity);
         await appendOrderEvent(trx, key.orderId, event('CONFIRMED'), `Used ${spec.describe(key, fence.quantity)}`);
@@ -150,7 +150,7 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
         const fence = await lockFence(trx, key);
         if (!fence || fence.status === 'CANCELLED') return { released: false, emptyRollback: false };
         if (fence.status === 'CONFIRMED' || fence.status === 'RETURNED') {
-          throw businessFailure('TCC_CONFLICT', `cancel after confirm for ${label(key)}`, { participant: name, resource: key.resource });
+          throw businessFailure(FailureType.TCC_CONFLICT, `cancel after confirm for ${label(key)}`, { participant: name, resource: key.resource });
         }
         await move(trx, key, 'TRIED', 'CANCELLED');
         await spec.release(trx, key, fence.quantity);
@@ -162,7 +162,7 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
       return db.transaction(async (trx) => {
         const fence = await lockFence(trx, key);
         if (!fence || fence.status === 'RETURNED' || fence.status === 'CANCELLED') return { returned: false };
-        if (fence.status !== 'CONFIRMED') throw businessFailure('TCC_CONFLICT', `cannot return ${label(key)}: it was never used (${fence.status})`);
+        if (fence.status !== 'CONFIRMED') throw businessFailure(FailureType.TCC_CONFLICT, `cannot return ${label(key)}: it was never used (${fence.status})`);
         await move(trx, key, 'CONFIRMED', 'RETURNED');
         await spec.giveBack(trx, key, fence.quantity);
         await appendOrderEvent(trx, key.orderId, event('RETURNED'), `Returned after refund: ${spec.describe(key, fence.quantity)}`);

@@ -1,7 +1,12 @@
-/** The Temporal client side: connection, search-attribute registration, and the order workflow calls the API makes. */
+/**
+ * Every connection a process of this project makes to Temporal, and the registration of the project's search
+ * attributes: the API, the worker and the tools all come here, so TLS, API keys, tracing and the attribute list are
+ * set in one place. (The deadline helpers for calls made on those connections are in ./calls.ts.)
+ */
 import { Client, type ClientInterceptors, Connection } from '@temporalio/client';
 import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry';
 import { temporal } from '@temporalio/proto';
+import type { NativeConnection } from '@temporalio/worker';
 import { type Config, type TemporalEndpoint, temporalConnectionOptions } from '../config';
 import { SEARCH_ATTRIBUTES } from '../contracts/search-attributes';
 import type { Tracing } from '../observability/tracing';
@@ -20,6 +25,15 @@ export async function connectTemporal(config: TemporalEndpoint & Pick<Config, 't
   const connection = await Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: '10s' });
   const interceptors = clientInterceptors(options.tracing);
   return new Client({ connection, namespace: config.temporalNamespace, ...(interceptors ? { interceptors } : {}) });
+}
+
+/**
+ * Connects a worker's native connection to the configured Temporal frontend. The worker package is loaded here, on
+ * first use, so that processes that only need a client (the API) never load the worker's native runtime.
+ */
+export async function connectWorkerTemporal(config: TemporalEndpoint): Promise<NativeConnection> {
+  const { NativeConnection } = await import('@temporalio/worker');
+  return NativeConnection.connect(temporalConnectionOptions(config));
 }
 
 const TYPE_BY_NAME = {
@@ -41,29 +55,7 @@ export async function ensureSearchAttributes(client: Client): Promise<void> {
   });
 }
 
-/** gRPC status codes the client surfaces (from @grpc/grpc-js's `status`). */
-const GRPC_DEADLINE_EXCEEDED = 4;
-const GRPC_UNAVAILABLE = 14;
-
-/** The gRPC status code of a Temporal client error, looking through the SDK's wrappers (ServiceError's cause). */
-export function grpcCodeOf(err: unknown): number | undefined {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === 'number') return e.code;
-  }
-  return undefined;
-}
-
-/** True when a Temporal call failed because the server could not be reached in time (refused, reset, black hole). */
-export function isTemporalUnreachable(err: unknown): boolean {
-  const code = grpcCodeOf(err);
-  return code === GRPC_UNAVAILABLE || code === GRPC_DEADLINE_EXCEEDED;
-}
-
-/**
- * Runs `fn`'s Temporal calls under a deadline of `timeoutMs` from now. Without one, a call to an unreachable server
- * waits through the client's own gRPC retries (tens of seconds); with one it fails with DEADLINE_EXCEEDED in time for
- * the caller to record the failure and move on.
- */
-export function withTemporalDeadline<R>(client: Client, timeoutMs: number, fn: () => Promise<R>): Promise<R> {
-  return client.withDeadline(Date.now() + timeoutMs, fn);
+/** The same registration for a dev server our tooling starts: `--search-attribute NAME=Type` per attribute. */
+export function searchAttributeFlags(): string[] {
+  return SEARCH_ATTRIBUTES.flatMap(({ name, type }) => ['--search-attribute', `${name}=${type}`]);
 }

@@ -1,0 +1,132 @@
+/**
+ * The classification of reconciliation differences: what one line of a provider's bill is, given what we recorded
+ * (MATCHED, PAID_NOT_RECORDED, AMOUNT_MISMATCH, REFUND_MISMATCH, UNKNOWN_TRADE; see contracts/reconciliation.ts).
+ * Pure: no database, no clock; the activities read the rows and store the items (src/activities/reconciliation.ts).
+ */
+import type { ReconciliationClass } from '../contracts/reconciliation';
+import type { BillRow } from '../providers/types';
+
+const num = (v: unknown): number => Number(v ?? 0);
+
+/** A local payment row with its order's status, as bill lines are matched against it. */
+export interface LocalPayment {
+  out_trade_no: string;
+  /** The provider the order pays with (only read where a bill's rows are matched). */
+  provider?: string;
+  trade_no: string | null;
+  status: string;
+  amount: number;
+  currency: string;
+  paid_amount: number | null;
+  paid_currency: string | null;
+  order_status: string | null;
+  paid_trade_no: string | null;
+}
+
+/** A local refund row, as bill refund lines are matched against it. */
+export interface LocalRefund {
+  out_refund_no: string;
+  out_trade_no: string;
+  status: string;
+  amount: number;
+  currency: string;
+}
+
+/** A stored item before insertion. */
+export interface NewItem {
+  class: ReconciliationClass;
+  detail: string | null;
+  kind: 'PAYMENT' | 'REFUND';
+  local_amount: number | null;
+  local_currency: string | null;
+  evidence: Record<string, unknown>;
+  repair_status: 'NONE' | 'PENDING';
+}
+
+/** The key a bill line is stored under in its run: `P:<tradeNo>` for a payment, `R:<outRefundNo>` for a refund. */
+export function billKey(row: BillRow): string {
+  return row.kind === 'PAYMENT' ? `P:${row.tradeNo}` : `R:${row.outRefundNo ?? `${row.tradeNo}@${row.at}`}`;
+}
+
+/** Classifies one payment line of a provider's bill against the local payment of the same out-trade-no (pure). */
+export function classifyBillPayment(row: BillRow, local: LocalPayment | undefined, billProvider: string): NewItem {
+  const bill = { tradeNo: row.tradeNo, amount: row.amount, currency: row.currency, at: row.at };
+  if (!local) {
+    return { class: 'UNKNOWN_TRADE', detail: 'NO_LOCAL_PAYMENT', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence: { bill, local: null }, repair_status: 'NONE' };
+  }
+  if (local.provider !== undefined && local.provider !== billProvider) {
+    // One provider's bill never speaks for another provider's order: flagged for a person, never repaired.
+    const localView = { provider: local.provider, orderStatus: local.order_status };
+    return { class: 'UNKNOWN_TRADE', detail: 'OTHER_PROVIDER', kind: 'PAYMENT', local_amount: null, local_currency: local.currency, evidence: { bill, local: localView }, repair_status: 'NONE' };
+  }
+  const localView = {
+    paymentStatus: local.status,
+    orderStatus: local.order_status,
+    tradeNo: local.trade_no,
+    paidTradeNo: local.paid_trade_no,
+    amount: num(local.amount),
+    paidAmount: local.paid_amount === null ? null : num(local.paid_amount),
+    currency: local.paid_currency ?? local.currency,
+  };
+  const paidLocally = (local.status === 'PAID' || local.status === 'REFUNDED') && (local.trade_no === row.tradeNo || local.paid_trade_no === row.tradeNo);
+  if (!paidLocally) {
+    return {
+      class: 'PAID_NOT_RECORDED',
+      detail: `ORDER_${local.order_status ?? 'UNKNOWN'}`.slice(0, 32),
+      kind: 'PAYMENT',
+      local_amount: null,
+      local_currency: local.currency,
+      evidence: { bill, local: localView },
+      repair_status: 'PENDING',
+    };
+  }
+  const localAmount = local.paid_amount === null ? num(local.amount) : num(local.paid_amount);
+  const localCurrency = local.paid_currency ?? local.currency;
+  const detail = localCurrency !== row.currency ? 'CURRENCY' : localAmount !== row.amount ? 'AMOUNT' : null;
+  return {
+    class: detail ? 'AMOUNT_MISMATCH' : 'MATCHED',
+    detail,
+    kind: 'PAYMENT',
+    local_amount: localAmount,
+    local_currency: localCurrency,
+    evidence: detail ? { bill, local: localView } : {},
+    repair_status: 'NONE',
+  };
+}
+
+/** Classifies one refund line of a provider's bill against the local refund of the same refund number (pure). */
+export function classifyRefund(row: BillRow, local: LocalRefund | undefined): NewItem {
+  const bill = { outRefundNo: row.outRefundNo, tradeNo: row.tradeNo, outTradeNo: row.outTradeNo, amount: row.amount, currency: row.currency, at: row.at };
+  const base = { kind: 'REFUND' as const, repair_status: 'NONE' as const };
+  if (!local) return { ...base, class: 'REFUND_MISMATCH', detail: 'MISSING_LOCALLY', local_amount: null, local_currency: null, evidence: { bill, local: null } };
+  const localView = { status: local.status, outTradeNo: local.out_trade_no, amount: num(local.amount), currency: local.currency };
+  const detail =
+    local.status !== 'SUCCEEDED'
+      ? `LOCAL_${local.status}`
+      : local.out_trade_no !== row.outTradeNo
+        ? 'OTHER_TRADE'
+        : local.currency !== row.currency
+          ? 'CURRENCY'
+          : num(local.amount) !== row.amount
+            ? 'AMOUNT'
+            : null;
+  return {
+    ...base,
+    class: detail ? 'REFUND_MISMATCH' : 'MATCHED',
+    detail,
+    local_amount: num(local.amount),
+    local_currency: local.currency,
+    evidence: detail ? { bill, local: localView } : {},
+  };
+}
+
+/**
+ * A bill line whose key the bill already listed at `firstListedAtRow`: a payment listed twice is an AMOUNT_MISMATCH,
+ * a refund listed twice a REFUND_MISMATCH, both DUPLICATED_IN_BILL and left for a person (pure).
+ */
+export function classifyDuplicate(row: BillRow, firstListedAtRow: number): NewItem {
+  const evidence = { bill: { tradeNo: row.tradeNo, outRefundNo: row.outRefundNo, amount: row.amount, currency: row.currency, at: row.at }, firstListedAtRow };
+  return row.kind === 'PAYMENT'
+    ? { class: 'AMOUNT_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' }
+    : { class: 'REFUND_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'REFUND', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' };
+}

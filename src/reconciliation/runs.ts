@@ -1,0 +1,253 @@
+/**
+ * Reconciliation runs as MySQL records them: the read model the ops API serves (runs and their items), and opening a
+ * run with its workflow, which the ops API and the daily schedule's activity share. The comparison itself is in
+ * ./classify.ts (pure) and src/activities/reconciliation.ts (the workflow's activities).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import type { Knex } from 'knex';
+import {
+  CLASS_SEVERITY,
+  type ReconciliationClass,
+  type ReconciliationInput,
+  type ReconciliationPhase,
+  type ReconciliationStatus,
+  type ReconciliationTotals,
+  type ReconciliationTrigger,
+  emptyTotals,
+  reconciliationRunId,
+} from '../contracts/reconciliation';
+
+/** A run as the ops API shows it. */
+export interface RunView {
+  id: string;
+  workflowId: string;
+  provider: string;
+  date: string;
+  attempt: number;
+  trigger: ReconciliationTrigger;
+  status: ReconciliationStatus;
+  phase: ReconciliationPhase | null;
+  merchantId: string | null;
+  workflowRunId: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  progress: {
+    expectedRows: number | null;
+    billRows: number;
+    localRows: number;
+    repairsTotal: number;
+    repairsDone: number;
+    billAttempts: number;
+    resumedFromRow: number | null;
+  };
+  /** Count per class once COMPLETED (from the stored items). */
+  totals: ReconciliationTotals | null;
+  /** Count per class of the bill rows as the comparison counted them (audit: equals the bill part of totals). */
+  counted: ReconciliationTotals | null;
+  differences: number | null;
+  bySeverity: { critical: number; review: number; repaired: number } | null;
+  error: string | null;
+}
+
+/** A `reconciliation_runs` row as MySQL returns it. */
+export interface RunRow {
+  id: string;
+  provider: string;
+  bill_date: string;
+  attempt: number;
+  trigger: ReconciliationTrigger;
+  status: ReconciliationStatus;
+  phase: ReconciliationPhase | null;
+  merchant_id: string | null;
+  workflow_id: string;
+  workflow_run_id: string | null;
+  expected_rows: number | null;
+  bill_rows: number;
+  local_rows: number;
+  repairs_total: number;
+  repairs_done: number;
+  bill_attempts: number;
+  resumed_from_row: number | null;
+  totals: string | null;
+  counted: string | null;
+  error: string | null;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+/** A DATETIME column as ISO 8601, or null. */
+export const isoOf = (d: Date | null): string | null => (d ? new Date(d).toISOString() : null);
+/** A numeric column (mysql2 returns DECIMAL and COUNT as strings) as a number; null counts as 0. */
+export const numberOf = (v: unknown): number => Number(v ?? 0);
+
+function toView(row: RunRow): RunView {
+  const totals = row.totals ? ({ ...emptyTotals(), ...(JSON.parse(row.totals) as Partial<ReconciliationTotals>) } as ReconciliationTotals) : null;
+  const bySeverity = totals
+    ? (Object.entries(totals) as [ReconciliationClass, number][]).reduce(
+        (acc, [cls, n]) => {
+          const severity = CLASS_SEVERITY[cls];
+          if (severity !== 'ok') acc[severity] += n;
+          return acc;
+        },
+        { critical: 0, review: 0, repaired: 0 },
+      )
+    : null;
+  return {
+    id: row.id,
+    workflowId: row.workflow_id,
+    provider: row.provider,
+    date: row.bill_date,
+    attempt: numberOf(row.attempt),
+    trigger: row.trigger,
+    status: row.status,
+    phase: row.phase,
+    merchantId: row.merchant_id,
+    workflowRunId: row.workflow_run_id,
+    createdAt: isoOf(row.created_at)!,
+    startedAt: isoOf(row.started_at),
+    finishedAt: isoOf(row.finished_at),
+    progress: {
+      expectedRows: row.expected_rows === null ? null : numberOf(row.expected_rows),
+      billRows: numberOf(row.bill_rows),
+      localRows: numberOf(row.local_rows),
+      repairsTotal: numberOf(row.repairs_total),
+      repairsDone: numberOf(row.repairs_done),
+      billAttempts: numberOf(row.bill_attempts),
+      resumedFromRow: row.resumed_from_row === null ? null : numberOf(row.resumed_from_row),
+    },
+    totals,
+    counted: row.counted ? (JSON.parse(row.counted) as ReconciliationTotals) : null,
+    differences: totals ? Object.values(totals).reduce((a, b) => a + b, 0) - totals.MATCHED : null,
+    bySeverity,
+    error: row.error,
+  };
+}
+
+/** Reads one run, or null. */
+export async function readRun(db: Knex, id: string): Promise<RunView | null> {
+  const row = (await db('reconciliation_runs').where({ id }).first()) as RunRow | undefined;
+  return row ? toView(row) : null;
+}
+
+/** Runs of one provider (and day), newest first. */
+export async function listRuns(db: Knex, filter: { provider?: string; date?: string; limit?: number }): Promise<RunView[]> {
+  const q = db('reconciliation_runs').orderBy([{ column: 'created_at', order: 'desc' }, { column: 'attempt', order: 'desc' }]).limit(filter.limit ?? 50);
+  if (filter.provider) q.where({ provider: filter.provider });
+  if (filter.date) q.where({ bill_date: filter.date });
+  return ((await q) as RunRow[]).map(toView);
+}
+
+/** The request to open or reuse a run. */
+export interface OpenRunRequest {
+  provider: string;
+  date: string;
+  /** A new run even though the period already has one (refused while one is still in progress). */
+  rerun: boolean;
+  trigger: ReconciliationTrigger;
+}
+
+/** Statuses of a run still in progress: it may be (re)started, and its workflow may still write to it. */
+export const ACTIVE_STATUSES: ReconciliationStatus[] = ['QUEUED', 'RUNNING'];
+
+/**
+ * The run of this provider and day: the latest existing one, or a new one (attempt 1, or the next attempt when
+ * `rerun` asks for it and none is in progress). Concurrent callers get the same run: the unique
+ * (provider, day, attempt) decides, and a loser re-reads.
+ */
+export async function openRun(db: Knex, request: OpenRunRequest): Promise<{ run: RunView; created: boolean }> {
+  for (let tries = 0; tries < 5; tries += 1) {
+    const latest = (await db('reconciliation_runs').where({ provider: request.provider, bill_date: request.date }).orderBy('attempt', 'desc').first()) as RunRow | undefined;
+    if (latest && (!request.rerun || ACTIVE_STATUSES.includes(latest.status))) return { run: toView(latest), created: false };
+    const attempt = (latest ? numberOf(latest.attempt) : 0) + 1;
+    const id = reconciliationRunId(request.provider, request.date, attempt);
+    try {
+      // The workflow id is unique to this row: a Temporal namespace shared by several deployments (or a database
+      // recreated under a long-lived server) never makes a run join another's execution of the same day.
+      const workflowId = `${id}-${randomBytes(3).toString('hex')}`;
+      await db('reconciliation_runs').insert({ id, workflow_id: workflowId, provider: request.provider, bill_date: request.date, attempt, trigger: request.trigger, status: 'QUEUED' });
+      return { run: (await readRun(db, id))!, created: true };
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ER_DUP_ENTRY') throw err;
+    }
+  }
+  throw new Error(`could not open a reconciliation run for ${request.provider} ${request.date}: too much contention`);
+}
+
+/** Options of startReconciliation beyond the request. */
+export interface StartOptions {
+  heartbeatTimeoutMs?: number;
+  batchSize?: number;
+}
+
+/**
+ * Opens (or reuses) the run of a provider and day and makes sure its workflow runs. Idempotent: the same
+ * request gives the same run; a run still QUEUED or RUNNING is (re)started with conflict policy USE_EXISTING, so
+ * a live workflow is joined and one that died without finishing the run is started again (its stored items
+ * make the new execution resume, not recount). A COMPLETED or FAILED run is returned as it is.
+ */
+export async function startReconciliation(
+  db: Knex,
+  client: Client,
+  taskQueue: string,
+  request: OpenRunRequest,
+  options: StartOptions = {},
+): Promise<{ run: RunView; created: boolean }> {
+  const { run, created } = await openRun(db, request);
+  if (!ACTIVE_STATUSES.includes(run.status)) return { run, created };
+  const input: ReconciliationInput = { runId: run.id, provider: run.provider, date: run.date, ...options };
+  await client.workflow.start('reconciliation', {
+    workflowId: run.workflowId,
+    taskQueue,
+    args: [input],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+    staticSummary: `Reconcile ${run.provider} bill of ${run.date}${run.attempt > 1 ? ` (run ${run.attempt})` : ''}`,
+  });
+  return { run: (await readRun(db, run.id))!, created };
+}
+
+/** One difference (or match) as the report lists it. */
+export interface ItemView {
+  id: number;
+  class: ReconciliationClass;
+  severity: (typeof CLASS_SEVERITY)[ReconciliationClass];
+  detail: string | null;
+  source: 'BILL' | 'LOCAL';
+  kind: 'PAYMENT' | 'REFUND';
+  rowNo: number | null;
+  outTradeNo: string | null;
+  tradeNo: string | null;
+  outRefundNo: string | null;
+  bill: { amount: number; currency: string; at: string | null } | null;
+  local: { amount: number | null; currency: string | null } | null;
+  evidence: Record<string, unknown>;
+  repair: { status: string; detail: string | null; at: string | null };
+}
+
+/** A page of a run's items (differences only unless `classes` says otherwise), in id order after `after`. */
+export async function readItems(db: Knex, runId: string, filter: { classes?: ReconciliationClass[]; after?: number; limit: number }): Promise<ItemView[]> {
+  const q = db('reconciliation_items').where({ run_id: runId }).orderBy('id').limit(filter.limit);
+  if (filter.classes?.length) q.whereIn('class', filter.classes);
+  else q.whereNot('class', 'MATCHED');
+  if (filter.after !== undefined) q.where('id', '>', filter.after);
+  const rows = (await q) as Array<Record<string, unknown>>;
+  return rows.map((r) => ({
+    id: numberOf(r.id),
+    class: r.class as ReconciliationClass,
+    severity: CLASS_SEVERITY[r.class as ReconciliationClass],
+    detail: (r.detail as string | null) ?? null,
+    source: r.source as 'BILL' | 'LOCAL',
+    kind: r.kind as 'PAYMENT' | 'REFUND',
+    rowNo: r.row_no === null ? null : numberOf(r.row_no),
+    outTradeNo: (r.out_trade_no as string | null) ?? null,
+    tradeNo: (r.trade_no as string | null) ?? null,
+    outRefundNo: (r.out_refund_no as string | null) ?? null,
+    bill: r.bill_amount === null ? null : { amount: numberOf(r.bill_amount), currency: r.bill_currency as string, at: isoOf(r.bill_at as Date | null) },
+    local: r.local_amount === null && r.local_currency === null ? null : { amount: r.local_amount === null ? null : numberOf(r.local_amount), currency: (r.local_currency as string | null) ?? null },
+    evidence: r.evidence ? (JSON.parse(r.evidence as string) as Record<string, unknown>) : {},
+    repair: { status: r.repair_status as string, detail: (r.repair_detail as string | null) ?? null, at: isoOf(r.repaired_at as Date | null) },
+  }));
+}

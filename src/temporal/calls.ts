@@ -1,0 +1,32 @@
+/**
+ * Calls on a Temporal client under a deadline, and how to tell "Temporal could not be reached" from an answer: for
+ * every process that calls Temporal on a request or retry path (the API, the inbox, reconciliation repairs).
+ */
+import type { Client } from '@temporalio/client';
+
+/** gRPC status codes the client surfaces (from @grpc/grpc-js's `status`). */
+const GRPC_DEADLINE_EXCEEDED = 4;
+const GRPC_UNAVAILABLE = 14;
+
+/** The gRPC status code of a Temporal client error, looking through the SDK's wrappers (ServiceError's cause). */
+export function grpcCodeOf(err: unknown): number | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'number') return e.code;
+  }
+  return undefined;
+}
+
+/** True when a Temporal call failed because the server could not be reached in time (refused, reset, black hole). */
+export function isTemporalUnreachable(err: unknown): boolean {
+  const code = grpcCodeOf(err);
+  return code === GRPC_UNAVAILABLE || code === GRPC_DEADLINE_EXCEEDED;
+}
+
+/**
+ * Runs `fn`'s Temporal calls under a deadline of `timeoutMs` from now. Without one, a call to an unreachable server
+ * waits through the client's own gRPC retries (tens of seconds); with one it fails with DEADLINE_EXCEEDED in time for
+ * the caller to record the failure and move on.
+ */
+export function withTemporalDeadline<R>(client: Client, timeoutMs: number, fn: () => Promise<R>): Promise<R> {
+  return client.withDeadline(Date.now() + timeoutMs, fn);
+}

@@ -1,0 +1,34 @@
+/**
+ * After PAID: the cooling-off window, in which the buyer may take the money back without review; then the hand-off
+ * to fulfilment (outbox). The window is a durable timer; a refund request ends it early.
+ */
+import { condition } from '@temporalio/workflow';
+import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order';
+import { clock } from '../shared/steps';
+import type { OrderContext } from './context';
+import { refundInFull } from './refunds';
+
+export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise<Omit<OrderPaymentResult, 'orderId'>> {
+  const s = ctx.state;
+  const window = s.startCoolingOff();
+  if (window > 0) {
+    const until = s.coolingOffUntil!;
+    ctx.enter('COOLING_OFF', `refundable without review until ${new Date(until).toISOString()}`);
+    ctx.publish();
+    await condition(() => s.refundRequest !== undefined, window, { summary: `cooling-off window until ${clock(until)}` });
+    if (s.refundRequest) {
+      const { reason } = s.refundRequest;
+      ctx.enter('REFUNDING', 'buyer refunded inside the cooling-off window');
+      await refundInFull(ctx, paid, 'cooling-off', `cooling-off refund${reason ? `: ${reason}` : ''}`);
+      await ctx.must('settleRefunded', 'local', `return ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark REFUNDED`, {
+        ...ctx.participants(),
+        sold: true,
+        transition: { from: ['PAID'], to: 'REFUNDED', reason: 'COOLING_OFF_REFUND', event: { type: 'ORDER_REFUNDED', message: 'Refunded in full inside the cooling-off window; stock returned' } },
+      });
+      s.settled('REFUNDED');
+      return { status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' };
+    }
+  }
+  await ctx.must('handOff', 'local', 'hand off to fulfilment (outbox)', s.orderId);
+  return { status: 'PAID' };
+}

@@ -1,0 +1,144 @@
+/**
+ * The order's messages: the status query, the early-return update, the payment signal and the updates of buyers,
+ * operators and support. Each handler only asks the state (`OrderState`) and waits for it; the phases act.
+ */
+import { ApplicationFailure, condition, setHandler, upsertSearchAttributes, uuid4 } from '@temporalio/workflow';
+import {
+  ReviewDecision,
+  cancelOrderUpdate,
+  coolingOffRefundUpdate,
+  escalateUpdate,
+  paymentNotifiedSignal,
+  paymentReadyUpdate,
+  reviewDecisionUpdate,
+  statusQuery,
+  type EscalationResult,
+  type OrderWorkflowStatus,
+  type ReviewOutcome,
+} from '../../contracts/order';
+import { describeStatus } from '../../contracts/messages';
+import { EscalatedAtKey, EscalatedKey } from '../../contracts/search-attributes';
+import { MUST, QUERY, errorMessage, run, runLocal } from '../shared/steps';
+import type { OrderContext } from './context';
+import { WAITING_STAGES } from './state';
+
+const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
+
+export function registerHandlers(ctx: OrderContext): void {
+  const s = ctx.state;
+
+  setHandler(statusQuery, (): OrderWorkflowStatus => ({
+    orderId: s.orderId,
+    stage: s.stage,
+    status: s.status,
+    amount: s.amount,
+    currency: s.currency,
+    deadline: iso(s.deadline),
+    nextCheckAt: iso(s.nextCheckAt),
+    queryAttempts: s.queryAttempts,
+    timeline: s.timeline,
+    messages: describeStatus({
+      status: s.status,
+      stage: s.stage,
+      deadline: iso(s.deadline),
+      nextCheckAt: iso(s.nextCheckAt),
+      queryAttempts: s.queryAttempts,
+      coolingOffUntil: iso(s.coolingOffUntil),
+      now: new Date(),
+    }),
+  }));
+
+  setHandler(paymentReadyUpdate, async () => {
+    await condition(() => s.ready !== undefined);
+    const ready = s.ready!;
+    if (ready.ok) return ready.value;
+    throw ApplicationFailure.create({ type: ready.type, message: ready.message, details: [ready.details], nonRetryable: true });
+  });
+
+  setHandler(paymentNotifiedSignal, (n) => void s.notify(n));
+
+  setHandler(
+    cancelOrderUpdate,
+    async ({ reason }) => {
+      s.requestCancel(reason, 'buyer');
+      await condition(() => s.decided || s.finished);
+      return { status: s.status };
+    },
+    {
+      validator: (_request: { reason?: string }) => {
+        if (!s.cancellable) throw new Error(`order ${s.orderId} can no longer be cancelled (stage ${s.stage}, status ${s.status})`);
+      },
+    },
+  );
+
+  setHandler(
+    reviewDecisionUpdate,
+    async (d): Promise<ReviewOutcome> => {
+      s.reviewDecision = d;
+      s.note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
+      // Done when the order left review, or when this decision failed and the order waits for another. Accepted while
+      // the order is still being marked (stage NEEDS_REVIEW): wait for that too, so the answer is never the status
+      // from before the review.
+      await condition(() => s.reviewSettled(d));
+      const failure = s.reviewFailures.get(d);
+      return failure ? { status: s.status, failure } : { status: s.status };
+    },
+    {
+      validator: (d: ReviewDecision) => {
+        ReviewDecision.parse(d);
+        const refusal = s.reviewRefusal(d);
+        if (refusal) throw new Error(refusal);
+      },
+    },
+  );
+
+  setHandler(
+    coolingOffRefundUpdate,
+    async (r) => {
+      s.refundRequest ??= r;
+      await condition(() => s.status !== 'PAID' || s.finished);
+      return { status: s.status, refundNo: s.refundNo };
+    },
+    {
+      validator: (_request: { reason?: string }) => {
+        const refusal = s.refundRefusal();
+        if (refusal) throw new Error(refusal);
+      },
+    },
+  );
+
+  setHandler(escalateUpdate, async ({ note: buyerNote }): Promise<EscalationResult> => {
+    // The time is the first escalation's, kept on later ones.
+    s.escalatedAt ??= new Date();
+    upsertSearchAttributes([
+      { key: EscalatedKey, value: true },
+      { key: EscalatedAtKey, value: s.escalatedAt },
+    ]);
+    s.note('ESCALATED', 'Buyer asked for help; querying the provider now');
+    let providerStatus = 'UNKNOWN';
+    let providerState: Record<string, unknown> = {};
+    try {
+      const state = await run('queryProviderPayment', QUERY, `query ${ctx.provider} for support`, { provider: ctx.provider, outTradeNo: s.orderId });
+      providerStatus = state.status;
+      providerState = { ...state };
+      if (state.status === 'PAID' && WAITING_STAGES.includes(s.stage) && s.found(state, 'query')) {
+        s.note('PAYMENT_FOUND_BY_QUERY', 'Support query found the payment; confirming now');
+      }
+    } catch (err) {
+      providerState = { error: errorMessage(err) };
+    }
+    const resolution = s.escalationResolution();
+    const ticketId = `tkt-${uuid4()}`;
+    await runLocal('createSupportTicket', MUST, 'record support ticket', {
+      ticketId,
+      orderId: s.orderId,
+      orderStatus: s.status,
+      stage: s.stage,
+      providerStatus,
+      resolution,
+      snapshot: { stage: s.stage, status: s.status, deadline: s.deadline, queryAttempts: s.queryAttempts, timeline: s.timeline, provider: providerState },
+      note: buyerNote,
+    });
+    return { ticketId, orderId: s.orderId, status: s.status, stage: s.stage, providerStatus, resolution };
+  });
+}

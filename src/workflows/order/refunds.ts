@@ -1,0 +1,45 @@
+/** Refunds the order workflow makes: in full, with the trade's stable refund number, so a retry never refunds twice. */
+import { ApplicationFailure } from '@temporalio/workflow';
+import { FailureType } from '../../contracts/failures';
+import { autoRefundNo, type PaymentEvidence } from '../../contracts/order';
+import type { OrderContext } from './context';
+
+/**
+ * Refunds what a payment paid. The number is kept (and answered to the buyer) only once the provider has made the
+ * refund. A payment whose amount the provider did not report cannot be refunded automatically: a business failure,
+ * which sends the order to review instead of refunding a guess.
+ */
+export async function refundInFull(ctx: OrderContext, paid: PaymentEvidence, why: string, reason: string): Promise<void> {
+  const s = ctx.state;
+  if (!Number.isSafeInteger(paid.amount) || paid.amount <= 0) {
+    throw ApplicationFailure.create({ type: FailureType.REFUND_AMOUNT_UNKNOWN, message: `payment ${paid.tradeNo} reported no amount; refund it by hand`, nonRetryable: true });
+  }
+  const outRefundNo = autoRefundNo(s.orderId, paid.tradeNo);
+  await ctx.must('refundPayment', 'task', `refund ${paid.amount} ${paid.currency} (${why})`, {
+    orderId: s.orderId,
+    provider: ctx.provider,
+    tradeNo: paid.tradeNo,
+    outRefundNo,
+    amount: paid.amount,
+    currency: paid.currency,
+    reason,
+  });
+  s.refundNo = outRefundNo;
+}
+
+/** Step 7: money that arrived for a closed order is refunded, and the order says REFUNDED. */
+export async function refundLatePayment(ctx: OrderContext, late: PaymentEvidence): Promise<void> {
+  const s = ctx.state;
+  ctx.enter('REFUNDING', `refunding late payment ${late.tradeNo}`);
+  s.note('LATE_PAYMENT', `Payment ${late.tradeNo} arrived for a closed order; refunding`);
+  await refundInFull(ctx, late, 'late payment', 'payment arrived after the order was closed');
+  await ctx.must('transitionOrder', 'local', 'mark order REFUNDED', {
+    orderId: s.orderId,
+    from: ['EXPIRED', 'CANCELLED', 'FAILED'],
+    to: 'REFUNDED',
+    reason: 'LATE_PAYMENT_REFUNDED',
+    event: { type: 'ORDER_REFUNDED', message: `Late payment ${late.tradeNo} refunded in full` },
+    payment: late,
+  });
+  s.settled('REFUNDED');
+}

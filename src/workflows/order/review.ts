@@ -1,0 +1,92 @@
+/**
+ * Manual review: the order waits durably for an operator's decision (with a reminder on the timeline), then approves
+ * (confirm, PAID, fulfilment) or refunds (refund, release or return everything, REFUNDED). A decision that cannot be
+ * carried out (the provider refuses the refund, a TCC conflict) is recorded and answered to the operator; the order
+ * stays in review for another decision instead of failing the workflow with nobody waiting.
+ */
+import { condition, upsertSearchAttributes } from '@temporalio/workflow';
+import { FailureType } from '../../contracts/failures';
+import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order';
+import { NeedsReviewKey, StuckKey } from '../../contracts/search-attributes';
+import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
+import type { OrderContext } from './context';
+import { coolOff } from './cooling-off';
+import { refundInFull } from './refunds';
+
+type End = Omit<OrderPaymentResult, 'orderId'>;
+
+/** Automatic handling stopped (a TCC conflict, a refund the provider refuses): the order goes to a person, with why. */
+export async function stopForReview(ctx: OrderContext, err: unknown): Promise<End> {
+  const s = ctx.state;
+  const type = failureType(err) ?? FailureType.UNEXPECTED_ERROR;
+  s.reviewAfterPaid = s.paid;
+  s.note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
+  upsertSearchAttributes([{ key: StuckKey, value: true }]);
+  await ctx.must('transitionOrder', 'local', 'mark order NEEDS_REVIEW', {
+    orderId: s.orderId,
+    from: ['AWAITING_PAYMENT', 'EXPIRED', 'CANCELLED', 'PAID'],
+    to: 'NEEDS_REVIEW',
+    reason: type,
+    event: { type: 'ORDER_NEEDS_REVIEW', message: `Automatic handling stopped (${type}: ${errorMessage(err)}); an operator must decide` },
+  });
+  s.inReview();
+  return review(ctx, s.evidence, `${type}: ${errorMessage(err)}`);
+}
+
+export async function review(ctx: OrderContext, paid: PaymentEvidence | undefined, why: string): Promise<End> {
+  const s = ctx.state;
+  for (;;) {
+    try {
+      return await decideOnce(ctx, paid, why);
+    } catch (err) {
+      const d = s.reviewDecision;
+      if (!d || !failedForGood(err)) throw err;
+      const failure = { type: failureType(err) ?? FailureType.ACTIVITY_FAILED, message: errorMessage(err) };
+      await runLocal('recordOrderEvent', MUST, 'review decision failed', {
+        orderId: s.orderId,
+        type: 'REVIEW_DECISION_FAILED',
+        message: `${d.operator}'s decision to ${d.decision} could not be carried out (${failure.type}: ${failure.message}); waiting for another decision`,
+      });
+      upsertSearchAttributes([{ key: NeedsReviewKey, value: true }]);
+      s.reviewFailed(d, failure);
+      why = `the ${d.decision} decision failed: ${failure.message}`;
+    }
+  }
+}
+
+async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, why: string): Promise<End> {
+  const s = ctx.state;
+  s.decided = true;
+  ctx.enter('AWAITING_REVIEW', `waiting for an operator: ${why}`);
+  ctx.publish();
+  while (!s.reviewDecision) {
+    const got = await condition(() => s.reviewDecision !== undefined, s.reviewReminderMs, { summary: 'wait for a review decision' });
+    if (!got) await runLocal('recordOrderEvent', MUST, 'review reminder', { orderId: s.orderId, type: 'REVIEW_REMINDER', message: `Still waiting for a review decision: ${why}` });
+  }
+  const d = s.reviewDecision;
+  const by = { operator: d.operator, decision: d.decision };
+  if (d.decision === 'approve') {
+    ctx.enter('CONFIRMING', `approved by ${d.operator}`);
+    await ctx.must('settlePaid', 'local', 'confirm everything; mark PAID (review approved)', {
+      ...ctx.participants(),
+      transition: { from: ['NEEDS_REVIEW'], to: 'PAID', reason: 'REVIEW_APPROVED', event: { type: 'ORDER_PAID', message: `Approved by ${d.operator}: ${d.reason}`, data: by }, payment: paid },
+    });
+    s.settled('PAID');
+    ctx.publish();
+    // An order that was already PAID when it went to review (a step after PAID failed, e.g. the buyer's cooling-off
+    // refund the provider refused) stays paid and goes to fulfilment: the refund asked for is closed by this decision.
+    if (paid && !s.reviewAfterPaid) return coolOff(ctx, paid);
+    if (s.reviewAfterPaid) s.note('REVIEW_APPROVED', `${d.operator} kept the paid order; the buyer's refund request is closed by this decision`);
+    await ctx.must('handOff', 'local', 'hand off to fulfilment (outbox, review approved)', s.orderId);
+    return { status: 'PAID', reason: 'REVIEW_APPROVED' };
+  }
+  ctx.enter('REFUNDING', `refund decided by ${d.operator}`);
+  // A payment whose amount is unknown fails the decision (REFUND_AMOUNT_UNKNOWN) rather than closing the order unrefunded.
+  if (paid) await refundInFull(ctx, paid, 'review', `review refund by ${d.operator}: ${d.reason}`);
+  await ctx.must('settleRefunded', 'local', 'release or return everything; mark REFUNDED (review)', {
+    ...ctx.participants(),
+    transition: { from: ['NEEDS_REVIEW'], to: 'REFUNDED', reason: 'REVIEW_REFUNDED', event: { type: 'ORDER_REFUNDED', message: `Refunded by ${d.operator}: ${d.reason}`, data: by } },
+  });
+  s.settled('REFUNDED');
+  return { status: 'REFUNDED', reason: 'REVIEW_REFUNDED' };
+}

@@ -1,0 +1,337 @@
+/**
+ * One order's lifecycle state and its rules, with no Temporal in it: the phases and handlers of the order workflow
+ * read and change the order only through this object, and its rules are unit-tested with a fake clock at production
+ * durations (test/order-state.test.ts).
+ *
+ * The three questions that used to be answered in several places are answered here once:
+ * - `paid`: the order's money is kept (status PAID);
+ * - `cancellable`: the buyer (or an operator through Temporal) may still cancel;
+ * - `decided`: the order's status is settled for the cancel update, though the workflow may still watch.
+ */
+import type { OrderBenefit } from '../../activities/benefits';
+import {
+  type OrderLine,
+  type OrderPaymentInput,
+  type OrderStage,
+  type OrderStatus,
+  type PaymentEvidence,
+  type PaymentNotifiedSignal,
+  type PaymentReady,
+  type ReviewDecision,
+  type TimelineEntry,
+} from '../../contracts/order';
+
+/** Stages in which the order can still be cancelled (nothing paid is known yet). */
+export const CANCELLABLE_STAGES: readonly OrderStage[] = ['CREATING_ORDER', 'RESERVING', 'CREATING_PAYMENT', 'AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
+/** Stages in which a payment found by a support query is still confirmed by the wait loop. */
+export const WAITING_STAGES: readonly OrderStage[] = ['AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
+
+/** What the early-return update answers: the payment URL, or why the order failed. */
+export type Ready = { ok: true; value: PaymentReady } | { ok: false; type: string; message: string; details: Record<string, unknown> };
+
+/** What happened to a notification handed to `notify()`. */
+export type NotifyOutcome = 'DUPLICATE' | 'OTHER_ORDER' | 'OTHER_PROVIDER' | 'RECORDED';
+
+/** The next wait of the payment loop: until when, and what follows when nothing arrives. */
+export interface PaymentWait {
+  until: number;
+  then: 'QUERY' | 'DEADLINE';
+}
+
+/** The order's state. Fields are read freely; they change only through the methods below. */
+export class OrderState {
+  stage: OrderStage = 'CREATING_ORDER';
+  status: OrderStatus = 'AWAITING_PAYMENT';
+  readonly timeline: TimelineEntry[] = [];
+  // Set by setup.
+  amount?: number;
+  currency?: string;
+  merchantId = '';
+  lines: OrderLine[] = [];
+  benefits: OrderBenefit[] = [];
+  deadline?: number;
+  providerExpiresAt?: number;
+  ready?: Ready;
+  // The wait loop.
+  nextCheckAt?: number;
+  queryAttempts = 0;
+  private queryDelay: number;
+  // What arrived.
+  evidence?: PaymentEvidence;
+  cancelRequest?: { reason?: string; via: 'buyer' | 'temporal' };
+  refundRequest?: { reason?: string };
+  refundNo?: string;
+  reviewDecision?: ReviewDecision;
+  /** Decisions that could not be carried out, and why (answered to the operator who sent them). */
+  readonly reviewFailures = new Map<ReviewDecision, { type: string; message: string }>();
+  /** The order was PAID when automatic handling stopped (e.g. the provider refused the buyer's cooling-off refund). */
+  reviewAfterPaid = false;
+  coolingOffUntil?: number;
+  decided = false;
+  finished = false;
+  escalatedAt?: Date;
+  private readonly seenNotifications = new Set<string>();
+  /** Every trade a notification reported, with its first notification id (arrival order). */
+  readonly notifiedTrades = new Map<string, string>();
+  /** Trades handed to their own latePayment workflow. */
+  readonly handedOff = new Set<string>();
+
+  constructor(
+    readonly input: OrderPaymentInput,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.queryDelay = input.queryFirstDelayMs;
+  }
+
+  get orderId(): string {
+    return this.input.orderId;
+  }
+
+  // ---- the three answers ----
+
+  /** The order's money is kept: PAID (not REFUNDED, not in review). */
+  get paid(): boolean {
+    return this.status === 'PAID';
+  }
+
+  /** The buyer may still cancel: nothing paid is known and the order is not past its wait. */
+  get cancellable(): boolean {
+    return CANCELLABLE_STAGES.includes(this.stage) && !this.evidence && !this.finished;
+  }
+
+  /** Whether the payment loop has something to act on: a payment, or a cancel. */
+  get woken(): boolean {
+    return this.evidence !== undefined || this.cancelRequest !== undefined;
+  }
+
+  // ---- timeline and stages ----
+
+  note(type: string, message: string): void {
+    this.timeline.push({ at: new Date(this.now()).toISOString(), type, message });
+  }
+
+  enter(stage: OrderStage): void {
+    this.stage = stage;
+  }
+
+  // ---- setup ----
+
+  opened(o: { amount: number; currency: string; lines: OrderLine[]; benefits: OrderBenefit[] }): void {
+    this.amount = o.amount;
+    this.currency = o.currency;
+    this.lines = o.lines;
+    this.benefits = o.benefits;
+  }
+
+  /** Fixes the payment deadline from now, before the provider payment is created (its expiry is derived from it). */
+  startClock(): number {
+    this.deadline = this.now() + this.input.paymentTimeoutMs;
+    this.providerExpiresAt = this.deadline + this.input.providerExpiryMarginMs;
+    return this.deadline;
+  }
+
+  paymentCreated(p: { merchantId: string; paymentUrl: string }): void {
+    this.merchantId = p.merchantId;
+    this.ready = {
+      ok: true,
+      value: {
+        orderId: this.orderId,
+        status: 'AWAITING_PAYMENT',
+        amount: this.amount!,
+        currency: this.currency!,
+        payment: { provider: this.input.provider, paymentUrl: p.paymentUrl, expiresAt: new Date(this.deadline!).toISOString() },
+      },
+    };
+  }
+
+  setupFailed(type: string, message: string, details: Record<string, unknown>): void {
+    this.ready = { ok: false, type, message, details };
+  }
+
+  // ---- the payment wait ----
+
+  /**
+   * The next wait of the payment loop, or undefined when the loop is over (a payment or cancel arrived, or the
+   * deadline passed). Waits until the next query on a doubling backoff (first delay, capped), never past the deadline.
+   */
+  nextWait(): PaymentWait | undefined {
+    const deadline = this.deadline!;
+    const now = this.now();
+    if (this.woken || now >= deadline) {
+      this.nextCheckAt = undefined;
+      return undefined;
+    }
+    const until = Math.min(now + this.queryDelay, deadline);
+    this.nextCheckAt = until;
+    return { until, then: until === deadline ? 'DEADLINE' : 'QUERY' };
+  }
+
+  /** A query is about to run: counts it and doubles the next delay (up to the maximum interval). */
+  queryStarted(): number {
+    this.queryAttempts++;
+    this.queryDelay = Math.min(this.queryDelay * 2, this.input.queryMaxIntervalMs);
+    return this.queryAttempts;
+  }
+
+  /** How long to watch for a late payment after a close: until the provider-side expiry and a second (0: ask now). */
+  lateWatchMs(): number {
+    if (this.providerExpiresAt === undefined) return 0;
+    return Math.max(0, this.providerExpiresAt - this.now() + 1000);
+  }
+
+  /** Opens the cooling-off window from now; returns its length (0: no window, fulfilment at once). */
+  startCoolingOff(): number {
+    const window = this.input.coolingOffMs ?? 0;
+    if (window > 0) this.coolingOffUntil = this.now() + window;
+    return window;
+  }
+
+  /** How long a review waits before its next reminder on the timeline (default one hour). */
+  get reviewReminderMs(): number {
+    return this.input.reviewReminderMs ?? 3_600_000;
+  }
+
+  // ---- what arrives ----
+
+  /** Takes a verified notification: deduplicated by id; another order's or another provider's is ignored. */
+  notify(n: PaymentNotifiedSignal): NotifyOutcome {
+    if (this.seenNotifications.has(n.notificationId)) return 'DUPLICATE';
+    this.seenNotifications.add(n.notificationId);
+    if (n.outTradeNo !== this.orderId) {
+      this.note('NOTIFICATION_IGNORED', `Notification ${n.notificationId} is for ${n.outTradeNo}, not this order`);
+      return 'OTHER_ORDER';
+    }
+    if (n.provider !== undefined && n.provider !== this.input.provider) {
+      this.note('NOTIFICATION_IGNORED', `Notification ${n.notificationId} comes from ${n.provider}; this order pays with ${this.input.provider}`);
+      return 'OTHER_PROVIDER';
+    }
+    this.note('PAYMENT_NOTIFIED', `Provider notified payment ${n.tradeNo} (${n.amount} ${n.currency})`);
+    if (!this.notifiedTrades.has(n.tradeNo)) this.notifiedTrades.set(n.tradeNo, n.notificationId);
+    const { provider: _sender, ...claimed } = n;
+    this.evidence ??= { source: 'callback', ...claimed };
+    return 'RECORDED';
+  }
+
+  /** A payment the provider reported to a query (or after a close); kept only when none is known yet. */
+  found(state: ProviderPaymentState, source: 'query' | 'close'): boolean {
+    if (this.evidence) return false;
+    this.evidence = evidenceFromProvider(state, source, this.now());
+    return true;
+  }
+
+  /** A claimed payment the provider did not confirm: forgotten, so the wait goes on to the order's own deadline. */
+  dropEvidence(): void {
+    this.evidence = undefined;
+  }
+
+  /** The provider's own account of a payment replaces a claim that did not match; returns the new evidence. */
+  replaceEvidence(state: ProviderPaymentState, source: 'query' | 'close'): PaymentEvidence {
+    this.evidence = evidenceFromProvider(state, source, this.now());
+    return this.evidence;
+  }
+
+  /** The order's status is settled in MySQL (PAID, EXPIRED, CANCELLED, FAILED, REFUNDED): the cancel update can answer. */
+  settled(status: Exclude<OrderStatus, 'AWAITING_PAYMENT' | 'NEEDS_REVIEW'>): void {
+    this.status = status;
+    this.decided = true;
+  }
+
+  /** The order is marked NEEDS_REVIEW in MySQL; the workflow is about to wait for a decision. */
+  inReview(): void {
+    this.status = 'NEEDS_REVIEW';
+  }
+
+  /** A cancel request; returns whether it was taken (only while cancellable, only the first). */
+  requestCancel(reason: string | undefined, via: 'buyer' | 'temporal'): boolean {
+    if (!this.cancellable || this.cancelRequest) return false;
+    this.cancelRequest = { reason, via };
+    return true;
+  }
+
+  /** Why a cooling-off refund request is refused now, or undefined when it is accepted. */
+  refundRefusal(): string | undefined {
+    if (this.stage !== 'COOLING_OFF' || this.refundRequest) return `order ${this.orderId} is not in its cooling-off window (stage ${this.stage}, status ${this.status})`;
+    return undefined;
+  }
+
+  /** Why a review decision is refused now, or undefined when it is accepted. */
+  reviewRefusal(d: ReviewDecision): string | undefined {
+    if ((this.stage !== 'AWAITING_REVIEW' && this.stage !== 'NEEDS_REVIEW') || this.reviewDecision) {
+      return `order ${this.orderId} is not waiting for a review decision (stage ${this.stage})`;
+    }
+    // The buyer's refund was made before a later step failed: approving would hand a refunded order to fulfilment.
+    if (d.decision === 'approve' && this.reviewAfterPaid && this.refundNo !== undefined) {
+      return `order ${this.orderId} was already refunded (${this.refundNo}); only a refund decision can settle it`;
+    }
+    return undefined;
+  }
+
+  /** Whether the review update for `d` can answer: the order left review, or `d` failed and another is awaited. */
+  reviewSettled(d: ReviewDecision): boolean {
+    return (this.status !== 'NEEDS_REVIEW' && this.stage !== 'NEEDS_REVIEW') || this.finished || this.reviewDecision !== d;
+  }
+
+  /** Records that a decision could not be carried out; the order waits for another one. */
+  reviewFailed(d: ReviewDecision, failure: { type: string; message: string }): void {
+    this.reviewFailures.set(d, failure);
+    this.reviewDecision = undefined;
+  }
+
+  /** The payment's problems against the order (amount, currency, merchant), or undefined when it matches. */
+  mismatch(paid: PaymentEvidence): string | undefined {
+    return describeMismatch(paid, this.amount!, this.currency!, this.merchantId);
+  }
+
+  /** Trades reported while the workflow ran that are not the one the order kept, not yet handed off. */
+  otherTrades(): [tradeNo: string, notificationId: string][] {
+    const kept = this.evidence?.tradeNo;
+    return [...this.notifiedTrades].filter(([tradeNo]) => tradeNo !== kept && !this.handedOff.has(tradeNo));
+  }
+
+  /** What support resolution an escalation answers now. */
+  escalationResolution(): 'PAYMENT_FOUND' | 'IN_REVIEW' | 'WAITING_FOR_PAYMENT' | 'CLOSED' | 'IN_PROGRESS' {
+    if (this.evidence && this.status === 'AWAITING_PAYMENT') return 'PAYMENT_FOUND';
+    if (this.status === 'NEEDS_REVIEW') return 'IN_REVIEW';
+    if (this.status === 'AWAITING_PAYMENT') return 'WAITING_FOR_PAYMENT';
+    return this.finished || this.decided ? 'CLOSED' : 'IN_PROGRESS';
+  }
+}
+
+/** What a provider query reports about a payment. */
+export interface ProviderPaymentState {
+  status: string;
+  tradeNo?: string;
+  paidAmount?: number;
+  currency?: string;
+  merchantId?: string;
+  paidAt?: string;
+}
+
+/** Payment evidence from a provider query: unknown fields stay visibly unknown (and so never match an order). */
+export function evidenceFromProvider(state: ProviderPaymentState, source: 'query' | 'close', now: number): PaymentEvidence {
+  return {
+    source,
+    tradeNo: state.tradeNo ?? 'unknown',
+    amount: state.paidAmount ?? -1,
+    currency: state.currency ?? 'unknown',
+    merchantId: state.merchantId ?? 'unknown',
+    paidAt: state.paidAt ?? new Date(now).toISOString(),
+  };
+}
+
+/** The benefits an order asks for, before pricing: what a failed setup must release (an empty rollback where untried). */
+export function requestedBenefits(input: Pick<OrderPaymentInput, 'userId' | 'couponCode' | 'points'>): OrderBenefit[] {
+  return [
+    ...(input.couponCode !== undefined ? [{ participant: 'coupon' as const, resource: input.couponCode, quantity: 0 }] : []),
+    ...(input.points ? [{ participant: 'points' as const, resource: input.userId, quantity: input.points }] : []),
+  ];
+}
+
+/** Why a payment does not match the order, or undefined when amount, currency and merchant all match. */
+export function describeMismatch(paid: PaymentEvidence, amount: number, currency: string, merchantId: string): string | undefined {
+  const problems: string[] = [];
+  if (paid.amount !== amount) problems.push(`amount ${paid.amount} != ${amount}`);
+  if (paid.currency !== currency) problems.push(`currency ${paid.currency} != ${currency}`);
+  if (paid.merchantId !== merchantId) problems.push(`merchant ${paid.merchantId} != ${merchantId}`);
+  return problems.length ? problems.join('; ') : undefined;
+}
