@@ -50,6 +50,8 @@ const EnvSchema = z.object({
   /** API key (Temporal Cloud API-key authentication; sent as a bearer token over TLS). */
   TEMPORAL_API_KEY: z.string().min(1).optional(),
   TASK_QUEUE: z.string().min(1).default('order-payments'),
+  /** A prebuilt workflow bundle (bundleWorkflowCode with workflowInterceptorModules) so worker restarts skip bundling. */
+  WORKFLOW_BUNDLE_PATH: z.string().min(1).optional(),
   /** Interface the servers bind to; 0.0.0.0 in containers. */
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: port.default(3000),
@@ -137,6 +139,8 @@ export interface Config {
   temporalTls: TemporalTlsConfig | undefined;
   temporalApiKey: string | undefined;
   taskQueue: string;
+  /** WORKFLOW_BUNDLE_PATH: the worker loads this prebuilt bundle instead of bundling src/workflows at start-up. */
+  workflowBundlePath?: string;
   host: string;
   port: number;
   sandboxPort: number;
@@ -249,6 +253,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     temporalTls,
     temporalApiKey: e.TEMPORAL_API_KEY,
     taskQueue: e.TASK_QUEUE,
+    workflowBundlePath: e.WORKFLOW_BUNDLE_PATH,
     host: e.HOST,
     port: e.PORT,
     sandboxPort: e.SANDBOX_PORT,

@@ -4,7 +4,7 @@
  * workflows, the activities, the ops routes and the CLI. Safe for workflow code (zod only, no I/O).
  */
 import { z } from 'zod';
-import { ProviderName } from '../providers/types';
+import { ProviderName } from './providers';
 
 /**
  * What one compared line can turn out to be.

@@ -46,7 +46,6 @@ import {
   reviewDecisionUpdate,
   statusQuery,
 } from '../contracts/order';
-import { describeStatus } from '../contracts/messages';
 import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
 import { latePayment } from './late-payment';
 import { type ProviderPaymentState, describeMismatch, evidenceFromProvider } from './order/state';
@@ -201,15 +200,6 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     nextCheckAt: nextCheckAt === undefined ? undefined : new Date(nextCheckAt).toISOString(),
     queryAttempts,
     timeline,
-    messages: describeStatus({
-      status,
-      stage,
-      deadline: deadline === undefined ? undefined : new Date(deadline).toISOString(),
-      nextCheckAt: nextCheckAt === undefined ? undefined : new Date(nextCheckAt).toISOString(),
-      queryAttempts,
-      coolingOffUntil: coolingOffUntil === undefined ? undefined : new Date(coolingOffUntil).toISOString(),
-      now: new Date(),
-    }),
   }));
 
   setHandler(paymentReadyUpdate, async () => {

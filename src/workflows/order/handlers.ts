@@ -16,7 +16,6 @@ import {
   type OrderWorkflowStatus,
   type ReviewOutcome,
 } from '../../contracts/order';
-import { describeStatus } from '../../contracts/messages';
 import { EscalatedAtKey, EscalatedKey } from '../../contracts/search-attributes';
 import { MUST, QUERY, errorMessage, run, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
@@ -37,15 +36,6 @@ export function registerHandlers(ctx: OrderContext): void {
     nextCheckAt: iso(s.nextCheckAt),
     queryAttempts: s.queryAttempts,
     timeline: s.timeline,
-    messages: describeStatus({
-      status: s.status,
-      stage: s.stage,
-      deadline: iso(s.deadline),
-      nextCheckAt: iso(s.nextCheckAt),
-      queryAttempts: s.queryAttempts,
-      coolingOffUntil: iso(s.coolingOffUntil),
-      now: new Date(),
-    }),
   }));
 
   setHandler(paymentReadyUpdate, async () => {
