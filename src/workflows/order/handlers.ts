@@ -4,7 +4,8 @@
  */
 import { ApplicationFailure, condition, setHandler, upsertSearchAttributes, uuid4 } from '@temporalio/workflow';
 import {
-  ReviewDecision,
+  type ReviewDecision,
+  reviewDecisionProblem,
   cancelOrderUpdate,
   coolingOffRefundUpdate,
   escalateUpdate,
@@ -15,7 +16,7 @@ import {
   type EscalationResult,
   type OrderWorkflowStatus,
   type ReviewOutcome,
-} from '../../contracts/order';
+} from '../../contracts/order-workflow';
 import { EscalatedAtKey, EscalatedKey } from '../../contracts/search-attributes';
 import { MUST, QUERY, errorMessage, run, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
@@ -75,8 +76,7 @@ export function registerHandlers(ctx: OrderContext): void {
     },
     {
       validator: (d: ReviewDecision) => {
-        ReviewDecision.parse(d);
-        const refusal = s.reviewRefusal(d);
+        const refusal = reviewDecisionProblem(d) ?? s.reviewRefusal(d);
         if (refusal) throw new Error(refusal);
       },
     },
