@@ -43,6 +43,12 @@ export default tseslint.config(
           patterns: [
             { group: ['**/activities', '**/activities/*'], allowTypeImports: true, message: 'Import activities as types only.' },
             {
+              // Every module a workflow imports is evaluated again for each cached workflow (test/workflow-bundle.test.ts).
+              group: ['zod', '**/contracts/order', '**/contracts/reconciliation', '**/contracts/sandbox', '**/contracts/providers', '**/shared/money'],
+              allowTypeImports: true,
+              message: 'Workflow code imports light contracts only (contracts/order-workflow, bill-days, failures): these pull zod into every cached workflow.',
+            },
+            {
               group: ['**/db/*', '**/client/*', '**/workers/*', '**/providers/*', '**/sandbox-provider/*', '**/temporal/*', '**/reconciliation/*', '**/observability/*', '**/config'],
               message: 'Workflow code must not reach I/O modules.',
             },

@@ -50,6 +50,8 @@ const EnvSchema = z.object({
   /** API key (Temporal Cloud API-key authentication; sent as a bearer token over TLS). */
   TEMPORAL_API_KEY: z.string().min(1).optional(),
   TASK_QUEUE: z.string().min(1).default('order-payments'),
+  /** A prebuilt workflow bundle (bundleWorkflowCode with workflowInterceptorModules) so worker restarts skip bundling. */
+  WORKFLOW_BUNDLE_PATH: z.string().min(1).optional(),
   /** Interface the servers bind to; 0.0.0.0 in containers. */
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: port.default(3000),
@@ -113,6 +115,12 @@ const EnvSchema = z.object({
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: url.optional(),
   /** service.name of the spans (standard variable); default payflow-api for the API, payflow-worker for the worker. */
   OTEL_SERVICE_NAME: z.string().regex(/^\S{1,255}$/, 'must be 1-255 characters without spaces').optional(),
+  /**
+   * Workflows one worker keeps in memory (maxCachedWorkflows). An open order costs at most ~0.5 MB there (bench --open);
+   * 2,000 keep a worker near 1.4 GB with its ~0.4 GB base, and an order past the cache is replayed from its history
+   * when it next wakes (tens of ms). Size it to the orders that wake often (waiting for payment), not to all open ones.
+   */
+  WORKFLOW_CACHE_SIZE: z.string().regex(/^\d{1,7}$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(10, 'must be at least 10')).default(2000),
   /** Worker's own Prometheus metrics (payflow_activity_*, payflow_orders_settled_total); 0 = not served. */
   WORKER_METRICS_PORT: port.default(9464),
   /** The Temporal SDK's Prometheus exporter in the worker (temporal_* metrics); 0 = not installed. */
@@ -137,6 +145,8 @@ export interface Config {
   temporalTls: TemporalTlsConfig | undefined;
   temporalApiKey: string | undefined;
   taskQueue: string;
+  /** WORKFLOW_BUNDLE_PATH: the worker loads this prebuilt bundle instead of bundling src/workflows at start-up. */
+  workflowBundlePath?: string;
   host: string;
   port: number;
   sandboxPort: number;
@@ -177,6 +187,8 @@ export interface Config {
     /** OTEL_SERVICE_NAME; undefined = each part's own default (payflow-api, payflow-worker). */
     serviceName: string | undefined;
   };
+  /** Workflows one worker keeps in its cache (WORKFLOW_CACHE_SIZE). */
+  workflowCacheSize: number;
   /** Port of the worker's /metrics (0 = off). */
   workerMetricsPort: number;
   /** Port of the Temporal SDK's Prometheus exporter in the worker (0 = off). */
@@ -249,6 +261,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     temporalTls,
     temporalApiKey: e.TEMPORAL_API_KEY,
     taskQueue: e.TASK_QUEUE,
+    workflowBundlePath: e.WORKFLOW_BUNDLE_PATH,
     host: e.HOST,
     port: e.PORT,
     sandboxPort: e.SANDBOX_PORT,
@@ -279,6 +292,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       otlpTracesUrl: e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined),
       serviceName: e.OTEL_SERVICE_NAME,
     },
+    workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
     workerMetricsPort: e.WORKER_METRICS_PORT,
     temporalMetricsPort: e.TEMPORAL_METRICS_PORT,
     reconciliationSchedule: e.RECONCILIATION_SCHEDULE === 'off' ? undefined : e.RECONCILIATION_SCHEDULE.trim(),

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import fc from 'fast-check';
 import type { Knex } from 'knex';
-import { bucketShare, cancelStock, confirmStock, type StockLine, tryReserveStock } from '../src/db/stock';
+import { bucketShare, cancelStock, confirmStock, type StockLine, tryReserveStock, tryReserveStockUnlessHeld } from '../src/db/stock';
 import { createDb } from '../src/db/knex';
 import { TEST_ENV } from './support/env';
 
@@ -678,5 +678,35 @@ describe.each([1, 3])('properties (%i bucket(s))', (buckets) => {
   afterAll(() => {
     // Deadlocks between concurrent calls of one order are expected and retried (as Temporal would); show how many.
     if (transientRetries.size > 0) process.stdout.write(`\n[tcc-stock] transient errors retried: ${[...transientRetries].map(([k, v]) => `${k} x${v}`).join(', ')}\n`);
+  });
+});
+
+describe("the workflow's Try after the API's (tryReserveStockUnlessHeld)", () => {
+  test('a reservation already held is answered by one read: no transaction, no second hold', async () => {
+    const sku = await createSku(5);
+    const order = uid('ord');
+    await tryReserveStock(db, order, [{ sku, quantity: 2 }]);
+    const queries: string[] = [];
+    const onQuery = (q: { sql: string }) => queries.push(q.sql);
+    db.on('query', onQuery);
+    try {
+      expect(await tryReserveStockUnlessHeld(db, order, [{ sku, quantity: 2 }])).toEqual({ reserved: [{ sku, quantity: 2 }] });
+    } finally {
+      db.off('query', onQuery);
+    }
+    expect(queries).toHaveLength(1);
+    expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 3, reserved: 2 });
+  });
+
+  test('without a held reservation it is the full Try: it reserves, and refuses a Try after the Cancel', async () => {
+    const sku = await createSku(5);
+    const fresh = uid('ord');
+    await tryReserveStockUnlessHeld(db, fresh, [{ sku, quantity: 1 }]);
+    expect(await db('stock').where({ sku }).first('reserved')).toEqual({ reserved: 1 });
+    const cancelled = uid('ord');
+    await cancelStock(db, cancelled, [{ sku, quantity: 1 }]); // empty rollback: the Cancel came first
+    const err = await tryReserveStockUnlessHeld(db, cancelled, [{ sku, quantity: 1 }]).catch((e: unknown) => e);
+    expect((err as ApplicationFailure).type).toBe('TCC_TRY_AFTER_CANCEL');
+    expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 4, reserved: 1 });
   });
 });

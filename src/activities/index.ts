@@ -38,7 +38,7 @@ function createSingleActivities({ db, providers }: ActivityDeps) {
     /** Prices the order from the catalog and stores it. */
     createOrder: (input: orders.CreateOrderInput) => orders.createOrder(db, input),
     /** TCC Try for stock. */
-    reserveStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.tryReserveStock(db, input.orderId, input.lines),
+    reserveStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.tryReserveStockUnlessHeld(db, input.orderId, input.lines),
     /** TCC Confirm for stock. */
     confirmStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.confirmStock(db, input.orderId, input.lines),
     /** TCC Cancel for stock. */

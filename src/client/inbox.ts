@@ -9,7 +9,7 @@ import type { Knex } from 'knex';
 import type { FastifyBaseLogger } from 'fastify';
 import type { PaymentNotification } from '../providers/types';
 import { isTemporalUnreachable, withTemporalDeadline } from '../temporal/calls';
-import { routePaymentNotification } from '../temporal/route-notification';
+import { OrderProviderCache, routePaymentNotification } from '../temporal/route-notification';
 import type { Metrics } from './metrics';
 
 /**
@@ -52,6 +52,9 @@ export class NotificationInbox {
   private readonly inFlight = new Set<Promise<void>>();
   /** Rows this process has routed (bounded): a provider's redeliveries of them are not even queued. */
   private readonly routed = new Set<number>();
+
+  /** Orders' providers, read once per order by the callback route and the routing alike (a provider never changes). */
+  readonly orderProviders = new OrderProviderCache();
 
   constructor(private readonly options: InboxOptions) {}
 
@@ -157,7 +160,7 @@ export class NotificationInbox {
     const n = JSON.parse(row.payload as string) as PaymentNotification;
     try {
       const { client, taskQueue, callTimeoutMs } = this.options;
-      const outcome = await routePaymentNotification({ db, client, taskQueue, callTimeoutMs }, n);
+      const outcome = await routePaymentNotification({ db, client, taskQueue, callTimeoutMs, orderProviders: this.orderProviders }, n);
       const refused = outcome.destination === 'REFUSED';
       await db('notification_inbox')
         .where({ id, status: 'RECEIVED' })

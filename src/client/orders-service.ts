@@ -185,10 +185,9 @@ export class OrderService {
       const body = await client.withDeadline(Date.now() + START_TIMEOUT_MS, () =>
         client.workflow.executeUpdateWithStart(paymentReadyUpdate, { startWorkflowOperation: startOp }),
       );
-      if (idempotencyKey) {
-        const stored = await this.get(orderId);
-        if (stored) this.replay(stored, items);
-      }
+      // The start may have joined an order set up by an earlier request with this key (conflict policy USE_EXISTING):
+      // its lines must be this request's, or the key was reused for a different order. One read of the lines.
+      if (idempotencyKey) await this.checkSameItems(orderId, items);
       return { created: true, body };
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) {
@@ -200,10 +199,13 @@ export class OrderService {
     }
   }
 
+  private async checkSameItems(orderId: string, items: { sku: string; quantity: number }[]): Promise<void> {
+    const lines = (await this.deps.db('order_lines').where({ order_id: orderId }).select('sku', 'quantity')) as { sku: string; quantity: number }[];
+    if (lines.length && !sameItems(lines.map((l) => ({ sku: l.sku, quantity: Number(l.quantity) })), items)) throw keyReused(orderId);
+  }
+
   private replay(existing: OrderView, items: { sku: string; quantity: number }[]): PaymentReady {
-    const same =
-      existing.items.length === items.length && items.every((i) => existing.items.some((e) => e.sku === i.sku && e.quantity === i.quantity));
-    if (!same) throw new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', { orderId: existing.orderId });
+    if (!sameItems(existing.items, items)) throw keyReused(existing.orderId);
     if (existing.status === 'FAILED') {
       const reason = existing.statusReason ?? '';
       const code = isFailureType(reason) && REPLAYED_FAILURE_CODES.includes(reason) ? reason : 'ORDER_FAILED';
@@ -348,4 +350,13 @@ export class OrderService {
       throw err;
     }
   }
+}
+
+/** Whether an order's stored lines are the ones a request asks for (same SKUs, same quantities). */
+function sameItems(stored: { sku: string; quantity: number }[], items: { sku: string; quantity: number }[]): boolean {
+  return stored.length === items.length && items.every((i) => stored.some((e) => e.sku === i.sku && e.quantity === i.quantity));
+}
+
+function keyReused(orderId: string): ApiError {
+  return new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', { orderId });
 }

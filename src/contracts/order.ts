@@ -1,27 +1,25 @@
 /**
- * Contract of the order payment workflow family: ids, task queue, input/result types, zod schemas for
- * the public API, and the signal/query/update definitions. Imported by the workflow, the worker and the
- * HTTP client side, so that all three agree. Safe for workflow code (zod and @temporalio/workflow only).
+ * Contract of the order API: ids and statuses as schemas, and the HTTP request bodies (zod). Re-exports the
+ * workflows' own contract (./order-workflow.ts: inputs, results, signal, updates, query), so the API, the worker and
+ * the tools import one module. Workflow code must import ./order-workflow.ts instead: zod is never loaded into a
+ * workflow (test/workflow-bundle.test.ts). The task queue is configuration (TASK_QUEUE, src/config.ts); failure
+ * types are in ./failures.ts, provider names in ./providers.ts.
  */
-import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
 import { Currency, MinorUnits } from '../shared/money';
-import type { StatusMessages } from './messages';
+import { ORDER_STATUSES, type ReviewDecision as ReviewDecisionShape } from './order-workflow';
+import { ProviderName } from './providers';
 
-/** Workflow id of an order's payment lifecycle: one workflow per order. */
-export function orderWorkflowId(orderId: string): string {
-  return `order-${orderId}`;
-}
+export * from './order-workflow';
+
+// ---- Ids, statuses and names ----
 
 /** Order ids: a business key, also the provider's out-trade-no. */
 export const OrderId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'orderId must be 1-64 of [A-Za-z0-9_-]');
 
 /** Order statuses, as in the public contract. */
-export const OrderStatus = z.enum(['AWAITING_PAYMENT', 'PAID', 'EXPIRED', 'CANCELLED', 'REFUNDED', 'NEEDS_REVIEW', 'FAILED']);
+export const OrderStatus = z.enum(ORDER_STATUSES);
 export type OrderStatus = z.infer<typeof OrderStatus>;
-
-/** Statuses after which the order's workflow has nothing left to wait for. */
-export const FINAL_STATUSES: readonly OrderStatus[] = ['PAID', 'EXPIRED', 'CANCELLED', 'REFUNDED', 'FAILED'];
 
 /** SKUs: letters, digits and `._-`, up to 64. */
 export const Sku = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'sku must be 1-64 of [A-Za-z0-9._-]');
@@ -29,13 +27,7 @@ export const Sku = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'sku must be 1-64 
 /** Coupon codes: letters, digits and `._-`, up to 64. */
 export const CouponCode = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'couponCode must be 1-64 of [A-Za-z0-9._-]');
 
-/** `PUT /admin/coupons/:code` body: creates (or, while unused, replaces) a user's coupon. */
-export const PutCouponRequest = z
-  .object({ userId: z.string().min(1).max(64), discount: MinorUnits, currency: Currency.default('CNY') })
-  .strict();
-
-/** `PUT /admin/points/:userId` body: sets the user's available points (frozen and spent points stay accounted for). */
-export const PutPointsRequest = z.object({ balance: z.number().int().min(0).max(1_000_000_000_000) }).strict();
+// ---- HTTP request bodies (order API and admin) ----
 
 /** `POST /orders` body. */
 export const CreateOrderRequest = z
@@ -45,7 +37,7 @@ export const CreateOrderRequest = z
       .array(z.object({ sku: Sku, quantity: z.number().int().min(1).max(10_000) }).strict())
       .min(1)
       .max(100),
-    provider: z.enum(['sandbox', 'alipay', 'wechat', 'stripe']).default('sandbox'),
+    provider: ProviderName.default('sandbox'),
     /** A coupon of this user; its discount comes off the catalog total. */
     couponCode: CouponCode.optional(),
     /** Points to redeem, 1 point = 1 minor unit off; the charged amount must stay above zero (else 422 ZERO_AMOUNT). */
@@ -53,6 +45,14 @@ export const CreateOrderRequest = z
   })
   .strict();
 export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
+
+/** `PUT /admin/coupons/:code` body: creates (or, while unused, replaces) a user's coupon. */
+export const PutCouponRequest = z
+  .object({ userId: z.string().min(1).max(64), discount: MinorUnits, currency: Currency.default('CNY') })
+  .strict();
+
+/** `PUT /admin/points/:userId` body: sets the user's available points (frozen and spent points stay accounted for). */
+export const PutPointsRequest = z.object({ balance: z.number().int().min(0).max(1_000_000_000_000) }).strict();
 
 /** Most buckets a SKU's stock can be sharded into. */
 export const MAX_STOCK_BUCKETS = 64;
@@ -73,150 +73,6 @@ export const PutProductRequest = z
   .strict();
 export type PutProductRequest = z.infer<typeof PutProductRequest>;
 
-/** One order line as the workflow carries it (price snapshot from the catalog). */
-export interface OrderLine {
-  sku: string;
-  quantity: number;
-  unitPrice: number;
-}
-
-/** Input of the orderPayment workflow. Durations are fixed at start so config changes never alter a running order. */
-export interface OrderPaymentInput {
-  orderId: string;
-  userId: string;
-  items: { sku: string; quantity: number }[];
-  provider: CreateOrderRequest['provider'];
-  idempotencyKey?: string;
-  /** Coupon and points to redeem (TCC participants 'coupon' and 'points'); absent on orders without them. */
-  couponCode?: string;
-  points?: number;
-  paymentTimeoutMs: number;
-  queryFirstDelayMs: number;
-  queryMaxIntervalMs: number;
-  providerExpiryMarginMs: number;
-  /** Base URL that notify URLs are built from. */
-  publicBaseUrl: string;
-  /** Cooling-off window after PAID (0 or absent: none). */
-  coolingOffMs?: number;
-  /** Reminder interval while waiting for manual review (absent: 1 hour). */
-  reviewReminderMs?: number;
-}
-
-/** What the API returns once stock is reserved and the provider payment exists (early return). */
-export interface PaymentReady {
-  orderId: string;
-  status: OrderStatus;
-  amount: number;
-  currency: string;
-  payment: { provider: string; paymentUrl: string; expiresAt: string };
-}
-
-/** A payment the workflow has learned of, from a callback or an active query (they count the same). */
-export interface PaymentEvidence {
-  source: 'callback' | 'query' | 'close';
-  notificationId?: string;
-  tradeNo: string;
-  amount: number;
-  currency: string;
-  merchantId: string;
-  paidAt: string;
-}
-
-/** Signal sent by the callback handler after a notification is verified and stored. */
-export interface PaymentNotifiedSignal {
-  notificationId: string;
-  outTradeNo: string;
-  tradeNo: string;
-  amount: number;
-  currency: string;
-  merchantId: string;
-  paidAt: string;
-  /** The provider that sent it (absent from signals sent before this field existed); another provider's is ignored. */
-  provider?: string;
-}
-
-/** Stages the workflow moves through; the status query reports the current one. */
-export type OrderStage =
-  | 'CREATING_ORDER'
-  | 'RESERVING'
-  | 'CREATING_PAYMENT'
-  | 'AWAITING_PAYMENT'
-  | 'QUERYING_PROVIDER'
-  | 'CONFIRMING'
-  | 'CLOSING'
-  | 'RELEASING'
-  | 'WATCHING_LATE_PAYMENT'
-  | 'REFUNDING'
-  | 'NEEDS_REVIEW'
-  | 'AWAITING_REVIEW'
-  | 'COOLING_OFF'
-  | 'DONE';
-
-/** One entry of the workflow's own timeline (workflow time, deterministic). */
-export interface TimelineEntry {
-  at: string;
-  type: string;
-  message: string;
-}
-
-/** Result of the `status` query. */
-export interface OrderWorkflowStatus {
-  orderId: string;
-  stage: OrderStage;
-  status: OrderStatus;
-  amount?: number;
-  currency?: string;
-  deadline?: string;
-  nextCheckAt?: string;
-  queryAttempts: number;
-  timeline: TimelineEntry[];
-  /** What a person is told now (en/zh user, support and next-step texts). */
-  messages: StatusMessages;
-}
-
-/** Result of the workflow. */
-export interface OrderPaymentResult {
-  orderId: string;
-  status: OrderStatus;
-  reason?: string;
-}
-
-/** Early-return update: resolves with PaymentReady once the payment exists, or fails with a FailureType (contracts/failures.ts). */
-export const paymentReadyUpdate = defineUpdate<PaymentReady>('paymentReady');
-/** A verified payment notification (deduplicated inside the workflow by notificationId). */
-export const paymentNotifiedSignal = defineSignal<[PaymentNotifiedSignal]>('paymentNotified');
-/** User cancel; resolves with the final status (CANCELLED, or PAID when the buyer paid first). */
-export const cancelOrderUpdate = defineUpdate<{ status: OrderStatus }, [{ reason?: string }]>('cancelOrder');
-/** Live status of the order's lifecycle. */
-export const statusQuery = defineQuery<OrderWorkflowStatus>('status');
-
-/** Default task queue for order workflows and their activities. */
-export const DEFAULT_TASK_QUEUE = 'order-payments';
-
-/** The refund number for an order's automatic refund: stable, so a retry never refunds twice. */
-export function autoRefundNo(orderId: string, tradeNo: string): string {
-  return `rf-${orderId}-${tradeNo}`.slice(0, 64);
-}
-
-/** Input of the latePayment workflow: a payment the provider reported after the order workflow finished. */
-export interface LatePaymentInput {
-  provider: CreateOrderRequest['provider'];
-  outTradeNo: string;
-  tradeNo: string;
-  notificationId?: string;
-}
-
-/** What the latePayment workflow decided. */
-export interface LatePaymentResult {
-  outcome: 'ALREADY_CONFIRMED' | 'REFUNDED' | 'NOT_PAID_AT_PROVIDER' | 'LEFT_FOR_REVIEW' | 'UNKNOWN_ORDER' | 'PROVIDER_MISMATCH';
-  detail: string;
-}
-
-/** Workflow id of the late-payment handler: one per provider trade, so it is started idempotently. */
-export function latePaymentWorkflowId(provider: string, outTradeNo: string, tradeNo: string): string {
-  return `late-payment-${provider}-${outTradeNo}-${tradeNo}`;
-}
-
 /** An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release everything). */
 export const ReviewDecision = z
   .object({
@@ -226,32 +82,6 @@ export const ReviewDecision = z
   })
   .strict();
 export type ReviewDecision = z.infer<typeof ReviewDecision>;
-
-/** Manual review decision (authenticated endpoint); the validator refuses it unless the order waits for review. */
-export const reviewDecisionUpdate = defineUpdate<ReviewOutcome, [ReviewDecision]>('reviewDecision');
-
-/**
- * What became of a review decision. A decision that cannot be carried out (the provider refuses the refund, a TCC
- * conflict on approve) leaves the order in NEEDS_REVIEW waiting for another decision, with `failure` saying why.
- */
-export interface ReviewOutcome {
-  status: OrderStatus;
-  failure?: { type: string; message: string };
-}
-
-/** Buyer's refund inside the cooling-off window; the validator refuses it outside the window. */
-export const coolingOffRefundUpdate = defineUpdate<{ status: OrderStatus; refundNo?: string }, [{ reason?: string }]>('coolingOffRefund');
-
-/** What one-click support found and recorded. */
-export interface EscalationResult {
-  ticketId: string;
-  orderId: string;
-  status: OrderStatus;
-  stage: OrderStage;
-  providerStatus: string;
-  /** PAYMENT_FOUND: the provider says paid and the order is now being confirmed. */
-  resolution: 'PAYMENT_FOUND' | 'WAITING_FOR_PAYMENT' | 'IN_PROGRESS' | 'CLOSED' | 'IN_REVIEW';
-}
-
-/** One-click support: query the provider now, record a ticket with a snapshot, mark the workflow. */
-export const escalateUpdate = defineUpdate<EscalationResult, [{ note?: string }]>('escalate');
+// The schema and the workflow's hand-written check describe the same decision.
+const _sameDecision: ReviewDecisionShape extends ReviewDecision ? (ReviewDecision extends ReviewDecisionShape ? true : never) : never = true;
+void _sameDecision;

@@ -142,6 +142,21 @@ async function shiftHolds(trx: Knex.Transaction, orderId: string, sku: string, q
   }
 }
 
+/**
+ * The workflow's TCC Try of stock, usually made by the API before the start already (see src/client/admission.ts):
+ * one plain read of the order's fences answers it when every line is held (TRIED or CONFIRMED), instead of a
+ * transaction that would find the same. A fence only ever leaves TRIED for CONFIRMED or CANCELLED, so a Try seen held
+ * is a Try that happened; anything else (no fence, a CANCELLED one) takes the full Try, which refuses a Try after
+ * its Cancel.
+ */
+export async function tryReserveStockUnlessHeld(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
+  const wanted = bySku(lines);
+  const rows = (await db('tcc_fence').where({ xid: orderId, participant: 'stock' }).whereIn('resource', wanted.map((l) => l.sku)).select('resource', 'status')) as { resource: string; status: string }[];
+  const held = new Set(rows.filter((r) => r.status === 'TRIED' || r.status === 'CONFIRMED').map((r) => r.resource));
+  if (wanted.every((l) => held.has(l.sku))) return { reserved: wanted };
+  return tryReserveStock(db, orderId, lines);
+}
+
 /** TCC Try: moves quantity from available to reserved for every line, all or nothing. */
 export async function tryReserveStock(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
   // Deadlocks between takers of one hot SKU are retried here at once, before Temporal's slower activity retry.

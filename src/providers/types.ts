@@ -3,11 +3,11 @@
  * only this; the workflow never knows which provider it talks to.
  */
 import { z } from 'zod';
+import { ProviderName } from '../contracts/providers';
 import { Currency, MinorUnits } from '../shared/money';
 
-/** Providers this build knows (each is offered only when configured; see createProviders). */
-export const ProviderName = z.enum(['sandbox', 'alipay', 'wechat', 'stripe']);
-export type ProviderName = z.infer<typeof ProviderName>;
+/** Providers this build knows: declared with the contracts, which the order API and the workflows share. */
+export { ProviderName };
 
 /** A provider's view of one payment, normalised. */
 export const ProviderPaymentState = z.object({

@@ -21,6 +21,8 @@ export interface RouteDeps {
   taskQueue: string;
   /** Deadline of each Temporal call, so an unreachable server fails the attempt in seconds. */
   callTimeoutMs: number;
+  /** Orders' providers already read (the API shares one between its callback route and its inbox). */
+  orderProviders?: OrderProviderCache;
 }
 
 /**
@@ -66,7 +68,7 @@ export class OrderProviderCache {
 /** Routes one notification; throws when Temporal cannot be reached (the caller keeps it and retries). */
 export async function routePaymentNotification(deps: RouteDeps, n: RoutableNotification, options: { lateSummary?: string } = {}): Promise<RouteOutcome> {
   const { db, client, taskQueue, callTimeoutMs } = deps;
-  const mismatch = await providerMismatch(db, n);
+  const mismatch = await providerMismatch(db, n, deps.orderProviders);
   if (mismatch) return { destination: 'REFUSED', reason: 'PROVIDER_MISMATCH', detail: mismatch };
   try {
     await withTemporalDeadline(client, callTimeoutMs, () =>

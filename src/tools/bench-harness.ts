@@ -490,7 +490,9 @@ export function logSummary(file: string): string {
 function spawnTs(script: string, env: Record<string, string>, logFile: string): ChildProcess {
   const fd = openSync(logFile, 'a');
   try {
-    return spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, env, stdio: ['ignore', fd, fd, 'ipc'] });
+    // BENCH_CPU_PROF=<dir>: the system under test writes a V8 CPU profile there when it exits (profile before optimising).
+    const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+    return spawn(process.execPath, [...profile, '--import', 'tsx', script], { cwd: ROOT, env, stdio: ['ignore', fd, fd, 'ipc'] });
   } finally {
     closeSync(fd);
   }

@@ -20,8 +20,8 @@ async function main(): Promise<void> {
     const client = await connectTemporal(config);
     await ensureSearchAttributes(client);
     await client.connection.close();
-    // WORKFLOW_BUNDLE_PATH: a prebuilt bundle (bundleWorkflowCode with workflowInterceptorModules) so restarts skip bundling.
-    const bundlePath = process.env.WORKFLOW_BUNDLE_PATH;
+    // A prebuilt bundle (WORKFLOW_BUNDLE_PATH) so restarts skip bundling.
+    const bundlePath = config.workflowBundlePath;
     const connection = await connectWorkerTemporal(config);
     const worker = await createWorker({
       config,

@@ -22,7 +22,7 @@ export type WorkflowSource = { workflowBundle: { code: string } | { codePath: st
 
 /** Options of createWorker. */
 export interface CreateWorkerOptions {
-  config: Pick<Config, 'temporalAddress' | 'temporalNamespace' | 'taskQueue'> & Partial<Pick<Config, 'temporalTls' | 'temporalApiKey'>>;
+  config: Pick<Config, 'temporalAddress' | 'temporalNamespace' | 'taskQueue'> & Partial<Pick<Config, 'temporalTls' | 'temporalApiKey' | 'workflowCacheSize'>>;
   db: Knex;
   providers: ProviderRegistry;
   connection?: NativeConnection;
@@ -56,6 +56,8 @@ export function buildWorkerOptions(options: Omit<CreateWorkerOptions, 'connectio
     // Workflow spans are made inside the workflow sandbox and leave it through this sink, to the same processor.
     ...(tracing ? { sinks: { exporter: makeWorkflowExporter(tracing.spanProcessor, tracing.resource) } } : {}),
     maxConcurrentActivityTaskExecutions: 100,
+    // Sized on purpose (WORKFLOW_CACHE_SIZE), not left to the SDK's default, which follows the heap limit.
+    ...(options.config.workflowCacheSize !== undefined ? { maxCachedWorkflows: options.config.workflowCacheSize } : {}),
     ...options.tuning,
   };
 }

@@ -7,7 +7,7 @@ import { CancellationScope, proxyActivities, setCurrentDetails } from '@temporal
 import type { Activities } from '../activities';
 import type { OrderSnapshot } from '../activities/orders';
 import { FailureType } from '../contracts/failures';
-import { type LatePaymentInput, type LatePaymentResult, autoRefundNo } from '../contracts/order';
+import { type LatePaymentInput, type LatePaymentResult, autoRefundNo } from '../contracts/order-workflow';
 import { lateRefundReviewStep } from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 

@@ -33,7 +33,8 @@ import {
   type PaymentEvidence,
   type EscalationResult,
   type PaymentReady,
-  ReviewDecision,
+  type ReviewDecision,
+  reviewDecisionProblem,
   type TimelineEntry,
   autoRefundNo,
   cancelOrderUpdate,
@@ -45,8 +46,7 @@ import {
   type ReviewOutcome,
   reviewDecisionUpdate,
   statusQuery,
-} from '../contracts/order';
-import { describeStatus } from '../contracts/messages';
+} from '../contracts/order-workflow';
 import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
 import { latePayment } from './late-payment';
 import { type ProviderPaymentState, describeMismatch, evidenceFromProvider } from './order/state';
@@ -201,15 +201,6 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     nextCheckAt: nextCheckAt === undefined ? undefined : new Date(nextCheckAt).toISOString(),
     queryAttempts,
     timeline,
-    messages: describeStatus({
-      status,
-      stage,
-      deadline: deadline === undefined ? undefined : new Date(deadline).toISOString(),
-      nextCheckAt: nextCheckAt === undefined ? undefined : new Date(nextCheckAt).toISOString(),
-      queryAttempts,
-      coolingOffUntil: coolingOffUntil === undefined ? undefined : new Date(coolingOffUntil).toISOString(),
-      now: new Date(),
-    }),
   }));
 
   setHandler(paymentReadyUpdate, async () => {
@@ -250,7 +241,8 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     },
     {
       validator: (d: ReviewDecision) => {
-        ReviewDecision.parse(d);
+        const problem = reviewDecisionProblem(d);
+        if (problem) throw new Error(problem);
         // NEEDS_REVIEW: the order is marked in MySQL and the workflow is about to wait; the decision is kept.
         if ((stage !== 'AWAITING_REVIEW' && stage !== 'NEEDS_REVIEW') || reviewDecision) throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
         // The buyer's refund was made before a later step failed: approving would hand a refunded order to fulfilment.

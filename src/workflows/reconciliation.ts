@@ -17,13 +17,8 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { FailureType, RECONCILIATION_NON_RETRYABLE } from '../contracts/failures';
-import {
-  type ReconciliationInput,
-  type ReconciliationResult,
-  type ReconciliationStatus,
-  type ScheduledReconciliationInput,
-  billDateOf,
-} from '../contracts/reconciliation';
+import { billDateOf } from '../contracts/bill-days';
+import type { ReconciliationInput, ReconciliationResult, ReconciliationStatus, ScheduledReconciliationInput } from '../contracts/reconciliation';
 
 /** Business failures of the bill steps: retrying cannot help, the run fails with the reason. */
 const NON_RETRYABLE = RECONCILIATION_NON_RETRYABLE;

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Knex } from 'knex';
 import { FailureType } from '../../contracts/failures';
 import type { ProviderRegistry } from '../../providers/types';
-import { OrderProviderCache, providerMismatch } from '../../temporal/route-notification';
+import { providerMismatch } from '../../temporal/route-notification';
 import { apiFailure } from '../errors';
 import type { NotificationInbox } from '../inbox';
 import type { Metrics } from '../metrics';
@@ -32,7 +32,7 @@ export function registerCallbackRoutes(
   deps: { db: Knex; providers: ProviderRegistry; inbox: NotificationInbox; metrics: Metrics; now?: () => Date },
 ): void {
   const now = deps.now ?? (() => new Date());
-  const orderProviders = new OrderProviderCache();
+  const orderProviders = deps.inbox.orderProviders;
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_BODY_BYTES }, (_req, body, done) => done(null, body));

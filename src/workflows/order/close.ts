@@ -4,7 +4,7 @@
  * took until its own expiry, and refund it.
  */
 import { condition } from '@temporalio/workflow';
-import type { OrderPaymentResult } from '../../contracts/order';
+import type { OrderPaymentResult } from '../../contracts/order-workflow';
 import { MUST, clock, run } from '../shared/steps';
 import type { OrderContext } from './context';
 import { refundLatePayment } from './refunds';

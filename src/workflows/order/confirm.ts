@@ -3,7 +3,7 @@
  * callback that does not match is first checked with the provider: anyone holding a secret could have sent it.
  * A matching payment: TCC Confirm of every participant, PAID, the receipt queued (one local activity).
  */
-import type { PaymentEvidence } from '../../contracts/order';
+import type { PaymentEvidence } from '../../contracts/order-workflow';
 import { QUERY, errorMessage, run, runLocal, MUST } from '../shared/steps';
 import type { OrderContext } from './context';
 

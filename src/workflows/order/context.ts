@@ -5,7 +5,7 @@
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import { metricMeter, setCurrentDetails, upsertSearchAttributes, type LocalActivityOptions } from '@temporalio/workflow';
 import type { Activities } from '../../activities';
-import type { OrderStage } from '../../contracts/order';
+import type { OrderStage } from '../../contracts/order-workflow';
 import { NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../../contracts/search-attributes';
 import { MUST, errorMessage, outOfAttempts, run, runLocal } from '../shared/steps';
 import type { OrderState } from './state';

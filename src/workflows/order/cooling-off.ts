@@ -3,7 +3,7 @@
  * to fulfilment (outbox). The window is a durable timer; a refund request ends it early.
  */
 import { condition } from '@temporalio/workflow';
-import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order';
+import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order-workflow';
 import { clock } from '../shared/steps';
 import type { OrderContext } from './context';
 import { refundInFull } from './refunds';

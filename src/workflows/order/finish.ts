@@ -6,7 +6,7 @@
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { ParentClosePolicy, allHandlersFinished, condition, log, startChild } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
-import { latePaymentWorkflowId, type OrderPaymentResult } from '../../contracts/order';
+import { latePaymentWorkflowId, type OrderPaymentResult } from '../../contracts/order-workflow';
 import { latePayment } from '../late-payment';
 import type { OrderContext } from './context';
 

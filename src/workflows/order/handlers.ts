@@ -4,7 +4,8 @@
  */
 import { ApplicationFailure, condition, setHandler, upsertSearchAttributes, uuid4 } from '@temporalio/workflow';
 import {
-  ReviewDecision,
+  type ReviewDecision,
+  reviewDecisionProblem,
   cancelOrderUpdate,
   coolingOffRefundUpdate,
   escalateUpdate,
@@ -15,8 +16,7 @@ import {
   type EscalationResult,
   type OrderWorkflowStatus,
   type ReviewOutcome,
-} from '../../contracts/order';
-import { describeStatus } from '../../contracts/messages';
+} from '../../contracts/order-workflow';
 import { EscalatedAtKey, EscalatedKey } from '../../contracts/search-attributes';
 import { MUST, QUERY, errorMessage, run, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
@@ -37,15 +37,6 @@ export function registerHandlers(ctx: OrderContext): void {
     nextCheckAt: iso(s.nextCheckAt),
     queryAttempts: s.queryAttempts,
     timeline: s.timeline,
-    messages: describeStatus({
-      status: s.status,
-      stage: s.stage,
-      deadline: iso(s.deadline),
-      nextCheckAt: iso(s.nextCheckAt),
-      queryAttempts: s.queryAttempts,
-      coolingOffUntil: iso(s.coolingOffUntil),
-      now: new Date(),
-    }),
   }));
 
   setHandler(paymentReadyUpdate, async () => {
@@ -85,8 +76,7 @@ export function registerHandlers(ctx: OrderContext): void {
     },
     {
       validator: (d: ReviewDecision) => {
-        ReviewDecision.parse(d);
-        const refusal = s.reviewRefusal(d);
+        const refusal = reviewDecisionProblem(d) ?? s.reviewRefusal(d);
         if (refusal) throw new Error(refusal);
       },
     },

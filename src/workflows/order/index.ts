@@ -16,7 +16,7 @@
  * off half-way or ends the workflow with a reservation held and the provider's payment open.
  */
 import { CancellationScope, isCancellation } from '@temporalio/workflow';
-import type { OrderPaymentInput, OrderPaymentResult } from '../../contracts/order';
+import type { OrderPaymentInput, OrderPaymentResult } from '../../contracts/order-workflow';
 import { closeUnpaid } from './close';
 import { confirmPayment } from './confirm';
 import { OrderContext } from './context';

@@ -1,7 +1,7 @@
 /** Refunds the order workflow makes: in full, with the trade's stable refund number, so a retry never refunds twice. */
 import { ApplicationFailure } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
-import { autoRefundNo, type PaymentEvidence } from '../../contracts/order';
+import { autoRefundNo, type PaymentEvidence } from '../../contracts/order-workflow';
 import type { OrderContext } from './context';
 
 /**

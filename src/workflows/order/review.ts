@@ -6,7 +6,7 @@
  */
 import { condition, upsertSearchAttributes } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
-import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order';
+import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order-workflow';
 import { NeedsReviewKey, StuckKey } from '../../contracts/search-attributes';
 import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';

@@ -19,7 +19,7 @@ import {
   type PaymentReady,
   type ReviewDecision,
   type TimelineEntry,
-} from '../../contracts/order';
+} from '../../contracts/order-workflow';
 
 /** Stages in which the order can still be cancelled (nothing paid is known yet). */
 export const CANCELLABLE_STAGES: readonly OrderStage[] = ['CREATING_ORDER', 'RESERVING', 'CREATING_PAYMENT', 'AWAITING_PAYMENT', 'QUERYING_PROVIDER'];

@@ -1,0 +1,218 @@
+/**
+ * The order workflows' own contract: ids, inputs, results, the values they carry, and their messages (signal,
+ * updates, query). Free of zod and of anything else heavy: workflow code imports it, and every module a workflow
+ * imports is loaded again for each workflow the worker keeps in its cache (zod alone cost about 1 MB per open
+ * order). The HTTP side's schemas (zod) are in ./order.ts, which re-exports all of this.
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { ProviderName } from './providers';
+
+// ---- Ids, statuses and names ----
+
+/** Order statuses, as in the public contract. */
+export const ORDER_STATUSES = ['AWAITING_PAYMENT', 'PAID', 'EXPIRED', 'CANCELLED', 'REFUNDED', 'NEEDS_REVIEW', 'FAILED'] as const;
+export type OrderStatus = (typeof ORDER_STATUSES)[number];
+
+/** Statuses after which the order's workflow has nothing left to wait for. */
+export const FINAL_STATUSES: readonly OrderStatus[] = ['PAID', 'EXPIRED', 'CANCELLED', 'REFUNDED', 'FAILED'];
+
+/** Workflow id of an order's payment lifecycle: one workflow per order. */
+export function orderWorkflowId(orderId: string): string {
+  return `order-${orderId}`;
+}
+
+/** Workflow id of the late-payment handler: one per provider trade, so it is started idempotently. */
+export function latePaymentWorkflowId(provider: string, outTradeNo: string, tradeNo: string): string {
+  return `late-payment-${provider}-${outTradeNo}-${tradeNo}`;
+}
+
+/** The refund number for an order's automatic refund: stable, so a retry never refunds twice. */
+export function autoRefundNo(orderId: string, tradeNo: string): string {
+  return `rf-${orderId}-${tradeNo}`.slice(0, 64);
+}
+
+/** An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release everything). */
+export interface ReviewDecision {
+  decision: 'approve' | 'refund';
+  operator: string;
+  reason: string;
+}
+
+/**
+ * What is wrong with a review decision, or undefined when it is well formed: the same rules as the API's schema
+ * (order.ts), checked in the workflow's validator without zod.
+ */
+export function reviewDecisionProblem(d: unknown): string | undefined {
+  if (typeof d !== 'object' || d === null) return 'a review decision must be an object';
+  const { decision, operator, reason, ...rest } = d as Record<string, unknown>;
+  if (Object.keys(rest).length) return `unknown field(s): ${Object.keys(rest).join(', ')}`;
+  if (decision !== 'approve' && decision !== 'refund') return "decision must be 'approve' or 'refund'";
+  if (typeof operator !== 'string' || operator.length < 1 || operator.length > 64) return 'operator must be 1-64 characters';
+  if (typeof reason !== 'string' || reason.length < 3 || reason.length > 500) return 'reason must be 3-500 characters';
+  return undefined;
+}
+
+// ---- Workflow inputs, results and the values they carry ----
+
+/** One order line as the workflow carries it (price snapshot from the catalog). */
+export interface OrderLine {
+  sku: string;
+  quantity: number;
+  unitPrice: number;
+}
+
+/** Input of the orderPayment workflow. Durations are fixed at start so config changes never alter a running order. */
+export interface OrderPaymentInput {
+  orderId: string;
+  userId: string;
+  items: { sku: string; quantity: number }[];
+  provider: ProviderName;
+  idempotencyKey?: string;
+  /** Coupon and points to redeem (TCC participants 'coupon' and 'points'); absent on orders without them. */
+  couponCode?: string;
+  points?: number;
+  paymentTimeoutMs: number;
+  queryFirstDelayMs: number;
+  queryMaxIntervalMs: number;
+  providerExpiryMarginMs: number;
+  /** Base URL that notify URLs are built from. */
+  publicBaseUrl: string;
+  /** Cooling-off window after PAID (0 or absent: none). */
+  coolingOffMs?: number;
+  /** Reminder interval while waiting for manual review (absent: 1 hour). */
+  reviewReminderMs?: number;
+}
+
+/** Result of the workflow. */
+export interface OrderPaymentResult {
+  orderId: string;
+  status: OrderStatus;
+  reason?: string;
+}
+
+/** What the API returns once stock is reserved and the provider payment exists (early return). */
+export interface PaymentReady {
+  orderId: string;
+  status: OrderStatus;
+  amount: number;
+  currency: string;
+  payment: { provider: string; paymentUrl: string; expiresAt: string };
+}
+
+/** A payment the workflow has learned of, from a callback or an active query (they count the same). */
+export interface PaymentEvidence {
+  source: 'callback' | 'query' | 'close';
+  notificationId?: string;
+  tradeNo: string;
+  amount: number;
+  currency: string;
+  merchantId: string;
+  paidAt: string;
+}
+
+/** Stages the workflow moves through; the status query reports the current one. */
+export type OrderStage =
+  | 'CREATING_ORDER'
+  | 'RESERVING'
+  | 'CREATING_PAYMENT'
+  | 'AWAITING_PAYMENT'
+  | 'QUERYING_PROVIDER'
+  | 'CONFIRMING'
+  | 'CLOSING'
+  | 'RELEASING'
+  | 'WATCHING_LATE_PAYMENT'
+  | 'REFUNDING'
+  | 'NEEDS_REVIEW'
+  | 'AWAITING_REVIEW'
+  | 'COOLING_OFF'
+  | 'DONE';
+
+/** One entry of the workflow's own timeline (workflow time, deterministic). */
+export interface TimelineEntry {
+  at: string;
+  type: string;
+  message: string;
+}
+
+/** Input of the latePayment workflow: a payment the provider reported after the order workflow finished. */
+export interface LatePaymentInput {
+  provider: ProviderName;
+  outTradeNo: string;
+  tradeNo: string;
+  notificationId?: string;
+}
+
+/** What the latePayment workflow decided. */
+export interface LatePaymentResult {
+  outcome: 'ALREADY_CONFIRMED' | 'REFUNDED' | 'NOT_PAID_AT_PROVIDER' | 'LEFT_FOR_REVIEW' | 'UNKNOWN_ORDER' | 'PROVIDER_MISMATCH';
+  detail: string;
+}
+
+// ---- Messages of the order workflow: its signal, updates and query, with their arguments and answers ----
+
+/** Signal sent by the callback handler after a notification is verified and stored. */
+export interface PaymentNotifiedSignal {
+  notificationId: string;
+  outTradeNo: string;
+  tradeNo: string;
+  amount: number;
+  currency: string;
+  merchantId: string;
+  paidAt: string;
+  /** The provider that sent it (absent from signals sent before this field existed); another provider's is ignored. */
+  provider?: string;
+}
+
+/**
+ * Result of the `status` query. The texts people are told are not part of it: the API computes them (describeStatus)
+ * from these fields. Executions started by older code also answer a `messages` field, which readers ignore.
+ */
+export interface OrderWorkflowStatus {
+  orderId: string;
+  stage: OrderStage;
+  status: OrderStatus;
+  amount?: number;
+  currency?: string;
+  deadline?: string;
+  nextCheckAt?: string;
+  queryAttempts: number;
+  timeline: TimelineEntry[];
+}
+
+/**
+ * What became of a review decision. A decision that cannot be carried out (the provider refuses the refund, a TCC
+ * conflict on approve) leaves the order in NEEDS_REVIEW waiting for another decision, with `failure` saying why.
+ */
+export interface ReviewOutcome {
+  status: OrderStatus;
+  failure?: { type: string; message: string };
+}
+
+/** What one-click support found and recorded. */
+export interface EscalationResult {
+  ticketId: string;
+  orderId: string;
+  status: OrderStatus;
+  stage: OrderStage;
+  providerStatus: string;
+  /** PAYMENT_FOUND: the provider says paid and the order is now being confirmed. */
+  resolution: 'PAYMENT_FOUND' | 'WAITING_FOR_PAYMENT' | 'IN_PROGRESS' | 'CLOSED' | 'IN_REVIEW';
+}
+
+/** Early-return update: resolves with PaymentReady once the payment exists, or fails with a FailureType (contracts/failures.ts). */
+export const paymentReadyUpdate = defineUpdate<PaymentReady>('paymentReady');
+/** A verified payment notification (deduplicated inside the workflow by notificationId). */
+export const paymentNotifiedSignal = defineSignal<[PaymentNotifiedSignal]>('paymentNotified');
+/** User cancel; resolves with the final status (CANCELLED, or PAID when the buyer paid first). */
+export const cancelOrderUpdate = defineUpdate<{ status: OrderStatus }, [{ reason?: string }]>('cancelOrder');
+/** Live status of the order's lifecycle. */
+export const statusQuery = defineQuery<OrderWorkflowStatus>('status');
+
+/** Manual review decision (authenticated endpoint); the validator refuses it unless the order waits for review. */
+export const reviewDecisionUpdate = defineUpdate<ReviewOutcome, [ReviewDecision]>('reviewDecision');
+
+/** Buyer's refund inside the cooling-off window; the validator refuses it outside the window. */
+export const coolingOffRefundUpdate = defineUpdate<{ status: OrderStatus; refundNo?: string }, [{ reason?: string }]>('coolingOffRefund');
+
+/** One-click support: query the provider now, record a ticket with a snapshot, mark the workflow. */
+export const escalateUpdate = defineUpdate<EscalationResult, [{ note?: string }]>('escalate');
