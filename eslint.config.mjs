@@ -10,6 +10,7 @@ const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}
 const folder = (name) => `^(\\.{1,2}/)+(.+/)?${name}(/.*)?$`;
 const activities = { regex: folder('activities'), message: 'Activities are the worker\'s steps: share code through src/db, src/temporal, src/reconciliation or src/providers instead.' };
 const workers = { regex: folder('workers'), message: 'The worker process is nobody\'s library: move what both need to a shared module (src/temporal, src/observability, ...).' };
+const tools = { regex: folder('tools'), message: 'tools/ holds the development tools, outside the production image: production code never imports them.' };
 const client = { regex: folder('client'), message: 'The API is nobody\'s library: move what both need to a shared module (src/temporal, src/db, ...).' };
 
 export default tseslint.config(
@@ -49,7 +50,7 @@ export default tseslint.config(
               message: 'Workflow code imports light contracts only (contracts/order-workflow, bill-days, failures): these pull zod into every cached workflow.',
             },
             {
-              group: ['**/db/*', '**/client/*', '**/workers/*', '**/providers/*', '**/sandbox-provider/*', '**/temporal/*', '**/reconciliation/*', '**/observability/*', '**/config'],
+              group: ['**/tools/*', '**/db/*', '**/client/*', '**/workers/*', '**/providers/*', '**/sandbox-provider/*', '**/temporal/*', '**/reconciliation/*', '**/observability/*', '**/config'],
               message: 'Workflow code must not reach I/O modules.',
             },
           ],
@@ -78,6 +79,7 @@ export default tseslint.config(
           patterns: [
             activities,
             workers,
+            tools,
             { regex: folder('workflows'), allowTypeImports: true, message: 'The API imports workflows as types only.' },
           ],
         },
@@ -86,11 +88,16 @@ export default tseslint.config(
   },
   {
     files: ['src/workers/**/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [client] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [client, tools] }] },
+  },
+  {
+    // Production code never depends on the development tools; the folders below repeat this in their own rule.
+    files: ['src/{activities,ops,sandbox-provider}/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [tools] }] },
   },
   {
     // Modules every process shares: they import none of the process folders.
     files: ['src/{contracts,db,observability,providers,reconciliation,shared,temporal}/**/*.ts', 'src/config.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [activities, workers, client] }] },
+    rules: { 'no-restricted-imports': ['error', { patterns: [activities, workers, client, tools] }] },
   },
 );

@@ -3,8 +3,8 @@
  * built once from the Go module proxy, with go's progress on the terminal, outside any test's timeout (first build
  * about 4 minutes on 2 cores, then seconds).
  */
-import { isListening } from '../src/tools/temporal-cli';
-import { ensureClusterBinaries, postgresFromEnv } from '../src/tools/temporal-cluster';
+import { isListening } from '../tools/temporal-cli';
+import { ensureClusterBinaries, postgresFromEnv } from '../tools/temporal-cluster';
 
 export default async function clusterGlobalSetup(): Promise<void> {
   const started = Date.now();

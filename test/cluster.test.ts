@@ -1,7 +1,7 @@
 /**
  * The production topology, for real: a self-hosted Temporal server 1.29.1 on PostgreSQL with the history shards of
  * docker/temporal.env and its Web UI, the namespace and search attributes set up by our tooling, two worker processes,
- * two API processes and the sandbox (src/tools/cluster-topology.ts, what `npm start -- --cluster` runs). No mocks.
+ * two API processes and the sandbox (tools/cluster-topology.ts, what `npm start -- --cluster` runs). No mocks.
  *
  * Its own resources, so that it can run beside the main CI pass: Temporal on CLUSTER_TEST_TEMPORAL_PORT (default
  * 7400, and the nine ports after it), PostgreSQL databases payflow_cluster_test_{temporal,visibility}, MySQL database
@@ -18,11 +18,11 @@ import { SEARCH_ATTRIBUTES } from '../src/contracts/search-attributes';
 import { createDb } from '../src/db/knex';
 import { checkInvariants, formatInvariants } from '../src/ops/invariants';
 import { sandboxBillRows } from '../src/ops/sandbox-bills';
-import { type Topology, startTopology } from '../src/tools/cluster-topology';
-import { freePort, jsonCall } from '../src/tools/processes';
-import { PROFILES, formatSoakReport, runSoak } from '../src/tools/soak';
-import { dropTemporalDatabases, ensureClusterBinaries, postgresFromEnv, readServerSettings } from '../src/tools/temporal-cluster';
-import { withDatabase } from '../src/tools/tool-database';
+import { type Topology, startTopology } from '../tools/cluster-topology';
+import { freePort, jsonCall } from '../tools/processes';
+import { PROFILES, formatSoakReport, runSoak } from '../tools/soak';
+import { dropTemporalDatabases, ensureClusterBinaries, postgresFromEnv, readServerSettings } from '../tools/temporal-cluster';
+import { withDatabase } from '../tools/tool-database';
 
 const TEMPORAL_PORT = Number(process.env.CLUSTER_TEST_TEMPORAL_PORT ?? 7400);
 const DATABASE_URL = process.env.CLUSTER_TEST_DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/payflow_cluster_test';

@@ -17,7 +17,7 @@ import {
   postgresFromEnv,
   readServerSettings,
   serverEnvironment,
-} from '../src/tools/temporal-cluster';
+} from '../tools/temporal-cluster';
 
 const ROOT = resolve(__dirname, '..');
 const SOURCE = join(ROOT, 'tools', 'compose-config');
@@ -115,7 +115,7 @@ function localPostgresMajor(): number {
   return Math.floor(Number(result.stdout.trim()) / 10000);
 }
 
-/** Every way the compose file's Temporal differs from the local cluster's (src/tools/temporal-cluster.ts); [] = same. */
+/** Every way the compose file's Temporal differs from the local cluster's (tools/temporal-cluster.ts); [] = same. */
 function clusterDifferences(project: Loaded, postgresMajor: number): string[] {
   const diffs: string[] = [];
   const service = (name: string) => project.services.find((s) => s.name === name);
@@ -141,7 +141,7 @@ function clusterDifferences(project: Loaded, postgresMajor: number): string[] {
   if (!new RegExp(`^postgres:${postgresMajor}(\\.|-|$)`).test(postgres.image ?? '')) diffs.push(`compose runs ${postgres.image}, the local cluster PostgreSQL ${postgresMajor}`);
   // The namespace and its search attributes are set up by our tool, not by auto-setup (whose sample attributes would take a Bool slot).
   if (env.SKIP_DEFAULT_NAMESPACE_CREATION !== 'true' || env.SKIP_ADD_CUSTOM_SEARCH_ATTRIBUTES !== 'true') diffs.push('auto-setup creates a namespace or sample search attributes of its own');
-  if (!(service('migrate')?.command ?? []).join(' ').includes('src/tools/register-search-attributes.ts')) diffs.push('the migrate service does not run src/tools/register-search-attributes.ts');
+  if (!(service('migrate')?.command ?? []).join(' ').includes('src/ops/register-search-attributes.ts')) diffs.push('the migrate service does not run src/ops/register-search-attributes.ts');
   const namespace = service('api')?.environment?.TEMPORAL_NAMESPACE;
   if (ui.environment?.TEMPORAL_DEFAULT_NAMESPACE !== namespace) diffs.push(`the UI opens namespace ${ui.environment?.TEMPORAL_DEFAULT_NAMESPACE}, the app uses ${namespace}`);
   return diffs;

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { connectTemporal, ensureSearchAttributes } from '../src/temporal/connection';
 import { createDb, migrateLatest } from '../src/db/knex';
-import { ensureChromium } from '../src/tools/chromium';
-import { ensureTemporalCli, isListening, startDevServer } from '../src/tools/temporal-cli';
+import { ensureChromium } from '../tools/chromium';
+import { ensureTemporalCli, isListening, startDevServer } from '../tools/temporal-cli';
 import { workflowInterceptorModules } from '../src/workers/workflow-modules';
 import { TEST_ENV, testBundlePath } from './support/env';
 

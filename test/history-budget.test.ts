@@ -6,7 +6,7 @@
  */
 import { temporal } from '@temporalio/proto';
 import { orderWorkflowId } from '../src/contracts/order';
-import { historyCost } from '../src/tools/history-cost';
+import { historyCost } from '../tools/history-cost';
 import { createProduct, placeOrder, startSystem, type TestSystem, waitForStatus } from './support/system';
 
 /** The budget: at most this much per order on the happy path with cooling-off on. */

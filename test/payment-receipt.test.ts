@@ -5,7 +5,7 @@
  */
 import { recordPaymentReceipt, PAYMENT_RECEIPT_TOPIC } from '../src/activities/receipts';
 import { orderWorkflowId } from '../src/contracts/order';
-import { historyCost } from '../src/tools/history-cost';
+import { historyCost } from '../tools/history-cost';
 import { createProduct, startSystem, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
 
 let sys: TestSystem;

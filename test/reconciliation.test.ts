@@ -298,7 +298,7 @@ describe('ops API and schedule', () => {
     const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
       execFile(
         process.execPath,
-        [join(__dirname, '..', 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(__dirname, '..', 'src', 'tools', 'reconcile.ts'), '--provider', 'sandbox', '--date', day, '--rerun', '--api', sys.apiUrl],
+        [join(__dirname, '..', 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(__dirname, '..', 'src', 'ops', 'reconcile.ts'), '--provider', 'sandbox', '--date', day, '--rerun', '--api', sys.apiUrl],
         { env: { ...process.env, ADMIN_TOKEN: sys.config.adminToken }, timeout: 90_000 },
         (err, out, errOut) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: out, stderr: errOut }),
       );

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { ReplayResult, WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
-import { type History, historyFromJson } from '../src/tools/history-json';
+import { type History, historyFromJson } from '../tools/history-json';
 
 const HISTORIES = join(__dirname, 'histories');
 const WORKFLOWS = join(__dirname, '..', 'src', 'workflows');

@@ -4,7 +4,7 @@
  * replayed notifications); afterwards every invariant must hold and every order must have converged.
  * Runs as its own jest pass (npm run test:soak) so that its load does not disturb the timing of other suites.
  */
-import { PROFILES, formatSoakReport, runSoak } from '../src/tools/soak';
+import { PROFILES, formatSoakReport, runSoak } from '../tools/soak';
 import { freshDatabase } from './support/env';
 
 test('a few hundred orders under every fault type converge with no invariant violated', async () => {

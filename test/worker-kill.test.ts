@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import type { Knex } from 'knex';
 import { createDb } from '../src/db/knex';
 import { checkInvariants } from '../src/ops/invariants';
-import { ChildService, freePort } from '../src/tools/processes';
+import { ChildService, freePort } from '../tools/processes';
 import { TEST_ENV, systemEnv, testBundlePath } from './support/env';
 
 const SRC = resolve(__dirname, '..', 'src');

@@ -15,7 +15,7 @@ export function testBundlePath(): string {
   return join(__dirname, '..', '..', '.cache', 'test-workflow-bundle.js');
 }
 
-/** The Chromium global setup found or installed (see src/tools/chromium.ts). */
+/** The Chromium global setup found or installed (see tools/chromium.ts). */
 export function testChromiumPath(): string {
   return readFileSync(join(__dirname, '..', '..', '.cache', 'chromium-path'), 'utf8').trim();
 }

@@ -1,6 +1,6 @@
 /**
  * stripe-mock (Stripe's official API mock, a Go program) for the Stripe adapter tests: found or built once, like
- * the Temporal CLI (src/tools/temporal-cli.ts), then started per test file on free ports and stopped after it.
+ * the Temporal CLI (tools/temporal-cli.ts), then started per test file on free ports and stopped after it.
  *
  * Lookup order: STRIPE_MOCK_PATH, `stripe-mock` on PATH, the cached build in
  * ~/.cache/payflow/stripe-mock-<version>/ (PAYFLOW_CACHE_DIR / XDG_CACHE_HOME respected), else

@@ -1,5 +1,5 @@
 /**
- * Bench-only routes of the system under test (src/tools/bench-system.ts), under /bench on the API's port. Never
+ * Bench-only routes of the system under test (tools/bench-system.ts), under /bench on the API's port. Never
  * registered by the production API (src/client/app.ts).
  */
 import { setFlagsFromString } from 'node:v8';

@@ -19,10 +19,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { Runtime } from '@temporalio/worker';
-import { loadConfig } from '../config';
-import { latePaymentWorkflowId, orderWorkflowId } from '../contracts/order';
-import type { FaultSettings } from '../contracts/sandbox';
-import { migrateLatest } from '../db/knex';
+import { loadConfig } from '../src/config';
+import { latePaymentWorkflowId, orderWorkflowId } from '../src/contracts/order';
+import type { FaultSettings } from '../src/contracts/sandbox';
+import { migrateLatest } from '../src/db/knex';
 import { historyToJson } from './history-json';
 import { freePort, jsonCall } from './processes';
 import { type Stack, startStack } from './stack';
@@ -317,7 +317,7 @@ function parseArgs(argv: string[]): { label: string; only?: string[]; out: strin
   }
   const only = value('only')?.split(',').filter(Boolean);
   for (const name of only ?? []) if (!SCENARIO_NAMES.includes(name)) throw new Error(`unknown scenario "${name}"; known: ${SCENARIO_NAMES.join(', ')}`);
-  return { label, only, out: resolve(value('out') ?? join(__dirname, '..', '..', 'test', 'histories')), ownServer: argv.includes('--own-server') };
+  return { label, only, out: resolve(value('out') ?? join(__dirname, '..', 'test', 'histories')), ownServer: argv.includes('--own-server') };
 }
 
 async function main(): Promise<void> {

@@ -15,20 +15,20 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { Knex } from 'knex';
-import { FAILURES } from '../contracts/failures';
-import type { FaultSettings } from '../contracts/sandbox';
-import { createDb } from '../db/knex';
-import { type InvariantResult, checkInvariants, formatInvariants } from '../ops/invariants';
-import { sandboxBillRows } from '../ops/sandbox-bills';
-import { signSandboxPayload } from '../providers/sandbox-signature';
-import { parseDuration } from '../shared/duration';
-import { loadConfig } from '../config';
+import { FAILURES } from '../src/contracts/failures';
+import type { FaultSettings } from '../src/contracts/sandbox';
+import { createDb } from '../src/db/knex';
+import { type InvariantResult, checkInvariants, formatInvariants } from '../src/ops/invariants';
+import { sandboxBillRows } from '../src/ops/sandbox-bills';
+import { signSandboxPayload } from '../src/providers/sandbox-signature';
+import { parseDuration } from '../src/shared/duration';
+import { loadConfig } from '../src/config';
 import { ChildService, freePort, portCpuMeter } from './processes';
 import { databaseOf, prepareToolDatabase, withDatabase } from './tool-database';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
-import { workflowInterceptorModules } from '../workers/workflow-modules';
-import { connectTemporal } from '../temporal/connection';
-import { OrderStatusKey } from '../contracts/search-attributes';
+import { workflowInterceptorModules } from '../src/workers/workflow-modules';
+import { connectTemporal } from '../src/temporal/connection';
+import { OrderStatusKey } from '../src/contracts/search-attributes';
 import type { Client } from '@temporalio/client';
 
 /** What faults a run injects, and when. */
@@ -89,7 +89,7 @@ export interface SoakOptions {
   /**
    * The run's MySQL database: DATABASE_URL's server and credentials (the app's configuration) with this name, or
    * DATABASE_URL as it is when omitted. Created and marked as the soak's when missing; a database the soak did not
-   * create is never dropped (src/tools/tool-database.ts).
+   * create is never dropped (tools/tool-database.ts).
    */
   databaseName?: string;
   /** A Temporal server someone else runs (the cluster tests): its address, namespace and how to restart it. */
@@ -243,7 +243,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   log('bundling workflow code once for every worker (re)start');
   const bundlePath = join(dir, 'workflow-bundle.js');
   const { code } = await bundleWorkflowCode({
-    workflowsPath: require.resolve('../workflows'),
+    workflowsPath: require.resolve('../src/workflows'),
     // The workers trace when the environment names an OTLP endpoint; their bundle must match.
     workflowInterceptorModules: workflowInterceptorModules({ tracing: Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) }),
     logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
@@ -282,12 +282,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const sandbox = `http://127.0.0.1:${sandboxPort}`;
   // Each API its own port and public base URL (the provider's notifications go back to the API that created the order).
   const children = [
-    new ChildService('sandbox', resolve(__dirname, '../sandbox-provider/main.ts'), env, join(dir, 'sandbox.log')),
+    new ChildService('sandbox', resolve(__dirname, '../src/sandbox-provider/main.ts'), env, join(dir, 'sandbox.log')),
     ...apiPorts.map(
-      (port, i) => new ChildService(`api-${i + 1}`, resolve(__dirname, '../client/main.ts'), { ...env, PORT: String(port), PUBLIC_BASE_URL: apiUrls[i]! }, join(dir, `api-${i + 1}.log`)),
+      (port, i) => new ChildService(`api-${i + 1}`, resolve(__dirname, '../src/client/main.ts'), { ...env, PORT: String(port), PUBLIC_BASE_URL: apiUrls[i]! }, join(dir, `api-${i + 1}.log`)),
     ),
   ];
-  const workers = Array.from({ length: profile.workers }, (_, i) => new ChildService(`worker-${i + 1}`, resolve(__dirname, '../workers/main.ts'), env, join(dir, `worker-${i + 1}.log`)));
+  const workers = Array.from({ length: profile.workers }, (_, i) => new ChildService(`worker-${i + 1}`, resolve(__dirname, '../src/workers/main.ts'), env, join(dir, `worker-${i + 1}.log`)));
   for (const c of [...children, ...workers]) c.start();
   log(`system: API ${apiUrls.join(', ')}, sandbox ${sandbox}, ${workers.length} worker(s); logs in ${dir}`);
   for (const url of apiUrls) for (let i = 0; i < 120 && (await httpJson(`${url}/healthz`).catch(() => ({ status: 0 }))).status !== 200; i++) await sleep(500);

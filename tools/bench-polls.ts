@@ -3,7 +3,7 @@
  *
  * What buyers polling their orders costs. The bench places `buyers` orders nobody pays (waiting orders), then runs
  * two phases of the lifecycle bench's clients (`clients` buyers each looping create -> pay at the sandbox -> PAID;
- * src/tools/bench-harness.ts runLifecycleClients) for `duration` each:
+ * tools/bench-harness.ts runLifecycleClients) for `duration` each:
  *   1. alone;
  *   2. while every waiting order's buyer polls GET /orders/:id every `interval` (one keep-alive connection per
  *      buyer, first polls spread over the first interval; the phase's clients start one interval later).

@@ -14,16 +14,16 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { Knex } from 'knex';
-import { connectTemporal } from '../temporal/connection';
-import { type Config, loadConfig, loadConfigOrExit } from '../config';
-import { type OrderPaymentResult, orderWorkflowId } from '../contracts/order';
-import { createDb } from '../db/knex';
-import { parseDuration } from '../shared/duration';
+import { connectTemporal } from '../src/temporal/connection';
+import { type Config, loadConfig, loadConfigOrExit } from '../src/config';
+import { type OrderPaymentResult, orderWorkflowId } from '../src/contracts/order';
+import { createDb } from '../src/db/knex';
+import { parseDuration } from '../src/shared/duration';
 import { freePort, pidListeningOn, processCpuMs } from './processes';
 import { prepareToolDatabase, withDatabase } from './tool-database';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 
-export const ROOT = resolve(__dirname, '..', '..');
+export const ROOT = resolve(__dirname, '..');
 export const REPORTS_DIR = join(ROOT, 'reports');
 const HEALTH_TIMEOUT_MS = 120_000;
 const CREATE_TIMEOUT_MS = 40_000;
@@ -98,7 +98,7 @@ function shellQuote(arg: string): string {
 export function commandLine(): string {
   const args = process.argv.slice(2).map(shellQuote);
   const env = ['TEMPORAL_ADDRESS', 'BENCH_DB_POOL_MAX'].filter((k) => process.env[k] !== undefined).map((k) => `${k}=${shellQuote(process.env[k]!)} `);
-  const command = process.env.npm_lifecycle_event === 'bench' ? `npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}` : ['npx tsx src/tools/bench.ts', ...args].join(' ');
+  const command = process.env.npm_lifecycle_event === 'bench' ? `npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}` : ['npx tsx tools/bench.ts', ...args].join(' ');
   return `${env.join('')}${command}`;
 }
 
@@ -520,7 +520,7 @@ async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<
   try {
     await temporal.withDeadline(Date.now() + 60_000, async () => {
       const ids: { workflowId: string; runId: string }[] = [];
-      // The production task queue and the bench's reference workflow's (src/tools/bench-system.ts, BENCH_REFERENCE=on).
+      // The production task queue and the bench's reference workflow's (tools/bench-system.ts, BENCH_REFERENCE=on).
       const query = `(TaskQueue = '${taskQueue}' OR TaskQueue = '${taskQueue}-reference') AND ExecutionStatus = 'Running'`;
       for await (const wf of temporal.workflow.list({ query })) ids.push(wf);
       await inParallel(ids, 16, async (wf) => {
@@ -594,7 +594,7 @@ export interface SystemOptions {
   /**
    * The mode's database name on DATABASE_URL's server, used when DATABASE_URL is not set (when it is, its own name is
    * used). Created and marked as the bench's when missing, re-created when an earlier bench run created it, never
-   * dropped otherwise (src/tools/tool-database.ts).
+   * dropped otherwise (tools/tool-database.ts).
    */
   database: string;
   /** A Temporal server to use instead of TEMPORAL_ADDRESS's (the cluster of `--cluster`). */
@@ -654,7 +654,7 @@ async function waitForHealth(apiUrl: string, children: ChildProcess[], logFile: 
 /**
  * Starts the system under test: Temporal (the server at TEMPORAL_ADDRESS when one listens, else an in-memory
  * headless dev server on a free port), a fresh database of the bench's own, and sandbox + API + worker
- * (src/tools/bench-system.ts) on free ports and a task queue of their own, in a child process so that the load
+ * (tools/bench-system.ts) on free ports and a task queue of their own, in a child process so that the load
  * generator never shares its event loop. Resolves once the worker polls and /healthz answers 200.
  */
 export async function startSystem(options: SystemOptions): Promise<BenchSystem> {

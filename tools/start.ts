@@ -3,16 +3,16 @@
  * (file persistence under data/, Web UI), creates and migrates the database, then runs the sandbox
  * provider, the API and a worker. Ctrl-C stops everything.
  *
- * `npm start -- --cluster`: the production topology instead (src/tools/start-cluster.ts): a self-hosted Temporal
+ * `npm start -- --cluster`: the production topology instead (tools/start-cluster.ts): a self-hosted Temporal
  * server on PostgreSQL with several history shards and its Web UI, two worker processes, two API processes and
  * the sandbox.
  */
 import type { ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
-import { loadConfigOrExit } from '../config';
-import { migrateLatest } from '../db/knex';
-import { createLogger } from '../observability/logger';
-import { installTemporalRuntime } from '../workers/telemetry';
+import { loadConfigOrExit } from '../src/config';
+import { migrateLatest } from '../src/db/knex';
+import { createLogger } from '../src/observability/logger';
+import { installTemporalRuntime } from '../src/workers/telemetry';
 import { startStack } from './stack';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 

@@ -1,13 +1,13 @@
 /**
  * A self-hosted Temporal cluster on this machine: the real server (frontend, history, matching and worker services in
  * one process, several history shards) on PostgreSQL, its SQL tool, and the Web UI server. Each binary is built once
- * from the Go module proxy (like the Temporal CLI, src/tools/temporal-cli.ts) and cached outside the clone.
+ * from the Go module proxy (like the Temporal CLI, tools/temporal-cli.ts) and cached outside the clone.
  *
  * The server runs its own config template (config/docker.yaml of go.temporal.io/server, the one the server image
  * renders) with the settings in docker/temporal.env, the file docker-compose.yml gives its `temporal` service, and
  * the dynamic config docker/temporal-dynamicconfig.yaml: what runs here is what compose describes.
  *
- *   tsx src/tools/temporal-cluster.ts ensure   # builds (or finds) the three binaries, with progress
+ *   tsx tools/temporal-cluster.ts ensure   # builds (or finds) the three binaries, with progress
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
@@ -20,7 +20,7 @@ export const TEMPORAL_SERVER_VERSION = '1.29.1';
 /** The pinned Web UI server version (the compose image temporalio/ui's tag). */
 export const TEMPORAL_UI_VERSION = '2.42.1';
 
-const ROOT = resolve(__dirname, '..', '..');
+const ROOT = resolve(__dirname, '..');
 /** The shared server settings (compose env_file) and dynamic config. */
 export const SERVER_SETTINGS_FILE = join(ROOT, 'docker', 'temporal.env');
 export const DYNAMIC_CONFIG_FILE = join(ROOT, 'docker', 'temporal-dynamicconfig.yaml');

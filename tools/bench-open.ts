@@ -43,7 +43,7 @@ import {
   table,
   writeReport,
 } from './bench-harness';
-import { orderWorkflowId, statusQuery } from '../contracts/order';
+import { orderWorkflowId, statusQuery } from '../src/contracts/order';
 
 const USAGE = `usage: npm run bench -- --open N [--orders M] [--concurrency C] [--cache K] [--quick]
   N open orders of each kind are left in the system (N waiting for payment, N paid and in cooling-off); M new orders

@@ -19,10 +19,10 @@
  * Exit code 0 when every check and every invariant holds, 1 otherwise.
  */
 import { randomBytes } from 'node:crypto';
-import { SANDBOX_ACK_BODY, SANDBOX_SIGNATURE_HEADER, SandboxNotification } from '../contracts/sandbox';
-import { checkInvariants, formatInvariants } from '../ops/invariants';
-import { sandboxBillRows } from '../ops/sandbox-bills';
-import { signSandboxPayload } from '../providers/sandbox-signature';
+import { SANDBOX_ACK_BODY, SANDBOX_SIGNATURE_HEADER, SandboxNotification } from '../src/contracts/sandbox';
+import { checkInvariants, formatInvariants } from '../src/ops/invariants';
+import { sandboxBillRows } from '../src/ops/sandbox-bills';
+import { signSandboxPayload } from '../src/providers/sandbox-signature';
 import {
   KeepAlivePool,
   Tally,

@@ -8,7 +8,7 @@
  * TEMPORAL_VISIBILITY_DBNAME name other PostgreSQL databases. Ctrl-C stops all of it.
  */
 import { resolve } from 'node:path';
-import { loadConfigOrExit } from '../config';
+import { loadConfigOrExit } from '../src/config';
 import { type Topology, startTopology } from './cluster-topology';
 import { databaseNames, postgresFromEnv, readServerSettings } from './temporal-cluster';
 

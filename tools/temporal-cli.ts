@@ -2,15 +2,15 @@
  * Provisioning of the Temporal CLI (dev server + Web UI): find an existing binary, else the cached one,
  * else build it once from the Go module proxy with visible progress; then start `temporal server start-dev`.
  *
- *   tsx src/tools/temporal-cli.ts ensure   # prints the binary path
- *   tsx src/tools/temporal-cli.ts dev      # runs the dev server in the foreground (file persistence under data/)
+ *   tsx tools/temporal-cli.ts ensure   # prints the binary path
+ *   tsx tools/temporal-cli.ts dev      # runs the dev server in the foreground (file persistence under data/)
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { homedir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
-import { searchAttributeFlags } from '../temporal/connection';
+import { searchAttributeFlags } from '../src/temporal/connection';
 
 /** The pinned CLI version: the newest whose go.mod installs with `go install` (temporal-notes.md). */
 export const TEMPORAL_CLI_VERSION = '1.5.1';

@@ -6,23 +6,23 @@
  * (src/client/main.ts) as a process of its own that it can kill.
  *
  * With the API in this process, the API is the production one (buildApi) on a Temporal client of its own that
- * carries one bench-only client interceptor, and a few bench-only routes under /bench (src/tools/bench-routes.ts):
+ * carries one bench-only client interceptor, and a few bench-only routes under /bench (tools/bench-routes.ts):
  *  - POST /bench/order-workflow-type {type}: the workflow type the API's update-with-start starts, `orderLifecycle`
  *    (what the API starts) or `orderPayment` (the previous type, kept registered for draining). The interceptor
  *    swaps only the type name: same input, same admission (Try before the start), same MySQL, provider and callbacks.
  *  - the reference workflow's start and signal, and GET /bench/stats (memory, the worker's workflow cache).
  * With BENCH_REFERENCE=on a second worker polls `<TASK_QUEUE>-reference` with the bench's reference workflow
- * (src/tools/bench-reference-workflow.ts), bundled apart from the production workflows.
+ * (tools/bench-reference-workflow.ts), bundled apart from the production workflows.
  */
 import { Client, type WorkflowClientInterceptor } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
-import { buildApi } from '../client/app';
-import { loadConfigOrExit } from '../config';
-import { createLogger } from '../observability/logger';
-import { createProviders } from '../providers';
-import { connectTemporal, connectWorkerTemporal } from '../temporal/connection';
-import { installTemporalRuntime } from '../workers/telemetry';
-import { createWorker } from '../workers/worker';
+import { buildApi } from '../src/client/app';
+import { loadConfigOrExit } from '../src/config';
+import { createLogger } from '../src/observability/logger';
+import { createProviders } from '../src/providers';
+import { connectTemporal, connectWorkerTemporal } from '../src/temporal/connection';
+import { installTemporalRuntime } from '../src/workers/telemetry';
+import { createWorker } from '../src/workers/worker';
 import { ensureReferenceTable, referenceActivities } from './bench-reference-activities';
 import { type BenchRoutesState, ORDER_WORKFLOW_TYPES, registerBenchRoutes } from './bench-routes';
 import { startStack } from './stack';

@@ -14,6 +14,7 @@
  * Exit code 0 when the books are exact and no answer was a 5xx or a network error, 1 otherwise.
  */
 import { randomBytes } from 'node:crypto';
+import { FailureType } from '../src/contracts/failures';
 import {
   type BenchSystem,
   KeepAlivePool,
@@ -147,7 +148,7 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   const orderStatuses = Object.fromEntries(statusRows.map((r) => [r.status, Number(r.n)]));
 
   const winners = answers.filter((a) => a.status === 201);
-  const losers = answers.filter((a) => a.status === 409 && a.code === 'OUT_OF_STOCK');
+  const losers = answers.filter((a) => a.status === 409 && a.code === FailureType.OUT_OF_STOCK);
   const others = answers.filter((a) => !winners.includes(a) && !losers.includes(a));
   const fiveXx = answers.filter((a) => a.status >= 500).length;
   const network = answers.filter((a) => a.status === 0).length;

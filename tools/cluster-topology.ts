@@ -9,14 +9,14 @@ import { join, resolve } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { bundleWorkflowCode } from '@temporalio/worker';
-import type { Config } from '../config';
-import { migrateLatest } from '../db/knex';
-import { workflowInterceptorModules } from '../workers/workflow-modules';
+import type { Config } from '../src/config';
+import { migrateLatest } from '../src/db/knex';
+import { workflowInterceptorModules } from '../src/workers/workflow-modules';
 import { ChildService } from './processes';
 import { type ClusterOptions, TemporalCluster, ensureClusterBinaries, ensureTemporalDatabases, readServerSettings } from './temporal-cluster';
-import { ensureNamespace } from './temporal-namespace';
+import { ensureNamespace } from '../src/ops/temporal-namespace';
 
-const SRC = resolve(__dirname, '..');
+const SRC = resolve(__dirname, '..', 'src');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface TopologyOptions {
@@ -130,7 +130,7 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
     log('Bundling workflow code once for every worker');
     const bundlePath = join(options.dir, 'workflow-bundle.js');
     const { code } = await bundleWorkflowCode({
-      workflowsPath: require.resolve('../workflows'),
+      workflowsPath: require.resolve('../src/workflows'),
       workflowInterceptorModules: workflowInterceptorModules({ tracing: Boolean(config.tracing.otlpTracesUrl) }),
       logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
     });

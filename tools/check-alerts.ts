@@ -9,7 +9,7 @@ import { delimiter, join, resolve } from 'node:path';
 import { goInstall } from './temporal-cli';
 
 const PROMETHEUS_VERSION = '0.316.0'; // Prometheus v3.x is tagged v0.3xx.y in Go modules
-const ALERTS = resolve(__dirname, '..', '..', 'ops', 'alerts');
+const ALERTS = resolve(__dirname, '..', 'ops', 'alerts');
 
 function findPromtool(): string {
   if (process.env.PROMTOOL_PATH) return process.env.PROMTOOL_PATH;

@@ -1,5 +1,5 @@
 /**
- * The two activities of the bench's reference workflow (src/tools/bench-reference-workflow.ts): one tiny MySQL write
+ * The two activities of the bench's reference workflow (tools/bench-reference-workflow.ts): one tiny MySQL write
  * each, on a table of the bench's own database (`bench_reference`, created by the system under test).
  */
 import type { Knex } from 'knex';

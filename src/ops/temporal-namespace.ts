@@ -3,7 +3,7 @@
  * registers the namespace when missing, then the project's search attributes, retrying while the new namespace is not
  * yet visible to the operator API ("not found" for a few seconds after it was registered). Used by
  * `npm start -- --cluster`, the cluster tests, and docker-compose.yml's `migrate` service (through
- * src/tools/register-search-attributes.ts), so both set up the same things.
+ * src/ops/register-search-attributes.ts), so both set up the same things.
  */
 import { Client, Connection } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time';

@@ -1,24 +1,24 @@
 /**
  * `npm run bench [-- --orders N --concurrency C --only reference,before,after]`: end-to-end throughput, latency and cost
  *   per order of the order lifecycle, side by side with the engine's floor and the previous workflow type, in one run on
- *   the same server (phases: src/tools/bench-phases.ts).
- * `npm run bench -- --hot-sku`: reservations per second on one SKU, one row vs. buckets (src/tools/bench-hot-sku.ts).
- * `npm run bench -- --flash-sale`: many buyers, little stock, one SKU, through the API (src/tools/bench-flash-sale.ts).
- * `npm run bench -- --callbacks`: a storm of redelivered payment notifications (src/tools/bench-callbacks.ts).
- * `npm run bench -- --polls`: buyers polling their orders, and what that costs everyone else (src/tools/bench-polls.ts).
+ *   the same server (phases: tools/bench-phases.ts).
+ * `npm run bench -- --hot-sku`: reservations per second on one SKU, one row vs. buckets (tools/bench-hot-sku.ts).
+ * `npm run bench -- --flash-sale`: many buyers, little stock, one SKU, through the API (tools/bench-flash-sale.ts).
+ * `npm run bench -- --callbacks`: a storm of redelivered payment notifications (tools/bench-callbacks.ts).
+ * `npm run bench -- --polls`: buyers polling their orders, and what that costs everyone else (tools/bench-polls.ts).
  * `npm run bench -- --open N`: N orders left waiting and N in cooling-off; new orders' rate against the empty system,
- *   memory and the worker's workflow cache (src/tools/bench-open.ts).
+ *   memory and the worker's workflow cache (tools/bench-open.ts).
  * `npm run bench -- --cluster [--only after]`: the phases on the dev server, then on a self-hosted cluster the bench
  *   starts (4 shards, PostgreSQL), side by side, with the CPU of Temporal's PostgreSQL and the app's MySQL per order.
  * `npm run bench -- --topology`: the lifecycle load on the production topology (cluster, worker and API processes)
- *   with the CPU each kind of process spends per order (src/tools/bench-topology.ts).
+ *   with the CPU each kind of process spends per order (tools/bench-topology.ts).
  *
  * Configured like the app: the Temporal server at TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE when one listens (else an
  * in-memory headless dev server it starts and stops), MySQL at DATABASE_URL (its database name when DATABASE_URL is
- * set, else `payflow_bench`; a database the bench did not create is never dropped: src/tools/tool-database.ts), PORT
+ * set, else `payflow_bench`; a database the bench did not create is never dropped: tools/tool-database.ts), PORT
  * and SANDBOX_PORT when set (else free ports), a task queue of its own. The Temporal server's CPU is measured when it
- * runs on this machine (its pid found by its port). The system under test (sandbox + API + worker, src/tools/bench-system.ts) runs in a
- * child process so that the load generator never shares its event loop (src/tools/bench-harness.ts).
+ * runs on this machine (its pid found by its port). The system under test (sandbox + API + worker, tools/bench-system.ts) runs in a
+ * child process so that the load generator never shares its event loop (tools/bench-harness.ts).
  *
  * In each phase, each of C clients loops: create (POST /orders; create latency = until the 201), the buyer pays at the
  * sandbox, then the workflow's result is awaited with a long poll (pay-to-PAID latency = from the pay request until
@@ -49,7 +49,7 @@ import {
 import { commandCpuMs } from './processes';
 import { isListening } from './temporal-cli';
 import { TemporalCluster, clusterPorts, ensureClusterBinaries, ensureTemporalDatabases, postgresFromEnv, readServerSettings } from './temporal-cluster';
-import { ensureNamespace } from './temporal-namespace';
+import { ensureNamespace } from '../src/ops/temporal-namespace';
 import { DEFAULT_PHASES, PHASES, type PhaseName, type PhaseResult, type PreparedPhase, type Spread, preparePhase, runPhase } from './bench-phases';
 
 const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<number> }> = {
@@ -77,7 +77,7 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
 
 const USAGE = `usage: npm run bench [-- --orders N --concurrency C --only ${PHASES.join(',')} --warmup W --history-sample S]
          (defaults: --orders 200 per phase, --concurrency 20, --only ${DEFAULT_PHASES.join(',')}, --warmup orders/10 up to 20, --history-sample 10)
-       npm run bench -- --open N [--orders M --concurrency C --cache K --quick]   (src/tools/bench-open.ts)
+       npm run bench -- --open N [--orders M --concurrency C --cache K --quick]   (tools/bench-open.ts)
        npm run bench -- --cluster [--only after ...]   the phases on the dev server, then on a self-hosted cluster the bench
          starts (PostgreSQL databases payflow_bench_temporal/_visibility, kept), side by side
 ${Object.values(MODES)
@@ -332,7 +332,7 @@ function phaseTable(results: PhaseResult[]): string {
 /** What the rows mean, printed under the table so that a report read later explains itself. */
 function explainRows(): string {
   return [
-    '  reference: bench-only workflow (src/tools/bench-reference-workflow.ts), own worker/bundle/task queue in the system process:',
+    '  reference: bench-only workflow (tools/bench-reference-workflow.ts), own worker/bundle/task queue in the system process:',
     '             update-with-start answered after 1 activity (1 INSERT), a signal, 1 more activity (1 UPDATE), done. No interceptors.',
     '  before:    POST /orders through the production API, started as the previous type orderPayment (bench-only client interceptor',
     '             swaps the type name; same input, admission Try, MySQL, sandbox, callbacks); after: the same as the API starts it, orderLifecycle.',

@@ -1,9 +1,9 @@
 /**
  * The engine's floor for `npm run bench`: a lean workflow of the order's minimal shape. Update-with-start answered
  * after one activity (the order's "payment URL"), then a signal (the order's "payment notification"), then one more
- * activity, done. Each activity does one cheap MySQL write (src/tools/bench-reference-activities.ts).
+ * activity, done. Each activity does one cheap MySQL write (tools/bench-reference-activities.ts).
  *
- * Bench-only: bundled on its own by the system under test (src/tools/bench-system.ts) for a worker and task queue of
+ * Bench-only: bundled on its own by the system under test (tools/bench-system.ts) for a worker and task queue of
  * its own; it is not part of the production bundle (src/workflows/index.ts). No interceptors, no search attributes,
  * no timers, no queries: what is left is what Temporal itself costs for that shape.
  */

@@ -1,7 +1,7 @@
 /**
  * Sets up the namespace on a Temporal server not started by our tooling (docker compose's `migrate` service, a
  * self-hosted cluster): registers TEMPORAL_NAMESPACE when missing (a self-hosted server creates none), then the
- * project's search attributes, with retry (src/tools/temporal-namespace.ts). The same setup `npm start -- --cluster`
+ * project's search attributes, with retry (src/ops/temporal-namespace.ts). The same setup `npm start -- --cluster`
  * runs.
  */
 import { loadConfigOrExit } from '../config';

@@ -6,15 +6,15 @@
 import type { Client } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
-import { type Api, buildApi } from '../client/app';
-import type { Config } from '../config';
-import { createDb } from '../db/knex';
-import type { Logger } from '../observability/logger';
-import { type Tracing, type TracingOverrides, createTracing } from '../observability/tracing';
-import { createProviders } from '../providers';
-import { type SandboxServer, createSandboxServer } from '../sandbox-provider/server';
-import { connectTemporal, connectWorkerTemporal, ensureSearchAttributes } from '../temporal/connection';
-import { type WorkflowSource, createWorker } from '../workers/worker';
+import { type Api, buildApi } from '../src/client/app';
+import type { Config } from '../src/config';
+import { createDb } from '../src/db/knex';
+import type { Logger } from '../src/observability/logger';
+import { type Tracing, type TracingOverrides, createTracing } from '../src/observability/tracing';
+import { createProviders } from '../src/providers';
+import { type SandboxServer, createSandboxServer } from '../src/sandbox-provider/server';
+import { connectTemporal, connectWorkerTemporal, ensureSearchAttributes } from '../src/temporal/connection';
+import { type WorkflowSource, createWorker } from '../src/workers/worker';
 
 /** A running stack. */
 export interface Stack {

@@ -4,7 +4,7 @@
  * (`payflow_tool_database`, one row naming the tool); the next run of that tool may drop and re-create it. A database
  * without the marker is someone else's: the tool uses it only when it holds no orders, migrates it, and never drops it.
  */
-import { createDb, migrateLatest } from '../db/knex';
+import { createDb, migrateLatest } from '../src/db/knex';
 
 const MARKER = 'payflow_tool_database';
 

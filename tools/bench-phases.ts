@@ -1,18 +1,18 @@
 /**
- * Phases of the default `npm run bench`: the same lifecycle clients (create -> pay -> PAID, src/tools/bench-harness.ts)
+ * Phases of the default `npm run bench`: the same lifecycle clients (create -> pay -> PAID, tools/bench-harness.ts)
  * run against several workflows in one run, on the same Temporal server, MySQL and system-under-test process:
  *
- *  - `reference`        the bench's lean reference workflow (src/tools/bench-reference-workflow.ts): update-with-start
+ *  - `reference`        the bench's lean reference workflow (tools/bench-reference-workflow.ts): update-with-start
  *                       answered after one local activity, a signal, one more local activity, done. The engine's floor.
  *  - `reference-remote` the same with activity tasks instead of local activities (not run unless asked for).
  *  - `before`           real orders through POST /orders, started as the previous type `orderPayment` (the API's
  *                       update-with-start with the type name swapped by a bench-only client interceptor; see
- *                       src/tools/bench-system.ts): same input, admission, MySQL, sandbox and callbacks.
+ *                       tools/bench-system.ts): same input, admission, MySQL, sandbox and callbacks.
  *  - `after`            real orders through POST /orders as the API starts them: `orderLifecycle`.
  *
  * Every phase is first warmed up (a few unmeasured orders each), then each is measured in turn: `orders` orders with
  * `concurrency` clients, CPU measured over the measured part only, then the history of a sample of its workflows read
- * and costed (src/tools/history-cost.ts).
+ * and costed (tools/history-cost.ts).
  */
 import type { Knex } from 'knex';
 import { historyCost } from './history-cost';
@@ -137,7 +137,7 @@ export async function sampleHistories(system: BenchSystem, workflowIds: string[]
   };
 }
 
-/** The bench's reference workflow through the system's bench routes (src/tools/bench-routes.ts). */
+/** The bench's reference workflow through the system's bench routes (tools/bench-routes.ts). */
 export function referenceDriver(system: BenchSystem, idPrefix: string, local: boolean): LifecycleDriver {
   return {
     async create(_clientNo, n) {

@@ -1,5 +1,5 @@
 /**
- * `tsx src/tools/latency-proxy.ts <listenPort> <target host:port> <one-way delay ms>`: a TCP proxy that delays
+ * `tsx tools/latency-proxy.ts <listenPort> <target host:port> <one-way delay ms>`: a TCP proxy that delays
  * every chunk in each direction, in order, to stand in for the network between an application and a database
  * on another machine (the hot-SKU benchmark's --db-latency-ms). Runs as its own process so that its work does
  * not share the load generator's event loop. Prints "listening" when ready.
@@ -10,7 +10,7 @@ const [listenPort, target, delay] = process.argv.slice(2);
 const [host, port] = (target ?? '').split(':');
 const delayMs = Number(delay);
 if (!listenPort || !host || !port || !Number.isFinite(delayMs) || delayMs < 0) {
-  console.error('usage: tsx src/tools/latency-proxy.ts <listenPort> <host:port> <one-way delay ms>');
+  console.error('usage: tsx tools/latency-proxy.ts <listenPort> <host:port> <one-way delay ms>');
   process.exit(2);
 }
 

@@ -7,9 +7,9 @@
  * order until it is PAID, printing each status change. Configuration comes from the same environment as
  * the system (PUBLIC_BASE_URL / PORT, ADMIN_TOKEN, TEMPORAL_UI_URL, TEMPORAL_NAMESPACE, ...).
  */
-import { loadConfigOrExit } from '../config';
-import { orderWorkflowId } from '../contracts/order';
-import { formatMoney } from '../shared/money';
+import { loadConfigOrExit } from '../src/config';
+import { orderWorkflowId } from '../src/contracts/order';
+import { formatMoney } from '../src/shared/money';
 
 const SKU = 'demo-tea';
 const PRODUCT = { name: 'Demo tea (longjing, 250 g)', price: 2900, currency: 'CNY', stock: 100 };

@@ -2,7 +2,7 @@
  * `npm run bench -- --hot-sku [--buckets N] [--seconds S] [--clients 50,200]`: stock reservations per second on
  * one SKU, stored as one row vs. sharded into N buckets, at each client count, and the ratio between them.
  *
- * It measures the stock TCC Try itself (src/activities/stock.ts: fence row, conditional update, holds, timeline
+ * It measures the stock TCC Try itself (src/db/stock.ts: fence row, conditional update, holds, timeline
  * event, commit), straight against MySQL with one connection per client, because that is where a flash sale
  * queues: through the API the Temporal dev server's CPU caps the rate long before the stock row does.
  * Own database `payflow_bench_hot` (or DATABASE_URL's when set; re-created only when the bench created it). Prints a table and writes reports/bench-hot-sku-*.json.
@@ -18,13 +18,13 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import type { Knex } from 'knex';
-import { bucketShare, tryReserveStock } from '../activities/stock';
-import { loadConfigOrExit } from '../config';
-import { MAX_STOCK_BUCKETS } from '../contracts/order';
-import { createDb, migrateLatest } from '../db/knex';
+import { bucketShare, tryReserveStock } from '../src/db/stock';
+import { loadConfigOrExit } from '../src/config';
+import { MAX_STOCK_BUCKETS } from '../src/contracts/order';
+import { createDb, migrateLatest } from '../src/db/knex';
 import { freePort } from './processes';
 
-const ROOT = resolve(__dirname, '..', '..');
+const ROOT = resolve(__dirname, '..');
 const DATABASE = 'payflow_bench_hot';
 const USAGE = 'usage: npm run bench -- --hot-sku [--buckets N] [--seconds S] [--clients 50,200] [--db-latency-ms X]   (defaults: 16 buckets, 10 s per run, 50 and 200 clients, no added latency)';
 

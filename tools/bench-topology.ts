@@ -9,9 +9,9 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { loadConfig } from '../config';
-import { type OrderPaymentResult, orderWorkflowId } from '../contracts/order';
-import { createDb } from '../db/knex';
+import { loadConfig } from '../src/config';
+import { type OrderPaymentResult, orderWorkflowId } from '../src/contracts/order';
+import { createDb } from '../src/db/knex';
 import { REPORTS_DIR, latencyRow, log, machineFacts, ownTemporalServer, parseFlags, perSecond, startProgress, summarize, table, writeReport } from './bench-harness';
 import { startTopology } from './cluster-topology';
 import { commandCpuMs, freePort, jsonCall, processCpuMs } from './processes';
