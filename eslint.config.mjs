@@ -8,10 +8,24 @@ const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}
 
 /** A relative import of a project folder at any depth ('../activities', '../../activities/stock'); never a package. */
 const folder = (name) => `^(\\.{1,2}/)+(.+/)?${name}(/.*)?$`;
-const activities = { regex: folder('activities'), message: 'Activities are the worker\'s steps: share code through src/db, src/temporal, src/reconciliation or src/providers instead.' };
-const workers = { regex: folder('workers'), message: 'The worker process is nobody\'s library: move what both need to a shared module (src/temporal, src/observability, ...).' };
-const tools = { regex: folder('tools'), message: 'tools/ holds the development tools, outside the production image: production code never imports them.' };
-const client = { regex: folder('client'), message: 'The API is nobody\'s library: move what both need to a shared module (src/temporal, src/db, ...).' };
+const activities = {
+  regex: folder('activities'),
+  message:
+    "Activities are the worker's steps: share code through src/db, src/temporal, src/reconciliation or src/providers instead.",
+};
+const workers = {
+  regex: folder('workers'),
+  message:
+    "The worker process is nobody's library: move what both need to a shared module (src/temporal, src/observability, ...).",
+};
+const tools = {
+  regex: folder('tools'),
+  message: 'tools/ holds the development tools, outside the production image: production code never imports them.',
+};
+const client = {
+  regex: folder('client'),
+  message: "The API is nobody's library: move what both need to a shared module (src/temporal, src/db, ...).",
+};
 
 export default tseslint.config(
   { ignores: ['node_modules', 'data', '.cache', 'coverage', 'reports', '**/*.js', '**/*.mjs'] },
@@ -36,21 +50,54 @@ export default tseslint.config(
         'error',
         {
           paths: [
-            ...nodeBuiltins.map((name) => ({ name, message: 'Workflow code must be deterministic: no Node built-ins.' })),
-            ...['knex', 'mysql2', 'fastify', 'pino', 'prom-client', '@temporalio/client', '@temporalio/worker', '@temporalio/activity'].map(
-              (name) => ({ name, message: 'Workflow code must not do I/O; call an activity instead.' }),
-            ),
+            ...nodeBuiltins.map((name) => ({
+              name,
+              message: 'Workflow code must be deterministic: no Node built-ins.',
+            })),
+            ...[
+              'knex',
+              'mysql2',
+              'fastify',
+              'pino',
+              'prom-client',
+              '@temporalio/client',
+              '@temporalio/worker',
+              '@temporalio/activity',
+            ].map((name) => ({ name, message: 'Workflow code must not do I/O; call an activity instead.' })),
           ],
           patterns: [
-            { group: ['**/activities', '**/activities/*'], allowTypeImports: true, message: 'Import activities as types only.' },
             {
-              // Every module a workflow imports is evaluated again for each cached workflow (test/workflow-bundle.test.ts).
-              group: ['zod', '**/contracts/order', '**/contracts/reconciliation', '**/contracts/sandbox', '**/contracts/providers', '**/shared/money'],
+              group: ['**/activities', '**/activities/*'],
               allowTypeImports: true,
-              message: 'Workflow code imports light contracts only (contracts/order-workflow, bill-days, failures): these pull zod into every cached workflow.',
+              message: 'Import activities as types only.',
             },
             {
-              group: ['**/tools/*', '**/db/*', '**/client/*', '**/workers/*', '**/providers/*', '**/sandbox-provider/*', '**/temporal/*', '**/reconciliation/*', '**/observability/*', '**/config'],
+              // Every module a workflow imports is evaluated again for each cached workflow (test/workflow-bundle.test.ts).
+              group: [
+                'zod',
+                '**/contracts/order',
+                '**/contracts/reconciliation',
+                '**/contracts/sandbox',
+                '**/contracts/providers',
+                '**/shared/money',
+              ],
+              allowTypeImports: true,
+              message:
+                'Workflow code imports light contracts only (contracts/order-workflow, bill-days, failures): these pull zod into every cached workflow.',
+            },
+            {
+              group: [
+                '**/tools/*',
+                '**/db/*',
+                '**/client/*',
+                '**/workers/*',
+                '**/providers/*',
+                '**/sandbox-provider/*',
+                '**/temporal/*',
+                '**/reconciliation/*',
+                '**/observability/*',
+                '**/config',
+              ],
               message: 'Workflow code must not reach I/O modules.',
             },
           ],
@@ -65,7 +112,11 @@ export default tseslint.config(
       ],
       'no-restricted-properties': [
         'error',
-        { object: 'Math', property: 'random', message: 'Math.random is replaced deterministically; prefer uuid4() from @temporalio/workflow for ids.' },
+        {
+          object: 'Math',
+          property: 'random',
+          message: 'Math.random is replaced deterministically; prefer uuid4() from @temporalio/workflow for ids.',
+        },
       ],
     },
   },

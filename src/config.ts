@@ -25,8 +25,17 @@ const url = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' });
 /** The development defaults of the two shared secrets: published in the README, so never accepted in production. */
 export const DEV_SANDBOX_SECRET = 'sandbox-dev-secret';
 export const DEV_ADMIN_TOKEN = 'dev-admin-token';
-/** Values of these secrets that have been published (README, docker-compose.yml examples, tests): refused in production. */
-const PUBLISHED_SECRETS = new Set([DEV_SANDBOX_SECRET, DEV_ADMIN_TOKEN, 'change-me-sandbox-secret', 'change-me-admin-token', 'test-sandbox-secret', 'test-admin-token']);
+/**
+ * Values of these secrets that have been published (README, docker-compose.yml examples, tests): refused in production.
+ */
+const PUBLISHED_SECRETS = new Set([
+  DEV_SANDBOX_SECRET,
+  DEV_ADMIN_TOKEN,
+  'change-me-sandbox-secret',
+  'change-me-admin-token',
+  'test-sandbox-secret',
+  'test-admin-token',
+]);
 /** Shortest secret production accepts (a random 32-character token carries about 190 bits). */
 export const MIN_PRODUCTION_SECRET_LENGTH = 32;
 
@@ -36,11 +45,19 @@ const EnvSchema = z.object({
     .string()
     .default('mysql://root@127.0.0.1:3306/payments')
     .refine((v) => /^mysql2?:\/\/[^/]+\/[A-Za-z0-9_]+$/.test(v), 'must look like mysql://user:pass@host:port/database'),
-  TEMPORAL_ADDRESS: z.string().regex(/^[^:\s]+:\d+$/, 'must be host:port').default('127.0.0.1:7233'),
+  TEMPORAL_ADDRESS: z
+    .string()
+    .regex(/^[^:\s]+:\d+$/, 'must be host:port')
+    .default('127.0.0.1:7233'),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
-  /** TLS to the Temporal frontend (a cluster behind TLS, Temporal Cloud); implied by the certificate or API key below. */
+  /**
+   * TLS to the Temporal frontend (a cluster behind TLS, Temporal Cloud); implied by the certificate or API key below.
+   */
   TEMPORAL_TLS: z.enum(['true', 'false'], { message: 'must be true or false' }).optional(),
-  /** mTLS client certificate and key (PEM files), e.g. for a Temporal Cloud namespace with certificates; both or neither. */
+  /**
+   * mTLS client certificate and key (PEM files), e.g. for a Temporal Cloud namespace with certificates; both or
+   * neither.
+   */
   TEMPORAL_TLS_CERT_PATH: z.string().min(1).optional(),
   TEMPORAL_TLS_KEY_PATH: z.string().min(1).optional(),
   /** CA bundle (PEM file) that signed the server's certificate, when it is not a public CA. */
@@ -50,13 +67,17 @@ const EnvSchema = z.object({
   /** API key (Temporal Cloud API-key authentication; sent as a bearer token over TLS). */
   TEMPORAL_API_KEY: z.string().min(1).optional(),
   TASK_QUEUE: z.string().min(1).default('order-payments'),
-  /** A prebuilt workflow bundle (bundleWorkflowCode with workflowInterceptorModules) so worker restarts skip bundling. */
+  /**
+   * A prebuilt workflow bundle (bundleWorkflowCode with workflowInterceptorModules) so worker restarts skip bundling.
+   */
   WORKFLOW_BUNDLE_PATH: z.string().min(1).optional(),
   /** Interface the servers bind to; 0.0.0.0 in containers. */
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: port.default(3000),
   SANDBOX_PORT: port.default(4000),
-  /** Node's convention: `production` turns on production mode (no sandbox provider unless enabled, no default secrets). */
+  /**
+   * Node's convention: `production` turns on production mode (no sandbox provider unless enabled, no default secrets).
+   */
   NODE_ENV: z.string().optional(),
   /** The sandbox (fake) provider: on in development, off in production unless set to true (a staging deployment). */
   SANDBOX_ENABLED: z.enum(['true', 'false'], { message: 'must be true or false' }).optional(),
@@ -86,17 +107,33 @@ const EnvSchema = z.object({
     }),
   /** How often the API retries inbox notifications that could not be signalled yet. */
   INBOX_RETRY_INTERVAL: duration('5s'),
-  /** How many inbox notifications the API routes to Temporal at once (the others wait their turn, in memory and in MySQL). */
-  INBOX_CONCURRENCY: z.string().regex(/^\d{1,4}$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(1, 'must be at least 1')).default(16),
+  /**
+   * How many inbox notifications the API routes to Temporal at once (the others wait their turn, in memory and in
+   * MySQL).
+   */
+  INBOX_CONCURRENCY: z
+    .string()
+    .regex(/^\d{1,4}$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(1, 'must be at least 1'))
+    .default(16),
   /**
    * Deadline of each Temporal call the API makes on a request or the inbox path (signal, update, query, start), so an
    * unreachable or black-holed Temporal fails the call in seconds instead of after the client's own long gRPC retries.
    */
   TEMPORAL_CALL_TIMEOUT: duration('5s'),
-  /** Deadline of an update the API waits on that runs activities (cancel, review decision, cooling-off refund, escalation). */
+  /**
+   * Deadline of an update the API waits on that runs activities (cancel, review decision, cooling-off refund,
+   * escalation).
+   */
   TEMPORAL_UPDATE_TIMEOUT: duration('15s'),
   /** Orders one API process sets up at once (reserved, workflow starting); more are shed with 429 and Retry-After. */
-  ORDER_START_CONCURRENCY: z.string().regex(/^\d{1,5}$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(1, 'must be at least 1')).default(256),
+  ORDER_START_CONCURRENCY: z
+    .string()
+    .regex(/^\d{1,5}$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(1, 'must be at least 1'))
+    .default(256),
   /** How long a stock reservation made before its workflow's start may wait for that workflow before it is released. */
   RESERVATION_GRACE: duration('60s'),
   /** How often the API looks for such orphaned reservations. */
@@ -107,41 +144,67 @@ const EnvSchema = z.object({
   SANDBOX_PUBLIC_URL: url.optional(),
   TEMPORAL_UI_URL: url.default('http://127.0.0.1:8233'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  /** json (default): one JSON object per line; pretty: pino-pretty's coloured lines, for development (a devDependency). */
+  /**
+   * json (default): one JSON object per line; pretty: pino-pretty's coloured lines, for development (a devDependency).
+   */
   LOG_FORMAT: z.enum(['json', 'pretty'], { message: 'must be json or pretty' }).default('json'),
   /** OTLP/HTTP base URL of a collector (standard variable; traces go to <url>/v1/traces); unset = tracing off. */
   OTEL_EXPORTER_OTLP_ENDPOINT: url.optional(),
   /** Full OTLP/HTTP traces URL (standard variable; wins over OTEL_EXPORTER_OTLP_ENDPOINT). */
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: url.optional(),
   /** service.name of the spans (standard variable); default payflow-api for the API, payflow-worker for the worker. */
-  OTEL_SERVICE_NAME: z.string().regex(/^\S{1,255}$/, 'must be 1-255 characters without spaces').optional(),
+  OTEL_SERVICE_NAME: z
+    .string()
+    .regex(/^\S{1,255}$/, 'must be 1-255 characters without spaces')
+    .optional(),
   /**
-   * Workflows one worker keeps in memory (maxCachedWorkflows). An open order costs at most ~0.5 MB there (bench --open);
+   * Workflows one worker keeps in memory (maxCachedWorkflows). An open order costs at most ~0.5 MB there (bench
+   * --open);
    * 2,000 keep a worker near 1.4 GB with its ~0.4 GB base, and an order past the cache is replayed from its history
    * when it next wakes (tens of ms). Size it to the orders that wake often (waiting for payment), not to all open ones.
    */
-  WORKFLOW_CACHE_SIZE: z.string().regex(/^\d{1,7}$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(10, 'must be at least 10')).default(2000),
+  WORKFLOW_CACHE_SIZE: z
+    .string()
+    .regex(/^\d{1,7}$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(10, 'must be at least 10'))
+    .default(2000),
   /** Worker's own Prometheus metrics (payflow_activity_*, payflow_orders_settled_total); 0 = not served. */
   WORKER_METRICS_PORT: port.default(9464),
   /** The Temporal SDK's Prometheus exporter in the worker (temporal_* metrics); 0 = not installed. */
   TEMPORAL_METRICS_PORT: port.default(9465),
-  /** Cron (5 fields, in each provider's bill time zone) of the daily reconciliation of yesterday's bills; `off` = no schedule. */
+  /**
+   * Cron (5 fields, in each provider's bill time zone) of the daily reconciliation of yesterday's bills; `off` = no
+   * schedule.
+   */
   RECONCILIATION_SCHEDULE: z
     .string()
     .default('30 10 * * *')
-    .refine((v) => v === 'off' || /^\S+(\s+\S+){4}$/.test(v.trim()), 'must be a 5-field cron expression such as "30 10 * * *", or off'),
+    .refine(
+      (v) => v === 'off' || /^\S+(\s+\S+){4}$/.test(v.trim()),
+      'must be a 5-field cron expression such as "30 10 * * *", or off',
+    ),
 });
 
 /** Validated, typed configuration shared by the API, the worker, the sandbox and the tools. */
 export interface Config {
-  /** NODE_ENV=production: the sandbox provider is off unless SANDBOX_ENABLED=true, and default or short secrets are refused. */
+  /**
+   * NODE_ENV=production: the sandbox provider is off unless SANDBOX_ENABLED=true, and default or short secrets are
+   * refused.
+   */
   production: boolean;
-  /** Whether the sandbox (fake) provider is offered: development always, production only with SANDBOX_ENABLED=true (staging). */
+  /**
+   * Whether the sandbox (fake) provider is offered: development always, production only with SANDBOX_ENABLED=true
+   * (staging).
+   */
   sandboxEnabled: boolean;
   databaseUrl: string;
   temporalAddress: string;
   temporalNamespace: string;
-  /** TLS and API key for the Temporal connections; undefined = plain connection (dev server). See temporalConnectionOptions. */
+  /**
+   * TLS and API key for the Temporal connections; undefined = plain connection (dev server). See
+   * temporalConnectionOptions.
+   */
   temporalTls: TemporalTlsConfig | undefined;
   temporalApiKey: string | undefined;
   taskQueue: string;
@@ -182,7 +245,10 @@ export interface Config {
   logFormat: z.infer<typeof EnvSchema>['LOG_FORMAT'];
   /** OpenTelemetry tracing: off (no provider, no interceptors) while otlpTracesUrl is undefined. */
   tracing: {
-    /** Where spans are exported (OTLP/HTTP protobuf), from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. */
+    /**
+     * Where spans are exported (OTLP/HTTP protobuf), from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+     * OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces.
+     */
     otlpTracesUrl: string | undefined;
     /** OTEL_SERVICE_NAME; undefined = each part's own default (payflow-api, payflow-worker). */
     serviceName: string | undefined;
@@ -231,11 +297,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.QUERY_FIRST_DELAY <= 0) throw new ConfigError('Invalid configuration: QUERY_FIRST_DELAY must be more than 0');
   if (e.QUERY_MAX_INTERVAL < e.QUERY_FIRST_DELAY)
     throw new ConfigError('Invalid configuration: QUERY_MAX_INTERVAL must not be shorter than QUERY_FIRST_DELAY');
-  if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT) throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
-  if (e.REVIEW_REMINDER_INTERVAL <= 0) throw new ConfigError('Invalid configuration: REVIEW_REMINDER_INTERVAL must be more than 0');
-  if (e.RESERVATION_SWEEP_INTERVAL <= 0) throw new ConfigError('Invalid configuration: RESERVATION_SWEEP_INTERVAL must be more than 0');
-  if (e.TEMPORAL_UPDATE_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: TEMPORAL_UPDATE_TIMEOUT must be more than 0');
-  if (e.TEMPORAL_CALL_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: TEMPORAL_CALL_TIMEOUT must be more than 0');
+  if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT)
+    throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
+  if (e.REVIEW_REMINDER_INTERVAL <= 0)
+    throw new ConfigError('Invalid configuration: REVIEW_REMINDER_INTERVAL must be more than 0');
+  if (e.RESERVATION_SWEEP_INTERVAL <= 0)
+    throw new ConfigError('Invalid configuration: RESERVATION_SWEEP_INTERVAL must be more than 0');
+  if (e.TEMPORAL_UPDATE_TIMEOUT <= 0)
+    throw new ConfigError('Invalid configuration: TEMPORAL_UPDATE_TIMEOUT must be more than 0');
+  if (e.TEMPORAL_CALL_TIMEOUT <= 0)
+    throw new ConfigError('Invalid configuration: TEMPORAL_CALL_TIMEOUT must be more than 0');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
   const production = e.NODE_ENV === 'production';
   const sandboxEnabled = e.SANDBOX_ENABLED === undefined ? !production : e.SANDBOX_ENABLED === 'true';
@@ -250,7 +321,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } catch (err) {
     if (!(err instanceof ProviderEnvError)) throw err;
     const value = cleaned[err.variable];
-    throw new ConfigError(`Invalid configuration: ${err.variable}${value === undefined ? '' : `=${shown(err.variable, value)}:`} ${err.reason}`);
+    throw new ConfigError(
+      `Invalid configuration: ${err.variable}${value === undefined ? '' : `=${shown(err.variable, value)}:`} ${err.reason}`,
+    );
   }
   return {
     production,
@@ -284,12 +357,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reservationSweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL,
     publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, ''),
     sandboxUrl: (e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
-    sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
+    sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(
+      /\/$/,
+      '',
+    ),
     temporalUiUrl: e.TEMPORAL_UI_URL.replace(/\/$/, ''),
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
     tracing: {
-      otlpTracesUrl: e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined),
+      otlpTracesUrl:
+        e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+        (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined),
       serviceName: e.OTEL_SERVICE_NAME,
     },
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
@@ -303,9 +381,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 /** In production a secret must be set, must not be a published default, and must be long enough to resist guessing. */
 function requireProductionSecret(name: 'ADMIN_TOKEN' | 'SANDBOX_SECRET', value: string | undefined): void {
   const fix = `set ${name} to a random secret of at least ${MIN_PRODUCTION_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`;
-  if (value === undefined) throw new ConfigError(`Invalid configuration: ${name} is not set, and production (NODE_ENV=production) has no default: ${fix}`);
-  if (PUBLISHED_SECRETS.has(value)) throw new ConfigError(`Invalid configuration: ${name} is a published default, refused in production (NODE_ENV=production): ${fix}`);
-  if (value.length < MIN_PRODUCTION_SECRET_LENGTH) throw new ConfigError(`Invalid configuration: ${name} is too short for production (NODE_ENV=production): ${fix}`);
+  if (value === undefined)
+    throw new ConfigError(
+      `Invalid configuration: ${name} is not set, and production (NODE_ENV=production) has no default: ${fix}`,
+    );
+  if (PUBLISHED_SECRETS.has(value))
+    throw new ConfigError(
+      `Invalid configuration: ${name} is a published default, refused in production (NODE_ENV=production): ${fix}`,
+    );
+  if (value.length < MIN_PRODUCTION_SECRET_LENGTH)
+    throw new ConfigError(`Invalid configuration: ${name} is too short for production (NODE_ENV=production): ${fix}`);
 }
 
 /** loadConfig for process entry points: prints the one-line error and exits 1 instead of a stack trace. */
@@ -328,30 +413,46 @@ function pemFile(variable: string, path: string): Buffer {
     if (!content.includes('-----BEGIN')) throw new Error('not a PEM file');
     return content;
   } catch (err) {
-    throw new ConfigError(`Invalid configuration: ${variable}=${JSON.stringify(path)}: cannot read it (${(err as Error).message})`);
+    throw new ConfigError(
+      `Invalid configuration: ${variable}=${JSON.stringify(path)}: cannot read it (${(err as Error).message})`,
+    );
   }
 }
 
 function temporalTlsFromEnv(e: z.infer<typeof EnvSchema>): TemporalTlsConfig | undefined {
   if (Boolean(e.TEMPORAL_TLS_CERT_PATH) !== Boolean(e.TEMPORAL_TLS_KEY_PATH)) {
-    throw new ConfigError('Invalid configuration: TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together (mTLS client certificate and key)');
+    throw new ConfigError(
+      'Invalid configuration: TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together (mTLS client certificate and key)',
+    );
   }
-  const wanted = e.TEMPORAL_TLS === 'true' || Boolean(e.TEMPORAL_TLS_CERT_PATH || e.TEMPORAL_TLS_CA_PATH || e.TEMPORAL_TLS_SERVER_NAME || e.TEMPORAL_API_KEY);
+  const wanted =
+    e.TEMPORAL_TLS === 'true' ||
+    Boolean(e.TEMPORAL_TLS_CERT_PATH || e.TEMPORAL_TLS_CA_PATH || e.TEMPORAL_TLS_SERVER_NAME || e.TEMPORAL_API_KEY);
   if (!wanted) return undefined;
   if (e.TEMPORAL_TLS === 'false') {
-    throw new ConfigError('Invalid configuration: TEMPORAL_TLS=false contradicts the TEMPORAL_TLS_* / TEMPORAL_API_KEY settings, which need TLS');
+    throw new ConfigError(
+      'Invalid configuration: TEMPORAL_TLS=false contradicts the TEMPORAL_TLS_* / TEMPORAL_API_KEY settings, which need TLS',
+    );
   }
   return {
     ...(e.TEMPORAL_TLS_CERT_PATH && e.TEMPORAL_TLS_KEY_PATH
-      ? { clientCertPair: { crt: pemFile('TEMPORAL_TLS_CERT_PATH', e.TEMPORAL_TLS_CERT_PATH), key: pemFile('TEMPORAL_TLS_KEY_PATH', e.TEMPORAL_TLS_KEY_PATH) } }
+      ? {
+          clientCertPair: {
+            crt: pemFile('TEMPORAL_TLS_CERT_PATH', e.TEMPORAL_TLS_CERT_PATH),
+            key: pemFile('TEMPORAL_TLS_KEY_PATH', e.TEMPORAL_TLS_KEY_PATH),
+          },
+        }
       : {}),
-    ...(e.TEMPORAL_TLS_CA_PATH ? { serverRootCACertificate: pemFile('TEMPORAL_TLS_CA_PATH', e.TEMPORAL_TLS_CA_PATH) } : {}),
+    ...(e.TEMPORAL_TLS_CA_PATH
+      ? { serverRootCACertificate: pemFile('TEMPORAL_TLS_CA_PATH', e.TEMPORAL_TLS_CA_PATH) }
+      : {}),
     ...(e.TEMPORAL_TLS_SERVER_NAME ? { serverNameOverride: e.TEMPORAL_TLS_SERVER_NAME } : {}),
   };
 }
 
 /** Where and how to reach Temporal: the address, and TLS / API key when configured. */
-export type TemporalEndpoint = Pick<Config, 'temporalAddress'> & Partial<Pick<Config, 'temporalTls' | 'temporalApiKey'>>;
+export type TemporalEndpoint = Pick<Config, 'temporalAddress'> &
+  Partial<Pick<Config, 'temporalTls' | 'temporalApiKey'>>;
 
 /**
  * Options for every connection to Temporal (the API's client, the worker's native connection, the tools):
@@ -363,7 +464,11 @@ export function temporalConnectionOptions(config: TemporalEndpoint): {
   apiKey?: string;
 } {
   const tls = config.temporalTls && Object.keys(config.temporalTls).length === 0 ? true : config.temporalTls;
-  return { address: config.temporalAddress, ...(tls ? { tls } : {}), ...(config.temporalApiKey ? { apiKey: config.temporalApiKey } : {}) };
+  return {
+    address: config.temporalAddress,
+    ...(tls ? { tls } : {}),
+    ...(config.temporalApiKey ? { apiKey: config.temporalApiKey } : {}),
+  };
 }
 
 /**

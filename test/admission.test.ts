@@ -16,7 +16,10 @@ const admin = (sys: TestSystem) => ({ authorization: `Bearer ${sys.config.adminT
 /** The ids of the order workflows started on this system's task queue, once visibility shows `expected` of them. */
 async function workflowsOnQueue(sys: TestSystem, expected: number): Promise<string[]> {
   const query = `WorkflowType = 'orderLifecycle' AND TaskQueue = '${sys.config.taskQueue}'`;
-  await waitFor(async () => (await sys.client.workflow.count(query)).count >= expected, { timeoutMs: 60_000, what: `${expected} workflows in visibility` });
+  await waitFor(async () => (await sys.client.workflow.count(query)).count >= expected, {
+    timeoutMs: 60_000,
+    what: `${expected} workflows in visibility`,
+  });
   const ids: string[] = [];
   for await (const wf of sys.client.workflow.list({ query })) ids.push(wf.workflowId);
   return ids;
@@ -36,7 +39,9 @@ describe('admission', () => {
     const env = { PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '5m', QUERY_MAX_INTERVAL: '5m' };
     [sys, sweeping] = await Promise.all([
       startSystem(env),
-      freshDatabase('sweeper').then((url) => startSystem({ ...env, DATABASE_URL: url, RESERVATION_GRACE: '2s', RESERVATION_SWEEP_INTERVAL: '500ms' })),
+      freshDatabase('sweeper').then((url) =>
+        startSystem({ ...env, DATABASE_URL: url, RESERVATION_GRACE: '2s', RESERVATION_SWEEP_INTERVAL: '500ms' }),
+      ),
     ]);
   }, 120_000);
   afterAll(async () => {
@@ -44,27 +49,37 @@ describe('admission', () => {
     await sweeping?.stop();
   });
 
-  test.each([1, 4])('60 buyers for 10 units in %i bucket(s): 10 orders, 50 answers 409 OUT_OF_STOCK, and only the 10 winners started a workflow', async (buckets) => {
-    const sku = await createProduct(sys, { stock: 10, buckets });
-    const before = await workflowsOnQueue(sys, 0);
-    const results = await Promise.all(Array.from({ length: 60 }, () => sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })));
-    const winners = results.filter((r) => r.status === 201).map((r) => r.body.orderId as string);
-    const losers = results.filter((r) => r.status === 409);
-    expect(winners).toHaveLength(10);
-    expect(losers).toHaveLength(50);
-    for (const l of losers) expect(l.body).toMatchObject({ error: 'OUT_OF_STOCK', sku });
-    expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 10, sold: 0 });
-    const started = (await workflowsOnQueue(sys, before.length + 10)).filter((id) => !before.includes(id));
-    expect(started.sort()).toEqual(winners.map((id) => `order-${id}`).sort());
-    // No loser left anything behind: the only stock fences of this SKU are the winners'.
-    const fences = await sys.db('tcc_fence').where({ participant: 'stock', resource: sku }).pluck('xid');
-    expect(fences.sort()).toEqual([...winners].sort());
-  }, 120_000);
+  test.each([1, 4])(
+    '60 buyers for 10 units in %i bucket(s): 10 orders, 50 answers 409 OUT_OF_STOCK, and only the 10 winners started a workflow',
+    async (buckets) => {
+      const sku = await createProduct(sys, { stock: 10, buckets });
+      const before = await workflowsOnQueue(sys, 0);
+      const results = await Promise.all(
+        Array.from({ length: 60 }, () =>
+          sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] }),
+        ),
+      );
+      const winners = results.filter((r) => r.status === 201).map((r) => r.body.orderId as string);
+      const losers = results.filter((r) => r.status === 409);
+      expect(winners).toHaveLength(10);
+      expect(losers).toHaveLength(50);
+      for (const l of losers) expect(l.body).toMatchObject({ error: 'OUT_OF_STOCK', sku });
+      expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 10, sold: 0 });
+      const started = (await workflowsOnQueue(sys, before.length + 10)).filter((id) => !before.includes(id));
+      expect(started.sort()).toEqual(winners.map((id) => `order-${id}`).sort());
+      // No loser left anything behind: the only stock fences of this SKU are the winners'.
+      const fences = await sys.db('tcc_fence').where({ participant: 'stock', resource: sku }).pluck('xid');
+      expect(fences.sort()).toEqual([...winners].sort());
+    },
+    120_000,
+  );
 
   test('stock released by a cancel is sellable again at once', async () => {
     const sku = await createProduct(sys, { stock: 1 });
     const first = await placeOrder(sys, sku);
-    expect((await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body.error).toBe('OUT_OF_STOCK');
+    expect((await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body.error).toBe(
+      'OUT_OF_STOCK',
+    );
     expect((await sys.http('POST', `/orders/${first.orderId}/cancel`, {})).body.status).toBe('CANCELLED');
     // No waiting: the cancel's answer comes after the release.
     const second = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
@@ -78,13 +93,22 @@ describe('admission', () => {
     // Exactly what POST /orders does before its start, and then nothing: the process "died".
     await reserveBeforeStart(s.db, orderId, [{ sku, quantity: 1 }]);
     expect(await stockOf(s, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
-    expect((await s.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body.error).toBe('OUT_OF_STOCK');
-    await waitFor(async () => (await stockOf(s, sku)).available === 1, { timeoutMs: 60_000, what: 'the orphaned unit released' });
-    expect(await s.db('tcc_fence').where({ xid: orderId, participant: 'stock' }).first()).toMatchObject({ status: 'CANCELLED' });
+    expect((await s.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body.error).toBe(
+      'OUT_OF_STOCK',
+    );
+    await waitFor(async () => (await stockOf(s, sku)).available === 1, {
+      timeoutMs: 60_000,
+      what: 'the orphaned unit released',
+    });
+    expect(await s.db('tcc_fence').where({ xid: orderId, participant: 'stock' }).first()).toMatchObject({
+      status: 'CANCELLED',
+    });
     const metrics = await (await fetch(`${s.apiUrl}/metrics`)).text();
     expect(metrics).toMatch(/payflow_orphan_reservations_released_total [1-9]/);
     // Sellable again: a new order's reservation (what POST /orders makes before it starts the workflow) gets the unit.
-    await expect(reserveBeforeStart(s.db, `ord_again${randomBytes(8).toString('hex')}`, [{ sku, quantity: 1 }])).resolves.toBeUndefined();
+    await expect(
+      reserveBeforeStart(s.db, `ord_again${randomBytes(8).toString('hex')}`, [{ sku, quantity: 1 }]),
+    ).resolves.toBeUndefined();
   });
 
   test('the same Idempotency-Key after its reservation was released is refused, never answered 201 without units', async () => {
@@ -92,8 +116,16 @@ describe('admission', () => {
     const sku = await createProduct(s, { stock: 1 });
     const [user, key] = [userId(), `k-${randomBytes(6).toString('hex')}`];
     await reserveBeforeStart(s.db, orderIdForIdempotencyKey(user, key), [{ sku, quantity: 1 }]);
-    await waitFor(async () => (await stockOf(s, sku)).available === 1, { timeoutMs: 60_000, what: 'the orphaned unit released' });
-    const r = await s.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+    await waitFor(async () => (await stockOf(s, sku)).available === 1, {
+      timeoutMs: 60_000,
+      what: 'the orphaned unit released',
+    });
+    const r = await s.http(
+      'POST',
+      '/orders',
+      { userId: user, items: [{ sku, quantity: 1 }] },
+      { 'idempotency-key': key },
+    );
     expect(r.status).toBe(409);
     expect(r.body.error).toBe('RESERVATION_RELEASED');
     expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
@@ -106,7 +138,12 @@ describe('admission', () => {
     // here, its reservation made by hand, with no order row yet.
     const orderId = orderIdForIdempotencyKey(user, key);
     await reserveBeforeStart(sys.db, orderId, [{ sku, quantity: 1 }]);
-    const retry = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+    const retry = await sys.http(
+      'POST',
+      '/orders',
+      { userId: user, items: [{ sku, quantity: 1 }] },
+      { 'idempotency-key': key },
+    );
     expect(retry.status).toBe(201);
     expect(retry.body.orderId).toBe(orderId);
     expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
@@ -116,7 +153,10 @@ describe('admission', () => {
     const sku = await createProduct(sys, { stock: 1, price: 1000 });
     const owner = userId();
     const code = `C${randomBytes(4).toString('hex')}`;
-    expect((await sys.http('PUT', `/admin/coupons/${code}`, { userId: owner, discount: 100, currency: 'CNY' }, admin(sys))).status).toBeLessThan(300);
+    expect(
+      (await sys.http('PUT', `/admin/coupons/${code}`, { userId: owner, discount: 100, currency: 'CNY' }, admin(sys)))
+        .status,
+    ).toBeLessThan(300);
     // Someone else's coupon: createOrder refuses it after the API reserved the unit.
     const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }], couponCode: code });
     expect(r.status).toBe(409);
@@ -128,7 +168,12 @@ describe('admission', () => {
 describe('overload', () => {
   let sys: TestSystem;
   beforeAll(async () => {
-    sys = await startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '5m', QUERY_MAX_INTERVAL: '5m', ORDER_START_CONCURRENCY: '1' });
+    sys = await startSystem({
+      PAYMENT_TIMEOUT: '10m',
+      QUERY_FIRST_DELAY: '5m',
+      QUERY_MAX_INTERVAL: '5m',
+      ORDER_START_CONCURRENCY: '1',
+    });
   }, 60_000);
   afterAll(async () => {
     await sys?.stop();
@@ -144,7 +189,11 @@ describe('overload', () => {
           headers: { 'content-type': 'application/json', 'idempotency-key': c.key },
           body: JSON.stringify({ userId: c.user, items: [{ sku, quantity: 1 }] }),
         });
-        return { status: r.status, retryAfter: r.headers.get('retry-after'), body: (await r.json()) as { error?: string; orderId?: string } };
+        return {
+          status: r.status,
+          retryAfter: r.headers.get('retry-after'),
+          body: (await r.json()) as { error?: string; orderId?: string },
+        };
       }),
     );
     const shed = first.filter((r) => r.status === 429);
@@ -155,7 +204,12 @@ describe('overload', () => {
     expect((await stockOf(sys, sku)).reserved).toBe(placed);
     // Retried one at a time with the same keys: every buyer gets an order, the one its key names.
     for (const [i, c] of calls.entries()) {
-      const r = await sys.http('POST', '/orders', { userId: c.user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': c.key });
+      const r = await sys.http(
+        'POST',
+        '/orders',
+        { userId: c.user, items: [{ sku, quantity: 1 }] },
+        { 'idempotency-key': c.key },
+      );
       expect([200, 201]).toContain(r.status);
       expect(r.body.orderId).toBe(orderIdForIdempotencyKey(c.user, c.key));
       if (first[i]!.status === 201) expect(r.body.orderId).toBe(first[i]!.body.orderId);

@@ -10,8 +10,12 @@ export default async function clusterGlobalSetup(): Promise<void> {
   const started = Date.now();
   const pg = postgresFromEnv();
   if (!(await isListening(`${pg.host}:${pg.port}`))) {
-    throw new Error(`PostgreSQL is not reachable at ${pg.host}:${pg.port} (TEMPORAL_POSTGRES_URL); start it (pg_ctlcluster --skip-systemctl-redirect 15 main start) and run again`);
+    throw new Error(
+      `PostgreSQL is not reachable at ${pg.host}:${pg.port} (TEMPORAL_POSTGRES_URL); start it (pg_ctlcluster --skip-systemctl-redirect 15 main start) and run again`,
+    );
   }
   const bin = ensureClusterBinaries((line) => process.stdout.write(`\n[cluster-setup] ${line}`));
-  process.stdout.write(`\n[cluster-setup] server, SQL tool and Web UI server ready in ${Math.round((Date.now() - started) / 1000)}s (${bin.serverRoot})\n`);
+  process.stdout.write(
+    `\n[cluster-setup] server, SQL tool and Web UI server ready in ${Math.round((Date.now() - started) / 1000)}s (${bin.serverRoot})\n`,
+  );
 }

@@ -21,7 +21,12 @@ import { sandboxBillRows } from '../src/ops/sandbox-bills';
 import { type Topology, startTopology } from '../tools/cluster-topology';
 import { freePort, jsonCall } from '../tools/processes';
 import { PROFILES, formatSoakReport, runSoak } from '../tools/soak';
-import { dropTemporalDatabases, ensureClusterBinaries, postgresFromEnv, readServerSettings } from '../tools/temporal-cluster';
+import {
+  dropTemporalDatabases,
+  ensureClusterBinaries,
+  postgresFromEnv,
+  readServerSettings,
+} from '../tools/temporal-cluster';
 import { withDatabase } from '../tools/tool-database';
 
 const TEMPORAL_PORT = Number(process.env.CLUSTER_TEST_TEMPORAL_PORT ?? 7400);
@@ -62,7 +67,13 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
 async function orderAndPay(api: string, sku: string, user: string, pay = true): Promise<string> {
   let created: { status: number; body: { orderId?: string } } | undefined;
   for (let attempt = 0; attempt < 20; attempt++) {
-    created = await jsonCall(api, 'POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': `cluster-${user}` });
+    created = await jsonCall(
+      api,
+      'POST',
+      '/orders',
+      { userId: user, items: [{ sku, quantity: 1 }] },
+      { 'idempotency-key': `cluster-${user}` },
+    );
     if (created.status !== 503 && created.status !== 429) break;
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -73,7 +84,10 @@ async function orderAndPay(api: string, sku: string, user: string, pay = true): 
 }
 
 async function statuses(orderIds: string[]): Promise<Map<string, string>> {
-  const rows = (await db('orders').whereIn('order_id', orderIds).select('order_id', 'status')) as { order_id: string; status: string }[];
+  const rows = (await db('orders').whereIn('order_id', orderIds).select('order_id', 'status')) as {
+    order_id: string;
+    status: string;
+  }[];
   return new Map(rows.map((r) => [r.order_id, r.status]));
 }
 
@@ -81,9 +95,17 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'payflow-cluster-'));
   const postgres = postgresFromEnv();
   // The suite's own databases, fresh: PostgreSQL for Temporal, MySQL for the orders.
-  dropTemporalDatabases(ensureClusterBinaries(() => undefined), { frontendPort: TEMPORAL_PORT, namespace: NAMESPACE, postgres, databases: PG_DATABASES, logDir: dir });
+  dropTemporalDatabases(
+    ensureClusterBinaries(() => undefined),
+    { frontendPort: TEMPORAL_PORT, namespace: NAMESPACE, postgres, databases: PG_DATABASES, logDir: dir },
+  );
   await dropMysql(DATABASE_URL);
-  const [apiPort1, apiPort2, sandboxPort, uiPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [apiPort1, apiPort2, sandboxPort, uiPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
   const env: Record<string, string> = {
     DATABASE_URL,
     TEMPORAL_ADDRESS: `127.0.0.1:${TEMPORAL_PORT}`,
@@ -120,12 +142,27 @@ beforeAll(async () => {
   });
   // A connection of the test's own, closed only when the process ends (a call the SDK retries after a server restart
   // must not meet a closed channel).
-  client = new Client({ connection: await Connection.connect({ address: config.temporalAddress }), namespace: NAMESPACE });
+  client = new Client({
+    connection: await Connection.connect({ address: config.temporalAddress }),
+    namespace: NAMESPACE,
+  });
   db = createDb(DATABASE_URL, { poolMax: 4 });
   for (const sku of ['cl-tea', 'cl-mug']) {
-    expect((await jsonCall(topology.apis[0]!.url, 'PUT', `/admin/products/${sku}`, { name: sku, price: 1290, stock: 1000 }, ADMIN)).status).toBe(201);
+    expect(
+      (
+        await jsonCall(
+          topology.apis[0]!.url,
+          'PUT',
+          `/admin/products/${sku}`,
+          { name: sku, price: 1290, stock: 1000 },
+          ADMIN,
+        )
+      ).status,
+    ).toBe(201);
   }
-  process.stdout.write(`[cluster] topology up ${((Date.now() - started) / 1000).toFixed(1)}s after the suite started; logs in ${dir}\n`);
+  process.stdout.write(
+    `[cluster] topology up ${((Date.now() - started) / 1000).toFixed(1)}s after the suite started; logs in ${dir}\n`,
+  );
 }, 240_000);
 
 afterAll(async () => {
@@ -145,13 +182,22 @@ test('the server runs the configured history shards on PostgreSQL, the namespace
   for (const { name } of SEARCH_ATTRIBUTES) expect(Object.keys(listed.customAttributes ?? {})).toContain(name);
   const ui = await fetch(`${topology.cluster.uiUrl}/api/v1/namespaces`);
   expect(ui.status).toBe(200);
-  expect(((await ui.json()) as { namespaces: { namespaceInfo: { name: string } }[] }).namespaces.map((n) => n.namespaceInfo.name)).toContain(NAMESPACE);
+  expect(
+    ((await ui.json()) as { namespaces: { namespaceInfo: { name: string } }[] }).namespaces.map(
+      (n) => n.namespaceInfo.name,
+    ),
+  ).toContain(NAMESPACE);
 });
 
 test('orders created through both APIs complete, each readable through the other API, and both workers take work', async () => {
   const [a, b] = topology.apis.map((api) => api.url) as [string, string];
-  const orders = await Promise.all(Array.from({ length: 20 }, (_, i) => orderAndPay(i % 2 === 0 ? a : b, 'cl-tea', `both-${i}`)));
-  await until('20 orders PAID', async () => [...(await statuses(orders)).values()].filter((s) => s === 'PAID').length === 20);
+  const orders = await Promise.all(
+    Array.from({ length: 20 }, (_, i) => orderAndPay(i % 2 === 0 ? a : b, 'cl-tea', `both-${i}`)),
+  );
+  await until(
+    '20 orders PAID',
+    async () => [...(await statuses(orders)).values()].filter((s) => s === 'PAID').length === 20,
+  );
   for (const [i, orderId] of orders.entries()) {
     const other = i % 2 === 0 ? b : a;
     const read = await jsonCall(other, 'GET', `/orders/${orderId}`);
@@ -166,7 +212,8 @@ test('orders created through both APIs complete, each readable through the other
   for (const orderId of orders) {
     const history = await client.workflow.getHandle(orderWorkflowId(orderId)).fetchHistory();
     for (const event of history.events ?? []) {
-      const identity = event.workflowTaskStartedEventAttributes?.identity ?? event.activityTaskStartedEventAttributes?.identity;
+      const identity =
+        event.workflowTaskStartedEventAttributes?.identity ?? event.activityTaskStartedEventAttributes?.identity;
       if (identity) seen.add(identity.split('@')[0]!);
     }
   }
@@ -176,9 +223,15 @@ test('orders created through both APIs complete, each readable through the other
 
 test('a worker SIGKILLed mid-flight and the Temporal server killed and restarted lose nothing', async () => {
   const [a, b] = topology.apis.map((api) => api.url) as [string, string];
-  const orders = await Promise.all(Array.from({ length: 30 }, (_, i) => orderAndPay(i % 2 === 0 ? a : b, 'cl-mug', `crash-${i}`, false)));
+  const orders = await Promise.all(
+    Array.from({ length: 30 }, (_, i) => orderAndPay(i % 2 === 0 ? a : b, 'cl-mug', `crash-${i}`, false)),
+  );
   // Payments go out, and while their notifications are being handled one worker and the server die together.
-  await Promise.all(orders.map(async (orderId) => expect((await jsonCall(topology.sandboxUrl, 'POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200)));
+  await Promise.all(
+    orders.map(async (orderId) =>
+      expect((await jsonCall(topology.sandboxUrl, 'POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200),
+    ),
+  );
   const victim = topology.workers[0]!;
   victim.kill('SIGKILL');
   const crashed = topology.cluster.restartServer({ signal: 'SIGKILL', downMs: 3000 });
@@ -189,14 +242,20 @@ test('a worker SIGKILLed mid-flight and the Temporal server killed and restarted
   // The crash landed while orders were still in flight (else this test would prove nothing).
   expect(paidAtCrash).toBeLessThan(orders.length);
 
-  await until('30 orders PAID after the crash', async () => [...(await statuses(orders)).values()].filter((s) => s === 'PAID').length === orders.length, 150_000);
+  await until(
+    '30 orders PAID after the crash',
+    async () => [...(await statuses(orders)).values()].filter((s) => s === 'PAID').length === orders.length,
+    150_000,
+  );
   for (const orderId of orders) {
     const result = (await client.workflow.getHandle(orderWorkflowId(orderId)).result()) as OrderPaymentResult;
     expect(result.status).toBe('PAID');
   }
   // Visibility kept every workflow and its search attributes; the namespace kept its attributes.
   const listed = await until('visibility to list the 30 orders PAID', async () => {
-    const { count } = await client.workflow.count(`TaskQueue = 'cluster-test' AND ExecutionStatus = 'Completed' AND OrderStatus = 'PAID'`);
+    const { count } = await client.workflow.count(
+      `TaskQueue = 'cluster-test' AND ExecutionStatus = 'Completed' AND OrderStatus = 'PAID'`,
+    );
     return count >= orders.length + 20 ? count : undefined;
   });
   expect(listed).toBe(orders.length + 20);
@@ -204,10 +263,18 @@ test('a worker SIGKILLed mid-flight and the Temporal server killed and restarted
   for (const { name } of SEARCH_ATTRIBUTES) expect(Object.keys(attributes.customAttributes ?? {})).toContain(name);
   expect((await client.workflowService.getClusterInfo({})).historyShardCount).toBe(SHARDS);
 
-  const invariants = await checkInvariants({ db, providerRows: await sandboxBillRows(topology.sandboxUrl, started), convergenceBoundMs: 60_000 });
+  const invariants = await checkInvariants({
+    db,
+    providerRows: await sandboxBillRows(topology.sandboxUrl, started),
+    convergenceBoundMs: 60_000,
+  });
   if (invariants.some((r) => !r.passed)) console.log(formatInvariants(invariants));
   expect(invariants.filter((r) => !r.passed)).toEqual([]);
-  const stock = (await db('stock').where({ sku: 'cl-mug' }).first('available', 'reserved', 'sold')) as { available: number; reserved: number; sold: number };
+  const stock = (await db('stock').where({ sku: 'cl-mug' }).first('available', 'reserved', 'sold')) as {
+    available: number;
+    reserved: number;
+    sold: number;
+  };
   expect(stock).toMatchObject({ available: 1000 - orders.length, reserved: 0, sold: orders.length });
 }, 240_000);
 

@@ -34,11 +34,19 @@ describe('defaults', () => {
       logLevel: 'info',
       workflowCacheSize: 2000,
     });
-    expect(config.sandboxNotifySchedule).toEqual([0, 2_000, 4_000, 8_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000]);
+    expect(config.sandboxNotifySchedule).toEqual([
+      0, 2_000, 4_000, 8_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000,
+    ]);
   });
 
   test('empty strings count as unset and fall back to the defaults', () => {
-    const config = loadConfig({ PORT: '', PAYMENT_TIMEOUT: '', DATABASE_URL: '', SANDBOX_URL: '', UNRELATED: undefined });
+    const config = loadConfig({
+      PORT: '',
+      PAYMENT_TIMEOUT: '',
+      DATABASE_URL: '',
+      SANDBOX_URL: '',
+      UNRELATED: undefined,
+    });
 
     expect(config.port).toBe(3000);
     expect(config.paymentTimeoutMs).toBe(900_000);
@@ -120,18 +128,26 @@ describe('bad variables', () => {
     ['LOG_LEVEL', { LOG_LEVEL: 'verbose' }],
   ];
 
-  test.each(cases)('%s set to %j throws a ConfigError whose message is one line naming the variable', (variable, env) => {
-    const error = configErrorOf(env);
+  test.each(cases)(
+    '%s set to %j throws a ConfigError whose message is one line naming the variable',
+    (variable, env) => {
+      const error = configErrorOf(env);
 
-    expect(error).toBeInstanceOf(ConfigError);
-    expect(error).toBeInstanceOf(Error);
-    expect(error.name).toBe('ConfigError');
-    expect(error.message).not.toMatch(/[\r\n]/);
-    expect(error.message).toMatch(new RegExp(`^Invalid configuration: ${variable}\\b`));
-  });
+      expect(error).toBeInstanceOf(ConfigError);
+      expect(error).toBeInstanceOf(Error);
+      expect(error.name).toBe('ConfigError');
+      expect(error.message).not.toMatch(/[\r\n]/);
+      expect(error.message).toMatch(new RegExp(`^Invalid configuration: ${variable}\\b`));
+    },
+  );
 
   test('a bad variable is reported even when every other variable is valid', () => {
-    const error = configErrorOf({ PORT: '3100', SANDBOX_PORT: '4100', DATABASE_URL: 'mysql://root@db/payments', PAYMENT_TIMEOUT: 'soon' });
+    const error = configErrorOf({
+      PORT: '3100',
+      SANDBOX_PORT: '4100',
+      DATABASE_URL: 'mysql://root@db/payments',
+      PAYMENT_TIMEOUT: 'soon',
+    });
 
     expect(error.message).toMatch(/^Invalid configuration: PAYMENT_TIMEOUT="soon": /);
   });
@@ -174,7 +190,12 @@ describe('WORKFLOW_CACHE_SIZE', () => {
     const config = loadConfig({ WORKFLOW_CACHE_SIZE: '500' });
     expect(config.workflowCacheSize).toBe(500);
     const { buildWorkerOptions } = await import('../src/workers/worker');
-    const options = buildWorkerOptions({ config, db: {} as never, providers: {} as never, workflows: { workflowBundle: { code: '' } } });
+    const options = buildWorkerOptions({
+      config,
+      db: {} as never,
+      providers: {} as never,
+      workflows: { workflowBundle: { code: '' } },
+    });
     expect(options.maxCachedWorkflows).toBe(500);
   });
 

@@ -26,7 +26,11 @@ const SOURCE = join(ROOT, 'tools', 'compose-config');
 function checker(): string {
   const hash = createHash('sha256');
   for (const f of ['main.go', 'go.mod', 'go.sum']) hash.update(readFileSync(join(SOURCE, f)));
-  const dir = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'payflow', `compose-config-${hash.digest('hex').slice(0, 12)}`);
+  const dir = join(
+    process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'),
+    'payflow',
+    `compose-config-${hash.digest('hex').slice(0, 12)}`,
+  );
   const binary = join(dir, 'compose-config');
   if (!existsSync(binary)) {
     mkdirSync(dir, { recursive: true });
@@ -53,10 +57,18 @@ interface Loaded {
 /** What a production user sets: a real admin token and nothing else (no profile). */
 const PRODUCTION_ENV = { ADMIN_TOKEN: 'a'.repeat(64) };
 
-function load(file: string, env: Record<string, string> = PRODUCTION_ENV): { ok: true; project: Loaded } | { ok: false; error: string } {
+function load(
+  file: string,
+  env: Record<string, string> = PRODUCTION_ENV,
+): { ok: true; project: Loaded } | { ok: false; error: string } {
   try {
     const childEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env };
-    return { ok: true, project: JSON.parse(execFileSync(checker(), [file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: childEnv })) as Loaded };
+    return {
+      ok: true,
+      project: JSON.parse(
+        execFileSync(checker(), [file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: childEnv }),
+      ) as Loaded,
+    };
   } catch (err) {
     return { ok: false, error: String((err as { stderr?: string }).stderr ?? err) };
   }
@@ -67,7 +79,15 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on PostgreSQL, the
   if (!loaded.ok) throw new Error(loaded.error);
   const services = new Map(loaded.project.services.map((s) => [s.name, s]));
   // Production by default: no sandbox service.
-  expect([...services.keys()].sort()).toEqual(['api', 'migrate', 'mysql', 'postgres', 'temporal', 'temporal-ui', 'worker']);
+  expect([...services.keys()].sort()).toEqual([
+    'api',
+    'migrate',
+    'mysql',
+    'postgres',
+    'temporal',
+    'temporal-ui',
+    'worker',
+  ]);
   // --scale worker=N needs no fixed container name and no published port on the worker.
   expect(services.get('worker')).toMatchObject({ name: 'worker' });
   expect(services.get('worker')!.containerName).toBeUndefined();
@@ -77,14 +97,26 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on PostgreSQL, the
   expect(services.get('mysql')!.image).toMatch(/^mysql:8/);
   expect(services.get('temporal')!.environment).toMatchObject({ DB: 'postgres12', POSTGRES_SEEDS: 'postgres' });
   // The worker and the API share one environment block (x-app-env), pointing at the compose services.
-  expect(services.get('worker')!.environment).toMatchObject({ TEMPORAL_ADDRESS: 'temporal:7233', DATABASE_URL: expect.stringContaining('@mysql:3306/') });
+  expect(services.get('worker')!.environment).toMatchObject({
+    TEMPORAL_ADDRESS: 'temporal:7233',
+    DATABASE_URL: expect.stringContaining('@mysql:3306/'),
+  });
   for (const app of ['api', 'worker', 'migrate']) {
-    expect(services.get(app)!.environment).toMatchObject({ NODE_ENV: 'production', ADMIN_TOKEN: PRODUCTION_ENV.ADMIN_TOKEN, SANDBOX_ENABLED: 'false' });
+    expect(services.get(app)!.environment).toMatchObject({
+      NODE_ENV: 'production',
+      ADMIN_TOKEN: PRODUCTION_ENV.ADMIN_TOKEN,
+      SANDBOX_ENABLED: 'false',
+    });
   }
 }, 300_000);
 
 test('the sandbox runs only in the dev profile, and nothing starts without an ADMIN_TOKEN', () => {
-  const dev = load(join(ROOT, 'docker-compose.yml'), { ...PRODUCTION_ENV, COMPOSE_PROFILES: 'dev', SANDBOX_ENABLED: 'true', SANDBOX_SECRET: 'b'.repeat(64) });
+  const dev = load(join(ROOT, 'docker-compose.yml'), {
+    ...PRODUCTION_ENV,
+    COMPOSE_PROFILES: 'dev',
+    SANDBOX_ENABLED: 'true',
+    SANDBOX_SECRET: 'b'.repeat(64),
+  });
   if (!dev.ok) throw new Error(dev.error);
   const sandbox = dev.project.services.find((s) => s.name === 'sandbox');
   expect(sandbox?.environment).toMatchObject({ NODE_ENV: 'production', SANDBOX_ENABLED: 'true' });
@@ -110,8 +142,13 @@ test('the checker refuses a broken file, so the test above can fail', () => {
 /** The major version of the PostgreSQL the local cluster runs on (and test/cluster.test.ts tested). */
 function localPostgresMajor(): number {
   const pg = postgresFromEnv();
-  const result = spawnSync('psql', ['-h', pg.host, '-p', String(pg.port), '-U', pg.user, '-d', 'postgres', '-Atc', 'SHOW server_version_num'], { encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`psql could not ask the local PostgreSQL its version: ${result.stderr || result.error}`);
+  const result = spawnSync(
+    'psql',
+    ['-h', pg.host, '-p', String(pg.port), '-U', pg.user, '-d', 'postgres', '-Atc', 'SHOW server_version_num'],
+    { encoding: 'utf8' },
+  );
+  if (result.status !== 0)
+    throw new Error(`psql could not ask the local PostgreSQL its version: ${result.stderr || result.error}`);
   return Math.floor(Number(result.stdout.trim()) / 10000);
 }
 
@@ -124,26 +161,48 @@ function clusterDifferences(project: Loaded, postgresMajor: number): string[] {
   const postgres = service('postgres');
   if (!temporal || !ui || !postgres) return ['the temporal, temporal-ui or postgres service is missing'];
   const env = temporal.environment ?? {};
-  if (temporal.image !== `temporalio/auto-setup:${TEMPORAL_SERVER_VERSION}`) diffs.push(`server image ${temporal.image}, the local cluster runs ${TEMPORAL_SERVER_VERSION}`);
-  if (ui.image !== `temporalio/ui:${TEMPORAL_UI_VERSION}`) diffs.push(`UI image ${ui.image}, the local cluster runs ${TEMPORAL_UI_VERSION}`);
+  if (temporal.image !== `temporalio/auto-setup:${TEMPORAL_SERVER_VERSION}`)
+    diffs.push(`server image ${temporal.image}, the local cluster runs ${TEMPORAL_SERVER_VERSION}`);
+  if (ui.image !== `temporalio/ui:${TEMPORAL_UI_VERSION}`)
+    diffs.push(`UI image ${ui.image}, the local cluster runs ${TEMPORAL_UI_VERSION}`);
   // The same settings on both sides: docker/temporal.env is compose's env_file and the local server's environment.
-  const local = serverEnvironment({ frontendPort: 7233, namespace: 'default', postgres: postgresFromEnv(), logDir: tmpdir() });
+  const local = serverEnvironment({
+    frontendPort: 7233,
+    namespace: 'default',
+    postgres: postgresFromEnv(),
+    logDir: tmpdir(),
+  });
   for (const [key, value] of Object.entries(readServerSettings())) {
     if (env[key] !== value) diffs.push(`compose sets ${key}=${env[key]}, docker/temporal.env says ${value}`);
-    if (local[key] !== value) diffs.push(`the local cluster sets ${key}=${local[key]}, docker/temporal.env says ${value}`);
+    if (local[key] !== value)
+      diffs.push(`the local cluster sets ${key}=${local[key]}, docker/temporal.env says ${value}`);
   }
-  // The same dynamic config file: what compose mounts where DYNAMIC_CONFIG_FILE_PATH points is what the local server reads.
-  const target = isAbsolute(env.DYNAMIC_CONFIG_FILE_PATH ?? '') ? env.DYNAMIC_CONFIG_FILE_PATH : `/etc/temporal/${env.DYNAMIC_CONFIG_FILE_PATH}`;
+  // The same dynamic config file: what compose mounts where DYNAMIC_CONFIG_FILE_PATH points is what the local server
+  // reads.
+  const target = isAbsolute(env.DYNAMIC_CONFIG_FILE_PATH ?? '')
+    ? env.DYNAMIC_CONFIG_FILE_PATH
+    : `/etc/temporal/${env.DYNAMIC_CONFIG_FILE_PATH}`;
   const mount = (temporal.volumes ?? []).find((v) => v.endsWith(`:${target}`));
-  if (!mount || resolve(mount.slice(0, mount.lastIndexOf(':'))) !== DYNAMIC_CONFIG_FILE || local.DYNAMIC_CONFIG_FILE_PATH !== DYNAMIC_CONFIG_FILE) {
-    diffs.push(`dynamic config: compose mounts ${mount ?? 'nothing'} for ${target}, the local server reads ${local.DYNAMIC_CONFIG_FILE_PATH}`);
+  if (
+    !mount ||
+    resolve(mount.slice(0, mount.lastIndexOf(':'))) !== DYNAMIC_CONFIG_FILE ||
+    local.DYNAMIC_CONFIG_FILE_PATH !== DYNAMIC_CONFIG_FILE
+  ) {
+    diffs.push(
+      `dynamic config: compose mounts ${mount ?? 'nothing'} for ${target}, the local server reads ${local.DYNAMIC_CONFIG_FILE_PATH}`,
+    );
   }
-  if (!new RegExp(`^postgres:${postgresMajor}(\\.|-|$)`).test(postgres.image ?? '')) diffs.push(`compose runs ${postgres.image}, the local cluster PostgreSQL ${postgresMajor}`);
-  // The namespace and its search attributes are set up by our tool, not by auto-setup (whose sample attributes would take a Bool slot).
-  if (env.SKIP_DEFAULT_NAMESPACE_CREATION !== 'true' || env.SKIP_ADD_CUSTOM_SEARCH_ATTRIBUTES !== 'true') diffs.push('auto-setup creates a namespace or sample search attributes of its own');
-  if (!(service('migrate')?.command ?? []).join(' ').includes('src/ops/register-search-attributes.ts')) diffs.push('the migrate service does not run src/ops/register-search-attributes.ts');
+  if (!new RegExp(`^postgres:${postgresMajor}(\\.|-|$)`).test(postgres.image ?? ''))
+    diffs.push(`compose runs ${postgres.image}, the local cluster PostgreSQL ${postgresMajor}`);
+  // The namespace and its search attributes are set up by our tool, not by auto-setup (whose sample attributes would
+  // take a Bool slot).
+  if (env.SKIP_DEFAULT_NAMESPACE_CREATION !== 'true' || env.SKIP_ADD_CUSTOM_SEARCH_ATTRIBUTES !== 'true')
+    diffs.push('auto-setup creates a namespace or sample search attributes of its own');
+  if (!(service('migrate')?.command ?? []).join(' ').includes('src/ops/register-search-attributes.ts'))
+    diffs.push('the migrate service does not run src/ops/register-search-attributes.ts');
   const namespace = service('api')?.environment?.TEMPORAL_NAMESPACE;
-  if (ui.environment?.TEMPORAL_DEFAULT_NAMESPACE !== namespace) diffs.push(`the UI opens namespace ${ui.environment?.TEMPORAL_DEFAULT_NAMESPACE}, the app uses ${namespace}`);
+  if (ui.environment?.TEMPORAL_DEFAULT_NAMESPACE !== namespace)
+    diffs.push(`the UI opens namespace ${ui.environment?.TEMPORAL_DEFAULT_NAMESPACE}, the app uses ${namespace}`);
   return diffs;
 }
 
@@ -152,7 +211,9 @@ test('the compose file runs the Temporal the local cluster runs: versions, docke
   if (!loaded.ok) throw new Error(loaded.error);
   const major = localPostgresMajor();
   expect(clusterDifferences(loaded.project, major)).toEqual([]);
-  expect(Number(loaded.project.services.find((s) => s.name === 'temporal')!.environment!.NUM_HISTORY_SHARDS)).toBeGreaterThan(1);
+  expect(
+    Number(loaded.project.services.find((s) => s.name === 'temporal')!.environment!.NUM_HISTORY_SHARDS),
+  ).toBeGreaterThan(1);
 
   // The comparison sees a difference when there is one.
   const changed = (edit: (p: Loaded) => void) => {
@@ -161,8 +222,14 @@ test('the compose file runs the Temporal the local cluster runs: versions, docke
     return clusterDifferences(copy, major);
   };
   const temporal = (p: Loaded) => p.services.find((s) => s.name === 'temporal')!;
-  expect(changed((p) => (temporal(p).environment!.NUM_HISTORY_SHARDS = '8'))).toEqual([expect.stringContaining('NUM_HISTORY_SHARDS=8')]);
-  expect(changed((p) => (temporal(p).image = 'temporalio/auto-setup:1.28.0'))).toEqual([expect.stringContaining('server image')]);
+  expect(changed((p) => (temporal(p).environment!.NUM_HISTORY_SHARDS = '8'))).toEqual([
+    expect.stringContaining('NUM_HISTORY_SHARDS=8'),
+  ]);
+  expect(changed((p) => (temporal(p).image = 'temporalio/auto-setup:1.28.0'))).toEqual([
+    expect.stringContaining('server image'),
+  ]);
   expect(changed((p) => (temporal(p).volumes = [])).length).toBe(1);
-  expect(changed((p) => (p.services.find((s) => s.name === 'postgres')!.image = 'postgres:16'))).toEqual([expect.stringContaining('postgres:16')]);
+  expect(changed((p) => (p.services.find((s) => s.name === 'postgres')!.image = 'postgres:16'))).toEqual([
+    expect.stringContaining('postgres:16'),
+  ]);
 }, 300_000);

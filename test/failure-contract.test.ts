@@ -4,7 +4,14 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { FAILURES, FailureType, RECONCILIATION_NON_RETRYABLE, REPLAYED_FAILURE_CODES, isFailureType, orderSetupAnswer } from '../src/contracts/failures';
+import {
+  FAILURES,
+  FailureType,
+  RECONCILIATION_NON_RETRYABLE,
+  REPLAYED_FAILURE_CODES,
+  isFailureType,
+  orderSetupAnswer,
+} from '../src/contracts/failures';
 
 const ROOT = join(__dirname, '..');
 
@@ -15,7 +22,9 @@ const ALLOWED: Record<string, string[]> = {
 };
 
 function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
+  );
 }
 
 test('no source file (src and the development tools) but the contract spells a failure type as a string literal', () => {
@@ -49,12 +58,20 @@ test('every failure type is named after itself, and the API answers each answere
 test("an order's setup failure tells the buyer why only for the buyer-facing types; any other answers 503 PAYMENT_UNAVAILABLE", () => {
   expect(orderSetupAnswer(FailureType.OUT_OF_STOCK)).toEqual({ status: 409, code: 'OUT_OF_STOCK', details: ['sku'] });
   expect(orderSetupAnswer(FailureType.ZERO_AMOUNT)).toMatchObject({ status: 422, code: 'ZERO_AMOUNT' });
-  for (const type of [FailureType.PROVIDER_REJECTED, FailureType.ORDER_CLOSED, FailureType.TCC_TRY_AFTER_CANCEL, FailureType.ORDER_NOT_FOUND, 'SOMETHING_ELSE', undefined]) {
+  for (const type of [
+    FailureType.PROVIDER_REJECTED,
+    FailureType.ORDER_CLOSED,
+    FailureType.TCC_TRY_AFTER_CANCEL,
+    FailureType.ORDER_NOT_FOUND,
+    'SOMETHING_ELSE',
+    undefined,
+  ]) {
     expect(orderSetupAnswer(type)).toEqual({ status: 503, code: 'PAYMENT_UNAVAILABLE' });
   }
 });
 
 test('the lists built from the contract hold declared types only', () => {
-  for (const type of [...RECONCILIATION_NON_RETRYABLE, ...REPLAYED_FAILURE_CODES]) expect(isFailureType(type)).toBe(true);
+  for (const type of [...RECONCILIATION_NON_RETRYABLE, ...REPLAYED_FAILURE_CODES])
+    expect(isFailureType(type)).toBe(true);
   expect(isFailureType('constructor')).toBe(false);
 });

@@ -20,7 +20,9 @@ export default async function globalSetup(): Promise<void> {
 
   const mysqlHost = new URL(env.databaseUrl);
   if (!(await isListening(`${mysqlHost.hostname}:${mysqlHost.port || 3306}`))) {
-    throw new Error(`MySQL is not reachable at ${new URL(env.databaseUrl).host}; start MariaDB (see README) and run again`);
+    throw new Error(
+      `MySQL is not reachable at ${new URL(env.databaseUrl).host}; start MariaDB (see README) and run again`,
+    );
   }
   log(`MySQL: recreating test database ${env.databaseUrl}`);
   const url = new URL(env.databaseUrl);
@@ -37,7 +39,11 @@ export default async function globalSetup(): Promise<void> {
   } else {
     const binary = ensureTemporalCli(log);
     log(`Temporal: starting an in-memory dev server on ${env.temporalAddress} (${binary})`);
-    const child = await startDevServer(binary, { address: env.temporalAddress, namespace: env.namespace, headless: true, logLevel: 'error' }, 'ignore');
+    const child = await startDevServer(
+      binary,
+      { address: env.temporalAddress, namespace: env.namespace, headless: true, logLevel: 'error' },
+      'ignore',
+    );
     (globalThis as { __temporalDevServer?: unknown }).__temporalDevServer = child;
   }
   const client = await connectTemporal({ temporalAddress: env.temporalAddress, temporalNamespace: env.namespace });

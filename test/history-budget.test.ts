@@ -17,7 +17,12 @@ let events: temporal.api.history.v1.IHistoryEvent[];
 
 beforeAll(async () => {
   // Cooling-off on (a short window), and queries far off, so the callback is what confirms the payment.
-  sys = await startSystem({ COOLING_OFF_PERIOD: '1s', QUERY_FIRST_DELAY: '5m', QUERY_MAX_INTERVAL: '5m', PAYMENT_TIMEOUT: '10m' });
+  sys = await startSystem({
+    COOLING_OFF_PERIOD: '1s',
+    QUERY_FIRST_DELAY: '5m',
+    QUERY_MAX_INTERVAL: '5m',
+    PAYMENT_TIMEOUT: '10m',
+  });
   const sku = await createProduct(sys, { price: 1999, stock: 5 });
   const order = await placeOrder(sys, sku);
   expect((await sys.sandbox('POST', `/v1/payments/${order.orderId}/pay`, {})).status).toBe(200);
@@ -41,8 +46,15 @@ test('the happy path is one orderLifecycle execution that reached fulfilment thr
 
 test(`the happy path stays within the budget: at most ${BUDGET.events} events, ${BUDGET.workflowTasks} workflow tasks, ${BUDGET.activities} activities, ${BUDGET.upserts} upserts`, () => {
   const cost = historyCost(events);
-  const seen = { events: cost.events, workflowTasks: cost.workflowTasks, activities: cost.activities, upserts: cost.upserts };
+  const seen = {
+    events: cost.events,
+    workflowTasks: cost.workflowTasks,
+    activities: cost.activities,
+    upserts: cost.upserts,
+  };
   for (const key of Object.keys(BUDGET) as (keyof typeof BUDGET)[]) {
-    expect({ [key]: seen[key] <= BUDGET[key] ? 'within' : `${seen[key]} > ${BUDGET[key]}` }).toEqual({ [key]: 'within' });
+    expect({ [key]: seen[key] <= BUDGET[key] ? 'within' : `${seen[key]} > ${BUDGET[key]}` }).toEqual({
+      [key]: 'within',
+    });
   }
 });

@@ -56,7 +56,10 @@ describe.each<[OutageKind, string]>([
     for (const orderId of orderIds) await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
     for (const orderId of orderIds) {
       // The provider got its "success" on the first delivery, within its answer limit, though Temporal is unreachable.
-      const sent = await waitFor(async () => (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0], { what: 'a delivery' });
+      const sent = await waitFor(
+        async () => (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0],
+        { what: 'a delivery' },
+      );
       const settled = await waitFor(
         async () => {
           const n = (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0];
@@ -70,16 +73,23 @@ describe.each<[OutageKind, string]>([
     const failed = await waitFor(
       async () => {
         const rows = await sys.db('notification_inbox').whereIn('out_trade_no', orderIds);
-        return rows.length === 3 && rows.every((r) => r.failure_kind === 'UNREACHABLE' && r.last_error) ? rows : undefined;
+        return rows.length === 3 && rows.every((r) => r.failure_kind === 'UNREACHABLE' && r.last_error)
+          ? rows
+          : undefined;
       },
       { timeoutMs: 30_000, what: 'a failed routing attempt recorded on every inbox row' },
     );
     expect(failed.map((r) => r.status)).toEqual(['RECEIVED', 'RECEIVED', 'RECEIVED']);
-    for (const orderId of orderIds) expect((await sys.db('orders').where({ order_id: orderId }).first()).status).toBe('AWAITING_PAYMENT');
+    for (const orderId of orderIds)
+      expect((await sys.db('orders').where({ order_id: orderId }).first()).status).toBe('AWAITING_PAYMENT');
 
     // A long outage: the rows' backoff has grown far (here pushed to 10 minutes, as after hours of failures).
     const farAway = new Date(Date.now() + 10 * 60_000);
-    await sys.db('notification_inbox').whereIn('out_trade_no', orderIds).andWhere({ status: 'RECEIVED' }).update({ next_attempt_at: farAway });
+    await sys
+      .db('notification_inbox')
+      .whereIn('out_trade_no', orderIds)
+      .andWhere({ status: 'RECEIVED' })
+      .update({ next_attempt_at: farAway });
 
     await proxy.heal();
     for (const orderId of orderIds) await waitForStatus(sys, orderId, ['PAID'], 60_000);
@@ -124,7 +134,8 @@ describe('the routing pool', () => {
   const logger = { info() {}, warn() {}, error() {}, debug() {} } as never;
 
   beforeAll(async () => {
-    // A database of its own: the pool's sweep routes every due row it finds, and other suites' rows are not its to touch.
+    // A database of its own: the pool's sweep routes every due row it finds, and other suites' rows are not its to
+    // touch.
     db = createDb(await freshDatabase('inbox_pool'), { poolMax: 8 });
   }, 60_000);
   afterAll(async () => {
@@ -134,7 +145,16 @@ describe('the routing pool', () => {
   const insertRow = async (orderId: string) => (await insertInboxRow(db, orderId)).id;
 
   const inbox = (concurrency: number) =>
-    new NotificationInbox({ db, client: fakeClient, taskQueue: 'unused', logger, metrics: createMetrics(), retryIntervalMs: 60_000, concurrency, callTimeoutMs: 3_000 });
+    new NotificationInbox({
+      db,
+      client: fakeClient,
+      taskQueue: 'unused',
+      logger,
+      metrics: createMetrics(),
+      retryIntervalMs: 60_000,
+      concurrency,
+      callTimeoutMs: 3_000,
+    });
 
   test('a row whose Temporal call hangs holds up no other row, and fails at its own deadline', async () => {
     const tag = randomBytes(4).toString('hex');
@@ -177,13 +197,22 @@ describe('the routing pool', () => {
     const waiting = await insertRow(`ok-back-${tag}`);
     const leased = await insertRow(`ok-leased-${tag}`);
     const later = new Date(Date.now() + 10 * 60_000);
-    await db('notification_inbox').where({ id: waiting }).update({ failure_kind: 'UNREACHABLE', attempts: 9, next_attempt_at: later, last_error: 'UNAVAILABLE' });
+    await db('notification_inbox')
+      .where({ id: waiting })
+      .update({ failure_kind: 'UNREACHABLE', attempts: 9, next_attempt_at: later, last_error: 'UNAVAILABLE' });
     // Claimed by another processor right now: its failure kind was cleared by the claim.
-    await db('notification_inbox').where({ id: leased }).update({ failure_kind: null, attempts: 3, next_attempt_at: later });
+    await db('notification_inbox')
+      .where({ id: leased })
+      .update({ failure_kind: null, attempts: 3, next_attempt_at: later });
     const pool = inbox(4);
     await pool.sweep();
-    await waitFor(async () => (await db('notification_inbox').where({ id: waiting }).first()).status === 'SIGNALLED', { what: 'the released row routed' });
+    await waitFor(async () => (await db('notification_inbox').where({ id: waiting }).first()).status === 'SIGNALLED', {
+      what: 'the released row routed',
+    });
     await pool.stop();
-    expect(await db('notification_inbox').where({ id: leased }).first()).toMatchObject({ status: 'RECEIVED', attempts: 3 });
+    expect(await db('notification_inbox').where({ id: leased }).first()).toMatchObject({
+      status: 'RECEIVED',
+      attempts: 3,
+    });
   });
 });

@@ -29,9 +29,18 @@ async function product(stock: { available: number; reserved: number; sold: numbe
 
 async function order(status: string, sku: string, quantity: number, fence?: string) {
   const orderId = id('ord');
-  await db('orders').insert({ order_id: orderId, user_id: 'u', status, amount: 100 * quantity, currency: 'CNY', provider: 'sandbox', deadline: new Date(Date.now() + 60_000) });
+  await db('orders').insert({
+    order_id: orderId,
+    user_id: 'u',
+    status,
+    amount: 100 * quantity,
+    currency: 'CNY',
+    provider: 'sandbox',
+    deadline: new Date(Date.now() + 60_000),
+  });
   await db('order_lines').insert({ order_id: orderId, sku, quantity, unit_price: 100 });
-  if (fence) await db('tcc_fence').insert({ xid: orderId, participant: 'stock', resource: sku, status: fence, quantity });
+  if (fence)
+    await db('tcc_fence').insert({ xid: orderId, participant: 'stock', resource: sku, status: fence, quantity });
   return orderId;
 }
 
@@ -47,7 +56,12 @@ test('a consistent set of orders passes the stock invariants', async () => {
   await order('AWAITING_PAYMENT', sku, 1, 'TRIED');
   await order('EXPIRED', sku, 3, 'CANCELLED');
   const v = await verdicts();
-  for (const name of ['stock-conserved', 'sold-equals-paid-units', 'reserved-equals-open-tries', 'closed-orders-hold-no-stock']) {
+  for (const name of [
+    'stock-conserved',
+    'sold-equals-paid-units',
+    'reserved-equals-open-tries',
+    'closed-orders-hold-no-stock',
+  ]) {
     expect(v[name]!.examples.join(' ')).not.toContain(sku);
   }
 });
@@ -71,7 +85,9 @@ test('an expired order that still holds stock, and sold units without a PAID ord
 test('an order left awaiting payment long after its deadline is reported as not converged', async () => {
   const sku = await product({ available: 9, reserved: 1, sold: 0, total_in: 10 });
   const stuck = await order('AWAITING_PAYMENT', sku, 1, 'TRIED');
-  await db('orders').where({ order_id: stuck }).update({ deadline: new Date(Date.now() - 3_600_000) });
+  await db('orders')
+    .where({ order_id: stuck })
+    .update({ deadline: new Date(Date.now() - 3_600_000) });
   expect((await verdicts())['orders-converged']!.examples.join(' ')).toContain(stuck);
 });
 
@@ -82,7 +98,15 @@ test('money kept for a closed order and a refund missing locally are reported', 
   const rows: BillRow[] = [
     { kind: 'PAYMENT', outTradeNo: expired, tradeNo: 'T1', amount: 100, currency: 'CNY', at: new Date().toISOString() },
     { kind: 'PAYMENT', outTradeNo: paid, tradeNo: 'T2', amount: 100, currency: 'CNY', at: new Date().toISOString() },
-    { kind: 'REFUND', outTradeNo: paid, tradeNo: 'T2', outRefundNo: `rf-${paid}`, amount: 100, currency: 'CNY', at: new Date().toISOString() },
+    {
+      kind: 'REFUND',
+      outTradeNo: paid,
+      tradeNo: 'T2',
+      outRefundNo: `rf-${paid}`,
+      amount: 100,
+      currency: 'CNY',
+      at: new Date().toISOString(),
+    },
   ];
   const v = await verdicts(rows);
   expect(v['provider-payments-owned']!.examples.join(' ')).toContain(expired);

@@ -11,7 +11,11 @@ test('concurrent reads of one order share one query, and the answer is reused un
   let now = 0;
   const calls: string[] = [];
   const answer = deferred<string>();
-  const cache = new LiveStatusCache<string>((key) => (calls.push(key), answer.promise), { ttlMs: 1000, maxInFlight: 10, now: () => now });
+  const cache = new LiveStatusCache<string>((key) => (calls.push(key), answer.promise), {
+    ttlMs: 1000,
+    maxInFlight: 10,
+    now: () => now,
+  });
   const reads = [cache.get('a'), cache.get('a'), cache.get('a')];
   expect(cache.inFlight).toBe(1);
   answer.resolve('stage-1');
@@ -48,7 +52,11 @@ test('past maxInFlight a read gets no live stage instead of another query; a fai
 
 test('the cache keeps at most maxEntries answers, dropping the oldest', async () => {
   const calls: string[] = [];
-  const cache = new LiveStatusCache<string>(async (key) => (calls.push(key), key.toUpperCase()), { ttlMs: 60_000, maxInFlight: 5, maxEntries: 2 });
+  const cache = new LiveStatusCache<string>(async (key) => (calls.push(key), key.toUpperCase()), {
+    ttlMs: 60_000,
+    maxInFlight: 5,
+    maxEntries: 2,
+  });
   await cache.get('a');
   await cache.get('b');
   await cache.get('c');
@@ -59,7 +67,12 @@ test('the cache keeps at most maxEntries answers, dropping the oldest', async ()
 test('past maxPerSecond a read gets the last answer, however old, or none; the budget comes back the next second', async () => {
   let now = 10_000;
   const calls: string[] = [];
-  const cache = new LiveStatusCache<string>(async (key) => (calls.push(key), `${key}@${now}`), { ttlMs: 100, maxInFlight: 10, maxPerSecond: 2, now: () => now });
+  const cache = new LiveStatusCache<string>(async (key) => (calls.push(key), `${key}@${now}`), {
+    ttlMs: 100,
+    maxInFlight: 10,
+    maxPerSecond: 2,
+    now: () => now,
+  });
   expect(await cache.get('a')).toBe('a@10000');
   expect(await cache.get('b')).toBe('b@10000');
   now = 10_500; // both answers expired, but this second's two queries are spent

@@ -22,7 +22,10 @@ let sys: TestSystem;
 
 beforeAll(async () => {
   // debug: the SDK's own lifecycle lines ("Activity started", "Workflow completed", ...) are checked too.
-  sys = await startSystem({ LOG_LEVEL: 'debug', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m' }, { logDestination: capture });
+  sys = await startSystem(
+    { LOG_LEVEL: 'debug', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m' },
+    { logDestination: capture },
+  );
 }, 90_000);
 
 afterAll(async () => {
@@ -49,16 +52,38 @@ describe('activity and workflow log lines', () => {
     const { orderId, workflowId } = await paidOrder();
 
     // The workflow's own line (workflow `log`, forwarded by the SDK's logger sink after the activation).
-    const finished = await waitFor(async () => linesOf(workflowId).find((l) => l.msg === 'order lifecycle finished'), { what: 'the workflow log line' });
-    expect(finished).toMatchObject({ sdkComponent: 'workflow', orderId, workflowId, workflowType: 'orderLifecycle', status: 'PAID', level: 30 });
+    const finished = await waitFor(async () => linesOf(workflowId).find((l) => l.msg === 'order lifecycle finished'), {
+      what: 'the workflow log line',
+    });
+    expect(finished).toMatchObject({
+      sdkComponent: 'workflow',
+      orderId,
+      workflowId,
+      workflowType: 'orderLifecycle',
+      status: 'PAID',
+      level: 30,
+    });
     expect(typeof finished.runId).toBe('string');
     expect(typeof finished.time).toBe('number');
 
     // Activity lines written by activity code (Context.current().log).
     const created = linesOf(workflowId).find((l) => l.msg === 'provider payment created');
-    expect(created).toMatchObject({ sdkComponent: 'activity', orderId, workflowId, activityType: 'createProviderPayment', provider: 'sandbox', amount: 1500 });
+    expect(created).toMatchObject({
+      sdkComponent: 'activity',
+      orderId,
+      workflowId,
+      activityType: 'createProviderPayment',
+      provider: 'sandbox',
+      amount: 1500,
+    });
     const paid = linesOf(workflowId).find((l) => l.msg === 'order status changed' && l.to === 'PAID');
-    expect(paid).toMatchObject({ sdkComponent: 'activity', orderId, workflowId, activityType: 'settlePaid', from: 'AWAITING_PAYMENT' });
+    expect(paid).toMatchObject({
+      sdkComponent: 'activity',
+      orderId,
+      workflowId,
+      activityType: 'settlePaid',
+      from: 'AWAITING_PAYMENT',
+    });
 
     // Every line of this workflow, the SDK's own lifecycle lines included, names the order.
     const all = linesOf(workflowId);
@@ -79,21 +104,33 @@ describe('activity and workflow log lines', () => {
     });
     expect(result).toMatchObject({ outcome: 'ALREADY_CONFIRMED' });
 
-    // queryProviderPayment({ provider, outTradeNo }) and getOrderSnapshot(orderId: string) get it from the workflow's header.
-    const activities = await waitFor(async () => {
-      const done = linesOf(lateId).filter((l) => l.msg === 'Activity completed');
-      return done.length >= 2 ? done : undefined;
-    }, { what: "the latePayment's activity lines" });
-    expect(activities.map((l) => l.activityType)).toEqual(expect.arrayContaining(['queryProviderPayment', 'getOrderSnapshot']));
+    // queryProviderPayment({ provider, outTradeNo }) and getOrderSnapshot(orderId: string) get it from the workflow's
+    // header.
+    const activities = await waitFor(
+      async () => {
+        const done = linesOf(lateId).filter((l) => l.msg === 'Activity completed');
+        return done.length >= 2 ? done : undefined;
+      },
+      { what: "the latePayment's activity lines" },
+    );
+    expect(activities.map((l) => l.activityType)).toEqual(
+      expect.arrayContaining(['queryProviderPayment', 'getOrderSnapshot']),
+    );
     expect(activities.every((l) => l.orderId === orderId)).toBe(true);
     // The worker's 'Workflow completed' line comes after the result: wait for it, so the checks below cover it.
-    await waitFor(async () => linesOf(lateId).find((l) => l.msg === 'Workflow completed'), { what: "the latePayment's 'Workflow completed' line" });
+    await waitFor(async () => linesOf(lateId).find((l) => l.msg === 'Workflow completed'), {
+      what: "the latePayment's 'Workflow completed' line",
+    });
     // Only the SDK's two "started" lines come before any interceptor has seen the input or the header (and the id
     // late-payment-<provider>-<order>-<trade> is not split, order ids may contain '-'); they still carry workflowId.
     const unnamed = linesOf(lateId).filter((l) => l.orderId !== orderId);
     expect([...new Set(unnamed.map((l) => l.msg))].sort()).toEqual(['Activity started', 'Workflow started']);
     expect(unnamed.every((l) => l.sdkComponent === 'worker' && l.level === 20)).toBe(true);
-    expect(linesOf(lateId).filter((l) => l.sdkComponent === 'activity' || l.sdkComponent === 'workflow' || l.msg === 'Workflow completed').every((l) => l.orderId === orderId)).toBe(true);
+    expect(
+      linesOf(lateId)
+        .filter((l) => l.sdkComponent === 'activity' || l.sdkComponent === 'workflow' || l.msg === 'Workflow completed')
+        .every((l) => l.orderId === orderId),
+    ).toBe(true);
   });
 });
 
@@ -111,7 +148,10 @@ describe('API request lines', () => {
     const incomingGet = lines.find((l) => l.msg === 'incoming request' && l.req?.url === `/orders/${orderId}`);
     expect(incomingGet).toMatchObject({ orderId, req: { method: 'GET' } });
     // Logged once the response has been written, which may be after the client has read it.
-    const completedGet = await waitFor(async () => lines.find((l) => l.msg === 'request completed' && l.reqId === incomingGet?.reqId), { what: "the GET's 'request completed' line" });
+    const completedGet = await waitFor(
+      async () => lines.find((l) => l.msg === 'request completed' && l.reqId === incomingGet?.reqId),
+      { what: "the GET's 'request completed' line" },
+    );
     expect(completedGet).toMatchObject({ orderId, res: { statusCode: 200 } });
   });
 });

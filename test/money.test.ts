@@ -6,19 +6,25 @@ import { currencyExponent, formatMoney, fromMajorString, toMajorString } from '.
 const safeInteger = fc.integer({ min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER });
 
 describe('money', () => {
-  test.each(['CNY', 'USD', 'JPY', 'KRW'])('minor units survive a round trip through the major-unit string exactly in %s', (currency) => {
-    fc.assert(
-      fc.property(safeInteger, (minor) => {
-        expect(fromMajorString(toMajorString(minor, currency), currency)).toBe(minor);
-      }),
-      { numRuns: 1_000 },
-    );
-  });
+  test.each(['CNY', 'USD', 'JPY', 'KRW'])(
+    'minor units survive a round trip through the major-unit string exactly in %s',
+    (currency) => {
+      fc.assert(
+        fc.property(safeInteger, (minor) => {
+          expect(fromMajorString(toMajorString(minor, currency), currency)).toBe(minor);
+        }),
+        { numRuns: 1_000 },
+      );
+    },
+  );
 
   test('a canonical major-unit string survives a round trip through minor units exactly', () => {
     const cnyString = fc
       .tuple(fc.boolean(), fc.bigInt({ min: 0n, max: 90_071_992_547_409n }), fc.integer({ min: 0, max: 99 }))
-      .filter(([negative, whole, cents]) => (!negative || whole > 0n || cents > 0) && whole * 100n + BigInt(cents) <= BigInt(Number.MAX_SAFE_INTEGER))
+      .filter(
+        ([negative, whole, cents]) =>
+          (!negative || whole > 0n || cents > 0) && whole * 100n + BigInt(cents) <= BigInt(Number.MAX_SAFE_INTEGER),
+      )
       .map(([negative, whole, cents]) => `${negative ? '-' : ''}${whole}.${String(cents).padStart(2, '0')}`);
     fc.assert(
       fc.property(cnyString, (text) => {
@@ -76,9 +82,12 @@ describe('money', () => {
     expect(() => fromMajorString('12.0', 'JPY')).toThrow(/decimal places/);
   });
 
-  test.each(['', 'abc', '12,34', '1e3', '.5', '5.', '+5', '--5', '1 000', 'NaN', 'Infinity', '12.3.4'])('%j is not a decimal amount', (text) => {
-    expect(() => fromMajorString(text, 'CNY')).toThrow(/is not a decimal amount/);
-  });
+  test.each(['', 'abc', '12,34', '1e3', '.5', '5.', '+5', '--5', '1 000', 'NaN', 'Infinity', '12.3.4'])(
+    '%j is not a decimal amount',
+    (text) => {
+      expect(() => fromMajorString(text, 'CNY')).toThrow(/is not a decimal amount/);
+    },
+  );
 
   test('amounts beyond the safe integer range are rejected', () => {
     expect(() => fromMajorString('90071992547409.92', 'CNY')).toThrow(/too large/);
@@ -103,9 +112,12 @@ describe('durations', () => {
     expect(parseDuration(text)).toBe(ms);
   });
 
-  test.each(['', 'soon', '15d', '-5s', '1e3', '15mins', 'm', '1.s', '15M', '1h30m'])('%j is rejected with a message that shows the accepted form', (text) => {
-    expect(() => parseDuration(text)).toThrow(/is not a duration; use a number followed by ms, s, m or h/);
-  });
+  test.each(['', 'soon', '15d', '-5s', '1e3', '15mins', 'm', '1.s', '15M', '1h30m'])(
+    '%j is rejected with a message that shows the accepted form',
+    (text) => {
+      expect(() => parseDuration(text)).toThrow(/is not a duration; use a number followed by ms, s, m or h/);
+    },
+  );
 
   test.each([
     [90_000, '90s'],
@@ -131,14 +143,18 @@ describe('durations', () => {
   test('formatDuration picks the largest unit that divides exactly', () => {
     const unitMs = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 10_000 }), fc.constantFrom<keyof typeof unitMs>('ms', 's', 'm', 'h'), (n, unit) => {
-        const text = formatDuration(n * unitMs[unit]);
-        const [, value, chosen] = /^(\d+)(ms|s|m|h)$/.exec(text)!;
-        expect(Number(value) * unitMs[chosen as keyof typeof unitMs]).toBe(n * unitMs[unit]);
-        expect(unitMs[chosen as keyof typeof unitMs]).toBeGreaterThanOrEqual(unitMs[unit]);
-        const larger = Object.values(unitMs).filter((u) => u > unitMs[chosen as keyof typeof unitMs]);
-        for (const u of larger) expect((n * unitMs[unit]) % u).not.toBe(0);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 10_000 }),
+        fc.constantFrom<keyof typeof unitMs>('ms', 's', 'm', 'h'),
+        (n, unit) => {
+          const text = formatDuration(n * unitMs[unit]);
+          const [, value, chosen] = /^(\d+)(ms|s|m|h)$/.exec(text)!;
+          expect(Number(value) * unitMs[chosen as keyof typeof unitMs]).toBe(n * unitMs[unit]);
+          expect(unitMs[chosen as keyof typeof unitMs]).toBeGreaterThanOrEqual(unitMs[unit]);
+          const larger = Object.values(unitMs).filter((u) => u > unitMs[chosen as keyof typeof unitMs]);
+          for (const u of larger) expect((n * unitMs[unit]) % u).not.toBe(0);
+        },
+      ),
     );
   });
 });

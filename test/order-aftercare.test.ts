@@ -4,7 +4,15 @@
  */
 import { latePaymentWorkflowId, orderWorkflowId } from '../src/contracts/order';
 import { freshDatabase } from './support/env';
-import { createProduct, placeOrder as placeOrderFor, startSystem, stockOf, type TestSystem, waitFor, waitForStatus } from './support/system';
+import {
+  createProduct,
+  placeOrder as placeOrderFor,
+  startSystem,
+  stockOf,
+  type TestSystem,
+  waitFor,
+  waitForStatus,
+} from './support/system';
 
 // The waits below are bounded generously: the dev server is shared and may answer slowly.
 jest.setTimeout(120_000);
@@ -30,7 +38,9 @@ beforeAll(async () => {
   [sys, shortWindow, expiring] = await Promise.all([
     startSystem({ ...noQueries, PAYMENT_TIMEOUT: '10m', COOLING_OFF_PERIOD: '10m' }),
     startSystem({ ...noQueries, PAYMENT_TIMEOUT: '10m', COOLING_OFF_PERIOD: '6s' }),
-    freshDatabase('aftercare').then((url) => startSystem({ ...noQueries, DATABASE_URL: url, PAYMENT_TIMEOUT: '8s', COOLING_OFF_PERIOD: '6s' })),
+    freshDatabase('aftercare').then((url) =>
+      startSystem({ ...noQueries, DATABASE_URL: url, PAYMENT_TIMEOUT: '8s', COOLING_OFF_PERIOD: '6s' }),
+    ),
   ]);
 }, 120_000);
 
@@ -38,8 +48,13 @@ afterAll(async () => {
   for (const s of [sys, shortWindow, expiring]) {
     if (!s) continue;
     // Orders left in review or in a long window: end them rather than leave them open on the shared dev server.
-    for await (const wf of s.client.workflow.list({ query: `TaskQueue = '${s.config.taskQueue}' AND ExecutionStatus = 'Running'` })) {
-      await s.client.workflow.getHandle(wf.workflowId).terminate('order-aftercare suite cleanup').catch(() => undefined);
+    for await (const wf of s.client.workflow.list({
+      query: `TaskQueue = '${s.config.taskQueue}' AND ExecutionStatus = 'Running'`,
+    })) {
+      await s.client.workflow
+        .getHandle(wf.workflowId)
+        .terminate('order-aftercare suite cleanup')
+        .catch(() => undefined);
     }
     await s.stop();
   }
@@ -66,8 +81,15 @@ describe('manual review', () => {
     const { sku, orderId } = await underReview(3000);
     const body = { decision: 'approve', operator: 'alice', reason: 'looks fine' };
     expect((await sys.http('POST', `/orders/${orderId}/review`, body)).status).toBe(401);
-    expect((await sys.http('POST', `/orders/${orderId}/review`, body, { authorization: 'Bearer wrong-token-123' })).status).toBe(401);
-    const malformed = await sys.http('POST', `/orders/${orderId}/review`, { decision: 'maybe', operator: 'alice', reason: 'x' }, admin());
+    expect(
+      (await sys.http('POST', `/orders/${orderId}/review`, body, { authorization: 'Bearer wrong-token-123' })).status,
+    ).toBe(401);
+    const malformed = await sys.http(
+      'POST',
+      `/orders/${orderId}/review`,
+      { decision: 'maybe', operator: 'alice', reason: 'x' },
+      admin(),
+    );
     expect(malformed.status).toBe(400);
     expect(malformed.body.error).toBe('VALIDATION_FAILED');
     expect((await sys.http('GET', `/orders/${orderId}`)).body.status).toBe('NEEDS_REVIEW');
@@ -76,23 +98,47 @@ describe('manual review', () => {
 
   test('approve confirms the order: stock sold, the provider keeps the payment, the decision is in the timeline', async () => {
     const { sku, orderId } = await underReview(3000);
-    const r = await sys.http('POST', `/orders/${orderId}/review`, { decision: 'approve', operator: 'alice', reason: 'buyer topped up by bank transfer' }, admin());
+    const r = await sys.http(
+      'POST',
+      `/orders/${orderId}/review`,
+      { decision: 'approve', operator: 'alice', reason: 'buyer topped up by bank transfer' },
+      admin(),
+    );
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ orderId, status: 'PAID' });
     expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 1 });
     expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body.status).toBe('SUCCESS');
     const order = (await sys.http('GET', `/orders/${orderId}`)).body;
-    expect(order.timeline.find((e: { type: string; message: string }) => e.type === 'ORDER_PAID').message).toMatch(/alice.*bank transfer/);
+    expect(order.timeline.find((e: { type: string; message: string }) => e.type === 'ORDER_PAID').message).toMatch(
+      /alice.*bank transfer/,
+    );
     // A second decision is refused: the order is no longer in review.
-    expect((await sys.http('POST', `/orders/${orderId}/review`, { decision: 'refund', operator: 'bob', reason: 'second opinion' }, admin())).status).toBe(409);
+    expect(
+      (
+        await sys.http(
+          'POST',
+          `/orders/${orderId}/review`,
+          { decision: 'refund', operator: 'bob', reason: 'second opinion' },
+          admin(),
+        )
+      ).status,
+    ).toBe(409);
   });
 
   test('refund returns what was paid and releases the stock', async () => {
     const { sku, orderId } = await underReview(4500);
-    const r = await sys.http('POST', `/orders/${orderId}/review`, { decision: 'refund', operator: 'bob', reason: 'wrong amount paid' }, admin());
+    const r = await sys.http(
+      'POST',
+      `/orders/${orderId}/review`,
+      { decision: 'refund', operator: 'bob', reason: 'wrong amount paid' },
+      admin(),
+    );
     expect(r.body).toEqual({ orderId, status: 'REFUNDED' });
     expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 0, sold: 0 });
-    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'REFUNDED', refundedAmount: 1 });
+    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+      status: 'REFUNDED',
+      refundedAmount: 1,
+    });
   });
 });
 
@@ -109,7 +155,10 @@ describe('cooling-off period', () => {
     expect(second.status).toBe(200);
     expect(second.body).toEqual(first.body);
     expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
-    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'REFUNDED', refundedAmount: 2500 });
+    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+      status: 'REFUNDED',
+      refundedAmount: 2500,
+    });
     expect(await sys.db('refunds').where({ order_id: orderId })).toHaveLength(1);
   });
 
@@ -119,7 +168,10 @@ describe('cooling-off period', () => {
     const orderId = await placeOrder(sku, s);
     await s.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
     await waitForStatus(s, orderId, ['PAID'], 60_000);
-    await waitFor(async () => (await s.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at')).fulfilment_ready_at, { timeoutMs: 60_000, what: 'fulfilment hand-off' });
+    await waitFor(
+      async () => (await s.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at')).fulfilment_ready_at,
+      { timeoutMs: 60_000, what: 'fulfilment hand-off' },
+    );
     const outbox = await s.db('outbox').where({ topic: 'order.fulfilment_ready', message_key: orderId });
     expect(outbox).toHaveLength(1);
     expect(JSON.parse(outbox[0].payload)).toMatchObject({ orderId, items: [{ sku, quantity: 1 }] });
@@ -138,7 +190,9 @@ describe('one-click support', () => {
     await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
     // The sandbox decided at once that the notification is lost; with no queries and a 10-minute window nothing else
     // can tell the order about the payment, so it is still waiting.
-    expect((await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications).toEqual([expect.objectContaining({ dropped: true, sends: 0 })]);
+    expect((await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications).toEqual([
+      expect.objectContaining({ dropped: true, sends: 0 }),
+    ]);
     expect((await sys.http('GET', `/orders/${orderId}`)).body.status).toBe('AWAITING_PAYMENT');
     const r = await sys.http('POST', `/orders/${orderId}/escalate`, { note: 'I paid, the page still waits' });
     expect(r.status).toBe(200);
@@ -146,7 +200,12 @@ describe('one-click support', () => {
     expect(r.body.messages.user.en).toMatch(/found your payment/);
     await waitForStatus(sys, orderId, ['PAID']);
     const [ticket] = await sys.db('support_tickets').where({ order_id: orderId });
-    expect(ticket).toMatchObject({ ticket_id: r.body.ticketId, provider_status: 'PAID', resolution: 'PAYMENT_FOUND', note: 'I paid, the page still waits' });
+    expect(ticket).toMatchObject({
+      ticket_id: r.body.ticketId,
+      provider_status: 'PAID',
+      resolution: 'PAYMENT_FOUND',
+      note: 'I paid, the page still waits',
+    });
     expect(JSON.parse(ticket.snapshot).timeline.length).toBeGreaterThan(0);
     const described = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).describe();
     expect(described.searchAttributes.Escalated).toEqual([true]);
@@ -176,26 +235,38 @@ test('a notification for an order whose workflow completed as EXPIRED is refunde
   await s.setFaults({ acceptPaymentAfterExpiry: true });
   const paid = await s.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
   expect(paid.status).toBe(200);
-  const [n] = await waitFor(async () => {
-    const list = (await s.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications;
-    return list[0]?.acknowledged ? list : undefined;
-  }, { timeoutMs: 60_000, what: 'the first delivery to be acknowledged' });
+  const [n] = await waitFor(
+    async () => {
+      const list = (await s.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications;
+      return list[0]?.acknowledged ? list : undefined;
+    },
+    { timeoutMs: 60_000, what: 'the first delivery to be acknowledged' },
+  );
   await s.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
   await s.restartWorker();
   for (let i = 0; i < 3; i++) await s.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
   await waitForStatus(s, orderId, ['REFUNDED'], 90_000);
   // Each redelivery was answered only once the API had stored it; wait until every stored delivery has been routed
   // and the late-payment workflow of this trade has finished, so that no refund can still be on its way.
-  expect((await s.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0].sends).toBeGreaterThanOrEqual(5);
+  expect(
+    (await s.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0].sends,
+  ).toBeGreaterThanOrEqual(5);
   await waitFor(
     async () => {
       const rows = await s.db('notification_inbox').where({ out_trade_no: orderId }).select('status', 'deliveries');
-      return rows.length > 0 && rows.every((r) => r.status !== 'RECEIVED') && rows.reduce((sum, r) => sum + Number(r.deliveries), 0) >= 5;
+      return (
+        rows.length > 0 &&
+        rows.every((r) => r.status !== 'RECEIVED') &&
+        rows.reduce((sum, r) => sum + Number(r.deliveries), 0) >= 5
+      );
     },
     { timeoutMs: 60_000, what: 'all five deliveries stored and routed' },
   );
   await s.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, paid.body.tradeNo)).result();
   expect(await s.db('refunds').where({ order_id: orderId })).toHaveLength(1);
-  expect((await s.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'REFUNDED', refundedAmount: 1800 });
+  expect((await s.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+    status: 'REFUNDED',
+    refundedAmount: 1800,
+  });
   expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
 });

@@ -20,8 +20,18 @@ let admin: Record<string, string>;
 
 beforeAll(async () => {
   [sys, expiring] = await Promise.all([
-    startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '1s', QUERY_MAX_INTERVAL: '1s', PROVIDER_EXPIRY_MARGIN: '1s' }),
-    startSystem({ PAYMENT_TIMEOUT: '3s', QUERY_FIRST_DELAY: '1s', QUERY_MAX_INTERVAL: '1s', PROVIDER_EXPIRY_MARGIN: '1s' }),
+    startSystem({
+      PAYMENT_TIMEOUT: '10m',
+      QUERY_FIRST_DELAY: '1s',
+      QUERY_MAX_INTERVAL: '1s',
+      PROVIDER_EXPIRY_MARGIN: '1s',
+    }),
+    startSystem({
+      PAYMENT_TIMEOUT: '3s',
+      QUERY_FIRST_DELAY: '1s',
+      QUERY_MAX_INTERVAL: '1s',
+      PROVIDER_EXPIRY_MARGIN: '1s',
+    }),
   ]);
   admin = { authorization: `Bearer ${sys.config.adminToken}` };
 }, 120_000);
@@ -29,8 +39,13 @@ beforeAll(async () => {
 afterAll(async () => {
   // A cancelled order's workflow watches for late money until its (10-minute) provider-side expiry: end it.
   if (sys) {
-    for await (const wf of sys.client.workflow.list({ query: `TaskQueue = '${sys.config.taskQueue}' AND ExecutionStatus = 'Running'` })) {
-      await sys.client.workflow.getHandle(wf.workflowId).terminate('order-benefits suite cleanup').catch(() => undefined);
+    for await (const wf of sys.client.workflow.list({
+      query: `TaskQueue = '${sys.config.taskQueue}' AND ExecutionStatus = 'Running'`,
+    })) {
+      await sys.client.workflow
+        .getHandle(wf.workflowId)
+        .terminate('order-benefits suite cleanup')
+        .catch(() => undefined);
     }
   }
   await sys?.stop();
@@ -61,7 +76,12 @@ async function placeDiscountedOrder(on: TestSystem = sys) {
   const user = userId();
   const code = await coupon(user, 300, on);
   await points(user, 1000, on);
-  const r = await on.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 2 }], couponCode: code, points: 500 });
+  const r = await on.http('POST', '/orders', {
+    userId: user,
+    items: [{ sku, quantity: 2 }],
+    couponCode: code,
+    points: 500,
+  });
   return { sku, user, code, r };
 }
 
@@ -120,14 +140,19 @@ test('a coupon taken by a concurrent order between pricing and reservation fails
   const code = await coupon(user, 100);
   await points(user, 50);
   // Both orders price the coupon as available; only one Try can freeze it.
-  const results = await Promise.all([1, 2].map(() => sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code })));
+  const results = await Promise.all(
+    [1, 2].map(() => sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code })),
+  );
   expect(results.map((r) => r.status).sort()).toEqual([201, 409]);
   const loser = results.find((r) => r.status === 409)!;
   expect(loser.body.error).toBe('COUPON_UNAVAILABLE');
   // The loser fails at pricing (the winner already froze the coupon: no order row is written) or at its Try (the row
   // says FAILED), depending on which of the two got there first; either way its workflow ends FAILED having released
   // its stock and points.
-  expect(await sys.client.workflow.getHandle(orderWorkflowId(loser.body.orderId)).result()).toMatchObject({ status: 'FAILED', reason: 'COUPON_UNAVAILABLE' });
+  expect(await sys.client.workflow.getHandle(orderWorkflowId(loser.body.orderId)).result()).toMatchObject({
+    status: 'FAILED',
+    reason: 'COUPON_UNAVAILABLE',
+  });
   const row = await sys.db('orders').where({ order_id: loser.body.orderId }).first('status');
   expect(row === undefined || row.status === 'FAILED').toBe(true);
   expect(await stockOf(sys, sku)).toEqual({ available: 9, reserved: 1, sold: 0 });
@@ -139,7 +164,12 @@ test('too few points fail with 409 INSUFFICIENT_POINTS and release the stock and
   const user = userId();
   const code = await coupon(user, 100);
   await points(user, 99);
-  const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code, points: 100 });
+  const r = await sys.http('POST', '/orders', {
+    userId: user,
+    items: [{ sku, quantity: 1 }],
+    couponCode: code,
+    points: 100,
+  });
   expect(r.status).toBe(409);
   expect(r.body).toMatchObject({ error: 'INSUFFICIENT_POINTS' });
   // The API answers as soon as the Try fails; the compensation completes before the order is marked FAILED.
@@ -155,7 +185,12 @@ test('an order that coupon and points would make free is refused with 422 ZERO_A
   const user = userId();
   const code = await coupon(user, 300);
   await points(user, 1000);
-  const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code, points: 200 });
+  const r = await sys.http('POST', '/orders', {
+    userId: user,
+    items: [{ sku, quantity: 1 }],
+    couponCode: code,
+    points: 200,
+  });
   expect(r.status).toBe(422);
   expect(r.body).toMatchObject({ error: 'ZERO_AMOUNT' });
   expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
@@ -176,10 +211,16 @@ test("someone else's or an unknown coupon is refused with 409 COUPON_UNAVAILABLE
 
 test('coupon and points admin endpoints need the admin token and validate their bodies', async () => {
   expect((await sys.http('PUT', '/admin/coupons/X1', { userId: 'u', discount: 1, currency: 'CNY' })).status).toBe(401);
-  expect((await sys.http('PUT', '/admin/points/u', { balance: 1 }, { authorization: 'Bearer wrong-token!' })).status).toBe(401);
-  expect((await sys.http('PUT', '/admin/coupons/X1', { userId: 'u', discount: -1 }, admin)).body.error).toBe('VALIDATION_FAILED');
+  expect(
+    (await sys.http('PUT', '/admin/points/u', { balance: 1 }, { authorization: 'Bearer wrong-token!' })).status,
+  ).toBe(401);
+  expect((await sys.http('PUT', '/admin/coupons/X1', { userId: 'u', discount: -1 }, admin)).body.error).toBe(
+    'VALIDATION_FAILED',
+  );
   expect((await sys.http('PUT', '/admin/points/u', { balance: 1.5 }, admin)).body.error).toBe('VALIDATION_FAILED');
-  expect((await sys.http('POST', '/orders', { userId: 'u', items: [{ sku: 'x', quantity: 1 }], points: 0 })).body.error).toBe('VALIDATION_FAILED');
+  expect(
+    (await sys.http('POST', '/orders', { userId: 'u', items: [{ sku: 'x', quantity: 1 }], points: 0 })).body.error,
+  ).toBe('VALIDATION_FAILED');
 });
 
 test('after all of the above the coupon and points invariants hold', async () => {

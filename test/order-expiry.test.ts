@@ -5,7 +5,15 @@
  */
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { latePaymentWorkflowId, orderWorkflowId, statusQuery } from '../src/contracts/order';
-import { createProduct, placeOrder as placeOrderFor, startSystem, stockOf, type TestSystem, waitFor, waitForStatus } from './support/system';
+import {
+  createProduct,
+  placeOrder as placeOrderFor,
+  startSystem,
+  stockOf,
+  type TestSystem,
+  waitFor,
+  waitForStatus,
+} from './support/system';
 
 // The waits below are bounded generously: the dev server is shared and may answer slowly.
 jest.setTimeout(120_000);
@@ -16,7 +24,13 @@ let patient: TestSystem;
 beforeAll(async () => {
   [sys, patient] = await Promise.all([
     // A generous update deadline: one test slows the provider down while the order is being placed.
-    startSystem({ PAYMENT_TIMEOUT: '4s', QUERY_FIRST_DELAY: '1s', QUERY_MAX_INTERVAL: '1s', PROVIDER_EXPIRY_MARGIN: '30s', TEMPORAL_UPDATE_TIMEOUT: '60s' }),
+    startSystem({
+      PAYMENT_TIMEOUT: '4s',
+      QUERY_FIRST_DELAY: '1s',
+      QUERY_MAX_INTERVAL: '1s',
+      PROVIDER_EXPIRY_MARGIN: '30s',
+      TEMPORAL_UPDATE_TIMEOUT: '60s',
+    }),
     startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m' }),
   ]);
 }, 120_000);
@@ -56,7 +70,10 @@ test('a buyer who pays between our deadline and our close call gets a PAID order
   await sys.setFaults({ apiLatencyMs: 8_000 });
   const orderId = await placeOrder(sku);
   const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
-  await waitFor(async () => (await handle.query(statusQuery)).stage === 'CLOSING', { timeoutMs: 60_000, what: 'stage CLOSING' });
+  await waitFor(async () => (await handle.query(statusQuery)).stage === 'CLOSING', {
+    timeoutMs: 60_000,
+    what: 'stage CLOSING',
+  });
   const pay = await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
   expect(pay.status).toBe(200);
   const order = await waitForStatus(sys, orderId, ['PAID', 'EXPIRED'], 90_000);
@@ -84,7 +101,11 @@ test('a payment that arrives after the order expired is refunded automatically, 
   await waitFor(
     async () => {
       const rows = await sys.db('notification_inbox').where({ out_trade_no: orderId }).select('status', 'deliveries');
-      return rows.length > 0 && rows.every((r) => r.status !== 'RECEIVED') && rows.reduce((sum, r) => sum + Number(r.deliveries), 0) >= 2;
+      return (
+        rows.length > 0 &&
+        rows.every((r) => r.status !== 'RECEIVED') &&
+        rows.reduce((sum, r) => sum + Number(r.deliveries), 0) >= 2
+      );
     },
     { timeoutMs: 60_000, what: 'both deliveries stored and routed' },
   );
@@ -114,7 +135,8 @@ test('a notification redelivered after the order was paid is acknowledged and re
   await s.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
   const after = (await s.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications[0];
   expect(after.lastStatus).toBe(200);
-  // The late-payment path (what a notification for a finished workflow is routed to) recognises the trade that paid the order.
+  // The late-payment path (what a notification for a finished workflow is routed to) recognises the trade that paid
+  // the order.
   const tradeNo = (await s.http('GET', `/orders/${orderId}`)).body.payment.tradeNo;
   const late = await s.client.workflow.execute('latePayment', {
     workflowId: latePaymentWorkflowId('sandbox', orderId, tradeNo),

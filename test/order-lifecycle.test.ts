@@ -16,8 +16,13 @@ beforeAll(async () => {
 afterAll(async () => {
   // Orders left open (or watching for late money after a cancel) would otherwise run on for 10 minutes.
   if (sys) {
-    for await (const wf of sys.client.workflow.list({ query: `TaskQueue = '${sys.config.taskQueue}' AND ExecutionStatus = 'Running'` })) {
-      await sys.client.workflow.getHandle(wf.workflowId).terminate('order-lifecycle suite cleanup').catch(() => undefined);
+    for await (const wf of sys.client.workflow.list({
+      query: `TaskQueue = '${sys.config.taskQueue}' AND ExecutionStatus = 'Running'`,
+    })) {
+      await sys.client.workflow
+        .getHandle(wf.workflowId)
+        .terminate('order-lifecycle suite cleanup')
+        .catch(() => undefined);
     }
   }
   await sys?.stop();
@@ -40,7 +45,12 @@ describe('happy path', () => {
     const sku = await createProduct(sys, { price: 1250, stock: 5 });
     const created = await placeOrder(sku, 2);
     expect(created.status).toBe(201);
-    expect(created.body).toMatchObject({ status: 'AWAITING_PAYMENT', amount: 2500, currency: 'CNY', payment: { provider: 'sandbox' } });
+    expect(created.body).toMatchObject({
+      status: 'AWAITING_PAYMENT',
+      amount: 2500,
+      currency: 'CNY',
+      payment: { provider: 'sandbox' },
+    });
     expect(created.body.payment.paymentUrl).toBe(`${sys.sandboxUrl}/pay/${created.body.orderId}`);
     expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 2, sold: 0 });
 
@@ -53,18 +63,34 @@ describe('happy path', () => {
     );
     expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 0, sold: 2 });
     // The callback was acknowledged, so the sandbox stopped redelivering.
-    const [n] = await waitFor(async () => ((await notificationsFor(created.body.orderId))[0]?.acknowledged ? notificationsFor(created.body.orderId) : undefined));
+    const [n] = await waitFor(async () =>
+      (await notificationsFor(created.body.orderId))[0]?.acknowledged
+        ? notificationsFor(created.body.orderId)
+        : undefined,
+    );
     expect(n.acknowledged).toBe(true);
   });
 
   test('a multi-item order charges the catalog total of every line once', async () => {
     const a = await createProduct(sys, { price: 199, stock: 10 });
     const b = await createProduct(sys, { price: 1001, stock: 10 });
-    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku: a, quantity: 3 }, { sku: b, quantity: 2 }, { sku: a, quantity: 1 }] });
+    const r = await sys.http('POST', '/orders', {
+      userId: userId(),
+      items: [
+        { sku: a, quantity: 3 },
+        { sku: b, quantity: 2 },
+        { sku: a, quantity: 1 },
+      ],
+    });
     expect(r.status).toBe(201);
     expect(r.body.amount).toBe(4 * 199 + 2 * 1001);
     const order = (await sys.http('GET', `/orders/${r.body.orderId}`)).body;
-    expect(order.items).toEqual(expect.arrayContaining([{ sku: a, quantity: 4, unitPrice: 199 }, { sku: b, quantity: 2, unitPrice: 1001 }]));
+    expect(order.items).toEqual(
+      expect.arrayContaining([
+        { sku: a, quantity: 4, unitPrice: 199 },
+        { sku: b, quantity: 2, unitPrice: 1001 },
+      ]),
+    );
   });
 });
 
@@ -84,10 +110,13 @@ describe('notifications', () => {
     expect(seen[0].sends).toBeGreaterThanOrEqual(5);
     // Every delivery was stored before it was answered; wait until the one row is routed and the workflow has
     // finished, so that no duplicate could still be on its way to confirm the order again.
-    const inbox = await waitFor(async () => {
-      const rows = await sys.db('notification_inbox').where({ out_trade_no: body.orderId });
-      return rows.every((r) => r.status !== 'RECEIVED') ? rows : undefined;
-    }, { what: 'the notification to be routed' });
+    const inbox = await waitFor(
+      async () => {
+        const rows = await sys.db('notification_inbox').where({ out_trade_no: body.orderId });
+        return rows.every((r) => r.status !== 'RECEIVED') ? rows : undefined;
+      },
+      { what: 'the notification to be routed' },
+    );
     expect(inbox).toHaveLength(1);
     expect(inbox[0].deliveries).toBeGreaterThanOrEqual(5);
     await sys.client.workflow.getHandle(orderWorkflowId(body.orderId)).result();
@@ -139,7 +168,15 @@ describe('rejected notifications', () => {
     return JSON.stringify({
       id: `evt_forged_${randomBytes(4).toString('hex')}`,
       type: 'payment.succeeded',
-      data: { outTradeNo: orderId, tradeNo: 'SBX-FORGED', amount: 700, currency: 'CNY', merchantId: sys.config.sandboxMerchantId, paidAt: new Date().toISOString(), ...overrides },
+      data: {
+        outTradeNo: orderId,
+        tradeNo: 'SBX-FORGED',
+        amount: 700,
+        currency: 'CNY',
+        merchantId: sys.config.sandboxMerchantId,
+        paidAt: new Date().toISOString(),
+        ...overrides,
+      },
     });
   }
 
@@ -147,7 +184,12 @@ describe('rejected notifications', () => {
 
   test.each([
     ['a bad signature', (raw: string) => signSandboxPayload('not-the-secret', raw, now()), 401, 'BAD_SIGNATURE'],
-    ['a stale timestamp', (raw: string) => signSandboxPayload('test-sandbox-secret', raw, now() - 3600), 401, 'STALE_TIMESTAMP'],
+    [
+      'a stale timestamp',
+      (raw: string) => signSandboxPayload('test-sandbox-secret', raw, now() - 3600),
+      401,
+      'STALE_TIMESTAMP',
+    ],
     ['no signature', () => undefined, 401, 'MISSING_SIGNATURE'],
   ])('a notification with %s is refused with 4xx and changes nothing', async (_what, sign, status, code) => {
     const orderId = await unpaidOrder();
@@ -177,7 +219,7 @@ describe('rejected notifications', () => {
     await expectUntouched(orderId, tampered, 'BAD_SIGNATURE');
   });
 
-  test("a genuine notification for another merchant is refused", async () => {
+  test('a genuine notification for another merchant is refused', async () => {
     const orderId = await unpaidOrder();
     const raw = notification(orderId, { merchantId: 'someone-else' });
     const r = await postCallback(raw, signSandboxPayload('test-sandbox-secret', raw, now()));
@@ -192,13 +234,19 @@ describe('rejected notifications', () => {
    */
   async function expectUntouched(orderId: string, body: string, reason: string) {
     const sha = createHash('sha256').update(body).digest('hex');
-    await waitFor(async () => sys.db('notification_rejections').where({ body_sha256: sha, reason }).first(), { what: `the ${reason} audit row` });
+    await waitFor(async () => sys.db('notification_rejections').where({ body_sha256: sha, reason }).first(), {
+      what: `the ${reason} audit row`,
+    });
     const history = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).fetchHistory();
     expect((history.events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes)).toEqual([]);
     const order = (await sys.http('GET', `/orders/${orderId}`)).body;
     expect(order.status).toBe('AWAITING_PAYMENT');
     // The units are reserved by POST /orders before the workflow starts and prices the order (README, "Flash sales").
-    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(['STOCK_RESERVED', 'ORDER_CREATED', 'PAYMENT_CREATED']);
+    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual([
+      'STOCK_RESERVED',
+      'ORDER_CREATED',
+      'PAYMENT_CREATED',
+    ]);
     expect(await sys.db('notification_inbox').where({ out_trade_no: orderId })).toHaveLength(0);
   }
 });
@@ -207,7 +255,13 @@ describe('order API', () => {
   test('out of stock answers 409 OUT_OF_STOCK and leaves no reservation, no order and no workflow behind', async () => {
     const a = await createProduct(sys, { stock: 5 });
     const b = await createProduct(sys, { stock: 1 });
-    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku: a, quantity: 2 }, { sku: b, quantity: 2 }] });
+    const r = await sys.http('POST', '/orders', {
+      userId: userId(),
+      items: [
+        { sku: a, quantity: 2 },
+        { sku: b, quantity: 2 },
+      ],
+    });
     expect(r.status).toBe(409);
     expect(r.body).toMatchObject({ error: 'OUT_OF_STOCK', sku: b });
     expect(await stockOf(sys, a)).toEqual({ available: 5, reserved: 0, sold: 0 });
@@ -218,7 +272,10 @@ describe('order API', () => {
   });
 
   test('an unknown SKU answers 422 UNKNOWN_SKU', async () => {
-    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku: 'no-such-sku-anywhere', quantity: 1 }] });
+    const r = await sys.http('POST', '/orders', {
+      userId: userId(),
+      items: [{ sku: 'no-such-sku-anywhere', quantity: 1 }],
+    });
     expect(r.status).toBe(422);
     expect(r.body).toMatchObject({ error: 'UNKNOWN_SKU', skus: ['no-such-sku-anywhere'] });
   });
@@ -237,7 +294,11 @@ describe('order API', () => {
   });
 
   test('malformed JSON answers 400 in the error shape', async () => {
-    const response = await fetch(`${sys.apiUrl}/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"userId":' });
+    const response = await fetch(`${sys.apiUrl}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"userId":',
+    });
     expect(response.status).toBe(400);
     expect(((await response.json()) as { error: string }).error).toBe('VALIDATION_FAILED');
   });
@@ -256,7 +317,12 @@ describe('order API', () => {
     expect(third.body.orderId).toBe(first.body.orderId);
     expect(third.body.payment.paymentUrl).toBe(first.body.payment.paymentUrl);
     expect(await stockOf(sys, sku)).toEqual({ available: 4, reserved: 1, sold: 0 });
-    const reused = await sys.http('POST', '/orders', { ...body, items: [{ sku, quantity: 2 }] }, { 'idempotency-key': key });
+    const reused = await sys.http(
+      'POST',
+      '/orders',
+      { ...body, items: [{ sku, quantity: 2 }] },
+      { 'idempotency-key': key },
+    );
     expect(reused.status).toBe(422);
     expect(reused.body.error).toBe('IDEMPOTENCY_KEY_REUSED');
   });
@@ -289,18 +355,26 @@ describe('order API', () => {
 
   test('admin endpoints refuse a missing or wrong token', async () => {
     expect((await sys.http('PUT', '/admin/products/x1', { name: 'x', price: 1, stock: 1 })).status).toBe(401);
-    expect((await sys.http('GET', '/admin/products/x1', undefined, { authorization: 'Bearer wrong-token-xx' })).status).toBe(401);
+    expect(
+      (await sys.http('GET', '/admin/products/x1', undefined, { authorization: 'Bearer wrong-token-xx' })).status,
+    ).toBe(401);
   });
 
   test('a hot SKU can be sharded into buckets: stock is spread over them, reads as one sum, and buckets holding reservations cannot be removed', async () => {
     const auth = { authorization: `Bearer ${sys.config.adminToken}` };
     const sku = await createProduct(sys, { price: 500, stock: 10 });
-    const put = (body: Record<string, unknown>) => sys.http('PUT', `/admin/products/${sku}`, { name: 'hot', price: 500, ...body }, auth);
+    const put = (body: Record<string, unknown>) =>
+      sys.http('PUT', `/admin/products/${sku}`, { name: 'hot', price: 500, ...body }, auth);
     expect((await put({ stock: 10, buckets: 0 })).status).toBe(400);
     expect((await put({ stock: 10, buckets: 65 })).status).toBe(400);
     const sharded = await put({ stock: 10, buckets: 4 });
     expect(sharded.body).toMatchObject({ stock: { available: 10, reserved: 0, sold: 0 }, buckets: 4 });
-    expect((await sys.db('stock_buckets').where({ sku }).orderBy('bucket').select('bucket', 'available')).map((b) => [b.bucket, Number(b.available)])).toEqual([
+    expect(
+      (await sys.db('stock_buckets').where({ sku }).orderBy('bucket').select('bucket', 'available')).map((b) => [
+        b.bucket,
+        Number(b.available),
+      ]),
+    ).toEqual([
       [1, 3],
       [2, 2],
       [3, 2],
@@ -310,12 +384,17 @@ describe('order API', () => {
     const order = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 4 }] });
     expect(order.status).toBe(201);
     expect(await stockOf(sys, sku)).toEqual({ available: 6, reserved: 4, sold: 0 });
-    const held = (await sys.db('stock_holds').where({ xid: order.body.orderId }).select('bucket')).map((h) => Number(h.bucket));
+    const held = (await sys.db('stock_holds').where({ xid: order.body.orderId }).select('bucket')).map((h) =>
+      Number(h.bucket),
+    );
     // Shrinking to one bucket would drop buckets that hold this order's units (unless it took only from bucket 0).
     const shrink = await put({ stock: 6, buckets: 1 });
     if (held.some((b) => b > 0)) expect(shrink).toMatchObject({ status: 409, body: { error: 'STOCK_BUCKETS_IN_USE' } });
     else expect(shrink.status).toBe(200);
-    expect((await put({ stock: 20, buckets: 8 })).body).toMatchObject({ stock: { available: 20, reserved: 4, sold: 0 }, buckets: 8 });
+    expect((await put({ stock: 20, buckets: 8 })).body).toMatchObject({
+      stock: { available: 20, reserved: 4, sold: 0 },
+      buckets: 8,
+    });
     const { total_in: totalIn } = await sys.db('stock').where({ sku }).first('total_in');
     expect(Number(totalIn)).toBe(24);
   });
@@ -323,15 +402,29 @@ describe('order API', () => {
   test('concurrent PUTs of new and existing products all succeed (gap-lock deadlocks between them are retried)', async () => {
     const auth = { authorization: `Bearer ${sys.config.adminToken}` };
     const skus = Array.from({ length: 8 }, () => `conc-${randomBytes(4).toString('hex')}`);
-    const first = await Promise.all(skus.map((sku, i) => sys.http('PUT', `/admin/products/${sku}`, { name: sku, price: 100 + i, stock: 5, ...(i % 2 ? { buckets: 3 } : {}) }, auth)));
+    const first = await Promise.all(
+      skus.map((sku, i) =>
+        sys.http(
+          'PUT',
+          `/admin/products/${sku}`,
+          { name: sku, price: 100 + i, stock: 5, ...(i % 2 ? { buckets: 3 } : {}) },
+          auth,
+        ),
+      ),
+    );
     expect(first.map((r) => r.status)).toEqual(skus.map(() => 201));
-    const again = await Promise.all(skus.map((sku, i) => sys.http('PUT', `/admin/products/${sku}`, { name: sku, price: 100 + i, stock: 7 }, auth)));
+    const again = await Promise.all(
+      skus.map((sku, i) => sys.http('PUT', `/admin/products/${sku}`, { name: sku, price: 100 + i, stock: 7 }, auth)),
+    );
     expect(again.map((r) => r.status)).toEqual(skus.map(() => 200));
     for (const r of again) expect(r.body.stock).toEqual({ available: 7, reserved: 0, sold: 0 });
   });
 
   test('healthz and metrics answer', async () => {
-    expect((await sys.http('GET', '/healthz')).body).toMatchObject({ status: 'ok', checks: { mysql: 'ok', temporal: 'ok' } });
+    expect((await sys.http('GET', '/healthz')).body).toMatchObject({
+      status: 'ok',
+      checks: { mysql: 'ok', temporal: 'ok' },
+    });
     const metrics = await fetch(`${sys.apiUrl}/metrics`);
     expect(await metrics.text()).toMatch(/payflow_notifications_received_total/);
   });

@@ -35,7 +35,12 @@ function stateAt(input: Partial<OrderPaymentInput> = {}) {
 /** A state as setup leaves it: priced, the clock started, the payment created. */
 function opened(input: Partial<OrderPaymentInput> = {}) {
   const clock = stateAt(input);
-  clock.state.opened({ amount: 1000, currency: 'CNY', lines: [{ sku: 'sku-a', quantity: 1, unitPrice: 1000 }], benefits: [] });
+  clock.state.opened({
+    amount: 1000,
+    currency: 'CNY',
+    lines: [{ sku: 'sku-a', quantity: 1, unitPrice: 1000 }],
+    benefits: [],
+  });
   clock.state.startClock();
   clock.state.paymentCreated({ merchantId: 'm1', paymentUrl: 'https://pay.example/1' });
   clock.state.enter('AWAITING_PAYMENT');
@@ -129,7 +134,11 @@ describe('after PAID', () => {
 describe('paid, cancellable, decided: one answer each', () => {
   test('an order waiting for payment is cancellable, not paid, not decided', () => {
     const { state } = opened();
-    expect({ paid: state.paid, cancellable: state.cancellable, decided: state.decided }).toEqual({ paid: false, cancellable: true, decided: false });
+    expect({ paid: state.paid, cancellable: state.cancellable, decided: state.decided }).toEqual({
+      paid: false,
+      cancellable: true,
+      decided: false,
+    });
   });
 
   test('a known payment ends cancellability before the order is marked PAID', () => {
@@ -185,7 +194,13 @@ describe('notifications', () => {
   test('a query answer becomes the evidence only when none is known; unknown fields never match the order', () => {
     const { state } = opened();
     expect(state.found({ status: 'PAID', tradeNo: 'TQ' }, 'query')).toBe(true);
-    expect(state.evidence).toMatchObject({ source: 'query', tradeNo: 'TQ', amount: -1, currency: 'unknown', merchantId: 'unknown' });
+    expect(state.evidence).toMatchObject({
+      source: 'query',
+      tradeNo: 'TQ',
+      amount: -1,
+      currency: 'unknown',
+      merchantId: 'unknown',
+    });
     expect(state.mismatch(state.evidence!)).toBe('amount -1 != 1000; currency unknown != CNY; merchant unknown != m1');
     expect(state.found({ status: 'PAID', tradeNo: 'TQ2', paidAmount: 1000 }, 'query')).toBe(false);
   });
@@ -231,7 +246,10 @@ describe('support and setup', () => {
   test('an escalation answers what the order is doing now', () => {
     const waiting = opened();
     expect(waiting.state.escalationResolution()).toBe('WAITING_FOR_PAYMENT');
-    waiting.state.found({ status: 'PAID', tradeNo: 'T1', paidAmount: 1000, currency: 'CNY', merchantId: 'm1' }, 'query');
+    waiting.state.found(
+      { status: 'PAID', tradeNo: 'T1', paidAmount: 1000, currency: 'CNY', merchantId: 'm1' },
+      'query',
+    );
     expect(waiting.state.escalationResolution()).toBe('PAYMENT_FOUND');
     const review = opened();
     review.state.inReview();
@@ -247,16 +265,37 @@ describe('support and setup', () => {
       { participant: 'points', resource: 'u1', quantity: 200 },
     ]);
     expect(requestedBenefits({ userId: 'u1' })).toEqual([]);
-    const paid = { source: 'callback' as const, tradeNo: 'T', amount: 999, currency: 'USD', merchantId: 'm2', paidAt: '' };
-    expect(describeMismatch(paid, 1000, 'CNY', 'm1')).toBe('amount 999 != 1000; currency USD != CNY; merchant m2 != m1');
-    expect(describeMismatch({ ...paid, amount: 1000, currency: 'CNY', merchantId: 'm1' }, 1000, 'CNY', 'm1')).toBeUndefined();
+    const paid = {
+      source: 'callback' as const,
+      tradeNo: 'T',
+      amount: 999,
+      currency: 'USD',
+      merchantId: 'm2',
+      paidAt: '',
+    };
+    expect(describeMismatch(paid, 1000, 'CNY', 'm1')).toBe(
+      'amount 999 != 1000; currency USD != CNY; merchant m2 != m1',
+    );
+    expect(
+      describeMismatch({ ...paid, amount: 1000, currency: 'CNY', merchantId: 'm1' }, 1000, 'CNY', 'm1'),
+    ).toBeUndefined();
   });
 
   test('the payment URL is answered with the deadline fixed when the clock started', () => {
     const { state } = opened();
     expect(state.ready).toEqual({
       ok: true,
-      value: { orderId: 'ord_state', status: 'AWAITING_PAYMENT', amount: 1000, currency: 'CNY', payment: { provider: 'alipay', paymentUrl: 'https://pay.example/1', expiresAt: new Date(T0 + 15 * MIN).toISOString() } },
+      value: {
+        orderId: 'ord_state',
+        status: 'AWAITING_PAYMENT',
+        amount: 1000,
+        currency: 'CNY',
+        payment: {
+          provider: 'alipay',
+          paymentUrl: 'https://pay.example/1',
+          expiresAt: new Date(T0 + 15 * MIN).toISOString(),
+        },
+      },
     });
     expect(state.providerExpiresAt).toBe(T0 + 16 * MIN);
   });

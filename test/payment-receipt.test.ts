@@ -1,5 +1,6 @@
 /**
- * The payment-receipt step (in orderLifecycle's settlePaid; patch `order-payment-receipt` in orderPayment): a PAID order queues one receipt for the buyer in the
+ * The payment-receipt step (in orderLifecycle's settlePaid; patch `order-payment-receipt` in orderPayment): a PAID
+ * order queues one receipt for the buyer in the
  * outbox at once, stating what the provider says was paid; the activity is idempotent and writes nothing for an
  * order that is not PAID. Real API, worker, MySQL and sandbox.
  */
@@ -14,14 +15,24 @@ const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
 beforeAll(async () => {
   // A cooling-off window no test can outlast (it shows the receipt is queued when PAID, not when the window ends), and
   // a payment window no test can outlast before it pays, however slow the server.
-  sys = await startSystem({ PAYMENT_TIMEOUT: '10m', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', COOLING_OFF_PERIOD: '30m' });
+  sys = await startSystem({
+    PAYMENT_TIMEOUT: '10m',
+    QUERY_FIRST_DELAY: '10m',
+    QUERY_MAX_INTERVAL: '10m',
+    COOLING_OFF_PERIOD: '30m',
+  });
 }, 60_000);
 
 afterAll(async () => {
   // The orders wait out their cooling-off window: end them rather than leave them open on the shared dev server.
   if (sys) {
-    for await (const wf of sys.client.workflow.list({ query: `TaskQueue = '${sys.config.taskQueue}' AND ExecutionStatus = 'Running'` })) {
-      await sys.client.workflow.getHandle(wf.workflowId).terminate('payment-receipt suite cleanup').catch(() => undefined);
+    for await (const wf of sys.client.workflow.list({
+      query: `TaskQueue = '${sys.config.taskQueue}' AND ExecutionStatus = 'Running'`,
+    })) {
+      await sys.client.workflow
+        .getHandle(wf.workflowId)
+        .terminate('payment-receipt suite cleanup')
+        .catch(() => undefined);
     }
   }
   await sys?.stop();
@@ -38,10 +49,13 @@ const receipts = (orderId: string) => sys.db('outbox').where({ topic: PAYMENT_RE
 
 /** The receipt rows once there are any (the step runs right after the PAID transition MySQL already shows). */
 async function queuedReceipts(orderId: string) {
-  return waitFor(async () => {
-    const rows = await receipts(orderId);
-    return rows.length > 0 ? rows : undefined;
-  }, { timeoutMs: 45_000, what: `the receipt of ${orderId}` });
+  return waitFor(
+    async () => {
+      const rows = await receipts(orderId);
+      return rows.length > 0 ? rows : undefined;
+    },
+    { timeoutMs: 45_000, what: `the receipt of ${orderId}` },
+  );
 }
 
 test('a paid order queues one receipt at once, inside the cooling-off window, with what was paid', async () => {
@@ -79,7 +93,12 @@ test('an approved review receipts what the buyer actually paid; an unpaid order 
   await waitForStatus(sys, orderId, ['NEEDS_REVIEW']);
   expect(await recordPaymentReceipt(sys.db, orderId)).toEqual({ written: false, reason: 'NOT_PAID' });
   expect(await receipts(orderId)).toHaveLength(0);
-  const r = await sys.http('POST', `/orders/${orderId}/review`, { decision: 'approve', operator: 'alice', reason: 'one fen short, accepted' }, admin());
+  const r = await sys.http(
+    'POST',
+    `/orders/${orderId}/review`,
+    { decision: 'approve', operator: 'alice', reason: 'one fen short, accepted' },
+    admin(),
+  );
   expect(r.body).toEqual({ orderId, status: 'PAID' });
   const rows = await queuedReceipts(orderId);
   expect(rows).toHaveLength(1);

@@ -22,12 +22,36 @@ const PROD = { NODE_ENV: 'production', ADMIN_TOKEN: STRONG('admin') };
 describe('production mode refuses what only development may have', () => {
   test.each([
     ['ADMIN_TOKEN unset', { NODE_ENV: 'production' }, /^Invalid configuration: ADMIN_TOKEN is not set/],
-    ['ADMIN_TOKEN the published default', { NODE_ENV: 'production', ADMIN_TOKEN: DEV_ADMIN_TOKEN }, /^Invalid configuration: ADMIN_TOKEN is a published default/],
-    ["ADMIN_TOKEN docker-compose's old example", { NODE_ENV: 'production', ADMIN_TOKEN: 'change-me-admin-token' }, /^Invalid configuration: ADMIN_TOKEN is a published default/],
-    ['ADMIN_TOKEN short', { NODE_ENV: 'production', ADMIN_TOKEN: 'short-but-over-8' }, /^Invalid configuration: ADMIN_TOKEN is too short/],
-    ['SANDBOX_SECRET unset on staging', { ...PROD, SANDBOX_ENABLED: 'true' }, /^Invalid configuration: SANDBOX_SECRET is not set/],
-    ['SANDBOX_SECRET the published default on staging', { ...PROD, SANDBOX_ENABLED: 'true', SANDBOX_SECRET: DEV_SANDBOX_SECRET }, /^Invalid configuration: SANDBOX_SECRET is a published default/],
-    ['SANDBOX_SECRET short on staging', { ...PROD, SANDBOX_ENABLED: 'true', SANDBOX_SECRET: 'abcdefghijk' }, /^Invalid configuration: SANDBOX_SECRET is too short/],
+    [
+      'ADMIN_TOKEN the published default',
+      { NODE_ENV: 'production', ADMIN_TOKEN: DEV_ADMIN_TOKEN },
+      /^Invalid configuration: ADMIN_TOKEN is a published default/,
+    ],
+    [
+      "ADMIN_TOKEN docker-compose's old example",
+      { NODE_ENV: 'production', ADMIN_TOKEN: 'change-me-admin-token' },
+      /^Invalid configuration: ADMIN_TOKEN is a published default/,
+    ],
+    [
+      'ADMIN_TOKEN short',
+      { NODE_ENV: 'production', ADMIN_TOKEN: 'short-but-over-8' },
+      /^Invalid configuration: ADMIN_TOKEN is too short/,
+    ],
+    [
+      'SANDBOX_SECRET unset on staging',
+      { ...PROD, SANDBOX_ENABLED: 'true' },
+      /^Invalid configuration: SANDBOX_SECRET is not set/,
+    ],
+    [
+      'SANDBOX_SECRET the published default on staging',
+      { ...PROD, SANDBOX_ENABLED: 'true', SANDBOX_SECRET: DEV_SANDBOX_SECRET },
+      /^Invalid configuration: SANDBOX_SECRET is a published default/,
+    ],
+    [
+      'SANDBOX_SECRET short on staging',
+      { ...PROD, SANDBOX_ENABLED: 'true', SANDBOX_SECRET: 'abcdefghijk' },
+      /^Invalid configuration: SANDBOX_SECRET is too short/,
+    ],
   ])('%s: one line naming the variable', (_name, env, expected) => {
     const message = configErrorOf(env);
     expect(message).toMatch(expected);
@@ -50,26 +74,50 @@ describe('production mode refuses what only development may have', () => {
 
   test('development keeps working without any setting', () => {
     const config = loadConfig({});
-    expect(config).toMatchObject({ production: false, sandboxEnabled: true, adminToken: DEV_ADMIN_TOKEN, sandboxSecret: DEV_SANDBOX_SECRET });
+    expect(config).toMatchObject({
+      production: false,
+      sandboxEnabled: true,
+      adminToken: DEV_ADMIN_TOKEN,
+      sandboxSecret: DEV_SANDBOX_SECRET,
+    });
     expect(Object.keys(createProviders(config))).toEqual(['sandbox']);
   });
 
   test.each([
-    ['the API', 'src/client/main.ts', { NODE_ENV: 'production', ADMIN_TOKEN: DEV_ADMIN_TOKEN }, /^Invalid configuration: ADMIN_TOKEN is a published default/],
+    [
+      'the API',
+      'src/client/main.ts',
+      { NODE_ENV: 'production', ADMIN_TOKEN: DEV_ADMIN_TOKEN },
+      /^Invalid configuration: ADMIN_TOKEN is a published default/,
+    ],
     ['the worker', 'src/workers/main.ts', { NODE_ENV: 'production' }, /^Invalid configuration: ADMIN_TOKEN is not set/],
-    ['the sandbox server', 'src/sandbox-provider/main.ts', { ...PROD }, /^Invalid configuration: the sandbox provider does not run in production/],
-  ])('%s refuses to start, with one line on stderr', (_name, entry, env, expected) => {
-    const root = join(__dirname, '..');
-    const run = spawnSync(join(root, 'node_modules', '.bin', 'tsx'), [entry], {
-      cwd: root,
-      env: { PATH: process.env.PATH, ...env, TEMPORAL_ADDRESS: '127.0.0.1:1', DATABASE_URL: 'mysql://root@127.0.0.1:1/none' },
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
-    expect(run.status).toBe(1);
-    expect(run.stderr.trim()).toMatch(expected);
-    expect(run.stderr.trim().split('\n')).toHaveLength(1);
-  }, 40_000);
+    [
+      'the sandbox server',
+      'src/sandbox-provider/main.ts',
+      { ...PROD },
+      /^Invalid configuration: the sandbox provider does not run in production/,
+    ],
+  ])(
+    '%s refuses to start, with one line on stderr',
+    (_name, entry, env, expected) => {
+      const root = join(__dirname, '..');
+      const run = spawnSync(join(root, 'node_modules', '.bin', 'tsx'), [entry], {
+        cwd: root,
+        env: {
+          PATH: process.env.PATH,
+          ...env,
+          TEMPORAL_ADDRESS: '127.0.0.1:1',
+          DATABASE_URL: 'mysql://root@127.0.0.1:1/none',
+        },
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      expect(run.status).toBe(1);
+      expect(run.stderr.trim()).toMatch(expected);
+      expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    },
+    40_000,
+  );
 });
 
 describe('a production API', () => {
@@ -83,26 +131,40 @@ describe('a production API', () => {
 
   test('refuses a sandbox order and has no sandbox callback', async () => {
     const sku = await createProduct(sys, { stock: 1 });
-    const order = await sys.http('POST', '/orders', { userId: 'u-prod', items: [{ sku, quantity: 1 }], provider: 'sandbox' });
+    const order = await sys.http('POST', '/orders', {
+      userId: 'u-prod',
+      items: [{ sku, quantity: 1 }],
+      provider: 'sandbox',
+    });
     expect(order.status).toBe(422);
     expect(order.body).toMatchObject({ error: 'PROVIDER_NOT_AVAILABLE', provider: 'sandbox', available: [] });
     // The default provider is the sandbox: with nothing configured, an order naming none is refused the same way.
-    expect((await sys.http('POST', '/orders', { userId: 'u-prod', items: [{ sku, quantity: 1 }] })).body.error).toBe('PROVIDER_NOT_AVAILABLE');
+    expect((await sys.http('POST', '/orders', { userId: 'u-prod', items: [{ sku, quantity: 1 }] })).body.error).toBe(
+      'PROVIDER_NOT_AVAILABLE',
+    );
     const raw = JSON.stringify({ id: 'n-prod', type: 'payment.succeeded', data: {} });
     const callback = await fetch(`${sys.apiUrl}/callbacks/sandbox`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'sandbox-signature': signSandboxPayload(DEV_SANDBOX_SECRET, raw, Math.floor(Date.now() / 1000)) },
+      headers: {
+        'content-type': 'application/json',
+        'sandbox-signature': signSandboxPayload(DEV_SANDBOX_SECRET, raw, Math.floor(Date.now() / 1000)),
+      },
       body: raw,
     });
     expect(callback.status).toBe(404);
     expect(await callback.json()).toMatchObject({ error: 'UNKNOWN_PROVIDER' });
     expect(await sys.db('orders').where({ user_id: 'u-prod' }).first()).toBeUndefined();
-    expect((await sys.http('GET', '/admin/products/x', undefined, { authorization: `Bearer ${DEV_ADMIN_TOKEN}` })).status).toBe(401);
+    expect(
+      (await sys.http('GET', '/admin/products/x', undefined, { authorization: `Bearer ${DEV_ADMIN_TOKEN}` })).status,
+    ).toBe(401);
   });
 });
 
 /** A sandbox-signed notification body for an order, as the sandbox (or anyone with its secret) would send it. */
-function sandboxNotification(sys: TestSystem, data: { outTradeNo: string; amount: number; currency?: string; tradeNo?: string; merchantId?: string }) {
+function sandboxNotification(
+  sys: TestSystem,
+  data: { outTradeNo: string; amount: number; currency?: string; tradeNo?: string; merchantId?: string },
+) {
   const raw = JSON.stringify({
     id: `n-${randomBytes(6).toString('hex')}`,
     type: 'payment.succeeded',
@@ -115,7 +177,13 @@ function sandboxNotification(sys: TestSystem, data: { outTradeNo: string; amount
       paidAt: new Date().toISOString(),
     },
   });
-  return { raw, headers: { 'content-type': 'application/json', 'sandbox-signature': signSandboxPayload(sys.config.sandboxSecret, raw, Math.floor(Date.now() / 1000)) } };
+  return {
+    raw,
+    headers: {
+      'content-type': 'application/json',
+      'sandbox-signature': signSandboxPayload(sys.config.sandboxSecret, raw, Math.floor(Date.now() / 1000)),
+    },
+  };
 }
 
 describe('a notification only speaks for its own provider', () => {
@@ -138,7 +206,11 @@ describe('a notification only speaks for its own provider', () => {
       PAYMENT_TIMEOUT: '15m',
     });
     const sku = await createProduct(sys, { stock: 5, price: 1980 });
-    const created = await sys.http('POST', '/orders', { userId: 'u-alipay', items: [{ sku, quantity: 1 }], provider: 'alipay' });
+    const created = await sys.http('POST', '/orders', {
+      userId: 'u-alipay',
+      items: [{ sku, quantity: 1 }],
+      provider: 'alipay',
+    });
     expect(created.status).toBe(201);
     orderId = created.body.orderId;
     amount = created.body.amount;
@@ -157,12 +229,21 @@ describe('a notification only speaks for its own provider', () => {
     const { raw, headers } = sandboxNotification(sys, { outTradeNo: orderId, amount });
     const r = await fetch(`${sys.apiUrl}/callbacks/sandbox`, { method: 'POST', headers, body: raw });
     expect(r.status).toBe(409);
-    expect(await r.json()).toMatchObject({ error: 'PROVIDER_MISMATCH', message: expect.stringContaining('pays with alipay') });
-    const audited = await sys.db('notification_rejections').where({ provider: 'sandbox', reason: 'PROVIDER_MISMATCH' }).orderBy('id', 'desc').first();
+    expect(await r.json()).toMatchObject({
+      error: 'PROVIDER_MISMATCH',
+      message: expect.stringContaining('pays with alipay'),
+    });
+    const audited = await sys
+      .db('notification_rejections')
+      .where({ provider: 'sandbox', reason: 'PROVIDER_MISMATCH' })
+      .orderBy('id', 'desc')
+      .first();
     expect(audited).toBeDefined();
     expect(await sys.db('notification_inbox').where({ out_trade_no: orderId }).first()).toBeUndefined();
     const metrics = await (await fetch(`${sys.apiUrl}/metrics`)).text();
-    expect(metrics).toMatch(/payflow_notifications_cross_provider_total\{provider="sandbox",reason="PROVIDER_MISMATCH",where="callback"\} 1/);
+    expect(metrics).toMatch(
+      /payflow_notifications_cross_provider_total\{provider="sandbox",reason="PROVIDER_MISMATCH",where="callback"\} 1/,
+    );
     expect((await sys.http('GET', `/orders/${orderId}`)).body.status).toBe('AWAITING_PAYMENT');
   });
 
@@ -171,25 +252,40 @@ describe('a notification only speaks for its own provider', () => {
     // API's sweep routes it, whichever claims it first (the lease).
     const { id, payload } = await insertInboxRow(sys.db, orderId, { amount, merchantId: sys.config.sandboxMerchantId });
     await sys.api.inbox.process(Number(id));
-    const row = await waitFor(async () => {
-      const r = await sys.db('notification_inbox').where({ id }).first();
-      return r.status !== 'RECEIVED' ? r : undefined;
-    }, { what: 'the inbox row routed' });
+    const row = await waitFor(
+      async () => {
+        const r = await sys.db('notification_inbox').where({ id }).first();
+        return r.status !== 'RECEIVED' ? r : undefined;
+      },
+      { what: 'the inbox row routed' },
+    );
     expect(row).toMatchObject({ status: 'REFUSED', last_error: expect.stringContaining('pays with alipay') });
 
     const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
     await handle.signal(paymentNotifiedSignal, { ...payload, notificationId: `${payload.notificationId}-direct` });
-    const status = await waitFor(async () => {
-      const s = await handle.query(statusQuery);
-      return s.timeline.some((t) => t.type === 'NOTIFICATION_IGNORED' && t.message.includes('comes from sandbox')) ? s : undefined;
-    }, { what: 'the ignored signal on the workflow timeline' });
+    const status = await waitFor(
+      async () => {
+        const s = await handle.query(statusQuery);
+        return s.timeline.some((t) => t.type === 'NOTIFICATION_IGNORED' && t.message.includes('comes from sandbox'))
+          ? s
+          : undefined;
+      },
+      { what: 'the ignored signal on the workflow timeline' },
+    );
     expect(status.status).toBe('AWAITING_PAYMENT');
     expect((await sys.http('GET', `/orders/${orderId}`)).body.status).toBe('AWAITING_PAYMENT');
   });
 
   test('a late-payment workflow for a trade of another provider changes nothing', async () => {
     // The sandbox really holds a paid trade under this Alipay order's id: the strongest form of the forgery.
-    const created = await sys.sandbox('POST', '/v1/payments', { outTradeNo: orderId, amount, currency: 'CNY', merchantId: sys.config.sandboxMerchantId, expiresAt: new Date(Date.now() + 600_000).toISOString(), notifyUrl: 'http://127.0.0.1:9/none' });
+    const created = await sys.sandbox('POST', '/v1/payments', {
+      outTradeNo: orderId,
+      amount,
+      currency: 'CNY',
+      merchantId: sys.config.sandboxMerchantId,
+      expiresAt: new Date(Date.now() + 600_000).toISOString(),
+      notifyUrl: 'http://127.0.0.1:9/none',
+    });
     expect(created.status).toBeLessThan(300);
     const paid = await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
     expect(paid.status).toBe(200);
@@ -205,11 +301,36 @@ describe('a notification only speaks for its own provider', () => {
   });
 
   test("reconciliation never takes one provider's bill line for another provider's order", () => {
-    const row = { kind: 'PAYMENT', outTradeNo: orderId, tradeNo: 't-1', amount, currency: 'CNY', at: new Date().toISOString() } as const;
-    const local = { out_trade_no: orderId, provider: 'alipay', trade_no: null, status: 'PENDING', amount, currency: 'CNY', paid_amount: null, paid_currency: null, order_status: 'AWAITING_PAYMENT', paid_trade_no: null };
-    expect(classifyBillPayment(row as never, local, 'sandbox')).toMatchObject({ class: 'UNKNOWN_TRADE', detail: 'OTHER_PROVIDER', repair_status: 'NONE' });
+    const row = {
+      kind: 'PAYMENT',
+      outTradeNo: orderId,
+      tradeNo: 't-1',
+      amount,
+      currency: 'CNY',
+      at: new Date().toISOString(),
+    } as const;
+    const local = {
+      out_trade_no: orderId,
+      provider: 'alipay',
+      trade_no: null,
+      status: 'PENDING',
+      amount,
+      currency: 'CNY',
+      paid_amount: null,
+      paid_currency: null,
+      order_status: 'AWAITING_PAYMENT',
+      paid_trade_no: null,
+    };
+    expect(classifyBillPayment(row as never, local, 'sandbox')).toMatchObject({
+      class: 'UNKNOWN_TRADE',
+      detail: 'OTHER_PROVIDER',
+      repair_status: 'NONE',
+    });
     // The same line in the order's own provider's bill is a lost payment to repair.
-    expect(classifyBillPayment(row as never, local, 'alipay')).toMatchObject({ class: 'PAID_NOT_RECORDED', repair_status: 'PENDING' });
+    expect(classifyBillPayment(row as never, local, 'alipay')).toMatchObject({
+      class: 'PAID_NOT_RECORDED',
+      repair_status: 'PENDING',
+    });
   });
 });
 
@@ -239,13 +360,18 @@ describe('a mismatch is confirmed with the provider before it freezes an order',
     );
     expect(after.status).toBe('AWAITING_PAYMENT');
     expect(after.payment.expiresAt).toBe(before.payment.expiresAt);
-    expect(after.timeline.find((t: { type: string }) => t.type === 'NOTIFICATION_NOT_CONFIRMED').message).toMatch(/reports (WAITING|NOT_PAID|PENDING|CREATED)/);
+    expect(after.timeline.find((t: { type: string }) => t.type === 'NOTIFICATION_NOT_CONFIRMED').message).toMatch(
+      /reports (WAITING|NOT_PAID|PENDING|CREATED)/,
+    );
     expect(await sys.db('stock').where({ sku }).first()).toMatchObject({ reserved: 1 });
     // Back in the wait with its deadline: the live stage says so.
-    const live = await waitFor(async () => {
-      const s = await sys.client.workflow.getHandle(orderWorkflowId(order.orderId)).query(statusQuery);
-      return s.stage === 'AWAITING_PAYMENT' ? s : undefined;
-    }, { what: 'the workflow back in AWAITING_PAYMENT' });
+    const live = await waitFor(
+      async () => {
+        const s = await sys.client.workflow.getHandle(orderWorkflowId(order.orderId)).query(statusQuery);
+        return s.stage === 'AWAITING_PAYMENT' ? s : undefined;
+      },
+      { what: 'the workflow back in AWAITING_PAYMENT' },
+    );
     expect(live.deadline).toBeDefined();
 
     // The buyer then really pays: the order is PAID as usual.

@@ -21,7 +21,14 @@ const alipayKeys = rsaPair(); // Alipay's key pair: Alipay signs notifications a
 const strangerKeys = rsaPair();
 
 function config(gateway = 'https://openapi.alipay.com/gateway.do'): AlipayConfig {
-  return { appId: APP_ID, sellerId: SELLER_ID, privateKey: appKeys.privateKey, alipayPublicKey: alipayKeys.publicKey, gateway, payMethod: 'page' };
+  return {
+    appId: APP_ID,
+    sellerId: SELLER_ID,
+    privateKey: appKeys.privateKey,
+    alipayPublicKey: alipayKeys.publicKey,
+    gateway,
+    payMethod: 'page',
+  };
 }
 
 /** Alipay's documented notification fields (trade_status_sync for a page-pay trade). */
@@ -69,7 +76,11 @@ function signNotification(fields: Record<string, string>, key = alipayKeys.priva
 const NOW = new Date('2015-04-27T07:46:00Z');
 
 function verify(provider: PaymentProvider, body: string | Buffer) {
-  return provider.verifyNotification(Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8'), { 'content-type': 'application/x-www-form-urlencoded; charset=utf-8' }, NOW);
+  return provider.verifyNotification(
+    Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8'),
+    { 'content-type': 'application/x-www-form-urlencoded; charset=utf-8' },
+    NOW,
+  );
 }
 
 describe('Alipay notifications', () => {
@@ -99,7 +110,10 @@ describe('Alipay notifications', () => {
     ['1024', 102400],
     ['19999999.99', 1999999999],
   ])('total_amount %s yuan becomes %i fen exactly', (yuan, fen) => {
-    const verdict = verify(provider, signNotification(sampleNotification({ total_amount: yuan, receipt_amount: yuan })));
+    const verdict = verify(
+      provider,
+      signNotification(sampleNotification({ total_amount: yuan, receipt_amount: yuan })),
+    );
     expect(verdict.ok && verdict.notification.amount).toBe(fen);
   });
 
@@ -127,12 +141,18 @@ describe('Alipay notifications', () => {
       .map((k) => `${k}=${fields[k as keyof typeof fields]}`)
       .join('&');
     const sign = createSign('RSA-SHA256').update(content, 'utf8').sign(alipayKeys.privateKey, 'base64');
-    expect(verify(provider, new URLSearchParams({ ...fields, sign }).toString())).toMatchObject({ ok: false, rejection: { code: 'BAD_SIGNATURE' } });
+    expect(verify(provider, new URLSearchParams({ ...fields, sign }).toString())).toMatchObject({
+      ok: false,
+      rejection: { code: 'BAD_SIGNATURE' },
+    });
   });
 
   test('a notification without sign, or with the old RSA sign_type, is refused', () => {
     const fields = sampleNotification();
-    expect(verify(provider, new URLSearchParams(fields).toString())).toMatchObject({ ok: false, rejection: { code: 'MISSING_SIGNATURE' } });
+    expect(verify(provider, new URLSearchParams(fields).toString())).toMatchObject({
+      ok: false,
+      rejection: { code: 'MISSING_SIGNATURE' },
+    });
     const rsa1 = signNotification(fields).replace('sign_type=RSA2', 'sign_type=RSA');
     expect(verify(provider, rsa1)).toMatchObject({ ok: false, rejection: { code: 'MALFORMED_SIGNATURE' } });
   });
@@ -145,16 +165,28 @@ describe('Alipay notifications', () => {
     expect(verdict).toMatchObject({ ok: false, rejection: { code: 'WRONG_MERCHANT' } });
   });
 
-  test.each(['10.001', '1e3', '-10.00', '10,00', ' 10.00', '010.00', ''])('a signed notification with total_amount %j is refused as MALFORMED_BODY', (amount) => {
-    const verdict = verify(provider, signNotification(sampleNotification({ total_amount: amount })));
-    expect(verdict).toMatchObject({ ok: false, rejection: { code: 'MALFORMED_BODY' } });
-    expect(!verdict.ok && verdict.rejection.message).toMatch(/total_amount/);
-  });
+  test.each(['10.001', '1e3', '-10.00', '10,00', ' 10.00', '010.00', ''])(
+    'a signed notification with total_amount %j is refused as MALFORMED_BODY',
+    (amount) => {
+      const verdict = verify(provider, signNotification(sampleNotification({ total_amount: amount })));
+      expect(verdict).toMatchObject({ ok: false, rejection: { code: 'MALFORMED_BODY' } });
+      expect(!verdict.ok && verdict.rejection.message).toMatch(/total_amount/);
+    },
+  );
 
   test('TRADE_CLOSED after a full refund is a verified notice of a refund-close, not a timeout close', () => {
     const verdict = verify(
       provider,
-      signNotification(sampleNotification({ trade_status: 'TRADE_CLOSED', refund_fee: '10.00', gmt_refund: '2015-04-28 10:00:00.123', out_biz_no: 'rf-6823789339978248', gmt_close: '2015-04-28 10:00:01', notify_id: 'n-refund-close' })),
+      signNotification(
+        sampleNotification({
+          trade_status: 'TRADE_CLOSED',
+          refund_fee: '10.00',
+          gmt_refund: '2015-04-28 10:00:00.123',
+          out_biz_no: 'rf-6823789339978248',
+          gmt_close: '2015-04-28 10:00:01',
+          notify_id: 'n-refund-close',
+        }),
+      ),
     );
     expect(verdict).toMatchObject({
       ok: false,
@@ -175,15 +207,44 @@ describe('Alipay notifications', () => {
   });
 
   test('TRADE_CLOSED without refund fields is a verified notice of an unpaid close', () => {
-    const fields = sampleNotification({ trade_status: 'TRADE_CLOSED', gmt_payment: undefined, gmt_close: '2015-04-27 16:00:00', receipt_amount: undefined, buyer_pay_amount: undefined, notify_id: 'n-timeout' });
+    const fields = sampleNotification({
+      trade_status: 'TRADE_CLOSED',
+      gmt_payment: undefined,
+      gmt_close: '2015-04-27 16:00:00',
+      receipt_amount: undefined,
+      buyer_pay_amount: undefined,
+      notify_id: 'n-timeout',
+    });
     const verdict = verify(provider, signNotification(fields));
-    expect(verdict).toMatchObject({ ok: false, rejection: { code: 'UNSUPPORTED_EVENT', notice: { kind: 'TRADE_CLOSED', closeReason: 'UNPAID', at: '2015-04-27T08:00:00.000Z' } } });
+    expect(verdict).toMatchObject({
+      ok: false,
+      rejection: {
+        code: 'UNSUPPORTED_EVENT',
+        notice: { kind: 'TRADE_CLOSED', closeReason: 'UNPAID', at: '2015-04-27T08:00:00.000Z' },
+      },
+    });
     expect(!verdict.ok && verdict.rejection.notice?.refundedAmount).toBeUndefined();
   });
 
   test('a TRADE_SUCCESS that carries a partial refund is a refund notice, not a second payment', () => {
-    const verdict = verify(provider, signNotification(sampleNotification({ refund_fee: '3.00', gmt_refund: '2015-04-28 10:00:00', out_biz_no: 'rf-partial-1', notify_id: 'n-partial' })));
-    expect(verdict).toMatchObject({ ok: false, rejection: { code: 'UNSUPPORTED_EVENT', notice: { kind: 'REFUND', refundedAmount: 300, outRefundNo: 'rf-partial-1' } } });
+    const verdict = verify(
+      provider,
+      signNotification(
+        sampleNotification({
+          refund_fee: '3.00',
+          gmt_refund: '2015-04-28 10:00:00',
+          out_biz_no: 'rf-partial-1',
+          notify_id: 'n-partial',
+        }),
+      ),
+    );
+    expect(verdict).toMatchObject({
+      ok: false,
+      rejection: {
+        code: 'UNSUPPORTED_EVENT',
+        notice: { kind: 'REFUND', refundedAmount: 300, outRefundNo: 'rf-partial-1' },
+      },
+    });
   });
 
   test('a notification in GBK (the charset an app may be set to) verifies over its GBK bytes', () => {
@@ -193,7 +254,14 @@ describe('Alipay notifications', () => {
       .map((k) => `${k}=${fields[k]}`)
       .join('&');
     const sign = createSign('RSA-SHA256').update(iconv.encode(content, 'gbk')).sign(alipayKeys.privateKey, 'base64');
-    const encode = (v: string) => [...iconv.encode(v, 'gbk')].map((b) => (/[A-Za-z0-9._~-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`)).join('');
+    const encode = (v: string) =>
+      [...iconv.encode(v, 'gbk')]
+        .map((b) =>
+          /[A-Za-z0-9._~-]/.test(String.fromCharCode(b))
+            ? String.fromCharCode(b)
+            : `%${b.toString(16).toUpperCase().padStart(2, '0')}`,
+        )
+        .join('');
     const body = Object.entries({ ...fields, sign_type: 'RSA2', sign })
       .map(([k, v]) => `${k}=${encode(v)}`)
       .join('&');
@@ -219,14 +287,20 @@ describe('Alipay gateway calls', () => {
     const nodeText = JSON.stringify(node);
     const sign = createSign('RSA-SHA256').update(nodeText, 'utf8').sign(alipayKeys.privateKey, 'base64');
     const shown = tamper ? nodeText.replace(/"total_amount":"[^"]*"/, '"total_amount":"0.01"') : nodeText;
-    return { status: 200, headers: { 'content-type': 'application/json;charset=utf-8' }, body: `{"${key}":${shown},"sign":"${sign}"}` };
+    return {
+      status: 200,
+      headers: { 'content-type': 'application/json;charset=utf-8' },
+      body: `{"${key}":${shown},"sign":"${sign}"}`,
+    };
   }
 
-  const fail = (method: string, subCode: string) => answer(method, { code: '40004', msg: 'Business Failed', sub_code: subCode, sub_msg: subCode });
+  const fail = (method: string, subCode: string) =>
+    answer(method, { code: '40004', msg: 'Business Failed', sub_code: subCode, sub_msg: subCode });
 
   beforeAll(async () => {
     gateway = await startFakeServer((req) => {
-      if (req.url.startsWith('/bill.zip')) return { status: 200, headers: { 'content-type': 'application/zip' }, body: billZip };
+      if (req.url.startsWith('/bill.zip'))
+        return { status: 200, headers: { 'content-type': 'application/zip' }, body: billZip };
       const params = new URLSearchParams(req.body.toString('utf8'));
       // The gateway's own checks of our request: RSA2 over all non-empty parameters but sign, and a China-time stamp.
       const content = [...params]
@@ -234,11 +308,23 @@ describe('Alipay gateway calls', () => {
         .sort(([a], [b]) => (a < b ? -1 : 1))
         .map(([k, v]) => `${k}=${v}`)
         .join('&');
-      const signed = createVerify('RSA-SHA256').update(content, 'utf8').verify(appKeys.publicKey, params.get('sign') ?? '', 'base64');
+      const signed = createVerify('RSA-SHA256')
+        .update(content, 'utf8')
+        .verify(appKeys.publicKey, params.get('sign') ?? '', 'base64');
       const stamp = params.get('timestamp') ?? '';
       const skewMs = Math.abs(new Date(`${stamp.replace(' ', 'T')}+08:00`).getTime() - Date.now());
       if (!signed || params.get('sign_type') !== 'RSA2' || params.get('app_id') !== APP_ID || !(skewMs < 60_000)) {
-        return { status: 200, body: JSON.stringify({ error_response: { code: '40002', msg: 'Invalid Arguments', sub_code: 'isv.invalid-signature', sub_msg: 'bad request signature' } }) };
+        return {
+          status: 200,
+          body: JSON.stringify({
+            error_response: {
+              code: '40002',
+              msg: 'Invalid Arguments',
+              sub_code: 'isv.invalid-signature',
+              sub_msg: 'bad request signature',
+            },
+          }),
+        };
       }
       const method = params.get('method')!;
       const biz = JSON.parse(params.get('biz_content') ?? '{}') as Record<string, string>;
@@ -246,26 +332,58 @@ describe('Alipay gateway calls', () => {
       switch (method) {
         case 'alipay.trade.query':
           if (!trade) return fail(method, 'ACQ.TRADE_NOT_EXIST');
-          return answer(method, { code: '10000', msg: 'Success', out_trade_no: biz.out_trade_no, trade_no: trade.tradeNo, trade_status: trade.status, total_amount: trade.total, ...(trade.paidAt ? { send_pay_date: trade.paidAt } : {}) });
+          return answer(method, {
+            code: '10000',
+            msg: 'Success',
+            out_trade_no: biz.out_trade_no,
+            trade_no: trade.tradeNo,
+            trade_status: trade.status,
+            total_amount: trade.total,
+            ...(trade.paidAt ? { send_pay_date: trade.paidAt } : {}),
+          });
         case 'alipay.trade.close':
           if (!trade) return fail(method, 'ACQ.TRADE_NOT_EXIST');
           if (trade.status !== 'WAIT_BUYER_PAY') return fail(method, 'ACQ.TRADE_STATUS_ERROR');
           trade.status = 'TRADE_CLOSED';
-          return answer(method, { code: '10000', msg: 'Success', out_trade_no: biz.out_trade_no, trade_no: trade.tradeNo });
+          return answer(method, {
+            code: '10000',
+            msg: 'Success',
+            out_trade_no: biz.out_trade_no,
+            trade_no: trade.tradeNo,
+          });
         case 'alipay.trade.refund': {
           if (!trade || trade.status !== 'TRADE_SUCCESS') return fail(method, 'ACQ.TRADE_STATUS_ERROR');
           const again = refunds.has(biz.out_request_no!);
           if (!again) refunds.set(biz.out_request_no!, { outTradeNo: biz.out_trade_no!, amount: biz.refund_amount! });
-          return answer(method, { code: '10000', msg: 'Success', trade_no: trade.tradeNo, out_trade_no: biz.out_trade_no, fund_change: again ? 'N' : 'Y', refund_fee: biz.refund_amount, gmt_refund_pay: '2024-01-01 12:00:00' });
+          return answer(method, {
+            code: '10000',
+            msg: 'Success',
+            trade_no: trade.tradeNo,
+            out_trade_no: biz.out_trade_no,
+            fund_change: again ? 'N' : 'Y',
+            refund_fee: biz.refund_amount,
+            gmt_refund_pay: '2024-01-01 12:00:00',
+          });
         }
         case 'alipay.trade.fastpay.refund.query': {
           const refund = refunds.get(biz.out_request_no!);
           if (!refund) return answer(method, { code: '10000', msg: 'Success' });
-          return answer(method, { code: '10000', msg: 'Success', out_request_no: biz.out_request_no, refund_amount: refund.amount, refund_status: 'REFUND_SUCCESS', gmt_refund_pay: '2024-01-01 12:00:00' });
+          return answer(method, {
+            code: '10000',
+            msg: 'Success',
+            out_request_no: biz.out_request_no,
+            refund_amount: refund.amount,
+            refund_status: 'REFUND_SUCCESS',
+            gmt_refund_pay: '2024-01-01 12:00:00',
+          });
         }
         case 'alipay.data.dataservice.bill.downloadurl.query':
           if (biz.bill_date !== '2024-01-01') return fail(method, 'isp.bill_not_exist');
-          return answer(method, { code: '10000', msg: 'Success', bill_download_url: `${gateway.url}/bill.zip?token=abc` });
+          return answer(method, {
+            code: '10000',
+            msg: 'Success',
+            bill_download_url: `${gateway.url}/bill.zip?token=abc`,
+          });
         default:
           return fail(method, 'isv.missing-method');
       }
@@ -296,7 +414,9 @@ describe('Alipay gateway calls', () => {
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([k, v]) => `${k}=${v}`)
       .join('&');
-    expect(createVerify('RSA-SHA256').update(content, 'utf8').verify(appKeys.publicKey, params.get('sign')!, 'base64')).toBe(true);
+    expect(
+      createVerify('RSA-SHA256').update(content, 'utf8').verify(appKeys.publicKey, params.get('sign')!, 'base64'),
+    ).toBe(true);
     expect(params.get('method')).toBe('alipay.trade.page.pay');
     expect(params.get('notify_url')).toBe('https://shop.example.com/callbacks/alipay');
     expect(JSON.parse(params.get('biz_content')!)).toEqual({
@@ -310,14 +430,26 @@ describe('Alipay gateway calls', () => {
 
   test('createPayment refuses a currency other than CNY', async () => {
     await expect(
-      provider().createPayment({ outTradeNo: 'o1', amount: 100, currency: 'USD', subject: 's', notifyUrl: 'https://x/cb', expiresAt: new Date().toISOString() }),
+      provider().createPayment({
+        outTradeNo: 'o1',
+        amount: 100,
+        currency: 'USD',
+        subject: 's',
+        notifyUrl: 'https://x/cb',
+        expiresAt: new Date().toISOString(),
+      }),
     ).rejects.toMatchObject({ code: 'UNSUPPORTED_CURRENCY' });
   });
 
   test('queryPayment maps each trade status, with yuan amounts in fen and a refund-close told apart from an unpaid close', async () => {
     trades.set('q-wait', { status: 'WAIT_BUYER_PAY', total: '12.34', tradeNo: 't-wait' });
     trades.set('q-paid', { status: 'TRADE_SUCCESS', total: '12.34', tradeNo: 't-paid', paidAt: '2024-01-01 10:00:05' });
-    trades.set('q-refunded', { status: 'TRADE_CLOSED', total: '0.50', tradeNo: 't-ref', paidAt: '2024-01-01 10:00:05' });
+    trades.set('q-refunded', {
+      status: 'TRADE_CLOSED',
+      total: '0.50',
+      tradeNo: 't-ref',
+      paidAt: '2024-01-01 10:00:05',
+    });
     trades.set('q-closed', { status: 'TRADE_CLOSED', total: '12.34', tradeNo: 't-closed' });
     const p = provider();
     expect(await p.queryPayment('q-missing')).toEqual({ outTradeNo: 'q-missing', status: 'NOT_FOUND' });
@@ -331,7 +463,11 @@ describe('Alipay gateway calls', () => {
       merchantId: SELLER_ID,
       paidAt: '2024-01-01T02:00:05.000Z',
     });
-    expect(await p.queryPayment('q-refunded')).toMatchObject({ status: 'REFUNDED', paidAmount: 50, refundedAmount: 50 });
+    expect(await p.queryPayment('q-refunded')).toMatchObject({
+      status: 'REFUNDED',
+      paidAmount: 50,
+      refundedAmount: 50,
+    });
     expect(await p.queryPayment('q-closed')).toMatchObject({ status: 'CLOSED' });
   });
 
@@ -349,17 +485,38 @@ describe('Alipay gateway calls', () => {
   test('a retried refund reuses out_request_no, so the gateway refunds once and the retry is confirmed by the refund query', async () => {
     trades.set('r-paid', { status: 'TRADE_SUCCESS', total: '20.00', tradeNo: 't-r1', paidAt: '2024-01-01 10:00:00' });
     const p = provider();
-    const first = await p.refund({ outTradeNo: 'r-paid', outRefundNo: 'rf-r-paid-1', amount: 500, reason: 'late payment' });
-    const second = await p.refund({ outTradeNo: 'r-paid', outRefundNo: 'rf-r-paid-1', amount: 500, reason: 'late payment' });
+    const first = await p.refund({
+      outTradeNo: 'r-paid',
+      outRefundNo: 'rf-r-paid-1',
+      amount: 500,
+      reason: 'late payment',
+    });
+    const second = await p.refund({
+      outTradeNo: 'r-paid',
+      outRefundNo: 'rf-r-paid-1',
+      amount: 500,
+      reason: 'late payment',
+    });
     expect(first).toEqual({ refundNo: 't-r1/rf-r-paid-1', amount: 500, refundedAt: '2024-01-01T04:00:00.000Z' });
     expect(second).toEqual(first);
-    expect([...refunds].filter(([, r]) => r.outTradeNo === 'r-paid')).toEqual([['rf-r-paid-1', { outTradeNo: 'r-paid', amount: '5.00' }]]);
-    const refundCalls = gateway.requests.filter((r) => new URLSearchParams(r.body.toString()).get('method') === 'alipay.trade.refund');
-    expect(refundCalls.map((r) => JSON.parse(new URLSearchParams(r.body.toString()).get('biz_content')!).out_request_no)).toEqual(['rf-r-paid-1', 'rf-r-paid-1']);
+    expect([...refunds].filter(([, r]) => r.outTradeNo === 'r-paid')).toEqual([
+      ['rf-r-paid-1', { outTradeNo: 'r-paid', amount: '5.00' }],
+    ]);
+    const refundCalls = gateway.requests.filter(
+      (r) => new URLSearchParams(r.body.toString()).get('method') === 'alipay.trade.refund',
+    );
+    expect(
+      refundCalls.map((r) => JSON.parse(new URLSearchParams(r.body.toString()).get('biz_content')!).out_request_no),
+    ).toEqual(['rf-r-paid-1', 'rf-r-paid-1']);
   });
 
   test('an answer whose signature does not match its content is not trusted', async () => {
-    trades.set('t-tampered', { status: 'TRADE_SUCCESS', total: '99.00', tradeNo: 't-x', paidAt: '2024-01-01 10:00:00' });
+    trades.set('t-tampered', {
+      status: 'TRADE_SUCCESS',
+      total: '99.00',
+      tradeNo: 't-x',
+      paidAt: '2024-01-01 10:00:00',
+    });
     tamper = true;
     try {
       await expect(provider().queryPayment('t-tampered')).rejects.toBeInstanceOf(ProviderUnavailableError);
@@ -395,9 +552,31 @@ describe('Alipay gateway calls', () => {
     ]);
     const rows = await collect(provider().billRows('2024-01-01'));
     expect(rows).toEqual([
-      { kind: 'PAYMENT', outTradeNo: 'ord_bill_1', tradeNo: '2024010122001412340000000001', amount: 1234, currency: 'CNY', at: '2024-01-01T02:00:05.000Z' },
-      { kind: 'PAYMENT', outTradeNo: 'ord_bill_2', tradeNo: '2024010122001412340000000002', amount: 1, currency: 'CNY', at: '2024-01-01T03:00:09.000Z' },
-      { kind: 'REFUND', outTradeNo: 'ord_bill_1', tradeNo: '2024010122001412340000000001', outRefundNo: 'rf-ord_bill_1-1', amount: 500, currency: 'CNY', at: '2024-01-01T07:30:00.000Z' },
+      {
+        kind: 'PAYMENT',
+        outTradeNo: 'ord_bill_1',
+        tradeNo: '2024010122001412340000000001',
+        amount: 1234,
+        currency: 'CNY',
+        at: '2024-01-01T02:00:05.000Z',
+      },
+      {
+        kind: 'PAYMENT',
+        outTradeNo: 'ord_bill_2',
+        tradeNo: '2024010122001412340000000002',
+        amount: 1,
+        currency: 'CNY',
+        at: '2024-01-01T03:00:09.000Z',
+      },
+      {
+        kind: 'REFUND',
+        outTradeNo: 'ord_bill_1',
+        tradeNo: '2024010122001412340000000001',
+        outRefundNo: 'rf-ord_bill_1-1',
+        amount: 500,
+        currency: 'CNY',
+        at: '2024-01-01T07:30:00.000Z',
+      },
     ]);
     expect(await collect(provider().billRows('2024-01-01', { fromRow: 2 }))).toEqual(rows.slice(2));
   });
@@ -409,7 +588,11 @@ describe('Alipay gateway calls', () => {
 
 describe('Alipay trade bill parser', () => {
   test('a detail row whose amount is not a yuan amount stops the parse with its line number', async () => {
-    const lines = ['#支付宝业务明细查询', '支付宝交易号,商户订单号,业务类型,完成时间,订单金额（元）,退款批次号/请求号', '2024\t,o1\t,交易,2024-01-01 10:00:00,12.345,'];
+    const lines = [
+      '#支付宝业务明细查询',
+      '支付宝交易号,商户订单号,业务类型,完成时间,订单金额（元）,退款批次号/请求号',
+      '2024\t,o1\t,交易,2024-01-01 10:00:00,12.345,',
+    ];
     await expect(collect(parseAlipayTradeBill(lines))).rejects.toThrow(/line 3: 订单金额（元） "12.345"/);
   });
 

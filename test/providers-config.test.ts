@@ -37,7 +37,6 @@ const STRIPE = {
   STRIPE_PAYMENT_PAGE_URL: 'https://shop.example.com/pay',
 };
 
-
 describe('provider configuration', () => {
   test('with no provider variables only the sandbox is offered', () => {
     const config = loadConfig({});
@@ -68,15 +67,21 @@ describe('provider configuration', () => {
 
   test('a key that is not a key stops start-up with one line that hides the value', () => {
     const message = configErrorOf({ ...ALIPAY, ALIPAY_PRIVATE_KEY: 'definitely-not-a-key' });
-    expect(message).toBe('Invalid configuration: ALIPAY_PRIVATE_KEY=(hidden): is neither a PEM key, a base64 DER key, nor a readable key file');
+    expect(message).toBe(
+      'Invalid configuration: ALIPAY_PRIVATE_KEY=(hidden): is neither a PEM key, a base64 DER key, nor a readable key file',
+    );
   });
 
   test('a private key given where the public key belongs is refused', () => {
-    expect(configErrorOf({ ...ALIPAY, ALIPAY_PUBLIC_KEY: alipayApp.privatePem })).toMatch(/^Invalid configuration: ALIPAY_PUBLIC_KEY=\(hidden\): is a private key/);
+    expect(configErrorOf({ ...ALIPAY, ALIPAY_PUBLIC_KEY: alipayApp.privatePem })).toMatch(
+      /^Invalid configuration: ALIPAY_PUBLIC_KEY=\(hidden\): is a private key/,
+    );
   });
 
   test('a 1024-bit key is refused for RSA2', () => {
-    const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const small = generateKeyPairSync('rsa', { modulusLength: 1024 })
+      .privateKey.export({ type: 'pkcs8', format: 'pem' })
+      .toString();
     expect(configErrorOf({ ...ALIPAY, ALIPAY_PRIVATE_KEY: small })).toMatch(/at least 2048 bits/);
   });
 
@@ -86,10 +91,20 @@ describe('provider configuration', () => {
     writeFileSync(file, alipayApp.privatePem);
     const der = alipayPublic.publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
     const oneLine = wechatMerchant.privatePem.replace(/\n/g, '\\n');
-    const config = loadConfig({ ...ALIPAY, ALIPAY_PRIVATE_KEY: file, ALIPAY_PUBLIC_KEY: der, ...WECHAT, WECHAT_PRIVATE_KEY: oneLine });
+    const config = loadConfig({
+      ...ALIPAY,
+      ALIPAY_PRIVATE_KEY: file,
+      ALIPAY_PUBLIC_KEY: der,
+      ...WECHAT,
+      WECHAT_PRIVATE_KEY: oneLine,
+    });
     expect(config.providers.alipay!.privateKey.asymmetricKeyType).toBe('rsa');
-    expect(config.providers.alipay!.alipayPublicKey.export({ type: 'spki', format: 'der' }).toString('base64')).toBe(der);
-    expect(config.providers.wechat!.privateKey.export({ type: 'pkcs8', format: 'pem' })).toBe(wechatMerchant.privatePem);
+    expect(config.providers.alipay!.alipayPublicKey.export({ type: 'spki', format: 'der' }).toString('base64')).toBe(
+      der,
+    );
+    expect(config.providers.wechat!.privateKey.export({ type: 'pkcs8', format: 'pem' })).toBe(
+      wechatMerchant.privatePem,
+    );
   });
 
   test.each([
@@ -106,7 +121,8 @@ describe('provider configuration', () => {
   test('secrets and keys never show in the config when it is logged or serialised', () => {
     const config = loadConfig({ ...ALIPAY, ...WECHAT, ...STRIPE });
     const printed = `${inspect(config, { depth: 10 })}\n${JSON.stringify(config)}`;
-    for (const secret of [STRIPE.STRIPE_SECRET_KEY, STRIPE.STRIPE_WEBHOOK_SECRET, WECHAT.WECHAT_API_V3_KEY]) expect(printed).not.toContain(secret);
+    for (const secret of [STRIPE.STRIPE_SECRET_KEY, STRIPE.STRIPE_WEBHOOK_SECRET, WECHAT.WECHAT_API_V3_KEY])
+      expect(printed).not.toContain(secret);
     const keyBody = alipayApp.privatePem.split('\n')[1]!;
     expect(printed).not.toContain(keyBody);
     expect(config.providers.stripe!.secretKey.reveal()).toBe(STRIPE.STRIPE_SECRET_KEY);

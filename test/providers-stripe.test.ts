@@ -58,7 +58,11 @@ function succeededEvent(intent: Record<string, unknown>, event: Record<string, u
 }
 
 const header = (payload: string, options: { secret?: string; timestamp?: number } = {}) =>
-  sdk.webhooks.generateTestHeaderString({ payload, secret: options.secret ?? WEBHOOK_SECRET, ...(options.timestamp ? { timestamp: options.timestamp } : {}) });
+  sdk.webhooks.generateTestHeaderString({
+    payload,
+    secret: options.secret ?? WEBHOOK_SECRET,
+    ...(options.timestamp ? { timestamp: options.timestamp } : {}),
+  });
 
 describe('Stripe amounts', () => {
   test.each([
@@ -83,10 +87,19 @@ describe('Stripe amounts', () => {
 describe('Stripe webhooks', () => {
   const provider: PaymentProvider = createStripeProvider(config({ accountId: 'acct_payflowOwn01' }));
   const verify = (payload: string | Buffer, signature: string | undefined, now = new Date()) =>
-    provider.verifyNotification(Buffer.isBuffer(payload) ? payload : Buffer.from(payload), signature ? { 'stripe-signature': signature } : {}, now);
+    provider.verifyNotification(
+      Buffer.isBuffer(payload) ? payload : Buffer.from(payload),
+      signature ? { 'stripe-signature': signature } : {},
+      now,
+    );
 
   test('an event signed with generateTestHeaderString is verified and normalised', () => {
-    const payload = succeededEvent({ id: 'pi_ok1', amount_received: 2500, currency: 'cny', metadata: { out_trade_no: 'ord_42' } });
+    const payload = succeededEvent({
+      id: 'pi_ok1',
+      amount_received: 2500,
+      currency: 'cny',
+      metadata: { out_trade_no: 'ord_42' },
+    });
     const event = JSON.parse(payload);
     expect(verify(payload, header(payload))).toEqual({
       ok: true,
@@ -111,19 +124,28 @@ describe('Stripe webhooks', () => {
 
   test('an event signed with another secret is refused as BAD_SIGNATURE', () => {
     const payload = succeededEvent({});
-    expect(verify(payload, header(payload, { secret: 'whsec_someoneElse0123456789' }))).toMatchObject({ ok: false, rejection: { code: 'BAD_SIGNATURE' } });
+    expect(verify(payload, header(payload, { secret: 'whsec_someoneElse0123456789' }))).toMatchObject({
+      ok: false,
+      rejection: { code: 'BAD_SIGNATURE' },
+    });
   });
 
   test('a body changed by one byte after signing is refused', () => {
     const payload = succeededEvent({ amount_received: 2500 });
     const signature = header(payload);
-    expect(verify(payload.replace('"amount_received":2500', '"amount_received":2501'), signature)).toMatchObject({ ok: false, rejection: { code: 'BAD_SIGNATURE' } });
+    expect(verify(payload.replace('"amount_received":2500', '"amount_received":2501'), signature)).toMatchObject({
+      ok: false,
+      rejection: { code: 'BAD_SIGNATURE' },
+    });
   });
 
   test('an event signed more than 300 s before it arrives is refused as STALE_TIMESTAMP', () => {
     const payload = succeededEvent({});
     const signedAt = Math.floor(Date.now() / 1000);
-    expect(verify(payload, header(payload, { timestamp: signedAt }), new Date((signedAt + 301) * 1000))).toMatchObject({ ok: false, rejection: { code: 'STALE_TIMESTAMP' } });
+    expect(verify(payload, header(payload, { timestamp: signedAt }), new Date((signedAt + 301) * 1000))).toMatchObject({
+      ok: false,
+      rejection: { code: 'STALE_TIMESTAMP' },
+    });
     expect(verify(payload, header(payload, { timestamp: signedAt }), new Date((signedAt + 299) * 1000)).ok).toBe(true);
   });
 
@@ -152,16 +174,38 @@ describe('Stripe webhooks', () => {
 
   test('payment_intent.canceled and charge.refunded are verified notices, not payments', () => {
     const canceled = succeededEvent({ status: 'canceled' }, { type: 'payment_intent.canceled' });
-    expect(verify(canceled, header(canceled))).toMatchObject({ ok: false, rejection: { code: 'UNSUPPORTED_EVENT', notice: { kind: 'TRADE_CLOSED', closeReason: 'UNPAID', outTradeNo: 'ord_stripe_1' } } });
+    expect(verify(canceled, header(canceled))).toMatchObject({
+      ok: false,
+      rejection: {
+        code: 'UNSUPPORTED_EVENT',
+        notice: { kind: 'TRADE_CLOSED', closeReason: 'UNPAID', outTradeNo: 'ord_stripe_1' },
+      },
+    });
     const refunded = JSON.stringify({
       id: 'evt_refund_1',
       object: 'event',
       created: Math.floor(Date.now() / 1000),
       livemode: false,
       type: 'charge.refunded',
-      data: { object: { id: 'ch_1', object: 'charge', amount: 2500, amount_refunded: 2500, currency: 'cny', payment_intent: 'pi_r1', metadata: { out_trade_no: 'ord_r1' } } },
+      data: {
+        object: {
+          id: 'ch_1',
+          object: 'charge',
+          amount: 2500,
+          amount_refunded: 2500,
+          currency: 'cny',
+          payment_intent: 'pi_r1',
+          metadata: { out_trade_no: 'ord_r1' },
+        },
+      },
     });
-    expect(verify(refunded, header(refunded))).toMatchObject({ ok: false, rejection: { code: 'UNSUPPORTED_EVENT', notice: { kind: 'REFUND', refundedAmount: 2500, tradeNo: 'pi_r1', outTradeNo: 'ord_r1' } } });
+    expect(verify(refunded, header(refunded))).toMatchObject({
+      ok: false,
+      rejection: {
+        code: 'UNSUPPORTED_EVENT',
+        notice: { kind: 'REFUND', refundedAmount: 2500, tradeNo: 'pi_r1', outTradeNo: 'ord_r1' },
+      },
+    });
   });
 });
 
@@ -169,8 +213,15 @@ describe('Stripe API calls against stripe-mock', () => {
   let mock: StripeMock;
   const seen: Array<{ method: string; url: string; headers: Record<string, string>; body: string }> = [];
   const recordingFetch: typeof fetch = async (input, init) => {
-    const headers = Object.fromEntries(new Headers(init?.headers as ConstructorParameters<typeof Headers>[0]).entries());
-    seen.push({ method: init?.method ?? 'GET', url: String(input), headers, body: typeof init?.body === 'string' ? init.body : '' });
+    const headers = Object.fromEntries(
+      new Headers(init?.headers as ConstructorParameters<typeof Headers>[0]).entries(),
+    );
+    seen.push({
+      method: init?.method ?? 'GET',
+      url: String(input),
+      headers,
+      body: typeof init?.body === 'string' ? init.body : '',
+    });
     return fetch(input, init);
   };
 
@@ -182,13 +233,24 @@ describe('Stripe API calls against stripe-mock', () => {
     await mock?.stop();
   });
 
-  const provider = () => createStripeProvider({ ...config({ apiBase: mock.url }), httpClient: Stripe.createFetchHttpClient(recordingFetch) });
+  const provider = () =>
+    createStripeProvider({
+      ...config({ apiBase: mock.url }),
+      httpClient: Stripe.createFetchHttpClient(recordingFetch),
+    });
   const form = (body: string) => new URLSearchParams(body);
   const lastSeen = (match: (r: (typeof seen)[number]) => boolean) => [...seen].reverse().find(match)!;
 
   test('createPayment creates a PaymentIntent in Stripe units with our order id and an Idempotency-Key', async () => {
     const p = provider();
-    const created = await p.createPayment({ outTradeNo: 'ord_jpy_1', amount: 980, currency: 'JPY', subject: 'Order ord_jpy_1', notifyUrl: 'unused', expiresAt: '2030-01-01T00:00:00.000Z' });
+    const created = await p.createPayment({
+      outTradeNo: 'ord_jpy_1',
+      amount: 980,
+      currency: 'JPY',
+      subject: 'Order ord_jpy_1',
+      notifyUrl: 'unused',
+      expiresAt: '2030-01-01T00:00:00.000Z',
+    });
     expect(created.tradeNo).toMatch(/^pi_/);
     const url = new URL(created.paymentUrl);
     expect(`${url.origin}${url.pathname}`).toBe('https://shop.example.com/pay');
@@ -205,20 +267,43 @@ describe('Stripe API calls against stripe-mock', () => {
 
   test('queryPayment retrieves the intent it created and reports an unpaid one as PENDING', async () => {
     const p = provider();
-    const { tradeNo } = await p.createPayment({ outTradeNo: 'ord_q_1', amount: 100, currency: 'USD', subject: 's', notifyUrl: 'unused', expiresAt: '2030-01-01T00:00:00.000Z' });
-    expect(await p.queryPayment('ord_q_1')).toEqual({ outTradeNo: 'ord_q_1', status: 'PENDING', tradeNo, currency: 'USD', merchantId: 'stripe-test' });
+    const { tradeNo } = await p.createPayment({
+      outTradeNo: 'ord_q_1',
+      amount: 100,
+      currency: 'USD',
+      subject: 's',
+      notifyUrl: 'unused',
+      expiresAt: '2030-01-01T00:00:00.000Z',
+    });
+    expect(await p.queryPayment('ord_q_1')).toEqual({
+      outTradeNo: 'ord_q_1',
+      status: 'PENDING',
+      tradeNo,
+      currency: 'USD',
+      merchantId: 'stripe-test',
+    });
     expect(seen.at(-1)!.url).toContain(`/v1/payment_intents/${tradeNo}`);
   });
 
   test('queryPayment for an order it never created searches by metadata and finds nothing that is not ours', async () => {
-    expect(await provider().queryPayment('ord_unknown_1')).toEqual({ outTradeNo: 'ord_unknown_1', status: 'NOT_FOUND' });
+    expect(await provider().queryPayment('ord_unknown_1')).toEqual({
+      outTradeNo: 'ord_unknown_1',
+      status: 'NOT_FOUND',
+    });
     const search = lastSeen((r) => r.url.includes('/v1/payment_intents/search'));
     expect(new URL(search.url).searchParams.get('query')).toBe("metadata['out_trade_no']:'ord_unknown_1'");
   });
 
   test('closePayment cancels an unpaid intent', async () => {
     const p = provider();
-    const { tradeNo } = await p.createPayment({ outTradeNo: 'ord_c_1', amount: 100, currency: 'USD', subject: 's', notifyUrl: 'unused', expiresAt: '2030-01-01T00:00:00.000Z' });
+    const { tradeNo } = await p.createPayment({
+      outTradeNo: 'ord_c_1',
+      amount: 100,
+      currency: 'USD',
+      subject: 's',
+      notifyUrl: 'unused',
+      expiresAt: '2030-01-01T00:00:00.000Z',
+    });
     expect(await p.closePayment('ord_c_1')).toEqual({ result: 'CLOSED' });
     const cancel = lastSeen((r) => r.method === 'POST' && r.url.endsWith(`/v1/payment_intents/${tradeNo}/cancel`));
     expect(form(cancel.body).get('cancellation_reason')).toBe('abandoned');
@@ -226,15 +311,32 @@ describe('Stripe API calls against stripe-mock', () => {
 
   test('refund looks for our refund number first, then creates the refund with an Idempotency-Key', async () => {
     const p = provider();
-    const { tradeNo } = await p.createPayment({ outTradeNo: 'ord_r_1', amount: 100, currency: 'USD', subject: 's', notifyUrl: 'unused', expiresAt: '2030-01-01T00:00:00.000Z' });
-    const result = await p.refund({ outTradeNo: 'ord_r_1', outRefundNo: 'rf-ord_r_1-pi', amount: 100, reason: 'late payment' });
+    const { tradeNo } = await p.createPayment({
+      outTradeNo: 'ord_r_1',
+      amount: 100,
+      currency: 'USD',
+      subject: 's',
+      notifyUrl: 'unused',
+      expiresAt: '2030-01-01T00:00:00.000Z',
+    });
+    const result = await p.refund({
+      outTradeNo: 'ord_r_1',
+      outRefundNo: 'rf-ord_r_1-pi',
+      amount: 100,
+      reason: 'late payment',
+    });
     expect(result.refundNo).toMatch(/^re_/);
     const list = lastSeen((r) => r.method === 'GET' && r.url.includes('/v1/refunds'));
     expect(new URL(list.url).searchParams.get('payment_intent')).toBe(tradeNo);
     const create = lastSeen((r) => r.method === 'POST' && r.url.endsWith('/v1/refunds'));
     expect(create.headers['idempotency-key']).toBe('payflow-refund-rf-ord_r_1-pi');
     const body = form(create.body);
-    expect([body.get('payment_intent'), body.get('amount'), body.get('metadata[out_refund_no]'), body.get('metadata[out_trade_no]')]).toEqual([tradeNo, '100', 'rf-ord_r_1-pi', 'ord_r_1']);
+    expect([
+      body.get('payment_intent'),
+      body.get('amount'),
+      body.get('metadata[out_refund_no]'),
+      body.get('metadata[out_trade_no]'),
+    ]).toEqual([tradeNo, '100', 'rf-ord_r_1-pi', 'ord_r_1']);
   });
 
   test('billRows asks for the UTC day of balance transactions with the intents expanded', async () => {
@@ -243,7 +345,9 @@ describe('Stripe API calls against stripe-mock', () => {
     const params = new URL(request.url).searchParams;
     expect(params.get('created[gte]')).toBe(String(Date.UTC(2024, 0, 1) / 1000));
     expect(params.get('created[lt]')).toBe(String(Date.UTC(2024, 0, 2) / 1000));
-    expect([...params].filter(([k]) => /^expand\[\d*\]$/.test(k)).map(([, v]) => v)).toEqual(['data.source.payment_intent']);
+    expect([...params].filter(([k]) => /^expand\[\d*\]$/.test(k)).map(([, v]) => v)).toEqual([
+      'data.source.payment_intent',
+    ]);
   });
 });
 
@@ -255,14 +359,25 @@ describe("Stripe adapter decisions on Stripe's answers", () => {
   beforeAll(async () => {
     fake = await startFakeServer((req) => {
       const url = new URL(req.url, 'http://x');
-      const json = (body: unknown, status = 200) => ({ status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const json = (body: unknown, status = 200) => ({
+        status,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
       let m: RegExpExecArray | null;
       if (req.method === 'GET' && (m = /^\/v1\/payment_intents\/(pi_\w+)$/.exec(url.pathname))) {
         const pi = intents.get(m[1]!);
-        return pi ? json(pi) : json({ error: { type: 'invalid_request_error', code: 'resource_missing', message: 'No such payment_intent' } }, 404);
+        return pi
+          ? json(pi)
+          : json(
+              { error: { type: 'invalid_request_error', code: 'resource_missing', message: 'No such payment_intent' } },
+              404,
+            );
       }
-      if (req.method === 'GET' && url.pathname === '/v1/refunds') return json({ object: 'list', url: '/v1/refunds', has_more: false, data: refunds });
-      if (req.method === 'POST' && url.pathname === '/v1/refunds') return json({ error: { type: 'invalid_request_error', message: 'this test expects no new refund' } }, 400);
+      if (req.method === 'GET' && url.pathname === '/v1/refunds')
+        return json({ object: 'list', url: '/v1/refunds', has_more: false, data: refunds });
+      if (req.method === 'POST' && url.pathname === '/v1/refunds')
+        return json({ error: { type: 'invalid_request_error', message: 'this test expects no new refund' } }, 400);
       return json({ error: { type: 'invalid_request_error', message: `unexpected ${req.method} ${req.url}` } }, 400);
     });
   });
@@ -282,13 +397,53 @@ describe("Stripe adapter decisions on Stripe's answers", () => {
     metadata: { out_trade_no: `ord_${id}` },
     ...extra,
   });
-  const provider = () => createStripeProvider({ ...config({ apiBase: fake.url }), findPaymentIntentId: async (order) => (order.startsWith('ord_pi_') ? order.slice(4) : undefined) });
+  const provider = () =>
+    createStripeProvider({
+      ...config({ apiBase: fake.url }),
+      findPaymentIntentId: async (order) => (order.startsWith('ord_pi_') ? order.slice(4) : undefined),
+    });
 
   test('a succeeded intent is PAID, and one whose charge is refunded in full is REFUNDED', async () => {
-    intents.set('pi_paid1', intent('pi_paid1', 'succeeded', { latest_charge: { id: 'ch_1', object: 'charge', amount: 2500, amount_refunded: 0, currency: 'cny', created: 1704103205 } }));
-    intents.set('pi_refd1', intent('pi_refd1', 'succeeded', { latest_charge: { id: 'ch_2', object: 'charge', amount: 2500, amount_refunded: 2500, currency: 'cny', created: 1704103205 } }));
-    expect(await provider().queryPayment('ord_pi_paid1')).toEqual({ outTradeNo: 'ord_pi_paid1', status: 'PAID', tradeNo: 'pi_paid1', paidAmount: 2500, currency: 'CNY', merchantId: 'stripe-test', paidAt: '2024-01-01T10:00:05.000Z' });
-    expect(await provider().queryPayment('ord_pi_refd1')).toMatchObject({ status: 'REFUNDED', paidAmount: 2500, refundedAmount: 2500 });
+    intents.set(
+      'pi_paid1',
+      intent('pi_paid1', 'succeeded', {
+        latest_charge: {
+          id: 'ch_1',
+          object: 'charge',
+          amount: 2500,
+          amount_refunded: 0,
+          currency: 'cny',
+          created: 1704103205,
+        },
+      }),
+    );
+    intents.set(
+      'pi_refd1',
+      intent('pi_refd1', 'succeeded', {
+        latest_charge: {
+          id: 'ch_2',
+          object: 'charge',
+          amount: 2500,
+          amount_refunded: 2500,
+          currency: 'cny',
+          created: 1704103205,
+        },
+      }),
+    );
+    expect(await provider().queryPayment('ord_pi_paid1')).toEqual({
+      outTradeNo: 'ord_pi_paid1',
+      status: 'PAID',
+      tradeNo: 'pi_paid1',
+      paidAmount: 2500,
+      currency: 'CNY',
+      merchantId: 'stripe-test',
+      paidAt: '2024-01-01T10:00:05.000Z',
+    });
+    expect(await provider().queryPayment('ord_pi_refd1')).toMatchObject({
+      status: 'REFUNDED',
+      paidAmount: 2500,
+      refundedAmount: 2500,
+    });
   });
 
   test('closing a succeeded intent reports ALREADY_PAID instead of cancelling it', async () => {
@@ -304,8 +459,19 @@ describe("Stripe adapter decisions on Stripe's answers", () => {
 
   test('a refund retried after the 24 h idempotency window finds the first refund by our refund number', async () => {
     intents.set('pi_paid3', intent('pi_paid3', 'succeeded'));
-    refunds.push({ id: 're_first', object: 'refund', amount: 2500, currency: 'cny', status: 'succeeded', created: 1704106800, metadata: { out_refund_no: 'rf-ord_pi_paid3-1' }, payment_intent: 'pi_paid3' });
-    expect(await provider().refund({ outTradeNo: 'ord_pi_paid3', outRefundNo: 'rf-ord_pi_paid3-1', amount: 2500 })).toEqual({ refundNo: 're_first', amount: 2500, refundedAt: '2024-01-01T11:00:00.000Z' });
+    refunds.push({
+      id: 're_first',
+      object: 'refund',
+      amount: 2500,
+      currency: 'cny',
+      status: 'succeeded',
+      created: 1704106800,
+      metadata: { out_refund_no: 'rf-ord_pi_paid3-1' },
+      payment_intent: 'pi_paid3',
+    });
+    expect(
+      await provider().refund({ outTradeNo: 'ord_pi_paid3', outRefundNo: 'rf-ord_pi_paid3-1', amount: 2500 }),
+    ).toEqual({ refundNo: 're_first', amount: 2500, refundedAt: '2024-01-01T11:00:00.000Z' });
     expect(fake.requests.filter((r) => r.method === 'POST' && r.url.startsWith('/v1/refunds'))).toHaveLength(0);
   });
 });
@@ -319,14 +485,32 @@ describe('Stripe balance transactions as a bill', () => {
       created: 1704103205,
       currency: 'usd',
       amount: 999,
-      source: { id: `ch_${id}`, object: 'charge', amount, currency, metadata: {}, payment_intent: { id: pi, object: 'payment_intent', metadata: { out_trade_no: order } } },
+      source: {
+        id: `ch_${id}`,
+        object: 'charge',
+        amount,
+        currency,
+        metadata: {},
+        payment_intent: { id: pi, object: 'payment_intent', metadata: { out_trade_no: order } },
+      },
     });
     const pages = [
       {
         object: 'list',
         url: '/v1/balance_transactions',
         has_more: true,
-        data: [charge('1', 'pi_1', 'ord_b1', 1234, 'cny'), { id: 'txn_po', object: 'balance_transaction', type: 'payout', created: 1704103300, currency: 'usd', amount: -5000, source: { id: 'po_1', object: 'payout' } }],
+        data: [
+          charge('1', 'pi_1', 'ord_b1', 1234, 'cny'),
+          {
+            id: 'txn_po',
+            object: 'balance_transaction',
+            type: 'payout',
+            created: 1704103300,
+            currency: 'usd',
+            amount: -5000,
+            source: { id: 'po_1', object: 'payout' },
+          },
+        ],
       },
       {
         object: 'list',
@@ -341,23 +525,59 @@ describe('Stripe balance transactions as a bill', () => {
             created: 1704123000,
             currency: 'usd',
             amount: -70,
-            source: { id: 're_1', object: 'refund', amount: 500, currency: 'cny', metadata: { out_refund_no: 'rf-ord_b1-1', out_trade_no: 'ord_b1' }, payment_intent: { id: 'pi_1', object: 'payment_intent', metadata: { out_trade_no: 'ord_b1' } } },
+            source: {
+              id: 're_1',
+              object: 'refund',
+              amount: 500,
+              currency: 'cny',
+              metadata: { out_refund_no: 'rf-ord_b1-1', out_trade_no: 'ord_b1' },
+              payment_intent: { id: 'pi_1', object: 'payment_intent', metadata: { out_trade_no: 'ord_b1' } },
+            },
           },
         ],
       },
     ];
     const fake = await startFakeServer((req) => {
       const after = new URL(req.url, 'http://x').searchParams.get('starting_after');
-      return { status: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify(after === 'txn_po' ? pages[1] : pages[0]) };
+      return {
+        status: 200,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(after === 'txn_po' ? pages[1] : pages[0]),
+      };
     });
     try {
       const rows = await collect(createStripeProvider(config({ apiBase: fake.url })).billRows('2024-01-01'));
       expect(rows).toEqual([
-        { kind: 'PAYMENT', outTradeNo: 'ord_b1', tradeNo: 'pi_1', amount: 1234, currency: 'CNY', at: '2024-01-01T10:00:05.000Z' },
-        { kind: 'PAYMENT', outTradeNo: 'ord_b2', tradeNo: 'pi_2', amount: 980, currency: 'JPY', at: '2024-01-01T10:00:05.000Z' },
-        { kind: 'REFUND', outTradeNo: 'ord_b1', tradeNo: 'pi_1', outRefundNo: 'rf-ord_b1-1', amount: 500, currency: 'CNY', at: '2024-01-01T15:30:00.000Z' },
+        {
+          kind: 'PAYMENT',
+          outTradeNo: 'ord_b1',
+          tradeNo: 'pi_1',
+          amount: 1234,
+          currency: 'CNY',
+          at: '2024-01-01T10:00:05.000Z',
+        },
+        {
+          kind: 'PAYMENT',
+          outTradeNo: 'ord_b2',
+          tradeNo: 'pi_2',
+          amount: 980,
+          currency: 'JPY',
+          at: '2024-01-01T10:00:05.000Z',
+        },
+        {
+          kind: 'REFUND',
+          outTradeNo: 'ord_b1',
+          tradeNo: 'pi_1',
+          outRefundNo: 'rf-ord_b1-1',
+          amount: 500,
+          currency: 'CNY',
+          at: '2024-01-01T15:30:00.000Z',
+        },
       ]);
-      expect(fake.requests.map((r) => new URL(r.url, 'http://x').searchParams.get('starting_after'))).toEqual([null, 'txn_po']);
+      expect(fake.requests.map((r) => new URL(r.url, 'http://x').searchParams.get('starting_after'))).toEqual([
+        null,
+        'txn_po',
+      ]);
     } finally {
       await fake.close();
     }
@@ -384,13 +604,21 @@ describe('a Stripe order end to end', () => {
   });
 
   async function postWebhook(payload: string, signature: string) {
-    const response = await fetch(`${sys.apiUrl}/callbacks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });
+    const response = await fetch(`${sys.apiUrl}/callbacks/stripe`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'stripe-signature': signature },
+      body: payload,
+    });
     return { status: response.status, body: await response.text() };
   }
 
   async function stripeOrder(price: number) {
     const sku = await createProduct(sys, { price, stock: 3 });
-    const created = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }], provider: 'stripe' });
+    const created = await sys.http('POST', '/orders', {
+      userId: userId(),
+      items: [{ sku, quantity: 1 }],
+      provider: 'stripe',
+    });
     expect(created.status).toBe(201);
     const order = (await sys.http('GET', `/orders/${created.body.orderId}`)).body;
     return { created: created.body, intentId: order.payment.tradeNo as string };
@@ -401,7 +629,13 @@ describe('a Stripe order end to end', () => {
     expect(created.payment.provider).toBe('stripe');
     expect(intentId).toMatch(/^pi_/);
     expect(created.payment.paymentUrl).toContain(`payment_intent=${intentId}`);
-    const payload = succeededEvent({ id: intentId, amount: 2500, amount_received: 2500, currency: 'cny', metadata: { out_trade_no: created.orderId } });
+    const payload = succeededEvent({
+      id: intentId,
+      amount: 2500,
+      amount_received: 2500,
+      currency: 'cny',
+      metadata: { out_trade_no: created.orderId },
+    });
     const answer = await postWebhook(payload, header(payload));
     expect(answer).toEqual({ status: 200, body: '{"received":true}' });
     const order = await waitForStatus(sys, created.orderId, ['PAID']);
@@ -411,7 +645,12 @@ describe('a Stripe order end to end', () => {
 
   test('a webhook signed with another secret is refused with 401 and the order stays unpaid', async () => {
     const { created, intentId } = await stripeOrder(700);
-    const payload = succeededEvent({ id: intentId, amount: 700, amount_received: 700, metadata: { out_trade_no: created.orderId } });
+    const payload = succeededEvent({
+      id: intentId,
+      amount: 700,
+      amount_received: 700,
+      metadata: { out_trade_no: created.orderId },
+    });
     const answer = await postWebhook(payload, header(payload, { secret: 'whsec_forgedForged0123456789' }));
     expect(answer.status).toBe(401);
     expect((await sys.http('GET', `/orders/${created.orderId}`)).body.status).toBe('AWAITING_PAYMENT');
@@ -420,7 +659,11 @@ describe('a Stripe order end to end', () => {
 
   test('an order for a provider this deployment has not configured answers 422 PROVIDER_NOT_AVAILABLE', async () => {
     const sku = await createProduct(sys, { price: 100, stock: 1 });
-    const r = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }], provider: 'alipay' });
+    const r = await sys.http('POST', '/orders', {
+      userId: userId(),
+      items: [{ sku, quantity: 1 }],
+      provider: 'alipay',
+    });
     expect(r.status).toBe(422);
     expect(r.body).toMatchObject({ error: 'PROVIDER_NOT_AVAILABLE', provider: 'alipay' });
     expect(r.body.available).toEqual(expect.arrayContaining(['sandbox', 'stripe']));

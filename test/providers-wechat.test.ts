@@ -9,7 +9,12 @@ import { gzipSync } from 'node:zlib';
 import type { WechatConfig } from '../src/providers/config';
 import { ProviderUnavailableError } from '../src/providers/sandbox';
 import type { PaymentProvider } from '../src/providers/types';
-import { createWechatProvider, fromWechatOutTradeNo, parseWechatTradeBill, toWechatOutTradeNo } from '../src/providers/wechat';
+import {
+  createWechatProvider,
+  fromWechatOutTradeNo,
+  parseWechatTradeBill,
+  toWechatOutTradeNo,
+} from '../src/providers/wechat';
 import { type FakeServer, collect, rsaPair, startFakeServer } from './support/provider-fakes';
 
 // From WeChat Pay's documented samples.
@@ -60,16 +65,38 @@ function encrypt(plain: unknown, key = API_V3_KEY, associatedData = 'transaction
   const cipher = createCipheriv('aes-256-gcm', Buffer.from(key, 'utf8'), Buffer.from(nonce, 'utf8'));
   cipher.setAAD(Buffer.from(associatedData, 'utf8'));
   const data = Buffer.concat([cipher.update(JSON.stringify(plain), 'utf8'), cipher.final(), cipher.getAuthTag()]);
-  return { original_type: associatedData, algorithm: 'AEAD_AES_256_GCM', ciphertext: data.toString('base64'), associated_data: associatedData, nonce };
+  return {
+    original_type: associatedData,
+    algorithm: 'AEAD_AES_256_GCM',
+    ciphertext: data.toString('base64'),
+    associated_data: associatedData,
+    nonce,
+  };
 }
 
 /** The documented envelope around an encrypted resource. */
-function envelope(resource: ReturnType<typeof encrypt>, eventType = 'TRANSACTION.SUCCESS', id = 'EV-2018022511223320873'): string {
-  return JSON.stringify({ id, create_time: '2015-05-20T13:29:35+08:00', resource_type: 'encrypt-resource', event_type: eventType, summary: '支付成功', resource });
+function envelope(
+  resource: ReturnType<typeof encrypt>,
+  eventType = 'TRANSACTION.SUCCESS',
+  id = 'EV-2018022511223320873',
+): string {
+  return JSON.stringify({
+    id,
+    create_time: '2015-05-20T13:29:35+08:00',
+    resource_type: 'encrypt-resource',
+    event_type: eventType,
+    summary: '支付成功',
+    resource,
+  });
 }
 
 /** Signs as the platform does: SHA256withRSA over `timestamp\nnonce\nbody\n`. */
-function signed(body: string, timestamp: number, key = platformKeys.privateKey, serial = PLATFORM_SERIAL): Record<string, string> {
+function signed(
+  body: string,
+  timestamp: number,
+  key = platformKeys.privateKey,
+  serial = PLATFORM_SERIAL,
+): Record<string, string> {
   const nonce = randomBytes(16).toString('hex');
   const signature = createSign('RSA-SHA256').update(`${timestamp}\n${nonce}\n${body}\n`, 'utf8').sign(key, 'base64');
   return {
@@ -110,8 +137,13 @@ describe('WeChat Pay notifications', () => {
 
   test('a notification signed with another key, or naming an unknown platform serial, is refused as BAD_SIGNATURE', () => {
     const body = envelope(encrypt(sampleTransaction()));
-    expect(verify(provider, body, signed(body, nowSeconds, strangerKeys.privateKey))).toMatchObject({ ok: false, rejection: { code: 'BAD_SIGNATURE' } });
-    expect(verify(provider, body, signed(body, nowSeconds, platformKeys.privateKey, 'PUB_KEY_ID_0000000000000000000000'))).toMatchObject({ ok: false, rejection: { code: 'BAD_SIGNATURE' } });
+    expect(verify(provider, body, signed(body, nowSeconds, strangerKeys.privateKey))).toMatchObject({
+      ok: false,
+      rejection: { code: 'BAD_SIGNATURE' },
+    });
+    expect(
+      verify(provider, body, signed(body, nowSeconds, platformKeys.privateKey, 'PUB_KEY_ID_0000000000000000000000')),
+    ).toMatchObject({ ok: false, rejection: { code: 'BAD_SIGNATURE' } });
   });
 
   test('a body changed by one byte after signing is refused', () => {
@@ -124,8 +156,14 @@ describe('WeChat Pay notifications', () => {
 
   test('a correctly signed notification more than 5 minutes old is refused as STALE_TIMESTAMP, one 4 minutes old is accepted', () => {
     const body = envelope(encrypt(sampleTransaction()));
-    expect(verify(provider, body, signed(body, nowSeconds - 301))).toMatchObject({ ok: false, rejection: { code: 'STALE_TIMESTAMP' } });
-    expect(verify(provider, body, signed(body, nowSeconds + 301))).toMatchObject({ ok: false, rejection: { code: 'STALE_TIMESTAMP' } });
+    expect(verify(provider, body, signed(body, nowSeconds - 301))).toMatchObject({
+      ok: false,
+      rejection: { code: 'STALE_TIMESTAMP' },
+    });
+    expect(verify(provider, body, signed(body, nowSeconds + 301))).toMatchObject({
+      ok: false,
+      rejection: { code: 'STALE_TIMESTAMP' },
+    });
     expect(verify(provider, body, signed(body, nowSeconds - 240)).ok).toBe(true);
   });
 
@@ -140,7 +178,10 @@ describe('WeChat Pay notifications', () => {
     ['appid', { appid: 'wx0000000000000000' }],
   ])("a genuinely signed notification for another merchant's %s is refused as WRONG_MERCHANT", (_field, overrides) => {
     const body = envelope(encrypt(sampleTransaction(overrides)));
-    expect(verify(provider, body, signed(body, nowSeconds))).toMatchObject({ ok: false, rejection: { code: 'WRONG_MERCHANT' } });
+    expect(verify(provider, body, signed(body, nowSeconds))).toMatchObject({
+      ok: false,
+      rejection: { code: 'WRONG_MERCHANT' },
+    });
   });
 
   test.each([
@@ -148,7 +189,9 @@ describe('WeChat Pay notifications', () => {
     ['a fraction of a fen', 100.5],
     ['a negative amount', -100],
   ])('a signed notification whose amount.total is %s is refused as MALFORMED_BODY', (_what, total) => {
-    const body = envelope(encrypt(sampleTransaction({ amount: { payer_total: 100, total, currency: 'CNY', payer_currency: 'CNY' } })));
+    const body = envelope(
+      encrypt(sampleTransaction({ amount: { payer_total: 100, total, currency: 'CNY', payer_currency: 'CNY' } })),
+    );
     const verdict = verify(provider, body, signed(body, nowSeconds));
     expect(verdict).toMatchObject({ ok: false, rejection: { code: 'MALFORMED_BODY' } });
     expect(!verdict.ok && verdict.rejection.message).toMatch(/amount\.total/);
@@ -156,7 +199,10 @@ describe('WeChat Pay notifications', () => {
 
   test('a resource encrypted with another API v3 key does not decrypt and is refused', () => {
     const body = envelope(encrypt(sampleTransaction(), randomBytes(16).toString('hex')));
-    expect(verify(provider, body, signed(body, nowSeconds))).toMatchObject({ ok: false, rejection: { code: 'MALFORMED_BODY', message: expect.stringMatching(/decrypt/) } });
+    expect(verify(provider, body, signed(body, nowSeconds))).toMatchObject({
+      ok: false,
+      rejection: { code: 'MALFORMED_BODY', message: expect.stringMatching(/decrypt/) },
+    });
   });
 
   test('a REFUND.SUCCESS notification is a verified refund notice that changes no order', () => {
@@ -174,13 +220,26 @@ describe('WeChat Pay notifications', () => {
     const body = envelope(encrypt(refund, API_V3_KEY, 'refund'), 'REFUND.SUCCESS', 'EV-refund-1');
     expect(verify(provider, body, signed(body, nowSeconds))).toMatchObject({
       ok: false,
-      rejection: { code: 'UNSUPPORTED_EVENT', notice: { provider: 'wechat', kind: 'REFUND', refundedAmount: 999, outRefundNo: '1217752501201407033233368018', providerEvent: 'REFUND.SUCCESS/SUCCESS' } },
+      rejection: {
+        code: 'UNSUPPORTED_EVENT',
+        notice: {
+          provider: 'wechat',
+          kind: 'REFUND',
+          refundedAmount: 999,
+          outRefundNo: '1217752501201407033233368018',
+          providerEvent: 'REFUND.SUCCESS/SUCCESS',
+        },
+      },
     });
   });
 
   test('acknowledgement is HTTP 204 and a refusal is answered with code FAIL', () => {
     expect(provider.ack.status).toBe(204);
-    expect(provider.failureAck?.({ code: 'BAD_SIGNATURE', message: 'nope' })).toEqual({ status: 401, contentType: 'application/json', body: '{"code":"FAIL","message":"nope"}' });
+    expect(provider.failureAck?.({ code: 'BAD_SIGNATURE', message: 'nope' })).toEqual({
+      status: 401,
+      contentType: 'application/json',
+      body: '{"code":"FAIL","message":"nope"}',
+    });
   });
 
   test('order ids made from an Idempotency-Key fit WeChat out_trade_no and map back exactly', () => {
@@ -202,12 +261,20 @@ describe('WeChat Pay API calls', () => {
 
   function reply(status: number, json?: unknown) {
     const body = json === undefined ? '' : JSON.stringify(json);
-    return { status, headers: { ...(unsigned ? {} : signed(body, Math.floor(Date.now() / 1000))), ...(body ? { 'content-type': 'application/json' } : {}) }, body };
+    return {
+      status,
+      headers: {
+        ...(unsigned ? {} : signed(body, Math.floor(Date.now() / 1000))),
+        ...(body ? { 'content-type': 'application/json' } : {}),
+      },
+      body,
+    };
   }
 
   beforeAll(async () => {
     api = await startFakeServer((req) => {
-      if (req.url.startsWith('/billdownload')) return { status: 200, headers: { 'content-type': 'application/octet-stream' }, body: bill.gzip };
+      if (req.url.startsWith('/billdownload'))
+        return { status: 200, headers: { 'content-type': 'application/octet-stream' }, body: bill.gzip };
       // The API's own check of our Authorization header.
       const auth = /^WECHATPAY2-SHA256-RSA2048 (.*)$/.exec(String(req.headers.authorization ?? ''));
       const fields = Object.fromEntries([...(auth?.[1] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
@@ -216,7 +283,9 @@ describe('WeChat Pay API calls', () => {
         fields.mchid === MCH_ID &&
         fields.serial_no === MERCHANT_SERIAL &&
         Math.abs(Number(fields.timestamp) - Date.now() / 1000) < 300 &&
-        createVerify('RSA-SHA256').update(message, 'utf8').verify(merchantKeys.publicKey, fields.signature ?? '', 'base64');
+        createVerify('RSA-SHA256')
+          .update(message, 'utf8')
+          .verify(merchantKeys.publicKey, fields.signature ?? '', 'base64');
       if (!ok) return reply(401, { code: 'SIGN_ERROR', message: 'bad request signature' });
       const url = new URL(req.url, 'http://x');
       const body = req.body.length ? (JSON.parse(req.body.toString('utf8')) as Record<string, any>) : {};
@@ -227,7 +296,8 @@ describe('WeChat Pay API calls', () => {
       }
       if (req.method === 'GET' && (m = /^\/v3\/pay\/transactions\/out-trade-no\/([^/]+)$/.exec(url.pathname))) {
         const order = orders.get(decodeURIComponent(m[1]!));
-        if (!order || url.searchParams.get('mchid') !== MCH_ID) return reply(404, { code: 'ORDER_NOT_EXIST', message: '订单不存在' });
+        if (!order || url.searchParams.get('mchid') !== MCH_ID)
+          return reply(404, { code: 'ORDER_NOT_EXIST', message: '订单不存在' });
         return reply(200, {
           appid: APP_ID,
           mchid: MCH_ID,
@@ -250,14 +320,26 @@ describe('WeChat Pay API calls', () => {
       }
       if (req.method === 'POST' && url.pathname === '/v3/refund/domestic/refunds') {
         const order = orders.get(body.out_trade_no);
-        if (!order || order.state !== 'SUCCESS' || body.amount.total !== order.total) return reply(400, { code: 'INVALID_REQUEST', message: 'bad refund' });
-        const refund = { refund_id: `5000${refunds.size + 1}`, out_refund_no: body.out_refund_no, status: 'SUCCESS', success_time: '2024-01-01T12:00:00+08:00', amount: { refund: body.amount.refund, total: order.total } };
+        if (!order || order.state !== 'SUCCESS' || body.amount.total !== order.total)
+          return reply(400, { code: 'INVALID_REQUEST', message: 'bad refund' });
+        const refund = {
+          refund_id: `5000${refunds.size + 1}`,
+          out_refund_no: body.out_refund_no,
+          status: 'SUCCESS',
+          success_time: '2024-01-01T12:00:00+08:00',
+          amount: { refund: body.amount.refund, total: order.total },
+        };
         refunds.set(body.out_refund_no, refund);
         return reply(200, refund);
       }
       if (req.method === 'GET' && url.pathname === '/v3/bill/tradebill') {
-        if (url.searchParams.get('bill_date') !== '2024-01-01') return reply(400, { code: 'NO_STATEMENT_EXIST', message: '账单不存在' });
-        return reply(200, { hash_type: 'SHA1', hash_value: bill.sha1, download_url: `${api.url}/billdownload?token=t1&tartype=gzip` });
+        if (url.searchParams.get('bill_date') !== '2024-01-01')
+          return reply(400, { code: 'NO_STATEMENT_EXIST', message: '账单不存在' });
+        return reply(200, {
+          hash_type: 'SHA1',
+          hash_value: bill.sha1,
+          download_url: `${api.url}/billdownload?token=t1&tartype=gzip`,
+        });
       }
       return reply(404, { code: 'NOT_FOUND', message: req.url });
     });
@@ -271,7 +353,14 @@ describe('WeChat Pay API calls', () => {
 
   test('createPayment sends a signed Native order in fen with a +08:00 expiry and returns code_url', async () => {
     const orderId = `ord_k${'ab'.repeat(16)}`;
-    const created = await provider().createPayment({ outTradeNo: orderId, amount: 1234, currency: 'CNY', subject: 'Order x', notifyUrl: 'https://shop.example.com/callbacks/wechat', expiresAt: '2024-01-01T02:30:00.000Z' });
+    const created = await provider().createPayment({
+      outTradeNo: orderId,
+      amount: 1234,
+      currency: 'CNY',
+      subject: 'Order x',
+      notifyUrl: 'https://shop.example.com/callbacks/wechat',
+      expiresAt: '2024-01-01T02:30:00.000Z',
+    });
     const sentNo = toWechatOutTradeNo(orderId);
     expect(created).toEqual({ tradeNo: '', paymentUrl: `weixin://wxpay/bizpayurl?pr=${sentNo}` });
     const sent = JSON.parse(api.requests.at(-1)!.body.toString('utf8'));
@@ -288,11 +377,29 @@ describe('WeChat Pay API calls', () => {
 
   test('queryPayment maps SUCCESS, NOTPAY, CLOSED and REFUND and reports an unknown order as NOT_FOUND', async () => {
     const p = provider();
-    orders.set('wx-q-paid', { state: 'SUCCESS', total: 1234, transactionId: '4200000001', successTime: '2024-01-01T10:00:05+08:00' });
+    orders.set('wx-q-paid', {
+      state: 'SUCCESS',
+      total: 1234,
+      transactionId: '4200000001',
+      successTime: '2024-01-01T10:00:05+08:00',
+    });
     orders.set('wx-q-wait', { state: 'NOTPAY', total: 1234 });
     orders.set('wx-q-closed', { state: 'CLOSED', total: 1234 });
-    orders.set('wx-q-refund', { state: 'REFUND', total: 1234, transactionId: '4200000002', successTime: '2024-01-01T10:00:05+08:00' });
-    expect(await p.queryPayment('wx-q-paid')).toEqual({ outTradeNo: 'wx-q-paid', status: 'PAID', tradeNo: '4200000001', paidAmount: 1234, currency: 'CNY', merchantId: MCH_ID, paidAt: '2024-01-01T02:00:05.000Z' });
+    orders.set('wx-q-refund', {
+      state: 'REFUND',
+      total: 1234,
+      transactionId: '4200000002',
+      successTime: '2024-01-01T10:00:05+08:00',
+    });
+    expect(await p.queryPayment('wx-q-paid')).toEqual({
+      outTradeNo: 'wx-q-paid',
+      status: 'PAID',
+      tradeNo: '4200000001',
+      paidAmount: 1234,
+      currency: 'CNY',
+      merchantId: MCH_ID,
+      paidAt: '2024-01-01T02:00:05.000Z',
+    });
     expect(await p.queryPayment('wx-q-wait')).toMatchObject({ status: 'PENDING' });
     expect(await p.queryPayment('wx-q-closed')).toMatchObject({ status: 'CLOSED' });
     expect(await p.queryPayment('wx-q-refund')).toMatchObject({ status: 'REFUNDED', paidAmount: 1234 });
@@ -302,7 +409,12 @@ describe('WeChat Pay API calls', () => {
   test('closePayment closes an unpaid order and treats ORDERPAID as already paid', async () => {
     const p = provider();
     orders.set('wx-c-wait', { state: 'NOTPAY', total: 100 });
-    orders.set('wx-c-paid', { state: 'SUCCESS', total: 100, transactionId: '4200000003', successTime: '2024-01-01T10:00:05+08:00' });
+    orders.set('wx-c-paid', {
+      state: 'SUCCESS',
+      total: 100,
+      transactionId: '4200000003',
+      successTime: '2024-01-01T10:00:05+08:00',
+    });
     expect(await p.closePayment('wx-c-wait')).toEqual({ result: 'CLOSED' });
     expect(orders.get('wx-c-wait')!.state).toBe('CLOSED');
     expect(await p.closePayment('wx-c-paid')).toEqual({ result: 'ALREADY_PAID' });
@@ -311,19 +423,48 @@ describe('WeChat Pay API calls', () => {
 
   test('a retried refund finds the refund made with the same out_refund_no and never posts a second one', async () => {
     const p = provider();
-    orders.set('wx-r-paid', { state: 'SUCCESS', total: 2000, transactionId: '4200000004', successTime: '2024-01-01T10:00:05+08:00' });
+    orders.set('wx-r-paid', {
+      state: 'SUCCESS',
+      total: 2000,
+      transactionId: '4200000004',
+      successTime: '2024-01-01T10:00:05+08:00',
+    });
     const before = api.requests.length;
-    const first = await p.refund({ outTradeNo: 'wx-r-paid', outRefundNo: 'rf-wx-r-paid-1', amount: 500, reason: 'late' });
-    const second = await p.refund({ outTradeNo: 'wx-r-paid', outRefundNo: 'rf-wx-r-paid-1', amount: 500, reason: 'late' });
-    expect(first).toEqual({ refundNo: expect.stringMatching(/^5000\d+$/), amount: 500, refundedAt: '2024-01-01T04:00:00.000Z' });
+    const first = await p.refund({
+      outTradeNo: 'wx-r-paid',
+      outRefundNo: 'rf-wx-r-paid-1',
+      amount: 500,
+      reason: 'late',
+    });
+    const second = await p.refund({
+      outTradeNo: 'wx-r-paid',
+      outRefundNo: 'rf-wx-r-paid-1',
+      amount: 500,
+      reason: 'late',
+    });
+    expect(first).toEqual({
+      refundNo: expect.stringMatching(/^5000\d+$/),
+      amount: 500,
+      refundedAt: '2024-01-01T04:00:00.000Z',
+    });
     expect(second).toEqual(first);
-    const posts = api.requests.slice(before).filter((r) => r.method === 'POST' && r.url === '/v3/refund/domestic/refunds');
+    const posts = api.requests
+      .slice(before)
+      .filter((r) => r.method === 'POST' && r.url === '/v3/refund/domestic/refunds');
     expect(posts).toHaveLength(1);
-    expect(JSON.parse(posts[0]!.body.toString('utf8'))).toMatchObject({ out_refund_no: 'rf-wx-r-paid-1', amount: { refund: 500, total: 2000, currency: 'CNY' } });
+    expect(JSON.parse(posts[0]!.body.toString('utf8'))).toMatchObject({
+      out_refund_no: 'rf-wx-r-paid-1',
+      amount: { refund: 500, total: 2000, currency: 'CNY' },
+    });
   });
 
   test('an unsigned success answer is not trusted', async () => {
-    orders.set('wx-unsigned', { state: 'SUCCESS', total: 1, transactionId: '4200000005', successTime: '2024-01-01T10:00:05+08:00' });
+    orders.set('wx-unsigned', {
+      state: 'SUCCESS',
+      total: 1,
+      transactionId: '4200000005',
+      successTime: '2024-01-01T10:00:05+08:00',
+    });
     unsigned = true;
     try {
       await expect(provider().queryPayment('wx-unsigned')).rejects.toBeInstanceOf(ProviderUnavailableError);
@@ -346,9 +487,31 @@ describe('WeChat Pay API calls', () => {
     bill = { gzip, sha1: createHash('sha1').update(gzip).digest('hex') };
     const rows = await collect(provider().billRows('2024-01-01'));
     expect(rows).toEqual([
-      { kind: 'PAYMENT', outTradeNo: 'ord_bill_w1', tradeNo: '4200000001202401011234567890', amount: 1234, currency: 'CNY', at: '2024-01-01T02:00:05.000Z' },
-      { kind: 'PAYMENT', outTradeNo: `ord_k${'cd'.repeat(16)}`, tradeNo: '4200000001202401011234567891', amount: 1, currency: 'CNY', at: '2024-01-01T03:00:00.000Z' },
-      { kind: 'REFUND', outTradeNo: 'ord_bill_w1', tradeNo: '4200000001202401011234567890', outRefundNo: 'rf-ord_bill_w1-1', amount: 500, currency: 'CNY', at: '2024-01-01T07:30:00.000Z' },
+      {
+        kind: 'PAYMENT',
+        outTradeNo: 'ord_bill_w1',
+        tradeNo: '4200000001202401011234567890',
+        amount: 1234,
+        currency: 'CNY',
+        at: '2024-01-01T02:00:05.000Z',
+      },
+      {
+        kind: 'PAYMENT',
+        outTradeNo: `ord_k${'cd'.repeat(16)}`,
+        tradeNo: '4200000001202401011234567891',
+        amount: 1,
+        currency: 'CNY',
+        at: '2024-01-01T03:00:00.000Z',
+      },
+      {
+        kind: 'REFUND',
+        outTradeNo: 'ord_bill_w1',
+        tradeNo: '4200000001202401011234567890',
+        outRefundNo: 'rf-ord_bill_w1-1',
+        amount: 500,
+        currency: 'CNY',
+        at: '2024-01-01T07:30:00.000Z',
+      },
     ]);
   });
 
@@ -365,7 +528,10 @@ describe('WeChat Pay API calls', () => {
 
 describe('WeChat Pay trade bill parser', () => {
   test('a row whose amount is not a yuan amount stops the parse with its line number', async () => {
-    const lines = ['交易时间,微信订单号,商户订单号,交易状态,货币种类,订单金额,商户退款单号,退款金额', '`2024-01-01 10:00:05,`42,`o1,`SUCCESS,`CNY,`1234,`0,`0.00'.replace('`1234', '`12.345')];
+    const lines = [
+      '交易时间,微信订单号,商户订单号,交易状态,货币种类,订单金额,商户退款单号,退款金额',
+      '`2024-01-01 10:00:05,`42,`o1,`SUCCESS,`CNY,`1234,`0,`0.00'.replace('`1234', '`12.345'),
+    ];
     await expect(collect(parseWechatTradeBill(lines))).rejects.toThrow(/line 2: 订单金额 "12.345"/);
   });
 });

@@ -32,7 +32,7 @@ async function collect(rows: AsyncIterable<BillRow>): Promise<BillRow[]> {
 /** Cuts bytes into pieces of random sizes (1..max), so chunk borders fall inside quotes, ids and UTF-8 characters. */
 async function* randomChunks(bytes: Uint8Array, max: number, seed: number): AsyncGenerator<Uint8Array> {
   let state = seed;
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     state = (state * 1103515245 + 12345) % 2 ** 31;
     const size = 1 + (state % max);
     yield bytes.subarray(i, i + size);
@@ -60,34 +60,75 @@ describe('bill parsing', () => {
   });
   const payments = [1, 2, 3].map((n) => payment(n));
   const refund = {
-    refund: { outRefundNo: 'rf_2_a', outTradeNo: 'ord_2', amount: 200, refundedAt: new Date(paidAt.getTime() + 1000), response: {} as never },
+    refund: {
+      outRefundNo: 'rf_2_a',
+      outTradeNo: 'ord_2',
+      amount: 200,
+      refundedAt: new Date(paidAt.getTime() + 1000),
+      response: {} as never,
+    },
     payment: payments[1]!,
   };
-  const text = renderBill({ start: new Date('2026-11-19T16:00:00Z'), end: new Date('2026-11-20T16:00:00Z'), account: 'm1', payments, refunds: [refund], exportedAt: paidAt });
+  const text = renderBill({
+    start: new Date('2026-11-19T16:00:00Z'),
+    end: new Date('2026-11-20T16:00:00Z'),
+    account: 'm1',
+    payments,
+    refunds: [refund],
+    exportedAt: paidAt,
+  });
   const bytes = new TextEncoder().encode(text);
 
   test('a sandbox bill cut into random chunks gives the same normalised rows: tabs stripped, yuan to fen, refunds positive', async () => {
     const expected: BillRow[] = [
-      ...payments.map((p) => ({ kind: 'PAYMENT' as const, outTradeNo: p.outTradeNo, tradeNo: p.tradeNo, amount: p.paidAmount!, currency: 'CNY', at: paidAt.toISOString() })),
-      { kind: 'REFUND', outTradeNo: 'ord_2', tradeNo: payments[1]!.tradeNo, outRefundNo: 'rf_2_a', amount: 200, currency: 'CNY', at: new Date(paidAt.getTime() + 1000).toISOString() },
+      ...payments.map((p) => ({
+        kind: 'PAYMENT' as const,
+        outTradeNo: p.outTradeNo,
+        tradeNo: p.tradeNo,
+        amount: p.paidAmount!,
+        currency: 'CNY',
+        at: paidAt.toISOString(),
+      })),
+      {
+        kind: 'REFUND',
+        outTradeNo: 'ord_2',
+        tradeNo: payments[1]!.tradeNo,
+        outRefundNo: 'rf_2_a',
+        amount: 200,
+        currency: 'CNY',
+        at: new Date(paidAt.getTime() + 1000).toISOString(),
+      },
     ];
-    for (const [max, seed] of [[1, 1], [3, 7], [17, 3], [4096, 5]] as const) {
+    for (const [max, seed] of [
+      [1, 1],
+      [3, 7],
+      [17, 3],
+      [4096, 5],
+    ] as const) {
       expect(await collect(parseBillStream(decodeText(randomChunks(bytes, max, seed))))).toEqual(expected);
     }
     // Resuming skips the rows already processed, counting them all the same.
-    expect((await collect(parseBillStream(decodeText(randomChunks(bytes, 5, 9)), { fromRow: 2 }))).map((r) => r.outTradeNo)).toEqual(['ord_3', 'ord_2']);
+    expect(
+      (await collect(parseBillStream(decodeText(randomChunks(bytes, 5, 9)), { fromRow: 2 }))).map((r) => r.outTradeNo),
+    ).toEqual(['ord_3', 'ord_2']);
   });
 
   test('a bill cut off before its summary is a truncation, and one whose rows disagree with its summary is malformed', async () => {
     const cut = text.slice(0, text.indexOf(BILL_END_MARKER));
-    await expect(collect(parseBillStream(decodeText(randomChunks(new TextEncoder().encode(cut), 64, 1))))).rejects.toThrow(BillTruncatedError);
+    await expect(
+      collect(parseBillStream(decodeText(randomChunks(new TextEncoder().encode(cut), 64, 1)))),
+    ).rejects.toThrow(BillTruncatedError);
     const oneRowLess = text
       .split('\n')
       .filter((line) => !line.includes('ord_3'))
       .join('\n');
-    await expect(collect(parseBillStream(decodeText(randomChunks(new TextEncoder().encode(oneRowLess), 64, 1))))).rejects.toThrow(/summary lists 3 payments but 2/);
+    await expect(
+      collect(parseBillStream(decodeText(randomChunks(new TextEncoder().encode(oneRowLess), 64, 1)))),
+    ).rejects.toThrow(/summary lists 3 payments but 2/);
     const badAmount = text.replace(',12.36,12.36,', ',12.36,12.3x,');
-    await expect(collect(parseBillStream(decodeText(randomChunks(new TextEncoder().encode(badAmount), 64, 1))))).rejects.toThrow(BillFormatError);
+    await expect(
+      collect(parseBillStream(decodeText(randomChunks(new TextEncoder().encode(badAmount), 64, 1)))),
+    ).rejects.toThrow(BillFormatError);
   });
 
   test('WeChat-style backtick prefixes are stripped from ids as well', async () => {
@@ -98,7 +139,14 @@ describe('bill parsing', () => {
       '',
     ].join('\n');
     expect(await collect(parseBillStream(decodeText(randomChunks(new TextEncoder().encode(wechat), 8, 2))))).toEqual([
-      { kind: 'PAYMENT', outTradeNo: 'ord_9', tradeNo: '4200001', amount: 1, currency: 'CNY', at: '2026-11-20T02:00:00.000Z' },
+      {
+        kind: 'PAYMENT',
+        outTradeNo: 'ord_9',
+        tradeNo: '4200001',
+        amount: 1,
+        currency: 'CNY',
+        at: '2026-11-20T02:00:00.000Z',
+      },
     ]);
   });
 });
@@ -146,18 +194,22 @@ const taskQueue = `recon-bill-${tag}`;
 
 /** The bill text, generated lazily as the client reads it (the server holds one chunk at a time). */
 function* billLines(): Generator<string> {
-  const chinaTime = (i: number) => `${day1} ${String(Math.floor(i / 3600) % 24).padStart(2, '0')}:${String(Math.floor(i / 60) % 60).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}`;
+  const chinaTime = (i: number) =>
+    `${day1} ${String(Math.floor(i / 3600) % 24).padStart(2, '0')}:${String(Math.floor(i / 60) % 60).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}`;
   yield `#沙箱支付业务明细查询\n#账号：[${merchantId}]\n#-----------------------------------------业务明细列表----------------------------------------\n${BILL_COLUMNS.join(',')}\n`;
   let lines: string[] = [];
   for (let i = 0; i < N; i += 1) {
     const yuan = (amountOf(i) / 100).toFixed(2);
-    lines.push(`"${tradeNo(i)}\t","${outTradeNo(i)}\t",交易,Order ${i},${chinaTime(i)},${chinaTime(i)},CNY,${yuan},${yuan},,0.00`);
+    lines.push(
+      `"${tradeNo(i)}\t","${outTradeNo(i)}\t",交易,Order ${i},${chinaTime(i)},${chinaTime(i)},CNY,${yuan},${yuan},,0.00`,
+    );
     if (i === REFUNDED) {
       // The provider lists this refund twice.
       const refundRow = `"${tradeNo(i)}\t","${outTradeNo(i)}\t",退款,Order ${i},${chinaTime(i)},${chinaTime(i + 1)},CNY,-1.00,-1.00,"rf-${tag}-${i}\t",0.00`;
       lines.push(refundRow, refundRow);
     }
-    if (i === 50_000) lines.push(`"SBXUNKNOWN${tag}\t","nobody${tag}\t",交易,?,${chinaTime(i)},${chinaTime(i)},CNY,5.00,5.00,,0.00`);
+    if (i === 50_000)
+      lines.push(`"SBXUNKNOWN${tag}\t","nobody${tag}\t",交易,?,${chinaTime(i)},${chinaTime(i)},CNY,5.00,5.00,,0.00`);
     if (lines.length >= 500) {
       yield `${lines.join('\n')}\n`;
       lines = [];
@@ -172,21 +224,42 @@ async function insertLocalRecords(): Promise<void> {
   for (let i = 0; i <= N; i += 1) {
     // i = N is paid locally only: the bill does not list it.
     rows.push({
-      out_trade_no: outTradeNo(i), order_id: outTradeNo(i), provider: 'sandbox', merchant_id: merchantId, trade_no: tradeNo(i), status: 'PAID',
-      amount: amountOf(i), currency: 'CNY', paid_amount: i === TAMPERED ? amountOf(i) + 1 : amountOf(i), paid_currency: 'CNY',
-      paid_at: new Date(start.getTime() + (i % 86_000) * 1000), expires_at: new Date(start.getTime() + 86_400_000),
+      out_trade_no: outTradeNo(i),
+      order_id: outTradeNo(i),
+      provider: 'sandbox',
+      merchant_id: merchantId,
+      trade_no: tradeNo(i),
+      status: 'PAID',
+      amount: amountOf(i),
+      currency: 'CNY',
+      paid_amount: i === TAMPERED ? amountOf(i) + 1 : amountOf(i),
+      paid_currency: 'CNY',
+      paid_at: new Date(start.getTime() + (i % 86_000) * 1000),
+      expires_at: new Date(start.getTime() + 86_400_000),
     });
     if (rows.length === 2000) await db('payments').insert(rows.splice(0));
   }
   if (rows.length) await db('payments').insert(rows);
   await db('refunds').insert({
-    out_refund_no: `rf-${tag}-${REFUNDED}`, order_id: outTradeNo(REFUNDED), out_trade_no: outTradeNo(REFUNDED), provider: 'sandbox', trade_no: tradeNo(REFUNDED),
-    amount: 100, currency: 'CNY', reason: 'partial', status: 'SUCCEEDED', refunded_at: new Date(start.getTime() + 3_600_000),
+    out_refund_no: `rf-${tag}-${REFUNDED}`,
+    order_id: outTradeNo(REFUNDED),
+    out_trade_no: outTradeNo(REFUNDED),
+    provider: 'sandbox',
+    trade_no: tradeNo(REFUNDED),
+    amount: 100,
+    currency: 'CNY',
+    reason: 'partial',
+    status: 'SUCCEEDED',
+    refunded_at: new Date(start.getTime() + 3_600_000),
   });
 }
 
 function newWorker(): Promise<Worker> {
-  const provider = createSandboxProvider({ baseUrl: `http://127.0.0.1:${(billServer.address() as AddressInfo).port}`, secret: 'unused-secret', merchantId });
+  const provider = createSandboxProvider({
+    baseUrl: `http://127.0.0.1:${(billServer.address() as AddressInfo).port}`,
+    secret: 'unused-secret',
+    merchantId,
+  });
   return createWorker({
     config: { temporalAddress: TEST_ENV.temporalAddress, temporalNamespace: TEST_ENV.namespace, taskQueue },
     db,
@@ -197,11 +270,19 @@ function newWorker(): Promise<Worker> {
 }
 
 async function start(date: string): Promise<{ runId: string; workflowId: string }> {
-  const { run } = await startReconciliation(db, client, taskQueue, { provider: 'sandbox', date, rerun: false, trigger: 'API' }, { heartbeatTimeoutMs: 5000, batchSize: 500 });
+  const { run } = await startReconciliation(
+    db,
+    client,
+    taskQueue,
+    { provider: 'sandbox', date, rerun: false, trigger: 'API' },
+    { heartbeatTimeoutMs: 5000, batchSize: 500 },
+  );
   return { runId: run.id, workflowId: run.workflowId };
 }
 
-/** A full garbage collection, so that heapUsed shows what is still referenced (live), not garbage awaiting collection. */
+/**
+ * A full garbage collection, so that heapUsed shows what is still referenced (live), not garbage awaiting collection.
+ */
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 const MB = 2 ** 20;
@@ -239,12 +320,24 @@ function sampleMemory(): { stop(): { rssMb: number; heapMb: number; liveHeapMb: 
 describe('a 100,000-row bill', () => {
   beforeAll(async () => {
     try {
-      Runtime.install({ logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error: (m: string, meta?: unknown) => console.error(m, meta) } as never });
+      Runtime.install({
+        logger: {
+          log() {},
+          trace() {},
+          debug() {},
+          info() {},
+          warn() {},
+          error: (m: string, meta?: unknown) => console.error(m, meta),
+        } as never,
+      });
     } catch {
       /* already installed by another suite in this process */
     }
     db = createDb(TEST_ENV.databaseUrl, { poolMax: 10 });
-    client = new Client({ connection: await Connection.connect({ address: TEST_ENV.temporalAddress }), namespace: TEST_ENV.namespace });
+    client = new Client({
+      connection: await Connection.connect({ address: TEST_ENV.temporalAddress }),
+      namespace: TEST_ENV.namespace,
+    });
     connection = await NativeConnection.connect({ address: TEST_ENV.temporalAddress });
     billServer = createServer((req, res) => {
       billRequests += 1;
@@ -301,8 +394,19 @@ describe('a 100,000-row bill', () => {
       );
 
       expect(result.billRows).toBe(N + 3);
-      expect(result.totals).toEqual({ MATCHED: N, AMOUNT_MISMATCH: 1, UNKNOWN_TRADE: 1, REFUND_MISMATCH: 1, MISSING_AT_PROVIDER: 1, PAID_NOT_RECORDED: 0 });
-      const kinds = await db('reconciliation_items').where({ run_id: runId }).whereNot({ class: 'MATCHED' }).orderBy('class').select('class', 'detail', 'out_trade_no');
+      expect(result.totals).toEqual({
+        MATCHED: N,
+        AMOUNT_MISMATCH: 1,
+        UNKNOWN_TRADE: 1,
+        REFUND_MISMATCH: 1,
+        MISSING_AT_PROVIDER: 1,
+        PAID_NOT_RECORDED: 0,
+      });
+      const kinds = await db('reconciliation_items')
+        .where({ run_id: runId })
+        .whereNot({ class: 'MATCHED' })
+        .orderBy('class')
+        .select('class', 'detail', 'out_trade_no');
       expect(kinds).toEqual([
         { class: 'AMOUNT_MISMATCH', detail: 'AMOUNT', out_trade_no: outTradeNo(TAMPERED) },
         { class: 'MISSING_AT_PROVIDER', detail: 'NOT_IN_BILL', out_trade_no: outTradeNo(N) },
@@ -314,8 +418,12 @@ describe('a 100,000-row bill', () => {
       expect(liveGrowthMb).toBeLessThan(25);
       // Within the activity limits: the bill was compared in one attempt, and no activity timed out or failed (how many
       // seconds that took depends on the machine's load and is only reported above).
-      expect(Number((await db('reconciliation_runs').where({ id: runId }).first('bill_attempts')).bill_attempts)).toBe(1);
-      const problems = ((await handle.fetchHistory()).events ?? []).filter((e) => e.activityTaskTimedOutEventAttributes || e.activityTaskFailedEventAttributes);
+      expect(Number((await db('reconciliation_runs').where({ id: runId }).first('bill_attempts')).bill_attempts)).toBe(
+        1,
+      );
+      const problems = ((await handle.fetchHistory()).events ?? []).filter(
+        (e) => e.activityTaskTimedOutEventAttributes || e.activityTaskFailedEventAttributes,
+      );
       expect(problems.map((e) => e.eventType)).toEqual([]);
     } finally {
       worker.shutdown();
@@ -362,7 +470,14 @@ describe('a 100,000-row bill', () => {
       expect(billRequests - requestsBefore).toBeGreaterThanOrEqual(2);
       // Every row once: one stored item per bill row, and the comparison's running counts equal the stored ones.
       expect(result.billRows).toBe(N + 3);
-      expect(result.totals).toEqual({ MATCHED: N, AMOUNT_MISMATCH: 1, UNKNOWN_TRADE: 1, REFUND_MISMATCH: 1, MISSING_AT_PROVIDER: 0, PAID_NOT_RECORDED: 0 });
+      expect(result.totals).toEqual({
+        MATCHED: N,
+        AMOUNT_MISMATCH: 1,
+        UNKNOWN_TRADE: 1,
+        REFUND_MISMATCH: 1,
+        MISSING_AT_PROVIDER: 0,
+        PAID_NOT_RECORDED: 0,
+      });
       expect(JSON.parse(run.counted)).toEqual(result.totals);
       expect(run.error).toBeNull();
       const [counted] = await db('reconciliation_items').where({ run_id: runId, source: 'BILL' }).count({ n: '*' });
@@ -383,7 +498,9 @@ async function waitForHeartbeatRow(workflowId: string, row: number): Promise<num
     const described = await client.workflow.getHandle(workflowId).describe();
     for (const activity of described.raw.pendingActivities ?? []) {
       const payload = activity.heartbeatDetails?.payloads?.[0];
-      const details = payload ? (defaultPayloadConverter.fromPayload(payload) as { phase?: string; row?: number }) : undefined;
+      const details = payload
+        ? (defaultPayloadConverter.fromPayload(payload) as { phase?: string; row?: number })
+        : undefined;
       if (details?.phase === 'BILL' && (details.row ?? 0) >= row) return details.row!;
     }
     await new Promise((r) => setTimeout(r, 100));

@@ -2,11 +2,33 @@
  * The classification of reconciliation differences (src/reconciliation/classify.ts), line by line and without a
  * database: every class and detail a bill payment or refund can get, and the keys items are stored under.
  */
-import { type LocalPayment, type LocalRefund, billKey, classifyBillPayment, classifyDuplicate, classifyRefund } from '../src/reconciliation/classify';
+import {
+  type LocalPayment,
+  type LocalRefund,
+  billKey,
+  classifyBillPayment,
+  classifyDuplicate,
+  classifyRefund,
+} from '../src/reconciliation/classify';
 import type { BillRow } from '../src/providers/types';
 
-const payment: BillRow = { kind: 'PAYMENT', outTradeNo: 'ord_1', tradeNo: 'T-1', amount: 1999, currency: 'CNY', at: '2026-11-25T02:00:00.000Z' };
-const refund: BillRow = { kind: 'REFUND', outTradeNo: 'ord_1', tradeNo: 'T-1', outRefundNo: 'rf-ord_1-T-1', amount: 1999, currency: 'CNY', at: '2026-11-25T03:00:00.000Z' };
+const payment: BillRow = {
+  kind: 'PAYMENT',
+  outTradeNo: 'ord_1',
+  tradeNo: 'T-1',
+  amount: 1999,
+  currency: 'CNY',
+  at: '2026-11-25T02:00:00.000Z',
+};
+const refund: BillRow = {
+  kind: 'REFUND',
+  outTradeNo: 'ord_1',
+  tradeNo: 'T-1',
+  outRefundNo: 'rf-ord_1-T-1',
+  amount: 1999,
+  currency: 'CNY',
+  at: '2026-11-25T03:00:00.000Z',
+};
 
 /** A local payment paid by the bill's trade, for the bill's amount: what a MATCHED line looks like. */
 function paidLocally(overrides: Partial<LocalPayment> = {}): LocalPayment {
@@ -26,7 +48,14 @@ function paidLocally(overrides: Partial<LocalPayment> = {}): LocalPayment {
 }
 
 function refundedLocally(overrides: Partial<LocalRefund> = {}): LocalRefund {
-  return { out_refund_no: 'rf-ord_1-T-1', out_trade_no: 'ord_1', status: 'SUCCEEDED', amount: 1999, currency: 'CNY', ...overrides };
+  return {
+    out_refund_no: 'rf-ord_1-T-1',
+    out_trade_no: 'ord_1',
+    status: 'SUCCEEDED',
+    amount: 1999,
+    currency: 'CNY',
+    ...overrides,
+  };
 }
 
 describe('a payment line of the bill', () => {
@@ -44,8 +73,16 @@ describe('a payment line of the bill', () => {
 
   test('for an order we never created is an UNKNOWN_TRADE for a person, never repaired', () => {
     const item = classifyBillPayment(payment, undefined, 'sandbox');
-    expect(item).toMatchObject({ class: 'UNKNOWN_TRADE', detail: 'NO_LOCAL_PAYMENT', repair_status: 'NONE', local_amount: null });
-    expect(item.evidence).toEqual({ bill: { tradeNo: 'T-1', amount: 1999, currency: 'CNY', at: payment.at }, local: null });
+    expect(item).toMatchObject({
+      class: 'UNKNOWN_TRADE',
+      detail: 'NO_LOCAL_PAYMENT',
+      repair_status: 'NONE',
+      local_amount: null,
+    });
+    expect(item.evidence).toEqual({
+      bill: { tradeNo: 'T-1', amount: 1999, currency: 'CNY', at: payment.at },
+      local: null,
+    });
   });
 
   test("of one provider never speaks for another provider's order: UNKNOWN_TRADE, OTHER_PROVIDER", () => {
@@ -55,9 +92,30 @@ describe('a payment line of the bill', () => {
   });
 
   test('paid at the provider but not locally is PAID_NOT_RECORDED, to be repaired, named after the order status', () => {
-    const item = classifyBillPayment(payment, paidLocally({ status: 'PENDING', trade_no: null, paid_amount: null, paid_currency: null, order_status: 'AWAITING_PAYMENT', paid_trade_no: null }), 'sandbox');
-    expect(item).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_AWAITING_PAYMENT', repair_status: 'PENDING', local_amount: null, local_currency: 'CNY' });
-    const closed = classifyBillPayment(payment, paidLocally({ status: 'CLOSED', order_status: null, paid_trade_no: null, trade_no: 'T-0' }), 'sandbox');
+    const item = classifyBillPayment(
+      payment,
+      paidLocally({
+        status: 'PENDING',
+        trade_no: null,
+        paid_amount: null,
+        paid_currency: null,
+        order_status: 'AWAITING_PAYMENT',
+        paid_trade_no: null,
+      }),
+      'sandbox',
+    );
+    expect(item).toMatchObject({
+      class: 'PAID_NOT_RECORDED',
+      detail: 'ORDER_AWAITING_PAYMENT',
+      repair_status: 'PENDING',
+      local_amount: null,
+      local_currency: 'CNY',
+    });
+    const closed = classifyBillPayment(
+      payment,
+      paidLocally({ status: 'CLOSED', order_status: null, paid_trade_no: null, trade_no: 'T-0' }),
+      'sandbox',
+    );
     expect(closed).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_UNKNOWN' });
   });
 
@@ -67,22 +125,35 @@ describe('a payment line of the bill', () => {
   });
 
   test("counts as paid locally when the order's paid trade is the bill's, even if the payment row names another", () => {
-    expect(classifyBillPayment(payment, paidLocally({ trade_no: 'T-0', paid_trade_no: 'T-1' }), 'sandbox').class).toBe('MATCHED');
+    expect(classifyBillPayment(payment, paidLocally({ trade_no: 'T-0', paid_trade_no: 'T-1' }), 'sandbox').class).toBe(
+      'MATCHED',
+    );
     expect(classifyBillPayment(payment, paidLocally({ status: 'REFUNDED' }), 'sandbox').class).toBe('MATCHED');
   });
 
   test('paid locally for another amount is an AMOUNT_MISMATCH (AMOUNT), compared with what was paid, not the order amount', () => {
-    expect(classifyBillPayment(payment, paidLocally({ paid_amount: 1000 }), 'sandbox')).toMatchObject({ class: 'AMOUNT_MISMATCH', detail: 'AMOUNT', local_amount: 1000 });
+    expect(classifyBillPayment(payment, paidLocally({ paid_amount: 1000 }), 'sandbox')).toMatchObject({
+      class: 'AMOUNT_MISMATCH',
+      detail: 'AMOUNT',
+      local_amount: 1000,
+    });
     // The order's amount differs but the buyer paid the bill's amount: it matches.
     expect(classifyBillPayment(payment, paidLocally({ amount: 2500 }), 'sandbox').class).toBe('MATCHED');
     // No paid amount recorded: the order's amount is what we expected.
-    expect(classifyBillPayment(payment, paidLocally({ amount: 2500, paid_amount: null }), 'sandbox')).toMatchObject({ class: 'AMOUNT_MISMATCH', detail: 'AMOUNT', local_amount: 2500 });
+    expect(classifyBillPayment(payment, paidLocally({ amount: 2500, paid_amount: null }), 'sandbox')).toMatchObject({
+      class: 'AMOUNT_MISMATCH',
+      detail: 'AMOUNT',
+      local_amount: 2500,
+    });
   });
 
   test('paid locally in another currency is an AMOUNT_MISMATCH (CURRENCY), before the amount is compared', () => {
     const item = classifyBillPayment(payment, paidLocally({ paid_currency: 'USD', paid_amount: 5 }), 'sandbox');
     expect(item).toMatchObject({ class: 'AMOUNT_MISMATCH', detail: 'CURRENCY', local_currency: 'USD' });
-    expect(item.evidence).toMatchObject({ bill: { amount: 1999, currency: 'CNY' }, local: { currency: 'USD', paidAmount: 5 } });
+    expect(item.evidence).toMatchObject({
+      bill: { amount: 1999, currency: 'CNY' },
+      local: { currency: 'USD', paidAmount: 5 },
+    });
   });
 
   test('reads amounts MySQL returns as strings as numbers', () => {
@@ -125,7 +196,17 @@ describe('keys and duplicates', () => {
   });
 
   test('a line the bill lists twice is a mismatch of its kind, DUPLICATED_IN_BILL, naming the first row', () => {
-    expect(classifyDuplicate(payment, 7)).toMatchObject({ class: 'AMOUNT_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'PAYMENT', evidence: { firstListedAtRow: 7 } });
-    expect(classifyDuplicate(refund, 0)).toMatchObject({ class: 'REFUND_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'REFUND', evidence: { firstListedAtRow: 0 } });
+    expect(classifyDuplicate(payment, 7)).toMatchObject({
+      class: 'AMOUNT_MISMATCH',
+      detail: 'DUPLICATED_IN_BILL',
+      kind: 'PAYMENT',
+      evidence: { firstListedAtRow: 7 },
+    });
+    expect(classifyDuplicate(refund, 0)).toMatchObject({
+      class: 'REFUND_MISMATCH',
+      detail: 'DUPLICATED_IN_BILL',
+      kind: 'REFUND',
+      evidence: { firstListedAtRow: 0 },
+    });
   });
 });

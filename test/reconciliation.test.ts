@@ -47,7 +47,10 @@ async function reconcile(date: string, rerun = false): Promise<any> {
     { timeoutMs: 120_000, intervalMs: 500, what: `reconciliation ${started.body.id} to finish` },
   );
   // The workflow completes right after the report is stored; never leave it to a worker this file is about to stop.
-  await sys.client.workflow.getHandle(report.workflowId).result().catch(() => undefined);
+  await sys.client.workflow
+    .getHandle(report.workflowId)
+    .result()
+    .catch(() => undefined);
   return report;
 }
 
@@ -57,11 +60,16 @@ async function placeAndPay(sku: string): Promise<{ orderId: string; paidAt: stri
   const body = { userId: userId(), items: [{ sku, quantity: 1 }] };
   const key = { 'idempotency-key': `recon-${randomBytes(8).toString('hex')}` };
   let created = await sys.http('POST', '/orders', body, key);
-  for (let retry = 0; created.status === 503 && retry < 5; retry++) created = await sys.http('POST', '/orders', body, key);
-  if (created.status !== 201 && created.status !== 200) throw new Error(`order not created: ${created.status} ${JSON.stringify(created.body)}`);
+  for (let retry = 0; created.status === 503 && retry < 5; retry++)
+    created = await sys.http('POST', '/orders', body, key);
+  if (created.status !== 201 && created.status !== 200)
+    throw new Error(`order not created: ${created.status} ${JSON.stringify(created.body)}`);
   // A replay can answer before the provider payment exists (empty paymentUrl): the buyer can only pay once it does.
   if (!created.body.payment?.paymentUrl) {
-    await waitFor(async () => (await sys.http('GET', `/orders/${created.body.orderId}`)).body.payment?.paymentUrl, { timeoutMs: 60_000, what: 'the payment URL' });
+    await waitFor(async () => (await sys.http('GET', `/orders/${created.body.orderId}`)).body.payment?.paymentUrl, {
+      timeoutMs: 60_000,
+      what: 'the payment URL',
+    });
   }
   const paid = await sys.sandbox('POST', `/v1/payments/${created.body.orderId}/pay`, {});
   if (paid.status !== 200) throw new Error(`not paid: ${paid.status} ${JSON.stringify(paid.body)}`);
@@ -83,13 +91,19 @@ async function inParallel<T>(count: number, concurrency: number, fn: (i: number)
 }
 
 async function statuses(orderIds: string[]): Promise<Record<string, number>> {
-  const rows = (await sys.db('orders').whereIn('order_id', orderIds).groupBy('status').select('status').count({ n: '*' })) as { status: string; n: number }[];
+  const rows = (await sys
+    .db('orders')
+    .whereIn('order_id', orderIds)
+    .groupBy('status')
+    .select('status')
+    .count({ n: '*' })) as { status: string; n: number }[];
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
 }
 
 function sumTotals(reports: any[]): Record<string, number> {
   const sum: Record<string, number> = {};
-  for (const r of reports) for (const [cls, n] of Object.entries(r.totals as Record<string, number>)) sum[cls] = (sum[cls] ?? 0) + n;
+  for (const r of reports)
+    for (const [cls, n] of Object.entries(r.totals as Record<string, number>)) sum[cls] = (sum[cls] ?? 0) + n;
   return sum;
 }
 
@@ -109,12 +123,18 @@ describe('lost callbacks', () => {
     const placed = lap(t0);
     const ids = paidOrders.map((o) => o.orderId);
 
-    const notifications = (await sys.sandbox('GET', '/_control/notifications')).body.notifications as { outTradeNo: string; dropped: boolean }[];
+    const notifications = (await sys.sandbox('GET', '/_control/notifications')).body.notifications as {
+      outTradeNo: string;
+      dropped: boolean;
+    }[];
     const lost = new Set(notifications.filter((n) => ids.includes(n.outTradeNo) && n.dropped).map((n) => n.outTradeNo));
     expect(lost.size).toBeGreaterThan(20); // 30% of 200; fewer than 21 has a probability below 1e-9
     expect(lost.size).toBeLessThan(ORDERS);
     // Every delivered callback lands; the lost ones stay unpaid (queries are an hour away).
-    await waitFor(async () => (await statuses(ids)).PAID === ORDERS - lost.size, { timeoutMs: 120_000, what: 'delivered callbacks to mark their orders PAID' });
+    await waitFor(async () => (await statuses(ids)).PAID === ORDERS - lost.size, {
+      timeoutMs: 120_000,
+      what: 'delivered callbacks to mark their orders PAID',
+    });
     expect((await statuses(ids)).AWAITING_PAYMENT).toBe(lost.size);
     const callbacksDone = lap(t0);
 
@@ -127,21 +147,41 @@ describe('lost callbacks', () => {
       expect(r.counted).toEqual(r.totals); // bill rows only here: the comparison's own counts equal the stored items
     }
     const totals = sumTotals(first);
-    expect(totals).toEqual({ MATCHED: ORDERS - lost.size, PAID_NOT_RECORDED: lost.size, MISSING_AT_PROVIDER: 0, AMOUNT_MISMATCH: 0, REFUND_MISMATCH: 0, UNKNOWN_TRADE: 0 });
+    expect(totals).toEqual({
+      MATCHED: ORDERS - lost.size,
+      PAID_NOT_RECORDED: lost.size,
+      MISSING_AT_PROVIDER: 0,
+      AMOUNT_MISMATCH: 0,
+      REFUND_MISMATCH: 0,
+      UNKNOWN_TRADE: 0,
+    });
     const found = first.flatMap((r) => r.items).filter((i: any) => i.class === 'PAID_NOT_RECORDED');
     expect(new Set(found.map((i: any) => i.outTradeNo))).toEqual(lost);
     expect(found.every((i: any) => i.repair.status === 'SIGNALLED' && i.severity === 'repaired')).toBe(true);
 
     // The repairs went through the order workflows: every order is PAID, each lost one with the repair in its timeline.
-    await waitFor(async () => (await statuses(ids)).PAID === ORDERS, { timeoutMs: 120_000, what: 'repaired orders to become PAID' });
+    await waitFor(async () => (await statuses(ids)).PAID === ORDERS, {
+      timeoutMs: 120_000,
+      what: 'repaired orders to become PAID',
+    });
     const repaired = lap(t1);
     const [oneLost] = [...lost];
     const order = (await sys.http('GET', `/orders/${oneLost}`)).body;
-    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_PAID']));
-    expect((await sys.http('GET', `/admin/products/${sku}`, undefined, admin())).body.stock).toMatchObject({ reserved: 0, sold: ORDERS });
+    expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(
+      expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_PAID']),
+    );
+    expect((await sys.http('GET', `/admin/products/${sku}`, undefined, admin())).body.stock).toMatchObject({
+      reserved: 0,
+      sold: ORDERS,
+    });
 
     // Asking again for the same day gives the same run; a re-run must be asked for, and finds nothing left.
-    const again = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: days[0], rerun: false }, admin());
+    const again = await sys.http(
+      'POST',
+      '/ops/reconciliations',
+      { provider: 'sandbox', date: days[0], rerun: false },
+      admin(),
+    );
     expect(again.status).toBe(200);
     expect(again.body.id).toBe(first[0].id);
     const t2 = Date.now();
@@ -151,11 +191,20 @@ describe('lost callbacks', () => {
         `first run ${firstRun}, every order PAID ${repaired} after it started; re-run ${lap(t2)}`,
     );
     expect(second[0].id).toBe(`${first[0].id}-r2`);
-    expect(sumTotals(second)).toEqual({ MATCHED: ORDERS, PAID_NOT_RECORDED: 0, MISSING_AT_PROVIDER: 0, AMOUNT_MISMATCH: 0, REFUND_MISMATCH: 0, UNKNOWN_TRADE: 0 });
+    expect(sumTotals(second)).toEqual({
+      MATCHED: ORDERS,
+      PAID_NOT_RECORDED: 0,
+      MISSING_AT_PROVIDER: 0,
+      AMOUNT_MISMATCH: 0,
+      REFUND_MISMATCH: 0,
+      UNKNOWN_TRADE: 0,
+    });
     expect(second.every((r) => r.differences === 0 && r.items.length === 0)).toBe(true);
 
     const metrics = (await fetch(`${sys.apiUrl}/metrics`).then((r) => r.text())).split('\n');
-    expect(metrics).toContain(`payflow_reconciliation_differences{provider="sandbox",class="MATCHED"} ${second.at(-1).totals.MATCHED}`);
+    expect(metrics).toContain(
+      `payflow_reconciliation_differences{provider="sandbox",class="MATCHED"} ${second.at(-1).totals.MATCHED}`,
+    );
     expect(metrics).toContain('payflow_reconciliation_differences{provider="sandbox",class="PAID_NOT_RECORDED"} 0');
   }, 420_000);
 });
@@ -172,37 +221,87 @@ describe('differences that need a person', () => {
     // One refund made at the provider, recorded twice locally (a second refund number, same trade and amount).
     const provider = createSandboxProvider({ baseUrl: sys.sandboxUrl, secret: sys.config.sandboxSecret, merchantId });
     const refundNo = `rf-${refunded.orderId}-part`;
-    await refundPayment(sys.db, { sandbox: provider }, { orderId: refunded.orderId, provider: 'sandbox', tradeNo: refunded.tradeNo, outRefundNo: refundNo, amount: 500, currency: 'CNY', reason: 'partial refund' });
+    await refundPayment(
+      sys.db,
+      { sandbox: provider },
+      {
+        orderId: refunded.orderId,
+        provider: 'sandbox',
+        tradeNo: refunded.tradeNo,
+        outRefundNo: refundNo,
+        amount: 500,
+        currency: 'CNY',
+        reason: 'partial refund',
+      },
+    );
     const original = await sys.db('refunds').where({ out_refund_no: refundNo }).first();
     await sys.db('refunds').insert({ ...original, out_refund_no: `${refundNo}-again`, refund_no: null });
     // A payment we recorded as paid that the provider does not know.
     const ghost = `ord_ghost${randomBytes(6).toString('hex')}`;
     await sys.db('payments').insert({
-      out_trade_no: ghost, order_id: ghost, provider: 'sandbox', merchant_id: merchantId, trade_no: `SBXGHOST${randomBytes(4).toString('hex')}`,
-      status: 'PAID', amount: 700, currency: 'CNY', paid_amount: 700, paid_currency: 'CNY', paid_at: new Date(), expires_at: new Date(Date.now() + 3_600_000),
+      out_trade_no: ghost,
+      order_id: ghost,
+      provider: 'sandbox',
+      merchant_id: merchantId,
+      trade_no: `SBXGHOST${randomBytes(4).toString('hex')}`,
+      status: 'PAID',
+      amount: 700,
+      currency: 'CNY',
+      paid_amount: 700,
+      paid_currency: 'CNY',
+      paid_at: new Date(),
+      expires_at: new Date(Date.now() + 3_600_000),
     });
 
     const days = daysOf([tampered, refunded, { paidAt: new Date().toISOString() }]);
     const reports = await Promise.all(days.map((d) => reconcile(d, true)));
     const items = reports.flatMap((r) => r.items);
     const totals = sumTotals(reports);
-    expect(totals).toMatchObject({ AMOUNT_MISMATCH: 1, REFUND_MISMATCH: 1, MISSING_AT_PROVIDER: 1, PAID_NOT_RECORDED: 0, UNKNOWN_TRADE: 0 });
+    expect(totals).toMatchObject({
+      AMOUNT_MISMATCH: 1,
+      REFUND_MISMATCH: 1,
+      MISSING_AT_PROVIDER: 1,
+      PAID_NOT_RECORDED: 0,
+      UNKNOWN_TRADE: 0,
+    });
     expect(totals.MATCHED).toBe(paidOrders.length + 2); // earlier orders, the refunded order's payment, the real refund
 
     expect(items.find((i: any) => i.class === 'AMOUNT_MISMATCH')).toMatchObject({
-      severity: 'review', detail: 'AMOUNT', outTradeNo: tampered.orderId, bill: { amount: 2000, currency: 'CNY' }, local: { amount: 1999 }, repair: { status: 'NONE' },
+      severity: 'review',
+      detail: 'AMOUNT',
+      outTradeNo: tampered.orderId,
+      bill: { amount: 2000, currency: 'CNY' },
+      local: { amount: 1999 },
+      repair: { status: 'NONE' },
     });
     expect(items.find((i: any) => i.class === 'REFUND_MISMATCH')).toMatchObject({
-      severity: 'review', detail: 'DUPLICATED', source: 'LOCAL', outRefundNo: `${refundNo}-again`, evidence: { duplicateOf: refundNo }, repair: { status: 'NONE' },
+      severity: 'review',
+      detail: 'DUPLICATED',
+      source: 'LOCAL',
+      outRefundNo: `${refundNo}-again`,
+      evidence: { duplicateOf: refundNo },
+      repair: { status: 'NONE' },
     });
-    expect(items.find((i: any) => i.class === 'MISSING_AT_PROVIDER')).toMatchObject({ severity: 'critical', outTradeNo: ghost, local: { amount: 700 }, repair: { status: 'NONE' } });
+    expect(items.find((i: any) => i.class === 'MISSING_AT_PROVIDER')).toMatchObject({
+      severity: 'critical',
+      outTradeNo: ghost,
+      local: { amount: 700 },
+      repair: { status: 'NONE' },
+    });
     expect(reports.reduce((n, r) => n + r.bySeverity.critical, 0)).toBe(1);
 
     // Nothing was "fixed": the records are as we left them and no order was touched by the run.
     expect(Number((await sys.db('payments').where({ out_trade_no: tampered.orderId }).first()).paid_amount)).toBe(1999);
-    expect(await sys.db('refunds').where({ out_trade_no: refunded.orderId, status: 'SUCCEEDED' }).count({ n: '*' })).toEqual([{ n: 2 }]);
+    expect(
+      await sys.db('refunds').where({ out_trade_no: refunded.orderId, status: 'SUCCEEDED' }).count({ n: '*' }),
+    ).toEqual([{ n: 2 }]);
     expect(await statuses([tampered.orderId, refunded.orderId])).toEqual({ PAID: 2 });
-    expect(await sys.db('order_events').whereIn('order_id', [tampered.orderId, refunded.orderId, ghost]).where({ type: 'RECONCILIATION_REPAIR' })).toHaveLength(0);
+    expect(
+      await sys
+        .db('order_events')
+        .whereIn('order_id', [tampered.orderId, refunded.orderId, ghost])
+        .where({ type: 'RECONCILIATION_REPAIR' }),
+    ).toHaveLength(0);
 
     const metrics = (await fetch(`${sys.apiUrl}/metrics`).then((r) => r.text())).split('\n');
     expect(metrics).toContain('payflow_reconciliation_differences{provider="sandbox",class="MISSING_AT_PROVIDER"} 1');
@@ -217,55 +316,118 @@ describe('differences that need a person', () => {
     // B: expired long ago; its workflow is gone (finished, and past retention), only the rows remain.
     const ended = `ord_old${randomBytes(6).toString('hex')}`;
     const expiresAt = new Date(Date.now() + 3_600_000);
-    await sys.db('orders').insert({ order_id: ended, user_id: userId(), status: 'EXPIRED', status_reason: 'PAYMENT_TIMEOUT', amount: 990, currency: 'CNY', provider: 'sandbox' });
-    const opened = await sys.sandbox('POST', '/v1/payments', {
-      outTradeNo: ended, amount: 990, currency: 'CNY', merchantId, notifyUrl: `${sys.apiUrl}/callbacks/sandbox`, expiresAt: expiresAt.toISOString(),
+    await sys.db('orders').insert({
+      order_id: ended,
+      user_id: userId(),
+      status: 'EXPIRED',
+      status_reason: 'PAYMENT_TIMEOUT',
+      amount: 990,
+      currency: 'CNY',
+      provider: 'sandbox',
     });
-    await sys.db('payments').insert({ out_trade_no: ended, order_id: ended, provider: 'sandbox', merchant_id: merchantId, trade_no: opened.body.tradeNo, status: 'CLOSED', amount: 990, currency: 'CNY', expires_at: expiresAt });
+    const opened = await sys.sandbox('POST', '/v1/payments', {
+      outTradeNo: ended,
+      amount: 990,
+      currency: 'CNY',
+      merchantId,
+      notifyUrl: `${sys.apiUrl}/callbacks/sandbox`,
+      expiresAt: expiresAt.toISOString(),
+    });
+    await sys.db('payments').insert({
+      out_trade_no: ended,
+      order_id: ended,
+      provider: 'sandbox',
+      merchant_id: merchantId,
+      trade_no: opened.body.tradeNo,
+      status: 'CLOSED',
+      amount: 990,
+      currency: 'CNY',
+      expires_at: expiresAt,
+    });
 
     // The provider still lets both buyers pay (Alipay's "closed before scan"), and both callbacks are lost.
     await sys.setFaults({ acceptPaymentAfterClose: true, dropNotifications: 1 });
-    const paid = [await sys.sandbox('POST', `/v1/payments/${watching}/pay`, {}), await sys.sandbox('POST', `/v1/payments/${ended}/pay`, {})];
+    const paid = [
+      await sys.sandbox('POST', `/v1/payments/${watching}/pay`, {}),
+      await sys.sandbox('POST', `/v1/payments/${ended}/pay`, {}),
+    ];
     expect(paid.map((p) => p.status)).toEqual([200, 200]);
 
     const reports = await Promise.all(daysOf(paid.map((p) => p.body)).map((d) => reconcile(d, true)));
     const items = reports.flatMap((r) => r.items);
-    expect(items.find((i: any) => i.outTradeNo === watching)).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_CANCELLED', repair: { status: 'SIGNALLED' } });
-    expect(items.find((i: any) => i.outTradeNo === ended)).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_EXPIRED', repair: { status: 'LATE_PAYMENT' } });
+    expect(items.find((i: any) => i.outTradeNo === watching)).toMatchObject({
+      class: 'PAID_NOT_RECORDED',
+      detail: 'ORDER_CANCELLED',
+      repair: { status: 'SIGNALLED' },
+    });
+    expect(items.find((i: any) => i.outTradeNo === ended)).toMatchObject({
+      class: 'PAID_NOT_RECORDED',
+      detail: 'ORDER_EXPIRED',
+      repair: { status: 'LATE_PAYMENT' },
+    });
     for (const orderId of [watching, ended]) {
       const order = await waitForStatus(sys, orderId, ['REFUNDED'], 90_000);
-      expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_REFUNDED']));
-      expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'REFUNDED', refundedAmount: 990 });
+      expect(order.timeline.map((e: { type: string }) => e.type)).toEqual(
+        expect.arrayContaining(['RECONCILIATION_REPAIR', 'ORDER_REFUNDED']),
+      );
+      expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+        status: 'REFUNDED',
+        refundedAmount: 990,
+      });
     }
   }, 240_000);
 });
 
 describe('ops API and schedule', () => {
   test('the ops API requires the admin token, refuses bad or future days and unknown runs, and gives concurrent callers one run', async () => {
-    expect((await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: '2021-03-04' })).status).toBe(401);
+    expect((await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: '2021-03-04' })).status).toBe(
+      401,
+    );
     expect((await sys.http('GET', '/ops/reconciliations/reconcile-sandbox-2021-03-04')).status).toBe(401);
     const bad = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: '2024-02-30' }, admin());
     expect(bad).toMatchObject({ status: 400, body: { error: 'VALIDATION_FAILED' } });
-    const extra = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: '2024-02-03', force: true }, admin());
+    const extra = await sys.http(
+      'POST',
+      '/ops/reconciliations',
+      { provider: 'sandbox', date: '2024-02-03', force: true },
+      admin(),
+    );
     expect(extra.status).toBe(400);
-    const future = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: billDateOf(Date.now() + 3 * 86_400_000) }, admin());
+    const future = await sys.http(
+      'POST',
+      '/ops/reconciliations',
+      { provider: 'sandbox', date: billDateOf(Date.now() + 3 * 86_400_000) },
+      admin(),
+    );
     expect(future).toMatchObject({ status: 422, body: { error: 'BILL_NOT_AVAILABLE' } });
-    expect((await sys.http('GET', '/ops/reconciliations/reconcile-sandbox-1999-01-01', undefined, admin())).body.error).toBe('RECONCILIATION_NOT_FOUND');
+    expect(
+      (await sys.http('GET', '/ops/reconciliations/reconcile-sandbox-1999-01-01', undefined, admin())).body.error,
+    ).toBe('RECONCILIATION_NOT_FOUND');
 
     // A day of no business, picked at random so that no earlier test run's workflow has this id.
     const day = billDateOf(Date.UTC(2001, 0, 1) + Math.floor(Math.random() * 6000) * 86_400_000);
-    const answers = await Promise.all([1, 2, 3].map(() => sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: day }, admin())));
+    const answers = await Promise.all(
+      [1, 2, 3].map(() => sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: day }, admin())),
+    );
     expect(new Set(answers.map((a) => a.body.id))).toEqual(new Set([`reconcile-sandbox-${day}`]));
     expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 202]);
     const done = await reconcile(day);
-    expect(done).toMatchObject({ status: 'COMPLETED', attempt: 1, trigger: 'API', differences: 0, progress: { billRows: 0 } });
+    expect(done).toMatchObject({
+      status: 'COMPLETED',
+      attempt: 1,
+      trigger: 'API',
+      differences: 0,
+      progress: { billRows: 0 },
+    });
     const listed = await sys.http('GET', `/ops/reconciliations?provider=sandbox&date=${day}`, undefined, admin());
     expect(listed.body.runs.map((r: any) => r.id)).toEqual([`reconcile-sandbox-${day}`]);
   }, 60_000);
 
   test('the daily Schedule is created idempotently and, when it fires, opens the run of the previous bill day', async () => {
     const config = { taskQueue: sys.config.taskQueue, reconciliationSchedule: '30 10 * * *' };
-    const providers = { sandbox: createSandboxProvider({ baseUrl: sys.sandboxUrl, secret: sys.config.sandboxSecret, merchantId }) };
+    const providers = {
+      sandbox: createSandboxProvider({ baseUrl: sys.sandboxUrl, secret: sys.config.sandboxSecret, merchantId }),
+    };
     const scheduleId = reconciliationScheduleId(sys.config.taskQueue, 'sandbox');
     try {
       expect(await ensureReconciliationSchedules(sys.client, config, providers)).toEqual([scheduleId]);
@@ -273,14 +435,26 @@ describe('ops API and schedule', () => {
       const handle = sys.client.schedule.getHandle(scheduleId);
       const described = await handle.describe();
       expect(described.spec.timezone).toBe('Asia/Shanghai');
-      expect(described.action).toMatchObject({ type: 'startWorkflow', workflowType: 'scheduledReconciliation', taskQueue: sys.config.taskQueue });
+      expect(described.action).toMatchObject({
+        type: 'startWorkflow',
+        workflowType: 'scheduledReconciliation',
+        taskQueue: sys.config.taskQueue,
+      });
 
       const yesterday = billDateOf(Date.now() - 86_400_000);
-      const before = await sys.db('reconciliation_runs').where({ provider: 'sandbox', bill_date: yesterday }).max({ attempt: 'attempt' }).first();
+      const before = await sys
+        .db('reconciliation_runs')
+        .where({ provider: 'sandbox', bill_date: yesterday })
+        .max({ attempt: 'attempt' })
+        .first();
       await handle.trigger();
       const run = await waitFor(
         async () => {
-          const row = await sys.db('reconciliation_runs').where({ provider: 'sandbox', bill_date: yesterday }).orderBy('attempt', 'desc').first();
+          const row = await sys
+            .db('reconciliation_runs')
+            .where({ provider: 'sandbox', bill_date: yesterday })
+            .orderBy('attempt', 'desc')
+            .first();
           return row && (row.status === 'COMPLETED' || row.status === 'FAILED') ? row : undefined;
         },
         { timeoutMs: 90_000, what: "the scheduled run of yesterday's bill" },
@@ -289,20 +463,36 @@ describe('ops API and schedule', () => {
       await sys.client.workflow.getHandle(run.workflow_id).result();
       if (!before?.attempt) expect(run.trigger).toBe('SCHEDULE');
     } finally {
-      await sys.client.schedule.getHandle(scheduleId).delete().catch(() => undefined);
+      await sys.client.schedule
+        .getHandle(scheduleId)
+        .delete()
+        .catch(() => undefined);
     }
   }, 150_000);
 
   test('npm run reconcile shows the progress, prints the report and exits 2 when differences need a person', async () => {
     const day = billDateOf(Date.now());
-    const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile(
-        process.execPath,
-        [join(__dirname, '..', 'node_modules', 'tsx', 'dist', 'cli.mjs'), join(__dirname, '..', 'src', 'ops', 'reconcile.ts'), '--provider', 'sandbox', '--date', day, '--rerun', '--api', sys.apiUrl],
-        { env: { ...process.env, ADMIN_TOKEN: sys.config.adminToken }, timeout: 90_000 },
-        (err, out, errOut) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: out, stderr: errOut }),
-      );
-    });
+    const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
+      (resolve) => {
+        execFile(
+          process.execPath,
+          [
+            join(__dirname, '..', 'node_modules', 'tsx', 'dist', 'cli.mjs'),
+            join(__dirname, '..', 'src', 'ops', 'reconcile.ts'),
+            '--provider',
+            'sandbox',
+            '--date',
+            day,
+            '--rerun',
+            '--api',
+            sys.apiUrl,
+          ],
+          { env: { ...process.env, ADMIN_TOKEN: sys.config.adminToken }, timeout: 90_000 },
+          (err, out, errOut) =>
+            resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: out, stderr: errOut }),
+        );
+      },
+    );
     expect(stderr).toBe('');
     expect(stdout).toMatch(new RegExp(`reconcile-sandbox-${day}-r\\d+: new run of the sandbox bill of ${day}`));
     expect(stdout).toMatch(/MISSING_AT_PROVIDER\s+CRITICAL/);
@@ -312,13 +502,23 @@ describe('ops API and schedule', () => {
 
   test('every metric the alert rules use is exported by the API or the worker, or is a Temporal SDK metric', async () => {
     const rules = readFileSync(join(__dirname, '..', 'ops', 'alerts', 'payflow-rules.yml'), 'utf8');
-    const exprs = rules.split(/^\s+expr:/m).slice(1).map((rest) => rest.split(/^\s+for:/m)[0]!);
+    const exprs = rules
+      .split(/^\s+expr:/m)
+      .slice(1)
+      .map((rest) => rest.split(/^\s+for:/m)[0]!);
     const used = new Set(exprs.flatMap((expr) => expr.match(/\b(payflow|temporal)_[a-z_]+\b/g) ?? []));
     expect(used.size).toBeGreaterThan(10);
     const exported = await fetch(`${sys.apiUrl}/metrics`).then((r) => r.text());
     // Names the SDK's Prometheus exporter emits (countersTotalSuffix, seconds), as seen from a worker of this build.
-    const sdk = ['temporal_workflow_task_execution_failed_total', 'temporal_activity_schedule_to_start_latency_bucket', 'temporal_num_pollers'];
-    const missing = [...used].filter((name) => !(name.startsWith('temporal_') ? sdk.includes(name) : new RegExp(`^# TYPE ${name} `, 'm').test(exported)));
+    const sdk = [
+      'temporal_workflow_task_execution_failed_total',
+      'temporal_activity_schedule_to_start_latency_bucket',
+      'temporal_num_pollers',
+    ];
+    const missing = [...used].filter(
+      (name) =>
+        !(name.startsWith('temporal_') ? sdk.includes(name) : new RegExp(`^# TYPE ${name} `, 'm').test(exported)),
+    );
     expect(missing).toEqual([]);
     // The worker counted how orders were paid in this file: by callback, and by reconciliation repairs.
     expect(exported).toMatch(/^payflow_orders_settled_total\{status="PAID",via="callback"\} [1-9]/m);

@@ -29,10 +29,16 @@ const scenarioOf = (file: string) => file.slice(file.indexOf('-') + 1, -'.json'.
 const load = (file: string): History => historyFromJson(JSON.parse(readFileSync(join(HISTORIES, file), 'utf8')));
 
 /** Replays the files with one replay worker; the file name stands in for the workflow id. */
-async function replay(bundle: WorkflowBundleWithSourceMap, names: string[]): Promise<Map<string, ReplayResult['error']>> {
+async function replay(
+  bundle: WorkflowBundleWithSourceMap,
+  names: string[],
+): Promise<Map<string, ReplayResult['error']>> {
   const results = new Map<string, ReplayResult['error']>();
   const histories = names.map((name) => ({ workflowId: name, history: load(name) }));
-  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, replayName: 'payflow-replay' }, histories)) {
+  for await (const result of Worker.runReplayHistories(
+    { workflowBundle: bundle, replayName: 'payflow-replay' },
+    histories,
+  )) {
     results.set(result.workflowId, result.error);
   }
   if (results.size !== names.length) throw new Error(`replayed ${results.size} of ${names.length} histories`);
@@ -71,7 +77,9 @@ describe('captured histories', () => {
     }
     // A latePayment execution is captured too, and both order workflow types: orderPayment (v1, v2: executions still
     // running when orderLifecycle was deployed) and orderLifecycle (v3).
-    const types = new Set(files.map((f) => load(f).events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name));
+    const types = new Set(
+      files.map((f) => load(f).events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name),
+    );
     expect([...types]).toEqual(expect.arrayContaining(['latePayment', 'orderPayment', 'orderLifecycle']));
   });
 
@@ -84,7 +92,11 @@ describe('captured histories', () => {
 
 describe('the patched() guard of the payment-receipt step', () => {
   let unguarded: WorkflowBundleWithSourceMap;
-  const before = files.filter((f) => labelOf(f) === BEFORE_RECEIPT && load(f).events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name === 'orderPayment');
+  const before = files.filter(
+    (f) =>
+      labelOf(f) === BEFORE_RECEIPT &&
+      load(f).events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name === 'orderPayment',
+  );
   const passing = before.filter((f) => marksPaid(load(f)));
   const notPassing = before.filter((f) => !marksPaid(load(f)));
 
@@ -96,14 +108,22 @@ describe('the patched() guard of the payment-receipt step', () => {
       logger: quiet as never,
       webpackConfigHook: (config) => ({
         ...config,
-        resolve: { ...config.resolve, alias: { ...(config.resolve?.alias as Record<string, string> | undefined), [`${join(WORKFLOWS, 'patches')}$`]: fixture } },
+        resolve: {
+          ...config.resolve,
+          alias: {
+            ...(config.resolve?.alias as Record<string, string> | undefined),
+            [`${join(WORKFLOWS, 'patches')}$`]: fixture,
+          },
+        },
       }),
     });
     expect(unguarded.code).toContain('patches-always-on');
   }, 180_000);
 
   test('v1 histories on both sides of the insertion point are present', () => {
-    expect(passing.map(scenarioOf)).toEqual(expect.arrayContaining(['happy-path', 'lost-callback', 'cooling-off-refund']));
+    expect(passing.map(scenarioOf)).toEqual(
+      expect.arrayContaining(['happy-path', 'lost-callback', 'cooling-off-refund']),
+    );
     expect(notPassing.map(scenarioOf)).toEqual(expect.arrayContaining(['expiry', 'review-refund']));
   });
 
@@ -119,10 +139,12 @@ describe('the patched() guard of the payment-receipt step', () => {
 
   test('unguarded, v1 histories that never reach PAID still replay (the failure is the inserted step, nothing else)', async () => {
     const results = await replay(unguarded, notPassing);
-    for (const file of notPassing) expect({ file, error: results.get(file)?.message }).toEqual({ file, error: undefined });
+    for (const file of notPassing)
+      expect({ file, error: results.get(file)?.message }).toEqual({ file, error: undefined });
   }, 120_000);
 
   test('guarded (the real patches module), the same v1 histories replay', () => {
-    for (const file of passing) expect({ file, error: currentResults.get(file)?.message }).toEqual({ file, error: undefined });
+    for (const file of passing)
+      expect({ file, error: currentResults.get(file)?.message }).toEqual({ file, error: undefined });
   });
 });

@@ -145,7 +145,9 @@ function newOrder(overrides: Record<string, unknown> = {}): Record<string, unkno
   };
 }
 
-async function createPayment(overrides: Record<string, unknown> = {}): Promise<{ outTradeNo: string; tradeNo: string }> {
+async function createPayment(
+  overrides: Record<string, unknown> = {},
+): Promise<{ outTradeNo: string; tradeNo: string }> {
   const order = newOrder(overrides);
   const res = await call('POST', '/v1/payments', order);
   expect(res.status).toBe(200);
@@ -163,7 +165,8 @@ async function setFaults(faults: FaultSettings): Promise<void> {
 }
 
 async function notificationsOf(outTradeNo: string): Promise<NotificationView[]> {
-  return (await call('GET', `/_control/notifications?outTradeNo=${outTradeNo}`)).json.notifications as NotificationView[];
+  return (await call('GET', `/_control/notifications?outTradeNo=${outTradeNo}`)).json
+    .notifications as NotificationView[];
 }
 
 /** Polls until `condition` holds; bounded generously, since a loaded machine may run the sandbox's timers late. */
@@ -221,7 +224,11 @@ describe('merchant API', () => {
     expect(past.status).toBe(400);
     expect(past.json.code).toBe('VALIDATION_FAILED');
 
-    const malformed = await fetch(`${baseUrl}/v1/payments`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{nope' });
+    const malformed = await fetch(`${baseUrl}/v1/payments`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{nope',
+    });
     expect(malformed.status).toBe(400);
     expect(((await malformed.json()) as { code: string }).code).toBe('VALIDATION_FAILED');
   });
@@ -245,7 +252,10 @@ describe('merchant API', () => {
 
     const unpaid = await createPayment();
     // A bodyless POST with a JSON content type is accepted: many HTTP clients send one.
-    const close = await fetch(`${baseUrl}/v1/payments/${unpaid.outTradeNo}/close`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    const close = await fetch(`${baseUrl}/v1/payments/${unpaid.outTradeNo}/close`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(close.status).toBe(200);
     expect(await close.json()).toEqual({ status: 'CLOSED' });
     expect((await call('POST', `/v1/payments/${unpaid.outTradeNo}/close`)).json).toEqual({ status: 'CLOSED' });
@@ -308,7 +318,15 @@ describe('merchant API', () => {
   test('a query reports what the buyer actually paid, so a tampered amount is visible', async () => {
     const { outTradeNo, tradeNo } = await createPayment();
     const paid = await payFor(outTradeNo, 1);
-    expect(paid).toMatchObject({ outTradeNo, tradeNo, status: 'SUCCESS', amount: 1234, paidAmount: 1, currency: 'CNY', refundedAmount: 0 });
+    expect(paid).toMatchObject({
+      outTradeNo,
+      tradeNo,
+      status: 'SUCCESS',
+      amount: 1234,
+      paidAmount: 1,
+      currency: 'CNY',
+      refundedAmount: 0,
+    });
     await waitUntil(() => merchant.received.length === 1);
     expect(merchant.received[0]!.notification.data.amount).toBe(1);
   });
@@ -325,7 +343,10 @@ describe('refunds', () => {
     const firstBody = RefundResponse.parse(first.json);
     expect(firstBody).toMatchObject({ ...refund, status: 'SUCCESS' });
     expect((await call('POST', '/v1/refunds', refund)).json).toEqual(first.json);
-    expect((await call('GET', `/v1/payments/${outTradeNo}`)).json).toMatchObject({ status: 'SUCCESS', refundedAmount: 300 });
+    expect((await call('GET', `/v1/payments/${outTradeNo}`)).json).toMatchObject({
+      status: 'SUCCESS',
+      refundedAmount: 300,
+    });
 
     const conflict = await call('POST', '/v1/refunds', { ...refund, amount: 301 });
     expect(conflict.status).toBe(409);
@@ -344,7 +365,10 @@ describe('refunds', () => {
     const first = await call('POST', '/v1/refunds', r1);
     expect((await call('POST', '/v1/refunds', r2)).status).toBe(200);
 
-    expect((await call('GET', `/v1/payments/${outTradeNo}`)).json).toMatchObject({ status: 'REFUNDED', refundedAmount: 1000 });
+    expect((await call('GET', `/v1/payments/${outTradeNo}`)).json).toMatchObject({
+      status: 'REFUNDED',
+      refundedAmount: 1000,
+    });
     expect((await call('POST', '/v1/refunds', r1)).json).toEqual(first.json);
     const more = await call('POST', '/v1/refunds', { outTradeNo, outRefundNo: `${outTradeNo}_c`, amount: 1 });
     expect(more.json.code).toBe('REFUND_AMOUNT_EXCEEDED');
@@ -357,7 +381,11 @@ describe('refunds', () => {
     expect(unpaid.status).toBe(409);
     expect(unpaid.json.code).toBe('TRADE_NOT_PAID');
 
-    const unknown = await call('POST', '/v1/refunds', { outTradeNo: 'never_created', outRefundNo: 'r_unknown', amount: 1 });
+    const unknown = await call('POST', '/v1/refunds', {
+      outTradeNo: 'never_created',
+      outRefundNo: 'r_unknown',
+      amount: 1,
+    });
     expect(unknown.status).toBe(404);
     expect(unknown.json.code).toBe('TRADE_NOT_EXIST');
   });
@@ -365,7 +393,12 @@ describe('refunds', () => {
 
 describe('notifications', () => {
   test('a payment is notified with a valid signature and redelivered until the merchant answers success, then never again', async () => {
-    merchant.answer = (n) => (n === 0 ? { status: 500, body: 'oops' } : n === 1 ? { status: 200, body: 'fail' } : { status: 200, body: 'success\n' });
+    merchant.answer = (n) =>
+      n === 0
+        ? { status: 500, body: 'oops' }
+        : n === 1
+          ? { status: 200, body: 'fail' }
+          : { status: 200, body: 'success\n' };
     const { outTradeNo, tradeNo } = await createPayment();
     const paid = await payFor(outTradeNo);
 
@@ -385,12 +418,26 @@ describe('notifications', () => {
       expect(delivery.contentType).toBe('application/json');
       // Same event, same bytes on every redelivery: the id is the merchant's dedup key.
       expect(delivery.rawBody.equals(first!.rawBody)).toBe(true);
-      const verdict = verifySandboxSignature(SECRET, delivery.signature, delivery.rawBody, Math.floor(Date.now() / 1000));
+      const verdict = verifySandboxSignature(
+        SECRET,
+        delivery.signature,
+        delivery.rawBody,
+        Math.floor(Date.now() / 1000),
+      );
       expect(verdict).toEqual({ ok: true, timestamp: expect.any(Number) });
     }
-    expect(verifySandboxSignature('wrong-secret', first!.signature, first!.rawBody, Math.floor(Date.now() / 1000)).ok).toBe(false);
+    expect(
+      verifySandboxSignature('wrong-secret', first!.signature, first!.rawBody, Math.floor(Date.now() / 1000)).ok,
+    ).toBe(false);
     expect(await notificationsOf(outTradeNo)).toEqual([
-      expect.objectContaining({ attempts: 3, sends: 3, acknowledged: true, gaveUp: false, lastStatus: 200, lastError: null }),
+      expect.objectContaining({
+        attempts: 3,
+        sends: 3,
+        acknowledged: true,
+        gaveUp: false,
+        lastStatus: 200,
+        lastError: null,
+      }),
     ]);
   });
 
@@ -401,7 +448,12 @@ describe('notifications', () => {
 
     await waitUntil(async () => (await notificationsOf(outTradeNo))[0]?.gaveUp === true);
     expect(merchant.received).toHaveLength(SCHEDULE.length);
-    expect((await notificationsOf(outTradeNo))[0]).toMatchObject({ attempts: 4, acknowledged: false, lastStatus: 503, lastError: 'answered HTTP 503' });
+    expect((await notificationsOf(outTradeNo))[0]).toMatchObject({
+      attempts: 4,
+      acknowledged: false,
+      lastStatus: 503,
+      lastError: 'answered HTTP 503',
+    });
   });
 
   test('with dropNotifications=1 nothing is ever delivered, but a query still says SUCCESS', async () => {
@@ -413,7 +465,9 @@ describe('notifications', () => {
     const probe = await deliverProbe(0);
     expect(merchant.received.map((r) => r.notification.data.outTradeNo)).toEqual([probe]);
     expect((await call('GET', `/v1/payments/${outTradeNo}`)).json.status).toBe('SUCCESS');
-    expect(await notificationsOf(outTradeNo)).toEqual([expect.objectContaining({ dropped: true, attempts: 0, sends: 0 })]);
+    expect(await notificationsOf(outTradeNo)).toEqual([
+      expect.objectContaining({ dropped: true, attempts: 0, sends: 0 }),
+    ]);
   });
 
   test('with duplicateNotifications=1 each attempt is sent several times with the same id, and redeliver sends one more', async () => {
@@ -443,7 +497,9 @@ describe('notifications', () => {
     await payFor(held.outTradeNo);
     await setFaults({ reorderNotifications: 0 });
     // Held, not sent (without the fault its first attempt would have been due at once).
-    expect(await notificationsOf(held.outTradeNo)).toEqual([expect.objectContaining({ attempts: 0, sends: 0, dropped: false })]);
+    expect(await notificationsOf(held.outTradeNo)).toEqual([
+      expect.objectContaining({ attempts: 0, sends: 0, dropped: false }),
+    ]);
     expect(merchant.received).toHaveLength(0);
 
     const next = await createPayment();
@@ -491,7 +547,8 @@ describe('notifications', () => {
         {
           write(line: string) {
             const entry = JSON.parse(line) as { msg?: string; status?: number };
-            if (entry.msg === 'notification sent' && entry.status === 500 && !closing) closing = new Promise((resolve) => setImmediate(() => resolve(own.close())));
+            if (entry.msg === 'notification sent' && entry.status === 500 && !closing)
+              closing = new Promise((resolve) => setImmediate(() => resolve(own.close())));
           },
         },
       ),
@@ -502,7 +559,8 @@ describe('notifications', () => {
     await payFor(outTradeNo);
     await waitUntil(() => closing !== undefined);
     await closing;
-    // A timer that fires after the cancelled redelivery would have: had it not been cancelled, it would have gone first.
+    // A timer that fires after the cancelled redelivery would have: had it not been cancelled, it would have gone
+    // first.
     await sleep(SCHEDULE[1]! * 2);
     expect(merchant.received).toHaveLength(1);
   });
@@ -577,8 +635,12 @@ describe('bills', () => {
     expect(res.headers.get('content-type')).toBe('text/csv; charset=utf-8');
     const lines = res.text.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^#/);
-    expect(lines).toContain('交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,币种,订单金额（元）,商家实收（元）,退款批次号/请求号,服务费（元）');
-    expect(lines).toContain('#-----------------------------------------业务明细列表结束------------------------------------');
+    expect(lines).toContain(
+      '交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,币种,订单金额（元）,商家实收（元）,退款批次号/请求号,服务费（元）',
+    );
+    expect(lines).toContain(
+      '#-----------------------------------------业务明细列表结束------------------------------------',
+    );
     expect(lines).toContain('#交易合计：1笔，商家实收共计：12.00元');
     expect(lines).toContain('#退款合计：1笔，退款共计：-2.00元');
     expect(lines.at(-1)).toMatch(/^#导出时间：/);
@@ -599,7 +661,11 @@ describe('bills', () => {
     });
     expect(rows[0]!.完成时间).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/);
     expect(rows[0]!.完成时间.startsWith(day)).toBe(true);
-    expect(rows[1]).toMatchObject({ 业务类型: '退款', '商家实收（元）': '-2.00', '退款批次号/请求号': `${outTradeNo}_r1\t` });
+    expect(rows[1]).toMatchObject({
+      业务类型: '退款',
+      '商家实收（元）': '-2.00',
+      '退款批次号/请求号': `${outTradeNo}_r1\t`,
+    });
   });
 
   test('a bill of another day does not list the payment, and an invalid date is refused', async () => {
@@ -642,7 +708,10 @@ describe('cashier page', () => {
     const after = await (await fetch(`${baseUrl}/pay/${outTradeNo}`)).text();
     expect(after).toContain('Paid');
     expect(after).not.toContain('<form');
-    expect((await call('GET', `/v1/payments/${outTradeNo}`)).json).toMatchObject({ status: 'SUCCESS', paidAmount: 1234 });
+    expect((await call('GET', `/v1/payments/${outTradeNo}`)).json).toMatchObject({
+      status: 'SUCCESS',
+      paidAmount: 1234,
+    });
     await waitUntil(() => merchant.received.length === 1);
   });
 

@@ -18,8 +18,16 @@ beforeAll(async () => {
   // Nothing but a callback, an escalation or the deadline moves an order (no active queries); no cooling-off window,
   // so a paid order finishes at once. Orders are acted on in `sys`, where the payment window (10 minutes) cannot pass
   // before the test acts however slow the server; the order that must expire is placed in `expiring` (6 s).
-  const env = { QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PROVIDER_EXPIRY_MARGIN: '1s', COOLING_OFF_PERIOD: '0s' };
-  [sys, expiring] = await Promise.all([startSystem({ ...env, PAYMENT_TIMEOUT: '10m' }), startSystem({ ...env, PAYMENT_TIMEOUT: '6s' })]);
+  const env = {
+    QUERY_FIRST_DELAY: '10m',
+    QUERY_MAX_INTERVAL: '10m',
+    PROVIDER_EXPIRY_MARGIN: '1s',
+    COOLING_OFF_PERIOD: '0s',
+  };
+  [sys, expiring] = await Promise.all([
+    startSystem({ ...env, PAYMENT_TIMEOUT: '10m' }),
+    startSystem({ ...env, PAYMENT_TIMEOUT: '6s' }),
+  ]);
 }, 120_000);
 
 /** This suite's workflows: those on the task queues of its two systems. */
@@ -29,7 +37,10 @@ afterAll(async () => {
   // A failed run must not leave an order retrying its confirm forever on the shared dev server.
   if (sys && expiring) {
     for await (const wf of sys.client.workflow.list({ query: `${ours()} AND ExecutionStatus = 'Running'` })) {
-      await sys.client.workflow.getHandle(wf.workflowId).terminate('search-attributes suite cleanup').catch(() => undefined);
+      await sys.client.workflow
+        .getHandle(wf.workflowId)
+        .terminate('search-attributes suite cleanup')
+        .catch(() => undefined);
     }
   }
   await sys?.stop();
@@ -56,7 +67,11 @@ async function expectListed(query: string, expected: string[]): Promise<void> {
 }
 
 /** Places an order of one unit of `sku` (price = the order's amount). */
-async function placeOrder(sku: string, price: number, on: TestSystem = sys): Promise<{ orderId: string; sku: string; wf: string }> {
+async function placeOrder(
+  sku: string,
+  price: number,
+  on: TestSystem = sys,
+): Promise<{ orderId: string; sku: string; wf: string }> {
   const r = await on.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
   expect(r.status).toBe(201);
   expect(r.body.amount).toBe(price);
@@ -72,7 +87,8 @@ test('every custom search attribute finds the orders in its state, and only thos
   // Each order has its own amount, so OrderAmount ranges pick them apart.
   const prices = { escalated: 1200, stuck: 4200, paid: 2500, review: 3000, expired: 800 };
   const skus = {} as Record<keyof typeof prices, string>;
-  for (const [k, price] of Object.entries(prices)) skus[k as keyof typeof prices] = await createProduct(sys, { price, stock: 5 });
+  for (const [k, price] of Object.entries(prices))
+    skus[k as keyof typeof prices] = await createProduct(sys, { price, stock: 5 });
 
   // Escalated: the notification is lost; the buyer asks support, whose query finds the payment.
   const escalated = await placeOrder(skus.escalated, prices.escalated);
@@ -83,7 +99,9 @@ test('every custom search attribute finds the orders in its state, and only thos
     await sys.setFaults({ dropNotifications: 0 });
   }
   const escalatedAfter = new Date(Date.now() - 1000);
-  const help = await sys.http('POST', `/orders/${escalated.orderId}/escalate`, { note: 'I paid, the page still waits' });
+  const help = await sys.http('POST', `/orders/${escalated.orderId}/escalate`, {
+    note: 'I paid, the page still waits',
+  });
   expect(help.body).toMatchObject({ resolution: 'PAYMENT_FOUND' });
 
   // Stuck: the stock row lost the unit this order reserved (a broken invariant), so confirming it fails on every
@@ -105,10 +123,22 @@ test('every custom search attribute finds the orders in its state, and only thos
   await waitForStatus(expiring, expired.orderId, ['EXPIRED'], 90_000);
   await sys.client.workflow.getHandle(expired.wf).result(); // done watching for a late payment
   const stuckHandle = sys.client.workflow.getHandle(stuck.wf);
-  await waitFor(async () => (await stuckHandle.query(statusQuery)).timeline.some((e) => e.type === 'STUCK'), { timeoutMs: 90_000, what: 'the stuck mark' });
+  await waitFor(async () => (await stuckHandle.query(statusQuery)).timeline.some((e) => e.type === 'STUCK'), {
+    timeoutMs: 90_000,
+    what: 'the stuck mark',
+  });
 
   // Every custom attribute is exercised below.
-  expect(SEARCH_ATTRIBUTES.map((a) => a.name).sort()).toEqual(['Escalated', 'EscalatedAt', 'NeedsReview', 'OrderAmount', 'OrderStage', 'OrderStatus', 'PaymentProvider', 'Stuck']);
+  expect(SEARCH_ATTRIBUTES.map((a) => a.name).sort()).toEqual([
+    'Escalated',
+    'EscalatedAt',
+    'NeedsReview',
+    'OrderAmount',
+    'OrderStage',
+    'OrderStatus',
+    'PaymentProvider',
+    'Stuck',
+  ]);
 
   // OrderStatus: what MySQL says, kept on the workflow.
   await expectListed(`OrderStatus = 'PAID'`, [paid.wf, escalated.wf]);
@@ -133,7 +163,10 @@ test('every custom search attribute finds the orders in its state, and only thos
   // "Escalated today" (and not yesterday): the time of the first escalation.
   const startOfDay = new Date(new Date().setUTCHours(0, 0, 0, 0)).toISOString();
   await expectListed(`EscalatedAt >= '${startOfDay}'`, [escalated.wf]);
-  await expectListed(`EscalatedAt >= '${escalatedAfter.toISOString()}' AND EscalatedAt <= '${new Date().toISOString()}'`, [escalated.wf]);
+  await expectListed(
+    `EscalatedAt >= '${escalatedAfter.toISOString()}' AND EscalatedAt <= '${new Date().toISOString()}'`,
+    [escalated.wf],
+  );
   await expectListed(`EscalatedAt < '${escalatedAfter.toISOString()}'`, []);
   await expectListed(`Stuck = true`, [stuck.wf]);
   // The same fact as a gauge for alerting (visibility is shared with other suites: at least this one).
@@ -151,7 +184,12 @@ test('every custom search attribute finds the orders in its state, and only thos
   await expectListed(`OrderStatus = 'PAID'`, [paid.wf, escalated.wf, stuck.wf]);
 
   // The review is decided: the order leaves the review queue.
-  const decided = await sys.http('POST', `/orders/${review.orderId}/review`, { decision: 'refund', operator: 'alice', reason: 'wrong amount paid' }, admin());
+  const decided = await sys.http(
+    'POST',
+    `/orders/${review.orderId}/review`,
+    { decision: 'refund', operator: 'alice', reason: 'wrong amount paid' },
+    admin(),
+  );
   expect(decided.body).toEqual({ orderId: review.orderId, status: 'REFUNDED' });
   await expectListed(`NeedsReview = true`, []);
   await expectListed(`OrderStatus = 'REFUNDED'`, [review.wf]);

@@ -16,32 +16,54 @@ const STAGES: (string | undefined)[] = [undefined, ...KNOWN_STAGES, 'SOME_FUTURE
 
 describe('describeStatus', () => {
   test('the stage list covers the stages the workflow reports, including review and cooling-off', () => {
-    expect(KNOWN_STAGES).toEqual(expect.arrayContaining(['AWAITING_PAYMENT', 'CONFIRMING', 'WATCHING_LATE_PAYMENT', 'AWAITING_REVIEW', 'COOLING_OFF', 'DONE']));
+    expect(KNOWN_STAGES).toEqual(
+      expect.arrayContaining([
+        'AWAITING_PAYMENT',
+        'CONFIRMING',
+        'WATCHING_LATE_PAYMENT',
+        'AWAITING_REVIEW',
+        'COOLING_OFF',
+        'DONE',
+      ]),
+    );
   });
 
-  test.each(STATUSES)('every stage of an order in %s has non-empty English and Chinese user, support and next texts', (status) => {
-    for (const stage of STAGES) {
-      const m = describeStatus({ status, stage, deadline: iso(NOW + 60_000), nextCheckAt: iso(NOW + 5_000), queryAttempts: 2, now: NOW });
-      for (const part of [m.user, m.support, m.next]) {
-        expect(part.en.trim().length).toBeGreaterThan(10);
-        expect(part.zh.trim().length).toBeGreaterThan(4);
-        expect(part.zh).toMatch(CJK);
-        expect(part.en).not.toMatch(CJK);
+  test.each(STATUSES)(
+    'every stage of an order in %s has non-empty English and Chinese user, support and next texts',
+    (status) => {
+      for (const stage of STAGES) {
+        const m = describeStatus({
+          status,
+          stage,
+          deadline: iso(NOW + 60_000),
+          nextCheckAt: iso(NOW + 5_000),
+          queryAttempts: 2,
+          now: NOW,
+        });
+        for (const part of [m.user, m.support, m.next]) {
+          expect(part.en.trim().length).toBeGreaterThan(10);
+          expect(part.zh.trim().length).toBeGreaterThan(4);
+          expect(part.zh).toMatch(CJK);
+          expect(part.en).not.toMatch(CJK);
+        }
+        expect(m.code).toMatch(/^[A-Z_]+$/);
+        expect(['RESERVING', 'AWAITING_PAYMENT', 'CONFIRMING', 'DONE']).toContain(m.phase);
+        if (m.expectedBy !== undefined) expect(new Date(m.expectedBy).toISOString()).toBe(m.expectedBy);
       }
-      expect(m.code).toMatch(/^[A-Z_]+$/);
-      expect(['RESERVING', 'AWAITING_PAYMENT', 'CONFIRMING', 'DONE']).toContain(m.phase);
-      if (m.expectedBy !== undefined) expect(new Date(m.expectedBy).toISOString()).toBe(m.expectedBy);
-    }
-  });
+    },
+  );
 
-  test.each(['EXPIRED', 'CANCELLED'] as const)('an order in %s promises an automatic refund in both languages, also while watching for late payments', (status) => {
-    for (const stage of [undefined, 'DONE', 'WATCHING_LATE_PAYMENT']) {
-      const m = describeStatus({ status, stage, now: NOW });
-      expect(m.user.en).toMatch(/refunded automatically/);
-      expect(m.user.zh).toMatch(/自动原路退回/);
-      expect(m.support.en).toMatch(/refund/i);
-    }
-  });
+  test.each(['EXPIRED', 'CANCELLED'] as const)(
+    'an order in %s promises an automatic refund in both languages, also while watching for late payments',
+    (status) => {
+      for (const stage of [undefined, 'DONE', 'WATCHING_LATE_PAYMENT']) {
+        const m = describeStatus({ status, stage, now: NOW });
+        expect(m.user.en).toMatch(/refunded automatically/);
+        expect(m.user.zh).toMatch(/自动原路退回/);
+        expect(m.support.en).toMatch(/refund/i);
+      }
+    },
+  );
 
   test('a closed order still watching for late payments tells support so', () => {
     const m = describeStatus({ status: 'EXPIRED', stage: 'WATCHING_LATE_PAYMENT', now: NOW });
@@ -51,10 +73,17 @@ describe('describeStatus', () => {
   });
 
   test('a payment being confirmed says so and expects the result within a minute', () => {
-    const m = describeStatus({ status: 'AWAITING_PAYMENT', stage: 'CONFIRMING', deadline: iso(NOW + 600_000), now: NOW });
+    const m = describeStatus({
+      status: 'AWAITING_PAYMENT',
+      stage: 'CONFIRMING',
+      deadline: iso(NOW + 600_000),
+      now: NOW,
+    });
     expect(m.code).toBe('CONFIRMING_PAYMENT');
     expect(m.phase).toBe('CONFIRMING');
-    expect(m.user.en).toBe('Payment received by the provider, confirming your order; this usually takes under a minute.');
+    expect(m.user.en).toBe(
+      'Payment received by the provider, confirming your order; this usually takes under a minute.',
+    );
     expect(m.user.zh).toBe('已收到支付机构的付款通知，正在确认订单，通常不超过一分钟。');
     expect(m.expectedBy).toBe(iso(NOW + 60_000));
   });
@@ -62,7 +91,14 @@ describe('describeStatus', () => {
   test('an order awaiting payment expects the deadline and tells support the deadline, next query and query count', () => {
     const deadline = iso(NOW + 15 * 60_000);
     const nextCheckAt = iso(NOW + 30_000);
-    const m = describeStatus({ status: 'AWAITING_PAYMENT', stage: 'AWAITING_PAYMENT', deadline, nextCheckAt, queryAttempts: 3, now: NOW });
+    const m = describeStatus({
+      status: 'AWAITING_PAYMENT',
+      stage: 'AWAITING_PAYMENT',
+      deadline,
+      nextCheckAt,
+      queryAttempts: 3,
+      now: NOW,
+    });
     expect(m.code).toBe('WAITING_FOR_PAYMENT');
     expect(m.phase).toBe('AWAITING_PAYMENT');
     expect(m.expectedBy).toBe(deadline);
@@ -78,13 +114,22 @@ describe('describeStatus', () => {
     const waiting = describeStatus({ ...base, stage: 'AWAITING_PAYMENT' });
     const querying = describeStatus({ ...base, stage: 'QUERYING_PROVIDER' });
     expect(querying.code).toBe('CHECKING_WITH_PROVIDER');
-    expect([querying.user, querying.next, querying.expectedBy]).toEqual([waiting.user, waiting.next, waiting.expectedBy]);
+    expect([querying.user, querying.next, querying.expectedBy]).toEqual([
+      waiting.user,
+      waiting.next,
+      waiting.expectedBy,
+    ]);
     expect(querying.support.en).toMatch(/active query to the provider is running/);
     expect(waiting.support.en).not.toMatch(/active query to the provider is running/);
   });
 
   test('an order still awaiting payment after its deadline is described as closing, with the refund promise', () => {
-    const m = describeStatus({ status: 'AWAITING_PAYMENT', stage: 'AWAITING_PAYMENT', deadline: iso(NOW - 1_000), now: NOW });
+    const m = describeStatus({
+      status: 'AWAITING_PAYMENT',
+      stage: 'AWAITING_PAYMENT',
+      deadline: iso(NOW - 1_000),
+      now: NOW,
+    });
     expect(m.code).toBe('DEADLINE_REACHED');
     expect(m.next.en).toMatch(/refunded automatically/);
     expect(m.expectedBy).toBe(iso(NOW + 60_000));
@@ -98,10 +143,23 @@ describe('describeStatus', () => {
   });
 
   test('review, cooling-off and refunding stages get their own messages', () => {
-    expect(describeStatus({ status: 'NEEDS_REVIEW', stage: 'AWAITING_REVIEW', statusReason: 'PAYMENT_MISMATCH', now: NOW }).code).toBe('PAYMENT_MISMATCH');
-    expect(describeStatus({ status: 'NEEDS_REVIEW', stage: 'AWAITING_REVIEW', statusReason: 'TCC_CONFLICT', now: NOW }).support.en).toContain('TCC_CONFLICT');
-    expect(describeStatus({ status: 'NEEDS_REVIEW', stage: 'CONFIRMING', now: NOW }).code).toBe('REVIEW_APPROVED_CONFIRMING');
-    const cooling = describeStatus({ status: 'PAID', stage: 'COOLING_OFF', coolingOffUntil: iso(NOW + 1_800_000), now: NOW });
+    expect(
+      describeStatus({ status: 'NEEDS_REVIEW', stage: 'AWAITING_REVIEW', statusReason: 'PAYMENT_MISMATCH', now: NOW })
+        .code,
+    ).toBe('PAYMENT_MISMATCH');
+    expect(
+      describeStatus({ status: 'NEEDS_REVIEW', stage: 'AWAITING_REVIEW', statusReason: 'TCC_CONFLICT', now: NOW })
+        .support.en,
+    ).toContain('TCC_CONFLICT');
+    expect(describeStatus({ status: 'NEEDS_REVIEW', stage: 'CONFIRMING', now: NOW }).code).toBe(
+      'REVIEW_APPROVED_CONFIRMING',
+    );
+    const cooling = describeStatus({
+      status: 'PAID',
+      stage: 'COOLING_OFF',
+      coolingOffUntil: iso(NOW + 1_800_000),
+      now: NOW,
+    });
     expect(cooling.code).toBe('PAID_COOLING_OFF');
     expect(cooling.expectedBy).toBe(iso(NOW + 1_800_000));
     expect(cooling.user.zh).toMatch(/冷静期/);
@@ -113,11 +171,19 @@ describe('describeStatus', () => {
     const out = describeStatus({ status: 'FAILED', statusReason: 'OUT_OF_STOCK', now: NOW });
     expect(out.code).toBe('FAILED_OUT_OF_STOCK');
     expect(out.user.en).toMatch(/out of stock.*No money was taken/);
-    expect(describeStatus({ status: 'FAILED', statusReason: 'PAYMENT_CREATION_FAILED', now: NOW }).user.zh).toMatch(/未扣任何款项/);
+    expect(describeStatus({ status: 'FAILED', statusReason: 'PAYMENT_CREATION_FAILED', now: NOW }).user.zh).toMatch(
+      /未扣任何款项/,
+    );
   });
 
   test('unknown statuses and stages, prototype names and bad dates are described generically instead of throwing', () => {
-    const m = describeStatus({ status: 'SHIPPED_TO_MARS', stage: 'constructor', deadline: 'not a date', nextCheckAt: '', now: 'garbage' });
+    const m = describeStatus({
+      status: 'SHIPPED_TO_MARS',
+      stage: 'constructor',
+      deadline: 'not a date',
+      nextCheckAt: '',
+      now: 'garbage',
+    });
     expect(m.code).toBe('UNKNOWN');
     expect(m.phase).toBe('AWAITING_PAYMENT');
     expect(m.support.en).toContain('status SHIPPED_TO_MARS; stage constructor.');

@@ -48,14 +48,32 @@ async function pointsOf(userId: string) {
   return { available: Number(row.available), frozen: Number(row.frozen), spent: Number(row.spent) };
 }
 
-async function fenceOf(orderId: string, participant: Kind, resource: string): Promise<{ status: FenceStatus; quantity: number; emptyRollback: boolean } | undefined> {
-  const row = await db('tcc_fence').where({ xid: orderId, participant, resource }).first('status', 'quantity', 'empty_rollback');
-  return row ? { status: row.status, quantity: Number(row.quantity), emptyRollback: Boolean(Number(row.empty_rollback)) } : undefined;
+async function fenceOf(
+  orderId: string,
+  participant: Kind,
+  resource: string,
+): Promise<{ status: FenceStatus; quantity: number; emptyRollback: boolean } | undefined> {
+  const row = await db('tcc_fence')
+    .where({ xid: orderId, participant, resource })
+    .first('status', 'quantity', 'empty_rollback');
+  return row
+    ? { status: row.status, quantity: Number(row.quantity), emptyRollback: Boolean(Number(row.empty_rollback)) }
+    : undefined;
 }
 
-/** Runs one fenced call; business failures become their type, transient errors (deadlock, concurrent change) are retried like Temporal would. */
+/**
+ * Runs one fenced call; business failures become their type, transient errors (deadlock, concurrent change) are
+ * retried like Temporal would.
+ */
 const transientRetries = new Map<string, number>();
-async function call(kind: Kind, op: OpName, orderId: string, resource: string, userId: string, quantity: number): Promise<Outcome> {
+async function call(
+  kind: Kind,
+  op: OpName,
+  orderId: string,
+  resource: string,
+  userId: string,
+  quantity: number,
+): Promise<Outcome> {
   const participant = kind === 'coupon' ? couponParticipant : pointsParticipant;
   const key = { orderId, resource };
   for (let attempt = 0; ; attempt++) {
@@ -244,7 +262,10 @@ class Model {
   }
 }
 
-const opArb = fc.record({ op: fc.constantFrom<OpName>('try', 'try', 'confirm', 'cancel', 'giveBack'), order: fc.nat({ max: 3 }) });
+const opArb = fc.record({
+  op: fc.constantFrom<OpName>('try', 'try', 'confirm', 'cancel', 'giveBack'),
+  order: fc.nat({ max: 3 }),
+});
 const kindArb = fc.constantFrom<Kind>('coupon', 'points');
 const quantitiesArb = fc.array(fc.integer({ min: 1, max: 60 }), { minLength: 4, maxLength: 4 });
 
@@ -256,7 +277,13 @@ async function setUp(kind: Kind, balance: number) {
 }
 
 /** What must hold whatever the interleaving: conservation, holds matching fences, one holder of a coupon at most. */
-async function assertInvariants(kind: Kind, balance: number, resource: string, orderIds: string[], quantities: number[]) {
+async function assertInvariants(
+  kind: Kind,
+  balance: number,
+  resource: string,
+  orderIds: string[],
+  quantities: number[],
+) {
   const fences = await Promise.all(orderIds.map(async (o) => (await fenceOf(o, kind, resource))?.status ?? 'NONE'));
   if (kind === 'points') {
     const p = await pointsOf(resource);
@@ -266,11 +293,15 @@ async function assertInvariants(kind: Kind, balance: number, resource: string, o
     expect(p.spent).toBe(sum('CONFIRMED'));
   } else {
     const c = await couponOf(resource);
-    const holders = fences.map((f, i) => ({ f, id: orderIds[i] })).filter((x) => x.f === 'TRIED' || x.f === 'CONFIRMED');
+    const holders = fences
+      .map((f, i) => ({ f, id: orderIds[i] }))
+      .filter((x) => x.f === 'TRIED' || x.f === 'CONFIRMED');
     expect(holders.length).toBeLessThanOrEqual(1);
     const holder = holders[0];
     expect(c).toEqual(
-      holder ? { status: holder.f === 'TRIED' ? 'FROZEN' : 'USED', orderId: holder.id } : { status: 'AVAILABLE', orderId: null },
+      holder
+        ? { status: holder.f === 'TRIED' ? 'FROZEN' : 'USED', orderId: holder.id }
+        : { status: 'AVAILABLE', orderId: null },
     );
   }
 }
@@ -278,17 +309,24 @@ async function assertInvariants(kind: Kind, balance: number, resource: string, o
 describe('properties', () => {
   test('any sequential mix of duplicated try, confirm, cancel and give-back matches the reference model call by call', async () => {
     await fc.assert(
-      fc.asyncProperty(kindArb, fc.integer({ min: 0, max: 150 }), quantitiesArb, fc.array(opArb, { minLength: 1, maxLength: 16 }), async (kind, balance, quantities, ops) => {
-        const { user, resource, orderIds } = await setUp(kind, balance);
-        const model = new Model(kind, balance, quantities);
-        for (const { op, order } of ops) {
-          const outcome = await call(kind, op, orderIds[order]!, resource, user, quantities[order]!);
-          expect({ op, order, outcome }).toEqual({ op, order, outcome: model.apply(op, order) });
-        }
-        for (const [i, orderId] of orderIds.entries()) expect((await fenceOf(orderId, kind, resource))?.status ?? 'NONE').toBe(model.status[i]);
-        if (kind === 'points') expect(await pointsOf(resource)).toEqual(model.points);
-        await assertInvariants(kind, balance, resource, orderIds, quantities);
-      }),
+      fc.asyncProperty(
+        kindArb,
+        fc.integer({ min: 0, max: 150 }),
+        quantitiesArb,
+        fc.array(opArb, { minLength: 1, maxLength: 16 }),
+        async (kind, balance, quantities, ops) => {
+          const { user, resource, orderIds } = await setUp(kind, balance);
+          const model = new Model(kind, balance, quantities);
+          for (const { op, order } of ops) {
+            const outcome = await call(kind, op, orderIds[order]!, resource, user, quantities[order]!);
+            expect({ op, order, outcome }).toEqual({ op, order, outcome: model.apply(op, order) });
+          }
+          for (const [i, orderId] of orderIds.entries())
+            expect((await fenceOf(orderId, kind, resource))?.status ?? 'NONE').toBe(model.status[i]);
+          if (kind === 'points') expect(await pointsOf(resource)).toEqual(model.points);
+          await assertInvariants(kind, balance, resource, orderIds, quantities);
+        },
+      ),
       { numRuns: 40 },
     );
   });
@@ -303,9 +341,18 @@ describe('properties', () => {
         async (kind, balance, quantities, batches) => {
           const { user, resource, orderIds } = await setUp(kind, balance);
           for (const batch of batches) {
-            const outcomes = await Promise.all(batch.map(({ op, order }) => call(kind, op, orderIds[order]!, resource, user, quantities[order]!)));
+            const outcomes = await Promise.all(
+              batch.map(({ op, order }) => call(kind, op, orderIds[order]!, resource, user, quantities[order]!)),
+            );
             // Only business answers come back; anything else would have thrown.
-            for (const o of outcomes) expect(['ok', 'TCC_CONFLICT', 'TCC_TRY_AFTER_CANCEL', 'INSUFFICIENT_POINTS', 'COUPON_UNAVAILABLE']).toContain(o);
+            for (const o of outcomes)
+              expect([
+                'ok',
+                'TCC_CONFLICT',
+                'TCC_TRY_AFTER_CANCEL',
+                'INSUFFICIENT_POINTS',
+                'COUPON_UNAVAILABLE',
+              ]).toContain(o);
           }
           await assertInvariants(kind, balance, resource, orderIds, quantities);
         },
@@ -315,6 +362,9 @@ describe('properties', () => {
   });
 
   afterAll(() => {
-    if (transientRetries.size > 0) process.stdout.write(`\n[tcc-benefits] transient errors retried: ${[...transientRetries].map(([k, v]) => `${k} x${v}`).join(', ')}\n`);
+    if (transientRetries.size > 0)
+      process.stdout.write(
+        `\n[tcc-benefits] transient errors retried: ${[...transientRetries].map(([k, v]) => `${k} x${v}`).join(', ')}\n`,
+      );
   });
 });

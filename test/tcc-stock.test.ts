@@ -7,7 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import fc from 'fast-check';
 import type { Knex } from 'knex';
-import { bucketShare, cancelStock, confirmStock, type StockLine, tryReserveStock, tryReserveStockUnlessHeld } from '../src/db/stock';
+import {
+  bucketShare,
+  cancelStock,
+  confirmStock,
+  type StockLine,
+  tryReserveStock,
+  tryReserveStockUnlessHeld,
+} from '../src/db/stock';
 import { createDb } from '../src/db/knex';
 import { TEST_ENV } from './support/env';
 
@@ -45,16 +52,26 @@ async function createSku(available: number, buckets = 1): Promise<string> {
   const share = (b: number) => bucketShare(available, buckets, b);
   await db('products').insert({ sku, name: `TCC test ${sku}`, price: 100, currency: 'CNY' });
   await db('stock').insert({ sku, available: share(0), reserved: 0, sold: 0, total_in: available, buckets });
-  for (let b = 1; b < buckets; b++) await db('stock_buckets').insert({ sku, bucket: b, available: share(b), reserved: 0, sold: 0 });
+  for (let b = 1; b < buckets; b++)
+    await db('stock_buckets').insert({ sku, bucket: b, available: share(b), reserved: 0, sold: 0 });
   return sku;
 }
 
 /** Every bucket of a SKU, bucket 0 first. */
 async function bucketsOf(sku: string, conn: Knex = db): Promise<(Stock & { bucket: number })[]> {
-  const base = (await conn('stock').where({ sku }).first('available', 'reserved', 'sold')) as Record<keyof Stock, number | string> | undefined;
+  const base = (await conn('stock').where({ sku }).first('available', 'reserved', 'sold')) as
+    Record<keyof Stock, number | string> | undefined;
   if (!base) throw new Error(`no stock row for ${sku}`);
-  const rest = (await conn('stock_buckets').where({ sku }).orderBy('bucket').select('bucket', 'available', 'reserved', 'sold')) as Record<string, number | string>[];
-  return [{ bucket: 0, ...base }, ...rest].map((r) => ({ bucket: Number(r.bucket), available: Number(r.available), reserved: Number(r.reserved), sold: Number(r.sold) }));
+  const rest = (await conn('stock_buckets')
+    .where({ sku })
+    .orderBy('bucket')
+    .select('bucket', 'available', 'reserved', 'sold')) as Record<string, number | string>[];
+  return [{ bucket: 0, ...base }, ...rest].map((r) => ({
+    bucket: Number(r.bucket),
+    available: Number(r.available),
+    reserved: Number(r.reserved),
+    sold: Number(r.sold),
+  }));
 }
 
 /** The SKU's stock: the sum over its buckets. */
@@ -70,15 +87,23 @@ async function stockOf(sku: string, conn: Knex = db): Promise<Stock> {
 
 /** Each bucket's reserved and sold must be exactly what the tries recorded taking from it. */
 async function assertBucketsMatchHolds(sku: string): Promise<void> {
-  const fences = (await db('tcc_fence').where({ participant: 'stock', resource: sku }).whereIn('status', ['TRIED', 'CONFIRMED']).select('xid', 'status', 'quantity')) as {
+  const fences = (await db('tcc_fence')
+    .where({ participant: 'stock', resource: sku })
+    .whereIn('status', ['TRIED', 'CONFIRMED'])
+    .select('xid', 'status', 'quantity')) as {
     xid: string;
     status: FenceStatus;
     quantity: number;
   }[];
   const expected = new Map<number, { reserved: number; sold: number }>();
   for (const f of fences) {
-    const holds = (await db('stock_holds').where({ xid: f.xid, sku }).select('bucket', 'quantity')) as { bucket: number; quantity: number }[];
-    const own = holds.length ? holds.map((h) => ({ bucket: Number(h.bucket), quantity: Number(h.quantity) })) : [{ bucket: 0, quantity: Number(f.quantity) }];
+    const holds = (await db('stock_holds').where({ xid: f.xid, sku }).select('bucket', 'quantity')) as {
+      bucket: number;
+      quantity: number;
+    }[];
+    const own = holds.length
+      ? holds.map((h) => ({ bucket: Number(h.bucket), quantity: Number(h.quantity) }))
+      : [{ bucket: 0, quantity: Number(f.quantity) }];
     expect(own.reduce((n, h) => n + h.quantity, 0)).toBe(Number(f.quantity));
     for (const h of own) {
       const e = expected.get(h.bucket) ?? { reserved: 0, sold: 0 };
@@ -88,7 +113,10 @@ async function assertBucketsMatchHolds(sku: string): Promise<void> {
     }
   }
   for (const b of await bucketsOf(sku)) {
-    expect({ bucket: b.bucket, reserved: b.reserved, sold: b.sold }).toEqual({ bucket: b.bucket, ...(expected.get(b.bucket) ?? { reserved: 0, sold: 0 }) });
+    expect({ bucket: b.bucket, reserved: b.reserved, sold: b.sold }).toEqual({
+      bucket: b.bucket,
+      ...(expected.get(b.bucket) ?? { reserved: 0, sold: 0 }),
+    });
   }
 }
 
@@ -96,8 +124,18 @@ async function fencesOf(orderId: string): Promise<Fence[]> {
   const rows = (await db('tcc_fence')
     .where({ xid: orderId, participant: 'stock' })
     .orderBy('resource')
-    .select('resource', 'status', 'quantity', 'empty_rollback')) as { resource: string; status: FenceStatus; quantity: number | string; empty_rollback: number | boolean }[];
-  return rows.map((r) => ({ resource: r.resource, status: r.status, quantity: Number(r.quantity), emptyRollback: Boolean(Number(r.empty_rollback)) }));
+    .select('resource', 'status', 'quantity', 'empty_rollback')) as {
+    resource: string;
+    status: FenceStatus;
+    quantity: number | string;
+    empty_rollback: number | boolean;
+  }[];
+  return rows.map((r) => ({
+    resource: r.resource,
+    status: r.status,
+    quantity: Number(r.quantity),
+    emptyRollback: Boolean(Number(r.empty_rollback)),
+  }));
 }
 
 async function fenceOf(orderId: string, sku: string): Promise<Fence | undefined> {
@@ -105,7 +143,9 @@ async function fenceOf(orderId: string, sku: string): Promise<Fence | undefined>
 }
 
 async function eventTypes(orderId: string): Promise<string[]> {
-  const rows = (await db('order_events').where({ order_id: orderId }).orderBy('id').select('type')) as { type: string }[];
+  const rows = (await db('order_events').where({ order_id: orderId }).orderBy('id').select('type')) as {
+    type: string;
+  }[];
   return rows.map((r) => r.type);
 }
 
@@ -132,7 +172,12 @@ describe('Try', () => {
       { sku: b, quantity: 5 },
     ]);
 
-    expect(result.reserved).toEqual(expect.arrayContaining([{ sku: a, quantity: 3 }, { sku: b, quantity: 5 }]));
+    expect(result.reserved).toEqual(
+      expect.arrayContaining([
+        { sku: a, quantity: 3 },
+        { sku: b, quantity: 5 },
+      ]),
+    );
     expect(await stockOf(a)).toEqual({ available: 7, reserved: 3, sold: 0 });
     expect(await stockOf(b)).toEqual({ available: 0, reserved: 5, sold: 0 });
     expect(await fencesOf(order)).toEqual(
@@ -174,7 +219,12 @@ describe('Try', () => {
     const order = uid('order');
     const ghost = uid('ghost');
 
-    const failure = await failureOf(tryReserveStock(db, order, [{ sku: real, quantity: 1 }, { sku: ghost, quantity: 1 }]));
+    const failure = await failureOf(
+      tryReserveStock(db, order, [
+        { sku: real, quantity: 1 },
+        { sku: ghost, quantity: 1 },
+      ]),
+    );
 
     expect(failure.type).toBe('OUT_OF_STOCK');
     expect(failure.details?.[0]).toMatchObject({ sku: ghost });
@@ -272,7 +322,9 @@ describe('empty rollback and hanging reservation', () => {
 
     expect(await stockOf(sku)).toEqual({ available: 10, reserved: 0, sold: 0 });
     expect(await fenceOf(order, sku)).toEqual({ resource: sku, status: 'CANCELLED', quantity: 0, emptyRollback: true });
-    const raw = (await db('tcc_fence').where({ xid: order, participant: 'stock', resource: sku }).first('empty_rollback')) as { empty_rollback: number };
+    const raw = (await db('tcc_fence')
+      .where({ xid: order, participant: 'stock', resource: sku })
+      .first('empty_rollback')) as { empty_rollback: number };
     expect(Number(raw.empty_rollback)).toBe(1);
     expect(await eventTypes(order)).toEqual([]);
     // A second cancel is still a no-op.
@@ -285,7 +337,12 @@ describe('empty rollback and hanging reservation', () => {
     const order = uid('order');
     await cancelStock(db, order, [{ sku: b, quantity: 1 }]);
 
-    const failure = await failureOf(tryReserveStock(db, order, [{ sku: a, quantity: 2 }, { sku: b, quantity: 1 }]));
+    const failure = await failureOf(
+      tryReserveStock(db, order, [
+        { sku: a, quantity: 2 },
+        { sku: b, quantity: 1 },
+      ]),
+    );
 
     expect(failure.type).toBe('TCC_TRY_AFTER_CANCEL');
     expect(failure.nonRetryable).toBe(true);
@@ -322,7 +379,9 @@ describe('conflicts', () => {
     expect(failure.type).toBe('TCC_CONFLICT');
     expect(failure.nonRetryable).toBe(true);
     expect(failure.details?.[0]).toMatchObject({ sku });
-    expect({ stock: await stockOf(sku), fence: await fenceOf(order, sku), events: await eventTypes(order) }).toEqual(before);
+    expect({ stock: await stockOf(sku), fence: await fenceOf(order, sku), events: await eventTypes(order) }).toEqual(
+      before,
+    );
     expect(before.stock).toEqual({ available: 10, reserved: 0, sold: 0 });
   });
 
@@ -350,7 +409,9 @@ describe('conflicts', () => {
     expect(failure.type).toBe('TCC_CONFLICT');
     expect(failure.nonRetryable).toBe(true);
     expect(failure.details?.[0]).toMatchObject({ sku });
-    expect({ stock: await stockOf(sku), fence: await fenceOf(order, sku), events: await eventTypes(order) }).toEqual(before);
+    expect({ stock: await stockOf(sku), fence: await fenceOf(order, sku), events: await eventTypes(order) }).toEqual(
+      before,
+    );
     expect(before.stock).toEqual({ available: 8, reserved: 0, sold: 2 });
   });
 
@@ -396,7 +457,9 @@ describe.each([1, 4])('concurrency (%i bucket(s))', (buckets) => {
       expect((err as ApplicationFailure).type).toBe('OUT_OF_STOCK');
     }
     expect(await stockOf(sku)).toEqual({ available: 0, reserved: 20, sold: 0 });
-    const tried = await db('tcc_fence').where({ participant: 'stock', resource: sku, status: 'TRIED' }).count({ n: '*' });
+    const tried = await db('tcc_fence')
+      .where({ participant: 'stock', resource: sku, status: 'TRIED' })
+      .count({ n: '*' });
     expect(Number(tried[0]!.n)).toBe(20);
     expect(samples.length).toBeGreaterThan(0);
     for (const s of samples) {
@@ -414,11 +477,16 @@ describe.each([1, 4])('concurrency (%i bucket(s))', (buckets) => {
       const lines = [{ sku, quantity: 2 }];
       await tryReserveStock(db, order, lines);
 
-      const [confirm, cancel] = await Promise.allSettled([withRetry(() => confirmStock(db, order, lines)), withRetry(() => cancelStock(db, order, lines))]);
+      const [confirm, cancel] = await Promise.allSettled([
+        withRetry(() => confirmStock(db, order, lines)),
+        withRetry(() => cancelStock(db, order, lines)),
+      ]);
 
       // Exactly one of them wins; the loser sees the winner's fence and raises TCC_CONFLICT.
       expect([confirm.status, cancel.status].sort()).toEqual(['fulfilled', 'rejected']);
-      const loser = (confirm.status === 'rejected' ? confirm.reason : (cancel as PromiseRejectedResult).reason) as unknown;
+      const loser = (
+        confirm.status === 'rejected' ? confirm.reason : (cancel as PromiseRejectedResult).reason
+      ) as unknown;
       expect(loser).toBeInstanceOf(ApplicationFailure);
       expect((loser as ApplicationFailure).type).toBe('TCC_CONFLICT');
       const fence = await fenceOf(order, sku);
@@ -436,7 +504,10 @@ describe('hot-SKU buckets', () => {
     const sku = await createSku(5, 3); // buckets hold 2, 2, 1
     const [a, b, c] = [uid('bkt'), uid('bkt'), uid('bkt')];
     await tryReserveStock(db, a, [{ sku, quantity: 4 }]); // needs at least two buckets
-    const holdsA = (await db('stock_holds').where({ xid: a, sku }).select('bucket', 'quantity')) as { bucket: number; quantity: number }[];
+    const holdsA = (await db('stock_holds').where({ xid: a, sku }).select('bucket', 'quantity')) as {
+      bucket: number;
+      quantity: number;
+    }[];
     expect(holdsA.length).toBeGreaterThanOrEqual(2);
     expect(holdsA.reduce((n, h) => n + Number(h.quantity), 0)).toBe(4);
     await tryReserveStock(db, b, [{ sku, quantity: 1 }]);
@@ -450,7 +521,8 @@ describe('hot-SKU buckets', () => {
     await confirmStock(db, b, [{ sku, quantity: 1 }]);
     const after = await bucketsOf(sku);
     for (const [i, bucket] of after.entries()) {
-      if (bucket.bucket === Number(holdB!.bucket)) expect(bucket).toEqual({ ...before[i]!, reserved: before[i]!.reserved - 1, sold: before[i]!.sold + 1 });
+      if (bucket.bucket === Number(holdB!.bucket))
+        expect(bucket).toEqual({ ...before[i]!, reserved: before[i]!.reserved - 1, sold: before[i]!.sold + 1 });
       else expect(bucket).toEqual(before[i]);
     }
     // Cancelling a puts its units back exactly where it took them.
@@ -528,7 +600,11 @@ async function runOp(op: Op, orderIds: string[], quantities: number[], sku: stri
     await withRetry(calls[op.kind]);
     return 'ok';
   } catch (err) {
-    if (err instanceof ApplicationFailure && ['OUT_OF_STOCK', 'TCC_TRY_AFTER_CANCEL', 'TCC_CONFLICT'].includes(err.type ?? '')) return err.type as Outcome;
+    if (
+      err instanceof ApplicationFailure &&
+      ['OUT_OF_STOCK', 'TCC_TRY_AFTER_CANCEL', 'TCC_CONFLICT'].includes(err.type ?? '')
+    )
+      return err.type as Outcome;
     throw err;
   }
 }
@@ -578,7 +654,13 @@ class Model {
 }
 
 /** Checks the invariants that must hold after any sequence, whatever the interleaving. */
-async function assertInvariants(sku: string, initial: number, orderIds: string[], quantities: number[], outcomes: { op: Op; outcome: Outcome }[]): Promise<void> {
+async function assertInvariants(
+  sku: string,
+  initial: number,
+  orderIds: string[],
+  quantities: number[],
+  outcomes: { op: Op; outcome: Outcome }[],
+): Promise<void> {
   const stock = await stockOf(sku);
   expect(stock.available).toBeGreaterThanOrEqual(0);
   expect(stock.reserved).toBeGreaterThanOrEqual(0);
@@ -616,7 +698,9 @@ async function assertInvariants(sku: string, initial: number, orderIds: string[]
     if (fence.status === 'CONFIRMED') confirmed += fence.quantity;
     const events = await eventTypes(orderId);
     expect(events.filter((t) => t === 'STOCK_CONFIRMED').length).toBe(fence.status === 'CONFIRMED' ? 1 : 0);
-    expect(events.filter((t) => t === 'STOCK_RELEASED').length).toBe(fence.status === 'CANCELLED' && !fence.emptyRollback ? 1 : 0);
+    expect(events.filter((t) => t === 'STOCK_RELEASED').length).toBe(
+      fence.status === 'CANCELLED' && !fence.emptyRollback ? 1 : 0,
+    );
   }
   expect(stock.reserved).toBe(tried);
   expect(stock.sold).toBe(confirmed);
@@ -624,7 +708,10 @@ async function assertInvariants(sku: string, initial: number, orderIds: string[]
 }
 
 const ORDERS = 3;
-const opArb = fc.record({ kind: fc.constantFrom<OpKind>('try', 'try', 'confirm', 'cancel'), order: fc.nat({ max: ORDERS - 1 }) });
+const opArb = fc.record({
+  kind: fc.constantFrom<OpKind>('try', 'try', 'confirm', 'cancel'),
+  order: fc.nat({ max: ORDERS - 1 }),
+});
 const scenarioArb = {
   initial: fc.integer({ min: 0, max: 6 }),
   quantities: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: ORDERS, maxLength: ORDERS }),
@@ -633,22 +720,27 @@ const scenarioArb = {
 describe.each([1, 3])('properties (%i bucket(s))', (buckets) => {
   test('any sequential mix of try, confirm and cancel matches the reference model call by call and keeps the invariants', async () => {
     await fc.assert(
-      fc.asyncProperty(scenarioArb.initial, scenarioArb.quantities, fc.array(opArb, { minLength: 1, maxLength: 14 }), async (initial, quantities, ops) => {
-        const sku = await createSku(initial, buckets);
-        const orderIds = quantities.map(() => uid('prop'));
-        const model = new Model(initial, quantities);
-        const outcomes: { op: Op; outcome: Outcome }[] = [];
-        for (const op of ops) {
-          const outcome = await runOp(op, orderIds, quantities, sku);
-          expect({ op, outcome }).toEqual({ op, outcome: model.apply(op) });
-          outcomes.push({ op, outcome });
-        }
-        expect(await stockOf(sku)).toEqual(model.stock);
-        for (const [i, orderId] of orderIds.entries()) {
-          expect((await fenceOf(orderId, sku))?.status ?? 'NONE').toBe(model.status[i]);
-        }
-        await assertInvariants(sku, initial, orderIds, quantities, outcomes);
-      }),
+      fc.asyncProperty(
+        scenarioArb.initial,
+        scenarioArb.quantities,
+        fc.array(opArb, { minLength: 1, maxLength: 14 }),
+        async (initial, quantities, ops) => {
+          const sku = await createSku(initial, buckets);
+          const orderIds = quantities.map(() => uid('prop'));
+          const model = new Model(initial, quantities);
+          const outcomes: { op: Op; outcome: Outcome }[] = [];
+          for (const op of ops) {
+            const outcome = await runOp(op, orderIds, quantities, sku);
+            expect({ op, outcome }).toEqual({ op, outcome: model.apply(op) });
+            outcomes.push({ op, outcome });
+          }
+          expect(await stockOf(sku)).toEqual(model.stock);
+          for (const [i, orderId] of orderIds.entries()) {
+            expect((await fenceOf(orderId, sku))?.status ?? 'NONE').toBe(model.status[i]);
+          }
+          await assertInvariants(sku, initial, orderIds, quantities, outcomes);
+        },
+      ),
       { numRuns: 30 },
     );
   });
@@ -677,7 +769,10 @@ describe.each([1, 3])('properties (%i bucket(s))', (buckets) => {
 
   afterAll(() => {
     // Deadlocks between concurrent calls of one order are expected and retried (as Temporal would); show how many.
-    if (transientRetries.size > 0) process.stdout.write(`\n[tcc-stock] transient errors retried: ${[...transientRetries].map(([k, v]) => `${k} x${v}`).join(', ')}\n`);
+    if (transientRetries.size > 0)
+      process.stdout.write(
+        `\n[tcc-stock] transient errors retried: ${[...transientRetries].map(([k, v]) => `${k} x${v}`).join(', ')}\n`,
+      );
   });
 });
 
@@ -690,7 +785,9 @@ describe("the workflow's Try after the API's (tryReserveStockUnlessHeld)", () =>
     const onQuery = (q: { sql: string }) => queries.push(q.sql);
     db.on('query', onQuery);
     try {
-      expect(await tryReserveStockUnlessHeld(db, order, [{ sku, quantity: 2 }])).toEqual({ reserved: [{ sku, quantity: 2 }] });
+      expect(await tryReserveStockUnlessHeld(db, order, [{ sku, quantity: 2 }])).toEqual({
+        reserved: [{ sku, quantity: 2 }],
+      });
     } finally {
       db.off('query', onQuery);
     }

@@ -26,19 +26,70 @@ const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir,
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'payflow-tls-'));
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=payflow test CA');
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=payflow test CA',
+  );
   for (const [name, cn] of [
     ['server', 'temporal.test'],
     ['client', 'payflow-worker'],
   ]) {
-    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
-    writeFileSync(join(dir, `${name}.ext`), name === 'server' ? 'subjectAltName=DNS:temporal.test\n' : 'extendedKeyUsage=clientAuth\n');
-    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+    openssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+      '-subj',
+      `/CN=${cn}`,
+    );
+    writeFileSync(
+      join(dir, `${name}.ext`),
+      name === 'server' ? 'subjectAltName=DNS:temporal.test\n' : 'extendedKeyUsage=clientAuth\n',
+    );
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '1',
+      '-extfile',
+      `${name}.ext`,
+    );
   }
   const read = (f: string) => readFileSync(join(dir, f));
   const [host, port] = TEST_ENV.temporalAddress.split(':');
   proxy = createTlsServer(
-    { key: read('server.key'), cert: read('server.pem'), ca: read('ca.pem'), requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2'] },
+    {
+      key: read('server.key'),
+      cert: read('server.pem'),
+      ca: read('ca.pem'),
+      requestCert: true,
+      rejectUnauthorized: true,
+      ALPNProtocols: ['h2'],
+    },
     (secure) => {
       handshakes++;
       const upstream = tcpConnect({ host, port: Number(port) });
@@ -97,19 +148,34 @@ test('without the client certificate the TLS server refuses the connection', asy
     })(),
   ).rejects.toThrow();
   // The proxy's refusal event and the client's error are separate events: wait (bounded) for the proxy's.
-  for (const end = Date.now() + 30_000; rejected <= before && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+  for (const end = Date.now() + 30_000; rejected <= before && Date.now() < end;)
+    await new Promise((r) => setTimeout(r, 50));
   expect(rejected).toBeGreaterThan(before);
 }, 60_000);
 
 test('TLS variables are validated at start-up with one line naming the variable', () => {
-  expect(configErrorOf({ TEMPORAL_TLS_CERT_PATH: join(dir, 'client.pem') })).toMatch(/TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together/);
-  expect(configErrorOf({ TEMPORAL_TLS_CERT_PATH: '/nowhere/cert.pem', TEMPORAL_TLS_KEY_PATH: join(dir, 'client.key') })).toMatch(/^Invalid configuration: TEMPORAL_TLS_CERT_PATH="\/nowhere\/cert.pem": cannot read it/);
-  expect(configErrorOf({ TEMPORAL_TLS_CA_PATH: join(dir, 'client.ext') })).toMatch(/TEMPORAL_TLS_CA_PATH=.*not a PEM file/);
-  expect(configErrorOf({ TEMPORAL_TLS: 'yes' })).toMatch(/^Invalid configuration: TEMPORAL_TLS="yes": must be true or false$/);
-  expect(configErrorOf({ TEMPORAL_TLS: 'false', TEMPORAL_API_KEY: 'k-123456' })).toMatch(/TEMPORAL_TLS=false contradicts/);
+  expect(configErrorOf({ TEMPORAL_TLS_CERT_PATH: join(dir, 'client.pem') })).toMatch(
+    /TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH must be set together/,
+  );
+  expect(
+    configErrorOf({ TEMPORAL_TLS_CERT_PATH: '/nowhere/cert.pem', TEMPORAL_TLS_KEY_PATH: join(dir, 'client.key') }),
+  ).toMatch(/^Invalid configuration: TEMPORAL_TLS_CERT_PATH="\/nowhere\/cert.pem": cannot read it/);
+  expect(configErrorOf({ TEMPORAL_TLS_CA_PATH: join(dir, 'client.ext') })).toMatch(
+    /TEMPORAL_TLS_CA_PATH=.*not a PEM file/,
+  );
+  expect(configErrorOf({ TEMPORAL_TLS: 'yes' })).toMatch(
+    /^Invalid configuration: TEMPORAL_TLS="yes": must be true or false$/,
+  );
+  expect(configErrorOf({ TEMPORAL_TLS: 'false', TEMPORAL_API_KEY: 'k-123456' })).toMatch(
+    /TEMPORAL_TLS=false contradicts/,
+  );
   // Plain by default; an API key alone means TLS with the system's CAs, and the key travels with every connection.
   expect(temporalConnectionOptions(loadConfig({}))).toEqual({ address: '127.0.0.1:7233' });
-  expect(temporalConnectionOptions(loadConfig({ TEMPORAL_ADDRESS: 'ns.acct.tmprl.cloud:7233', TEMPORAL_API_KEY: 'k-123456' }))).toEqual({
+  expect(
+    temporalConnectionOptions(
+      loadConfig({ TEMPORAL_ADDRESS: 'ns.acct.tmprl.cloud:7233', TEMPORAL_API_KEY: 'k-123456' }),
+    ),
+  ).toEqual({
     address: 'ns.acct.tmprl.cloud:7233',
     tls: true,
     apiKey: 'k-123456',

@@ -26,7 +26,10 @@ beforeAll(async () => {
     workflowInterceptorModules: workflowInterceptorModules({ tracing: true }),
     logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
   });
-  sys = await startSystem({ QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m' }, { tracing: { exporter }, workflows: { workflowBundle: { code } } });
+  sys = await startSystem(
+    { QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m' },
+    { tracing: { exporter }, workflows: { workflowBundle: { code } } },
+  );
 }, 180_000);
 
 afterAll(async () => {
@@ -40,7 +43,11 @@ const byId = (all: ReadableSpan[]) => new Map(all.map((s) => [s.spanContext().sp
 function ancestors(span: ReadableSpan, all: ReadableSpan[]): ReadableSpan[] {
   const index = byId(all);
   const chain: ReadableSpan[] = [];
-  for (let parent = span.parentSpanId ? index.get(span.parentSpanId) : undefined; parent; parent = parent.parentSpanId ? index.get(parent.parentSpanId) : undefined) {
+  for (
+    let parent = span.parentSpanId ? index.get(span.parentSpanId) : undefined;
+    parent;
+    parent = parent.parentSpanId ? index.get(parent.parentSpanId) : undefined
+  ) {
     chain.push(parent);
   }
   return chain;
@@ -56,18 +63,29 @@ describe('with tracing on', () => {
     await waitForStatus(sys, orderId, ['PAID']);
     await sys.client.workflow.getHandle(`order-${orderId}`).result();
 
-    // Workflow spans leave the sandbox through the exporter sink once they end (RunWorkflow: when the workflow completes).
-    const http = await waitFor(async () => spans().find((s) => s.name === 'POST /orders' && s.attributes['payflow.order_id'] === orderId), { what: 'the HTTP span' });
+    // Workflow spans leave the sandbox through the exporter sink once they end (RunWorkflow: when the workflow
+    // completes).
+    const http = await waitFor(
+      async () => spans().find((s) => s.name === 'POST /orders' && s.attributes['payflow.order_id'] === orderId),
+      { what: 'the HTTP span' },
+    );
     const traceId = http.spanContext().traceId;
-    const run = await waitFor(async () => spans().find((s) => s.name === 'RunWorkflow:orderLifecycle' && s.spanContext().traceId === traceId), {
-      what: 'the RunWorkflow span in the same trace',
-    });
+    const run = await waitFor(
+      async () => spans().find((s) => s.name === 'RunWorkflow:orderLifecycle' && s.spanContext().traceId === traceId),
+      {
+        what: 'the RunWorkflow span in the same trace',
+      },
+    );
     const trace = spans().filter((s) => s.spanContext().traceId === traceId);
 
     // The request span is the root, a server span of the API.
     expect(http.kind).toBe(SpanKind.SERVER);
     expect(http.parentSpanId).toBeUndefined();
-    expect(http.attributes).toMatchObject({ 'http.request.method': 'POST', 'http.route': '/orders', 'http.response.status_code': 201 });
+    expect(http.attributes).toMatchObject({
+      'http.request.method': 'POST',
+      'http.route': '/orders',
+      'http.response.status_code': 201,
+    });
     expect(http.resource.attributes['service.name']).toBe('payflow-api');
 
     // The client's update-with-start is its child, and the workflow run follows from it.
@@ -96,13 +114,18 @@ describe('with tracing on', () => {
 
   test("an incoming traceparent is continued: the request span is the caller's child", async () => {
     const sku = await createProduct(sys, { price: 500, stock: 1 });
-    const { orderId } = (await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] })).body as { orderId: string };
+    const { orderId } = (await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] }))
+      .body as { orderId: string };
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
     const callerSpanId = '00f067aa0ba902b7';
-    const r = await sys.http('GET', `/orders/${orderId}`, undefined, { traceparent: `00-${traceId}-${callerSpanId}-01` });
+    const r = await sys.http('GET', `/orders/${orderId}`, undefined, {
+      traceparent: `00-${traceId}-${callerSpanId}-01`,
+    });
     expect(r.status).toBe(200);
 
-    const get = await waitFor(async () => spans().find((s) => s.name === 'GET /orders/:orderId' && s.spanContext().traceId === traceId));
+    const get = await waitFor(async () =>
+      spans().find((s) => s.name === 'GET /orders/:orderId' && s.spanContext().traceId === traceId),
+    );
     expect(get.parentSpanId).toBe(callerSpanId);
     expect(get.attributes).toMatchObject({ 'payflow.order_id': orderId, 'http.response.status_code': 200 });
   });
@@ -134,9 +157,15 @@ describe('with tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
 
 describe('tracing configuration', () => {
   test('OTEL_EXPORTER_OTLP_ENDPOINT turns it on (traces to <endpoint>/v1/traces); OTEL_SERVICE_NAME names the service', async () => {
-    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).tracing).toEqual({ otlpTracesUrl: 'http://collector:4318/v1/traces', serviceName: undefined });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).tracing).toEqual({
+      otlpTracesUrl: 'http://collector:4318/v1/traces',
+      serviceName: undefined,
+    });
     expect(
-      loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://otel.example.com/custom/traces' }).tracing.otlpTracesUrl,
+      loadConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://otel.example.com/custom/traces',
+      }).tracing.otlpTracesUrl,
     ).toBe('https://otel.example.com/custom/traces');
 
     const on = loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_SERVICE_NAME: 'payflow-eu' });
@@ -159,7 +188,11 @@ describe('tracing configuration', () => {
       }
       throw new Error('expected a ConfigError');
     };
-    expect(messageOf({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toBe('Invalid configuration: OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318": must be an http(s) URL');
-    expect(messageOf({ OTEL_SERVICE_NAME: 'pay flow' })).toBe('Invalid configuration: OTEL_SERVICE_NAME="pay flow": must be 1-255 characters without spaces');
+    expect(messageOf({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toBe(
+      'Invalid configuration: OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318": must be an http(s) URL',
+    );
+    expect(messageOf({ OTEL_SERVICE_NAME: 'pay flow' })).toBe(
+      'Invalid configuration: OTEL_SERVICE_NAME="pay flow": must be 1-255 characters without spaces',
+    );
   });
 });

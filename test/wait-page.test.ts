@@ -9,14 +9,29 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, type Page, chromium } from 'playwright-core';
 import { orderWorkflowId, statusQuery } from '../src/contracts/order';
-import { createProduct, placeOrder as placeOrderFor, startSystem, type TestSystem, userId, waitFor } from './support/system';
+import {
+  createProduct,
+  placeOrder as placeOrderFor,
+  startSystem,
+  type TestSystem,
+  userId,
+  waitFor,
+} from './support/system';
 import { testChromiumPath } from './support/env';
 
 // Browser steps and the system's reactions are waited for, never timed; a loaded machine only makes a test slower.
 jest.setTimeout(120_000);
 
 const SCREENSHOTS = join(__dirname, '..', 'reports', 'screenshots');
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 let sys: TestSystem;
 let browser: Browser;
@@ -25,7 +40,10 @@ const contexts: BrowserContext[] = [];
 beforeAll(async () => {
   mkdirSync(SCREENSHOTS, { recursive: true });
   // A long payment window: under load the browser steps take a while, and no order may expire mid-test.
-  [sys, browser] = await Promise.all([startSystem({ PAYMENT_TIMEOUT: '5m' }), chromium.launch({ executablePath: testChromiumPath(), args: CHROMIUM_ARGS })]);
+  [sys, browser] = await Promise.all([
+    startSystem({ PAYMENT_TIMEOUT: '5m' }),
+    chromium.launch({ executablePath: testChromiumPath(), args: CHROMIUM_ARGS }),
+  ]);
 }, 90_000);
 
 afterAll(async () => {
@@ -37,12 +55,17 @@ afterEach(async () => {
   await Promise.all(contexts.splice(0).map((c) => c.close()));
 });
 
-async function placeOrder(price = 2590): Promise<{ orderId: string; payment: { paymentUrl: string; expiresAt: string } }> {
+async function placeOrder(
+  price = 2590,
+): Promise<{ orderId: string; payment: { paymentUrl: string; expiresAt: string } }> {
   return placeOrderFor(sys, await createProduct(sys, { price, stock: 5 }));
 }
 
 /** Opens a page in a fresh browser context, recording console errors, page errors and CSP violations. */
-async function openPage(path: string, locale = 'en-US'): Promise<{ page: Page; problems: string[]; status: number; csp: string }> {
+async function openPage(
+  path: string,
+  locale = 'en-US',
+): Promise<{ page: Page; problems: string[]; status: number; csp: string }> {
   const context = await browser.newContext({ locale, viewport: { width: 720, height: 1100 } });
   contexts.push(context);
   const page = await context.newPage();
@@ -52,7 +75,12 @@ async function openPage(path: string, locale = 'en-US'): Promise<{ page: Page; p
   });
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
   const response = await page.goto(`${sys.apiUrl}${path}`);
-  return { page, problems, status: response?.status() ?? 0, csp: (await response?.allHeaders())?.['content-security-policy'] ?? '' };
+  return {
+    page,
+    problems,
+    status: response?.status() ?? 0,
+    csp: (await response?.allHeaders())?.['content-security-policy'] ?? '',
+  };
 }
 
 async function shot(page: Page, name: string): Promise<string> {
@@ -61,7 +89,8 @@ async function shot(page: Page, name: string): Promise<string> {
   return path;
 }
 
-const stepStates = (page: Page) => page.$$eval('#steps li', (items) => items.map((li) => li.getAttribute('data-state')));
+const stepStates = (page: Page) =>
+  page.$$eval('#steps li', (items) => items.map((li) => li.getAttribute('data-state')));
 
 describe('the waiting page in headless Chromium', () => {
   test('it shows the order waiting with a countdown and the payment link, then shows it paid after a sandbox payment without a reload', async () => {
@@ -88,11 +117,18 @@ describe('the waiting page in headless Chromium', () => {
     // machine's clock; a little slack for rounding): no bound on how long the steps above took.
     expect(leftBefore).toBeLessThanOrEqual(Date.parse(order.payment.expiresAt) - openedAt + 100);
     const api = (await sys.http('GET', `/orders/${order.orderId}`)).body;
-    expect(await page.locator('#now [lang="en"]').innerText()).toBe('Waiting for your payment. Your items are held for you until the deadline.');
+    expect(await page.locator('#now [lang="en"]').innerText()).toBe(
+      'Waiting for your payment. Your items are held for you until the deadline.',
+    );
     expect(await page.locator('#now [lang="en"]').innerText()).toBe(api.messages.user.en);
     expect(await page.locator('#next [lang="en"]').innerText()).toBe(api.messages.next.en);
     expect(await page.locator('#reassurance').innerText()).toMatch(/refunded to you automatically and in full/);
-    await page.waitForFunction((before) => Number((globalThis as any).document.getElementById('countdown')?.getAttribute('data-left-ms')) <= before - 1_000, leftBefore);
+    await page.waitForFunction(
+      (before) =>
+        Number((globalThis as any).document.getElementById('countdown')?.getAttribute('data-left-ms')) <=
+        before - 1_000,
+      leftBefore,
+    );
     await shot(page, 'waiting');
 
     // The page must update itself: mark this document and count navigations, then pay at the sandbox.
@@ -141,11 +177,18 @@ describe('the waiting page in headless Chromium', () => {
     const { page, problems } = await openPage(`/orders/${order.orderId}/wait`);
     await page.waitForSelector('body[data-ready="true"]');
     const [response] = await Promise.all([
-      page.waitForResponse((r) => r.url() === `${sys.apiUrl}/orders/${order.orderId}/escalate` && r.request().method() === 'POST', { timeout: 60_000 }),
+      page.waitForResponse(
+        (r) => r.url() === `${sys.apiUrl}/orders/${order.orderId}/escalate` && r.request().method() === 'POST',
+        { timeout: 60_000 },
+      ),
       page.click('#support'),
     ]);
     expect(response.status()).toBe(200);
-    const answer = (await response.json()) as { ticketId: string; orderId: string; messages: { user: { en: string; zh: string } } };
+    const answer = (await response.json()) as {
+      ticketId: string;
+      orderId: string;
+      messages: { user: { en: string; zh: string } };
+    };
     expect(answer.orderId).toBe(order.orderId);
     expect(answer.ticketId).toEqual(expect.any(String));
 
@@ -190,7 +233,9 @@ describe('the waiting page in headless Chromium', () => {
     await page.waitForSelector('#status-label[data-status="CANCELLED"]', { timeout: 60_000 });
     expect(await page.locator('#status-label').innerText()).toBe('Cancelled');
     expect(await stepStates(page)).toEqual(['done', 'done', 'skipped', 'ended']);
-    expect(await page.locator('#now [lang="en"]').innerText()).toMatch(/If money left your account, it is refunded automatically\.$/);
+    expect(await page.locator('#now [lang="en"]').innerText()).toMatch(
+      /If money left your account, it is refunded automatically\.$/,
+    );
     expect(await page.locator('#pay').isVisible()).toBe(false);
     await page.waitForSelector('body[data-polling="stopped"]');
     await shot(page, 'cancelled');
@@ -244,14 +289,22 @@ describe('GET /orders/:orderId', () => {
     expect(Date.parse(r.body.nextCheckAt)).toBeGreaterThan(placedAt);
     expect(Date.parse(r.body.nextCheckAt)).toBeLessThanOrEqual(Date.parse(order.payment.expiresAt));
     expect(r.body.queryAttempts).toEqual(expect.any(Number));
-    expect(r.body.messages).toMatchObject({ code: expect.stringMatching(/^(WAITING_FOR_PAYMENT|CHECKING_WITH_PROVIDER)$/), phase: 'AWAITING_PAYMENT', expectedBy: order.payment.expiresAt });
+    expect(r.body.messages).toMatchObject({
+      code: expect.stringMatching(/^(WAITING_FOR_PAYMENT|CHECKING_WITH_PROVIDER)$/),
+      phase: 'AWAITING_PAYMENT',
+      expectedBy: order.payment.expiresAt,
+    });
     expect(r.body.messages.support.en).toContain(`deadline ${order.payment.expiresAt}`);
     expect(r.body.userMessage).toBe(r.body.messages.user.en);
 
     await sys.sandbox('POST', `/v1/payments/${order.orderId}/pay`, {});
     const paid = await waitForStatusBody(order.orderId, 'PAID');
     expect(paid.stage).toBeUndefined();
-    expect(paid.messages).toMatchObject({ code: 'PAID', phase: 'DONE', user: { en: 'Payment received and your order is confirmed.', zh: '付款成功，订单已确认。' } });
+    expect(paid.messages).toMatchObject({
+      code: 'PAID',
+      phase: 'DONE',
+      user: { en: 'Payment received and your order is confirmed.', zh: '付款成功，订单已确认。' },
+    });
   });
 
   test('it answers from MySQL, without the live stage, when the workflow cannot be queried', async () => {
@@ -263,7 +316,8 @@ describe('GET /orders/:orderId', () => {
       taskQueue: `nobody-${randomBytes(4).toString('hex')}`,
       args: [{ orderId: stuck }],
     });
-    // A query of the stuck workflow, sent first, waits until the server gives up on it (about 30 s): both orders must be
+    // A query of the stuck workflow, sent first, waits until the server gives up on it (about 30 s): both orders must
+    // be
     // answered while it still waits, i.e. without waiting for a query nobody answers (whatever the machine's pace).
     const aborter = new AbortController();
     let directQuerySettled = false;
@@ -297,7 +351,8 @@ async function waitForStatusBody(orderId: string, status: string): Promise<any> 
   for (;;) {
     const r = await sys.http('GET', `/orders/${orderId}`);
     if (r.body?.status === status) return r.body;
-    if (Date.now() > deadline) throw new Error(`order ${orderId} did not become ${status}; last ${JSON.stringify(r.body)}`);
+    if (Date.now() > deadline)
+      throw new Error(`order ${orderId} did not become ${status}; last ${JSON.stringify(r.body)}`);
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }

@@ -24,7 +24,12 @@ let worker: ChildService;
 const services: ChildService[] = [];
 let logDir: string;
 
-async function http(method: string, url: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+async function http(
+  method: string,
+  url: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any }> {
   const response = await fetch(url, {
     method,
     headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
@@ -53,7 +58,13 @@ beforeAll(async () => {
   sandbox = `http://127.0.0.1:${sandboxPort}`;
   const env = systemEnv(
     { apiPort, sandboxPort, taskQueue: `kill-${randomBytes(6).toString('hex')}` },
-    { ADMIN_TOKEN, PAYMENT_TIMEOUT: '3m', WORKER_METRICS_PORT: '0', TEMPORAL_METRICS_PORT: '0', WORKFLOW_BUNDLE_PATH: testBundlePath() },
+    {
+      ADMIN_TOKEN,
+      PAYMENT_TIMEOUT: '3m',
+      WORKER_METRICS_PORT: '0',
+      TEMPORAL_METRICS_PORT: '0',
+      WORKFLOW_BUNDLE_PATH: testBundlePath(),
+    },
   );
   worker = new ChildService('worker', join(SRC, 'workers', 'main.ts'), env, join(logDir, 'worker.log'));
   services.push(
@@ -74,19 +85,42 @@ test('SIGKILL during the points Try (stock and coupon already reserved), then a 
   const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
   const tag = randomBytes(4).toString('hex');
   const [skuA, skuB, coupon, user] = [`kill-a-${tag}`, `kill-b-${tag}`, `KILL${tag.toUpperCase()}`, `user-kill-${tag}`];
-  expect((await http('PUT', `${api}/admin/products/${skuA}`, { name: 'A', price: 1000, stock: 5 }, admin)).status).toBe(201);
-  expect((await http('PUT', `${api}/admin/products/${skuB}`, { name: 'B', price: 700, stock: 5, buckets: 2 }, admin)).status).toBe(201);
-  expect((await http('PUT', `${api}/admin/coupons/${coupon}`, { userId: user, discount: 300 }, admin)).status).toBe(201);
+  expect((await http('PUT', `${api}/admin/products/${skuA}`, { name: 'A', price: 1000, stock: 5 }, admin)).status).toBe(
+    201,
+  );
+  expect(
+    (await http('PUT', `${api}/admin/products/${skuB}`, { name: 'B', price: 700, stock: 5, buckets: 2 }, admin)).status,
+  ).toBe(201);
+  expect((await http('PUT', `${api}/admin/coupons/${coupon}`, { userId: user, discount: 300 }, admin)).status).toBe(
+    201,
+  );
   expect((await http('PUT', `${api}/admin/points/${user}`, { balance: 500 }, admin)).status).toBe(200);
 
   // Hold the user's points row: the points Try will wait inside its transaction.
   const blocker = await db.transaction();
   await blocker('user_points').where({ user_id: user }).forUpdate().first();
   const key = `kill-${tag}`;
-  const order = { userId: user, items: [{ sku: skuA, quantity: 1 }, { sku: skuB, quantity: 2 }], couponCode: coupon, points: 200 };
-  const firstAttempt = http('POST', `${api}/orders`, order, { 'idempotency-key': key }).catch((err: unknown) => ({ status: 0, body: String(err) }));
+  const order = {
+    userId: user,
+    items: [
+      { sku: skuA, quantity: 1 },
+      { sku: skuB, quantity: 2 },
+    ],
+    couponCode: coupon,
+    points: 200,
+  };
+  const firstAttempt = http('POST', `${api}/orders`, order, { 'idempotency-key': key }).catch((err: unknown) => ({
+    status: 0,
+    body: String(err),
+  }));
   try {
-    const frozen = await until('the coupon to be frozen', async () => (await db('coupons').where({ code: coupon, status: 'FROZEN' }).first('order_id')) as { order_id: string } | undefined, 60_000);
+    const frozen = await until(
+      'the coupon to be frozen',
+      async () =>
+        (await db('coupons').where({ code: coupon, status: 'FROZEN' }).first('order_id')) as
+          { order_id: string } | undefined,
+      60_000,
+    );
     const orderId = frozen.order_id;
     await until(
       'the points Try to wait on the row lock',
@@ -101,21 +135,27 @@ test('SIGKILL during the points Try (stock and coupon already reserved), then a 
     );
     worker.kill('SIGKILL');
     await worker.exited();
-    expect((await db('tcc_fence').where({ xid: orderId }).orderBy('participant').select('participant', 'status')).map((f) => `${f.participant}:${f.status}`)).toEqual([
-      'coupon:TRIED',
-      'stock:TRIED',
-      'stock:TRIED',
-    ]);
+    expect(
+      (await db('tcc_fence').where({ xid: orderId }).orderBy('participant').select('participant', 'status')).map(
+        (f) => `${f.participant}:${f.status}`,
+      ),
+    ).toEqual(['coupon:TRIED', 'stock:TRIED', 'stock:TRIED']);
   } finally {
     await blocker.rollback();
   }
   // The dead worker's connection is gone, so is its half-done points transaction.
   await until(
     'the killed worker to leave no transaction behind',
-    async () => db.transaction(async (trx) => Boolean(await trx.raw('SELECT user_id FROM user_points WHERE user_id = ? FOR UPDATE NOWAIT', [user]))),
+    async () =>
+      db.transaction(async (trx) =>
+        Boolean(await trx.raw('SELECT user_id FROM user_points WHERE user_id = ? FOR UPDATE NOWAIT', [user])),
+      ),
     30_000,
   );
-  expect(await db('user_points').where({ user_id: user }).first('available', 'frozen')).toMatchObject({ available: 500, frozen: 0 });
+  expect(await db('user_points').where({ user_id: user }).first('available', 'frozen')).toMatchObject({
+    available: 500,
+    frozen: 0,
+  });
 
   worker.start();
   await firstAttempt;
@@ -131,16 +171,37 @@ test('SIGKILL during the points Try (stock and coupon already reserved), then a 
   );
   expect(placed.amount).toBe(1000 + 2 * 700 - 300 - 200);
   expect((await http('POST', `${sandbox}/v1/payments/${placed.orderId}/pay`, {})).status).toBe(200);
-  await until('the order to be PAID', async () => (await http('GET', `${api}/orders/${placed.orderId}`)).body?.status === 'PAID', 60_000);
+  await until(
+    'the order to be PAID',
+    async () => (await http('GET', `${api}/orders/${placed.orderId}`)).body?.status === 'PAID',
+    60_000,
+  );
 
   // Every participant consumed exactly once.
-  const fences = await db('tcc_fence').where({ xid: placed.orderId }).orderBy(['participant', 'resource']).select('participant', 'resource', 'status');
-  expect(fences.map((f) => `${f.participant}:${f.resource}:${f.status}`)).toEqual([`coupon:${coupon}:CONFIRMED`, `points:${user}:CONFIRMED`, `stock:${skuA}:CONFIRMED`, `stock:${skuB}:CONFIRMED`]);
+  const fences = await db('tcc_fence')
+    .where({ xid: placed.orderId })
+    .orderBy(['participant', 'resource'])
+    .select('participant', 'resource', 'status');
+  expect(fences.map((f) => `${f.participant}:${f.resource}:${f.status}`)).toEqual([
+    `coupon:${coupon}:CONFIRMED`,
+    `points:${user}:CONFIRMED`,
+    `stock:${skuA}:CONFIRMED`,
+    `stock:${skuB}:CONFIRMED`,
+  ]);
   const stock = async (sku: string) => (await http('GET', `${api}/admin/products/${sku}`, undefined, admin)).body.stock;
   expect(await stock(skuA)).toEqual({ available: 4, reserved: 0, sold: 1 });
   expect(await stock(skuB)).toEqual({ available: 3, reserved: 0, sold: 2 });
-  expect(await db('coupons').where({ code: coupon }).first('status', 'order_id')).toEqual({ status: 'USED', order_id: placed.orderId });
-  expect(await db('user_points').where({ user_id: user }).first('available', 'frozen', 'spent')).toEqual({ available: 300, frozen: 0, spent: 200 });
-  const mine = (await checkInvariants({ db, convergenceBoundMs: 600_000 })).flatMap((r) => r.examples).filter((e) => [skuA, skuB, coupon, user, placed.orderId].some((id) => e.includes(id)));
+  expect(await db('coupons').where({ code: coupon }).first('status', 'order_id')).toEqual({
+    status: 'USED',
+    order_id: placed.orderId,
+  });
+  expect(await db('user_points').where({ user_id: user }).first('available', 'frozen', 'spent')).toEqual({
+    available: 300,
+    frozen: 0,
+    spent: 200,
+  });
+  const mine = (await checkInvariants({ db, convergenceBoundMs: 600_000 }))
+    .flatMap((r) => r.examples)
+    .filter((e) => [skuA, skuB, coupon, user, placed.orderId].some((id) => e.includes(id)));
   expect(mine).toEqual([]);
 }, 240_000);

@@ -3,7 +3,13 @@
  * and the provider), on the real dev server: signal vs timer vs cancel, dedup, backoff, review, compensation.
  */
 import { randomBytes } from 'node:crypto';
-import { Client, Connection, type WorkflowHandle, WorkflowUpdateFailedError, WithStartWorkflowOperation } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  type WorkflowHandle,
+  WorkflowUpdateFailedError,
+  WithStartWorkflowOperation,
+} from '@temporalio/client';
 import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
@@ -93,13 +99,20 @@ const mockActivities: Partial<Activities> = {
   async reserveStock(input) {
     record(input.orderId, 'reserveStock', input);
     const fail = script(input.orderId).reserveFails;
-    if (fail) throw ApplicationFailure.create({ type: fail, message: 'no stock', nonRetryable: true, details: [{ sku: input.lines[0]!.sku }] });
+    if (fail)
+      throw ApplicationFailure.create({
+        type: fail,
+        message: 'no stock',
+        nonRetryable: true,
+        details: [{ sku: input.lines[0]!.sku }],
+      });
     return { reserved: input.lines };
   },
   async confirmStock(input) {
     record(input.orderId, 'confirmStock', input);
     const s = script(input.orderId);
-    if (s.confirmFails) throw ApplicationFailure.create({ type: s.confirmFails, message: 'conflict', nonRetryable: true });
+    if (s.confirmFails)
+      throw ApplicationFailure.create({ type: s.confirmFails, message: 'conflict', nonRetryable: true });
     if (s.confirmFlakes && s.confirmFlakes > 0) {
       s.confirmFlakes--;
       throw new Error('database is down');
@@ -116,12 +129,18 @@ const mockActivities: Partial<Activities> = {
   },
   async createProviderPayment(input) {
     record(input.orderId, 'createProviderPayment', input);
-    return { tradeNo: `T-${input.orderId}`, paymentUrl: `http://sandbox.test/pay/${input.orderId}`, merchantId: MERCHANT };
+    return {
+      tradeNo: `T-${input.orderId}`,
+      paymentUrl: `http://sandbox.test/pay/${input.orderId}`,
+      merchantId: MERCHANT,
+    };
   },
   async queryProviderPayment(input) {
     record(input.outTradeNo, 'query', input);
     const s = script(input.outTradeNo);
-    return s.provider === 'PAID' ? paidState(input.outTradeNo, s.paidAmount) : { outTradeNo: input.outTradeNo, status: s.provider };
+    return s.provider === 'PAID'
+      ? paidState(input.outTradeNo, s.paidAmount)
+      : { outTradeNo: input.outTradeNo, status: s.provider };
   },
   async closeProviderPayment(input) {
     record(input.orderId, 'close', input);
@@ -150,7 +169,13 @@ const mockActivities: Partial<Activities> = {
   async tryBenefit(input) {
     record(input.orderId, `tryBenefit:${input.participant}`, input);
     const fail = input.participant === 'coupon' ? script(input.orderId).couponFails : undefined;
-    if (fail) throw ApplicationFailure.create({ type: fail, message: 'coupon gone', nonRetryable: true, details: [{ couponCode: input.resource }] });
+    if (fail)
+      throw ApplicationFailure.create({
+        type: fail,
+        message: 'coupon gone',
+        nonRetryable: true,
+        details: [{ couponCode: input.resource }],
+      });
     return { status: 'TRIED', quantity: input.quantity };
   },
   async confirmBenefit(input) {
@@ -177,7 +202,11 @@ const mockActivities: Partial<Activities> = {
     const s = script(input.orderId);
     if (s.refundRefusals && s.refundRefusals > 0) {
       s.refundRefusals--;
-      throw ApplicationFailure.create({ type: 'PROVIDER_REJECTED', message: 'refund refused: trade frozen by risk control', nonRetryable: true });
+      throw ApplicationFailure.create({
+        type: 'PROVIDER_REJECTED',
+        message: 'refund refused: trade frozen by risk control',
+        nonRetryable: true,
+      });
     }
     return { refundNo: 'R1', amount: input.amount };
   },
@@ -191,11 +220,15 @@ beforeAll(async () => {
     namespace: TEST_ENV.namespace,
     taskQueue,
     workflowBundle: { codePath: testBundlePath() },
-    // The merged steps the workflow runs (as local activities) are composed over the scripted single steps, as in production.
+    // The merged steps the workflow runs (as local activities) are composed over the scripted single steps, as in
+    // production.
     activities: { ...mockActivities, ...composeOrderSteps(mockActivities as SingleSteps) },
   });
   running = worker.run();
-  client = new Client({ connection: await Connection.connect({ address: TEST_ENV.temporalAddress }), namespace: TEST_ENV.namespace });
+  client = new Client({
+    connection: await Connection.connect({ address: TEST_ENV.temporalAddress }),
+    namespace: TEST_ENV.namespace,
+  });
 }, 60_000);
 
 afterAll(async () => {
@@ -207,7 +240,11 @@ afterAll(async () => {
 
 async function start(timing: Partial<OrderPaymentInput> = {}, scriptOverrides: Partial<Script> = {}) {
   const { orderId, input } = prepare(timing, scriptOverrides);
-  const handle = await client.workflow.start('orderLifecycle', { workflowId: orderWorkflowId(orderId), taskQueue, args: [input] });
+  const handle = await client.workflow.start('orderLifecycle', {
+    workflowId: orderWorkflowId(orderId),
+    taskQueue,
+    args: [input],
+  });
   return { orderId, handle, calls: () => script(orderId).calls.map((c) => c.name) };
 }
 
@@ -218,8 +255,16 @@ async function start(timing: Partial<OrderPaymentInput> = {}, scriptOverrides: P
  */
 async function startForReady(timing: Partial<OrderPaymentInput> = {}, scriptOverrides: Partial<Script> = {}) {
   const { orderId, input } = prepare(timing, scriptOverrides);
-  const op = new WithStartWorkflowOperation('orderLifecycle', { workflowId: orderWorkflowId(orderId), taskQueue, args: [input], workflowIdConflictPolicy: 'FAIL' });
-  const err = await client.workflow.executeUpdateWithStart(paymentReadyUpdate, { startWorkflowOperation: op }).then(() => undefined, (e: unknown) => e);
+  const op = new WithStartWorkflowOperation('orderLifecycle', {
+    workflowId: orderWorkflowId(orderId),
+    taskQueue,
+    args: [input],
+    workflowIdConflictPolicy: 'FAIL',
+  });
+  const err = await client.workflow.executeUpdateWithStart(paymentReadyUpdate, { startWorkflowOperation: op }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   const handle = await op.workflowHandle();
   return { orderId, handle, err, calls: () => script(orderId).calls.map((c) => c.name) };
 }
@@ -262,7 +307,10 @@ async function stuckMarks(handle: WorkflowHandle): Promise<unknown[]> {
 async function localActivities(handle: WorkflowHandle, type: string): Promise<number> {
   return (await eventsOf(handle)).filter((e) => {
     const data = e.markerRecordedEventAttributes?.details?.data?.payloads?.[0]?.data;
-    return data != null && (JSON.parse(Buffer.from(data).toString('utf8')) as { activity_type?: string }).activity_type === type;
+    return (
+      data != null &&
+      (JSON.parse(Buffer.from(data).toString('utf8')) as { activity_type?: string }).activity_type === type
+    );
   }).length;
 }
 
@@ -296,7 +344,13 @@ const notification = (orderId: string, id: string, amount = 1000) => ({
 test('the paymentReady update returns the payment URL and deadline once the payment exists', async () => {
   const { orderId, handle } = await start();
   const ready = await handle.executeUpdate(paymentReadyUpdate);
-  expect(ready).toMatchObject({ orderId, status: 'AWAITING_PAYMENT', amount: 1000, currency: 'CNY', payment: { paymentUrl: `http://sandbox.test/pay/${orderId}` } });
+  expect(ready).toMatchObject({
+    orderId,
+    status: 'AWAITING_PAYMENT',
+    amount: 1000,
+    currency: 'CNY',
+    payment: { paymentUrl: `http://sandbox.test/pay/${orderId}` },
+  });
   // The first delay (60 s) is as long as the payment window (60 s), so the first wait always ends at the deadline:
   // the Web UI says so, with the deadline's time (read from the history once the timer has started).
   const first = await waitForValue('the first timer', async () => (await timersOf(handle))[0]);
@@ -321,7 +375,10 @@ test('a signal before the first timer confirms without any query, and duplicates
 });
 
 test('with no callback, a timer fires an active query and a "paid" answer counts like a callback', async () => {
-  const { orderId, handle, calls } = await start({ queryFirstDelayMs: 300, queryMaxIntervalMs: 300 }, { provider: 'PAID' });
+  const { orderId, handle, calls } = await start(
+    { queryFirstDelayMs: 300, queryMaxIntervalMs: 300 },
+    { provider: 'PAID' },
+  );
   expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
   expect(calls().slice(-5)).toEqual(['query', 'confirmStock', 'transition:PAID', 'receipt', 'fulfilment']);
   const paid = script(orderId).calls.find((c) => c.name === 'transition:PAID')!.args as { reason: string };
@@ -332,7 +389,11 @@ test('queries back off from the first delay up to the cap, then the deadline clo
   // A payment window long enough for the first two waits to end before the deadline whatever the server's load
   // (they would be cut short by the deadline only after some 10 s of delays); everything below is read from the
   // history, not timed.
-  const { orderId, handle, calls } = await start({ queryFirstDelayMs: 1000, queryMaxIntervalMs: 2000, paymentTimeoutMs: 12_000 });
+  const { orderId, handle, calls } = await start({
+    queryFirstDelayMs: 1000,
+    queryMaxIntervalMs: 2000,
+    paymentTimeoutMs: 12_000,
+  });
   await handle.executeUpdate(paymentReadyUpdate);
   const status = await handle.query(statusQuery);
   expect(status.deadline).toBeDefined();
@@ -347,7 +408,8 @@ test('queries back off from the first delay up to the cap, then the deadline clo
   const untilQuery = new RegExp(`^wait for payment until ${time}, then query sandbox$`);
   const untilDeadline = new RegExp(`^wait for payment until the deadline, ${time}$`);
   const lateWatch = new RegExp(`^watch for a late payment until the provider-side expiry, ${time}$`);
-  for (const { summary } of timers) expect([untilQuery, untilDeadline, lateWatch].some((re) => re.test(summary))).toBe(true);
+  for (const { summary } of timers)
+    expect([untilQuery, untilDeadline, lateWatch].some((re) => re.test(summary))).toBe(true);
   // The waits before the close: one before each query of the wait loop, and a last one cut at the deadline unless the
   // loop reached the deadline right after a query (then there is none; which of the two happens depends on the
   // server's pace). The last query of all is not the loop's: it comes after the provider-side expiry, with no wait of
@@ -372,7 +434,9 @@ test('queries back off from the first delay up to the cap, then the deadline clo
 test('a user cancel closes first, then releases, and the update answers CANCELLED', async () => {
   const { handle, calls } = await start();
   await handle.executeUpdate(paymentReadyUpdate);
-  expect(await handle.executeUpdate(cancelOrderUpdate, { args: [{ reason: 'changed my mind' }] })).toEqual({ status: 'CANCELLED' });
+  expect(await handle.executeUpdate(cancelOrderUpdate, { args: [{ reason: 'changed my mind' }] })).toEqual({
+    status: 'CANCELLED',
+  });
   expect(calls().slice(-3)).toEqual(['close', 'cancelStock', 'transition:CANCELLED']);
   // The update answers as soon as the order is cancelled; the workflow keeps watching for late money.
   expect((await handle.query(statusQuery)).stage).toBe('WATCHING_LATE_PAYMENT');
@@ -428,7 +492,9 @@ test('a mismatched notification the provider does not confirm is recorded and ig
   const { orderId, handle, calls } = await start();
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-forged', 1));
-  await waitForValue('the unconfirmed notification recorded', async () => (calls().includes('event:NOTIFICATION_NOT_CONFIRMED') ? true : undefined));
+  await waitForValue('the unconfirmed notification recorded', async () =>
+    calls().includes('event:NOTIFICATION_NOT_CONFIRMED') ? true : undefined,
+  );
   await waitForStage(handle, 'AWAITING_PAYMENT');
   expect(calls()).toContain('query');
   expect(calls()).not.toContain('transition:NEEDS_REVIEW');
@@ -448,8 +514,16 @@ test('an amount mismatch the provider confirms goes to NEEDS_REVIEW, never confi
   expect(calls()).not.toContain('confirmStock');
   expect(calls()).not.toContain('cancelStock');
   // A malformed decision is refused by the validator and changes nothing.
-  await expect(handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'maybe', operator: 'ops', reason: 'x' } as never] })).rejects.toThrow();
-  expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }] })).toEqual({ status: 'REFUNDED' });
+  await expect(
+    handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ decision: 'maybe', operator: 'ops', reason: 'x' } as never],
+    }),
+  ).rejects.toThrow();
+  expect(
+    await handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }],
+    }),
+  ).toEqual({ status: 'REFUNDED' });
   expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
   expect(calls().slice(-3)).toEqual(['refund', 'cancelStock', 'transition:REFUNDED']);
   expect((script(orderId).calls.find((c) => c.name === 'refund')!.args as { amount: number }).amount).toBe(1);
@@ -461,15 +535,24 @@ test('a review decision the provider refuses leaves the order in review for anot
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
   await waitForStage(handle, 'AWAITING_REVIEW');
-  const refused = await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }] });
-  expect(refused).toEqual({ status: 'NEEDS_REVIEW', failure: { type: 'PROVIDER_REJECTED', message: 'refund refused: trade frozen by risk control' } });
+  const refused = await handle.executeUpdate(reviewDecisionUpdate, {
+    args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }],
+  });
+  expect(refused).toEqual({
+    status: 'NEEDS_REVIEW',
+    failure: { type: 'PROVIDER_REJECTED', message: 'refund refused: trade frozen by risk control' },
+  });
   await waitForStage(handle, 'AWAITING_REVIEW');
   expect(calls()).not.toContain('cancelStock');
   expect(calls()).not.toContain('transition:REFUNDED');
   const failed = script(orderId).calls.find((c) => c.name === 'event:REVIEW_DECISION_FAILED');
   expect(failed).toBeDefined();
   // The next decision goes through.
-  expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'bob', reason: 'risk control lifted' }] })).toEqual({ status: 'REFUNDED' });
+  expect(
+    await handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ decision: 'refund', operator: 'bob', reason: 'risk control lifted' }],
+    }),
+  ).toEqual({ status: 'REFUNDED' });
   expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
   expect(calls().filter((c) => c === 'refund')).toHaveLength(2);
 });
@@ -479,7 +562,11 @@ test('an approved review confirms the order as paid', async () => {
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1200)); // an over-payment
   await waitForStage(handle, 'AWAITING_REVIEW');
-  expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'approve', operator: 'bob', reason: 'over-payment accepted' }] })).toEqual({ status: 'PAID' });
+  expect(
+    await handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ decision: 'approve', operator: 'bob', reason: 'over-payment accepted' }],
+    }),
+  ).toEqual({ status: 'PAID' });
   expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
   expect(calls().slice(-4)).toEqual(['confirmStock', 'transition:PAID', 'receipt', 'fulfilment']);
 });
@@ -489,7 +576,9 @@ test('a refund asked inside the cooling-off window refunds in full and returns t
   await handle.executeUpdate(paymentReadyUpdate);
   await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
   await waitForStage(handle, 'COOLING_OFF');
-  expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{ reason: 'changed my mind' }] })).toMatchObject({ status: 'REFUNDED' });
+  expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{ reason: 'changed my mind' }] })).toMatchObject({
+    status: 'REFUNDED',
+  });
   expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' });
   expect(calls().slice(-3)).toEqual(['refund', 'returnStock', 'transition:REFUNDED']);
   expect(calls()).toContain('receipt'); // queued when PAID, before the window
@@ -536,12 +625,18 @@ test('a confirm that conflicts with a cancel hands the order to review instead o
 test('money that reaches a closed order before the provider-side expiry is refunded', async () => {
   // The buyer pays right after our close; the provider accepted it anyway (set by the close call itself, so the
   // workflow's last query after the provider-side expiry sees it however late the order was released).
-  const { orderId, handle, calls } = await start({ paymentTimeoutMs: 1000, providerExpiryMarginMs: 3000 }, { paysAfterClose: true });
+  const { orderId, handle, calls } = await start(
+    { paymentTimeoutMs: 1000, providerExpiryMarginMs: 3000 },
+    { paysAfterClose: true },
+  );
   await handle.executeUpdate(paymentReadyUpdate);
   expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED' });
   expect(calls()).toContain('transition:EXPIRED');
   expect(calls().slice(-3)).toEqual(['query', 'refund', 'transition:REFUNDED']);
-  const refund = script(orderId).calls.find((c) => c.name === 'refund')!.args as { outRefundNo: string; amount: number };
+  const refund = script(orderId).calls.find((c) => c.name === 'refund')!.args as {
+    outRefundNo: string;
+    amount: number;
+  };
   expect(refund).toMatchObject({ outRefundNo: `rf-${orderId}-T-${orderId}`, amount: 1000 });
 });
 
@@ -557,8 +652,13 @@ async function waitForValue<T>(what: string, fn: () => Promise<T | undefined>, t
 }
 
 /** Waits until the workflow reports `stage` (stages used here last until the test acts, so none can be missed). */
-async function waitForStage(handle: { query: (q: typeof statusQuery) => Promise<{ stage: string }> }, stage: string): Promise<void> {
-  await waitForValue(`stage ${stage}`, async () => ((await handle.query(statusQuery)).stage === stage ? true : undefined));
+async function waitForStage(
+  handle: { query: (q: typeof statusQuery) => Promise<{ stage: string }> },
+  stage: string,
+): Promise<void> {
+  await waitForValue(`stage ${stage}`, async () =>
+    (await handle.query(statusQuery)).stage === stage ? true : undefined,
+  );
 }
 
 describe('coupon and points participants', () => {
@@ -591,7 +691,15 @@ describe('coupon and points participants', () => {
     expect(((err as WorkflowUpdateFailedError).cause as ApplicationFailure).type).toBe('COUPON_UNAVAILABLE');
     expect(await handle.result()).toEqual({ orderId, status: 'FAILED', reason: 'COUPON_UNAVAILABLE' });
     // Every participant the order asked for is cancelled; the points, whose Try never ran, get an empty rollback.
-    expect(calls()).toEqual(['createOrder', 'reserveStock', 'tryBenefit:coupon', 'cancelStock', 'cancelBenefit:coupon', 'cancelBenefit:points', 'transition:FAILED']);
+    expect(calls()).toEqual([
+      'createOrder',
+      'reserveStock',
+      'tryBenefit:coupon',
+      'cancelStock',
+      'cancelBenefit:coupon',
+      'cancelBenefit:points',
+      'transition:FAILED',
+    ]);
   });
 
   test('an unpaid order past its deadline closes the payment, then releases stock, coupon and points', async () => {
@@ -599,7 +707,13 @@ describe('coupon and points participants', () => {
     await handle.executeUpdate(paymentReadyUpdate);
     expect(await handle.result()).toMatchObject({ status: 'EXPIRED' });
     const names = calls();
-    expect(names.slice(names.indexOf('close'), names.indexOf('close') + 5)).toEqual(['close', 'cancelStock', 'cancelBenefit:coupon', 'cancelBenefit:points', 'transition:EXPIRED']);
+    expect(names.slice(names.indexOf('close'), names.indexOf('close') + 5)).toEqual([
+      'close',
+      'cancelStock',
+      'cancelBenefit:coupon',
+      'cancelBenefit:points',
+      'transition:EXPIRED',
+    ]);
   });
 
   test('a cooling-off refund returns the stock, the coupon and the points', async () => {
@@ -608,7 +722,13 @@ describe('coupon and points participants', () => {
     await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
     await waitForStage(handle, 'COOLING_OFF');
     expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{}] })).toMatchObject({ status: 'REFUNDED' });
-    expect(calls().slice(-5)).toEqual(['refund', 'returnStock', 'returnBenefit:coupon', 'returnBenefit:points', 'transition:REFUNDED']);
+    expect(calls().slice(-5)).toEqual([
+      'refund',
+      'returnStock',
+      'returnBenefit:coupon',
+      'returnBenefit:points',
+      'transition:REFUNDED',
+    ]);
   });
 
   test('a confirm that keeps failing marks the order Stuck after the threshold, keeps retrying and clears the mark once it succeeds', async () => {
@@ -619,12 +739,17 @@ describe('coupon and points participants', () => {
     expect(script(orderId).calls.filter((c) => c.name === 'confirmStock')).toHaveLength(STUCK_AFTER_ATTEMPTS + 3);
     // Marked Stuck after the threshold, cleared once the confirm succeeded (the mark lasts only two retries).
     expect(await stuckMarks(handle)).toEqual([true, false]);
-    expect((await handle.query(statusQuery)).timeline.map((e) => e.type)).toEqual(expect.arrayContaining(['STUCK', 'UNSTUCK']));
+    expect((await handle.query(statusQuery)).timeline.map((e) => e.type)).toEqual(
+      expect.arrayContaining(['STUCK', 'UNSTUCK']),
+    );
     expect((await handle.describe()).typedSearchAttributes.get(StuckKey)).toBe(false);
   }, 120_000);
 
   test('a close that keeps failing at the deadline marks the order Stuck too, and the order still expires once it succeeds', async () => {
-    const { orderId, handle, calls } = await start({ paymentTimeoutMs: 1_000 }, { closeFlakes: STUCK_AFTER_ATTEMPTS + 1 });
+    const { orderId, handle, calls } = await start(
+      { paymentTimeoutMs: 1_000 },
+      { closeFlakes: STUCK_AFTER_ATTEMPTS + 1 },
+    );
     await handle.executeUpdate(paymentReadyUpdate);
     expect(await handle.result()).toMatchObject({ orderId, status: 'EXPIRED' });
     expect(calls().filter((c) => c === 'close')).toHaveLength(STUCK_AFTER_ATTEMPTS + 2);

@@ -21,6 +21,12 @@ test('the workflow bundle holds no package beyond the SDK runtime (no zod, no I/
 
 test('the workflow bundle holds only workflow modules and the light contracts they import', () => {
   const outside = ownModules.filter((m) => !m.startsWith('./src/workflows/'));
-  expect(outside).toEqual(['./src/contracts/bill-days.ts', './src/contracts/failures.ts', './src/contracts/log-context.ts', './src/contracts/order-workflow.ts', './src/contracts/search-attributes.ts']);
+  expect(outside).toEqual([
+    './src/contracts/bill-days.ts',
+    './src/contracts/failures.ts',
+    './src/contracts/log-context.ts',
+    './src/contracts/order-workflow.ts',
+    './src/contracts/search-attributes.ts',
+  ]);
   expect(ownModules).toContain('./src/workflows/order/index.ts');
 });

@@ -37,14 +37,20 @@ let sys: TestSystem;
 const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
 
 /** Resolves with the promise's value, or fails after `ms` saying what did not happen (and `detail()` of the moment). */
-async function within<T>(promise: Promise<T>, ms: number, what: string, detail: () => Promise<unknown> = async () => undefined): Promise<T> {
+async function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+  detail: () => Promise<unknown> = async () => undefined,
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<'expired'>((resolve) => {
     timer = setTimeout(() => resolve('expired'), ms);
   });
   try {
     const first = await Promise.race([promise, expired]);
-    if (first === 'expired') throw new Error(`${what} did not happen within ${ms}ms; ${JSON.stringify(await detail())}`);
+    if (first === 'expired')
+      throw new Error(`${what} did not happen within ${ms}ms; ${JSON.stringify(await detail())}`);
     return first as T;
   } finally {
     clearTimeout(timer);
@@ -54,17 +60,25 @@ async function within<T>(promise: Promise<T>, ms: number, what: string, detail: 
 /** How often the workflow scheduled an activity of this type (from its history). */
 async function scheduled(handle: WorkflowHandle, activity: string): Promise<number> {
   const history = await handle.fetchHistory();
-  return (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === activity).length;
+  return (history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === activity)
+    .length;
 }
 
 /** Replays a finished execution's history against the workflow code under test: the new branches are deterministic. */
 async function replaysCleanly(handle: WorkflowHandle): Promise<void> {
-  await Worker.runReplayHistory({ workflowBundle: { codePath: testBundlePath() }, replayName: 'money-defects-replay' }, await handle.fetchHistory(), handle.workflowId);
+  await Worker.runReplayHistory(
+    { workflowBundle: { codePath: testBundlePath() }, replayName: 'money-defects-replay' },
+    await handle.fetchHistory(),
+    handle.workflowId,
+  );
 }
 
 /** The order's row and the workflow's own view, for failure messages. */
 async function orderState(orderId: string) {
-  const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'fulfilment_ready_at');
+  const row = await sys
+    .db('orders')
+    .where({ order_id: orderId })
+    .first('status', 'status_reason', 'fulfilment_ready_at');
   let workflow: unknown;
   try {
     const s = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).query(statusQuery);
@@ -84,8 +98,15 @@ async function paidOrderWhoseRefundIsRefused(): Promise<{ orderId: string; sku: 
   const { orderId } = (await placeOrder(sys, sku)) as { orderId: string };
   expect((await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200);
   const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
-  await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', { what: `order ${orderId} to enter its cooling-off window` });
-  const consoleRefund = await sys.sandbox('POST', '/v1/refunds', { outTradeNo: orderId, outRefundNo: `console-${orderId}`, amount: 1, reason: 'merchant console' });
+  await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', {
+    what: `order ${orderId} to enter its cooling-off window`,
+  });
+  const consoleRefund = await sys.sandbox('POST', '/v1/refunds', {
+    outTradeNo: orderId,
+    outRefundNo: `console-${orderId}`,
+    amount: 1,
+    reason: 'merchant console',
+  });
   expect(consoleRefund.status).toBe(200);
   return { orderId, sku, handle };
 }
@@ -93,7 +114,13 @@ async function paidOrderWhoseRefundIsRefused(): Promise<{ orderId: string; sku: 
 beforeAll(async () => {
   // Only callbacks move an order (no active queries); a short deadline and provider-side expiry so that closed orders'
   // workflows finish soon; a cooling-off window long enough to ask for a refund in it.
-  sys = await startSystem({ PAYMENT_TIMEOUT: '4s', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PROVIDER_EXPIRY_MARGIN: '6s', COOLING_OFF_PERIOD: '30s' });
+  sys = await startSystem({
+    PAYMENT_TIMEOUT: '4s',
+    QUERY_FIRST_DELAY: '10m',
+    QUERY_MAX_INTERVAL: '10m',
+    PROVIDER_EXPIRY_MARGIN: '6s',
+    COOLING_OFF_PERIOD: '30s',
+  });
   await startScriptedWorker();
 }, 90_000);
 
@@ -114,18 +141,34 @@ describe('defect 1: a cooling-off refund the provider refuses, then the review',
     await waitForStatus(sys, orderId, ['NEEDS_REVIEW']);
     expect(await scheduled(handle, 'refundPayment')).toBe(1);
 
-    const approved = await sys.http('POST', `/orders/${orderId}/review`, { decision: 'approve', operator: 'alice', reason: 'the provider refused the refund; the buyer keeps the goods' }, admin());
+    const approved = await sys.http(
+      'POST',
+      `/orders/${orderId}/review`,
+      { decision: 'approve', operator: 'alice', reason: 'the provider refused the refund; the buyer keeps the goods' },
+      admin(),
+    );
     expect(approved.status).toBe(200);
     expect(approved.body).toEqual({ orderId, status: 'PAID' });
 
-    const result = await within(handle.result(), 20_000, `order ${orderId}'s workflow to finish after the approval`, () => orderState(orderId));
+    const result = await within(
+      handle.result(),
+      20_000,
+      `order ${orderId}'s workflow to finish after the approval`,
+      () => orderState(orderId),
+    );
     expect(result).toEqual({ orderId, status: 'PAID', reason: 'REVIEW_APPROVED' });
     expect(await scheduled(handle, 'refundPayment')).toBe(1);
-    const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'fulfilment_ready_at');
+    const row = await sys
+      .db('orders')
+      .where({ order_id: orderId })
+      .first('status', 'status_reason', 'fulfilment_ready_at');
     expect(row).toMatchObject({ status: 'PAID', status_reason: 'REVIEW_APPROVED' });
     expect(row.fulfilment_ready_at).not.toBeNull();
     // Only the console refund happened at the provider; our refused one is recorded, not succeeded.
-    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'SUCCESS', refundedAmount: 1 });
+    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+      status: 'SUCCESS',
+      refundedAmount: 1,
+    });
     expect(await sys.db('refunds').where({ order_id: orderId }).select('status')).toEqual([{ status: 'PENDING' }]);
     await replaysCleanly(handle);
   });
@@ -134,30 +177,66 @@ describe('defect 1: a cooling-off refund the provider refuses, then the review',
     const { orderId, handle } = await paidOrderWhoseRefundIsRefused();
     expect((await sys.http('POST', `/orders/${orderId}/refund`, {})).status).toBe(409);
     await waitForStatus(sys, orderId, ['NEEDS_REVIEW']);
-    const decided = await sys.http('POST', `/orders/${orderId}/review`, { decision: 'refund', operator: 'bob', reason: 'try the refund once more' }, admin());
+    const decided = await sys.http(
+      'POST',
+      `/orders/${orderId}/review`,
+      { decision: 'refund', operator: 'bob', reason: 'try the refund once more' },
+      admin(),
+    );
     expect(decided.status).toBe(409);
     expect(decided.body.error).toBe('REVIEW_DECISION_FAILED');
     expect((await handle.query(statusQuery)).stage).toBe('AWAITING_REVIEW');
     expect((await sys.db('orders').where({ order_id: orderId }).first('status')).status).toBe('NEEDS_REVIEW');
-    expect(await sys.db('refunds').where({ order_id: orderId }).select('out_refund_no')).toEqual([{ out_refund_no: autoRefundNo(orderId, (await sys.db('payments').where({ out_trade_no: orderId }).first('trade_no')).trade_no) }]);
+    expect(await sys.db('refunds').where({ order_id: orderId }).select('out_refund_no')).toEqual([
+      {
+        out_refund_no: autoRefundNo(
+          orderId,
+          (await sys.db('payments').where({ out_trade_no: orderId }).first('trade_no')).trade_no,
+        ),
+      },
+    ]);
     await handle.terminate('test done');
   });
 
   test('when the refund was made and a later step failed, approve is refused (it would fulfil a refunded order) and a refund decision settles the order', async () => {
-    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [{ tradeNo: 'T-first', amount: 1000 }], returnStockFailures: 1 });
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-first', amount: 1000 }],
+      returnStockFailures: 1,
+    });
     const handle = await startScriptedOrder(orderId, { coolingOffMs: 60_000 });
     await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-first', 'T-first', 1000));
-    await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', { what: 'the cooling-off window' });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', {
+      what: 'the cooling-off window',
+    });
     // The refund is made; returning the stock then fails: the order goes to review, the answer names the refund made.
-    expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{}] })).toEqual({ status: 'NEEDS_REVIEW', refundNo: autoRefundNo(orderId, 'T-first') });
-    const approve = await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'approve', operator: 'dave', reason: 'keep it' }] }).then(
-      () => 'accepted',
-      (err: Error) => `${err.message}: ${(err.cause as Error | undefined)?.message}`,
-    );
+    expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{}] })).toEqual({
+      status: 'NEEDS_REVIEW',
+      refundNo: autoRefundNo(orderId, 'T-first'),
+    });
+    const approve = await handle
+      .executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'approve', operator: 'dave', reason: 'keep it' }] })
+      .then(
+        () => 'accepted',
+        (err: Error) => `${err.message}: ${(err.cause as Error | undefined)?.message}`,
+      );
     expect(approve).toMatch(/already refunded/);
-    expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'dave', reason: 'finish the refund' }] })).toEqual({ status: 'REFUNDED' });
-    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment').map((c) => (c.args as { outRefundNo: string }).outRefundNo)).toEqual([autoRefundNo(orderId, 'T-first'), autoRefundNo(orderId, 'T-first')]);
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'dave', reason: 'finish the refund' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({
+      orderId,
+      status: 'REFUNDED',
+      reason: 'REVIEW_REFUNDED',
+    });
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => (c.args as { outRefundNo: string }).outRefundNo),
+    ).toEqual([autoRefundNo(orderId, 'T-first'), autoRefundNo(orderId, 'T-first')]);
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('markFulfilmentReady');
   });
 });
@@ -191,16 +270,39 @@ describe('defect 2: refundPayment marks the order payment REFUNDED only for the 
     } as unknown as PaymentProvider;
     const second = `SECOND-${randomBytes(4).toString('hex')}`;
     const refundOf = (tradeNo: string) =>
-      refundPayment(sys.db, { sandbox: provider }, { orderId, provider: 'sandbox', tradeNo, outRefundNo: autoRefundNo(orderId, tradeNo), amount: 1500, currency: 'CNY', reason: 'test' });
+      refundPayment(
+        sys.db,
+        { sandbox: provider },
+        {
+          orderId,
+          provider: 'sandbox',
+          tradeNo,
+          outRefundNo: autoRefundNo(orderId, tradeNo),
+          amount: 1500,
+          currency: 'CNY',
+          reason: 'test',
+        },
+      );
 
     await refundOf(second);
     await refundOf(second);
-    expect(await sys.db('payments').where({ out_trade_no: orderId }).first('status', 'trade_no')).toEqual({ status: 'PAID', trade_no: paying });
-    expect(await sys.db('refunds').where({ out_refund_no: autoRefundNo(orderId, second) }).first('status', 'trade_no')).toEqual({ status: 'SUCCEEDED', trade_no: second });
+    expect(await sys.db('payments').where({ out_trade_no: orderId }).first('status', 'trade_no')).toEqual({
+      status: 'PAID',
+      trade_no: paying,
+    });
+    expect(
+      await sys
+        .db('refunds')
+        .where({ out_refund_no: autoRefundNo(orderId, second) })
+        .first('status', 'trade_no'),
+    ).toEqual({ status: 'SUCCEEDED', trade_no: second });
 
     await refundOf(paying);
     await refundOf(paying);
-    expect(await sys.db('payments').where({ out_trade_no: orderId }).first('status', 'trade_no')).toEqual({ status: 'REFUNDED', trade_no: paying });
+    expect(await sys.db('payments').where({ out_trade_no: orderId }).first('status', 'trade_no')).toEqual({
+      status: 'REFUNDED',
+      trade_no: paying,
+    });
     expect(await sys.db('order_events').where({ order_id: orderId, type: 'REFUNDED' })).toHaveLength(2);
   });
 });
@@ -213,7 +315,12 @@ describe('defect 3: the result of a late payment refunded by the order workflow'
     // Paid after our close, before the provider-side expiry (Alipay's closed QR that stays payable).
     await sys.setFaults({ acceptPaymentAfterClose: true });
     expect((await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200);
-    const result = await within(sys.client.workflow.getHandle(orderWorkflowId(orderId)).result(), 30_000, `order ${orderId}'s workflow to finish`, () => orderState(orderId));
+    const result = await within(
+      sys.client.workflow.getHandle(orderWorkflowId(orderId)).result(),
+      30_000,
+      `order ${orderId}'s workflow to finish`,
+      () => orderState(orderId),
+    );
     const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason');
     expect(row).toEqual({ status: 'REFUNDED', status_reason: 'LATE_PAYMENT_REFUNDED' });
     expect(result).toEqual({ orderId, status: row.status, reason: row.status_reason });
@@ -225,19 +332,31 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
     const sku = await createProduct(sys, { price: 1800, stock: 1 });
     const { orderId } = (await placeOrder(sys, sku)) as { orderId: string };
     await waitForStatus(sys, orderId, ['EXPIRED']);
-    await within(sys.client.workflow.getHandle(orderWorkflowId(orderId)).result(), 30_000, `order ${orderId}'s workflow to finish`);
+    await within(
+      sys.client.workflow.getHandle(orderWorkflowId(orderId)).result(),
+      30_000,
+      `order ${orderId}'s workflow to finish`,
+    );
     // A debit that settles after the provider-side expiry; its notification is held back until the provider's
     // console has refunded part of it, so that our full refund is refused.
     await sys.setFaults({ acceptPaymentAfterExpiry: true, dropNotifications: 1 });
     const paid = await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
     expect(paid.status).toBe(200);
-    expect((await sys.sandbox('POST', '/v1/refunds', { outTradeNo: orderId, outRefundNo: `console-${orderId}`, amount: 1 })).status).toBe(200);
+    expect(
+      (await sys.sandbox('POST', '/v1/refunds', { outTradeNo: orderId, outRefundNo: `console-${orderId}`, amount: 1 }))
+        .status,
+    ).toBe(200);
     await sys.setFaults({ dropNotifications: 0 });
     const [n] = (await sys.sandbox('GET', `/_control/notifications?outTradeNo=${orderId}`)).body.notifications;
     await sys.sandbox('POST', `/_control/notifications/${n.id}/redeliver`);
-    await waitFor(async () => (await sys.db('notification_inbox').where({ out_trade_no: orderId, status: 'LATE' }).first('id')), { what: 'the notification to be routed to a late-payment workflow' });
+    await waitFor(
+      async () => await sys.db('notification_inbox').where({ out_trade_no: orderId, status: 'LATE' }).first('id'),
+      { what: 'the notification to be routed to a late-payment workflow' },
+    );
 
-    const late = sys.client.workflow.getHandle<(i: LatePaymentInput) => Promise<LatePaymentResult>>(latePaymentWorkflowId('sandbox', orderId, paid.body.tradeNo));
+    const late = sys.client.workflow.getHandle<(i: LatePaymentInput) => Promise<LatePaymentResult>>(
+      latePaymentWorkflowId('sandbox', orderId, paid.body.tradeNo),
+    );
     let result: LatePaymentResult | string;
     try {
       result = await within(late.result(), 30_000, 'the late-payment workflow to finish');
@@ -248,15 +367,24 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
     const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason');
     expect(row).toEqual({ status: 'NEEDS_REVIEW', status_reason: 'LATE_PAYMENT_REFUND_FAILED' });
     const events = await sys.db('order_events').where({ order_id: orderId }).select('type', 'message');
-    expect(events.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(['LATE_PAYMENT_REFUND_FAILED', 'ORDER_NEEDS_REVIEW']));
+    expect(events.map((e: { type: string }) => e.type)).toEqual(
+      expect.arrayContaining(['LATE_PAYMENT_REFUND_FAILED', 'ORDER_NEEDS_REVIEW']),
+    );
     // The money is still at the provider, less the console refund; our refund is recorded, not succeeded.
-    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({ status: 'SUCCESS', refundedAmount: 1 });
+    expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+      status: 'SUCCESS',
+      refundedAmount: 1,
+    });
     expect(await sys.db('refunds').where({ order_id: orderId }).select('status')).toEqual([{ status: 'PENDING' }]);
     await replaysCleanly(late);
   });
 
   test('no paid amount reported: nothing is refunded (never a refund of 0), the order goes to NEEDS_REVIEW', async () => {
-    const orderId = newScriptedOrder({ status: 'EXPIRED', paidTradeNo: null, trades: [{ tradeNo: 'T-late', amount: undefined }] });
+    const orderId = newScriptedOrder({
+      status: 'EXPIRED',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-late', amount: undefined }],
+    });
     const result = await scripted.client.workflow.execute('latePayment', {
       workflowId: latePaymentWorkflowId('sandbox', orderId, 'T-late'),
       taskQueue: scripted.taskQueue,
@@ -265,24 +393,39 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
     expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toEqual([]);
     expect(result).toEqual({ outcome: 'LEFT_FOR_REVIEW', detail: expect.stringMatching(/amount/) });
     expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
-    expect(callsOf(orderId).map((c) => c.name)).toEqual(expect.arrayContaining(['event:LATE_PAYMENT_REFUND_FAILED', 'transition:NEEDS_REVIEW']));
+    expect(callsOf(orderId).map((c) => c.name)).toEqual(
+      expect.arrayContaining(['event:LATE_PAYMENT_REFUND_FAILED', 'transition:NEEDS_REVIEW']),
+    );
     await replaysCleanly(scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-late')));
   });
 });
 
 describe('defect 5: a second trade reported while the order workflow still runs is refunded', () => {
   test('during the cooling-off window: once the order is settled, the second trade is refunded with its own refund number and the order keeps its payment', async () => {
-    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [{ tradeNo: 'T-first', amount: 1000 }] });
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-first', amount: 1000 }],
+    });
     const handle = await startScriptedOrder(orderId, { coolingOffMs: 4000 });
     await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-first', 'T-first', 1000));
-    await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', { what: 'the cooling-off window' });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', {
+      what: 'the cooling-off window',
+    });
     // The buyer pays a second time (a second trade at the provider); its callback reaches the running workflow.
     scriptOf(orderId).trades.push({ tradeNo: 'T-second', amount: 1000 });
     await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-second', 'T-second', 1000));
 
     expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({ orderId, status: 'PAID' });
-    const refund = await waitFor(async () => callsOf(orderId).find((c) => c.name === 'refundPayment'), { what: 'the second trade to be refunded' });
-    expect(refund.args).toMatchObject({ orderId, tradeNo: 'T-second', outRefundNo: autoRefundNo(orderId, 'T-second'), amount: 1000 });
+    const refund = await waitFor(async () => callsOf(orderId).find((c) => c.name === 'refundPayment'), {
+      what: 'the second trade to be refunded',
+    });
+    expect(refund.args).toMatchObject({
+      orderId,
+      tradeNo: 'T-second',
+      outRefundNo: autoRefundNo(orderId, 'T-second'),
+      amount: 1000,
+    });
     expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
     const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-second'));
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
@@ -292,24 +435,47 @@ describe('defect 5: a second trade reported while the order workflow still runs 
   });
 
   test('during a review: after the decision, the second trade is refunded as well', async () => {
-    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [{ tradeNo: 'T-first', amount: 1 }] });
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-first', amount: 1 }],
+    });
     const handle = await startScriptedOrder(orderId, {});
     await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-first', 'T-first', 1));
     await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
     scriptOf(orderId).trades.push({ tradeNo: 'T-second', amount: 1000 });
     await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-second', 'T-second', 1000));
-    expect(await handle.executeUpdate(reviewDecisionUpdate, { args: [{ decision: 'refund', operator: 'carol', reason: 'wrong amount paid' }] })).toEqual({ status: 'REFUNDED' });
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'carol', reason: 'wrong amount paid' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
 
-    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
-    await waitFor(async () => callsOf(orderId).filter((c) => c.name === 'refundPayment').length === 2, { what: 'both trades to be refunded' });
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment').map((c) => (c.args as { tradeNo: string; amount: number })).map(({ tradeNo, amount }) => ({ tradeNo, amount }))).toEqual([
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({
+      orderId,
+      status: 'REFUNDED',
+      reason: 'REVIEW_REFUNDED',
+    });
+    await waitFor(async () => callsOf(orderId).filter((c) => c.name === 'refundPayment').length === 2, {
+      what: 'both trades to be refunded',
+    });
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => c.args as { tradeNo: string; amount: number })
+        .map(({ tradeNo, amount }) => ({ tradeNo, amount })),
+    ).toEqual([
       { tradeNo: 'T-first', amount: 1 },
       { tradeNo: 'T-second', amount: 1000 },
     ]);
   });
 
   test('a redelivery of the trade that paid the order is not handed on', async () => {
-    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [{ tradeNo: 'T-first', amount: 1000 }] });
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-first', amount: 1000 }],
+    });
     const handle = await startScriptedOrder(orderId, { coolingOffMs: 1000 });
     await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-first', 'T-first', 1000));
     await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'recon-sandbox-T-first', 'T-first', 1000));
@@ -334,7 +500,13 @@ interface ScriptedOrder {
 }
 const MERCHANT = 'm_scripted';
 const scriptedOrders = new Map<string, ScriptedOrder>();
-const scripted = { taskQueue: `money-defects-${randomBytes(4).toString('hex')}`, client: undefined as unknown as TestSystem['client'], worker: undefined as Worker | undefined, running: undefined as Promise<void> | undefined, connection: undefined as NativeConnection | undefined };
+const scripted = {
+  taskQueue: `money-defects-${randomBytes(4).toString('hex')}`,
+  client: undefined as unknown as TestSystem['client'],
+  worker: undefined as Worker | undefined,
+  running: undefined as Promise<void> | undefined,
+  connection: undefined as NativeConnection | undefined,
+};
 
 function scriptOf(orderId: string): ScriptedOrder {
   const s = scriptedOrders.get(orderId);
@@ -353,7 +525,16 @@ function record(orderId: string, name: string, args: unknown) {
   scriptOf(orderId).calls.push({ name, args });
 }
 function scriptedNotification(orderId: string, notificationId: string, tradeNo: string, amount: number) {
-  return { notificationId, outTradeNo: orderId, tradeNo, amount, currency: 'CNY', merchantId: MERCHANT, paidAt: new Date().toISOString(), provider: 'sandbox' };
+  return {
+    notificationId,
+    outTradeNo: orderId,
+    tradeNo,
+    amount,
+    currency: 'CNY',
+    merchantId: MERCHANT,
+    paidAt: new Date().toISOString(),
+    provider: 'sandbox',
+  };
 }
 
 const scriptedActivities: Partial<Activities> = {
@@ -372,7 +553,8 @@ const scriptedActivities: Partial<Activities> = {
   async cancelStock(input) {
     record(input.orderId, 'cancelStock', input);
     // Review refund of a confirmed order: cancel conflicts, the stock is returned instead (as the real TCC does).
-    if (scriptOf(input.orderId).calls.some((c) => c.name === 'confirmStock')) throw ApplicationFailure.create({ type: 'TCC_CONFLICT', message: 'already confirmed', nonRetryable: true });
+    if (scriptOf(input.orderId).calls.some((c) => c.name === 'confirmStock'))
+      throw ApplicationFailure.create({ type: 'TCC_CONFLICT', message: 'already confirmed', nonRetryable: true });
     return { released: input.lines.length, emptyRollbacks: 0 };
   },
   async returnStock(input) {
@@ -380,7 +562,11 @@ const scriptedActivities: Partial<Activities> = {
     const s = scriptOf(input.orderId);
     if (s.returnStockFailures) {
       s.returnStockFailures--;
-      throw ApplicationFailure.create({ type: 'TCC_CONFLICT', message: 'stock row changed under the return', nonRetryable: true });
+      throw ApplicationFailure.create({
+        type: 'TCC_CONFLICT',
+        message: 'stock row changed under the return',
+        nonRetryable: true,
+      });
     }
     return { returned: input.lines.length };
   },
@@ -395,11 +581,22 @@ const scriptedActivities: Partial<Activities> = {
   async getOrderSnapshot(orderId) {
     record(orderId, 'getOrderSnapshot', orderId);
     const s = scriptOf(orderId);
-    return { orderId, status: s.status, amount: 1000, currency: 'CNY', provider: 'sandbox', paidTradeNo: s.paidTradeNo };
+    return {
+      orderId,
+      status: s.status,
+      amount: 1000,
+      currency: 'CNY',
+      provider: 'sandbox',
+      paidTradeNo: s.paidTradeNo,
+    };
   },
   async createProviderPayment(input) {
     record(input.orderId, 'createProviderPayment', input);
-    return { tradeNo: `T-${input.orderId}`, paymentUrl: `http://sandbox.test/pay/${input.orderId}`, merchantId: MERCHANT };
+    return {
+      tradeNo: `T-${input.orderId}`,
+      paymentUrl: `http://sandbox.test/pay/${input.orderId}`,
+      merchantId: MERCHANT,
+    };
   },
   async queryProviderPayment(input) {
     record(input.outTradeNo, 'queryProviderPayment', input);
@@ -444,7 +641,8 @@ async function startScriptedWorker(): Promise<void> {
     namespace: TEST_ENV.namespace,
     taskQueue: scripted.taskQueue,
     workflowBundle: { codePath: testBundlePath() },
-    // The merged steps the workflow runs (as local activities) are composed over the scripted single steps, as in production.
+    // The merged steps the workflow runs (as local activities) are composed over the scripted single steps, as in
+    // production.
     activities: { ...scriptedActivities, ...composeOrderSteps(scriptedActivities as SingleSteps) },
   });
   scripted.running = scripted.worker.run();
@@ -470,7 +668,11 @@ async function startScriptedOrder(orderId: string, timing: Partial<OrderPaymentI
     publicBaseUrl: 'http://api.test',
     ...timing,
   };
-  const handle = await scripted.client.workflow.start('orderLifecycle', { workflowId: orderWorkflowId(orderId), taskQueue: scripted.taskQueue, args: [input] });
+  const handle = await scripted.client.workflow.start('orderLifecycle', {
+    workflowId: orderWorkflowId(orderId),
+    taskQueue: scripted.taskQueue,
+    args: [input],
+  });
   await handle.executeUpdate(paymentReadyUpdate);
   return handle;
 }

@@ -73,7 +73,18 @@ function shuffle<T>(items: T[]): T[] {
 }
 
 export async function runCallbacksBench(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, { orders: 'int', redeliveries: 'int', connections: 'int', 'kill-api-at': 'int', 'separate-api': 'flag', quick: 'flag' }, USAGE);
+  const flags = parseFlags(
+    argv,
+    {
+      orders: 'int',
+      redeliveries: 'int',
+      connections: 'int',
+      'kill-api-at': 'int',
+      'separate-api': 'flag',
+      quick: 'flag',
+    },
+    USAGE,
+  );
   const quick = flags.quick === true;
   const orders = (flags.orders as number | undefined) ?? (quick ? 20 : 100);
   const redeliveries = (flags.redeliveries as number | undefined) ?? (quick ? 5 : 30);
@@ -85,7 +96,9 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
     return 1;
   }
   const options = { orders, redeliveries, connections, killApiAt: killAt ?? null };
-  log(`callback storm: ${orders} orders x ${redeliveries} deliveries = ${total} sends over ${connections} connections${killAt ? `, API killed after ${killAt} sends` : ''}`);
+  log(
+    `callback storm: ${orders} orders x ${redeliveries} deliveries = ${total} sends over ${connections} connections${killAt ? `, API killed after ${killAt} sends` : ''}`,
+  );
 
   const system = await startSystem({
     database: 'payflow_bench_callbacks',
@@ -109,14 +122,26 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
   const payProblems = new Tally();
   await inParallel(placed.orderIds, 10, async (orderId) => {
     try {
-      const paid = await http('POST', `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`, {}, 20_000);
+      const paid = await http(
+        'POST',
+        `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`,
+        {},
+        20_000,
+      );
       if (paid.status !== 200) return payProblems.add(`pay: ${httpKind(paid)}`);
       const p = paid.body as Record<string, unknown>;
       const notification: SandboxNotification = SandboxNotification.parse({
         id: `evt_bench_${randomBytes(12).toString('hex')}`,
         type: 'payment.succeeded',
         createdAt: new Date().toISOString(),
-        data: { outTradeNo: orderId, tradeNo: p.tradeNo, amount: p.paidAmount ?? p.amount, currency: p.currency, merchantId: p.merchantId, paidAt: p.paidAt },
+        data: {
+          outTradeNo: orderId,
+          tradeNo: p.tradeNo,
+          amount: p.paidAmount ?? p.amount,
+          currency: p.currency,
+          merchantId: p.merchantId,
+          paidAt: p.paidAt,
+        },
       });
       // Serialised once: every redelivery carries the same bytes, as the sandbox's own do.
       notifications.push({ orderId, body: JSON.stringify(notification) });
@@ -155,7 +180,11 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
       }
       const signature = signSandboxPayload(secret, body, Math.floor(Date.now() / 1000));
       try {
-        const r = await pool.request('POST', '/callbacks/sandbox', { body, headers: { 'content-type': 'application/json', [SANDBOX_SIGNATURE_HEADER]: signature }, timeoutMs: 30_000 });
+        const r = await pool.request('POST', '/callbacks/sandbox', {
+          body,
+          headers: { 'content-type': 'application/json', [SANDBOX_SIGNATURE_HEADER]: signature },
+          timeoutMs: 30_000,
+        });
         answersByStatus.add(String(r.status));
         if (r.status === 200 && r.text.trim() === SANDBOX_ACK_BODY) {
           ackMs.push(r.ms);
@@ -189,42 +218,74 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
   let paidCount = 0;
   let checksMade = 0;
   while (!runAbort.signal.aborted && ids.length > 0 && performance.now() - settleStart < SETTLE_TIMEOUT_MS) {
-    const [{ n }] = (await system.db('orders').whereIn('order_id', ids).where({ status: 'PAID' }).count({ n: '*' })) as [{ n: number | string }];
+    const [{ n }] = (await system
+      .db('orders')
+      .whereIn('order_id', ids)
+      .where({ status: 'PAID' })
+      .count({ n: '*' })) as [{ n: number | string }];
     paidCount = Number(n);
     checksMade++;
     if (paidCount === ids.length) break;
     await sleep(500);
   }
-  const allPaidMsAfterLastAck = paidCount === ids.length && lastAckAt > 0 ? Math.max(0, performance.now() - lastAckAt) : undefined;
+  const allPaidMsAfterLastAck =
+    paidCount === ids.length && lastAckAt > 0 ? Math.max(0, performance.now() - lastAckAt) : undefined;
   const used = cpu();
   const db = system.db;
-  const statusRows = (await db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as { status: string; n: number | string }[];
+  const statusRows = (await db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as {
+    status: string;
+    n: number | string;
+  }[];
   const orderStatuses = Object.fromEntries(statusRows.map((r) => [r.status, Number(r.n)]));
-  const transitions = (await db('order_events').whereRaw(`data LIKE '%"to":"PAID"%'`).groupBy('order_id').select('order_id').count({ n: '*' })) as { order_id: string; n: number | string }[];
+  const transitions = (await db('order_events')
+    .whereRaw(`data LIKE '%"to":"PAID"%'`)
+    .groupBy('order_id')
+    .select('order_id')
+    .count({ n: '*' })) as { order_id: string; n: number | string }[];
   const paidOnce = ids.filter((id) => transitions.some((t) => t.order_id === id && Number(t.n) === 1)).length;
   const paidTwice = transitions.filter((t) => Number(t.n) > 1).length;
-  const paymentRows = (await db('payments').whereIn('order_id', ids).groupBy('order_id').select('order_id').count({ n: '*' }).sum({ paid: db.raw("CASE WHEN status = 'PAID' THEN 1 ELSE 0 END") })) as {
+  const paymentRows = (await db('payments')
+    .whereIn('order_id', ids)
+    .groupBy('order_id')
+    .select('order_id')
+    .count({ n: '*' })
+    .sum({ paid: db.raw("CASE WHEN status = 'PAID' THEN 1 ELSE 0 END") })) as {
     order_id: string;
     n: number | string;
     paid: number | string;
   }[];
   const onePaidPayment = paymentRows.filter((r) => Number(r.n) === 1 && Number(r.paid) === 1).length;
-  const [inbox] = (await db('notification_inbox').where({ provider: 'sandbox' }).count({ rows: '*' }).sum({ deliveries: 'deliveries' })) as { rows: number | string; deliveries: number | string | null }[];
+  const [inbox] = (await db('notification_inbox')
+    .where({ provider: 'sandbox' })
+    .count({ rows: '*' })
+    .sum({ deliveries: 'deliveries' })) as { rows: number | string; deliveries: number | string | null }[];
   const inboxRows = Number(inbox?.rows ?? 0);
   const inboxDeliveries = Number(inbox?.deliveries ?? 0);
   const inboxStatuses = Object.fromEntries(
-    ((await db('notification_inbox').groupBy('status').select('status').count({ n: '*' })) as { status: string; n: number | string }[]).map((r) => [r.status, Number(r.n)]),
+    (
+      (await db('notification_inbox').groupBy('status').select('status').count({ n: '*' })) as {
+        status: string;
+        n: number | string;
+      }[]
+    ).map((r) => [r.status, Number(r.n)]),
   );
   const [{ refunds }] = (await db('refunds').count({ refunds: '*' })) as [{ refunds: number | string }];
-  const stockRow = (await db('stock').where({ sku }).first('available', 'reserved', 'sold')) as Record<string, number | string> | undefined;
+  const stockRow = (await db('stock').where({ sku }).first('available', 'reserved', 'sold')) as
+    Record<string, number | string> | undefined;
   // A send that was not acknowledged may or may not have reached the inbox (the API died mid-request, or failed after
-  // storing it): the deliveries then lie between the acknowledged sends and all sends; without such sends they equal the sends.
+  // storing it): the deliveries then lie between the acknowledged sends and all sends; without such sends they equal
+  // the sends.
   const unanswered = [...nonAcks.counts].filter(([k]) => k.startsWith('network')).reduce((s, [, n]) => s + n, 0);
   const answered = sent - unanswered;
-  const deliveriesOk = nonAcks.total === 0 ? inboxDeliveries === sent : inboxDeliveries >= ackMs.length && inboxDeliveries <= sent;
+  const deliveriesOk =
+    nonAcks.total === 0 ? inboxDeliveries === sent : inboxDeliveries >= ackMs.length && inboxDeliveries <= sent;
 
   log('running the invariant checker');
-  const invariants = await checkInvariants({ db, providerRows: await sandboxBillRows(system.sandboxUrl, startedAt), convergenceBoundMs: 60_000 });
+  const invariants = await checkInvariants({
+    db,
+    providerRows: await sandboxBillRows(system.sandboxUrl, startedAt),
+    convergenceBoundMs: 60_000,
+  });
   const invariantsHold = invariants.every((r) => r.passed);
 
   const checks = {
@@ -245,7 +306,12 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
     command: commandLine(),
     machine: machineFacts(),
     options,
-    placing: { orders: placed.orderIds.length, ms: Math.round(placed.ms), problems: placed.problems.toJSON(), payProblems: payProblems.toJSON() },
+    placing: {
+      orders: placed.orderIds.length,
+      ms: Math.round(placed.ms),
+      problems: placed.problems.toJSON(),
+      payProblems: payProblems.toJSON(),
+    },
     stormMs: Math.round(stormMs),
     sent,
     acknowledged: ackMs.length,
@@ -273,32 +339,71 @@ Callback-storm report ${ok ? '(every order PAID once, books exact)' : '(CHECK FA
 ${table([
   ['command', report.command],
   ['machine', report.machine],
-  ['storm', `${notifications.length} notifications x ${redeliveries} deliveries = ${deliveries.length}, shuffled, signed per send, over ${connections} keep-alive connections (${opened} opened)`],
+  [
+    'storm',
+    `${notifications.length} notifications x ${redeliveries} deliveries = ${deliveries.length}, shuffled, signed per send, over ${connections} keep-alive connections (${opened} opened)`,
+  ],
   ['wall time', `${(stormMs / 1000).toFixed(2)} s (${sent} sends)`],
   ['throughput', `${report.acksPerSecond.toFixed(2)} acks/s ("success" answers over the storm)`],
   ['ack latency ms', latencyRow(ackLatency, ['p50', 'p99'])],
-  ['not acknowledged', `${nonAcks.total} (${nonAcks.toString()}), each sent again after ${RESEND_AFTER_MS} ms; non-200 answers: ${sent - unanswered - answersByStatus.get('200')}`],
+  [
+    'not acknowledged',
+    `${nonAcks.total} (${nonAcks.toString()}), each sent again after ${RESEND_AFTER_MS} ms; non-200 answers: ${sent - unanswered - answersByStatus.get('200')}`,
+  ],
   ...(killAt !== undefined
-    ? ([['API kill', restarted ? `SIGKILL after ${killAt} sends; /healthz 200 again after ${(restarted.downMs / 1000).toFixed(1)} s` : 'did not come back']] as [string, string][])
+    ? ([
+        [
+          'API kill',
+          restarted
+            ? `SIGKILL after ${killAt} sends; /healthz 200 again after ${(restarted.downMs / 1000).toFixed(1)} s`
+            : 'did not come back',
+        ],
+      ] as [string, string][])
     : []),
   [
     'after the storm',
-    `${paidCount}/${orders} orders PAID${allPaidMsAfterLastAck === undefined ? ` (NOT all within ${SETTLE_TIMEOUT_MS / 1000} s)` : checksMade === 1 ? ' when the storm ended' : `, the last ${(allPaidMsAfterLastAck / 1000).toFixed(1)} s after the last ack`}; statuses ${Object.entries(orderStatuses).map(([s, n]) => `${s}=${n}`).join(' ')}`,
+    `${paidCount}/${orders} orders PAID${allPaidMsAfterLastAck === undefined ? ` (NOT all within ${SETTLE_TIMEOUT_MS / 1000} s)` : checksMade === 1 ? ' when the storm ended' : `, the last ${(allPaidMsAfterLastAck / 1000).toFixed(1)} s after the last ack`}; statuses ${Object.entries(
+      orderStatuses,
+    )
+      .map(([s, n]) => `${s}=${n}`)
+      .join(' ')}`,
   ],
-  ['PAID once', `${paidOnce}/${orders} orders with exactly one transition to PAID, ${paidTwice} with more (${mark(checks.paidExactlyOnce)})`],
-  ['payments', `${onePaidPayment}/${orders} orders with exactly one payments row, PAID (${mark(checks.onePaidPaymentPerOrder)})`],
+  [
+    'PAID once',
+    `${paidOnce}/${orders} orders with exactly one transition to PAID, ${paidTwice} with more (${mark(checks.paidExactlyOnce)})`,
+  ],
+  [
+    'payments',
+    `${onePaidPayment}/${orders} orders with exactly one payments row, PAID (${mark(checks.onePaidPaymentPerOrder)})`,
+  ],
   [
     'inbox',
-    `${inboxRows} rows for ${notifications.length} notifications (${mark(checks.oneInboxRowPerNotification)}); deliveries summed ${inboxDeliveries}, sends ${sent}${unanswered ? ` of which ${unanswered} without an answer` : ''} (${mark(checks.deliveriesMatchSends)}); ${Object.entries(inboxStatuses).map(([s, n]) => `${s}=${n}`).join(' ')}`,
+    `${inboxRows} rows for ${notifications.length} notifications (${mark(checks.oneInboxRowPerNotification)}); deliveries summed ${inboxDeliveries}, sends ${sent}${unanswered ? ` of which ${unanswered} without an answer` : ''} (${mark(checks.deliveriesMatchSends)}); ${Object.entries(
+      inboxStatuses,
+    )
+      .map(([s, n]) => `${s}=${n}`)
+      .join(' ')}`,
   ],
-  ['stock', `sold=${stockRow?.sold} reserved=${stockRow?.reserved} available=${stockRow?.available} (${mark(checks.stockSold)}); refunds ${refunds} (${mark(checks.noRefunds)})`],
-  ['invariants', invariantsHold ? `all ${invariants.length} hold (src/ops/invariants.ts with the sandbox's bills)` : `FAILED: ${failedInvariants.join(', ')}`],
+  [
+    'stock',
+    `sold=${stockRow?.sold} reserved=${stockRow?.reserved} available=${stockRow?.available} (${mark(checks.stockSold)}); refunds ${refunds} (${mark(checks.noRefunds)})`,
+  ],
+  [
+    'invariants',
+    invariantsHold
+      ? `all ${invariants.length} hold (src/ops/invariants.ts with the sandbox's bills)`
+      : `FAILED: ${failedInvariants.join(', ')}`,
+  ],
   ['cpu during storm', used.text],
   ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
   ['temporal', system.temporalNote],
   ['report', reportFile],
 ])}`);
-  if (killAt !== undefined || !invariantsHold) console.log(`\n  invariant checker:\n${formatInvariants(invariants).replace(/^/gm, '    ')}`);
-  if (!ok) console.log(`\n  checks: ${JSON.stringify(checks)}\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
+  if (killAt !== undefined || !invariantsHold)
+    console.log(`\n  invariant checker:\n${formatInvariants(invariants).replace(/^/gm, '    ')}`);
+  if (!ok)
+    console.log(
+      `\n  checks: ${JSON.stringify(checks)}\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`,
+    );
   return ok ? 0 : 1;
 }

@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api] [--quick]`
+ * `npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api]
+ * [--quick]`
  *
  * A flash sale through the public API: one product with `stock` units (PUT /admin/products/:sku), then `buyers`
  * distinct users each POST /orders once for one unit of it, over `connections` concurrent keep-alive connections
@@ -63,7 +64,12 @@ interface Answer {
 }
 
 /** Polls a visibility count until it has not changed for `stableReads` reads in a row (or `timeoutMs` passed). */
-export async function stableWorkflowCount(system: BenchSystem, query: string, timeoutMs = 60_000, stableReads = 3): Promise<{ count: number; waitedMs: number; stable: boolean }> {
+export async function stableWorkflowCount(
+  system: BenchSystem,
+  query: string,
+  timeoutMs = 60_000,
+  stableReads = 3,
+): Promise<{ count: number; waitedMs: number; stable: boolean }> {
   const t0 = performance.now();
   let last = -1;
   let same = 0;
@@ -79,7 +85,11 @@ export async function stableWorkflowCount(system: BenchSystem, query: string, ti
 }
 
 export async function runFlashSaleBench(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, { buyers: 'int', stock: 'int', connections: 'int', buckets: 'int', 'separate-api': 'flag', quick: 'flag' }, USAGE);
+  const flags = parseFlags(
+    argv,
+    { buyers: 'int', stock: 'int', connections: 'int', buckets: 'int', 'separate-api': 'flag', quick: 'flag' },
+    USAGE,
+  );
   const quick = flags.quick === true;
   const buyers = (flags.buyers as number | undefined) ?? (quick ? 200 : 2000);
   const stock = (flags.stock as number | undefined) ?? (quick ? 20 : 100);
@@ -87,7 +97,9 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   const buckets = flags.buckets as number | undefined;
   const separateApi = flags['separate-api'] === true;
   const options = { buyers, stock, connections, buckets: buckets ?? 1, separateApi };
-  log(`flash sale: ${buyers} buyers, ${stock} units, ${connections} connections${buckets ? `, ${buckets} stock buckets` : ''}`);
+  log(
+    `flash sale: ${buyers} buyers, ${stock} units, ${connections} connections${buckets ? `, ${buckets} stock buckets` : ''}`,
+  );
 
   const system = await startSystem({ database: 'payflow_bench_flash', name: 'bench-flash-sale', separateApi });
   const sku = `flash-${system.runId}`;
@@ -114,7 +126,11 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
       const sent = performance.now();
       let answer: Answer;
       try {
-        const r = await pool.request('POST', '/orders', { body, headers: { 'content-type': 'application/json' }, timeoutMs: 120_000 });
+        const r = await pool.request('POST', '/orders', {
+          body,
+          headers: { 'content-type': 'application/json' },
+          timeoutMs: 120_000,
+        });
         let parsed: unknown;
         try {
           parsed = JSON.parse(r.text);
@@ -122,12 +138,20 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
           parsed = undefined;
         }
         const retryAfter = r.headers['retry-after'];
-        answer = { status: r.status, code: errorCode(parsed), ms: r.ms, at: performance.now() - t0, ...(retryAfter !== undefined ? { retryAfter: String(retryAfter) } : {}) };
+        answer = {
+          status: r.status,
+          code: errorCode(parsed),
+          ms: r.ms,
+          at: performance.now() - t0,
+          ...(retryAfter !== undefined ? { retryAfter: String(retryAfter) } : {}),
+        };
       } catch (err) {
         answer = { status: 0, error: errorKind(err), ms: performance.now() - sent, at: performance.now() - t0 };
       }
       answers.push(answer);
-      byStatus.add(answer.status === 0 ? `network ${answer.error}` : `${answer.status}${answer.code ? ` ${answer.code}` : ''}`);
+      byStatus.add(
+        answer.status === 0 ? `network ${answer.error}` : `${answer.status}${answer.code ? ` ${answer.code}` : ''}`,
+      );
     },
   );
   const saleMs = performance.now() - t0;
@@ -142,9 +166,16 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   log('waiting for Temporal visibility to settle');
   const workflows = await stableWorkflowCount(system, query);
 
-  const product = await http('GET', `${system.apiUrl}/admin/products/${sku}`, undefined, 10_000, { authorization: `Bearer ${system.adminToken}` });
+  const product = await http('GET', `${system.apiUrl}/admin/products/${sku}`, undefined, 10_000, {
+    authorization: `Bearer ${system.adminToken}`,
+  });
   const stockAfter = field(product.body, 'stock') as { available: number; reserved: number; sold: number } | undefined;
-  const statusRows = (await system.db('orders').select('status').count({ n: '*' }).groupBy('status').orderBy('status')) as { status: string; n: number | string }[];
+  const statusRows = (await system
+    .db('orders')
+    .select('status')
+    .count({ n: '*' })
+    .groupBy('status')
+    .orderBy('status')) as { status: string; n: number | string }[];
   const orderStatuses = Object.fromEntries(statusRows.map((r) => [r.status, Number(r.n)]));
 
   const winners = answers.filter((a) => a.status === 201);
@@ -169,9 +200,13 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   const latency = (list: Answer[]) => summarize(list.map((a) => a.ms));
   const [winnerLatency, loserLatency, otherLatency] = [latency(winners), latency(losers), latency(others)];
   const ratio = Math.round((workflows.count / stock) * 100) / 100;
-  const span = (list: Answer[]) => (list.length ? { first: Math.round(Math.min(...list.map((a) => a.at))), last: Math.round(Math.max(...list.map((a) => a.at))) } : null);
+  const span = (list: Answer[]) =>
+    list.length
+      ? { first: Math.round(Math.min(...list.map((a) => a.at))), last: Math.round(Math.max(...list.map((a) => a.at))) }
+      : null;
   const [winnersSpan, losersSpan] = [span(winners), span(losers)];
-  const spanText = (name: string, x: { first: number; last: number } | null) => (x ? `${name} ${(x.first / 1000).toFixed(1)}-${(x.last / 1000).toFixed(1)} s` : `no ${name}`);
+  const spanText = (name: string, x: { first: number; last: number } | null) =>
+    x ? `${name} ${(x.first / 1000).toFixed(1)}-${(x.last / 1000).toFixed(1)} s` : `no ${name}`;
   // Answers per second of the sale, by kind: when the winners got through, against the losers.
   const timeline: Record<string, Record<string, number>> = {};
   for (const a of answers) {
@@ -217,7 +252,10 @@ Flash-sale report ${ok ? '(books exact, no 5xx)' : '(CHECK FAILED, see below)'}
 ${table([
   ['command', report.command],
   ['machine', report.machine],
-  ['sale', `${buyers} buyers x 1 unit of ${sku} (${stock} units, ${buckets ? `${buckets} buckets` : 'one stock row'}), over ${connections} keep-alive connections (${opened} opened); ${separateApi ? 'API in its own process' : 'API, worker and sandbox in one process'}`],
+  [
+    'sale',
+    `${buyers} buyers x 1 unit of ${sku} (${stock} units, ${buckets ? `${buckets} buckets` : 'one stock row'}), over ${connections} keep-alive connections (${opened} opened); ${separateApi ? 'API in its own process' : 'API, worker and sandbox in one process'}`,
+  ],
   ['wall time', `${(saleMs / 1000).toFixed(2)} s`],
   ['throughput', `${report.requestsPerSecond.toFixed(2)} requests/s (every answer, over the whole sale)`],
   ['winners (201) ms', latencyRow(winnerLatency, p90)],
@@ -225,7 +263,12 @@ ${table([
   ...(others.length ? ([['other answers ms', latencyRow(otherLatency, p90)]] as [string, string][]) : []),
   ['answers', `${byStatus.toString()}; 5xx: ${fiveXx}; network errors: ${network}`],
   ['answered', `into the sale: ${spanText('winners', winnersSpan)}, ${spanText('losers', losersSpan)}`],
-  ['Retry-After', shed.length === 0 ? 'no 429/503 answers' : `${shedWithRetryAfter} of ${shed.length} 429/503 answers carry it (${mark(checks.retryAfterOnEvery429and503)})`],
+  [
+    'Retry-After',
+    shed.length === 0
+      ? 'no 429/503 answers'
+      : `${shedWithRetryAfter} of ${shed.length} 429/503 answers carry it (${mark(checks.retryAfterOnEvery429and503)})`,
+  ],
   [
     'workflows started',
     `${workflows.count} (Temporal visibility${workflows.stable ? `, stable after ${(workflows.waitedMs / 1000).toFixed(1)} s` : ', STILL CHANGING after 60 s'}) = ${ratio} per unit of stock, ${Math.round((workflows.count / Math.max(1, buyers)) * 100)}% of buyers`,
@@ -236,13 +279,22 @@ ${table([
       ? `available=${stockAfter.available} reserved=${stockAfter.reserved} sold=${stockAfter.sold}; ${taken} units taken for ${winners.length} winners, ${expectedWinners} expected (${mark(checks.winnersEqualStock && checks.unitsTakenEqualWinners && checks.availableLeft)})`
       : `unreadable: HTTP ${product.status}`,
   ],
-  ['orders in MySQL', `${Object.entries(orderStatuses).map(([s, n]) => `${s}=${n}`).join('  ') || 'none'} (${mark(checks.ordersHoldingEqualWinners)}: orders holding stock = winners)`],
+  [
+    'orders in MySQL',
+    `${
+      Object.entries(orderStatuses)
+        .map(([s, n]) => `${s}=${n}`)
+        .join('  ') || 'none'
+    } (${mark(checks.ordersHoldingEqualWinners)}: orders holding stock = winners)`,
+  ],
   ['cpu during sale', used.text],
   ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
   ['temporal', system.temporalNote],
   ['report', reportFile],
 ])}`);
-  if (!ok) console.log(`\n  checks: ${JSON.stringify(checks)}\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
+  if (!ok)
+    console.log(
+      `\n  checks: ${JSON.stringify(checks)}\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`,
+    );
   return ok ? 0 : 1;
 }
-

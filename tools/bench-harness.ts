@@ -1,7 +1,8 @@
 /**
  * What every `npm run bench` mode shares: the system under test (DATABASE_URL's database or the mode's own, never
  * dropping one the bench did not create; PORT/SANDBOX_PORT or free ports; a task queue of its own; the server at
- * TEMPORAL_ADDRESS, or when nothing listens there its own in-memory dev server, or a cluster handed in), shutdown on exit or Ctrl-C, HTTP helpers
+ * TEMPORAL_ADDRESS, or when nothing listens there its own in-memory dev server, or a cluster handed in), shutdown on
+ * exit or Ctrl-C, HTTP helpers
  * (fetch for set-up calls, a keep-alive connection pool for load), latency summaries, the order clients of the
  * lifecycle bench, flag parsing, and the lines every report starts with (the command and the machine).
  */
@@ -54,7 +55,11 @@ export type FlagKind = 'int' | 'duration' | 'flag';
  * Parses `--name value`, `--name=value` and bare `--flag`s against a spec; `--help` prints the usage and exits.
  * Whole numbers must be 1..1,000,000; durations are `500ms`, `2s`, `1m` (returned in ms).
  */
-export function parseFlags(argv: string[], spec: Record<string, FlagKind>, usage: string): Record<string, number | true> {
+export function parseFlags(
+  argv: string[],
+  spec: Record<string, FlagKind>,
+  usage: string,
+): Record<string, number | true> {
   const out: Record<string, number | true> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -74,7 +79,8 @@ export function parseFlags(argv: string[], spec: Record<string, FlagKind>, usage
     const text = match[2] ?? argv[++i];
     if (kind === 'int') {
       const value = Number(text);
-      if (text === undefined || !Number.isInteger(value) || value < 1 || value > 1_000_000) fail(`--${name} needs a whole number from 1 to 1000000, got "${text ?? ''}"\n${usage}`);
+      if (text === undefined || !Number.isInteger(value) || value < 1 || value > 1_000_000)
+        fail(`--${name} needs a whole number from 1 to 1000000, got "${text ?? ''}"\n${usage}`);
       out[name] = value;
     } else {
       let ms = NaN;
@@ -97,8 +103,13 @@ function shellQuote(arg: string): string {
 /** The command that produced this run, as it can be pasted again (with the environment that changes what runs). */
 export function commandLine(): string {
   const args = process.argv.slice(2).map(shellQuote);
-  const env = ['TEMPORAL_ADDRESS', 'BENCH_DB_POOL_MAX'].filter((k) => process.env[k] !== undefined).map((k) => `${k}=${shellQuote(process.env[k]!)} `);
-  const command = process.env.npm_lifecycle_event === 'bench' ? `npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}` : ['npx tsx tools/bench.ts', ...args].join(' ');
+  const env = ['TEMPORAL_ADDRESS', 'BENCH_DB_POOL_MAX']
+    .filter((k) => process.env[k] !== undefined)
+    .map((k) => `${k}=${shellQuote(process.env[k]!)} `);
+  const command =
+    process.env.npm_lifecycle_event === 'bench'
+      ? `npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}`
+      : ['npx tsx tools/bench.ts', ...args].join(' ');
   return `${env.join('')}${command}`;
 }
 
@@ -120,7 +131,13 @@ export interface HttpResult {
 }
 
 /** One JSON call with fetch (set-up and the lifecycle clients); aborted with the run. */
-export async function http(method: string, url: string, body: unknown, timeoutMs: number, headers: Record<string, string> = {}): Promise<HttpResult> {
+export async function http(
+  method: string,
+  url: string,
+  body: unknown,
+  timeoutMs: number,
+  headers: Record<string, string> = {},
+): Promise<HttpResult> {
   const response = await fetch(url, {
     method,
     headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
@@ -192,10 +209,19 @@ export class KeepAlivePool {
     readonly connections: number,
   ) {
     this.target = new URL(origin);
-    this.agent = new Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections, scheduling: 'fifo' });
+    this.agent = new Agent({
+      keepAlive: true,
+      maxSockets: connections,
+      maxFreeSockets: connections,
+      scheduling: 'fifo',
+    });
   }
 
-  request(method: string, path: string, options: { body?: string; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<PoolReply> {
+  request(
+    method: string,
+    path: string,
+    options: { body?: string; headers?: Record<string, string>; timeoutMs?: number } = {},
+  ): Promise<PoolReply> {
     const body = options.body === undefined ? undefined : Buffer.from(options.body);
     return new Promise((done, failed) => {
       const t0 = performance.now();
@@ -212,7 +238,14 @@ export class KeepAlivePool {
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => done({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - t0 }));
+          res.on('end', () =>
+            done({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              text: Buffer.concat(chunks).toString('utf8'),
+              ms: performance.now() - t0,
+            }),
+          );
           res.on('error', failed);
         },
       );
@@ -232,7 +265,11 @@ export class KeepAlivePool {
 }
 
 /** Runs `fn` over `items` with `workers` at a time (each worker takes the next item when its last one is done). */
-export async function inParallel<T>(items: readonly T[], workers: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+export async function inParallel<T>(
+  items: readonly T[],
+  workers: number,
+  fn: (item: T, index: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(workers, items.length) }, async () => {
@@ -260,7 +297,12 @@ export class Tally {
     return Object.fromEntries([...this.counts].sort((a, b) => b[1] - a[1]));
   }
   toString(): string {
-    return this.counts.size === 0 ? 'none' : [...this.counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} x${n}`).join(', ');
+    return this.counts.size === 0
+      ? 'none'
+      : [...this.counts]
+          .sort((a, b) => b[1] - a[1])
+          .map(([k, n]) => `${k} x${n}`)
+          .join(', ');
   }
 }
 
@@ -297,7 +339,10 @@ export function summarize(values: number[]): Summary | null {
 }
 
 /** `p50 12.0   p95 ...   max ...   (n=...)` with the percentiles asked for. */
-export function latencyRow(s: Summary | null, percentiles: ('p50' | 'p90' | 'p95' | 'p99')[] = ['p50', 'p95', 'p99']): string {
+export function latencyRow(
+  s: Summary | null,
+  percentiles: ('p50' | 'p90' | 'p95' | 'p99')[] = ['p50', 'p95', 'p99'],
+): string {
   if (!s) return 'n/a';
   const f = (v: number) => v.toFixed(1).padStart(8);
   return `${percentiles.map((p) => `${p} ${f(s[p])}`).join('   ')}   max ${f(s.max)}   (n=${s.count})`;
@@ -311,7 +356,6 @@ export function table(rows: [string, string][]): string {
 export const perSecond = (n: number, ms: number) => (ms > 0 ? Math.round((n / (ms / 1000)) * 100) / 100 : 0);
 
 export { pidListeningOn, processCpuMs };
-
 
 /** Resident memory of a process in MiB, from /proc (Linux); undefined elsewhere. */
 export function processRssMb(pid: number | undefined): number | undefined {
@@ -337,22 +381,27 @@ export function machineCpu(): { busy: number; total: number } {
 }
 
 /** CPU used from now until `stop()`: the machine's busy share, the system under test, Temporal, the load generator. */
-export function cpuMeter(system: BenchSystem): () => { machineBusyPercent: number; systemMs?: number; temporalMs?: number; loadGeneratorMs: number; text: string } {
+export function cpuMeter(
+  system: BenchSystem,
+): () => { machineBusyPercent: number; systemMs?: number; temporalMs?: number; loadGeneratorMs: number; text: string } {
   const own = process.cpuUsage();
   const machine = machineCpu();
   const pids = system.pids();
   const before = { system: pids.system.map(processCpuMs), temporal: processCpuMs(pids.temporal) };
   return () => {
     const after = machineCpu();
-    const machineBusyPercent = Math.round(((after.busy - machine.busy) / Math.max(1, after.total - machine.total)) * 1000) / 10;
+    const machineBusyPercent =
+      Math.round(((after.busy - machine.busy) / Math.max(1, after.total - machine.total)) * 1000) / 10;
     const now = system.pids();
-    const sum = (values: (number | undefined)[]) => (values.some((v) => v === undefined) ? undefined : values.reduce<number>((a, v) => a + v!, 0));
+    const sum = (values: (number | undefined)[]) =>
+      values.some((v) => v === undefined) ? undefined : values.reduce<number>((a, v) => a + v!, 0);
     // A restarted API is a new pid: count what the processes alive now used since they started or since the mark.
     const systemAfter = sum(now.system.map(processCpuMs));
     const systemBefore = sum(before.system.filter((_, i) => pids.system[i] === now.system[i]));
     const systemMs = systemAfter === undefined || systemBefore === undefined ? undefined : systemAfter - systemBefore;
     const temporalAfter = processCpuMs(now.temporal);
-    const temporalMs = temporalAfter === undefined || before.temporal === undefined ? undefined : temporalAfter - before.temporal;
+    const temporalMs =
+      temporalAfter === undefined || before.temporal === undefined ? undefined : temporalAfter - before.temporal;
     const load = process.cpuUsage(own);
     const loadGeneratorMs = Math.round((load.user + load.system) / 1000);
     const s = (ms: number | undefined) => (ms === undefined ? 'n/a' : `${(ms / 1000).toFixed(1)} s`);
@@ -412,7 +461,8 @@ function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
-const running = (child: ChildProcess | undefined): boolean => child !== undefined && child.exitCode === null && child.signalCode === null;
+const running = (child: ChildProcess | undefined): boolean =>
+  child !== undefined && child.exitCode === null && child.signalCode === null;
 
 /** SIGTERM, then SIGKILL after the grace period. */
 async function stopChild(child: ChildProcess | undefined, name: string, graceMs: number): Promise<void> {
@@ -453,7 +503,9 @@ function logGroups(file: string): { key: string; level: number; count: number; e
       /* a plain line: grouped by its start */
     }
     // Ids and numbers vary from line to line; the kind of message does not.
-    key = key.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?::\d+)*/gi, '<id>').replace(/\d+/g, '#');
+    key = key
+      .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?::\d+)*/gi, '<id>')
+      .replace(/\d+/g, '#');
     const group = seen.get(`${level} ${key}`);
     if (group) {
       group.count++;
@@ -471,7 +523,10 @@ export function logDigest(file: string, groups = 8): string {
   if (all.length === 0) return '    (no output)';
   return all
     .slice(0, groups)
-    .map((g) => `    x${g.count}  ${LEVEL_NAMES[g.level] ?? (g.level ? `level ${g.level}` : 'text')}: ${g.key}\n        e.g. ${g.example.slice(0, 400)}`)
+    .map(
+      (g) =>
+        `    x${g.count}  ${LEVEL_NAMES[g.level] ?? (g.level ? `level ${g.level}` : 'text')}: ${g.key}\n        e.g. ${g.example.slice(0, 400)}`,
+    )
     .join('\n');
 }
 
@@ -490,9 +545,14 @@ export function logSummary(file: string): string {
 function spawnTs(script: string, env: Record<string, string>, logFile: string): ChildProcess {
   const fd = openSync(logFile, 'a');
   try {
-    // BENCH_CPU_PROF=<dir>: the system under test writes a V8 CPU profile there when it exits (profile before optimising).
+    // BENCH_CPU_PROF=<dir>: the system under test writes a V8 CPU profile there when it exits (profile before
+    // optimising).
     const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-    return spawn(process.execPath, [...profile, '--import', 'tsx', script], { cwd: ROOT, env, stdio: ['ignore', fd, fd, 'ipc'] });
+    return spawn(process.execPath, [...profile, '--import', 'tsx', script], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', fd, fd, 'ipc'],
+    });
   } finally {
     closeSync(fd);
   }
@@ -527,13 +587,17 @@ async function terminateLeftovers(temporal: Client, taskQueue: string): Promise<
         await temporal.workflow
           .getHandle(wf.workflowId, wf.runId)
           .terminate('left running by a bench run')
-          .then(() => terminated++, () => undefined);
+          .then(
+            () => terminated++,
+            () => undefined,
+          );
       });
     });
   } catch (err) {
     log(`could not clean up workflows on ${taskQueue}: ${errorText(err)}`);
   }
-  if (terminated > 0) log(`terminated ${terminated} workflow(s) left running on task queue ${taskQueue} (or its -reference queue)`);
+  if (terminated > 0)
+    log(`terminated ${terminated} workflow(s) left running on task queue ${taskQueue} (or its -reference queue)`);
 }
 
 function shutdown(): Promise<void> {
@@ -633,12 +697,20 @@ export interface BenchSystem {
  * Waits until the child reports that its worker polls (IPC "ready": the API answers /healthz while the worker
  * is still bundling the workflow code, and orders created then would only measure that) and /healthz is 200.
  */
-async function waitForHealth(apiUrl: string, children: ChildProcess[], logFile: string, ready: () => boolean): Promise<void> {
+async function waitForHealth(
+  apiUrl: string,
+  children: ChildProcess[],
+  logFile: string,
+  ready: () => boolean,
+): Promise<void> {
   const deadline = Date.now() + HEALTH_TIMEOUT_MS;
   let last = 'no answer yet';
   while (Date.now() < deadline) {
     const dead = children.find((c) => !running(c));
-    if (dead) throw new Error(`the system under test exited (${dead.exitCode ?? dead.signalCode}) before it was healthy; its output:\n${tail(logFile)}`);
+    if (dead)
+      throw new Error(
+        `the system under test exited (${dead.exitCode ?? dead.signalCode}) before it was healthy; its output:\n${tail(logFile)}`,
+      );
     try {
       const r = await http('GET', `${apiUrl}/healthz`, undefined, 2000);
       if (r.status === 200 && ready()) return;
@@ -648,7 +720,9 @@ async function waitForHealth(apiUrl: string, children: ChildProcess[], logFile: 
     }
     await sleep(250);
   }
-  throw new Error(`the system under test was not ready within ${HEALTH_TIMEOUT_MS / 1000}s (last: ${last}); output:\n${tail(logFile)}`);
+  throw new Error(
+    `the system under test was not ready within ${HEALTH_TIMEOUT_MS / 1000}s (last: ${last}); output:\n${tail(logFile)}`,
+  );
 }
 
 /**
@@ -673,15 +747,23 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
     log(`Temporal: ${temporalNote}`);
   } else if (await isListening(temporalAddress)) {
     // A server on this machine: its CPU is measured through the pid that listens on the port.
-    const pid = /^(127\.|localhost:)/.test(temporalAddress) ? pidListeningOn(Number(temporalAddress.split(':').pop())) : undefined;
+    const pid = /^(127\.|localhost:)/.test(temporalAddress)
+      ? pidListeningOn(Number(temporalAddress.split(':').pop()))
+      : undefined;
     temporalNote = `existing server at ${temporalAddress}${pid ? ` (pid ${pid}; shared with whatever else uses it)` : ' (its CPU is not measured: no local process of this user listens there)'}`;
     temporalPid = () => pid;
     log(`Temporal: using the server at ${temporalAddress}`);
   } else {
     const binary = ensureTemporalCli((l) => log(l));
     temporalAddress = `127.0.0.1:${await freePort()}`;
-    log(`Temporal: nothing at ${base.temporalAddress}; starting an in-memory headless dev server on ${temporalAddress}`);
-    res.devServer = await startDevServer(binary, { address: temporalAddress, namespace, headless: true, logLevel: 'error' }, 'ignore');
+    log(
+      `Temporal: nothing at ${base.temporalAddress}; starting an in-memory headless dev server on ${temporalAddress}`,
+    );
+    res.devServer = await startDevServer(
+      binary,
+      { address: temporalAddress, namespace, headless: true, logLevel: 'error' },
+      'ignore',
+    );
     temporalNote = `in-memory dev server at ${temporalAddress} (started by the bench)`;
   }
 
@@ -722,22 +804,32 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
   const config = loadConfig(env);
   res.taskQueue = config.taskQueue;
 
-  const layout = options.separateApi ? 'API in its own process; sandbox and worker in another' : 'sandbox, API and worker in one process';
-  log(`starting the system under test (API ${config.publicBaseUrl}, sandbox ${config.sandboxUrl}, task queue ${config.taskQueue}; ${layout}); its output goes to ${relative(ROOT, systemLog)}`);
+  const layout = options.separateApi
+    ? 'API in its own process; sandbox and worker in another'
+    : 'sandbox, API and worker in one process';
+  log(
+    `starting the system under test (API ${config.publicBaseUrl}, sandbox ${config.sandboxUrl}, task queue ${config.taskQueue}; ${layout}); its output goes to ${relative(ROOT, systemLog)}`,
+  );
   const startedAt = performance.now();
   let ready = false;
-  res.system = spawnTs(join(__dirname, 'bench-system.ts'), options.separateApi ? { ...env, BENCH_SYSTEM_API: 'off' } : env, systemLog);
+  res.system = spawnTs(
+    join(__dirname, 'bench-system.ts'),
+    options.separateApi ? { ...env, BENCH_SYSTEM_API: 'off' } : env,
+    systemLog,
+  );
   res.system.on('message', (message: unknown) => {
     if (field(message, 'type') === 'ready') ready = true;
   });
   res.system.once('exit', (code, signal) => {
-    if (!shuttingDown) runAbort.abort(`system under test exited with ${code ?? signal}; see ${relative(ROOT, systemLog)}`);
+    if (!shuttingDown)
+      runAbort.abort(`system under test exited with ${code ?? signal}; see ${relative(ROOT, systemLog)}`);
   });
   let apiKilledOnPurpose = false;
   const startApi = () => {
     const api = spawnTs(join(ROOT, 'src/client/main.ts'), env, systemLog);
     api.once('exit', (code, signal) => {
-      if (!shuttingDown && !apiKilledOnPurpose) runAbort.abort(`the API exited with ${code ?? signal}; see ${relative(ROOT, systemLog)}`);
+      if (!shuttingDown && !apiKilledOnPurpose)
+        runAbort.abort(`the API exited with ${code ?? signal}; see ${relative(ROOT, systemLog)}`);
     });
     return api;
   };
@@ -764,10 +856,17 @@ export async function startSystem(options: SystemOptions): Promise<BenchSystem> 
     systemLog: relative(ROOT, systemLog),
     pids: () => ({ system: children().map((c) => c.pid), temporal: temporalPid() }),
     async createProduct(sku, stock, extra = {}) {
-      const put = await http('PUT', `${config.publicBaseUrl}/admin/products/${sku}`, { name: `Bench item ${sku}`, price: 1999, currency: 'CNY', stock, ...extra }, 10_000, {
-        authorization: `Bearer ${adminToken}`,
-      });
-      if (put.status !== 201 && put.status !== 200) throw new Error(`creating the product failed: ${httpKind(put)} ${JSON.stringify(put.body)}`);
+      const put = await http(
+        'PUT',
+        `${config.publicBaseUrl}/admin/products/${sku}`,
+        { name: `Bench item ${sku}`, price: 1999, currency: 'CNY', stock, ...extra },
+        10_000,
+        {
+          authorization: `Bearer ${adminToken}`,
+        },
+      );
+      if (put.status !== 201 && put.status !== 200)
+        throw new Error(`creating the product failed: ${httpKind(put)} ${JSON.stringify(put.body)}`);
     },
     async restartApi() {
       if (!res.api) throw new Error('restartApi needs separateApi');
@@ -850,17 +949,28 @@ export function apiDriver(system: BenchSystem, sku: string, userPrefix = 'bench-
     async create(clientNo) {
       let created: HttpResult;
       try {
-        created = await http('POST', `${system.apiUrl}/orders`, { userId: `${userPrefix}-${clientNo}`, items: [{ sku, quantity: 1 }] }, CREATE_TIMEOUT_MS);
+        created = await http(
+          'POST',
+          `${system.apiUrl}/orders`,
+          { userId: `${userPrefix}-${clientNo}`, items: [{ sku, quantity: 1 }] },
+          CREATE_TIMEOUT_MS,
+        );
       } catch (err) {
         return { error: `create: ${errorKind(err)}`, example: errorText(err) };
       }
-      if (created.status !== 201) return { error: `create: ${httpKind(created)}`, example: JSON.stringify(created.body) };
+      if (created.status !== 201)
+        return { error: `create: ${httpKind(created)}`, example: JSON.stringify(created.body) };
       const orderId = String(field(created.body, 'orderId'));
       return { orderId, workflowId: orderWorkflowId(orderId) };
     },
     async pay(orderId) {
       try {
-        const paid = await http('POST', `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`, {}, PAY_TIMEOUT_MS);
+        const paid = await http(
+          'POST',
+          `${system.sandboxUrl}/v1/payments/${encodeURIComponent(orderId)}/pay`,
+          {},
+          PAY_TIMEOUT_MS,
+        );
         if (paid.status !== 200) return { error: `pay: ${httpKind(paid)}`, example: JSON.stringify(paid.body) };
       } catch (err) {
         return { error: `pay: ${errorKind(err)}`, example: errorText(err) };
@@ -904,12 +1014,22 @@ export async function runLifecycleClients(
 }
 
 /** The order workflow's (or any workflow's) result, as the lifecycle clients wait for it by default. */
-async function workflowResult(system: BenchSystem, workflowId: string, signal: AbortSignal): Promise<{ status: string; reason?: string }> {
+async function workflowResult(
+  system: BenchSystem,
+  workflowId: string,
+  signal: AbortSignal,
+): Promise<{ status: string; reason?: string }> {
   const handle = system.temporal.workflow.getHandle(workflowId);
   return (await system.temporal.withAbortSignal(signal, () => handle.result())) as OrderPaymentResult;
 }
 
-async function oneOrder(system: BenchSystem, load: Load, record: OrderRecord, driver: LifecycleDriver, clientNo: number): Promise<void> {
+async function oneOrder(
+  system: BenchSystem,
+  load: Load,
+  record: OrderRecord,
+  driver: LifecycleDriver,
+  clientNo: number,
+): Promise<void> {
   const t0 = performance.now();
   const created = await driver.create(clientNo, record.n);
   if ('error' in created) return load.error(record, created.error, created.example);
@@ -926,13 +1046,21 @@ async function oneOrder(system: BenchSystem, load: Load, record: OrderRecord, dr
   const timeout = AbortSignal.timeout(RESULT_TIMEOUT_MS);
   try {
     const signal = AbortSignal.any([runAbort.signal, timeout]);
-    const result = await (driver.settled ? driver.settled(orderId, workflowId, signal) : workflowResult(system, workflowId, signal));
+    const result = await (driver.settled
+      ? driver.settled(orderId, workflowId, signal)
+      : workflowResult(system, workflowId, signal));
     record.status = result.status;
-    if (result.status !== 'PAID') return load.error(record, `result: ${result.status}`, `${orderId}: ${result.status}${result.reason ? ` (${result.reason})` : ''}`);
+    if (result.status !== 'PAID')
+      return load.error(
+        record,
+        `result: ${result.status}`,
+        `${orderId}: ${result.status}${result.reason ? ` (${result.reason})` : ''}`,
+      );
     record.payToPaidMs = performance.now() - t1;
     load.paid++;
   } catch (err) {
-    const kind = !runAbort.signal.aborted && timeout.aborted ? `timeout after ${RESULT_TIMEOUT_MS / 1000}s` : errorKind(err);
+    const kind =
+      !runAbort.signal.aborted && timeout.aborted ? `timeout after ${RESULT_TIMEOUT_MS / 1000}s` : errorKind(err);
     return load.error(record, `result: ${kind}`, `${orderId}: ${errorText(err)}`);
   }
 }
@@ -949,7 +1077,13 @@ export interface PlacedOrders {
  * Places `count` one-unit orders of `sku` with `clients` at a time, as distinct users, each with an Idempotency-Key
  * so that a shed (429), pending (503) or broken request can be sent again safely (after Retry-After, else a second).
  */
-export async function placeOrders(system: BenchSystem, sku: string, count: number, clients: number, userPrefix: string): Promise<PlacedOrders> {
+export async function placeOrders(
+  system: BenchSystem,
+  sku: string,
+  count: number,
+  clients: number,
+  userPrefix: string,
+): Promise<PlacedOrders> {
   const orderIds: string[] = [];
   const problems = new Tally();
   const t0 = performance.now();

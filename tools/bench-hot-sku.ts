@@ -5,7 +5,8 @@
  * It measures the stock TCC Try itself (src/db/stock.ts: fence row, conditional update, holds, timeline
  * event, commit), straight against MySQL with one connection per client, because that is where a flash sale
  * queues: through the API the Temporal dev server's CPU caps the rate long before the stock row does.
- * Own database `payflow_bench_hot` (or DATABASE_URL's when set; re-created only when the bench created it). Prints a table and writes reports/bench-hot-sku-*.json.
+ * Own database `payflow_bench_hot` (or DATABASE_URL's when set; re-created only when the bench created it). Prints a
+ * table and writes reports/bench-hot-sku-*.json.
  *
  * `--db-latency-ms X` puts a proxy adding X ms round trip between the clients and MySQL, as when the database
  * is on another machine: a hot row stays locked from its update until the commit's answer, so the round trip
@@ -26,7 +27,8 @@ import { freePort } from './processes';
 
 const ROOT = resolve(__dirname, '..');
 const DATABASE = 'payflow_bench_hot';
-const USAGE = 'usage: npm run bench -- --hot-sku [--buckets N] [--seconds S] [--clients 50,200] [--db-latency-ms X]   (defaults: 16 buckets, 10 s per run, 50 and 200 clients, no added latency)';
+const USAGE =
+  'usage: npm run bench -- --hot-sku [--buckets N] [--seconds S] [--clients 50,200] [--db-latency-ms X]   (defaults: 16 buckets, 10 s per run, 50 and 200 clients, no added latency)';
 
 interface HotOptions {
   buckets: number;
@@ -66,11 +68,13 @@ export function parseHotSkuArgs(argv: string[]): HotOptions {
     const text = match[2] ?? argv[++i] ?? '';
     if (match[1] === 'db-latency-ms') {
       options.dbLatencyMs = Number(text);
-      if (!Number.isFinite(options.dbLatencyMs) || options.dbLatencyMs < 0 || options.dbLatencyMs > 100) fail(`--db-latency-ms needs 0..100, got "${text}"`);
+      if (!Number.isFinite(options.dbLatencyMs) || options.dbLatencyMs < 0 || options.dbLatencyMs > 100)
+        fail(`--db-latency-ms needs 0..100, got "${text}"`);
       continue;
     }
     const numbers = text.split(',').map(Number);
-    if (numbers.some((n) => !Number.isInteger(n) || n < 1)) fail(`--${match[1]} needs whole numbers from 1, got "${text}"`);
+    if (numbers.some((n) => !Number.isInteger(n) || n < 1))
+      fail(`--${match[1]} needs whole numbers from 1, got "${text}"`);
     if (match[1] === 'clients') options.clients = numbers;
     else if (numbers.length !== 1) fail(`--${match[1]} takes one number`);
     else if (match[1] === 'buckets') options.buckets = numbers[0]!;
@@ -92,7 +96,8 @@ async function createHotSku(db: Knex, buckets: number, units: number): Promise<s
   const share = (b: number) => bucketShare(units, buckets, b);
   await db('products').insert({ sku, name: `hot SKU x${buckets}`, price: 100, currency: 'CNY' });
   await db('stock').insert({ sku, available: share(0), reserved: 0, sold: 0, total_in: units, buckets });
-  for (let b = 1; b < buckets; b++) await db('stock_buckets').insert({ sku, bucket: b, available: share(b), reserved: 0, sold: 0 });
+  for (let b = 1; b < buckets; b++)
+    await db('stock_buckets').insert({ sku, bucket: b, available: share(b), reserved: 0, sold: 0 });
   return sku;
 }
 
@@ -111,7 +116,8 @@ async function run(db: Knex, buckets: number, clients: number, seconds: number):
           await tryReserveStock(db, `bench-${randomBytes(8).toString('hex')}`, [{ sku, quantity: 1 }]);
           latencies.push(performance.now() - t0);
         } catch (err) {
-          const code = (err as { code?: string; type?: string }).code ?? (err as { type?: string }).type ?? (err as Error).message;
+          const code =
+            (err as { code?: string; type?: string }).code ?? (err as { type?: string }).type ?? (err as Error).message;
           errors[code] = (errors[code] ?? 0) + 1;
         }
       }
@@ -124,7 +130,8 @@ async function run(db: Knex, buckets: number, clients: number, seconds: number):
     [sku, sku],
   )) as [{ reserved: number | string }[]];
   const reserved = Number(sums[0][0]!.reserved);
-  if (reserved !== latencies.length) throw new Error(`stock ${sku}: reserved ${reserved} but ${latencies.length} reservations succeeded`);
+  if (reserved !== latencies.length)
+    throw new Error(`stock ${sku}: reserved ${reserved} but ${latencies.length} reservations succeeded`);
   latencies.sort((a, b) => a - b);
   const round = (n: number) => Math.round(n * 10) / 10;
   return {
@@ -133,7 +140,11 @@ async function run(db: Knex, buckets: number, clients: number, seconds: number):
     seconds: round(elapsed),
     reservations: latencies.length,
     perSecond: round(latencies.length / elapsed),
-    latencyMs: { p50: round(percentile(latencies, 50)), p99: round(percentile(latencies, 99)), max: round(latencies[latencies.length - 1] ?? 0) },
+    latencyMs: {
+      p50: round(percentile(latencies, 50)),
+      p99: round(percentile(latencies, 99)),
+      max: round(latencies[latencies.length - 1] ?? 0),
+    },
     errors,
   };
 }
@@ -146,11 +157,15 @@ export async function runHotSkuBench(argv: string[]): Promise<number> {
   await prepareToolDatabase(url.toString(), 'bench', { legacyNames: [DATABASE], log });
   const admin = createDb(withDatabase(url.toString(), 'information_schema'), { poolMax: 1 });
   const most = Math.max(...options.clients);
-  const [[{ Value: maxConnections }]] = (await admin.raw("SHOW VARIABLES LIKE 'max_connections'")) as [[{ Value: string }]];
+  const [[{ Value: maxConnections }]] = (await admin.raw("SHOW VARIABLES LIKE 'max_connections'")) as [
+    [{ Value: string }],
+  ];
   let raised: number | undefined;
   if (Number(maxConnections) < most + 30) {
     raised = Number(maxConnections);
-    log(`max_connections is ${maxConnections}; raising it to ${most + 50} for the run (one connection per client), restored afterwards`);
+    log(
+      `max_connections is ${maxConnections}; raising it to ${most + 50} for the run (one connection per client), restored afterwards`,
+    );
     await admin.raw(`SET GLOBAL max_connections = ${most + 50}`);
   }
   const results: RunResult[] = [];
@@ -159,9 +174,20 @@ export async function runHotSkuBench(argv: string[]): Promise<number> {
     await migrateLatest(url.toString());
     if (options.dbLatencyMs > 0) {
       const port = await freePort();
-      proxy = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, 'latency-proxy.ts'), String(port), `${url.hostname}:${url.port || 3306}`, String(options.dbLatencyMs / 2)], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
+      proxy = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          resolve(__dirname, 'latency-proxy.ts'),
+          String(port),
+          `${url.hostname}:${url.port || 3306}`,
+          String(options.dbLatencyMs / 2),
+        ],
+        {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
       await new Promise<void>((ready, failed) => {
         proxy!.stdout!.once('data', () => ready());
         proxy!.once('exit', (code) => failed(new Error(`latency proxy exited (${code})`)));
@@ -176,7 +202,9 @@ export async function runHotSkuBench(argv: string[]): Promise<number> {
         try {
           const r = await run(db, buckets, clients, options.seconds);
           results.push(r);
-          log(`  ${r.perSecond} reservations/s (p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms${Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ''})`);
+          log(
+            `  ${r.perSecond} reservations/s (p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms${Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ''})`,
+          );
         } finally {
           await db.destroy();
         }
@@ -193,17 +221,25 @@ export async function runHotSkuBench(argv: string[]): Promise<number> {
     const sharded = results.find((r) => r.clients === clients && r.buckets === options.buckets)!;
     return { clients, single, sharded, ratio: Math.round((sharded.perSecond / single.perSecond) * 100) / 100 };
   });
-  const network = options.dbLatencyMs ? `, ${options.dbLatencyMs} ms added per database round trip` : ', database on this host';
-  console.log(`\nHot-SKU reservations (stock TCC Try, 1 unit each, ${options.seconds} s per run, ${cpus().length} cores${network}):`);
+  const network = options.dbLatencyMs
+    ? `, ${options.dbLatencyMs} ms added per database round trip`
+    : ', database on this host';
+  console.log(
+    `\nHot-SKU reservations (stock TCC Try, 1 unit each, ${options.seconds} s per run, ${cpus().length} cores${network}):`,
+  );
   console.log(`  clients   one row (res/s, p50/p99 ms)      ${options.buckets} buckets (res/s, p50/p99 ms)   ratio`);
   for (const r of rows) {
-    const cell = (x: RunResult) => `${String(x.perSecond).padStart(7)}  ${x.latencyMs.p50}/${x.latencyMs.p99}`.padEnd(32);
+    const cell = (x: RunResult) =>
+      `${String(x.perSecond).padStart(7)}  ${x.latencyMs.p50}/${x.latencyMs.p99}`.padEnd(32);
     console.log(`  ${String(r.clients).padStart(7)}   ${cell(r.single)} ${cell(r.sharded)} x${r.ratio}`);
   }
   const reportsDir = join(ROOT, 'reports');
   mkdirSync(reportsDir, { recursive: true });
   const file = join(reportsDir, `bench-hot-sku-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, `${JSON.stringify({ options, results, ratios: rows.map((r) => ({ clients: r.clients, ratio: r.ratio })) }, null, 2)}\n`);
+  writeFileSync(
+    file,
+    `${JSON.stringify({ options, results, ratios: rows.map((r) => ({ clients: r.clients, ratio: r.ratio })) }, null, 2)}\n`,
+  );
   console.log(`  report: ${relative(ROOT, file)}`);
   return 0;
 }

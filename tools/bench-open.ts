@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- --open N [--orders M] [--concurrency C] [--quick]`: are open orders cheap to hold? (issue #16, point 8)
+ * `npm run bench -- --open N [--orders M] [--concurrency C] [--quick]`: are open orders cheap to hold? (issue #16,
+ * point 8)
  *
  * The system under test runs with long windows (PAYMENT_TIMEOUT and COOLING_OFF_PERIOD 6h, overridable with
  * BENCH_OPEN_PAYMENT_TIMEOUT / BENCH_OPEN_COOLING_OFF) so that nothing it holds closes during the run. Then:
@@ -61,7 +62,11 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const flags = parseFlags(argv, { open: 'int', orders: 'int', concurrency: 'int', cache: 'int', quick: 'flag' }, USAGE);
+  const flags = parseFlags(
+    argv,
+    { open: 'int', orders: 'int', concurrency: 'int', cache: 'int', quick: 'flag' },
+    USAGE,
+  );
   const quick = flags.quick === true;
   const open = flags.open as number;
   const orders = (flags.orders as number | undefined) ?? (quick ? 40 : 200);
@@ -75,9 +80,14 @@ function parseArgs(argv: string[]): Options {
   };
 }
 
-/** Resolves waiters when MySQL shows their order's status has left AWAITING_PAYMENT: one query for all every `everyMs`. */
+/**
+ * Resolves waiters when MySQL shows their order's status has left AWAITING_PAYMENT: one query for all every `everyMs`.
+ */
 class StatusWatcher {
-  private readonly waiting = new Map<string, { done: (s: { status: string; reason?: string }) => void; failed: (e: unknown) => void }[]>();
+  private readonly waiting = new Map<
+    string,
+    { done: (s: { status: string; reason?: string }) => void; failed: (e: unknown) => void }[]
+  >();
   private readonly timer: NodeJS.Timeout;
   private busy = false;
 
@@ -109,14 +119,17 @@ class StatusWatcher {
     try {
       const ids = [...this.waiting.keys()];
       for (let i = 0; i < ids.length; i += 500) {
-        const rows = (await this.db('orders').whereIn('order_id', ids.slice(i, i + 500)).select('order_id', 'status', 'status_reason')) as {
+        const rows = (await this.db('orders')
+          .whereIn('order_id', ids.slice(i, i + 500))
+          .select('order_id', 'status', 'status_reason')) as {
           order_id: string;
           status: string;
           status_reason: string | null;
         }[];
         for (const r of rows) {
           if (r.status === 'AWAITING_PAYMENT') continue;
-          for (const w of this.waiting.get(r.order_id) ?? []) w.done({ status: r.status, ...(r.status_reason ? { reason: r.status_reason } : {}) });
+          for (const w of this.waiting.get(r.order_id) ?? [])
+            w.done({ status: r.status, ...(r.status_reason ? { reason: r.status_reason } : {}) });
           this.waiting.delete(r.order_id);
         }
       }
@@ -151,7 +164,10 @@ async function snapshot(system: BenchSystem, step: string): Promise<Snapshot> {
     memoryMb?: { rss: number; heapUsed: number; heapTotal: number; external: number };
     worker?: { numCachedWorkflows: number; maxCachedWorkflows: number };
   };
-  const rows = (await system.db('orders').select('status').count({ n: '*' }).groupBy('status')) as { status: string; n: number | string }[];
+  const rows = (await system.db('orders').select('status').count({ n: '*' }).groupBy('status')) as {
+    status: string;
+    n: number | string;
+  }[];
   const pids = system.pids();
   return {
     at: new Date().toISOString(),
@@ -181,20 +197,39 @@ interface Measured {
   errors: Record<string, { count: number; example: string }>;
 }
 
-async function measure(system: BenchSystem, phase: string, sku: string, options: Options, watcher: StatusWatcher): Promise<Measured> {
-  const driver = (prefix: string): LifecycleDriver => ({ ...apiDriver(system, sku, prefix), settled: (orderId, _wf, signal) => watcher.wait(orderId, signal) });
+async function measure(
+  system: BenchSystem,
+  phase: string,
+  sku: string,
+  options: Options,
+  watcher: StatusWatcher,
+): Promise<Measured> {
+  const driver = (prefix: string): LifecycleDriver => ({
+    ...apiDriver(system, sku, prefix),
+    settled: (orderId, _wf, signal) => watcher.wait(orderId, signal),
+  });
   const warm = new Load();
-  await runLifecycleClients(system, sku, Math.min(options.concurrency, options.warmup), (n) => n < options.warmup, warm, driver(`open-warm-${phase}`));
+  await runLifecycleClients(
+    system,
+    sku,
+    Math.min(options.concurrency, options.warmup),
+    (n) => n < options.warmup,
+    warm,
+    driver(`open-warm-${phase}`),
+  );
   await sleep(1000);
   log(`${phase}: ${options.orders} new orders, ${options.concurrency} clients`);
   const load = new Load();
   const cpu = cpuMeter(system);
-  const stop = startProgress(() => `${phase}: ${load.paid}/${options.orders} PAID · ${load.failed} errors · ${load.inFlight} in flight`);
+  const stop = startProgress(
+    () => `${phase}: ${load.paid}/${options.orders} PAID · ${load.failed} errors · ${load.inFlight} in flight`,
+  );
   await runLifecycleClients(system, sku, options.concurrency, (n) => n < options.orders, load, driver(`open-${phase}`));
   stop();
   const used = cpu();
   const wallMs = load.endedAt - load.startedAt;
-  const per = (ms: number | undefined) => (ms === undefined || load.paid === 0 ? null : Math.round((ms / load.paid) * 10) / 10);
+  const per = (ms: number | undefined) =>
+    ms === undefined || load.paid === 0 ? null : Math.round((ms / load.paid) * 10) / 10;
   return {
     phase,
     paid: load.paid,
@@ -206,12 +241,20 @@ async function measure(system: BenchSystem, phase: string, sku: string, options:
     appCpuMsPerOrder: per(used.systemMs),
     temporalCpuMsPerOrder: per(used.temporalMs),
     cpuText: used.text,
-    errors: Object.fromEntries([...[...warm.errors].map(([k, v]): [string, { count: number; example: string }] => [`warm-up ${k}`, v]), ...load.errors]),
+    errors: Object.fromEntries([
+      ...[...warm.errors].map(([k, v]): [string, { count: number; example: string }] => [`warm-up ${k}`, v]),
+      ...load.errors,
+    ]),
   };
 }
 
-/** Status queries on open orders: the first (a replay when the worker has evicted the workflow) and an immediate second. */
-async function queryCost(system: BenchSystem, orderIds: string[]): Promise<{ sampled: number; firstMs: Summary | null; secondMs: Summary | null; failed: number }> {
+/**
+ * Status queries on open orders: the first (a replay when the worker has evicted the workflow) and an immediate second.
+ */
+async function queryCost(
+  system: BenchSystem,
+  orderIds: string[],
+): Promise<{ sampled: number; firstMs: Summary | null; secondMs: Summary | null; failed: number }> {
   const first: number[] = [];
   const second: number[] = [];
   let failed = 0;
@@ -235,11 +278,17 @@ export async function runOpenBench(argv: string[]): Promise<number> {
   const options = parseArgs(argv);
   const paymentTimeout = process.env.BENCH_OPEN_PAYMENT_TIMEOUT ?? '6h';
   const coolingOff = process.env.BENCH_OPEN_COOLING_OFF ?? '6h';
-  log(`--open ${options.open}: ${options.open} waiting + ${options.open} in cooling-off; ${options.orders} measured orders per phase, ${options.concurrency} clients`);
+  log(
+    `--open ${options.open}: ${options.open} waiting + ${options.open} in cooling-off; ${options.orders} measured orders per phase, ${options.concurrency} clients`,
+  );
   const system = await startSystem({
     database: 'payflow_bench_open',
     name: 'bench-open',
-    env: { PAYMENT_TIMEOUT: paymentTimeout, COOLING_OFF_PERIOD: coolingOff, ...(options.cache !== undefined ? { BENCH_MAX_CACHED_WORKFLOWS: String(options.cache) } : {}) },
+    env: {
+      PAYMENT_TIMEOUT: paymentTimeout,
+      COOLING_OFF_PERIOD: coolingOff,
+      ...(options.cache !== undefined ? { BENCH_MAX_CACHED_WORKFLOWS: String(options.cache) } : {}),
+    },
   });
   const sku = `open-${system.runId}`;
   await system.createProduct(sku, 2 * options.open + 2 * (options.orders + options.warmup));
@@ -268,15 +317,25 @@ export async function runOpenBench(argv: string[]): Promise<number> {
 
     const loaded = await measure(system, 'loaded', sku, options, watcher);
     snapshots.push(await snapshot(system, 'after loaded phase'));
-    const sampleIds = [...waiting.orderIds.slice(0, 10), ...cooling.records.filter((r) => r.status === 'PAID').slice(0, 10).map((r) => r.orderId!)];
+    const sampleIds = [
+      ...waiting.orderIds.slice(0, 10),
+      ...cooling.records
+        .filter((r) => r.status === 'PAID')
+        .slice(0, 10)
+        .map((r) => r.orderId!),
+    ];
     const queries = await queryCost(system, sampleIds);
     snapshots.push(await snapshot(system, 'after status queries'));
 
     const fillSnap = snapshots.find((s) => s.step === 'after fill')!;
     const emptySnap = snapshots.find((s) => s.step === 'after empty phase')!;
     const opened = 2 * options.open;
-    const mbPerOpen = fillSnap.rssMb !== null && emptySnap.rssMb !== null ? Math.round(((fillSnap.rssMb - emptySnap.rssMb) / opened) * 1000) / 1000 : null;
-    const rateRatio = empty.ordersPerSecond > 0 ? Math.round((loaded.ordersPerSecond / empty.ordersPerSecond) * 100) / 100 : null;
+    const mbPerOpen =
+      fillSnap.rssMb !== null && emptySnap.rssMb !== null
+        ? Math.round(((fillSnap.rssMb - emptySnap.rssMb) / opened) * 1000) / 1000
+        : null;
+    const rateRatio =
+      empty.ordersPerSecond > 0 ? Math.round((loaded.ordersPerSecond / empty.ordersPerSecond) * 100) / 100 : null;
     const failed = empty.failed + loaded.failed + cooling.failed + (options.open - waiting.orderIds.length);
     const ok = failed === 0 && !runAbort.signal.aborted;
     const maxCached = fillSnap.maxCachedWorkflows;
@@ -284,7 +343,12 @@ export async function runOpenBench(argv: string[]): Promise<number> {
       ok,
       command: commandLine(),
       options,
-      environment: { machine: machineFacts(), temporal: system.temporalNote, database: system.database, taskQueue: system.config.taskQueue },
+      environment: {
+        machine: machineFacts(),
+        temporal: system.temporalNote,
+        database: system.database,
+        taskQueue: system.config.taskQueue,
+      },
       systemEnv: {
         PAYMENT_TIMEOUT: paymentTimeout,
         COOLING_OFF_PERIOD: coolingOff,
@@ -297,15 +361,26 @@ export async function runOpenBench(argv: string[]): Promise<number> {
           options.cache !== undefined
             ? `--cache ${options.cache} (bench only; production: src/workers/worker.ts leaves maxCachedWorkflows unset, the SDK default applies)`
             : 'not set by src/workers/worker.ts (tuning.maxCachedWorkflows unset): the SDK default applies',
-        sdkDefault: 'TS SDK 1.24 with reuseV8Context (default): max(10, floor((heap_size_limit MiB - 200) * 600 / 1024))',
+        sdkDefault:
+          'TS SDK 1.24 with reuseV8Context (default): max(10, floor((heap_size_limit MiB - 200) * 600 / 1024))',
       },
       empty,
       loaded,
       loadedToEmptyThroughput: rateRatio,
       loadedToEmptyGoal: 0.9,
       fill: {
-        coolingOff: { placed: cooling.paid, failed: cooling.failed, ms: Math.round(coolingMs), ordersPerSecond: perSecond(cooling.paid, coolingMs) },
-        waiting: { placed: waiting.orderIds.length, ms: Math.round(waiting.ms), ordersPerSecond: perSecond(waiting.orderIds.length, waiting.ms), problems: waiting.problems.toJSON() },
+        coolingOff: {
+          placed: cooling.paid,
+          failed: cooling.failed,
+          ms: Math.round(coolingMs),
+          ordersPerSecond: perSecond(cooling.paid, coolingMs),
+        },
+        waiting: {
+          placed: waiting.orderIds.length,
+          ms: Math.round(waiting.ms),
+          ordersPerSecond: perSecond(waiting.orderIds.length, waiting.ms),
+          problems: waiting.problems.toJSON(),
+        },
         cpu: fillUsed.text,
       },
       rssMbPerOpenOrder: mbPerOpen,
@@ -321,9 +396,18 @@ export async function runOpenBench(argv: string[]): Promise<number> {
         ['command', report.command],
         ['machine', report.environment.machine],
         ['temporal', system.temporalNote],
-        ['system env', `PAYMENT_TIMEOUT=${paymentTimeout} COOLING_OFF_PERIOD=${coolingOff} QUERY_FIRST_DELAY=${system.config.queryFirstDelayMs} ms QUERY_MAX_INTERVAL=${system.config.queryMaxIntervalMs} ms (waiting orders query the provider on that backoff)`],
-        ['open orders', `${waiting.orderIds.length} waiting for payment + ${cooling.paid} in cooling-off (+ the measured phases' orders, in cooling-off too)`],
-        ['fill', `cooling-off ${f(report.fill.coolingOff.ordersPerSecond, 1)} orders/s over ${(coolingMs / 1000).toFixed(1)} s; waiting ${f(report.fill.waiting.ordersPerSecond, 1)} creates/s over ${(waiting.ms / 1000).toFixed(1)} s${waiting.problems.total ? ` (retried: ${waiting.problems.toString()})` : ''}`],
+        [
+          'system env',
+          `PAYMENT_TIMEOUT=${paymentTimeout} COOLING_OFF_PERIOD=${coolingOff} QUERY_FIRST_DELAY=${system.config.queryFirstDelayMs} ms QUERY_MAX_INTERVAL=${system.config.queryMaxIntervalMs} ms (waiting orders query the provider on that backoff)`,
+        ],
+        [
+          'open orders',
+          `${waiting.orderIds.length} waiting for payment + ${cooling.paid} in cooling-off (+ the measured phases' orders, in cooling-off too)`,
+        ],
+        [
+          'fill',
+          `cooling-off ${f(report.fill.coolingOff.ordersPerSecond, 1)} orders/s over ${(coolingMs / 1000).toFixed(1)} s; waiting ${f(report.fill.waiting.ordersPerSecond, 1)} creates/s over ${(waiting.ms / 1000).toFixed(1)} s${waiting.problems.total ? ` (retried: ${waiting.problems.toString()})` : ''}`,
+        ],
         ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
         ['report', reportFile],
       ]),
@@ -333,38 +417,60 @@ export async function runOpenBench(argv: string[]): Promise<number> {
       table([
         ['', 'empty system'.padEnd(28) + 'with open orders'],
         ['throughput, orders/s', `${f(empty.ordersPerSecond, 2).padEnd(28)}${f(loaded.ordersPerSecond, 2)}`],
-        ['create ms p50 / p99', `${`${f(empty.createLatencyMs?.p50)} / ${f(empty.createLatencyMs?.p99)}`.padEnd(28)}${f(loaded.createLatencyMs?.p50)} / ${f(loaded.createLatencyMs?.p99)}`],
-        ['pay->PAID ms p50 / p99', `${`${f(empty.payToPaidLatencyMs?.p50)} / ${f(empty.payToPaidLatencyMs?.p99)}`.padEnd(28)}${f(loaded.payToPaidLatencyMs?.p50)} / ${f(loaded.payToPaidLatencyMs?.p99)}`],
+        [
+          'create ms p50 / p99',
+          `${`${f(empty.createLatencyMs?.p50)} / ${f(empty.createLatencyMs?.p99)}`.padEnd(28)}${f(loaded.createLatencyMs?.p50)} / ${f(loaded.createLatencyMs?.p99)}`,
+        ],
+        [
+          'pay->PAID ms p50 / p99',
+          `${`${f(empty.payToPaidLatencyMs?.p50)} / ${f(empty.payToPaidLatencyMs?.p99)}`.padEnd(28)}${f(loaded.payToPaidLatencyMs?.p50)} / ${f(loaded.payToPaidLatencyMs?.p99)}`,
+        ],
         ['app CPU ms / order', `${f(empty.appCpuMsPerOrder).padEnd(28)}${f(loaded.appCpuMsPerOrder)}`],
         ['Temporal CPU ms / order', `${f(empty.temporalCpuMsPerOrder).padEnd(28)}${f(loaded.temporalCpuMsPerOrder)}`],
         ['PAID / failed', `${`${empty.paid} / ${empty.failed}`.padEnd(28)}${loaded.paid} / ${loaded.failed}`],
       ]),
     );
-    console.log(`\n  loaded/empty throughput  ${rateRatio === null ? 'n/a' : rateRatio.toFixed(2)}   (goal >= 0.9: ${rateRatio !== null && rateRatio >= 0.9 ? 'met' : 'NOT met'})`);
-    console.log('\n  system process (API + sandbox + worker) and its worker\'s workflow cache:');
+    console.log(
+      `\n  loaded/empty throughput  ${rateRatio === null ? 'n/a' : rateRatio.toFixed(2)}   (goal >= 0.9: ${rateRatio !== null && rateRatio >= 0.9 ? 'met' : 'NOT met'})`,
+    );
+    console.log("\n  system process (API + sandbox + worker) and its worker's workflow cache:");
     console.log(
       table(
         snapshots.map((s) => [
           s.step,
-          `RSS ${f(s.rssMb)} MB  heap used ${f(s.heapUsedMb)} / total ${f(s.heapTotalMb)} MB  external ${f(s.externalMb)} MB  cached workflows ${f(s.numCachedWorkflows)} / max ${f(s.maxCachedWorkflows)}  Temporal RSS ${f(s.temporalRssMb)} MB  MySQL ${Object.entries(s.openInMySql).map(([k, n]) => `${k}=${n}`).join(' ') || 'no orders'}`,
+          `RSS ${f(s.rssMb)} MB  heap used ${f(s.heapUsedMb)} / total ${f(s.heapTotalMb)} MB  external ${f(s.externalMb)} MB  cached workflows ${f(s.numCachedWorkflows)} / max ${f(s.maxCachedWorkflows)}  Temporal RSS ${f(s.temporalRssMb)} MB  MySQL ${
+            Object.entries(s.openInMySql)
+              .map(([k, n]) => `${k}=${n}`)
+              .join(' ') || 'no orders'
+          }`,
         ]),
       ),
     );
-    console.log(`\n  RSS growth per open order (fill): ${mbPerOpen === null ? 'n/a' : `${(mbPerOpen * 1024).toFixed(1)} KB`}`);
+    console.log(
+      `\n  RSS growth per open order (fill): ${mbPerOpen === null ? 'n/a' : `${(mbPerOpen * 1024).toFixed(1)} KB`}`,
+    );
     console.log(
       options.cache !== undefined
         ? `  workflow cache: maxCachedWorkflows ${f(maxCached)} set by --cache for this run (production leaves it unset: the SDK default, max(10, (heap limit MiB - 200) * 600 / 1024) in TS SDK 1.24)`
         : `  workflow cache: maxCachedWorkflows ${f(maxCached)} = the SDK default (src/workers/worker.ts does not set it; TS SDK 1.24, reuseV8Context: max(10, (heap limit MiB - 200) * 600 / 1024))`,
     );
-    console.log('  (each snapshot after a full GC of the main thread; heap = the main thread only: workflow code runs in the SDK\'s worker');
-    console.log('   threads, counted in RSS but not in heap. The process also holds the in-process sandbox provider and the API.)');
+    console.log(
+      "  (each snapshot after a full GC of the main thread; heap = the main thread only: workflow code runs in the SDK's worker",
+    );
+    console.log(
+      '   threads, counted in RSS but not in heap. The process also holds the in-process sandbox provider and the API.)',
+    );
     console.log(
       `  status query on ${queries.sampled} open orders: first ${latencyRow(queries.firstMs, ['p50', 'p95'])}\n                          then again ${latencyRow(queries.secondMs, ['p50', 'p95'])}${queries.failed ? `  (${queries.failed} failed)` : ''}\n  (a first query much slower than the second: the workflow had been evicted and was replayed from its history;
    sampled: the 10 oldest waiting orders and the 10 oldest in cooling-off, the likeliest to have been evicted)`,
     );
-    for (const m of [empty, loaded]) for (const [k, v] of Object.entries(m.errors)) console.log(`  ${m.phase}: ${k} x${v.count}, e.g. ${v.example}`);
+    for (const m of [empty, loaded])
+      for (const [k, v] of Object.entries(m.errors)) console.log(`  ${m.phase}: ${k} x${v.count}, e.g. ${v.example}`);
     for (const [k, v] of cooling.errors) console.log(`  fill: ${k} x${v.count}, e.g. ${v.example}`);
-    if (!ok) console.log(`\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
+    if (!ok)
+      console.log(
+        `\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`,
+      );
     if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
     return ok ? 0 : 1;
   } catch (err) {

@@ -43,7 +43,10 @@ export const DEFAULT_PHASES: PhaseName[] = ['reference', 'before', 'after'];
 
 export const PHASE_INFO: Record<PhaseName, { workflowType: string; how: string }> = {
   reference: { workflowType: 'benchReference (local activities)', how: 'bench route: update-with-start, signal' },
-  'reference-remote': { workflowType: 'benchReference (activity tasks)', how: 'bench route: update-with-start, signal' },
+  'reference-remote': {
+    workflowType: 'benchReference (activity tasks)',
+    how: 'bench route: update-with-start, signal',
+  },
   before: { workflowType: 'orderPayment', how: 'POST /orders (type swapped), pay at sandbox' },
   after: { workflowType: 'orderLifecycle', how: 'POST /orders, pay at sandbox' },
 };
@@ -107,25 +110,48 @@ const round1 = (v: number) => Math.round(v * 10) / 10;
 
 function spread(values: number[]): Spread {
   if (values.length === 0) return { mean: NaN, min: NaN, max: NaN };
-  return { mean: round1(values.reduce((a, b) => a + b, 0) / values.length), min: Math.min(...values), max: Math.max(...values) };
+  return {
+    mean: round1(values.reduce((a, b) => a + b, 0) / values.length),
+    min: Math.min(...values),
+    max: Math.max(...values),
+  };
 }
 
 /** Reads and costs the histories of up to `count` workflows spread evenly over the list. */
-export async function sampleHistories(system: BenchSystem, workflowIds: string[], count: number): Promise<HistorySample | null> {
+export async function sampleHistories(
+  system: BenchSystem,
+  workflowIds: string[],
+  count: number,
+): Promise<HistorySample | null> {
   if (workflowIds.length === 0 || count <= 0) return null;
   const step = Math.max(1, workflowIds.length / count);
-  const picked = [...new Set(Array.from({ length: Math.min(count, workflowIds.length) }, (_, i) => workflowIds[Math.floor(i * step)]!))];
+  const picked = [
+    ...new Set(
+      Array.from({ length: Math.min(count, workflowIds.length) }, (_, i) => workflowIds[Math.floor(i * step)]!),
+    ),
+  ];
   const costs: ReturnType<typeof historyCost>[] = [];
   let errors = 0;
   for (const id of picked) {
     try {
-      const history = await system.temporal.withDeadline(Date.now() + 10_000, () => system.temporal.workflow.getHandle(id).fetchHistory());
+      const history = await system.temporal.withDeadline(Date.now() + 10_000, () =>
+        system.temporal.workflow.getHandle(id).fetchHistory(),
+      );
       costs.push(historyCost(history.events ?? []));
     } catch {
       errors++;
     }
   }
-  if (costs.length === 0) return { sampled: 0, events: spread([]), workflowTasks: spread([]), activities: spread([]), upserts: spread([]), activityTypes: [], errors };
+  if (costs.length === 0)
+    return {
+      sampled: 0,
+      events: spread([]),
+      workflowTasks: spread([]),
+      activities: spread([]),
+      upserts: spread([]),
+      activityTypes: [],
+      errors,
+    };
   return {
     sampled: costs.length,
     events: spread(costs.map((c) => c.events)),
@@ -163,14 +189,20 @@ export function referenceDriver(system: BenchSystem, idPrefix: string, local: bo
 }
 
 /** Makes the system's API start orders as `type` (bench route). */
-export async function setOrderWorkflowType(system: BenchSystem, type: 'orderLifecycle' | 'orderPayment'): Promise<void> {
+export async function setOrderWorkflowType(
+  system: BenchSystem,
+  type: 'orderLifecycle' | 'orderPayment',
+): Promise<void> {
   const r = await http('POST', `${system.apiUrl}/bench/order-workflow-type`, { type }, 10_000);
-  if (r.status !== 200) throw new Error(`could not make the API start ${type}: ${httpKind(r)} ${JSON.stringify(r.body)}`);
+  if (r.status !== 200)
+    throw new Error(`could not make the API start ${type}: ${httpKind(r)} ${JSON.stringify(r.body)}`);
 }
 
 async function orderStatuses(db: Knex, sku: string): Promise<Record<string, number>> {
   const rows = (await db('orders as o')
-    .whereExists((q) => q.select(db.raw('1')).from('order_lines as l').whereRaw('l.order_id = o.order_id').andWhere('l.sku', sku))
+    .whereExists((q) =>
+      q.select(db.raw('1')).from('order_lines as l').whereRaw('l.order_id = o.order_id').andWhere('l.sku', sku),
+    )
     .select('o.status')
     .count({ n: '*' })
     .groupBy('o.status')
@@ -179,7 +211,11 @@ async function orderStatuses(db: Knex, sku: string): Promise<Record<string, numb
 }
 
 async function referenceStatuses(db: Knex, idPrefix: string): Promise<Record<string, number>> {
-  const rows = (await db('bench_reference').where('id', 'like', `${idPrefix}-%`).select('status').count({ n: '*' }).groupBy('status')) as { status: string; n: number | string }[];
+  const rows = (await db('bench_reference')
+    .where('id', 'like', `${idPrefix}-%`)
+    .select('status')
+    .count({ n: '*' })
+    .groupBy('status')) as { status: string; n: number | string }[];
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
 }
 
@@ -195,7 +231,8 @@ export interface PreparedPhase {
 
 /** Sends the API's order starts as this phase's workflow type (a no-op for the reference phases). */
 async function selectPhase(system: BenchSystem, phase: PhaseName): Promise<void> {
-  if (phase === 'before' || phase === 'after') await setOrderWorkflowType(system, phase === 'before' ? 'orderPayment' : 'orderLifecycle');
+  if (phase === 'before' || phase === 'after')
+    await setOrderWorkflowType(system, phase === 'before' ? 'orderPayment' : 'orderLifecycle');
 }
 
 /**
@@ -203,7 +240,11 @@ async function selectPhase(system: BenchSystem, phase: PhaseName): Promise<void>
  * server's caches for a workflow type). The bench warms every phase up before measuring any, so that the first
  * measured phase does not pay for the process's own warm-up.
  */
-export async function preparePhase(system: BenchSystem, phase: PhaseName, options: PhaseOptions): Promise<PreparedPhase> {
+export async function preparePhase(
+  system: BenchSystem,
+  phase: PhaseName,
+  options: PhaseOptions,
+): Promise<PreparedPhase> {
   const isReference = phase === 'reference' || phase === 'reference-remote';
   const sku = `bench-${system.runId}-${phase}`;
   const idPrefix = `${phase}-${system.runId}`;
@@ -218,13 +259,24 @@ export async function preparePhase(system: BenchSystem, phase: PhaseName, option
   if (options.warmup > 0) {
     await selectPhase(system, phase);
     log(`${phase}: warm-up, ${options.warmup} orders`);
-    await runLifecycleClients(system, sku, Math.min(options.concurrency, options.warmup), (n) => n < options.warmup, warm, driver(true));
+    await runLifecycleClients(
+      system,
+      sku,
+      Math.min(options.concurrency, options.warmup),
+      (n) => n < options.warmup,
+      warm,
+      driver(true),
+    );
   }
   return { phase, isReference, sku, idPrefix, driver, warm };
 }
 
 /** Measures a prepared phase: the measured load, MySQL check, history sample. */
-export async function runPhase(system: BenchSystem, prepared: PreparedPhase, options: PhaseOptions): Promise<PhaseResult> {
+export async function runPhase(
+  system: BenchSystem,
+  prepared: PreparedPhase,
+  options: PhaseOptions,
+): Promise<PhaseResult> {
   const { phase, isReference, sku, idPrefix, driver, warm } = prepared;
   await selectPhase(system, phase);
   await sleep(1000);
@@ -255,16 +307,25 @@ export async function runPhase(system: BenchSystem, prepared: PreparedPhase, opt
     finalStatuses = await referenceStatuses(system.db, idPrefix);
   } else {
     finalStatuses = await orderStatuses(system.db, sku);
-    const row = (await system.db('stock').where({ sku }).first('available', 'reserved', 'sold')) as Record<string, number | string> | undefined;
+    const row = (await system.db('stock').where({ sku }).first('available', 'reserved', 'sold')) as
+      Record<string, number | string> | undefined;
     stock = row ? { available: Number(row.available), reserved: Number(row.reserved), sold: Number(row.sold) } : null;
     const holding = (finalStatuses.AWAITING_PAYMENT ?? 0) + (finalStatuses.NEEDS_REVIEW ?? 0);
     stockConsistent = runAbort.signal.aborted
       ? null
-      : stock !== null && stock.sold === (finalStatuses.PAID ?? 0) && stock.reserved === holding && stock.available + stock.reserved + stock.sold === total;
+      : stock !== null &&
+        stock.sold === (finalStatuses.PAID ?? 0) &&
+        stock.reserved === holding &&
+        stock.available + stock.reserved + stock.sold === total;
   }
   const paidInDb = finalStatuses.PAID ?? 0;
   const expectedPaid = isReference ? options.orders + warm.paid : total;
-  const ok = load.paid === options.orders && load.failed === 0 && warm.failed === 0 && paidInDb === expectedPaid && stockConsistent !== false;
+  const ok =
+    load.paid === options.orders &&
+    load.failed === 0 &&
+    warm.failed === 0 &&
+    paidInDb === expectedPaid &&
+    stockConsistent !== false;
 
   const history = await sampleHistories(
     system,
@@ -286,7 +347,10 @@ export async function runPhase(system: BenchSystem, prepared: PreparedPhase, opt
     payToPaidLatencyMs: load.payToPaidLatency(),
     warmup: { orders: options.warmup, paid: warm.paid, failed: warm.failed },
     errors: Object.fromEntries(
-      [...[...warm.errors].map(([k, v]): [string, { count: number; example: string }] => [`warm-up ${k}`, v]), ...load.errors].sort((a, b) => b[1].count - a[1].count),
+      [
+        ...[...warm.errors].map(([k, v]): [string, { count: number; example: string }] => [`warm-up ${k}`, v]),
+        ...load.errors,
+      ].sort((a, b) => b[1].count - a[1].count),
     ),
     finalStatuses,
     stock,

@@ -54,8 +54,14 @@ interface PollStats {
   connectionsOpened: number;
 }
 
-/** Every buyer polls its own order every `intervalMs` until `stop()`; resolves with the figures once all have stopped. */
-function startPollers(apiUrl: string, orderIds: string[], intervalMs: number): { stop: () => Promise<PollStats>; count: () => number } {
+/**
+ * Every buyer polls its own order every `intervalMs` until `stop()`; resolves with the figures once all have stopped.
+ */
+function startPollers(
+  apiUrl: string,
+  orderIds: string[],
+  intervalMs: number,
+): { stop: () => Promise<PollStats>; count: () => number } {
   const pool = new KeepAlivePool(apiUrl, orderIds.length);
   const ms: number[] = [];
   const answers = new Tally();
@@ -112,23 +118,35 @@ function phaseFigures(load: Load) {
 }
 
 export async function runPollsBench(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, { buyers: 'int', interval: 'duration', duration: 'duration', clients: 'int', quick: 'flag' }, USAGE);
+  const flags = parseFlags(
+    argv,
+    { buyers: 'int', interval: 'duration', duration: 'duration', clients: 'int', quick: 'flag' },
+    USAGE,
+  );
   const quick = flags.quick === true;
   const buyers = (flags.buyers as number | undefined) ?? (quick ? 100 : 1000);
   const intervalMs = (flags.interval as number | undefined) ?? 2000;
   const durationMs = (flags.duration as number | undefined) ?? (quick ? 10_000 : 30_000);
   const clients = (flags.clients as number | undefined) ?? 20;
   const options = { buyers, intervalMs, durationMs, clients };
-  log(`polls: ${buyers} buyers polling every ${intervalMs / 1000} s; ${clients} lifecycle clients for ${durationMs / 1000} s without, then with the polling`);
+  log(
+    `polls: ${buyers} buyers polling every ${intervalMs / 1000} s; ${clients} lifecycle clients for ${durationMs / 1000} s without, then with the polling`,
+  );
 
   // The waiting orders must still be waiting at the end: a payment timeout far beyond the run.
-  const system = await startSystem({ database: 'payflow_bench_polls', name: 'bench-polls', env: { PAYMENT_TIMEOUT: '2h' } });
+  const system = await startSystem({
+    database: 'payflow_bench_polls',
+    name: 'bench-polls',
+    env: { PAYMENT_TIMEOUT: '2h' },
+  });
   const sku = `polls-${system.runId}`;
   await system.createProduct(sku, buyers + 1_000_000);
 
   log(`placing ${buyers} waiting orders`);
   const waiting = await placeOrders(system, sku, buyers, clients, `poller-${system.runId}`);
-  log(`${waiting.orderIds.length} waiting orders placed in ${(waiting.ms / 1000).toFixed(1)} s (${perSecond(waiting.orderIds.length, waiting.ms).toFixed(1)} orders/s)${waiting.problems.total ? `; ${waiting.problems.toString()}` : ''}`);
+  log(
+    `${waiting.orderIds.length} waiting orders placed in ${(waiting.ms / 1000).toFixed(1)} s (${perSecond(waiting.orderIds.length, waiting.ms).toFixed(1)} orders/s)${waiting.problems.total ? `; ${waiting.problems.toString()}` : ''}`,
+  );
 
   // Phase 1: the lifecycle clients alone.
   log(`phase 1: ${clients} lifecycle clients, no polling, ${durationMs / 1000} s`);
@@ -146,7 +164,9 @@ export async function runPollsBench(argv: string[]): Promise<number> {
   const aloneCpu = cpuAlone();
 
   // Phase 2: the same clients while every buyer polls.
-  log(`phase 2: ${buyers} buyers polling every ${intervalMs / 1000} s, and ${clients} lifecycle clients from one interval later for ${durationMs / 1000} s`);
+  log(
+    `phase 2: ${buyers} buyers polling every ${intervalMs / 1000} s, and ${clients} lifecycle clients from one interval later for ${durationMs / 1000} s`,
+  );
   const cpuPolled = cpuMeter(system);
   const pollers = startPollers(system.apiUrl, waiting.orderIds, intervalMs);
   shown.polls = pollers.count;
@@ -164,7 +184,12 @@ export async function runPollsBench(argv: string[]): Promise<number> {
   const targetPerSecond = Math.round((waiting.orderIds.length / (intervalMs / 1000)) * 10) / 10;
   const pollsPerSecond = perSecond(polls.polls, polls.windowMs);
   const pollFailures = [...polls.answers.counts].filter(([k]) => !k.startsWith('200')).reduce((s, [, n]) => s + n, 0);
-  const ok = !runAbort.signal.aborted && a.failed === 0 && b.failed === 0 && pollFailures === 0 && waiting.orderIds.length === buyers;
+  const ok =
+    !runAbort.signal.aborted &&
+    a.failed === 0 &&
+    b.failed === 0 &&
+    pollFailures === 0 &&
+    waiting.orderIds.length === buyers;
   const report = {
     ok,
     command: commandLine(),
@@ -179,29 +204,54 @@ export async function runPollsBench(argv: string[]): Promise<number> {
   };
   const reportFile = writeReport('bench-polls', report);
 
-  const cell = (s: Summary | null) => (s ? `p50 ${s.p50.toFixed(1).padStart(8)}  p99 ${s.p99.toFixed(1).padStart(8)}  (n=${s.count})` : 'n/a');
+  const cell = (s: Summary | null) =>
+    s ? `p50 ${s.p50.toFixed(1).padStart(8)}  p99 ${s.p99.toFixed(1).padStart(8)}  (n=${s.count})` : 'n/a';
   const width = 44;
-  const side = (label: string, left: string, right: string): [string, string] => [label, `${left.padEnd(width)}${right}`];
+  const side = (label: string, left: string, right: string): [string, string] => [
+    label,
+    `${left.padEnd(width)}${right}`,
+  ];
   console.log(`
 Polling report ${ok ? '(no errors)' : '(ERRORS, see below)'}
 ${table([
   ['command', report.command],
   ['machine', report.machine],
-  ['waiting orders', `${waiting.orderIds.length} placed in ${(waiting.ms / 1000).toFixed(1)} s${waiting.problems.total ? ` (${waiting.problems.toString()})` : ''}`],
-  ['polls', `${pollsPerSecond.toFixed(1)} polls/s achieved of ${targetPerSecond}/s asked (${buyers} buyers every ${intervalMs / 1000} s, ${polls.connectionsOpened} connections opened), ${polls.polls} polls in ${(polls.windowMs / 1000).toFixed(1)} s`],
+  [
+    'waiting orders',
+    `${waiting.orderIds.length} placed in ${(waiting.ms / 1000).toFixed(1)} s${waiting.problems.total ? ` (${waiting.problems.toString()})` : ''}`,
+  ],
+  [
+    'polls',
+    `${pollsPerSecond.toFixed(1)} polls/s achieved of ${targetPerSecond}/s asked (${buyers} buyers every ${intervalMs / 1000} s, ${polls.connectionsOpened} connections opened), ${polls.polls} polls in ${(polls.windowMs / 1000).toFixed(1)} s`,
+  ],
   ['poll latency ms', latencyRow(polls.latency, ['p50', 'p99'])],
   ['poll answers', `${polls.answers.toString()}; ${polls.late} slower than the interval`],
   side('', 'without polling', `with ${waiting.orderIds.length} buyers polling every ${intervalMs / 1000} s`),
   side('create latency ms', cell(a.createLatencyMs), cell(b.createLatencyMs)),
   side('pay->PAID ms', cell(a.payToPaidLatencyMs), cell(b.payToPaidLatencyMs)),
-  side('throughput', `${a.ordersPerSecond.toFixed(2)} orders/s to PAID`, `${b.ordersPerSecond.toFixed(2)} orders/s to PAID`),
-  side('errors', Object.entries(a.errors).map(([k, n]) => `${k} x${n}`).join(', ') || 'none', Object.entries(b.errors).map(([k, n]) => `${k} x${n}`).join(', ') || 'none'),
+  side(
+    'throughput',
+    `${a.ordersPerSecond.toFixed(2)} orders/s to PAID`,
+    `${b.ordersPerSecond.toFixed(2)} orders/s to PAID`,
+  ),
+  side(
+    'errors',
+    Object.entries(a.errors)
+      .map(([k, n]) => `${k} x${n}`)
+      .join(', ') || 'none',
+    Object.entries(b.errors)
+      .map(([k, n]) => `${k} x${n}`)
+      .join(', ') || 'none',
+  ),
   side('cpu', `machine ${aloneCpu.machineBusyPercent}% busy`, `machine ${polledCpu.machineBusyPercent}% busy`),
   ['cpu with polling', polledCpu.text],
   ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
   ['temporal', system.temporalNote],
   ['report', reportFile],
 ])}`);
-  if (!ok) console.log(`\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
+  if (!ok)
+    console.log(
+      `\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`,
+    );
   return ok ? 0 : 1;
 }

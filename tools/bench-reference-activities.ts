@@ -24,7 +24,9 @@ export function referenceActivities(db: Knex) {
     },
     /** Closes it: one UPDATE. */
     async referenceClose(id: string): Promise<void> {
-      await db(REFERENCE_TABLE).where({ id }).update({ status: 'PAID', updated_at: db.fn.now(3) });
+      await db(REFERENCE_TABLE)
+        .where({ id })
+        .update({ status: 'PAID', updated_at: db.fn.now(3) });
     },
   };
 }

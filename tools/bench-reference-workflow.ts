@@ -7,7 +7,15 @@
  * its own; it is not part of the production bundle (src/workflows/index.ts). No interceptors, no search attributes,
  * no timers, no queries: what is left is what Temporal itself costs for that shape.
  */
-import { condition, defineSignal, defineUpdate, proxyActivities, proxyLocalActivities, setHandler, type ActivityOptions } from '@temporalio/workflow';
+import {
+  condition,
+  defineSignal,
+  defineUpdate,
+  proxyActivities,
+  proxyLocalActivities,
+  setHandler,
+  type ActivityOptions,
+} from '@temporalio/workflow';
 import type { ReferenceActivities } from './bench-reference-activities';
 
 export interface ReferenceInput {
@@ -26,7 +34,10 @@ export const referenceReadyUpdate = defineUpdate<{ id: string }>('referenceReady
 /** The "payment notification". */
 export const referencePaidSignal = defineSignal('referencePaid');
 
-const OPTIONS: ActivityOptions = { startToCloseTimeout: '15s', retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' } };
+const OPTIONS: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '5s' },
+};
 const remote = proxyActivities<ReferenceActivities>(OPTIONS);
 const local = proxyLocalActivities<ReferenceActivities>(OPTIONS);
 

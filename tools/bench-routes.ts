@@ -47,13 +47,17 @@ export function registerBenchRoutes(app: FastifyInstance, deps: { client: Client
 
   app.post<{ Body: { type?: string } }>('/bench/order-workflow-type', async (request, reply) => {
     const type = request.body?.type;
-    if (!ORDER_WORKFLOW_TYPES.includes(type as OrderWorkflowType)) return reply.code(422).send({ error: 'UNKNOWN_TYPE', types: ORDER_WORKFLOW_TYPES });
+    if (!ORDER_WORKFLOW_TYPES.includes(type as OrderWorkflowType))
+      return reply.code(422).send({ error: 'UNKNOWN_TYPE', types: ORDER_WORKFLOW_TYPES });
     state.orderWorkflowType = type as OrderWorkflowType;
     return { type: state.orderWorkflowType };
   });
 
   app.post<{ Body: { id?: string; local?: boolean } }>('/bench/reference', async (request, reply) => {
-    if (!state.referenceWorker) return reply.code(409).send({ error: 'REFERENCE_OFF', message: 'the system was started without BENCH_REFERENCE=on' });
+    if (!state.referenceWorker)
+      return reply
+        .code(409)
+        .send({ error: 'REFERENCE_OFF', message: 'the system was started without BENCH_REFERENCE=on' });
     const id = String(request.body?.id ?? '');
     if (!/^[A-Za-z0-9_-]{1,48}$/.test(id)) return reply.code(422).send({ error: 'BAD_ID' });
     const startOp = new WithStartWorkflowOperation<typeof benchReference>('benchReference', {
@@ -69,11 +73,15 @@ export function registerBenchRoutes(app: FastifyInstance, deps: { client: Client
   });
 
   app.post<{ Params: { id: string } }>('/bench/reference/:id/pay', async (request) => {
-    await client.withDeadline(Date.now() + START_TIMEOUT_MS, () => client.workflow.getHandle(referenceWorkflowId(request.params.id)).signal(referencePaidSignal));
+    await client.withDeadline(Date.now() + START_TIMEOUT_MS, () =>
+      client.workflow.getHandle(referenceWorkflowId(request.params.id)).signal(referencePaidSignal),
+    );
     return { ok: true };
   });
 
-  /** A full GC on demand (`?gc=1`), so that the heap figures are what is retained, not garbage waiting for collection. */
+  /**
+   * A full GC on demand (`?gc=1`), so that the heap figures are what is retained, not garbage waiting for collection.
+   */
   let gc: (() => void) | undefined;
   app.get<{ Querystring: { gc?: string } }>('/bench/stats', async (request) => {
     if (request.query.gc === '1') {
@@ -88,7 +96,13 @@ export function registerBenchRoutes(app: FastifyInstance, deps: { client: Client
     return {
       pid: process.pid,
       gc: request.query.gc === '1',
-      memoryMb: { rss: mb(m.rss), heapUsed: mb(m.heapUsed), heapTotal: mb(m.heapTotal), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) },
+      memoryMb: {
+        rss: mb(m.rss),
+        heapUsed: mb(m.heapUsed),
+        heapTotal: mb(m.heapTotal),
+        external: mb(m.external),
+        arrayBuffers: mb(m.arrayBuffers),
+      },
       orderWorkflowType: state.orderWorkflowType,
       worker: workerStats(state.worker),
       referenceWorker: workerStats(state.referenceWorker),

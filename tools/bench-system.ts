@@ -31,27 +31,44 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit();
   // One JSON logger for the API, the worker and the SDK, at warn unless LOG_LEVEL says otherwise: the log of a
   // benchmark run should hold only what went wrong.
-  const logger = createLogger({ level: process.env.LOG_LEVEL ? config.logLevel : 'warn', format: config.logFormat, name: 'payflow-bench-system' });
+  const logger = createLogger({
+    level: process.env.LOG_LEVEL ? config.logLevel : 'warn',
+    format: config.logFormat,
+    name: 'payflow-bench-system',
+  });
   installTemporalRuntime({ logger });
   const poolMax = Number(process.env.BENCH_DB_POOL_MAX ?? 20);
   const withApi = process.env.BENCH_SYSTEM_API !== 'off';
   const dbPoolMax = Number.isInteger(poolMax) && poolMax > 0 ? poolMax : 20;
   // Sandbox and the production worker (the API is built below, on a client of its own).
   const stack = await startStack({ config, logger, dbPoolMax, api: false });
-  /** Stopped in this order: the API (no new work), the worker replaced below, the production stack, the reference worker, the API's connection. */
+  /**
+   * Stopped in this order: the API (no new work), the worker replaced below, the production stack, the reference
+   * worker, the API's connection.
+   */
   let stopApi: (() => Promise<void>) | undefined;
   const beforeStack: (() => Promise<void>)[] = [];
   const afterStack: (() => Promise<void>)[] = [];
   let worker = stack.worker;
   // BENCH_MAX_CACHED_WORKFLOWS (bench --open --cache N): the production worker's options with this one workflow-cache
-  // size instead of the SDK default. The stack's worker is stopped and replaced by one created the same way (createWorker),
+  // size instead of the SDK default. The stack's worker is stopped and replaced by one created the same way
+  // (createWorker),
   // on a connection of its own; production settings are not changed.
   const maxCached = process.env.BENCH_MAX_CACHED_WORKFLOWS ? Number(process.env.BENCH_MAX_CACHED_WORKFLOWS) : undefined;
   if (maxCached !== undefined) {
-    if (!Number.isInteger(maxCached) || maxCached < 0) throw new Error(`BENCH_MAX_CACHED_WORKFLOWS must be a whole number, got ${process.env.BENCH_MAX_CACHED_WORKFLOWS}`);
+    if (!Number.isInteger(maxCached) || maxCached < 0)
+      throw new Error(
+        `BENCH_MAX_CACHED_WORKFLOWS must be a whole number, got ${process.env.BENCH_MAX_CACHED_WORKFLOWS}`,
+      );
     stack.worker.shutdown();
     const connection = await connectWorkerTemporal(config);
-    const replaced = await createWorker({ config, db: stack.db, providers: createProviders(config, { db: stack.db }), connection, tuning: { maxCachedWorkflows: maxCached } });
+    const replaced = await createWorker({
+      config,
+      db: stack.db,
+      providers: createProviders(config, { db: stack.db }),
+      connection,
+      tuning: { maxCachedWorkflows: maxCached },
+    });
     const running = replaced.run();
     worker = replaced;
     beforeStack.push(async () => {
@@ -59,11 +76,17 @@ async function main(): Promise<void> {
       await running.catch(() => undefined);
       await connection.close();
     });
-    console.log(`[bench-system] production worker replaced: maxCachedWorkflows ${replaced.options.maxCachedWorkflows} (BENCH_MAX_CACHED_WORKFLOWS)`);
+    console.log(
+      `[bench-system] production worker replaced: maxCachedWorkflows ${replaced.options.maxCachedWorkflows} (BENCH_MAX_CACHED_WORKFLOWS)`,
+    );
   }
 
   if (withApi) {
-    const state: BenchRoutesState = { orderWorkflowType: 'orderLifecycle', referenceTaskQueue: `${config.taskQueue}-reference`, worker };
+    const state: BenchRoutesState = {
+      orderWorkflowType: 'orderLifecycle',
+      referenceTaskQueue: `${config.taskQueue}-reference`,
+      worker,
+    };
     // The API starts `orderLifecycle`; for the bench's "before" phase the start is sent as the previous type instead.
     const swapType: WorkflowClientInterceptor = {
       async startUpdateWithStart(input, next) {
@@ -96,14 +119,24 @@ async function main(): Promise<void> {
         await connection.close();
       });
     }
-    const api = buildApi({ config, db: stack.db, client: apiClient, providers: createProviders(config, { db: stack.db }), logger });
+    const api = buildApi({
+      config,
+      db: stack.db,
+      client: apiClient,
+      providers: createProviders(config, { db: stack.db }),
+      logger,
+    });
     registerBenchRoutes(api.app, { client: apiClient, state });
     await api.app.listen({ host: config.host, port: config.port });
     stopApi = () => api.close();
     afterStack.push(() => client.connection.close());
-    console.log(`[bench-system] order workflow types: ${ORDER_WORKFLOW_TYPES.join(', ')}; reference worker ${state.referenceWorker ? `on "${state.referenceTaskQueue}"` : 'off'}`);
+    console.log(
+      `[bench-system] order workflow types: ${ORDER_WORKFLOW_TYPES.join(', ')}; reference worker ${state.referenceWorker ? `on "${state.referenceTaskQueue}"` : 'off'}`,
+    );
   }
-  console.log(`[bench-system] ${withApi ? `API on ${config.publicBaseUrl}, ` : ''}sandbox on ${config.sandboxUrl}, worker polling "${config.taskQueue}"`);
+  console.log(
+    `[bench-system] ${withApi ? `API on ${config.publicBaseUrl}, ` : ''}sandbox on ${config.sandboxUrl}, worker polling "${config.taskQueue}"`,
+  );
   // The API answers /healthz before the worker has bundled the workflow code; this says the worker polls too.
   process.send?.({ type: 'ready' });
 

@@ -12,7 +12,19 @@ import { Client, Connection } from '@temporalio/client';
 import { loadConfig } from '../src/config';
 import { type OrderPaymentResult, orderWorkflowId } from '../src/contracts/order';
 import { createDb } from '../src/db/knex';
-import { REPORTS_DIR, latencyRow, log, machineFacts, ownTemporalServer, parseFlags, perSecond, startProgress, summarize, table, writeReport } from './bench-harness';
+import {
+  REPORTS_DIR,
+  latencyRow,
+  log,
+  machineFacts,
+  ownTemporalServer,
+  parseFlags,
+  perSecond,
+  startProgress,
+  summarize,
+  table,
+  writeReport,
+} from './bench-harness';
 import { startTopology } from './cluster-topology';
 import { commandCpuMs, freePort, jsonCall, processCpuMs } from './processes';
 import { isListening } from './temporal-cli';
@@ -37,7 +49,9 @@ export async function runTopologyBench(argv: string[]): Promise<number> {
   const workerCount = (flags.workers as number | undefined) ?? 2;
   const apiCount = (flags.apis as number | undefined) ?? 2;
   const base = loadConfig();
-  const databaseUrl = process.env.DATABASE_URL ? base.databaseUrl : withDatabase(base.databaseUrl, 'payflow_bench_topology');
+  const databaseUrl = process.env.DATABASE_URL
+    ? base.databaseUrl
+    : withDatabase(base.databaseUrl, 'payflow_bench_topology');
   await prepareToolDatabase(databaseUrl, 'bench', { legacyNames: [], log });
   const frontendPort = await freeRange();
   const apiPorts = await Promise.all(Array.from({ length: apiCount }, () => freePort()));
@@ -78,7 +92,13 @@ export async function runTopologyBench(argv: string[]): Promise<number> {
   const db = createDb(databaseUrl, { poolMax: 2 });
   try {
     const sku = `topology-${Date.now()}`;
-    const put = await jsonCall(topology.apis[0]!.url, 'PUT', `/admin/products/${sku}`, { name: sku, price: 1999, stock: orders }, { authorization: `Bearer ${env.ADMIN_TOKEN}` });
+    const put = await jsonCall(
+      topology.apis[0]!.url,
+      'PUT',
+      `/admin/products/${sku}`,
+      { name: sku, price: 1999, stock: orders },
+      { authorization: `Bearer ${env.ADMIN_TOKEN}` },
+    );
     if (put.status !== 201) throw new Error(`creating the product failed: ${put.status}`);
 
     const groups = {
@@ -87,9 +107,16 @@ export async function runTopologyBench(argv: string[]): Promise<number> {
       sandbox: () => [topology.sandbox.proc?.pid],
       temporal: () => [topology.cluster.serverPid],
     };
-    const cpuOf = (pids: (number | undefined)[]) => pids.reduce<number>((sum, pid) => sum + (processCpuMs(pid) ?? 0), 0);
-    const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, cpuOf(pids())])) as Record<keyof typeof groups, number>;
-    const dbBefore = { postgres: commandCpuMs('postgres') ?? 0, mysql: commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') ?? 0 };
+    const cpuOf = (pids: (number | undefined)[]) =>
+      pids.reduce<number>((sum, pid) => sum + (processCpuMs(pid) ?? 0), 0);
+    const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, cpuOf(pids())])) as Record<
+      keyof typeof groups,
+      number
+    >;
+    const dbBefore = {
+      postgres: commandCpuMs('postgres') ?? 0,
+      mysql: commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') ?? 0,
+    };
 
     let next = 0;
     let paid = 0;
@@ -97,7 +124,9 @@ export async function runTopologyBench(argv: string[]): Promise<number> {
     const createMs: number[] = [];
     const payToPaidMs: number[] = [];
     const t0 = performance.now();
-    const stopProgress = startProgress(() => `${paid}/${orders} paid · ${failures.length} errors · ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const stopProgress = startProgress(
+      () => `${paid}/${orders} paid · ${failures.length} errors · ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
     await Promise.all(
       Array.from({ length: concurrency }, async (_, clientNo) => {
         while (next < orders) {
@@ -105,13 +134,18 @@ export async function runTopologyBench(argv: string[]): Promise<number> {
           const api = topology.apis[n % topology.apis.length]!.url;
           try {
             const c0 = performance.now();
-            const created = await jsonCall(api, 'POST', '/orders', { userId: `topology-${clientNo}`, items: [{ sku, quantity: 1 }] });
+            const created = await jsonCall(api, 'POST', '/orders', {
+              userId: `topology-${clientNo}`,
+              items: [{ sku, quantity: 1 }],
+            });
             if (created.status !== 201) throw new Error(`create ${created.status} ${created.body?.error ?? ''}`);
             createMs.push(performance.now() - c0);
             const p0 = performance.now();
             const pay = await jsonCall(topology.sandboxUrl, 'POST', `/v1/payments/${created.body.orderId}/pay`, {});
             if (pay.status !== 200) throw new Error(`pay ${pay.status}`);
-            const result = (await client.workflow.getHandle(orderWorkflowId(created.body.orderId)).result()) as OrderPaymentResult;
+            const result = (await client.workflow
+              .getHandle(orderWorkflowId(created.body.orderId))
+              .result()) as OrderPaymentResult;
             if (result.status !== 'PAID') throw new Error(`result ${result.status}`);
             payToPaidMs.push(performance.now() - p0);
             paid++;
@@ -123,8 +157,13 @@ export async function runTopologyBench(argv: string[]): Promise<number> {
     );
     const wallMs = performance.now() - t0;
     stopProgress();
-    const used = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, cpuOf(pids()) - before[k as keyof typeof groups]])) as Record<keyof typeof groups, number>;
-    const dbUsed = { postgres: (commandCpuMs('postgres') ?? 0) - dbBefore.postgres, mysql: (commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') ?? 0) - dbBefore.mysql };
+    const used = Object.fromEntries(
+      Object.entries(groups).map(([k, pids]) => [k, cpuOf(pids()) - before[k as keyof typeof groups]]),
+    ) as Record<keyof typeof groups, number>;
+    const dbUsed = {
+      postgres: (commandCpuMs('postgres') ?? 0) - dbBefore.postgres,
+      mysql: (commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') ?? 0) - dbBefore.mysql,
+    };
     const perOrder = (ms: number) => (paid ? Math.round(ms / paid) : 0);
     const cpuPerOrder = {
       apiProcesses: perOrder(used.api),
@@ -140,7 +179,12 @@ export async function runTopologyBench(argv: string[]): Promise<number> {
     const report = {
       ok,
       machine: machineFacts(),
-      topology: { workers: workerCount, apis: apiCount, shards: Number(readServerSettings().NUM_HISTORY_SHARDS), temporal: config.temporalAddress },
+      topology: {
+        workers: workerCount,
+        apis: apiCount,
+        shards: Number(readServerSettings().NUM_HISTORY_SHARDS),
+        temporal: config.temporalAddress,
+      },
       orders,
       concurrency,
       wallTimeMs: Math.round(wallMs),
@@ -156,12 +200,20 @@ export async function runTopologyBench(argv: string[]): Promise<number> {
 Topology benchmark ${ok ? '(all orders PAID)' : '(NOT all orders PAID)'}
 ${table([
   ['machine', report.machine],
-  ['topology', `${apiCount} API process(es), ${workerCount} worker process(es), the sandbox; Temporal ${config.temporalAddress} (${report.topology.shards} shards, PostgreSQL)`],
+  [
+    'topology',
+    `${apiCount} API process(es), ${workerCount} worker process(es), the sandbox; Temporal ${config.temporalAddress} (${report.topology.shards} shards, PostgreSQL)`,
+  ],
   ['orders', `${orders} with ${concurrency} clients, spread over the APIs`],
   ['throughput', `${report.ordersPerSecond.toFixed(2)} orders/s (completed to PAID)`],
   ['create latency ms', latencyRow(report.createLatencyMs)],
   ['pay->PAID ms', latencyRow(report.payToPaidLatencyMs)],
-  ['CPU ms per order', Object.entries(cpuPerOrder).map(([k, v]) => `${k} ${v}`).join(', ') + `; total ${total}`],
+  [
+    'CPU ms per order',
+    Object.entries(cpuPerOrder)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ') + `; total ${total}`,
+  ],
   ['errors', failures.length ? `${failures.length} (e.g. ${failures[0]})` : 'none'],
   ['logs', dir],
   ['report', file],
@@ -170,8 +222,13 @@ ${table([
   } finally {
     await db.destroy();
     // Nothing of the run stays running on the kept databases.
-    for await (const wf of client.workflow.list({ query: `TaskQueue = 'bench-topology' AND ExecutionStatus = 'Running'` })) {
-      await client.workflow.getHandle(wf.workflowId, wf.runId).terminate('left running by a topology bench run').catch(() => undefined);
+    for await (const wf of client.workflow.list({
+      query: `TaskQueue = 'bench-topology' AND ExecutionStatus = 'Running'`,
+    })) {
+      await client.workflow
+        .getHandle(wf.workflowId, wf.runId)
+        .terminate('left running by a topology bench run')
+        .catch(() => undefined);
     }
     await connection.close();
     await topology.stop();

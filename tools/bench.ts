@@ -1,6 +1,8 @@
 /**
- * `npm run bench [-- --orders N --concurrency C --only reference,before,after]`: end-to-end throughput, latency and cost
- *   per order of the order lifecycle, side by side with the engine's floor and the previous workflow type, in one run on
+ * `npm run bench [-- --orders N --concurrency C --only reference,before,after]`: end-to-end throughput, latency and
+ * cost
+ *   per order of the order lifecycle, side by side with the engine's floor and the previous workflow type, in one run
+ * on
  *   the same server (phases: tools/bench-phases.ts).
  * `npm run bench -- --hot-sku`: reservations per second on one SKU, one row vs. buckets (tools/bench-hot-sku.ts).
  * `npm run bench -- --flash-sale`: many buyers, little stock, one SKU, through the API (tools/bench-flash-sale.ts).
@@ -17,7 +19,8 @@
  * in-memory headless dev server it starts and stops), MySQL at DATABASE_URL (its database name when DATABASE_URL is
  * set, else `payflow_bench`; a database the bench did not create is never dropped: tools/tool-database.ts), PORT
  * and SANDBOX_PORT when set (else free ports), a task queue of its own. The Temporal server's CPU is measured when it
- * runs on this machine (its pid found by its port). The system under test (sandbox + API + worker, tools/bench-system.ts) runs in a
+ * runs on this machine (its pid found by its port). The system under test (sandbox + API + worker,
+ * tools/bench-system.ts) runs in a
  * child process so that the load generator never shares its event loop (tools/bench-harness.ts).
  *
  * In each phase, each of C clients loops: create (POST /orders; create latency = until the 201), the buyer pays at the
@@ -48,9 +51,25 @@ import {
 } from './bench-harness';
 import { commandCpuMs } from './processes';
 import { isListening } from './temporal-cli';
-import { TemporalCluster, clusterPorts, ensureClusterBinaries, ensureTemporalDatabases, postgresFromEnv, readServerSettings } from './temporal-cluster';
+import {
+  TemporalCluster,
+  clusterPorts,
+  ensureClusterBinaries,
+  ensureTemporalDatabases,
+  postgresFromEnv,
+  readServerSettings,
+} from './temporal-cluster';
 import { ensureNamespace } from '../src/ops/temporal-namespace';
-import { DEFAULT_PHASES, PHASES, type PhaseName, type PhaseResult, type PreparedPhase, type Spread, preparePhase, runPhase } from './bench-phases';
+import {
+  DEFAULT_PHASES,
+  PHASES,
+  type PhaseName,
+  type PhaseResult,
+  type PreparedPhase,
+  type Spread,
+  preparePhase,
+  runPhase,
+} from './bench-phases';
 
 const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<number> }> = {
   '--hot-sku': {
@@ -58,11 +77,13 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
     run: async (argv) => (await import('./bench-hot-sku')).runHotSkuBench(argv),
   },
   '--flash-sale': {
-    usage: 'npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api] [--quick]',
+    usage:
+      'npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api] [--quick]',
     run: async (argv) => (await import('./bench-flash-sale')).runFlashSaleBench(argv),
   },
   '--callbacks': {
-    usage: 'npm run bench -- --callbacks [--orders 100] [--redeliveries 30] [--connections 50] [--kill-api-at N] [--quick]',
+    usage:
+      'npm run bench -- --callbacks [--orders 100] [--redeliveries 30] [--connections 50] [--kill-api-at N] [--quick]',
     run: async (argv) => (await import('./bench-callbacks')).runCallbacksBench(argv),
   },
   '--topology': {
@@ -109,16 +130,26 @@ function takeOnly(argv: string[]): { only?: string; rest: string[] } {
 
 function parseArgs(argv: string[]): Options {
   const { only, rest } = takeOnly(argv);
-  const flags = parseFlags(rest, { orders: 'int', concurrency: 'int', warmup: 'int', 'no-warmup': 'flag', 'history-sample': 'int', cluster: 'flag' }, USAGE);
+  const flags = parseFlags(
+    rest,
+    { orders: 'int', concurrency: 'int', warmup: 'int', 'no-warmup': 'flag', 'history-sample': 'int', cluster: 'flag' },
+    USAGE,
+  );
   const orders = (flags.orders as number | undefined) ?? 200;
   let phases = DEFAULT_PHASES;
   if (only !== undefined) {
-    const asked = only.split(',').map((p) => p.trim()).filter(Boolean);
+    const asked = only
+      .split(',')
+      .map((p) => p.trim())
+      .filter(Boolean);
     const unknown = asked.filter((p) => !(PHASES as readonly string[]).includes(p));
-    if (asked.length === 0 || unknown.length) fail(`--only takes phases from ${PHASES.join(', ')}; got "${only}"\n${USAGE}`);
+    if (asked.length === 0 || unknown.length)
+      fail(`--only takes phases from ${PHASES.join(', ')}; got "${only}"\n${USAGE}`);
     phases = [...new Set(asked)] as PhaseName[];
   }
-  const warmup = flags['no-warmup'] ? 0 : ((flags.warmup as number | undefined) ?? Math.min(20, Math.ceil(orders / 10)));
+  const warmup = flags['no-warmup']
+    ? 0
+    : ((flags.warmup as number | undefined) ?? Math.min(20, Math.ceil(orders / 10)));
   return {
     orders,
     concurrency: Math.min((flags.concurrency as number | undefined) ?? 20, orders),
@@ -138,9 +169,15 @@ async function lifecycleBench(argv: string[]): Promise<number> {
   if (options.cluster) return clusterComparison(options);
   const runStarted = performance.now();
   const startedAt = new Date().toISOString();
-  log(`phases ${options.phases.join(', ')}: ${options.orders} orders each (after ${options.warmup} warm-up orders), ${options.concurrency} concurrent clients`);
+  log(
+    `phases ${options.phases.join(', ')}: ${options.orders} orders each (after ${options.warmup} warm-up orders), ${options.concurrency} concurrent clients`,
+  );
   const withReference = options.phases.some((p) => p.startsWith('reference'));
-  const system: BenchSystem = await startSystem({ database: 'payflow_bench', name: 'bench', env: withReference ? { BENCH_REFERENCE: 'on' } : {} });
+  const system: BenchSystem = await startSystem({
+    database: 'payflow_bench',
+    name: 'bench',
+    env: withReference ? { BENCH_REFERENCE: 'on' } : {},
+  });
 
   // Every phase warmed up first, then each measured in turn.
   const prepared: PreparedPhase[] = [];
@@ -200,7 +237,10 @@ async function lifecycleBench(argv: string[]): Promise<number> {
       ['command', report.command],
       ['machine', report.environment.machine],
       ['temporal', system.temporalNote],
-      ['per phase', `${options.orders} measured orders, ${options.concurrency} clients; every phase first warmed up (${options.warmup} orders each), then measured one after another in this order`],
+      [
+        'per phase',
+        `${options.orders} measured orders, ${options.concurrency} clients; every phase first warmed up (${options.warmup} orders each), then measured one after another in this order`,
+      ],
       ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
       ['report', reportFile],
     ]),
@@ -210,9 +250,20 @@ async function lifecycleBench(argv: string[]): Promise<number> {
   const fmt = (v: number | null, goal: string) => (v === null ? 'n/a (phase not run)' : `${v.toFixed(2)}${goal}`);
   console.log(
     `\n${table([
-      ['after/reference throughput', fmt(ratios.afterToReferenceThroughput, `   (goal >= ${ratios.afterToReferenceThroughputGoal}: ${ratios.afterToReferenceThroughput === null ? '' : ratios.afterToReferenceThroughput >= 0.7 ? 'met' : 'NOT met'})`)],
+      [
+        'after/reference throughput',
+        fmt(
+          ratios.afterToReferenceThroughput,
+          `   (goal >= ${ratios.afterToReferenceThroughputGoal}: ${ratios.afterToReferenceThroughput === null ? '' : ratios.afterToReferenceThroughput >= 0.7 ? 'met' : 'NOT met'})`,
+        ),
+      ],
       ['after/before throughput', fmt(ratios.afterToBeforeThroughput, '')],
-      ...(ratios.afterToReferenceRemoteThroughput === null ? [] : ([['after/reference-remote throughput', fmt(ratios.afterToReferenceRemoteThroughput, '')]] as [string, string][])),
+      ...(ratios.afterToReferenceRemoteThroughput === null
+        ? []
+        : ([['after/reference-remote throughput', fmt(ratios.afterToReferenceRemoteThroughput, '')]] as [
+            string,
+            string,
+          ][])),
       [
         'create p50 of after',
         ratios.afterCreateP50Ms === null
@@ -221,8 +272,13 @@ async function lifecycleBench(argv: string[]): Promise<number> {
       ],
     ])}`,
   );
-  for (const r of results) for (const [kind, { count, example }] of Object.entries(r.errors)) console.log(`  ${r.phase}: ${kind} x${count}, e.g. ${example}`);
-  if (!ok) console.log(`\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`);
+  for (const r of results)
+    for (const [kind, { count, example }] of Object.entries(r.errors))
+      console.log(`  ${r.phase}: ${kind} x${count}, e.g. ${example}`);
+  if (!ok)
+    console.log(
+      `\n  what the system under test logged (${system.systemLog}), grouped:\n${logDigest(system.systemLog)}`,
+    );
   return ok ? 0 : 1;
 }
 
@@ -240,33 +296,58 @@ async function clusterComparison(options: Options): Promise<number> {
     if (runAbort.signal.aborted) break;
     const temporal = target === 'cluster' ? await startBenchCluster() : undefined;
     log(`--cluster: the phases on the ${target}`);
-    const system = await startSystem({ database: 'payflow_bench', name: 'bench', env: withReference ? { BENCH_REFERENCE: 'on' } : {}, temporal });
+    const system = await startSystem({
+      database: 'payflow_bench',
+      name: 'bench',
+      env: withReference ? { BENCH_REFERENCE: 'on' } : {},
+      temporal,
+    });
     notes.push([target, system.temporalNote]);
     const prepared: PreparedPhase[] = [];
-    for (const phase of options.phases) if (!runAbort.signal.aborted) prepared.push(await preparePhase(system, phase, options));
+    for (const phase of options.phases)
+      if (!runAbort.signal.aborted) prepared.push(await preparePhase(system, phase, options));
     for (const phase of prepared) {
       if (runAbort.signal.aborted) break;
       const before = { postgres: commandCpuMs('postgres'), mysql: commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') };
       const result = await runPhase(system, phase, options);
       const after = { postgres: commandCpuMs('postgres'), mysql: commandCpuMs('mariadbd') ?? commandCpuMs('mysqld') };
-      const per = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || result.paid === 0 ? null : Math.round((b - a) / result.paid));
+      const per = (a: number | undefined, b: number | undefined) =>
+        a === undefined || b === undefined || result.paid === 0 ? null : Math.round((b - a) / result.paid);
       const label = `${result.phase} @ ${target}`;
       columns.push({ ...result, phase: label as PhaseName });
-      databases.push({ label, postgres: target === 'cluster' ? per(before.postgres, after.postgres) : null, mysql: per(before.mysql, after.mysql) });
+      databases.push({
+        label,
+        postgres: target === 'cluster' ? per(before.postgres, after.postgres) : null,
+        mysql: per(before.mysql, after.mysql),
+      });
     }
     await stopSystem();
   }
   const ok = columns.length === options.phases.length * 2 && columns.every((r) => r.ok);
-  const reportFile = writeReport('bench-cluster', { ok, command: commandLine(), machine: machineFacts(), options, temporal: Object.fromEntries(notes), phases: columns, databases });
-  console.log(`\nDev server and cluster side by side ${ok ? '(all orders PAID)' : '(NOT all orders PAID; see errors)'}`);
+  const reportFile = writeReport('bench-cluster', {
+    ok,
+    command: commandLine(),
+    machine: machineFacts(),
+    options,
+    temporal: Object.fromEntries(notes),
+    phases: columns,
+    databases,
+  });
+  console.log(
+    `\nDev server and cluster side by side ${ok ? '(all orders PAID)' : '(NOT all orders PAID; see errors)'}`,
+  );
   console.log(table([['command', commandLine()], ['machine', machineFacts()], ...notes, ['report', reportFile]]));
   console.log(`\n${phaseTable(columns)}`);
   const ms = (v: number | null) => (v === null ? 'n/a' : String(v));
   const width = Math.max(...databases.map((d) => d.label.length), 8);
   console.log(`  ${'database CPU ms / order'.padEnd(24)}${databases.map((d) => d.label.padEnd(width + 3)).join('')}`);
-  console.log(`  ${"Temporal's PostgreSQL".padEnd(24)}${databases.map((d) => ms(d.postgres).padEnd(width + 3)).join('')}`);
+  console.log(
+    `  ${"Temporal's PostgreSQL".padEnd(24)}${databases.map((d) => ms(d.postgres).padEnd(width + 3)).join('')}`,
+  );
   console.log(`  ${"the app's MySQL".padEnd(24)}${databases.map((d) => ms(d.mysql).padEnd(width + 3)).join('')}`);
-  for (const r of columns) for (const [kind, { count, example }] of Object.entries(r.errors)) console.log(`  ${r.phase}: ${kind} x${count}, e.g. ${example}`);
+  for (const r of columns)
+    for (const [kind, { count, example }] of Object.entries(r.errors))
+      console.log(`  ${r.phase}: ${kind} x${count}, e.g. ${example}`);
   return ok ? 0 : 1;
 }
 
@@ -281,7 +362,8 @@ async function startBenchCluster(): Promise<NonNullable<SystemOptions['temporal'
   for (let tries = 0; tries < 50 && !frontendPort; tries++) {
     const candidate = 20_000 + Math.floor(Math.random() * 10_000);
     const ports = Object.values(clusterPorts(candidate));
-    if ((await Promise.all(ports.map((p) => isListening(`127.0.0.1:${p}`)))).every((taken) => !taken)) frontendPort = candidate;
+    if ((await Promise.all(ports.map((p) => isListening(`127.0.0.1:${p}`)))).every((taken) => !taken))
+      frontendPort = candidate;
   }
   if (!frontendPort) throw new Error('found no 9 free consecutive ports for the cluster');
   const clusterOptions = {
@@ -295,18 +377,35 @@ async function startBenchCluster(): Promise<NonNullable<SystemOptions['temporal'
   const cluster = new TemporalCluster(bin, clusterOptions);
   ownTemporalServer(cluster);
   await cluster.startServer();
-  await ensureNamespace({ temporalAddress: cluster.address, temporalNamespace: 'default', temporalTls: undefined, temporalApiKey: undefined }, { log });
+  await ensureNamespace(
+    {
+      temporalAddress: cluster.address,
+      temporalNamespace: 'default',
+      temporalTls: undefined,
+      temporalApiKey: undefined,
+    },
+    { log },
+  );
   const shards = readServerSettings().NUM_HISTORY_SHARDS;
-  return { address: cluster.address, namespace: 'default', note: `cluster at ${cluster.address} (${shards} shards, PostgreSQL; started by the bench)`, pid: () => cluster.serverPid };
+  return {
+    address: cluster.address,
+    namespace: 'default',
+    note: `cluster at ${cluster.address} (${shards} shards, PostgreSQL; started by the bench)`,
+    pid: () => cluster.serverPid,
+  };
 }
 
 /** The phases side by side, one column each. */
 function phaseTable(results: PhaseResult[]): string {
   const ms = (v: number | null | undefined) => (v === null || v === undefined ? 'n/a' : v.toFixed(0));
-  const sp = (s: Spread | undefined) => (!s || Number.isNaN(s.mean) ? 'n/a' : s.min === s.max ? String(s.mean) : `${s.mean} (${s.min}-${s.max})`);
+  const sp = (s: Spread | undefined) =>
+    !s || Number.isNaN(s.mean) ? 'n/a' : s.min === s.max ? String(s.mean) : `${s.mean} (${s.min}-${s.max})`;
   const rows: [string, (r: PhaseResult) => string][] = [
     ['workflow type', (r) => r.workflowType],
-    ['orders PAID / measured', (r) => `${r.paid}/${r.orders}${r.failed ? ` (${r.failed} failed)` : ''}${r.ok ? '' : ' NOT OK'}`],
+    [
+      'orders PAID / measured',
+      (r) => `${r.paid}/${r.orders}${r.failed ? ` (${r.failed} failed)` : ''}${r.ok ? '' : ' NOT OK'}`,
+    ],
     ['throughput, orders/s', (r) => r.ordersPerSecond.toFixed(2)],
     ['create ms p50 / p99', (r) => `${ms(r.createLatencyMs?.p50)} / ${ms(r.createLatencyMs?.p99)}`],
     ['pay->PAID ms p50 / p99', (r) => `${ms(r.payToPaidLatencyMs?.p50)} / ${ms(r.payToPaidLatencyMs?.p99)}`],
@@ -314,14 +413,29 @@ function phaseTable(results: PhaseResult[]): string {
     ['workflow tasks / order', (r) => sp(r.history?.workflowTasks)],
     ['activities / order', (r) => sp(r.history?.activities)],
     ['SA upserts / order', (r) => sp(r.history?.upserts)],
-    ['histories sampled', (r) => `${r.history?.sampled ?? 0}${r.history?.errors ? ` (${r.history.errors} unreadable)` : ''}`],
+    [
+      'histories sampled',
+      (r) => `${r.history?.sampled ?? 0}${r.history?.errors ? ` (${r.history.errors} unreadable)` : ''}`,
+    ],
     ['app CPU ms / order', (r) => ms(r.cpu.appMsPerOrder)],
     ['Temporal CPU ms / order', (r) => ms(r.cpu.temporalMsPerOrder)],
     ['load gen CPU ms / order', (r) => (r.paid ? (r.cpu.loadGeneratorMs / r.paid).toFixed(0) : 'n/a')],
     ['machine busy', (r) => `${r.cpu.machineBusyPercent}%`],
     ['wall time', (r) => `${(r.wallTimeMs / 1000).toFixed(1)} s`],
-    ['MySQL statuses', (r) => Object.entries(r.finalStatuses).map(([s, n]) => `${s}=${n}`).join(' ') || 'none'],
-    ['stock', (r) => (r.stock ? `sold ${r.stock.sold}, reserved ${r.stock.reserved}${r.stockConsistent === false ? ' INCONSISTENT' : ''}` : '-')],
+    [
+      'MySQL statuses',
+      (r) =>
+        Object.entries(r.finalStatuses)
+          .map(([s, n]) => `${s}=${n}`)
+          .join(' ') || 'none',
+    ],
+    [
+      'stock',
+      (r) =>
+        r.stock
+          ? `sold ${r.stock.sold}, reserved ${r.stock.reserved}${r.stockConsistent === false ? ' INCONSISTENT' : ''}`
+          : '-',
+    ],
   ];
   const header = ['', ...results.map((r) => r.phase)];
   const cells = [header, ...rows.map(([label, f]) => [label, ...results.map(f)])];

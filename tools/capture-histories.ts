@@ -57,7 +57,13 @@ class Driver {
     private readonly log: (line: string) => void,
   ) {}
 
-  private call(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json }> {
+  private call(
+    base: string,
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; body: Json }> {
     return jsonCall(base, method, path, body, headers);
   }
 
@@ -84,7 +90,12 @@ class Driver {
   product(price: number, stock = 5): Promise<string> {
     const created = this.products.then(async () => {
       const sku = `hist-${randomBytes(4).toString('hex')}`;
-      const r = await this.api('PUT', `/admin/products/${sku}`, { name: `History ${sku}`, price, currency: 'CNY', stock }, this.admin());
+      const r = await this.api(
+        'PUT',
+        `/admin/products/${sku}`,
+        { name: `History ${sku}`, price, currency: 'CNY', stock },
+        this.admin(),
+      );
       if (r.status !== 201) throw new Error(`creating product failed: ${r.status} ${JSON.stringify(r.body)}`);
       return sku;
     });
@@ -95,7 +106,8 @@ class Driver {
   /** Places an order and returns the API's answer (201 expected unless `expect` says otherwise). */
   async order(body: Record<string, unknown>, expect = 201): Promise<Json> {
     const r = await this.api('POST', '/orders', { userId: `hist-user-${randomBytes(3).toString('hex')}`, ...body });
-    if (r.status !== expect) throw new Error(`POST /orders answered ${r.status}, expected ${expect}: ${JSON.stringify(r.body)}`);
+    if (r.status !== expect)
+      throw new Error(`POST /orders answered ${r.status}, expected ${expect}: ${JSON.stringify(r.body)}`);
     return r.body;
   }
 
@@ -105,25 +117,33 @@ class Driver {
   }
 
   /** Waits until MySQL shows one of the statuses (and, when given, the reason). */
-  async status(orderId: string, statuses: string[], { reason, timeoutMs = 30_000 }: { reason?: string; timeoutMs?: number } = {}): Promise<Json> {
+  async status(
+    orderId: string,
+    statuses: string[],
+    { reason, timeoutMs = 30_000 }: { reason?: string; timeoutMs?: number } = {},
+  ): Promise<Json> {
     const deadline = Date.now() + timeoutMs;
     let last: Json;
     while (Date.now() < deadline) {
       last = (await this.api('GET', `/orders/${orderId}`)).body;
       if (statuses.includes(last?.status)) {
-        if (reason && last.statusReason !== reason) throw new Error(`order ${orderId} is ${last.status} for ${last.statusReason}, expected ${reason}`);
+        if (reason && last.statusReason !== reason)
+          throw new Error(`order ${orderId} is ${last.status} for ${last.statusReason}, expected ${reason}`);
         return last;
       }
       await sleep(200);
     }
-    throw new Error(`order ${orderId} did not become ${statuses.join(' or ')} within ${timeoutMs}ms (last ${last?.status})`);
+    throw new Error(
+      `order ${orderId} did not become ${statuses.join(' or ')} within ${timeoutMs}ms (last ${last?.status})`,
+    );
   }
 
   /** Waits for the workflow's result and checks it. */
   async finished(workflowId: string, expected: Record<string, unknown>): Promise<void> {
     const result = (await this.stack.client.workflow.getHandle(workflowId).result()) as Record<string, unknown>;
     for (const [k, v] of Object.entries(expected)) {
-      if (result[k] !== v) throw new Error(`${workflowId} ended with ${JSON.stringify(result)}, expected ${k}=${JSON.stringify(v)}`);
+      if (result[k] !== v)
+        throw new Error(`${workflowId} ended with ${JSON.stringify(result)}, expected ${k}=${JSON.stringify(v)}`);
     }
     this.log(`${workflowId} finished: ${JSON.stringify(result)}`);
   }
@@ -159,10 +179,20 @@ const SCENARIOS: Record<string, (d: Driver) => Promise<Captured[]>> = {
     const userId = `hist-user-${randomBytes(3).toString('hex')}`;
     const code = `HIST${randomBytes(3).toString('hex').toUpperCase()}`;
     const coupon = await d.api('PUT', `/admin/coupons/${code}`, { userId, discount: 300, currency: 'CNY' }, d.admin());
-    if (coupon.status >= 300) throw new Error(`creating coupon failed: ${coupon.status} ${JSON.stringify(coupon.body)}`);
+    if (coupon.status >= 300)
+      throw new Error(`creating coupon failed: ${coupon.status} ${JSON.stringify(coupon.body)}`);
     const points = await d.api('PUT', `/admin/points/${userId}`, { balance: 1000 }, d.admin());
-    if (points.status >= 300) throw new Error(`granting points failed: ${points.status} ${JSON.stringify(points.body)}`);
-    const { orderId } = await d.order({ userId, items: [{ sku: a, quantity: 2 }, { sku: b, quantity: 1 }], couponCode: code, points: 200 });
+    if (points.status >= 300)
+      throw new Error(`granting points failed: ${points.status} ${JSON.stringify(points.body)}`);
+    const { orderId } = await d.order({
+      userId,
+      items: [
+        { sku: a, quantity: 2 },
+        { sku: b, quantity: 1 },
+      ],
+      couponCode: code,
+      points: 200,
+    });
     await d.pay(orderId);
     await d.status(orderId, ['PAID']);
     await d.finished(orderWorkflowId(orderId), { status: 'PAID' });
@@ -183,7 +213,8 @@ const SCENARIOS: Record<string, (d: Driver) => Promise<Captured[]>> = {
     const sku = await d.product(1500);
     const { orderId } = await d.order({ items: [{ sku, quantity: 1 }] });
     const r = await d.api('POST', `/orders/${orderId}/cancel`, { reason: 'changed my mind' });
-    if (r.status !== 200 || r.body.status !== 'CANCELLED') throw new Error(`cancel answered ${r.status} ${JSON.stringify(r.body)}`);
+    if (r.status !== 200 || r.body.status !== 'CANCELLED')
+      throw new Error(`cancel answered ${r.status} ${JSON.stringify(r.body)}`);
     await d.finished(orderWorkflowId(orderId), { status: 'CANCELLED' });
     return [{ scenario: 'cancelled', workflowId: orderWorkflowId(orderId) }];
   },
@@ -196,8 +227,14 @@ const SCENARIOS: Record<string, (d: Driver) => Promise<Captured[]>> = {
     const sku = await d.product(1500);
     const userId = `hist-user-${randomBytes(3).toString('hex')}`;
     const code = `HIST${randomBytes(3).toString('hex').toUpperCase()}`;
-    const coupon = await d.api('PUT', `/admin/coupons/${code}`, { userId: `${userId}-other`, discount: 300, currency: 'CNY' }, d.admin());
-    if (coupon.status >= 300) throw new Error(`creating coupon failed: ${coupon.status} ${JSON.stringify(coupon.body)}`);
+    const coupon = await d.api(
+      'PUT',
+      `/admin/coupons/${code}`,
+      { userId: `${userId}-other`, discount: 300, currency: 'CNY' },
+      d.admin(),
+    );
+    if (coupon.status >= 300)
+      throw new Error(`creating coupon failed: ${coupon.status} ${JSON.stringify(coupon.body)}`);
     const body = await d.order({ userId, items: [{ sku, quantity: 1 }], couponCode: code }, 409);
     await d.finished(orderWorkflowId(body.orderId as string), { status: 'FAILED' });
     return [{ scenario: 'setup-failed', workflowId: orderWorkflowId(body.orderId as string) }];
@@ -210,7 +247,11 @@ const SCENARIOS: Record<string, (d: Driver) => Promise<Captured[]>> = {
     await d.pay(orderId, 2999);
     await d.status(orderId, ['NEEDS_REVIEW'], { reason: 'PAYMENT_MISMATCH' });
     await sleep(2500); // one review reminder in the history
-    const r = await d.action(`/orders/${orderId}/review`, { decision: 'approve', operator: 'histories', reason: 'buyer paid the rest by bank transfer' }, d.admin());
+    const r = await d.action(
+      `/orders/${orderId}/review`,
+      { decision: 'approve', operator: 'histories', reason: 'buyer paid the rest by bank transfer' },
+      d.admin(),
+    );
     if (r.status !== 'PAID') throw new Error(`review approve answered ${JSON.stringify(r)}`);
     await d.finished(orderWorkflowId(orderId), { status: 'PAID' });
     return [{ scenario: 'review-approve', workflowId: orderWorkflowId(orderId) }];
@@ -222,7 +263,11 @@ const SCENARIOS: Record<string, (d: Driver) => Promise<Captured[]>> = {
     const { orderId } = await d.order({ items: [{ sku, quantity: 1 }] });
     await d.pay(orderId, 1);
     await d.status(orderId, ['NEEDS_REVIEW'], { reason: 'PAYMENT_MISMATCH' });
-    const r = await d.action(`/orders/${orderId}/review`, { decision: 'refund', operator: 'histories', reason: 'wrong amount paid' }, d.admin());
+    const r = await d.action(
+      `/orders/${orderId}/review`,
+      { decision: 'refund', operator: 'histories', reason: 'wrong amount paid' },
+      d.admin(),
+    );
     if (r.status !== 'REFUNDED') throw new Error(`review refund answered ${JSON.stringify(r)}`);
     await d.finished(orderWorkflowId(orderId), { status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
     return [{ scenario: 'review-refund', workflowId: orderWorkflowId(orderId) }];
@@ -279,7 +324,8 @@ const LOST_CALLBACK_SCENARIOS: Record<string, (d: Driver, orderId: string) => Pr
   /** The buyer escalates to support before the first query: the support update queries and finds the payment. */
   async escalated(d, orderId) {
     const r = await d.api('POST', `/orders/${orderId}/escalate`, { note: 'I paid, the page still waits' });
-    if (r.status !== 200 || r.body.resolution !== 'PAYMENT_FOUND') throw new Error(`escalation answered ${r.status} ${JSON.stringify(r.body)}`);
+    if (r.status !== 200 || r.body.resolution !== 'PAYMENT_FOUND')
+      throw new Error(`escalation answered ${r.status} ${JSON.stringify(r.body)}`);
     await d.status(orderId, ['PAID'], { reason: 'PAID_VIA_QUERY' });
     await d.finished(orderWorkflowId(orderId), { status: 'PAID' });
     return [{ scenario: 'escalated', workflowId: orderWorkflowId(orderId) }];
@@ -287,7 +333,10 @@ const LOST_CALLBACK_SCENARIOS: Record<string, (d: Driver, orderId: string) => Pr
 };
 
 /** Places and pays the orders of the wanted lost-callback scenarios with notifications dropped; returns their runs. */
-async function lostCallbacks(d: Driver, wanted: (name: string) => boolean): Promise<{ name: string; done: Promise<Captured[]> }[]> {
+async function lostCallbacks(
+  d: Driver,
+  wanted: (name: string) => boolean,
+): Promise<{ name: string; done: Promise<Captured[]> }[]> {
   const names = Object.keys(LOST_CALLBACK_SCENARIOS).filter(wanted);
   if (names.length === 0) return [];
   const orders: string[] = [];
@@ -313,16 +362,26 @@ function parseArgs(argv: string[]): { label: string; only?: string[]; out: strin
   };
   const label = value('label');
   if (!label || !/^[A-Za-z0-9][A-Za-z0-9_.]*$/.test(label)) {
-    throw new Error('usage: npm run histories:capture -- --label <version, e.g. v2> [--only a,b] [--out test/histories] [--own-server] (the label is the file prefix: letters, digits, _ and .)');
+    throw new Error(
+      'usage: npm run histories:capture -- --label <version, e.g. v2> [--only a,b] [--out test/histories] [--own-server] (the label is the file prefix: letters, digits, _ and .)',
+    );
   }
   const only = value('only')?.split(',').filter(Boolean);
-  for (const name of only ?? []) if (!SCENARIO_NAMES.includes(name)) throw new Error(`unknown scenario "${name}"; known: ${SCENARIO_NAMES.join(', ')}`);
-  return { label, only, out: resolve(value('out') ?? join(__dirname, '..', 'test', 'histories')), ownServer: argv.includes('--own-server') };
+  for (const name of only ?? [])
+    if (!SCENARIO_NAMES.includes(name))
+      throw new Error(`unknown scenario "${name}"; known: ${SCENARIO_NAMES.join(', ')}`);
+  return {
+    label,
+    only,
+    out: resolve(value('out') ?? join(__dirname, '..', 'test', 'histories')),
+    ownServer: argv.includes('--own-server'),
+  };
 }
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const log = (line: string) => console.log(`[histories ${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${line}`);
+  const log = (line: string) =>
+    console.log(`[histories ${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${line}`);
   const { label, only, out, ownServer } = parseArgs(process.argv.slice(2));
   const wanted = (name: string) => !only || only.includes(name);
 
@@ -338,11 +397,22 @@ async function main(): Promise<void> {
     const binary = ensureTemporalCli(log);
     temporalAddress = `127.0.0.1:${await freePort()}`;
     log(`Temporal: starting an in-memory dev server on ${temporalAddress}`);
-    devServer = await startDevServer(binary, { address: temporalAddress, namespace: 'default', headless: true, logLevel: 'error' }, 'ignore');
+    devServer = await startDevServer(
+      binary,
+      { address: temporalAddress, namespace: 'default', headless: true, logLevel: 'error' },
+      'ignore',
+    );
   }
 
   Runtime.install({
-    logger: { log() {}, trace() {}, debug() {}, info() {}, warn: (m: string) => console.warn(`[temporal-sdk] ${m}`), error: (m: string) => console.error(`[temporal-sdk] ${m}`) } as never,
+    logger: {
+      log() {},
+      trace() {},
+      debug() {},
+      info() {},
+      warn: (m: string) => console.warn(`[temporal-sdk] ${m}`),
+      error: (m: string) => console.error(`[temporal-sdk] ${m}`),
+    } as never,
   });
   const [apiPort, sandboxPort] = [await freePort(), await freePort()];
   const config = loadConfig({
@@ -387,9 +457,15 @@ async function main(): Promise<void> {
       const history = await stack.client.workflow.getHandle(c.workflowId).fetchHistory();
       const file = join(out, `${label}-${c.scenario}.json`);
       writeFileSync(file, `${historyToJson(history)}\n`);
-      log(`${c.scenario}: wrote ${relative(process.cwd(), file)} (${history.events?.length ?? 0} events, workflow ${c.workflowId})`);
+      log(
+        `${c.scenario}: wrote ${relative(process.cwd(), file)} (${history.events?.length ?? 0} events, workflow ${c.workflowId})`,
+      );
     }
-    log(failed ? 'some scenarios failed; their histories were not written' : `captured ${captured.length} histories with label "${label}"`);
+    log(
+      failed
+        ? 'some scenarios failed; their histories were not written'
+        : `captured ${captured.length} histories with label "${label}"`,
+    );
   } finally {
     await stack.stop();
     devServer?.kill('SIGTERM');

@@ -13,8 +13,11 @@ const ALERTS = resolve(__dirname, '..', 'ops', 'alerts');
 
 function findPromtool(): string {
   if (process.env.PROMTOOL_PATH) return process.env.PROMTOOL_PATH;
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) if (dir && existsSync(join(dir, 'promtool'))) return join(dir, 'promtool');
-  const base = process.env.PAYFLOW_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(process.env.HOME ?? '/root', '.cache'), 'payflow');
+  for (const dir of (process.env.PATH ?? '').split(delimiter))
+    if (dir && existsSync(join(dir, 'promtool'))) return join(dir, 'promtool');
+  const base =
+    process.env.PAYFLOW_CACHE_DIR ??
+    join(process.env.XDG_CACHE_HOME ?? join(process.env.HOME ?? '/root', '.cache'), 'payflow');
   return goInstall({
     tool: 'promtool',
     module: 'github.com/prometheus/prometheus/cmd/promtool',

@@ -24,11 +24,17 @@ export function ensureChromium(log: (line: string) => void): string {
   if (existing) return existing;
   const canApt = process.getuid?.() === 0 && spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0;
   if (!canApt) {
-    throw new Error('No Chromium found for the waiting-page browser tests: install it (Debian: sudo apt-get install -y chromium) or set CHROMIUM_PATH');
+    throw new Error(
+      'No Chromium found for the waiting-page browser tests: install it (Debian: sudo apt-get install -y chromium) or set CHROMIUM_PATH',
+    );
   }
   log('Chromium: not found; installing Debian\'s "chromium" package (apt-get install -y chromium, about 30 s)');
-  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
   const installed = found();
-  if (!installed) throw new Error('apt-get installed chromium but no binary was found at the usual paths; set CHROMIUM_PATH');
+  if (!installed)
+    throw new Error('apt-get installed chromium but no binary was found at the usual paths; set CHROMIUM_PATH');
   return installed;
 }

@@ -13,7 +13,13 @@ import type { Config } from '../src/config';
 import { migrateLatest } from '../src/db/knex';
 import { workflowInterceptorModules } from '../src/workers/workflow-modules';
 import { ChildService } from './processes';
-import { type ClusterOptions, TemporalCluster, ensureClusterBinaries, ensureTemporalDatabases, readServerSettings } from './temporal-cluster';
+import {
+  type ClusterOptions,
+  TemporalCluster,
+  ensureClusterBinaries,
+  ensureTemporalDatabases,
+  readServerSettings,
+} from './temporal-cluster';
 import { ensureNamespace } from '../src/ops/temporal-namespace';
 
 const SRC = resolve(__dirname, '..', 'src');
@@ -86,7 +92,10 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
   const apiCount = options.apis ?? 2;
   mkdirSync(options.dir, { recursive: true });
   const [host, portText] = config.temporalAddress.split(':');
-  if (host !== '127.0.0.1' && host !== 'localhost') throw new Error(`the local cluster listens on 127.0.0.1; TEMPORAL_ADDRESS=${config.temporalAddress} names another host`);
+  if (host !== '127.0.0.1' && host !== 'localhost')
+    throw new Error(
+      `the local cluster listens on 127.0.0.1; TEMPORAL_ADDRESS=${config.temporalAddress} names another host`,
+    );
 
   const bin = ensureClusterBinaries(log);
   const clusterOptions: ClusterOptions = {
@@ -102,7 +111,8 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
   const children: ChildService[] = [];
   const stop = async () => {
     // APIs first (no new work), then the workers finish what they hold, then the sandbox, the UI and the server.
-    const group = (prefix: string) => Promise.all(children.filter((c) => c.name.startsWith(prefix)).map((c) => c.stop()));
+    const group = (prefix: string) =>
+      Promise.all(children.filter((c) => c.name.startsWith(prefix)).map((c) => c.stop()));
     await group('api-');
     await group('worker-');
     await group('sandbox');
@@ -117,7 +127,10 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
     // in the server's log (seen here: it goes on with the persisted value), so say it where it is seen.
     const wanted = Number(readServerSettings().NUM_HISTORY_SHARDS);
     const shards = await historyShards(cluster.address);
-    if (shards !== wanted) log(`\x1b[33mTemporal: the databases were created with ${shards} history shards; docker/temporal.env asks for ${wanted}, which needs new databases\x1b[0m`);
+    if (shards !== wanted)
+      log(
+        `\x1b[33mTemporal: the databases were created with ${shards} history shards; docker/temporal.env asks for ${wanted}, which needs new databases\x1b[0m`,
+      );
     await ensureNamespace(config, { log: (l) => log(`Temporal: ${l}`) });
     if (options.uiPort) {
       await cluster.startUi();
@@ -149,15 +162,29 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
       ...options.env,
     };
     const sandboxUrl = base.SANDBOX_URL!;
-    const sandbox = new ChildService('sandbox', join(SRC, 'sandbox-provider', 'main.ts'), base, join(options.dir, 'sandbox.log'));
+    const sandbox = new ChildService(
+      'sandbox',
+      join(SRC, 'sandbox-provider', 'main.ts'),
+      base,
+      join(options.dir, 'sandbox.log'),
+    );
     children.push(sandbox);
     sandbox.start();
 
     // Workers: metrics ports side by side (the configured ones, then the next pair), or none when they are off.
     const workers = Array.from({ length: workerCount }, (_, i) => {
       const metrics = (port: number) => String(port === 0 ? 0 : port + 2 * i);
-      const env = { ...base, WORKER_METRICS_PORT: metrics(config.workerMetricsPort), TEMPORAL_METRICS_PORT: metrics(config.temporalMetricsPort) };
-      return new ChildService(`worker-${i + 1}`, join(SRC, 'workers', 'main.ts'), env, join(options.dir, `worker-${i + 1}.log`));
+      const env = {
+        ...base,
+        WORKER_METRICS_PORT: metrics(config.workerMetricsPort),
+        TEMPORAL_METRICS_PORT: metrics(config.temporalMetricsPort),
+      };
+      return new ChildService(
+        `worker-${i + 1}`,
+        join(SRC, 'workers', 'main.ts'),
+        env,
+        join(options.dir, `worker-${i + 1}.log`),
+      );
     });
     children.push(...workers);
     for (const w of workers) w.start();
@@ -166,8 +193,20 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
     const apis = Array.from({ length: apiCount }, (_, i) => {
       const port = options.apiPorts?.[i] ?? config.port + i;
       const url = `http://127.0.0.1:${port}`;
-      const env = { ...base, PORT: String(port), PUBLIC_BASE_URL: process.env.PUBLIC_BASE_URL ?? options.env?.PUBLIC_BASE_URL ?? url };
-      return { url, service: new ChildService(`api-${i + 1}`, join(SRC, 'client', 'main.ts'), env, join(options.dir, `api-${i + 1}.log`)) };
+      const env = {
+        ...base,
+        PORT: String(port),
+        PUBLIC_BASE_URL: process.env.PUBLIC_BASE_URL ?? options.env?.PUBLIC_BASE_URL ?? url,
+      };
+      return {
+        url,
+        service: new ChildService(
+          `api-${i + 1}`,
+          join(SRC, 'client', 'main.ts'),
+          env,
+          join(options.dir, `api-${i + 1}.log`),
+        ),
+      };
     });
     children.push(...apis.map((a) => a.service));
     for (const a of apis) a.service.start();
@@ -175,16 +214,25 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
     const deadline = Date.now() + 120_000;
     for (const api of apis) {
       for (;;) {
-        const status = await fetch(`${api.url}/healthz`, { signal: AbortSignal.timeout(2000) }).then((r) => r.status, () => 0);
+        const status = await fetch(`${api.url}/healthz`, { signal: AbortSignal.timeout(2000) }).then(
+          (r) => r.status,
+          () => 0,
+        );
         if (status === 200) break;
         const dead = children.find((c) => c.proc && (c.proc.exitCode !== null || c.proc.signalCode !== null));
-        if (dead) throw new Error(`${dead.name} exited (${dead.proc!.exitCode ?? dead.proc!.signalCode}); see ${join(options.dir, `${dead.name}.log`)}`);
+        if (dead)
+          throw new Error(
+            `${dead.name} exited (${dead.proc!.exitCode ?? dead.proc!.signalCode}); see ${join(options.dir, `${dead.name}.log`)}`,
+          );
         if (Date.now() > deadline) throw new Error(`${api.service.name} not healthy within 120 s; see ${options.dir}`);
         await sleep(250);
       }
     }
-    while ((await pollers(config.temporalAddress, config.temporalNamespace, config.taskQueue).catch(() => 0)) < workerCount) {
-      if (Date.now() > deadline) throw new Error(`fewer than ${workerCount} workers poll "${config.taskQueue}" after 120 s; see ${options.dir}`);
+    while (
+      (await pollers(config.temporalAddress, config.temporalNamespace, config.taskQueue).catch(() => 0)) < workerCount
+    ) {
+      if (Date.now() > deadline)
+        throw new Error(`fewer than ${workerCount} workers poll "${config.taskQueue}" after 120 s; see ${options.dir}`);
       await sleep(250);
     }
     log(`${apiCount} API process(es), ${workerCount} worker process(es) and the sandbox are up`);

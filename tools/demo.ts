@@ -39,7 +39,10 @@ async function call(method: string, url: string, body?: unknown, headers: Record
     });
   } catch (err) {
     const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
-    const why = e.name === 'TimeoutError' ? `no answer within ${REQUEST_TIMEOUT_MS / 1000}s` : (e.cause?.code ?? e.cause?.message ?? e.message ?? String(err));
+    const why =
+      e.name === 'TimeoutError'
+        ? `no answer within ${REQUEST_TIMEOUT_MS / 1000}s`
+        : (e.cause?.code ?? e.cause?.message ?? e.message ?? String(err));
     throw new DemoError(`${method} ${url} failed: ${why}`);
   }
   const text = await response.text();
@@ -49,7 +52,10 @@ async function call(method: string, url: string, body?: unknown, headers: Record
   } catch {
     parsed = { message: text.slice(0, 300) };
   }
-  return { status: response.status, body: (typeof parsed === 'object' && parsed !== null ? parsed : { value: parsed }) as Record<string, unknown> };
+  return {
+    status: response.status,
+    body: (typeof parsed === 'object' && parsed !== null ? parsed : { value: parsed }) as Record<string, unknown>,
+  };
 }
 
 function describe(r: Reply): string {
@@ -70,18 +76,28 @@ async function main(): Promise<void> {
   try {
     health = await call('GET', `${api}/healthz`);
   } catch (err) {
-    throw new DemoError(`The order API at ${api} is not reachable (${(err as Error).message.replace(/^GET \S+ failed: /, '')}).\nStart it with npm start (in another terminal), or point PORT / PUBLIC_BASE_URL at the running one.`);
+    throw new DemoError(
+      `The order API at ${api} is not reachable (${(err as Error).message.replace(/^GET \S+ failed: /, '')}).\nStart it with npm start (in another terminal), or point PORT / PUBLIC_BASE_URL at the running one.`,
+    );
   }
   if (health.status !== 200) {
-    console.warn(`warning: ${api}/healthz says ${describe(health)} ${JSON.stringify(health.body.checks ?? {})}; trying anyway`);
+    console.warn(
+      `warning: ${api}/healthz says ${describe(health)} ${JSON.stringify(health.body.checks ?? {})}; trying anyway`,
+    );
   }
 
   // The demo product: created, or reset to the demo price and stock.
   const admin = { authorization: `Bearer ${config.adminToken}` };
   const product = await call('PUT', `${api}/admin/products/${SKU}`, PRODUCT, admin);
-  if (product.status === 401) throw new DemoError(`the API refused the admin token (${describe(product)}); run the demo with the same ADMIN_TOKEN as the system`);
-  if (product.status !== 200 && product.status !== 201) throw new DemoError(`could not set up the demo product: ${describe(product)}`);
-  console.log(`${product.status === 201 ? 'Created' : 'Updated'} product ${bold(SKU)}: ${PRODUCT.name}, ${formatMoney(PRODUCT.price, PRODUCT.currency)}, stock ${PRODUCT.stock}`);
+  if (product.status === 401)
+    throw new DemoError(
+      `the API refused the admin token (${describe(product)}); run the demo with the same ADMIN_TOKEN as the system`,
+    );
+  if (product.status !== 200 && product.status !== 201)
+    throw new DemoError(`could not set up the demo product: ${describe(product)}`);
+  console.log(
+    `${product.status === 201 ? 'Created' : 'Updated'} product ${bold(SKU)}: ${PRODUCT.name}, ${formatMoney(PRODUCT.price, PRODUCT.currency)}, stock ${PRODUCT.stock}`,
+  );
 
   // The order.
   const userId = `demo-user-${Date.now().toString(36)}`;
@@ -124,24 +140,32 @@ ${bold('Temporal')} the order's workflow (${workflowId}) in the Web UI:
   const paid = await call('POST', `${sandbox}/v1/payments/${encodeURIComponent(orderId)}/pay`, {});
   if (paid.status !== 200) throw new DemoError(`paying at the sandbox failed: ${describe(paid)}`);
   const started = Date.now();
-  console.log(`${bold('Paid')} at the sandbox (trade ${String(paid.body.tradeNo ?? '?')}); following the order every ${POLL_INTERVAL_MS} ms for up to ${PAY_WAIT_MS / 1000} s:`);
+  console.log(
+    `${bold('Paid')} at the sandbox (trade ${String(paid.body.tradeNo ?? '?')}); following the order every ${POLL_INTERVAL_MS} ms for up to ${PAY_WAIT_MS / 1000} s:`,
+  );
   let last = '';
   while (Date.now() - started < PAY_WAIT_MS) {
     const r = await call('GET', `${api}/orders/${orderId}`);
     if (r.status !== 200) throw new DemoError(`reading the order failed: ${describe(r)}`);
     const status = String(r.body.status);
     if (status !== last) {
-      console.log(`  +${String(Date.now() - started).padStart(5)} ms  ${bold(status)}${typeof r.body.userMessage === 'string' ? `  ${dim(r.body.userMessage)}` : ''}`);
+      console.log(
+        `  +${String(Date.now() - started).padStart(5)} ms  ${bold(status)}${typeof r.body.userMessage === 'string' ? `  ${dim(r.body.userMessage)}` : ''}`,
+      );
       last = status;
     }
     if (status === 'PAID') {
-      console.log(`\nDone: order ${orderId} is PAID. The workflow history shows the callback, the stock confirmation and the status change.`);
+      console.log(
+        `\nDone: order ${orderId} is PAID. The workflow history shows the callback, the stock confirmation and the status change.`,
+      );
       return;
     }
     if (FINAL.has(status)) throw new DemoError(`order ${orderId} ended ${status}, not PAID`);
     await new Promise((r) => setTimeout(r, POLL_INTERVAL_MS));
   }
-  throw new DemoError(`order ${orderId} was not PAID within ${PAY_WAIT_MS / 1000} s (last status ${last}); is the worker running?`);
+  throw new DemoError(
+    `order ${orderId} was not PAID within ${PAY_WAIT_MS / 1000} s (last status ${last}); is the worker running?`,
+  );
 }
 
 main().catch((err: unknown) => {

@@ -37,11 +37,19 @@ export function historyCost(events: Event[]): HistoryCost {
     if (e.eventType === EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED) workflowTasks++;
     else if (e.eventType === EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) upserts++;
     else if (e.eventType === EventType.EVENT_TYPE_TIMER_FIRED) timersFired++;
-    else if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) activityTypes.push(e.activityTaskScheduledEventAttributes?.activityType?.name ?? 'activity');
+    else if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+      activityTypes.push(e.activityTaskScheduledEventAttributes?.activityType?.name ?? 'activity');
     else if (e.eventType === EventType.EVENT_TYPE_MARKER_RECORDED) {
       const type = localActivityType(e);
       if (type) activityTypes.push(type);
     }
   }
-  return { events: events.length, workflowTasks, activities: activityTypes.length, activityTypes, upserts, timersFired };
+  return {
+    events: events.length,
+    workflowTasks,
+    activities: activityTypes.length,
+    activityTypes,
+    upserts,
+    timersFired,
+  };
 }

@@ -69,8 +69,14 @@ export class ChildService {
  * One JSON call to a service of the system: the parsed body (or the raw text when it is not JSON) and the
  * status. Loosely typed on purpose: callers are tools and tests that check what they read.
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- loosely typed JSON from our own services
-export async function jsonCall(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+export async function jsonCall(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- loosely typed JSON from our own services
+): Promise<{ status: number; body: any }> {
   const response = await fetch(`${base}${path}`, {
     method,
     headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },

@@ -47,7 +47,13 @@ export interface FaultProfile {
 export const PROFILES: Record<string, FaultProfile> = {
   default: {
     name: 'default',
-    sandbox: { dropNotifications: 0.3, duplicateNotifications: 0.2, reorderNotifications: 0.1, apiErrorRate: 0.05, acceptPaymentAfterClose: true },
+    sandbox: {
+      dropNotifications: 0.3,
+      duplicateNotifications: 0.2,
+      reorderNotifications: 0.1,
+      apiErrorRate: 0.05,
+      acceptPaymentAfterClose: true,
+    },
     workers: 2,
     workerKillEveryMs: 30_000,
     mysqlKillEveryMs: 60_000,
@@ -56,7 +62,14 @@ export const PROFILES: Record<string, FaultProfile> = {
   },
   ci: {
     name: 'ci',
-    sandbox: { dropNotifications: 0.3, duplicateNotifications: 0.2, reorderNotifications: 0.1, apiErrorRate: 0.05, notificationDelayMs: 200, acceptPaymentAfterClose: true },
+    sandbox: {
+      dropNotifications: 0.3,
+      duplicateNotifications: 0.2,
+      reorderNotifications: 0.1,
+      apiErrorRate: 0.05,
+      notificationDelayMs: 200,
+      acceptPaymentAfterClose: true,
+    },
     workers: 2,
     workerKillEveryMs: 20_000,
     mysqlKillEveryMs: 15_000,
@@ -159,9 +172,15 @@ function pick(): Behaviour {
 const SETTLE_BOUND_MS = 130_000;
 
 /** What is still in motion: running workflows of this run (review excepted) and notifications in redelivery. */
-async function unsettled(temporal: Client, taskQueue: string, sandbox: string): Promise<{ workflows: number; notifications: number }> {
+async function unsettled(
+  temporal: Client,
+  taskQueue: string,
+  sandbox: string,
+): Promise<{ workflows: number; notifications: number }> {
   let workflows = 0;
-  for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
+  for await (const wf of temporal.workflow.list({
+    query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'`,
+  })) {
     const inReview = wf.typedSearchAttributes.get(OrderStatusKey) === 'NEEDS_REVIEW';
     if (!inReview) workflows++;
   }
@@ -186,7 +205,12 @@ async function httpJson(url: string, init: RequestInit = {}): Promise<{ status: 
 }
 
 /** Retries an HTTP call through transient faults (5xx, resets, timeouts), as a real client would. */
-async function withRetry<T extends { status: number }>(what: string, errors: Record<string, number>, fn: () => Promise<T>, attempts = 12): Promise<T> {
+async function withRetry<T extends { status: number }>(
+  what: string,
+  errors: Record<string, number>,
+  fn: () => Promise<T>,
+  attempts = 12,
+): Promise<T> {
   let last: unknown;
   for (let i = 0; i < attempts; i++) {
     try {
@@ -210,7 +234,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const dir = mkdtempSync(join(tmpdir(), 'payflow-soak-'));
   // MySQL and Temporal as the app is configured (DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE).
   const config = loadConfig();
-  const databaseUrl = options.databaseName ? withDatabase(config.databaseUrl, options.databaseName) : config.databaseUrl;
+  const databaseUrl = options.databaseName
+    ? withDatabase(config.databaseUrl, options.databaseName)
+    : config.databaseUrl;
   const databaseName = databaseOf(databaseUrl);
   const faults: Record<string, number> = {};
   const errors: Record<string, number> = {};
@@ -226,7 +252,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   let devServer: ChildProcess | undefined;
   const dbFile = join(dir, 'temporal.db');
   const startOwnServer = async () =>
-    startDevServer(ensureTemporalCli(log), { address: temporalAddress, namespace, headless: true, dbFile, logLevel: 'error' }, 'ignore');
+    startDevServer(
+      ensureTemporalCli(log),
+      { address: temporalAddress, namespace, headless: true, dbFile, logLevel: 'error' },
+      'ignore',
+    );
   if (!options.temporal && (profile.temporalRestartAt !== undefined || !(await isListening(temporalAddress)))) {
     temporalAddress = `127.0.0.1:${await freePort()}`;
     namespace = 'default';
@@ -245,7 +275,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const { code } = await bundleWorkflowCode({
     workflowsPath: require.resolve('../src/workflows'),
     // The workers trace when the environment names an OTLP endpoint; their bundle must match.
-    workflowInterceptorModules: workflowInterceptorModules({ tracing: Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) }),
+    workflowInterceptorModules: workflowInterceptorModules({
+      tracing: Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+    }),
     logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
   });
   writeFileSync(bundlePath, code);
@@ -271,7 +303,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     INBOX_RETRY_INTERVAL: '1s',
     COOLING_OFF_PERIOD: '5s',
     LOG_LEVEL: 'warn',
-    // A throwaway copy: no daily reconciliation Schedule left behind; several workers on one host: no fixed metrics ports.
+    // A throwaway copy: no daily reconciliation Schedule left behind; several workers on one host: no fixed metrics
+    // ports.
     RECONCILIATION_SCHEDULE: 'off',
     WORKER_METRICS_PORT: '0',
     TEMPORAL_METRICS_PORT: '0',
@@ -284,21 +317,56 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const children = [
     new ChildService('sandbox', resolve(__dirname, '../src/sandbox-provider/main.ts'), env, join(dir, 'sandbox.log')),
     ...apiPorts.map(
-      (port, i) => new ChildService(`api-${i + 1}`, resolve(__dirname, '../src/client/main.ts'), { ...env, PORT: String(port), PUBLIC_BASE_URL: apiUrls[i]! }, join(dir, `api-${i + 1}.log`)),
+      (port, i) =>
+        new ChildService(
+          `api-${i + 1}`,
+          resolve(__dirname, '../src/client/main.ts'),
+          { ...env, PORT: String(port), PUBLIC_BASE_URL: apiUrls[i]! },
+          join(dir, `api-${i + 1}.log`),
+        ),
     ),
   ];
-  const workers = Array.from({ length: profile.workers }, (_, i) => new ChildService(`worker-${i + 1}`, resolve(__dirname, '../src/workers/main.ts'), env, join(dir, `worker-${i + 1}.log`)));
+  const workers = Array.from(
+    { length: profile.workers },
+    (_, i) =>
+      new ChildService(
+        `worker-${i + 1}`,
+        resolve(__dirname, '../src/workers/main.ts'),
+        env,
+        join(dir, `worker-${i + 1}.log`),
+      ),
+  );
   for (const c of [...children, ...workers]) c.start();
   log(`system: API ${apiUrls.join(', ')}, sandbox ${sandbox}, ${workers.length} worker(s); logs in ${dir}`);
-  for (const url of apiUrls) for (let i = 0; i < 120 && (await httpJson(`${url}/healthz`).catch(() => ({ status: 0 }))).status !== 200; i++) await sleep(500);
+  for (const url of apiUrls)
+    for (let i = 0; i < 120 && (await httpJson(`${url}/healthz`).catch(() => ({ status: 0 }))).status !== 200; i++)
+      await sleep(500);
 
   const adminHeaders = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
   const skus = ['soak-tea', 'soak-mug', 'soak-pen'];
   for (const [i, sku] of skus.entries()) {
-    await withRetry('admin', errors, () => httpJson(`${api}/admin/products/${sku}`, { method: 'PUT', headers: adminHeaders, body: JSON.stringify({ name: sku, price: 990 + i * 1000, stock: options.orders * 3 }) }));
+    await withRetry('admin', errors, () =>
+      httpJson(`${api}/admin/products/${sku}`, {
+        method: 'PUT',
+        headers: adminHeaders,
+        body: JSON.stringify({ name: sku, price: 990 + i * 1000, stock: options.orders * 3 }),
+      }),
+    );
   }
-  await withRetry('admin', errors, () => httpJson(`${api}/admin/products/soak-scarce`, { method: 'PUT', headers: adminHeaders, body: JSON.stringify({ name: 'scarce', price: 50_000, stock: 3 }) }));
-  await withRetry('faults', errors, () => httpJson(`${sandbox}/_control/faults`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(profile.sandbox) }));
+  await withRetry('admin', errors, () =>
+    httpJson(`${api}/admin/products/soak-scarce`, {
+      method: 'PUT',
+      headers: adminHeaders,
+      body: JSON.stringify({ name: 'scarce', price: 50_000, stock: 3 }),
+    }),
+  );
+  await withRetry('faults', errors, () =>
+    httpJson(`${sandbox}/_control/faults`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(profile.sandbox),
+    }),
+  );
   for (const key of Object.keys(profile.sandbox)) count(faults, `sandbox ${key}`);
 
   // Fault injectors.
@@ -320,7 +388,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     timers.push(
       setInterval(() => {
         void (async () => {
-          const [rows] = (await db.raw('SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()', [databaseName])) as [{ ID: number }[]];
+          const [rows] = (await db.raw(
+            'SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()',
+            [databaseName],
+          )) as [{ ID: number }[]];
           for (const { ID } of rows) {
             await db.raw(`KILL ${Number(ID)}`).catch(() => undefined);
             count(faults, 'mysql KILL connection');
@@ -336,17 +407,40 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
           const body = JSON.stringify({
             id: `evt_forged_${randomBytes(6).toString('hex')}`,
             type: 'payment.succeeded',
-            data: { outTradeNo: 'ord_forged', tradeNo: 'SBXFORGED', amount: 1, currency: 'CNY', merchantId: 'm_sandbox_001', paidAt: new Date().toISOString() },
+            data: {
+              outTradeNo: 'ord_forged',
+              tradeNo: 'SBXFORGED',
+              amount: 1,
+              currency: 'CNY',
+              merchantId: 'm_sandbox_001',
+              paidAt: new Date().toISOString(),
+            },
           });
           const now = Math.floor(Date.now() / 1000);
-          const forged = await httpJson(`${api}/callbacks/sandbox`, { method: 'POST', headers: { 'content-type': 'application/json', 'sandbox-signature': signSandboxPayload('wrong-secret', body, now) }, body });
+          const forged = await httpJson(`${api}/callbacks/sandbox`, {
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              'sandbox-signature': signSandboxPayload('wrong-secret', body, now),
+            },
+            body,
+          });
           count(faults, 'forged notification');
-          if (forged.status < 400 || forged.status >= 500) count(errors, `forged notification answered ${forged.status}`);
-          const stale = await httpJson(`${api}/callbacks/sandbox`, { method: 'POST', headers: { 'content-type': 'application/json', 'sandbox-signature': signSandboxPayload(secret, body, now - 3600) }, body });
+          if (forged.status < 400 || forged.status >= 500)
+            count(errors, `forged notification answered ${forged.status}`);
+          const stale = await httpJson(`${api}/callbacks/sandbox`, {
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              'sandbox-signature': signSandboxPayload(secret, body, now - 3600),
+            },
+            body,
+          });
           count(faults, 'stale replayed notification');
           if (stale.status < 400 || stale.status >= 500) count(errors, `stale notification answered ${stale.status}`);
           // Replay a genuine notification that was already acknowledged: it must change nothing.
-          const list = (await httpJson(`${sandbox}/_control/notifications`)).body?.notifications as { id: string; acknowledged: boolean }[] | undefined;
+          const list = (await httpJson(`${sandbox}/_control/notifications`)).body?.notifications as
+            { id: string; acknowledged: boolean }[] | undefined;
           const acked = (list ?? []).filter((n) => n.acknowledged);
           const replay = acked[Math.floor(Math.random() * acked.length)];
           if (replay) {
@@ -368,7 +462,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   let restarted = false;
   let restarting: Promise<void> | undefined;
   const stopPlacingAt = options.durationMs ? started + options.durationMs : Infinity;
-  const progress = setInterval(() => options.progress?.(`placed ${placed}/${options.orders}, buyers done ${done}, faults ${Object.values(faults).reduce((a, b) => a + b, 0)}`), 1000);
+  const progress = setInterval(
+    () =>
+      options.progress?.(
+        `placed ${placed}/${options.orders}, buyers done ${done}, faults ${Object.values(faults).reduce((a, b) => a + b, 0)}`,
+      ),
+    1000,
+  );
 
   async function buyer(i: number): Promise<void> {
     const behaviour = pick();
@@ -385,7 +485,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       }),
     );
     placed++;
-    if (created.status === 409 && created.body?.error === FAILURES.OUT_OF_STOCK.api.code && !created.body?.orderId) refusedOutOfStock++;
+    if (created.status === 409 && created.body?.error === FAILURES.OUT_OF_STOCK.api.code && !created.body?.orderId)
+      refusedOutOfStock++;
     if (created.status !== 201 && created.status !== 200) {
       count(errors, `POST /orders ${created.status} ${created.body?.error ?? ''}`.trim());
       return;
@@ -393,7 +494,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const orderId = created.body.orderId as string;
     orderIds.push(orderId);
     const pay = (amount?: number) =>
-      withRetry('pay', errors, () => httpJson(`${sandbox}/v1/payments/${orderId}/pay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(amount ? { amount } : {}) }));
+      withRetry('pay', errors, () =>
+        httpJson(`${sandbox}/v1/payments/${orderId}/pay`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(amount ? { amount } : {}),
+        }),
+      );
     const T = options.paymentTimeoutMs;
     switch (behaviour) {
       case 'pay':
@@ -411,7 +518,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         break;
       case 'cancel':
         await sleep(Math.random() * 3000);
-        await withRetry('cancel', errors, () => httpJson(`${other}/orders/${orderId}/cancel`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
+        await withRetry('cancel', errors, () =>
+          httpJson(`${other}/orders/${orderId}/cancel`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: '{}',
+          }),
+        );
         break;
       case 'payAfterDeadline':
         await sleep(T + 2000 + Math.random() * 3000);
@@ -425,7 +538,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   async function client(): Promise<void> {
     while (next < options.orders && Date.now() < stopPlacingAt) {
       const i = next++;
-      if (!restarted && restartable && profile.temporalRestartAt !== undefined && i >= options.orders * profile.temporalRestartAt) {
+      if (
+        !restarted &&
+        restartable &&
+        profile.temporalRestartAt !== undefined &&
+        i >= options.orders * profile.temporalRestartAt
+      ) {
         restarted = true;
         restarting = restartTemporal().catch((err: unknown) => {
           count(errors, `temporal restart: ${(err as Error).message}`);
@@ -477,14 +595,21 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const settleUntil = Date.now() + SETTLE_BOUND_MS;
   for (;;) {
     const pending = await unsettled(temporal, env.TASK_QUEUE!, sandbox);
-    options.progress?.(`settling: ${pending.workflows} workflow(s) running, ${pending.notifications} notification(s) being redelivered`);
+    options.progress?.(
+      `settling: ${pending.workflows} workflow(s) running, ${pending.notifications} notification(s) being redelivered`,
+    );
     if ((pending.workflows === 0 && pending.notifications === 0) || Date.now() > settleUntil) break;
     await sleep(1000);
   }
   // On a server the soak does not own, nothing of the run stays running (orders parked in review wait forever).
   if (!devServer) {
-    for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${env.TASK_QUEUE}' AND ExecutionStatus = 'Running'` })) {
-      await temporal.workflow.getHandle(wf.workflowId, wf.runId).terminate('left running at the end of a soak run').catch(() => undefined);
+    for await (const wf of temporal.workflow.list({
+      query: `TaskQueue = '${env.TASK_QUEUE}' AND ExecutionStatus = 'Running'`,
+    })) {
+      await temporal.workflow
+        .getHandle(wf.workflowId, wf.runId)
+        .terminate('left running at the end of a soak run')
+        .catch(() => undefined);
     }
   }
   await temporal.connection.close();
@@ -492,9 +617,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const providerRows = await sandboxBillRows(sandbox, started);
   const invariants = await checkInvariants({ db, providerRows, convergenceBoundMs: 60_000 });
   const statuses = Object.fromEntries(
-    ((await db('orders').groupBy('status').select('status').count({ n: '*' })) as { status: string; n: number }[]).map((r) => [r.status, Number(r.n)]),
+    ((await db('orders').groupBy('status').select('status').count({ n: '*' })) as { status: string; n: number }[]).map(
+      (r) => [r.status, Number(r.n)],
+    ),
   );
-  const durations = ((await db('orders').whereNot('status', 'AWAITING_PAYMENT').select(db.raw('TIMESTAMPDIFF(MICROSECOND, created_at, updated_at) / 1000 AS ms'))) as { ms: number }[])
+  const durations = (
+    (await db('orders')
+      .whereNot('status', 'AWAITING_PAYMENT')
+      .select(db.raw('TIMESTAMPDIFF(MICROSECOND, created_at, updated_at) / 1000 AS ms'))) as { ms: number }[]
+  )
     .map((r) => Number(r.ms))
     .sort((a, b) => a - b);
   const [{ total }] = (await db('orders').count({ total: '*' })) as [{ total: number }];
@@ -515,7 +646,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     runSeconds: Math.round((Date.now() - started) / 100) / 10,
     statuses,
     behaviours,
-    convergenceMs: { p50: percentile(durations, 50), p95: percentile(durations, 95), p99: percentile(durations, 99), max: durations[durations.length - 1] ?? 0 },
+    convergenceMs: {
+      p50: percentile(durations, 50),
+      p95: percentile(durations, 95),
+      p99: percentile(durations, 99),
+      max: durations[durations.length - 1] ?? 0,
+    },
     converged,
     faults,
     errors,
@@ -531,13 +667,25 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
 export function formatSoakReport(r: SoakReport): string {
   const lines = [
     `Soak (${r.profile}): ${r.placed}/${r.orders} orders, concurrency ${r.concurrency}, ${r.runSeconds}s`,
-    `  final statuses: ${Object.entries(r.statuses).map(([k, v]) => `${k} ${v}`).join(', ')}`,
-    `  buyers: ${Object.entries(r.behaviours).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `  final statuses: ${Object.entries(r.statuses)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
+    `  buyers: ${Object.entries(r.behaviours)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
     `  refused before any order existed (409 OUT_OF_STOCK): ${r.refusedOutOfStock}`,
     `  converged: ${r.converged}/${r.placed - r.refusedOutOfStock}; creation -> final p50 ${Math.round(r.convergenceMs.p50)} ms, p95 ${Math.round(r.convergenceMs.p95)} ms, p99 ${Math.round(r.convergenceMs.p99)} ms, max ${Math.round(r.convergenceMs.max)} ms`,
     `  Temporal: ${r.temporal}${r.temporalCpuMs === null ? '' : `, server CPU ${(r.temporalCpuMs / 1000).toFixed(1)} s`}; MySQL database ${r.database}`,
-    `  faults injected: ${Object.entries(r.faults).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}`,
-    `  client-side errors (retried): ${Object.entries(r.errors).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}`,
+    `  faults injected: ${
+      Object.entries(r.faults)
+        .map(([k, v]) => `${k} x${v}`)
+        .join(', ') || 'none'
+    }`,
+    `  client-side errors (retried): ${
+      Object.entries(r.errors)
+        .map(([k, v]) => `${k} x${v}`)
+        .join(', ') || 'none'
+    }`,
     'Invariants:',
     formatInvariants(r.invariants)
       .split('\n')
@@ -561,7 +709,8 @@ async function main(): Promise<void> {
   const concurrency = Number(arg('concurrency') ?? 20);
   const apis = Number(arg('apis') ?? 1);
   if (!Number.isInteger(apis) || apis < 1 || apis > 8) throw new Error('--apis must be a whole number from 1 to 8');
-  if (!Number.isInteger(orders) || orders < 1 || !Number.isInteger(concurrency) || concurrency < 1) throw new Error('--orders and --concurrency must be positive integers');
+  if (!Number.isInteger(orders) || orders < 1 || !Number.isInteger(concurrency) || concurrency < 1)
+    throw new Error('--orders and --concurrency must be positive integers');
   const tty = process.stdout.isTTY;
   const report = await runSoak({
     orders,
@@ -570,10 +719,16 @@ async function main(): Promise<void> {
     durationMs: arg('duration') ? parseDuration(arg('duration')!) : undefined,
     paymentTimeoutMs: parseDuration(arg('payment-timeout') ?? '20s'),
     // The database: --database NAME, else DATABASE_URL's own name when it is set, else payflow_soak; always on
-    // DATABASE_URL's server. Ports: PORT (and the ones after it, one per API) and SANDBOX_PORT when set, else free ones.
+    // DATABASE_URL's server. Ports: PORT (and the ones after it, one per API) and SANDBOX_PORT when set, else free
+    // ones.
     databaseName: arg('database') ?? (process.env.DATABASE_URL ? undefined : 'payflow_soak'),
     apis,
-    ports: process.env.PORT ? { apis: Array.from({ length: apis }, (_, i) => Number(process.env.PORT) + i), sandbox: Number(process.env.SANDBOX_PORT ?? 4000) } : undefined,
+    ports: process.env.PORT
+      ? {
+          apis: Array.from({ length: apis }, (_, i) => Number(process.env.PORT) + i),
+          sandbox: Number(process.env.SANDBOX_PORT ?? 4000),
+        }
+      : undefined,
     log: (line) => console.log(`${tty ? '\r\x1b[K' : ''}[soak] ${line}`),
     progress: (line) => (tty ? process.stdout.write(`\r\x1b[K[soak] ${line}`) : undefined),
   });

@@ -45,7 +45,10 @@ export interface StackOptions {
   dbPoolMax?: number;
   /** Temporal address for the API's client when it differs from the worker's (tests put a proxy there). */
   clientTemporalAddress?: string;
-  /** Serve the API in this process (default true); false: sandbox and worker only, the API runs elsewhere (bench --kill-api-at). */
+  /**
+   * Serve the API in this process (default true); false: sandbox and worker only, the API runs elsewhere (bench
+   * --kill-api-at).
+   */
   api?: boolean;
   /**
    * Close the client's Temporal connection on stop (default true). Test processes leave it to the end of the process:
@@ -64,20 +67,41 @@ export async function startStack(options: StackOptions): Promise<Omit<Stack, 'ap
   const { config } = options;
   let sandbox: SandboxServer | undefined;
   if (options.sandbox !== false) {
-    sandbox = createSandboxServer({ secret: config.sandboxSecret, publicUrl: config.sandboxPublicUrl, notifySchedule: config.sandboxNotifySchedule, logger: false });
+    sandbox = createSandboxServer({
+      secret: config.sandboxSecret,
+      publicUrl: config.sandboxPublicUrl,
+      notifySchedule: config.sandboxNotifySchedule,
+      logger: false,
+    });
     await sandbox.app.listen({ host: config.host, port: config.sandboxPort });
   }
   const db = createDb(config.databaseUrl, { poolMax: options.dbPoolMax ?? 20 });
   // Off (undefined) unless an OTLP endpoint is configured or a test injects an exporter.
-  const tracing = { api: createTracing(config, 'payflow-api', options.tracing), worker: createTracing(config, 'payflow-worker', options.tracing) };
-  const client = await connectTemporal({ ...config, temporalAddress: options.clientTemporalAddress ?? config.temporalAddress }, { tracing: tracing.api });
+  const tracing = {
+    api: createTracing(config, 'payflow-api', options.tracing),
+    worker: createTracing(config, 'payflow-worker', options.tracing),
+  };
+  const client = await connectTemporal(
+    { ...config, temporalAddress: options.clientTemporalAddress ?? config.temporalAddress },
+    { tracing: tracing.api },
+  );
   await ensureSearchAttributes(client);
   const providers = createProviders(config, { db });
   // The worker first (bundling takes seconds), so that /healthz answers only once orders can be processed.
   const connection = await connectWorkerTemporal(config);
-  let worker = await createWorker({ config, db, providers, connection, workflows: options.workflows, tracing: tracing.worker });
+  let worker = await createWorker({
+    config,
+    db,
+    providers,
+    connection,
+    workflows: options.workflows,
+    tracing: tracing.worker,
+  });
   let running = worker.run();
-  const api = options.api === false ? undefined : buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api });
+  const api =
+    options.api === false
+      ? undefined
+      : buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api });
   await api?.app.listen({ host: config.host, port: config.port });
   let stopped: Promise<void> | undefined;
   return {
@@ -93,7 +117,14 @@ export async function startStack(options: StackOptions): Promise<Omit<Stack, 'ap
     async restartWorker() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch(() => undefined);
-      worker = await createWorker({ config, db, providers, connection, workflows: options.workflows, tracing: tracing.worker });
+      worker = await createWorker({
+        config,
+        db,
+        providers,
+        connection,
+        workflows: options.workflows,
+        tracing: tracing.worker,
+      });
       running = worker.run();
     },
     stop() {

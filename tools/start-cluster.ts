@@ -31,7 +31,10 @@ export async function startCluster(argv: string[]): Promise<void> {
   const postgres = postgresFromEnv();
   // TEMPORAL_DBNAME / TEMPORAL_VISIBILITY_DBNAME: other PostgreSQL databases than docker/temporal.env's.
   const defaults = databaseNames({});
-  const databases = { temporal: process.env.TEMPORAL_DBNAME ?? defaults.temporal, visibility: process.env.TEMPORAL_VISIBILITY_DBNAME ?? defaults.visibility };
+  const databases = {
+    temporal: process.env.TEMPORAL_DBNAME ?? defaults.temporal,
+    visibility: process.env.TEMPORAL_VISIBILITY_DBNAME ?? defaults.visibility,
+  };
   const shards = readServerSettings().NUM_HISTORY_SHARDS;
 
   let stopping = false;
@@ -70,6 +73,7 @@ ${topology.apis.map((a, i) => `    ${pad(`Order API ${i + 1}`)}${a.url}   (POST 
     });
   }
   topology.cluster.server?.once('exit', (code, signal) => {
-    if (!stopping) step(`\x1b[31mthe Temporal server exited (${code ?? signal}); see ${topology.cluster.serverLog}\x1b[0m`);
+    if (!stopping)
+      step(`\x1b[31mthe Temporal server exited (${code ?? signal}); see ${topology.cluster.serverLog}\x1b[0m`);
   });
 }

@@ -33,7 +33,11 @@ async function main(): Promise<void> {
     const binary = ensureTemporalCli((line) => step(line));
     const dbFile = process.env.TEMPORAL_DB_FILE ?? resolve('data/temporal.db');
     step(`Temporal: starting the dev server on ${config.temporalAddress} (history kept in ${dbFile})`);
-    devServer = await startDevServer(binary, { address: config.temporalAddress, namespace: config.temporalNamespace, uiPort, dbFile, logLevel: 'error' }, 'ignore');
+    devServer = await startDevServer(
+      binary,
+      { address: config.temporalAddress, namespace: config.temporalNamespace, uiPort, dbFile, logLevel: 'error' },
+      'ignore',
+    );
   }
 
   step(`MySQL: migrating ${config.databaseUrl.replace(/\/\/[^@]*@/, '//***@')}`);

@@ -18,7 +18,8 @@ const MODULE = 'github.com/temporalio/cli/cmd/temporal';
 
 /** Where the built binary is cached: outside the clone, so CI's fresh clones reuse it. */
 export function cacheDir(): string {
-  const base = process.env.PAYFLOW_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'payflow');
+  const base =
+    process.env.PAYFLOW_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'payflow');
   return join(base, `temporal-${TEMPORAL_CLI_VERSION}`);
 }
 
@@ -48,7 +49,8 @@ export function ensureTemporalCli(log: (line: string) => void = (l) => console.l
     version: TEMPORAL_CLI_VERSION,
     dir: cacheDir(),
     label: `Temporal CLI v${TEMPORAL_CLI_VERSION}`,
-    missing: 'No temporal binary found and no Go toolchain to build one. Install the Temporal CLI (https://docs.temporal.io/cli) and put it on PATH, or set TEMPORAL_CLI_PATH.',
+    missing:
+      'No temporal binary found and no Go toolchain to build one. Install the Temporal CLI (https://docs.temporal.io/cli) and put it on PATH, or set TEMPORAL_CLI_PATH.',
     log,
   });
 }
@@ -58,20 +60,31 @@ export function ensureTemporalCli(log: (line: string) => void = (l) => console.l
  * and returns its path; a binary already there is reused. For the Temporal CLI and the other Go tools the project
  * provisions itself (promtool for the alert rules).
  */
-export function goInstall(spec: { tool: string; module: string; version: string; dir: string; label: string; missing: string; log: (line: string) => void }): string {
+export function goInstall(spec: {
+  tool: string;
+  module: string;
+  version: string;
+  dir: string;
+  label: string;
+  missing: string;
+  log: (line: string) => void;
+}): string {
   const binary = join(spec.dir, spec.tool);
   if (existsSync(binary)) return binary;
   const go = findGo();
   if (!go) throw new Error(spec.missing);
   mkdirSync(spec.dir, { recursive: true });
   spec.log(`[${spec.tool}] building ${spec.label} from the Go module proxy into ${spec.dir}`);
-  spec.log(`[${spec.tool}] the first build takes minutes on 2 cores; later runs reuse the binary. Package progress follows:`);
+  spec.log(
+    `[${spec.tool}] the first build takes minutes on 2 cores; later runs reuse the binary. Package progress follows:`,
+  );
   const started = Date.now();
   const result = spawnSync(go, ['install', '-v', `${spec.module}@v${spec.version}`], {
     env: { ...process.env, GOBIN: spec.dir, GOFLAGS: process.env.GOFLAGS ?? '-mod=mod' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  if (result.status !== 0 || !existsSync(binary)) throw new Error(`go install of ${spec.label} failed (exit ${result.status})`);
+  if (result.status !== 0 || !existsSync(binary))
+    throw new Error(`go install of ${spec.label} failed (exit ${result.status})`);
   spec.log(`[${spec.tool}] built in ${Math.round((Date.now() - started) / 1000)}s: ${binary}`);
   return binary;
 }
@@ -105,12 +118,30 @@ export interface DevServerOptions {
 /** Arguments for `temporal server start-dev`, with the project's search attributes and the dynamic config it needs. */
 export function devServerArgs(options: DevServerOptions): string[] {
   const [ip, port] = options.address.split(':');
-  const args = ['server', 'start-dev', '--ip', ip!, '--port', port!, '--namespace', options.namespace, '--log-level', options.logLevel ?? 'warn'];
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    ip!,
+    '--port',
+    port!,
+    '--namespace',
+    options.namespace,
+    '--log-level',
+    options.logLevel ?? 'warn',
+  ];
   if (options.headless) args.push('--headless');
   else args.push('--ui-port', String(options.uiPort ?? 8233));
   if (options.dbFile) {
     mkdirSync(resolve(options.dbFile, '..'), { recursive: true });
-    args.push('--db-filename', options.dbFile, '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal');
+    args.push(
+      '--db-filename',
+      options.dbFile,
+      '--sqlite-pragma',
+      'journal_mode=wal',
+      '--sqlite-pragma',
+      'synchronous=normal',
+    );
   }
   args.push(...searchAttributeFlags());
   for (const kv of [
@@ -125,7 +156,11 @@ export function devServerArgs(options: DevServerOptions): string[] {
 }
 
 /** Starts the dev server as a child process and waits until its frontend accepts connections. */
-export async function startDevServer(binary: string, options: DevServerOptions, stdio: 'inherit' | 'ignore' = 'inherit'): Promise<ChildProcess> {
+export async function startDevServer(
+  binary: string,
+  options: DevServerOptions,
+  stdio: 'inherit' | 'ignore' = 'inherit',
+): Promise<ChildProcess> {
   const child = spawn(binary, devServerArgs(options), { stdio: ['ignore', stdio, stdio] });
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
@@ -156,7 +191,9 @@ async function main(): Promise<void> {
       uiPort: Number(process.env.TEMPORAL_UI_PORT ?? 8233),
       dbFile: process.env.TEMPORAL_DB_FILE ?? resolve('data/temporal.db'),
     });
-    console.log(`[temporal] dev server on ${address}, Web UI on http://127.0.0.1:${process.env.TEMPORAL_UI_PORT ?? 8233}`);
+    console.log(
+      `[temporal] dev server on ${address}, Web UI on http://127.0.0.1:${process.env.TEMPORAL_UI_PORT ?? 8233}`,
+    );
     const stop = () => child.kill('SIGTERM');
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);

@@ -10,7 +10,17 @@
  *   tsx tools/temporal-cluster.ts ensure   # builds (or finds) the three binaries, with progress
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { cacheDir, goInstall, isListening } from './temporal-cli';
@@ -62,7 +72,10 @@ function findGo(): string {
 
 /** The module's source directory in Go's module cache (downloaded when missing; quick when cached). */
 function moduleDir(module: string, version: string): string {
-  const result = spawnSync(findGo(), ['mod', 'download', '-json', `${module}@v${version}`], { encoding: 'utf8', env: { ...process.env, GOFLAGS: '-mod=mod' } });
+  const result = spawnSync(findGo(), ['mod', 'download', '-json', `${module}@v${version}`], {
+    encoding: 'utf8',
+    env: { ...process.env, GOFLAGS: '-mod=mod' },
+  });
   const info = JSON.parse(result.stdout || '{}') as { Dir?: string; Error?: string };
   if (!info.Dir) throw new Error(`go mod download ${module}@v${version} failed: ${info.Error ?? result.stderr}`);
   return info.Dir;
@@ -81,12 +94,37 @@ function writable(path: string): void {
  * templates and schemas they need next to them.
  */
 export function ensureClusterBinaries(log: (line: string) => void = (l) => console.log(l)): ClusterBinaries {
-  const missing = 'No Go toolchain to build the Temporal server (go on PATH or /usr/local/go/bin). Install Go, or use docker compose.';
+  const missing =
+    'No Go toolchain to build the Temporal server (go on PATH or /usr/local/go/bin). Install Go, or use docker compose.';
   const serverDir = serverCacheDir();
   const uiDir = uiCacheDir();
-  const server = goInstall({ tool: 'server', module: `${SERVER_MODULE}/cmd/server`, version: TEMPORAL_SERVER_VERSION, dir: serverDir, label: `Temporal server v${TEMPORAL_SERVER_VERSION}`, missing, log });
-  const sql = goInstall({ tool: 'sql', module: `${SERVER_MODULE}/cmd/tools/sql`, version: TEMPORAL_SERVER_VERSION, dir: serverDir, label: `temporal-sql-tool v${TEMPORAL_SERVER_VERSION}`, missing, log });
-  const ui = goInstall({ tool: 'server', module: `${UI_MODULE}/cmd/server`, version: TEMPORAL_UI_VERSION, dir: uiDir, label: `Temporal Web UI server v${TEMPORAL_UI_VERSION}`, missing, log });
+  const server = goInstall({
+    tool: 'server',
+    module: `${SERVER_MODULE}/cmd/server`,
+    version: TEMPORAL_SERVER_VERSION,
+    dir: serverDir,
+    label: `Temporal server v${TEMPORAL_SERVER_VERSION}`,
+    missing,
+    log,
+  });
+  const sql = goInstall({
+    tool: 'sql',
+    module: `${SERVER_MODULE}/cmd/tools/sql`,
+    version: TEMPORAL_SERVER_VERSION,
+    dir: serverDir,
+    label: `temporal-sql-tool v${TEMPORAL_SERVER_VERSION}`,
+    missing,
+    log,
+  });
+  const ui = goInstall({
+    tool: 'server',
+    module: `${UI_MODULE}/cmd/server`,
+    version: TEMPORAL_UI_VERSION,
+    dir: uiDir,
+    label: `Temporal Web UI server v${TEMPORAL_UI_VERSION}`,
+    missing,
+    log,
+  });
   const serverTemplate = join(serverDir, 'config', 'docker.yaml');
   const schemaDir = join(serverDir, 'schema');
   if (!existsSync(serverTemplate) || !existsSync(join(schemaDir, 'postgresql'))) {
@@ -151,12 +189,22 @@ export function clusterPorts(frontendPort: number): Record<string, number> {
 /** PostgreSQL from the environment (TEMPORAL_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432). */
 export function postgresFromEnv(env: Record<string, string | undefined> = process.env): ClusterOptions['postgres'] {
   const url = new URL(env.TEMPORAL_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432');
-  return { host: url.hostname, port: Number(url.port || 5432), user: decodeURIComponent(url.username || 'postgres'), password: decodeURIComponent(url.password) };
+  return {
+    host: url.hostname,
+    port: Number(url.port || 5432),
+    user: decodeURIComponent(url.username || 'postgres'),
+    password: decodeURIComponent(url.password),
+  };
 }
 
 export function databaseNames(options: Pick<ClusterOptions, 'databases'>): { temporal: string; visibility: string } {
   const settings = readServerSettings();
-  return options.databases ?? { temporal: settings.DBNAME ?? 'temporal', visibility: settings.VISIBILITY_DBNAME ?? 'temporal_visibility' };
+  return (
+    options.databases ?? {
+      temporal: settings.DBNAME ?? 'temporal',
+      visibility: settings.VISIBILITY_DBNAME ?? 'temporal_visibility',
+    }
+  );
 }
 
 /** The server's environment: the shared settings, then where this one runs. Nothing else leaks in from ours. */
@@ -182,11 +230,34 @@ export function serverEnvironment(options: ClusterOptions): Record<string, strin
   };
 }
 
-function sqlTool(bin: ClusterBinaries, options: ClusterOptions, database: string, args: string[]): { ok: boolean; output: string } {
+function sqlTool(
+  bin: ClusterBinaries,
+  options: ClusterOptions,
+  database: string,
+  args: string[],
+): { ok: boolean; output: string } {
   const { host, port, user, password } = options.postgres;
-  const result = spawnSync(bin.sql, ['--plugin', readServerSettings().DB ?? 'postgres12', '--ep', host, '-p', String(port), '-u', user, '--pw', password, '--db', database, ...args], {
-    encoding: 'utf8',
-  });
+  const result = spawnSync(
+    bin.sql,
+    [
+      '--plugin',
+      readServerSettings().DB ?? 'postgres12',
+      '--ep',
+      host,
+      '-p',
+      String(port),
+      '-u',
+      user,
+      '--pw',
+      password,
+      '--db',
+      database,
+      ...args,
+    ],
+    {
+      encoding: 'utf8',
+    },
+  );
   return { ok: result.status === 0, output: `${result.stdout ?? ''}${result.stderr ?? ''}`.trim() };
 }
 
@@ -196,7 +267,11 @@ function sqlTool(bin: ClusterBinaries, options: ClusterOptions, database: string
  * alone, update-schema applies only the versions above the current one), as in the server image's auto-setup. The
  * shard count is written into the databases by the server's first start and cannot change afterwards.
  */
-export function ensureTemporalDatabases(bin: ClusterBinaries, options: ClusterOptions, log: (line: string) => void): void {
+export function ensureTemporalDatabases(
+  bin: ClusterBinaries,
+  options: ClusterOptions,
+  log: (line: string) => void,
+): void {
   const names = databaseNames(options);
   for (const [kind, database] of [
     ['temporal', names.temporal],
@@ -210,7 +285,9 @@ export function ensureTemporalDatabases(bin: ClusterBinaries, options: ClusterOp
     const update = sqlTool(bin, options, database, ['update-schema', '-d', dir]);
     if (!update.ok) throw new Error(`update-schema of ${database} failed: ${update.output}`);
     const current = /found zero updates from current version ([\d.]+)/.exec(update.output);
-    log(`PostgreSQL: ${database} (${kind}) ${current ? `schema already at v${current[1]}` : 'created or migrated to the current schema'}`);
+    log(
+      `PostgreSQL: ${database} (${kind}) ${current ? `schema already at v${current[1]}` : 'created or migrated to the current schema'}`,
+    );
   }
 }
 
@@ -219,7 +296,8 @@ export function dropTemporalDatabases(bin: ClusterBinaries, options: ClusterOpti
   const names = databaseNames(options);
   for (const database of [names.temporal, names.visibility]) {
     const dropped = sqlTool(bin, options, database, ['drop-database', '--force']);
-    if (!dropped.ok && !/does not exist/i.test(dropped.output)) throw new Error(`dropping ${database} failed: ${dropped.output}`);
+    if (!dropped.ok && !/does not exist/i.test(dropped.output))
+      throw new Error(`dropping ${database} failed: ${dropped.output}`);
   }
 }
 
@@ -276,18 +354,26 @@ export class TemporalCluster {
   /** Starts the server and waits until its frontend answers; refuses when something already listens there. */
   async startServer(timeoutMs = 90_000): Promise<void> {
     for (const port of Object.values(clusterPorts(this.options.frontendPort))) {
-      if (await isListening(`127.0.0.1:${port}`)) throw new Error(`port ${port} is taken (the cluster uses ${this.options.frontendPort} to ${this.options.frontendPort + 8}); stop what listens there or choose another frontend port`);
+      if (await isListening(`127.0.0.1:${port}`))
+        throw new Error(
+          `port ${port} is taken (the cluster uses ${this.options.frontendPort} to ${this.options.frontendPort + 8}); stop what listens there or choose another frontend port`,
+        );
     }
     const args = ['--root', this.bin.serverRoot, '--config', 'config', '--env', 'docker', '--allow-no-auth', 'start'];
     const child = spawnLogged(this.bin.server, args, serverEnvironment(this.options), this.serverLog);
     this.server = child;
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the Temporal server exited (${child.exitCode ?? child.signalCode}); its log ${this.serverLog} ends:\n${tailOf(this.serverLog)}`);
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(
+          `the Temporal server exited (${child.exitCode ?? child.signalCode}); its log ${this.serverLog} ends:\n${tailOf(this.serverLog)}`,
+        );
       if (await this.healthy()) return;
       await sleep(250);
     }
-    throw new Error(`the Temporal server did not answer on ${this.address} within ${timeoutMs / 1000}s; its log ${this.serverLog} ends:\n${tailOf(this.serverLog)}`);
+    throw new Error(
+      `the Temporal server did not answer on ${this.address} within ${timeoutMs / 1000}s; its log ${this.serverLog} ends:\n${tailOf(this.serverLog)}`,
+    );
   }
 
   /** The frontend answers GetSystemInfo (it listens before it can serve). */
@@ -309,7 +395,8 @@ export class TemporalCluster {
   /** Starts the Web UI server (its own config template, the compose image's) and waits until it serves. */
   async startUi(timeoutMs = 30_000): Promise<void> {
     if (!this.options.uiPort) return;
-    if (await isListening(`127.0.0.1:${this.options.uiPort}`)) throw new Error(`port ${this.options.uiPort} (Web UI) is taken`);
+    if (await isListening(`127.0.0.1:${this.options.uiPort}`))
+      throw new Error(`port ${this.options.uiPort} (Web UI) is taken`);
     const env = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: process.env.HOME ?? '/tmp',
@@ -318,10 +405,18 @@ export class TemporalCluster {
       TEMPORAL_DEFAULT_NAMESPACE: this.options.namespace,
       TEMPORAL_NOTIFY_ON_NEW_VERSION: 'false',
     };
-    this.ui = spawnLogged(this.bin.ui, ['--root', this.bin.uiRoot, '--config', 'config', '--env', 'docker', 'start'], env, this.uiLog);
+    this.ui = spawnLogged(
+      this.bin.ui,
+      ['--root', this.bin.uiRoot, '--config', 'config', '--env', 'docker', 'start'],
+      env,
+      this.uiLog,
+    );
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (this.ui.exitCode !== null) throw new Error(`the Web UI server exited (${this.ui.exitCode}); its log ${this.uiLog} ends:\n${tailOf(this.uiLog)}`);
+      if (this.ui.exitCode !== null)
+        throw new Error(
+          `the Web UI server exited (${this.ui.exitCode}); its log ${this.uiLog} ends:\n${tailOf(this.uiLog)}`,
+        );
       if (await isListening(`127.0.0.1:${this.options.uiPort}`)) return;
       await sleep(250);
     }
@@ -359,7 +454,9 @@ async function main(): Promise<void> {
   if (command !== 'ensure') throw new Error(`unknown command ${command}; use ensure`);
   const started = Date.now();
   const bin = ensureClusterBinaries((l) => console.log(`[cluster] ${l}`));
-  console.log(`[cluster] server ${bin.server}\n[cluster] sql tool ${bin.sql}\n[cluster] Web UI server ${bin.ui}\n[cluster] ready in ${Math.round((Date.now() - started) / 1000)}s`);
+  console.log(
+    `[cluster] server ${bin.server}\n[cluster] sql tool ${bin.sql}\n[cluster] Web UI server ${bin.ui}\n[cluster] ready in ${Math.round((Date.now() - started) / 1000)}s`,
+  );
 }
 
 if (require.main === module) {

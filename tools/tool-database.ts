@@ -23,7 +23,10 @@ export function databaseOf(url: string): string {
 export interface ToolDatabase {
   url: string;
   database: string;
-  /** created: new (marked as the tool's); recreated: the tool's own from an earlier run, dropped and made anew; reused: someone else's empty database. */
+  /**
+   * created: new (marked as the tool's); recreated: the tool's own from an earlier run, dropped and made anew; reused:
+   * someone else's empty database.
+   */
   state: 'created' | 'recreated' | 'reused';
 }
 
@@ -32,19 +35,31 @@ export interface ToolDatabase {
  * earlier run of the same tool created it (marker), or when it has one of `legacyNames` (the fixed databases the tools
  * used before the marker existed); migrated and used when it is someone else's but holds no orders; refused otherwise.
  */
-export async function prepareToolDatabase(url: string, tool: string, options: { legacyNames?: string[]; log?: (line: string) => void } = {}): Promise<ToolDatabase> {
+export async function prepareToolDatabase(
+  url: string,
+  tool: string,
+  options: { legacyNames?: string[]; log?: (line: string) => void } = {},
+): Promise<ToolDatabase> {
   const database = databaseOf(url);
   if (!/^[A-Za-z0-9_]+$/.test(database)) throw new Error(`database name "${database}" must be [A-Za-z0-9_]+`);
   const admin = createDb(withDatabase(url, 'information_schema'), { poolMax: 1 });
   let state: ToolDatabase['state'] = 'created';
   try {
-    const [schemas] = (await admin.raw('SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [database])) as [{ name: string }[]];
+    const [schemas] = (await admin.raw(
+      'SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?',
+      [database],
+    )) as [{ name: string }[]];
     if (schemas.length > 0) {
-      const [tables] = (await admin.raw('SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?', [database])) as [{ name: string }[]];
+      const [tables] = (await admin.raw(
+        'SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?',
+        [database],
+      )) as [{ name: string }[]];
       const names = new Set(tables.map((t) => t.name));
       let owner: string | undefined;
       if (names.has(MARKER)) {
-        const [rows] = (await admin.raw(`SELECT tool FROM \`${database}\`.\`${MARKER}\` LIMIT 1`)) as [{ tool: string }[]];
+        const [rows] = (await admin.raw(`SELECT tool FROM \`${database}\`.\`${MARKER}\` LIMIT 1`)) as [
+          { tool: string }[],
+        ];
         owner = rows[0]?.tool;
       }
       if (owner === tool || (owner === undefined && options.legacyNames?.includes(database))) {
@@ -71,7 +86,9 @@ export async function prepareToolDatabase(url: string, tool: string, options: { 
   if (state !== 'reused') {
     const db = createDb(url, { poolMax: 1 });
     try {
-      await db.raw(`CREATE TABLE IF NOT EXISTS \`${MARKER}\` (tool VARCHAR(64) NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)`);
+      await db.raw(
+        `CREATE TABLE IF NOT EXISTS \`${MARKER}\` (tool VARCHAR(64) NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)`,
+      );
       await db.raw(`INSERT INTO \`${MARKER}\` (tool) VALUES (?)`, [tool]);
     } finally {
       await db.destroy();

@@ -24,25 +24,38 @@ function mustChangeOne(changed: number | boolean, what: string): void {
 export const couponParticipant: Participant<BenefitTryInput> = defineParticipant<BenefitTryInput>({
   name: 'coupon',
   async hold(trx, key, input) {
-    const coupon = (await trx('coupons').where({ code: key.resource }).forUpdate().first('user_id', 'discount', 'status')) as
-      | { user_id: string; discount: number; status: string }
-      | undefined;
+    const coupon = (await trx('coupons')
+      .where({ code: key.resource })
+      .forUpdate()
+      .first('user_id', 'discount', 'status')) as { user_id: string; discount: number; status: string } | undefined;
     if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE') {
-      throw businessFailure(FailureType.COUPON_UNAVAILABLE, `coupon ${key.resource} is not available to ${input.userId}`, { couponCode: key.resource });
+      throw businessFailure(
+        FailureType.COUPON_UNAVAILABLE,
+        `coupon ${key.resource} is not available to ${input.userId}`,
+        { couponCode: key.resource },
+      );
     }
-    await trx('coupons').where({ code: key.resource, status: 'AVAILABLE' }).update({ status: 'FROZEN', order_id: key.orderId, updated_at: trx.fn.now(3) });
+    await trx('coupons')
+      .where({ code: key.resource, status: 'AVAILABLE' })
+      .update({ status: 'FROZEN', order_id: key.orderId, updated_at: trx.fn.now(3) });
     return Number(coupon.discount);
   },
   async commit(trx, key) {
-    const n = await trx('coupons').where({ code: key.resource, status: 'FROZEN', order_id: key.orderId }).update({ status: 'USED', updated_at: trx.fn.now(3) });
+    const n = await trx('coupons')
+      .where({ code: key.resource, status: 'FROZEN', order_id: key.orderId })
+      .update({ status: 'USED', updated_at: trx.fn.now(3) });
     mustChangeOne(n, `coupon ${key.resource} is not frozen for order ${key.orderId}`);
   },
   async release(trx, key) {
-    const n = await trx('coupons').where({ code: key.resource, status: 'FROZEN', order_id: key.orderId }).update({ status: 'AVAILABLE', order_id: null, updated_at: trx.fn.now(3) });
+    const n = await trx('coupons')
+      .where({ code: key.resource, status: 'FROZEN', order_id: key.orderId })
+      .update({ status: 'AVAILABLE', order_id: null, updated_at: trx.fn.now(3) });
     mustChangeOne(n, `coupon ${key.resource} is not frozen for order ${key.orderId}`);
   },
   async giveBack(trx, key) {
-    const n = await trx('coupons').where({ code: key.resource, status: 'USED', order_id: key.orderId }).update({ status: 'AVAILABLE', order_id: null, updated_at: trx.fn.now(3) });
+    const n = await trx('coupons')
+      .where({ code: key.resource, status: 'USED', order_id: key.orderId })
+      .update({ status: 'AVAILABLE', order_id: null, updated_at: trx.fn.now(3) });
     mustChangeOne(n, `coupon ${key.resource} was not used by order ${key.orderId}`);
   },
   describe: (key, quantity) => `coupon ${key.resource} (${quantity} off)`,
@@ -52,20 +65,36 @@ export const couponParticipant: Participant<BenefitTryInput> = defineParticipant
 export const pointsParticipant: Participant<BenefitTryInput> = defineParticipant<BenefitTryInput>({
   name: 'points',
   async hold(trx, key, input) {
-    if (!Number.isSafeInteger(input.quantity) || input.quantity <= 0) throw businessFailure(FailureType.ORDER_CONFLICT, `points must be a positive integer, got ${input.quantity}`);
-    if (key.resource !== input.userId) throw businessFailure(FailureType.ORDER_CONFLICT, 'points can only be taken from the ordering user');
+    if (!Number.isSafeInteger(input.quantity) || input.quantity <= 0)
+      throw businessFailure(FailureType.ORDER_CONFLICT, `points must be a positive integer, got ${input.quantity}`);
+    if (key.resource !== input.userId)
+      throw businessFailure(FailureType.ORDER_CONFLICT, 'points can only be taken from the ordering user');
     const moved = await moveUnits(trx, points(trx, key), input.quantity, 'available', 'frozen');
-    if (!moved) throw businessFailure(FailureType.INSUFFICIENT_POINTS, `user ${key.resource} has fewer than ${input.quantity} points available`, { requested: input.quantity });
+    if (!moved)
+      throw businessFailure(
+        FailureType.INSUFFICIENT_POINTS,
+        `user ${key.resource} has fewer than ${input.quantity} points available`,
+        { requested: input.quantity },
+      );
     return input.quantity;
   },
   async commit(trx, key, q) {
-    mustChangeOne(await moveUnits(trx, points(trx, key), q, 'frozen', 'spent'), `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`);
+    mustChangeOne(
+      await moveUnits(trx, points(trx, key), q, 'frozen', 'spent'),
+      `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`,
+    );
   },
   async release(trx, key, q) {
-    mustChangeOne(await moveUnits(trx, points(trx, key), q, 'frozen', 'available'), `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`);
+    mustChangeOne(
+      await moveUnits(trx, points(trx, key), q, 'frozen', 'available'),
+      `user ${key.resource} has fewer frozen points than order ${key.orderId} holds`,
+    );
   },
   async giveBack(trx, key, q) {
-    mustChangeOne(await moveUnits(trx, points(trx, key), q, 'spent', 'available'), `user ${key.resource} has fewer spent points than order ${key.orderId} used`);
+    mustChangeOne(
+      await moveUnits(trx, points(trx, key), q, 'spent', 'available'),
+      `user ${key.resource} has fewer spent points than order ${key.orderId} used`,
+    );
   },
   describe: (key, quantity) => `${quantity} points of ${key.resource}`,
 });
@@ -88,7 +117,8 @@ export interface BenefitCall extends OrderBenefit {
 }
 
 function participantOf(name: string): Participant<BenefitTryInput> {
-  if (!Object.hasOwn(benefitParticipants, name)) throw businessFailure(FailureType.ORDER_CONFLICT, `unknown TCC participant ${name}`);
+  if (!Object.hasOwn(benefitParticipants, name))
+    throw businessFailure(FailureType.ORDER_CONFLICT, `unknown TCC participant ${name}`);
   return benefitParticipants[name as BenefitName];
 }
 
@@ -96,12 +126,20 @@ function participantOf(name: string): Participant<BenefitTryInput> {
 export function createBenefitActivities(db: Knex) {
   return {
     /** TCC Try for a coupon or points. */
-    tryBenefit: (c: BenefitCall) => participantOf(c.participant).try(db, { orderId: c.orderId, resource: c.resource }, { userId: c.userId, quantity: c.quantity }),
+    tryBenefit: (c: BenefitCall) =>
+      participantOf(c.participant).try(
+        db,
+        { orderId: c.orderId, resource: c.resource },
+        { userId: c.userId, quantity: c.quantity },
+      ),
     /** TCC Confirm for a coupon or points. */
-    confirmBenefit: (c: BenefitCall) => participantOf(c.participant).confirm(db, { orderId: c.orderId, resource: c.resource }),
+    confirmBenefit: (c: BenefitCall) =>
+      participantOf(c.participant).confirm(db, { orderId: c.orderId, resource: c.resource }),
     /** TCC Cancel for a coupon or points. */
-    cancelBenefit: (c: BenefitCall) => participantOf(c.participant).cancel(db, { orderId: c.orderId, resource: c.resource }),
+    cancelBenefit: (c: BenefitCall) =>
+      participantOf(c.participant).cancel(db, { orderId: c.orderId, resource: c.resource }),
     /** Gives a used coupon or spent points back after a refund. */
-    returnBenefit: (c: BenefitCall) => participantOf(c.participant).giveBack(db, { orderId: c.orderId, resource: c.resource }),
+    returnBenefit: (c: BenefitCall) =>
+      participantOf(c.participant).giveBack(db, { orderId: c.orderId, resource: c.resource }),
   };
 }

@@ -27,7 +27,10 @@ export function createActivities({ db, providers }: ActivityDeps) {
   const single = createSingleActivities({ db, providers });
   return {
     ...single,
-    /** The order workflow's merged steps (openOrder, settlePaid, releaseOrder, settleRefunded, handOff): one local activity per phase. */
+    /**
+     * The order workflow's merged steps (openOrder, settlePaid, releaseOrder, settleRefunded, handOff): one local
+     * activity per phase.
+     */
     ...composeOrderSteps(single),
   };
 }
@@ -38,13 +41,17 @@ function createSingleActivities({ db, providers }: ActivityDeps) {
     /** Prices the order from the catalog and stores it. */
     createOrder: (input: orders.CreateOrderInput) => orders.createOrder(db, input),
     /** TCC Try for stock. */
-    reserveStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.tryReserveStockUnlessHeld(db, input.orderId, input.lines),
+    reserveStock: (input: { orderId: string; lines: stock.StockLine[] }) =>
+      stock.tryReserveStockUnlessHeld(db, input.orderId, input.lines),
     /** TCC Confirm for stock. */
-    confirmStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.confirmStock(db, input.orderId, input.lines),
+    confirmStock: (input: { orderId: string; lines: stock.StockLine[] }) =>
+      stock.confirmStock(db, input.orderId, input.lines),
     /** TCC Cancel for stock. */
-    cancelStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.cancelStock(db, input.orderId, input.lines),
+    cancelStock: (input: { orderId: string; lines: stock.StockLine[] }) =>
+      stock.cancelStock(db, input.orderId, input.lines),
     /** Returns sold stock after a refund of a confirmed order. */
-    returnStock: (input: { orderId: string; lines: stock.StockLine[] }) => stock.returnStock(db, input.orderId, input.lines),
+    returnStock: (input: { orderId: string; lines: stock.StockLine[] }) =>
+      stock.returnStock(db, input.orderId, input.lines),
     /** TCC for coupons and points (tryBenefit, confirmBenefit, cancelBenefit, returnBenefit). */
     ...createBenefitActivities(db),
     /** One-click support ticket with its snapshot. */
@@ -58,11 +65,18 @@ function createSingleActivities({ db, providers }: ActivityDeps) {
     /** Reads an order for the late-payment path. */
     getOrderSnapshot: (orderId: string) => orders.getOrderSnapshot(db, orderId),
     /** Appends a timeline entry (for facts that change no row, e.g. a duplicate payment seen). */
-    recordOrderEvent: async (input: { orderId: string; type: string; message: string; data?: Record<string, unknown> }) =>
-      appendOrderEvent(db, input.orderId, input.type, input.message, input.data),
-    createProviderPayment: (input: payments.CreateProviderPaymentInput) => payments.createProviderPayment(db, providers, input),
-    queryProviderPayment: (input: { provider: string; outTradeNo: string }) => payments.queryProviderPayment(providers, input),
-    closeProviderPayment: (input: { orderId: string; provider: string }) => payments.closeProviderPayment(db, providers, input),
+    recordOrderEvent: async (input: {
+      orderId: string;
+      type: string;
+      message: string;
+      data?: Record<string, unknown>;
+    }) => appendOrderEvent(db, input.orderId, input.type, input.message, input.data),
+    createProviderPayment: (input: payments.CreateProviderPaymentInput) =>
+      payments.createProviderPayment(db, providers, input),
+    queryProviderPayment: (input: { provider: string; outTradeNo: string }) =>
+      payments.queryProviderPayment(providers, input),
+    closeProviderPayment: (input: { orderId: string; provider: string }) =>
+      payments.closeProviderPayment(db, providers, input),
     refundPayment: (input: payments.RefundPaymentInput) => payments.refundPayment(db, providers, input),
     /** Reconciliation against provider bills (src/activities/reconciliation.ts). */
     ...createReconciliationActivities({ db, providers }),

@@ -38,7 +38,9 @@ export interface OrderStepInput {
   lines: StockLine[];
   benefits: OrderBenefit[];
   transition: StepTransition;
-  /** settleRefunded: every participant was confirmed (a PAID order), so each is returned without trying a cancel first. */
+  /**
+   * settleRefunded: every participant was confirmed (a PAID order), so each is returned without trying a cancel first.
+   */
   sold?: boolean;
 }
 
@@ -72,7 +74,11 @@ const lineOf = (l: StockLine): StockLine => ({ sku: l.sku, quantity: l.quantity 
 
 /** Builds the merged steps over the single ones. */
 export function composeOrderSteps(one: SingleSteps) {
-  const call = (p: { orderId: string; userId: string }, b: OrderBenefit): BenefitCall => ({ orderId: p.orderId, userId: p.userId, ...b });
+  const call = (p: { orderId: string; userId: string }, b: OrderBenefit): BenefitCall => ({
+    orderId: p.orderId,
+    userId: p.userId,
+    ...b,
+  });
   const stock = (p: OrderStepInput) => ({ orderId: p.orderId, lines: p.lines.map(lineOf) });
   const mark = (p: OrderStepInput) => one.transitionOrder({ orderId: p.orderId, ...p.transition });
 
@@ -87,7 +93,9 @@ export function composeOrderSteps(one: SingleSteps) {
       const priced = await one.createOrder(input);
       await one.reserveStock({ orderId: input.orderId, lines: priced.lines.map(lineOf) });
       const benefits: OrderBenefit[] = [
-        ...(priced.couponCode ? [{ participant: 'coupon' as const, resource: priced.couponCode, quantity: priced.discount ?? 0 }] : []),
+        ...(priced.couponCode
+          ? [{ participant: 'coupon' as const, resource: priced.couponCode, quantity: priced.discount ?? 0 }]
+          : []),
         ...(priced.points ? [{ participant: 'points' as const, resource: input.userId, quantity: priced.points }] : []),
       ];
       for (const b of benefits) await one.tryBenefit(call(input, b));
@@ -136,7 +144,8 @@ export function composeOrderSteps(one: SingleSteps) {
         for (const b of input.benefits) await one.returnBenefit(call(input, b));
       } else {
         await one.cancelStock(stock(input)).catch(onConflict(() => one.returnStock(stock(input))));
-        for (const b of input.benefits) await one.cancelBenefit(call(input, b)).catch(onConflict(() => one.returnBenefit(call(input, b))));
+        for (const b of input.benefits)
+          await one.cancelBenefit(call(input, b)).catch(onConflict(() => one.returnBenefit(call(input, b))));
       }
       return mark(input);
     },

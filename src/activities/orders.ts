@@ -33,27 +33,47 @@ export interface PricedOrder {
 /** Creates the order priced from the catalog (never from the client). Idempotent: a retry returns the stored order. */
 export async function createOrder(db: Knex, input: CreateOrderInput): Promise<PricedOrder> {
   return db.transaction(async (trx) => {
-    const existing = await trx('orders').where({ order_id: input.orderId }).first('amount', 'currency', 'user_id', 'coupon_code', 'discount', 'points_used');
+    const existing = await trx('orders')
+      .where({ order_id: input.orderId })
+      .first('amount', 'currency', 'user_id', 'coupon_code', 'discount', 'points_used');
     if (existing) {
-      if (existing.user_id !== input.userId) throw businessFailure(FailureType.ORDER_CONFLICT, `order ${input.orderId} belongs to another user`);
+      if (existing.user_id !== input.userId)
+        throw businessFailure(FailureType.ORDER_CONFLICT, `order ${input.orderId} belongs to another user`);
       const lines = await trx('order_lines').where({ order_id: input.orderId }).select('sku', 'quantity', 'unit_price');
       return {
         amount: Number(existing.amount),
         currency: existing.currency as string,
-        lines: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) })),
+        lines: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({
+          sku: l.sku,
+          quantity: Number(l.quantity),
+          unitPrice: Number(l.unit_price),
+        })),
         couponCode: existing.coupon_code ?? undefined,
         discount: Number(existing.discount),
         points: Number(existing.points_used),
       };
     }
     const skus = input.items.map((i) => i.sku);
-    const products = (await trx('products').whereIn('sku', skus).select('sku', 'price', 'currency')) as { sku: string; price: number; currency: string }[];
+    const products = (await trx('products').whereIn('sku', skus).select('sku', 'price', 'currency')) as {
+      sku: string;
+      price: number;
+      currency: string;
+    }[];
     const bySku = new Map(products.map((p) => [p.sku, p]));
     const missing = skus.filter((s) => !bySku.has(s));
-    if (missing.length) throw businessFailure(FailureType.UNKNOWN_SKU, `unknown SKU: ${missing.join(', ')}`, { skus: missing });
+    if (missing.length)
+      throw businessFailure(FailureType.UNKNOWN_SKU, `unknown SKU: ${missing.join(', ')}`, { skus: missing });
     const currencies = new Set(products.map((p) => p.currency));
-    if (currencies.size > 1) throw businessFailure(FailureType.MIXED_CURRENCY, `items are priced in different currencies: ${[...currencies].join(', ')}`);
-    const lines: OrderLine[] = input.items.map((i) => ({ sku: i.sku, quantity: i.quantity, unitPrice: Number(bySku.get(i.sku)!.price) }));
+    if (currencies.size > 1)
+      throw businessFailure(
+        FailureType.MIXED_CURRENCY,
+        `items are priced in different currencies: ${[...currencies].join(', ')}`,
+      );
+    const lines: OrderLine[] = input.items.map((i) => ({
+      sku: i.sku,
+      quantity: i.quantity,
+      unitPrice: Number(bySku.get(i.sku)!.price),
+    }));
     // Each line's subtotal is added exactly once; integer minor units, checked for overflow.
     const subtotal = lines.reduce((sum, l) => sum + l.unitPrice * l.quantity, 0);
     if (!Number.isSafeInteger(subtotal)) throw businessFailure(FailureType.ORDER_CONFLICT, 'order total is too large');
@@ -61,20 +81,30 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
     // Coupon and points are priced here, on the server; their Try (tryBenefit) holds them atomically afterwards.
     let discount = 0;
     if (input.couponCode !== undefined) {
-      const coupon = (await trx('coupons').where({ code: input.couponCode }).first('user_id', 'discount', 'currency', 'status')) as
-        | { user_id: string; discount: number; currency: string; status: string }
-        | undefined;
+      const coupon = (await trx('coupons')
+        .where({ code: input.couponCode })
+        .first('user_id', 'discount', 'currency', 'status')) as
+        { user_id: string; discount: number; currency: string; status: string } | undefined;
       if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE' || coupon.currency !== currency) {
-        throw businessFailure(FailureType.COUPON_UNAVAILABLE, `coupon ${input.couponCode} is not available to ${input.userId} for a ${currency} order`, { couponCode: input.couponCode });
+        throw businessFailure(
+          FailureType.COUPON_UNAVAILABLE,
+          `coupon ${input.couponCode} is not available to ${input.userId} for a ${currency} order`,
+          { couponCode: input.couponCode },
+        );
       }
       discount = Number(coupon.discount);
     }
     const points = input.points ?? 0;
-    if (!Number.isSafeInteger(points) || points < 0) throw businessFailure(FailureType.ORDER_CONFLICT, `points must be a non-negative integer, got ${points}`);
+    if (!Number.isSafeInteger(points) || points < 0)
+      throw businessFailure(FailureType.ORDER_CONFLICT, `points must be a non-negative integer, got ${points}`);
     // 1 point = 1 minor unit. A total of zero or less is refused: there would be nothing to pay at a provider.
     const amount = subtotal - discount - points;
     if (amount <= 0) {
-      throw businessFailure(FailureType.ZERO_AMOUNT, `coupon (${discount}) and points (${points}) cover the whole total ${subtotal}; use fewer points`, { subtotal, discount, points });
+      throw businessFailure(
+        FailureType.ZERO_AMOUNT,
+        `coupon (${discount}) and points (${points}) cover the whole total ${subtotal}; use fewer points`,
+        { subtotal, discount, points },
+      );
     }
     await trx('orders').insert({
       order_id: input.orderId,
@@ -89,8 +119,16 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
       points_used: points,
       subtotal,
     });
-    await trx('order_lines').insert(lines.map((l) => ({ order_id: input.orderId, sku: l.sku, quantity: l.quantity, unit_price: l.unitPrice })));
-    await appendOrderEvent(trx, input.orderId, 'ORDER_CREATED', `Order created for ${lines.length} item(s), total ${amount} ${currency} (minor units)`, { amount, currency, subtotal, discount, points });
+    await trx('order_lines').insert(
+      lines.map((l) => ({ order_id: input.orderId, sku: l.sku, quantity: l.quantity, unit_price: l.unitPrice })),
+    );
+    await appendOrderEvent(
+      trx,
+      input.orderId,
+      'ORDER_CREATED',
+      `Order created for ${lines.length} item(s), total ${amount} ${currency} (minor units)`,
+      { amount, currency, subtotal, discount, points },
+    );
     return { amount, currency, lines, couponCode: input.couponCode, discount, points };
   });
 }
@@ -142,10 +180,21 @@ export async function transitionOrder(db: Knex, input: TransitionInput): Promise
           updated_at: trx.fn.now(3),
         });
     }
-    await appendOrderEvent(trx, input.orderId, input.event.type, input.event.message, { from: current, to: input.to, reason: input.reason, ...input.event.data });
+    await appendOrderEvent(trx, input.orderId, input.event.type, input.event.message, {
+      from: current,
+      to: input.to,
+      reason: input.reason,
+      ...input.event.data,
+    });
     return { changed: true, status: input.to, from: current };
   });
-  if (result.changed) activityLog.info('order status changed', { from: result.from, to: result.status, reason: input.reason, event: input.event.type });
+  if (result.changed)
+    activityLog.info('order status changed', {
+      from: result.from,
+      to: result.status,
+      reason: input.reason,
+      event: input.event.type,
+    });
   else activityLog.debug('order status unchanged', { status: result.status, wanted: input.to });
   return { changed: result.changed, status: result.status };
 }
@@ -162,7 +211,9 @@ export interface OrderSnapshot {
 
 /** Reads an order's status and payment facts, or null when it does not exist. */
 export async function getOrderSnapshot(db: Knex, orderId: string): Promise<OrderSnapshot | null> {
-  const row = await db('orders').where({ order_id: orderId }).first('order_id', 'status', 'amount', 'currency', 'provider', 'paid_trade_no');
+  const row = await db('orders')
+    .where({ order_id: orderId })
+    .first('order_id', 'status', 'amount', 'currency', 'provider', 'paid_trade_no');
   if (!row) return null;
   return {
     orderId: row.order_id,

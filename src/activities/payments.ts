@@ -17,7 +17,8 @@ async function guard<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof ProviderBusinessError) throw businessFailure(FailureType.PROVIDER_REJECTED, err.message, { code: err.code });
+    if (err instanceof ProviderBusinessError)
+      throw businessFailure(FailureType.PROVIDER_REJECTED, err.message, { code: err.code });
     throw err;
   }
 }
@@ -37,7 +38,11 @@ export interface CreateProviderPaymentInput {
 }
 
 /** Creates the payment at the provider (idempotent there by out-trade-no = orderId) and records it. */
-export async function createProviderPayment(db: Knex, providers: ProviderRegistry, input: CreateProviderPaymentInput): Promise<{ tradeNo: string; paymentUrl: string; merchantId: string }> {
+export async function createProviderPayment(
+  db: Knex,
+  providers: ProviderRegistry,
+  input: CreateProviderPaymentInput,
+): Promise<{ tradeNo: string; paymentUrl: string; merchantId: string }> {
   const provider = providerFor(providers, input.provider);
   const created = await guard(() =>
     provider.createPayment({
@@ -54,31 +59,64 @@ export async function createProviderPayment(db: Knex, providers: ProviderRegistr
       `INSERT INTO payments (out_trade_no, order_id, provider, merchant_id, trade_no, status, amount, currency, payment_url, expires_at)
        VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)
        ON DUPLICATE KEY UPDATE trade_no = VALUES(trade_no), payment_url = VALUES(payment_url)`,
-      [input.orderId, input.orderId, provider.name, provider.merchantId, created.tradeNo, input.amount, input.currency, created.paymentUrl, new Date(input.providerExpiresAt)],
+      [
+        input.orderId,
+        input.orderId,
+        provider.name,
+        provider.merchantId,
+        created.tradeNo,
+        input.amount,
+        input.currency,
+        created.paymentUrl,
+        new Date(input.providerExpiresAt),
+      ],
     );
-    const updated = await trx('orders').where({ order_id: input.orderId }).update({ deadline: new Date(input.deadline), payment_url: created.paymentUrl, updated_at: trx.fn.now(3) });
+    const updated = await trx('orders')
+      .where({ order_id: input.orderId })
+      .update({ deadline: new Date(input.deadline), payment_url: created.paymentUrl, updated_at: trx.fn.now(3) });
     if (updated !== 1) throw businessFailure(FailureType.ORDER_NOT_FOUND, `order ${input.orderId} does not exist`);
-    await appendOrderEvent(trx, input.orderId, 'PAYMENT_CREATED', `Payment created at ${provider.name}; pay before ${input.deadline}`, {
-      tradeNo: created.tradeNo,
-      providerExpiresAt: input.providerExpiresAt,
-    });
+    await appendOrderEvent(
+      trx,
+      input.orderId,
+      'PAYMENT_CREATED',
+      `Payment created at ${provider.name}; pay before ${input.deadline}`,
+      {
+        tradeNo: created.tradeNo,
+        providerExpiresAt: input.providerExpiresAt,
+      },
+    );
   });
-  activityLog.info('provider payment created', { provider: provider.name, tradeNo: created.tradeNo, amount: input.amount, currency: input.currency, providerExpiresAt: input.providerExpiresAt });
+  activityLog.info('provider payment created', {
+    provider: provider.name,
+    tradeNo: created.tradeNo,
+    amount: input.amount,
+    currency: input.currency,
+    providerExpiresAt: input.providerExpiresAt,
+  });
   return { ...created, merchantId: provider.merchantId };
 }
 
 /** Asks the provider for the payment's state (active query). */
-export async function queryProviderPayment(providers: ProviderRegistry, input: { provider: string; outTradeNo: string }): Promise<ProviderPaymentState> {
+export async function queryProviderPayment(
+  providers: ProviderRegistry,
+  input: { provider: string; outTradeNo: string },
+): Promise<ProviderPaymentState> {
   return guard(() => providerFor(providers, input.provider).queryPayment(input.outTradeNo));
 }
 
 /** Closes the payment at the provider so that nobody can pay it any more; reports ALREADY_PAID when too late. */
-export async function closeProviderPayment(db: Knex, providers: ProviderRegistry, input: { orderId: string; provider: string }): Promise<{ result: 'CLOSED' | 'ALREADY_PAID' | 'NOT_FOUND' }> {
+export async function closeProviderPayment(
+  db: Knex,
+  providers: ProviderRegistry,
+  input: { orderId: string; provider: string },
+): Promise<{ result: 'CLOSED' | 'ALREADY_PAID' | 'NOT_FOUND' }> {
   const provider = providerFor(providers, input.provider);
   const closed = await guard(() => provider.closePayment(input.orderId));
   await db.transaction(async (trx) => {
     if (closed.result !== 'ALREADY_PAID') {
-      await trx('payments').where({ out_trade_no: input.orderId, status: 'PENDING' }).update({ status: 'CLOSED', updated_at: trx.fn.now(3) });
+      await trx('payments')
+        .where({ out_trade_no: input.orderId, status: 'PENDING' })
+        .update({ status: 'CLOSED', updated_at: trx.fn.now(3) });
     }
     const message =
       closed.result === 'ALREADY_PAID'
@@ -86,7 +124,12 @@ export async function closeProviderPayment(db: Knex, providers: ProviderRegistry
         : closed.result === 'CLOSED'
           ? `Payment closed at ${provider.name}; it can no longer be paid`
           : `${provider.name} has no such payment; nothing to close`;
-    await appendOrderEvent(trx, input.orderId, closed.result === 'ALREADY_PAID' ? 'CLOSE_FOUND_PAID' : 'PAYMENT_CLOSED', message);
+    await appendOrderEvent(
+      trx,
+      input.orderId,
+      closed.result === 'ALREADY_PAID' ? 'CLOSE_FOUND_PAID' : 'PAYMENT_CLOSED',
+      message,
+    );
   });
   activityLog.info('provider payment close answered', { provider: provider.name, result: closed.result });
   return closed;
@@ -105,39 +148,84 @@ export interface RefundPaymentInput {
 }
 
 /** Refunds at the provider with a stable refund number, recording the refund before and after. */
-export async function refundPayment(db: Knex, providers: ProviderRegistry, input: RefundPaymentInput): Promise<{ refundNo: string; amount: number }> {
+export async function refundPayment(
+  db: Knex,
+  providers: ProviderRegistry,
+  input: RefundPaymentInput,
+): Promise<{ refundNo: string; amount: number }> {
   const provider = providerFor(providers, input.provider);
   await db.raw(
     `INSERT INTO refunds (out_refund_no, order_id, out_trade_no, provider, trade_no, amount, currency, reason, status)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING') ON DUPLICATE KEY UPDATE out_refund_no = out_refund_no`,
-    [input.outRefundNo, input.orderId, input.orderId, provider.name, input.tradeNo, input.amount, input.currency, input.reason.slice(0, 255)],
+    [
+      input.outRefundNo,
+      input.orderId,
+      input.orderId,
+      provider.name,
+      input.tradeNo,
+      input.amount,
+      input.currency,
+      input.reason.slice(0, 255),
+    ],
   );
   const existing = await db('refunds').where({ out_refund_no: input.outRefundNo }).first('amount', 'order_id');
   if (Number(existing.amount) !== input.amount || existing.order_id !== input.orderId) {
-    throw businessFailure(FailureType.ORDER_CONFLICT, `refund ${input.outRefundNo} already exists with different terms`);
+    throw businessFailure(
+      FailureType.ORDER_CONFLICT,
+      `refund ${input.outRefundNo} already exists with different terms`,
+    );
   }
-  const result = await guard(() => provider.refund({ outTradeNo: input.orderId, outRefundNo: input.outRefundNo, amount: input.amount, reason: input.reason }));
+  const result = await guard(() =>
+    provider.refund({
+      outTradeNo: input.orderId,
+      outRefundNo: input.outRefundNo,
+      amount: input.amount,
+      reason: input.reason,
+    }),
+  );
   await db.transaction(async (trx) => {
     const count = await trx('refunds')
       .where({ out_refund_no: input.outRefundNo, status: 'PENDING' })
-      .update({ status: 'SUCCEEDED', refund_no: result.refundNo, refunded_at: new Date(result.refundedAt), updated_at: trx.fn.now(3) });
+      .update({
+        status: 'SUCCEEDED',
+        refund_no: result.refundNo,
+        refunded_at: new Date(result.refundedAt),
+        updated_at: trx.fn.now(3),
+      });
     if (count === 1) {
       // The order's payment row is REFUNDED only when this refund returned the money that paid the order: the trade
       // recorded on the row, or, on a row no trade has paid yet (PENDING, CLOSED), the late trade being refunded. A
       // second trade of a paid order leaves the row (and the order's payment) as it is.
       const marked = await trx('payments')
         .where({ out_trade_no: input.orderId })
-        .andWhere((q) => q.whereIn('status', ['PENDING', 'CLOSED']).orWhere((paid) => paid.where({ status: 'PAID', trade_no: input.tradeNo })))
+        .andWhere((q) =>
+          q
+            .whereIn('status', ['PENDING', 'CLOSED'])
+            .orWhere((paid) => paid.where({ status: 'PAID', trade_no: input.tradeNo })),
+        )
         .update({ status: 'REFUNDED', updated_at: trx.fn.now(3) });
-      const ofPayment = marked === 1 ? 'the order payment' : `trade ${input.tradeNo}, not the trade that paid the order`;
-      await appendOrderEvent(trx, input.orderId, 'REFUNDED', `Refunded ${input.amount} ${input.currency} (minor units) of ${ofPayment} at ${provider.name}: ${input.reason}`, {
-        outRefundNo: input.outRefundNo,
-        refundNo: result.refundNo,
-        tradeNo: input.tradeNo,
-        paymentRefunded: marked === 1,
-      });
+      const ofPayment =
+        marked === 1 ? 'the order payment' : `trade ${input.tradeNo}, not the trade that paid the order`;
+      await appendOrderEvent(
+        trx,
+        input.orderId,
+        'REFUNDED',
+        `Refunded ${input.amount} ${input.currency} (minor units) of ${ofPayment} at ${provider.name}: ${input.reason}`,
+        {
+          outRefundNo: input.outRefundNo,
+          refundNo: result.refundNo,
+          tradeNo: input.tradeNo,
+          paymentRefunded: marked === 1,
+        },
+      );
     }
   });
-  activityLog.info('refund done at the provider', { provider: provider.name, outRefundNo: input.outRefundNo, refundNo: result.refundNo, amount: result.amount, currency: input.currency });
+  activityLog.info('refund done at the provider', {
+    provider: provider.name,
+    outRefundNo: input.outRefundNo,
+    refundNo: result.refundNo,
+    amount: result.amount,
+    currency: input.currency,
+  });
   return { refundNo: result.refundNo, amount: result.amount };
 }

@@ -23,12 +23,20 @@ export interface PaymentReceiptResult {
  */
 export async function recordPaymentReceipt(db: Knex, orderId: string): Promise<PaymentReceiptResult> {
   return db.transaction(async (trx) => {
-    const order = await trx('orders').where({ order_id: orderId }).forUpdate().first('status', 'user_id', 'amount', 'currency', 'provider', 'paid_trade_no');
+    const order = await trx('orders')
+      .where({ order_id: orderId })
+      .forUpdate()
+      .first('status', 'user_id', 'amount', 'currency', 'provider', 'paid_trade_no');
     if (!order || order.status !== 'PAID') return { written: false, reason: 'NOT_PAID' };
     const queued = await trx('outbox').where({ topic: PAYMENT_RECEIPT_TOPIC, message_key: orderId }).first('id');
     if (queued) return { written: false, reason: 'ALREADY_QUEUED' };
-    const payment = await trx('payments').where({ out_trade_no: orderId }).first('trade_no', 'paid_amount', 'paid_currency', 'paid_at');
-    const lines = await trx('order_lines').where({ order_id: orderId }).orderBy('sku').select('sku', 'quantity', 'unit_price');
+    const payment = await trx('payments')
+      .where({ out_trade_no: orderId })
+      .first('trade_no', 'paid_amount', 'paid_currency', 'paid_at');
+    const lines = await trx('order_lines')
+      .where({ order_id: orderId })
+      .orderBy('sku')
+      .select('sku', 'quantity', 'unit_price');
     const paidAmount = payment?.paid_amount == null ? Number(order.amount) : Number(payment.paid_amount);
     const paidCurrency = (payment?.paid_currency as string | null) ?? (order.currency as string);
     const tradeNo = (order.paid_trade_no as string | null) ?? (payment?.trade_no as string | null) ?? null;
@@ -44,10 +52,19 @@ export async function recordPaymentReceipt(db: Knex, orderId: string): Promise<P
         paidAmount,
         currency: paidCurrency,
         paidAt: payment?.paid_at ? new Date(payment.paid_at as Date).toISOString() : null,
-        items: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) })),
+        items: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({
+          sku: l.sku,
+          quantity: Number(l.quantity),
+          unitPrice: Number(l.unit_price),
+        })),
       }),
     });
-    await appendOrderEvent(trx, orderId, 'RECEIPT_QUEUED', `Payment receipt queued for the buyer (${paidAmount} ${paidCurrency}, trade ${tradeNo ?? 'unknown'})`);
+    await appendOrderEvent(
+      trx,
+      orderId,
+      'RECEIPT_QUEUED',
+      `Payment receipt queued for the buyer (${paidAmount} ${paidCurrency}, trade ${tradeNo ?? 'unknown'})`,
+    );
     return { written: true };
   });
 }

@@ -26,8 +26,22 @@ import {
 } from '../contracts/reconciliation';
 import { appendOrderEvent } from '../db/order-events';
 import { BillFormatError } from '../providers/bill-csv';
-import { type BillRow, type BillSource, type PaymentProvider, ProviderBusinessError, type ProviderRegistry } from '../providers/types';
-import { type LocalPayment, type LocalRefund, type NewItem, billKey, classifyBillPayment, classifyDuplicate, classifyRefund } from '../reconciliation/classify';
+import {
+  type BillRow,
+  type BillSource,
+  type PaymentProvider,
+  ProviderBusinessError,
+  type ProviderRegistry,
+} from '../providers/types';
+import {
+  type LocalPayment,
+  type LocalRefund,
+  type NewItem,
+  billKey,
+  classifyBillPayment,
+  classifyDuplicate,
+  classifyRefund,
+} from '../reconciliation/classify';
 import { ACTIVE_STATUSES, type RunRow, isoOf, numberOf, startReconciliation } from '../reconciliation/runs';
 import { routePaymentNotification } from '../temporal/route-notification';
 
@@ -53,7 +67,8 @@ function activityContext(): Context | undefined {
 /** Worker shutdown or a cancelled workflow: stop between batches so the next attempt resumes from the heartbeat. */
 function throwIfCancelled(ctx: Context | undefined): void {
   const signal = ctx?.cancellationSignal;
-  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new CancelledFailure(String(signal.reason));
+  if (signal?.aborted)
+    throw signal.reason instanceof Error ? signal.reason : new CancelledFailure(String(signal.reason));
 }
 
 async function requireRun(db: Knex, runId: string): Promise<RunRow> {
@@ -64,8 +79,10 @@ async function requireRun(db: Knex, runId: string): Promise<RunRow> {
 
 function billSourceOf(providers: ProviderRegistry, name: string): PaymentProvider & BillSource {
   const provider = providers[name] as (PaymentProvider & Partial<BillSource>) | undefined;
-  if (!provider) throw businessFailure(FailureType.UNKNOWN_PROVIDER, `provider ${name} is not configured on this worker`);
-  if (typeof provider.billRows !== 'function') throw businessFailure(FailureType.NO_BILLS, `provider ${name} has no bill download`);
+  if (!provider)
+    throw businessFailure(FailureType.UNKNOWN_PROVIDER, `provider ${name} is not configured on this worker`);
+  if (typeof provider.billRows !== 'function')
+    throw businessFailure(FailureType.NO_BILLS, `provider ${name} has no bill download`);
   return provider as PaymentProvider & BillSource;
 }
 
@@ -82,7 +99,11 @@ async function beginRun(
 ): Promise<{ provider: string; date: string; merchantId: string; expectedRows: number }> {
   const { db } = deps;
   const run = await requireRun(db, input.runId);
-  if (run.workflow_id !== input.workflowId) throw businessFailure(FailureType.RUN_OWNED_ELSEWHERE, `run ${run.id} belongs to workflow ${run.workflow_id}, not ${input.workflowId}`);
+  if (run.workflow_id !== input.workflowId)
+    throw businessFailure(
+      FailureType.RUN_OWNED_ELSEWHERE,
+      `run ${run.id} belongs to workflow ${run.workflow_id}, not ${input.workflowId}`,
+    );
   const provider = billSourceOf(deps.providers, run.provider);
   const { start, end } = dayRange(run);
   const [{ n: payments }] = (await db('payments')
@@ -122,7 +143,15 @@ export interface BillProgress {
 
 function resumePoint(details: unknown): BillProgress | undefined {
   const d = details as Partial<BillProgress> | undefined;
-  if (!d || d.phase !== 'BILL' || typeof d.row !== 'number' || d.row < 0 || typeof d.counts !== 'object' || d.counts === null) return undefined;
+  if (
+    !d ||
+    d.phase !== 'BILL' ||
+    typeof d.row !== 'number' ||
+    d.row < 0 ||
+    typeof d.counts !== 'object' ||
+    d.counts === null
+  )
+    return undefined;
   return { phase: 'BILL', row: d.row, counts: { ...emptyTotals(), ...d.counts } };
 }
 
@@ -138,7 +167,10 @@ export interface CompareBillResult {
  * Streams the provider's bill and compares it with local payments and refunds, a batch of rows per database
  * round trip, heartbeating `{ row, counts }` after each batch. A retry resumes at the heartbeat's row.
  */
-async function compareBill(deps: ReconciliationDeps, input: { runId: string; batchSize?: number }): Promise<CompareBillResult> {
+async function compareBill(
+  deps: ReconciliationDeps,
+  input: { runId: string; batchSize?: number },
+): Promise<CompareBillResult> {
   const { db } = deps;
   const ctx = activityContext();
   const run = await requireRun(db, input.runId);
@@ -149,7 +181,13 @@ async function compareBill(deps: ReconciliationDeps, input: { runId: string; bat
   let next = resume?.row ?? 0;
   await db('reconciliation_runs')
     .where({ id: run.id })
-    .update({ phase: 'BILL', bill_attempts: db.raw('bill_attempts + 1'), bill_rows: next, ...(resume ? { resumed_from_row: next } : {}), updated_at: db.fn.now(3) });
+    .update({
+      phase: 'BILL',
+      bill_attempts: db.raw('bill_attempts + 1'),
+      bill_rows: next,
+      ...(resume ? { resumed_from_row: next } : {}),
+      updated_at: db.fn.now(3),
+    });
 
   let batch: BillRow[] = [];
   const flush = async () => {
@@ -158,7 +196,9 @@ async function compareBill(deps: ReconciliationDeps, input: { runId: string; bat
     next += batch.length;
     batch = [];
     ctx?.heartbeat({ phase: 'BILL', row: next, counts } satisfies BillProgress);
-    await db('reconciliation_runs').where({ id: run.id }).update({ bill_rows: next, updated_at: db.fn.now(3) });
+    await db('reconciliation_runs')
+      .where({ id: run.id })
+      .update({ bill_rows: next, updated_at: db.fn.now(3) });
     throwIfCancelled(ctx);
   };
   try {
@@ -168,27 +208,42 @@ async function compareBill(deps: ReconciliationDeps, input: { runId: string; bat
     }
     if (batch.length > 0) await flush();
   } catch (err) {
-    if (err instanceof BillFormatError) throw businessFailure(FailureType.BILL_MALFORMED, `${run.provider} bill of ${run.bill_date}: ${err.message}`);
-    if (err instanceof ProviderBusinessError) throw businessFailure(FailureType.PROVIDER_REJECTED, `${run.provider} refused the bill of ${run.bill_date}: ${err.message}`);
+    if (err instanceof BillFormatError)
+      throw businessFailure(FailureType.BILL_MALFORMED, `${run.provider} bill of ${run.bill_date}: ${err.message}`);
+    if (err instanceof ProviderBusinessError)
+      throw businessFailure(
+        FailureType.PROVIDER_REJECTED,
+        `${run.provider} refused the bill of ${run.bill_date}: ${err.message}`,
+      );
     throw err; // transport faults, truncation, cancellation: retried, resuming from the last heartbeat
   }
   return { billRows: next, counts, resumedFromRow: resume ? resume.row : null, attempt: ctx?.info.attempt ?? 1 };
 }
-
 
 /**
  * Compares one batch of bill rows (rows firstRowNo.. of the bill) and stores an item per row. A row already
  * stored at the same position (an earlier attempt got this far) is counted from the store; a key the bill
  * repeats at another position is a duplicate in the bill.
  */
-async function compareBatch(db: Knex, runId: string, billProvider: string, merchantId: string, rows: BillRow[], firstRowNo: number): Promise<ReconciliationClass[]> {
+async function compareBatch(
+  db: Knex,
+  runId: string,
+  billProvider: string,
+  merchantId: string,
+  rows: BillRow[],
+  firstRowNo: number,
+): Promise<ReconciliationClass[]> {
   const keys = rows.map(billKey);
   const repeatKeys = keys.map((key, i) => `${key}#${firstRowNo + i}`);
   const stored = new Map<string, { rowNo: number | null; cls: ReconciliationClass }>();
   for (const r of (await db('reconciliation_items')
     .where({ run_id: runId })
     .whereIn('row_key', [...new Set([...keys, ...repeatKeys])])
-    .select('row_key', 'row_no', 'class')) as Array<{ row_key: string; row_no: number | null; class: ReconciliationClass }>) {
+    .select('row_key', 'row_no', 'class')) as Array<{
+    row_key: string;
+    row_no: number | null;
+    class: ReconciliationClass;
+  }>) {
     stored.set(r.row_key, { rowNo: r.row_no === null ? null : numberOf(r.row_no), cls: r.class });
   }
   const tradeNos = [...new Set(rows.filter((r) => r.kind === 'PAYMENT').map((r) => r.outTradeNo))];
@@ -198,13 +253,26 @@ async function compareBatch(db: Knex, runId: string, billProvider: string, merch
     for (const p of (await db('payments as p')
       .leftJoin('orders as o', 'o.order_id', 'p.order_id')
       .whereIn('p.out_trade_no', tradeNos)
-      .select('p.out_trade_no', 'p.provider', 'p.trade_no', 'p.status', 'p.amount', 'p.currency', 'p.paid_amount', 'p.paid_currency', 'o.status as order_status', 'o.paid_trade_no')) as LocalPayment[]) {
+      .select(
+        'p.out_trade_no',
+        'p.provider',
+        'p.trade_no',
+        'p.status',
+        'p.amount',
+        'p.currency',
+        'p.paid_amount',
+        'p.paid_currency',
+        'o.status as order_status',
+        'o.paid_trade_no',
+      )) as LocalPayment[]) {
       payments.set(p.out_trade_no, p);
     }
   }
   const refunds = new Map<string, LocalRefund>();
   if (refundNos.length) {
-    for (const r of (await db('refunds').whereIn('out_refund_no', refundNos).select('out_refund_no', 'out_trade_no', 'status', 'amount', 'currency')) as LocalRefund[]) {
+    for (const r of (await db('refunds')
+      .whereIn('out_refund_no', refundNos)
+      .select('out_refund_no', 'out_trade_no', 'status', 'amount', 'currency')) as LocalRefund[]) {
       refunds.set(r.out_refund_no, r);
     }
   }
@@ -232,7 +300,10 @@ async function compareBatch(db: Knex, runId: string, billProvider: string, merch
       item = classifyDuplicate(row, firstRow);
     } else {
       firstSeen.set(key, rowNo);
-      item = row.kind === 'PAYMENT' ? classifyBillPayment(row, payments.get(row.outTradeNo), billProvider) : classifyRefund(row, refunds.get(row.outRefundNo ?? ''));
+      item =
+        row.kind === 'PAYMENT'
+          ? classifyBillPayment(row, payments.get(row.outTradeNo), billProvider)
+          : classifyRefund(row, refunds.get(row.outRefundNo ?? ''));
     }
     classes.push(item.class);
     inserts.push({
@@ -256,7 +327,8 @@ async function compareBatch(db: Knex, runId: string, billProvider: string, merch
     });
   });
   // A zombie attempt (heartbeat timed out, still running) may store the same rows: same keys, same content.
-  if (inserts.length) await db('reconciliation_items').insert(inserts).onConflict(['run_id', 'row_key']).merge(['run_id']);
+  if (inserts.length)
+    await db('reconciliation_items').insert(inserts).onConflict(['run_id', 'row_key']).merge(['run_id']);
   return classes;
 }
 
@@ -265,16 +337,21 @@ async function compareBatch(db: Knex, runId: string, billProvider: string, merch
  * and succeeded refunds (REFUND_MISMATCH; DUPLICATED when another refund of the same trade and amount matched).
  * Stored items are skipped, so a retry simply continues.
  */
-async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string }): Promise<{ payments: number; refunds: number }> {
+async function findLocalOnly(
+  deps: ReconciliationDeps,
+  input: { runId: string },
+): Promise<{ payments: number; refunds: number }> {
   const { db } = deps;
   const ctx = activityContext();
   const run = await requireRun(db, input.runId);
   const merchantId = run.merchant_id ?? billSourceOf(deps.providers, run.provider).merchantId;
   const { start, end } = dayRange(run);
-  await db('reconciliation_runs').where({ id: run.id }).update({ phase: 'LOCAL', updated_at: db.fn.now(3) });
+  await db('reconciliation_runs')
+    .where({ id: run.id })
+    .update({ phase: 'LOCAL', updated_at: db.fn.now(3) });
   const found = { payments: 0, refunds: 0 };
 
-  for (let after = ''; ; ) {
+  for (let after = ''; ;) {
     const page = (await db('payments as p')
       .leftJoin('orders as o', 'o.order_id', 'p.order_id')
       .where({ 'p.provider': run.provider, 'p.merchant_id': merchantId })
@@ -282,13 +359,31 @@ async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string })
       .where('p.paid_at', '>=', start)
       .where('p.paid_at', '<', end)
       .where('p.out_trade_no', '>', after)
-      .whereNotExists(db('reconciliation_items as i').where('i.run_id', run.id).where('i.row_key', db.raw("CONCAT('P:', p.trade_no)")).select(db.raw('1')))
-      .whereNotExists(db('reconciliation_items as i').where('i.run_id', run.id).where('i.row_key', db.raw("CONCAT('LP:', p.out_trade_no)")).select(db.raw('1')))
+      .whereNotExists(
+        db('reconciliation_items as i')
+          .where('i.run_id', run.id)
+          .where('i.row_key', db.raw("CONCAT('P:', p.trade_no)"))
+          .select(db.raw('1')),
+      )
+      .whereNotExists(
+        db('reconciliation_items as i')
+          .where('i.run_id', run.id)
+          .where('i.row_key', db.raw("CONCAT('LP:', p.out_trade_no)"))
+          .select(db.raw('1')),
+      )
       .orderBy('p.out_trade_no')
       .limit(LOCAL_PAGE)
-      .select('p.out_trade_no', 'p.trade_no', 'p.status', 'p.amount', 'p.currency', 'p.paid_amount', 'p.paid_currency', 'p.paid_at', 'o.status as order_status')) as Array<
-      LocalPayment & { paid_at: Date }
-    >;
+      .select(
+        'p.out_trade_no',
+        'p.trade_no',
+        'p.status',
+        'p.amount',
+        'p.currency',
+        'p.paid_amount',
+        'p.paid_currency',
+        'p.paid_at',
+        'o.status as order_status',
+      )) as Array<LocalPayment & { paid_at: Date }>;
     if (page.length === 0) break;
     after = page.at(-1)!.out_trade_no;
     await db('reconciliation_items')
@@ -306,7 +401,14 @@ async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string })
           local_currency: p.paid_currency ?? p.currency,
           evidence: JSON.stringify({
             merchantId,
-            local: { paymentStatus: p.status, orderStatus: p.order_status, tradeNo: p.trade_no, paidAt: isoOf(p.paid_at), amount: numberOf(p.amount), paidAmount: p.paid_amount },
+            local: {
+              paymentStatus: p.status,
+              orderStatus: p.order_status,
+              tradeNo: p.trade_no,
+              paidAt: isoOf(p.paid_at),
+              amount: numberOf(p.amount),
+              paidAmount: p.paid_amount,
+            },
             bill: null,
           }),
           repair_status: 'NONE',
@@ -319,20 +421,36 @@ async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string })
     if (page.length < LOCAL_PAGE) break;
   }
 
-  for (let after = ''; ; ) {
+  for (let after = ''; ;) {
     const page = (await db('refunds as r')
       .join('payments as p', 'p.out_trade_no', 'r.out_trade_no')
       .where({ 'r.provider': run.provider, 'p.merchant_id': merchantId, 'r.status': 'SUCCEEDED' })
       .where('r.refunded_at', '>=', start)
       .where('r.refunded_at', '<', end)
       .where('r.out_refund_no', '>', after)
-      .whereNotExists(db('reconciliation_items as i').where('i.run_id', run.id).where('i.row_key', db.raw("CONCAT('R:', r.out_refund_no)")).select(db.raw('1')))
-      .whereNotExists(db('reconciliation_items as i').where('i.run_id', run.id).where('i.row_key', db.raw("CONCAT('LR:', r.out_refund_no)")).select(db.raw('1')))
+      .whereNotExists(
+        db('reconciliation_items as i')
+          .where('i.run_id', run.id)
+          .where('i.row_key', db.raw("CONCAT('R:', r.out_refund_no)"))
+          .select(db.raw('1')),
+      )
+      .whereNotExists(
+        db('reconciliation_items as i')
+          .where('i.run_id', run.id)
+          .where('i.row_key', db.raw("CONCAT('LR:', r.out_refund_no)"))
+          .select(db.raw('1')),
+      )
       .orderBy('r.out_refund_no')
       .limit(LOCAL_PAGE)
-      .select('r.out_refund_no', 'r.out_trade_no', 'r.trade_no', 'r.amount', 'r.currency', 'r.refunded_at', 'r.reason')) as Array<
-      LocalRefund & { trade_no: string | null; refunded_at: Date; reason: string }
-    >;
+      .select(
+        'r.out_refund_no',
+        'r.out_trade_no',
+        'r.trade_no',
+        'r.amount',
+        'r.currency',
+        'r.refunded_at',
+        'r.reason',
+      )) as Array<LocalRefund & { trade_no: string | null; refunded_at: Date; reason: string }>;
     if (page.length === 0) break;
     after = page.at(-1)!.out_refund_no;
     const items = [];
@@ -359,7 +477,13 @@ async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string })
         local_currency: r.currency,
         evidence: JSON.stringify({
           merchantId,
-          local: { outRefundNo: r.out_refund_no, amount: numberOf(r.amount), currency: r.currency, refundedAt: isoOf(r.refunded_at), reason: r.reason },
+          local: {
+            outRefundNo: r.out_refund_no,
+            amount: numberOf(r.amount),
+            currency: r.currency,
+            refundedAt: isoOf(r.refunded_at),
+            reason: r.reason,
+          },
           bill: null,
           ...(twin ? { duplicateOf: twin.out_refund_no } : {}),
         }),
@@ -374,10 +498,19 @@ async function findLocalOnly(deps: ReconciliationDeps, input: { runId: string })
   return found;
 }
 
-async function progressLocal(db: Knex, runId: string, found: { payments: number; refunds: number }, ctx: Context | undefined): Promise<void> {
+async function progressLocal(
+  db: Knex,
+  runId: string,
+  found: { payments: number; refunds: number },
+  ctx: Context | undefined,
+): Promise<void> {
   ctx?.heartbeat({ phase: 'LOCAL', ...found });
-  const [{ n }] = (await db('reconciliation_items').where({ run_id: runId, source: 'LOCAL' }).count({ n: '*' })) as [{ n: number }];
-  await db('reconciliation_runs').where({ id: runId }).update({ local_rows: numberOf(n), updated_at: db.fn.now(3) });
+  const [{ n }] = (await db('reconciliation_items').where({ run_id: runId, source: 'LOCAL' }).count({ n: '*' })) as [
+    { n: number },
+  ];
+  await db('reconciliation_runs')
+    .where({ id: runId })
+    .update({ local_rows: numberOf(n), updated_at: db.fn.now(3) });
   throwIfCancelled(ctx);
 }
 
@@ -390,17 +523,26 @@ const REPAIR_CALL_TIMEOUT_MS = 10_000;
  * workflow has finished, starts the late-payment workflow of that trade (id per trade: started once). Each
  * repair is recorded on its item and in the order's timeline, once.
  */
-async function repairLostPayments(deps: ReconciliationDeps, input: { runId: string }, client?: Client): Promise<{ repaired: number }> {
+async function repairLostPayments(
+  deps: ReconciliationDeps,
+  input: { runId: string },
+  client?: Client,
+): Promise<{ repaired: number }> {
   const { db } = deps;
   const ctx = activityContext();
   const temporal = client ?? ctx?.client;
   if (!temporal) throw businessFailure(FailureType.NO_CLIENT, 'repairs need a Temporal client');
   const taskQueue = ctx?.info.taskQueue;
-  if (!taskQueue) throw businessFailure(FailureType.NO_TASK_QUEUE, 'repairs run as an activity, on the order workflows task queue');
+  if (!taskQueue)
+    throw businessFailure(FailureType.NO_TASK_QUEUE, 'repairs run as an activity, on the order workflows task queue');
   const run = await requireRun(db, input.runId);
   const provider = billSourceOf(deps.providers, run.provider);
-  const [{ n: total }] = (await db('reconciliation_items').where({ run_id: run.id, class: 'PAID_NOT_RECORDED' }).count({ n: '*' })) as [{ n: number }];
-  await db('reconciliation_runs').where({ id: run.id }).update({ phase: 'REPAIR', repairs_total: numberOf(total), updated_at: db.fn.now(3) });
+  const [{ n: total }] = (await db('reconciliation_items')
+    .where({ run_id: run.id, class: 'PAID_NOT_RECORDED' })
+    .count({ n: '*' })) as [{ n: number }];
+  await db('reconciliation_runs')
+    .where({ id: run.id })
+    .update({ phase: 'REPAIR', repairs_total: numberOf(total), updated_at: db.fn.now(3) });
   let repaired = 0;
   for (;;) {
     const page = (await db('reconciliation_items')
@@ -430,15 +572,26 @@ async function repairLostPayments(deps: ReconciliationDeps, input: { runId: stri
           merchantId: provider.merchantId,
           paidAt: new Date(item.bill_at).toISOString(),
         },
-        { lateSummary: `Late payment ${item.trade_no} for order ${item.out_trade_no} (found by reconciliation ${run.id})` },
+        {
+          lateSummary: `Late payment ${item.trade_no} for order ${item.out_trade_no} (found by reconciliation ${run.id})`,
+        },
       );
-      const outcome = { status: routed.destination === 'LATE' ? 'LATE_PAYMENT' : routed.destination, detail: routed.detail };
+      const outcome = {
+        status: routed.destination === 'LATE' ? 'LATE_PAYMENT' : routed.destination,
+        detail: routed.detail,
+      };
       await db.transaction(async (trx) => {
         const changed = await trx('reconciliation_items')
           .where({ id: item.id, repair_status: 'PENDING' })
-          .update({ repair_status: outcome.status, repair_detail: outcome.detail.slice(0, 255), repaired_at: trx.fn.now(3) });
+          .update({
+            repair_status: outcome.status,
+            repair_detail: outcome.detail.slice(0, 255),
+            repaired_at: trx.fn.now(3),
+          });
         if (changed !== 1) return;
-        await trx('reconciliation_runs').where({ id: run.id }).update({ repairs_done: trx.raw('repairs_done + 1'), updated_at: trx.fn.now(3) });
+        await trx('reconciliation_runs')
+          .where({ id: run.id })
+          .update({ repairs_done: trx.raw('repairs_done + 1'), updated_at: trx.fn.now(3) });
         await appendOrderEvent(
           trx,
           item.out_trade_no,
@@ -456,11 +609,18 @@ async function repairLostPayments(deps: ReconciliationDeps, input: { runId: stri
 }
 
 /** Computes the report from the stored items, records it and completes the run (idempotent). */
-async function finishRun(deps: ReconciliationDeps, input: { runId: string; counted: ReconciliationTotals }): Promise<ReconciliationResult> {
+async function finishRun(
+  deps: ReconciliationDeps,
+  input: { runId: string; counted: ReconciliationTotals },
+): Promise<ReconciliationResult> {
   const { db } = deps;
   const totals = emptyTotals();
   const billTotals = emptyTotals();
-  for (const r of (await db('reconciliation_items').where({ run_id: input.runId }).groupBy('class', 'source').select('class', 'source').count({ n: '*' })) as Array<{
+  for (const r of (await db('reconciliation_items')
+    .where({ run_id: input.runId })
+    .groupBy('class', 'source')
+    .select('class', 'source')
+    .count({ n: '*' })) as Array<{
     class: ReconciliationClass;
     source: string;
     n: number;
@@ -468,9 +628,14 @@ async function finishRun(deps: ReconciliationDeps, input: { runId: string; count
     totals[r.class] += numberOf(r.n);
     if (r.source === 'BILL') billTotals[r.class] += numberOf(r.n);
   }
-  const [{ n: repairedCount }] = (await db('reconciliation_items').where({ run_id: input.runId }).whereIn('repair_status', ['SIGNALLED', 'LATE_PAYMENT']).count({ n: '*' })) as [{ n: number }];
+  const [{ n: repairedCount }] = (await db('reconciliation_items')
+    .where({ run_id: input.runId })
+    .whereIn('repair_status', ['SIGNALLED', 'LATE_PAYMENT'])
+    .count({ n: '*' })) as [{ n: number }];
   const billRows = Object.values(billTotals).reduce((a, b) => a + b, 0);
-  const mismatch = (Object.keys(billTotals) as ReconciliationClass[]).filter((c) => billTotals[c] !== (input.counted[c] ?? 0));
+  const mismatch = (Object.keys(billTotals) as ReconciliationClass[]).filter(
+    (c) => billTotals[c] !== (input.counted[c] ?? 0),
+  );
   await db('reconciliation_runs')
     .where({ id: input.runId })
     .whereIn('status', ACTIVE_STATUSES)
@@ -480,7 +645,9 @@ async function finishRun(deps: ReconciliationDeps, input: { runId: string; count
       bill_rows: billRows,
       totals: JSON.stringify(totals),
       counted: JSON.stringify(input.counted),
-      error: mismatch.length ? `the comparison counted ${mismatch.map((c) => `${c}=${input.counted[c]}`).join(', ')} but stored ${mismatch.map((c) => `${c}=${billTotals[c]}`).join(', ')}` : null,
+      error: mismatch.length
+        ? `the comparison counted ${mismatch.map((c) => `${c}=${input.counted[c]}`).join(', ')} but stored ${mismatch.map((c) => `${c}=${billTotals[c]}`).join(', ')}`
+        : null,
       finished_at: db.fn.now(3),
       updated_at: db.fn.now(3),
     });
@@ -490,25 +657,40 @@ async function finishRun(deps: ReconciliationDeps, input: { runId: string; count
 
 /** Records why a run failed (after the workflow gave up on an activity). */
 async function failRun(deps: ReconciliationDeps, input: { runId: string; error: string }): Promise<void> {
-  await deps.db('reconciliation_runs')
+  await deps
+    .db('reconciliation_runs')
     .where({ id: input.runId })
     .whereIn('status', ACTIVE_STATUSES)
-    .update({ status: 'FAILED', error: input.error.slice(0, 1024), finished_at: deps.db.fn.now(3), updated_at: deps.db.fn.now(3) });
+    .update({
+      status: 'FAILED',
+      error: input.error.slice(0, 1024),
+      finished_at: deps.db.fn.now(3),
+      updated_at: deps.db.fn.now(3),
+    });
 }
 
 /** For the scheduled workflow: opens the day's run (never a re-run) and starts its workflow, idempotently. */
-async function startScheduledRun(deps: ReconciliationDeps, input: { provider: string; date: string }): Promise<{ runId: string; status: ReconciliationStatus; created: boolean }> {
+async function startScheduledRun(
+  deps: ReconciliationDeps,
+  input: { provider: string; date: string },
+): Promise<{ runId: string; status: ReconciliationStatus; created: boolean }> {
   const ctx = activityContext();
   if (!ctx) throw businessFailure(FailureType.NO_CLIENT, 'startScheduledRun runs as an activity');
   billSourceOf(deps.providers, input.provider);
-  const { run, created } = await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, { provider: input.provider, date: input.date, rerun: false, trigger: 'SCHEDULE' });
+  const { run, created } = await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
+    provider: input.provider,
+    date: input.date,
+    rerun: false,
+    trigger: 'SCHEDULE',
+  });
   return { runId: run.id, status: run.status, created };
 }
 
 /** The reconciliation activities, for the worker's activity factory. */
 export function createReconciliationActivities(deps: ReconciliationDeps) {
   return {
-    beginReconciliationRun: (input: { runId: string; workflowId: string; workflowRunId: string }) => beginRun(deps, input),
+    beginReconciliationRun: (input: { runId: string; workflowId: string; workflowRunId: string }) =>
+      beginRun(deps, input),
     compareBill: (input: { runId: string; batchSize?: number }) => compareBill(deps, input),
     findLocalOnlyRecords: (input: { runId: string }) => findLocalOnly(deps, input),
     repairLostPayments: (input: { runId: string }) => repairLostPayments(deps, input),

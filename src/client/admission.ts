@@ -26,7 +26,12 @@ export async function availableUnits(db: Knex, skus: string[]): Promise<Map<stri
   const rows = (await db('products as p')
     .leftJoin('stock as s', 's.sku', 'p.sku')
     .whereIn('p.sku', skus)
-    .select('p.sku', db.raw('COALESCE(s.available, 0) + COALESCE((SELECT SUM(b.available) FROM stock_buckets b WHERE b.sku = p.sku), 0) AS units'))) as {
+    .select(
+      'p.sku',
+      db.raw(
+        'COALESCE(s.available, 0) + COALESCE((SELECT SUM(b.available) FROM stock_buckets b WHERE b.sku = p.sku), 0) AS units',
+      ),
+    )) as {
     sku: string;
     units: number | string;
   }[];
@@ -40,7 +45,10 @@ export function shortLine(items: StockLine[], available: Map<string, number>): S
 
 /** The 409 a buyer gets when the units are not there. */
 export function outOfStockError(line: StockLine, orderId?: string): ApiError {
-  return apiFailure(FailureType.OUT_OF_STOCK, `not enough stock for ${line.sku}`, { sku: line.sku, ...(orderId ? { orderId } : {}) });
+  return apiFailure(FailureType.OUT_OF_STOCK, `not enough stock for ${line.sku}`, {
+    sku: line.sku,
+    ...(orderId ? { orderId } : {}),
+  });
 }
 
 /**
@@ -56,7 +64,11 @@ export async function reserveBeforeStart(db: Knex, orderId: string, items: Stock
       throw outOfStockError({ sku, quantity: items.find((i) => i.sku === sku)?.quantity ?? 0 });
     }
     if (err instanceof ApplicationFailure && err.type === FailureType.TCC_TRY_AFTER_CANCEL) {
-      throw apiFailure(FailureType.TCC_TRY_AFTER_CANCEL, `the reservation of order ${orderId} was already released; place the order again with a new Idempotency-Key`, { orderId });
+      throw apiFailure(
+        FailureType.TCC_TRY_AFTER_CANCEL,
+        `the reservation of order ${orderId} was already released; place the order again with a new Idempotency-Key`,
+        { orderId },
+      );
     }
     throw err;
   }
@@ -64,7 +76,10 @@ export async function reserveBeforeStart(db: Knex, orderId: string, items: Stock
 
 /** Whether the order already holds a stock reservation (made by an earlier request with the same Idempotency-Key). */
 export async function reservationHeld(db: Knex, orderId: string): Promise<boolean> {
-  const row = await db('tcc_fence').where({ xid: orderId, participant: 'stock' }).whereIn('status', ['TRIED', 'CONFIRMED']).first('xid');
+  const row = await db('tcc_fence')
+    .where({ xid: orderId, participant: 'stock' })
+    .whereIn('status', ['TRIED', 'CONFIRMED'])
+    .first('xid');
   return row !== undefined;
 }
 
@@ -86,14 +101,22 @@ async function tryReserveStockPatiently(db: Knex, orderId: string, items: StockL
       return;
     } catch (err) {
       if (!isContention(err) || attempt >= 20) throw err;
-      const short = shortLine(items, await availableUnits(db, items.map((i) => i.sku)));
+      const short = shortLine(
+        items,
+        await availableUnits(
+          db,
+          items.map((i) => i.sku),
+        ),
+      );
       if (short) throw outOfStockError(short);
       await new Promise((r) => setTimeout(r, 10 + Math.random() * 40 * Math.min(attempt, 5)));
     }
   }
 }
 
-/** Releases an order's pre-start reservation (idempotent; a no-op for lines its workflow already confirmed or released). */
+/**
+ * Releases an order's pre-start reservation (idempotent; a no-op for lines its workflow already confirmed or released).
+ */
 export async function releaseReservation(db: Knex, orderId: string, items: StockLine[]): Promise<void> {
   await cancelStock(db, orderId, items);
 }
@@ -151,12 +174,15 @@ export class OrphanReservationSweeper {
       .limit(200)
       .select('f.xid', 'f.resource', 'f.quantity')) as { xid: string; resource: string; quantity: number | string }[];
     const byOrder = new Map<string, StockLine[]>();
-    for (const r of rows) byOrder.set(r.xid, [...(byOrder.get(r.xid) ?? []), { sku: r.resource, quantity: Number(r.quantity) }]);
+    for (const r of rows)
+      byOrder.set(r.xid, [...(byOrder.get(r.xid) ?? []), { sku: r.resource, quantity: Number(r.quantity) }]);
     let released = 0;
     for (const [orderId, lines] of byOrder) {
       let running: boolean;
       try {
-        const description = await withTemporalDeadline(client, callTimeoutMs, () => client.workflow.getHandle(orderWorkflowId(orderId)).describe());
+        const description = await withTemporalDeadline(client, callTimeoutMs, () =>
+          client.workflow.getHandle(orderWorkflowId(orderId)).describe(),
+        );
         running = description.status.name === 'RUNNING';
       } catch (err) {
         if (!(err instanceof WorkflowNotFoundError)) throw err;
@@ -167,7 +193,10 @@ export class OrphanReservationSweeper {
       if (n > 0) {
         released++;
         metrics.orphanReservationsReleased.inc();
-        logger.warn({ orderId, lines }, 'released a stock reservation that no running workflow owns (API stopped between reserving and starting, or the start failed)');
+        logger.warn(
+          { orderId, lines },
+          'released a stock reservation that no running workflow owns (API stopped between reserving and starting, or the start failed)',
+        );
       }
     }
     return released;

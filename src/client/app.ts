@@ -77,14 +77,24 @@ export function buildApi(deps: ApiDeps): Api {
     );
   });
 
-  const inbox = new NotificationInbox({ db, client, taskQueue: config.taskQueue, logger: app.log, metrics, retryIntervalMs: config.inboxRetryIntervalMs,
+  const inbox = new NotificationInbox({
+    db,
+    client,
+    taskQueue: config.taskQueue,
+    logger: app.log,
+    metrics,
+    retryIntervalMs: config.inboxRetryIntervalMs,
     concurrency: config.inboxConcurrency,
     callTimeoutMs: config.temporalCallTimeoutMs,
   });
   const orders = new OrderService({ db, client, config, providers });
   registerOrderRoutes(app, orders, metrics);
   registerWaitPage(app, orders);
-  registerOrderActionRoutes(app, new OrderActions({ db, client, providers, updateTimeoutMs: config.temporalUpdateTimeoutMs }), config.adminToken);
+  registerOrderActionRoutes(
+    app,
+    new OrderActions({ db, client, providers, updateTimeoutMs: config.temporalUpdateTimeoutMs }),
+    config.adminToken,
+  );
   registerCallbackRoutes(app, { db, providers, inbox, metrics });
   registerAdminRoutes(app, { db, adminToken: config.adminToken });
   registerOpsRoutes(app, { db, client, config, providers });
@@ -95,7 +105,9 @@ export function buildApi(deps: ApiDeps): Api {
       () => (checks.mysql = 'ok'),
       (err: Error) => (checks.mysql = err.message),
     );
-    await withTemporalDeadline(client, config.temporalCallTimeoutMs, () => client.workflowService.getSystemInfo({})).then(
+    await withTemporalDeadline(client, config.temporalCallTimeoutMs, () =>
+      client.workflowService.getSystemInfo({}),
+    ).then(
       () => (checks.temporal = 'ok'),
       (err: Error) => (checks.temporal = err.message),
     );
@@ -103,9 +115,13 @@ export function buildApi(deps: ApiDeps): Api {
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', checks });
   });
   app.get('/metrics', async (_request, reply) => {
-    await refreshOpsGauges(db, metrics, Object.keys(providers), client, config.temporalCallTimeoutMs).catch((err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'));
+    await refreshOpsGauges(db, metrics, Object.keys(providers), client, config.temporalCallTimeoutMs).catch(
+      (err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'),
+    );
     // A worker in this process (npm start, tests) records into workerRegistry; separate processes each serve their own.
-    return reply.type(metrics.registry.contentType).send((await metrics.registry.metrics()) + (await workerRegistry.metrics()));
+    return reply
+      .type(metrics.registry.contentType)
+      .send((await metrics.registry.metrics()) + (await workerRegistry.metrics()));
   });
 
   inbox.start();
@@ -119,8 +135,11 @@ export function buildApi(deps: ApiDeps): Api {
     callTimeoutMs: config.temporalCallTimeoutMs,
   });
   reservations.start();
-  // The daily reconciliation Schedule (RECONCILIATION_SCHEDULE; off in tests): created once, idempotently, in the background.
-  void ensureReconciliationSchedules(client, config, providers, app.log).catch((err: unknown) => app.log.error({ err }, 'reconciliation schedule not created'));
+  // The daily reconciliation Schedule (RECONCILIATION_SCHEDULE; off in tests): created once, idempotently, in the
+  // background.
+  void ensureReconciliationSchedules(client, config, providers, app.log).catch((err: unknown) =>
+    app.log.error({ err }, 'reconciliation schedule not created'),
+  );
   return {
     app,
     inbox,

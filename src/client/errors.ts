@@ -21,7 +21,12 @@ export class ApiError extends Error {
  * The API's answer to a failure of the contract (src/contracts/failures.ts): its declared status and code, with the
  * failure's declared detail fields taken from `failureDetails` and any `extra` fields.
  */
-export function failureError(answer: ApiAnswer, message: string, failureDetails: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): ApiError {
+export function failureError(
+  answer: ApiAnswer,
+  message: string,
+  failureDetails: Record<string, unknown> = {},
+  extra: Record<string, unknown> = {},
+): ApiError {
   const passed = Object.fromEntries((answer.details ?? []).map((field) => [field, failureDetails[field]]));
   return new ApiError(answer.status, answer.code, message, { ...passed, ...extra });
 }
@@ -35,11 +40,19 @@ export function apiFailure(type: AnsweredFailure, message: string, details: Reco
 export function validationError(err: ZodError): ApiError {
   const issues = err.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message }));
   const first = issues[0];
-  return new ApiError(400, 'VALIDATION_FAILED', first ? `${first.path || 'body'}: ${first.message}` : 'invalid request', { issues });
+  return new ApiError(
+    400,
+    'VALIDATION_FAILED',
+    first ? `${first.path || 'body'}: ${first.message}` : 'invalid request',
+    { issues },
+  );
 }
 
 /** Parses with a zod schema or throws the API's validation error. */
-export function parseOr400<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: ZodError } }, value: unknown): T {
+export function parseOr400<T>(
+  schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: ZodError } },
+  value: unknown,
+): T {
   const result = schema.safeParse(value);
   if (!result.success) throw validationError(result.error);
   return result.data;
@@ -48,7 +61,9 @@ export function parseOr400<T>(schema: { safeParse(v: unknown): { success: true; 
 /** Installs the error and not-found handlers that keep every answer in the error shape. */
 export function installErrorHandling(app: FastifyInstance): void {
   app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send({ error: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` });
+    void reply
+      .code(404)
+      .send({ error: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` });
   });
   app.setErrorHandler((err: FastifyError | ApiError | ZodError, request, reply) => {
     if (err instanceof ApiError) {
@@ -63,22 +78,39 @@ export function installErrorHandling(app: FastifyInstance): void {
     const status = (err as FastifyError).statusCode;
     if (status && status >= 400 && status < 500) {
       // Fastify's own 4xx: bad JSON, body too large, unsupported media type.
-      const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED';
+      const code =
+        status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED';
       return reply.code(status).send({ error: code, message: err.message });
     }
     if (isTransientDependencyError(err)) {
       // The database or Temporal dropped out under us (a killed connection, a failover): nothing was decided, the
       // same request (with its Idempotency-Key) can be sent again.
       request.log.warn({ err }, 'dependency unavailable; answered 503');
-      return reply.code(503).header('retry-after', '1').send({ error: 'SERVICE_UNAVAILABLE', message: 'a dependency is briefly unavailable; retry the same request' });
+      return reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ error: 'SERVICE_UNAVAILABLE', message: 'a dependency is briefly unavailable; retry the same request' });
     }
     request.log.error({ err }, 'request failed');
     return reply.code(500).send({ error: 'INTERNAL', message: 'internal error; it has been logged' });
   });
 }
 
-/** Connection-level failures of MySQL (mysql2, knex's pool) and Temporal (unreachable or past the call's deadline): transient, retryable. */
-const TRANSIENT_CODES = new Set(['PROTOCOL_CONNECTION_LOST', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
+/**
+ * Connection-level failures of MySQL (mysql2, knex's pool) and Temporal (unreachable or past the call's deadline):
+ * transient, retryable.
+ */
+const TRANSIENT_CODES = new Set([
+  'PROTOCOL_CONNECTION_LOST',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ER_SERVER_SHUTDOWN',
+  'ER_CON_COUNT_ERROR',
+  'ER_LOCK_DEADLOCK',
+  'ER_LOCK_WAIT_TIMEOUT',
+]);
 
 export function isTransientDependencyError(err: unknown): boolean {
   const e = err as { code?: unknown; name?: string; fatal?: boolean };

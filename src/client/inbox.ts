@@ -129,7 +129,9 @@ export class NotificationInbox {
    */
   private async releaseIfTemporalIsBack(): Promise<void> {
     const { db, client, callTimeoutMs, logger } = this.options;
-    const waiting = await db('notification_inbox').where({ status: 'RECEIVED', failure_kind: 'UNREACHABLE' }).first('id');
+    const waiting = await db('notification_inbox')
+      .where({ status: 'RECEIVED', failure_kind: 'UNREACHABLE' })
+      .first('id');
     if (!waiting) return;
     try {
       await withTemporalDeadline(client, callTimeoutMs, () => client.workflowService.getSystemInfo({}));
@@ -139,7 +141,8 @@ export class NotificationInbox {
     const released = await db('notification_inbox')
       .where({ status: 'RECEIVED', failure_kind: 'UNREACHABLE' })
       .update({ next_attempt_at: new Date(), failure_kind: null });
-    if (released > 0) logger.info({ released }, 'Temporal answers again; notifications held back by the outage are routed now');
+    if (released > 0)
+      logger.info({ released }, 'Temporal answers again; notifications held back by the outage are routed now');
   }
 
   private rememberRouted(id: number): void {
@@ -154,22 +157,36 @@ export class NotificationInbox {
     const claimed = await db('notification_inbox')
       .where({ id, status: 'RECEIVED' })
       .andWhere('next_attempt_at', '<=', now)
-      .update({ attempts: db.raw('attempts + 1'), next_attempt_at: new Date(now.getTime() + leaseMs(this.options.callTimeoutMs)), failure_kind: null });
+      .update({
+        attempts: db.raw('attempts + 1'),
+        next_attempt_at: new Date(now.getTime() + leaseMs(this.options.callTimeoutMs)),
+        failure_kind: null,
+      });
     if (claimed !== 1) return;
     const row = await db('notification_inbox').where({ id }).first('payload', 'attempts');
     const n = JSON.parse(row.payload as string) as PaymentNotification;
     try {
       const { client, taskQueue, callTimeoutMs } = this.options;
-      const outcome = await routePaymentNotification({ db, client, taskQueue, callTimeoutMs, orderProviders: this.orderProviders }, n);
+      const outcome = await routePaymentNotification(
+        { db, client, taskQueue, callTimeoutMs, orderProviders: this.orderProviders },
+        n,
+      );
       const refused = outcome.destination === 'REFUSED';
       await db('notification_inbox')
         .where({ id, status: 'RECEIVED' })
-        .update({ status: outcome.destination, processed_at: new Date(), last_error: refused ? outcome.detail.slice(0, 1024) : null });
+        .update({
+          status: outcome.destination,
+          processed_at: new Date(),
+          last_error: refused ? outcome.detail.slice(0, 1024) : null,
+        });
       metrics.inboxRouted.inc({ destination: outcome.destination });
       this.rememberRouted(id);
       if (refused) {
         metrics.notificationsRefused.inc({ provider: n.provider, reason: outcome.reason, where: 'inbox' });
-        logger.warn({ id, notificationId: n.notificationId, orderId: n.outTradeNo, reason: outcome.reason }, `notification refused: ${outcome.detail}`);
+        logger.warn(
+          { id, notificationId: n.notificationId, orderId: n.outTradeNo, reason: outcome.reason },
+          `notification refused: ${outcome.detail}`,
+        );
       }
     } catch (err) {
       const attempts = Number(row.attempts);
@@ -184,7 +201,14 @@ export class NotificationInbox {
         });
       metrics.inboxSignalFailures.inc();
       logger.warn(
-        { err, id, notificationId: n.notificationId, orderId: n.outTradeNo, retryInMs: backoff, temporalUnreachable: unreachable },
+        {
+          err,
+          id,
+          notificationId: n.notificationId,
+          orderId: n.outTradeNo,
+          retryInMs: backoff,
+          temporalUnreachable: unreachable,
+        },
         'notification not routed yet; kept in the inbox',
       );
     }

@@ -14,10 +14,18 @@ export class LiveStatusCache<T> {
 
   constructor(
     private readonly fetch: (key: string) => Promise<T | undefined>,
-    private readonly options: { ttlMs: number; maxInFlight: number; maxPerSecond?: number; maxEntries?: number; now?: () => number },
+    private readonly options: {
+      ttlMs: number;
+      maxInFlight: number;
+      maxPerSecond?: number;
+      maxEntries?: number;
+      now?: () => number;
+    },
   ) {}
 
-  /** Queries started in the current one-second window (a fixed window: cheap, and bursts of 2x at a boundary are fine). */
+  /**
+   * Queries started in the current one-second window (a fixed window: cheap, and bursts of 2x at a boundary are fine).
+   */
   private window = { second: -1, started: 0 };
 
   private budgetLeft(now: number): boolean {

@@ -14,7 +14,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
-    ordersCreated: new Counter({ name: 'payflow_orders_created_total', help: 'POST /orders outcomes', labelNames: ['outcome'], registers: [registry] }),
+    ordersCreated: new Counter({
+      name: 'payflow_orders_created_total',
+      help: 'POST /orders outcomes',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
     notifications: new Counter({
       name: 'payflow_notifications_received_total',
       help: 'Provider notifications by outcome (accepted, duplicate, rejected)',
@@ -38,10 +43,27 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Orders whose pre-start stock reservation no running workflow owned, released by the sweeper',
       registers: [registry],
     }),
-    inboxSignalFailures: new Counter({ name: 'payflow_inbox_signal_failures_total', help: 'Signals that failed and will be retried', registers: [registry] }),
-    inboxRouted: new Counter({ name: 'payflow_inbox_routed_total', help: 'Inbox notifications by destination', labelNames: ['destination'], registers: [registry] }),
-    inboxBacklog: new Gauge({ name: 'payflow_inbox_backlog', help: 'Notifications stored but not yet signalled', registers: [registry] }),
-    ordersInReview: new Gauge({ name: 'payflow_orders_in_review', help: 'Orders in NEEDS_REVIEW (read from MySQL at scrape time)', registers: [registry] }),
+    inboxSignalFailures: new Counter({
+      name: 'payflow_inbox_signal_failures_total',
+      help: 'Signals that failed and will be retried',
+      registers: [registry],
+    }),
+    inboxRouted: new Counter({
+      name: 'payflow_inbox_routed_total',
+      help: 'Inbox notifications by destination',
+      labelNames: ['destination'],
+      registers: [registry],
+    }),
+    inboxBacklog: new Gauge({
+      name: 'payflow_inbox_backlog',
+      help: 'Notifications stored but not yet signalled',
+      registers: [registry],
+    }),
+    ordersInReview: new Gauge({
+      name: 'payflow_orders_in_review',
+      help: 'Orders in NEEDS_REVIEW (read from MySQL at scrape time)',
+      registers: [registry],
+    }),
     ordersStuck: new Gauge({
       name: 'payflow_orders_stuck',
       help: 'Running order workflows marked Stuck: a confirm, release or return failed 5 times and keeps retrying (Temporal visibility at scrape time)',

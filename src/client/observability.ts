@@ -8,7 +8,16 @@
  *   `traceparent`, active while the handler runs, so the Temporal client's spans (workflow start, update,
  *   signal) are its children and the workflow's and activities' spans follow from them.
  */
-import { type Context, type Span, SpanKind, SpanStatusCode, ROOT_CONTEXT, context, propagation, trace } from '@opentelemetry/api';
+import {
+  type Context,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  ROOT_CONTEXT,
+  context,
+  propagation,
+  trace,
+} from '@opentelemetry/api';
 import { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import type { Tracing } from '../observability/tracing';
 

@@ -35,9 +35,13 @@ function refusal(err: unknown): string | undefined {
 
 /** Review, cooling-off refund and support on existing orders. */
 export class OrderActions {
-  constructor(private readonly deps: { db: Knex; client: Client; providers: ProviderRegistry; updateTimeoutMs: number }) {}
+  constructor(
+    private readonly deps: { db: Knex; client: Client; providers: ProviderRegistry; updateTimeoutMs: number },
+  ) {}
 
-  private async status(orderId: string): Promise<{ status: OrderStatus; statusReason: string | null; provider: string } | null> {
+  private async status(
+    orderId: string,
+  ): Promise<{ status: OrderStatus; statusReason: string | null; provider: string } | null> {
     const row = await this.deps.db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'provider');
     return row ? { status: row.status, statusReason: row.status_reason ?? null, provider: row.provider } : null;
   }
@@ -55,14 +59,24 @@ export class OrderActions {
   async review(orderId: string, decision: ReviewDecision): Promise<{ orderId: string; status: OrderStatus }> {
     const current = await this.status(orderId);
     if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
-    if (current.status !== 'NEEDS_REVIEW') throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', `order is ${current.status}, not waiting for review`, { status: current.status });
+    if (current.status !== 'NEEDS_REVIEW')
+      throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', `order is ${current.status}, not waiting for review`, {
+        status: current.status,
+      });
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
     for (let attempt = 0; ; attempt++) {
       try {
-        const { status, failure } = await this.update(() => this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] }));
+        const { status, failure } = await this.update(() =>
+          this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] }),
+        );
         if (failure) {
           // Nothing was decided: the order is still in review, waiting for another decision.
-          throw new ApiError(409, 'REVIEW_DECISION_FAILED', `the ${decision.decision} decision could not be carried out: ${failure.message}`, { status, failure });
+          throw new ApiError(
+            409,
+            'REVIEW_DECISION_FAILED',
+            `the ${decision.decision} decision could not be carried out: ${failure.message}`,
+            { status, failure },
+          );
         }
         return { orderId, status };
       } catch (err) {
@@ -79,15 +93,26 @@ export class OrderActions {
   }
 
   /** The buyer's refund inside the cooling-off window: full refund, stock returned. A repeat answers the same. */
-  async refund(orderId: string, reason: string | undefined): Promise<{ orderId: string; status: OrderStatus; refundNo?: string }> {
+  async refund(
+    orderId: string,
+    reason: string | undefined,
+  ): Promise<{ orderId: string; status: OrderStatus; refundNo?: string }> {
     const current = await this.status(orderId);
     if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     if (current.status === 'REFUNDED' && current.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
-    if (current.status !== 'PAID') throw new ApiError(409, 'ORDER_NOT_REFUNDABLE', `order is ${current.status}; only a paid order can be refunded`, { status: current.status });
+    if (current.status !== 'PAID')
+      throw new ApiError(409, 'ORDER_NOT_REFUNDABLE', `order is ${current.status}; only a paid order can be refunded`, {
+        status: current.status,
+      });
     for (let attempt = 0; ; attempt++) {
       try {
-        const result = await this.update(() => this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] }));
-        if (result.status !== 'REFUNDED') throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the refund could not be made (order is ${result.status})`, { status: result.status });
+        const result = await this.update(() =>
+          this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] }),
+        );
+        if (result.status !== 'REFUNDED')
+          throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the refund could not be made (order is ${result.status})`, {
+            status: result.status,
+          });
         return { orderId, status: result.status, refundNo: result.refundNo };
       } catch (err) {
         if (err instanceof ApiError) throw err;
@@ -97,17 +122,30 @@ export class OrderActions {
         if (now?.status === 'REFUNDED' && now.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
         // PAID in MySQL but not yet handed to fulfilment: the workflow is entering its window; retry briefly.
         const row = await this.deps.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at');
-        if (now?.status === 'PAID' && !row?.fulfilment_ready_at && attempt < SETTLE_RETRIES && !(err instanceof WorkflowNotFoundError)) {
+        if (
+          now?.status === 'PAID' &&
+          !row?.fulfilment_ready_at &&
+          attempt < SETTLE_RETRIES &&
+          !(err instanceof WorkflowNotFoundError)
+        ) {
           await sleep(SETTLE_DELAY_MS);
           continue;
         }
-        throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the cooling-off period is over; ask support for a refund (${why})`, { status: now?.status });
+        throw new ApiError(
+          409,
+          'COOLING_OFF_EXPIRED',
+          `the cooling-off period is over; ask support for a refund (${why})`,
+          { status: now?.status },
+        );
       }
     }
   }
 
   private async refunded(orderId: string) {
-    const refund = await this.deps.db('refunds').where({ order_id: orderId, status: 'SUCCEEDED' }).first('out_refund_no');
+    const refund = await this.deps
+      .db('refunds')
+      .where({ order_id: orderId, status: 'SUCCEEDED' })
+      .first('out_refund_no');
     return { orderId, status: 'REFUNDED' as const, refundNo: refund?.out_refund_no as string | undefined };
   }
 
@@ -133,7 +171,11 @@ export class OrderActions {
         providerState = { error: (e as Error).message };
       }
     }
-    const timeline = await this.deps.db('order_events').where({ order_id: orderId }).orderBy('id').select('at', 'type', 'message');
+    const timeline = await this.deps
+      .db('order_events')
+      .where({ order_id: orderId })
+      .orderBy('id')
+      .select('at', 'type', 'message');
     const resolution: EscalationResult['resolution'] = current.status === 'NEEDS_REVIEW' ? 'IN_REVIEW' : 'CLOSED';
     const ticketId = `tkt-${randomUUID()}`;
     await createSupportTicket(this.deps.db, {

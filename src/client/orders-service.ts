@@ -28,7 +28,14 @@ import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attribut
 import type { ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
 import type { orderLifecycle } from '../workflows';
-import { availableUnits, outOfStockError, releaseReservation, reservationHeld, reserveBeforeStart, shortLine } from './admission';
+import {
+  availableUnits,
+  outOfStockError,
+  releaseReservation,
+  reservationHeld,
+  reserveBeforeStart,
+  shortLine,
+} from './admission';
 import { ApiError, apiFailure, failureError } from './errors';
 import { LiveStatusCache } from './live-status';
 
@@ -58,12 +65,21 @@ export interface OrderView {
   amount: number;
   currency: string;
   items: { sku: string; quantity: number; unitPrice: number }[];
-  payment: { provider: string; paymentUrl: string | null; expiresAt: string | null; status: string | null; tradeNo: string | null; paidAmount: number | null } | null;
+  payment: {
+    provider: string;
+    paymentUrl: string | null;
+    expiresAt: string | null;
+    status: string | null;
+    tradeNo: string | null;
+    paidAmount: number | null;
+  } | null;
   timeline: { at: string; type: string; message: string }[];
   userMessage: string;
   /** What to tell the buyer and support, in Chinese and English, with the next step (see describeStatus). */
   messages: StatusMessages;
-  /** Live workflow stage, next provider query and query count: only while AWAITING_PAYMENT and the workflow answered. */
+  /**
+   * Live workflow stage, next provider query and query count: only while AWAITING_PAYMENT and the workflow answered.
+   */
   stage?: string;
   nextCheckAt?: string | null;
   queryAttempts?: number;
@@ -77,9 +93,21 @@ export interface OrderServiceDeps {
   client: Client;
   config: Pick<
     Config,
-    'taskQueue' | 'paymentTimeoutMs' | 'queryFirstDelayMs' | 'queryMaxIntervalMs' | 'providerExpiryMarginMs' | 'publicBaseUrl' | 'coolingOffMs' | 'reviewReminderMs' | 'temporalUpdateTimeoutMs' | 'orderStartConcurrency'
+    | 'taskQueue'
+    | 'paymentTimeoutMs'
+    | 'queryFirstDelayMs'
+    | 'queryMaxIntervalMs'
+    | 'providerExpiryMarginMs'
+    | 'publicBaseUrl'
+    | 'coolingOffMs'
+    | 'reviewReminderMs'
+    | 'temporalUpdateTimeoutMs'
+    | 'orderStartConcurrency'
   >;
-  /** Providers this deployment offers; an order for any other answers 422 PROVIDER_NOT_AVAILABLE. Unset: not checked here. */
+  /**
+   * Providers this deployment offers; an order for any other answers 422 PROVIDER_NOT_AVAILABLE. Unset: not checked
+   * here.
+   */
   providers?: ProviderRegistry;
 }
 
@@ -89,7 +117,9 @@ const LIVE_STATUS_TIMEOUT_MS = 1_500;
 
 /** Order operations behind the HTTP routes. */
 export class OrderService {
-  /** Live stages of waiting orders: shared between concurrent polls, reused for 5 s, at most 50 queries/s per process. */
+  /**
+   * Live stages of waiting orders: shared between concurrent polls, reused for 5 s, at most 50 queries/s per process.
+   */
   private readonly live = new LiveStatusCache<OrderWorkflowStatus>((orderId) => this.queryLiveStatus(orderId), {
     ttlMs: 5_000,
     maxInFlight: 16,
@@ -102,19 +132,34 @@ export class OrderService {
   constructor(private readonly deps: OrderServiceDeps) {}
 
   /** Creates an order: starts its workflow and waits for the early-return update (payment URL). */
-  async create(request: CreateOrderRequest, idempotencyKey: string | undefined): Promise<{ created: boolean; body: PaymentReady }> {
+  async create(
+    request: CreateOrderRequest,
+    idempotencyKey: string | undefined,
+  ): Promise<{ created: boolean; body: PaymentReady }> {
     const { db, config, providers } = this.deps;
     if (providers && !providers[request.provider]) {
-      throw new ApiError(422, 'PROVIDER_NOT_AVAILABLE', `payment provider ${request.provider} is not configured here; available: ${Object.keys(providers).join(', ')}`, {
-        provider: request.provider,
-        available: Object.keys(providers),
-      });
+      throw new ApiError(
+        422,
+        'PROVIDER_NOT_AVAILABLE',
+        `payment provider ${request.provider} is not configured here; available: ${Object.keys(providers).join(', ')}`,
+        {
+          provider: request.provider,
+          available: Object.keys(providers),
+        },
+      );
     }
     const items = mergeItems(request.items);
     // One plain read answers both "is every SKU known" and "are the units there" (all buckets summed).
-    const available = await availableUnits(db, items.map((i) => i.sku));
+    const available = await availableUnits(
+      db,
+      items.map((i) => i.sku),
+    );
     const unknown = items.map((i) => i.sku).filter((s) => !available.has(s));
-    if (unknown.length) throw apiFailure(FailureType.UNKNOWN_SKU, `unknown SKU: ${unknown.join(', ')}`, { skus: unknown, sku: unknown[0] });
+    if (unknown.length)
+      throw apiFailure(FailureType.UNKNOWN_SKU, `unknown SKU: ${unknown.join(', ')}`, {
+        skus: unknown,
+        sku: unknown[0],
+      });
 
     const orderId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : newOrderId();
     // A retry with the same Idempotency-Key of an order that already holds its units (reserved by the first request,
@@ -133,7 +178,11 @@ export class OrderService {
     // Shed load before anything is reserved: a shed request holds nothing, and its retry (same Idempotency-Key) gets
     // the same order id.
     if (!holdsUnits && this.startsInFlight >= config.orderStartConcurrency) {
-      throw new ApiError(429, 'TOO_MANY_REQUESTS', 'too many orders are being set up right now; retry shortly with the same Idempotency-Key');
+      throw new ApiError(
+        429,
+        'TOO_MANY_REQUESTS',
+        'too many orders are being set up right now; retry shortly with the same Idempotency-Key',
+      );
     }
     this.startsInFlight++;
     try {
@@ -143,7 +192,9 @@ export class OrderService {
     }
   }
 
-  /** Reserves the units (the order's TCC Try, before the start), then starts the workflow and waits for its payment URL. */
+  /**
+   * Reserves the units (the order's TCC Try, before the start), then starts the workflow and waits for its payment URL.
+   */
   private async reserveAndStart(
     request: CreateOrderRequest,
     idempotencyKey: string | undefined,
@@ -200,8 +251,18 @@ export class OrderService {
   }
 
   private async checkSameItems(orderId: string, items: { sku: string; quantity: number }[]): Promise<void> {
-    const lines = (await this.deps.db('order_lines').where({ order_id: orderId }).select('sku', 'quantity')) as { sku: string; quantity: number }[];
-    if (lines.length && !sameItems(lines.map((l) => ({ sku: l.sku, quantity: Number(l.quantity) })), items)) throw keyReused(orderId);
+    const lines = (await this.deps.db('order_lines').where({ order_id: orderId }).select('sku', 'quantity')) as {
+      sku: string;
+      quantity: number;
+    }[];
+    if (
+      lines.length &&
+      !sameItems(
+        lines.map((l) => ({ sku: l.sku, quantity: Number(l.quantity) })),
+        items,
+      )
+    )
+      throw keyReused(orderId);
   }
 
   private replay(existing: OrderView, items: { sku: string; quantity: number }[]): PaymentReady {
@@ -209,27 +270,42 @@ export class OrderService {
     if (existing.status === 'FAILED') {
       const reason = existing.statusReason ?? '';
       const code = isFailureType(reason) && REPLAYED_FAILURE_CODES.includes(reason) ? reason : 'ORDER_FAILED';
-      throw new ApiError(409, code, `order ${existing.orderId} failed: ${existing.statusReason ?? 'unknown reason'}`, { orderId: existing.orderId });
+      throw new ApiError(409, code, `order ${existing.orderId} failed: ${existing.statusReason ?? 'unknown reason'}`, {
+        orderId: existing.orderId,
+      });
     }
     if (existing.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl) {
       // Still being set up (the first request is waiting for the payment): never hand out an empty URL.
-      throw new ApiError(503, 'ORDER_PENDING', 'the order is being set up; retry with the same Idempotency-Key', { orderId: existing.orderId });
+      throw new ApiError(503, 'ORDER_PENDING', 'the order is being set up; retry with the same Idempotency-Key', {
+        orderId: existing.orderId,
+      });
     }
     return {
       orderId: existing.orderId,
       status: existing.status,
       amount: existing.amount,
       currency: existing.currency,
-      payment: { provider: existing.payment?.provider ?? 'sandbox', paymentUrl: existing.payment?.paymentUrl ?? '', expiresAt: existing.deadline ?? '' },
+      payment: {
+        provider: existing.payment?.provider ?? 'sandbox',
+        paymentUrl: existing.payment?.paymentUrl ?? '',
+        expiresAt: existing.deadline ?? '',
+      },
     };
   }
 
-  private async translateStartError(err: unknown, orderId: string, items: { sku: string; quantity: number }[]): Promise<ApiError> {
+  private async translateStartError(
+    err: unknown,
+    orderId: string,
+    items: { sku: string; quantity: number }[],
+  ): Promise<ApiError> {
     if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
       // The buyer is told the setup failures the contract says they are told; any other means no payment (503).
       const details = (err.cause.details?.[0] ?? {}) as Record<string, unknown>;
       const answer = orderSetupAnswer(err.cause.type ?? undefined);
-      const message = answer === FAILURES.PAYMENT_CREATION_FAILED.api ? `could not create the payment: ${err.cause.message}` : err.cause.message;
+      const message =
+        answer === FAILURES.PAYMENT_CREATION_FAILED.api
+          ? `could not create the payment: ${err.cause.message}`
+          : err.cause.message;
       return failureError(answer, message, details, { orderId });
     }
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
@@ -238,8 +314,16 @@ export class OrderService {
       if (existing) throw this.replayError(existing, items);
     }
     // Under load the update-with-start call can also come back cancelled at the deadline ("Call cancelled").
-    if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError || (err instanceof Error && /deadline|DEADLINE_EXCEEDED/i.test(err.message))) {
-      return new ApiError(503, 'ORDER_PENDING', 'the order is being set up but took too long; retry with the same Idempotency-Key', { orderId });
+    if (
+      err instanceof WorkflowUpdateRPCTimeoutOrCancelledError ||
+      (err instanceof Error && /deadline|DEADLINE_EXCEEDED/i.test(err.message))
+    ) {
+      return new ApiError(
+        503,
+        'ORDER_PENDING',
+        'the order is being set up but took too long; retry with the same Idempotency-Key',
+        { orderId },
+      );
     }
     throw err;
   }
@@ -247,7 +331,12 @@ export class OrderService {
   private replayError(existing: OrderView, items: { sku: string; quantity: number }[]): ApiError {
     try {
       this.replay(existing, items);
-      return new ApiError(409, 'ORDER_EXISTS', `order ${existing.orderId} already exists with status ${existing.status}`, { orderId: existing.orderId, status: existing.status });
+      return new ApiError(
+        409,
+        'ORDER_EXISTS',
+        `order ${existing.orderId} already exists with status ${existing.status}`,
+        { orderId: existing.orderId, status: existing.status },
+      );
     } catch (e) {
       return e as ApiError;
     }
@@ -286,7 +375,11 @@ export class OrderService {
       statusReason: order.status_reason ?? null,
       amount: Number(order.amount),
       currency: order.currency,
-      items: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) })),
+      items: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({
+        sku: l.sku,
+        quantity: Number(l.quantity),
+        unitPrice: Number(l.unit_price),
+      })),
       payment: payment
         ? {
             provider: payment.provider,
@@ -297,7 +390,11 @@ export class OrderService {
             paidAmount: payment.paid_amount === null ? null : Number(payment.paid_amount),
           }
         : null,
-      timeline: events.map((e: { at: Date; type: string; message: string }) => ({ at: new Date(e.at).toISOString(), type: e.type, message: e.message })),
+      timeline: events.map((e: { at: Date; type: string; message: string }) => ({
+        at: new Date(e.at).toISOString(),
+        type: e.type,
+        message: e.message,
+      })),
       userMessage: messages.user.en,
       messages,
       ...(live ? { stage: live.stage, nextCheckAt: live.nextCheckAt ?? null, queryAttempts: live.queryAttempts } : {}),
@@ -314,7 +411,9 @@ export class OrderService {
       timer = setTimeout(() => resolve(undefined), LIVE_STATUS_TIMEOUT_MS);
     });
     const query = client
-      .withDeadline(Date.now() + LIVE_STATUS_TIMEOUT_MS, () => client.workflow.getHandle(orderWorkflowId(orderId)).query(statusQuery))
+      .withDeadline(Date.now() + LIVE_STATUS_TIMEOUT_MS, () =>
+        client.workflow.getHandle(orderWorkflowId(orderId)).query(statusQuery),
+      )
       .catch(() => undefined);
     try {
       return await Promise.race([query, timeout]);
@@ -323,13 +422,18 @@ export class OrderService {
     }
   }
 
-  /** User cancel: runs the workflow's cancel update (close at the provider first); 409 once it can no longer be cancelled. */
+  /**
+   * User cancel: runs the workflow's cancel update (close at the provider first); 409 once it can no longer be
+   * cancelled.
+   */
   async cancel(orderId: string, reason: string | undefined): Promise<{ orderId: string; status: OrderStatus }> {
     const order = await this.get(orderId);
     if (!order) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     if (order.status === 'CANCELLED') return { orderId, status: 'CANCELLED' };
     if (order.status !== 'AWAITING_PAYMENT') {
-      throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order is ${order.status} and can no longer be cancelled`, { status: order.status });
+      throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order is ${order.status} and can no longer be cancelled`, {
+        status: order.status,
+      });
     }
     try {
       const { client, config } = this.deps;
@@ -337,7 +441,9 @@ export class OrderService {
         client.workflow.getHandle(orderWorkflowId(orderId)).executeUpdate(cancelOrderUpdate, { args: [{ reason }] }),
       );
       if (result.status !== 'CANCELLED') {
-        throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order became ${result.status} before it could be cancelled`, { status: result.status });
+        throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order became ${result.status} before it could be cancelled`, {
+          status: result.status,
+        });
       }
       return { orderId, status: result.status };
     } catch (err) {
@@ -345,7 +451,12 @@ export class OrderService {
       if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowNotFoundError) {
         const now = await this.get(orderId);
         if (now?.status === 'CANCELLED') return { orderId, status: 'CANCELLED' };
-        throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order can no longer be cancelled (${now?.status ?? 'unknown'})`, { status: now?.status });
+        throw new ApiError(
+          409,
+          'ORDER_NOT_CANCELLABLE',
+          `order can no longer be cancelled (${now?.status ?? 'unknown'})`,
+          { status: now?.status },
+        );
       }
       throw err;
     }
@@ -354,9 +465,14 @@ export class OrderService {
 
 /** Whether an order's stored lines are the ones a request asks for (same SKUs, same quantities). */
 function sameItems(stored: { sku: string; quantity: number }[], items: { sku: string; quantity: number }[]): boolean {
-  return stored.length === items.length && items.every((i) => stored.some((e) => e.sku === i.sku && e.quantity === i.quantity));
+  return (
+    stored.length === items.length &&
+    items.every((i) => stored.some((e) => e.sku === i.sku && e.quantity === i.quantity))
+  );
 }
 
 function keyReused(orderId: string): ApiError {
-  return new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', { orderId });
+  return new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', {
+    orderId,
+  });
 }

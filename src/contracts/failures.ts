@@ -29,16 +29,37 @@ export interface FailureSpec {
 /** Every failure type, with its meaning and the API's answer. */
 export const FAILURES = {
   // ---- an order's setup: the buyer is told why (POST /orders) ----
-  OUT_OF_STOCK: { meaning: 'not enough stock for a line', api: { status: 409, code: 'OUT_OF_STOCK', details: ['sku'] }, tellsBuyer: true },
-  UNKNOWN_SKU: { meaning: 'a line names a SKU the catalog lacks', api: { status: 422, code: 'UNKNOWN_SKU', details: ['skus'] }, tellsBuyer: true },
-  MIXED_CURRENCY: { meaning: 'the lines are priced in different currencies', api: { status: 422, code: 'MIXED_CURRENCY' }, tellsBuyer: true },
+  OUT_OF_STOCK: {
+    meaning: 'not enough stock for a line',
+    api: { status: 409, code: 'OUT_OF_STOCK', details: ['sku'] },
+    tellsBuyer: true,
+  },
+  UNKNOWN_SKU: {
+    meaning: 'a line names a SKU the catalog lacks',
+    api: { status: 422, code: 'UNKNOWN_SKU', details: ['skus'] },
+    tellsBuyer: true,
+  },
+  MIXED_CURRENCY: {
+    meaning: 'the lines are priced in different currencies',
+    api: { status: 422, code: 'MIXED_CURRENCY' },
+    tellsBuyer: true,
+  },
   ORDER_CONFLICT: {
-    meaning: 'the request contradicts the order (another user, bad quantities, a refund number reused with other terms)',
+    meaning:
+      'the request contradicts the order (another user, bad quantities, a refund number reused with other terms)',
     api: { status: 409, code: 'ORDER_CONFLICT' },
     tellsBuyer: true,
   },
-  COUPON_UNAVAILABLE: { meaning: 'unknown, foreign, already frozen or used coupon', api: { status: 409, code: 'COUPON_UNAVAILABLE', details: ['couponCode'] }, tellsBuyer: true },
-  INSUFFICIENT_POINTS: { meaning: 'fewer points available than the order redeems', api: { status: 409, code: 'INSUFFICIENT_POINTS', details: ['requested'] }, tellsBuyer: true },
+  COUPON_UNAVAILABLE: {
+    meaning: 'unknown, foreign, already frozen or used coupon',
+    api: { status: 409, code: 'COUPON_UNAVAILABLE', details: ['couponCode'] },
+    tellsBuyer: true,
+  },
+  INSUFFICIENT_POINTS: {
+    meaning: 'fewer points available than the order redeems',
+    api: { status: 409, code: 'INSUFFICIENT_POINTS', details: ['requested'] },
+    tellsBuyer: true,
+  },
   ZERO_AMOUNT: {
     meaning: 'discount and points cover the whole order: nothing to charge',
     api: { status: 422, code: 'ZERO_AMOUNT', details: ['subtotal', 'discount', 'points'] },
@@ -56,7 +77,10 @@ export const FAILURES = {
     meaning: 'a Try arrived after its Cancel (the reservation was already released)',
     api: { status: 409, code: 'RESERVATION_RELEASED' },
   },
-  TCC_CONFLICT: { meaning: 'confirm after cancel, cancel after confirm, or a return of what was never sold: a bug or an operator mistake; alert' },
+  TCC_CONFLICT: {
+    meaning:
+      'confirm after cancel, cancel after confirm, or a return of what was never sold: a bug or an operator mistake; alert',
+  },
   PROVIDER_REJECTED: { meaning: 'the payment provider refused the call (a business error, not a transport fault)' },
   UNKNOWN_PROVIDER: { meaning: 'the provider is not configured here', api: { status: 404, code: 'UNKNOWN_PROVIDER' } },
 
@@ -81,10 +105,14 @@ export const FAILURES = {
 export type FailureType = keyof typeof FAILURES;
 
 /** The failure types by name, for code that raises or compares them: `FailureType.OUT_OF_STOCK`. */
-export const FailureType = Object.fromEntries(Object.keys(FAILURES).map((k) => [k, k])) as { readonly [K in FailureType]: K };
+export const FailureType = Object.fromEntries(Object.keys(FAILURES).map((k) => [k, k])) as {
+  readonly [K in FailureType]: K;
+};
 
 /** Failure types the API answers (those with an `api` answer). */
-export type AnsweredFailure = { [K in FailureType]: (typeof FAILURES)[K] extends { api: ApiAnswer } ? K : never }[FailureType];
+export type AnsweredFailure = {
+  [K in FailureType]: (typeof FAILURES)[K] extends { api: ApiAnswer } ? K : never;
+}[FailureType];
 
 /** Whether a string (an ApplicationFailure's type, an order's status reason) is one of the failure types. */
 export function isFailureType(type: unknown): type is FailureType {
@@ -101,7 +129,11 @@ export function orderSetupAnswer(type: string | undefined): ApiAnswer {
  * Reasons of a FAILED order that a create replayed with the same Idempotency-Key names as its error code (409);
  * any other reason answers 409 ORDER_FAILED.
  */
-export const REPLAYED_FAILURE_CODES: readonly FailureType[] = [FailureType.OUT_OF_STOCK, FailureType.COUPON_UNAVAILABLE, FailureType.INSUFFICIENT_POINTS];
+export const REPLAYED_FAILURE_CODES: readonly FailureType[] = [
+  FailureType.OUT_OF_STOCK,
+  FailureType.COUPON_UNAVAILABLE,
+  FailureType.INSUFFICIENT_POINTS,
+];
 
 /** Failures of a reconciliation run's steps that retrying cannot help: the run fails with the reason at once. */
 export const RECONCILIATION_NON_RETRYABLE: FailureType[] = [
@@ -117,6 +149,10 @@ export const RECONCILIATION_NON_RETRYABLE: FailureType[] = [
 ];
 
 /** Creates a non-retryable failure of a declared type with structured details (business failures never retry). */
-export function businessFailure(type: FailureType, message: string, details?: Record<string, unknown>): ApplicationFailure {
+export function businessFailure(
+  type: FailureType,
+  message: string,
+  details?: Record<string, unknown>,
+): ApplicationFailure {
   return ApplicationFailure.create({ type, message, nonRetryable: true, details: details ? [details] : undefined });
 }

@@ -9,7 +9,9 @@ export const ORDER_ID_HEADER = 'payflow-order-id';
 
 /** The order of an order workflow id (`order-<orderId>`), else undefined. */
 export function orderIdFromWorkflowId(workflowId: string | undefined): string | undefined {
-  return workflowId?.startsWith('order-') && workflowId.length > 'order-'.length ? workflowId.slice('order-'.length) : undefined;
+  return workflowId?.startsWith('order-') && workflowId.length > 'order-'.length
+    ? workflowId.slice('order-'.length)
+    : undefined;
 }
 
 function stringField(value: unknown, field: string): string | undefined {

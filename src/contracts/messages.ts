@@ -126,7 +126,8 @@ function context(input: DescribeStatusInput): Ctx {
     deadline: deadlineMs === undefined ? undefined : new Date(deadlineMs).toISOString(),
     deadlineMs,
     nextCheckAt: nextMs === undefined ? undefined : new Date(nextMs).toISOString(),
-    queryAttempts: typeof input.queryAttempts === 'number' && Number.isFinite(input.queryAttempts) ? input.queryAttempts : undefined,
+    queryAttempts:
+      typeof input.queryAttempts === 'number' && Number.isFinite(input.queryAttempts) ? input.queryAttempts : undefined,
     reason: input.statusReason ? String(input.statusReason) : undefined,
     coolingOffUntil: coolMs === undefined ? undefined : new Date(coolMs).toISOString(),
   };
@@ -201,7 +202,9 @@ function phaseOf(code: Code, ctx: Ctx): ProgressPhase {
     case 'PAYMENT_MISMATCH':
       return 'CONFIRMING';
     case 'UNKNOWN':
-      return ctx.stage !== undefined && Object.prototype.hasOwnProperty.call(STAGE_PHASE, ctx.stage) ? STAGE_PHASE[ctx.stage as OrderStage] : 'AWAITING_PAYMENT';
+      return ctx.stage !== undefined && Object.prototype.hasOwnProperty.call(STAGE_PHASE, ctx.stage)
+        ? STAGE_PHASE[ctx.stage as OrderStage]
+        : 'AWAITING_PAYMENT';
     default:
       return 'DONE';
   }

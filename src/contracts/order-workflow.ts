@@ -10,7 +10,15 @@ import type { ProviderName } from './providers';
 // ---- Ids, statuses and names ----
 
 /** Order statuses, as in the public contract. */
-export const ORDER_STATUSES = ['AWAITING_PAYMENT', 'PAID', 'EXPIRED', 'CANCELLED', 'REFUNDED', 'NEEDS_REVIEW', 'FAILED'] as const;
+export const ORDER_STATUSES = [
+  'AWAITING_PAYMENT',
+  'PAID',
+  'EXPIRED',
+  'CANCELLED',
+  'REFUNDED',
+  'NEEDS_REVIEW',
+  'FAILED',
+] as const;
 export type OrderStatus = (typeof ORDER_STATUSES)[number];
 
 /** Statuses after which the order's workflow has nothing left to wait for. */
@@ -31,7 +39,10 @@ export function autoRefundNo(orderId: string, tradeNo: string): string {
   return `rf-${orderId}-${tradeNo}`.slice(0, 64);
 }
 
-/** An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release everything). */
+/**
+ * An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release
+ * everything).
+ */
 export interface ReviewDecision {
   decision: 'approve' | 'refund';
   operator: string;
@@ -47,7 +58,8 @@ export function reviewDecisionProblem(d: unknown): string | undefined {
   const { decision, operator, reason, ...rest } = d as Record<string, unknown>;
   if (Object.keys(rest).length) return `unknown field(s): ${Object.keys(rest).join(', ')}`;
   if (decision !== 'approve' && decision !== 'refund') return "decision must be 'approve' or 'refund'";
-  if (typeof operator !== 'string' || operator.length < 1 || operator.length > 64) return 'operator must be 1-64 characters';
+  if (typeof operator !== 'string' || operator.length < 1 || operator.length > 64)
+    return 'operator must be 1-64 characters';
   if (typeof reason !== 'string' || reason.length < 3 || reason.length > 500) return 'reason must be 3-500 characters';
   return undefined;
 }
@@ -144,7 +156,13 @@ export interface LatePaymentInput {
 
 /** What the latePayment workflow decided. */
 export interface LatePaymentResult {
-  outcome: 'ALREADY_CONFIRMED' | 'REFUNDED' | 'NOT_PAID_AT_PROVIDER' | 'LEFT_FOR_REVIEW' | 'UNKNOWN_ORDER' | 'PROVIDER_MISMATCH';
+  outcome:
+    | 'ALREADY_CONFIRMED'
+    | 'REFUNDED'
+    | 'NOT_PAID_AT_PROVIDER'
+    | 'LEFT_FOR_REVIEW'
+    | 'UNKNOWN_ORDER'
+    | 'PROVIDER_MISMATCH';
   detail: string;
 }
 
@@ -199,7 +217,10 @@ export interface EscalationResult {
   resolution: 'PAYMENT_FOUND' | 'WAITING_FOR_PAYMENT' | 'IN_PROGRESS' | 'CLOSED' | 'IN_REVIEW';
 }
 
-/** Early-return update: resolves with PaymentReady once the payment exists, or fails with a FailureType (contracts/failures.ts). */
+/**
+ * Early-return update: resolves with PaymentReady once the payment exists, or fails with a FailureType
+ * (contracts/failures.ts).
+ */
 export const paymentReadyUpdate = defineUpdate<PaymentReady>('paymentReady');
 /** A verified payment notification (deduplicated inside the workflow by notificationId). */
 export const paymentNotifiedSignal = defineSignal<[PaymentNotifiedSignal]>('paymentNotified');
@@ -212,7 +233,9 @@ export const statusQuery = defineQuery<OrderWorkflowStatus>('status');
 export const reviewDecisionUpdate = defineUpdate<ReviewOutcome, [ReviewDecision]>('reviewDecision');
 
 /** Buyer's refund inside the cooling-off window; the validator refuses it outside the window. */
-export const coolingOffRefundUpdate = defineUpdate<{ status: OrderStatus; refundNo?: string }, [{ reason?: string }]>('coolingOffRefund');
+export const coolingOffRefundUpdate = defineUpdate<{ status: OrderStatus; refundNo?: string }, [{ reason?: string }]>(
+  'coolingOffRefund',
+);
 
 /** One-click support: query the provider now, record a ticket with a snapshot, mark the workflow. */
 export const escalateUpdate = defineUpdate<EscalationResult, [{ note?: string }]>('escalate');

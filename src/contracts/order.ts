@@ -73,7 +73,10 @@ export const PutProductRequest = z
   .strict();
 export type PutProductRequest = z.infer<typeof PutProductRequest>;
 
-/** An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release everything). */
+/**
+ * An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release
+ * everything).
+ */
 export const ReviewDecision = z
   .object({
     decision: z.enum(['approve', 'refund']),
@@ -83,5 +86,9 @@ export const ReviewDecision = z
   .strict();
 export type ReviewDecision = z.infer<typeof ReviewDecision>;
 // The schema and the workflow's hand-written check describe the same decision.
-const _sameDecision: ReviewDecisionShape extends ReviewDecision ? (ReviewDecision extends ReviewDecisionShape ? true : never) : never = true;
+const _sameDecision: ReviewDecisionShape extends ReviewDecision
+  ? ReviewDecision extends ReviewDecisionShape
+    ? true
+    : never
+  : never = true;
 void _sameDecision;

@@ -17,7 +17,14 @@ import { ProviderName } from './providers';
  * - REFUND_MISMATCH: a refund missing on either side, duplicated, or of another amount: review.
  * - UNKNOWN_TRADE: the provider lists a payment for an order we never created: review.
  */
-export const ReconciliationClass = z.enum(['MATCHED', 'PAID_NOT_RECORDED', 'MISSING_AT_PROVIDER', 'AMOUNT_MISMATCH', 'REFUND_MISMATCH', 'UNKNOWN_TRADE']);
+export const ReconciliationClass = z.enum([
+  'MATCHED',
+  'PAID_NOT_RECORDED',
+  'MISSING_AT_PROVIDER',
+  'AMOUNT_MISMATCH',
+  'REFUND_MISMATCH',
+  'UNKNOWN_TRADE',
+]);
 export type ReconciliationClass = z.infer<typeof ReconciliationClass>;
 
 /** How each class is handled: counted, repaired automatically, left for a person, or paged at once. */

@@ -23,8 +23,14 @@ export function createDb(databaseUrl: string, options: { poolMax?: number } = {}
       max: options.poolMax ?? 10,
       // Strict SQL, and the session clock in UTC: mysql2 writes and reads Dates as UTC ('Z'), so the columns MySQL
       // fills itself (created_at, updated_at: CURRENT_TIMESTAMP) must be UTC too, whatever the server's time zone.
-      afterCreate: (conn: { query: (sql: string, cb: (err: Error | null) => void) => void }, done: (err: Error | null, conn: unknown) => void) => {
-        conn.query("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO', time_zone = '+00:00'", (err) => done(err, conn));
+      afterCreate: (
+        conn: { query: (sql: string, cb: (err: Error | null) => void) => void },
+        done: (err: Error | null, conn: unknown) => void,
+      ) => {
+        conn.query(
+          "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO', time_zone = '+00:00'",
+          (err) => done(err, conn),
+        );
       },
     },
     acquireConnectionTimeout: 10_000,

@@ -8,5 +8,10 @@ export async function appendOrderEvent(
   message: string,
   data?: Record<string, unknown>,
 ): Promise<void> {
-  await trx('order_events').insert({ order_id: orderId, type, message: message.slice(0, 512), data: data ? JSON.stringify(data) : null });
+  await trx('order_events').insert({
+    order_id: orderId,
+    type,
+    message: message.slice(0, 512),
+    data: data ? JSON.stringify(data) : null,
+  });
 }

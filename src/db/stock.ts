@@ -38,11 +38,16 @@ function bySku(lines: StockLine[]): StockLine[] {
   const merged = new Map<string, number>();
   for (const line of lines) {
     if (!Number.isSafeInteger(line.quantity) || line.quantity <= 0) {
-      throw businessFailure(FailureType.ORDER_CONFLICT, `quantity for ${line.sku} must be a positive integer, got ${line.quantity}`);
+      throw businessFailure(
+        FailureType.ORDER_CONFLICT,
+        `quantity for ${line.sku} must be a positive integer, got ${line.quantity}`,
+      );
     }
     merged.set(line.sku, (merged.get(line.sku) ?? 0) + line.quantity);
   }
-  return [...merged].map(([sku, quantity]) => ({ sku, quantity })).sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
+  return [...merged]
+    .map(([sku, quantity]) => ({ sku, quantity }))
+    .sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
 }
 
 /** The row of one bucket: bucket 0 is the stock row itself. */
@@ -51,7 +56,14 @@ function bucketRow(trx: Knex.Transaction, sku: string, bucket: number): Knex.Que
 }
 
 /** Moves `quantity` units of one bucket from one column to another if the source column holds enough. */
-function shift(trx: Knex.Transaction, sku: string, bucket: number, quantity: number, from: Column, to: Column): Promise<boolean> {
+function shift(
+  trx: Knex.Transaction,
+  sku: string,
+  bucket: number,
+  quantity: number,
+  from: Column,
+  to: Column,
+): Promise<boolean> {
   return moveUnits(trx, bucketRow(trx, sku, bucket), quantity, from, to);
 }
 
@@ -64,7 +76,13 @@ export function bucketShare(units: number, buckets: number, bucket: number): num
  * Takes up to `need` units from one bucket that was seen holding `seen`: a conditional update, so a concurrent
  * taker can only make it take less, never too much; when it lost the race it looks once more.
  */
-async function takeUpTo(trx: Knex.Transaction, sku: string, bucket: number, need: number, seen: number): Promise<number> {
+async function takeUpTo(
+  trx: Knex.Transaction,
+  sku: string,
+  bucket: number,
+  need: number,
+  seen: number,
+): Promise<number> {
   const first = Math.min(need, seen);
   if (await shift(trx, sku, bucket, first, 'available', 'reserved')) return first;
   const row = (await bucketRow(trx, sku, bucket).first('available')) as { available: number | string } | undefined;
@@ -76,8 +94,14 @@ async function takeUpTo(trx: Knex.Transaction, sku: string, bucket: number, need
 /** What every bucket of a SKU holds right now (plain reads: no locks), bucket 0 first. */
 async function bucketLevels(trx: Knex.Transaction, sku: string): Promise<{ bucket: number; available: number }[]> {
   const base = (await trx('stock').where('sku', sku).first('available')) as { available: number | string } | undefined;
-  const rest = (await trx('stock_buckets').where('sku', sku).orderBy('bucket').select('bucket', 'available')) as { bucket: number; available: number | string }[];
-  return [{ bucket: 0, available: Number(base?.available ?? 0) }, ...rest.map((r) => ({ bucket: Number(r.bucket), available: Number(r.available) }))];
+  const rest = (await trx('stock_buckets').where('sku', sku).orderBy('bucket').select('bucket', 'available')) as {
+    bucket: number;
+    available: number | string;
+  }[];
+  return [
+    { bucket: 0, available: Number(base?.available ?? 0) },
+    ...rest.map((r) => ({ bucket: Number(r.bucket), available: Number(r.available) })),
+  ];
 }
 
 /**
@@ -123,21 +147,36 @@ async function reserveLine(trx: Knex.Transaction, orderId: string, line: StockLi
 
 function outOfStock(line: StockLine): Error {
   // Rolling back the transaction also removes this Try's fence rows, so a later Cancel is an empty rollback.
-  return businessFailure(FailureType.OUT_OF_STOCK, `not enough stock for ${line.sku}`, { sku: line.sku, requested: line.quantity });
+  return businessFailure(FailureType.OUT_OF_STOCK, `not enough stock for ${line.sku}`, {
+    sku: line.sku,
+    requested: line.quantity,
+  });
 }
 
 /** What a fenced reservation holds, bucket by bucket (no holds rows: all of it in bucket 0). */
 async function holdsOf(trx: Knex.Transaction, orderId: string, sku: string, quantity: number): Promise<Hold[]> {
-  const rows = (await trx('stock_holds').where({ xid: orderId, sku }).orderBy('bucket').select('bucket', 'quantity')) as { bucket: number; quantity: number | string }[];
+  const rows = (await trx('stock_holds')
+    .where({ xid: orderId, sku })
+    .orderBy('bucket')
+    .select('bucket', 'quantity')) as { bucket: number; quantity: number | string }[];
   if (rows.length === 0) return [{ bucket: 0, quantity }];
   return rows.map((r) => ({ bucket: Number(r.bucket), quantity: Number(r.quantity) }));
 }
 
 /** Moves every hold of one fenced line between columns; a bucket short of units means the books are broken. */
-async function shiftHolds(trx: Knex.Transaction, orderId: string, sku: string, quantity: number, from: Column, to: Column): Promise<void> {
+async function shiftHolds(
+  trx: Knex.Transaction,
+  orderId: string,
+  sku: string,
+  quantity: number,
+  from: Column,
+  to: Column,
+): Promise<void> {
   for (const hold of await holdsOf(trx, orderId, sku, quantity)) {
     if (!(await shift(trx, sku, hold.bucket, hold.quantity, from, to))) {
-      throw new Error(`stock ${sku} bucket ${hold.bucket} has less ${from} than order ${orderId} holds there; invariant broken`);
+      throw new Error(
+        `stock ${sku} bucket ${hold.bucket} has less ${from} than order ${orderId} holds there; invariant broken`,
+      );
     }
   }
 }
@@ -149,16 +188,30 @@ async function shiftHolds(trx: Knex.Transaction, orderId: string, sku: string, q
  * is a Try that happened; anything else (no fence, a CANCELLED one) takes the full Try, which refuses a Try after
  * its Cancel.
  */
-export async function tryReserveStockUnlessHeld(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
+export async function tryReserveStockUnlessHeld(
+  db: Knex,
+  orderId: string,
+  lines: StockLine[],
+): Promise<{ reserved: StockLine[] }> {
   const wanted = bySku(lines);
-  const rows = (await db('tcc_fence').where({ xid: orderId, participant: 'stock' }).whereIn('resource', wanted.map((l) => l.sku)).select('resource', 'status')) as { resource: string; status: string }[];
+  const rows = (await db('tcc_fence')
+    .where({ xid: orderId, participant: 'stock' })
+    .whereIn(
+      'resource',
+      wanted.map((l) => l.sku),
+    )
+    .select('resource', 'status')) as { resource: string; status: string }[];
   const held = new Set(rows.filter((r) => r.status === 'TRIED' || r.status === 'CONFIRMED').map((r) => r.resource));
   if (wanted.every((l) => held.has(l.sku))) return { reserved: wanted };
   return tryReserveStock(db, orderId, lines);
 }
 
 /** TCC Try: moves quantity from available to reserved for every line, all or nothing. */
-export async function tryReserveStock(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
+export async function tryReserveStock(
+  db: Knex,
+  orderId: string,
+  lines: StockLine[],
+): Promise<{ reserved: StockLine[] }> {
   // Deadlocks between takers of one hot SKU are retried here at once, before Temporal's slower activity retry.
   return retryDeadlocks(() => reserveAll(db, orderId, lines));
 }
@@ -176,7 +229,11 @@ async function reserveAll(db: Knex, orderId: string, lines: StockLine[]): Promis
         }
         const existing = await fence.lock(trx, key);
         if (existing?.status === 'CANCELLED') {
-          throw businessFailure(FailureType.TCC_TRY_AFTER_CANCEL, `stock for ${line.sku} was already released for order ${orderId}; refusing a late reservation`, { sku: line.sku });
+          throw businessFailure(
+            FailureType.TCC_TRY_AFTER_CANCEL,
+            `stock for ${line.sku} was already released for order ${orderId}; refusing a late reservation`,
+            { sku: line.sku },
+          );
         }
         // TRIED or CONFIRMED already: a retried Try is a no-op for this line.
       }
@@ -198,9 +255,15 @@ export async function confirmStock(db: Knex, orderId: string, lines: StockLine[]
     for (const line of bySku(lines)) {
       const key = { orderId, resource: line.sku };
       const row = await fence.lock(trx, key);
-      if (!row) throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${line.sku} in order ${orderId}`, { sku: line.sku });
+      if (!row)
+        throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${line.sku} in order ${orderId}`, {
+          sku: line.sku,
+        });
       if (row.status === 'CONFIRMED' || row.status === 'RETURNED') continue;
-      if (row.status === 'CANCELLED') throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${line.sku} in order ${orderId}`, { sku: line.sku });
+      if (row.status === 'CANCELLED')
+        throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${line.sku} in order ${orderId}`, {
+          sku: line.sku,
+        });
       await fence.move(trx, key, 'TRIED', 'CONFIRMED');
       await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'sold');
       confirmed++;
@@ -211,7 +274,11 @@ export async function confirmStock(db: Knex, orderId: string, lines: StockLine[]
 }
 
 /** TCC Cancel: reserved -> available. Idempotent; an empty rollback when no Try happened; refuses after confirm. */
-export async function cancelStock(db: Knex, orderId: string, lines: StockLine[]): Promise<{ released: number; emptyRollbacks: number }> {
+export async function cancelStock(
+  db: Knex,
+  orderId: string,
+  lines: StockLine[],
+): Promise<{ released: number; emptyRollbacks: number }> {
   return db.transaction(async (trx) => {
     let released = 0;
     let emptyRollbacks = 0;
@@ -224,7 +291,9 @@ export async function cancelStock(db: Knex, orderId: string, lines: StockLine[])
       const row = await fence.lock(trx, key);
       if (!row || row.status === 'CANCELLED') continue;
       if (row.status === 'CONFIRMED' || row.status === 'RETURNED') {
-        throw businessFailure(FailureType.TCC_CONFLICT, `cancel after confirm for ${line.sku} in order ${orderId}`, { sku: line.sku });
+        throw businessFailure(FailureType.TCC_CONFLICT, `cancel after confirm for ${line.sku} in order ${orderId}`, {
+          sku: line.sku,
+        });
       }
       await fence.move(trx, key, 'TRIED', 'CANCELLED');
       await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'available');
@@ -246,12 +315,17 @@ export async function returnStock(db: Knex, orderId: string, lines: StockLine[])
       const key = { orderId, resource: line.sku };
       const row = await fence.lock(trx, key);
       if (!row || row.status === 'RETURNED' || row.status === 'CANCELLED') continue;
-      if (row.status !== 'CONFIRMED') throw businessFailure(FailureType.TCC_CONFLICT, `cannot return ${line.sku} of order ${orderId}: it was never sold (${row.status})`);
+      if (row.status !== 'CONFIRMED')
+        throw businessFailure(
+          FailureType.TCC_CONFLICT,
+          `cannot return ${line.sku} of order ${orderId}: it was never sold (${row.status})`,
+        );
       await fence.move(trx, key, 'CONFIRMED', 'RETURNED');
       await shiftHolds(trx, orderId, line.sku, row.quantity, 'sold', 'available');
       returned++;
     }
-    if (returned > 0) await appendOrderEvent(trx, orderId, 'STOCK_RETURNED', `Stock returned after refund: ${describe(lines)}`);
+    if (returned > 0)
+      await appendOrderEvent(trx, orderId, 'STOCK_RETURNED', `Stock returned after refund: ${describe(lines)}`);
     return { returned };
   });
 }

@@ -32,10 +32,19 @@ export async function createSupportTicket(db: Knex, input: SupportTicketInput): 
       snapshot: JSON.stringify(input.snapshot),
       note: input.note?.slice(0, 500) ?? null,
     });
-    await trx('orders').where({ order_id: input.orderId }).whereNull('escalated_at').update({ escalated_at: trx.fn.now(3) });
-    await appendOrderEvent(trx, input.orderId, 'SUPPORT_ESCALATED', `Buyer asked for help; ticket ${input.ticketId} (provider says ${input.providerStatus ?? 'unknown'}; ${input.resolution})`, {
-      ticketId: input.ticketId,
-    });
+    await trx('orders')
+      .where({ order_id: input.orderId })
+      .whereNull('escalated_at')
+      .update({ escalated_at: trx.fn.now(3) });
+    await appendOrderEvent(
+      trx,
+      input.orderId,
+      'SUPPORT_ESCALATED',
+      `Buyer asked for help; ticket ${input.ticketId} (provider says ${input.providerStatus ?? 'unknown'}; ${input.resolution})`,
+      {
+        ticketId: input.ticketId,
+      },
+    );
   });
   return { ticketId: input.ticketId };
 }

@@ -18,8 +18,18 @@ import { appendOrderEvent } from './order-events';
  * that many (a conditional update, so concurrent movers can never take a column below zero); true when it moved.
  * The business change of stock buckets and points: available -> reserved/frozen -> sold/spent and back.
  */
-export async function moveUnits(trx: Knex.Transaction, row: Knex.QueryBuilder, quantity: number, from: string, to: string): Promise<boolean> {
-  const count = await row.andWhere(from, '>=', quantity).update({ [from]: trx.raw('?? - ?', [from, quantity]), [to]: trx.raw('?? + ?', [to, quantity]), updated_at: trx.fn.now(3) });
+export async function moveUnits(
+  trx: Knex.Transaction,
+  row: Knex.QueryBuilder,
+  quantity: number,
+  from: string,
+  to: string,
+): Promise<boolean> {
+  const count = await row.andWhere(from, '>=', quantity).update({
+    [from]: trx.raw('?? - ?', [from, quantity]),
+    [to]: trx.raw('?? + ?', [to, quantity]),
+    updated_at: trx.fn.now(3),
+  });
   return count === 1;
 }
 
@@ -64,7 +74,13 @@ export interface FenceRow {
 /** The fence row of one (order, participant, resource), read and moved inside the caller's transaction. */
 export interface Fence {
   /** Inserts the row unless one exists; true when this call created it. */
-  insert(trx: Knex.Transaction, key: TccKey, status: FenceStatus, quantity: number, emptyRollback?: boolean): Promise<boolean>;
+  insert(
+    trx: Knex.Transaction,
+    key: TccKey,
+    status: FenceStatus,
+    quantity: number,
+    emptyRollback?: boolean,
+  ): Promise<boolean>;
   /** Locks and reads the row (undefined when there is none). */
   lock(trx: Knex.Transaction, key: TccKey): Promise<FenceRow | undefined>;
   /** Moves the row from one status to another; throws (retryable) when it was not in `from`. */
@@ -88,14 +104,18 @@ export function fenceOf(participant: string): Fence {
       }
     },
     async lock(trx, key) {
-      const row = (await trx('tcc_fence').where(where(key)).forUpdate().first('status', 'quantity')) as FenceRow | undefined;
+      const row = (await trx('tcc_fence').where(where(key)).forUpdate().first('status', 'quantity')) as
+        FenceRow | undefined;
       return row ? { status: row.status, quantity: Number(row.quantity) } : undefined;
     },
     async move(trx, key, from, to) {
       const count = await trx('tcc_fence')
         .where({ ...where(key), status: from })
         .update({ status: to, updated_at: trx.fn.now(3) });
-      if (count !== 1) throw new Error(`fence ${participant} ${key.resource} of order ${key.orderId} was not ${from}; concurrent change, will retry`);
+      if (count !== 1)
+        throw new Error(
+          `fence ${participant} ${key.resource} of order ${key.orderId} was not ${from}; concurrent change, will retry`,
+        );
     },
     async setQuantity(trx, key, quantity) {
       await trx('tcc_fence').where(where(key)).update({ quantity });
@@ -121,23 +141,39 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
         if (!(await insertFence(trx, key, 'TRIED', 0))) {
           const fence = await lockFence(trx, key);
           if (!fence || fence.status === 'CANCELLED' || fence.status === 'RETURNED') {
-            throw businessFailure(FailureType.TCC_TRY_AFTER_CANCEL, `${label(key)} was already released; refusing a late reservation`, { participant: name, resource: key.resource });
+            throw businessFailure(
+              FailureType.TCC_TRY_AFTER_CANCEL,
+              `${label(key)} was already released; refusing a late reservation`,
+              { participant: name, resource: key.resource },
+            );
           }
           return { status: fence.status, quantity: fence.quantity }; // a retried Try is a no-op
         }
         // A failing hold throws, rolling back the fence row too, so a later cancel is an empty rollback.
         const quantity = await spec.hold(trx, key, input);
         await fence.setQuantity(trx, key, quantity);
-        await appendOrderEvent(trx, key.orderId, event('RESERVED'), `Reserved ${spec.describe(key, quantity)}`, { participant: name, resource: key.resource, quantity });
+        await appendOrderEvent(trx, key.orderId, event('RESERVED'), `Reserved ${spec.describe(key, quantity)}`, {
+          participant: name,
+          resource: key.resource,
+          quantity,
+        });
         return { status: 'TRIED' as const, quantity };
       });
     },
     async confirm(db, key) {
       return db.transaction(async (trx) => {
         const fence = await lockFence(trx, key);
-        if (!fence) throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${label(key)}`, { participant: name, resource: key.resource });
+        if (!fence)
+          throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${label(key)}`, {
+            participant: name,
+            resource: key.resource,
+          });
         if (fence.status === 'CONFIRMED' || fence.status === 'RETURNED') return { confirmed: false };
-        if (fence.status === 'CANCELLED') throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${label(key)}`, { participant: name, resource: key.resource });
+        if (fence.status === 'CANCELLED')
+          throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${label(key)}`, {
+            participant: name,
+            resource: key.resource,
+          });
         await move(trx, key, 'TRIED', 'CONFIRMED');
         await spec.commit(trx, key, fence.quantity);
         await appendOrderEvent(trx, key.orderId, event('CONFIRMED'), `Used ${spec.describe(key, fence.quantity)}`);
@@ -150,7 +186,10 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
         const fence = await lockFence(trx, key);
         if (!fence || fence.status === 'CANCELLED') return { released: false, emptyRollback: false };
         if (fence.status === 'CONFIRMED' || fence.status === 'RETURNED') {
-          throw businessFailure(FailureType.TCC_CONFLICT, `cancel after confirm for ${label(key)}`, { participant: name, resource: key.resource });
+          throw businessFailure(FailureType.TCC_CONFLICT, `cancel after confirm for ${label(key)}`, {
+            participant: name,
+            resource: key.resource,
+          });
         }
         await move(trx, key, 'TRIED', 'CANCELLED');
         await spec.release(trx, key, fence.quantity);
@@ -162,10 +201,19 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
       return db.transaction(async (trx) => {
         const fence = await lockFence(trx, key);
         if (!fence || fence.status === 'RETURNED' || fence.status === 'CANCELLED') return { returned: false };
-        if (fence.status !== 'CONFIRMED') throw businessFailure(FailureType.TCC_CONFLICT, `cannot return ${label(key)}: it was never used (${fence.status})`);
+        if (fence.status !== 'CONFIRMED')
+          throw businessFailure(
+            FailureType.TCC_CONFLICT,
+            `cannot return ${label(key)}: it was never used (${fence.status})`,
+          );
         await move(trx, key, 'CONFIRMED', 'RETURNED');
         await spec.giveBack(trx, key, fence.quantity);
-        await appendOrderEvent(trx, key.orderId, event('RETURNED'), `Returned after refund: ${spec.describe(key, fence.quantity)}`);
+        await appendOrderEvent(
+          trx,
+          key.orderId,
+          event('RETURNED'),
+          `Returned after refund: ${spec.describe(key, fence.quantity)}`,
+        );
         return { returned: true };
       });
     },

@@ -48,12 +48,24 @@ function prettyStream(): DestinationStream {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     pretty = require('pino-pretty') as typeof pretty;
   } catch {
-    throw new ConfigError('Invalid configuration: LOG_FORMAT=pretty needs the pino-pretty package (a devDependency); install it or use LOG_FORMAT=json');
+    throw new ConfigError(
+      'Invalid configuration: LOG_FORMAT=pretty needs the pino-pretty package (a devDependency); install it or use LOG_FORMAT=json',
+    );
   }
-  return pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,taskToken,namespace,taskQueue' });
+  return pretty({
+    colorize: true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,taskToken,namespace,taskQueue',
+  });
 }
 
-const PINO_LEVEL: Record<LogLevel, Level> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
+const PINO_LEVEL: Record<LogLevel, Level> = {
+  TRACE: 'trace',
+  DEBUG: 'debug',
+  INFO: 'info',
+  WARN: 'warn',
+  ERROR: 'error',
+};
 
 /**
  * The Temporal SDK's Logger on top of pino: `Runtime.install({ logger: new TemporalLogger(pinoLogger) })`.
@@ -66,7 +78,8 @@ export class TemporalLogger implements SdkLogger {
     const method = PINO_LEVEL[level] ?? 'info';
     if (!this.target.isLevelEnabled(method)) return;
     if (!meta) return this.target[method](message);
-    // Lines the SDK writes outside the interceptors (workflow task failures, ...) still get the order of an order workflow.
+    // Lines the SDK writes outside the interceptors (workflow task failures, ...) still get the order of an order
+    // workflow.
     if (meta.orderId === undefined && typeof meta.workflowId === 'string') {
       const orderId = orderIdFromWorkflowId(meta.workflowId);
       if (orderId !== undefined) meta = { ...meta, orderId };

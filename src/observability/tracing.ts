@@ -14,7 +14,13 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { Resource } from '@opentelemetry/resources';
-import { BasicTracerProvider, BatchSpanProcessor, SimpleSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import type { Config } from '../config';
 
 /** A running tracer provider for one part of the system. */
@@ -53,8 +59,15 @@ export function tracingEnabled(config: Pick<Config, 'tracing'>, overrides: Traci
   return overrides.exporter !== undefined || config.tracing.otlpTracesUrl !== undefined;
 }
 
-/** Starts tracing for one part (`payflow-api`, `payflow-worker` unless OTEL_SERVICE_NAME says otherwise); undefined when off. */
-export function createTracing(config: Pick<Config, 'tracing'>, defaultServiceName: string, overrides: TracingOverrides = {}): Tracing | undefined {
+/**
+ * Starts tracing for one part (`payflow-api`, `payflow-worker` unless OTEL_SERVICE_NAME says otherwise); undefined
+ * when off.
+ */
+export function createTracing(
+  config: Pick<Config, 'tracing'>,
+  defaultServiceName: string,
+  overrides: TracingOverrides = {},
+): Tracing | undefined {
   if (!tracingEnabled(config, overrides)) return undefined;
   const serviceName = config.tracing.serviceName ?? defaultServiceName;
   const resource = new Resource({ 'service.name': serviceName });

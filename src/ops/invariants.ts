@@ -39,7 +39,11 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
 
   // A sharded SKU's counts are the sums over its buckets (bucket 0 is the stock row itself).
   const stock = (await db('stock as s')
-    .leftJoin(db('stock_buckets').groupBy('sku').select('sku').sum({ a: 'available', r: 'reserved', d: 'sold' }).as('b'), 'b.sku', 's.sku')
+    .leftJoin(
+      db('stock_buckets').groupBy('sku').select('sku').sum({ a: 'available', r: 'reserved', d: 'sold' }).as('b'),
+      'b.sku',
+      's.sku',
+    )
     .select(
       's.sku',
       db.raw('s.available + COALESCE(b.a, 0) AS available'),
@@ -52,35 +56,54 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
       'stock-conserved',
       'for every SKU, available + reserved + sold = units put in, and none is negative',
       stock
-        .filter((s) => Number(s.available) + Number(s.reserved) + Number(s.sold) !== Number(s.total_in) || [s.available, s.reserved, s.sold].some((v) => Number(v) < 0))
+        .filter(
+          (s) =>
+            Number(s.available) + Number(s.reserved) + Number(s.sold) !== Number(s.total_in) ||
+            [s.available, s.reserved, s.sold].some((v) => Number(v) < 0),
+        )
         .map((s) => `${s.sku}: ${s.available}+${s.reserved}+${s.sold} != ${s.total_in}`),
     ),
   );
 
   const soldByPaid = new Map(
-    ((await db('order_lines as l').join('orders as o', 'o.order_id', 'l.order_id').where('o.status', 'PAID').groupBy('l.sku').select('l.sku').sum({ units: 'l.quantity' })) as {
-      sku: string;
-      units: number;
-    }[]).map((r) => [r.sku, Number(r.units)]),
+    (
+      (await db('order_lines as l')
+        .join('orders as o', 'o.order_id', 'l.order_id')
+        .where('o.status', 'PAID')
+        .groupBy('l.sku')
+        .select('l.sku')
+        .sum({ units: 'l.quantity' })) as {
+        sku: string;
+        units: number;
+      }[]
+    ).map((r) => [r.sku, Number(r.units)]),
   );
   results.push(
     result(
       'sold-equals-paid-units',
       'for every SKU, sold = units in PAID orders',
-      stock.filter((s) => Number(s.sold) !== (soldByPaid.get(String(s.sku)) ?? 0)).map((s) => `${s.sku}: sold ${s.sold}, PAID units ${soldByPaid.get(String(s.sku)) ?? 0}`),
+      stock
+        .filter((s) => Number(s.sold) !== (soldByPaid.get(String(s.sku)) ?? 0))
+        .map((s) => `${s.sku}: sold ${s.sold}, PAID units ${soldByPaid.get(String(s.sku)) ?? 0}`),
     ),
   );
 
   const heldByTry = new Map(
-    ((await db('tcc_fence').where({ participant: 'stock', status: 'TRIED' }).groupBy('resource').select('resource').sum({ units: 'quantity' })) as { resource: string; units: number }[]).map(
-      (r) => [r.resource, Number(r.units)],
-    ),
+    (
+      (await db('tcc_fence')
+        .where({ participant: 'stock', status: 'TRIED' })
+        .groupBy('resource')
+        .select('resource')
+        .sum({ units: 'quantity' })) as { resource: string; units: number }[]
+    ).map((r) => [r.resource, Number(r.units)]),
   );
   results.push(
     result(
       'reserved-equals-open-tries',
       'for every SKU, reserved = units held by unresolved TCC tries',
-      stock.filter((s) => Number(s.reserved) !== (heldByTry.get(String(s.sku)) ?? 0)).map((s) => `${s.sku}: reserved ${s.reserved}, held ${heldByTry.get(String(s.sku)) ?? 0}`),
+      stock
+        .filter((s) => Number(s.reserved) !== (heldByTry.get(String(s.sku)) ?? 0))
+        .map((s) => `${s.sku}: reserved ${s.reserved}, held ${heldByTry.get(String(s.sku)) ?? 0}`),
     ),
   );
 
@@ -91,7 +114,12 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
     .join('orders as o', 'o.order_id', 'f.xid')
     .whereIn('o.status', ['EXPIRED', 'CANCELLED', 'FAILED', 'REFUNDED'])
     .whereIn('f.status', ['TRIED', 'CONFIRMED'])
-    .select('o.order_id', 'o.status', 'f.resource', 'f.status as fence')) as { order_id: string; status: string; resource: string; fence: string }[];
+    .select('o.order_id', 'o.status', 'f.resource', 'f.status as fence')) as {
+    order_id: string;
+    status: string;
+    resource: string;
+    fence: string;
+  }[];
   results.push(
     result(
       'closed-orders-hold-no-stock',
@@ -133,14 +161,19 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
     .andWhere((q) =>
       q
         .where('deadline', '<', new Date(now.getTime() - input.convergenceBoundMs))
-        .orWhere((q2) => q2.whereNull('deadline').andWhere('created_at', '<', new Date(now.getTime() - input.convergenceBoundMs))),
+        .orWhere((q2) =>
+          q2.whereNull('deadline').andWhere('created_at', '<', new Date(now.getTime() - input.convergenceBoundMs)),
+        ),
     )
     .select('order_id', 'deadline')) as { order_id: string; deadline: Date | null }[];
   results.push(
     result(
       'orders-converged',
       `every order reached a final or explicitly waiting state within its deadline + ${Math.round(input.convergenceBoundMs / 1000)}s`,
-      stale.map((o) => `${o.order_id} still AWAITING_PAYMENT (deadline ${o.deadline ? new Date(o.deadline).toISOString() : 'none'})`),
+      stale.map(
+        (o) =>
+          `${o.order_id} still AWAITING_PAYMENT (deadline ${o.deadline ? new Date(o.deadline).toISOString() : 'none'})`,
+      ),
     ),
   );
 
@@ -159,20 +192,33 @@ async function checkBuckets(db: Knex): Promise<InvariantResult> {
     .where('f.participant', 'stock')
     .andWhere('s.buckets', '>', 1)
     .whereIn('f.status', ['TRIED', 'CONFIRMED'])
-    .select('f.xid', 'f.resource as sku', 'f.status', 'f.quantity')) as { xid: string; sku: string; status: string; quantity: number }[];
-  const holds = (await db('stock_holds as h').join('stock as s', 's.sku', 'h.sku').where('s.buckets', '>', 1).select('h.xid', 'h.sku', 'h.bucket', 'h.quantity')) as {
+    .select('f.xid', 'f.resource as sku', 'f.status', 'f.quantity')) as {
+    xid: string;
+    sku: string;
+    status: string;
+    quantity: number;
+  }[];
+  const holds = (await db('stock_holds as h')
+    .join('stock as s', 's.sku', 'h.sku')
+    .where('s.buckets', '>', 1)
+    .select('h.xid', 'h.sku', 'h.bucket', 'h.quantity')) as {
     xid: string;
     sku: string;
     bucket: number;
     quantity: number;
   }[];
   const holdsOf = new Map<string, { bucket: number; quantity: number }[]>();
-  for (const h of holds) holdsOf.set(`${h.xid}/${h.sku}`, [...(holdsOf.get(`${h.xid}/${h.sku}`) ?? []), { bucket: Number(h.bucket), quantity: Number(h.quantity) }]);
+  for (const h of holds)
+    holdsOf.set(`${h.xid}/${h.sku}`, [
+      ...(holdsOf.get(`${h.xid}/${h.sku}`) ?? []),
+      { bucket: Number(h.bucket), quantity: Number(h.quantity) },
+    ]);
   const expected = new Map<string, { reserved: number; sold: number }>();
   for (const f of fences) {
     const own = holdsOf.get(`${f.xid}/${f.sku}`) ?? [{ bucket: 0, quantity: Number(f.quantity) }];
     const total = own.reduce((n, h) => n + h.quantity, 0);
-    if (total !== Number(f.quantity)) bad.push(`${f.xid}/${f.sku}: holds add up to ${total}, the try holds ${f.quantity}`);
+    if (total !== Number(f.quantity))
+      bad.push(`${f.xid}/${f.sku}: holds add up to ${total}, the try holds ${f.quantity}`);
     for (const h of own) {
       const e = expected.get(`${f.sku}#${h.bucket}`) ?? { reserved: 0, sold: 0 };
       if (f.status === 'TRIED') e.reserved += h.quantity;
@@ -183,7 +229,12 @@ async function checkBuckets(db: Knex): Promise<InvariantResult> {
   const rows = (await db('stock')
     .where('buckets', '>', 1)
     .select('sku', db.raw('0 AS bucket'), 'reserved', 'sold')
-    .unionAll(db('stock_buckets as b').join('stock as s', 's.sku', 'b.sku').where('s.buckets', '>', 1).select('b.sku', 'b.bucket', 'b.reserved', 'b.sold'))) as {
+    .unionAll(
+      db('stock_buckets as b')
+        .join('stock as s', 's.sku', 'b.sku')
+        .where('s.buckets', '>', 1)
+        .select('b.sku', 'b.bucket', 'b.reserved', 'b.sold'),
+    )) as {
     sku: string;
     bucket: number;
     reserved: number;
@@ -192,80 +243,128 @@ async function checkBuckets(db: Knex): Promise<InvariantResult> {
   for (const r of rows) {
     const e = expected.get(`${r.sku}#${Number(r.bucket)}`) ?? { reserved: 0, sold: 0 };
     if (Number(r.reserved) !== e.reserved || Number(r.sold) !== e.sold) {
-      bad.push(`${r.sku} bucket ${r.bucket}: reserved ${r.reserved} sold ${r.sold}, tries hold ${e.reserved} and confirmed ${e.sold}`);
+      bad.push(
+        `${r.sku} bucket ${r.bucket}: reserved ${r.reserved} sold ${r.sold}, tries hold ${e.reserved} and confirmed ${e.sold}`,
+      );
     }
   }
-  return result('stock-buckets-match-holds', 'for every sharded SKU, each bucket holds exactly what the tries recorded taking from it', bad);
+  return result(
+    'stock-buckets-match-holds',
+    'for every sharded SKU, each bucket holds exactly what the tries recorded taking from it',
+    bad,
+  );
 }
 
 /** Coupons and points against their TCC fences (participants 'coupon' and 'points'). */
 async function checkBenefits(db: Knex): Promise<InvariantResult[]> {
   const sums = async (status: string) =>
     new Map(
-      ((await db('tcc_fence').where({ participant: 'points', status }).groupBy('resource').select('resource').sum({ q: 'quantity' })) as { resource: string; q: number }[]).map((r) => [
-        r.resource,
-        Number(r.q),
-      ]),
+      (
+        (await db('tcc_fence')
+          .where({ participant: 'points', status })
+          .groupBy('resource')
+          .select('resource')
+          .sum({ q: 'quantity' })) as { resource: string; q: number }[]
+      ).map((r) => [r.resource, Number(r.q)]),
     );
   const [frozenByTry, spentByConfirm] = [await sums('TRIED'), await sums('CONFIRMED')];
-  const points = (await db('user_points').select('user_id', 'available', 'frozen', 'spent', 'total_in')) as Record<string, number | string>[];
+  const points = (await db('user_points').select('user_id', 'available', 'frozen', 'spent', 'total_in')) as Record<
+    string,
+    number | string
+  >[];
   const pointsBad = points.flatMap((p) => {
     const [a, f, s, t] = [p.available, p.frozen, p.spent, p.total_in].map(Number) as [number, number, number, number];
     const user = String(p.user_id);
     const bad: string[] = [];
     if (a + f + s !== t) bad.push(`${user}: ${a}+${f}+${s} != ${t}`);
-    if (f !== (frozenByTry.get(user) ?? 0)) bad.push(`${user}: frozen ${f}, held by tries ${frozenByTry.get(user) ?? 0}`);
-    if (s !== (spentByConfirm.get(user) ?? 0)) bad.push(`${user}: spent ${s}, confirmed ${spentByConfirm.get(user) ?? 0}`);
+    if (f !== (frozenByTry.get(user) ?? 0))
+      bad.push(`${user}: frozen ${f}, held by tries ${frozenByTry.get(user) ?? 0}`);
+    if (s !== (spentByConfirm.get(user) ?? 0))
+      bad.push(`${user}: spent ${s}, confirmed ${spentByConfirm.get(user) ?? 0}`);
     return bad;
   });
 
-  const holders = (await db('tcc_fence').where({ participant: 'coupon' }).whereIn('status', ['TRIED', 'CONFIRMED']).select('xid', 'resource', 'status')) as {
+  const holders = (await db('tcc_fence')
+    .where({ participant: 'coupon' })
+    .whereIn('status', ['TRIED', 'CONFIRMED'])
+    .select('xid', 'resource', 'status')) as {
     xid: string;
     resource: string;
     status: string;
   }[];
   const holderOf = new Map<string, { xid: string; status: string }[]>();
   for (const h of holders) holderOf.set(h.resource, [...(holderOf.get(h.resource) ?? []), h]);
-  const coupons = (await db('coupons').select('code', 'status', 'order_id')) as { code: string; status: string; order_id: string | null }[];
+  const coupons = (await db('coupons').select('code', 'status', 'order_id')) as {
+    code: string;
+    status: string;
+    order_id: string | null;
+  }[];
   const couponsBad = coupons.flatMap((c) => {
     const hs = holderOf.get(c.code) ?? [];
-    const expected = hs.length === 0 ? { status: 'AVAILABLE', order: null } : { status: hs[0]!.status === 'TRIED' ? 'FROZEN' : 'USED', order: hs[0]!.xid };
+    const expected =
+      hs.length === 0
+        ? { status: 'AVAILABLE', order: null }
+        : { status: hs[0]!.status === 'TRIED' ? 'FROZEN' : 'USED', order: hs[0]!.xid };
     if (hs.length > 1) return [`${c.code}: held by ${hs.length} orders`];
-    if (c.status !== expected.status || (expected.order !== null && c.order_id !== expected.order)) return [`${c.code}: ${c.status} for ${c.order_id}, fences say ${expected.status} for ${expected.order}`];
+    if (c.status !== expected.status || (expected.order !== null && c.order_id !== expected.order))
+      return [`${c.code}: ${c.status} for ${c.order_id}, fences say ${expected.status} for ${expected.order}`];
     return [];
   });
   return [
-    result('points-conserved', 'for every user, available + frozen + spent = points put in; frozen = open tries; spent = confirmed', pointsBad),
-    result('coupons-match-fences', 'every coupon is FROZEN for its one open try, USED by its one confirmed order, or AVAILABLE', couponsBad),
+    result(
+      'points-conserved',
+      'for every user, available + frozen + spent = points put in; frozen = open tries; spent = confirmed',
+      pointsBad,
+    ),
+    result(
+      'coupons-match-fences',
+      'every coupon is FROZEN for its one open try, USED by its one confirmed order, or AVAILABLE',
+      couponsBad,
+    ),
   ];
 }
 
 /** Money invariants: the provider's movements against local orders and refunds. */
 async function checkMoney(db: Knex, rows: BillRow[]): Promise<InvariantResult[]> {
   const orders = new Map(
-    ((await db('orders').select('order_id', 'status', 'amount', 'currency', 'paid_trade_no')) as { order_id: string; status: string; amount: number; currency: string; paid_trade_no: string | null }[]).map(
-      (o) => [o.order_id, o],
-    ),
+    (
+      (await db('orders').select('order_id', 'status', 'amount', 'currency', 'paid_trade_no')) as {
+        order_id: string;
+        status: string;
+        amount: number;
+        currency: string;
+        paid_trade_no: string | null;
+      }[]
+    ).map((o) => [o.order_id, o]),
   );
-  const localRefunds = (await db('refunds').where('status', 'SUCCEEDED').select('out_refund_no', 'order_id', 'amount')) as { out_refund_no: string; order_id: string; amount: number }[];
+  const localRefunds = (await db('refunds')
+    .where('status', 'SUCCEEDED')
+    .select('out_refund_no', 'order_id', 'amount')) as { out_refund_no: string; order_id: string; amount: number }[];
   const payments = rows.filter((r) => r.kind === 'PAYMENT');
   const refunds = rows.filter((r) => r.kind === 'REFUND');
 
   const paidElsewhere = payments
     .filter((p) => !['PAID', 'REFUNDED', 'NEEDS_REVIEW'].includes(orders.get(p.outTradeNo)?.status ?? 'UNKNOWN'))
-    .map((p) => `${p.outTradeNo}: paid at provider (${p.tradeNo}, ${p.amount}) but order is ${orders.get(p.outTradeNo)?.status ?? 'unknown'}`);
+    .map(
+      (p) =>
+        `${p.outTradeNo}: paid at provider (${p.tradeNo}, ${p.amount}) but order is ${orders.get(p.outTradeNo)?.status ?? 'unknown'}`,
+    );
 
   const refundProblems: string[] = [];
   const providerRefundsByNo = new Map<string, BillRow[]>();
-  for (const r of refunds) providerRefundsByNo.set(r.outRefundNo ?? '?', [...(providerRefundsByNo.get(r.outRefundNo ?? '?') ?? []), r]);
+  for (const r of refunds)
+    providerRefundsByNo.set(r.outRefundNo ?? '?', [...(providerRefundsByNo.get(r.outRefundNo ?? '?') ?? []), r]);
   const localByNo = new Map(localRefunds.map((r) => [r.out_refund_no, r]));
   for (const [no, list] of providerRefundsByNo) {
     const local = localByNo.get(no);
     if (list.length !== 1) refundProblems.push(`${no}: ${list.length} refunds at the provider`);
     if (!local) refundProblems.push(`${no}: refunded at the provider, no local refund`);
-    else if (Number(local.amount) !== list.reduce((s, r) => s + r.amount, 0)) refundProblems.push(`${no}: provider ${list[0]!.amount} != local ${local.amount}`);
+    else if (Number(local.amount) !== list.reduce((s, r) => s + r.amount, 0))
+      refundProblems.push(`${no}: provider ${list[0]!.amount} != local ${local.amount}`);
   }
-  for (const local of localRefunds) if (!providerRefundsByNo.has(local.out_refund_no)) refundProblems.push(`${local.out_refund_no}: local refund missing at the provider`);
+  for (const local of localRefunds)
+    if (!providerRefundsByNo.has(local.out_refund_no))
+      refundProblems.push(`${local.out_refund_no}: local refund missing at the provider`);
 
   const paidAt = new Map<string, BillRow[]>();
   for (const p of payments) paidAt.set(p.outTradeNo, [...(paidAt.get(p.outTradeNo) ?? []), p]);
@@ -275,21 +374,39 @@ async function checkMoney(db: Knex, rows: BillRow[]): Promise<InvariantResult[]>
   for (const o of orders.values()) {
     const paid = (paidAt.get(o.order_id) ?? []).reduce((s, p) => s + p.amount, 0);
     const refunded = refundedAt.get(o.order_id) ?? 0;
-    if (o.status === 'PAID' && (paid !== Number(o.amount) || refunded !== 0)) movementProblems.push(`${o.order_id}: PAID but provider holds ${paid - refunded} of ${o.amount}`);
-    if (o.status === 'REFUNDED' && (paid === 0 || refunded !== paid)) movementProblems.push(`${o.order_id}: REFUNDED but provider paid ${paid}, refunded ${refunded}`);
-    if (['EXPIRED', 'CANCELLED', 'FAILED'].includes(o.status) && paid - refunded !== 0) movementProblems.push(`${o.order_id}: ${o.status} but provider holds ${paid - refunded}`);
+    if (o.status === 'PAID' && (paid !== Number(o.amount) || refunded !== 0))
+      movementProblems.push(`${o.order_id}: PAID but provider holds ${paid - refunded} of ${o.amount}`);
+    if (o.status === 'REFUNDED' && (paid === 0 || refunded !== paid))
+      movementProblems.push(`${o.order_id}: REFUNDED but provider paid ${paid}, refunded ${refunded}`);
+    if (['EXPIRED', 'CANCELLED', 'FAILED'].includes(o.status) && paid - refunded !== 0)
+      movementProblems.push(`${o.order_id}: ${o.status} but provider holds ${paid - refunded}`);
   }
 
   return [
-    result('provider-payments-owned', 'every payment the provider holds as paid belongs to a PAID, REFUNDED or NEEDS_REVIEW order', paidElsewhere),
-    result('provider-refunds-match', 'every refund at the provider matches exactly one local refund, and vice versa', refundProblems),
-    result('money-matches-status', 'PAID orders hold exactly their amount, REFUNDED ones nothing, closed ones nothing', movementProblems),
+    result(
+      'provider-payments-owned',
+      'every payment the provider holds as paid belongs to a PAID, REFUNDED or NEEDS_REVIEW order',
+      paidElsewhere,
+    ),
+    result(
+      'provider-refunds-match',
+      'every refund at the provider matches exactly one local refund, and vice versa',
+      refundProblems,
+    ),
+    result(
+      'money-matches-status',
+      'PAID orders hold exactly their amount, REFUNDED ones nothing, closed ones nothing',
+      movementProblems,
+    ),
   ];
 }
 
 /** A short text report of invariant verdicts. */
 export function formatInvariants(results: InvariantResult[]): string {
   return results
-    .map((r) => `${r.passed ? 'PASS' : 'FAIL'}  ${r.name}: ${r.description}${r.passed ? '' : `\n      ${r.violations} violation(s), e.g.\n        ${r.examples.join('\n        ')}`}`)
+    .map(
+      (r) =>
+        `${r.passed ? 'PASS' : 'FAIL'}  ${r.name}: ${r.description}${r.passed ? '' : `\n      ${r.violations} violation(s), e.g.\n        ${r.examples.join('\n        ')}`}`,
+    )
     .join('\n');
 }

@@ -22,7 +22,11 @@ const green = (s: string) => (tty ? `\x1b[32m${s}\x1b[0m` : s);
 class UsageError extends Error {}
 
 function parseArgs(argv: string[]): { provider: string; date: string; rerun: boolean; api?: string } {
-  const out: { provider: string; date: string; rerun: boolean; api?: string } = { provider: 'sandbox', date: billDateOf(Date.now() - 86_400_000), rerun: false };
+  const out: { provider: string; date: string; rerun: boolean; api?: string } = {
+    provider: 'sandbox',
+    date: billDateOf(Date.now() - 86_400_000),
+    rerun: false,
+  };
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i]!;
     const value = () => {
@@ -37,7 +41,8 @@ function parseArgs(argv: string[]): { provider: string; date: string; rerun: boo
     else if (arg === '--help' || arg === '-h') throw new UsageError('');
     else throw new UsageError(`unknown option ${arg}`);
   }
-  if (!BillDate.safeParse(out.date).success) throw new UsageError(`--date ${out.date} is not a real day; use YYYY-MM-DD`);
+  if (!BillDate.safeParse(out.date).success)
+    throw new UsageError(`--date ${out.date} is not a real day; use YYYY-MM-DD`);
   return out;
 }
 
@@ -46,29 +51,57 @@ interface Run {
   status: 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED';
   phase: string | null;
   attempt: number;
-  progress: { expectedRows: number | null; billRows: number; localRows: number; repairsTotal: number; repairsDone: number; billAttempts: number; resumedFromRow: number | null };
+  progress: {
+    expectedRows: number | null;
+    billRows: number;
+    localRows: number;
+    repairsTotal: number;
+    repairsDone: number;
+    billAttempts: number;
+    resumedFromRow: number | null;
+  };
   totals: Record<string, number> | null;
   differences: number | null;
   bySeverity: { critical: number; review: number; repaired: number } | null;
   error: string | null;
-  items?: Array<{ class: string; severity: string; detail: string | null; outTradeNo: string | null; tradeNo: string | null; outRefundNo: string | null; bill: { amount: number; currency: string } | null; local: { amount: number | null } | null; repair: { status: string } }>;
+  items?: Array<{
+    class: string;
+    severity: string;
+    detail: string | null;
+    outTradeNo: string | null;
+    tradeNo: string | null;
+    outRefundNo: string | null;
+    bill: { amount: number; currency: string } | null;
+    local: { amount: number | null } | null;
+    repair: { status: string };
+  }>;
 }
 
 /** An API answer: runs, or `{ error, message }`. */
 type Answer = Run & { error?: string; message?: string };
 
-async function call(method: string, url: string, token: string, body?: unknown): Promise<{ status: number; body: Answer }> {
+async function call(
+  method: string,
+  url: string,
+  token: string,
+  body?: unknown,
+): Promise<{ status: number; body: Answer }> {
   let response: Response;
   try {
     response = await fetch(url, {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(30_000),
     });
   } catch (err) {
     const e = err as { cause?: { code?: string }; message?: string };
-    throw new Error(`${method} ${url} failed: ${e.cause?.code ?? e.message}; is the system running (npm start) and --api right?`);
+    throw new Error(
+      `${method} ${url} failed: ${e.cause?.code ?? e.message}; is the system running (npm start) and --api right?`,
+    );
   }
   const text = await response.text();
   let parsed: unknown = {};
@@ -128,14 +161,24 @@ async function main(): Promise<number> {
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     if (err.message) console.error(`reconcile: ${err.message}`);
-    console.error('usage: npm run reconcile -- [--provider sandbox] [--date YYYY-MM-DD (default yesterday)] [--rerun] [--api http://127.0.0.1:3000]');
+    console.error(
+      'usage: npm run reconcile -- [--provider sandbox] [--date YYYY-MM-DD (default yesterday)] [--rerun] [--api http://127.0.0.1:3000]',
+    );
     return 1;
   }
   const config = loadConfigOrExit();
   const api = (args.api ?? process.env.API_URL ?? config.publicBaseUrl).replace(/\/$/, '');
-  const started = await call('POST', `${api}/ops/reconciliations`, config.adminToken, { provider: args.provider, date: args.date, rerun: args.rerun });
+  const started = await call('POST', `${api}/ops/reconciliations`, config.adminToken, {
+    provider: args.provider,
+    date: args.date,
+    rerun: args.rerun,
+  });
   if (started.status !== 200 && started.status !== 202) {
-    console.error(red(`reconcile: could not start: HTTP ${started.status} ${started.body.error ?? ''} ${started.body.message ?? ''}`.trim()));
+    console.error(
+      red(
+        `reconcile: could not start: HTTP ${started.status} ${started.body.error ?? ''} ${started.body.message ?? ''}`.trim(),
+      ),
+    );
     return 1;
   }
   let run = started.body as Run;
@@ -161,17 +204,23 @@ async function main(): Promise<number> {
     lastLine = line;
     if (interrupted) {
       if (tty) process.stdout.write('\n');
-      console.log(`stopped watching; the run goes on. Follow it with: npm run reconcile -- --provider ${args.provider} --date ${args.date}`);
+      console.log(
+        `stopped watching; the run goes on. Follow it with: npm run reconcile -- --provider ${args.provider} --date ${args.date}`,
+      );
       return 1;
     }
     await new Promise((r) => setTimeout(r, POLL_MS));
     const polled = await call('GET', `${api}/ops/reconciliations/${run.id}?limit=20`, config.adminToken);
-    if (polled.status !== 200) throw new Error(`reading the run failed: HTTP ${polled.status} ${JSON.stringify(polled.body).slice(0, 200)}`);
+    if (polled.status !== 200)
+      throw new Error(`reading the run failed: HTTP ${polled.status} ${JSON.stringify(polled.body).slice(0, 200)}`);
     run = polled.body as Run;
   }
   const final = await call('GET', `${api}/ops/reconciliations/${run.id}?limit=20`, config.adminToken);
   run = final.body as Run;
-  if (tty) process.stdout.write(`\r\x1b[2K${bar(run.status === 'COMPLETED' ? 1 : fraction(run))}  ${run.status.toLowerCase()}\n`);
+  if (tty)
+    process.stdout.write(
+      `\r\x1b[2K${bar(run.status === 'COMPLETED' ? 1 : fraction(run))}  ${run.status.toLowerCase()}\n`,
+    );
 
   if (run.status === 'FAILED') {
     console.error(red(`reconciliation ${run.id} FAILED: ${run.error ?? 'see the workflow'}`));
@@ -186,17 +235,29 @@ async function main(): Promise<number> {
     REFUND_MISMATCH: 'review: refund missing, duplicated or of another amount',
     UNKNOWN_TRADE: 'review: a trade for an order we never created',
   };
-  console.log(`\n${bold('Report')} ${run.id}: ${run.progress.billRows.toLocaleString('en-US')} bill rows, ${run.differences ?? 0} difference(s)`);
+  console.log(
+    `\n${bold('Report')} ${run.id}: ${run.progress.billRows.toLocaleString('en-US')} bill rows, ${run.differences ?? 0} difference(s)`,
+  );
   for (const [cls, n] of Object.entries(totals)) {
     const text = `  ${String(n).padStart(9)}  ${cls.padEnd(20)} ${severityOf[cls] ?? ''}`;
-    console.log(n === 0 || cls === 'MATCHED' ? text : cls === 'MISSING_AT_PROVIDER' ? red(text) : cls === 'PAID_NOT_RECORDED' ? green(text) : yellow(text));
+    console.log(
+      n === 0 || cls === 'MATCHED'
+        ? text
+        : cls === 'MISSING_AT_PROVIDER'
+          ? red(text)
+          : cls === 'PAID_NOT_RECORDED'
+            ? green(text)
+            : yellow(text),
+    );
   }
   const open = (run.items ?? []).filter((i) => i.severity === 'critical' || i.severity === 'review');
   if (open.length) {
     console.log(`\n${bold('Needs a person')} (first ${open.length}; all at ${api}/ops/reconciliations/${run.id}):`);
     for (const i of open) {
       const amounts = `bill ${i.bill ? `${i.bill.amount} ${i.bill.currency}` : '-'}, local ${i.local?.amount ?? '-'}`;
-      console.log(`  ${i.class}${i.detail ? `/${i.detail}` : ''}  order ${i.outTradeNo ?? '-'}  trade ${i.tradeNo ?? '-'}${i.outRefundNo ? `  refund ${i.outRefundNo}` : ''}  (${amounts})`);
+      console.log(
+        `  ${i.class}${i.detail ? `/${i.detail}` : ''}  order ${i.outTradeNo ?? '-'}  trade ${i.tradeNo ?? '-'}${i.outRefundNo ? `  refund ${i.outRefundNo}` : ''}  (${amounts})`,
+      );
     }
   }
   const needsPerson = (run.bySeverity?.critical ?? 0) + (run.bySeverity?.review ?? 0);

@@ -28,7 +28,6 @@ export async function sandboxBillRows(sandbox: string, since: number): Promise<B
   return rows;
 }
 
-
 /** Downloads one day's bill, retrying provider faults (5xx) with backoff as any bill downloader must. */
 async function fetchBill(sandbox: string, day: string): Promise<string> {
   let last = '';

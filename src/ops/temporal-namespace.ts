@@ -64,8 +64,14 @@ export async function ensureNamespace(
         if (missing.length === 0) break;
         throw new Error(`search attributes not registered yet: ${missing.map((a) => a.name).join(', ')}`);
       } catch (err) {
-        if (Date.now() > deadline) throw new Error(`search attributes of namespace "${namespace}" could not be registered: ${(err as Error).message}`);
-        if (attempts === 1) log(`namespace "${namespace}" not ready for search attributes yet (${(err as Error).message.split('\n')[0]}); retrying`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `search attributes of namespace "${namespace}" could not be registered: ${(err as Error).message}`,
+          );
+        if (attempts === 1)
+          log(
+            `namespace "${namespace}" not ready for search attributes yet (${(err as Error).message.split('\n')[0]}); retrying`,
+          );
         await sleep(1000);
       }
     }

@@ -20,7 +20,15 @@ import { z } from 'zod';
 import { toMajorString } from '../shared/money';
 import { type Download, decodedLines, downloadToTemp, listZipEntries, openZipEntry, splitCsvLine } from './bill-files';
 import type { AlipayConfig } from './config';
-import { ProviderUnavailableError, chinaDateTime, formCharset, httpCall, parseChinaDateTime, parseForm, yuanToFen } from './http';
+import {
+  ProviderUnavailableError,
+  chinaDateTime,
+  formCharset,
+  httpCall,
+  parseChinaDateTime,
+  parseForm,
+  yuanToFen,
+} from './http';
 import {
   type BillRow,
   type BillSource,
@@ -42,8 +50,14 @@ export interface AlipayProviderOptions extends AlipayConfig {
   now?: () => Date;
 }
 
-/** The string Alipay signs: every parameter but `sign` (and `sign_type` for notifications), sorted by key, `k=v&...`. */
-export function alipaySignContent(params: Map<string, string> | Record<string, string>, exclude: readonly string[], skipEmpty: boolean): string {
+/**
+ * The string Alipay signs: every parameter but `sign` (and `sign_type` for notifications), sorted by key, `k=v&...`.
+ */
+export function alipaySignContent(
+  params: Map<string, string> | Record<string, string>,
+  exclude: readonly string[],
+  skipEmpty: boolean,
+): string {
   const entries = params instanceof Map ? [...params] : Object.entries(params);
   return entries
     .filter(([k, v]) => !exclude.includes(k) && !(skipEmpty && v === ''))
@@ -54,7 +68,9 @@ export function alipaySignContent(params: Map<string, string> | Record<string, s
 
 /** Signs request parameters with the app private key (RSA2 = SHA256withRSA, base64); empty values are not signed. */
 export function signAlipayRequest(params: Record<string, string>, privateKey: KeyObject): string {
-  return createSign('RSA-SHA256').update(alipaySignContent(params, ['sign'], true), 'utf8').sign(privateKey, 'base64');
+  return createSign('RSA-SHA256')
+    .update(alipaySignContent(params, ['sign'], true), 'utf8')
+    .sign(privateKey, 'base64');
 }
 
 /** The exact text of `"<key>": {...}` in a gateway response, which is what Alipay signs. */
@@ -108,7 +124,11 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
   const timeoutMs = options.timeoutMs ?? 10_000;
   const now = options.now ?? (() => new Date());
 
-  function commonParams(method: string, bizContent: Record<string, unknown>, extra: Record<string, string> = {}): Record<string, string> {
+  function commonParams(
+    method: string,
+    bizContent: Record<string, unknown>,
+    extra: Record<string, string> = {},
+  ): Record<string, string> {
     const params: Record<string, string> = {
       app_id: options.appId,
       method,
@@ -125,7 +145,10 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
   }
 
   /** Calls the gateway and verifies the response signature; returns the response node and its codes. */
-  async function exec(method: string, bizContent: Record<string, unknown>): Promise<{ code: string; subCode?: string; message: string; node: Record<string, unknown> }> {
+  async function exec(
+    method: string,
+    bizContent: Record<string, unknown>,
+  ): Promise<{ code: string; subCode?: string; message: string; node: Record<string, unknown> }> {
     const params = commonParams(method, bizContent);
     const answer = await httpCall(
       options.gateway,
@@ -148,19 +171,26 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
     const nodeKey = key in parsed ? key : 'error_response';
     const nodeText = alipayResponseNode(answer.text, nodeKey);
     const node = parsed[nodeKey] as Record<string, unknown> | undefined;
-    if (!nodeText || !node || typeof node !== 'object') throw new ProviderUnavailableError(`alipay ${method} answered without ${key}`);
+    if (!nodeText || !node || typeof node !== 'object')
+      throw new ProviderUnavailableError(`alipay ${method} answered without ${key}`);
     const code = String(node.code ?? '');
     const signed = typeof parsed.sign === 'string' && parsed.sign !== '';
     if (signed) {
-      const ok = createVerify('RSA-SHA256').update(nodeText, 'utf8').verify(options.alipayPublicKey, parsed.sign as string, 'base64');
+      const ok = createVerify('RSA-SHA256')
+        .update(nodeText, 'utf8')
+        .verify(options.alipayPublicKey, parsed.sign as string, 'base64');
       // A response we cannot authenticate proves nothing; retrying (and alerting) is the only safe answer.
-      if (!ok) throw new ProviderUnavailableError(`alipay ${method}: the response signature does not verify with ALIPAY_PUBLIC_KEY`);
+      if (!ok)
+        throw new ProviderUnavailableError(
+          `alipay ${method}: the response signature does not verify with ALIPAY_PUBLIC_KEY`,
+        );
     } else if (code === '10000') {
       throw new ProviderUnavailableError(`alipay ${method}: an unsigned success response is not trusted`);
     }
     const subCode = typeof node.sub_code === 'string' ? node.sub_code : undefined;
     const message = `${String(node.msg ?? '')}${node.sub_msg ? `: ${String(node.sub_msg)}` : ''}`;
-    if (code === '20000' || (subCode && RETRYABLE_SUB_CODES.has(subCode))) throw new ProviderUnavailableError(`alipay ${method}: ${code} ${subCode ?? ''} ${message}`);
+    if (code === '20000' || (subCode && RETRYABLE_SUB_CODES.has(subCode)))
+      throw new ProviderUnavailableError(`alipay ${method}: ${code} ${subCode ?? ''} ${message}`);
     return { code, subCode, message, node };
   }
 
@@ -170,7 +200,10 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
 
   function fen(text: unknown, field: string): number {
     const value = typeof text === 'string' ? yuanToFen(text) : undefined;
-    if (value === undefined) throw new ProviderUnavailableError(`alipay answered ${field}=${JSON.stringify(text)}, which is not a yuan amount`);
+    if (value === undefined)
+      throw new ProviderUnavailableError(
+        `alipay answered ${field}=${JSON.stringify(text)}, which is not a yuan amount`,
+      );
     return value;
   }
 
@@ -181,7 +214,12 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
     const n = r.node;
     const status = String(n.trade_status);
     const paidAt = typeof n.send_pay_date === 'string' ? parseChinaDateTime(n.send_pay_date) : undefined;
-    const base = { outTradeNo, tradeNo: typeof n.trade_no === 'string' ? n.trade_no : undefined, currency: 'CNY', merchantId: options.sellerId };
+    const base = {
+      outTradeNo,
+      tradeNo: typeof n.trade_no === 'string' ? n.trade_no : undefined,
+      currency: 'CNY',
+      merchantId: options.sellerId,
+    };
     switch (status) {
       case 'WAIT_BUYER_PAY':
         return { ...base, status: 'PENDING' };
@@ -190,12 +228,19 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
         return { ...base, status: 'PAID', paidAmount: fen(n.total_amount, 'total_amount'), paidAt };
       case 'TRADE_CLOSED':
         // A trade closed after a full refund keeps its payment date; one closed unpaid never had one.
-        return paidAt ? { ...base, status: 'REFUNDED', paidAmount: fen(n.total_amount, 'total_amount'), paidAt, refundedAmount: fen(n.total_amount, 'total_amount') } : { ...base, status: 'CLOSED' };
+        return paidAt
+          ? {
+              ...base,
+              status: 'REFUNDED',
+              paidAmount: fen(n.total_amount, 'total_amount'),
+              paidAt,
+              refundedAmount: fen(n.total_amount, 'total_amount'),
+            }
+          : { ...base, status: 'CLOSED' };
       default:
         throw new ProviderUnavailableError(`alipay.trade.query answered unknown trade_status ${status}`);
     }
   }
-
 
   const provider: PaymentProvider & BillSource = {
     name: 'alipay',
@@ -203,7 +248,8 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
     ack: { status: 200, contentType: 'text/plain', body: 'success' },
 
     async createPayment(input: CreatePaymentInput) {
-      if (input.currency !== 'CNY') throw new ProviderBusinessError('UNSUPPORTED_CURRENCY', `alipay takes CNY only, not ${input.currency}`);
+      if (input.currency !== 'CNY')
+        throw new ProviderBusinessError('UNSUPPORTED_CURRENCY', `alipay takes CNY only, not ${input.currency}`);
       const method = options.payMethod === 'wap' ? 'alipay.trade.wap.pay' : 'alipay.trade.page.pay';
       const params = commonParams(
         method,
@@ -232,7 +278,9 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
         if (state.status === 'PAID' || state.status === 'REFUNDED') return { result: 'ALREADY_PAID' };
         if (state.status === 'CLOSED') return { result: 'CLOSED' };
         if (state.status === 'NOT_FOUND') return { result: 'NOT_FOUND' };
-        throw new ProviderUnavailableError(`alipay.trade.close refused with TRADE_STATUS_ERROR while the trade is ${state.status}`);
+        throw new ProviderUnavailableError(
+          `alipay.trade.close refused with TRADE_STATUS_ERROR while the trade is ${state.status}`,
+        );
       }
       throw fail('alipay.trade.close', r);
     },
@@ -249,15 +297,24 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
       const tradeNo = String(r.node.trade_no ?? '');
       if (r.node.fund_change !== 'Y') {
         // A repeated request (or a refund still in progress) answers fund_change=N: confirm with the refund query.
-        const q = await exec('alipay.trade.fastpay.refund.query', { out_trade_no: input.outTradeNo, out_request_no: input.outRefundNo, query_options: ['gmt_refund_pay'] });
+        const q = await exec('alipay.trade.fastpay.refund.query', {
+          out_trade_no: input.outTradeNo,
+          out_request_no: input.outRefundNo,
+          query_options: ['gmt_refund_pay'],
+        });
         if (q.code !== '10000') throw fail('alipay.trade.fastpay.refund.query', q);
-        if (q.node.refund_status !== 'REFUND_SUCCESS') throw new ProviderUnavailableError(`alipay refund ${input.outRefundNo} is not confirmed yet`);
+        if (q.node.refund_status !== 'REFUND_SUCCESS')
+          throw new ProviderUnavailableError(`alipay refund ${input.outRefundNo} is not confirmed yet`);
         const amount = fen(q.node.refund_amount, 'refund_amount');
         const at = typeof q.node.gmt_refund_pay === 'string' ? parseChinaDateTime(q.node.gmt_refund_pay) : undefined;
         return { refundNo: `${tradeNo}/${input.outRefundNo}`, amount, refundedAt: at ?? now().toISOString() };
       }
       const at = typeof r.node.gmt_refund_pay === 'string' ? parseChinaDateTime(r.node.gmt_refund_pay) : undefined;
-      return { refundNo: `${tradeNo}/${input.outRefundNo}`, amount: input.amount, refundedAt: at ?? now().toISOString() };
+      return {
+        refundNo: `${tradeNo}/${input.outRefundNo}`,
+        amount: input.amount,
+        refundedAt: at ?? now().toISOString(),
+      };
     },
 
     verifyNotification(rawBody, _headers, _now) {
@@ -271,7 +328,9 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
       if (!/^[A-Za-z0-9+/]+={0,2}$/.test(sign)) return refuse('MALFORMED_SIGNATURE', 'sign is not base64');
       const content = alipaySignContent(params, ['sign', 'sign_type'], false);
       // Alipay signs the content's bytes in the notification's charset (UTF-8, or GBK for apps set to it).
-      const ok = createVerify('RSA-SHA256').update(iconv.encode(content, charset)).verify(options.alipayPublicKey, sign, 'base64');
+      const ok = createVerify('RSA-SHA256')
+        .update(iconv.encode(content, charset))
+        .verify(options.alipayPublicKey, sign, 'base64');
       if (!ok) return refuse('BAD_SIGNATURE', 'sign does not verify with the Alipay public key');
 
       const parsed = AlipayNotify.safeParse(Object.fromEntries(params));
@@ -281,24 +340,61 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
       }
       const n = parsed.data;
       if (n.app_id !== options.appId) return refuse('WRONG_MERCHANT', `notification is for app ${n.app_id}, not ours`);
-      if (n.seller_id !== options.sellerId) return refuse('WRONG_MERCHANT', `notification is for seller ${n.seller_id}, not ours`);
+      if (n.seller_id !== options.sellerId)
+        return refuse('WRONG_MERCHANT', `notification is for seller ${n.seller_id}, not ours`);
 
       const refundFee = n.refund_fee === undefined ? 0 : yuanToFen(n.refund_fee)!;
       const isRefund = refundFee > 0 || n.gmt_refund !== undefined || n.out_biz_no !== undefined;
-      const common = { provider: 'alipay' as const, notificationId: n.notify_id, outTradeNo: n.out_trade_no, tradeNo: n.trade_no, merchantId: n.seller_id, currency: 'CNY', providerEvent: n.trade_status };
+      const common = {
+        provider: 'alipay' as const,
+        notificationId: n.notify_id,
+        outTradeNo: n.out_trade_no,
+        tradeNo: n.trade_no,
+        merchantId: n.seller_id,
+        currency: 'CNY',
+        providerEvent: n.trade_status,
+      };
       if (n.trade_status === 'TRADE_CLOSED') {
         const notice: ProviderNotice = isRefund
-          ? { ...common, kind: 'TRADE_CLOSED', closeReason: 'FULLY_REFUNDED', refundedAmount: refundFee, outRefundNo: n.out_biz_no, at: parseChinaDateTime(n.gmt_refund ?? n.gmt_close ?? n.notify_time) }
-          : { ...common, kind: 'TRADE_CLOSED', closeReason: 'UNPAID', at: parseChinaDateTime(n.gmt_close ?? n.notify_time) };
-        return refuse('UNSUPPORTED_EVENT', isRefund ? 'TRADE_CLOSED after a full refund: no order changes' : 'TRADE_CLOSED unpaid (timeout or close): no order changes', notice);
+          ? {
+              ...common,
+              kind: 'TRADE_CLOSED',
+              closeReason: 'FULLY_REFUNDED',
+              refundedAmount: refundFee,
+              outRefundNo: n.out_biz_no,
+              at: parseChinaDateTime(n.gmt_refund ?? n.gmt_close ?? n.notify_time),
+            }
+          : {
+              ...common,
+              kind: 'TRADE_CLOSED',
+              closeReason: 'UNPAID',
+              at: parseChinaDateTime(n.gmt_close ?? n.notify_time),
+            };
+        return refuse(
+          'UNSUPPORTED_EVENT',
+          isRefund
+            ? 'TRADE_CLOSED after a full refund: no order changes'
+            : 'TRADE_CLOSED unpaid (timeout or close): no order changes',
+          notice,
+        );
       }
       if (n.trade_status === 'WAIT_BUYER_PAY') {
         return refuse('UNSUPPORTED_EVENT', 'WAIT_BUYER_PAY: nothing paid yet', { ...common, kind: 'OTHER' });
       }
       if (isRefund) {
         // A partial refund is notified as TRADE_SUCCESS (or TRADE_FINISHED) with the refund fields: not a new payment.
-        const notice: ProviderNotice = { ...common, kind: 'REFUND', refundedAmount: refundFee, outRefundNo: n.out_biz_no, at: parseChinaDateTime(n.gmt_refund ?? n.notify_time) };
-        return refuse('UNSUPPORTED_EVENT', `${n.trade_status} carrying a refund of ${n.refund_fee ?? '?'} yuan: no order changes`, notice);
+        const notice: ProviderNotice = {
+          ...common,
+          kind: 'REFUND',
+          refundedAmount: refundFee,
+          outRefundNo: n.out_biz_no,
+          at: parseChinaDateTime(n.gmt_refund ?? n.notify_time),
+        };
+        return refuse(
+          'UNSUPPORTED_EVENT',
+          `${n.trade_status} carrying a refund of ${n.refund_fee ?? '?'} yuan: no order changes`,
+          notice,
+        );
       }
       const notification: PaymentNotification = {
         provider: 'alipay',
@@ -314,10 +410,13 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
     },
 
     async *billRows(date: string, billOptions?: { fromRow?: number }): AsyncGenerator<BillRow> {
-      if (!/^\d{4}-\d{2}-\d{2}$/.test(date)) throw new ProviderBusinessError('BAD_BILL_DATE', `bill date ${date} is not YYYY-MM-DD`);
+      if (!/^\d{4}-\d{2}-\d{2}$/.test(date))
+        throw new ProviderBusinessError('BAD_BILL_DATE', `bill date ${date} is not YYYY-MM-DD`);
       const r = await exec('alipay.data.dataservice.bill.downloadurl.query', { bill_type: 'trade', bill_date: date });
-      if (r.subCode === 'isp.bill_not_exist') throw new ProviderBusinessError('BILL_NOT_READY', `alipay has no trade bill for ${date} (yet)`);
-      if (r.code !== '10000' || typeof r.node.bill_download_url !== 'string') throw fail('alipay.data.dataservice.bill.downloadurl.query', r);
+      if (r.subCode === 'isp.bill_not_exist')
+        throw new ProviderBusinessError('BILL_NOT_READY', `alipay has no trade bill for ${date} (yet)`);
+      if (r.code !== '10000' || typeof r.node.bill_download_url !== 'string')
+        throw fail('alipay.data.dataservice.bill.downloadurl.query', r);
       let download: Download | undefined;
       try {
         download = await downloadToTemp(r.node.bill_download_url, {}, `alipay bill download for ${date}`);
@@ -357,7 +456,8 @@ export async function* parseAlipayTradeBill(lines: AsyncIterable<string> | Itera
       for (const need of ['商户订单号', '业务类型', '完成时间', '订单金额（元）']) {
         if (!columns.has(need)) throw new Error(`alipay bill: no column ${need} in the column line (line ${lineNo})`);
       }
-      if (!columns.has('支付宝交易号') && !columns.has('交易号')) throw new Error(`alipay bill: no column 支付宝交易号 (line ${lineNo})`);
+      if (!columns.has('支付宝交易号') && !columns.has('交易号'))
+        throw new Error(`alipay bill: no column 支付宝交易号 (line ${lineNo})`);
       continue;
     }
     const cell = (name: string) => {
@@ -368,7 +468,10 @@ export async function* parseAlipayTradeBill(lines: AsyncIterable<string> | Itera
     if (type !== '交易' && type !== '退款') continue;
     const amountText = cell('订单金额（元）').replace(/^-/, '');
     const amount = yuanToFen(amountText);
-    if (amount === undefined) throw new Error(`alipay bill line ${lineNo}: 订单金额（元） ${JSON.stringify(cell('订单金额（元）'))} is not a yuan amount`);
+    if (amount === undefined)
+      throw new Error(
+        `alipay bill line ${lineNo}: 订单金额（元） ${JSON.stringify(cell('订单金额（元）'))} is not a yuan amount`,
+      );
     const at = parseChinaDateTime(cell('完成时间'));
     if (!at) throw new Error(`alipay bill line ${lineNo}: 完成时间 ${JSON.stringify(cell('完成时间'))} is not a time`);
     const refundNo = cell('退款批次号/请求号');

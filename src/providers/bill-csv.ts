@@ -179,9 +179,16 @@ export interface ParseBillOptions {
  * positive minor units with the row's currency, completion time to ISO. Throws BillFormatError on anything
  * that is not a well-formed bill and BillTruncatedError when the stream ends before the summary.
  */
-export async function* parseBillStream(chunks: AsyncIterable<string>, options: ParseBillOptions = {}): AsyncGenerator<BillRow> {
+export async function* parseBillStream(
+  chunks: AsyncIterable<string>,
+  options: ParseBillOptions = {},
+): AsyncGenerator<BillRow> {
   const fromRow = options.fromRow ?? 0;
-  const comments = { ended: false, payments: undefined as number | undefined, refunds: undefined as number | undefined };
+  const comments = {
+    ended: false,
+    payments: undefined as number | undefined,
+    refunds: undefined as number | undefined,
+  };
   const parser = new CsvStreamParser();
   let index: Record<Column, number> | undefined;
   let rowNo = 0;
@@ -200,7 +207,8 @@ export async function* parseBillStream(chunks: AsyncIterable<string>, options: P
     } catch (err) {
       throw new BillFormatError(`row ${rowNo}: ${(err as Error).message}`);
     }
-    if (kind === 'PAYMENT' ? signed < 0 : signed > 0) throw new BillFormatError(`row ${rowNo}: a ${type} row with amount ${cell('received')}`);
+    if (kind === 'PAYMENT' ? signed < 0 : signed > 0)
+      throw new BillFormatError(`row ${rowNo}: a ${type} row with amount ${cell('received')}`);
     const outRefundNo = cleanBillId(cell('outRefundNo'));
     const row: BillRow = {
       kind,
@@ -241,12 +249,17 @@ export async function* parseBillStream(chunks: AsyncIterable<string>, options: P
   yield* handle(parser.end());
 
   if (!index) throw new BillTruncatedError('the bill has no column line');
-  if (!comments.ended && comments.payments === undefined) throw new BillTruncatedError(`the bill ended after ${rowNo} rows without its end marker or summary`);
+  if (!comments.ended && comments.payments === undefined)
+    throw new BillTruncatedError(`the bill ended after ${rowNo} rows without its end marker or summary`);
   if (comments.payments !== undefined && comments.payments !== counted.payments) {
-    throw new BillFormatError(`the bill summary lists ${comments.payments} payments but ${counted.payments} payment rows were read`);
+    throw new BillFormatError(
+      `the bill summary lists ${comments.payments} payments but ${counted.payments} payment rows were read`,
+    );
   }
   if (comments.refunds !== undefined && comments.refunds !== counted.refunds) {
-    throw new BillFormatError(`the bill summary lists ${comments.refunds} refunds but ${counted.refunds} refund rows were read`);
+    throw new BillFormatError(
+      `the bill summary lists ${comments.refunds} refunds but ${counted.refunds} refund rows were read`,
+    );
   }
 }
 

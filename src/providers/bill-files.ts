@@ -25,7 +25,12 @@ export interface Download {
 }
 
 /** Streams a response body to a temporary file, hashing it on the way. */
-export async function downloadToTemp(url: string, init: RequestInit, what: string, timeoutMs = 120_000): Promise<Download> {
+export async function downloadToTemp(
+  url: string,
+  init: RequestInit,
+  what: string,
+  timeoutMs = 120_000,
+): Promise<Download> {
   let response: Response;
   try {
     response = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
@@ -52,7 +57,13 @@ export async function downloadToTemp(url: string, init: RequestInit, what: strin
     await rm(dir, { recursive: true, force: true });
     throw new ProviderUnavailableError(`${what} broke off: ${(err as Error).message}`);
   }
-  return { path, sha1: sha1.digest('hex'), sha256: sha256.digest('hex'), bytes, dispose: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    path,
+    sha1: sha1.digest('hex'),
+    sha256: sha256.digest('hex'),
+    bytes,
+    dispose: () => rm(dir, { recursive: true, force: true }),
+  };
 }
 
 /** One entry of a ZIP file's central directory. */
@@ -82,7 +93,8 @@ export async function listZipEntries(path: string): Promise<ZipEntry[]> {
     const count = tail.readUInt16LE(eocd + 10);
     const cdSize = tail.readUInt32LE(eocd + 12);
     const cdOffset = tail.readUInt32LE(eocd + 16);
-    if (cdOffset === 0xffffffff || cdOffset + cdSize > size) throw new Error('unsupported or damaged ZIP (ZIP64 or bad offsets)');
+    if (cdOffset === 0xffffffff || cdOffset + cdSize > size)
+      throw new Error('unsupported or damaged ZIP (ZIP64 or bad offsets)');
     const cd = Buffer.alloc(cdSize);
     await file.read(cd, 0, cdSize, cdOffset);
     const entries: ZipEntry[] = [];
@@ -119,7 +131,8 @@ export async function openZipEntry(path: string, entry: ZipEntry): Promise<Reada
   const start = entry.localHeaderOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
   const raw = createReadStream(path, { start, end: start + entry.compressedSize - 1 });
   if (entry.method === 0) return raw;
-  if (entry.method !== 8) throw new Error(`ZIP entry ${entry.name} uses unsupported compression method ${entry.method}`);
+  if (entry.method !== 8)
+    throw new Error(`ZIP entry ${entry.name} uses unsupported compression method ${entry.method}`);
   const inflate = createInflateRaw();
   raw.on('error', (err) => inflate.destroy(err));
   return raw.pipe(inflate);

@@ -68,14 +68,43 @@ export class ProviderEnvError extends Error {
 
 /** Every provider variable, by provider; the first of each group's required ones decides "configured". */
 export const PROVIDER_ENV = {
-  alipay: ['ALIPAY_APP_ID', 'ALIPAY_SELLER_ID', 'ALIPAY_PRIVATE_KEY', 'ALIPAY_PUBLIC_KEY', 'ALIPAY_GATEWAY', 'ALIPAY_PAY_METHOD', 'ALIPAY_RETURN_URL'],
-  wechat: ['WECHAT_MCH_ID', 'WECHAT_APP_ID', 'WECHAT_API_V3_KEY', 'WECHAT_PRIVATE_KEY', 'WECHAT_CERT_SERIAL', 'WECHAT_PLATFORM_KEYS', 'WECHAT_API_BASE'],
-  stripe: ['STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'STRIPE_PAYMENT_PAGE_URL', 'STRIPE_ACCOUNT_ID', 'STRIPE_API_BASE'],
+  alipay: [
+    'ALIPAY_APP_ID',
+    'ALIPAY_SELLER_ID',
+    'ALIPAY_PRIVATE_KEY',
+    'ALIPAY_PUBLIC_KEY',
+    'ALIPAY_GATEWAY',
+    'ALIPAY_PAY_METHOD',
+    'ALIPAY_RETURN_URL',
+  ],
+  wechat: [
+    'WECHAT_MCH_ID',
+    'WECHAT_APP_ID',
+    'WECHAT_API_V3_KEY',
+    'WECHAT_PRIVATE_KEY',
+    'WECHAT_CERT_SERIAL',
+    'WECHAT_PLATFORM_KEYS',
+    'WECHAT_API_BASE',
+  ],
+  stripe: [
+    'STRIPE_SECRET_KEY',
+    'STRIPE_WEBHOOK_SECRET',
+    'STRIPE_PAYMENT_PAGE_URL',
+    'STRIPE_ACCOUNT_ID',
+    'STRIPE_API_BASE',
+  ],
 } as const;
 
 const REQUIRED = {
   alipay: ['ALIPAY_APP_ID', 'ALIPAY_SELLER_ID', 'ALIPAY_PRIVATE_KEY', 'ALIPAY_PUBLIC_KEY'],
-  wechat: ['WECHAT_MCH_ID', 'WECHAT_APP_ID', 'WECHAT_API_V3_KEY', 'WECHAT_PRIVATE_KEY', 'WECHAT_CERT_SERIAL', 'WECHAT_PLATFORM_KEYS'],
+  wechat: [
+    'WECHAT_MCH_ID',
+    'WECHAT_APP_ID',
+    'WECHAT_API_V3_KEY',
+    'WECHAT_PRIVATE_KEY',
+    'WECHAT_CERT_SERIAL',
+    'WECHAT_PLATFORM_KEYS',
+  ],
   stripe: ['STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'STRIPE_PAYMENT_PAGE_URL'],
 } as const;
 
@@ -97,22 +126,37 @@ function key<T>(variable: string, load: (v: string) => T, value: string): T {
 }
 
 /** The group's variables, or undefined when none is set; throws when some required one is missing. */
-function group<N extends keyof typeof REQUIRED>(env: Record<string, string | undefined>, name: N): Record<string, string> | undefined {
+function group<N extends keyof typeof REQUIRED>(
+  env: Record<string, string | undefined>,
+  name: N,
+): Record<string, string> | undefined {
   const set = PROVIDER_ENV[name].filter((v) => env[v] !== undefined && env[v] !== '');
   if (set.length === 0) return undefined;
   const missing = REQUIRED[name].find((v) => env[v] === undefined || env[v] === '');
-  if (missing) throw new ProviderEnvError(missing, `is required when ${set[0]} is set (or unset every ${name.toUpperCase()}_ variable to not offer ${name})`);
+  if (missing)
+    throw new ProviderEnvError(
+      missing,
+      `is required when ${set[0]} is set (or unset every ${name.toUpperCase()}_ variable to not offer ${name})`,
+    );
   return Object.fromEntries(set.map((v) => [v, env[v]!]));
 }
 
 function alipayFrom(e: Record<string, string>): AlipayConfig {
   return {
     appId: check('ALIPAY_APP_ID', z.string().regex(/^\d{16}$/, 'must be the 16-digit Alipay app id'), e.ALIPAY_APP_ID!),
-    sellerId: check('ALIPAY_SELLER_ID', z.string().regex(/^2088\d{12}$/, 'must be the 16-digit merchant PID starting with 2088'), e.ALIPAY_SELLER_ID!),
+    sellerId: check(
+      'ALIPAY_SELLER_ID',
+      z.string().regex(/^2088\d{12}$/, 'must be the 16-digit merchant PID starting with 2088'),
+      e.ALIPAY_SELLER_ID!,
+    ),
     privateKey: key('ALIPAY_PRIVATE_KEY', loadRsaPrivateKey, e.ALIPAY_PRIVATE_KEY!),
     alipayPublicKey: key('ALIPAY_PUBLIC_KEY', loadRsaPublicKey, e.ALIPAY_PUBLIC_KEY!),
     gateway: check('ALIPAY_GATEWAY', httpUrl, e.ALIPAY_GATEWAY ?? 'https://openapi.alipay.com/gateway.do'),
-    payMethod: check('ALIPAY_PAY_METHOD', z.enum(['page', 'wap'], 'must be page or wap'), e.ALIPAY_PAY_METHOD ?? 'page'),
+    payMethod: check(
+      'ALIPAY_PAY_METHOD',
+      z.enum(['page', 'wap'], 'must be page or wap'),
+      e.ALIPAY_PAY_METHOD ?? 'page',
+    ),
     returnUrl: e.ALIPAY_RETURN_URL === undefined ? undefined : check('ALIPAY_RETURN_URL', httpUrl, e.ALIPAY_RETURN_URL),
   };
 }
@@ -120,11 +164,17 @@ function alipayFrom(e: Record<string, string>): AlipayConfig {
 /** `serial=PEM-or-path` entries separated by `;` (a PEM holds no `;`; base64 `=` comes after the first `=`). */
 function platformKeys(value: string): Map<string, KeyObject> {
   const keys = new Map<string, KeyObject>();
-  for (const entry of value.split(';').map((s) => s.trim()).filter(Boolean)) {
+  for (const entry of value
+    .split(';')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const eq = entry.indexOf('=');
     const serial = eq > 0 ? entry.slice(0, eq).trim() : '';
     if (!/^[A-Za-z0-9_]{8,64}$/.test(serial)) {
-      throw new ProviderEnvError('WECHAT_PLATFORM_KEYS', 'must be serial=key entries separated by ";" (serial: the Wechatpay-Serial value; key: PEM text or a file path)');
+      throw new ProviderEnvError(
+        'WECHAT_PLATFORM_KEYS',
+        'must be serial=key entries separated by ";" (serial: the Wechatpay-Serial value; key: PEM text or a file path)',
+      );
     }
     keys.set(serial, key('WECHAT_PLATFORM_KEYS', loadRsaPublicKey, entry.slice(eq + 1)));
   }
@@ -134,24 +184,67 @@ function platformKeys(value: string): Map<string, KeyObject> {
 
 function wechatFrom(e: Record<string, string>): WechatConfig {
   return {
-    mchId: check('WECHAT_MCH_ID', z.string().regex(/^\d{8,12}$/, 'must be the numeric merchant id (mchid)'), e.WECHAT_MCH_ID!),
-    appId: check('WECHAT_APP_ID', z.string().regex(/^wx[0-9A-Za-z]{16}$/, 'must be an app id like wx0123456789abcdef'), e.WECHAT_APP_ID!),
-    apiV3Key: new Secret(check('WECHAT_API_V3_KEY', z.string().refine((v) => Buffer.byteLength(v) === 32, 'must be the 32-byte API v3 key'), e.WECHAT_API_V3_KEY!)),
+    mchId: check(
+      'WECHAT_MCH_ID',
+      z.string().regex(/^\d{8,12}$/, 'must be the numeric merchant id (mchid)'),
+      e.WECHAT_MCH_ID!,
+    ),
+    appId: check(
+      'WECHAT_APP_ID',
+      z.string().regex(/^wx[0-9A-Za-z]{16}$/, 'must be an app id like wx0123456789abcdef'),
+      e.WECHAT_APP_ID!,
+    ),
+    apiV3Key: new Secret(
+      check(
+        'WECHAT_API_V3_KEY',
+        z.string().refine((v) => Buffer.byteLength(v) === 32, 'must be the 32-byte API v3 key'),
+        e.WECHAT_API_V3_KEY!,
+      ),
+    ),
     privateKey: key('WECHAT_PRIVATE_KEY', loadRsaPrivateKey, e.WECHAT_PRIVATE_KEY!),
-    certSerial: check('WECHAT_CERT_SERIAL', z.string().regex(/^[0-9A-Fa-f]{8,64}$/, 'must be the hex serial number of the merchant API certificate'), e.WECHAT_CERT_SERIAL!),
+    certSerial: check(
+      'WECHAT_CERT_SERIAL',
+      z.string().regex(/^[0-9A-Fa-f]{8,64}$/, 'must be the hex serial number of the merchant API certificate'),
+      e.WECHAT_CERT_SERIAL!,
+    ),
     platformKeys: platformKeys(e.WECHAT_PLATFORM_KEYS!),
     apiBase: check('WECHAT_API_BASE', httpUrl, e.WECHAT_API_BASE ?? 'https://api.mch.weixin.qq.com').replace(/\/$/, ''),
   };
 }
 
 function stripeFrom(e: Record<string, string>): StripeConfig {
-  const secretKey = check('STRIPE_SECRET_KEY', z.string().regex(/^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$/, 'must be a Stripe secret or restricted key (sk_test_..., sk_live_..., rk_...)'), e.STRIPE_SECRET_KEY!);
+  const secretKey = check(
+    'STRIPE_SECRET_KEY',
+    z
+      .string()
+      .regex(
+        /^(sk|rk)_(test|live)_[A-Za-z0-9]{8,}$/,
+        'must be a Stripe secret or restricted key (sk_test_..., sk_live_..., rk_...)',
+      ),
+    e.STRIPE_SECRET_KEY!,
+  );
   return {
     secretKey: new Secret(secretKey),
-    webhookSecret: new Secret(check('STRIPE_WEBHOOK_SECRET', z.string().regex(/^whsec_[A-Za-z0-9+/=]{8,}$/, "must be the endpoint's signing secret (whsec_...)"), e.STRIPE_WEBHOOK_SECRET!)),
+    webhookSecret: new Secret(
+      check(
+        'STRIPE_WEBHOOK_SECRET',
+        z.string().regex(/^whsec_[A-Za-z0-9+/=]{8,}$/, "must be the endpoint's signing secret (whsec_...)"),
+        e.STRIPE_WEBHOOK_SECRET!,
+      ),
+    ),
     livemode: secretKey.includes('_live_'),
-    accountId: e.STRIPE_ACCOUNT_ID === undefined ? undefined : check('STRIPE_ACCOUNT_ID', z.string().regex(/^acct_[A-Za-z0-9]{6,}$/, 'must be an account id (acct_...)'), e.STRIPE_ACCOUNT_ID),
-    apiBase: e.STRIPE_API_BASE === undefined ? undefined : check('STRIPE_API_BASE', httpUrl, e.STRIPE_API_BASE).replace(/\/$/, ''),
+    accountId:
+      e.STRIPE_ACCOUNT_ID === undefined
+        ? undefined
+        : check(
+            'STRIPE_ACCOUNT_ID',
+            z.string().regex(/^acct_[A-Za-z0-9]{6,}$/, 'must be an account id (acct_...)'),
+            e.STRIPE_ACCOUNT_ID,
+          ),
+    apiBase:
+      e.STRIPE_API_BASE === undefined
+        ? undefined
+        : check('STRIPE_API_BASE', httpUrl, e.STRIPE_API_BASE).replace(/\/$/, ''),
     paymentPageUrl: check('STRIPE_PAYMENT_PAGE_URL', httpUrl, e.STRIPE_PAYMENT_PAGE_URL!),
   };
 }

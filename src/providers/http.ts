@@ -23,7 +23,8 @@ export async function httpCall(url: string, init: RequestInit, what: string, tim
   }
   const body = Buffer.from(await response.arrayBuffer());
   const text = body.toString('utf8');
-  if (response.status >= 500) throw new ProviderUnavailableError(`${what} answered ${response.status}: ${text.slice(0, 200)}`);
+  if (response.status >= 500)
+    throw new ProviderUnavailableError(`${what} answered ${response.status}: ${text.slice(0, 200)}`);
   return { status: response.status, headers: response.headers, body, text };
 }
 
@@ -47,7 +48,9 @@ export function parseChinaDateTime(text: string): string | undefined {
   const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?$/.exec(text.trim());
   if (!m) return undefined;
   const millis = Number((m[7] ?? '').padEnd(3, '0'));
-  const ms = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]), millis) - CHINA_OFFSET_MS;
+  const ms =
+    Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]), millis) -
+    CHINA_OFFSET_MS;
   return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
 }
 

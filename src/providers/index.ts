@@ -13,11 +13,17 @@ import { createWechatProvider } from './wechat';
  * an order's PaymentIntent there (trade_no); without it, it uses its own memory and Stripe's search API.
  */
 export function createProviders(
-  config: Pick<Config, 'sandboxEnabled' | 'sandboxUrl' | 'sandboxSecret' | 'sandboxMerchantId'> & Partial<Pick<Config, 'providers'>>,
+  config: Pick<Config, 'sandboxEnabled' | 'sandboxUrl' | 'sandboxSecret' | 'sandboxMerchantId'> &
+    Partial<Pick<Config, 'providers'>>,
   deps: { db?: Knex } = {},
 ): ProviderRegistry {
   const registry: ProviderRegistry = {};
-  if (config.sandboxEnabled) registry.sandbox = createSandboxProvider({ baseUrl: config.sandboxUrl, secret: config.sandboxSecret, merchantId: config.sandboxMerchantId });
+  if (config.sandboxEnabled)
+    registry.sandbox = createSandboxProvider({
+      baseUrl: config.sandboxUrl,
+      secret: config.sandboxSecret,
+      merchantId: config.sandboxMerchantId,
+    });
   const { alipay, wechat, stripe } = config.providers ?? {};
   if (alipay) registry.alipay = createAlipayProvider(alipay);
   if (wechat) registry.wechat = createWechatProvider(wechat);
@@ -26,7 +32,11 @@ export function createProviders(
     registry.stripe = createStripeProvider({
       ...stripe,
       findPaymentIntentId: db
-        ? async (outTradeNo) => ((await db('payments').where({ out_trade_no: outTradeNo, provider: 'stripe' }).first('trade_no')) as { trade_no?: string } | undefined)?.trade_no || undefined
+        ? async (outTradeNo) =>
+            (
+              (await db('payments').where({ out_trade_no: outTradeNo, provider: 'stripe' }).first('trade_no')) as
+                { trade_no?: string } | undefined
+            )?.trade_no || undefined
         : undefined,
     });
   }

@@ -49,7 +49,8 @@ function keyText(value: string, depth = 0): { kind: 'pem' | 'der'; text: string 
 }
 
 function requireRsa(key: KeyObject, what: string): KeyObject {
-  if (key.asymmetricKeyType !== 'rsa') throw new KeyLoadError(`${what} must be an RSA key, not ${key.asymmetricKeyType ?? 'unknown'}`);
+  if (key.asymmetricKeyType !== 'rsa')
+    throw new KeyLoadError(`${what} must be an RSA key, not ${key.asymmetricKeyType ?? 'unknown'}`);
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
   if (bits < 2048) throw new KeyLoadError(`${what} must be an RSA key of at least 2048 bits (RSA2), not ${bits}`);
   return key;
@@ -79,7 +80,8 @@ export function loadRsaPrivateKey(value: string): KeyObject {
 export function loadRsaPublicKey(value: string): KeyObject {
   const { kind, text } = keyText(value);
   // createPublicKey would quietly derive the public half of a private key: a mixed-up variable must fail.
-  if (kind === 'pem' && text.includes('PRIVATE KEY')) throw new KeyLoadError('is a private key where a public key is expected');
+  if (kind === 'pem' && text.includes('PRIVATE KEY'))
+    throw new KeyLoadError('is a private key where a public key is expected');
   const attempts: Array<() => KeyObject> =
     kind === 'pem'
       ? [() => createPublicKey(text)]

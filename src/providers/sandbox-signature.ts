@@ -5,10 +5,7 @@ export const SIGNATURE_TOLERANCE_SECONDS = 300;
 
 /** Computes the `Sandbox-Signature` header value for a raw body. */
 export function signSandboxPayload(secret: string, rawBody: string | Buffer, unixSeconds: number): string {
-  const mac = createHmac('sha256', secret)
-    .update(`${unixSeconds}.`)
-    .update(rawBody)
-    .digest('hex');
+  const mac = createHmac('sha256', secret).update(`${unixSeconds}.`).update(rawBody).digest('hex');
   return `t=${unixSeconds},v1=${mac}`;
 }
 

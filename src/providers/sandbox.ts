@@ -39,7 +39,11 @@ export class ProviderUnavailableError extends Error {
 export function createSandboxProvider(options: SandboxProviderOptions): PaymentProvider & BillSource {
   const timeoutMs = options.timeoutMs ?? 10_000;
 
-  async function call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  async function call(
+    method: 'GET' | 'POST',
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; json: unknown }> {
     let response: Response;
     try {
       response = await fetch(`${options.baseUrl}${path}`, {
@@ -52,7 +56,10 @@ export function createSandboxProvider(options: SandboxProviderOptions): PaymentP
       throw new ProviderUnavailableError(`sandbox ${method} ${path} failed: ${(err as Error).message}`);
     }
     const text = await response.text();
-    if (response.status >= 500) throw new ProviderUnavailableError(`sandbox ${method} ${path} answered ${response.status}: ${text.slice(0, 200)}`);
+    if (response.status >= 500)
+      throw new ProviderUnavailableError(
+        `sandbox ${method} ${path} answered ${response.status}: ${text.slice(0, 200)}`,
+      );
     let json: unknown;
     try {
       json = text ? JSON.parse(text) : {};
@@ -84,7 +91,8 @@ export function createSandboxProvider(options: SandboxProviderOptions): PaymentP
       }
       if (response.status !== 200) {
         const text = await response.text();
-        if (response.status >= 500) throw new ProviderUnavailableError(`sandbox GET ${path} answered ${response.status}: ${text.slice(0, 200)}`);
+        if (response.status >= 500)
+          throw new ProviderUnavailableError(`sandbox GET ${path} answered ${response.status}: ${text.slice(0, 200)}`);
         let json: unknown = {};
         try {
           json = JSON.parse(text);
@@ -143,7 +151,13 @@ export function createSandboxProvider(options: SandboxProviderOptions): PaymentP
       const { status, json } = await call('GET', `/v1/payments/${encodeURIComponent(outTradeNo)}`);
       if (status !== 200) throw businessError(status, json, 'query payment');
       const q = QueryPaymentResponse.parse(json);
-      const mapped = { WAIT_BUYER_PAY: 'PENDING', SUCCESS: 'PAID', CLOSED: 'CLOSED', REFUNDED: 'REFUNDED', NOT_FOUND: 'NOT_FOUND' } as const;
+      const mapped = {
+        WAIT_BUYER_PAY: 'PENDING',
+        SUCCESS: 'PAID',
+        CLOSED: 'CLOSED',
+        REFUNDED: 'REFUNDED',
+        NOT_FOUND: 'NOT_FOUND',
+      } as const;
       return {
         outTradeNo,
         status: mapped[q.status],
@@ -179,8 +193,14 @@ export function createSandboxProvider(options: SandboxProviderOptions): PaymentP
 
     verifyNotification(rawBody, headers, now) {
       const header = headers[SANDBOX_SIGNATURE_HEADER];
-      const verdict = verifySandboxSignature(options.secret, Array.isArray(header) ? header[0] : header, rawBody, Math.floor(now.getTime() / 1000));
-      if (!verdict.ok) return { ok: false, rejection: { code: verdict.reason, message: `signature check failed: ${verdict.reason}` } };
+      const verdict = verifySandboxSignature(
+        options.secret,
+        Array.isArray(header) ? header[0] : header,
+        rawBody,
+        Math.floor(now.getTime() / 1000),
+      );
+      if (!verdict.ok)
+        return { ok: false, rejection: { code: verdict.reason, message: `signature check failed: ${verdict.reason}` } };
       let body: unknown;
       try {
         body = JSON.parse(rawBody.toString('utf8'));
@@ -189,10 +209,23 @@ export function createSandboxProvider(options: SandboxProviderOptions): PaymentP
       }
       const parsed = SandboxNotification.safeParse(body);
       if (!parsed.success) {
-        const isOtherEvent = typeof body === 'object' && body !== null && 'type' in body && (body as { type: unknown }).type !== 'payment.succeeded';
+        const isOtherEvent =
+          typeof body === 'object' &&
+          body !== null &&
+          'type' in body &&
+          (body as { type: unknown }).type !== 'payment.succeeded';
         return isOtherEvent
-          ? { ok: false, rejection: { code: 'UNSUPPORTED_EVENT', message: `event type ${String((body as { type: unknown }).type)} is not handled` } }
-          : { ok: false, rejection: { code: 'MALFORMED_BODY', message: parsed.error.issues[0]?.message ?? 'invalid notification' } };
+          ? {
+              ok: false,
+              rejection: {
+                code: 'UNSUPPORTED_EVENT',
+                message: `event type ${String((body as { type: unknown }).type)} is not handled`,
+              },
+            }
+          : {
+              ok: false,
+              rejection: { code: 'MALFORMED_BODY', message: parsed.error.issues[0]?.message ?? 'invalid notification' },
+            };
       }
       const n = parsed.data;
       return {

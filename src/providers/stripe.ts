@@ -35,7 +35,24 @@ import { accept, refuse } from './verdict';
 export const STRIPE_TOLERANCE_SECONDS = 300;
 
 /** Currencies Stripe takes in whole units (no x100). */
-const STRIPE_ZERO_DECIMAL = new Set(['BIF', 'CLP', 'DJF', 'GNF', 'JPY', 'KMF', 'KRW', 'MGA', 'PYG', 'RWF', 'UGX', 'VND', 'VUV', 'XAF', 'XOF', 'XPF']);
+const STRIPE_ZERO_DECIMAL = new Set([
+  'BIF',
+  'CLP',
+  'DJF',
+  'GNF',
+  'JPY',
+  'KMF',
+  'KRW',
+  'MGA',
+  'PYG',
+  'RWF',
+  'UGX',
+  'VND',
+  'VUV',
+  'XAF',
+  'XOF',
+  'XPF',
+]);
 /** Currencies Stripe takes with three decimals (the last digit must be 0). */
 const STRIPE_THREE_DECIMAL = new Set(['BHD', 'JOD', 'KWD', 'OMR', 'TND']);
 
@@ -50,7 +67,11 @@ export function toStripeAmount(minor: number, currency: string): number {
   const shift = stripeExponent(currency) - currencyExponent(currency.toUpperCase());
   if (shift >= 0) return minor * 10 ** shift;
   const unit = 10 ** -shift;
-  if (minor % unit !== 0) throw new ProviderBusinessError('AMOUNT_NOT_REPRESENTABLE', `${minor} minor units of ${currency} is not a whole amount at Stripe`);
+  if (minor % unit !== 0)
+    throw new ProviderBusinessError(
+      'AMOUNT_NOT_REPRESENTABLE',
+      `${minor} minor units of ${currency} is not a whole amount at Stripe`,
+    );
   return minor / unit;
 }
 
@@ -89,7 +110,13 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
     timeout: options.timeoutMs ?? 15_000,
     telemetry: false,
     appInfo: { name: 'payflow' },
-    ...(base ? { host: base.hostname, port: base.port || (base.protocol === 'https:' ? 443 : 80), protocol: base.protocol === 'https:' ? ('https' as const) : ('http' as const) } : {}),
+    ...(base
+      ? {
+          host: base.hostname,
+          port: base.port || (base.protocol === 'https:' ? 443 : 80),
+          protocol: base.protocol === 'https:' ? ('https' as const) : ('http' as const),
+        }
+      : {}),
     ...(options.httpClient ? { httpClient: options.httpClient } : {}),
   });
   const merchantId = options.accountId ?? `stripe-${options.livemode ? 'live' : 'test'}`;
@@ -103,7 +130,10 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
     } catch (err) {
       if (err instanceof Stripe.errors.StripeError) {
         const retryable =
-          err instanceof Stripe.errors.StripeConnectionError || err instanceof Stripe.errors.StripeAPIError || err instanceof Stripe.errors.StripeRateLimitError || (err.statusCode ?? 0) >= 500;
+          err instanceof Stripe.errors.StripeConnectionError ||
+          err instanceof Stripe.errors.StripeAPIError ||
+          err instanceof Stripe.errors.StripeRateLimitError ||
+          (err.statusCode ?? 0) >= 500;
         if (retryable) throw new ProviderUnavailableError(`stripe ${what}: ${err.message}`);
         throw new ProviderBusinessError(err.code ?? err.type, `stripe ${what}: ${err.message}`);
       }
@@ -116,25 +146,39 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
     if (fromHook) return fromHook;
     const cached = created.get(outTradeNo);
     if (cached) return cached;
-    const found = await call('search payment intents', () => stripe.paymentIntents.search({ query: `metadata['out_trade_no']:'${outTradeNo}'`, limit: 10 }));
+    const found = await call('search payment intents', () =>
+      stripe.paymentIntents.search({ query: `metadata['out_trade_no']:'${outTradeNo}'`, limit: 10 }),
+    );
     const match = found.data.filter((pi) => pi.metadata?.out_trade_no === outTradeNo);
-    if (match.length > 1) throw new ProviderBusinessError('AMBIGUOUS_PAYMENT_INTENT', `${match.length} PaymentIntents carry out_trade_no ${outTradeNo}`);
+    if (match.length > 1)
+      throw new ProviderBusinessError(
+        'AMBIGUOUS_PAYMENT_INTENT',
+        `${match.length} PaymentIntents carry out_trade_no ${outTradeNo}`,
+      );
     return match[0]?.id;
   }
 
   async function retrieve(id: string, outTradeNo: string): Promise<Stripe.PaymentIntent> {
-    const pi = await call('retrieve payment intent', () => stripe.paymentIntents.retrieve(id, { expand: ['latest_charge'] }));
+    const pi = await call('retrieve payment intent', () =>
+      stripe.paymentIntents.retrieve(id, { expand: ['latest_charge'] }),
+    );
     const owner = pi.metadata?.out_trade_no;
-    if (owner && owner !== outTradeNo) throw new ProviderBusinessError('PAYMENT_INTENT_MISMATCH', `PaymentIntent ${id} belongs to ${owner}, not ${outTradeNo}`);
+    if (owner && owner !== outTradeNo)
+      throw new ProviderBusinessError(
+        'PAYMENT_INTENT_MISMATCH',
+        `PaymentIntent ${id} belongs to ${owner}, not ${outTradeNo}`,
+      );
     return pi;
   }
 
   function minor(amount: number, currency: string, field: string): number {
     const value = fromStripeAmount(amount, currency);
-    if (value === undefined) throw new ProviderUnavailableError(`stripe answered ${field}=${amount} ${currency}, which is not a whole number of minor units`);
+    if (value === undefined)
+      throw new ProviderUnavailableError(
+        `stripe answered ${field}=${amount} ${currency}, which is not a whole number of minor units`,
+      );
     return value;
   }
-
 
   return {
     name: 'stripe',
@@ -189,9 +233,12 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
       if (pi.status === 'succeeded') return { result: 'ALREADY_PAID' };
       if (pi.status === 'canceled') return { result: 'CLOSED' };
       // A processing intent can neither be cancelled nor called paid yet: retry until it settles.
-      if (pi.status === 'processing') throw new ProviderUnavailableError(`stripe PaymentIntent ${id} is processing; cannot close it yet`);
+      if (pi.status === 'processing')
+        throw new ProviderUnavailableError(`stripe PaymentIntent ${id} is processing; cannot close it yet`);
       try {
-        await call('cancel payment intent', () => stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }));
+        await call('cancel payment intent', () =>
+          stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }),
+        );
       } catch (err) {
         if (err instanceof ProviderBusinessError && err.code === 'payment_intent_unexpected_state') {
           const again = await retrieve(id, outTradeNo);
@@ -216,13 +263,25 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
             payment_intent: id,
             amount: toStripeAmount(input.amount, pi.currency.toUpperCase()),
             reason: 'requested_by_customer',
-            metadata: { out_refund_no: input.outRefundNo, out_trade_no: input.outTradeNo, ...(input.reason ? { reason: input.reason.slice(0, 500) } : {}) },
+            metadata: {
+              out_refund_no: input.outRefundNo,
+              out_trade_no: input.outTradeNo,
+              ...(input.reason ? { reason: input.reason.slice(0, 500) } : {}),
+            },
           },
           { idempotencyKey: `payflow-refund-${input.outRefundNo}` },
         ),
       );
-      if (refund.status === 'failed' || refund.status === 'canceled') throw new ProviderBusinessError(`REFUND_${refund.status.toUpperCase()}`, `stripe refund ${refund.id} is ${refund.status}`);
-      return { refundNo: refund.id, amount: minor(refund.amount, refund.currency, 'refund amount'), refundedAt: new Date(refund.created * 1000).toISOString() };
+      if (refund.status === 'failed' || refund.status === 'canceled')
+        throw new ProviderBusinessError(
+          `REFUND_${refund.status.toUpperCase()}`,
+          `stripe refund ${refund.id} is ${refund.status}`,
+        );
+      return {
+        refundNo: refund.id,
+        amount: minor(refund.amount, refund.currency, 'refund amount'),
+        refundedAt: new Date(refund.created * 1000).toISOString(),
+      };
     },
 
     verifyNotification(rawBody, headers, now) {
@@ -231,17 +290,32 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
       if (!signature) return refuse('MISSING_SIGNATURE', 'no Stripe-Signature header');
       let event: Stripe.Event;
       try {
-        event = stripe.webhooks.constructEvent(rawBody, signature, options.webhookSecret.reveal(), STRIPE_TOLERANCE_SECONDS, undefined, now.getTime());
+        event = stripe.webhooks.constructEvent(
+          rawBody,
+          signature,
+          options.webhookSecret.reveal(),
+          STRIPE_TOLERANCE_SECONDS,
+          undefined,
+          now.getTime(),
+        );
       } catch (err) {
-        if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) return refuse('MALFORMED_BODY', 'body is not a Stripe event');
+        if (!(err instanceof Stripe.errors.StripeSignatureVerificationError))
+          return refuse('MALFORMED_BODY', 'body is not a Stripe event');
         const message = err.message;
         if (/tolerance/i.test(message)) return refuse('STALE_TIMESTAMP', 'timestamp outside the 300 s tolerance');
-        if (/Unable to extract|expected scheme/i.test(message)) return refuse('MALFORMED_SIGNATURE', 'Stripe-Signature header is malformed');
+        if (/Unable to extract|expected scheme/i.test(message))
+          return refuse('MALFORMED_SIGNATURE', 'Stripe-Signature header is malformed');
         return refuse('BAD_SIGNATURE', 'no signature matches the endpoint secret');
       }
-      if (typeof event !== 'object' || event === null || typeof event.id !== 'string' || typeof event.type !== 'string') return refuse('MALFORMED_BODY', 'not a Stripe event');
-      if (event.livemode !== options.livemode) return refuse('WRONG_MERCHANT', `a ${event.livemode ? 'live' : 'test'}-mode event for a ${options.livemode ? 'live' : 'test'}-mode account`);
-      if (event.account && options.accountId && event.account !== options.accountId) return refuse('WRONG_MERCHANT', `event is for account ${event.account}, not ours`);
+      if (typeof event !== 'object' || event === null || typeof event.id !== 'string' || typeof event.type !== 'string')
+        return refuse('MALFORMED_BODY', 'not a Stripe event');
+      if (event.livemode !== options.livemode)
+        return refuse(
+          'WRONG_MERCHANT',
+          `a ${event.livemode ? 'live' : 'test'}-mode event for a ${options.livemode ? 'live' : 'test'}-mode account`,
+        );
+      if (event.account && options.accountId && event.account !== options.accountId)
+        return refuse('WRONG_MERCHANT', `event is for account ${event.account}, not ours`);
       const object = (event.data?.object ?? {}) as unknown as Record<string, unknown>;
       const metadata = (object.metadata ?? {}) as Record<string, unknown>;
       const outTradeNo = typeof metadata.out_trade_no === 'string' ? metadata.out_trade_no : undefined;
@@ -259,11 +333,23 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
       switch (event.type) {
         case 'payment_intent.succeeded': {
           const parsed = Intent.safeParse(object);
-          if (!parsed.success) return refuse('MALFORMED_BODY', `data.object.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+          if (!parsed.success)
+            return refuse(
+              'MALFORMED_BODY',
+              `data.object.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`,
+            );
           const pi = parsed.data;
-          if (!pi.metadata.out_trade_no) return refuse('MALFORMED_BODY', `PaymentIntent ${pi.id} carries no metadata.out_trade_no: not one of our orders`);
+          if (!pi.metadata.out_trade_no)
+            return refuse(
+              'MALFORMED_BODY',
+              `PaymentIntent ${pi.id} carries no metadata.out_trade_no: not one of our orders`,
+            );
           const amount = fromStripeAmount(pi.amount_received, pi.currency);
-          if (amount === undefined) return refuse('MALFORMED_BODY', `amount_received ${pi.amount_received} is not a whole number of ${pi.currency.toUpperCase()} minor units`);
+          if (amount === undefined)
+            return refuse(
+              'MALFORMED_BODY',
+              `amount_received ${pi.amount_received} is not a whole number of ${pi.currency.toUpperCase()} minor units`,
+            );
           const notification: PaymentNotification = {
             provider: 'stripe',
             notificationId: event.id,
@@ -277,20 +363,36 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
           return accept(notification);
         }
         case 'payment_intent.canceled':
-          return refuse('UNSUPPORTED_EVENT', 'payment_intent.canceled: no order changes', notice('TRADE_CLOSED', { closeReason: 'UNPAID' }));
+          return refuse(
+            'UNSUPPORTED_EVENT',
+            'payment_intent.canceled: no order changes',
+            notice('TRADE_CLOSED', { closeReason: 'UNPAID' }),
+          );
         case 'payment_intent.payment_failed':
-          return refuse('UNSUPPORTED_EVENT', 'payment_intent.payment_failed: the buyer may try again', notice('PAYMENT_FAILED'));
+          return refuse(
+            'UNSUPPORTED_EVENT',
+            'payment_intent.payment_failed: the buyer may try again',
+            notice('PAYMENT_FAILED'),
+          );
         case 'charge.refunded': {
           const charge = object as unknown as Stripe.Charge;
           const refunded = fromStripeAmount(charge.amount_refunded, charge.currency);
           return refuse(
             'UNSUPPORTED_EVENT',
             'charge.refunded: refunds change no order',
-            notice('REFUND', { ...(refunded === undefined ? {} : { refundedAmount: refunded }), currency: charge.currency?.toUpperCase(), ...(typeof charge.payment_intent === 'string' ? { tradeNo: charge.payment_intent } : {}) }),
+            notice('REFUND', {
+              ...(refunded === undefined ? {} : { refundedAmount: refunded }),
+              currency: charge.currency?.toUpperCase(),
+              ...(typeof charge.payment_intent === 'string' ? { tradeNo: charge.payment_intent } : {}),
+            }),
           );
         }
         default:
-          return refuse('UNSUPPORTED_EVENT', `${event.type} is not handled (subscribe the endpoint to payment_intent.succeeded)`, notice(event.type.startsWith('refund.') ? 'REFUND' : 'OTHER'));
+          return refuse(
+            'UNSUPPORTED_EVENT',
+            `${event.type} is not handled (subscribe the endpoint to payment_intent.succeeded)`,
+            notice(event.type.startsWith('refund.') ? 'REFUND' : 'OTHER'),
+          );
       }
     },
 
@@ -306,7 +408,8 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
           stripe.balanceTransactions.list({
             created: { gte: start, lt: start + 86_400 },
             limit: 100,
-            // The intent carries our order id for certain; whether a charge copies its metadata is not something to bet on.
+            // The intent carries our order id for certain; whether a charge copies its metadata is not something to
+            // bet on.
             expand: ['data.source.payment_intent'],
             ...(startingAfter ? { starting_after: startingAfter } : {}),
           }),
@@ -321,24 +424,40 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
     },
   };
 
-  /** One balance transaction as a bill row, in the charge's own (presentment) currency; undefined for non-payment types. */
+  /**
+   * One balance transaction as a bill row, in the charge's own (presentment) currency; undefined for non-payment types.
+   */
   function billRow(txn: Stripe.BalanceTransaction): BillRow | undefined {
-    const source = txn.source && typeof txn.source === 'object' ? (txn.source as unknown as Record<string, unknown>) : undefined;
+    const source =
+      txn.source && typeof txn.source === 'object' ? (txn.source as unknown as Record<string, unknown>) : undefined;
     if (!source) return undefined;
     const at = new Date(txn.created * 1000).toISOString();
     const metadata = (source.metadata ?? {}) as Record<string, string>;
-    const pi = source.payment_intent && typeof source.payment_intent === 'object' ? (source.payment_intent as { id?: string; metadata?: Record<string, string> }) : undefined;
+    const pi =
+      source.payment_intent && typeof source.payment_intent === 'object'
+        ? (source.payment_intent as { id?: string; metadata?: Record<string, string> })
+        : undefined;
     const intent = typeof source.payment_intent === 'string' ? source.payment_intent : (pi?.id ?? '');
     const outTradeNo = pi?.metadata?.out_trade_no ?? metadata.out_trade_no ?? '';
     const currency = String(source.currency ?? txn.currency).toUpperCase();
     const amount = typeof source.amount === 'number' ? fromStripeAmount(source.amount, currency) : undefined;
     if ((txn.type === 'charge' || txn.type === 'payment') && source.object === 'charge') {
-      if (amount === undefined) throw new Error(`stripe balance transaction ${txn.id}: charge amount is not whole minor units`);
+      if (amount === undefined)
+        throw new Error(`stripe balance transaction ${txn.id}: charge amount is not whole minor units`);
       return { kind: 'PAYMENT', outTradeNo, tradeNo: intent || String(source.id), amount, currency, at };
     }
     if ((txn.type === 'refund' || txn.type === 'payment_refund') && source.object === 'refund') {
-      if (amount === undefined) throw new Error(`stripe balance transaction ${txn.id}: refund amount is not whole minor units`);
-      return { kind: 'REFUND', outTradeNo, tradeNo: intent, ...(metadata.out_refund_no ? { outRefundNo: metadata.out_refund_no } : {}), amount, currency, at };
+      if (amount === undefined)
+        throw new Error(`stripe balance transaction ${txn.id}: refund amount is not whole minor units`);
+      return {
+        kind: 'REFUND',
+        outTradeNo,
+        tradeNo: intent,
+        ...(metadata.out_refund_no ? { outRefundNo: metadata.out_refund_no } : {}),
+        amount,
+        currency,
+        at,
+      };
     }
     return undefined;
   }

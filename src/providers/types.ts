@@ -65,7 +65,14 @@ export type ProviderNotice = z.infer<typeof ProviderNotice>;
 
 /** Why a notification was refused; every rejection is answered 4xx and changes no state. */
 export type NotificationRejection = {
-  code: 'MISSING_SIGNATURE' | 'MALFORMED_SIGNATURE' | 'BAD_SIGNATURE' | 'STALE_TIMESTAMP' | 'MALFORMED_BODY' | 'UNSUPPORTED_EVENT' | 'WRONG_MERCHANT';
+  code:
+    | 'MISSING_SIGNATURE'
+    | 'MALFORMED_SIGNATURE'
+    | 'BAD_SIGNATURE'
+    | 'STALE_TIMESTAMP'
+    | 'MALFORMED_BODY'
+    | 'UNSUPPORTED_EVENT'
+    | 'WRONG_MERCHANT';
   message: string;
   /**
    * Set only with UNSUPPORTED_EVENT, and only after the signature (and merchant) were verified: a genuine event
@@ -107,7 +114,9 @@ export class ProviderBusinessError extends Error {
   }
 }
 
-/** The adapter interface. Transport faults throw plain errors (retried); business errors throw ProviderBusinessError. */
+/**
+ * The adapter interface. Transport faults throw plain errors (retried); business errors throw ProviderBusinessError.
+ */
 export interface PaymentProvider {
   readonly name: ProviderName;
   /** Our merchant id at this provider; notifications for another merchant are not ours. */
@@ -124,11 +133,16 @@ export interface PaymentProvider {
   ): { ok: true; notification: PaymentNotification } | { ok: false; rejection: NotificationRejection };
   /** The acknowledgement the provider expects once the notification is stored durably. */
   readonly ack: { status: number; contentType: string; body: string };
-  /** The provider's own format for a refused notification (e.g. WeChat's `{"code":"FAIL"}`); absent = the API's JSON error. */
+  /**
+   * The provider's own format for a refused notification (e.g. WeChat's `{"code":"FAIL"}`); absent = the API's JSON
+   * error.
+   */
   failureAck?(rejection: NotificationRejection): { status: number; contentType: string; body: string };
 }
 
-/** The providers this deployment offers, by name (see createProviders): what the worker and the API reach them through. */
+/**
+ * The providers this deployment offers, by name (see createProviders): what the worker and the API reach them through.
+ */
 export type ProviderRegistry = Record<string, PaymentProvider>;
 
 /** One normalised line of a provider's daily bill (reconciliation input). Amounts are positive minor units. */

@@ -40,17 +40,24 @@ export interface WechatProviderOptions extends WechatConfig {
 export function toWechatOutTradeNo(orderId: string): string {
   const keyed = /^ord_k([0-9a-f]{32})$/.exec(orderId);
   if (keyed) return `K${Buffer.from(keyed[1]!, 'hex').toString('base64url')}`;
-  if (!/^[0-9A-Za-z_\-|*]{6,32}$/.test(orderId)) throw new ProviderBusinessError('OUT_TRADE_NO_INVALID', `order id ${orderId} cannot be a WeChat out_trade_no (6-32 of [0-9A-Za-z_-|*])`);
+  if (!/^[0-9A-Za-z_\-|*]{6,32}$/.test(orderId))
+    throw new ProviderBusinessError(
+      'OUT_TRADE_NO_INVALID',
+      `order id ${orderId} cannot be a WeChat out_trade_no (6-32 of [0-9A-Za-z_-|*])`,
+    );
   return orderId;
 }
 
 /** WeChat out_trade_no -> our order id. */
 export function fromWechatOutTradeNo(outTradeNo: string): string {
-  return /^K[A-Za-z0-9_-]{22}$/.test(outTradeNo) ? `ord_k${Buffer.from(outTradeNo.slice(1), 'base64url').toString('hex')}` : outTradeNo;
+  return /^K[A-Za-z0-9_-]{22}$/.test(outTradeNo)
+    ? `ord_k${Buffer.from(outTradeNo.slice(1), 'base64url').toString('hex')}`
+    : outTradeNo;
 }
 
 /** Why a WeChat signature was refused. */
-export type WechatSignatureRejection = 'MISSING_SIGNATURE' | 'MALFORMED_SIGNATURE' | 'BAD_SIGNATURE' | 'STALE_TIMESTAMP';
+export type WechatSignatureRejection =
+  'MISSING_SIGNATURE' | 'MALFORMED_SIGNATURE' | 'BAD_SIGNATURE' | 'STALE_TIMESTAMP';
 
 /** Verifies `Wechatpay-Signature` over `timestamp\nnonce\nbody\n` with the platform key named by `Wechatpay-Serial`. */
 export function verifyWechatSignature(
@@ -63,23 +70,36 @@ export function verifyWechatSignature(
   const nonce = header(headers, 'wechatpay-nonce');
   const signature = header(headers, 'wechatpay-signature');
   const serial = header(headers, 'wechatpay-serial');
-  if (!timestamp || !nonce || !signature || !serial) return { ok: false, reason: 'MISSING_SIGNATURE', message: 'Wechatpay-Timestamp/-Nonce/-Signature/-Serial headers are required' };
-  if (!/^\d{1,12}$/.test(timestamp) || !/^[A-Za-z0-9+/]+={0,2}$/.test(signature)) return { ok: false, reason: 'MALFORMED_SIGNATURE', message: 'malformed timestamp or signature' };
+  if (!timestamp || !nonce || !signature || !serial)
+    return {
+      ok: false,
+      reason: 'MISSING_SIGNATURE',
+      message: 'Wechatpay-Timestamp/-Nonce/-Signature/-Serial headers are required',
+    };
+  if (!/^\d{1,12}$/.test(timestamp) || !/^[A-Za-z0-9+/]+={0,2}$/.test(signature))
+    return { ok: false, reason: 'MALFORMED_SIGNATURE', message: 'malformed timestamp or signature' };
   const signatureType = header(headers, 'wechatpay-signature-type');
-  if (signatureType && signatureType !== 'WECHATPAY2-SHA256-RSA2048') return { ok: false, reason: 'MALFORMED_SIGNATURE', message: `unsupported signature type ${signatureType}` };
+  if (signatureType && signatureType !== 'WECHATPAY2-SHA256-RSA2048')
+    return { ok: false, reason: 'MALFORMED_SIGNATURE', message: `unsupported signature type ${signatureType}` };
   const key = platformKeys.get(serial);
-  if (!key) return { ok: false, reason: 'BAD_SIGNATURE', message: `no platform key with serial ${serial.slice(0, 64)}` };
+  if (!key)
+    return { ok: false, reason: 'BAD_SIGNATURE', message: `no platform key with serial ${serial.slice(0, 64)}` };
   const verifier = createVerify('RSA-SHA256');
   verifier.update(`${timestamp}\n${nonce}\n`);
   verifier.update(rawBody);
   verifier.update('\n');
-  if (!verifier.verify(key, signature, 'base64')) return { ok: false, reason: 'BAD_SIGNATURE', message: 'signature does not verify with the platform key' };
-  if (Math.abs(nowSeconds - Number(timestamp)) > WECHAT_TIMESTAMP_TOLERANCE_SECONDS) return { ok: false, reason: 'STALE_TIMESTAMP', message: `timestamp ${timestamp} is more than 5 minutes off` };
+  if (!verifier.verify(key, signature, 'base64'))
+    return { ok: false, reason: 'BAD_SIGNATURE', message: 'signature does not verify with the platform key' };
+  if (Math.abs(nowSeconds - Number(timestamp)) > WECHAT_TIMESTAMP_TOLERANCE_SECONDS)
+    return { ok: false, reason: 'STALE_TIMESTAMP', message: `timestamp ${timestamp} is more than 5 minutes off` };
   return { ok: true };
 }
 
 /** AEAD_AES_256_GCM decryption of a notification `resource` (the 16-byte tag ends the ciphertext). */
-export function decryptWechatResource(apiV3Key: string, resource: { ciphertext: string; nonce: string; associated_data?: string }): string {
+export function decryptWechatResource(
+  apiV3Key: string,
+  resource: { ciphertext: string; nonce: string; associated_data?: string },
+): string {
   const data = Buffer.from(resource.ciphertext, 'base64');
   if (data.length < 17) throw new Error('ciphertext too short');
   const decipher = createDecipheriv('aes-256-gcm', Buffer.from(apiV3Key, 'utf8'), Buffer.from(resource.nonce, 'utf8'));
@@ -111,7 +131,12 @@ const Transaction = z.object({
   transaction_id: z.string().min(1),
   trade_state: z.string(),
   success_time: z.string().optional(),
-  amount: z.object({ total: Fen, payer_total: Fen.optional(), currency: z.string().regex(/^[A-Z]{3}$/), payer_currency: z.string().optional() }),
+  amount: z.object({
+    total: Fen,
+    payer_total: Fen.optional(),
+    currency: z.string().regex(/^[A-Z]{3}$/),
+    payer_currency: z.string().optional(),
+  }),
 });
 
 const RefundResource = z.object({
@@ -135,12 +160,18 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
   function authorization(method: string, pathAndQuery: string, body: string): string {
     const timestamp = Math.floor(now().getTime() / 1000);
     const nonce = randomBytes(16).toString('hex');
-    const signature = createSign('RSA-SHA256').update(`${method}\n${pathAndQuery}\n${timestamp}\n${nonce}\n${body}\n`, 'utf8').sign(options.privateKey, 'base64');
+    const signature = createSign('RSA-SHA256')
+      .update(`${method}\n${pathAndQuery}\n${timestamp}\n${nonce}\n${body}\n`, 'utf8')
+      .sign(options.privateKey, 'base64');
     return `WECHATPAY2-SHA256-RSA2048 mchid="${options.mchId}",nonce_str="${nonce}",signature="${signature}",timestamp="${timestamp}",serial_no="${options.certSerial}"`;
   }
 
   /** Calls the API with a signed request; 2xx answers must carry a valid platform signature. */
-  async function api(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  async function api(
+    method: 'GET' | 'POST',
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; json: Record<string, unknown> }> {
     const pathAndQuery = `${basePath}${path}`;
     const text = body === undefined ? '' : JSON.stringify(body);
     const answer = await httpCall(
@@ -161,8 +192,16 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
     const headers = Object.fromEntries(answer.headers.entries());
     const signed = headers['wechatpay-signature'] !== undefined;
     if (answer.status < 300 || signed) {
-      const verdict = verifyWechatSignature(options.platformKeys, headers, answer.body, Math.floor(now().getTime() / 1000));
-      if (!verdict.ok) throw new ProviderUnavailableError(`wechat ${method} ${path}: response not trusted (${verdict.reason}: ${verdict.message})`);
+      const verdict = verifyWechatSignature(
+        options.platformKeys,
+        headers,
+        answer.body,
+        Math.floor(now().getTime() / 1000),
+      );
+      if (!verdict.ok)
+        throw new ProviderUnavailableError(
+          `wechat ${method} ${path}: response not trusted (${verdict.reason}: ${verdict.message})`,
+        );
     }
     let json: Record<string, unknown> = {};
     if (answer.text.trim() !== '') {
@@ -173,31 +212,45 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       }
     }
     if (answer.status === 429 || json.code === 'SYSTEM_ERROR' || json.code === 'FREQUENCY_LIMITED') {
-      throw new ProviderUnavailableError(`wechat ${method} ${path}: ${String(json.code ?? answer.status)} ${String(json.message ?? '')}`);
+      throw new ProviderUnavailableError(
+        `wechat ${method} ${path}: ${String(json.code ?? answer.status)} ${String(json.message ?? '')}`,
+      );
     }
     return { status: answer.status, json };
   }
 
   function fail(what: string, r: { status: number; json: Record<string, unknown> }): ProviderBusinessError {
-    return new ProviderBusinessError(String(r.json.code ?? `HTTP_${r.status}`), `wechat ${what}: ${String(r.json.message ?? r.status)}`);
+    return new ProviderBusinessError(
+      String(r.json.code ?? `HTTP_${r.status}`),
+      `wechat ${what}: ${String(r.json.message ?? r.status)}`,
+    );
   }
 
   async function transaction(outTradeNo: string): Promise<{ status: number; json: Record<string, unknown> }> {
-    return api('GET', `/v3/pay/transactions/out-trade-no/${encodeURIComponent(toWechatOutTradeNo(outTradeNo))}?mchid=${options.mchId}`);
+    return api(
+      'GET',
+      `/v3/pay/transactions/out-trade-no/${encodeURIComponent(toWechatOutTradeNo(outTradeNo))}?mchid=${options.mchId}`,
+    );
   }
-
 
   return {
     name: 'wechat',
     merchantId: options.mchId,
     ack: { status: 204, contentType: 'text/plain', body: '' },
     failureAck(rejection) {
-      const signature = ['MISSING_SIGNATURE', 'MALFORMED_SIGNATURE', 'BAD_SIGNATURE', 'STALE_TIMESTAMP'].includes(rejection.code);
-      return { status: signature ? 401 : 400, contentType: 'application/json', body: JSON.stringify({ code: 'FAIL', message: rejection.message }) };
+      const signature = ['MISSING_SIGNATURE', 'MALFORMED_SIGNATURE', 'BAD_SIGNATURE', 'STALE_TIMESTAMP'].includes(
+        rejection.code,
+      );
+      return {
+        status: signature ? 401 : 400,
+        contentType: 'application/json',
+        body: JSON.stringify({ code: 'FAIL', message: rejection.message }),
+      };
     },
 
     async createPayment(input: CreatePaymentInput) {
-      if (input.currency !== 'CNY') throw new ProviderBusinessError('UNSUPPORTED_CURRENCY', `wechat pay takes CNY only, not ${input.currency}`);
+      if (input.currency !== 'CNY')
+        throw new ProviderBusinessError('UNSUPPORTED_CURRENCY', `wechat pay takes CNY only, not ${input.currency}`);
       const r = await api('POST', '/v3/pay/transactions/native', {
         appid: options.appId,
         mchid: options.mchId,
@@ -217,9 +270,17 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       if (r.status === 404 || r.json.code === 'ORDER_NOT_EXIST') return { outTradeNo, status: 'NOT_FOUND' };
       if (r.status !== 200) throw fail('query payment', r);
       const parsed = Transaction.partial({ transaction_id: true, amount: true }).safeParse(r.json);
-      if (!parsed.success) throw new ProviderUnavailableError(`wechat query answered an unexpected shape: ${parsed.error.issues[0]?.message}`);
+      if (!parsed.success)
+        throw new ProviderUnavailableError(
+          `wechat query answered an unexpected shape: ${parsed.error.issues[0]?.message}`,
+        );
       const t = parsed.data;
-      const base = { outTradeNo, tradeNo: t.transaction_id, currency: t.amount?.currency ?? 'CNY', merchantId: t.mchid };
+      const base = {
+        outTradeNo,
+        tradeNo: t.transaction_id,
+        currency: t.amount?.currency ?? 'CNY',
+        merchantId: t.mchid,
+      };
       const paidAt = t.success_time ? new Date(t.success_time).toISOString() : undefined;
       switch (t.trade_state) {
         case 'SUCCESS':
@@ -239,7 +300,11 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
     },
 
     async closePayment(outTradeNo: string): Promise<CloseResult> {
-      const r = await api('POST', `/v3/pay/transactions/out-trade-no/${encodeURIComponent(toWechatOutTradeNo(outTradeNo))}/close`, { mchid: options.mchId });
+      const r = await api(
+        'POST',
+        `/v3/pay/transactions/out-trade-no/${encodeURIComponent(toWechatOutTradeNo(outTradeNo))}/close`,
+        { mchid: options.mchId },
+      );
       if (r.status === 204 || r.status === 200) return { result: 'CLOSED' };
       if (r.json.code === 'ORDERPAID') return { result: 'ALREADY_PAID' };
       if (r.json.code === 'ORDER_CLOSED') return { result: 'CLOSED' };
@@ -252,7 +317,8 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       let r = await api('GET', `/v3/refund/domestic/refunds/${encodeURIComponent(input.outRefundNo)}`);
       if (r.status === 404 || r.json.code === 'RESOURCE_NOT_EXISTS') {
         const t = await transaction(input.outTradeNo);
-        const total = t.status === 200 ? Fen.safeParse((t.json.amount as { total?: unknown } | undefined)?.total) : undefined;
+        const total =
+          t.status === 200 ? Fen.safeParse((t.json.amount as { total?: unknown } | undefined)?.total) : undefined;
         if (!total?.success) throw fail('refund (order total)', t);
         r = await api('POST', '/v3/refund/domestic/refunds', {
           out_trade_no: toWechatOutTradeNo(input.outTradeNo),
@@ -264,10 +330,20 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       if (r.status !== 200) throw fail('refund', r);
       const status = String(r.json.status);
       // PROCESSING is accepted: WeChat completes it, and the same out_refund_no can never refund twice.
-      if (status !== 'SUCCESS' && status !== 'PROCESSING') throw new ProviderBusinessError(`REFUND_${status}`, `wechat refund ${input.outRefundNo} is ${status}`);
+      if (status !== 'SUCCESS' && status !== 'PROCESSING')
+        throw new ProviderBusinessError(`REFUND_${status}`, `wechat refund ${input.outRefundNo} is ${status}`);
       const amount = Fen.safeParse((r.json.amount as { refund?: unknown } | undefined)?.refund);
-      const at = typeof r.json.success_time === 'string' ? r.json.success_time : typeof r.json.create_time === 'string' ? r.json.create_time : undefined;
-      return { refundNo: String(r.json.refund_id ?? input.outRefundNo), amount: amount.success ? amount.data : input.amount, refundedAt: at ? new Date(at).toISOString() : now().toISOString() };
+      const at =
+        typeof r.json.success_time === 'string'
+          ? r.json.success_time
+          : typeof r.json.create_time === 'string'
+            ? r.json.create_time
+            : undefined;
+      return {
+        refundNo: String(r.json.refund_id ?? input.outRefundNo),
+        amount: amount.success ? amount.data : input.amount,
+        refundedAt: at ? new Date(at).toISOString() : now().toISOString(),
+      };
     },
 
     verifyNotification(rawBody, headers, at) {
@@ -280,7 +356,11 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
         return refuse('MALFORMED_BODY', 'body is not valid JSON');
       }
       const envelope = Envelope.safeParse(body);
-      if (!envelope.success) return refuse('MALFORMED_BODY', `${envelope.error.issues[0]?.path.join('.')}: ${envelope.error.issues[0]?.message}`);
+      if (!envelope.success)
+        return refuse(
+          'MALFORMED_BODY',
+          `${envelope.error.issues[0]?.path.join('.')}: ${envelope.error.issues[0]?.message}`,
+        );
       const e = envelope.data;
       let plain: unknown;
       try {
@@ -290,9 +370,14 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       }
       if (e.event_type.startsWith('REFUND.')) {
         const refund = RefundResource.safeParse(plain);
-        if (!refund.success) return refuse('MALFORMED_BODY', `resource.${refund.error.issues[0]?.path.join('.')}: ${refund.error.issues[0]?.message}`);
+        if (!refund.success)
+          return refuse(
+            'MALFORMED_BODY',
+            `resource.${refund.error.issues[0]?.path.join('.')}: ${refund.error.issues[0]?.message}`,
+          );
         const f = refund.data;
-        if (f.mchid !== options.mchId) return refuse('WRONG_MERCHANT', `notification is for merchant ${f.mchid}, not ours`);
+        if (f.mchid !== options.mchId)
+          return refuse('WRONG_MERCHANT', `notification is for merchant ${f.mchid}, not ours`);
         return refuse('UNSUPPORTED_EVENT', `${e.event_type}: refunds change no order`, {
           provider: 'wechat',
           notificationId: e.id,
@@ -308,15 +393,25 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
         });
       }
       const parsed = Transaction.safeParse(plain);
-      if (!parsed.success) return refuse('MALFORMED_BODY', `resource.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+      if (!parsed.success)
+        return refuse(
+          'MALFORMED_BODY',
+          `resource.${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`,
+        );
       const t = parsed.data;
-      if (t.mchid !== options.mchId) return refuse('WRONG_MERCHANT', `notification is for merchant ${t.mchid}, not ours`);
+      if (t.mchid !== options.mchId)
+        return refuse('WRONG_MERCHANT', `notification is for merchant ${t.mchid}, not ours`);
       if (t.appid !== options.appId) return refuse('WRONG_MERCHANT', `notification is for app ${t.appid}, not ours`);
       if (e.event_type !== 'TRANSACTION.SUCCESS' || t.trade_state !== 'SUCCESS') {
         return refuse('UNSUPPORTED_EVENT', `${e.event_type} with trade_state ${t.trade_state}: not a payment`, {
           provider: 'wechat',
           notificationId: e.id,
-          kind: t.trade_state === 'CLOSED' || t.trade_state === 'REVOKED' ? 'TRADE_CLOSED' : t.trade_state === 'PAYERROR' ? 'PAYMENT_FAILED' : 'OTHER',
+          kind:
+            t.trade_state === 'CLOSED' || t.trade_state === 'REVOKED'
+              ? 'TRADE_CLOSED'
+              : t.trade_state === 'PAYERROR'
+                ? 'PAYMENT_FAILED'
+                : 'OTHER',
           ...(t.trade_state === 'CLOSED' || t.trade_state === 'REVOKED' ? { closeReason: 'UNPAID' as const } : {}),
           providerEvent: `${e.event_type}/${t.trade_state}`,
           outTradeNo: fromWechatOutTradeNo(t.out_trade_no),
@@ -339,18 +434,31 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
     },
 
     async *billRows(date: string, billOptions?: { fromRow?: number }): AsyncGenerator<BillRow> {
-      if (!/^\d{4}-\d{2}-\d{2}$/.test(date)) throw new ProviderBusinessError('BAD_BILL_DATE', `bill date ${date} is not YYYY-MM-DD`);
+      if (!/^\d{4}-\d{2}-\d{2}$/.test(date))
+        throw new ProviderBusinessError('BAD_BILL_DATE', `bill date ${date} is not YYYY-MM-DD`);
       const r = await api('GET', `/v3/bill/tradebill?bill_date=${date}&bill_type=ALL&tar_type=GZIP`);
-      if (r.json.code === 'NO_STATEMENT_EXIST' || r.json.code === 'STATEMENT_CREATING') throw new ProviderBusinessError('BILL_NOT_READY', `wechat has no trade bill for ${date} (yet)`);
-      if (r.status !== 200 || typeof r.json.download_url !== 'string' || typeof r.json.hash_value !== 'string') throw fail('trade bill', r);
+      if (r.json.code === 'NO_STATEMENT_EXIST' || r.json.code === 'STATEMENT_CREATING')
+        throw new ProviderBusinessError('BILL_NOT_READY', `wechat has no trade bill for ${date} (yet)`);
+      if (r.status !== 200 || typeof r.json.download_url !== 'string' || typeof r.json.hash_value !== 'string')
+        throw fail('trade bill', r);
       const url = new URL(r.json.download_url);
       let download: Download | undefined;
       try {
-        download = await downloadToTemp(url.toString(), { headers: { authorization: authorization('GET', `${url.pathname}${url.search}`, ''), accept: 'application/json' } }, `wechat bill download for ${date}`);
+        download = await downloadToTemp(
+          url.toString(),
+          {
+            headers: {
+              authorization: authorization('GET', `${url.pathname}${url.search}`, ''),
+              accept: 'application/json',
+            },
+          },
+          `wechat bill download for ${date}`,
+        );
         // The file itself is not signed: the hash from the signed answer is what makes it trustworthy.
         const expected = String(r.json.hash_value).toLowerCase();
         const actual = r.json.hash_type === 'SHA256' ? download.sha256 : download.sha1;
-        if (actual !== expected) throw new ProviderUnavailableError(`wechat bill for ${date}: file hash ${actual} does not match ${expected}`);
+        if (actual !== expected)
+          throw new ProviderUnavailableError(`wechat bill for ${date}: file hash ${actual} does not match ${expected}`);
         let index = 0;
         for await (const row of parseWechatTradeBill(decodedLines(openGzip(download.path), 'utf8'))) {
           if (index++ >= (billOptions?.fromRow ?? 0)) yield row;
@@ -376,7 +484,16 @@ export async function* parseWechatTradeBill(lines: AsyncIterable<string> | Itera
     if (line.trim() === '') continue;
     if (!columns) {
       columns = new Map(line.split(',').map((name, i) => [name.trim(), i]));
-      for (const need of ['交易时间', '微信订单号', '商户订单号', '交易状态', '货币种类', '订单金额', '商户退款单号', '退款金额']) {
+      for (const need of [
+        '交易时间',
+        '微信订单号',
+        '商户订单号',
+        '交易状态',
+        '货币种类',
+        '订单金额',
+        '商户退款单号',
+        '退款金额',
+      ]) {
         if (!columns.has(need)) throw new Error(`wechat bill: no column ${need} in the column line (line ${lineNo})`);
       }
       continue;
@@ -391,7 +508,10 @@ export async function* parseWechatTradeBill(lines: AsyncIterable<string> | Itera
     if (state !== 'SUCCESS' && state !== 'REFUND') continue;
     const amountColumn = state === 'SUCCESS' ? '订单金额' : cell('申请退款金额') !== '' ? '申请退款金额' : '退款金额';
     const amount = yuanToFen(cell(amountColumn));
-    if (amount === undefined) throw new Error(`wechat bill line ${lineNo}: ${amountColumn} ${JSON.stringify(cell(amountColumn))} is not a yuan amount`);
+    if (amount === undefined)
+      throw new Error(
+        `wechat bill line ${lineNo}: ${amountColumn} ${JSON.stringify(cell(amountColumn))} is not a yuan amount`,
+      );
     const at = parseChinaDateTime(cell('交易时间'));
     if (!at) throw new Error(`wechat bill line ${lineNo}: 交易时间 ${JSON.stringify(cell('交易时间'))} is not a time`);
     yield {

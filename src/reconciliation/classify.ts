@@ -52,12 +52,28 @@ export function billKey(row: BillRow): string {
 export function classifyBillPayment(row: BillRow, local: LocalPayment | undefined, billProvider: string): NewItem {
   const bill = { tradeNo: row.tradeNo, amount: row.amount, currency: row.currency, at: row.at };
   if (!local) {
-    return { class: 'UNKNOWN_TRADE', detail: 'NO_LOCAL_PAYMENT', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence: { bill, local: null }, repair_status: 'NONE' };
+    return {
+      class: 'UNKNOWN_TRADE',
+      detail: 'NO_LOCAL_PAYMENT',
+      kind: 'PAYMENT',
+      local_amount: null,
+      local_currency: null,
+      evidence: { bill, local: null },
+      repair_status: 'NONE',
+    };
   }
   if (local.provider !== undefined && local.provider !== billProvider) {
     // One provider's bill never speaks for another provider's order: flagged for a person, never repaired.
     const localView = { provider: local.provider, orderStatus: local.order_status };
-    return { class: 'UNKNOWN_TRADE', detail: 'OTHER_PROVIDER', kind: 'PAYMENT', local_amount: null, local_currency: local.currency, evidence: { bill, local: localView }, repair_status: 'NONE' };
+    return {
+      class: 'UNKNOWN_TRADE',
+      detail: 'OTHER_PROVIDER',
+      kind: 'PAYMENT',
+      local_amount: null,
+      local_currency: local.currency,
+      evidence: { bill, local: localView },
+      repair_status: 'NONE',
+    };
   }
   const localView = {
     paymentStatus: local.status,
@@ -68,7 +84,9 @@ export function classifyBillPayment(row: BillRow, local: LocalPayment | undefine
     paidAmount: local.paid_amount === null ? null : num(local.paid_amount),
     currency: local.paid_currency ?? local.currency,
   };
-  const paidLocally = (local.status === 'PAID' || local.status === 'REFUNDED') && (local.trade_no === row.tradeNo || local.paid_trade_no === row.tradeNo);
+  const paidLocally =
+    (local.status === 'PAID' || local.status === 'REFUNDED') &&
+    (local.trade_no === row.tradeNo || local.paid_trade_no === row.tradeNo);
   if (!paidLocally) {
     return {
       class: 'PAID_NOT_RECORDED',
@@ -96,10 +114,30 @@ export function classifyBillPayment(row: BillRow, local: LocalPayment | undefine
 
 /** Classifies one refund line of a provider's bill against the local refund of the same refund number (pure). */
 export function classifyRefund(row: BillRow, local: LocalRefund | undefined): NewItem {
-  const bill = { outRefundNo: row.outRefundNo, tradeNo: row.tradeNo, outTradeNo: row.outTradeNo, amount: row.amount, currency: row.currency, at: row.at };
+  const bill = {
+    outRefundNo: row.outRefundNo,
+    tradeNo: row.tradeNo,
+    outTradeNo: row.outTradeNo,
+    amount: row.amount,
+    currency: row.currency,
+    at: row.at,
+  };
   const base = { kind: 'REFUND' as const, repair_status: 'NONE' as const };
-  if (!local) return { ...base, class: 'REFUND_MISMATCH', detail: 'MISSING_LOCALLY', local_amount: null, local_currency: null, evidence: { bill, local: null } };
-  const localView = { status: local.status, outTradeNo: local.out_trade_no, amount: num(local.amount), currency: local.currency };
+  if (!local)
+    return {
+      ...base,
+      class: 'REFUND_MISMATCH',
+      detail: 'MISSING_LOCALLY',
+      local_amount: null,
+      local_currency: null,
+      evidence: { bill, local: null },
+    };
+  const localView = {
+    status: local.status,
+    outTradeNo: local.out_trade_no,
+    amount: num(local.amount),
+    currency: local.currency,
+  };
   const detail =
     local.status !== 'SUCCEEDED'
       ? `LOCAL_${local.status}`
@@ -125,8 +163,33 @@ export function classifyRefund(row: BillRow, local: LocalRefund | undefined): Ne
  * a refund listed twice a REFUND_MISMATCH, both DUPLICATED_IN_BILL and left for a person (pure).
  */
 export function classifyDuplicate(row: BillRow, firstListedAtRow: number): NewItem {
-  const evidence = { bill: { tradeNo: row.tradeNo, outRefundNo: row.outRefundNo, amount: row.amount, currency: row.currency, at: row.at }, firstListedAtRow };
+  const evidence = {
+    bill: {
+      tradeNo: row.tradeNo,
+      outRefundNo: row.outRefundNo,
+      amount: row.amount,
+      currency: row.currency,
+      at: row.at,
+    },
+    firstListedAtRow,
+  };
   return row.kind === 'PAYMENT'
-    ? { class: 'AMOUNT_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'PAYMENT', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' }
-    : { class: 'REFUND_MISMATCH', detail: 'DUPLICATED_IN_BILL', kind: 'REFUND', local_amount: null, local_currency: null, evidence, repair_status: 'NONE' };
+    ? {
+        class: 'AMOUNT_MISMATCH',
+        detail: 'DUPLICATED_IN_BILL',
+        kind: 'PAYMENT',
+        local_amount: null,
+        local_currency: null,
+        evidence,
+        repair_status: 'NONE',
+      }
+    : {
+        class: 'REFUND_MISMATCH',
+        detail: 'DUPLICATED_IN_BILL',
+        kind: 'REFUND',
+        local_amount: null,
+        local_currency: null,
+        evidence,
+        repair_status: 'NONE',
+      };
 }

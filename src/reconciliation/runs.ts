@@ -84,7 +84,9 @@ export const isoOf = (d: Date | null): string | null => (d ? new Date(d).toISOSt
 export const numberOf = (v: unknown): number => Number(v ?? 0);
 
 function toView(row: RunRow): RunView {
-  const totals = row.totals ? ({ ...emptyTotals(), ...(JSON.parse(row.totals) as Partial<ReconciliationTotals>) } as ReconciliationTotals) : null;
+  const totals = row.totals
+    ? ({ ...emptyTotals(), ...(JSON.parse(row.totals) as Partial<ReconciliationTotals>) } as ReconciliationTotals)
+    : null;
   const bySeverity = totals
     ? (Object.entries(totals) as [ReconciliationClass, number][]).reduce(
         (acc, [cls, n]) => {
@@ -133,8 +135,16 @@ export async function readRun(db: Knex, id: string): Promise<RunView | null> {
 }
 
 /** Runs of one provider (and day), newest first. */
-export async function listRuns(db: Knex, filter: { provider?: string; date?: string; limit?: number }): Promise<RunView[]> {
-  const q = db('reconciliation_runs').orderBy([{ column: 'created_at', order: 'desc' }, { column: 'attempt', order: 'desc' }]).limit(filter.limit ?? 50);
+export async function listRuns(
+  db: Knex,
+  filter: { provider?: string; date?: string; limit?: number },
+): Promise<RunView[]> {
+  const q = db('reconciliation_runs')
+    .orderBy([
+      { column: 'created_at', order: 'desc' },
+      { column: 'attempt', order: 'desc' },
+    ])
+    .limit(filter.limit ?? 50);
   if (filter.provider) q.where({ provider: filter.provider });
   if (filter.date) q.where({ bill_date: filter.date });
   return ((await q) as RunRow[]).map(toView);
@@ -159,15 +169,27 @@ export const ACTIVE_STATUSES: ReconciliationStatus[] = ['QUEUED', 'RUNNING'];
  */
 export async function openRun(db: Knex, request: OpenRunRequest): Promise<{ run: RunView; created: boolean }> {
   for (let tries = 0; tries < 5; tries += 1) {
-    const latest = (await db('reconciliation_runs').where({ provider: request.provider, bill_date: request.date }).orderBy('attempt', 'desc').first()) as RunRow | undefined;
-    if (latest && (!request.rerun || ACTIVE_STATUSES.includes(latest.status))) return { run: toView(latest), created: false };
+    const latest = (await db('reconciliation_runs')
+      .where({ provider: request.provider, bill_date: request.date })
+      .orderBy('attempt', 'desc')
+      .first()) as RunRow | undefined;
+    if (latest && (!request.rerun || ACTIVE_STATUSES.includes(latest.status)))
+      return { run: toView(latest), created: false };
     const attempt = (latest ? numberOf(latest.attempt) : 0) + 1;
     const id = reconciliationRunId(request.provider, request.date, attempt);
     try {
       // The workflow id is unique to this row: a Temporal namespace shared by several deployments (or a database
       // recreated under a long-lived server) never makes a run join another's execution of the same day.
       const workflowId = `${id}-${randomBytes(3).toString('hex')}`;
-      await db('reconciliation_runs').insert({ id, workflow_id: workflowId, provider: request.provider, bill_date: request.date, attempt, trigger: request.trigger, status: 'QUEUED' });
+      await db('reconciliation_runs').insert({
+        id,
+        workflow_id: workflowId,
+        provider: request.provider,
+        bill_date: request.date,
+        attempt,
+        trigger: request.trigger,
+        status: 'QUEUED',
+      });
       return { run: (await readRun(db, id))!, created: true };
     } catch (err) {
       if ((err as { code?: string }).code !== 'ER_DUP_ENTRY') throw err;
@@ -228,7 +250,11 @@ export interface ItemView {
 }
 
 /** A page of a run's items (differences only unless `classes` says otherwise), in id order after `after`. */
-export async function readItems(db: Knex, runId: string, filter: { classes?: ReconciliationClass[]; after?: number; limit: number }): Promise<ItemView[]> {
+export async function readItems(
+  db: Knex,
+  runId: string,
+  filter: { classes?: ReconciliationClass[]; after?: number; limit: number },
+): Promise<ItemView[]> {
   const q = db('reconciliation_items').where({ run_id: runId }).orderBy('id').limit(filter.limit);
   if (filter.classes?.length) q.whereIn('class', filter.classes);
   else q.whereNot('class', 'MATCHED');
@@ -245,9 +271,22 @@ export async function readItems(db: Knex, runId: string, filter: { classes?: Rec
     outTradeNo: (r.out_trade_no as string | null) ?? null,
     tradeNo: (r.trade_no as string | null) ?? null,
     outRefundNo: (r.out_refund_no as string | null) ?? null,
-    bill: r.bill_amount === null ? null : { amount: numberOf(r.bill_amount), currency: r.bill_currency as string, at: isoOf(r.bill_at as Date | null) },
-    local: r.local_amount === null && r.local_currency === null ? null : { amount: r.local_amount === null ? null : numberOf(r.local_amount), currency: (r.local_currency as string | null) ?? null },
+    bill:
+      r.bill_amount === null
+        ? null
+        : { amount: numberOf(r.bill_amount), currency: r.bill_currency as string, at: isoOf(r.bill_at as Date | null) },
+    local:
+      r.local_amount === null && r.local_currency === null
+        ? null
+        : {
+            amount: r.local_amount === null ? null : numberOf(r.local_amount),
+            currency: (r.local_currency as string | null) ?? null,
+          },
     evidence: r.evidence ? (JSON.parse(r.evidence as string) as Record<string, unknown>) : {},
-    repair: { status: r.repair_status as string, detail: (r.repair_detail as string | null) ?? null, at: isoOf(r.repaired_at as Date | null) },
+    repair: {
+      status: r.repair_status as string,
+      detail: (r.repair_detail as string | null) ?? null,
+      at: isoOf(r.repaired_at as Date | null),
+    },
   }));
 }

@@ -22,7 +22,8 @@ export const BILL_COLUMNS = [
 ] as const;
 
 /** The line that ends the detail rows. */
-export const BILL_END_MARKER = '#-----------------------------------------业务明细列表结束------------------------------------';
+export const BILL_END_MARKER =
+  '#-----------------------------------------业务明细列表结束------------------------------------';
 
 /** What a bill is made from. */
 export interface BillInput {
@@ -135,9 +136,15 @@ export type BillRecord = Record<(typeof BILL_COLUMNS)[number], string>;
 
 /** Parses the detail rows of a bill rendered by renderBill (skips `#` lines and the column line). */
 export function parseBill(text: string): BillRecord[] {
-  const rows = parseCsv(text.split('\n').filter((line) => !line.startsWith('#')).join('\n'));
+  const rows = parseCsv(
+    text
+      .split('\n')
+      .filter((line) => !line.startsWith('#'))
+      .join('\n'),
+  );
   const [header, ...data] = rows;
-  if (!header || header.join(',') !== BILL_COLUMNS.join(',')) throw new Error('not a sandbox bill: the column line is missing or different');
+  if (!header || header.join(',') !== BILL_COLUMNS.join(','))
+    throw new Error('not a sandbox bill: the column line is missing or different');
   return data.map((cells) => Object.fromEntries(BILL_COLUMNS.map((name, i) => [name, cells[i] ?? ''])) as BillRecord);
 }
 

@@ -9,7 +9,8 @@ import { formatChinaDateTime } from './china-time';
 import { type Payment } from './payments';
 
 /** Content-Security-Policy for the pages: inline styles only, forms post back to the sandbox itself. */
-export const CASHIER_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+export const CASHIER_CSP =
+  "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /** What the cashier page shows. */
 export interface CashierView {
@@ -44,7 +45,9 @@ export function escapeHtml(text: string): string {
 export function renderCashierPage(view: CashierView): string {
   const { payment } = view;
   const symbol = CURRENCY_SYMBOLS[payment.currency];
-  const headline = symbol ? `${symbol}${toMajorString(payment.amount, payment.currency)}` : formatMoney(payment.amount, payment.currency);
+  const headline = symbol
+    ? `${symbol}${toMajorString(payment.amount, payment.currency)}`
+    : formatMoney(payment.amount, payment.currency);
   const path = `/pay/${encodeURIComponent(payment.outTradeNo)}`;
   const rows: Array<[string, string]> = [
     ['Merchant', payment.merchantId],
@@ -67,7 +70,10 @@ export function renderCashierPage(view: CashierView): string {
 
 /** The page for an order the sandbox does not know. */
 export function renderNotFoundPage(outTradeNo: string): string {
-  return page('Order not found', `<p class="error">No payment with order number <strong>${escapeHtml(outTradeNo)}</strong>.</p>`);
+  return page(
+    'Order not found',
+    `<p class="error">No payment with order number <strong>${escapeHtml(outTradeNo)}</strong>.</p>`,
+  );
 }
 
 function timeLeft(payment: Payment, now: Date): string {

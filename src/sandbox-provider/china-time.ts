@@ -44,7 +44,8 @@ export function chinaDayRange(day: string): { start: Date; end: Date } | undefin
   const utcMidnight = Date.UTC(year, month - 1, date);
   // Date.UTC rolls 2024-02-30 over to March; a rolled-over date is not the day that was asked for.
   const check = new Date(utcMidnight);
-  if (check.getUTCFullYear() !== year || check.getUTCMonth() !== month - 1 || check.getUTCDate() !== date) return undefined;
+  if (check.getUTCFullYear() !== year || check.getUTCMonth() !== month - 1 || check.getUTCDate() !== date)
+    return undefined;
   const start = new Date(utcMidnight - CHINA_OFFSET_MS);
   return { start, end: new Date(start.getTime() + 24 * 3_600_000) };
 }

@@ -83,7 +83,10 @@ export class NotificationDelivery {
     const tracked = this.track(payment, this.options.schedule[0]! + faults.notificationDelayMs);
     if (this.options.faults.happens(faults.dropNotifications)) {
       tracked.dropped = true;
-      this.options.logger.info({ notificationId: tracked.id, outTradeNo: tracked.outTradeNo }, 'notification dropped (fault)');
+      this.options.logger.info(
+        { notificationId: tracked.id, outTradeNo: tracked.outTradeNo },
+        'notification dropped (fault)',
+      );
     } else if (this.options.faults.happens(faults.reorderNotifications)) {
       this.hold(tracked);
     } else {
@@ -94,7 +97,9 @@ export class NotificationDelivery {
 
   /** Every notification, optionally only those of one payment, oldest first. */
   list(outTradeNo?: string): NotificationView[] {
-    return [...this.notifications.values()].filter((n) => outTradeNo === undefined || n.outTradeNo === outTradeNo).map(view);
+    return [...this.notifications.values()]
+      .filter((n) => outTradeNo === undefined || n.outTradeNo === outTradeNo)
+      .map(view);
   }
 
   /** Makes one more delivery attempt now, whatever the state (lets tests send a duplicate on purpose). */
@@ -177,7 +182,10 @@ export class NotificationDelivery {
     const delay = this.options.schedule[tracked.scheduleIndex];
     if (delay === undefined) {
       tracked.gaveUp = true;
-      this.options.logger.warn({ notificationId: tracked.id, attempts: tracked.attempts }, 'notification schedule exhausted; giving up');
+      this.options.logger.warn(
+        { notificationId: tracked.id, attempts: tracked.attempts },
+        'notification schedule exhausted; giving up',
+      );
       return;
     }
     this.scheduleAttempt(tracked, delay);
@@ -202,7 +210,11 @@ export class NotificationDelivery {
   private async send(tracked: TrackedNotification): Promise<SendOutcome> {
     tracked.sends += 1;
     // A fresh timestamp per request, as real providers sign each delivery anew.
-    const signature = signSandboxPayload(this.options.secret, tracked.rawBody, Math.floor(this.options.now().getTime() / 1000));
+    const signature = signSandboxPayload(
+      this.options.secret,
+      tracked.rawBody,
+      Math.floor(this.options.now().getTime() / 1000),
+    );
     const outcome = await postNotification(tracked.notifyUrl, tracked.rawBody, signature, this.closing.signal);
     tracked.lastStatus = outcome.status;
     tracked.lastError = outcome.error;
@@ -236,24 +248,45 @@ function view(tracked: TrackedNotification): NotificationView {
 }
 
 /** POSTs one signed notification; never throws: failures come back as an outcome. */
-async function postNotification(url: string, rawBody: string, signature: string, closing: AbortSignal): Promise<SendOutcome> {
+async function postNotification(
+  url: string,
+  rawBody: string,
+  signature: string,
+  closing: AbortSignal,
+): Promise<SendOutcome> {
   const timeout = AbortSignal.timeout(ANSWER_TIMEOUT_MS);
   try {
-    const answer = await post(url, rawBody, { [SANDBOX_SIGNATURE_HEADER]: signature }, AbortSignal.any([closing, timeout]));
-    if (answer.status !== 200) return { acknowledged: false, status: answer.status, error: `answered HTTP ${answer.status}` };
+    const answer = await post(
+      url,
+      rawBody,
+      { [SANDBOX_SIGNATURE_HEADER]: signature },
+      AbortSignal.any([closing, timeout]),
+    );
+    if (answer.status !== 200)
+      return { acknowledged: false, status: answer.status, error: `answered HTTP ${answer.status}` };
     if (answer.body.trim() !== SANDBOX_ACK_BODY) {
-      return { acknowledged: false, status: 200, error: `answered ${JSON.stringify(answer.body.slice(0, 80))} instead of "${SANDBOX_ACK_BODY}"` };
+      return {
+        acknowledged: false,
+        status: 200,
+        error: `answered ${JSON.stringify(answer.body.slice(0, 80))} instead of "${SANDBOX_ACK_BODY}"`,
+      };
     }
     return { acknowledged: true, status: 200, error: null };
   } catch (err) {
-    if (timeout.aborted) return { acknowledged: false, status: null, error: `no answer within ${ANSWER_TIMEOUT_MS} ms` };
+    if (timeout.aborted)
+      return { acknowledged: false, status: null, error: `no answer within ${ANSWER_TIMEOUT_MS} ms` };
     const e = err as NodeJS.ErrnoException;
     return { acknowledged: false, status: null, error: e.code ? `${e.code}: ${e.message}` : e.message };
   }
 }
 
 /** A bare POST without connection reuse, so that nothing lingers once the sandbox closes. */
-function post(url: string, body: string, headers: Record<string, string>, signal: AbortSignal): Promise<{ status: number; body: string }> {
+function post(
+  url: string,
+  body: string,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
     const client = target.protocol === 'https:' ? https : http;
@@ -272,7 +305,9 @@ function post(url: string, body: string, headers: Record<string, string>, signal
           size += chunk.length;
           if (size <= MAX_ANSWER_BYTES) chunks.push(chunk);
         });
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        response.on('end', () =>
+          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+        );
         response.on('error', reject);
         response.on('close', () => {
           if (!response.complete) reject(new Error('connection closed before the answer was complete'));

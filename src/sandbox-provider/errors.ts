@@ -30,5 +30,9 @@ export function validationError(error: ZodError, what: string): SandboxApiError 
 
 /** 404 TRADE_NOT_EXIST for an outTradeNo the sandbox never saw. */
 export function tradeNotExist(outTradeNo: string): SandboxApiError {
-  return new SandboxApiError(404, SandboxErrorCode.TRADE_NOT_EXIST, `No payment with outTradeNo ${outTradeNo}; create it first`);
+  return new SandboxApiError(
+    404,
+    SandboxErrorCode.TRADE_NOT_EXIST,
+    `No payment with outTradeNo ${outTradeNo}; create it first`,
+  );
 }

@@ -8,7 +8,9 @@ async function main(): Promise<void> {
   const config = loadConfigOrExit();
   if (!config.sandboxEnabled) {
     // A fake provider whose cashier "pays" with one click has no place in production unless staging asks for it.
-    console.error('Invalid configuration: the sandbox provider does not run in production (NODE_ENV=production) unless SANDBOX_ENABLED=true (staging only)');
+    console.error(
+      'Invalid configuration: the sandbox provider does not run in production (NODE_ENV=production) unless SANDBOX_ENABLED=true (staging only)',
+    );
     process.exit(1);
   }
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'sandbox' });
@@ -21,7 +23,10 @@ async function main(): Promise<void> {
     logger,
   });
   const address = await sandbox.app.listen({ host: config.host, port: config.sandboxPort });
-  logger.info({ address, publicUrl: config.sandboxPublicUrl }, `sandbox provider listening at ${address}; cashier pages at ${config.sandboxPublicUrl}/pay/<outTradeNo>`);
+  logger.info(
+    { address, publicUrl: config.sandboxPublicUrl },
+    `sandbox provider listening at ${address}; cashier pages at ${config.sandboxPublicUrl}/pay/<outTradeNo>`,
+  );
 
   const stop = (signal: NodeJS.Signals): void => {
     logger.info({ signal }, 'sandbox provider stopping');
@@ -39,6 +44,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err instanceof ConfigError ? err.message : `sandbox provider failed to start: ${err instanceof Error ? err.message : String(err)}`);
+  console.error(
+    err instanceof ConfigError
+      ? err.message
+      : `sandbox provider failed to start: ${err instanceof Error ? err.message : String(err)}`,
+  );
   process.exit(1);
 });

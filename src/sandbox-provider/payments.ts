@@ -62,7 +62,11 @@ export class PaymentLedger {
     const now = this.now();
     const expiresAt = new Date(request.expiresAt);
     if (expiresAt.getTime() <= now.getTime()) {
-      throw new SandboxApiError(400, SandboxErrorCode.VALIDATION_FAILED, `expiresAt ${request.expiresAt} is not in the future`);
+      throw new SandboxApiError(
+        400,
+        SandboxErrorCode.VALIDATION_FAILED,
+        `expiresAt ${request.expiresAt} is not in the future`,
+      );
     }
     const payment: Payment = {
       outTradeNo: request.outTradeNo,
@@ -108,7 +112,11 @@ export class PaymentLedger {
   close(outTradeNo: string): Payment {
     const payment = this.require(outTradeNo);
     if (payment.status === 'SUCCESS' || payment.status === 'REFUNDED') {
-      throw new SandboxApiError(409, SandboxErrorCode.ORDER_PAID, `Payment ${outTradeNo} is already paid; refund it instead of closing`);
+      throw new SandboxApiError(
+        409,
+        SandboxErrorCode.ORDER_PAID,
+        `Payment ${outTradeNo} is already paid; refund it instead of closing`,
+      );
     }
     payment.status = 'CLOSED';
     return payment;
@@ -121,7 +129,11 @@ export class PaymentLedger {
       throw new SandboxApiError(409, SandboxLocalErrorCode.TRADE_ALREADY_PAID, `Payment ${outTradeNo} is already paid`);
     }
     if (!this.isPayable(payment, late)) {
-      throw new SandboxApiError(409, SandboxErrorCode.TRADE_CLOSED, `Payment ${outTradeNo} is closed or expired and can no longer be paid`);
+      throw new SandboxApiError(
+        409,
+        SandboxErrorCode.TRADE_CLOSED,
+        `Payment ${outTradeNo} is closed or expired and can no longer be paid`,
+      );
     }
     payment.status = 'SUCCESS';
     payment.paidAmount = amount ?? payment.amount;
@@ -135,7 +147,11 @@ export class PaymentLedger {
     if (earlier) return this.sameRefundOrConflict(earlier, request);
     const payment = this.require(request.outTradeNo);
     if (payment.paidAmount === null) {
-      throw new SandboxApiError(409, SandboxErrorCode.TRADE_NOT_PAID, `Payment ${request.outTradeNo} is ${payment.status}; only paid payments can be refunded`);
+      throw new SandboxApiError(
+        409,
+        SandboxErrorCode.TRADE_NOT_PAID,
+        `Payment ${request.outTradeNo} is ${payment.status}; only paid payments can be refunded`,
+      );
     }
     const refundable = payment.paidAmount - payment.refundedAmount;
     if (request.amount > refundable) {
@@ -168,7 +184,9 @@ export class PaymentLedger {
 
   private sameOrderOrConflict(existing: Payment, request: CreatePaymentRequest): Payment {
     const same =
-      existing.amount === request.amount && existing.currency === request.currency && existing.merchantId === request.merchantId;
+      existing.amount === request.amount &&
+      existing.currency === request.currency &&
+      existing.merchantId === request.merchantId;
     if (same) return existing;
     throw new SandboxApiError(
       409,

@@ -69,7 +69,9 @@ const CashierQuery = z.object({ error: z.string().regex(/^[A-Z_]{1,40}$/) });
 /** Builds the sandbox provider server (not yet listening). */
 export function createSandboxServer(options: SandboxServerOptions): SandboxServer {
   const now = options.now ?? (() => new Date());
-  const app: FastifyInstance = options.logger ? Fastify({ loggerInstance: options.logger }) : Fastify({ logger: false });
+  const app: FastifyInstance = options.logger
+    ? Fastify({ loggerInstance: options.logger })
+    : Fastify({ logger: false });
   const faults = new Faults(options.random);
   let publicUrl = trimSlash(options.publicUrl);
   const ctx: Context = {
@@ -91,7 +93,9 @@ export function createSandboxServer(options: SandboxServerOptions): SandboxServe
   void app.register(formbody);
   app.setErrorHandler(handleError);
   app.setNotFoundHandler(async (request, reply) =>
-    reply.code(404).send({ code: SandboxLocalErrorCode.NOT_FOUND, message: `No route ${request.method} ${request.url}` }),
+    reply
+      .code(404)
+      .send({ code: SandboxLocalErrorCode.NOT_FOUND, message: `No route ${request.method} ${request.url}` }),
   );
   registerMerchantApi(app, ctx);
   registerCashier(app, ctx);
@@ -187,7 +191,9 @@ function registerCashier(app: FastifyInstance, ctx: Context): void {
     if (!payment) return reply.code(404).send(renderNotFoundPage(outTradeNo));
     const query = CashierQuery.safeParse(request.query);
     const payable = ctx.ledger.isPayable(payment, latePayments(ctx));
-    return reply.send(renderCashierPage({ payment, now: ctx.now(), payable, errorCode: query.success ? query.data.error : undefined }));
+    return reply.send(
+      renderCashierPage({ payment, now: ctx.now(), payable, errorCode: query.success ? query.data.error : undefined }),
+    );
   });
 
   // Post/redirect/get: the form pays exactly the order amount, then the page shows the outcome.
@@ -200,7 +206,11 @@ function registerCashier(app: FastifyInstance, ctx: Context): void {
     } catch (err) {
       if (!(err instanceof SandboxApiError)) throw err;
       if (err.code === SandboxErrorCode.TRADE_NOT_EXIST) {
-        return reply.code(404).header('content-security-policy', CASHIER_CSP).type('text/html; charset=utf-8').send(renderNotFoundPage(outTradeNo));
+        return reply
+          .code(404)
+          .header('content-security-policy', CASHIER_CSP)
+          .type('text/html; charset=utf-8')
+          .send(renderNotFoundPage(outTradeNo));
       }
       return reply.redirect(`${page}?error=${encodeURIComponent(err.code)}`, 303);
     }
@@ -210,7 +220,9 @@ function registerCashier(app: FastifyInstance, ctx: Context): void {
 /** `/_control/*`: fault settings and notification inspection for tests and demos. */
 function registerControl(app: FastifyInstance, ctx: Context): void {
   app.get('/_control/faults', async () => ctx.faults.get());
-  app.put('/_control/faults', async (request) => ctx.faults.update(parse(FaultSettings, request.body, 'fault settings')));
+  app.put('/_control/faults', async (request) =>
+    ctx.faults.update(parse(FaultSettings, request.body, 'fault settings')),
+  );
   app.post('/_control/reset', async () => ctx.faults.reset());
   app.get('/_control/notifications', async (request) => {
     const { outTradeNo } = parse(NotificationsQuery, request.query, 'query');
@@ -238,7 +250,8 @@ function bill(ctx: Context, params: unknown, query: unknown): string {
   const { date } = parse(BillParams, params, 'path');
   const { merchantId } = parse(BillQuery, query, 'query');
   const range = chinaDayRange(date);
-  if (!range) throw new SandboxApiError(400, SandboxErrorCode.VALIDATION_FAILED, `Invalid bill date "${date}": use YYYY-MM-DD`);
+  if (!range)
+    throw new SandboxApiError(400, SandboxErrorCode.VALIDATION_FAILED, `Invalid bill date "${date}": use YYYY-MM-DD`);
   const ofMerchant = (p: Payment): boolean => merchantId === undefined || p.merchantId === merchantId;
   return renderBill({
     ...range,
@@ -284,8 +297,12 @@ type HandledError = Error & { statusCode?: number; code?: string };
 /** Every error leaves as JSON `{ code, message }`. */
 async function handleError(error: HandledError, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const body = errorBody(error);
-  if (body.statusCode >= 500 && !(error instanceof SandboxApiError)) request.log.error({ err: error }, 'unexpected error');
-  return reply.code(body.statusCode).type('application/json; charset=utf-8').send({ code: body.code, message: body.message });
+  if (body.statusCode >= 500 && !(error instanceof SandboxApiError))
+    request.log.error({ err: error }, 'unexpected error');
+  return reply
+    .code(body.statusCode)
+    .type('application/json; charset=utf-8')
+    .send({ code: body.code, message: body.message });
 }
 
 function errorBody(error: HandledError): { statusCode: number; code: string; message: string } {
@@ -295,7 +312,11 @@ function errorBody(error: HandledError): { statusCode: number; code: string; mes
   if (status >= 400 && status < 500) {
     return { statusCode: status === 404 ? 404 : 400, code: SandboxErrorCode.VALIDATION_FAILED, message: error.message };
   }
-  return { statusCode: 500, code: SandboxErrorCode.SYSTEM_ERROR, message: 'Unexpected sandbox error; see the sandbox log' };
+  return {
+    statusCode: 500,
+    code: SandboxErrorCode.SYSTEM_ERROR,
+    message: 'Unexpected sandbox error; see the sandbox log',
+  };
 }
 
 function trimSlash(url: string): string {

@@ -21,7 +21,9 @@ export function toMajorString(minor: number, currency: string): string {
   if (!Number.isSafeInteger(minor)) throw new Error(`${minor} is not an integer amount of minor units`);
   const exp = currencyExponent(currency);
   const negative = minor < 0;
-  const digits = Math.abs(minor).toString().padStart(exp + 1, '0');
+  const digits = Math.abs(minor)
+    .toString()
+    .padStart(exp + 1, '0');
   const whole = exp === 0 ? digits : digits.slice(0, -exp);
   const frac = exp === 0 ? '' : `.${digits.slice(-exp)}`;
   return `${negative ? '-' : ''}${whole}${frac}`;

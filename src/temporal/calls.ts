@@ -10,7 +10,11 @@ const GRPC_UNAVAILABLE = 14;
 
 /** The gRPC status code of a Temporal client error, looking through the SDK's wrappers (ServiceError's cause). */
 export function grpcCodeOf(err: unknown): number | undefined {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+  for (
+    let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0;
+    e && depth < 5;
+    e = e.cause as typeof e, depth++
+  ) {
     if (typeof e.code === 'number') return e.code;
   }
   return undefined;

@@ -21,7 +21,10 @@ export function clientInterceptors(tracing: Tracing | undefined): ClientIntercep
 }
 
 /** Connects a client to the configured Temporal frontend (traced when `tracing` is given). */
-export async function connectTemporal(config: TemporalEndpoint & Pick<Config, 'temporalNamespace'>, options: { tracing?: Tracing } = {}): Promise<Client> {
+export async function connectTemporal(
+  config: TemporalEndpoint & Pick<Config, 'temporalNamespace'>,
+  options: { tracing?: Tracing } = {},
+): Promise<Client> {
   const connection = await Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: '10s' });
   const interceptors = clientInterceptors(options.tracing);
   return new Client({ connection, namespace: config.temporalNamespace, ...(interceptors ? { interceptors } : {}) });
@@ -45,7 +48,9 @@ const TYPE_BY_NAME = {
 
 /** Registers the project's search attributes when the server lacks them (a server not started by our tooling). */
 export async function ensureSearchAttributes(client: Client): Promise<void> {
-  const existing = await client.connection.operatorService.listSearchAttributes({ namespace: client.options.namespace });
+  const existing = await client.connection.operatorService.listSearchAttributes({
+    namespace: client.options.namespace,
+  });
   const known = new Set(Object.keys(existing.customAttributes ?? {}));
   const missing = SEARCH_ATTRIBUTES.filter((a) => !known.has(a.name));
   if (missing.length === 0) return;

@@ -5,14 +5,25 @@
  */
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import type { Knex } from 'knex';
-import { type LatePaymentInput, type PaymentNotifiedSignal, latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal } from '../contracts/order';
+import {
+  type LatePaymentInput,
+  type PaymentNotifiedSignal,
+  latePaymentWorkflowId,
+  orderWorkflowId,
+  paymentNotifiedSignal,
+} from '../contracts/order';
 import { withTemporalDeadline } from './calls';
 
-/** A verified payment notification, from a callback or rebuilt from a provider's bill: the signal's fields, provider required. */
+/**
+ * A verified payment notification, from a callback or rebuilt from a provider's bill: the signal's fields, provider
+ * required.
+ */
 export type RoutableNotification = PaymentNotifiedSignal & { provider: string };
 
 /** Where a notification went: the live workflow, a late-payment workflow, or nowhere (refused, with why). */
-export type RouteOutcome = { destination: 'SIGNALLED' | 'LATE'; detail: string } | { destination: 'REFUSED'; reason: 'PROVIDER_MISMATCH'; detail: string };
+export type RouteOutcome =
+  | { destination: 'SIGNALLED' | 'LATE'; detail: string }
+  | { destination: 'REFUSED'; reason: 'PROVIDER_MISMATCH'; detail: string };
 
 /** What routing needs: MySQL for the order's provider, a Temporal client, the task queue of late-payment workflows. */
 export interface RouteDeps {
@@ -40,7 +51,8 @@ export async function providerMismatch(
 }
 
 async function orderProvider(db: Knex, orderId: string): Promise<string | undefined> {
-  return ((await db('orders').where({ order_id: orderId }).first('provider')) as { provider: string } | undefined)?.provider;
+  return ((await db('orders').where({ order_id: orderId }).first('provider')) as { provider: string } | undefined)
+    ?.provider;
 }
 
 /**
@@ -66,7 +78,11 @@ export class OrderProviderCache {
 }
 
 /** Routes one notification; throws when Temporal cannot be reached (the caller keeps it and retries). */
-export async function routePaymentNotification(deps: RouteDeps, n: RoutableNotification, options: { lateSummary?: string } = {}): Promise<RouteOutcome> {
+export async function routePaymentNotification(
+  deps: RouteDeps,
+  n: RoutableNotification,
+  options: { lateSummary?: string } = {},
+): Promise<RouteOutcome> {
   const { db, client, taskQueue, callTimeoutMs } = deps;
   const mismatch = await providerMismatch(db, n, deps.orderProviders);
   if (mismatch) return { destination: 'REFUSED', reason: 'PROVIDER_MISMATCH', detail: mismatch };
@@ -89,7 +105,14 @@ export async function routePaymentNotification(deps: RouteDeps, n: RoutableNotif
   }
   // The order's workflow has finished (or never existed): a durable workflow of its own decides, one per trade.
   const workflowId = latePaymentWorkflowId(n.provider, n.outTradeNo, n.tradeNo);
-  const args: [LatePaymentInput] = [{ provider: n.provider as LatePaymentInput['provider'], outTradeNo: n.outTradeNo, tradeNo: n.tradeNo, notificationId: n.notificationId }];
+  const args: [LatePaymentInput] = [
+    {
+      provider: n.provider as LatePaymentInput['provider'],
+      outTradeNo: n.outTradeNo,
+      tradeNo: n.tradeNo,
+      notificationId: n.notificationId,
+    },
+  ];
   try {
     await withTemporalDeadline(client, callTimeoutMs, () =>
       client.workflow.start('latePayment', {

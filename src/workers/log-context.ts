@@ -21,7 +21,8 @@ export const logContextInterceptor: ActivityInterceptorsFactory = (ctx) => {
         } catch {
           fromHeader = undefined; // a foreign header of that name must never fail the activity
         }
-        orderId = (typeof fromHeader === 'string' ? fromHeader : undefined) ?? orderId ?? orderIdOfActivityInput(input.args[0]);
+        orderId =
+          (typeof fromHeader === 'string' ? fromHeader : undefined) ?? orderId ?? orderIdOfActivityInput(input.args[0]);
         return next(input);
       },
     },

@@ -33,9 +33,13 @@ async function main(): Promise<void> {
     });
     // Started by a supervising process (soak, bench) over IPC: never outlive it.
     if (process.connected) process.once('disconnect', () => worker.shutdown());
-    logger.info({ taskQueue: config.taskQueue, temporalAddress: config.temporalAddress, tracing: tracing?.serviceName ?? 'off' }, `worker polling task queue "${config.taskQueue}"`);
+    logger.info(
+      { taskQueue: config.taskQueue, temporalAddress: config.temporalAddress, tracing: tracing?.serviceName ?? 'off' },
+      `worker polling task queue "${config.taskQueue}"`,
+    );
     await worker.run(); // resolves after SIGINT/SIGTERM (the SDK installs the handlers) once in-flight tasks finish
-    // The last native connection closed shuts the Temporal runtime down (and its log forwarding), so the process can exit.
+    // The last native connection closed shuts the Temporal runtime down (and its log forwarding), so the process can
+    // exit.
     await connection.close();
     await db.destroy();
     await tracing?.shutdown();

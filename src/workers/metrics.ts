@@ -27,12 +27,21 @@ export const metricsInterceptor: ActivityInterceptorsFactory = (ctx) => ({
       try {
         const result = await next(input);
         // A status change: transitionOrder itself, or a merged step of the order workflow that ends with one.
-        const [arg] = input.args as [({ to?: string; payment?: PaymentEvidence } & { transition?: { to: string; payment?: PaymentEvidence } }) | undefined];
+        const [arg] = input.args as [
+          | ({ to?: string; payment?: PaymentEvidence } & { transition?: { to: string; payment?: PaymentEvidence } })
+          | undefined,
+        ];
         const transition = activity === 'transitionOrder' ? arg : arg?.transition;
-        if (transition?.to && (result as { changed?: boolean } | undefined)?.changed) workerMetrics.ordersSettled.inc({ status: transition.to, via: via(transition.payment) });
+        if (transition?.to && (result as { changed?: boolean } | undefined)?.changed)
+          workerMetrics.ordersSettled.inc({ status: transition.to, via: via(transition.payment) });
         return result;
       } catch (err) {
-        const type = err instanceof ApplicationFailure ? (err.type ?? 'ApplicationFailure') : err instanceof Error ? err.name : 'unknown';
+        const type =
+          err instanceof ApplicationFailure
+            ? (err.type ?? 'ApplicationFailure')
+            : err instanceof Error
+              ? err.name
+              : 'unknown';
         workerMetrics.activityFailures.inc({ activity, type });
         throw err;
       }
@@ -59,4 +68,3 @@ export async function serveWorkerMetrics(host: string, port: number): Promise<Se
   });
   return server;
 }
-

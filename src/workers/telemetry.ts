@@ -28,7 +28,15 @@ export function installTemporalRuntime(options: TemporalRuntimeOptions): Tempora
     telemetryOptions: {
       logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} },
       ...(options.prometheusBindAddress
-        ? { metrics: { prometheus: { bindAddress: options.prometheusBindAddress, countersTotalSuffix: true, useSecondsForDurations: true } } }
+        ? {
+            metrics: {
+              prometheus: {
+                bindAddress: options.prometheusBindAddress,
+                countersTotalSuffix: true,
+                useSecondsForDurations: true,
+              },
+            },
+          }
         : {}),
     },
   });
@@ -55,10 +63,14 @@ export async function startWorkerTelemetry(
   logger: Logger,
 ): Promise<Server | undefined> {
   const warn = (what: string, port: number) =>
-    logger.warn({ host: config.host, port }, `${what} not served: ${config.host}:${port} is taken (another worker on this host?); give each worker its own port`);
+    logger.warn(
+      { host: config.host, port },
+      `${what} not served: ${config.host}:${port} is taken (another worker on this host?); give each worker its own port`,
+    );
   let prometheusBindAddress: string | undefined;
   if (config.temporalMetricsPort) {
-    if (await portFree(config.host, config.temporalMetricsPort)) prometheusBindAddress = `${config.host}:${config.temporalMetricsPort}`;
+    if (await portFree(config.host, config.temporalMetricsPort))
+      prometheusBindAddress = `${config.host}:${config.temporalMetricsPort}`;
     else warn('Temporal SDK metrics (TEMPORAL_METRICS_PORT)', config.temporalMetricsPort);
   }
   installTemporalRuntime({ logger, prometheusBindAddress });

@@ -4,7 +4,12 @@ import {
   OpenTelemetryActivityOutboundInterceptor,
   makeWorkflowExporter,
 } from '@temporalio/interceptors-opentelemetry';
-import { type NativeConnection, Worker, type ActivityInterceptorsFactory, type WorkerOptions } from '@temporalio/worker';
+import {
+  type NativeConnection,
+  Worker,
+  type ActivityInterceptorsFactory,
+  type WorkerOptions,
+} from '@temporalio/worker';
 import type { Knex } from 'knex';
 import { createActivities } from '../activities';
 import type { Config } from '../config';
@@ -22,7 +27,8 @@ export type WorkflowSource = { workflowBundle: { code: string } | { codePath: st
 
 /** Options of createWorker. */
 export interface CreateWorkerOptions {
-  config: Pick<Config, 'temporalAddress' | 'temporalNamespace' | 'taskQueue'> & Partial<Pick<Config, 'temporalTls' | 'temporalApiKey' | 'workflowCacheSize'>>;
+  config: Pick<Config, 'temporalAddress' | 'temporalNamespace' | 'taskQueue'> &
+    Partial<Pick<Config, 'temporalTls' | 'temporalApiKey' | 'workflowCacheSize'>>;
   db: Knex;
   providers: ProviderRegistry;
   connection?: NativeConnection;
@@ -31,8 +37,16 @@ export interface CreateWorkerOptions {
    * setting (the worker cannot add workflow interceptors to a bundle); a source path gets them here.
    */
   workflows?: WorkflowSource;
-  tuning?: Partial<Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'maxConcurrentWorkflowTaskExecutions' | 'maxCachedWorkflows'>>;
-  /** OpenTelemetry (createTracing(config, 'payflow-worker')); undefined = off: no OTel interceptor, module or sink at all. */
+  tuning?: Partial<
+    Pick<
+      WorkerOptions,
+      'maxConcurrentActivityTaskExecutions' | 'maxConcurrentWorkflowTaskExecutions' | 'maxCachedWorkflows'
+    >
+  >;
+  /**
+   * OpenTelemetry (createTracing(config, 'payflow-worker')); undefined = off: no OTel interceptor, module or sink at
+   * all.
+   */
   tracing?: Tracing;
 }
 
@@ -52,7 +66,10 @@ export function buildWorkerOptions(options: Omit<CreateWorkerOptions, 'connectio
     taskQueue: options.config.taskQueue,
     ...(options.workflows ?? { workflowsPath: require.resolve('../workflows') }),
     activities: createActivities({ db: options.db, providers: options.providers }),
-    interceptors: { activity: activityInterceptors, workflowModules: workflowInterceptorModules({ tracing: tracing !== undefined }) },
+    interceptors: {
+      activity: activityInterceptors,
+      workflowModules: workflowInterceptorModules({ tracing: tracing !== undefined }),
+    },
     // Workflow spans are made inside the workflow sandbox and leave it through this sink, to the same processor.
     ...(tracing ? { sinks: { exporter: makeWorkflowExporter(tracing.spanProcessor, tracing.resource) } } : {}),
     maxConcurrentActivityTaskExecutions: 100,

@@ -4,8 +4,12 @@
  * `workflowInterceptorModules`, for the tracing setting the workers will run with.
  */
 
-/** The OTel workflow interceptors module of @temporalio/interceptors-opentelemetry (spans of the workflow and its calls). */
-export const OTEL_WORKFLOW_INTERCEPTORS = require.resolve('@temporalio/interceptors-opentelemetry/lib/workflow-interceptors');
+/**
+ * The OTel workflow interceptors module of @temporalio/interceptors-opentelemetry (spans of the workflow and its
+ * calls).
+ */
+export const OTEL_WORKFLOW_INTERCEPTORS =
+  require.resolve('@temporalio/interceptors-opentelemetry/lib/workflow-interceptors');
 
 /** Always the log context (order id on workflow and activity log lines), plus OpenTelemetry's when tracing is on. */
 export function workflowInterceptorModules(options: { tracing: boolean }): string[] {

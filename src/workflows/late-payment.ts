@@ -19,19 +19,29 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
   setCurrentDetails(`verifying late payment ${input.tradeNo} for order ${orderId}`);
   const state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
   if (state.status !== 'PAID' || state.tradeNo !== input.tradeNo) {
-    return { outcome: 'NOT_PAID_AT_PROVIDER', detail: `provider reports ${state.status} for trade ${state.tradeNo ?? 'none'}` };
+    return {
+      outcome: 'NOT_PAID_AT_PROVIDER',
+      detail: `provider reports ${state.status} for trade ${state.tradeNo ?? 'none'}`,
+    };
   }
   const order = await acts.getOrderSnapshot(orderId);
   if (!order) return { outcome: 'UNKNOWN_ORDER', detail: `no order ${orderId}; left for reconciliation and review` };
   if (order.provider !== input.provider) {
     // One provider's trade never speaks for an order paid with another: nothing is refunded or changed.
-    return { outcome: 'PROVIDER_MISMATCH', detail: `order ${orderId} pays with ${order.provider}, not ${input.provider}; nothing changed` };
+    return {
+      outcome: 'PROVIDER_MISMATCH',
+      detail: `order ${orderId} pays with ${order.provider}, not ${input.provider}; nothing changed`,
+    };
   }
   if (order.status === 'PAID' && order.paidTradeNo === input.tradeNo) {
     return { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' };
   }
   if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') {
-    await acts.recordOrderEvent({ orderId, type: 'LATE_PAYMENT_SEEN', message: `Payment ${input.tradeNo} reported while the order is ${order.status}; left for review` });
+    await acts.recordOrderEvent({
+      orderId,
+      type: 'LATE_PAYMENT_SEEN',
+      message: `Payment ${input.tradeNo} reported while the order is ${order.status}; left for review`,
+    });
     return { outcome: 'LEFT_FOR_REVIEW', detail: `order is ${order.status}` };
   }
   if (order.status === 'REFUNDED' && order.paidTradeNo === input.tradeNo) {
@@ -63,12 +73,20 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
  * refund), the order goes to NEEDS_REVIEW with the reason and the timeline says why, so the money held is seen by a
  * person (review gauge and alert) instead of the workflow failing with nothing recorded.
  */
-async function refundOrReview(input: LatePaymentInput, order: OrderSnapshot, state: Awaited<ReturnType<Activities['queryProviderPayment']>>): Promise<LatePaymentResult> {
+async function refundOrReview(
+  input: LatePaymentInput,
+  order: OrderSnapshot,
+  state: Awaited<ReturnType<Activities['queryProviderPayment']>>,
+): Promise<LatePaymentResult> {
   const { outTradeNo: orderId, tradeNo } = input;
   const currency = state.currency ?? order.currency;
   const amount = state.paidAmount;
   if (amount === undefined || amount <= 0) {
-    return leaveForReview(input, order, `${input.provider} reports trade ${tradeNo} paid without a paid amount (${amount ?? 'none'}); nothing was refunded`);
+    return leaveForReview(
+      input,
+      order,
+      `${input.provider} reports trade ${tradeNo} paid without a paid amount (${amount ?? 'none'}); nothing was refunded`,
+    );
   }
   setCurrentDetails(`refunding ${amount} ${currency} of late payment ${tradeNo}`);
   let refused: string | undefined;
@@ -95,8 +113,15 @@ async function refundOrReview(input: LatePaymentInput, order: OrderSnapshot, sta
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
 }
 
-/** A closed order (EXPIRED, CANCELLED, FAILED) whose late trade was refunded in full becomes REFUNDED, with that trade. */
-async function markLateRefunded(input: LatePaymentInput, amount: number, currency: string, state: Awaited<ReturnType<Activities['queryProviderPayment']>>): Promise<void> {
+/**
+ * A closed order (EXPIRED, CANCELLED, FAILED) whose late trade was refunded in full becomes REFUNDED, with that trade.
+ */
+async function markLateRefunded(
+  input: LatePaymentInput,
+  amount: number,
+  currency: string,
+  state: Awaited<ReturnType<Activities['queryProviderPayment']>>,
+): Promise<void> {
   const { outTradeNo: orderId, tradeNo } = input;
   await acts.transitionOrder({
     orderId,
@@ -104,7 +129,15 @@ async function markLateRefunded(input: LatePaymentInput, amount: number, currenc
     to: 'REFUNDED',
     reason: 'LATE_PAYMENT_REFUNDED',
     event: { type: 'ORDER_REFUNDED', message: `Late payment ${tradeNo} refunded in full` },
-    payment: { source: 'callback', tradeNo, amount, currency, merchantId: state.merchantId ?? '', paidAt: state.paidAt ?? new Date().toISOString(), notificationId: input.notificationId },
+    payment: {
+      source: 'callback',
+      tradeNo,
+      amount,
+      currency,
+      merchantId: state.merchantId ?? '',
+      paidAt: state.paidAt ?? new Date().toISOString(),
+      notificationId: input.notificationId,
+    },
   });
 }
 
@@ -124,7 +157,11 @@ async function leaveForReview(input: LatePaymentInput, order: OrderSnapshot, why
       from: ['EXPIRED', 'CANCELLED', 'FAILED', 'PAID', 'REFUNDED'],
       to: 'NEEDS_REVIEW',
       reason: 'LATE_PAYMENT_REFUND_FAILED',
-      event: { type: 'ORDER_NEEDS_REVIEW', message: `Late payment ${tradeNo} could not be refunded (${why}); an operator must decide`, data: { tradeNo } },
+      event: {
+        type: 'ORDER_NEEDS_REVIEW',
+        message: `Late payment ${tradeNo} could not be refunded (${why}); an operator must decide`,
+        data: { tradeNo },
+      },
     });
   });
   return { outcome: 'LEFT_FOR_REVIEW', detail: why };

@@ -5,13 +5,20 @@
  * bundle through the worker's `interceptors.workflowModules` / `bundleWorkflowCode({ workflowInterceptorModules })`
  * (see workflowInterceptorModules in src/workers/worker.ts). Deterministic: reads only the workflow's own input.
  */
-import { type Headers, type WorkflowInterceptorsFactory, defaultPayloadConverter, workflowInfo } from '@temporalio/workflow';
+import {
+  type Headers,
+  type WorkflowInterceptorsFactory,
+  defaultPayloadConverter,
+  workflowInfo,
+} from '@temporalio/workflow';
 import { ORDER_ID_HEADER, orderIdFromWorkflowId, orderIdOfWorkflow } from '../contracts/log-context';
 
 export const interceptors: WorkflowInterceptorsFactory = () => {
   let orderId: string | undefined;
   const withOrderHeader = (headers: Headers): Headers =>
-    orderId === undefined || headers[ORDER_ID_HEADER] ? headers : { ...headers, [ORDER_ID_HEADER]: defaultPayloadConverter.toPayload(orderId) };
+    orderId === undefined || headers[ORDER_ID_HEADER]
+      ? headers
+      : { ...headers, [ORDER_ID_HEADER]: defaultPayloadConverter.toPayload(orderId) };
   return {
     inbound: [
       {
@@ -25,7 +32,8 @@ export const interceptors: WorkflowInterceptorsFactory = () => {
     outbound: [
       {
         getLogAttributes(input, next) {
-          const id = orderId ?? orderIdFromWorkflowId(typeof input.workflowId === 'string' ? input.workflowId : undefined);
+          const id =
+            orderId ?? orderIdFromWorkflowId(typeof input.workflowId === 'string' ? input.workflowId : undefined);
           return next(id === undefined ? input : { ...input, orderId: id });
         },
         scheduleActivity(input, next) {

@@ -47,7 +47,15 @@ import {
   reviewDecisionUpdate,
   statusQuery,
 } from '../contracts/order-workflow';
-import { EscalatedAtKey, EscalatedKey, NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../contracts/search-attributes';
+import {
+  EscalatedAtKey,
+  EscalatedKey,
+  NeedsReviewKey,
+  OrderAmountKey,
+  OrderStageKey,
+  OrderStatusKey,
+  StuckKey,
+} from '../contracts/search-attributes';
 import { latePayment } from './late-payment';
 import { type ProviderPaymentState, describeMismatch, evidenceFromProvider } from './order/state';
 import { MUST, QUERY, SETUP, clock, errorMessage, failureDetails, failureType, run } from './shared/steps';
@@ -59,7 +67,13 @@ export const STUCK_AFTER_ATTEMPTS = 5;
 /** Stages in which a payment found by a support query can still be confirmed by the main loop. */
 const WAITING_STAGES: OrderStage[] = ['AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
 
-const CANCELLABLE_STAGES: OrderStage[] = ['CREATING_ORDER', 'RESERVING', 'CREATING_PAYMENT', 'AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
+const CANCELLABLE_STAGES: OrderStage[] = [
+  'CREATING_ORDER',
+  'RESERVING',
+  'CREATING_PAYMENT',
+  'AWAITING_PAYMENT',
+  'QUERYING_PROVIDER',
+];
 
 /**
  * One order's payment lifecycle; workflow id `order-<orderId>`.
@@ -74,7 +88,10 @@ export async function orderPayment(input: OrderPaymentInput): Promise<OrderPayme
   return CancellationScope.nonCancellable(() => orderLifecycle(input, cancelledThroughTemporal));
 }
 
-async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal: Promise<never>): Promise<OrderPaymentResult> {
+async function orderLifecycle(
+  input: OrderPaymentInput,
+  cancelledThroughTemporal: Promise<never>,
+): Promise<OrderPaymentResult> {
   const { orderId } = input;
   const timeline: TimelineEntry[] = [];
   let stage: OrderStage = 'CREATING_ORDER';
@@ -84,7 +101,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   let deadline: number | undefined;
   let nextCheckAt: number | undefined;
   let queryAttempts = 0;
-  let ready: { ok: true; value: PaymentReady } | { ok: false; type: string; message: string; details: Record<string, unknown> } | undefined;
+  let ready:
+    | { ok: true; value: PaymentReady }
+    | { ok: false; type: string; message: string; details: Record<string, unknown> }
+    | undefined;
   let evidence: PaymentEvidence | undefined;
   let cancelRequested: { reason?: string } | undefined;
   let finished = false;
@@ -95,9 +115,15 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   cancelledThroughTemporal.catch(() => {
     if (CANCELLABLE_STAGES.includes(stage) && !cancelRequested) {
       cancelRequested = { reason: 'cancelled through Temporal by an operator' };
-      note('CANCEL_REQUESTED', 'The workflow was cancelled through Temporal: closing the payment and releasing everything');
+      note(
+        'CANCEL_REQUESTED',
+        'The workflow was cancelled through Temporal: closing the payment and releasing everything',
+      );
     } else {
-      note('CANCEL_IGNORED', `The workflow was cancelled through Temporal in stage ${stage}; the order goes on to a safe end`);
+      note(
+        'CANCEL_IGNORED',
+        `The workflow was cancelled through Temporal in stage ${stage}; the order goes on to a safe end`,
+      );
     }
   });
   let refundNo: string | undefined;
@@ -133,20 +159,37 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   let benefits: OrderBenefit[] = [];
   const benefitsTried: OrderBenefit[] = [];
   const benefitCall = (b: OrderBenefit) => ({ orderId, userId: input.userId, ...b });
-  const describeBenefit = (b: OrderBenefit) => (b.participant === 'coupon' ? `coupon ${b.resource}` : `${b.quantity} points`);
+  const describeBenefit = (b: OrderBenefit) =>
+    b.participant === 'coupon' ? `coupon ${b.resource}` : `${b.quantity} points`;
 
   /**
    * Runs a step that must eventually succeed (TCC confirm, cancel and return; closing the provider payment; a refund;
    * a status change; the fulfilment outbox row). After STUCK_AFTER_ATTEMPTS failed attempts the
-   * order is marked Stuck (search attribute, metric, timeline) and the step keeps retrying with backoff until it succeeds.
+   * order is marked Stuck (search attribute, metric, timeline) and the step keeps retrying with backoff until it
+   * succeeds.
    */
-  async function mustRun<K extends keyof Activities>(name: K, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
+  async function mustRun<K extends keyof Activities>(
+    name: K,
+    summary: string,
+    ...args: Parameters<Activities[K]>
+  ): Promise<Awaited<ReturnType<Activities[K]>>> {
     try {
-      return await run(name, { ...MUST, retry: { ...MUST.retry, maximumAttempts: STUCK_AFTER_ATTEMPTS } }, summary, ...args);
+      return await run(
+        name,
+        { ...MUST, retry: { ...MUST.retry, maximumAttempts: STUCK_AFTER_ATTEMPTS } },
+        summary,
+        ...args,
+      );
     } catch (err) {
       if (!(err instanceof ActivityFailure) || err.retryState !== 'MAXIMUM_ATTEMPTS_REACHED') throw err;
       upsertSearchAttributes([{ key: StuckKey, value: true }]);
-      metricMeter.createCounter('order_tcc_stuck', 'steps', 'Must-succeed steps (TCC confirm/cancel/return, close, refund, status change) that kept failing').add(1, { activity: name });
+      metricMeter
+        .createCounter(
+          'order_tcc_stuck',
+          'steps',
+          'Must-succeed steps (TCC confirm/cancel/return, close, refund, status change) that kept failing',
+        )
+        .add(1, { activity: name });
       note('STUCK', `${summary} failed ${STUCK_AFTER_ATTEMPTS} times (${errorMessage(err)}); still retrying`);
       const result = await run(name, MUST, `${summary} (retrying while stuck)`, ...args);
       if (status !== 'NEEDS_REVIEW') upsertSearchAttributes([{ key: StuckKey, value: false }]);
@@ -164,10 +207,13 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   /** TCC Cancel of every participant whose Try may have run (an empty rollback where it did not). */
   async function cancelAll(why: string): Promise<void> {
     await mustRun('cancelStock', `release ${lines.length} SKU(s)${why}`, { orderId, lines: stockLines(lines) });
-    for (const b of benefitsTried) await mustRun('cancelBenefit', `release ${describeBenefit(b)}${why}`, benefitCall(b));
+    for (const b of benefitsTried)
+      await mustRun('cancelBenefit', `release ${describeBenefit(b)}${why}`, benefitCall(b));
   }
 
-  /** After a refund of a confirmed order: stock back to available, coupon back to AVAILABLE, points back to the balance. */
+  /**
+   * After a refund of a confirmed order: stock back to available, coupon back to AVAILABLE, points back to the balance.
+   */
   async function returnAll(why: string): Promise<void> {
     await mustRun('returnStock', `return ${lines.length} SKU(s) to stock${why}`, { orderId, lines: stockLines(lines) });
     for (const b of benefits) await mustRun('returnBenefit', `return ${describeBenefit(b)}${why}`, benefitCall(b));
@@ -206,7 +252,12 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   setHandler(paymentReadyUpdate, async () => {
     await condition(() => ready !== undefined);
     if (ready!.ok) return ready!.value;
-    throw ApplicationFailure.create({ type: ready!.type, message: ready!.message, details: [ready!.details], nonRetryable: true });
+    throw ApplicationFailure.create({
+      type: ready!.type,
+      message: ready!.message,
+      details: [ready!.details],
+      nonRetryable: true,
+    });
   });
 
   setHandler(paymentNotifiedSignal, (n) => {
@@ -218,7 +269,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     }
     if (n.provider !== undefined && n.provider !== input.provider) {
       // One provider's notification never speaks for a payment made with another (the API and inbox refuse it too).
-      note('NOTIFICATION_IGNORED', `Notification ${n.notificationId} comes from ${n.provider}; this order pays with ${input.provider}`);
+      note(
+        'NOTIFICATION_IGNORED',
+        `Notification ${n.notificationId} comes from ${n.provider}; this order pays with ${input.provider}`,
+      );
       return;
     }
     note('PAYMENT_NOTIFIED', `Provider notified payment ${n.tradeNo} (${n.amount} ${n.currency})`);
@@ -233,9 +287,12 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       reviewDecision = d;
       note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
       // Done when the order left review, or when this decision failed and the order waits for another. Accepted while
-      // the stage is NEEDS_REVIEW, the order is still being marked (its status not yet NEEDS_REVIEW): wait for that too,
+      // the stage is NEEDS_REVIEW, the order is still being marked (its status not yet NEEDS_REVIEW): wait for that
+      // too,
       // or the update would answer the status from before the review without the decision having been carried out.
-      await condition(() => (status !== 'NEEDS_REVIEW' && stage !== 'NEEDS_REVIEW') || finished || reviewDecision !== d);
+      await condition(
+        () => (status !== 'NEEDS_REVIEW' && stage !== 'NEEDS_REVIEW') || finished || reviewDecision !== d,
+      );
       const failure = reviewFailures.get(d);
       return failure ? { status, failure } : { status };
     },
@@ -244,7 +301,8 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         const problem = reviewDecisionProblem(d);
         if (problem) throw new Error(problem);
         // NEEDS_REVIEW: the order is marked in MySQL and the workflow is about to wait; the decision is kept.
-        if ((stage !== 'AWAITING_REVIEW' && stage !== 'NEEDS_REVIEW') || reviewDecision) throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
+        if ((stage !== 'AWAITING_REVIEW' && stage !== 'NEEDS_REVIEW') || reviewDecision)
+          throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
         // The buyer's refund was made before a later step failed: approving would hand a refunded order to fulfilment.
         if (d.decision === 'approve' && reviewAfterPaid && refundNo !== undefined) {
           throw new Error(`order ${orderId} was already refunded (${refundNo}); only a refund decision can settle it`);
@@ -262,7 +320,8 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     },
     {
       validator: (_r: { reason?: string }) => {
-        if (stage !== 'COOLING_OFF' || refundRequested) throw new Error(`order ${orderId} is not in its cooling-off window (stage ${stage}, status ${status})`);
+        if (stage !== 'COOLING_OFF' || refundRequested)
+          throw new Error(`order ${orderId} is not in its cooling-off window (stage ${stage}, status ${status})`);
       },
     },
   );
@@ -279,7 +338,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     let providerStatus = 'UNKNOWN';
     let providerState: Record<string, unknown> = {};
     try {
-      const state = await run('queryProviderPayment', QUERY, `query ${input.provider} for support`, { provider: input.provider, outTradeNo: orderId });
+      const state = await run('queryProviderPayment', QUERY, `query ${input.provider} for support`, {
+        provider: input.provider,
+        outTradeNo: orderId,
+      });
       providerStatus = state.status;
       providerState = { ...state };
       if (state.status === 'PAID' && !evidence && WAITING_STAGES.includes(stage)) {
@@ -349,7 +411,9 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     });
     lines = priced.lines;
     benefits = [
-      ...(priced.couponCode ? [{ participant: 'coupon' as const, resource: priced.couponCode, quantity: priced.discount ?? 0 }] : []),
+      ...(priced.couponCode
+        ? [{ participant: 'coupon' as const, resource: priced.couponCode, quantity: priced.discount ?? 0 }]
+        : []),
       ...(priced.points ? [{ participant: 'points' as const, resource: input.userId, quantity: priced.points }] : []),
     ];
     amount = priced.amount;
@@ -389,7 +453,11 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         status: 'AWAITING_PAYMENT',
         amount,
         currency,
-        payment: { provider: input.provider, paymentUrl: payment.paymentUrl, expiresAt: new Date(deadline).toISOString() },
+        payment: {
+          provider: input.provider,
+          paymentUrl: payment.paymentUrl,
+          expiresAt: new Date(deadline).toISOString(),
+        },
       },
     };
   } catch (err) {
@@ -431,7 +499,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       from: ['AWAITING_PAYMENT', 'EXPIRED', 'CANCELLED', 'PAID'],
       to: 'NEEDS_REVIEW',
       reason: type,
-      event: { type: 'ORDER_NEEDS_REVIEW', message: `Automatic handling stopped (${type}: ${errorMessage(err)}); an operator must decide` },
+      event: {
+        type: 'ORDER_NEEDS_REVIEW',
+        message: `Automatic handling stopped (${type}: ${errorMessage(err)}); an operator must decide`,
+      },
     });
     setStatus('NEEDS_REVIEW');
     return awaitReview(evidence, `${type}: ${errorMessage(err)}`);
@@ -455,7 +526,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       enter('QUERYING_PROVIDER', `asking ${input.provider} (query ${queryAttempts + 1})`);
       queryAttempts++;
       try {
-        const state = await run('queryProviderPayment', QUERY, `query ${input.provider} (attempt ${queryAttempts})`, { provider: input.provider, outTradeNo: orderId });
+        const state = await run('queryProviderPayment', QUERY, `query ${input.provider} (attempt ${queryAttempts})`, {
+          provider: input.provider,
+          outTradeNo: orderId,
+        });
         if ((state.status === 'PAID' || state.status === 'REFUNDED') && !evidence) {
           evidence = evidenceFromQuery(state, 'query');
           note('PAYMENT_FOUND_BY_QUERY', `No callback yet, but ${input.provider} reports the payment as paid`);
@@ -471,13 +545,25 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     if (!evidence) {
       // Step 6: close at the provider first, so that nobody can pay an order we release.
       const target: OrderStatus = cancelRequested ? 'CANCELLED' : 'EXPIRED';
-      enter('CLOSING', cancelRequested ? 'buyer cancelled; closing the payment' : 'deadline reached; closing the payment');
-      note(cancelRequested ? 'CANCEL_REQUESTED' : 'DEADLINE_REACHED', cancelRequested ? 'Buyer asked to cancel' : 'Payment deadline reached');
-      const closed = await mustRun('closeProviderPayment', `close ${input.provider} payment`, { orderId, provider: input.provider });
+      enter(
+        'CLOSING',
+        cancelRequested ? 'buyer cancelled; closing the payment' : 'deadline reached; closing the payment',
+      );
+      note(
+        cancelRequested ? 'CANCEL_REQUESTED' : 'DEADLINE_REACHED',
+        cancelRequested ? 'Buyer asked to cancel' : 'Payment deadline reached',
+      );
+      const closed = await mustRun('closeProviderPayment', `close ${input.provider} payment`, {
+        orderId,
+        provider: input.provider,
+      });
       if (closed.result === 'ALREADY_PAID') {
         note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
         if (!evidence) {
-          const state = await run('queryProviderPayment', MUST, `query ${input.provider} after close`, { provider: input.provider, outTradeNo: orderId });
+          const state = await run('queryProviderPayment', MUST, `query ${input.provider} after close`, {
+            provider: input.provider,
+            outTradeNo: orderId,
+          });
           evidence = evidenceFromQuery(state, 'close');
         }
       } else {
@@ -489,23 +575,39 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
             from: ['AWAITING_PAYMENT'],
             to: target,
             reason: cancelRequested ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT',
-            event: { type: `ORDER_${target}`, message: cancelRequested ? `Cancelled by the buyer${cancelRequested.reason ? `: ${cancelRequested.reason}` : ''}` : 'Not paid before the deadline; stock released' },
+            event: {
+              type: `ORDER_${target}`,
+              message: cancelRequested
+                ? `Cancelled by the buyer${cancelRequested.reason ? `: ${cancelRequested.reason}` : ''}`
+                : 'Not paid before the deadline; stock released',
+            },
           });
         });
         setStatus(target);
         decided = true;
-        note(`ORDER_${target}`, target === 'EXPIRED' ? 'Not paid in time; stock released' : 'Cancelled; stock released');
+        note(
+          `ORDER_${target}`,
+          target === 'EXPIRED' ? 'Not paid in time; stock released' : 'Cancelled; stock released',
+        );
         // Step 7: some providers still take money after a close (Alipay's QR closed before it was scanned stays
         // payable). Watch until the provider-side expiry, then ask once more; money that arrived is refunded.
         if (!evidence && providerExpiresAt !== undefined) {
           // Even when releasing took us past the expiry (a slow database, a restart), ask once: the soak found
           // money paid between our close and the expiry whose notification was lost.
           if (Date.now() < providerExpiresAt) {
-            enter('WATCHING_LATE_PAYMENT', `closed; watching for a late payment until ${new Date(providerExpiresAt).toISOString()}`);
-            await condition(() => evidence !== undefined, providerExpiresAt - Date.now() + 1000, { summary: `watch for a late payment until the provider-side expiry, ${clock(providerExpiresAt)}` });
+            enter(
+              'WATCHING_LATE_PAYMENT',
+              `closed; watching for a late payment until ${new Date(providerExpiresAt).toISOString()}`,
+            );
+            await condition(() => evidence !== undefined, providerExpiresAt - Date.now() + 1000, {
+              summary: `watch for a late payment until the provider-side expiry, ${clock(providerExpiresAt)}`,
+            });
           }
           if (!evidence) {
-            const state = await run('queryProviderPayment', MUST, `final query ${input.provider} after expiry`, { provider: input.provider, outTradeNo: orderId });
+            const state = await run('queryProviderPayment', MUST, `final query ${input.provider} after expiry`, {
+              provider: input.provider,
+              outTradeNo: orderId,
+            });
             if (state.status === 'PAID') evidence = evidenceFromQuery(state, 'query');
           }
         }
@@ -540,7 +642,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         from: ['AWAITING_PAYMENT'],
         to: 'NEEDS_REVIEW',
         reason: 'PAYMENT_MISMATCH',
-        event: { type: 'ORDER_NEEDS_REVIEW', message: `Payment does not match the order (${mismatch}); kept for manual review, stock stays reserved` },
+        event: {
+          type: 'ORDER_NEEDS_REVIEW',
+          message: `Payment does not match the order (${mismatch}); kept for manual review, stock stays reserved`,
+        },
         payment: paid,
       });
       setStatus('NEEDS_REVIEW');
@@ -555,7 +660,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         from: ['AWAITING_PAYMENT'],
         to: 'PAID',
         reason: `PAID_VIA_${paid.source.toUpperCase()}`,
-        event: { type: 'ORDER_PAID', message: `Paid (${paid.amount} ${paid.currency}, trade ${paid.tradeNo}, learned from ${paid.source})` },
+        event: {
+          type: 'ORDER_PAID',
+          message: `Paid (${paid.amount} ${paid.currency}, trade ${paid.tradeNo}, learned from ${paid.source})`,
+        },
         payment: paid,
       });
     });
@@ -572,7 +680,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     enter('QUERYING_PROVIDER', `a notification does not match the order (${mismatch}); asking ${input.provider} first`);
     let answer: string;
     try {
-      const state = await run('queryProviderPayment', QUERY, `confirm mismatched notification with ${input.provider}`, { provider: input.provider, outTradeNo: orderId });
+      const state = await run('queryProviderPayment', QUERY, `confirm mismatched notification with ${input.provider}`, {
+        provider: input.provider,
+        outTradeNo: orderId,
+      });
       if (state.status === 'PAID' || state.status === 'REFUNDED') return evidenceFromQuery(state, 'query');
       answer = `${input.provider} reports ${state.status}`;
     } catch (err) {
@@ -580,7 +691,11 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     }
     const message = `A notification claimed payment ${claimed.tradeNo} (${mismatch}) but ${answer}: ignored; the order keeps its deadline`;
     note('NOTIFICATION_NOT_CONFIRMED', message);
-    await mustRun('recordOrderEvent', 'record the unconfirmed notification', { orderId, type: 'NOTIFICATION_NOT_CONFIRMED', message });
+    await mustRun('recordOrderEvent', 'record the unconfirmed notification', {
+      orderId,
+      type: 'NOTIFICATION_NOT_CONFIRMED',
+      message,
+    });
     return undefined;
   }
 
@@ -589,23 +704,33 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     decided = true;
     // Added behind the patch `order-payment-receipt` (src/workflows/patches.ts): executions started before the change
     // replay without this step; every new execution queues the buyer's receipt as soon as the order is PAID.
-    if (paymentReceiptStep()) await run('recordPaymentReceipt', MUST, "queue the buyer's payment receipt (outbox)", orderId);
+    if (paymentReceiptStep())
+      await run('recordPaymentReceipt', MUST, "queue the buyer's payment receipt (outbox)", orderId);
     const window = input.coolingOffMs ?? 0;
     if (window > 0) {
       coolingOffUntil = Date.now() + window;
       enter('COOLING_OFF', `refundable without review until ${new Date(coolingOffUntil).toISOString()}`);
-      await condition(() => refundRequested !== undefined, window, { summary: `cooling-off window until ${clock(coolingOffUntil)}` });
+      await condition(() => refundRequested !== undefined, window, {
+        summary: `cooling-off window until ${clock(coolingOffUntil)}`,
+      });
       if (refundRequested) {
         enter('REFUNDING', 'buyer refunded inside the cooling-off window');
         await CancellationScope.nonCancellable(async () => {
-          await refundInFull(paid, 'cooling-off', `cooling-off refund${refundRequested?.reason ? `: ${refundRequested.reason}` : ''}`);
+          await refundInFull(
+            paid,
+            'cooling-off',
+            `cooling-off refund${refundRequested?.reason ? `: ${refundRequested.reason}` : ''}`,
+          );
           await returnAll('');
           await mustRun('transitionOrder', 'mark order REFUNDED', {
             orderId,
             from: ['PAID'],
             to: 'REFUNDED',
             reason: 'COOLING_OFF_REFUND',
-            event: { type: 'ORDER_REFUNDED', message: 'Refunded in full inside the cooling-off window; stock returned' },
+            event: {
+              type: 'ORDER_REFUNDED',
+              message: 'Refunded in full inside the cooling-off window; stock returned',
+            },
           });
         });
         setStatus('REFUNDED');
@@ -648,8 +773,15 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     decided = true;
     enter('AWAITING_REVIEW', `waiting for an operator: ${why}`);
     while (!reviewDecision) {
-      const got = await condition(() => reviewDecision !== undefined, input.reviewReminderMs ?? 3_600_000, { summary: 'wait for a review decision' });
-      if (!got) await run('recordOrderEvent', MUST, 'review reminder', { orderId, type: 'REVIEW_REMINDER', message: `Still waiting for a review decision: ${why}` });
+      const got = await condition(() => reviewDecision !== undefined, input.reviewReminderMs ?? 3_600_000, {
+        summary: 'wait for a review decision',
+      });
+      if (!got)
+        await run('recordOrderEvent', MUST, 'review reminder', {
+          orderId,
+          type: 'REVIEW_REMINDER',
+          message: `Still waiting for a review decision: ${why}`,
+        });
     }
     const d = reviewDecision;
     upsertSearchAttributes([{ key: NeedsReviewKey, value: false }]);
@@ -662,7 +794,11 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
           from: ['NEEDS_REVIEW'],
           to: 'PAID',
           reason: 'REVIEW_APPROVED',
-          event: { type: 'ORDER_PAID', message: `Approved by ${d.operator}: ${d.reason}`, data: { operator: d.operator, decision: d.decision } },
+          event: {
+            type: 'ORDER_PAID',
+            message: `Approved by ${d.operator}: ${d.reason}`,
+            data: { operator: d.operator, decision: d.decision },
+          },
           payment: paid,
         });
       });
@@ -672,7 +808,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
       // fulfilment. Before, it went through the cooling-off step again, where the refund still asked for was tried
       // at once; refused again, the workflow waited for a review while MySQL said PAID and every decision was refused.
       if (paid && reviewAfterPaid && approveAfterPaidStep()) {
-        note('REVIEW_APPROVED', `${d.operator} kept the paid order; the buyer's refund request is closed by this decision`);
+        note(
+          'REVIEW_APPROVED',
+          `${d.operator} kept the paid order; the buyer's refund request is closed by this decision`,
+        );
         await mustRun('markFulfilmentReady', 'hand off to fulfilment (outbox, review approved)', orderId);
         return finish({ orderId, status: 'PAID', reason: 'REVIEW_APPROVED' });
       }
@@ -689,7 +828,11 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
         from: ['NEEDS_REVIEW'],
         to: 'REFUNDED',
         reason: 'REVIEW_REFUNDED',
-        event: { type: 'ORDER_REFUNDED', message: `Refunded by ${d.operator}: ${d.reason}`, data: { operator: d.operator, decision: d.decision } },
+        event: {
+          type: 'ORDER_REFUNDED',
+          message: `Refunded by ${d.operator}: ${d.reason}`,
+          data: { operator: d.operator, decision: d.decision },
+        },
       });
     });
     setStatus('REFUNDED');
@@ -734,7 +877,8 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
   async function finish(result: OrderPaymentResult): Promise<OrderPaymentResult> {
     finished = true;
     enter('DONE', `order is ${result.status}`);
-    if (!ready) ready = { ok: false, type: FailureType.ORDER_CLOSED, message: `order is ${result.status}`, details: {} };
+    if (!ready)
+      ready = { ok: false, type: FailureType.ORDER_CLOSED, message: `order is ${result.status}`, details: {} };
     // Let update handlers (early return, cancel) reply before the workflow completes.
     await condition(allHandlersFinished);
     // A trade that arrives during the hand-off is handed off too: the loop ends only when none is left.
@@ -758,7 +902,10 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
     if (kept === 'unknown') {
       // The provider did not name the trade that paid: a reported trade may be that very one, so none is refunded.
       for (const [tradeNo] of others) handedOff.add(tradeNo);
-      note('OTHER_TRADE_NOT_HANDED_OFF', `Trade(s) ${others.map(([t]) => t).join(', ')} reported, but the paying trade is unknown; left for reconciliation`);
+      note(
+        'OTHER_TRADE_NOT_HANDED_OFF',
+        `Trade(s) ${others.map(([t]) => t).join(', ')} reported, but the paying trade is unknown; left for reconciliation`,
+      );
       return false;
     }
     if (!handOffOtherTradesStep()) return false;
@@ -773,10 +920,16 @@ async function orderLifecycle(input: OrderPaymentInput, cancelledThroughTemporal
           workflowIdReusePolicy: 'REJECT_DUPLICATE',
           staticSummary: `Trade ${tradeNo} reported while order ${orderId} was open (now ${status})`,
         });
-        note('OTHER_TRADE_HANDED_OFF', `Trade ${tradeNo} is not the one this order kept; ${workflowId} verifies and refunds it`);
+        note(
+          'OTHER_TRADE_HANDED_OFF',
+          `Trade ${tradeNo} is not the one this order kept; ${workflowId} verifies and refunds it`,
+        );
       } catch (err) {
         if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-        note('OTHER_TRADE_HANDED_OFF', `Trade ${tradeNo} is not the one this order kept; ${workflowId} already handles it`);
+        note(
+          'OTHER_TRADE_HANDED_OFF',
+          `Trade ${tradeNo} is not the one this order kept; ${workflowId} already handles it`,
+        );
       }
     }
     return true;

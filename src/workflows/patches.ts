@@ -15,9 +15,13 @@ import { patched } from '@temporalio/workflow';
 
 /** Patch ids, one per change, with what the change is. */
 export const PATCH_IDS = {
-  /** orderPayment: when the order becomes PAID, queue the buyer's payment receipt in the outbox (recordPaymentReceipt). */
+  /**
+   * orderPayment: when the order becomes PAID, queue the buyer's payment receipt in the outbox (recordPaymentReceipt).
+   */
   paymentReceipt: 'order-payment-receipt',
-  /** orderPayment: a callback that does not match the order is confirmed with the provider before it moves the order. */
+  /**
+   * orderPayment: a callback that does not match the order is confirmed with the provider before it moves the order.
+   */
   confirmMismatch: 'order-payment-confirm-mismatch',
   /**
    * orderPayment: approving a review that opened after the order was PAID (e.g. a cooling-off refund the provider
@@ -46,7 +50,9 @@ export function confirmMismatchStep(): boolean {
   return patched(PATCH_IDS.confirmMismatch);
 }
 
-/** Whether approving a review of an order that was already PAID goes straight to fulfilment (no second refund attempt). */
+/**
+ * Whether approving a review of an order that was already PAID goes straight to fulfilment (no second refund attempt).
+ */
 export function approveAfterPaidStep(): boolean {
   return patched(PATCH_IDS.approveAfterPaid);
 }

@@ -18,7 +18,12 @@ import {
 import type { Activities } from '../activities';
 import { FailureType, RECONCILIATION_NON_RETRYABLE } from '../contracts/failures';
 import { billDateOf } from '../contracts/bill-days';
-import type { ReconciliationInput, ReconciliationResult, ReconciliationStatus, ScheduledReconciliationInput } from '../contracts/reconciliation';
+import type {
+  ReconciliationInput,
+  ReconciliationResult,
+  ReconciliationStatus,
+  ScheduledReconciliationInput,
+} from '../contracts/reconciliation';
 
 /** Business failures of the bill steps: retrying cannot help, the run fails with the reason. */
 const NON_RETRYABLE = RECONCILIATION_NON_RETRYABLE;
@@ -26,7 +31,13 @@ const NON_RETRYABLE = RECONCILIATION_NON_RETRYABLE;
 /** Short database steps. */
 const SHORT: ActivityOptions = {
   startToCloseTimeout: '30s',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: {
+    initialInterval: '1s',
+    backoffCoefficient: 2,
+    maximumInterval: '30s',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: NON_RETRYABLE,
+  },
 };
 
 /**
@@ -38,15 +49,28 @@ function longOptions(heartbeatTimeoutMs: number): ActivityOptions {
   return {
     startToCloseTimeout: '4h',
     heartbeatTimeout: heartbeatTimeoutMs,
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '2m', maximumAttempts: 40, nonRetryableErrorTypes: NON_RETRYABLE },
+    retry: {
+      initialInterval: '1s',
+      backoffCoefficient: 2,
+      maximumInterval: '2m',
+      maximumAttempts: 40,
+      nonRetryableErrorTypes: NON_RETRYABLE,
+    },
   };
 }
 
 type Acts = Activities;
 
 /** Calls an activity with options and a summary that the Web UI shows on its event. */
-function call<K extends keyof Acts>(options: ActivityOptions, name: K, summary: string, ...args: Parameters<Acts[K]>): Promise<Awaited<ReturnType<Acts[K]>>> {
-  const fn = proxyActivities<Acts>(options)[name] as unknown as { executeWithOptions(o: ActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Acts[K]>>> };
+function call<K extends keyof Acts>(
+  options: ActivityOptions,
+  name: K,
+  summary: string,
+  ...args: Parameters<Acts[K]>
+): Promise<Awaited<ReturnType<Acts[K]>>> {
+  const fn = proxyActivities<Acts>(options)[name] as unknown as {
+    executeWithOptions(o: ActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Acts[K]>>>;
+  };
   return fn.executeWithOptions({ ...options, summary }, args);
 }
 
@@ -61,16 +85,30 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
   const long = longOptions(input.heartbeatTimeoutMs ?? 30_000);
   try {
     setCurrentDetails(`**BILL**: downloading and comparing the ${provider} bill of ${date}`);
-    await call(SHORT, 'beginReconciliationRun', `open run ${runId}`, { runId, workflowId: workflowInfo().workflowId, workflowRunId: workflowInfo().runId });
-    const compared = await call(long, 'compareBill', `compare the ${provider} bill of ${date}`, { runId, batchSize: input.batchSize });
+    await call(SHORT, 'beginReconciliationRun', `open run ${runId}`, {
+      runId,
+      workflowId: workflowInfo().workflowId,
+      workflowRunId: workflowInfo().runId,
+    });
+    const compared = await call(long, 'compareBill', `compare the ${provider} bill of ${date}`, {
+      runId,
+      batchSize: input.batchSize,
+    });
 
     setCurrentDetails(`**LOCAL**: ${compared.billRows} bill rows compared; looking for local records the bill lacks`);
-    const local = await call(long, 'findLocalOnlyRecords', 'find local payments and refunds missing from the bill', { runId });
+    const local = await call(long, 'findLocalOnlyRecords', 'find local payments and refunds missing from the bill', {
+      runId,
+    });
 
-    setCurrentDetails(`**REPAIR**: ${compared.counts.PAID_NOT_RECORDED} payment(s) paid at ${provider} but not recorded`);
+    setCurrentDetails(
+      `**REPAIR**: ${compared.counts.PAID_NOT_RECORDED} payment(s) paid at ${provider} but not recorded`,
+    );
     await call(long, 'repairLostPayments', `repair ${compared.counts.PAID_NOT_RECORDED} lost payment(s)`, { runId });
 
-    const result = await call(SHORT, 'finishReconciliationRun', 'store the report', { runId, counted: compared.counts });
+    const result = await call(SHORT, 'finishReconciliationRun', 'store the report', {
+      runId,
+      counted: compared.counts,
+    });
     setCurrentDetails(
       `**DONE**: ${result.billRows} bill rows, ${result.totals.MATCHED} matched, ${result.differences} difference(s) ` +
         `(${local.payments} local payment(s) and ${local.refunds} refund(s) missing from the bill), ${result.repaired} repaired`,
@@ -80,15 +118,28 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
     if (isCancellation(err)) throw err;
     const message = errorMessage(err);
     setCurrentDetails(`**FAILED**: ${message}`);
-    await CancellationScope.nonCancellable(() => call(SHORT, 'failReconciliationRun', 'mark the run FAILED', { runId, error: message }));
-    throw ApplicationFailure.create({ type: FailureType.RECONCILIATION_FAILED, message: `reconciliation ${runId} failed: ${message}`, nonRetryable: true });
+    await CancellationScope.nonCancellable(() =>
+      call(SHORT, 'failReconciliationRun', 'mark the run FAILED', { runId, error: message }),
+    );
+    throw ApplicationFailure.create({
+      type: FailureType.RECONCILIATION_FAILED,
+      message: `reconciliation ${runId} failed: ${message}`,
+      nonRetryable: true,
+    });
   }
 }
 
 /** Started by the daily Schedule: opens (idempotently) the run of the bill day `daysBack` days ago and starts it. */
-export async function scheduledReconciliation(input: ScheduledReconciliationInput): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; date: string }> {
+export async function scheduledReconciliation(
+  input: ScheduledReconciliationInput,
+): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; date: string }> {
   const date = billDateOf(Date.now() - (input.daysBack ?? 1) * 86_400_000, input.provider);
   setCurrentDetails(`starting the ${input.provider} reconciliation of ${date}`);
-  const started = await call(SHORT, 'startScheduledReconciliation', `start the ${input.provider} reconciliation of ${date}`, { provider: input.provider, date });
+  const started = await call(
+    SHORT,
+    'startScheduledReconciliation',
+    `start the ${input.provider} reconciliation of ${date}`,
+    { provider: input.provider, date },
+  );
   return { ...started, date };
 }

@@ -24,7 +24,10 @@ export function testChromiumPath(): string {
  * The environment of a test system (in-process or child processes): the test database and dev server, its own
  * ports and task queue, test-friendly timings; `overrides` win.
  */
-export function systemEnv(own: { apiPort: number; sandboxPort: number; taskQueue: string }, overrides: Record<string, string> = {}): Record<string, string> {
+export function systemEnv(
+  own: { apiPort: number; sandboxPort: number; taskQueue: string },
+  overrides: Record<string, string> = {},
+): Record<string, string> {
   return {
     DATABASE_URL: TEST_ENV.databaseUrl,
     TEMPORAL_ADDRESS: TEST_ENV.temporalAddress,
@@ -42,7 +45,8 @@ export function systemEnv(own: { apiPort: number; sandboxPort: number; taskQueue
     INBOX_RETRY_INTERVAL: '500ms',
     COOLING_OFF_PERIOD: '0s',
     LOG_LEVEL: 'warn',
-    // Test systems must not leave daily Schedules behind on the shared dev server (reconciliation tests create their own).
+    // Test systems must not leave daily Schedules behind on the shared dev server (reconciliation tests create their
+    // own).
     RECONCILIATION_SCHEDULE: 'off',
     ...overrides,
   };

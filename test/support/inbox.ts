@@ -3,8 +3,14 @@ import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { RoutableNotification } from '../../src/temporal/route-notification';
 
-/** Inserts a RECEIVED inbox row for `orderId` (fields of the notification overridable) and returns its id and payload. */
-export async function insertInboxRow(db: Knex, orderId: string, overrides: Partial<RoutableNotification> = {}): Promise<{ id: number; payload: RoutableNotification }> {
+/**
+ * Inserts a RECEIVED inbox row for `orderId` (fields of the notification overridable) and returns its id and payload.
+ */
+export async function insertInboxRow(
+  db: Knex,
+  orderId: string,
+  overrides: Partial<RoutableNotification> = {},
+): Promise<{ id: number; payload: RoutableNotification }> {
   const notificationId = `n-${randomBytes(6).toString('hex')}`;
   const payload: RoutableNotification = {
     provider: 'sandbox',

@@ -34,14 +34,23 @@ export interface FakeServer {
 }
 
 export async function startFakeServer(
-  handler: (req: SeenRequest) => { status: number; headers?: Record<string, string>; body?: string | Buffer } | Promise<{ status: number; headers?: Record<string, string>; body?: string | Buffer }>,
+  handler: (
+    req: SeenRequest,
+  ) =>
+    | { status: number; headers?: Record<string, string>; body?: string | Buffer }
+    | Promise<{ status: number; headers?: Record<string, string>; body?: string | Buffer }>,
 ): Promise<FakeServer> {
   const requests: SeenRequest[] = [];
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const seen = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body: Buffer.concat(chunks) };
+      const seen = {
+        method: req.method ?? 'GET',
+        url: req.url ?? '/',
+        headers: req.headers,
+        body: Buffer.concat(chunks),
+      };
       requests.push(seen);
       Promise.resolve(handler(seen)).then(
         (answer) => {

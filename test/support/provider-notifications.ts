@@ -59,7 +59,11 @@ export interface ProviderSecrets {
 }
 
 /** Fresh keys for Alipay, WeChat Pay and Stripe, the env that configures them, and a stranger's RSA key. */
-export function createProviderKeys(): { secrets: Omit<ProviderSecrets, 'sandbox'>; stranger: KeyObject; env: (apiBase: string) => Record<string, string> } {
+export function createProviderKeys(): {
+  secrets: Omit<ProviderSecrets, 'sandbox'>;
+  stranger: KeyObject;
+  env: (apiBase: string) => Record<string, string>;
+} {
   const alipayApp = rsaPair(); // ours: signs requests to the gateway
   const alipay = rsaPair(); // Alipay's: signs notifications
   const wechatMerchant = rsaPair(); // ours: signs API requests
@@ -74,7 +78,10 @@ export function createProviderKeys(): { secrets: Omit<ProviderSecrets, 'sandbox'
       platformPrivateKey: wechatPlatform.privateKey,
       platformSerial: 'PUB_KEY_ID_0114232134912410000000',
     },
-    stripe: { webhookSecret: `whsec_${randomBytes(18).toString('base64url').replace(/[-_]/g, 'x')}`, accountId: 'acct_payflowFuzz01' },
+    stripe: {
+      webhookSecret: `whsec_${randomBytes(18).toString('base64url').replace(/[-_]/g, 'x')}`,
+      accountId: 'acct_payflowFuzz01',
+    },
   };
   const env = (apiBase: string): Record<string, string> => ({
     ALIPAY_APP_ID: secrets.alipay.appId,
@@ -99,9 +106,16 @@ export function createProviderKeys(): { secrets: Omit<ProviderSecrets, 'sandbox'
 }
 
 /** WeChat Pay's response/notification signature headers over `timestamp\nnonce\nbody\n`. */
-export function wechatHeaders(body: string | Buffer, o: { at: number; key: KeyObject; serial: string; nonce?: string }): Record<string, string> {
+export function wechatHeaders(
+  body: string | Buffer,
+  o: { at: number; key: KeyObject; serial: string; nonce?: string },
+): Record<string, string> {
   const nonce = o.nonce ?? randomBytes(16).toString('hex');
-  const signature = createSign('RSA-SHA256').update(`${o.at}\n${nonce}\n`).update(body).update('\n').sign(o.key, 'base64');
+  const signature = createSign('RSA-SHA256')
+    .update(`${o.at}\n${nonce}\n`)
+    .update(body)
+    .update('\n')
+    .sign(o.key, 'base64');
   return {
     'wechatpay-timestamp': String(o.at),
     'wechatpay-nonce': nonce,
@@ -115,14 +129,23 @@ export function wechatHeaders(body: string | Buffer, o: { at: number; key: KeyOb
  * The fake provider API: WeChat's Native prepay (a signed `code_url`) and Stripe's PaymentIntent create; every other
  * call is answered 503 and counted in `unexpected`.
  */
-export async function startFakeProviderApi(secrets: Pick<ProviderSecrets, 'wechat'>): Promise<FakeServer & { unexpected: string[] }> {
+export async function startFakeProviderApi(
+  secrets: Pick<ProviderSecrets, 'wechat'>,
+): Promise<FakeServer & { unexpected: string[] }> {
   const unexpected: string[] = [];
   const fake = await startFakeServer((req): { status: number; headers: Record<string, string>; body: string } => {
     const path = new URL(req.url, 'http://fake').pathname;
     if (req.method === 'POST' && path === '/v3/pay/transactions/native') {
       const body = JSON.stringify({ code_url: `weixin://wxpay/bizpayurl?pr=${randomBytes(6).toString('hex')}` });
       const at = Math.floor(Date.now() / 1000);
-      return { status: 200, headers: { 'content-type': 'application/json', ...wechatHeaders(body, { at, key: secrets.wechat.platformPrivateKey, serial: secrets.wechat.platformSerial }) }, body };
+      return {
+        status: 200,
+        headers: {
+          'content-type': 'application/json',
+          ...wechatHeaders(body, { at, key: secrets.wechat.platformPrivateKey, serial: secrets.wechat.platformSerial }),
+        },
+        body,
+      };
     }
     if (req.method === 'POST' && path === '/v1/payment_intents') {
       const form = new URLSearchParams(req.body.toString('utf8'));
@@ -139,10 +162,18 @@ export async function startFakeProviderApi(secrets: Pick<ProviderSecrets, 'wecha
         livemode: false,
         metadata: { out_trade_no: form.get('metadata[out_trade_no]'), expires_at: form.get('metadata[expires_at]') },
       };
-      return { status: 200, headers: { 'content-type': 'application/json', 'request-id': `req_${randomBytes(6).toString('hex')}` }, body: JSON.stringify(intent) };
+      return {
+        status: 200,
+        headers: { 'content-type': 'application/json', 'request-id': `req_${randomBytes(6).toString('hex')}` },
+        body: JSON.stringify(intent),
+      };
     }
     unexpected.push(`${req.method} ${path}`);
-    return { status: 503, headers: { 'content-type': 'application/json' }, body: '{"error":"the fuzz suite\'s fake provider API only creates payments"}' };
+    return {
+      status: 503,
+      headers: { 'content-type': 'application/json' },
+      body: '{"error":"the fuzz suite\'s fake provider API only creates payments"}',
+    };
   });
   return Object.assign(fake, { unexpected });
 }
@@ -161,7 +192,12 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 // ---- Sandbox ----
 
-export function sandboxBody(s: ProviderSecrets['sandbox'], order: NotifiedOrder, ids: NotificationIds, o: { merchantId?: string; amount?: number } = {}): string {
+export function sandboxBody(
+  s: ProviderSecrets['sandbox'],
+  order: NotifiedOrder,
+  ids: NotificationIds,
+  o: { merchantId?: string; amount?: number } = {},
+): string {
   return JSON.stringify({
     id: `n-${ids.id}`,
     type: 'payment.succeeded',
@@ -177,13 +213,21 @@ export function sandboxBody(s: ProviderSecrets['sandbox'], order: NotifiedOrder,
 }
 
 export function sandboxHeaders(body: string | Buffer, o: { secret: string; at?: number }): Record<string, string> {
-  return { 'content-type': 'application/json', 'sandbox-signature': signSandboxPayload(o.secret, body, o.at ?? nowSeconds()) };
+  return {
+    'content-type': 'application/json',
+    'sandbox-signature': signSandboxPayload(o.secret, body, o.at ?? nowSeconds()),
+  };
 }
 
 // ---- Alipay ----
 
 /** A TRADE_SUCCESS asynchronous notification's fields (Alipay's documented trade_status_sync fields). */
-export function alipayFields(s: ProviderSecrets['alipay'], order: NotifiedOrder, ids: NotificationIds, o: { appId?: string; sellerId?: string; amount?: number } = {}): Record<string, string> {
+export function alipayFields(
+  s: ProviderSecrets['alipay'],
+  order: NotifiedOrder,
+  ids: NotificationIds,
+  o: { appId?: string; sellerId?: string; amount?: number } = {},
+): Record<string, string> {
   const now = new Date();
   const yuan = toMajorString(o.amount ?? order.amount, 'CNY');
   return {
@@ -213,7 +257,10 @@ export function alipayFields(s: ProviderSecrets['alipay'], order: NotifiedOrder,
   };
 }
 
-/** RSA2 over every field but `sign` and `sign_type`, sorted, `k=v&...` (with `withSignType`, the mistake the spec excludes). */
+/**
+ * RSA2 over every field but `sign` and `sign_type`, sorted, `k=v&...` (with `withSignType`, the mistake the spec
+ * excludes).
+ */
 export function alipaySign(fields: Record<string, string>, key: KeyObject, o: { withSignType?: boolean } = {}): string {
   const content = Object.keys(fields)
     .filter((k) => k !== 'sign' && (o.withSignType || k !== 'sign_type'))
@@ -224,8 +271,16 @@ export function alipaySign(fields: Record<string, string>, key: KeyObject, o: { 
 }
 
 /** The form body Alipay POSTs; `sign` undefined or `signType` null = left out. */
-export function alipayForm(fields: Record<string, string>, sign: string | undefined, signType: string | null = 'RSA2'): string {
-  return new URLSearchParams({ ...fields, ...(signType === null ? {} : { sign_type: signType }), ...(sign === undefined ? {} : { sign }) }).toString();
+export function alipayForm(
+  fields: Record<string, string>,
+  sign: string | undefined,
+  signType: string | null = 'RSA2',
+): string {
+  return new URLSearchParams({
+    ...fields,
+    ...(signType === null ? {} : { sign_type: signType }),
+    ...(sign === undefined ? {} : { sign }),
+  }).toString();
 }
 
 export const ALIPAY_CONTENT_TYPE = 'application/x-www-form-urlencoded; charset=utf-8';
@@ -238,7 +293,13 @@ export function wechatEncrypt(plain: unknown, apiV3Key: string, associatedData =
   const cipher = createCipheriv('aes-256-gcm', Buffer.from(apiV3Key, 'utf8'), Buffer.from(nonce, 'utf8'));
   cipher.setAAD(Buffer.from(associatedData, 'utf8'));
   const data = Buffer.concat([cipher.update(JSON.stringify(plain), 'utf8'), cipher.final(), cipher.getAuthTag()]);
-  return { original_type: associatedData, algorithm: 'AEAD_AES_256_GCM', ciphertext: data.toString('base64'), associated_data: associatedData, nonce };
+  return {
+    original_type: associatedData,
+    algorithm: 'AEAD_AES_256_GCM',
+    ciphertext: data.toString('base64'),
+    associated_data: associatedData,
+    nonce,
+  };
 }
 
 /** A TRANSACTION.SUCCESS notification body (envelope around the encrypted transaction). */
@@ -276,7 +337,11 @@ export function wechatBody(
 // ---- Stripe ----
 
 /** A payment_intent.succeeded event for the order (metadata.out_trade_no names it). */
-export function stripeEvent(order: NotifiedOrder, ids: NotificationIds, o: { livemode?: boolean; account?: string; amount?: number } = {}): string {
+export function stripeEvent(
+  order: NotifiedOrder,
+  ids: NotificationIds,
+  o: { livemode?: boolean; account?: string; amount?: number } = {},
+): string {
   const created = nowSeconds();
   const amount = o.amount ?? order.amount;
   return JSON.stringify({
@@ -314,24 +379,59 @@ export function stripeSignature(body: string | Buffer, o: { secret: string; at?:
 
 // ---- Any provider ----
 
-/** A correctly signed "payment succeeded" notification from `provider` for `order`, signed at `at` (unix seconds; default now). */
-export function genuineDelivery(s: ProviderSecrets, provider: ProviderName, order: NotifiedOrder, ids: NotificationIds, o: { at?: number; amount?: number } = {}): Delivery {
+/**
+ * A correctly signed "payment succeeded" notification from `provider` for `order`, signed at `at` (unix seconds;
+ * default now).
+ */
+export function genuineDelivery(
+  s: ProviderSecrets,
+  provider: ProviderName,
+  order: NotifiedOrder,
+  ids: NotificationIds,
+  o: { at?: number; amount?: number } = {},
+): Delivery {
   switch (provider) {
     case 'sandbox': {
       const body = sandboxBody(s.sandbox, order, ids, { amount: o.amount });
-      return { provider, body: Buffer.from(body), headers: sandboxHeaders(body, { secret: s.sandbox.secret, at: o.at }) };
+      return {
+        provider,
+        body: Buffer.from(body),
+        headers: sandboxHeaders(body, { secret: s.sandbox.secret, at: o.at }),
+      };
     }
     case 'alipay': {
       const fields = alipayFields(s.alipay, order, ids, { amount: o.amount });
-      return { provider, body: Buffer.from(alipayForm(fields, alipaySign(fields, s.alipay.alipayPrivateKey))), headers: { 'content-type': ALIPAY_CONTENT_TYPE } };
+      return {
+        provider,
+        body: Buffer.from(alipayForm(fields, alipaySign(fields, s.alipay.alipayPrivateKey))),
+        headers: { 'content-type': ALIPAY_CONTENT_TYPE },
+      };
     }
     case 'wechat': {
       const body = wechatBody(s.wechat, order, ids, { amount: o.amount });
-      return { provider, body: Buffer.from(body), headers: { 'content-type': 'application/json', ...wechatHeaders(body, { at: o.at ?? nowSeconds(), key: s.wechat.platformPrivateKey, serial: s.wechat.platformSerial }) } };
+      return {
+        provider,
+        body: Buffer.from(body),
+        headers: {
+          'content-type': 'application/json',
+          ...wechatHeaders(body, {
+            at: o.at ?? nowSeconds(),
+            key: s.wechat.platformPrivateKey,
+            serial: s.wechat.platformSerial,
+          }),
+        },
+      };
     }
     case 'stripe': {
       const body = stripeEvent(order, ids, { amount: o.amount });
-      return { provider, body: Buffer.from(body), headers: { 'content-type': 'application/json', 'stripe-signature': stripeSignature(body, { secret: s.stripe.webhookSecret, at: o.at }) } };
+      return {
+        provider,
+        body: Buffer.from(body),
+        headers: {
+          'content-type': 'application/json',
+          'stripe-signature': stripeSignature(body, { secret: s.stripe.webhookSecret, at: o.at }),
+        },
+      };
     }
   }
 }
@@ -345,9 +445,23 @@ export function signedAt(s: ProviderSecrets, d: Delivery, at: number): Delivery 
     case 'sandbox':
       return { ...d, headers: { ...d.headers, ...sandboxHeaders(d.body, { secret: s.sandbox.secret, at }) } };
     case 'wechat':
-      return { ...d, headers: { ...d.headers, ...wechatHeaders(d.body, { at, key: s.wechat.platformPrivateKey, serial: s.wechat.platformSerial, nonce: d.headers['wechatpay-nonce'] }) } };
+      return {
+        ...d,
+        headers: {
+          ...d.headers,
+          ...wechatHeaders(d.body, {
+            at,
+            key: s.wechat.platformPrivateKey,
+            serial: s.wechat.platformSerial,
+            nonce: d.headers['wechatpay-nonce'],
+          }),
+        },
+      };
     case 'stripe':
-      return { ...d, headers: { ...d.headers, 'stripe-signature': stripeSignature(d.body, { secret: s.stripe.webhookSecret, at }) } };
+      return {
+        ...d,
+        headers: { ...d.headers, 'stripe-signature': stripeSignature(d.body, { secret: s.stripe.webhookSecret, at }) },
+      };
     case 'alipay':
       return undefined;
   }

@@ -15,7 +15,8 @@ import { delimiter, join } from 'node:path';
 export const STRIPE_MOCK_VERSION = '0.203.0';
 
 function cacheDir(): string {
-  const base = process.env.PAYFLOW_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'payflow');
+  const base =
+    process.env.PAYFLOW_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'payflow');
   return join(base, `stripe-mock-${STRIPE_MOCK_VERSION}`);
 }
 
@@ -38,15 +39,21 @@ export function ensureStripeMock(log: (line: string) => void = (l) => process.st
   const cached = join(cacheDir(), 'stripe-mock');
   if (existsSync(cached)) return cached;
   const go = onPath('go') ?? (existsSync('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : undefined);
-  if (!go) throw new Error('No stripe-mock binary and no Go toolchain to build one: install Go, or put stripe-mock on PATH, or set STRIPE_MOCK_PATH.');
+  if (!go)
+    throw new Error(
+      'No stripe-mock binary and no Go toolchain to build one: install Go, or put stripe-mock on PATH, or set STRIPE_MOCK_PATH.',
+    );
   mkdirSync(cacheDir(), { recursive: true });
-  log(`[stripe-mock] building v${STRIPE_MOCK_VERSION} from the Go module proxy into ${cacheDir()} (once; later runs reuse it)`);
+  log(
+    `[stripe-mock] building v${STRIPE_MOCK_VERSION} from the Go module proxy into ${cacheDir()} (once; later runs reuse it)`,
+  );
   const started = Date.now();
   const result = spawnSync(go, ['install', `github.com/stripe/stripe-mock@v${STRIPE_MOCK_VERSION}`], {
     env: { ...process.env, GOBIN: cacheDir(), GOFLAGS: process.env.GOFLAGS ?? '-mod=mod' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  if (result.status !== 0 || !existsSync(cached)) throw new Error(`go install of stripe-mock failed (exit ${result.status})`);
+  if (result.status !== 0 || !existsSync(cached))
+    throw new Error(`go install of stripe-mock failed (exit ${result.status})`);
   log(`[stripe-mock] built in ${Math.round((Date.now() - started) / 1000)}s: ${cached}`);
   return cached;
 }
@@ -61,7 +68,9 @@ export interface StripeMock {
 /** Starts stripe-mock on system-chosen ports (HTTP and HTTPS both bound to 127.0.0.1) and waits until it listens. */
 export async function startStripeMock(timeoutMs = 60_000): Promise<StripeMock> {
   const binary = ensureStripeMock();
-  const child: ChildProcess = spawn(binary, ['-http-addr', '127.0.0.1:0', '-https-addr', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(binary, ['-http-addr', '127.0.0.1:0', '-https-addr', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -53,7 +53,12 @@ export interface TestSystem {
   /** The API's and the worker's tracing (undefined when off). */
   tracing: { api?: Tracing; worker?: Tracing };
   /** Calls the API (JSON in and out). */
-  http(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
+  http(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any }>;
   /** Calls the sandbox provider. */
   sandbox(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
   setFaults(faults: FaultSettings): Promise<void>;
@@ -62,11 +67,18 @@ export interface TestSystem {
 }
 
 /** Starts sandbox + API + worker with test-friendly timings; `env` overrides any variable. */
-export async function startSystem(env: Record<string, string> = {}, options: StartSystemOptions = {}): Promise<TestSystem> {
+export async function startSystem(
+  env: Record<string, string> = {},
+  options: StartSystemOptions = {},
+): Promise<TestSystem> {
   runtimeLogger ??= installTemporalRuntime({ logger: quietLogger });
   const [apiPort, sandboxPort] = [await freePort(), await freePort()];
-  const config = loadConfig(systemEnv({ apiPort, sandboxPort, taskQueue: `test-${randomBytes(6).toString('hex')}` }, env));
-  const logger = options.logDestination ? createLogger({ level: config.logLevel, destination: options.logDestination }) : quietLogger;
+  const config = loadConfig(
+    systemEnv({ apiPort, sandboxPort, taskQueue: `test-${randomBytes(6).toString('hex')}` }, env),
+  );
+  const logger = options.logDestination
+    ? createLogger({ level: config.logLevel, destination: options.logDestination })
+    : quietLogger;
   runtimeLogger.target = logger;
   const stack = await startStack({
     config,
@@ -116,9 +128,13 @@ function freePort(): Promise<number> {
 
 /**
  * Polls `fn` until it returns a truthy value or the timeout passes; returns the last value. The default bound is
- * generous (the dev server is shared and CI's machine loaded) yet below jest's 60 s, so a timeout says what it waited for.
+ * generous (the dev server is shared and CI's machine loaded) yet below jest's 60 s, so a timeout says what it waited
+ * for.
  */
-export async function waitFor<T>(fn: () => Promise<T>, { timeoutMs = 45_000, intervalMs = 200, what = 'condition' } = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  fn: () => Promise<T>,
+  { timeoutMs = 45_000, intervalMs = 200, what = 'condition' } = {},
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
   while (Date.now() < deadline) {
@@ -130,9 +146,17 @@ export async function waitFor<T>(fn: () => Promise<T>, { timeoutMs = 45_000, int
 }
 
 /** Creates a product with a unique SKU through the admin API. */
-export async function createProduct(sys: TestSystem, { price = 1999, stock = 10, currency = 'CNY', buckets = undefined as number | undefined } = {}): Promise<string> {
+export async function createProduct(
+  sys: TestSystem,
+  { price = 1999, stock = 10, currency = 'CNY', buckets = undefined as number | undefined } = {},
+): Promise<string> {
   const sku = `sku-${randomBytes(5).toString('hex')}`;
-  const r = await sys.http('PUT', `/admin/products/${sku}`, { name: `Test ${sku}`, price, currency, stock, ...(buckets ? { buckets } : {}) }, { authorization: `Bearer ${sys.config.adminToken}` });
+  const r = await sys.http(
+    'PUT',
+    `/admin/products/${sku}`,
+    { name: `Test ${sku}`, price, currency, stock, ...(buckets ? { buckets } : {}) },
+    { authorization: `Bearer ${sys.config.adminToken}` },
+  );
   if (r.status !== 201) throw new Error(`creating product failed: ${r.status} ${JSON.stringify(r.body)}`);
   return sku;
 }
@@ -145,13 +169,23 @@ export async function placeOrder(sys: TestSystem, sku: string, quantity = 1): Pr
 }
 
 /** Reads a product's stock through the admin API. */
-export async function stockOf(sys: TestSystem, sku: string): Promise<{ available: number; reserved: number; sold: number }> {
-  const r = await sys.http('GET', `/admin/products/${sku}`, undefined, { authorization: `Bearer ${sys.config.adminToken}` });
+export async function stockOf(
+  sys: TestSystem,
+  sku: string,
+): Promise<{ available: number; reserved: number; sold: number }> {
+  const r = await sys.http('GET', `/admin/products/${sku}`, undefined, {
+    authorization: `Bearer ${sys.config.adminToken}`,
+  });
   return r.body.stock;
 }
 
 /** Waits until the order reaches one of the statuses and returns it. */
-export async function waitForStatus(sys: TestSystem, orderId: string, statuses: string[], timeoutMs = 45_000): Promise<any> {
+export async function waitForStatus(
+  sys: TestSystem,
+  orderId: string,
+  statuses: string[],
+  timeoutMs = 45_000,
+): Promise<any> {
   return waitFor(
     async () => {
       const r = await sys.http('GET', `/orders/${orderId}`);

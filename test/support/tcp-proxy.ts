@@ -34,7 +34,8 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     inbound.on('close', () => outbound.destroy());
     outbound.on('close', () => inbound.destroy());
   });
-  const listen = (p: number) => new Promise<void>((resolve, reject) => server.once('error', reject).listen(p, '127.0.0.1', () => resolve()));
+  const listen = (p: number) =>
+    new Promise<void>((resolve, reject) => server.once('error', reject).listen(p, '127.0.0.1', () => resolve()));
   const stopListening = () => new Promise<void>((r) => server.close(() => r()));
   await listen(0);
   const listenPort = (server.address() as AddressInfo).port;

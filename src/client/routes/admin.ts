@@ -21,9 +21,30 @@ export function requireAdmin(request: FastifyRequest, token: string): void {
 async function readProduct(db: Knex, sku: string) {
   const row = await db('products as p')
     .join('stock as s', 's.sku', 'p.sku')
-    .leftJoin(db('stock_buckets').where({ sku }).groupBy('sku').select('sku').sum({ a: 'available', r: 'reserved', d: 'sold' }).as('b'), 'b.sku', 'p.sku')
+    .leftJoin(
+      db('stock_buckets')
+        .where({ sku })
+        .groupBy('sku')
+        .select('sku')
+        .sum({ a: 'available', r: 'reserved', d: 'sold' })
+        .as('b'),
+      'b.sku',
+      'p.sku',
+    )
     .where('p.sku', sku)
-    .first('p.sku', 'p.name', 'p.price', 'p.currency', 's.available', 's.reserved', 's.sold', 's.buckets', 'b.a', 'b.r', 'b.d');
+    .first(
+      'p.sku',
+      'p.name',
+      'p.price',
+      'p.currency',
+      's.available',
+      's.reserved',
+      's.sold',
+      's.buckets',
+      'b.a',
+      'b.r',
+      'b.d',
+    );
   if (!row) return null;
   return {
     sku: row.sku as string,
@@ -31,7 +52,11 @@ async function readProduct(db: Knex, sku: string) {
     price: Number(row.price),
     currency: row.currency as string,
     // A sharded SKU's stock is the sum over its buckets (bucket 0 is the stock row).
-    stock: { available: Number(row.available) + Number(row.a ?? 0), reserved: Number(row.reserved) + Number(row.r ?? 0), sold: Number(row.sold) + Number(row.d ?? 0) },
+    stock: {
+      available: Number(row.available) + Number(row.a ?? 0),
+      reserved: Number(row.reserved) + Number(row.r ?? 0),
+      sold: Number(row.sold) + Number(row.d ?? 0),
+    },
     buckets: Number(row.buckets),
   };
 }
@@ -41,37 +66,75 @@ async function readProduct(db: Knex, sku: string) {
  * keeping every reserved and sold unit where it is. Buckets can be removed only when they hold nothing
  * reserved or sold, because confirm and cancel of the orders holding them go back to those rows.
  */
-async function replaceStock(trx: Knex.Transaction, sku: string, stock: number, requested: number | undefined): Promise<void> {
-  const base = (await trx('stock').where({ sku }).forUpdate().first('buckets', 'reserved', 'sold')) as { buckets: number; reserved: number; sold: number };
-  const rows = (await trx('stock_buckets').where({ sku }).forUpdate().orderBy('bucket').select('bucket', 'reserved', 'sold')) as { bucket: number; reserved: number; sold: number }[];
+async function replaceStock(
+  trx: Knex.Transaction,
+  sku: string,
+  stock: number,
+  requested: number | undefined,
+): Promise<void> {
+  const base = (await trx('stock').where({ sku }).forUpdate().first('buckets', 'reserved', 'sold')) as {
+    buckets: number;
+    reserved: number;
+    sold: number;
+  };
+  const rows = (await trx('stock_buckets')
+    .where({ sku })
+    .forUpdate()
+    .orderBy('bucket')
+    .select('bucket', 'reserved', 'sold')) as { bucket: number; reserved: number; sold: number }[];
   const buckets = requested ?? Math.max(1, Number(base.buckets));
   const removed = rows.filter((r) => Number(r.bucket) >= buckets);
   if (removed.some((r) => Number(r.reserved) > 0 || Number(r.sold) > 0)) {
-    throw new ApiError(409, 'STOCK_BUCKETS_IN_USE', `cannot shrink ${sku} to ${buckets} bucket(s): the buckets removed still hold reserved or sold units`);
+    throw new ApiError(
+      409,
+      'STOCK_BUCKETS_IN_USE',
+      `cannot shrink ${sku} to ${buckets} bucket(s): the buckets removed still hold reserved or sold units`,
+    );
   }
   if (removed.length) await trx('stock_buckets').where({ sku }).andWhere('bucket', '>=', buckets).delete();
   const existing = new Set(rows.map((r) => Number(r.bucket)));
   const added = [];
-  for (let b = 1; b < buckets; b++) if (!existing.has(b)) added.push({ sku, bucket: b, available: 0, reserved: 0, sold: 0 });
+  for (let b = 1; b < buckets; b++)
+    if (!existing.has(b)) added.push({ sku, bucket: b, available: 0, reserved: 0, sold: 0 });
   if (added.length) await trx('stock_buckets').insert(added);
   const share = (b: number) => bucketShare(stock, buckets, b);
-  for (let b = 1; b < buckets; b++) await trx('stock_buckets').where({ sku, bucket: b }).update({ available: share(b), updated_at: trx.fn.now(3) });
+  for (let b = 1; b < buckets; b++)
+    await trx('stock_buckets')
+      .where({ sku, bucket: b })
+      .update({ available: share(b), updated_at: trx.fn.now(3) });
   const kept = rows.filter((r) => Number(r.bucket) < buckets);
-  const held = Number(base.reserved) + Number(base.sold) + kept.reduce((n, r) => n + Number(r.reserved) + Number(r.sold), 0);
-  await trx('stock').where({ sku }).update({ available: share(0), buckets, total_in: stock + held, updated_at: trx.fn.now(3) });
+  const held =
+    Number(base.reserved) + Number(base.sold) + kept.reduce((n, r) => n + Number(r.reserved) + Number(r.sold), 0);
+  await trx('stock')
+    .where({ sku })
+    .update({ available: share(0), buckets, total_in: stock + held, updated_at: trx.fn.now(3) });
 }
 
 const PointsUserId = z.string().min(1).max(64);
 
 async function readCoupon(db: Knex, code: string) {
-  const row = await db('coupons').where({ code }).first('code', 'user_id', 'discount', 'currency', 'status', 'order_id');
+  const row = await db('coupons')
+    .where({ code })
+    .first('code', 'user_id', 'discount', 'currency', 'status', 'order_id');
   if (!row) return null;
-  return { code: row.code as string, userId: row.user_id as string, discount: Number(row.discount), currency: row.currency as string, status: row.status as string, orderId: (row.order_id as string | null) ?? null };
+  return {
+    code: row.code as string,
+    userId: row.user_id as string,
+    discount: Number(row.discount),
+    currency: row.currency as string,
+    status: row.status as string,
+    orderId: (row.order_id as string | null) ?? null,
+  };
 }
 
 async function readPoints(db: Knex, userId: string) {
   const row = await db('user_points').where({ user_id: userId }).first('available', 'frozen', 'spent');
-  return { userId, available: Number(row?.available ?? 0), frozen: Number(row?.frozen ?? 0), spent: Number(row?.spent ?? 0) };
+  return {
+    userId,
+    available: Number(row?.available ?? 0),
+    frozen: Number(row?.frozen ?? 0),
+    spent: Number(row?.spent ?? 0),
+  };
 }
 
 /** Registers the admin product, coupon and points routes. */
@@ -81,18 +144,22 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
     const sku = parseOr400(Sku, request.params.sku);
     const body = parseOr400(PutProductRequest, request.body);
     // Concurrent PUTs of new SKUs take gap locks on the same index range and can deadlock: retried.
-    const created = await retryDeadlocks(() => deps.db.transaction(async (trx) => {
-      const existing = await trx('products').where({ sku }).forUpdate().first('sku');
-      if (existing) {
-        await trx('products').where({ sku }).update({ name: body.name, price: body.price, currency: body.currency, updated_at: trx.fn.now(3) });
-      } else {
-        await trx('products').insert({ sku, name: body.name, price: body.price, currency: body.currency });
-        await trx('stock').insert({ sku, available: 0, reserved: 0, sold: 0, total_in: 0, buckets: 1 });
-      }
-      // Replaces available stock; units already reserved or sold stay accounted for.
-      await replaceStock(trx, sku, body.stock, body.buckets);
-      return !existing;
-    }));
+    const created = await retryDeadlocks(() =>
+      deps.db.transaction(async (trx) => {
+        const existing = await trx('products').where({ sku }).forUpdate().first('sku');
+        if (existing) {
+          await trx('products')
+            .where({ sku })
+            .update({ name: body.name, price: body.price, currency: body.currency, updated_at: trx.fn.now(3) });
+        } else {
+          await trx('products').insert({ sku, name: body.name, price: body.price, currency: body.currency });
+          await trx('stock').insert({ sku, available: 0, reserved: 0, sold: 0, total_in: 0, buckets: 1 });
+        }
+        // Replaces available stock; units already reserved or sold stay accounted for.
+        await replaceStock(trx, sku, body.stock, body.buckets);
+        return !existing;
+      }),
+    );
     return reply.code(created ? 201 : 200).send(await readProduct(deps.db, sku));
   });
 
@@ -100,13 +167,32 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
     requireAdmin(request, deps.adminToken);
     const code = parseOr400(CouponCode, request.params.code);
     const body = parseOr400(PutCouponRequest, request.body);
-    const created = await retryDeadlocks(() => deps.db.transaction(async (trx) => {
-      const existing = (await trx('coupons').where({ code }).forUpdate().first('status')) as { status: string } | undefined;
-      if (existing && existing.status !== 'AVAILABLE') throw new ApiError(409, 'COUPON_IN_USE', `coupon ${code} is ${existing.status} and cannot be replaced`);
-      if (existing) await trx('coupons').where({ code }).update({ user_id: body.userId, discount: body.discount, currency: body.currency, updated_at: trx.fn.now(3) });
-      else await trx('coupons').insert({ code, user_id: body.userId, discount: body.discount, currency: body.currency, status: 'AVAILABLE' });
-      return !existing;
-    }));
+    const created = await retryDeadlocks(() =>
+      deps.db.transaction(async (trx) => {
+        const existing = (await trx('coupons').where({ code }).forUpdate().first('status')) as
+          { status: string } | undefined;
+        if (existing && existing.status !== 'AVAILABLE')
+          throw new ApiError(409, 'COUPON_IN_USE', `coupon ${code} is ${existing.status} and cannot be replaced`);
+        if (existing)
+          await trx('coupons')
+            .where({ code })
+            .update({
+              user_id: body.userId,
+              discount: body.discount,
+              currency: body.currency,
+              updated_at: trx.fn.now(3),
+            });
+        else
+          await trx('coupons').insert({
+            code,
+            user_id: body.userId,
+            discount: body.discount,
+            currency: body.currency,
+            status: 'AVAILABLE',
+          });
+        return !existing;
+      }),
+    );
     return reply.code(created ? 201 : 200).send(await readCoupon(deps.db, code));
   });
 

@@ -35,13 +35,16 @@ export function registerCallbackRoutes(
   const orderProviders = deps.inbox.orderProviders;
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_BODY_BYTES }, (_req, body, done) => done(null, body));
+    scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_BODY_BYTES }, (_req, body, done) =>
+      done(null, body),
+    );
 
     scope.post<{ Params: { provider: string } }>('/callbacks/:provider', async (request, reply) => {
       const name = request.params.provider;
       // Own properties only: "valueOf" or "__proto__" must not resolve to something on Object.prototype.
       const provider = Object.hasOwn(deps.providers, name) ? deps.providers[name] : undefined;
-      if (!provider) throw apiFailure(FailureType.UNKNOWN_PROVIDER, `no provider ${request.params.provider.slice(0, 40)}`);
+      if (!provider)
+        throw apiFailure(FailureType.UNKNOWN_PROVIDER, `no provider ${request.params.provider.slice(0, 40)}`);
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const verdict = provider.verifyNotification(raw, request.headers, now());
       const reject = async (reason: string, message: string) => {
@@ -60,7 +63,10 @@ export function registerCallbackRoutes(
           .catch((err: unknown) => request.log.warn({ err }, 'could not record a notification rejection'));
         request.log.warn({ provider: provider.name, reason }, 'notification rejected');
         const status =
-          reason === 'BAD_SIGNATURE' || reason === 'MISSING_SIGNATURE' || reason === 'STALE_TIMESTAMP' || reason === 'MALFORMED_SIGNATURE'
+          reason === 'BAD_SIGNATURE' ||
+          reason === 'MISSING_SIGNATURE' ||
+          reason === 'STALE_TIMESTAMP' ||
+          reason === 'MALFORMED_SIGNATURE'
             ? 401
             : reason === 'PROVIDER_MISMATCH'
               ? 409
@@ -80,16 +86,29 @@ export function registerCallbackRoutes(
       if (!verdict.ok && verdict.rejection.code === 'UNSUPPORTED_EVENT' && verdict.rejection.notice) {
         // Verified, ours, but not a payment (a refund-close, a cancel): acknowledge so the provider stops retrying.
         deps.metrics.notifications.inc({ provider: provider.name, outcome: 'acknowledged_notice' });
-        request.log.info({ provider: provider.name, notice: verdict.rejection.notice }, 'verified non-payment notification acknowledged');
+        request.log.info(
+          { provider: provider.name, notice: verdict.rejection.notice },
+          'verified non-payment notification acknowledged',
+        );
         return reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
       }
       if (!verdict.ok) return reject(verdict.rejection.code, verdict.rejection.message);
       const n = verdict.notification;
-      if (n.merchantId !== provider.merchantId) return reject('WRONG_MERCHANT', `notification is for merchant ${n.merchantId}, not ours`);
-      // A notification only speaks for its own provider's payment: one provider's secret must never move another's order.
-      const mismatch = await providerMismatch(deps.db, { provider: provider.name, outTradeNo: n.outTradeNo }, orderProviders);
+      if (n.merchantId !== provider.merchantId)
+        return reject('WRONG_MERCHANT', `notification is for merchant ${n.merchantId}, not ours`);
+      // A notification only speaks for its own provider's payment: one provider's secret must never move another's
+      // order.
+      const mismatch = await providerMismatch(
+        deps.db,
+        { provider: provider.name, outTradeNo: n.outTradeNo },
+        orderProviders,
+      );
       if (mismatch) {
-        deps.metrics.notificationsRefused.inc({ provider: provider.name, reason: 'PROVIDER_MISMATCH', where: 'callback' });
+        deps.metrics.notificationsRefused.inc({
+          provider: provider.name,
+          reason: 'PROVIDER_MISMATCH',
+          where: 'callback',
+        });
         return reject('PROVIDER_MISMATCH', `refused: ${mismatch}`);
       }
       bindOrderId(request, reply, n.outTradeNo);
@@ -100,7 +119,14 @@ export function registerCallbackRoutes(
         `INSERT INTO notification_inbox (provider, notification_id, out_trade_no, event_type, raw_body, headers, payload, status)
          VALUES (?, ?, ?, 'payment.succeeded', ?, ?, ?, 'RECEIVED')
          ON DUPLICATE KEY UPDATE deliveries = deliveries + 1, id = LAST_INSERT_ID(id)`,
-        [provider.name, n.notificationId, n.outTradeNo, raw.toString('utf8'), JSON.stringify(keptHeaders(request.headers)), JSON.stringify(n)],
+        [
+          provider.name,
+          n.notificationId,
+          n.outTradeNo,
+          raw.toString('utf8'),
+          JSON.stringify(keptHeaders(request.headers)),
+          JSON.stringify(n),
+        ],
       )) as [{ affectedRows: number; insertId: number }];
       const duplicate = result.affectedRows !== 1;
       deps.metrics.notifications.inc({ provider: provider.name, outcome: duplicate ? 'duplicate' : 'accepted' });

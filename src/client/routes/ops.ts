@@ -46,14 +46,22 @@ function billProviders(providers: ProviderRegistry): string[] {
 }
 
 /** Registers the /ops routes. */
-export function registerOpsRoutes(app: FastifyInstance, deps: { db: Knex; client: Client; config: Pick<Config, 'adminToken' | 'taskQueue'>; providers: ProviderRegistry }): void {
+export function registerOpsRoutes(
+  app: FastifyInstance,
+  deps: { db: Knex; client: Client; config: Pick<Config, 'adminToken' | 'taskQueue'>; providers: ProviderRegistry },
+): void {
   const { db, client, config } = deps;
 
   app.post('/ops/reconciliations', async (request, reply) => {
     requireAdmin(request, config.adminToken);
     const body = parseOr400(StartReconciliationRequest, request.body);
     if (!billProviders(deps.providers).includes(body.provider)) {
-      throw new ApiError(422, 'PROVIDER_NOT_RECONCILABLE', `provider ${body.provider} is not configured here or has no bill download`, { provider: body.provider });
+      throw new ApiError(
+        422,
+        'PROVIDER_NOT_RECONCILABLE',
+        `provider ${body.provider} is not configured here or has no bill download`,
+        { provider: body.provider },
+      );
     }
     if (billDayRange(body.date, body.provider)!.start.getTime() > Date.now()) {
       throw new ApiError(422, 'BILL_NOT_AVAILABLE', `the bill day ${body.date} has not begun yet`, { date: body.date });
@@ -128,20 +136,32 @@ export async function ensureReconciliationSchedules(
  * Refreshes the gauges that are facts elsewhere before a scrape: orders in review and the last reconciliation per
  * provider (MySQL), orders marked Stuck (Temporal visibility: the workflow sets that search attribute).
  */
-export async function refreshOpsGauges(db: Knex, metrics: Metrics, providers: string[], client?: Client, callTimeoutMs = 5_000): Promise<void> {
+export async function refreshOpsGauges(
+  db: Knex,
+  metrics: Metrics,
+  providers: string[],
+  client?: Client,
+  callTimeoutMs = 5_000,
+): Promise<void> {
   const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
   metrics.ordersInReview.set(Number(n));
   if (client) {
-    const stuck = await withTemporalDeadline(client, callTimeoutMs, () => client.workflow.count(`WorkflowType IN ('orderLifecycle', 'orderPayment') AND ExecutionStatus = 'Running' AND Stuck = true`));
+    const stuck = await withTemporalDeadline(client, callTimeoutMs, () =>
+      client.workflow.count(
+        `WorkflowType IN ('orderLifecycle', 'orderPayment') AND ExecutionStatus = 'Running' AND Stuck = true`,
+      ),
+    );
     metrics.ordersStuck.set(stuck.count);
   }
   for (const provider of providers) {
-    const last = (await db('reconciliation_runs').where({ provider, status: 'COMPLETED' }).orderBy('finished_at', 'desc').first('totals', 'finished_at')) as
-      | { totals: string | null; finished_at: Date }
-      | undefined;
+    const last = (await db('reconciliation_runs')
+      .where({ provider, status: 'COMPLETED' })
+      .orderBy('finished_at', 'desc')
+      .first('totals', 'finished_at')) as { totals: string | null; finished_at: Date } | undefined;
     if (!last) continue;
     const totals = JSON.parse(last.totals ?? '{}') as Record<string, number>;
-    for (const cls of ReconciliationClass.options) metrics.reconciliationDifferences.set({ provider, class: cls }, totals[cls] ?? 0);
+    for (const cls of ReconciliationClass.options)
+      metrics.reconciliationDifferences.set({ provider, class: cls }, totals[cls] ?? 0);
     metrics.reconciliationLastSuccess.set({ provider }, new Date(last.finished_at).getTime() / 1000);
   }
 }

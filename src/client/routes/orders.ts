@@ -8,7 +8,11 @@ import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
 import type { OrderService } from '../orders-service';
 
-const IdempotencyKey = z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/, 'Idempotency-Key must be printable ASCII without spaces');
+const IdempotencyKey = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, 'Idempotency-Key must be printable ASCII without spaces');
 const CancelBody = z.object({ reason: z.string().max(200).optional() }).strict();
 
 /** Registers the order routes. */
@@ -16,7 +20,8 @@ export function registerOrderRoutes(app: FastifyInstance, orders: OrderService, 
   app.post('/orders', async (request, reply) => {
     const body = parseOr400(CreateOrderRequest, request.body);
     const rawKey = request.headers['idempotency-key'];
-    const key = rawKey === undefined ? undefined : parseOr400(IdempotencyKey, Array.isArray(rawKey) ? rawKey[0] : rawKey);
+    const key =
+      rawKey === undefined ? undefined : parseOr400(IdempotencyKey, Array.isArray(rawKey) ? rawKey[0] : rawKey);
     try {
       const { created, body: result } = await orders.create(body, key);
       bindOrderId(request, reply, result.orderId);

@@ -326,8 +326,17 @@ function notFoundPage(orderId: string): string {
 
 function waitPage(order: OrderView): string {
   const { messages } = order;
-  const data = { order, finalStatuses: FINAL_STATUSES, serverNow: Date.now(), pollMs: POLL_MS, slowPollMs: SLOW_POLL_MS };
-  const payUrl = order.status === 'AWAITING_PAYMENT' && order.payment?.paymentUrl && /^https?:\/\//i.test(order.payment.paymentUrl) ? order.payment.paymentUrl : null;
+  const data = {
+    order,
+    finalStatuses: FINAL_STATUSES,
+    serverNow: Date.now(),
+    pollMs: POLL_MS,
+    slowPollMs: SLOW_POLL_MS,
+  };
+  const payUrl =
+    order.status === 'AWAITING_PAYMENT' && order.payment?.paymentUrl && /^https?:\/\//i.test(order.payment.paymentUrl)
+      ? order.payment.paymentUrl
+      : null;
   return `${head(`Order ${order.orderId} · 订单`)}
 <body class="lang-both" data-ready="false"><main>
 <div class="langs" role="group" aria-label="Language / 语言">

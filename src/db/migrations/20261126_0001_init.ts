@@ -31,7 +31,9 @@ export async function up(knex: Knex): Promise<void> {
     t.collate('utf8mb4_bin');
     t.string('order_id', 64).primary();
     t.string('user_id', 64).notNullable();
-    t.string('status', 24).notNullable().comment('AWAITING_PAYMENT | PAID | EXPIRED | CANCELLED | REFUNDED | NEEDS_REVIEW | FAILED');
+    t.string('status', 24)
+      .notNullable()
+      .comment('AWAITING_PAYMENT | PAID | EXPIRED | CANCELLED | REFUNDED | NEEDS_REVIEW | FAILED');
     t.string('status_reason', 255).nullable().comment('why the order is in its status (machine code)');
     t.bigInteger('amount').unsigned().notNullable().comment('total in minor units, from the catalog');
     t.string('currency', 3).notNullable();
@@ -58,7 +60,9 @@ export async function up(knex: Knex): Promise<void> {
 
   await knex.schema.createTable('tcc_fence', (t) => {
     t.collate('utf8mb4_bin');
-    t.comment('TCC fence: one row per (transaction, participant, resource); written in the same transaction as the business change');
+    t.comment(
+      'TCC fence: one row per (transaction, participant, resource); written in the same transaction as the business change',
+    );
     t.string('xid', 64).notNullable().comment('global transaction id = order id');
     t.string('participant', 32).notNullable().comment('stock | coupon | points');
     t.string('resource', 128).notNullable().comment('sku, coupon code, user id');

@@ -6,7 +6,11 @@ import type { Knex } from 'knex';
  */
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('stock', (t) => {
-    t.bigInteger('total_in').unsigned().notNullable().defaultTo(0).comment('units put in by admins; available + reserved + sold must equal it');
+    t.bigInteger('total_in')
+      .unsigned()
+      .notNullable()
+      .defaultTo(0)
+      .comment('units put in by admins; available + reserved + sold must equal it');
   });
   await knex('stock').update({ total_in: knex.raw('available + reserved + sold') });
 }

@@ -13,23 +13,39 @@ export async function up(knex: Knex): Promise<void> {
     t.comment('One reconciliation run of one provider bill day');
     t.string('id', 96).primary().comment('reconcile-<provider>-<date>[-r<attempt>]: the report id');
     t.string('provider', 32).notNullable();
-    t.string('bill_date', 10).notNullable().comment('YYYY-MM-DD in the provider bill time zone (China time; UTC for Stripe)');
+    t.string('bill_date', 10)
+      .notNullable()
+      .comment('YYYY-MM-DD in the provider bill time zone (China time; UTC for Stripe)');
     t.integer('attempt').unsigned().notNullable().comment('1 for the first run of the day, 2.. for explicit re-runs');
     t.string('trigger', 16).notNullable().comment('API | SCHEDULE');
     t.string('status', 16).notNullable().comment('QUEUED | RUNNING | COMPLETED | FAILED');
     t.string('phase', 16).nullable().comment('BILL | LOCAL | REPAIR | DONE');
     t.string('merchant_id', 128).nullable().comment('our merchant id at the provider, whose bill this is');
-    t.string('workflow_id', 128).notNullable().comment('Temporal workflow id: the run id plus a random suffix fixed when the row is written');
+    t.string('workflow_id', 128)
+      .notNullable()
+      .comment('Temporal workflow id: the run id plus a random suffix fixed when the row is written');
     t.string('workflow_run_id', 64).nullable();
-    t.bigInteger('expected_rows').unsigned().nullable().comment('local payments + refunds of the day: the progress estimate');
+    t.bigInteger('expected_rows')
+      .unsigned()
+      .nullable()
+      .comment('local payments + refunds of the day: the progress estimate');
     t.bigInteger('bill_rows').unsigned().notNullable().defaultTo(0).comment('bill rows compared so far');
     t.bigInteger('local_rows').unsigned().notNullable().defaultTo(0).comment('local-only records found so far');
     t.integer('repairs_total').unsigned().notNullable().defaultTo(0);
     t.integer('repairs_done').unsigned().notNullable().defaultTo(0);
-    t.integer('bill_attempts').unsigned().notNullable().defaultTo(0).comment('attempts of the bill comparison activity');
-    t.bigInteger('resumed_from_row').unsigned().nullable().comment('row the last retried comparison resumed at (heartbeat)');
+    t.integer('bill_attempts')
+      .unsigned()
+      .notNullable()
+      .defaultTo(0)
+      .comment('attempts of the bill comparison activity');
+    t.bigInteger('resumed_from_row')
+      .unsigned()
+      .nullable()
+      .comment('row the last retried comparison resumed at (heartbeat)');
     t.text('totals').nullable().comment('JSON: count per class, from the stored items');
-    t.text('counted').nullable().comment('JSON: count per class as the comparison counted it (audit: must equal totals)');
+    t.text('counted')
+      .nullable()
+      .comment('JSON: count per class as the comparison counted it (audit: must equal totals)');
     t.string('error', 1024).nullable();
     t.dateTime('created_at', { precision: 3 }).notNullable().defaultTo(knex.raw('CURRENT_TIMESTAMP(3)'));
     t.dateTime('started_at', { precision: 3 }).nullable();
@@ -45,11 +61,15 @@ export async function up(knex: Knex): Promise<void> {
     t.comment('One compared line of a run: a bill row, or a local record the bill lacks');
     t.bigIncrements('id', { primaryKey: true });
     t.string('run_id', 96).notNullable();
-    t.string('row_key', 200).notNullable().comment('P:<tradeNo> | R:<outRefundNo> (bill), LP:/LR: (local only), #<row> for repeats');
+    t.string('row_key', 200)
+      .notNullable()
+      .comment('P:<tradeNo> | R:<outRefundNo> (bill), LP:/LR: (local only), #<row> for repeats');
     t.bigInteger('row_no').unsigned().nullable().comment('0-based detail row of the bill; null for local-only records');
     t.string('source', 8).notNullable().comment('BILL | LOCAL');
     t.string('kind', 8).notNullable().comment('PAYMENT | REFUND');
-    t.string('class', 24).notNullable().comment('MATCHED | PAID_NOT_RECORDED | MISSING_AT_PROVIDER | AMOUNT_MISMATCH | REFUND_MISMATCH | UNKNOWN_TRADE');
+    t.string('class', 24)
+      .notNullable()
+      .comment('MATCHED | PAID_NOT_RECORDED | MISSING_AT_PROVIDER | AMOUNT_MISMATCH | REFUND_MISMATCH | UNKNOWN_TRADE');
     t.string('detail', 32).nullable().comment('sub-reason, e.g. AMOUNT, CURRENCY, DUPLICATED, MISSING_LOCALLY');
     t.string('out_trade_no', 64).nullable();
     t.string('trade_no', 128).nullable();

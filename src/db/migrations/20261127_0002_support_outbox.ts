@@ -32,7 +32,9 @@ export async function up(knex: Knex): Promise<void> {
     t.index(['published_at', 'id'], 'ix_outbox_unpublished');
   });
   await knex.schema.alterTable('orders', (t) => {
-    t.dateTime('fulfilment_ready_at', { precision: 3 }).nullable().comment('cooling-off window ended; handed to fulfilment');
+    t.dateTime('fulfilment_ready_at', { precision: 3 })
+      .nullable()
+      .comment('cooling-off window ended; handed to fulfilment');
     t.dateTime('escalated_at', { precision: 3 }).nullable().comment('first one-click support escalation');
   });
 }

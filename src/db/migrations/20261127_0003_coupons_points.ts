@@ -7,7 +7,9 @@ import type { Knex } from 'knex';
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('coupons', (t) => {
     t.collate('utf8mb4_bin');
-    t.comment('Coupons of users: AVAILABLE -> FROZEN (TCC Try) -> USED (Confirm), or back to AVAILABLE (Cancel, refund)');
+    t.comment(
+      'Coupons of users: AVAILABLE -> FROZEN (TCC Try) -> USED (Confirm), or back to AVAILABLE (Cancel, refund)',
+    );
     t.string('code', 64).primary();
     t.string('user_id', 64).notNullable();
     t.bigInteger('discount').unsigned().notNullable().comment('minor units off the order total');
@@ -30,7 +32,11 @@ export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('orders', (t) => {
     t.string('coupon_code', 64).nullable();
     t.bigInteger('discount').unsigned().notNullable().defaultTo(0).comment('coupon discount, minor units');
-    t.bigInteger('points_used').unsigned().notNullable().defaultTo(0).comment('points redeemed, 1 point = 1 minor unit');
+    t.bigInteger('points_used')
+      .unsigned()
+      .notNullable()
+      .defaultTo(0)
+      .comment('points redeemed, 1 point = 1 minor unit');
     t.bigInteger('subtotal').unsigned().nullable().comment('catalog total before discount and points');
   });
 }

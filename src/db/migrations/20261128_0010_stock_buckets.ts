@@ -9,7 +9,11 @@ import type { Knex } from 'knex';
  */
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('stock', (t) => {
-    t.smallint('buckets').unsigned().notNullable().defaultTo(1).comment('1 = one row; N = this row is bucket 0 of N (others in stock_buckets)');
+    t.smallint('buckets')
+      .unsigned()
+      .notNullable()
+      .defaultTo(1)
+      .comment('1 = one row; N = this row is bucket 0 of N (others in stock_buckets)');
   });
   await knex.schema.createTable('stock_buckets', (t) => {
     t.collate('utf8mb4_bin');
@@ -25,7 +29,9 @@ export async function up(knex: Knex): Promise<void> {
   });
   await knex.schema.createTable('stock_holds', (t) => {
     t.collate('utf8mb4_bin');
-    t.comment('Which buckets a bucketed stock Try took from; written in the Try transaction, read by confirm/cancel/return');
+    t.comment(
+      'Which buckets a bucketed stock Try took from; written in the Try transaction, read by confirm/cancel/return',
+    );
     t.string('xid', 64).notNullable().comment('order id (the TCC transaction)');
     t.string('sku', 64).notNullable();
     t.smallint('bucket').unsigned().notNullable();

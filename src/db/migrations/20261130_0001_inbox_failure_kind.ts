@@ -6,7 +6,9 @@ import type { Knex } from 'knex';
  */
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('notification_inbox', (t) => {
-    t.string('failure_kind', 16).nullable().comment('UNREACHABLE | ERROR: why the last routing attempt failed; NULL while leased or routed');
+    t.string('failure_kind', 16)
+      .nullable()
+      .comment('UNREACHABLE | ERROR: why the last routing attempt failed; NULL while leased or routed');
     t.index(['status', 'failure_kind'], 'ix_inbox_failure_kind');
   });
 }

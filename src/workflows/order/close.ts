@@ -15,24 +15,47 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
   const cancel = s.cancelRequest;
   const target = cancel ? 'CANCELLED' : 'EXPIRED';
   ctx.enter('CLOSING', cancel ? 'buyer cancelled; closing the payment' : 'deadline reached; closing the payment');
-  s.note(cancel ? 'CANCEL_REQUESTED' : 'DEADLINE_REACHED', cancel ? 'Buyer asked to cancel' : 'Payment deadline reached');
-  const closed = await ctx.must('closeProviderPayment', 'task', `close ${ctx.provider} payment`, { orderId: s.orderId, provider: ctx.provider });
+  s.note(
+    cancel ? 'CANCEL_REQUESTED' : 'DEADLINE_REACHED',
+    cancel ? 'Buyer asked to cancel' : 'Payment deadline reached',
+  );
+  const closed = await ctx.must('closeProviderPayment', 'task', `close ${ctx.provider} payment`, {
+    orderId: s.orderId,
+    provider: ctx.provider,
+  });
   if (closed.result === 'ALREADY_PAID') {
     s.note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
-    if (!s.evidence) s.found(await run('queryProviderPayment', MUST, `query ${ctx.provider} after close`, { provider: ctx.provider, outTradeNo: s.orderId }), 'close');
+    if (!s.evidence)
+      s.found(
+        await run('queryProviderPayment', MUST, `query ${ctx.provider} after close`, {
+          provider: ctx.provider,
+          outTradeNo: s.orderId,
+        }),
+        'close',
+      );
     return undefined;
   }
 
   ctx.enter('RELEASING', `releasing ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}`);
-  await ctx.must('releaseOrder', 'local', `release ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark ${target}`, {
-    ...ctx.participants(),
-    transition: {
-      from: ['AWAITING_PAYMENT'],
-      to: target,
-      reason: cancel ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT',
-      event: { type: `ORDER_${target}`, message: cancel ? `Cancelled by the buyer${cancel.reason ? `: ${cancel.reason}` : ''}` : 'Not paid before the deadline; stock released' },
+  await ctx.must(
+    'releaseOrder',
+    'local',
+    `release ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark ${target}`,
+    {
+      ...ctx.participants(),
+      transition: {
+        from: ['AWAITING_PAYMENT'],
+        to: target,
+        reason: cancel ? 'USER_CANCELLED' : 'PAYMENT_TIMEOUT',
+        event: {
+          type: `ORDER_${target}`,
+          message: cancel
+            ? `Cancelled by the buyer${cancel.reason ? `: ${cancel.reason}` : ''}`
+            : 'Not paid before the deadline; stock released',
+        },
+      },
     },
-  });
+  );
   s.settled(target);
   s.note(`ORDER_${target}`, target === 'EXPIRED' ? 'Not paid in time; stock released' : 'Cancelled; stock released');
 
@@ -41,12 +64,20 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
   // expiry whose notification was lost is found here.
   const watchMs = s.lateWatchMs();
   if (watchMs > 1000) {
-    ctx.enter('WATCHING_LATE_PAYMENT', `closed; watching for a late payment until ${new Date(s.providerExpiresAt!).toISOString()}`);
+    ctx.enter(
+      'WATCHING_LATE_PAYMENT',
+      `closed; watching for a late payment until ${new Date(s.providerExpiresAt!).toISOString()}`,
+    );
     ctx.publish();
-    await condition(() => s.evidence !== undefined, watchMs, { summary: `watch for a late payment until the provider-side expiry, ${clock(s.providerExpiresAt!)}` });
+    await condition(() => s.evidence !== undefined, watchMs, {
+      summary: `watch for a late payment until the provider-side expiry, ${clock(s.providerExpiresAt!)}`,
+    });
   }
   if (!s.evidence) {
-    const state = await run('queryProviderPayment', MUST, `final query ${ctx.provider} after expiry`, { provider: ctx.provider, outTradeNo: s.orderId });
+    const state = await run('queryProviderPayment', MUST, `final query ${ctx.provider} after expiry`, {
+      provider: ctx.provider,
+      outTradeNo: s.orderId,
+    });
     if (state.status === 'PAID') s.found(state, 'query');
   }
   if (s.evidence) {

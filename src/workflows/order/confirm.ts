@@ -7,7 +7,10 @@ import type { PaymentEvidence } from '../../contracts/order-workflow';
 import { QUERY, errorMessage, run, runLocal, MUST } from '../shared/steps';
 import type { OrderContext } from './context';
 
-export type Checked = { kind: 'PAID'; paid: PaymentEvidence } | { kind: 'REVIEW'; paid: PaymentEvidence; why: string } | { kind: 'NOT_CONFIRMED' };
+export type Checked =
+  | { kind: 'PAID'; paid: PaymentEvidence }
+  | { kind: 'REVIEW'; paid: PaymentEvidence; why: string }
+  | { kind: 'NOT_CONFIRMED' };
 
 export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
   const s = ctx.state;
@@ -28,7 +31,10 @@ export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
       from: ['AWAITING_PAYMENT'],
       to: 'NEEDS_REVIEW',
       reason: 'PAYMENT_MISMATCH',
-      event: { type: 'ORDER_NEEDS_REVIEW', message: `Payment does not match the order (${mismatch}); kept for manual review, stock stays reserved` },
+      event: {
+        type: 'ORDER_NEEDS_REVIEW',
+        message: `Payment does not match the order (${mismatch}); kept for manual review, stock stays reserved`,
+      },
       payment: paid,
     });
     s.inReview();
@@ -36,16 +42,24 @@ export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
   }
 
   ctx.enter('CONFIRMING', `payment ${paid.tradeNo} matches; confirming`);
-  await ctx.must('settlePaid', 'local', `confirm ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark PAID; queue receipt`, {
-    ...ctx.participants(),
-    transition: {
-      from: ['AWAITING_PAYMENT'],
-      to: 'PAID',
-      reason: `PAID_VIA_${paid.source.toUpperCase()}`,
-      event: { type: 'ORDER_PAID', message: `Paid (${paid.amount} ${paid.currency}, trade ${paid.tradeNo}, learned from ${paid.source})` },
-      payment: paid,
+  await ctx.must(
+    'settlePaid',
+    'local',
+    `confirm ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark PAID; queue receipt`,
+    {
+      ...ctx.participants(),
+      transition: {
+        from: ['AWAITING_PAYMENT'],
+        to: 'PAID',
+        reason: `PAID_VIA_${paid.source.toUpperCase()}`,
+        event: {
+          type: 'ORDER_PAID',
+          message: `Paid (${paid.amount} ${paid.currency}, trade ${paid.tradeNo}, learned from ${paid.source})`,
+        },
+        payment: paid,
+      },
     },
-  });
+  );
   s.settled('PAID');
   s.note('ORDER_PAID', `Paid; learned from ${paid.source}`);
   return { kind: 'PAID', paid };
@@ -56,12 +70,19 @@ export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
  * (now the order's evidence) when it reports one; else records that the claim was not confirmed, forgets the claim
  * and returns undefined.
  */
-async function confirmWithProvider(ctx: OrderContext, claimed: PaymentEvidence, mismatch: string): Promise<PaymentEvidence | undefined> {
+async function confirmWithProvider(
+  ctx: OrderContext,
+  claimed: PaymentEvidence,
+  mismatch: string,
+): Promise<PaymentEvidence | undefined> {
   const s = ctx.state;
   ctx.enter('QUERYING_PROVIDER', `a notification does not match the order (${mismatch}); asking ${ctx.provider} first`);
   let answer: string;
   try {
-    const state = await run('queryProviderPayment', QUERY, `confirm mismatched notification with ${ctx.provider}`, { provider: ctx.provider, outTradeNo: s.orderId });
+    const state = await run('queryProviderPayment', QUERY, `confirm mismatched notification with ${ctx.provider}`, {
+      provider: ctx.provider,
+      outTradeNo: s.orderId,
+    });
     if (state.status === 'PAID' || state.status === 'REFUNDED') return s.replaceEvidence(state, 'query');
     answer = `${ctx.provider} reports ${state.status}`;
   } catch (err) {
@@ -70,6 +91,10 @@ async function confirmWithProvider(ctx: OrderContext, claimed: PaymentEvidence, 
   const message = `A notification claimed payment ${claimed.tradeNo} (${mismatch}) but ${answer}: ignored; the order keeps its deadline`;
   s.note('NOTIFICATION_NOT_CONFIRMED', message);
   s.dropEvidence();
-  await runLocal('recordOrderEvent', MUST, 'record the unconfirmed notification', { orderId: s.orderId, type: 'NOTIFICATION_NOT_CONFIRMED', message });
+  await runLocal('recordOrderEvent', MUST, 'record the unconfirmed notification', {
+    orderId: s.orderId,
+    type: 'NOTIFICATION_NOT_CONFIRMED',
+    message,
+  });
   return undefined;
 }

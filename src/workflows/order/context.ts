@@ -3,10 +3,21 @@
  * and what the Web UI and visibility show (current details, search attributes). One instance per execution.
  */
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
-import { metricMeter, setCurrentDetails, upsertSearchAttributes, type LocalActivityOptions } from '@temporalio/workflow';
+import {
+  metricMeter,
+  setCurrentDetails,
+  upsertSearchAttributes,
+  type LocalActivityOptions,
+} from '@temporalio/workflow';
 import type { Activities } from '../../activities';
 import type { OrderStage } from '../../contracts/order-workflow';
-import { NeedsReviewKey, OrderAmountKey, OrderStageKey, OrderStatusKey, StuckKey } from '../../contracts/search-attributes';
+import {
+  NeedsReviewKey,
+  OrderAmountKey,
+  OrderStageKey,
+  OrderStatusKey,
+  StuckKey,
+} from '../../contracts/search-attributes';
 import { MUST, errorMessage, outOfAttempts, run, runLocal } from '../shared/steps';
 import type { OrderState } from './state';
 
@@ -40,7 +51,12 @@ export class OrderContext {
   /** The order's participants for the merged TCC steps. */
   participants(): Participants {
     const s = this.state;
-    return { orderId: s.orderId, userId: s.input.userId, lines: s.lines.map((l) => ({ sku: l.sku, quantity: l.quantity })), benefits: s.benefits };
+    return {
+      orderId: s.orderId,
+      userId: s.input.userId,
+      lines: s.lines.map((l) => ({ sku: l.sku, quantity: l.quantity })),
+      benefits: s.benefits,
+    };
   }
 
   /** Enters a stage: shown at once in the Web UI's current details; on visibility at the next `publish()`. */
@@ -73,15 +89,30 @@ export class OrderContext {
    * attribute, metric, timeline) and the step keeps retrying with backoff until it succeeds. `local`: a short MySQL
    * step, run as a local activity.
    */
-  async must<K extends keyof Activities>(name: K, how: 'local' | 'task', summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
-    const once = (options: LocalActivityOptions, label: string) => (how === 'local' ? runLocal(name, options, label, ...args) : run(name, options, label, ...args));
+  async must<K extends keyof Activities>(
+    name: K,
+    how: 'local' | 'task',
+    summary: string,
+    ...args: Parameters<Activities[K]>
+  ): Promise<Awaited<ReturnType<Activities[K]>>> {
+    const once = (options: LocalActivityOptions, label: string) =>
+      how === 'local' ? runLocal(name, options, label, ...args) : run(name, options, label, ...args);
     try {
       return await once({ ...MUST, retry: { ...MUST.retry, maximumAttempts: STUCK_AFTER_ATTEMPTS } }, summary);
     } catch (err) {
       if (!outOfAttempts(err)) throw err;
       this.publish([{ key: StuckKey, value: true }]);
-      metricMeter.createCounter('order_tcc_stuck', 'steps', 'Must-succeed steps (TCC confirm/cancel/return, close, refund, status change) that kept failing').add(1, { activity: name });
-      this.state.note('STUCK', `${summary} failed ${STUCK_AFTER_ATTEMPTS} times (${errorMessage(err)}); still retrying`);
+      metricMeter
+        .createCounter(
+          'order_tcc_stuck',
+          'steps',
+          'Must-succeed steps (TCC confirm/cancel/return, close, refund, status change) that kept failing',
+        )
+        .add(1, { activity: name });
+      this.state.note(
+        'STUCK',
+        `${summary} failed ${STUCK_AFTER_ATTEMPTS} times (${errorMessage(err)}); still retrying`,
+      );
       const result = await once(MUST, `${summary} (retrying while stuck)`);
       if (this.state.status !== 'NEEDS_REVIEW') upsertSearchAttributes([{ key: StuckKey, value: false }]);
       this.state.note('UNSTUCK', `${summary} succeeded after being stuck`);

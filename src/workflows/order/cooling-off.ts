@@ -15,16 +15,31 @@ export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise
     const until = s.coolingOffUntil!;
     ctx.enter('COOLING_OFF', `refundable without review until ${new Date(until).toISOString()}`);
     ctx.publish();
-    await condition(() => s.refundRequest !== undefined, window, { summary: `cooling-off window until ${clock(until)}` });
+    await condition(() => s.refundRequest !== undefined, window, {
+      summary: `cooling-off window until ${clock(until)}`,
+    });
     if (s.refundRequest) {
       const { reason } = s.refundRequest;
       ctx.enter('REFUNDING', 'buyer refunded inside the cooling-off window');
       await refundInFull(ctx, paid, 'cooling-off', `cooling-off refund${reason ? `: ${reason}` : ''}`);
-      await ctx.must('settleRefunded', 'local', `return ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark REFUNDED`, {
-        ...ctx.participants(),
-        sold: true,
-        transition: { from: ['PAID'], to: 'REFUNDED', reason: 'COOLING_OFF_REFUND', event: { type: 'ORDER_REFUNDED', message: 'Refunded in full inside the cooling-off window; stock returned' } },
-      });
+      await ctx.must(
+        'settleRefunded',
+        'local',
+        `return ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark REFUNDED`,
+        {
+          ...ctx.participants(),
+          sold: true,
+          transition: {
+            from: ['PAID'],
+            to: 'REFUNDED',
+            reason: 'COOLING_OFF_REFUND',
+            event: {
+              type: 'ORDER_REFUNDED',
+              message: 'Refunded in full inside the cooling-off window; stock returned',
+            },
+          },
+        },
+      );
       s.settled('REFUNDED');
       return { status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' };
     }

@@ -32,7 +32,10 @@ async function handOffOtherTrades(ctx: OrderContext): Promise<boolean> {
   if (s.evidence?.tradeNo === 'unknown') {
     // The provider did not name the trade that paid: a reported trade may be that very one, so none is refunded.
     for (const [tradeNo] of others) s.handedOff.add(tradeNo);
-    s.note('OTHER_TRADE_NOT_HANDED_OFF', `Trade(s) ${others.map(([t]) => t).join(', ')} reported, but the paying trade is unknown; left for reconciliation`);
+    s.note(
+      'OTHER_TRADE_NOT_HANDED_OFF',
+      `Trade(s) ${others.map(([t]) => t).join(', ')} reported, but the paying trade is unknown; left for reconciliation`,
+    );
     return false;
   }
   for (const [tradeNo, notificationId] of others) {
@@ -46,10 +49,16 @@ async function handOffOtherTrades(ctx: OrderContext): Promise<boolean> {
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
         staticSummary: `Trade ${tradeNo} reported while order ${s.orderId} was open (now ${s.status})`,
       });
-      s.note('OTHER_TRADE_HANDED_OFF', `Trade ${tradeNo} is not the one this order kept; ${workflowId} verifies and refunds it`);
+      s.note(
+        'OTHER_TRADE_HANDED_OFF',
+        `Trade ${tradeNo} is not the one this order kept; ${workflowId} verifies and refunds it`,
+      );
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-      s.note('OTHER_TRADE_HANDED_OFF', `Trade ${tradeNo} is not the one this order kept; ${workflowId} already handles it`);
+      s.note(
+        'OTHER_TRADE_HANDED_OFF',
+        `Trade ${tradeNo} is not the one this order kept; ${workflowId} already handles it`,
+      );
     }
   }
   return true;

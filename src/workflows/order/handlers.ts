@@ -43,7 +43,12 @@ export function registerHandlers(ctx: OrderContext): void {
     await condition(() => s.ready !== undefined);
     const ready = s.ready!;
     if (ready.ok) return ready.value;
-    throw ApplicationFailure.create({ type: ready.type, message: ready.message, details: [ready.details], nonRetryable: true });
+    throw ApplicationFailure.create({
+      type: ready.type,
+      message: ready.message,
+      details: [ready.details],
+      nonRetryable: true,
+    });
   });
 
   setHandler(paymentNotifiedSignal, (n) => void s.notify(n));
@@ -57,7 +62,8 @@ export function registerHandlers(ctx: OrderContext): void {
     },
     {
       validator: (_request: { reason?: string }) => {
-        if (!s.cancellable) throw new Error(`order ${s.orderId} can no longer be cancelled (stage ${s.stage}, status ${s.status})`);
+        if (!s.cancellable)
+          throw new Error(`order ${s.orderId} can no longer be cancelled (stage ${s.stage}, status ${s.status})`);
       },
     },
   );
@@ -108,7 +114,10 @@ export function registerHandlers(ctx: OrderContext): void {
     let providerStatus = 'UNKNOWN';
     let providerState: Record<string, unknown> = {};
     try {
-      const state = await run('queryProviderPayment', QUERY, `query ${ctx.provider} for support`, { provider: ctx.provider, outTradeNo: s.orderId });
+      const state = await run('queryProviderPayment', QUERY, `query ${ctx.provider} for support`, {
+        provider: ctx.provider,
+        outTradeNo: s.orderId,
+      });
       providerStatus = state.status;
       providerState = { ...state };
       if (state.status === 'PAID' && WAITING_STAGES.includes(s.stage) && s.found(state, 'query')) {
@@ -126,7 +135,14 @@ export function registerHandlers(ctx: OrderContext): void {
       stage: s.stage,
       providerStatus,
       resolution,
-      snapshot: { stage: s.stage, status: s.status, deadline: s.deadline, queryAttempts: s.queryAttempts, timeline: s.timeline, provider: providerState },
+      snapshot: {
+        stage: s.stage,
+        status: s.status,
+        deadline: s.deadline,
+        queryAttempts: s.queryAttempts,
+        timeline: s.timeline,
+        provider: providerState,
+      },
       note: buyerNote,
     });
     return { ticketId, orderId: s.orderId, status: s.status, stage: s.stage, providerStatus, resolution };

@@ -33,21 +33,31 @@ export async function orderLifecycle(input: OrderPaymentInput): Promise<OrderPay
   return CancellationScope.nonCancellable(() => lifecycle(input, cancelledThroughTemporal));
 }
 
-async function lifecycle(input: OrderPaymentInput, cancelledThroughTemporal: Promise<never>): Promise<OrderPaymentResult> {
+async function lifecycle(
+  input: OrderPaymentInput,
+  cancelledThroughTemporal: Promise<never>,
+): Promise<OrderPaymentResult> {
   const s = new OrderState(input);
   const ctx = new OrderContext(s);
   registerHandlers(ctx);
   cancelledThroughTemporal.catch(() => {
     if (s.requestCancel('cancelled through Temporal by an operator', 'temporal')) {
-      s.note('CANCEL_REQUESTED', 'The workflow was cancelled through Temporal: closing the payment and releasing everything');
+      s.note(
+        'CANCEL_REQUESTED',
+        'The workflow was cancelled through Temporal: closing the payment and releasing everything',
+      );
     } else {
-      s.note('CANCEL_IGNORED', `The workflow was cancelled through Temporal in stage ${s.stage}; the order goes on to a safe end`);
+      s.note(
+        'CANCEL_IGNORED',
+        `The workflow was cancelled through Temporal in stage ${s.stage}; the order goes on to a safe end`,
+      );
     }
   });
   s.note('STARTED', 'Order lifecycle started');
 
   // Steps 1-3.
-  if (!(await setUp(ctx))) return finish(ctx, { status: 'FAILED', reason: s.ready?.ok === false ? s.ready.type : undefined });
+  if (!(await setUp(ctx)))
+    return finish(ctx, { status: 'FAILED', reason: s.ready?.ok === false ? s.ready.type : undefined });
   try {
     for (;;) {
       // Step 4.

@@ -9,10 +9,19 @@ import type { OrderContext } from './context';
  * refund. A payment whose amount the provider did not report cannot be refunded automatically: a business failure,
  * which sends the order to review instead of refunding a guess.
  */
-export async function refundInFull(ctx: OrderContext, paid: PaymentEvidence, why: string, reason: string): Promise<void> {
+export async function refundInFull(
+  ctx: OrderContext,
+  paid: PaymentEvidence,
+  why: string,
+  reason: string,
+): Promise<void> {
   const s = ctx.state;
   if (!Number.isSafeInteger(paid.amount) || paid.amount <= 0) {
-    throw ApplicationFailure.create({ type: FailureType.REFUND_AMOUNT_UNKNOWN, message: `payment ${paid.tradeNo} reported no amount; refund it by hand`, nonRetryable: true });
+    throw ApplicationFailure.create({
+      type: FailureType.REFUND_AMOUNT_UNKNOWN,
+      message: `payment ${paid.tradeNo} reported no amount; refund it by hand`,
+      nonRetryable: true,
+    });
   }
   const outRefundNo = autoRefundNo(s.orderId, paid.tradeNo);
   await ctx.must('refundPayment', 'task', `refund ${paid.amount} ${paid.currency} (${why})`, {

@@ -27,7 +27,10 @@ export async function stopForReview(ctx: OrderContext, err: unknown): Promise<En
     from: ['AWAITING_PAYMENT', 'EXPIRED', 'CANCELLED', 'PAID'],
     to: 'NEEDS_REVIEW',
     reason: type,
-    event: { type: 'ORDER_NEEDS_REVIEW', message: `Automatic handling stopped (${type}: ${errorMessage(err)}); an operator must decide` },
+    event: {
+      type: 'ORDER_NEEDS_REVIEW',
+      message: `Automatic handling stopped (${type}: ${errorMessage(err)}); an operator must decide`,
+    },
   });
   s.inReview();
   return review(ctx, s.evidence, `${type}: ${errorMessage(err)}`);
@@ -60,8 +63,15 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
   ctx.enter('AWAITING_REVIEW', `waiting for an operator: ${why}`);
   ctx.publish();
   while (!s.reviewDecision) {
-    const got = await condition(() => s.reviewDecision !== undefined, s.reviewReminderMs, { summary: 'wait for a review decision' });
-    if (!got) await runLocal('recordOrderEvent', MUST, 'review reminder', { orderId: s.orderId, type: 'REVIEW_REMINDER', message: `Still waiting for a review decision: ${why}` });
+    const got = await condition(() => s.reviewDecision !== undefined, s.reviewReminderMs, {
+      summary: 'wait for a review decision',
+    });
+    if (!got)
+      await runLocal('recordOrderEvent', MUST, 'review reminder', {
+        orderId: s.orderId,
+        type: 'REVIEW_REMINDER',
+        message: `Still waiting for a review decision: ${why}`,
+      });
   }
   const d = s.reviewDecision;
   const by = { operator: d.operator, decision: d.decision };
@@ -69,23 +79,39 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
     ctx.enter('CONFIRMING', `approved by ${d.operator}`);
     await ctx.must('settlePaid', 'local', 'confirm everything; mark PAID (review approved)', {
       ...ctx.participants(),
-      transition: { from: ['NEEDS_REVIEW'], to: 'PAID', reason: 'REVIEW_APPROVED', event: { type: 'ORDER_PAID', message: `Approved by ${d.operator}: ${d.reason}`, data: by }, payment: paid },
+      transition: {
+        from: ['NEEDS_REVIEW'],
+        to: 'PAID',
+        reason: 'REVIEW_APPROVED',
+        event: { type: 'ORDER_PAID', message: `Approved by ${d.operator}: ${d.reason}`, data: by },
+        payment: paid,
+      },
     });
     s.settled('PAID');
     ctx.publish();
     // An order that was already PAID when it went to review (a step after PAID failed, e.g. the buyer's cooling-off
     // refund the provider refused) stays paid and goes to fulfilment: the refund asked for is closed by this decision.
     if (paid && !s.reviewAfterPaid) return coolOff(ctx, paid);
-    if (s.reviewAfterPaid) s.note('REVIEW_APPROVED', `${d.operator} kept the paid order; the buyer's refund request is closed by this decision`);
+    if (s.reviewAfterPaid)
+      s.note(
+        'REVIEW_APPROVED',
+        `${d.operator} kept the paid order; the buyer's refund request is closed by this decision`,
+      );
     await ctx.must('handOff', 'local', 'hand off to fulfilment (outbox, review approved)', s.orderId);
     return { status: 'PAID', reason: 'REVIEW_APPROVED' };
   }
   ctx.enter('REFUNDING', `refund decided by ${d.operator}`);
-  // A payment whose amount is unknown fails the decision (REFUND_AMOUNT_UNKNOWN) rather than closing the order unrefunded.
+  // A payment whose amount is unknown fails the decision (REFUND_AMOUNT_UNKNOWN) rather than closing the order
+  // unrefunded.
   if (paid) await refundInFull(ctx, paid, 'review', `review refund by ${d.operator}: ${d.reason}`);
   await ctx.must('settleRefunded', 'local', 'release or return everything; mark REFUNDED (review)', {
     ...ctx.participants(),
-    transition: { from: ['NEEDS_REVIEW'], to: 'REFUNDED', reason: 'REVIEW_REFUNDED', event: { type: 'ORDER_REFUNDED', message: `Refunded by ${d.operator}: ${d.reason}`, data: by } },
+    transition: {
+      from: ['NEEDS_REVIEW'],
+      to: 'REFUNDED',
+      reason: 'REVIEW_REFUNDED',
+      event: { type: 'ORDER_REFUNDED', message: `Refunded by ${d.operator}: ${d.reason}`, data: by },
+    },
   });
   s.settled('REFUNDED');
   return { status: 'REFUNDED', reason: 'REVIEW_REFUNDED' };

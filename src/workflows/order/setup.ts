@@ -14,18 +14,27 @@ export async function setUp(ctx: OrderContext): Promise<boolean> {
   const { input } = s;
   try {
     ctx.enter('CREATING_ORDER', `pricing ${input.items.length} item(s) and reserving stock`);
-    const opened = await runLocal('openOrder', SETUP, `price ${input.items.length} item(s), reserve stock${input.couponCode || input.points ? ', coupon and points' : ''}`, {
-      orderId: s.orderId,
-      userId: input.userId,
-      items: input.items,
-      provider: input.provider,
-      idempotencyKey: input.idempotencyKey,
-      ...(input.couponCode !== undefined ? { couponCode: input.couponCode } : {}),
-      ...(input.points !== undefined ? { points: input.points } : {}),
-    });
+    const opened = await runLocal(
+      'openOrder',
+      SETUP,
+      `price ${input.items.length} item(s), reserve stock${input.couponCode || input.points ? ', coupon and points' : ''}`,
+      {
+        orderId: s.orderId,
+        userId: input.userId,
+        items: input.items,
+        provider: input.provider,
+        idempotencyKey: input.idempotencyKey,
+        ...(input.couponCode !== undefined ? { couponCode: input.couponCode } : {}),
+        ...(input.points !== undefined ? { points: input.points } : {}),
+      },
+    );
     s.opened(opened);
     s.note('STOCK_RESERVED', `Reserved ${opened.lines.map((l) => `${l.quantity} x ${l.sku}`).join(', ')}`);
-    for (const b of opened.benefits) s.note(`${b.participant.toUpperCase()}_RESERVED`, `Reserved ${b.participant === 'coupon' ? `coupon ${b.resource}` : `${b.quantity} points`}`);
+    for (const b of opened.benefits)
+      s.note(
+        `${b.participant.toUpperCase()}_RESERVED`,
+        `Reserved ${b.participant === 'coupon' ? `coupon ${b.resource}` : `${b.quantity} points`}`,
+      );
 
     ctx.enter('CREATING_PAYMENT', `creating the ${input.provider} payment`);
     const deadline = s.startClock();
@@ -56,7 +65,12 @@ export async function setUp(ctx: OrderContext): Promise<boolean> {
       userId: input.userId,
       lines: lines.map((l) => ({ sku: l.sku, quantity: l.quantity })),
       benefits: s.benefits.length ? s.benefits : requestedBenefits(input),
-      transition: { from: ['AWAITING_PAYMENT'], to: 'FAILED', reason: type, event: { type: 'ORDER_FAILED', message: `Order failed: ${message}` } },
+      transition: {
+        from: ['AWAITING_PAYMENT'],
+        to: 'FAILED',
+        reason: type,
+        event: { type: 'ORDER_FAILED', message: `Order failed: ${message}` },
+      },
     });
     s.settled('FAILED');
     return false;

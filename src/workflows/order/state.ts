@@ -22,12 +22,19 @@ import {
 } from '../../contracts/order-workflow';
 
 /** Stages in which the order can still be cancelled (nothing paid is known yet). */
-export const CANCELLABLE_STAGES: readonly OrderStage[] = ['CREATING_ORDER', 'RESERVING', 'CREATING_PAYMENT', 'AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
+export const CANCELLABLE_STAGES: readonly OrderStage[] = [
+  'CREATING_ORDER',
+  'RESERVING',
+  'CREATING_PAYMENT',
+  'AWAITING_PAYMENT',
+  'QUERYING_PROVIDER',
+];
 /** Stages in which a payment found by a support query is still confirmed by the wait loop. */
 export const WAITING_STAGES: readonly OrderStage[] = ['AWAITING_PAYMENT', 'QUERYING_PROVIDER'];
 
 /** What the early-return update answers: the payment URL, or why the order failed. */
-export type Ready = { ok: true; value: PaymentReady } | { ok: false; type: string; message: string; details: Record<string, unknown> };
+export type Ready =
+  { ok: true; value: PaymentReady } | { ok: false; type: string; message: string; details: Record<string, unknown> };
 
 /** What happened to a notification handed to `notify()`. */
 export type NotifyOutcome = 'DUPLICATE' | 'OTHER_ORDER' | 'OTHER_PROVIDER' | 'RECORDED';
@@ -139,7 +146,11 @@ export class OrderState {
         status: 'AWAITING_PAYMENT',
         amount: this.amount!,
         currency: this.currency!,
-        payment: { provider: this.input.provider, paymentUrl: p.paymentUrl, expiresAt: new Date(this.deadline!).toISOString() },
+        payment: {
+          provider: this.input.provider,
+          paymentUrl: p.paymentUrl,
+          expiresAt: new Date(this.deadline!).toISOString(),
+        },
       },
     };
   }
@@ -202,7 +213,10 @@ export class OrderState {
       return 'OTHER_ORDER';
     }
     if (n.provider !== undefined && n.provider !== this.input.provider) {
-      this.note('NOTIFICATION_IGNORED', `Notification ${n.notificationId} comes from ${n.provider}; this order pays with ${this.input.provider}`);
+      this.note(
+        'NOTIFICATION_IGNORED',
+        `Notification ${n.notificationId} comes from ${n.provider}; this order pays with ${this.input.provider}`,
+      );
       return 'OTHER_PROVIDER';
     }
     this.note('PAYMENT_NOTIFIED', `Provider notified payment ${n.tradeNo} (${n.amount} ${n.currency})`);
@@ -230,7 +244,9 @@ export class OrderState {
     return this.evidence;
   }
 
-  /** The order's status is settled in MySQL (PAID, EXPIRED, CANCELLED, FAILED, REFUNDED): the cancel update can answer. */
+  /**
+   * The order's status is settled in MySQL (PAID, EXPIRED, CANCELLED, FAILED, REFUNDED): the cancel update can answer.
+   */
   settled(status: Exclude<OrderStatus, 'AWAITING_PAYMENT' | 'NEEDS_REVIEW'>): void {
     this.status = status;
     this.decided = true;
@@ -250,7 +266,8 @@ export class OrderState {
 
   /** Why a cooling-off refund request is refused now, or undefined when it is accepted. */
   refundRefusal(): string | undefined {
-    if (this.stage !== 'COOLING_OFF' || this.refundRequest) return `order ${this.orderId} is not in its cooling-off window (stage ${this.stage}, status ${this.status})`;
+    if (this.stage !== 'COOLING_OFF' || this.refundRequest)
+      return `order ${this.orderId} is not in its cooling-off window (stage ${this.stage}, status ${this.status})`;
     return undefined;
   }
 
@@ -268,7 +285,9 @@ export class OrderState {
 
   /** Whether the review update for `d` can answer: the order left review, or `d` failed and another is awaited. */
   reviewSettled(d: ReviewDecision): boolean {
-    return (this.status !== 'NEEDS_REVIEW' && this.stage !== 'NEEDS_REVIEW') || this.finished || this.reviewDecision !== d;
+    return (
+      (this.status !== 'NEEDS_REVIEW' && this.stage !== 'NEEDS_REVIEW') || this.finished || this.reviewDecision !== d
+    );
   }
 
   /** Records that a decision could not be carried out; the order waits for another one. */
@@ -308,7 +327,11 @@ export interface ProviderPaymentState {
 }
 
 /** Payment evidence from a provider query: unknown fields stay visibly unknown (and so never match an order). */
-export function evidenceFromProvider(state: ProviderPaymentState, source: 'query' | 'close', now: number): PaymentEvidence {
+export function evidenceFromProvider(
+  state: ProviderPaymentState,
+  source: 'query' | 'close',
+  now: number,
+): PaymentEvidence {
   return {
     source,
     tradeNo: state.tradeNo ?? 'unknown',
@@ -319,16 +342,25 @@ export function evidenceFromProvider(state: ProviderPaymentState, source: 'query
   };
 }
 
-/** The benefits an order asks for, before pricing: what a failed setup must release (an empty rollback where untried). */
+/**
+ * The benefits an order asks for, before pricing: what a failed setup must release (an empty rollback where untried).
+ */
 export function requestedBenefits(input: Pick<OrderPaymentInput, 'userId' | 'couponCode' | 'points'>): OrderBenefit[] {
   return [
-    ...(input.couponCode !== undefined ? [{ participant: 'coupon' as const, resource: input.couponCode, quantity: 0 }] : []),
+    ...(input.couponCode !== undefined
+      ? [{ participant: 'coupon' as const, resource: input.couponCode, quantity: 0 }]
+      : []),
     ...(input.points ? [{ participant: 'points' as const, resource: input.userId, quantity: input.points }] : []),
   ];
 }
 
 /** Why a payment does not match the order, or undefined when amount, currency and merchant all match. */
-export function describeMismatch(paid: PaymentEvidence, amount: number, currency: string, merchantId: string): string | undefined {
+export function describeMismatch(
+  paid: PaymentEvidence,
+  amount: number,
+  currency: string,
+  merchantId: string,
+): string | undefined {
   const problems: string[] = [];
   if (paid.amount !== amount) problems.push(`amount ${paid.amount} != ${amount}`);
   if (paid.currency !== currency) problems.push(`currency ${paid.currency} != ${currency}`);

@@ -15,7 +15,9 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../../activities';
 
-/** Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API. */
+/**
+ * Steps before the buyer has a payment URL: bounded, so a broken dependency fails the order instead of hanging the API.
+ */
 export const SETUP: ActivityOptions & LocalActivityOptions = {
   startToCloseTimeout: '15s',
   scheduleToCloseTimeout: '2m',
@@ -32,12 +34,22 @@ export const QUERY: ActivityOptions = {
   retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '2s', maximumAttempts: 3 },
 };
 
-type Fn<K extends keyof Activities> = { executeWithOptions(o: ActivityOptions | LocalActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Activities[K]>>> };
+type Fn<K extends keyof Activities> = {
+  executeWithOptions(
+    o: ActivityOptions | LocalActivityOptions,
+    a: unknown[],
+  ): Promise<Awaited<ReturnType<Activities[K]>>>;
+};
 const remote = proxyActivities<Activities>(MUST);
 const local = proxyLocalActivities<Activities>(MUST);
 
 /** Runs an activity (a task on the queue, any worker) with the given options and a summary shown on its event. */
-export function run<K extends keyof Activities>(name: K, options: ActivityOptions, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
+export function run<K extends keyof Activities>(
+  name: K,
+  options: ActivityOptions,
+  summary: string,
+  ...args: Parameters<Activities[K]>
+): Promise<Awaited<ReturnType<Activities[K]>>> {
   return (remote[name] as unknown as Fn<K>).executeWithOptions({ ...options, summary }, args);
 }
 
@@ -45,7 +57,12 @@ export function run<K extends keyof Activities>(name: K, options: ActivityOption
  * Runs a short MySQL or provider step as a local activity: executed by the worker that runs the workflow, recorded
  * as one marker event, no task round trip through the server. Same retry semantics and failures as `run`.
  */
-export function runLocal<K extends keyof Activities>(name: K, options: LocalActivityOptions, summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> {
+export function runLocal<K extends keyof Activities>(
+  name: K,
+  options: LocalActivityOptions,
+  summary: string,
+  ...args: Parameters<Activities[K]>
+): Promise<Awaited<ReturnType<Activities[K]>>> {
   return (local[name] as unknown as Fn<K>).executeWithOptions({ ...options, summary }, args);
 }
 
@@ -88,7 +105,11 @@ export function failedForGood(err: unknown): boolean {
  */
 export function outOfAttempts(err: unknown): boolean {
   if (err instanceof ActivityFailure && err.retryState === 'MAXIMUM_ATTEMPTS_REACHED') return true;
-  return !isCancellation(err) && !failedForGood(err) && (err instanceof ActivityFailure || err instanceof ApplicationFailure || err instanceof TemporalFailure);
+  return (
+    !isCancellation(err) &&
+    !failedForGood(err) &&
+    (err instanceof ActivityFailure || err instanceof ApplicationFailure || err instanceof TemporalFailure)
+  );
 }
 
 /** A time of day for timer summaries in the Web UI, e.g. "14:32:05 UTC". */
