@@ -451,8 +451,8 @@ export async function runOpenBench(argv: string[]): Promise<number> {
     );
     console.log(
       options.cache !== undefined
-        ? `  workflow cache: maxCachedWorkflows ${f(maxCached)} set by --cache for this run (production leaves it unset: the SDK default, max(10, (heap limit MiB - 200) * 600 / 1024) in TS SDK 1.24)`
-        : `  workflow cache: maxCachedWorkflows ${f(maxCached)} = the SDK default (src/workers/worker.ts does not set it; TS SDK 1.24, reuseV8Context: max(10, (heap limit MiB - 200) * 600 / 1024))`,
+        ? `  workflow cache: maxCachedWorkflows ${f(maxCached)} set by --cache for this run (production: WORKFLOW_CACHE_SIZE, default 2000)`
+        : `  workflow cache: maxCachedWorkflows ${f(maxCached)} = WORKFLOW_CACHE_SIZE (default 2000; src/config.ts says why)`,
     );
     console.log(
       "  (each snapshot after a full GC of the main thread; heap = the main thread only: workflow code runs in the SDK's worker",
