@@ -10,6 +10,7 @@
  * the run goes on in Temporal.
  */
 import { loadConfigOrExit } from '../config';
+import type { ItemView, RunView } from '../reconciliation/runs';
 import { BillDate, billDateOf } from '../contracts/reconciliation';
 
 const POLL_MS = 400;
@@ -46,36 +47,8 @@ function parseArgs(argv: string[]): { provider: string; date: string; rerun: boo
   return out;
 }
 
-interface Run {
-  id: string;
-  status: 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED';
-  phase: string | null;
-  attempt: number;
-  progress: {
-    expectedRows: number | null;
-    billRows: number;
-    localRows: number;
-    repairsTotal: number;
-    repairsDone: number;
-    billAttempts: number;
-    resumedFromRow: number | null;
-  };
-  totals: Record<string, number> | null;
-  differences: number | null;
-  bySeverity: { critical: number; review: number; repaired: number } | null;
-  error: string | null;
-  items?: Array<{
-    class: string;
-    severity: string;
-    detail: string | null;
-    outTradeNo: string | null;
-    tradeNo: string | null;
-    outRefundNo: string | null;
-    bill: { amount: number; currency: string } | null;
-    local: { amount: number | null } | null;
-    repair: { status: string };
-  }>;
-}
+/** A run as the ops API answers it (with its items when asked for them). */
+type Run = RunView & { items?: ItemView[] };
 
 /** An API answer: runs, or `{ error, message }`. */
 type Answer = Run & { error?: string; message?: string };
