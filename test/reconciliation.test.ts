@@ -11,6 +11,7 @@ import { billDateOf, reconciliationScheduleId } from '../src/contracts/reconcili
 import { refundPayment } from '../src/activities/payments';
 import { ensureReconciliationSchedules } from '../src/client/routes/ops';
 import { createSandboxProvider } from '../src/providers/sandbox';
+import { freshDatabase } from './support/env';
 import { createProduct, startSystem, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
 
 let sys: TestSystem;
@@ -19,6 +20,9 @@ const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
 
 beforeAll(async () => {
   sys = await startSystem({
+    // A database of its own: the ops gauges read the latest completed run of the whole runs table, and the bill suite
+    // completes sandbox runs of its own alongside (a CI run saw its 100,000-row run in this suite's gauge).
+    DATABASE_URL: await freshDatabase('recon'),
     SANDBOX_MERCHANT_ID: merchantId,
     QUERY_FIRST_DELAY: '1h',
     QUERY_MAX_INTERVAL: '1h',
