@@ -351,6 +351,13 @@ async function findLocalOnly(
     .update({ phase: 'LOCAL', updated_at: db.fn.now(3) });
   const found = { payments: 0, refunds: 0 };
 
+  /** This run's item keyed `<prefix>:<column>` (a row the bill comparison already recorded). */
+  const itemKeyed = (prefix: string, column: string) =>
+    db('reconciliation_items as i')
+      .where('i.run_id', run.id)
+      .where('i.row_key', db.raw(`CONCAT('${prefix}:', ${column})`))
+      .select(db.raw('1'));
+
   for (let after = ''; ;) {
     const page = (await db('payments as p')
       .leftJoin('orders as o', 'o.order_id', 'p.order_id')
@@ -359,18 +366,8 @@ async function findLocalOnly(
       .where('p.paid_at', '>=', start)
       .where('p.paid_at', '<', end)
       .where('p.out_trade_no', '>', after)
-      .whereNotExists(
-        db('reconciliation_items as i')
-          .where('i.run_id', run.id)
-          .where('i.row_key', db.raw("CONCAT('P:', p.trade_no)"))
-          .select(db.raw('1')),
-      )
-      .whereNotExists(
-        db('reconciliation_items as i')
-          .where('i.run_id', run.id)
-          .where('i.row_key', db.raw("CONCAT('LP:', p.out_trade_no)"))
-          .select(db.raw('1')),
-      )
+      .whereNotExists(itemKeyed('P', 'p.trade_no'))
+      .whereNotExists(itemKeyed('LP', 'p.out_trade_no'))
       .orderBy('p.out_trade_no')
       .limit(LOCAL_PAGE)
       .select(
@@ -428,18 +425,8 @@ async function findLocalOnly(
       .where('r.refunded_at', '>=', start)
       .where('r.refunded_at', '<', end)
       .where('r.out_refund_no', '>', after)
-      .whereNotExists(
-        db('reconciliation_items as i')
-          .where('i.run_id', run.id)
-          .where('i.row_key', db.raw("CONCAT('R:', r.out_refund_no)"))
-          .select(db.raw('1')),
-      )
-      .whereNotExists(
-        db('reconciliation_items as i')
-          .where('i.run_id', run.id)
-          .where('i.row_key', db.raw("CONCAT('LR:', r.out_refund_no)"))
-          .select(db.raw('1')),
-      )
+      .whereNotExists(itemKeyed('R', 'r.out_refund_no'))
+      .whereNotExists(itemKeyed('LR', 'r.out_refund_no'))
       .orderBy('r.out_refund_no')
       .limit(LOCAL_PAGE)
       .select(
