@@ -38,6 +38,59 @@ export async function availableUnits(db: Knex, skus: string[]): Promise<Map<stri
   return new Map(rows.map((r) => [r.sku, Number(r.units)]));
 }
 
+/**
+ * Reads of available units shared by the buyers who arrive together (a flash sale sends hundreds in the same
+ * millisecond), without ever answering a buyer from a read made before it arrived: a buyer joins only the batch that
+ * is still waiting to be sent, never the read in flight. So the answer is as fresh as a read of its own (a unit
+ * released before the buyer arrived is seen), and a burst of N buyers costs about two reads in a row instead of N,
+ * each MySQL round trip being the dearest thing a losing buyer costs (README, "Flash sales").
+ */
+export class AvailabilityReads {
+  private waiting: { skus: Set<string>; done: Promise<Map<string, number>>; send: () => void } | undefined;
+  private inFlight = 0;
+
+  /**
+   * @param readUnits one read for many SKUs (availableUnits over the API's pool)
+   * @param maxInFlight reads sent at once; a buyer who arrives while they run waits for the next batch, which goes
+   *   out as soon as one comes back.
+   */
+  constructor(
+    private readonly readUnits: (skus: string[]) => Promise<Map<string, number>>,
+    private readonly maxInFlight = 2,
+  ) {}
+
+  /** Units available now per known SKU (unknown SKUs are absent), from a read sent after this call. */
+  read(skus: string[]): Promise<Map<string, number>> {
+    let batch = this.waiting;
+    if (!batch) {
+      const skuSet = new Set<string>();
+      let send!: () => void;
+      const done = new Promise<Map<string, number>>((resolve, reject) => {
+        send = () => this.readUnits([...skuSet]).then(resolve, reject);
+      });
+      batch = this.waiting = { skus: skuSet, done, send };
+      // Buyers of the same tick join before it goes; after that, only when no slot is free.
+      process.nextTick(() => this.sendIfFree());
+    }
+    for (const sku of skus) batch.skus.add(sku);
+    return batch.done.then((all) => new Map(skus.filter((s) => all.has(s)).map((s) => [s, all.get(s)!])));
+  }
+
+  private sendIfFree(): void {
+    const batch = this.waiting;
+    if (!batch || this.inFlight >= this.maxInFlight) return;
+    this.waiting = undefined;
+    this.inFlight++;
+    batch.send();
+    void batch.done
+      .catch(() => undefined)
+      .finally(() => {
+        this.inFlight--;
+        this.sendIfFree();
+      });
+  }
+}
+
 /** The first line the available units cannot cover, if any. */
 export function shortLine(items: StockLine[], available: Map<string, number>): StockLine | undefined {
   return items.find((i) => (available.get(i.sku) ?? 0) < i.quantity);

@@ -29,6 +29,7 @@ import type { ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
 import type { orderLifecycle } from '../workflows';
 import {
+  AvailabilityReads,
   availableUnits,
   outOfStockError,
   releaseReservation,
@@ -129,7 +130,12 @@ export class OrderService {
   /** Orders between reservation and payment URL in this process (bounded by ORDER_START_CONCURRENCY). */
   private startsInFlight = 0;
 
-  constructor(private readonly deps: OrderServiceDeps) {}
+  /** The units read of POST /orders, shared by buyers who arrive together (never older than the buyer). */
+  private readonly availability: AvailabilityReads;
+
+  constructor(private readonly deps: OrderServiceDeps) {
+    this.availability = new AvailabilityReads((skus) => availableUnits(deps.db, skus));
+  }
 
   /** Creates an order: starts its workflow and waits for the early-return update (payment URL). */
   async create(
@@ -150,10 +156,7 @@ export class OrderService {
     }
     const items = mergeItems(request.items);
     // One plain read answers both "is every SKU known" and "are the units there" (all buckets summed).
-    const available = await availableUnits(
-      db,
-      items.map((i) => i.sku),
-    );
+    const available = await this.availability.read(items.map((i) => i.sku));
     const unknown = items.map((i) => i.sku).filter((s) => !available.has(s));
     if (unknown.length)
       throw apiFailure(FailureType.UNKNOWN_SKU, `unknown SKU: ${unknown.join(', ')}`, {
@@ -161,16 +164,17 @@ export class OrderService {
         sku: unknown[0],
       });
 
-    const orderId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : newOrderId();
+    // Without a key the id is drawn only for a buyer who gets past the stock check.
+    const keyedId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : undefined;
     // A retry with the same Idempotency-Key of an order that already holds its units (reserved by the first request,
     // its workflow still setting up) joins that order: it must not be told OUT_OF_STOCK by its own reservation.
     let holdsUnits = false;
-    if (idempotencyKey) {
-      const existing = await this.get(orderId);
+    if (keyedId) {
+      const existing = await this.get(keyedId);
       // An order still being set up is joined through update-with-start below (it waits for the payment URL).
       const settingUp = existing?.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl;
       if (existing && !settingUp) return { created: false, body: this.replay(existing, items) };
-      holdsUnits = settingUp || (await reservationHeld(db, orderId));
+      holdsUnits = settingUp || (await reservationHeld(db, keyedId));
     }
     // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales).
     const short = holdsUnits ? undefined : shortLine(items, available);
@@ -186,7 +190,7 @@ export class OrderService {
     }
     this.startsInFlight++;
     try {
-      return await this.reserveAndStart(request, idempotencyKey, orderId, items);
+      return await this.reserveAndStart(request, idempotencyKey, keyedId ?? newOrderId(), items);
     } finally {
       this.startsInFlight--;
     }

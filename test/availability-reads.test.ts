@@ -1,0 +1,114 @@
+/**
+ * The shared units read of POST /orders (AvailabilityReads), against the real test database: buyers who arrive
+ * together share one read, and no buyer is ever answered from a read sent before it arrived, so a unit released
+ * just before a buyer asks is seen by that buyer.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import { AvailabilityReads, availableUnits } from '../src/client/admission';
+import { createDb } from '../src/db/knex';
+import { TEST_ENV } from './support/env';
+
+let db: Knex;
+
+beforeAll(() => {
+  db = createDb(TEST_ENV.databaseUrl, { poolMax: 4 });
+});
+afterAll(async () => {
+  await db?.destroy();
+});
+
+async function createSku(available: number): Promise<string> {
+  const sku = `avail-${randomBytes(6).toString('hex')}`;
+  await db('products').insert({ sku, name: `Availability ${sku}`, price: 100, currency: 'CNY' });
+  await db('stock').insert({ sku, available, reserved: 0, sold: 0, total_in: available, buckets: 1 });
+  return sku;
+}
+
+/** The real read, counted, with the SKUs each read asked for. */
+function countedReads(): { calls: string[][]; read: (skus: string[]) => Promise<Map<string, number>> } {
+  const calls: string[][] = [];
+  return {
+    calls,
+    read: (skus) => {
+      calls.push([...skus].sort());
+      return availableUnits(db, skus);
+    },
+  };
+}
+
+const until = async (ok: () => boolean) => {
+  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 2));
+  expect(ok()).toBe(true);
+};
+
+test('buyers who arrive together share one read, each answered for its own SKUs only', async () => {
+  const [a, b] = await Promise.all([createSku(3), createSku(0)]);
+  const counted = countedReads();
+  const reads = new AvailabilityReads(counted.read, 1);
+  const answers = await Promise.all([
+    ...Array.from({ length: 50 }, () => reads.read([a])),
+    reads.read([b]),
+    reads.read([a, b, 'no-such-sku']),
+  ]);
+  expect(counted.calls).toEqual([[a, b, 'no-such-sku'].sort()]);
+  expect(answers[0]).toEqual(new Map([[a, 3]]));
+  expect(answers[50]).toEqual(new Map([[b, 0]]));
+  // An unknown SKU is absent, as with a read of its own (the API answers 422 UNKNOWN_SKU).
+  expect(answers[51]).toEqual(
+    new Map([
+      [a, 3],
+      [b, 0],
+    ]),
+  );
+});
+
+test('a buyer who arrives while a read is in flight gets a later read, which sees a unit released meanwhile', async () => {
+  const sku = await createSku(0);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let done = 0;
+  // The first read has read MySQL (0 units) but not yet answered when the unit comes back and two more buyers ask.
+  const reads = new AvailabilityReads(async (skus) => {
+    const units = await availableUnits(db, skus);
+    done++;
+    if (done === 1) await gate;
+    return units;
+  }, 1);
+  const first = reads.read([sku]);
+  await until(() => done === 1);
+  await db('stock').where({ sku }).update({ available: 1 });
+  const second = reads.read([sku]);
+  const third = reads.read([sku]);
+  release();
+  expect((await first).get(sku)).toBe(0);
+  expect((await second).get(sku)).toBe(1);
+  expect((await third).get(sku)).toBe(1);
+  // The two who arrived during the first read shared the next one.
+  expect(done).toBe(2);
+});
+
+test('with two reads allowed in flight, a buyer arriving during one read is sent at once', async () => {
+  const sku = await createSku(5);
+  const counted = countedReads();
+  const reads = new AvailabilityReads(counted.read, 2);
+  const first = reads.read([sku]);
+  await new Promise((r) => setImmediate(r));
+  const second = reads.read([sku]);
+  await new Promise((r) => setImmediate(r));
+  expect(counted.calls).toHaveLength(2);
+  await expect(Promise.all([first, second])).resolves.toEqual([new Map([[sku, 5]]), new Map([[sku, 5]])]);
+});
+
+test('a failed read fails every buyer of its batch, and the next batch reads again', async () => {
+  const sku = await createSku(2);
+  let fail = true;
+  const reads = new AvailabilityReads(async (skus) => {
+    if (fail) throw new Error('connection lost');
+    return availableUnits(db, skus);
+  }, 1);
+  const failed = Promise.all([reads.read([sku]), reads.read([sku])]);
+  await expect(failed).rejects.toThrow('connection lost');
+  fail = false;
+  await expect(reads.read([sku])).resolves.toEqual(new Map([[sku, 2]]));
+});
