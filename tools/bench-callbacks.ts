@@ -27,6 +27,7 @@ import {
   KeepAlivePool,
   Tally,
   abortReason,
+  atRate,
   commandLine,
   cpuMeter,
   errorKind,
@@ -57,7 +58,9 @@ const USAGE = `usage: npm run bench -- --callbacks [--orders N] [--redeliveries 
   --redeliveries  deliveries of each order's notification, shuffled          (default 30;  --quick 5)
   --connections   concurrent keep-alive HTTP connections of the storm        (default 50;  --quick 20)
   --kill-api-at   SIGKILL the API (run as its own process) after K sends and start it again
-  --separate-api  run the API in a process of its own (as in production) instead of beside the worker`;
+  --separate-api  run the API in a process of its own (as in production) instead of beside the worker
+  --rate          send at this many notifications per second (open loop, at most --connections in flight; latency
+                  counted from when each send was due) instead of as fast as the connections allow`;
 
 /** How long the bench waits for the last order to become PAID after the storm. */
 const SETTLE_TIMEOUT_MS = 120_000;
@@ -81,6 +84,7 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
       connections: 'int',
       'kill-api-at': 'int',
       'separate-api': 'flag',
+      rate: 'int',
       quick: 'flag',
     },
     USAGE,
@@ -95,9 +99,14 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
     console.error(`[bench] --kill-api-at ${killAt} is not below the ${total} sends of the storm\n${USAGE}`);
     return 1;
   }
-  const options = { orders, redeliveries, connections, killApiAt: killAt ?? null };
+  const rate = flags.rate as number | undefined;
+  if (rate !== undefined && rate < 1) {
+    console.error(`[bench] --rate must be at least 1\n${USAGE}`);
+    return 1;
+  }
+  const options = { orders, redeliveries, connections, killApiAt: killAt ?? null, rate: rate ?? null };
   log(
-    `callback storm: ${orders} orders x ${redeliveries} deliveries = ${total} sends over ${connections} connections${killAt ? `, API killed after ${killAt} sends` : ''}`,
+    `callback storm: ${orders} orders x ${redeliveries} deliveries = ${total} sends over ${connections} connections${rate ? ` at ${rate}/s` : ''}${killAt ? `, API killed after ${killAt} sends` : ''}`,
   );
 
   const system = await startSystem({
@@ -167,7 +176,8 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
     const elapsed = performance.now() - t0;
     return `${ackMs.length}/${deliveries.length} acknowledged · ${sent} sent · not acknowledged: ${nonAcks.total} · ${(elapsed / 1000).toFixed(1)} s · ${perSecond(ackMs.length, elapsed).toFixed(1)} acks/s${restart ? ' · API killed once' : ''}`;
   });
-  await inParallel(deliveries, connections, async ({ body }) => {
+  // Closed loop (each connection sends its next as soon as the last is acknowledged) or, with --rate, open loop.
+  const send = async ({ body }: { body: string }, dueAt?: number) => {
     while (!runAbort.signal.aborted) {
       sent++;
       if (killAt !== undefined && sent === killAt) {
@@ -187,7 +197,7 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
         });
         answersByStatus.add(String(r.status));
         if (r.status === 200 && r.text.trim() === SANDBOX_ACK_BODY) {
-          ackMs.push(r.ms);
+          ackMs.push(dueAt === undefined ? r.ms : performance.now() - dueAt);
           lastAckAt = performance.now();
           return;
         }
@@ -203,7 +213,9 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
       }
       await sleep(RESEND_AFTER_MS);
     }
-  });
+  };
+  if (rate) await atRate(deliveries, rate, connections, send);
+  else await inParallel(deliveries, connections, (d) => send(d));
   const stormMs = performance.now() - t0;
   stopProgress();
   const restarted = restart ? await restart.catch(() => undefined) : undefined;
@@ -341,7 +353,7 @@ ${table([
   ['machine', report.machine],
   [
     'storm',
-    `${notifications.length} notifications x ${redeliveries} deliveries = ${deliveries.length}, shuffled, signed per send, over ${connections} keep-alive connections (${opened} opened)`,
+    `${notifications.length} notifications x ${redeliveries} deliveries = ${deliveries.length}, shuffled, signed per send, over ${connections} keep-alive connections (${opened} opened)${rate ? `, sent at ${rate}/s (open loop: latency from when each send was due)` : ', each connection sending its next on the last ack (closed loop)'}`,
   ],
   ['wall time', `${(stormMs / 1000).toFixed(2)} s (${sent} sends)`],
   ['throughput', `${report.acksPerSecond.toFixed(2)} acks/s ("success" answers over the storm)`],

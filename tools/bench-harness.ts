@@ -281,6 +281,31 @@ export async function inParallel<T>(
   );
 }
 
+/**
+ * Runs `fn` for each item at a fixed arrival rate (open loop): item i is due `i / perSecond` seconds after the start,
+ * whatever the system's pace, as buyers and providers arrive on their own clock. `fn` gets the time the item was
+ * due, so that latency is measured from the arrival and not from when a slow system let the next request go (no
+ * coordinated omission). At most `maxInFlight` run at once; an item past that waits for a slot, and the wait counts.
+ */
+export async function atRate<T>(
+  items: readonly T[],
+  perSecond: number,
+  maxInFlight: number,
+  fn: (item: T, dueAt: number) => Promise<void>,
+): Promise<void> {
+  const t0 = performance.now();
+  const running = new Set<Promise<void>>();
+  for (let i = 0; i < items.length && !runAbort.signal.aborted; i++) {
+    const dueAt = t0 + (i * 1000) / perSecond;
+    const wait = dueAt - performance.now();
+    if (wait > 1) await sleep(wait);
+    while (running.size >= maxInFlight) await Promise.race(running);
+    const task: Promise<void> = fn(items[i]!, dueAt).finally(() => running.delete(task));
+    running.add(task);
+  }
+  await Promise.all(running);
+}
+
 /** Counts by key, printed as `a x3, b x1`. */
 export class Tally {
   readonly counts = new Map<string, number>();
