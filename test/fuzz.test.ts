@@ -137,6 +137,9 @@ async function placeOrder(provider: ProviderName, keyed: boolean): Promise<Notif
  * deliveries, stock.
  */
 async function stateFingerprint(): Promise<string> {
+  // Redeliveries acknowledged from memory are counted into `deliveries` a moment later: added now, so that only the
+  // request under test can move the count.
+  await sys.api.inbox.flushDeliveries();
   const counts = [
     'orders',
     'order_lines',
@@ -1038,9 +1041,12 @@ test.each(PROVIDER_NAMES)(
                 deliveries: number;
               }>;
               expect(rows).toHaveLength(1);
-              return rows[0]!.status !== 'RECEIVED' ? rows[0] : undefined;
+              // Redeliveries acknowledged from memory are added to `deliveries` within a moment.
+              return rows[0]!.status !== 'RECEIVED' && Number(rows[0]!.deliveries) >= early + late
+                ? rows[0]
+                : undefined;
             },
-            { what: 'the inbox row routed' },
+            { what: 'the inbox row routed, every delivery counted' },
           );
           expect(row).toMatchObject({ provider, status: 'SIGNALLED', deliveries: early + late });
           expect(await sys.db('orders').where({ order_id: order.orderId }).first('status')).toEqual({ status: 'PAID' });
@@ -1057,6 +1063,7 @@ test.each(PROVIDER_NAMES)(
           const replayed = signedAt(secrets, d, Math.floor(Date.now() / 1000) - skew);
           if (replayed) {
             await expectRefused(replayed, ['STALE_TIMESTAMP']);
+            await sys.api.inbox.flushDeliveries();
             expect(
               await sys.db('notification_inbox').where({ out_trade_no: order.orderId }).first('deliveries'),
             ).toEqual({ deliveries: early + late });

@@ -267,10 +267,22 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
     paid: number | string;
   }[];
   const onePaidPayment = paymentRows.filter((r) => Number(r.n) === 1 && Number(r.paid) === 1).length;
-  const [inbox] = (await db('notification_inbox')
-    .where({ provider: 'sandbox' })
-    .count({ rows: '*' })
-    .sum({ deliveries: 'deliveries' })) as { rows: number | string; deliveries: number | string | null }[];
+  // Redeliveries the API acknowledged from memory reach `deliveries` within a moment (one UPDATE per 200 ms): read
+  // once the sum has stopped moving.
+  const readInbox = async () =>
+    (
+      (await db('notification_inbox')
+        .where({ provider: 'sandbox' })
+        .count({ rows: '*' })
+        .sum({ deliveries: 'deliveries' })) as { rows: number | string; deliveries: number | string | null }[]
+    )[0];
+  let inbox = await readInbox();
+  for (let i = 0; i < 20 && !runAbort.signal.aborted && Number(inbox?.deliveries ?? 0) !== sent; i++) {
+    await sleep(250);
+    const next = await readInbox();
+    if (i >= 4 && Number(next?.deliveries) === Number(inbox?.deliveries)) break;
+    inbox = next;
+  }
   const inboxRows = Number(inbox?.rows ?? 0);
   const inboxDeliveries = Number(inbox?.deliveries ?? 0);
   const inboxStatuses = Object.fromEntries(
@@ -286,11 +298,16 @@ export async function runCallbacksBench(argv: string[]): Promise<number> {
     Record<string, number | string> | undefined;
   // A send that was not acknowledged may or may not have reached the inbox (the API died mid-request, or failed after
   // storing it): the deliveries then lie between the acknowledged sends and all sends; without such sends they equal
-  // the sends.
+  // the sends. A killed API also takes with it the redeliveries it acknowledged from memory in its last 200 ms (a
+  // diagnostic count; every notification is still stored): then only "at least one per notification" is checked.
   const unanswered = [...nonAcks.counts].filter(([k]) => k.startsWith('network')).reduce((s, [, n]) => s + n, 0);
   const answered = sent - unanswered;
   const deliveriesOk =
-    nonAcks.total === 0 ? inboxDeliveries === sent : inboxDeliveries >= ackMs.length && inboxDeliveries <= sent;
+    killAt !== undefined
+      ? inboxDeliveries >= inboxRows && inboxDeliveries <= sent
+      : nonAcks.total === 0
+        ? inboxDeliveries === sent
+        : inboxDeliveries >= ackMs.length && inboxDeliveries <= sent;
 
   log('running the invariant checker');
   const invariants = await checkInvariants({

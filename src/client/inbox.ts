@@ -21,6 +21,10 @@ const leaseMs = (callTimeoutMs: number) => 2 * callTimeoutMs + 5_000;
 const MAX_BACKOFF_MS = 5 * 60_000;
 /** Ids waiting in memory for a routing slot; beyond this the sweep finds them in MySQL instead. */
 const MAX_QUEUED = 10_000;
+/** Stored notifications remembered per process (about 100 bytes each). */
+const MAX_REMEMBERED = 100_000;
+/** How long redeliveries acknowledged from memory wait before their count is added to MySQL. */
+const COUNT_FLUSH_MS = 200;
 
 /** Options of the inbox processor. */
 export interface InboxOptions {
@@ -56,6 +60,18 @@ export class NotificationInbox {
   /** Orders' providers, read once per order by the callback route and the routing alike (a provider never changes). */
   readonly orderProviders = new OrderProviderCache();
 
+  /**
+   * Notifications this process has stored (committed), by provider and notification id: a provider's redelivery of
+   * one of them is already stored durably, so it is acknowledged without a write (most of a callback storm is
+   * redeliveries, and a MySQL round trip is the dearest part of an acknowledgement). Bounded, oldest forgotten first;
+   * a forgotten one, or one stored by another process, simply takes the INSERT .. ON DUPLICATE path again.
+   */
+  private readonly stored = new Map<string, number>();
+  /** Deliveries acknowledged from memory, per inbox row, not yet added to `deliveries` in MySQL. */
+  private readonly uncounted = new Map<number, number>();
+  private countTimer: NodeJS.Timeout | undefined;
+  private counting: Promise<void> | undefined;
+
   constructor(private readonly options: InboxOptions) {}
 
   /** Starts the periodic sweep that retries rows whose routing failed. */
@@ -64,13 +80,76 @@ export class NotificationInbox {
     this.timer.unref();
   }
 
-  /** Stops the sweep, forgets queued ids (they stay RECEIVED in MySQL) and waits for in-flight routing to finish. */
+  /**
+   * Stops the sweep, forgets queued ids (they stay RECEIVED in MySQL), waits for in-flight routing to finish and adds
+   * the deliveries counted in memory.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.waiting.length = 0;
     this.queued.clear();
     await Promise.allSettled([...this.inFlight]);
+    await this.flushDeliveries().catch((err: unknown) =>
+      this.options.logger.warn({ err }, 'redelivery counts not added to the inbox'),
+    );
+  }
+
+  /** The inbox row of a notification this process has stored, if it remembers one. */
+  storedId(provider: string, notificationId: string): number | undefined {
+    return this.stored.get(`${provider}\u0000${notificationId}`);
+  }
+
+  /** Remembers a notification whose row is committed (the INSERT .. ON DUPLICATE returned). */
+  rememberStored(provider: string, notificationId: string, id: number): void {
+    this.stored.set(`${provider}\u0000${notificationId}`, id);
+    if (this.stored.size > MAX_REMEMBERED) this.stored.delete(this.stored.keys().next().value!);
+  }
+
+  /**
+   * Counts a redelivery acknowledged from memory; the counts are added to MySQL together within COUNT_FLUSH_MS (one
+   * UPDATE for all rows). `deliveries` is a diagnostic count: a process killed in between loses at most that much.
+   */
+  countDelivery(id: number): void {
+    this.uncounted.set(id, (this.uncounted.get(id) ?? 0) + 1);
+    this.scheduleCountFlush();
+  }
+
+  private scheduleCountFlush(): void {
+    this.countTimer ??= setTimeout(() => {
+      this.countTimer = undefined;
+      void this.flushDeliveries().catch((err: unknown) =>
+        this.options.logger.warn({ err }, 'redelivery counts not added to the inbox yet; will retry'),
+      );
+    }, COUNT_FLUSH_MS);
+  }
+
+  /** Adds the redeliveries counted in memory to their rows now (one statement); overlapping calls wait for each other. */
+  async flushDeliveries(): Promise<void> {
+    while (this.counting) await this.counting;
+    if (this.uncounted.size === 0) return;
+    const batch = new Map(this.uncounted);
+    this.uncounted.clear();
+    const { db } = this.options;
+    const ids = [...batch.keys()];
+    this.counting = db('notification_inbox')
+      .whereIn('id', ids)
+      .update({
+        deliveries: db.raw(`deliveries + CASE id ${ids.map(() => 'WHEN ? THEN ?').join(' ')} ELSE 0 END`, [
+          ...ids.flatMap((id) => [id, batch.get(id)!]),
+        ]),
+      })
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          // Not lost yet: counted again with the next flush.
+          for (const [id, n] of batch) this.uncounted.set(id, (this.uncounted.get(id) ?? 0) + n);
+          if (!this.stopped) this.scheduleCountFlush();
+          throw err;
+        },
+      )
+      .finally(() => (this.counting = undefined));
+    await this.counting;
   }
 
   /** Queues one row for routing without blocking the caller (used right after acknowledging). */

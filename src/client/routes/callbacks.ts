@@ -113,6 +113,17 @@ export function registerCallbackRoutes(
       }
       bindOrderId(request, reply, n.outTradeNo);
 
+      // A redelivery of a notification this process stored is stored already: acknowledged without a write, counted
+      // in memory (added to `deliveries` within a moment), and routed if its row still waits.
+      const known = deps.inbox.storedId(provider.name, n.notificationId);
+      if (known !== undefined) {
+        deps.inbox.countDelivery(known);
+        deps.metrics.notifications.inc({ provider: provider.name, outcome: 'duplicate' });
+        await reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
+        deps.inbox.kick(known);
+        return reply;
+      }
+
       // Persist first, in one statement: INSERT .. ON DUPLICATE KEY counts redeliveries (affectedRows 1 = new,
       // 2 = duplicate) and LAST_INSERT_ID(id) hands back the stored row's id either way.
       const [result] = (await deps.db.raw(
@@ -129,6 +140,7 @@ export function registerCallbackRoutes(
         ],
       )) as [{ affectedRows: number; insertId: number }];
       const duplicate = result.affectedRows !== 1;
+      deps.inbox.rememberStored(provider.name, n.notificationId, Number(result.insertId));
       deps.metrics.notifications.inc({ provider: provider.name, outcome: duplicate ? 'duplicate' : 'accepted' });
       await reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
       // Acknowledged; now route it (a row already routed is skipped by the inbox). A failure leaves the row RECEIVED
