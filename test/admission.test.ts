@@ -54,14 +54,27 @@ describe('admission', () => {
     async (buckets) => {
       const sku = await createProduct(sys, { stock: 10, buckets });
       const before = await workflowsOnQueue(sys, 0);
+      // The orders that ran a Try of this SKU (a fence INSERT), as the API's pool sent them.
+      const tried = new Set<string>();
+      const onQuery = (q: { sql: string; bindings?: unknown[] }) => {
+        if (/insert into `tcc_fence`/i.test(q.sql) && q.bindings?.includes(sku))
+          for (const b of q.bindings) if (typeof b === 'string' && b.startsWith('ord_')) tried.add(b);
+      };
+      sys.db.on('query', onQuery);
       const results = await Promise.all(
         Array.from({ length: 60 }, () =>
           sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] }),
         ),
       );
+      sys.db.off('query', onQuery);
       const winners = results.filter((r) => r.status === 201).map((r) => r.body.orderId as string);
       const losers = results.filter((r) => r.status === 409);
       expect(winners).toHaveLength(10);
+      // Buyers whose units were all being reserved waited and read again instead of racing for the row lock: the
+      // winners ran a Try, and hardly anyone else (a read sent just before a Try committed can still let one through;
+      // without the gate, most of the 60 run one).
+      expect([...tried]).toEqual(expect.arrayContaining(winners));
+      expect(tried.size).toBeLessThanOrEqual(15);
       expect(losers).toHaveLength(50);
       for (const l of losers) expect(l.body).toMatchObject({ error: 'OUT_OF_STOCK', sku });
       expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 10, sold: 0 });

@@ -91,6 +91,63 @@ export class AvailabilityReads {
   }
 }
 
+/**
+ * The units of each SKU this process is reserving right now (Tries in flight). When a flash sale opens, hundreds of
+ * buyers read the same units at once; without this, every one of them runs a Try and they queue on the stock row's
+ * lock, the losers only learning they lost after the winners' transactions (a second and more on two cores). Here
+ * units being reserved count as taken: a buyer whose units are all spoken for is answered OUT_OF_STOCK at once, no
+ * Try. Should a Try in flight fail, its units are sellable again to the next buyer at once (nothing is held for it).
+ * Per process; across processes MySQL's conditional update still decides.
+ */
+export class ReservationGate {
+  private readonly claimed = new Map<string, number>();
+
+  /** The first line that the available units, less those being reserved here now, cannot cover. */
+  contested(items: StockLine[], available: Map<string, number>): StockLine | undefined {
+    return items.find((i) => (available.get(i.sku) ?? 0) - (this.claimed.get(i.sku) ?? 0) < i.quantity);
+  }
+
+  /** Marks the lines as being reserved; the returned release (idempotent) is called once the Try has settled. */
+  claim(items: StockLine[]): () => void {
+    for (const i of items) this.claimed.set(i.sku, (this.claimed.get(i.sku) ?? 0) + i.quantity);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const i of items) {
+        const left = (this.claimed.get(i.sku) ?? 0) - i.quantity;
+        if (left > 0) this.claimed.set(i.sku, left);
+        else this.claimed.delete(i.sku);
+      }
+    };
+  }
+}
+
+/**
+ * A bound on the Tries one process runs at once. Tries of a hot SKU queue on its stock row's lock in MySQL, each
+ * holding a pooled connection while it waits; a hundred winners of a sale would hold the whole pool, and every other
+ * request of the API (a loser's units read, a callback's INSERT) would wait behind them for a connection. Tries on one
+ * row are serialised by that lock anyway, so waiting here costs them nothing and keeps the pool free.
+ */
+export class TrySlots {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly size: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.size) await new Promise<void>((r) => this.waiting.push(r));
+    else this.running++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}
+
 /** The first line the available units cannot cover, if any. */
 export function shortLine(items: StockLine[], available: Map<string, number>): StockLine | undefined {
   return items.find((i) => (available.get(i.sku) ?? 0) < i.quantity);

@@ -30,6 +30,8 @@ import { withTemporalDeadline } from '../temporal/calls';
 import type { orderLifecycle } from '../workflows';
 import {
   AvailabilityReads,
+  ReservationGate,
+  TrySlots,
   availableUnits,
   outOfStockError,
   releaseReservation,
@@ -113,6 +115,8 @@ export interface OrderServiceDeps {
 }
 
 const START_TIMEOUT_MS = 30_000;
+/** Tries (pre-start reservations) one API process runs at once: a few, well under its MySQL pool (20). */
+const TRY_CONCURRENCY = 6;
 /** A GET never waits longer than this for the workflow's live status; it falls back to MySQL. */
 const LIVE_STATUS_TIMEOUT_MS = 1_500;
 
@@ -132,6 +136,12 @@ export class OrderService {
 
   /** The units read of POST /orders, shared by buyers who arrive together (never older than the buyer). */
   private readonly availability: AvailabilityReads;
+
+  /** Units being reserved in this process right now: a buyer whose units are all spoken for is turned away at once. */
+  private readonly gate = new ReservationGate();
+
+  /** At most this many Tries at once per process, so that Tries waiting on a hot row never hold the whole pool. */
+  private readonly trySlots = new TrySlots(TRY_CONCURRENCY);
 
   constructor(private readonly deps: OrderServiceDeps) {
     this.availability = new AvailabilityReads((skus) => availableUnits(deps.db, skus));
@@ -176,8 +186,9 @@ export class OrderService {
       if (existing && !settingUp) return { created: false, body: this.replay(existing, items) };
       holdsUnits = settingUp || (await reservationHeld(db, keyedId));
     }
-    // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales).
-    const short = holdsUnits ? undefined : shortLine(items, available);
+    // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales). Units being reserved
+    // by Tries in flight in this process count as taken (ReservationGate).
+    const short = holdsUnits ? undefined : (shortLine(items, available) ?? this.gate.contested(items, available));
     if (short) throw outOfStockError(short);
     // Shed load before anything is reserved: a shed request holds nothing, and its retry (same Idempotency-Key) gets
     // the same order id.
@@ -189,9 +200,11 @@ export class OrderService {
       );
     }
     this.startsInFlight++;
+    const settled = holdsUnits ? () => undefined : this.gate.claim(items);
     try {
-      return await this.reserveAndStart(request, idempotencyKey, keyedId ?? newOrderId(), items);
+      return await this.reserveAndStart(request, idempotencyKey, keyedId ?? newOrderId(), items, settled);
     } finally {
+      settled();
       this.startsInFlight--;
     }
   }
@@ -204,9 +217,14 @@ export class OrderService {
     idempotencyKey: string | undefined,
     orderId: string,
     items: { sku: string; quantity: number }[],
+    trySettled: () => void,
   ): Promise<{ created: boolean; body: PaymentReady }> {
     const { db, client, config } = this.deps;
-    await reserveBeforeStart(db, orderId, items);
+    try {
+      await this.trySlots.run(() => reserveBeforeStart(db, orderId, items));
+    } finally {
+      trySettled();
+    }
     const input: OrderPaymentInput = {
       orderId,
       userId: request.userId,
