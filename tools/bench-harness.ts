@@ -573,7 +573,9 @@ function spawnTs(script: string, env: Record<string, string>, logFile: string): 
     // BENCH_CPU_PROF=<dir>: the system under test writes a V8 CPU profile there when it exits (profile before
     // optimising).
     const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-    return spawn(process.execPath, [...profile, '--import', 'tsx', script], {
+    // BENCH_VM_WATCHDOG=off: the experiment of tools/vm-no-watchdog.js (what the SDK's per-entry watchdog costs).
+    const watchdog = process.env.BENCH_VM_WATCHDOG === 'off' ? ['--require', join(__dirname, 'vm-no-watchdog.js')] : [];
+    return spawn(process.execPath, [...profile, ...watchdog, '--import', 'tsx', script], {
       cwd: ROOT,
       env,
       stdio: ['ignore', fd, fd, 'ipc'],
