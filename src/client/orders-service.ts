@@ -370,13 +370,43 @@ export class OrderService {
    */
   async get(orderId: string, options: { live?: boolean } = {}): Promise<OrderView | null> {
     const { db } = this.deps;
-    const order = await db('orders').where({ order_id: orderId }).first();
-    if (!order) return null;
-    const [lines, payment, events] = await Promise.all([
+    // Three reads at once, one round trip of waiting (a waiting page polls this every few seconds): the order with its
+    // payment, its lines, its timeline. An unknown order costs the same three empty reads.
+    const [found, lines, events] = await Promise.all([
+      db('orders as o')
+        .leftJoin('payments as p', 'p.out_trade_no', 'o.order_id')
+        .where('o.order_id', orderId)
+        .first(
+          'o.user_id',
+          'o.provider',
+          'o.status',
+          'o.status_reason',
+          'o.amount',
+          'o.currency',
+          'o.deadline',
+          'o.created_at',
+          'p.provider as payment_provider',
+          'p.payment_url as payment_payment_url',
+          'p.status as payment_status',
+          'p.trade_no as payment_trade_no',
+          'p.paid_amount as payment_paid_amount',
+          'p.out_trade_no as payment_out_trade_no',
+        ),
       db('order_lines').where({ order_id: orderId }).select('sku', 'quantity', 'unit_price'),
-      db('payments').where({ out_trade_no: orderId }).first(),
       db('order_events').where({ order_id: orderId }).orderBy('id').select('at', 'type', 'message'),
     ]);
+    const order = found as OrderReadRow | undefined;
+    if (!order) return null;
+    const payment =
+      order.payment_out_trade_no === null
+        ? undefined
+        : {
+            provider: order.payment_provider ?? order.provider,
+            payment_url: order.payment_payment_url,
+            status: order.payment_status,
+            trade_no: order.payment_trade_no,
+            paid_amount: order.payment_paid_amount,
+          };
     const status = order.status as OrderStatus;
     const storedDeadline = order.deadline ? new Date(order.deadline).toISOString() : null;
     const live = options.live && status === 'AWAITING_PAYMENT' ? await this.live.get(orderId) : undefined;
@@ -483,6 +513,24 @@ export class OrderService {
       throw err;
     }
   }
+}
+
+/** The row GET /orders/:id reads: the order and, when it exists, its payment (LEFT JOIN). */
+interface OrderReadRow {
+  user_id: string;
+  provider: string;
+  status: string;
+  status_reason: string | null;
+  amount: number | string;
+  currency: string;
+  deadline: Date | string | null;
+  created_at: Date | string;
+  payment_provider: string | null;
+  payment_payment_url: string | null;
+  payment_status: string | null;
+  payment_trade_no: string | null;
+  payment_paid_amount: number | string | null;
+  payment_out_trade_no: string | null;
 }
 
 /** Whether an order's stored lines are the ones a request asks for (same SKUs, same quantities). */
