@@ -374,31 +374,32 @@ export class OrderService {
    */
   async get(orderId: string, options: { live?: boolean } = {}): Promise<OrderView | null> {
     const { db } = this.deps;
-    // Three reads at once, one round trip of waiting (a waiting page polls this every few seconds): the order with its
-    // payment, its lines, its timeline. An unknown order costs the same three empty reads.
-    const [found, lines, events] = await Promise.all([
-      db('orders as o')
-        .leftJoin('payments as p', 'p.out_trade_no', 'o.order_id')
-        .where('o.order_id', orderId)
-        .first(
-          'o.user_id',
-          'o.provider',
-          'o.status',
-          'o.status_reason',
-          'o.amount',
-          'o.currency',
-          'o.deadline',
-          'o.created_at',
-          'p.provider as payment_provider',
-          'p.payment_url as payment_payment_url',
-          'p.status as payment_status',
-          'p.trade_no as payment_trade_no',
-          'p.paid_amount as payment_paid_amount',
-          'p.out_trade_no as payment_out_trade_no',
-        ),
-      db('order_lines').where({ order_id: orderId }).select('sku', 'quantity', 'unit_price'),
-      db('order_events').where({ order_id: orderId }).orderBy('id').select('at', 'type', 'message'),
-    ]);
+    // One read (a waiting page polls this every few seconds, and a MySQL round trip is the dearest part of a poll):
+    // the order, its payment, and its lines and timeline as JSON arrays. JSON_ARRAYAGG has no ORDER BY on MySQL 8, so
+    // the timeline carries its ids and is sorted here; times are formatted in SQL as UTC ISO strings (the session
+    // clock is UTC, src/db/knex.ts).
+    const [rows] = (await db.raw(
+      `SELECT o.user_id, o.provider, o.status, o.status_reason, o.amount, o.currency, o.deadline, o.created_at,
+              p.provider AS payment_provider, p.payment_url AS payment_payment_url, p.status AS payment_status,
+              p.trade_no AS payment_trade_no, p.paid_amount AS payment_paid_amount,
+              p.out_trade_no AS payment_out_trade_no,
+              (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', l.sku, 'quantity', l.quantity, 'unit_price', l.unit_price))
+                 FROM order_lines l WHERE l.order_id = o.order_id) AS lines_json,
+              (SELECT JSON_ARRAYAGG(JSON_OBJECT('id', e.id, 'at', CONCAT(DATE_FORMAT(e.at, '%Y-%m-%dT%H:%i:%s.%f'), 'Z'),
+                                                'type', e.type, 'message', e.message))
+                 FROM order_events e WHERE e.order_id = o.order_id) AS events_json
+         FROM orders o LEFT JOIN payments p ON p.out_trade_no = o.order_id
+        WHERE o.order_id = ?`,
+      [orderId],
+    )) as [(OrderReadRow & { lines_json: unknown; events_json: unknown })[]];
+    const found = rows[0];
+    // In primary-key order (order_id, sku; binary collation), as a plain read of the lines returns them.
+    const lines = jsonArray<{ sku: string; quantity: number; unit_price: number }>(found?.lines_json).sort((a, b) =>
+      a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0,
+    );
+    const events = jsonArray<{ id: number; at: string; type: string; message: string }>(found?.events_json).sort(
+      (a, b) => a.id - b.id,
+    );
     const order = found as OrderReadRow | undefined;
     if (!order) return null;
     const payment =
@@ -431,7 +432,7 @@ export class OrderService {
       statusReason: order.status_reason ?? null,
       amount: Number(order.amount),
       currency: order.currency,
-      items: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({
+      items: lines.map((l) => ({
         sku: l.sku,
         quantity: Number(l.quantity),
         unitPrice: Number(l.unit_price),
@@ -446,7 +447,7 @@ export class OrderService {
             paidAmount: payment.paid_amount === null ? null : Number(payment.paid_amount),
           }
         : null,
-      timeline: events.map((e: { at: Date; type: string; message: string }) => ({
+      timeline: events.map((e) => ({
         at: new Date(e.at).toISOString(),
         type: e.type,
         message: e.message,
@@ -517,6 +518,12 @@ export class OrderService {
       throw err;
     }
   }
+}
+
+/** A JSON_ARRAYAGG column: parsed already (MySQL's JSON type), a string (MariaDB), or NULL for no rows. */
+function jsonArray<T>(value: unknown): T[] {
+  if (value === null || value === undefined) return [];
+  return (typeof value === 'string' ? JSON.parse(value) : value) as T[];
 }
 
 /** The row GET /orders/:id reads: the order and, when it exists, its payment (LEFT JOIN). */

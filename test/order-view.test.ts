@@ -1,0 +1,93 @@
+/**
+ * GET /orders/:id's read (OrderService.get) in one statement: the order, its payment, its lines and its timeline, as
+ * a plain read of each would give them: lines in primary-key order, the timeline in insertion order with
+ * millisecond UTC times, texts byte for byte, no payment before one exists, null for an unknown order.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import type { Knex } from 'knex';
+import { OrderService } from '../src/client/orders-service';
+import { createDb } from '../src/db/knex';
+import { TEST_ENV } from './support/env';
+
+let db: Knex;
+let orders: OrderService;
+
+beforeAll(() => {
+  db = createDb(TEST_ENV.databaseUrl, { poolMax: 2 });
+  // No live stage is asked for, so the Temporal client is never used.
+  orders = new OrderService({ db, client: {} as Client, config: {} as never });
+});
+afterAll(async () => {
+  await db?.destroy();
+});
+
+test('the one read gives what plain reads of the order, payment, lines and timeline give', async () => {
+  const orderId = `ord_view${randomBytes(8).toString('hex')}`;
+  const [skuB, skuA] = [`view-b-${orderId}`, `view-a-${orderId}`];
+  for (const sku of [skuA, skuB]) await db('products').insert({ sku, name: sku, price: 100, currency: 'CNY' });
+  await db('orders').insert({
+    order_id: orderId,
+    user_id: 'u-view',
+    status: 'AWAITING_PAYMENT',
+    amount: 350,
+    currency: 'CNY',
+    provider: 'sandbox',
+    subtotal: 350,
+    deadline: new Date('2026-11-30T10:15:00.123Z'),
+  });
+  // Lines written in the opposite of their key order.
+  await db('order_lines').insert([
+    { order_id: orderId, sku: skuB, quantity: 1, unit_price: 150 },
+    { order_id: orderId, sku: skuA, quantity: 2, unit_price: 100 },
+  ]);
+  const texts = ['Order created', 'He said "pay" \\ now; 已预留库存 ✓', 'line one\nline two'];
+  const times = ['2026-11-30T10:00:00.001Z', '2026-11-30T10:00:00.999Z', '2026-11-30T09:59:59.500Z'];
+  for (let i = 0; i < texts.length; i++)
+    await db('order_events').insert({
+      order_id: orderId,
+      type: `STEP_${i}`,
+      message: texts[i],
+      at: new Date(times[i]!),
+    });
+
+  const before = await orders.get(orderId);
+  expect(before).toMatchObject({
+    orderId,
+    userId: 'u-view',
+    status: 'AWAITING_PAYMENT',
+    amount: 350,
+    currency: 'CNY',
+    payment: null,
+    deadline: '2026-11-30T10:15:00.123Z',
+    items: [
+      { sku: skuA, quantity: 2, unitPrice: 100 },
+      { sku: skuB, quantity: 1, unitPrice: 150 },
+    ],
+    // Insertion order (by id), whatever the times say.
+    timeline: texts.map((message, i) => ({ at: times[i], type: `STEP_${i}`, message })),
+  });
+
+  await db('payments').insert({
+    out_trade_no: orderId,
+    order_id: orderId,
+    provider: 'sandbox',
+    merchant_id: 'm',
+    trade_no: 'SBX-1',
+    status: 'PAID',
+    amount: 350,
+    currency: 'CNY',
+    paid_amount: 350,
+    payment_url: 'http://127.0.0.1/pay/x',
+    expires_at: new Date('2026-11-30T10:20:00Z'),
+  });
+  expect((await orders.get(orderId))?.payment).toEqual({
+    provider: 'sandbox',
+    paymentUrl: 'http://127.0.0.1/pay/x',
+    expiresAt: '2026-11-30T10:15:00.123Z',
+    status: 'PAID',
+    tradeNo: 'SBX-1',
+    paidAmount: 350,
+  });
+  expect(await orders.get(`ord_none${randomBytes(8).toString('hex')}`)).toBeNull();
+});
