@@ -78,12 +78,12 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
   },
   '--flash-sale': {
     usage:
-      'npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api] [--quick]',
+      'npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api] [--warmup N] [--quick]',
     run: async (argv) => (await import('./bench-flash-sale')).runFlashSaleBench(argv),
   },
   '--callbacks': {
     usage:
-      'npm run bench -- --callbacks [--orders 100] [--redeliveries 30] [--connections 50] [--kill-api-at N] [--quick]',
+      'npm run bench -- --callbacks [--orders 100] [--redeliveries 30] [--connections 50] [--kill-api-at N] [--rate R] [--quick]',
     run: async (argv) => (await import('./bench-callbacks')).runCallbacksBench(argv),
   },
   '--topology': {
