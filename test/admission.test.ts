@@ -162,6 +162,23 @@ describe('admission', () => {
     expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
   });
 
+  test('the same Idempotency-Key sent twice at once for the last unit gives one order to both, never OUT_OF_STOCK to one', async () => {
+    for (let round = 0; round < 5; round++) {
+      const sku = await createProduct(sys, { stock: 1 });
+      const [user, key] = [userId(), `k-${randomBytes(6).toString('hex')}`];
+      const send = () =>
+        sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+      const answers = await Promise.all([send(), send()]);
+      // A retry that arrives while the first is still being set up may be asked to come back (503 ORDER_PENDING);
+      // it is never told the unit its own order holds is gone.
+      for (const a of answers) expect(a.body.error).not.toBe('OUT_OF_STOCK');
+      expect(answers.filter((a) => a.status < 300).map((a) => a.body.orderId)).toContain(
+        orderIdForIdempotencyKey(user, key),
+      );
+      expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
+    }
+  });
+
   test('an order that fails before it owns its units (coupon unavailable) releases the pre-start reservation at once', async () => {
     const sku = await createProduct(sys, { stock: 1, price: 1000 });
     const owner = userId();

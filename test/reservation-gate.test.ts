@@ -10,9 +10,9 @@ test('a buyer may try while the units not yet being reserved cover its line', ()
   const gate = new ReservationGate();
   const available = units([['a', 2]]);
   expect(gate.contested([{ sku: 'a', quantity: 1 }], available)).toBeUndefined();
-  gate.claim([{ sku: 'a', quantity: 1 }]);
+  gate.claim([{ sku: 'a', quantity: 1 }], 'ord_1');
   expect(gate.contested([{ sku: 'a', quantity: 1 }], available)).toBeUndefined();
-  gate.claim([{ sku: 'a', quantity: 1 }]);
+  gate.claim([{ sku: 'a', quantity: 1 }], 'ord_1');
   expect(gate.contested([{ sku: 'a', quantity: 1 }], available)).toEqual({ sku: 'a', quantity: 1 });
   // Another SKU is not affected.
   expect(gate.contested([{ sku: 'b', quantity: 3 }], units([['b', 3]]))).toBeUndefined();
@@ -20,7 +20,7 @@ test('a buyer may try while the units not yet being reserved cover its line', ()
 
 test('a multi-line order is contested by any of its lines', () => {
   const gate = new ReservationGate();
-  gate.claim([{ sku: 'b', quantity: 2 }]);
+  gate.claim([{ sku: 'b', quantity: 2 }], 'ord_2');
   const lines = [
     { sku: 'a', quantity: 1 },
     { sku: 'b', quantity: 2 },
@@ -47,12 +47,12 @@ test('a multi-line order is contested by any of its lines', () => {
 
 test('a release gives the units back once, however often it is called', () => {
   const gate = new ReservationGate();
-  const release = gate.claim([{ sku: 'a', quantity: 1 }]);
+  const release = gate.claim([{ sku: 'a', quantity: 1 }], 'ord_1');
   expect(gate.contested([{ sku: 'a', quantity: 1 }], units([['a', 1]]))).toEqual({ sku: 'a', quantity: 1 });
   release();
   expect(gate.contested([{ sku: 'a', quantity: 1 }], units([['a', 1]]))).toBeUndefined();
   // Released twice (the Try's own release, then the finally): the next buyer's claim is not taken off.
-  gate.claim([{ sku: 'a', quantity: 1 }]);
+  gate.claim([{ sku: 'a', quantity: 1 }], 'ord_1');
   release();
   expect(gate.contested([{ sku: 'a', quantity: 1 }], units([['a', 1]]))).toEqual({ sku: 'a', quantity: 1 });
 });
@@ -83,4 +83,14 @@ test('TrySlots runs at most its size at once, in arrival order, and frees a slot
   expect(await Promise.all(results)).toEqual(['try 0 failed', 1, 2, 3]);
   expect(order).toEqual([0, 1, 2, 3]);
   expect(most).toBe(2);
+});
+
+test("an order's own Try in flight is known, so a retry of it is not turned away by its own claim", () => {
+  const gate = new ReservationGate();
+  const release = gate.claim([{ sku: 'a', quantity: 1 }], 'ord_k1');
+  expect(gate.claiming('ord_k1')).toBe(true);
+  expect(gate.claiming('ord_k2')).toBe(false);
+  release();
+  release();
+  expect(gate.claiming('ord_k1')).toBe(false);
 });

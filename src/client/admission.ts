@@ -101,6 +101,13 @@ export class AvailabilityReads {
  */
 export class ReservationGate {
   private readonly claimed = new Map<string, number>();
+  /** Orders whose Try is in flight here: a retry of one (same Idempotency-Key) is not turned away by its own claim. */
+  private readonly orders = new Map<string, number>();
+
+  /** Whether this order's own Try is in flight in this process. */
+  claiming(orderId: string): boolean {
+    return this.orders.has(orderId);
+  }
 
   /** The first line that the available units, less those being reserved here now, cannot cover. */
   contested(items: StockLine[], available: Map<string, number>): StockLine | undefined {
@@ -108,12 +115,16 @@ export class ReservationGate {
   }
 
   /** Marks the lines as being reserved; the returned release (idempotent) is called once the Try has settled. */
-  claim(items: StockLine[]): () => void {
+  claim(items: StockLine[], orderId: string): () => void {
     for (const i of items) this.claimed.set(i.sku, (this.claimed.get(i.sku) ?? 0) + i.quantity);
+    this.orders.set(orderId, (this.orders.get(orderId) ?? 0) + 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
+      const n = (this.orders.get(orderId) ?? 1) - 1;
+      if (n > 0) this.orders.set(orderId, n);
+      else this.orders.delete(orderId);
       for (const i of items) {
         const left = (this.claimed.get(i.sku) ?? 0) - i.quantity;
         if (left > 0) this.claimed.set(i.sku, left);

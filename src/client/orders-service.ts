@@ -192,6 +192,10 @@ export class OrderService {
     }
     // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales). Units being reserved
     // by Tries in flight in this process count as taken (ReservationGate).
+    // A request with the key of an order whose first request is still in its Try here (sent twice at once) counts
+    // as holding the units: that claim is its own order's. Its Try below waits on the order's fence row and finds
+    // it held. Checked here, with no await before the claim, so the two cannot both miss each other.
+    if (keyedId && this.gate.claiming(keyedId)) holdsUnits = true;
     const short = holdsUnits ? undefined : (shortLine(items, available) ?? this.gate.contested(items, available));
     if (short) throw outOfStockError(short);
     // Shed load before anything is reserved: a shed request holds nothing, and its retry (same Idempotency-Key) gets
@@ -204,9 +208,10 @@ export class OrderService {
       );
     }
     this.startsInFlight++;
-    const settled = holdsUnits ? () => undefined : this.gate.claim(items);
+    const orderId = keyedId ?? newOrderId();
+    const settled = holdsUnits ? () => undefined : this.gate.claim(items, orderId);
     try {
-      return await this.reserveAndStart(request, idempotencyKey, keyedId ?? newOrderId(), items, settled);
+      return await this.reserveAndStart(request, idempotencyKey, orderId, items, settled);
     } finally {
       settled();
       this.startsInFlight--;
