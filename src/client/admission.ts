@@ -101,8 +101,11 @@ export class AvailabilityReads {
  */
 export class ReservationGate {
   private readonly claimed = new Map<string, number>();
-  /** Orders whose Try is in flight here: a retry of one (same Idempotency-Key) is not turned away by its own claim. */
-  private readonly orders = new Map<string, number>();
+  /**
+   * Orders whose Try is in flight here: a retry of one (same Idempotency-Key) is not turned away by its own claim. One
+   * claim per order at most: a request that finds its order claiming does not claim again.
+   */
+  private readonly orders = new Set<string>();
 
   /** Whether this order's own Try is in flight in this process. */
   claiming(orderId: string): boolean {
@@ -117,14 +120,12 @@ export class ReservationGate {
   /** Marks the lines as being reserved; the returned release (idempotent) is called once the Try has settled. */
   claim(items: StockLine[], orderId: string): () => void {
     for (const i of items) this.claimed.set(i.sku, (this.claimed.get(i.sku) ?? 0) + i.quantity);
-    this.orders.set(orderId, (this.orders.get(orderId) ?? 0) + 1);
+    this.orders.add(orderId);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      const n = (this.orders.get(orderId) ?? 1) - 1;
-      if (n > 0) this.orders.set(orderId, n);
-      else this.orders.delete(orderId);
+      this.orders.delete(orderId);
       for (const i of items) {
         const left = (this.claimed.get(i.sku) ?? 0) - i.quantity;
         if (left > 0) this.claimed.set(i.sku, left);

@@ -126,7 +126,8 @@ export class NotificationInbox {
 
   /** Adds the redeliveries counted in memory to their rows now (one statement); overlapping calls wait for each other. */
   async flushDeliveries(): Promise<void> {
-    while (this.counting) await this.counting;
+    // A flush that failed has put its counts back; this one sends them again.
+    while (this.counting) await this.counting.catch(() => undefined);
     if (this.uncounted.size === 0) return;
     const batch = new Map(this.uncounted);
     this.uncounted.clear();

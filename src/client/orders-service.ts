@@ -125,8 +125,8 @@ export class OrderService {
   /**
    * Live stages of waiting orders: shared between concurrent polls, reused for 15 s, at most 10 queries/s per process
    * (4 in flight). A query costs the Temporal server and the worker's workflow thread far more than the poll's MySQL
-   * reads (about 9 ms of server CPU each on the 2-core machine): at 50/s, 1,000 polling buyers slowed new orders from
-   * 8.6 to 0.6 orders/s (bench --polls --interval 0.5s). The stage moves only at a provider query, tens of seconds
+   * read: with 1,000 buyers polling every 0.5 s (bench --polls --interval 0.5s), the server's CPU over the polling
+   * phase fell from 11.1 s at 50/s to 4.9 s at 10/s. The stage moves only at a provider query, tens of seconds
    * apart, so an answer 15 s old is still the right one almost always.
    */
   private readonly live = new LiveStatusCache<OrderWorkflowStatus>((orderId) => this.queryLiveStatus(orderId), {
@@ -191,10 +191,9 @@ export class OrderService {
       holdsUnits = settingUp || (await reservationHeld(db, keyedId));
     }
     // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales). Units being reserved
-    // by Tries in flight in this process count as taken (ReservationGate).
-    // A request with the key of an order whose first request is still in its Try here (sent twice at once) counts
-    // as holding the units: that claim is its own order's. Its Try below waits on the order's fence row and finds
-    // it held. Checked here, with no await before the claim, so the two cannot both miss each other.
+    // by Tries in flight in this process count as taken (ReservationGate), except by a request whose key names an
+    // order whose first request is in its Try here (sent twice at once): that claim is its own order's, and its Try
+    // below waits on the order's fence row and finds it held. No await between this check and the claim below.
     if (keyedId && this.gate.claiming(keyedId)) holdsUnits = true;
     const short = holdsUnits ? undefined : (shortLine(items, available) ?? this.gate.contested(items, available));
     if (short) throw outOfStockError(short);
@@ -208,32 +207,29 @@ export class OrderService {
       );
     }
     this.startsInFlight++;
-    const orderId = keyedId ?? newOrderId();
-    const settled = holdsUnits ? () => undefined : this.gate.claim(items, orderId);
     try {
-      return await this.reserveAndStart(request, idempotencyKey, orderId, items, settled);
+      const orderId = keyedId ?? newOrderId();
+      // The units (the order's TCC Try, before the start), claimed in the gate until the Try has settled.
+      const settled = holdsUnits ? undefined : this.gate.claim(items, orderId);
+      try {
+        await this.trySlots.run(() => reserveBeforeStart(db, orderId, items));
+      } finally {
+        settled?.();
+      }
+      return await this.start(request, idempotencyKey, orderId, items);
     } finally {
-      settled();
       this.startsInFlight--;
     }
   }
 
-  /**
-   * Reserves the units (the order's TCC Try, before the start), then starts the workflow and waits for its payment URL.
-   */
-  private async reserveAndStart(
+  /** Starts the workflow of an order whose units are reserved and waits for its payment URL. */
+  private async start(
     request: CreateOrderRequest,
     idempotencyKey: string | undefined,
     orderId: string,
     items: { sku: string; quantity: number }[],
-    trySettled: () => void,
   ): Promise<{ created: boolean; body: PaymentReady }> {
     const { db, client, config } = this.deps;
-    try {
-      await this.trySlots.run(() => reserveBeforeStart(db, orderId, items));
-    } finally {
-      trySettled();
-    }
     const input: OrderPaymentInput = {
       orderId,
       userId: request.userId,
@@ -384,7 +380,7 @@ export class OrderService {
     // the timeline carries its ids and is sorted here; times are formatted in SQL as UTC ISO strings (the session
     // clock is UTC, src/db/knex.ts).
     const [rows] = (await db.raw(
-      `SELECT o.user_id, o.provider, o.status, o.status_reason, o.amount, o.currency, o.deadline, o.created_at,
+      `SELECT o.user_id, o.status, o.status_reason, o.amount, o.currency, o.deadline, o.created_at,
               p.provider AS payment_provider, p.payment_url AS payment_payment_url, p.status AS payment_status,
               p.trade_no AS payment_trade_no, p.paid_amount AS payment_paid_amount,
               p.out_trade_no AS payment_out_trade_no,
@@ -407,11 +403,12 @@ export class OrderService {
     );
     const order = found as OrderReadRow | undefined;
     if (!order) return null;
+    // payments.provider is NOT NULL: a joined row has one.
     const payment =
       order.payment_out_trade_no === null
         ? undefined
         : {
-            provider: order.payment_provider ?? order.provider,
+            provider: order.payment_provider!,
             payment_url: order.payment_payment_url,
             status: order.payment_status,
             trade_no: order.payment_trade_no,
@@ -534,7 +531,6 @@ function jsonArray<T>(value: unknown): T[] {
 /** The row GET /orders/:id reads: the order and, when it exists, its payment (LEFT JOIN). */
 interface OrderReadRow {
   user_id: string;
-  provider: string;
   status: string;
   status_reason: string | null;
   amount: number | string;
