@@ -7,7 +7,8 @@ import type { PaymentEvidence } from '../contracts/order';
 import type { ProviderRegistry } from '../providers/types';
 import { createBenefitActivities } from './benefits';
 import { appendOrderEvent } from '../db/order-events';
-import { composeOrderSteps } from './order-steps';
+import { type OrderStepInput, composeOrderSteps } from './order-steps';
+import { settlePaid } from './settle-paid';
 import * as orders from './orders';
 import * as payments from './payments';
 import { recordPaymentReceipt } from './receipts';
@@ -32,6 +33,8 @@ export function createActivities({ db, providers }: ActivityDeps) {
      * activity per phase.
      */
     ...composeOrderSteps(single),
+    /** The same sequence as the composed settlePaid, in one MySQL transaction (settle-paid.ts). */
+    settlePaid: (input: OrderStepInput) => settlePaid(db, input),
   };
 }
 

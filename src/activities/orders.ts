@@ -1,7 +1,7 @@
 /** Order rows: creation from the catalog, guarded status transitions, and reads for the late-payment path. */
 import type { Knex } from 'knex';
 import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
-import { appendOrderEvent } from '../db/order-events';
+import { OrderEventBatch, appendOrderEvent } from '../db/order-events';
 import { FailureType, businessFailure } from '../contracts/failures';
 import { activityLog } from './log';
 
@@ -152,42 +152,72 @@ export interface TransitionResult {
 
 /** Moves an order from one of `from` to `to` in one transaction with its event; repeat = no-op. */
 export async function transitionOrder(db: Knex, input: TransitionInput): Promise<TransitionResult> {
-  const result = await db.transaction(async (trx): Promise<TransitionResult & { from?: OrderStatus }> => {
+  const result = await db.transaction(async (trx) => {
     const row = await trx('orders').where({ order_id: input.orderId }).forUpdate().first('status');
     if (!row) throw businessFailure(FailureType.ORDER_NOT_FOUND, `order ${input.orderId} does not exist`);
-    const current = row.status as OrderStatus;
-    if (current === input.to) return { changed: false, status: current };
-    if (!input.from.includes(current)) return { changed: false, status: current };
-    const count = await trx('orders')
-      .where({ order_id: input.orderId, status: current })
+    const events = new OrderEventBatch(input.orderId);
+    const changed = await transitionIn(trx, input, row.status as OrderStatus, events);
+    await events.write(trx);
+    return changed;
+  });
+  logTransition(input, result);
+  return { changed: result.changed, status: result.status };
+}
+
+/** What transitionIn did: the result, the status it left, and whether the payment row took the evidence. */
+export interface TransitionDone extends TransitionResult {
+  from?: OrderStatus;
+  paymentRecorded: boolean;
+}
+
+/**
+ * The status change inside the caller's transaction, the order row already locked (`SELECT ... FOR UPDATE`) and its
+ * status read as `current`; the timeline entry is added to `events`. The update is still conditional on that status
+ * and its row count checked. Used by transitionOrder and settlePaid.
+ */
+export async function transitionIn(
+  trx: Knex.Transaction,
+  input: TransitionInput,
+  current: OrderStatus,
+  events: OrderEventBatch,
+): Promise<TransitionDone> {
+  if (current === input.to || !input.from.includes(current))
+    return { changed: false, status: current, paymentRecorded: false };
+  const count = await trx('orders')
+    .where({ order_id: input.orderId, status: current })
+    .update({
+      status: input.to,
+      status_reason: input.reason ?? null,
+      ...(input.payment ? { paid_trade_no: input.payment.tradeNo } : {}),
+      updated_at: trx.fn.now(3),
+    });
+  if (count !== 1) throw new Error(`order ${input.orderId} changed concurrently; will retry`);
+  let paymentRecorded = false;
+  if (input.payment) {
+    const paid = await trx('payments')
+      .where({ out_trade_no: input.orderId })
+      .whereIn('status', ['PENDING', 'CLOSED', 'PAID'])
       .update({
-        status: input.to,
-        status_reason: input.reason ?? null,
-        ...(input.payment ? { paid_trade_no: input.payment.tradeNo } : {}),
+        status: 'PAID',
+        trade_no: input.payment.tradeNo,
+        paid_amount: input.payment.amount,
+        paid_currency: input.payment.currency,
+        paid_at: new Date(input.payment.paidAt),
         updated_at: trx.fn.now(3),
       });
-    if (count !== 1) throw new Error(`order ${input.orderId} changed concurrently; will retry`);
-    if (input.payment) {
-      await trx('payments')
-        .where({ out_trade_no: input.orderId })
-        .whereIn('status', ['PENDING', 'CLOSED', 'PAID'])
-        .update({
-          status: 'PAID',
-          trade_no: input.payment.tradeNo,
-          paid_amount: input.payment.amount,
-          paid_currency: input.payment.currency,
-          paid_at: new Date(input.payment.paidAt),
-          updated_at: trx.fn.now(3),
-        });
-    }
-    await appendOrderEvent(trx, input.orderId, input.event.type, input.event.message, {
-      from: current,
-      to: input.to,
-      reason: input.reason,
-      ...input.event.data,
-    });
-    return { changed: true, status: input.to, from: current };
+    paymentRecorded = paid === 1;
+  }
+  events.add(input.event.type, input.event.message, {
+    from: current,
+    to: input.to,
+    reason: input.reason,
+    ...input.event.data,
   });
+  return { changed: true, status: input.to, from: current, paymentRecorded };
+}
+
+/** The log line of a status change (after its transaction committed). */
+export function logTransition(input: TransitionInput, result: TransitionDone): void {
   if (result.changed)
     activityLog.info('order status changed', {
       from: result.from,
@@ -196,7 +226,6 @@ export async function transitionOrder(db: Knex, input: TransitionInput): Promise
       event: input.event.type,
     });
   else activityLog.debug('order status unchanged', { status: result.status, wanted: input.to });
-  return { changed: result.changed, status: result.status };
 }
 
 /** What the late-payment path needs to know about an order. */

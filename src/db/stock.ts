@@ -14,7 +14,7 @@ import { randomInt } from 'node:crypto';
 import type { Knex } from 'knex';
 import { FailureType, businessFailure } from '../contracts/failures';
 import { retryDeadlocks } from './knex';
-import { appendOrderEvent } from './order-events';
+import { OrderEventBatch, appendOrderEvent } from './order-events';
 import { fenceOf, moveUnits } from './tcc-fence';
 
 const fence = fenceOf('stock');
@@ -172,7 +172,18 @@ async function shiftHolds(
   from: Column,
   to: Column,
 ): Promise<void> {
-  for (const hold of await holdsOf(trx, orderId, sku, quantity)) {
+  await shiftAll(trx, orderId, sku, await holdsOf(trx, orderId, sku, quantity), from, to);
+}
+
+async function shiftAll(
+  trx: Knex.Transaction,
+  orderId: string,
+  sku: string,
+  holds: Hold[],
+  from: Column,
+  to: Column,
+): Promise<void> {
+  for (const hold of holds) {
     if (!(await shift(trx, sku, hold.bucket, hold.quantity, from, to))) {
       throw new Error(
         `stock ${sku} bucket ${hold.bucket} has less ${from} than order ${orderId} holds there; invariant broken`,
@@ -251,26 +262,97 @@ async function reserveAll(db: Knex, orderId: string, lines: StockLine[]): Promis
 /** TCC Confirm: reserved -> sold. Idempotent; refuses (alert-worthy) when the reservation was cancelled. */
 export async function confirmStock(db: Knex, orderId: string, lines: StockLine[]): Promise<{ confirmed: number }> {
   return db.transaction(async (trx) => {
-    let confirmed = 0;
-    for (const line of bySku(lines)) {
-      const key = { orderId, resource: line.sku };
-      const row = await fence.lock(trx, key);
-      if (!row)
-        throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${line.sku} in order ${orderId}`, {
-          sku: line.sku,
-        });
-      if (row.status === 'CONFIRMED' || row.status === 'RETURNED') continue;
-      if (row.status === 'CANCELLED')
-        throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${line.sku} in order ${orderId}`, {
-          sku: line.sku,
-        });
-      await fence.move(trx, key, 'TRIED', 'CONFIRMED');
-      await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'sold');
-      confirmed++;
-    }
-    if (confirmed > 0) await appendOrderEvent(trx, orderId, 'STOCK_CONFIRMED', `Stock sold: ${describe(lines)}`);
+    const events = new OrderEventBatch(orderId);
+    const { confirmed, sell } = await confirmStockIn(trx, orderId, lines, events);
+    await events.write(trx);
+    await sell();
     return { confirmed };
   });
+}
+
+/**
+ * The Confirm inside the caller's transaction (confirmStock, and settlePaid's one transaction), its timeline entry
+ * added to `events`. One statement locks every line's fence with its holds, one moves the TRIED fences to CONFIRMED
+ * (row count checked). The units themselves move reserved -> sold when the caller calls `sell`, which it does as the
+ * last statements before its commit: a hot SKU's row stays locked only from its update to the commit.
+ */
+export async function confirmStockIn(
+  trx: Knex.Transaction,
+  orderId: string,
+  lines: StockLine[],
+  events: OrderEventBatch,
+): Promise<{ confirmed: number; sell: () => Promise<void> }> {
+  const wanted = bySku(lines);
+  const fences = await lockFencesWithHolds(trx, orderId, wanted);
+  const toConfirm: { line: StockLine; holds: Hold[] }[] = [];
+  for (const line of wanted) {
+    const row = fences.get(line.sku);
+    if (!row)
+      throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${line.sku} in order ${orderId}`, {
+        sku: line.sku,
+      });
+    if (row.status === 'CONFIRMED' || row.status === 'RETURNED') continue;
+    if (row.status === 'CANCELLED')
+      throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${line.sku} in order ${orderId}`, {
+        sku: line.sku,
+      });
+    toConfirm.push({ line, holds: row.holds });
+  }
+  if (toConfirm.length === 0) return { confirmed: 0, sell: async () => {} };
+  const moved = await trx('tcc_fence')
+    .where({ xid: orderId, participant: 'stock', status: 'TRIED' })
+    .whereIn(
+      'resource',
+      toConfirm.map((c) => c.line.sku),
+    )
+    .update({ status: 'CONFIRMED', updated_at: trx.fn.now(3) });
+  if (moved !== toConfirm.length)
+    throw new Error(
+      `stock fences of order ${orderId} changed concurrently (${moved} of ${toConfirm.length}); will retry`,
+    );
+  events.add('STOCK_CONFIRMED', `Stock sold: ${describe(lines)}`);
+  const sell = async () => {
+    for (const { line, holds } of toConfirm) await shiftAll(trx, orderId, line.sku, holds, 'reserved', 'sold');
+  };
+  return { confirmed: toConfirm.length, sell };
+}
+
+/**
+ * The stock fences of an order's lines, locked, each with what it holds bucket by bucket (one statement; a fence
+ * without holds rows took everything from bucket 0).
+ */
+async function lockFencesWithHolds(
+  trx: Knex.Transaction,
+  orderId: string,
+  lines: StockLine[],
+): Promise<Map<string, { status: string; quantity: number; holds: Hold[] }>> {
+  const rows = (await trx('tcc_fence as f')
+    .leftJoin('stock_holds as h', function joinHolds() {
+      this.on('h.xid', '=', 'f.xid').andOn('h.sku', '=', 'f.resource');
+    })
+    .where({ 'f.xid': orderId, 'f.participant': 'stock' })
+    .whereIn(
+      'f.resource',
+      lines.map((l) => l.sku),
+    )
+    .orderBy(['f.resource', 'h.bucket'])
+    .forUpdate()
+    .select('f.resource', 'f.status', 'f.quantity', 'h.bucket', 'h.quantity as hold_quantity')) as {
+    resource: string;
+    status: string;
+    quantity: number | string;
+    bucket: number | null;
+    hold_quantity: number | string | null;
+  }[];
+  const fences = new Map<string, { status: string; quantity: number; holds: Hold[] }>();
+  for (const r of rows) {
+    let fence = fences.get(r.resource);
+    if (!fence) fences.set(r.resource, (fence = { status: r.status, quantity: Number(r.quantity), holds: [] }));
+    if (r.bucket !== null) fence.holds.push({ bucket: Number(r.bucket), quantity: Number(r.hold_quantity) });
+  }
+  for (const fence of fences.values())
+    if (fence.holds.length === 0) fence.holds.push({ bucket: 0, quantity: fence.quantity });
+  return fences;
 }
 
 /** TCC Cancel: reserved -> available. Idempotent; an empty rollback when no Try happened; refuses after confirm. */

@@ -11,7 +11,7 @@
  */
 import type { Knex } from 'knex';
 import { FailureType, businessFailure } from '../contracts/failures';
-import { appendOrderEvent } from './order-events';
+import { OrderEventBatch, appendOrderEvent } from './order-events';
 
 /**
  * Moves `quantity` units from one column of the row(s) `row` selects to another, only if the source column holds
@@ -62,6 +62,8 @@ export interface Participant<TTry> {
   name: string;
   try(db: Knex, key: TccKey, input: TTry): Promise<{ status: 'TRIED' | 'CONFIRMED'; quantity: number }>;
   confirm(db: Knex, key: TccKey): Promise<{ confirmed: boolean }>;
+  /** The Confirm inside the caller's transaction, its timeline entry added to `events` (settlePaid). */
+  confirmIn(trx: Knex.Transaction, key: TccKey, events: OrderEventBatch): Promise<{ confirmed: boolean }>;
   cancel(db: Knex, key: TccKey): Promise<{ released: boolean; emptyRollback: boolean }>;
   giveBack(db: Knex, key: TccKey): Promise<{ returned: boolean }>;
 }
@@ -134,6 +136,25 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
 
   const event = (suffix: string) => `${name.toUpperCase()}_${suffix}`;
 
+  const confirmIn: Participant<TTry>['confirmIn'] = async (trx, key, events) => {
+    const fence = await lockFence(trx, key);
+    if (!fence)
+      throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${label(key)}`, {
+        participant: name,
+        resource: key.resource,
+      });
+    if (fence.status === 'CONFIRMED' || fence.status === 'RETURNED') return { confirmed: false };
+    if (fence.status === 'CANCELLED')
+      throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${label(key)}`, {
+        participant: name,
+        resource: key.resource,
+      });
+    await move(trx, key, 'TRIED', 'CONFIRMED');
+    await spec.commit(trx, key, fence.quantity);
+    events.add(event('CONFIRMED'), `Used ${spec.describe(key, fence.quantity)}`);
+    return { confirmed: true };
+  };
+
   return {
     name,
     async try(db, key, input) {
@@ -162,24 +183,13 @@ export function defineParticipant<TTry>(spec: ParticipantSpec<TTry>): Participan
     },
     async confirm(db, key) {
       return db.transaction(async (trx) => {
-        const fence = await lockFence(trx, key);
-        if (!fence)
-          throw businessFailure(FailureType.TCC_CONFLICT, `confirm without try for ${label(key)}`, {
-            participant: name,
-            resource: key.resource,
-          });
-        if (fence.status === 'CONFIRMED' || fence.status === 'RETURNED') return { confirmed: false };
-        if (fence.status === 'CANCELLED')
-          throw businessFailure(FailureType.TCC_CONFLICT, `confirm after cancel for ${label(key)}`, {
-            participant: name,
-            resource: key.resource,
-          });
-        await move(trx, key, 'TRIED', 'CONFIRMED');
-        await spec.commit(trx, key, fence.quantity);
-        await appendOrderEvent(trx, key.orderId, event('CONFIRMED'), `Used ${spec.describe(key, fence.quantity)}`);
-        return { confirmed: true };
+        const events = new OrderEventBatch(key.orderId);
+        const result = await confirmIn(trx, key, events);
+        await events.write(trx);
+        return result;
       });
     },
+    confirmIn,
     async cancel(db, key) {
       return db.transaction(async (trx) => {
         if (await insertFence(trx, key, 'CANCELLED', 0, true)) return { released: false, emptyRollback: true };

@@ -1,0 +1,245 @@
+/**
+ * settlePaid in one MySQL transaction (src/activities/settle-paid.ts), against the real test database: the same
+ * rows and timeline as the composition of the single steps (three transactions), all or nothing when a participant
+ * refuses, idempotent when run again, and the round trips it saves counted from the pool's own query events.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import { couponParticipant, pointsParticipant } from '../src/activities/benefits';
+import { createActivities } from '../src/activities';
+import { type OrderStepInput, composeOrderSteps } from '../src/activities/order-steps';
+import { PAYMENT_RECEIPT_TOPIC } from '../src/activities/receipts';
+import { settlePaid } from '../src/activities/settle-paid';
+import { createDb } from '../src/db/knex';
+import { tryReserveStock } from '../src/db/stock';
+import { TEST_ENV } from './support/env';
+
+let db: Knex;
+let activities: ReturnType<typeof createActivities>;
+
+beforeAll(() => {
+  db = createDb(TEST_ENV.databaseUrl, { poolMax: 4 });
+  activities = createActivities({ db, providers: {} });
+});
+
+afterAll(async () => {
+  await db?.destroy();
+});
+
+const uid = (prefix: string) => `${prefix}-${randomBytes(6).toString('hex')}`;
+
+interface Placed {
+  input: OrderStepInput;
+  sku: string;
+  coupon: string;
+  userId: string;
+}
+
+/**
+ * An order as it stands when its payment arrives: stock, coupon and points tried, the order AWAITING_PAYMENT with a
+ * PENDING payment row. `quantity` 2 of one SKU at 1,000; coupon 300 off; 200 points.
+ */
+async function placeAwaitingPayment(): Promise<Placed> {
+  const orderId = uid('settle');
+  const userId = uid('user');
+  const sku = uid('sku');
+  const coupon = uid('cpn');
+  await db('products').insert({ sku, name: 'settle test', price: 1000, currency: 'CNY' });
+  await db('stock').insert({ sku, available: 5, reserved: 0, sold: 0, total_in: 5, buckets: 1 });
+  await db('coupons').insert({ code: coupon, user_id: userId, discount: 300, currency: 'CNY', status: 'AVAILABLE' });
+  await db('user_points').insert({ user_id: userId, available: 500, frozen: 0, spent: 0, total_in: 500 });
+  await db('orders').insert({
+    order_id: orderId,
+    user_id: userId,
+    status: 'AWAITING_PAYMENT',
+    amount: 1500,
+    currency: 'CNY',
+    provider: 'sandbox',
+    coupon_code: coupon,
+    discount: 300,
+    points_used: 200,
+    subtotal: 2000,
+  });
+  await db('order_lines').insert({ order_id: orderId, sku, quantity: 2, unit_price: 1000 });
+  await db('payments').insert({
+    out_trade_no: orderId,
+    order_id: orderId,
+    provider: 'sandbox',
+    merchant_id: 'm-1',
+    trade_no: `T${orderId}`,
+    status: 'PENDING',
+    amount: 1500,
+    currency: 'CNY',
+    payment_url: 'http://sandbox/pay',
+    expires_at: new Date(Date.now() + 600_000),
+  });
+  await tryReserveStock(db, orderId, [{ sku, quantity: 2 }]);
+  await couponParticipant.try(db, { orderId, resource: coupon }, { userId, quantity: 0 });
+  await pointsParticipant.try(db, { orderId, resource: userId }, { userId, quantity: 200 });
+  const input: OrderStepInput = {
+    orderId,
+    userId,
+    lines: [{ sku, quantity: 2 }],
+    benefits: [
+      { participant: 'coupon', resource: coupon, quantity: 300 },
+      { participant: 'points', resource: userId, quantity: 200 },
+    ],
+    transition: {
+      from: ['AWAITING_PAYMENT'],
+      to: 'PAID',
+      reason: 'PAID_VIA_CALLBACK',
+      event: { type: 'ORDER_PAID', message: 'Paid (test)' },
+      payment: {
+        source: 'callback',
+        tradeNo: `T${orderId}`,
+        amount: 1500,
+        currency: 'CNY',
+        merchantId: 'm-1',
+        paidAt: '2026-11-30T12:34:56.789Z',
+      },
+    },
+  };
+  return { input, sku, coupon, userId };
+}
+
+/** Everything settlePaid touches, in a form two orders can be compared by (ids and times left out). */
+async function snapshot(p: Placed) {
+  const { orderId } = p.input;
+  const order = await db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'paid_trade_no');
+  const payment = await db('payments')
+    .where({ out_trade_no: orderId })
+    .first('status', 'trade_no', 'paid_amount', 'paid_currency', 'paid_at');
+  const stock = await db('stock').where({ sku: p.sku }).first('available', 'reserved', 'sold');
+  const fences = await db('tcc_fence').where({ xid: orderId }).orderBy('participant').select('participant', 'status');
+  const coupon = await db('coupons').where({ code: p.coupon }).first('status');
+  const points = await db('user_points').where({ user_id: p.userId }).first('available', 'frozen', 'spent');
+  const receipts = (await db('outbox').where({ topic: PAYMENT_RECEIPT_TOPIC, message_key: orderId }).select('payload'))
+    .map((r: { payload: string }) => JSON.parse(r.payload) as Record<string, unknown>)
+    .map((r) => ({
+      ...r,
+      orderId: 'ORDER',
+      userId: 'USER',
+      tradeNo: r.tradeNo === `T${orderId}`,
+      items: (r.items as { sku: string }[]).map((i) => ({ ...i, sku: i.sku === p.sku })),
+    }));
+  const events = (await db('order_events').where({ order_id: orderId }).orderBy('id').select('type', 'message')).map(
+    (e: { type: string; message: string }) => ({
+      type: e.type,
+      message: e.message
+        .replaceAll(orderId, 'ORDER')
+        .replaceAll(p.coupon, 'COUPON')
+        .replaceAll(p.userId, 'USER')
+        .replaceAll(p.sku, 'SKU'),
+    }),
+  );
+  return {
+    order: { ...order, paid_trade_no: order.paid_trade_no === `T${orderId}` },
+    payment: { ...payment, trade_no: typeof payment.trade_no },
+    stock,
+    fences,
+    coupon,
+    points,
+    receipts,
+    events,
+  };
+}
+
+/** Counts the statements the pool sends while `fn` runs (knex's `query` event: one per round trip). */
+async function countStatements(fn: () => Promise<unknown>): Promise<string[]> {
+  const seen: string[] = [];
+  const listener = (q: { sql: string }) => seen.push(q.sql);
+  db.on('query', listener);
+  try {
+    await fn();
+  } finally {
+    db.off('query', listener);
+  }
+  return seen;
+}
+
+test('leaves exactly what the three single steps leave, in one transaction and fewer round trips', async () => {
+  const one = await placeAwaitingPayment();
+  const composed = await placeAwaitingPayment();
+  const oneStatements = await countStatements(() => settlePaid(db, one.input));
+  // The composition over the single activities: confirmStock, confirmBenefit x2, transitionOrder, recordPaymentReceipt.
+  const composedStatements = await countStatements(() => composeOrderSteps(activities).settlePaid(composed.input));
+
+  const a = await snapshot(one);
+  expect(a).toEqual(await snapshot(composed));
+  expect(a.order).toEqual({
+    status: 'PAID',
+    status_reason: 'PAID_VIA_CALLBACK',
+    paid_trade_no: true,
+  });
+  expect(a.stock).toEqual({ available: 3, reserved: 0, sold: 2 });
+  expect(a.fences.map((f: { status: string }) => f.status)).toEqual(['CONFIRMED', 'CONFIRMED', 'CONFIRMED']);
+  expect(a.coupon).toEqual({ status: 'USED' });
+  expect(a.points).toEqual({ available: 300, frozen: 0, spent: 200 });
+  expect(a.receipts).toEqual([
+    expect.objectContaining({
+      paidAmount: 1500,
+      orderAmount: 1500,
+      currency: 'CNY',
+      paidAt: '2026-11-30T12:34:56.789Z',
+      items: [{ sku: true, quantity: 2, unitPrice: 1000 }],
+      tradeNo: true,
+    }),
+  ]);
+  expect(a.events.map((e) => e.type).slice(-5)).toEqual([
+    'STOCK_CONFIRMED',
+    'COUPON_CONFIRMED',
+    'POINTS_CONFIRMED',
+    'ORDER_PAID',
+    'RECEIPT_QUEUED',
+  ]);
+
+  // One BEGIN/COMMIT pair instead of five; the whole step in well under the composition's statements.
+  const begins = (s: string[]) => s.filter((q) => /^(BEGIN|START TRANSACTION)/i.test(q)).length;
+  expect(begins(oneStatements)).toBe(1);
+  expect(begins(composedStatements)).toBe(5);
+  expect(oneStatements.length).toBeLessThanOrEqual(composedStatements.length - 12);
+});
+
+test('one line, no coupon or points: at most 10 statements, BEGIN and COMMIT included', async () => {
+  const p = await placeAwaitingPayment();
+  // The benefits confirmed elsewhere already: settlePaid is then the stock, the order, the receipt.
+  await couponParticipant.confirm(db, { orderId: p.input.orderId, resource: p.coupon });
+  await pointsParticipant.confirm(db, { orderId: p.input.orderId, resource: p.userId });
+  const statements = await countStatements(() => settlePaid(db, { ...p.input, benefits: [] }));
+  expect(statements.length).toBeLessThanOrEqual(10);
+  expect((await db('orders').where({ order_id: p.input.orderId }).first('status')).status).toBe('PAID');
+});
+
+test('run again, it changes nothing: no second receipt, no new timeline entry, stock sold once', async () => {
+  const p = await placeAwaitingPayment();
+  expect(await settlePaid(db, p.input)).toEqual({ changed: true, status: 'PAID' });
+  const first = await snapshot(p);
+  expect(await settlePaid(db, p.input)).toEqual({ changed: false, status: 'PAID' });
+  expect(await snapshot(p)).toEqual(first);
+});
+
+test('all or nothing: a participant that refuses leaves the stock, the order and the outbox as they were', async () => {
+  const p = await placeAwaitingPayment();
+  const before = await snapshot(p);
+  // The points were released (a cancel won the race): their Confirm is a TCC_CONFLICT.
+  await pointsParticipant.cancel(db, { orderId: p.input.orderId, resource: p.userId });
+  const afterCancel = await snapshot(p);
+  await expect(settlePaid(db, p.input)).rejects.toMatchObject({ type: 'TCC_CONFLICT' });
+  const after = await snapshot(p);
+  expect(after).toEqual(afterCancel);
+  expect(after.order).toEqual(before.order);
+  expect(after.stock).toEqual({ available: 3, reserved: 2, sold: 0 });
+  expect(after.coupon).toEqual({ status: 'FROZEN' });
+  expect(after.receipts).toEqual([]);
+});
+
+test('an order already PAID by an earlier step gets its receipt from the payments row', async () => {
+  const p = await placeAwaitingPayment();
+  await activities.confirmStock({ orderId: p.input.orderId, lines: p.input.lines });
+  await activities.transitionOrder({ orderId: p.input.orderId, ...p.input.transition });
+  expect(await settlePaid(db, p.input)).toEqual({ changed: false, status: 'PAID' });
+  const s = await snapshot(p);
+  expect(s.receipts).toEqual([expect.objectContaining({ paidAmount: 1500, paidAt: '2026-11-30T12:34:56.789Z' })]);
+  expect(s.stock).toEqual({ available: 3, reserved: 0, sold: 2 });
+  expect(s.coupon).toEqual({ status: 'USED' });
+});
