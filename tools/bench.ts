@@ -14,6 +14,9 @@
  *   starts (4 shards, PostgreSQL), side by side, with the CPU of Temporal's PostgreSQL and the app's MySQL per order.
  * `npm run bench -- --topology`: the lifecycle load on the production topology (cluster, worker and API processes)
  *   with the CPU each kind of process spends per order (tools/bench-topology.ts).
+ * `npm run bench -- --tcc`: the TCC part of an order alone (Try and Confirm of stock, coupon, points): called directly,
+ *   in a workflow with local activities, with activity tasks; side by side, beside issue #16's DTM figures
+ *   (tools/bench-tcc.ts).
  *
  * Configured like the app: the Temporal server at TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE when one listens (else an
  * in-memory headless dev server it starts and stops), MySQL at DATABASE_URL (its database name when DATABASE_URL is
@@ -93,6 +96,10 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
   '--polls': {
     usage: 'npm run bench -- --polls [--buyers 1000] [--interval 2s] [--duration 30s] [--clients 20] [--quick]',
     run: async (argv) => (await import('./bench-polls')).runPollsBench(argv),
+  },
+  '--tcc': {
+    usage: 'npm run bench -- --tcc [--transactions 2000] [--concurrency 10,50] [--warmup W] [--quick]',
+    run: async (argv) => (await import('./bench-tcc')).runTccBench(argv),
   },
 };
 

@@ -1,0 +1,671 @@
+/**
+ * `npm run bench -- --tcc [--transactions 2000] [--concurrency 10,50] [--warmup W] [--quick]`: the TCC part of an
+ * order on its own (issue #16): Try and Confirm of stock (one SKU line of one unit), one coupon and some points, N
+ * transactions at each concurrency, in three variants side by side in one run:
+ *
+ *  - `direct`: payflow's real participants (tryReserveStock / confirmStock of src/db/stock.ts, the coupon and points
+ *    participants through createBenefitActivities of src/activities/benefits.ts) called from the bench, no Temporal;
+ *  - `local`: one workflow per transaction (tools/bench-tcc-workflow.ts) running the Try of all three as one local
+ *    activity and their Confirm as a second one (the same functions inside), started with the client and awaited;
+ *  - `activities`: the same workflow with two activity tasks instead.
+ *
+ * The worker runs in the bench's own process (its own task queue, the bench workflow bundled on its own), so the
+ * bench process's CPU (process.cpuUsage: client, worker, activities, all threads) is what payflow's side of a
+ * transaction costs; the Temporal server's is read from /proc/<pid>/stat when it runs here (started by the bench, or
+ * found by the port it listens on). Each variant's transactions and users are seeded apart (stock, one coupon AVAILABLE
+ * per transaction for its user, points per user) in a database of the bench's own (`payflow_bench_tcc`, or
+ * DATABASE_URL's: tools/tool-database.ts), and the books are checked after each run: stock sold = transactions, every
+ * fence CONFIRMED, every coupon USED by its order, points spent exact. Exit code 1 when a check fails or a transaction
+ * failed. Prints the figures beside the ones issue #16 quotes for DTM v1.19 (not run here) and writes
+ * reports/bench-tcc-<time>.json.
+ */
+import { randomBytes } from 'node:crypto';
+import { cpus } from 'node:os';
+import { join, relative } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import type { Client } from '@temporalio/client';
+import { Worker } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import pino from 'pino';
+import { createBenefitActivities, type BenefitCall } from '../src/activities/benefits';
+import { type Config, loadConfigOrExit } from '../src/config';
+import { createDb } from '../src/db/knex';
+import { confirmStock, tryReserveStock } from '../src/db/stock';
+import { createLogger } from '../src/observability/logger';
+import { connectTemporal, connectWorkerTemporal } from '../src/temporal/connection';
+import { installTemporalRuntime } from '../src/workers/telemetry';
+import {
+  REPORTS_DIR,
+  ROOT,
+  type Summary,
+  Tally,
+  abortReason,
+  commandLine,
+  errorKind,
+  errorText,
+  fail,
+  inParallel,
+  log,
+  logSummary,
+  machineCpu,
+  machineFacts,
+  ownTemporalServer,
+  parseFlags,
+  perSecond,
+  runAbort,
+  startProgress,
+  summarize,
+  writeReport,
+} from './bench-harness';
+import type { TccActivities, TccCall, benchTcc } from './bench-tcc-workflow';
+import { commandCpuMs, freePort, pidListeningOn, processCpuMs } from './processes';
+import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
+import { prepareToolDatabase, withDatabase } from './tool-database';
+
+const DATABASE = 'payflow_bench_tcc';
+const VARIANTS = ['direct', 'local', 'activities'] as const;
+type Variant = (typeof VARIANTS)[number];
+
+/** What every transaction takes: one unit of the run's SKU, its user's coupon, POINTS of its user's points. */
+const POINTS = 300;
+const POINTS_SEEDED = 1000;
+const COUPON_DISCOUNT = 500;
+/** Units of stock beyond the run's transactions, so that a unit taken twice shows in the books, not as OUT_OF_STOCK. */
+const SPARE_STOCK = 100;
+
+/** Issue #16's figures for DTM v1.19 on the same kind of machine; not measured by this bench. */
+export const DTM = {
+  label:
+    "DTM (issue #16's figures, not run here: github.com/dtm-labs/dtm is not served by this machine's Go module proxy, 403)",
+  version: 'v1.19',
+  transactionsPerSecond: [157, 184] as const,
+  cpuMsPerTransaction: [10, 12] as const,
+};
+
+const USAGE = `usage: npm run bench -- --tcc [--transactions N] [--concurrency 10,50] [--warmup W] [--quick]
+  --transactions  measured TCC transactions per variant and concurrency    (default 2000; --quick 100)
+  --concurrency   clients, each with one transaction in flight; a list runs each   (default 10,50)
+  --warmup        transactions per variant before the measured runs, not counted   (default N/10, at most 50)
+One transaction: Try, then Confirm, of stock (1 unit of one SKU), one coupon and ${POINTS} points. Variants, side by side:
+  direct      payflow's participants called from the bench (no Temporal)
+  local       one workflow per transaction: the three Tries as one local activity, the three Confirms as another
+  activities  the same workflow with two activity tasks
+The worker runs in the bench process; its CPU and the Temporal server's (when it runs here) are reported per transaction.`;
+
+interface TccOptions {
+  transactions: number;
+  concurrency: number[];
+  warmup: number;
+  quick: boolean;
+}
+
+/** `--concurrency 10,50` (or `=10,50`) taken out of argv: parseFlags knows single numbers only. */
+function takeConcurrency(argv: string[]): { list?: string; rest: string[] } {
+  const rest: string[] = [];
+  let list: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--concurrency') list = argv[++i] ?? '';
+    else if (arg.startsWith('--concurrency=')) list = arg.slice('--concurrency='.length);
+    else rest.push(arg);
+  }
+  return { list, rest };
+}
+
+export function parseTccArgs(argv: string[]): TccOptions {
+  const { list, rest } = takeConcurrency(argv);
+  const flags = parseFlags(rest, { transactions: 'int', warmup: 'int', quick: 'flag' }, USAGE);
+  const quick = flags.quick === true;
+  const transactions = (flags.transactions as number | undefined) ?? (quick ? 100 : 2000);
+  let concurrency = [10, 50];
+  if (list !== undefined) {
+    concurrency = list.split(',').map((s) => Number(s.trim()));
+    if (concurrency.length === 0 || concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 200))
+      fail(`--concurrency takes whole numbers from 1 to 200, comma-separated; got "${list}"\n${USAGE}`);
+    concurrency = [...new Set(concurrency)];
+  }
+  if (transactions > 100_000) fail(`--transactions at most 100000\n${USAGE}`);
+  const warmup = (flags.warmup as number | undefined) ?? Math.min(50, Math.ceil(transactions / 10));
+  return { transactions, concurrency: concurrency.map((c) => Math.min(c, transactions)), warmup, quick };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The participants, as the workflow's activities and as the direct variant calls them
+
+/** The two steps over payflow's real participants: stock first, then the coupon, then the points (as openOrder). */
+export function tccActivities(db: Knex): TccActivities {
+  const benefits = createBenefitActivities(db);
+  const coupon = (c: TccCall): BenefitCall => ({
+    orderId: c.orderId,
+    userId: c.userId,
+    participant: 'coupon',
+    resource: c.couponCode,
+    quantity: COUPON_DISCOUNT,
+  });
+  const points = (c: TccCall): BenefitCall => ({
+    orderId: c.orderId,
+    userId: c.userId,
+    participant: 'points',
+    resource: c.userId,
+    quantity: c.points,
+  });
+  return {
+    async tccTry(c) {
+      await tryReserveStock(db, c.orderId, [{ sku: c.sku, quantity: 1 }]);
+      await benefits.tryBenefit(coupon(c));
+      await benefits.tryBenefit(points(c));
+    },
+    async tccConfirm(c) {
+      await confirmStock(db, c.orderId, [{ sku: c.sku, quantity: 1 }]);
+      await benefits.confirmBenefit(coupon(c));
+      await benefits.confirmBenefit(points(c));
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Temporal: the server at TEMPORAL_ADDRESS, else an in-memory dev server of the bench's own
+
+interface TemporalServer {
+  address: string;
+  note: string;
+  pid: number | undefined;
+  ours: boolean;
+}
+
+function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((done) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      done();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+async function temporalServer(base: Config): Promise<TemporalServer> {
+  const address = base.temporalAddress;
+  if (await isListening(address)) {
+    const pid = /^(127\.|localhost:)/.test(address) ? pidListeningOn(Number(address.split(':').pop())) : undefined;
+    log(`Temporal: using the server at ${address}`);
+    return {
+      address,
+      pid,
+      ours: false,
+      note: `existing server at ${address}${pid ? ` (pid ${pid}; shared with whatever else uses it)` : ' (its CPU is not measured: no local process of this user listens there)'}`,
+    };
+  }
+  const binary = ensureTemporalCli((l) => log(l));
+  const own = `127.0.0.1:${await freePort()}`;
+  log(`Temporal: nothing at ${address}; starting an in-memory headless dev server on ${own}`);
+  const child = await startDevServer(
+    binary,
+    { address: own, namespace: base.temporalNamespace, headless: true, logLevel: 'error' },
+    'ignore',
+  );
+  ownTemporalServer({ stop: () => stopProcess(child) });
+  return {
+    address: own,
+    pid: child.pid,
+    ours: true,
+    note: `in-memory dev server at ${own} (pid ${child.pid}; started by the bench)`,
+  };
+}
+
+/** Terminates the run's workflows still running (a run ended early on a shared server), so none is left behind. */
+async function terminateLeftovers(client: Client, taskQueue: string): Promise<void> {
+  let terminated = 0;
+  try {
+    await client.withDeadline(Date.now() + 30_000, async () => {
+      const query = `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'`;
+      for await (const wf of client.workflow.list({ query }))
+        await client.workflow
+          .getHandle(wf.workflowId, wf.runId)
+          .terminate('left running by a bench --tcc run')
+          .then(
+            () => terminated++,
+            () => undefined,
+          );
+    });
+  } catch (err) {
+    log(`could not clean up workflows on ${taskQueue}: ${errorText(err)}`);
+  }
+  if (terminated > 0) log(`terminated ${terminated} workflow(s) left running on ${taskQueue}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Seeding, running and checking one set of transactions
+
+/** One run's transactions and the rows seeded for them; every id starts with `prefix-`. */
+interface TxSet {
+  prefix: string;
+  sku: string;
+  stockSeeded: number;
+  calls: TccCall[];
+}
+
+/** A SKU with the run's stock, and per transaction a user with POINTS_SEEDED points and a coupon AVAILABLE to them. */
+async function seed(db: Knex, prefix: string, n: number): Promise<TxSet> {
+  const sku = `${prefix}-sku`;
+  const stockSeeded = n + SPARE_STOCK;
+  await db('products').insert({ sku, name: `TCC bench ${prefix}`, price: 1999, currency: 'CNY' });
+  await db('stock').insert({ sku, available: stockSeeded, reserved: 0, sold: 0, total_in: stockSeeded, buckets: 1 });
+  const calls = Array.from({ length: n }, (_, i) => ({
+    orderId: `${prefix}-${i}`,
+    userId: `${prefix}-u${i}`,
+    sku,
+    couponCode: `${prefix}-c${i}`,
+    points: POINTS,
+  }));
+  await db.batchInsert(
+    'coupons',
+    calls.map((c) => ({
+      code: c.couponCode,
+      user_id: c.userId,
+      discount: COUPON_DISCOUNT,
+      currency: 'CNY',
+      status: 'AVAILABLE',
+    })),
+    500,
+  );
+  await db.batchInsert(
+    'user_points',
+    calls.map((c) => ({ user_id: c.userId, available: POINTS_SEEDED, frozen: 0, spent: 0, total_in: POINTS_SEEDED })),
+    500,
+  );
+  return { prefix, sku, stockSeeded, calls };
+}
+
+interface Books {
+  ok: boolean;
+  text: string;
+  problems: string[];
+}
+
+/** Stock sold = transactions, every fence CONFIRMED, every coupon USED by its own order, points spent exact. */
+async function checkBooks(db: Knex, set: TxSet): Promise<Books> {
+  const n = set.calls.length;
+  const problems: string[] = [];
+  const stock = (await db('stock').where('sku', set.sku).first('available', 'reserved', 'sold')) as
+    { available: number | string; reserved: number | string; sold: number | string } | undefined;
+  const sold = Number(stock?.sold ?? NaN);
+  if (!stock) problems.push(`stock row ${set.sku} missing`);
+  else {
+    if (sold !== n) problems.push(`stock sold ${sold}, transactions ${n}`);
+    if (Number(stock.reserved) !== 0) problems.push(`stock reserved ${stock.reserved}, expected 0`);
+    if (Number(stock.available) !== set.stockSeeded - n)
+      problems.push(`stock available ${stock.available}, expected ${set.stockSeeded - n}`);
+  }
+
+  const fences = (await db('tcc_fence')
+    .where('xid', 'like', `${set.prefix}-%`)
+    .groupBy('participant', 'status')
+    .select('participant', 'status', db.raw('COUNT(*) AS n'))) as { participant: string; status: string; n: number }[];
+  let confirmed = 0;
+  for (const participant of ['stock', 'coupon', 'points']) {
+    const count = Number(fences.find((f) => f.participant === participant && f.status === 'CONFIRMED')?.n ?? 0);
+    confirmed += count;
+    if (count !== n) problems.push(`${count} ${participant} fences CONFIRMED of ${n}`);
+  }
+  const other = fences.filter(
+    (f) => f.status !== 'CONFIRMED' || !['stock', 'coupon', 'points'].includes(f.participant),
+  );
+  if (other.length)
+    problems.push(`other fences: ${other.map((f) => `${f.participant} ${f.status} x${Number(f.n)}`).join(', ')}`);
+
+  const coupons = (await db('coupons')
+    .where('code', 'like', `${set.prefix}-c%`)
+    .select('code', 'status', 'order_id')) as { code: string; status: string; order_id: string | null }[];
+  const byCode = new Map(coupons.map((c) => [c.code, c]));
+  let used = 0;
+  const badCoupons: string[] = [];
+  for (const call of set.calls) {
+    const c = byCode.get(call.couponCode);
+    if (c?.status === 'USED' && c.order_id === call.orderId) used++;
+    else badCoupons.push(`${call.couponCode} ${c ? `${c.status} by ${c.order_id ?? 'nobody'}` : 'missing'}`);
+  }
+  if (badCoupons.length)
+    problems.push(`${badCoupons.length} coupons not USED by their order, e.g. ${badCoupons.slice(0, 3).join('; ')}`);
+
+  const points = (await db('user_points')
+    .where('user_id', 'like', `${set.prefix}-u%`)
+    .select('user_id', 'available', 'frozen', 'spent')) as {
+    user_id: string;
+    available: number | string;
+    frozen: number | string;
+    spent: number | string;
+  }[];
+  const pointsOf = new Map(points.map((p) => [p.user_id, p]));
+  let spent = 0;
+  const badPoints: string[] = [];
+  for (const call of set.calls) {
+    const p = pointsOf.get(call.userId);
+    spent += Number(p?.spent ?? 0);
+    if (!p || Number(p.spent) !== POINTS || Number(p.frozen) !== 0 || Number(p.available) !== POINTS_SEEDED - POINTS)
+      badPoints.push(
+        `${call.userId} ${p ? `available ${p.available} frozen ${p.frozen} spent ${p.spent}` : 'missing'}`,
+      );
+  }
+  if (badPoints.length)
+    problems.push(
+      `${badPoints.length} users' points not exactly ${POINTS} spent, e.g. ${badPoints.slice(0, 3).join('; ')}`,
+    );
+
+  const ok = problems.length === 0;
+  const text = ok
+    ? `OK: stock sold ${sold} = ${n} transactions (0 reserved), ${confirmed} fences CONFIRMED, ${used} coupons USED by their orders, points spent ${spent} = ${n} x ${POINTS} (0 frozen)`
+    : `FAILED: ${problems.join('; ')}`;
+  return { ok, text, problems };
+}
+
+/** Figures of one measured set. */
+interface RunResult {
+  variant: Variant;
+  concurrency: number;
+  warmup: boolean;
+  transactions: number;
+  completed: number;
+  failed: number;
+  errors: Record<string, number>;
+  errorExamples: Record<string, string>;
+  wallMs: number;
+  transactionsPerSecond: number;
+  latencyMs: Summary | null;
+  cpu: {
+    benchMsPerTransaction: number | null;
+    temporalMsPerTransaction: number | null;
+    benchPlusTemporalMsPerTransaction: number | null;
+    mariadbMsPerTransaction: number | null;
+    machineBusyPercent: number;
+  };
+  books: Books;
+}
+
+/** The failure's kind: the ApplicationFailure type deep in a workflow or activity failure, else errorKind's. */
+function failureKind(err: unknown): string {
+  for (let e = err as { type?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (typeof e.type === 'string' && e.type) return e.type;
+  }
+  return errorKind(err);
+}
+
+/** The innermost failure's message (a workflow's failure wraps the activity's, which wraps the participant's). */
+function innermostMessage(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown } | undefined;
+  while (e && typeof e.cause === 'object' && e.cause !== null) e = e.cause as typeof e;
+  return e?.message ?? errorText(err);
+}
+
+const mariadbCpuMs = () => commandCpuMs('mariadbd') ?? commandCpuMs('mysqld');
+
+/** Runs a set's transactions with `concurrency` clients, then checks the books. */
+async function runSet(
+  db: Knex,
+  set: TxSet,
+  variant: Variant,
+  concurrency: number,
+  warmup: boolean,
+  temporalPid: number | undefined,
+  execute: (call: TccCall) => Promise<void>,
+): Promise<RunResult> {
+  const latencies: number[] = [];
+  const errors = new Tally();
+  const examples: Record<string, string> = {};
+  const label = `${variant}${warmup ? ' warm-up' : ''} @ ${concurrency}`;
+  const stopProgress = startProgress(
+    () => `${label}: ${latencies.length}/${set.calls.length} done${errors.total ? `, ${errors.total} failed` : ''}`,
+  );
+  const machine0 = machineCpu();
+  const temporal0 = processCpuMs(temporalPid);
+  const mariadb0 = mariadbCpuMs();
+  const own0 = process.cpuUsage();
+  const t0 = performance.now();
+  await inParallel(set.calls, concurrency, async (call) => {
+    const started = performance.now();
+    try {
+      await execute(call);
+      latencies.push(performance.now() - started);
+    } catch (err) {
+      const kind = failureKind(err);
+      errors.add(kind);
+      examples[kind] ??= innermostMessage(err).slice(0, 300);
+    }
+  });
+  const wallMs = performance.now() - t0;
+  const own = process.cpuUsage(own0);
+  const temporal1 = processCpuMs(temporalPid);
+  const mariadb1 = mariadbCpuMs();
+  const machine1 = machineCpu();
+  stopProgress();
+
+  const completed = latencies.length;
+  const per = (ms: number | undefined) =>
+    ms === undefined || completed === 0 ? null : Math.round((ms / completed) * 100) / 100;
+  const benchMs = (own.user + own.system) / 1000;
+  const temporalMs = temporal0 === undefined || temporal1 === undefined ? undefined : temporal1 - temporal0;
+  const mariadbMs = mariadb0 === undefined || mariadb1 === undefined ? undefined : mariadb1 - mariadb0;
+  const books = await checkBooks(db, set);
+  log(`books after ${label}: ${books.text}`);
+  return {
+    variant,
+    concurrency,
+    warmup,
+    transactions: set.calls.length,
+    completed,
+    failed: errors.total,
+    errors: errors.toJSON(),
+    errorExamples: examples,
+    wallMs: Math.round(wallMs),
+    transactionsPerSecond: perSecond(completed, wallMs),
+    latencyMs: summarize(latencies),
+    cpu: {
+      benchMsPerTransaction: per(benchMs),
+      temporalMsPerTransaction: per(temporalMs),
+      benchPlusTemporalMsPerTransaction: temporalMs === undefined ? null : per(benchMs + temporalMs),
+      mariadbMsPerTransaction: per(mariadbMs),
+      machineBusyPercent:
+        Math.round(((machine1.busy - machine0.busy) / Math.max(1, machine1.total - machine0.total)) * 1000) / 10,
+    },
+    books,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The mode
+
+/** `xA-B`: a figure's ratio to the ends of one of DTM's ranges (the larger DTM figure gives the smaller ratio). */
+function ratioToRange(value: number | null, range: readonly [number, number]): string {
+  if (value === null) return 'n/a';
+  return `x${(value / range[1]).toFixed(2)}-${(value / range[0]).toFixed(2)}`;
+}
+
+function ratios(r: RunResult) {
+  return {
+    transactionsPerSecond: ratioToRange(r.transactionsPerSecond, DTM.transactionsPerSecond),
+    benchCpu: ratioToRange(r.cpu.benchMsPerTransaction, DTM.cpuMsPerTransaction),
+    benchPlusTemporalCpu: ratioToRange(r.cpu.benchPlusTemporalMsPerTransaction, DTM.cpuMsPerTransaction),
+  };
+}
+
+function sideBySide(results: RunResult[]): string {
+  const ms = (v: number | null) => (v === null ? 'n/a' : v.toFixed(2));
+  const dtm = `DTM ${DTM.version} (issue #16)`;
+  const rows: [string, (r: RunResult) => string, string][] = [
+    [
+      'transactions done / asked',
+      (r) => `${r.completed}/${r.transactions}${r.failed ? ` (${r.failed} failed)` : ''}`,
+      'not run here',
+    ],
+    ['transactions/s', (r) => r.transactionsPerSecond.toFixed(1), DTM.transactionsPerSecond.join('-')],
+    [
+      'latency p50 / p99 ms',
+      (r) => (r.latencyMs ? `${r.latencyMs.p50.toFixed(1)} / ${r.latencyMs.p99.toFixed(1)}` : 'n/a'),
+      'n/a',
+    ],
+    ['bench process CPU ms/tx', (r) => ms(r.cpu.benchMsPerTransaction), '-'],
+    ['Temporal server CPU ms/tx', (r) => ms(r.cpu.temporalMsPerTransaction), '-'],
+    [
+      'bench + Temporal CPU ms/tx',
+      (r) => ms(r.cpu.benchPlusTemporalMsPerTransaction),
+      `${DTM.cpuMsPerTransaction.join('-')} *`,
+    ],
+    ['MariaDB CPU ms/tx (shared)', (r) => ms(r.cpu.mariadbMsPerTransaction), '-'],
+    ['transactions/s vs DTM', (r) => ratios(r).transactionsPerSecond, 'x1'],
+    ['bench CPU vs DTM', (r) => ratios(r).benchCpu, 'x1'],
+    ['bench + Temporal CPU vs DTM', (r) => ratios(r).benchPlusTemporalCpu, 'x1'],
+    ['machine busy', (r) => `${r.cpu.machineBusyPercent}%`, '-'],
+    ['wall time', (r) => `${(r.wallMs / 1000).toFixed(1)} s`, '-'],
+    ['books', (r) => (r.books.ok ? 'OK' : 'FAILED'), '-'],
+  ];
+  const header = ['', ...results.map((r) => r.variant), dtm];
+  const cells = [header, ...rows.map(([label, f, d]) => [label, ...results.map(f), d])];
+  const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
+  return cells.map((row) => `  ${row.map((c, i) => c.padEnd(widths[i]!)).join('   ')}`.trimEnd()).join('\n');
+}
+
+export async function runTccBench(argv: string[]): Promise<number> {
+  const options = parseTccArgs(argv);
+  const base = loadConfigOrExit();
+  const startedAt = new Date().toISOString();
+  const runId = randomBytes(4).toString('hex');
+  const taskQueue = `bench-tcc-${runId}`;
+  const stamp = startedAt.replace(/[:.]/g, '-');
+  log(
+    `tcc: ${options.transactions} transactions per variant (${VARIANTS.join(', ')}) at concurrency ${options.concurrency.join(', ')}, after ${options.warmup} warm-up transactions per variant`,
+  );
+
+  const server = await temporalServer(base);
+  const url = process.env.DATABASE_URL ? base.databaseUrl : withDatabase(base.databaseUrl, DATABASE);
+  const { database } = await prepareToolDatabase(url, 'bench', { log });
+  const poolMax = Math.max(...options.concurrency) + 2;
+  const db = createDb(url, { poolMax });
+
+  // The SDK's own lines (warnings and worse) go to a log file, not between the bench's lines.
+  const workerLog = join(REPORTS_DIR, `bench-tcc-${stamp}.worker.log`);
+  installTemporalRuntime({
+    logger: createLogger({
+      level: 'warn',
+      name: 'payflow-bench-tcc',
+      destination: pino.destination({ dest: workerLog, mkdir: true, sync: true }),
+    }),
+  });
+  const endpoint = { ...base, temporalAddress: server.address };
+  const connection = await connectWorkerTemporal(endpoint);
+  const client = await connectTemporal(endpoint);
+  const activities = tccActivities(db);
+  log(`bundling the bench workflow (tools/bench-tcc-workflow.ts) for task queue ${taskQueue}`);
+  const worker = await Worker.create({
+    connection,
+    namespace: base.temporalNamespace,
+    taskQueue,
+    workflowsPath: require.resolve('./bench-tcc-workflow'),
+    activities,
+    maxConcurrentActivityTaskExecutions: 100,
+  });
+
+  const execute = (variant: Variant) => async (call: TccCall) => {
+    if (variant === 'direct') {
+      await activities.tccTry(call);
+      await activities.tccConfirm(call);
+      return;
+    }
+    await client.workflow.execute<typeof benchTcc>('benchTcc', {
+      taskQueue,
+      workflowId: call.orderId,
+      args: [{ call, local: variant === 'local' }],
+      // Nothing of a run outlives it for long on a shared server.
+      workflowExecutionTimeout: '2m',
+    });
+  };
+
+  const warmups: RunResult[] = [];
+  const results: RunResult[] = [];
+  try {
+    await worker.runUntil(async () => {
+      // Every variant warmed up first (the worker's workflow code, JIT, the pool's connections), then measured in
+      // turn at each concurrency.
+      if (options.warmup > 0)
+        for (const variant of VARIANTS) {
+          if (runAbort.signal.aborted) break;
+          const set = await seed(db, `tcc-${runId}-${variant}-w`, options.warmup);
+          const c = Math.min(options.concurrency[0]!, options.warmup);
+          warmups.push(await runSet(db, set, variant, c, true, server.pid, execute(variant)));
+        }
+      for (const concurrency of options.concurrency)
+        for (const variant of VARIANTS) {
+          if (runAbort.signal.aborted) break;
+          const set = await seed(db, `tcc-${runId}-${variant}-c${concurrency}`, options.transactions);
+          results.push(await runSet(db, set, variant, concurrency, false, server.pid, execute(variant)));
+        }
+    });
+  } finally {
+    if (!server.ours && (runAbort.signal.aborted || [...warmups, ...results].some((r) => r.failed > 0)))
+      await terminateLeftovers(client, taskQueue);
+    await client.connection.close().catch(() => undefined);
+    await connection.close().catch(() => undefined);
+    await db.destroy().catch(() => undefined);
+  }
+  if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
+
+  const all = [...warmups, ...results];
+  const ok =
+    !runAbort.signal.aborted &&
+    results.length === options.concurrency.length * VARIANTS.length &&
+    all.every((r) => r.failed === 0 && r.books.ok);
+  const report = {
+    ok,
+    command: commandLine(),
+    startedAt,
+    machine: machineFacts(),
+    cpus: cpus().length,
+    options,
+    perTransaction: {
+      stock: '1 unit of the run SKU (one stock row, no buckets)',
+      coupon: `one coupon per transaction, AVAILABLE for its user (${COUPON_DISCOUNT} off)`,
+      points: `${POINTS} points of the transaction's user (seeded ${POINTS_SEEDED})`,
+      steps:
+        'Try: tryReserveStock, coupon try, points try; Confirm: confirmStock, coupon confirm, points confirm (6 MySQL transactions)',
+    },
+    temporal: server.note,
+    taskQueue,
+    database,
+    dtm: DTM,
+    warmups,
+    results,
+    workerLog: relative(ROOT, workerLog),
+  };
+  const reportFile = writeReport('bench-tcc', report);
+
+  console.log(`\nTCC benchmark ${ok ? '(every transaction done, books OK)' : '(FAILED: see books and errors)'}`);
+  console.log(`  command   ${report.command}`);
+  console.log(`  machine   ${report.machine}`);
+  console.log(`  temporal  ${server.note}`);
+  console.log(`  database  ${database}; SDK log: ${logSummary(report.workerLog)} (${report.workerLog})`);
+  console.log(
+    `  one transaction: Try then Confirm of 1 unit of stock, 1 coupon, ${POINTS} points (6 MySQL transactions); ${options.transactions} per variant and concurrency, ${options.warmup} warm-up each first`,
+  );
+  for (const concurrency of options.concurrency) {
+    const row = results.filter((r) => r.concurrency === concurrency);
+    if (row.length === 0) continue;
+    console.log(`\n  concurrency ${concurrency}`);
+    console.log(sideBySide(row));
+  }
+  console.log(`\n  ${DTM.label}: ${DTM.transactionsPerSecond.join('-')} transactions/s at ${DTM.cpuMsPerTransaction.join('-')} ms CPU each.
+  * issue #16's CPU per transaction, set beside the bench process + the Temporal server (coordinator and participants'
+    client side; MariaDB's share is its own row, and MariaDB is shared with anything else running). Ratios: ours / DTM's,
+    over DTM's range (transactions/s: higher is better; CPU: lower is better).
+  direct: the participants called from the bench; local / activities: one workflow per transaction (in-process worker,
+  task queue ${taskQueue}), Try and Confirm as 2 local activities / 2 activity tasks. CPU is per completed transaction.`);
+  for (const r of all) {
+    for (const [kind, count] of Object.entries(r.errors))
+      console.log(
+        `  ${r.variant}${r.warmup ? ' warm-up' : ''} @ ${r.concurrency}: ${kind} x${count}, e.g. ${r.errorExamples[kind]}`,
+      );
+    if (!r.books.ok)
+      console.log(`  books ${r.variant}${r.warmup ? ' warm-up' : ''} @ ${r.concurrency}: ${r.books.problems[0]}`);
+  }
+  console.log(`  report: ${reportFile}`);
+  return ok ? 0 : 1;
+}
