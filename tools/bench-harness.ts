@@ -575,7 +575,10 @@ function spawnTs(script: string, env: Record<string, string>, logFile: string): 
     const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
     // BENCH_VM_WATCHDOG=off: the experiment of tools/vm-no-watchdog.js (what the SDK's per-entry watchdog costs).
     const watchdog = process.env.BENCH_VM_WATCHDOG === 'off' ? ['--require', join(__dirname, 'vm-no-watchdog.js')] : [];
-    return spawn(process.execPath, [...profile, ...watchdog, '--import', 'tsx', script], {
+    // BENCH_PROMISE_STACKS=off: the experiment of tools/no-promise-stacks.js (what the SDK's promise stacks cost).
+    const stacks =
+      process.env.BENCH_PROMISE_STACKS === 'off' ? ['--require', join(__dirname, 'no-promise-stacks.js')] : [];
+    return spawn(process.execPath, [...profile, ...watchdog, ...stacks, '--import', 'tsx', script], {
       cwd: ROOT,
       env,
       stdio: ['ignore', fd, fd, 'ipc'],
