@@ -6,7 +6,7 @@
  * sellable at once; overload is shed with 429 + Retry-After, and the same Idempotency-Key then gets the same order.
  */
 import { randomBytes } from 'node:crypto';
-import { reserveBeforeStart } from '../src/client/admission';
+import { releaseReservation, reserveBeforeStart } from '../src/client/admission';
 import { orderIdForIdempotencyKey } from '../src/client/orders-service';
 import { freshDatabase } from './support/env';
 import { createProduct, placeOrder, startSystem, stockOf, type TestSystem, userId, waitFor } from './support/system';
@@ -142,6 +142,44 @@ describe('admission', () => {
     expect(r.status).toBe(409);
     expect(r.body.error).toBe('RESERVATION_RELEASED');
     expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+  });
+
+  test("a start that arrives after its reservation was released is refused as the API's own Try refuses it: 409 RESERVATION_RELEASED, never a 5xx, and a retry answers the same", async () => {
+    const sku = await createProduct(sys, { stock: 2 });
+    const user = userId();
+    const send = (key: string) =>
+      sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }] }, { 'idempotency-key': key });
+    const released = (orderId: string) => releaseReservation(sys.db, orderId, [{ sku, quantity: 1 }]);
+
+    // The API's own Try refused (admission): the key's reservation was released before this request came.
+    const early = `k-${randomBytes(6).toString('hex')}`;
+    await reserveBeforeStart(sys.db, orderIdForIdempotencyKey(user, early), [{ sku, quantity: 1 }]);
+    await released(orderIdForIdempotencyKey(user, early));
+    const admission = await send(early);
+
+    // The workflow's Try refused (setup): the API reserved and started, but the start reached a worker only after the
+    // sweeper had released the reservation (here: no worker while the test releases it, as the sweeper would).
+    const late = `k-${randomBytes(6).toString('hex')}`;
+    const lateId = orderIdForIdempotencyKey(user, late);
+    sys.worker.shutdown();
+    await waitFor(async () => sys.worker.getState() === 'STOPPED', { what: 'the worker stopped' });
+    const pending = send(late);
+    await waitFor(() => sys.db('tcc_fence').where({ xid: lateId, participant: 'stock', status: 'TRIED' }).first(), {
+      what: 'the pre-start reservation',
+    });
+    await released(lateId);
+    await sys.restartWorker();
+    const setup = await pending;
+    expect((await sys.db('orders').where({ order_id: lateId }).first('status_reason'))?.status_reason).toBe(
+      'TCC_TRY_AFTER_CANCEL',
+    );
+
+    const refusal = { status: 409, body: { error: 'RESERVATION_RELEASED', message: expect.any(String) } };
+    expect({ admission, setup }).toEqual({ admission: refusal, setup: refusal });
+    expect(setup.body).toEqual(admission.body);
+    // Retries with the same keys: the same answer (from the FAILED row, and from a key whose order has no row).
+    expect({ admission: await send(early), setup: await send(late) }).toEqual({ admission, setup });
+    expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
   });
 
   test('a retry with the same Idempotency-Key of an order that took the last unit joins that order instead of being told OUT_OF_STOCK', async () => {

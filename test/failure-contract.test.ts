@@ -8,10 +8,10 @@ import {
   FAILURES,
   FailureType,
   RECONCILIATION_NON_RETRYABLE,
-  REPLAYED_FAILURE_CODES,
   isFailureType,
-  orderSetupAnswer,
+  orderRefusal,
 } from '../src/contracts/failures';
+import { orderRefusalError } from '../src/client/errors';
 
 const ROOT = join(__dirname, '..');
 
@@ -56,22 +56,63 @@ test('every failure type is named after itself, and the API answers each answere
 });
 
 test("an order's setup failure tells the buyer why only for the buyer-facing types; any other answers 503 PAYMENT_UNAVAILABLE", () => {
-  expect(orderSetupAnswer(FailureType.OUT_OF_STOCK)).toEqual({ status: 409, code: 'OUT_OF_STOCK', details: ['sku'] });
-  expect(orderSetupAnswer(FailureType.ZERO_AMOUNT)).toMatchObject({ status: 422, code: 'ZERO_AMOUNT' });
+  expect(orderRefusal(FailureType.OUT_OF_STOCK)).toEqual({ status: 409, code: 'OUT_OF_STOCK', details: ['sku'] });
+  expect(orderRefusal(FailureType.ZERO_AMOUNT)).toMatchObject({ status: 422, code: 'ZERO_AMOUNT' });
   for (const type of [
     FailureType.PROVIDER_REJECTED,
     FailureType.ORDER_CLOSED,
-    FailureType.TCC_TRY_AFTER_CANCEL,
     FailureType.ORDER_NOT_FOUND,
+    FailureType.PAYMENT_CREATION_FAILED,
     'SOMETHING_ELSE',
     undefined,
   ]) {
-    expect(orderSetupAnswer(type)).toEqual({ status: 503, code: 'PAYMENT_UNAVAILABLE' });
+    expect(orderRefusal(type)).toBeUndefined();
   }
+  // What POST /orders answers for those (src/client/orders-service.ts, translateStartError).
+  expect(FAILURES.PAYMENT_CREATION_FAILED.api).toEqual({ status: 503, code: 'PAYMENT_UNAVAILABLE' });
+});
+
+test('a Try refused after its Cancel is a refusal of the order, 409 RESERVATION_RELEASED, the same on every path', () => {
+  // The one answer for the API's own Try (admission), the workflow's setup and a retry (orderRefusalError); a 503 would
+  // invite a retry that can never reserve again.
+  expect(orderRefusal(FailureType.TCC_TRY_AFTER_CANCEL)).toMatchObject({
+    status: 409,
+    code: 'RESERVATION_RELEASED',
+  });
+  const fromAdmission = orderRefusalError(
+    FailureType.TCC_TRY_AFTER_CANCEL,
+    'stock x of order ord_1 was already released',
+    {
+      participant: 'stock',
+      resource: 'x',
+    },
+  );
+  const fromSetup = orderRefusalError(FailureType.TCC_TRY_AFTER_CANCEL, 'coupon C of order ord_1 was already released');
+  for (const e of [fromAdmission, fromSetup])
+    expect({ status: e?.statusCode, code: e?.code, details: e?.details }).toEqual({
+      status: 409,
+      code: 'RESERVATION_RELEASED',
+      details: {},
+    });
+  expect(fromAdmission?.message).toBe(fromSetup?.message);
+  expect(fromAdmission?.message).not.toMatch(/ord_1/);
+});
+
+test('a refusal passes on its declared details only, never an order id', () => {
+  const e = orderRefusalError(FailureType.COUPON_UNAVAILABLE, 'coupon C is not available', {
+    couponCode: 'C',
+    orderId: 'ord_1',
+  });
+  expect({ status: e?.statusCode, code: e?.code, message: e?.message, details: e?.details }).toEqual({
+    status: 409,
+    code: 'COUPON_UNAVAILABLE',
+    message: 'coupon C is not available',
+    details: { couponCode: 'C' },
+  });
+  expect(orderRefusalError(FailureType.PROVIDER_REJECTED, 'no')).toBeUndefined();
 });
 
 test('the lists built from the contract hold declared types only', () => {
-  for (const type of [...RECONCILIATION_NON_RETRYABLE, ...REPLAYED_FAILURE_CODES])
-    expect(isFailureType(type)).toBe(true);
+  for (const type of RECONCILIATION_NON_RETRYABLE) expect(isFailureType(type)).toBe(true);
   expect(isFailureType('constructor')).toBe(false);
 });

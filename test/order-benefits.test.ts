@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { orderWorkflowId } from '../src/contracts/order';
 import { checkInvariants } from '../src/ops/invariants';
-import { createProduct, startSystem, stockOf, type TestSystem, userId, waitForStatus } from './support/system';
+import { orderIdForIdempotencyKey } from '../src/client/orders-service';
+import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
 
 jest.setTimeout(120_000); // the shared 2-core machine is often loaded: waits are bounded generously
 
@@ -139,21 +140,31 @@ test('a coupon taken by a concurrent order between pricing and reservation fails
   const user = userId();
   const code = await coupon(user, 100);
   await points(user, 50);
-  // Both orders price the coupon as available; only one Try can freeze it.
+  // Both orders price the coupon as available; only one Try can freeze it. Keyed, so that the test knows the loser's
+  // order id (a refusal names none).
+  const keys = [1, 2].map(() => `k-${randomBytes(6).toString('hex')}`);
   const results = await Promise.all(
-    [1, 2].map(() => sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code })),
+    keys.map((key) =>
+      sys.http(
+        'POST',
+        '/orders',
+        { userId: user, items: [{ sku, quantity: 1 }], couponCode: code },
+        { 'idempotency-key': key },
+      ),
+    ),
   );
   expect(results.map((r) => r.status).sort()).toEqual([201, 409]);
   const loser = results.find((r) => r.status === 409)!;
-  expect(loser.body.error).toBe('COUPON_UNAVAILABLE');
+  await expectRefusal(loser, 409, { error: 'COUPON_UNAVAILABLE', couponCode: code });
+  const loserId = orderIdForIdempotencyKey(user, keys[results.indexOf(loser)]!);
   // The loser fails at pricing (the winner already froze the coupon: no order row is written) or at its Try (the row
   // says FAILED), depending on which of the two got there first; either way its workflow ends FAILED having released
-  // its stock and points.
-  expect(await sys.client.workflow.getHandle(orderWorkflowId(loser.body.orderId)).result()).toMatchObject({
+  // its stock and points, and the same answer.
+  expect(await sys.client.workflow.getHandle(orderWorkflowId(loserId)).result()).toMatchObject({
     status: 'FAILED',
     reason: 'COUPON_UNAVAILABLE',
   });
-  const row = await sys.db('orders').where({ order_id: loser.body.orderId }).first('status');
+  const row = await sys.db('orders').where({ order_id: loserId }).first('status');
   expect(row === undefined || row.status === 'FAILED').toBe(true);
   expect(await stockOf(sys, sku)).toEqual({ available: 9, reserved: 1, sold: 0 });
   expect(await pointsOf(user)).toEqual({ available: 50, frozen: 0, spent: 0 });
@@ -164,20 +175,24 @@ test('too few points fail with 409 INSUFFICIENT_POINTS and release the stock and
   const user = userId();
   const code = await coupon(user, 100);
   await points(user, 99);
-  const r = await sys.http('POST', '/orders', {
-    userId: user,
-    items: [{ sku, quantity: 1 }],
-    couponCode: code,
-    points: 100,
-  });
-  expect(r.status).toBe(409);
-  expect(r.body).toMatchObject({ error: 'INSUFFICIENT_POINTS' });
+  const key = `k-${randomBytes(6).toString('hex')}`;
+  const send = () =>
+    sys.http(
+      'POST',
+      '/orders',
+      { userId: user, items: [{ sku, quantity: 1 }], couponCode: code, points: 100 },
+      { 'idempotency-key': key },
+    );
+  const r = await send();
+  await expectRefusal(r, 409, { error: 'INSUFFICIENT_POINTS', requested: 100 });
   // The API answers as soon as the Try fails; the compensation completes before the order is marked FAILED.
-  const order = await waitForStatus(sys, r.body.orderId, ['FAILED']);
+  const order = await waitForStatus(sys, orderIdForIdempotencyKey(user, key), ['FAILED']);
   expect(order.statusReason).toBe('INSUFFICIENT_POINTS');
   expect(await stockOf(sys, sku)).toEqual({ available: 4, reserved: 0, sold: 0 });
   expect(await couponOf(code)).toMatchObject({ status: 'AVAILABLE', orderId: null });
   expect(await pointsOf(user)).toEqual({ available: 99, frozen: 0, spent: 0 });
+  // A retry with the same key: the same answer, read from the FAILED row.
+  expect(await send()).toEqual(r);
 });
 
 test('an order that coupon and points would make free is refused with 422 ZERO_AMOUNT and holds nothing', async () => {
@@ -221,6 +236,85 @@ test('coupon and points admin endpoints need the admin token and validate their 
   expect(
     (await sys.http('POST', '/orders', { userId: 'u', items: [{ sku: 'x', quantity: 1 }], points: 0 })).body.error,
   ).toBe('VALIDATION_FAILED');
+});
+
+/**
+ * A refusal of POST /orders, in the contract's error shape (`{ error, message, ...details }`, architecture.md): the
+ * failure's declared details and no order id, whichever step refused it. A client told an order id must be able to
+ * read that order; a refused request placed none.
+ */
+async function expectRefusal(r: { status: number; body: any }, status: number, details: Record<string, unknown>) {
+  if (r.body?.orderId !== undefined)
+    expect({ named: r.body.orderId, read: (await sys.http('GET', `/orders/${r.body.orderId}`)).status }).toEqual({
+      named: r.body.orderId,
+      read: 200,
+    });
+  expect(r).toEqual({ status, body: { message: expect.any(String), ...details } });
+}
+
+describe('a coupon lost to another order', () => {
+  const keyed = (user: string, sku: string, code: string, key: string) => () =>
+    sys.http(
+      'POST',
+      '/orders',
+      { userId: user, items: [{ sku, quantity: 1 }], couponCode: code },
+      { 'idempotency-key': key },
+    );
+
+  test('before pricing (no order row is written): 409 COUPON_UNAVAILABLE names no order, and a retry with the same Idempotency-Key answers the same', async () => {
+    const sku = await createProduct(sys, { price: 1000, stock: 4 });
+    const user = userId();
+    const code = await coupon(user, 100);
+    const winner = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], couponCode: code });
+    expect(winner.status).toBe(201);
+    const key = `k-${randomBytes(6).toString('hex')}`;
+    const send = keyed(user, sku, code, key);
+    const loser = await send();
+    await expectRefusal(loser, 409, { error: 'COUPON_UNAVAILABLE', couponCode: code });
+    expect(
+      await sys
+        .db('orders')
+        .where({ order_id: orderIdForIdempotencyKey(user, key) })
+        .first('status'),
+    ).toBe(undefined);
+    const retry = await send();
+    await expectRefusal(retry, 409, { error: 'COUPON_UNAVAILABLE', couponCode: code });
+    expect(retry.body).toEqual(loser.body);
+    // The loser's unit went back; the winner's is held.
+    expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 1, sold: 0 });
+    expect((await sys.http('POST', `/orders/${winner.body.orderId}/cancel`, {})).body.status).toBe('CANCELLED');
+  });
+
+  test('in its Try after pricing (the row says FAILED): the same answer as before pricing, and a retry with the same Idempotency-Key answers the same', async () => {
+    const sku = await createProduct(sys, { price: 1000, stock: 4 });
+    const user = userId();
+    const code = await coupon(user, 100);
+    const key = `k-${randomBytes(6).toString('hex')}`;
+    const orderId = orderIdForIdempotencyKey(user, key);
+    const send = keyed(user, sku, code, key);
+    // The coupon row locked here: pricing reads it (a plain read) as AVAILABLE and writes the order row; the coupon's
+    // Try then waits on the lock, and meanwhile another order "freezes" the coupon.
+    const trx = await sys.db.transaction();
+    let pending: ReturnType<typeof send>;
+    try {
+      await trx('coupons').where({ code }).forUpdate().first('code');
+      pending = send();
+      await waitFor(() => sys.db('orders').where({ order_id: orderId }).first('order_id'), { what: 'the priced row' });
+      await trx('coupons').where({ code }).update({ status: 'FROZEN', order_id: 'ord_rival' });
+      await trx.commit();
+    } catch (err) {
+      await trx.rollback();
+      throw err;
+    }
+    const loser = await pending;
+    await expectRefusal(loser, 409, { error: 'COUPON_UNAVAILABLE', couponCode: code });
+    expect(await waitForStatus(sys, orderId, ['FAILED'])).toMatchObject({ statusReason: 'COUPON_UNAVAILABLE' });
+    const retry = await send();
+    expect(retry).toEqual(loser);
+    expect(await stockOf(sys, sku)).toEqual({ available: 4, reserved: 0, sold: 0 });
+    // The rival lets the coupon go (the suite's last test checks coupons against their fences).
+    await sys.db('coupons').where({ code, order_id: 'ord_rival' }).update({ status: 'AVAILABLE', order_id: null });
+  });
 });
 
 test('after all of the above the coupon and points invariants hold', async () => {

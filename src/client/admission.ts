@@ -18,7 +18,7 @@ import { FailureType } from '../contracts/failures';
 import { orderWorkflowId } from '../contracts/order';
 import { cancelStock, tryReserveStock, type StockLine } from '../db/stock';
 import { withTemporalDeadline } from '../temporal/calls';
-import { type ApiError, apiFailure } from './errors';
+import { type ApiError, apiFailure, orderRefusalError } from './errors';
 import type { Metrics } from './metrics';
 
 /** Units available right now per known SKU (all buckets summed); unknown SKUs are absent. Plain reads, no locks. */
@@ -185,24 +185,25 @@ export async function reserveBeforeStart(db: Knex, orderId: string, items: Stock
       const sku = (err.details?.[0] as { sku?: string } | undefined)?.sku ?? items[0]!.sku;
       throw outOfStockError({ sku, quantity: items.find((i) => i.sku === sku)?.quantity ?? 0 });
     }
-    if (err instanceof ApplicationFailure && err.type === FailureType.TCC_TRY_AFTER_CANCEL) {
-      throw apiFailure(
-        FailureType.TCC_TRY_AFTER_CANCEL,
-        `the reservation of order ${orderId} was already released; place the order again with a new Idempotency-Key`,
-        { orderId },
-      );
-    }
-    throw err;
+    // The reservation was released already (the sweeper, or the order's own workflow): answered as the workflow's Try
+    // refused after its Cancel is answered (orderRefusalError, the one mapping).
+    const refused =
+      err instanceof ApplicationFailure && err.type === FailureType.TCC_TRY_AFTER_CANCEL
+        ? orderRefusalError(err.type, err.message, err.details?.[0] as Record<string, unknown> | undefined)
+        : undefined;
+    throw refused ?? err;
   }
 }
 
-/** Whether the order already holds a stock reservation (made by an earlier request with the same Idempotency-Key). */
-export async function reservationHeld(db: Knex, orderId: string): Promise<boolean> {
-  const row = await db('tcc_fence')
-    .where({ xid: orderId, participant: 'stock' })
-    .whereIn('status', ['TRIED', 'CONFIRMED'])
-    .first('xid');
-  return row !== undefined;
+/**
+ * The order's stock reservation, made by an earlier request with the same Idempotency-Key: `held` (reserved or sold),
+ * `released` (cancelled: by its workflow after a failure, by the API after a definite start failure, or by the orphan
+ * sweeper; a Try can never reserve for this order again), or undefined when no request reserved anything yet.
+ */
+export async function reservationOf(db: Knex, orderId: string): Promise<'held' | 'released' | undefined> {
+  const statuses = (await db('tcc_fence').where({ xid: orderId, participant: 'stock' }).pluck('status')) as string[];
+  if (statuses.some((s) => s === 'TRIED' || s === 'CONFIRMED')) return 'held';
+  return statuses.length ? 'released' : undefined;
 }
 
 /** Lock contention on a hot SKU's rows: the Try was rolled back and may simply be run again. */

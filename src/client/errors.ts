@@ -2,7 +2,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { ZodError } from 'zod';
-import { type AnsweredFailure, type ApiAnswer, FAILURES } from '../contracts/failures';
+import { type AnsweredFailure, type ApiAnswer, FAILURES, orderRefusal } from '../contracts/failures';
 import { isTemporalUnreachable } from '../temporal/calls';
 
 /** An error the API answers with its own status and code. */
@@ -29,6 +29,26 @@ export function failureError(
 ): ApiError {
   const passed = Object.fromEntries((answer.details ?? []).map((field) => [field, failureDetails[field]]));
   return new ApiError(answer.status, answer.code, message, { ...passed, ...extra });
+}
+
+/**
+ * POST /orders refused for a business reason (a `tellsBuyer` failure of src/contracts/failures.ts: a coupon taken,
+ * too few points, no stock, a reservation already released), answered the same wherever the refusal is met: the API's
+ * own Try before the start, the workflow's setup (before or after pricing wrote the order row), a retry with the same
+ * Idempotency-Key. The body is the contract's error shape (architecture.md: `{ error, message, ...details }`, e.g.
+ * "409 OUT_OF_STOCK (with sku)"), with the failure's declared details and no order id. An order id is what a 201
+ * hands out, and a client told one must be able to GET it; a refused request placed no order. The admission's
+ * refusals never have an order row, and the workflow's have one (FAILED, for operators) only when a Try refused after
+ * pricing, not when pricing itself refused: naming the id would answer one refusal in two shapes, one of them an id
+ * that reads 404. Undefined when `type` is not a refusal.
+ */
+export function orderRefusalError(
+  type: string | null | undefined,
+  message: string,
+  failureDetails: Record<string, unknown> = {},
+): ApiError | undefined {
+  const answer = orderRefusal(type);
+  return answer && failureError(answer, answer.message ?? message, failureDetails);
 }
 
 /** The API's answer to a failure type it answers (see FAILURES[type].api). */

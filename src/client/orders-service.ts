@@ -11,7 +11,7 @@ import {
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import type { Config } from '../config';
-import { FAILURES, FailureType, REPLAYED_FAILURE_CODES, isFailureType, orderSetupAnswer } from '../contracts/failures';
+import { FAILURES, FailureType } from '../contracts/failures';
 import { type StatusMessages, describeStatus } from '../contracts/messages';
 import {
   type CreateOrderRequest,
@@ -35,11 +35,11 @@ import {
   availableUnits,
   outOfStockError,
   releaseReservation,
-  reservationHeld,
+  reservationOf,
   reserveBeforeStart,
   shortLine,
 } from './admission';
-import { ApiError, apiFailure, failureError } from './errors';
+import { ApiError, apiFailure, failureError, orderRefusalError } from './errors';
 import { LiveStatusCache } from './live-status';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
@@ -115,6 +115,12 @@ export interface OrderServiceDeps {
 }
 
 const START_TIMEOUT_MS = 30_000;
+/**
+ * The id of every order's early-return update (one per workflow; a request that joins the order attaches to it). Fixed
+ * so that the answer the workflow gave can be read again after it finished: a retry with the same Idempotency-Key of
+ * an order refused before its row was written learns the refusal from it (releasedBeforeWritten).
+ */
+const PAYMENT_READY_UPDATE_ID = 'payment-ready';
 /** Tries (pre-start reservations) one API process runs at once: a few, well under its MySQL pool (20). */
 const TRY_CONCURRENCY = 6;
 /** A GET never waits longer than this for the workflow's live status; it falls back to MySQL. */
@@ -187,8 +193,13 @@ export class OrderService {
       const existing = await this.get(keyedId);
       // An order still being set up is joined through update-with-start below (it waits for the payment URL).
       const settingUp = existing?.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl;
-      if (existing && !settingUp) return { created: false, body: this.replay(existing, items) };
-      holdsUnits = settingUp || (await reservationHeld(db, keyedId));
+      if (existing && !settingUp) return { created: false, body: this.replay(existing, items, request) };
+      const reservation = settingUp ? 'held' : await reservationOf(db, keyedId);
+      // No order row and the units released: the order was refused or released before it was written. A new Try
+      // could only be refused (TCC_TRY_AFTER_CANCEL), and a units read could answer OUT_OF_STOCK: neither is the answer
+      // the first request got.
+      if (reservation === 'released') throw await this.releasedBeforeWritten(keyedId, request);
+      holdsUnits = reservation === 'held';
     }
     // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales). Units being reserved
     // by Tries in flight in this process count as taken (ReservationGate), except by a request whose key names an
@@ -213,6 +224,12 @@ export class OrderService {
       const settled = holdsUnits ? undefined : this.gate.claim(items, orderId);
       try {
         await this.trySlots.run(() => reserveBeforeStart(db, orderId, items));
+      } catch (err) {
+        // Released between the check above and this Try (the order's workflow refused it meanwhile): the answer its
+        // first request got, not a bare RESERVATION_RELEASED.
+        if (keyedId && err instanceof ApiError && err.code === FAILURES.TCC_TRY_AFTER_CANCEL.api.code)
+          throw await this.releasedAnswer(keyedId, items, request);
+        throw err;
       } finally {
         settled?.();
       }
@@ -261,7 +278,10 @@ export class OrderService {
     });
     try {
       const body = await client.withDeadline(Date.now() + START_TIMEOUT_MS, () =>
-        client.workflow.executeUpdateWithStart(paymentReadyUpdate, { startWorkflowOperation: startOp }),
+        client.workflow.executeUpdateWithStart(paymentReadyUpdate, {
+          updateId: PAYMENT_READY_UPDATE_ID,
+          startWorkflowOperation: startOp,
+        }),
       );
       // The start may have joined an order set up by an earlier request with this key (conflict policy USE_EXISTING):
       // its lines must be this request's, or the key was reused for a different order. One read of the lines.
@@ -273,7 +293,7 @@ export class OrderService {
         // its own Try held; release the pre-start reservation too (idempotent), so the units are sellable at once.
         await releaseReservation(db, orderId, items).catch(() => undefined);
       }
-      throw await this.translateStartError(err, orderId, items);
+      throw await this.translateStartError(err, orderId, items, request);
     }
   }
 
@@ -292,12 +312,25 @@ export class OrderService {
       throw keyReused(orderId);
   }
 
-  private replay(existing: OrderView, items: { sku: string; quantity: number }[]): PaymentReady {
+  private replay(
+    existing: OrderView,
+    items: { sku: string; quantity: number }[],
+    request: Pick<CreateOrderRequest, 'couponCode' | 'points'>,
+  ): PaymentReady {
     if (!sameItems(existing.items, items)) throw keyReused(existing.orderId);
     if (existing.status === 'FAILED') {
-      const reason = existing.statusReason ?? '';
-      const code = isFailureType(reason) && REPLAYED_FAILURE_CODES.includes(reason) ? reason : 'ORDER_FAILED';
-      throw new ApiError(409, code, `order ${existing.orderId} failed: ${existing.statusReason ?? 'unknown reason'}`, {
+      // A refused order answers its refusal again, as its first request was answered: the message the workflow gave
+      // (its timeline's ORDER_FAILED entry, written by the setup as "Order failed: <message>"), the details this same
+      // request carries. Any other failure: 409 ORDER_FAILED, naming the order (it exists and can be read).
+      const failed = existing.timeline.filter((e) => e.type === 'ORDER_FAILED').pop()?.message ?? '';
+      const refused = orderRefusalError(
+        existing.statusReason,
+        failed.startsWith('Order failed: ') ? failed.slice('Order failed: '.length) : `order ${existing.statusReason}`,
+        { couponCode: request.couponCode, requested: request.points },
+      );
+      if (refused) throw refused;
+      const reason = existing.statusReason ?? 'unknown reason';
+      throw new ApiError(409, 'ORDER_FAILED', `order ${existing.orderId} failed: ${reason}`, {
         orderId: existing.orderId,
       });
     }
@@ -324,22 +357,25 @@ export class OrderService {
     err: unknown,
     orderId: string,
     items: { sku: string; quantity: number }[],
+    request: CreateOrderRequest,
   ): Promise<ApiError> {
     if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
-      // The buyer is told the setup failures the contract says they are told; any other means no payment (503).
+      // The buyer is told the refusals the contract says they are told (no order id: see orderRefusalError); any other
+      // failure means no payment (503), naming the order only if it was written and can be read.
       const details = (err.cause.details?.[0] ?? {}) as Record<string, unknown>;
-      const answer = orderSetupAnswer(err.cause.type ?? undefined);
-      const message =
-        answer === FAILURES.PAYMENT_CREATION_FAILED.api
-          ? `could not create the payment: ${err.cause.message}`
-          : err.cause.message;
-      return failureError(answer, message, details, { orderId });
+      const refused = orderRefusalError(err.cause.type, err.cause.message, details);
+      if (refused) return refused;
+      const written = await this.deps.db('orders').where({ order_id: orderId }).first('order_id');
+      return failureError(
+        FAILURES.PAYMENT_CREATION_FAILED.api,
+        `could not create the payment: ${err.cause.message}`,
+        details,
+        written ? { orderId } : {},
+      );
     }
-    if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      // Same Idempotency-Key after the order's workflow finished: answer with the stored order.
-      const existing = await this.get(orderId);
-      if (existing) throw this.replayError(existing, items);
-    }
+    // Same Idempotency-Key after the order's workflow finished: answer with the stored order, or, when the workflow
+    // ended before pricing wrote one, with what it answered.
+    if (err instanceof WorkflowExecutionAlreadyStartedError) return this.releasedAnswer(orderId, items, request);
     // Under load the update-with-start call can also come back cancelled at the deadline ("Call cancelled").
     if (
       err instanceof WorkflowUpdateRPCTimeoutOrCancelledError ||
@@ -355,9 +391,13 @@ export class OrderService {
     throw err;
   }
 
-  private replayError(existing: OrderView, items: { sku: string; quantity: number }[]): ApiError {
+  private replayError(
+    existing: OrderView,
+    items: { sku: string; quantity: number }[],
+    request: CreateOrderRequest,
+  ): ApiError {
     try {
-      this.replay(existing, items);
+      this.replay(existing, items, request);
       return new ApiError(
         409,
         'ORDER_EXISTS',
@@ -367,6 +407,49 @@ export class OrderService {
     } catch (e) {
       return e as ApiError;
     }
+  }
+
+  /** The answer to a request whose order can no longer reserve: what the order's first request was answered. */
+  private async releasedAnswer(
+    orderId: string,
+    items: { sku: string; quantity: number }[],
+    request: CreateOrderRequest,
+  ): Promise<ApiError> {
+    const existing = await this.get(orderId);
+    return existing ? this.replayError(existing, items, request) : this.releasedBeforeWritten(orderId, request);
+  }
+
+  /**
+   * The answer to a retry of an order whose units were released before its row was written, where MySQL cannot say
+   * why: its workflow's early-return update can (read again by its fixed id), so the retry gets the refusal the first
+   * request got (409 COUPON_UNAVAILABLE for a coupon pricing refused, ...), or 409 ORDER_FAILED for a failure that is
+   * no refusal (nothing can be reserved for this key again, so never the 503 that asked the first request to retry).
+   * No workflow (the API stopped before its start and the sweeper released the units): 409 RESERVATION_RELEASED. A 5xx
+   * only when Temporal cannot be reached.
+   */
+  private async releasedBeforeWritten(orderId: string, request: Pick<CreateOrderRequest, 'couponCode' | 'points'>) {
+    const { client, config } = this.deps;
+    try {
+      await withTemporalDeadline(client, config.temporalUpdateTimeoutMs, () =>
+        client.workflow.getHandle(orderWorkflowId(orderId)).getUpdateHandle(PAYMENT_READY_UPDATE_ID).result(),
+      );
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
+        const { type, message } = err.cause;
+        const details = {
+          couponCode: request.couponCode,
+          requested: request.points,
+          ...((err.cause.details?.[0] ?? {}) as Record<string, unknown>),
+        };
+        return (
+          orderRefusalError(type, message, details) ??
+          new ApiError(409, 'ORDER_FAILED', `the order failed: ${message}; place it again with a new Idempotency-Key`)
+        );
+      }
+      // An update of that id unknown (a workflow started before it was fixed) or no workflow at all.
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+    }
+    return orderRefusalError(FailureType.TCC_TRY_AFTER_CANCEL, '')!;
   }
 
   /**

@@ -11,6 +11,8 @@ export interface ApiAnswer {
   status: number;
   code: string;
   details?: readonly string[];
+  /** The `message` the buyer is told, where the failure's own message is written for operators. */
+  message?: string;
 }
 
 /** One failure type. */
@@ -20,8 +22,10 @@ export interface FailureSpec {
   /** What the API answers when this failure reaches it (absent: the API never answers it as such). */
   api?: ApiAnswer;
   /**
-   * A failure of an order's setup (pricing, stock, coupon, points) that the buyer is told as `api` by POST /orders;
-   * any other setup failure answers as PAYMENT_CREATION_FAILED (503 PAYMENT_UNAVAILABLE, retry later).
+   * A refusal of an order (pricing, stock, coupon, points, a reservation already released) that POST /orders answers
+   * as `api`, wherever it is met: the API's own Try before the start, the workflow's setup, a retry with the same
+   * Idempotency-Key (src/client/errors.ts, orderRefusalError). Any other setup failure answers as
+   * PAYMENT_CREATION_FAILED (503 PAYMENT_UNAVAILABLE, retry later).
    */
   tellsBuyer?: true;
 }
@@ -72,10 +76,21 @@ export const FAILURES = {
 
   // ---- orders, TCC and providers ----
   ORDER_NOT_FOUND: { meaning: 'no such order', api: { status: 404, code: 'ORDER_NOT_FOUND' } },
-  /** Refused so that no reservation hangs forever; the API's own pre-start Try answers it (admission). */
+  /**
+   * Refused so that no reservation hangs forever. For POST /orders a business outcome, not a fault: the order's
+   * reservation was released (its start came after the orphan sweeper's grace) and no retry with this Idempotency-Key
+   * can ever reserve again, so 409 and never a 503 inviting that retry. The same answer whether the API's own Try
+   * before the start or the workflow's Try in its setup was refused.
+   */
   TCC_TRY_AFTER_CANCEL: {
     meaning: 'a Try arrived after its Cancel (the reservation was already released)',
-    api: { status: 409, code: 'RESERVATION_RELEASED' },
+    api: {
+      status: 409,
+      code: 'RESERVATION_RELEASED',
+      message:
+        'the reservation of this order was already released (its setup came too late); place the order again with a new Idempotency-Key',
+    },
+    tellsBuyer: true,
   },
   TCC_CONFLICT: {
     meaning:
@@ -119,21 +134,14 @@ export function isFailureType(type: unknown): type is FailureType {
   return typeof type === 'string' && Object.hasOwn(FAILURES, type);
 }
 
-/** The API's answer when creating an order failed with `type`: the buyer-facing ones as declared, any other as 503. */
-export function orderSetupAnswer(type: string | undefined): ApiAnswer {
-  const spec: FailureSpec | undefined = isFailureType(type) ? FAILURES[type] : undefined;
-  return spec?.tellsBuyer && spec.api ? spec.api : FAILURES.PAYMENT_CREATION_FAILED.api;
-}
-
 /**
- * Reasons of a FAILED order that a create replayed with the same Idempotency-Key names as its error code (409);
- * any other reason answers 409 ORDER_FAILED.
+ * The API's answer when an order is refused for `type` (a `tellsBuyer` failure); undefined for any other type, which
+ * POST /orders answers as PAYMENT_CREATION_FAILED (503).
  */
-export const REPLAYED_FAILURE_CODES: readonly FailureType[] = [
-  FailureType.OUT_OF_STOCK,
-  FailureType.COUPON_UNAVAILABLE,
-  FailureType.INSUFFICIENT_POINTS,
-];
+export function orderRefusal(type: string | null | undefined): ApiAnswer | undefined {
+  const spec: FailureSpec | undefined = isFailureType(type) ? FAILURES[type] : undefined;
+  return spec?.tellsBuyer ? spec.api : undefined;
+}
 
 /** Failures of a reconciliation run's steps that retrying cannot help: the run fails with the reason at once. */
 export const RECONCILIATION_NON_RETRYABLE: FailureType[] = [
