@@ -33,32 +33,46 @@ export interface PricedOrder {
 /** Creates the order priced from the catalog (never from the client). Idempotent: a retry returns the stored order. */
 export async function createOrder(db: Knex, input: CreateOrderInput): Promise<PricedOrder> {
   return db.transaction(async (trx) => {
-    const existing = await trx('orders')
-      .where({ order_id: input.orderId })
-      .first('amount', 'currency', 'user_id', 'coupon_code', 'discount', 'points_used');
+    // One read for both cases: the order if a retry finds it stored (with its lines), and the catalog prices.
+    const skus = input.items.map((i) => i.sku);
+    const [rows] = (await trx.raw(
+      `SELECT (SELECT JSON_OBJECT('amount', o.amount, 'currency', o.currency, 'user_id', o.user_id,
+                                  'coupon_code', o.coupon_code, 'discount', o.discount, 'points_used', o.points_used,
+                                  'lines', (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', l.sku, 'quantity', l.quantity,
+                                                                             'unit_price', l.unit_price))
+                                              FROM order_lines l WHERE l.order_id = o.order_id))
+                 FROM orders o WHERE o.order_id = ?) AS existing_json,
+              (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', p.sku, 'price', p.price, 'currency', p.currency))
+                 FROM products p WHERE p.sku IN (${skus.map(() => '?').join(', ')})) AS products_json`,
+      [input.orderId, ...skus],
+    )) as [{ existing_json: unknown; products_json: unknown }[]];
+    const existing = parseJson<{
+      amount: number;
+      currency: string;
+      user_id: string;
+      coupon_code: string | null;
+      discount: number;
+      points_used: number;
+      lines: { sku: string; quantity: number; unit_price: number }[] | null;
+    }>(rows[0]?.existing_json);
     if (existing) {
       if (existing.user_id !== input.userId)
         throw businessFailure(FailureType.ORDER_CONFLICT, `order ${input.orderId} belongs to another user`);
-      const lines = await trx('order_lines').where({ order_id: input.orderId }).select('sku', 'quantity', 'unit_price');
       return {
         amount: Number(existing.amount),
-        currency: existing.currency as string,
-        lines: lines.map((l: { sku: string; quantity: number; unit_price: number }) => ({
-          sku: l.sku,
-          quantity: Number(l.quantity),
-          unitPrice: Number(l.unit_price),
-        })),
+        currency: existing.currency,
+        // In primary-key order (order_id, sku; binary collation), as a plain read of the lines returns them.
+        lines: (existing.lines ?? [])
+          .map((l) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) }))
+          .sort((x, y) => (x.sku < y.sku ? -1 : x.sku > y.sku ? 1 : 0)),
         couponCode: existing.coupon_code ?? undefined,
         discount: Number(existing.discount),
         points: Number(existing.points_used),
       };
     }
-    const skus = input.items.map((i) => i.sku);
-    const products = (await trx('products').whereIn('sku', skus).select('sku', 'price', 'currency')) as {
-      sku: string;
-      price: number;
-      currency: string;
-    }[];
+    const products = (parseJson<{ sku: string; price: number; currency: string }[]>(rows[0]?.products_json) ?? []).map(
+      (p) => ({ sku: p.sku, price: Number(p.price), currency: p.currency }),
+    );
     const bySku = new Map(products.map((p) => [p.sku, p]));
     const missing = skus.filter((s) => !bySku.has(s));
     if (missing.length)
@@ -252,4 +266,10 @@ export async function getOrderSnapshot(db: Knex, orderId: string): Promise<Order
     provider: row.provider,
     paidTradeNo: row.paid_trade_no ?? null,
   };
+}
+
+/** MariaDB returns JSON values as text, MySQL as parsed values; SQL NULL is undefined. */
+function parseJson<T>(value: unknown): T | undefined {
+  if (value == null) return undefined;
+  return (typeof value === 'string' ? JSON.parse(value) : value) as T;
 }

@@ -4,19 +4,36 @@
 import type { Knex } from 'knex';
 import { appendOrderEvent } from '../db/order-events';
 
-/** Cooling-off over: marks the order ready for fulfilment and writes the outbox message in one transaction. */
+/**
+ * Cooling-off over: marks the order ready for fulfilment and writes the outbox message in one transaction. The
+ * conditional update comes first and is the guard (PAID, not handed off yet: a repeat changes no row and writes
+ * nothing); it also locks the row, so the read that follows (the order with its lines, one statement) sees it as it
+ * stays until the commit.
+ */
 export async function markFulfilmentReady(db: Knex, orderId: string): Promise<{ written: boolean }> {
   return db.transaction(async (trx) => {
-    const order = await trx('orders')
-      .where({ order_id: orderId })
-      .forUpdate()
-      .first('status', 'fulfilment_ready_at', 'amount', 'currency', 'user_id');
-    if (!order || order.status !== 'PAID' || order.fulfilment_ready_at) return { written: false };
-    const lines = await trx('order_lines').where({ order_id: orderId }).select('sku', 'quantity');
-    await trx('orders')
+    const marked = await trx('orders')
       .where({ order_id: orderId, status: 'PAID' })
       .whereNull('fulfilment_ready_at')
       .update({ fulfilment_ready_at: trx.fn.now(3) });
+    if (marked !== 1) return { written: false };
+    const [rows] = (await trx.raw(
+      `SELECT o.amount, o.currency, o.user_id,
+              (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', l.sku, 'quantity', l.quantity))
+                 FROM order_lines l WHERE l.order_id = o.order_id) AS lines_json
+         FROM orders o WHERE o.order_id = ?`,
+      [orderId],
+    )) as [{ amount: number; currency: string; user_id: string; lines_json: unknown }[]];
+    const order = rows[0]!;
+    const lines = (
+      (typeof order.lines_json === 'string' ? JSON.parse(order.lines_json) : (order.lines_json ?? [])) as {
+        sku: string;
+        quantity: number;
+      }[]
+    )
+      .map((l) => ({ sku: l.sku, quantity: Number(l.quantity) }))
+      // In primary-key order (order_id, sku; binary collation), as a plain read of the lines returns them.
+      .sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
     await trx('outbox').insert({
       topic: 'order.fulfilment_ready',
       message_key: orderId,

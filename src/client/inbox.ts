@@ -56,6 +56,8 @@ export class NotificationInbox {
   private readonly inFlight = new Set<Promise<void>>();
   /** Rows this process has routed (bounded): a provider's redeliveries of them are not even queued. */
   private readonly routed = new Set<number>();
+  /** Payloads of queued rows that this process inserted itself (kick's `stored`), dropped once processed. */
+  private readonly storedPayloads = new Map<number, PaymentNotification>();
 
   /** Orders' providers, read once per order by the callback route and the routing alike (a provider never changes). */
   readonly orderProviders = new OrderProviderCache();
@@ -153,9 +155,13 @@ export class NotificationInbox {
     await this.counting;
   }
 
-  /** Queues one row for routing without blocking the caller (used right after acknowledging). */
-  kick(id: number): void {
+  /**
+   * Queues one row for routing without blocking the caller (used right after acknowledging). `stored`: the
+   * notification as this request has just inserted it, so routing need not read the row back.
+   */
+  kick(id: number, stored?: PaymentNotification): void {
     if (this.stopped || this.routed.has(id) || this.queued.has(id) || this.queued.size >= MAX_QUEUED) return;
+    if (stored) this.storedPayloads.set(id, stored);
     this.queued.add(id);
     this.waiting.push(id);
     this.pump();
@@ -171,6 +177,7 @@ export class NotificationInbox {
         .finally(() => {
           this.running--;
           this.queued.delete(id);
+          this.storedPayloads.delete(id);
           this.inFlight.delete(p);
           this.pump();
         });
@@ -243,8 +250,14 @@ export class NotificationInbox {
         failure_kind: null,
       });
     if (claimed !== 1) return;
-    const row = await db('notification_inbox').where({ id }).first('payload', 'attempts');
-    const n = JSON.parse(row.payload as string) as PaymentNotification;
+    // A row this process has just inserted is routed from what it inserted (the payload never changes); any other is
+    // read back. The attempt count is read only when it is needed, for a failure's backoff.
+    const stored = this.storedPayloads.get(id);
+    const row = stored
+      ? undefined
+      : ((await db('notification_inbox').where({ id }).first('payload', 'attempts')) as
+          { payload: string; attempts: number } | undefined);
+    const n = stored ?? (JSON.parse(row!.payload) as PaymentNotification);
     try {
       const { client, taskQueue, callTimeoutMs } = this.options;
       const outcome = await routePaymentNotification(
@@ -269,7 +282,9 @@ export class NotificationInbox {
         );
       }
     } catch (err) {
-      const attempts = Number(row.attempts);
+      const attempts = Number(
+        row?.attempts ?? (await db('notification_inbox').where({ id }).first('attempts'))?.attempts ?? 1,
+      );
       const backoff = Math.min(1000 * 2 ** Math.min(attempts, 12), MAX_BACKOFF_MS);
       const unreachable = isTemporalUnreachable(err);
       await db('notification_inbox')

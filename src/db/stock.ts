@@ -113,15 +113,18 @@ async function bucketLevels(trx: Knex.Transaction, sku: string): Promise<{ bucke
  */
 async function reserveLine(trx: Knex.Transaction, orderId: string, line: StockLine): Promise<Hold[]> {
   const { sku, quantity } = line;
-  // A plain read: a locking statement on the stock row would queue every taker of a sharded SKU behind
-  // whoever holds bucket 0, which is exactly what buckets are for avoiding.
+  // An unsharded SKU (the common case) is one conditional update: it takes the units only if the row is not sharded
+  // and holds enough. Only when it takes nothing is the row read, to tell "out of stock" from "sharded". A plain read:
+  // a locking statement on the stock row would queue every taker of a sharded SKU behind whoever holds bucket 0,
+  // which is exactly what buckets are for avoiding.
+  if (
+    await moveUnits(trx, trx('stock').where('sku', sku).andWhere('buckets', '<=', 1), quantity, 'available', 'reserved')
+  )
+    return [{ bucket: 0, quantity }];
   const row = (await trx('stock').where('sku', sku).first('buckets')) as { buckets: number } | undefined;
   if (!row) throw outOfStock(line);
   const buckets = Number(row.buckets);
-  if (buckets <= 1) {
-    if (!(await shift(trx, sku, 0, quantity, 'available', 'reserved'))) throw outOfStock(line);
-    return [{ bucket: 0, quantity }];
-  }
+  if (buckets <= 1) throw outOfStock(line);
 
   const holds: Hold[] = [];
   const first = randomInt(buckets);

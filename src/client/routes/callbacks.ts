@@ -145,7 +145,7 @@ export function registerCallbackRoutes(
       await reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
       // Acknowledged; now route it (a row already routed is skipped by the inbox). A failure leaves the row RECEIVED
       // for the retry sweep.
-      deps.inbox.kick(Number(result.insertId));
+      deps.inbox.kick(Number(result.insertId), duplicate ? undefined : n);
       return reply;
     });
   });

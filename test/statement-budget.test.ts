@@ -1,0 +1,91 @@
+/**
+ * Round trips per step, counted from the pool's own `query` events (one per statement sent, BEGIN and COMMIT
+ * included), against the real test database. On a 2-core VM a MySQL round trip costs the caller about 0.4 ms of
+ * socket write (README, "Measured again"), so each step's count is a budget: a change that adds a statement to an
+ * order's happy path fails here, with the statements listed.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import { createOrder } from '../src/activities/orders';
+import { markFulfilmentReady } from '../src/activities/support';
+import { createDb } from '../src/db/knex';
+import { tryReserveStock } from '../src/db/stock';
+import { TEST_ENV } from './support/env';
+
+let db: Knex;
+
+beforeAll(() => {
+  db = createDb(TEST_ENV.databaseUrl, { poolMax: 2 });
+});
+
+afterAll(async () => {
+  await db?.destroy();
+});
+
+const uid = (prefix: string) => `${prefix}-${randomBytes(6).toString('hex')}`;
+
+async function statementsOf(fn: () => Promise<unknown>): Promise<string[]> {
+  const seen: string[] = [];
+  const listener = (q: { sql: string }) => seen.push(q.sql);
+  db.on('query', listener);
+  try {
+    await fn();
+  } finally {
+    db.off('query', listener);
+  }
+  return seen;
+}
+
+async function product(stock: number): Promise<string> {
+  const sku = uid('budget');
+  await db('products').insert({ sku, name: 'budget test', price: 700, currency: 'CNY' });
+  await db('stock').insert({ sku, available: stock, reserved: 0, sold: 0, total_in: stock, buckets: 1 });
+  return sku;
+}
+
+test('the stock Try of an unsharded SKU: isolation, BEGIN, fence, timeline entry, one conditional update, COMMIT', async () => {
+  const sku = await product(3);
+  const orderId = uid('ord');
+  const sent = await statementsOf(() => tryReserveStock(db, orderId, [{ sku, quantity: 2 }]));
+  expect(sent).toHaveLength(6);
+  expect(sent.filter((q) => /^select/i.test(q))).toEqual([]);
+  expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 1, reserved: 2 });
+  // Too few units: the conditional update takes nothing, one read tells "out of stock" from "sharded".
+  await expect(tryReserveStock(db, uid('ord'), [{ sku, quantity: 2 }])).rejects.toMatchObject({
+    type: 'OUT_OF_STOCK',
+  });
+  expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 1, reserved: 2 });
+});
+
+test('creating an order: one read (a stored order and the prices together), three inserts, BEGIN, COMMIT', async () => {
+  const sku = await product(5);
+  const input = { orderId: uid('ord'), userId: uid('user'), items: [{ sku, quantity: 2 }], provider: 'sandbox' };
+  const sent = await statementsOf(() => createOrder(db, input));
+  expect(sent).toHaveLength(6);
+  // A retry finds the stored order in that same read and writes nothing.
+  const retry = await statementsOf(async () =>
+    expect(await createOrder(db, input)).toMatchObject({
+      amount: 1400,
+      currency: 'CNY',
+      lines: [{ sku, quantity: 2, unitPrice: 700 }],
+    }),
+  );
+  expect(retry.filter((q) => /^(insert|update)/i.test(q))).toEqual([]);
+  expect(retry).toHaveLength(3);
+  // Another user's retry of the same id is refused.
+  await expect(createOrder(db, { ...input, userId: uid('other') })).rejects.toMatchObject({ type: 'ORDER_CONFLICT' });
+});
+
+test('the hand-off to fulfilment: the guard update, one read with the lines, two inserts, BEGIN, COMMIT', async () => {
+  const sku = await product(5);
+  const orderId = uid('ord');
+  await createOrder(db, { orderId, userId: uid('user'), items: [{ sku, quantity: 1 }], provider: 'sandbox' });
+  // Not PAID: the guard changes no row and nothing is written.
+  expect(await markFulfilmentReady(db, orderId)).toEqual({ written: false });
+  await db('orders').where({ order_id: orderId }).update({ status: 'PAID' });
+  const sent = await statementsOf(() => markFulfilmentReady(db, orderId));
+  expect(sent).toHaveLength(6);
+  const [message] = await db('outbox').where({ topic: 'order.fulfilment_ready', message_key: orderId });
+  expect(JSON.parse(message.payload)).toMatchObject({ orderId, amount: 700, items: [{ sku, quantity: 1 }] });
+  expect(await markFulfilmentReady(db, orderId)).toEqual({ written: false });
+});
