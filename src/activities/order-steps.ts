@@ -14,7 +14,9 @@
  * says PAID, released before it says EXPIRED/CANCELLED/FAILED.
  *
  * The steps are composed over the single activities (not over the database), so the workflow tests that script the
- * single steps run this very composition.
+ * single steps run this very composition. One exception in production: the worker runs `settlePaid` as one MySQL
+ * transaction of the same sequence (settle-paid.ts, over the same in-transaction code as the single steps);
+ * test/settle-paid.test.ts shows the two leave the same rows and timeline.
  */
 import { FailureType } from '../contracts/failures';
 import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
