@@ -13,6 +13,7 @@ import { settlePaid } from '../src/activities/settle-paid';
 import { createDb } from '../src/db/knex';
 import { tryReserveStock } from '../src/db/stock';
 import { TEST_ENV } from './support/env';
+import { statementsOf } from './support/statements';
 
 let db: Knex;
 let activities: ReturnType<typeof createActivities>;
@@ -144,25 +145,12 @@ async function snapshot(p: Placed) {
   };
 }
 
-/** Counts the statements the pool sends while `fn` runs (knex's `query` event: one per round trip). */
-async function countStatements(fn: () => Promise<unknown>): Promise<string[]> {
-  const seen: string[] = [];
-  const listener = (q: { sql: string }) => seen.push(q.sql);
-  db.on('query', listener);
-  try {
-    await fn();
-  } finally {
-    db.off('query', listener);
-  }
-  return seen;
-}
-
 test('leaves exactly what the three single steps leave, in one transaction and fewer round trips', async () => {
   const one = await placeAwaitingPayment();
   const composed = await placeAwaitingPayment();
-  const oneStatements = await countStatements(() => settlePaid(db, one.input));
+  const oneStatements = await statementsOf(db, () => settlePaid(db, one.input));
   // The composition over the single activities: confirmStock, confirmBenefit x2, transitionOrder, recordPaymentReceipt.
-  const composedStatements = await countStatements(() => composeOrderSteps(activities).settlePaid(composed.input));
+  const composedStatements = await statementsOf(db, () => composeOrderSteps(activities).settlePaid(composed.input));
 
   const a = await snapshot(one);
   expect(a).toEqual(await snapshot(composed));
@@ -205,7 +193,7 @@ test('one line, no coupon or points: at most 10 statements, BEGIN and COMMIT inc
   // The benefits confirmed elsewhere already: settlePaid is then the stock, the order, the receipt.
   await couponParticipant.confirm(db, { orderId: p.input.orderId, resource: p.coupon });
   await pointsParticipant.confirm(db, { orderId: p.input.orderId, resource: p.userId });
-  const statements = await countStatements(() => settlePaid(db, { ...p.input, benefits: [] }));
+  const statements = await statementsOf(db, () => settlePaid(db, { ...p.input, benefits: [] }));
   expect(statements.length).toBeLessThanOrEqual(10);
   expect((await db('orders').where({ order_id: p.input.orderId }).first('status')).status).toBe('PAID');
 });

@@ -11,6 +11,7 @@ import { markFulfilmentReady } from '../src/activities/support';
 import { createDb } from '../src/db/knex';
 import { tryReserveStock } from '../src/db/stock';
 import { TEST_ENV } from './support/env';
+import { statementsOf } from './support/statements';
 
 let db: Knex;
 
@@ -24,18 +25,6 @@ afterAll(async () => {
 
 const uid = (prefix: string) => `${prefix}-${randomBytes(6).toString('hex')}`;
 
-async function statementsOf(fn: () => Promise<unknown>): Promise<string[]> {
-  const seen: string[] = [];
-  const listener = (q: { sql: string }) => seen.push(q.sql);
-  db.on('query', listener);
-  try {
-    await fn();
-  } finally {
-    db.off('query', listener);
-  }
-  return seen;
-}
-
 async function product(stock: number): Promise<string> {
   const sku = uid('budget');
   await db('products').insert({ sku, name: 'budget test', price: 700, currency: 'CNY' });
@@ -46,7 +35,7 @@ async function product(stock: number): Promise<string> {
 test('the stock Try of an unsharded SKU: isolation, BEGIN, fence, timeline entry, one conditional update, COMMIT', async () => {
   const sku = await product(3);
   const orderId = uid('ord');
-  const sent = await statementsOf(() => tryReserveStock(db, orderId, [{ sku, quantity: 2 }]));
+  const sent = await statementsOf(db, () => tryReserveStock(db, orderId, [{ sku, quantity: 2 }]));
   expect(sent).toHaveLength(6);
   expect(sent.filter((q) => /^select/i.test(q))).toEqual([]);
   expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 1, reserved: 2 });
@@ -60,10 +49,10 @@ test('the stock Try of an unsharded SKU: isolation, BEGIN, fence, timeline entry
 test('creating an order: one read (a stored order and the prices together), three inserts, BEGIN, COMMIT', async () => {
   const sku = await product(5);
   const input = { orderId: uid('ord'), userId: uid('user'), items: [{ sku, quantity: 2 }], provider: 'sandbox' };
-  const sent = await statementsOf(() => createOrder(db, input));
+  const sent = await statementsOf(db, () => createOrder(db, input));
   expect(sent).toHaveLength(6);
   // A retry finds the stored order in that same read and writes nothing.
-  const retry = await statementsOf(async () =>
+  const retry = await statementsOf(db, async () =>
     expect(await createOrder(db, input)).toMatchObject({
       amount: 1400,
       currency: 'CNY',
@@ -83,7 +72,7 @@ test('the hand-off to fulfilment: the guard update, one read with the lines, two
   // Not PAID: the guard changes no row and nothing is written.
   expect(await markFulfilmentReady(db, orderId)).toEqual({ written: false });
   await db('orders').where({ order_id: orderId }).update({ status: 'PAID' });
-  const sent = await statementsOf(() => markFulfilmentReady(db, orderId));
+  const sent = await statementsOf(db, () => markFulfilmentReady(db, orderId));
   expect(sent).toHaveLength(6);
   const [message] = await db('outbox').where({ topic: 'order.fulfilment_ready', message_key: orderId });
   expect(JSON.parse(message.payload)).toMatchObject({ orderId, amount: 700, items: [{ sku, quantity: 1 }] });

@@ -1,6 +1,7 @@
 /** Order rows: creation from the catalog, guarded status transitions, and reads for the late-payment path. */
 import type { Knex } from 'knex';
 import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
+import { bySkuOrder, jsonColumn } from '../db/json';
 import { OrderEventBatch, appendOrderEvent } from '../db/order-events';
 import { FailureType, businessFailure } from '../contracts/failures';
 import { activityLog } from './log';
@@ -46,7 +47,7 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
                  FROM products p WHERE p.sku IN (${skus.map(() => '?').join(', ')})) AS products_json`,
       [input.orderId, ...skus],
     )) as [{ existing_json: unknown; products_json: unknown }[]];
-    const existing = parseJson<{
+    const existing = jsonColumn<{
       amount: number;
       currency: string;
       user_id: string;
@@ -61,16 +62,19 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
       return {
         amount: Number(existing.amount),
         currency: existing.currency,
-        // In primary-key order (order_id, sku; binary collation), as a plain read of the lines returns them.
-        lines: (existing.lines ?? [])
-          .map((l) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) }))
-          .sort((x, y) => (x.sku < y.sku ? -1 : x.sku > y.sku ? 1 : 0)),
+        lines: bySkuOrder(
+          (existing.lines ?? []).map((l) => ({
+            sku: l.sku,
+            quantity: Number(l.quantity),
+            unitPrice: Number(l.unit_price),
+          })),
+        ),
         couponCode: existing.coupon_code ?? undefined,
         discount: Number(existing.discount),
         points: Number(existing.points_used),
       };
     }
-    const products = (parseJson<{ sku: string; price: number; currency: string }[]>(rows[0]?.products_json) ?? []).map(
+    const products = (jsonColumn<{ sku: string; price: number; currency: string }[]>(rows[0]?.products_json) ?? []).map(
       (p) => ({ sku: p.sku, price: Number(p.price), currency: p.currency }),
     );
     const bySku = new Map(products.map((p) => [p.sku, p]));
@@ -266,10 +270,4 @@ export async function getOrderSnapshot(db: Knex, orderId: string): Promise<Order
     provider: row.provider,
     paidTradeNo: row.paid_trade_no ?? null,
   };
-}
-
-/** MariaDB returns JSON values as text, MySQL as parsed values; SQL NULL is undefined. */
-function parseJson<T>(value: unknown): T | undefined {
-  if (value == null) return undefined;
-  return (typeof value === 'string' ? JSON.parse(value) : value) as T;
 }

@@ -5,6 +5,7 @@
  * says was paid (trade, paid amount and currency, time), read from MySQL, the system of record.
  */
 import type { Knex } from 'knex';
+import { bySkuOrder, jsonColumn } from '../db/json';
 import { OrderEventBatch } from '../db/order-events';
 
 /** Outbox topic of payment receipts; the message key is the order id. */
@@ -47,8 +48,8 @@ export async function lockOrderForReceipt(trx: Knex.Transaction, orderId: string
   )) as [Record<string, unknown>[]];
   const row = rows[0];
   if (!row) return undefined;
-  const lines = json<{ sku: string; quantity: number; unit_price: number }[]>(row.lines_json) ?? [];
-  const payment = json<{
+  const lines = jsonColumn<{ sku: string; quantity: number; unit_price: number }[]>(row.lines_json) ?? [];
+  const payment = jsonColumn<{
     trade_no: string | null;
     paid_amount: number | null;
     paid_currency: string | null;
@@ -63,9 +64,9 @@ export async function lockOrderForReceipt(trx: Knex.Transaction, orderId: string
     provider: row.provider as string,
     paidTradeNo: (row.paid_trade_no as string | null) ?? null,
     // In SKU order (binary collation), as the receipt has always listed them.
-    lines: lines
-      .map((l) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) }))
-      .sort((x, y) => (x.sku < y.sku ? -1 : x.sku > y.sku ? 1 : 0)),
+    lines: bySkuOrder(
+      lines.map((l) => ({ sku: l.sku, quantity: Number(l.quantity), unitPrice: Number(l.unit_price) })),
+    ),
     payment: {
       tradeNo: payment?.trade_no ?? null,
       paidAmount: payment?.paid_amount == null ? null : Number(payment.paid_amount),
@@ -74,12 +75,6 @@ export async function lockOrderForReceipt(trx: Knex.Transaction, orderId: string
       paidAt: payment?.paid_at ? new Date(payment.paid_at.replace(/(\.\d{3})\d*Z$/, '$1Z')).toISOString() : null,
     },
   };
-}
-
-/** MariaDB returns JSON columns as text, MySQL as parsed values. */
-function json<T>(value: unknown): T | undefined {
-  if (value == null) return undefined;
-  return (typeof value === 'string' ? JSON.parse(value) : value) as T;
 }
 
 /**

@@ -2,6 +2,7 @@
  * The fulfilment hand-off through the outbox (support tickets are in src/db/support-tickets.ts, shared with the API).
  */
 import type { Knex } from 'knex';
+import { bySkuOrder, jsonColumn } from '../db/json';
 import { appendOrderEvent } from '../db/order-events';
 
 /**
@@ -25,15 +26,12 @@ export async function markFulfilmentReady(db: Knex, orderId: string): Promise<{ 
       [orderId],
     )) as [{ amount: number; currency: string; user_id: string; lines_json: unknown }[]];
     const order = rows[0]!;
-    const lines = (
-      (typeof order.lines_json === 'string' ? JSON.parse(order.lines_json) : (order.lines_json ?? [])) as {
-        sku: string;
-        quantity: number;
-      }[]
-    )
-      .map((l) => ({ sku: l.sku, quantity: Number(l.quantity) }))
-      // In primary-key order (order_id, sku; binary collation), as a plain read of the lines returns them.
-      .sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0));
+    const lines = bySkuOrder(
+      (jsonColumn<{ sku: string; quantity: number }[]>(order.lines_json) ?? []).map((l) => ({
+        sku: l.sku,
+        quantity: Number(l.quantity),
+      })),
+    );
     await trx('outbox').insert({
       topic: 'order.fulfilment_ready',
       message_key: orderId,

@@ -1,4 +1,5 @@
 /** Starting and steering order workflows from the API, and reading orders for it. */
+import { bySkuOrder, jsonColumn } from '../db/json';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   type Client,
@@ -478,9 +479,7 @@ export class OrderService {
     )) as [(OrderReadRow & { lines_json: unknown; events_json: unknown })[]];
     const found = rows[0];
     // In primary-key order (order_id, sku; binary collation), as a plain read of the lines returns them.
-    const lines = jsonArray<{ sku: string; quantity: number; unit_price: number }>(found?.lines_json).sort((a, b) =>
-      a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0,
-    );
+    const lines = bySkuOrder(jsonArray<{ sku: string; quantity: number; unit_price: number }>(found?.lines_json));
     const events = jsonArray<{ id: number; at: string; type: string; message: string }>(found?.events_json).sort(
       (a, b) => a.id - b.id,
     );
@@ -607,8 +606,7 @@ export class OrderService {
 
 /** A JSON_ARRAYAGG column: parsed already (MySQL's JSON type), a string (MariaDB), or NULL for no rows. */
 function jsonArray<T>(value: unknown): T[] {
-  if (value === null || value === undefined) return [];
-  return (typeof value === 'string' ? JSON.parse(value) : value) as T[];
+  return jsonColumn<T[]>(value) ?? [];
 }
 
 /** The row GET /orders/:id reads: the order and, when it exists, its payment (LEFT JOIN). */
