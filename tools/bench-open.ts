@@ -3,7 +3,8 @@
  * point 8)
  *
  * The system under test runs with long windows (PAYMENT_TIMEOUT and COOLING_OFF_PERIOD 6h, overridable with
- * BENCH_OPEN_PAYMENT_TIMEOUT / BENCH_OPEN_COOLING_OFF) so that nothing it holds closes during the run. Then:
+ * BENCH_OPEN_PAYMENT_TIMEOUT / BENCH_OPEN_COOLING_OFF) so that nothing it holds closes during the run; waiting orders
+ * query the provider on the production backoff unless BENCH_OPEN_QUERY_FIRST_DELAY pushes the queries out. Then:
  *   1. empty:  M new orders (after a short warm-up) through the public API, C clients: create -> pay -> PAID;
  *   2. fill:   N orders paid and left in their cooling-off window, then N orders left waiting for payment (never paid);
  *   3. loaded: M new orders again, the same way.
@@ -278,6 +279,12 @@ export async function runOpenBench(argv: string[]): Promise<number> {
   const options = parseArgs(argv);
   const paymentTimeout = process.env.BENCH_OPEN_PAYMENT_TIMEOUT ?? '6h';
   const coolingOff = process.env.BENCH_OPEN_COOLING_OFF ?? '6h';
+  // Waiting orders query the provider on the production backoff (30 s doubling to 2 min) unless told otherwise.
+  // Held for 6 h instead of the production 15 min, each would query 180 times instead of about 8: with 10,000 of them
+  // that is 83 workflow tasks, activities and provider calls a second (a replay each, for an evicted workflow), more
+  // than this 2-core machine completes, and the fill never finishes (seen 2026-11-30: 0.3 creates/s after 2,300 waiting
+  // orders). BENCH_OPEN_QUERY_FIRST_DELAY (e.g. 1h) pushes those queries out to measure what holding an order costs.
+  const queryFirstDelay = process.env.BENCH_OPEN_QUERY_FIRST_DELAY;
   log(
     `--open ${options.open}: ${options.open} waiting + ${options.open} in cooling-off; ${options.orders} measured orders per phase, ${options.concurrency} clients`,
   );
@@ -287,6 +294,7 @@ export async function runOpenBench(argv: string[]): Promise<number> {
     env: {
       PAYMENT_TIMEOUT: paymentTimeout,
       COOLING_OFF_PERIOD: coolingOff,
+      ...(queryFirstDelay ? { QUERY_FIRST_DELAY: queryFirstDelay, QUERY_MAX_INTERVAL: queryFirstDelay } : {}),
       ...(options.cache !== undefined ? { BENCH_MAX_CACHED_WORKFLOWS: String(options.cache) } : {}),
     },
   });
