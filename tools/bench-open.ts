@@ -299,7 +299,9 @@ export async function runOpenBench(argv: string[]): Promise<number> {
     },
   });
   const sku = `open-${system.runId}`;
-  await system.createProduct(sku, 2 * options.open + 2 * (options.orders + options.warmup));
+  // A margin over what the phases place (each may place up to a client's worth beyond its count while it stops): the
+  // 2026-11-30 run of --open 10000 ran one order short of stock in its loaded phase without it.
+  await system.createProduct(sku, 2 * options.open + 2 * (options.orders + options.warmup + options.concurrency) + 100);
   const watcher = new StatusWatcher(system.db);
   const snapshots: Snapshot[] = [await snapshot(system, 'started')];
   try {
