@@ -5,6 +5,7 @@
  * died in between) is released by the sweeper; a definite start failure releases at once; released stock is
  * sellable at once; overload is shed with 429 + Retry-After, and the same Idempotency-Key then gets the same order.
  */
+import { ORDER_WORKFLOW_TYPE } from '../src/contracts/order';
 import { randomBytes } from 'node:crypto';
 import { releaseReservation, reserveBeforeStart } from '../src/client/admission';
 import { orderIdForIdempotencyKey } from '../src/client/orders-service';
@@ -15,7 +16,7 @@ const admin = (sys: TestSystem) => ({ authorization: `Bearer ${sys.config.adminT
 
 /** The ids of the order workflows started on this system's task queue, once visibility shows `expected` of them. */
 async function workflowsOnQueue(sys: TestSystem, expected: number): Promise<string[]> {
-  const query = `WorkflowType = 'orderLifecycle' AND TaskQueue = '${sys.config.taskQueue}'`;
+  const query = `WorkflowType = '${ORDER_WORKFLOW_TYPE}' AND TaskQueue = '${sys.config.taskQueue}'`;
   await waitFor(async () => (await sys.client.workflow.count(query)).count >= expected, {
     timeoutMs: 60_000,
     what: `${expected} workflows in visibility`,

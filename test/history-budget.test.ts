@@ -5,7 +5,7 @@
  * every task a round trip, on every order.
  */
 import { temporal } from '@temporalio/proto';
-import { orderWorkflowId } from '../src/contracts/order';
+import { ORDER_WORKFLOW_TYPE, orderWorkflowId } from '../src/contracts/order';
 import { historyCost } from '../tools/history-cost';
 import { createProduct, placeOrder, startSystem, type TestSystem, waitForStatus } from './support/system';
 
@@ -36,10 +36,10 @@ afterAll(async () => {
   await sys?.stop();
 });
 
-test('the happy path is one orderLifecycle execution that reached fulfilment through its cooling-off timer', () => {
-  expect(events[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name).toBe('orderLifecycle');
+test('the happy path is one orderLifecycleV2 execution that reached fulfilment through its cooling-off timer', () => {
+  expect(events[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name).toBe(ORDER_WORKFLOW_TYPE);
   const cost = historyCost(events);
-  expect(cost.activityTypes).toEqual(['openOrder', 'createProviderPayment', 'settlePaid', 'handOff']);
+  expect(cost.activityTypes).toEqual(['openOrderWithPayment', 'settlePaid', 'handOff']);
   expect(cost.timersFired).toBe(1); // the cooling-off window
   expect(events.at(-1)?.eventType).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED);
 });

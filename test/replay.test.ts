@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { ReplayResult, WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
+import { historyCost } from '../tools/history-cost';
 import { type History, historyFromJson } from '../tools/history-json';
 
 const HISTORIES = join(__dirname, 'histories');
@@ -55,6 +56,26 @@ function marksPaid(history: History): boolean {
   });
 }
 
+/** The workflow code with src/workflows/patches.ts swapped for test/fixtures/<fixture>.ts by a webpack alias. */
+async function bundleWith(fixture: string): Promise<WorkflowBundleWithSourceMap> {
+  const bundle = await bundleWorkflowCode({
+    workflowsPath: require.resolve(WORKFLOWS),
+    logger: quiet as never,
+    webpackConfigHook: (config) => ({
+      ...config,
+      resolve: {
+        ...config.resolve,
+        alias: {
+          ...(config.resolve?.alias as Record<string, string> | undefined),
+          [`${join(WORKFLOWS, 'patches')}$`]: join(__dirname, 'fixtures', `${fixture}.ts`),
+        },
+      },
+    }),
+  });
+  expect(bundle.code).toContain(fixture);
+  return bundle;
+}
+
 let current: WorkflowBundleWithSourceMap;
 let currentResults: Map<string, ReplayResult['error']>;
 
@@ -70,17 +91,19 @@ describe('captured histories', () => {
     // Versions captured by the tool are labelled v<N>; other files (e.g. a production history saved with
     // `temporal workflow show --output json`) are replayed too but need not cover the scenarios.
     const labels = [...new Set(files.map(labelOf))].filter((l) => /^v\d+$/.test(l));
-    expect(labels).toEqual(expect.arrayContaining([BEFORE_RECEIPT, 'v2', 'v3']));
+    expect(labels).toEqual(expect.arrayContaining([BEFORE_RECEIPT, 'v2', 'v3', 'v4']));
     for (const label of labels) {
       const scenarios = files.filter((f) => labelOf(f) === label).map(scenarioOf);
       expect({ label, scenarios }).toEqual({ label, scenarios: expect.arrayContaining(REQUIRED_SCENARIOS) });
     }
-    // A latePayment execution is captured too, and both order workflow types: orderPayment (v1, v2: executions still
-    // running when orderLifecycle was deployed) and orderLifecycle (v3).
+    // A latePayment execution is captured too, and every order workflow type: orderPayment (v1, v2: executions still
+    // running when orderLifecycle was deployed), orderLifecycle (v3) and orderLifecycleV2 (v4).
     const types = new Set(
       files.map((f) => load(f).events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name),
     );
-    expect([...types]).toEqual(expect.arrayContaining(['latePayment', 'orderPayment', 'orderLifecycle']));
+    expect([...types]).toEqual(
+      expect.arrayContaining(['latePayment', 'orderPayment', 'orderLifecycle', 'orderLifecycleV2']),
+    );
   });
 
   test.each(files)('%s replays against the current workflow code', (file) => {
@@ -102,22 +125,7 @@ describe('the patched() guard of the payment-receipt step', () => {
 
   beforeAll(async () => {
     // The same workflow code, with patches.ts aliased to a fixture whose checks are always true (no patched() call).
-    const fixture = join(__dirname, 'fixtures', 'patches-always-on.ts');
-    unguarded = await bundleWorkflowCode({
-      workflowsPath: require.resolve(WORKFLOWS),
-      logger: quiet as never,
-      webpackConfigHook: (config) => ({
-        ...config,
-        resolve: {
-          ...config.resolve,
-          alias: {
-            ...(config.resolve?.alias as Record<string, string> | undefined),
-            [`${join(WORKFLOWS, 'patches')}$`]: fixture,
-          },
-        },
-      }),
-    });
-    expect(unguarded.code).toContain('patches-always-on');
+    unguarded = await bundleWith('patches-always-on');
   }, 180_000);
 
   test('v1 histories on both sides of the insertion point are present', () => {
@@ -145,6 +153,49 @@ describe('the patched() guard of the payment-receipt step', () => {
 
   test('guarded (the real patches module), the same v1 histories replay', () => {
     for (const file of passing)
+      expect({ file, error: currentResults.get(file)?.message }).toEqual({ file, error: undefined });
+  });
+});
+
+describe('the merged setup and hand-off: a new type (orderLifecycleV2), the previous one (orderLifecycle) kept for draining', () => {
+  const ofType = (label: string, type: string) =>
+    files.filter(
+      (f) =>
+        labelOf(f) === label &&
+        load(f).events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name === type,
+    );
+  const v3 = ofType('v3', 'orderLifecycle');
+  const v4 = ofType('v4', 'orderLifecycleV2');
+  const localActivities = (f: string) => historyCost(load(f).events ?? []).activityTypes;
+
+  test('v3 histories (orderLifecycle: openOrder, then createProviderPayment) and v4 histories (orderLifecycleV2: one openOrderWithPayment) are present', () => {
+    expect(v3.length).toBeGreaterThanOrEqual(REQUIRED_SCENARIOS.length);
+    expect(v4.length).toBeGreaterThanOrEqual(REQUIRED_SCENARIOS.length);
+    for (const f of v3) expect({ f, first: localActivities(f)[0] }).toEqual({ f, first: 'openOrder' });
+    for (const f of v4) expect({ f, first: localActivities(f)[0] }).toEqual({ f, first: 'openOrderWithPayment' });
+  });
+
+  test('a v3 history presented as the new type fails replay with a non-determinism error: the type is what keeps it safe', async () => {
+    // The same events with only the type name changed: the merged steps meet openOrder's marker where they expect
+    // openOrderWithPayment's.
+    const renamed = v3.map((f) => {
+      const history = load(f);
+      const started = history.events![0]!.workflowExecutionStartedEventAttributes!;
+      started.workflowType = { name: 'orderLifecycleV2' };
+      return { workflowId: f, history };
+    });
+    const errors: Record<string, string | undefined> = {};
+    for await (const r of Worker.runReplayHistories(
+      { workflowBundle: current, replayName: 'payflow-renamed' },
+      renamed,
+    ))
+      errors[r.workflowId] = r.error?.name;
+    expect(Object.keys(errors).sort()).toEqual([...v3].sort());
+    for (const f of v3) expect({ f, error: errors[f] }).toEqual({ f, error: 'DeterminismViolationError' });
+  }, 120_000);
+
+  test('as recorded, the v3 histories replay against the current code, and so do the v4 ones', () => {
+    for (const file of [...v3, ...v4])
       expect({ file, error: currentResults.get(file)?.message }).toEqual({ file, error: undefined });
   });
 });

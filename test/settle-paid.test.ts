@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { couponParticipant, pointsParticipant } from '../src/activities/benefits';
 import { createActivities } from '../src/activities';
-import { type OrderStepInput, composeOrderSteps } from '../src/activities/order-steps';
+import { HAND_OFF_WITHOUT_COOLING_OFF, type OrderStepInput, composeOrderSteps } from '../src/activities/order-steps';
 import { PAYMENT_RECEIPT_TOPIC } from '../src/activities/receipts';
 import { settlePaid } from '../src/activities/settle-paid';
 import { createDb } from '../src/db/knex';
@@ -106,7 +106,9 @@ async function placeAwaitingPayment(): Promise<Placed> {
 /** Everything settlePaid touches, in a form two orders can be compared by (ids and times left out). */
 async function snapshot(p: Placed) {
   const { orderId } = p.input;
-  const order = await db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'paid_trade_no');
+  const order = await db('orders')
+    .where({ order_id: orderId })
+    .first('status', 'status_reason', 'paid_trade_no', 'fulfilment_ready_at');
   const payment = await db('payments')
     .where({ out_trade_no: orderId })
     .first('status', 'trade_no', 'paid_amount', 'paid_currency', 'paid_at');
@@ -123,6 +125,16 @@ async function snapshot(p: Placed) {
       tradeNo: r.tradeNo === `T${orderId}`,
       items: (r.items as { sku: string }[]).map((i) => ({ ...i, sku: i.sku === p.sku })),
     }));
+  const fulfilment = (
+    await db('outbox').where({ topic: 'order.fulfilment_ready', message_key: orderId }).select('payload')
+  )
+    .map((r: { payload: string }) => JSON.parse(r.payload) as Record<string, unknown>)
+    .map((r) => ({
+      ...r,
+      orderId: r.orderId === orderId,
+      userId: r.userId === p.userId,
+      items: (r.items as { sku: string }[]).map((i) => ({ ...i, sku: i.sku === p.sku })),
+    }));
   const events = (await db('order_events').where({ order_id: orderId }).orderBy('id').select('type', 'message')).map(
     (e: { type: string; message: string }) => ({
       type: e.type,
@@ -134,13 +146,18 @@ async function snapshot(p: Placed) {
     }),
   );
   return {
-    order: { ...order, paid_trade_no: order.paid_trade_no === `T${orderId}` },
+    order: {
+      ...order,
+      paid_trade_no: order.paid_trade_no === `T${orderId}`,
+      fulfilment_ready_at: order.fulfilment_ready_at !== null,
+    },
     payment: { ...payment, trade_no: typeof payment.trade_no },
     stock,
     fences,
     coupon,
     points,
     receipts,
+    fulfilment,
     events,
   };
 }
@@ -158,7 +175,9 @@ test('leaves exactly what the three single steps leave, in one transaction and f
     status: 'PAID',
     status_reason: 'PAID_VIA_CALLBACK',
     paid_trade_no: true,
+    fulfilment_ready_at: false,
   });
+  expect(a.fulfilment).toEqual([]);
   expect(a.stock).toEqual({ available: 3, reserved: 0, sold: 2 });
   expect(a.fences.map((f: { status: string }) => f.status)).toEqual(['CONFIRMED', 'CONFIRMED', 'CONFIRMED']);
   expect(a.coupon).toEqual({ status: 'USED' });
@@ -230,4 +249,59 @@ test('an order already PAID by an earlier step gets its receipt from the payment
   expect(s.receipts).toEqual([expect.objectContaining({ paidAmount: 1500, paidAt: '2026-11-30T12:34:56.789Z' })]);
   expect(s.stock).toEqual({ available: 3, reserved: 0, sold: 2 });
   expect(s.coupon).toEqual({ status: 'USED' });
+});
+
+describe('handOff (an order without a cooling-off window)', () => {
+  const handingOff = (p: Placed): OrderStepInput => ({ ...p.input, handOff: true });
+
+  test('hands the order to fulfilment with PAID in the same transaction, leaving what settlePaid then the hand-off leave', async () => {
+    const one = await placeAwaitingPayment();
+    const composed = await placeAwaitingPayment();
+    const oneStatements = await statementsOf(db, () => settlePaid(db, handingOff(one)));
+    const composedStatements = await statementsOf(db, () =>
+      composeOrderSteps(activities).settlePaid(handingOff(composed)),
+    );
+    const a = await snapshot(one);
+    expect(a).toEqual(await snapshot(composed));
+    expect(a.order).toMatchObject({ status: 'PAID', fulfilment_ready_at: true });
+    expect(a.fulfilment).toEqual([
+      { orderId: true, userId: true, amount: 1500, currency: 'CNY', items: [{ sku: true, quantity: 2 }] },
+    ]);
+    expect(a.events.map((e) => e.type).slice(-3)).toEqual(['ORDER_PAID', 'RECEIPT_QUEUED', 'FULFILMENT_READY']);
+    expect(a.events.at(-1)!.message).toBe(HAND_OFF_WITHOUT_COOLING_OFF);
+    // The hand-off adds its guard and its outbox row to the one transaction (the timeline entry joins the batch).
+    const plain = await placeAwaitingPayment();
+    const plainStatements = await statementsOf(db, () => settlePaid(db, plain.input));
+    expect(oneStatements.length).toBe(plainStatements.length + 2);
+    expect(oneStatements.filter((q) => /^(BEGIN|START TRANSACTION)/i.test(q))).toHaveLength(1);
+    expect(composedStatements.length).toBeGreaterThan(oneStatements.length);
+  });
+
+  test('run again, it changes nothing: one fulfilment message, one timeline entry', async () => {
+    const p = await placeAwaitingPayment();
+    expect(await settlePaid(db, handingOff(p))).toEqual({ changed: true, status: 'PAID' });
+    const first = await snapshot(p);
+    expect(first.fulfilment).toHaveLength(1);
+    expect(await settlePaid(db, handingOff(p))).toEqual({ changed: false, status: 'PAID' });
+    expect(await snapshot(p)).toEqual(first);
+  });
+
+  test('an order already handed off (by the handOff step) is not handed off twice', async () => {
+    const p = await placeAwaitingPayment();
+    await settlePaid(db, p.input);
+    expect(await activities.handOff(p.input.orderId)).toEqual({ written: true });
+    const before = await snapshot(p);
+    expect(await settlePaid(db, handingOff(p))).toEqual({ changed: false, status: 'PAID' });
+    expect(await snapshot(p)).toEqual(before);
+    expect(before.fulfilment).toHaveLength(1);
+  });
+
+  test('all or nothing: a participant that refuses leaves no fulfilment message and the order unmarked', async () => {
+    const p = await placeAwaitingPayment();
+    await pointsParticipant.cancel(db, { orderId: p.input.orderId, resource: p.userId });
+    await expect(settlePaid(db, handingOff(p))).rejects.toMatchObject({ type: 'TCC_CONFLICT' });
+    const after = await snapshot(p);
+    expect(after.order).toMatchObject({ status: 'AWAITING_PAYMENT', fulfilment_ready_at: false });
+    expect(after.fulfilment).toEqual([]);
+  });
 });

@@ -71,7 +71,7 @@ describe('with tracing on', () => {
     );
     const traceId = http.spanContext().traceId;
     const run = await waitFor(
-      async () => spans().find((s) => s.name === 'RunWorkflow:orderLifecycle' && s.spanContext().traceId === traceId),
+      async () => spans().find((s) => s.name === 'RunWorkflow:orderLifecycleV2' && s.spanContext().traceId === traceId),
       {
         what: 'the RunWorkflow span in the same trace',
       },
@@ -98,7 +98,7 @@ describe('with tracing on', () => {
     expect(run.resource.attributes['service.name']).toBe('payflow-worker');
 
     // Activities: scheduled by the workflow (StartActivity) and executed on the worker (RunActivity), under the run.
-    for (const activity of ['openOrder', 'createProviderPayment', 'settlePaid']) {
+    for (const activity of ['openOrderWithPayment', 'settlePaid']) {
       const executed = trace.find((s) => s.name === `RunActivity:${activity}`);
       expect(executed).toBeDefined();
       const chain = ancestors(executed!, trace);

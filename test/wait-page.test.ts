@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, type Page, chromium } from 'playwright-core';
-import { orderWorkflowId, statusQuery } from '../src/contracts/order';
+import { ORDER_WORKFLOW_TYPE, orderWorkflowId, statusQuery } from '../src/contracts/order';
 import {
   createProduct,
   placeOrder as placeOrderFor,
@@ -311,7 +311,7 @@ describe('GET /orders/:orderId', () => {
     // An order whose workflow is missing, and one whose workflow nobody works on (no worker polls its task queue).
     const missing = await insertBareOrder();
     const stuck = await insertBareOrder();
-    const handle = await sys.client.workflow.start('orderLifecycle', {
+    const handle = await sys.client.workflow.start(ORDER_WORKFLOW_TYPE, {
       workflowId: orderWorkflowId(stuck),
       taskQueue: `nobody-${randomBytes(4).toString('hex')}`,
       args: [{ orderId: stuck }],

@@ -1,5 +1,5 @@
 /**
- * Branch logic of the orderLifecycle workflow with mocked activities (to isolate the workflow from MySQL
+ * Branch logic of the order workflow (orderLifecycleV2) with mocked activities (to isolate the workflow from MySQL
  * and the provider), on the real dev server: signal vs timer vs cancel, dedup, backoff, review, compensation.
  */
 import { randomBytes } from 'node:crypto';
@@ -17,6 +17,7 @@ import type { Activities } from '../src/activities';
 import { composeOrderSteps, type SingleSteps } from '../src/activities/order-steps';
 import {
   type OrderPaymentInput,
+  ORDER_WORKFLOW_TYPE,
   cancelOrderUpdate,
   coolingOffRefundUpdate,
   escalateUpdate,
@@ -29,6 +30,7 @@ import {
 import type { ProviderPaymentState } from '../src/providers/types';
 import { StuckKey } from '../src/contracts/search-attributes';
 import { STUCK_AFTER_ATTEMPTS } from '../src/workflows/order/context';
+import { historyCost } from '../tools/history-cost';
 import { TEST_ENV, testBundlePath } from './support/env';
 
 // Waits below are bounded generously (the dev server is shared and may be slow); a test may take that long to fail.
@@ -59,6 +61,10 @@ interface Script {
   paysAfterClose?: boolean;
   /** What the provider reports as paid when `provider` is PAID (default the order's 1000). */
   paidAmount?: number;
+  /** The provider refuses to create the payment (a business failure). */
+  paymentFails?: string;
+  /** createProviderPayment throws a retryable error this many times before it succeeds. */
+  paymentFlakes?: number;
   /** Runs inside the receipt activity, i.e. once the order is PAID and before the cooling-off window starts. */
   onReceipt?: () => Promise<void>;
   calls: { name: string; at: number; args: unknown }[];
@@ -129,6 +135,13 @@ const mockActivities: Partial<Activities> = {
   },
   async createProviderPayment(input) {
     record(input.orderId, 'createProviderPayment', input);
+    const s = script(input.orderId);
+    if (s.paymentFails)
+      throw ApplicationFailure.create({ type: s.paymentFails, message: 'merchant suspended', nonRetryable: true });
+    if (s.paymentFlakes && s.paymentFlakes > 0) {
+      s.paymentFlakes--;
+      throw new Error('provider API unavailable');
+    }
     return {
       tradeNo: `T-${input.orderId}`,
       paymentUrl: `http://sandbox.test/pay/${input.orderId}`,
@@ -238,9 +251,13 @@ afterAll(async () => {
   await client?.connection.close();
 });
 
-async function start(timing: Partial<OrderPaymentInput> = {}, scriptOverrides: Partial<Script> = {}) {
+async function start(
+  timing: Partial<OrderPaymentInput> = {},
+  scriptOverrides: Partial<Script> = {},
+  workflowType: string = ORDER_WORKFLOW_TYPE,
+) {
   const { orderId, input } = prepare(timing, scriptOverrides);
-  const handle = await client.workflow.start('orderLifecycle', {
+  const handle = await client.workflow.start(workflowType, {
     workflowId: orderWorkflowId(orderId),
     taskQueue,
     args: [input],
@@ -255,7 +272,7 @@ async function start(timing: Partial<OrderPaymentInput> = {}, scriptOverrides: P
  */
 async function startForReady(timing: Partial<OrderPaymentInput> = {}, scriptOverrides: Partial<Script> = {}) {
   const { orderId, input } = prepare(timing, scriptOverrides);
-  const op = new WithStartWorkflowOperation('orderLifecycle', {
+  const op = new WithStartWorkflowOperation(ORDER_WORKFLOW_TYPE, {
     workflowId: orderWorkflowId(orderId),
     taskQueue,
     args: [input],
@@ -601,6 +618,112 @@ test('one-click support queries the provider at once and confirms a paid-but-unn
   expect(result).toMatchObject({ orderId, providerStatus: 'PAID', resolution: 'PAYMENT_FOUND' });
   expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
   expect(calls()).toEqual(expect.arrayContaining(['query', 'ticket', 'confirmStock', 'transition:PAID']));
+});
+
+describe('merged steps (orderLifecycleV2; the previous type orderLifecycle drains with its own steps)', () => {
+  test('the order is opened with its payment in one local activity and, without cooling-off, settlePaid hands it off: two activities', async () => {
+    const { orderId, handle, calls } = await start();
+    await handle.executeUpdate(paymentReadyUpdate);
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    // The same single steps in the same order as before the patch, in two local activities instead of four.
+    expect(calls()).toEqual([
+      'createOrder',
+      'reserveStock',
+      'createProviderPayment',
+      'confirmStock',
+      'transition:PAID',
+      'receipt',
+      'fulfilment',
+    ]);
+    const events = await eventsOf(handle);
+    expect(historyCost(events).activityTypes).toEqual(['openOrderWithPayment', 'settlePaid']);
+    // Chosen by the workflow type, not by patched(): no patch marker, no TemporalChangeVersion upsert.
+    expect(events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch')).toEqual([]);
+    expect(historyCost(events).upserts).toBe(2);
+    // The payment was created for the amount the order was priced at, with the deadline the buyer is shown.
+    const created = script(orderId).calls.find((c) => c.name === 'createProviderPayment')!.args;
+    expect(created).toMatchObject({ orderId, provider: 'sandbox', amount: 1000, currency: 'CNY' });
+    expect((await handle.query(statusQuery)).timeline.map((t) => t.type)).toEqual(
+      expect.arrayContaining(['STOCK_RESERVED', 'PAYMENT_CREATED', 'ORDER_PAID']),
+    );
+  });
+
+  test('the previous type orderLifecycle still runs its own steps: openOrder, createProviderPayment, settlePaid, handOff', async () => {
+    const { orderId, handle, calls } = await start({}, {}, 'orderLifecycle');
+    await handle.executeUpdate(paymentReadyUpdate);
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    expect(historyCost(await eventsOf(handle)).activityTypes).toEqual([
+      'openOrder',
+      'createProviderPayment',
+      'settlePaid',
+      'handOff',
+    ]);
+    expect(calls()).toEqual([
+      'createOrder',
+      'reserveStock',
+      'createProviderPayment',
+      'confirmStock',
+      'transition:PAID',
+      'receipt',
+      'fulfilment',
+    ]);
+  });
+
+  test('with a cooling-off window the hand-off stays after the window', async () => {
+    const { orderId, handle } = await start({ coolingOffMs: 1000 });
+    await handle.executeUpdate(paymentReadyUpdate);
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    const cost = historyCost(await eventsOf(handle));
+    expect(cost.activityTypes).toEqual(['openOrderWithPayment', 'settlePaid', 'handOff']);
+    expect(cost.timersFired).toBe(1);
+    const settle = script(orderId).calls.filter((c) => c.name === 'fulfilment');
+    expect(settle).toHaveLength(1);
+  });
+
+  test('a provider that refuses the payment after the Tries fails the order and releases what the Tries held', async () => {
+    const { orderId, handle, calls, err } = await startForReady(
+      { couponCode: 'C-10', points: 300 },
+      { paymentFails: 'PROVIDER_REJECTED' },
+    );
+    expect(((err as WorkflowUpdateFailedError).cause as ApplicationFailure).type).toBe('PROVIDER_REJECTED');
+    expect(await handle.result()).toEqual({ orderId, status: 'FAILED', reason: 'PROVIDER_REJECTED' });
+    expect(calls()).toEqual([
+      'createOrder',
+      'reserveStock',
+      'tryBenefit:coupon',
+      'tryBenefit:points',
+      'createProviderPayment',
+      'cancelStock',
+      'cancelBenefit:coupon',
+      'cancelBenefit:points',
+      'transition:FAILED',
+    ]);
+    // Released by what the order asked for: the stock lines and the coupon and points of the input.
+    const cancel = script(orderId).calls.find((c) => c.name === 'cancelStock')!.args;
+    expect(cancel).toEqual({ orderId, lines: [{ sku: 'sku-a', quantity: 2 }] });
+  });
+
+  test('a payment creation that fails for a while is retried with the order opened again, and the buyer gets the URL', async () => {
+    const { orderId, handle, calls, err } = await startForReady({}, { paymentFlakes: 2 });
+    expect(err).toBeUndefined();
+    expect((await handle.query(statusQuery)).orderId).toBe(orderId);
+    expect(calls()).toEqual([
+      'createOrder',
+      'reserveStock',
+      'createProviderPayment',
+      'createOrder',
+      'reserveStock',
+      'createProviderPayment',
+      'createOrder',
+      'reserveStock',
+      'createProviderPayment',
+    ]);
+    expect((await handle.query(statusQuery)).stage).toBe('AWAITING_PAYMENT');
+    await handle.terminate('test done');
+  });
 });
 
 test('out of stock fails the early-return update with OUT_OF_STOCK and runs the compensation', async () => {

@@ -28,6 +28,7 @@ import {
   paymentReadyUpdate,
   reviewDecisionUpdate,
   statusQuery,
+  ORDER_WORKFLOW_TYPE,
 } from '../src/contracts/order';
 import type { PaymentProvider, ProviderPaymentState } from '../src/providers/types';
 import { TEST_ENV, testBundlePath } from './support/env';
@@ -668,7 +669,7 @@ async function startScriptedOrder(orderId: string, timing: Partial<OrderPaymentI
     publicBaseUrl: 'http://api.test',
     ...timing,
   };
-  const handle = await scripted.client.workflow.start('orderLifecycle', {
+  const handle = await scripted.client.workflow.start(ORDER_WORKFLOW_TYPE, {
     workflowId: orderWorkflowId(orderId),
     taskQueue: scripted.taskQueue,
     args: [input],

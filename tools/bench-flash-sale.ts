@@ -14,6 +14,7 @@
  * /admin/products/:sku) and whether exactly `stock` units went to exactly as many winners.
  * Exit code 0 when the books are exact and no answer was a 5xx or a network error, 1 otherwise.
  */
+import { ORDER_WORKFLOW_TYPE } from '../src/contracts/order-workflow';
 import { randomBytes } from 'node:crypto';
 import { FailureType } from '../src/contracts/failures';
 import {
@@ -196,7 +197,7 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
 
   // Temporal's count of the workflows the sale started.
-  const query = `WorkflowType = 'orderLifecycle' AND TaskQueue = '${system.config.taskQueue}' AND StartTime >= '${saleStart.toISOString()}'`;
+  const query = `WorkflowType = '${ORDER_WORKFLOW_TYPE}' AND TaskQueue = '${system.config.taskQueue}' AND StartTime >= '${saleStart.toISOString()}'`;
   log('waiting for Temporal visibility to settle');
   const workflows = await stableWorkflowCount(system, query);
 

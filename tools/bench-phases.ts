@@ -5,15 +5,20 @@
  *  - `reference`        the bench's lean reference workflow (tools/bench-reference-workflow.ts): update-with-start
  *                       answered after one local activity, a signal, one more local activity, done. The engine's floor.
  *  - `reference-remote` the same with activity tasks instead of local activities (not run unless asked for).
- *  - `before`           real orders through POST /orders, started as the previous type `orderPayment` (the API's
+ *  - `first`            real orders through POST /orders, started as the first type `orderPayment` (the API's
  *                       update-with-start with the type name swapped by a bench-only client interceptor; see
- *                       tools/bench-system.ts): same input, admission, MySQL, sandbox and callbacks.
- *  - `after`            real orders through POST /orders as the API starts them: `orderLifecycle`.
+ *                       tools/bench-system.ts): same input, admission, MySQL, sandbox and callbacks. Not run unless
+ *                       asked for (`--only`).
+ *  - `before`           the same, started as the previous type `orderLifecycle` (two setup activities, a separate
+ *                       hand-off).
+ *  - `after`            real orders through POST /orders as the API starts them: `orderLifecycleV2`.
  *
  * Every phase is first warmed up (a few unmeasured orders each), then each is measured in turn: `orders` orders with
  * `concurrency` clients, CPU measured over the measured part only, then the history of a sample of its workflows read
  * and costed (tools/history-cost.ts).
  */
+import { ORDER_WORKFLOW_TYPE } from '../src/contracts/order-workflow';
+import type { OrderWorkflowType } from './bench-routes';
 import type { Knex } from 'knex';
 import { historyCost } from './history-cost';
 import {
@@ -37,7 +42,7 @@ import {
   startProgress,
 } from './bench-harness';
 
-export const PHASES = ['reference', 'reference-remote', 'before', 'after'] as const;
+export const PHASES = ['reference', 'reference-remote', 'first', 'before', 'after'] as const;
 export type PhaseName = (typeof PHASES)[number];
 export const DEFAULT_PHASES: PhaseName[] = ['reference', 'before', 'after'];
 
@@ -47,8 +52,9 @@ export const PHASE_INFO: Record<PhaseName, { workflowType: string; how: string }
     workflowType: 'benchReference (activity tasks)',
     how: 'bench route: update-with-start, signal',
   },
-  before: { workflowType: 'orderPayment', how: 'POST /orders (type swapped), pay at sandbox' },
-  after: { workflowType: 'orderLifecycle', how: 'POST /orders, pay at sandbox' },
+  first: { workflowType: 'orderPayment', how: 'POST /orders (type swapped), pay at sandbox' },
+  before: { workflowType: 'orderLifecycle', how: 'POST /orders (type swapped), pay at sandbox' },
+  after: { workflowType: ORDER_WORKFLOW_TYPE, how: 'POST /orders, pay at sandbox' },
 };
 
 export interface PhaseOptions {
@@ -189,10 +195,7 @@ export function referenceDriver(system: BenchSystem, idPrefix: string, local: bo
 }
 
 /** Makes the system's API start orders as `type` (bench route). */
-export async function setOrderWorkflowType(
-  system: BenchSystem,
-  type: 'orderLifecycle' | 'orderPayment',
-): Promise<void> {
+export async function setOrderWorkflowType(system: BenchSystem, type: OrderWorkflowType): Promise<void> {
   const r = await http('POST', `${system.apiUrl}/bench/order-workflow-type`, { type }, 10_000);
   if (r.status !== 200)
     throw new Error(`could not make the API start ${type}: ${httpKind(r)} ${JSON.stringify(r.body)}`);
@@ -231,8 +234,8 @@ export interface PreparedPhase {
 
 /** Sends the API's order starts as this phase's workflow type (a no-op for the reference phases). */
 async function selectPhase(system: BenchSystem, phase: PhaseName): Promise<void> {
-  if (phase === 'before' || phase === 'after')
-    await setOrderWorkflowType(system, phase === 'before' ? 'orderPayment' : 'orderLifecycle');
+  const type = { first: 'orderPayment', before: 'orderLifecycle', after: ORDER_WORKFLOW_TYPE } as const;
+  if (phase === 'first' || phase === 'before' || phase === 'after') await setOrderWorkflowType(system, type[phase]);
 }
 
 /**

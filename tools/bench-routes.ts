@@ -7,11 +7,12 @@ import { runInNewContext } from 'node:vm';
 import { type Client, WithStartWorkflowOperation } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
+import { ORDER_WORKFLOW_TYPES } from '../src/contracts/order-workflow';
 import type { benchReference } from './bench-reference-workflow';
 import { referencePaidSignal, referenceReadyUpdate } from './bench-reference-workflow';
 
-/** The order workflow types the API's start can be sent as: what the API starts, and the previous type. */
-export const ORDER_WORKFLOW_TYPES = ['orderLifecycle', 'orderPayment'] as const;
+/** The order workflow types the API's start can be sent as: what the API starts, and the previous types. */
+export { ORDER_WORKFLOW_TYPES };
 export type OrderWorkflowType = (typeof ORDER_WORKFLOW_TYPES)[number];
 
 /** What the routes change and read. */

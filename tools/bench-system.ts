@@ -7,13 +7,14 @@
  *
  * With the API in this process, the API is the production one (buildApi) on a Temporal client of its own that
  * carries one bench-only client interceptor, and a few bench-only routes under /bench (tools/bench-routes.ts):
- *  - POST /bench/order-workflow-type {type}: the workflow type the API's update-with-start starts, `orderLifecycle`
- *    (what the API starts) or `orderPayment` (the previous type, kept registered for draining). The interceptor
+ *  - POST /bench/order-workflow-type {type}: the workflow type the API's update-with-start starts, `orderLifecycleV2`
+ *    (what the API starts) or a previous type kept registered for draining (`orderLifecycle`, `orderPayment`). The interceptor
  *    swaps only the type name: same input, same admission (Try before the start), same MySQL, provider and callbacks.
  *  - the reference workflow's start and signal, and GET /bench/stats (memory, the worker's workflow cache).
  * With BENCH_REFERENCE=on a second worker polls `<TASK_QUEUE>-reference` with the bench's reference workflow
  * (tools/bench-reference-workflow.ts), bundled apart from the production workflows.
  */
+import { ORDER_WORKFLOW_TYPE } from '../src/contracts/order-workflow';
 import { Client, type WorkflowClientInterceptor } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import { buildApi } from '../src/client/app';
@@ -83,14 +84,14 @@ async function main(): Promise<void> {
 
   if (withApi) {
     const state: BenchRoutesState = {
-      orderWorkflowType: 'orderLifecycle',
+      orderWorkflowType: ORDER_WORKFLOW_TYPE,
       referenceTaskQueue: `${config.taskQueue}-reference`,
       worker,
     };
-    // The API starts `orderLifecycle`; for the bench's "before" phase the start is sent as the previous type instead.
+    // The API starts ORDER_WORKFLOW_TYPE; for the bench's earlier phases the start is sent as a previous type instead.
     const swapType: WorkflowClientInterceptor = {
       async startUpdateWithStart(input, next) {
-        const swapped = input.workflowType === 'orderLifecycle' && state.orderWorkflowType !== 'orderLifecycle';
+        const swapped = input.workflowType === ORDER_WORKFLOW_TYPE && state.orderWorkflowType !== ORDER_WORKFLOW_TYPE;
         return next(swapped ? { ...input, workflowType: state.orderWorkflowType } : input);
       },
     };

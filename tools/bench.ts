@@ -455,8 +455,9 @@ function explainRows(): string {
   return [
     '  reference: bench-only workflow (tools/bench-reference-workflow.ts), own worker/bundle/task queue in the system process:',
     '             update-with-start answered after 1 activity (1 INSERT), a signal, 1 more activity (1 UPDATE), done. No interceptors.',
-    '  before:    POST /orders through the production API, started as the previous type orderPayment (bench-only client interceptor',
-    '             swaps the type name; same input, admission Try, MySQL, sandbox, callbacks); after: the same as the API starts it, orderLifecycle.',
+    '  before:    POST /orders through the production API, started as the previous type orderLifecycle (first: the first type,',
+    '             orderPayment; a bench-only client interceptor swaps the type name: same input, admission Try, MySQL, sandbox, callbacks);',
+    '  after:     the same as the API starts it, orderLifecycleV2.',
     '  create = until the buyer could pay (201 with payment URL; reference: the update answered); pay->PAID = pay request until the',
     '  workflow completed PAID (its result, long poll). History figures: mean (min-max) over sampled PAID workflows (history-cost.ts).',
     '  app CPU = the system-under-test process (API + sandbox + both workers) over the measured part / PAID orders; Temporal CPU =',

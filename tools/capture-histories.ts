@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { Runtime } from '@temporalio/worker';
+import { orderIdForIdempotencyKey } from '../src/client/orders-service';
 import { loadConfig } from '../src/config';
 import { latePaymentWorkflowId, orderWorkflowId } from '../src/contracts/order';
 import type { FaultSettings } from '../src/contracts/sandbox';
@@ -235,9 +236,18 @@ const SCENARIOS: Record<string, (d: Driver) => Promise<Captured[]>> = {
     );
     if (coupon.status >= 300)
       throw new Error(`creating coupon failed: ${coupon.status} ${JSON.stringify(coupon.body)}`);
-    const body = await d.order({ userId, items: [{ sku, quantity: 1 }], couponCode: code }, 409);
-    await d.finished(orderWorkflowId(body.orderId as string), { status: 'FAILED' });
-    return [{ scenario: 'setup-failed', workflowId: orderWorkflowId(body.orderId as string) }];
+    // A refusal names no order (there is none to read); the workflow's id follows from the Idempotency-Key.
+    const key = `hist-${randomBytes(4).toString('hex')}`;
+    const r = await d.api(
+      'POST',
+      '/orders',
+      { userId, items: [{ sku, quantity: 1 }], couponCode: code },
+      { 'idempotency-key': key },
+    );
+    if (r.status !== 409) throw new Error(`POST /orders answered ${r.status}, expected 409: ${JSON.stringify(r.body)}`);
+    const workflowId = orderWorkflowId(orderIdForIdempotencyKey(userId, key));
+    await d.finished(workflowId, { status: 'FAILED' });
+    return [{ scenario: 'setup-failed', workflowId }];
   },
 
   /** Paid the wrong amount: NEEDS_REVIEW, a reminder, then an operator approves; cooling-off; fulfilment. */

@@ -60,7 +60,7 @@ function createSingleActivities({ db, providers }: ActivityDeps) {
     /** One-click support ticket with its snapshot. */
     createSupportTicket: (input: SupportTicketInput) => createSupportTicket(db, input),
     /** Cooling-off over: fulfilment-ready with an outbox message. */
-    markFulfilmentReady: (orderId: string) => support.markFulfilmentReady(db, orderId),
+    markFulfilmentReady: (orderId: string, message?: string) => support.markFulfilmentReady(db, orderId, message),
     /** PAID: the buyer's payment receipt queued in the outbox (behind the `order-payment-receipt` patch). */
     recordPaymentReceipt: (orderId: string) => recordPaymentReceipt(db, orderId),
     /** Guarded order status change with its timeline entry. */

@@ -23,6 +23,7 @@ import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order
 import type { StockLine } from '../db/stock';
 import type { BenefitCall, OrderBenefit } from './benefits';
 import type { CreateOrderInput, PricedOrder, TransitionInput, TransitionResult } from './orders';
+import type { CreateProviderPaymentInput, CreatedPayment } from './payments';
 
 /** The order as the workflow carries it after it is opened. */
 export interface OpenedOrder {
@@ -31,6 +32,17 @@ export interface OpenedOrder {
   lines: OrderLine[];
   /** Coupon and points held for the order (TCC participants besides stock). */
   benefits: OrderBenefit[];
+}
+
+/** Input of openOrderWithPayment: the order to open, and the provider payment to create for its amount. */
+export interface OpenWithPaymentInput {
+  order: CreateOrderInput;
+  payment: Omit<CreateProviderPaymentInput, 'orderId' | 'provider' | 'amount' | 'currency'>;
+}
+
+/** The opened order with its provider payment. */
+export interface OpenedWithPayment extends OpenedOrder {
+  payment: CreatedPayment;
 }
 
 /** The participants of an order, and the status change that closes the step. */
@@ -44,6 +56,11 @@ export interface OrderStepInput {
    * settleRefunded: every participant was confirmed (a PAID order), so each is returned without trying a cancel first.
    */
   sold?: boolean;
+  /**
+   * settlePaid: the order has no cooling-off window, so it is handed to fulfilment (outbox) in the same step once
+   * it is PAID.
+   */
+  handOff?: boolean;
 }
 
 /** A status change: from which statuses, to which, why, with its timeline entry (and the payment that caused it). */
@@ -68,8 +85,12 @@ export interface SingleSteps {
   returnBenefit(input: BenefitCall): Promise<unknown>;
   transitionOrder(input: TransitionInput): Promise<TransitionResult>;
   recordPaymentReceipt(orderId: string): Promise<unknown>;
-  markFulfilmentReady(orderId: string): Promise<{ written: boolean }>;
+  markFulfilmentReady(orderId: string, message?: string): Promise<{ written: boolean }>;
+  createProviderPayment(input: CreateProviderPaymentInput): Promise<CreatedPayment>;
 }
+
+/** The timeline entry of a hand-off to fulfilment made right after PAID (no cooling-off window). */
+export const HAND_OFF_WITHOUT_COOLING_OFF = 'Paid, no cooling-off window; handed to fulfilment';
 
 const failureTypeOf = (err: unknown) => (err as { type?: string } | null)?.type;
 const lineOf = (l: StockLine): StockLine => ({ sku: l.sku, quantity: l.quantity });
@@ -84,35 +105,60 @@ export function composeOrderSteps(one: SingleSteps) {
   const stock = (p: OrderStepInput) => ({ orderId: p.orderId, lines: p.lines.map(lineOf) });
   const mark = (p: OrderStepInput) => one.transitionOrder({ orderId: p.orderId, ...p.transition });
 
+  /**
+   * Steps 1-2 of architecture.md: price and store the order, then the TCC Try of every participant (stock first; a
+   * Try the API already made before the start is a no-op here). A business failure (unknown SKU, out of stock, a
+   * coupon taken) is thrown as is; the workflow then runs `releaseOrder`, whose cancels are empty rollbacks for
+   * the participants this step never reached.
+   */
+  async function openOrder(input: CreateOrderInput): Promise<OpenedOrder> {
+    const priced = await one.createOrder(input);
+    await one.reserveStock({ orderId: input.orderId, lines: priced.lines.map(lineOf) });
+    const benefits: OrderBenefit[] = [
+      ...(priced.couponCode
+        ? [{ participant: 'coupon' as const, resource: priced.couponCode, quantity: priced.discount ?? 0 }]
+        : []),
+      ...(priced.points ? [{ participant: 'points' as const, resource: input.userId, quantity: priced.points }] : []),
+    ];
+    for (const b of benefits) await one.tryBenefit(call(input, b));
+    return { amount: priced.amount, currency: priced.currency, lines: priced.lines, benefits };
+  }
+
   return {
+    openOrder,
+
     /**
-     * Steps 1-2 of architecture.md: price and store the order, then the TCC Try of every participant (stock first; a
-     * Try the API already made before the start is a no-op here). A business failure (unknown SKU, out of stock, a
-     * coupon taken) is thrown as is; the workflow then runs `releaseOrder`, whose cancels are empty rollbacks for
-     * the participants this step never reached.
+     * Steps 1-3 as one local activity: `openOrder`, then the provider payment for the amount it priced (created at
+     * the provider, idempotent there by out-trade-no = order id, and recorded). A retry after a failure between the
+     * two (the provider unreachable, a lost connection) opens the order again, which finds it stored and its Tries
+     * made (no-ops), and asks the provider again, which answers the same payment. A business failure of either part
+     * is thrown as is; the workflow then runs `releaseOrder` over what the order asked for (every cancel reads the
+     * quantity its Try held from the fence, so it needs nothing this step would have returned).
      */
-    async openOrder(input: CreateOrderInput): Promise<OpenedOrder> {
-      const priced = await one.createOrder(input);
-      await one.reserveStock({ orderId: input.orderId, lines: priced.lines.map(lineOf) });
-      const benefits: OrderBenefit[] = [
-        ...(priced.couponCode
-          ? [{ participant: 'coupon' as const, resource: priced.couponCode, quantity: priced.discount ?? 0 }]
-          : []),
-        ...(priced.points ? [{ participant: 'points' as const, resource: input.userId, quantity: priced.points }] : []),
-      ];
-      for (const b of benefits) await one.tryBenefit(call(input, b));
-      return { amount: priced.amount, currency: priced.currency, lines: priced.lines, benefits };
+    async openOrderWithPayment(input: OpenWithPaymentInput): Promise<OpenedWithPayment> {
+      const opened = await openOrder(input.order);
+      const payment = await one.createProviderPayment({
+        ...input.payment,
+        orderId: input.order.orderId,
+        provider: input.order.provider,
+        amount: opened.amount,
+        currency: opened.currency,
+      });
+      return { ...opened, payment };
     },
 
     /**
      * Step 5: TCC Confirm of every participant, the order marked (PAID, the payment recorded on it), and the buyer's
      * receipt queued in the outbox. Confirm comes first: an order never says PAID with its stock only reserved.
+     * `handOff` (no cooling-off window): the order is handed to fulfilment too, as `handOff` would right after.
      */
     async settlePaid(input: OrderStepInput): Promise<TransitionResult> {
       await one.confirmStock(stock(input));
       for (const b of input.benefits) await one.confirmBenefit(call(input, b));
       const result = await mark(input);
       if (result.status === 'PAID') await one.recordPaymentReceipt(input.orderId);
+      if (result.status === 'PAID' && input.handOff)
+        await one.markFulfilmentReady(input.orderId, HAND_OFF_WITHOUT_COOLING_OFF);
       return result;
     },
 

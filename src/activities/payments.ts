@@ -37,12 +37,19 @@ export interface CreateProviderPaymentInput {
   providerExpiresAt: string;
 }
 
+/** A payment created at the provider: its trade number, where the buyer pays, and the merchant it pays. */
+export interface CreatedPayment {
+  tradeNo: string;
+  paymentUrl: string;
+  merchantId: string;
+}
+
 /** Creates the payment at the provider (idempotent there by out-trade-no = orderId) and records it. */
 export async function createProviderPayment(
   db: Knex,
   providers: ProviderRegistry,
   input: CreateProviderPaymentInput,
-): Promise<{ tradeNo: string; paymentUrl: string; merchantId: string }> {
+): Promise<CreatedPayment> {
   const provider = providerFor(providers, input.provider);
   const created = await guard(() =>
     provider.createPayment({

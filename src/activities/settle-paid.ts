@@ -12,6 +12,8 @@
  * - the receipt is one row per order (unique topic and key: a duplicate means already queued);
  * - a retry after a failure (or a commit whose answer was lost) finds the fences CONFIRMED, the order PAID and the
  *   receipt queued, and changes nothing: the step is idempotent as a whole.
+ * `handOff` (an order without a cooling-off window): the hand-off to fulfilment (its guard, the outbox message, the
+ * timeline entry) commits in the same transaction, 2 statements more; a retry finds it made.
  * The stock rows are updated last, so a hot SKU's row is locked only from its update to the commit.
  */
 import type { Knex } from 'knex';
@@ -21,9 +23,10 @@ import { retryDeadlocks } from '../db/knex';
 import { OrderEventBatch } from '../db/order-events';
 import { confirmStockIn } from '../db/stock';
 import { benefitParticipants } from './benefits';
-import type { OrderStepInput } from './order-steps';
+import { HAND_OFF_WITHOUT_COOLING_OFF, type OrderStepInput } from './order-steps';
 import { type TransitionResult, logTransition, transitionIn } from './orders';
 import { lockOrderForReceipt, queueReceiptIn } from './receipts';
+import { claimHandOff, queueHandOffIn } from './support';
 
 export async function settlePaid(db: Knex, input: OrderStepInput): Promise<TransitionResult> {
   const { orderId } = input;
@@ -60,6 +63,14 @@ export async function settlePaid(db: Knex, input: OrderStepInput): Promise<Trans
           events,
         );
       }
+      // No cooling-off window: the hand-off to fulfilment commits with PAID (guarded as in markFulfilmentReady).
+      if (changed.status === 'PAID' && input.handOff && (await claimHandOff(trx, orderId)))
+        await queueHandOffIn(
+          trx,
+          { orderId, userId: order.userId, amount: order.amount, currency: order.currency, lines: order.lines },
+          events,
+          HAND_OFF_WITHOUT_COOLING_OFF,
+        );
       await events.write(trx);
       await stock.sell();
       return changed;

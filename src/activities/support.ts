@@ -3,7 +3,7 @@
  */
 import type { Knex } from 'knex';
 import { bySkuOrder, jsonColumn } from '../db/json';
-import { appendOrderEvent } from '../db/order-events';
+import { OrderEventBatch } from '../db/order-events';
 
 /**
  * Cooling-off over: marks the order ready for fulfilment and writes the outbox message in one transaction. The
@@ -11,39 +11,82 @@ import { appendOrderEvent } from '../db/order-events';
  * nothing); it also locks the row, so the read that follows (the order with its lines, one statement) sees it as it
  * stays until the commit.
  */
-export async function markFulfilmentReady(db: Knex, orderId: string): Promise<{ written: boolean }> {
-  return db.transaction(async (trx) => {
-    const marked = await trx('orders')
-      .where({ order_id: orderId, status: 'PAID' })
-      .whereNull('fulfilment_ready_at')
-      .update({ fulfilment_ready_at: trx.fn.now(3) });
-    if (marked !== 1) return { written: false };
-    const [rows] = (await trx.raw(
-      `SELECT o.amount, o.currency, o.user_id,
-              (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', l.sku, 'quantity', l.quantity))
-                 FROM order_lines l WHERE l.order_id = o.order_id) AS lines_json
-         FROM orders o WHERE o.order_id = ?`,
-      [orderId],
-    )) as [{ amount: number; currency: string; user_id: string; lines_json: unknown }[]];
-    const order = rows[0]!;
-    const lines = bySkuOrder(
-      (jsonColumn<{ sku: string; quantity: number }[]>(order.lines_json) ?? []).map((l) => ({
-        sku: l.sku,
-        quantity: Number(l.quantity),
-      })),
-    );
-    await trx('outbox').insert({
-      topic: 'order.fulfilment_ready',
-      message_key: orderId,
-      payload: JSON.stringify({
-        orderId,
-        userId: order.user_id,
-        amount: Number(order.amount),
-        currency: order.currency,
-        items: lines,
-      }),
-    });
-    await appendOrderEvent(trx, orderId, 'FULFILMENT_READY', 'Cooling-off period over; handed to fulfilment');
-    return { written: true };
+export async function markFulfilmentReady(
+  db: Knex,
+  orderId: string,
+  message = 'Cooling-off period over; handed to fulfilment',
+): Promise<{ written: boolean }> {
+  return db.transaction((trx) => markFulfilmentReadyIn(trx, orderId, message));
+}
+
+/** The hand-off inside a caller's transaction, the order read by the conditional update's lock. */
+async function markFulfilmentReadyIn(
+  trx: Knex.Transaction,
+  orderId: string,
+  message: string,
+): Promise<{ written: boolean }> {
+  if (!(await claimHandOff(trx, orderId))) return { written: false };
+  const [rows] = (await trx.raw(
+    `SELECT o.amount, o.currency, o.user_id,
+            (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', l.sku, 'quantity', l.quantity))
+               FROM order_lines l WHERE l.order_id = o.order_id) AS lines_json
+       FROM orders o WHERE o.order_id = ?`,
+    [orderId],
+  )) as [{ amount: number; currency: string; user_id: string; lines_json: unknown }[]];
+  const order = rows[0]!;
+  const lines = (jsonColumn<{ sku: string; quantity: number }[]>(order.lines_json) ?? []).map((l) => ({
+    sku: l.sku,
+    quantity: Number(l.quantity),
+  }));
+  const events = new OrderEventBatch(orderId);
+  await queueHandOffIn(
+    trx,
+    { orderId, userId: order.user_id, amount: Number(order.amount), currency: order.currency, lines },
+    events,
+    message,
+  );
+  await events.write(trx);
+  return { written: true };
+}
+
+/**
+ * The guard of the hand-off: marks a PAID order not yet handed off (a repeat changes no row). Inside the caller's
+ * transaction, which then holds the order row until it commits.
+ */
+export async function claimHandOff(trx: Knex.Transaction, orderId: string): Promise<boolean> {
+  const marked = await trx('orders')
+    .where({ order_id: orderId, status: 'PAID' })
+    .whereNull('fulfilment_ready_at')
+    .update({ fulfilment_ready_at: trx.fn.now(3) });
+  return marked === 1;
+}
+
+/** The order as the fulfilment message carries it. */
+export interface HandOffOrder {
+  orderId: string;
+  userId: string;
+  amount: number;
+  currency: string;
+  lines: { sku: string; quantity: number }[];
+}
+
+/** The fulfilment outbox message of an order whose hand-off was claimed, and its timeline entry (in `events`). */
+export async function queueHandOffIn(
+  trx: Knex.Transaction,
+  order: HandOffOrder,
+  events: OrderEventBatch,
+  message: string,
+): Promise<void> {
+  await trx('outbox').insert({
+    topic: 'order.fulfilment_ready',
+    message_key: order.orderId,
+    payload: JSON.stringify({
+      orderId: order.orderId,
+      userId: order.userId,
+      amount: order.amount,
+      currency: order.currency,
+      items: bySkuOrder(order.lines.map((l) => ({ sku: l.sku, quantity: l.quantity }))),
+    }),
   });
+  events.add('FULFILMENT_READY', message);
 }

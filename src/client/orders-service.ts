@@ -20,6 +20,7 @@ import {
   type OrderStatus,
   type OrderWorkflowStatus,
   type PaymentReady,
+  ORDER_WORKFLOW_TYPE,
   cancelOrderUpdate,
   orderWorkflowId,
   paymentReadyUpdate,
@@ -28,7 +29,7 @@ import {
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
-import type { orderLifecycle } from '../workflows';
+import type { orderLifecycleV2 } from '../workflows';
 import {
   AvailabilityReads,
   ReservationGate,
@@ -264,7 +265,7 @@ export class OrderService {
       coolingOffMs: config.coolingOffMs,
       reviewReminderMs: config.reviewReminderMs,
     };
-    const startOp = new WithStartWorkflowOperation<typeof orderLifecycle>('orderLifecycle', {
+    const startOp = new WithStartWorkflowOperation<typeof orderLifecycleV2>(ORDER_WORKFLOW_TYPE, {
       workflowId: orderWorkflowId(orderId),
       taskQueue: config.taskQueue,
       args: [input],

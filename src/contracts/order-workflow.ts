@@ -24,6 +24,15 @@ export type OrderStatus = (typeof ORDER_STATUSES)[number];
 /** Statuses after which the order's workflow has nothing left to wait for. */
 export const FINAL_STATUSES: readonly OrderStatus[] = ['PAID', 'EXPIRED', 'CANCELLED', 'REFUNDED', 'FAILED'];
 
+/**
+ * The order workflow type the API starts. Earlier types stay registered until their executions have drained (README,
+ * "Changing workflow code safely"): `orderLifecycle` (the same code with two setup steps and a separate hand-off) and
+ * `orderPayment` (the first, one closure).
+ */
+export const ORDER_WORKFLOW_TYPE = 'orderLifecycleV2';
+/** Every order workflow type that may still have executions, newest first (for visibility queries). */
+export const ORDER_WORKFLOW_TYPES = [ORDER_WORKFLOW_TYPE, 'orderLifecycle', 'orderPayment'] as const;
+
 /** Workflow id of an order's payment lifecycle: one workflow per order. */
 export function orderWorkflowId(orderId: string): string {
   return `order-${orderId}`;

@@ -17,6 +17,7 @@ import {
   billTimeZone,
   reconciliationScheduleId,
 } from '../../contracts/reconciliation';
+import { ORDER_WORKFLOW_TYPES } from '../../contracts/order';
 import type { ProviderRegistry } from '../../providers/types';
 import { listRuns, readItems, readRun, startReconciliation } from '../../reconciliation/runs';
 import { withTemporalDeadline } from '../../temporal/calls';
@@ -148,7 +149,7 @@ export async function refreshOpsGauges(
   if (client) {
     const stuck = await withTemporalDeadline(client, callTimeoutMs, () =>
       client.workflow.count(
-        `WorkflowType IN ('orderLifecycle', 'orderPayment') AND ExecutionStatus = 'Running' AND Stuck = true`,
+        `WorkflowType IN (${ORDER_WORKFLOW_TYPES.map((t) => `'${t}'`).join(', ')}) AND ExecutionStatus = 'Running' AND Stuck = true`,
       ),
     );
     metrics.ordersStuck.set(stuck.count);

@@ -42,12 +42,14 @@ export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
   }
 
   ctx.enter('CONFIRMING', `payment ${paid.tradeNo} matches; confirming`);
+  const handOff = s.handOffWhenPaid;
   await ctx.must(
     'settlePaid',
     'local',
-    `confirm ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark PAID; queue receipt`,
+    `confirm ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark PAID; queue receipt${handOff ? '; hand off to fulfilment' : ''}`,
     {
       ...ctx.participants(),
+      ...(handOff ? { handOff: true } : {}),
       transition: {
         from: ['AWAITING_PAYMENT'],
         to: 'PAID',
@@ -60,7 +62,7 @@ export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
       },
     },
   );
-  s.settled('PAID');
+  s.settled('PAID', handOff);
   s.note('ORDER_PAID', `Paid; learned from ${paid.source}`);
   return { kind: 'PAID', paid };
 }

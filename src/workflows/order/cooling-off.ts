@@ -44,6 +44,6 @@ export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise
       return { status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' };
     }
   }
-  await ctx.must('handOff', 'local', 'hand off to fulfilment (outbox)', s.orderId);
+  if (!s.handedOffWhenPaid) await ctx.must('handOff', 'local', 'hand off to fulfilment (outbox)', s.orderId);
   return { status: 'PAID' };
 }

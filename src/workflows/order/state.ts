@@ -74,6 +74,8 @@ export class OrderState {
   /** The order was PAID when automatic handling stopped (e.g. the provider refused the buyer's cooling-off refund). */
   reviewAfterPaid = false;
   coolingOffUntil?: number;
+  /** settlePaid handed the order to fulfilment with PAID (no cooling-off window). */
+  handedOffWhenPaid = false;
   decided = false;
   finished = false;
   escalatedAt?: Date;
@@ -83,9 +85,15 @@ export class OrderState {
   /** Trades handed to their own latePayment workflow. */
   readonly handedOff = new Set<string>();
 
+  /**
+   * @param mergedSteps this execution runs the merged steps (type orderLifecycleV2): the order opened with its payment
+   *   in one activity, and settlePaid hands an order without cooling-off to fulfilment. False for the previous type,
+   *   orderLifecycle, whose executions run (and replay) two setup activities and a separate hand-off.
+   */
   constructor(
     readonly input: OrderPaymentInput,
     private readonly now: () => number = Date.now,
+    readonly mergedSteps = true,
   ) {
     this.queryDelay = input.queryFirstDelayMs;
   }
@@ -191,6 +199,11 @@ export class OrderState {
   }
 
   /** Opens the cooling-off window from now; returns its length (0: no window, fulfilment at once). */
+  /** Whether settlePaid should hand the order to fulfilment as it marks it PAID: merged steps and no window. */
+  get handOffWhenPaid(): boolean {
+    return this.mergedSteps && (this.input.coolingOffMs ?? 0) <= 0;
+  }
+
   startCoolingOff(): number {
     const window = this.input.coolingOffMs ?? 0;
     if (window > 0) this.coolingOffUntil = this.now() + window;
@@ -247,9 +260,10 @@ export class OrderState {
   /**
    * The order's status is settled in MySQL (PAID, EXPIRED, CANCELLED, FAILED, REFUNDED): the cancel update can answer.
    */
-  settled(status: Exclude<OrderStatus, 'AWAITING_PAYMENT' | 'NEEDS_REVIEW'>): void {
+  settled(status: Exclude<OrderStatus, 'AWAITING_PAYMENT' | 'NEEDS_REVIEW'>, handedOff = false): void {
     this.status = status;
     this.decided = true;
+    if (handedOff) this.handedOffWhenPaid = true;
   }
 
   /** The order is marked NEEDS_REVIEW in MySQL; the workflow is about to wait for a decision. */
