@@ -269,10 +269,12 @@ describe('handOff (an order without a cooling-off window)', () => {
     ]);
     expect(a.events.map((e) => e.type).slice(-3)).toEqual(['ORDER_PAID', 'RECEIPT_QUEUED', 'FULFILMENT_READY']);
     expect(a.events.at(-1)!.message).toBe(HAND_OFF_WITHOUT_COOLING_OFF);
-    // The hand-off adds its guard and its outbox row to the one transaction (the timeline entry joins the batch).
+    // The hand-off costs no statement: its mark rides on the status update, its message on the receipt's INSERT, its
+    // timeline entry on the batch.
     const plain = await placeAwaitingPayment();
     const plainStatements = await statementsOf(db, () => settlePaid(db, plain.input));
-    expect(oneStatements.length).toBe(plainStatements.length + 2);
+    expect(oneStatements.length).toBe(plainStatements.length);
+    expect(oneStatements.filter((q) => /^insert into `outbox`/i.test(q))).toHaveLength(1);
     expect(oneStatements.filter((q) => /^(BEGIN|START TRANSACTION)/i.test(q))).toHaveLength(1);
     expect(composedStatements.length).toBeGreaterThan(oneStatements.length);
   });
@@ -294,6 +296,18 @@ describe('handOff (an order without a cooling-off window)', () => {
     expect(await settlePaid(db, handingOff(p))).toEqual({ changed: false, status: 'PAID' });
     expect(await snapshot(p)).toEqual(before);
     expect(before.fulfilment).toHaveLength(1);
+  });
+
+  test('an order PAID by an earlier step, not yet handed off, is handed off once through the guard', async () => {
+    const p = await placeAwaitingPayment();
+    await activities.confirmStock({ orderId: p.input.orderId, lines: p.input.lines });
+    await activities.transitionOrder({ orderId: p.input.orderId, ...p.input.transition });
+    expect(await settlePaid(db, handingOff(p))).toEqual({ changed: false, status: 'PAID' });
+    const s = await snapshot(p);
+    expect(s.order).toMatchObject({ status: 'PAID', fulfilment_ready_at: true });
+    expect(s.fulfilment).toHaveLength(1);
+    expect(s.receipts).toHaveLength(1);
+    expect(s.events.map((e) => e.type).slice(-2)).toEqual(['RECEIPT_QUEUED', 'FULFILMENT_READY']);
   });
 
   test('all or nothing: a participant that refuses leaves no fulfilment message and the order unmarked', async () => {

@@ -198,6 +198,8 @@ export async function transitionIn(
   input: TransitionInput,
   current: OrderStatus,
   events: OrderEventBatch,
+  /** More columns the same update sets when it changes the status (settlePaid's hand-off mark). */
+  alsoSet: Record<string, unknown> = {},
 ): Promise<TransitionDone> {
   if (current === input.to || !input.from.includes(current))
     return { changed: false, status: current, paymentRecorded: false };
@@ -207,6 +209,7 @@ export async function transitionIn(
       status: input.to,
       status_reason: input.reason ?? null,
       ...(input.payment ? { paid_trade_no: input.payment.tradeNo } : {}),
+      ...alsoSet,
       updated_at: trx.fn.now(3),
     });
   if (count !== 1) throw new Error(`order ${input.orderId} changed concurrently; will retry`);

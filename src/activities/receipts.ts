@@ -104,11 +104,30 @@ export async function queueReceiptIn(
   events: OrderEventBatch,
 ): Promise<PaymentReceiptResult> {
   if (order.status !== 'PAID') return { written: false, reason: 'NOT_PAID' };
+  const receipt = receiptMessage(order);
+  try {
+    await trx('outbox').insert(receipt.row);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return { written: false, reason: 'ALREADY_QUEUED' };
+    throw err;
+  }
+  events.add('RECEIPT_QUEUED', receipt.event);
+  return { written: true };
+}
+
+/** An outbox row and the timeline message that says it was queued. */
+export interface OutboxMessage {
+  row: { topic: string; message_key: string; payload: string };
+  event: string;
+}
+
+/** The receipt of a PAID order as its outbox row, and its timeline message. */
+export function receiptMessage(order: ReceiptOrder): OutboxMessage {
   const paidAmount = order.payment.paidAmount ?? order.amount;
   const paidCurrency = order.payment.paidCurrency ?? order.currency;
   const tradeNo = order.paidTradeNo ?? order.payment.tradeNo ?? null;
-  try {
-    await trx('outbox').insert({
+  return {
+    row: {
       topic: PAYMENT_RECEIPT_TOPIC,
       message_key: order.orderId,
       payload: JSON.stringify({
@@ -122,14 +141,7 @@ export async function queueReceiptIn(
         paidAt: order.payment.paidAt,
         items: order.lines,
       }),
-    });
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return { written: false, reason: 'ALREADY_QUEUED' };
-    throw err;
-  }
-  events.add(
-    'RECEIPT_QUEUED',
-    `Payment receipt queued for the buyer (${paidAmount} ${paidCurrency}, trade ${tradeNo ?? 'unknown'})`,
-  );
-  return { written: true };
+    },
+    event: `Payment receipt queued for the buyer (${paidAmount} ${paidCurrency}, trade ${tradeNo ?? 'unknown'})`,
+  };
 }

@@ -12,8 +12,9 @@
  * - the receipt is one row per order (unique topic and key: a duplicate means already queued);
  * - a retry after a failure (or a commit whose answer was lost) finds the fences CONFIRMED, the order PAID and the
  *   receipt queued, and changes nothing: the step is idempotent as a whole.
- * `handOff` (an order without a cooling-off window): the hand-off to fulfilment (its guard, the outbox message, the
- * timeline entry) commits in the same transaction, 2 statements more; a retry finds it made.
+ * `handOff` (an order without a cooling-off window): the hand-off to fulfilment (its mark, the outbox message, the
+ * timeline entry) commits in the same transaction at no extra statement (the mark rides on the status update, the
+ * message on the receipt's INSERT); a retry finds it made.
  * The stock rows are updated last, so a hot SKU's row is locked only from its update to the commit.
  */
 import type { Knex } from 'knex';
@@ -25,8 +26,8 @@ import { confirmStockIn } from '../db/stock';
 import { benefitParticipants } from './benefits';
 import { HAND_OFF_WITHOUT_COOLING_OFF, type OrderStepInput } from './order-steps';
 import { type TransitionResult, logTransition, transitionIn } from './orders';
-import { lockOrderForReceipt, queueReceiptIn } from './receipts';
-import { claimHandOff, queueHandOffIn } from './support';
+import { type ReceiptOrder, lockOrderForReceipt, queueReceiptIn, receiptMessage } from './receipts';
+import { claimHandOff, handOffMessage, queueHandOffIn } from './support';
 
 export async function settlePaid(db: Knex, input: OrderStepInput): Promise<TransitionResult> {
   const { orderId } = input;
@@ -40,37 +41,55 @@ export async function settlePaid(db: Knex, input: OrderStepInput): Promise<Trans
       for (const b of input.benefits)
         await benefitParticipants[b.participant].confirmIn(trx, { orderId, resource: b.resource }, events);
       const transition = input.transition;
-      const changed = await transitionIn(trx, { orderId, ...transition }, order.status as OrderStatus, events);
+      // No cooling-off window: the hand-off to fulfilment commits with PAID. An order that becomes PAID in this very
+      // update was never handed off (only a PAID order is, and none goes back to AWAITING_PAYMENT), so the update
+      // marks it at once; an order already PAID (a retry) goes through the hand-off's own guard below.
+      const handOffNow = input.handOff === true && transition.to === 'PAID';
+      const changed = await transitionIn(
+        trx,
+        { orderId, ...transition },
+        order.status as OrderStatus,
+        events,
+        handOffNow ? { fulfilment_ready_at: trx.fn.now(3) } : {},
+      );
       if (changed.status === 'PAID') {
         // The order as this transaction left it: the payment it recorded, else what the payments row already says.
         const paid = changed.changed ? transition.payment : undefined;
-        await queueReceiptIn(
-          trx,
-          {
-            ...order,
-            status: changed.status,
-            paidTradeNo: paid?.tradeNo ?? order.paidTradeNo,
-            payment:
-              paid && changed.paymentRecorded
-                ? {
-                    tradeNo: paid.tradeNo,
-                    paidAmount: paid.amount,
-                    paidCurrency: paid.currency,
-                    paidAt: new Date(paid.paidAt).toISOString(),
-                  }
-                : order.payment,
-          },
-          events,
-        );
+        const receiptOrder: ReceiptOrder = {
+          ...order,
+          status: changed.status,
+          paidTradeNo: paid?.tradeNo ?? order.paidTradeNo,
+          payment:
+            paid && changed.paymentRecorded
+              ? {
+                  tradeNo: paid.tradeNo,
+                  paidAmount: paid.amount,
+                  paidCurrency: paid.currency,
+                  paidAt: new Date(paid.paidAt).toISOString(),
+                }
+              : order.payment,
+        };
+        const handOffOrder = {
+          orderId,
+          userId: order.userId,
+          amount: order.amount,
+          currency: order.currency,
+          lines: order.lines,
+        };
+        if (changed.changed) {
+          // PAID in this transaction: neither message can exist yet, so both go in one INSERT.
+          const messages = [receiptMessage(receiptOrder)];
+          if (handOffNow) messages.push(handOffMessage(handOffOrder, HAND_OFF_WITHOUT_COOLING_OFF));
+          await trx('outbox').insert(messages.map((m) => m.row));
+          events.add('RECEIPT_QUEUED', messages[0]!.event);
+          if (handOffNow) events.add('FULFILMENT_READY', messages[1]!.event);
+        } else {
+          // Already PAID (a retry, or an earlier step): each message behind its own guard.
+          await queueReceiptIn(trx, receiptOrder, events);
+          if (handOffNow && (await claimHandOff(trx, orderId)))
+            await queueHandOffIn(trx, handOffOrder, events, HAND_OFF_WITHOUT_COOLING_OFF);
+        }
       }
-      // No cooling-off window: the hand-off to fulfilment commits with PAID (guarded as in markFulfilmentReady).
-      if (changed.status === 'PAID' && input.handOff && (await claimHandOff(trx, orderId)))
-        await queueHandOffIn(
-          trx,
-          { orderId, userId: order.userId, amount: order.amount, currency: order.currency, lines: order.lines },
-          events,
-          HAND_OFF_WITHOUT_COOLING_OFF,
-        );
       await events.write(trx);
       await stock.sell();
       return changed;

@@ -4,6 +4,7 @@
 import type { Knex } from 'knex';
 import { bySkuOrder, jsonColumn } from '../db/json';
 import { OrderEventBatch } from '../db/order-events';
+import type { OutboxMessage } from './receipts';
 
 /**
  * Cooling-off over: marks the order ready for fulfilment and writes the outbox message in one transaction. The
@@ -77,16 +78,28 @@ export async function queueHandOffIn(
   events: OrderEventBatch,
   message: string,
 ): Promise<void> {
-  await trx('outbox').insert({
-    topic: 'order.fulfilment_ready',
-    message_key: order.orderId,
-    payload: JSON.stringify({
-      orderId: order.orderId,
-      userId: order.userId,
-      amount: order.amount,
-      currency: order.currency,
-      items: bySkuOrder(order.lines.map((l) => ({ sku: l.sku, quantity: l.quantity }))),
-    }),
-  });
-  events.add('FULFILMENT_READY', message);
+  const handOff = handOffMessage(order, message);
+  await trx('outbox').insert(handOff.row);
+  events.add('FULFILMENT_READY', handOff.event);
+}
+
+/** The outbox topic of orders handed to fulfilment; the message key is the order id. */
+export const FULFILMENT_TOPIC = 'order.fulfilment_ready';
+
+/** The fulfilment message of an order as its outbox row, with its timeline message. */
+export function handOffMessage(order: HandOffOrder, message: string): OutboxMessage {
+  return {
+    row: {
+      topic: FULFILMENT_TOPIC,
+      message_key: order.orderId,
+      payload: JSON.stringify({
+        orderId: order.orderId,
+        userId: order.userId,
+        amount: order.amount,
+        currency: order.currency,
+        items: bySkuOrder(order.lines.map((l) => ({ sku: l.sku, quantity: l.quantity }))),
+      }),
+    },
+    event: message,
+  };
 }
