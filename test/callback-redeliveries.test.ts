@@ -12,6 +12,10 @@ let sys: TestSystem;
 let inserts = 0;
 /** Reads of a stored notification's payload back from the inbox, as the API's pool sent them. */
 let payloadReads = 0;
+/** Claiming UPDATEs of an inbox row (a lease taken after the insert), as the API's pool sent them. */
+let claims = 0;
+/** Reads of an order's provider (the callback route's check), as the API's pool sent them. */
+let providerReads = 0;
 
 beforeAll(async () => {
   // Only notifications can pay these orders: the first active query is far away.
@@ -19,6 +23,8 @@ beforeAll(async () => {
   sys.db.on('query', (q: { sql: string }) => {
     if (/insert into notification_inbox/i.test(q.sql)) inserts++;
     if (/^select `payload`.* from `notification_inbox`/i.test(q.sql)) payloadReads++;
+    if (/^update `notification_inbox` set `attempts` = attempts \+ 1/i.test(q.sql)) claims++;
+    if (/^select `provider` from `orders`/i.test(q.sql)) providerReads++;
   });
 }, 60_000);
 afterAll(async () => {
@@ -38,6 +44,8 @@ test('redeliveries of a stored notification are acknowledged without a write, co
   const { orderId } = await placeOrder(sys, sku);
   const insertsBefore = inserts;
   const readsBefore = payloadReads;
+  const claimsBefore = claims;
+  const providerReadsBefore = providerReads;
   await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
   const [first] = await waitFor(async () => {
     const list = await notificationsFor(orderId);
@@ -64,8 +72,15 @@ test('redeliveries of a stored notification are acknowledged without a write, co
   await sys.api.inbox.flushDeliveries();
   const rows = await sys.db('notification_inbox').where({ out_trade_no: orderId }).select('status', 'deliveries');
   expect(rows).toEqual([{ status: 'SIGNALLED', deliveries: firstSends + 10 }]);
-  // Routed from what this process stored: the payload was never read back.
+  // Routed from what this process stored: the payload was never read back, and the row was inserted leased to this
+  // process (one attempt), so no claiming UPDATE was sent either.
   expect(payloadReads - readsBefore).toBe(0);
+  expect(claims - claimsBefore).toBe(0);
+  // The order was placed through this API, which remembered its provider: the callback's provider check read nothing.
+  expect(providerReads - providerReadsBefore).toBe(0);
+  expect(await sys.db('notification_inbox').where({ out_trade_no: orderId }).first('attempts')).toEqual({
+    attempts: 1,
+  });
   expect(await sys.db('order_events').where({ order_id: orderId, type: 'ORDER_PAID' }).count({ n: '*' })).toEqual([
     { n: 1 },
   ]);
@@ -87,4 +102,48 @@ test('counted redeliveries reach MySQL on their own within a moment, without a f
     },
     { what: 'four deliveries counted', timeoutMs: 10_000 },
   );
+});
+
+test('a row stored with its lease but never routed (the API died after the acknowledgement) is routed by the sweep once the lease ends', async () => {
+  const sku = await createProduct(sys, { stock: 1 });
+  const { orderId } = await placeOrder(sys, sku);
+  // What the callback route writes for a new notification, leased to a process that then died: nobody queued it.
+  const payment = await sys.db('payments').where({ out_trade_no: orderId }).first('merchant_id', 'amount');
+  const notification = {
+    provider: 'sandbox',
+    notificationId: `lost-${orderId}`,
+    outTradeNo: orderId,
+    tradeNo: `T-${orderId}`,
+    amount: Number(payment.amount),
+    currency: 'CNY',
+    merchantId: payment.merchant_id as string,
+    paidAt: new Date().toISOString(),
+  };
+  await sys.db('notification_inbox').insert({
+    provider: 'sandbox',
+    notification_id: notification.notificationId,
+    out_trade_no: orderId,
+    event_type: 'payment.succeeded',
+    raw_body: '{}',
+    headers: '{}',
+    payload: JSON.stringify(notification),
+    status: 'RECEIVED',
+    attempts: 1,
+    next_attempt_at: new Date(Date.now() + 1500),
+  });
+  // Leased: the sweep leaves it alone.
+  expect(await sys.api.inbox.sweep()).toBe(0);
+  // Lease over: the sweep routes it.
+  await new Promise((r) => setTimeout(r, 1600));
+  await waitFor(async () => ((await sys.api.inbox.sweep()) >= 0 ? await rowStatus() : undefined), {
+    what: 'the lost notification routed',
+    timeoutMs: 15_000,
+  });
+  async function rowStatus() {
+    const row = await sys.db('notification_inbox').where({ notification_id: notification.notificationId }).first();
+    return row?.status === 'SIGNALLED' ? row : undefined;
+  }
+  expect(await rowStatus()).toMatchObject({ status: 'SIGNALLED', attempts: 2 });
+  // The routed notification paid the order (the sandbox never called back: nothing else could have).
+  await waitForStatus(sys, orderId, ['PAID']);
 });

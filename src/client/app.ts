@@ -87,7 +87,7 @@ export function buildApi(deps: ApiDeps): Api {
     concurrency: config.inboxConcurrency,
     callTimeoutMs: config.temporalCallTimeoutMs,
   });
-  const orders = new OrderService({ db, client, config, providers });
+  const orders = new OrderService({ db, client, config, providers, orderProviders: inbox.orderProviders });
   registerOrderRoutes(app, orders, metrics);
   registerWaitPage(app, orders);
   registerOrderActionRoutes(

@@ -58,6 +58,8 @@ export class NotificationInbox {
   private readonly routed = new Set<number>();
   /** Payloads of queued rows that this process inserted itself (kick's `stored`), dropped once processed. */
   private readonly storedPayloads = new Map<number, PaymentNotification>();
+  /** Rows this process inserted already leased to itself (see `leaseForInsert`): routed without a claiming UPDATE. */
+  private readonly claimedAtInsert = new Set<number>();
 
   /** Orders' providers, read once per order by the callback route and the routing alike (a provider never changes). */
   readonly orderProviders = new OrderProviderCache();
@@ -156,12 +158,24 @@ export class NotificationInbox {
   }
 
   /**
-   * Queues one row for routing without blocking the caller (used right after acknowledging). `stored`: the
-   * notification as this request has just inserted it, so routing need not read the row back.
+   * The lease a new row can be inserted with, so that routing it needs no claiming UPDATE: until the lease ends no
+   * sweep (of this process or another) takes the row, exactly as after a claim. Undefined when this process could
+   * not queue the row now (stopping, or the queue is full): the row is then inserted due at once, for the sweep.
    */
-  kick(id: number, stored?: PaymentNotification): void {
+  leaseForInsert(): Date | undefined {
+    if (this.stopped || this.queued.size >= MAX_QUEUED) return undefined;
+    return new Date(Date.now() + leaseMs(this.options.callTimeoutMs));
+  }
+
+  /**
+   * Queues one row for routing without blocking the caller (used right after acknowledging). `stored`: the
+   * notification as this request has just inserted it, so routing need not read the row back. `claimed`: it was
+   * inserted with `leaseForInsert()`'s lease (if the row is not queued after all, it waits for the lease to end).
+   */
+  kick(id: number, stored?: PaymentNotification, claimed = false): void {
     if (this.stopped || this.routed.has(id) || this.queued.has(id) || this.queued.size >= MAX_QUEUED) return;
     if (stored) this.storedPayloads.set(id, stored);
+    if (claimed) this.claimedAtInsert.add(id);
     this.queued.add(id);
     this.waiting.push(id);
     this.pump();
@@ -178,6 +192,7 @@ export class NotificationInbox {
           this.running--;
           this.queued.delete(id);
           this.storedPayloads.delete(id);
+          this.claimedAtInsert.delete(id);
           this.inFlight.delete(p);
           this.pump();
         });
@@ -241,14 +256,17 @@ export class NotificationInbox {
   async process(id: number): Promise<void> {
     const { db, logger, metrics } = this.options;
     const now = new Date();
-    const claimed = await db('notification_inbox')
-      .where({ id, status: 'RECEIVED' })
-      .andWhere('next_attempt_at', '<=', now)
-      .update({
-        attempts: db.raw('attempts + 1'),
-        next_attempt_at: new Date(now.getTime() + leaseMs(this.options.callTimeoutMs)),
-        failure_kind: null,
-      });
+    // A row this process inserted with a lease is its own already (its first attempt counted at the insert).
+    const claimed = this.claimedAtInsert.has(id)
+      ? 1
+      : await db('notification_inbox')
+          .where({ id, status: 'RECEIVED' })
+          .andWhere('next_attempt_at', '<=', now)
+          .update({
+            attempts: db.raw('attempts + 1'),
+            next_attempt_at: new Date(now.getTime() + leaseMs(this.options.callTimeoutMs)),
+            failure_kind: null,
+          });
     if (claimed !== 1) return;
     // A row this process has just inserted is routed from what it inserted (the payload never changes); any other is
     // read back. The attempt count is read only when it is needed, for a failure's backoff.

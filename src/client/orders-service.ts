@@ -29,6 +29,7 @@ import {
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
+import type { OrderProviderCache } from '../temporal/route-notification';
 import type { orderLifecycleV2 } from '../workflows';
 import {
   AvailabilityReads,
@@ -114,6 +115,8 @@ export interface OrderServiceDeps {
    * here.
    */
   providers?: ProviderRegistry;
+  /** Orders' providers as the callback route reads them: told the provider of every order this process creates. */
+  orderProviders?: OrderProviderCache;
 }
 
 const START_TIMEOUT_MS = 30_000;
@@ -288,6 +291,8 @@ export class OrderService {
       // The start may have joined an order set up by an earlier request with this key (conflict policy USE_EXISTING):
       // its lines must be this request's, or the key was reused for a different order. One read of the lines.
       if (idempotencyKey) await this.checkSameItems(orderId, items);
+      // The workflow's own provider (a joined order keeps the one it was created with).
+      this.deps.orderProviders?.remember(orderId, body.payment.provider);
       return { created: true, body };
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) {

@@ -68,12 +68,18 @@ export class OrderProviderCache {
     const hit = this.known.get(orderId);
     if (hit !== undefined) return hit;
     const provider = await orderProvider(db, orderId);
-    if (provider !== undefined) {
-      this.known.set(orderId, provider);
-      // Oldest first in a Map's order: drop from the front past the bound.
-      if (this.known.size > this.maxEntries) this.known.delete(this.known.keys().next().value!);
-    }
+    if (provider !== undefined) this.remember(orderId, provider);
     return provider;
+  }
+
+  /**
+   * Remembers an order's provider learned elsewhere: the API that created the order (its workflow answered with the
+   * payment, so the row exists), so the first callback of an order placed through this process costs no read.
+   */
+  remember(orderId: string, provider: string): void {
+    this.known.set(orderId, provider);
+    // Oldest first in a Map's order: drop from the front past the bound.
+    if (this.known.size > this.maxEntries) this.known.delete(this.known.keys().next().value!);
   }
 }
 

@@ -125,10 +125,13 @@ export function registerCallbackRoutes(
       }
 
       // Persist first, in one statement: INSERT .. ON DUPLICATE KEY counts redeliveries (affectedRows 1 = new,
-      // 2 = duplicate) and LAST_INSERT_ID(id) hands back the stored row's id either way.
+      // 2 = duplicate) and LAST_INSERT_ID(id) hands back the stored row's id either way. A new row is inserted
+      // leased to this process (its first attempt), so routing it needs no claiming UPDATE; a duplicate keeps its
+      // lease and attempts.
+      const lease = deps.inbox.leaseForInsert();
       const [result] = (await deps.db.raw(
-        `INSERT INTO notification_inbox (provider, notification_id, out_trade_no, event_type, raw_body, headers, payload, status)
-         VALUES (?, ?, ?, 'payment.succeeded', ?, ?, ?, 'RECEIVED')
+        `INSERT INTO notification_inbox (provider, notification_id, out_trade_no, event_type, raw_body, headers, payload, status, attempts, next_attempt_at)
+         VALUES (?, ?, ?, 'payment.succeeded', ?, ?, ?, 'RECEIVED', ?, COALESCE(?, CURRENT_TIMESTAMP(3)))
          ON DUPLICATE KEY UPDATE deliveries = deliveries + 1, id = LAST_INSERT_ID(id)`,
         [
           provider.name,
@@ -137,6 +140,8 @@ export function registerCallbackRoutes(
           raw.toString('utf8'),
           JSON.stringify(keptHeaders(request.headers)),
           JSON.stringify(n),
+          lease ? 1 : 0,
+          lease ?? null,
         ],
       )) as [{ affectedRows: number; insertId: number }];
       const duplicate = result.affectedRows !== 1;
@@ -145,7 +150,7 @@ export function registerCallbackRoutes(
       await reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
       // Acknowledged; now route it (a row already routed is skipped by the inbox). A failure leaves the row RECEIVED
       // for the retry sweep.
-      deps.inbox.kick(Number(result.insertId), duplicate ? undefined : n);
+      deps.inbox.kick(Number(result.insertId), duplicate ? undefined : n, !duplicate && lease !== undefined);
       return reply;
     });
   });
