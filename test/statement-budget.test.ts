@@ -6,6 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
+import { createActivities } from '../src/activities';
+import { composeOrderSteps } from '../src/activities/order-steps';
 import { createOrder } from '../src/activities/orders';
 import { markFulfilmentReady } from '../src/activities/support';
 import { createDb } from '../src/db/knex';
@@ -77,4 +79,23 @@ test('the hand-off to fulfilment: the guard update, one read with the lines, two
   const [message] = await db('outbox').where({ topic: 'order.fulfilment_ready', message_key: orderId });
   expect(JSON.parse(message.payload)).toMatchObject({ orderId, amount: 700, items: [{ sku, quantity: 1 }] });
   expect(await markFulfilmentReady(db, orderId)).toEqual({ written: false });
+});
+
+test('opening an order whose stock the API held before the start: the prices and the holds in one read, no Try', async () => {
+  const steps = composeOrderSteps(createActivities({ db, providers: {} }));
+  const sku = await product(5);
+  const orderId = uid('ord');
+  await tryReserveStock(db, orderId, [{ sku, quantity: 2 }]); // the API's Try
+  const input = { orderId, userId: uid('user'), items: [{ sku, quantity: 2 }], provider: 'sandbox' };
+  const sent = await statementsOf(db, () => steps.openOrder(input));
+  // createOrder's six statements and nothing else: no read of the fences, no second Try.
+  expect(sent).toHaveLength(6);
+  expect(sent.filter((q) => /tcc_fence|`stock`/i.test(q) && !/^SELECT \(SELECT/i.test(q))).toEqual([]);
+  expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 3, reserved: 2 });
+
+  // Not held (no Try before the start): the step makes the Try itself.
+  const other = uid('ord');
+  const tried = await statementsOf(db, () => steps.openOrder({ ...input, orderId: other }));
+  expect(tried.some((q) => /^insert into `tcc_fence`/i.test(q))).toBe(true);
+  expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 1, reserved: 4 });
 });

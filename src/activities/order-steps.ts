@@ -113,7 +113,11 @@ export function composeOrderSteps(one: SingleSteps) {
    */
   async function openOrder(input: CreateOrderInput): Promise<OpenedOrder> {
     const priced = await one.createOrder(input);
-    await one.reserveStock({ orderId: input.orderId, lines: priced.lines.map(lineOf) });
+    // The stock Try, unless pricing found every line held already (the API's Try before the start, read in the same
+    // statement as the prices); reserveStock itself checks again and Tries only what is not held.
+    const held = new Set(priced.heldSkus ?? []);
+    if (!priced.lines.every((l) => held.has(l.sku)))
+      await one.reserveStock({ orderId: input.orderId, lines: priced.lines.map(lineOf) });
     const benefits: OrderBenefit[] = [
       ...(priced.couponCode
         ? [{ participant: 'coupon' as const, resource: priced.couponCode, quantity: priced.discount ?? 0 }]

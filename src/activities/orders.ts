@@ -29,6 +29,11 @@ export interface PricedOrder {
   discount?: number;
   /** Points redeemed (already taken off `amount`). */
   points?: number;
+  /**
+   * SKUs whose stock the order holds already (its Try fence TRIED or CONFIRMED: the API's Try before the start, or an
+   * earlier attempt), read with the prices in the same statement, so the step that follows need not read them again.
+   */
+  heldSkus?: string[];
 }
 
 /** Creates the order priced from the catalog (never from the client). Idempotent: a retry returns the stored order. */
@@ -44,9 +49,12 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
                                               FROM order_lines l WHERE l.order_id = o.order_id))
                  FROM orders o WHERE o.order_id = ?) AS existing_json,
               (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', p.sku, 'price', p.price, 'currency', p.currency))
-                 FROM products p WHERE p.sku IN (${skus.map(() => '?').join(', ')})) AS products_json`,
-      [input.orderId, ...skus],
-    )) as [{ existing_json: unknown; products_json: unknown }[]];
+                 FROM products p WHERE p.sku IN (${skus.map(() => '?').join(', ')})) AS products_json,
+              (SELECT JSON_ARRAYAGG(f.resource) FROM tcc_fence f
+                WHERE f.xid = ? AND f.participant = 'stock' AND f.status IN ('TRIED', 'CONFIRMED')) AS held_json`,
+      [input.orderId, ...skus, input.orderId],
+    )) as [{ existing_json: unknown; products_json: unknown; held_json: unknown }[]];
+    const heldSkus = jsonColumn<string[]>(rows[0]?.held_json) ?? [];
     const existing = jsonColumn<{
       amount: number;
       currency: string;
@@ -72,6 +80,7 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
         couponCode: existing.coupon_code ?? undefined,
         discount: Number(existing.discount),
         points: Number(existing.points_used),
+        heldSkus,
       };
     }
     const products = (jsonColumn<{ sku: string; price: number; currency: string }[]>(rows[0]?.products_json) ?? []).map(
@@ -147,7 +156,7 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
       `Order created for ${lines.length} item(s), total ${amount} ${currency} (minor units)`,
       { amount, currency, subtotal, discount, points },
     );
-    return { amount, currency, lines, couponCode: input.couponCode, discount, points };
+    return { amount, currency, lines, couponCode: input.couponCode, discount, points, heldSkus };
   });
 }
 
