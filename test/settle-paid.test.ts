@@ -251,6 +251,35 @@ test('an order already PAID by an earlier step gets its receipt from the payment
   expect(s.coupon).toEqual({ status: 'USED' });
 });
 
+test('a review approving an order that was PAID before it went to review: the receipt it has is kept, nothing fails', async () => {
+  const p = await placeAwaitingPayment();
+  await settlePaid(db, p.input);
+  const approve: OrderStepInput = {
+    ...p.input,
+    transition: {
+      from: ['NEEDS_REVIEW'],
+      to: 'PAID',
+      reason: 'REVIEW_APPROVED',
+      event: { type: 'ORDER_PAID', message: 'Approved (test)' },
+    },
+  };
+  // Twice (without, then with the hand-off): the buyer's refund failed after PAID, so the order went to review with
+  // its receipt queued; an operator approves.
+  for (const input of [approve, { ...approve, handOff: true }]) {
+    await activities.transitionOrder({
+      orderId: p.input.orderId,
+      ...approve.transition,
+      from: ['PAID'],
+      to: 'NEEDS_REVIEW',
+    });
+    expect(await settlePaid(db, input)).toEqual({ changed: true, status: 'PAID' });
+  }
+  const s = await snapshot(p);
+  expect(s.receipts).toHaveLength(1);
+  expect(s.fulfilment).toHaveLength(1);
+  expect(s.order).toMatchObject({ status: 'PAID', status_reason: 'REVIEW_APPROVED', fulfilment_ready_at: true });
+});
+
 describe('handOff (an order without a cooling-off window)', () => {
   const handingOff = (p: Placed): OrderStepInput => ({ ...p.input, handOff: true });
 

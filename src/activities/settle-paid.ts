@@ -41,16 +41,19 @@ export async function settlePaid(db: Knex, input: OrderStepInput): Promise<Trans
       for (const b of input.benefits)
         await benefitParticipants[b.participant].confirmIn(trx, { orderId, resource: b.resource }, events);
       const transition = input.transition;
-      // No cooling-off window: the hand-off to fulfilment commits with PAID. An order that becomes PAID in this very
-      // update was never handed off (only a PAID order is, and none goes back to AWAITING_PAYMENT), so the update
-      // marks it at once; an order already PAID (a retry) goes through the hand-off's own guard below.
+      // No cooling-off window: the hand-off to fulfilment commits with PAID. An order that goes from AWAITING_PAYMENT
+      // to PAID in this very update was never PAID before (the status only moves forward), so it has neither a
+      // receipt nor a hand-off yet: the update marks it, and both messages go in one INSERT. Any other way to PAID (a
+      // retry that finds it PAID, a review approving an order that was PAID before it went to review) goes through
+      // each message's own guard.
       const handOffNow = input.handOff === true && transition.to === 'PAID';
+      const firstPaid = transition.to === 'PAID' && order.status === 'AWAITING_PAYMENT';
       const changed = await transitionIn(
         trx,
         { orderId, ...transition },
         order.status as OrderStatus,
         events,
-        handOffNow ? { fulfilment_ready_at: trx.fn.now(3) } : {},
+        handOffNow && firstPaid ? { fulfilment_ready_at: trx.fn.now(3) } : {},
       );
       if (changed.status === 'PAID') {
         // The order as this transaction left it: the payment it recorded, else what the payments row already says.
@@ -76,15 +79,15 @@ export async function settlePaid(db: Knex, input: OrderStepInput): Promise<Trans
           currency: order.currency,
           lines: order.lines,
         };
-        if (changed.changed) {
-          // PAID in this transaction: neither message can exist yet, so both go in one INSERT.
+        if (changed.changed && firstPaid) {
+          // First PAID in this transaction: neither message can exist yet, so both go in one INSERT.
           const messages = [receiptMessage(receiptOrder)];
           if (handOffNow) messages.push(handOffMessage(handOffOrder, HAND_OFF_WITHOUT_COOLING_OFF));
           await trx('outbox').insert(messages.map((m) => m.row));
           events.add('RECEIPT_QUEUED', messages[0]!.event);
           if (handOffNow) events.add('FULFILMENT_READY', messages[1]!.event);
         } else {
-          // Already PAID (a retry, or an earlier step): each message behind its own guard.
+          // Already PAID, or PAID again after a review: each message behind its own guard.
           await queueReceiptIn(trx, receiptOrder, events);
           if (handOffNow && (await claimHandOff(trx, orderId)))
             await queueHandOffIn(trx, handOffOrder, events, HAND_OFF_WITHOUT_COOLING_OFF);
