@@ -192,6 +192,27 @@ describe('the routing pool', () => {
     expect(await db('notification_inbox').where({ id }).first()).toMatchObject({ status: 'SIGNALLED', attempts: 1 });
   });
 
+  test('a row this process inserted leased is routed by whichever kick comes first, at once, not after its lease', async () => {
+    const orderId = `ok-inserted-${randomBytes(4).toString('hex')}`;
+    const id = await insertRow(orderId);
+    const pool = inbox(4);
+    // As the callback route inserts a new notification: leased to this process, its first attempt counted.
+    const lease = pool.leaseForInsert()!;
+    expect(lease.getTime()).toBeGreaterThan(Date.now() + 5_000);
+    await db('notification_inbox').where({ id }).update({ attempts: 1, next_attempt_at: lease });
+    pool.insertedLeased(id);
+    // A redelivery stored its duplicate and kicked the row before the first request did (no payload in hand).
+    pool.kick(id);
+    pool.kick(id);
+    await waitFor(async () => (await db('notification_inbox').where({ id }).first()).status === 'SIGNALLED', {
+      what: 'the row routed by the first kick',
+      timeoutMs: 3_000,
+    });
+    await pool.stop();
+    expect(signalled.filter((w) => w.endsWith(orderId))).toHaveLength(1);
+    expect(await db('notification_inbox').where({ id }).first()).toMatchObject({ status: 'SIGNALLED', attempts: 1 });
+  });
+
   test('when Temporal answers again, rows held back by the outage are released at once; a leased row is not', async () => {
     const tag = randomBytes(4).toString('hex');
     const waiting = await insertRow(`ok-back-${tag}`);

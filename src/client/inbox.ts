@@ -93,6 +93,7 @@ export class NotificationInbox {
     if (this.timer) clearInterval(this.timer);
     this.waiting.length = 0;
     this.queued.clear();
+    this.claimedAtInsert.clear();
     await Promise.allSettled([...this.inFlight]);
     await this.flushDeliveries().catch((err: unknown) =>
       this.options.logger.warn({ err }, 'redelivery counts not added to the inbox'),
@@ -168,14 +169,26 @@ export class NotificationInbox {
   }
 
   /**
-   * Queues one row for routing without blocking the caller (used right after acknowledging). `stored`: the
-   * notification as this request has just inserted it, so routing need not read the row back. `claimed`: it was
-   * inserted with `leaseForInsert()`'s lease (if the row is not queued after all, it waits for the lease to end).
+   * Records that this process inserted row `id` with `leaseForInsert()`'s lease: whichever kick routes it (this
+   * request's, or a redelivery's that stored its duplicate first), routing needs no claiming UPDATE, which the lease
+   * would refuse. Called as soon as the INSERT returns, before anything can kick the row.
    */
-  kick(id: number, stored?: PaymentNotification, claimed = false): void {
-    if (this.stopped || this.routed.has(id) || this.queued.has(id) || this.queued.size >= MAX_QUEUED) return;
+  insertedLeased(id: number): void {
+    this.claimedAtInsert.add(id);
+  }
+
+  /**
+   * Queues one row for routing without blocking the caller (used right after acknowledging). `stored`: the
+   * notification as this request has just inserted it, so routing need not read the row back. A row inserted leased
+   * that cannot be queued (stopping, queue full) waits for its lease to end, then the sweep takes it.
+   */
+  kick(id: number, stored?: PaymentNotification): void {
+    if (this.stopped || this.queued.size >= MAX_QUEUED) {
+      this.claimedAtInsert.delete(id);
+      return;
+    }
+    if (this.routed.has(id) || this.queued.has(id)) return;
     if (stored) this.storedPayloads.set(id, stored);
-    if (claimed) this.claimedAtInsert.add(id);
     this.queued.add(id);
     this.waiting.push(id);
     this.pump();

@@ -145,12 +145,13 @@ export function registerCallbackRoutes(
         ],
       )) as [{ affectedRows: number; insertId: number }];
       const duplicate = result.affectedRows !== 1;
+      if (!duplicate && lease) deps.inbox.insertedLeased(Number(result.insertId));
       deps.inbox.rememberStored(provider.name, n.notificationId, Number(result.insertId));
       deps.metrics.notifications.inc({ provider: provider.name, outcome: duplicate ? 'duplicate' : 'accepted' });
       await reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
       // Acknowledged; now route it (a row already routed is skipped by the inbox). A failure leaves the row RECEIVED
       // for the retry sweep.
-      deps.inbox.kick(Number(result.insertId), duplicate ? undefined : n, !duplicate && lease !== undefined);
+      deps.inbox.kick(Number(result.insertId), duplicate ? undefined : n);
       return reply;
     });
   });
