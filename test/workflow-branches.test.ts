@@ -265,6 +265,18 @@ async function start(
   return { orderId, handle, calls: () => script(orderId).calls.map((c) => c.name) };
 }
 
+/** Starts an order, waits for its payment URL, delivers one paying notification and waits for the workflow's result. */
+async function startAndPay(
+  timing: Partial<OrderPaymentInput> = {},
+  scriptOverrides: Partial<Script> = {},
+  workflowType: string = ORDER_WORKFLOW_TYPE,
+) {
+  const started = await start(timing, scriptOverrides, workflowType);
+  await started.handle.executeUpdate(paymentReadyUpdate);
+  await started.handle.signal(paymentNotifiedSignal, notification(started.orderId, 'evt-1'));
+  return { ...started, result: await started.handle.result() };
+}
+
 /**
  * Starts the order as the API does, with update-with-start: the early-return update is delivered with the start, so it
  * is answered even when setup fails in the first workflow task and the workflow ends there. Resolves with the update's
@@ -622,10 +634,8 @@ test('one-click support queries the provider at once and confirms a paid-but-unn
 
 describe('merged steps (orderLifecycleV2; the previous type orderLifecycle drains with its own steps)', () => {
   test('the order is opened with its payment in one local activity and, without cooling-off, settlePaid hands it off: two activities', async () => {
-    const { orderId, handle, calls } = await start();
-    await handle.executeUpdate(paymentReadyUpdate);
-    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
-    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    const { orderId, handle, calls, result } = await startAndPay();
+    expect(result).toEqual({ orderId, status: 'PAID' });
     // The same single steps in the same order as before the patch, in two local activities instead of four.
     expect(calls()).toEqual([
       'createOrder',
@@ -650,10 +660,8 @@ describe('merged steps (orderLifecycleV2; the previous type orderLifecycle drain
   });
 
   test('the previous type orderLifecycle still runs its own steps: openOrder, createProviderPayment, settlePaid, handOff', async () => {
-    const { orderId, handle, calls } = await start({}, {}, 'orderLifecycle');
-    await handle.executeUpdate(paymentReadyUpdate);
-    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
-    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    const { orderId, handle, calls, result } = await startAndPay({}, {}, 'orderLifecycle');
+    expect(result).toEqual({ orderId, status: 'PAID' });
     expect(historyCost(await eventsOf(handle)).activityTypes).toEqual([
       'openOrder',
       'createProviderPayment',
@@ -672,10 +680,8 @@ describe('merged steps (orderLifecycleV2; the previous type orderLifecycle drain
   });
 
   test('with a cooling-off window the hand-off stays after the window', async () => {
-    const { orderId, handle } = await start({ coolingOffMs: 1000 });
-    await handle.executeUpdate(paymentReadyUpdate);
-    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
-    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    const { orderId, handle, result } = await startAndPay({ coolingOffMs: 1000 });
+    expect(result).toEqual({ orderId, status: 'PAID' });
     const cost = historyCost(await eventsOf(handle));
     expect(cost.activityTypes).toEqual(['openOrderWithPayment', 'settlePaid', 'handOff']);
     expect(cost.timersFired).toBe(1);
@@ -788,10 +794,8 @@ describe('coupon and points participants', () => {
   const withBenefits = { couponCode: 'C-10', points: 300 };
 
   test('stock, coupon and points are reserved in turn and all three are confirmed when paid', async () => {
-    const { orderId, handle, calls } = await start(withBenefits);
-    await handle.executeUpdate(paymentReadyUpdate);
-    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
-    expect(await handle.result()).toEqual({ orderId, status: 'PAID' });
+    const { orderId, calls, result } = await startAndPay(withBenefits);
+    expect(result).toEqual({ orderId, status: 'PAID' });
     expect(calls()).toEqual([
       'createOrder',
       'reserveStock',
