@@ -184,7 +184,8 @@ export class NotificationInbox {
    */
   kick(id: number, stored?: PaymentNotification): void {
     if (this.stopped || this.queued.size >= MAX_QUEUED) {
-      this.claimedAtInsert.delete(id);
+      // Not queued now: forget the lease unless a queued kick of the same row still needs it.
+      if (!this.queued.has(id)) this.claimedAtInsert.delete(id);
       return;
     }
     if (this.routed.has(id) || this.queued.has(id)) return;
