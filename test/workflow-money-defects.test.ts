@@ -9,7 +9,7 @@
  * task queue of its own runs the real workflow code, as in test/workflow-branches.test.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import type { WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import type { Activities } from '../src/activities';
@@ -30,6 +30,7 @@ import {
   statusQuery,
   ORDER_WORKFLOW_TYPE,
 } from '../src/contracts/order';
+import { NeedsReviewKey, OrderStatusKey } from '../src/contracts/search-attributes';
 import type { PaymentProvider, ProviderPaymentState } from '../src/providers/types';
 import { TEST_ENV, testBundlePath } from './support/env';
 import { createProduct, placeOrder, startSystem, type TestSystem, waitFor, waitForStatus } from './support/system';
@@ -329,7 +330,7 @@ describe('defect 3: the result of a late payment refunded by the order workflow'
 });
 
 describe('defect 4: a late-payment refund that cannot be made', () => {
-  test('refused by the provider: the order goes to NEEDS_REVIEW with the reason, the timeline says why, and the workflow completes', async () => {
+  test('refused by the provider: the order goes to NEEDS_REVIEW with the reason, the timeline says why, and the workflow waits for a decision the API routes to it', async () => {
     const sku = await createProduct(sys, { price: 1800, stock: 1 });
     const { orderId } = (await placeOrder(sys, sku)) as { orderId: string };
     await waitForStatus(sys, orderId, ['EXPIRED']);
@@ -358,13 +359,7 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
     const late = sys.client.workflow.getHandle<(i: LatePaymentInput) => Promise<LatePaymentResult>>(
       latePaymentWorkflowId('sandbox', orderId, paid.body.tradeNo),
     );
-    let result: LatePaymentResult | string;
-    try {
-      result = await within(late.result(), 30_000, 'the late-payment workflow to finish');
-    } catch (err) {
-      result = err instanceof WorkflowFailedError ? `${err.message}: ${err.cause?.message}` : String(err);
-    }
-    expect(result).toEqual({ outcome: 'LEFT_FOR_REVIEW', detail: expect.stringMatching(/refus|exceed/i) });
+    await waitForStatus(sys, orderId, ['NEEDS_REVIEW']);
     const row = await sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason');
     expect(row).toEqual({ status: 'NEEDS_REVIEW', status_reason: 'LATE_PAYMENT_REFUND_FAILED' });
     const events = await sys.db('order_events').where({ order_id: orderId }).select('type', 'message');
@@ -377,27 +372,113 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
       refundedAmount: 1,
     });
     expect(await sys.db('refunds').where({ order_id: orderId }).select('status')).toEqual([{ status: 'PENDING' }]);
-    await replaysCleanly(late);
+
+    // The workflow stays to take the operator's decision (it used to end here, leaving nobody to decide): the API routes
+    // the decision to it by the order's status reason. Keeping a late payment is refused; a refund the provider refuses
+    // again is answered with the reason, and the order stays in review for another decision.
+    expect((await late.describe()).status.name).toBe('RUNNING');
+    const kept = await sys.http(
+      'POST',
+      `/orders/${orderId}/review`,
+      { decision: 'approve', operator: 'alice', reason: 'keep it' },
+      admin(),
+    );
+    expect(kept.status).toBe(409);
+    expect(kept.body.message).toMatch(/never kept/);
+    const refused = await sys.http(
+      'POST',
+      `/orders/${orderId}/review`,
+      { decision: 'refund', operator: 'alice', reason: 'the buyer paid an expired order' },
+      admin(),
+    );
+    expect(refused.status).toBe(409);
+    expect(refused.body).toMatchObject({
+      error: 'REVIEW_DECISION_FAILED',
+      status: 'NEEDS_REVIEW',
+      failure: { type: 'PROVIDER_REJECTED', message: expect.stringMatching(/exceeds/) },
+    });
+    expect(await sys.db('orders').where({ order_id: orderId }).first('status')).toEqual({ status: 'NEEDS_REVIEW' });
+    expect((await late.describe()).status.name).toBe('RUNNING');
+    await late.terminate('test done');
   });
 
-  test('no paid amount reported: nothing is refunded (never a refund of 0), the order goes to NEEDS_REVIEW', async () => {
+  test('no paid amount reported: nothing is refunded (never a refund of 0), the order goes to NEEDS_REVIEW, and an operator refund decision settles it once the provider reports the amount', async () => {
     const orderId = newScriptedOrder({
       status: 'EXPIRED',
       paidTradeNo: null,
       trades: [{ tradeNo: 'T-late', amount: undefined }],
     });
-    const result = await scripted.client.workflow.execute('latePayment', {
+    const late = await scripted.client.workflow.start('latePayment', {
       workflowId: latePaymentWorkflowId('sandbox', orderId, 'T-late'),
       taskQueue: scripted.taskQueue,
       args: [{ provider: 'sandbox', outTradeNo: orderId, tradeNo: 'T-late' } satisfies LatePaymentInput],
     });
+    await waitFor(async () => scriptOf(orderId).status === 'NEEDS_REVIEW', { what: 'the order left for review' });
     expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toEqual([]);
-    expect(result).toEqual({ outcome: 'LEFT_FOR_REVIEW', detail: expect.stringMatching(/amount/) });
-    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
     expect(callsOf(orderId).map((c) => c.name)).toEqual(
       expect.arrayContaining(['event:LATE_PAYMENT_REFUND_FAILED', 'transition:NEEDS_REVIEW']),
     );
-    await replaysCleanly(scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-late')));
+
+    // Listed with the orders in review, as an order's own workflow in review is.
+    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
+      what: 'NeedsReview on the late-payment workflow',
+    });
+    // Still no amount at the provider: the decision is answered with why, nothing is refunded, the order stays.
+    const decide = () =>
+      late.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'bob', reason: 'money for an expired order' }],
+      });
+    expect(await decide()).toEqual({
+      status: 'NEEDS_REVIEW',
+      failure: { type: 'PROVIDER_REJECTED', message: expect.stringMatching(/no paid amount/) },
+    });
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toEqual([]);
+    expect(callsOf(orderId).map((c) => c.name)).toContain('event:REVIEW_DECISION_FAILED');
+
+    // The provider now reports what was paid: the next decision refunds it in full, with the trade's stable number.
+    scriptOf(orderId).trades[0]!.amount = 700;
+    expect(await decide()).toEqual({ status: 'REFUNDED' });
+    expect(await late.result()).toEqual({ outcome: 'REFUNDED', detail: expect.stringMatching(/700 CNY.*bob/) });
+    const refunds = callsOf(orderId).filter((c) => c.name === 'refundPayment');
+    expect(refunds.map((c) => c.args)).toEqual([
+      expect.objectContaining({ tradeNo: 'T-late', amount: 700, outRefundNo: autoRefundNo(orderId, 'T-late') }),
+    ]);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-late' });
+    const listed = (await late.describe()).typedSearchAttributes;
+    expect([listed.get(OrderStatusKey), listed.get(NeedsReviewKey)]).toEqual(['REFUNDED', false]);
+    await replaysCleanly(late);
+  });
+
+  test('a late trade of a PAID order the provider would not refund: the refund decision returns the order to PAID', async () => {
+    const orderId = newScriptedOrder({
+      status: 'PAID',
+      paidTradeNo: 'T-own',
+      trades: [
+        { tradeNo: 'T-own', amount: 1000 },
+        { tradeNo: 'T-second', amount: 1000 },
+      ],
+      refundRefusals: 1,
+    });
+    const late = await scripted.client.workflow.start('latePayment', {
+      workflowId: latePaymentWorkflowId('sandbox', orderId, 'T-second'),
+      taskQueue: scripted.taskQueue,
+      args: [{ provider: 'sandbox', outTradeNo: orderId, tradeNo: 'T-second' } satisfies LatePaymentInput],
+    });
+    await waitFor(async () => scriptOf(orderId).status === 'NEEDS_REVIEW', { what: 'the order left for review' });
+    expect(
+      await late.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'carol', reason: 'duplicate payment' }],
+      }),
+    ).toEqual({ status: 'PAID' });
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    // Two attempts under the same refund number (the refused one and the decided one); the order keeps its own trade.
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => (c.args as { outRefundNo: string }).outRefundNo),
+    ).toEqual([autoRefundNo(orderId, 'T-second'), autoRefundNo(orderId, 'T-second')]);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-own' });
+    await replaysCleanly(late);
   });
 });
 
@@ -497,6 +578,8 @@ interface ScriptedOrder {
   trades: { tradeNo: string; amount: number | undefined }[];
   /** returnStock fails (a business failure) this many times. */
   returnStockFailures?: number;
+  /** refundPayment is refused by the provider (a business failure) this many times. */
+  refundRefusals?: number;
   calls: { name: string; args: unknown }[];
 }
 const MERCHANT = 'm_scripted';
@@ -619,6 +702,11 @@ const scriptedActivities: Partial<Activities> = {
   },
   async refundPayment(input) {
     record(input.orderId, 'refundPayment', input);
+    const s = scriptOf(input.orderId);
+    if (s.refundRefusals) {
+      s.refundRefusals--;
+      throw ApplicationFailure.create({ type: 'PROVIDER_REJECTED', message: 'trade frozen', nonRetryable: true });
+    }
     return { refundNo: `R-${input.outRefundNo}`, amount: input.amount };
   },
   async markFulfilmentReady(orderId) {

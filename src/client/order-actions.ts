@@ -13,9 +13,11 @@ import {
   type ReviewDecision,
   coolingOffRefundUpdate,
   escalateUpdate,
+  latePaymentWorkflowId,
   orderWorkflowId,
   reviewDecisionUpdate,
 } from '../contracts/order';
+import { jsonColumn } from '../db/json';
 import { createSupportTicket } from '../db/support-tickets';
 import type { ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
@@ -55,6 +57,23 @@ export class OrderActions {
     return this.deps.client.workflow.getHandle(orderWorkflowId(orderId));
   }
 
+  /**
+   * The workflow that waits for an order's review decision: the order's own, or, for an order a late payment left in
+   * review (status reason LATE_PAYMENT_REFUND_FAILED, set only by a `latePayment` workflow after the order's own has
+   * ended), that trade's `latePayment` workflow, named by the timeline entry it wrote.
+   */
+  private async reviewHandle(orderId: string, statusReason: string | null, provider: string) {
+    if (statusReason !== 'LATE_PAYMENT_REFUND_FAILED') return this.handle(orderId);
+    const event = (await this.deps
+      .db('order_events')
+      .where({ order_id: orderId, type: 'LATE_PAYMENT_REFUND_FAILED' })
+      .orderBy('id', 'desc')
+      .first('data')) as { data: unknown } | undefined;
+    const tradeNo = jsonColumn<{ tradeNo?: string }>(event?.data)?.tradeNo;
+    if (!tradeNo) return this.handle(orderId);
+    return this.deps.client.workflow.getHandle(latePaymentWorkflowId(provider, orderId, tradeNo));
+  }
+
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
   async review(orderId: string, decision: ReviewDecision): Promise<{ orderId: string; status: OrderStatus }> {
     const current = await this.status(orderId);
@@ -66,8 +85,9 @@ export class OrderActions {
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
     for (let attempt = 0; ; attempt++) {
       try {
+        const handle = await this.reviewHandle(orderId, current.statusReason, current.provider);
         const { status, failure } = await this.update(() =>
-          this.handle(orderId).executeUpdate(reviewDecisionUpdate, { args: [decision] }),
+          handle.executeUpdate(reviewDecisionUpdate, { args: [decision] }),
         );
         if (failure) {
           // Nothing was decided: the order is still in review, waiting for another decision.

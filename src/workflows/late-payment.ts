@@ -3,12 +3,29 @@
  * reconciliation finding). One workflow per provider trade: verify with the provider, then refund with a
  * stable refund number unless the payment is the one that paid the order. Never lost, never refunded twice.
  */
-import { CancellationScope, proxyActivities, setCurrentDetails } from '@temporalio/workflow';
+import {
+  CancellationScope,
+  condition,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { OrderSnapshot } from '../activities/orders';
 import { FailureType } from '../contracts/failures';
-import { type LatePaymentInput, type LatePaymentResult, autoRefundNo } from '../contracts/order-workflow';
-import { lateRefundReviewStep } from './patches';
+import {
+  type LatePaymentInput,
+  type LatePaymentResult,
+  type OrderStatus,
+  type ReviewDecision,
+  type ReviewOutcome,
+  autoRefundNo,
+  reviewDecisionProblem,
+  reviewDecisionUpdate,
+} from '../contracts/order-workflow';
+import { NeedsReviewKey, OrderStatusKey } from '../contracts/search-attributes';
+import { lateRefundReviewStep, lateReviewDecisionStep } from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 
 const acts = proxyActivities<Activities>(MUST);
@@ -164,5 +181,120 @@ async function leaveForReview(input: LatePaymentInput, order: OrderSnapshot, why
       },
     });
   });
+  // Behind the patch `late-payment-review-decision`: the workflow stays to take the operator's decision.
+  if (lateReviewDecisionStep()) return awaitRefundDecision(input, order, why);
   return { outcome: 'LEFT_FOR_REVIEW', detail: why };
+}
+
+/**
+ * Waits for an operator's decision on a late trade this workflow could not refund (`POST /orders/:id/review` routes it
+ * here by the order's status reason, LATE_PAYMENT_REFUND_FAILED). Only `refund` settles it: the money is never the
+ * order's to keep. The provider is asked again for the trade's paid amount, the trade is refunded in full under its
+ * stable refund number (a retry or a second decision can never refund twice), and the order goes back where it was:
+ * PAID when it kept another trade, else REFUNDED. A decision that cannot be carried out (the provider refuses again)
+ * is recorded, answered with the reason, and the workflow waits for another.
+ */
+async function awaitRefundDecision(
+  input: LatePaymentInput,
+  order: OrderSnapshot,
+  why: string,
+): Promise<LatePaymentResult> {
+  const { outTradeNo: orderId, tradeNo } = input;
+  let status: OrderStatus = 'NEEDS_REVIEW';
+  let decision: ReviewDecision | undefined;
+  const failures = new Map<ReviewDecision, { type: string; message: string }>();
+  setHandler(
+    reviewDecisionUpdate,
+    async (d): Promise<ReviewOutcome> => {
+      decision = d;
+      await condition(() => status !== 'NEEDS_REVIEW' || decision !== d);
+      const failure = failures.get(d);
+      return failure ? { status, failure } : { status };
+    },
+    {
+      validator: (d: ReviewDecision) => {
+        const problem = reviewDecisionProblem(d);
+        if (problem) throw new Error(problem);
+        if (status !== 'NEEDS_REVIEW' || decision)
+          throw new Error(`late payment ${tradeNo} of order ${orderId} is not waiting for a decision`);
+        if (d.decision !== 'refund')
+          throw new Error(`a late payment is never kept: only a refund decision settles trade ${tradeNo}`);
+      },
+    },
+  );
+  // Listed with the orders in review (NeedsReview = true), as the order's own workflow would be.
+  upsertSearchAttributes([
+    { key: OrderStatusKey, value: 'NEEDS_REVIEW' },
+    { key: NeedsReviewKey, value: true },
+  ]);
+  for (;;) {
+    setCurrentDetails(`late payment ${tradeNo} not refunded (${why}); waiting for an operator's refund decision`);
+    await condition(() => decision !== undefined);
+    const d = decision!;
+    let failure: { type: string; message: string };
+    try {
+      const state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
+      const amount = state.tradeNo === tradeNo ? state.paidAmount : undefined;
+      if (amount !== undefined && amount > 0) {
+        const currency = state.currency ?? order.currency;
+        await CancellationScope.nonCancellable(async () => {
+          await acts.refundPayment({
+            orderId,
+            provider: input.provider,
+            tradeNo,
+            outRefundNo: autoRefundNo(orderId, tradeNo),
+            amount,
+            currency,
+            reason: `review refund by ${d.operator}: ${d.reason}`.slice(0, 255),
+          });
+          const back: OrderStatus = order.status === 'PAID' ? 'PAID' : 'REFUNDED';
+          await acts.transitionOrder({
+            orderId,
+            from: ['NEEDS_REVIEW'],
+            to: back,
+            reason: back === 'PAID' ? 'LATE_TRADE_REFUNDED' : 'LATE_PAYMENT_REFUNDED',
+            // A closed order records the trade it refunded, as markLateRefunded does; a paid order keeps its own.
+            ...(back === 'REFUNDED'
+              ? {
+                  payment: {
+                    source: 'callback' as const,
+                    tradeNo,
+                    amount,
+                    currency,
+                    merchantId: state.merchantId ?? '',
+                    paidAt: state.paidAt ?? new Date().toISOString(),
+                    notificationId: input.notificationId,
+                  },
+                }
+              : {}),
+            event: {
+              type: 'LATE_PAYMENT_REFUNDED_BY_REVIEW',
+              message: `${d.operator} had late payment ${tradeNo} refunded (${amount} ${currency}): ${d.reason}`,
+              data: { operator: d.operator, decision: d.decision, tradeNo },
+            },
+          });
+          status = back;
+        });
+        upsertSearchAttributes([
+          { key: OrderStatusKey, value: status },
+          { key: NeedsReviewKey, value: false },
+        ]);
+        return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency} on ${d.operator}'s decision` };
+      }
+      failure = {
+        type: FailureType.PROVIDER_REJECTED,
+        message: `${input.provider} reports no paid amount for trade ${tradeNo} (it reports ${state.status} for ${state.tradeNo ?? 'no trade'})`,
+      };
+    } catch (err) {
+      if (!failedForGood(err)) throw err;
+      failure = { type: failureType(err) ?? FailureType.UNEXPECTED_ERROR, message: errorMessage(err) };
+    }
+    await acts.recordOrderEvent({
+      orderId,
+      type: 'REVIEW_DECISION_FAILED',
+      message: `${d.operator}'s refund of late payment ${tradeNo} could not be carried out (${failure.type}: ${failure.message}); waiting for another decision`,
+    });
+    failures.set(d, failure);
+    decision = undefined;
+  }
 }

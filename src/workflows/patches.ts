@@ -38,6 +38,11 @@ export const PATCH_IDS = {
    * workflow (a child, abandoned) when the order's status is final, instead of only being noted.
    */
   handOffOtherTrades: 'order-payment-hand-off-other-trades',
+  /**
+   * latePayment: after leaving the order for review (a refund it could not make), the workflow waits for an
+   * operator's refund decision and carries it out, instead of ending with nothing left to take the decision.
+   */
+  lateReviewDecision: 'late-payment-review-decision',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -65,4 +70,9 @@ export function lateRefundReviewStep(): boolean {
 /** Whether this execution hands trades other than the order's own to their latePayment workflow when it ends. */
 export function handOffOtherTradesStep(): boolean {
   return patched(PATCH_IDS.handOffOtherTrades);
+}
+
+/** Whether this latePayment execution waits for an operator's decision after leaving the order for review. */
+export function lateReviewDecisionStep(): boolean {
+  return patched(PATCH_IDS.lateReviewDecision);
 }
