@@ -71,15 +71,7 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
   const currency = state.currency ?? order.currency;
   setCurrentDetails(`refunding ${amount} ${currency} of late payment ${input.tradeNo}`);
   await CancellationScope.nonCancellable(async () => {
-    await acts.refundPayment({
-      orderId,
-      provider: input.provider,
-      tradeNo: input.tradeNo,
-      outRefundNo: autoRefundNo(orderId, input.tradeNo),
-      amount,
-      currency,
-      reason: `payment arrived after the order was ${order.status}`,
-    });
+    await refundTrade(input, amount, currency, `payment arrived after the order was ${order.status}`);
     if (order.status !== 'PAID') await markLateRefunded(input, amount, currency, state);
   });
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
@@ -95,7 +87,7 @@ async function refundOrReview(
   order: OrderSnapshot,
   state: Awaited<ReturnType<Activities['queryProviderPayment']>>,
 ): Promise<LatePaymentResult> {
-  const { outTradeNo: orderId, tradeNo } = input;
+  const { tradeNo } = input;
   const currency = state.currency ?? order.currency;
   const amount = state.paidAmount;
   if (amount === undefined || amount <= 0) {
@@ -109,15 +101,7 @@ async function refundOrReview(
   let refused: string | undefined;
   await CancellationScope.nonCancellable(async () => {
     try {
-      await acts.refundPayment({
-        orderId,
-        provider: input.provider,
-        tradeNo,
-        outRefundNo: autoRefundNo(orderId, tradeNo),
-        amount,
-        currency,
-        reason: `payment arrived after the order was ${order.status}`,
-      });
+      await refundTrade(input, amount, currency, `payment arrived after the order was ${order.status}`);
     } catch (err) {
       // A business refusal (non-retryable); transport faults are retried by the activity until they pass.
       if (!failedForGood(err)) throw err;
@@ -128,6 +112,19 @@ async function refundOrReview(
   });
   if (refused) return leaveForReview(input, order, refused);
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
+}
+
+/** Refunds the late trade in full under its stable refund number, so no retry or second decision refunds twice. */
+function refundTrade(input: LatePaymentInput, amount: number, currency: string, reason: string) {
+  return acts.refundPayment({
+    orderId: input.outTradeNo,
+    provider: input.provider,
+    tradeNo: input.tradeNo,
+    outRefundNo: autoRefundNo(input.outTradeNo, input.tradeNo),
+    amount,
+    currency,
+    reason,
+  });
 }
 
 /**
@@ -238,15 +235,7 @@ async function awaitRefundDecision(
       if (amount !== undefined && amount > 0) {
         const currency = state.currency ?? order.currency;
         await CancellationScope.nonCancellable(async () => {
-          await acts.refundPayment({
-            orderId,
-            provider: input.provider,
-            tradeNo,
-            outRefundNo: autoRefundNo(orderId, tradeNo),
-            amount,
-            currency,
-            reason: `review refund by ${d.operator}: ${d.reason}`.slice(0, 255),
-          });
+          await refundTrade(input, amount, currency, `review refund by ${d.operator}: ${d.reason}`.slice(0, 255));
           const back: OrderStatus = order.status === 'PAID' ? 'PAID' : 'REFUNDED';
           await acts.transitionOrder({
             orderId,
