@@ -111,13 +111,14 @@ export async function queueReceiptIn(
     if ((err as { code?: string }).code === 'ER_DUP_ENTRY') return { written: false, reason: 'ALREADY_QUEUED' };
     throw err;
   }
-  events.add('RECEIPT_QUEUED', receipt.event);
+  events.add(receipt.eventType, receipt.event);
   return { written: true };
 }
 
-/** An outbox row and the timeline message that says it was queued. */
+/** An outbox row and the timeline entry (type, message) that says it was queued. */
 export interface OutboxMessage {
   row: { topic: string; message_key: string; payload: string };
+  eventType: string;
   event: string;
 }
 
@@ -142,6 +143,7 @@ export function receiptMessage(order: ReceiptOrder): OutboxMessage {
         items: order.lines,
       }),
     },
+    eventType: 'RECEIPT_QUEUED',
     event: `Payment receipt queued for the buyer (${paidAmount} ${paidCurrency}, trade ${tradeNo ?? 'unknown'})`,
   };
 }

@@ -72,25 +72,17 @@ export async function settlePaid(db: Knex, input: OrderStepInput): Promise<Trans
                 }
               : order.payment,
         };
-        const handOffOrder = {
-          orderId,
-          userId: order.userId,
-          amount: order.amount,
-          currency: order.currency,
-          lines: order.lines,
-        };
         if (changed.changed && firstPaid) {
           // First PAID in this transaction: neither message can exist yet, so both go in one INSERT.
           const messages = [receiptMessage(receiptOrder)];
-          if (handOffNow) messages.push(handOffMessage(handOffOrder, HAND_OFF_WITHOUT_COOLING_OFF));
+          if (handOffNow) messages.push(handOffMessage(order, HAND_OFF_WITHOUT_COOLING_OFF));
           await trx('outbox').insert(messages.map((m) => m.row));
-          events.add('RECEIPT_QUEUED', messages[0]!.event);
-          if (handOffNow) events.add('FULFILMENT_READY', messages[1]!.event);
+          for (const m of messages) events.add(m.eventType, m.event);
         } else {
           // Already PAID, or PAID again after a review: each message behind its own guard.
           await queueReceiptIn(trx, receiptOrder, events);
           if (handOffNow && (await claimHandOff(trx, orderId)))
-            await queueHandOffIn(trx, handOffOrder, events, HAND_OFF_WITHOUT_COOLING_OFF);
+            await queueHandOffIn(trx, order, events, HAND_OFF_WITHOUT_COOLING_OFF);
         }
       }
       await events.write(trx);

@@ -80,7 +80,7 @@ export async function queueHandOffIn(
 ): Promise<void> {
   const handOff = handOffMessage(order, message);
   await trx('outbox').insert(handOff.row);
-  events.add('FULFILMENT_READY', handOff.event);
+  events.add(handOff.eventType, handOff.event);
 }
 
 /** The outbox topic of orders handed to fulfilment; the message key is the order id. */
@@ -100,6 +100,7 @@ export function handOffMessage(order: HandOffOrder, message: string): OutboxMess
         items: bySkuOrder(order.lines.map((l) => ({ sku: l.sku, quantity: l.quantity }))),
       }),
     },
+    eventType: 'FULFILMENT_READY',
     event: message,
   };
 }

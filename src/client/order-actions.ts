@@ -83,9 +83,9 @@ export class OrderActions {
         status: current.status,
       });
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
+    const handle = await this.reviewHandle(orderId, current.statusReason, current.provider);
     for (let attempt = 0; ; attempt++) {
       try {
-        const handle = await this.reviewHandle(orderId, current.statusReason, current.provider);
         const { status, failure } = await this.update(() =>
           handle.executeUpdate(reviewDecisionUpdate, { args: [decision] }),
         );

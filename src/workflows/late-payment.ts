@@ -18,6 +18,7 @@ import {
   type LatePaymentInput,
   type LatePaymentResult,
   type OrderStatus,
+  type PaymentEvidence,
   type ReviewDecision,
   type ReviewOutcome,
   autoRefundNo,
@@ -143,16 +144,26 @@ async function markLateRefunded(
     to: 'REFUNDED',
     reason: 'LATE_PAYMENT_REFUNDED',
     event: { type: 'ORDER_REFUNDED', message: `Late payment ${tradeNo} refunded in full` },
-    payment: {
-      source: 'callback',
-      tradeNo,
-      amount,
-      currency,
-      merchantId: state.merchantId ?? '',
-      paidAt: state.paidAt ?? new Date().toISOString(),
-      notificationId: input.notificationId,
-    },
+    payment: lateTradeEvidence(input, amount, currency, state),
   });
+}
+
+/** The late trade as payment evidence, for the order that records it when the trade is refunded. */
+function lateTradeEvidence(
+  input: LatePaymentInput,
+  amount: number,
+  currency: string,
+  state: Awaited<ReturnType<Activities['queryProviderPayment']>>,
+): PaymentEvidence {
+  return {
+    source: 'callback',
+    tradeNo: input.tradeNo,
+    amount,
+    currency,
+    merchantId: state.merchantId ?? '',
+    paidAt: state.paidAt ?? new Date().toISOString(),
+    notificationId: input.notificationId,
+  };
 }
 
 /** Records why a late trade was not refunded and moves the order to NEEDS_REVIEW (whatever it was), for an operator. */
@@ -243,19 +254,7 @@ async function awaitRefundDecision(
             to: back,
             reason: back === 'PAID' ? 'LATE_TRADE_REFUNDED' : 'LATE_PAYMENT_REFUNDED',
             // A closed order records the trade it refunded, as markLateRefunded does; a paid order keeps its own.
-            ...(back === 'REFUNDED'
-              ? {
-                  payment: {
-                    source: 'callback' as const,
-                    tradeNo,
-                    amount,
-                    currency,
-                    merchantId: state.merchantId ?? '',
-                    paidAt: state.paidAt ?? new Date().toISOString(),
-                    notificationId: input.notificationId,
-                  },
-                }
-              : {}),
+            ...(back === 'REFUNDED' ? { payment: lateTradeEvidence(input, amount, currency, state) } : {}),
             event: {
               type: 'LATE_PAYMENT_REFUNDED_BY_REVIEW',
               message: `${d.operator} had late payment ${tradeNo} refunded (${amount} ${currency}): ${d.reason}`,
