@@ -158,17 +158,19 @@ const EnvSchema = z.object({
     .regex(/^\S{1,255}$/, 'must be 1-255 characters without spaces')
     .optional(),
   /**
-   * Workflows one worker keeps in memory (maxCachedWorkflows). An open order costs at most ~0.5 MB there (bench
-   * --open);
-   * 2,000 keep a worker near 1.4 GB with its ~0.4 GB base, and an order past the cache is replayed from its history
-   * when it next wakes (tens of ms). Size it to the orders that wake often (waiting for payment), not to all open ones.
+   * Workflows one worker keeps in memory (maxCachedWorkflows). Size it to the orders that will wake within a minute or
+   * so (those being created and paid right now: about the order rate x 60 s), not to all open ones: an order past the
+   * cache is replayed from its history when it next wakes (about 20 ms more for that task, bench --open), while a full
+   * cache of idle workflows slows every new order. Measured with 10,000 orders open (bench --open, README): at 2,000
+   * cached the new orders ran at 0.66 of the empty system's rate with twice its app CPU per order and the process near
+   * 1.25 GB; at 500, at the empty rate with ~0.8 GB.
    */
   WORKFLOW_CACHE_SIZE: z
     .string()
     .regex(/^\d{1,7}$/, 'must be a whole number')
     .transform(Number)
     .pipe(z.number().int().min(10, 'must be at least 10'))
-    .default(2000),
+    .default(500),
   /** Worker's own Prometheus metrics (payflow_activity_*, payflow_orders_settled_total); 0 = not served. */
   WORKER_METRICS_PORT: port.default(9464),
   /** The Temporal SDK's Prometheus exporter in the worker (temporal_* metrics); 0 = not installed. */

@@ -32,7 +32,7 @@ describe('defaults', () => {
       sandboxUrl: 'http://127.0.0.1:4000',
       temporalUiUrl: 'http://127.0.0.1:8233',
       logLevel: 'info',
-      workflowCacheSize: 2000,
+      workflowCacheSize: 500,
     });
     expect(config.sandboxNotifySchedule).toEqual([
       0, 2_000, 4_000, 8_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000,
@@ -187,8 +187,8 @@ describe('independence', () => {
 
 describe('WORKFLOW_CACHE_SIZE', () => {
   test('sizes the worker cache, and the worker passes it to the SDK as maxCachedWorkflows', async () => {
-    const config = loadConfig({ WORKFLOW_CACHE_SIZE: '500' });
-    expect(config.workflowCacheSize).toBe(500);
+    const config = loadConfig({ WORKFLOW_CACHE_SIZE: '1500' });
+    expect(config.workflowCacheSize).toBe(1500);
     const { buildWorkerOptions } = await import('../src/workers/worker');
     const options = buildWorkerOptions({
       config,
@@ -196,7 +196,7 @@ describe('WORKFLOW_CACHE_SIZE', () => {
       providers: {} as never,
       workflows: { workflowBundle: { code: '' } },
     });
-    expect(options.maxCachedWorkflows).toBe(500);
+    expect(options.maxCachedWorkflows).toBe(1500);
   });
 
   test.each(['5', 'many', '-1'])('refuses %s', (value) => {

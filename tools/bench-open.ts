@@ -51,7 +51,7 @@ const USAGE = `usage: npm run bench -- --open N [--orders M] [--concurrency C] [
   N open orders of each kind are left in the system (N waiting for payment, N paid and in cooling-off); M new orders
   are measured on the empty system and again with the open ones (defaults: --orders 200 --concurrency 20;
   --quick: --orders 40). Fill time grows with N: about 2N / (the lifecycle rate) plus N creates.
-  --cache K runs the production worker with maxCachedWorkflows K instead of the SDK default (bench only: the
+  --cache K runs the production worker with maxCachedWorkflows K instead of WORKFLOW_CACHE_SIZE's (bench only: the
   worker's production settings are unchanged), to see memory and the cost of evictions at a chosen cache size.`;
 
 interface Options {
@@ -461,8 +461,8 @@ export async function runOpenBench(argv: string[]): Promise<number> {
     );
     console.log(
       options.cache !== undefined
-        ? `  workflow cache: maxCachedWorkflows ${f(maxCached)} set by --cache for this run (production: WORKFLOW_CACHE_SIZE, default 2000)`
-        : `  workflow cache: maxCachedWorkflows ${f(maxCached)} = WORKFLOW_CACHE_SIZE (default 2000; src/config.ts says why)`,
+        ? `  workflow cache: maxCachedWorkflows ${f(maxCached)} set by --cache for this run (production: WORKFLOW_CACHE_SIZE, default 500)`
+        : `  workflow cache: maxCachedWorkflows ${f(maxCached)} = WORKFLOW_CACHE_SIZE (default 500; src/config.ts says why)`,
     );
     console.log(
       "  (each snapshot after a full GC of the main thread; heap = the main thread only: workflow code runs in the SDK's worker",
