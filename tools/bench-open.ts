@@ -13,7 +13,9 @@
  * Prints both throughputs and their ratio (goal: loaded >= 0.9 of empty), latencies and CPU per order, the system
  * process's RSS and heap and the worker's workflow cache (cached / maxCachedWorkflows) at each step, memory per open
  * order, and what a status query costs on an open order (first query vs an immediate second one: the difference is
- * the replay an evicted workflow needs). Writes reports/bench-open-<time>.json. Exit code 0 when nothing failed.
+ * the replay an evicted workflow needs), and pay -> PAID for 20 old waiting orders against the 20 last placed, paid one
+ * at a time (an old one's callback reaches an evicted workflow). Writes reports/bench-open-<time>.json. Exit code 0 when
+ * nothing failed.
  */
 import type { Knex } from 'knex';
 import {
@@ -275,6 +277,37 @@ async function queryCost(
   return { sampled: orderIds.length, firstMs: summarize(first), secondMs: summarize(second), failed };
 }
 
+/**
+ * Buyers who pay an order that has waited through the fill, one at a time: pay at the sandbox until MySQL says PAID.
+ * The callback's signal reaches a workflow the worker has most likely evicted, so this is what an eviction costs the
+ * path that matters (the replay rides on the order's next task), to compare with the same for the orders placed last.
+ */
+async function latePayCost(
+  system: BenchSystem,
+  sku: string,
+  orderIds: string[],
+): Promise<{ sampled: number; payToPaidMs: Summary | null; failed: number }> {
+  const driver = apiDriver(system, sku, 'open-late');
+  const took: number[] = [];
+  let failed = 0;
+  for (const orderId of orderIds) {
+    const t = performance.now();
+    let settledMs: number | undefined;
+    if ((await driver.pay(orderId)) === undefined) {
+      // Alone on the system: its own read every 5 ms (the phases' shared watcher reads every 100 ms).
+      while (settledMs === undefined && performance.now() - t < 30_000) {
+        const row = (await system.db('orders').where({ order_id: orderId }).first('status')) as
+          { status: string } | undefined;
+        if (row?.status === 'PAID') settledMs = performance.now() - t;
+        else await sleep(5);
+      }
+    }
+    if (settledMs === undefined) failed++;
+    else took.push(settledMs);
+  }
+  return { sampled: orderIds.length, payToPaidMs: summarize(took), failed };
+}
+
 export async function runOpenBench(argv: string[]): Promise<number> {
   const options = parseArgs(argv);
   const paymentTimeout = process.env.BENCH_OPEN_PAYMENT_TIMEOUT ?? '6h';
@@ -335,6 +368,10 @@ export async function runOpenBench(argv: string[]): Promise<number> {
         .map((r) => r.orderId!),
     ];
     const queries = await queryCost(system, sampleIds);
+    // Old waiting orders other than the ones just queried (a query replays its workflow back into the cache), then,
+    // paid the same way, the last ones placed: still cached unless the cache is smaller than what came after them.
+    const latePays = await latePayCost(system, sku, waiting.orderIds.slice(10, 30));
+    const recentPays = await latePayCost(system, sku, waiting.orderIds.slice(-20));
     snapshots.push(await snapshot(system, 'after status queries'));
 
     const fillSnap = snapshots.find((s) => s.step === 'after fill')!;
@@ -346,7 +383,13 @@ export async function runOpenBench(argv: string[]): Promise<number> {
         : null;
     const rateRatio =
       empty.ordersPerSecond > 0 ? Math.round((loaded.ordersPerSecond / empty.ordersPerSecond) * 100) / 100 : null;
-    const failed = empty.failed + loaded.failed + cooling.failed + (options.open - waiting.orderIds.length);
+    const failed =
+      empty.failed +
+      loaded.failed +
+      cooling.failed +
+      latePays.failed +
+      recentPays.failed +
+      (options.open - waiting.orderIds.length);
     const ok = failed === 0 && !runAbort.signal.aborted;
     const maxCached = fillSnap.maxCachedWorkflows;
     const report = {
@@ -369,8 +412,8 @@ export async function runOpenBench(argv: string[]): Promise<number> {
         maxCachedWorkflows: maxCached,
         configured:
           options.cache !== undefined
-            ? `--cache ${options.cache} (bench only; production: src/workers/worker.ts leaves maxCachedWorkflows unset, the SDK default applies)`
-            : 'not set by src/workers/worker.ts (tuning.maxCachedWorkflows unset): the SDK default applies',
+            ? `--cache ${options.cache} (bench only; production: WORKFLOW_CACHE_SIZE, src/config.ts)`
+            : 'WORKFLOW_CACHE_SIZE (src/config.ts), passed by src/workers/worker.ts as maxCachedWorkflows',
         sdkDefault:
           'TS SDK 1.24 with reuseV8Context (default): max(10, floor((heap_size_limit MiB - 200) * 600 / 1024))',
       },
@@ -395,6 +438,7 @@ export async function runOpenBench(argv: string[]): Promise<number> {
       },
       rssMbPerOpenOrder: mbPerOpen,
       statusQueryOnOpenOrders: queries,
+      paymentOnOpenOrders: { oldest: latePays, newest: recentPays },
       snapshots,
       systemLog: system.systemLog,
     };
@@ -473,6 +517,12 @@ export async function runOpenBench(argv: string[]): Promise<number> {
     console.log(
       `  status query on ${queries.sampled} open orders: first ${latencyRow(queries.firstMs, ['p50', 'p95'])}\n                          then again ${latencyRow(queries.secondMs, ['p50', 'p95'])}${queries.failed ? `  (${queries.failed} failed)` : ''}\n  (a first query much slower than the second: the workflow had been evicted and was replayed from its history;
    sampled: the 10 oldest waiting orders and the 10 oldest in cooling-off, the likeliest to have been evicted)`,
+    );
+    console.log(
+      `  paying waiting orders, one at a time, pay -> PAID:
+    ${latePays.sampled} old ones (evicted)  ${latencyRow(latePays.payToPaidMs, ['p50', 'p95'])}${latePays.failed ? `  (${latePays.failed} failed)` : ''}
+    the ${recentPays.sampled} last placed  ${latencyRow(recentPays.payToPaidMs, ['p50', 'p95'])}${recentPays.failed ? `  (${recentPays.failed} failed)` : ''}
+  (the difference is what an eviction costs a buyer who pays late: the workflow replays its history on the callback's signal)`,
     );
     for (const m of [empty, loaded])
       for (const [k, v] of Object.entries(m.errors)) console.log(`  ${m.phase}: ${k} x${v.count}, e.g. ${v.example}`);
