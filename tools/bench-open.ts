@@ -530,8 +530,8 @@ export async function runOpenBench(argv: string[]): Promise<number> {
     );
     console.log(
       options.cache !== undefined
-        ? `  workflow cache: maxCachedWorkflows ${f(maxCached)} set by --cache for this run (production: WORKFLOW_CACHE_SIZE, default 500)`
-        : `  workflow cache: maxCachedWorkflows ${f(maxCached)} = WORKFLOW_CACHE_SIZE (default 500; src/config.ts says why)`,
+        ? `  workflow cache: maxCachedWorkflows ${f(maxCached)} set by --cache for this run (production: WORKFLOW_CACHE_SIZE, src/config.ts)`
+        : `  workflow cache: maxCachedWorkflows ${f(maxCached)} = WORKFLOW_CACHE_SIZE (src/config.ts says why)`,
     );
     console.log(
       "  (each snapshot after a full GC of the main thread; heap = the main thread only: workflow code runs in the SDK's worker",
