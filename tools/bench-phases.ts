@@ -40,6 +40,7 @@ import {
   runLifecycleClients,
   sleep,
   startProgress,
+  summarize,
 } from './bench-harness';
 
 export const PHASES = ['reference', 'reference-remote', 'first', 'before', 'after'] as const;
@@ -62,6 +63,8 @@ export interface PhaseOptions {
   concurrency: number;
   warmup: number;
   historySample: number;
+  /** Measured rounds per phase (`--rounds`): the phases alternate, round after round, on the same stock. */
+  rounds?: number;
 }
 
 /** Mean, min and max of one figure over the sampled histories. */
@@ -228,7 +231,8 @@ export interface PreparedPhase {
   isReference: boolean;
   sku: string;
   idPrefix: string;
-  driver: (warm: boolean) => LifecycleDriver;
+  /** The phase's clients: the warm-up's, or a measured round's (ids of the reference differ per round). */
+  driver: (warm: boolean, round?: number) => LifecycleDriver;
   warm: Load;
 }
 
@@ -251,11 +255,16 @@ export async function preparePhase(
   const isReference = phase === 'reference' || phase === 'reference-remote';
   const sku = `bench-${system.runId}-${phase}`;
   const idPrefix = `${phase}-${system.runId}`;
-  let driver: (warm: boolean) => LifecycleDriver;
+  let driver: PreparedPhase['driver'];
   if (isReference) {
-    driver = (warm) => referenceDriver(system, warm ? `${idPrefix}-warm` : idPrefix, phase === 'reference');
+    driver = (warm, round = 1) =>
+      referenceDriver(
+        system,
+        warm ? `${idPrefix}-warm` : round > 1 ? `${idPrefix}-r${round}` : idPrefix,
+        phase === 'reference',
+      );
   } else {
-    await system.createProduct(sku, options.orders + options.warmup);
+    await system.createProduct(sku, options.orders * (options.rounds ?? 1) + options.warmup);
     driver = (warm) => apiDriver(system, sku, warm ? `bench-warm-${phase}` : `bench-${phase}`);
   }
   const warm = new Load();
@@ -274,16 +283,23 @@ export async function preparePhase(
   return { phase, isReference, sku, idPrefix, driver, warm };
 }
 
-/** Measures a prepared phase: the measured load, MySQL check, history sample. */
+/**
+ * Measures a prepared phase: the measured load, MySQL check, history sample. `round` (1-based, with `--rounds`): the
+ * phase's earlier rounds left their orders on the same SKU, so the MySQL check counts them too.
+ */
 export async function runPhase(
   system: BenchSystem,
   prepared: PreparedPhase,
   options: PhaseOptions,
+  round = 1,
 ): Promise<PhaseResult> {
   const { phase, isReference, sku, idPrefix, driver, warm } = prepared;
   await selectPhase(system, phase);
   await sleep(1000);
-  log(`${phase}: ${options.orders} orders (${PHASE_INFO[phase].workflowType}), ${options.concurrency} clients`);
+  const rounds = options.rounds ?? 1;
+  log(
+    `${phase}: ${rounds > 1 ? `round ${round}/${rounds}, ` : ''}${options.orders} orders (${PHASE_INFO[phase].workflowType}), ${options.concurrency} clients`,
+  );
   const load = new Load();
   const cpu = cpuMeter(system);
   const stopProgress = startProgress(() => {
@@ -291,7 +307,7 @@ export async function runPhase(
     const rate = elapsed > 0 ? load.paid / elapsed : 0;
     return `${phase}: ${String(load.paid).padStart(String(options.orders).length)}/${options.orders} paid · ${load.created} created · ${load.failed} errors · ${load.inFlight} in flight · ${elapsed.toFixed(1)} s · ${rate.toFixed(1)} orders/s`;
   });
-  await runLifecycleClients(system, sku, options.concurrency, (n) => n < options.orders, load, driver(false));
+  await runLifecycleClients(system, sku, options.concurrency, (n) => n < options.orders, load, driver(false, round));
   stopProgress();
   const used = cpu();
   const notStarted = options.orders - Math.min(load.next, options.orders);
@@ -305,7 +321,7 @@ export async function runPhase(
   let finalStatuses: Record<string, number>;
   let stock: PhaseResult['stock'] = null;
   let stockConsistent: boolean | null = null;
-  const total = options.orders + options.warmup;
+  const total = options.orders * round + options.warmup;
   if (isReference) {
     finalStatuses = await referenceStatuses(system.db, idPrefix);
   } else {
@@ -319,10 +335,10 @@ export async function runPhase(
       : stock !== null &&
         stock.sold === (finalStatuses.PAID ?? 0) &&
         stock.reserved === holding &&
-        stock.available + stock.reserved + stock.sold === total;
+        stock.available + stock.reserved + stock.sold === options.orders * rounds + options.warmup;
   }
   const paidInDb = finalStatuses.PAID ?? 0;
-  const expectedPaid = isReference ? options.orders + warm.paid : total;
+  const expectedPaid = isReference ? options.orders * round + warm.paid : total;
   const ok =
     load.paid === options.orders &&
     load.failed === 0 &&
@@ -376,5 +392,55 @@ export async function runPhase(
       createMs: r.createMs === undefined ? undefined : round1(r.createMs),
       payToPaidMs: r.payToPaidMs === undefined ? undefined : round1(r.payToPaidMs),
     })),
+  };
+}
+
+/**
+ * One phase's rounds (`--rounds`) as one result: orders, wall time and CPU summed, so the rate is all the phase's
+ * PAID orders over all its measured time; latencies over every order; the MySQL check and the stock of the last
+ * round (it counts every round's orders); the history sample of the first.
+ */
+export function mergeRounds(rounds: PhaseResult[]): PhaseResult {
+  const [first] = rounds;
+  if (!first) throw new Error('mergeRounds: no rounds');
+  if (rounds.length === 1) return first;
+  const last = rounds[rounds.length - 1]!;
+  const total = (f: (r: PhaseResult) => number) => rounds.reduce((sum, r) => sum + f(r), 0);
+  const totalOrNull = (f: (r: PhaseResult) => number | null) =>
+    rounds.some((r) => f(r) === null) ? null : total((r) => f(r)!);
+  const paid = total((r) => r.paid);
+  const wallMs = total((r) => r.wallTimeMs);
+  const records = rounds.flatMap((r) => r.records);
+  const values = (f: (r: PhaseResult['records'][number]) => number | undefined) =>
+    records.map(f).filter((v): v is number => v !== undefined);
+  const systemMs = totalOrNull((r) => r.cpu.systemUnderTestMs);
+  const temporalMs = totalOrNull((r) => r.cpu.temporalServerMs);
+  const perOrder = (ms: number | null) => (ms === null || paid === 0 ? null : round1(ms / paid));
+  const errors: PhaseResult['errors'] = {};
+  for (const r of rounds)
+    for (const [kind, e] of Object.entries(r.errors))
+      errors[kind] = { count: (errors[kind]?.count ?? 0) + e.count, example: errors[kind]?.example ?? e.example };
+  return {
+    ...last,
+    ok: rounds.every((r) => r.ok),
+    orders: total((r) => r.orders),
+    paid,
+    failed: total((r) => r.failed),
+    wallTimeMs: wallMs,
+    ordersPerSecond: perSecond(paid, wallMs),
+    createLatencyMs: summarize(values((r) => r.createMs)),
+    payToPaidLatencyMs: summarize(values((r) => r.payToPaidMs)),
+    errors,
+    history: first.history,
+    cpu: {
+      machineBusyPercent: round1(total((r) => r.cpu.machineBusyPercent * r.wallTimeMs) / (wallMs || 1)),
+      systemUnderTestMs: systemMs,
+      temporalServerMs: temporalMs,
+      loadGeneratorMs: total((r) => r.cpu.loadGeneratorMs),
+      appMsPerOrder: perOrder(systemMs),
+      temporalMsPerOrder: perOrder(temporalMs),
+      text: `${rounds.length} rounds: ${rounds.map((r) => r.cpu.text).join(' | ')}`,
+    },
+    records,
   };
 }

@@ -70,6 +70,7 @@ import {
   type PhaseResult,
   type PreparedPhase,
   type Spread,
+  mergeRounds,
   preparePhase,
   runPhase,
 } from './bench-phases';
@@ -103,8 +104,9 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
   },
 };
 
-const USAGE = `usage: npm run bench [-- --orders N --concurrency C --only ${PHASES.join(',')} --warmup W --history-sample S]
-         (defaults: --orders 200 per phase, --concurrency 20, --only ${DEFAULT_PHASES.join(',')}, --warmup orders/10 up to 20, --history-sample 10)
+const USAGE = `usage: npm run bench [-- --orders N --concurrency C --only ${PHASES.join(',')} --warmup W --history-sample S --rounds R]
+         (defaults: --orders 200 per phase, --concurrency 20, --only ${DEFAULT_PHASES.join(',')}, --warmup orders/10 up to 20, --history-sample 10,
+         --rounds 1; with R > 1 the phases alternate R times, each round N orders, and each round's ratio is printed)
        npm run bench -- --open N [--orders M --concurrency C --cache K --quick]   (tools/bench-open.ts)
        npm run bench -- --cluster [--only after ...]   the phases on the dev server, then on a self-hosted cluster the bench
          starts (PostgreSQL databases payflow_bench_temporal/_visibility, kept), side by side
@@ -120,6 +122,8 @@ interface Options {
   warmup: number;
   historySample: number;
   cluster: boolean;
+  /** Measured rounds: the phases alternate this many times (reference, after, reference, after, ...). */
+  rounds: number;
 }
 
 /** `--only a,b` (or `--only=a,b`) taken out of argv: parseFlags knows numbers and bare flags only. */
@@ -139,7 +143,15 @@ function parseArgs(argv: string[]): Options {
   const { only, rest } = takeOnly(argv);
   const flags = parseFlags(
     rest,
-    { orders: 'int', concurrency: 'int', warmup: 'int', 'no-warmup': 'flag', 'history-sample': 'int', cluster: 'flag' },
+    {
+      orders: 'int',
+      concurrency: 'int',
+      warmup: 'int',
+      'no-warmup': 'flag',
+      'history-sample': 'int',
+      cluster: 'flag',
+      rounds: 'int',
+    },
     USAGE,
   );
   const orders = (flags.orders as number | undefined) ?? 200;
@@ -157,6 +169,7 @@ function parseArgs(argv: string[]): Options {
   const warmup = flags['no-warmup']
     ? 0
     : ((flags.warmup as number | undefined) ?? Math.min(20, Math.ceil(orders / 10)));
+  if (flags.cluster === true && flags.rounds !== undefined) fail(`--rounds does not go with --cluster\n${USAGE}`);
   return {
     orders,
     concurrency: Math.min((flags.concurrency as number | undefined) ?? 20, orders),
@@ -164,7 +177,15 @@ function parseArgs(argv: string[]): Options {
     warmup,
     historySample: (flags['history-sample'] as number | undefined) ?? 10,
     cluster: flags.cluster === true,
+    rounds: Math.max(1, (flags.rounds as number | undefined) ?? 1),
   };
+}
+
+/** The middle value (the mean of the two middle ones for an even count). */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** A ratio of two rates, or null when either is missing. */
@@ -192,11 +213,29 @@ async function lifecycleBench(argv: string[]): Promise<number> {
     if (runAbort.signal.aborted) break;
     prepared.push(await preparePhase(system, phase, options));
   }
-  const results: PhaseResult[] = [];
-  for (const phase of prepared) {
-    if (runAbort.signal.aborted) break;
-    results.push(await runPhase(system, phase, options));
+  // Each round measures every phase once, in order; with --rounds the phases alternate, so a drift of the host's
+  // speed during the run reaches them alike, and each round gives a ratio of its own.
+  const byRound: PhaseResult[][] = [];
+  for (let round = 1; round <= options.rounds && !runAbort.signal.aborted; round++) {
+    const measured: PhaseResult[] = [];
+    for (const phase of prepared) {
+      if (runAbort.signal.aborted) break;
+      measured.push(await runPhase(system, phase, options, round));
+    }
+    byRound.push(measured);
   }
+  const results = prepared
+    .map((p) => byRound.flatMap((r) => r.filter((x) => x.phase === p.phase)))
+    .filter((rounds) => rounds.length > 0)
+    .map(mergeRounds);
+  const roundRatios = byRound
+    .map((r) =>
+      ratio(
+        r.find((x) => x.phase === 'after'),
+        r.find((x) => x.phase === 'reference'),
+      ),
+    )
+    .filter((v): v is number => v !== null);
   const stats = await http('GET', `${system.apiUrl}/bench/stats`, undefined, 5000).catch(() => undefined);
 
   const by = (name: PhaseName) => results.find((r) => r.phase === name);
@@ -205,6 +244,7 @@ async function lifecycleBench(argv: string[]): Promise<number> {
   const ratios = {
     afterToReferenceThroughput: ratio(after, reference),
     afterToReferenceThroughputGoal: 0.7,
+    afterToReferenceThroughputByRound: roundRatios,
     afterToBeforeThroughput: ratio(after, by('before')),
     afterToReferenceRemoteThroughput: ratio(after, by('reference-remote')),
     afterCreateP50Ms: after?.createLatencyMs?.p50 ?? null,
@@ -233,6 +273,7 @@ async function lifecycleBench(argv: string[]): Promise<number> {
     wallTimeMs: Math.round(performance.now() - runStarted),
     ratios,
     phases: results,
+    rounds: options.rounds > 1 ? byRound : undefined,
     systemAtEnd: stats?.body ?? null,
     systemLog: system.systemLog,
   };
@@ -246,7 +287,7 @@ async function lifecycleBench(argv: string[]): Promise<number> {
       ['temporal', system.temporalNote],
       [
         'per phase',
-        `${options.orders} measured orders, ${options.concurrency} clients; every phase first warmed up (${options.warmup} orders each), then measured one after another in this order`,
+        `${options.orders} measured orders, ${options.concurrency} clients; every phase first warmed up (${options.warmup} orders each), then measured one after another in this order${options.rounds > 1 ? `, ${options.rounds} rounds (figures below: all rounds together)` : ''}`,
       ],
       ['system log', `${logSummary(system.systemLog)} (${system.systemLog})`],
       ['report', reportFile],
@@ -264,6 +305,14 @@ async function lifecycleBench(argv: string[]): Promise<number> {
           `   (goal >= ${ratios.afterToReferenceThroughputGoal}: ${ratios.afterToReferenceThroughput === null ? '' : ratios.afterToReferenceThroughput >= 0.7 ? 'met' : 'NOT met'})`,
         ),
       ],
+      ...(roundRatios.length > 1
+        ? ([
+            [
+              'after/reference by round',
+              `${roundRatios.map((r) => r.toFixed(2)).join(', ')}   (median ${median(roundRatios).toFixed(2)}; ${roundRatios.filter((r) => r >= 0.7).length} of ${roundRatios.length} rounds >= 0.7)`,
+            ],
+          ] as [string, string][])
+        : []),
       ['after/before throughput', fmt(ratios.afterToBeforeThroughput, '')],
       ...(ratios.afterToReferenceRemoteThroughput === null
         ? []
