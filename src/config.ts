@@ -161,9 +161,9 @@ const EnvSchema = z.object({
    * Workflows one worker keeps in memory (maxCachedWorkflows). Size it to the orders that will wake within a minute or
    * so (those being created and paid right now: about the order rate x 60 s), not to all open ones: an order past the
    * cache is replayed from its history when it next wakes (about 20 ms more for that task, bench --open), while a full
-   * cache of idle workflows slows every new order. Measured with 10,000 orders open (bench --open, README): at 2,000
-   * cached the new orders ran at 0.66 of the empty system's rate with twice its app CPU per order and the process near
-   * 1.25 GB; at 500, at 0.89 of it (both phases on a quiet machine) with under 0.8 GB.
+   * cache of idle workflows slows every new order. Measured with 10,000 orders open (bench --open, docs/benchmarks.md):
+   * at 2,000 cached the new orders ran at 0.66 of the empty system's rate with twice its app CPU per order and the
+   * process near 1.25 GB; at 500, at 0.89 to 1.14 of it (three runs, both phases on a quiet machine) under 0.6 GB.
    */
   WORKFLOW_CACHE_SIZE: z
     .string()

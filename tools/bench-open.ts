@@ -209,7 +209,7 @@ const SETTLE_MAX_MS = 120_000;
 
 /**
  * Waits (at most 2 min) for the 1-minute load average to fall below QUIET_LOAD before a measured phase. The empty phase
- * runs first and is short: started right after another bench or the build, its rate was the ratio's noise (README,
+ * runs first and is short: started right after another bench or the build, its rate was the ratio's noise (docs/benchmarks.md,
  * "Measured a fifth time": ratios of 1.24 to 1.66 with the same code). Returns the load it starts at.
  */
 async function settle(phase: string): Promise<number> {
