@@ -213,6 +213,26 @@ describe('the routing pool', () => {
     expect(await db('notification_inbox').where({ id }).first()).toMatchObject({ status: 'SIGNALLED', attempts: 1 });
   });
 
+  test("a redelivery whose duplicate came back before the first request's INSERT: its refused claim strands nothing", async () => {
+    const orderId = `ok-early-${randomBytes(4).toString('hex')}`;
+    const id = await insertRow(orderId);
+    const pool = inbox(4);
+    // The first request inserted the row leased to this process, but its INSERT has not come back yet...
+    await db('notification_inbox').where({ id }).update({ attempts: 1, next_attempt_at: pool.leaseForInsert()! });
+    // ...while a redelivery's INSERT .. ON DUPLICATE already has: its kick claims the row, and the lease refuses that.
+    pool.kick(id);
+    // Now the first INSERT returns: the row is this process's, and that request's kick finds the row already queued.
+    pool.insertedLeased(id);
+    pool.kick(id);
+    await waitFor(async () => (await db('notification_inbox').where({ id }).first()).status === 'SIGNALLED', {
+      what: 'the row routed at once, not after its lease',
+      timeoutMs: 3_000,
+    });
+    await pool.stop();
+    expect(signalled.filter((w) => w.endsWith(orderId))).toHaveLength(1);
+    expect(await db('notification_inbox').where({ id }).first()).toMatchObject({ status: 'SIGNALLED', attempts: 1 });
+  });
+
   test('when Temporal answers again, rows held back by the outage are released at once; a leased row is not', async () => {
     const tag = randomBytes(4).toString('hex');
     const waiting = await insertRow(`ok-back-${tag}`);

@@ -281,7 +281,9 @@ export class NotificationInbox {
             next_attempt_at: new Date(now.getTime() + leaseMs(this.options.callTimeoutMs)),
             failure_kind: null,
           });
-    if (claimed !== 1) return;
+    // A claim the lease refused is still this process's when the row's own INSERT came back meanwhile (a redelivery's
+    // duplicate can return first): that request's kick found the row queued here and left the routing to this call.
+    if (claimed !== 1 && !this.claimedAtInsert.has(id)) return;
     // A row this process has just inserted is routed from what it inserted (the payload never changes); any other is
     // read back. The attempt count is read only when it is needed, for a failure's backoff.
     const stored = this.storedPayloads.get(id);
