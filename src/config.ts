@@ -163,7 +163,7 @@ const EnvSchema = z.object({
    * cache is replayed from its history when it next wakes (about 20 ms more for that task, bench --open), while a full
    * cache of idle workflows slows every new order. Measured with 10,000 orders open (bench --open, docs/benchmarks.md):
    * at 2,000 cached the new orders ran at 0.66 of the empty system's rate with twice its app CPU per order and the
-   * process near 1.25 GB; at 500, at 0.89 to 1.14 of it (three runs, both phases on a quiet machine) under 0.6 GB.
+   * process near 1.25 GB; at 500, at 0.89 to 1.14 of it (four runs, both phases on a quiet machine) under 0.6 GB.
    */
   WORKFLOW_CACHE_SIZE: z
     .string()
