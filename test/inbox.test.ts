@@ -156,6 +156,20 @@ describe('the routing pool', () => {
       callTimeoutMs: 3_000,
     });
 
+  /**
+   * The row is SIGNALLED within 3 s (its lease, 11 s here, was not waited out), signalled once, on its first attempt;
+   * stops the pool.
+   */
+  const expectRoutedOnceAtOnce = async (pool: NotificationInbox, id: number, orderId: string) => {
+    await waitFor(async () => (await db('notification_inbox').where({ id }).first()).status === 'SIGNALLED', {
+      what: 'the row routed at once, not after its lease',
+      timeoutMs: 3_000,
+    });
+    await pool.stop();
+    expect(signalled.filter((w) => w.endsWith(orderId))).toHaveLength(1);
+    expect(await db('notification_inbox').where({ id }).first()).toMatchObject({ status: 'SIGNALLED', attempts: 1 });
+  };
+
   test('a row whose Temporal call hangs holds up no other row, and fails at its own deadline', async () => {
     const tag = randomBytes(4).toString('hex');
     const hanging = [await insertRow(`hang-${tag}-1`), await insertRow(`hang-${tag}-2`)];
@@ -204,13 +218,7 @@ describe('the routing pool', () => {
     // A redelivery stored its duplicate and kicked the row before the first request did (no payload in hand).
     pool.kick(id);
     pool.kick(id);
-    await waitFor(async () => (await db('notification_inbox').where({ id }).first()).status === 'SIGNALLED', {
-      what: 'the row routed by the first kick',
-      timeoutMs: 3_000,
-    });
-    await pool.stop();
-    expect(signalled.filter((w) => w.endsWith(orderId))).toHaveLength(1);
-    expect(await db('notification_inbox').where({ id }).first()).toMatchObject({ status: 'SIGNALLED', attempts: 1 });
+    await expectRoutedOnceAtOnce(pool, id, orderId);
   });
 
   test("a redelivery whose duplicate came back before the first request's INSERT: its refused claim strands nothing", async () => {
@@ -224,13 +232,7 @@ describe('the routing pool', () => {
     // Now the first INSERT returns: the row is this process's, and that request's kick finds the row already queued.
     pool.insertedLeased(id);
     pool.kick(id);
-    await waitFor(async () => (await db('notification_inbox').where({ id }).first()).status === 'SIGNALLED', {
-      what: 'the row routed at once, not after its lease',
-      timeoutMs: 3_000,
-    });
-    await pool.stop();
-    expect(signalled.filter((w) => w.endsWith(orderId))).toHaveLength(1);
-    expect(await db('notification_inbox').where({ id }).first()).toMatchObject({ status: 'SIGNALLED', attempts: 1 });
+    await expectRoutedOnceAtOnce(pool, id, orderId);
   });
 
   test('when Temporal answers again, rows held back by the outage are released at once; a leased row is not', async () => {
