@@ -209,8 +209,9 @@ const SETTLE_MAX_MS = 120_000;
 
 /**
  * Waits (at most 2 min) for the 1-minute load average to fall below QUIET_LOAD before a measured phase. The empty phase
- * runs first and is short: started right after another bench or the build, its rate was the ratio's noise (docs/benchmarks.md,
- * "Measured a fifth time": ratios of 1.24 to 1.66 with the same code). Returns the load it starts at.
+ * runs first and is short: started right after another bench or the build, its rate was the ratio's noise
+ * (docs/benchmarks.md, "Measured a fifth time": ratios of 1.24 to 1.66 with the same code). Returns the load it starts
+ * at.
  */
 async function settle(phase: string): Promise<number> {
   const t = performance.now();
@@ -545,7 +546,7 @@ export async function runOpenBench(argv: string[]): Promise<number> {
     );
     console.log(
       `  paying waiting orders, one at a time, pay -> PAID:
-    ${latePays.sampled} old ones (evicted)  ${latencyRow(latePays.payToPaidMs, ['p50', 'p95'])}${latePays.failed ? `  (${latePays.failed} failed)` : ''}
+    ${latePays.sampled} old ones (likely evicted)  ${latencyRow(latePays.payToPaidMs, ['p50', 'p95'])}${latePays.failed ? `  (${latePays.failed} failed)` : ''}
     the ${recentPays.sampled} last placed  ${latencyRow(recentPays.payToPaidMs, ['p50', 'p95'])}${recentPays.failed ? `  (${recentPays.failed} failed)` : ''}
   (the difference is what an eviction costs a buyer who pays late: the workflow replays its history on the callback's signal)`,
     );

@@ -177,7 +177,7 @@ function parseArgs(argv: string[]): Options {
     warmup,
     historySample: (flags['history-sample'] as number | undefined) ?? 10,
     cluster: flags.cluster === true,
-    rounds: Math.max(1, (flags.rounds as number | undefined) ?? 1),
+    rounds: (flags.rounds as number | undefined) ?? 1,
   };
 }
 
