@@ -3,6 +3,9 @@ import { z } from 'zod';
 import { ProviderEnvError, type ProvidersConfig, providersFromEnv } from './providers/config';
 import { parseDuration } from './shared/duration';
 
+/** Default of WORKFLOW_TASK_POLLERS. */
+export const DEFAULT_WORKFLOW_TASK_POLLERS = 40;
+
 const port = z
   .string()
   .regex(/^\d{1,5}$/, 'must be a port number (0-65535)')
@@ -171,6 +174,19 @@ const EnvSchema = z.object({
     .transform(Number)
     .pipe(z.number().int().min(10, 'must be at least 10'))
     .default(500),
+  /**
+   * The most workflow-task polls one worker keeps open, autoscaled from 1 up to this on the server's hints (the
+   * SDK's poller autoscaling, Temporal server 1.28 or later). The SDK's own default is a fixed 10, of which only 2 poll
+   * for new workflows (the rest wait on the worker's sticky queue): when a flash sale started 100 winners' workflows at
+   * once, their first tasks waited up to 2 s for a poll, and the sale's last winner was answered at 4.3 to 4.6 s; with
+   * autoscaling up to 40, at 2.2 to 2.3 s (bench --flash-sale, docs/benchmarks.md, "Measured a seventh time").
+   */
+  WORKFLOW_TASK_POLLERS: z
+    .string()
+    .regex(/^\d{1,4}$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(2, 'must be at least 2').max(1000, 'must be at most 1000'))
+    .default(DEFAULT_WORKFLOW_TASK_POLLERS),
   /** Worker's own Prometheus metrics (payflow_activity_*, payflow_orders_settled_total); 0 = not served. */
   WORKER_METRICS_PORT: port.default(9464),
   /** The Temporal SDK's Prometheus exporter in the worker (temporal_* metrics); 0 = not installed. */
@@ -257,6 +273,8 @@ export interface Config {
   };
   /** Workflows one worker keeps in its cache (WORKFLOW_CACHE_SIZE). */
   workflowCacheSize: number;
+  /** The most workflow-task polls one worker keeps open, autoscaled (WORKFLOW_TASK_POLLERS). */
+  workflowTaskPollers: number;
   /** Port of the worker's /metrics (0 = off). */
   workerMetricsPort: number;
   /** Port of the Temporal SDK's Prometheus exporter in the worker (0 = off). */
@@ -373,6 +391,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       serviceName: e.OTEL_SERVICE_NAME,
     },
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
+    workflowTaskPollers: e.WORKFLOW_TASK_POLLERS,
     workerMetricsPort: e.WORKER_METRICS_PORT,
     temporalMetricsPort: e.TEMPORAL_METRICS_PORT,
     reconciliationSchedule: e.RECONCILIATION_SCHEDULE === 'off' ? undefined : e.RECONCILIATION_SCHEDULE.trim(),

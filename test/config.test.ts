@@ -33,6 +33,7 @@ describe('defaults', () => {
       temporalUiUrl: 'http://127.0.0.1:8233',
       logLevel: 'info',
       workflowCacheSize: 500,
+      workflowTaskPollers: 40,
     });
     expect(config.sandboxNotifySchedule).toEqual([
       0, 2_000, 4_000, 8_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000,
@@ -201,5 +202,36 @@ describe('WORKFLOW_CACHE_SIZE', () => {
 
   test.each(['5', 'many', '-1'])('refuses %s', (value) => {
     expect(configErrorOf({ WORKFLOW_CACHE_SIZE: value }).message).toMatch(/WORKFLOW_CACHE_SIZE/);
+  });
+});
+
+describe('WORKFLOW_TASK_POLLERS', () => {
+  const optionsFor = async (env: Record<string, string>) => {
+    const { buildWorkerOptions } = await import('../src/workers/worker');
+    return buildWorkerOptions({
+      config: loadConfig(env),
+      db: {} as never,
+      providers: {} as never,
+      workflows: { workflowBundle: { code: '' } },
+    });
+  };
+
+  test('the worker autoscales its workflow-task polls up to 40 by default, up to the value when set', async () => {
+    expect((await optionsFor({})).workflowTaskPollerBehavior).toEqual({ type: 'autoscaling', maximum: 40, initial: 5 });
+    expect((await optionsFor({ WORKFLOW_TASK_POLLERS: '64' })).workflowTaskPollerBehavior).toEqual({
+      type: 'autoscaling',
+      maximum: 64,
+      initial: 5,
+    });
+    // Below the SDK's initial 5 the initial count follows the maximum (the SDK refuses initial > maximum).
+    expect((await optionsFor({ WORKFLOW_TASK_POLLERS: '3' })).workflowTaskPollerBehavior).toEqual({
+      type: 'autoscaling',
+      maximum: 3,
+      initial: 3,
+    });
+  });
+
+  test.each(['1', 'many', '-1', '5000'])('refuses %s', (value) => {
+    expect(configErrorOf({ WORKFLOW_TASK_POLLERS: value }).message).toMatch(/WORKFLOW_TASK_POLLERS/);
   });
 });

@@ -23,7 +23,7 @@ import { createLogger } from '../src/observability/logger';
 import { createProviders } from '../src/providers';
 import { connectTemporal, connectWorkerTemporal } from '../src/temporal/connection';
 import { installTemporalRuntime } from '../src/workers/telemetry';
-import { createWorker } from '../src/workers/worker';
+import { createWorker, workflowTaskPollerBehavior } from '../src/workers/worker';
 import { ensureReferenceTable, referenceActivities } from './bench-reference-activities';
 import { type BenchRoutesState, ORDER_WORKFLOW_TYPES, registerBenchRoutes } from './bench-routes';
 import { startStack } from './stack';
@@ -111,6 +111,8 @@ async function main(): Promise<void> {
         workflowsPath: require.resolve('./bench-reference-workflow'),
         activities: referenceActivities(stack.db),
         maxConcurrentActivityTaskExecutions: 100,
+        // The production worker's polling, so the comparison is of the workflows alone.
+        workflowTaskPollerBehavior: workflowTaskPollerBehavior(config.workflowTaskPollers),
       });
       const running = worker.run();
       state.referenceWorker = worker;

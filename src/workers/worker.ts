@@ -12,7 +12,7 @@ import {
 } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import { createActivities } from '../activities';
-import type { Config } from '../config';
+import { type Config, DEFAULT_WORKFLOW_TASK_POLLERS } from '../config';
 import type { Tracing } from '../observability/tracing';
 import type { ProviderRegistry } from '../providers/types';
 import { connectWorkerTemporal } from '../temporal/connection';
@@ -28,7 +28,7 @@ export type WorkflowSource = { workflowBundle: { code: string } | { codePath: st
 /** Options of createWorker. */
 export interface CreateWorkerOptions {
   config: Pick<Config, 'temporalAddress' | 'temporalNamespace' | 'taskQueue'> &
-    Partial<Pick<Config, 'temporalTls' | 'temporalApiKey' | 'workflowCacheSize'>>;
+    Partial<Pick<Config, 'temporalTls' | 'temporalApiKey' | 'workflowCacheSize' | 'workflowTaskPollers'>>;
   db: Knex;
   providers: ProviderRegistry;
   connection?: NativeConnection;
@@ -48,6 +48,17 @@ export interface CreateWorkerOptions {
    * all.
    */
   tracing?: Tracing;
+}
+
+/**
+ * Workflow-task polls autoscaled on the server's hints, from 1 up to `maximum` (WORKFLOW_TASK_POLLERS, which says
+ * why); the SDK's default is a fixed 10, 2 of them for new workflows.
+ */
+export function workflowTaskPollerBehavior(
+  maximum = DEFAULT_WORKFLOW_TASK_POLLERS,
+): NonNullable<WorkerOptions['workflowTaskPollerBehavior']> {
+  // The SDK starts at 5 polls unless told otherwise, and refuses an initial count above the maximum.
+  return { type: 'autoscaling', maximum, initial: Math.min(5, maximum) };
 }
 
 /** The worker's options (everything but the connection), built without connecting anywhere. */
@@ -73,6 +84,7 @@ export function buildWorkerOptions(options: Omit<CreateWorkerOptions, 'connectio
     // Workflow spans are made inside the workflow sandbox and leave it through this sink, to the same processor.
     ...(tracing ? { sinks: { exporter: makeWorkflowExporter(tracing.spanProcessor, tracing.resource) } } : {}),
     maxConcurrentActivityTaskExecutions: 100,
+    workflowTaskPollerBehavior: workflowTaskPollerBehavior(options.config.workflowTaskPollers),
     // Sized on purpose (WORKFLOW_CACHE_SIZE), not left to the SDK's default, which follows the heap limit.
     ...(options.config.workflowCacheSize !== undefined ? { maxCachedWorkflows: options.config.workflowCacheSize } : {}),
     ...options.tuning,
