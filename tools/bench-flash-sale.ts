@@ -16,6 +16,7 @@
  */
 import { ORDER_WORKFLOW_TYPE, orderWorkflowId } from '../src/contracts/order-workflow';
 import { randomBytes } from 'node:crypto';
+import { temporal } from '@temporalio/proto';
 import { FailureType } from '../src/contracts/failures';
 import {
   type BenchSystem,
@@ -68,6 +69,8 @@ interface Answer {
   at: number;
   retryAfter?: string;
   error?: string;
+  /** A winner's order. */
+  orderId?: string;
 }
 
 /** Polls a visibility count until it has not changed for `stableReads` reads in a row (or `timeoutMs` passed). */
@@ -89,6 +92,65 @@ export async function stableWorkflowCount(
     if (waitedMs > timeoutMs) return { count, waitedMs, stable: false };
     await sleep(1000);
   }
+}
+
+/**
+ * Where the winners' time went, stage by stage: each winner's request sent, its Try committed (the STOCK_RESERVED
+ * entry of its timeline), its workflow started and its first workflow task picked up (its history), its order row
+ * and its payment written (ORDER_CREATED, PAYMENT_CREATED), its first workflow task completed, its answer received.
+ * All clocks are this host's. `saleStartEpochMs` is the sale's start on the epoch clock, to place the answers.
+ */
+async function winnerStages(
+  system: BenchSystem,
+  answers: Answer[],
+  saleStartEpochMs: number,
+): Promise<{ stage: string; ms: ReturnType<typeof summarize> }[]> {
+  const winners = answers.filter((a) => a.status === 201 && a.orderId);
+  const ids = winners.map((a) => a.orderId!);
+  const events = ids.length
+    ? ((await system
+        .db('order_events')
+        .whereIn('order_id', ids)
+        .whereIn('type', ['STOCK_RESERVED', 'ORDER_CREATED', 'PAYMENT_CREATED'])
+        .select('order_id', 'type', 'at')) as { order_id: string; type: string; at: Date | string }[])
+    : [];
+  const entry = new Map<string, number>();
+  for (const e of events)
+    entry.set(`${e.order_id} ${e.type}`, (e.at instanceof Date ? e.at : new Date(`${e.at}Z`)).getTime());
+  const { EventType } = temporal.api.enums.v1;
+  const epoch = (t: temporal.api.history.v1.IHistoryEvent['eventTime']) =>
+    Number(t?.seconds ?? 0) * 1000 + Math.floor((t?.nanos ?? 0) / 1e6);
+  const rows: number[][] = [];
+  await inParallel(winners, 10, async (a) => {
+    const history = await system.temporal.workflow.getHandle(orderWorkflowId(a.orderId!)).fetchHistory();
+    const list = history.events ?? [];
+    const first = (type: number) => list.find((e) => e.eventType === type);
+    const started = first(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED);
+    const taskStarted = first(EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED);
+    const taskCompleted = first(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED);
+    const at = (type: string) => entry.get(`${a.orderId} ${type}`);
+    const points = [
+      saleStartEpochMs + a.at - a.ms,
+      at('STOCK_RESERVED'),
+      started && epoch(started.eventTime),
+      taskStarted && epoch(taskStarted.eventTime),
+      at('ORDER_CREATED'),
+      at('PAYMENT_CREATED'),
+      taskCompleted && epoch(taskCompleted.eventTime),
+      saleStartEpochMs + a.at,
+    ];
+    if (points.every((p) => typeof p === 'number')) rows.push(points as number[]);
+  });
+  const names = [
+    'sent -> Try committed',
+    'Try -> workflow started',
+    'started -> first task picked up',
+    'picked up -> order row written',
+    'order row -> payment created',
+    'payment -> first task completed',
+    'task completed -> answer received',
+  ];
+  return names.map((stage, i) => ({ stage, ms: summarize(rows.map((r) => r[i + 1]! - r[i]!)) }));
 }
 
 export async function runFlashSaleBench(argv: string[]): Promise<number> {
@@ -200,8 +262,10 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
           parsed = undefined;
         }
         const retryAfter = r.headers['retry-after'];
+        const orderId = r.status === 201 ? field(parsed, 'orderId') : undefined;
         answer = {
           status: r.status,
+          ...(typeof orderId === 'string' ? { orderId } : {}),
           code: errorCode(parsed),
           ms: r.ms,
           at: performance.now() - t0,
@@ -227,6 +291,9 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   const query = `WorkflowType = '${ORDER_WORKFLOW_TYPE}' AND TaskQueue = '${system.config.taskQueue}' AND StartTime >= '${saleStart.toISOString()}'${warmOrders.map((id) => ` AND WorkflowId != '${orderWorkflowId(id)}'`).join('')}`;
   log('waiting for Temporal visibility to settle');
   const workflows = await stableWorkflowCount(system, query);
+
+  log("reading the winners' timelines and histories");
+  const stages = await winnerStages(system, answers, performance.timeOrigin + t0);
 
   const product = await http('GET', `${system.apiUrl}/admin/products/${sku}`, undefined, 10_000, {
     authorization: `Bearer ${system.adminToken}`,
@@ -299,6 +366,7 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
     loserLatencyMs: loserLatency,
     otherLatencyMs: otherLatency,
     workflowsStarted: { ...workflows, query, perUnitOfStock: ratio },
+    winnerStagesMs: stages,
     stockAfter: stockAfter ?? null,
     orderStatuses,
     checks,
@@ -326,6 +394,13 @@ ${table([
   ...(others.length ? ([['other answers ms', latencyRow(otherLatency, p90)]] as [string, string][]) : []),
   ['answers', `${byStatus.toString()}; 5xx: ${fiveXx}; network errors: ${network}`],
   ['answered', `into the sale: ${spanText('winners', winnersSpan)}, ${spanText('losers', losersSpan)}`],
+  ['winners, stage by stage', 'from the timelines (MySQL) and the histories (Temporal), one clock'],
+  ...stages.map((st): [string, string] => [
+    `  ${st.stage}`,
+    st.ms
+      ? `p50 ${st.ms.p50.toFixed(0)}  p90 ${st.ms.p90.toFixed(0)}  max ${st.ms.max.toFixed(0)} ms (n=${st.ms.count})`
+      : '-',
+  ]),
   [
     'Retry-After',
     shed.length === 0
