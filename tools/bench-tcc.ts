@@ -34,6 +34,7 @@ import { confirmStock, tryReserveStock } from '../src/db/stock';
 import { createLogger } from '../src/observability/logger';
 import { connectTemporal, connectWorkerTemporal } from '../src/temporal/connection';
 import { installTemporalRuntime } from '../src/workers/telemetry';
+import { workflowTaskPollerBehavior } from '../src/workers/worker';
 import {
   REPORTS_DIR,
   ROOT,
@@ -563,6 +564,8 @@ export async function runTccBench(argv: string[]): Promise<number> {
     workflowsPath: require.resolve('./bench-tcc-workflow'),
     activities,
     maxConcurrentActivityTaskExecutions: 100,
+    // Polled as the production worker polls (WORKFLOW_TASK_POLLERS): every transaction is a new workflow.
+    workflowTaskPollerBehavior: workflowTaskPollerBehavior(base.workflowTaskPollers),
   });
 
   const execute = (variant: Variant) => async (call: TccCall) => {
