@@ -184,6 +184,13 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   await system.createProduct(sku, stock, buckets ? { buckets } : {});
 
   const pool = new KeepAlivePool(system.apiUrl, connections);
+  /** One buyer's POST /orders for one unit. */
+  const placeOne = (userId: string, item: string, timeoutMs = 60_000) =>
+    pool.request('POST', '/orders', {
+      body: JSON.stringify({ userId, items: [{ sku: item, quantity: 1 }] }),
+      headers: { 'content-type': 'application/json' },
+      timeoutMs,
+    });
   // Orders placed before the sale to warm the worker (left waiting for payment; not counted below).
   const warmOrders: string[] = [];
   if (warmup > 0) {
@@ -197,11 +204,7 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
       Array.from({ length: WARM_ORDERS }, (_, i) => i),
       WARM_ORDERS,
       async (i) => {
-        const r = await pool.request('POST', '/orders', {
-          body: JSON.stringify({ userId: `warm-order-${i}`, items: [{ sku: warmSku, quantity: 1 }] }),
-          headers: { 'content-type': 'application/json' },
-          timeoutMs: 60_000,
-        });
+        const r = await placeOne(`warm-order-${i}`, warmSku);
         const orderId = field(JSON.parse(r.text) as unknown, 'orderId');
         if (r.status !== 201 || typeof orderId !== 'string')
           throw new Error(`warm-up order answered ${r.status}: ${r.text.slice(0, 200)}`);
@@ -218,11 +221,7 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
       Array.from({ length: warmup }, (_, i) => i),
       connections,
       async (i) => {
-        const r = await pool.request('POST', '/orders', {
-          body: JSON.stringify({ userId: `warmup-${i}`, items: [{ sku: soldOut, quantity: 1 }] }),
-          headers: { 'content-type': 'application/json' },
-          timeoutMs: 60_000,
-        });
+        const r = await placeOne(`warmup-${i}`, soldOut);
         warm.add(String(r.status));
       },
     );
@@ -246,15 +245,10 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
     Array.from({ length: buyers }, (_, i) => i),
     connections,
     async (i) => {
-      const body = JSON.stringify({ userId: `flash-${runTag}-buyer-${i}`, items: [{ sku, quantity: 1 }] });
       const sent = performance.now();
       let answer: Answer;
       try {
-        const r = await pool.request('POST', '/orders', {
-          body,
-          headers: { 'content-type': 'application/json' },
-          timeoutMs: 120_000,
-        });
+        const r = await placeOne(`flash-${runTag}-buyer-${i}`, sku, 120_000);
         let parsed: unknown;
         try {
           parsed = JSON.parse(r.text);
