@@ -178,8 +178,8 @@ const EnvSchema = z.object({
    * The most workflow-task polls one worker keeps open, autoscaled from 1 up to this on the server's hints (the
    * SDK's poller autoscaling, Temporal server 1.28 or later). The SDK's own default is a fixed 10, of which only 2 poll
    * for new workflows (the rest wait on the worker's sticky queue): when a flash sale started 100 winners' workflows at
-   * once, their first tasks waited up to 2 s for a poll, and the sale's last winner was answered at 4.3 to 4.6 s; with
-   * autoscaling up to 40, at 2.2 to 2.3 s (bench --flash-sale, docs/benchmarks.md, "Measured a seventh time").
+   * once, their first tasks waited up to 2 s for a poll, and the sale's last winner was answered at 4.2 to 4.7 s; with
+   * autoscaling up to 40, at 2.1 to 2.6 s (bench --flash-sale, docs/benchmarks.md, "Measured a seventh time").
    */
   WORKFLOW_TASK_POLLERS: z
     .string()
