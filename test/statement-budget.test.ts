@@ -1,8 +1,8 @@
 /**
  * Round trips per step, counted from the pool's own `query` events (one per statement sent, BEGIN and COMMIT
- * included), against the real test database. On a 2-core VM a MySQL round trip costs the caller about 0.4 ms of
- * socket write (docs/benchmarks.md, "Measured again"), so each step's count is a budget: a change that adds a
- * statement to an order's happy path fails here, with the statements listed.
+ * included), against the real test database. A MySQL round trip costs the caller 25 to 80 µs of CPU on a 2-core VM,
+ * and on a busy one also a wait for a turn of its event loop (docs/benchmarks.md, seventh section), so each step's
+ * count is a budget: a change that adds a statement to an order's happy path fails here, with the statements listed.
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
