@@ -5,7 +5,14 @@
  * validators refuse. The workflow phases only act on these answers (their wiring is tested in workflow-branches).
  */
 import type { OrderPaymentInput, PaymentNotifiedSignal } from '../src/contracts/order';
-import { OrderState, describeMismatch, requestedBenefits } from '../src/workflows/order/state';
+import {
+  OrderState,
+  describeMismatch,
+  describeRefunded,
+  evidenceFromProvider,
+  refundableAmount,
+  requestedBenefits,
+} from '../src/workflows/order/state';
 
 const MIN = 60_000;
 const T0 = Date.parse('2026-11-30T12:00:00.000Z');
@@ -183,6 +190,44 @@ describe('notifications', () => {
     expect(state.otherTrades()).toEqual([['T2', 'n2']]);
   });
 
+  test('a payment reported after the order closed unpaid is not kept: it is handed off, once; a paid or refunded one is', () => {
+    const closed = opened();
+    closed.state.settled('EXPIRED');
+    expect(closed.state.unkeptEvidence()).toBeUndefined();
+    closed.state.notify(notice());
+    expect(closed.state.otherTrades()).toEqual([]);
+    expect(closed.state.unkeptEvidence()).toEqual(['T1', 'n1']);
+    closed.state.handedOff.add('T1');
+    expect(closed.state.unkeptEvidence()).toBeUndefined();
+
+    const paid = opened();
+    paid.state.notify(notice());
+    paid.state.settled('PAID');
+    expect(paid.state.unkeptEvidence()).toBeUndefined();
+
+    const refunded = opened();
+    refunded.state.notify(notice());
+    refunded.state.refundNo = 'auto-T1';
+    refunded.state.settled('REFUNDED');
+    expect(refunded.state.unkeptEvidence()).toBeUndefined();
+  });
+
+  test('a query answer of a refunded trade carries what was refunded; what is left to refund follows from it', () => {
+    const { state } = opened();
+    state.found({ status: 'PAID', tradeNo: 'TQ', paidAmount: 1000, refundedAmount: 300 }, 'query');
+    expect(state.evidence).toMatchObject({ amount: 1000, refundedAmount: 300 });
+    expect(describeRefunded(state.evidence!)).toBe('the provider reports 300 of trade TQ refunded');
+    expect(refundableAmount(state.evidence!)).toBe(700);
+    const whole = evidenceFromProvider({ status: 'REFUNDED', tradeNo: 'TR', paidAmount: 1000 }, 'query', T0);
+    expect(whole.refundedAmount).toBe(-1);
+    expect(describeRefunded(whole)).toBe('the provider reports trade TR refunded');
+    expect(refundableAmount(whole)).toBeUndefined();
+    const clean = evidenceFromProvider({ status: 'PAID', tradeNo: 'TP', paidAmount: 1000 }, 'query', T0);
+    expect(clean).not.toHaveProperty('refundedAmount');
+    expect(describeRefunded(clean)).toBeUndefined();
+    expect(refundableAmount(clean)).toBe(1000);
+  });
+
   test("another order's or another provider's notification is ignored and noted", () => {
     const { state } = opened();
     expect(state.notify(notice({ outTradeNo: 'ord_other' }))).toBe('OTHER_ORDER');
@@ -221,6 +266,10 @@ describe('what the validators refuse', () => {
     const approve = { decision: 'approve' as const, operator: 'ops', reason: 'checked' };
     expect(state.reviewRefusal(approve)).toMatch(/not waiting for a review decision/);
     state.enter('AWAITING_REVIEW');
+    // No payment known: approving would fulfil an unpaid order; a refund decision closes it.
+    expect(state.reviewRefusal(approve)).toMatch(/no known payment/);
+    expect(state.reviewRefusal({ ...approve, decision: 'refund' })).toBeUndefined();
+    state.notify(notice());
     expect(state.reviewRefusal(approve)).toBeUndefined();
     state.reviewAfterPaid = true;
     state.refundNo = 'rf-1';

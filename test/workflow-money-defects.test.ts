@@ -32,6 +32,7 @@ import {
 } from '../src/contracts/order';
 import { NeedsReviewKey, OrderStatusKey } from '../src/contracts/search-attributes';
 import type { PaymentProvider, ProviderPaymentState } from '../src/providers/types';
+import { routePaymentNotification } from '../src/temporal/route-notification';
 import { TEST_ENV, testBundlePath } from './support/env';
 import { createProduct, placeOrder, startSystem, type TestSystem, waitFor, waitForStatus } from './support/system';
 
@@ -568,14 +569,171 @@ describe('defect 5: a second trade reported while the order workflow still runs 
   });
 });
 
+describe('defects found by review: a payment reported after the order was decided without it', () => {
+  /** An order whose close the provider refuses at the deadline: it goes to review with no payment known. */
+  async function reviewWithNoPayment(): Promise<{ orderId: string; handle: WorkflowHandle }> {
+    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [], closeRefusals: 1 });
+    const handle = await startScriptedOrder(orderId, { paymentTimeoutMs: 1000 });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', {
+      what: 'the review after the refused close',
+    });
+    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+    return { orderId, handle };
+  }
+
+  test('approving a review with no payment known is refused: it would fulfil an unpaid order', async () => {
+    const { orderId, handle } = await reviewWithNoPayment();
+    await expect(
+      handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'approve', operator: 'dave', reason: 'looks fine' }],
+      }),
+    ).rejects.toMatchObject({ cause: { message: expect.stringMatching(/no known payment/) } });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:PAID');
+    // A refund decision closes it, with nothing to refund.
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'dave', reason: 'never paid' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('refundPayment');
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    await replaysCleanly(handle);
+  });
+
+  test('a payment reported during that review is refunded by a refund decision', async () => {
+    const { orderId, handle } = await reviewWithNoPayment();
+    // The buyer's payment went through as the close was refused; its callback reaches the waiting workflow.
+    scriptOf(orderId).trades.push({ tradeNo: 'T-late', amount: 1000 });
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-late', 'T-late', 1000));
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'erin', reason: 'close failed' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({
+      orderId,
+      status: 'REFUNDED',
+      reason: 'REVIEW_REFUNDED',
+    });
+    const refunds = callsOf(orderId).filter((c) => c.name === 'refundPayment');
+    expect(refunds.map((c) => c.args)).toEqual([
+      expect.objectContaining({ tradeNo: 'T-late', amount: 1000, outRefundNo: autoRefundNo(orderId, 'T-late') }),
+    ]);
+    await replaysCleanly(handle);
+  });
+
+  test('a payment reported during that review is recorded by an approval', async () => {
+    const { orderId, handle } = await reviewWithNoPayment();
+    scriptOf(orderId).trades.push({ tradeNo: 'T-late', amount: 1000 });
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-late', 'T-late', 1000));
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'approve', operator: 'erin', reason: 'paid after all' }],
+      }),
+    ).toEqual({ status: 'PAID' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-late' });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('refundPayment');
+  });
+});
+
+describe('defects found by review: a payment the provider reports refunded', () => {
+  test('refunded in full at the provider (a lost callback, then a console refund): never confirmed; a refund decision refunds nothing more', async () => {
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-1', amount: 1000, refunded: 1000 }],
+    });
+    const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
+    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('confirmStock');
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'fay', reason: 'refunded from the console' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('refundPayment');
+    expect(callsOf(orderId).map((c) => c.name)).toContain('cancelStock');
+    await replaysCleanly(handle);
+  });
+
+  test('refunded in part: never confirmed; a refund decision refunds what is left', async () => {
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-1', amount: 1000, refunded: 300 }],
+    });
+    const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('confirmStock');
+    await handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ decision: 'refund', operator: 'fay', reason: 'partly refunded from the console' }],
+    });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    const refunds = callsOf(orderId).filter((c) => c.name === 'refundPayment');
+    expect(refunds.map((c) => c.args)).toEqual([expect.objectContaining({ tradeNo: 'T-1', amount: 700 })]);
+  });
+});
+
+describe('defects found by review: late payments', () => {
+  const routeDeps = () => ({
+    db: sys.db,
+    client: scripted.client,
+    taskQueue: scripted.taskQueue,
+    callTimeoutMs: 10_000,
+  });
+  const notification = (orderId: string, tradeNo: string, id: string) => ({
+    ...scriptedNotification(orderId, id, tradeNo, 1000),
+  });
+
+  test('a trade whose late-payment run found nothing to refund (a stale query) is verified again when reported again', async () => {
+    // The order closed unpaid; its workflow is gone. The provider's query does not show the trade yet.
+    const orderId = newScriptedOrder({ status: 'EXPIRED', paidTradeNo: null, trades: [] });
+    const first = await routePaymentNotification(routeDeps(), notification(orderId, 'T-9', 'evt-9'));
+    expect(first).toMatchObject({ destination: 'LATE' });
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-9'));
+    expect(await late.result()).toMatchObject({ outcome: 'NOT_PAID_AT_PROVIDER' });
+
+    // The provider now shows it; the redelivery (or the next reconciliation) must not be answered "already handled".
+    scriptOf(orderId).trades.push({ tradeNo: 'T-9', amount: 1000 });
+    const second = await routePaymentNotification(routeDeps(), notification(orderId, 'T-9', 'evt-9b'));
+    expect(second.detail).toMatch(/started again/);
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+
+    // Settled: a third report starts nothing.
+    const third = await routePaymentNotification(routeDeps(), notification(orderId, 'T-9', 'evt-9c'));
+    expect(third.detail).toMatch(/settled it \(REFUNDED\)/);
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+  });
+
+  test('a trade reported for an order PAID by a trade the provider did not name is left for review, never refunded', async () => {
+    const orderId = newScriptedOrder({
+      status: 'PAID',
+      paidTradeNo: 'unknown',
+      trades: [{ tradeNo: 'T-real', amount: 1000 }],
+    });
+    await routePaymentNotification(routeDeps(), notification(orderId, 'T-real', 'evt-real'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-real'));
+    expect(await late.result()).toMatchObject({ outcome: 'LEFT_FOR_REVIEW' });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('refundPayment');
+    expect(callsOf(orderId).map((c) => c.name)).toContain('event:LATE_PAYMENT_SEEN');
+    expect(scriptOf(orderId).status).toBe('PAID');
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // Scripted activities: the real workflow code on a task queue of its own, with a provider and an order row in memory.
 
 interface ScriptedOrder {
   status: OrderStatus;
   paidTradeNo: string | null;
-  /** The provider's trades for this order, oldest first; a query reports the latest. */
-  trades: { tradeNo: string; amount: number | undefined }[];
+  /** The provider's trades for this order, oldest first; a query reports the latest (REFUNDED when refunded in full). */
+  trades: { tradeNo: string; amount: number | undefined; refunded?: number }[];
+  /** closeProviderPayment is refused by the provider (a business failure) this many times. */
+  closeRefusals?: number;
   /** returnStock fails (a business failure) this many times. */
   returnStockFailures?: number;
   /** refundPayment is refused by the provider (a business failure) this many times. */
@@ -688,9 +846,10 @@ const scriptedActivities: Partial<Activities> = {
     if (!latest) return { outTradeNo: input.outTradeNo, status: 'PENDING' } satisfies ProviderPaymentState;
     return {
       outTradeNo: input.outTradeNo,
-      status: 'PAID',
+      status: latest.refunded !== undefined && latest.refunded === latest.amount ? 'REFUNDED' : 'PAID',
       tradeNo: latest.tradeNo,
       ...(latest.amount === undefined ? {} : { paidAmount: latest.amount }),
+      ...(latest.refunded === undefined ? {} : { refundedAmount: latest.refunded }),
       currency: 'CNY',
       merchantId: MERCHANT,
       paidAt: new Date().toISOString(),
@@ -698,6 +857,15 @@ const scriptedActivities: Partial<Activities> = {
   },
   async closeProviderPayment(input) {
     record(input.orderId, 'closeProviderPayment', input);
+    const s = scriptOf(input.orderId);
+    if (s.closeRefusals) {
+      s.closeRefusals--;
+      throw ApplicationFailure.create({
+        type: 'PROVIDER_REJECTED',
+        message: 'payment_intent_unexpected_state',
+        nonRetryable: true,
+      });
+    }
     return { result: 'CLOSED' };
   },
   async refundPayment(input) {

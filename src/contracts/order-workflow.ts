@@ -129,6 +129,11 @@ export interface PaymentEvidence {
   currency: string;
   merchantId: string;
   paidAt: string;
+  /**
+   * What the provider reports already refunded of this trade (from a query: a refund made outside this workflow, say
+   * from the merchant's console); -1 when it reports the trade REFUNDED without the amount. Absent when nothing is.
+   */
+  refundedAmount?: number;
 }
 
 /** Stages the workflow moves through; the status query reports the current one. */

@@ -7,6 +7,7 @@ import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundErro
 import type { Knex } from 'knex';
 import {
   type LatePaymentInput,
+  type LatePaymentResult,
   type PaymentNotifiedSignal,
   latePaymentWorkflowId,
   orderWorkflowId,
@@ -119,19 +120,57 @@ export async function routePaymentNotification(
       notificationId: n.notificationId,
     },
   ];
-  try {
-    await withTemporalDeadline(client, callTimeoutMs, () =>
+  const start = (workflowIdReusePolicy: 'REJECT_DUPLICATE' | 'ALLOW_DUPLICATE') =>
+    withTemporalDeadline(client, callTimeoutMs, () =>
       client.workflow.start('latePayment', {
         workflowId,
         taskQueue,
         args,
-        workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        workflowIdReusePolicy,
         staticSummary: options.lateSummary ?? `Late payment ${n.tradeNo} for order ${n.outTradeNo}`,
       }),
     );
+  try {
+    await start('REJECT_DUPLICATE');
     return { destination: 'LATE', detail: `order workflow finished; started ${workflowId}` };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+  }
+  // A run of that trade's workflow exists. Running, or ended having settled the trade: it handles it. Ended without
+  // settling it (failed, terminated, or found nothing to refund on a stale query, or left it for review): this report
+  // is new evidence, so the trade is verified again by a new run, never counted as handled by a run that did nothing.
+  const previous = await lastRunOutcome(deps, workflowId);
+  if (previous.handled)
+    return { destination: 'LATE', detail: `order workflow finished; ${workflowId} ${previous.how}` };
+  try {
+    await start('ALLOW_DUPLICATE');
+  } catch (err) {
+    // Another router started it again meanwhile.
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
     return { destination: 'LATE', detail: `order workflow finished; ${workflowId} already handles it` };
   }
+  return {
+    destination: 'LATE',
+    detail: `order workflow finished; ${workflowId} started again (its last run ${previous.how})`,
+  };
+}
+
+/** Late-payment outcomes that settle a trade: nothing is left to do for it, whatever is reported later. */
+const SETTLED_OUTCOMES: ReadonlySet<LatePaymentResult['outcome']> = new Set([
+  'REFUNDED',
+  'ALREADY_CONFIRMED',
+  'PROVIDER_MISMATCH',
+]);
+
+/** Whether the latest run of a late-payment workflow handles (or has settled) its trade, and how, for the record. */
+async function lastRunOutcome(deps: RouteDeps, workflowId: string): Promise<{ handled: boolean; how: string }> {
+  const { client, callTimeoutMs } = deps;
+  const handle = client.workflow.getHandle(workflowId);
+  const status = (await withTemporalDeadline(client, callTimeoutMs, () => handle.describe())).status.name;
+  if (status === 'RUNNING') return { handled: true, how: 'already handles it' };
+  if (status !== 'COMPLETED') return { handled: false, how: `ended ${status}` };
+  const result = (await withTemporalDeadline(client, callTimeoutMs, () => handle.result())) as LatePaymentResult;
+  return SETTLED_OUTCOMES.has(result.outcome)
+    ? { handled: true, how: `settled it (${result.outcome})` }
+    : { handled: false, how: `ended ${result.outcome}: ${result.detail}` };
 }

@@ -26,7 +26,7 @@ import {
   reviewDecisionUpdate,
 } from '../contracts/order-workflow';
 import { NeedsReviewKey, OrderStatusKey } from '../contracts/search-attributes';
-import { lateRefundReviewStep, lateReviewDecisionStep } from './patches';
+import { lateRefundReviewStep, lateReviewDecisionStep, lateUnknownPayingTradeStep } from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 
 const acts = proxyActivities<Activities>(MUST);
@@ -64,6 +64,20 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
   }
   if (order.status === 'REFUNDED' && order.paidTradeNo === input.tradeNo) {
     return { outcome: 'REFUNDED', detail: 'already refunded' };
+  }
+  // PAID by a trade the provider did not name (a query that answered without one): this trade may be that very one.
+  if (
+    order.status === 'PAID' &&
+    (order.paidTradeNo === null || order.paidTradeNo === 'unknown') &&
+    lateUnknownPayingTradeStep()
+  ) {
+    await acts.recordOrderEvent({
+      orderId,
+      type: 'LATE_PAYMENT_SEEN',
+      message: `Payment ${input.tradeNo} reported for an order paid by a trade the provider did not name: it may be that trade; left for review, not refunded`,
+    });
+    upsertSearchAttributes([{ key: NeedsReviewKey, value: true }]);
+    return { outcome: 'LEFT_FOR_REVIEW', detail: 'the order is PAID by a trade the provider did not name' };
   }
   // The order is closed (EXPIRED, CANCELLED, FAILED) or was paid by another trade: this money is not ours to keep.
   // Behind the patch `late-payment-refund-review`: a refund that cannot be made goes to review instead of failing.

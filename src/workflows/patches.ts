@@ -43,6 +43,22 @@ export const PATCH_IDS = {
    * operator's refund decision and carries it out, instead of ending with nothing left to take the decision.
    */
   lateReviewDecision: 'late-payment-review-decision',
+  /**
+   * orderLifecycleV2: a payment reported after the order was decided without one is not dropped: a review decision
+   * takes a payment reported during the review (a refund refunds it, an approval records it), and a payment reported
+   * after an order closed unpaid is handed to its latePayment workflow when the order ends.
+   */
+  evidenceAfterDecision: 'order-evidence-after-decision',
+  /**
+   * orderLifecycleV2: a payment the provider reports partly or wholly refunded never confirms the order (it goes to
+   * review), and a refund of it asks only for what is left.
+   */
+  refundedTrade: 'order-refunded-trade',
+  /**
+   * latePayment: a trade reported for a PAID order whose paying trade is unknown is left for review, never refunded
+   * (it may be the very trade that paid).
+   */
+  lateUnknownPayingTrade: 'late-payment-unknown-paying-trade',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -75,4 +91,19 @@ export function handOffOtherTradesStep(): boolean {
 /** Whether this latePayment execution waits for an operator's decision after leaving the order for review. */
 export function lateReviewDecisionStep(): boolean {
   return patched(PATCH_IDS.lateReviewDecision);
+}
+
+/** Whether this execution takes a payment reported after its order was decided (review decision, hand-off at the end). */
+export function evidenceAfterDecisionStep(): boolean {
+  return patched(PATCH_IDS.evidenceAfterDecision);
+}
+
+/** Whether this execution sends a payment reported refunded to review, and refunds only what is left of it. */
+export function refundedTradeStep(): boolean {
+  return patched(PATCH_IDS.refundedTrade);
+}
+
+/** Whether this latePayment execution leaves a trade of a PAID order whose paying trade is unknown for review. */
+export function lateUnknownPayingTradeStep(): boolean {
+  return patched(PATCH_IDS.lateUnknownPayingTrade);
 }

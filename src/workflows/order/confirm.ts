@@ -4,8 +4,10 @@
  * A matching payment: TCC Confirm of every participant, PAID, the receipt queued (one local activity).
  */
 import type { PaymentEvidence } from '../../contracts/order-workflow';
+import { refundedTradeStep } from '../patches';
 import { QUERY, errorMessage, run, runLocal, MUST } from '../shared/steps';
 import type { OrderContext } from './context';
+import { describeRefunded } from './state';
 
 export type Checked =
   | { kind: 'PAID'; paid: PaymentEvidence }
@@ -23,6 +25,8 @@ export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
     paid = confirmed;
     mismatch = s.mismatch(paid);
   }
+  // Money the provider reports refunded (from the merchant's console, say) is not all ours: it never confirms.
+  if (!mismatch && describeRefunded(paid) && refundedTradeStep()) mismatch = describeRefunded(paid);
   if (mismatch) {
     ctx.enter('NEEDS_REVIEW', mismatch);
     s.note('NEEDS_REVIEW', `Payment does not match the order: ${mismatch}`);

@@ -8,6 +8,7 @@ import { ParentClosePolicy, allHandlersFinished, condition, log, startChild } fr
 import { FailureType } from '../../contracts/failures';
 import { latePaymentWorkflowId, type OrderPaymentResult } from '../../contracts/order-workflow';
 import { latePayment } from '../late-payment';
+import { evidenceAfterDecisionStep } from '../patches';
 import type { OrderContext } from './context';
 
 export async function finish(ctx: OrderContext, end: Omit<OrderPaymentResult, 'orderId'>): Promise<OrderPaymentResult> {
@@ -28,6 +29,9 @@ export async function finish(ctx: OrderContext, end: Omit<OrderPaymentResult, 'o
 async function handOffOtherTrades(ctx: OrderContext): Promise<boolean> {
   const s = ctx.state;
   const others = s.otherTrades();
+  // A payment reported after the order was decided without it (closed unpaid) is still the buyer's money.
+  const unkept = s.unkeptEvidence();
+  if (unkept && evidenceAfterDecisionStep()) others.push(unkept);
   if (others.length === 0) return false;
   if (s.evidence?.tradeNo === 'unknown') {
     // The provider did not name the trade that paid: a reported trade may be that very one, so none is refunded.

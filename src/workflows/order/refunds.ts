@@ -2,7 +2,9 @@
 import { ApplicationFailure } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
 import { autoRefundNo, type PaymentEvidence } from '../../contracts/order-workflow';
+import { refundedTradeStep } from '../patches';
 import type { OrderContext } from './context';
+import { refundableAmount } from './state';
 
 /**
  * Refunds what a payment paid. The number is kept (and answered to the buyer) only once the provider has made the
@@ -16,20 +18,32 @@ export async function refundInFull(
   reason: string,
 ): Promise<void> {
   const s = ctx.state;
-  if (!Number.isSafeInteger(paid.amount) || paid.amount <= 0) {
+  // Part or all of it refunded at the provider already (the merchant's console, say): only what is left.
+  const partly = paid.refundedAmount !== undefined && refundedTradeStep();
+  const amount = partly ? refundableAmount(paid) : paid.amount;
+  if (amount === undefined || !Number.isSafeInteger(amount) || amount < 0 || (!partly && amount === 0)) {
     throw ApplicationFailure.create({
       type: FailureType.REFUND_AMOUNT_UNKNOWN,
-      message: `payment ${paid.tradeNo} reported no amount; refund it by hand`,
+      message: partly
+        ? `payment ${paid.tradeNo} is reported refunded without the amounts; refund what is left by hand`
+        : `payment ${paid.tradeNo} reported no amount; refund it by hand`,
       nonRetryable: true,
     });
   }
+  if (amount === 0) {
+    s.note(
+      'ALREADY_REFUNDED',
+      `Payment ${paid.tradeNo} is refunded in full at the provider already: nothing to refund`,
+    );
+    return;
+  }
   const outRefundNo = autoRefundNo(s.orderId, paid.tradeNo);
-  await ctx.must('refundPayment', 'task', `refund ${paid.amount} ${paid.currency} (${why})`, {
+  await ctx.must('refundPayment', 'task', `refund ${amount} ${paid.currency} (${why})`, {
     orderId: s.orderId,
     provider: ctx.provider,
     tradeNo: paid.tradeNo,
     outRefundNo,
-    amount: paid.amount,
+    amount,
     currency: paid.currency,
     reason,
   });

@@ -8,6 +8,7 @@ import { condition, upsertSearchAttributes } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
 import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order-workflow';
 import { NeedsReviewKey, StuckKey } from '../../contracts/search-attributes';
+import { evidenceAfterDecisionStep } from '../patches';
 import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
 import { coolOff } from './cooling-off';
@@ -75,6 +76,9 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
   }
   const d = s.reviewDecision;
   const by = { operator: d.operator, decision: d.decision };
+  // A review that opened with no payment known (a close the provider refused, say) may see the payment reported while
+  // it waits: the decision is about that payment (a refund refunds it, an approval records it), never made without it.
+  if (!paid && s.evidence && evidenceAfterDecisionStep()) paid = s.evidence;
   if (d.decision === 'approve') {
     ctx.enter('CONFIRMING', `approved by ${d.operator}`);
     await ctx.must('settlePaid', 'local', 'confirm everything; mark PAID (review approved)', {

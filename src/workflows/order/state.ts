@@ -290,6 +290,11 @@ export class OrderState {
     if ((this.stage !== 'AWAITING_REVIEW' && this.stage !== 'NEEDS_REVIEW') || this.reviewDecision) {
       return `order ${this.orderId} is not waiting for a review decision (stage ${this.stage})`;
     }
+    // No payment known (a review opened by a failed close, say): approving would hand unpaid goods to fulfilment. A
+    // payment reported during the review is known, and can be approved.
+    if (d.decision === 'approve' && !this.reviewAfterPaid && !this.evidence) {
+      return `order ${this.orderId} has no known payment: approving would fulfil an unpaid order; decide refund to close it, or wait until the payment is reported`;
+    }
     // The buyer's refund was made before a later step failed: approving would hand a refunded order to fulfilment.
     if (d.decision === 'approve' && this.reviewAfterPaid && this.refundNo !== undefined) {
       return `order ${this.orderId} was already refunded (${this.refundNo}); only a refund decision can settle it`;
@@ -315,10 +320,28 @@ export class OrderState {
     return describeMismatch(paid, this.amount!, this.currency!, this.merchantId);
   }
 
-  /** Trades reported while the workflow ran that are not the one the order kept, not yet handed off. */
+  /**
+   * Trades reported while the workflow ran that are not the order's evidence, not yet handed off. (The evidence is
+   * left out even when the order did not keep it: see `unkeptEvidence`.)
+   */
   otherTrades(): [tradeNo: string, notificationId: string][] {
     const kept = this.evidence?.tradeNo;
     return [...this.notifiedTrades].filter(([tradeNo]) => tradeNo !== kept && !this.handedOff.has(tradeNo));
+  }
+
+  /**
+   * A reported payment the order has not kept and this workflow did not refund: it arrived after the order was decided
+   * without it (closed EXPIRED, CANCELLED or FAILED; or refunded by a review that knew no payment), so it is still the
+   * buyer's money. Returns the trade and its notification, unless handed off already.
+   */
+  unkeptEvidence(): [tradeNo: string, notificationId: string] | undefined {
+    const tradeNo = this.evidence?.tradeNo;
+    if (tradeNo === undefined || this.handedOff.has(tradeNo)) return undefined;
+    if (this.status === 'PAID' || this.status === 'NEEDS_REVIEW' || this.status === 'AWAITING_PAYMENT')
+      return undefined;
+    if (this.refundNo !== undefined) return undefined;
+    const notificationId = this.notifiedTrades.get(tradeNo);
+    return notificationId === undefined ? undefined : [tradeNo, notificationId];
   }
 
   /** What support resolution an escalation answers now. */
@@ -338,6 +361,7 @@ export interface ProviderPaymentState {
   currency?: string;
   merchantId?: string;
   paidAt?: string;
+  refundedAmount?: number;
 }
 
 /** Payment evidence from a provider query: unknown fields stay visibly unknown (and so never match an order). */
@@ -353,7 +377,34 @@ export function evidenceFromProvider(
     currency: state.currency ?? 'unknown',
     merchantId: state.merchantId ?? 'unknown',
     paidAt: state.paidAt ?? new Date(now).toISOString(),
+    ...(state.refundedAmount !== undefined && state.refundedAmount > 0
+      ? { refundedAmount: state.refundedAmount }
+      : state.status === 'REFUNDED'
+        ? { refundedAmount: -1 }
+        : {}),
   };
+}
+
+/**
+ * Why a payment the provider reports partly or wholly refunded cannot confirm the order (the money is no longer all
+ * ours: shipping the goods would give them away), or undefined when nothing of it is refunded.
+ */
+export function describeRefunded(paid: PaymentEvidence): string | undefined {
+  if (paid.refundedAmount === undefined) return undefined;
+  return paid.refundedAmount < 0
+    ? `the provider reports trade ${paid.tradeNo} refunded`
+    : `the provider reports ${paid.refundedAmount} of trade ${paid.tradeNo} refunded`;
+}
+
+/**
+ * What is left to refund of a payment: its amount less what the provider reports refunded already; undefined when
+ * that cannot be known (no amount, or a refunded amount not reported).
+ */
+export function refundableAmount(paid: PaymentEvidence): number | undefined {
+  if (!Number.isSafeInteger(paid.amount) || paid.amount <= 0) return undefined;
+  const refunded = paid.refundedAmount ?? 0;
+  if (refunded < 0) return undefined;
+  return Math.max(0, paid.amount - refunded);
 }
 
 /**
