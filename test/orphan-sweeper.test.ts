@@ -100,3 +100,44 @@ test('a workflow that takes over the reservation between the sweeper’s describ
   // The order can still be paid for: its Confirm finds the Try.
   await expect(steps.confirmStock({ orderId, lines: [{ sku, quantity: 1 }] })).resolves.toEqual({ confirmed: 1 });
 });
+
+test('a take-over that comes after the release finds it released and is refused (TCC_TRY_AFTER_CANCEL), units sellable', async () => {
+  const sku = await product(1);
+  const { orderId, userId } = await orphanedReservation(sku);
+  const steps = createActivities({ db, providers: {} });
+  const input = { orderId, userId, items: [{ sku, quantity: 1 }], provider: 'sandbox' };
+
+  // The workflow starts only once the sweeper holds the order's fences locked (its release is under way).
+  let takeOver: Promise<unknown> | undefined;
+  const onResponse = (_response: unknown, query: { sql: string }) => {
+    if (!takeOver && /from `tcc_fence`.* for update$/i.test(query.sql)) takeOver = steps.openOrder(input);
+  };
+  db.on('query-response', onResponse);
+  try {
+    expect(await sweeperWith(clientWhoseWorkflowStartsWhileAsked(async () => {})).sweep()).toBe(1);
+  } finally {
+    db.off('query-response', onResponse);
+  }
+  expect(takeOver).toBeDefined();
+  await expect(takeOver).rejects.toMatchObject({ type: 'TCC_TRY_AFTER_CANCEL' });
+  expect(await fenceOf(orderId)).toBe('CANCELLED');
+  expect(await stockOf(sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+});
+
+test('a true orphan (no order row) and one whose order already failed are still released; a repeat is a no-op', async () => {
+  const sku = await product(2);
+  const orphan = await orphanedReservation(sku);
+  const failed = await orphanedReservation(sku);
+  await createActivities({ db, providers: {} }).createOrder({
+    orderId: failed.orderId,
+    userId: failed.userId,
+    items: [{ sku, quantity: 1 }],
+    provider: 'sandbox',
+  });
+  await db('orders').where({ order_id: failed.orderId }).update({ status: 'FAILED' });
+  const sweeper = sweeperWith(clientWhoseWorkflowStartsWhileAsked(async () => {}));
+  expect(await sweeper.sweep()).toBe(2);
+  expect([await fenceOf(orphan.orderId), await fenceOf(failed.orderId)]).toEqual(['CANCELLED', 'CANCELLED']);
+  expect(await stockOf(sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
+  expect(await sweeper.sweep()).toBe(0);
+});

@@ -39,7 +39,12 @@ export interface PricedOrder {
 /** Creates the order priced from the catalog (never from the client). Idempotent: a retry returns the stored order. */
 export async function createOrder(db: Knex, input: CreateOrderInput): Promise<PricedOrder> {
   return db.transaction(async (trx) => {
-    // One read for both cases: the order if a retry finds it stored (with its lines), and the catalog prices.
+    // One read for both cases: the order if a retry finds it stored (with its lines), and the catalog prices; and the
+    // order's stock fences, read with a shared lock and kept locked until this order row is committed. That lock is
+    // what makes taking over a pre-start reservation safe against the orphan sweeper, which releases it only with
+    // the same rows locked and no order row claiming it (cancelStockUnlessOwned, src/db/stock.ts): whichever commits
+    // first wins, and a take-over that comes second finds the fences CANCELLED and makes the Try that is refused.
+    // Keyed by every column of the fence's primary key, so only the order's own rows are locked.
     const skus = input.items.map((i) => i.sku);
     const [rows] = (await trx.raw(
       `SELECT (SELECT JSON_OBJECT('amount', o.amount, 'currency', o.currency, 'user_id', o.user_id,
@@ -51,8 +56,10 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
               (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', p.sku, 'price', p.price, 'currency', p.currency))
                  FROM products p WHERE p.sku IN (${skus.map(() => '?').join(', ')})) AS products_json,
               (SELECT JSON_ARRAYAGG(f.resource) FROM tcc_fence f
-                WHERE f.xid = ? AND f.participant = 'stock' AND f.status IN ('TRIED', 'CONFIRMED')) AS held_json`,
-      [input.orderId, ...skus, input.orderId],
+                WHERE f.xid = ? AND f.participant = 'stock' AND f.resource IN (${skus.map(() => '?').join(', ')})
+                  AND f.status IN ('TRIED', 'CONFIRMED')
+                LOCK IN SHARE MODE) AS held_json`,
+      [input.orderId, ...skus, input.orderId, ...skus],
     )) as [{ existing_json: unknown; products_json: unknown; held_json: unknown }[]];
     const heldSkus = jsonColumn<string[]>(rows[0]?.held_json) ?? [];
     const existing = jsonColumn<{

@@ -7,7 +7,9 @@
  * One gap remains between the reservation and the workflow's start: the API may die in it, or the start may fail.
  * `OrphanReservationSweeper` closes it: a stock fence still TRIED after a grace period whose order has no running
  * workflow is cancelled (fenced, so it races safely with a late start: that Try is then refused, the order fails and
- * nobody was told 201). A definite start failure is released at once by the API itself.
+ * nobody was told 201). A workflow that starts after Temporal answered "not found" but stores its order before the
+ * release keeps the reservation: the release locks the fences and re-reads the order row (cancelStockUnlessOwned). A
+ * definite start failure is released at once by the API itself.
  */
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -16,7 +18,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Knex } from 'knex';
 import { FailureType } from '../contracts/failures';
 import { orderWorkflowId } from '../contracts/order';
-import { cancelStock, tryReserveStock, type StockLine } from '../db/stock';
+import { cancelStock, cancelStockUnlessOwned, tryReserveStock, type StockLine } from '../db/stock';
 import { withTemporalDeadline } from '../temporal/calls';
 import { type ApiError, apiFailure, orderRefusalError } from './errors';
 import type { Metrics } from './metrics';
@@ -244,6 +246,9 @@ export async function releaseReservation(db: Knex, orderId: string, items: Stock
   await cancelStock(db, orderId, items);
 }
 
+/** Order statuses in which the order's workflow owns its stock reservation: the sweeper leaves such orders alone. */
+const OWNED_BY_WORKFLOW = ['AWAITING_PAYMENT', 'NEEDS_REVIEW'] as const;
+
 /** Options of the sweeper. */
 export interface SweeperOptions {
   db: Knex;
@@ -292,7 +297,7 @@ export class OrphanReservationSweeper {
       .leftJoin('orders as o', 'o.order_id', 'f.xid')
       .where({ 'f.participant': 'stock', 'f.status': 'TRIED' })
       .andWhere('f.created_at', '<', new Date(Date.now() - graceMs))
-      .andWhere((q) => q.whereNull('o.order_id').orWhereNotIn('o.status', ['AWAITING_PAYMENT', 'NEEDS_REVIEW']))
+      .andWhere((q) => q.whereNull('o.order_id').orWhereNotIn('o.status', OWNED_BY_WORKFLOW))
       .orderBy('f.created_at')
       .limit(200)
       .select('f.xid', 'f.resource', 'f.quantity')) as { xid: string; resource: string; quantity: number | string }[];
@@ -312,7 +317,15 @@ export class OrphanReservationSweeper {
         running = false;
       }
       if (running) continue;
-      const { released: n } = await cancelStock(db, orderId, lines);
+      // Temporal's "not found" may be stale by now: a start right after it (a client retrying with the same
+      // Idempotency-Key) may have stored the order, finding the reservation held. The release re-reads the order row
+      // with the fences locked and leaves an order its workflow owns alone; a take-over that comes after it finds
+      // the fences CANCELLED and is refused (TCC_TRY_AFTER_CANCEL).
+      const { released: n, owned } = await cancelStockUnlessOwned(db, orderId, lines, OWNED_BY_WORKFLOW);
+      if (owned) {
+        logger.info({ orderId }, 'orphan sweep: the order was taken over by its workflow meanwhile; left alone');
+        continue;
+      }
       if (n > 0) {
         released++;
         metrics.orphanReservationsReleased.inc();

@@ -200,7 +200,8 @@ async function shiftAll(
  * one plain read of the order's fences answers it when every line is held (TRIED or CONFIRMED), instead of a
  * transaction that would find the same. A fence only ever leaves TRIED for CONFIRMED or CANCELLED, so a Try seen held
  * is a Try that happened; anything else (no fence, a CANCELLED one) takes the full Try, which refuses a Try after
- * its Cancel.
+ * its Cancel. A plain read suffices against the orphan sweeper: the workflow calls this after its order row is
+ * committed, and the sweeper releases nothing an order row claims (cancelStockUnlessOwned).
  */
 export async function tryReserveStockUnlessHeld(
   db: Knex,
@@ -364,29 +365,74 @@ export async function cancelStock(
   orderId: string,
   lines: StockLine[],
 ): Promise<{ released: number; emptyRollbacks: number }> {
-  return db.transaction(async (trx) => {
-    let released = 0;
-    let emptyRollbacks = 0;
-    for (const line of bySku(lines)) {
-      const key = { orderId, resource: line.sku };
-      if (await fence.insert(trx, key, 'CANCELLED', 0, true)) {
-        emptyRollbacks++;
-        continue;
-      }
-      const row = await fence.lock(trx, key);
-      if (!row || row.status === 'CANCELLED') continue;
-      if (row.status === 'CONFIRMED' || row.status === 'RETURNED') {
-        throw businessFailure(FailureType.TCC_CONFLICT, `cancel after confirm for ${line.sku} in order ${orderId}`, {
-          sku: line.sku,
-        });
-      }
-      await fence.move(trx, key, 'TRIED', 'CANCELLED');
-      await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'available');
-      released++;
+  return db.transaction((trx) => cancelStockIn(trx, orderId, lines));
+}
+
+/**
+ * The orphan sweeper's Cancel (src/client/admission.ts): the order's stock is released only if, with its fences
+ * locked, no order row claims it yet (`ownerStatuses`: the statuses in which a workflow owns the order's
+ * reservation). The sweeper decides from Temporal that no workflow runs, but a workflow may start right after that
+ * answer and take the reservation over: its createOrder reads the fences with a shared lock and finds them TRIED,
+ * writes the order row and makes no Try of its own. Locking the same fence rows here serialises the two in MySQL:
+ * - the take-over committed first: this transaction waits for its lock, then reads the order row, and releases
+ *   nothing (`owned`);
+ * - this transaction locked first: the take-over waits, then finds the fences CANCELLED, so its Try is the full one
+ *   and is refused (TCC_TRY_AFTER_CANCEL), which the workflow answers as a refused order.
+ * READ COMMITTED, so the order row is read as last committed, after the fence lock was granted.
+ */
+export async function cancelStockUnlessOwned(
+  db: Knex,
+  orderId: string,
+  lines: StockLine[],
+  ownerStatuses: readonly string[],
+): Promise<{ released: number; emptyRollbacks: number; owned: boolean }> {
+  return db.transaction(
+    async (trx) => {
+      await trx('tcc_fence')
+        .where({ xid: orderId, participant: 'stock' })
+        .whereIn(
+          'resource',
+          bySku(lines).map((l) => l.sku),
+        )
+        .orderBy('resource')
+        .forUpdate()
+        .select('resource');
+      const order = (await trx('orders').where({ order_id: orderId }).first('status')) as
+        { status: string } | undefined;
+      if (order && ownerStatuses.includes(order.status)) return { released: 0, emptyRollbacks: 0, owned: true };
+      return { ...(await cancelStockIn(trx, orderId, lines)), owned: false };
+    },
+    { isolationLevel: 'read committed' },
+  );
+}
+
+/** The Cancel of every line inside the caller's transaction, with its timeline entry when it released anything. */
+async function cancelStockIn(
+  trx: Knex.Transaction,
+  orderId: string,
+  lines: StockLine[],
+): Promise<{ released: number; emptyRollbacks: number }> {
+  let released = 0;
+  let emptyRollbacks = 0;
+  for (const line of bySku(lines)) {
+    const key = { orderId, resource: line.sku };
+    if (await fence.insert(trx, key, 'CANCELLED', 0, true)) {
+      emptyRollbacks++;
+      continue;
     }
-    if (released > 0) await appendOrderEvent(trx, orderId, 'STOCK_RELEASED', `Stock returned: ${describe(lines)}`);
-    return { released, emptyRollbacks };
-  });
+    const row = await fence.lock(trx, key);
+    if (!row || row.status === 'CANCELLED') continue;
+    if (row.status === 'CONFIRMED' || row.status === 'RETURNED') {
+      throw businessFailure(FailureType.TCC_CONFLICT, `cancel after confirm for ${line.sku} in order ${orderId}`, {
+        sku: line.sku,
+      });
+    }
+    await fence.move(trx, key, 'TRIED', 'CANCELLED');
+    await shiftHolds(trx, orderId, line.sku, row.quantity, 'reserved', 'available');
+    released++;
+  }
+  if (released > 0) await appendOrderEvent(trx, orderId, 'STOCK_RELEASED', `Stock returned: ${describe(lines)}`);
+  return { released, emptyRollbacks };
 }
 
 /**
