@@ -147,3 +147,24 @@ test('a notification redelivered after the order was paid is acknowledged and re
   expect(await s.db('refunds').where({ order_id: orderId })).toHaveLength(0);
   expect((await s.http('GET', `/orders/${orderId}`)).body.status).toBe('PAID');
 });
+
+test('a payment refunded at the provider before its callback arrived (lost) is never confirmed: the query finds it refunded and the order goes to review, stock still held', async () => {
+  const sku = await createProduct(sys, { stock: 2 });
+  await sys.setFaults({ dropNotifications: 1 });
+  const orderId = await placeOrder(sku);
+  expect((await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200);
+  const { amount } = (await sys.sandbox('GET', `/v1/payments/${orderId}`)).body as { amount: number };
+  // Refunded in full from the merchant's console before the workflow's first query (1 s).
+  const refund = await sys.sandbox('POST', '/v1/refunds', {
+    outTradeNo: orderId,
+    outRefundNo: `console-${orderId}`,
+    amount,
+  });
+  expect(refund.status).toBe(200);
+  const order = await waitForStatus(sys, orderId, ['NEEDS_REVIEW', 'PAID'], 90_000);
+  expect(order.status).toBe('NEEDS_REVIEW');
+  expect(order.statusReason).toBe('PAYMENT_MISMATCH');
+  expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 1, sold: 0 });
+  const fulfilment = await sys.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at');
+  expect(fulfilment.fulfilment_ready_at).toBeNull();
+});
