@@ -47,7 +47,10 @@ const EnvSchema = z.object({
   DATABASE_URL: z
     .string()
     .default('mysql://root@127.0.0.1:3306/payments')
-    .refine((v) => /^mysql2?:\/\/[^/]+\/[A-Za-z0-9_]+$/.test(v), 'must look like mysql://user:pass@host:port/database'),
+    .refine(
+      (v) => /^mysql2?:\/\/[^/]+\/[A-Za-z0-9_]+$/.test(v),
+      'must look like mysql://user:pass@host:port/database (percent-encode any / @ ? # in the password)',
+    ),
   TEMPORAL_ADDRESS: z
     .string()
     .regex(/^[^:\s]+:\d+$/, 'must be host:port')
@@ -297,10 +300,17 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/** A variable's value as an error message may show it: secrets hidden, URL passwords blanked. */
+/**
+ * A variable's value as an error message may show it: secrets hidden, and everything before the last '@' of a URL
+ * (after its scheme) blanked. Not a URL parser: the value is shown because it is malformed, and a password may hold
+ * '/', ':' or '@' that a parser would take for the end of it, so the user info is taken to run up to the last '@'.
+ */
 function shown(name: string, value: string): string {
   if (/SECRET|TOKEN|PASSWORD|KEY/.test(name)) return '(hidden)';
-  return JSON.stringify(value.replace(/(\/\/[^:/@]*:)[^@/]*@/, '$1***@'));
+  const at = value.lastIndexOf('@');
+  if (at < 0) return JSON.stringify(value);
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(value)?.[0] ?? '';
+  return JSON.stringify(`${scheme}***${value.slice(at)}`);
 }
 
 /** Reads and validates configuration from an environment map (process.env by default). */

@@ -235,3 +235,20 @@ describe('WORKFLOW_TASK_POLLERS', () => {
     expect(configErrorOf({ WORKFLOW_TASK_POLLERS: value }).message).toMatch(/WORKFLOW_TASK_POLLERS/);
   });
 });
+
+describe('secrets in error messages', () => {
+  // [what, DATABASE_URL, the user info it must never show, the rest it still shows]
+  test.each([
+    ['a plain password', 'mysql://app:s3cret-pw@db:3306/pay-bad', 'app:s3cret-pw', 'db:3306/pay-bad'],
+    ["a password with '/'", 'mysql://app:ab/cd@db:3306/payments', 'app:ab/cd', 'db:3306/payments'],
+    ["a password with '@' and '/'", 'mysql://app:p@ss/w@Zq9@db:3306/payments', 'app:p@ss/w@Zq9', 'db:3306/payments'],
+    ["a password with ':'", 'mysql://app:a:b/c@db/payments', 'app:a:b/c', 'db/payments'],
+    ['no scheme', 'app:ab/cd@db:3306/payments', 'app:ab/cd', 'db:3306/payments'],
+  ])('a bad DATABASE_URL with %s never shows what comes before the last @', (_what, url, hidden, shown) => {
+    const error = configErrorOf({ DATABASE_URL: url });
+    expect(error.message).toMatch(/^Invalid configuration: DATABASE_URL=/);
+    for (const part of hidden.split(/[:@]/).filter((p) => p.length > 1)) expect(error.message).not.toContain(part);
+    // What is not secret is still shown, so the operator can tell which URL was wrong.
+    expect(error.message).toContain(`***@${shown}`);
+  });
+});
