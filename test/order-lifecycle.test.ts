@@ -341,6 +341,36 @@ describe('order API', () => {
     expect((await sys.http('POST', `/orders/${body.orderId}/cancel`, {})).status).toBe(200);
   });
 
+  test('bodyless POSTs sent with Content-Type: application/json and an empty body are accepted, as the contract gives them no body', async () => {
+    const sku = await createProduct(sys, { stock: 2 });
+    const { body } = await placeOrder(sku);
+    const emptyJson = (path: string) =>
+      fetch(`${sys.apiUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '' });
+    const refund = await emptyJson(`/orders/${body.orderId}/refund`);
+    // Not paid: refused for what the order is, not for the empty body.
+    expect({ status: refund.status, error: ((await refund.json()) as { error: string }).error }).toEqual({
+      status: 409,
+      error: 'ORDER_NOT_REFUNDABLE',
+    });
+    const cancel = await emptyJson(`/orders/${body.orderId}/cancel`);
+    expect({ status: cancel.status, body: await cancel.json() }).toEqual({
+      status: 200,
+      body: { orderId: body.orderId, status: 'CANCELLED' },
+    });
+    // A body that is there must still be JSON, and POST /orders still needs one.
+    const broken = await fetch(`${sys.apiUrl}/orders/${body.orderId}/cancel`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"reason":',
+    });
+    expect(broken.status).toBe(400);
+    const create = await emptyJson('/orders');
+    expect({ status: create.status, error: ((await create.json()) as { error: string }).error }).toEqual({
+      status: 400,
+      error: 'VALIDATION_FAILED',
+    });
+  });
+
   test('a paid order cannot be cancelled', async () => {
     const sku = await createProduct(sys, { stock: 2 });
     const { body } = await placeOrder(sku);

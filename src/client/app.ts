@@ -7,6 +7,7 @@ import { type Logger, createLogger } from '../observability/logger';
 import type { Tracing } from '../observability/tracing';
 import { workerRegistry } from '../observability/worker-metrics';
 import type { ProviderRegistry } from '../providers/types';
+import { acceptEmptyJsonBodies } from '../shared/http';
 import { withTemporalDeadline } from '../temporal/calls';
 import { OrphanReservationSweeper } from './admission';
 import { installErrorHandling } from './errors';
@@ -70,6 +71,9 @@ export function buildApi(deps: ApiDeps): Api {
   });
   if (deps.tracing) installRequestTracing(app, deps.tracing);
   installErrorHandling(app);
+  // Cancel, refund and escalate take an optional body; a client that sends Content-Type: application/json with none
+  // must not get a 400 (the callback routes keep their own raw-body parser).
+  acceptEmptyJsonBodies(app);
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpDuration.observe(
       { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },

@@ -15,6 +15,7 @@ import {
   RefundRequest,
   SandboxErrorCode,
 } from '../contracts/sandbox';
+import { acceptEmptyJsonBodies } from '../shared/http';
 import { renderBill } from './bill';
 import { CASHIER_CSP, renderCashierPage, renderNotFoundPage } from './cashier';
 import { chinaDayRange } from './china-time';
@@ -116,25 +117,6 @@ export function createSandboxServer(options: SandboxServerOptions): SandboxServe
       return closing;
     },
   };
-}
-
-/**
- * Fastify's own JSON parser, except that an empty body is no body: clients often send
- * `Content-Type: application/json` on bodyless POSTs such as close, and that must not be a 400.
- */
-function acceptEmptyJsonBodies(app: FastifyInstance): void {
-  // Fastify's default JSON parser is callback-style; its declared type also allows a promise-style one.
-  const parseJson = app.getDefaultJsonParser('error', 'error') as (
-    request: FastifyRequest,
-    body: string,
-    done: (err: Error | null, body?: unknown) => void,
-  ) => void;
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    const text = body.toString();
-    if (text === '') done(null, undefined);
-    else parseJson(request, text, done);
-  });
 }
 
 /** `/v1/*`: the API the merchant's backend calls; latency and errors are injected here. */
