@@ -183,6 +183,41 @@ describe('admission', () => {
     expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
   });
 
+  test('the same Idempotency-Key with another SKU while the first request is still setting up is refused 422 before anything is reserved', async () => {
+    const [a, b] = [await createProduct(sys, { stock: 2 }), await createProduct(sys, { stock: 2 })];
+    const [user, key] = [userId(), `k-${randomBytes(6).toString('hex')}`];
+    const orderId = orderIdForIdempotencyKey(user, key);
+    const send = (skus: string[]) =>
+      sys.http(
+        'POST',
+        '/orders',
+        { userId: user, items: skus.map((sku) => ({ sku, quantity: 1 })) },
+        { 'idempotency-key': key },
+      );
+    // No worker: the first request has reserved its units and waits for its workflow's payment URL.
+    sys.worker.shutdown();
+    await waitFor(async () => sys.worker.getState() === 'STOPPED', { what: 'the worker stopped' });
+    const first = send([a]);
+    await waitFor(() => sys.db('tcc_fence').where({ xid: orderId, participant: 'stock', status: 'TRIED' }).first(), {
+      what: 'the pre-start reservation',
+    });
+    const other = send([a, b]);
+    let answeredWithoutWorker = false;
+    void other.then(() => (answeredWithoutWorker = true));
+    await waitFor(async () => answeredWithoutWorker, { timeoutMs: 5_000, what: 'the refusal' }).catch(() => undefined);
+    await sys.restartWorker();
+    expect(await other).toMatchObject({ status: 422, body: { error: 'IDEMPOTENCY_KEY_REUSED' } });
+    expect((await first).body.orderId).toBe(orderId);
+    // Nothing of B was ever reserved, and the order's timeline names only A.
+    expect(await stockOf(sys, b)).toEqual({ available: 2, reserved: 0, sold: 0 });
+    expect(await sys.db('tcc_fence').where({ xid: orderId, resource: b })).toEqual([]);
+    const reserved = await sys.db('order_events').where({ order_id: orderId, type: 'STOCK_RESERVED' }).pluck('message');
+    expect(reserved.join('; ')).not.toContain(b);
+    expect(await stockOf(sys, a)).toEqual({ available: 1, reserved: 1, sold: 0 });
+    // Refused without waiting for the first request's workflow, which no worker ran then.
+    expect(answeredWithoutWorker).toBe(true);
+  });
+
   test('a retry with the same Idempotency-Key of an order that took the last unit joins that order instead of being told OUT_OF_STOCK', async () => {
     const sku = await createProduct(sys, { stock: 1 });
     const [user, key] = [userId(), `k-${randomBytes(6).toString('hex')}`];

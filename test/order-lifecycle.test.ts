@@ -10,7 +10,14 @@ let sys: TestSystem;
 
 beforeAll(async () => {
   // A payment window no test can outlast, however slow the server: every order here is paid, cancelled or left open.
-  sys = await startSystem({ PAYMENT_TIMEOUT: '10m' });
+  // Stripe is configured (and never called) so that a retry can name another provider that this deployment offers.
+  sys = await startSystem({
+    PAYMENT_TIMEOUT: '10m',
+    STRIPE_SECRET_KEY: 'sk_test_payflowLocal0123456789',
+    STRIPE_WEBHOOK_SECRET: 'whsec_payflowTestSecret0123456789',
+    STRIPE_PAYMENT_PAGE_URL: 'https://shop.example.com/pay',
+    STRIPE_API_BASE: 'http://127.0.0.1:9',
+  });
 }, 60_000);
 
 afterAll(async () => {
@@ -339,6 +346,47 @@ describe('order API', () => {
     expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
     expect((await sys.sandbox('GET', `/v1/payments/${body.orderId}`)).body.status).toBe('CLOSED');
     expect((await sys.http('POST', `/orders/${body.orderId}/cancel`, {})).status).toBe(200);
+  });
+
+  test('the same Idempotency-Key with a different points, coupon or provider is refused 422 IDEMPOTENCY_KEY_REUSED, never answered with the first order', async () => {
+    const [a, b] = [await createProduct(sys, { stock: 5 }), await createProduct(sys, { stock: 5 })];
+    const body = {
+      userId: userId(),
+      items: [
+        { sku: a, quantity: 1 },
+        { sku: b, quantity: 1 },
+      ],
+    };
+    const key = `key-${randomBytes(4).toString('hex')}`;
+    const first = await sys.http('POST', '/orders', body, { 'idempotency-key': key });
+    expect(first.status).toBe(201);
+    // The same request written differently is the same request: lines in another order, a line split in two, the
+    // default provider named.
+    const same = await sys.http(
+      'POST',
+      '/orders',
+      {
+        ...body,
+        items: [
+          { sku: b, quantity: 1 },
+          { sku: a, quantity: 1 },
+        ],
+        provider: 'sandbox',
+      },
+      { 'idempotency-key': key },
+    );
+    expect(same.status).toBeLessThan(300);
+    expect(same.body.orderId).toBe(first.body.orderId);
+    for (const changed of [{ points: 10 }, { couponCode: 'NOT-THE-FIRST-ONE' }, { provider: 'stripe' }]) {
+      const reused = await sys.http('POST', '/orders', { ...body, ...changed }, { 'idempotency-key': key });
+      expect({ changed, status: reused.status, error: reused.body.error }).toEqual({
+        changed,
+        status: 422,
+        error: 'IDEMPOTENCY_KEY_REUSED',
+      });
+    }
+    expect(await stockOf(sys, a)).toEqual({ available: 4, reserved: 1, sold: 0 });
+    expect(await stockOf(sys, b)).toEqual({ available: 4, reserved: 1, sold: 0 });
   });
 
   test('bodyless POSTs sent with Content-Type: application/json and an empty body are accepted, as the contract gives them no body', async () => {

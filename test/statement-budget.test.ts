@@ -10,6 +10,7 @@ import { createActivities } from '../src/activities';
 import { composeOrderSteps } from '../src/activities/order-steps';
 import { createOrder } from '../src/activities/orders';
 import { markFulfilmentReady } from '../src/activities/support';
+import { IdempotencyKeyReusedError } from '../src/db/idempotency';
 import { createDb } from '../src/db/knex';
 import { tryReserveStock } from '../src/db/stock';
 import { TEST_ENV } from './support/env';
@@ -46,6 +47,25 @@ test('the stock Try of an unsharded SKU: isolation, BEGIN, fence, timeline entry
     type: 'OUT_OF_STOCK',
   });
   expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 1, reserved: 2 });
+});
+
+test("a keyed request's stock Try: one statement more, the fingerprint INSERT, and a different request reserves nothing", async () => {
+  const sku = await product(3);
+  const orderId = uid('ord');
+  const sent = await statementsOf(db, () =>
+    tryReserveStock(db, orderId, [{ sku, quantity: 1 }], { fingerprint: 'a'.repeat(64) }),
+  );
+  expect(sent).toHaveLength(7);
+  expect(sent.filter((q) => /^insert into `idempotency_fingerprints`/i.test(q))).toHaveLength(1);
+  // The same request again: the INSERT meets the stored row, one read compares, nothing else changes.
+  await expect(
+    tryReserveStock(db, orderId, [{ sku, quantity: 1 }], { fingerprint: 'a'.repeat(64) }),
+  ).resolves.toMatchObject({ request: 'same' });
+  // Another request under the same key: refused before any fence or unit.
+  await expect(
+    tryReserveStock(db, orderId, [{ sku, quantity: 2 }], { fingerprint: 'b'.repeat(64) }),
+  ).rejects.toBeInstanceOf(IdempotencyKeyReusedError);
+  expect(await db('stock').where({ sku }).first('available', 'reserved')).toEqual({ available: 2, reserved: 1 });
 });
 
 test('creating an order: one read (a stored order and the prices together), three inserts, BEGIN, COMMIT', async () => {

@@ -18,9 +18,10 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Knex } from 'knex';
 import { FailureType } from '../contracts/failures';
 import { orderWorkflowId } from '../contracts/order';
+import { IdempotencyKeyReusedError } from '../db/idempotency';
 import { cancelStock, cancelStockUnlessOwned, tryReserveStock, type StockLine } from '../db/stock';
 import { withTemporalDeadline } from '../temporal/calls';
-import { type ApiError, apiFailure, orderRefusalError } from './errors';
+import { type ApiError, apiFailure, idempotencyKeyReused, orderRefusalError } from './errors';
 import type { Metrics } from './metrics';
 
 /** Units available right now per known SKU (all buckets summed); unknown SKUs are absent. Plain reads, no locks. */
@@ -177,12 +178,20 @@ export function outOfStockError(line: StockLine, orderId?: string): ApiError {
 
 /**
  * Reserves every line for the order (the TCC Try, all or nothing, fenced by order id, so a retry with the same
- * Idempotency-Key reserves nothing twice). Answers 409 OUT_OF_STOCK when the units are gone.
+ * Idempotency-Key reserves nothing twice). Answers 409 OUT_OF_STOCK when the units are gone. With the `fingerprint` of
+ * a keyed request, a request that differs from the key's first one is answered 422 IDEMPOTENCY_KEY_REUSED before
+ * anything is reserved; the result then says whether this was the key's first request or a repeat of it.
  */
-export async function reserveBeforeStart(db: Knex, orderId: string, items: StockLine[]): Promise<void> {
+export async function reserveBeforeStart(
+  db: Knex,
+  orderId: string,
+  items: StockLine[],
+  fingerprint?: string,
+): Promise<'first' | 'same' | undefined> {
   try {
-    await tryReserveStockPatiently(db, orderId, items);
+    return await tryReserveStockPatiently(db, orderId, items, fingerprint);
   } catch (err) {
+    if (err instanceof IdempotencyKeyReusedError) throw idempotencyKeyReused(err.orderId);
     if (err instanceof ApplicationFailure && err.type === FailureType.OUT_OF_STOCK) {
       const sku = (err.details?.[0] as { sku?: string } | undefined)?.sku ?? items[0]!.sku;
       throw outOfStockError({ sku, quantity: items.find((i) => i.sku === sku)?.quantity ?? 0 });
@@ -219,11 +228,15 @@ function isContention(err: unknown): boolean {
  * once). Before each new attempt the units are read again: contention peaks as the last units go, and a buyer who can
  * no longer get them is answered OUT_OF_STOCK instead of waiting or getting a 503.
  */
-async function tryReserveStockPatiently(db: Knex, orderId: string, items: StockLine[]): Promise<void> {
+async function tryReserveStockPatiently(
+  db: Knex,
+  orderId: string,
+  items: StockLine[],
+  fingerprint: string | undefined,
+): Promise<'first' | 'same' | undefined> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await tryReserveStock(db, orderId, items);
-      return;
+      return (await tryReserveStock(db, orderId, items, { fingerprint })).request;
     } catch (err) {
       if (!isContention(err) || attempt >= 20) throw err;
       const short = shortLine(

@@ -51,6 +51,13 @@ export function orderRefusalError(
   return answer && failureError(answer, answer.message ?? message, failureDetails);
 }
 
+/** 422: the Idempotency-Key names an order placed with a different request (a retry must send the same body). */
+export function idempotencyKeyReused(orderId: string): ApiError {
+  return new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', {
+    orderId,
+  });
+}
+
 /** The API's answer to a failure type it answers (see FAILURES[type].api). */
 export function apiFailure(type: AnsweredFailure, message: string, details: Record<string, unknown> = {}): ApiError {
   return new ApiError(FAILURES[type].api.status, FAILURES[type].api.code, message, details);

@@ -12,6 +12,7 @@ import {
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import type { Config } from '../config';
+import { fingerprintOf } from '../db/idempotency';
 import { FAILURES, FailureType } from '../contracts/failures';
 import { type StatusMessages, describeStatus } from '../contracts/messages';
 import {
@@ -42,7 +43,7 @@ import {
   reserveBeforeStart,
   shortLine,
 } from './admission';
-import { ApiError, apiFailure, failureError, orderRefusalError } from './errors';
+import { ApiError, apiFailure, failureError, idempotencyKeyReused, orderRefusalError } from './errors';
 import { LiveStatusCache } from './live-status';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
@@ -53,6 +54,22 @@ export function newOrderId(): string {
 /** The same (user, Idempotency-Key) always names the same order. */
 export function orderIdForIdempotencyKey(userId: string, key: string): string {
   return `ord_k${createHash('sha256').update(`${userId}\u0000${key}`).digest('hex').slice(0, 32)}`;
+}
+
+/**
+ * What a request with an Idempotency-Key asks for, as one string to compare with the key's first request: SHA-256 of
+ * the user id, the merged lines sorted by SKU, the provider, the coupon code and the points. Two bodies that differ
+ * only in how they list the same lines are the same request.
+ */
+export function requestFingerprint(
+  request: Pick<CreateOrderRequest, 'userId' | 'provider' | 'couponCode' | 'points'>,
+  items: { sku: string; quantity: number }[],
+): string {
+  const lines = mergeItems(items)
+    .sort((a, b) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0))
+    .map((i) => [i.sku, i.quantity]);
+  const normalised = [request.userId, lines, request.provider, request.couponCode ?? null, request.points ?? null];
+  return createHash('sha256').update(JSON.stringify(normalised)).digest('hex');
 }
 
 /** Merges repeated SKUs into one line each, keeping first-seen order. */
@@ -191,19 +208,26 @@ export class OrderService {
 
     // Without a key the id is drawn only for a buyer who gets past the stock check.
     const keyedId = idempotencyKey ? orderIdForIdempotencyKey(request.userId, idempotencyKey) : undefined;
+    // A keyed request is compared with the key's first request (stored with the first Try) wherever it is answered:
+    // from the stored order, or by its own Try, which compares before it reserves anything.
+    const keyed = keyedId ? { orderId: keyedId, fingerprint: requestFingerprint(request, items) } : undefined;
     // A retry with the same Idempotency-Key of an order that already holds its units (reserved by the first request,
     // its workflow still setting up) joins that order: it must not be told OUT_OF_STOCK by its own reservation.
     let holdsUnits = false;
-    if (keyedId) {
-      const existing = await this.get(keyedId);
+    if (keyed) {
+      const existing = await this.read(keyed.orderId, { fingerprint: true });
       // An order still being set up is joined through update-with-start below (it waits for the payment URL).
-      const settingUp = existing?.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl;
-      if (existing && !settingUp) return { created: false, body: this.replay(existing, items, request) };
-      const reservation = settingUp ? 'held' : await reservationOf(db, keyedId);
+      const settingUp = existing?.view.status === 'AWAITING_PAYMENT' && !existing.view.payment?.paymentUrl;
+      if (existing && !settingUp) return { created: false, body: this.replay(existing, keyed, items, request) };
+      const reservation = settingUp ? 'held' : await reservationOf(db, keyed.orderId);
       // No order row and the units released: the order was refused or released before it was written. A new Try
       // could only be refused (TCC_TRY_AFTER_CANCEL), and a units read could answer OUT_OF_STOCK: neither is the answer
-      // the first request got.
-      if (reservation === 'released') throw await this.releasedBeforeWritten(keyedId, request);
+      // the first request got (if it is the first request's: a different one is told so).
+      if (reservation === 'released') {
+        const stored = await fingerprintOf(db, keyed.orderId);
+        if (stored !== undefined && stored !== keyed.fingerprint) throw idempotencyKeyReused(keyed.orderId);
+        throw await this.releasedBeforeWritten(keyed.orderId, request);
+      }
       holdsUnits = reservation === 'held';
     }
     // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales). Units being reserved
@@ -228,12 +252,12 @@ export class OrderService {
       // The units (the order's TCC Try, before the start), claimed in the gate until the Try has settled.
       const settled = holdsUnits ? undefined : this.gate.claim(items, orderId);
       try {
-        await this.trySlots.run(() => reserveBeforeStart(db, orderId, items));
+        await this.trySlots.run(() => reserveBeforeStart(db, orderId, items, keyed?.fingerprint));
       } catch (err) {
         // Released between the check above and this Try (the order's workflow refused it meanwhile): the answer its
-        // first request got, not a bare RESERVATION_RELEASED.
-        if (keyedId && err instanceof ApiError && err.code === FAILURES.TCC_TRY_AFTER_CANCEL.api.code)
-          throw await this.releasedAnswer(keyedId, items, request);
+        // first request got, not a bare RESERVATION_RELEASED. (The Try compared the request first: it is the same.)
+        if (keyed && err instanceof ApiError && err.code === FAILURES.TCC_TRY_AFTER_CANCEL.api.code)
+          throw await this.releasedAnswer(keyed, items, request);
         throw err;
       } finally {
         settled?.();
@@ -289,8 +313,7 @@ export class OrderService {
         }),
       );
       // The start may have joined an order set up by an earlier request with this key (conflict policy USE_EXISTING):
-      // its lines must be this request's, or the key was reused for a different order. One read of the lines.
-      if (idempotencyKey) await this.checkSameItems(orderId, items);
+      // that request was the same as this one, or this one's Try would have refused it (claimFingerprint).
       // The workflow's own provider (a joined order keeps the one it was created with).
       this.deps.orderProviders?.remember(orderId, body.payment.provider);
       return { created: true, body };
@@ -304,27 +327,19 @@ export class OrderService {
     }
   }
 
-  private async checkSameItems(orderId: string, items: { sku: string; quantity: number }[]): Promise<void> {
-    const lines = (await this.deps.db('order_lines').where({ order_id: orderId }).select('sku', 'quantity')) as {
-      sku: string;
-      quantity: number;
-    }[];
-    if (
-      lines.length &&
-      !sameItems(
-        lines.map((l) => ({ sku: l.sku, quantity: Number(l.quantity) })),
-        items,
-      )
-    )
-      throw keyReused(orderId);
-  }
-
+  /**
+   * The answer to a keyed request whose order is stored: 422 unless it is the key's first request again (by the stored
+   * fingerprint; by the lines for an order placed before fingerprints were kept), then what the order is.
+   */
   private replay(
-    existing: OrderView,
+    stored: StoredOrder,
+    keyed: { orderId: string; fingerprint: string },
     items: { sku: string; quantity: number }[],
     request: Pick<CreateOrderRequest, 'couponCode' | 'points'>,
   ): PaymentReady {
-    if (!sameItems(existing.items, items)) throw keyReused(existing.orderId);
+    const { view: existing, fingerprint } = stored;
+    const same = fingerprint !== null ? fingerprint === keyed.fingerprint : sameItems(existing.items, items);
+    if (!same) throw idempotencyKeyReused(existing.orderId);
     if (existing.status === 'FAILED') {
       // A refused order answers its refusal again, as its first request was answered: the message the workflow gave
       // (its timeline's ORDER_FAILED entry, written by the setup as "Order failed: <message>"), the details this same
@@ -382,7 +397,8 @@ export class OrderService {
     }
     // Same Idempotency-Key after the order's workflow finished: answer with the stored order, or, when the workflow
     // ended before pricing wrote one, with what it answered.
-    if (err instanceof WorkflowExecutionAlreadyStartedError) return this.releasedAnswer(orderId, items, request);
+    if (err instanceof WorkflowExecutionAlreadyStartedError)
+      return this.releasedAnswer({ orderId, fingerprint: requestFingerprint(request, items) }, items, request);
     // Under load the update-with-start call can also come back cancelled at the deadline ("Call cancelled").
     if (
       err instanceof WorkflowUpdateRPCTimeoutOrCancelledError ||
@@ -399,12 +415,14 @@ export class OrderService {
   }
 
   private replayError(
-    existing: OrderView,
+    stored: StoredOrder,
+    keyed: { orderId: string; fingerprint: string },
     items: { sku: string; quantity: number }[],
     request: CreateOrderRequest,
   ): ApiError {
     try {
-      this.replay(existing, items, request);
+      this.replay(stored, keyed, items, request);
+      const existing = stored.view;
       return new ApiError(
         409,
         'ORDER_EXISTS',
@@ -418,12 +436,14 @@ export class OrderService {
 
   /** The answer to a request whose order can no longer reserve: what the order's first request was answered. */
   private async releasedAnswer(
-    orderId: string,
+    keyed: { orderId: string; fingerprint: string },
     items: { sku: string; quantity: number }[],
     request: CreateOrderRequest,
   ): Promise<ApiError> {
-    const existing = await this.get(orderId);
-    return existing ? this.replayError(existing, items, request) : this.releasedBeforeWritten(orderId, request);
+    const existing = await this.read(keyed.orderId, { fingerprint: true });
+    return existing
+      ? this.replayError(existing, keyed, items, request)
+      : this.releasedBeforeWritten(keyed.orderId, request);
   }
 
   /**
@@ -464,6 +484,17 @@ export class OrderService {
    * AWAITING_PAYMENT also gets the workflow's live stage (best effort, short timeout, never fails the read).
    */
   async get(orderId: string, options: { live?: boolean } = {}): Promise<OrderView | null> {
+    return (await this.read(orderId, options))?.view ?? null;
+  }
+
+  /**
+   * get, and with `fingerprint` (a keyed POST /orders) also the fingerprint of the request that placed the order, in
+   * the same read (null when none is stored).
+   */
+  private async read(
+    orderId: string,
+    options: { live?: boolean; fingerprint?: boolean } = {},
+  ): Promise<StoredOrder | null> {
     const { db } = this.deps;
     // One read (a waiting page polls this every few seconds, and a MySQL round trip is the dearest part of a poll):
     // the order, its payment, and its lines and timeline as JSON arrays. JSON_ARRAYAGG has no ORDER BY on MySQL 8, so
@@ -478,11 +509,16 @@ export class OrderService {
                  FROM order_lines l WHERE l.order_id = o.order_id) AS lines_json,
               (SELECT JSON_ARRAYAGG(JSON_OBJECT('id', e.id, 'at', CONCAT(DATE_FORMAT(e.at, '%Y-%m-%dT%H:%i:%s.%f'), 'Z'),
                                                 'type', e.type, 'message', e.message))
-                 FROM order_events e WHERE e.order_id = o.order_id) AS events_json
+                 FROM order_events e WHERE e.order_id = o.order_id) AS events_json${
+                   options.fingerprint
+                     ? `,
+              (SELECT f.fingerprint FROM idempotency_fingerprints f WHERE f.order_id = o.order_id) AS request_fingerprint`
+                     : ''
+                 }
          FROM orders o LEFT JOIN payments p ON p.out_trade_no = o.order_id
         WHERE o.order_id = ?`,
       [orderId],
-    )) as [(OrderReadRow & { lines_json: unknown; events_json: unknown })[]];
+    )) as [(OrderReadRow & { lines_json: unknown; events_json: unknown; request_fingerprint?: string | null })[]];
     const found = rows[0];
     // In primary-key order (order_id, sku; binary collation), as a plain read of the lines returns them.
     const lines = bySkuOrder(jsonArray<{ sku: string; quantity: number; unit_price: number }>(found?.lines_json));
@@ -515,7 +551,7 @@ export class OrderService {
       statusReason: order.status_reason ?? null,
       now: new Date(),
     });
-    return {
+    const view: OrderView = {
       orderId,
       userId: order.user_id,
       status,
@@ -548,6 +584,7 @@ export class OrderService {
       createdAt: new Date(order.created_at).toISOString(),
       deadline,
     };
+    return { view, fingerprint: found?.request_fingerprint ?? null };
   }
 
   /** The workflow's `status` query within LIVE_STATUS_TIMEOUT_MS; undefined on any failure or timeout. */
@@ -640,8 +677,9 @@ function sameItems(stored: { sku: string; quantity: number }[], items: { sku: st
   );
 }
 
-function keyReused(orderId: string): ApiError {
-  return new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', {
-    orderId,
-  });
+/** An order as read for a keyed POST /orders: the view, and the fingerprint of the request that placed it. */
+interface StoredOrder {
+  view: OrderView;
+  /** null: none stored (read without asking for it, or an order placed before fingerprints were kept). */
+  fingerprint: string | null;
 }

@@ -13,6 +13,7 @@
 import { randomInt } from 'node:crypto';
 import type { Knex } from 'knex';
 import { FailureType, businessFailure } from '../contracts/failures';
+import { claimFingerprint } from './idempotency';
 import { retryDeadlocks } from './knex';
 import { OrderEventBatch, appendOrderEvent } from './order-events';
 import { fenceOf, moveUnits } from './tcc-fence';
@@ -221,20 +222,34 @@ export async function tryReserveStockUnlessHeld(
   return tryReserveStock(db, orderId, lines);
 }
 
-/** TCC Try: moves quantity from available to reserved for every line, all or nothing. */
+/**
+ * TCC Try: moves quantity from available to reserved for every line, all or nothing. With a `fingerprint` (the API's
+ * Try of a request with an Idempotency-Key), the request is first compared with the key's first one, in the same
+ * transaction (claimFingerprint): a different request throws IdempotencyKeyReusedError and reserves nothing;
+ * `request` then says whether this was the key's first request ('first') or a repeat of it ('same').
+ */
 export async function tryReserveStock(
   db: Knex,
   orderId: string,
   lines: StockLine[],
-): Promise<{ reserved: StockLine[] }> {
+  options: { fingerprint?: string } = {},
+): Promise<{ reserved: StockLine[]; request?: 'first' | 'same' }> {
   // Deadlocks between takers of one hot SKU are retried here at once, before Temporal's slower activity retry.
-  return retryDeadlocks(() => reserveAll(db, orderId, lines));
+  return retryDeadlocks(() => reserveAll(db, orderId, lines, options.fingerprint));
 }
 
-async function reserveAll(db: Knex, orderId: string, lines: StockLine[]): Promise<{ reserved: StockLine[] }> {
+async function reserveAll(
+  db: Knex,
+  orderId: string,
+  lines: StockLine[],
+  fingerprint: string | undefined,
+): Promise<{ reserved: StockLine[]; request?: 'first' | 'same' }> {
   // READ COMMITTED: the bucket levels read before taking are the latest committed counts, not a snapshot.
   return db.transaction(
     async (trx) => {
+      // Before any fence: a request that is not the key's first one must not reserve a line the first one did not ask
+      // for (under the first order's id, until that order ends).
+      const request = fingerprint === undefined ? undefined : await claimFingerprint(trx, orderId, fingerprint);
       const fresh: StockLine[] = [];
       for (const line of bySku(lines)) {
         const key = { orderId, resource: line.sku };
@@ -252,12 +267,13 @@ async function reserveAll(db: Knex, orderId: string, lines: StockLine[]): Promis
         }
         // TRIED or CONFIRMED already: a retried Try is a no-op for this line.
       }
-      if (fresh.length === 0) return { reserved: bySku(lines) };
+      const answer = { reserved: bySku(lines), ...(request ? { request } : {}) };
+      if (fresh.length === 0) return answer;
       // The timeline entry first, the stock rows last: a hot row stays locked only from its update to the commit.
       await appendOrderEvent(trx, orderId, 'STOCK_RESERVED', `Reserved ${describe(lines)}`, { lines });
       // Which buckets each line took from is in stock_holds.
       for (const line of fresh) await reserveLine(trx, orderId, line);
-      return { reserved: bySku(lines) };
+      return answer;
     },
     { isolationLevel: 'read committed' },
   );

@@ -6,6 +6,7 @@ import * as supportOutbox from './20261127_0002_support_outbox';
 import * as couponsPoints from './20261127_0003_coupons_points';
 import * as stockBuckets from './20261128_0010_stock_buckets';
 import * as inboxFailureKind from './20261130_0001_inbox_failure_kind';
+import * as idempotencyFingerprints from './20261201_0001_idempotency_fingerprints';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -16,6 +17,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261127_0003_coupons_points': couponsPoints,
   '20261128_0010_stock_buckets': stockBuckets,
   '20261130_0001_inbox_failure_kind': inboxFailureKind,
+  '20261201_0001_idempotency_fingerprints': idempotencyFingerprints,
 };
 
 /** knex migration source over the statically imported migrations. */
