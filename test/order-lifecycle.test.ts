@@ -313,19 +313,28 @@ describe('order API', () => {
     expect(((await response.json()) as { error: string }).error).toBe('VALIDATION_FAILED');
   });
 
-  test('the same Idempotency-Key twice gives one order', async () => {
+  test('the same Idempotency-Key twice gives one order: 201 with the same body, replays marked Idempotent-Replayed', async () => {
     const sku = await createProduct(sys, { stock: 5 });
     const body = { userId: userId(), items: [{ sku, quantity: 1 }] };
     const key = `key-${randomBytes(4).toString('hex')}`;
-    const [first, second] = await Promise.all([
-      sys.http('POST', '/orders', body, { 'idempotency-key': key }),
-      sys.http('POST', '/orders', body, { 'idempotency-key': key }),
-    ]);
-    const third = await sys.http('POST', '/orders', body, { 'idempotency-key': key });
-    expect([first.status, second.status]).toEqual(expect.arrayContaining([201]));
-    expect(second.body.orderId).toBe(first.body.orderId);
-    expect(third.body.orderId).toBe(first.body.orderId);
-    expect(third.body.payment.paymentUrl).toBe(first.body.payment.paymentUrl);
+    const post = async () => {
+      const r = await fetch(`${sys.apiUrl}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify(body),
+      });
+      return { status: r.status, replayed: r.headers.get('idempotent-replayed'), body: (await r.json()) as any };
+    };
+    const [first, second] = await Promise.all([post(), post()]);
+    const third = await post();
+    // Sent together, one of the two placed the order and the other joined it (or, still being set up, was asked to
+    // come back); the third is answered from the stored order. Each answer that has the order is the first one's.
+    expect([first.status, second.status]).toContain(201);
+    const placed = [first, second].filter((r) => r.status === 201);
+    expect(placed.filter((r) => r.replayed === null)).toHaveLength(1);
+    for (const r of [...placed, third]) expect(r.body).toEqual(placed.find((p) => p.replayed === null)!.body);
+    expect(third).toMatchObject({ status: 201, replayed: 'true' });
+    expect(third.body.payment.paymentUrl).toBe(`${sys.sandboxUrl}/pay/${third.body.orderId}`);
     expect(await stockOf(sys, sku)).toEqual({ available: 4, reserved: 1, sold: 0 });
     const reused = await sys.http(
       'POST',

@@ -179,11 +179,14 @@ export class OrderService {
     this.availability = new AvailabilityReads((skus) => availableUnits(deps.db, skus));
   }
 
-  /** Creates an order: starts its workflow and waits for the early-return update (payment URL). */
+  /**
+   * Creates an order: starts its workflow and waits for the early-return update (payment URL). `replayed`: the order
+   * was placed by an earlier request with the same Idempotency-Key (this one was answered from it, or joined it).
+   */
   async create(
     request: CreateOrderRequest,
     idempotencyKey: string | undefined,
-  ): Promise<{ created: boolean; body: PaymentReady }> {
+  ): Promise<{ replayed: boolean; body: PaymentReady }> {
     const { db, config, providers } = this.deps;
     if (providers && !providers[request.provider]) {
       throw new ApiError(
@@ -218,7 +221,7 @@ export class OrderService {
       const existing = await this.read(keyed.orderId, { fingerprint: true });
       // An order still being set up is joined through update-with-start below (it waits for the payment URL).
       const settingUp = existing?.view.status === 'AWAITING_PAYMENT' && !existing.view.payment?.paymentUrl;
-      if (existing && !settingUp) return { created: false, body: this.replay(existing, keyed, items, request) };
+      if (existing && !settingUp) return { replayed: true, body: this.replay(existing, keyed, items, request) };
       const reservation = settingUp ? 'held' : await reservationOf(db, keyed.orderId);
       // No order row and the units released: the order was refused or released before it was written. A new Try
       // could only be refused (TCC_TRY_AFTER_CANCEL), and a units read could answer OUT_OF_STOCK: neither is the answer
@@ -251,8 +254,10 @@ export class OrderService {
       const orderId = keyedId ?? newOrderId();
       // The units (the order's TCC Try, before the start), claimed in the gate until the Try has settled.
       const settled = holdsUnits ? undefined : this.gate.claim(items, orderId);
+      // 'same': an earlier request with this key reserved (and started) the order; this one joins it.
+      let keyUse: 'first' | 'same' | undefined;
       try {
-        await this.trySlots.run(() => reserveBeforeStart(db, orderId, items, keyed?.fingerprint));
+        keyUse = await this.trySlots.run(() => reserveBeforeStart(db, orderId, items, keyed?.fingerprint));
       } catch (err) {
         // Released between the check above and this Try (the order's workflow refused it meanwhile): the answer its
         // first request got, not a bare RESERVATION_RELEASED. (The Try compared the request first: it is the same.)
@@ -262,7 +267,8 @@ export class OrderService {
       } finally {
         settled?.();
       }
-      return await this.start(request, idempotencyKey, orderId, items);
+      const body = await this.start(request, idempotencyKey, orderId, items);
+      return { replayed: keyUse === 'same', body };
     } finally {
       this.startsInFlight--;
     }
@@ -274,7 +280,7 @@ export class OrderService {
     idempotencyKey: string | undefined,
     orderId: string,
     items: { sku: string; quantity: number }[],
-  ): Promise<{ created: boolean; body: PaymentReady }> {
+  ): Promise<PaymentReady> {
     const { db, client, config } = this.deps;
     const input: OrderPaymentInput = {
       orderId,
@@ -316,7 +322,7 @@ export class OrderService {
       // that request was the same as this one, or this one's Try would have refused it (claimFingerprint).
       // The workflow's own provider (a joined order keeps the one it was created with).
       this.deps.orderProviders?.remember(orderId, body.payment.provider);
-      return { created: true, body };
+      return body;
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) {
         // The workflow ran and failed before it owned the order (pricing, coupon, payment creation): it released what

@@ -23,10 +23,13 @@ export function registerOrderRoutes(app: FastifyInstance, orders: OrderService, 
     const key =
       rawKey === undefined ? undefined : parseOr400(IdempotencyKey, Array.isArray(rawKey) ? rawKey[0] : rawKey);
     try {
-      const { created, body: result } = await orders.create(body, key);
+      const { replayed, body: result } = await orders.create(body, key);
       bindOrderId(request, reply, result.orderId);
-      metrics.ordersCreated.inc({ outcome: created ? 'created' : 'replayed' });
-      return reply.code(created ? 201 : 200).send(result);
+      metrics.ordersCreated.inc({ outcome: replayed ? 'replayed' : 'created' });
+      // A replay answers as the request that placed the order was answered (201, the same body), as Stripe replays
+      // the original status; the header tells the client that this request placed nothing.
+      if (replayed) void reply.header('idempotent-replayed', 'true');
+      return reply.code(201).send(result);
     } catch (err) {
       metrics.ordersCreated.inc({ outcome: err instanceof ApiError ? err.code : 'error' });
       throw err;
