@@ -11,7 +11,7 @@ import {
   isFailureType,
   orderRefusal,
 } from '../src/contracts/failures';
-import { orderRefusalError } from '../src/client/errors';
+import { orderFailedError, orderRefusalError } from '../src/client/errors';
 
 const ROOT = join(__dirname, '..');
 
@@ -50,12 +50,13 @@ test('every failure type is named after itself, and the API answers each answere
     expect(spec.meaning.length).toBeGreaterThan(10);
     if ('api' in spec) {
       expect(spec.api.code).toMatch(/^[A-Z_]+$/);
-      expect(spec.api.status === 503 || (spec.api.status >= 400 && spec.api.status < 500)).toBe(true);
+      const status: number = spec.api.status;
+      expect(status === 503 || (status >= 400 && status < 500)).toBe(true);
     }
   }
 });
 
-test("an order's setup failure tells the buyer why only for the buyer-facing types; any other answers 503 PAYMENT_UNAVAILABLE", () => {
+test("an order's setup failure tells the buyer why only for the buyer-facing types; any other answers 409 ORDER_FAILED", () => {
   expect(orderRefusal(FailureType.OUT_OF_STOCK)).toEqual({ status: 409, code: 'OUT_OF_STOCK', details: ['sku'] });
   expect(orderRefusal(FailureType.ZERO_AMOUNT)).toMatchObject({ status: 422, code: 'ZERO_AMOUNT' });
   for (const type of [
@@ -68,8 +69,35 @@ test("an order's setup failure tells the buyer why only for the buyer-facing typ
   ]) {
     expect(orderRefusal(type)).toBeUndefined();
   }
-  // What POST /orders answers for those (src/client/orders-service.ts, translateStartError).
-  expect(FAILURES.PAYMENT_CREATION_FAILED.api).toEqual({ status: 503, code: 'PAYMENT_UNAVAILABLE' });
+  // What POST /orders answers for those (orderFailedError): the order failed for good and no retry with its
+  // Idempotency-Key can place it, so neither a 503 nor a Retry-After.
+  expect(FAILURES.PAYMENT_CREATION_FAILED.api).toEqual({ status: 409, code: 'ORDER_FAILED' });
+});
+
+test("a failed order's answer keeps the provider's refusal and shows no other failure's text (SQL, driver, addresses)", () => {
+  const refused = orderFailedError(
+    FailureType.PROVIDER_REJECTED,
+    'create payment: outTradeNo ord_1 is already used by a payment with a different amount, currency or merchant',
+    'ord_1',
+  );
+  expect(refused).toMatchObject({
+    statusCode: 409,
+    code: 'ORDER_FAILED',
+    details: { reason: FailureType.PROVIDER_REJECTED, orderId: 'ord_1' },
+  });
+  expect(refused.message).toMatch(/already used by a payment with a different amount/);
+  const raw: [type: string, message: string][] = [
+    [FailureType.PAYMENT_CREATION_FAILED, 'connect ECONNREFUSED 10.0.0.7:4000'],
+    ['Error', "insert into `payments` ... - Duplicate entry 'ord_1' for key 'PRIMARY'"],
+    ['KnexTimeoutError', 'Knex: Timeout acquiring a connection. The pool is probably full.'],
+    [FailureType.TCC_CONFLICT, "confirm after cancel for sku-1 in order ord_1 (ER_LOCK_DEADLOCK at 'db-1')"],
+  ];
+  for (const [type, message] of raw) {
+    const answer = orderFailedError(type, message);
+    expect(answer.message).not.toMatch(/ECONNREFUSED|10\.0\.0\.7|Duplicate|insert into|Knex|pool|ER_LOCK|db-1/);
+    // An undeclared type (an error's class name) is not a reason the contract knows.
+    expect(answer.details).toEqual({ reason: isFailureType(type) ? type : FailureType.PAYMENT_CREATION_FAILED });
+  }
 });
 
 test('a Try refused after its Cancel is a refusal of the order, 409 RESERVATION_RELEASED, the same on every path', () => {

@@ -2,6 +2,7 @@
  * The order payment lifecycle end to end: real dev server, real MySQL, the real sandbox over HTTP.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { orderIdForIdempotencyKey } from '../src/client/orders-service';
 import { orderWorkflowId } from '../src/contracts/order';
 import { signSandboxPayload } from '../src/providers/sandbox-signature';
 import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
@@ -396,6 +397,44 @@ describe('order API', () => {
     }
     expect(await stockOf(sys, a)).toEqual({ available: 4, reserved: 1, sold: 0 });
     expect(await stockOf(sys, b)).toEqual({ available: 4, reserved: 1, sold: 0 });
+  });
+
+  test('a setup the provider refuses answers 409 ORDER_FAILED with its reason, the same the first time and on every retry, and never asks for a retry that cannot succeed', async () => {
+    const sku = await createProduct(sys, { price: 1500, stock: 2 });
+    const [user, key] = [userId(), `key-${randomBytes(4).toString('hex')}`];
+    const orderId = orderIdForIdempotencyKey(user, key);
+    // The order's out-trade-no is taken at the provider by a payment of another amount: it refuses the order's payment
+    // (OUT_TRADE_NO_USED), which no retry can change.
+    const taken = await sys.sandbox('POST', '/v1/payments', {
+      outTradeNo: orderId,
+      amount: 1,
+      currency: 'CNY',
+      merchantId: sys.config.sandboxMerchantId,
+      notifyUrl: `${sys.apiUrl}/callbacks/sandbox`,
+      expiresAt: new Date(Date.now() + 600_000).toISOString(),
+    });
+    expect(taken.status).toBe(200);
+    const post = async () => {
+      const r = await fetch(`${sys.apiUrl}/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify({ userId: user, items: [{ sku, quantity: 1 }] }),
+      });
+      return { status: r.status, retryAfter: r.headers.get('retry-after'), body: (await r.json()) as any };
+    };
+    const first = await post();
+    expect(first).toMatchObject({
+      status: 409,
+      retryAfter: null,
+      body: { error: 'ORDER_FAILED', reason: 'PROVIDER_REJECTED', orderId },
+    });
+    // The provider's own words help the buyer and support; they stay.
+    expect(first.body.message).toMatch(/already used by a payment with a different amount/);
+    await waitForStatus(sys, orderId, ['FAILED']);
+    // Answered from the FAILED order now: the same answer.
+    expect(await post()).toEqual(first);
+    expect(await post()).toEqual(first);
+    expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
   });
 
   test('bodyless POSTs sent with Content-Type: application/json and an empty body are accepted, as the contract gives them no body', async () => {

@@ -2,7 +2,14 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { ZodError } from 'zod';
-import { type AnsweredFailure, type ApiAnswer, FAILURES, orderRefusal } from '../contracts/failures';
+import {
+  type AnsweredFailure,
+  type ApiAnswer,
+  FAILURES,
+  FailureType,
+  isFailureType,
+  orderRefusal,
+} from '../contracts/failures';
 import { isTemporalUnreachable } from '../temporal/calls';
 
 /** An error the API answers with its own status and code. */
@@ -49,6 +56,33 @@ export function orderRefusalError(
 ): ApiError | undefined {
   const answer = orderRefusal(type);
   return answer && failureError(answer, answer.message ?? message, failureDetails);
+}
+
+/** Longest provider message an answer quotes (the order's timeline keeps 498 characters of it: the same on replays). */
+const PROVIDER_MESSAGE_MAX = 300;
+
+/**
+ * POST /orders when the order's setup failed for a reason that is no refusal (orderRefusalError): the provider refused
+ * the payment, or a fault outlasted the setup's retries. The order failed for good (its workflow released everything)
+ * and no retry with its Idempotency-Key can place it, so the one answer is 409 ORDER_FAILED (PAYMENT_CREATION_FAILED's
+ * in the contract), without Retry-After, whether it is the first request's or a retry's: from the workflow's answer,
+ * from the FAILED row (`reason` is its status reason) or from the update read again. `reason` is the failure type (an
+ * undeclared one, such as an error's class name, is PAYMENT_CREATION_FAILED); the order is named when its row was
+ * written. The provider's refusal is quoted (it tells the buyer and support what happened); any other failure's text
+ * (a driver's, with SQL or addresses) is not: operators read it in the workflow's history.
+ */
+export function orderFailedError(reason: string | null | undefined, message: string, orderId?: string): ApiError {
+  const type = isFailureType(reason) ? reason : FailureType.PAYMENT_CREATION_FAILED;
+  const what =
+    type === FailureType.PROVIDER_REJECTED
+      ? `the payment provider refused the payment: ${message.slice(0, PROVIDER_MESSAGE_MAX)}`
+      : `the order could not be set up (${type})`;
+  return failureError(
+    FAILURES.PAYMENT_CREATION_FAILED.api,
+    `${orderId ? `order ${orderId} failed` : 'the order failed'}: ${what}; place it again with a new Idempotency-Key`,
+    {},
+    { reason: type, ...(orderId ? { orderId } : {}) },
+  );
 }
 
 /** 422: the Idempotency-Key names an order placed with a different request (a retry must send the same body). */

@@ -43,7 +43,7 @@ import {
   reserveBeforeStart,
   shortLine,
 } from './admission';
-import { ApiError, apiFailure, failureError, idempotencyKeyReused, orderRefusalError } from './errors';
+import { ApiError, apiFailure, idempotencyKeyReused, orderFailedError, orderRefusalError } from './errors';
 import { LiveStatusCache } from './live-status';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
@@ -347,20 +347,19 @@ export class OrderService {
     const same = fingerprint !== null ? fingerprint === keyed.fingerprint : sameItems(existing.items, items);
     if (!same) throw idempotencyKeyReused(existing.orderId);
     if (existing.status === 'FAILED') {
-      // A refused order answers its refusal again, as its first request was answered: the message the workflow gave
-      // (its timeline's ORDER_FAILED entry, written by the setup as "Order failed: <message>"), the details this same
-      // request carries. Any other failure: 409 ORDER_FAILED, naming the order (it exists and can be read).
+      // A failed order answers as its first request was answered: the message the workflow gave (its timeline's
+      // ORDER_FAILED entry, written by the setup as "Order failed: <message>"), the details this same request carries.
+      // A refusal as orderRefusalError; any other failure as orderFailedError, naming the order (it exists).
       const failed = existing.timeline.filter((e) => e.type === 'ORDER_FAILED').pop()?.message ?? '';
-      const refused = orderRefusalError(
-        existing.statusReason,
-        failed.startsWith('Order failed: ') ? failed.slice('Order failed: '.length) : `order ${existing.statusReason}`,
-        { couponCode: request.couponCode, requested: request.points },
-      );
-      if (refused) throw refused;
-      const reason = existing.statusReason ?? 'unknown reason';
-      throw new ApiError(409, 'ORDER_FAILED', `order ${existing.orderId} failed: ${reason}`, {
-        orderId: existing.orderId,
+      const message = failed.startsWith('Order failed: ')
+        ? failed.slice('Order failed: '.length)
+        : `order ${existing.statusReason}`;
+      const refused = orderRefusalError(existing.statusReason, message, {
+        couponCode: request.couponCode,
+        requested: request.points,
       });
+      if (refused) throw refused;
+      throw orderFailedError(existing.statusReason, message, existing.orderId);
     }
     if (existing.status === 'AWAITING_PAYMENT' && !existing.payment?.paymentUrl) {
       // Still being set up (the first request is waiting for the payment): never hand out an empty URL.
@@ -389,17 +388,13 @@ export class OrderService {
   ): Promise<ApiError> {
     if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
       // The buyer is told the refusals the contract says they are told (no order id: see orderRefusalError); any other
-      // failure means no payment (503), naming the order only if it was written and can be read.
+      // failure failed the order for good (orderFailedError: what every retry with the key will be told too), naming
+      // the order only if it was written and can be read.
       const details = (err.cause.details?.[0] ?? {}) as Record<string, unknown>;
       const refused = orderRefusalError(err.cause.type, err.cause.message, details);
       if (refused) return refused;
       const written = await this.deps.db('orders').where({ order_id: orderId }).first('order_id');
-      return failureError(
-        FAILURES.PAYMENT_CREATION_FAILED.api,
-        `could not create the payment: ${err.cause.message}`,
-        details,
-        written ? { orderId } : {},
-      );
+      return orderFailedError(err.cause.type, err.cause.message, written ? orderId : undefined);
     }
     // Same Idempotency-Key after the order's workflow finished: answer with the stored order, or, when the workflow
     // ended before pricing wrote one, with what it answered.
@@ -455,10 +450,10 @@ export class OrderService {
   /**
    * The answer to a retry of an order whose units were released before its row was written, where MySQL cannot say
    * why: its workflow's early-return update can (read again by its fixed id), so the retry gets the refusal the first
-   * request got (409 COUPON_UNAVAILABLE for a coupon pricing refused, ...), or 409 ORDER_FAILED for a failure that is
-   * no refusal (nothing can be reserved for this key again, so never the 503 that asked the first request to retry).
-   * No workflow (the API stopped before its start and the sweeper released the units): 409 RESERVATION_RELEASED. A 5xx
-   * only when Temporal cannot be reached.
+   * request got (409 COUPON_UNAVAILABLE for a coupon pricing refused, ...), or, for a failure that is no refusal, the
+   * 409 ORDER_FAILED it got (orderFailedError: nothing can be reserved for this key again). No workflow (the API
+   * stopped before its start and the sweeper released the units): 409 RESERVATION_RELEASED. A 5xx only when Temporal
+   * cannot be reached.
    */
   private async releasedBeforeWritten(orderId: string, request: Pick<CreateOrderRequest, 'couponCode' | 'points'>) {
     const { client, config } = this.deps;
@@ -474,10 +469,7 @@ export class OrderService {
           requested: request.points,
           ...((err.cause.details?.[0] ?? {}) as Record<string, unknown>),
         };
-        return (
-          orderRefusalError(type, message, details) ??
-          new ApiError(409, 'ORDER_FAILED', `the order failed: ${message}; place it again with a new Idempotency-Key`)
-        );
+        return orderRefusalError(type, message, details) ?? orderFailedError(type, message);
       }
       // An update of that id unknown (a workflow started before it was fixed) or no workflow at all.
       if (!(err instanceof WorkflowNotFoundError)) throw err;

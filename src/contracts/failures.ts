@@ -25,7 +25,7 @@ export interface FailureSpec {
    * A refusal of an order (pricing, stock, coupon, points, a reservation already released) that POST /orders answers
    * as `api`, wherever it is met: the API's own Try before the start, the workflow's setup, a retry with the same
    * Idempotency-Key (src/client/errors.ts, orderRefusalError). Any other setup failure answers as
-   * PAYMENT_CREATION_FAILED (503 PAYMENT_UNAVAILABLE, retry later).
+   * PAYMENT_CREATION_FAILED (409 ORDER_FAILED, the same on every retry: src/client/errors.ts, orderFailedError).
    */
   tellsBuyer?: true;
 }
@@ -69,9 +69,13 @@ export const FAILURES = {
     api: { status: 422, code: 'ZERO_AMOUNT', details: ['subtotal', 'discount', 'points'] },
     tellsBuyer: true,
   },
+  /**
+   * The order failed for good (its workflow released everything), so its Idempotency-Key can never place it: 409, not
+   * a 503 that would ask for a retry which can only get the same answer.
+   */
   PAYMENT_CREATION_FAILED: {
     meaning: 'the payment could not be set up (a setup failure without a type, or one the buyer is not told about)',
-    api: { status: 503, code: 'PAYMENT_UNAVAILABLE' },
+    api: { status: 409, code: 'ORDER_FAILED' },
   },
 
   // ---- orders, TCC and providers ----
@@ -136,7 +140,7 @@ export function isFailureType(type: unknown): type is FailureType {
 
 /**
  * The API's answer when an order is refused for `type` (a `tellsBuyer` failure); undefined for any other type, which
- * POST /orders answers as PAYMENT_CREATION_FAILED (503).
+ * POST /orders answers as PAYMENT_CREATION_FAILED (409 ORDER_FAILED).
  */
 export function orderRefusal(type: string | null | undefined): ApiAnswer | undefined {
   const spec: FailureSpec | undefined = isFailureType(type) ? FAILURES[type] : undefined;
