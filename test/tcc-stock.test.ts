@@ -244,6 +244,31 @@ describe('Try', () => {
   });
 });
 
+describe('the Try tells its caller it is committing', () => {
+  test('`committing` is called once the Try has taken the units and before its COMMIT is sent; and before a refused Try rolls back', async () => {
+    const sku = await createSku(1);
+    const sent: string[] = [];
+    const listener = (q: { sql: string }) => sent.push(q.sql);
+    db.on('query', listener);
+    try {
+      await tryReserveStock(db, uid('order'), [{ sku, quantity: 1 }], { committing: () => sent.push('<committing>') });
+      const taken = sent.findIndex((q) => /^update `stock`|update `stock_buckets`|update stock/i.test(q));
+      expect(taken).toBeGreaterThanOrEqual(0);
+      expect(sent.indexOf('<committing>')).toBeGreaterThan(taken);
+      expect(sent.slice(sent.indexOf('<committing>') + 1)).toEqual([expect.stringMatching(/^commit/i)]);
+
+      sent.length = 0;
+      const refused = tryReserveStock(db, uid('order'), [{ sku, quantity: 1 }], {
+        committing: () => sent.push('<committing>'),
+      });
+      await expect(refused).rejects.toMatchObject({ type: 'OUT_OF_STOCK' });
+      expect(sent.slice(sent.indexOf('<committing>') + 1)).toEqual([expect.stringMatching(/^rollback/i)]);
+    } finally {
+      db.off('query', listener);
+    }
+  });
+});
+
 describe('idempotency', () => {
   test('a repeated try is a no-op: the stock moves only once', async () => {
     const sku = await createSku(10);

@@ -257,7 +257,9 @@ export class OrderService {
       // 'same': an earlier request with this key reserved (and started) the order; this one joins it.
       let keyUse: 'first' | 'same' | undefined;
       try {
-        keyUse = await this.trySlots.run(() => reserveBeforeStart(db, orderId, items, keyed?.fingerprint));
+        // The claim ends as the Try commits, not when its answer comes back: a units read answered in between already
+        // counts the units as taken, and must not find them claimed too (a buyer refused with a unit nobody held).
+        keyUse = await this.trySlots.run(() => reserveBeforeStart(db, orderId, items, keyed?.fingerprint, settled));
       } catch (err) {
         // Released between the check above and this Try (the order's workflow refused it meanwhile): the answer its
         // first request got, not a bare RESERVATION_RELEASED. (The Try compared the request first: it is the same.)

@@ -232,10 +232,18 @@ export async function tryReserveStock(
   db: Knex,
   orderId: string,
   lines: StockLine[],
-  options: { fingerprint?: string } = {},
+  options: {
+    fingerprint?: string;
+    /**
+     * Called as the Try is about to commit (its statements done, the COMMIT not yet sent), or as it is about to roll
+     * back: from then on a read may see its units taken, so whoever counts them as "being reserved" must stop (the
+     * API's ReservationGate; src/client/admission.ts). Called again by a retried attempt; must be idempotent.
+     */
+    committing?: () => void;
+  } = {},
 ): Promise<{ reserved: StockLine[]; request?: 'first' | 'same' }> {
   // Deadlocks between takers of one hot SKU are retried here at once, before Temporal's slower activity retry.
-  return retryDeadlocks(() => reserveAll(db, orderId, lines, options.fingerprint));
+  return retryDeadlocks(() => reserveAll(db, orderId, lines, options.fingerprint, options.committing));
 }
 
 async function reserveAll(
@@ -243,40 +251,55 @@ async function reserveAll(
   orderId: string,
   lines: StockLine[],
   fingerprint: string | undefined,
+  committing: (() => void) | undefined,
 ): Promise<{ reserved: StockLine[]; request?: 'first' | 'same' }> {
   // READ COMMITTED: the bucket levels read before taking are the latest committed counts, not a snapshot.
   return db.transaction(
     async (trx) => {
-      // Before any fence: a request that is not the key's first one must not reserve a line the first one did not ask
-      // for (under the first order's id, until that order ends).
-      const request = fingerprint === undefined ? undefined : await claimFingerprint(trx, orderId, fingerprint);
-      const fresh: StockLine[] = [];
-      for (const line of bySku(lines)) {
-        const key = { orderId, resource: line.sku };
-        if (await fence.insert(trx, key, 'TRIED', line.quantity)) {
-          fresh.push(line);
-          continue;
-        }
-        const existing = await fence.lock(trx, key);
-        if (existing?.status === 'CANCELLED') {
-          throw businessFailure(
-            FailureType.TCC_TRY_AFTER_CANCEL,
-            `stock for ${line.sku} was already released for order ${orderId}; refusing a late reservation`,
-            { sku: line.sku },
-          );
-        }
-        // TRIED or CONFIRMED already: a retried Try is a no-op for this line.
+      try {
+        return await reserveIn(trx, orderId, lines, fingerprint);
+      } finally {
+        // Last thing before knex sends COMMIT (or ROLLBACK): nothing awaits between here and that.
+        committing?.();
       }
-      const answer = { reserved: bySku(lines), ...(request ? { request } : {}) };
-      if (fresh.length === 0) return answer;
-      // The timeline entry first, the stock rows last: a hot row stays locked only from its update to the commit.
-      await appendOrderEvent(trx, orderId, 'STOCK_RESERVED', `Reserved ${describe(lines)}`, { lines });
-      // Which buckets each line took from is in stock_holds.
-      for (const line of fresh) await reserveLine(trx, orderId, line);
-      return answer;
     },
     { isolationLevel: 'read committed' },
   );
+}
+
+async function reserveIn(
+  trx: Knex.Transaction,
+  orderId: string,
+  lines: StockLine[],
+  fingerprint: string | undefined,
+): Promise<{ reserved: StockLine[]; request?: 'first' | 'same' }> {
+  // Before any fence: a request that is not the key's first one must not reserve a line the first one did not ask
+  // for (under the first order's id, until that order ends).
+  const request = fingerprint === undefined ? undefined : await claimFingerprint(trx, orderId, fingerprint);
+  const fresh: StockLine[] = [];
+  for (const line of bySku(lines)) {
+    const key = { orderId, resource: line.sku };
+    if (await fence.insert(trx, key, 'TRIED', line.quantity)) {
+      fresh.push(line);
+      continue;
+    }
+    const existing = await fence.lock(trx, key);
+    if (existing?.status === 'CANCELLED') {
+      throw businessFailure(
+        FailureType.TCC_TRY_AFTER_CANCEL,
+        `stock for ${line.sku} was already released for order ${orderId}; refusing a late reservation`,
+        { sku: line.sku },
+      );
+    }
+    // TRIED or CONFIRMED already: a retried Try is a no-op for this line.
+  }
+  const answer = { reserved: bySku(lines), ...(request ? { request } : {}) };
+  if (fresh.length === 0) return answer;
+  // The timeline entry first, the stock rows last: a hot row stays locked only from its update to the commit.
+  await appendOrderEvent(trx, orderId, 'STOCK_RESERVED', `Reserved ${describe(lines)}`, { lines });
+  // Which buckets each line took from is in stock_holds.
+  for (const line of fresh) await reserveLine(trx, orderId, line);
+  return answer;
 }
 
 /** TCC Confirm: reserved -> sold. Idempotent; refuses (alert-worthy) when the reservation was cancelled. */
