@@ -93,7 +93,13 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on PostgreSQL, the
   expect(services.get('worker')!.containerName).toBeUndefined();
   expect(services.get('worker')!.ports).toBeUndefined();
   expect(services.get('worker')!.dependsOn).toEqual(['migrate']);
-  expect(services.get('temporal-ui')!.ports).toEqual(['8233:8080']);
+  // Only the API is published beyond the host: Temporal's frontend and Web UI have no authorization here, and whoever
+  // reaches them can signal an order's workflow a payment that was never made.
+  expect(services.get('temporal-ui')!.ports).toEqual(['127.0.0.1:8233:8080']);
+  expect(services.get('temporal')!.ports).toEqual(['127.0.0.1:7233:7233']);
+  for (const s of services.values())
+    for (const port of s.ports ?? []) if (s.name !== 'api') expect(`${s.name} ${port}`).toMatch(/ 127\.0\.0\.1:/);
+  expect(services.get('api')!.ports).toEqual(['3000:3000']);
   expect(services.get('mysql')!.image).toMatch(/^mysql:8/);
   expect(services.get('temporal')!.environment).toMatchObject({ DB: 'postgres12', POSTGRES_SEEDS: 'postgres' });
   // The worker and the API share one environment block (x-app-env), pointing at the compose services.

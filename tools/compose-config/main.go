@@ -51,7 +51,12 @@ func main() {
 			}
 		}
 		for _, p := range s.Ports {
-			entry.Ports = append(entry.Ports, fmt.Sprintf("%s:%s", p.Published, fmt.Sprint(p.Target)))
+			port := fmt.Sprintf("%s:%s", p.Published, fmt.Sprint(p.Target))
+			// The host address a port is published on, when it is given (127.0.0.1: reachable from the host only).
+			if p.HostIP != "" {
+				port = p.HostIP + ":" + port
+			}
+			entry.Ports = append(entry.Ports, port)
 		}
 		for dep := range s.DependsOn {
 			entry.DependsOn = append(entry.DependsOn, dep)
