@@ -355,6 +355,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       `Invalid configuration: ${err.variable}${value === undefined ? '' : `=${shown(err.variable, value)}:`} ${err.reason}`,
     );
   }
+  const publicBaseUrl = (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, '');
+  if (production) requireReachableNotifyUrl(providers, e.PUBLIC_BASE_URL, publicBaseUrl);
   return {
     production,
     sandboxEnabled,
@@ -385,7 +387,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     orderStartConcurrency: e.ORDER_START_CONCURRENCY,
     reservationGraceMs: e.RESERVATION_GRACE,
     reservationSweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL,
-    publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, ''),
+    publicBaseUrl,
     sandboxUrl: (e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(
       /\/$/,
@@ -407,6 +409,34 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reconciliationSchedule: e.RECONCILIATION_SCHEDULE === 'off' ? undefined : e.RECONCILIATION_SCHEDULE.trim(),
     providers,
   };
+}
+
+/**
+ * Alipay and WeChat Pay post their notifications to the URL given with each payment (PUBLIC_BASE_URL/callbacks/...):
+ * in production it must be one they can reach, over HTTPS (WeChat Pay refuses any other), on a public name. A loopback,
+ * private or single-label host (the compose file's `http://api:3000`, say) would lose every notification silently: the
+ * providers retry for about a day and give up, and a payment made after the order's last query is found only by the
+ * next reconciliation, the order closed and its stock sold meanwhile. (Stripe's endpoint is set in its dashboard.)
+ */
+function requireReachableNotifyUrl(providers: ProvidersConfig, given: string | undefined, url: string): void {
+  const notifying = (['alipay', 'wechat'] as const).filter((p) => providers[p]);
+  if (notifying.length === 0) return;
+  const fix = `set PUBLIC_BASE_URL to the public HTTPS address of this API that ${notifying.join(' and ')} can reach (e.g. https://pay.example.com)`;
+  if (given === undefined)
+    throw new ConfigError(`Invalid configuration: PUBLIC_BASE_URL is not set, and production needs it: ${fix}`);
+  const { protocol, hostname } = new URL(url);
+  const host = hostname.replace(/^\[|\]$/g, '');
+  const internal =
+    (!host.includes('.') && !host.includes(':')) ||
+    host === 'localhost' ||
+    /^(127\.|10\.|192\.168\.|169\.254\.|0\.)/.test(host) ||
+    /^172\.(1[6-9]|2\d|3[01])\./.test(host) ||
+    /\.(local|internal|localhost)$/.test(host) ||
+    host === '::1';
+  if (protocol !== 'https:' || internal)
+    throw new ConfigError(
+      `Invalid configuration: PUBLIC_BASE_URL=${url} cannot receive ${notifying.join(' and ')} notifications (${protocol !== 'https:' ? 'not HTTPS' : 'not a public host'}): ${fix}`,
+    );
 }
 
 /** In production a secret must be set, must not be a published default, and must be long enough to resist guessing. */

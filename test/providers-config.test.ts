@@ -128,3 +128,29 @@ describe('provider configuration', () => {
     expect(config.providers.stripe!.secretKey.reveal()).toBe(STRIPE.STRIPE_SECRET_KEY);
   });
 });
+
+describe('production: the address Alipay and WeChat Pay post notifications to', () => {
+  const PROD = { NODE_ENV: 'production', ADMIN_TOKEN: 'p'.repeat(40) };
+  test.each([
+    ['unset', {}, /PUBLIC_BASE_URL is not set/],
+    ["the compose network's name", { PUBLIC_BASE_URL: 'http://api:3000' }, /not HTTPS/],
+    ['loopback over HTTPS', { PUBLIC_BASE_URL: 'https://127.0.0.1:3000' }, /not a public host/],
+    ['a private address', { PUBLIC_BASE_URL: 'https://10.0.3.7' }, /not a public host/],
+    ['a single-label name', { PUBLIC_BASE_URL: 'https://api' }, /not a public host/],
+    ['plain HTTP on a public name', { PUBLIC_BASE_URL: 'http://pay.example.com' }, /not HTTPS/],
+  ])('%s is refused at start-up, naming PUBLIC_BASE_URL', (_what, env, message) => {
+    for (const provider of [ALIPAY, WECHAT]) {
+      const err = configErrorOf({ ...PROD, ...provider, ...env });
+      expect(err).toMatch(/PUBLIC_BASE_URL/);
+      expect(err).toMatch(message);
+    }
+  });
+
+  test('a public HTTPS address is accepted; without Alipay or WeChat Pay (Stripe, the sandbox) nothing is asked', () => {
+    expect(
+      loadConfig({ ...PROD, ...ALIPAY, ...WECHAT, PUBLIC_BASE_URL: 'https://pay.example.com/' }).publicBaseUrl,
+    ).toBe('https://pay.example.com');
+    expect(loadConfig({ ...PROD, ...STRIPE }).publicBaseUrl).toBe('http://127.0.0.1:3000');
+    expect(loadConfig({ ...ALIPAY, PUBLIC_BASE_URL: 'http://api:3000' }).publicBaseUrl).toBe('http://api:3000');
+  });
+});
