@@ -113,3 +113,52 @@ test('money kept for a closed order and a refund missing locally are reported', 
   expect(v['provider-refunds-match']!.examples.join(' ')).toContain(`rf-${paid}`);
   expect(v['money-matches-status']!.examples.join(' ')).toContain(paid);
 });
+
+test('a PAID order whose second payment was refunded holds its amount: not reported; one that holds less is', async () => {
+  const sku = await product({ available: 10, reserved: 0, sold: 0, total_in: 10 });
+  const whole = await order('PAID', sku, 1, 'CONFIRMED');
+  const short = await order('PAID', sku, 1, 'CONFIRMED');
+  const at = new Date().toISOString();
+  const rows: BillRow[] = [
+    { kind: 'PAYMENT', outTradeNo: whole, tradeNo: 'W1', amount: 100, currency: 'CNY', at },
+    { kind: 'PAYMENT', outTradeNo: whole, tradeNo: 'W2', amount: 100, currency: 'CNY', at },
+    {
+      kind: 'REFUND',
+      outTradeNo: whole,
+      tradeNo: 'W2',
+      outRefundNo: `rf-${whole}-W2`,
+      amount: 100,
+      currency: 'CNY',
+      at,
+    },
+    { kind: 'PAYMENT', outTradeNo: short, tradeNo: 'S1', amount: 100, currency: 'CNY', at },
+    {
+      kind: 'REFUND',
+      outTradeNo: short,
+      tradeNo: 'S1',
+      outRefundNo: `rf-${short}-S1`,
+      amount: 40,
+      currency: 'CNY',
+      at,
+    },
+  ];
+  const examples = (await verdicts(rows))['money-matches-status']!.examples.join(' ');
+  expect(examples).not.toContain(whole);
+  expect(examples).toContain(short);
+});
+
+test("orders older than the bills' period are not compared with them (they are on earlier bills)", async () => {
+  const sku = await product({ available: 10, reserved: 0, sold: 0, total_in: 10 });
+  const old = await order('PAID', sku, 1, 'CONFIRMED');
+  await db('orders')
+    .where({ order_id: old })
+    .update({ created_at: new Date(Date.now() - 10 * 86_400_000) });
+  const within = await order('PAID', sku, 1, 'CONFIRMED');
+  const since = new Date(Date.now() - 3 * 86_400_000);
+  const results = await checkInvariants({ db, providerRows: [], providerRowsSince: since, convergenceBoundMs: 60_000 });
+  const examples = results.find((r) => r.name === 'money-matches-status')!.examples.join(' ');
+  expect(examples).not.toContain(old);
+  expect(examples).toContain(within);
+  // Without a period, every order is compared: the old one is reported too.
+  expect((await verdicts([]))['money-matches-status']!.examples.join(' ')).toContain(old);
+});

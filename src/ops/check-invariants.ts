@@ -19,7 +19,12 @@ async function main(): Promise<void> {
   const db = createDb(config.databaseUrl, { poolMax: 2 });
   try {
     const providerRows = await sandboxBillRows(config.sandboxUrl, since);
-    const results = await checkInvariants({ db, providerRows, convergenceBoundMs: bound });
+    const results = await checkInvariants({
+      db,
+      providerRows,
+      providerRowsSince: new Date(since),
+      convergenceBoundMs: bound,
+    });
     console.log(formatInvariants(results));
     process.exitCode = results.every((r) => r.passed) ? 0 : 1;
   } finally {
