@@ -584,6 +584,74 @@ describe('Stripe balance transactions as a bill', () => {
   });
 });
 
+describe('Stripe refunds that fail after they were made', () => {
+  test('a refund_failure balance transaction is a bill row of its own, FAILED, and the refund line tells its status', async () => {
+    const intent = { id: 'pi_9', object: 'payment_intent', metadata: { out_trade_no: 'ord_b9' } };
+    // The refund as Stripe shows it once the card network returned it: status failed, with the failure's txn.
+    const failedRefund = {
+      id: 're_9',
+      object: 'refund',
+      amount: 500,
+      currency: 'cny',
+      status: 'failed',
+      failure_reason: 'expired_or_canceled_card',
+      failure_balance_transaction: 'txn_9f',
+      balance_transaction: 'txn_9r',
+      charge: 'ch_9',
+      metadata: { out_refund_no: 'rf-ord_b9-1', out_trade_no: 'ord_b9' },
+      payment_intent: intent,
+    };
+    const page = {
+      object: 'list',
+      url: '/v1/balance_transactions',
+      has_more: false,
+      data: [
+        {
+          id: 'txn_9r',
+          object: 'balance_transaction',
+          type: 'refund',
+          created: 1704103205,
+          currency: 'usd',
+          amount: -70,
+          source: failedRefund,
+        },
+        {
+          id: 'txn_9f',
+          object: 'balance_transaction',
+          type: 'refund_failure',
+          created: 1704123000,
+          currency: 'usd',
+          amount: 70,
+          source: failedRefund,
+        },
+      ],
+    };
+    const fake = await startFakeServer(() => ({
+      status: 200,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(page),
+    }));
+    try {
+      const rows = await collect(createStripeProvider(config({ apiBase: fake.url })).billRows('2024-01-01'));
+      const common = {
+        kind: 'REFUND',
+        outTradeNo: 'ord_b9',
+        tradeNo: 'pi_9',
+        outRefundNo: 'rf-ord_b9-1',
+        amount: 500,
+        currency: 'CNY',
+        refundStatus: 'FAILED',
+      };
+      expect(rows).toEqual([
+        { ...common, at: '2024-01-01T10:00:05.000Z', providerStatus: 'failed' },
+        { ...common, at: '2024-01-01T15:30:00.000Z', providerStatus: 'refund_failure', refundFailureLine: true },
+      ]);
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
 describe('a Stripe order end to end', () => {
   let mock: StripeMock;
   let sys: TestSystem;

@@ -458,6 +458,37 @@ describe('WeChat Pay API calls', () => {
     });
   });
 
+  test('a refund WeChat answers PROCESSING is not done yet: retried until SUCCESS; ABNORMAL or CLOSED is refused', async () => {
+    const p = provider();
+    const input = { outTradeNo: 'wx-r-proc', outRefundNo: 'rf-wx-r-proc-1', amount: 700, reason: 'cooling-off' };
+    const answer = (status: string) => ({
+      refund_id: '50000000382019052709732678859',
+      out_refund_no: input.outRefundNo,
+      transaction_id: '4200000006',
+      out_trade_no: input.outTradeNo,
+      channel: 'ORIGINAL',
+      user_received_account: '招商银行信用卡0403',
+      create_time: '2024-01-01T12:00:00+08:00',
+      ...(status === 'SUCCESS' ? { success_time: '2024-01-01T12:00:30+08:00' } : {}),
+      status,
+      funds_account: 'AVAILABLE',
+      amount: { total: 2000, refund: 700, payer_total: 2000, payer_refund: 700, currency: 'CNY' },
+    });
+    refunds.set(input.outRefundNo, answer('PROCESSING'));
+    // Retryable (a transport-like fault): the activity is retried and the refund row stays PENDING meanwhile.
+    await expect(p.refund(input)).rejects.toBeInstanceOf(ProviderUnavailableError);
+    refunds.set(input.outRefundNo, answer('SUCCESS'));
+    await expect(p.refund(input)).resolves.toEqual({
+      refundNo: '50000000382019052709732678859',
+      amount: 700,
+      refundedAt: '2024-01-01T04:00:30.000Z',
+    });
+    for (const status of ['ABNORMAL', 'CLOSED']) {
+      refunds.set(input.outRefundNo, answer(status));
+      await expect(p.refund(input)).rejects.toMatchObject({ name: 'ProviderBusinessError', code: `REFUND_${status}` });
+    }
+  });
+
   test('an unsigned success answer is not trusted', async () => {
     orders.set('wx-unsigned', {
       state: 'SUCCESS',
@@ -511,6 +542,8 @@ describe('WeChat Pay API calls', () => {
         amount: 500,
         currency: 'CNY',
         at: '2024-01-01T07:30:00.000Z',
+        refundStatus: 'SUCCEEDED',
+        providerStatus: 'SUCCESS',
       },
     ]);
   });
@@ -527,10 +560,49 @@ describe('WeChat Pay API calls', () => {
 });
 
 describe('WeChat Pay trade bill parser', () => {
+  const columnLine =
+    '交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注';
+  const refundLine = (refundNo: string, status: string) =>
+    `\`2024-01-02 09:15:00,\`${APP_ID},\`${MCH_ID},\`0,\`,\`4200000001202401011234567890,\`ord_bill_w1,\`oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,\`NATIVE,\`REFUND,\`CMB_CREDIT,\`CNY,\`0.00,\`0.00,\`5030000001202401021234${refundNo.slice(-4)},\`${refundNo},\`3.00,\`0.00,\`ORIGINAL,\`${status},\`商品A,\`,\`-0.02000,\`0.60%,\`0.00,\`3.00,\``;
+
+  test.each([
+    ['CHANGE', 'FAILED'],
+    ['REFUNDCLOSE', 'FAILED'],
+    ['PROCESSING', 'PROCESSING'],
+    ['SUCCESS', 'SUCCEEDED'],
+  ])('a REFUND line whose 退款状态 is %s keeps that outcome (%s), never a plain refund', async (status, outcome) => {
+    const rows = await collect(
+      parseWechatTradeBill([
+        columnLine,
+        refundLine('rf-ord_bill_w1-0002', status),
+        '总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额',
+        '`1,`0.00,`3.00,`0.00,`-0.02000,`0.00,`3.00',
+      ]),
+    );
+    expect(rows).toEqual([
+      {
+        kind: 'REFUND',
+        outTradeNo: 'ord_bill_w1',
+        tradeNo: '4200000001202401011234567890',
+        outRefundNo: 'rf-ord_bill_w1-0002',
+        amount: 300,
+        currency: 'CNY',
+        at: '2024-01-02T01:15:00.000Z',
+        refundStatus: outcome,
+        providerStatus: status,
+      },
+    ]);
+  });
+
+  test('a bill without a 退款状态 column is refused rather than read as if every refund succeeded', async () => {
+    const lines = ['交易时间,微信订单号,商户订单号,交易状态,货币种类,订单金额,商户退款单号,退款金额'];
+    await expect(collect(parseWechatTradeBill(lines))).rejects.toThrow(/no column 退款状态/);
+  });
+
   test('a row whose amount is not a yuan amount stops the parse with its line number', async () => {
     const lines = [
-      '交易时间,微信订单号,商户订单号,交易状态,货币种类,订单金额,商户退款单号,退款金额',
-      '`2024-01-01 10:00:05,`42,`o1,`SUCCESS,`CNY,`1234,`0,`0.00'.replace('`1234', '`12.345'),
+      '交易时间,微信订单号,商户订单号,交易状态,货币种类,订单金额,商户退款单号,退款金额,退款状态',
+      '`2024-01-01 10:00:05,`42,`o1,`SUCCESS,`CNY,`1234,`0,`0.00,`'.replace('`1234', '`12.345'),
     ];
     await expect(collect(parseWechatTradeBill(lines))).rejects.toThrow(/line 2: 订单金额 "12.345"/);
   });

@@ -188,6 +188,55 @@ describe('a refund line of the bill', () => {
   });
 });
 
+describe('a refund line whose outcome at the provider is not success', () => {
+  test.each([
+    ['WeChat REFUNDCLOSE (the refund was closed)', 'FAILED', 'REFUNDCLOSE', 'PROVIDER_FAILED'],
+    ['WeChat CHANGE (the money could not reach the card)', 'FAILED', 'CHANGE', 'PROVIDER_FAILED'],
+    ['WeChat PROCESSING (not done when the bill was made)', 'PROCESSING', 'PROCESSING', 'PROVIDER_PROCESSING'],
+    ['Stripe refund_failure (the refund came back)', 'FAILED', 'refund_failure', 'PROVIDER_FAILED'],
+  ] as const)(
+    'against a local refund recorded as succeeded, %s is a REFUND_MISMATCH for a person, never MATCHED',
+    (_what, refundStatus, providerStatus, detail) => {
+      const row: BillRow = { ...refund, refundStatus, providerStatus };
+      const item = classifyRefund(row, refundedLocally());
+      expect(item).toMatchObject({ class: 'REFUND_MISMATCH', detail, kind: 'REFUND', repair_status: 'NONE' });
+      expect(item.evidence).toMatchObject({
+        bill: { outRefundNo: 'rf-ord_1-T-1', refundStatus, providerStatus },
+        local: { status: 'SUCCEEDED', amount: 1999 },
+      });
+    },
+  );
+
+  test('a failed refund the bill lists and we never recorded is still a REFUND_MISMATCH, naming the failure', () => {
+    expect(classifyRefund({ ...refund, refundStatus: 'FAILED', providerStatus: 'CHANGE' }, undefined)).toMatchObject({
+      class: 'REFUND_MISMATCH',
+      detail: 'PROVIDER_FAILED',
+      local_amount: null,
+    });
+  });
+
+  test('a refund the bill states SUCCEEDED is compared as before', () => {
+    expect(
+      classifyRefund({ ...refund, refundStatus: 'SUCCEEDED', providerStatus: 'SUCCESS' }, refundedLocally()),
+    ).toMatchObject({
+      class: 'MATCHED',
+      detail: null,
+    });
+  });
+
+  test("a failure line is stored apart from the refund's own line, so the two are not taken for a duplicate", () => {
+    const failure: BillRow = {
+      ...refund,
+      refundStatus: 'FAILED',
+      providerStatus: 'refund_failure',
+      refundFailureLine: true,
+    };
+    expect(billKey(failure)).toBe('RF:rf-ord_1-T-1');
+    expect(billKey(failure)).not.toBe(billKey(refund));
+    expect(billKey({ ...refund, refundStatus: 'FAILED', providerStatus: 'REFUNDCLOSE' })).toBe('R:rf-ord_1-T-1');
+  });
+});
+
 describe('keys and duplicates', () => {
   test('a payment is stored under its trade number, a refund under its refund number (or trade and time without one)', () => {
     expect(billKey(payment)).toBe('P:T-1');

@@ -156,6 +156,19 @@ export const BillRow = z.object({
   currency: Currency,
   /** When the payment or refund completed (ISO 8601). */
   at: z.string(),
+  /**
+   * REFUND rows: the refund's outcome as the bill states it (WeChat's 退款状态, the Stripe refund's status). Absent
+   * when the bill lists completed refunds only (Alipay, the sandbox). Anything but SUCCEEDED means the buyer may not
+   * have the money: never MATCHED.
+   */
+  refundStatus: z.enum(['SUCCEEDED', 'PROCESSING', 'FAILED']).optional(),
+  /** The provider's own word for that outcome (e.g. REFUNDCLOSE, CHANGE, refund_failure), kept as evidence. */
+  providerStatus: z.string().optional(),
+  /**
+   * A line of its own that reports an earlier refund failed and its money came back (Stripe's `refund_failure`
+   * balance transaction): stored apart from the refund's own line, which the bill may list too.
+   */
+  refundFailureLine: z.literal(true).optional(),
 });
 export type BillRow = z.infer<typeof BillRow>;
 
