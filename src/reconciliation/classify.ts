@@ -43,9 +43,15 @@ export interface NewItem {
   repair_status: 'NONE' | 'PENDING';
 }
 
-/** The key a bill line is stored under in its run: `P:<tradeNo>` for a payment, `R:<outRefundNo>` for a refund. */
+/**
+ * The key a bill line is stored under in its run: `P:<tradeNo>` for a payment, `R:<outRefundNo>` for a refund,
+ * `RF:<outRefundNo>` for a line of its own reporting that refund failed (Stripe's refund_failure), which the same bill
+ * may list beside the refund's own line: not a duplicate of it.
+ */
 export function billKey(row: BillRow): string {
-  return row.kind === 'PAYMENT' ? `P:${row.tradeNo}` : `R:${row.outRefundNo ?? `${row.tradeNo}@${row.at}`}`;
+  if (row.kind === 'PAYMENT') return `P:${row.tradeNo}`;
+  const refund = row.outRefundNo ?? `${row.tradeNo}@${row.at}`;
+  return row.refundFailureLine ? `RF:${refund}` : `R:${refund}`;
 }
 
 /** Classifies one payment line of a provider's bill against the local payment of the same out-trade-no (pure). */
@@ -112,7 +118,11 @@ export function classifyBillPayment(row: BillRow, local: LocalPayment | undefine
   };
 }
 
-/** Classifies one refund line of a provider's bill against the local refund of the same refund number (pure). */
+/**
+ * Classifies one refund line of a provider's bill against the local refund of the same refund number (pure). A line
+ * whose refund the provider has not completed (failed, closed, returned, still processing) is a REFUND_MISMATCH
+ * (PROVIDER_FAILED, PROVIDER_PROCESSING) whatever we recorded: the buyer may not have the money.
+ */
 export function classifyRefund(row: BillRow, local: LocalRefund | undefined): NewItem {
   const bill = {
     outRefundNo: row.outRefundNo,
@@ -121,8 +131,36 @@ export function classifyRefund(row: BillRow, local: LocalRefund | undefined): Ne
     amount: row.amount,
     currency: row.currency,
     at: row.at,
+    ...(row.refundStatus ? { refundStatus: row.refundStatus } : {}),
+    ...(row.providerStatus ? { providerStatus: row.providerStatus } : {}),
+    ...(row.refundFailureLine ? { refundFailureLine: true } : {}),
   };
   const base = { kind: 'REFUND' as const, repair_status: 'NONE' as const };
+  const notDone =
+    row.refundStatus === 'FAILED'
+      ? 'PROVIDER_FAILED'
+      : row.refundStatus === 'PROCESSING'
+        ? 'PROVIDER_PROCESSING'
+        : null;
+  if (notDone)
+    return {
+      ...base,
+      class: 'REFUND_MISMATCH',
+      detail: notDone,
+      local_amount: local ? num(local.amount) : null,
+      local_currency: local?.currency ?? null,
+      evidence: {
+        bill,
+        local: local
+          ? {
+              status: local.status,
+              outTradeNo: local.out_trade_no,
+              amount: num(local.amount),
+              currency: local.currency,
+            }
+          : null,
+      },
+    };
   if (!local)
     return {
       ...base,
