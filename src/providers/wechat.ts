@@ -329,8 +329,12 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       }
       if (r.status !== 200) throw fail('refund', r);
       const status = String(r.json.status);
-      // PROCESSING is accepted: WeChat completes it, and the same out_refund_no can never refund twice.
-      if (status !== 'SUCCESS' && status !== 'PROCESSING')
+      // PROCESSING is not done: it can still end ABNORMAL (the card is closed) or CLOSED, and the buyer has nothing
+      // yet. A retryable fault keeps the refund PENDING; the retry looks the same out_refund_no up (never a second
+      // refund) until WeChat answers SUCCESS, or ABNORMAL/CLOSED, which are refused.
+      if (status === 'PROCESSING')
+        throw new ProviderUnavailableError(`wechat refund ${input.outRefundNo} is still PROCESSING`);
+      if (status !== 'SUCCESS')
         throw new ProviderBusinessError(`REFUND_${status}`, `wechat refund ${input.outRefundNo} is ${status}`);
       const amount = Fen.safeParse((r.json.amount as { refund?: unknown } | undefined)?.refund);
       const at =
@@ -470,10 +474,17 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
   };
 }
 
+/** WeChat's 退款状态 as a refund outcome: SUCCESS, PROCESSING, or FAILED for anything else (REFUNDCLOSE, CHANGE). */
+function wechatRefundStatus(status: string): 'SUCCEEDED' | 'PROCESSING' | 'FAILED' {
+  return status === 'SUCCESS' ? 'SUCCEEDED' : status === 'PROCESSING' ? 'PROCESSING' : 'FAILED';
+}
+
 /**
  * Parses WeChat Pay's trade bill (bill_type ALL) lines: a column line, rows whose every field starts with a
  * backtick, then a summary block (its own column line starting 总交易单数 and one row). Amounts are yuan.
- * SUCCESS rows are payments; REFUND rows are refunds (amount: 申请退款金额, else 退款金额).
+ * SUCCESS rows are payments; REFUND rows are refunds (amount: 申请退款金额, else 退款金额) with their outcome from
+ * 退款状态: the bill lists refunds that did not complete too (REFUNDCLOSE: closed; CHANGE: the money could not reach
+ * the buyer's account; PROCESSING), and those must never reconcile as done. A bill without 退款状态 is refused.
  */
 export async function* parseWechatTradeBill(lines: AsyncIterable<string> | Iterable<string>): AsyncGenerator<BillRow> {
   let columns: Map<string, number> | undefined;
@@ -493,6 +504,7 @@ export async function* parseWechatTradeBill(lines: AsyncIterable<string> | Itera
         '订单金额',
         '商户退款单号',
         '退款金额',
+        '退款状态',
       ]) {
         if (!columns.has(need)) throw new Error(`wechat bill: no column ${need} in the column line (line ${lineNo})`);
       }
@@ -522,6 +534,9 @@ export async function* parseWechatTradeBill(lines: AsyncIterable<string> | Itera
       amount,
       currency: cell('货币种类') || 'CNY',
       at,
+      ...(state === 'REFUND'
+        ? { refundStatus: wechatRefundStatus(cell('退款状态')), providerStatus: cell('退款状态') }
+        : {}),
     };
   }
   if (!columns) throw new Error('wechat bill: no column line found');
