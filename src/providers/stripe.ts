@@ -84,6 +84,15 @@ export function fromStripeAmount(amount: number, currency: string): number | und
   return amount % unit === 0 ? amount / unit : undefined;
 }
 
+/** A Stripe Refund's status as a refund outcome: succeeded, pending/requires_action (PROCESSING), failed/canceled. */
+function stripeRefundStatus(status: string): 'SUCCEEDED' | 'PROCESSING' | 'FAILED' {
+  return status === 'succeeded'
+    ? 'SUCCEEDED'
+    : status === 'pending' || status === 'requires_action'
+      ? 'PROCESSING'
+      : 'FAILED';
+}
+
 /** Options of the Stripe adapter. */
 export interface StripeProviderOptions extends StripeConfig {
   timeoutMs?: number;
@@ -396,7 +405,10 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
       }
     },
 
-    /** Balance transactions created that UTC day: charges/payments as PAYMENT rows, refunds as REFUND rows. */
+    /**
+     * Balance transactions created that UTC day: charges/payments as PAYMENT rows, refunds as REFUND rows with the
+     * refund's status, refund_failure lines as FAILED REFUND rows of their own.
+     */
     async *billRows(date: string, billOptions?: { fromRow?: number }): AsyncGenerator<BillRow> {
       const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date);
       if (!m) throw new ProviderBusinessError('BAD_BILL_DATE', `bill date ${date} is not YYYY-MM-DD`);
@@ -446,9 +458,14 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
         throw new Error(`stripe balance transaction ${txn.id}: charge amount is not whole minor units`);
       return { kind: 'PAYMENT', outTradeNo, tradeNo: intent || String(source.id), amount, currency, at };
     }
-    if ((txn.type === 'refund' || txn.type === 'payment_refund') && source.object === 'refund') {
+    // A refund_failure line returns a refund's money to our balance: the buyer never got it. It is kept as a FAILED
+    // row of its own (reconciled as a REFUND_MISMATCH), never dropped, so a refund that failed later cannot stay MATCHED.
+    const failureLine = txn.type === 'refund_failure';
+    if ((txn.type === 'refund' || txn.type === 'payment_refund' || failureLine) && source.object === 'refund') {
       if (amount === undefined)
         throw new Error(`stripe balance transaction ${txn.id}: refund amount is not whole minor units`);
+      const status = typeof source.status === 'string' ? source.status : undefined;
+      const refundStatus = failureLine ? 'FAILED' : status === undefined ? undefined : stripeRefundStatus(status);
       return {
         kind: 'REFUND',
         outTradeNo,
@@ -457,6 +474,9 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
         amount,
         currency,
         at,
+        ...(refundStatus ? { refundStatus } : {}),
+        ...(failureLine ? { providerStatus: 'refund_failure', refundFailureLine: true as const } : {}),
+        ...(!failureLine && status ? { providerStatus: status } : {}),
       };
     }
     return undefined;
