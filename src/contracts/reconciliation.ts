@@ -14,7 +14,8 @@ import { ProviderName } from './providers';
  *   order's workflow, or by the late-payment path when the order is closed.
  * - MISSING_AT_PROVIDER: paid locally, absent from the provider's bill: critical, never auto-repaired.
  * - AMOUNT_MISMATCH: amount or currency differ (or the provider lists one trade twice): review.
- * - REFUND_MISMATCH: a refund missing on either side, duplicated, or of another amount: review.
+ * - REFUND_MISMATCH: a refund missing on either side, duplicated, of another amount, or one the provider's bill says
+ *   did not complete (failed, closed, returned, processing): review.
  * - UNKNOWN_TRADE: the provider lists a payment for an order we never created: review.
  */
 export const ReconciliationClass = z.enum([

@@ -205,7 +205,7 @@ async function main(): Promise<number> {
     PAID_NOT_RECORDED: 'lost callback, repaired automatically',
     MISSING_AT_PROVIDER: 'CRITICAL: paid locally, missing at the provider',
     AMOUNT_MISMATCH: 'review: amount or currency differ',
-    REFUND_MISMATCH: 'review: refund missing, duplicated or of another amount',
+    REFUND_MISMATCH: 'review: refund missing, duplicated, of another amount, or failed at the provider',
     UNKNOWN_TRADE: 'review: a trade for an order we never created',
   };
   console.log(
