@@ -329,12 +329,11 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       }
       if (r.status !== 200) throw fail('refund', r);
       const status = String(r.json.status);
-      // PROCESSING is not done: it can still end ABNORMAL (the card is closed) or CLOSED, and the buyer has nothing
-      // yet. A retryable fault keeps the refund PENDING; the retry looks the same out_refund_no up (never a second
-      // refund) until WeChat answers SUCCESS, or ABNORMAL/CLOSED, which are refused.
-      if (status === 'PROCESSING')
-        throw new ProviderUnavailableError(`wechat refund ${input.outRefundNo} is still PROCESSING`);
-      if (status !== 'SUCCESS')
+      // PROCESSING is accepted: WeChat completes it (a refund to a bank card can take days), and the same out_refund_no
+      // can never refund twice. Holding the refund step until SUCCESS would keep the order's workflow in it for days
+      // and raise the stuck-step alert for a normal refund. One that ends ABNORMAL (a closed card) or CLOSED shows on
+      // the day's trade bill with its 退款状态, which reconciliation classes REFUND_MISMATCH (PROVIDER_FAILED).
+      if (status !== 'SUCCESS' && status !== 'PROCESSING')
         throw new ProviderBusinessError(`REFUND_${status}`, `wechat refund ${input.outRefundNo} is ${status}`);
       const amount = Fen.safeParse((r.json.amount as { refund?: unknown } | undefined)?.refund);
       const at =
