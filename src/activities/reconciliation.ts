@@ -14,7 +14,7 @@ import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
-import { FailureType, businessFailure } from '../contracts/failures';
+import { FailureType, businessFailure, retryableFailure } from '../contracts/failures';
 import {
   type ReconciliationClass,
   type ReconciliationResult,
@@ -52,6 +52,8 @@ export interface ReconciliationDeps {
 }
 
 const DEFAULT_BATCH = 500;
+/** The adapters' ProviderBusinessError code for a bill the provider has not published yet. */
+const PROVIDER_BILL_NOT_READY = 'BILL_NOT_READY';
 const LOCAL_PAGE = 500;
 const REPAIR_PAGE = 100;
 
@@ -210,6 +212,15 @@ async function compareBill(
   } catch (err) {
     if (err instanceof BillFormatError)
       throw businessFailure(FailureType.BILL_MALFORMED, `${run.provider} bill of ${run.bill_date}: ${err.message}`);
+    // Not published yet (the provider's code, src/providers/alipay.ts and wechat.ts): the bill of a day that has
+    // ended appears some hours later (Alipay and WeChat by about 09:00-10:00 China time). Retried with the
+    // workflow's backoff, about an hour, like a transport fault; only then does the run fail, with this reason.
+    if (err instanceof ProviderBusinessError && err.code === PROVIDER_BILL_NOT_READY)
+      throw retryableFailure(
+        FailureType.BILL_NOT_PUBLISHED,
+        `${run.provider} has not published the bill of ${run.bill_date} yet (download attempt ${ctx?.info.attempt ?? 1}; ` +
+          `retried with backoff for about an hour before the run fails): ${err.message}`,
+      );
     if (err instanceof ProviderBusinessError)
       throw businessFailure(
         FailureType.PROVIDER_REJECTED,

@@ -116,6 +116,10 @@ export const FAILURES = {
   NO_BILLS: { meaning: 'the provider has no bill download' },
   BAD_DATE: { meaning: "the run's bill day is not a calendar day" },
   BILL_MALFORMED: { meaning: "the provider's bill cannot be parsed" },
+  BILL_NOT_PUBLISHED: {
+    meaning:
+      "the provider has not published the day's bill yet (Alipay isp.bill_not_exist, WeChat STATEMENT_CREATING): retried with backoff for about an hour, then the run fails",
+  },
   NO_CLIENT: { meaning: 'a step that needs a Temporal client ran outside an activity' },
   NO_TASK_QUEUE: { meaning: 'a repair ran outside an activity, with no task queue for late-payment workflows' },
 } as const satisfies Record<string, FailureSpec>;
@@ -159,6 +163,11 @@ export const RECONCILIATION_NON_RETRYABLE: FailureType[] = [
   FailureType.NO_CLIENT,
   FailureType.NO_TASK_QUEUE,
 ];
+
+/** Creates a retryable failure of a declared type: the activity's retry policy tries again (with its backoff). */
+export function retryableFailure(type: FailureType, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: false });
+}
 
 /** Creates a non-retryable failure of a declared type with structured details (business failures never retry). */
 export function businessFailure(

@@ -1,0 +1,131 @@
+/**
+ * When a reconciliation run may run and how it waits for its bill: a bill the provider has not published yet
+ * (BILL_NOT_READY) is retried with backoff until it is there, and a run of a bill day that has not ended is refused
+ * by the workflow's own first step even when it is started directly (the API refuses it before: see
+ * test/reconciliation.test.ts). A worker of its own with a stub bill source; no sandbox, no orders.
+ */
+import { randomBytes } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import { billDateOf, billDayRange } from '../src/contracts/reconciliation';
+import { createDb } from '../src/db/knex';
+import { type BillRow, ProviderBusinessError, type ProviderRegistry } from '../src/providers/types';
+import { startReconciliation } from '../src/reconciliation/runs';
+import { createWorker } from '../src/workers/worker';
+import { TEST_ENV, testBundlePath } from './support/env';
+
+const tag = randomBytes(3).toString('hex');
+const merchantId = `m_retry_${tag}`;
+const taskQueue = `recon-retry-${tag}`;
+
+let db: Knex;
+let client: Client;
+let connection: NativeConnection;
+let worker: Worker;
+let running: Promise<void>;
+
+/** What the stub bill source does: fail the first `notReady` downloads as not published yet, then serve `rows`. */
+const bill = { notReady: 0, downloads: 0, rows: [] as BillRow[] };
+
+const stub = {
+  name: 'sandbox',
+  merchantId,
+  async *billRows(date: string, options?: { fromRow?: number }): AsyncIterable<BillRow> {
+    bill.downloads += 1;
+    if (bill.downloads <= bill.notReady)
+      throw new ProviderBusinessError('BILL_NOT_READY', `stub has no trade bill for ${date} (yet)`);
+    yield* bill.rows.slice(options?.fromRow ?? 0);
+  },
+} as unknown as ProviderRegistry[string];
+
+/** A day of no other business, at random so that no earlier test run's workflow has its id. */
+const randomPastDay = () => billDateOf(Date.UTC(2003, 0, 1) + Math.floor(Math.random() * 5000) * 86_400_000);
+
+async function waitForEnd(runId: string): Promise<Record<string, any>> {
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
+    const row = await db('reconciliation_runs').where({ id: runId }).first();
+    if (row.status === 'COMPLETED' || row.status === 'FAILED') return row;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`run ${runId} did not finish in 60 s`);
+}
+
+beforeAll(async () => {
+  try {
+    Runtime.install({
+      logger: {
+        log() {},
+        trace() {},
+        debug() {},
+        info() {},
+        warn() {},
+        error: (m: string, meta?: unknown) => console.error(m, meta),
+      } as never,
+    });
+  } catch {
+    /* already installed by another suite in this process */
+  }
+  db = createDb(TEST_ENV.databaseUrl, { poolMax: 5 });
+  client = new Client({
+    connection: await Connection.connect({ address: TEST_ENV.temporalAddress }),
+    namespace: TEST_ENV.namespace,
+  });
+  connection = await NativeConnection.connect({ address: TEST_ENV.temporalAddress });
+  worker = await createWorker({
+    config: { temporalAddress: TEST_ENV.temporalAddress, temporalNamespace: TEST_ENV.namespace, taskQueue },
+    db,
+    providers: { sandbox: stub },
+    connection,
+    workflows: { workflowBundle: { codePath: testBundlePath() } },
+  });
+  running = worker.run();
+}, 60_000);
+
+afterAll(async () => {
+  if (worker?.getState() === 'RUNNING') worker.shutdown();
+  await running?.catch(() => undefined);
+  await connection?.close();
+  await db?.destroy();
+});
+
+beforeEach(() => {
+  Object.assign(bill, { notReady: 0, downloads: 0, rows: [] });
+});
+
+test('a bill that is not published yet is downloaded again with backoff and the run completes once it is there', async () => {
+  const day = randomPastDay();
+  const paidAt = new Date(billDayRange(day)!.start.getTime() + 3_600_000);
+  const outTradeNo = `retry${tag}_1`;
+  const tradeNo = `SBXRETRY${tag}1`;
+  await db('payments').insert({
+    out_trade_no: outTradeNo,
+    order_id: outTradeNo,
+    provider: 'sandbox',
+    merchant_id: merchantId,
+    trade_no: tradeNo,
+    status: 'PAID',
+    amount: 1200,
+    currency: 'CNY',
+    paid_amount: 1200,
+    paid_currency: 'CNY',
+    paid_at: paidAt,
+    expires_at: new Date(paidAt.getTime() + 3_600_000),
+  });
+  bill.notReady = 2;
+  bill.rows = [
+    { kind: 'PAYMENT', outTradeNo, tradeNo, amount: 1200, currency: 'CNY', at: paidAt.toISOString() },
+  ] as BillRow[];
+
+  const { run } = await startReconciliation(db, client, taskQueue, {
+    provider: 'sandbox',
+    date: day,
+    rerun: false,
+    trigger: 'API',
+  });
+  const done = await waitForEnd(run.id);
+  expect({ status: done.status, error: done.error }).toEqual({ status: 'COMPLETED', error: null });
+  expect(bill.downloads).toBe(3);
+  expect(Number(done.bill_attempts)).toBe(3);
+  expect(JSON.parse(done.totals)).toMatchObject({ MATCHED: 1, MISSING_AT_PROVIDER: 0 });
+}, 90_000);
