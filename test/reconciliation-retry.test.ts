@@ -129,3 +129,23 @@ test('a bill that is not published yet is downloaded again with backoff and the 
   expect(Number(done.bill_attempts)).toBe(3);
   expect(JSON.parse(done.totals)).toMatchObject({ MATCHED: 1, MISSING_AT_PROVIDER: 0 });
 }, 90_000);
+
+test('a run of a bill day that has not ended, started directly (not through the API), fails before reading any bill', async () => {
+  const today = billDateOf(Date.now());
+  bill.rows = [];
+  const { run } = await startReconciliation(db, client, taskQueue, {
+    provider: 'sandbox',
+    date: today,
+    rerun: true,
+    trigger: 'API',
+  });
+  try {
+    const done = await waitForEnd(run.id);
+    expect(done.status).toBe('FAILED');
+    expect(done.error).toContain(`the sandbox bill day ${today} has not ended yet`);
+    expect(bill.downloads).toBe(0);
+  } finally {
+    // The shared test database: leave no run of today behind for other suites.
+    await db('reconciliation_runs').where({ id: run.id }).delete();
+  }
+}, 60_000);

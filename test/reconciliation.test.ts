@@ -15,20 +15,29 @@ import { freshDatabase } from './support/env';
 import { createProduct, startSystem, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
 
 let sys: TestSystem;
+const DAY = 86_400_000;
+/**
+ * The system's reconciliation clock runs this far ahead of the real one: the tests pay orders now and reconcile their
+ * day as the next morning would, once it has ended (a day still going on is refused). 0 for the real clock.
+ */
+let clockOffsetMs = DAY;
 const merchantId = `m_recon_${randomBytes(4).toString('hex')}`;
 const admin = () => ({ authorization: `Bearer ${sys.config.adminToken}` });
 
 beforeAll(async () => {
-  sys = await startSystem({
-    // A database of its own: the ops gauges read the latest completed run of the whole runs table, and the bill suite
-    // completes sandbox runs of its own alongside (a CI run saw its 100,000-row run in this suite's gauge).
-    DATABASE_URL: await freshDatabase('recon'),
-    SANDBOX_MERCHANT_ID: merchantId,
-    QUERY_FIRST_DELAY: '1h',
-    QUERY_MAX_INTERVAL: '1h',
-    PAYMENT_TIMEOUT: '2h',
-    PROVIDER_EXPIRY_MARGIN: '1m',
-  });
+  sys = await startSystem(
+    {
+      // A database of its own: the ops gauges read the latest completed run of the whole runs table, and the bill suite
+      // completes sandbox runs of its own alongside (a CI run saw its 100,000-row run in this suite's gauge).
+      DATABASE_URL: await freshDatabase('recon'),
+      SANDBOX_MERCHANT_ID: merchantId,
+      QUERY_FIRST_DELAY: '1h',
+      QUERY_MAX_INTERVAL: '1h',
+      PAYMENT_TIMEOUT: '2h',
+      PROVIDER_EXPIRY_MARGIN: '1m',
+    },
+    { now: () => Date.now() + clockOffsetMs },
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -56,6 +65,32 @@ async function reconcile(date: string, rerun = false): Promise<any> {
     .result()
     .catch(() => undefined);
   return report;
+}
+
+/** Runs `npm run reconcile` (through tsx) against this file's API for a sandbox day. */
+function runReconcileCli(
+  day: string,
+  rerun: boolean,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [
+        join(__dirname, '..', 'node_modules', 'tsx', 'dist', 'cli.mjs'),
+        join(__dirname, '..', 'src', 'ops', 'reconcile.ts'),
+        '--provider',
+        'sandbox',
+        '--date',
+        day,
+        ...(rerun ? ['--rerun'] : []),
+        '--api',
+        sys.apiUrl,
+      ],
+      { env: { ...process.env, ADMIN_TOKEN: sys.config.adminToken }, timeout: 90_000 },
+      (err, out, errOut) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: out, stderr: errOut }),
+    );
+  });
 }
 
 /** Places an order for one unit of `sku` and pays it at the sandbox; returns the order id and when it was paid. */
@@ -427,6 +462,38 @@ describe('ops API and schedule', () => {
     expect(listed.body.runs.map((r: any) => r.id)).toEqual([`reconcile-sandbox-${day}`]);
   }, 60_000);
 
+  test('a day that has not ended in the bill time zone is refused by the API and by npm run reconcile, and no run is opened', async () => {
+    clockOffsetMs = 0;
+    try {
+      const today = billDateOf(Date.now());
+      // Earlier tests reconciled today's orders as the next morning would; count what is there before.
+      const runsOfToday = async () =>
+        Number(
+          (await sys.db('reconciliation_runs').where({ provider: 'sandbox', bill_date: today }).count({ n: '*' }))[0]!
+            .n,
+        );
+      const before = await runsOfToday();
+      const refused = await sys.http('POST', '/ops/reconciliations', { provider: 'sandbox', date: today }, admin());
+      expect(refused).toMatchObject({ status: 422, body: { error: 'BILL_DAY_NOT_ENDED', date: today } });
+      expect(refused.body.message).toContain(`sandbox bill day ${today} has not ended yet`);
+      const rerun = await sys.http(
+        'POST',
+        '/ops/reconciliations',
+        { provider: 'sandbox', date: today, rerun: true },
+        admin(),
+      );
+      expect(rerun).toMatchObject({ status: 422, body: { error: 'BILL_DAY_NOT_ENDED' } });
+      const { code, stdout, stderr } = await runReconcileCli(today, false);
+      expect(code).toBe(1);
+      expect(stdout).toBe('');
+      expect(stderr).toMatch(/HTTP 422 BILL_DAY_NOT_ENDED .*has not ended yet/);
+      // No run was opened: the next morning's Schedule opens the day's run and reconciles the whole day.
+      expect(await runsOfToday()).toBe(before);
+    } finally {
+      clockOffsetMs = DAY;
+    }
+  }, 60_000);
+
   test('the daily Schedule is created idempotently and, when it fires, opens the run of the previous bill day', async () => {
     const config = { taskQueue: sys.config.taskQueue, reconciliationSchedule: '30 10 * * *' };
     const providers = {
@@ -475,28 +542,9 @@ describe('ops API and schedule', () => {
   }, 150_000);
 
   test('npm run reconcile shows the progress, prints the report and exits 2 when differences need a person', async () => {
+    // Today's orders, reconciled as the next morning would (the system's clock is a day ahead: see clockOffsetMs).
     const day = billDateOf(Date.now());
-    const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
-      (resolve) => {
-        execFile(
-          process.execPath,
-          [
-            join(__dirname, '..', 'node_modules', 'tsx', 'dist', 'cli.mjs'),
-            join(__dirname, '..', 'src', 'ops', 'reconcile.ts'),
-            '--provider',
-            'sandbox',
-            '--date',
-            day,
-            '--rerun',
-            '--api',
-            sys.apiUrl,
-          ],
-          { env: { ...process.env, ADMIN_TOKEN: sys.config.adminToken }, timeout: 90_000 },
-          (err, out, errOut) =>
-            resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: out, stderr: errOut }),
-        );
-      },
-    );
+    const { code, stdout, stderr } = await runReconcileCli(day, true);
     expect(stderr).toBe('');
     expect(stdout).toMatch(new RegExp(`reconcile-sandbox-${day}-r\\d+: new run of the sandbox bill of ${day}`));
     expect(stdout).toMatch(/MISSING_AT_PROVIDER\s+CRITICAL/);

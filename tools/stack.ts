@@ -57,6 +57,8 @@ export interface StackOptions {
    * whose tests all passed.
    */
   closeClientOnStop?: boolean;
+  /** Reconciliation's clock for the API and the worker (whether a bill day has ended); default Date.now. */
+  now?: () => number;
 }
 
 /** Starts the sandbox (optional), the API and a worker; resolves when all listen/poll. */
@@ -93,6 +95,7 @@ export async function startStack(options: StackOptions): Promise<Omit<Stack, 'ap
     config,
     db,
     providers,
+    now: options.now,
     connection,
     workflows: options.workflows,
     tracing: tracing.worker,
@@ -101,7 +104,7 @@ export async function startStack(options: StackOptions): Promise<Omit<Stack, 'ap
   const api =
     options.api === false
       ? undefined
-      : buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api });
+      : buildApi({ config, db, client, providers, logger: options.logger, tracing: tracing.api, now: options.now });
   await api?.app.listen({ host: config.host, port: config.port });
   let stopped: Promise<void> | undefined;
   return {
@@ -121,6 +124,7 @@ export async function startStack(options: StackOptions): Promise<Omit<Stack, 'ap
         config,
         db,
         providers,
+        now: options.now,
         connection,
         workflows: options.workflows,
         tracing: tracing.worker,

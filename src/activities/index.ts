@@ -21,11 +21,13 @@ import * as support from './support';
 export interface ActivityDeps {
   db: Knex;
   providers: ProviderRegistry;
+  /** Reconciliation's clock (whether a bill day has ended); default Date.now. */
+  now?: () => number;
 }
 
 /** Builds the activities object registered on the worker. */
-export function createActivities({ db, providers }: ActivityDeps) {
-  const single = createSingleActivities({ db, providers });
+export function createActivities({ db, providers, now }: ActivityDeps) {
+  const single = createSingleActivities({ db, providers, now });
   return {
     ...single,
     /**
@@ -39,7 +41,7 @@ export function createActivities({ db, providers }: ActivityDeps) {
 }
 
 /** The single steps: one activity per row change or provider call. */
-function createSingleActivities({ db, providers }: ActivityDeps) {
+function createSingleActivities({ db, providers, now }: ActivityDeps) {
   return {
     /** Prices the order from the catalog and stores it. */
     createOrder: (input: orders.CreateOrderInput) => orders.createOrder(db, input),
@@ -82,7 +84,7 @@ function createSingleActivities({ db, providers }: ActivityDeps) {
       payments.closeProviderPayment(db, providers, input),
     refundPayment: (input: payments.RefundPaymentInput) => payments.refundPayment(db, providers, input),
     /** Reconciliation against provider bills (src/activities/reconciliation.ts). */
-    ...createReconciliationActivities({ db, providers }),
+    ...createReconciliationActivities({ db, providers, now }),
   };
 }
 

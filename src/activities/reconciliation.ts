@@ -20,6 +20,7 @@ import {
   type ReconciliationResult,
   type ReconciliationStatus,
   type ReconciliationTotals,
+  billDayHasEnded,
   billDayRange,
   emptyTotals,
   reconciliationNotificationId,
@@ -49,6 +50,8 @@ import { routePaymentNotification } from '../temporal/route-notification';
 export interface ReconciliationDeps {
   db: Knex;
   providers: ProviderRegistry;
+  /** The clock that decides whether a bill day has ended (ms since the epoch); default Date.now (tests inject one). */
+  now?: () => number;
 }
 
 const DEFAULT_BATCH = 500;
@@ -88,6 +91,17 @@ function billSourceOf(providers: ProviderRegistry, name: string): PaymentProvide
   return provider as PaymentProvider & BillSource;
 }
 
+/** Refuses a bill day that has not ended yet in the provider's bill time zone (its bill would be partial). */
+function requireEndedDay(deps: ReconciliationDeps, provider: string, date: string): void {
+  if (billDayHasEnded(date, provider, (deps.now ?? Date.now)())) return;
+  const endsAt = billDayRange(date, provider)?.end.toISOString();
+  throw businessFailure(
+    FailureType.BILL_DAY_NOT_ENDED,
+    `the ${provider} bill day ${date} has not ended yet (it ends at ${endsAt}); a day is reconciled only once it has ended`,
+    { date, endsAt },
+  );
+}
+
 function dayRange(run: RunRow): { start: Date; end: Date } {
   const range = billDayRange(run.bill_date, run.provider);
   if (!range) throw businessFailure(FailureType.BAD_DATE, `run ${run.id} has an invalid bill day ${run.bill_date}`);
@@ -108,6 +122,9 @@ async function beginRun(
     );
   const provider = billSourceOf(deps.providers, run.provider);
   const { start, end } = dayRange(run);
+  // Defence in depth (the API and the Schedule refuse such a day first): a run started directly for a day still
+  // going on fails here, before it reads any bill.
+  requireEndedDay(deps, run.provider, run.bill_date);
   const [{ n: payments }] = (await db('payments')
     .where({ provider: run.provider, merchant_id: provider.merchantId })
     .whereIn('status', ['PAID', 'REFUNDED'])
@@ -675,6 +692,7 @@ async function startScheduledRun(
   const ctx = activityContext();
   if (!ctx) throw businessFailure(FailureType.NO_CLIENT, 'startScheduledRun runs as an activity');
   billSourceOf(deps.providers, input.provider);
+  requireEndedDay(deps, input.provider, input.date);
   const { run, created } = await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
     provider: input.provider,
     date: input.date,

@@ -37,6 +37,8 @@ export interface ApiDeps {
   logger?: boolean | Logger;
   /** OpenTelemetry (createTracing(config, 'payflow-api')): a span per request; undefined = off, no hooks. */
   tracing?: Tracing;
+  /** Reconciliation's clock (whether a bill day has ended); default Date.now (tests inject one). */
+  now?: () => number;
 }
 
 /** The built API with its background inbox processor. */
@@ -101,7 +103,7 @@ export function buildApi(deps: ApiDeps): Api {
   );
   registerCallbackRoutes(app, { db, providers, inbox, metrics });
   registerAdminRoutes(app, { db, adminToken: config.adminToken });
-  registerOpsRoutes(app, { db, client, config, providers });
+  registerOpsRoutes(app, { db, client, config, providers, now: deps.now });
 
   app.get('/healthz', async (request, reply) => {
     // Anyone can ask, so a failing dependency is only named: what it said (a driver's "Access denied for user

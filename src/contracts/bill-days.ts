@@ -24,6 +24,17 @@ export function billDateOf(ms: number, provider = 'sandbox'): string {
   return new Date(ms + billTimeZone(provider).offsetMs).toISOString().slice(0, 10);
 }
 
+/**
+ * Whether a provider's bill day has ended at the instant `nowMs` (in the provider's own bill time zone). Only an
+ * ended day can be reconciled: the bill of a day still going on lacks the rest of the day, so local payments recorded
+ * after it was fetched would be reported missing at the provider, and the completed run would keep the day's later
+ * lost callbacks from ever being repaired. False for a string that is not a day.
+ */
+export function billDayHasEnded(date: string, provider: string, nowMs: number): boolean {
+  const range = billDayRange(date, provider);
+  return range !== undefined && range.end.getTime() <= nowMs;
+}
+
 /** The instants [start, end) of a provider's bill day, or undefined when `date` is not a real `YYYY-MM-DD` day. */
 export function billDayRange(date: string, provider = 'sandbox'): { start: Date; end: Date } | undefined {
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date);

@@ -116,6 +116,11 @@ export const FAILURES = {
   NO_BILLS: { meaning: 'the provider has no bill download' },
   BAD_DATE: { meaning: "the run's bill day is not a calendar day" },
   BILL_MALFORMED: { meaning: "the provider's bill cannot be parsed" },
+  BILL_DAY_NOT_ENDED: {
+    meaning:
+      "the bill day has not ended yet in the provider's bill time zone: its bill would be partial, so it is not reconciled",
+    api: { status: 422, code: 'BILL_DAY_NOT_ENDED', details: ['date', 'endsAt'] },
+  },
   BILL_NOT_PUBLISHED: {
     meaning:
       "the provider has not published the day's bill yet (Alipay isp.bill_not_exist, WeChat STATEMENT_CREATING): retried with backoff for about an hour, then the run fails",
@@ -158,6 +163,7 @@ export const RECONCILIATION_NON_RETRYABLE: FailureType[] = [
   FailureType.UNKNOWN_PROVIDER,
   FailureType.NO_BILLS,
   FailureType.BAD_DATE,
+  FailureType.BILL_DAY_NOT_ENDED,
   FailureType.BILL_MALFORMED,
   FailureType.PROVIDER_REJECTED,
   FailureType.NO_CLIENT,

@@ -114,7 +114,7 @@ export interface ScheduledReconciliationInput {
   daysBack?: number;
 }
 
-export { billDateOf, billDayRange, billTimeZone } from './bill-days';
+export { billDateOf, billDayHasEnded, billDayRange, billTimeZone } from './bill-days';
 
 /** The synthetic notification id a reconciliation repair signals with: stable, so the workflow deduplicates it. */
 export function reconciliationNotificationId(provider: string, tradeNo: string): string {

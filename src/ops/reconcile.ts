@@ -3,7 +3,8 @@
  * of a provider's bill day through the ops API of a running system, shows a progress bar until it finishes,
  * then prints the report summary and the differences that need a person.
  *
- * Options: `--date` defaults to yesterday (the bill day in China time); `--rerun` asks for a new run of a day
+ * Options: `--date` defaults to yesterday (in the provider's bill time zone); only a day that has ended there can be
+ * reconciled (the API answers 422 BILL_DAY_NOT_ENDED for today, and this command exits 1); `--rerun` asks for a new run of a day
  * that already has one; `--api URL` (default API_URL, else PUBLIC_BASE_URL) and ADMIN_TOKEN from the same
  * environment as the system. Exit status: 0 nothing needs a person (lost callbacks found are repaired),
  * 2 differences to review or critical ones, 1 the run failed or could not be started. Ctrl-C stops watching;
@@ -25,7 +26,7 @@ class UsageError extends Error {}
 function parseArgs(argv: string[]): { provider: string; date: string; rerun: boolean; api?: string } {
   const out: { provider: string; date: string; rerun: boolean; api?: string } = {
     provider: 'sandbox',
-    date: billDateOf(Date.now() - 86_400_000),
+    date: '',
     rerun: false,
   };
   for (let i = 0; i < argv.length; i += 1) {
@@ -42,6 +43,8 @@ function parseArgs(argv: string[]): { provider: string; date: string; rerun: boo
     else if (arg === '--help' || arg === '-h') throw new UsageError('');
     else throw new UsageError(`unknown option ${arg}`);
   }
+  // Yesterday where the provider cuts its bill days (today has not ended, and the API refuses it).
+  out.date ||= billDateOf(Date.now() - 86_400_000, out.provider);
   if (!BillDate.safeParse(out.date).success)
     throw new UsageError(`--date ${out.date} is not a real day; use YYYY-MM-DD`);
   return out;

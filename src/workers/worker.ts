@@ -31,6 +31,8 @@ export interface CreateWorkerOptions {
     Partial<Pick<Config, 'temporalTls' | 'temporalApiKey' | 'workflowCacheSize' | 'workflowTaskPollers'>>;
   db: Knex;
   providers: ProviderRegistry;
+  /** Reconciliation's clock (whether a bill day has ended); default Date.now (tests inject one). */
+  now?: () => number;
   connection?: NativeConnection;
   /**
    * A prebuilt bundle must have been built with `workflowInterceptorModules({ tracing })` for the same tracing
@@ -76,7 +78,7 @@ export function buildWorkerOptions(options: Omit<CreateWorkerOptions, 'connectio
     namespace: options.config.temporalNamespace,
     taskQueue: options.config.taskQueue,
     ...(options.workflows ?? { workflowsPath: require.resolve('../workflows') }),
-    activities: createActivities({ db: options.db, providers: options.providers }),
+    activities: createActivities({ db: options.db, providers: options.providers, now: options.now }),
     interceptors: {
       activity: activityInterceptors,
       workflowModules: workflowInterceptorModules({ tracing: tracing !== undefined }),

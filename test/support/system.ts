@@ -37,6 +37,8 @@ export interface StartSystemOptions {
   tracing?: TracingOverrides;
   /** Workflow code; default the bundle global setup built (no OTel workflow interceptors). */
   workflows?: WorkflowSource;
+  /** Reconciliation's clock for the API and the worker (whether a bill day has ended); default Date.now. */
+  now?: () => number;
 }
 
 /** A running system for one test file. */
@@ -88,6 +90,7 @@ export async function startSystem(
     tracing: options.tracing,
     // The client's connection stays open to the end of the process (jest exits it): see StackOptions.closeClientOnStop.
     closeClientOnStop: false,
+    now: options.now,
   });
   const apiUrl = `http://127.0.0.1:${apiPort}`;
   const sandboxUrl = config.sandboxUrl;

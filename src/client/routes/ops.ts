@@ -13,15 +13,17 @@ import {
   ReconciliationClass,
   type ScheduledReconciliationInput,
   StartReconciliationRequest,
+  billDayHasEnded,
   billDayRange,
   billTimeZone,
   reconciliationScheduleId,
 } from '../../contracts/reconciliation';
+import { FailureType } from '../../contracts/failures';
 import { ORDER_WORKFLOW_TYPES } from '../../contracts/order';
 import type { ProviderRegistry } from '../../providers/types';
 import { listRuns, readItems, readRun, startReconciliation } from '../../reconciliation/runs';
 import { withTemporalDeadline } from '../../temporal/calls';
-import { ApiError, parseOr400 } from '../errors';
+import { ApiError, apiFailure, parseOr400 } from '../errors';
 import type { Metrics } from '../metrics';
 import { requireAdmin } from './admin';
 
@@ -49,9 +51,17 @@ function billProviders(providers: ProviderRegistry): string[] {
 /** Registers the /ops routes. */
 export function registerOpsRoutes(
   app: FastifyInstance,
-  deps: { db: Knex; client: Client; config: Pick<Config, 'adminToken' | 'taskQueue'>; providers: ProviderRegistry },
+  deps: {
+    db: Knex;
+    client: Client;
+    config: Pick<Config, 'adminToken' | 'taskQueue'>;
+    providers: ProviderRegistry;
+    /** The clock that decides whether a bill day has ended (ms since the epoch); default Date.now. */
+    now?: () => number;
+  },
 ): void {
   const { db, client, config } = deps;
+  const now = deps.now ?? Date.now;
 
   app.post('/ops/reconciliations', async (request, reply) => {
     requireAdmin(request, config.adminToken);
@@ -64,8 +74,19 @@ export function registerOpsRoutes(
         { provider: body.provider },
       );
     }
-    if (billDayRange(body.date, body.provider)!.start.getTime() > Date.now()) {
+    const day = billDayRange(body.date, body.provider)!;
+    if (day.start.getTime() > now()) {
       throw new ApiError(422, 'BILL_NOT_AVAILABLE', `the bill day ${body.date} has not begun yet`, { date: body.date });
+    }
+    // A day still going on has a partial bill: local payments recorded after it was fetched would be reported missing
+    // at the provider, and the completed run would keep the rest of the day's lost callbacks from being repaired.
+    if (!billDayHasEnded(body.date, body.provider, now())) {
+      throw apiFailure(
+        FailureType.BILL_DAY_NOT_ENDED,
+        `the ${body.provider} bill day ${body.date} has not ended yet (it ends at ${day.end.toISOString()}, ` +
+          `${billTimeZone(body.provider).zone} midnight); reconcile it once it has ended`,
+        { date: body.date, endsAt: day.end.toISOString() },
+      );
     }
     const { run, created } = await startReconciliation(db, client, config.taskQueue, { ...body, trigger: 'API' });
     return reply.code(created ? 202 : 200).send({ ...run, links: { self: `/ops/reconciliations/${run.id}` } });
