@@ -1,6 +1,9 @@
 /** Prometheus metrics of the HTTP service; one registry per app instance so tests can run several. */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** How many bill days back `payflow_reconciliation_open_differences` looks (a month of daily runs). */
+export const OPEN_DIFFERENCE_DAYS = 31;
+
 /** Creates the registry and the service's metrics. */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
@@ -72,6 +75,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     reconciliationDifferences: new Gauge({
       name: 'payflow_reconciliation_differences',
       help: 'Lines per class in the latest completed reconciliation run of each provider (MATCHED included)',
+      labelNames: ['provider', 'class'],
+      registers: [registry],
+    }),
+    reconciliationOpenDifferences: new Gauge({
+      name: 'payflow_reconciliation_open_differences',
+      help: `Differences per class (MATCHED left out) over the last ${OPEN_DIFFERENCE_DAYS} bill days of each provider, each day as its latest completed run found it: a difference stays until a re-run of its day shows it gone`,
       labelNames: ['provider', 'class'],
       registers: [registry],
     }),

@@ -24,7 +24,7 @@ import type { ProviderRegistry } from '../../providers/types';
 import { listRuns, readItems, readRun, startReconciliation } from '../../reconciliation/runs';
 import { withTemporalDeadline } from '../../temporal/calls';
 import { ApiError, apiFailure, parseOr400 } from '../errors';
-import type { Metrics } from '../metrics';
+import { OPEN_DIFFERENCE_DAYS, type Metrics } from '../metrics';
 import { requireAdmin } from './admin';
 
 const ReportQuery = z
@@ -185,5 +185,23 @@ export async function refreshOpsGauges(
     for (const cls of ReconciliationClass.options)
       metrics.reconciliationDifferences.set({ provider, class: cls }, totals[cls] ?? 0);
     metrics.reconciliationLastSuccess.set({ provider }, new Date(last.finished_at).getTime() / 1000);
+    // What is still open: every day's latest completed run, summed. The latest run of any day (above) moves on to the
+    // next day's clean run, which would clear a day's unresolved MISSING_AT_PROVIDER with nobody having fixed it.
+    const since = new Date(Date.now() - (OPEN_DIFFERENCE_DAYS + 1) * 86_400_000).toISOString().slice(0, 10);
+    const runs = (await db('reconciliation_runs')
+      .where({ provider, status: 'COMPLETED' })
+      .where('bill_date', '>=', since)
+      .orderBy('finished_at', 'desc')
+      .select('bill_date', 'totals')) as { bill_date: string; totals: string | null }[];
+    const open = new Map<string, number>();
+    const seen = new Set<string>();
+    for (const run of runs) {
+      if (seen.has(run.bill_date)) continue;
+      seen.add(run.bill_date);
+      for (const [cls, n] of Object.entries(JSON.parse(run.totals ?? '{}') as Record<string, number>))
+        open.set(cls, (open.get(cls) ?? 0) + Number(n));
+    }
+    for (const cls of ReconciliationClass.options)
+      if (cls !== 'MATCHED') metrics.reconciliationOpenDifferences.set({ provider, class: cls }, open.get(cls) ?? 0);
   }
 }
