@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import { startReconciliation } from '../src/reconciliation/runs';
 import { type ReconciliationResult, billDateOf, billDayRange } from '../src/contracts/reconciliation';
@@ -22,6 +22,7 @@ import { BILL_COLUMNS, BILL_END_MARKER, renderBill } from '../src/sandbox-provid
 import type { Payment } from '../src/sandbox-provider/payments';
 import { createWorker } from '../src/workers/worker';
 import { TEST_ENV, testBundlePath } from './support/env';
+import { installQuietRuntime } from './support/runtime';
 
 async function collect(rows: AsyncIterable<BillRow>): Promise<BillRow[]> {
   const out: BillRow[] = [];
@@ -319,20 +320,7 @@ function sampleMemory(): { stop(): { rssMb: number; heapMb: number; liveHeapMb: 
 
 describe('a 100,000-row bill', () => {
   beforeAll(async () => {
-    try {
-      Runtime.install({
-        logger: {
-          log() {},
-          trace() {},
-          debug() {},
-          info() {},
-          warn() {},
-          error: (m: string, meta?: unknown) => console.error(m, meta),
-        } as never,
-      });
-    } catch {
-      /* already installed by another suite in this process */
-    }
+    installQuietRuntime();
     db = createDb(TEST_ENV.databaseUrl, { poolMax: 10 });
     client = new Client({
       connection: await Connection.connect({ address: TEST_ENV.temporalAddress }),

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import { billDateOf, billDayRange } from '../src/contracts/reconciliation';
 import { createDb } from '../src/db/knex';
@@ -14,6 +14,7 @@ import { type BillRow, ProviderBusinessError, type ProviderRegistry } from '../s
 import { startReconciliation } from '../src/reconciliation/runs';
 import { createWorker } from '../src/workers/worker';
 import { TEST_ENV, testBundlePath } from './support/env';
+import { installQuietRuntime } from './support/runtime';
 
 const tag = randomBytes(3).toString('hex');
 const merchantId = `m_retry_${tag}`;
@@ -52,20 +53,7 @@ async function waitForEnd(runId: string): Promise<Record<string, any>> {
 }
 
 beforeAll(async () => {
-  try {
-    Runtime.install({
-      logger: {
-        log() {},
-        trace() {},
-        debug() {},
-        info() {},
-        warn() {},
-        error: (m: string, meta?: unknown) => console.error(m, meta),
-      } as never,
-    });
-  } catch {
-    /* already installed by another suite in this process */
-  }
+  installQuietRuntime();
   db = createDb(TEST_ENV.databaseUrl, { poolMax: 5 });
   client = new Client({
     connection: await Connection.connect({ address: TEST_ENV.temporalAddress }),
