@@ -587,7 +587,30 @@ describe('defects found by review: a payment reported after the order was decide
       handle.executeUpdate(reviewDecisionUpdate, {
         args: [{ decision: 'approve', operator: 'dave', reason: 'looks fine' }],
       }),
-    ).rejects.toMatchObject({ cause: { message: expect.stringMatching(/no known payment/) } });
+    ).rejects.toMatchObject({
+      cause: { type: 'REVIEW_DECISION_REFUSED', message: expect.stringMatching(/no known payment/) },
+    });
+    // Through the API (the order's row as MySQL would hold it): 409 REVIEW_DECISION_REFUSED, answered at once (a refusal
+    // of another kind is retried for 5 s as a workflow not yet waiting, then answered ORDER_NOT_IN_REVIEW).
+    await sys.db('orders').insert({
+      order_id: orderId,
+      user_id: 'u1',
+      status: 'NEEDS_REVIEW',
+      amount: 1000,
+      currency: 'CNY',
+      provider: 'sandbox',
+    });
+    const viaApi = await sys.http(
+      'POST',
+      `/orders/${orderId}/review`,
+      { decision: 'approve', operator: 'dave', reason: 'looks fine' },
+      admin(),
+    );
+    expect(viaApi.status).toBe(409);
+    expect(viaApi.body).toMatchObject({
+      error: 'REVIEW_DECISION_REFUSED',
+      message: expect.stringMatching(/no known payment/),
+    });
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:PAID');
     // A refund decision closes it, with nothing to refund.
     expect(

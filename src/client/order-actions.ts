@@ -5,12 +5,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { type Client, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import { FailureType } from '../contracts/failures';
 import {
   type EscalationResult,
   type OrderStatus,
   type ReviewDecision,
+  REVIEW_DECISION_REFUSED,
   coolingOffRefundUpdate,
   escalateUpdate,
   latePaymentWorkflowId,
@@ -100,6 +102,12 @@ export class OrderActions {
         }
         return { orderId, status };
       } catch (err) {
+        if (
+          err instanceof WorkflowUpdateFailedError &&
+          err.cause instanceof ApplicationFailure &&
+          err.cause.type === REVIEW_DECISION_REFUSED
+        )
+          throw new ApiError(409, REVIEW_DECISION_REFUSED, err.cause.message, { decision: decision.decision });
         const why = refusal(err);
         if (!why) throw err;
         const now = await this.status(orderId);

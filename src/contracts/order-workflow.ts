@@ -59,6 +59,12 @@ export interface ReviewDecision {
 }
 
 /**
+ * The failure type of a review decision the order's workflow refuses although it waits for one (approving an order
+ * with no payment known, or one already refunded): the API answers it 409 REVIEW_DECISION_REFUSED at once.
+ */
+export const REVIEW_DECISION_REFUSED = 'REVIEW_DECISION_REFUSED';
+
+/**
  * What is wrong with a review decision, or undefined when it is well formed: the same rules as the API's schema
  * (order.ts), checked in the workflow's validator without zod.
  */

@@ -11,6 +11,7 @@ import {
   escalateUpdate,
   paymentNotifiedSignal,
   paymentReadyUpdate,
+  REVIEW_DECISION_REFUSED,
   reviewDecisionUpdate,
   statusQuery,
   type EscalationResult,
@@ -82,8 +83,15 @@ export function registerHandlers(ctx: OrderContext): void {
     },
     {
       validator: (d: ReviewDecision) => {
-        const refusal = reviewDecisionProblem(d) ?? s.reviewRefusal(d);
-        if (refusal) throw new Error(refusal);
+        const problem = reviewDecisionProblem(d);
+        if (problem) throw new Error(problem);
+        const refusal = s.reviewRefusal(d);
+        if (!refusal) return;
+        // Waiting for a decision, but not this one (an approval with no payment known, of a refunded order): typed, so
+        // the API answers the operator at once instead of waiting for a review the order is already in.
+        if (s.awaitingReviewDecision)
+          throw ApplicationFailure.create({ type: REVIEW_DECISION_REFUSED, message: refusal, nonRetryable: true });
+        throw new Error(refusal);
       },
     },
   );

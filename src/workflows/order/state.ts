@@ -285,6 +285,11 @@ export class OrderState {
     return undefined;
   }
 
+  /** Whether the order waits for a review decision now (and has none being carried out). */
+  get awaitingReviewDecision(): boolean {
+    return (this.stage === 'AWAITING_REVIEW' || this.stage === 'NEEDS_REVIEW') && !this.reviewDecision;
+  }
+
   /** Why a review decision is refused now, or undefined when it is accepted. */
   reviewRefusal(d: ReviewDecision): string | undefined {
     if ((this.stage !== 'AWAITING_REVIEW' && this.stage !== 'NEEDS_REVIEW') || this.reviewDecision) {
