@@ -91,3 +91,32 @@ test('the one read gives what plain reads of the order, payment, lines and timel
   });
   expect(await orders.get(`ord_none${randomBytes(8).toString('hex')}`)).toBeNull();
 });
+
+test("a failed order's timeline shows the buyer a refusal and the provider's refusal as written, any other failure only by its type", async () => {
+  const failed = async (reason: string, message: string) => {
+    const orderId = `ord_fail${randomBytes(8).toString('hex')}`;
+    await db('orders').insert({
+      order_id: orderId,
+      user_id: 'u-view',
+      status: 'FAILED',
+      status_reason: reason,
+      amount: 100,
+      currency: 'CNY',
+      provider: 'sandbox',
+      subtotal: 100,
+    });
+    await db('order_events').insert({ order_id: orderId, type: 'ORDER_FAILED', message: `Order failed: ${message}` });
+    return (await orders.get(orderId))!.timeline.find((e) => e.type === 'ORDER_FAILED')!.message;
+  };
+  // A driver's text names hosts (or SQL): never shown to whoever holds the order id.
+  expect(await failed('UNEXPECTED_ERROR', 'connect ECONNREFUSED 10.1.2.3:3306')).toBe(
+    'Order failed: the order could not be set up (UNEXPECTED_ERROR)',
+  );
+  expect(await failed('Error', 'select * from `products` - Lock wait timeout exceeded')).toBe(
+    'Order failed: the order could not be set up (PAYMENT_CREATION_FAILED)',
+  );
+  expect(await failed('OUT_OF_STOCK', 'not enough stock for sku-a')).toBe('Order failed: not enough stock for sku-a');
+  expect(await failed('PROVIDER_REJECTED', 'sandbox refused: OUT_TRADE_NO_USED')).toBe(
+    'Order failed: sandbox refused: OUT_TRADE_NO_USED',
+  );
+});

@@ -43,7 +43,14 @@ import {
   reserveBeforeStart,
   shortLine,
 } from './admission';
-import { ApiError, apiFailure, idempotencyKeyReused, orderFailedError, orderRefusalError } from './errors';
+import {
+  ApiError,
+  apiFailure,
+  idempotencyKeyReused,
+  orderFailedError,
+  orderRefusalError,
+  publicFailureEntry,
+} from './errors';
 import { LiveStatusCache } from './live-status';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
@@ -576,7 +583,7 @@ export class OrderService {
       timeline: events.map((e) => ({
         at: new Date(e.at).toISOString(),
         type: e.type,
-        message: e.message,
+        message: e.type === 'ORDER_FAILED' ? publicFailureEntry(order.status_reason, e.message) : e.message,
       })),
       userMessage: messages.user.en,
       messages,
