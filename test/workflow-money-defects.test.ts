@@ -661,16 +661,22 @@ describe('defects found by review: a payment reported after the order was decide
 });
 
 describe('defects found by review: a payment the provider reports refunded', () => {
-  test('refunded in full at the provider (a lost callback, then a console refund): never confirmed; a refund decision refunds nothing more', async () => {
+  /** An order whose lost callback's trade the provider reports refunded (in part or in full) when queried. */
+  async function reviewOfRefundedTrade(refunded: number): Promise<{ orderId: string; handle: WorkflowHandle }> {
     const orderId = newScriptedOrder({
       status: 'AWAITING_PAYMENT',
       paidTradeNo: null,
-      trades: [{ tradeNo: 'T-1', amount: 1000, refunded: 1000 }],
+      trades: [{ tradeNo: 'T-1', amount: 1000, refunded }],
     });
     const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
     await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
     expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('confirmStock');
+    return { orderId, handle };
+  }
+
+  test('refunded in full at the provider (a lost callback, then a console refund): never confirmed; a refund decision refunds nothing more', async () => {
+    const { orderId, handle } = await reviewOfRefundedTrade(1000);
     expect(
       await handle.executeUpdate(reviewDecisionUpdate, {
         args: [{ decision: 'refund', operator: 'fay', reason: 'refunded from the console' }],
@@ -683,14 +689,7 @@ describe('defects found by review: a payment the provider reports refunded', () 
   });
 
   test('refunded in part: never confirmed; a refund decision refunds what is left', async () => {
-    const orderId = newScriptedOrder({
-      status: 'AWAITING_PAYMENT',
-      paidTradeNo: null,
-      trades: [{ tradeNo: 'T-1', amount: 1000, refunded: 300 }],
-    });
-    const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
-    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
-    expect(callsOf(orderId).map((c) => c.name)).not.toContain('confirmStock');
+    const { orderId, handle } = await reviewOfRefundedTrade(300);
     await handle.executeUpdate(reviewDecisionUpdate, {
       args: [{ decision: 'refund', operator: 'fay', reason: 'partly refunded from the console' }],
     });
@@ -707,9 +706,8 @@ describe('defects found by review: late payments', () => {
     taskQueue: scripted.taskQueue,
     callTimeoutMs: 10_000,
   });
-  const notification = (orderId: string, tradeNo: string, id: string) => ({
-    ...scriptedNotification(orderId, id, tradeNo, 1000),
-  });
+  const notification = (orderId: string, tradeNo: string, id: string) =>
+    scriptedNotification(orderId, id, tradeNo, 1000);
 
   test('a trade whose late-payment run found nothing to refund (a stale query) is verified again when reported again', async () => {
     // The order closed unpaid; its workflow is gone. The provider's query does not show the trade yet.

@@ -26,7 +26,8 @@ export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
     mismatch = s.mismatch(paid);
   }
   // Money the provider reports refunded (from the merchant's console, say) is not all ours: it never confirms.
-  if (!mismatch && describeRefunded(paid) && refundedTradeStep()) mismatch = describeRefunded(paid);
+  const refunded = describeRefunded(paid);
+  if (!mismatch && refunded && refundedTradeStep()) mismatch = refunded;
   if (mismatch) {
     ctx.enter('NEEDS_REVIEW', mismatch);
     s.note('NEEDS_REVIEW', `Payment does not match the order: ${mismatch}`);

@@ -20,8 +20,8 @@ export async function refundInFull(
   const s = ctx.state;
   // Part or all of it refunded at the provider already (the merchant's console, say): only what is left.
   const partly = paid.refundedAmount !== undefined && refundedTradeStep();
-  const amount = partly ? refundableAmount(paid) : paid.amount;
-  if (amount === undefined || !Number.isSafeInteger(amount) || amount < 0 || (!partly && amount === 0)) {
+  const amount = refundableAmount(partly ? paid : { ...paid, refundedAmount: undefined });
+  if (amount === undefined) {
     throw ApplicationFailure.create({
       type: FailureType.REFUND_AMOUNT_UNKNOWN,
       message: partly
