@@ -6,7 +6,14 @@ import { type AddressInfo, createServer } from 'node:net';
 /** Ports the developer's own `npm start` uses: never handed out. */
 const RESERVED_PORTS = new Set([3000, 4000]);
 
-/** A local port that is free right now (and not one `npm start` uses). */
+/** Ports this process has handed out: never handed out twice, though each is closed before its caller binds it. */
+const handedOut = new Set<number>();
+
+/**
+ * A local port that is free right now, not one `npm start` uses, and not one handed out before in this process: the
+ * kernel picks a random free port for each bind to port 0, so two calls in a row can answer the same port (seen in
+ * CI: the API and the sandbox of one test system were both given it, and the configuration refused the pair).
+ */
 export async function freePort(): Promise<number> {
   for (;;) {
     const port = await new Promise<number>((done, fail) => {
@@ -17,7 +24,9 @@ export async function freePort(): Promise<number> {
         server.close(() => done(p));
       });
     });
-    if (!RESERVED_PORTS.has(port)) return port;
+    if (RESERVED_PORTS.has(port) || handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
   }
 }
 

@@ -3,7 +3,6 @@
  * on free ports, a worker on a task queue of its own, all sharing the test database and dev server.
  */
 import { randomBytes } from 'node:crypto';
-import { type AddressInfo, createServer } from 'node:net';
 import { type Client } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
@@ -13,7 +12,7 @@ import { type Config, loadConfig } from '../../src/config';
 import type { FaultSettings } from '../../src/contracts/sandbox';
 import { type Logger, type TemporalLogger, createLogger } from '../../src/observability/logger';
 import type { Tracing, TracingOverrides } from '../../src/observability/tracing';
-import { jsonCall } from '../../tools/processes';
+import { freePort, jsonCall } from '../../tools/processes';
 import { startStack } from '../../tools/stack';
 import { installTemporalRuntime } from '../../src/workers/telemetry';
 import type { WorkflowSource } from '../../src/workers/worker';
@@ -74,6 +73,7 @@ export async function startSystem(
   options: StartSystemOptions = {},
 ): Promise<TestSystem> {
   runtimeLogger ??= installTemporalRuntime({ logger: quietLogger });
+  // Ports chosen before the servers start: the notify URL must name the API's port before the API starts.
   const [apiPort, sandboxPort] = [await freePort(), await freePort()];
   const config = loadConfig(
     systemEnv({ apiPort, sandboxPort, taskQueue: `test-${randomBytes(6).toString('hex')}` }, env),
@@ -115,18 +115,6 @@ export async function startSystem(
     },
     stop: () => stack.stop(),
   };
-}
-
-/** A port that is free right now (the notify URL must name the API's port before the API starts). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**
