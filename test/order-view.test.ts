@@ -120,3 +120,46 @@ test("a failed order's timeline shows the buyer a refusal and the provider's ref
     'Order failed: sandbox refused: OUT_TRADE_NO_USED',
   );
 });
+
+test("an order's timeline never shows a failure's raw text or an operator's name; a mismatch and the provider's answer are shown as written", async () => {
+  const orderId = `ord_revw${randomBytes(8).toString('hex')}`;
+  await db('orders').insert({
+    order_id: orderId,
+    user_id: 'u-view',
+    status: 'NEEDS_REVIEW',
+    status_reason: 'REFUND_FAILED',
+    amount: 100,
+    currency: 'CNY',
+    provider: 'sandbox',
+    subtotal: 100,
+  });
+  const leak = 'connect ECONNREFUSED 10.1.2.3:3306';
+  const written = [
+    ['ORDER_NEEDS_REVIEW', `Automatic handling stopped (REFUND_FAILED: ${leak}); an operator must decide`],
+    ['REVIEW_DECISION_FAILED', `alice@shop's decision to refund could not be carried out (ACTIVITY_FAILED: ${leak})`],
+    ['REVIEW_REMINDER', `Still waiting for a review decision: the refund decision failed: ${leak}`],
+    ['LATE_PAYMENT_REFUND_FAILED', `Payment T1 arrived after the order was EXPIRED and was not refunded: ${leak}`],
+    ['ORDER_NEEDS_REVIEW', `Late payment T1 could not be refunded (${leak}); an operator must decide`],
+    [
+      'NOTIFICATION_NOT_CONFIRMED',
+      `A notification claimed payment T2 (amount 99 != 100) but sandbox could not be asked (${leak}); later queries will: ignored`,
+    ],
+    [
+      'NOTIFICATION_NOT_CONFIRMED',
+      'A notification claimed payment T3 (amount 99 != 100) but sandbox reports WAITING: ignored; the order keeps its deadline',
+    ],
+    [
+      'ORDER_NEEDS_REVIEW',
+      'Payment does not match the order (amount 99 != 100); kept for manual review, stock stays reserved',
+    ],
+  ];
+  for (const [type, message] of written) await db('order_events').insert({ order_id: orderId, type, message });
+  const shown = (await orders.get(orderId))!.timeline.map((e) => e.message);
+  expect(shown).toHaveLength(written.length);
+  for (const message of shown) {
+    expect(message).not.toContain('10.1.2.3');
+    expect(message).not.toContain('alice');
+  }
+  expect(shown.slice(-2)).toEqual(written.slice(-2).map(([, message]) => message));
+  expect(shown[0]).toBe('Automatic handling stopped; the order is kept for a manual review');
+});

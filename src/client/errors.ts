@@ -85,18 +85,6 @@ export function orderFailedError(reason: string | null | undefined, message: str
   );
 }
 
-/**
- * The public text of an order's ORDER_FAILED timeline entry. The workflow writes "Order failed: <message>"; a refusal the
- * buyer is told (out of stock, a coupon not theirs) and the provider's own refusal are kept; any other failure's text
- * (a driver's, naming hosts or SQL) is replaced by its type, as orderFailedError answers it. Operators read the
- * original in the workflow's history.
- */
-export function publicFailureEntry(reason: string | null | undefined, message: string): string {
-  if (orderRefusal(reason) || reason === FailureType.PROVIDER_REJECTED) return message;
-  const type = isFailureType(reason) ? reason : FailureType.PAYMENT_CREATION_FAILED;
-  return `Order failed: the order could not be set up (${type})`;
-}
-
 /** 422: the Idempotency-Key names an order placed with a different request (a retry must send the same body). */
 export function idempotencyKeyReused(orderId: string): ApiError {
   return new ApiError(422, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different order', {

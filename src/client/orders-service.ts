@@ -49,8 +49,8 @@ import {
   idempotencyKeyReused,
   orderFailedError,
   orderRefusalError,
-  publicFailureEntry,
 } from './errors';
+import { publicTimelineMessage } from './public-timeline';
 import { LiveStatusCache } from './live-status';
 
 /** New order ids sort by creation time: `ord_<time base36><random>`. */
@@ -583,7 +583,7 @@ export class OrderService {
       timeline: events.map((e) => ({
         at: new Date(e.at).toISOString(),
         type: e.type,
-        message: e.type === 'ORDER_FAILED' ? publicFailureEntry(order.status_reason, e.message) : e.message,
+        message: publicTimelineMessage(e, order.status_reason),
       })),
       userMessage: messages.user.en,
       messages,
