@@ -36,8 +36,21 @@ function result(name: string, description: string, bad: string[]): InvariantResu
   return { name, description, passed: bad.length === 0, violations: bad.length, examples: bad.slice(0, MAX_EXAMPLES) };
 }
 
-/** Checks every invariant and returns one verdict each (all are evaluated even when some fail). */
+/**
+ * Checks every invariant and returns one verdict each (all are evaluated even when some fail). Every table is read in
+ * one REPEATABLE READ transaction, so in one snapshot: the invariants compare tables that one transaction changes
+ * together (a Try's fence and its coupon, stock and its fences), and read one after the other on a live system they
+ * disagreed whenever a Try committed between two reads.
+ */
 export async function checkInvariants(input: InvariantInput): Promise<InvariantResult[]> {
+  return input.db.transaction(
+    // InnoDB takes the snapshot at the transaction's first read; every later read sees the database as it was then.
+    (trx) => checkInSnapshot({ ...input, db: trx }),
+    { isolationLevel: 'repeatable read' },
+  );
+}
+
+async function checkInSnapshot(input: InvariantInput): Promise<InvariantResult[]> {
   const { db } = input;
   const now = input.now ?? new Date();
   const results: InvariantResult[] = [];
