@@ -43,13 +43,7 @@ import {
   reserveBeforeStart,
   shortLine,
 } from './admission';
-import {
-  ApiError,
-  apiFailure,
-  idempotencyKeyReused,
-  orderFailedError,
-  orderRefusalError,
-} from './errors';
+import { ApiError, apiFailure, idempotencyKeyReused, orderFailedError, orderRefusalError } from './errors';
 import { publicTimelineMessage } from './public-timeline';
 import { LiveStatusCache } from './live-status';
 
