@@ -22,6 +22,7 @@ import {
   type OrderStatus,
   autoRefundNo,
   coolingOffRefundUpdate,
+  reviewRefundNo,
   latePaymentWorkflowId,
   orderWorkflowId,
   paymentNotifiedSignal,
@@ -660,21 +661,23 @@ describe('defects found by review: a payment reported after the order was decide
   });
 });
 
-describe('defects found by review: a payment the provider reports refunded', () => {
-  /** An order whose lost callback's trade the provider reports refunded (in part or in full) when queried. */
-  async function reviewOfRefundedTrade(refunded: number): Promise<{ orderId: string; handle: WorkflowHandle }> {
-    const orderId = newScriptedOrder({
-      status: 'AWAITING_PAYMENT',
-      paidTradeNo: null,
-      trades: [{ tradeNo: 'T-1', amount: 1000, refunded }],
-    });
-    const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
-    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
-    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
-    expect(callsOf(orderId).map((c) => c.name)).not.toContain('confirmStock');
-    return { orderId, handle };
-  }
+/** An order whose lost callback's trade the provider reports refunded (in part or in full) when queried. */
+async function reviewOfRefundedTrade(
+  refunded: number | 'unreported',
+): Promise<{ orderId: string; handle: WorkflowHandle }> {
+  const orderId = newScriptedOrder({
+    status: 'AWAITING_PAYMENT',
+    paidTradeNo: null,
+    trades: [{ tradeNo: 'T-1', amount: 1000, refunded }],
+  });
+  const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
+  await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
+  expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+  expect(callsOf(orderId).map((c) => c.name)).not.toContain('confirmStock');
+  return { orderId, handle };
+}
 
+describe('defects found by review: a payment the provider reports refunded', () => {
   test('refunded in full at the provider (a lost callback, then a console refund): never confirmed; a refund decision refunds nothing more', async () => {
     const { orderId, handle } = await reviewOfRefundedTrade(1000);
     expect(
@@ -696,6 +699,120 @@ describe('defects found by review: a payment the provider reports refunded', () 
     await within(handle.result(), 20_000, 'the order workflow to finish');
     const refunds = callsOf(orderId).filter((c) => c.name === 'refundPayment');
     expect(refunds.map((c) => c.args)).toEqual([expect.objectContaining({ tradeNo: 'T-1', amount: 700 })]);
+  });
+});
+
+describe('defects found by a second review: decisions on refunded and unchecked payments', () => {
+  const refuse = (handle: WorkflowHandle, decision: Record<string, unknown>) =>
+    handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ operator: 'gus', reason: 'checked the console', ...decision } as never],
+    });
+
+  test('reported refunded without the amounts (WeChat Pay): a refund decision names what is left, and settles the order', async () => {
+    const { orderId, handle } = await reviewOfRefundedTrade('unreported');
+    // Without the amount the decision cannot be carried out; it is refused at once, saying what to send.
+    await expect(refuse(handle, { decision: 'refund' })).rejects.toMatchObject({
+      cause: { type: 'REVIEW_DECISION_REFUSED', message: expect.stringMatching(/refundAmount/) },
+    });
+    // Approving would ship goods for money given back.
+    await expect(refuse(handle, { decision: 'approve' })).rejects.toMatchObject({
+      cause: { type: 'REVIEW_DECISION_REFUSED', message: expect.stringMatching(/given back/) },
+    });
+    await expect(refuse(handle, { decision: 'refund', refundAmount: 1001 })).rejects.toMatchObject({
+      cause: { type: 'REVIEW_DECISION_REFUSED', message: expect.stringMatching(/more than/) },
+    });
+    expect(await refuse(handle, { decision: 'refund', refundAmount: 600 })).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => c.args),
+    ).toEqual([
+      expect.objectContaining({ tradeNo: 'T-1', amount: 600, outRefundNo: reviewRefundNo(orderId, 'T-1', 600) }),
+    ]);
+    await replaysCleanly(handle);
+  });
+
+  test('refunded in full without the amounts: refundAmount 0 closes the order with no refund', async () => {
+    const { orderId, handle } = await reviewOfRefundedTrade('unreported');
+    expect(await refuse(handle, { decision: 'refund', refundAmount: 0 })).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('refundPayment');
+    expect(scriptOf(orderId).status).toBe('REFUNDED');
+  });
+
+  test('more refunded at the provider since the review opened: a refund of the amount the operator names is made under a number of its own', async () => {
+    const { orderId, handle } = await reviewOfRefundedTrade(300);
+    // The workflow knows 700 are left; the console says 500 (another 200 refunded since): the provider refuses 700.
+    scriptOf(orderId).refundRefusals = 1;
+    const first = await refuse(handle, { decision: 'refund' });
+    expect(first).toMatchObject({ status: 'NEEDS_REVIEW', failure: { type: 'PROVIDER_REJECTED' } });
+    expect(await refuse(handle, { decision: 'refund', refundAmount: 500 })).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => c.args),
+    ).toEqual([
+      expect.objectContaining({ amount: 700, outRefundNo: autoRefundNo(orderId, 'T-1') }),
+      expect.objectContaining({ amount: 500, outRefundNo: reviewRefundNo(orderId, 'T-1', 500) }),
+    ]);
+  });
+
+  test('refunded in full at the provider: approve is refused (it would ship goods for money given back)', async () => {
+    const { orderId, handle } = await reviewOfRefundedTrade(1000);
+    await expect(refuse(handle, { decision: 'approve' })).rejects.toMatchObject({
+      cause: { type: 'REVIEW_DECISION_REFUSED', message: expect.stringMatching(/given back/) },
+    });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:PAID');
+    await refuse(handle, { decision: 'refund' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+  });
+
+  test('a payment reported during a review that opened without one, and not matching the order, is not approved unchecked', async () => {
+    const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [], closeRefusals: 1 });
+    const handle = await startScriptedOrder(orderId, { paymentTimeoutMs: 1000 });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', {
+      what: 'the review after the refused close',
+    });
+    // One fen: a signed callback the workflow takes as the payment, never compared with the order.
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-fen', 'T-fen', 1));
+    await expect(refuse(handle, { decision: 'approve' })).rejects.toMatchObject({
+      cause: { type: 'REVIEW_DECISION_REFUSED', message: expect.stringMatching(/does not match the order/) },
+    });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:PAID');
+    expect(await refuse(handle, { decision: 'refund' })).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => c.args),
+    ).toEqual([expect.objectContaining({ tradeNo: 'T-fen', amount: 1 })]);
+  });
+
+  test('refundAmount goes with a refund decision only, in whole minor units (the workflow and the API refuse it otherwise)', async () => {
+    const { orderId, handle } = await reviewOfRefundedTrade('unreported');
+    await expect(refuse(handle, { decision: 'approve', refundAmount: 5 })).rejects.toMatchObject({
+      cause: { message: expect.stringMatching(/refund decision only/) },
+    });
+    await expect(refuse(handle, { decision: 'refund', refundAmount: 1.5 })).rejects.toMatchObject({
+      cause: { message: expect.stringMatching(/whole number/) },
+    });
+    for (const body of [
+      { decision: 'approve', refundAmount: 5 },
+      { decision: 'refund', refundAmount: -1 },
+      { decision: 'refund', refundAmount: '5' },
+    ]) {
+      const r = await sys.http(
+        'POST',
+        `/orders/${orderId}/review`,
+        { operator: 'gus', reason: 'console', ...body },
+        admin(),
+      );
+      expect([r.status, r.body.error]).toEqual([400, 'VALIDATION_FAILED']);
+    }
+    await refuse(handle, { decision: 'refund', refundAmount: 0 });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
   });
 });
 
@@ -752,7 +869,7 @@ interface ScriptedOrder {
   status: OrderStatus;
   paidTradeNo: string | null;
   /** The provider's trades for this order, oldest first; a query reports the latest (REFUNDED when refunded in full). */
-  trades: { tradeNo: string; amount: number | undefined; refunded?: number }[];
+  trades: { tradeNo: string; amount: number | undefined; refunded?: number | 'unreported' }[];
   /** closeProviderPayment is refused by the provider (a business failure) this many times. */
   closeRefusals?: number;
   /** returnStock fails (a business failure) this many times. */
@@ -867,10 +984,14 @@ const scriptedActivities: Partial<Activities> = {
     if (!latest) return { outTradeNo: input.outTradeNo, status: 'PENDING' } satisfies ProviderPaymentState;
     return {
       outTradeNo: input.outTradeNo,
-      status: latest.refunded !== undefined && latest.refunded === latest.amount ? 'REFUNDED' : 'PAID',
+      // 'unreported': refunded in part or in full, the amounts not reported (WeChat Pay's trade state REFUND).
+      status:
+        latest.refunded === 'unreported' || (latest.refunded !== undefined && latest.refunded === latest.amount)
+          ? 'REFUNDED'
+          : 'PAID',
       tradeNo: latest.tradeNo,
       ...(latest.amount === undefined ? {} : { paidAmount: latest.amount }),
-      ...(latest.refunded === undefined ? {} : { refundedAmount: latest.refunded }),
+      ...(latest.refunded === undefined || latest.refunded === 'unreported' ? {} : { refundedAmount: latest.refunded }),
       currency: 'CNY',
       merchantId: MERCHANT,
       paidAt: new Date().toISOString(),

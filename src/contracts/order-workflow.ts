@@ -49,6 +49,15 @@ export function autoRefundNo(orderId: string, tradeNo: string): string {
 }
 
 /**
+ * The refund number of a review decision that names the amount (refundAmount): stable for that amount, so a retry
+ * refunds once, and apart from the automatic number and from other amounts. The amount leads, so cutting to the
+ * providers' 64 characters never cuts it.
+ */
+export function reviewRefundNo(orderId: string, tradeNo: string, amount: number): string {
+  return `rv${amount}-${orderId}-${tradeNo}`.slice(0, 64);
+}
+
+/**
  * An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release
  * everything).
  */
@@ -56,6 +65,13 @@ export interface ReviewDecision {
   decision: 'approve' | 'refund';
   operator: string;
   reason: string;
+  /**
+   * A refund decision's amount in minor units, as the provider's console shows what is left of the trade: needed when
+   * the provider reports the trade refunded without the amounts (WeChat Pay's REFUND state), or when more was refunded
+   * at the provider since the review opened. 0 closes the order REFUNDED without a refund (all of it was refunded).
+   * Without it, a refund decision refunds what the workflow knows is left.
+   */
+  refundAmount?: number;
 }
 
 /**
@@ -70,12 +86,17 @@ export const REVIEW_DECISION_REFUSED = 'REVIEW_DECISION_REFUSED';
  */
 export function reviewDecisionProblem(d: unknown): string | undefined {
   if (typeof d !== 'object' || d === null) return 'a review decision must be an object';
-  const { decision, operator, reason, ...rest } = d as Record<string, unknown>;
+  const { decision, operator, reason, refundAmount, ...rest } = d as Record<string, unknown>;
   if (Object.keys(rest).length) return `unknown field(s): ${Object.keys(rest).join(', ')}`;
   if (decision !== 'approve' && decision !== 'refund') return "decision must be 'approve' or 'refund'";
   if (typeof operator !== 'string' || operator.length < 1 || operator.length > 64)
     return 'operator must be 1-64 characters';
   if (typeof reason !== 'string' || reason.length < 3 || reason.length > 500) return 'reason must be 3-500 characters';
+  if (refundAmount !== undefined) {
+    if (decision !== 'refund') return 'refundAmount goes with a refund decision only';
+    if (!Number.isSafeInteger(refundAmount) || (refundAmount as number) < 0)
+      return 'refundAmount must be a whole number of minor units, 0 or more';
+  }
   return undefined;
 }
 

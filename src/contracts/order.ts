@@ -82,8 +82,14 @@ export const ReviewDecision = z
     decision: z.enum(['approve', 'refund']),
     operator: z.string().min(1).max(64),
     reason: z.string().min(3).max(500),
+    /** Minor units left to refund of the trade, as the provider's console shows it (see the workflow contract). */
+    refundAmount: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
   })
-  .strict();
+  .strict()
+  .refine((d) => d.refundAmount === undefined || d.decision === 'refund', {
+    message: 'refundAmount goes with a refund decision only',
+    path: ['refundAmount'],
+  });
 export type ReviewDecision = z.infer<typeof ReviewDecision>;
 // The schema and the workflow's hand-written check describe the same decision.
 const _sameDecision: ReviewDecisionShape extends ReviewDecision

@@ -241,6 +241,10 @@ async function awaitRefundDecision(
           throw new Error(`late payment ${tradeNo} of order ${orderId} is not waiting for a decision`);
         if (d.decision !== 'refund')
           throw new Error(`a late payment is never kept: only a refund decision settles trade ${tradeNo}`);
+        if (d.refundAmount !== undefined)
+          throw new Error(
+            `a late payment is refunded as the provider reports it: refundAmount is not taken for ${tradeNo}`,
+          );
       },
     },
   );

@@ -29,6 +29,7 @@ export async function confirmPayment(ctx: OrderContext): Promise<Checked> {
   const refunded = describeRefunded(paid);
   if (!mismatch && refunded && refundedTradeStep()) mismatch = refunded;
   if (mismatch) {
+    s.openReview();
     ctx.enter('NEEDS_REVIEW', mismatch);
     s.note('NEEDS_REVIEW', `Payment does not match the order: ${mismatch}`);
     await ctx.must('transitionOrder', 'local', 'mark order NEEDS_REVIEW', {

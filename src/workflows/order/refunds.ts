@@ -1,7 +1,7 @@
 /** Refunds the order workflow makes: in full, with the trade's stable refund number, so a retry never refunds twice. */
 import { ApplicationFailure } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
-import { autoRefundNo, type PaymentEvidence } from '../../contracts/order-workflow';
+import { autoRefundNo, reviewRefundNo, type PaymentEvidence } from '../../contracts/order-workflow';
 import { refundedTradeStep } from '../patches';
 import type { OrderContext } from './context';
 import { refundableAmount } from './state';
@@ -9,18 +9,21 @@ import { refundableAmount } from './state';
 /**
  * Refunds what a payment paid. The number is kept (and answered to the buyer) only once the provider has made the
  * refund. A payment whose amount the provider did not report cannot be refunded automatically: a business failure,
- * which sends the order to review instead of refunding a guess.
+ * which sends the order to review instead of refunding a guess. `operatorAmount`, a review decision's refundAmount
+ * (what is left at the provider, as its console shows), is refunded instead, under a number of its own: an earlier
+ * attempt of another amount (refused, the refund number then taken) never blocks it.
  */
 export async function refundInFull(
   ctx: OrderContext,
   paid: PaymentEvidence,
   why: string,
   reason: string,
+  operatorAmount?: number,
 ): Promise<void> {
   const s = ctx.state;
   // Part or all of it refunded at the provider already (the merchant's console, say): only what is left.
   const partly = paid.refundedAmount !== undefined && refundedTradeStep();
-  const amount = refundableAmount(partly ? paid : { ...paid, refundedAmount: undefined });
+  const amount = operatorAmount ?? refundableAmount(partly ? paid : { ...paid, refundedAmount: undefined });
   if (amount === undefined) {
     throw ApplicationFailure.create({
       type: FailureType.REFUND_AMOUNT_UNKNOWN,
@@ -37,7 +40,10 @@ export async function refundInFull(
     );
     return;
   }
-  const outRefundNo = autoRefundNo(s.orderId, paid.tradeNo);
+  const outRefundNo =
+    operatorAmount === undefined
+      ? autoRefundNo(s.orderId, paid.tradeNo)
+      : reviewRefundNo(s.orderId, paid.tradeNo, operatorAmount);
   await ctx.must('refundPayment', 'task', `refund ${amount} ${paid.currency} (${why})`, {
     orderId: s.orderId,
     provider: ctx.provider,

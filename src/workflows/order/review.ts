@@ -21,6 +21,7 @@ export async function stopForReview(ctx: OrderContext, err: unknown): Promise<En
   const s = ctx.state;
   const type = failureType(err) ?? FailureType.UNEXPECTED_ERROR;
   s.reviewAfterPaid = s.paid;
+  s.openReview();
   s.note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
   upsertSearchAttributes([{ key: StuckKey, value: true }]);
   await ctx.must('transitionOrder', 'local', 'mark order NEEDS_REVIEW', {
@@ -107,7 +108,7 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
   ctx.enter('REFUNDING', `refund decided by ${d.operator}`);
   // A payment whose amount is unknown fails the decision (REFUND_AMOUNT_UNKNOWN) rather than closing the order
   // unrefunded.
-  if (paid) await refundInFull(ctx, paid, 'review', `review refund by ${d.operator}: ${d.reason}`);
+  if (paid) await refundInFull(ctx, paid, 'review', `review refund by ${d.operator}: ${d.reason}`, d.refundAmount);
   await ctx.must('settleRefunded', 'local', 'release or return everything; mark REFUNDED (review)', {
     ...ctx.participants(),
     transition: {

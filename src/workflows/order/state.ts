@@ -73,6 +73,8 @@ export class OrderState {
   readonly reviewFailures = new Map<ReviewDecision, { type: string; message: string }>();
   /** The order was PAID when automatic handling stopped (e.g. the provider refused the buyer's cooling-off refund). */
   reviewAfterPaid = false;
+  /** The review opened (the order goes to NEEDS_REVIEW), with the payment known then: the one its reason describes. */
+  private reviewOpened?: { evidence?: PaymentEvidence };
   coolingOffUntil?: number;
   /** settlePaid handed the order to fulfilment with PAID (no cooling-off window). */
   handedOffWhenPaid = false;
@@ -290,10 +292,29 @@ export class OrderState {
     return (this.stage === 'AWAITING_REVIEW' || this.stage === 'NEEDS_REVIEW') && !this.reviewDecision;
   }
 
+  /** The order goes to review; the payment known now is the one the review's reason is about. */
+  openReview(): void {
+    this.reviewOpened ??= { evidence: this.evidence };
+  }
+
   /** Why a review decision is refused now, or undefined when it is accepted. */
   reviewRefusal(d: ReviewDecision): string | undefined {
     if ((this.stage !== 'AWAITING_REVIEW' && this.stage !== 'NEEDS_REVIEW') || this.reviewDecision) {
       return `order ${this.orderId} is not waiting for a review decision (stage ${this.stage})`;
+    }
+    const paid = this.evidence;
+    if (d.decision === 'refund') {
+      if (d.refundAmount === undefined) {
+        // Reported refunded without the amounts: what is left is not known here, and a refund of a guess is refused.
+        if (paid && refundableAmount(paid) === undefined)
+          return `payment ${paid.tradeNo} is ${describeRefunded(paid) ?? 'reported without an amount'}: what is left to refund is not known here; decide refund with refundAmount, what is left of it at the provider (0 if nothing is)`;
+        return undefined;
+      }
+      if (!paid && d.refundAmount > 0)
+        return `order ${this.orderId} has no known payment to refund ${d.refundAmount} of; decide refund without refundAmount to close it`;
+      if (paid && Number.isSafeInteger(paid.amount) && d.refundAmount > paid.amount)
+        return `refundAmount ${d.refundAmount} is more than payment ${paid.tradeNo} paid (${paid.amount} ${paid.currency})`;
+      return undefined;
     }
     // No payment known (a review opened by a failed close, say): approving would hand unpaid goods to fulfilment. A
     // payment reported during the review is known, and can be approved.
@@ -303,6 +324,20 @@ export class OrderState {
     // The buyer's refund was made before a later step failed: approving would hand a refunded order to fulfilment.
     if (d.decision === 'approve' && this.reviewAfterPaid && this.refundNo !== undefined) {
       return `order ${this.orderId} was already refunded (${this.refundNo}); only a refund decision can settle it`;
+    }
+    if (paid) {
+      // Given back at the provider in full, or by an amount not reported: approving would ship goods for nothing. (Part
+      // of it refunded, the amount known: the operator may keep the order for the rest.)
+      const left = refundableAmount(paid);
+      if (paid.refundedAmount !== undefined && !(left !== undefined && left > 0))
+        return `payment ${paid.tradeNo}: ${describeRefunded(paid)}; approving would fulfil an order whose money was given back; decide refund`;
+      // A payment reported while the order waited in review is not the one the review was opened for: nobody checked
+      // it against the order. One that does not match is refused; approving it would confirm it unseen.
+      if (this.reviewOpened && paid !== this.reviewOpened.evidence) {
+        const problem = this.mismatch(paid);
+        if (problem)
+          return `payment ${paid.tradeNo} was reported during the review and does not match the order (${problem}); approving would confirm it unchecked; decide refund`;
+      }
     }
     return undefined;
   }
