@@ -652,6 +652,164 @@ describe('Stripe refunds that fail after they were made', () => {
   });
 });
 
+describe('Stripe disputes (chargebacks) in the bill', () => {
+  /** A Dispute as the balance transaction's expanded source shows it, with its PaymentIntent expanded. */
+  const dispute = (overrides: Record<string, unknown> = {}) => ({
+    id: 'dp_1',
+    object: 'dispute',
+    amount: 1234,
+    currency: 'cny',
+    status: 'needs_response',
+    reason: 'fraudulent',
+    charge: 'ch_d1',
+    payment_intent: { id: 'pi_d1', object: 'payment_intent', metadata: { out_trade_no: 'ord_d1' } },
+    metadata: {},
+    is_charge_refundable: false,
+    ...overrides,
+  });
+  /** A balance transaction of a dispute: negative when the money is withdrawn, positive when it is reinstated. */
+  const line = (id: string, amount: number, source: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+    id,
+    object: 'balance_transaction',
+    type: 'adjustment',
+    reporting_category: amount < 0 ? 'dispute' : 'dispute_reversal',
+    created: 1704103205,
+    currency: 'usd',
+    amount,
+    fee: amount < 0 ? 1500 : 0,
+    net: amount < 0 ? amount - 1500 : amount,
+    source,
+    ...extra,
+  });
+
+  async function billOf(data: unknown[]) {
+    const fake = await startFakeServer(() => ({
+      status: 200,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ object: 'list', url: '/v1/balance_transactions', has_more: false, data }),
+    }));
+    try {
+      return await collect(createStripeProvider(config({ apiBase: fake.url })).billRows('2024-01-01'));
+    } finally {
+      await fake.close();
+    }
+  }
+
+  test('a withdrawal and a reinstatement are bill rows of their own, linked to the order through the intent, in presentment minor units', async () => {
+    const rows = await billOf([
+      {
+        id: 'txn_c1',
+        object: 'balance_transaction',
+        type: 'charge',
+        created: 1704090000,
+        currency: 'usd',
+        amount: 172,
+        source: {
+          id: 'ch_d1',
+          object: 'charge',
+          amount: 1234,
+          currency: 'cny',
+          metadata: {},
+          payment_intent: { id: 'pi_d1', object: 'payment_intent', metadata: { out_trade_no: 'ord_d1' } },
+        },
+      },
+      line('txn_dw1', -172, dispute()),
+      line(
+        'txn_dr0',
+        172,
+        dispute({
+          id: 'dp_0',
+          status: 'won',
+          charge: 'ch_d0',
+          payment_intent: { id: 'pi_d0', object: 'payment_intent', metadata: { out_trade_no: 'ord_d0' } },
+        }),
+        { created: 1704123000 },
+      ),
+      // Not a dispute: an adjustment of another kind, and an Issuing dispute (of a card we issued) stay out of the bill.
+      line('txn_adj', -50, { id: 'tr_1', object: 'transfer', amount: 50, currency: 'usd' }),
+      {
+        ...line('txn_idp', -100, { id: 'idp_1', object: 'issuing.dispute', amount: 100, currency: 'usd' }),
+        type: 'issuing_dispute',
+      },
+    ]);
+    expect(rows).toEqual([
+      {
+        kind: 'PAYMENT',
+        outTradeNo: 'ord_d1',
+        tradeNo: 'pi_d1',
+        amount: 1234,
+        currency: 'CNY',
+        at: '2024-01-01T06:20:00.000Z',
+      },
+      {
+        kind: 'DISPUTE',
+        outTradeNo: 'ord_d1',
+        tradeNo: 'pi_d1',
+        disputeId: 'dp_1',
+        disputeFunds: 'WITHDRAWN',
+        amount: 1234,
+        currency: 'CNY',
+        at: '2024-01-01T10:00:05.000Z',
+        providerStatus: 'needs_response',
+      },
+      {
+        kind: 'DISPUTE',
+        outTradeNo: 'ord_d0',
+        tradeNo: 'pi_d0',
+        disputeId: 'dp_0',
+        disputeFunds: 'REINSTATED',
+        amount: 1234,
+        currency: 'CNY',
+        at: '2024-01-01T15:30:00.000Z',
+        providerStatus: 'won',
+      },
+    ]);
+  });
+
+  test("a dispute line of type dispute (older API versions) counts too, and without an expanded intent the charge's intent names the order", async () => {
+    const rows = await billOf([
+      line(
+        'txn_dw2',
+        -980,
+        dispute({
+          id: 'dp_2',
+          amount: 980,
+          currency: 'jpy',
+          status: 'lost',
+          payment_intent: null,
+          charge: {
+            id: 'ch_d2',
+            object: 'charge',
+            metadata: {},
+            payment_intent: { id: 'pi_d2', object: 'payment_intent', metadata: { out_trade_no: 'ord_d2' } },
+          },
+        }),
+        { type: 'dispute' },
+      ),
+    ]);
+    expect(rows).toEqual([
+      {
+        kind: 'DISPUTE',
+        outTradeNo: 'ord_d2',
+        tradeNo: 'pi_d2',
+        disputeId: 'dp_2',
+        disputeFunds: 'WITHDRAWN',
+        amount: 980,
+        currency: 'JPY',
+        at: '2024-01-01T10:00:05.000Z',
+        providerStatus: 'lost',
+      },
+    ]);
+  });
+
+  test('a dispute of a charge we cannot link to an order is still a row, never dropped', async () => {
+    const rows = await billOf([line('txn_dw3', -500, dispute({ id: 'dp_3', payment_intent: null, charge: 'ch_x' }))]);
+    expect(rows).toMatchObject([
+      { kind: 'DISPUTE', outTradeNo: '', tradeNo: 'ch_x', disputeId: 'dp_3', disputeFunds: 'WITHDRAWN', amount: 1234 },
+    ]);
+  });
+});
+
 describe('a Stripe order end to end', () => {
   let mock: StripeMock;
   let sys: TestSystem;

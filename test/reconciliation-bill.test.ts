@@ -389,6 +389,7 @@ describe('a 100,000-row bill', () => {
         REFUND_MISMATCH: 1,
         MISSING_AT_PROVIDER: 1,
         PAID_NOT_RECORDED: 0,
+        DISPUTED: 0,
       });
       const kinds = await db('reconciliation_items')
         .where({ run_id: runId })
@@ -465,6 +466,7 @@ describe('a 100,000-row bill', () => {
         REFUND_MISMATCH: 1,
         MISSING_AT_PROVIDER: 0,
         PAID_NOT_RECORDED: 0,
+        DISPUTED: 0,
       });
       expect(JSON.parse(run.counted)).toEqual(result.totals);
       expect(run.error).toBeNull();

@@ -7,6 +7,7 @@ import {
   type LocalRefund,
   billKey,
   classifyBillPayment,
+  classifyDispute,
   classifyDuplicate,
   classifyRefund,
 } from '../src/reconciliation/classify';
@@ -28,6 +29,26 @@ const refund: BillRow = {
   amount: 1999,
   currency: 'CNY',
   at: '2026-11-25T03:00:00.000Z',
+};
+
+/** A Stripe dispute's balance transaction: the disputed money withdrawn from our balance. */
+const withdrawal: BillRow = {
+  kind: 'DISPUTE',
+  outTradeNo: 'ord_1',
+  tradeNo: 'T-1',
+  disputeId: 'dp_1',
+  disputeFunds: 'WITHDRAWN',
+  amount: 1999,
+  currency: 'CNY',
+  at: '2026-11-26T04:00:00.000Z',
+  providerStatus: 'needs_response',
+};
+/** The same dispute won: its money reinstated to our balance. */
+const reinstatement: BillRow = {
+  ...withdrawal,
+  disputeFunds: 'REINSTATED',
+  at: '2026-12-20T04:00:00.000Z',
+  providerStatus: 'won',
 };
 
 /** A local payment paid by the bill's trade, for the bill's amount: what a MATCHED line looks like. */
@@ -234,6 +255,75 @@ describe('a refund line whose outcome at the provider is not success', () => {
     expect(billKey(failure)).toBe('RF:rf-ord_1-T-1');
     expect(billKey(failure)).not.toBe(billKey(refund));
     expect(billKey({ ...refund, refundStatus: 'FAILED', providerStatus: 'REFUNDCLOSE' })).toBe('R:rf-ord_1-T-1');
+  });
+});
+
+describe('a dispute (chargeback) line of the bill', () => {
+  test("that withdraws a paid order's money is DISPUTED for a person, whatever we recorded, with both sides as evidence", () => {
+    expect(classifyDispute(withdrawal, paidLocally({ provider: 'stripe' }), 'stripe')).toEqual({
+      class: 'DISPUTED',
+      detail: 'FUNDS_WITHDRAWN',
+      kind: 'DISPUTE',
+      local_amount: 1999,
+      local_currency: 'CNY',
+      evidence: {
+        bill: {
+          disputeId: 'dp_1',
+          disputeFunds: 'WITHDRAWN',
+          outTradeNo: 'ord_1',
+          tradeNo: 'T-1',
+          amount: 1999,
+          currency: 'CNY',
+          at: withdrawal.at,
+          providerStatus: 'needs_response',
+        },
+        local: {
+          provider: 'stripe',
+          paymentStatus: 'PAID',
+          orderStatus: 'PAID',
+          tradeNo: 'T-1',
+          paidTradeNo: 'T-1',
+          amount: 1999,
+          paidAmount: 1999,
+          currency: 'CNY',
+        },
+      },
+      repair_status: 'NONE',
+    });
+  });
+
+  test('that withdraws money of an order we have no payment for is DISPUTED all the same', () => {
+    expect(classifyDispute(withdrawal, undefined, 'stripe')).toMatchObject({
+      class: 'DISPUTED',
+      detail: 'FUNDS_WITHDRAWN',
+      local_amount: null,
+      evidence: { bill: { disputeId: 'dp_1' }, local: null },
+    });
+  });
+
+  test('that reinstates the money of a won dispute is recorded with its evidence and needs nobody: MATCHED, DISPUTE_REINSTATED', () => {
+    expect(classifyDispute(reinstatement, paidLocally({ provider: 'stripe' }), 'stripe')).toMatchObject({
+      class: 'MATCHED',
+      detail: 'DISPUTE_REINSTATED',
+      kind: 'DISPUTE',
+      repair_status: 'NONE',
+      evidence: { bill: { disputeId: 'dp_1', disputeFunds: 'REINSTATED', providerStatus: 'won' } },
+    });
+  });
+
+  test("is stored apart from the payment's and refunds' lines: the withdrawal and the reinstatement of one dispute under keys of their own", () => {
+    expect(billKey(withdrawal)).toBe('DW:dp_1');
+    expect(billKey(reinstatement)).toBe('DR:dp_1');
+    expect(new Set([billKey(payment), billKey(refund), billKey(withdrawal), billKey(reinstatement)]).size).toBe(4);
+  });
+
+  test('listed twice, a withdrawal is DISPUTED, DUPLICATED_IN_BILL', () => {
+    expect(classifyDuplicate(withdrawal, 3)).toMatchObject({
+      class: 'DISPUTED',
+      detail: 'DUPLICATED_IN_BILL',
+      kind: 'DISPUTE',
+      evidence: { firstListedAtRow: 3 },
+    });
   });
 });
 

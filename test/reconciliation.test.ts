@@ -194,6 +194,7 @@ describe('lost callbacks', () => {
       AMOUNT_MISMATCH: 0,
       REFUND_MISMATCH: 0,
       UNKNOWN_TRADE: 0,
+      DISPUTED: 0,
     });
     const found = first.flatMap((r) => r.items).filter((i: any) => i.class === 'PAID_NOT_RECORDED');
     expect(new Set(found.map((i: any) => i.outTradeNo))).toEqual(lost);
@@ -238,6 +239,7 @@ describe('lost callbacks', () => {
       AMOUNT_MISMATCH: 0,
       REFUND_MISMATCH: 0,
       UNKNOWN_TRADE: 0,
+      DISPUTED: 0,
     });
     expect(second.every((r) => r.differences === 0 && r.items.length === 0)).toBe(true);
 

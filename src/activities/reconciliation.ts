@@ -4,8 +4,8 @@
  * src/reconciliation/classify.ts.
  *
  * Idempotency: every compared line is stored once under a unique (run, row key) — `P:<tradeNo>` for a bill
- * payment, `R:<outRefundNo>` for a bill refund, `LP:`/`LR:` for local records the bill lacks, `#<row>` appended
- * when the bill repeats a key. A retried comparison resumes at the row its last heartbeat recorded, with the
+ * payment, `R:<outRefundNo>` for a bill refund, `DW:`/`DR:<disputeId>` for a dispute's money withdrawn/reinstated,
+ * `LP:`/`LR:` for local records the bill lacks, `#<row>` appended when the bill repeats a key. A retried comparison resumes at the row its last heartbeat recorded, with the
  * counts up to that row; rows it meets again are found stored and counted from the store, never classified or
  * counted twice. The report's totals are computed from the stored items, and the counts the comparison kept
  * are stored beside them so that any disagreement would show.
@@ -40,6 +40,7 @@ import {
   type NewItem,
   billKey,
   classifyBillPayment,
+  classifyDispute,
   classifyDuplicate,
   classifyRefund,
 } from '../reconciliation/classify';
@@ -274,7 +275,8 @@ async function compareBatch(
   }>) {
     stored.set(r.row_key, { rowNo: r.row_no === null ? null : numberOf(r.row_no), cls: r.class });
   }
-  const tradeNos = [...new Set(rows.filter((r) => r.kind === 'PAYMENT').map((r) => r.outTradeNo))];
+  // A dispute's line is shown beside the payment of its order (evidence), so its payment is read as well.
+  const tradeNos = [...new Set(rows.filter((r) => r.kind !== 'REFUND').map((r) => r.outTradeNo))];
   const refundNos = [...new Set(rows.filter((r) => r.kind === 'REFUND' && r.outRefundNo).map((r) => r.outRefundNo!))];
   const payments = new Map<string, LocalPayment>();
   if (tradeNos.length) {
@@ -328,10 +330,7 @@ async function compareBatch(
       item = classifyDuplicate(row, firstRow);
     } else {
       firstSeen.set(key, rowNo);
-      item =
-        row.kind === 'PAYMENT'
-          ? classifyBillPayment(row, payments.get(row.outTradeNo), billProvider)
-          : classifyRefund(row, refunds.get(row.outRefundNo ?? ''));
+      item = classifyLine(row, payments, refunds, billProvider);
     }
     classes.push(item.class);
     inserts.push({
@@ -358,6 +357,23 @@ async function compareBatch(
   if (inserts.length)
     await db('reconciliation_items').insert(inserts).onConflict(['run_id', 'row_key']).merge(['run_id']);
   return classes;
+}
+
+/** Classifies a bill line the run meets for the first time, by its kind. */
+function classifyLine(
+  row: BillRow,
+  payments: Map<string, LocalPayment>,
+  refunds: Map<string, LocalRefund>,
+  billProvider: string,
+): NewItem {
+  switch (row.kind) {
+    case 'PAYMENT':
+      return classifyBillPayment(row, payments.get(row.outTradeNo), billProvider);
+    case 'REFUND':
+      return classifyRefund(row, refunds.get(row.outRefundNo ?? ''));
+    case 'DISPUTE':
+      return classifyDispute(row, payments.get(row.outTradeNo), billProvider);
+  }
 }
 
 /**

@@ -9,7 +9,8 @@ import { ProviderName } from './providers';
 
 /**
  * What one compared line can turn out to be.
- * - MATCHED: the provider's row and our record agree.
+ * - MATCHED: the provider's row and our record agree; also a dispute's reinstatement (detail DISPUTE_REINSTATED: a
+ *   won dispute gave a paid order's money back, which needs nobody), recorded with its evidence.
  * - PAID_NOT_RECORDED: paid at the provider, not paid locally (a lost callback): auto-repaired by signalling the
  *   order's workflow, or by the late-payment path when the order is closed.
  * - MISSING_AT_PROVIDER: paid locally, absent from the provider's bill: critical, never auto-repaired.
@@ -17,6 +18,8 @@ import { ProviderName } from './providers';
  * - REFUND_MISMATCH: a refund missing on either side, duplicated, of another amount, or one the provider's bill says
  *   did not complete (failed, closed, returned, processing): review.
  * - UNKNOWN_TRADE: the provider lists a payment for an order we never created: review.
+ * - DISPUTED: the provider took a payment's money back from our balance because the buyer disputed it (a Stripe
+ *   chargeback, detail FUNDS_WITHDRAWN) while the order may stay paid and shipped: review, never repaired.
  */
 export const ReconciliationClass = z.enum([
   'MATCHED',
@@ -25,6 +28,7 @@ export const ReconciliationClass = z.enum([
   'AMOUNT_MISMATCH',
   'REFUND_MISMATCH',
   'UNKNOWN_TRADE',
+  'DISPUTED',
 ]);
 export type ReconciliationClass = z.infer<typeof ReconciliationClass>;
 
@@ -36,6 +40,7 @@ export const CLASS_SEVERITY: Record<ReconciliationClass, 'ok' | 'repaired' | 're
   AMOUNT_MISMATCH: 'review',
   REFUND_MISMATCH: 'review',
   UNKNOWN_TRADE: 'review',
+  DISPUTED: 'review',
 };
 
 /** Every class with a zero count: the shape of a report's totals. */

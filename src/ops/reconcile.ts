@@ -210,6 +210,7 @@ async function main(): Promise<number> {
     AMOUNT_MISMATCH: 'review: amount or currency differ',
     REFUND_MISMATCH: 'review: refund missing, duplicated, of another amount, or failed at the provider',
     UNKNOWN_TRADE: 'review: a trade for an order we never created',
+    DISPUTED: 'review: a dispute (chargeback) took back the money of a paid order',
   };
   console.log(
     `\n${bold('Report')} ${run.id}: ${run.progress.billRows.toLocaleString('en-US')} bill rows, ${run.differences ?? 0} difference(s)`,

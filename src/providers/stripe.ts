@@ -407,7 +407,8 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
 
     /**
      * Balance transactions created that UTC day: charges/payments as PAYMENT rows, refunds as REFUND rows with the
-     * refund's status, refund_failure lines as FAILED REFUND rows of their own.
+     * refund's status, refund_failure lines as FAILED REFUND rows of their own, a dispute's lines (money withdrawn,
+     * money reinstated) as DISPUTE rows.
      */
     async *billRows(date: string, billOptions?: { fromRow?: number }): AsyncGenerator<BillRow> {
       const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date);
@@ -421,7 +422,7 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
             created: { gte: start, lt: start + 86_400 },
             limit: 100,
             // The intent carries our order id for certain; whether a charge copies its metadata is not something to
-            // bet on.
+            // bet on. A dispute names the disputed intent itself (its `payment_intent`), so this expands that too.
             expand: ['data.source.payment_intent'],
             ...(startingAfter ? { starting_after: startingAfter } : {}),
           }),
@@ -437,13 +438,15 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
   };
 
   /**
-   * One balance transaction as a bill row, in the charge's own (presentment) currency; undefined for non-payment types.
+   * One balance transaction as a bill row, in the charge's own (presentment) currency; undefined for types that move
+   * no money of an order (payouts, fees, transfers, ...).
    */
   function billRow(txn: Stripe.BalanceTransaction): BillRow | undefined {
     const source =
       txn.source && typeof txn.source === 'object' ? (txn.source as unknown as Record<string, unknown>) : undefined;
     if (!source) return undefined;
     const at = new Date(txn.created * 1000).toISOString();
+    if (source.object === 'dispute') return disputeRow(txn, source, at);
     const metadata = (source.metadata ?? {}) as Record<string, string>;
     const pi =
       source.payment_intent && typeof source.payment_intent === 'object'
@@ -480,5 +483,42 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
       };
     }
     return undefined;
+  }
+
+  /**
+   * A balance transaction whose source is a Dispute (a chargeback; type `adjustment`, or `dispute` in older API
+   * versions), whatever its type, so that none is dropped: money withdrawn from our balance for the disputed payment
+   * (a negative amount) or given back because the dispute was won (positive). The row's amount is the dispute's, in
+   * the charge's presentment currency like the charge's own row; the order is named by the disputed PaymentIntent's
+   * metadata (the dispute's `payment_intent`, which the list call expands, else that of an expanded charge). A dispute
+   * that names no order of ours is still a row, with an empty out-trade-no, for a person to look at.
+   */
+  function disputeRow(txn: Stripe.BalanceTransaction, dispute: Record<string, unknown>, at: string): BillRow {
+    type IntentView = { id?: string; metadata?: Record<string, string> };
+    const charge =
+      dispute.charge && typeof dispute.charge === 'object'
+        ? (dispute.charge as { id?: string; payment_intent?: unknown; metadata?: Record<string, string> })
+        : undefined;
+    const expanded = (v: unknown) => (v && typeof v === 'object' ? (v as IntentView) : undefined);
+    const idOf = (v: unknown) => (typeof v === 'string' ? v : expanded(v)?.id);
+    const pi = expanded(dispute.payment_intent) ?? expanded(charge?.payment_intent);
+    const tradeNo =
+      idOf(dispute.payment_intent) ?? idOf(charge?.payment_intent) ?? idOf(dispute.charge) ?? String(dispute.id);
+    const currency = String(dispute.currency ?? txn.currency).toUpperCase();
+    const amount = typeof dispute.amount === 'number' ? fromStripeAmount(dispute.amount, currency) : undefined;
+    if (amount === undefined)
+      throw new Error(`stripe balance transaction ${txn.id}: dispute amount is not whole minor units`);
+    return {
+      kind: 'DISPUTE',
+      outTradeNo: pi?.metadata?.out_trade_no ?? charge?.metadata?.out_trade_no ?? '',
+      tradeNo,
+      disputeId: String(dispute.id),
+      // Only money coming back is a reinstatement; anything else is taken for a withdrawal, which a person looks at.
+      disputeFunds: txn.amount > 0 ? 'REINSTATED' : 'WITHDRAWN',
+      amount,
+      currency,
+      at,
+      ...(typeof dispute.status === 'string' ? { providerStatus: dispute.status } : {}),
+    };
   }
 }

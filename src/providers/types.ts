@@ -145,9 +145,13 @@ export interface PaymentProvider {
  */
 export type ProviderRegistry = Record<string, PaymentProvider>;
 
-/** One normalised line of a provider's daily bill (reconciliation input). Amounts are positive minor units. */
+/**
+ * One normalised line of a provider's daily bill (reconciliation input). Amounts are positive minor units. DISPUTE
+ * lines (Stripe's chargebacks) name the disputed payment's order and trade, and whether the line withdrew the
+ * disputed money from our balance or reinstated it (a won dispute).
+ */
 export const BillRow = z.object({
-  kind: z.enum(['PAYMENT', 'REFUND']),
+  kind: z.enum(['PAYMENT', 'REFUND', 'DISPUTE']),
   outTradeNo: z.string(),
   tradeNo: z.string(),
   /** Merchant refund number, for REFUND rows. */
@@ -162,13 +166,23 @@ export const BillRow = z.object({
    * have the money: never MATCHED.
    */
   refundStatus: z.enum(['SUCCEEDED', 'PROCESSING', 'FAILED']).optional(),
-  /** The provider's own word for that outcome (e.g. REFUNDCLOSE, CHANGE, refund_failure), kept as evidence. */
+  /**
+   * The provider's own word for that outcome (e.g. REFUNDCLOSE, CHANGE, refund_failure), or a dispute's status (e.g.
+   * needs_response, won, lost), kept as evidence.
+   */
   providerStatus: z.string().optional(),
   /**
    * A line of its own that reports an earlier refund failed and its money came back (Stripe's `refund_failure`
    * balance transaction): stored apart from the refund's own line, which the bill may list too.
    */
   refundFailureLine: z.literal(true).optional(),
+  /** DISPUTE rows: the provider's id of the dispute (Stripe `dp_...`/`du_...`). */
+  disputeId: z.string().optional(),
+  /**
+   * DISPUTE rows: what the line did with the disputed amount. WITHDRAWN: taken from our balance (the buyer's bank
+   * reversed the payment); REINSTATED: given back (the dispute was won).
+   */
+  disputeFunds: z.enum(['WITHDRAWN', 'REINSTATED']).optional(),
 });
 export type BillRow = z.infer<typeof BillRow>;
 

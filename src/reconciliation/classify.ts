@@ -1,6 +1,7 @@
 /**
  * The classification of reconciliation differences: what one line of a provider's bill is, given what we recorded
- * (MATCHED, PAID_NOT_RECORDED, AMOUNT_MISMATCH, REFUND_MISMATCH, UNKNOWN_TRADE; see contracts/reconciliation.ts).
+ * (MATCHED, PAID_NOT_RECORDED, AMOUNT_MISMATCH, REFUND_MISMATCH, UNKNOWN_TRADE, DISPUTED; see
+ * contracts/reconciliation.ts).
  * Pure: no database, no clock; the activities read the rows and store the items (src/activities/reconciliation.ts).
  */
 import type { ReconciliationClass } from '../contracts/reconciliation';
@@ -36,7 +37,7 @@ export interface LocalRefund {
 export interface NewItem {
   class: ReconciliationClass;
   detail: string | null;
-  kind: 'PAYMENT' | 'REFUND';
+  kind: 'PAYMENT' | 'REFUND' | 'DISPUTE';
   local_amount: number | null;
   local_currency: string | null;
   evidence: Record<string, unknown>;
@@ -46,10 +47,13 @@ export interface NewItem {
 /**
  * The key a bill line is stored under in its run: `P:<tradeNo>` for a payment, `R:<outRefundNo>` for a refund,
  * `RF:<outRefundNo>` for a line of its own reporting that refund failed (Stripe's refund_failure), which the same bill
- * may list beside the refund's own line: not a duplicate of it.
+ * may list beside the refund's own line: not a duplicate of it. A dispute's lines: `DW:<disputeId>` for the money
+ * withdrawn, `DR:<disputeId>` for the money reinstated, never the payment's or a refund's key.
  */
 export function billKey(row: BillRow): string {
   if (row.kind === 'PAYMENT') return `P:${row.tradeNo}`;
+  if (row.kind === 'DISPUTE')
+    return `${row.disputeFunds === 'REINSTATED' ? 'DR' : 'DW'}:${row.disputeId ?? `${row.tradeNo}@${row.at}`}`;
   const refund = row.outRefundNo ?? `${row.tradeNo}@${row.at}`;
   return row.refundFailureLine ? `RF:${refund}` : `R:${refund}`;
 }
@@ -197,8 +201,50 @@ export function classifyRefund(row: BillRow, local: LocalRefund | undefined): Ne
 }
 
 /**
+ * Classifies one dispute line of a provider's bill (pure), with the local payment of its order as evidence. Money
+ * withdrawn is DISPUTED (FUNDS_WITHDRAWN) for a person whatever we recorded: the order may be paid and shipped while
+ * its money is gone. Money reinstated (a won dispute) is recorded as MATCHED (DISPUTE_REINSTATED) with its evidence:
+ * the order's money is back, nobody needs to act.
+ */
+export function classifyDispute(row: BillRow, local: LocalPayment | undefined, billProvider: string): NewItem {
+  const bill = {
+    disputeId: row.disputeId,
+    disputeFunds: row.disputeFunds,
+    outTradeNo: row.outTradeNo,
+    tradeNo: row.tradeNo,
+    amount: row.amount,
+    currency: row.currency,
+    at: row.at,
+    ...(row.providerStatus ? { providerStatus: row.providerStatus } : {}),
+  };
+  const localView = local
+    ? {
+        provider: local.provider ?? billProvider,
+        paymentStatus: local.status,
+        orderStatus: local.order_status,
+        tradeNo: local.trade_no,
+        paidTradeNo: local.paid_trade_no,
+        amount: num(local.amount),
+        paidAmount: local.paid_amount === null ? null : num(local.paid_amount),
+        currency: local.paid_currency ?? local.currency,
+      }
+    : null;
+  const reinstated = row.disputeFunds === 'REINSTATED';
+  return {
+    class: reinstated ? 'MATCHED' : 'DISPUTED',
+    detail: reinstated ? 'DISPUTE_REINSTATED' : 'FUNDS_WITHDRAWN',
+    kind: 'DISPUTE',
+    local_amount: local ? (local.paid_amount === null ? num(local.amount) : num(local.paid_amount)) : null,
+    local_currency: local ? (local.paid_currency ?? local.currency) : null,
+    evidence: { bill, local: localView },
+    repair_status: 'NONE',
+  };
+}
+
+/**
  * A bill line whose key the bill already listed at `firstListedAtRow`: a payment listed twice is an AMOUNT_MISMATCH,
- * a refund listed twice a REFUND_MISMATCH, both DUPLICATED_IN_BILL and left for a person (pure).
+ * a refund listed twice a REFUND_MISMATCH, a dispute's line listed twice DISPUTED, all DUPLICATED_IN_BILL and left for
+ * a person (pure).
  */
 export function classifyDuplicate(row: BillRow, firstListedAtRow: number): NewItem {
   const evidence = {
@@ -211,23 +257,23 @@ export function classifyDuplicate(row: BillRow, firstListedAtRow: number): NewIt
     },
     firstListedAtRow,
   };
-  return row.kind === 'PAYMENT'
-    ? {
-        class: 'AMOUNT_MISMATCH',
-        detail: 'DUPLICATED_IN_BILL',
-        kind: 'PAYMENT',
-        local_amount: null,
-        local_currency: null,
-        evidence,
-        repair_status: 'NONE',
-      }
-    : {
-        class: 'REFUND_MISMATCH',
-        detail: 'DUPLICATED_IN_BILL',
-        kind: 'REFUND',
-        local_amount: null,
-        local_currency: null,
-        evidence,
-        repair_status: 'NONE',
+  const base = {
+    detail: 'DUPLICATED_IN_BILL',
+    local_amount: null,
+    local_currency: null,
+    repair_status: 'NONE' as const,
+  };
+  switch (row.kind) {
+    case 'PAYMENT':
+      return { ...base, class: 'AMOUNT_MISMATCH', kind: 'PAYMENT', evidence };
+    case 'REFUND':
+      return { ...base, class: 'REFUND_MISMATCH', kind: 'REFUND', evidence };
+    case 'DISPUTE':
+      return {
+        ...base,
+        class: 'DISPUTED',
+        kind: 'DISPUTE',
+        evidence: { ...evidence, bill: { ...evidence.bill, disputeId: row.disputeId, disputeFunds: row.disputeFunds } },
       };
+  }
 }

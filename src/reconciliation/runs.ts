@@ -238,7 +238,7 @@ export interface ItemView {
   severity: (typeof CLASS_SEVERITY)[ReconciliationClass];
   detail: string | null;
   source: 'BILL' | 'LOCAL';
-  kind: 'PAYMENT' | 'REFUND';
+  kind: 'PAYMENT' | 'REFUND' | 'DISPUTE';
   rowNo: number | null;
   outTradeNo: string | null;
   tradeNo: string | null;
@@ -266,7 +266,7 @@ export async function readItems(
     severity: CLASS_SEVERITY[r.class as ReconciliationClass],
     detail: (r.detail as string | null) ?? null,
     source: r.source as 'BILL' | 'LOCAL',
-    kind: r.kind as 'PAYMENT' | 'REFUND',
+    kind: r.kind as ItemView['kind'],
     rowNo: r.row_no === null ? null : numberOf(r.row_no),
     outTradeNo: (r.out_trade_no as string | null) ?? null,
     tradeNo: (r.trade_no as string | null) ?? null,

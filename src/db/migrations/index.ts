@@ -7,6 +7,7 @@ import * as couponsPoints from './20261127_0003_coupons_points';
 import * as stockBuckets from './20261128_0010_stock_buckets';
 import * as inboxFailureKind from './20261130_0001_inbox_failure_kind';
 import * as idempotencyFingerprints from './20261201_0001_idempotency_fingerprints';
+import * as reconciliationDisputes from './20261202_0001_reconciliation_disputes';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -18,6 +19,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261128_0010_stock_buckets': stockBuckets,
   '20261130_0001_inbox_failure_kind': inboxFailureKind,
   '20261201_0001_idempotency_fingerprints': idempotencyFingerprints,
+  '20261202_0001_reconciliation_disputes': reconciliationDisputes,
 };
 
 /** knex migration source over the statically imported migrations. */
