@@ -847,17 +847,56 @@ describe('defects found by review: late payments', () => {
     expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
   });
 
-  test('a trade reported for an order PAID by a trade the provider did not name is left for review, never refunded', async () => {
+  /** An order PAID by a trade the provider did not name; a trade of it reported late waits in review for a decision. */
+  async function unknownPayingTradeReview(id: string) {
     const orderId = newScriptedOrder({
       status: 'PAID',
       paidTradeNo: 'unknown',
       trades: [{ tradeNo: 'T-real', amount: 1000 }],
     });
-    await routePaymentNotification(routeDeps(), notification(orderId, 'T-real', 'evt-real'));
+    await routePaymentNotification(routeDeps(), notification(orderId, 'T-real', `evt-${id}`));
     const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-real'));
-    expect(await late.result()).toMatchObject({ outcome: 'LEFT_FOR_REVIEW' });
+    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
+      what: 'the late trade waiting in review',
+    });
+    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('refundPayment');
     expect(callsOf(orderId).map((c) => c.name)).toContain('event:LATE_PAYMENT_SEEN');
+    // Reported again meanwhile: the run waiting for the decision is the one, no second run.
+    const again = await routePaymentNotification(routeDeps(), notification(orderId, 'T-real', `evt-${id}-2`));
+    expect(again.detail).not.toMatch(/started again/);
+    return { orderId, late };
+  }
+
+  test('a trade reported for an order PAID by a trade the provider did not name is never refunded unasked: the order waits in review, and approving records it as the paying trade', async () => {
+    const { orderId, late } = await unknownPayingTradeReview('keep');
+    expect(
+      await late.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'approve', operator: 'hal', reason: 'the trade the query did not name' }],
+      }),
+    ).toEqual({ status: 'PAID' });
+    expect(await late.result()).toMatchObject({ outcome: 'ALREADY_CONFIRMED' });
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-real' });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('refundPayment');
+    // Settled: a later report of the trade starts nothing.
+    const later = await routePaymentNotification(routeDeps(), notification(orderId, 'T-real', 'evt-keep-3'));
+    expect(later.detail).toMatch(/settled it/);
+    await replaysCleanly(late);
+  });
+
+  test('that review refunds the trade on a refund decision, and the order stays PAID', async () => {
+    const { orderId, late } = await unknownPayingTradeReview('refund');
+    expect(
+      await late.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'hal', reason: 'a second payment' }],
+      }),
+    ).toEqual({ status: 'PAID' });
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => c.args),
+    ).toEqual([expect.objectContaining({ tradeNo: 'T-real', amount: 1000 })]);
     expect(scriptOf(orderId).status).toBe('PAID');
   });
 });

@@ -26,8 +26,16 @@ import {
   reviewDecisionUpdate,
 } from '../contracts/order-workflow';
 import { NeedsReviewKey, OrderStatusKey } from '../contracts/search-attributes';
-import { lateRefundReviewStep, lateReviewDecisionStep, lateUnknownPayingTradeStep } from './patches';
+import {
+  lateRefundReviewStep,
+  lateReviewDecisionStep,
+  lateUnknownPayingTradeStep,
+  lateUnknownReviewStep,
+} from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
+
+/** What the provider's query reported about the late trade. */
+type ProviderState = Awaited<ReturnType<Activities['queryProviderPayment']>>;
 
 const acts = proxyActivities<Activities>(MUST);
 
@@ -76,6 +84,15 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
       type: 'LATE_PAYMENT_SEEN',
       message: `Payment ${input.tradeNo} reported for an order paid by a trade the provider did not name: it may be that trade; left for review, not refunded`,
     });
+    // Behind `late-payment-unknown-paying-trade-review`: a review an operator can decide (refund it, or approve it as
+    // the trade that paid), instead of an end with nothing to decide on (and a new run at every report of the trade).
+    if (lateUnknownReviewStep())
+      return leaveForReview(
+        input,
+        order,
+        `the order is PAID by a trade ${input.provider} did not name, and ${input.tradeNo} may be that trade: approve it as the paying trade, or refund it`,
+        state,
+      );
     upsertSearchAttributes([{ key: NeedsReviewKey, value: true }]);
     return { outcome: 'LEFT_FOR_REVIEW', detail: 'the order is PAID by a trade the provider did not name' };
   }
@@ -100,7 +117,7 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
 async function refundOrReview(
   input: LatePaymentInput,
   order: OrderSnapshot,
-  state: Awaited<ReturnType<Activities['queryProviderPayment']>>,
+  state: ProviderState,
 ): Promise<LatePaymentResult> {
   const { tradeNo } = input;
   const currency = state.currency ?? order.currency;
@@ -149,7 +166,7 @@ async function markLateRefunded(
   input: LatePaymentInput,
   amount: number,
   currency: string,
-  state: Awaited<ReturnType<Activities['queryProviderPayment']>>,
+  state: ProviderState,
 ): Promise<void> {
   const { outTradeNo: orderId, tradeNo } = input;
   await acts.transitionOrder({
@@ -167,7 +184,7 @@ function lateTradeEvidence(
   input: LatePaymentInput,
   amount: number,
   currency: string,
-  state: Awaited<ReturnType<Activities['queryProviderPayment']>>,
+  state: ProviderState,
 ): PaymentEvidence {
   return {
     source: 'callback',
@@ -180,8 +197,17 @@ function lateTradeEvidence(
   };
 }
 
-/** Records why a late trade was not refunded and moves the order to NEEDS_REVIEW (whatever it was), for an operator. */
-async function leaveForReview(input: LatePaymentInput, order: OrderSnapshot, why: string): Promise<LatePaymentResult> {
+/**
+ * Records why a late trade was not refunded and moves the order to NEEDS_REVIEW (whatever it was), for an operator.
+ * With `keepable` (the provider's account of the trade), the trade may be the order's own paying trade, and an
+ * approval records it as such.
+ */
+async function leaveForReview(
+  input: LatePaymentInput,
+  order: OrderSnapshot,
+  why: string,
+  keepable?: ProviderState,
+): Promise<LatePaymentResult> {
   const { outTradeNo: orderId, tradeNo } = input;
   setCurrentDetails(`late payment ${tradeNo} not refunded: ${why}; order left for review`);
   await CancellationScope.nonCancellable(async () => {
@@ -204,7 +230,7 @@ async function leaveForReview(input: LatePaymentInput, order: OrderSnapshot, why
     });
   });
   // Behind the patch `late-payment-review-decision`: the workflow stays to take the operator's decision.
-  if (lateReviewDecisionStep()) return awaitRefundDecision(input, order, why);
+  if (lateReviewDecisionStep()) return awaitRefundDecision(input, order, why, keepable);
   return { outcome: 'LEFT_FOR_REVIEW', detail: why };
 }
 
@@ -220,6 +246,7 @@ async function awaitRefundDecision(
   input: LatePaymentInput,
   order: OrderSnapshot,
   why: string,
+  keepable?: ProviderState,
 ): Promise<LatePaymentResult> {
   const { outTradeNo: orderId, tradeNo } = input;
   let status: OrderStatus = 'NEEDS_REVIEW';
@@ -239,8 +266,12 @@ async function awaitRefundDecision(
         if (problem) throw new Error(problem);
         if (status !== 'NEEDS_REVIEW' || decision)
           throw new Error(`late payment ${tradeNo} of order ${orderId} is not waiting for a decision`);
-        if (d.decision !== 'refund')
+        if (d.decision === 'approve' && !keepable)
           throw new Error(`a late payment is never kept: only a refund decision settles trade ${tradeNo}`);
+        if (d.decision === 'approve' && !(keepable?.tradeNo === tradeNo && keepable.paidAmount))
+          throw new Error(
+            `${input.provider} reported no paid amount for trade ${tradeNo}: it cannot be recorded as the paying trade`,
+          );
         if (d.refundAmount !== undefined)
           throw new Error(
             `a late payment is refunded as the provider reports it: refundAmount is not taken for ${tradeNo}`,
@@ -257,6 +288,11 @@ async function awaitRefundDecision(
     setCurrentDetails(`late payment ${tradeNo} not refunded (${why}); waiting for an operator's refund decision`);
     await condition(() => decision !== undefined);
     const d = decision!;
+    if (d.decision === 'approve' && keepable) {
+      const kept = await keepAsPayingTrade(input, order, keepable, d);
+      status = 'PAID';
+      return kept;
+    }
     let failure: { type: string; message: string };
     try {
       const state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
@@ -303,4 +339,38 @@ async function awaitRefundDecision(
     failures.set(d, failure);
     decision = undefined;
   }
+}
+
+/**
+ * An operator approved a late trade of an order PAID by a trade the provider did not name as that very trade: the order
+ * goes back to PAID with the trade recorded (so later reports of it are redeliveries), nothing is refunded.
+ */
+async function keepAsPayingTrade(
+  input: LatePaymentInput,
+  order: OrderSnapshot,
+  state: ProviderState,
+  d: ReviewDecision,
+): Promise<LatePaymentResult> {
+  const { outTradeNo: orderId, tradeNo } = input;
+  const amount = state.paidAmount!;
+  const currency = state.currency ?? order.currency;
+  await CancellationScope.nonCancellable(() =>
+    acts.transitionOrder({
+      orderId,
+      from: ['NEEDS_REVIEW'],
+      to: 'PAID',
+      reason: 'LATE_TRADE_IDENTIFIED',
+      payment: lateTradeEvidence(input, amount, currency, state),
+      event: {
+        type: 'ORDER_PAID',
+        message: `${d.operator} identified ${tradeNo} as the trade that paid the order: ${d.reason}`,
+        data: { operator: d.operator, decision: d.decision, tradeNo },
+      },
+    }),
+  );
+  upsertSearchAttributes([
+    { key: OrderStatusKey, value: 'PAID' },
+    { key: NeedsReviewKey, value: false },
+  ]);
+  return { outcome: 'ALREADY_CONFIRMED', detail: `${d.operator} recorded ${tradeNo} as the trade that paid the order` };
 }

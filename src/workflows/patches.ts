@@ -59,6 +59,11 @@ export const PATCH_IDS = {
    * (it may be the very trade that paid).
    */
   lateUnknownPayingTrade: 'late-payment-unknown-paying-trade',
+  /**
+   * latePayment: that trade's order goes to NEEDS_REVIEW and the workflow waits for the decision: refund the trade, or
+   * approve it as the trade that paid (recorded on the order). It used to end LEFT_FOR_REVIEW with nothing to decide on.
+   */
+  lateUnknownReview: 'late-payment-unknown-paying-trade-review',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -106,4 +111,9 @@ export function refundedTradeStep(): boolean {
 /** Whether this latePayment execution leaves a trade of a PAID order whose paying trade is unknown for review. */
 export function lateUnknownPayingTradeStep(): boolean {
   return patched(PATCH_IDS.lateUnknownPayingTrade);
+}
+
+/** Whether this latePayment execution sends that trade's order to review and waits for the decision. */
+export function lateUnknownReviewStep(): boolean {
+  return patched(PATCH_IDS.lateUnknownReview);
 }
