@@ -1,8 +1,14 @@
 /** Order rows: creation from the catalog, guarded status transitions, and reads for the late-payment path. */
 import type { Knex } from 'knex';
-import type { OrderLine, OrderStatus, PaymentEvidence } from '../contracts/order';
+import type { OrderLine, OrderStatus } from '../contracts/order';
 import { bySkuOrder, jsonColumn } from '../db/json';
 import { OrderEventBatch, appendOrderEvent } from '../db/order-events';
+import {
+  type TransitionDone,
+  type TransitionInput,
+  type TransitionResult,
+  transitionIn,
+} from '../db/order-transitions';
 import { FailureType, businessFailure } from '../contracts/failures';
 import { activityLog } from './log';
 
@@ -167,22 +173,8 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
   });
 }
 
-/** Input of transitionOrder: a guarded, forward-only status change. */
-export interface TransitionInput {
-  orderId: string;
-  from: OrderStatus[];
-  to: OrderStatus;
-  reason?: string;
-  event: { type: string; message: string; data?: Record<string, unknown> };
-  /** Payment that caused the change (PAID, NEEDS_REVIEW): recorded on the payment row. */
-  payment?: PaymentEvidence;
-}
-
-/** Result of transitionOrder: `changed` false means the order was already in `to` or in a status not in `from`. */
-export interface TransitionResult {
-  changed: boolean;
-  status: OrderStatus;
-}
+// The guarded status change itself lives in src/db/order-transitions.ts, where code outside the worker can use it too.
+export { type TransitionDone, type TransitionInput, type TransitionResult, transitionIn };
 
 /** Moves an order from one of `from` to `to` in one transaction with its event; repeat = no-op. */
 export async function transitionOrder(db: Knex, input: TransitionInput): Promise<TransitionResult> {
@@ -196,61 +188,6 @@ export async function transitionOrder(db: Knex, input: TransitionInput): Promise
   });
   logTransition(input, result);
   return { changed: result.changed, status: result.status };
-}
-
-/** What transitionIn did: the result, the status it left, and whether the payment row took the evidence. */
-export interface TransitionDone extends TransitionResult {
-  from?: OrderStatus;
-  paymentRecorded: boolean;
-}
-
-/**
- * The status change inside the caller's transaction, the order row already locked (`SELECT ... FOR UPDATE`) and its
- * status read as `current`; the timeline entry is added to `events`. The update is still conditional on that status
- * and its row count checked. Used by transitionOrder and settlePaid.
- */
-export async function transitionIn(
-  trx: Knex.Transaction,
-  input: TransitionInput,
-  current: OrderStatus,
-  events: OrderEventBatch,
-  /** More columns the same update sets when it changes the status (settlePaid's hand-off mark). */
-  alsoSet: Record<string, unknown> = {},
-): Promise<TransitionDone> {
-  if (current === input.to || !input.from.includes(current))
-    return { changed: false, status: current, paymentRecorded: false };
-  const count = await trx('orders')
-    .where({ order_id: input.orderId, status: current })
-    .update({
-      status: input.to,
-      status_reason: input.reason ?? null,
-      ...(input.payment ? { paid_trade_no: input.payment.tradeNo } : {}),
-      ...alsoSet,
-      updated_at: trx.fn.now(3),
-    });
-  if (count !== 1) throw new Error(`order ${input.orderId} changed concurrently; will retry`);
-  let paymentRecorded = false;
-  if (input.payment) {
-    const paid = await trx('payments')
-      .where({ out_trade_no: input.orderId })
-      .whereIn('status', ['PENDING', 'CLOSED', 'PAID'])
-      .update({
-        status: 'PAID',
-        trade_no: input.payment.tradeNo,
-        paid_amount: input.payment.amount,
-        paid_currency: input.payment.currency,
-        paid_at: new Date(input.payment.paidAt),
-        updated_at: trx.fn.now(3),
-      });
-    paymentRecorded = paid === 1;
-  }
-  events.add(input.event.type, input.event.message, {
-    from: current,
-    to: input.to,
-    reason: input.reason,
-    ...input.event.data,
-  });
-  return { changed: true, status: input.to, from: current, paymentRecorded };
 }
 
 /** The log line of a status change (after its transaction committed). */

@@ -1,0 +1,80 @@
+/**
+ * Guarded order status changes: forward-only, conditional on the status read under the row lock, the row count checked,
+ * the timeline entry written in the same transaction. Used by the worker's steps (transitionOrder, settlePaid in
+ * src/activities) and shared from here so that code outside the worker makes the very same change.
+ */
+import type { Knex } from 'knex';
+import type { OrderStatus, PaymentEvidence } from '../contracts/order';
+import type { OrderEventBatch } from './order-events';
+
+/** Input of transitionOrder: a guarded, forward-only status change. */
+export interface TransitionInput {
+  orderId: string;
+  from: OrderStatus[];
+  to: OrderStatus;
+  reason?: string;
+  event: { type: string; message: string; data?: Record<string, unknown> };
+  /** Payment that caused the change (PAID, NEEDS_REVIEW): recorded on the payment row. */
+  payment?: PaymentEvidence;
+}
+
+/** Result of transitionOrder: `changed` false means the order was already in `to` or in a status not in `from`. */
+export interface TransitionResult {
+  changed: boolean;
+  status: OrderStatus;
+}
+
+/** What transitionIn did: the result, the status it left, and whether the payment row took the evidence. */
+export interface TransitionDone extends TransitionResult {
+  from?: OrderStatus;
+  paymentRecorded: boolean;
+}
+
+/**
+ * The status change inside the caller's transaction, the order row already locked (`SELECT ... FOR UPDATE`) and its
+ * status read as `current`; the timeline entry is added to `events`. The update is still conditional on that status
+ * and its row count checked.
+ */
+export async function transitionIn(
+  trx: Knex.Transaction,
+  input: TransitionInput,
+  current: OrderStatus,
+  events: OrderEventBatch,
+  /** More columns the same update sets when it changes the status (settlePaid's hand-off mark). */
+  alsoSet: Record<string, unknown> = {},
+): Promise<TransitionDone> {
+  if (current === input.to || !input.from.includes(current))
+    return { changed: false, status: current, paymentRecorded: false };
+  const count = await trx('orders')
+    .where({ order_id: input.orderId, status: current })
+    .update({
+      status: input.to,
+      status_reason: input.reason ?? null,
+      ...(input.payment ? { paid_trade_no: input.payment.tradeNo } : {}),
+      ...alsoSet,
+      updated_at: trx.fn.now(3),
+    });
+  if (count !== 1) throw new Error(`order ${input.orderId} changed concurrently; will retry`);
+  let paymentRecorded = false;
+  if (input.payment) {
+    const paid = await trx('payments')
+      .where({ out_trade_no: input.orderId })
+      .whereIn('status', ['PENDING', 'CLOSED', 'PAID'])
+      .update({
+        status: 'PAID',
+        trade_no: input.payment.tradeNo,
+        paid_amount: input.payment.amount,
+        paid_currency: input.payment.currency,
+        paid_at: new Date(input.payment.paidAt),
+        updated_at: trx.fn.now(3),
+      });
+    paymentRecorded = paid === 1;
+  }
+  events.add(input.event.type, input.event.message, {
+    from: current,
+    to: input.to,
+    reason: input.reason,
+    ...input.event.data,
+  });
+  return { changed: true, status: input.to, from: current, paymentRecorded };
+}
