@@ -209,6 +209,89 @@ describe('Stripe webhooks', () => {
   });
 });
 
+describe('Stripe refund events', () => {
+  const provider: PaymentProvider = createStripeProvider(config({ accountId: 'acct_payflowOwn01' }));
+
+  /** An event whose object is a Refund, as Stripe sends refund.failed, refund.updated and charge.refund.updated. */
+  function refundEvent(type: string, refund: Record<string, unknown>): string {
+    return JSON.stringify({
+      id: `evt_${randomBytes(12).toString('hex')}`,
+      object: 'event',
+      api_version: '2026-10-28.endive',
+      created: Math.floor(Date.now() / 1000),
+      livemode: false,
+      type,
+      data: {
+        object: {
+          id: 're_3Nf1',
+          object: 'refund',
+          amount: 2500,
+          currency: 'usd',
+          payment_intent: 'pi_r1',
+          charge: 'ch_r1',
+          reason: 'requested_by_customer',
+          metadata: { out_refund_no: 'rf-ord_r1-pi_r1', out_trade_no: 'ord_r1' },
+          status: 'failed',
+          failure_reason: 'expired_or_canceled_card',
+          ...refund,
+        },
+      },
+    });
+  }
+
+  test.each([
+    ['refund.failed', 'failed', 'FAILED'],
+    ['charge.refund.updated', 'failed', 'FAILED'],
+    ['charge.refund.updated', 'canceled', 'FAILED'],
+    ['refund.updated', 'canceled', 'FAILED'],
+    ['charge.refund.updated', 'succeeded', 'SUCCEEDED'],
+    ['refund.updated', 'pending', 'PROCESSING'],
+  ])(
+    '%s with status %s is a verified refund notice: the refund %s, with our refund number',
+    (type, status, outcome) => {
+      const payload = refundEvent(type, { status });
+      expect(
+        provider.verifyNotification(Buffer.from(payload), { 'stripe-signature': header(payload) }, new Date()),
+      ).toMatchObject({
+        ok: false,
+        rejection: {
+          code: 'UNSUPPORTED_EVENT',
+          notice: {
+            provider: 'stripe',
+            kind: 'REFUND',
+            providerEvent: type,
+            outTradeNo: 'ord_r1',
+            tradeNo: 'pi_r1',
+            outRefundNo: 'rf-ord_r1-pi_r1',
+            refundNo: 're_3Nf1',
+            refundStatus: outcome,
+            refundedAmount: 2500,
+            currency: 'USD',
+          },
+        },
+      });
+    },
+  );
+
+  test("a failed refund's failure_reason is kept; a refund without our metadata has no refund number", () => {
+    const failed = refundEvent('refund.failed', {});
+    const verdict = provider.verifyNotification(
+      Buffer.from(failed),
+      { 'stripe-signature': header(failed) },
+      new Date(),
+    );
+    expect(!verdict.ok && verdict.rejection.notice?.failureReason).toBe('expired_or_canceled_card');
+    const dashboard = refundEvent('refund.failed', { metadata: {} });
+    const other = provider.verifyNotification(
+      Buffer.from(dashboard),
+      { 'stripe-signature': header(dashboard) },
+      new Date(),
+    );
+    expect(!other.ok && other.rejection.notice).toMatchObject({ kind: 'REFUND', refundStatus: 'FAILED' });
+    expect(!other.ok && other.rejection.notice?.outRefundNo).toBeUndefined();
+  });
+});
+
 describe('Stripe API calls against stripe-mock', () => {
   let mock: StripeMock;
   const seen: Array<{ method: string; url: string; headers: Record<string, string>; body: string }> = [];

@@ -205,7 +205,7 @@ describe('WeChat Pay notifications', () => {
     });
   });
 
-  test('a REFUND.SUCCESS notification is a verified refund notice that changes no order', () => {
+  test('a REFUND.SUCCESS notification is a verified refund notice: the refund SUCCEEDED', () => {
     const refund = {
       mchid: MCH_ID,
       transaction_id: '1217752501201407033233368018',
@@ -227,11 +227,51 @@ describe('WeChat Pay notifications', () => {
           kind: 'REFUND',
           refundedAmount: 999,
           outRefundNo: '1217752501201407033233368018',
+          refundNo: '50000000382019052709732678859',
+          refundStatus: 'SUCCEEDED',
           providerEvent: 'REFUND.SUCCESS/SUCCESS',
         },
       },
     });
   });
+
+  test.each([
+    ['REFUND.ABNORMAL', 'ABNORMAL'],
+    ['REFUND.CLOSED', 'CLOSED'],
+  ])(
+    'a %s notification is a verified refund notice: the refund FAILED (the buyer has not got the money)',
+    (event, status) => {
+      // WeChat's documented refund resource of a refund to a bank card that could not be completed: no success_time.
+      const refund = {
+        mchid: MCH_ID,
+        transaction_id: '1217752501201407033233368018',
+        out_trade_no: '1217752501201407033233368018',
+        refund_id: '50000000382019052709732678859',
+        out_refund_no: 'rf-1217752501201407033233368018',
+        refund_status: status,
+        user_received_account: '招商银行信用卡0403',
+        amount: { total: 999, refund: 999, payer_total: 999, payer_refund: 999 },
+      };
+      const body = envelope(encrypt(refund, API_V3_KEY, 'refund'), event, 'EV-refund-2');
+      expect(verify(provider, body, signed(body, nowSeconds))).toMatchObject({
+        ok: false,
+        rejection: {
+          code: 'UNSUPPORTED_EVENT',
+          notice: {
+            provider: 'wechat',
+            notificationId: 'EV-refund-2',
+            kind: 'REFUND',
+            outTradeNo: '1217752501201407033233368018',
+            outRefundNo: 'rf-1217752501201407033233368018',
+            refundNo: '50000000382019052709732678859',
+            refundStatus: 'FAILED',
+            refundedAmount: 999,
+            providerEvent: `${event}/${status}`,
+          },
+        },
+      });
+    },
+  );
 
   test('acknowledgement is HTTP 204 and a refusal is answered with code FAIL', () => {
     expect(provider.ack.status).toBe(204);

@@ -93,6 +93,25 @@ function stripeRefundStatus(status: string): 'SUCCEEDED' | 'PROCESSING' | 'FAILE
       : 'FAILED';
 }
 
+/**
+ * A Refund's status as a webhook reports it, strictly: succeeded, pending/requires_action (PROCESSING), failed or
+ * canceled (FAILED); undefined for a status Stripe has not documented (the notice then changes nothing).
+ */
+function stripeRefundNoticeOutcome(status: unknown): 'SUCCEEDED' | 'PROCESSING' | 'FAILED' | undefined {
+  switch (status) {
+    case 'succeeded':
+      return 'SUCCEEDED';
+    case 'pending':
+    case 'requires_action':
+      return 'PROCESSING';
+    case 'failed':
+    case 'canceled':
+      return 'FAILED';
+    default:
+      return undefined;
+  }
+}
+
 /** Options of the Stripe adapter. */
 export interface StripeProviderOptions extends StripeConfig {
   timeoutMs?: number;
@@ -339,6 +358,30 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
         at: new Date(event.created * 1000).toISOString(),
         ...extra,
       });
+      // refund.created / refund.updated / refund.failed and charge.refund.updated carry the Refund itself: its
+      // status, and our refund number in its metadata (refund() puts it there).
+      if (object.object === 'refund') {
+        const r = object as Partial<
+          Record<'id' | 'amount' | 'currency' | 'status' | 'payment_intent' | 'failure_reason', unknown>
+        >;
+        const currency = typeof r.currency === 'string' ? r.currency.toUpperCase() : undefined;
+        const amount = typeof r.amount === 'number' && currency ? fromStripeAmount(r.amount, currency) : undefined;
+        const outcome = stripeRefundNoticeOutcome(r.status);
+        // The event's object id is the refund's, not a trade's.
+        const { tradeNo: _refundId, ...base } = notice('REFUND');
+        return refuse('UNSUPPORTED_EVENT', `${event.type}: a refund's outcome (${String(r.status)}), not a payment`, {
+          ...base,
+          ...(typeof r.payment_intent === 'string' ? { tradeNo: r.payment_intent } : {}),
+          ...(typeof r.id === 'string' ? { refundNo: r.id } : {}),
+          ...(typeof metadata.out_refund_no === 'string' && metadata.out_refund_no
+            ? { outRefundNo: metadata.out_refund_no }
+            : {}),
+          ...(amount === undefined ? {} : { refundedAmount: amount }),
+          ...(currency ? { currency } : {}),
+          ...(outcome ? { refundStatus: outcome } : {}),
+          ...(typeof r.failure_reason === 'string' ? { failureReason: r.failure_reason.slice(0, 200) } : {}),
+        });
+      }
       switch (event.type) {
         case 'payment_intent.succeeded': {
           const parsed = Intent.safeParse(object);

@@ -41,8 +41,10 @@ export type PaymentNotification = z.infer<typeof PaymentNotification>;
 /**
  * A verified provider event that is not "payment succeeded": a trade closed unpaid, a trade closed by a full
  * refund (Alipay's TRADE_CLOSED after a refund is NOT a timeout close), a refund, a failed or cancelled payment.
- * It changes no order; adapters report it as an UNSUPPORTED_EVENT rejection that carries this notice, so the
+ * It pays no order; adapters report it as an UNSUPPORTED_EVENT rejection that carries this notice, so the
  * callback route can audit it and answer with the provider's acknowledgement (the provider then stops retrying).
+ * One kind does change something: a REFUND notice that names one of our refunds (outRefundNo) with its outcome
+ * (refundStatus), which the route records before acknowledging (src/db/refund-outcomes.ts).
  */
 export const ProviderNotice = z.object({
   provider: ProviderName,
@@ -55,8 +57,21 @@ export const ProviderNotice = z.object({
   outTradeNo: z.string().optional(),
   tradeNo: z.string().optional(),
   outRefundNo: z.string().optional(),
-  /** Refunded so far (REFUND, or TRADE_CLOSED after a full refund), minor units. */
+  /**
+   * Refunded so far (TRADE_CLOSED after a full refund, Alipay and Stripe charge REFUND notices), or the amount of the
+   * one refund a notice reports the outcome of (WeChat REFUND.*, Stripe refund events), minor units.
+   */
   refundedAmount: MinorUnits.optional(),
+  /** The provider's own id of that refund (WeChat refund_id, Stripe re_...). */
+  refundNo: z.string().optional(),
+  /**
+   * REFUND notices about one refund (outRefundNo): its outcome at the provider, when the notice states it. FAILED
+   * (WeChat REFUND.ABNORMAL / REFUND.CLOSED, a Stripe refund failed or canceled) means the buyer did not get the money
+   * although the provider had accepted the refund; PROCESSING, not completed yet.
+   */
+  refundStatus: z.enum(['SUCCEEDED', 'PROCESSING', 'FAILED']).optional(),
+  /** A FAILED refund's reason, when the provider gives one (Stripe's failure_reason, e.g. expired_or_canceled_card). */
+  failureReason: z.string().max(200).optional(),
   currency: Currency.optional(),
   merchantId: z.string(),
   at: z.string().optional(),
@@ -76,7 +91,7 @@ export type NotificationRejection = {
   message: string;
   /**
    * Set only with UNSUPPORTED_EVENT, and only after the signature (and merchant) were verified: a genuine event
-   * that changes no order. The route may acknowledge it in the provider's format instead of answering 4xx.
+   * that pays no order. The route may acknowledge it in the provider's format instead of answering 4xx.
    */
   notice?: ProviderNotice;
 };

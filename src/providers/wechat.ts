@@ -381,7 +381,8 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
         const f = refund.data;
         if (f.mchid !== options.mchId)
           return refuse('WRONG_MERCHANT', `notification is for merchant ${f.mchid}, not ours`);
-        return refuse('UNSUPPORTED_EVENT', `${e.event_type}: refunds change no order`, {
+        const outcome = wechatRefundNoticeOutcome(e.event_type, f.refund_status);
+        return refuse('UNSUPPORTED_EVENT', `${e.event_type}: the outcome of refund ${f.out_refund_no}, not a payment`, {
           provider: 'wechat',
           notificationId: e.id,
           kind: 'REFUND',
@@ -389,6 +390,8 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
           outTradeNo: fromWechatOutTradeNo(f.out_trade_no),
           tradeNo: f.transaction_id,
           outRefundNo: f.out_refund_no,
+          ...(f.refund_id ? { refundNo: f.refund_id } : {}),
+          ...(outcome ? { refundStatus: outcome } : {}),
           refundedAmount: f.amount.refund,
           currency: 'CNY',
           merchantId: f.mchid,
@@ -471,6 +474,33 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       }
     },
   };
+}
+
+/**
+ * The outcome a refund notification reports: its resource's refund_status (SUCCESS, PROCESSING, CLOSED, ABNORMAL), and
+ * its event type (REFUND.SUCCESS, REFUND.ABNORMAL, REFUND.CLOSED) when the status is one WeChat has not documented.
+ * Undefined when neither says, or when they disagree: such a notice is acknowledged and changes nothing.
+ */
+function wechatRefundNoticeOutcome(
+  eventType: string,
+  refundStatus: string,
+): 'SUCCEEDED' | 'PROCESSING' | 'FAILED' | undefined {
+  const byStatus =
+    refundStatus === 'SUCCESS'
+      ? 'SUCCEEDED'
+      : refundStatus === 'PROCESSING'
+        ? 'PROCESSING'
+        : refundStatus === 'CLOSED' || refundStatus === 'ABNORMAL'
+          ? 'FAILED'
+          : undefined;
+  const byEvent =
+    eventType === 'REFUND.SUCCESS'
+      ? 'SUCCEEDED'
+      : eventType === 'REFUND.ABNORMAL' || eventType === 'REFUND.CLOSED'
+        ? 'FAILED'
+        : undefined;
+  if (byStatus && byEvent && byStatus !== byEvent) return undefined;
+  return byStatus ?? byEvent;
 }
 
 /** WeChat's 退款状态 as a refund outcome: SUCCESS, PROCESSING, or FAILED for anything else (REFUNDCLOSE, CHANGE). */
