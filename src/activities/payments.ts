@@ -199,6 +199,19 @@ export async function refundPayment(
         refunded_at: new Date(result.refundedAt),
         updated_at: trx.fn.now(3),
       });
+    if (count === 0) {
+      // Not PENDING any more: recorded by an earlier attempt (SUCCEEDED: done), or the provider's notification that the
+      // refund failed came in while this step ran (FAILED, src/db/refund-outcomes.ts): the money did not go back, so
+      // the step fails for good and the workflow sends the order to review instead of marking it REFUNDED.
+      const now = (await trx('refunds').where({ out_refund_no: input.outRefundNo }).first('status')) as
+        { status: string } | undefined;
+      if (now?.status === 'FAILED')
+        throw businessFailure(
+          FailureType.PROVIDER_REJECTED,
+          `refund ${input.outRefundNo} failed at ${provider.name} after it was accepted (the provider's notification says so); nothing was refunded`,
+          { outRefundNo: input.outRefundNo },
+        );
+    }
     if (count === 1) {
       // The order's payment row is REFUNDED only when this refund returned the money that paid the order: the trade
       // recorded on the row, or, on a row no trade has paid yet (PENDING, CLOSED), the late trade being refunded. A

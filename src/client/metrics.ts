@@ -41,6 +41,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['provider', 'reason', 'where'],
       registers: [registry],
     }),
+    refundsFailed: new Counter({
+      name: 'payflow_refunds_failed_total',
+      help: 'Refunds a provider reported failed or closed after accepting them (WeChat REFUND.ABNORMAL/CLOSED, Stripe refund failed/canceled): the local refund became FAILED and its order NEEDS_REVIEW; the buyer has not got the money',
+      labelNames: ['provider'],
+      registers: [registry],
+    }),
     orphanReservationsReleased: new Counter({
       name: 'payflow_orphan_reservations_released_total',
       help: 'Orders whose pre-start stock reservation no running workflow owned, released by the sweeper',

@@ -331,8 +331,10 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       const status = String(r.json.status);
       // PROCESSING is accepted: WeChat completes it (a refund to a bank card can take days), and the same out_refund_no
       // can never refund twice. Holding the refund step until SUCCESS would keep the order's workflow in it for days
-      // and raise the stuck-step alert for a normal refund. One that ends ABNORMAL (a closed card) or CLOSED shows on
-      // the day's trade bill with its 退款状态, which reconciliation classes REFUND_MISMATCH (PROVIDER_FAILED).
+      // and raise the stuck-step alert for a normal refund. One that ends ABNORMAL (a closed card) or CLOSED is
+      // reported by WeChat's REFUND.ABNORMAL / REFUND.CLOSED notification, which the callback route records: the refund
+      // FAILED, its order NEEDS_REVIEW (src/db/refund-outcomes.ts). The day's trade bill shows it too, with its
+      // 退款状态, which reconciliation classes REFUND_MISMATCH (PROVIDER_FAILED).
       if (status !== 'SUCCESS' && status !== 'PROCESSING')
         throw new ProviderBusinessError(`REFUND_${status}`, `wechat refund ${input.outRefundNo} is ${status}`);
       const amount = Fen.safeParse((r.json.amount as { refund?: unknown } | undefined)?.refund);

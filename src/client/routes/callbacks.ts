@@ -1,12 +1,14 @@
 /**
  * POST /callbacks/:provider: verify the signature on the raw bytes, store in the inbox, acknowledge in the
- * provider's format, then signal. Rejections are 4xx, audited, and change no order.
+ * provider's format, then signal. Rejections are 4xx, audited, and change no order. Verified events that are not
+ * payments are acknowledged; one that reports a refund of ours failed is recorded first (src/db/refund-outcomes.ts).
  */
 import { createHash } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Knex } from 'knex';
 import { FailureType } from '../../contracts/failures';
-import type { ProviderRegistry } from '../../providers/types';
+import { type RefundOutcomeNotice, isRefundOutcome, recordRefundOutcome } from '../../db/refund-outcomes';
+import type { PaymentProvider, ProviderRegistry } from '../../providers/types';
 import { providerMismatch } from '../../temporal/route-notification';
 import { apiFailure } from '../errors';
 import type { NotificationInbox } from '../inbox';
@@ -33,11 +35,57 @@ export function registerCallbackRoutes(
 ): void {
   const now = deps.now ?? (() => new Date());
   const orderProviders = deps.inbox.orderProviders;
+  // Every configured provider's series exists from the start: increase() cannot see a counter's first sample, so an
+  // alert on a series that appeared at 1 would miss the first failed refund.
+  for (const name of Object.keys(deps.providers)) deps.metrics.refundsFailed.inc({ provider: name }, 0);
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_BODY_BYTES }, (_req, body, done) =>
       done(null, body),
     );
+
+    /** Records a refund's reported outcome (a failed one moves the refund and the order), logs and counts it. */
+    async function recordRefund(
+      request: FastifyRequest,
+      reply: FastifyReply,
+      provider: PaymentProvider,
+      notice: RefundOutcomeNotice,
+    ): Promise<void> {
+      const result = await recordRefundOutcome(deps.db, notice);
+      if (result.outcome !== 'UNKNOWN_REFUND') bindOrderId(request, reply, result.orderId);
+      const facts = {
+        provider: provider.name,
+        outRefundNo: notice.outRefundNo,
+        refundStatus: notice.refundStatus,
+        providerEvent: notice.providerEvent,
+        notificationId: notice.notificationId,
+        result,
+      };
+      switch (result.outcome) {
+        case 'FAILED_RECORDED':
+          deps.metrics.refundsFailed.inc({ provider: provider.name });
+          request.log.error(
+            facts,
+            `refund ${notice.outRefundNo} failed at ${provider.name} after it was accepted: refund FAILED` +
+              (result.orderChanged
+                ? `, order ${result.orderId} NEEDS_REVIEW`
+                : `, order left ${result.orderStatus ?? 'to its refund step'}`),
+          );
+          return;
+        case 'ALREADY_FAILED':
+          request.log.info(facts, 'refund failure redelivered; recorded already');
+          return;
+        case 'NO_CHANGE':
+          request.log.info(facts, `refund notice changes nothing: ${result.detail}`);
+          return;
+        case 'UNKNOWN_REFUND':
+          request.log.warn(facts, 'refund notice for a refund number we do not know; nothing changed');
+          return;
+        case 'NOT_THIS_REFUND':
+          request.log.warn(facts, `refund notice refused, nothing changed: ${result.detail}`);
+          return;
+      }
+    }
 
     scope.post<{ Params: { provider: string } }>('/callbacks/:provider', async (request, reply) => {
       const name = request.params.provider;
@@ -84,12 +132,13 @@ export function registerCallbackRoutes(
         return reply.code(status).send({ ...extra, error: reason, message });
       };
       if (!verdict.ok && verdict.rejection.code === 'UNSUPPORTED_EVENT' && verdict.rejection.notice) {
+        const notice = verdict.rejection.notice;
+        // A refund's outcome is recorded before the acknowledgement: should MySQL fail, the answer is 5xx and the
+        // provider redelivers.
+        if (isRefundOutcome(notice)) await recordRefund(request, reply, provider, notice);
         // Verified, ours, but not a payment (a refund-close, a cancel): acknowledge so the provider stops retrying.
         deps.metrics.notifications.inc({ provider: provider.name, outcome: 'acknowledged_notice' });
-        request.log.info(
-          { provider: provider.name, notice: verdict.rejection.notice },
-          'verified non-payment notification acknowledged',
-        );
+        request.log.info({ provider: provider.name, notice }, 'verified non-payment notification acknowledged');
         return reply.code(provider.ack.status).type(provider.ack.contentType).send(provider.ack.body);
       }
       if (!verdict.ok) return reject(verdict.rejection.code, verdict.rejection.message);

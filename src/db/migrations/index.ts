@@ -8,6 +8,7 @@ import * as stockBuckets from './20261128_0010_stock_buckets';
 import * as inboxFailureKind from './20261130_0001_inbox_failure_kind';
 import * as idempotencyFingerprints from './20261201_0001_idempotency_fingerprints';
 import * as reconciliationDisputes from './20261202_0001_reconciliation_disputes';
+import * as refundFailedStatus from './20261202_0002_refund_failed_status';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -20,6 +21,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261130_0001_inbox_failure_kind': inboxFailureKind,
   '20261201_0001_idempotency_fingerprints': idempotencyFingerprints,
   '20261202_0001_reconciliation_disputes': reconciliationDisputes,
+  '20261202_0002_refund_failed_status': refundFailedStatus,
 };
 
 /** knex migration source over the statically imported migrations. */

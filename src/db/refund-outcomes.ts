@@ -1,0 +1,164 @@
+/**
+ * A refund's outcome as its provider reports it later, by notification. A refund the provider accepted without
+ * completing it (WeChat answers PROCESSING for a refund to a bank card, which can take days; a Stripe refund can be
+ * `pending`) is recorded SUCCEEDED by the refund step, and its order goes on to REFUNDED: holding the step until the
+ * money arrives would keep the order's workflow in it for days. When the provider then reports that refund failed or
+ * closed (WeChat REFUND.ABNORMAL / REFUND.CLOSED, a Stripe refund failed or canceled), the buyer never got the money:
+ * the refund becomes FAILED and the order goes to NEEDS_REVIEW (REFUND_FAILED) for an operator, both in one
+ * transaction with their timeline entries, before the provider's notification is acknowledged.
+ *
+ * Only a verified notice of the provider that made the refund, for the order the refund belongs to, changes anything,
+ * and only forward: SUCCEEDED or PENDING to FAILED, conditional on the status read under the row lock and checked. A
+ * redelivery finds the refund FAILED and changes nothing. A success notice changes nothing (the refund is recorded
+ * SUCCEEDED already, or the refund step that is still running records it), and a failed refund never comes back.
+ */
+import type { Knex } from 'knex';
+import type { OrderStatus } from '../contracts/order';
+import type { ProviderNotice } from '../providers/types';
+import { retryDeadlocks } from './knex';
+import { OrderEventBatch } from './order-events';
+import { transitionIn } from './order-transitions';
+
+/** A REFUND notice that names one of our refund numbers and states that refund's outcome. */
+export type RefundOutcomeNotice = ProviderNotice & {
+  outRefundNo: string;
+  refundStatus: NonNullable<ProviderNotice['refundStatus']>;
+};
+
+/** Whether a notice reports the outcome of one refund of ours (by our refund number), which recordRefundOutcome takes. */
+export function isRefundOutcome(notice: ProviderNotice): notice is RefundOutcomeNotice {
+  return notice.kind === 'REFUND' && !!notice.outRefundNo && notice.refundStatus !== undefined;
+}
+
+/**
+ * Statuses from which a failed refund sends its order to review: REFUNDED (the usual case: a cooling-off, review or
+ * late-payment refund), PAID (a second trade refunded while the order kept its own; or the refund step of a
+ * cooling-off refund has recorded the refund and the workflow has not yet marked REFUNDED), and the closed statuses
+ * (a late payment's refund recorded, the order not yet marked REFUNDED). AWAITING_PAYMENT is its workflow's alone; an
+ * order already in NEEDS_REVIEW stays there with the new timeline entry.
+ */
+const SENT_TO_REVIEW_FROM: OrderStatus[] = ['REFUNDED', 'PAID', 'EXPIRED', 'CANCELLED', 'FAILED'];
+
+/** The status reason of an order a failed refund sent to review. */
+export const REFUND_FAILED_REASON = 'REFUND_FAILED';
+
+/** What recordRefundOutcome did. */
+export type RefundOutcomeResult =
+  /** The refund was SUCCEEDED or PENDING here and is FAILED now; the order went to review unless it was its workflow's. */
+  | {
+      outcome: 'FAILED_RECORDED';
+      orderId: string;
+      refundWas: 'SUCCEEDED' | 'PENDING';
+      orderStatus: OrderStatus | undefined;
+      orderChanged: boolean;
+    }
+  /** A redelivery (or another event for the same failure): the refund is FAILED already. */
+  | { outcome: 'ALREADY_FAILED'; orderId: string }
+  /** Not a failure, or nothing to change (a success for a refund recorded as made). */
+  | { outcome: 'NO_CHANGE'; orderId: string; detail: string }
+  /** No refund of ours has that number (a refund made in the provider's console, another system's). */
+  | { outcome: 'UNKNOWN_REFUND' }
+  /** Our refund number, but another provider's refund or another order's: refused, nothing changed. */
+  | { outcome: 'NOT_THIS_REFUND'; orderId: string; detail: string };
+
+/** Records a refund's outcome reported by its provider (see the file comment). Throws on a database fault. */
+export async function recordRefundOutcome(db: Knex, notice: RefundOutcomeNotice): Promise<RefundOutcomeResult> {
+  return retryDeadlocks(() => db.transaction((trx) => recordIn(trx, notice)));
+}
+
+async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Promise<RefundOutcomeResult> {
+  const no = notice.outRefundNo;
+  const refund = (await trx('refunds')
+    .where({ out_refund_no: no })
+    .forUpdate()
+    .first('order_id', 'out_trade_no', 'provider', 'trade_no', 'status', 'amount', 'currency', 'refund_no')) as
+    | {
+        order_id: string;
+        out_trade_no: string;
+        provider: string;
+        trade_no: string | null;
+        status: string;
+        amount: number | string;
+        currency: string;
+        refund_no: string | null;
+      }
+    | undefined;
+  if (!refund) return { outcome: 'UNKNOWN_REFUND' };
+  const orderId = refund.order_id;
+  // One provider's keys never move another provider's refund; a refund number never speaks for another order.
+  if (refund.provider !== notice.provider)
+    return {
+      outcome: 'NOT_THIS_REFUND',
+      orderId,
+      detail: `refund ${no} was made at ${refund.provider}, not ${notice.provider}`,
+    };
+  if (notice.outTradeNo !== undefined && notice.outTradeNo !== refund.out_trade_no)
+    return {
+      outcome: 'NOT_THIS_REFUND',
+      orderId,
+      detail: `refund ${no} refunds order ${refund.out_trade_no}; the notice names ${notice.outTradeNo}`,
+    };
+  if (notice.refundStatus !== 'FAILED')
+    return {
+      outcome: 'NO_CHANGE',
+      orderId,
+      detail: `the provider reports the refund ${notice.refundStatus}; it is ${refund.status} here`,
+    };
+  if (refund.status === 'FAILED') return { outcome: 'ALREADY_FAILED', orderId };
+  if (refund.status !== 'SUCCEEDED' && refund.status !== 'PENDING')
+    return { outcome: 'NO_CHANGE', orderId, detail: `the refund is ${refund.status} here` };
+  const refundWas = refund.status;
+
+  const changed = await trx('refunds')
+    .where({ out_refund_no: no, status: refundWas })
+    .update({ status: 'FAILED', updated_at: trx.fn.now(3) });
+  if (changed !== 1) throw new Error(`refund ${no} changed concurrently; the provider's redelivery will retry`);
+
+  const events = new OrderEventBatch(orderId);
+  const why = `${notice.providerEvent}${notice.failureReason ? `: ${notice.failureReason}` : ''}`;
+  events.add(
+    'REFUND_FAILED',
+    `Refund ${no} of ${refund.amount} ${refund.currency} (minor units) failed at ${notice.provider} after it was accepted (${why}): the buyer has not received this money` +
+      (refundWas === 'PENDING' ? '; the refund step that is still running reports it' : ''),
+    {
+      outRefundNo: no,
+      refundNo: notice.refundNo ?? refund.refund_no,
+      tradeNo: refund.trade_no,
+      provider: notice.provider,
+      providerEvent: notice.providerEvent,
+      notificationId: notice.notificationId,
+      ...(notice.failureReason ? { failureReason: notice.failureReason } : {}),
+      refundWas,
+    },
+  );
+  let orderStatus: OrderStatus | undefined;
+  let orderChanged = false;
+  // A PENDING refund belongs to a refund step still running: the order is its workflow's, and the step, finding the
+  // refund FAILED, fails and sends the order to review itself (refundPayment).
+  if (refundWas === 'SUCCEEDED') {
+    const order = (await trx('orders').where({ order_id: orderId }).forUpdate().first('status')) as
+      { status: OrderStatus } | undefined;
+    if (order) {
+      const done = await transitionIn(
+        trx,
+        {
+          orderId,
+          from: SENT_TO_REVIEW_FROM,
+          to: 'NEEDS_REVIEW',
+          reason: REFUND_FAILED_REASON,
+          event: {
+            type: 'ORDER_NEEDS_REVIEW',
+            message: `Refund ${no} failed at ${notice.provider} (${why}): the buyer has not been paid back; an operator must decide how to return the money`,
+            data: { outRefundNo: no },
+          },
+        },
+        order.status,
+        events,
+      );
+      orderStatus = done.status;
+      orderChanged = done.changed;
+    }
+  }
+  await events.write(trx);
+  return { outcome: 'FAILED_RECORDED', orderId, refundWas, orderStatus, orderChanged };
+}

@@ -1,0 +1,609 @@
+/**
+ * A refund the provider accepted but had not completed (WeChat answers PROCESSING for a refund to a bank card, which
+ * can take days; a Stripe refund can be `pending`) is recorded here as made, and the order becomes REFUNDED. When the
+ * provider later reports that refund failed or closed (WeChat REFUND.ABNORMAL / REFUND.CLOSED, Stripe refund.failed /
+ * charge.refund.updated), the buyer never got the money: the verified notification, through the real callback route,
+ * moves the local refund to FAILED (once: a redelivery changes nothing and is still acknowledged), sends the order to
+ * NEEDS_REVIEW (REFUND_FAILED) with its timeline entries, and counts it in payflow_refunds_failed_total, which pages.
+ * A notification for a refund number that is not ours, or not this provider's, is acknowledged and changes nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import type { ApplicationFailure } from '@temporalio/common';
+import { refundPayment } from '../src/activities/payments';
+import { autoRefundNo, orderWorkflowId } from '../src/contracts/order';
+import { chinaRfc3339 } from '../src/providers/http';
+import type { PaymentProvider } from '../src/providers/types';
+import { toWechatOutTradeNo } from '../src/providers/wechat';
+import { type FakeServer, startFakeServer } from './support/provider-fakes';
+import {
+  type Delivery,
+  createProviderKeys,
+  freshIds,
+  genuineDelivery,
+  stripeSignature,
+  wechatEncrypt,
+  wechatHeaders,
+} from './support/provider-notifications';
+import { type TestSystem, createProduct, startSystem, userId, waitFor, waitForStatus } from './support/system';
+
+const keys = createProviderKeys();
+const wx = keys.secrets.wechat;
+let fakeApi: FakeServer;
+let sys: TestSystem;
+
+// ---- A small WeChat Pay API: Native prepay, the transaction query, and refunds that stay PROCESSING ----
+
+/** Paid trades by WeChat out_trade_no. */
+const wxPaid = new Map<string, { total: number; transactionId: string }>();
+/** Refunds by out_refund_no, as WeChat answers them. */
+const wxRefunds = new Map<string, Record<string, unknown>>();
+
+function wxAnswer(status: number, json: unknown) {
+  const body = JSON.stringify(json);
+  const at = Math.floor(Date.now() / 1000);
+  return {
+    status,
+    headers: {
+      'content-type': 'application/json',
+      ...wechatHeaders(body, { at, key: wx.platformPrivateKey, serial: wx.platformSerial }),
+    },
+    body,
+  };
+}
+
+async function startFakeWechat(): Promise<FakeServer> {
+  return startFakeServer((req) => {
+    const url = new URL(req.url, 'http://fake');
+    let m: RegExpExecArray | null;
+    if (req.method === 'POST' && url.pathname === '/v3/pay/transactions/native')
+      return wxAnswer(200, { code_url: `weixin://wxpay/bizpayurl?pr=${randomBytes(6).toString('hex')}` });
+    if (req.method === 'GET' && (m = /^\/v3\/pay\/transactions\/out-trade-no\/([^/]+)$/.exec(url.pathname))) {
+      const outTradeNo = decodeURIComponent(m[1]!);
+      const paid = wxPaid.get(outTradeNo);
+      if (!paid) return { status: 404, body: '{"code":"ORDER_NOT_EXIST","message":"订单不存在"}' };
+      return wxAnswer(200, {
+        appid: wx.appId,
+        mchid: wx.mchId,
+        out_trade_no: outTradeNo,
+        transaction_id: paid.transactionId,
+        trade_state: 'SUCCESS',
+        success_time: chinaRfc3339(new Date()),
+        amount: { total: paid.total, payer_total: paid.total, currency: 'CNY' },
+      });
+    }
+    if (req.method === 'GET' && (m = /^\/v3\/refund\/domestic\/refunds\/([^/]+)$/.exec(url.pathname))) {
+      const refund = wxRefunds.get(decodeURIComponent(m[1]!));
+      return refund
+        ? wxAnswer(200, refund)
+        : { status: 404, body: '{"code":"RESOURCE_NOT_EXISTS","message":"退款单不存在"}' };
+    }
+    if (req.method === 'POST' && url.pathname === '/v3/refund/domestic/refunds') {
+      const body = JSON.parse(req.body.toString('utf8'));
+      const paid = wxPaid.get(body.out_trade_no)!;
+      const refund = {
+        refund_id: `5030${randomBytes(8).toString('hex')}`,
+        out_refund_no: body.out_refund_no,
+        transaction_id: paid.transactionId,
+        out_trade_no: body.out_trade_no,
+        channel: 'ORIGINAL',
+        user_received_account: '招商银行信用卡0403',
+        create_time: chinaRfc3339(new Date()),
+        // A refund to a bank card: accepted, not completed.
+        status: 'PROCESSING',
+        amount: {
+          total: body.amount.total,
+          refund: body.amount.refund,
+          payer_total: body.amount.total,
+          payer_refund: body.amount.refund,
+          currency: 'CNY',
+        },
+      };
+      wxRefunds.set(body.out_refund_no, refund);
+      return wxAnswer(200, refund);
+    }
+    return { status: 503, body: '{"code":"SYSTEM_ERROR","message":"not in this fake"}' };
+  });
+}
+
+/** The system's log lines (LOG_LEVEL info), parsed. */
+const logLines: Record<string, any>[] = [];
+const logDestination = {
+  write(chunk: string) {
+    for (const text of chunk.split('\n')) if (text.trim()) logLines.push(JSON.parse(text) as Record<string, any>);
+  },
+};
+
+beforeAll(async () => {
+  fakeApi = await startFakeWechat();
+  sys = await startSystem(
+    {
+      ...keys.env(fakeApi.url),
+      // Only notifications pay these orders; the buyer can refund for ten minutes after paying.
+      QUERY_FIRST_DELAY: '10m',
+      QUERY_MAX_INTERVAL: '10m',
+      PAYMENT_TIMEOUT: '15m',
+      COOLING_OFF_PERIOD: '10m',
+      LOG_LEVEL: 'info',
+    },
+    { logDestination },
+  );
+}, 60_000);
+
+afterAll(async () => {
+  await sys?.stop();
+  await fakeApi?.close();
+});
+
+// ---- Notifications as the providers send them ----
+
+type WechatRefundEvent = 'REFUND.SUCCESS' | 'REFUND.ABNORMAL' | 'REFUND.CLOSED';
+
+/** A WeChat refund notification (envelope around the AEAD_AES_256_GCM `refund` resource), signed by the platform. */
+function wechatRefundNotification(
+  event: WechatRefundEvent,
+  r: { orderId: string; outRefundNo: string; transactionId: string; refundId?: string; amount: number; id?: string },
+): Delivery {
+  const status = event.slice('REFUND.'.length);
+  const resource = {
+    mchid: wx.mchId,
+    out_trade_no: toWechatOutTradeNo(r.orderId),
+    transaction_id: r.transactionId,
+    out_refund_no: r.outRefundNo,
+    refund_id: r.refundId ?? `5030${randomBytes(8).toString('hex')}`,
+    refund_status: status,
+    ...(status === 'SUCCESS' ? { success_time: chinaRfc3339(new Date()) } : {}),
+    user_received_account: '招商银行信用卡0403',
+    amount: { total: r.amount, refund: r.amount, payer_total: r.amount, payer_refund: r.amount },
+  };
+  const body = JSON.stringify({
+    id: r.id ?? `EV-${randomBytes(12).toString('hex')}`,
+    create_time: chinaRfc3339(new Date()),
+    resource_type: 'encrypt-resource',
+    event_type: event,
+    summary: { SUCCESS: '退款成功', ABNORMAL: '退款异常', CLOSED: '退款关闭' }[status],
+    resource: wechatEncrypt(resource, wx.apiV3Key, 'refund'),
+  });
+  return { provider: 'wechat', body: Buffer.from(body), headers: signedWechat(body) };
+}
+
+function signedWechat(body: string | Buffer): Record<string, string> {
+  return {
+    'content-type': 'application/json',
+    ...wechatHeaders(body, {
+      at: Math.floor(Date.now() / 1000),
+      key: wx.platformPrivateKey,
+      serial: wx.platformSerial,
+    }),
+  };
+}
+
+/** A Stripe event whose object is a Refund (refund.failed, charge.refund.updated, ...), signed with the endpoint secret. */
+function stripeRefundEvent(
+  type: string,
+  r: { refundId: string; intentId: string; outRefundNo?: string; outTradeNo: string; amount: number; status: string },
+): Delivery {
+  const created = Math.floor(Date.now() / 1000);
+  const body = JSON.stringify({
+    id: `evt_${randomBytes(12).toString('hex')}`,
+    object: 'event',
+    api_version: '2026-10-28.endive',
+    created,
+    livemode: false,
+    pending_webhooks: 1,
+    request: { id: null, idempotency_key: null },
+    type,
+    data: {
+      object: {
+        id: r.refundId,
+        object: 'refund',
+        amount: r.amount,
+        balance_transaction: `txn_${randomBytes(8).toString('hex')}`,
+        charge: `ch_${randomBytes(8).toString('hex')}`,
+        created: created - 3600,
+        currency: 'usd',
+        metadata: {
+          ...(r.outRefundNo ? { out_refund_no: r.outRefundNo } : {}),
+          out_trade_no: r.outTradeNo,
+          reason: 'cooling-off refund',
+        },
+        payment_intent: r.intentId,
+        reason: 'requested_by_customer',
+        status: r.status,
+        ...(r.status === 'failed'
+          ? {
+              failure_reason: 'expired_or_canceled_card',
+              failure_balance_transaction: `txn_${randomBytes(8).toString('hex')}`,
+            }
+          : {}),
+      },
+    },
+  });
+  return {
+    provider: 'stripe',
+    body: Buffer.from(body),
+    headers: {
+      'content-type': 'application/json',
+      'stripe-signature': stripeSignature(body, { secret: keys.secrets.stripe.webhookSecret }),
+    },
+  };
+}
+
+async function deliver(d: Delivery): Promise<{ status: number; body: string }> {
+  const response = await fetch(`${sys.apiUrl}/callbacks/${d.provider}`, {
+    method: 'POST',
+    headers: d.headers,
+    body: d.body,
+  });
+  return { status: response.status, body: await response.text() };
+}
+
+// ---- What the database and the metrics say ----
+
+/** payflow_refunds_failed_total for a provider, as the API's /metrics serves it (undefined: no such series). */
+async function refundFailures(provider: string): Promise<number | undefined> {
+  const text = await (await fetch(`${sys.apiUrl}/metrics`)).text();
+  const m = new RegExp(`^payflow_refunds_failed_total\\{provider="${provider}"\\} (\\d+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Everything a refund notice may change for one order: its row, its refunds, its payment, its timeline. */
+async function snapshot(orderId: string) {
+  const [order, refunds, payment, events] = await Promise.all([
+    sys.db('orders').where({ order_id: orderId }).first('status', 'status_reason', 'updated_at'),
+    sys.db('refunds').where({ order_id: orderId }).orderBy('out_refund_no').select('out_refund_no', 'status'),
+    sys.db('payments').where({ out_trade_no: orderId }).first('status', 'trade_no'),
+    sys.db('order_events').where({ order_id: orderId }).orderBy('id').select('type', 'message', 'data'),
+  ]);
+  return { order, refunds, payment, events };
+}
+
+/**
+ * An order refunded earlier, as refundPayment and the workflow left it: REFUNDED, its payment REFUNDED, its refund
+ * SUCCEEDED (the provider had accepted it).
+ */
+async function seedRefundedOrder(
+  provider: 'wechat' | 'stripe',
+  o: { orderStatus?: string; refundStatus?: string } = {},
+): Promise<{ orderId: string; tradeNo: string; outRefundNo: string; refundNo: string; amount: number }> {
+  const orderId = `ord_rn${randomBytes(8).toString('hex')}`;
+  const tradeNo =
+    provider === 'stripe' ? `pi_${randomBytes(12).toString('hex')}` : `4200${randomBytes(10).toString('hex')}`;
+  const refundNo =
+    provider === 'stripe' ? `re_${randomBytes(12).toString('hex')}` : `5030${randomBytes(8).toString('hex')}`;
+  const outRefundNo = autoRefundNo(orderId, tradeNo);
+  const amount = provider === 'stripe' ? 2500 : 1999;
+  const currency = provider === 'stripe' ? 'USD' : 'CNY';
+  const merchantId = provider === 'stripe' ? keys.secrets.stripe.accountId : wx.mchId;
+  await sys.db('orders').insert({
+    order_id: orderId,
+    user_id: userId(),
+    status: o.orderStatus ?? 'REFUNDED',
+    status_reason: 'COOLING_OFF_REFUND',
+    amount,
+    currency,
+    provider,
+    paid_trade_no: tradeNo,
+  });
+  await sys.db('payments').insert({
+    out_trade_no: orderId,
+    order_id: orderId,
+    provider,
+    merchant_id: merchantId,
+    trade_no: tradeNo,
+    status: 'REFUNDED',
+    amount,
+    currency,
+    paid_amount: amount,
+    paid_currency: currency,
+    paid_at: new Date(Date.now() - 3_600_000),
+    expires_at: new Date(Date.now() - 3_000_000),
+  });
+  await sys.db('refunds').insert({
+    out_refund_no: outRefundNo,
+    order_id: orderId,
+    out_trade_no: orderId,
+    provider,
+    trade_no: tradeNo,
+    amount,
+    currency,
+    reason: 'cooling-off refund',
+    status: o.refundStatus ?? 'SUCCEEDED',
+    refund_no: refundNo,
+    refunded_at: new Date(Date.now() - 1_800_000),
+  });
+  return { orderId, tradeNo, outRefundNo, refundNo, amount };
+}
+
+// ---- The defect, end to end ----
+
+test('payflow_refunds_failed_total is exported at 0 for every configured provider before any refund fails', async () => {
+  // A counter that first appears at 1 is invisible to increase(): the alert would miss the first failure.
+  for (const provider of ['sandbox', 'alipay', 'wechat', 'stripe'])
+    expect(await refundFailures(provider)).toBeGreaterThanOrEqual(0);
+});
+
+test('a WeChat refund answered PROCESSING that then ends REFUND.ABNORMAL takes the REFUNDED order to NEEDS_REVIEW, once', async () => {
+  // The buyer pays a WeChat order, then asks for the money back inside the cooling-off window.
+  const sku = await createProduct(sys, { price: 1999, stock: 2 });
+  const placed = await sys.http('POST', '/orders', {
+    userId: userId(),
+    items: [{ sku, quantity: 1 }],
+    provider: 'wechat',
+  });
+  expect(placed.status).toBe(201);
+  const orderId: string = placed.body.orderId;
+  const ids = freshIds();
+  const transactionId = `4200${ids.tradeNo}`;
+  wxPaid.set(toWechatOutTradeNo(orderId), { total: 1999, transactionId });
+  const paid = genuineDelivery(
+    { ...keys.secrets, sandbox: { secret: '', merchantId: '' } },
+    'wechat',
+    placed.body,
+    ids,
+  );
+  expect((await deliver(paid)).status).toBe(204);
+  await waitForStatus(sys, orderId, ['PAID']);
+  const refunded = await waitFor(
+    async () => {
+      const r = await sys.http('POST', `/orders/${orderId}/refund`, { reason: 'changed my mind' });
+      return r.status === 200 ? r.body : undefined;
+    },
+    { what: 'the cooling-off refund' },
+  );
+  expect(refunded).toMatchObject({ orderId, status: 'REFUNDED' });
+  await sys.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+
+  // WeChat accepted the refund without completing it; we recorded it as made.
+  const outRefundNo = autoRefundNo(orderId, transactionId);
+  expect(wxRefunds.get(outRefundNo)).toMatchObject({ status: 'PROCESSING' });
+  const before = await snapshot(orderId);
+  expect(before.order.status).toBe('REFUNDED');
+  expect(before.refunds).toEqual([{ out_refund_no: outRefundNo, status: 'SUCCEEDED' }]);
+  const failuresBefore = (await refundFailures('wechat')) ?? 0;
+
+  // Days later the card turns out to be closed: WeChat reports the refund ABNORMAL.
+  const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
+    orderId,
+    outRefundNo,
+    transactionId,
+    refundId: String(wxRefunds.get(outRefundNo)!.refund_id),
+    amount: 1999,
+  });
+  const answer = await deliver(abnormal);
+  expect(answer).toEqual({ status: 204, body: '' });
+
+  const after = await snapshot(orderId);
+  expect(after.refunds).toEqual([{ out_refund_no: outRefundNo, status: 'FAILED' }]);
+  expect(after.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'REFUND_FAILED' });
+  const added = after.events.slice(before.events.length);
+  expect(added.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED', 'ORDER_NEEDS_REVIEW']);
+  expect(added[0].message).toMatch(new RegExp(`${outRefundNo}.*REFUND\\.ABNORMAL`));
+  expect(JSON.parse(added[1].data)).toMatchObject({ from: 'REFUNDED', to: 'NEEDS_REVIEW', reason: 'REFUND_FAILED' });
+  expect(await refundFailures('wechat')).toBe(failuresBefore + 1);
+  expect(logLines).toContainEqual(
+    expect.objectContaining({
+      level: 50, // error
+      orderId,
+      outRefundNo,
+      msg: expect.stringMatching(/failed at wechat after it was accepted/),
+    }),
+  );
+  const view = (await sys.http('GET', `/orders/${orderId}`)).body;
+  expect(view.status).toBe('NEEDS_REVIEW');
+
+  // WeChat redelivers it (our answer was lost): acknowledged again, nothing changes, nothing is counted twice.
+  const again = await deliver({ ...abnormal, headers: signedWechat(abnormal.body) });
+  expect(again).toEqual({ status: 204, body: '' });
+  expect(await snapshot(orderId)).toEqual(after);
+  expect(await refundFailures('wechat')).toBe(failuresBefore + 1);
+}, 90_000);
+
+// ---- WeChat, one case each ----
+
+test('REFUND.CLOSED fails the refund of a REFUNDED order just as ABNORMAL does', async () => {
+  const seeded = await seedRefundedOrder('wechat');
+  const failuresBefore = (await refundFailures('wechat')) ?? 0;
+  const closed = wechatRefundNotification('REFUND.CLOSED', {
+    orderId: seeded.orderId,
+    outRefundNo: seeded.outRefundNo,
+    transactionId: seeded.tradeNo,
+    refundId: seeded.refundNo,
+    amount: seeded.amount,
+  });
+  expect((await deliver(closed)).status).toBe(204);
+  const after = await snapshot(seeded.orderId);
+  expect(after.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
+  expect(after.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'REFUND_FAILED' });
+  expect(after.events.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED', 'ORDER_NEEDS_REVIEW']);
+  expect(await refundFailures('wechat')).toBe(failuresBefore + 1);
+});
+
+test('REFUND.SUCCESS for a refund we hold as made is acknowledged and changes nothing', async () => {
+  const seeded = await seedRefundedOrder('wechat');
+  const before = await snapshot(seeded.orderId);
+  const success = wechatRefundNotification('REFUND.SUCCESS', {
+    orderId: seeded.orderId,
+    outRefundNo: seeded.outRefundNo,
+    transactionId: seeded.tradeNo,
+    refundId: seeded.refundNo,
+    amount: seeded.amount,
+  });
+  expect(await deliver(success)).toEqual({ status: 204, body: '' });
+  expect(await snapshot(seeded.orderId)).toEqual(before);
+});
+
+test('a refund failure for a refund number we do not know is acknowledged and changes nothing', async () => {
+  const seeded = await seedRefundedOrder('wechat');
+  const before = await snapshot(seeded.orderId);
+  const failuresBefore = (await refundFailures('wechat')) ?? 0;
+  const unknownNo = `rf-not-ours-${randomBytes(6).toString('hex')}`;
+  const unknown = wechatRefundNotification('REFUND.ABNORMAL', {
+    orderId: seeded.orderId,
+    outRefundNo: unknownNo,
+    transactionId: seeded.tradeNo,
+    amount: seeded.amount,
+  });
+  expect(await deliver(unknown)).toEqual({ status: 204, body: '' });
+  expect(await snapshot(seeded.orderId)).toEqual(before);
+  expect(await sys.db('refunds').where({ out_refund_no: unknownNo }).first()).toBeUndefined();
+  expect((await refundFailures('wechat')) ?? 0).toBe(failuresBefore);
+  expect(logLines).toContainEqual(
+    expect.objectContaining({
+      level: 40, // warn
+      outRefundNo: unknownNo,
+      refundStatus: 'FAILED',
+      msg: expect.stringMatching(/refund number we do not know/),
+    }),
+  );
+});
+
+test("a WeChat refund failure naming another provider's refund number changes nothing", async () => {
+  // One provider's keys must never move another provider's refund (or order).
+  const stripeRefund = await seedRefundedOrder('stripe');
+  const before = await snapshot(stripeRefund.orderId);
+  const forged = wechatRefundNotification('REFUND.ABNORMAL', {
+    orderId: stripeRefund.orderId,
+    outRefundNo: stripeRefund.outRefundNo,
+    transactionId: `4200${randomBytes(10).toString('hex')}`,
+    amount: stripeRefund.amount,
+  });
+  expect((await deliver(forged)).status).toBe(204);
+  expect(await snapshot(stripeRefund.orderId)).toEqual(before);
+});
+
+test('a refund failure arriving while the refund step has not recorded the refund yet fails that step instead of REFUNDED', async () => {
+  // The order's refund step asked WeChat, which answered PROCESSING; before the step records it, the failure arrives.
+  const seeded = await seedRefundedOrder('wechat', { orderStatus: 'PAID' });
+  await sys.db('refunds').where({ out_refund_no: seeded.outRefundNo }).del();
+  await sys.db('payments').where({ out_trade_no: seeded.orderId }).update({ status: 'PAID' });
+  const racing = {
+    name: 'wechat',
+    merchantId: wx.mchId,
+    async refund(input) {
+      const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
+        orderId: seeded.orderId,
+        outRefundNo: input.outRefundNo,
+        transactionId: seeded.tradeNo,
+        refundId: seeded.refundNo,
+        amount: input.amount,
+      });
+      expect((await deliver(abnormal)).status).toBe(204);
+      return { refundNo: seeded.refundNo, amount: input.amount, refundedAt: new Date().toISOString() };
+    },
+  } as Pick<PaymentProvider, 'name' | 'merchantId' | 'refund'> as PaymentProvider;
+  const step = refundPayment(
+    sys.db,
+    { wechat: racing },
+    {
+      orderId: seeded.orderId,
+      provider: 'wechat',
+      tradeNo: seeded.tradeNo,
+      outRefundNo: seeded.outRefundNo,
+      amount: seeded.amount,
+      currency: 'CNY',
+      reason: 'cooling-off refund',
+    },
+  );
+  const failure = (await step.then(
+    () => undefined,
+    (err: unknown) => err,
+  )) as ApplicationFailure | undefined;
+  expect(failure).toMatchObject({ type: 'PROVIDER_REJECTED', nonRetryable: true });
+  const after = await snapshot(seeded.orderId);
+  expect(after.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
+  // The order's workflow owns the order while its refund step runs: the failed step sends it to review.
+  expect(after.order.status).toBe('PAID');
+  expect(after.payment.status).toBe('PAID');
+  expect(after.events.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED']);
+});
+
+// ---- Stripe ----
+
+test('Stripe refund.failed for a refund carrying our out_refund_no takes the REFUNDED order to NEEDS_REVIEW, once', async () => {
+  const seeded = await seedRefundedOrder('stripe');
+  const before = await snapshot(seeded.orderId);
+  const failuresBefore = (await refundFailures('stripe')) ?? 0;
+  const failed = stripeRefundEvent('refund.failed', {
+    refundId: seeded.refundNo,
+    intentId: seeded.tradeNo,
+    outRefundNo: seeded.outRefundNo,
+    outTradeNo: seeded.orderId,
+    amount: seeded.amount,
+    status: 'failed',
+  });
+  expect(await deliver(failed)).toEqual({ status: 200, body: '{"received":true}' });
+  const after = await snapshot(seeded.orderId);
+  expect(after.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
+  expect(after.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'REFUND_FAILED' });
+  const added = after.events.slice(before.events.length);
+  expect(added.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED', 'ORDER_NEEDS_REVIEW']);
+  expect(added[0].message).toMatch(/expired_or_canceled_card/);
+  expect(await refundFailures('stripe')).toBe(failuresBefore + 1);
+
+  // The same event again, and Stripe's charge.refund.updated for the same failure: nothing more changes.
+  const update = stripeRefundEvent('charge.refund.updated', {
+    refundId: seeded.refundNo,
+    intentId: seeded.tradeNo,
+    outRefundNo: seeded.outRefundNo,
+    outTradeNo: seeded.orderId,
+    amount: seeded.amount,
+    status: 'failed',
+  });
+  for (const d of [failed, update]) expect((await deliver(d)).status).toBe(200);
+  expect(await snapshot(seeded.orderId)).toEqual(after);
+  expect(await refundFailures('stripe')).toBe(failuresBefore + 1);
+});
+
+test('Stripe charge.refund.updated to canceled fails the refund; to succeeded it changes nothing', async () => {
+  const canceled = await seedRefundedOrder('stripe');
+  expect(
+    (
+      await deliver(
+        stripeRefundEvent('charge.refund.updated', {
+          refundId: canceled.refundNo,
+          intentId: canceled.tradeNo,
+          outRefundNo: canceled.outRefundNo,
+          outTradeNo: canceled.orderId,
+          amount: canceled.amount,
+          status: 'canceled',
+        }),
+      )
+    ).status,
+  ).toBe(200);
+  expect((await snapshot(canceled.orderId)).refunds).toEqual([
+    { out_refund_no: canceled.outRefundNo, status: 'FAILED' },
+  ]);
+  expect((await snapshot(canceled.orderId)).order.status).toBe('NEEDS_REVIEW');
+
+  const succeeded = await seedRefundedOrder('stripe');
+  const before = await snapshot(succeeded.orderId);
+  expect(
+    (
+      await deliver(
+        stripeRefundEvent('charge.refund.updated', {
+          refundId: succeeded.refundNo,
+          intentId: succeeded.tradeNo,
+          outRefundNo: succeeded.outRefundNo,
+          outTradeNo: succeeded.orderId,
+          amount: succeeded.amount,
+          status: 'succeeded',
+        }),
+      )
+    ).status,
+  ).toBe(200);
+  expect(await snapshot(succeeded.orderId)).toEqual(before);
+});
+
+test('a Stripe refund failure without our out_refund_no (a refund made in the Dashboard) is acknowledged and changes nothing', async () => {
+  const seeded = await seedRefundedOrder('stripe');
+  const before = await snapshot(seeded.orderId);
+  const dashboard = stripeRefundEvent('refund.failed', {
+    refundId: `re_${randomBytes(12).toString('hex')}`,
+    intentId: seeded.tradeNo,
+    outTradeNo: seeded.orderId,
+    amount: 100,
+    status: 'failed',
+  });
+  expect((await deliver(dashboard)).status).toBe(200);
+  expect(await snapshot(seeded.orderId)).toEqual(before);
+});
