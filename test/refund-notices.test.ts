@@ -390,6 +390,14 @@ test('a WeChat refund answered PROCESSING that then ends REFUND.ABNORMAL takes t
   );
   const view = (await sys.http('GET', `/orders/${orderId}`)).body;
   expect(view.status).toBe('NEEDS_REVIEW');
+  // No workflow waits for a decision on it (docs/runbook.md, REFUND_FAILED): the review API says so.
+  const review = await sys.http(
+    'POST',
+    `/orders/${orderId}/review`,
+    { decision: 'refund', operator: 'alice', reason: 'the refund failed at WeChat' },
+    { authorization: `Bearer ${sys.config.adminToken}` },
+  );
+  expect(review).toMatchObject({ status: 409, body: { error: 'ORDER_NOT_IN_REVIEW' } });
 
   // WeChat redelivers it (our answer was lost): acknowledged again, nothing changes, nothing is counted twice.
   const again = await deliver({ ...abnormal, headers: signedWechat(abnormal.body) });
