@@ -121,7 +121,7 @@ test("a failed order's timeline shows the buyer a refusal and the provider's ref
   );
 });
 
-test("an order's timeline never shows a failure's raw text or an operator's name; a mismatch and the provider's answer are shown as written", async () => {
+test("an order's timeline never shows a failure's raw text, nor an operator's name or note; a mismatch and the provider's answer are shown as written", async () => {
   const orderId = `ord_revw${randomBytes(8).toString('hex')}`;
   await db('orders').insert({
     order_id: orderId,
@@ -140,6 +140,14 @@ test("an order's timeline never shows a failure's raw text or an operator's name
     ['REVIEW_REMINDER', `Still waiting for a review decision: the refund decision failed: ${leak}`],
     ['LATE_PAYMENT_REFUND_FAILED', `Payment T1 arrived after the order was EXPIRED and was not refunded: ${leak}`],
     ['ORDER_NEEDS_REVIEW', `Late payment T1 could not be refunded (${leak}); an operator must decide`],
+    ['ORDER_PAID', 'Approved by alice: over-payment kept, see ticket on 10.1.2.3'],
+    ['ORDER_REFUNDED', 'Refunded by alice: buyer called'],
+    [
+      'REFUNDED',
+      'Refunded 100 CNY (minor units) of the order payment at sandbox: review refund by alice: buyer called',
+    ],
+    ['LATE_PAYMENT_REFUNDED_BY_REVIEW', 'alice had late payment T1 refunded (100 CNY): second payment'],
+    ['ORDER_PAID', 'alice identified T1 as the trade that paid the order: console shows it'],
     [
       'NOTIFICATION_NOT_CONFIRMED',
       `A notification claimed payment T2 (amount 99 != 100) but sandbox could not be asked (${leak}); later queries will: ignored`,
@@ -162,4 +170,5 @@ test("an order's timeline never shows a failure's raw text or an operator's name
   }
   expect(shown.slice(-2)).toEqual(written.slice(-2).map(([, message]) => message));
   expect(shown[0]).toBe('Automatic handling stopped; the order is kept for a manual review');
+  expect(shown).toContain('Refunded 100 CNY (minor units) of the order payment at sandbox: refunded after a review');
 });

@@ -816,6 +816,82 @@ describe('defects found by a second review: decisions on refunded and unchecked 
   });
 });
 
+describe('defects found by a third review', () => {
+  const decide = (handle: WorkflowHandle, decision: Record<string, unknown>) =>
+    handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ operator: 'ida', reason: 'checked the console', ...decision } as never],
+    });
+
+  test('a late payment whose refund the provider keeps refusing under its own number is refunded under the number of the amount the operator names', async () => {
+    const orderId = newScriptedOrder({
+      status: 'EXPIRED',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-late', amount: 1000 }],
+      refundRefusals: 2,
+    });
+    const late = await scripted.client.workflow.start('latePayment', {
+      workflowId: latePaymentWorkflowId('sandbox', orderId, 'T-late'),
+      taskQueue: scripted.taskQueue,
+      args: [{ provider: 'sandbox', outTradeNo: orderId, tradeNo: 'T-late' } satisfies LatePaymentInput],
+    });
+    await waitFor(async () => scriptOf(orderId).status === 'NEEDS_REVIEW', { what: 'the order left for review' });
+    // The trade's own number is refused again (a refund the provider failed under it, say).
+    expect(await decide(late, { decision: 'refund' })).toMatchObject({ status: 'NEEDS_REVIEW' });
+    expect(await decide(late, { decision: 'refund', refundAmount: 1000 })).toEqual({ status: 'REFUNDED' });
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => (c.args as { outRefundNo: string }).outRefundNo),
+    ).toEqual([
+      autoRefundNo(orderId, 'T-late'),
+      autoRefundNo(orderId, 'T-late'),
+      reviewRefundNo(orderId, 'T-late', 1000),
+    ]);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-late' });
+    await replaysCleanly(late);
+  });
+
+  test('approve is refused once this workflow has refunded the payment, even when the step after the refund failed', async () => {
+    // A mismatch review (1 fen short); the refund decision refunds, then releasing the stock fails for good.
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-short', amount: 999 }],
+      // The release conflicts, and so does the return it falls back to.
+      cancelStockFailures: 1,
+      returnStockFailures: 1,
+    });
+    const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
+    expect(await decide(handle, { decision: 'refund' })).toMatchObject({ status: 'NEEDS_REVIEW' });
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+    await expect(decide(handle, { decision: 'approve' })).rejects.toMatchObject({
+      cause: { type: 'REVIEW_DECISION_REFUSED', message: expect.stringMatching(/already refunded/) },
+    });
+    expect(await decide(handle, { decision: 'refund' })).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:PAID');
+  });
+
+  test('a payment reported without its amount can be refunded by the amount the operator names', async () => {
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-noamount', amount: undefined }],
+    });
+    const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
+    expect(await decide(handle, { decision: 'refund', refundAmount: 1000 })).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => c.args),
+    ).toEqual([expect.objectContaining({ tradeNo: 'T-noamount', amount: 1000 })]);
+  });
+});
+
 describe('defects found by review: late payments', () => {
   const routeDeps = () => ({
     db: sys.db,
@@ -913,6 +989,8 @@ interface ScriptedOrder {
   closeRefusals?: number;
   /** returnStock fails (a business failure) this many times. */
   returnStockFailures?: number;
+  /** cancelStock fails (a business failure) this many times. */
+  cancelStockFailures?: number;
   /** refundPayment is refused by the provider (a business failure) this many times. */
   refundRefusals?: number;
   calls: { name: string; args: unknown }[];
@@ -971,6 +1049,11 @@ const scriptedActivities: Partial<Activities> = {
   },
   async cancelStock(input) {
     record(input.orderId, 'cancelStock', input);
+    const script = scriptOf(input.orderId);
+    if (script.cancelStockFailures) {
+      script.cancelStockFailures--;
+      throw ApplicationFailure.create({ type: 'TCC_CONFLICT', message: 'stock row changed', nonRetryable: true });
+    }
     // Review refund of a confirmed order: cancel conflicts, the stock is returned instead (as the real TCC does).
     if (scriptOf(input.orderId).calls.some((c) => c.name === 'confirmStock'))
       throw ApplicationFailure.create({ type: 'TCC_CONFLICT', message: 'already confirmed', nonRetryable: true });

@@ -15,6 +15,7 @@ export interface TimelineEntry {
 const REDACTED: Record<string, string> = {
   REVIEW_DECISION_FAILED: 'A review decision could not be carried out; the order waits for another decision',
   REVIEW_REMINDER: 'Still waiting for a review decision',
+  LATE_PAYMENT_REFUNDED_BY_REVIEW: 'A payment that arrived late was refunded after a review',
   LATE_PAYMENT_REFUND_FAILED:
     'A payment arrived after the order was closed and could not be refunded automatically; it is kept for a manual review',
 };
@@ -38,6 +39,16 @@ export function publicTimelineMessage(entry: TimelineEntry, reason: string | nul
       return MISMATCH_REVIEW.test(entry.message)
         ? entry.message
         : 'Automatic handling stopped; the order is kept for a manual review';
+    // A review's decision names its operator and carries their free-text reason: shown as what was decided.
+    case 'ORDER_PAID':
+      if (/^Approved by /.test(entry.message)) return 'Approved after a review';
+      if (/ as the trade that paid the order/.test(entry.message))
+        return 'The payment was identified as the one that paid the order after a review';
+      return entry.message;
+    case 'ORDER_REFUNDED':
+      return /^Refunded by /.test(entry.message) ? 'Refunded after a review' : entry.message;
+    case 'REFUNDED':
+      return entry.message.replace(/: review refund by [\s\S]*$/, ': refunded after a review');
     case 'NOTIFICATION_NOT_CONFIRMED':
       return / could not be asked \(/.test(entry.message) ? UNCONFIRMED_UNASKED : entry.message;
     default:

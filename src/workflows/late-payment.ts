@@ -22,6 +22,7 @@ import {
   type ReviewDecision,
   type ReviewOutcome,
   autoRefundNo,
+  reviewRefundNo,
   reviewDecisionProblem,
   reviewDecisionUpdate,
 } from '../contracts/order-workflow';
@@ -146,13 +147,16 @@ async function refundOrReview(
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
 }
 
-/** Refunds the late trade in full under its stable refund number, so no retry or second decision refunds twice. */
-function refundTrade(input: LatePaymentInput, amount: number, currency: string, reason: string) {
+/**
+ * Refunds the late trade under its stable refund number (an operator's named amount under its own), so no retry or
+ * second decision refunds twice.
+ */
+function refundTrade(input: LatePaymentInput, amount: number, currency: string, reason: string, outRefundNo?: string) {
   return acts.refundPayment({
     orderId: input.outTradeNo,
     provider: input.provider,
     tradeNo: input.tradeNo,
-    outRefundNo: autoRefundNo(input.outTradeNo, input.tradeNo),
+    outRefundNo: outRefundNo ?? autoRefundNo(input.outTradeNo, input.tradeNo),
     amount,
     currency,
     reason,
@@ -272,10 +276,6 @@ async function awaitRefundDecision(
           throw new Error(
             `${input.provider} reported no paid amount for trade ${tradeNo}: it cannot be recorded as the paying trade`,
           );
-        if (d.refundAmount !== undefined)
-          throw new Error(
-            `a late payment is refunded as the provider reports it: refundAmount is not taken for ${tradeNo}`,
-          );
       },
     },
   );
@@ -296,11 +296,22 @@ async function awaitRefundDecision(
     let failure: { type: string; message: string };
     try {
       const state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
-      const amount = state.tradeNo === tradeNo ? state.paidAmount : undefined;
-      if (amount !== undefined && amount > 0) {
+      const paidAmount = state.tradeNo === tradeNo ? state.paidAmount : undefined;
+      // An amount the operator names (what is left of the trade at the provider, as its console shows; 0 when nothing
+      // is) is refunded under a number of its own: the trade's own number may belong to a refund the provider failed.
+      const named = d.refundAmount;
+      const amount = named ?? paidAmount;
+      if (amount !== undefined && (amount > 0 || named === 0)) {
         const currency = state.currency ?? order.currency;
         await CancellationScope.nonCancellable(async () => {
-          await refundTrade(input, amount, currency, `review refund by ${d.operator}: ${d.reason}`.slice(0, 255));
+          if (amount > 0)
+            await refundTrade(
+              input,
+              amount,
+              currency,
+              `review refund by ${d.operator}: ${d.reason}`.slice(0, 255),
+              named === undefined ? undefined : reviewRefundNo(orderId, tradeNo, amount),
+            );
           const back: OrderStatus = order.status === 'PAID' ? 'PAID' : 'REFUNDED';
           await acts.transitionOrder({
             orderId,
@@ -308,7 +319,9 @@ async function awaitRefundDecision(
             to: back,
             reason: back === 'PAID' ? 'LATE_TRADE_REFUNDED' : 'LATE_PAYMENT_REFUNDED',
             // A closed order records the trade it refunded, as markLateRefunded does; a paid order keeps its own.
-            ...(back === 'REFUNDED' ? { payment: lateTradeEvidence(input, amount, currency, state) } : {}),
+            ...(back === 'REFUNDED' && paidAmount !== undefined && paidAmount > 0
+              ? { payment: lateTradeEvidence(input, paidAmount, currency, state) }
+              : {}),
             event: {
               type: 'LATE_PAYMENT_REFUNDED_BY_REVIEW',
               message: `${d.operator} had late payment ${tradeNo} refunded (${amount} ${currency}): ${d.reason}`,

@@ -300,6 +300,9 @@ async function orderLifecycle(
       validator: (d: ReviewDecision) => {
         const problem = reviewDecisionProblem(d);
         if (problem) throw new Error(problem);
+        // Kept for draining: this workflow refunds what it knows was paid, never an amount an operator names.
+        if (d.refundAmount !== undefined)
+          throw new Error('refundAmount is not taken by an order started before it existed (orderPayment)');
         // NEEDS_REVIEW: the order is marked in MySQL and the workflow is about to wait; the decision is kept.
         if ((stage !== 'AWAITING_REVIEW' && stage !== 'NEEDS_REVIEW') || reviewDecision)
           throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);

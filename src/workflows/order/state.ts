@@ -312,7 +312,8 @@ export class OrderState {
       }
       if (!paid && d.refundAmount > 0)
         return `order ${this.orderId} has no known payment to refund ${d.refundAmount} of; decide refund without refundAmount to close it`;
-      if (paid && Number.isSafeInteger(paid.amount) && d.refundAmount > paid.amount)
+      // (A payment whose amount was not reported, -1, bounds nothing: the provider caps a refund at what was paid.)
+      if (paid && Number.isSafeInteger(paid.amount) && paid.amount > 0 && d.refundAmount > paid.amount)
         return `refundAmount ${d.refundAmount} is more than payment ${paid.tradeNo} paid (${paid.amount} ${paid.currency})`;
       return undefined;
     }
@@ -321,8 +322,9 @@ export class OrderState {
     if (d.decision === 'approve' && !this.reviewAfterPaid && !this.evidence) {
       return `order ${this.orderId} has no known payment: approving would fulfil an unpaid order; decide refund to close it, or wait until the payment is reported`;
     }
-    // The buyer's refund was made before a later step failed: approving would hand a refunded order to fulfilment.
-    if (d.decision === 'approve' && this.reviewAfterPaid && this.refundNo !== undefined) {
+    // This workflow refunded the payment (the buyer's cooling-off refund, or a refund decision whose next step then
+    // failed): approving would hand a refunded order to fulfilment.
+    if (d.decision === 'approve' && this.refundNo !== undefined) {
       return `order ${this.orderId} was already refunded (${this.refundNo}); only a refund decision can settle it`;
     }
     if (paid) {
