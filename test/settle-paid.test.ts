@@ -348,3 +348,71 @@ describe('handOff (an order without a cooling-off window)', () => {
     expect(after.fulfilment).toEqual([]);
   });
 });
+
+describe('a refund the provider reported failed', () => {
+  /** An order in review whose refund (made by a review decision) the provider has just reported failed. */
+  async function reviewWithFailedRefund(): Promise<string> {
+    const orderId = uid('rfail');
+    await db('orders').insert({
+      order_id: orderId,
+      user_id: 'u',
+      status: 'NEEDS_REVIEW',
+      amount: 1000,
+      currency: 'CNY',
+      provider: 'wechat',
+    });
+    await db('refunds').insert({
+      out_refund_no: `rf-${orderId}-T1`,
+      order_id: orderId,
+      out_trade_no: orderId,
+      provider: 'wechat',
+      trade_no: 'T1',
+      amount: 1000,
+      currency: 'CNY',
+      reason: 'review refund',
+      status: 'FAILED',
+      created_at: new Date(Date.now() - 60_000),
+    });
+    return orderId;
+  }
+  const toRefunded = (orderId: string) => ({
+    orderId,
+    from: ['NEEDS_REVIEW' as const],
+    to: 'REFUNDED' as const,
+    reason: 'REVIEW_REFUNDED',
+    event: { type: 'ORDER_REFUNDED', message: 'refunded after a review' },
+  });
+
+  test('keeps the order from being marked REFUNDED (the notice came between the refund step and the status change)', async () => {
+    const orderId = await reviewWithFailedRefund();
+    await expect(activities.transitionOrder(toRefunded(orderId))).rejects.toMatchObject({
+      type: 'REFUND_FAILED_AT_PROVIDER',
+      nonRetryable: true,
+    });
+    // A late trade refunded with the order kept PAID says the same about its refund.
+    await expect(
+      activities.transitionOrder({ ...toRefunded(orderId), to: 'PAID', reason: 'LATE_TRADE_REFUNDED' }),
+    ).rejects.toMatchObject({ type: 'REFUND_FAILED_AT_PROVIDER' });
+    expect(await db('orders').where({ order_id: orderId }).first('status')).toEqual({ status: 'NEEDS_REVIEW' });
+    // Approving (keeping the money) is not a refund: not refused.
+    expect(
+      await activities.transitionOrder({ ...toRefunded(orderId), to: 'PAID', reason: 'REVIEW_APPROVED' }),
+    ).toMatchObject({ changed: true, status: 'PAID' });
+  });
+
+  test('a later refund that succeeded (the operator named the amount, under its own number) lets the order be REFUNDED', async () => {
+    const orderId = await reviewWithFailedRefund();
+    await db('refunds').insert({
+      out_refund_no: `rv1000-${orderId}-T1`,
+      order_id: orderId,
+      out_trade_no: orderId,
+      provider: 'wechat',
+      trade_no: 'T1',
+      amount: 1000,
+      currency: 'CNY',
+      reason: 'review refund',
+      status: 'SUCCEEDED',
+    });
+    expect(await activities.transitionOrder(toRefunded(orderId))).toMatchObject({ changed: true, status: 'REFUNDED' });
+  });
+});

@@ -106,6 +106,10 @@ export const FAILURES = {
   // ---- recorded by the order workflows ----
   ORDER_CLOSED: { meaning: 'the order finished before its payment was ready (the early-return update is refused)' },
   REFUND_AMOUNT_UNKNOWN: { meaning: 'a payment reported no amount, so it cannot be refunded automatically' },
+  REFUND_FAILED_AT_PROVIDER: {
+    meaning:
+      "the order's latest refund was reported failed by its provider after it was accepted: the order is not marked refunded",
+  },
   UNEXPECTED_ERROR: { meaning: 'automatic handling stopped on an error without a type (the order goes to review)' },
   ACTIVITY_FAILED: { meaning: "an operator's review decision failed on an error without a type" },
 

@@ -4,6 +4,7 @@
  * src/activities) and shared from here so that code outside the worker makes the very same change.
  */
 import type { Knex } from 'knex';
+import { FailureType, businessFailure } from '../contracts/failures';
 import type { OrderStatus, PaymentEvidence } from '../contracts/order';
 import type { OrderEventBatch } from './order-events';
 
@@ -45,6 +46,7 @@ export async function transitionIn(
 ): Promise<TransitionDone> {
   if (current === input.to || !input.from.includes(current))
     return { changed: false, status: current, paymentRecorded: false };
+  if (claimsRefund(input)) await refuseOnFailedRefund(trx, input);
   const count = await trx('orders')
     .where({ order_id: input.orderId, status: current })
     .update({
@@ -77,4 +79,33 @@ export async function transitionIn(
     ...input.event.data,
   });
   return { changed: true, status: input.to, from: current, paymentRecorded };
+}
+
+/** A change that says money went back to the buyer: REFUNDED, or a late trade refunded with the order kept PAID. */
+function claimsRefund(input: TransitionInput): boolean {
+  return input.to === 'REFUNDED' || input.reason === 'LATE_TRADE_REFUNDED';
+}
+
+/**
+ * Refuses such a change while the order's latest refund is one its provider reported failed after accepting it
+ * (src/db/refund-outcomes.ts): a notice that arrives between a workflow's refund step and its status change would
+ * otherwise be overwritten by a REFUNDED the buyer never got. Read with a shared lock, so a failure being recorded
+ * now is waited for. A business failure: the review decision fails and the order waits for another (a refund of the
+ * amount the operator names, under a number of its own, is then the latest refund).
+ */
+async function refuseOnFailedRefund(trx: Knex.Transaction, input: TransitionInput): Promise<void> {
+  const latest = (await trx('refunds')
+    .where({ order_id: input.orderId })
+    .orderBy([
+      { column: 'created_at', order: 'desc' },
+      { column: 'out_refund_no', order: 'desc' },
+    ])
+    .forShare()
+    .first('out_refund_no', 'status')) as { out_refund_no: string; status: string } | undefined;
+  if (latest?.status === 'FAILED')
+    throw businessFailure(
+      FailureType.REFUND_FAILED_AT_PROVIDER,
+      `refund ${latest.out_refund_no} of order ${input.orderId} was reported failed by the provider; the order is not marked ${input.to}`,
+      { outRefundNo: latest.out_refund_no },
+    );
 }
