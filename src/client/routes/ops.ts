@@ -23,7 +23,7 @@ import {
 import { FailureType } from '../../contracts/failures';
 import { ORDER_WORKFLOW_TYPES } from '../../contracts/order';
 import type { ProviderRegistry } from '../../providers/types';
-import { resolutionSummary, resolveItem } from '../../reconciliation/resolutions';
+import { openDifferencesByDay, resolutionSummary, resolveItem } from '../../reconciliation/resolutions';
 import { listRuns, readItems, readRun, startReconciliation } from '../../reconciliation/runs';
 import { withTemporalDeadline } from '../../temporal/calls';
 import { ApiError, apiFailure, parseOr400 } from '../errors';
@@ -234,6 +234,11 @@ export async function refreshOpsGauges(
     );
     metrics.ordersStuck.set(stuck.count);
   }
+  // One series per provider, bill day and class: a new day's difference is an alert of its own (it pages afresh while
+  // another day's is still firing) and a day whose differences are all resolved reads 0. About 32 days x 6 classes
+  // per provider at most.
+  const since = new Date(Date.now() - (OPEN_DIFFERENCE_DAYS + 1) * 86_400_000).toISOString().slice(0, 10);
+  const open: Array<{ provider: string; billDate: string; class: string; count: number }> = [];
   for (const provider of providers) {
     const last = (await db('reconciliation_runs')
       .where({ provider, status: 'COMPLETED' })
@@ -244,23 +249,13 @@ export async function refreshOpsGauges(
     for (const cls of ReconciliationClass.options)
       metrics.reconciliationDifferences.set({ provider, class: cls }, totals[cls] ?? 0);
     metrics.reconciliationLastSuccess.set({ provider }, new Date(last.finished_at).getTime() / 1000);
-    // What is still open: every day's latest completed run, summed. The latest run of any day (above) moves on to the
-    // next day's clean run, which would clear a day's unresolved MISSING_AT_PROVIDER with nobody having fixed it.
-    const since = new Date(Date.now() - (OPEN_DIFFERENCE_DAYS + 1) * 86_400_000).toISOString().slice(0, 10);
-    const runs = (await db('reconciliation_runs')
-      .where({ provider, status: 'COMPLETED' })
-      .where('bill_date', '>=', since)
-      .orderBy('finished_at', 'desc')
-      .select('bill_date', 'totals')) as { bill_date: string; totals: string | null }[];
-    const open = new Map<string, number>();
-    const seen = new Set<string>();
-    for (const run of runs) {
-      if (seen.has(run.bill_date)) continue;
-      seen.add(run.bill_date);
-      for (const [cls, n] of Object.entries(JSON.parse(run.totals ?? '{}') as Record<string, number>))
-        open.set(cls, (open.get(cls) ?? 0) + Number(n));
-    }
-    for (const cls of ReconciliationClass.options)
-      if (cls !== 'MATCHED') metrics.reconciliationOpenDifferences.set({ provider, class: cls }, open.get(cls) ?? 0);
+    // What is still open: each day's latest completed run, without what operators resolved. The latest run of any day
+    // (above) moves on to the next day's clean run, which would clear a day's unresolved MISSING_AT_PROVIDER with nobody
+    // having fixed it.
+    open.push(...(await openDifferencesByDay(db, provider, since)).map((o) => ({ provider, ...o })));
   }
+  // Replaced at once (no await between): a day that left the window, or a provider no longer configured, disappears.
+  metrics.reconciliationOpenDifferences.reset();
+  for (const o of open)
+    metrics.reconciliationOpenDifferences.set({ provider: o.provider, bill_date: o.billDate, class: o.class }, o.count);
 }
