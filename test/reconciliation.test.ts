@@ -551,7 +551,8 @@ describe('ops API and schedule', () => {
     expect(stdout).toMatch(new RegExp(`reconcile-sandbox-${day}-r\\d+: new run of the sandbox bill of ${day}`));
     expect(stdout).toMatch(/MISSING_AT_PROVIDER\s+CRITICAL/);
     expect(stdout).toContain('Needs a person');
-    expect(code).toBe(2); // the tampered amount, the duplicate refund and the ghost payment are still there
+    expect(stdout).toMatch(new RegExp(`/ops/reconciliations/reconcile-sandbox-${day}-r\\d+/items/<id>/resolution`));
+    expect(code).toBe(2); // the tampered amount, the duplicate refund and the ghost payment are still there, unresolved
   }, 120_000);
 
   test('every metric the alert rules use is exported by the API or the worker, or is a Temporal SDK metric', async () => {
