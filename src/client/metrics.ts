@@ -1,7 +1,10 @@
 /** Prometheus metrics of the HTTP service; one registry per app instance so tests can run several. */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-/** How many bill days back `payflow_reconciliation_open_differences` looks (a month of daily runs). */
+/**
+ * How many bill days back `payflow_reconciliation_open_differences` looks (a month of daily runs); each day is a series of
+ * its own (label bill_date), so the gauge has at most about 32 days x 6 classes series per provider.
+ */
 export const OPEN_DIFFERENCE_DAYS = 31;
 
 /** Creates the registry and the service's metrics. */
@@ -86,8 +89,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     reconciliationOpenDifferences: new Gauge({
       name: 'payflow_reconciliation_open_differences',
-      help: `Differences per class (MATCHED left out) over the last ${OPEN_DIFFERENCE_DAYS} bill days of each provider, each day as its latest completed run found it: a difference stays until a re-run of its day shows it gone`,
-      labelNames: ['provider', 'class'],
+      help: `Unresolved differences per provider, bill day and class (MATCHED left out) over the last ${OPEN_DIFFERENCE_DAYS} bill days, each day as its latest completed run found it: a difference stays until an operator resolves it (POST /ops/reconciliations/:id/items/:itemId/resolution) or a re-run of its day shows it gone`,
+      labelNames: ['provider', 'bill_date', 'class'],
       registers: [registry],
     }),
     reconciliationLastSuccess: new Gauge({

@@ -75,6 +75,23 @@ export const StartReconciliationRequest = z
 export type StartReconciliationRequest = z.infer<typeof StartReconciliationRequest>;
 
 /**
+ * `POST /ops/reconciliations/:id/items/:itemId/resolution` body: who resolved a difference (1-64 characters) and what
+ * was done about it (3-500 characters: refunded by hand, confirmed with the provider, the ticket). Trimmed first.
+ */
+export const ResolveItemRequest = z
+  .object({
+    operator: z.string().trim().min(1).max(64),
+    note: z.string().trim().min(3).max(500),
+  })
+  .strict();
+export type ResolveItemRequest = z.infer<typeof ResolveItemRequest>;
+
+/** The classes that are differences (every class but MATCHED): what can be resolved, what the gauge counts. */
+export const DIFFERENCE_CLASSES = ReconciliationClass.options.filter(
+  (c): c is Exclude<ReconciliationClass, 'MATCHED'> => c !== 'MATCHED',
+);
+
+/**
  * Run id (the report's id): `reconcile-<provider>-<date>`, then `-r2`, `-r3` for explicit re-runs. Its workflow id is
  * the run id plus a random suffix fixed when the run is opened (`reconcile-sandbox-2026-11-25-3fa9c1`).
  */

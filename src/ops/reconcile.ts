@@ -6,8 +6,9 @@
  * Options: `--date` defaults to yesterday (in the provider's bill time zone); only a day that has ended there can be
  * reconciled (the API answers 422 BILL_DAY_NOT_ENDED for today, and this command exits 1); `--rerun` asks for a new run of a day
  * that already has one; `--api URL` (default API_URL, else PUBLIC_BASE_URL) and ADMIN_TOKEN from the same
- * environment as the system. Exit status: 0 nothing needs a person (lost callbacks found are repaired),
- * 2 differences to review or critical ones, 1 the run failed or could not be started. Ctrl-C stops watching;
+ * environment as the system. Exit status: 0 nothing needs a person (lost callbacks found are repaired, every other
+ * difference resolved by an operator), 2 unresolved differences to review or critical ones, 1 the run failed or could
+ * not be started. Ctrl-C stops watching;
  * the run goes on in Temporal.
  */
 import { loadConfigOrExit } from '../config';
@@ -50,8 +51,12 @@ function parseArgs(argv: string[]): { provider: string; date: string; rerun: boo
   return out;
 }
 
-/** A run as the ops API answers it (with its items when asked for them). */
-type Run = RunView & { items?: ItemView[] };
+/** A run as the ops API answers it (with its items, and what operators resolved, when asked for its report). */
+type Run = RunView & {
+  items?: ItemView[];
+  resolved?: number;
+  unresolved?: { critical: number; review: number; repaired: number };
+};
 
 /** An API answer: runs, or `{ error, message }`. */
 type Answer = Run & { error?: string; message?: string };
@@ -191,7 +196,8 @@ async function main(): Promise<number> {
       throw new Error(`reading the run failed: HTTP ${polled.status} ${JSON.stringify(polled.body).slice(0, 200)}`);
     run = polled.body as Run;
   }
-  const final = await call('GET', `${api}/ops/reconciliations/${run.id}?limit=20`, config.adminToken);
+  // The differences nobody has resolved yet (resolutions of the day's earlier runs carry over to this one).
+  const final = await call('GET', `${api}/ops/reconciliations/${run.id}?limit=20&resolved=false`, config.adminToken);
   run = final.body as Run;
   if (tty)
     process.stdout.write(
@@ -227,17 +233,29 @@ async function main(): Promise<number> {
             : yellow(text),
     );
   }
+  if (run.resolved)
+    console.log(
+      `\n${run.resolved} difference(s) already resolved by an operator (see resolution on the items at ${api}/ops/reconciliations/${run.id}?resolved=true)`,
+    );
   const open = (run.items ?? []).filter((i) => i.severity === 'critical' || i.severity === 'review');
   if (open.length) {
-    console.log(`\n${bold('Needs a person')} (first ${open.length}; all at ${api}/ops/reconciliations/${run.id}):`);
+    console.log(
+      `\n${bold('Needs a person')} (first ${open.length} unresolved; all at ${api}/ops/reconciliations/${run.id}?resolved=false):`,
+    );
     for (const i of open) {
       const amounts = `bill ${i.bill ? `${i.bill.amount} ${i.bill.currency}` : '-'}, local ${i.local?.amount ?? '-'}`;
       console.log(
-        `  ${i.class}${i.detail ? `/${i.detail}` : ''}  order ${i.outTradeNo ?? '-'}  trade ${i.tradeNo ?? '-'}${i.outRefundNo ? `  refund ${i.outRefundNo}` : ''}  (${amounts})`,
+        `  #${i.id}  ${i.class}${i.detail ? `/${i.detail}` : ''}  order ${i.outTradeNo ?? '-'}  trade ${i.tradeNo ?? '-'}${i.outRefundNo ? `  refund ${i.outRefundNo}` : ''}  (${amounts})`,
       );
     }
   }
-  const needsPerson = (run.bySeverity?.critical ?? 0) + (run.bySeverity?.review ?? 0);
+  if (open.length)
+    console.log(
+      `  resolve one once handled: curl -XPOST -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' ` +
+        `-d '{"operator":"<you>","note":"<what was done, ticket>"}' ${api}/ops/reconciliations/${run.id}/items/<id>/resolution`,
+    );
+  const left = run.unresolved ?? run.bySeverity;
+  const needsPerson = (left?.critical ?? 0) + (left?.review ?? 0);
   return needsPerson > 0 ? 2 : 0;
 }
 

@@ -231,6 +231,16 @@ export async function startReconciliation(
   return { run: (await readRun(db, run.id))!, created };
 }
 
+/** An operator's resolution of a difference, as the report shows it on every item of the same bill line. */
+export interface ResolutionView {
+  operator: string;
+  note: string;
+  resolvedAt: string;
+  /** The run and item it was resolved on (an earlier run of the day when it carried over to a re-run). */
+  runId: string;
+  itemId: number;
+}
+
 /** One difference (or match) as the report lists it. */
 export interface ItemView {
   id: number;
@@ -247,20 +257,43 @@ export interface ItemView {
   local: { amount: number | null; currency: string | null } | null;
   evidence: Record<string, unknown>;
   repair: { status: string; detail: string | null; at: string | null };
+  /** Who marked this difference handled, when and how; null while nobody has (always null for MATCHED). */
+  resolution: ResolutionView | null;
 }
 
-/** A page of a run's items (differences only unless `classes` says otherwise), in id order after `after`. */
-export async function readItems(
-  db: Knex,
-  runId: string,
-  filter: { classes?: ReconciliationClass[]; after?: number; limit: number },
-): Promise<ItemView[]> {
-  const q = db('reconciliation_items').where({ run_id: runId }).orderBy('id').limit(filter.limit);
-  if (filter.classes?.length) q.whereIn('class', filter.classes);
-  else q.whereNot('class', 'MATCHED');
-  if (filter.after !== undefined) q.where('id', '>', filter.after);
-  const rows = (await q) as Array<Record<string, unknown>>;
-  return rows.map((r) => ({
+/**
+ * Joins `reconciliation_resolutions as z` to a query over `reconciliation_items as i` joined with
+ * `reconciliation_runs as r`: the resolution of the item's bill line (provider, merchant, bill day, row key) with the
+ * item's class and detail, wherever it was resolved. Shared by the report and the open-differences gauge.
+ */
+export function joinResolution(db: Knex, query: Knex.QueryBuilder): Knex.QueryBuilder {
+  return query.leftJoin('reconciliation_resolutions as z', function () {
+    this.on('z.provider', '=', 'r.provider')
+      .andOn('z.merchant_id', '=', db.raw("COALESCE(r.merchant_id, '')"))
+      .andOn('z.bill_date', '=', 'r.bill_date')
+      .andOn('z.row_key', '=', 'i.row_key')
+      .andOn('z.class', '=', 'i.class')
+      .andOn('z.detail', '=', db.raw("COALESCE(i.detail, '')"));
+  });
+}
+
+/** A run's items with the resolution of each (the columns toItemView reads). */
+function itemsWithResolutions(db: Knex, runId: string): Knex.QueryBuilder {
+  return joinResolution(
+    db,
+    db('reconciliation_items as i').join('reconciliation_runs as r', 'r.id', 'i.run_id').where('i.run_id', runId),
+  ).select(
+    'i.*',
+    'z.operator as resolution_operator',
+    'z.note as resolution_note',
+    'z.resolved_at as resolution_at',
+    'z.run_id as resolution_run_id',
+    'z.item_id as resolution_item_id',
+  );
+}
+
+function toItemView(r: Record<string, unknown>): ItemView {
+  return {
     id: numberOf(r.id),
     class: r.class as ReconciliationClass,
     severity: CLASS_SEVERITY[r.class as ReconciliationClass],
@@ -288,5 +321,40 @@ export async function readItems(
       detail: (r.repair_detail as string | null) ?? null,
       at: isoOf(r.repaired_at as Date | null),
     },
-  }));
+    resolution:
+      r.resolution_operator === null || r.resolution_operator === undefined
+        ? null
+        : {
+            operator: r.resolution_operator as string,
+            note: r.resolution_note as string,
+            resolvedAt: isoOf(r.resolution_at as Date)!,
+            runId: r.resolution_run_id as string,
+            itemId: numberOf(r.resolution_item_id),
+          },
+  };
+}
+
+/**
+ * A page of a run's items (differences only unless `classes` says otherwise), in id order after `after`; `resolved`
+ * keeps only the resolved (true) or the unresolved (false) ones.
+ */
+export async function readItems(
+  db: Knex,
+  runId: string,
+  filter: { classes?: ReconciliationClass[]; after?: number; limit: number; resolved?: boolean },
+): Promise<ItemView[]> {
+  const q = itemsWithResolutions(db, runId).orderBy('i.id').limit(filter.limit);
+  if (filter.classes?.length) q.whereIn('i.class', filter.classes);
+  else q.whereNot('i.class', 'MATCHED');
+  if (filter.after !== undefined) q.where('i.id', '>', filter.after);
+  if (filter.resolved === true) q.whereNotNull('z.id');
+  if (filter.resolved === false) q.whereNull('z.id');
+  return ((await q) as Array<Record<string, unknown>>).map(toItemView);
+}
+
+/** One item of a run, whatever its class, or null. */
+export async function readItem(db: Knex, runId: string, itemId: number): Promise<ItemView | null> {
+  const row = (await itemsWithResolutions(db, runId).where('i.id', itemId).first()) as
+    Record<string, unknown> | undefined;
+  return row ? toItemView(row) : null;
 }

@@ -1,7 +1,8 @@
 /**
  * Ops endpoints (Bearer ADMIN_TOKEN): reconciliation runs — start one for a provider and bill day
  * (idempotent per provider + day; `rerun: true` for a new run of a finished day), read a run's report with
- * its differences, list runs. Also the daily reconciliation Schedule and the gauges /metrics reads from MySQL.
+ * its differences and their resolutions, list runs, resolve a difference (once; it carries over to re-runs of the
+ * day). Also the daily reconciliation Schedule and the gauges /metrics reads from MySQL.
  */
 import { type Client, ScheduleAlreadyRunning } from '@temporalio/client';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
@@ -11,6 +12,7 @@ import type { Config } from '../../config';
 import {
   BillDate,
   ReconciliationClass,
+  ResolveItemRequest,
   type ScheduledReconciliationInput,
   StartReconciliationRequest,
   billDayHasEnded,
@@ -21,6 +23,7 @@ import {
 import { FailureType } from '../../contracts/failures';
 import { ORDER_WORKFLOW_TYPES } from '../../contracts/order';
 import type { ProviderRegistry } from '../../providers/types';
+import { openDifferencesByDay, resolutionSummary, resolveItem } from '../../reconciliation/resolutions';
 import { listRuns, readItems, readRun, startReconciliation } from '../../reconciliation/runs';
 import { withTemporalDeadline } from '../../temporal/calls';
 import { ApiError, apiFailure, parseOr400 } from '../errors';
@@ -36,8 +39,18 @@ const ReportQuery = z
       .optional(),
     after: z.coerce.number().int().min(0).optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(200),
+    /** Only the items an operator has resolved (true) or not (false). */
+    resolved: z
+      .enum(['true', 'false'])
+      .transform((v) => v === 'true')
+      .optional(),
   })
   .strict();
+
+/** A run id as the routes accept it (anything else cannot name a run). */
+const RUN_ID = /^[A-Za-z0-9_-]{1,96}$/;
+/** An item id: a positive integer that a JavaScript number holds exactly. */
+const ITEM_ID = /^[1-9]\d{0,14}$/;
 
 const ListQuery = z.object({ provider: z.string().min(1).max(32).optional(), date: BillDate.optional() }).strict();
 
@@ -102,11 +115,57 @@ export function registerOpsRoutes(
     requireAdmin(request, config.adminToken);
     const query = parseOr400(ReportQuery, request.query);
     const id = request.params.id;
-    const run = /^[A-Za-z0-9_-]{1,96}$/.test(id) ? await readRun(db, id) : null;
+    const run = RUN_ID.test(id) ? await readRun(db, id) : null;
     if (!run) throw new ApiError(404, 'RECONCILIATION_NOT_FOUND', `no reconciliation run ${id.slice(0, 100)}`);
-    const items = await readItems(db, run.id, { classes: query.class, after: query.after, limit: query.limit });
-    return { ...run, items, nextAfter: items.length === query.limit ? items.at(-1)!.id : null };
+    const items = await readItems(db, run.id, {
+      classes: query.class,
+      after: query.after,
+      limit: query.limit,
+      resolved: query.resolved,
+    });
+    // `resolved` and `unresolved` (by severity): what still needs a person once operators' resolutions count.
+    const summary = await resolutionSummary(db, run.id);
+    return { ...run, ...summary, items, nextAfter: items.length === query.limit ? items.at(-1)!.id : null };
   });
+
+  // Marks a difference handled: who, what was done. Stored once per bill line (provider, merchant, day, row key, class
+  // and detail), so it carries over to re-runs of the day and takes the line out of the open-differences gauge; asking
+  // again answers the first resolution, never overwritten.
+  app.post<{ Params: { id: string; itemId: string } }>(
+    '/ops/reconciliations/:id/items/:itemId/resolution',
+    async (request, reply) => {
+      requireAdmin(request, config.adminToken);
+      const body = parseOr400(ResolveItemRequest, request.body);
+      const { id, itemId } = request.params;
+      const notFound = () =>
+        new ApiError(
+          404,
+          'RECONCILIATION_ITEM_NOT_FOUND',
+          `no item ${itemId.slice(0, 20)} in reconciliation run ${id.slice(0, 100)}`,
+        );
+      if (!RUN_ID.test(id) || !ITEM_ID.test(itemId)) throw notFound();
+      const result = await resolveItem(db, id, Number(itemId), body);
+      if (result.outcome === 'NOT_FOUND') throw notFound();
+      if (result.outcome === 'NOT_A_DIFFERENCE')
+        throw new ApiError(
+          409,
+          'ITEM_NOT_A_DIFFERENCE',
+          `item ${itemId} of ${id} is ${result.item.class}: only a difference can be resolved`,
+          { class: result.item.class },
+        );
+      request.log.info(
+        {
+          runId: id,
+          itemId: result.item.id,
+          class: result.item.class,
+          created: result.created,
+          operator: body.operator,
+        },
+        result.created ? 'reconciliation difference resolved' : 'reconciliation difference already resolved',
+      );
+      return reply.code(result.created ? 201 : 200).send(result.item);
+    },
+  );
 }
 
 /**
@@ -175,6 +234,11 @@ export async function refreshOpsGauges(
     );
     metrics.ordersStuck.set(stuck.count);
   }
+  // One series per provider, bill day and class: a new day's difference is an alert of its own (it pages afresh while
+  // another day's is still firing) and a day whose differences are all resolved reads 0. About 32 days x 6 classes
+  // per provider at most.
+  const since = new Date(Date.now() - (OPEN_DIFFERENCE_DAYS + 1) * 86_400_000).toISOString().slice(0, 10);
+  const open: Array<{ provider: string; billDate: string; class: string; count: number }> = [];
   for (const provider of providers) {
     const last = (await db('reconciliation_runs')
       .where({ provider, status: 'COMPLETED' })
@@ -185,23 +249,13 @@ export async function refreshOpsGauges(
     for (const cls of ReconciliationClass.options)
       metrics.reconciliationDifferences.set({ provider, class: cls }, totals[cls] ?? 0);
     metrics.reconciliationLastSuccess.set({ provider }, new Date(last.finished_at).getTime() / 1000);
-    // What is still open: every day's latest completed run, summed. The latest run of any day (above) moves on to the
-    // next day's clean run, which would clear a day's unresolved MISSING_AT_PROVIDER with nobody having fixed it.
-    const since = new Date(Date.now() - (OPEN_DIFFERENCE_DAYS + 1) * 86_400_000).toISOString().slice(0, 10);
-    const runs = (await db('reconciliation_runs')
-      .where({ provider, status: 'COMPLETED' })
-      .where('bill_date', '>=', since)
-      .orderBy('finished_at', 'desc')
-      .select('bill_date', 'totals')) as { bill_date: string; totals: string | null }[];
-    const open = new Map<string, number>();
-    const seen = new Set<string>();
-    for (const run of runs) {
-      if (seen.has(run.bill_date)) continue;
-      seen.add(run.bill_date);
-      for (const [cls, n] of Object.entries(JSON.parse(run.totals ?? '{}') as Record<string, number>))
-        open.set(cls, (open.get(cls) ?? 0) + Number(n));
-    }
-    for (const cls of ReconciliationClass.options)
-      if (cls !== 'MATCHED') metrics.reconciliationOpenDifferences.set({ provider, class: cls }, open.get(cls) ?? 0);
+    // What is still open: each day's latest completed run, without what operators resolved. The latest run of any day
+    // (above) moves on to the next day's clean run, which would clear a day's unresolved MISSING_AT_PROVIDER with nobody
+    // having fixed it.
+    open.push(...(await openDifferencesByDay(db, provider, since)).map((o) => ({ provider, ...o })));
   }
+  // Replaced at once (no await between): a day that left the window, or a provider no longer configured, disappears.
+  metrics.reconciliationOpenDifferences.reset();
+  for (const o of open)
+    metrics.reconciliationOpenDifferences.set({ provider: o.provider, bill_date: o.billDate, class: o.class }, o.count);
 }

@@ -9,6 +9,7 @@ import * as inboxFailureKind from './20261130_0001_inbox_failure_kind';
 import * as idempotencyFingerprints from './20261201_0001_idempotency_fingerprints';
 import * as reconciliationDisputes from './20261202_0001_reconciliation_disputes';
 import * as refundFailedStatus from './20261202_0002_refund_failed_status';
+import * as reconciliationResolutions from './20261203_0001_reconciliation_resolutions';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -22,6 +23,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261201_0001_idempotency_fingerprints': idempotencyFingerprints,
   '20261202_0001_reconciliation_disputes': reconciliationDisputes,
   '20261202_0002_refund_failed_status': refundFailedStatus,
+  '20261203_0001_reconciliation_resolutions': reconciliationResolutions,
 };
 
 /** knex migration source over the statically imported migrations. */
