@@ -57,6 +57,56 @@ export function reviewRefundNo(orderId: string, tradeNo: string, amount: number)
   return `rv${amount}-${orderId}-${tradeNo}`.slice(0, 64);
 }
 
+/** Workflow id of the review of a refund the provider accepted and later reported failed: one per failed refund. */
+export function failedRefundReviewWorkflowId(failedOutRefundNo: string): string {
+  return `failed-refund-review-${failedOutRefundNo}`;
+}
+
+/** FNV-1a (32 bits) of a string, as 8 hex digits: deterministic, for refund numbers built in workflow code. */
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
+}
+
+/**
+ * The refund number of a review decision that refunds again after a refund the provider accepted and then reported
+ * failed: stable for that failed refund and amount (a retried decision refunds once), never the failed number (its own
+ * prefix `rr`, apart from automatic `rf-` and review `rv` numbers, and a digest of the failed number, so a second
+ * failure of this very refund gets another number). Amount and digest lead, so cutting to 64 characters never cuts them.
+ */
+export function failedRefundRetryNo(orderId: string, failedOutRefundNo: string, amount: number): string {
+  return `rr${amount}-${fnv1a(failedOutRefundNo)}-${orderId}`.slice(0, 64);
+}
+
+/** Input of the failedRefundReview workflow: the failed refund and where its order goes back to, read by the API. */
+export interface FailedRefundReviewInput {
+  orderId: string;
+  provider: ProviderName;
+  /** Our number of the refund the provider reported failed. */
+  failedOutRefundNo: string;
+  /** The trade that refund refunded, and its amount (minor units) and currency. */
+  tradeNo: string;
+  amount: number;
+  currency: string;
+  /**
+   * The status the order goes back to once the money is returned: REFUNDED when the failed refund was the order's own
+   * (or a late trade of a closed order), PAID when the order kept its payment and the refund was of another trade.
+   */
+  back: 'REFUNDED' | 'PAID';
+}
+
+/** What the failedRefundReview workflow did. */
+export interface FailedRefundReviewResult {
+  outcome: 'REFUNDED' | 'CLOSED_WITHOUT_REFUND' | 'NO_DECISION';
+  status: OrderStatus;
+  outRefundNo?: string;
+  detail: string;
+}
+
 /**
  * An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release
  * everything).

@@ -17,6 +17,12 @@ export interface TransitionInput {
   event: { type: string; message: string; data?: Record<string, unknown> };
   /** Payment that caused the change (PAID, NEEDS_REVIEW): recorded on the payment row. */
   payment?: PaymentEvidence;
+  /**
+   * The failed refund (our number) an operator's review decision settles (src/workflows/failed-refund-review.ts): that
+   * refund being the order's latest no longer refuses the change, as when the operator states the money was returned
+   * by other means. Any other failed refund still does.
+   */
+  settlesFailedRefund?: string;
 }
 
 /** Result of transitionOrder: `changed` false means the order was already in `to` or in a status not in `from`. */
@@ -102,7 +108,7 @@ async function refuseOnFailedRefund(trx: Knex.Transaction, input: TransitionInpu
     ])
     .forShare()
     .first('out_refund_no', 'status')) as { out_refund_no: string; status: string } | undefined;
-  if (latest?.status === 'FAILED')
+  if (latest?.status === 'FAILED' && latest.out_refund_no !== input.settlesFailedRefund)
     throw businessFailure(
       FailureType.REFUND_FAILED_AT_PROVIDER,
       `refund ${latest.out_refund_no} of order ${input.orderId} was reported failed by the provider; the order is not marked ${input.to}`,
