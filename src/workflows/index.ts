@@ -4,3 +4,4 @@ export { orderLifecycleV2, orderLifecycle } from './order';
 export { orderPayment } from './order-payment';
 export { latePayment } from './late-payment';
 export { reconciliation, scheduledReconciliation } from './reconciliation';
+export { failedRefundReview } from './failed-refund-review';
