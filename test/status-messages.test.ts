@@ -142,6 +142,17 @@ describe('describeStatus', () => {
     }
   });
 
+  test('a failed refund in review promises the money back, never a confirmation, and names the only decision', () => {
+    const m = describeStatus({ status: 'NEEDS_REVIEW', statusReason: 'REFUND_FAILED', now: NOW });
+    expect([m.code, m.phase]).toEqual(['REFUND_FAILED', 'CONFIRMING']);
+    for (const text of [m.user.en, m.next.en]) {
+      expect(text).toMatch(/refund/i);
+      expect(text).not.toMatch(/confirm/i);
+    }
+    expect(m.support.en).toMatch(/approve is refused/);
+    expect(m.support.en).toMatch(/refundAmount 0/);
+  });
+
   test('review, cooling-off and refunding stages get their own messages', () => {
     expect(
       describeStatus({ status: 'NEEDS_REVIEW', stage: 'AWAITING_REVIEW', statusReason: 'PAYMENT_MISMATCH', now: NOW })

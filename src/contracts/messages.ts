@@ -178,6 +178,7 @@ function situation(ctx: Ctx): Code {
     case 'NEEDS_REVIEW':
       if (stage === 'CONFIRMING') return 'REVIEW_APPROVED_CONFIRMING';
       if (stage === 'RELEASING') return 'RELEASING';
+      if (ctx.reason === 'REFUND_FAILED') return 'REFUND_FAILED';
       return ctx.reason === 'PAYMENT_MISMATCH' ? 'PAYMENT_MISMATCH' : 'NEEDS_REVIEW';
     case 'FAILED':
       return ctx.reason === FailureType.OUT_OF_STOCK ? 'FAILED_OUT_OF_STOCK' : 'FAILED';
@@ -200,6 +201,7 @@ function phaseOf(code: Code, ctx: Ctx): ProgressPhase {
     case 'REVIEW_APPROVED_CONFIRMING':
     case 'NEEDS_REVIEW':
     case 'PAYMENT_MISMATCH':
+    case 'REFUND_FAILED':
       return 'CONFIRMING';
     case 'UNKNOWN':
       return ctx.stage !== undefined && Object.prototype.hasOwnProperty.call(STAGE_PHASE, ctx.stage)
@@ -510,6 +512,23 @@ const TEXTS = {
     next: {
       en: 'Our team either confirms your order or refunds your payment in full, usually within one business day.',
       zh: '工作人员将确认订单或全额退款，通常在一个工作日内完成。',
+    },
+  }),
+
+  // A refund the provider accepted and later reported failed: the order was refunded, so it is never confirmed again;
+  // the only decision is how the money goes back (a new refund, or closing it when it went back another way).
+  REFUND_FAILED: (ctx: Ctx): Texts => ({
+    user: {
+      en: 'Your refund did not reach you: the payment provider reported it failed after accepting it. Our team is refunding you again; nothing is lost.',
+      zh: '您的退款未能到账：支付机构受理后报告退款失败。工作人员将重新为您退款，资金不会丢失。',
+    },
+    support: support(ctx, {
+      en: 'NEEDS_REVIEW (REFUND_FAILED): a refund the provider had accepted failed or was closed; the buyer has not been paid back. Only a refund decision settles it (POST /orders/:id/review, decision refund: a new refund under a new number; refundAmount 0 when the money went back by other means); approve is refused. See docs/runbook.md, REFUND_FAILED.',
+      zh: '待人工审核（REFUND_FAILED）：支付机构已受理的退款失败或被关闭，买家尚未收到退款。只能以退款决定处理（POST /orders/:id/review，decision 为 refund：以新退款单号重新退款；如款项已通过其他方式退回，refundAmount 为 0）；通过（approve）会被拒绝。见 docs/runbook.md 的 REFUND_FAILED 一节。',
+    }),
+    next: {
+      en: 'Our team refunds your payment again, usually within one business day; you will see the order as refunded once it is sent.',
+      zh: '工作人员将重新退款，通常在一个工作日内完成；退款发出后订单将显示为已退款。',
     },
   }),
 
