@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ApplicationFailure } from '@temporalio/common';
 import { refundPayment } from '../src/activities/payments';
-import { autoRefundNo, orderWorkflowId } from '../src/contracts/order';
+import { autoRefundNo, failedRefundRetryNo, orderWorkflowId } from '../src/contracts/order';
 import { chinaRfc3339 } from '../src/providers/http';
 import type { PaymentProvider } from '../src/providers/types';
 import { toWechatOutTradeNo } from '../src/providers/wechat';
@@ -37,6 +37,10 @@ let sys: TestSystem;
 const wxPaid = new Map<string, { total: number; transactionId: string }>();
 /** Refunds by out_refund_no, as WeChat answers them. */
 const wxRefunds = new Map<string, Record<string, unknown>>();
+/** How many refunds were asked for, by out_refund_no. */
+const wxRefundPosts = new Map<string, number>();
+/** WeChat out_trade_nos whose refunds this fake refuses (NOT_ENOUGH: the merchant's balance is short). */
+const wxRefuseRefunds = new Set<string>();
 
 function wxAnswer(status: number, json: unknown) {
   const body = JSON.stringify(json);
@@ -79,6 +83,9 @@ async function startFakeWechat(): Promise<FakeServer> {
     }
     if (req.method === 'POST' && url.pathname === '/v3/refund/domestic/refunds') {
       const body = JSON.parse(req.body.toString('utf8'));
+      wxRefundPosts.set(body.out_refund_no, (wxRefundPosts.get(body.out_refund_no) ?? 0) + 1);
+      if (wxRefuseRefunds.has(body.out_trade_no))
+        return wxAnswer(403, { code: 'NOT_ENOUGH', message: '基本账户余额不足，请充值后重新发起' });
       const paid = wxPaid.get(body.out_trade_no)!;
       const refund = {
         refund_id: `5030${randomBytes(8).toString('hex')}`,
@@ -314,6 +321,32 @@ async function seedRefundedOrder(
   return { orderId, tradeNo, outRefundNo, refundNo, amount };
 }
 
+/** An operator's review decision through the API. */
+function decide(orderId: string, decision: Record<string, unknown>) {
+  return sys.http('POST', `/orders/${orderId}/review`, decision, {
+    authorization: `Bearer ${sys.config.adminToken}`,
+  });
+}
+
+/** A seeded WeChat order whose refund WeChat then reports ABNORMAL: NEEDS_REVIEW (REFUND_FAILED). */
+async function seedFailedRefund(o: { orderStatus?: string } = {}) {
+  const seeded = await seedRefundedOrder('wechat', o);
+  wxPaid.set(toWechatOutTradeNo(seeded.orderId), { total: seeded.amount, transactionId: seeded.tradeNo });
+  const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
+    orderId: seeded.orderId,
+    outRefundNo: seeded.outRefundNo,
+    transactionId: seeded.tradeNo,
+    refundId: seeded.refundNo,
+    amount: seeded.amount,
+  });
+  expect((await deliver(abnormal)).status).toBe(204);
+  expect((await snapshot(seeded.orderId)).order).toMatchObject({
+    status: 'NEEDS_REVIEW',
+    status_reason: 'REFUND_FAILED',
+  });
+  return seeded;
+}
+
 // ---- The defect, end to end ----
 
 test('payflow_refunds_failed_total is exported at 0 for every configured provider before any refund fails', async () => {
@@ -390,20 +423,41 @@ test('a WeChat refund answered PROCESSING that then ends REFUND.ABNORMAL takes t
   );
   const view = (await sys.http('GET', `/orders/${orderId}`)).body;
   expect(view.status).toBe('NEEDS_REVIEW');
-  // No workflow waits for a decision on it (docs/runbook.md, REFUND_FAILED): the review API says so.
-  const review = await sys.http(
-    'POST',
-    `/orders/${orderId}/review`,
-    { decision: 'refund', operator: 'alice', reason: 'the refund failed at WeChat' },
-    { authorization: `Bearer ${sys.config.adminToken}` },
-  );
-  expect(review).toMatchObject({ status: 409, body: { error: 'ORDER_NOT_IN_REVIEW' } });
+  // The buyer is not promised a confirmation nobody can make: the money goes back.
+  expect(view.messages.code).toBe('REFUND_FAILED');
 
   // WeChat redelivers it (our answer was lost): acknowledged again, nothing changes, nothing is counted twice.
   const again = await deliver({ ...abnormal, headers: signedWechat(abnormal.body) });
   expect(again).toEqual({ status: 204, body: '' });
   expect(await snapshot(orderId)).toEqual(after);
   expect(await refundFailures('wechat')).toBe(failuresBefore + 1);
+
+  // An operator decides the review (docs/runbook.md, REFUND_FAILED): approving is refused, keeping the money is not a
+  // decision anyone makes here.
+  const approve = await decide(orderId, { decision: 'approve', operator: 'alice', reason: 'keep it' });
+  expect(approve).toMatchObject({ status: 409, body: { error: 'REVIEW_DECISION_REFUSED' } });
+  expect((await snapshot(orderId)).order.status).toBe('NEEDS_REVIEW');
+  // A refund decision refunds again under a new number, and the order is REFUNDED again.
+  const decision = { decision: 'refund', operator: 'alice', reason: 'the card was closed; refund to the new card' };
+  const refunded2 = await decide(orderId, decision);
+  expect(refunded2).toMatchObject({ status: 200, body: { orderId, status: 'REFUNDED' } });
+  const retryNo = failedRefundRetryNo(orderId, outRefundNo, 1999);
+  expect(retryNo).not.toBe(outRefundNo);
+  expect(wxRefundPosts.get(retryNo)).toBe(1);
+  expect(wxRefundPosts.get(outRefundNo)).toBe(1);
+  const settled = await snapshot(orderId);
+  expect(settled.order).toMatchObject({ status: 'REFUNDED', status_reason: 'REFUND_RETRIED' });
+  expect(settled.refunds).toEqual(
+    [
+      { out_refund_no: outRefundNo, status: 'FAILED' },
+      { out_refund_no: retryNo, status: 'SUCCEEDED' },
+    ].sort((a, b) => a.out_refund_no.localeCompare(b.out_refund_no)),
+  );
+  const settledEvents = settled.events.slice(after.events.length).map((e: { type: string }) => e.type);
+  expect(settledEvents).toEqual(['REFUNDED', 'REFUND_FAILED_SETTLED_BY_REVIEW']);
+  // The same decision again (the operator's retry) refunds nothing more.
+  expect(await decide(orderId, decision)).toMatchObject({ status: 409, body: { error: 'ORDER_NOT_IN_REVIEW' } });
+  expect(wxRefundPosts.get(retryNo)).toBe(1);
 }, 90_000);
 
 // ---- WeChat, one case each ----
@@ -614,4 +668,88 @@ test('a Stripe refund failure without our out_refund_no (a refund made in the Da
   });
   expect((await deliver(dashboard)).status).toBe(200);
   expect(await snapshot(seeded.orderId)).toEqual(before);
+});
+
+// ---- Deciding a REFUND_FAILED review ----
+
+test('refundAmount 0 closes a REFUND_FAILED review REFUNDED without a new refund', async () => {
+  const seeded = await seedFailedRefund();
+  const before = await snapshot(seeded.orderId);
+  const answer = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'bob',
+    reason: 'paid back by bank transfer, ticket 4711',
+    refundAmount: 0,
+  });
+  expect(answer).toMatchObject({ status: 200, body: { orderId: seeded.orderId, status: 'REFUNDED' } });
+  const after = await snapshot(seeded.orderId);
+  expect(after.order).toMatchObject({ status: 'REFUNDED', status_reason: 'REFUND_FAILED_SETTLED' });
+  expect(after.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
+  const added = after.events.slice(before.events.length);
+  expect(added.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED_SETTLED_BY_REVIEW']);
+  expect(added[0].message).toMatch(/without a new refund.*bank transfer/);
+  expect([...wxRefundPosts.keys()].some((no) => no.includes(seeded.orderId))).toBe(false);
+});
+
+test('a refund decision the provider refuses is answered REVIEW_DECISION_FAILED; the order waits for another', async () => {
+  const seeded = await seedFailedRefund();
+  const wxNo = toWechatOutTradeNo(seeded.orderId);
+  wxRefuseRefunds.add(wxNo);
+  const decision = { decision: 'refund', operator: 'carol', reason: 'refund again to the same card' };
+  const refused = await decide(seeded.orderId, decision);
+  expect(refused).toMatchObject({
+    status: 409,
+    body: { error: 'REVIEW_DECISION_FAILED', message: expect.stringMatching(/余额不足/) },
+  });
+  const retryNo = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount);
+  expect(wxRefundPosts.get(retryNo)).toBe(1);
+  const waiting = await snapshot(seeded.orderId);
+  expect(waiting.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'REFUND_FAILED' });
+  expect(waiting.events.map((e: { type: string }) => e.type)).toContain('REVIEW_DECISION_FAILED');
+
+  // The balance is topped up: the same decision again is carried out, under the same new number.
+  wxRefuseRefunds.delete(wxNo);
+  const done = await decide(seeded.orderId, decision);
+  expect(done).toMatchObject({ status: 200, body: { status: 'REFUNDED' } });
+  expect(wxRefundPosts.get(retryNo)).toBe(2);
+  expect(wxRefunds.get(retryNo)).toMatchObject({ amount: expect.objectContaining({ refund: seeded.amount }) });
+  const after = await snapshot(seeded.orderId);
+  expect(after.order.status).toBe('REFUNDED');
+  expect(after.refunds).toContainEqual({ out_refund_no: retryNo, status: 'SUCCEEDED' });
+  expect(after.refunds).toContainEqual({ out_refund_no: seeded.outRefundNo, status: 'FAILED' });
+});
+
+test('a failed refund of another trade of a PAID order is refunded again (a named amount) and the order is PAID again', async () => {
+  const seeded = await seedRefundedOrder('wechat');
+  // The order is PAID by its own trade; the failed refund was of a second trade of the same order.
+  const ownTrade = `4200${randomBytes(10).toString('hex')}`;
+  await sys.db('orders').where({ order_id: seeded.orderId }).update({ status: 'PAID', paid_trade_no: ownTrade });
+  await sys.db('payments').where({ out_trade_no: seeded.orderId }).update({ status: 'PAID', trade_no: ownTrade });
+  wxPaid.set(toWechatOutTradeNo(seeded.orderId), { total: seeded.amount, transactionId: ownTrade });
+  const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
+    orderId: seeded.orderId,
+    outRefundNo: seeded.outRefundNo,
+    transactionId: seeded.tradeNo,
+    refundId: seeded.refundNo,
+    amount: seeded.amount,
+  });
+  expect((await deliver(abnormal)).status).toBe(204);
+  expect((await snapshot(seeded.orderId)).order).toMatchObject({
+    status: 'NEEDS_REVIEW',
+    status_reason: 'REFUND_FAILED',
+  });
+  const answer = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'dave',
+    reason: 'part of it was refunded in the console already',
+    refundAmount: 1500,
+  });
+  expect(answer).toMatchObject({ status: 200, body: { status: 'PAID' } });
+  const retryNo = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, 1500);
+  expect(wxRefundPosts.get(retryNo)).toBe(1);
+  const after = await snapshot(seeded.orderId);
+  expect(after.order).toMatchObject({ status: 'PAID', status_reason: 'LATE_TRADE_REFUNDED' });
+  // The order's own payment is untouched: the refund was of the other trade.
+  expect(after.payment).toEqual({ status: 'PAID', trade_no: ownTrade });
+  expect(after.refunds).toContainEqual({ out_refund_no: retryNo, status: 'SUCCEEDED' });
 });

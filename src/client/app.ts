@@ -98,7 +98,13 @@ export function buildApi(deps: ApiDeps): Api {
   registerWaitPage(app, orders);
   registerOrderActionRoutes(
     app,
-    new OrderActions({ db, client, providers, updateTimeoutMs: config.temporalUpdateTimeoutMs }),
+    new OrderActions({
+      db,
+      client,
+      providers,
+      updateTimeoutMs: config.temporalUpdateTimeoutMs,
+      taskQueue: config.taskQueue,
+    }),
     config.adminToken,
   );
   registerCallbackRoutes(app, { db, providers, inbox, metrics });

@@ -4,25 +4,35 @@
  * it runs; support also works on a finished order, straight against MySQL and the provider.
  */
 import { randomUUID } from 'node:crypto';
-import { type Client, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import {
+  type Client,
+  WithStartWorkflowOperation,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+} from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import { FailureType } from '../contracts/failures';
 import {
   type EscalationResult,
+  type FailedRefundReviewInput,
   type OrderStatus,
   type ReviewDecision,
+  type ReviewOutcome,
   REVIEW_DECISION_REFUSED,
   coolingOffRefundUpdate,
   escalateUpdate,
+  failedRefundReviewWorkflowId,
   latePaymentWorkflowId,
   orderWorkflowId,
   reviewDecisionUpdate,
 } from '../contracts/order';
 import { jsonColumn } from '../db/json';
+import { REFUND_FAILED_REASON } from '../db/refund-outcomes';
 import { createSupportTicket } from '../db/support-tickets';
 import type { ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
+import type { failedRefundReview } from '../workflows/failed-refund-review';
 import { ApiError, apiFailure } from './errors';
 
 /** How long an action waits for the workflow to catch up with a status MySQL already shows. */
@@ -40,7 +50,14 @@ function refusal(err: unknown): string | undefined {
 /** Review, cooling-off refund and support on existing orders. */
 export class OrderActions {
   constructor(
-    private readonly deps: { db: Knex; client: Client; providers: ProviderRegistry; updateTimeoutMs: number },
+    private readonly deps: {
+      db: Knex;
+      client: Client;
+      providers: ProviderRegistry;
+      updateTimeoutMs: number;
+      /** Where the failedRefundReview workflow a REFUND_FAILED review decision starts runs. */
+      taskQueue: string;
+    },
   ) {}
 
   private async status(
@@ -76,6 +93,68 @@ export class OrderActions {
     return this.deps.client.workflow.getHandle(latePaymentWorkflowId(provider, orderId, tradeNo));
   }
 
+  /**
+   * The refund a provider reported failed that sent the order to review (reason REFUND_FAILED), and where the order goes
+   * back to, read from the ORDER_NEEDS_REVIEW entry recordRefundOutcome wrote (its `from` and `outRefundNo`) and the
+   * refund's row. REFUNDED when the failed refund was the order's own (or a late trade of a closed order); PAID when
+   * the order was PAID and kept its own trade, the refund being of another.
+   */
+  private async failedRefund(orderId: string, provider: string): Promise<FailedRefundReviewInput> {
+    const entries = (await this.deps
+      .db('order_events')
+      .where({ order_id: orderId, type: 'ORDER_NEEDS_REVIEW' })
+      .orderBy('id', 'desc')
+      .select('data')) as { data: unknown }[];
+    const entry = entries
+      .map((e) => jsonColumn<{ from?: OrderStatus; reason?: string; outRefundNo?: string }>(e.data))
+      .find((d) => d?.reason === REFUND_FAILED_REASON && d.outRefundNo);
+    const refund = entry?.outRefundNo
+      ? ((await this.deps
+          .db('refunds')
+          .where({ out_refund_no: entry.outRefundNo, order_id: orderId })
+          .first('provider', 'trade_no', 'amount', 'currency', 'status')) as
+          | { provider: string; trade_no: string | null; amount: number | string; currency: string; status: string }
+          | undefined)
+      : undefined;
+    if (!entry?.outRefundNo || !refund || refund.status !== 'FAILED' || !refund.trade_no)
+      throw new ApiError(
+        409,
+        'ORDER_NOT_IN_REVIEW',
+        `order ${orderId} is in review for a failed refund, but its failed refund is not on record; see docs/runbook.md`,
+        { status: 'NEEDS_REVIEW' },
+      );
+    const order = (await this.deps.db('orders').where({ order_id: orderId }).first('paid_trade_no')) as
+      { paid_trade_no: string | null } | undefined;
+    const keptOwnTrade = entry.from === 'PAID' && !!order?.paid_trade_no && order.paid_trade_no !== refund.trade_no;
+    return {
+      orderId,
+      provider: (refund.provider || provider) as FailedRefundReviewInput['provider'],
+      failedOutRefundNo: entry.outRefundNo,
+      tradeNo: refund.trade_no,
+      amount: Number(refund.amount),
+      currency: refund.currency,
+      back: keptOwnTrade ? 'PAID' : 'REFUNDED',
+    };
+  }
+
+  /**
+   * A decision on a failed refund: sent to that refund's failedRefundReview workflow, started by this very decision
+   * when none runs (update-with-start; a retry of the decision reaches the same execution).
+   */
+  private async decideFailedRefund(input: FailedRefundReviewInput, decision: ReviewDecision): Promise<ReviewOutcome> {
+    const start = new WithStartWorkflowOperation<typeof failedRefundReview>('failedRefundReview', {
+      workflowId: failedRefundReviewWorkflowId(input.failedOutRefundNo),
+      taskQueue: this.deps.taskQueue,
+      args: [input],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      staticSummary: `Review of failed refund ${input.failedOutRefundNo} of order ${input.orderId}`.slice(0, 200),
+    });
+    return this.deps.client.workflow.executeUpdateWithStart(reviewDecisionUpdate, {
+      args: [decision],
+      startWorkflowOperation: start,
+    });
+  }
+
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
   async review(orderId: string, decision: ReviewDecision): Promise<{ orderId: string; status: OrderStatus }> {
     const current = await this.status(orderId);
@@ -84,13 +163,25 @@ export class OrderActions {
       throw new ApiError(409, 'ORDER_NOT_IN_REVIEW', `order is ${current.status}, not waiting for review`, {
         status: current.status,
       });
+    let send: () => Promise<ReviewOutcome>;
+    if (current.statusReason === REFUND_FAILED_REASON) {
+      const failed = await this.failedRefund(orderId, current.provider);
+      if (decision.decision === 'approve')
+        throw new ApiError(
+          409,
+          REVIEW_DECISION_REFUSED,
+          `refund ${failed.failedOutRefundNo} failed at ${failed.provider} after the buyer was told the money went back: only a refund decision settles it (refundAmount 0 when it was returned by other means)`,
+          { decision: decision.decision },
+        );
+      send = () => this.decideFailedRefund(failed, decision);
+    } else {
+      const handle = await this.reviewHandle(orderId, current.statusReason, current.provider);
+      send = () => handle.executeUpdate(reviewDecisionUpdate, { args: [decision] });
+    }
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
-    const handle = await this.reviewHandle(orderId, current.statusReason, current.provider);
     for (let attempt = 0; ; attempt++) {
       try {
-        const { status, failure } = await this.update(() =>
-          handle.executeUpdate(reviewDecisionUpdate, { args: [decision] }),
-        );
+        const { status, failure } = await this.update(send);
         if (failure) {
           // Nothing was decided: the order is still in review, waiting for another decision.
           throw new ApiError(

@@ -16,6 +16,7 @@ const REDACTED: Record<string, string> = {
   REVIEW_DECISION_FAILED: 'A review decision could not be carried out; the order waits for another decision',
   REVIEW_REMINDER: 'Still waiting for a review decision',
   LATE_PAYMENT_REFUNDED_BY_REVIEW: 'A payment that arrived late was refunded after a review',
+  REFUND_FAILED_SETTLED_BY_REVIEW: 'A refund that had failed at the provider was settled after a review',
   LATE_PAYMENT_REFUND_FAILED:
     'A payment arrived after the order was closed and could not be refunded automatically; it is kept for a manual review',
 };
