@@ -753,3 +753,17 @@ test('a failed refund of another trade of a PAID order is refunded again (a name
   expect(after.payment).toEqual({ status: 'PAID', trade_no: ownTrade });
   expect(after.refunds).toContainEqual({ out_refund_no: retryNo, status: 'SUCCEEDED' });
 });
+
+test('the same refund decision sent twice at once refunds once and both are answered REFUNDED', async () => {
+  const seeded = await seedFailedRefund();
+  const decision = { decision: 'refund', operator: 'erin', reason: 'refund again, the card is open now' };
+  const [a, b] = await Promise.all([decide(seeded.orderId, decision), decide(seeded.orderId, decision)]);
+  expect([a.status, b.status]).toEqual([200, 200]);
+  expect([a.body.status, b.body.status]).toEqual(['REFUNDED', 'REFUNDED']);
+  const retryNo = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount);
+  expect(wxRefundPosts.get(retryNo)).toBe(1);
+  const settled = (await snapshot(seeded.orderId)).events.filter(
+    (e: { type: string }) => e.type === 'REFUND_FAILED_SETTLED_BY_REVIEW',
+  );
+  expect(settled).toHaveLength(1);
+});
