@@ -350,6 +350,20 @@ describe('handOff (an order without a cooling-off window)', () => {
 });
 
 describe('a refund the provider reported failed', () => {
+  /** A refund of trade T1 (1,000 CNY) of the order, as refundPayment and the refund notices leave it. */
+  const refundRow = (orderId: string, outRefundNo: string, status: string, createdAt = new Date()) =>
+    db('refunds').insert({
+      out_refund_no: outRefundNo,
+      order_id: orderId,
+      out_trade_no: orderId,
+      provider: 'wechat',
+      trade_no: 'T1',
+      amount: 1000,
+      currency: 'CNY',
+      reason: 'review refund',
+      status,
+      created_at: createdAt,
+    });
   /** An order in review whose refund (made by a review decision) the provider has just reported failed. */
   async function reviewWithFailedRefund(): Promise<string> {
     const orderId = uid('rfail');
@@ -361,18 +375,7 @@ describe('a refund the provider reported failed', () => {
       currency: 'CNY',
       provider: 'wechat',
     });
-    await db('refunds').insert({
-      out_refund_no: `rf-${orderId}-T1`,
-      order_id: orderId,
-      out_trade_no: orderId,
-      provider: 'wechat',
-      trade_no: 'T1',
-      amount: 1000,
-      currency: 'CNY',
-      reason: 'review refund',
-      status: 'FAILED',
-      created_at: new Date(Date.now() - 60_000),
-    });
+    await refundRow(orderId, `rf-${orderId}-T1`, 'FAILED', new Date(Date.now() - 60_000));
     return orderId;
   }
   const toRefunded = (orderId: string) => ({
@@ -402,17 +405,7 @@ describe('a refund the provider reported failed', () => {
 
   test('a later refund that succeeded (the operator named the amount, under its own number) lets the order be REFUNDED', async () => {
     const orderId = await reviewWithFailedRefund();
-    await db('refunds').insert({
-      out_refund_no: `rv1000-${orderId}-T1`,
-      order_id: orderId,
-      out_trade_no: orderId,
-      provider: 'wechat',
-      trade_no: 'T1',
-      amount: 1000,
-      currency: 'CNY',
-      reason: 'review refund',
-      status: 'SUCCEEDED',
-    });
+    await refundRow(orderId, `rv1000-${orderId}-T1`, 'SUCCEEDED');
     expect(await activities.transitionOrder(toRefunded(orderId))).toMatchObject({ changed: true, status: 'REFUNDED' });
   });
 });

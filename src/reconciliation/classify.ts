@@ -58,6 +58,19 @@ export function billKey(row: BillRow): string {
   return row.refundFailureLine ? `RF:${refund}` : `R:${refund}`;
 }
 
+/** What a reconciliation item's evidence shows of the local payment and its order. */
+function paymentView(local: LocalPayment) {
+  return {
+    paymentStatus: local.status,
+    orderStatus: local.order_status,
+    tradeNo: local.trade_no,
+    paidTradeNo: local.paid_trade_no,
+    amount: num(local.amount),
+    paidAmount: local.paid_amount === null ? null : num(local.paid_amount),
+    currency: local.paid_currency ?? local.currency,
+  };
+}
+
 /** Classifies one payment line of a provider's bill against the local payment of the same out-trade-no (pure). */
 export function classifyBillPayment(row: BillRow, local: LocalPayment | undefined, billProvider: string): NewItem {
   const bill = { tradeNo: row.tradeNo, amount: row.amount, currency: row.currency, at: row.at };
@@ -85,15 +98,7 @@ export function classifyBillPayment(row: BillRow, local: LocalPayment | undefine
       repair_status: 'NONE',
     };
   }
-  const localView = {
-    paymentStatus: local.status,
-    orderStatus: local.order_status,
-    tradeNo: local.trade_no,
-    paidTradeNo: local.paid_trade_no,
-    amount: num(local.amount),
-    paidAmount: local.paid_amount === null ? null : num(local.paid_amount),
-    currency: local.paid_currency ?? local.currency,
-  };
+  const localView = paymentView(local);
   const paidLocally =
     (local.status === 'PAID' || local.status === 'REFUNDED') &&
     (local.trade_no === row.tradeNo || local.paid_trade_no === row.tradeNo);
@@ -217,18 +222,7 @@ export function classifyDispute(row: BillRow, local: LocalPayment | undefined, b
     at: row.at,
     ...(row.providerStatus ? { providerStatus: row.providerStatus } : {}),
   };
-  const localView = local
-    ? {
-        provider: local.provider ?? billProvider,
-        paymentStatus: local.status,
-        orderStatus: local.order_status,
-        tradeNo: local.trade_no,
-        paidTradeNo: local.paid_trade_no,
-        amount: num(local.amount),
-        paidAmount: local.paid_amount === null ? null : num(local.paid_amount),
-        currency: local.paid_currency ?? local.currency,
-      }
-    : null;
+  const localView = local ? { provider: local.provider ?? billProvider, ...paymentView(local) } : null;
   const reinstated = row.disputeFunds === 'REINSTATED';
   return {
     class: reinstated ? 'MATCHED' : 'DISPUTED',
