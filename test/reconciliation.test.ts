@@ -250,6 +250,9 @@ describe('lost callbacks', () => {
   }, 420_000);
 });
 
+/** The bill day of the ghost payment the differences test records, which the CLI test reconciles again. */
+let differencesDay: string | undefined;
+
 describe('differences that need a person', () => {
   test('a tampered local amount, a refund recorded twice and a payment the provider never saw are reported in their classes and left alone', async () => {
     const sku = await createProduct(sys, { price: 2000, stock: 5 });
@@ -279,6 +282,7 @@ describe('differences that need a person', () => {
     await sys.db('refunds').insert({ ...original, out_refund_no: `${refundNo}-again`, refund_no: null });
     // A payment we recorded as paid that the provider does not know.
     const ghost = `ord_ghost${randomBytes(6).toString('hex')}`;
+    const ghostPaidAt = new Date();
     await sys.db('payments').insert({
       out_trade_no: ghost,
       order_id: ghost,
@@ -290,11 +294,12 @@ describe('differences that need a person', () => {
       currency: 'CNY',
       paid_amount: 700,
       paid_currency: 'CNY',
-      paid_at: new Date(),
+      paid_at: ghostPaidAt,
       expires_at: new Date(Date.now() + 3_600_000),
     });
 
-    const days = daysOf([tampered, refunded, { paidAt: new Date().toISOString() }]);
+    const days = daysOf([tampered, refunded, { paidAt: ghostPaidAt.toISOString() }]);
+    differencesDay = billDateOf(ghostPaidAt.getTime());
     const reports = await Promise.all(days.map((d) => reconcile(d, true)));
     const items = reports.flatMap((r) => r.items);
     const totals = sumTotals(reports);
@@ -544,8 +549,9 @@ describe('ops API and schedule', () => {
   }, 150_000);
 
   test('npm run reconcile shows the progress, prints the report and exits 2 when differences need a person', async () => {
-    // Today's orders, reconciled as the next morning would (the system's clock is a day ahead: see clockOffsetMs).
-    const day = billDateOf(Date.now());
+    // The day of the differences above (not "now": the suite may run across midnight in the bill time zone), reconciled
+    // as the next morning would (the system's clock is a day ahead: see clockOffsetMs).
+    const day = differencesDay ?? billDateOf(Date.now());
     const { code, stdout, stderr } = await runReconcileCli(day, true);
     expect(stderr).toBe('');
     expect(stdout).toMatch(new RegExp(`reconcile-sandbox-${day}-r\\d+: new run of the sandbox bill of ${day}`));
