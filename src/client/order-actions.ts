@@ -22,6 +22,7 @@ import {
   REVIEW_DECISION_REFUSED,
   coolingOffRefundUpdate,
   escalateUpdate,
+  failedRefundApproveRefusal,
   failedRefundReviewWorkflowId,
   latePaymentWorkflowId,
   orderWorkflowId,
@@ -170,7 +171,7 @@ export class OrderActions {
         throw new ApiError(
           409,
           REVIEW_DECISION_REFUSED,
-          `refund ${failed.failedOutRefundNo} failed at ${failed.provider} after the buyer was told the money went back: only a refund decision settles it (refundAmount 0 when it was returned by other means)`,
+          failedRefundApproveRefusal(failed.failedOutRefundNo, failed.provider),
           { decision: decision.decision },
         );
       send = () => this.decideFailedRefund(failed, decision);

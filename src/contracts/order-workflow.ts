@@ -57,6 +57,11 @@ export function reviewRefundNo(orderId: string, tradeNo: string, amount: number)
   return `rv${amount}-${orderId}-${tradeNo}`.slice(0, 64);
 }
 
+/** Why approving the review of a refund the provider reported failed is refused (by the API and by the workflow). */
+export function failedRefundApproveRefusal(failedOutRefundNo: string, provider: string): string {
+  return `refund ${failedOutRefundNo} failed at ${provider} after the buyer was told the money went back: only a refund decision settles it (refundAmount 0 when it was returned by other means)`;
+}
+
 /** Workflow id of the review of a refund the provider accepted and later reported failed: one per failed refund. */
 export function failedRefundReviewWorkflowId(failedOutRefundNo: string): string {
   return `failed-refund-review-${failedOutRefundNo}`;

@@ -84,13 +84,12 @@ export function fromStripeAmount(amount: number, currency: string): number | und
   return amount % unit === 0 ? amount / unit : undefined;
 }
 
-/** A Stripe Refund's status as a refund outcome: succeeded, pending/requires_action (PROCESSING), failed/canceled. */
+/**
+ * A Stripe Refund's status as a bill states a refund's outcome: as a webhook reports it, and FAILED for any status
+ * Stripe has not documented (a bill line is never taken as done unless it says so).
+ */
 function stripeRefundStatus(status: string): 'SUCCEEDED' | 'PROCESSING' | 'FAILED' {
-  return status === 'succeeded'
-    ? 'SUCCEEDED'
-    : status === 'pending' || status === 'requires_action'
-      ? 'PROCESSING'
-      : 'FAILED';
+  return stripeRefundNoticeOutcome(status) ?? 'FAILED';
 }
 
 /**

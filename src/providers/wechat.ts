@@ -487,14 +487,7 @@ function wechatRefundNoticeOutcome(
   eventType: string,
   refundStatus: string,
 ): 'SUCCEEDED' | 'PROCESSING' | 'FAILED' | undefined {
-  const byStatus =
-    refundStatus === 'SUCCESS'
-      ? 'SUCCEEDED'
-      : refundStatus === 'PROCESSING'
-        ? 'PROCESSING'
-        : refundStatus === 'CLOSED' || refundStatus === 'ABNORMAL'
-          ? 'FAILED'
-          : undefined;
+  const byStatus = wechatRefundOutcome(refundStatus);
   const byEvent =
     eventType === 'REFUND.SUCCESS'
       ? 'SUCCEEDED'
@@ -505,9 +498,16 @@ function wechatRefundNoticeOutcome(
   return byStatus ?? byEvent;
 }
 
+/** A refund status WeChat documents (SUCCESS, PROCESSING, CLOSED, ABNORMAL) as an outcome; undefined for any other. */
+function wechatRefundOutcome(status: string): 'SUCCEEDED' | 'PROCESSING' | 'FAILED' | undefined {
+  if (status === 'SUCCESS') return 'SUCCEEDED';
+  if (status === 'PROCESSING') return 'PROCESSING';
+  return status === 'CLOSED' || status === 'ABNORMAL' ? 'FAILED' : undefined;
+}
+
 /** WeChat's 退款状态 as a refund outcome: SUCCESS, PROCESSING, or FAILED for anything else (REFUNDCLOSE, CHANGE). */
 function wechatRefundStatus(status: string): 'SUCCEEDED' | 'PROCESSING' | 'FAILED' {
-  return status === 'SUCCESS' ? 'SUCCEEDED' : status === 'PROCESSING' ? 'PROCESSING' : 'FAILED';
+  return wechatRefundOutcome(status) ?? 'FAILED';
 }
 
 /**

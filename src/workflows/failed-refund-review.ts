@@ -29,6 +29,7 @@ import {
   type ReviewDecision,
   type ReviewOutcome,
   REVIEW_DECISION_REFUSED,
+  failedRefundApproveRefusal,
   failedRefundRetryNo,
   reviewDecisionProblem,
   reviewDecisionUpdate,
@@ -67,7 +68,7 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
           throw ApplicationFailure.create({
             type: REVIEW_DECISION_REFUSED,
             nonRetryable: true,
-            message: `refund ${failedNo} failed at ${input.provider} after the buyer was told the money went back: only a refund decision settles it (refundAmount 0 when it was returned by other means)`,
+            message: failedRefundApproveRefusal(failedNo, input.provider),
           });
         if (status !== 'NEEDS_REVIEW')
           throw new Error(`the failed refund ${failedNo} of order ${orderId} has been settled; the order is ${status}`);
