@@ -10,6 +10,7 @@ import * as idempotencyFingerprints from './20261201_0001_idempotency_fingerprin
 import * as reconciliationDisputes from './20261202_0001_reconciliation_disputes';
 import * as refundFailedStatus from './20261202_0002_refund_failed_status';
 import * as reconciliationResolutions from './20261203_0001_reconciliation_resolutions';
+import * as paymentUrlText from './20261204_0001_payment_url_text';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -24,6 +25,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261202_0001_reconciliation_disputes': reconciliationDisputes,
   '20261202_0002_refund_failed_status': refundFailedStatus,
   '20261203_0001_reconciliation_resolutions': reconciliationResolutions,
+  '20261204_0001_payment_url_text': paymentUrlText,
 };
 
 /** knex migration source over the statically imported migrations. */
