@@ -149,6 +149,23 @@ describe('Stripe webhooks', () => {
     expect(verify(payload, header(payload, { timestamp: signedAt }), new Date((signedAt + 299) * 1000)).ok).toBe(true);
   });
 
+  test("without STRIPE_ACCOUNT_ID, a connected account's signed event naming our order is still refused as WRONG_MERCHANT", () => {
+    // A Connect endpoint delivers connected accounts' events too: their metadata is theirs to write, our
+    // out_trade_no and amount included. Before the fix the account was compared only when ours was configured.
+    const platform = createStripeProvider(config());
+    const payload = succeededEvent({}, { account: 'acct_someoneElse1' });
+    expect(
+      platform.verifyNotification(Buffer.from(payload), { 'stripe-signature': header(payload) }, new Date()),
+    ).toMatchObject({
+      ok: false,
+      rejection: { code: 'WRONG_MERCHANT' },
+    });
+    const own = succeededEvent({});
+    expect(platform.verifyNotification(Buffer.from(own), { 'stripe-signature': header(own) }, new Date()).ok).toBe(
+      true,
+    );
+  });
+
   test('a missing or garbled Stripe-Signature header is refused', () => {
     const payload = succeededEvent({});
     expect(verify(payload, undefined)).toMatchObject({ ok: false, rejection: { code: 'MISSING_SIGNATURE' } });

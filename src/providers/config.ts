@@ -40,7 +40,10 @@ export interface StripeConfig {
   webhookSecret: Secret;
   /** Test mode keys (sk_test_/rk_test_) accept only test-mode events, live keys only live events. */
   livemode: boolean;
-  /** Our account id (acct_...); events for another (connected) account are refused. Also our merchant id. */
+  /**
+   * Our account id (acct_...), also our merchant id. Events of another (connected) account are refused whether or not
+   * it is set: unset, any event that names an account is refused.
+   */
   accountId?: string;
   /** API base URL override, e.g. a local stripe-mock; unset = api.stripe.com. */
   apiBase?: string;

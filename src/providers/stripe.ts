@@ -341,7 +341,10 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
           'WRONG_MERCHANT',
           `a ${event.livemode ? 'live' : 'test'}-mode event for a ${options.livemode ? 'live' : 'test'}-mode account`,
         );
-      if (event.account && options.accountId && event.account !== options.accountId)
+      // Our own account's events carry no `account`; a Connect endpoint also delivers connected accounts' events, which
+      // carry theirs. Without STRIPE_ACCOUNT_ID every such event is another account's: its metadata (out_trade_no,
+      // amount) is whatever that account wrote, and accepting it would mark our order PAID for money held elsewhere.
+      if (event.account && event.account !== options.accountId)
         return refuse('WRONG_MERCHANT', `event is for account ${event.account}, not ours`);
       const object = (event.data?.object ?? {}) as unknown as Record<string, unknown>;
       const metadata = (object.metadata ?? {}) as Record<string, unknown>;
