@@ -24,6 +24,25 @@ export type OrderStatus = z.infer<typeof OrderStatus>;
 /** SKUs: letters, digits and `._-`, up to 64. */
 export const Sku = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'sku must be 1-64 of [A-Za-z0-9._-]');
 
+/**
+ * User ids: 1-64 characters of well-formed Unicode, without control characters or a space at either end. MySQL
+ * compares ids ignoring trailing spaces (PAD SPACE) and stores a lone surrogate as U+FFFD, while an order id is hashed
+ * from the exact string: "u1" and "u1 " would be two keys to the hash and one to the database (a 5xx for bad input);
+ * a newline would write lines of its own into the workflow's details in the Web UI.
+ */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+export const UserId = z
+  .string()
+  .min(1)
+  .max(64)
+  .refine((s) => !LONE_SURROGATE.test(s), 'userId must be well-formed Unicode (no lone surrogates)')
+  // eslint-disable-next-line no-control-regex
+  .refine((s) => !/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(s), 'userId must not contain control characters')
+  .refine((s) => s.trim() === s, 'userId must not start or end with whitespace');
+
+/** Most units of one SKU an order can hold (its lines of that SKU summed). */
+export const MAX_QUANTITY_PER_SKU = 10_000;
+
 /** Coupon codes: letters, digits and `._-`, up to 64. */
 export const CouponCode = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'couponCode must be 1-64 of [A-Za-z0-9._-]');
 
@@ -32,11 +51,25 @@ export const CouponCode = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'couponCode
 /** `POST /orders` body. */
 export const CreateOrderRequest = z
   .object({
-    userId: z.string().min(1).max(64),
+    userId: UserId,
     items: z
-      .array(z.object({ sku: Sku, quantity: z.number().int().min(1).max(10_000) }).strict())
+      .array(z.object({ sku: Sku, quantity: z.number().int().min(1).max(MAX_QUANTITY_PER_SKU) }).strict())
       .min(1)
-      .max(100),
+      .max(100)
+      // Lines of one SKU are merged into one reservation: the cap holds for their sum, not only for each line.
+      .superRefine((items, ctx) => {
+        const total = new Map<string, number>();
+        items.forEach((item, i) => {
+          const sum = (total.get(item.sku) ?? 0) + item.quantity;
+          total.set(item.sku, sum);
+          if (sum > MAX_QUANTITY_PER_SKU && sum - item.quantity <= MAX_QUANTITY_PER_SKU)
+            ctx.addIssue({
+              code: z.ZodIssueCode.custom,
+              path: [i, 'quantity'],
+              message: `the lines of ${item.sku} add up to more than ${MAX_QUANTITY_PER_SKU} units`,
+            });
+        });
+      }),
     provider: ProviderName.default('sandbox'),
     /** A coupon of this user; its discount comes off the catalog total. */
     couponCode: CouponCode.optional(),
@@ -48,7 +81,7 @@ export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
 
 /** `PUT /admin/coupons/:code` body: creates (or, while unused, replaces) a user's coupon. */
 export const PutCouponRequest = z
-  .object({ userId: z.string().min(1).max(64), discount: MinorUnits, currency: Currency.default('CNY') })
+  .object({ userId: UserId, discount: MinorUnits, currency: Currency.default('CNY') })
   .strict();
 
 /** `PUT /admin/points/:userId` body: sets the user's available points (frozen and spent points stay accounted for). */

@@ -2,8 +2,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Knex } from 'knex';
-import { z } from 'zod';
-import { CouponCode, PutCouponRequest, PutPointsRequest, PutProductRequest, Sku } from '../../contracts/order';
+import { CouponCode, PutCouponRequest, PutPointsRequest, PutProductRequest, Sku, UserId } from '../../contracts/order';
 import { retryDeadlocks } from '../../db/knex';
 import { bucketShare } from '../../db/stock';
 import { ApiError, parseOr400 } from '../errors';
@@ -110,8 +109,6 @@ async function replaceStock(
     .update({ available: share(0), buckets, total_in: stock + held, updated_at: trx.fn.now(3) });
 }
 
-const PointsUserId = z.string().min(1).max(64);
-
 async function readCoupon(db: Knex, code: string) {
   const row = await db('coupons')
     .where({ code })
@@ -205,7 +202,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
 
   app.put<{ Params: { userId: string } }>('/admin/points/:userId', async (request) => {
     requireAdmin(request, deps.adminToken);
-    const userId = parseOr400(PointsUserId, request.params.userId);
+    const userId = parseOr400(UserId, request.params.userId);
     const body = parseOr400(PutPointsRequest, request.body);
     // Sets the available balance; frozen and spent points stay accounted for in total_in.
     await deps.db.raw(
@@ -217,7 +214,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
 
   app.get<{ Params: { userId: string } }>('/admin/points/:userId', async (request) => {
     requireAdmin(request, deps.adminToken);
-    return readPoints(deps.db, parseOr400(PointsUserId, request.params.userId));
+    return readPoints(deps.db, parseOr400(UserId, request.params.userId));
   });
 
   app.get<{ Params: { sku: string } }>('/admin/products/:sku', async (request) => {
