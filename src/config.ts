@@ -23,6 +23,19 @@ const duration = (fallback: string) =>
         return z.NEVER;
       }
     });
+/** A comma-separated list of durations (ms); `none` is the empty list. */
+const durations = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      try {
+        return text.trim() === 'none' ? [] : text.split(',').map((part) => parseDuration(part));
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    });
 const url = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' });
 
 /** The development defaults of the two shared secrets: published in the README, so never accepted in production. */
@@ -100,17 +113,12 @@ const EnvSchema = z.object({
   /** Extra time the provider keeps the payment open after our deadline, so that our close call decides. */
   PROVIDER_EXPIRY_MARGIN: duration('1m'),
   /** Sandbox redelivery schedule for unacknowledged notifications (a compressed WeChat schedule). */
-  SANDBOX_NOTIFY_SCHEDULE: z
-    .string()
-    .default('0s,2s,4s,8s,15s,30s,1m,2m,5m,10m,30m,1h')
-    .transform((text, ctx) => {
-      try {
-        return text.split(',').map((part) => parseDuration(part));
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: (err as Error).message });
-        return z.NEVER;
-      }
-    }),
+  SANDBOX_NOTIFY_SCHEDULE: durations('0s,2s,4s,8s,15s,30s,1m,2m,5m,10m,30m,1h'),
+  /**
+   * A late payment's waits before querying again a trade the provider's query does not show yet (its query lagging the
+   * notification it signed); empty (`none`) asks once.
+   */
+  LATE_PAYMENT_RECHECKS: durations('30s,2m,5m,10m'),
   /** How often the API retries inbox notifications that could not be signalled yet. */
   INBOX_RETRY_INTERVAL: duration('5s'),
   /**
@@ -237,6 +245,8 @@ export interface Config {
   sandboxSecret: string;
   sandboxMerchantId: string;
   sandboxNotifySchedule: number[];
+  /** LATE_PAYMENT_RECHECKS: a late payment's waits before querying again a trade its provider does not show yet. */
+  lateRecheckDelaysMs: number[];
   adminToken: string;
   paymentTimeoutMs: number;
   queryFirstDelayMs: number;
@@ -373,6 +383,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     sandboxSecret: e.SANDBOX_SECRET,
     sandboxMerchantId: e.SANDBOX_MERCHANT_ID,
     sandboxNotifySchedule: e.SANDBOX_NOTIFY_SCHEDULE,
+    lateRecheckDelaysMs: e.LATE_PAYMENT_RECHECKS,
     adminToken: e.ADMIN_TOKEN,
     paymentTimeoutMs: e.PAYMENT_TIMEOUT,
     queryFirstDelayMs: e.QUERY_FIRST_DELAY,

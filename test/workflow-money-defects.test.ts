@@ -898,17 +898,43 @@ describe('defects found by review: late payments', () => {
     client: scripted.client,
     taskQueue: scripted.taskQueue,
     callTimeoutMs: 10_000,
+    lateRecheckDelaysMs: [200, 400],
   });
   const notification = (orderId: string, tradeNo: string, id: string) =>
     scriptedNotification(orderId, id, tradeNo, 1000);
+  const queries = (orderId: string) => callsOf(orderId).filter((c) => c.name === 'queryProviderPayment').length;
+
+  test('a trade the provider does not show at the first query (its query lags the notification it signed) is queried again and refunded by the same run', async () => {
+    const orderId = newScriptedOrder({ status: 'EXPIRED', paidTradeNo: null, trades: [] });
+    await routePaymentNotification(
+      { ...routeDeps(), lateRecheckDelaysMs: [1_000, 1_000, 1_000] },
+      notification(orderId, 'T-lag', 'evt-lag'),
+    );
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-lag'));
+    await waitFor(async () => queries(orderId) >= 1, { what: 'the first query of the late trade' });
+    // The provider catches up: before the fix the run had already ended NOT_PAID_AT_PROVIDER, nothing recorded.
+    scriptOf(orderId).trades.push({ tradeNo: 'T-lag', amount: 1000 });
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    expect(queries(orderId)).toBeGreaterThanOrEqual(2);
+    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-lag' });
+    await replaysCleanly(late);
+  });
 
   test('a trade whose late-payment run found nothing to refund (a stale query) is verified again when reported again', async () => {
-    // The order closed unpaid; its workflow is gone. The provider's query does not show the trade yet.
+    // The order closed unpaid; its workflow is gone. The provider's query does not show the trade yet, nor on the
+    // two queries after it: the run ends NOT_PAID_AT_PROVIDER and the order's timeline says so.
     const orderId = newScriptedOrder({ status: 'EXPIRED', paidTradeNo: null, trades: [] });
     const first = await routePaymentNotification(routeDeps(), notification(orderId, 'T-9', 'evt-9'));
     expect(first).toMatchObject({ destination: 'LATE' });
     const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-9'));
-    expect(await late.result()).toMatchObject({ outcome: 'NOT_PAID_AT_PROVIDER' });
+    expect(await late.result()).toMatchObject({
+      outcome: 'NOT_PAID_AT_PROVIDER',
+      detail: expect.stringMatching(/still reports PENDING for trade T-9 after 3 queries/),
+    });
+    expect(queries(orderId)).toBe(3);
+    expect(callsOf(orderId).map((c) => c.name)).toContain('event:LATE_PAYMENT_UNVERIFIED');
+    await replaysCleanly(late);
 
     // The provider now shows it; the redelivery (or the next reconciliation) must not be answered "already handled".
     scriptOf(orderId).trades.push({ tradeNo: 'T-9', amount: 1000 });

@@ -92,6 +92,7 @@ export function buildApi(deps: ApiDeps): Api {
     retryIntervalMs: config.inboxRetryIntervalMs,
     concurrency: config.inboxConcurrency,
     callTimeoutMs: config.temporalCallTimeoutMs,
+    lateRecheckDelaysMs: config.lateRecheckDelaysMs,
   });
   const orders = new OrderService({ db, client, config, providers, orderProviders: inbox.orderProviders });
   registerOrderRoutes(app, orders, metrics);

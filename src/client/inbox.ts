@@ -38,6 +38,8 @@ export interface InboxOptions {
   concurrency: number;
   /** Deadline of each Temporal call (signal, start, the recovery probe). */
   callTimeoutMs: number;
+  /** Passed to late-payment workflows (RouteDeps). */
+  lateRecheckDelaysMs?: number[];
 }
 
 /**
@@ -293,9 +295,9 @@ export class NotificationInbox {
           { payload: string; attempts: number } | undefined);
     const n = stored ?? (JSON.parse(row!.payload) as PaymentNotification);
     try {
-      const { client, taskQueue, callTimeoutMs } = this.options;
+      const { client, taskQueue, callTimeoutMs, lateRecheckDelaysMs } = this.options;
       const outcome = await routePaymentNotification(
-        { db, client, taskQueue, callTimeoutMs, orderProviders: this.orderProviders },
+        { db, client, taskQueue, callTimeoutMs, orderProviders: this.orderProviders, lateRecheckDelaysMs },
         n,
       );
       const refused = outcome.destination === 'REFUSED';

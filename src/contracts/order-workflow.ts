@@ -248,7 +248,15 @@ export interface LatePaymentInput {
   outTradeNo: string;
   tradeNo: string;
   notificationId?: string;
+  /**
+   * Waits (ms) before each further query when the provider does not show the trade yet (PENDING or NOT_FOUND: its
+   * query lags its notification); default LATE_PAYMENT_RECHECK_DELAYS_MS. Tests shorten it.
+   */
+  recheckDelaysMs?: number[];
 }
+
+/** latePayment's default waits before querying a trade the provider does not show yet: 30 s, 2, 5 and 10 min. */
+export const LATE_PAYMENT_RECHECK_DELAYS_MS: readonly number[] = [30_000, 120_000, 300_000, 600_000];
 
 /** What the latePayment workflow decided. */
 export interface LatePaymentResult {

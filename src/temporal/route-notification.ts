@@ -35,6 +35,8 @@ export interface RouteDeps {
   callTimeoutMs: number;
   /** Orders' providers already read (the API shares one between its callback route and its inbox). */
   orderProviders?: OrderProviderCache;
+  /** A late payment's waits before querying again a trade its provider does not show yet; unset: the workflow's own. */
+  lateRecheckDelaysMs?: number[];
 }
 
 /**
@@ -118,6 +120,7 @@ export async function routePaymentNotification(
       outTradeNo: n.outTradeNo,
       tradeNo: n.tradeNo,
       notificationId: n.notificationId,
+      ...(deps.lateRecheckDelaysMs ? { recheckDelaysMs: deps.lateRecheckDelaysMs } : {}),
     },
   ];
   const start = (workflowIdReusePolicy: 'REJECT_DUPLICATE' | 'ALLOW_DUPLICATE') =>

@@ -9,12 +9,14 @@ import {
   proxyActivities,
   setCurrentDetails,
   setHandler,
+  sleep,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { OrderSnapshot } from '../activities/orders';
 import { FailureType } from '../contracts/failures';
 import {
+  LATE_PAYMENT_RECHECK_DELAYS_MS,
   type LatePaymentInput,
   type LatePaymentResult,
   type OrderStatus,
@@ -28,6 +30,7 @@ import {
 } from '../contracts/order-workflow';
 import { NeedsReviewKey, OrderStatusKey } from '../contracts/search-attributes';
 import {
+  lateRecheckStep,
   lateRefundReviewStep,
   lateReviewDecisionStep,
   lateUnknownPayingTradeStep,
@@ -44,7 +47,12 @@ const acts = proxyActivities<Activities>(MUST);
 export async function latePayment(input: LatePaymentInput): Promise<LatePaymentResult> {
   const { outTradeNo: orderId } = input;
   setCurrentDetails(`verifying late payment ${input.tradeNo} for order ${orderId}`);
-  const state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
+  let state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
+  if (notShownYet(state) && lateRecheckStep()) {
+    const checked = await recheck(input, state);
+    state = checked.state;
+    if (checked.unverified) return checked.unverified;
+  }
   if (state.status !== 'PAID' || state.tradeNo !== input.tradeNo) {
     return {
       outcome: 'NOT_PAID_AT_PROVIDER',
@@ -108,6 +116,45 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
     if (order.status !== 'PAID') await markLateRefunded(input, amount, currency, state);
   });
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
+}
+
+/** The provider's query does not show a trade yet: its query can lag the notification it signed. */
+function notShownYet(state: ProviderState): boolean {
+  return state.status === 'PENDING' || state.status === 'NOT_FOUND';
+}
+
+/**
+ * Queries the provider again, on a backoff, while it does not show the trade yet: a signed notification said it was
+ * paid, so one stale answer is no proof that it was not (the callback is acknowledged and the inbox marks it handed
+ * over: nobody would report it again before the next bill). When the trade never shows, the order's timeline says so
+ * (LATE_PAYMENT_UNVERIFIED: reconciliation will find the payment in the bill if it was made) and the answer is
+ * NOT_PAID_AT_PROVIDER, which a later report of the trade starts a new run after.
+ */
+async function recheck(
+  input: LatePaymentInput,
+  first: ProviderState,
+): Promise<{ state: ProviderState; unverified?: LatePaymentResult }> {
+  const { outTradeNo: orderId, tradeNo } = input;
+  const delays = input.recheckDelaysMs ?? LATE_PAYMENT_RECHECK_DELAYS_MS;
+  let state = first;
+  let waited = 0;
+  for (const [i, delay] of delays.entries()) {
+    setCurrentDetails(
+      `${input.provider} reports ${state.status} for order ${orderId}, not trade ${tradeNo} paid; query ${i + 2} of ${delays.length + 1} in ${Math.round(delay / 1000)} s`,
+    );
+    await sleep(delay);
+    waited += delay;
+    state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
+    if (!notShownYet(state)) return { state };
+  }
+  const detail = `${input.provider} still reports ${state.status} for trade ${tradeNo} after ${delays.length + 1} queries over ${Math.round(waited / 1000)} s`;
+  if (await acts.getOrderSnapshot(orderId))
+    await acts.recordOrderEvent({
+      orderId,
+      type: 'LATE_PAYMENT_UNVERIFIED',
+      message: `A signed notification reported trade ${tradeNo} paid, but ${detail}; nothing refunded: reconciliation checks it against the bill`,
+    });
+  return { state, unverified: { outcome: 'NOT_PAID_AT_PROVIDER', detail } };
 }
 
 /**

@@ -64,6 +64,12 @@ export const PATCH_IDS = {
    * approve it as the trade that paid (recorded on the order). It used to end LEFT_FOR_REVIEW with nothing to decide on.
    */
   lateUnknownReview: 'late-payment-unknown-paying-trade-review',
+  /**
+   * latePayment: a trade the provider's query does not show yet (PENDING, NOT_FOUND) is queried again on a backoff
+   * before the workflow concludes it was not paid; if it never shows, the order's timeline says so. It used to end
+   * NOT_PAID_AT_PROVIDER at the first stale answer, with nothing recorded, for a notification the provider had signed.
+   */
+  lateRecheck: 'late-payment-recheck',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -116,4 +122,9 @@ export function lateUnknownPayingTradeStep(): boolean {
 /** Whether this latePayment execution sends that trade's order to review and waits for the decision. */
 export function lateUnknownReviewStep(): boolean {
   return patched(PATCH_IDS.lateUnknownReview);
+}
+
+/** Whether this latePayment execution queries again a trade the provider does not show yet, before giving up on it. */
+export function lateRecheckStep(): boolean {
+  return patched(PATCH_IDS.lateRecheck);
 }
