@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ProviderEnvError, type ProvidersConfig, providersFromEnv } from './providers/config';
+import { ProviderEnvError, type ProvidersConfig, providersFromEnv, testMoneyProblem } from './providers/config';
 import { parseDuration } from './shared/duration';
 
 /** Default of WORKFLOW_TASK_POLLERS. */
@@ -101,6 +101,11 @@ const EnvSchema = z.object({
   /** The sandbox (fake) provider: on in development, off in production unless set to true (a staging deployment). */
   SANDBOX_ENABLED: z.enum(['true', 'false'], { message: 'must be true or false' }).optional(),
   SANDBOX_SECRET: z.string().min(8, 'must be at least 8 characters').default(DEV_SANDBOX_SECRET),
+  /**
+   * Production only: accept providers' test money (a Stripe test-mode key, Alipay's sandbox gateway, an endpoint over
+   * plain HTTP such as stripe-mock), loudly logged: a staging deployment. Refused without it.
+   */
+  PROVIDER_TEST_MODE: z.enum(['true', 'false'], { message: 'must be true or false' }).default('false'),
   SANDBOX_MERCHANT_ID: z.string().min(1).default('m_sandbox_001'),
   ADMIN_TOKEN: z.string().min(8, 'must be at least 8 characters').default(DEV_ADMIN_TOKEN),
   PAYMENT_TIMEOUT: duration('15m'),
@@ -198,6 +203,11 @@ const EnvSchema = z.object({
     .transform(Number)
     .pipe(z.number().int().min(2, 'must be at least 2').max(1000, 'must be at most 1000'))
     .default(DEFAULT_WORKFLOW_TASK_POLLERS),
+  /**
+   * The API's /metrics on a listener of its own (on HOST), so that the port buyers reach does not serve it; 0 = on PORT
+   * beside the API (development, tests).
+   */
+  METRICS_PORT: port.default(0),
   /** Worker's own Prometheus metrics (payflow_activity_*, payflow_orders_settled_total); 0 = not served. */
   WORKER_METRICS_PORT: port.default(9464),
   /** The Temporal SDK's Prometheus exporter in the worker (temporal_* metrics); 0 = not installed. */
@@ -222,6 +232,8 @@ export interface Config {
    * refused.
    */
   production: boolean;
+  /** PROVIDER_TEST_MODE=true in production: providers' test money accepted (staging), warned at start-up. */
+  providerTestMode: boolean;
   /**
    * Whether the sandbox (fake) provider is offered: development always, production only with SANDBOX_ENABLED=true
    * (staging).
@@ -290,6 +302,8 @@ export interface Config {
   workflowTaskPollers: number;
   /** Port of the worker's /metrics (0 = off). */
   workerMetricsPort: number;
+  /** METRICS_PORT: the API's /metrics listener; 0 = served on PORT. */
+  metricsPort: number;
   /** Port of the Temporal SDK's Prometheus exporter in the worker (0 = off). */
   temporalMetricsPort: number;
   /** Cron of the daily reconciliation Schedule, or undefined when RECONCILIATION_SCHEDULE=off. */
@@ -366,10 +380,23 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     );
   }
   const publicBaseUrl = (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, '');
-  if (production) requireReachableNotifyUrl(providers, e.PUBLIC_BASE_URL, publicBaseUrl);
+  const providerTestMode = production && e.PROVIDER_TEST_MODE === 'true';
+  if (production) {
+    if (!providers.alipay && !providers.wechat && !providers.stripe && !sandboxEnabled)
+      throw new ConfigError(
+        'Invalid configuration: no payment provider is configured: set the ALIPAY_*, WECHAT_* or STRIPE_* variables (or SANDBOX_ENABLED=true on staging); every order would be refused PROVIDER_NOT_AVAILABLE',
+      );
+    const problem = testMoneyProblem(providers);
+    if (problem && !providerTestMode)
+      throw new ConfigError(
+        `Invalid configuration: ${problem.variable} ${problem.reason} (set PROVIDER_TEST_MODE=true only on a staging deployment)`,
+      );
+    requireReachableNotifyUrl(providers, e.PUBLIC_BASE_URL, publicBaseUrl);
+  }
   return {
     production,
     sandboxEnabled,
+    providerTestMode,
     databaseUrl: e.DATABASE_URL,
     temporalAddress: e.TEMPORAL_ADDRESS,
     temporalNamespace: e.TEMPORAL_NAMESPACE,
@@ -416,6 +443,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
     workflowTaskPollers: e.WORKFLOW_TASK_POLLERS,
     workerMetricsPort: e.WORKER_METRICS_PORT,
+    metricsPort: e.METRICS_PORT,
     temporalMetricsPort: e.TEMPORAL_METRICS_PORT,
     reconciliationSchedule: e.RECONCILIATION_SCHEDULE === 'off' ? undefined : e.RECONCILIATION_SCHEDULE.trim(),
     providers,
@@ -544,6 +572,19 @@ export function temporalConnectionOptions(config: TemporalEndpoint): {
 }
 
 /**
+ * The start-up warning of a production process that accepts providers' test money (PROVIDER_TEST_MODE=true, staging).
+ * Undefined otherwise.
+ */
+export function providerTestModeWarning(config: Pick<Config, 'providerTestMode' | 'providers'>): string | undefined {
+  if (!config.providerTestMode) return undefined;
+  const problem = testMoneyProblem(config.providers);
+  return (
+    `PROVIDER TEST MODE IN PRODUCTION MODE (PROVIDER_TEST_MODE=true)${problem ? `: ${problem.variable} ${problem.reason}` : ''}. ` +
+    'Acceptable only on a staging deployment; unset PROVIDER_TEST_MODE anywhere real goods ship.'
+  );
+}
+
+/**
  * The start-up warning of a production process that offers the sandbox provider (a staging deployment): anyone who
  * can reach the sandbox cashier can pay its orders for free, so it must never go unnoticed. Undefined otherwise.
  */
@@ -553,4 +594,14 @@ export function sandboxInProductionWarning(config: Pick<Config, 'production' | '
     'SANDBOX PROVIDER ENABLED IN PRODUCTION MODE (SANDBOX_ENABLED=true): orders with provider "sandbox" are paid by the ' +
     'fake cashier without real money. Acceptable only on a staging deployment; unset SANDBOX_ENABLED anywhere real goods ship.'
   );
+}
+
+/** Every start-up warning of this configuration (the sandbox or providers' test money in production), to be logged. */
+export function startupWarnings(config: Config): { fields: Record<string, unknown>; message: string }[] {
+  const sandbox = sandboxInProductionWarning(config);
+  const testMoney = providerTestModeWarning(config);
+  return [
+    ...(sandbox ? [{ fields: { sandboxEnabled: true, production: true }, message: sandbox }] : []),
+    ...(testMoney ? [{ fields: { providerTestMode: true, production: true }, message: testMoney }] : []),
+  ];
 }

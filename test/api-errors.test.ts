@@ -10,6 +10,7 @@ import { loadConfig } from '../src/config';
 import { createDb } from '../src/db/knex';
 import { createLogger } from '../src/observability/logger';
 import { systemEnv, TEST_ENV } from './support/env';
+import { statementsOf } from './support/statements';
 
 const app = Fastify({ logger: false });
 installErrorHandling(app);
@@ -90,6 +91,47 @@ test('/healthz names a failing dependency "unreachable" and logs what it said, w
     const mysql = logged.find((l) => /healthz/.test(l) && /"dependency":"mysql"/.test(l));
     expect(mysql).toMatch(/Access denied for user 'payflow_no_such_user'/);
     expect(logged.some((l) => /healthz/.test(l) && /"dependency":"temporal"/.test(l))).toBe(true);
+  } finally {
+    await api.close();
+    await db.destroy();
+    await connection.close().catch(() => undefined);
+  }
+}, 30_000);
+
+test('with METRICS_PORT, /metrics is served on a listener of its own and not on the API port; scrapes at once share one refresh of the ops gauges', async () => {
+  const db = createDb(TEST_ENV.databaseUrl, { poolMax: 2 });
+  const connection = Connection.lazy({ address: '127.0.0.1:1' });
+  const api = buildApi({
+    config: loadConfig(
+      systemEnv(
+        { apiPort: 0, sandboxPort: 1, taskQueue: 'metrics-port-test' },
+        { TEMPORAL_CALL_TIMEOUT: '1s', METRICS_PORT: '9466' },
+      ),
+    ),
+    db,
+    client: new Client({ connection }),
+    providers: {},
+    logger: false,
+  });
+  try {
+    expect(api.metricsApp).toBeDefined();
+    const apiUrl = await api.app.listen({ port: 0, host: '127.0.0.1' });
+    const metricsUrl = await api.metricsApp!.listen({ port: 0, host: '127.0.0.1' });
+    // The port buyers reach does not answer it (the error handler's 404 for an unknown route).
+    expect((await fetch(`${apiUrl}/metrics`)).status).toBe(404);
+    const scrape = async () => {
+      const r = await fetch(`${metricsUrl}/metrics`);
+      return { status: r.status, body: await r.text() };
+    };
+    const one = await statementsOf(db, async () => expect((await scrape()).status).toBe(200));
+    expect(one.length).toBeGreaterThan(0);
+    // Five at once: the statements of one refresh, not five (before: each request ran its own reads).
+    const five = await statementsOf(db, async () => {
+      const answers = await Promise.all([scrape(), scrape(), scrape(), scrape(), scrape()]);
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+      expect(answers[4]!.body).toMatch(/payflow_/);
+    });
+    expect(five.length).toBe(one.length);
   } finally {
     await api.close();
     await db.destroy();

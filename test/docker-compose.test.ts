@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import { PROVIDER_ENV } from '../src/providers/config';
 import {
   DYNAMIC_CONFIG_FILE,
   TEMPORAL_SERVER_VERSION,
@@ -54,8 +55,15 @@ interface Loaded {
   }[];
 }
 
-/** What a production user sets: a real admin token and nothing else (no profile). */
-const PRODUCTION_ENV = { ADMIN_TOKEN: 'a'.repeat(64) };
+/** What a production user sets: a real admin token, the MySQL passwords and one provider (no profile). */
+const PRODUCTION_ENV = {
+  ADMIN_TOKEN: 'a'.repeat(64),
+  MYSQL_PASSWORD: 'c'.repeat(32),
+  MYSQL_ROOT_PASSWORD: 'd'.repeat(32),
+  STRIPE_SECRET_KEY: 'sk_live_payflowCompose0123456789',
+  STRIPE_WEBHOOK_SECRET: 'whsec_payflowCompose0123456789',
+  STRIPE_PAYMENT_PAGE_URL: 'https://shop.example.com/pay',
+};
 
 function load(
   file: string,
@@ -112,8 +120,16 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on PostgreSQL, the
       NODE_ENV: 'production',
       ADMIN_TOKEN: PRODUCTION_ENV.ADMIN_TOKEN,
       SANDBOX_ENABLED: 'false',
+      PROVIDER_TEST_MODE: 'false',
+      DATABASE_URL: `mysql://payflow:${PRODUCTION_ENV.MYSQL_PASSWORD}@mysql:3306/payments`,
+      // The API's /metrics on a port that is not published (the published 3000 answers 404 for it).
+      METRICS_PORT: '9466',
     });
   }
+  expect(services.get('mysql')!.environment).toMatchObject({
+    MYSQL_PASSWORD: PRODUCTION_ENV.MYSQL_PASSWORD,
+    MYSQL_ROOT_PASSWORD: PRODUCTION_ENV.MYSQL_ROOT_PASSWORD,
+  });
 }, 300_000);
 
 test('the sandbox runs only in the dev profile, and nothing starts without an ADMIN_TOKEN', () => {
@@ -130,6 +146,35 @@ test('the sandbox runs only in the dev profile, and nothing starts without an AD
   const missing = load(join(ROOT, 'docker-compose.yml'), {});
   expect(missing.ok).toBe(false);
   expect(missing.ok ? '' : missing.error).toMatch(/ADMIN_TOKEN/);
+}, 300_000);
+
+test('no default database password: nothing starts without MYSQL_PASSWORD and MYSQL_ROOT_PASSWORD', () => {
+  for (const variable of ['MYSQL_PASSWORD', 'MYSQL_ROOT_PASSWORD']) {
+    const env: Record<string, string> = { ...PRODUCTION_ENV };
+    delete env[variable];
+    const loaded = load(join(ROOT, 'docker-compose.yml'), env);
+    expect(loaded.ok).toBe(false);
+    expect(loaded.ok ? '' : loaded.error).toMatch(new RegExp(variable));
+  }
+}, 300_000);
+
+test("every provider variable the service reads reaches the API's and the worker's environment", () => {
+  const all = Object.values(PROVIDER_ENV).flat();
+  const env = Object.fromEntries(all.map((v) => [v, `value-of-${v}`]));
+  const loaded = load(join(ROOT, 'docker-compose.yml'), { ...PRODUCTION_ENV, ...env, PROVIDER_TEST_MODE: 'true' });
+  if (!loaded.ok) throw new Error(loaded.error);
+  for (const app of ['api', 'worker']) {
+    const environment = loaded.project.services.find((s) => s.name === app)!.environment!;
+    expect(environment).toMatchObject({ ...env, PROVIDER_TEST_MODE: 'true' });
+  }
+  // Unset, they are empty (a provider with no variable set is not offered).
+  const bare = load(join(ROOT, 'docker-compose.yml'), { ...PRODUCTION_ENV, STRIPE_SECRET_KEY: '' });
+  if (!bare.ok) throw new Error(bare.error);
+  expect(bare.project.services.find((s) => s.name === 'api')!.environment).toMatchObject({
+    ALIPAY_APP_ID: '',
+    WECHAT_MCH_ID: '',
+    STRIPE_SECRET_KEY: '',
+  });
 }, 300_000);
 
 test('the checker refuses a broken file, so the test above can fail', () => {

@@ -6,7 +6,13 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { DEV_ADMIN_TOKEN, DEV_SANDBOX_SECRET, loadConfig, sandboxInProductionWarning } from '../src/config';
+import {
+  DEV_ADMIN_TOKEN,
+  DEV_SANDBOX_SECRET,
+  loadConfig,
+  sandboxInProductionWarning,
+  startupWarnings,
+} from '../src/config';
 import { latePaymentWorkflowId, orderWorkflowId, paymentNotifiedSignal, statusQuery } from '../src/contracts/order';
 import { classifyBillPayment } from '../src/reconciliation/classify';
 import { createProviders } from '../src/providers';
@@ -18,6 +24,12 @@ import { createProduct, placeOrder, startSystem, type TestSystem, waitFor, waitF
 
 const STRONG = (label: string) => `${label}-${randomBytes(24).toString('hex')}`;
 const PROD = { NODE_ENV: 'production', ADMIN_TOKEN: STRONG('admin') };
+/** A live-mode Stripe account: production starts only with a provider, and never with test money. */
+const STRIPE_LIVE = {
+  STRIPE_SECRET_KEY: `sk_live_${randomBytes(16).toString('hex')}`,
+  STRIPE_WEBHOOK_SECRET: `whsec_${randomBytes(16).toString('hex')}`,
+  STRIPE_PAYMENT_PAGE_URL: 'https://shop.example.com/pay',
+};
 
 describe('production mode refuses what only development may have', () => {
   test.each([
@@ -60,10 +72,11 @@ describe('production mode refuses what only development may have', () => {
   });
 
   test('without SANDBOX_ENABLED the sandbox provider is absent, and nothing warns', () => {
-    const config = loadConfig(PROD);
+    const config = loadConfig({ ...PROD, ...STRIPE_LIVE });
     expect(config).toMatchObject({ production: true, sandboxEnabled: false });
-    expect(Object.keys(createProviders(config))).toEqual([]);
+    expect(Object.keys(createProviders(config))).toEqual(['stripe']);
     expect(sandboxInProductionWarning(config)).toBeUndefined();
+    expect(startupWarnings(config)).toEqual([]);
   });
 
   test('SANDBOX_ENABLED=true (staging) offers the sandbox, with a loud warning', () => {
@@ -94,7 +107,7 @@ describe('production mode refuses what only development may have', () => {
     [
       'the sandbox server',
       'src/sandbox-provider/main.ts',
-      { ...PROD },
+      { ...PROD, ...STRIPE_LIVE },
       /^Invalid configuration: the sandbox provider does not run in production/,
     ],
   ])(
@@ -123,7 +136,7 @@ describe('production mode refuses what only development may have', () => {
 describe('a production API', () => {
   let sys: TestSystem;
   beforeAll(async () => {
-    sys = await startSystem({ ...PROD });
+    sys = await startSystem({ ...PROD, ...STRIPE_LIVE });
   }, 60_000);
   afterAll(async () => {
     await sys?.stop();
@@ -137,7 +150,7 @@ describe('a production API', () => {
       provider: 'sandbox',
     });
     expect(order.status).toBe(422);
-    expect(order.body).toMatchObject({ error: 'PROVIDER_NOT_AVAILABLE', provider: 'sandbox', available: [] });
+    expect(order.body).toMatchObject({ error: 'PROVIDER_NOT_AVAILABLE', provider: 'sandbox', available: ['stripe'] });
     // The default provider is the sandbox: with nothing configured, an order naming none is refused the same way.
     expect((await sys.http('POST', '/orders', { userId: 'u-prod', items: [{ sku, quantity: 1 }] })).body.error).toBe(
       'PROVIDER_NOT_AVAILABLE',

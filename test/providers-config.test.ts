@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { loadConfig } from '../src/config';
+import { loadConfig, startupWarnings } from '../src/config';
 import { createProviders } from '../src/providers';
 import { rsaPair } from './support/provider-fakes';
 import { configErrorOf } from './support/config-error';
@@ -36,6 +36,9 @@ const STRIPE = {
   STRIPE_WEBHOOK_SECRET: 'whsec_payflowTestSecret0123456789',
   STRIPE_PAYMENT_PAGE_URL: 'https://shop.example.com/pay',
 };
+
+/** A live-mode Stripe configuration (production accepts no test-mode key without PROVIDER_TEST_MODE). */
+const STRIPE_LIVE = { ...STRIPE, STRIPE_SECRET_KEY: 'sk_live_payflowLive0123456789' };
 
 describe('provider configuration', () => {
   test('with no provider variables only the sandbox is offered', () => {
@@ -150,7 +153,61 @@ describe('production: the address Alipay and WeChat Pay post notifications to', 
     expect(
       loadConfig({ ...PROD, ...ALIPAY, ...WECHAT, PUBLIC_BASE_URL: 'https://pay.example.com/' }).publicBaseUrl,
     ).toBe('https://pay.example.com');
-    expect(loadConfig({ ...PROD, ...STRIPE }).publicBaseUrl).toBe('http://127.0.0.1:3000');
+    expect(loadConfig({ ...PROD, ...STRIPE_LIVE }).publicBaseUrl).toBe('http://127.0.0.1:3000');
     expect(loadConfig({ ...ALIPAY, PUBLIC_BASE_URL: 'http://api:3000' }).publicBaseUrl).toBe('http://api:3000');
+  });
+});
+
+describe('production: no test money, no secrets in clear, and at least one provider', () => {
+  const PROD = { NODE_ENV: 'production', ADMIN_TOKEN: 'p'.repeat(40), PUBLIC_BASE_URL: 'https://pay.example.com' };
+
+  test('a production process with no provider at all stops start-up (every order would be refused)', () => {
+    expect(configErrorOf(PROD)).toMatch(/^Invalid configuration: no payment provider is configured/);
+    expect(Object.keys(loadConfig({ ...PROD, ...STRIPE_LIVE }).providers)).toEqual(['stripe']);
+  });
+
+  test.each([
+    ['a Stripe test-mode key', { ...STRIPE }, /STRIPE_SECRET_KEY is a test-mode key/],
+    ['a restricted test-mode key', { ...STRIPE, STRIPE_SECRET_KEY: 'rk_test_payflow0123456789' }, /STRIPE_SECRET_KEY/],
+    [
+      "Alipay's sandbox gateway",
+      { ...ALIPAY, ALIPAY_GATEWAY: 'https://openapi-sandbox.dl.alipaydev.com/gateway.do' },
+      /ALIPAY_GATEWAY is Alipay's sandbox/,
+    ],
+    [
+      'Alipay over plain HTTP',
+      { ...ALIPAY, ALIPAY_GATEWAY: 'http://openapi.alipay.com/gateway.do' },
+      /ALIPAY_GATEWAY is plain HTTP/,
+    ],
+    [
+      'WeChat Pay over plain HTTP',
+      { ...WECHAT, WECHAT_API_BASE: 'http://api.mch.weixin.qq.com' },
+      /WECHAT_API_BASE is plain HTTP/,
+    ],
+    [
+      'Stripe over plain HTTP (stripe-mock)',
+      { ...STRIPE_LIVE, STRIPE_API_BASE: 'http://stripe-mock:12111' },
+      /STRIPE_API_BASE is plain HTTP/,
+    ],
+  ])('%s is refused in production, naming the variable and PROVIDER_TEST_MODE', (_what, env, message) => {
+    const err = configErrorOf({ ...PROD, ...env });
+    expect(err).toMatch(message);
+    expect(err).toMatch(/PROVIDER_TEST_MODE=true only on a staging deployment/);
+    expect(err).not.toContain('\n');
+    // Development takes them as they are.
+    expect(() => loadConfig(env)).not.toThrow();
+  });
+
+  test('PROVIDER_TEST_MODE=true (staging) accepts test money, with a loud start-up warning naming what is test money', () => {
+    const config = loadConfig({ ...PROD, ...STRIPE, PROVIDER_TEST_MODE: 'true' });
+    expect(config).toMatchObject({ production: true, providerTestMode: true });
+    expect(startupWarnings(config)).toEqual([
+      {
+        fields: { providerTestMode: true, production: true },
+        message: expect.stringMatching(/^PROVIDER TEST MODE IN PRODUCTION MODE .*STRIPE_SECRET_KEY is a test-mode key/),
+      },
+    ]);
+    // Live keys, https endpoints: nothing to warn about.
+    expect(startupWarnings(loadConfig({ ...PROD, ...STRIPE_LIVE, ...ALIPAY }))).toEqual([]);
   });
 });

@@ -44,6 +44,8 @@ export interface ApiDeps {
 /** The built API with its background inbox processor. */
 export interface Api {
   app: FastifyInstance;
+  /** The /metrics listener when METRICS_PORT is set (listen on it too); undefined: /metrics is served by `app`. */
+  metricsApp?: FastifyInstance;
   inbox: NotificationInbox;
   /** Releases pre-start stock reservations that no running workflow owns. */
   reservations: OrphanReservationSweeper;
@@ -127,10 +129,17 @@ export function buildApi(deps: ApiDeps): Api {
     const ok = Object.values(checks).every((v) => v === 'ok');
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', checks });
   });
-  app.get('/metrics', async (_request, reply) => {
-    await refreshOpsGauges(db, metrics, Object.keys(providers), client, config.temporalCallTimeoutMs).catch(
-      (err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'),
-    );
+  // With METRICS_PORT, a listener of its own (not the port buyers reach). The ops gauges cost MySQL and Temporal reads:
+  // requests that arrive while a refresh runs share it (one refresh at a time, however many scrapes or callers).
+  const metricsApp = config.metricsPort
+    ? Fastify({ loggerInstance: logger, forceCloseConnections: 'idle' })
+    : undefined;
+  let refreshing: Promise<void> | undefined;
+  (metricsApp ?? app).get('/metrics', async (_request, reply) => {
+    refreshing ??= refreshOpsGauges(db, metrics, Object.keys(providers), client, config.temporalCallTimeoutMs)
+      .catch((err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'))
+      .finally(() => (refreshing = undefined));
+    await refreshing;
     // A worker in this process (npm start, tests) records into workerRegistry; separate processes each serve their own.
     return reply
       .type(metrics.registry.contentType)
@@ -155,6 +164,7 @@ export function buildApi(deps: ApiDeps): Api {
   );
   return {
     app,
+    ...(metricsApp ? { metricsApp } : {}),
     inbox,
     reservations,
     orders,
@@ -163,6 +173,7 @@ export function buildApi(deps: ApiDeps): Api {
       await inbox.stop();
       await reservations.stop();
       await app.close();
+      await metricsApp?.close();
     },
   };
 }

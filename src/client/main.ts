@@ -1,5 +1,5 @@
 /** API process: `npm run api`. Serves the order API and callbacks on PORT. */
-import { ConfigError, loadConfigOrExit, sandboxInProductionWarning } from '../config';
+import { ConfigError, loadConfigOrExit, startupWarnings } from '../config';
 import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
 import { createTracing } from '../observability/tracing';
@@ -10,8 +10,7 @@ import { buildApi } from './app';
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow-api' });
-  const sandboxWarning = sandboxInProductionWarning(config);
-  if (sandboxWarning) logger.warn({ sandboxEnabled: true, production: true }, sandboxWarning);
+  for (const warning of startupWarnings(config)) logger.warn(warning.fields, warning.message);
   try {
     // Off (undefined) unless OTEL_EXPORTER_OTLP_ENDPOINT is set: then a span per request, continued into Temporal.
     const tracing = createTracing(config, 'payflow-api');
@@ -20,6 +19,7 @@ async function main(): Promise<void> {
     await ensureSearchAttributes(client);
     const api = buildApi({ config, db, client, providers: createProviders(config, { db }), logger, tracing });
     await api.app.listen({ host: config.host, port: config.port });
+    await api.metricsApp?.listen({ host: config.host, port: config.metricsPort });
     const stop = async () => {
       await api.close();
       await client.connection.close();

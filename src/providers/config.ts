@@ -252,6 +252,36 @@ function stripeFrom(e: Record<string, string>): StripeConfig {
   };
 }
 
+/**
+ * Why a provider configuration pays with test money or sends its secrets in clear, or undefined: a Stripe test-mode key
+ * (its test cards and test events confirm orders), Alipay's sandbox gateway, or a provider endpoint over plain HTTP
+ * (ALIPAY_GATEWAY, WECHAT_API_BASE, STRIPE_API_BASE: the merchant's signed requests or its Stripe key as a bearer token
+ * on the wire). Production refuses it unless PROVIDER_TEST_MODE=true (a staging deployment).
+ */
+export function testMoneyProblem(providers: ProvidersConfig): { variable: string; reason: string } | undefined {
+  const { alipay, wechat, stripe } = providers;
+  if (stripe && !stripe.livemode)
+    return {
+      variable: 'STRIPE_SECRET_KEY',
+      reason: "is a test-mode key: Stripe's test cards would pay for real orders",
+    };
+  if (alipay && /(^|\.)alipaydev\.com$/i.test(new URL(alipay.gateway).hostname))
+    return { variable: 'ALIPAY_GATEWAY', reason: "is Alipay's sandbox: its test accounts would pay for real orders" };
+  const plain = (
+    [
+      ['ALIPAY_GATEWAY', alipay?.gateway],
+      ['WECHAT_API_BASE', wechat?.apiBase],
+      ['STRIPE_API_BASE', stripe?.apiBase],
+    ] as const
+  ).find(([, url]) => url !== undefined && new URL(url).protocol === 'http:');
+  if (plain)
+    return {
+      variable: plain[0],
+      reason: 'is plain HTTP: signed requests and API keys would cross the network in clear',
+    };
+  return undefined;
+}
+
 /** Reads every provider's variables; throws ProviderEnvError naming the first bad or missing one. */
 export function providersFromEnv(env: Record<string, string | undefined>): ProvidersConfig {
   const alipay = group(env, 'alipay');

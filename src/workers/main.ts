@@ -1,5 +1,5 @@
 /** Worker process: `npm run worker`. Runs order workflows and their activities until SIGINT/SIGTERM. */
-import { ConfigError, loadConfigOrExit, sandboxInProductionWarning } from '../config';
+import { ConfigError, loadConfigOrExit, startupWarnings } from '../config';
 import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
 import { createTracing } from '../observability/tracing';
@@ -11,8 +11,7 @@ import { createWorker } from './worker';
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow-worker' });
-  const sandboxWarning = sandboxInProductionWarning(config);
-  if (sandboxWarning) logger.warn({ sandboxEnabled: true, production: true }, sandboxWarning);
+  for (const warning of startupWarnings(config)) logger.warn(warning.fields, warning.message);
   try {
     const metricsServer = await startWorkerTelemetry(config, logger);
     const tracing = createTracing(config, 'payflow-worker');
