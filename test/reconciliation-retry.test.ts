@@ -26,8 +26,12 @@ let connection: NativeConnection;
 let worker: Worker;
 let running: Promise<void>;
 
-/** What the stub bill source does: fail the first `notReady` downloads as not published yet, then serve `rows`. */
-const bill = { notReady: 0, downloads: 0, rows: [] as BillRow[] };
+/**
+ * What the stub bill source does: fail the first `notReady` downloads as not published yet, then serve `rows`; the
+ * first download breaks off (a transport fault) after `breakAt` rows, and a download that resumes takes `skipMs` per
+ * row before the resume point (as Stripe pages through a day from its start).
+ */
+const bill = { notReady: 0, downloads: 0, rows: [] as BillRow[], breakAt: 0, skipMs: 0 };
 
 const stub = {
   name: 'sandbox',
@@ -36,7 +40,13 @@ const stub = {
     bill.downloads += 1;
     if (bill.downloads <= bill.notReady)
       throw new ProviderBusinessError('BILL_NOT_READY', `stub has no trade bill for ${date} (yet)`);
-    yield* bill.rows.slice(options?.fromRow ?? 0);
+    const from = options?.fromRow ?? 0;
+    if (from > 0 && bill.skipMs) await new Promise((r) => setTimeout(r, from * bill.skipMs));
+    for (const [i, row] of bill.rows.entries()) {
+      if (i < from) continue;
+      if (bill.breakAt && bill.downloads === 1 && i === bill.breakAt) throw new Error('stub: connection reset by peer');
+      yield row;
+    }
   },
 } as unknown as ProviderRegistry[string];
 
@@ -78,8 +88,56 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  Object.assign(bill, { notReady: 0, downloads: 0, rows: [] });
+  Object.assign(bill, { notReady: 0, downloads: 0, rows: [], breakAt: 0, skipMs: 0 });
 });
+
+test('a retry that re-reads a long stretch of the bill before its resume point heartbeats meanwhile, and the run completes', async () => {
+  // 30 payments, each recorded here too (MATCHED: nothing to repair), in batches of 5; the first download breaks off at row 15; the retry's re-read of those
+  // 15 rows takes 4.5 s, more than the 3 s heartbeat timeout. Before the fix nothing heartbeated during it: every
+  // retry timed out the same way, resuming at row 15 again, until the run failed.
+  const day = randomPastDay();
+  const paidAt = new Date(billDayRange(day)!.start.getTime() + 3_600_000);
+  const suffix = randomBytes(3).toString('hex');
+  bill.rows = Array.from({ length: 30 }, (_, i) => ({
+    kind: 'PAYMENT',
+    outTradeNo: `skip${suffix}_${i}`,
+    tradeNo: `SBXSKIP${suffix}${i}`,
+    amount: 100,
+    currency: 'CNY',
+    at: paidAt.toISOString(),
+  })) as BillRow[];
+  await db('payments').insert(
+    bill.rows.map((row) => ({
+      out_trade_no: row.outTradeNo,
+      order_id: row.outTradeNo,
+      provider: 'sandbox',
+      merchant_id: merchantId,
+      trade_no: row.tradeNo,
+      status: 'PAID',
+      amount: 100,
+      currency: 'CNY',
+      paid_amount: 100,
+      paid_currency: 'CNY',
+      paid_at: paidAt,
+      expires_at: new Date(paidAt.getTime() + 3_600_000),
+    })),
+  );
+  bill.breakAt = 15;
+  bill.skipMs = 300;
+  const { run } = await startReconciliation(
+    db,
+    client,
+    taskQueue,
+    { provider: 'sandbox', date: day, rerun: false, trigger: 'API' },
+    { heartbeatTimeoutMs: 3_000, batchSize: 5 },
+  );
+  const done = await waitForEnd(run.id);
+  expect({ status: done.status, error: done.error }).toEqual({ status: 'COMPLETED', error: null });
+  expect(Number(done.bill_rows)).toBe(30);
+  expect(Number(done.resumed_from_row)).toBe(15);
+  expect(Number(done.bill_attempts)).toBe(2);
+  expect(JSON.parse(done.totals)).toMatchObject({ MATCHED: 30, PAID_NOT_RECORDED: 0 });
+}, 90_000);
 
 test('a bill that is not published yet is downloaded again with backoff and the run completes once it is there', async () => {
   const day = randomPastDay();

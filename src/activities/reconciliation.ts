@@ -185,7 +185,11 @@ export interface CompareBillResult {
 
 /**
  * Streams the provider's bill and compares it with local payments and refunds, a batch of rows per database
- * round trip, heartbeating `{ row, counts }` after each batch. A retry resumes at the heartbeat's row.
+ * round trip, heartbeating `{ row, counts }` after each batch, and with the same progress on a timer (a third of the
+ * heartbeat timeout) while no batch completes. A retry resumes at the heartbeat's row. The timer matters on a
+ * resumed attempt: the provider re-reads the rows before the resume point (Stripe pages through the day's balance
+ * transactions from its start, Alipay and WeChat Pay download and parse their file again), which takes minutes on a
+ * large day; without a heartbeat meanwhile every retry timed out before its first batch and the run failed.
  */
 async function compareBill(
   deps: ReconciliationDeps,
@@ -210,12 +214,18 @@ async function compareBill(
     });
 
   let batch: BillRow[] = [];
+  // What is stored so far: `counts` and `next` change together, with no await between (a copy: the SDK sends
+  // heartbeats later, throttled).
+  const progress = (): BillProgress => ({ phase: 'BILL', row: next, counts: { ...counts } });
+  const keepAlive = ctx
+    ? setInterval(() => ctx.heartbeat(progress()), Math.max(1_000, (ctx.info.heartbeatTimeoutMs ?? 30_000) / 3))
+    : undefined;
   const flush = async () => {
     const classes = await compareBatch(db, run.id, run.provider, provider.merchantId, batch, next);
     for (const cls of classes) counts[cls] += 1;
     next += batch.length;
     batch = [];
-    ctx?.heartbeat({ phase: 'BILL', row: next, counts } satisfies BillProgress);
+    ctx?.heartbeat(progress());
     await db('reconciliation_runs')
       .where({ id: run.id })
       .update({ bill_rows: next, updated_at: db.fn.now(3) });
@@ -245,6 +255,8 @@ async function compareBill(
         `${run.provider} refused the bill of ${run.bill_date}: ${err.message}`,
       );
     throw err; // transport faults, truncation, cancellation: retried, resuming from the last heartbeat
+  } finally {
+    clearInterval(keepAlive);
   }
   return { billRows: next, counts, resumedFromRow: resume ? resume.row : null, attempt: ctx?.info.attempt ?? 1 };
 }
