@@ -195,3 +195,47 @@ test('a run of a bill day that has not ended, started directly (not through the 
     await db('reconciliation_runs').where({ id: run.id }).delete();
   }
 }, 60_000);
+
+test("the daily Schedule's request for a day whose run FAILED runs it again; an operator's plain request does not", async () => {
+  const day = randomPastDay();
+  const failedId = `reconcile-sandbox-${day}`;
+  await db('reconciliation_runs').insert({
+    id: failedId,
+    workflow_id: `${failedId}-failed`,
+    provider: 'sandbox',
+    bill_date: day,
+    attempt: 1,
+    trigger: 'SCHEDULE',
+    status: 'FAILED',
+    error: 'the bill was not published yet (asked too early)',
+  });
+  // Plain (the API without rerun): the FAILED run is the answer, nothing starts.
+  const plain = await startReconciliation(db, client, taskQueue, {
+    provider: 'sandbox',
+    date: day,
+    rerun: false,
+    trigger: 'API',
+  });
+  expect(plain).toMatchObject({ created: false, run: { id: failedId, status: 'FAILED' } });
+  // The Schedule's request (startScheduledReconciliation): a new attempt, which completes.
+  const scheduled = await startReconciliation(db, client, taskQueue, {
+    provider: 'sandbox',
+    date: day,
+    rerun: false,
+    rerunFailed: true,
+    trigger: 'SCHEDULE',
+  });
+  expect(scheduled.created).toBe(true);
+  expect(scheduled.run.attempt).toBe(2);
+  const done = await waitForEnd(scheduled.run.id);
+  expect(done.status).toBe('COMPLETED');
+  // Asked again for a day whose latest run completed: that run, no third.
+  const again = await startReconciliation(db, client, taskQueue, {
+    provider: 'sandbox',
+    date: day,
+    rerun: false,
+    rerunFailed: true,
+    trigger: 'SCHEDULE',
+  });
+  expect(again).toMatchObject({ created: false, run: { id: scheduled.run.id, status: 'COMPLETED' } });
+}, 60_000);

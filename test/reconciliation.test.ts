@@ -540,6 +540,26 @@ describe('ops API and schedule', () => {
       expect(run).toMatchObject({ status: 'COMPLETED' });
       await sys.client.workflow.getHandle(run.workflow_id).result();
       if (!before?.attempt) expect(run.trigger).toBe('SCHEDULE');
+
+      // A firing that runs late (caught up after an outage, or backfilled) reconciles the day before the firing it was
+      // meant for, not the day before now: before the fix a late firing reconciled the wrong day, and its own never.
+      const firingDay = billDateOf(Date.now() - (40 + Math.floor(Math.random() * 300)) * 86_400_000);
+      const firing = new Date(`${firingDay}T02:30:00Z`); // 10:30 in Asia/Shanghai, the cron above
+      const meant = billDateOf(firing.getTime() - 86_400_000);
+      await handle.backfill([
+        { start: new Date(firing.getTime() - 60_000), end: new Date(firing.getTime() + 60_000), overlap: 'ALLOW_ALL' },
+      ]);
+      const late = await waitFor(
+        async () => {
+          const row = await sys
+            .db('reconciliation_runs')
+            .where({ provider: 'sandbox', bill_date: meant, trigger: 'SCHEDULE' })
+            .first();
+          return row && (row.status === 'COMPLETED' || row.status === 'FAILED') ? row : undefined;
+        },
+        { timeoutMs: 90_000, what: `the backfilled firing's run of ${meant}` },
+      );
+      expect(late).toMatchObject({ status: 'COMPLETED' });
     } finally {
       await sys.client.schedule
         .getHandle(scheduleId)

@@ -725,6 +725,7 @@ async function startScheduledRun(
     provider: input.provider,
     date: input.date,
     rerun: false,
+    rerunFailed: true,
     trigger: 'SCHEDULE',
   });
   return { runId: run.id, status: run.status, created };

@@ -156,6 +156,11 @@ export interface OpenRunRequest {
   date: string;
   /** A new run even though the period already has one (refused while one is still in progress). */
   rerun: boolean;
+  /**
+   * A new run when the period's latest run FAILED (the daily Schedule: a day whose bill was asked for too early, or
+   * whose run was cut short, is reconciled again when the Schedule asks for it again); otherwise as `rerun` says.
+   */
+  rerunFailed?: boolean;
   trigger: ReconciliationTrigger;
 }
 
@@ -173,8 +178,8 @@ export async function openRun(db: Knex, request: OpenRunRequest): Promise<{ run:
       .where({ provider: request.provider, bill_date: request.date })
       .orderBy('attempt', 'desc')
       .first()) as RunRow | undefined;
-    if (latest && (!request.rerun || ACTIVE_STATUSES.includes(latest.status)))
-      return { run: toView(latest), created: false };
+    const again = request.rerun || (request.rerunFailed === true && latest?.status === 'FAILED');
+    if (latest && (!again || ACTIVE_STATUSES.includes(latest.status))) return { run: toView(latest), created: false };
     const attempt = (latest ? numberOf(latest.attempt) : 0) + 1;
     const id = reconciliationRunId(request.provider, request.date, attempt);
     try {

@@ -15,6 +15,7 @@ import {
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
+import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import type { Activities } from '../activities';
 import { FailureType, RECONCILIATION_NON_RETRYABLE } from '../contracts/failures';
 import { billDateOf } from '../contracts/bill-days';
@@ -129,11 +130,15 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
   }
 }
 
-/** Started by the daily Schedule: opens (idempotently) the run of the bill day `daysBack` days ago and starts it. */
+/**
+ * Started by the daily Schedule: opens (idempotently) the run of the bill day `daysBack` days before the firing the
+ * Schedule meant (`TemporalScheduledStartTime`, not the time this runs: a firing caught up after an outage, or a
+ * backfill, reconciles its own day, not the day of its late start), and starts it. A day whose run FAILED is run again.
+ */
 export async function scheduledReconciliation(
   input: ScheduledReconciliationInput,
 ): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; date: string }> {
-  const date = billDateOf(Date.now() - (input.daysBack ?? 1) * 86_400_000, input.provider);
+  const date = billDateOf(scheduledTime() - (input.daysBack ?? 1) * 86_400_000, input.provider);
   setCurrentDetails(`starting the ${input.provider} reconciliation of ${date}`);
   const started = await call(
     SHORT,
@@ -142,4 +147,16 @@ export async function scheduledReconciliation(
     { provider: input.provider, date },
   );
   return { ...started, date };
+}
+
+const ScheduledStartTimeKey = defineSearchAttributeKey('TemporalScheduledStartTime', SearchAttributeType.DATETIME);
+
+/** The time the Schedule meant this firing for (set by the server on every scheduled start); else now. */
+function scheduledTime(): number {
+  const info = workflowInfo();
+  const typed = info.typedSearchAttributes.get(ScheduledStartTimeKey);
+  if (typed) return typed.getTime();
+  const [untyped] = (info.searchAttributes?.TemporalScheduledStartTime ?? []) as unknown[];
+  const at = untyped instanceof Date ? untyped.getTime() : typeof untyped === 'string' ? Date.parse(untyped) : NaN;
+  return Number.isFinite(at) ? at : Date.now();
 }
