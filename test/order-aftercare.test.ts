@@ -211,8 +211,27 @@ describe('one-click support', () => {
       note: 'I paid, the page still waits',
     });
     expect(JSON.parse(ticket.snapshot).timeline.length).toBeGreaterThan(0);
-    const described = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).describe();
+    const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
+    const described = await handle.describe();
     expect(described.searchAttributes.Escalated).toEqual([true]);
+
+    // Pressed again (and again) within the cool-down: the same ticket answers, with the order's status now; no new
+    // ticket, no second update of the workflow, no second query of the provider.
+    const updates = async () =>
+      (await handle.fetchHistory()).events!.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes).length;
+    const before = await updates();
+    for (const note of ['still nothing?', 'hello?']) {
+      const again = await sys.http('POST', `/orders/${orderId}/escalate`, { note });
+      expect(again.status).toBe(200);
+      expect(again.body).toMatchObject({
+        ticketId: r.body.ticketId,
+        orderId,
+        status: 'PAID',
+        resolution: 'PAYMENT_FOUND',
+      });
+    }
+    expect(await sys.db('support_tickets').where({ order_id: orderId })).toHaveLength(1);
+    expect(await updates()).toBe(before);
   });
 
   test('escalating a finished order still records a ticket with the provider state', async () => {
@@ -224,6 +243,9 @@ describe('one-click support', () => {
     await s.client.workflow.getHandle(orderWorkflowId(orderId)).result();
     const r = await s.http('POST', `/orders/${orderId}/escalate`, {});
     expect(r.body).toMatchObject({ orderId, status: 'CANCELLED', providerStatus: 'CLOSED', resolution: 'CLOSED' });
+    expect(await s.db('support_tickets').where({ order_id: orderId })).toHaveLength(1);
+    // Again at once: the same ticket, not a second one (nor a second query of the provider).
+    expect((await s.http('POST', `/orders/${orderId}/escalate`, {})).body.ticketId).toBe(r.body.ticketId);
     expect(await s.db('support_tickets').where({ order_id: orderId })).toHaveLength(1);
   });
 });

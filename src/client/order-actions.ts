@@ -36,6 +36,9 @@ import { withTemporalDeadline } from '../temporal/calls';
 import type { failedRefundReview } from '../workflows/failed-refund-review';
 import { ApiError, apiFailure } from './errors';
 
+/** An escalation this soon after the order's last ticket is answered with that ticket. */
+export const ESCALATION_COOLDOWN_SECONDS = 60;
+
 /** How long an action waits for the workflow to catch up with a status MySQL already shows. */
 const SETTLE_RETRIES = 10;
 const SETTLE_DELAY_MS = 500;
@@ -273,6 +276,12 @@ export class OrderActions {
   async escalate(orderId: string, note: string | undefined): Promise<EscalationResult> {
     const current = await this.status(orderId);
     if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
+    // Asked again within the cool-down: the ticket just written answers (no workflow update, provider query or ticket).
+    // Each escalation is an update of the order's workflow (Temporal caps them per execution), a query of the provider
+    // (its rate limit is the merchant's) and a ticket for support: a buyer pressing the button, or a leaked link in a
+    // loop, must not spend them.
+    const recent = await this.recentTicket(orderId);
+    if (recent) return { ...recent, status: current.status };
     try {
       return await this.update(() => this.handle(orderId).executeUpdate(escalateUpdate, { args: [{ note }] }));
     } catch (err) {
@@ -309,5 +318,36 @@ export class OrderActions {
       note,
     });
     return { ticketId, orderId, status: current.status, stage: 'DONE', providerStatus, resolution };
+  }
+
+  /** The order's ticket written in the last ESCALATION_COOLDOWN_SECONDS (the database's clock), if any. */
+  private async recentTicket(orderId: string): Promise<EscalationResult | undefined> {
+    const row = (await this.deps
+      .db('support_tickets')
+      .where({ order_id: orderId })
+      .where(
+        'created_at',
+        '>',
+        this.deps.db.raw('CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND', [ESCALATION_COOLDOWN_SECONDS]),
+      )
+      .orderBy('created_at', 'desc')
+      .first('ticket_id', 'order_status', 'stage', 'provider_status', 'resolution')) as
+      | {
+          ticket_id: string;
+          order_status: string;
+          stage: string | null;
+          provider_status: string | null;
+          resolution: string;
+        }
+      | undefined;
+    if (!row) return undefined;
+    return {
+      ticketId: row.ticket_id,
+      orderId,
+      status: row.order_status as EscalationResult['status'],
+      stage: (row.stage ?? 'DONE') as EscalationResult['stage'],
+      providerStatus: row.provider_status ?? 'UNKNOWN',
+      resolution: row.resolution as EscalationResult['resolution'],
+    };
   }
 }
