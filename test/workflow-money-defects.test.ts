@@ -892,6 +892,60 @@ describe('defects found by a third review', () => {
   });
 });
 
+describe('defects found by a review of the order workflow', () => {
+  test("a buyer's cooling-off refund the provider refuses after an approved review opens a new review with the order NEEDS_REVIEW, and a refund decision settles it", async () => {
+    // Paid 1200 for a 1000 order (confirmed with the provider): review. Approved: PAID, cooling-off. The buyer's refund
+    // is refused by the provider. Before the fix the refusal was taken for the approval failing: the workflow waited in
+    // review while MySQL said PAID (every API decision refused 409), and the buyer's refund call hung.
+    const orderId = newScriptedOrder({
+      status: 'AWAITING_PAYMENT',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-over', amount: 1200 }],
+      refundRefusals: 1,
+    });
+    const handle = await startScriptedOrder(orderId, { coolingOffMs: 60_000 });
+    await handle.signal(paymentNotifiedSignal, scriptedNotification(orderId, 'evt-over', 'T-over', 1200));
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'approve', operator: 'ivy', reason: 'buyer agreed to the price' }],
+      }),
+    ).toEqual({ status: 'PAID' });
+    await waitFor(async () => (await handle.query(statusQuery)).stage === 'COOLING_OFF', {
+      what: 'the cooling-off window after the approval',
+    });
+    expect(scriptOf(orderId).status).toBe('PAID');
+    const answer = await within(
+      handle.executeUpdate(coolingOffRefundUpdate, { args: [{ reason: 'changed my mind' }] }),
+      20_000,
+      "the buyer's refund to be answered",
+      () => orderState(orderId),
+    );
+    expect(answer).toEqual({ status: 'NEEDS_REVIEW' });
+    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+    expect((await handle.query(statusQuery)).stage).toBe('AWAITING_REVIEW');
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('event:REVIEW_DECISION_FAILED');
+    // A decision reaches it, and settles it: refunded once (the refused attempt and this one share the number).
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'ivy', reason: 'refund as the buyer asked' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({
+      orderId,
+      status: 'REFUNDED',
+      reason: 'REVIEW_REFUNDED',
+    });
+    expect(
+      callsOf(orderId)
+        .filter((c) => c.name === 'refundPayment')
+        .map((c) => (c.args as { outRefundNo: string; amount: number }).amount),
+    ).toEqual([1200, 1200]);
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('markFulfilmentReady');
+    await replaysCleanly(handle);
+  });
+});
+
 describe('defects found by review: late payments', () => {
   const routeDeps = () => ({
     db: sys.db,

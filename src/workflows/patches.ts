@@ -70,6 +70,12 @@ export const PATCH_IDS = {
    * NOT_PAID_AT_PROVIDER at the first stale answer, with nothing recorded, for a notification the provider had signed.
    */
   lateRecheck: 'late-payment-recheck',
+  /**
+   * orderLifecycleV2: a step that fails for good after an approved review has made the order PAID (the buyer's
+   * cooling-off refund the provider refuses) opens a new review, the order marked NEEDS_REVIEW, instead of being taken
+   * for the approval failing: the workflow waited for a decision no API route could bring, with MySQL saying PAID.
+   */
+  afterApprovalFailure: 'order-after-approval-failure',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -127,4 +133,9 @@ export function lateUnknownReviewStep(): boolean {
 /** Whether this latePayment execution queries again a trade the provider does not show yet, before giving up on it. */
 export function lateRecheckStep(): boolean {
   return patched(PATCH_IDS.lateRecheck);
+}
+
+/** Whether a step failing after an approved review made the order PAID opens a new review (this execution). */
+export function afterApprovalFailureStep(): boolean {
+  return patched(PATCH_IDS.afterApprovalFailure);
 }

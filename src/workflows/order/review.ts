@@ -4,11 +4,11 @@
  * carried out (the provider refuses the refund, a TCC conflict) is recorded and answered to the operator; the order
  * stays in review for another decision instead of failing the workflow with nobody waiting.
  */
-import { condition, upsertSearchAttributes } from '@temporalio/workflow';
+import { condition, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
 import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order-workflow';
 import { NeedsReviewKey, StuckKey } from '../../contracts/search-attributes';
-import { evidenceAfterDecisionStep } from '../patches';
+import { afterApprovalFailureStep, evidenceAfterDecisionStep } from '../patches';
 import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
 import { coolOff } from './cooling-off';
@@ -96,7 +96,18 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
     ctx.publish();
     // An order that was already PAID when it went to review (a step after PAID failed, e.g. the buyer's cooling-off
     // refund the provider refused) stays paid and goes to fulfilment: the refund asked for is closed by this decision.
-    if (paid && !s.reviewAfterPaid) return coolOff(ctx, paid);
+    if (paid && !s.reviewAfterPaid) {
+      try {
+        return await coolOff(ctx, paid);
+      } catch (err) {
+        // The approval is carried out (PAID in MySQL): a failure after it (the buyer's refund in the window, refused) is
+        // a new reason for a person, not this decision failing, and the order must say NEEDS_REVIEW for a decision to
+        // reach it.
+        if (isCancellation(err) || !failedForGood(err) || !afterApprovalFailureStep()) throw err;
+        s.decisionCarriedOut();
+        return stopForReview(ctx, err);
+      }
+    }
     if (s.reviewAfterPaid)
       s.note(
         'REVIEW_APPROVED',

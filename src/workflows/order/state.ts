@@ -351,6 +351,11 @@ export class OrderState {
     );
   }
 
+  /** The decision was carried out: a later review waits for a decision of its own. */
+  decisionCarriedOut(): void {
+    this.reviewDecision = undefined;
+  }
+
   /** Records that a decision could not be carried out; the order waits for another one. */
   reviewFailed(d: ReviewDecision, failure: { type: string; message: string }): void {
     this.reviewFailures.set(d, failure);
