@@ -31,7 +31,15 @@ let running: Promise<void>;
  * first download breaks off (a transport fault) after `breakAt` rows, and a download that resumes takes `skipMs` per
  * row before the resume point (as Stripe pages through a day from its start).
  */
-const bill = { notReady: 0, downloads: 0, rows: [] as BillRow[], breakAt: 0, skipMs: 0 };
+const bill = {
+  notReady: 0,
+  downloads: 0,
+  rows: [] as BillRow[],
+  breakAt: 0,
+  skipMs: 0,
+  /** Rows of a given day, when a test serves several days (else `rows` for any day). */
+  byDate: {} as Record<string, BillRow[]>,
+};
 
 const stub = {
   name: 'sandbox',
@@ -42,7 +50,7 @@ const stub = {
       throw new ProviderBusinessError('BILL_NOT_READY', `stub has no trade bill for ${date} (yet)`);
     const from = options?.fromRow ?? 0;
     if (from > 0 && bill.skipMs) await new Promise((r) => setTimeout(r, from * bill.skipMs));
-    for (const [i, row] of bill.rows.entries()) {
+    for (const [i, row] of (bill.byDate[date] ?? bill.rows).entries()) {
       if (i < from) continue;
       if (bill.breakAt && bill.downloads === 1 && i === bill.breakAt) throw new Error('stub: connection reset by peer');
       yield row;
@@ -52,6 +60,18 @@ const stub = {
 
 /** A day of no other business, at random so that no earlier test run's workflow has its id. */
 const randomPastDay = () => billDateOf(Date.UTC(2003, 0, 1) + Math.floor(Math.random() * 5000) * 86_400_000);
+
+/** A random past day with no run yet, nor on the day after it (earlier test runs leave theirs in the database). */
+async function freshPastDay(): Promise<string> {
+  for (;;) {
+    const day = randomPastDay();
+    const next = billDateOf(billDayRange(day)!.end.getTime() + 3_600_000);
+    const [{ n }] = (await db('reconciliation_runs').whereIn('bill_date', [day, next]).count({ n: '*' })) as [
+      { n: number },
+    ];
+    if (Number(n) === 0) return day;
+  }
+}
 
 async function waitForEnd(runId: string): Promise<Record<string, any>> {
   for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
@@ -88,7 +108,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  Object.assign(bill, { notReady: 0, downloads: 0, rows: [], breakAt: 0, skipMs: 0 });
+  Object.assign(bill, { notReady: 0, downloads: 0, rows: [], breakAt: 0, skipMs: 0, byDate: {} });
 });
 
 test('a retry that re-reads a long stretch of the bill before its resume point heartbeats meanwhile, and the run completes', async () => {
@@ -197,7 +217,7 @@ test('a run of a bill day that has not ended, started directly (not through the 
 }, 60_000);
 
 test("the daily Schedule's request for a day whose run FAILED runs it again; an operator's plain request does not", async () => {
-  const day = randomPastDay();
+  const day = await freshPastDay();
   const failedId = `reconcile-sandbox-${day}`;
   await db('reconciliation_runs').insert({
     id: failedId,
@@ -238,4 +258,61 @@ test("the daily Schedule's request for a day whose run FAILED runs it again; an 
     trigger: 'SCHEDULE',
   });
   expect(again).toMatchObject({ created: false, run: { id: scheduled.run.id, status: 'COMPLETED' } });
+}, 60_000);
+
+test('a payment whose bill line falls on the day before our paid time (a second across midnight) is not reported missing from the bill; one in no bill still is', async () => {
+  const day = randomPastDay();
+  const { end } = billDayRange(day)!;
+  const next = billDateOf(end.getTime() + 3_600_000);
+  const suffix = randomBytes(3).toString('hex');
+  const payment = (n: string, paidAt: Date) => ({
+    out_trade_no: `mid${suffix}_${n}`,
+    order_id: `mid${suffix}_${n}`,
+    provider: 'sandbox',
+    merchant_id: merchantId,
+    trade_no: `SBXMID${suffix}${n}`,
+    status: 'PAID',
+    amount: 900,
+    currency: 'CNY',
+    paid_amount: 900,
+    paid_currency: 'CNY',
+    paid_at: paidAt,
+    expires_at: new Date(paidAt.getTime() + 3_600_000),
+  });
+  // The provider's line at 23:59:59.4 of `day`; our paid time (the notification's) 0.5 s after midnight.
+  const straddling = payment('a', new Date(end.getTime() + 500));
+  // Paid at noon of the next day, in no bill at all: still a critical difference.
+  const missing = payment('b', new Date(end.getTime() + 12 * 3_600_000));
+  await db('payments').insert([straddling, missing]);
+  bill.byDate = {
+    [day]: [
+      {
+        kind: 'PAYMENT',
+        outTradeNo: straddling.out_trade_no,
+        tradeNo: straddling.trade_no,
+        amount: 900,
+        currency: 'CNY',
+        at: new Date(end.getTime() - 600).toISOString(),
+      },
+    ] as BillRow[],
+    [next]: [],
+  };
+  const reconcile = async (date: string) => {
+    const { run } = await startReconciliation(db, client, taskQueue, {
+      provider: 'sandbox',
+      date,
+      rerun: false,
+      trigger: 'API',
+    });
+    return waitForEnd(run.id);
+  };
+  const first = await reconcile(day);
+  expect(first.status).toBe('COMPLETED');
+  expect(JSON.parse(first.totals)).toMatchObject({ MATCHED: 1, MISSING_AT_PROVIDER: 0 });
+  const second = await reconcile(next);
+  expect(second.status).toBe('COMPLETED');
+  const missingItems = await db('reconciliation_items')
+    .where({ run_id: second.id, class: 'MISSING_AT_PROVIDER' })
+    .pluck('out_trade_no');
+  expect(missingItems).toEqual([missing.out_trade_no]);
 }, 60_000);
