@@ -39,7 +39,13 @@ beforeAll(async () => {
     startSystem({ ...noQueries, PAYMENT_TIMEOUT: '10m', COOLING_OFF_PERIOD: '10m' }),
     startSystem({ ...noQueries, PAYMENT_TIMEOUT: '10m', COOLING_OFF_PERIOD: '6s' }),
     freshDatabase('aftercare').then((url) =>
-      startSystem({ ...noQueries, DATABASE_URL: url, PAYMENT_TIMEOUT: '8s', COOLING_OFF_PERIOD: '6s' }),
+      startSystem({
+        ...noQueries,
+        DATABASE_URL: url,
+        PAYMENT_TIMEOUT: '8s',
+        COOLING_OFF_PERIOD: '6s',
+        LATE_PAYMENT_RECHECKS: '1s,2s,4s',
+      }),
     ),
   ]);
 }, 120_000);
@@ -295,4 +301,39 @@ test('a notification for an order whose workflow completed as EXPIRED is refunde
     refundedAmount: 1800,
   });
   expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+});
+
+test("a late payment whose provider's query still shows it unpaid (the query lagging its notification) is refunded once the query catches up, by the same run", async () => {
+  const s = expiring;
+  const sku = await createProduct(s, { price: 1300, stock: 1 });
+  const orderId = await placeOrder(sku, s);
+  await waitForStatus(s, orderId, ['EXPIRED'], 90_000);
+  await s.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+  // The sandbox's query answers the payment as it was before it was paid (CLOSED, by our close at the deadline) for
+  // 2.5 s after it: the late-payment run's first query sees that; its re-queries (1 s, 2 s, 4 s here) see it paid.
+  await s.setFaults({ acceptPaymentAfterExpiry: true, queryLagMs: 2_500 });
+  try {
+    const paid = await s.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+    expect(paid.status).toBe(200);
+    const late = s.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, paid.body.tradeNo));
+    await waitFor(async () => (await late.describe().catch(() => undefined)) !== undefined, {
+      timeoutMs: 60_000,
+      what: 'the late-payment workflow of the trade',
+    });
+    // Before the fix this run ended NOT_PAID_AT_PROVIDER at its first, stale answer, with nothing refunded.
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    const history = await late.fetchHistory();
+    const queries = history.events!.filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'queryProviderPayment',
+    ).length;
+    expect(queries).toBeGreaterThanOrEqual(2);
+    await waitForStatus(s, orderId, ['REFUNDED'], 30_000);
+    expect(await s.db('refunds').where({ order_id: orderId })).toHaveLength(1);
+    expect((await s.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+      status: 'REFUNDED',
+      refundedAmount: 1300,
+    });
+  } finally {
+    await s.setFaults({ queryLagMs: 0, acceptPaymentAfterExpiry: false });
+  }
 });

@@ -579,6 +579,7 @@ describe('faults', () => {
       apiLatencyMs: 5,
       acceptPaymentAfterClose: false,
       acceptPaymentAfterExpiry: false,
+      queryLagMs: 0,
     });
     const reset = await call('POST', '/_control/reset');
     expect(Object.values(reset.json).every((v) => v === 0 || v === false)).toBe(true);
@@ -586,6 +587,23 @@ describe('faults', () => {
     const invalid = await call('PUT', '/_control/faults', { dropNotifications: 2 });
     expect(invalid.status).toBe(400);
     expect(invalid.json.code).toBe('VALIDATION_FAILED');
+  });
+
+  test('with queryLagMs the query answers a payment as it was before it was paid, until the lag has passed', async () => {
+    await setFaults({ queryLagMs: 400 });
+    const order = newOrder();
+    expect((await call('POST', '/v1/payments', order)).status).toBe(200);
+    expect((await call('POST', `/v1/payments/${order.outTradeNo}/pay`, {})).status).toBe(200);
+    expect((await call('GET', `/v1/payments/${order.outTradeNo}`)).json).toMatchObject({
+      status: 'WAIT_BUYER_PAY',
+      paidAmount: null,
+      paidAt: null,
+    });
+    await new Promise((r) => setTimeout(r, 450));
+    expect((await call('GET', `/v1/payments/${order.outTradeNo}`)).json).toMatchObject({
+      status: 'SUCCESS',
+      paidAmount: order.amount,
+    });
   });
 
   test('with apiErrorRate=1 the merchant API answers 500 SYSTEM_ERROR, sometimes after the call took effect', async () => {

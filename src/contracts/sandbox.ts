@@ -116,6 +116,11 @@ export const FaultSettings = z
      * payment method). Only a callback or the reconciliation against the bill can find it.
      */
     acceptPaymentAfterExpiry: z.boolean(),
+    /**
+     * The query API lags the notifications (a replica behind the primary, as Alipay's trade.query can right after a
+     * payment): for this long after a payment, the query answers the payment as it was before it was paid.
+     */
+    queryLagMs: z.number().int().min(0).max(3_600_000),
   })
   .partial()
   .strict();

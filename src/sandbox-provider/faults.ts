@@ -14,6 +14,7 @@ export const NO_FAULTS: Readonly<ActiveFaults> = Object.freeze({
   apiLatencyMs: 0,
   acceptPaymentAfterClose: false,
   acceptPaymentAfterExpiry: false,
+  queryLagMs: 0,
 });
 
 /** The current fault settings, changed at run time by tests. */

@@ -35,6 +35,8 @@ export interface Payment {
   /** What the buyer paid; differs from amount only when a test tampers with it. */
   paidAmount: number | null;
   paidAt: Date | null;
+  /** The status the payment had when it was paid (what a lagging query still answers). */
+  statusBeforePaid?: SandboxPaymentStatus;
   refundedAmount: number;
 }
 
@@ -135,6 +137,7 @@ export class PaymentLedger {
         `Payment ${outTradeNo} is closed or expired and can no longer be paid`,
       );
     }
+    payment.statusBeforePaid = payment.status;
     payment.status = 'SUCCESS';
     payment.paidAmount = amount ?? payment.amount;
     payment.paidAt = this.now();
@@ -238,8 +241,19 @@ export class PaymentLedger {
   }
 }
 
-/** The `GET /v1/payments/:outTradeNo` view of a payment. */
-export function toQueryResponse(payment: Payment): QueryPaymentResponse {
+/**
+ * The `GET /v1/payments/:outTradeNo` view of a payment; with a query lag (`queryLagMs`), a payment paid less than that
+ * long before `now` is answered as it was before it was paid.
+ */
+export function toQueryResponse(payment: Payment, lag?: { ms: number; now: Date }): QueryPaymentResponse {
+  if (lag && lag.ms > 0 && payment.paidAt && lag.now.getTime() - payment.paidAt.getTime() < lag.ms)
+    return {
+      ...toQueryResponse(payment),
+      status: payment.statusBeforePaid ?? 'WAIT_BUYER_PAY',
+      paidAmount: null,
+      paidAt: null,
+      refundedAmount: 0,
+    };
   return {
     outTradeNo: payment.outTradeNo,
     tradeNo: payment.tradeNo,

@@ -136,7 +136,9 @@ function registerMerchantApi(app: FastifyInstance, ctx: Context): void {
     withApiFaults(ctx, request.log, (): QueryPaymentResponse => {
       const { outTradeNo } = parse(OutTradeNoParams, request.params, 'path');
       const payment = ctx.ledger.find(outTradeNo);
-      return payment ? toQueryResponse(payment) : { outTradeNo, status: 'NOT_FOUND' };
+      return payment
+        ? toQueryResponse(payment, { ms: ctx.faults.get().queryLagMs, now: ctx.now() })
+        : { outTradeNo, status: 'NOT_FOUND' };
     }),
   );
 

@@ -118,9 +118,12 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
 }
 
-/** The provider's query does not show a trade yet: its query can lag the notification it signed. */
+/**
+ * The provider's query does not show the trade paid yet (waiting, unknown, or closed as it was before the payment): its
+ * query can lag the notification it signed. REFUNDED or PAID (by this trade or another) is an answer.
+ */
 function notShownYet(state: ProviderState): boolean {
-  return state.status === 'PENDING' || state.status === 'NOT_FOUND';
+  return state.status === 'PENDING' || state.status === 'NOT_FOUND' || state.status === 'CLOSED';
 }
 
 /**

@@ -65,7 +65,7 @@ export const PATCH_IDS = {
    */
   lateUnknownReview: 'late-payment-unknown-paying-trade-review',
   /**
-   * latePayment: a trade the provider's query does not show yet (PENDING, NOT_FOUND) is queried again on a backoff
+   * latePayment: a trade the provider's query does not show paid yet (PENDING, NOT_FOUND, CLOSED) is queried again on a backoff
    * before the workflow concludes it was not paid; if it never shows, the order's timeline says so. It used to end
    * NOT_PAID_AT_PROVIDER at the first stale answer, with nothing recorded, for a notification the provider had signed.
    */
