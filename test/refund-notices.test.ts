@@ -8,12 +8,21 @@
  * A notification for a refund number that is not ours, or not this provider's, is acknowledged and changes nothing.
  */
 import { randomBytes } from 'node:crypto';
+import { WithStartWorkflowOperation } from '@temporalio/client';
 import type { ApplicationFailure } from '@temporalio/common';
 import { refundPayment } from '../src/activities/payments';
-import { autoRefundNo, failedRefundRetryNo, orderWorkflowId } from '../src/contracts/order';
+import {
+  type FailedRefundReviewInput,
+  autoRefundNo,
+  failedRefundRetryNo,
+  failedRefundReviewWorkflowId,
+  orderWorkflowId,
+  reviewDecisionUpdate,
+} from '../src/contracts/order';
 import { chinaRfc3339 } from '../src/providers/http';
 import type { PaymentProvider } from '../src/providers/types';
 import { toWechatOutTradeNo } from '../src/providers/wechat';
+import type { failedRefundReview } from '../src/workflows/failed-refund-review';
 import { type FakeServer, startFakeServer } from './support/provider-fakes';
 import {
   type Delivery,
@@ -766,4 +775,60 @@ test('the same refund decision sent twice at once refunds once and both are answ
     (e: { type: string }) => e.type === 'REFUND_FAILED_SETTLED_BY_REVIEW',
   );
   expect(settled).toHaveLength(1);
+});
+
+test('a different decision that finds the failed refund settled (its review ended) is refused, never a second run that refunds again', async () => {
+  const seeded = await seedFailedRefund();
+  const first = await decide(seeded.orderId, { decision: 'refund', operator: 'fay', reason: 'card is open again' });
+  expect(first).toMatchObject({ status: 200, body: { status: 'REFUNDED' } });
+  // The race as a second operator meets it: MySQL still read NEEDS_REVIEW (the first decision not yet committed), and
+  // the decision reaches Temporal after the review run has ended. Before the fix update-with-start began a new run,
+  // which refunded 300 more under a new number and answered 200.
+  await sys
+    .db('orders')
+    .where({ order_id: seeded.orderId })
+    .update({ status: 'NEEDS_REVIEW', status_reason: 'REFUND_FAILED' });
+  const second = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'gus',
+    reason: 'part of it by bank transfer',
+    refundAmount: 300,
+  });
+  expect(second).toMatchObject({ status: 409, body: { error: 'ORDER_NOT_IN_REVIEW' } });
+  expect(wxRefundPosts.get(failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, 300))).toBeUndefined();
+  expect(wxRefundPosts.get(failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount))).toBe(1);
+});
+
+test('a failed refund review whose order left review another way refunds nothing and answers why', async () => {
+  const seeded = await seedFailedRefund();
+  // Settled another way meanwhile (another failed refund's review, an operator's fix): the order is REFUNDED.
+  await sys
+    .db('orders')
+    .where({ order_id: seeded.orderId })
+    .update({ status: 'REFUNDED', status_reason: 'REFUND_RETRIED' });
+  const input: FailedRefundReviewInput = {
+    orderId: seeded.orderId,
+    provider: 'wechat',
+    failedOutRefundNo: seeded.outRefundNo,
+    tradeNo: seeded.tradeNo,
+    amount: seeded.amount,
+    currency: 'CNY',
+    back: 'REFUNDED',
+  };
+  const start = new WithStartWorkflowOperation<typeof failedRefundReview>('failedRefundReview', {
+    workflowId: failedRefundReviewWorkflowId(seeded.outRefundNo),
+    taskQueue: sys.config.taskQueue,
+    args: [input],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+  });
+  const answer = await sys.client.workflow.executeUpdateWithStart(reviewDecisionUpdate, {
+    args: [{ decision: 'refund', operator: 'hal', reason: 'refund again' }],
+    startWorkflowOperation: start,
+  });
+  expect(answer).toEqual({
+    status: 'REFUNDED',
+    failure: { type: 'ORDER_CONFLICT', message: expect.stringMatching(/no longer in review/) },
+  });
+  expect(await (await start.workflowHandle()).result()).toMatchObject({ outcome: 'NOT_IN_REVIEW' });
+  expect(wxRefundPosts.get(failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount))).toBeUndefined();
 });

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import {
   type Client,
   WithStartWorkflowOperation,
+  WorkflowExecutionAlreadyStartedError,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
 } from '@temporalio/client';
@@ -151,12 +152,25 @@ export class OrderActions {
       taskQueue: this.deps.taskQueue,
       args: [input],
       workflowIdConflictPolicy: 'USE_EXISTING',
+      // One execution per failed refund, ever: a decision that finds it ended (the refund settled) is refused, never a
+      // second run that would refund again (it continues as new rather than end while undecided).
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
       staticSummary: `Review of failed refund ${input.failedOutRefundNo} of order ${input.orderId}`.slice(0, 200),
     });
-    return this.deps.client.workflow.executeUpdateWithStart(reviewDecisionUpdate, {
-      args: [decision],
-      startWorkflowOperation: start,
-    });
+    try {
+      return await this.deps.client.workflow.executeUpdateWithStart(reviewDecisionUpdate, {
+        args: [decision],
+        startWorkflowOperation: start,
+      });
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      throw new ApiError(
+        409,
+        'ORDER_NOT_IN_REVIEW',
+        `the review of failed refund ${input.failedOutRefundNo} has ended: it was settled by an earlier decision`,
+        { status: 'NEEDS_REVIEW' },
+      );
+    }
   }
 
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */

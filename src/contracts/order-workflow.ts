@@ -106,7 +106,8 @@ export interface FailedRefundReviewInput {
 
 /** What the failedRefundReview workflow did. */
 export interface FailedRefundReviewResult {
-  outcome: 'REFUNDED' | 'CLOSED_WITHOUT_REFUND' | 'NO_DECISION';
+  /** NOT_IN_REVIEW: the order had left review (settled another way) when the decision came; nothing was refunded. */
+  outcome: 'REFUNDED' | 'CLOSED_WITHOUT_REFUND' | 'NO_DECISION' | 'NOT_IN_REVIEW';
   status: OrderStatus;
   outRefundNo?: string;
   detail: string;

@@ -16,6 +16,7 @@ import {
   CancellationScope,
   allHandlersFinished,
   condition,
+  continueAsNew,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -34,6 +35,7 @@ import {
   reviewDecisionProblem,
   reviewDecisionUpdate,
 } from '../contracts/order-workflow';
+import { failedRefundOrderCheckStep } from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 
 const acts = proxyActivities<Activities>(MUST);
@@ -72,8 +74,13 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
           });
         if (status !== 'NEEDS_REVIEW')
           throw new Error(`the failed refund ${failedNo} of order ${orderId} has been settled; the order is ${status}`);
+        // Refused for good (not retried by the API): the decision being carried out may settle the refund.
         if (decision && !same(decision, d))
-          throw new Error(`another decision on the failed refund ${failedNo} is being carried out`);
+          throw ApplicationFailure.create({
+            type: REVIEW_DECISION_REFUSED,
+            nonRetryable: true,
+            message: `another decision on the failed refund ${failedNo} is being carried out`,
+          });
       },
     },
   );
@@ -82,13 +89,21 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
     setCurrentDetails(`refund ${failedNo} failed at ${input.provider}; waiting for an operator's refund decision`);
     if (!(await condition(() => decision !== undefined, DECISION_WAIT))) {
       await condition(allHandlersFinished);
-      return {
-        outcome: 'NO_DECISION',
-        status,
-        detail: `no decision within ${DECISION_WAIT}; the order stays in review`,
-      };
+      // The same execution goes on waiting (a fresh history): the API starts this id only once
+      // (REJECT_DUPLICATE), so a decision that finds it ended is refused, never given a second run that refunds again.
+      await continueAsNew<typeof failedRefundReview>(input);
     }
     const d = decision!;
+    if (failedRefundOrderCheckStep()) {
+      const order = await acts.getOrderSnapshot(orderId);
+      if (order?.status !== 'NEEDS_REVIEW') {
+        const message = `order ${orderId} is ${order?.status ?? 'missing'}, no longer in review: failed refund ${failedNo} was settled another way; nothing refunded`;
+        failures.set(d, { type: FailureType.ORDER_CONFLICT, message });
+        status = order?.status ?? status;
+        await condition(allHandlersFinished);
+        return { outcome: 'NOT_IN_REVIEW', status, detail: message };
+      }
+    }
     const amount = d.refundAmount ?? input.amount;
     const outRefundNo = amount > 0 ? failedRefundRetryNo(orderId, failedNo, amount) : undefined;
     try {

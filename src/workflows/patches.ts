@@ -76,6 +76,11 @@ export const PATCH_IDS = {
    * for the approval failing: the workflow waited for a decision no API route could bring, with MySQL saying PAID.
    */
   afterApprovalFailure: 'order-after-approval-failure',
+  /**
+   * failedRefundReview: before carrying out a decision, the order is read: one no longer in review (settled another way)
+   * is not refunded again; the decision is answered with why.
+   */
+  failedRefundOrderCheck: 'failed-refund-review-order-check',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -138,4 +143,9 @@ export function lateRecheckStep(): boolean {
 /** Whether a step failing after an approved review made the order PAID opens a new review (this execution). */
 export function afterApprovalFailureStep(): boolean {
   return patched(PATCH_IDS.afterApprovalFailure);
+}
+
+/** Whether this failedRefundReview reads the order before carrying out a decision. */
+export function failedRefundOrderCheckStep(): boolean {
+  return patched(PATCH_IDS.failedRefundOrderCheck);
 }
