@@ -832,3 +832,71 @@ test('a failed refund review whose order left review another way refunds nothing
   expect(await (await start.workflowHandle()).result()).toMatchObject({ outcome: 'NOT_IN_REVIEW' });
   expect(wxRefundPosts.get(failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount))).toBeUndefined();
 });
+
+test('two refunds of an order both reported failed: settling the one under review keeps the order in review for the other, never REFUNDED over a buyer unpaid', async () => {
+  const seeded = await seedRefundedOrder('wechat');
+  // A second trade of the order (a duplicate payment) was refunded too, under its own number; both refunds then fail.
+  const dup = {
+    tradeNo: `4200${randomBytes(10).toString('hex')}`,
+    refundNo: `5030${randomBytes(8).toString('hex')}`,
+    amount: 500,
+  };
+  const dupRefundNo = autoRefundNo(seeded.orderId, dup.tradeNo);
+  await sys.db('refunds').insert({
+    out_refund_no: dupRefundNo,
+    order_id: seeded.orderId,
+    out_trade_no: seeded.orderId,
+    provider: 'wechat',
+    trade_no: dup.tradeNo,
+    amount: dup.amount,
+    currency: 'CNY',
+    reason: 'duplicate payment',
+    status: 'SUCCEEDED',
+    refund_no: dup.refundNo,
+    refunded_at: new Date(Date.now() - 1_700_000),
+  });
+  const abnormal = (outRefundNo: string, transactionId: string, refundId: string, amount: number) =>
+    deliver(
+      wechatRefundNotification('REFUND.ABNORMAL', {
+        orderId: seeded.orderId,
+        outRefundNo,
+        transactionId,
+        refundId,
+        amount,
+      }),
+    );
+  expect((await abnormal(dupRefundNo, dup.tradeNo, dup.refundNo, dup.amount)).status).toBe(204);
+  expect((await abnormal(seeded.outRefundNo, seeded.tradeNo, seeded.refundNo, seeded.amount)).status).toBe(204);
+  const reviewFor = async () =>
+    (await snapshot(seeded.orderId)).events
+      .filter((e: { type: string }) => e.type === 'ORDER_NEEDS_REVIEW')
+      .map((e: { data: string | Record<string, unknown> }) =>
+        typeof e.data === 'string' ? JSON.parse(e.data) : e.data,
+      )
+      .at(-1)?.outRefundNo;
+  expect(await reviewFor()).toBe(dupRefundNo);
+
+  // The duplicate's money went back another way: its review is settled, and the order stays in review for the other.
+  const first = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'ida',
+    reason: 'duplicate repaid by bank transfer',
+    refundAmount: 0,
+  });
+  expect(first).toMatchObject({ status: 200, body: { status: 'NEEDS_REVIEW' } });
+  expect((await snapshot(seeded.orderId)).order).toMatchObject({
+    status: 'NEEDS_REVIEW',
+    status_reason: 'REFUND_FAILED',
+  });
+  expect(await reviewFor()).toBe(seeded.outRefundNo);
+
+  // Then the other: now the order may say REFUNDED.
+  const second = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'ida',
+    reason: 'resubmitted at WeChat as an abnormal refund',
+    refundAmount: 0,
+  });
+  expect(second).toMatchObject({ status: 200, body: { status: 'REFUNDED' } });
+  expect((await snapshot(seeded.orderId)).order).toMatchObject({ status: 'REFUNDED' });
+});

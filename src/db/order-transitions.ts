@@ -52,7 +52,25 @@ export async function transitionIn(
 ): Promise<TransitionDone> {
   if (current === input.to || !input.from.includes(current))
     return { changed: false, status: current, paymentRecorded: false };
-  if (claimsRefund(input)) await refuseOnFailedRefund(trx, input);
+  if (claimsRefund(input)) {
+    const next = await refuseOnFailedRefund(trx, input);
+    // A review settled one failed refund while another of the order's is still unsettled: the order stays in review,
+    // now for that one (the API routes the next decision to it by this entry), instead of REFUNDED over a buyer unpaid.
+    if (next) {
+      events.add(input.event.type, input.event.message, {
+        from: current,
+        to: current,
+        reason: input.reason,
+        ...input.event.data,
+      });
+      events.add(
+        'ORDER_NEEDS_REVIEW',
+        `Refund ${next} of this order also failed at the provider and is not settled: the order stays in review for it`,
+        { from: input.to, reason: 'REFUND_FAILED', outRefundNo: next },
+      );
+      return { changed: false, status: current, paymentRecorded: false };
+    }
+  }
   const count = await trx('orders')
     .where({ order_id: input.orderId, status: current })
     .update({
@@ -93,25 +111,48 @@ function claimsRefund(input: TransitionInput): boolean {
 }
 
 /**
- * Refuses such a change while the order's latest refund is one its provider reported failed after accepting it
- * (src/db/refund-outcomes.ts): a notice that arrives between a workflow's refund step and its status change would
- * otherwise be overwritten by a REFUNDED the buyer never got. Read with a shared lock, so a failure being recorded
- * now is waited for. A business failure: the review decision fails and the order waits for another (a refund of the
- * amount the operator names, under a number of its own, is then the latest refund).
+ * Refuses such a change while a refund of the order that its provider reported failed after accepting it
+ * (src/db/refund-outcomes.ts) is unsettled: not settled by a failed refund's review (its
+ * REFUND_FAILED_SETTLED_BY_REVIEW entry, or this change's `settlesFailedRefund`), and not followed by a later review
+ * refund of the same trade that was made (`rv...`, SUCCEEDED or PENDING: an operator named what is left of the trade to
+ * return; an automatic refund of the same trade, say a second partial one, settles nothing). A notice that arrives between a workflow's refund step and its
+ * status change would otherwise be overwritten by a REFUNDED the buyer never got, and so would a second failed refund
+ * (another trade's) behind the one a review settles. Read with a shared lock, so a failure being recorded now is
+ * waited for. Without `settlesFailedRefund`, a business failure: the decision fails and the order waits for another.
+ * With it, the other unsettled refund's number: the caller keeps the order in review for that one.
  */
-async function refuseOnFailedRefund(trx: Knex.Transaction, input: TransitionInput): Promise<void> {
-  const latest = (await trx('refunds')
-    .where({ order_id: input.orderId })
+async function refuseOnFailedRefund(trx: Knex.Transaction, input: TransitionInput): Promise<string | undefined> {
+  const unsettled = (await trx('refunds as f')
+    .where({ 'f.order_id': input.orderId, 'f.status': 'FAILED' })
+    .whereNot('f.out_refund_no', input.settlesFailedRefund ?? '')
+    .whereNotExists(
+      trx('refunds as s')
+        .whereRaw('s.order_id = f.order_id AND s.trade_no <=> f.trade_no')
+        .where('s.out_refund_no', 'like', 'rv%')
+        .whereIn('s.status', ['SUCCEEDED', 'PENDING'])
+        .whereRaw(
+          '(s.created_at > f.created_at OR (s.created_at = f.created_at AND s.out_refund_no > f.out_refund_no))',
+        )
+        .select(trx.raw('1')),
+    )
+    .whereNotExists(
+      trx('order_events as e')
+        .whereRaw('e.order_id = f.order_id')
+        .where('e.type', 'REFUND_FAILED_SETTLED_BY_REVIEW')
+        .whereRaw("JSON_UNQUOTE(JSON_EXTRACT(e.data, '$.failedOutRefundNo')) = f.out_refund_no")
+        .select(trx.raw('1')),
+    )
     .orderBy([
-      { column: 'created_at', order: 'desc' },
-      { column: 'out_refund_no', order: 'desc' },
+      { column: 'f.created_at', order: 'asc' },
+      { column: 'f.out_refund_no', order: 'asc' },
     ])
     .forShare()
-    .first('out_refund_no', 'status')) as { out_refund_no: string; status: string } | undefined;
-  if (latest?.status === 'FAILED' && latest.out_refund_no !== input.settlesFailedRefund)
-    throw businessFailure(
-      FailureType.REFUND_FAILED_AT_PROVIDER,
-      `refund ${latest.out_refund_no} of order ${input.orderId} was reported failed by the provider; the order is not marked ${input.to}`,
-      { outRefundNo: latest.out_refund_no },
-    );
+    .first('f.out_refund_no')) as { out_refund_no: string } | undefined;
+  if (!unsettled) return undefined;
+  if (input.settlesFailedRefund) return unsettled.out_refund_no;
+  throw businessFailure(
+    FailureType.REFUND_FAILED_AT_PROVIDER,
+    `refund ${unsettled.out_refund_no} of order ${input.orderId} was reported failed by the provider; the order is not marked ${input.to}`,
+    { outRefundNo: unsettled.out_refund_no },
+  );
 }

@@ -47,6 +47,8 @@ const DECISION_WAIT = '30 days';
 export async function failedRefundReview(input: FailedRefundReviewInput): Promise<FailedRefundReviewResult> {
   const { orderId, failedOutRefundNo: failedNo } = input;
   let status: OrderStatus = 'NEEDS_REVIEW';
+  /** The failed refund is settled (the order may still be in review, for another failed refund of it). */
+  let settled = false;
   /** The decision being carried out, if any. */
   let decision: ReviewDecision | undefined;
   const failures = new Map<ReviewDecision, { type: string; message: string }>();
@@ -58,7 +60,7 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
       // The same decision again while it is carried out (an operator's retry) waits for the same answer.
       const mine = decision && same(decision, d) ? decision : d;
       decision ??= d;
-      await condition(() => status !== 'NEEDS_REVIEW' || decision !== mine);
+      await condition(() => settled || status !== 'NEEDS_REVIEW' || decision !== mine);
       const failure = failures.get(mine);
       return failure ? { status, failure } : { status };
     },
@@ -72,7 +74,7 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
             nonRetryable: true,
             message: failedRefundApproveRefusal(failedNo, input.provider),
           });
-        if (status !== 'NEEDS_REVIEW')
+        if (settled || status !== 'NEEDS_REVIEW')
           throw new Error(`the failed refund ${failedNo} of order ${orderId} has been settled; the order is ${status}`);
         // Refused for good (not retried by the API): the decision being carried out may settle the refund.
         if (decision && !same(decision, d))
@@ -129,7 +131,7 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
         const what = outRefundNo
           ? `refunded ${amount} ${input.currency} (minor units) again under ${outRefundNo}`
           : `closed it without a new refund (the money was returned by other means)`;
-        await acts.transitionOrder({
+        const done = await acts.transitionOrder({
           orderId,
           from: ['NEEDS_REVIEW'],
           to: input.back,
@@ -149,8 +151,10 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
             },
           },
         });
+        // NEEDS_REVIEW when another failed refund of the order is unsettled: the order stays in review for that one.
+        status = done.status === 'NEEDS_REVIEW' ? 'NEEDS_REVIEW' : input.back;
       });
-      status = input.back;
+      settled = true;
       await condition(allHandlersFinished);
       return outRefundNo
         ? {
