@@ -25,6 +25,12 @@ export interface InvariantInput {
    * is not compared with them (it would all read as "provider holds 0"). Absent: every order is compared.
    */
   providerRowsSince?: Date;
+  /**
+   * The provider whose bills `providerRows` are: only its orders and refunds are compared with them (a staging system
+   * offering the sandbox beside real providers would otherwise read every real order as "provider holds 0"). Absent:
+   * every order.
+   */
+  billsProvider?: string;
   /** An order may stay AWAITING_PAYMENT at most this long after its deadline. */
   convergenceBoundMs: number;
   now?: Date;
@@ -195,7 +201,8 @@ async function checkInSnapshot(input: InvariantInput): Promise<InvariantResult[]
     ),
   );
 
-  if (input.providerRows) results.push(...(await checkMoney(db, input.providerRows, input.providerRowsSince)));
+  if (input.providerRows)
+    results.push(...(await checkMoney(db, input.providerRows, input.providerRowsSince, input.billsProvider)));
   return results;
 }
 
@@ -343,11 +350,24 @@ async function checkBenefits(db: Knex): Promise<InvariantResult[]> {
 }
 
 /** Money invariants: the provider's movements against local orders and refunds. */
-async function checkMoney(db: Knex, rows: BillRow[], since: Date | undefined): Promise<InvariantResult[]> {
+async function checkMoney(
+  db: Knex,
+  rows: BillRow[],
+  since: Date | undefined,
+  provider: string | undefined,
+): Promise<InvariantResult[]> {
   const inPeriod = (o: { created_at: Date | string }) => since === undefined || new Date(o.created_at) >= since;
+  const ofProvider = (q: Knex.QueryBuilder) => (provider ? q.where('provider', provider) : q);
   const orders = new Map(
     (
-      (await db('orders').select('order_id', 'status', 'amount', 'currency', 'paid_trade_no', 'created_at')) as {
+      (await ofProvider(db('orders')).select(
+        'order_id',
+        'status',
+        'amount',
+        'currency',
+        'paid_trade_no',
+        'created_at',
+      )) as {
         order_id: string;
         status: string;
         amount: number;
@@ -357,14 +377,17 @@ async function checkMoney(db: Knex, rows: BillRow[], since: Date | undefined): P
       }[]
     ).map((o) => [o.order_id, o]),
   );
-  const localRefunds = (
-    (await db('refunds').where('status', 'SUCCEEDED').select('out_refund_no', 'order_id', 'amount', 'created_at')) as {
-      out_refund_no: string;
-      order_id: string;
-      amount: number;
-      created_at: Date | string;
-    }[]
-  ).filter(inPeriod);
+  const allLocalRefunds = (await ofProvider(db('refunds'))
+    .where('status', 'SUCCEEDED')
+    .select('out_refund_no', 'order_id', 'amount', 'created_at')) as {
+    out_refund_no: string;
+    order_id: string;
+    amount: number;
+    created_at: Date | string;
+  }[];
+  // Those of the period must be on its bills; a bill line is looked up among all of them (the bills begin a day
+  // before the period, so a refund of that day is on them and was not made in the period).
+  const localRefunds = allLocalRefunds.filter(inPeriod);
   const payments = rows.filter((r) => r.kind === 'PAYMENT');
   const refunds = rows.filter((r) => r.kind === 'REFUND');
 
@@ -379,7 +402,7 @@ async function checkMoney(db: Knex, rows: BillRow[], since: Date | undefined): P
   const providerRefundsByNo = new Map<string, BillRow[]>();
   for (const r of refunds)
     providerRefundsByNo.set(r.outRefundNo ?? '?', [...(providerRefundsByNo.get(r.outRefundNo ?? '?') ?? []), r]);
-  const localByNo = new Map(localRefunds.map((r) => [r.out_refund_no, r]));
+  const localByNo = new Map(allLocalRefunds.map((r) => [r.out_refund_no, r]));
   for (const [no, list] of providerRefundsByNo) {
     const local = localByNo.get(no);
     if (list.length !== 1) refundProblems.push(`${no}: ${list.length} refunds at the provider`);
