@@ -900,3 +900,17 @@ test('two refunds of an order both reported failed: settling the one under revie
   expect(second).toMatchObject({ status: 200, body: { status: 'REFUNDED' } });
   expect((await snapshot(seeded.orderId)).order).toMatchObject({ status: 'REFUNDED' });
 });
+
+test("a refundAmount above the failed refund's amount is refused 409 REVIEW_DECISION_REFUSED, nothing refunded", async () => {
+  const seeded = await seedFailedRefund();
+  const answer = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'jon',
+    reason: 'typo',
+    refundAmount: seeded.amount + 1,
+  });
+  expect(answer).toMatchObject({ status: 409, body: { error: 'REVIEW_DECISION_REFUSED' } });
+  expect(answer.body.message).toMatch(/more than the failed refund/);
+  expect(wxRefundPosts.get(failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount + 1))).toBeUndefined();
+  expect((await snapshot(seeded.orderId)).order).toMatchObject({ status: 'NEEDS_REVIEW' });
+});

@@ -74,6 +74,12 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
             nonRetryable: true,
             message: failedRefundApproveRefusal(failedNo, input.provider),
           });
+        if (d.refundAmount !== undefined && d.refundAmount > input.amount)
+          throw ApplicationFailure.create({
+            type: REVIEW_DECISION_REFUSED,
+            nonRetryable: true,
+            message: `refundAmount ${d.refundAmount} is more than the failed refund's ${input.amount} ${input.currency} (minor units)`,
+          });
         if (settled || status !== 'NEEDS_REVIEW')
           throw new Error(`the failed refund ${failedNo} of order ${orderId} has been settled; the order is ${status}`);
         // Refused for good (not retried by the API): the decision being carried out may settle the refund.
