@@ -42,7 +42,9 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
   const url = new URL(databaseUrl);
   const database = url.pathname.replace(/^\//, '');
   if (!/^[A-Za-z0-9_]+$/.test(database)) throw new Error(`Database name "${database}" must be [A-Za-z0-9_]+`);
-  url.pathname = '/mysql';
+  // No default database: a user granted only its own database (docker-compose's MySQL user has ALL ON payments.*) may
+  // create that one, but not connect to `mysql`.
+  url.pathname = '/';
   const admin = createDb(url.toString(), { poolMax: 1 });
   try {
     await admin.raw(`CREATE DATABASE IF NOT EXISTS \`${database}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
