@@ -353,6 +353,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError('Invalid configuration: QUERY_MAX_INTERVAL must not be shorter than QUERY_FIRST_DELAY');
   if (e.PORT !== 0 && e.PORT === e.SANDBOX_PORT)
     throw new ConfigError('Invalid configuration: SANDBOX_PORT must differ from PORT');
+  if (e.METRICS_PORT !== 0 && e.METRICS_PORT === e.PORT)
+    throw new ConfigError('Invalid configuration: METRICS_PORT must differ from PORT (0 serves /metrics on PORT)');
   if (e.REVIEW_REMINDER_INTERVAL <= 0)
     throw new ConfigError('Invalid configuration: REVIEW_REMINDER_INTERVAL must be more than 0');
   if (e.RESERVATION_SWEEP_INTERVAL <= 0)

@@ -127,6 +127,9 @@ describe('bad variables', () => {
     ['SANDBOX_SECRET', { SANDBOX_SECRET: 'short' }],
     ['ADMIN_TOKEN', { ADMIN_TOKEN: 'tiny' }],
     ['LOG_LEVEL', { LOG_LEVEL: 'verbose' }],
+    ['METRICS_PORT', { PORT: '3000', METRICS_PORT: '3000' }],
+    ['LATE_PAYMENT_RECHECKS', { LATE_PAYMENT_RECHECKS: '30s,later' }],
+    ['PROVIDER_TEST_MODE', { PROVIDER_TEST_MODE: 'yes' }],
   ];
 
   test.each(cases)(

@@ -236,7 +236,10 @@ describe('one-click support', () => {
         resolution: 'PAYMENT_FOUND',
       });
     }
-    expect(await sys.db('support_tickets').where({ order_id: orderId })).toHaveLength(1);
+    const tickets = await sys.db('support_tickets').where({ order_id: orderId });
+    expect(tickets).toHaveLength(1);
+    // The buyer's later words are added to it.
+    expect(tickets[0].note).toBe('I paid, the page still waits | still nothing? | hello?');
     expect(await updates()).toBe(before);
   });
 

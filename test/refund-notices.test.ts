@@ -890,12 +890,35 @@ test('two refunds of an order both reported failed: settling the one under revie
   });
   expect(await reviewFor()).toBe(seeded.outRefundNo);
 
-  // Then the other: now the order may say REFUNDED.
+  // The first decision again (the operator's retry after a timeout, a second operator on the same screen): refused,
+  // naming the refund now in review. Before, it was carried out on that one, closing it without a refund.
+  const retried = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'ida',
+    reason: 'duplicate repaid by bank transfer',
+    refundAmount: 0,
+  });
+  expect(retried).toMatchObject({ status: 409, body: { error: 'REVIEW_DECISION_REFUSED' } });
+  expect(retried.body.message).toContain(seeded.outRefundNo);
+  // Naming the settled one is refused too.
+  expect(
+    await decide(seeded.orderId, {
+      decision: 'refund',
+      operator: 'ida',
+      reason: 'the duplicate again',
+      refundAmount: 0,
+      failedOutRefundNo: dupRefundNo,
+    }),
+  ).toMatchObject({ status: 409, body: { error: 'REVIEW_DECISION_REFUSED' } });
+  expect((await snapshot(seeded.orderId)).order).toMatchObject({ status: 'NEEDS_REVIEW' });
+
+  // Then the other, named: now the order may say REFUNDED.
   const second = await decide(seeded.orderId, {
     decision: 'refund',
     operator: 'ida',
     reason: 'resubmitted at WeChat as an abnormal refund',
     refundAmount: 0,
+    failedOutRefundNo: seeded.outRefundNo,
   });
   expect(second).toMatchObject({ status: 200, body: { status: 'REFUNDED' } });
   expect((await snapshot(seeded.orderId)).order).toMatchObject({ status: 'REFUNDED' });

@@ -19,6 +19,7 @@ import {
   type FailedRefundReviewInput,
   type OrderStatus,
   type ReviewDecision,
+  type ReviewRequest,
   type ReviewOutcome,
   REVIEW_DECISION_REFUSED,
   coolingOffRefundUpdate,
@@ -104,14 +105,17 @@ export class OrderActions {
    * refund's row. REFUNDED when the failed refund was the order's own (or a late trade of a closed order); PAID when
    * the order was PAID and kept its own trade, the refund being of another.
    */
-  private async failedRefund(orderId: string, provider: string): Promise<FailedRefundReviewInput> {
+  private async failedRefund(
+    orderId: string,
+    provider: string,
+  ): Promise<{ input: FailedRefundReviewInput; afterAnother: boolean }> {
     const entries = (await this.deps
       .db('order_events')
       .where({ order_id: orderId, type: 'ORDER_NEEDS_REVIEW' })
       .orderBy('id', 'desc')
       .select('data')) as { data: unknown }[];
     const entry = entries
-      .map((e) => jsonColumn<{ from?: OrderStatus; reason?: string; outRefundNo?: string }>(e.data))
+      .map((e) => jsonColumn<{ from?: OrderStatus; reason?: string; outRefundNo?: string; after?: string }>(e.data))
       .find((d) => d?.reason === REFUND_FAILED_REASON && d.outRefundNo);
     const refund = entry?.outRefundNo
       ? ((await this.deps
@@ -132,13 +136,17 @@ export class OrderActions {
       { paid_trade_no: string | null } | undefined;
     const keptOwnTrade = entry.from === 'PAID' && !!order?.paid_trade_no && order.paid_trade_no !== refund.trade_no;
     return {
-      orderId,
-      provider: (refund.provider || provider) as FailedRefundReviewInput['provider'],
-      failedOutRefundNo: entry.outRefundNo,
-      tradeNo: refund.trade_no,
-      amount: Number(refund.amount),
-      currency: refund.currency,
-      back: keptOwnTrade ? 'PAID' : 'REFUNDED',
+      input: {
+        orderId,
+        provider: (refund.provider || provider) as FailedRefundReviewInput['provider'],
+        failedOutRefundNo: entry.outRefundNo,
+        tradeNo: refund.trade_no,
+        amount: Number(refund.amount),
+        currency: refund.currency,
+        back: keptOwnTrade ? 'PAID' : 'REFUNDED',
+      },
+      // The review moved on to this refund when another failed refund of the order was settled (order-transitions).
+      afterAnother: entry.after !== undefined,
     };
   }
 
@@ -174,7 +182,8 @@ export class OrderActions {
   }
 
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
-  async review(orderId: string, decision: ReviewDecision): Promise<{ orderId: string; status: OrderStatus }> {
+  async review(orderId: string, request: ReviewRequest): Promise<{ orderId: string; status: OrderStatus }> {
+    const { failedOutRefundNo: named, ...decision } = request;
     const current = await this.status(orderId);
     if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     if (current.status !== 'NEEDS_REVIEW')
@@ -183,7 +192,21 @@ export class OrderActions {
       });
     let send: () => Promise<ReviewOutcome>;
     if (current.statusReason === REFUND_FAILED_REASON) {
-      const failed = await this.failedRefund(orderId, current.provider);
+      const { input: failed, afterAnother } = await this.failedRefund(orderId, current.provider);
+      if (named !== undefined && named !== failed.failedOutRefundNo)
+        throw new ApiError(
+          409,
+          REVIEW_DECISION_REFUSED,
+          `order ${orderId} is in review for failed refund ${failed.failedOutRefundNo}, not ${named} (settled, or not one of this order's)`,
+          { failedOutRefundNo: failed.failedOutRefundNo },
+        );
+      if (afterAnother && named === undefined)
+        throw new ApiError(
+          409,
+          REVIEW_DECISION_REFUSED,
+          `several refunds of order ${orderId} failed at the provider and another was settled before: it is now in review for ${failed.failedOutRefundNo}; name it with failedOutRefundNo (a decision that names none may be a retry of the one that settled the other)`,
+          { failedOutRefundNo: failed.failedOutRefundNo },
+        );
       if (decision.decision === 'approve')
         throw new ApiError(
           409,
@@ -193,6 +216,13 @@ export class OrderActions {
         );
       send = () => this.decideFailedRefund(failed, decision);
     } else {
+      if (named !== undefined)
+        throw new ApiError(
+          409,
+          REVIEW_DECISION_REFUSED,
+          `order ${orderId} is not in review for a failed refund (reason ${current.statusReason ?? 'none'}): failedOutRefundNo does not apply`,
+          { decision: decision.decision },
+        );
       const handle = await this.reviewHandle(orderId, current.statusReason, current.provider);
       send = () => handle.executeUpdate(reviewDecisionUpdate, { args: [decision] });
     }
@@ -295,7 +325,15 @@ export class OrderActions {
     // (its rate limit is the merchant's) and a ticket for support: a buyer pressing the button, or a leaked link in a
     // loop, must not spend them.
     const recent = await this.recentTicket(orderId);
-    if (recent) return { ...recent, status: current.status };
+    if (recent) {
+      // The buyer's words still reach support: added to that ticket.
+      if (note)
+        await this.deps
+          .db('support_tickets')
+          .where({ ticket_id: recent.ticketId })
+          .update({ note: this.deps.db.raw("LEFT(CONCAT_WS(' | ', note, ?), 500)", [note]) });
+      return { ...recent, status: current.status };
+    }
     try {
       return await this.update(() => this.handle(orderId).executeUpdate(escalateUpdate, { args: [{ note }] }));
     } catch (err) {

@@ -110,20 +110,28 @@ export type PutProductRequest = z.infer<typeof PutProductRequest>;
  * An operator's decision on an order in NEEDS_REVIEW: approve (confirm as paid) or refund (return the money, release
  * everything).
  */
-export const ReviewDecision = z
-  .object({
-    decision: z.enum(['approve', 'refund']),
-    operator: z.string().min(1).max(64),
-    reason: z.string().min(3).max(500),
-    /** Minor units left to refund of the trade, as the provider's console shows it (see the workflow contract). */
-    refundAmount: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-  })
-  .strict()
-  .refine((d) => d.refundAmount === undefined || d.decision === 'refund', {
-    message: 'refundAmount goes with a refund decision only',
-    path: ['refundAmount'],
-  });
+const ReviewDecisionFields = z.object({
+  decision: z.enum(['approve', 'refund']),
+  operator: z.string().min(1).max(64),
+  reason: z.string().min(3).max(500),
+  /** Minor units left to refund of the trade, as the provider's console shows it (see the workflow contract). */
+  refundAmount: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+});
+const refundAmountWithRefund = (d: { refundAmount?: number; decision: string }) =>
+  d.refundAmount === undefined || d.decision === 'refund';
+const refundAmountMessage = { message: 'refundAmount goes with a refund decision only', path: ['refundAmount'] };
+export const ReviewDecision = ReviewDecisionFields.strict().refine(refundAmountWithRefund, refundAmountMessage);
 export type ReviewDecision = z.infer<typeof ReviewDecision>;
+
+/**
+ * `POST /orders/:id/review` body: the decision, and for an order in review for a refund its provider reported failed,
+ * optionally which failed refund it is about (`failedOutRefundNo`, our refund number). Required once several refunds
+ * of the order have failed: a decision that names none may be a retry of the one that settled the previous refund.
+ */
+export const ReviewRequest = ReviewDecisionFields.extend({ failedOutRefundNo: z.string().min(1).max(64).optional() })
+  .strict()
+  .refine(refundAmountWithRefund, refundAmountMessage);
+export type ReviewRequest = z.infer<typeof ReviewRequest>;
 // The schema and the workflow's hand-written check describe the same decision.
 const _sameDecision: ReviewDecisionShape extends ReviewDecision
   ? ReviewDecision extends ReviewDecisionShape

@@ -66,7 +66,7 @@ export async function transitionIn(
       events.add(
         'ORDER_NEEDS_REVIEW',
         `Refund ${next} of this order also failed at the provider and is not settled: the order stays in review for it`,
-        { from: input.to, reason: 'REFUND_FAILED', outRefundNo: next },
+        { from: input.to, reason: 'REFUND_FAILED', outRefundNo: next, after: input.settlesFailedRefund },
       );
       return { changed: false, status: current, paymentRecorded: false };
     }

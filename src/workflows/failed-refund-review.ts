@@ -108,6 +108,7 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
         const message = `order ${orderId} is ${order?.status ?? 'missing'}, no longer in review: failed refund ${failedNo} was settled another way; nothing refunded`;
         failures.set(d, { type: FailureType.ORDER_CONFLICT, message });
         status = order?.status ?? status;
+        settled = true; // answers the decision even when the order row is gone (its status stays NEEDS_REVIEW here)
         await condition(allHandlersFinished);
         return { outcome: 'NOT_IN_REVIEW', status, detail: message };
       }

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { FailureType } from '../../contracts/failures';
 import { describeStatus } from '../../contracts/messages';
-import { OrderId, ReviewDecision } from '../../contracts/order';
+import { OrderId, ReviewRequest } from '../../contracts/order';
 import { apiFailure, parseOr400 } from '../errors';
 import type { OrderActions } from '../order-actions';
 import { requireAdmin } from './admin';
@@ -22,7 +22,7 @@ export function registerOrderActionRoutes(app: FastifyInstance, actions: OrderAc
   app.post<{ Params: { orderId: string } }>('/orders/:orderId/review', async (request) => {
     requireAdmin(request, adminToken);
     const orderId = orderIdOf(request.params.orderId);
-    return actions.review(orderId, parseOr400(ReviewDecision, request.body));
+    return actions.review(orderId, parseOr400(ReviewRequest, request.body));
   });
 
   app.post<{ Params: { orderId: string } }>('/orders/:orderId/refund', async (request) => {
