@@ -53,6 +53,7 @@ export const PROFILES: Record<string, FaultProfile> = {
       reorderNotifications: 0.1,
       apiErrorRate: 0.05,
       acceptPaymentAfterClose: true,
+      queryLagMs: 500,
     },
     workers: 2,
     workerKillEveryMs: 30_000,
@@ -69,6 +70,8 @@ export const PROFILES: Record<string, FaultProfile> = {
       apiErrorRate: 0.05,
       notificationDelayMs: 200,
       acceptPaymentAfterClose: true,
+      // The query API behind the notifications: late payments are re-queried (LATE_PAYMENT_RECHECKS below).
+      queryLagMs: 500,
     },
     workers: 2,
     workerKillEveryMs: 20_000,
@@ -302,6 +305,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     PROVIDER_EXPIRY_MARGIN: '10s',
     INBOX_RETRY_INTERVAL: '1s',
     COOLING_OFF_PERIOD: '5s',
+    LATE_PAYMENT_RECHECKS: '1s,2s,4s,8s',
     LOG_LEVEL: 'warn',
     // A throwaway copy: no daily reconciliation Schedule left behind; several workers on one host: no fixed metrics
     // ports.
