@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { LATE_PAYMENT_RECHECK_DELAYS_MS } from './contracts/order-workflow';
 import { ProviderEnvError, type ProvidersConfig, providersFromEnv, testMoneyProblem } from './providers/config';
 import { parseDuration } from './shared/duration';
 
@@ -123,7 +124,7 @@ const EnvSchema = z.object({
    * A late payment's waits before querying again a trade the provider's query does not show yet (its query lagging the
    * notification it signed); empty (`none`) asks once.
    */
-  LATE_PAYMENT_RECHECKS: durations('30s,2m,5m,10m'),
+  LATE_PAYMENT_RECHECKS: durations(LATE_PAYMENT_RECHECK_DELAYS_MS.map((ms) => `${ms / 1000}s`).join(',')),
   /** How often the API retries inbox notifications that could not be signalled yet. */
   INBOX_RETRY_INTERVAL: duration('5s'),
   /**

@@ -82,6 +82,24 @@ async function waitForEnd(runId: string): Promise<Record<string, any>> {
   throw new Error(`run ${runId} did not finish in 60 s`);
 }
 
+/** A payment row as the order's workflow leaves it once paid (PAID, paid in full at `paidAt`). */
+function paidLocally(outTradeNo: string, tradeNo: string, amount: number, paidAt: Date) {
+  return {
+    out_trade_no: outTradeNo,
+    order_id: outTradeNo,
+    provider: 'sandbox',
+    merchant_id: merchantId,
+    trade_no: tradeNo,
+    status: 'PAID',
+    amount,
+    currency: 'CNY',
+    paid_amount: amount,
+    paid_currency: 'CNY',
+    paid_at: paidAt,
+    expires_at: new Date(paidAt.getTime() + 3_600_000),
+  };
+}
+
 beforeAll(async () => {
   installQuietRuntime();
   db = createDb(TEST_ENV.databaseUrl, { poolMax: 5 });
@@ -126,22 +144,7 @@ test('a retry that re-reads a long stretch of the bill before its resume point h
     currency: 'CNY',
     at: paidAt.toISOString(),
   })) as BillRow[];
-  await db('payments').insert(
-    bill.rows.map((row) => ({
-      out_trade_no: row.outTradeNo,
-      order_id: row.outTradeNo,
-      provider: 'sandbox',
-      merchant_id: merchantId,
-      trade_no: row.tradeNo,
-      status: 'PAID',
-      amount: 100,
-      currency: 'CNY',
-      paid_amount: 100,
-      paid_currency: 'CNY',
-      paid_at: paidAt,
-      expires_at: new Date(paidAt.getTime() + 3_600_000),
-    })),
-  );
+  await db('payments').insert(bill.rows.map((row) => paidLocally(row.outTradeNo, row.tradeNo, 100, paidAt)));
   bill.breakAt = 15;
   bill.skipMs = 300;
   const { run } = await startReconciliation(
@@ -164,20 +167,7 @@ test('a bill that is not published yet is downloaded again with backoff and the 
   const paidAt = new Date(billDayRange(day)!.start.getTime() + 3_600_000);
   const outTradeNo = `retry${tag}_1`;
   const tradeNo = `SBXRETRY${tag}1`;
-  await db('payments').insert({
-    out_trade_no: outTradeNo,
-    order_id: outTradeNo,
-    provider: 'sandbox',
-    merchant_id: merchantId,
-    trade_no: tradeNo,
-    status: 'PAID',
-    amount: 1200,
-    currency: 'CNY',
-    paid_amount: 1200,
-    paid_currency: 'CNY',
-    paid_at: paidAt,
-    expires_at: new Date(paidAt.getTime() + 3_600_000),
-  });
+  await db('payments').insert(paidLocally(outTradeNo, tradeNo, 1200, paidAt));
   bill.notReady = 2;
   bill.rows = [
     { kind: 'PAYMENT', outTradeNo, tradeNo, amount: 1200, currency: 'CNY', at: paidAt.toISOString() },
@@ -261,24 +251,11 @@ test("the daily Schedule's request for a day whose run FAILED runs it again; an 
 }, 60_000);
 
 test('a payment whose bill line falls on the day before our paid time (a second across midnight) is not reported missing from the bill; one in no bill still is', async () => {
-  const day = randomPastDay();
+  const day = await freshPastDay();
   const { end } = billDayRange(day)!;
   const next = billDateOf(end.getTime() + 3_600_000);
   const suffix = randomBytes(3).toString('hex');
-  const payment = (n: string, paidAt: Date) => ({
-    out_trade_no: `mid${suffix}_${n}`,
-    order_id: `mid${suffix}_${n}`,
-    provider: 'sandbox',
-    merchant_id: merchantId,
-    trade_no: `SBXMID${suffix}${n}`,
-    status: 'PAID',
-    amount: 900,
-    currency: 'CNY',
-    paid_amount: 900,
-    paid_currency: 'CNY',
-    paid_at: paidAt,
-    expires_at: new Date(paidAt.getTime() + 3_600_000),
-  });
+  const payment = (n: string, paidAt: Date) => paidLocally(`mid${suffix}_${n}`, `SBXMID${suffix}${n}`, 900, paidAt);
   // The provider's line at 23:59:59.4 of `day`; our paid time (the notification's) 0.5 s after midnight.
   const straddling = payment('a', new Date(end.getTime() + 500));
   // Paid at noon of the next day, in no bill at all: still a critical difference.

@@ -236,11 +236,10 @@ describe('defect 1: a cooling-off refund the provider refuses, then the review',
       status: 'REFUNDED',
       reason: 'REVIEW_REFUNDED',
     });
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => (c.args as { outRefundNo: string }).outRefundNo),
-    ).toEqual([autoRefundNo(orderId, 'T-first'), autoRefundNo(orderId, 'T-first')]);
+    expect(refundCalls(orderId).map((c) => (c.args as { outRefundNo: string }).outRefundNo)).toEqual([
+      autoRefundNo(orderId, 'T-first'),
+      autoRefundNo(orderId, 'T-first'),
+    ]);
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('markFulfilmentReady');
   });
 });
@@ -416,7 +415,7 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
       args: [{ provider: 'sandbox', outTradeNo: orderId, tradeNo: 'T-late' } satisfies LatePaymentInput],
     });
     await waitFor(async () => scriptOf(orderId).status === 'NEEDS_REVIEW', { what: 'the order left for review' });
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toEqual([]);
+    expect(refundCalls(orderId)).toEqual([]);
     expect(callsOf(orderId).map((c) => c.name)).toEqual(
       expect.arrayContaining(['event:LATE_PAYMENT_REFUND_FAILED', 'transition:NEEDS_REVIEW']),
     );
@@ -434,14 +433,14 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
       status: 'NEEDS_REVIEW',
       failure: { type: 'PROVIDER_REJECTED', message: expect.stringMatching(/no paid amount/) },
     });
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toEqual([]);
+    expect(refundCalls(orderId)).toEqual([]);
     expect(callsOf(orderId).map((c) => c.name)).toContain('event:REVIEW_DECISION_FAILED');
 
     // The provider now reports what was paid: the next decision refunds it in full, with the trade's stable number.
     scriptOf(orderId).trades[0]!.amount = 700;
     expect(await decide()).toEqual({ status: 'REFUNDED' });
     expect(await late.result()).toEqual({ outcome: 'REFUNDED', detail: expect.stringMatching(/700 CNY.*bob/) });
-    const refunds = callsOf(orderId).filter((c) => c.name === 'refundPayment');
+    const refunds = refundCalls(orderId);
     expect(refunds.map((c) => c.args)).toEqual([
       expect.objectContaining({ tradeNo: 'T-late', amount: 700, outRefundNo: autoRefundNo(orderId, 'T-late') }),
     ]);
@@ -474,11 +473,10 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
     ).toEqual({ status: 'PAID' });
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
     // Two attempts under the same refund number (the refused one and the decided one); the order keeps its own trade.
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => (c.args as { outRefundNo: string }).outRefundNo),
-    ).toEqual([autoRefundNo(orderId, 'T-second'), autoRefundNo(orderId, 'T-second')]);
+    expect(refundCalls(orderId).map((c) => (c.args as { outRefundNo: string }).outRefundNo)).toEqual([
+      autoRefundNo(orderId, 'T-second'),
+      autoRefundNo(orderId, 'T-second'),
+    ]);
     expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-own' });
     await replaysCleanly(late);
   });
@@ -510,7 +508,7 @@ describe('defect 5: a second trade reported while the order workflow still runs 
       outRefundNo: autoRefundNo(orderId, 'T-second'),
       amount: 1000,
     });
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+    expect(refundCalls(orderId)).toHaveLength(1);
     const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-second'));
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
     expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-first' });
@@ -540,12 +538,11 @@ describe('defect 5: a second trade reported while the order workflow still runs 
       status: 'REFUNDED',
       reason: 'REVIEW_REFUNDED',
     });
-    await waitFor(async () => callsOf(orderId).filter((c) => c.name === 'refundPayment').length === 2, {
+    await waitFor(async () => refundCalls(orderId).length === 2, {
       what: 'both trades to be refunded',
     });
     expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
+      refundCalls(orderId)
         .map((c) => c.args as { tradeNo: string; amount: number })
         .map(({ tradeNo, amount }) => ({ tradeNo, amount })),
     ).toEqual([
@@ -639,7 +636,7 @@ describe('defects found by review: a payment reported after the order was decide
       status: 'REFUNDED',
       reason: 'REVIEW_REFUNDED',
     });
-    const refunds = callsOf(orderId).filter((c) => c.name === 'refundPayment');
+    const refunds = refundCalls(orderId);
     expect(refunds.map((c) => c.args)).toEqual([
       expect.objectContaining({ tradeNo: 'T-late', amount: 1000, outRefundNo: autoRefundNo(orderId, 'T-late') }),
     ]);
@@ -697,7 +694,7 @@ describe('defects found by review: a payment the provider reports refunded', () 
       args: [{ decision: 'refund', operator: 'fay', reason: 'partly refunded from the console' }],
     });
     await within(handle.result(), 20_000, 'the order workflow to finish');
-    const refunds = callsOf(orderId).filter((c) => c.name === 'refundPayment');
+    const refunds = refundCalls(orderId);
     expect(refunds.map((c) => c.args)).toEqual([expect.objectContaining({ tradeNo: 'T-1', amount: 700 })]);
   });
 });
@@ -723,11 +720,7 @@ describe('defects found by a second review: decisions on refunded and unchecked 
     });
     expect(await refuse(handle, { decision: 'refund', refundAmount: 600 })).toEqual({ status: 'REFUNDED' });
     await within(handle.result(), 20_000, 'the order workflow to finish');
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => c.args),
-    ).toEqual([
+    expect(refundCalls(orderId).map((c) => c.args)).toEqual([
       expect.objectContaining({ tradeNo: 'T-1', amount: 600, outRefundNo: reviewRefundNo(orderId, 'T-1', 600) }),
     ]);
     await replaysCleanly(handle);
@@ -749,11 +742,7 @@ describe('defects found by a second review: decisions on refunded and unchecked 
     expect(first).toMatchObject({ status: 'NEEDS_REVIEW', failure: { type: 'PROVIDER_REJECTED' } });
     expect(await refuse(handle, { decision: 'refund', refundAmount: 500 })).toEqual({ status: 'REFUNDED' });
     await within(handle.result(), 20_000, 'the order workflow to finish');
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => c.args),
-    ).toEqual([
+    expect(refundCalls(orderId).map((c) => c.args)).toEqual([
       expect.objectContaining({ amount: 700, outRefundNo: autoRefundNo(orderId, 'T-1') }),
       expect.objectContaining({ amount: 500, outRefundNo: reviewRefundNo(orderId, 'T-1', 500) }),
     ]);
@@ -783,11 +772,7 @@ describe('defects found by a second review: decisions on refunded and unchecked 
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:PAID');
     expect(await refuse(handle, { decision: 'refund' })).toEqual({ status: 'REFUNDED' });
     await within(handle.result(), 20_000, 'the order workflow to finish');
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => c.args),
-    ).toEqual([expect.objectContaining({ tradeNo: 'T-fen', amount: 1 })]);
+    expect(refundCalls(orderId).map((c) => c.args)).toEqual([expect.objectContaining({ tradeNo: 'T-fen', amount: 1 })]);
   });
 
   test('refundAmount goes with a refund decision only, in whole minor units (the workflow and the API refuse it otherwise)', async () => {
@@ -839,11 +824,7 @@ describe('defects found by a third review', () => {
     expect(await decide(late, { decision: 'refund' })).toMatchObject({ status: 'NEEDS_REVIEW' });
     expect(await decide(late, { decision: 'refund', refundAmount: 1000 })).toEqual({ status: 'REFUNDED' });
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => (c.args as { outRefundNo: string }).outRefundNo),
-    ).toEqual([
+    expect(refundCalls(orderId).map((c) => (c.args as { outRefundNo: string }).outRefundNo)).toEqual([
       autoRefundNo(orderId, 'T-late'),
       autoRefundNo(orderId, 'T-late'),
       reviewRefundNo(orderId, 'T-late', 1000),
@@ -865,7 +846,7 @@ describe('defects found by a third review', () => {
     const handle = await startScriptedOrder(orderId, { queryFirstDelayMs: 200 });
     await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
     expect(await decide(handle, { decision: 'refund' })).toMatchObject({ status: 'NEEDS_REVIEW' });
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+    expect(refundCalls(orderId)).toHaveLength(1);
     await expect(decide(handle, { decision: 'approve' })).rejects.toMatchObject({
       cause: { type: 'REVIEW_DECISION_REFUSED', message: expect.stringMatching(/already refunded/) },
     });
@@ -884,11 +865,9 @@ describe('defects found by a third review', () => {
     await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', { what: 'the review' });
     expect(await decide(handle, { decision: 'refund', refundAmount: 1000 })).toEqual({ status: 'REFUNDED' });
     await within(handle.result(), 20_000, 'the order workflow to finish');
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => c.args),
-    ).toEqual([expect.objectContaining({ tradeNo: 'T-noamount', amount: 1000 })]);
+    expect(refundCalls(orderId).map((c) => c.args)).toEqual([
+      expect.objectContaining({ tradeNo: 'T-noamount', amount: 1000 }),
+    ]);
   });
 });
 
@@ -936,11 +915,9 @@ describe('defects found by a review of the order workflow', () => {
       status: 'REFUNDED',
       reason: 'REVIEW_REFUNDED',
     });
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => (c.args as { outRefundNo: string; amount: number }).amount),
-    ).toEqual([1200, 1200]);
+    expect(refundCalls(orderId).map((c) => (c.args as { outRefundNo: string; amount: number }).amount)).toEqual([
+      1200, 1200,
+    ]);
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('markFulfilmentReady');
     await replaysCleanly(handle);
   });
@@ -970,7 +947,7 @@ describe('defects found by review: late payments', () => {
     scriptOf(orderId).trades.push({ tradeNo: 'T-lag', amount: 1000 });
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
     expect(queries(orderId)).toBeGreaterThanOrEqual(2);
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+    expect(refundCalls(orderId)).toHaveLength(1);
     expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-lag' });
     await replaysCleanly(late);
   });
@@ -995,12 +972,12 @@ describe('defects found by review: late payments', () => {
     const second = await routePaymentNotification(routeDeps(), notification(orderId, 'T-9', 'evt-9b'));
     expect(second.detail).toMatch(/started again/);
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+    expect(refundCalls(orderId)).toHaveLength(1);
 
     // Settled: a third report starts nothing.
     const third = await routePaymentNotification(routeDeps(), notification(orderId, 'T-9', 'evt-9c'));
     expect(third.detail).toMatch(/settled it \(REFUNDED\)/);
-    expect(callsOf(orderId).filter((c) => c.name === 'refundPayment')).toHaveLength(1);
+    expect(refundCalls(orderId)).toHaveLength(1);
   });
 
   /** An order PAID by a trade the provider did not name; a trade of it reported late waits in review for a decision. */
@@ -1048,11 +1025,9 @@ describe('defects found by review: late payments', () => {
       }),
     ).toEqual({ status: 'PAID' });
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
-    expect(
-      callsOf(orderId)
-        .filter((c) => c.name === 'refundPayment')
-        .map((c) => c.args),
-    ).toEqual([expect.objectContaining({ tradeNo: 'T-real', amount: 1000 })]);
+    expect(refundCalls(orderId).map((c) => c.args)).toEqual([
+      expect.objectContaining({ tradeNo: 'T-real', amount: 1000 }),
+    ]);
     expect(scriptOf(orderId).status).toBe('PAID');
   });
 });
@@ -1092,6 +1067,10 @@ function scriptOf(orderId: string): ScriptedOrder {
 }
 function callsOf(orderId: string) {
   return scriptOf(orderId).calls;
+}
+/** The refundPayment calls the order's scripted activities received, in order. */
+function refundCalls(orderId: string) {
+  return callsOf(orderId).filter((c) => c.name === 'refundPayment');
 }
 function newScriptedOrder(initial: Omit<ScriptedOrder, 'calls'>): string {
   const orderId = `md_${randomBytes(6).toString('hex')}`;

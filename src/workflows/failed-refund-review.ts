@@ -158,8 +158,8 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
             },
           },
         });
-        // NEEDS_REVIEW when another failed refund of the order is unsettled: the order stays in review for that one.
-        status = done.status === 'NEEDS_REVIEW' ? 'NEEDS_REVIEW' : input.back;
+        // `back`, or NEEDS_REVIEW when another failed refund of the order is unsettled: in review for that one now.
+        status = done.status;
       });
       settled = true;
       await condition(allHandlersFinished);
