@@ -29,7 +29,9 @@ export function ensureChromium(log: (line: string) => void): string {
     );
   }
   log('Chromium: not found; installing Debian\'s "chromium" package (apt-get install -y chromium, about 30 s)');
-  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], {
+  // Another apt-get may hold dpkg's lock (a second test run provisioning at the same time, unattended upgrades):
+  // wait for it instead of failing the run.
+  execFileSync('apt-get', ['-o', 'DPkg::Lock::Timeout=600', 'install', '-y', '--no-install-recommends', 'chromium'], {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
   });
