@@ -109,6 +109,12 @@ const EnvSchema = z.object({
   PROVIDER_TEST_MODE: z.enum(['true', 'false'], { message: 'must be true or false' }).default('false'),
   SANDBOX_MERCHANT_ID: z.string().min(1).default('m_sandbox_001'),
   ADMIN_TOKEN: z.string().min(8, 'must be at least 8 characters').default(DEV_ADMIN_TOKEN),
+  /**
+   * The shop's backend (its session layer) vouching for a buyer: an order that spends a coupon or points must carry
+   * `Authorization: Bearer <SHOP_API_TOKEN>`, since its `userId` names whose stored value is spent. Unset: such orders
+   * are refused in production and accepted without it in development.
+   */
+  SHOP_API_TOKEN: z.string().min(8, 'must be at least 8 characters').optional(),
   PAYMENT_TIMEOUT: duration('15m'),
   QUERY_FIRST_DELAY: duration('30s'),
   QUERY_MAX_INTERVAL: duration('2m'),
@@ -261,6 +267,11 @@ export interface Config {
   /** LATE_PAYMENT_RECHECKS: a late payment's waits before querying again a trade its provider does not show yet. */
   lateRecheckDelaysMs: number[];
   adminToken: string;
+  /**
+   * SHOP_API_TOKEN: the bearer token of the shop's backend, required on an order that spends a coupon or points.
+   * Undefined: such orders are refused in production, accepted in development.
+   */
+  shopApiToken: string | undefined;
   paymentTimeoutMs: number;
   queryFirstDelayMs: number;
   queryMaxIntervalMs: number;
@@ -369,6 +380,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const sandboxEnabled = e.SANDBOX_ENABLED === undefined ? !production : e.SANDBOX_ENABLED === 'true';
   if (production) {
     requireProductionSecret('ADMIN_TOKEN', cleaned.ADMIN_TOKEN);
+    if (e.SHOP_API_TOKEN !== undefined) requireProductionSecret('SHOP_API_TOKEN', e.SHOP_API_TOKEN);
+    if (e.SHOP_API_TOKEN !== undefined && e.SHOP_API_TOKEN === e.ADMIN_TOKEN)
+      throw new ConfigError(
+        'Invalid configuration: SHOP_API_TOKEN must differ from ADMIN_TOKEN (the shop backend is not an operator)',
+      );
     if (sandboxEnabled) requireProductionSecret('SANDBOX_SECRET', cleaned.SANDBOX_SECRET);
   }
   const temporalTls = temporalTlsFromEnv(e);
@@ -415,6 +431,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     sandboxNotifySchedule: e.SANDBOX_NOTIFY_SCHEDULE,
     lateRecheckDelaysMs: e.LATE_PAYMENT_RECHECKS,
     adminToken: e.ADMIN_TOKEN,
+    shopApiToken: e.SHOP_API_TOKEN,
     paymentTimeoutMs: e.PAYMENT_TIMEOUT,
     queryFirstDelayMs: e.QUERY_FIRST_DELAY,
     queryMaxIntervalMs: e.QUERY_MAX_INTERVAL,
@@ -482,7 +499,10 @@ function requireReachableNotifyUrl(providers: ProvidersConfig, given: string | u
 }
 
 /** In production a secret must be set, must not be a published default, and must be long enough to resist guessing. */
-function requireProductionSecret(name: 'ADMIN_TOKEN' | 'SANDBOX_SECRET', value: string | undefined): void {
+function requireProductionSecret(
+  name: 'ADMIN_TOKEN' | 'SANDBOX_SECRET' | 'SHOP_API_TOKEN',
+  value: string | undefined,
+): void {
   const fix = `set ${name} to a random secret of at least ${MIN_PRODUCTION_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`;
   if (value === undefined)
     throw new ConfigError(

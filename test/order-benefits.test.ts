@@ -6,6 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { orderWorkflowId } from '../src/contracts/order';
 import { checkInvariants } from '../src/ops/invariants';
+import { createProviders } from '../src/providers';
+import { type Api, buildApi } from '../src/client/app';
 import { orderIdForIdempotencyKey } from '../src/client/orders-service';
 import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
 
@@ -314,6 +316,60 @@ describe('a coupon lost to another order', () => {
     expect(await stockOf(sys, sku)).toEqual({ available: 4, reserved: 0, sold: 0 });
     // The rival lets the coupon go (the suite's last test checks coupons against their fences).
     await sys.db('coupons').where({ code, order_id: 'ord_rival' }).update({ status: 'AVAILABLE', order_id: null });
+  });
+});
+
+describe("spending a buyer's coupon or points needs the shop backend (SHOP_API_TOKEN)", () => {
+  // POST /orders is open to anyone and its userId is the caller's word: without this, anyone could freeze or spend
+  // another user's points on an order of their own, and read a balance from 201 against INSUFFICIENT_POINTS.
+  const TOKEN = `shop-${randomBytes(20).toString('hex')}`;
+  let shop: Api;
+  let shopUrl: string;
+  beforeAll(async () => {
+    shop = buildApi({
+      config: { ...sys.config, shopApiToken: TOKEN },
+      db: sys.db,
+      client: sys.client,
+      providers: createProviders(sys.config, { db: sys.db }),
+      logger: false,
+    });
+    shopUrl = await shop.app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => shop?.close());
+
+  const post = async (body: unknown, authorization?: string) => {
+    const r = await fetch(`${shopUrl}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+      body: JSON.stringify(body),
+    });
+    return { status: r.status, body: (await r.json()) as any };
+  };
+
+  test('without the token, or with a wrong one: 401 and the balance untouched; with it: 201 and the points held', async () => {
+    const sku = await createProduct(sys, { price: 1000, stock: 5 });
+    const victim = userId();
+    await points(victim, 1000);
+    const code = await coupon(victim, 100);
+    for (const authorization of [undefined, 'Bearer wrong', `Bearer ${TOKEN}x`, TOKEN]) {
+      for (const spend of [{ points: 999 }, { couponCode: code }, { points: 5_000 }]) {
+        const r = await post({ userId: victim, items: [{ sku, quantity: 1 }], ...spend }, authorization);
+        expect(r).toMatchObject({ status: 401, body: { error: 'SHOP_AUTH_REQUIRED' } });
+      }
+    }
+    expect(await pointsOf(victim)).toEqual({ available: 1000, frozen: 0, spent: 0 });
+    expect(await couponOf(code)).toMatchObject({ status: 'AVAILABLE', orderId: null });
+    expect(await stockOf(sys, sku)).toEqual({ available: 5, reserved: 0, sold: 0 });
+    expect(await sys.db('orders').where({ user_id: victim }).first()).toBeUndefined();
+
+    // An order that spends nothing needs no token (the public contract), whatever Authorization it carries.
+    const plain = await post({ userId: victim, items: [{ sku, quantity: 1 }] }, 'Bearer something-of-the-gateway');
+    expect(plain.status).toBe(201);
+    const vouched = await post({ userId: victim, items: [{ sku, quantity: 1 }], points: 300 }, `Bearer ${TOKEN}`);
+    expect(vouched).toMatchObject({ status: 201, body: { amount: 700 } });
+    expect(await pointsOf(victim)).toEqual({ available: 700, frozen: 300, spent: 0 });
+    for (const id of [plain.body.orderId, vouched.body.orderId])
+      expect((await sys.http('POST', `/orders/${id}/cancel`, {})).status).toBe(200);
   });
 });
 

@@ -64,6 +64,21 @@ describe('production mode refuses what only development may have', () => {
       { ...PROD, SANDBOX_ENABLED: 'true', SANDBOX_SECRET: 'abcdefghijk' },
       /^Invalid configuration: SANDBOX_SECRET is too short/,
     ],
+    [
+      'SHOP_API_TOKEN short',
+      { ...PROD, SHOP_API_TOKEN: 'abcdefghijk' },
+      /^Invalid configuration: SHOP_API_TOKEN is too short/,
+    ],
+    [
+      'SHOP_API_TOKEN a published value',
+      { ...PROD, SHOP_API_TOKEN: 'test-admin-token' },
+      /^Invalid configuration: SHOP_API_TOKEN is a published default/,
+    ],
+    [
+      'SHOP_API_TOKEN the admin token',
+      { ...PROD, SHOP_API_TOKEN: PROD.ADMIN_TOKEN },
+      /^Invalid configuration: SHOP_API_TOKEN must differ from ADMIN_TOKEN/,
+    ],
   ])('%s: one line naming the variable', (_name, env, expected) => {
     const message = configErrorOf(env);
     expect(message).toMatch(expected);
@@ -170,6 +185,20 @@ describe('a production API', () => {
     expect(
       (await sys.http('GET', '/admin/products/x', undefined, { authorization: `Bearer ${DEV_ADMIN_TOKEN}` })).status,
     ).toBe(401);
+  });
+
+  test("without SHOP_API_TOKEN, an order that spends a coupon or points is refused before anything is read: no one can spend another user's", async () => {
+    const sku = await createProduct(sys, { stock: 1 });
+    const admin = { authorization: `Bearer ${sys.config.adminToken}` };
+    expect((await sys.http('PUT', '/admin/points/u-prod-points', { balance: 1000 }, admin)).status).toBe(200);
+    for (const spend of [{ points: 10 }, { points: 5_000 }, { couponCode: 'C-ANY' }]) {
+      const r = await sys.http('POST', '/orders', { userId: 'u-prod-points', items: [{ sku, quantity: 1 }], ...spend });
+      expect(r).toMatchObject({ status: 403, body: { error: 'BENEFITS_NOT_ENABLED' } });
+    }
+    expect((await sys.http('GET', '/admin/points/u-prod-points', undefined, admin)).body).toMatchObject({
+      available: 1000,
+      frozen: 0,
+    });
   });
 });
 

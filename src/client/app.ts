@@ -97,7 +97,7 @@ export function buildApi(deps: ApiDeps): Api {
     lateRecheckDelaysMs: config.lateRecheckDelaysMs,
   });
   const orders = new OrderService({ db, client, config, providers, orderProviders: inbox.orderProviders });
-  registerOrderRoutes(app, orders, metrics);
+  registerOrderRoutes(app, orders, metrics, { token: config.shopApiToken, production: config.production });
   registerWaitPage(app, orders);
   registerOrderActionRoutes(
     app,

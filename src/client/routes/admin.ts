@@ -9,12 +9,16 @@ import { ApiError, parseOr400 } from '../errors';
 
 /** Throws 401 unless the request carries the admin bearer token (compared in constant time). */
 export function requireAdmin(request: FastifyRequest, token: string): void {
+  if (!bearerMatches(request, token))
+    throw new ApiError(401, 'UNAUTHORIZED', 'missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)');
+}
+
+/** Whether the request's `Authorization: Bearer` token is `token`, compared in constant time. */
+export function bearerMatches(request: FastifyRequest, token: string): boolean {
   const header = request.headers.authorization ?? '';
   const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
   const expected = Buffer.from(token);
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-    throw new ApiError(401, 'UNAUTHORIZED', 'missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)');
-  }
+  return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
 async function readProduct(db: Knex, sku: string) {

@@ -1,5 +1,5 @@
 /** Order API: POST /orders, GET /orders/:orderId, POST /orders/:orderId/cancel. */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { FailureType } from '../../contracts/failures';
 import { CreateOrderRequest, OrderId } from '../../contracts/order';
@@ -7,6 +7,36 @@ import { ApiError, apiFailure, parseOr400 } from '../errors';
 import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
 import type { OrderService } from '../orders-service';
+import { bearerMatches } from './admin';
+
+/** Who may spend a buyer's stored value (coupons, points) on an order: the shop's backend, by its token. */
+export interface ShopAuth {
+  /** SHOP_API_TOKEN; undefined: benefits refused in production, open in development. */
+  token: string | undefined;
+  production: boolean;
+}
+
+/**
+ * An order's `userId` is whatever the caller wrote, and POST /orders is open to anyone: spending that user's coupon or
+ * points needs the shop's backend to vouch for the buyer (its session layer signed the buyer in). Checked before the
+ * body reaches MySQL, so an unauthenticated caller also learns nothing of a balance (no INSUFFICIENT_POINTS oracle).
+ * An order without them needs nothing (the public contract): its Authorization header, if any, is not read.
+ */
+function requireShopAuth(request: FastifyRequest, auth: ShopAuth, spendsBenefits: boolean): void {
+  if (!spendsBenefits) return;
+  if (auth.token !== undefined && !bearerMatches(request, auth.token))
+    throw new ApiError(
+      401,
+      'SHOP_AUTH_REQUIRED',
+      'an order that spends a coupon or points must come from the shop backend (Authorization: Bearer <SHOP_API_TOKEN>)',
+    );
+  if (auth.token === undefined && auth.production)
+    throw new ApiError(
+      403,
+      'BENEFITS_NOT_ENABLED',
+      'coupons and points are not enabled: the operator has not set SHOP_API_TOKEN for the shop backend',
+    );
+}
 
 const IdempotencyKey = z
   .string()
@@ -16,9 +46,15 @@ const IdempotencyKey = z
 const CancelBody = z.object({ reason: z.string().max(200).optional() }).strict();
 
 /** Registers the order routes. */
-export function registerOrderRoutes(app: FastifyInstance, orders: OrderService, metrics: Metrics): void {
+export function registerOrderRoutes(
+  app: FastifyInstance,
+  orders: OrderService,
+  metrics: Metrics,
+  shopAuth: ShopAuth,
+): void {
   app.post('/orders', async (request, reply) => {
     const body = parseOr400(CreateOrderRequest, request.body);
+    requireShopAuth(request, shopAuth, body.couponCode !== undefined || body.points !== undefined);
     const rawKey = request.headers['idempotency-key'];
     const key =
       rawKey === undefined ? undefined : parseOr400(IdempotencyKey, Array.isArray(rawKey) ? rawKey[0] : rawKey);
