@@ -2,6 +2,7 @@
  * After the order is placed: manual review, the cooling-off refund, one-click support, and late money for a
  * finished order — end to end over HTTP with the real dev server, MySQL and sandbox.
  */
+import { ESCALATIONS_PER_ORDER } from '../src/client/order-actions';
 import { latePaymentWorkflowId, orderWorkflowId } from '../src/contracts/order';
 import { freshDatabase } from './support/env';
 import {
@@ -241,6 +242,64 @@ describe('one-click support', () => {
     // The buyer's later words are added to it.
     expect(tickets[0].note).toBe('I paid, the page still waits | still nothing? | hello?');
     expect(await updates()).toBe(before);
+  });
+
+  test('escalations sent together run one update of the workflow and one ticket; the others answer with that ticket and add their notes', async () => {
+    const sku = await createProduct(sys, { stock: 1 });
+    const orderId = await placeOrder(sku);
+    const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
+    // The order's own first update (update-with-start) is in the history already.
+    const updates = async () =>
+      (await handle.fetchHistory()).events!.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes).length;
+    const before = await updates();
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => sys.http('POST', `/orders/${orderId}/escalate`, { note: `n${i}` })),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array(12).fill(200));
+    const tickets = await sys.db('support_tickets').where({ order_id: orderId });
+    expect(tickets).toHaveLength(1);
+    expect(new Set(answers.map((a) => a.body.ticketId))).toEqual(new Set([tickets[0].ticket_id]));
+    expect(tickets[0].note.split(' | ').sort()).toEqual(Array.from({ length: 12 }, (_, i) => `n${i}`).sort());
+    expect(await updates()).toBe(before + 1);
+    expect(await sys.db('escalation_claims').where({ order_id: orderId }).first('escalations')).toEqual({
+      escalations: 1,
+    });
+    expect((await sys.http('POST', `/orders/${orderId}/cancel`, {})).status).toBe(200);
+  });
+
+  test("past the order's escalation limit its latest ticket answers, however old, with no update of the workflow", async () => {
+    const sku = await createProduct(sys, { stock: 1 });
+    const orderId = await placeOrder(sku);
+    const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
+    const first = await sys.http('POST', `/orders/${orderId}/escalate`, {});
+    expect(first.status).toBe(200);
+    // Out of the cool-down, at the limit (as after ESCALATIONS_PER_ORDER escalations a minute apart).
+    await sys
+      .db('support_tickets')
+      .where({ order_id: orderId })
+      .update({ created_at: sys.db.raw('created_at - INTERVAL 1 HOUR') });
+    await sys
+      .db('escalation_claims')
+      .where({ order_id: orderId })
+      .update({ escalations: ESCALATIONS_PER_ORDER, claimed_at: sys.db.raw('claimed_at - INTERVAL 1 HOUR') });
+    const updates = async () =>
+      (await handle.fetchHistory()).events!.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes).length;
+    const before = await updates();
+    const again = await sys.http('POST', `/orders/${orderId}/escalate`, { note: 'once more' });
+    expect(again.status).toBe(200);
+    expect(again.body.ticketId).toBe(first.body.ticketId);
+    expect(await sys.db('support_tickets').where({ order_id: orderId })).toHaveLength(1);
+    expect(await updates()).toBe(before);
+    // Below the limit, past the cool-down: a new escalation runs.
+    await sys
+      .db('escalation_claims')
+      .where({ order_id: orderId })
+      .update({ escalations: ESCALATIONS_PER_ORDER - 1 });
+    const fresh = await sys.http('POST', `/orders/${orderId}/escalate`, {});
+    expect(fresh.status).toBe(200);
+    expect(fresh.body.ticketId).not.toBe(first.body.ticketId);
+    expect(await updates()).toBe(before + 1);
+    expect((await sys.http('POST', `/orders/${orderId}/cancel`, {})).status).toBe(200);
   });
 
   test('escalating a finished order still records a ticket with the provider state', async () => {

@@ -142,6 +142,8 @@ describe('defect 1: a cooling-off refund the provider refuses, then the review',
     const { orderId, handle } = await paidOrderWhoseRefundIsRefused();
     const refused = await sys.http('POST', `/orders/${orderId}/refund`, { reason: 'changed my mind' });
     expect(refused.status).toBe(409);
+    // Inside the window: the buyer is told the refund went to review, not that the window closed.
+    expect(refused.body).toMatchObject({ error: 'REFUND_IN_REVIEW', status: 'NEEDS_REVIEW' });
     await waitForStatus(sys, orderId, ['NEEDS_REVIEW']);
     expect(await scheduled(handle, 'refundPayment')).toBe(1);
 

@@ -32,7 +32,7 @@ import {
 } from '../contracts/order';
 import { jsonColumn } from '../db/json';
 import { REFUND_FAILED_REASON } from '../db/refund-outcomes';
-import { createSupportTicket } from '../db/support-tickets';
+import { claimEscalation, createSupportTicket, releaseEscalationClaim } from '../db/support-tickets';
 import type { ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
 import type { failedRefundReview } from '../workflows/failed-refund-review';
@@ -40,6 +40,13 @@ import { ApiError, apiFailure } from './errors';
 
 /** An escalation this soon after the order's last ticket is answered with that ticket. */
 export const ESCALATION_COOLDOWN_SECONDS = 60;
+/**
+ * An order's escalations, ever: past them, its latest ticket answers (each is an update of the order's workflow, and
+ * Temporal refuses an execution's updates past a total, 2,000 by default: a review decision must still get through).
+ */
+export const ESCALATIONS_PER_ORDER = 50;
+/** How often an escalation that lost the claim looks for the winner's ticket. */
+const TICKET_WAIT_POLL_MS = 200;
 
 /** How long an action waits for the workflow to catch up with a status MySQL already shows. */
 const SETTLE_RETRIES = 10;
@@ -276,6 +283,15 @@ export class OrderActions {
         const result = await this.update(() =>
           this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] }),
         );
+        // NEEDS_REVIEW: the window was open but the provider refused the refund; the order is with support now (the
+        // buyer must not be told the window had closed). Anything else: the window ended first.
+        if (result.status === 'NEEDS_REVIEW')
+          throw new ApiError(
+            409,
+            'REFUND_IN_REVIEW',
+            'the provider refused the refund; the order has been passed to support for review',
+            { status: result.status },
+          );
         if (result.status !== 'REFUNDED')
           throw new ApiError(409, 'COOLING_OFF_EXPIRED', `the refund could not be made (order is ${result.status})`, {
             status: result.status,
@@ -325,15 +341,67 @@ export class OrderActions {
     // (its rate limit is the merchant's) and a ticket for support: a buyer pressing the button, or a leaked link in a
     // loop, must not spend them.
     const recent = await this.recentTicket(orderId);
-    if (recent) {
-      // The buyer's words still reach support: added to that ticket.
-      if (note)
-        await this.deps
-          .db('support_tickets')
-          .where({ ticket_id: recent.ticketId })
-          .update({ note: this.deps.db.raw("LEFT(CONCAT_WS(' | ', note, ?), 500)", [note]) });
-      return { ...recent, status: current.status };
+    if (recent) return this.answerWithTicket(recent, note, current.status);
+    // The cool-down is claimed under a row lock before anything is spent: escalations sent together (a double click,
+    // a loop) run one update; the others answer with its ticket once it is written.
+    const claim = await claimEscalation(this.deps.db, orderId, {
+      cooldownSeconds: ESCALATION_COOLDOWN_SECONDS,
+      max: ESCALATIONS_PER_ORDER,
+    });
+    if (!claim.claimed) {
+      const ticket = await this.ticketOfOtherEscalation(orderId, claim.reason);
+      if (ticket) return this.answerWithTicket(ticket, note, current.status);
+      throw new ApiError(
+        429,
+        'ESCALATION_IN_PROGRESS',
+        'this order is being escalated already; its ticket is not written yet: ask again in a moment',
+      );
     }
+    try {
+      return await this.escalateClaimed(orderId, note, current);
+    } catch (err) {
+      await releaseEscalationClaim(this.deps.db, orderId, claim).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** A ticket already written answers an escalation: the buyer's words still reach support, added to it. */
+  private async answerWithTicket(
+    ticket: EscalationResult,
+    note: string | undefined,
+    status: EscalationResult['status'],
+  ): Promise<EscalationResult> {
+    if (note)
+      await this.deps
+        .db('support_tickets')
+        .where({ ticket_id: ticket.ticketId })
+        .update({ note: this.deps.db.raw("LEFT(CONCAT_WS(' | ', note, ?), 500)", [note]) });
+    return { ...ticket, status };
+  }
+
+  /**
+   * The ticket of the escalation that holds the claim: inside the cool-down, the one being written (waited for, at most
+   * as long as an update may take); past the order's limit, its latest ticket, however old.
+   */
+  private async ticketOfOtherEscalation(
+    orderId: string,
+    reason: 'COOLING_DOWN' | 'LIMIT_REACHED',
+  ): Promise<EscalationResult | undefined> {
+    if (reason === 'LIMIT_REACHED') return this.recentTicket(orderId, { anyAge: true });
+    const deadline = Date.now() + this.deps.updateTimeoutMs;
+    for (;;) {
+      const ticket = await this.recentTicket(orderId);
+      if (ticket || Date.now() >= deadline) return ticket;
+      await sleep(TICKET_WAIT_POLL_MS);
+    }
+  }
+
+  /** The escalation that holds the claim: the workflow's update, or, once the workflow has finished, the API's own. */
+  private async escalateClaimed(
+    orderId: string,
+    note: string | undefined,
+    current: { status: EscalationResult['status']; provider: string },
+  ): Promise<EscalationResult> {
     try {
       return await this.update(() => this.handle(orderId).executeUpdate(escalateUpdate, { args: [{ note }] }));
     } catch (err) {
@@ -372,16 +440,25 @@ export class OrderActions {
     return { ticketId, orderId, status: current.status, stage: 'DONE', providerStatus, resolution };
   }
 
-  /** The order's ticket written in the last ESCALATION_COOLDOWN_SECONDS (the database's clock), if any. */
-  private async recentTicket(orderId: string): Promise<EscalationResult | undefined> {
+  /**
+   * The order's ticket written in the last ESCALATION_COOLDOWN_SECONDS (the database's clock), if any; with `anyAge`,
+   * its latest.
+   */
+  private async recentTicket(
+    orderId: string,
+    options: { anyAge?: boolean } = {},
+  ): Promise<EscalationResult | undefined> {
     const row = (await this.deps
       .db('support_tickets')
       .where({ order_id: orderId })
-      .where(
-        'created_at',
-        '>',
-        this.deps.db.raw('CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND', [ESCALATION_COOLDOWN_SECONDS]),
-      )
+      .modify((q) => {
+        if (!options.anyAge)
+          q.where(
+            'created_at',
+            '>',
+            this.deps.db.raw('CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND', [ESCALATION_COOLDOWN_SECONDS]),
+          );
+      })
       .orderBy('created_at', 'desc')
       .first('ticket_id', 'order_status', 'stage', 'provider_status', 'resolution')) as
       | {

@@ -11,6 +11,7 @@ import * as reconciliationDisputes from './20261202_0001_reconciliation_disputes
 import * as refundFailedStatus from './20261202_0002_refund_failed_status';
 import * as reconciliationResolutions from './20261203_0001_reconciliation_resolutions';
 import * as paymentUrlText from './20261204_0001_payment_url_text';
+import * as escalationClaims from './20261205_0001_escalation_claims';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -26,6 +27,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261202_0002_refund_failed_status': refundFailedStatus,
   '20261203_0001_reconciliation_resolutions': reconciliationResolutions,
   '20261204_0001_payment_url_text': paymentUrlText,
+  '20261205_0001_escalation_claims': escalationClaims,
 };
 
 /** knex migration source over the statically imported migrations. */
