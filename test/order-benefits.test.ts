@@ -319,6 +319,47 @@ describe('a coupon lost to another order', () => {
   });
 });
 
+test.each([
+  ['a larger discount', { discount: 900 }],
+  ['another currency', { currency: 'USD' }],
+])(
+  'a coupon an operator changes to %s between pricing and its Try is refused COUPON_UNAVAILABLE, not used up at the price of the old one',
+  async (_name, change) => {
+    const sku = await createProduct(sys, { price: 1000, stock: 4 });
+    const user = userId();
+    const code = await coupon(user, 100);
+    const key = `k-${randomBytes(6).toString('hex')}`;
+    const orderId = orderIdForIdempotencyKey(user, key);
+    // As in "a coupon lost to another order": pricing reads the coupon while its row is locked here, the Try waits.
+    const trx = await sys.db.transaction();
+    let pending: Promise<{ status: number; body: any }>;
+    try {
+      await trx('coupons').where({ code }).forUpdate().first('code');
+      pending = sys.http(
+        'POST',
+        '/orders',
+        { userId: user, items: [{ sku, quantity: 1 }], couponCode: code },
+        { 'idempotency-key': key },
+      );
+      await waitFor(() => sys.db('orders').where({ order_id: orderId }).first('order_id'), { what: 'the priced row' });
+      await trx('coupons').where({ code }).update(change);
+      await trx.commit();
+    } catch (err) {
+      await trx.rollback();
+      throw err;
+    }
+    const r = await pending;
+    expect(r).toMatchObject({ status: 409, body: { error: 'COUPON_UNAVAILABLE', couponCode: code } });
+    expect(await waitForStatus(sys, orderId, ['FAILED'])).toMatchObject({ statusReason: 'COUPON_UNAVAILABLE' });
+    expect(await couponOf(code)).toMatchObject({ status: 'AVAILABLE', orderId: null });
+    expect(await stockOf(sys, sku)).toEqual({ available: 4, reserved: 0, sold: 0 });
+    // Nothing held for the order: the coupon's fence is a rollback, if any.
+    expect(
+      await sys.db('tcc_fence').where({ xid: orderId, participant: 'coupon' }).whereNot({ status: 'CANCELLED' }),
+    ).toEqual([]);
+  },
+);
+
 describe("spending a buyer's coupon or points needs the shop backend (SHOP_API_TOKEN)", () => {
   // POST /orders is open to anyone and its userId is the caller's word: without this, anyone could freeze or spend
   // another user's points on an order of their own, and read a balance from 201 against INSUFFICIENT_POINTS.

@@ -27,11 +27,25 @@ export const couponParticipant: Participant<BenefitTryInput> = defineParticipant
     const coupon = (await trx('coupons')
       .where({ code: key.resource })
       .forUpdate()
-      .first('user_id', 'discount', 'status')) as { user_id: string; discount: number; status: string } | undefined;
+      .first('user_id', 'discount', 'currency', 'status')) as
+      { user_id: string; discount: number; currency: string; status: string } | undefined;
     if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE') {
       throw businessFailure(
         FailureType.COUPON_UNAVAILABLE,
         `coupon ${key.resource} is not available to ${input.userId}`,
+        { couponCode: key.resource },
+      );
+    }
+    // The order was priced with this coupon in an earlier transaction, without its lock: an operator may have changed
+    // the coupon since (PUT /admin/coupons while it is AVAILABLE). Held as priced, or not at all: else the buyer pays
+    // for one discount while a coupon worth another is used up (the fence records the coupon's). An order row is
+    // always written before the Try; a bare participant call (tests) has none to compare with.
+    const priced = (await trx('orders').where({ order_id: key.orderId }).first('discount', 'currency')) as
+      { discount: number; currency: string } | undefined;
+    if (priced && (Number(priced.discount) !== Number(coupon.discount) || priced.currency !== coupon.currency)) {
+      throw businessFailure(
+        FailureType.COUPON_UNAVAILABLE,
+        `coupon ${key.resource} changed since the order was priced (${priced.discount} ${priced.currency} then, ${coupon.discount} ${coupon.currency} now)`,
         { couponCode: key.resource },
       );
     }
