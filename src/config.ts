@@ -620,6 +620,15 @@ export function sandboxInProductionWarning(config: Pick<Config, 'production' | '
 }
 
 /** Every start-up warning of this configuration (the sandbox or providers' test money in production), to be logged. */
+/**
+ * The API's warning when production serves /metrics on the port buyers reach (METRICS_PORT unset): business figures
+ * for anyone, and each scrape reads MySQL and Temporal. docker-compose.yml sets METRICS_PORT.
+ */
+export function publicMetricsWarning(config: Config): string | undefined {
+  if (!config.production || config.metricsPort !== 0) return undefined;
+  return `/metrics IS SERVED ON THE PUBLIC PORT ${config.port} in production mode (business figures, unauthenticated): set METRICS_PORT to serve it on a port of its own`;
+}
+
 export function startupWarnings(config: Config): { fields: Record<string, unknown>; message: string }[] {
   const sandbox = sandboxInProductionWarning(config);
   const testMoney = providerTestModeWarning(config);

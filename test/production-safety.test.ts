@@ -10,6 +10,7 @@ import {
   DEV_ADMIN_TOKEN,
   DEV_SANDBOX_SECRET,
   loadConfig,
+  publicMetricsWarning,
   sandboxInProductionWarning,
   startupWarnings,
 } from '../src/config';
@@ -92,6 +93,14 @@ describe('production mode refuses what only development may have', () => {
     expect(Object.keys(createProviders(config))).toEqual(['stripe']);
     expect(sandboxInProductionWarning(config)).toBeUndefined();
     expect(startupWarnings(config)).toEqual([]);
+  });
+
+  test('the API warns when production serves /metrics on the public port (METRICS_PORT unset), not otherwise', () => {
+    expect(publicMetricsWarning(loadConfig({ ...PROD, ...STRIPE_LIVE }))).toMatch(
+      /METRICS IS SERVED ON THE PUBLIC PORT/i,
+    );
+    expect(publicMetricsWarning(loadConfig({ ...PROD, ...STRIPE_LIVE, METRICS_PORT: '9466' }))).toBeUndefined();
+    expect(publicMetricsWarning(loadConfig({}))).toBeUndefined();
   });
 
   test('SANDBOX_ENABLED=true (staging) offers the sandbox, with a loud warning', () => {
