@@ -6,6 +6,7 @@
  */
 import { createCipheriv, createHash, createSign, createVerify, randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
+import { createProviders } from '../src/providers';
 import type { WechatConfig } from '../src/providers/config';
 import { ProviderUnavailableError } from '../src/providers/sandbox';
 import type { PaymentProvider } from '../src/providers/types';
@@ -461,8 +462,17 @@ describe('WeChat Pay API calls', () => {
     expect(await p.closePayment('wx-c-none')).toEqual({ result: 'NOT_FOUND' });
   });
 
-  test('a retried refund finds the refund made with the same out_refund_no and never posts a second one', async () => {
-    const p = provider();
+  test('a retried refund finds the refund made with the same out_refund_no and never posts a second one; the refund names our callback route as its notify_url', async () => {
+    // As the worker builds it (createProviders): WeChat reports a refund's outcome (a PROCESSING one that ends ABNORMAL
+    // or CLOSED included) only to the notify_url of the refund request.
+    const p = createProviders({
+      sandboxEnabled: false,
+      sandboxUrl: 'http://127.0.0.1:1',
+      sandboxSecret: 'unused-secret',
+      sandboxMerchantId: 'unused',
+      providers: { wechat: config(api.url) },
+      publicBaseUrl: 'https://pay.example.com',
+    }).wechat!;
     orders.set('wx-r-paid', {
       state: 'SUCCESS',
       total: 2000,
@@ -494,6 +504,7 @@ describe('WeChat Pay API calls', () => {
     expect(posts).toHaveLength(1);
     expect(JSON.parse(posts[0]!.body.toString('utf8'))).toMatchObject({
       out_refund_no: 'rf-wx-r-paid-1',
+      notify_url: 'https://pay.example.com/callbacks/wechat',
       amount: { refund: 500, total: 2000, currency: 'CNY' },
     });
   });
@@ -552,9 +563,10 @@ describe('WeChat Pay API calls', () => {
     '`3,`12.35,`5.00,`0.00,`0.04000,`12.35,`5.00',
   ].join('\r\n');
 
-  test('billRows downloads the gzip bill, checks its SHA1 and yields payments and refunds in fen, skipping the summary', async () => {
+  test('billRows downloads the gzip bill, checks the SHA1 of the bill inside it and yields payments and refunds in fen, skipping the summary', async () => {
     const gzip = gzipSync(Buffer.from(billText, 'utf8'));
-    bill = { gzip, sha1: createHash('sha1').update(gzip).digest('hex') };
+    // WeChat's hash_value is the original bill's (原始账单（gzip需要解压缩）的摘要值), not the gzip's.
+    bill = { gzip, sha1: createHash('sha1').update(Buffer.from(billText, 'utf8')).digest('hex') };
     const rows = await collect(provider().billRows('2024-01-01'));
     expect(rows).toEqual([
       {
@@ -590,6 +602,9 @@ describe('WeChat Pay API calls', () => {
   test('a bill file whose hash does not match the signed answer is refused', async () => {
     const gzip = gzipSync(Buffer.from(billText, 'utf8'));
     bill = { gzip, sha1: createHash('sha1').update('something else').digest('hex') };
+    await expect(collect(provider().billRows('2024-01-01'))).rejects.toThrow(/hash/);
+    // Nor is one whose hash is the gzip's own: WeChat never sends that, so it is not the bill WeChat signed for.
+    bill = { gzip, sha1: createHash('sha1').update(gzip).digest('hex') };
     await expect(collect(provider().billRows('2024-01-01'))).rejects.toThrow(/hash/);
   });
 

@@ -18,13 +18,11 @@ import { ProviderUnavailableError } from './http';
 /** A temporary download; `dispose` removes it. */
 export interface Download {
   path: string;
-  sha1: string;
-  sha256: string;
   bytes: number;
   dispose(): Promise<void>;
 }
 
-/** Streams a response body to a temporary file, hashing it on the way. */
+/** Streams a response body to a temporary file, counting its bytes (a provider's hash is checked by its adapter). */
 export async function downloadToTemp(
   url: string,
   init: RequestInit,
@@ -40,27 +38,21 @@ export async function downloadToTemp(
   if (!response.ok || !response.body) throw new ProviderUnavailableError(`${what} answered ${response.status}`);
   const dir = await mkdtemp(join(tmpdir(), 'payflow-bill-'));
   const path = join(dir, 'bill');
-  const sha1 = createHash('sha1');
-  const sha256 = createHash('sha256');
   let bytes = 0;
-  const hasher = new Transform({
+  const counter = new Transform({
     transform(chunk: Buffer, _enc, done) {
-      sha1.update(chunk);
-      sha256.update(chunk);
       bytes += chunk.length;
       done(null, chunk);
     },
   });
   try {
-    await pipeline(Readable.fromWeb(response.body as never), hasher, createWriteStream(path));
+    await pipeline(Readable.fromWeb(response.body as never), counter, createWriteStream(path));
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw new ProviderUnavailableError(`${what} broke off: ${(err as Error).message}`);
   }
   return {
     path,
-    sha1: sha1.digest('hex'),
-    sha256: sha256.digest('hex'),
     bytes,
     dispose: () => rm(dir, { recursive: true, force: true }),
   };
@@ -144,6 +136,13 @@ export function openGzip(path: string): Readable {
   const gunzip = createGunzip();
   raw.on('error', (err) => gunzip.destroy(err));
   return raw.pipe(gunzip);
+}
+
+/** The hex digest of a stream's bytes. */
+export async function digestOf(bytes: Readable, algorithm: 'sha1' | 'sha256'): Promise<string> {
+  const hash = createHash(algorithm);
+  for await (const chunk of bytes) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 /** Lines of a byte stream decoded from `encoding` (a leading BOM is dropped; `\r\n` and `\n` both end lines). */

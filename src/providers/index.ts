@@ -14,7 +14,7 @@ import { createWechatProvider } from './wechat';
  */
 export function createProviders(
   config: Pick<Config, 'sandboxEnabled' | 'sandboxUrl' | 'sandboxSecret' | 'sandboxMerchantId'> &
-    Partial<Pick<Config, 'providers'>>,
+    Partial<Pick<Config, 'providers' | 'publicBaseUrl'>>,
   deps: { db?: Knex } = {},
 ): ProviderRegistry {
   const registry: ProviderRegistry = {};
@@ -26,7 +26,12 @@ export function createProviders(
     });
   const { alipay, wechat, stripe } = config.providers ?? {};
   if (alipay) registry.alipay = createAlipayProvider(alipay);
-  if (wechat) registry.wechat = createWechatProvider(wechat);
+  if (wechat)
+    registry.wechat = createWechatProvider({
+      ...wechat,
+      // Refund outcomes come to the same route as payments (the callback route tells them apart).
+      ...(config.publicBaseUrl ? { refundNotifyUrl: `${config.publicBaseUrl}/callbacks/wechat` } : {}),
+    });
   if (stripe) {
     const db = deps.db;
     registry.stripe = createStripeProvider({

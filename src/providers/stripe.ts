@@ -444,7 +444,7 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
         default:
           return refuse(
             'UNSUPPORTED_EVENT',
-            `${event.type} is not handled (subscribe the endpoint to payment_intent.succeeded)`,
+            `${event.type} is not handled (subscribe the endpoint to payment_intent.succeeded, refund.updated, refund.failed and charge.refund.updated)`,
             notice(event.type.startsWith('refund.') ? 'REFUND' : 'OTHER'),
           );
       }

@@ -11,7 +11,7 @@
  */
 import { type KeyObject, createDecipheriv, createSign, createVerify, randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { type Download, decodedLines, downloadToTemp, openGzip } from './bill-files';
+import { type Download, decodedLines, digestOf, downloadToTemp, openGzip } from './bill-files';
 import type { WechatConfig } from './config';
 import { ProviderUnavailableError, chinaRfc3339, header, httpCall, parseChinaDateTime, yuanToFen } from './http';
 import {
@@ -32,6 +32,12 @@ export const WECHAT_TIMESTAMP_TOLERANCE_SECONDS = 300;
 
 /** Options of the WeChat Pay adapter. */
 export interface WechatProviderOptions extends WechatConfig {
+  /**
+   * Where WeChat sends a refund's outcome (REFUND.SUCCESS / ABNORMAL / CLOSED): our callback route. WeChat notifies a
+   * refund only at the notify_url of its request, so without it a refund accepted PROCESSING that ends ABNORMAL (a
+   * closed card) or CLOSED is never reported here.
+   */
+  refundNotifyUrl?: string;
   timeoutMs?: number;
   now?: () => Date;
 }
@@ -324,6 +330,7 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
           out_trade_no: toWechatOutTradeNo(input.outTradeNo),
           out_refund_no: input.outRefundNo,
           ...(input.reason ? { reason: Array.from(input.reason).slice(0, 80).join('') } : {}),
+          ...(options.refundNotifyUrl ? { notify_url: options.refundNotifyUrl } : {}),
           amount: { refund: input.amount, total: total.data, currency: 'CNY' },
         });
       }
@@ -462,9 +469,10 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
           },
           `wechat bill download for ${date}`,
         );
-        // The file itself is not signed: the hash from the signed answer is what makes it trustworthy.
+        // The file itself is not signed: the hash from the signed answer is what makes it trustworthy. WeChat hashes the
+        // original bill, before compression (hash_value: 原始账单（gzip需要解压缩）的摘要值), not the gzip it serves.
         const expected = String(r.json.hash_value).toLowerCase();
-        const actual = r.json.hash_type === 'SHA256' ? download.sha256 : download.sha1;
+        const actual = await digestOf(openGzip(download.path), r.json.hash_type === 'SHA256' ? 'sha256' : 'sha1');
         if (actual !== expected)
           throw new ProviderUnavailableError(`wechat bill for ${date}: file hash ${actual} does not match ${expected}`);
         let index = 0;
