@@ -358,6 +358,38 @@ describe('the open-differences gauge', () => {
     expect(await openGauge()).toEqual({});
   }, 60_000);
 
+  test('a day whose latest run FAILED is counted until a run of that day completes, whatever later days do', async () => {
+    const provider = `failed${randomBytes(3).toString('hex')}`;
+    const metrics = createMetrics({ defaultMetrics: false });
+    const date = (daysAgo: number) => new Date(Date.now() - daysAgo * DAY).toISOString().slice(0, 10);
+    let attempt = 0;
+    const run = async (billDate: string, status: 'FAILED' | 'COMPLETED') => {
+      attempt++;
+      await db('reconciliation_runs').insert({
+        id: `reconcile-${provider}-${billDate}-r${attempt}`,
+        provider,
+        bill_date: billDate,
+        attempt,
+        trigger: 'SCHEDULE',
+        status,
+        merchant_id: merchantId,
+        workflow_id: `wf-${provider}-${attempt}`,
+        ...(status === 'COMPLETED' ? { totals: JSON.stringify({ MATCHED: 1 }), finished_at: new Date() } : {}),
+      });
+    };
+    const failedDays = async () => {
+      await refreshOpsGauges(db, metrics, [provider]);
+      return (await metrics.reconciliationFailedDays.get()).values.find((v) => v.labels.provider === provider)?.value;
+    };
+    expect(await failedDays()).toBe(0);
+    await run(date(3), 'FAILED');
+    expect(await failedDays()).toBe(1);
+    await run(date(2), 'COMPLETED'); // the next day's clean run (it clears the stale alert, not this)
+    expect(await failedDays()).toBe(1);
+    await run(date(3), 'COMPLETED'); // the failed day run again
+    expect(await failedDays()).toBe(0);
+  });
+
   test("a day's difference stays until it is resolved or a re-run of its day shows it gone, whatever other days' runs find", async () => {
     const provider = `gauge${randomBytes(3).toString('hex')}`;
     const metrics = createMetrics({ defaultMetrics: false });

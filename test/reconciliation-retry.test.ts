@@ -250,6 +250,60 @@ test("the daily Schedule's request for a day whose run FAILED runs it again; an 
   expect(again).toMatchObject({ created: false, run: { id: scheduled.run.id, status: 'COMPLETED' } });
 }, 60_000);
 
+test('each scheduled firing runs again the days of the week before its own whose latest run FAILED; not a day whose latest run completed, nor one older', async () => {
+  const day = await freshPastDay();
+  const dayAfter = (d: string) => billDateOf(billDayRange(d)!.end.getTime() + 3_600_000);
+  const daysBefore = (d: string, n: number) =>
+    billDateOf(billDayRange(d)!.start.getTime() - n * 86_400_000 + 3_600_000);
+  const firingDay = dayAfter(day);
+  const failedRun = async (date: string, attempt: number, status = 'FAILED') => {
+    const id = `reconcile-sandbox-${date}${attempt > 1 ? `-r${attempt}` : ''}-${tag}`;
+    await db('reconciliation_runs').insert({
+      id,
+      workflow_id: `${id}-wf`,
+      provider: 'sandbox',
+      bill_date: date,
+      attempt,
+      trigger: 'SCHEDULE',
+      status,
+      error: status === 'FAILED' ? 'the bill was not published yet (asked too early)' : null,
+    });
+  };
+  // The day before the firing's own, failed; two days before, failed then completed on a second attempt; eight days
+  // before, failed (out of the week: an operator's, by now).
+  await failedRun(day, 1);
+  const settled = daysBefore(day, 1);
+  const old = daysBefore(day, 7);
+  for (const d of [settled, old]) await db('reconciliation_runs').where({ bill_date: d, provider: 'sandbox' }).delete();
+  await failedRun(settled, 1);
+  await failedRun(settled, 2, 'COMPLETED');
+  await failedRun(old, 1);
+  // A firing whose day is `firingDay` (the Schedule's daysBack counts from now when no scheduled time is set).
+  const daysBack = Math.round((Date.parse(billDateOf(Date.now())) - Date.parse(firingDay)) / 86_400_000);
+  const result = await client.workflow.execute('scheduledReconciliation', {
+    taskQueue,
+    workflowId: `scheduled-retry-${tag}-${day}`,
+    args: [{ provider: 'sandbox', daysBack }],
+  });
+  expect(result).toMatchObject({ date: firingDay, retriedDays: [day] });
+  const latest = async (date: string) =>
+    db('reconciliation_runs').where({ provider: 'sandbox', bill_date: date }).orderBy('attempt', 'desc').first();
+  const rerun = await latest(day);
+  expect(rerun).toMatchObject({ attempt: 2, trigger: 'SCHEDULE' });
+  expect((await waitForEnd(rerun.id)).status).toBe('COMPLETED');
+  expect((await waitForEnd(result.runId)).status).toBe('COMPLETED');
+  expect(await latest(settled)).toMatchObject({ attempt: 2, status: 'COMPLETED' });
+  expect(await latest(old)).toMatchObject({ attempt: 1, status: 'FAILED' });
+  // The same firing again (a retried activity, or the Schedule's catch-up): nothing more is started.
+  const again = await client.workflow.execute('scheduledReconciliation', {
+    taskQueue,
+    workflowId: `scheduled-retry-${tag}-${day}-again`,
+    args: [{ provider: 'sandbox', daysBack }],
+  });
+  expect(again).toMatchObject({ runId: result.runId, created: false, retriedDays: [] });
+  expect((await latest(day)).attempt).toBe(2);
+}, 90_000);
+
 test('a payment whose bill line falls on the day before our paid time (a second across midnight) is not reported missing from the bill; one in no bill still is', async () => {
   const day = await freshPastDay();
   const { end } = billDayRange(day)!;

@@ -45,7 +45,14 @@ import {
   classifyDuplicate,
   classifyRefund,
 } from '../reconciliation/classify';
-import { ACTIVE_STATUSES, type RunRow, isoOf, numberOf, startReconciliation } from '../reconciliation/runs';
+import {
+  ACTIVE_STATUSES,
+  type RunRow,
+  failedDaysBefore,
+  isoOf,
+  numberOf,
+  startReconciliation,
+} from '../reconciliation/runs';
 import { routePaymentNotification } from '../temporal/route-notification';
 
 /** Dependencies of the reconciliation activities. */
@@ -729,7 +736,7 @@ async function failRun(deps: ReconciliationDeps, input: { runId: string; error: 
 async function startScheduledRun(
   deps: ReconciliationDeps,
   input: { provider: string; date: string },
-): Promise<{ runId: string; status: ReconciliationStatus; created: boolean }> {
+): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; retriedDays: string[] }> {
   const ctx = activityContext();
   if (!ctx) throw businessFailure(FailureType.NO_CLIENT, 'startScheduledRun runs as an activity');
   billSourceOf(deps.providers, input.provider);
@@ -741,8 +748,26 @@ async function startScheduledRun(
     rerunFailed: true,
     trigger: 'SCHEDULE',
   });
-  return { runId: run.id, status: run.status, created };
+  // The Schedule asks for one day per firing: a day whose run FAILED (its bill not published yet at the firing, the
+  // provider down for the hour of retries) would never be asked for again, its chargebacks, lost payments and refund
+  // failures never found, while the next day's clean run cleared the stale alert. Each firing runs those again.
+  // Idempotent on retry: a day run again has an active (or newer) latest run, no longer FAILED.
+  const retriedDays: string[] = [];
+  for (const date of await failedDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED)) {
+    await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
+      provider: input.provider,
+      date,
+      rerun: false,
+      rerunFailed: true,
+      trigger: 'SCHEDULE',
+    });
+    retriedDays.push(date);
+  }
+  return { runId: run.id, status: run.status, created, retriedDays };
 }
+
+/** How many bill days before its own a scheduled firing looks back for days whose latest run FAILED. */
+export const FAILED_DAYS_RETRIED = 7;
 
 /** The reconciliation activities, for the worker's activity factory. */
 export function createReconciliationActivities(deps: ReconciliationDeps) {

@@ -93,6 +93,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['provider', 'bill_date', 'class'],
       registers: [registry],
     }),
+    reconciliationFailedDays: new Gauge({
+      name: 'payflow_reconciliation_failed_days',
+      help: `Bill days of the last ${OPEN_DIFFERENCE_DAYS} whose latest reconciliation run FAILED: not reconciled at all (each daily firing runs the week's again; older ones need an operator's re-run)`,
+      labelNames: ['provider'],
+      registers: [registry],
+    }),
     reconciliationLastSuccess: new Gauge({
       name: 'payflow_reconciliation_last_success_timestamp_seconds',
       help: 'When the latest reconciliation run of each provider completed',

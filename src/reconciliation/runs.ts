@@ -363,3 +363,20 @@ export async function readItem(db: Knex, runId: string, itemId: number): Promise
     Record<string, unknown> | undefined;
   return row ? toItemView(row) : null;
 }
+
+/** The bill days in the `days` before `date` whose latest run of this provider FAILED, oldest first. */
+export async function failedDaysBefore(db: Knex, provider: string, date: string, days: number): Promise<string[]> {
+  const since = new Date(Date.parse(`${date}T00:00:00Z`) - days * 86_400_000).toISOString().slice(0, 10);
+  const rows = (await db('reconciliation_runs as r')
+    .where({ 'r.provider': provider, 'r.status': 'FAILED' })
+    .where('r.bill_date', '>=', since)
+    .where('r.bill_date', '<', date)
+    .whereNotExists(
+      db('reconciliation_runs as n')
+        .whereRaw('n.provider = r.provider AND n.bill_date = r.bill_date AND n.attempt > r.attempt')
+        .select(db.raw('1')),
+    )
+    .orderBy('r.bill_date')
+    .select('r.bill_date')) as Array<{ bill_date: string }>;
+  return rows.map((r) => r.bill_date);
+}

@@ -24,7 +24,7 @@ import { FailureType } from '../../contracts/failures';
 import { ORDER_WORKFLOW_TYPES } from '../../contracts/order';
 import type { ProviderRegistry } from '../../providers/types';
 import { openDifferencesByDay, resolutionSummary, resolveItem } from '../../reconciliation/resolutions';
-import { listRuns, readItems, readRun, startReconciliation } from '../../reconciliation/runs';
+import { failedDaysBefore, listRuns, readItems, readRun, startReconciliation } from '../../reconciliation/runs';
 import { withTemporalDeadline } from '../../temporal/calls';
 import { ApiError, apiFailure, parseOr400 } from '../errors';
 import { OPEN_DIFFERENCE_DAYS, type Metrics } from '../metrics';
@@ -239,7 +239,12 @@ export async function refreshOpsGauges(
   // per provider at most.
   const since = new Date(Date.now() - (OPEN_DIFFERENCE_DAYS + 1) * 86_400_000).toISOString().slice(0, 10);
   const open: Array<{ provider: string; billDate: string; class: string; count: number }> = [];
+  const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
   for (const provider of providers) {
+    metrics.reconciliationFailedDays.set(
+      { provider },
+      (await failedDaysBefore(db, provider, tomorrow, OPEN_DIFFERENCE_DAYS + 1)).length,
+    );
     const last = (await db('reconciliation_runs')
       .where({ provider, status: 'COMPLETED' })
       .orderBy('finished_at', 'desc')
