@@ -2,7 +2,7 @@
  * After the order is placed: manual review, the cooling-off refund, one-click support, and late money for a
  * finished order — end to end over HTTP with the real dev server, MySQL and sandbox.
  */
-import { ESCALATIONS_PER_ORDER } from '../src/client/order-actions';
+import { ESCALATIONS_PER_ORDER_PER_DAY } from '../src/client/order-actions';
 import { latePaymentWorkflowId, orderWorkflowId } from '../src/contracts/order';
 import { freshDatabase } from './support/env';
 import {
@@ -267,21 +267,27 @@ describe('one-click support', () => {
     expect((await sys.http('POST', `/orders/${orderId}/cancel`, {})).status).toBe(200);
   });
 
-  test("past the order's escalation limit its latest ticket answers, however old, with no update of the workflow", async () => {
+  test("past the order's escalations for the day its latest ticket answers, with no update of the workflow; the next day it may escalate again", async () => {
     const sku = await createProduct(sys, { stock: 1 });
     const orderId = await placeOrder(sku);
     const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
     const first = await sys.http('POST', `/orders/${orderId}/escalate`, {});
     expect(first.status).toBe(200);
-    // Out of the cool-down, at the limit (as after ESCALATIONS_PER_ORDER escalations a minute apart).
-    await sys
-      .db('support_tickets')
-      .where({ order_id: orderId })
-      .update({ created_at: sys.db.raw('created_at - INTERVAL 1 HOUR') });
-    await sys
-      .db('escalation_claims')
-      .where({ order_id: orderId })
-      .update({ escalations: ESCALATIONS_PER_ORDER, claimed_at: sys.db.raw('claimed_at - INTERVAL 1 HOUR') });
+    // Out of the cool-down, at the day's limit (as after that many escalations a minute apart, the window begun 2 h ago).
+    const backdate = async (claims: Record<string, unknown>) => {
+      await sys
+        .db('support_tickets')
+        .where({ order_id: orderId })
+        .update({ created_at: sys.db.raw('created_at - INTERVAL 1 HOUR') });
+      await sys
+        .db('escalation_claims')
+        .where({ order_id: orderId })
+        .update({ claimed_at: sys.db.raw('claimed_at - INTERVAL 1 HOUR'), ...claims });
+    };
+    await backdate({
+      escalations: ESCALATIONS_PER_ORDER_PER_DAY,
+      window_started_at: sys.db.raw('CURRENT_TIMESTAMP(3) - INTERVAL 2 HOUR'),
+    });
     const updates = async () =>
       (await handle.fetchHistory()).events!.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes).length;
     const before = await updates();
@@ -290,15 +296,15 @@ describe('one-click support', () => {
     expect(again.body.ticketId).toBe(first.body.ticketId);
     expect(await sys.db('support_tickets').where({ order_id: orderId })).toHaveLength(1);
     expect(await updates()).toBe(before);
-    // Below the limit, past the cool-down: a new escalation runs.
-    await sys
-      .db('escalation_claims')
-      .where({ order_id: orderId })
-      .update({ escalations: ESCALATIONS_PER_ORDER - 1 });
+    // A day after the window began: a new escalation runs, and starts a new window.
+    await backdate({ window_started_at: sys.db.raw('CURRENT_TIMESTAMP(3) - INTERVAL 25 HOUR') });
     const fresh = await sys.http('POST', `/orders/${orderId}/escalate`, {});
     expect(fresh.status).toBe(200);
     expect(fresh.body.ticketId).not.toBe(first.body.ticketId);
     expect(await updates()).toBe(before + 1);
+    expect(await sys.db('escalation_claims').where({ order_id: orderId }).first('escalations')).toEqual({
+      escalations: 1,
+    });
     expect((await sys.http('POST', `/orders/${orderId}/cancel`, {})).status).toBe(200);
   });
 

@@ -363,7 +363,7 @@ describe('the open-differences gauge', () => {
     const metrics = createMetrics({ defaultMetrics: false });
     const date = (daysAgo: number) => new Date(Date.now() - daysAgo * DAY).toISOString().slice(0, 10);
     let attempt = 0;
-    const run = async (billDate: string, status: 'FAILED' | 'COMPLETED') => {
+    const run = async (billDate: string, status: 'FAILED' | 'COMPLETED' | 'RUNNING') => {
       attempt++;
       await db('reconciliation_runs').insert({
         id: `reconcile-${provider}-${billDate}-r${attempt}`,
@@ -385,6 +385,12 @@ describe('the open-differences gauge', () => {
     await run(date(3), 'FAILED');
     expect(await failedDays()).toBe(1);
     await run(date(2), 'COMPLETED'); // the next day's clean run (it clears the stale alert, not this)
+    expect(await failedDays()).toBe(1);
+    await run(date(3), 'RUNNING'); // a re-run in progress: still counted (no resolve-and-fire per attempt)
+    expect(await failedDays()).toBe(1);
+    await db('reconciliation_runs')
+      .where({ provider, bill_date: date(3), status: 'RUNNING' })
+      .update({ status: 'FAILED' });
     expect(await failedDays()).toBe(1);
     await run(date(3), 'COMPLETED'); // the failed day run again
     expect(await failedDays()).toBe(0);

@@ -753,7 +753,10 @@ async function startScheduledRun(
   // failures never found, while the next day's clean run cleared the stale alert. Each firing runs those again.
   // Idempotent on retry: a day run again has an active (or newer) latest run, no longer FAILED.
   const retriedDays: string[] = [];
-  for (const date of await failedDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED)) {
+  const failed = await failedDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED, {
+    belowAttempt: AUTOMATIC_ATTEMPTS,
+  });
+  for (const date of failed) {
     await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
       provider: input.provider,
       date,
@@ -768,6 +771,11 @@ async function startScheduledRun(
 
 /** How many bill days before its own a scheduled firing looks back for days whose latest run FAILED. */
 export const FAILED_DAYS_RETRIED = 7;
+/**
+ * Runs of a day the Schedule makes at most (its own and two more): a day that fails every time (a malformed bill, a
+ * provider that refuses it) is left to an operator, warned by PayflowReconciliationDayFailed, not retried all week.
+ */
+export const AUTOMATIC_ATTEMPTS = 3;
 
 /** The reconciliation activities, for the worker's activity factory. */
 export function createReconciliationActivities(deps: ReconciliationDeps) {

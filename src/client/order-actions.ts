@@ -32,7 +32,7 @@ import {
 } from '../contracts/order';
 import { jsonColumn } from '../db/json';
 import { REFUND_FAILED_REASON } from '../db/refund-outcomes';
-import { claimEscalation, createSupportTicket, releaseEscalationClaim } from '../db/support-tickets';
+import { claimEscalation, createSupportTicket } from '../db/support-tickets';
 import type { ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
 import type { failedRefundReview } from '../workflows/failed-refund-review';
@@ -41,12 +41,15 @@ import { ApiError, apiFailure } from './errors';
 /** An escalation this soon after the order's last ticket is answered with that ticket. */
 export const ESCALATION_COOLDOWN_SECONDS = 60;
 /**
- * An order's escalations, ever: past them, its latest ticket answers (each is an update of the order's workflow, and
- * Temporal refuses an execution's updates past a total, 2,000 by default: a review decision must still get through).
+ * An order's escalations in a day (from the first of its window): past them, its latest ticket answers until the window
+ * ends. Each is an update of the order's workflow, and Temporal refuses an execution's updates past a total, 2,000 by
+ * default, which a review decision still needs: 20 a day leave an order in review 100 days of them. A day, not ever,
+ * so that someone looping on a leaked order id cannot keep the buyer from support for good.
  */
-export const ESCALATIONS_PER_ORDER = 50;
-/** How often an escalation that lost the claim looks for the winner's ticket. */
-const TICKET_WAIT_POLL_MS = 200;
+export const ESCALATIONS_PER_ORDER_PER_DAY = 20;
+/** How often, and how long at most, an escalation that lost the claim looks for the winner's ticket. */
+const TICKET_WAIT_POLL_MS = 250;
+const TICKET_WAIT_MAX_MS = 5_000;
 
 /** How long an action waits for the workflow to catch up with a status MySQL already shows. */
 const SETTLE_RETRIES = 10;
@@ -346,7 +349,7 @@ export class OrderActions {
     // a loop) run one update; the others answer with its ticket once it is written.
     const claim = await claimEscalation(this.deps.db, orderId, {
       cooldownSeconds: ESCALATION_COOLDOWN_SECONDS,
-      max: ESCALATIONS_PER_ORDER,
+      maxPerDay: ESCALATIONS_PER_ORDER_PER_DAY,
     });
     if (!claim.claimed) {
       const ticket = await this.ticketOfOtherEscalation(orderId, claim.reason);
@@ -357,12 +360,9 @@ export class OrderActions {
         'this order is being escalated already; its ticket is not written yet: ask again in a moment',
       );
     }
-    try {
-      return await this.escalateClaimed(orderId, note, current);
-    } catch (err) {
-      await releaseEscalationClaim(this.deps.db, orderId, claim).catch(() => undefined);
-      throw err;
-    }
+    // The claim is kept whatever happens next: an update that timed out here (a slow provider query) may still be
+    // accepted and write its ticket, and giving the claim back would let a retry start a second one meanwhile.
+    return this.escalateClaimed(orderId, note, current);
   }
 
   /** A ticket already written answers an escalation: the buyer's words still reach support, added to it. */
@@ -388,7 +388,8 @@ export class OrderActions {
     reason: 'COOLING_DOWN' | 'LIMIT_REACHED',
   ): Promise<EscalationResult | undefined> {
     if (reason === 'LIMIT_REACHED') return this.recentTicket(orderId, { anyAge: true });
-    const deadline = Date.now() + this.deps.updateTimeoutMs;
+    // Long enough for an escalation's provider query in the usual case; past it, 429 and the buyer asks again.
+    const deadline = Date.now() + Math.min(this.deps.updateTimeoutMs, TICKET_WAIT_MAX_MS);
     for (;;) {
       const ticket = await this.recentTicket(orderId);
       if (ticket || Date.now() >= deadline) return ticket;

@@ -50,51 +50,43 @@ export async function createSupportTicket(db: Knex, input: SupportTicketInput): 
 }
 
 /** What claimEscalation decided. */
-export type EscalationClaim =
-  | { claimed: true; escalations: number; previousClaimAt: Date | null }
-  | { claimed: false; reason: 'COOLING_DOWN' | 'LIMIT_REACHED' };
+export type EscalationClaim = { claimed: true } | { claimed: false; reason: 'COOLING_DOWN' | 'LIMIT_REACHED' };
 
 /**
  * Claims the order's next escalation, under the claim row's lock: refused while the last claim is younger than
- * `cooldownSeconds` (the database's clock) or once the order has had `max`. Concurrent callers are serialised, so one
- * escalation runs per cool-down however many are sent at once.
+ * `cooldownSeconds`, or once `maxPerDay` were claimed in the order's current day-long window (it starts with the first
+ * claim after the previous one ended; the database's clock). Concurrent callers are serialised, so one escalation runs
+ * per cool-down however many are sent at once.
  */
 export async function claimEscalation(
   db: Knex,
   orderId: string,
-  limits: { cooldownSeconds: number; max: number },
+  limits: { cooldownSeconds: number; maxPerDay: number },
 ): Promise<EscalationClaim> {
   // The row first, on its own (concurrent inserts of one key inside the locking transaction deadlock each other).
-  await db('escalation_claims').insert({ order_id: orderId, claimed_at: null, escalations: 0 }).onConflict().ignore();
+  await db('escalation_claims')
+    .insert({ order_id: orderId, claimed_at: null, window_started_at: null, escalations: 0 })
+    .onConflict()
+    .ignore();
   return db.transaction(async (trx) => {
     const row = (await trx('escalation_claims')
       .where({ order_id: orderId })
       .forUpdate()
       .first(
         'escalations',
-        'claimed_at',
         trx.raw('claimed_at > CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND AS cooling', [limits.cooldownSeconds]),
-      )) as { escalations: number; claimed_at: Date | null; cooling: number | null };
-    if (row.escalations >= limits.max) return { claimed: false, reason: 'LIMIT_REACHED' };
+        trx.raw('window_started_at > CURRENT_TIMESTAMP(3) - INTERVAL 1 DAY AS in_window'),
+      )) as { escalations: number; cooling: number | null; in_window: number | null };
     if (row.cooling) return { claimed: false, reason: 'COOLING_DOWN' };
+    if (row.in_window && row.escalations >= limits.maxPerDay) return { claimed: false, reason: 'LIMIT_REACHED' };
     const changed = await trx('escalation_claims')
-      .where({ order_id: orderId, escalations: row.escalations })
-      .update({ escalations: row.escalations + 1, claimed_at: trx.fn.now(3) });
-    if (changed !== 1) throw new Error(`escalation claim of ${orderId} changed under its lock`);
-    return { claimed: true, escalations: row.escalations + 1, previousClaimAt: row.claimed_at };
+      .where({ order_id: orderId })
+      .update(
+        row.in_window
+          ? { escalations: row.escalations + 1, claimed_at: trx.fn.now(3) }
+          : { escalations: 1, claimed_at: trx.fn.now(3), window_started_at: trx.fn.now(3) },
+      );
+    if (changed !== 1) throw new Error(`escalation claim of ${orderId} vanished under its lock`);
+    return { claimed: true };
   });
-}
-
-/**
- * Gives a claim back when its escalation failed before anything was recorded (Temporal unreachable, say), so that the
- * buyer may try again at once: only if no later claim was made since.
- */
-export async function releaseEscalationClaim(
-  db: Knex,
-  orderId: string,
-  claim: { escalations: number; previousClaimAt: Date | null },
-): Promise<void> {
-  await db('escalation_claims')
-    .where({ order_id: orderId, escalations: claim.escalations })
-    .update({ escalations: claim.escalations - 1, claimed_at: claim.previousClaimAt });
 }

@@ -364,16 +364,32 @@ export async function readItem(db: Knex, runId: string, itemId: number): Promise
   return row ? toItemView(row) : null;
 }
 
-/** The bill days in the `days` before `date` whose latest run of this provider FAILED, oldest first. */
-export async function failedDaysBefore(db: Knex, provider: string, date: string, days: number): Promise<string[]> {
+/**
+ * The bill days in the `days` before `date` whose latest run of this provider FAILED, oldest first. `finishedOnly`:
+ * the latest finished run (a re-run in progress leaves its day counted until it completes, so an alert on the count
+ * does not resolve and fire again with each attempt); `belowAttempt`: only days whose failed run is an earlier attempt.
+ */
+export async function failedDaysBefore(
+  db: Knex,
+  provider: string,
+  date: string,
+  days: number,
+  options: { finishedOnly?: boolean; belowAttempt?: number } = {},
+): Promise<string[]> {
   const since = new Date(Date.parse(`${date}T00:00:00Z`) - days * 86_400_000).toISOString().slice(0, 10);
   const rows = (await db('reconciliation_runs as r')
     .where({ 'r.provider': provider, 'r.status': 'FAILED' })
     .where('r.bill_date', '>=', since)
     .where('r.bill_date', '<', date)
+    .modify((q) => {
+      if (options.belowAttempt !== undefined) q.where('r.attempt', '<', options.belowAttempt);
+    })
     .whereNotExists(
       db('reconciliation_runs as n')
         .whereRaw('n.provider = r.provider AND n.bill_date = r.bill_date AND n.attempt > r.attempt')
+        .modify((q) => {
+          if (options.finishedOnly) q.whereIn('n.status', ['FAILED', 'COMPLETED']);
+        })
         .select(db.raw('1')),
     )
     .orderBy('r.bill_date')

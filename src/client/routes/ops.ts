@@ -243,7 +243,7 @@ export async function refreshOpsGauges(
   for (const provider of providers) {
     metrics.reconciliationFailedDays.set(
       { provider },
-      (await failedDaysBefore(db, provider, tomorrow, OPEN_DIFFERENCE_DAYS + 1)).length,
+      (await failedDaysBefore(db, provider, tomorrow, OPEN_DIFFERENCE_DAYS + 1, { finishedOnly: true })).length,
     );
     const last = (await db('reconciliation_runs')
       .where({ provider, status: 'COMPLETED' })
