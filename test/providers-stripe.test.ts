@@ -684,6 +684,50 @@ describe('Stripe balance transactions as a bill', () => {
   });
 });
 
+test("a bank debit's line still pending (or failed) at the bill carries the charge's status; a succeeded charge's does not", async () => {
+  const line = (id: string, type: string, status: string) => ({
+    id: `txn_${id}`,
+    object: 'balance_transaction',
+    type,
+    created: 1704103205,
+    currency: 'usd',
+    amount: 1000,
+    source: {
+      id: `py_${id}`,
+      object: 'charge',
+      amount: 1000,
+      currency: 'usd',
+      status,
+      metadata: {},
+      payment_intent: { id: `pi_${id}`, object: 'payment_intent', metadata: { out_trade_no: `ord_${id}` } },
+    },
+  });
+  const fake = await startFakeServer(() => ({
+    status: 200,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      object: 'list',
+      url: '/v1/balance_transactions',
+      has_more: false,
+      data: [
+        line('ach', 'payment', 'pending'),
+        line('card', 'charge', 'succeeded'),
+        line('bounced', 'payment', 'failed'),
+      ],
+    }),
+  }));
+  try {
+    const rows = await collect(createStripeProvider(config({ apiBase: fake.url })).billRows('2024-01-01'));
+    expect(rows.map((r) => [r.outTradeNo, r.kind, r.providerStatus])).toEqual([
+      ['ord_ach', 'PAYMENT', 'pending'],
+      ['ord_card', 'PAYMENT', undefined],
+      ['ord_bounced', 'PAYMENT', 'failed'],
+    ]);
+  } finally {
+    await fake.close();
+  }
+});
+
 describe('Stripe refunds that fail after they were made', () => {
   test('a refund_failure balance transaction is a bill row of its own, FAILED, and the refund line tells its status', async () => {
     const intent = { id: 'pi_9', object: 'payment_intent', metadata: { out_trade_no: 'ord_b9' } };

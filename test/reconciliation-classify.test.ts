@@ -140,6 +140,26 @@ describe('a payment line of the bill', () => {
     expect(closed).toMatchObject({ class: 'PAID_NOT_RECORDED', detail: 'ORDER_UNKNOWN' });
   });
 
+  test('a payment line the provider marks not settled (a Stripe bank debit still pending, or failed) is for a person, never repaired into PAID', () => {
+    const waiting = paidLocally({
+      status: 'PENDING',
+      trade_no: null,
+      paid_amount: null,
+      paid_currency: null,
+      order_status: 'AWAITING_PAYMENT',
+      paid_trade_no: null,
+    });
+    for (const providerStatus of ['pending', 'failed']) {
+      const item = classifyBillPayment({ ...payment, providerStatus }, waiting, 'sandbox');
+      expect(item).toMatchObject({ class: 'UNKNOWN_TRADE', detail: 'PROVIDER_NOT_SETTLED', repair_status: 'NONE' });
+      expect(item.evidence).toMatchObject({ bill: { providerStatus } });
+    }
+    // Paid locally (the provider's success event came since): the line is that payment.
+    expect(classifyBillPayment({ ...payment, providerStatus: 'pending' }, paidLocally(), 'sandbox').class).toBe(
+      'MATCHED',
+    );
+  });
+
   test('paid locally by another trade of the same order is not this trade: PAID_NOT_RECORDED', () => {
     const item = classifyBillPayment({ ...payment, tradeNo: 'T-2' }, paidLocally(), 'sandbox');
     expect(item).toMatchObject({ class: 'PAID_NOT_RECORDED', repair_status: 'PENDING' });

@@ -504,7 +504,18 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
     if ((txn.type === 'charge' || txn.type === 'payment') && source.object === 'charge') {
       if (amount === undefined)
         throw new Error(`stripe balance transaction ${txn.id}: charge amount is not whole minor units`);
-      return { kind: 'PAYMENT', outTradeNo, tradeNo: intent || String(source.id), amount, currency, at };
+      // A bank debit (ACH, SEPA, ...) has its balance transaction from the moment it is submitted, pending until the
+      // charge succeeds or fails (Stripe: rely on the charge's status for success): such a line is not money received.
+      const chargeStatus = typeof source.status === 'string' ? source.status : undefined;
+      return {
+        kind: 'PAYMENT',
+        outTradeNo,
+        tradeNo: intent || String(source.id),
+        amount,
+        currency,
+        at,
+        ...(chargeStatus && chargeStatus !== 'succeeded' ? { providerStatus: chargeStatus } : {}),
+      };
     }
     // A refund_failure line returns a refund's money to our balance: the buyer never got it. It is kept as a FAILED
     // row of its own (reconciled as a REFUND_MISMATCH), never dropped, so a refund that failed later cannot stay MATCHED.

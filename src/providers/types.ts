@@ -183,7 +183,8 @@ export const BillRow = z.object({
   refundStatus: z.enum(['SUCCEEDED', 'PROCESSING', 'FAILED']).optional(),
   /**
    * The provider's own word for that outcome (e.g. REFUNDCLOSE, CHANGE, refund_failure), or a dispute's status (e.g.
-   * needs_response, won, lost), kept as evidence.
+   * needs_response, won, lost), kept as evidence. PAYMENT rows: set only when the provider says the payment is not
+   * settled (a Stripe charge `pending` or `failed`): never repaired into a paid order.
    */
   providerStatus: z.string().optional(),
   /**

@@ -102,6 +102,19 @@ export function classifyBillPayment(row: BillRow, local: LocalPayment | undefine
   const paidLocally =
     (local.status === 'PAID' || local.status === 'REFUNDED') &&
     (local.trade_no === row.tradeNo || local.paid_trade_no === row.tradeNo);
+  // A line the provider itself marks as not settled (a Stripe bank debit still pending, or failed) is not a payment to
+  // repair into PAID: a person watches it (the provider's success event, or its failure line, decides).
+  if (!paidLocally && row.providerStatus !== undefined && row.providerStatus !== 'succeeded') {
+    return {
+      class: 'UNKNOWN_TRADE',
+      detail: 'PROVIDER_NOT_SETTLED',
+      kind: 'PAYMENT',
+      local_amount: null,
+      local_currency: local.currency,
+      evidence: { bill: { ...bill, providerStatus: row.providerStatus }, local: localView },
+      repair_status: 'NONE',
+    };
+  }
   if (!paidLocally) {
     return {
       class: 'PAID_NOT_RECORDED',
