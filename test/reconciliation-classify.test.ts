@@ -112,19 +112,19 @@ describe('a payment line of the bill', () => {
     expect(item.evidence).toMatchObject({ local: { provider: 'alipay', orderStatus: 'PAID' } });
   });
 
+  /** The payment of an order still waiting to be paid here (no trade recorded). */
+  const awaitingPayment = () =>
+    paidLocally({
+      status: 'PENDING',
+      trade_no: null,
+      paid_amount: null,
+      paid_currency: null,
+      order_status: 'AWAITING_PAYMENT',
+      paid_trade_no: null,
+    });
+
   test('paid at the provider but not locally is PAID_NOT_RECORDED, to be repaired, named after the order status', () => {
-    const item = classifyBillPayment(
-      payment,
-      paidLocally({
-        status: 'PENDING',
-        trade_no: null,
-        paid_amount: null,
-        paid_currency: null,
-        order_status: 'AWAITING_PAYMENT',
-        paid_trade_no: null,
-      }),
-      'sandbox',
-    );
+    const item = classifyBillPayment(payment, awaitingPayment(), 'sandbox');
     expect(item).toMatchObject({
       class: 'PAID_NOT_RECORDED',
       detail: 'ORDER_AWAITING_PAYMENT',
@@ -141,14 +141,7 @@ describe('a payment line of the bill', () => {
   });
 
   test('a payment line the provider marks not settled (a Stripe bank debit still pending, or failed) is for a person, never repaired into PAID', () => {
-    const waiting = paidLocally({
-      status: 'PENDING',
-      trade_no: null,
-      paid_amount: null,
-      paid_currency: null,
-      order_status: 'AWAITING_PAYMENT',
-      paid_trade_no: null,
-    });
+    const waiting = awaitingPayment();
     for (const providerStatus of ['pending', 'failed']) {
       const item = classifyBillPayment({ ...payment, providerStatus }, waiting, 'sandbox');
       expect(item).toMatchObject({ class: 'UNKNOWN_TRADE', detail: 'PROVIDER_NOT_SETTLED', repair_status: 'NONE' });
