@@ -954,6 +954,35 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  test('a late trade whose query the provider refuses goes to review with why, and a refund decision settles it (the run failed with nothing recorded before)', async () => {
+    const orderId = newScriptedOrder({
+      status: 'EXPIRED',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-ref', amount: 1000 }],
+      queryRefusals: 1,
+    });
+    await routePaymentNotification(routeDeps(), notification(orderId, 'T-ref', 'evt-ref'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-ref'));
+    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
+      what: 'the late trade waiting in review',
+    });
+    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+    const review = callsOf(orderId).find((c) => c.name === 'event:LATE_PAYMENT_REFUND_FAILED');
+    expect((review?.args as { message: string }).message).toMatch(
+      /refused the query of trade T-ref .*PROVIDER_REJECTED/,
+    );
+    expect(refundCalls(orderId)).toHaveLength(0);
+    expect(
+      await late.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'kim', reason: 'the provider answers again' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    expect(refundCalls(orderId).map((c) => (c.args as { amount: number }).amount)).toEqual([1000]);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-ref' });
+    await replaysCleanly(late);
+  });
+
   test('a trade whose late-payment run found nothing to refund (a stale query) is verified again when reported again', async () => {
     // The order closed unpaid; its workflow is gone. The provider's query does not show the trade yet, nor on the
     // two queries after it: the run ends NOT_PAID_AT_PROVIDER and the order's timeline says so.
@@ -1050,6 +1079,8 @@ interface ScriptedOrder {
   cancelStockFailures?: number;
   /** refundPayment is refused by the provider (a business failure) this many times. */
   refundRefusals?: number;
+  /** queryProviderPayment is refused by the provider (a business failure) this many times. */
+  queryRefusals?: number;
   calls: { name: string; args: unknown }[];
 }
 const MERCHANT = 'm_scripted';
@@ -1163,7 +1194,16 @@ const scriptedActivities: Partial<Activities> = {
   },
   async queryProviderPayment(input) {
     record(input.outTradeNo, 'queryProviderPayment', input);
-    const latest = scriptOf(input.outTradeNo).trades.at(-1);
+    const script = scriptOf(input.outTradeNo);
+    if (script.queryRefusals) {
+      script.queryRefusals--;
+      throw ApplicationFailure.create({
+        type: 'PROVIDER_REJECTED',
+        message: 'payment_intent ambiguous for this order',
+        nonRetryable: true,
+      });
+    }
+    const latest = script.trades.at(-1);
     if (!latest) return { outTradeNo: input.outTradeNo, status: 'PENDING' } satisfies ProviderPaymentState;
     return {
       outTradeNo: input.outTradeNo,

@@ -34,6 +34,7 @@ import {
   lateRefundReviewStep,
   lateReviewDecisionStep,
   lateUnknownPayingTradeStep,
+  lateQueryRefusedStep,
   lateUnknownReviewStep,
 } from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
@@ -47,11 +48,19 @@ const acts = proxyActivities<Activities>(MUST);
 export async function latePayment(input: LatePaymentInput): Promise<LatePaymentResult> {
   const { outTradeNo: orderId } = input;
   setCurrentDetails(`verifying late payment ${input.tradeNo} for order ${orderId}`);
-  let state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
-  if (notShownYet(state) && lateRecheckStep()) {
-    const checked = await recheck(input, state);
-    state = checked.state;
-    if (checked.unverified) return checked.unverified;
+  let state: ProviderState;
+  try {
+    state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
+    if (notShownYet(state) && lateRecheckStep()) {
+      const checked = await recheck(input, state);
+      state = checked.state;
+      if (checked.unverified) return checked.unverified;
+    }
+  } catch (err) {
+    // A refusal (non-retryable; transport faults are retried by the activity until they pass): the trade cannot be
+    // verified, so it is neither refunded nor forgotten. Behind the patch `late-payment-query-refused`.
+    if (!failedForGood(err) || !lateQueryRefusedStep()) throw err;
+    return queryRefused(input, err);
   }
   if (state.status !== 'PAID' || state.tradeNo !== input.tradeNo) {
     return {
@@ -116,6 +125,18 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
     if (order.status !== 'PAID') await markLateRefunded(input, amount, currency, state);
   });
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
+}
+
+/**
+ * The provider refused to say what became of the late trade: the order goes to review with why (a person sees the
+ * money that may be held), and an operator's refund decision asks the provider again. An unknown order is left to
+ * reconciliation, which reports the bill's trade.
+ */
+async function queryRefused(input: LatePaymentInput, err: unknown): Promise<LatePaymentResult> {
+  const why = `${input.provider} refused the query of trade ${input.tradeNo} (${failureType(err) ?? FailureType.UNEXPECTED_ERROR}: ${errorMessage(err)}); nothing was refunded`;
+  const order = await acts.getOrderSnapshot(input.outTradeNo);
+  if (!order) return { outcome: 'UNKNOWN_ORDER', detail: `no order ${input.outTradeNo}; ${why}` };
+  return leaveForReview(input, order, why);
 }
 
 /**

@@ -81,6 +81,12 @@ export const PATCH_IDS = {
    * is not refunded again; the decision is answered with why.
    */
   failedRefundOrderCheck: 'failed-refund-review-order-check',
+  /**
+   * latePayment: a provider that refuses the query of the late trade (a business error, not retried) sends the order to
+   * review, where an operator's refund decision asks again; the run failed with nothing recorded before, the money kept
+   * and nobody told (the inbox had handed the notification over).
+   */
+  lateQueryRefused: 'late-payment-query-refused',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -148,4 +154,9 @@ export function afterApprovalFailureStep(): boolean {
 /** Whether this failedRefundReview reads the order before carrying out a decision. */
 export function failedRefundOrderCheckStep(): boolean {
   return patched(PATCH_IDS.failedRefundOrderCheck);
+}
+
+/** Whether this execution sends a late trade whose query the provider refuses to review (else the run fails). */
+export function lateQueryRefusedStep(): boolean {
+  return patched(PATCH_IDS.lateQueryRefused);
 }
