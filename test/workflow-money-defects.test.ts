@@ -983,6 +983,35 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  test('a trade reported while its order is in review held by another workflow waits the review out, then is refunded when the review kept another trade (it was only noted, and dropped)', async () => {
+    // The order is in review (a failed refund's, say), its own workflow gone; the provider reports a second trade T-B.
+    const orderId = newScriptedOrder({
+      status: 'NEEDS_REVIEW',
+      paidTradeNo: null,
+      trades: [
+        { tradeNo: 'T-A', amount: 1000 },
+        { tradeNo: 'T-B', amount: 1000 },
+      ],
+    });
+    await routePaymentNotification({ ...routeDeps(), lateReviewPollMs: 300 }, notification(orderId, 'T-B', 'evt-b'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-B'));
+    // It finds the order in review, then looks again (three looks: one at the start, two while waiting).
+    await waitFor(async () => callsOf(orderId).filter((c) => c.name === 'getOrderSnapshot').length >= 3, {
+      what: 'the late trade to look at its order in review again',
+    });
+    expect((await late.describe()).status.name).toBe('RUNNING');
+    expect(refundCalls(orderId)).toHaveLength(0);
+    expect(callsOf(orderId).filter((c) => c.name === 'event:LATE_PAYMENT_SEEN')).toHaveLength(1);
+    // The review settles: the order kept T-A. T-B is money the order does not keep.
+    Object.assign(scriptOf(orderId), { status: 'PAID', paidTradeNo: 'T-A' });
+    expect(await within(late.result(), 20_000, 'the late trade to be decided')).toMatchObject({ outcome: 'REFUNDED' });
+    expect(refundCalls(orderId).map((c) => c.args as { tradeNo: string; amount: number })).toEqual([
+      expect.objectContaining({ tradeNo: 'T-B', amount: 1000 }),
+    ]);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-A' });
+    expect(callsOf(orderId).filter((c) => c.name === 'event:LATE_PAYMENT_SEEN')).toHaveLength(1);
+  });
+
   test('a trade whose late-payment run found nothing to refund (a stale query) is verified again when reported again', async () => {
     // The order closed unpaid; its workflow is gone. The provider's query does not show the trade yet, nor on the
     // two queries after it: the run ends NOT_PAID_AT_PROVIDER and the order's timeline says so.

@@ -254,7 +254,17 @@ export interface LatePaymentInput {
    * query lags its notification); default LATE_PAYMENT_RECHECK_DELAYS_MS. Tests shorten it.
    */
   recheckDelaysMs?: number[];
+  /**
+   * How often a trade reported while its order is in review (held by another workflow) looks whether the review is
+   * over; default LATE_PAYMENT_REVIEW_POLL_MS. Tests shorten it.
+   */
+  reviewPollMs?: number;
+  /** Set by the run itself when it continues as new while waiting out a review: its LATE_PAYMENT_SEEN is written. */
+  seenInReview?: boolean;
 }
+
+/** How often a late trade waits out its order's review before looking again: an hour. */
+export const LATE_PAYMENT_REVIEW_POLL_MS = 3_600_000;
 
 /** latePayment's default waits before querying a trade the provider does not show yet: 30 s, 2, 5 and 10 min. */
 export const LATE_PAYMENT_RECHECK_DELAYS_MS: readonly number[] = [30_000, 120_000, 300_000, 600_000];

@@ -37,6 +37,8 @@ export interface RouteDeps {
   orderProviders?: OrderProviderCache;
   /** A late payment's waits before querying again a trade its provider does not show yet; unset: the workflow's own. */
   lateRecheckDelaysMs?: number[];
+  /** How often a late trade whose order is in review looks again; unset: the workflow's own (an hour). */
+  lateReviewPollMs?: number;
 }
 
 /**
@@ -121,6 +123,7 @@ export async function routePaymentNotification(
       tradeNo: n.tradeNo,
       notificationId: n.notificationId,
       ...(deps.lateRecheckDelaysMs ? { recheckDelaysMs: deps.lateRecheckDelaysMs } : {}),
+      ...(deps.lateReviewPollMs ? { reviewPollMs: deps.lateReviewPollMs } : {}),
     },
   ];
   const start = (workflowIdReusePolicy: 'REJECT_DUPLICATE' | 'ALLOW_DUPLICATE') =>

@@ -6,6 +6,7 @@
 import {
   CancellationScope,
   condition,
+  continueAsNew,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -17,6 +18,7 @@ import type { OrderSnapshot } from '../activities/orders';
 import { FailureType } from '../contracts/failures';
 import {
   LATE_PAYMENT_RECHECK_DELAYS_MS,
+  LATE_PAYMENT_REVIEW_POLL_MS,
   type LatePaymentInput,
   type LatePaymentResult,
   type OrderStatus,
@@ -36,6 +38,7 @@ import {
   lateUnknownPayingTradeStep,
   lateQueryRefusedStep,
   lateUnknownReviewStep,
+  lateWaitReviewStep,
 } from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 
@@ -81,11 +84,16 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
     return { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' };
   }
   if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') {
-    await acts.recordOrderEvent({
-      orderId,
-      type: 'LATE_PAYMENT_SEEN',
-      message: `Payment ${input.tradeNo} reported while the order is ${order.status}; left for review`,
-    });
+    const waits = order.status === 'NEEDS_REVIEW' && lateWaitReviewStep();
+    if (!input.seenInReview)
+      await acts.recordOrderEvent({
+        orderId,
+        type: 'LATE_PAYMENT_SEEN',
+        message: waits
+          ? `Payment ${input.tradeNo} reported while the order is in review; decided once the review is over`
+          : `Payment ${input.tradeNo} reported while the order is ${order.status}; left for review`,
+      });
+    if (waits) return waitOutReview(input);
     return { outcome: 'LEFT_FOR_REVIEW', detail: `order is ${order.status}` };
   }
   if (order.status === 'REFUNDED' && order.paidTradeNo === input.tradeNo) {
@@ -125,6 +133,26 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
     if (order.status !== 'PAID') await markLateRefunded(input, amount, currency, state);
   });
   return { outcome: 'REFUNDED', detail: `refunded ${amount} ${currency}` };
+}
+
+/** Looks this many times before continuing as new (a review can last weeks: the history stays short). */
+const REVIEW_POLLS_PER_RUN = 100;
+
+/**
+ * The order is in review, held by another workflow (a failed refund's review, another late trade's): what this trade's
+ * money should become depends on its outcome (kept as the paying trade, or refunded). Looks again every
+ * `reviewPollMs`; once the order has left review, the run starts over as new and decides the trade as any late trade
+ * (a review that approved this very trade finds it ALREADY_CONFIRMED).
+ */
+async function waitOutReview(input: LatePaymentInput): Promise<LatePaymentResult> {
+  const { outTradeNo: orderId, tradeNo } = input;
+  setCurrentDetails(`late payment ${tradeNo} waits until order ${orderId} leaves review, then is decided`);
+  for (let polls = 0; polls < REVIEW_POLLS_PER_RUN; polls++) {
+    await sleep(input.reviewPollMs ?? LATE_PAYMENT_REVIEW_POLL_MS);
+    const now = await acts.getOrderSnapshot(orderId);
+    if (now?.status !== 'NEEDS_REVIEW') break;
+  }
+  return continueAsNew<typeof latePayment>({ ...input, seenInReview: true });
 }
 
 /**

@@ -87,6 +87,12 @@ export const PATCH_IDS = {
    * and nobody told (the inbox had handed the notification over).
    */
   lateQueryRefused: 'late-payment-query-refused',
+  /**
+   * latePayment: a trade reported while its order is in review held by another workflow (a failed refund's review,
+   * another trade's) waits the review out and is then decided as any late trade; it was only noted on the timeline and
+   * dropped, its money kept once the review settled the order.
+   */
+  lateWaitReview: 'late-payment-wait-review',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -159,4 +165,9 @@ export function failedRefundOrderCheckStep(): boolean {
 /** Whether this execution sends a late trade whose query the provider refuses to review (else the run fails). */
 export function lateQueryRefusedStep(): boolean {
   return patched(PATCH_IDS.lateQueryRefused);
+}
+
+/** Whether this execution waits out the order's review before deciding a late trade (else it is only noted). */
+export function lateWaitReviewStep(): boolean {
+  return patched(PATCH_IDS.lateWaitReview);
 }
