@@ -959,7 +959,7 @@ describe('defects found by review: late payments', () => {
       status: 'EXPIRED',
       paidTradeNo: null,
       trades: [{ tradeNo: 'T-ref', amount: 1000 }],
-      queryRefusals: 1,
+      queryRefusals: 1_000, // every time
     });
     await routePaymentNotification(routeDeps(), notification(orderId, 'T-ref', 'evt-ref'));
     const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-ref'));
@@ -972,14 +972,25 @@ describe('defects found by review: late payments', () => {
       /refused the query of trade T-ref .*PROVIDER_REJECTED/,
     );
     expect(refundCalls(orderId)).toHaveLength(0);
+    // The provider keeps refusing the query: a decision without an amount cannot be carried out (the run waits for
+    // another); one that names the amount (from the provider's console) is.
     expect(
       await late.executeUpdate(reviewDecisionUpdate, {
-        args: [{ decision: 'refund', operator: 'kim', reason: 'the provider answers again' }],
+        args: [{ decision: 'refund', operator: 'kim', reason: 'refund it' }],
+      }),
+    ).toEqual({
+      status: 'NEEDS_REVIEW',
+      failure: { type: 'PROVIDER_REJECTED', message: 'payment_intent ambiguous for this order' },
+    });
+    expect(refundCalls(orderId)).toHaveLength(0);
+    expect(
+      await late.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'kim', reason: 'the console shows 10.00 paid', refundAmount: 1000 }],
       }),
     ).toEqual({ status: 'REFUNDED' });
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
     expect(refundCalls(orderId).map((c) => (c.args as { amount: number }).amount)).toEqual([1000]);
-    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-ref' });
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED' });
     await replaysCleanly(late);
   });
 
@@ -1010,6 +1021,30 @@ describe('defects found by review: late payments', () => {
     ]);
     expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-A' });
     expect(callsOf(orderId).filter((c) => c.name === 'event:LATE_PAYMENT_SEEN')).toHaveLength(1);
+    await replaysCleanly(late);
+  });
+
+  test('a refused query for an order in review held elsewhere does not take over that review: the trade waits it out, then is queried again and refunded', async () => {
+    const orderId = newScriptedOrder({
+      status: 'NEEDS_REVIEW',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-R', amount: 1000 }],
+      queryRefusals: 1,
+    });
+    await routePaymentNotification({ ...routeDeps(), lateReviewPollMs: 300 }, notification(orderId, 'T-R', 'evt-r'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-R'));
+    await waitFor(async () => callsOf(orderId).filter((c) => c.name === 'getOrderSnapshot').length >= 3, {
+      what: 'the late trade to wait out the review',
+    });
+    // No review of its own (decisions of that review still reach the workflow holding it), no status change.
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('event:LATE_PAYMENT_REFUND_FAILED');
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:NEEDS_REVIEW');
+    expect((await late.describe()).typedSearchAttributes.get(NeedsReviewKey)).toBe(true);
+    Object.assign(scriptOf(orderId), { status: 'EXPIRED' });
+    expect(await within(late.result(), 20_000, 'the late trade to be decided')).toMatchObject({ outcome: 'REFUNDED' });
+    expect(refundCalls(orderId)).toHaveLength(1);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-R' });
+    await replaysCleanly(late);
   });
 
   test('a trade whose late-payment run found nothing to refund (a stale query) is verified again when reported again', async () => {

@@ -51,19 +51,14 @@ const acts = proxyActivities<Activities>(MUST);
 export async function latePayment(input: LatePaymentInput): Promise<LatePaymentResult> {
   const { outTradeNo: orderId } = input;
   setCurrentDetails(`verifying late payment ${input.tradeNo} for order ${orderId}`);
-  let state: ProviderState;
-  try {
-    state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
-    if (notShownYet(state) && lateRecheckStep()) {
-      const checked = await recheck(input, state);
-      state = checked.state;
-      if (checked.unverified) return checked.unverified;
-    }
-  } catch (err) {
-    // A refusal (non-retryable; transport faults are retried by the activity until they pass): the trade cannot be
-    // verified, so it is neither refunded nor forgotten. Behind the patch `late-payment-query-refused`.
-    if (!failedForGood(err) || !lateQueryRefusedStep()) throw err;
-    return queryRefused(input, err);
+  const first = await queryTrade(input);
+  if ('refused' in first) return queryRefused(input, first.refused);
+  let state = first.state;
+  if (notShownYet(state) && lateRecheckStep()) {
+    const checked = await recheck(input, state);
+    if (checked.refused !== undefined) return queryRefused(input, checked.refused);
+    state = checked.state;
+    if (checked.unverified) return checked.unverified;
   }
   if (state.status !== 'PAID' || state.tradeNo !== input.tradeNo) {
     return {
@@ -83,19 +78,7 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
   if (order.status === 'PAID' && order.paidTradeNo === input.tradeNo) {
     return { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' };
   }
-  if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') {
-    const waits = order.status === 'NEEDS_REVIEW' && lateWaitReviewStep();
-    if (!input.seenInReview)
-      await acts.recordOrderEvent({
-        orderId,
-        type: 'LATE_PAYMENT_SEEN',
-        message: waits
-          ? `Payment ${input.tradeNo} reported while the order is in review; decided once the review is over`
-          : `Payment ${input.tradeNo} reported while the order is ${order.status}; left for review`,
-      });
-    if (waits) return waitOutReview(input);
-    return { outcome: 'LEFT_FOR_REVIEW', detail: `order is ${order.status}` };
-  }
+  if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') return heldElsewhere(input, order);
   if (order.status === 'REFUNDED' && order.paidTradeNo === input.tradeNo) {
     return { outcome: 'REFUNDED', detail: 'already refunded' };
   }
@@ -147,6 +130,8 @@ const REVIEW_POLLS_PER_RUN = 100;
 async function waitOutReview(input: LatePaymentInput): Promise<LatePaymentResult> {
   const { outTradeNo: orderId, tradeNo } = input;
   setCurrentDetails(`late payment ${tradeNo} waits until order ${orderId} leaves review, then is decided`);
+  // Listed with the orders in review (NeedsReview = true): a trade waiting on a review nobody decides is seen.
+  upsertSearchAttributes([{ key: NeedsReviewKey, value: true }]);
   for (let polls = 0; polls < REVIEW_POLLS_PER_RUN; polls++) {
     await sleep(input.reviewPollMs ?? LATE_PAYMENT_REVIEW_POLL_MS);
     const now = await acts.getOrderSnapshot(orderId);
@@ -164,7 +149,44 @@ async function queryRefused(input: LatePaymentInput, err: unknown): Promise<Late
   const why = `${input.provider} refused the query of trade ${input.tradeNo} (${failureType(err) ?? FailureType.UNEXPECTED_ERROR}: ${errorMessage(err)}); nothing was refunded`;
   const order = await acts.getOrderSnapshot(input.outTradeNo);
   if (!order) return { outcome: 'UNKNOWN_ORDER', detail: `no order ${input.outTradeNo}; ${why}` };
+  if (order.provider !== input.provider)
+    return { outcome: 'PROVIDER_MISMATCH', detail: `order ${input.outTradeNo} pays with ${order.provider}; ${why}` };
+  // In a review held by another workflow (its decisions are routed there), or waiting: as for any late trade then.
+  if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') return heldElsewhere(input, order);
   return leaveForReview(input, order, why);
+}
+
+/**
+ * The provider's answer about the order's latest trade, or its refusal (a business error, not retried; transport
+ * faults are retried by the activity until they pass). A refusal is returned only behind the patch
+ * `late-payment-query-refused`: before it, the run failed with nothing recorded.
+ */
+async function queryTrade(input: LatePaymentInput): Promise<{ state: ProviderState } | { refused: unknown }> {
+  try {
+    return { state: await acts.queryProviderPayment({ provider: input.provider, outTradeNo: input.outTradeNo }) };
+  } catch (err) {
+    if (!failedForGood(err) || !lateQueryRefusedStep()) throw err;
+    return { refused: err };
+  }
+}
+
+/**
+ * The order is in review (held by another workflow) or still waiting for payment (its own workflow gone): the trade is
+ * noted on the timeline; behind `late-payment-wait-review`, a review is waited out and the trade then decided,
+ * otherwise it is left for a person.
+ */
+async function heldElsewhere(input: LatePaymentInput, order: OrderSnapshot): Promise<LatePaymentResult> {
+  const waits = order.status === 'NEEDS_REVIEW' && lateWaitReviewStep();
+  if (!(waits && input.seenInReview))
+    await acts.recordOrderEvent({
+      orderId: input.outTradeNo,
+      type: 'LATE_PAYMENT_SEEN',
+      message: waits
+        ? `Payment ${input.tradeNo} reported while the order is in review; decided once the review is over`
+        : `Payment ${input.tradeNo} reported while the order is ${order.status}; left for review`,
+    });
+  if (waits) return waitOutReview(input);
+  return { outcome: 'LEFT_FOR_REVIEW', detail: `order is ${order.status}` };
 }
 
 /**
@@ -185,7 +207,7 @@ function notShownYet(state: ProviderState): boolean {
 async function recheck(
   input: LatePaymentInput,
   first: ProviderState,
-): Promise<{ state: ProviderState; unverified?: LatePaymentResult }> {
+): Promise<{ state: ProviderState; unverified?: LatePaymentResult; refused?: unknown }> {
   const { outTradeNo: orderId, tradeNo } = input;
   const delays = input.recheckDelaysMs ?? LATE_PAYMENT_RECHECK_DELAYS_MS;
   let state = first;
@@ -196,7 +218,9 @@ async function recheck(
     );
     await sleep(delay);
     waited += delay;
-    state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
+    const answer = await queryTrade(input);
+    if ('refused' in answer) return { state, refused: answer.refused };
+    state = answer.state;
     if (!notShownYet(state)) return { state };
   }
   const detail = `${input.provider} still reports ${state.status} for trade ${tradeNo} after ${delays.length + 1} queries over ${Math.round(waited / 1000)} s`;
@@ -394,14 +418,21 @@ async function awaitRefundDecision(
     }
     let failure: { type: string; message: string };
     try {
-      const state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
-      const paidAmount = state.tradeNo === tradeNo ? state.paidAmount : undefined;
+      let state: ProviderState | undefined;
+      try {
+        state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
+      } catch (err) {
+        // A provider that keeps refusing the query: an amount the operator names (from its console) is refunded
+        // anyway, behind the patch `late-payment-query-refused`; without one, the decision fails as before.
+        if (!(failedForGood(err) && d.refundAmount !== undefined && lateQueryRefusedStep())) throw err;
+      }
+      const paidAmount = state?.tradeNo === tradeNo ? state.paidAmount : undefined;
       // An amount the operator names (what is left of the trade at the provider, as its console shows; 0 when nothing
       // is) is refunded under a number of its own: the trade's own number may belong to a refund the provider failed.
       const named = d.refundAmount;
       const amount = named ?? paidAmount;
       if (amount !== undefined && (amount > 0 || named === 0)) {
-        const currency = state.currency ?? order.currency;
+        const currency = state?.currency ?? order.currency;
         await CancellationScope.nonCancellable(async () => {
           if (amount > 0)
             await refundTrade(
@@ -418,7 +449,7 @@ async function awaitRefundDecision(
             to: back,
             reason: back === 'PAID' ? 'LATE_TRADE_REFUNDED' : 'LATE_PAYMENT_REFUNDED',
             // A closed order records the trade it refunded, as markLateRefunded does; a paid order keeps its own.
-            ...(back === 'REFUNDED' && paidAmount !== undefined && paidAmount > 0
+            ...(back === 'REFUNDED' && state && paidAmount !== undefined && paidAmount > 0
               ? { payment: lateTradeEvidence(input, paidAmount, currency, state) }
               : {}),
             event: {
@@ -437,7 +468,7 @@ async function awaitRefundDecision(
       }
       failure = {
         type: FailureType.PROVIDER_REJECTED,
-        message: `${input.provider} reports no paid amount for trade ${tradeNo} (it reports ${state.status} for ${state.tradeNo ?? 'no trade'})`,
+        message: `${input.provider} reports no paid amount for trade ${tradeNo} (it reports ${state?.status} for ${state?.tradeNo ?? 'no trade'})`,
       };
     } catch (err) {
       if (!failedForGood(err)) throw err;
