@@ -374,8 +374,10 @@ describe('WeChat Pay API calls', () => {
         return reply(200, refund);
       }
       if (req.method === 'GET' && url.pathname === '/v3/bill/tradebill') {
+        if (url.searchParams.get('bill_date') === '2024-01-08')
+          return reply(400, { code: 'STATEMENT_CREATING', message: '账单生成中' });
         if (url.searchParams.get('bill_date') !== '2024-01-01')
-          return reply(400, { code: 'NO_STATEMENT_EXIST', message: '账单不存在' });
+          return reply(400, { code: 'NO_STATEMENT_EXIST', message: '请求的账单文件不存在' });
         return reply(200, {
           hash_type: 'SHA1',
           hash_value: bill.sha1,
@@ -608,8 +610,12 @@ describe('WeChat Pay API calls', () => {
     await expect(collect(provider().billRows('2024-01-01'))).rejects.toThrow(/hash/);
   });
 
-  test('billRows for a day without a bill says BILL_NOT_READY', async () => {
-    await expect(collect(provider().billRows('2024-01-09'))).rejects.toMatchObject({ code: 'BILL_NOT_READY' });
+  test("a day WeChat has no bill for (NO_STATEMENT_EXIST: no trade and no refund that day) is an empty bill once the day's bills are out; before 10:00 China time the next day, and while WeChat is creating it, BILL_NOT_READY", async () => {
+    // Today in China time: its bills are not out before 10:00 tomorrow. A day long past: an empty bill.
+    const today = new Date(Date.now() + 8 * 3_600_000).toISOString().slice(0, 10);
+    await expect(collect(provider().billRows(today))).rejects.toMatchObject({ code: 'BILL_NOT_READY' });
+    expect(await collect(provider().billRows('2024-01-09'))).toEqual([]);
+    await expect(collect(provider().billRows('2024-01-08'))).rejects.toMatchObject({ code: 'BILL_NOT_READY' });
   });
 });
 

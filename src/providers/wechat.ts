@@ -452,8 +452,16 @@ export function createWechatProvider(options: WechatProviderOptions): PaymentPro
       if (!/^\d{4}-\d{2}-\d{2}$/.test(date))
         throw new ProviderBusinessError('BAD_BILL_DATE', `bill date ${date} is not YYYY-MM-DD`);
       const r = await api('GET', `/v3/bill/tradebill?bill_date=${date}&bill_type=ALL&tar_type=GZIP`);
-      if (r.json.code === 'NO_STATEMENT_EXIST' || r.json.code === 'STATEMENT_CREATING')
-        throw new ProviderBusinessError('BILL_NOT_READY', `wechat has no trade bill for ${date} (yet)`);
+      if (r.json.code === 'STATEMENT_CREATING')
+        throw new ProviderBusinessError('BILL_NOT_READY', `wechat is still creating the trade bill for ${date}`);
+      if (r.json.code === 'NO_STATEMENT_EXIST') {
+        // WeChat's answer for a day on which the merchant had no trade and no refund (its FAQ: check whether the day
+        // had any; retry STATEMENT_CREATING until the bill comes or this answer does, then stop): an empty bill, once
+        // the day's bills are out (from 10:00 China time the next day). Before that, not ready: asked too early.
+        if (now().getTime() < Date.parse(`${date}T10:00:00+08:00`) + 86_400_000)
+          throw new ProviderBusinessError('BILL_NOT_READY', `wechat has no trade bill for ${date} yet`);
+        return;
+      }
       if (r.status !== 200 || typeof r.json.download_url !== 'string' || typeof r.json.hash_value !== 'string')
         throw fail('trade bill', r);
       const url = new URL(r.json.download_url);
