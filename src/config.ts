@@ -619,7 +619,6 @@ export function sandboxInProductionWarning(config: Pick<Config, 'production' | '
   );
 }
 
-/** Every start-up warning of this configuration (the sandbox or providers' test money in production), to be logged. */
 /**
  * The API's warning when production serves /metrics on the port buyers reach (METRICS_PORT unset): business figures
  * for anyone, and each scrape reads MySQL and Temporal. docker-compose.yml sets METRICS_PORT.
@@ -629,11 +628,20 @@ export function publicMetricsWarning(config: Config): string | undefined {
   return `/metrics IS SERVED ON THE PUBLIC PORT ${config.port} in production mode (business figures, unauthenticated): set METRICS_PORT to serve it on a port of its own`;
 }
 
-export function startupWarnings(config: Config): { fields: Record<string, unknown>; message: string }[] {
+/**
+ * Every start-up warning of this configuration (the sandbox or providers' test money in production; for the API
+ * process, `/metrics` on the public port), to be logged.
+ */
+export function startupWarnings(
+  config: Config,
+  options: { api?: boolean } = {},
+): { fields: Record<string, unknown>; message: string }[] {
   const sandbox = sandboxInProductionWarning(config);
   const testMoney = providerTestModeWarning(config);
+  const metrics = options.api ? publicMetricsWarning(config) : undefined;
   return [
     ...(sandbox ? [{ fields: { sandboxEnabled: true, production: true }, message: sandbox }] : []),
     ...(testMoney ? [{ fields: { providerTestMode: true, production: true }, message: testMoney }] : []),
+    ...(metrics ? [{ fields: { metricsPort: 0, production: true }, message: metrics }] : []),
   ];
 }

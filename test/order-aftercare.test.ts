@@ -324,12 +324,18 @@ describe('one-click support', () => {
   });
 });
 
+/** An order of one unit on the 8 s system that nobody paid: EXPIRED, its workflow (with its late watch) ended. */
+async function expiredOrderWithItsWorkflowEnded(price: number): Promise<{ sku: string; orderId: string }> {
+  const sku = await createProduct(expiring, { price, stock: 1 });
+  const orderId = await placeOrder(sku, expiring);
+  await waitForStatus(expiring, orderId, ['EXPIRED'], 90_000);
+  await expiring.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+  return { sku, orderId };
+}
+
 test('a notification for an order whose workflow completed as EXPIRED is refunded exactly once, despite five deliveries and a worker restart', async () => {
   const s = expiring;
-  const sku = await createProduct(s, { price: 1800, stock: 1 });
-  const orderId = await placeOrder(sku, s);
-  await waitForStatus(s, orderId, ['EXPIRED'], 90_000);
-  await s.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+  const { sku, orderId } = await expiredOrderWithItsWorkflowEnded(1800);
   // The workflow watched until the provider-side expiry; only a payment that settles even later (a delayed
   // debit) can still arrive, and then only by callback.
   await s.setFaults({ acceptPaymentAfterExpiry: true });
@@ -373,10 +379,7 @@ test('a notification for an order whose workflow completed as EXPIRED is refunde
 
 test("a late payment whose provider's query still shows it unpaid (the query lagging its notification) is refunded once the query catches up, by the same run", async () => {
   const s = expiring;
-  const sku = await createProduct(s, { price: 1300, stock: 1 });
-  const orderId = await placeOrder(sku, s);
-  await waitForStatus(s, orderId, ['EXPIRED'], 90_000);
-  await s.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+  const { orderId } = await expiredOrderWithItsWorkflowEnded(1300);
   // The sandbox's query answers the payment as it was before it was paid (CLOSED, by our close at the deadline) for
   // 2.5 s after it: the late-payment run's first query sees that; its re-queries (1 s, 2 s, 4 s here) see it paid.
   await s.setFaults({ acceptPaymentAfterExpiry: true, queryLagMs: 2_500 });

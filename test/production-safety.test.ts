@@ -101,6 +101,10 @@ describe('production mode refuses what only development may have', () => {
     );
     expect(publicMetricsWarning(loadConfig({ ...PROD, ...STRIPE_LIVE, METRICS_PORT: '9466' }))).toBeUndefined();
     expect(publicMetricsWarning(loadConfig({}))).toBeUndefined();
+    // Logged by the API with the other start-up warnings; the worker serves no /metrics of the API.
+    const config = loadConfig({ ...PROD, ...STRIPE_LIVE });
+    expect(startupWarnings(config, { api: true }).map((w) => w.message)).toEqual([publicMetricsWarning(config)]);
+    expect(startupWarnings(config)).toEqual([]);
   });
 
   test('SANDBOX_ENABLED=true (staging) offers the sandbox, with a loud warning', () => {

@@ -15,6 +15,7 @@ import { Secret } from '../src/providers/keys';
 import { createStripeProvider } from '../src/providers/stripe';
 import { openRun, readItems, readRun } from '../src/reconciliation/runs';
 import { freshDatabase } from './support/env';
+import { paidPaymentRow } from './support/payment-rows';
 import { type FakeServer, startFakeServer } from './support/provider-fakes';
 
 const tag = randomBytes(3).toString('hex');
@@ -62,20 +63,9 @@ async function paidOrder(order: string, pi: string, amount: number, paidAt: Date
     provider: 'stripe',
     paid_trade_no: pi,
   });
-  await db('payments').insert({
-    out_trade_no: order,
-    order_id: order,
-    provider: 'stripe',
-    merchant_id: merchantId,
-    trade_no: pi,
-    status: 'PAID',
-    amount,
-    currency: 'CNY',
-    paid_amount: amount,
-    paid_currency: 'CNY',
-    paid_at: paidAt,
-    expires_at: new Date(paidAt.getTime() + 3_600_000),
-  });
+  await db('payments').insert(
+    paidPaymentRow({ outTradeNo: order, tradeNo: pi, amount, paidAt, provider: 'stripe', merchantId }),
+  );
 }
 
 test("a dispute's withdrawal is an open DISPUTED difference of its order, its reinstatement is recorded and needs nobody, and a retried comparison stores each line once", async () => {

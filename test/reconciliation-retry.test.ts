@@ -14,6 +14,7 @@ import { type BillRow, ProviderBusinessError, type ProviderRegistry } from '../s
 import { startReconciliation } from '../src/reconciliation/runs';
 import { createWorker } from '../src/workers/worker';
 import { TEST_ENV, testBundlePath } from './support/env';
+import { paidPaymentRow } from './support/payment-rows';
 import { installQuietRuntime } from './support/runtime';
 
 const tag = randomBytes(3).toString('hex');
@@ -83,22 +84,8 @@ async function waitForEnd(runId: string): Promise<Record<string, any>> {
 }
 
 /** A payment row as the order's workflow leaves it once paid (PAID, paid in full at `paidAt`). */
-function paidLocally(outTradeNo: string, tradeNo: string, amount: number, paidAt: Date) {
-  return {
-    out_trade_no: outTradeNo,
-    order_id: outTradeNo,
-    provider: 'sandbox',
-    merchant_id: merchantId,
-    trade_no: tradeNo,
-    status: 'PAID',
-    amount,
-    currency: 'CNY',
-    paid_amount: amount,
-    paid_currency: 'CNY',
-    paid_at: paidAt,
-    expires_at: new Date(paidAt.getTime() + 3_600_000),
-  };
-}
+const paidLocally = (outTradeNo: string, tradeNo: string, amount: number, paidAt: Date) =>
+  paidPaymentRow({ outTradeNo, tradeNo, amount, paidAt, provider: 'sandbox', merchantId });
 
 beforeAll(async () => {
   installQuietRuntime();

@@ -12,6 +12,7 @@ import { refundPayment } from '../src/activities/payments';
 import { ensureReconciliationSchedules } from '../src/client/routes/ops';
 import { createSandboxProvider } from '../src/providers/sandbox';
 import { freshDatabase } from './support/env';
+import { paidPaymentRow } from './support/payment-rows';
 import { createProduct, startSystem, type TestSystem, userId, waitFor, waitForStatus } from './support/system';
 
 let sys: TestSystem;
@@ -283,20 +284,16 @@ describe('differences that need a person', () => {
     // A payment we recorded as paid that the provider does not know.
     const ghost = `ord_ghost${randomBytes(6).toString('hex')}`;
     const ghostPaidAt = new Date();
-    await sys.db('payments').insert({
-      out_trade_no: ghost,
-      order_id: ghost,
-      provider: 'sandbox',
-      merchant_id: merchantId,
-      trade_no: `SBXGHOST${randomBytes(4).toString('hex')}`,
-      status: 'PAID',
-      amount: 700,
-      currency: 'CNY',
-      paid_amount: 700,
-      paid_currency: 'CNY',
-      paid_at: ghostPaidAt,
-      expires_at: new Date(Date.now() + 3_600_000),
-    });
+    await sys.db('payments').insert(
+      paidPaymentRow({
+        outTradeNo: ghost,
+        tradeNo: `SBXGHOST${randomBytes(4).toString('hex')}`,
+        amount: 700,
+        paidAt: ghostPaidAt,
+        provider: 'sandbox',
+        merchantId,
+      }),
+    );
 
     const days = daysOf([tampered, refunded, { paidAt: ghostPaidAt.toISOString() }]);
     differencesDay = billDateOf(ghostPaidAt.getTime());

@@ -1,5 +1,5 @@
 /** API process: `npm run api`. Serves the order API and callbacks on PORT. */
-import { ConfigError, loadConfigOrExit, publicMetricsWarning, startupWarnings } from '../config';
+import { ConfigError, loadConfigOrExit, startupWarnings } from '../config';
 import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
 import { createTracing } from '../observability/tracing';
@@ -10,9 +10,7 @@ import { buildApi } from './app';
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, name: 'payflow-api' });
-  for (const warning of startupWarnings(config)) logger.warn(warning.fields, warning.message);
-  const metricsWarning = publicMetricsWarning(config);
-  if (metricsWarning) logger.warn({ metricsPort: 0, production: true }, metricsWarning);
+  for (const warning of startupWarnings(config, { api: true })) logger.warn(warning.fields, warning.message);
   try {
     // Off (undefined) unless OTEL_EXPORTER_OTLP_ENDPOINT is set: then a span per request, continued into Temporal.
     const tracing = createTracing(config, 'payflow-api');

@@ -418,14 +418,13 @@ async function awaitRefundDecision(
     }
     let failure: { type: string; message: string };
     try {
-      let state: ProviderState | undefined;
-      try {
-        state = await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId });
-      } catch (err) {
-        // A provider that keeps refusing the query: an amount the operator names (from its console) is refunded
-        // anyway, behind the patch `late-payment-query-refused`; without one, the decision fails as before.
-        if (!(failedForGood(err) && d.refundAmount !== undefined && lateQueryRefusedStep())) throw err;
-      }
+      // A provider that keeps refusing the query: an amount the operator names (from its console) is refunded anyway
+      // (queryTrade answers the refusal behind `late-payment-query-refused`); without one, the decision fails as before.
+      const answer =
+        d.refundAmount === undefined
+          ? { state: await acts.queryProviderPayment({ provider: input.provider, outTradeNo: orderId }) }
+          : await queryTrade(input);
+      const state = 'state' in answer ? answer.state : undefined;
       const paidAmount = state?.tradeNo === tradeNo ? state.paidAmount : undefined;
       // An amount the operator names (what is left of the trade at the provider, as its console shows; 0 when nothing
       // is) is refunded under a number of its own: the trade's own number may belong to a refund the provider failed.

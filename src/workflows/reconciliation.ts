@@ -133,11 +133,12 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
 /**
  * Started by the daily Schedule: opens (idempotently) the run of the bill day `daysBack` days before the firing the
  * Schedule meant (`TemporalScheduledStartTime`, not the time this runs: a firing caught up after an outage, or a
- * backfill, reconciles its own day, not the day of its late start), and starts it. A day whose run FAILED is run again.
+ * backfill, reconciles its own day, not the day of its late start), and starts it. A day whose run FAILED is run again,
+ * and so are the failed days of the week before (`retriedDays`, startScheduledReconciliation).
  */
 export async function scheduledReconciliation(
   input: ScheduledReconciliationInput,
-): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; date: string }> {
+): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; retriedDays: string[]; date: string }> {
   const date = billDateOf(scheduledTime() - (input.daysBack ?? 1) * 86_400_000, input.provider);
   setCurrentDetails(`starting the ${input.provider} reconciliation of ${date}`);
   const started = await call(
