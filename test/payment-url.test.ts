@@ -4,12 +4,19 @@
  * characters, the old VARCHAR(1024); under STRICT mode the INSERT failed with a retryable ER_DATA_TOO_LONG and every
  * Alipay order retried its set-up until it failed, its units held meanwhile. Real Alipay adapter (it signs locally,
  * no call to the gateway), real test database.
+ *
+ * And a payment created for an order that no longer awaits it (an attempt of the set-up that outlived its timeout,
+ * answered after the set-up gave up and failed the order) is neither recorded nor left open: real sandbox over HTTP.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import { createProviderPayment } from '../src/activities/payments';
 import { createDb } from '../src/db/knex';
 import { createAlipayProvider } from '../src/providers/alipay';
+import { createSandboxProvider } from '../src/providers/sandbox';
+import { createSandboxServer } from '../src/sandbox-provider/server';
 import { TEST_ENV } from './support/env';
 
 let db: Knex;
@@ -64,4 +71,63 @@ test('an Alipay page-pay URL signed with a 4096-bit key and a return URL is stor
   const payment = await db('payments').where({ out_trade_no: orderId }).first('payment_url', 'status');
   expect(order.payment_url).toBe(created.paymentUrl);
   expect(payment).toEqual({ payment_url: created.paymentUrl, status: 'PENDING' });
+});
+
+test('a payment created after its order failed is not recorded on the order, and is closed at the provider', async () => {
+  const sandbox = createSandboxServer({
+    secret: 'payment-url-secret',
+    publicUrl: 'http://placeholder.invalid',
+    notifySchedule: [60_000],
+    logger: false,
+  });
+  await sandbox.app.listen({ host: '127.0.0.1', port: 0 });
+  const baseUrl = `http://127.0.0.1:${(sandbox.app.server.address() as AddressInfo).port}`;
+  sandbox.setPublicUrl(`${baseUrl}/`);
+  try {
+    const provider = createSandboxProvider({ baseUrl, secret: 'payment-url-secret', merchantId: 'm-url' });
+    const orderId = `url-${randomBytes(6).toString('hex')}`;
+    // The set-up gave up while this attempt was still waiting for the provider: the order is FAILED, released.
+    await db('orders').insert({
+      order_id: orderId,
+      user_id: 'u-url',
+      status: 'FAILED',
+      status_reason: 'PAYMENT_CREATION_FAILED',
+      amount: 1999,
+      currency: 'CNY',
+      provider: 'sandbox',
+      subtotal: 1999,
+    });
+    const deadline = new Date(Date.now() + 15 * 60_000);
+    const attempt = createProviderPayment(
+      db,
+      { sandbox: provider },
+      {
+        orderId,
+        provider: 'sandbox',
+        amount: 1999,
+        currency: 'CNY',
+        subject: `Order ${orderId}`,
+        notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
+        deadline: deadline.toISOString(),
+        providerExpiresAt: new Date(deadline.getTime() + 60_000).toISOString(),
+      },
+    );
+    await expect(attempt).rejects.toBeInstanceOf(ApplicationFailure);
+    await expect(attempt).rejects.toMatchObject({ type: 'ORDER_CLOSED', nonRetryable: true });
+    // Nothing the waiting page could offer the buyer: no URL on the order, no payment row, no timeline entry.
+    const order = await db('orders').where({ order_id: orderId }).first('status', 'payment_url', 'deadline');
+    expect(order).toEqual({ status: 'FAILED', payment_url: null, deadline: null });
+    expect(await db('payments').where({ out_trade_no: orderId }).first()).toBeUndefined();
+    expect(await db('order_events').where({ order_id: orderId, type: 'PAYMENT_CREATED' }).first()).toBeUndefined();
+    // And nobody can pay it at the provider.
+    expect((await provider.queryPayment(orderId)).status).toBe('CLOSED');
+    const paid = await fetch(`${baseUrl}/v1/payments/${orderId}/pay`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    expect(paid.status).toBeGreaterThanOrEqual(400);
+  } finally {
+    await sandbox.close();
+  }
 });

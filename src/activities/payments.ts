@@ -61,7 +61,19 @@ export async function createProviderPayment(
       expiresAt: input.providerExpiresAt,
     }),
   );
-  await db.transaction(async (trx) => {
+  // The order first, and only while it still awaits its payment: an attempt of this step that outlived its timeout
+  // (the provider answered late; the set-up retried, gave up and failed the order) must not write a payment URL onto an
+  // order that is FAILED, where the waiting page would offer it to the buyer.
+  const closedAs = await db.transaction(async (trx) => {
+    const updated = await trx('orders')
+      .where({ order_id: input.orderId, status: 'AWAITING_PAYMENT' })
+      .update({ deadline: new Date(input.deadline), payment_url: created.paymentUrl, updated_at: trx.fn.now(3) });
+    if (updated !== 1) {
+      const order = (await trx('orders').where({ order_id: input.orderId }).first('status')) as
+        { status: string } | undefined;
+      if (!order) throw businessFailure(FailureType.ORDER_NOT_FOUND, `order ${input.orderId} does not exist`);
+      return order.status;
+    }
     await trx.raw(
       `INSERT INTO payments (out_trade_no, order_id, provider, merchant_id, trade_no, status, amount, currency, payment_url, expires_at)
        VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)
@@ -78,10 +90,6 @@ export async function createProviderPayment(
         new Date(input.providerExpiresAt),
       ],
     );
-    const updated = await trx('orders')
-      .where({ order_id: input.orderId })
-      .update({ deadline: new Date(input.deadline), payment_url: created.paymentUrl, updated_at: trx.fn.now(3) });
-    if (updated !== 1) throw businessFailure(FailureType.ORDER_NOT_FOUND, `order ${input.orderId} does not exist`);
     await appendOrderEvent(
       trx,
       input.orderId,
@@ -92,7 +100,31 @@ export async function createProviderPayment(
         providerExpiresAt: input.providerExpiresAt,
       },
     );
+    return undefined;
   });
+  if (closedAs !== undefined) {
+    // Nobody may pay an order that no longer awaits payment: close what this call created (a payment made meanwhile is
+    // the provider's to report, and a late payment is refunded like any other).
+    const closed = await guard(() => provider.closePayment(input.orderId)).catch((err: unknown) => {
+      activityLog.warn('could not close the payment of an order that no longer awaits payment', {
+        provider: provider.name,
+        orderStatus: closedAs,
+        error: String((err as Error)?.message ?? err),
+      });
+      return undefined;
+    });
+    activityLog.warn('provider payment created for an order that no longer awaits payment: not recorded', {
+      provider: provider.name,
+      tradeNo: created.tradeNo,
+      orderStatus: closedAs,
+      closeResult: closed?.result ?? 'NOT_CLOSED',
+    });
+    throw businessFailure(
+      FailureType.ORDER_CLOSED,
+      `order ${input.orderId} is ${closedAs}: its payment is not recorded` +
+        (closed ? ` (provider close: ${closed.result})` : ' (the provider could not close it)'),
+    );
+  }
   activityLog.info('provider payment created', {
     provider: provider.name,
     tradeNo: created.tradeNo,
