@@ -226,6 +226,40 @@ test("someone else's or an unknown coupon is refused with 409 COUPON_UNAVAILABLE
   expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
 });
 
+test("an operator's points change made from a balance read before an order froze points is refused, not a blind overwrite", async () => {
+  const sku = await createProduct(sys, { price: 1999, stock: 5 });
+  const user = userId();
+  await points(user, 1000);
+  // The operator reads 1,000 and means to add 200.
+  const read = await pointsOf(user);
+  expect(read.available).toBe(1000);
+  // Meanwhile the buyer's order freezes 500 of them.
+  const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], points: 500 });
+  expect(r.status).toBe(201);
+  expect(await pointsOf(user)).toEqual({ available: 500, frozen: 500, spent: 0 });
+  // Set from the stale read, 1,200 available would hand the buyer 500 points twice.
+  const stale = await sys.http('PUT', `/admin/points/${user}`, { balance: 1200, expectedAvailable: 1000 }, admin);
+  expect(stale.status).toBe(409);
+  expect(stale.body).toMatchObject({ error: 'POINTS_BALANCE_CHANGED', available: 500, frozen: 500 });
+  expect(await pointsOf(user)).toEqual({ available: 500, frozen: 500, spent: 0 });
+  // From the balance as it is now, the change is made.
+  const fresh = await sys.http('PUT', `/admin/points/${user}`, { balance: 700, expectedAvailable: 500 }, admin);
+  expect(fresh.status).toBe(200);
+  expect(await pointsOf(user)).toEqual({ available: 700, frozen: 500, spent: 0 });
+  // A user with no points yet has 0 to expect; setting the balance it has is no conflict.
+  const newcomer = userId();
+  expect(
+    (await sys.http('PUT', `/admin/points/${newcomer}`, { balance: 50, expectedAvailable: 0 }, admin)).status,
+  ).toBe(200);
+  expect(
+    (await sys.http('PUT', `/admin/points/${newcomer}`, { balance: 50, expectedAvailable: 50 }, admin)).status,
+  ).toBe(200);
+  expect(
+    (await sys.http('PUT', `/admin/points/${newcomer}`, { balance: 60, expectedAvailable: 0 }, admin)).status,
+  ).toBe(409);
+  expect(await pointsOf(newcomer)).toEqual({ available: 50, frozen: 0, spent: 0 });
+});
+
 test('coupon and points admin endpoints need the admin token and validate their bodies', async () => {
   expect((await sys.http('PUT', '/admin/coupons/X1', { userId: 'u', discount: 1, currency: 'CNY' })).status).toBe(401);
   expect(

@@ -85,7 +85,17 @@ export const PutCouponRequest = z
   .strict();
 
 /** `PUT /admin/points/:userId` body: sets the user's available points (frozen and spent points stay accounted for). */
-export const PutPointsRequest = z.object({ balance: z.number().int().min(0).max(1_000_000_000_000) }).strict();
+/**
+ * `PUT /admin/points/:userId` body: the new available balance. With `expectedAvailable` (the balance the operator
+ * read), the change is made only if the balance is still that (409 POINTS_BALANCE_CHANGED otherwise, with the current
+ * one): an order that froze or returned points in between is not overwritten.
+ */
+export const PutPointsRequest = z
+  .object({
+    balance: z.number().int().min(0).max(1_000_000_000_000),
+    expectedAvailable: z.number().int().min(0).max(1_000_000_000_000).optional(),
+  })
+  .strict();
 
 /** Most buckets a SKU's stock can be sharded into. */
 export const MAX_STOCK_BUCKETS = 64;

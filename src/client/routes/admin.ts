@@ -209,10 +209,47 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
     const userId = parseOr400(UserId, request.params.userId);
     const body = parseOr400(PutPointsRequest, request.body);
     // Sets the available balance; frozen and spent points stay accounted for in total_in.
-    await deps.db.raw(
-      'INSERT INTO user_points (user_id, available, frozen, spent, total_in) VALUES (?, ?, 0, 0, ?) ON DUPLICATE KEY UPDATE total_in = VALUES(available) + frozen + spent, available = VALUES(available), updated_at = CURRENT_TIMESTAMP(3)',
-      [userId, body.balance, body.balance],
-    );
+    if (body.expectedAvailable === undefined) {
+      await deps.db.raw(
+        'INSERT INTO user_points (user_id, available, frozen, spent, total_in) VALUES (?, ?, 0, 0, ?) ON DUPLICATE KEY UPDATE total_in = VALUES(available) + frozen + spent, available = VALUES(available), updated_at = CURRENT_TIMESTAMP(3)',
+        [userId, body.balance, body.balance],
+      );
+    } else {
+      // Compare and set: only from the balance the operator read (a user without a row has 0).
+      const expected = body.expectedAvailable;
+      const changed =
+        expected === 0
+          ? Number(
+              (
+                (await deps.db.raw(
+                  'INSERT IGNORE INTO user_points (user_id, available, frozen, spent, total_in) VALUES (?, ?, 0, 0, ?)',
+                  [userId, body.balance, body.balance],
+                )) as [{ affectedRows: number }]
+              )[0].affectedRows,
+            )
+          : 0;
+      const updated =
+        changed === 1
+          ? 1
+          : await deps
+              .db('user_points')
+              .where({ user_id: userId, available: expected })
+              .update({
+                total_in: deps.db.raw('? + frozen + spent', [body.balance]),
+                available: body.balance,
+                updated_at: deps.db.fn.now(3),
+              });
+      // (An UPDATE that changes nothing counts 0 rows: setting the balance it already has, read back, is no conflict.)
+      const now = updated === 1 ? undefined : await readPoints(deps.db, userId);
+      if (now && !(now.available === expected && expected === body.balance)) {
+        throw new ApiError(
+          409,
+          'POINTS_BALANCE_CHANGED',
+          `points of ${userId} are ${now.available} available, not ${expected}: read them again and decide`,
+          { available: now.available, frozen: now.frozen, spent: now.spent, expectedAvailable: expected },
+        );
+      }
+    }
     return readPoints(deps.db, userId);
   });
 
