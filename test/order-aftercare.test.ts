@@ -173,6 +173,30 @@ describe('cooling-off period', () => {
     expect(await sys.db('refunds').where({ order_id: orderId })).toHaveLength(1);
   });
 
+  test('a second refund request while the first is being carried out joins it: the same refund, never "the window is over"', async () => {
+    // A double click, or the buyer's retry after a 503 from a slow refund: refused by the workflow, the second request
+    // was answered 409 COOLING_OFF_EXPIRED ("ask support for a refund") while the refund went through, and support
+    // refunding by hand would have refunded twice.
+    const sku = await createProduct(sys, { price: 2600, stock: 2 });
+    const orderId = await placeOrder(sku);
+    await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+    await waitForStatus(sys, orderId, ['PAID']);
+    // The provider takes 8 s to answer the refund (the first request still waits within its update deadline).
+    await sys.setFaults({ apiLatencyMs: 8_000 });
+    const first = sys.http('POST', `/orders/${orderId}/refund`, { reason: 'changed my mind' });
+    await waitFor(async () => (await sys.db('refunds').where({ order_id: orderId }).first('status'))?.status, {
+      timeoutMs: 30_000,
+      what: 'the refund under way',
+    });
+    const second = await sys.http('POST', `/orders/${orderId}/refund`, {});
+    expect(second.status).toBe(200);
+    expect((await first).status).toBe(200);
+    expect(second.body).toEqual((await first).body);
+    expect(second.body).toMatchObject({ orderId, status: 'REFUNDED' });
+    expect(await sys.db('refunds').where({ order_id: orderId })).toHaveLength(1);
+    expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
+  }, 60_000);
+
   test('after the window the order is handed to fulfilment and a refund is refused with a clear error', async () => {
     const s = shortWindow;
     const sku = await createProduct(s, { stock: 2 });

@@ -252,12 +252,20 @@ describe('notifications', () => {
 });
 
 describe('what the validators refuse', () => {
-  test('a cooling-off refund only inside the window, and only once', () => {
+  test('a cooling-off refund only inside the window; a repeat while it is carried out joins it, one after is refused', () => {
     const { state } = opened();
     expect(state.refundRefusal()).toMatch(/not in its cooling-off window/);
     state.enter('COOLING_OFF');
     expect(state.refundRefusal()).toBeUndefined();
     state.refundRequest = {};
+    // The buyer's retry after a timeout, or a double click: the same refund, not "the window is over".
+    expect(state.refundRefusal()).toBeUndefined();
+    state.enter('REFUNDING');
+    expect(state.refundRefusal()).toBeUndefined();
+    // The refund failed and the order went to review, or it is done: a request now is refused.
+    state.enter('NEEDS_REVIEW');
+    expect(state.refundRefusal()).toMatch(/not in its cooling-off window/);
+    state.enter('DONE');
     expect(state.refundRefusal()).toMatch(/not in its cooling-off window/);
   });
 

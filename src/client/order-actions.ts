@@ -306,6 +306,15 @@ export class OrderActions {
         if (!why) throw err;
         const now = await this.status(orderId);
         if (now?.status === 'REFUNDED' && now.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
+        // PAID when this request came, in review now: the refund (this request's, or a repeat's it joined) was refused
+        // by the provider, as the workflow's own answer says above.
+        if (now?.status === 'NEEDS_REVIEW')
+          throw new ApiError(
+            409,
+            'REFUND_IN_REVIEW',
+            'the provider refused the refund; the order has been passed to support for review',
+            { status: now.status },
+          );
         // PAID in MySQL but not yet handed to fulfilment: the workflow is entering its window; retry briefly.
         const row = await this.deps.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at');
         if (

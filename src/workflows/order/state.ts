@@ -280,8 +280,13 @@ export class OrderState {
     return true;
   }
 
-  /** Why a cooling-off refund request is refused now, or undefined when it is accepted. */
+  /**
+   * Why a cooling-off refund request is refused now, or undefined when it is accepted. A repeat while the first is
+   * being carried out is accepted and joins it (its handler keeps the first request and answers what it comes to): a
+   * buyer's retry after a timeout, or a double click, must not be told the window has closed while the refund runs.
+   */
   refundRefusal(): string | undefined {
+    if (this.refundRequest && (this.stage === 'COOLING_OFF' || this.stage === 'REFUNDING')) return undefined;
     if (this.stage !== 'COOLING_OFF' || this.refundRequest)
       return `order ${this.orderId} is not in its cooling-off window (stage ${this.stage}, status ${this.status})`;
     return undefined;
