@@ -564,6 +564,48 @@ describe('order API', () => {
     for (const r of again) expect(r.body.stock).toEqual({ available: 7, reserved: 0, sold: 0 });
   });
 
+  test('a product or coupon replaced without a currency keeps its own; a new one is CNY', async () => {
+    // An operator changing the stock or price of a USD product sent { name, price, stock }: the product became CNY,
+    // 1,000 cents turned into 1,000 fen, and every new order was charged in the wrong currency.
+    const auth = { authorization: `Bearer ${sys.config.adminToken}` };
+    const sku = `cur-${randomBytes(4).toString('hex')}`;
+    expect(
+      (await sys.http('PUT', `/admin/products/${sku}`, { name: 'mug', price: 1000, currency: 'USD', stock: 3 }, auth))
+        .status,
+    ).toBe(201);
+    const replaced = await sys.http('PUT', `/admin/products/${sku}`, { name: 'mug', price: 1200, stock: 5 }, auth);
+    expect(replaced.status).toBe(200);
+    expect(replaced.body).toMatchObject({ price: 1200, currency: 'USD', stock: { available: 5 } });
+    const order = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 1 }] });
+    expect(order.status).toBe(201);
+    expect(order.body).toMatchObject({ amount: 1200, currency: 'USD' });
+    // Said outright, the currency changes.
+    const toEur = await sys.http(
+      'PUT',
+      `/admin/products/${sku}`,
+      { name: 'mug', price: 900, currency: 'EUR', stock: 5 },
+      auth,
+    );
+    expect(toEur.body).toMatchObject({ price: 900, currency: 'EUR' });
+    const fresh = `cur-${randomBytes(4).toString('hex')}`;
+    expect(
+      (await sys.http('PUT', `/admin/products/${fresh}`, { name: 'tea', price: 300, stock: 1 }, auth)).body,
+    ).toMatchObject({ currency: 'CNY' });
+
+    const code = `CUR-${randomBytes(4).toString('hex')}`;
+    const user = userId();
+    expect(
+      (await sys.http('PUT', `/admin/coupons/${code}`, { userId: user, discount: 100, currency: 'USD' }, auth)).status,
+    ).toBe(201);
+    const coupon = await sys.http('PUT', `/admin/coupons/${code}`, { userId: user, discount: 150 }, auth);
+    expect(coupon.status).toBe(200);
+    expect(coupon.body).toMatchObject({ discount: 150, currency: 'USD' });
+    const newCoupon = `CUR-${randomBytes(4).toString('hex')}`;
+    expect(
+      (await sys.http('PUT', `/admin/coupons/${newCoupon}`, { userId: user, discount: 10 }, auth)).body,
+    ).toMatchObject({ currency: 'CNY' });
+  });
+
   test('healthz and metrics answer', async () => {
     expect((await sys.http('GET', '/healthz')).body).toMatchObject({
       status: 'ok',

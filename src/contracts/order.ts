@@ -79,12 +79,14 @@ export const CreateOrderRequest = z
   .strict();
 export type CreateOrderRequest = z.infer<typeof CreateOrderRequest>;
 
-/** `PUT /admin/coupons/:code` body: creates (or, while unused, replaces) a user's coupon. */
+/**
+ * `PUT /admin/coupons/:code` body: creates (or, while unused, replaces) a user's coupon. `currency`: CNY for a new
+ * coupon when left out; a coupon replaced without it keeps its own.
+ */
 export const PutCouponRequest = z
-  .object({ userId: UserId, discount: MinorUnits, currency: Currency.default('CNY') })
+  .object({ userId: UserId, discount: MinorUnits, currency: Currency.optional() })
   .strict();
 
-/** `PUT /admin/points/:userId` body: sets the user's available points (frozen and spent points stay accounted for). */
 /**
  * `PUT /admin/points/:userId` body: the new available balance. With `expectedAvailable` (the balance the operator
  * read), the change is made only if the balance is still that (409 POINTS_BALANCE_CHANGED otherwise, with the current
@@ -100,12 +102,15 @@ export const PutPointsRequest = z
 /** Most buckets a SKU's stock can be sharded into. */
 export const MAX_STOCK_BUCKETS = 64;
 
-/** `PUT /admin/products/:sku` body. */
+/**
+ * `PUT /admin/products/:sku` body. `currency`: CNY for a new product when left out; a product replaced without it keeps
+ * its own (as it keeps its buckets): a price change sent without the currency must not re-denominate a USD product.
+ */
 export const PutProductRequest = z
   .object({
     name: z.string().min(1).max(200),
     price: MinorUnits,
-    currency: Currency.default('CNY'),
+    currency: Currency.optional(),
     stock: z.number().int().min(0).max(1_000_000_000),
     /**
      * Hot SKUs: shard the stock into this many buckets so concurrent reservations update different rows

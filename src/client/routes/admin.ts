@@ -151,9 +151,14 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
         if (existing) {
           await trx('products')
             .where({ sku })
-            .update({ name: body.name, price: body.price, currency: body.currency, updated_at: trx.fn.now(3) });
+            .update({
+              name: body.name,
+              price: body.price,
+              ...(body.currency ? { currency: body.currency } : {}),
+              updated_at: trx.fn.now(3),
+            });
         } else {
-          await trx('products').insert({ sku, name: body.name, price: body.price, currency: body.currency });
+          await trx('products').insert({ sku, name: body.name, price: body.price, currency: body.currency ?? 'CNY' });
           await trx('stock').insert({ sku, available: 0, reserved: 0, sold: 0, total_in: 0, buckets: 1 });
         }
         // Replaces available stock; units already reserved or sold stay accounted for.
@@ -180,7 +185,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
             .update({
               user_id: body.userId,
               discount: body.discount,
-              currency: body.currency,
+              ...(body.currency ? { currency: body.currency } : {}),
               updated_at: trx.fn.now(3),
             });
         else
@@ -188,7 +193,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
             code,
             user_id: body.userId,
             discount: body.discount,
-            currency: body.currency,
+            currency: body.currency ?? 'CNY',
             status: 'AVAILABLE',
           });
         return !existing;
