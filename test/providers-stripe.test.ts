@@ -8,7 +8,8 @@ import Stripe from 'stripe';
 import type { StripeConfig } from '../src/providers/config';
 import { Secret } from '../src/providers/keys';
 import { createStripeProvider, fromStripeAmount, toStripeAmount } from '../src/providers/stripe';
-import type { PaymentProvider } from '../src/providers/types';
+import { ProviderBusinessError, type PaymentProvider } from '../src/providers/types';
+import { ProviderUnavailableError } from '../src/providers/http';
 import { collect, startFakeServer } from './support/provider-fakes';
 import { type StripeMock, startStripeMock } from './support/stripe-mock';
 import { type TestSystem, createProduct, startSystem, userId, waitForStatus } from './support/system';
@@ -476,6 +477,17 @@ describe("Stripe adapter decisions on Stripe's answers", () => {
       }
       if (req.method === 'GET' && url.pathname === '/v1/refunds')
         return json({ object: 'list', url: '/v1/refunds', has_more: false, data: refunds });
+      if (req.method === 'POST' && url.pathname === '/v1/refunds' && req.body.includes('rf-ord_pi_busy'))
+        return json(
+          {
+            error: {
+              type: 'idempotency_error',
+              message:
+                'There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.',
+            },
+          },
+          409,
+        );
       if (req.method === 'POST' && url.pathname === '/v1/refunds')
         return json({ error: { type: 'invalid_request_error', message: 'this test expects no new refund' } }, 400);
       return json({ error: { type: 'invalid_request_error', message: `unexpected ${req.method} ${req.url}` } }, 400);
@@ -573,6 +585,20 @@ describe("Stripe adapter decisions on Stripe's answers", () => {
       await provider().refund({ outTradeNo: 'ord_pi_paid3', outRefundNo: 'rf-ord_pi_paid3-1', amount: 2500 }),
     ).toEqual({ refundNo: 're_first', amount: 2500, refundedAt: '2024-01-01T11:00:00.000Z' });
     expect(fake.requests.filter((r) => r.method === 'POST' && r.url.startsWith('/v1/refunds'))).toHaveLength(0);
+  });
+
+  test("a refund whose Idempotency-Key is still in use by an earlier attempt (409) is retryable, not the provider's refusal", async () => {
+    // An attempt of the refund step that outlived its timeout is still executing at Stripe: the next attempt, with the
+    // same key, is answered 409. Taken as a refusal, the step failed for good and the order went to review while its
+    // refund went through.
+    intents.set('pi_busy', intent('pi_busy', 'succeeded'));
+    const attempt = provider().refund({ outTradeNo: 'ord_pi_busy', outRefundNo: 'rf-ord_pi_busy-1', amount: 2500 });
+    await expect(attempt).rejects.toBeInstanceOf(ProviderUnavailableError);
+    await expect(attempt).rejects.not.toBeInstanceOf(ProviderBusinessError);
+    // Every attempt carried the refund's one Idempotency-Key: retrying it can never refund twice.
+    const posts = fake.requests.filter((r) => r.method === 'POST' && r.url.startsWith('/v1/refunds'));
+    expect(posts.length).toBeGreaterThan(0);
+    for (const p of posts) expect(p.headers['idempotency-key']).toBe('payflow-refund-rf-ord_pi_busy-1');
   });
 });
 

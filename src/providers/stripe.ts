@@ -150,7 +150,11 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
   /** Intents created by this process, by order id (a cache: the database hook is the durable source). */
   const created = new Map<string, string>();
 
-  /** Stripe errors: connection/5xx/rate limit are retried; the rest are business errors. */
+  /**
+   * Stripe errors: connection/5xx/rate limit are retried; so is a 409, which Stripe answers while another request with
+   * the same Idempotency-Key is still executing (an earlier attempt of this step that outlived its timeout): nothing
+   * is saved for the key, and Stripe says to retry. The rest are business errors.
+   */
   async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
@@ -160,6 +164,7 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
           err instanceof Stripe.errors.StripeConnectionError ||
           err instanceof Stripe.errors.StripeAPIError ||
           err instanceof Stripe.errors.StripeRateLimitError ||
+          err.statusCode === 409 ||
           (err.statusCode ?? 0) >= 500;
         if (retryable) throw new ProviderUnavailableError(`stripe ${what}: ${err.message}`);
         throw new ProviderBusinessError(err.code ?? err.type, `stripe ${what}: ${err.message}`);
