@@ -357,6 +357,33 @@ async function expiredOrderWithItsWorkflowEnded(price: number): Promise<{ sku: s
   return { sku, orderId };
 }
 
+test("a buyer who escalates a closed order that the provider reports paid (its notification lost) gets the money back now, not at the next day's reconciliation", async () => {
+  const s = expiring;
+  const { sku, orderId } = await expiredOrderWithItsWorkflowEnded(1900);
+  await s.setFaults({ acceptPaymentAfterExpiry: true, dropNotifications: 1 });
+  expect((await s.sandbox('POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200);
+  await s.setFaults({ dropNotifications: 0 });
+  const r = await s.http('POST', `/orders/${orderId}/escalate`, { note: 'I paid but the order says expired' });
+  expect(r.status).toBe(200);
+  expect(r.body).toMatchObject({
+    orderId,
+    status: 'EXPIRED',
+    providerStatus: 'PAID',
+    resolution: 'LATE_PAYMENT_FOUND',
+  });
+  expect(r.body.messages.user.en).toMatch(/refunded/);
+  // Before, the ticket said CLOSED and nothing moved until reconciliation found the payment the next day.
+  await waitForStatus(s, orderId, ['REFUNDED'], 90_000);
+  expect((await s.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+    status: 'REFUNDED',
+    refundedAmount: 1900,
+  });
+  expect(await s.db('refunds').where({ order_id: orderId, status: 'SUCCEEDED' })).toHaveLength(1);
+  const [ticket] = await s.db('support_tickets').where({ order_id: orderId });
+  expect(ticket).toMatchObject({ resolution: 'LATE_PAYMENT_FOUND', provider_status: 'PAID' });
+  expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+}, 120_000);
+
 test('a notification for an order whose workflow completed as EXPIRED is refunded exactly once, despite five deliveries and a worker restart', async () => {
   const s = expiring;
   const { sku, orderId } = await expiredOrderWithItsWorkflowEnded(1800);

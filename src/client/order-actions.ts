@@ -33,8 +33,9 @@ import {
 import { jsonColumn } from '../db/json';
 import { REFUND_FAILED_REASON } from '../db/refund-outcomes';
 import { claimEscalation, createSupportTicket } from '../db/support-tickets';
-import type { ProviderRegistry } from '../providers/types';
+import { ProviderPaymentState, type ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
+import { type RoutableNotification, routePaymentNotification } from '../temporal/route-notification';
 import type { failedRefundReview } from '../workflows/failed-refund-review';
 import { ApiError, apiFailure } from './errors';
 
@@ -435,7 +436,25 @@ export class OrderActions {
       .where({ order_id: orderId })
       .orderBy('id')
       .select('at', 'type', 'message');
-    const resolution: EscalationResult['resolution'] = current.status === 'NEEDS_REVIEW' ? 'IN_REVIEW' : 'CLOSED';
+    let resolution: EscalationResult['resolution'] = current.status === 'NEEDS_REVIEW' ? 'IN_REVIEW' : 'CLOSED';
+    // The buyer says they paid a closed order, and the provider agrees (the notification lost, reconciliation a day
+    // away): the money is handed to its late-payment workflow now, as the notification would have been (one per trade,
+    // so a notification or a reconciliation finding it later joins the same one), and refunded.
+    const late = await this.lateTradeOfClosedOrder(orderId, current, providerState);
+    if (late) {
+      const routed = await routePaymentNotification(
+        {
+          db: this.deps.db,
+          client: this.deps.client,
+          taskQueue: this.deps.taskQueue,
+          callTimeoutMs: this.deps.updateTimeoutMs,
+        },
+        late,
+        { lateSummary: `Late payment ${late.tradeNo} for order ${orderId} (found by the buyer's escalation)` },
+      );
+      if (routed.destination !== 'REFUSED') resolution = 'LATE_PAYMENT_FOUND';
+      providerState = { ...providerState, routed: routed.detail };
+    }
     const ticketId = `tkt-${randomUUID()}`;
     await createSupportTicket(this.deps.db, {
       ticketId,
@@ -448,6 +467,38 @@ export class OrderActions {
       note,
     });
     return { ticketId, orderId, status: current.status, stage: 'DONE', providerStatus, resolution };
+  }
+
+  /**
+   * The trade the provider reports paid for an order whose workflow has finished, as a notification to route, when the
+   * order did not keep it: closed unpaid (EXPIRED, CANCELLED, FAILED) or paid by another trade. Undefined when the
+   * provider's answer is not a payment with its trade and amount, or the order kept this very trade.
+   */
+  private async lateTradeOfClosedOrder(
+    orderId: string,
+    current: { status: EscalationResult['status']; provider: string },
+    state: Record<string, unknown>,
+  ): Promise<RoutableNotification | undefined> {
+    const paid = ProviderPaymentState.safeParse(state);
+    if (!paid.success || paid.data.status !== 'PAID') return undefined;
+    const { tradeNo, paidAmount, currency, merchantId, paidAt } = paid.data;
+    if (!tradeNo || paidAmount === undefined || !currency) return undefined;
+    const row = (await this.deps.db('orders').where({ order_id: orderId }).first('paid_trade_no')) as
+      { paid_trade_no: string | null } | undefined;
+    const keptThisTrade =
+      row?.paid_trade_no === tradeNo && (current.status === 'PAID' || current.status === 'REFUNDED');
+    if (keptThisTrade || current.status === 'AWAITING_PAYMENT') return undefined;
+    const provider = this.deps.providers[current.provider];
+    return {
+      provider: current.provider,
+      notificationId: `escalation:${current.provider}:${tradeNo}`,
+      outTradeNo: orderId,
+      tradeNo,
+      amount: paidAmount,
+      currency,
+      merchantId: merchantId ?? provider?.merchantId ?? '',
+      paidAt: paidAt ?? new Date().toISOString(),
+    };
   }
 
   /**

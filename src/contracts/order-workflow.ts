@@ -328,8 +328,12 @@ export interface EscalationResult {
   status: OrderStatus;
   stage: OrderStage;
   providerStatus: string;
-  /** PAYMENT_FOUND: the provider says paid and the order is now being confirmed. */
-  resolution: 'PAYMENT_FOUND' | 'WAITING_FOR_PAYMENT' | 'IN_PROGRESS' | 'CLOSED' | 'IN_REVIEW';
+  /**
+   * PAYMENT_FOUND: the provider says paid and the order is now being confirmed. LATE_PAYMENT_FOUND: the order was
+   * closed (or kept another trade), the provider says this trade is paid: it is handed to its late-payment workflow,
+   * which refunds it.
+   */
+  resolution: 'PAYMENT_FOUND' | 'LATE_PAYMENT_FOUND' | 'WAITING_FOR_PAYMENT' | 'IN_PROGRESS' | 'CLOSED' | 'IN_REVIEW';
 }
 
 /**

@@ -51,5 +51,14 @@ function describeEscalation(result: { status: string; stage: string; resolution:
       },
     };
   }
+  if (result.resolution === 'LATE_PAYMENT_FOUND') {
+    return {
+      ...base,
+      user: {
+        en: `We found your payment at the payment provider; this order was already closed, so the payment is being refunded to you in full now. Ticket ${result.ticketId}.`,
+        zh: `我们已在支付机构查到您的付款；该订单此前已关闭，款项正在全额原路退回。工单号 ${result.ticketId}。`,
+      },
+    };
+  }
   return base;
 }
