@@ -12,6 +12,11 @@ const port = z
   .regex(/^\d{1,5}$/, 'must be a port number (0-65535)')
   .transform(Number)
   .pipe(z.number().int().max(65535, 'must be a port number (0-65535)'));
+/** The longest delay Node's setTimeout and setInterval honour. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long POST /orders waits for an order's workflow start and early-return update (src/client/orders-service.ts). */
+export const ORDER_START_TIMEOUT_MS = 30_000;
+const MIN_PRODUCTION_RESERVATION_GRACE_MS = ORDER_START_TIMEOUT_MS + 5_000;
 const duration = (fallback: string) =>
   z
     .string()
@@ -376,7 +381,25 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.TEMPORAL_CALL_TIMEOUT <= 0)
     throw new ConfigError('Invalid configuration: TEMPORAL_CALL_TIMEOUT must be more than 0');
   if (e.PAYMENT_TIMEOUT <= 0) throw new ConfigError('Invalid configuration: PAYMENT_TIMEOUT must be more than 0');
+  if (e.INBOX_RETRY_INTERVAL <= 0)
+    throw new ConfigError('Invalid configuration: INBOX_RETRY_INTERVAL must be more than 0');
+  // Node's timers take at most 2^31-1 ms (about 24.8 days); a longer one fires after 1 ms, every time: a sweep or a
+  // deadline set that long would run back to back.
+  for (const name of [
+    'INBOX_RETRY_INTERVAL',
+    'RESERVATION_SWEEP_INTERVAL',
+    'TEMPORAL_CALL_TIMEOUT',
+    'TEMPORAL_UPDATE_TIMEOUT',
+  ] as const) {
+    if (e[name] > MAX_TIMER_MS) throw new ConfigError(`Invalid configuration: ${name} must be at most 24d`);
+  }
   const production = e.NODE_ENV === 'production';
+  // A reservation made before its workflow's start is released by the sweeper after RESERVATION_GRACE when no workflow
+  // holds it; the start may take up to its own deadline, so a shorter grace fails orders whose start was only slow.
+  if (production && e.RESERVATION_GRACE < MIN_PRODUCTION_RESERVATION_GRACE_MS)
+    throw new ConfigError(
+      `Invalid configuration: RESERVATION_GRACE must be at least ${MIN_PRODUCTION_RESERVATION_GRACE_MS / 1000}s in production (an order's workflow start may take ${ORDER_START_TIMEOUT_MS / 1000}s)`,
+    );
   const sandboxEnabled = e.SANDBOX_ENABLED === undefined ? !production : e.SANDBOX_ENABLED === 'true';
   if (production) {
     requireProductionSecret('ADMIN_TOKEN', cleaned.ADMIN_TOKEN);

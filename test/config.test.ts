@@ -115,6 +115,12 @@ describe('bad variables', () => {
     ['QUERY_MAX_INTERVAL', { QUERY_MAX_INTERVAL: '10s' }],
     ['PROVIDER_EXPIRY_MARGIN', { PROVIDER_EXPIRY_MARGIN: 'a while' }],
     ['INBOX_RETRY_INTERVAL', { INBOX_RETRY_INTERVAL: '5 sec' }],
+    // 0 swept the inbox back to back; past Node's timer limit (about 24.8 days) a timer fires after 1 ms, every time.
+    ['INBOX_RETRY_INTERVAL', { INBOX_RETRY_INTERVAL: '0s' }],
+    ['INBOX_RETRY_INTERVAL', { INBOX_RETRY_INTERVAL: '600h' }],
+    ['RESERVATION_SWEEP_INTERVAL', { RESERVATION_SWEEP_INTERVAL: '600h' }],
+    ['TEMPORAL_CALL_TIMEOUT', { TEMPORAL_CALL_TIMEOUT: '600h' }],
+    ['TEMPORAL_UPDATE_TIMEOUT', { TEMPORAL_UPDATE_TIMEOUT: '600h' }],
     ['SANDBOX_NOTIFY_SCHEDULE', { SANDBOX_NOTIFY_SCHEDULE: '0s,2s,soon' }],
     ['DATABASE_URL', { DATABASE_URL: 'postgres://x' }],
     ['DATABASE_URL', { DATABASE_URL: 'mysql://root@127.0.0.1:3306' }],

@@ -113,6 +113,15 @@ describe('production mode refuses what only development may have', () => {
     expect(sandboxInProductionWarning(config)).toMatch(/SANDBOX PROVIDER ENABLED IN PRODUCTION MODE/);
   });
 
+  test('production refuses a RESERVATION_GRACE shorter than an order start may take; development accepts it', () => {
+    // The sweeper releases a pre-start reservation no workflow holds after the grace: shorter than the start's own
+    // deadline (30 s), it failed orders whose start was only slow.
+    const error = configErrorOf({ ...PROD, ...STRIPE_LIVE, RESERVATION_GRACE: '20s' });
+    expect(error).toMatch(/RESERVATION_GRACE must be at least 35s in production/);
+    expect(loadConfig({ ...PROD, ...STRIPE_LIVE, RESERVATION_GRACE: '35s' }).reservationGraceMs).toBe(35_000);
+    expect(loadConfig({ RESERVATION_GRACE: '2s' }).reservationGraceMs).toBe(2_000);
+  });
+
   test('development keeps working without any setting', () => {
     const config = loadConfig({});
     expect(config).toMatchObject({

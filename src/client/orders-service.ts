@@ -11,7 +11,7 @@ import {
 } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
-import type { Config } from '../config';
+import { type Config, ORDER_START_TIMEOUT_MS } from '../config';
 import { fingerprintOf } from '../db/idempotency';
 import { FAILURES, FailureType } from '../contracts/failures';
 import { type StatusMessages, describeStatus } from '../contracts/messages';
@@ -137,7 +137,8 @@ export interface OrderServiceDeps {
   orderProviders?: OrderProviderCache;
 }
 
-const START_TIMEOUT_MS = 30_000;
+/** RESERVATION_GRACE is kept above this in production (src/config.ts): the sweeper never races a slow start. */
+const START_TIMEOUT_MS = ORDER_START_TIMEOUT_MS;
 /**
  * The id of every order's early-return update (one per workflow; a request that joins the order attaches to it). Fixed
  * so that the answer the workflow gave can be read again after it finished: a retry with the same Idempotency-Key of
