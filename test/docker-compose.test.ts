@@ -52,6 +52,8 @@ interface Loaded {
     dependsOn?: string[];
     volumes?: string[];
     command?: string[];
+    restart?: string;
+    stopGracePeriod?: string;
   }[];
 }
 
@@ -131,6 +133,28 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on PostgreSQL, the
     MYSQL_ROOT_PASSWORD: PRODUCTION_ENV.MYSQL_ROOT_PASSWORD,
   });
 }, 300_000);
+
+test('the API, the worker and the sandbox come back after a crash, and the API and worker get time to finish what is in flight on a stop', () => {
+  // With Compose's default ("no"), a worker that exited stayed down: orders were neither set up, expired nor settled.
+  const loaded = load(join(ROOT, 'docker-compose.yml'));
+  if (!loaded.ok) throw new Error(loaded.error);
+  const dev = load(join(ROOT, 'docker-compose.yml'), {
+    ...PRODUCTION_ENV,
+    COMPOSE_PROFILES: 'dev',
+    SANDBOX_ENABLED: 'true',
+    SANDBOX_SECRET: 'b'.repeat(64),
+  });
+  if (!dev.ok) throw new Error(dev.error);
+  const service = (p: Loaded, name: string) => p.services.find((s) => s.name === name)!;
+  for (const name of ['api', 'worker']) {
+    expect(service(loaded.project, name).restart).toBe('unless-stopped');
+    // Docker's default is 10 s; an order start may take 30 s and a provider call 15 s.
+    expect(service(loaded.project, name).stopGracePeriod).toBe('45s');
+  }
+  expect(service(dev.project, 'sandbox').restart).toBe('unless-stopped');
+  // The one-shot migration is not restarted.
+  expect(service(loaded.project, 'migrate').restart).toBe('no');
+});
 
 test('the sandbox runs only in the dev profile, and nothing starts without an ADMIN_TOKEN', () => {
   const dev = load(join(ROOT, 'docker-compose.yml'), {

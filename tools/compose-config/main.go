@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 )
@@ -37,6 +38,9 @@ func main() {
 		// Bind mounts and volumes as source:target (sources of bind mounts are absolute paths).
 		Volumes []string `json:"volumes,omitempty"`
 		Command []string `json:"command,omitempty"`
+		// The restart policy and the time between SIGTERM and SIGKILL on a stop (Go duration), when set.
+		Restart         string `json:"restart,omitempty"`
+		StopGracePeriod string `json:"stopGracePeriod,omitempty"`
 	}
 	out := struct {
 		Name     string    `json:"name"`
@@ -65,6 +69,10 @@ func main() {
 			entry.Volumes = append(entry.Volumes, fmt.Sprintf("%s:%s", v.Source, v.Target))
 		}
 		entry.Command = append(entry.Command, s.Command...)
+		entry.Restart = s.Restart
+		if s.StopGracePeriod != nil {
+			entry.StopGracePeriod = time.Duration(*s.StopGracePeriod).String()
+		}
 		out.Services = append(out.Services, entry)
 	}
 	enc := json.NewEncoder(os.Stdout)
