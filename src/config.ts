@@ -231,11 +231,56 @@ const EnvSchema = z.object({
   RECONCILIATION_SCHEDULE: z
     .string()
     .default('30 10 * * *')
-    .refine(
-      (v) => v === 'off' || /^\S+(\s+\S+){4}$/.test(v.trim()),
-      'must be a 5-field cron expression such as "30 10 * * *", or off',
-    ),
+    .superRefine((v, ctx) => {
+      const problem = v === 'off' ? undefined : cronProblem(v);
+      if (problem)
+        ctx.addIssue({
+          code: 'custom',
+          message: `must be a 5-field cron expression such as "30 10 * * *", or off (${problem})`,
+        });
+    }),
 });
+
+/** The fields of a 5-field cron: name, lowest and highest value, names accepted for values. */
+const CRON_FIELDS: [name: string, min: number, max: number, names?: string[]][] = [
+  ['minute', 0, 59],
+  ['hour', 0, 23],
+  ['day of month', 1, 31],
+  ['month', 1, 12, ['JAN', 'FEB', 'MAR', 'APR', 'MAY', 'JUN', 'JUL', 'AUG', 'SEP', 'OCT', 'NOV', 'DEC']],
+  ['day of week', 0, 7, ['SUN', 'MON', 'TUE', 'WED', 'THU', 'FRI', 'SAT']],
+];
+
+/**
+ * What is wrong with a 5-field cron expression (`*`, values, ranges, steps and lists, month and weekday names), or
+ * undefined. Checked at start-up: the Schedule is created in the background, and a value Temporal refuses there (a
+ * minute of 61) left the service running without reconciliation, its one safety net for lost notifications.
+ */
+export function cronProblem(text: string): string | undefined {
+  const fields = text.trim().split(/\s+/);
+  if (fields.length !== 5) return `${fields.length} fields`;
+  for (const [i, field] of fields.entries()) {
+    const [name, min, max, names] = CRON_FIELDS[i]!;
+    const value = (v: string): number | undefined => {
+      const byName = names?.indexOf(v.toUpperCase()) ?? -1;
+      if (byName >= 0) return byName + (min === 1 ? 1 : 0);
+      if (!/^\d{1,2}$/.test(v)) return undefined;
+      const n = Number(v);
+      return n >= min && n <= max ? n : undefined;
+    };
+    for (const item of field.split(',')) {
+      const m = /^(\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:\/(\d{1,2}))?$/.exec(item);
+      if (!m) return `${name} "${item}" is not a value, a range, * or a step`;
+      if (m[2] !== undefined && Number(m[2]) === 0) return `${name} step 0`;
+      if (m[1] === '*') continue;
+      const [from, to] = m[1]!.split('-');
+      const a = value(from!);
+      const b = to === undefined ? a : value(to);
+      if (a === undefined || b === undefined) return `${name} "${item}" is outside ${min}-${max}`;
+      if (a > b) return `${name} range "${item}" runs backwards`;
+    }
+  }
+  return undefined;
+}
 
 /** Validated, typed configuration shared by the API, the worker, the sandbox and the tools. */
 export interface Config {

@@ -136,6 +136,14 @@ describe('bad variables', () => {
     ['METRICS_PORT', { PORT: '3000', METRICS_PORT: '3000' }],
     ['LATE_PAYMENT_RECHECKS', { LATE_PAYMENT_RECHECKS: '30s,later' }],
     ['PROVIDER_TEST_MODE', { PROVIDER_TEST_MODE: 'yes' }],
+    // Refused by Temporal only when the Schedule was created, in the background: the service ran without reconciling.
+    ['RECONCILIATION_SCHEDULE', { RECONCILIATION_SCHEDULE: '61 10 * * *' }],
+    ['RECONCILIATION_SCHEDULE', { RECONCILIATION_SCHEDULE: '30 25 * * *' }],
+    ['RECONCILIATION_SCHEDULE', { RECONCILIATION_SCHEDULE: '30 10 0 * *' }],
+    ['RECONCILIATION_SCHEDULE', { RECONCILIATION_SCHEDULE: '*/0 10 * * *' }],
+    ['RECONCILIATION_SCHEDULE', { RECONCILIATION_SCHEDULE: '30 10 * FOO *' }],
+    ['RECONCILIATION_SCHEDULE', { RECONCILIATION_SCHEDULE: '30 10 * * 1-9' }],
+    ['RECONCILIATION_SCHEDULE', { RECONCILIATION_SCHEDULE: '30 10 * *' }],
   ];
 
   test.each(cases)(
@@ -260,4 +268,16 @@ describe('secrets in error messages', () => {
     // What is not secret is still shown, so the operator can tell which URL was wrong.
     expect(error.message).toContain(`***@${shown}`);
   });
+});
+
+test('a RECONCILIATION_SCHEDULE of values, ranges, steps, lists and names is accepted as given, and off is none', () => {
+  for (const cron of [
+    '30 10 * * *',
+    '0 */6 * * 1-5',
+    '15 2 1,15 JAN-MAR MON',
+    '0 0 * * 7',
+    '5-55/10 0-23/2 * * SUN-SAT',
+  ])
+    expect(loadConfig({ RECONCILIATION_SCHEDULE: cron }).reconciliationSchedule).toBe(cron);
+  expect(loadConfig({ RECONCILIATION_SCHEDULE: 'off' }).reconciliationSchedule).toBeUndefined();
 });

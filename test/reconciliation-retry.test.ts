@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
+import { keepEnsuringReconciliationSchedules } from '../src/client/routes/ops';
+import { createMetrics } from '../src/client/metrics';
 import { billDateOf, billDayRange } from '../src/contracts/reconciliation';
 import { createDb } from '../src/db/knex';
 import { type BillRow, ProviderBusinessError, type ProviderRegistry } from '../src/providers/types';
@@ -349,3 +351,53 @@ test('a payment whose bill line falls on the day before our paid time (a second 
     .pluck('out_trade_no');
   expect(missingItems).toEqual([missing.out_trade_no]);
 }, 60_000);
+
+test('the daily Schedules are created again after a failure until they exist, and the gauge says whether they do', async () => {
+  // Created once in the background, a failure (Temporal unreachable as the API started, or a refusal) left the service
+  // without its daily reconciliation, and no alert could tell: the last-success gauge of a run that never ran is absent.
+  const metrics = createMetrics();
+  const ready = async () =>
+    Object.fromEntries(
+      (await metrics.reconciliationScheduleReady.get()).values.map((v) => [v.labels.provider, v.value]),
+    );
+  let calls = 0;
+  const seenWhileFailing: Record<string, number>[] = [];
+  const errors: unknown[] = [];
+  const keeper = keepEnsuringReconciliationSchedules({
+    ensure: async () => {
+      calls++;
+      if (calls > 1) seenWhileFailing.push(await ready());
+      if (calls <= 2) throw new Error(`Temporal unreachable (${calls})`);
+      return ['s-alipay', 's-wechat'];
+    },
+    providers: ['alipay', 'wechat'],
+    metrics,
+    logger: { error: (o: unknown) => errors.push(o), info: () => undefined },
+    retryMs: [20, 40],
+  });
+  await keeper.done;
+  expect(calls).toBe(3);
+  expect(errors).toHaveLength(2);
+  // Between the failures the gauge said 0 for each provider; once created, 1.
+  expect(seenWhileFailing).toEqual([
+    { alipay: 0, wechat: 0 },
+    { alipay: 0, wechat: 0 },
+  ]);
+  expect(await ready()).toEqual({ alipay: 1, wechat: 1 });
+
+  // Stopped (the API closing) while waiting to retry: no further attempt.
+  let more = 0;
+  const stopped = keepEnsuringReconciliationSchedules({
+    ensure: async () => {
+      more++;
+      throw new Error('refused');
+    },
+    providers: ['stripe'],
+    metrics,
+    logger: { error: () => undefined, info: () => undefined },
+    retryMs: [60_000],
+  });
+  stopped.stop();
+  await stopped.done;
+  expect(more).toBe(1);
+});

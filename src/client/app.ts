@@ -19,7 +19,13 @@ import { OrderActions } from './order-actions';
 import { registerAdminRoutes } from './routes/admin';
 import { registerOrderActionRoutes } from './routes/order-actions';
 import { registerCallbackRoutes } from './routes/callbacks';
-import { ensureReconciliationSchedules, refreshOpsGauges, registerOpsRoutes } from './routes/ops';
+import {
+  billProviders,
+  ensureReconciliationSchedules,
+  keepEnsuringReconciliationSchedules,
+  refreshOpsGauges,
+  registerOpsRoutes,
+} from './routes/ops';
 import { registerOrderRoutes } from './routes/orders';
 import { registerWaitPage } from './routes/wait-page';
 
@@ -157,11 +163,16 @@ export function buildApi(deps: ApiDeps): Api {
     callTimeoutMs: config.temporalCallTimeoutMs,
   });
   reservations.start();
-  // The daily reconciliation Schedule (RECONCILIATION_SCHEDULE; off in tests): created once, idempotently, in the
-  // background.
-  void ensureReconciliationSchedules(client, config, providers, app.log).catch((err: unknown) =>
-    app.log.error({ err }, 'reconciliation schedule not created'),
-  );
+  // The daily reconciliation Schedule (RECONCILIATION_SCHEDULE; off in tests): created idempotently in the background,
+  // and again after a failure until it exists.
+  const schedules = config.reconciliationSchedule
+    ? keepEnsuringReconciliationSchedules({
+        ensure: () => ensureReconciliationSchedules(client, config, providers, app.log),
+        providers: billProviders(providers),
+        metrics,
+        logger: app.log,
+      })
+    : undefined;
   return {
     app,
     ...(metricsApp ? { metricsApp } : {}),
@@ -170,6 +181,7 @@ export function buildApi(deps: ApiDeps): Api {
     orders,
     metrics,
     async close() {
+      schedules?.stop();
       await inbox.stop();
       await reservations.stop();
       await app.close();

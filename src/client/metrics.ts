@@ -99,6 +99,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['provider'],
       registers: [registry],
     }),
+    reconciliationScheduleReady: new Gauge({
+      name: 'payflow_reconciliation_schedule_ready',
+      help: 'Whether the daily reconciliation Schedule of each provider exists (1) or its creation keeps failing and is retried (0); absent when RECONCILIATION_SCHEDULE=off',
+      labelNames: ['provider'],
+      registers: [registry],
+    }),
     reconciliationLastSuccess: new Gauge({
       name: 'payflow_reconciliation_last_success_timestamp_seconds',
       help: 'When the latest reconciliation run of each provider completed',

@@ -55,7 +55,7 @@ const ITEM_ID = /^[1-9]\d{0,14}$/;
 const ListQuery = z.object({ provider: z.string().min(1).max(32).optional(), date: BillDate.optional() }).strict();
 
 /** Providers that can deliver bills (have `billRows`). */
-function billProviders(providers: ProviderRegistry): string[] {
+export function billProviders(providers: ProviderRegistry): string[] {
   return Object.entries(providers)
     .filter(([, p]) => typeof (p as { billRows?: unknown }).billRows === 'function')
     .map(([name]) => name);
@@ -211,6 +211,56 @@ export async function ensureReconciliationSchedules(
     ids.push(scheduleId);
   }
   return ids;
+}
+
+/** Waits before creating the Schedules again after a failure: 10 s, doubling, at most 5 minutes. */
+const SCHEDULE_RETRY_MS = [10_000, 20_000, 40_000, 80_000, 160_000, 300_000];
+
+/**
+ * Creates the reconciliation Schedules in the background (`ensure`), again after every failure until it succeeds: a
+ * Temporal that could not be reached when the API started, or a server that refused the call, must not leave the
+ * service without its daily reconciliation (the safety net for lost notifications). Until the Schedules exist,
+ * `payflow_reconciliation_schedule_ready` is 0 for each provider (alert PayflowReconciliationScheduleMissing); then 1.
+ */
+export function keepEnsuringReconciliationSchedules(options: {
+  ensure: () => Promise<string[]>;
+  providers: string[];
+  metrics: Pick<Metrics, 'reconciliationScheduleReady'>;
+  logger: Pick<FastifyBaseLogger, 'error' | 'info'>;
+  retryMs?: number[];
+}): { stop(): void; done: Promise<void> } {
+  const { ensure, providers, metrics, logger } = options;
+  const delays = options.retryMs ?? SCHEDULE_RETRY_MS;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let wake: (() => void) | undefined;
+  const done = (async () => {
+    for (let attempt = 0; !stopped; attempt++) {
+      try {
+        await ensure();
+        for (const provider of providers) metrics.reconciliationScheduleReady.set({ provider }, 1);
+        return;
+      } catch (err) {
+        for (const provider of providers) metrics.reconciliationScheduleReady.set({ provider }, 0);
+        const retryInMs = delays[Math.min(attempt, delays.length - 1)]!;
+        logger.error({ err, attempt: attempt + 1, retryInMs }, 'reconciliation schedule not created; will retry');
+      }
+      if (stopped) return;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, delays[Math.min(attempt, delays.length - 1)]);
+        timer.unref();
+      });
+    }
+  })();
+  return {
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      wake?.();
+    },
+    done,
+  };
 }
 
 /**
