@@ -235,6 +235,38 @@ describe('the routing pool', () => {
     await expectRoutedOnceAtOnce(pool, id, orderId);
   });
 
+  test('a process that stops hands back the rows it inserted leased and had not routed yet: another routes them at once', async () => {
+    const tag = randomBytes(4).toString('hex');
+    // One routing slot, taken by a call that hangs: the two rows inserted after it wait in the queue.
+    const hanging = await insertRow(`hang-stop-${tag}`);
+    const queued = [await insertRow(`ok-stop-${tag}-1`), await insertRow(`ok-stop-${tag}-2`)];
+    const pool = inbox(1);
+    pool.kick(hanging);
+    for (const id of queued) {
+      // As the callback route inserts a new notification: leased to this process, its first attempt counted.
+      await db('notification_inbox').where({ id }).update({ attempts: 1, next_attempt_at: pool.leaseForInsert()! });
+      pool.insertedLeased(id);
+      pool.kick(id);
+    }
+    await pool.stop();
+    // Before, they kept this process's lease (two call deadlines and 5 s) and waited it out.
+    const rows = await db('notification_inbox').whereIn('id', queued);
+    for (const r of rows) {
+      expect(r.status).toBe('RECEIVED');
+      expect(new Date(r.next_attempt_at).getTime()).toBeLessThanOrEqual(Date.now());
+    }
+    const other = inbox(4);
+    expect(await other.sweep()).toBeGreaterThanOrEqual(2);
+    await waitFor(
+      async () => {
+        const done = await db('notification_inbox').whereIn('id', queued).andWhere({ status: 'SIGNALLED' });
+        return done.length === queued.length ? done : undefined;
+      },
+      { timeoutMs: 5_000, intervalMs: 50, what: 'the handed-back rows routed by another process' },
+    );
+    await other.stop();
+  });
+
   test('when Temporal answers again, rows held back by the outage are released at once; a leased row is not', async () => {
     const tag = randomBytes(4).toString('hex');
     const waiting = await insertRow(`ok-back-${tag}`);

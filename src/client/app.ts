@@ -180,12 +180,17 @@ export function buildApi(deps: ApiDeps): Api {
     reservations,
     orders,
     metrics,
+    /**
+     * Stops taking requests first (Fastify answers new ones 503 while it waits for those in flight, whose callbacks
+     * still store and queue their notifications), then the inbox (routing in flight finishes; rows queued and leased
+     * here are handed back) and the sweeper.
+     */
     async close() {
       schedules?.stop();
-      await inbox.stop();
-      await reservations.stop();
       await app.close();
       await metricsApp?.close();
+      await inbox.stop();
+      await reservations.stop();
     },
   };
 }

@@ -88,14 +88,25 @@ export class NotificationInbox {
 
   /**
    * Stops the sweep, forgets queued ids (they stay RECEIVED in MySQL), waits for in-flight routing to finish and adds
-   * the deliveries counted in memory.
+   * the deliveries counted in memory. Queued rows this process inserted leased to itself are handed back (due now), so
+   * another replica's sweep routes them at once instead of after the lease.
    */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    const leased = this.waiting.filter((id) => this.claimedAtInsert.has(id));
     this.waiting.length = 0;
     this.queued.clear();
-    this.claimedAtInsert.clear();
+    for (const id of leased) this.claimedAtInsert.delete(id);
+    if (leased.length > 0)
+      await this.options
+        .db('notification_inbox')
+        .whereIn('id', leased)
+        .andWhere({ status: 'RECEIVED' })
+        .update({ next_attempt_at: new Date() })
+        .catch((err: unknown) =>
+          this.options.logger.warn({ err, ids: leased }, 'queued notifications kept their lease; routed once it ends'),
+        );
     await Promise.allSettled([...this.inFlight]);
     await this.flushDeliveries().catch((err: unknown) =>
       this.options.logger.warn({ err }, 'redelivery counts not added to the inbox'),
