@@ -65,6 +65,23 @@ export async function migrateLatest(databaseUrl: string): Promise<string[]> {
   }
 }
 
+/**
+ * Frees knex's migration lock. MySQL commits the lock row with a migration's first DDL, so a migration killed midway
+ * (a stopped container, an OOM) leaves it set and every later `migrate latest` fails with "Migration table is already
+ * locked". Only when no migration is running: `npm run migrate -- unlock` (docs/runbook.md). Returns whether it was set.
+ */
+export async function unlockMigrations(databaseUrl: string): Promise<boolean> {
+  const db = createDb(databaseUrl, { poolMax: 1 });
+  try {
+    if (!(await db.schema.hasTable('knex_migrations_lock'))) return false;
+    const locked = await db('knex_migrations_lock').where({ is_locked: 1 }).first('is_locked');
+    await db.migrate.forceFreeMigrationsLock({ migrationSource });
+    return locked !== undefined;
+  } finally {
+    await db.destroy();
+  }
+}
+
 /** Current UTC time with millisecond precision, as MySQL DATETIME(3) wants it. */
 export function nowUtc(): Date {
   return new Date();

@@ -1,6 +1,9 @@
-/** `npm run migrate` / `npm run migrate:down`: creates the database if missing, then migrates. */
+/**
+ * `npm run migrate` / `npm run migrate:down`: creates the database if missing, then migrates. `npm run migrate --
+ * unlock`: frees the migration lock a killed migration left set (only when no migration is running).
+ */
 import { loadConfigOrExit } from '../config';
-import { createDb, ensureDatabase, migrateLatest } from './knex';
+import { createDb, ensureDatabase, migrateLatest, unlockMigrations } from './knex';
 import { migrationSource } from './migrations';
 
 async function main(): Promise<void> {
@@ -18,13 +21,21 @@ async function main(): Promise<void> {
     } finally {
       await db.destroy();
     }
+  } else if (command === 'unlock') {
+    const wasLocked = await unlockMigrations(config.databaseUrl);
+    console.log(wasLocked ? 'Migration lock freed' : 'The migration lock was not set');
   } else {
-    console.error(`Unknown command "${command}"; use latest or down`);
+    console.error(`Unknown command "${command}"; use latest, down or unlock`);
     process.exit(2);
   }
 }
 
 main().catch((err: unknown) => {
-  console.error(`Migration failed: ${(err as Error).message}`);
+  const message = (err as Error).message;
+  console.error(`Migration failed: ${message}`);
+  if (/already locked/i.test(message))
+    console.error(
+      'A migration killed midway leaves the lock set. If no other migration is running now: npm run migrate -- unlock, then migrate again.',
+    );
   process.exit(1);
 });
