@@ -384,6 +384,28 @@ test("a buyer who escalates a closed order that the provider reports paid (its n
   expect(await stockOf(s, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
 }, 120_000);
 
+test('escalating a paid order whose paying trade was never named (a query said paid without it) leaves it paid: its trade is not late money', async () => {
+  const s = shortWindow;
+  const sku = await createProduct(s, { stock: 1 });
+  const orderId = await placeOrder(sku, s);
+  await s.sandbox('POST', `/v1/payments/${orderId}/pay`, {});
+  await waitForStatus(s, orderId, ['PAID'], 60_000);
+  await s.client.workflow.getHandle(orderWorkflowId(orderId)).result();
+  // As when the provider's query said PAID without naming the trade: the order kept "unknown".
+  await s.db('orders').where({ order_id: orderId }).update({ paid_trade_no: 'unknown' });
+  const r = await s.http('POST', `/orders/${orderId}/escalate`, {});
+  expect(r.body).toMatchObject({ orderId, status: 'PAID', providerStatus: 'PAID', resolution: 'CLOSED' });
+  // Routed as late money, the trade the order was paid with went to a late-payment workflow and the order to review.
+  await expect(
+    s.client.workflow
+      .getHandle(
+        latePaymentWorkflowId('sandbox', orderId, (await s.sandbox('GET', `/v1/payments/${orderId}`)).body.tradeNo),
+      )
+      .describe(),
+  ).rejects.toThrow();
+  expect((await s.http('GET', `/orders/${orderId}`)).body.status).toBe('PAID');
+}, 90_000);
+
 test('a notification for an order whose workflow completed as EXPIRED is refunded exactly once, despite five deliveries and a worker restart', async () => {
   const s = expiring;
   const { sku, orderId } = await expiredOrderWithItsWorkflowEnded(1800);

@@ -64,6 +64,14 @@ function refusal(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Review reasons that say a refund was refused or failed at the provider (or could not be computed). */
+const REFUND_REVIEW_REASONS: ReadonlySet<string> = new Set([
+  FailureType.PROVIDER_REJECTED,
+  FailureType.REFUND_FAILED_AT_PROVIDER,
+  FailureType.REFUND_AMOUNT_UNKNOWN,
+  REFUND_FAILED_REASON,
+]);
+
 /** Review, cooling-off refund and support on existing orders. */
 export class OrderActions {
   constructor(
@@ -308,14 +316,22 @@ export class OrderActions {
         const now = await this.status(orderId);
         if (now?.status === 'REFUNDED' && now.statusReason === 'COOLING_OFF_REFUND') return this.refunded(orderId);
         // PAID when this request came, in review now: the refund (this request's, or a repeat's it joined) was refused
-        // by the provider, as the workflow's own answer says above.
+        // by the provider, as the workflow's own answer says above; or the order went to review for another reason
+        // meanwhile, and nothing was refunded automatically.
         if (now?.status === 'NEEDS_REVIEW')
-          throw new ApiError(
-            409,
-            'REFUND_IN_REVIEW',
-            'the provider refused the refund; the order has been passed to support for review',
-            { status: now.status },
-          );
+          throw REFUND_REVIEW_REASONS.has(now.statusReason ?? '')
+            ? new ApiError(
+                409,
+                'REFUND_IN_REVIEW',
+                'the provider refused the refund; the order has been passed to support for review',
+                { status: now.status },
+              )
+            : new ApiError(
+                409,
+                'ORDER_IN_REVIEW',
+                `the order is with support for review (${now.statusReason ?? 'no reason recorded'}); it was not refunded automatically`,
+                { status: now.status, statusReason: now.statusReason },
+              );
         // PAID in MySQL but not yet handed to fulfilment: the workflow is entering its window; retry briefly.
         const row = await this.deps.db('orders').where({ order_id: orderId }).first('fulfilment_ready_at');
         if (
@@ -442,18 +458,24 @@ export class OrderActions {
     // so a notification or a reconciliation finding it later joins the same one), and refunded.
     const late = await this.lateTradeOfClosedOrder(orderId, current, providerState);
     if (late) {
-      const routed = await routePaymentNotification(
-        {
-          db: this.deps.db,
-          client: this.deps.client,
-          taskQueue: this.deps.taskQueue,
-          callTimeoutMs: this.deps.updateTimeoutMs,
-        },
-        late,
-        { lateSummary: `Late payment ${late.tradeNo} for order ${orderId} (found by the buyer's escalation)` },
-      );
-      if (routed.destination !== 'REFUSED') resolution = 'LATE_PAYMENT_FOUND';
-      providerState = { ...providerState, routed: routed.detail };
+      try {
+        const routed = await routePaymentNotification(
+          {
+            db: this.deps.db,
+            client: this.deps.client,
+            taskQueue: this.deps.taskQueue,
+            callTimeoutMs: this.deps.updateTimeoutMs,
+          },
+          late,
+          { lateSummary: `Late payment ${late.tradeNo} for order ${orderId} (found by the buyer's escalation)` },
+        );
+        if (routed.destination !== 'REFUSED') resolution = 'LATE_PAYMENT_FOUND';
+        providerState = { ...providerState, routed: routed.detail };
+      } catch (e) {
+        // Temporal could not be reached: the ticket is still written (support sees the payment and why it was not
+        // handed on); the notification, when it comes, or reconciliation hands the trade on.
+        providerState = { ...providerState, routeError: (e as Error).message };
+      }
     }
     const ticketId = `tkt-${randomUUID()}`;
     await createSupportTicket(this.deps.db, {
@@ -485,9 +507,17 @@ export class OrderActions {
     if (!tradeNo || paidAmount === undefined || !currency) return undefined;
     const row = (await this.deps.db('orders').where({ order_id: orderId }).first('paid_trade_no')) as
       { paid_trade_no: string | null } | undefined;
-    const keptThisTrade =
-      row?.paid_trade_no === tradeNo && (current.status === 'PAID' || current.status === 'REFUNDED');
-    if (keptThisTrade || current.status === 'AWAITING_PAYMENT') return undefined;
+    const kept = row?.paid_trade_no ?? null;
+    // Closed unpaid: any trade paid is late money. Paid or refunded: only a trade other than the known one it kept (a
+    // trade recorded as unknown, or none, may be this very one: routed, it would put a good order in review). Waiting,
+    // or in review (a person decides): nothing.
+    const closedUnpaid = current.status === 'EXPIRED' || current.status === 'CANCELLED' || current.status === 'FAILED';
+    const keptAnother =
+      (current.status === 'PAID' || current.status === 'REFUNDED') &&
+      kept !== null &&
+      kept !== 'unknown' &&
+      kept !== tradeNo;
+    if (!closedUnpaid && !keptAnother) return undefined;
     const provider = this.deps.providers[current.provider];
     return {
       provider: current.provider,
