@@ -236,7 +236,7 @@ const EnvSchema = z.object({
       if (problem)
         ctx.addIssue({
           code: 'custom',
-          message: `must be a 5-field cron expression such as "30 10 * * *", or off (${problem})`,
+          message: `must be a 5-field cron expression such as "30 10 * * *", a shorthand such as @daily, or off (${problem})`,
         });
     }),
 });
@@ -256,6 +256,8 @@ const CRON_FIELDS: [name: string, min: number, max: number, names?: string[]][] 
  * minute of 61) left the service running without reconciliation, its one safety net for lost notifications.
  */
 export function cronProblem(text: string): string | undefined {
+  // Temporal's shorthands (robfig/cron's): @daily is "0 0 * * *", and so on.
+  if (/^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$/.test(text.trim())) return undefined;
   const fields = text.trim().split(/\s+/);
   if (fields.length !== 5) return `${fields.length} fields`;
   for (const [i, field] of fields.entries()) {

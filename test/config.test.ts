@@ -279,5 +279,6 @@ test('a RECONCILIATION_SCHEDULE of values, ranges, steps, lists and names is acc
     '5-55/10 0-23/2 * * SUN-SAT',
   ])
     expect(loadConfig({ RECONCILIATION_SCHEDULE: cron }).reconciliationSchedule).toBe(cron);
+  expect(loadConfig({ RECONCILIATION_SCHEDULE: '@daily' }).reconciliationSchedule).toBe('@daily');
   expect(loadConfig({ RECONCILIATION_SCHEDULE: 'off' }).reconciliationSchedule).toBeUndefined();
 });

@@ -127,6 +127,36 @@ test('a payment created after its order failed is not recorded on the order, and
       body: '{}',
     });
     expect(paid.status).toBeGreaterThanOrEqual(400);
+
+    // An order already paid (this attempt outlived one that succeeded, and the buyer paid): nothing is written, and its
+    // payment is not asked to close.
+    const paidOrder = `url-${randomBytes(6).toString('hex')}`;
+    await db('orders').insert({
+      order_id: paidOrder,
+      user_id: 'u-url',
+      status: 'PAID',
+      amount: 1999,
+      currency: 'CNY',
+      provider: 'sandbox',
+      subtotal: 1999,
+    });
+    const late = createProviderPayment(
+      db,
+      { sandbox: provider },
+      {
+        orderId: paidOrder,
+        provider: 'sandbox',
+        amount: 1999,
+        currency: 'CNY',
+        subject: `Order ${paidOrder}`,
+        notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
+        deadline: deadline.toISOString(),
+        providerExpiresAt: new Date(deadline.getTime() + 60_000).toISOString(),
+      },
+    );
+    await expect(late).rejects.toMatchObject({ type: 'ORDER_CLOSED' });
+    expect(await db('payments').where({ out_trade_no: paidOrder }).first()).toBeUndefined();
+    expect((await provider.queryPayment(paidOrder)).status).toBe('PENDING');
   } finally {
     await sandbox.close();
   }

@@ -385,8 +385,10 @@ test('the daily Schedules are created again after a failure until they exist, an
   ]);
   expect(await ready()).toEqual({ alipay: 1, wechat: 1 });
 
-  // Stopped (the API closing) while waiting to retry: no further attempt.
+  // Stopped (the API closing) while waiting a minute to retry: it ends at once, with no further attempt.
   let more = 0;
+  let failed!: () => void;
+  const firstFailure = new Promise<void>((resolve) => (failed = resolve));
   const stopped = keepEnsuringReconciliationSchedules({
     ensure: async () => {
       more++;
@@ -394,10 +396,13 @@ test('the daily Schedules are created again after a failure until they exist, an
     },
     providers: ['stripe'],
     metrics,
-    logger: { error: () => undefined, info: () => undefined },
+    logger: { error: () => failed(), info: () => undefined },
     retryMs: [60_000],
   });
+  await firstFailure;
+  const at = Date.now();
   stopped.stop();
   await stopped.done;
+  expect(Date.now() - at).toBeLessThan(1_000);
   expect(more).toBe(1);
 });

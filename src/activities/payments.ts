@@ -103,9 +103,13 @@ export async function createProviderPayment(
     return undefined;
   });
   if (closedAs !== undefined) {
-    // Nobody may pay an order that no longer awaits payment: close what this call created (a payment made meanwhile is
-    // the provider's to report, and a late payment is refunded like any other).
-    const closed = await guard(() => provider.closePayment(input.orderId)).catch((err: unknown) => {
+    // Nobody may pay an order closed unpaid: close what this call created (a payment made meanwhile is the provider's to
+    // report, and a late payment is refunded like any other). An order paid (this attempt outlived one that succeeded,
+    // and the buyer paid) keeps its payment: there is nothing to close.
+    const closedUnpaid = closedAs === 'FAILED' || closedAs === 'EXPIRED' || closedAs === 'CANCELLED';
+    const closed = await (
+      closedUnpaid ? guard(() => provider.closePayment(input.orderId)) : Promise.resolve(undefined)
+    ).catch((err: unknown) => {
       activityLog.warn('could not close the payment of an order that no longer awaits payment', {
         provider: provider.name,
         orderStatus: closedAs,
@@ -117,12 +121,12 @@ export async function createProviderPayment(
       provider: provider.name,
       tradeNo: created.tradeNo,
       orderStatus: closedAs,
-      closeResult: closed?.result ?? 'NOT_CLOSED',
+      closeResult: closed?.result ?? (closedUnpaid ? 'NOT_CLOSED' : 'NOT_ASKED'),
     });
     throw businessFailure(
       FailureType.ORDER_CLOSED,
       `order ${input.orderId} is ${closedAs}: its payment is not recorded` +
-        (closed ? ` (provider close: ${closed.result})` : ' (the provider could not close it)'),
+        (closed ? ` (provider close: ${closed.result})` : closedUnpaid ? ' (the provider could not close it)' : ''),
     );
   }
   activityLog.info('provider payment created', {
