@@ -84,6 +84,15 @@ function load(
   }
 }
 
+/** The dev profile (the sandbox service), as staging runs it. */
+const loadDev = () =>
+  load(join(ROOT, 'docker-compose.yml'), {
+    ...PRODUCTION_ENV,
+    COMPOSE_PROFILES: 'dev',
+    SANDBOX_ENABLED: 'true',
+    SANDBOX_SECRET: 'b'.repeat(64),
+  });
+
 test('docker-compose.yml validates and runs MySQL 8, Temporal on PostgreSQL, the UI, a scalable worker and the API', () => {
   const loaded = load(join(ROOT, 'docker-compose.yml'));
   if (!loaded.ok) throw new Error(loaded.error);
@@ -138,12 +147,7 @@ test('the API, the worker and the sandbox come back after a crash, and the API a
   // With Compose's default ("no"), a worker that exited stayed down: orders were neither set up, expired nor settled.
   const loaded = load(join(ROOT, 'docker-compose.yml'));
   if (!loaded.ok) throw new Error(loaded.error);
-  const dev = load(join(ROOT, 'docker-compose.yml'), {
-    ...PRODUCTION_ENV,
-    COMPOSE_PROFILES: 'dev',
-    SANDBOX_ENABLED: 'true',
-    SANDBOX_SECRET: 'b'.repeat(64),
-  });
+  const dev = loadDev();
   if (!dev.ok) throw new Error(dev.error);
   const service = (p: Loaded, name: string) => p.services.find((s) => s.name === name)!;
   for (const name of ['api', 'worker']) {
@@ -157,12 +161,7 @@ test('the API, the worker and the sandbox come back after a crash, and the API a
 });
 
 test('the sandbox runs only in the dev profile, and nothing starts without an ADMIN_TOKEN', () => {
-  const dev = load(join(ROOT, 'docker-compose.yml'), {
-    ...PRODUCTION_ENV,
-    COMPOSE_PROFILES: 'dev',
-    SANDBOX_ENABLED: 'true',
-    SANDBOX_SECRET: 'b'.repeat(64),
-  });
+  const dev = loadDev();
   if (!dev.ok) throw new Error(dev.error);
   const sandbox = dev.project.services.find((s) => s.name === 'sandbox');
   expect(sandbox?.environment).toMatchObject({ NODE_ENV: 'production', SANDBOX_ENABLED: 'true' });

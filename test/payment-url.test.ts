@@ -85,33 +85,39 @@ test('a payment created after its order failed is not recorded on the order, and
   sandbox.setPublicUrl(`${baseUrl}/`);
   try {
     const provider = createSandboxProvider({ baseUrl, secret: 'payment-url-secret', merchantId: 'm-url' });
-    const orderId = `url-${randomBytes(6).toString('hex')}`;
-    // The set-up gave up while this attempt was still waiting for the provider: the order is FAILED, released.
-    await db('orders').insert({
-      order_id: orderId,
-      user_id: 'u-url',
-      status: 'FAILED',
-      status_reason: 'PAYMENT_CREATION_FAILED',
-      amount: 1999,
-      currency: 'CNY',
-      provider: 'sandbox',
-      subtotal: 1999,
-    });
     const deadline = new Date(Date.now() + 15 * 60_000);
-    const attempt = createProviderPayment(
-      db,
-      { sandbox: provider },
-      {
-        orderId,
-        provider: 'sandbox',
+    /** An order row in `status`, and an attempt of the set-up's payment step for it that answers only now. */
+    const lateAttemptFor = async (status: 'FAILED' | 'PAID') => {
+      const orderId = `url-${randomBytes(6).toString('hex')}`;
+      await db('orders').insert({
+        order_id: orderId,
+        user_id: 'u-url',
+        status,
+        ...(status === 'FAILED' ? { status_reason: 'PAYMENT_CREATION_FAILED' } : {}),
         amount: 1999,
         currency: 'CNY',
-        subject: `Order ${orderId}`,
-        notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
-        deadline: deadline.toISOString(),
-        providerExpiresAt: new Date(deadline.getTime() + 60_000).toISOString(),
-      },
-    );
+        provider: 'sandbox',
+        subtotal: 1999,
+      });
+      const attempt = createProviderPayment(
+        db,
+        { sandbox: provider },
+        {
+          orderId,
+          provider: 'sandbox',
+          amount: 1999,
+          currency: 'CNY',
+          subject: `Order ${orderId}`,
+          notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
+          deadline: deadline.toISOString(),
+          providerExpiresAt: new Date(deadline.getTime() + 60_000).toISOString(),
+        },
+      );
+      return { orderId, attempt };
+    };
+
+    // The set-up gave up while this attempt was still waiting for the provider: the order is FAILED, released.
+    const { orderId, attempt } = await lateAttemptFor('FAILED');
     await expect(attempt).rejects.toBeInstanceOf(ApplicationFailure);
     await expect(attempt).rejects.toMatchObject({ type: 'ORDER_CLOSED', nonRetryable: true });
     // Nothing the waiting page could offer the buyer: no URL on the order, no payment row, no timeline entry.
@@ -130,33 +136,10 @@ test('a payment created after its order failed is not recorded on the order, and
 
     // An order already paid (this attempt outlived one that succeeded, and the buyer paid): nothing is written, and its
     // payment is not asked to close.
-    const paidOrder = `url-${randomBytes(6).toString('hex')}`;
-    await db('orders').insert({
-      order_id: paidOrder,
-      user_id: 'u-url',
-      status: 'PAID',
-      amount: 1999,
-      currency: 'CNY',
-      provider: 'sandbox',
-      subtotal: 1999,
-    });
-    const late = createProviderPayment(
-      db,
-      { sandbox: provider },
-      {
-        orderId: paidOrder,
-        provider: 'sandbox',
-        amount: 1999,
-        currency: 'CNY',
-        subject: `Order ${paidOrder}`,
-        notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
-        deadline: deadline.toISOString(),
-        providerExpiresAt: new Date(deadline.getTime() + 60_000).toISOString(),
-      },
-    );
-    await expect(late).rejects.toMatchObject({ type: 'ORDER_CLOSED' });
-    expect(await db('payments').where({ out_trade_no: paidOrder }).first()).toBeUndefined();
-    expect((await provider.queryPayment(paidOrder)).status).toBe('PENDING');
+    const late = await lateAttemptFor('PAID');
+    await expect(late.attempt).rejects.toMatchObject({ type: 'ORDER_CLOSED' });
+    expect(await db('payments').where({ out_trade_no: late.orderId }).first()).toBeUndefined();
+    expect((await provider.queryPayment(late.orderId)).status).toBe('PENDING');
   } finally {
     await sandbox.close();
   }
