@@ -171,6 +171,29 @@ describe('cooling-off period', () => {
       refundedAmount: 2500,
     });
     expect(await sys.db('refunds').where({ order_id: orderId })).toHaveLength(1);
+    // Another refund of the same order (a second trade refunded as late money) does not change the answer: a repeat
+    // names this refund, not whichever of the order's refunds the database returns first.
+    await sys.db('refunds').insert({
+      out_refund_no: `rf-0-${orderId}`.slice(0, 64),
+      order_id: orderId,
+      out_trade_no: orderId,
+      provider: 'sandbox',
+      trade_no: 'T-second-trade',
+      amount: 100,
+      currency: 'CNY',
+      reason: 'late payment',
+      status: 'SUCCEEDED',
+    });
+    try {
+      const third = await sys.http('POST', `/orders/${orderId}/refund`, {});
+      expect(third.body).toEqual(first.body);
+    } finally {
+      // Not a refund the provider made: gone before any suite checks the books.
+      await sys
+        .db('refunds')
+        .where({ out_refund_no: `rf-0-${orderId}`.slice(0, 64) })
+        .delete();
+    }
   });
 
   test('a second refund request while the first is being carried out joins it: the same refund, never "the window is over"', async () => {

@@ -22,6 +22,7 @@ import {
   type ReviewRequest,
   type ReviewOutcome,
   REVIEW_DECISION_REFUSED,
+  autoRefundNo,
   coolingOffRefundUpdate,
   escalateUpdate,
   failedRefundApproveRefusal,
@@ -353,12 +354,23 @@ export class OrderActions {
     }
   }
 
+  /**
+   * The answer to a repeated cooling-off refund: the refund of the trade the order kept (its number is stable,
+   * autoRefundNo), not any other refund of the order (a second trade's, refunded as late money).
+   */
   private async refunded(orderId: string) {
-    const refund = await this.deps
-      .db('refunds')
+    const { db } = this.deps;
+    const order = (await db('orders').where({ order_id: orderId }).first('paid_trade_no')) as
+      { paid_trade_no: string | null } | undefined;
+    const own = order?.paid_trade_no ? autoRefundNo(orderId, order.paid_trade_no) : undefined;
+    const refund = (await db('refunds')
       .where({ order_id: orderId, status: 'SUCCEEDED' })
-      .first('out_refund_no');
-    return { orderId, status: 'REFUNDED' as const, refundNo: refund?.out_refund_no as string | undefined };
+      .modify((q) => {
+        if (own) q.andWhere({ out_refund_no: own });
+      })
+      .orderBy('created_at')
+      .first('out_refund_no')) as { out_refund_no: string } | undefined;
+    return { orderId, status: 'REFUNDED' as const, refundNo: refund?.out_refund_no };
   }
 
   /** One-click support: asks the provider now, records a ticket with a snapshot, marks the workflow. */
