@@ -417,6 +417,9 @@ test('a WeChat refund answered PROCESSING that then ends REFUND.ABNORMAL takes t
   const after = await snapshot(orderId);
   expect(after.refunds).toEqual([{ out_refund_no: outRefundNo, status: 'FAILED' }]);
   expect(after.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'REFUND_FAILED' });
+  // The order's payment no longer says REFUNDED: its money did not go back.
+  const paymentRow = async () => sys.db('payments').where({ out_trade_no: orderId }).first('status', 'trade_no');
+  expect(await paymentRow()).toEqual({ status: 'PAID', trade_no: transactionId });
   const added = after.events.slice(before.events.length);
   expect(added.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED', 'ORDER_NEEDS_REVIEW']);
   expect(added[0].message).toMatch(new RegExp(`${outRefundNo}.*REFUND\\.ABNORMAL`));
@@ -464,6 +467,11 @@ test('a WeChat refund answered PROCESSING that then ends REFUND.ABNORMAL takes t
   );
   const settledEvents = settled.events.slice(after.events.length).map((e: { type: string }) => e.type);
   expect(settledEvents).toEqual(['REFUNDED', 'REFUND_FAILED_SETTLED_BY_REVIEW']);
+  // The refund again returned the order's own payment, and says so.
+  const again2 = settled.events.slice(after.events.length)[0];
+  expect(again2.message).toMatch(/of the order payment/);
+  expect(JSON.parse(again2.data)).toMatchObject({ paymentRefunded: true, tradeNo: transactionId });
+  expect(await paymentRow()).toEqual({ status: 'REFUNDED', trade_no: transactionId });
   // The same decision again (the operator's retry) refunds nothing more.
   expect(await decide(orderId, decision)).toMatchObject({ status: 409, body: { error: 'ORDER_NOT_IN_REVIEW' } });
   expect(wxRefundPosts.get(retryNo)).toBe(1);

@@ -250,14 +250,15 @@ export async function refundPayment(
     }
     if (count === 1) {
       // The order's payment row is REFUNDED only when this refund returned the money that paid the order: the trade
-      // recorded on the row, or, on a row no trade has paid yet (PENDING, CLOSED), the late trade being refunded. A
-      // second trade of a paid order leaves the row (and the order's payment) as it is.
+      // recorded on the row (PAID, or REFUNDED already by another refund of it), or, on a row no trade has paid yet
+      // (PENDING, CLOSED), the late trade being refunded. A second trade of a paid order leaves the row (and the order's
+      // payment) as it is.
       const marked = await trx('payments')
         .where({ out_trade_no: input.orderId })
         .andWhere((q) =>
           q
             .whereIn('status', ['PENDING', 'CLOSED'])
-            .orWhere((paid) => paid.where({ status: 'PAID', trade_no: input.tradeNo })),
+            .orWhere((paid) => paid.whereIn('status', ['PAID', 'REFUNDED']).andWhere({ trade_no: input.tradeNo })),
         )
         .update({ status: 'REFUNDED', updated_at: trx.fn.now(3) });
       const ofPayment =

@@ -114,6 +114,18 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
     .update({ status: 'FAILED', updated_at: trx.fn.now(3) });
   if (changed !== 1) throw new Error(`refund ${no} changed concurrently; the provider's redelivery will retry`);
 
+  // The order's payment row said REFUNDED for this refund (it returned the trade that paid the order): the money did
+  // not go back, so the row says PAID again, unless another refund of that trade did go through.
+  if (refundWas === 'SUCCEEDED' && refund.trade_no) {
+    const other = await trx('refunds')
+      .where({ order_id: orderId, trade_no: refund.trade_no, status: 'SUCCEEDED' })
+      .first('out_refund_no');
+    if (!other)
+      await trx('payments')
+        .where({ out_trade_no: orderId, status: 'REFUNDED', trade_no: refund.trade_no })
+        .update({ status: 'PAID', updated_at: trx.fn.now(3) });
+  }
+
   const events = new OrderEventBatch(orderId);
   const why = `${notice.providerEvent}${notice.failureReason ? `: ${notice.failureReason}` : ''}`;
   events.add(
