@@ -932,6 +932,52 @@ test('two refunds of an order both reported failed: settling the one under revie
   expect((await snapshot(seeded.orderId)).order).toMatchObject({ status: 'REFUNDED' });
 });
 
+test('a refund that fails while its order is in review for something else is settled first, and the order stays in that review', async () => {
+  // Decisions were routed by the order's reason alone, which still named the other review: the failed refund never got
+  // one, and an approval there left its buyer unpaid.
+  const seeded = await seedRefundedOrder('wechat', { orderStatus: 'NEEDS_REVIEW' });
+  await sys.db('orders').where({ order_id: seeded.orderId }).update({ status_reason: 'AMOUNT_MISMATCH' });
+  wxPaid.set(toWechatOutTradeNo(seeded.orderId), { total: seeded.amount, transactionId: seeded.tradeNo });
+  const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
+    orderId: seeded.orderId,
+    outRefundNo: seeded.outRefundNo,
+    transactionId: seeded.tradeNo,
+    refundId: seeded.refundNo,
+    amount: seeded.amount,
+  });
+  expect((await deliver(abnormal)).status).toBe(204);
+  const failed = await snapshot(seeded.orderId);
+  expect(failed.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
+  // The other review keeps the order and its reason; an entry names the failed refund.
+  expect(failed.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'AMOUNT_MISMATCH' });
+  expect(failed.events.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED', 'ORDER_NEEDS_REVIEW']);
+
+  // A decision that does not name the failed refund is refused, naming it: it is settled first.
+  const unnamed = await decide(seeded.orderId, { decision: 'approve', operator: 'erin', reason: 'amount is fine' });
+  expect(unnamed).toMatchObject({
+    status: 409,
+    body: { error: 'REVIEW_DECISION_REFUSED', failedOutRefundNo: seeded.outRefundNo },
+  });
+  const settled = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'erin',
+    reason: 'the card was closed; refund again',
+    failedOutRefundNo: seeded.outRefundNo,
+  });
+  expect(settled).toMatchObject({ status: 200, body: { status: 'NEEDS_REVIEW' } });
+  const retryNo = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount);
+  expect(wxRefundPosts.get(retryNo)).toBe(1);
+  const after = await snapshot(seeded.orderId);
+  expect(after.refunds).toContainEqual({ out_refund_no: retryNo, status: 'SUCCEEDED' });
+  // Still in the other review, for its own decision.
+  expect(after.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'AMOUNT_MISMATCH' });
+  expect(after.events.map((e: { type: string }) => e.type)).toContain('REFUND_FAILED_SETTLED_BY_REVIEW');
+  // The next decision goes to that review (its workflow, here none: seeded), no longer to the settled refund's.
+  const next = await decide(seeded.orderId, { decision: 'approve', operator: 'erin', reason: 'amount is fine' });
+  expect(next.body.failedOutRefundNo).toBeUndefined();
+  expect(wxRefundPosts.get(retryNo)).toBe(1);
+});
+
 test("a refundAmount above the failed refund's amount is refused 409 REVIEW_DECISION_REFUSED, nothing refunded", async () => {
   const seeded = await seedFailedRefund();
   const answer = await decide(seeded.orderId, {

@@ -32,7 +32,7 @@ import {
   reviewDecisionUpdate,
 } from '../contracts/order';
 import { jsonColumn } from '../db/json';
-import { REFUND_FAILED_REASON } from '../db/refund-outcomes';
+import { REFUND_FAILED_REASON, unsettledFailedRefund } from '../db/order-transitions';
 import { claimEscalation, createSupportTicket } from '../db/support-tickets';
 import { ProviderPaymentState, type ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
@@ -128,15 +128,19 @@ export class OrderActions {
   private async failedRefund(
     orderId: string,
     provider: string,
+    /** The failed refund to review, when the order is in review for something else (its own entry, if any). */
+    wanted?: string,
   ): Promise<{ input: FailedRefundReviewInput; afterAnother: boolean }> {
     const entries = (await this.deps
       .db('order_events')
       .where({ order_id: orderId, type: 'ORDER_NEEDS_REVIEW' })
       .orderBy('id', 'desc')
       .select('data')) as { data: unknown }[];
-    const entry = entries
-      .map((e) => jsonColumn<{ from?: OrderStatus; reason?: string; outRefundNo?: string; after?: string }>(e.data))
-      .find((d) => d?.reason === REFUND_FAILED_REASON && d.outRefundNo);
+    const entry =
+      entries
+        .map((e) => jsonColumn<{ from?: OrderStatus; reason?: string; outRefundNo?: string; after?: string }>(e.data))
+        .find((d) => d?.reason === REFUND_FAILED_REASON && d.outRefundNo && (!wanted || d.outRefundNo === wanted)) ??
+      (wanted ? { from: 'NEEDS_REVIEW' as OrderStatus, reason: REFUND_FAILED_REASON, outRefundNo: wanted } : undefined);
     const refund = entry?.outRefundNo
       ? ((await this.deps
           .db('refunds')
@@ -211,8 +215,20 @@ export class OrderActions {
         status: current.status,
       });
     let send: () => Promise<ReviewOutcome>;
-    if (current.statusReason === REFUND_FAILED_REASON) {
-      const { input: failed, afterAnother } = await this.failedRefund(orderId, current.provider);
+    // A refund of the order that failed while it was in review for something else is settled first: decisions are
+    // routed by the order's reason, which still names that other review, so the failed refund would otherwise never
+    // get one (and an approval there would leave its buyer unpaid).
+    const failedFirst =
+      current.statusReason === REFUND_FAILED_REASON ? undefined : await unsettledFailedRefund(this.deps.db, orderId);
+    if (failedFirst !== undefined && named !== failedFirst)
+      throw new ApiError(
+        409,
+        REVIEW_DECISION_REFUSED,
+        `order ${orderId} is in review for ${current.statusReason ?? 'a reason not recorded'}, and its refund ${failedFirst} failed at the provider meanwhile: decide that refund first, naming it with failedOutRefundNo (refund, or refundAmount 0 if the money was returned another way); then this review`,
+        { failedOutRefundNo: failedFirst },
+      );
+    if (current.statusReason === REFUND_FAILED_REASON || failedFirst !== undefined) {
+      const { input: failed, afterAnother } = await this.failedRefund(orderId, current.provider, failedFirst);
       if (named !== undefined && named !== failed.failedOutRefundNo)
         throw new ApiError(
           409,

@@ -8,6 +8,9 @@ import { FailureType, businessFailure } from '../contracts/failures';
 import type { OrderStatus, PaymentEvidence } from '../contracts/order';
 import type { OrderEventBatch } from './order-events';
 
+/** The status reason of an order a failed refund sent to review (src/db/refund-outcomes.ts). */
+export const REFUND_FAILED_REASON = 'REFUND_FAILED';
+
 /** Input of transitionOrder: a guarded, forward-only status change. */
 export interface TransitionInput {
   orderId: string;
@@ -52,6 +55,27 @@ export async function transitionIn(
 ): Promise<TransitionDone> {
   if (current === input.to || !input.from.includes(current))
     return { changed: false, status: current, paymentRecorded: false };
+  if (input.settlesFailedRefund && current === 'NEEDS_REVIEW') {
+    // The refund failed while the order was in review for something else (another workflow's review, which routes by
+    // the order's reason and waits for its own decision): the failed refund is settled (this entry says so), and the
+    // order stays in that review, its reason untouched, for the next decision to reach it.
+    const order = (await trx('orders').where({ order_id: input.orderId }).first('status_reason')) as
+      { status_reason: string | null } | undefined;
+    if (order && order.status_reason !== REFUND_FAILED_REASON) {
+      events.add(input.event.type, input.event.message, {
+        from: current,
+        to: current,
+        reason: input.reason,
+        ...input.event.data,
+      });
+      events.add(
+        'ORDER_NEEDS_REVIEW',
+        `Failed refund ${input.settlesFailedRefund} is settled; the order stays in review for ${order.status_reason ?? 'its other review'}`,
+        { from: current, reason: order.status_reason, after: input.settlesFailedRefund },
+      );
+      return { changed: false, status: current, paymentRecorded: false };
+    }
+  }
   if (claimsRefund(input)) {
     const next = await refuseOnFailedRefund(trx, input);
     // A review settled one failed refund while another of the order's is still unsettled: the order stays in review,
@@ -122,37 +146,53 @@ function claimsRefund(input: TransitionInput): boolean {
  * With it, the other unsettled refund's number: the caller keeps the order in review for that one.
  */
 async function refuseOnFailedRefund(trx: Knex.Transaction, input: TransitionInput): Promise<string | undefined> {
-  const unsettled = (await trx('refunds as f')
-    .where({ 'f.order_id': input.orderId, 'f.status': 'FAILED' })
-    .whereNot('f.out_refund_no', input.settlesFailedRefund ?? '')
+  const unsettled = await unsettledFailedRefund(trx, input.orderId, {
+    except: input.settlesFailedRefund,
+    lock: true,
+  });
+  if (!unsettled) return undefined;
+  if (input.settlesFailedRefund) return unsettled;
+  throw businessFailure(
+    FailureType.REFUND_FAILED_AT_PROVIDER,
+    `refund ${unsettled} of order ${input.orderId} was reported failed by the provider; the order is not marked ${input.to}`,
+    { outRefundNo: unsettled },
+  );
+}
+
+/**
+ * The oldest refund of the order its provider reported failed after accepting it that nothing has settled (see
+ * refuseOnFailedRefund), but `except`; with `lock`, read with a shared lock (inside a transaction).
+ */
+export async function unsettledFailedRefund(
+  db: Knex | Knex.Transaction,
+  orderId: string,
+  options: { except?: string; lock?: boolean } = {},
+): Promise<string | undefined> {
+  const query = db('refunds as f')
+    .where({ 'f.order_id': orderId, 'f.status': 'FAILED' })
+    .whereNot('f.out_refund_no', options.except ?? '')
     .whereNotExists(
-      trx('refunds as s')
+      db('refunds as s')
         .whereRaw('s.order_id = f.order_id AND s.trade_no <=> f.trade_no')
         .where('s.out_refund_no', 'like', 'rv%')
         .whereIn('s.status', ['SUCCEEDED', 'PENDING'])
         .whereRaw(
           '(s.created_at > f.created_at OR (s.created_at = f.created_at AND s.out_refund_no > f.out_refund_no))',
         )
-        .select(trx.raw('1')),
+        .select(db.raw('1')),
     )
     .whereNotExists(
-      trx('order_events as e')
+      db('order_events as e')
         .whereRaw('e.order_id = f.order_id')
         .where('e.type', 'REFUND_FAILED_SETTLED_BY_REVIEW')
         .whereRaw("JSON_UNQUOTE(JSON_EXTRACT(e.data, '$.failedOutRefundNo')) = f.out_refund_no")
-        .select(trx.raw('1')),
+        .select(db.raw('1')),
     )
     .orderBy([
       { column: 'f.created_at', order: 'asc' },
       { column: 'f.out_refund_no', order: 'asc' },
-    ])
-    .forShare()
-    .first('f.out_refund_no')) as { out_refund_no: string } | undefined;
-  if (!unsettled) return undefined;
-  if (input.settlesFailedRefund) return unsettled.out_refund_no;
-  throw businessFailure(
-    FailureType.REFUND_FAILED_AT_PROVIDER,
-    `refund ${unsettled.out_refund_no} of order ${input.orderId} was reported failed by the provider; the order is not marked ${input.to}`,
-    { outRefundNo: unsettled.out_refund_no },
-  );
+    ]);
+  const row = (await (options.lock ? query.forShare() : query).first('f.out_refund_no')) as
+    { out_refund_no: string } | undefined;
+  return row?.out_refund_no;
 }

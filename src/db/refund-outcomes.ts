@@ -17,7 +17,7 @@ import type { OrderStatus } from '../contracts/order';
 import type { ProviderNotice } from '../providers/types';
 import { retryDeadlocks } from './knex';
 import { OrderEventBatch } from './order-events';
-import { transitionIn } from './order-transitions';
+import { REFUND_FAILED_REASON, transitionIn } from './order-transitions';
 
 /** A REFUND notice that names one of our refund numbers and states that refund's outcome. */
 export type RefundOutcomeNotice = ProviderNotice & {
@@ -40,7 +40,7 @@ export function isRefundOutcome(notice: ProviderNotice): notice is RefundOutcome
 const SENT_TO_REVIEW_FROM: OrderStatus[] = ['REFUNDED', 'PAID', 'EXPIRED', 'CANCELLED', 'FAILED'];
 
 /** The status reason of an order a failed refund sent to review. */
-export const REFUND_FAILED_REASON = 'REFUND_FAILED';
+export { REFUND_FAILED_REASON } from './order-transitions';
 
 /** What recordRefundOutcome did. */
 export type RefundOutcomeResult =
@@ -148,8 +148,8 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
   // A PENDING refund belongs to a refund step still running: the order is its workflow's, and the step, finding the
   // refund FAILED, fails and sends the order to review itself (refundPayment).
   if (refundWas === 'SUCCEEDED') {
-    const order = (await trx('orders').where({ order_id: orderId }).forUpdate().first('status')) as
-      { status: OrderStatus } | undefined;
+    const order = (await trx('orders').where({ order_id: orderId }).forUpdate().first('status', 'status_reason')) as
+      { status: OrderStatus; status_reason: string | null } | undefined;
     if (order) {
       const done = await transitionIn(
         trx,
@@ -169,6 +169,15 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
       );
       orderStatus = done.status;
       orderChanged = done.changed;
+      // Already in review for something else: that review keeps the order (and its reason), and this entry names the
+      // failed refund, whose review the API now sends decisions to first (order-actions, review).
+      // (In review for another failed refund already: that one is decided first, and the next after it, as before.)
+      if (order.status === 'NEEDS_REVIEW' && order.status_reason !== REFUND_FAILED_REASON)
+        events.add(
+          'ORDER_NEEDS_REVIEW',
+          `Refund ${no} failed at ${notice.provider} (${why}) while the order was in review for something else: the buyer has not been paid back; the next review decision settles this refund first`,
+          { from: 'NEEDS_REVIEW', reason: REFUND_FAILED_REASON, outRefundNo: no },
+        );
     }
   }
   await events.write(trx);
