@@ -511,6 +511,40 @@ test('REFUND.SUCCESS for a refund we hold as made is acknowledged and changes no
   expect(await snapshot(seeded.orderId)).toEqual(before);
 });
 
+test('REFUND.SUCCESS after ABNORMAL (the refund resubmitted under its number) is recorded, and its review refuses to refund it again', async () => {
+  // The review paid the failed refund again under a new number while WeChat had paid the resubmitted one: twice.
+  const seeded = await seedFailedRefund();
+  const success = wechatRefundNotification('REFUND.SUCCESS', {
+    orderId: seeded.orderId,
+    outRefundNo: seeded.outRefundNo,
+    transactionId: seeded.tradeNo,
+    refundId: seeded.refundNo,
+    amount: seeded.amount,
+  });
+  expect(await deliver(success)).toEqual({ status: 204, body: '' });
+  // Redelivered: recorded once.
+  expect(await deliver({ ...success, headers: signedWechat(success.body) })).toEqual({ status: 204, body: '' });
+  const after = await snapshot(seeded.orderId);
+  expect(after.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
+  expect(after.events.filter((e: { type: string }) => e.type === 'REFUND_SUCCEEDED_AFTER_FAILURE')).toHaveLength(1);
+  const again = await decide(seeded.orderId, { decision: 'refund', operator: 'gus', reason: 'card closed' });
+  expect(again).toMatchObject({
+    status: 409,
+    body: { error: 'REVIEW_DECISION_REFUSED', failedOutRefundNo: seeded.outRefundNo },
+  });
+  const retryNo = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount);
+  expect(wxRefundPosts.get(retryNo)).toBeUndefined();
+  // Closed without a new refund, the order is REFUNDED again.
+  const closed = await decide(seeded.orderId, {
+    decision: 'refund',
+    operator: 'gus',
+    reason: 'WeChat paid the resubmitted refund',
+    refundAmount: 0,
+  });
+  expect(closed).toMatchObject({ status: 200, body: { status: 'REFUNDED' } });
+  expect(wxRefundPosts.get(retryNo)).toBeUndefined();
+});
+
 test('a refund failure for a refund number we do not know is acknowledged and changes nothing', async () => {
   const seeded = await seedRefundedOrder('wechat');
   const before = await snapshot(seeded.orderId);

@@ -33,6 +33,7 @@ import {
 } from '../contracts/order';
 import { jsonColumn } from '../db/json';
 import { REFUND_FAILED_REASON, unsettledFailedRefund } from '../db/order-transitions';
+import { successAfterFailureRecorded } from '../db/refund-outcomes';
 import { claimEscalation, createSupportTicket } from '../db/support-tickets';
 import { ProviderPaymentState, type ProviderRegistry } from '../providers/types';
 import { withTemporalDeadline } from '../temporal/calls';
@@ -249,6 +250,17 @@ export class OrderActions {
           REVIEW_DECISION_REFUSED,
           failedRefundApproveRefusal(failed.failedOutRefundNo, failed.provider),
           { decision: decision.decision },
+        );
+      // The provider reported the failed refund succeeded after all (a resubmission): a new refund would pay twice.
+      if (
+        (decision.refundAmount ?? failed.amount) > 0 &&
+        (await successAfterFailureRecorded(this.deps.db, orderId, failed.failedOutRefundNo))
+      )
+        throw new ApiError(
+          409,
+          REVIEW_DECISION_REFUSED,
+          `refund ${failed.failedOutRefundNo} failed, then ${failed.provider} reported it succeeded: the buyer has this money; close the review with refundAmount 0 (no new refund)`,
+          { failedOutRefundNo: failed.failedOutRefundNo },
         );
       send = () => this.decideFailedRefund(failed, decision);
     } else {

@@ -59,7 +59,28 @@ export type RefundOutcomeResult =
   /** No refund of ours has that number (a refund made in the provider's console, another system's). */
   | { outcome: 'UNKNOWN_REFUND' }
   /** Our refund number, but another provider's refund or another order's: refused, nothing changed. */
-  | { outcome: 'NOT_THIS_REFUND'; orderId: string; detail: string };
+  | { outcome: 'NOT_THIS_REFUND'; orderId: string; detail: string }
+  /**
+   * A refund FAILED here reported succeeded (WeChat, after the merchant resubmitted the ABNORMAL refund under its
+   * number): recorded on the timeline (once); the refund's review then refuses a new refund of it (order-actions).
+   */
+  | { outcome: 'SUCCEEDED_AFTER_FAILURE'; orderId: string; recordedNow: boolean };
+
+/** The timeline entry of a failed refund its provider reported succeeded afterwards. */
+export const REFUND_SUCCEEDED_AFTER_FAILURE = 'REFUND_SUCCEEDED_AFTER_FAILURE';
+
+/** Whether the order's timeline says refund `outRefundNo` was reported succeeded after it failed. */
+export async function successAfterFailureRecorded(
+  db: Knex | Knex.Transaction,
+  orderId: string,
+  outRefundNo: string,
+): Promise<boolean> {
+  const row = await db('order_events')
+    .where({ order_id: orderId, type: REFUND_SUCCEEDED_AFTER_FAILURE })
+    .whereRaw("JSON_UNQUOTE(JSON_EXTRACT(data, '$.outRefundNo')) = ?", [outRefundNo])
+    .first('id');
+  return row !== undefined;
+}
 
 /** Records a refund's outcome reported by its provider (see the file comment). Throws on a database fault. */
 export async function recordRefundOutcome(db: Knex, notice: RefundOutcomeNotice): Promise<RefundOutcomeResult> {
@@ -98,6 +119,25 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
       orderId,
       detail: `refund ${no} refunds order ${refund.out_trade_no}; the notice names ${notice.outTradeNo}`,
     };
+  // WeChat only: a refund it reported ABNORMAL may be resubmitted under the same number (the runbook says so) and then
+  // succeed, so its SUCCESS after the failure is news. Stripe's failed is final, and its events come in any order: a
+  // succeeded event after the failure is an older one, and changes nothing.
+  if (notice.refundStatus === 'SUCCEEDED' && refund.status === 'FAILED' && notice.provider === 'wechat') {
+    // The money reached the buyer after all. The refund stays FAILED here (its review is what settles it, and a stale
+    // redelivery of the failure must not undo anything), but a review must not pay it a second time: the entry is what
+    // the API reads to refuse a new refund of it.
+    const recorded = await successAfterFailureRecorded(trx, orderId, no);
+    if (!recorded) {
+      const events = new OrderEventBatch(orderId);
+      events.add(
+        REFUND_SUCCEEDED_AFTER_FAILURE,
+        `Refund ${no} that failed at ${notice.provider} was reported succeeded afterwards (${notice.providerEvent}, after a resubmission under its number): the buyer has this money; check it at ${notice.provider}, then close its review without a new refund (refundAmount 0)`,
+        { outRefundNo: no, providerEvent: notice.providerEvent, notificationId: notice.notificationId },
+      );
+      await events.write(trx);
+    }
+    return { outcome: 'SUCCEEDED_AFTER_FAILURE', orderId, recordedNow: !recorded };
+  }
   if (notice.refundStatus !== 'FAILED')
     return {
       outcome: 'NO_CHANGE',

@@ -84,6 +84,12 @@ export function registerCallbackRoutes(
         case 'NOT_THIS_REFUND':
           request.log.warn(facts, `refund notice refused, nothing changed: ${result.detail}`);
           return;
+        case 'SUCCEEDED_AFTER_FAILURE':
+          request.log.warn(
+            facts,
+            `refund ${notice.outRefundNo} that had failed is reported succeeded: its review must close without a new refund`,
+          );
+          return;
       }
     }
 
