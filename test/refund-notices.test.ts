@@ -543,6 +543,8 @@ test('REFUND.SUCCESS after ABNORMAL (the refund resubmitted under its number) is
   });
   expect(closed).toMatchObject({ status: 200, body: { status: 'REFUNDED' } });
   expect(wxRefundPosts.get(retryNo)).toBeUndefined();
+  // The order's payment went back: its row says REFUNDED again (it said PAID while the refund stood failed).
+  expect((await snapshot(seeded.orderId)).payment).toEqual({ status: 'REFUNDED', trade_no: seeded.tradeNo });
 });
 
 test('a refund failure for a refund number we do not know is acknowledged and changes nothing', async () => {
@@ -628,6 +630,15 @@ test('a refund failure arriving while the refund step has not recorded the refun
   expect(after.order.status).toBe('PAID');
   expect(after.payment.status).toBe('PAID');
   expect(after.events.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED']);
+  // Its workflow sends the order to review for that failure (as stopForReview does): the decision is that review's, on
+  // that very refund, not the failed-refund review's that an order already in review for something else gets.
+  await sys
+    .db('orders')
+    .where({ order_id: seeded.orderId })
+    .update({ status: 'NEEDS_REVIEW', status_reason: 'PROVIDER_REJECTED' });
+  const decided = await decide(seeded.orderId, { decision: 'approve', operator: 'fay', reason: 'keep the paid order' });
+  expect(decided.body.error).not.toBe('REVIEW_DECISION_REFUSED');
+  expect(decided.body.failedOutRefundNo).toBeUndefined();
 });
 
 // ---- Stripe ----
@@ -970,7 +981,7 @@ test('a refund that fails while its order is in review for something else is set
   // Decisions were routed by the order's reason alone, which still named the other review: the failed refund never got
   // one, and an approval there left its buyer unpaid.
   const seeded = await seedRefundedOrder('wechat', { orderStatus: 'NEEDS_REVIEW' });
-  await sys.db('orders').where({ order_id: seeded.orderId }).update({ status_reason: 'AMOUNT_MISMATCH' });
+  await sys.db('orders').where({ order_id: seeded.orderId }).update({ status_reason: 'PAYMENT_MISMATCH' });
   wxPaid.set(toWechatOutTradeNo(seeded.orderId), { total: seeded.amount, transactionId: seeded.tradeNo });
   const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
     orderId: seeded.orderId,
@@ -983,7 +994,7 @@ test('a refund that fails while its order is in review for something else is set
   const failed = await snapshot(seeded.orderId);
   expect(failed.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
   // The other review keeps the order and its reason; an entry names the failed refund.
-  expect(failed.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'AMOUNT_MISMATCH' });
+  expect(failed.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'PAYMENT_MISMATCH' });
   expect(failed.events.map((e: { type: string }) => e.type)).toEqual(['REFUND_FAILED', 'ORDER_NEEDS_REVIEW']);
 
   // A decision that does not name the failed refund is refused, naming it: it is settled first.
@@ -1004,10 +1015,15 @@ test('a refund that fails while its order is in review for something else is set
   const after = await snapshot(seeded.orderId);
   expect(after.refunds).toContainEqual({ out_refund_no: retryNo, status: 'SUCCEEDED' });
   // Still in the other review, for its own decision.
-  expect(after.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'AMOUNT_MISMATCH' });
+  expect(after.order).toMatchObject({ status: 'NEEDS_REVIEW', status_reason: 'PAYMENT_MISMATCH' });
   expect(after.events.map((e: { type: string }) => e.type)).toContain('REFUND_FAILED_SETTLED_BY_REVIEW');
-  // The next decision goes to that review (its workflow, here none: seeded), no longer to the settled refund's.
+  // The order's own payment was refunded again: its payment row says so.
+  expect(after.payment).toEqual({ status: 'REFUNDED', trade_no: seeded.tradeNo });
+  // The next decision goes to that review (its workflow, here none: seeded, so the API finds no review waiting), no
+  // longer to the settled refund's.
   const next = await decide(seeded.orderId, { decision: 'approve', operator: 'erin', reason: 'amount is fine' });
+  expect(next.status).toBe(409);
+  expect(next.body.error).not.toBe('REVIEW_DECISION_REFUSED');
   expect(next.body.failedOutRefundNo).toBeUndefined();
   expect(wxRefundPosts.get(retryNo)).toBe(1);
 });

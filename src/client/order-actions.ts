@@ -206,6 +206,23 @@ export class OrderActions {
     }
   }
 
+  /**
+   * A refund that failed while the order was already in review for something else (its failure wrote an
+   * ORDER_NEEDS_REVIEW entry from NEEDS_REVIEW, refund-outcomes) and that nothing has settled yet. Not a refund whose
+   * failure failed its own refund step: that order's review (its workflow's) is about that very refund.
+   */
+  private async failedWhileInReview(orderId: string): Promise<string | undefined> {
+    const entries = (await this.deps
+      .db('order_events')
+      .where({ order_id: orderId, type: 'ORDER_NEEDS_REVIEW' })
+      .select('data')) as { data: unknown }[];
+    const named = entries
+      .map((e) => jsonColumn<{ from?: string; reason?: string; outRefundNo?: string }>(e.data))
+      .filter((d) => d?.from === 'NEEDS_REVIEW' && d.reason === REFUND_FAILED_REASON && d.outRefundNo)
+      .map((d) => d!.outRefundNo!);
+    return unsettledFailedRefund(this.deps.db, orderId, { among: named });
+  }
+
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
   async review(orderId: string, request: ReviewRequest): Promise<{ orderId: string; status: OrderStatus }> {
     const { failedOutRefundNo: named, ...decision } = request;
@@ -220,7 +237,7 @@ export class OrderActions {
     // routed by the order's reason, which still names that other review, so the failed refund would otherwise never
     // get one (and an approval there would leave its buyer unpaid).
     const failedFirst =
-      current.statusReason === REFUND_FAILED_REASON ? undefined : await unsettledFailedRefund(this.deps.db, orderId);
+      current.statusReason === REFUND_FAILED_REASON ? undefined : await this.failedWhileInReview(orderId);
     if (failedFirst !== undefined && named !== failedFirst)
       throw new ApiError(
         409,

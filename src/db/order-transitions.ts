@@ -105,6 +105,12 @@ export async function transitionIn(
       updated_at: trx.fn.now(3),
     });
   if (count !== 1) throw new Error(`order ${input.orderId} changed concurrently; will retry`);
+  // A failed refund of the order's own payment settled REFUNDED (refunded again, or the money returned another way):
+  // the payment row, set back to PAID when the refund failed (refund-outcomes), says REFUNDED again.
+  if (input.settlesFailedRefund && input.to === 'REFUNDED')
+    await trx('payments')
+      .where({ out_trade_no: input.orderId, status: 'PAID' })
+      .update({ status: 'REFUNDED', updated_at: trx.fn.now(3) });
   let paymentRecorded = false;
   if (input.payment) {
     const paid = await trx('payments')
@@ -166,11 +172,15 @@ async function refuseOnFailedRefund(trx: Knex.Transaction, input: TransitionInpu
 export async function unsettledFailedRefund(
   db: Knex | Knex.Transaction,
   orderId: string,
-  options: { except?: string; lock?: boolean } = {},
+  options: { except?: string; lock?: boolean; among?: string[] } = {},
 ): Promise<string | undefined> {
+  if (options.among?.length === 0) return undefined;
   const query = db('refunds as f')
     .where({ 'f.order_id': orderId, 'f.status': 'FAILED' })
     .whereNot('f.out_refund_no', options.except ?? '')
+    .modify((q) => {
+      if (options.among) q.whereIn('f.out_refund_no', options.among);
+    })
     .whereNotExists(
       db('refunds as s')
         .whereRaw('s.order_id = f.order_id AND s.trade_no <=> f.trade_no')
