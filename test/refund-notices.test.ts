@@ -337,9 +337,14 @@ function decide(orderId: string, decision: Record<string, unknown>) {
   });
 }
 
-/** A seeded WeChat order whose refund WeChat then reports ABNORMAL: NEEDS_REVIEW (REFUND_FAILED). */
-async function seedFailedRefund(o: { orderStatus?: string } = {}) {
-  const seeded = await seedRefundedOrder('wechat', o);
+/**
+ * A seeded WeChat order whose refund WeChat then reports ABNORMAL: NEEDS_REVIEW (REFUND_FAILED); with `inReviewFor`,
+ * an order already in review for that reason, which it keeps.
+ */
+async function seedFailedRefund(o: { orderStatus?: string; inReviewFor?: string } = {}) {
+  const seeded = await seedRefundedOrder('wechat', o.inReviewFor ? { orderStatus: 'NEEDS_REVIEW' } : o);
+  if (o.inReviewFor)
+    await sys.db('orders').where({ order_id: seeded.orderId }).update({ status_reason: o.inReviewFor });
   wxPaid.set(toWechatOutTradeNo(seeded.orderId), { total: seeded.amount, transactionId: seeded.tradeNo });
   const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
     orderId: seeded.orderId,
@@ -351,7 +356,7 @@ async function seedFailedRefund(o: { orderStatus?: string } = {}) {
   expect((await deliver(abnormal)).status).toBe(204);
   expect((await snapshot(seeded.orderId)).order).toMatchObject({
     status: 'NEEDS_REVIEW',
-    status_reason: 'REFUND_FAILED',
+    status_reason: o.inReviewFor ?? 'REFUND_FAILED',
   });
   return seeded;
 }
@@ -980,17 +985,7 @@ test('two refunds of an order both reported failed: settling the one under revie
 test('a refund that fails while its order is in review for something else is settled first, and the order stays in that review', async () => {
   // Decisions were routed by the order's reason alone, which still named the other review: the failed refund never got
   // one, and an approval there left its buyer unpaid.
-  const seeded = await seedRefundedOrder('wechat', { orderStatus: 'NEEDS_REVIEW' });
-  await sys.db('orders').where({ order_id: seeded.orderId }).update({ status_reason: 'PAYMENT_MISMATCH' });
-  wxPaid.set(toWechatOutTradeNo(seeded.orderId), { total: seeded.amount, transactionId: seeded.tradeNo });
-  const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
-    orderId: seeded.orderId,
-    outRefundNo: seeded.outRefundNo,
-    transactionId: seeded.tradeNo,
-    refundId: seeded.refundNo,
-    amount: seeded.amount,
-  });
-  expect((await deliver(abnormal)).status).toBe(204);
+  const seeded = await seedFailedRefund({ inReviewFor: 'PAYMENT_MISMATCH' });
   const failed = await snapshot(seeded.orderId);
   expect(failed.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
   // The other review keeps the order and its reason; an entry names the failed refund.

@@ -61,39 +61,21 @@ export async function transitionIn(
     // order stays in that review, its reason untouched, for the next decision to reach it.
     const order = (await trx('orders').where({ order_id: input.orderId }).first('status_reason')) as
       { status_reason: string | null } | undefined;
-    if (order && order.status_reason !== REFUND_FAILED_REASON) {
-      events.add(input.event.type, input.event.message, {
-        from: current,
-        to: current,
-        reason: input.reason,
-        ...input.event.data,
+    if (order && order.status_reason !== REFUND_FAILED_REASON)
+      return staysInReview(events, input, current, {
+        message: `Failed refund ${input.settlesFailedRefund} is settled; the order stays in review for ${order.status_reason ?? 'its other review'}`,
+        data: { from: current, reason: order.status_reason, after: input.settlesFailedRefund },
       });
-      events.add(
-        'ORDER_NEEDS_REVIEW',
-        `Failed refund ${input.settlesFailedRefund} is settled; the order stays in review for ${order.status_reason ?? 'its other review'}`,
-        { from: current, reason: order.status_reason, after: input.settlesFailedRefund },
-      );
-      return { changed: false, status: current, paymentRecorded: false };
-    }
   }
   if (claimsRefund(input)) {
     const next = await refuseOnFailedRefund(trx, input);
     // A review settled one failed refund while another of the order's is still unsettled: the order stays in review,
     // now for that one (the API routes the next decision to it by this entry), instead of REFUNDED over a buyer unpaid.
-    if (next) {
-      events.add(input.event.type, input.event.message, {
-        from: current,
-        to: current,
-        reason: input.reason,
-        ...input.event.data,
+    if (next)
+      return staysInReview(events, input, current, {
+        message: `Refund ${next} of this order also failed at the provider and is not settled: the order stays in review for it`,
+        data: { from: input.to, reason: REFUND_FAILED_REASON, outRefundNo: next, after: input.settlesFailedRefund },
       });
-      events.add(
-        'ORDER_NEEDS_REVIEW',
-        `Refund ${next} of this order also failed at the provider and is not settled: the order stays in review for it`,
-        { from: input.to, reason: 'REFUND_FAILED', outRefundNo: next, after: input.settlesFailedRefund },
-      );
-      return { changed: false, status: current, paymentRecorded: false };
-    }
   }
   const count = await trx('orders')
     .where({ order_id: input.orderId, status: current })
@@ -133,6 +115,26 @@ export async function transitionIn(
     ...input.event.data,
   });
   return { changed: true, status: input.to, from: current, paymentRecorded };
+}
+
+/**
+ * A review's decision carried out (its entry) while the order stays in review (the ORDER_NEEDS_REVIEW entry says for
+ * what): nothing changes on the order row.
+ */
+function staysInReview(
+  events: OrderEventBatch,
+  input: TransitionInput,
+  current: OrderStatus,
+  review: { message: string; data: Record<string, unknown> },
+): TransitionDone {
+  events.add(input.event.type, input.event.message, {
+    from: current,
+    to: current,
+    reason: input.reason,
+    ...input.event.data,
+  });
+  events.add('ORDER_NEEDS_REVIEW', review.message, review.data);
+  return { changed: false, status: current, paymentRecorded: false };
 }
 
 /** A change that says money went back to the buyer: REFUNDED, or a late trade refunded with the order kept PAID. */
