@@ -182,6 +182,20 @@ function wechatRefundNotification(
   return { provider: 'wechat', body: Buffer.from(body), headers: signedWechat(body) };
 }
 
+/** A WeChat notification about the refund of a seeded order (seedRefundedOrder). */
+function seededRefundNotification(
+  event: WechatRefundEvent,
+  seeded: { orderId: string; outRefundNo: string; tradeNo: string; refundNo: string; amount: number },
+): Delivery {
+  return wechatRefundNotification(event, {
+    orderId: seeded.orderId,
+    outRefundNo: seeded.outRefundNo,
+    transactionId: seeded.tradeNo,
+    refundId: seeded.refundNo,
+    amount: seeded.amount,
+  });
+}
+
 function signedWechat(body: string | Buffer): Record<string, string> {
   return {
     'content-type': 'application/json',
@@ -346,13 +360,7 @@ async function seedFailedRefund(o: { orderStatus?: string; inReviewFor?: string 
   if (o.inReviewFor)
     await sys.db('orders').where({ order_id: seeded.orderId }).update({ status_reason: o.inReviewFor });
   wxPaid.set(toWechatOutTradeNo(seeded.orderId), { total: seeded.amount, transactionId: seeded.tradeNo });
-  const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
-    orderId: seeded.orderId,
-    outRefundNo: seeded.outRefundNo,
-    transactionId: seeded.tradeNo,
-    refundId: seeded.refundNo,
-    amount: seeded.amount,
-  });
+  const abnormal = seededRefundNotification('REFUND.ABNORMAL', seeded);
   expect((await deliver(abnormal)).status).toBe(204);
   expect((await snapshot(seeded.orderId)).order).toMatchObject({
     status: 'NEEDS_REVIEW',
@@ -487,13 +495,7 @@ test('a WeChat refund answered PROCESSING that then ends REFUND.ABNORMAL takes t
 test('REFUND.CLOSED fails the refund of a REFUNDED order just as ABNORMAL does', async () => {
   const seeded = await seedRefundedOrder('wechat');
   const failuresBefore = (await refundFailures('wechat')) ?? 0;
-  const closed = wechatRefundNotification('REFUND.CLOSED', {
-    orderId: seeded.orderId,
-    outRefundNo: seeded.outRefundNo,
-    transactionId: seeded.tradeNo,
-    refundId: seeded.refundNo,
-    amount: seeded.amount,
-  });
+  const closed = seededRefundNotification('REFUND.CLOSED', seeded);
   expect((await deliver(closed)).status).toBe(204);
   const after = await snapshot(seeded.orderId);
   expect(after.refunds).toEqual([{ out_refund_no: seeded.outRefundNo, status: 'FAILED' }]);
@@ -505,13 +507,7 @@ test('REFUND.CLOSED fails the refund of a REFUNDED order just as ABNORMAL does',
 test('REFUND.SUCCESS for a refund we hold as made is acknowledged and changes nothing', async () => {
   const seeded = await seedRefundedOrder('wechat');
   const before = await snapshot(seeded.orderId);
-  const success = wechatRefundNotification('REFUND.SUCCESS', {
-    orderId: seeded.orderId,
-    outRefundNo: seeded.outRefundNo,
-    transactionId: seeded.tradeNo,
-    refundId: seeded.refundNo,
-    amount: seeded.amount,
-  });
+  const success = seededRefundNotification('REFUND.SUCCESS', seeded);
   expect(await deliver(success)).toEqual({ status: 204, body: '' });
   expect(await snapshot(seeded.orderId)).toEqual(before);
 });
@@ -519,13 +515,7 @@ test('REFUND.SUCCESS for a refund we hold as made is acknowledged and changes no
 test('REFUND.SUCCESS after ABNORMAL (the refund resubmitted under its number) is recorded, and its review refuses to refund it again', async () => {
   // The review paid the failed refund again under a new number while WeChat had paid the resubmitted one: twice.
   const seeded = await seedFailedRefund();
-  const success = wechatRefundNotification('REFUND.SUCCESS', {
-    orderId: seeded.orderId,
-    outRefundNo: seeded.outRefundNo,
-    transactionId: seeded.tradeNo,
-    refundId: seeded.refundNo,
-    amount: seeded.amount,
-  });
+  const success = seededRefundNotification('REFUND.SUCCESS', seeded);
   expect(await deliver(success)).toEqual({ status: 204, body: '' });
   // Redelivered: recorded once.
   expect(await deliver({ ...success, headers: signedWechat(success.body) })).toEqual({ status: 204, body: '' });
@@ -793,13 +783,7 @@ test('a failed refund of another trade of a PAID order is refunded again (a name
   await sys.db('orders').where({ order_id: seeded.orderId }).update({ status: 'PAID', paid_trade_no: ownTrade });
   await sys.db('payments').where({ out_trade_no: seeded.orderId }).update({ status: 'PAID', trade_no: ownTrade });
   wxPaid.set(toWechatOutTradeNo(seeded.orderId), { total: seeded.amount, transactionId: ownTrade });
-  const abnormal = wechatRefundNotification('REFUND.ABNORMAL', {
-    orderId: seeded.orderId,
-    outRefundNo: seeded.outRefundNo,
-    transactionId: seeded.tradeNo,
-    refundId: seeded.refundNo,
-    amount: seeded.amount,
-  });
+  const abnormal = seededRefundNotification('REFUND.ABNORMAL', seeded);
   expect((await deliver(abnormal)).status).toBe(204);
   expect((await snapshot(seeded.orderId)).order).toMatchObject({
     status: 'NEEDS_REVIEW',

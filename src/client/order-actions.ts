@@ -132,15 +132,10 @@ export class OrderActions {
     /** The failed refund to review, when the order is in review for something else (its own entry, if any). */
     wanted?: string,
   ): Promise<{ input: FailedRefundReviewInput; afterAnother: boolean }> {
-    const entries = (await this.deps
-      .db('order_events')
-      .where({ order_id: orderId, type: 'ORDER_NEEDS_REVIEW' })
-      .orderBy('id', 'desc')
-      .select('data')) as { data: unknown }[];
     const entry =
-      entries
-        .map((e) => jsonColumn<{ from?: OrderStatus; reason?: string; outRefundNo?: string; after?: string }>(e.data))
-        .find((d) => d?.reason === REFUND_FAILED_REASON && d.outRefundNo && (!wanted || d.outRefundNo === wanted)) ??
+      (await this.reviewEntries(orderId)).find(
+        (d) => d.reason === REFUND_FAILED_REASON && d.outRefundNo && (!wanted || d.outRefundNo === wanted),
+      ) ??
       (wanted ? { from: 'NEEDS_REVIEW' as OrderStatus, reason: REFUND_FAILED_REASON, outRefundNo: wanted } : undefined);
     const refund = entry?.outRefundNo
       ? ((await this.deps
@@ -212,15 +207,24 @@ export class OrderActions {
    * failure failed its own refund step: that order's review (its workflow's) is about that very refund.
    */
   private async failedWhileInReview(orderId: string): Promise<string | undefined> {
-    const entries = (await this.deps
+    const named = (await this.reviewEntries(orderId))
+      .filter((d) => d.from === 'NEEDS_REVIEW' && d.reason === REFUND_FAILED_REASON && d.outRefundNo)
+      .map((d) => d.outRefundNo!);
+    return unsettledFailedRefund(this.deps.db, orderId, { among: named });
+  }
+
+  /** The data of the order's ORDER_NEEDS_REVIEW timeline entries, latest first: why it went to review, each time. */
+  private async reviewEntries(
+    orderId: string,
+  ): Promise<{ from?: OrderStatus; reason?: string; outRefundNo?: string; after?: string }[]> {
+    const rows = (await this.deps
       .db('order_events')
       .where({ order_id: orderId, type: 'ORDER_NEEDS_REVIEW' })
+      .orderBy('id', 'desc')
       .select('data')) as { data: unknown }[];
-    const named = entries
-      .map((e) => jsonColumn<{ from?: string; reason?: string; outRefundNo?: string }>(e.data))
-      .filter((d) => d?.from === 'NEEDS_REVIEW' && d.reason === REFUND_FAILED_REASON && d.outRefundNo)
-      .map((d) => d!.outRefundNo!);
-    return unsettledFailedRefund(this.deps.db, orderId, { among: named });
+    return rows
+      .map((e) => jsonColumn<{ from?: OrderStatus; reason?: string; outRefundNo?: string; after?: string }>(e.data))
+      .filter((d) => d !== undefined);
   }
 
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */

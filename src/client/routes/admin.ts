@@ -220,32 +220,28 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
         [userId, body.balance, body.balance],
       );
     } else {
-      // Compare and set: only from the balance the operator read (a user without a row has 0).
+      // Compare and set: only from the balance the operator read (a user without a row has 0, and gets one).
       const expected = body.expectedAvailable;
-      const changed =
-        expected === 0
-          ? Number(
-              (
-                (await deps.db.raw(
-                  'INSERT IGNORE INTO user_points (user_id, available, frozen, spent, total_in) VALUES (?, ?, 0, 0, ?)',
-                  [userId, body.balance, body.balance],
-                )) as [{ affectedRows: number }]
-              )[0].affectedRows,
-            )
-          : 0;
-      const updated =
-        changed === 1
-          ? 1
-          : await deps
-              .db('user_points')
-              .where({ user_id: userId, available: expected })
-              .update({
-                total_in: deps.db.raw('? + frozen + spent', [body.balance]),
-                available: body.balance,
-                updated_at: deps.db.fn.now(3),
-              });
+      const created =
+        expected === 0 &&
+        (
+          (await deps.db.raw(
+            'INSERT IGNORE INTO user_points (user_id, available, frozen, spent, total_in) VALUES (?, ?, 0, 0, ?)',
+            [userId, body.balance, body.balance],
+          )) as [{ affectedRows: number }]
+        )[0].affectedRows === 1;
+      const set =
+        created ||
+        (await deps
+          .db('user_points')
+          .where({ user_id: userId, available: expected })
+          .update({
+            total_in: deps.db.raw('? + frozen + spent', [body.balance]),
+            available: body.balance,
+            updated_at: deps.db.fn.now(3),
+          })) === 1;
       // (An UPDATE that changes nothing counts 0 rows: setting the balance it already has, read back, is no conflict.)
-      const now = updated === 1 ? undefined : await readPoints(deps.db, userId);
+      const now = set ? undefined : await readPoints(deps.db, userId);
       if (now && !(now.available === expected && expected === body.balance)) {
         throw new ApiError(
           409,

@@ -236,19 +236,19 @@ export function keepEnsuringReconciliationSchedules(options: {
   let wake: (() => void) | undefined;
   const done = (async () => {
     for (let attempt = 0; !stopped; attempt++) {
+      const retryInMs = delays[Math.min(attempt, delays.length - 1)]!;
       try {
         await ensure();
         for (const provider of providers) metrics.reconciliationScheduleReady.set({ provider }, 1);
         return;
       } catch (err) {
         for (const provider of providers) metrics.reconciliationScheduleReady.set({ provider }, 0);
-        const retryInMs = delays[Math.min(attempt, delays.length - 1)]!;
         logger.error({ err, attempt: attempt + 1, retryInMs }, 'reconciliation schedule not created; will retry');
       }
       if (stopped) return;
       await new Promise<void>((resolve) => {
         wake = resolve;
-        timer = setTimeout(resolve, delays[Math.min(attempt, delays.length - 1)]);
+        timer = setTimeout(resolve, retryInMs);
         timer.unref();
       });
     }
