@@ -606,6 +606,57 @@ describe('order API', () => {
     ).toMatchObject({ currency: 'CNY' });
   });
 
+  test('a stock replacement from a stale read is refused with expectedAvailable: units reserved since the read are not sold twice', async () => {
+    // An operator read 10 available, an order then reserved 4 (across buckets), and the operator's "set it to 10"
+    // would have made 10 sellable while 4 were already held: 14 units promised from 10.
+    const auth = { authorization: `Bearer ${sys.config.adminToken}` };
+    const sku = await createProduct(sys, { price: 500, stock: 10 });
+    const put = (body: Record<string, unknown>) =>
+      sys.http('PUT', `/admin/products/${sku}`, { name: 'hot', price: 500, ...body }, auth);
+    expect((await put({ stock: 10, buckets: 3 })).status).toBe(200);
+    const read = await sys.http('GET', `/admin/products/${sku}`, undefined, auth);
+    expect(read.body).toMatchObject({ stock: { available: 10 } });
+    const order = await sys.http('POST', '/orders', { userId: userId(), items: [{ sku, quantity: 4 }] });
+    expect(order.status).toBe(201);
+
+    const stale = await put({ stock: 10, expectedAvailable: read.body.stock.available });
+    expect(stale.status).toBe(409);
+    expect(stale.body).toMatchObject({
+      error: 'STOCK_CHANGED',
+      available: 6,
+      reserved: 4,
+      sold: 0,
+      expectedAvailable: 10,
+    });
+    expect(await stockOf(sys, sku)).toEqual({ available: 6, reserved: 4, sold: 0 });
+    // Read again, decided again: accepted.
+    const fresh = await put({ stock: 8, expectedAvailable: 6 });
+    expect(fresh.status).toBe(200);
+    expect(fresh.body).toMatchObject({ stock: { available: 8, reserved: 4, sold: 0 } });
+    // A product that does not exist has 0 available.
+    const missing = `nope-${randomBytes(4).toString('hex')}`;
+    expect(
+      (
+        await sys.http(
+          'PUT',
+          `/admin/products/${missing}`,
+          { name: 'n', price: 1, stock: 1, expectedAvailable: 2 },
+          auth,
+        )
+      ).body,
+    ).toMatchObject({ error: 'STOCK_CHANGED', available: 0 });
+    expect(
+      (
+        await sys.http(
+          'PUT',
+          `/admin/products/${missing}`,
+          { name: 'n', price: 1, stock: 1, expectedAvailable: 0 },
+          auth,
+        )
+      ).status,
+    ).toBe(201);
+  });
+
   test('healthz and metrics answer', async () => {
     expect((await sys.http('GET', '/healthz')).body).toMatchObject({
       status: 'ok',

@@ -117,6 +117,12 @@ export const PutProductRequest = z
      * (default: keep the current count; a new product has 1). Available stock is spread evenly over them.
      */
     buckets: z.number().int().min(1).max(MAX_STOCK_BUCKETS).optional(),
+    /**
+     * The available stock the operator read (GET, summed over the buckets): the stock is replaced only if it is still
+     * that, else 409 STOCK_CHANGED with the current figures. Orders reserve and release units all the time; without
+     * it a replacement made from a stale read re-adds units that were sold in between.
+     */
+    expectedAvailable: z.number().int().min(0).max(1_000_000_000).optional(),
   })
   .strict();
 export type PutProductRequest = z.infer<typeof PutProductRequest>;

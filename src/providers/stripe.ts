@@ -133,8 +133,12 @@ const Intent = z.object({
 export function createStripeProvider(options: StripeProviderOptions): PaymentProvider & BillSource {
   const base = options.apiBase ? new URL(options.apiBase) : undefined;
   const stripe = new Stripe(options.secretKey.reveal(), {
-    maxNetworkRetries: 2,
-    timeout: options.timeoutMs ?? 15_000,
+    // One request per call, answered or failed within the timeout: retries are the activity's, declared with its
+    // timeout (as for the other adapters). The SDK's own retries (2, backoff up to 5 s or a Retry-After up to 60 s,
+    // 15 s a request) let one attempt run past the activity's 15 s: the next attempt then overlapped it, was
+    // answered 409 for the shared Idempotency-Key and retried again, while the first kept calling Stripe.
+    maxNetworkRetries: 0,
+    timeout: options.timeoutMs ?? 10_000,
     telemetry: false,
     appInfo: { name: 'payflow' },
     ...(base

@@ -74,9 +74,11 @@ async function replaceStock(
   sku: string,
   stock: number,
   requested: number | undefined,
+  expectedAvailable: number | undefined,
 ): Promise<void> {
-  const base = (await trx('stock').where({ sku }).forUpdate().first('buckets', 'reserved', 'sold')) as {
+  const base = (await trx('stock').where({ sku }).forUpdate().first('buckets', 'available', 'reserved', 'sold')) as {
     buckets: number;
+    available: number;
     reserved: number;
     sold: number;
   };
@@ -84,7 +86,23 @@ async function replaceStock(
     .where({ sku })
     .forUpdate()
     .orderBy('bucket')
-    .select('bucket', 'reserved', 'sold')) as { bucket: number; reserved: number; sold: number }[];
+    .select('bucket', 'available', 'reserved', 'sold')) as {
+    bucket: number;
+    available: number;
+    reserved: number;
+    sold: number;
+  }[];
+  if (expectedAvailable !== undefined) {
+    // Compared under the locks of every row of the SKU: no Try, cancel or return can move a unit until the commit.
+    const sum = (k: 'available' | 'reserved' | 'sold') => Number(base[k]) + rows.reduce((n, r) => n + Number(r[k]), 0);
+    if (sum('available') !== expectedAvailable)
+      throw new ApiError(
+        409,
+        'STOCK_CHANGED',
+        `${sku} has ${sum('available')} available, not ${expectedAvailable}: read it again and decide`,
+        { available: sum('available'), reserved: sum('reserved'), sold: sum('sold'), expectedAvailable },
+      );
+  }
   const buckets = requested ?? Math.max(1, Number(base.buckets));
   const removed = rows.filter((r) => Number(r.bucket) >= buckets);
   if (removed.some((r) => Number(r.reserved) > 0 || Number(r.sold) > 0)) {
@@ -148,6 +166,18 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
     const created = await retryDeadlocks(() =>
       deps.db.transaction(async (trx) => {
         const existing = await trx('products').where({ sku }).forUpdate().first('sku');
+        if (!existing && body.expectedAvailable !== undefined && body.expectedAvailable !== 0)
+          throw new ApiError(
+            409,
+            'STOCK_CHANGED',
+            `${sku} does not exist: it has 0 available, not ${body.expectedAvailable}`,
+            {
+              available: 0,
+              reserved: 0,
+              sold: 0,
+              expectedAvailable: body.expectedAvailable,
+            },
+          );
         if (existing) {
           await trx('products')
             .where({ sku })
@@ -162,7 +192,7 @@ export function registerAdminRoutes(app: FastifyInstance, deps: { db: Knex; admi
           await trx('stock').insert({ sku, available: 0, reserved: 0, sold: 0, total_in: 0, buckets: 1 });
         }
         // Replaces available stock; units already reserved or sold stay accounted for.
-        await replaceStock(trx, sku, body.stock, body.buckets);
+        await replaceStock(trx, sku, body.stock, body.buckets, body.expectedAvailable);
         return !existing;
       }),
     );
