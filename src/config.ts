@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { LATE_PAYMENT_RECHECK_DELAYS_MS } from './contracts/order-workflow';
 import { ProviderEnvError, type ProvidersConfig, providersFromEnv, testMoneyProblem } from './providers/config';
 import { parseDuration } from './shared/duration';
+import { Currency } from './shared/money';
 
 /** Default of WORKFLOW_TASK_POLLERS. */
 export const DEFAULT_WORKFLOW_TASK_POLLERS = 40;
@@ -120,6 +121,12 @@ const EnvSchema = z.object({
    * are refused in production and accepted without it in development.
    */
   SHOP_API_TOKEN: z.string().min(8, 'must be at least 8 characters').optional(),
+  /**
+   * The currency points are worth 1 minor unit of: an order redeems points only when it is priced in it (else 422
+   * POINTS_CURRENCY_MISMATCH). Points are stored value: 10,000 points meant as 100.00 CNY must not take 100.00 USD
+   * (or 10,000 JPY) off an order.
+   */
+  POINTS_CURRENCY: Currency.default('CNY'),
   PAYMENT_TIMEOUT: duration('15m'),
   QUERY_FIRST_DELAY: duration('30s'),
   QUERY_MAX_INTERVAL: duration('2m'),
@@ -324,6 +331,8 @@ export interface Config {
    * Undefined: such orders are refused in production, accepted in development.
    */
   shopApiToken: string | undefined;
+  /** POINTS_CURRENCY: 1 point = 1 minor unit of this currency; orders in another currency cannot redeem points. */
+  pointsCurrency: string;
   paymentTimeoutMs: number;
   queryFirstDelayMs: number;
   queryMaxIntervalMs: number;
@@ -502,6 +511,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     lateRecheckDelaysMs: e.LATE_PAYMENT_RECHECKS,
     adminToken: e.ADMIN_TOKEN,
     shopApiToken: e.SHOP_API_TOKEN,
+    pointsCurrency: e.POINTS_CURRENCY,
     paymentTimeoutMs: e.PAYMENT_TIMEOUT,
     queryFirstDelayMs: e.QUERY_FIRST_DELAY,
     queryMaxIntervalMs: e.QUERY_MAX_INTERVAL,

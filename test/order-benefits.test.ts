@@ -215,6 +215,27 @@ test('an order that coupon and points would make free is refused with 422 ZERO_A
   expect(await pointsOf(user)).toEqual({ available: 1000, frozen: 0, spent: 0 });
 });
 
+test('points redeemed on an order priced in another currency than POINTS_CURRENCY are refused 422 and hold nothing', async () => {
+  // 10,000 points granted as 100.00 CNY took 100.00 USD off a USD order (1 point = 1 minor unit, whatever the
+  // currency), and 10,000 JPY off a JPY one; the refund handed the points back to be spent again.
+  const user = userId();
+  await points(user, 10_000);
+  for (const currency of ['USD', 'JPY']) {
+    const sku = await createProduct(sys, { price: 20_000, stock: 2, currency });
+    const r = await sys.http('POST', '/orders', { userId: user, items: [{ sku, quantity: 1 }], points: 10_000 });
+    expect(r.status).toBe(422);
+    expect(r.body).toMatchObject({ error: 'POINTS_CURRENCY_MISMATCH', currency, pointsCurrency: 'CNY' });
+    expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
+  }
+  expect(await pointsOf(user)).toEqual({ available: 10_000, frozen: 0, spent: 0 });
+  // In the points' own currency they are redeemed as before.
+  const cny = await createProduct(sys, { price: 20_000, stock: 1 });
+  const ok = await sys.http('POST', '/orders', { userId: user, items: [{ sku: cny, quantity: 1 }], points: 10_000 });
+  expect(ok.status).toBe(201);
+  expect(ok.body).toMatchObject({ amount: 10_000, currency: 'CNY' });
+  expect(await pointsOf(user)).toEqual({ available: 0, frozen: 10_000, spent: 0 });
+});
+
 test("someone else's or an unknown coupon is refused with 409 COUPON_UNAVAILABLE before anything is reserved", async () => {
   const sku = await createProduct(sys, { price: 1000, stock: 2 });
   const code = await coupon(userId(), 100);

@@ -23,11 +23,13 @@ export interface ActivityDeps {
   providers: ProviderRegistry;
   /** Reconciliation's clock (whether a bill day has ended); default Date.now. */
   now?: () => number;
+  /** POINTS_CURRENCY: what points are worth 1 minor unit of; default CNY. */
+  pointsCurrency?: string;
 }
 
 /** Builds the activities object registered on the worker. */
-export function createActivities({ db, providers, now }: ActivityDeps) {
-  const single = createSingleActivities({ db, providers, now });
+export function createActivities({ db, providers, now, pointsCurrency }: ActivityDeps) {
+  const single = createSingleActivities({ db, providers, now, pointsCurrency });
   return {
     ...single,
     /**
@@ -41,10 +43,10 @@ export function createActivities({ db, providers, now }: ActivityDeps) {
 }
 
 /** The single steps: one activity per row change or provider call. */
-function createSingleActivities({ db, providers, now }: ActivityDeps) {
+function createSingleActivities({ db, providers, now, pointsCurrency }: ActivityDeps) {
   return {
     /** Prices the order from the catalog and stores it. */
-    createOrder: (input: orders.CreateOrderInput) => orders.createOrder(db, input),
+    createOrder: (input: orders.CreateOrderInput) => orders.createOrder(db, input, { pointsCurrency }),
     /** TCC Try for stock. */
     reserveStock: (input: { orderId: string; lines: stock.StockLine[] }) =>
       stock.tryReserveStockUnlessHeld(db, input.orderId, input.lines),

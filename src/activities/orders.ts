@@ -42,8 +42,16 @@ export interface PricedOrder {
   heldSkus?: string[];
 }
 
+/** The currency points are worth 1 minor unit of when the worker is not told (POINTS_CURRENCY's default). */
+export const DEFAULT_POINTS_CURRENCY = 'CNY';
+
 /** Creates the order priced from the catalog (never from the client). Idempotent: a retry returns the stored order. */
-export async function createOrder(db: Knex, input: CreateOrderInput): Promise<PricedOrder> {
+export async function createOrder(
+  db: Knex,
+  input: CreateOrderInput,
+  options: { pointsCurrency?: string } = {},
+): Promise<PricedOrder> {
+  const pointsCurrency = options.pointsCurrency ?? DEFAULT_POINTS_CURRENCY;
   return db.transaction(async (trx) => {
     // One read for both cases: the order if a retry finds it stored (with its lines), and the catalog prices; and the
     // order's stock fences, read with a shared lock and kept locked until this order row is committed. That lock is
@@ -137,7 +145,14 @@ export async function createOrder(db: Knex, input: CreateOrderInput): Promise<Pr
     const points = input.points ?? 0;
     if (!Number.isSafeInteger(points) || points < 0)
       throw businessFailure(FailureType.ORDER_CONFLICT, `points must be a non-negative integer, got ${points}`);
-    // 1 point = 1 minor unit. A total of zero or less is refused: there would be nothing to pay at a provider.
+    // 1 point = 1 minor unit of the points' currency: an order priced in another redeems none.
+    if (points > 0 && currency !== pointsCurrency)
+      throw businessFailure(
+        FailureType.POINTS_CURRENCY_MISMATCH,
+        `points are worth ${pointsCurrency} and this order is priced in ${currency}: order without points`,
+        { currency, pointsCurrency },
+      );
+    // A total of zero or less is refused: there would be nothing to pay at a provider.
     const amount = subtotal - discount - points;
     if (amount <= 0) {
       throw businessFailure(

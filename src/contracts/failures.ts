@@ -64,6 +64,11 @@ export const FAILURES = {
     api: { status: 409, code: 'INSUFFICIENT_POINTS', details: ['requested'] },
     tellsBuyer: true,
   },
+  POINTS_CURRENCY_MISMATCH: {
+    meaning: 'points redeemed on an order priced in another currency than the one points are worth (POINTS_CURRENCY)',
+    api: { status: 422, code: 'POINTS_CURRENCY_MISMATCH', details: ['currency', 'pointsCurrency'] },
+    tellsBuyer: true,
+  },
   ZERO_AMOUNT: {
     meaning: 'discount and points cover the whole order: nothing to charge',
     api: { status: 422, code: 'ZERO_AMOUNT', details: ['subtotal', 'discount', 'points'] },

@@ -73,7 +73,10 @@ export const CreateOrderRequest = z
     provider: ProviderName.default('sandbox'),
     /** A coupon of this user; its discount comes off the catalog total. */
     couponCode: CouponCode.optional(),
-    /** Points to redeem, 1 point = 1 minor unit off; the charged amount must stay above zero (else 422 ZERO_AMOUNT). */
+    /**
+     * Points to redeem, 1 point = 1 minor unit of POINTS_CURRENCY off (an order priced in another: 422
+     * POINTS_CURRENCY_MISMATCH); the charged amount must stay above zero (else 422 ZERO_AMOUNT).
+     */
     points: z.number().int().min(1).max(1_000_000_000_000).optional(),
   })
   .strict();

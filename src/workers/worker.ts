@@ -28,7 +28,9 @@ export type WorkflowSource = { workflowBundle: { code: string } | { codePath: st
 /** Options of createWorker. */
 export interface CreateWorkerOptions {
   config: Pick<Config, 'temporalAddress' | 'temporalNamespace' | 'taskQueue'> &
-    Partial<Pick<Config, 'temporalTls' | 'temporalApiKey' | 'workflowCacheSize' | 'workflowTaskPollers'>>;
+    Partial<
+      Pick<Config, 'temporalTls' | 'temporalApiKey' | 'workflowCacheSize' | 'workflowTaskPollers' | 'pointsCurrency'>
+    >;
   db: Knex;
   providers: ProviderRegistry;
   /** Reconciliation's clock (whether a bill day has ended); default Date.now (tests inject one). */
@@ -78,7 +80,12 @@ export function buildWorkerOptions(options: Omit<CreateWorkerOptions, 'connectio
     namespace: options.config.temporalNamespace,
     taskQueue: options.config.taskQueue,
     ...(options.workflows ?? { workflowsPath: require.resolve('../workflows') }),
-    activities: createActivities({ db: options.db, providers: options.providers, now: options.now }),
+    activities: createActivities({
+      db: options.db,
+      providers: options.providers,
+      now: options.now,
+      pointsCurrency: options.config.pointsCurrency,
+    }),
     interceptors: {
       activity: activityInterceptors,
       workflowModules: workflowInterceptorModules({ tracing: tracing !== undefined }),
