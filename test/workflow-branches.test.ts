@@ -55,6 +55,10 @@ interface Script {
   confirmFlakes?: number;
   /** closeProviderPayment throws a retryable error this many times before it succeeds. */
   closeFlakes?: number;
+  /** Business failure of closeProviderPayment (every time). */
+  closeFails?: string;
+  /** Business failure of transitionOrder to this status (every time). */
+  transitionFails?: { to: string; type: string };
   /** The provider refuses refunds (a business failure) this many times. */
   refundRefusals?: number;
   /** The buyer pays right after our close call was answered CLOSED (the provider took the money anyway). */
@@ -131,6 +135,9 @@ const mockActivities: Partial<Activities> = {
   },
   async transitionOrder(input) {
     record(input.orderId, `transition:${input.to}`, input);
+    const fail = script(input.orderId).transitionFails;
+    if (fail?.to === input.to)
+      throw ApplicationFailure.create({ type: fail.type, message: 'order row conflict', nonRetryable: true });
     return { changed: true, status: input.to };
   },
   async createProviderPayment(input) {
@@ -162,6 +169,8 @@ const mockActivities: Partial<Activities> = {
       s.closeFlakes--;
       throw new Error('provider API unavailable');
     }
+    if (s.closeFails)
+      throw ApplicationFailure.create({ type: s.closeFails, message: 'close refused', nonRetryable: true });
     if (s.closeResult === 'ALREADY_PAID') s.provider = 'PAID';
     if (s.paysAfterClose) s.provider = 'PAID';
     return { result: s.closeResult };
@@ -783,6 +792,59 @@ async function waitForStage(
     (await handle.query(statusQuery)).stage === stage ? true : undefined,
   );
 }
+
+describe('orderPayment (the retired type, still draining) refuses an approval that would fulfil an unpaid or refunded order', () => {
+  // Its validator refused only an approval after a cooling-off refund; orderLifecycleV2 refuses these too. Validators
+  // are not replayed, so the guards need no patch.
+  const approve = { decision: 'approve' as const, operator: 'bob', reason: 'looks fine' };
+  /** The validator's refusal of an approval (the update's cause), or undefined when it was accepted. */
+  const refusalOfApprove = (handle: WorkflowHandle) =>
+    handle.executeUpdate(reviewDecisionUpdate, { args: [approve] }).then(
+      () => undefined,
+      (err: unknown) => ((err as WorkflowUpdateFailedError).cause as Error | undefined)?.message ?? String(err),
+    );
+
+  test('a review opened by a failed close, no payment known: approve is refused and nothing is confirmed', async () => {
+    const { handle, calls } = await start(
+      { paymentTimeoutMs: 300, providerExpiryMarginMs: 0 },
+      { closeFails: 'PROVIDER_REJECTED' },
+      'orderPayment',
+    );
+    await handle.executeUpdate(paymentReadyUpdate);
+    await waitForStage(handle, 'AWAITING_REVIEW');
+    expect(await refusalOfApprove(handle)).toMatch(/no known payment/);
+    expect(calls()).not.toContain('confirmStock');
+    expect(calls()).not.toContain('transition:PAID');
+    // A refund decision still closes it.
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'bob', reason: 'nothing was paid' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(calls()).not.toContain('refund');
+  });
+
+  test('a refund decision that refunded and then failed its next step: approve is refused (the money went back)', async () => {
+    const { orderId, handle, calls } = await start(
+      {},
+      { provider: 'PAID', paidAmount: 1, transitionFails: { to: 'REFUNDED', type: 'ORDER_CONFLICT' } },
+      'orderPayment',
+    );
+    await handle.executeUpdate(paymentReadyUpdate);
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
+    await waitForStage(handle, 'AWAITING_REVIEW');
+    const failed = await handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }],
+    });
+    expect(failed).toMatchObject({ status: 'NEEDS_REVIEW', failure: { type: 'ORDER_CONFLICT' } });
+    expect(calls()).toContain('refund');
+    await waitForStage(handle, 'AWAITING_REVIEW');
+    expect(await refusalOfApprove(handle)).toMatch(/already refunded/);
+    expect(calls()).not.toContain('confirmStock');
+    expect(calls()).not.toContain('transition:PAID');
+    await handle.terminate('test done');
+  });
+});
 
 describe('coupon and points participants', () => {
   const withBenefits = { couponCode: 'C-10', points: 300 };

@@ -306,8 +306,16 @@ async function orderLifecycle(
         // NEEDS_REVIEW: the order is marked in MySQL and the workflow is about to wait; the decision is kept.
         if ((stage !== 'AWAITING_REVIEW' && stage !== 'NEEDS_REVIEW') || reviewDecision)
           throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
-        // The buyer's refund was made before a later step failed: approving would hand a refunded order to fulfilment.
-        if (d.decision === 'approve' && reviewAfterPaid && refundNo !== undefined) {
+        // (Validators are not replayed: these refusals need no patch. orderLifecycleV2's state.ts refuses the same.)
+        // No payment known (a review opened by a failed close, say): approving would hand unpaid goods to fulfilment.
+        if (d.decision === 'approve' && !reviewAfterPaid && !evidence) {
+          throw new Error(
+            `order ${orderId} has no known payment: approving would fulfil an unpaid order; decide refund to close it`,
+          );
+        }
+        // This workflow refunded the payment (the buyer's cooling-off refund, or a refund decision whose next step then
+        // failed): approving would hand a refunded order to fulfilment.
+        if (d.decision === 'approve' && refundNo !== undefined) {
           throw new Error(`order ${orderId} was already refunded (${refundNo}); only a refund decision can settle it`);
         }
       },
