@@ -95,7 +95,9 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
 
   for (;;) {
     setCurrentDetails(`refund ${failedNo} failed at ${input.provider}; waiting for an operator's refund decision`);
-    if (!(await condition(() => decision !== undefined, DECISION_WAIT))) {
+    // A decision accepted in the same activation as the wait's timer is carried out, not left behind: the handler
+    // waits for it to be settled, so continuing as new only after allHandlersFinished would wait for ever.
+    if (!(await condition(() => decision !== undefined, DECISION_WAIT)) && decision === undefined) {
       await condition(allHandlersFinished);
       // The same execution goes on waiting (a fresh history): the API starts this id only once
       // (REJECT_DUPLICATE), so a decision that finds it ended is refused, never given a second run that refunds again.
