@@ -184,10 +184,19 @@ describe('Stripe webhooks', () => {
   test.each([
     ['a fractional amount_received', { amount_received: 2500.5 }],
     ['amount_received as a string', { amount_received: '25.00' }],
-    ['no out_trade_no in the metadata', { metadata: {} }],
   ])('a signed event with %s is refused as MALFORMED_BODY', (_what, intent) => {
     const payload = succeededEvent(intent);
     expect(verify(payload, header(payload))).toMatchObject({ ok: false, rejection: { code: 'MALFORMED_BODY' } });
+  });
+
+  test.each([
+    ['no out_trade_no in the metadata', { metadata: {} }],
+    ['an out_trade_no no order of ours can have', { metadata: { out_trade_no: `ord_${'x'.repeat(100)}` } }],
+  ])('a signed succeeded event with %s is a notice (acknowledged), never a payment', (_what, intent) => {
+    const payload = succeededEvent(intent);
+    const verdict = verify(payload, header(payload));
+    expect(verdict).toMatchObject({ ok: false, rejection: { code: 'UNSUPPORTED_EVENT', notice: { kind: 'OTHER' } } });
+    expect(!verdict.ok && verdict.rejection.notice?.outTradeNo).toBeUndefined();
   });
 
   test('payment_intent.canceled and charge.refunded are verified notices, not payments', () => {
@@ -1055,6 +1064,17 @@ describe('a Stripe order end to end', () => {
     expect(answer.status).toBe(401);
     expect((await sys.http('GET', `/orders/${created.orderId}`)).body.status).toBe('AWAITING_PAYMENT');
     expect(await sys.db('notification_inbox').where({ out_trade_no: created.orderId })).toHaveLength(0);
+  });
+
+  test('a verified succeeded event that names no order of ours (a Dashboard charge, an id too long to be ours) is acknowledged and stored nowhere', async () => {
+    // Stripe sends every event of the account to the endpoint. Answered 400 (no out_trade_no) or 500 (an id longer
+    // than the inbox column), it was redelivered for three days.
+    for (const metadata of [{}, { out_trade_no: `ord_${'x'.repeat(100)}` }, { out_trade_no: 'ord 1; drop' }]) {
+      const payload = succeededEvent({ id: `pi_foreign${randomBytes(3).toString('hex')}`, metadata });
+      const answer = await postWebhook(payload, header(payload));
+      expect(answer).toEqual({ status: 200, body: '{"received":true}' });
+      expect(await sys.db('notification_inbox').where({ notification_id: JSON.parse(payload).id })).toHaveLength(0);
+    }
   });
 
   test('an order for a provider this deployment has not configured answers 422 PROVIDER_NOT_AVAILABLE', async () => {
