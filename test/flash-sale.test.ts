@@ -6,7 +6,12 @@
  * FLASH_SALE_ORDERS sets the number of concurrent orders (default 300; the issue asks for 1,000).
  */
 import { randomBytes } from 'node:crypto';
+import { ReservationGate } from '../src/client/admission';
+import { OrderService, orderIdForIdempotencyKey, requestFingerprint } from '../src/client/orders-service';
+import { createDb } from '../src/db/knex';
+import { tryReserveStock } from '../src/db/stock';
 import { checkInvariants } from '../src/ops/invariants';
+import { TEST_ENV } from './support/env';
 import { createProduct, startSystem, stockOf, type TestSystem, userId, waitFor } from './support/system';
 
 const UNITS = 100;
@@ -160,3 +165,54 @@ test.each([1, 8])(
   },
   600_000,
 );
+
+test("a retry sent to another API process while its key's first request is in its Try joins that order instead of being told OUT_OF_STOCK by its units", async () => {
+  // The client timed out and its retry (same Idempotency-Key) reached another replica, whose own buyers were reserving
+  // the last units: that replica's gate could not see the first request's Try, refused the retry 409 OUT_OF_STOCK, and
+  // the first request's order then kept the unit; a later retry was told 201. Two answers for one key.
+  const sku = await createProduct(sys, { price: 990, stock: 1 });
+  const request = { userId: userId(), items: [{ sku, quantity: 1 }], provider: 'sandbox' as const };
+  const key = `elsewhere-${randomBytes(6).toString('hex')}`;
+  const orderId = orderIdForIdempotencyKey(request.userId, key);
+  const db = createDb(TEST_ENV.databaseUrl, { poolMax: 4 });
+  const blocker = await db.transaction();
+  try {
+    // The first request's Try, on "another process", held mid-way: the stock row is locked by someone else, so the Try
+    // has inserted its fingerprint and fence and waits at the stock update, uncommitted.
+    await blocker('stock').where({ sku }).forUpdate().first('sku');
+    const first = tryReserveStock(db, orderId, request.items, {
+      fingerprint: requestFingerprint(request, request.items),
+    });
+    await waitFor(
+      async () => {
+        const [rows] = (await db.raw(
+          `SELECT COUNT(*) AS n FROM information_schema.innodb_trx t
+             JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id
+            WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()`,
+        )) as [{ n: number }[]];
+        return Number(rows[0]!.n) > 0;
+      },
+      { what: 'the first Try waiting at the stock row, its fingerprint row inserted' },
+    );
+    // This replica: another buyer's Try of the last unit is in flight here, so the units read alone would refuse.
+    const replica = new OrderService({ db, client: sys.client, config: sys.config });
+    const settle = (replica as unknown as { gate: ReservationGate }).gate.claim([{ sku, quantity: 1 }], 'ord_other');
+    const retry = replica.create(request, key).then(
+      (r) => ({ ok: true as const, r }),
+      (err: unknown) => ({ ok: false as const, err }),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    await blocker.commit();
+    await first;
+    const answered = await retry;
+    settle();
+    expect(answered.ok ? answered.r : (answered.err as Error).message).toMatchObject({
+      replayed: true,
+      body: { orderId, status: 'AWAITING_PAYMENT' },
+    });
+    expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
+  } finally {
+    if (!blocker.isCompleted()) await blocker.rollback();
+    await db.destroy();
+  }
+});

@@ -252,7 +252,10 @@ async function tryReserveStockPatiently(
           items.map((i) => i.sku),
         ),
       );
-      if (short) throw outOfStockError(short);
+      // Units the order itself holds (an earlier request with its key, racing this one on its fingerprint row) are
+      // not missing units: the next attempt joins them.
+      if (short && !(fingerprint !== undefined && (await reservationOf(db, orderId)) === 'held'))
+        throw outOfStockError(short);
       await new Promise((r) => setTimeout(r, 10 + Math.random() * 40 * Math.min(attempt, 5)));
     }
   }

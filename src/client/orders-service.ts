@@ -12,7 +12,7 @@ import {
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import { type Config, ORDER_START_TIMEOUT_MS } from '../config';
-import { fingerprintOf } from '../db/idempotency';
+import { fingerprintOf, keyInTryElsewhere } from '../db/idempotency';
 import { FAILURES, FailureType } from '../contracts/failures';
 import { type StatusMessages, describeStatus } from '../contracts/messages';
 import {
@@ -241,7 +241,22 @@ export class OrderService {
     // below waits on the order's fence row and finds it held. No await between this check and the claim below.
     if (keyedId && this.gate.claiming(keyedId)) holdsUnits = true;
     const short = holdsUnits ? undefined : (shortLine(items, available) ?? this.gate.contested(items, available));
-    if (short) throw outOfStockError(short);
+    if (short && keyed) {
+      // This process's gate knows only its own Tries: the key's first request may be in its Try on another API process
+      // (the client timed out and its retry was sent elsewhere). A locking read of the key's fingerprint row, which
+      // that Try inserts first, waits for its commit; if it reserved, this request joins its order instead of being
+      // told OUT_OF_STOCK by that order's own units (a later retry would be told 201: two answers for one key).
+      if (await keyInTryElsewhere(db, keyed.orderId)) {
+        const reservation = await reservationOf(db, keyed.orderId);
+        if (reservation === 'released') {
+          const stored = await fingerprintOf(db, keyed.orderId);
+          if (stored !== undefined && stored !== keyed.fingerprint) throw idempotencyKeyReused(keyed.orderId);
+          throw await this.releasedBeforeWritten(keyed.orderId, request);
+        }
+        if (reservation === 'held') holdsUnits = true;
+      }
+      if (!holdsUnits) throw outOfStockError(short);
+    } else if (short) throw outOfStockError(short);
     // Shed load before anything is reserved: a shed request holds nothing, and its retry (same Idempotency-Key) gets
     // the same order id.
     if (!holdsUnits && this.startsInFlight >= config.orderStartConcurrency) {

@@ -37,6 +37,18 @@ export async function claimFingerprint(
   return 'same';
 }
 
+/**
+ * Whether a Try of this keyed order has committed its fingerprint, waiting for one in progress (on any process): a
+ * locking read of the row waits for the uncommitted insert's lock, and sees the row once that Try commits (none if it
+ * rolled back). For a request about to be refused, so that it is not refused by its own first request's units.
+ */
+export async function keyInTryElsewhere(db: Knex, orderId: string): Promise<boolean> {
+  const [rows] = (await db.raw('SELECT 1 AS x FROM idempotency_fingerprints WHERE order_id = ? LOCK IN SHARE MODE', [
+    orderId,
+  ])) as [unknown[]];
+  return rows.length > 0;
+}
+
 /** The fingerprint stored for a keyed order, or undefined (no Try of it committed, or placed before they were kept). */
 export async function fingerprintOf(db: Knex | Knex.Transaction, orderId: string): Promise<string | undefined> {
   const row = (await db('idempotency_fingerprints').where({ order_id: orderId }).first('fingerprint')) as
