@@ -8,7 +8,9 @@
 import { ORDER_WORKFLOW_TYPE } from '../src/contracts/order';
 import { randomBytes } from 'node:crypto';
 import { releaseReservation, reserveBeforeStart } from '../src/client/admission';
-import { orderIdForIdempotencyKey } from '../src/client/orders-service';
+import type { Client } from '@temporalio/client';
+import type { ApiError } from '../src/client/errors';
+import { OrderService, orderIdForIdempotencyKey } from '../src/client/orders-service';
 import { freshDatabase } from './support/env';
 import { createProduct, placeOrder, startSystem, stockOf, type TestSystem, userId, waitFor } from './support/system';
 
@@ -267,6 +269,31 @@ describe('admission', () => {
       );
       expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
     }
+  });
+
+  test('a start that takes too long answers 503 ORDER_PENDING; without an Idempotency-Key it says to follow the order, not to send it again', async () => {
+    // It said "retry with the same Idempotency-Key" to a request that sent none: the retry was a second order, its
+    // units held twice.
+    const sku = await createProduct(sys, { stock: 5 });
+    const timedOut = {
+      withDeadline: async () => {
+        throw new Error('13 INTERNAL: DEADLINE_EXCEEDED: deadline exceeded');
+      },
+    } as unknown as Client;
+    const orders = new OrderService({ db: sys.db, client: timedOut, config: sys.config });
+    const request = { userId: userId(), items: [{ sku, quantity: 1 }], provider: 'sandbox' as const };
+    const answer = (key?: string) =>
+      orders.create(request, key).then(
+        () => undefined,
+        (err: ApiError) => ({ status: err.statusCode, code: err.code, message: err.message, details: err.details }),
+      );
+    const unkeyed = await answer();
+    expect(unkeyed).toMatchObject({ status: 503, code: 'ORDER_PENDING' });
+    expect(unkeyed?.message).toContain(`GET /orders/${String(unkeyed?.details.orderId)}`);
+    expect(unkeyed?.message).not.toMatch(/retry with the same Idempotency-Key/);
+    const keyed = await answer(`slow-${randomBytes(6).toString('hex')}`);
+    expect(keyed).toMatchObject({ status: 503, code: 'ORDER_PENDING' });
+    expect(keyed?.message).toMatch(/retry with the same Idempotency-Key/);
   });
 
   test('an order that fails before it owns its units (coupon unavailable) releases the pre-start reservation at once', async () => {

@@ -348,7 +348,7 @@ export class OrderService {
         // its own Try held; release the pre-start reservation too (idempotent), so the units are sellable at once.
         await releaseReservation(db, orderId, items).catch(() => undefined);
       }
-      throw await this.translateStartError(err, orderId, items, request);
+      throw await this.translateStartError(err, orderId, items, request, idempotencyKey !== undefined);
     }
   }
 
@@ -404,6 +404,7 @@ export class OrderService {
     orderId: string,
     items: { sku: string; quantity: number }[],
     request: CreateOrderRequest,
+    keyed: boolean,
   ): Promise<ApiError> {
     if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
       // The buyer is told the refusals the contract says they are told (no order id: see orderRefusalError); any other
@@ -424,10 +425,13 @@ export class OrderService {
       err instanceof WorkflowUpdateRPCTimeoutOrCancelledError ||
       (err instanceof Error && /deadline|DEADLINE_EXCEEDED/i.test(err.message))
     ) {
+      // Without a key a retry is a new order (its units held twice): the client is told to follow this one instead.
       return new ApiError(
         503,
         'ORDER_PENDING',
-        'the order is being set up but took too long; retry with the same Idempotency-Key',
+        keyed
+          ? 'the order is being set up but took too long; retry with the same Idempotency-Key'
+          : `the order is being set up but took too long; follow it at GET /orders/${orderId} (it may take up to two minutes to appear; a 404 after that means it was not placed) rather than sending the request again, which places another order; send an Idempotency-Key to make retries safe`,
         { orderId },
       );
     }
