@@ -5,7 +5,7 @@
  * died in between) is released by the sweeper; a definite start failure releases at once; released stock is
  * sellable at once; overload is shed with 429 + Retry-After, and the same Idempotency-Key then gets the same order.
  */
-import { ORDER_WORKFLOW_TYPE } from '../src/contracts/order';
+import { ORDER_WORKFLOW_TYPE, orderWorkflowId } from '../src/contracts/order';
 import { randomBytes } from 'node:crypto';
 import { releaseReservation, reserveBeforeStart } from '../src/client/admission';
 import type { Client } from '@temporalio/client';
@@ -189,14 +189,18 @@ describe('admission', () => {
     await released(lateId);
     await sys.restartWorker();
     const setup = await pending;
-    expect((await sys.db('orders').where({ order_id: lateId }).first('status_reason'))?.status_reason).toBe(
-      'TCC_TRY_AFTER_CANCEL',
-    );
+    // Its units released before its row was written: no row is written (one would wait for payment with nothing to
+    // close it); the workflow ended FAILED with the refusal.
+    expect(await sys.db('orders').where({ order_id: lateId }).first('status')).toBeUndefined();
+    expect(await sys.client.workflow.getHandle(orderWorkflowId(lateId)).result()).toMatchObject({
+      status: 'FAILED',
+      reason: 'TCC_TRY_AFTER_CANCEL',
+    });
 
     const refusal = { status: 409, body: { error: 'RESERVATION_RELEASED', message: expect.any(String) } };
     expect({ admission, setup }).toEqual({ admission: refusal, setup: refusal });
     expect(setup.body).toEqual(admission.body);
-    // Retries with the same keys: the same answer (from the FAILED row, and from a key whose order has no row).
+    // Retries with the same keys: the same answer (from keys whose orders have no row).
     expect({ admission: await send(early), setup: await send(late) }).toEqual({ admission, setup });
     expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
   });

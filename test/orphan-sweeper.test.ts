@@ -141,3 +141,18 @@ test('a true orphan (no order row) and one whose order already failed are still 
   expect(await stockOf(sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
   expect(await sweeper.sweep()).toBe(0);
 });
+
+test('a setup attempt that reaches createOrder after its reservation was released writes no order row', async () => {
+  // The workflow gave up on a setup attempt that outlived its step's time (MySQL stalled) and released the order; the
+  // attempt, still running, then wrote an AWAITING_PAYMENT row that no workflow would ever close (GET said "awaiting
+  // payment" for ever, every retry with the key was told 503 ORDER_PENDING).
+  const sku = await product(1);
+  const { orderId, userId } = await orphanedReservation(sku);
+  const steps = createActivities({ db, providers: {} });
+  await steps.cancelStock({ orderId, lines: [{ sku, quantity: 1 }] });
+  await expect(
+    steps.createOrder({ orderId, userId, items: [{ sku, quantity: 1 }], provider: 'sandbox' }),
+  ).rejects.toMatchObject({ type: 'TCC_TRY_AFTER_CANCEL' });
+  expect(await db('orders').where({ order_id: orderId }).first('status')).toBeUndefined();
+  expect(await stockOf(sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
+});

@@ -69,13 +69,13 @@ export async function createOrder(
                  FROM orders o WHERE o.order_id = ?) AS existing_json,
               (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', p.sku, 'price', p.price, 'currency', p.currency))
                  FROM products p WHERE p.sku IN (${skus.map(() => '?').join(', ')})) AS products_json,
-              (SELECT JSON_ARRAYAGG(f.resource) FROM tcc_fence f
+              (SELECT JSON_ARRAYAGG(JSON_OBJECT('sku', f.resource, 'status', f.status)) FROM tcc_fence f
                 WHERE f.xid = ? AND f.participant = 'stock' AND f.resource IN (${skus.map(() => '?').join(', ')})
-                  AND f.status IN ('TRIED', 'CONFIRMED')
-                LOCK IN SHARE MODE) AS held_json`,
+                LOCK IN SHARE MODE) AS fences_json`,
       [input.orderId, ...skus, input.orderId, ...skus],
-    )) as [{ existing_json: unknown; products_json: unknown; held_json: unknown }[]];
-    const heldSkus = jsonColumn<string[]>(rows[0]?.held_json) ?? [];
+    )) as [{ existing_json: unknown; products_json: unknown; fences_json: unknown }[]];
+    const fences = jsonColumn<{ sku: string; status: string }[]>(rows[0]?.fences_json) ?? [];
+    const heldSkus = fences.filter((f) => f.status === 'TRIED' || f.status === 'CONFIRMED').map((f) => f.sku);
     const existing = jsonColumn<{
       amount: number;
       currency: string;
@@ -104,6 +104,16 @@ export async function createOrder(
         heldSkus,
       };
     }
+    // The order's units were released before its row was written (the sweeper released an orphaned reservation, or
+    // the workflow gave up on a setup attempt that is only now getting here): a Try can never reserve them again, so
+    // no row is written either. Written, it would wait for payment for ever, with no workflow to close it.
+    const released = fences.find((f) => f.status === 'CANCELLED');
+    if (released)
+      throw businessFailure(
+        FailureType.TCC_TRY_AFTER_CANCEL,
+        `stock for ${released.sku} was already released for order ${input.orderId}; refusing to write the order`,
+        { sku: released.sku },
+      );
     const products = (jsonColumn<{ sku: string; price: number; currency: string }[]>(rows[0]?.products_json) ?? []).map(
       (p) => ({ sku: p.sku, price: Number(p.price), currency: p.currency }),
     );
