@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ReservationGate } from '../src/client/admission';
+import type { ApiError } from '../src/client/errors';
 import { OrderService, orderIdForIdempotencyKey, requestFingerprint } from '../src/client/orders-service';
 import { createDb } from '../src/db/knex';
 import { tryReserveStock } from '../src/db/stock';
@@ -166,7 +167,7 @@ test.each([1, 8])(
   600_000,
 );
 
-test("a retry sent to another API process while its key's first request is in its Try joins that order instead of being told OUT_OF_STOCK by its units", async () => {
+test("a retry sent to another API process while its key's first request is in its Try is asked to retry (503), then joins that order: never told OUT_OF_STOCK by its units", async () => {
   // The client timed out and its retry (same Idempotency-Key) reached another replica, whose own buyers were reserving
   // the last units: that replica's gate could not see the first request's Try, refused the retry 409 OUT_OF_STOCK, and
   // the first request's order then kept the unit; a later retry was told 201. Two answers for one key.
@@ -183,33 +184,32 @@ test("a retry sent to another API process while its key's first request is in it
     const first = tryReserveStock(db, orderId, request.items, {
       fingerprint: requestFingerprint(request, request.items),
     });
+    // Until this order's own fingerprint row is locked by that Try (a probe that does not wait is refused).
     await waitFor(
-      async () => {
-        const [rows] = (await db.raw(
-          `SELECT COUNT(*) AS n FROM information_schema.innodb_trx t
-             JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id
-            WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()`,
-        )) as [{ n: number }[]];
-        return Number(rows[0]!.n) > 0;
-      },
-      { what: 'the first Try waiting at the stock row, its fingerprint row inserted' },
+      () =>
+        db.raw('SELECT 1 FROM idempotency_fingerprints WHERE order_id = ? LOCK IN SHARE MODE NOWAIT', [orderId]).then(
+          () => false,
+          (err: { code?: string }) => err.code === 'ER_LOCK_WAIT_TIMEOUT',
+        ),
+      { what: 'the first Try holding its fingerprint row, uncommitted' },
     );
     // This replica: another buyer's Try of the last unit is in flight here, so the units read alone would refuse.
     const replica = new OrderService({ db, client: sys.client, config: sys.config });
     const settle = (replica as unknown as { gate: ReservationGate }).gate.claim([{ sku, quantity: 1 }], 'ord_other');
-    const retry = replica.create(request, key).then(
-      (r) => ({ ok: true as const, r }),
-      (err: unknown) => ({ ok: false as const, err }),
-    );
-    await new Promise((r) => setTimeout(r, 300));
-    await blocker.commit();
-    await first;
-    const answered = await retry;
-    settle();
-    expect(answered.ok ? answered.r : (answered.err as Error).message).toMatchObject({
-      replayed: true,
-      body: { orderId, status: 'AWAITING_PAYMENT' },
-    });
+    const answer = () =>
+      replica.create(request, key).then(
+        (r) => r,
+        (err: ApiError) => ({ status: err.statusCode, error: err.code }),
+      );
+    try {
+      expect(await answer()).toEqual({ status: 503, error: 'ORDER_PENDING' });
+      await blocker.commit();
+      await first;
+      // The retry the 503 asks for joins the order.
+      expect(await answer()).toMatchObject({ replayed: true, body: { orderId, status: 'AWAITING_PAYMENT' } });
+    } finally {
+      settle();
+    }
     expect(await stockOf(sys, sku)).toEqual({ available: 0, reserved: 1, sold: 0 });
   } finally {
     if (!blocker.isCompleted()) await blocker.rollback();

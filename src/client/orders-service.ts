@@ -12,7 +12,7 @@ import {
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import { type Config, ORDER_START_TIMEOUT_MS } from '../config';
-import { fingerprintOf, keyInTryElsewhere } from '../db/idempotency';
+import { fingerprintOf, keyedTry } from '../db/idempotency';
 import { FAILURES, FailureType } from '../contracts/failures';
 import { type StatusMessages, describeStatus } from '../contracts/messages';
 import {
@@ -238,15 +238,25 @@ export class OrderService {
     // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales). Units being reserved
     // by Tries in flight in this process count as taken (ReservationGate), except by a request whose key names an
     // order whose first request is in its Try here (sent twice at once): that claim is its own order's, and its Try
-    // below waits on the order's fence row and finds it held. No await between this check and the claim below.
+    // below waits on the order's fence row and finds it held. No await between this check and the claim below (the
+    // keyed branch that awaits never claims).
     if (keyedId && this.gate.claiming(keyedId)) holdsUnits = true;
     const short = holdsUnits ? undefined : (shortLine(items, available) ?? this.gate.contested(items, available));
     if (short && keyed) {
       // This process's gate knows only its own Tries: the key's first request may be in its Try on another API process
-      // (the client timed out and its retry was sent elsewhere). A locking read of the key's fingerprint row, which
-      // that Try inserts first, waits for its commit; if it reserved, this request joins its order instead of being
-      // told OUT_OF_STOCK by that order's own units (a later retry would be told 201: two answers for one key).
-      if (await keyInTryElsewhere(db, keyed.orderId)) {
+      // (the client timed out and its retry was sent elsewhere). Its Try inserts the key's fingerprint row first: a
+      // locking read that does not wait tells whether that Try is under way (503: retry with the key, it will find the
+      // order) or committed (this request joins it), instead of this request being told OUT_OF_STOCK by that order's
+      // own units while a later retry is told 201. (A first request still queued for its Try, or between two attempts
+      // of it after a deadlock, is not seen: this request is refused as before.)
+      const firstTry = await keyedTry(db, keyed.orderId);
+      if (firstTry === 'in progress')
+        throw new ApiError(
+          503,
+          'ORDER_PENDING',
+          'an earlier request with this Idempotency-Key is reserving its units right now; retry with the same key',
+        );
+      if (firstTry === 'committed') {
         const reservation = await reservationOf(db, keyed.orderId);
         if (reservation === 'released') {
           const stored = await fingerprintOf(db, keyed.orderId);

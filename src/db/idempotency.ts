@@ -38,15 +38,22 @@ export async function claimFingerprint(
 }
 
 /**
- * Whether a Try of this keyed order has committed its fingerprint, waiting for one in progress (on any process): a
- * locking read of the row waits for the uncommitted insert's lock, and sees the row once that Try commits (none if it
- * rolled back). For a request about to be refused, so that it is not refused by its own first request's units.
+ * Where a Try of this keyed order stands, by its fingerprint row (a Try's first insert), on any process: `committed`,
+ * `in progress` (the row is locked by an uncommitted insert), or `none`. A locking read that does not wait (NOWAIT):
+ * a request about to be refused learns whether its key's first request is reserving right now, without queueing
+ * behind that Try's hot-row locks or holding a connection for them. Autocommit: any gap lock ends with the statement.
  */
-export async function keyInTryElsewhere(db: Knex, orderId: string): Promise<boolean> {
-  const [rows] = (await db.raw('SELECT 1 AS x FROM idempotency_fingerprints WHERE order_id = ? LOCK IN SHARE MODE', [
-    orderId,
-  ])) as [unknown[]];
-  return rows.length > 0;
+export async function keyedTry(db: Knex, orderId: string): Promise<'committed' | 'in progress' | 'none'> {
+  try {
+    const [rows] = (await db.raw(
+      'SELECT 1 AS x FROM idempotency_fingerprints WHERE order_id = ? LOCK IN SHARE MODE NOWAIT',
+      [orderId],
+    )) as [unknown[]];
+    return rows.length > 0 ? 'committed' : 'none';
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ER_LOCK_WAIT_TIMEOUT') return 'in progress';
+    throw err;
+  }
 }
 
 /** The fingerprint stored for a keyed order, or undefined (no Try of it committed, or placed before they were kept). */
