@@ -129,6 +129,8 @@ async function orderLifecycle(
   let refundNo: string | undefined;
   /** The order was PAID when automatic handling stopped (e.g. the provider refused the buyer's cooling-off refund). */
   let reviewAfterPaid = false;
+  /** The payment known when the review opened (awaitReview's), which an approval confirms. */
+  let reviewPayment: PaymentEvidence | undefined;
   let coolingOffUntil: number | undefined;
   /** The order's status is decided (the cancel update can answer), though the workflow may still watch. */
   let decided = false;
@@ -308,7 +310,9 @@ async function orderLifecycle(
           throw new Error(`order ${orderId} is not waiting for a review decision (stage ${stage})`);
         // (Validators are not replayed: these refusals need no patch. orderLifecycleV2's state.ts refuses the same.)
         // No payment known (a review opened by a failed close, say): approving would hand unpaid goods to fulfilment.
-        if (d.decision === 'approve' && !reviewAfterPaid && !evidence) {
+        // (The payment the review opened with: an approval confirms that one; one reported during this type's review
+        // is not checked against the order, and would be confirmed as nothing paid.)
+        if (d.decision === 'approve' && !reviewAfterPaid && !reviewPayment) {
           throw new Error(
             `order ${orderId} has no known payment: approving would fulfil an unpaid order; decide refund to close it`,
           );
@@ -760,6 +764,8 @@ async function orderLifecycle(
    * parked in NEEDS_REVIEW and nobody waiting.
    */
   async function awaitReview(paid: PaymentEvidence | undefined, why: string): Promise<OrderPaymentResult> {
+    // What an approval confirms (a plain variable: no command, nothing to patch).
+    reviewPayment = paid;
     for (;;) {
       try {
         return await reviewOnce(paid, why);
