@@ -135,6 +135,8 @@ test('docker-compose.yml validates and runs MySQL 8, Temporal on PostgreSQL, the
       DATABASE_URL: `mysql://payflow:${PRODUCTION_ENV.MYSQL_PASSWORD}@mysql:3306/payments`,
       // The API's /metrics on a port that is not published (the published 3000 answers 404 for it).
       METRICS_PORT: '9466',
+      // What points are worth (the worker prices orders with it); settable, CNY by default.
+      POINTS_CURRENCY: 'CNY',
     });
   }
   expect(services.get('mysql')!.environment).toMatchObject({

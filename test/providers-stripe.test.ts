@@ -676,8 +676,16 @@ describe('Stripe balance transactions as a bill', () => {
         ],
       },
     ];
+    // The second page fails once (a 500): it is asked for again where it failed, not the bill from its first page.
+    let secondPageFailures = 1;
     const fake = await startFakeServer((req) => {
       const after = new URL(req.url, 'http://x').searchParams.get('starting_after');
+      if (after === 'txn_po' && secondPageFailures-- > 0)
+        return {
+          status: 500,
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ error: { type: 'api_error', message: 'try again' } }),
+        };
       return {
         status: 200,
         headers: { 'content-type': 'application/json' },
@@ -713,8 +721,10 @@ describe('Stripe balance transactions as a bill', () => {
           at: '2024-01-01T15:30:00.000Z',
         },
       ]);
+      // The failed second page, asked for again from where it failed.
       expect(fake.requests.map((r) => new URL(r.url, 'http://x').searchParams.get('starting_after'))).toEqual([
         null,
+        'txn_po',
         'txn_po',
       ]);
     } finally {

@@ -478,14 +478,19 @@ export function createStripeProvider(options: StripeProviderOptions): PaymentPro
       let startingAfter: string | undefined;
       for (;;) {
         const page = await call('list balance transactions', () =>
-          stripe.balanceTransactions.list({
-            created: { gte: start, lt: start + 86_400 },
-            limit: 100,
-            // The intent carries our order id for certain; whether a charge copies its metadata is not something to
-            // bet on. A dispute names the disputed intent itself (its `payment_intent`), so this expands that too.
-            expand: ['data.source.payment_intent'],
-            ...(startingAfter ? { starting_after: startingAfter } : {}),
-          }),
+          stripe.balanceTransactions.list(
+            {
+              created: { gte: start, lt: start + 86_400 },
+              limit: 100,
+              // The intent carries our order id for certain; whether a charge copies its metadata is not something to
+              // bet on. A dispute names the disputed intent itself (its `payment_intent`), so this expands that too.
+              expand: ['data.source.payment_intent'],
+              ...(startingAfter ? { starting_after: startingAfter } : {}),
+            },
+            // A page is retried where it failed (a 429, a 5xx): the bill's activity has hours, and a failed attempt
+            // starts the download again from its first page.
+            { maxNetworkRetries: 3 },
+          ),
         );
         for (const txn of page.data) {
           const row = billRow(txn);
