@@ -6,9 +6,10 @@
  * FLASH_SALE_ORDERS sets the number of concurrent orders (default 300; the issue asks for 1,000).
  */
 import { randomBytes } from 'node:crypto';
-import { ReservationGate } from '../src/client/admission';
+import type { ReservationGate } from '../src/client/admission';
 import type { ApiError } from '../src/client/errors';
 import { OrderService, orderIdForIdempotencyKey, requestFingerprint } from '../src/client/orders-service';
+import { keyedTry } from '../src/db/idempotency';
 import { createDb } from '../src/db/knex';
 import { tryReserveStock } from '../src/db/stock';
 import { checkInvariants } from '../src/ops/invariants';
@@ -184,15 +185,10 @@ test("a retry sent to another API process while its key's first request is in it
     const first = tryReserveStock(db, orderId, request.items, {
       fingerprint: requestFingerprint(request, request.items),
     });
-    // Until this order's own fingerprint row is locked by that Try (a probe that does not wait is refused).
-    await waitFor(
-      () =>
-        db.raw('SELECT 1 FROM idempotency_fingerprints WHERE order_id = ? LOCK IN SHARE MODE NOWAIT', [orderId]).then(
-          () => false,
-          (err: { code?: string }) => err.code === 'ER_LOCK_WAIT_TIMEOUT',
-        ),
-      { what: 'the first Try holding its fingerprint row, uncommitted' },
-    );
+    // Until this order's own fingerprint row is locked by that Try (a read that does not wait is refused).
+    await waitFor(async () => (await keyedTry(db, orderId)) === 'in progress', {
+      what: 'the first Try holding its fingerprint row, uncommitted',
+    });
     // This replica: another buyer's Try of the last unit is in flight here, so the units read alone would refuse.
     const replica = new OrderService({ db, client: sys.client, config: sys.config });
     const settle = (replica as unknown as { gate: ReservationGate }).gate.claim([{ sku, quantity: 1 }], 'ord_other');

@@ -46,8 +46,9 @@ export function failureError(
  * "409 OUT_OF_STOCK (with sku)"), with the failure's declared details and no order id. An order id is what a 201
  * hands out, and a client told one must be able to GET it; a refused request placed no order. The admission's
  * refusals never have an order row, and the workflow's have one (FAILED, for operators) only when a Try refused after
- * pricing, not when pricing itself refused: naming the id would answer one refusal in two shapes, one of them an id
- * that reads 404. Undefined when `type` is not a refusal.
+ * pricing, not when pricing itself refused (nor when the order's units were released before pricing: createOrder
+ * writes no row then): naming the id would answer one refusal in two shapes, one of them an id that reads 404.
+ * Undefined when `type` is not a refusal.
  */
 export function orderRefusalError(
   type: string | null | undefined,

@@ -441,7 +441,7 @@ export class OrderService {
         'ORDER_PENDING',
         keyed
           ? 'the order is being set up but took too long; retry with the same Idempotency-Key'
-          : `the order is being set up but took too long; follow it at GET /orders/${orderId} (it may take up to two minutes to appear; a 404 after that means it was not placed) rather than sending the request again, which places another order; send an Idempotency-Key to make retries safe`,
+          : `the order is being set up but took too long; follow it at GET /orders/${orderId} (404 until its workflow has written it) rather than sending the request again, which places another order; send an Idempotency-Key to make retries safe`,
         { orderId },
       );
     }

@@ -37,21 +37,39 @@ export async function claimFingerprint(
   return 'same';
 }
 
+/** Whether the server is MariaDB (asked once per pool): some locking syntax differs from MySQL's. */
+const mariaDb = new WeakMap<Knex, Promise<boolean>>();
+function isMariaDb(db: Knex): Promise<boolean> {
+  let answer = mariaDb.get(db);
+  if (!answer) {
+    answer = Promise.resolve(db.raw('SELECT VERSION() AS v')).then((result: unknown) => {
+      const [rows] = result as [{ v: string }[]];
+      return /mariadb/i.test(String(rows[0]?.v));
+    });
+    answer.catch(() => mariaDb.delete(db));
+    mariaDb.set(db, answer);
+  }
+  return answer;
+}
+
 /**
  * Where a Try of this keyed order stands, by its fingerprint row (a Try's first insert), on any process: `committed`,
  * `in progress` (the row is locked by an uncommitted insert), or `none`. A locking read that does not wait (NOWAIT):
  * a request about to be refused learns whether its key's first request is reserving right now, without queueing
  * behind that Try's hot-row locks or holding a connection for them. Autocommit: any gap lock ends with the statement.
+ * MariaDB spells it `LOCK IN SHARE MODE NOWAIT` (a lock not granted at once: ER_LOCK_WAIT_TIMEOUT); MySQL 8 `FOR SHARE
+ * NOWAIT` (ER_LOCK_NOWAIT), and refuses the other spelling.
  */
 export async function keyedTry(db: Knex, orderId: string): Promise<'committed' | 'in progress' | 'none'> {
+  const lock = (await isMariaDb(db)) ? 'LOCK IN SHARE MODE NOWAIT' : 'FOR SHARE NOWAIT';
   try {
-    const [rows] = (await db.raw(
-      'SELECT 1 AS x FROM idempotency_fingerprints WHERE order_id = ? LOCK IN SHARE MODE NOWAIT',
-      [orderId],
-    )) as [unknown[]];
+    const [rows] = (await db.raw(`SELECT 1 AS x FROM idempotency_fingerprints WHERE order_id = ? ${lock}`, [
+      orderId,
+    ])) as [unknown[]];
     return rows.length > 0 ? 'committed' : 'none';
   } catch (err) {
-    if ((err as { code?: string }).code === 'ER_LOCK_WAIT_TIMEOUT') return 'in progress';
+    const code = (err as { code?: string }).code;
+    if (code === 'ER_LOCK_WAIT_TIMEOUT' || code === 'ER_LOCK_NOWAIT') return 'in progress';
     throw err;
   }
 }
