@@ -21,6 +21,7 @@ import {
   cancelOrderUpdate,
   coolingOffRefundUpdate,
   escalateUpdate,
+  latePaymentWorkflowId,
   orderWorkflowId,
   paymentNotifiedSignal,
   paymentReadyUpdate,
@@ -816,8 +817,12 @@ describe('orderPayment (the retired type, still draining) refuses an approval th
     // A payment reported during the review (0.01 of a 10.00 order) does not make it approvable: this type would
     // confirm the review's own payment, none, and never check the amount.
     await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-during-review', 1));
-    await waitForValue('the notification seen', async () =>
-      (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW' ? true : undefined,
+    await waitForValue('the notification applied', async () =>
+      (await handle.query(statusQuery)).timeline.some(
+        (e) => e.type === 'PAYMENT_NOTIFIED' && e.message.includes(`T-${orderId}`),
+      )
+        ? true
+        : undefined,
     );
     expect(await refusalOfApprove(handle)).toMatch(/no known payment/);
     expect(calls()).not.toContain('confirmStock');
@@ -828,6 +833,18 @@ describe('orderPayment (the retired type, still draining) refuses an approval th
         args: [{ decision: 'refund', operator: 'bob', reason: 'nothing was paid' }],
       }),
     ).toEqual({ status: 'REFUNDED' });
+    // The review knew no payment and refunded none: the one reported meanwhile is handed to its latePayment workflow
+    // (which verifies it with the provider and refunds it), not taken for the trade the order kept.
+    expect(await handle.result()).toMatchObject({ status: 'REFUNDED' });
+    const child = (await eventsOf(handle)).find(
+      (e) => e.startChildWorkflowExecutionInitiatedEventAttributes,
+    )?.startChildWorkflowExecutionInitiatedEventAttributes;
+    expect(child?.workflowType?.name).toBe('latePayment');
+    expect(child?.workflowId).toBe(latePaymentWorkflowId('sandbox', orderId, `T-${orderId}`));
+    await client.workflow
+      .getHandle(child!.workflowId!)
+      .terminate('test done')
+      .catch(() => undefined);
   });
 
   test('a refund decision that refunded and then failed its next step: approve is refused (the money went back)', async () => {

@@ -59,7 +59,13 @@ import {
 import { latePayment } from './late-payment';
 import { type ProviderPaymentState, describeMismatch, evidenceFromProvider } from './order/state';
 import { MUST, QUERY, SETUP, clock, errorMessage, failureDetails, failureType, run } from './shared/steps';
-import { approveAfterPaidStep, confirmMismatchStep, handOffOtherTradesStep, paymentReceiptStep } from './patches';
+import {
+  approveAfterPaidStep,
+  confirmMismatchStep,
+  handOffOtherTradesStep,
+  paymentReceiptStep,
+  reviewHandsOffReportedStep,
+} from './patches';
 
 /** Confirm/cancel/return attempts after which the order is marked Stuck (search attribute + metric); retries go on. */
 export const STUCK_AFTER_ATTEMPTS = 5;
@@ -131,6 +137,8 @@ async function orderLifecycle(
   let reviewAfterPaid = false;
   /** The payment known when the review opened (awaitReview's), which an approval confirms. */
   let reviewPayment: PaymentEvidence | undefined;
+  /** A review refund decision carried out with no payment known: a payment reported meanwhile was not refunded. */
+  let reviewRefundedNothing = false;
   let coolingOffUntil: number | undefined;
   /** The order's status is decided (the cancel update can answer), though the workflow may still watch. */
   let decided = false;
@@ -839,6 +847,7 @@ async function orderLifecycle(
       if (paid && paid.amount > 0) {
         await refundInFull(paid, 'review', `review refund by ${d.operator}: ${d.reason}`);
       }
+      if (!paid) reviewRefundedNothing = true;
       await releaseOrReturnAll(' (review refund)');
       await mustRun('transitionOrder', 'mark order REFUNDED (review)', {
         orderId,
@@ -913,7 +922,10 @@ async function orderLifecycle(
    * delivered, and the money was never refunded. Returns whether anything was handed off.
    */
   async function handOffOtherTrades(): Promise<boolean> {
-    const kept = evidence?.tradeNo;
+    // A payment reported during a review that then refunded nothing was neither kept nor refunded (patch
+    // `order-payment-review-hands-off-reported`, asked only in that case).
+    const unkept = reviewRefundedNothing && evidence !== undefined && reviewHandsOffReportedStep();
+    const kept = unkept ? undefined : evidence?.tradeNo;
     const others = [...notifiedTrades].filter(([tradeNo]) => tradeNo !== kept && !handedOff.has(tradeNo));
     if (others.length === 0) return false;
     if (kept === 'unknown') {

@@ -93,6 +93,12 @@ export const PATCH_IDS = {
    * dropped, its money kept once the review settled the order.
    */
   lateWaitReview: 'late-payment-wait-review',
+  /**
+   * orderPayment: a payment reported during a review that opened without one, when the review then refunds (which
+   * refunds nothing: it knew no payment), is handed to that trade's latePayment workflow like any trade the order did
+   * not keep; it was taken for the kept trade and never refunded, the order REFUNDED with the buyer's money held.
+   */
+  reviewHandsOffReported: 'order-payment-review-hands-off-reported',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -170,4 +176,9 @@ export function lateQueryRefusedStep(): boolean {
 /** Whether this execution waits out the order's review before deciding a late trade (else it is only noted). */
 export function lateWaitReviewStep(): boolean {
   return patched(PATCH_IDS.lateWaitReview);
+}
+
+/** Whether this orderPayment hands off a payment reported during a review that refunded nothing. */
+export function reviewHandsOffReportedStep(): boolean {
+  return patched(PATCH_IDS.reviewHandsOffReported);
 }
