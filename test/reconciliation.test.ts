@@ -517,26 +517,29 @@ describe('ops API and schedule', () => {
       });
 
       const yesterday = billDateOf(Date.now() - 86_400_000);
-      const before = await sys
-        .db('reconciliation_runs')
-        .where({ provider: 'sandbox', bill_date: yesterday })
-        .max({ attempt: 'attempt' })
-        .first();
+      const firedBefore = (await handle.describe()).info.recentActions.at(-1)?.action.workflow.workflowId;
       await handle.trigger();
+      // The workflow the trigger started (its own id, whatever ran before), and the run of yesterday it opened.
+      const firedId = await waitFor(
+        async () => {
+          const latest = (await handle.describe()).info.recentActions.at(-1)?.action.workflow.workflowId;
+          return latest !== firedBefore ? latest : undefined;
+        },
+        { timeoutMs: 60_000, what: 'the workflow the trigger started' },
+      );
+      const fired = await sys.client.workflow.getHandle(firedId).result();
+      expect(fired).toMatchObject({ date: yesterday });
       const run = await waitFor(
         async () => {
-          const row = await sys
-            .db('reconciliation_runs')
-            .where({ provider: 'sandbox', bill_date: yesterday })
-            .orderBy('attempt', 'desc')
-            .first();
+          const row = await sys.db('reconciliation_runs').where({ id: fired.runId }).first();
           return row && (row.status === 'COMPLETED' || row.status === 'FAILED') ? row : undefined;
         },
         { timeoutMs: 90_000, what: "the scheduled run of yesterday's bill" },
       );
-      expect(run).toMatchObject({ status: 'COMPLETED' });
+      expect(run).toMatchObject({ status: 'COMPLETED', bill_date: yesterday });
       await sys.client.workflow.getHandle(run.workflow_id).result();
-      if (!before?.attempt) expect(run.trigger).toBe('SCHEDULE');
+      // A run this firing created says so; one it found (a run of yesterday already made) was made before.
+      if (fired.created) expect(run.trigger).toBe('SCHEDULE');
 
       // A firing that runs late (caught up after an outage, or backfilled) reconciles the day before the firing it was
       // meant for, not the day before now: before the fix a late firing reconciled the wrong day, and its own never.
