@@ -231,11 +231,15 @@ test("with the sandbox's bills, orders of other providers are not compared with 
   const wechatOrder = await order('PAID', sku, 1, 'CONFIRMED');
   await db('orders').where({ order_id: wechatOrder }).update({ provider: 'wechat' });
   const sandboxOrder = await order('PAID', sku, 1, 'CONFIRMED');
-  const results = await checkInvariants({ db, providerRows: [], billsProvider: 'sandbox', convergenceBoundMs: 60_000 });
-  const examples = results.find((r) => r.name === 'money-matches-status')!.examples;
-  const all = results.find((r) => r.name === 'money-matches-status')!;
-  expect(examples.join(' ')).not.toContain(wechatOrder);
-  // The sandbox's own order, with no payment on its bills, still is (it may be past the ten examples shown).
-  expect(all.violations).toBeGreaterThan(0);
-  void sandboxOrder;
+  const results = await checkInvariants({
+    db,
+    providerRows: [],
+    billsProvider: 'sandbox',
+    convergenceBoundMs: 60_000,
+    maxExamples: Infinity,
+  });
+  const examples = results.find((r) => r.name === 'money-matches-status')!.examples.join(' ');
+  expect(examples).not.toContain(wechatOrder);
+  // The sandbox's own order, with no payment on its bills, still is.
+  expect(examples).toContain(sandboxOrder);
 });
