@@ -176,6 +176,22 @@ describe('paid, cancellable, decided: one answer each', () => {
     closing.state.enter('CLOSING');
     expect(closing.state.requestCancel('late', 'buyer')).toBe(false);
   });
+
+  test('a repeated cancel is accepted while the first is carried out (it joins it); a cancel of an order past the wait that nobody cancelled is refused', () => {
+    const { state } = opened();
+    expect(state.cancelRefusal()).toBeUndefined();
+    state.requestCancel('first', 'buyer');
+    state.enter('CLOSING');
+    // A retry after the first timed out: not "can no longer be cancelled" while it is being cancelled.
+    expect(state.cancelRefusal()).toBeUndefined();
+    expect(state.requestCancel('retry', 'buyer')).toBe(false);
+    const expiring = opened();
+    expiring.state.enter('CLOSING');
+    expect(expiring.state.cancelRefusal()).toMatch(/can no longer be cancelled \(stage CLOSING/);
+    const paid = opened();
+    paid.state.notify(notice());
+    expect(paid.state.cancelRefusal()).toMatch(/can no longer be cancelled/);
+  });
 });
 
 describe('notifications', () => {

@@ -482,6 +482,19 @@ test('a user cancel closes first, then releases, and the update answers CANCELLE
   await handle.terminate('test done');
 });
 
+test('a cancel sent again while the first is being carried out (a retry after a timeout) joins it: both answer CANCELLED', async () => {
+  // The soak saw it: the first cancel's answer timed out (503), the buyer's retry found the order CLOSING, was refused
+  // and answered 409 ORDER_NOT_CANCELLABLE, and the order then ended CANCELLED.
+  const { handle, calls } = await start({}, { closeFlakes: 3 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  const first = handle.executeUpdate(cancelOrderUpdate, { args: [{ reason: 'changed my mind' }] });
+  await waitForStage(handle, 'CLOSING');
+  const retry = handle.executeUpdate(cancelOrderUpdate, { args: [{ reason: 'changed my mind' }] });
+  expect(await Promise.all([first, retry])).toEqual([{ status: 'CANCELLED' }, { status: 'CANCELLED' }]);
+  expect(calls().filter((c) => c === 'transition:CANCELLED')).toHaveLength(1);
+  await handle.terminate('test done');
+});
+
 test('a cancel through Temporal (temporal workflow cancel) closes, releases and ends CANCELLED instead of abandoning the reservation', async () => {
   // After the cancel the workflow watches for late money until the provider-side expiry (deadline + 1 s), so the window
   // is short; but long enough that the cancel lands while the order waits for payment however slow the server is

@@ -407,6 +407,8 @@ async function orderLifecycle(
     },
     {
       validator: (_request: { reason?: string }) => {
+        // A repeat of a cancel being carried out joins it (a retry after a timed-out cancel; as orderLifecycleV2).
+        if (cancelRequested && !finished) return;
         if (!CANCELLABLE_STAGES.includes(stage) || evidence || finished) {
           throw new Error(`order ${orderId} can no longer be cancelled (stage ${stage}, status ${status})`);
         }

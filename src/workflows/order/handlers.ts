@@ -63,8 +63,8 @@ export function registerHandlers(ctx: OrderContext): void {
     },
     {
       validator: (_request: { reason?: string }) => {
-        if (!s.cancellable)
-          throw new Error(`order ${s.orderId} can no longer be cancelled (stage ${s.stage}, status ${s.status})`);
+        const refused = s.cancelRefusal();
+        if (refused) throw new Error(refused);
       },
     },
   );

@@ -273,6 +273,18 @@ export class OrderState {
     this.status = 'NEEDS_REVIEW';
   }
 
+  /**
+   * Why a buyer's cancel is refused now, or undefined when it is accepted: while the order is cancellable, and as a
+   * repeat of a cancel being carried out (it joins it and answers what it comes to): a buyer's retry after a timed-out
+   * cancel must not be told the order can no longer be cancelled while it is being cancelled.
+   */
+  cancelRefusal(): string | undefined {
+    if (this.cancelRequest && !this.finished) return undefined;
+    if (!this.cancellable)
+      return `order ${this.orderId} can no longer be cancelled (stage ${this.stage}, status ${this.status})`;
+    return undefined;
+  }
+
   /** A cancel request; returns whether it was taken (only while cancellable, only the first). */
   requestCancel(reason: string | undefined, via: 'buyer' | 'temporal'): boolean {
     if (!this.cancellable || this.cancelRequest) return false;
