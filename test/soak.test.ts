@@ -32,6 +32,12 @@ test(
     }
     expect(report.placed).toBe(report.orders);
     expect(report.invariants.filter((r) => !r.passed)).toEqual([]);
+    // Every buyer got what their action asks for (paid: PAID, cancelled: CANCELLED, never paid: EXPIRED, ...), and a
+    // forged or stale notification was refused every time (the faults above count only refused ones).
+    expect(report.unexpectedOutcomes).toEqual([]);
+    expect(Object.keys(report.errors).filter((e) => /^(forged|stale) notification answered/.test(e))).toEqual([]);
+    // Settling ended because nothing was left running (orders parked in review aside), not at its time bound.
+    expect(report.unsettledAtEnd.workflows).toBe(0);
     // A buyer refused for want of stock gets no order at all (admission before the workflow): every order that exists
     // converged.
     expect(report.converged).toBe(report.placed - report.refusedOutOfStock);

@@ -144,6 +144,15 @@ export interface SoakReport {
   faults: Record<string, number>;
   errors: Record<string, number>;
   invariants: InvariantResult[];
+  /**
+   * Orders whose final status is not what their buyer's action, as the API and the sandbox answered it, must lead to
+   * (a paid order PAID, a cancelled one CANCELLED, an unpaid one EXPIRED, a wrong amount in review, ...), one line each;
+   * and buyer actions answered in a way a buyer should never be (a cancel refused, a payment refused before the
+   * deadline).
+   */
+  unexpectedOutcomes: string[];
+  /** Workflows still running (not parked in review) and notifications still being redelivered when settling ended. */
+  unsettledAtEnd: { workflows: number; notifications: number };
   /** Which Temporal server and database the run used. */
   temporal: string;
   database: string;
@@ -153,6 +162,39 @@ export interface SoakReport {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A placed order, its buyer's behaviour, and what that buyer's action was answered. */
+interface BuyerOutcome {
+  orderId: string;
+  behaviour: Behaviour;
+  action?: { what: 'pay' | 'cancel'; status: number; body: unknown };
+}
+
+/**
+ * The final statuses a buyer's action may lead to. A payment the sandbox took (2xx) within seconds of the order is
+ * PAID (a wrong amount: in review); one made late in the window PAID, or REFUNDED when it landed after the close; one
+ * made after the deadline REFUNDED (the sandbox takes it after the close: late money is given back). An order never
+ * paid expires; a cancel the API accepted is CANCELLED. A payment or a cancel refused where it should not be expects
+ * nothing: it is reported as it is.
+ */
+function expectedStatuses(o: BuyerOutcome): string[] {
+  const ok = o.action !== undefined && o.action.status >= 200 && o.action.status < 300;
+  switch (o.behaviour) {
+    case 'neverPay':
+      return ['EXPIRED'];
+    case 'cancel':
+      return ok ? ['CANCELLED'] : [];
+    case 'pay':
+    case 'scarceSku':
+      return ok ? ['PAID'] : [];
+    case 'wrongAmount':
+      return ok ? ['NEEDS_REVIEW'] : [];
+    case 'payLate':
+      return ok ? ['PAID', 'REFUNDED'] : ['EXPIRED'];
+    case 'payAfterDeadline':
+      return ok ? ['REFUNDED'] : ['EXPIRED'];
+  }
+}
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
@@ -397,8 +439,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
             [databaseName],
           )) as [{ ID: number }[]];
           for (const { ID } of rows) {
-            await db.raw(`KILL ${Number(ID)}`).catch(() => undefined);
-            count(faults, 'mysql KILL connection');
+            // Counted only when the KILL was carried out (a connection gone meanwhile is no fault injected).
+            const killed = await db.raw(`KILL ${Number(ID)}`).then(
+              () => true,
+              () => false,
+            );
+            if (killed) count(faults, 'mysql KILL connection');
           }
         })().catch((err: unknown) => count(errors, `mysql kill: ${(err as Error).message}`));
       }, profile.mysqlKillEveryMs),
@@ -429,9 +475,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
             },
             body,
           });
-          count(faults, 'forged notification');
-          if (forged.status < 400 || forged.status >= 500)
-            count(errors, `forged notification answered ${forged.status}`);
+          // Counted as injected only when refused as it must be (401); anything else is an error the test reads.
+          if (forged.status === 401) count(faults, 'forged notification');
+          else count(errors, `forged notification answered ${forged.status}`);
           const stale = await httpJson(`${api}/callbacks/sandbox`, {
             method: 'POST',
             headers: {
@@ -440,16 +486,18 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
             },
             body,
           });
-          count(faults, 'stale replayed notification');
-          if (stale.status < 400 || stale.status >= 500) count(errors, `stale notification answered ${stale.status}`);
+          if (stale.status >= 400 && stale.status < 500) count(faults, 'stale replayed notification');
+          else count(errors, `stale notification answered ${stale.status}`);
           // Replay a genuine notification that was already acknowledged: it must change nothing.
           const list = (await httpJson(`${sandbox}/_control/notifications`)).body?.notifications as
             { id: string; acknowledged: boolean }[] | undefined;
           const acked = (list ?? []).filter((n) => n.acknowledged);
           const replay = acked[Math.floor(Math.random() * acked.length)];
           if (replay) {
-            await httpJson(`${sandbox}/_control/notifications/${replay.id}/redeliver`, { method: 'POST' });
-            count(faults, 'genuine notification replayed');
+            const redelivered = await httpJson(`${sandbox}/_control/notifications/${replay.id}/redeliver`, {
+              method: 'POST',
+            });
+            if (redelivered.status >= 200 && redelivered.status < 300) count(faults, 'genuine notification replayed');
           }
         })().catch(() => undefined);
       }, profile.forgedEveryMs),
@@ -459,6 +507,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   // Buyers.
   const behaviours: Record<string, number> = {};
   const orderIds: string[] = [];
+  /** Each placed order's buyer behaviour and what its action (pay, cancel) was answered. */
+  const outcomes: BuyerOutcome[] = [];
   let next = 0;
   let placed = 0;
   let refusedOutOfStock = 0;
@@ -497,14 +547,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     }
     const orderId = created.body.orderId as string;
     orderIds.push(orderId);
-    const pay = (amount?: number) =>
-      withRetry('pay', errors, () =>
+    const outcome: BuyerOutcome = { orderId, behaviour };
+    outcomes.push(outcome);
+    const pay = async (amount?: number) => {
+      const r = await withRetry('pay', errors, () =>
         httpJson(`${sandbox}/v1/payments/${orderId}/pay`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify(amount ? { amount } : {}),
         }),
       );
+      outcome.action = { what: 'pay', status: r.status, body: r.body };
+      return r;
+    };
     const T = options.paymentTimeoutMs;
     switch (behaviour) {
       case 'pay':
@@ -522,13 +577,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         break;
       case 'cancel':
         await sleep(Math.random() * 3000);
-        await withRetry('cancel', errors, () =>
-          httpJson(`${other}/orders/${orderId}/cancel`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: '{}',
-          }),
-        );
+        {
+          const r = await withRetry('cancel', errors, () =>
+            httpJson(`${other}/orders/${orderId}/cancel`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: '{}',
+            }),
+          );
+          outcome.action = { what: 'cancel', status: r.status, body: r.body };
+        }
         break;
       case 'payAfterDeadline':
         await sleep(T + 2000 + Math.random() * 3000);
@@ -597,8 +655,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   // orders parked in manual review stay open.
   const temporal = await connectTemporal({ temporalAddress, temporalNamespace: namespace });
   const settleUntil = Date.now() + SETTLE_BOUND_MS;
+  let pending = { workflows: 0, notifications: 0 };
   for (;;) {
-    const pending = await unsettled(temporal, env.TASK_QUEUE!, sandbox);
+    pending = await unsettled(temporal, env.TASK_QUEUE!, sandbox);
     options.progress?.(
       `settling: ${pending.workflows} workflow(s) running, ${pending.notifications} notification(s) being redelivered`,
     );
@@ -633,6 +692,24 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     .map((r) => Number(r.ms))
     .sort((a, b) => a - b);
   const [{ total }] = (await db('orders').count({ total: '*' })) as [{ total: number }];
+  const finals = new Map(
+    (
+      (await db('orders').whereIn('order_id', orderIds).select('order_id', 'status')) as {
+        order_id: string;
+        status: string;
+      }[]
+    ).map((r) => [r.order_id, r.status]),
+  );
+  const unexpectedOutcomes = outcomes.flatMap((o) => {
+    const status = finals.get(o.orderId) ?? 'no order row';
+    const expected = expectedStatuses(o);
+    if (expected.includes(status)) return [];
+    const error = (o.action?.body as { error?: string } | undefined)?.error;
+    const action = o.action ? `${o.action.what} answered ${o.action.status}${error ? ` ${error}` : ''}` : 'no action';
+    return [
+      `${o.orderId} (${o.behaviour}, ${action}): ${status}, expected ${expected.join(' or ') || 'another answer'}`,
+    ];
+  });
 
   await db.destroy();
   await killDb?.destroy();
@@ -660,10 +737,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     faults,
     errors,
     invariants,
+    unexpectedOutcomes,
+    unsettledAtEnd: pending,
     temporal: temporalLabel,
     database: databaseName,
     temporalCpuMs,
-    passed: invariants.every((r) => r.passed) && converged === Number(total),
+    passed:
+      invariants.every((r) => r.passed) &&
+      converged === Number(total) &&
+      unexpectedOutcomes.length === 0 &&
+      pending.workflows === 0,
   };
 }
 
@@ -690,6 +773,8 @@ export function formatSoakReport(r: SoakReport): string {
         .map(([k, v]) => `${k} x${v}`)
         .join(', ') || 'none'
     }`,
+    `  unsettled when settling ended: ${r.unsettledAtEnd.workflows} workflow(s), ${r.unsettledAtEnd.notifications} notification(s) being redelivered`,
+    `  buyers who did not get what their action asks for: ${r.unexpectedOutcomes.length ? `\n    ${r.unexpectedOutcomes.join('\n    ')}` : 'none'}`,
     'Invariants:',
     formatInvariants(r.invariants)
       .split('\n')
