@@ -191,6 +191,14 @@ describe('paid, cancellable, decided: one answer each', () => {
     const paid = opened();
     paid.state.notify(notice());
     expect(paid.state.cancelRefusal()).toMatch(/can no longer be cancelled/);
+    // A cancel whose close found the order paid: decided, so a repeat is refused (the API answers from MySQL).
+    const foundPaid = opened();
+    foundPaid.state.requestCancel('first', 'buyer');
+    foundPaid.state.enter('CLOSING');
+    expect(foundPaid.state.cancelRefusal()).toBeUndefined();
+    foundPaid.state.notify(notice());
+    foundPaid.state.settled('PAID');
+    expect(foundPaid.state.cancelRefusal()).toMatch(/can no longer be cancelled/);
   });
 });
 

@@ -653,7 +653,12 @@ export class OrderService {
     try {
       const { client, config } = this.deps;
       const result = await withTemporalDeadline(client, config.temporalUpdateTimeoutMs, () =>
-        client.workflow.getHandle(orderWorkflowId(orderId)).executeUpdate(cancelOrderUpdate, { args: [{ reason }] }),
+        // One update id per order's cancel: a retry (after a 503 at the deadline) attaches to the update already under
+        // way instead of adding another, and an order stuck closing never collects one waiting update per retry
+        // (Temporal allows 10 in flight per workflow, which the buyer's escalation needs too).
+        client.workflow
+          .getHandle(orderWorkflowId(orderId))
+          .executeUpdate(cancelOrderUpdate, { args: [{ reason }], updateId: `cancel-${orderId}` }),
       );
       if (result.status !== 'CANCELLED') {
         throw new ApiError(409, 'ORDER_NOT_CANCELLABLE', `order became ${result.status} before it could be cancelled`, {

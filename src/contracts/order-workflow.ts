@@ -269,6 +269,12 @@ export const LATE_PAYMENT_REVIEW_POLL_MS = 3_600_000;
 /** latePayment's default waits before querying a trade the provider does not show yet: 30 s, 2, 5 and 10 min. */
 export const LATE_PAYMENT_RECHECK_DELAYS_MS: readonly number[] = [30_000, 120_000, 300_000, 600_000];
 
+/**
+ * The order workflows' waits before asking again a provider that answered our close "already paid" but whose query
+ * does not show the payment yet (it lags its own close answer by a moment): 1, 2, 4, 8 and 15 s.
+ */
+export const CLOSE_FOUND_PAID_RECHECK_DELAYS_MS: readonly number[] = [1_000, 2_000, 4_000, 8_000, 15_000];
+
 /** What the latePayment workflow decided. */
 export interface LatePaymentResult {
   outcome:

@@ -57,6 +57,7 @@ import {
   StuckKey,
 } from '../contracts/search-attributes';
 import { latePayment } from './late-payment';
+import { queryAfterCloseFoundPaid } from './shared/close-found-paid';
 import { type ProviderPaymentState, describeMismatch, evidenceFromProvider } from './order/state';
 import { MUST, QUERY, SETUP, clock, errorMessage, failureDetails, failureType, run } from './shared/steps';
 import {
@@ -408,7 +409,7 @@ async function orderLifecycle(
     {
       validator: (_request: { reason?: string }) => {
         // A repeat of a cancel being carried out joins it (a retry after a timed-out cancel; as orderLifecycleV2).
-        if (cancelRequested && !finished) return;
+        if (cancelRequested && !decided && !finished) return;
         if (!CANCELLABLE_STAGES.includes(stage) || evidence || finished) {
           throw new Error(`order ${orderId} can no longer be cancelled (stage ${stage}, status ${status})`);
         }
@@ -584,13 +585,7 @@ async function orderLifecycle(
       });
       if (closed.result === 'ALREADY_PAID') {
         note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
-        if (!evidence) {
-          const state = await run('queryProviderPayment', MUST, `query ${input.provider} after close`, {
-            provider: input.provider,
-            outTradeNo: orderId,
-          });
-          evidence = evidenceFromQuery(state, 'close');
-        }
+        if (!evidence) evidence = evidenceFromQuery(await queryAfterCloseFoundPaid(input.provider, orderId), 'close');
       } else {
         await CancellationScope.nonCancellable(async () => {
           enter('RELEASING', `releasing ${lines.length} SKU(s)${benefits.length ? ', coupon and points' : ''}`);

@@ -99,6 +99,13 @@ export const PATCH_IDS = {
    * not keep; it was taken for the kept trade and never refunded, the order REFUNDED with the buyer's money held.
    */
   reviewHandsOffReported: 'order-payment-review-hands-off-reported',
+  /**
+   * orderLifecycleV2, orderLifecycle and orderPayment: a close the provider answers "already paid" whose query does
+   * not show the payment yet (a payment made a moment before the close; the query lags) is queried again a few times
+   * (CLOSE_FOUND_PAID_RECHECK_DELAYS_MS) before the answer is taken: taken at once, the payment had no amount, did not
+   * match the order and sent a buyer who paid the right amount to review.
+   */
+  closeFoundPaidRecheck: 'close-found-paid-recheck',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -181,4 +188,9 @@ export function lateWaitReviewStep(): boolean {
 /** Whether this orderPayment hands off a payment reported during a review that refunded nothing. */
 export function reviewHandsOffReportedStep(): boolean {
   return patched(PATCH_IDS.reviewHandsOffReported);
+}
+
+/** Whether this execution asks the provider again after a close found the order paid but the query does not show it. */
+export function closeFoundPaidRecheckStep(): boolean {
+  return patched(PATCH_IDS.closeFoundPaidRecheck);
 }

@@ -5,6 +5,7 @@
  */
 import { condition } from '@temporalio/workflow';
 import type { OrderPaymentResult } from '../../contracts/order-workflow';
+import { queryAfterCloseFoundPaid } from '../shared/close-found-paid';
 import { MUST, clock, run } from '../shared/steps';
 import type { OrderContext } from './context';
 import { refundLatePayment } from './refunds';
@@ -25,14 +26,7 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
   });
   if (closed.result === 'ALREADY_PAID') {
     s.note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
-    if (!s.evidence)
-      s.found(
-        await run('queryProviderPayment', MUST, `query ${ctx.provider} after close`, {
-          provider: ctx.provider,
-          outTradeNo: s.orderId,
-        }),
-        'close',
-      );
+    if (!s.evidence) s.found(await queryAfterCloseFoundPaid(ctx.provider, s.orderId), 'close');
     return undefined;
   }
 

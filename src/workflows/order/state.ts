@@ -275,11 +275,12 @@ export class OrderState {
 
   /**
    * Why a buyer's cancel is refused now, or undefined when it is accepted: while the order is cancellable, and as a
-   * repeat of a cancel being carried out (it joins it and answers what it comes to): a buyer's retry after a timed-out
-   * cancel must not be told the order can no longer be cancelled while it is being cancelled.
+   * repeat of a cancel still being carried out, the order not yet decided (it joins it and answers what it comes to): a
+   * buyer's retry after a timed-out cancel must not be told the order can no longer be cancelled while it is being
+   * cancelled. (The API sends one update id per order's cancel, so its own retries attach to the first update.)
    */
   cancelRefusal(): string | undefined {
-    if (this.cancelRequest && !this.finished) return undefined;
+    if (this.cancelRequest && !this.decided && !this.finished) return undefined;
     if (!this.cancellable)
       return `order ${this.orderId} can no longer be cancelled (stage ${this.stage}, status ${this.status})`;
     return undefined;
