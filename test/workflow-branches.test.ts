@@ -558,6 +558,27 @@ test.each([ORDER_WORKFLOW_TYPE, 'orderPayment'])(
   },
 );
 
+test.each([ORDER_WORKFLOW_TYPE, 'orderPayment'])(
+  '%s: a payment notification that arrives while the close-found-paid query is asked again ends the waits and is kept',
+  async (workflowType) => {
+    // orderPayment replaced the notified payment (with its amount) by the lagging query's answer (none): review.
+    const { orderId, handle, calls } = await start(
+      { paymentTimeoutMs: 300, providerExpiryMarginMs: 0 },
+      { closeResult: 'ALREADY_PAID', laggingQueries: 10 },
+      workflowType,
+    );
+    await handle.executeUpdate(paymentReadyUpdate);
+    await waitForValue('the first recheck', async () =>
+      calls().filter((c) => c === 'query').length >= 2 ? true : undefined,
+    );
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-during-recheck'));
+    expect(await handle.result()).toMatchObject({ orderId, status: 'PAID' });
+    expect(calls()).not.toContain('transition:NEEDS_REVIEW');
+    // The waits ended with the notification (all five rechecks would have asked six times).
+    expect(calls().filter((c) => c === 'query').length).toBeLessThan(6);
+  },
+);
+
 test('a cancel after payment was seen is rejected by the validator', async () => {
   const { orderId, handle } = await start();
   await handle.executeUpdate(paymentReadyUpdate);

@@ -585,7 +585,16 @@ async function orderLifecycle(
       });
       if (closed.result === 'ALREADY_PAID') {
         note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
-        if (!evidence) evidence = evidenceFromQuery(await queryAfterCloseFoundPaid(input.provider, orderId), 'close');
+        if (!evidence) {
+          const { state, rechecked } = await queryAfterCloseFoundPaid(
+            input.provider,
+            orderId,
+            () => evidence !== undefined,
+          );
+          // An execution that rechecks keeps a payment whose notification arrived meanwhile (it names the amount); one
+          // that does not replaces it with the query's answer, as it always did (old histories replay the same).
+          if (!rechecked || !evidence) evidence = evidenceFromQuery(state, 'close');
+        }
       } else {
         await CancellationScope.nonCancellable(async () => {
           enter('RELEASING', `releasing ${lines.length} SKU(s)${benefits.length ? ', coupon and points' : ''}`);

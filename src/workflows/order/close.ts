@@ -26,7 +26,11 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
   });
   if (closed.result === 'ALREADY_PAID') {
     s.note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
-    if (!s.evidence) s.found(await queryAfterCloseFoundPaid(ctx.provider, s.orderId), 'close');
+    if (!s.evidence) {
+      // found() keeps a payment whose notification arrived meanwhile (it names the amount; a lagging query may not).
+      const { state } = await queryAfterCloseFoundPaid(ctx.provider, s.orderId, () => s.evidence !== undefined);
+      s.found(state, 'close');
+    }
     return undefined;
   }
 

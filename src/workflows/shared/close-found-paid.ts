@@ -2,7 +2,7 @@
  * After a close the provider answered "already paid": the provider's account of that payment. Deterministic: workflow
  * code only.
  */
-import { sleep } from '@temporalio/workflow';
+import { condition } from '@temporalio/workflow';
 import { CLOSE_FOUND_PAID_RECHECK_DELAYS_MS } from '../../contracts/order-workflow';
 import type { ProviderPaymentState } from '../order/state';
 import { closeFoundPaidRecheckStep } from '../patches';
@@ -16,21 +16,28 @@ function shown(state: ProviderPaymentState): boolean {
 /**
  * Queries the provider for an order its close found paid. A query that does not show the payment yet (it lags the
  * close's answer: the buyer paid a moment before) is asked again after each of CLOSE_FOUND_PAID_RECHECK_DELAYS_MS
- * (patch `close-found-paid-recheck`, asked only then) before its answer is taken as it is.
+ * (patch `close-found-paid-recheck`, asked only then) before its answer is taken as it is; the waits end early when
+ * `known()` says the payment was learned another way (its notification arrived). `rechecked`: this execution took the
+ * patch (so a payment learned meanwhile is the caller's to keep). The delays are part of the patched histories: change
+ * them only behind a new patch id.
  */
-export async function queryAfterCloseFoundPaid(provider: string, orderId: string): Promise<ProviderPaymentState> {
+export async function queryAfterCloseFoundPaid(
+  provider: string,
+  orderId: string,
+  known: () => boolean,
+): Promise<{ state: ProviderPaymentState; rechecked: boolean }> {
   let state = await run('queryProviderPayment', MUST, `query ${provider} after close`, {
     provider,
     outTradeNo: orderId,
   });
-  if (shown(state) || !closeFoundPaidRecheckStep()) return state;
+  if (shown(state) || !closeFoundPaidRecheckStep()) return { state, rechecked: false };
   for (const [i, delay] of CLOSE_FOUND_PAID_RECHECK_DELAYS_MS.entries()) {
-    await sleep(delay);
+    if (await condition(known, delay)) break;
     state = await run('queryProviderPayment', MUST, `query ${provider} again after close (${i + 2})`, {
       provider,
       outTradeNo: orderId,
     });
     if (shown(state)) break;
   }
-  return state;
+  return { state, rechecked: true };
 }
