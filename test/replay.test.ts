@@ -128,6 +128,12 @@ describe('the patched() guard of the payment-receipt step', () => {
     unguarded = await bundleWith('patches-always-on');
   }, 180_000);
 
+  test('the fixture stands in for every patch function (a missing one would be undefined in the aliased bundle)', async () => {
+    const real = Object.keys(await import('../src/workflows/patches')).filter((k) => k.endsWith('Step'));
+    const fixture = Object.keys(await import('./fixtures/patches-always-on'));
+    expect(fixture.sort()).toEqual(real.sort());
+  });
+
   test('v1 histories on both sides of the insertion point are present', () => {
     expect(passing.map(scenarioOf)).toEqual(
       expect.arrayContaining(['happy-path', 'lost-callback', 'cooling-off-refund']),
