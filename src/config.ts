@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { DEFAULT_POINTS_CURRENCY } from './contracts/order';
 import { LATE_PAYMENT_RECHECK_DELAYS_MS } from './contracts/order-workflow';
 import { ProviderEnvError, type ProvidersConfig, providersFromEnv, testMoneyProblem } from './providers/config';
 import { parseDuration } from './shared/duration';
@@ -126,7 +127,7 @@ const EnvSchema = z.object({
    * POINTS_CURRENCY_MISMATCH). Points are stored value: 10,000 points meant as 100.00 CNY must not take 100.00 USD
    * (or 10,000 JPY) off an order.
    */
-  POINTS_CURRENCY: Currency.default('CNY'),
+  POINTS_CURRENCY: Currency.default(DEFAULT_POINTS_CURRENCY),
   PAYMENT_TIMEOUT: duration('15m'),
   QUERY_FIRST_DELAY: duration('30s'),
   QUERY_MAX_INTERVAL: duration('2m'),

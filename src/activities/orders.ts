@@ -1,6 +1,6 @@
 /** Order rows: creation from the catalog, guarded status transitions, and reads for the late-payment path. */
 import type { Knex } from 'knex';
-import type { OrderLine, OrderStatus } from '../contracts/order';
+import { DEFAULT_POINTS_CURRENCY, type OrderLine, type OrderStatus } from '../contracts/order';
 import { bySkuOrder, jsonColumn } from '../db/json';
 import { OrderEventBatch, appendOrderEvent } from '../db/order-events';
 import {
@@ -41,9 +41,6 @@ export interface PricedOrder {
    */
   heldSkus?: string[];
 }
-
-/** The currency points are worth 1 minor unit of when the worker is not told (POINTS_CURRENCY's default). */
-export const DEFAULT_POINTS_CURRENCY = 'CNY';
 
 /** Creates the order priced from the catalog (never from the client). Idempotent: a retry returns the stored order. */
 export async function createOrder(

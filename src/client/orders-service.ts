@@ -228,11 +228,7 @@ export class OrderService {
       // No order row and the units released: the order was refused or released before it was written. A new Try
       // could only be refused (TCC_TRY_AFTER_CANCEL), and a units read could answer OUT_OF_STOCK: neither is the answer
       // the first request got (if it is the first request's: a different one is told so).
-      if (reservation === 'released') {
-        const stored = await fingerprintOf(db, keyed.orderId);
-        if (stored !== undefined && stored !== keyed.fingerprint) throw idempotencyKeyReused(keyed.orderId);
-        throw await this.releasedBeforeWritten(keyed.orderId, request);
-      }
+      if (reservation === 'released') throw await this.releasedKeyAnswer(keyed, request);
       holdsUnits = reservation === 'held';
     }
     // A buyer who cannot get the units costs one read: no reservation, no workflow (flash sales). Units being reserved
@@ -258,11 +254,7 @@ export class OrderService {
         );
       if (firstTry === 'committed') {
         const reservation = await reservationOf(db, keyed.orderId);
-        if (reservation === 'released') {
-          const stored = await fingerprintOf(db, keyed.orderId);
-          if (stored !== undefined && stored !== keyed.fingerprint) throw idempotencyKeyReused(keyed.orderId);
-          throw await this.releasedBeforeWritten(keyed.orderId, request);
-        }
+        if (reservation === 'released') throw await this.releasedKeyAnswer(keyed, request);
         if (reservation === 'held') holdsUnits = true;
       }
       if (!holdsUnits) throw outOfStockError(short);
@@ -466,6 +458,19 @@ export class OrderService {
     } catch (e) {
       return e as ApiError;
     }
+  }
+
+  /**
+   * The answer to a keyed request whose order has no row and whose units were released: 422 when its body is not the
+   * key's first request's (by the stored fingerprint), else what that first request was answered.
+   */
+  private async releasedKeyAnswer(
+    keyed: { orderId: string; fingerprint: string },
+    request: CreateOrderRequest,
+  ): Promise<ApiError> {
+    const stored = await fingerprintOf(this.deps.db, keyed.orderId);
+    if (stored !== undefined && stored !== keyed.fingerprint) return idempotencyKeyReused(keyed.orderId);
+    return this.releasedBeforeWritten(keyed.orderId, request);
   }
 
   /** The answer to a request whose order can no longer reserve: what the order's first request was answered. */

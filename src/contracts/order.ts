@@ -102,6 +102,9 @@ export const PutPointsRequest = z
   })
   .strict();
 
+/** The currency a point is worth 1 minor unit of unless POINTS_CURRENCY says otherwise. */
+export const DEFAULT_POINTS_CURRENCY = 'CNY';
+
 /** Most buckets a SKU's stock can be sharded into. */
 export const MAX_STOCK_BUCKETS = 64;
 
