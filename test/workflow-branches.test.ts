@@ -504,6 +504,21 @@ test.each([ORDER_WORKFLOW_TYPE, 'orderPayment'])(
   },
 );
 
+test("a cancel retried under the API's one update id per order attaches to the cancel under way: one update in history, both answer CANCELLED", async () => {
+  const { orderId, handle } = await start({}, { closeFlakes: 3 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  const send = () =>
+    handle.executeUpdate(cancelOrderUpdate, { args: [{ reason: 'changed my mind' }], updateId: `cancel-${orderId}` });
+  const first = send();
+  await waitForStage(handle, 'CLOSING');
+  expect(await Promise.all([first, send()])).toEqual([{ status: 'CANCELLED' }, { status: 'CANCELLED' }]);
+  const cancels = (await eventsOf(handle)).filter(
+    (e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name === cancelOrderUpdate.name,
+  );
+  expect(cancels).toHaveLength(1);
+  await handle.terminate('test done');
+});
+
 test('a cancel through Temporal (temporal workflow cancel) closes, releases and ends CANCELLED instead of abandoning the reservation', async () => {
   // After the cancel the workflow watches for late money until the provider-side expiry (deadline + 1 s), so the window
   // is short; but long enough that the cancel lands while the order waits for payment however slow the server is
