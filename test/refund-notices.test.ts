@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { WithStartWorkflowOperation, WorkflowNotFoundError } from '@temporalio/client';
 import type { ApplicationFailure } from '@temporalio/common';
+import { transitionOrder } from '../src/activities/orders';
 import { refundPayment } from '../src/activities/payments';
 import {
   type FailedRefundReviewInput,
@@ -637,6 +638,28 @@ test('a refund failure arriving while the refund step has not recorded the refun
   await expect(
     sys.client.workflow.getHandle(failedRefundReviewWorkflowId(seeded.outRefundNo)).describe(),
   ).rejects.toBeInstanceOf(WorkflowNotFoundError);
+});
+
+test("a failure recorded between the refund step and the order's REFUNDED mark: the mark changes nothing and names that review, whose decision refunds again", async () => {
+  // The cooling-off refund was recorded SUCCEEDED (the step returned); its ABNORMAL lands before the workflow's mark.
+  const seeded = await seedFailedRefund({ orderStatus: 'PAID' });
+  const marked = await transitionOrder(sys.db, {
+    orderId: seeded.orderId,
+    from: ['PAID'],
+    to: 'REFUNDED',
+    reason: 'COOLING_OFF_REFUND',
+    event: { type: 'ORDER_REFUNDED', message: 'Refunded in full inside the cooling-off window; stock returned' },
+  });
+  // What the order workflow reads to end in that review instead of answering the buyer REFUNDED (workflow-branches).
+  expect(marked).toEqual({ changed: false, status: 'NEEDS_REVIEW', reason: 'REFUND_FAILED' });
+  expect((await snapshot(seeded.orderId)).order).toMatchObject({
+    status: 'NEEDS_REVIEW',
+    status_reason: 'REFUND_FAILED',
+  });
+  const answer = await decide(seeded.orderId, { decision: 'refund', operator: 'dan', reason: 'refund again' });
+  expect(answer).toMatchObject({ status: 200, body: { orderId: seeded.orderId, status: 'REFUNDED' } });
+  expect(wxRefundPosts.get(failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount))).toBe(1);
+  expect((await snapshot(seeded.orderId)).order.status).toBe('REFUNDED');
 });
 
 // ---- Stripe ----

@@ -17,6 +17,7 @@ import type { Activities } from '../src/activities';
 import { composeOrderSteps, type SingleSteps } from '../src/activities/order-steps';
 import {
   type OrderPaymentInput,
+  type OrderStatus,
   ORDER_WORKFLOW_TYPE,
   cancelOrderUpdate,
   coolingOffRefundUpdate,
@@ -62,6 +63,11 @@ interface Script {
   laggingQueries?: number;
   /** Business failure of transitionOrder to this status (every time). */
   transitionFails?: { to: string; type: string };
+  /**
+   * transitionOrder to REFUNDED finds the order moved elsewhere meanwhile and changes nothing (e.g. a notice that the
+   * refund failed at the provider sent it to NEEDS_REVIEW, REFUND_FAILED, between the refund step and this mark).
+   */
+  refundedMarkFinds?: { status: OrderStatus; reason?: string };
   /** The provider refuses refunds (a business failure) this many times. */
   refundRefusals?: number;
   /** The buyer pays right after our close call was answered CLOSED (the provider took the money anyway). */
@@ -141,6 +147,8 @@ const mockActivities: Partial<Activities> = {
     const fail = script(input.orderId).transitionFails;
     if (fail?.to === input.to)
       throw ApplicationFailure.create({ type: fail.type, message: 'order row conflict', nonRetryable: true });
+    const found = script(input.orderId).refundedMarkFinds;
+    if (found && input.to === 'REFUNDED') return { changed: false, ...found };
     return { changed: true, status: input.to };
   },
   async createProviderPayment(input) {
@@ -697,6 +705,54 @@ test('a refund asked inside the cooling-off window refunds in full and returns t
   expect(calls().slice(-3)).toEqual(['refund', 'returnStock', 'transition:REFUNDED']);
   expect(calls()).toContain('receipt'); // queued when PAID, before the window
   expect(calls()).not.toContain('fulfilment');
+});
+
+test.each([ORDER_WORKFLOW_TYPE, 'orderLifecycle'])(
+  '%s: a cooling-off refund reported failed before the order is marked REFUNDED leaves it in that review; the buyer is not told REFUNDED',
+  async (workflowType) => {
+    const { orderId, handle, calls } = await start(
+      { coolingOffMs: 60_000 },
+      { refundedMarkFinds: { status: 'NEEDS_REVIEW', reason: 'REFUND_FAILED' } },
+      workflowType,
+    );
+    await handle.executeUpdate(paymentReadyUpdate);
+    await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+    await waitForStage(handle, 'COOLING_OFF');
+    // No refund number: the refund this workflow made is the one that failed (the API answers 409 REFUND_IN_REVIEW).
+    expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{}] })).toEqual({ status: 'NEEDS_REVIEW' });
+    expect(await handle.result()).toEqual({ orderId, status: 'NEEDS_REVIEW', reason: 'REFUND_FAILED' });
+    expect(calls().slice(-3)).toEqual(['refund', 'returnStock', 'transition:REFUNDED']);
+    const status = await handle.query(statusQuery);
+    expect(status.timeline.map((e) => e.type)).toContain('REFUND_FAILED');
+    expect(status.timeline.map((e) => e.type)).not.toContain('ORDER_REFUNDED');
+  },
+);
+
+test('a late payment whose refund is reported failed before the order is marked REFUNDED ends in that review', async () => {
+  const { orderId, handle, calls } = await start(
+    { paymentTimeoutMs: 1000, providerExpiryMarginMs: 3000 },
+    { paysAfterClose: true, refundedMarkFinds: { status: 'NEEDS_REVIEW', reason: 'REFUND_FAILED' } },
+  );
+  await handle.executeUpdate(paymentReadyUpdate);
+  expect(await handle.result()).toEqual({ orderId, status: 'NEEDS_REVIEW', reason: 'REFUND_FAILED' });
+  expect(calls().slice(-3)).toEqual(['query', 'refund', 'transition:REFUNDED']);
+});
+
+test('a REFUNDED mark that finds the order in review for something else is not taken for a failed refund', async () => {
+  // Only a failed refund's review (reason REFUND_FAILED) holds the order instead of this workflow's REFUNDED; here a
+  // late trade's refund failed (latePayment's review), and the buyer's own refund was made: answered REFUNDED.
+  const { orderId, handle } = await start(
+    { coolingOffMs: 60_000 },
+    { refundedMarkFinds: { status: 'NEEDS_REVIEW', reason: 'LATE_PAYMENT_REFUND_FAILED' } },
+  );
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1'));
+  await waitForStage(handle, 'COOLING_OFF');
+  expect(await handle.executeUpdate(coolingOffRefundUpdate, { args: [{}] })).toMatchObject({
+    status: 'REFUNDED',
+    refundNo: `rf-${orderId}-T-${orderId}`,
+  });
+  expect(await handle.result()).toEqual({ orderId, status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' });
 });
 
 test('after the cooling-off window the order goes to fulfilment and a refund is refused', async () => {

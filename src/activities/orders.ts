@@ -201,15 +201,19 @@ export { type TransitionDone, type TransitionInput, type TransitionResult, trans
 /** Moves an order from one of `from` to `to` in one transaction with its event; repeat = no-op. */
 export async function transitionOrder(db: Knex, input: TransitionInput): Promise<TransitionResult> {
   const result = await db.transaction(async (trx) => {
-    const row = await trx('orders').where({ order_id: input.orderId }).forUpdate().first('status');
+    const row = (await trx('orders')
+      .where({ order_id: input.orderId })
+      .forUpdate()
+      .first('status', 'status_reason')) as { status: OrderStatus; status_reason: string | null } | undefined;
     if (!row) throw businessFailure(FailureType.ORDER_NOT_FOUND, `order ${input.orderId} does not exist`);
     const events = new OrderEventBatch(input.orderId);
-    const changed = await transitionIn(trx, input, row.status as OrderStatus, events);
+    const changed = await transitionIn(trx, input, row.status, events);
     await events.write(trx);
-    return changed;
+    return { ...changed, reason: row.status_reason ?? undefined };
   });
   logTransition(input, result);
-  return { changed: result.changed, status: result.status };
+  if (result.changed) return { changed: true, status: result.status };
+  return { changed: false, status: result.status, ...(result.reason ? { reason: result.reason } : {}) };
 }
 
 /** The log line of a status change (after its transaction committed). */

@@ -188,6 +188,9 @@ export interface OrderPaymentInput {
 }
 
 /** Result of the workflow. */
+/** The status reason of an order a failed refund sent to review (src/db/refund-outcomes.ts). */
+export const REFUND_FAILED_REASON = 'REFUND_FAILED';
+
 export interface OrderPaymentResult {
   orderId: string;
   status: OrderStatus;

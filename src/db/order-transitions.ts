@@ -6,10 +6,10 @@
 import type { Knex } from 'knex';
 import { FailureType, businessFailure } from '../contracts/failures';
 import type { OrderStatus, PaymentEvidence } from '../contracts/order';
+import { REFUND_FAILED_REASON } from '../contracts/order-workflow';
 import type { OrderEventBatch } from './order-events';
 
-/** The status reason of an order a failed refund sent to review (src/db/refund-outcomes.ts). */
-export const REFUND_FAILED_REASON = 'REFUND_FAILED';
+export { REFUND_FAILED_REASON };
 
 /** Input of transitionOrder: a guarded, forward-only status change. */
 export interface TransitionInput {
@@ -32,6 +32,8 @@ export interface TransitionInput {
 export interface TransitionResult {
   changed: boolean;
   status: OrderStatus;
+  /** Unchanged (transitionOrder): the order's status reason, e.g. REFUND_FAILED when a failed refund's notice has it. */
+  reason?: string;
 }
 
 /** What transitionIn did: the result, the status it left, and whether the payment row took the evidence. */

@@ -106,6 +106,13 @@ export const PATCH_IDS = {
    * match the order and sent a buyer who paid the right amount to review.
    */
   closeFoundPaidRecheck: 'close-found-paid-recheck',
+  /**
+   * orderLifecycleV2 and orderLifecycle: a refund the provider accepted and then reported failed (its notice moved the
+   * order to NEEDS_REVIEW, REFUND_FAILED) before the workflow marked the order REFUNDED leaves the order in that review:
+   * the workflow ends NEEDS_REVIEW and answers the buyer so, with no refund number. It answered REFUNDED, with the
+   * number of the refund that failed, while MySQL said NEEDS_REVIEW.
+   */
+  refundFailedBeforeSettle: 'order-refund-failed-before-settle',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -193,4 +200,9 @@ export function reviewHandsOffReportedStep(): boolean {
 /** Whether this execution asks the provider again after a close found the order paid but the query does not show it. */
 export function closeFoundPaidRecheckStep(): boolean {
   return patched(PATCH_IDS.closeFoundPaidRecheck);
+}
+
+/** Whether this execution takes a REFUNDED mark refused by a failed-refund review (the refund's notice) as that review. */
+export function refundFailedBeforeSettleStep(): boolean {
+  return patched(PATCH_IDS.refundFailedBeforeSettle);
 }

@@ -79,7 +79,8 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
     if (state.status === 'PAID') s.found(state, 'query');
   }
   if (s.evidence) {
-    await refundLatePayment(ctx, s.evidence);
+    const inReview = await refundLatePayment(ctx, s.evidence);
+    if (inReview) return inReview;
     // The result says what MySQL says: REFUNDED for a late payment, not why the order had closed before it.
     return { status: 'REFUNDED', reason: 'LATE_PAYMENT_REFUNDED' };
   }

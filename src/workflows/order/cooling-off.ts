@@ -6,7 +6,7 @@ import { condition } from '@temporalio/workflow';
 import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order-workflow';
 import { clock } from '../shared/steps';
 import type { OrderContext } from './context';
-import { refundInFull } from './refunds';
+import { endedInFailedRefundReview, refundInFull } from './refunds';
 
 export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise<Omit<OrderPaymentResult, 'orderId'>> {
   const s = ctx.state;
@@ -22,7 +22,7 @@ export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise
       const { reason } = s.refundRequest;
       ctx.enter('REFUNDING', 'buyer refunded inside the cooling-off window');
       await refundInFull(ctx, paid, 'cooling-off', `cooling-off refund${reason ? `: ${reason}` : ''}`);
-      await ctx.must(
+      const marked = await ctx.must(
         'settleRefunded',
         'local',
         `return ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}; mark REFUNDED`,
@@ -40,6 +40,8 @@ export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise
           },
         },
       );
+      const inReview = endedInFailedRefundReview(ctx, marked);
+      if (inReview) return inReview;
       s.settled('REFUNDED');
       return { status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' };
     }

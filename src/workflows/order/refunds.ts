@@ -1,8 +1,14 @@
 /** Refunds the order workflow makes: in full, with the trade's stable refund number, so a retry never refunds twice. */
 import { ApplicationFailure } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
-import { autoRefundNo, reviewRefundNo, type PaymentEvidence } from '../../contracts/order-workflow';
-import { refundedTradeStep } from '../patches';
+import {
+  autoRefundNo,
+  REFUND_FAILED_REASON,
+  reviewRefundNo,
+  type OrderPaymentResult,
+  type PaymentEvidence,
+} from '../../contracts/order-workflow';
+import { refundFailedBeforeSettleStep, refundedTradeStep } from '../patches';
 import type { OrderContext } from './context';
 import { refundableAmount } from './state';
 
@@ -56,13 +62,39 @@ export async function refundInFull(
   s.refundNo = outRefundNo;
 }
 
+/**
+ * The end when the REFUNDED mark after a refund was refused because the order is in review for a failed refund: the
+ * provider accepted a refund of this order and then reported it failed, and that notice moved the order to
+ * NEEDS_REVIEW (src/db/refund-outcomes.ts) between the refund step and the mark. The failed refund's review settles the
+ * order (the API sends its decisions to a failedRefundReview workflow), so this workflow ends with the order in it, and
+ * the buyer is not told REFUNDED. Undefined when the mark was not refused so (done, or done already).
+ */
+export function endedInFailedRefundReview(
+  ctx: OrderContext,
+  /** The mark's result (TransitionResult, src/db/order-transitions.ts). */
+  marked: { changed: boolean; status: string; reason?: string },
+): Omit<OrderPaymentResult, 'orderId'> | undefined {
+  if (marked.changed || marked.status !== 'NEEDS_REVIEW' || marked.reason !== REFUND_FAILED_REASON) return undefined;
+  if (!refundFailedBeforeSettleStep()) return undefined;
+  const s = ctx.state;
+  s.note(
+    'REFUND_FAILED',
+    `A refund of this order was reported failed by ${ctx.provider} before the order was marked REFUNDED (refund ${s.refundNo ?? 'unknown'} made by this workflow): the order is in review for the failed refund`,
+  );
+  s.leftInFailedRefundReview();
+  return { status: 'NEEDS_REVIEW', reason: REFUND_FAILED_REASON };
+}
+
 /** Step 7: money that arrived for a closed order is refunded, and the order says REFUNDED. */
-export async function refundLatePayment(ctx: OrderContext, late: PaymentEvidence): Promise<void> {
+export async function refundLatePayment(
+  ctx: OrderContext,
+  late: PaymentEvidence,
+): Promise<Omit<OrderPaymentResult, 'orderId'> | undefined> {
   const s = ctx.state;
   ctx.enter('REFUNDING', `refunding late payment ${late.tradeNo}`);
   s.note('LATE_PAYMENT', `Payment ${late.tradeNo} arrived for a closed order; refunding`);
   await refundInFull(ctx, late, 'late payment', 'payment arrived after the order was closed');
-  await ctx.must('transitionOrder', 'local', 'mark order REFUNDED', {
+  const marked = await ctx.must('transitionOrder', 'local', 'mark order REFUNDED', {
     orderId: s.orderId,
     from: ['EXPIRED', 'CANCELLED', 'FAILED'],
     to: 'REFUNDED',
@@ -70,5 +102,8 @@ export async function refundLatePayment(ctx: OrderContext, late: PaymentEvidence
     event: { type: 'ORDER_REFUNDED', message: `Late payment ${late.tradeNo} refunded in full` },
     payment: late,
   });
+  const inReview = endedInFailedRefundReview(ctx, marked);
+  if (inReview) return inReview;
   s.settled('REFUNDED');
+  return undefined;
 }

@@ -268,6 +268,17 @@ export class OrderState {
     if (handedOff) this.handedOffWhenPaid = true;
   }
 
+  /**
+   * A refund of the order failed at the provider after it was accepted, and its notice moved the order to review before
+   * this workflow marked it REFUNDED: the order stays in that review (another workflow takes its decisions), and the
+   * buyer is answered NEEDS_REVIEW with no refund number.
+   */
+  leftInFailedRefundReview(): void {
+    this.status = 'NEEDS_REVIEW';
+    this.refundNo = undefined;
+    this.decided = true;
+  }
+
   /** The order is marked NEEDS_REVIEW in MySQL; the workflow is about to wait for a decision. */
   inReview(): void {
     this.status = 'NEEDS_REVIEW';
