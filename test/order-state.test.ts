@@ -136,6 +136,21 @@ describe('after PAID', () => {
     expect(opened().state.reviewReminderMs).toBe(60 * MIN);
     expect(opened({ reviewReminderMs: undefined }).state.reviewReminderMs).toBe(60 * MIN);
   });
+
+  test('the wait between review reminders doubles from the interval up to a day: a month of waiting is 33 reminders', () => {
+    const { state } = opened();
+    expect([0, 1, 2, 3, 4, 5, 6].map((sent) => state.reviewReminderDelay(sent) / MIN)).toEqual([
+      60, 120, 240, 480, 960, 1440, 1440,
+    ]);
+    expect(state.reviewReminderDelay(1_000)).toBe(24 * 60 * MIN);
+    let elapsed = 0;
+    let sent = 0;
+    while (elapsed + state.reviewReminderDelay(sent) <= 30 * 24 * 60 * MIN)
+      elapsed += state.reviewReminderDelay(sent++);
+    expect(sent).toBe(33);
+    // An interval set above a day is kept, never shortened.
+    expect(opened({ reviewReminderMs: 48 * 60 * MIN }).state.reviewReminderDelay(3)).toBe(48 * 60 * MIN);
+  });
 });
 
 describe('paid, cancellable, decided: one answer each', () => {

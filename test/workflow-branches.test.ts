@@ -679,6 +679,31 @@ test('a review decision the provider refuses leaves the order in review for anot
   expect(calls().filter((c) => c === 'refund')).toHaveLength(2);
 });
 
+test('a review nobody decides records a reminder after the interval, then after twice the wait each time; a decision still ends it', async () => {
+  const { orderId, handle } = await start({ reviewReminderMs: 1000 }, { provider: 'PAID', paidAmount: 1 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
+  await waitForStage(handle, 'AWAITING_REVIEW');
+  // Waits for the third reminder's entry (1 + 2 + 4 s of timers), never for a sleep of its own.
+  const reminders = () => script(orderId).calls.filter((c) => c.name === 'event:REVIEW_REMINDER');
+  await waitForValue('three review reminders', async () => (reminders().length >= 3 ? true : undefined));
+  expect(reminders()[0]!.args).toMatchObject({
+    message: expect.stringMatching(/^Still waiting for a review decision: /),
+  });
+  // The fourth wait starts in the workflow task that records the third reminder: read it from history once it is there.
+  const waits = await waitForValue('the fourth wait for a decision', async () => {
+    const found = (await timersOf(handle)).filter((t) => t.summary === 'wait for a review decision');
+    return found.length >= 4 ? found : undefined;
+  });
+  expect(waits.map((t) => t.ms)).toEqual([1000, 2000, 4000, 8000]);
+  expect(
+    await handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }],
+    }),
+  ).toEqual({ status: 'REFUNDED' });
+  expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED', reason: 'REVIEW_REFUNDED' });
+});
+
 test('an approved review confirms the order as paid', async () => {
   const { orderId, handle, calls } = await start({}, { provider: 'PAID', paidAmount: 1200 });
   await handle.executeUpdate(paymentReadyUpdate);

@@ -113,6 +113,11 @@ export const PATCH_IDS = {
    * number of the refund that failed, while MySQL said NEEDS_REVIEW.
    */
   refundFailedBeforeSettle: 'order-refund-failed-before-settle',
+  /**
+   * orderLifecycleV2 and orderLifecycle: the wait between two review reminders doubles after each, up to a day; a review
+   * recorded one every REVIEW_REMINDER_INTERVAL for as long as it waited (144 history events a day at the default hour).
+   */
+  reviewReminderBackoff: 'order-review-reminder-backoff',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -205,4 +210,9 @@ export function closeFoundPaidRecheckStep(): boolean {
 /** Whether this execution takes a REFUNDED mark refused by a failed-refund review (the refund's notice) as that review. */
 export function refundFailedBeforeSettleStep(): boolean {
   return patched(PATCH_IDS.refundFailedBeforeSettle);
+}
+
+/** Whether this execution doubles the wait between review reminders (asked after the first reminder). */
+export function reviewReminderBackoffStep(): boolean {
+  return patched(PATCH_IDS.reviewReminderBackoff);
 }

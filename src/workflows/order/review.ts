@@ -8,7 +8,7 @@ import { condition, isCancellation, upsertSearchAttributes } from '@temporalio/w
 import { FailureType } from '../../contracts/failures';
 import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order-workflow';
 import { NeedsReviewKey, StuckKey } from '../../contracts/search-attributes';
-import { afterApprovalFailureStep, evidenceAfterDecisionStep } from '../patches';
+import { afterApprovalFailureStep, evidenceAfterDecisionStep, reviewReminderBackoffStep } from '../patches';
 import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
 import { coolOff } from './cooling-off';
@@ -64,16 +64,21 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
   s.decided = true;
   ctx.enter('AWAITING_REVIEW', `waiting for an operator: ${why}`);
   ctx.publish();
-  while (!s.reviewDecision) {
-    const got = await condition(() => s.reviewDecision !== undefined, s.reviewReminderMs, {
+  // The first wait is the interval; after a reminder the wait doubles (behind a patch, asked only then, so a review
+  // decided before its first reminder records no marker).
+  for (let sent = 0; !s.reviewDecision;) {
+    const wait = sent > 0 && reviewReminderBackoffStep() ? s.reviewReminderDelay(sent) : s.reviewReminderMs;
+    const got = await condition(() => s.reviewDecision !== undefined, wait, {
       summary: 'wait for a review decision',
     });
-    if (!got)
+    if (!got) {
       await runLocal('recordOrderEvent', MUST, 'review reminder', {
         orderId: s.orderId,
         type: 'REVIEW_REMINDER',
         message: `Still waiting for a review decision: ${why}`,
       });
+      sent++;
+    }
   }
   const d = s.reviewDecision;
   const by = { operator: d.operator, decision: d.decision };

@@ -45,6 +45,9 @@ export interface PaymentWait {
   then: 'QUERY' | 'DEADLINE';
 }
 
+/** The longest wait between two review reminders (reviewReminderDelay). */
+export const REVIEW_REMINDER_MAX_MS = 24 * 3_600_000;
+
 /** The order's state. Fields are read freely; they change only through the methods below. */
 export class OrderState {
   stage: OrderStage = 'CREATING_ORDER';
@@ -215,6 +218,16 @@ export class OrderState {
   /** How long a review waits before its next reminder on the timeline (default one hour). */
   get reviewReminderMs(): number {
     return this.input.reviewReminderMs ?? 3_600_000;
+  }
+
+  /**
+   * How long a review waits before reminder `sent + 1`: REVIEW_REMINDER_INTERVAL, doubling after each reminder up to a
+   * day (never below the interval). A review nobody looks at for a month records 33 reminders instead of 720 (six
+   * history events each), so its history stays far from Temporal's limits.
+   */
+  reviewReminderDelay(sent: number): number {
+    const base = this.reviewReminderMs;
+    return Math.max(base, Math.min(base * 2 ** sent, REVIEW_REMINDER_MAX_MS));
   }
 
   // ---- what arrives ----
