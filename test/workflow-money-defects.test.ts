@@ -994,6 +994,51 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  test.each([
+    { status: 'PAID' as const, outcome: 'ALREADY_CONFIRMED' },
+    { status: 'REFUNDED' as const, outcome: 'REFUNDED' },
+  ])(
+    "the order's own trade reported again with the query refused is not sent to review (order $status: $outcome)",
+    async ({ status, outcome }) => {
+      // A redelivery with a new id (Alipay's TRADE_FINISHED after TRADE_SUCCESS) of the trade that paid the order, while
+      // the provider refuses queries (a rotated key): the review it opened refused approvals, so only a refund of the
+      // fulfilled order's own payment could close it.
+      const orderId = newScriptedOrder({
+        status,
+        paidTradeNo: 'T-own',
+        trades: [{ tradeNo: 'T-own', amount: 1000 }],
+        queryRefusals: 1_000,
+      });
+      await routePaymentNotification(routeDeps(), notification(orderId, 'T-own', 'evt-finished'));
+      const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-own'));
+      expect(await within(late.result(), 20_000, 'the late run to end')).toMatchObject({ outcome });
+      expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:NEEDS_REVIEW');
+      expect(callsOf(orderId).map((c) => c.name)).not.toContain('event:LATE_PAYMENT_REFUND_FAILED');
+      expect(refundCalls(orderId)).toHaveLength(0);
+      expect(scriptOf(orderId)).toMatchObject({ status, paidTradeNo: 'T-own' });
+      await replaysCleanly(late);
+    },
+  );
+
+  test('a trade reported for an order PAID by a trade the provider did not name, its query refused, is noted and never sent to a refund-only review', async () => {
+    const orderId = newScriptedOrder({
+      status: 'PAID',
+      paidTradeNo: 'unknown',
+      trades: [{ tradeNo: 'T-maybe', amount: 1000 }],
+      queryRefusals: 1_000,
+    });
+    await routePaymentNotification(routeDeps(), notification(orderId, 'T-maybe', 'evt-maybe'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-maybe'));
+    expect(await within(late.result(), 20_000, 'the late run to end')).toMatchObject({ outcome: 'LEFT_FOR_REVIEW' });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:NEEDS_REVIEW');
+    const seen = callsOf(orderId).find((c) => c.name === 'event:LATE_PAYMENT_SEEN');
+    expect((seen?.args as { message: string }).message).toMatch(/may be that trade; not refunded/);
+    expect(refundCalls(orderId)).toHaveLength(0);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'unknown' });
+    expect((await late.describe()).typedSearchAttributes.get(NeedsReviewKey)).toBe(true);
+    await replaysCleanly(late);
+  });
+
   test('a trade reported while its order is in review held by another workflow waits the review out, then is refunded when the review kept another trade (it was only noted, and dropped)', async () => {
     // The order is in review (a failed refund's, say), its own workflow gone; the provider reports a second trade T-B.
     const orderId = newScriptedOrder({

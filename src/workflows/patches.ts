@@ -118,6 +118,13 @@ export const PATCH_IDS = {
    * recorded one every REVIEW_REMINDER_INTERVAL for as long as it waited (144 history events a day at the default hour).
    */
   reviewReminderBackoff: 'order-review-reminder-backoff',
+  /**
+   * latePayment: a trade whose query the provider refuses is not sent to review when it is the order's own paying trade
+   * (PAID: ALREADY_CONFIRMED; REFUNDED: REFUNDED) or may be (PAID by a trade the provider did not name: noted, left for
+   * reconciliation). The review it opened refused an approval, so a paid, fulfilled order's own payment could only be
+   * refunded.
+   */
+  lateQueryRefusedOwnTrade: 'late-payment-query-refused-own-trade',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -215,4 +222,9 @@ export function refundFailedBeforeSettleStep(): boolean {
 /** Whether this execution doubles the wait between review reminders (asked after the first reminder). */
 export function reviewReminderBackoffStep(): boolean {
   return patched(PATCH_IDS.reviewReminderBackoff);
+}
+
+/** Whether this latePayment execution answers a refused query of the order's own (or maybe own) trade without review. */
+export function lateQueryRefusedOwnTradeStep(): boolean {
+  return patched(PATCH_IDS.lateQueryRefusedOwnTrade);
 }
