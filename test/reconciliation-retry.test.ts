@@ -42,6 +42,9 @@ const bill = {
   skipMs: 0,
   /** Rows of a given day, when a test serves several days (else `rows` for any day). */
   byDate: {} as Record<string, BillRow[]>,
+  /** Downloads of these days wait for `release` (a run held in its bill phase). */
+  held: new Set<string>(),
+  release: Promise.resolve(),
 };
 
 const stub = {
@@ -49,6 +52,7 @@ const stub = {
   merchantId,
   async *billRows(date: string, options?: { fromRow?: number }): AsyncIterable<BillRow> {
     bill.downloads += 1;
+    if (bill.held.has(date)) await bill.release;
     if (bill.downloads <= bill.notReady)
       throw new ProviderBusinessError('BILL_NOT_READY', `stub has no trade bill for ${date} (yet)`);
     const from = options?.fromRow ?? 0;
@@ -115,7 +119,16 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  Object.assign(bill, { notReady: 0, downloads: 0, rows: [], breakAt: 0, skipMs: 0, byDate: {} });
+  Object.assign(bill, {
+    notReady: 0,
+    downloads: 0,
+    rows: [],
+    breakAt: 0,
+    skipMs: 0,
+    byDate: {},
+    held: new Set(),
+    release: Promise.resolve(),
+  });
 });
 
 test('a retry that re-reads a long stretch of the bill before its resume point heartbeats meanwhile, and the run completes', async () => {
@@ -306,6 +319,92 @@ test('each scheduled firing runs again the days of the week before its own whose
   expect((await latest(day)).attempt).toBe(2);
   // Leave no FAILED day behind for another run of this suite.
   await db('reconciliation_runs').whereIn('bill_date', [exhausted, old]).where({ provider: 'sandbox' }).delete();
+}, 90_000);
+
+/** A random past day whose week before and day after have no run (a FAILED or open one there would be run too). */
+async function quietWeek(): Promise<string> {
+  for (;;) {
+    const day = await freshPastDay();
+    const weekBefore = billDateOf(billDayRange(day)!.start.getTime() - 8 * 86_400_000 + 3_600_000);
+    const [{ n }] = (await db('reconciliation_runs')
+      .where({ provider: 'sandbox' })
+      .whereBetween('bill_date', [weekBefore, day])
+      .count({ n: '*' })) as [{ n: number }];
+    if (Number(n) === 0) return day;
+  }
+}
+
+/** The daily Schedule's firing for the day after `day` (its daysBack counted from today). */
+function fireScheduleAfter(day: string, id: string) {
+  const firingDay = billDateOf(billDayRange(day)!.end.getTime() + 3_600_000);
+  const daysBack = Math.round((Date.parse(billDateOf(Date.now())) - Date.parse(firingDay)) / 86_400_000);
+  return client.workflow.execute('scheduledReconciliation', {
+    taskQueue,
+    workflowId: `scheduled-${id}-${tag}-${day}`,
+    args: [{ provider: 'sandbox', daysBack }],
+  });
+}
+
+test('a run cancelled through Temporal is marked FAILED, and the next firing of the Schedule runs its day again', async () => {
+  const day = await quietWeek();
+  let release!: () => void;
+  bill.release = new Promise<void>((r) => (release = r));
+  bill.held.add(day);
+  const { run } = await startReconciliation(db, client, taskQueue, {
+    provider: 'sandbox',
+    date: day,
+    rerun: false,
+    trigger: 'API',
+  });
+  try {
+    for (const deadline = Date.now() + 30_000; bill.downloads === 0;) {
+      if (Date.now() > deadline) throw new Error('the run did not reach its bill in 30 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const handle = client.workflow.getHandle(run.workflowId);
+    await handle.cancel();
+    await expect(handle.result()).rejects.toThrow();
+    // Left RUNNING before: no firing asked for the day again, no alert counted it.
+    expect(await db('reconciliation_runs').where({ id: run.id }).first()).toMatchObject({
+      status: 'FAILED',
+      error: expect.stringMatching(/cancelled/),
+    });
+  } finally {
+    release();
+  }
+  const fired = await fireScheduleAfter(day, 'after-cancel');
+  expect(fired).toMatchObject({ retriedDays: [day], resumedDays: [] });
+  const latest = await db('reconciliation_runs')
+    .where({ provider: 'sandbox', bill_date: day })
+    .orderBy('attempt', 'desc')
+    .first();
+  expect(latest).toMatchObject({ attempt: 2 });
+  expect((await waitForEnd(latest.id)).status).toBe('COMPLETED');
+  expect((await waitForEnd(fired.runId)).status).toBe('COMPLETED');
+}, 90_000);
+
+test('a run whose workflow was terminated (it stays RUNNING: no workflow code ran) is started again by the next firing under its id, and completes', async () => {
+  const day = await quietWeek();
+  const id = `reconcile-sandbox-${day}-${tag}`;
+  // What a terminate leaves: the run open, its workflow gone.
+  await db('reconciliation_runs').insert({
+    id,
+    workflow_id: `${id}-wf`,
+    provider: 'sandbox',
+    bill_date: day,
+    attempt: 1,
+    trigger: 'SCHEDULE',
+    status: 'RUNNING',
+  });
+  const fired = await fireScheduleAfter(day, 'after-terminate');
+  expect(fired).toMatchObject({ retriedDays: [], resumedDays: [day] });
+  expect((await waitForEnd(id)).status).toBe('COMPLETED');
+  expect(await db('reconciliation_runs').where({ provider: 'sandbox', bill_date: day }).count({ n: '*' })).toEqual([
+    { n: 1 },
+  ]);
+  expect((await waitForEnd(fired.runId)).status).toBe('COMPLETED');
+  // Completed: the next firing resumes nothing.
+  expect(await fireScheduleAfter(day, 'after-terminate-again')).toMatchObject({ resumedDays: [] });
 }, 90_000);
 
 test('a payment whose bill line falls on the day before our paid time (a second across midnight) is not reported missing from the bill; one in no bill still is', async () => {

@@ -49,6 +49,7 @@ import {
   ACTIVE_STATUSES,
   type RunRow,
   failedDaysBefore,
+  openDaysBefore,
   isoOf,
   numberOf,
   startReconciliation,
@@ -736,7 +737,13 @@ async function failRun(deps: ReconciliationDeps, input: { runId: string; error: 
 async function startScheduledRun(
   deps: ReconciliationDeps,
   input: { provider: string; date: string },
-): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; retriedDays: string[] }> {
+): Promise<{
+  runId: string;
+  status: ReconciliationStatus;
+  created: boolean;
+  retriedDays: string[];
+  resumedDays: string[];
+}> {
   const ctx = activityContext();
   if (!ctx) throw businessFailure(FailureType.NO_CLIENT, 'startScheduledRun runs as an activity');
   billSourceOf(deps.providers, input.provider);
@@ -752,6 +759,8 @@ async function startScheduledRun(
   // provider down for the hour of retries) would never be asked for again, its chargebacks, lost payments and refund
   // failures never found, while the next day's clean run cleared the stale alert. Each firing runs those again.
   // Idempotent on retry: a day run again has an active (or newer) latest run, no longer FAILED.
+  // Read before the failed days are started again (their new runs are open too, and are not what this looks for).
+  const open = await openDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED);
   const retriedDays: string[] = [];
   const failed = await failedDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED, {
     belowAttempt: AUTOMATIC_ATTEMPTS,
@@ -766,7 +775,21 @@ async function startScheduledRun(
     });
     retriedDays.push(date);
   }
-  return { runId: run.id, status: run.status, created, retriedDays };
+  // A day whose run is still open from an earlier firing: its workflow is joined where it runs, and started again
+  // under the same id where it is gone (terminated in the Web UI, which marks nothing). Its day was otherwise never
+  // asked for again and no alert counted it: an open run is not FAILED, and the next day's clean run cleared the
+  // stale alert.
+  const resumedDays: string[] = [];
+  for (const date of open) {
+    await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
+      provider: input.provider,
+      date,
+      rerun: false,
+      trigger: 'SCHEDULE',
+    });
+    resumedDays.push(date);
+  }
+  return { runId: run.id, status: run.status, created, retriedDays, resumedDays };
 }
 
 /** How many bill days before its own a scheduled firing looks back for days whose latest run FAILED. */

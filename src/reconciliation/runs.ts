@@ -365,6 +365,28 @@ export async function readItem(db: Knex, runId: string, itemId: number): Promise
 }
 
 /**
+ * The bill days in the `days` before `date` whose latest run of this provider is still open (QUEUED or RUNNING), oldest
+ * first: normally none (a day's run ends within the hour); one whose workflow was terminated (which runs no workflow
+ * code, so nothing marked the run) stays open for good unless it is asked for again.
+ */
+export async function openDaysBefore(db: Knex, provider: string, date: string, days: number): Promise<string[]> {
+  const since = new Date(Date.parse(`${date}T00:00:00Z`) - days * 86_400_000).toISOString().slice(0, 10);
+  const rows = (await db('reconciliation_runs as r')
+    .where({ 'r.provider': provider })
+    .whereIn('r.status', ACTIVE_STATUSES)
+    .where('r.bill_date', '>=', since)
+    .where('r.bill_date', '<', date)
+    .whereNotExists(
+      db('reconciliation_runs as n')
+        .whereRaw('n.provider = r.provider AND n.bill_date = r.bill_date AND n.attempt > r.attempt')
+        .select(db.raw('1')),
+    )
+    .orderBy('r.bill_date')
+    .select('r.bill_date')) as Array<{ bill_date: string }>;
+  return rows.map((r) => r.bill_date);
+}
+
+/**
  * The bill days in the `days` before `date` whose latest run of this provider FAILED, oldest first. `finishedOnly`:
  * the latest finished run (a re-run in progress leaves its day counted until it completes, so an alert on the count
  * does not resolve and fire again with each attempt); `belowAttempt`: only days whose failed run is an earlier attempt.

@@ -125,6 +125,11 @@ export const PATCH_IDS = {
    * refunded.
    */
   lateQueryRefusedOwnTrade: 'late-payment-query-refused-own-trade',
+  /**
+   * reconciliation: a run cancelled through Temporal marks its row FAILED before it ends cancelled; the row stayed
+   * RUNNING, so no firing of the Schedule asked for the day again and no alert counted it.
+   */
+  reconciliationCancelledFails: 'reconciliation-cancelled-fails',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -227,4 +232,9 @@ export function reviewReminderBackoffStep(): boolean {
 /** Whether this latePayment execution answers a refused query of the order's own (or maybe own) trade without review. */
 export function lateQueryRefusedOwnTradeStep(): boolean {
   return patched(PATCH_IDS.lateQueryRefusedOwnTrade);
+}
+
+/** Whether this reconciliation run marks its row FAILED when it is cancelled through Temporal. */
+export function reconciliationCancelledFailsStep(): boolean {
+  return patched(PATCH_IDS.reconciliationCancelledFails);
 }

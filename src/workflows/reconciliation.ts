@@ -25,6 +25,7 @@ import type {
   ReconciliationStatus,
   ScheduledReconciliationInput,
 } from '../contracts/reconciliation';
+import { reconciliationCancelledFailsStep } from './patches';
 
 /** Business failures of the bill steps: retrying cannot help, the run fails with the reason. */
 const NON_RETRYABLE = RECONCILIATION_NON_RETRYABLE;
@@ -116,7 +117,18 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
     );
     return result;
   } catch (err) {
-    if (isCancellation(err)) throw err;
+    if (isCancellation(err)) {
+      // Cancelled through Temporal (the Web UI's Cancel): the run is marked FAILED, as the runbook's dashboard and
+      // alerts count, and the Schedule's next firing runs the day again; left RUNNING, it was never asked for again.
+      if (reconciliationCancelledFailsStep())
+        await CancellationScope.nonCancellable(() =>
+          call(SHORT, 'failReconciliationRun', 'mark the run FAILED (cancelled)', {
+            runId,
+            error: 'cancelled through Temporal before the run completed',
+          }),
+        );
+      throw err;
+    }
     const message = errorMessage(err);
     setCurrentDetails(`**FAILED**: ${message}`);
     await CancellationScope.nonCancellable(() =>
@@ -134,11 +146,18 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
  * Started by the daily Schedule: opens (idempotently) the run of the bill day `daysBack` days before the firing the
  * Schedule meant (`TemporalScheduledStartTime`, not the time this runs: a firing caught up after an outage, or a
  * backfill, reconciles its own day, not the day of its late start), and starts it. A day whose run FAILED is run again,
- * and so are the failed days of the week before (`retriedDays`, startScheduledReconciliation).
+ * and so are the failed days of the week before (`retriedDays`, startScheduledReconciliation) and the days whose run is
+ * still open, its workflow terminated (`resumedDays`).
  */
-export async function scheduledReconciliation(
-  input: ScheduledReconciliationInput,
-): Promise<{ runId: string; status: ReconciliationStatus; created: boolean; retriedDays: string[]; date: string }> {
+export async function scheduledReconciliation(input: ScheduledReconciliationInput): Promise<{
+  runId: string;
+  status: ReconciliationStatus;
+  created: boolean;
+  retriedDays: string[];
+  /** Days whose run was still open: joined, or started again where its workflow was gone (older runs: absent). */
+  resumedDays?: string[];
+  date: string;
+}> {
   const date = billDateOf(scheduledTime() - (input.daysBack ?? 1) * 86_400_000, input.provider);
   setCurrentDetails(`starting the ${input.provider} reconciliation of ${date}`);
   const started = await call(
