@@ -11,7 +11,9 @@ import { releaseReservation, reserveBeforeStart } from '../src/client/admission'
 import type { Client } from '@temporalio/client';
 import type { ApiError } from '../src/client/errors';
 import { OrderService, orderIdForIdempotencyKey } from '../src/client/orders-service';
-import { freshDatabase } from './support/env';
+import { createDb } from '../src/db/knex';
+import { TEST_ENV, freshDatabase } from './support/env';
+import { statementsOf } from './support/statements';
 import { createProduct, placeOrder, startSystem, stockOf, type TestSystem, userId, waitFor } from './support/system';
 
 const admin = (sys: TestSystem) => ({ authorization: `Bearer ${sys.config.adminToken}` });
@@ -298,6 +300,34 @@ describe('admission', () => {
     const keyed = await answer(`slow-${randomBytes(6).toString('hex')}`);
     expect(keyed).toMatchObject({ status: 503, code: 'ORDER_PENDING' });
     expect(keyed?.message).toMatch(/retry with the same Idempotency-Key/);
+  });
+
+  test('a refused buyer costs one read; a keyed one two more (its fingerprint row without waiting, then its order row or fence), not the full order read', async () => {
+    // A sale's losers mostly send keys: they paid the order view's read, the reservation's and the fingerprint's, and
+    // were answered twice as slowly as buyers without a key (npm run bench -- --flash-sale --keyed).
+    const db = createDb(TEST_ENV.databaseUrl, { poolMax: 2 });
+    try {
+      const orders = new OrderService({ db, client: sys.client, config: sys.config });
+      const sku = await createProduct(sys, { stock: 0 });
+      const request = { userId: userId(), items: [{ sku, quantity: 1 }], provider: 'sandbox' as const };
+      const refusal = (key?: string) =>
+        orders.create(request, key).then(
+          () => undefined,
+          (err: ApiError) => err.code,
+        );
+      await refusal(`warm-${randomBytes(6).toString('hex')}`); // the pool's first query asks the server's version once
+      let answer: string | undefined;
+      const unkeyed = await statementsOf(db, async () => (answer = await refusal()));
+      expect(answer).toBe('OUT_OF_STOCK');
+      expect(unkeyed).toHaveLength(1);
+      const keyed = await statementsOf(db, async () => (answer = await refusal(`k-${randomBytes(6).toString('hex')}`)));
+      expect(answer).toBe('OUT_OF_STOCK');
+      expect(keyed).toHaveLength(3);
+      expect(keyed[1]).toMatch(/FROM idempotency_fingerprints .*NOWAIT/);
+      expect(keyed[2]).toMatch(/EXISTS\(SELECT 1 FROM orders .*EXISTS\(SELECT 1 FROM tcc_fence/s);
+    } finally {
+      await db.destroy();
+    }
   });
 
   test('an order that fails before it owns its units (coupon unavailable) releases the pre-start reservation at once', async () => {

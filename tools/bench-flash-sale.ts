@@ -46,12 +46,14 @@ import {
   writeReport,
 } from './bench-harness';
 
-const USAGE = `usage: npm run bench -- --flash-sale [--buyers N] [--stock S] [--connections C] [--buckets B] [--quick]
+const USAGE = `usage: npm run bench -- --flash-sale [--buyers N] [--stock S] [--connections C] [--buckets B] [--keyed] [--quick]
   --buyers       distinct users, each POST /orders once for 1 unit        (default 2000; --quick 200)
   --stock        units of the one product on sale                         (default 100;  --quick 20)
   --connections  concurrent keep-alive HTTP connections                   (default 200;  --quick 50)
   --buckets      shard the SKU's stock over B rows (PUT /admin/products)  (default: one stock row)
   --separate-api the API in a process of its own, as in production        (default: API, worker, sandbox in one)
+  --keyed        every buyer's request carries an Idempotency-Key of its own, as a shop's client that retries
+                 sends: a refused keyed buyer also reads its key's fingerprint row (default: no key)
   --warmup       requests for a sold-out SKU first, over the sale's connections, after 5 orders of another SKU:
                  a sale hits a shop that is already serving (connections open, code warm, the worker has run
                  orders); those orders are not counted (default: connections; 0 = a cold start)
@@ -163,10 +165,12 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
       buckets: 'int',
       warmup: 'int',
       'separate-api': 'flag',
+      keyed: 'flag',
       quick: 'flag',
     },
     USAGE,
   );
+  const keyed = flags.keyed === true;
   const quick = flags.quick === true;
   const buyers = (flags.buyers as number | undefined) ?? (quick ? 200 : 2000);
   const stock = (flags.stock as number | undefined) ?? (quick ? 20 : 100);
@@ -174,9 +178,9 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
   const buckets = flags.buckets as number | undefined;
   const separateApi = flags['separate-api'] === true;
   const warmup = (flags.warmup as number | undefined) ?? connections;
-  const options = { buyers, stock, connections, buckets: buckets ?? 1, separateApi, warmup };
+  const options = { buyers, stock, connections, buckets: buckets ?? 1, separateApi, warmup, keyed };
   log(
-    `flash sale: ${buyers} buyers, ${stock} units, ${connections} connections${buckets ? `, ${buckets} stock buckets` : ''}`,
+    `flash sale: ${buyers} buyers, ${stock} units, ${connections} connections${buckets ? `, ${buckets} stock buckets` : ''}${keyed ? ', each with an Idempotency-Key' : ''}`,
   );
 
   const system = await startSystem({ database: 'payflow_bench_flash', name: 'bench-flash-sale', separateApi });
@@ -185,10 +189,10 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
 
   const pool = new KeepAlivePool(system.apiUrl, connections);
   /** One buyer's POST /orders for one unit. */
-  const placeOne = (userId: string, item: string, timeoutMs = 60_000) =>
+  const placeOne = (userId: string, item: string, timeoutMs = 60_000, key?: string) =>
     pool.request('POST', '/orders', {
       body: JSON.stringify({ userId, items: [{ sku: item, quantity: 1 }] }),
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
       timeoutMs,
     });
   // Orders placed before the sale to warm the worker (left waiting for payment; not counted below).
@@ -248,7 +252,8 @@ export async function runFlashSaleBench(argv: string[]): Promise<number> {
       const sent = performance.now();
       let answer: Answer;
       try {
-        const r = await placeOne(`flash-${runTag}-buyer-${i}`, sku, 120_000);
+        const buyer = `flash-${runTag}-buyer-${i}`;
+        const r = await placeOne(buyer, sku, 120_000, keyed ? `${buyer}-key` : undefined);
         let parsed: unknown;
         try {
           parsed = JSON.parse(r.text);

@@ -82,7 +82,7 @@ const MODES: Record<string, { usage: string; run: (argv: string[]) => Promise<nu
   },
   '--flash-sale': {
     usage:
-      'npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api] [--warmup N] [--quick]',
+      'npm run bench -- --flash-sale [--buyers 2000] [--stock 100] [--connections 200] [--buckets N] [--separate-api] [--warmup N] [--keyed] [--quick]',
     run: async (argv) => (await import('./bench-flash-sale')).runFlashSaleBench(argv),
   },
   '--callbacks': {

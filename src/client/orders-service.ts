@@ -220,6 +220,19 @@ export class OrderService {
     // its workflow still setting up) joins that order: it must not be told OUT_OF_STOCK by its own reservation.
     let holdsUnits = false;
     if (keyed) {
+      // A keyed buyer the units cannot cover (most buyers of a sale, who send keys) is refused on two reads: its key's
+      // fingerprint row, read without waiting for locks (see below), and whether its order has a row or a stock fence.
+      // Only a key with a Try committed or under way, or such a trace (of an order placed before fingerprints were
+      // kept), goes on to the full reads below, which answer exactly as before; a key never used before has none, and
+      // its answer is the refusal those reads would have reached.
+      const quickShort = this.gate.claiming(keyed.orderId)
+        ? undefined
+        : (shortLine(items, available) ?? this.gate.contested(items, available));
+      if (quickShort) {
+        const firstTry = await keyedTry(db, keyed.orderId);
+        if (firstTry === 'in progress') throw orderPendingError();
+        if (firstTry === 'none' && !(await orderLeftTraces(db, keyed.orderId))) throw outOfStockError(quickShort);
+      }
       const existing = await this.read(keyed.orderId, { fingerprint: true });
       // An order still being set up is joined through update-with-start below (it waits for the payment URL).
       const settingUp = existing?.view.status === 'AWAITING_PAYMENT' && !existing.view.payment?.paymentUrl;
@@ -246,12 +259,7 @@ export class OrderService {
       // own units while a later retry is told 201. (A first request still queued for its Try, or between two attempts
       // of it after a deadlock, is not seen: this request is refused as before.)
       const firstTry = await keyedTry(db, keyed.orderId);
-      if (firstTry === 'in progress')
-        throw new ApiError(
-          503,
-          'ORDER_PENDING',
-          'an earlier request with this Idempotency-Key is reserving its units right now; retry with the same key',
-        );
+      if (firstTry === 'in progress') throw orderPendingError();
       if (firstTry === 'committed') {
         const reservation = await reservationOf(db, keyed.orderId);
         if (reservation === 'released') throw await this.releasedKeyAnswer(keyed, request);
@@ -723,4 +731,23 @@ interface StoredOrder {
   view: OrderView;
   /** null: none stored (read without asking for it, or an order placed before fingerprints were kept). */
   fingerprint: string | null;
+}
+
+/** A keyed request whose key's first request is in its Try right now (on this process or another). */
+function orderPendingError(): ApiError {
+  return new ApiError(
+    503,
+    'ORDER_PENDING',
+    'an earlier request with this Idempotency-Key is reserving its units right now; retry with the same key',
+  );
+}
+
+/** Whether the order has a row or a stock fence (a reservation, held or released): two primary-key probes, one read. */
+async function orderLeftTraces(db: Knex, orderId: string): Promise<boolean> {
+  const [rows] = (await db.raw(
+    `SELECT EXISTS(SELECT 1 FROM orders WHERE order_id = ?) AS o,
+            EXISTS(SELECT 1 FROM tcc_fence WHERE xid = ? AND participant = 'stock') AS f`,
+    [orderId, orderId],
+  )) as [{ o: number | string; f: number | string }[]];
+  return Number(rows[0]?.o) === 1 || Number(rows[0]?.f) === 1;
 }
