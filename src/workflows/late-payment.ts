@@ -154,25 +154,15 @@ async function queryRefused(input: LatePaymentInput, err: unknown): Promise<Late
     return { outcome: 'PROVIDER_MISMATCH', detail: `order ${input.outTradeNo} pays with ${order.provider}; ${why}` };
   // In a review held by another workflow (its decisions are routed there), or waiting: as for any late trade then.
   if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') return heldElsewhere(input, order);
-  // The order's own trade (a redelivery, Alipay's TRADE_FINISHED after its TRADE_SUCCESS), or maybe it (the order is
-  // PAID by a trade the provider did not name): never sent to a review whose only way out refunds it. Behind the patch
-  // `late-payment-query-refused-own-trade`, asked only on these paths.
-  const own = order.paidTradeNo === input.tradeNo && (order.status === 'PAID' || order.status === 'REFUNDED');
-  const maybeOwn = order.status === 'PAID' && (order.paidTradeNo === null || order.paidTradeNo === 'unknown');
-  if ((own || maybeOwn) && lateQueryRefusedOwnTradeStep()) {
-    if (own && order.status === 'PAID')
-      return {
-        outcome: 'ALREADY_CONFIRMED',
-        detail: 'this payment already paid the order (a redelivered notification)',
-      };
-    if (own) return { outcome: 'REFUNDED', detail: 'already refunded' };
-    await acts.recordOrderEvent({
-      orderId: input.outTradeNo,
-      type: 'LATE_PAYMENT_SEEN',
-      message: `Payment ${input.tradeNo} reported for an order paid by a trade the provider did not name, and ${why}: it may be that trade; not refunded, left for reconciliation (reported again, it is verified again)`,
-    });
-    upsertSearchAttributes([{ key: NeedsReviewKey, value: true }]);
-    return { outcome: 'LEFT_FOR_REVIEW', detail: `the order is PAID by a trade the provider did not name; ${why}` };
+  // The order's own paying trade reported again (a redelivery with a new id, Alipay's TRADE_FINISHED after its
+  // TRADE_SUCCESS): answered as the query path answers it, never sent to review, where approvals are refused. (A trade
+  // that may be the paying one, the order PAID by a trade the provider did not name, still goes to review: a refund
+  // decision with refundAmount 0 closes it without refunding.) Behind `late-payment-query-refused-own-trade`.
+  if (order.paidTradeNo === input.tradeNo && (order.status === 'PAID' || order.status === 'REFUNDED')) {
+    if (lateQueryRefusedOwnTradeStep())
+      return order.status === 'PAID'
+        ? { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' }
+        : { outcome: 'REFUNDED', detail: 'already refunded' };
   }
   return leaveForReview(input, order, why);
 }

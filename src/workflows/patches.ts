@@ -120,9 +120,8 @@ export const PATCH_IDS = {
   reviewReminderBackoff: 'order-review-reminder-backoff',
   /**
    * latePayment: a trade whose query the provider refuses is not sent to review when it is the order's own paying trade
-   * (PAID: ALREADY_CONFIRMED; REFUNDED: REFUNDED) or may be (PAID by a trade the provider did not name: noted, left for
-   * reconciliation). The review it opened refused an approval, so a paid, fulfilled order's own payment could only be
-   * refunded.
+   * (order PAID by it: ALREADY_CONFIRMED; REFUNDED: REFUNDED), as a query would have answered. The review refused
+   * approvals: a PAID, fulfilled order's own payment could be closed only by a refund (or a refund of 0).
    */
   lateQueryRefusedOwnTrade: 'late-payment-query-refused-own-trade',
   /**
@@ -229,7 +228,7 @@ export function reviewReminderBackoffStep(): boolean {
   return patched(PATCH_IDS.reviewReminderBackoff);
 }
 
-/** Whether this latePayment execution answers a refused query of the order's own (or maybe own) trade without review. */
+/** Whether this latePayment execution answers a refused query of the order's own paying trade without review. */
 export function lateQueryRefusedOwnTradeStep(): boolean {
   return patched(PATCH_IDS.lateQueryRefusedOwnTrade);
 }
