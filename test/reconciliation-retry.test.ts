@@ -334,6 +334,14 @@ async function quietWeek(): Promise<string> {
   }
 }
 
+/** Waits until a run has asked the stub for its bill (and, when its day is held, waits there). */
+async function waitForDownload(): Promise<void> {
+  for (const deadline = Date.now() + 30_000; bill.downloads === 0;) {
+    if (Date.now() > deadline) throw new Error('the run did not reach its bill in 30 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** The daily Schedule's firing for the day after `day` (its daysBack counted from today). */
 function fireScheduleAfter(day: string, id: string) {
   const firingDay = billDateOf(billDayRange(day)!.end.getTime() + 3_600_000);
@@ -357,10 +365,7 @@ test('a run cancelled through Temporal is marked FAILED, and the next firing of 
     trigger: 'API',
   });
   try {
-    for (const deadline = Date.now() + 30_000; bill.downloads === 0;) {
-      if (Date.now() > deadline) throw new Error('the run did not reach its bill in 30 s');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitForDownload();
     const handle = client.workflow.getHandle(run.workflowId);
     await handle.cancel();
     await expect(handle.result()).rejects.toThrow();
@@ -385,24 +390,34 @@ test('a run cancelled through Temporal is marked FAILED, and the next firing of 
 
 test('a run whose workflow was terminated (it stays RUNNING: no workflow code ran) is started again by the next firing under its id, and completes', async () => {
   const day = await quietWeek();
-  const id = `reconcile-sandbox-${day}-${tag}`;
-  // What a terminate leaves: the run open, its workflow gone.
-  await db('reconciliation_runs').insert({
-    id,
-    workflow_id: `${id}-wf`,
+  let release!: () => void;
+  bill.release = new Promise<void>((r) => (release = r));
+  bill.held.add(day);
+  const { run } = await startReconciliation(db, client, taskQueue, {
     provider: 'sandbox',
-    bill_date: day,
-    attempt: 1,
-    trigger: 'SCHEDULE',
-    status: 'RUNNING',
+    date: day,
+    rerun: false,
+    trigger: 'API',
   });
-  const fired = await fireScheduleAfter(day, 'after-terminate');
-  expect(fired).toMatchObject({ retriedDays: [], resumedDays: [day] });
-  expect((await waitForEnd(id)).status).toBe('COMPLETED');
+  const handle = client.workflow.getHandle(run.workflowId);
+  try {
+    await waitForDownload();
+    const first = (await handle.describe()).runId;
+    // Still in its bill phase: a firing joins it and starts nothing beside it.
+    expect(await fireScheduleAfter(day, 'while-running')).toMatchObject({ retriedDays: [], resumedDays: [day] });
+    expect((await handle.describe()).runId).toBe(first);
+    await handle.terminate('an operator ended it in the Web UI');
+    expect(await db('reconciliation_runs').where({ id: run.id }).first()).toMatchObject({ status: 'RUNNING' });
+    // The next firing starts it again under its id: a new execution of the same run.
+    expect(await fireScheduleAfter(day, 'after-terminate')).toMatchObject({ retriedDays: [], resumedDays: [day] });
+    expect((await handle.describe()).runId).not.toBe(first);
+  } finally {
+    release();
+  }
+  expect((await waitForEnd(run.id)).status).toBe('COMPLETED');
   expect(await db('reconciliation_runs').where({ provider: 'sandbox', bill_date: day }).count({ n: '*' })).toEqual([
     { n: 1 },
   ]);
-  expect((await waitForEnd(fired.runId)).status).toBe('COMPLETED');
   // Completed: the next firing resumes nothing.
   expect(await fireScheduleAfter(day, 'after-terminate-again')).toMatchObject({ resumedDays: [] });
 }, 90_000);
