@@ -422,6 +422,48 @@ test('a run whose workflow was terminated (it stays RUNNING: no workflow code ra
   expect(await fireScheduleAfter(day, 'after-terminate-again')).toMatchObject({ resumedDays: [] });
 }, 90_000);
 
+test("a run that has ended is not run again under its id (a workflow reset in the Web UI), and another workflow's failure leaves a run it does not own alone", async () => {
+  const day = await quietWeek();
+  const id = `reconcile-sandbox-${day}-${tag}`;
+  await db('reconciliation_runs').insert({
+    id,
+    workflow_id: `${id}-wf`,
+    provider: 'sandbox',
+    bill_date: day,
+    attempt: 1,
+    trigger: 'SCHEDULE',
+    status: 'FAILED',
+    error: 'the bill was not published yet (asked too early)',
+  });
+  // The same workflow id run again (what a reset does): it completed and stored its items while the row said FAILED.
+  const reset = client.workflow.execute('reconciliation', {
+    taskQueue,
+    workflowId: `${id}-wf`,
+    args: [{ runId: id, provider: 'sandbox', date: day }],
+  });
+  await expect(reset).rejects.toMatchObject({
+    cause: expect.objectContaining({ message: expect.stringMatching(/is FAILED: it is not run again under its id/) }),
+  });
+  expect(await db('reconciliation_runs').where({ id }).first()).toMatchObject({
+    status: 'FAILED',
+    error: 'the bill was not published yet (asked too early)',
+  });
+  expect(await db('reconciliation_items').where({ run_id: id }).count({ n: '*' })).toEqual([{ n: 0 }]);
+  // A run waiting for its own workflow, and another deployment's workflow started for it: refused, and its failure
+  // does not mark the owner's run FAILED.
+  await db('reconciliation_runs').where({ id }).update({ status: 'QUEUED', error: null });
+  const foreign = client.workflow.execute('reconciliation', {
+    taskQueue,
+    workflowId: `${id}-someone-else`,
+    args: [{ runId: id, provider: 'sandbox', date: day }],
+  });
+  await expect(foreign).rejects.toMatchObject({
+    cause: expect.objectContaining({ message: expect.stringMatching(/belongs to workflow .*-wf, not/) }),
+  });
+  expect(await db('reconciliation_runs').where({ id }).first()).toMatchObject({ status: 'QUEUED', error: null });
+  await db('reconciliation_runs').where({ id }).delete();
+}, 60_000);
+
 test('a payment whose bill line falls on the day before our paid time (a second across midnight) is not reported missing from the bill; one in no bill still is', async () => {
   const day = await freshPastDay();
   const { end } = billDayRange(day)!;

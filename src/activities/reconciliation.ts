@@ -148,7 +148,7 @@ async function beginRun(
     .where('r.refunded_at', '<', end)
     .count({ n: '*' })) as [{ n: number }];
   const expectedRows = numberOf(payments) + numberOf(refunds);
-  await db('reconciliation_runs')
+  const opened = await db('reconciliation_runs')
     .where({ id: run.id })
     .whereIn('status', ACTIVE_STATUSES)
     .update({
@@ -160,6 +160,9 @@ async function beginRun(
       started_at: db.raw('COALESCE(started_at, CURRENT_TIMESTAMP(3))'),
       updated_at: db.fn.now(3),
     });
+  // An ended run is never run again under its id (its report would change under the alerts that read it, and its row
+  // would keep saying FAILED over a comparison that completed): a workflow reset in the Web UI fails here.
+  if (opened !== 1) throw runNotActive(run.id, run.status);
   return { provider: run.provider, date: run.bill_date, merchantId: provider.merchantId, expectedRows };
 }
 
@@ -700,7 +703,7 @@ async function finishRun(
   const mismatch = (Object.keys(billTotals) as ReconciliationClass[]).filter(
     (c) => billTotals[c] !== (input.counted[c] ?? 0),
   );
-  await db('reconciliation_runs')
+  const completed = await db('reconciliation_runs')
     .where({ id: input.runId })
     .whereIn('status', ACTIVE_STATUSES)
     .update({
@@ -715,15 +718,40 @@ async function finishRun(
       finished_at: db.fn.now(3),
       updated_at: db.fn.now(3),
     });
+  if (completed !== 1) {
+    // Completed by this very step (a retry after its answer was lost): the same report. Else it ended another way
+    // (FAILED meanwhile): the run must not be reported completed while its row says otherwise.
+    const row = (await db('reconciliation_runs').where({ id: input.runId }).first('status')) as
+      { status: ReconciliationStatus } | undefined;
+    if (row?.status !== 'COMPLETED') throw runNotActive(input.runId, row?.status ?? 'missing');
+  }
   const differences = Object.values(totals).reduce((a, b) => a + b, 0) - totals.MATCHED;
   return { runId: input.runId, status: 'COMPLETED', billRows, totals, differences, repaired: numberOf(repairedCount) };
 }
 
-/** Records why a run failed (after the workflow gave up on an activity). */
-async function failRun(deps: ReconciliationDeps, input: { runId: string; error: string }): Promise<void> {
+/** A run that has ended is not run (or completed) again under its id. */
+function runNotActive(runId: string, status: string) {
+  return businessFailure(
+    FailureType.RUN_NOT_ACTIVE,
+    `run ${runId} is ${status}: it is not run again under its id; ask for a re-run (rerun: true)`,
+  );
+}
+
+/**
+ * Records why a run failed (after the workflow gave up on an activity). Only the run's own workflow marks it: a
+ * workflow refused with RUN_OWNED_ELSEWHERE (another deployment's, on a shared task queue) leaves the owner's run alone.
+ * (`workflowId` is absent in the input of runs started before it was sent: unconditional then, as it was.)
+ */
+async function failRun(
+  deps: ReconciliationDeps,
+  input: { runId: string; error: string; workflowId?: string },
+): Promise<void> {
   await deps
     .db('reconciliation_runs')
     .where({ id: input.runId })
+    .modify((q) => {
+      if (input.workflowId !== undefined) q.where({ workflow_id: input.workflowId });
+    })
     .whereIn('status', ACTIVE_STATUSES)
     .update({
       status: 'FAILED',
@@ -809,7 +837,7 @@ export function createReconciliationActivities(deps: ReconciliationDeps) {
     findLocalOnlyRecords: (input: { runId: string }) => findLocalOnly(deps, input),
     repairLostPayments: (input: { runId: string }) => repairLostPayments(deps, input),
     finishReconciliationRun: (input: { runId: string; counted: ReconciliationTotals }) => finishRun(deps, input),
-    failReconciliationRun: (input: { runId: string; error: string }) => failRun(deps, input),
+    failReconciliationRun: (input: { runId: string; error: string; workflowId?: string }) => failRun(deps, input),
     startScheduledReconciliation: (input: { provider: string; date: string }) => startScheduledRun(deps, input),
   };
 }

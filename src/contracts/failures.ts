@@ -122,6 +122,10 @@ export const FAILURES = {
   RECONCILIATION_FAILED: { meaning: 'a reconciliation run gave up (the run is marked FAILED with the cause)' },
   RUN_NOT_FOUND: { meaning: 'no reconciliation run with that id' },
   RUN_OWNED_ELSEWHERE: { meaning: 'the run belongs to another workflow execution' },
+  RUN_NOT_ACTIVE: {
+    meaning:
+      'the run has ended (FAILED or COMPLETED) and is not run again under its id (a reset workflow): ask for a re-run',
+  },
   NO_BILLS: { meaning: 'the provider has no bill download' },
   BAD_DATE: { meaning: "the run's bill day is not a calendar day" },
   BILL_MALFORMED: { meaning: "the provider's bill cannot be parsed" },
@@ -169,6 +173,7 @@ export function orderRefusal(type: string | null | undefined): ApiAnswer | undef
 export const RECONCILIATION_NON_RETRYABLE: FailureType[] = [
   FailureType.RUN_NOT_FOUND,
   FailureType.RUN_OWNED_ELSEWHERE,
+  FailureType.RUN_NOT_ACTIVE,
   FailureType.UNKNOWN_PROVIDER,
   FailureType.NO_BILLS,
   FailureType.BAD_DATE,

@@ -125,6 +125,7 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
           call(SHORT, 'failReconciliationRun', 'mark the run FAILED (cancelled)', {
             runId,
             error: 'cancelled through Temporal before the run completed',
+            workflowId: workflowInfo().workflowId,
           }),
         );
       throw err;
@@ -132,7 +133,11 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
     const message = errorMessage(err);
     setCurrentDetails(`**FAILED**: ${message}`);
     await CancellationScope.nonCancellable(() =>
-      call(SHORT, 'failReconciliationRun', 'mark the run FAILED', { runId, error: message }),
+      call(SHORT, 'failReconciliationRun', 'mark the run FAILED', {
+        runId,
+        error: message,
+        workflowId: workflowInfo().workflowId,
+      }),
     );
     throw ApplicationFailure.create({
       type: FailureType.RECONCILIATION_FAILED,
