@@ -324,7 +324,7 @@ describe('admission', () => {
       expect(answer).toBe('OUT_OF_STOCK');
       expect(keyed).toHaveLength(3);
       expect(keyed[1]).toMatch(/FROM idempotency_fingerprints .*NOWAIT/);
-      expect(keyed[2]).toMatch(/EXISTS\(SELECT 1 FROM orders .*EXISTS\(SELECT 1 FROM tcc_fence/s);
+      expect(keyed[2]).toMatch(/FROM orders WHERE order_id IN .*UNION SELECT xid AS id FROM tcc_fence/s);
     } finally {
       await db.destroy();
     }

@@ -1,11 +1,18 @@
 /**
  * The shared units read of POST /orders (AvailabilityReads), against the real test database: buyers who arrive
  * together share one read, and no buyer is ever answered from a read sent before it arrived, so a unit released
- * just before a buyer asks is seen by that buyer.
+ * just before a buyer asks is seen by that buyer. And the keys of keyed buyers about to be refused, probed together
+ * (probeKeys): a key whose first request's Try is under way, committed, never run, or run before fingerprints were kept.
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import { AvailabilityReads, availableUnits } from '../src/client/admission';
+import {
+  AvailabilityReads,
+  BatchedReads,
+  availableUnits,
+  probeKeys,
+  reserveBeforeStart,
+} from '../src/client/admission';
 import { createDb } from '../src/db/knex';
 import { TEST_ENV } from './support/env';
 
@@ -111,4 +118,36 @@ test('a failed read fails every buyer of its batch, and the next batch reads aga
   await expect(failed).rejects.toThrow('connection lost');
   fail = false;
   await expect(reads.read([sku])).resolves.toEqual(new Map([[sku, 2]]));
+});
+
+test('keyed buyers refused together probe their keys in one batch: in progress, committed, traces of an older order, none', async () => {
+  const id = (tag: string) => `probe-${tag}-${randomBytes(5).toString('hex')}`;
+  const [inProgress, committed, traced, none] = [id('busy'), id('done'), id('old'), id('none')];
+  await db('idempotency_fingerprints').insert({ order_id: committed, fingerprint: 'f'.repeat(64) });
+  // An order reserved before fingerprints were kept: a stock fence, no fingerprint row.
+  const sku = await createSku(5);
+  await reserveBeforeStart(db, traced, [{ sku, quantity: 1 }]);
+  // A first request in its Try on another process: its fingerprint row inserted, not committed.
+  const trx = await db.transaction();
+  try {
+    await trx('idempotency_fingerprints').insert({ order_id: inProgress, fingerprint: 'b'.repeat(64) });
+    const probes = new BatchedReads((ids) => probeKeys(db, ids));
+    const answers = await Promise.all([inProgress, committed, traced, none].map((k) => probes.read([k])));
+    expect(answers.map((a, i) => a.get([inProgress, committed, traced, none][i]!))).toEqual([
+      'in progress',
+      'committed',
+      'traces',
+      'none',
+    ]);
+    // Without the key being reserved, one statement answers all four (no lock to wait for).
+    expect(await probeKeys(db, [committed, traced, none])).toEqual(
+      new Map([
+        [committed, 'committed'],
+        [traced, 'traces'],
+        [none, 'none'],
+      ]),
+    );
+  } finally {
+    await trx.rollback();
+  }
 });

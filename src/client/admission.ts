@@ -18,7 +18,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Knex } from 'knex';
 import { FailureType } from '../contracts/failures';
 import { orderWorkflowId } from '../contracts/order';
-import { IdempotencyKeyReusedError } from '../db/idempotency';
+import { IdempotencyKeyReusedError, keyedTries } from '../db/idempotency';
 import { cancelStock, cancelStockUnlessOwned, tryReserveStock, type StockLine } from '../db/stock';
 import { withTemporalDeadline } from '../temporal/calls';
 import { type ApiError, apiFailure, idempotencyKeyReused, orderRefusalError } from './errors';
@@ -42,41 +42,41 @@ export async function availableUnits(db: Knex, skus: string[]): Promise<Map<stri
 }
 
 /**
- * Reads of available units shared by the buyers who arrive together (a flash sale sends hundreds in the same
- * millisecond), without ever answering a buyer from a read made before it arrived: a buyer joins only the batch that
- * is still waiting to be sent, never the read in flight. So the answer is as fresh as a read of its own (a unit
- * released before the buyer arrived is seen), and a burst of N buyers costs about two reads in a row instead of N,
- * each MySQL round trip being the dearest thing a losing buyer costs (README, "Flash sales").
+ * Reads shared by the requests that arrive together (a flash sale sends hundreds in the same millisecond), without
+ * ever answering a request from a read made before it arrived: a request joins only the batch that is still waiting to
+ * be sent, never the read in flight. So the answer is as fresh as a read of its own, and a burst of N requests costs
+ * about two reads in a row instead of N, each MySQL round trip being the dearest thing a losing buyer costs (README,
+ * "Flash sales").
  */
-export class AvailabilityReads {
-  private waiting: { skus: Set<string>; done: Promise<Map<string, number>>; send: () => void } | undefined;
+export class BatchedReads<V> {
+  private waiting: { keys: Set<string>; done: Promise<Map<string, V>>; send: () => void } | undefined;
   private inFlight = 0;
 
   /**
-   * @param readUnits one read for many SKUs (availableUnits over the API's pool)
-   * @param maxInFlight reads sent at once; a buyer who arrives while they run waits for the next batch, which goes
+   * @param readMany one read for many keys; a key it has no answer for is absent from the map
+   * @param maxInFlight reads sent at once; a request that arrives while they run waits for the next batch, which goes
    *   out as soon as one comes back.
    */
   constructor(
-    private readonly readUnits: (skus: string[]) => Promise<Map<string, number>>,
+    private readonly readMany: (keys: string[]) => Promise<Map<string, V>>,
     private readonly maxInFlight = 2,
   ) {}
 
-  /** Units available now per known SKU (unknown SKUs are absent), from a read sent after this call. */
-  read(skus: string[]): Promise<Map<string, number>> {
+  /** The answer for each of `keys` (absent when the read has none), from a read sent after this call. */
+  read(keys: string[]): Promise<Map<string, V>> {
     let batch = this.waiting;
     if (!batch) {
-      const skuSet = new Set<string>();
+      const keySet = new Set<string>();
       let send!: () => void;
-      const done = new Promise<Map<string, number>>((resolve, reject) => {
-        send = () => this.readUnits([...skuSet]).then(resolve, reject);
+      const done = new Promise<Map<string, V>>((resolve, reject) => {
+        send = () => this.readMany([...keySet]).then(resolve, reject);
       });
-      batch = this.waiting = { skus: skuSet, done, send };
-      // Buyers of the same tick join before it goes; after that, only when no slot is free.
+      batch = this.waiting = { keys: keySet, done, send };
+      // Requests of the same tick join before it goes; after that, only when no slot is free.
       process.nextTick(() => this.sendIfFree());
     }
-    for (const sku of skus) batch.skus.add(sku);
-    return batch.done.then((all) => new Map(skus.filter((s) => all.has(s)).map((s) => [s, all.get(s)!])));
+    for (const key of keys) batch.keys.add(key);
+    return batch.done.then((all) => new Map(keys.filter((k) => all.has(k)).map((k) => [k, all.get(k)!])));
   }
 
   private sendIfFree(): void {
@@ -92,6 +92,41 @@ export class AvailabilityReads {
         this.sendIfFree();
       });
   }
+}
+
+/** Units available now per known SKU (all buckets summed; unknown SKUs absent), read for the buyers who arrive together. */
+export class AvailabilityReads extends BatchedReads<number> {}
+
+/**
+ * Where an Idempotency-Key stands, for a keyed request about to be refused for stock: its first request's Try under
+ * way (`in progress`), committed (`committed`), or never run, with (`traces`: an order row or a stock fence, of an order
+ * placed before fingerprints were kept) or without (`none`) anything of its order in MySQL.
+ */
+export type KeyProbe = 'in progress' | 'committed' | 'traces' | 'none';
+
+/**
+ * The probe of many keys' orders in two statements: their fingerprint rows read without waiting for locks
+ * (keyedTries), then, for those without one, whether their order has a row or a stock fence.
+ */
+export async function probeKeys(db: Knex, orderIds: string[]): Promise<Map<string, KeyProbe>> {
+  const tries = await keyedTries(db, orderIds);
+  const unseen = orderIds.filter((id) => tries.get(id) === 'none');
+  const traced = new Set<string>();
+  if (unseen.length) {
+    const marks = unseen.map(() => '?').join(', ');
+    const [rows] = (await db.raw(
+      `SELECT order_id AS id FROM orders WHERE order_id IN (${marks})
+       UNION SELECT xid AS id FROM tcc_fence WHERE xid IN (${marks}) AND participant = 'stock'`,
+      [...unseen, ...unseen],
+    )) as [{ id: string }[]];
+    for (const r of rows) traced.add(r.id);
+  }
+  return new Map(
+    orderIds.map((id): [string, KeyProbe] => {
+      const tried = tries.get(id) ?? 'none';
+      return [id, tried === 'none' ? (traced.has(id) ? 'traces' : 'none') : tried];
+    }),
+  );
 }
 
 /**

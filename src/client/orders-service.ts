@@ -34,6 +34,9 @@ import type { OrderProviderCache } from '../temporal/route-notification';
 import type { orderLifecycleV2 } from '../workflows';
 import {
   AvailabilityReads,
+  BatchedReads,
+  type KeyProbe,
+  probeKeys,
   ReservationGate,
   TrySlots,
   availableUnits,
@@ -170,6 +173,8 @@ export class OrderService {
 
   /** The units read of POST /orders, shared by buyers who arrive together (never older than the buyer). */
   private readonly availability: AvailabilityReads;
+  /** Where the keys of keyed buyers about to be refused stand, read for those who arrive together. */
+  private readonly keyProbes: BatchedReads<KeyProbe>;
 
   /** Units being reserved in this process right now: a buyer whose units are all spoken for is turned away at once. */
   private readonly gate = new ReservationGate();
@@ -179,6 +184,7 @@ export class OrderService {
 
   constructor(private readonly deps: OrderServiceDeps) {
     this.availability = new AvailabilityReads((skus) => availableUnits(deps.db, skus));
+    this.keyProbes = new BatchedReads((orderIds) => probeKeys(deps.db, orderIds));
   }
 
   /**
@@ -220,18 +226,19 @@ export class OrderService {
     // its workflow still setting up) joins that order: it must not be told OUT_OF_STOCK by its own reservation.
     let holdsUnits = false;
     if (keyed) {
-      // A keyed buyer the units cannot cover (most buyers of a sale, who send keys) is refused on two reads: its key's
-      // fingerprint row, read without waiting for locks (see below), and whether its order has a row or a stock fence.
-      // Only a key with a Try committed or under way, or such a trace (of an order placed before fingerprints were
-      // kept), goes on to the full reads below, which answer exactly as before; a key never used before has none, and
-      // its answer is the refusal those reads would have reached.
+      // A keyed buyer the units cannot cover (most buyers of a sale, who send keys) is refused on two reads shared with
+      // the keyed buyers refused with it (probeKeys): its key's fingerprint row, read without waiting for locks (see
+      // below), and whether its order has a row or a stock fence. Only a key with a Try committed or under way, or such
+      // a trace (of an order placed before fingerprints were kept), goes on to the full reads below, which answer
+      // exactly as before; a key never used before has none, and its answer is the refusal those reads would have
+      // reached.
       const quickShort = this.gate.claiming(keyed.orderId)
         ? undefined
         : (shortLine(items, available) ?? this.gate.contested(items, available));
       if (quickShort) {
-        const firstTry = await keyedTry(db, keyed.orderId);
-        if (firstTry === 'in progress') throw orderPendingError();
-        if (firstTry === 'none' && !(await orderLeftTraces(db, keyed.orderId))) throw outOfStockError(quickShort);
+        const probe = (await this.keyProbes.read([keyed.orderId])).get(keyed.orderId);
+        if (probe === 'in progress') throw orderPendingError();
+        if (probe === 'none') throw outOfStockError(quickShort);
       }
       const existing = await this.read(keyed.orderId, { fingerprint: true });
       // An order still being set up is joined through update-with-start below (it waits for the payment URL).
@@ -740,14 +747,4 @@ function orderPendingError(): ApiError {
     'ORDER_PENDING',
     'an earlier request with this Idempotency-Key is reserving its units right now; retry with the same key',
   );
-}
-
-/** Whether the order has a row or a stock fence (a reservation, held or released): two primary-key probes, one read. */
-async function orderLeftTraces(db: Knex, orderId: string): Promise<boolean> {
-  const [rows] = (await db.raw(
-    `SELECT EXISTS(SELECT 1 FROM orders WHERE order_id = ?) AS o,
-            EXISTS(SELECT 1 FROM tcc_fence WHERE xid = ? AND participant = 'stock') AS f`,
-    [orderId, orderId],
-  )) as [{ o: number | string; f: number | string }[]];
-  return Number(rows[0]?.o) === 1 || Number(rows[0]?.f) === 1;
 }

@@ -68,10 +68,39 @@ export async function keyedTry(db: Knex, orderId: string): Promise<'committed' |
     ])) as [unknown[]];
     return rows.length > 0 ? 'committed' : 'none';
   } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code === 'ER_LOCK_WAIT_TIMEOUT' || code === 'ER_LOCK_NOWAIT') return 'in progress';
+    if (lockNotGranted(err)) return 'in progress';
     throw err;
   }
+}
+
+/**
+ * keyedTry for many keys in one statement (the keyed buyers of a sale refused together); when a lock is not granted at
+ * once the statement cannot say whose, and each key is asked alone.
+ */
+export async function keyedTries(
+  db: Knex,
+  orderIds: string[],
+): Promise<Map<string, 'committed' | 'in progress' | 'none'>> {
+  if (orderIds.length <= 1)
+    return new Map(await Promise.all(orderIds.map(async (id) => [id, await keyedTry(db, id)] as const)));
+  const lock = (await isMariaDb(db)) ? 'LOCK IN SHARE MODE NOWAIT' : 'FOR SHARE NOWAIT';
+  try {
+    const [rows] = (await db.raw(
+      `SELECT order_id FROM idempotency_fingerprints WHERE order_id IN (${orderIds.map(() => '?').join(', ')}) ${lock}`,
+      orderIds,
+    )) as [{ order_id: string }[]];
+    const found = new Set(rows.map((r) => r.order_id));
+    return new Map(orderIds.map((id) => [id, found.has(id) ? 'committed' : 'none']));
+  } catch (err) {
+    if (!lockNotGranted(err)) throw err;
+    return new Map(await Promise.all(orderIds.map(async (id) => [id, await keyedTry(db, id)] as const)));
+  }
+}
+
+/** A locking read refused because a lock was not granted at once (NOWAIT): MariaDB's code, MySQL 8's. */
+function lockNotGranted(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'ER_LOCK_WAIT_TIMEOUT' || code === 'ER_LOCK_NOWAIT';
 }
 
 /** The fingerprint stored for a keyed order, or undefined (no Try of it committed, or placed before they were kept). */
