@@ -508,6 +508,59 @@ test('a payment whose bill line falls on the day before our paid time (a second 
   expect(missingItems).toEqual([missing.out_trade_no]);
 }, 60_000);
 
+test("a payment paid just before midnight by our clock and billed just after it by the provider's: the day's critical difference is resolved by the next day's run, which finds the line; one in no bill stays open", async () => {
+  const day = await freshPastDay();
+  const { end } = billDayRange(day)!;
+  const next = billDateOf(end.getTime() + 3_600_000);
+  const suffix = randomBytes(3).toString('hex');
+  const payment = (n: string, paidAt: Date) => paidLocally(`eve${suffix}_${n}`, `SBXEVE${suffix}${n}`, 900, paidAt);
+  // Our paid time 0.4 s before midnight; the provider's line 0.3 s after it, in the next day's bill.
+  const straddling = payment('a', new Date(end.getTime() - 400));
+  // Paid in the evening, in no bill at all.
+  const missing = payment('b', new Date(end.getTime() - 3 * 3_600_000));
+  await db('payments').insert([straddling, missing]);
+  bill.byDate = {
+    [day]: [],
+    [next]: [
+      {
+        kind: 'PAYMENT',
+        outTradeNo: straddling.out_trade_no,
+        tradeNo: straddling.trade_no,
+        amount: 900,
+        currency: 'CNY',
+        at: new Date(end.getTime() + 300).toISOString(),
+      },
+    ] as BillRow[],
+  };
+  const reconcile = async (date: string) => {
+    const { run } = await startReconciliation(db, client, taskQueue, {
+      provider: 'sandbox',
+      date,
+      rerun: false,
+      trigger: 'API',
+    });
+    return waitForEnd(run.id);
+  };
+  const first = await reconcile(day);
+  const openOf = async (runId: string) =>
+    (await db('reconciliation_items as i')
+      .leftJoin('reconciliation_resolutions as z', 'z.item_id', 'i.id')
+      .where({ 'i.run_id': runId, 'i.class': 'MISSING_AT_PROVIDER' })
+      .orderBy('i.out_trade_no')
+      .select('i.out_trade_no', 'z.operator')) as { out_trade_no: string; operator: string | null }[];
+  // The day's run comes first (the next day's bill is not out): both reported missing.
+  expect(await openOf(first.id)).toEqual([
+    { out_trade_no: straddling.out_trade_no, operator: null },
+    { out_trade_no: missing.out_trade_no, operator: null },
+  ]);
+  const second = await reconcile(next);
+  expect(JSON.parse(second.totals)).toMatchObject({ MATCHED: 1 });
+  expect(await openOf(first.id)).toEqual([
+    { out_trade_no: straddling.out_trade_no, operator: 'reconciliation' },
+    { out_trade_no: missing.out_trade_no, operator: null },
+  ]);
+}, 60_000);
+
 test('the daily Schedules are created again after a failure until they exist, and the gauge says whether they do', async () => {
   // Created once in the background, a failure (Temporal unreachable as the API started, or a refusal) left the service
   // without its daily reconciliation, and no alert could tell: the last-success gauge of a run that never ran is absent.

@@ -54,6 +54,7 @@ import {
   numberOf,
   startReconciliation,
 } from '../reconciliation/runs';
+import { resolveItem } from '../reconciliation/resolutions';
 import { routePaymentNotification } from '../temporal/route-notification';
 
 /** Dependencies of the reconciliation activities. */
@@ -562,7 +563,44 @@ async function findLocalOnly(
     await progressLocal(db, run.id, found, ctx);
     if (page.length < LOCAL_PAGE) break;
   }
+  await resolveBilledAfterMidnight(db, run);
   return found;
+}
+
+/** Who resolves a difference that a later bill settled (the resolution's operator). */
+export const RECONCILIATION_OPERATOR = 'reconciliation';
+
+/**
+ * The day before's payments reported missing from its bill whose line is in this run's bill, matched: paid a moment
+ * before midnight by our clock, billed a moment after it by the provider's. The day before's run came first (a bill is
+ * reconciled the morning after its day, when the next day's is not out) and could not look here, and its critical
+ * difference stayed open for good; it is resolved now, by this run, with why. A payment in neither bill stays open.
+ */
+async function resolveBilledAfterMidnight(db: Knex, run: RunRow): Promise<void> {
+  const { start } = dayRange(run);
+  const dayBefore = billDateOf(start.getTime() - 1, run.provider);
+  const open = (await db('reconciliation_items as i')
+    .join('reconciliation_runs as r', 'r.id', 'i.run_id')
+    .where({ 'r.provider': run.provider, 'r.bill_date': dayBefore, 'r.status': 'COMPLETED' })
+    .whereNotExists(
+      db('reconciliation_runs as n')
+        .whereRaw('n.provider = r.provider AND n.bill_date = r.bill_date AND n.attempt > r.attempt')
+        .select(db.raw('1')),
+    )
+    .where({ 'i.class': 'MISSING_AT_PROVIDER', 'i.detail': 'NOT_IN_BILL', 'i.kind': 'PAYMENT' })
+    .whereExists(
+      db('reconciliation_items as j')
+        .where('j.run_id', run.id)
+        .where('j.class', 'MATCHED')
+        .whereRaw("j.row_key = CONCAT('P:', i.trade_no)")
+        .select(db.raw('1')),
+    )
+    .select('i.run_id', 'i.id', 'i.trade_no')) as Array<{ run_id: string; id: number; trade_no: string }>;
+  for (const item of open)
+    await resolveItem(db, item.run_id, numberOf(item.id), {
+      operator: RECONCILIATION_OPERATOR,
+      note: `its line is in the ${run.provider} bill of ${run.bill_date} (run ${run.id}), matched: paid just before midnight by our clock, billed just after it`,
+    });
 }
 
 async function progressLocal(
