@@ -1044,6 +1044,36 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  test('a trade reported again while the order waits in the review it opened, its run ended (terminated), takes that review over: the decision is carried out, not refused for want of a handler', async () => {
+    // An earlier run of this trade left the order in review (its refund refused) and ended without the decision.
+    const orderId = newScriptedOrder({
+      status: 'NEEDS_REVIEW',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-mine', amount: 1000 }],
+      lateReview: { tradeNo: 'T-mine', from: 'EXPIRED' },
+    });
+    await routePaymentNotification(routeDeps(), notification(orderId, 'T-mine', 'evt-mine-again'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-mine'));
+    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
+      what: 'the run to take the review over',
+    });
+    expect(callsOf(orderId).map((c) => c.name)).toContain('event:LATE_PAYMENT_REVIEW_RESUMED');
+    expect(
+      await within(
+        late.executeUpdate(reviewDecisionUpdate, {
+          args: [{ decision: 'refund', operator: 'ada', reason: 'refund the late payment' }],
+        }),
+        20_000,
+        'the decision to be carried out',
+      ),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
+    expect(refundCalls(orderId)).toHaveLength(1);
+    // Back from review to REFUNDED (the order was EXPIRED when the review opened), recording the trade.
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-mine' });
+    await replaysCleanly(late);
+  });
+
   test('a trade reported while its order is in review held by another workflow waits the review out, then is refunded when the review kept another trade (it was only noted, and dropped)', async () => {
     // The order is in review (a failed refund's, say), its own workflow gone; the provider reports a second trade T-B.
     const orderId = newScriptedOrder({
@@ -1195,6 +1225,8 @@ interface ScriptedOrder {
   refundRefusals?: number;
   /** queryProviderPayment is refused by the provider (a business failure) this many times. */
   queryRefusals?: number;
+  /** The late trade whose review holds the order (its LATE_PAYMENT_REFUND_FAILED entry), and the status before it. */
+  lateReview?: { tradeNo: string; from: OrderStatus };
   calls: { name: string; args: unknown }[];
 }
 const MERCHANT = 'm_scripted';
@@ -1285,6 +1317,11 @@ const scriptedActivities: Partial<Activities> = {
     s.status = input.to;
     if (input.payment) s.paidTradeNo = input.payment.tradeNo;
     return { changed: true, status: input.to };
+  },
+  async lateReviewOf(orderId) {
+    record(orderId, 'lateReviewOf', orderId);
+    const s = scriptOf(orderId);
+    return s.status === 'NEEDS_REVIEW' && s.lateReview ? s.lateReview : null;
   },
   async getOrderSnapshot(orderId) {
     record(orderId, 'getOrderSnapshot', orderId);

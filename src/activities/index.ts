@@ -71,6 +71,8 @@ function createSingleActivities({ db, providers, now, pointsCurrency }: Activity
     transitionOrder: (input: orders.TransitionInput) => orders.transitionOrder(db, input),
     /** Reads an order for the late-payment path. */
     getOrderSnapshot: (orderId: string) => orders.getOrderSnapshot(db, orderId),
+    /** The late trade whose review holds the order, and the order's status before it (late-payment takeover). */
+    lateReviewOf: (orderId: string) => orders.lateReviewOf(db, orderId),
     /** Appends a timeline entry (for facts that change no row, e.g. a duplicate payment seen). */
     recordOrderEvent: async (input: {
       orderId: string;

@@ -37,6 +37,7 @@ import {
   lateReviewDecisionStep,
   lateUnknownPayingTradeStep,
   lateQueryRefusedStep,
+  lateOwnReviewTakeoverStep,
   lateQueryRefusedOwnTradeStep,
   lateUnknownReviewStep,
   lateWaitReviewStep,
@@ -187,6 +188,26 @@ async function queryTrade(input: LatePaymentInput): Promise<{ state: ProviderSta
  * otherwise it is left for a person.
  */
 async function heldElsewhere(input: LatePaymentInput, order: OrderSnapshot): Promise<LatePaymentResult> {
+  // The review may be this trade's own, opened by an earlier run of this workflow id that has ended without taking its
+  // decision (terminated, failed, reset, or one from before runs waited for their decisions): the API routes that
+  // review's decisions to this id's latest run, this one, so it takes the review over instead of waiting it out (it
+  // would wait for itself, every decision refused for want of a handler). Behind `late-payment-own-review-takeover`.
+  if (order.status === 'NEEDS_REVIEW' && lateOwnReviewTakeoverStep()) {
+    const review = await acts.lateReviewOf(input.outTradeNo);
+    if (review?.tradeNo === input.tradeNo) {
+      await acts.recordOrderEvent({
+        orderId: input.outTradeNo,
+        type: 'LATE_PAYMENT_REVIEW_RESUMED',
+        message: `Payment ${input.tradeNo} reported again while the order waits in the review it opened, whose workflow had ended: this run takes the decision`,
+      });
+      // Carried out as that review would have: a refund returns the order to the status it had before it.
+      return awaitRefundDecision(
+        input,
+        { ...order, status: review.from ?? 'EXPIRED' },
+        'the review this trade opened, resumed by a new run',
+      );
+    }
+  }
   const waits = order.status === 'NEEDS_REVIEW' && lateWaitReviewStep();
   if (!(waits && input.seenInReview))
     await acts.recordOrderEvent({

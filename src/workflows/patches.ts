@@ -129,6 +129,12 @@ export const PATCH_IDS = {
    * RUNNING, so no firing of the Schedule asked for the day again and no alert counted it.
    */
   reconciliationCancelledFails: 'reconciliation-cancelled-fails',
+  /**
+   * latePayment: a trade reported again while the order waits in the review this trade opened, its workflow ended
+   * (terminated, failed, reset, or from before runs waited for decisions), takes that review over; it waited it out
+   * instead, for itself, while the API sent the review's decisions to it and each was refused (no handler).
+   */
+  lateOwnReviewTakeover: 'late-payment-own-review-takeover',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -236,4 +242,9 @@ export function lateQueryRefusedOwnTradeStep(): boolean {
 /** Whether this reconciliation run marks its row FAILED when it is cancelled through Temporal. */
 export function reconciliationCancelledFailsStep(): boolean {
   return patched(PATCH_IDS.reconciliationCancelledFails);
+}
+
+/** Whether this latePayment execution takes over the review its trade opened in an earlier, ended run. */
+export function lateOwnReviewTakeoverStep(): boolean {
+  return patched(PATCH_IDS.lateOwnReviewTakeover);
 }
