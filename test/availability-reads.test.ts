@@ -151,3 +151,9 @@ test('keyed buyers refused together probe their keys in one batch: in progress, 
     await trx.rollback();
   }
 });
+
+test('a probe that cannot be read answers nothing for its keys (their requests take the full reads), never a refusal', async () => {
+  const closed = createDb(TEST_ENV.databaseUrl, { poolMax: 1 });
+  await closed.destroy();
+  expect(await probeKeys(closed, ['probe-a', 'probe-b'])).toEqual(new Map());
+});

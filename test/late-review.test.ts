@@ -64,6 +64,17 @@ test('a paid order a second late trade left in review names the latest trade, an
   expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-b', from: 'PAID' });
 });
 
+test("a failed refund settled while the order stays in the late trade's review does not change the status the review opened from", async () => {
+  const orderId = await closedOrder('PAID');
+  await leftForReview(orderId, 'T-c', ['PAID']);
+  // What staysInReview writes when another refund's failure is settled meanwhile: an entry from NEEDS_REVIEW.
+  await appendOrderEvent(db, orderId, 'ORDER_NEEDS_REVIEW', 'the order stays in review for its late trade', {
+    from: 'NEEDS_REVIEW',
+    reason: 'LATE_PAYMENT_REFUND_FAILED',
+  });
+  expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-c', from: 'PAID' });
+});
+
 test('an order in review for another reason, or not in review, is no late trade’s review', async () => {
   const other = await closedOrder('PAID');
   await transitionOrder(db, {

@@ -188,7 +188,7 @@ describe('resolving a difference', () => {
     ]);
   }, 60_000);
 
-  test('needs the admin token and a body of operator (1-64 characters) and note (3-500 characters), nothing else', async () => {
+  test("needs the admin token and a body of operator (1-64 characters, not the reconciliation's own name) and note (3-500 characters), nothing else", async () => {
     const good = { operator: 'alice', note: 'refunded by hand at the provider, ticket PAY-1' };
     expect((await resolve(runA1, items.unknown, good, {})).status).toBe(401);
     expect((await resolve(runA1, items.unknown, good, { authorization: 'Bearer wrong-token-of-19c' })).status).toBe(
@@ -201,6 +201,9 @@ describe('resolving a difference', () => {
       { operator: '', note: 'a fine note' },
       { operator: '   ', note: 'a fine note' },
       { operator: 'a'.repeat(65), note: 'a fine note' },
+      // The name the reconciliation signs its own resolutions with (a later bill settled the line): never a person's.
+      { operator: 'reconciliation', note: 'a fine note' },
+      { operator: ' Reconciliation ', note: 'a fine note' },
       { operator: 'alice', note: 'ab' },
       { operator: 'alice', note: 'n'.repeat(501) },
       { operator: 7, note: 'a fine note' },

@@ -1074,6 +1074,33 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  test('a taken-over review of a PAID order whose paying trade is unknown may still approve the trade as the paying one, as the original review could', async () => {
+    const orderId = newScriptedOrder({
+      status: 'NEEDS_REVIEW',
+      paidTradeNo: 'unknown',
+      trades: [{ tradeNo: 'T-pays', amount: 1000 }],
+      lateReview: { tradeNo: 'T-pays', from: 'PAID' },
+    });
+    await routePaymentNotification(routeDeps(), notification(orderId, 'T-pays', 'evt-pays-again'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-pays'));
+    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
+      what: 'the run to take the review over',
+    });
+    expect(
+      await within(
+        late.executeUpdate(reviewDecisionUpdate, {
+          args: [{ decision: 'approve', operator: 'ada', reason: 'the console shows it paid this order' }],
+        }),
+        20_000,
+        'the approval to be carried out',
+      ),
+    ).toEqual({ status: 'PAID' });
+    expect(await late.result()).toMatchObject({ outcome: 'ALREADY_CONFIRMED' });
+    expect(refundCalls(orderId)).toHaveLength(0);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-pays' });
+    await replaysCleanly(late);
+  });
+
   test('a trade reported while its order is in review held by another workflow waits the review out, then is refunded when the review kept another trade (it was only noted, and dropped)', async () => {
     // The order is in review (a failed refund's, say), its own workflow gone; the provider reports a second trade T-B.
     const orderId = newScriptedOrder({

@@ -254,8 +254,12 @@ export async function lateReviewOf(
     (await db('order_events')
       .where({ order_id: orderId, type })
       .modify((q) => {
+        // The entry that opened the review: not one a settled failed refund wrote while the order stayed in it
+        // (from NEEDS_REVIEW, src/db/order-transitions.ts staysInReview).
         if (type === 'ORDER_NEEDS_REVIEW')
-          q.whereRaw("JSON_UNQUOTE(JSON_EXTRACT(data, '$.reason')) = ?", [LATE_PAYMENT_REFUND_FAILED]);
+          q.whereRaw("JSON_UNQUOTE(JSON_EXTRACT(data, '$.reason')) = ?", [LATE_PAYMENT_REFUND_FAILED]).whereRaw(
+            "COALESCE(JSON_UNQUOTE(JSON_EXTRACT(data, '$.from')), '') <> 'NEEDS_REVIEW'",
+          );
       })
       .orderBy('id', 'desc')
       .first('data')) as { data: unknown } | undefined;

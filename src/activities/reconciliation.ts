@@ -16,6 +16,7 @@ import { CancelledFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
 import { FailureType, businessFailure, retryableFailure } from '../contracts/failures';
 import {
+  AUTOMATIC_RESOLVER,
   type ReconciliationClass,
   type ReconciliationResult,
   type ReconciliationStatus,
@@ -567,9 +568,6 @@ async function findLocalOnly(
   return found;
 }
 
-/** Who resolves a difference that a later bill settled (the resolution's operator). */
-export const RECONCILIATION_OPERATOR = 'reconciliation';
-
 /**
  * The day before's payments reported missing from its bill whose line is in this run's bill, matched: paid a moment
  * before midnight by our clock, billed a moment after it by the provider's. The day before's run came first (a bill is
@@ -581,12 +579,9 @@ async function resolveBilledAfterMidnight(db: Knex, run: RunRow): Promise<void> 
   const dayBefore = billDateOf(start.getTime() - 1, run.provider);
   const open = (await db('reconciliation_items as i')
     .join('reconciliation_runs as r', 'r.id', 'i.run_id')
+    // Any completed run of that day (a resolution belongs to the bill line, whichever run lists it: the alerts read the
+    // latest completed one, which a later attempt still running or failed does not replace).
     .where({ 'r.provider': run.provider, 'r.bill_date': dayBefore, 'r.status': 'COMPLETED' })
-    .whereNotExists(
-      db('reconciliation_runs as n')
-        .whereRaw('n.provider = r.provider AND n.bill_date = r.bill_date AND n.attempt > r.attempt')
-        .select(db.raw('1')),
-    )
     .where({ 'i.class': 'MISSING_AT_PROVIDER', 'i.detail': 'NOT_IN_BILL', 'i.kind': 'PAYMENT' })
     .whereExists(
       db('reconciliation_items as j')
@@ -595,10 +590,11 @@ async function resolveBilledAfterMidnight(db: Knex, run: RunRow): Promise<void> 
         .whereRaw("j.row_key = CONCAT('P:', i.trade_no)")
         .select(db.raw('1')),
     )
-    .select('i.run_id', 'i.id', 'i.trade_no')) as Array<{ run_id: string; id: number; trade_no: string }>;
-  for (const item of open)
+    .select('i.run_id', 'i.id', 'i.row_key')) as Array<{ run_id: string; id: number; row_key: string }>;
+  const lines = new Map(open.map((item) => [item.row_key, item]));
+  for (const item of lines.values())
     await resolveItem(db, item.run_id, numberOf(item.id), {
-      operator: RECONCILIATION_OPERATOR,
+      operator: AUTOMATIC_RESOLVER,
       note: `its line is in the ${run.provider} bill of ${run.bill_date} (run ${run.id}), matched: paid just before midnight by our clock, billed just after it`,
     });
 }

@@ -106,27 +106,33 @@ export type KeyProbe = 'in progress' | 'committed' | 'traces' | 'none';
 
 /**
  * The probe of many keys' orders in two statements: their fingerprint rows read without waiting for locks
- * (keyedTries), then, for those without one, whether their order has a row or a stock fence.
+ * (keyedTries), then, for those without one, whether their order has a row or a stock fence. A key it could not read
+ * is left out of the answer (and the whole answer empty when a statement failed): its request goes on to the full reads
+ * of its order, never refused, nor failed, for another buyer's sake.
  */
 export async function probeKeys(db: Knex, orderIds: string[]): Promise<Map<string, KeyProbe>> {
-  const tries = await keyedTries(db, orderIds);
-  const unseen = orderIds.filter((id) => tries.get(id) === 'none');
-  const traced = new Set<string>();
-  if (unseen.length) {
-    const marks = unseen.map(() => '?').join(', ');
-    const [rows] = (await db.raw(
-      `SELECT order_id AS id FROM orders WHERE order_id IN (${marks})
-       UNION SELECT xid AS id FROM tcc_fence WHERE xid IN (${marks}) AND participant = 'stock'`,
-      [...unseen, ...unseen],
-    )) as [{ id: string }[]];
-    for (const r of rows) traced.add(r.id);
+  try {
+    const tries = await keyedTries(db, orderIds);
+    const unseen = orderIds.filter((id) => tries.get(id) === 'none');
+    const traced = new Set<string>();
+    if (unseen.length) {
+      const marks = unseen.map(() => '?').join(', ');
+      const [rows] = (await db.raw(
+        `SELECT order_id AS id FROM orders WHERE order_id IN (${marks})
+         UNION SELECT xid AS id FROM tcc_fence WHERE xid IN (${marks}) AND participant = 'stock'`,
+        [...unseen, ...unseen],
+      )) as [{ id: string }[]];
+      for (const r of rows) traced.add(r.id);
+    }
+    const probes = new Map<string, KeyProbe>();
+    for (const id of orderIds) {
+      const tried = tries.get(id);
+      if (tried !== undefined) probes.set(id, tried === 'none' ? (traced.has(id) ? 'traces' : 'none') : tried);
+    }
+    return probes;
+  } catch {
+    return new Map();
   }
-  return new Map(
-    orderIds.map((id): [string, KeyProbe] => {
-      const tried = tries.get(id) ?? 'none';
-      return [id, tried === 'none' ? (traced.has(id) ? 'traces' : 'none') : tried];
-    }),
-  );
 }
 
 /**

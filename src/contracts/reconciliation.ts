@@ -74,13 +74,24 @@ export const StartReconciliationRequest = z
   .strict();
 export type StartReconciliationRequest = z.infer<typeof StartReconciliationRequest>;
 
+/** The operator name of resolutions the reconciliation makes itself (a later bill settled the difference). */
+export const AUTOMATIC_RESOLVER = 'reconciliation';
+
 /**
- * `POST /ops/reconciliations/:id/items/:itemId/resolution` body: who resolved a difference (1-64 characters) and what
- * was done about it (3-500 characters: refunded by hand, confirmed with the provider, the ticket). Trimmed first.
+ * `POST /ops/reconciliations/:id/items/:itemId/resolution` body: who resolved a difference (1-64 characters, not the
+ * name the reconciliation signs its own resolutions with) and what was done about it (3-500 characters: refunded by
+ * hand, confirmed with the provider, the ticket). Trimmed first.
  */
 export const ResolveItemRequest = z
   .object({
-    operator: z.string().trim().min(1).max(64),
+    operator: z
+      .string()
+      .trim()
+      .min(1)
+      .max(64)
+      .refine((name) => name.toLowerCase() !== AUTOMATIC_RESOLVER, {
+        message: `operator "${AUTOMATIC_RESOLVER}" is the reconciliation's own name: give yours`,
+      }),
     note: z.string().trim().min(3).max(500),
   })
   .strict();

@@ -93,7 +93,17 @@ export async function keyedTries(
     return new Map(orderIds.map((id) => [id, found.has(id) ? 'committed' : 'none']));
   } catch (err) {
     if (!lockNotGranted(err)) throw err;
-    return new Map(await Promise.all(orderIds.map(async (id) => [id, await keyedTry(db, id)] as const)));
+    // Each key alone; one that cannot be read (a pool timeout, say) is left out, and its request goes on to the full
+    // reads of its order, never failing the other buyers of the batch.
+    const each = await Promise.all(
+      orderIds.map((id) =>
+        keyedTry(db, id).then(
+          (answer) => [id, answer] as const,
+          () => undefined,
+        ),
+      ),
+    );
+    return new Map(each.filter((e) => e !== undefined));
   }
 }
 

@@ -80,7 +80,7 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
   if (order.status === 'PAID' && order.paidTradeNo === input.tradeNo) {
     return { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' };
   }
-  if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') return heldElsewhere(input, order);
+  if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') return heldElsewhere(input, order, state);
   if (order.status === 'REFUNDED' && order.paidTradeNo === input.tradeNo) {
     return { outcome: 'REFUNDED', detail: 'already refunded' };
   }
@@ -187,7 +187,12 @@ async function queryTrade(input: LatePaymentInput): Promise<{ state: ProviderSta
  * noted on the timeline; behind `late-payment-wait-review`, a review is waited out and the trade then decided,
  * otherwise it is left for a person.
  */
-async function heldElsewhere(input: LatePaymentInput, order: OrderSnapshot): Promise<LatePaymentResult> {
+async function heldElsewhere(
+  input: LatePaymentInput,
+  order: OrderSnapshot,
+  /** The provider's account of the trade, when its query answered (not after a refused one). */
+  state?: ProviderState,
+): Promise<LatePaymentResult> {
   // The review may be this trade's own, opened by an earlier run of this workflow id that has ended without taking its
   // decision (terminated, failed, reset, or one from before runs waited for their decisions): the API routes that
   // review's decisions to this id's latest run, this one, so it takes the review over instead of waiting it out (it
@@ -200,11 +205,24 @@ async function heldElsewhere(input: LatePaymentInput, order: OrderSnapshot): Pro
         type: 'LATE_PAYMENT_REVIEW_RESUMED',
         message: `Payment ${input.tradeNo} reported again while the order waits in the review it opened, whose workflow had ended: this run takes the decision`,
       });
-      // Carried out as that review would have: a refund returns the order to the status it had before it.
+      // Carried out as that review would have: a refund returns the order to the status it had before it (PAID when it
+      // keeps another trade, when no entry says). A review opened on a PAID order whose paying trade is unknown, or is
+      // this very trade (a refused query sent it there before `late-payment-query-refused-own-trade`), may also approve
+      // the trade as the one that paid, as the original review could: the provider has just shown it paid.
+      const from: OrderStatus =
+        review.from ?? (order.paidTradeNo !== null && order.paidTradeNo !== input.tradeNo ? 'PAID' : 'EXPIRED');
+      const mayBePaying =
+        from === 'PAID' &&
+        (order.paidTradeNo === null || order.paidTradeNo === 'unknown' || order.paidTradeNo === input.tradeNo);
+      const keepable =
+        mayBePaying && state?.status === 'PAID' && state.tradeNo === input.tradeNo && state.paidAmount
+          ? state
+          : undefined;
       return awaitRefundDecision(
         input,
-        { ...order, status: review.from ?? 'EXPIRED' },
+        { ...order, status: from },
         'the review this trade opened, resumed by a new run',
+        keepable,
       );
     }
   }
