@@ -6,7 +6,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { NativeConnection, type Worker } from '@temporalio/worker';
+import { createReconciliationActivities } from '../src/activities/reconciliation';
 import type { Knex } from 'knex';
 import { keepEnsuringReconciliationSchedules } from '../src/client/routes/ops';
 import { createMetrics } from '../src/client/metrics';
@@ -463,6 +465,46 @@ test("a run that has ended is not run again under its id (a workflow reset in th
   expect(await db('reconciliation_runs').where({ id }).first()).toMatchObject({ status: 'QUEUED', error: null });
   await db('reconciliation_runs').where({ id }).delete();
 }, 60_000);
+
+test('the phase steps work only on an active run opened by their own execution (a reset replays the opening and would compare an ended run again)', async () => {
+  const day = await quietWeek();
+  const id = `reconcile-sandbox-${day}-${tag}`;
+  await db('reconciliation_runs').insert({
+    id,
+    workflow_id: `${id}-wf`,
+    workflow_run_id: 'execution-that-opened-it',
+    provider: 'sandbox',
+    bill_date: day,
+    attempt: 1,
+    trigger: 'SCHEDULE',
+    status: 'RUNNING',
+  });
+  const acts = createReconciliationActivities({ db, providers: { sandbox: stub } });
+  const asExecution = (runId: string) =>
+    new MockActivityEnvironment({ workflowExecution: { workflowId: `${id}-wf`, runId } } as never, {
+      logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} },
+    });
+  const failureOf = (p: Promise<unknown>) =>
+    p.then(
+      () => undefined,
+      (err: { type?: string }) => err.type,
+    );
+  // Another execution of the same workflow id (a reset): refused before it reads the bill or writes an item.
+  expect(await failureOf(asExecution('a-reset-execution').run(acts.compareBill, { runId: id }))).toBe(
+    'RUN_OWNED_ELSEWHERE',
+  );
+  expect(await failureOf(asExecution('a-reset-execution').run(acts.findLocalOnlyRecords, { runId: id }))).toBe(
+    'RUN_OWNED_ELSEWHERE',
+  );
+  expect(bill.downloads).toBe(0);
+  // Ended: refused to its own execution as well.
+  await db('reconciliation_runs').where({ id }).update({ status: 'COMPLETED' });
+  expect(await failureOf(asExecution('execution-that-opened-it').run(acts.compareBill, { runId: id }))).toBe(
+    'RUN_NOT_ACTIVE',
+  );
+  expect(await db('reconciliation_items').where({ run_id: id }).count({ n: '*' })).toEqual([{ n: 0 }]);
+  await db('reconciliation_runs').where({ id }).delete();
+});
 
 test('a payment whose bill line falls on the day before our paid time (a second across midnight) is not reported missing from the bill; one in no bill still is', async () => {
   const day = await freshPastDay();

@@ -94,6 +94,23 @@ async function requireRun(db: Knex, runId: string): Promise<RunRow> {
   return row;
 }
 
+/**
+ * The run a phase step (compare, local records, repairs) works on: still active, and, run as an activity, opened by
+ * this very execution (beginRun records it). A workflow reset in the Web UI to a point after beginRun replays its
+ * answer and would run the phases again on a run that has ended, writing items under a report the alerts read.
+ */
+async function requireOwnActiveRun(db: Knex, runId: string, ctx: Context | undefined): Promise<RunRow> {
+  const run = await requireRun(db, runId);
+  if (!ACTIVE_STATUSES.includes(run.status)) throw runNotActive(run.id, run.status);
+  const execution = ctx?.info.workflowExecution?.runId;
+  if (execution !== undefined && run.workflow_run_id !== null && run.workflow_run_id !== execution)
+    throw businessFailure(
+      FailureType.RUN_OWNED_ELSEWHERE,
+      `run ${run.id} was opened by execution ${run.workflow_run_id} of its workflow, not ${execution} (a reset replays the opening: ask for a re-run)`,
+    );
+  return run;
+}
+
 function billSourceOf(providers: ProviderRegistry, name: string): PaymentProvider & BillSource {
   const provider = providers[name] as (PaymentProvider & Partial<BillSource>) | undefined;
   if (!provider)
@@ -211,7 +228,7 @@ async function compareBill(
 ): Promise<CompareBillResult> {
   const { db } = deps;
   const ctx = activityContext();
-  const run = await requireRun(db, input.runId);
+  const run = await requireOwnActiveRun(db, input.runId, ctx);
   const provider = billSourceOf(deps.providers, run.provider);
   const batchSize = Math.max(1, Math.min(input.batchSize ?? DEFAULT_BATCH, 5000));
   const resume = resumePoint(ctx?.info.heartbeatDetails);
@@ -413,7 +430,7 @@ async function findLocalOnly(
 ): Promise<{ payments: number; refunds: number }> {
   const { db } = deps;
   const ctx = activityContext();
-  const run = await requireRun(db, input.runId);
+  const run = await requireOwnActiveRun(db, input.runId, ctx);
   const merchantId = run.merchant_id ?? billSourceOf(deps.providers, run.provider).merchantId;
   const { start, end } = dayRange(run);
   await db('reconciliation_runs')
@@ -636,7 +653,7 @@ async function repairLostPayments(
   const taskQueue = ctx?.info.taskQueue;
   if (!taskQueue)
     throw businessFailure(FailureType.NO_TASK_QUEUE, 'repairs run as an activity, on the order workflows task queue');
-  const run = await requireRun(db, input.runId);
+  const run = await requireOwnActiveRun(db, input.runId, ctx);
   const provider = billSourceOf(deps.providers, run.provider);
   const [{ n: total }] = (await db('reconciliation_items')
     .where({ run_id: run.id, class: 'PAID_NOT_RECORDED' })
