@@ -355,7 +355,8 @@ function fireScheduleAfter(day: string, id: string) {
   });
 }
 
-test('a run cancelled through Temporal is marked FAILED, and the next firing of the Schedule runs its day again', async () => {
+/** A run of a quiet day started and held in its bill download until `release` is called. */
+async function startHeldRun() {
   const day = await quietWeek();
   let release!: () => void;
   bill.release = new Promise<void>((r) => (release = r));
@@ -366,6 +367,11 @@ test('a run cancelled through Temporal is marked FAILED, and the next firing of 
     rerun: false,
     trigger: 'API',
   });
+  return { day, run, release };
+}
+
+test('a run cancelled through Temporal is marked FAILED, and the next firing of the Schedule runs its day again', async () => {
+  const { day, run, release } = await startHeldRun();
   try {
     await waitForDownload();
     const handle = client.workflow.getHandle(run.workflowId);
@@ -391,16 +397,7 @@ test('a run cancelled through Temporal is marked FAILED, and the next firing of 
 }, 90_000);
 
 test('a run whose workflow was terminated (it stays RUNNING: no workflow code ran) is started again by the next firing under its id, and completes', async () => {
-  const day = await quietWeek();
-  let release!: () => void;
-  bill.release = new Promise<void>((r) => (release = r));
-  bill.held.add(day);
-  const { run } = await startReconciliation(db, client, taskQueue, {
-    provider: 'sandbox',
-    date: day,
-    rerun: false,
-    trigger: 'API',
-  });
+  const { day, run, release } = await startHeldRun();
   const handle = client.workflow.getHandle(run.workflowId);
   try {
     await waitForDownload();

@@ -20,6 +20,7 @@ import {
   type LatePaymentResult,
   type OrderPaymentInput,
   type OrderStatus,
+  type ReviewDecision,
   autoRefundNo,
   coolingOffRefundUpdate,
   reviewRefundNo,
@@ -1044,6 +1045,24 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  /** Reports `tradeNo` again (a new notification id) and waits for its new run to take its review over. */
+  async function reportedAgainInItsReview(orderId: string, tradeNo: string) {
+    await routePaymentNotification(routeDeps(), notification(orderId, tradeNo, `evt-${tradeNo}-again`));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, tradeNo));
+    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
+      what: 'the run to take the review over',
+    });
+    return late;
+  }
+  /** Sends a review decision to a late-payment run and waits (bounded) for its answer. */
+  function decideWithin(late: WorkflowHandle, decision: ReviewDecision) {
+    return within(
+      late.executeUpdate(reviewDecisionUpdate, { args: [decision] }),
+      20_000,
+      'the decision to be carried out',
+    );
+  }
+
   test('a trade reported again while the order waits in the review it opened, its run ended (terminated), takes that review over: the decision is carried out, not refused for want of a handler', async () => {
     // An earlier run of this trade left the order in review (its refund refused) and ended without the decision.
     const orderId = newScriptedOrder({
@@ -1052,20 +1071,10 @@ describe('defects found by review: late payments', () => {
       trades: [{ tradeNo: 'T-mine', amount: 1000 }],
       lateReview: { tradeNo: 'T-mine', from: 'EXPIRED' },
     });
-    await routePaymentNotification(routeDeps(), notification(orderId, 'T-mine', 'evt-mine-again'));
-    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-mine'));
-    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
-      what: 'the run to take the review over',
-    });
+    const late = await reportedAgainInItsReview(orderId, 'T-mine');
     expect(callsOf(orderId).map((c) => c.name)).toContain('event:LATE_PAYMENT_REVIEW_RESUMED');
     expect(
-      await within(
-        late.executeUpdate(reviewDecisionUpdate, {
-          args: [{ decision: 'refund', operator: 'ada', reason: 'refund the late payment' }],
-        }),
-        20_000,
-        'the decision to be carried out',
-      ),
+      await decideWithin(late, { decision: 'refund', operator: 'ada', reason: 'refund the late payment' }),
     ).toEqual({ status: 'REFUNDED' });
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
     expect(refundCalls(orderId)).toHaveLength(1);
@@ -1081,19 +1090,13 @@ describe('defects found by review: late payments', () => {
       trades: [{ tradeNo: 'T-pays', amount: 1000 }],
       lateReview: { tradeNo: 'T-pays', from: 'PAID' },
     });
-    await routePaymentNotification(routeDeps(), notification(orderId, 'T-pays', 'evt-pays-again'));
-    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-pays'));
-    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
-      what: 'the run to take the review over',
-    });
+    const late = await reportedAgainInItsReview(orderId, 'T-pays');
     expect(
-      await within(
-        late.executeUpdate(reviewDecisionUpdate, {
-          args: [{ decision: 'approve', operator: 'ada', reason: 'the console shows it paid this order' }],
-        }),
-        20_000,
-        'the approval to be carried out',
-      ),
+      await decideWithin(late, {
+        decision: 'approve',
+        operator: 'ada',
+        reason: 'the console shows it paid this order',
+      }),
     ).toEqual({ status: 'PAID' });
     expect(await late.result()).toMatchObject({ outcome: 'ALREADY_CONFIRMED' });
     expect(refundCalls(orderId)).toHaveLength(0);
