@@ -355,6 +355,17 @@ function fireScheduleAfter(day: string, id: string) {
   });
 }
 
+/** An operator's run of the day (the API's, without rerun), waited for until it ends; its row. */
+async function reconcile(date: string): Promise<Record<string, any>> {
+  const { run } = await startReconciliation(db, client, taskQueue, {
+    provider: 'sandbox',
+    date,
+    rerun: false,
+    trigger: 'API',
+  });
+  return waitForEnd(run.id);
+}
+
 /** A run of a quiet day started and held in its bill download until `release` is called. */
 async function startHeldRun() {
   const day = await quietWeek();
@@ -527,15 +538,6 @@ test('a payment whose bill line falls on the day before our paid time (a second 
     ] as BillRow[],
     [next]: [],
   };
-  const reconcile = async (date: string) => {
-    const { run } = await startReconciliation(db, client, taskQueue, {
-      provider: 'sandbox',
-      date,
-      rerun: false,
-      trigger: 'API',
-    });
-    return waitForEnd(run.id);
-  };
   const first = await reconcile(day);
   expect(first.status).toBe('COMPLETED');
   expect(JSON.parse(first.totals)).toMatchObject({ MATCHED: 1, MISSING_AT_PROVIDER: 0 });
@@ -570,15 +572,6 @@ test("a payment paid just before midnight by our clock and billed just after it 
         at: new Date(end.getTime() + 300).toISOString(),
       },
     ] as BillRow[],
-  };
-  const reconcile = async (date: string) => {
-    const { run } = await startReconciliation(db, client, taskQueue, {
-      provider: 'sandbox',
-      date,
-      rerun: false,
-      trigger: 'API',
-    });
-    return waitForEnd(run.id);
   };
   const first = await reconcile(day);
   const openOf = async (runId: string) =>
