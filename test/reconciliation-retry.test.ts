@@ -474,7 +474,7 @@ test("a run that has ended is not run again under its id (a workflow reset in th
   await db('reconciliation_runs').where({ id }).delete();
 }, 60_000);
 
-test('the phase steps work only on an active run opened by their own execution (a reset replays the opening and would compare an ended run again)', async () => {
+test('the phase steps work only on an active run (a reset replays the opening and would compare an ended run again); a reset of an active run resumes it', async () => {
   const day = await quietWeek();
   const id = `reconcile-sandbox-${day}-${tag}`;
   await db('reconciliation_runs').insert({
@@ -486,6 +486,7 @@ test('the phase steps work only on an active run opened by their own execution (
     attempt: 1,
     trigger: 'SCHEDULE',
     status: 'RUNNING',
+    phase: 'LOCAL',
   });
   const acts = createReconciliationActivities({ db, providers: { sandbox: stub } });
   const asExecution = (runId: string) =>
@@ -497,19 +498,16 @@ test('the phase steps work only on an active run opened by their own execution (
       () => undefined,
       (err: { type?: string }) => err.type,
     );
-  // Another execution of the same workflow id (a reset): refused before it reads the bill or writes an item.
-  expect(await failureOf(asExecution('a-reset-execution').run(acts.compareBill, { runId: id }))).toBe(
-    'RUN_OWNED_ELSEWHERE',
-  );
-  expect(await failureOf(asExecution('a-reset-execution').run(acts.findLocalOnlyRecords, { runId: id }))).toBe(
-    'RUN_OWNED_ELSEWHERE',
-  );
-  expect(bill.downloads).toBe(0);
-  // Ended: refused to its own execution as well.
+  // Active: the execution a reset made (beginRun's answer replayed, not run again) goes on with the run.
+  expect(await asExecution('a-reset-execution').run(acts.findLocalOnlyRecords, { runId: id })).toEqual({
+    payments: 0,
+    refunds: 0,
+  });
+  // Ended: refused before it reads the bill or writes an item.
   await db('reconciliation_runs').where({ id }).update({ status: 'COMPLETED' });
-  expect(await failureOf(asExecution('execution-that-opened-it').run(acts.compareBill, { runId: id }))).toBe(
-    'RUN_NOT_ACTIVE',
-  );
+  for (const step of [acts.compareBill, acts.findLocalOnlyRecords])
+    expect(await failureOf(asExecution('a-reset-execution').run(step, { runId: id }))).toBe('RUN_NOT_ACTIVE');
+  expect(bill.downloads).toBe(0);
   expect(await db('reconciliation_items').where({ run_id: id }).count({ n: '*' })).toEqual([{ n: 0 }]);
   await db('reconciliation_runs').where({ id }).delete();
 });

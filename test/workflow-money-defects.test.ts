@@ -1104,6 +1104,23 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  test("a taken-over review of the order's own paying trade, decided refund, leaves the order REFUNDED, never PAID by nobody", async () => {
+    // A refused query sent the paying trade of a PAID order to review (before late-payment-query-refused-own-trade).
+    const orderId = newScriptedOrder({
+      status: 'NEEDS_REVIEW',
+      paidTradeNo: 'T-own-paid',
+      trades: [{ tradeNo: 'T-own-paid', amount: 1000 }],
+      lateReview: { tradeNo: 'T-own-paid', from: 'PAID' },
+    });
+    const late = await reportedAgainInItsReview(orderId, 'T-own-paid');
+    expect(
+      await decideWithin(late, { decision: 'refund', operator: 'ada', reason: 'the buyer asked for the money back' }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(refundCalls(orderId)).toHaveLength(1);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED' });
+    await replaysCleanly(late);
+  });
+
   test('a trade reported while its order is in review held by another workflow waits the review out, then is refunded when the review kept another trade (it was only noted, and dropped)', async () => {
     // The order is in review (a failed refund's, say), its own workflow gone; the provider reports a second trade T-B.
     const orderId = newScriptedOrder({

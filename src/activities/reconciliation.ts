@@ -95,19 +95,13 @@ async function requireRun(db: Knex, runId: string): Promise<RunRow> {
 }
 
 /**
- * The run a phase step (compare, local records, repairs) works on: still active, and, run as an activity, opened by
- * this very execution (beginRun records it). A workflow reset in the Web UI to a point after beginRun replays its
- * answer and would run the phases again on a run that has ended, writing items under a report the alerts read.
+ * The run a phase step (compare, local records, repairs) works on: still active. A workflow reset in the Web UI to a
+ * point after beginRun replays its answer and would run the phases again on a run that has ended, writing items under a
+ * report the alerts read. (A reset of a run still active resumes it: only one execution of its workflow id is open.)
  */
-async function requireOwnActiveRun(db: Knex, runId: string, ctx: Context | undefined): Promise<RunRow> {
+async function requireActiveRun(db: Knex, runId: string): Promise<RunRow> {
   const run = await requireRun(db, runId);
   if (!ACTIVE_STATUSES.includes(run.status)) throw runNotActive(run.id, run.status);
-  const execution = ctx?.info.workflowExecution?.runId;
-  if (execution !== undefined && run.workflow_run_id !== null && run.workflow_run_id !== execution)
-    throw businessFailure(
-      FailureType.RUN_OWNED_ELSEWHERE,
-      `run ${run.id} was opened by execution ${run.workflow_run_id} of its workflow, not ${execution} (a reset replays the opening: ask for a re-run)`,
-    );
   return run;
 }
 
@@ -228,7 +222,7 @@ async function compareBill(
 ): Promise<CompareBillResult> {
   const { db } = deps;
   const ctx = activityContext();
-  const run = await requireOwnActiveRun(db, input.runId, ctx);
+  const run = await requireActiveRun(db, input.runId);
   const provider = billSourceOf(deps.providers, run.provider);
   const batchSize = Math.max(1, Math.min(input.batchSize ?? DEFAULT_BATCH, 5000));
   const resume = resumePoint(ctx?.info.heartbeatDetails);
@@ -430,7 +424,7 @@ async function findLocalOnly(
 ): Promise<{ payments: number; refunds: number }> {
   const { db } = deps;
   const ctx = activityContext();
-  const run = await requireOwnActiveRun(db, input.runId, ctx);
+  const run = await requireActiveRun(db, input.runId);
   const merchantId = run.merchant_id ?? billSourceOf(deps.providers, run.provider).merchantId;
   const { start, end } = dayRange(run);
   await db('reconciliation_runs')
@@ -607,8 +601,14 @@ async function resolveBilledAfterMidnight(db: Knex, run: RunRow): Promise<void> 
         .whereRaw("j.row_key = CONCAT('P:', i.trade_no)")
         .select(db.raw('1')),
     )
-    .select('i.run_id', 'i.id', 'i.row_key')) as Array<{ run_id: string; id: number; row_key: string }>;
-  const lines = new Map(open.map((item) => [item.row_key, item]));
+    .select('i.run_id', 'i.id', 'i.row_key', 'r.merchant_id') // a resolution's key has the merchant too
+    .orderBy('r.finished_at', 'asc')) as Array<{
+    run_id: string;
+    id: number;
+    row_key: string;
+    merchant_id: string | null;
+  }>;
+  const lines = new Map(open.map((item) => [`${item.merchant_id ?? ''}\n${item.row_key}`, item]));
   for (const item of lines.values())
     await resolveItem(db, item.run_id, numberOf(item.id), {
       operator: AUTOMATIC_RESOLVER,
@@ -653,7 +653,7 @@ async function repairLostPayments(
   const taskQueue = ctx?.info.taskQueue;
   if (!taskQueue)
     throw businessFailure(FailureType.NO_TASK_QUEUE, 'repairs run as an activity, on the order workflows task queue');
-  const run = await requireOwnActiveRun(db, input.runId, ctx);
+  const run = await requireActiveRun(db, input.runId);
   const provider = billSourceOf(deps.providers, run.provider);
   const [{ n: total }] = (await db('reconciliation_items')
     .where({ run_id: run.id, class: 'PAID_NOT_RECORDED' })

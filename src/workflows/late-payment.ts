@@ -209,8 +209,10 @@ async function heldElsewhere(
       // keeps another trade, when no entry says). A review opened on a PAID order whose paying trade is unknown, or is
       // this very trade (a refused query sent it there before `late-payment-query-refused-own-trade`), may also approve
       // the trade as the one that paid, as the original review could: the provider has just shown it paid.
+      // (An entry from NEEDS_REVIEW, which a lateReviewOf before it skipped them may have recorded, says nothing.)
+      const opened = review.from === 'NEEDS_REVIEW' ? null : review.from;
       const from: OrderStatus =
-        review.from ?? (order.paidTradeNo !== null && order.paidTradeNo !== input.tradeNo ? 'PAID' : 'EXPIRED');
+        opened ?? (order.paidTradeNo !== null && order.paidTradeNo !== input.tradeNo ? 'PAID' : 'EXPIRED');
       const mayBePaying =
         from === 'PAID' &&
         (order.paidTradeNo === null || order.paidTradeNo === 'unknown' || order.paidTradeNo === input.tradeNo);
@@ -491,7 +493,9 @@ async function awaitRefundDecision(
               `review refund by ${d.operator}: ${d.reason}`.slice(0, 255),
               named === undefined ? undefined : reviewRefundNo(orderId, tradeNo, amount),
             );
-          const back: OrderStatus = order.status === 'PAID' ? 'PAID' : 'REFUNDED';
+          // A PAID order keeps its status when another trade paid it; refunding the very trade that paid it (a review
+          // of the order's own trade) leaves it REFUNDED, never PAID by nobody.
+          const back: OrderStatus = order.status === 'PAID' && order.paidTradeNo !== tradeNo ? 'PAID' : 'REFUNDED';
           await acts.transitionOrder({
             orderId,
             from: ['NEEDS_REVIEW'],
