@@ -139,6 +139,11 @@ test('keyed buyers refused together probe their keys in one batch: in progress, 
       'traces',
       'none',
     ]);
+    // A batch larger than the keys asked alone at once, with the reserving key among them: each still answered.
+    const unused = Array.from({ length: 9 }, (_, i) => id(`unused${i}`));
+    expect(await probeKeys(db, [...unused.slice(0, 5), inProgress, ...unused.slice(5)])).toEqual(
+      new Map([...unused.map((k): [string, string] => [k, 'none']), [inProgress, 'in progress']]),
+    );
     // Without the key being reserved, one statement answers all four (no lock to wait for).
     expect(await probeKeys(db, [committed, traced, none])).toEqual(
       new Map([

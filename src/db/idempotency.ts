@@ -93,19 +93,26 @@ export async function keyedTries(
     return new Map(orderIds.map((id) => [id, found.has(id) ? 'committed' : 'none']));
   } catch (err) {
     if (!lockNotGranted(err)) throw err;
-    // Each key alone; one that cannot be read (a pool timeout, say) is left out, and its request goes on to the full
-    // reads of its order, never failing the other buyers of the batch.
-    const each = await Promise.all(
-      orderIds.map((id) =>
-        keyedTry(db, id).then(
-          (answer) => [id, answer] as const,
-          () => undefined,
-        ),
-      ),
+    // Each key alone, a few at a time (a batch can hold hundreds of keys, the pool a few dozen connections); one that
+    // cannot be read (a pool timeout, say) is left out, and its request goes on to the full reads of its order, never
+    // failing the other buyers of the batch.
+    const answers = new Map<string, 'committed' | 'in progress' | 'none'>();
+    const left = [...orderIds];
+    await Promise.all(
+      Array.from({ length: Math.min(ALONE_AT_ONCE, left.length) }, async () => {
+        for (let id = left.shift(); id !== undefined; id = left.shift())
+          await keyedTry(db, id).then(
+            (answer) => void answers.set(id!, answer),
+            () => undefined,
+          );
+      }),
     );
-    return new Map(each.filter((e) => e !== undefined));
+    return answers;
   }
 }
+
+/** Keys asked alone at once when a batch's read found one locked. */
+const ALONE_AT_ONCE = 4;
 
 /** A locking read refused because a lock was not granted at once (NOWAIT): MariaDB's code, MySQL 8's. */
 function lockNotGranted(err: unknown): boolean {
