@@ -238,38 +238,8 @@ export interface OrderSnapshot {
   paidTradeNo: string | null;
 }
 
-/**
- * The late trade whose review holds an order (status reason LATE_PAYMENT_REFUND_FAILED), as the API routes decisions
- * to it (the latest LATE_PAYMENT_REFUND_FAILED entry's trade), and the status the order had when that review opened
- * (the latest ORDER_NEEDS_REVIEW entry of that reason). Null when the order is not in such a review.
- */
-export async function lateReviewOf(
-  db: Knex,
-  orderId: string,
-): Promise<{ tradeNo: string | null; from: OrderStatus | null } | null> {
-  const order = (await db('orders').where({ order_id: orderId }).first('status', 'status_reason')) as
-    { status: OrderStatus; status_reason: string | null } | undefined;
-  if (order?.status !== 'NEEDS_REVIEW' || order.status_reason !== LATE_PAYMENT_REFUND_FAILED) return null;
-  const latest = async (type: string) =>
-    (await db('order_events')
-      .where({ order_id: orderId, type })
-      .modify((q) => {
-        // The entry that opened the review: not one a settled failed refund wrote while the order stayed in it
-        // (from NEEDS_REVIEW, src/db/order-transitions.ts staysInReview).
-        if (type === 'ORDER_NEEDS_REVIEW')
-          q.whereRaw("JSON_UNQUOTE(JSON_EXTRACT(data, '$.reason')) = ?", [LATE_PAYMENT_REFUND_FAILED]).whereRaw(
-            "COALESCE(JSON_UNQUOTE(JSON_EXTRACT(data, '$.from')), '') <> 'NEEDS_REVIEW'",
-          );
-      })
-      .orderBy('id', 'desc')
-      .first('data')) as { data: unknown } | undefined;
-  const entry = jsonColumn<{ tradeNo?: string }>((await latest(LATE_PAYMENT_REFUND_FAILED))?.data);
-  const opened = jsonColumn<{ from?: OrderStatus }>((await latest('ORDER_NEEDS_REVIEW'))?.data);
-  return { tradeNo: entry?.tradeNo ?? null, from: opened?.from ?? null };
-}
-
-/** The status reason (and timeline entry type) of an order a late trade's failed refund left in review. */
-const LATE_PAYMENT_REFUND_FAILED = 'LATE_PAYMENT_REFUND_FAILED';
+// Which late trade holds an order's review is read in src/db/late-review.ts, where the API's routing reads it too.
+export { lateReviewOf } from '../db/late-review';
 
 /** Reads an order's status and payment facts, or null when it does not exist. */
 export async function getOrderSnapshot(db: Knex, orderId: string): Promise<OrderSnapshot | null> {

@@ -32,6 +32,7 @@ import {
   reviewDecisionUpdate,
 } from '../contracts/order';
 import { jsonColumn } from '../db/json';
+import { LATE_PAYMENT_REFUND_FAILED, lateReviewTrade } from '../db/late-review';
 import { REFUND_FAILED_REASON, unsettledFailedRefund } from '../db/order-transitions';
 import { successAfterFailureRecorded } from '../db/refund-outcomes';
 import { claimEscalation, createSupportTicket } from '../db/support-tickets';
@@ -109,13 +110,8 @@ export class OrderActions {
    * ended), that trade's `latePayment` workflow, named by the timeline entry it wrote.
    */
   private async reviewHandle(orderId: string, statusReason: string | null, provider: string) {
-    if (statusReason !== 'LATE_PAYMENT_REFUND_FAILED') return this.handle(orderId);
-    const event = (await this.deps
-      .db('order_events')
-      .where({ order_id: orderId, type: 'LATE_PAYMENT_REFUND_FAILED' })
-      .orderBy('id', 'desc')
-      .first('data')) as { data: unknown } | undefined;
-    const tradeNo = jsonColumn<{ tradeNo?: string }>(event?.data)?.tradeNo;
+    if (statusReason !== LATE_PAYMENT_REFUND_FAILED) return this.handle(orderId);
+    const tradeNo = await lateReviewTrade(this.deps.db, orderId);
     if (!tradeNo) return this.handle(orderId);
     return this.deps.client.workflow.getHandle(latePaymentWorkflowId(provider, orderId, tradeNo));
   }

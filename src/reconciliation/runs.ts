@@ -369,21 +369,8 @@ export async function readItem(db: Knex, runId: string, itemId: number): Promise
  * first: normally none (a day's run ends within the hour); one whose workflow was terminated (which runs no workflow
  * code, so nothing marked the run) stays open for good unless it is asked for again.
  */
-export async function openDaysBefore(db: Knex, provider: string, date: string, days: number): Promise<string[]> {
-  const since = new Date(Date.parse(`${date}T00:00:00Z`) - days * 86_400_000).toISOString().slice(0, 10);
-  const rows = (await db('reconciliation_runs as r')
-    .where({ 'r.provider': provider })
-    .whereIn('r.status', ACTIVE_STATUSES)
-    .where('r.bill_date', '>=', since)
-    .where('r.bill_date', '<', date)
-    .whereNotExists(
-      db('reconciliation_runs as n')
-        .whereRaw('n.provider = r.provider AND n.bill_date = r.bill_date AND n.attempt > r.attempt')
-        .select(db.raw('1')),
-    )
-    .orderBy('r.bill_date')
-    .select('r.bill_date')) as Array<{ bill_date: string }>;
-  return rows.map((r) => r.bill_date);
+export function openDaysBefore(db: Knex, provider: string, date: string, days: number): Promise<string[]> {
+  return daysWhoseLatestRun(db, provider, date, days, ACTIVE_STATUSES);
 }
 
 /**
@@ -391,16 +378,29 @@ export async function openDaysBefore(db: Knex, provider: string, date: string, d
  * the latest finished run (a re-run in progress leaves its day counted until it completes, so an alert on the count
  * does not resolve and fire again with each attempt); `belowAttempt`: only days whose failed run is an earlier attempt.
  */
-export async function failedDaysBefore(
+export function failedDaysBefore(
   db: Knex,
   provider: string,
   date: string,
   days: number,
   options: { finishedOnly?: boolean; belowAttempt?: number } = {},
 ): Promise<string[]> {
+  return daysWhoseLatestRun(db, provider, date, days, ['FAILED'], options);
+}
+
+/** The bill days in the `days` before `date` whose latest run (see failedDaysBefore's options) is in `statuses`. */
+async function daysWhoseLatestRun(
+  db: Knex,
+  provider: string,
+  date: string,
+  days: number,
+  statuses: readonly string[],
+  options: { finishedOnly?: boolean; belowAttempt?: number } = {},
+): Promise<string[]> {
   const since = new Date(Date.parse(`${date}T00:00:00Z`) - days * 86_400_000).toISOString().slice(0, 10);
   const rows = (await db('reconciliation_runs as r')
-    .where({ 'r.provider': provider, 'r.status': 'FAILED' })
+    .where({ 'r.provider': provider })
+    .whereIn('r.status', statuses)
     .where('r.bill_date', '>=', since)
     .where('r.bill_date', '<', date)
     .modify((q) => {

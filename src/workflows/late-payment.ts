@@ -77,13 +77,9 @@ export async function latePayment(input: LatePaymentInput): Promise<LatePaymentR
       detail: `order ${orderId} pays with ${order.provider}, not ${input.provider}; nothing changed`,
     };
   }
-  if (order.status === 'PAID' && order.paidTradeNo === input.tradeNo) {
-    return { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' };
-  }
+  const own = ownTradeSettled(order, input.tradeNo);
+  if (own) return own;
   if (order.status === 'NEEDS_REVIEW' || order.status === 'AWAITING_PAYMENT') return heldElsewhere(input, order, state);
-  if (order.status === 'REFUNDED' && order.paidTradeNo === input.tradeNo) {
-    return { outcome: 'REFUNDED', detail: 'already refunded' };
-  }
   // PAID by a trade the provider did not name (a query that answered without one): this trade may be that very one.
   if (
     order.status === 'PAID' &&
@@ -159,13 +155,18 @@ async function queryRefused(input: LatePaymentInput, err: unknown): Promise<Late
   // TRADE_SUCCESS): answered as the query path answers it, never sent to review, where approvals are refused. (A trade
   // that may be the paying one, the order PAID by a trade the provider did not name, still goes to review: a refund
   // decision with refundAmount 0 closes it without refunding.) Behind `late-payment-query-refused-own-trade`.
-  if (order.paidTradeNo === input.tradeNo && (order.status === 'PAID' || order.status === 'REFUNDED')) {
-    if (lateQueryRefusedOwnTradeStep())
-      return order.status === 'PAID'
-        ? { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' }
-        : { outcome: 'REFUNDED', detail: 'already refunded' };
-  }
+  const own = ownTradeSettled(order, input.tradeNo);
+  if (own && lateQueryRefusedOwnTradeStep()) return own;
   return leaveForReview(input, order, why);
+}
+
+/** The trade is the order's own paying trade and the order is settled by it (PAID, or REFUNDED): nothing to do. */
+function ownTradeSettled(order: OrderSnapshot, tradeNo: string): LatePaymentResult | undefined {
+  if (order.paidTradeNo !== tradeNo) return undefined;
+  if (order.status === 'PAID')
+    return { outcome: 'ALREADY_CONFIRMED', detail: 'this payment already paid the order (a redelivered notification)' };
+  if (order.status === 'REFUNDED') return { outcome: 'REFUNDED', detail: 'already refunded' };
+  return undefined;
 }
 
 /**

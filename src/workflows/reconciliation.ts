@@ -117,28 +117,21 @@ export async function reconciliation(input: ReconciliationInput): Promise<Reconc
     );
     return result;
   } catch (err) {
+    /** Marks the run FAILED with why, even while the workflow is being cancelled. */
+    const markFailed = (summary: string, error: string) =>
+      CancellationScope.nonCancellable(() =>
+        call(SHORT, 'failReconciliationRun', summary, { runId, error, workflowId: workflowInfo().workflowId }),
+      );
     if (isCancellation(err)) {
       // Cancelled through Temporal (the Web UI's Cancel): the run is marked FAILED, as the runbook's dashboard and
       // alerts count, and the Schedule's next firing runs the day again; left RUNNING, it was never asked for again.
       if (reconciliationCancelledFailsStep())
-        await CancellationScope.nonCancellable(() =>
-          call(SHORT, 'failReconciliationRun', 'mark the run FAILED (cancelled)', {
-            runId,
-            error: 'cancelled through Temporal before the run completed',
-            workflowId: workflowInfo().workflowId,
-          }),
-        );
+        await markFailed('mark the run FAILED (cancelled)', 'cancelled through Temporal before the run completed');
       throw err;
     }
     const message = errorMessage(err);
     setCurrentDetails(`**FAILED**: ${message}`);
-    await CancellationScope.nonCancellable(() =>
-      call(SHORT, 'failReconciliationRun', 'mark the run FAILED', {
-        runId,
-        error: message,
-        workflowId: workflowInfo().workflowId,
-      }),
-    );
+    await markFailed('mark the run FAILED', message);
     throw ApplicationFailure.create({
       type: FailureType.RECONCILIATION_FAILED,
       message: `reconciliation ${runId} failed: ${message}`,
