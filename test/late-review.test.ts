@@ -1,12 +1,14 @@
 /**
- * lateReviewOf, against the real test database: the late trade whose review holds an order, read from the entries
- * latePayment writes when it leaves the order for review (the same entries the API routes decisions by), and the
- * status the order had before. A run of that trade's workflow that finds the review its own takes it over
+ * lateReviewOf and enterLateReview, against the real test database: the late trade whose review holds an order, read
+ * from the entry that opened the review (the same entry the API routes decisions by), and the status the order had
+ * before; how latePayment opens that review, and waits while the order is in another. A run of that trade's workflow that finds the review its own takes it over
  * (test/workflow-money-defects.test.ts).
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
+import { ApplicationFailure } from '@temporalio/common';
 import { lateReviewOf, transitionOrder } from '../src/activities/orders';
+import { enterLateReview, lateReviewTrade } from '../src/db/late-review';
 import { createDb } from '../src/db/knex';
 import { appendOrderEvent } from '../src/db/order-events';
 import { TEST_ENV } from './support/env';
@@ -54,14 +56,67 @@ test("an order a late trade left in review names that trade and the order's stat
   expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-first', from: 'EXPIRED' });
 });
 
-test('a paid order a second late trade left in review names the latest trade, and PAID before it', async () => {
+test("a second late trade's entry written while the order is in the first trade's review does not take the first review's decisions", async () => {
   const orderId = await closedOrder('PAID');
   await leftForReview(orderId, 'T-a', ['PAID']);
-  // A second trade's entry after the first (the API routes decisions to the latest).
-  await appendOrderEvent(db, orderId, 'LATE_PAYMENT_REFUND_FAILED', 'Payment T-b was not refunded', {
-    tradeNo: 'T-b',
+  // Before late-payment-review-entry, a second trade wrote its entry and then failed to move the order (already in
+  // review): the API routed the first review's decisions to the second trade's run (seen failing: T-b).
+  await leftForReview(orderId, 'T-b', ['PAID']);
+  expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-a', from: 'PAID' });
+  expect(await lateReviewTrade(db, orderId)).toBe('T-a');
+});
+
+const entry = (orderId: string, tradeNo: string) => ({ orderId, tradeNo, provider: 'sandbox', why: 'refund refused' });
+const typesOf = async (orderId: string) =>
+  (await db('order_events').where({ order_id: orderId }).orderBy('id').select('type')).map((r) => r.type);
+
+test('enterLateReview moves a closed order to review with the entry naming the trade, in one step, and a retry answers the same', async () => {
+  const orderId = await closedOrder('EXPIRED');
+  expect(await enterLateReview(db, entry(orderId, 'T-e'), true)).toEqual({ from: 'EXPIRED', paidTradeNo: null });
+  expect(await db('orders').where({ order_id: orderId }).first('status', 'status_reason')).toEqual({
+    status: 'NEEDS_REVIEW',
+    status_reason: 'LATE_PAYMENT_REFUND_FAILED',
   });
-  expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-b', from: 'PAID' });
+  expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-e', from: 'EXPIRED' });
+  // The activity retried after its commit (a lost answer): the same answer, nothing written again.
+  expect(await enterLateReview(db, entry(orderId, 'T-e'), false)).toEqual({ from: 'EXPIRED', paidTradeNo: null });
+  expect(await typesOf(orderId)).toEqual(['LATE_PAYMENT_REFUND_FAILED', 'ORDER_NEEDS_REVIEW']);
+});
+
+test('enterLateReview waits (a retryable ORDER_IN_ANOTHER_REVIEW) while the order is in another review, noting it once, and opens when that review is settled', async () => {
+  const orderId = await closedOrder('PAID');
+  await db('orders').where({ order_id: orderId }).update({ paid_trade_no: 'T-own' });
+  await enterLateReview(db, entry(orderId, 'T-first'), true);
+  const refused = await enterLateReview(db, entry(orderId, 'T-second'), true).catch((e: unknown) => e);
+  expect(refused).toBeInstanceOf(ApplicationFailure);
+  expect(refused).toMatchObject({ type: 'ORDER_IN_ANOTHER_REVIEW', nonRetryable: false });
+  await expect(enterLateReview(db, entry(orderId, 'T-second'), false)).rejects.toMatchObject({
+    type: 'ORDER_IN_ANOTHER_REVIEW',
+  });
+  // The first review keeps its decisions; the second trade is on the timeline once.
+  expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-first', from: 'PAID' });
+  expect(await typesOf(orderId)).toEqual([
+    'LATE_PAYMENT_REFUND_FAILED',
+    'ORDER_NEEDS_REVIEW',
+    'LATE_PAYMENT_WAITS_FOR_REVIEW',
+  ]);
+  // The first review is settled: the order is PAID again, and the second trade's review opens from PAID.
+  await transitionOrder(db, {
+    orderId,
+    from: ['NEEDS_REVIEW'],
+    to: 'PAID',
+    reason: 'LATE_TRADE_REFUNDED',
+    event: { type: 'LATE_PAYMENT_REFUNDED_BY_REVIEW', message: 'T-first refunded' },
+  });
+  expect(await enterLateReview(db, entry(orderId, 'T-second'), false)).toEqual({ from: 'PAID', paidTradeNo: 'T-own' });
+  expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-second', from: 'PAID' });
+});
+
+test('enterLateReview refuses for good an order that does not exist', async () => {
+  await expect(enterLateReview(db, entry('no-such-order', 'T-n'), true)).rejects.toMatchObject({
+    type: 'ORDER_NOT_FOUND',
+    nonRetryable: true,
+  });
 });
 
 test("a failed refund settled while the order stays in the late trade's review does not change the status the review opened from", async () => {

@@ -139,6 +139,10 @@ test("an order's timeline never shows a failure's raw text, nor an operator's na
     ['REVIEW_DECISION_FAILED', `alice@shop's decision to refund could not be carried out (ACTIVITY_FAILED: ${leak})`],
     ['REVIEW_REMINDER', `Still waiting for a review decision: the refund decision failed: ${leak}`],
     ['LATE_PAYMENT_REFUND_FAILED', `Payment T1 arrived after the order was EXPIRED and was not refunded: ${leak}`],
+    [
+      'LATE_PAYMENT_WAITS_FOR_REVIEW',
+      `Payment T4 arrived after the order was closed and was not refunded (${leak}); the order is in review for REFUND_FAILED, so this payment's review opens once that is settled`,
+    ],
     ['ORDER_NEEDS_REVIEW', `Late payment T1 could not be refunded (${leak}); an operator must decide`],
     ['ORDER_PAID', 'Approved by alice: over-payment kept, see ticket on 10.1.2.3'],
     ['ORDER_REFUNDED', 'Refunded by alice: buyer called'],

@@ -1121,6 +1121,40 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  test('a trade whose refund is refused while its order enters another review waits for that review to be settled, then opens its own: the other review keeps its decisions, and this trade is not forgotten', async () => {
+    const orderId = newScriptedOrder({
+      status: 'EXPIRED',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-X', amount: 1000 }],
+      refundRefusals: 1,
+      anotherReviewOnRefusal: true,
+    });
+    await routePaymentNotification(routeDeps(), notification(orderId, 'T-X', 'evt-x'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-X'));
+    await waitFor(async () => refundCalls(orderId).length === 1, { what: 'the refused refund of T-X' });
+    // The order is in the other review: this trade does not take it (its decisions are that review's).
+    await waitFor(async () => callsOf(orderId).some((c) => c.name === 'enterLateReview'), {
+      what: "T-X's attempt to open its review",
+    });
+    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+    expect(scriptOf(orderId).lateReview).toBeUndefined();
+    expect((await late.describe()).status.name).toBe('RUNNING');
+    // The other review is settled (the order back to EXPIRED): T-X's review opens, from EXPIRED. Before the fix the
+    // status change was refused and ignored, and T-X waited for decisions no review would ever send it.
+    scriptOf(orderId).status = 'EXPIRED';
+    await waitFor(async () => scriptOf(orderId).lateReview?.tradeNo === 'T-X', {
+      what: "T-X's own review to open",
+      timeoutMs: 20_000,
+    });
+    expect(scriptOf(orderId)).toMatchObject({ status: 'NEEDS_REVIEW', lateReview: { from: 'EXPIRED' } });
+    expect(
+      await decideWithin(late, { decision: 'refund', operator: 'ada', reason: 'refund the late payment' }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(refundCalls(orderId)).toHaveLength(2);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-X' });
+    await replaysCleanly(late);
+  });
+
   test('a trade reported while its order is in review held by another workflow waits the review out, then is refunded when the review kept another trade (it was only noted, and dropped)', async () => {
     // The order is in review (a failed refund's, say), its own workflow gone; the provider reports a second trade T-B.
     const orderId = newScriptedOrder({
@@ -1270,6 +1304,8 @@ interface ScriptedOrder {
   cancelStockFailures?: number;
   /** refundPayment is refused by the provider (a business failure) this many times. */
   refundRefusals?: number;
+  /** A refusal of refundPayment also puts the order in another review (a failed refund's notice, meanwhile). */
+  anotherReviewOnRefusal?: boolean;
   /** queryProviderPayment is refused by the provider (a business failure) this many times. */
   queryRefusals?: number;
   /** The late trade whose review holds the order (its LATE_PAYMENT_REFUND_FAILED entry), and the status before it. */
@@ -1370,6 +1406,21 @@ const scriptedActivities: Partial<Activities> = {
     const s = scriptOf(orderId);
     return s.status === 'NEEDS_REVIEW' && s.lateReview ? s.lateReview : null;
   },
+  async enterLateReview(input) {
+    // As src/db/late-review.ts: the order to review with the entry naming the trade, or (in another review) retried.
+    record(input.orderId, 'enterLateReview', input);
+    const s = scriptOf(input.orderId);
+    if (s.status === 'NEEDS_REVIEW' && s.lateReview?.tradeNo === input.tradeNo)
+      return { from: s.lateReview.from, paidTradeNo: s.paidTradeNo };
+    if (s.status === 'NEEDS_REVIEW' || s.status === 'AWAITING_PAYMENT')
+      throw ApplicationFailure.create({ type: 'ORDER_IN_ANOTHER_REVIEW', message: `order is ${s.status}` });
+    record(input.orderId, 'event:LATE_PAYMENT_REFUND_FAILED', {
+      message: `Payment ${input.tradeNo} arrived after the order was ${s.status} and was not refunded: ${input.why}`,
+    });
+    s.lateReview = { tradeNo: input.tradeNo, from: s.status };
+    s.status = 'NEEDS_REVIEW';
+    return { from: s.lateReview.from, paidTradeNo: s.paidTradeNo };
+  },
   async getOrderSnapshot(orderId) {
     record(orderId, 'getOrderSnapshot', orderId);
     const s = scriptOf(orderId);
@@ -1436,6 +1487,7 @@ const scriptedActivities: Partial<Activities> = {
     const s = scriptOf(input.orderId);
     if (s.refundRefusals) {
       s.refundRefusals--;
+      if (s.anotherReviewOnRefusal) s.status = 'NEEDS_REVIEW';
       throw ApplicationFailure.create({ type: 'PROVIDER_REJECTED', message: 'trade frozen', nonRetryable: true });
     }
     return { refundNo: `R-${input.outRefundNo}`, amount: input.amount };

@@ -2,11 +2,13 @@
  * Activity factory: every activity the workflows call, built once per worker from its dependencies.
  * Workflows import the `Activities` type only.
  */
+import { Context } from '@temporalio/activity';
 import type { Knex } from 'knex';
 import type { PaymentEvidence } from '../contracts/order';
 import type { ProviderRegistry } from '../providers/types';
 import { createBenefitActivities } from './benefits';
 import { appendOrderEvent } from '../db/order-events';
+import { type LateReviewEntry, enterLateReview } from '../db/late-review';
 import { type OrderStepInput, composeOrderSteps } from './order-steps';
 import { settlePaid } from './settle-paid';
 import * as orders from './orders';
@@ -73,6 +75,11 @@ function createSingleActivities({ db, providers, now, pointsCurrency }: Activity
     getOrderSnapshot: (orderId: string) => orders.getOrderSnapshot(db, orderId),
     /** The late trade whose review holds the order, and the order's status before it (late-payment takeover). */
     lateReviewOf: (orderId: string) => orders.lateReviewOf(db, orderId),
+    /**
+     * Opens a late trade's review (NEEDS_REVIEW and the entry that routes its decisions, in one transaction); retried
+     * while the order is in another review (ORDER_IN_ANOTHER_REVIEW).
+     */
+    enterLateReview: (input: LateReviewEntry) => enterLateReview(db, input, Context.current().info.attempt === 1),
     /** Appends a timeline entry (for facts that change no row, e.g. a duplicate payment seen). */
     recordOrderEvent: async (input: {
       orderId: string;

@@ -17,6 +17,8 @@ const REDACTED: Record<string, string> = {
   REVIEW_REMINDER: 'Still waiting for a review decision',
   LATE_PAYMENT_REFUNDED_BY_REVIEW: 'A payment that arrived late was refunded after a review',
   REFUND_FAILED_SETTLED_BY_REVIEW: 'A refund that had failed at the provider was settled after a review',
+  LATE_PAYMENT_WAITS_FOR_REVIEW:
+    "A payment that arrived late could not be refunded automatically; it will be reviewed once the order's current review is settled",
   LATE_PAYMENT_REFUND_FAILED:
     'A payment arrived after the order was closed and could not be refunded automatically; it is kept for a manual review',
 };

@@ -41,6 +41,7 @@ import {
   lateQueryRefusedOwnTradeStep,
   lateUnknownReviewStep,
   lateWaitReviewStep,
+  lateReviewEntryStep,
 } from './patches';
 import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 
@@ -48,6 +49,14 @@ import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 type ProviderState = Awaited<ReturnType<Activities['queryProviderPayment']>>;
 
 const acts = proxyActivities<Activities>(MUST);
+/**
+ * Opening a late trade's review: retried for as long as the order is in another review (an operator's decision may
+ * take days), up to ten minutes apart.
+ */
+const reviewEntry = proxyActivities<Activities>({
+  startToCloseTimeout: '15s',
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '10m' },
+});
 
 /** Verifies a late payment with the provider and refunds it when the order did not keep it. */
 export async function latePayment(input: LatePaymentInput): Promise<LatePaymentResult> {
@@ -389,6 +398,18 @@ async function leaveForReview(
   keepable?: ProviderState,
 ): Promise<LatePaymentResult> {
   const { outTradeNo: orderId, tradeNo } = input;
+  if (lateReviewEntryStep()) {
+    // One transaction: the order to NEEDS_REVIEW and the entry the API routes this review's decisions by. While the
+    // order is in another review, the activity's retries wait for it (no history event each; the pending activity
+    // and its last failure show it in the Web UI).
+    setCurrentDetails(`late payment ${tradeNo} not refunded: ${why}; opening its review (waits while another is open)`);
+    const opened = await CancellationScope.nonCancellable(() =>
+      reviewEntry.enterLateReview({ orderId, tradeNo, provider: input.provider, why }),
+    );
+    // The review goes back to the status the order had when it opened (another review may have settled meanwhile).
+    const now: OrderSnapshot = { ...order, status: opened.from, paidTradeNo: opened.paidTradeNo };
+    return awaitRefundDecision(input, now, why, keepable);
+  }
   setCurrentDetails(`late payment ${tradeNo} not refunded: ${why}; order left for review`);
   await CancellationScope.nonCancellable(async () => {
     await acts.recordOrderEvent({

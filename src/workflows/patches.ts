@@ -135,6 +135,13 @@ export const PATCH_IDS = {
    * instead, for itself, while the API sent the review's decisions to it and each was refused (no handler).
    */
   lateOwnReviewTakeover: 'late-payment-own-review-takeover',
+  /**
+   * latePayment: a trade it could not refund opens its review in one transaction with the entry that routes the
+   * review's decisions (enterLateReview), and waits while the order is in another review. It wrote the entry first and
+   * ignored the status change's answer: an order in another review sent that review's decisions to this trade's run,
+   * and this trade waited for decisions that never came to it.
+   */
+  lateReviewEntry: 'late-payment-review-entry',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -247,4 +254,9 @@ export function reconciliationCancelledFailsStep(): boolean {
 /** Whether this latePayment execution takes over the review its trade opened in an earlier, ended run. */
 export function lateOwnReviewTakeoverStep(): boolean {
   return patched(PATCH_IDS.lateOwnReviewTakeover);
+}
+
+/** Whether this latePayment execution opens its review with enterLateReview (waiting out another review). */
+export function lateReviewEntryStep(): boolean {
+  return patched(PATCH_IDS.lateReviewEntry);
 }
