@@ -542,6 +542,60 @@ test('REFUND.SUCCESS after ABNORMAL (the refund resubmitted under its number) is
   expect((await snapshot(seeded.orderId)).payment).toEqual({ status: 'REFUNDED', trade_no: seeded.tradeNo });
 });
 
+test("the review's refund step itself refuses to pay a failed refund again once WeChat reported it succeeded, even after the API let the decision through", async () => {
+  // The decision passed the API's check; the success notice came before the review's refund step ran.
+  const seeded = await seedFailedRefund();
+  const success = seededRefundNotification('REFUND.SUCCESS', seeded);
+  expect(await deliver(success)).toEqual({ status: 204, body: '' });
+  const sent: string[] = [];
+  const recording = {
+    name: 'wechat',
+    merchantId: wx.mchId,
+    async refund(input) {
+      sent.push(input.outRefundNo);
+      return {
+        refundNo: `5030${randomBytes(8).toString('hex')}`,
+        amount: input.amount,
+        refundedAt: new Date().toISOString(),
+      };
+    },
+  } as Pick<PaymentProvider, 'name' | 'merchantId' | 'refund'> as PaymentProvider;
+  const retryNo = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount);
+  const retry = {
+    orderId: seeded.orderId,
+    provider: 'wechat',
+    tradeNo: seeded.tradeNo,
+    outRefundNo: retryNo,
+    amount: seeded.amount,
+    currency: 'CNY',
+    reason: 'review refund by gus after refund failed',
+    retriesFailedRefund: seeded.outRefundNo,
+  };
+  await expect(refundPayment(sys.db, { wechat: recording }, retry)).rejects.toMatchObject({
+    type: 'ORDER_CONFLICT',
+    nonRetryable: true,
+    message: expect.stringMatching(/reported it succeeded/),
+  });
+  expect(sent).toEqual([]);
+  expect(await sys.db('refunds').where({ out_refund_no: retryNo }).first()).toBeUndefined();
+  // A refund of the same failed refund whose row an earlier attempt wrote (it may have reached WeChat) goes on under
+  // its own number: the same number never pays twice.
+  const other = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount - 1);
+  await sys.db('refunds').insert({
+    out_refund_no: other,
+    order_id: seeded.orderId,
+    out_trade_no: seeded.orderId,
+    provider: 'wechat',
+    trade_no: seeded.tradeNo,
+    amount: seeded.amount - 1,
+    currency: 'CNY',
+    reason: 'an earlier attempt',
+    status: 'PENDING',
+  });
+  await refundPayment(sys.db, { wechat: recording }, { ...retry, outRefundNo: other, amount: seeded.amount - 1 });
+  expect(sent).toEqual([other]);
+});
+
 test('a refund failure for a refund number we do not know is acknowledged and changes nothing', async () => {
   const seeded = await seedRefundedOrder('wechat');
   const before = await snapshot(seeded.orderId);

@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { PaymentProvider, ProviderPaymentState, ProviderRegistry } from '../providers/types';
 import { ProviderBusinessError } from '../providers/types';
 import { appendOrderEvent } from '../db/order-events';
+import { successAfterFailureRecorded } from '../db/refund-outcomes';
 import { FailureType, businessFailure } from '../contracts/failures';
 import { activityLog } from './log';
 
@@ -188,6 +189,30 @@ export interface RefundPaymentInput {
   amount: number;
   currency: string;
   reason: string;
+  /**
+   * The failed refund (our number) this refund pays again (src/workflows/failed-refund-review.ts): refused for good,
+   * before anything is sent, when its provider has reported that refund succeeded after all (a resubmission under its
+   * number, src/db/refund-outcomes.ts): the buyer has that money, and a new refund would pay it twice.
+   */
+  retriesFailedRefund?: string;
+}
+
+/**
+ * Refuses a new refund of a failed refund its provider has since reported succeeded, unless this refund's number is
+ * recorded already (an attempt before this one may have reached the provider; the same number never pays twice).
+ * Reads the failed refund's row with a shared lock, so a success notice being recorded now is waited for.
+ */
+async function refuseRetryOfSucceeded(db: Knex, input: RefundPaymentInput, failedNo: string): Promise<void> {
+  await db.transaction(async (trx) => {
+    if (await trx('refunds').where({ out_refund_no: input.outRefundNo }).first('out_refund_no')) return;
+    await trx('refunds').where({ out_refund_no: failedNo }).forShare().first('status');
+    if (await successAfterFailureRecorded(trx, input.orderId, failedNo))
+      throw businessFailure(
+        FailureType.ORDER_CONFLICT,
+        `refund ${failedNo} failed, then its provider reported it succeeded: the buyer has this money, so ${input.outRefundNo} was not sent; close the review with refundAmount 0`,
+        { failedOutRefundNo: failedNo },
+      );
+  });
 }
 
 /** Refunds at the provider with a stable refund number, recording the refund before and after. */
@@ -197,6 +222,7 @@ export async function refundPayment(
   input: RefundPaymentInput,
 ): Promise<{ refundNo: string; amount: number }> {
   const provider = providerFor(providers, input.provider);
+  if (input.retriesFailedRefund) await refuseRetryOfSucceeded(db, input, input.retriesFailedRefund);
   await db.raw(
     `INSERT INTO refunds (out_refund_no, order_id, out_trade_no, provider, trade_no, amount, currency, reason, status)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING') ON DUPLICATE KEY UPDATE out_refund_no = out_refund_no`,

@@ -135,6 +135,8 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
             amount,
             currency: input.currency,
             reason: `review refund by ${d.operator} after refund ${failedNo} failed: ${d.reason}`.slice(0, 255),
+            // Checked again here, not only by the API when the decision came: a success reported since then refuses it.
+            retriesFailedRefund: failedNo,
           });
         }
         const what = outRefundNo
