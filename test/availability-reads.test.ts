@@ -157,8 +157,11 @@ test('keyed buyers refused together probe their keys in one batch: in progress, 
   }
 });
 
-test('a probe that cannot be read answers nothing for its keys (their requests take the full reads), never a refusal', async () => {
+test('a probe that cannot be read answers nothing for its keys (their requests take the full reads), never a refusal, and says so', async () => {
   const closed = createDb(TEST_ENV.databaseUrl, { poolMax: 1 });
   await closed.destroy();
-  expect(await probeKeys(closed, ['probe-a', 'probe-b'])).toEqual(new Map());
+  const told: { err: unknown; keys: number }[] = [];
+  expect(await probeKeys(closed, ['probe-a', 'probe-b'], (err, keys) => told.push({ err, keys }))).toEqual(new Map());
+  // The app logs it and counts it (payflow_key_probe_failures_total): it was swallowed without a trace.
+  expect(told).toEqual([{ err: expect.any(Error), keys: 2 }]);
 });

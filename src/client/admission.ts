@@ -110,7 +110,12 @@ export type KeyProbe = 'in progress' | 'committed' | 'traces' | 'none';
  * is left out of the answer (and the whole answer empty when a statement failed): its request goes on to the full reads
  * of its order, never refused, nor failed, for another buyer's sake.
  */
-export async function probeKeys(db: Knex, orderIds: string[]): Promise<Map<string, KeyProbe>> {
+export async function probeKeys(
+  db: Knex,
+  orderIds: string[],
+  /** Told of a statement that failed (a log line and a counter: a lasting failure must not go unseen). */
+  failed: (err: unknown, keys: number) => void = () => undefined,
+): Promise<Map<string, KeyProbe>> {
   try {
     const tries = await keyedTries(db, orderIds);
     const unseen = orderIds.filter((id) => tries.get(id) === 'none');
@@ -130,7 +135,8 @@ export async function probeKeys(db: Knex, orderIds: string[]): Promise<Map<strin
       if (tried !== undefined) probes.set(id, tried === 'none' ? (traced.has(id) ? 'traces' : 'none') : tried);
     }
     return probes;
-  } catch {
+  } catch (err) {
+    failed(err, orderIds.length);
     return new Map();
   }
 }

@@ -102,7 +102,17 @@ export function buildApi(deps: ApiDeps): Api {
     callTimeoutMs: config.temporalCallTimeoutMs,
     lateRecheckDelaysMs: config.lateRecheckDelaysMs,
   });
-  const orders = new OrderService({ db, client, config, providers, orderProviders: inbox.orderProviders });
+  const orders = new OrderService({
+    db,
+    client,
+    config,
+    providers,
+    orderProviders: inbox.orderProviders,
+    keyProbeFailed: (err, keys) => {
+      metrics.keyProbeFailures.inc();
+      app.log.warn({ err, keys }, 'Idempotency-Key probe failed; its buyers take the full reads');
+    },
+  });
   registerOrderRoutes(app, orders, metrics, { token: config.shopApiToken, production: config.production });
   registerWaitPage(app, orders);
   registerOrderActionRoutes(

@@ -55,6 +55,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Orders whose pre-start stock reservation no running workflow owned, released by the sweeper',
       registers: [registry],
     }),
+    keyProbeFailures: new Counter({
+      name: 'payflow_key_probe_failures_total',
+      help: 'Batched Idempotency-Key probes that could not be read; their buyers took the full reads instead',
+      registers: [registry],
+    }),
     inboxSignalFailures: new Counter({
       name: 'payflow_inbox_signal_failures_total',
       help: 'Signals that failed and will be retried',

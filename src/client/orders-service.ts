@@ -138,6 +138,11 @@ export interface OrderServiceDeps {
   providers?: ProviderRegistry;
   /** Orders' providers as the callback route reads them: told the provider of every order this process creates. */
   orderProviders?: OrderProviderCache;
+  /**
+   * Told when a batched key probe could not be read (its buyers go on to the full reads, so answers stay right, but the
+   * load rises, and a lasting cause, a schema or a grant, must be seen): the app logs it and counts it.
+   */
+  keyProbeFailed?: (err: unknown, keys: number) => void;
 }
 
 /** RESERVATION_GRACE is kept above this in production (src/config.ts): the sweeper never races a slow start. */
@@ -184,7 +189,7 @@ export class OrderService {
 
   constructor(private readonly deps: OrderServiceDeps) {
     this.availability = new AvailabilityReads((skus) => availableUnits(deps.db, skus));
-    this.keyProbes = new BatchedReads((orderIds) => probeKeys(deps.db, orderIds));
+    this.keyProbes = new BatchedReads((orderIds) => probeKeys(deps.db, orderIds, deps.keyProbeFailed));
   }
 
   /**
