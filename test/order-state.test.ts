@@ -308,6 +308,15 @@ describe('what the validators refuse', () => {
     expect(state.refundRefusal()).toMatch(/not in its cooling-off window/);
   });
 
+  test('a cooling-off refund asked after the window ended, while the order is handed to fulfilment, is refused', () => {
+    const { state } = opened();
+    state.enter('COOLING_OFF');
+    // The window's timer fired; the hand-off (a local activity) runs with the stage still COOLING_OFF. The validator
+    // accepted the refund then, and the update answered PAID with no refund (seen failing: accepted).
+    state.endCoolingOff();
+    expect(state.refundRefusal()).toMatch(/not in its cooling-off window/);
+  });
+
   test('a review decision only while the order waits for one; approving a refunded order is refused', () => {
     const { state } = opened();
     const approve = { decision: 'approve' as const, operator: 'ops', reason: 'checked' };

@@ -45,6 +45,7 @@ export async function coolOff(ctx: OrderContext, paid: PaymentEvidence): Promise
       s.settled('REFUNDED');
       return { status: 'REFUNDED', reason: 'COOLING_OFF_REFUND' };
     }
+    s.endCoolingOff();
   }
   if (!s.handedOffWhenPaid) await ctx.must('handOff', 'local', 'hand off to fulfilment (outbox)', s.orderId);
   return { status: 'PAID' };

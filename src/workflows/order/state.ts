@@ -79,6 +79,8 @@ export class OrderState {
   /** The review opened (the order goes to NEEDS_REVIEW), with the payment known then: the one its reason describes. */
   private reviewOpened?: { evidence?: PaymentEvidence };
   coolingOffUntil?: number;
+  /** The window's timer fired with no refund asked: the order is being handed to fulfilment, no refund is taken. */
+  private coolingOffOver = false;
   /** settlePaid handed the order to fulfilment with PAID (no cooling-off window). */
   handedOffWhenPaid = false;
   decided = false;
@@ -215,6 +217,14 @@ export class OrderState {
     return window;
   }
 
+  /**
+   * The window ended with no refund asked. The stage stays COOLING_OFF while the hand-off to fulfilment runs; a refund
+   * asked now is refused at once, not accepted and then answered that the order stayed PAID.
+   */
+  endCoolingOff(): void {
+    this.coolingOffOver = true;
+  }
+
   /** How long a review waits before its next reminder on the timeline (default one hour). */
   get reviewReminderMs(): number {
     return this.input.reviewReminderMs ?? 3_600_000;
@@ -324,7 +334,7 @@ export class OrderState {
    */
   refundRefusal(): string | undefined {
     if (this.refundRequest && (this.stage === 'COOLING_OFF' || this.stage === 'REFUNDING')) return undefined;
-    if (this.stage !== 'COOLING_OFF' || this.refundRequest)
+    if (this.stage !== 'COOLING_OFF' || this.refundRequest || this.coolingOffOver)
       return `order ${this.orderId} is not in its cooling-off window (stage ${this.stage}, status ${this.status})`;
     return undefined;
   }
