@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import { ApplicationFailure } from '@temporalio/common';
 import { lateReviewOf, transitionOrder } from '../src/activities/orders';
 import { enterLateReview, lateReviewTrade } from '../src/db/late-review';
 import { createDb } from '../src/db/knex';
@@ -66,34 +65,41 @@ test("a second late trade's entry written while the order is in the first trade'
   expect(await lateReviewTrade(db, orderId)).toBe('T-a');
 });
 
-const entry = (orderId: string, tradeNo: string) => ({ orderId, tradeNo, provider: 'sandbox', why: 'refund refused' });
+const entry = (orderId: string, tradeNo: string, seen: { status: 'EXPIRED' | 'PAID'; paidTradeNo?: string }) => ({
+  orderId,
+  tradeNo,
+  provider: 'sandbox',
+  why: 'refund refused',
+  seen: { status: seen.status, paidTradeNo: seen.paidTradeNo ?? null },
+});
 const typesOf = async (orderId: string) =>
   (await db('order_events').where({ order_id: orderId }).orderBy('id').select('type')).map((r) => r.type);
 
 test('enterLateReview moves a closed order to review with the entry naming the trade, in one step, and a retry answers the same', async () => {
   const orderId = await closedOrder('EXPIRED');
-  expect(await enterLateReview(db, entry(orderId, 'T-e'), true)).toEqual({ from: 'EXPIRED', paidTradeNo: null });
+  const opened = { outcome: 'opened', from: 'EXPIRED', paidTradeNo: null };
+  expect(await enterLateReview(db, entry(orderId, 'T-e', { status: 'EXPIRED' }))).toEqual(opened);
   expect(await db('orders').where({ order_id: orderId }).first('status', 'status_reason')).toEqual({
     status: 'NEEDS_REVIEW',
     status_reason: 'LATE_PAYMENT_REFUND_FAILED',
   });
   expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-e', from: 'EXPIRED' });
   // The activity retried after its commit (a lost answer): the same answer, nothing written again.
-  expect(await enterLateReview(db, entry(orderId, 'T-e'), false)).toEqual({ from: 'EXPIRED', paidTradeNo: null });
+  expect(await enterLateReview(db, entry(orderId, 'T-e', { status: 'EXPIRED' }))).toEqual(opened);
   expect(await typesOf(orderId)).toEqual(['LATE_PAYMENT_REFUND_FAILED', 'ORDER_NEEDS_REVIEW']);
 });
 
-test('enterLateReview waits (a retryable ORDER_IN_ANOTHER_REVIEW) while the order is in another review, noting it once, and opens when that review is settled', async () => {
+test('enterLateReview leaves an order in another review as it is (the trade is held, noted on the timeline), and opens once that review is settled', async () => {
   const orderId = await closedOrder('PAID');
   await db('orders').where({ order_id: orderId }).update({ paid_trade_no: 'T-own' });
-  await enterLateReview(db, entry(orderId, 'T-first'), true);
-  const refused = await enterLateReview(db, entry(orderId, 'T-second'), true).catch((e: unknown) => e);
-  expect(refused).toBeInstanceOf(ApplicationFailure);
-  expect(refused).toMatchObject({ type: 'ORDER_IN_ANOTHER_REVIEW', nonRetryable: false });
-  await expect(enterLateReview(db, entry(orderId, 'T-second'), false)).rejects.toMatchObject({
-    type: 'ORDER_IN_ANOTHER_REVIEW',
+  const paid = { status: 'PAID' as const, paidTradeNo: 'T-own' };
+  await enterLateReview(db, entry(orderId, 'T-first', paid));
+  expect(await enterLateReview(db, entry(orderId, 'T-second', paid))).toEqual({
+    outcome: 'held',
+    status: 'NEEDS_REVIEW',
+    reason: 'LATE_PAYMENT_REFUND_FAILED',
   });
-  // The first review keeps its decisions; the second trade is on the timeline once.
+  // The first review keeps its decisions; the second trade is on the timeline.
   expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-first', from: 'PAID' });
   expect(await typesOf(orderId)).toEqual([
     'LATE_PAYMENT_REFUND_FAILED',
@@ -108,12 +114,28 @@ test('enterLateReview waits (a retryable ORDER_IN_ANOTHER_REVIEW) while the orde
     reason: 'LATE_TRADE_REFUNDED',
     event: { type: 'LATE_PAYMENT_REFUNDED_BY_REVIEW', message: 'T-first refunded' },
   });
-  expect(await enterLateReview(db, entry(orderId, 'T-second'), false)).toEqual({ from: 'PAID', paidTradeNo: 'T-own' });
+  expect(await enterLateReview(db, entry(orderId, 'T-second', paid))).toEqual({
+    outcome: 'opened',
+    from: 'PAID',
+    paidTradeNo: 'T-own',
+  });
   expect(await lateReviewOf(db, orderId)).toEqual({ tradeNo: 'T-second', from: 'PAID' });
 });
 
+test('enterLateReview opens no review on an order that changed since the run saw it (its paying trade named meanwhile)', async () => {
+  const orderId = await closedOrder('PAID');
+  await db('orders').where({ order_id: orderId }).update({ paid_trade_no: 'T-A' });
+  expect(await enterLateReview(db, entry(orderId, 'T-Y', { status: 'PAID' }))).toEqual({
+    outcome: 'changed',
+    status: 'PAID',
+    paidTradeNo: 'T-A',
+  });
+  expect(await db('orders').where({ order_id: orderId }).first('status')).toEqual({ status: 'PAID' });
+  expect(await typesOf(orderId)).toEqual([]);
+});
+
 test('enterLateReview refuses for good an order that does not exist', async () => {
-  await expect(enterLateReview(db, entry('no-such-order', 'T-n'), true)).rejects.toMatchObject({
+  await expect(enterLateReview(db, entry('no-such-order', 'T-n', { status: 'EXPIRED' }))).rejects.toMatchObject({
     type: 'ORDER_NOT_FOUND',
     nonRetryable: true,
   });

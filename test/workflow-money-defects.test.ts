@@ -420,7 +420,7 @@ describe('defect 4: a late-payment refund that cannot be made', () => {
     await waitFor(async () => scriptOf(orderId).status === 'NEEDS_REVIEW', { what: 'the order left for review' });
     expect(refundCalls(orderId)).toEqual([]);
     expect(callsOf(orderId).map((c) => c.name)).toEqual(
-      expect.arrayContaining(['event:LATE_PAYMENT_REFUND_FAILED', 'transition:NEEDS_REVIEW']),
+      expect.arrayContaining(['event:LATE_PAYMENT_REFUND_FAILED', 'review:NEEDS_REVIEW']),
     );
 
     // Listed with the orders in review, as an order's own workflow in review is.
@@ -1014,6 +1014,8 @@ describe('defects found by review: late payments', () => {
       const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-own'));
       expect(await within(late.result(), 20_000, 'the late run to end')).toMatchObject({ outcome });
       expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:NEEDS_REVIEW');
+      expect(callsOf(orderId).map((c) => c.name)).not.toContain('enterLateReview');
+      expect(callsOf(orderId).map((c) => c.name)).not.toContain('enterLateReview');
       expect(callsOf(orderId).map((c) => c.name)).not.toContain('event:LATE_PAYMENT_REFUND_FAILED');
       expect(refundCalls(orderId)).toHaveLength(0);
       expect(scriptOf(orderId)).toMatchObject({ status, paidTradeNo: 'T-own' });
@@ -1121,37 +1123,69 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
-  test('a trade whose refund is refused while its order enters another review waits for that review to be settled, then opens its own: the other review keeps its decisions, and this trade is not forgotten', async () => {
+  test('a trade whose refund is refused while its order enters another review waits that review out, then is decided again on the order as it is: the other review keeps its decisions, and this trade is not forgotten', async () => {
+    // A PAID order (its own trade T-own) is reported a second trade T-X; its refund is refused, and meanwhile the order
+    // goes to another review (a failed refund's notice, say).
     const orderId = newScriptedOrder({
-      status: 'EXPIRED',
-      paidTradeNo: null,
+      status: 'PAID',
+      paidTradeNo: 'T-own',
       trades: [{ tradeNo: 'T-X', amount: 1000 }],
-      refundRefusals: 1,
+      refundRefusals: 2,
       anotherReviewOnRefusal: true,
     });
-    await routePaymentNotification(routeDeps(), notification(orderId, 'T-X', 'evt-x'));
+    await routePaymentNotification({ ...routeDeps(), lateReviewPollMs: 300 }, notification(orderId, 'T-X', 'evt-x'));
     const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-X'));
-    await waitFor(async () => refundCalls(orderId).length === 1, { what: 'the refused refund of T-X' });
-    // The order is in the other review: this trade does not take it (its decisions are that review's).
-    await waitFor(async () => callsOf(orderId).some((c) => c.name === 'enterLateReview'), {
-      what: "T-X's attempt to open its review",
+    await waitFor(async () => callsOf(orderId).some((c) => c.name === 'event:LATE_PAYMENT_WAITS_FOR_REVIEW'), {
+      what: 'T-X to find the order in the other review',
     });
-    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+    // The other review is not T-X's: nothing of T-X's review was written (before the fix its entry was, and the API
+    // sent the other review's decisions to T-X), and T-X is listed with the orders in review while it waits.
     expect(scriptOf(orderId).lateReview).toBeUndefined();
-    expect((await late.describe()).status.name).toBe('RUNNING');
-    // The other review is settled (the order back to EXPIRED): T-X's review opens, from EXPIRED. Before the fix the
-    // status change was refused and ignored, and T-X waited for decisions no review would ever send it.
-    scriptOf(orderId).status = 'EXPIRED';
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('event:LATE_PAYMENT_REFUND_FAILED');
+    await waitFor(async () => (await late.describe()).typedSearchAttributes.get(NeedsReviewKey) === true, {
+      what: 'T-X listed with the orders in review while it waits',
+    });
+    // The other review is settled, the order PAID again: T-X is decided again, its refund refused again, and its own
+    // review opens, from PAID.
+    scriptOf(orderId).status = 'PAID';
     await waitFor(async () => scriptOf(orderId).lateReview?.tradeNo === 'T-X', {
       what: "T-X's own review to open",
       timeoutMs: 20_000,
     });
-    expect(scriptOf(orderId)).toMatchObject({ status: 'NEEDS_REVIEW', lateReview: { from: 'EXPIRED' } });
+    expect(scriptOf(orderId)).toMatchObject({ status: 'NEEDS_REVIEW', lateReview: { from: 'PAID' } });
+    const current = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-X'));
     expect(
-      await decideWithin(late, { decision: 'refund', operator: 'ada', reason: 'refund the late payment' }),
-    ).toEqual({ status: 'REFUNDED' });
-    expect(refundCalls(orderId)).toHaveLength(2);
-    expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED', paidTradeNo: 'T-X' });
+      await decideWithin(current, { decision: 'refund', operator: 'ada', reason: 'refund the second payment' }),
+    ).toEqual({ status: 'PAID' });
+    expect(refundCalls(orderId)).toHaveLength(3);
+    // Back to PAID with its own trade: T-X was another trade.
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-own' });
+    const back = callsOf(orderId)
+      .filter((c) => c.name === 'transition:PAID')
+      .at(-1)?.args as { reason: string };
+    expect(back.reason).toBe('LATE_TRADE_REFUNDED');
+    await replaysCleanly(current);
+  });
+
+  test('a trade that may be the paying one whose order changed before its review opened (the paying trade named meanwhile) is decided again: refunded, never offered for approval', async () => {
+    // PAID by a trade the provider did not name: T-Y may be it, so it goes to review. Before the review opens, another
+    // review names T-A as the paying trade.
+    const orderId = newScriptedOrder({
+      status: 'PAID',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-Y', amount: 1000 }],
+      changeBeforeReview: { paidTradeNo: 'T-A' },
+    });
+    await routePaymentNotification(routeDeps(), notification(orderId, 'T-Y', 'evt-y'));
+    const late = scripted.client.workflow.getHandle(latePaymentWorkflowId('sandbox', orderId, 'T-Y'));
+    // Before the fix the review opened with approval offered: approving T-Y would have replaced T-A as the paying trade,
+    // both payments kept.
+    expect(await within(late.result(), 20_000, 'T-Y to be decided')).toMatchObject({ outcome: 'REFUNDED' });
+    expect(refundCalls(orderId).map((c) => c.args as { tradeNo: string })).toEqual([
+      expect.objectContaining({ tradeNo: 'T-Y' }),
+    ]);
+    expect(scriptOf(orderId)).toMatchObject({ status: 'PAID', paidTradeNo: 'T-A' });
+    expect(scriptOf(orderId).lateReview).toBeUndefined();
     await replaysCleanly(late);
   });
 
@@ -1200,6 +1234,7 @@ describe('defects found by review: late payments', () => {
     // No review of its own (decisions of that review still reach the workflow holding it), no status change.
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('event:LATE_PAYMENT_REFUND_FAILED');
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:NEEDS_REVIEW');
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('enterLateReview');
     expect((await late.describe()).typedSearchAttributes.get(NeedsReviewKey)).toBe(true);
     Object.assign(scriptOf(orderId), { status: 'EXPIRED' });
     expect(await within(late.result(), 20_000, 'the late trade to be decided')).toMatchObject({ outcome: 'REFUNDED' });
@@ -1304,8 +1339,10 @@ interface ScriptedOrder {
   cancelStockFailures?: number;
   /** refundPayment is refused by the provider (a business failure) this many times. */
   refundRefusals?: number;
-  /** A refusal of refundPayment also puts the order in another review (a failed refund's notice, meanwhile). */
+  /** The next refusal of refundPayment also puts the order in another review (a failed refund's notice, meanwhile). */
   anotherReviewOnRefusal?: boolean;
+  /** Applied to the order once, as enterLateReview is called (another review settled meanwhile). */
+  changeBeforeReview?: Partial<Pick<ScriptedOrder, 'status' | 'paidTradeNo'>>;
   /** queryProviderPayment is refused by the provider (a business failure) this many times. */
   queryRefusals?: number;
   /** The late trade whose review holds the order (its LATE_PAYMENT_REFUND_FAILED entry), and the status before it. */
@@ -1407,19 +1444,29 @@ const scriptedActivities: Partial<Activities> = {
     return s.status === 'NEEDS_REVIEW' && s.lateReview ? s.lateReview : null;
   },
   async enterLateReview(input) {
-    // As src/db/late-review.ts: the order to review with the entry naming the trade, or (in another review) retried.
+    // As src/db/late-review.ts: the review opened (with the entry naming the trade) on the order as the run saw it; an
+    // order in another review holds the trade; one that changed since sends the run back to decide again.
     record(input.orderId, 'enterLateReview', input);
     const s = scriptOf(input.orderId);
+    if (s.changeBeforeReview) {
+      Object.assign(s, s.changeBeforeReview);
+      s.changeBeforeReview = undefined;
+    }
     if (s.status === 'NEEDS_REVIEW' && s.lateReview?.tradeNo === input.tradeNo)
-      return { from: s.lateReview.from, paidTradeNo: s.paidTradeNo };
-    if (s.status === 'NEEDS_REVIEW' || s.status === 'AWAITING_PAYMENT')
-      throw ApplicationFailure.create({ type: 'ORDER_IN_ANOTHER_REVIEW', message: `order is ${s.status}` });
+      return { outcome: 'opened', from: s.lateReview.from, paidTradeNo: s.paidTradeNo };
+    if (s.status === 'NEEDS_REVIEW' || s.status === 'AWAITING_PAYMENT') {
+      record(input.orderId, 'event:LATE_PAYMENT_WAITS_FOR_REVIEW', input);
+      return { outcome: 'held', status: s.status, reason: null };
+    }
+    if (s.status !== input.seen.status || s.paidTradeNo !== input.seen.paidTradeNo)
+      return { outcome: 'changed', status: s.status, paidTradeNo: s.paidTradeNo };
     record(input.orderId, 'event:LATE_PAYMENT_REFUND_FAILED', {
       message: `Payment ${input.tradeNo} arrived after the order was ${s.status} and was not refunded: ${input.why}`,
     });
+    record(input.orderId, 'review:NEEDS_REVIEW', input);
     s.lateReview = { tradeNo: input.tradeNo, from: s.status };
     s.status = 'NEEDS_REVIEW';
-    return { from: s.lateReview.from, paidTradeNo: s.paidTradeNo };
+    return { outcome: 'opened', from: s.lateReview.from, paidTradeNo: s.paidTradeNo };
   },
   async getOrderSnapshot(orderId) {
     record(orderId, 'getOrderSnapshot', orderId);
@@ -1487,7 +1534,10 @@ const scriptedActivities: Partial<Activities> = {
     const s = scriptOf(input.orderId);
     if (s.refundRefusals) {
       s.refundRefusals--;
-      if (s.anotherReviewOnRefusal) s.status = 'NEEDS_REVIEW';
+      if (s.anotherReviewOnRefusal) {
+        s.status = 'NEEDS_REVIEW';
+        s.anotherReviewOnRefusal = false;
+      }
       throw ApplicationFailure.create({ type: 'PROVIDER_REJECTED', message: 'trade frozen', nonRetryable: true });
     }
     return { refundNo: `R-${input.outRefundNo}`, amount: input.amount };

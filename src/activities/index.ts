@@ -2,7 +2,6 @@
  * Activity factory: every activity the workflows call, built once per worker from its dependencies.
  * Workflows import the `Activities` type only.
  */
-import { Context } from '@temporalio/activity';
 import type { Knex } from 'knex';
 import type { PaymentEvidence } from '../contracts/order';
 import type { ProviderRegistry } from '../providers/types';
@@ -76,10 +75,10 @@ function createSingleActivities({ db, providers, now, pointsCurrency }: Activity
     /** The late trade whose review holds the order, and the order's status before it (late-payment takeover). */
     lateReviewOf: (orderId: string) => orders.lateReviewOf(db, orderId),
     /**
-     * Opens a late trade's review (NEEDS_REVIEW and the entry that routes its decisions, in one transaction); retried
-     * while the order is in another review (ORDER_IN_ANOTHER_REVIEW).
+     * Opens a late trade's review (NEEDS_REVIEW and the entry that routes its decisions, in one transaction) on the
+     * order as the run saw it; else says the order is in another review, or has changed.
      */
-    enterLateReview: (input: LateReviewEntry) => enterLateReview(db, input, Context.current().info.attempt === 1),
+    enterLateReview: (input: LateReviewEntry) => enterLateReview(db, input),
     /** Appends a timeline entry (for facts that change no row, e.g. a duplicate payment seen). */
     recordOrderEvent: async (input: {
       orderId: string;

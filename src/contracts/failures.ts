@@ -115,10 +115,6 @@ export const FAILURES = {
     meaning:
       "the order's latest refund was reported failed by its provider after it was accepted: the order is not marked refunded",
   },
-  ORDER_IN_ANOTHER_REVIEW: {
-    meaning:
-      "a late trade's review cannot open while the order is in review for something else: retried until that review is settled",
-  },
   UNEXPECTED_ERROR: { meaning: 'automatic handling stopped on an error without a type (the order goes to review)' },
   ACTIVITY_FAILED: { meaning: "an operator's review decision failed on an error without a type" },
 

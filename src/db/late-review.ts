@@ -6,7 +6,7 @@
  * status, so no other trade's entry can steer the decisions.
  */
 import type { Knex } from 'knex';
-import { FailureType, businessFailure, retryableFailure } from '../contracts/failures';
+import { FailureType, businessFailure } from '../contracts/failures';
 import type { OrderStatus } from '../contracts/order';
 import { jsonColumn } from './json';
 import { OrderEventBatch } from './order-events';
@@ -79,54 +79,56 @@ export interface LateReviewEntry {
   provider: string;
   /** Why it was not refunded. */
   why: string;
+  /** The order as the run saw it when it decided this trade: its status and paying trade. */
+  seen: { status: OrderStatus; paidTradeNo: string | null };
 }
 
-/** The order as the late trade's review opened on it: the status it goes back to after a refund, and its paying trade. */
-export interface LateReviewOpened {
-  from: OrderStatus;
-  paidTradeNo: string | null;
-}
+/**
+ * What enterLateReview did: `opened`, the review is this trade's (now, or by an earlier attempt), opened from `from`;
+ * `held`, the order is in another review (or not closed): nothing written but a timeline entry, the run waits that
+ * review out and decides the trade again; `changed`, the order is no longer as the run saw it (another review settled
+ * meanwhile): nothing written, the run decides the trade again on the order as it is.
+ */
+export type LateReviewEntered =
+  | { outcome: 'opened'; from: OrderStatus; paidTradeNo: string | null }
+  | { outcome: 'held'; status: OrderStatus; reason: string | null }
+  | { outcome: 'changed'; status: OrderStatus; paidTradeNo: string | null };
 
 /**
  * Opens the late trade's review: the order goes to NEEDS_REVIEW (reason LATE_PAYMENT_REFUND_FAILED) with its timeline
  * entry naming the trade, in one transaction under the order's row lock, so the entry that routes the decisions exists
- * exactly when the order is in this trade's review. Idempotent: a retry that finds the review this trade's answers as
- * the first call did. While the order is in review for something else (a failed refund, another late trade), a
- * retryable ORDER_IN_ANOTHER_REVIEW: the activity's retries wait for that review to be settled (its decisions go to
- * its own workflow) without a history event each; `firstAttempt` records once on the timeline that this trade waits.
+ * exactly when the order is in this trade's review. Only on the order the run decided on (`seen`): a review opened on an
+ * order that has changed since would offer decisions (approve this trade as the paying one) that no longer hold.
+ * Idempotent: a retry that finds the review this trade's answers as the first call did.
  */
-export async function enterLateReview(
-  db: Knex,
-  input: LateReviewEntry,
-  firstAttempt: boolean,
-): Promise<LateReviewOpened> {
+export async function enterLateReview(db: Knex, input: LateReviewEntry): Promise<LateReviewEntered> {
   const { orderId, tradeNo, why } = input;
-  const entered = await db.transaction(async (trx): Promise<LateReviewOpened | { waitsFor: string }> => {
+  return db.transaction(async (trx): Promise<LateReviewEntered> => {
     const row = (await trx('orders')
       .where({ order_id: orderId })
       .forUpdate()
       .first('status', 'status_reason', 'paid_trade_no')) as
       { status: OrderStatus; status_reason: string | null; paid_trade_no: string | null } | undefined;
     if (!row) throw businessFailure(FailureType.ORDER_NOT_FOUND, `order ${orderId} does not exist`);
+    const paidTradeNo = row.paid_trade_no ?? null;
     const events = new OrderEventBatch(orderId);
     if (row.status === 'NEEDS_REVIEW' && row.status_reason === LATE_PAYMENT_REFUND_FAILED) {
       const opened = await openedLateReview(trx, orderId);
-      if (opened?.tradeNo === tradeNo && opened.from)
-        return { from: opened.from, paidTradeNo: row.paid_trade_no ?? null };
+      if (opened?.tradeNo === tradeNo && opened.from) return { outcome: 'opened', from: opened.from, paidTradeNo };
     }
     if (!LATE_REVIEW_FROM.includes(row.status)) {
       const holder =
         row.status === 'NEEDS_REVIEW' ? `in review for ${row.status_reason ?? 'no recorded reason'}` : row.status;
-      if (firstAttempt) {
-        events.add(
-          'LATE_PAYMENT_WAITS_FOR_REVIEW',
-          `Payment ${tradeNo} arrived after the order was closed and was not refunded (${why}); the order is ${holder}, so this payment's review opens once that is settled`,
-          { tradeNo, provider: input.provider, status: row.status, reason: row.status_reason },
-        );
-        await events.write(trx);
-      }
-      return { waitsFor: holder };
+      events.add(
+        'LATE_PAYMENT_WAITS_FOR_REVIEW',
+        `Payment ${tradeNo} arrived after the order was closed and was not refunded (${why}); the order is ${holder}: this payment is decided again once that is settled`,
+        { tradeNo, provider: input.provider, status: row.status, reason: row.status_reason },
+      );
+      await events.write(trx);
+      return { outcome: 'held', status: row.status, reason: row.status_reason };
     }
+    if (row.status !== input.seen.status || paidTradeNo !== input.seen.paidTradeNo)
+      return { outcome: 'changed', status: row.status, paidTradeNo };
     events.add(
       LATE_PAYMENT_REFUND_FAILED,
       `Payment ${tradeNo} arrived after the order was ${row.status} and was not refunded: ${why}`,
@@ -150,13 +152,6 @@ export async function enterLateReview(
     );
     if (!done.changed) throw new Error(`order ${orderId} did not enter review from ${row.status}; will retry`);
     await events.write(trx);
-    return { from: row.status, paidTradeNo: row.paid_trade_no ?? null };
+    return { outcome: 'opened', from: row.status, paidTradeNo };
   });
-  // Thrown after the commit, so that the timeline entry of the first attempt stays.
-  if ('waitsFor' in entered)
-    throw retryableFailure(
-      FailureType.ORDER_IN_ANOTHER_REVIEW,
-      `order ${orderId} is ${entered.waitsFor}: late payment ${tradeNo}'s review waits for it`,
-    );
-  return entered;
 }

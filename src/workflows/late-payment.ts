@@ -49,14 +49,6 @@ import { MUST, errorMessage, failedForGood, failureType } from './shared/steps';
 type ProviderState = Awaited<ReturnType<Activities['queryProviderPayment']>>;
 
 const acts = proxyActivities<Activities>(MUST);
-/**
- * Opening a late trade's review: retried for as long as the order is in another review (an operator's decision may
- * take days), up to ten minutes apart.
- */
-const reviewEntry = proxyActivities<Activities>({
-  startToCloseTimeout: '15s',
-  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '10m' },
-});
 
 /** Verifies a late payment with the provider and refunds it when the order did not keep it. */
 export async function latePayment(input: LatePaymentInput): Promise<LatePaymentResult> {
@@ -399,16 +391,23 @@ async function leaveForReview(
 ): Promise<LatePaymentResult> {
   const { outTradeNo: orderId, tradeNo } = input;
   if (lateReviewEntryStep()) {
-    // One transaction: the order to NEEDS_REVIEW and the entry the API routes this review's decisions by. While the
-    // order is in another review, the activity's retries wait for it (no history event each; the pending activity
-    // and its last failure show it in the Web UI).
-    setCurrentDetails(`late payment ${tradeNo} not refunded: ${why}; opening its review (waits while another is open)`);
-    const opened = await CancellationScope.nonCancellable(() =>
-      reviewEntry.enterLateReview({ orderId, tradeNo, provider: input.provider, why }),
+    // One transaction: the order to NEEDS_REVIEW and the entry the API routes this review's decisions by, on the order
+    // as this run saw it. An order in another review is waited out, and one that changed meanwhile (another review
+    // settled) is decided again from the start: what this review would offer (approve the trade as the paying one,
+    // where the order goes back to) was worked out on the order as it was.
+    setCurrentDetails(`late payment ${tradeNo} not refunded: ${why}; opening its review`);
+    const entered = await CancellationScope.nonCancellable(() =>
+      acts.enterLateReview({
+        orderId,
+        tradeNo,
+        provider: input.provider,
+        why,
+        seen: { status: order.status, paidTradeNo: order.paidTradeNo },
+      }),
     );
-    // The review goes back to the status the order had when it opened (another review may have settled meanwhile).
-    const now: OrderSnapshot = { ...order, status: opened.from, paidTradeNo: opened.paidTradeNo };
-    return awaitRefundDecision(input, now, why, keepable);
+    if (entered.outcome === 'held') return waitOutReview(input);
+    if (entered.outcome === 'changed') return continueAsNew<typeof latePayment>(input);
+    return awaitRefundDecision(input, { ...order, status: entered.from }, why, keepable);
   }
   setCurrentDetails(`late payment ${tradeNo} not refunded: ${why}; order left for review`);
   await CancellationScope.nonCancellable(async () => {
