@@ -49,12 +49,15 @@ const url = z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' });
 /** The development defaults of the two shared secrets: published in the README, so never accepted in production. */
 export const DEV_SANDBOX_SECRET = 'sandbox-dev-secret';
 export const DEV_ADMIN_TOKEN = 'dev-admin-token';
+/** The development default of OUTBOX_WEBHOOK_SECRET (npm start's demo receiver): published, never accepted in production. */
+export const DEV_OUTBOX_SECRET = 'outbox-dev-secret';
 /**
  * Values of these secrets that have been published (README, docker-compose.yml examples, tests): refused in production.
  */
 const PUBLISHED_SECRETS = new Set([
   DEV_SANDBOX_SECRET,
   DEV_ADMIN_TOKEN,
+  DEV_OUTBOX_SECRET,
   'change-me-sandbox-secret',
   'change-me-admin-token',
   'test-sandbox-secret',
@@ -173,6 +176,16 @@ const EnvSchema = z.object({
     .transform(Number)
     .pipe(z.number().int().min(1, 'must be at least 1'))
     .default(256),
+  /**
+   * Where the outbox relay delivers the outbox's messages (payment receipts, fulfilment hand-offs): an HTTPS endpoint of
+   * the shop's own systems, signed with OUTBOX_WEBHOOK_SECRET. Unset: no relay runs; the messages stay in the outbox
+   * table (payflow_outbox_backlog, alert PayflowOutboxStalled).
+   */
+  OUTBOX_WEBHOOK_URL: url.optional(),
+  /** HMAC-SHA256 key of the relay's Payflow-Signature header; the receiver verifies with it. */
+  OUTBOX_WEBHOOK_SECRET: z.string().min(8, 'must be at least 8 characters').default(DEV_OUTBOX_SECRET),
+  /** How often the relay looks for messages to deliver when it found none. */
+  OUTBOX_RELAY_INTERVAL: duration('1s'),
   /** How long a stock reservation made before its workflow's start may wait for that workflow before it is released. */
   RESERVATION_GRACE: duration('60s'),
   /** How often the API looks for such orphaned reservations. */
@@ -353,6 +366,11 @@ export interface Config {
   reservationGraceMs: number;
   /** RESERVATION_SWEEP_INTERVAL: period of the orphaned-reservation sweep. */
   reservationSweepIntervalMs: number;
+  /**
+   * The outbox relay: where it delivers (OUTBOX_WEBHOOK_URL; undefined: no relay runs), its signing key
+   * (OUTBOX_WEBHOOK_SECRET) and its idle interval (OUTBOX_RELAY_INTERVAL).
+   */
+  outbox: { webhookUrl?: string; secret: string; intervalMs: number };
   publicBaseUrl: string;
   sandboxUrl: string;
   sandboxPublicUrl: string;
@@ -431,6 +449,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError('Invalid configuration: METRICS_PORT must differ from PORT (0 serves /metrics on PORT)');
   if (e.REVIEW_REMINDER_INTERVAL <= 0)
     throw new ConfigError('Invalid configuration: REVIEW_REMINDER_INTERVAL must be more than 0');
+  if (e.OUTBOX_RELAY_INTERVAL <= 0)
+    throw new ConfigError('Invalid configuration: OUTBOX_RELAY_INTERVAL must be more than 0');
   if (e.RESERVATION_SWEEP_INTERVAL <= 0)
     throw new ConfigError('Invalid configuration: RESERVATION_SWEEP_INTERVAL must be more than 0');
   if (e.TEMPORAL_UPDATE_TIMEOUT <= 0)
@@ -445,6 +465,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   for (const name of [
     'INBOX_RETRY_INTERVAL',
     'RESERVATION_SWEEP_INTERVAL',
+    'OUTBOX_RELAY_INTERVAL',
     'TEMPORAL_CALL_TIMEOUT',
     'TEMPORAL_UPDATE_TIMEOUT',
   ] as const) {
@@ -466,6 +487,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         'Invalid configuration: SHOP_API_TOKEN must differ from ADMIN_TOKEN (the shop backend is not an operator)',
       );
     if (sandboxEnabled) requireProductionSecret('SANDBOX_SECRET', cleaned.SANDBOX_SECRET);
+    if (e.OUTBOX_WEBHOOK_URL) requireProductionSecret('OUTBOX_WEBHOOK_SECRET', cleaned.OUTBOX_WEBHOOK_SECRET);
   }
   const temporalTls = temporalTlsFromEnv(e);
   let providers: ProvidersConfig;
@@ -526,6 +548,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     orderStartConcurrency: e.ORDER_START_CONCURRENCY,
     reservationGraceMs: e.RESERVATION_GRACE,
     reservationSweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL,
+    outbox: {
+      ...(e.OUTBOX_WEBHOOK_URL ? { webhookUrl: e.OUTBOX_WEBHOOK_URL } : {}),
+      secret: e.OUTBOX_WEBHOOK_SECRET,
+      intervalMs: e.OUTBOX_RELAY_INTERVAL,
+    },
     publicBaseUrl,
     sandboxUrl: (e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(/\/$/, ''),
     sandboxPublicUrl: (e.SANDBOX_PUBLIC_URL ?? e.SANDBOX_URL ?? `http://127.0.0.1:${e.SANDBOX_PORT}`).replace(
@@ -581,7 +608,7 @@ function requireReachableNotifyUrl(providers: ProvidersConfig, given: string | u
 
 /** In production a secret must be set, must not be a published default, and must be long enough to resist guessing. */
 function requireProductionSecret(
-  name: 'ADMIN_TOKEN' | 'SANDBOX_SECRET' | 'SHOP_API_TOKEN',
+  name: 'ADMIN_TOKEN' | 'SANDBOX_SECRET' | 'SHOP_API_TOKEN' | 'OUTBOX_WEBHOOK_SECRET',
   value: string | undefined,
 ): void {
   const fix = `set ${name} to a random secret of at least ${MIN_PRODUCTION_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`;

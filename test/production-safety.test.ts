@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
   DEV_ADMIN_TOKEN,
+  DEV_OUTBOX_SECRET,
   DEV_SANDBOX_SECRET,
   loadConfig,
   publicMetricsWarning,
@@ -64,6 +65,20 @@ describe('production mode refuses what only development may have', () => {
       'SANDBOX_SECRET short on staging',
       { ...PROD, SANDBOX_ENABLED: 'true', SANDBOX_SECRET: 'abcdefghijk' },
       /^Invalid configuration: SANDBOX_SECRET is too short/,
+    ],
+    [
+      'OUTBOX_WEBHOOK_SECRET unset with a relay',
+      { ...PROD, OUTBOX_WEBHOOK_URL: 'https://shop.example.com/payflow-outbox' },
+      /^Invalid configuration: OUTBOX_WEBHOOK_SECRET is not set/,
+    ],
+    [
+      'OUTBOX_WEBHOOK_SECRET the published default',
+      {
+        ...PROD,
+        OUTBOX_WEBHOOK_URL: 'https://shop.example.com/payflow-outbox',
+        OUTBOX_WEBHOOK_SECRET: DEV_OUTBOX_SECRET,
+      },
+      /^Invalid configuration: OUTBOX_WEBHOOK_SECRET is a published default/,
     ],
     [
       'SHOP_API_TOKEN short',

@@ -74,6 +74,8 @@ export async function startStack(options: StackOptions): Promise<Omit<Stack, 'ap
       publicUrl: config.sandboxPublicUrl,
       notifySchedule: config.sandboxNotifySchedule,
       logger: false,
+      // The stand-in of the shop's systems the outbox relay delivers to in development (npm start).
+      ...(config.production ? {} : { shopOutboxSecret: config.outbox.secret }),
     });
     await sandbox.app.listen({ host: config.host, port: config.sandboxPort });
   }

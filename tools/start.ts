@@ -23,7 +23,11 @@ async function main(): Promise<void> {
     await (await import('./start-cluster')).startCluster(process.argv.slice(2));
     return;
   }
-  const config = loadConfigOrExit();
+  let config = loadConfigOrExit();
+  // Development: the outbox relay delivers receipts and fulfilment hand-offs to the sandbox's stand-in of the shop's
+  // systems (GET <sandbox>/shop/outbox lists them), unless OUTBOX_WEBHOOK_URL names a receiver of your own.
+  if (!config.outbox.webhookUrl && config.sandboxEnabled && !config.production)
+    config = { ...config, outbox: { ...config.outbox, webhookUrl: `${config.sandboxUrl}/shop/outbox` } };
   const uiPort = Number(new URL(config.temporalUiUrl).port || 8233);
   let devServer: ChildProcess | undefined;
 
@@ -61,6 +65,7 @@ async function main(): Promise<void> {
   \x1b[1mpayflow is running\x1b[0m
     Order API        ${config.publicBaseUrl}            (POST /orders, GET /orders/:id, /healthz, /metrics)
     Sandbox provider ${config.sandboxUrl}            (cashier pages at /pay/<orderId>)
+    Shop's systems   ${config.outbox.webhookUrl ?? '(outbox relay off)'}   (receipts, fulfilment hand-offs)
     Temporal Web UI  ${config.temporalUiUrl}/namespaces/${config.temporalNamespace}/workflows
     Temporal server  ${config.temporalAddress}   task queue "${config.taskQueue}"
 

@@ -4,12 +4,13 @@
  * after the cooling-off window (when `order.fulfilment_ready` is written). The receipt states what the provider
  * says was paid (trade, paid amount and currency, time), read from MySQL, the system of record.
  */
+import { PAYMENT_RECEIPT_TOPIC } from '../contracts/outbox';
 import type { Knex } from 'knex';
 import { bySkuOrder, jsonColumn } from '../db/json';
 import { OrderEventBatch } from '../db/order-events';
 
 /** Outbox topic of payment receipts; the message key is the order id. */
-export const PAYMENT_RECEIPT_TOPIC = 'order.payment_receipt';
+export { PAYMENT_RECEIPT_TOPIC } from '../contracts/outbox';
 
 /** Result of recordPaymentReceipt: `written` false when the receipt was already queued or the order is not PAID. */
 export interface PaymentReceiptResult {

@@ -1,6 +1,7 @@
 /**
  * The fulfilment hand-off through the outbox (support tickets are in src/db/support-tickets.ts, shared with the API).
  */
+import { FULFILMENT_TOPIC } from '../contracts/outbox';
 import type { Knex } from 'knex';
 import { bySkuOrder, jsonColumn } from '../db/json';
 import { OrderEventBatch } from '../db/order-events';
@@ -84,7 +85,7 @@ export async function queueHandOffIn(
 }
 
 /** The outbox topic of orders handed to fulfilment; the message key is the order id. */
-export const FULFILMENT_TOPIC = 'order.fulfilment_ready';
+export { FULFILMENT_TOPIC } from '../contracts/outbox';
 
 /** The fulfilment message of an order as its outbox row, with its timeline message. */
 export function handOffMessage(order: HandOffOrder, message: string): OutboxMessage {

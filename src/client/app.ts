@@ -15,6 +15,7 @@ import { NotificationInbox } from './inbox';
 import { type Metrics, createMetrics } from './metrics';
 import { OrderLogController, installRequestTracing } from './observability';
 import { OrderService } from './orders-service';
+import { OutboxRelay, webhookSink } from './outbox-relay';
 import { OrderActions } from './order-actions';
 import { registerAdminRoutes } from './routes/admin';
 import { registerOrderActionRoutes } from './routes/order-actions';
@@ -53,6 +54,8 @@ export interface Api {
   /** The /metrics listener when METRICS_PORT is set (listen on it too); undefined: /metrics is served by `app`. */
   metricsApp?: FastifyInstance;
   inbox: NotificationInbox;
+  /** Delivers the outbox's messages to OUTBOX_WEBHOOK_URL; undefined when that is unset. */
+  outbox?: OutboxRelay;
   /** Releases pre-start stock reservations that no running workflow owns. */
   reservations: OrphanReservationSweeper;
   orders: OrderService;
@@ -173,6 +176,21 @@ export function buildApi(deps: ApiDeps): Api {
     callTimeoutMs: config.temporalCallTimeoutMs,
   });
   reservations.start();
+  // The outbox relay (OUTBOX_WEBHOOK_URL): every API process runs one; their claims skip each other's rows.
+  const outbox = config.outbox.webhookUrl
+    ? new OutboxRelay({
+        db,
+        sink: webhookSink(config.outbox.webhookUrl, config.outbox.secret),
+        logger: app.log,
+        metrics,
+        intervalMs: config.outbox.intervalMs,
+      })
+    : undefined;
+  if (outbox) outbox.start();
+  else
+    app.log.info(
+      'outbox relay off (OUTBOX_WEBHOOK_URL unset): receipts and fulfilment hand-offs stay in the outbox table (payflow_outbox_backlog)',
+    );
   // The daily reconciliation Schedule (RECONCILIATION_SCHEDULE; off in tests): created idempotently in the background,
   // and again after a failure until it exists.
   const schedules = config.reconciliationSchedule
@@ -188,12 +206,13 @@ export function buildApi(deps: ApiDeps): Api {
     ...(metricsApp ? { metricsApp } : {}),
     inbox,
     reservations,
+    outbox,
     orders,
     metrics,
     /**
      * Stops taking requests first (Fastify answers new ones 503 while it waits for those in flight, whose callbacks
      * still store and queue their notifications), then the inbox (routing in flight finishes; rows queued and leased
-     * here are handed back) and the sweeper.
+     * here are handed back), the sweeper and the outbox relay (deliveries in flight finish).
      */
     async close() {
       schedules?.stop();
@@ -201,6 +220,7 @@ export function buildApi(deps: ApiDeps): Api {
       await metricsApp?.close();
       await inbox.stop();
       await reservations.stop();
+      await outbox?.stop();
     },
   };
 }

@@ -76,6 +76,28 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Notifications stored but not yet signalled',
       registers: [registry],
     }),
+    outboxDelivered: new Counter({
+      name: 'payflow_outbox_delivered_total',
+      help: 'Outbox messages the relay delivered (2xx from OUTBOX_WEBHOOK_URL), by topic',
+      labelNames: ['topic'],
+      registers: [registry],
+    }),
+    outboxDeliveryFailures: new Counter({
+      name: 'payflow_outbox_delivery_failures_total',
+      help: 'Outbox deliveries that failed and will be retried, by topic',
+      labelNames: ['topic'],
+      registers: [registry],
+    }),
+    outboxBacklog: new Gauge({
+      name: 'payflow_outbox_backlog',
+      help: 'Outbox messages not yet delivered (read from MySQL at scrape time)',
+      registers: [registry],
+    }),
+    outboxOldestUnpublished: new Gauge({
+      name: 'payflow_outbox_oldest_unpublished_seconds',
+      help: 'Age of the oldest undelivered outbox message, 0 when none (read from MySQL at scrape time)',
+      registers: [registry],
+    }),
     ordersInReview: new Gauge({
       name: 'payflow_orders_in_review',
       help: 'Orders in NEEDS_REVIEW (read from MySQL at scrape time)',

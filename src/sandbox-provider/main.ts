@@ -21,6 +21,8 @@ async function main(): Promise<void> {
     publicUrl: config.sandboxPublicUrl,
     notifySchedule: config.sandboxNotifySchedule,
     logger,
+    // In development, the stand-in of the shop's systems the outbox relay can deliver to (<sandbox>/shop/outbox).
+    ...(config.production ? {} : { shopOutboxSecret: config.outbox.secret }),
   });
   const address = await sandbox.app.listen({ host: config.host, port: config.sandboxPort });
   logger.info(

@@ -23,6 +23,7 @@ import { NotificationDelivery } from './delivery';
 import { SandboxApiError, SandboxLocalErrorCode, validationError } from './errors';
 import { Faults } from './faults';
 import { Pauses } from './pauses';
+import { registerShopReceiver } from './shop-receiver';
 import { type LatePayments, PaymentLedger, type Payment, toQueryResponse } from './payments';
 
 /** How to build a sandbox server. */
@@ -39,6 +40,11 @@ export interface SandboxServerOptions {
   now?: () => Date;
   /** Source of [0, 1) for fault dice; Math.random by default. */
   random?: () => number;
+  /**
+   * Serve the development stand-in of the shop's systems at /shop/outbox (src/sandbox-provider/shop-receiver.ts), which
+   * checks the outbox relay's signatures with this secret. Absent: not served.
+   */
+  shopOutboxSecret?: string;
 }
 
 /** A sandbox server: listen with `app.listen`, stop with `close()`. */
@@ -101,6 +107,7 @@ export function createSandboxServer(options: SandboxServerOptions): SandboxServe
   registerMerchantApi(app, ctx);
   registerCashier(app, ctx);
   registerControl(app, ctx);
+  if (options.shopOutboxSecret) registerShopReceiver(app, options.shopOutboxSecret);
 
   let closing: Promise<void> | undefined;
   return {

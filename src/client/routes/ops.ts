@@ -276,6 +276,13 @@ export async function refreshOpsGauges(
 ): Promise<void> {
   const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
   metrics.ordersInReview.set(Number(n));
+  // Undelivered outbox messages (the index on published_at, id finds them), and how long the oldest has waited: a relay
+  // that is off, or a receiver that keeps failing, shows here (alert PayflowOutboxStalled).
+  const [[outbox]] = (await db.raw(
+    'SELECT COUNT(*) AS n, TIMESTAMPDIFF(SECOND, MIN(created_at), NOW(3)) AS oldest FROM outbox WHERE published_at IS NULL',
+  )) as [[{ n: number | string; oldest: number | string | null }]];
+  metrics.outboxBacklog.set(Number(outbox.n));
+  metrics.outboxOldestUnpublished.set(Number(outbox.oldest ?? 0));
   if (client) {
     const stuck = await withTemporalDeadline(client, callTimeoutMs, () =>
       client.workflow.count(

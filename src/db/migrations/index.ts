@@ -12,6 +12,7 @@ import * as refundFailedStatus from './20261202_0002_refund_failed_status';
 import * as reconciliationResolutions from './20261203_0001_reconciliation_resolutions';
 import * as paymentUrlText from './20261204_0001_payment_url_text';
 import * as escalationClaims from './20261205_0001_escalation_claims';
+import * as outboxDelivery from './20261206_0001_outbox_delivery';
 
 /** Every migration, in order. Listed explicitly so that migrations work the same under tsx, jest and a bundle. */
 const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Knex): Promise<void> }> = {
@@ -28,6 +29,7 @@ const migrations: Record<string, { up(knex: Knex): Promise<void>; down(knex: Kne
   '20261203_0001_reconciliation_resolutions': reconciliationResolutions,
   '20261204_0001_payment_url_text': paymentUrlText,
   '20261205_0001_escalation_claims': escalationClaims,
+  '20261206_0001_outbox_delivery': outboxDelivery,
 };
 
 /** knex migration source over the statically imported migrations. */
