@@ -542,13 +542,9 @@ test('REFUND.SUCCESS after ABNORMAL (the refund resubmitted under its number) is
   expect((await snapshot(seeded.orderId)).payment).toEqual({ status: 'REFUNDED', trade_no: seeded.tradeNo });
 });
 
-test("the review's refund step itself refuses to pay a failed refund again once WeChat reported it succeeded, even after the API let the decision through", async () => {
-  // The decision passed the API's check; the success notice came before the review's refund step ran.
-  const seeded = await seedFailedRefund();
-  const success = seededRefundNotification('REFUND.SUCCESS', seeded);
-  expect(await deliver(success)).toEqual({ status: 204, body: '' });
-  const sent: string[] = [];
-  const recording = {
+/** A stand-in for WeChat's refund API that records what it was sent. */
+function recordingWechat(sent: string[]): PaymentProvider {
+  return {
     name: 'wechat',
     merchantId: wx.mchId,
     async refund(input) {
@@ -560,40 +556,97 @@ test("the review's refund step itself refuses to pay a failed refund again once 
       };
     },
   } as Pick<PaymentProvider, 'name' | 'merchantId' | 'refund'> as PaymentProvider;
-  const retryNo = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount);
-  const retry = {
+}
+
+/** The review's refund of a seeded failed refund, as failedRefundReview sends it. */
+function reviewRetry(seeded: { orderId: string; tradeNo: string; outRefundNo: string; amount: number }) {
+  return {
     orderId: seeded.orderId,
     provider: 'wechat',
     tradeNo: seeded.tradeNo,
-    outRefundNo: retryNo,
+    outRefundNo: failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount),
     amount: seeded.amount,
     currency: 'CNY',
     reason: 'review refund by gus after refund failed',
     retriesFailedRefund: seeded.outRefundNo,
   };
-  await expect(refundPayment(sys.db, { wechat: recording }, retry)).rejects.toMatchObject({
+}
+
+test("the review's refund step itself refuses to pay a failed refund again once WeChat reported it succeeded, even after the API let the decision through", async () => {
+  // The decision passed the API's check; the success notice came before the review's refund step ran.
+  const seeded = await seedFailedRefund();
+  expect(await deliver(seededRefundNotification('REFUND.SUCCESS', seeded))).toEqual({ status: 204, body: '' });
+  const sent: string[] = [];
+  const retry = reviewRetry(seeded);
+  await expect(refundPayment(sys.db, { wechat: recordingWechat(sent) }, retry)).rejects.toMatchObject({
     type: 'ORDER_CONFLICT',
     nonRetryable: true,
-    message: expect.stringMatching(/reported it succeeded/),
+    message: expect.stringMatching(/reported it succeeded: the buyer has this money/),
   });
   expect(sent).toEqual([]);
-  expect(await sys.db('refunds').where({ out_refund_no: retryNo }).first()).toBeUndefined();
-  // A refund of the same failed refund whose row an earlier attempt wrote (it may have reached WeChat) goes on under
-  // its own number: the same number never pays twice.
-  const other = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount - 1);
+  expect(await sys.db('refunds').where({ out_refund_no: retry.outRefundNo }).first()).toBeUndefined();
+});
+
+test('a review refund whose row an earlier attempt wrote is not sent again once the failed refund was reported succeeded; one already answered goes on under its number', async () => {
+  const seeded = await seedFailedRefund();
+  const sent: string[] = [];
+  const retry = reviewRetry(seeded);
+  // An earlier attempt recorded the refund PENDING (WeChat refused it, or the call timed out), then the success came.
   await sys.db('refunds').insert({
-    out_refund_no: other,
+    out_refund_no: retry.outRefundNo,
     order_id: seeded.orderId,
     out_trade_no: seeded.orderId,
     provider: 'wechat',
     trade_no: seeded.tradeNo,
-    amount: seeded.amount - 1,
+    amount: seeded.amount,
     currency: 'CNY',
     reason: 'an earlier attempt',
     status: 'PENDING',
   });
-  await refundPayment(sys.db, { wechat: recording }, { ...retry, outRefundNo: other, amount: seeded.amount - 1 });
-  expect(sent).toEqual([other]);
+  expect(await deliver(seededRefundNotification('REFUND.SUCCESS', seeded))).toEqual({ status: 204, body: '' });
+  // The success names the review's refund already recorded: the buyer may have been paid twice.
+  const entry = (await snapshot(seeded.orderId)).events.find(
+    (e: { type: string }) => e.type === 'REFUND_SUCCEEDED_AFTER_FAILURE',
+  );
+  expect(entry.message).toMatch(/may have been paid twice/);
+  expect(JSON.parse(entry.data)).toMatchObject({ retryRefunds: [retry.outRefundNo] });
+  // Sent before the fix: the row's existence skipped the check.
+  await expect(refundPayment(sys.db, { wechat: recordingWechat(sent) }, retry)).rejects.toMatchObject({
+    type: 'ORDER_CONFLICT',
+    message: expect.stringMatching(/may have reached the provider/),
+  });
+  expect(sent).toEqual([]);
+  // An attempt that was answered (SUCCEEDED) is the provider's already: the same number goes on, never refused.
+  await sys.db('refunds').where({ out_refund_no: retry.outRefundNo }).update({ status: 'SUCCEEDED' });
+  await refundPayment(sys.db, { wechat: recordingWechat(sent) }, retry);
+  expect(sent).toEqual([retry.outRefundNo]);
+});
+
+test('a success notice being recorded while the review refund step checks is waited for and seen (the step reads after the lock, not from an older snapshot)', async () => {
+  const seeded = await seedFailedRefund();
+  const sent: string[] = [];
+  // The notice's transaction, held open: the failed refund locked for update and its entry written, not committed.
+  const notice = await sys.db.transaction();
+  try {
+    await notice('refunds').where({ out_refund_no: seeded.outRefundNo }).forUpdate().first('status');
+    await notice('order_events').insert({
+      order_id: seeded.orderId,
+      type: 'REFUND_SUCCEEDED_AFTER_FAILURE',
+      message: 'reported succeeded afterwards',
+      data: JSON.stringify({ outRefundNo: seeded.outRefundNo }),
+    });
+    const step = refundPayment(sys.db, { wechat: recordingWechat(sent) }, reviewRetry(seeded)).then(
+      () => 'sent',
+      (err: unknown) => err,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    await notice.commit();
+    // Before the fix the step's first plain read fixed its snapshot before the notice committed: it sent.
+    expect(await step).toMatchObject({ type: 'ORDER_CONFLICT' });
+  } finally {
+    if (!notice.isCompleted()) await notice.rollback();
+  }
+  expect(sent).toEqual([]);
 });
 
 test('a refund failure for a refund number we do not know is acknowledged and changes nothing', async () => {

@@ -198,21 +198,51 @@ export interface RefundPaymentInput {
 }
 
 /**
- * Refuses a new refund of a failed refund its provider has since reported succeeded, unless this refund's number is
- * recorded already (an attempt before this one may have reached the provider; the same number never pays twice).
- * Reads the failed refund's row with a shared lock, so a success notice being recorded now is waited for.
+ * The check of a refund that pays a failed refund again, and its PENDING row, in one transaction: refused for good
+ * when the provider has since reported that failed refund succeeded (a WeChat resubmission under its number), unless
+ * this refund is SUCCEEDED already (an earlier attempt was answered). A PENDING row of this refund is refused too: it
+ * may or may not have reached the provider, and the buyer has the money either way; the operator checks the console.
+ * READ COMMITTED, the failed refund's row locked first: the success notice (src/db/refund-outcomes.ts, which locks that
+ * row for update) is either committed and seen, or comes after this commit and finds this refund's row, which its
+ * entry then names (the buyer may have been paid twice: nothing more can stop a call already sent).
  */
-async function refuseRetryOfSucceeded(db: Knex, input: RefundPaymentInput, failedNo: string): Promise<void> {
-  await db.transaction(async (trx) => {
-    if (await trx('refunds').where({ out_refund_no: input.outRefundNo }).first('out_refund_no')) return;
-    await trx('refunds').where({ out_refund_no: failedNo }).forShare().first('status');
-    if (await successAfterFailureRecorded(trx, input.orderId, failedNo))
-      throw businessFailure(
-        FailureType.ORDER_CONFLICT,
-        `refund ${failedNo} failed, then its provider reported it succeeded: the buyer has this money, so ${input.outRefundNo} was not sent; close the review with refundAmount 0`,
-        { failedOutRefundNo: failedNo },
-      );
-  });
+async function recordRetryOfFailed(db: Knex, input: RefundPaymentInput, failedNo: string): Promise<void> {
+  await db.transaction(
+    async (trx) => {
+      await trx('refunds').where({ out_refund_no: failedNo }).forShare().first('status');
+      const own = (await trx('refunds').where({ out_refund_no: input.outRefundNo }).forShare().first('status')) as
+        { status: string } | undefined;
+      if (own?.status === 'SUCCEEDED') return;
+      if (await successAfterFailureRecorded(trx, input.orderId, failedNo))
+        throw businessFailure(
+          FailureType.ORDER_CONFLICT,
+          own
+            ? `refund ${failedNo} failed, then its provider reported it succeeded, while ${input.outRefundNo} was already recorded (it may have reached the provider: check it there); not sent again; close the review with refundAmount 0 once checked`
+            : `refund ${failedNo} failed, then its provider reported it succeeded: the buyer has this money, so ${input.outRefundNo} was not sent; close the review with refundAmount 0`,
+          { failedOutRefundNo: failedNo },
+        );
+      await insertPendingRefund(trx, input);
+    },
+    { isolationLevel: 'read committed' },
+  );
+}
+
+/** The refund's PENDING row, before the provider is called (a row already there is kept). */
+function insertPendingRefund(db: Knex | Knex.Transaction, input: RefundPaymentInput) {
+  return db.raw(
+    `INSERT INTO refunds (out_refund_no, order_id, out_trade_no, provider, trade_no, amount, currency, reason, status)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING') ON DUPLICATE KEY UPDATE out_refund_no = out_refund_no`,
+    [
+      input.outRefundNo,
+      input.orderId,
+      input.orderId,
+      input.provider,
+      input.tradeNo,
+      input.amount,
+      input.currency,
+      input.reason.slice(0, 255),
+    ],
+  );
 }
 
 /** Refunds at the provider with a stable refund number, recording the refund before and after. */
@@ -222,21 +252,9 @@ export async function refundPayment(
   input: RefundPaymentInput,
 ): Promise<{ refundNo: string; amount: number }> {
   const provider = providerFor(providers, input.provider);
-  if (input.retriesFailedRefund) await refuseRetryOfSucceeded(db, input, input.retriesFailedRefund);
-  await db.raw(
-    `INSERT INTO refunds (out_refund_no, order_id, out_trade_no, provider, trade_no, amount, currency, reason, status)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING') ON DUPLICATE KEY UPDATE out_refund_no = out_refund_no`,
-    [
-      input.outRefundNo,
-      input.orderId,
-      input.orderId,
-      provider.name,
-      input.tradeNo,
-      input.amount,
-      input.currency,
-      input.reason.slice(0, 255),
-    ],
-  );
+  if (input.retriesFailedRefund)
+    await recordRetryOfFailed(db, { ...input, provider: provider.name }, input.retriesFailedRefund);
+  else await insertPendingRefund(db, { ...input, provider: provider.name });
   const existing = await db('refunds').where({ out_refund_no: input.outRefundNo }).first('amount', 'order_id');
   if (Number(existing.amount) !== input.amount || existing.order_id !== input.orderId) {
     throw businessFailure(

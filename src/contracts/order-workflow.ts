@@ -87,6 +87,11 @@ export function failedRefundRetryNo(orderId: string, failedOutRefundNo: string, 
   return `rr${amount}-${fnv1a(failedOutRefundNo)}-${orderId}`.slice(0, 64);
 }
 
+/** A LIKE pattern of the numbers failedRefundRetryNo gives for one failed refund, whatever the amount. */
+export function failedRefundRetryPattern(failedOutRefundNo: string): string {
+  return `rr%-${fnv1a(failedOutRefundNo)}-%`;
+}
+
 /** Input of the failedRefundReview workflow: the failed refund and where its order goes back to, read by the API. */
 export interface FailedRefundReviewInput {
   orderId: string;

@@ -18,6 +18,7 @@ import type { ProviderNotice } from '../providers/types';
 import { retryDeadlocks } from './knex';
 import { OrderEventBatch } from './order-events';
 import { REFUND_FAILED_REASON, transitionIn } from './order-transitions';
+import { failedRefundRetryPattern } from '../contracts/order-workflow';
 
 /** A REFUND notice that names one of our refund numbers and states that refund's outcome. */
 export type RefundOutcomeNotice = ProviderNotice & {
@@ -128,11 +129,29 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
     // the API reads to refuse a new refund of it.
     const recorded = await successAfterFailureRecorded(trx, orderId, no);
     if (!recorded) {
+      // A review's refund of this failed refund already recorded (src/activities/payments.ts recordRetryOfFailed, under
+      // the lock this transaction holds): it may have reached the provider, and the buyer may have been paid twice.
+      const retries = (
+        (await trx('refunds')
+          .where({ order_id: orderId })
+          .andWhere('out_refund_no', 'like', failedRefundRetryPattern(no))
+          .whereIn('status', ['PENDING', 'SUCCEEDED'])
+          .forShare()
+          .select('out_refund_no')) as { out_refund_no: string }[]
+      ).map((r) => r.out_refund_no);
       const events = new OrderEventBatch(orderId);
       events.add(
         REFUND_SUCCEEDED_AFTER_FAILURE,
-        `Refund ${no} that failed at ${notice.provider} was reported succeeded afterwards (${notice.providerEvent}, after a resubmission under its number): the buyer has this money; check it at ${notice.provider}, then close its review without a new refund (refundAmount 0)`,
-        { outRefundNo: no, providerEvent: notice.providerEvent, notificationId: notice.notificationId },
+        `Refund ${no} that failed at ${notice.provider} was reported succeeded afterwards (${notice.providerEvent}, after a resubmission under its number): the buyer has this money; ` +
+          (retries.length
+            ? `the review's refund ${retries.join(', ')} of it was already sent or being sent, so the buyer may have been paid twice: check both at ${notice.provider} and recover the excess`
+            : `check it at ${notice.provider}, then close its review without a new refund (refundAmount 0)`),
+        {
+          outRefundNo: no,
+          providerEvent: notice.providerEvent,
+          notificationId: notice.notificationId,
+          ...(retries.length ? { retryRefunds: retries } : {}),
+        },
       );
       await events.write(trx);
     }
