@@ -1015,7 +1015,6 @@ describe('defects found by review: late payments', () => {
       expect(await within(late.result(), 20_000, 'the late run to end')).toMatchObject({ outcome });
       expect(callsOf(orderId).map((c) => c.name)).not.toContain('transition:NEEDS_REVIEW');
       expect(callsOf(orderId).map((c) => c.name)).not.toContain('enterLateReview');
-      expect(callsOf(orderId).map((c) => c.name)).not.toContain('enterLateReview');
       expect(callsOf(orderId).map((c) => c.name)).not.toContain('event:LATE_PAYMENT_REFUND_FAILED');
       expect(refundCalls(orderId)).toHaveLength(0);
       expect(scriptOf(orderId)).toMatchObject({ status, paidTradeNo: 'T-own' });

@@ -136,7 +136,12 @@ export async function probeKeys(
     }
     return probes;
   } catch (err) {
-    failed(err, orderIds.length);
+    // Told, never thrown from: the buyers go on to the full reads whatever the reporting does.
+    try {
+      failed(err, orderIds.length);
+    } catch {
+      // nothing: a failing logger must not fail a buyer's request
+    }
     return new Map();
   }
 }
