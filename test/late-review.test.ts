@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { lateReviewOf, transitionOrder } from '../src/activities/orders';
 import { enterLateReview, lateReviewTrade } from '../src/db/late-review';
+import { autoRefundNo } from '../src/contracts/order';
 import { createDb } from '../src/db/knex';
 import { appendOrderEvent } from '../src/db/order-events';
 import { TEST_ENV } from './support/env';
@@ -164,4 +165,50 @@ test('an order in review for another reason, or not in review, is no late tradeâ
   expect(await lateReviewOf(db, other)).toBeNull();
   expect(await lateReviewOf(db, await closedOrder('EXPIRED'))).toBeNull();
   expect(await lateReviewOf(db, 'no-such-order')).toBeNull();
+});
+
+test("a late review's decision closes the trade's own automatic refund reported failed (refundAmount 0 closes it), and only that one", async () => {
+  const orderId = await closedOrder('EXPIRED');
+  const failedRefund = (tradeNo: string) => ({
+    out_refund_no: autoRefundNo(orderId, tradeNo),
+    order_id: orderId,
+    out_trade_no: orderId,
+    provider: 'sandbox',
+    trade_no: tradeNo,
+    amount: 1000,
+    currency: 'CNY',
+    reason: 'payment arrived after the order was EXPIRED',
+    status: 'FAILED',
+  });
+  // The automatic refund of T-f was accepted, then reported failed: the run left the order for review.
+  await db('refunds').insert(failedRefund('T-f'));
+  await enterLateReview(db, entry(orderId, 'T-f', { status: 'EXPIRED' }));
+  const decided = {
+    orderId,
+    from: ['NEEDS_REVIEW' as const],
+    to: 'REFUNDED' as const,
+    reason: 'LATE_PAYMENT_REFUNDED',
+    event: {
+      type: 'LATE_PAYMENT_REFUNDED_BY_REVIEW',
+      message: 'ada had late payment T-f refunded (0 CNY): returned by bank transfer',
+      data: { operator: 'ada', tradeNo: 'T-f' },
+    },
+  };
+  // Refused over the failed refund before (seen failing: the review could never close with refundAmount 0).
+  await expect(transitionOrder(db, decided)).rejects.toMatchObject({ type: 'REFUND_FAILED_AT_PROVIDER' });
+  // Another trade's failed refund is not this decision's to close.
+  await db('refunds').insert(failedRefund('T-other'));
+  await expect(
+    transitionOrder(db, { ...decided, closesFailedRefunds: [autoRefundNo(orderId, 'T-f')] }),
+  ).rejects.toMatchObject({ type: 'REFUND_FAILED_AT_PROVIDER', message: expect.stringContaining('T-other') });
+  await db('refunds')
+    .where({ out_refund_no: autoRefundNo(orderId, 'T-other') })
+    .del();
+  expect(await transitionOrder(db, { ...decided, closesFailedRefunds: [autoRefundNo(orderId, 'T-f')] })).toEqual({
+    changed: true,
+    status: 'REFUNDED',
+  });
+  const settled = await db('order_events').where({ order_id: orderId, type: 'REFUND_FAILED_SETTLED_BY_REVIEW' });
+  expect(settled).toHaveLength(1);
+  expect(JSON.parse(settled[0].data)).toMatchObject({ failedOutRefundNo: autoRefundNo(orderId, 'T-f') });
 });

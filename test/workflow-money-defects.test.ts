@@ -991,6 +991,10 @@ describe('defects found by review: late payments', () => {
     ).toEqual({ status: 'REFUNDED' });
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
     expect(refundCalls(orderId).map((c) => (c.args as { amount: number }).amount)).toEqual([1000]);
+    // The decision closes the trade's automatic refund, should its provider have reported it failed.
+    expect(callsOf(orderId).find((c) => c.name === 'transition:REFUNDED')?.args).toMatchObject({
+      closesFailedRefunds: [autoRefundNo(orderId, 'T-ref')],
+    });
     expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED' });
     await replaysCleanly(late);
   });

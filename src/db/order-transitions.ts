@@ -7,7 +7,7 @@ import type { Knex } from 'knex';
 import { FailureType, businessFailure } from '../contracts/failures';
 import type { OrderStatus, PaymentEvidence } from '../contracts/order';
 import { REFUND_FAILED_REASON } from '../contracts/order-workflow';
-import type { OrderEventBatch } from './order-events';
+import { OrderEventBatch } from './order-events';
 
 export { REFUND_FAILED_REASON };
 
@@ -26,6 +26,14 @@ export interface TransitionInput {
    * by other means. Any other failed refund still does.
    */
   settlesFailedRefund?: string;
+  /**
+   * Failed refunds (our numbers) this change closes as well, when they are FAILED: a late trade's review decided
+   * (src/workflows/late-payment.ts), which settles the trade's own automatic refund the provider reported failed. Each
+   * gets its REFUND_FAILED_SETTLED_BY_REVIEW entry in this transaction, before the check that refuses a refund claim
+   * over an unsettled one (so a decision of refundAmount 0, the money returned by other means, can close the review).
+   * Unlike `settlesFailedRefund`, the order's own review is the one that ends.
+   */
+  closesFailedRefunds?: string[];
 }
 
 /** Result of transitionOrder: `changed` false means the order was already in `to` or in a status not in `from`. */
@@ -69,6 +77,7 @@ export async function transitionIn(
         data: { from: current, reason: order.status_reason, after: input.settlesFailedRefund },
       });
   }
+  if (input.closesFailedRefunds?.length) await closeFailedRefunds(trx, input, input.closesFailedRefunds);
   if (claimsRefund(input)) {
     const next = await refuseOnFailedRefund(trx, input);
     // A review settled one failed refund while another of the order's is still unsettled: the order stays in review,
@@ -137,6 +146,24 @@ function staysInReview(
   });
   events.add('ORDER_NEEDS_REVIEW', review.message, review.data);
   return { changed: false, status: current, paymentRecorded: false };
+}
+
+/** The REFUND_FAILED_SETTLED_BY_REVIEW entries of those of `refunds` that are FAILED, written now (see closesFailedRefunds). */
+async function closeFailedRefunds(trx: Knex.Transaction, input: TransitionInput, refunds: string[]): Promise<void> {
+  const failed = (await trx('refunds')
+    .where({ order_id: input.orderId, status: 'FAILED' })
+    .whereIn('out_refund_no', refunds)
+    .forShare()
+    .select('out_refund_no')) as { out_refund_no: string }[];
+  if (!failed.length) return;
+  const events = new OrderEventBatch(input.orderId);
+  for (const { out_refund_no: no } of failed)
+    events.add(
+      'REFUND_FAILED_SETTLED_BY_REVIEW',
+      `Failed refund ${no} is settled by this review's decision: ${input.event.message}`,
+      { failedOutRefundNo: no, ...input.event.data },
+    );
+  await events.write(trx);
 }
 
 /** A change that says money went back to the buyer: REFUNDED, or a late trade refunded with the order kept PAID. */

@@ -522,6 +522,10 @@ async function awaitRefundDecision(
             from: ['NEEDS_REVIEW'],
             to: back,
             reason: back === 'PAID' ? 'LATE_TRADE_REFUNDED' : 'LATE_PAYMENT_REFUNDED',
+            // The trade's automatic refund, when its provider reported it failed after accepting it: this decision
+            // settles it (with refundAmount 0 the operator states the money went back by other means), instead of
+            // the change being refused over it (REFUND_FAILED_AT_PROVIDER) and the review never closing.
+            closesFailedRefunds: [autoRefundNo(orderId, tradeNo)],
             // A closed order records the trade it refunded, as markLateRefunded does; a paid order keeps its own.
             ...(back === 'REFUNDED' && state && paidAmount !== undefined && paidAmount > 0
               ? { payment: lateTradeEvidence(input, paidAmount, currency, state) }
