@@ -487,7 +487,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         'Invalid configuration: SHOP_API_TOKEN must differ from ADMIN_TOKEN (the shop backend is not an operator)',
       );
     if (sandboxEnabled) requireProductionSecret('SANDBOX_SECRET', cleaned.SANDBOX_SECRET);
-    if (e.OUTBOX_WEBHOOK_URL) requireProductionSecret('OUTBOX_WEBHOOK_SECRET', cleaned.OUTBOX_WEBHOOK_SECRET);
+    if (e.OUTBOX_WEBHOOK_URL) {
+      requireProductionSecret('OUTBOX_WEBHOOK_SECRET', cleaned.OUTBOX_WEBHOOK_SECRET);
+      // Receipts name buyers and amounts; the signature protects them from change, not from being read.
+      if (!/^https:\/\//i.test(e.OUTBOX_WEBHOOK_URL))
+        throw new ConfigError(
+          'Invalid configuration: OUTBOX_WEBHOOK_URL must be an https URL in production (the messages name buyers and amounts)',
+        );
+    }
   }
   const temporalTls = temporalTlsFromEnv(e);
   let providers: ProvidersConfig;

@@ -204,7 +204,15 @@ test("a late review's decision closes the trade's own automatic refund reported 
   await db('refunds')
     .where({ out_refund_no: autoRefundNo(orderId, 'T-other') })
     .del();
-  expect(await transitionOrder(db, { ...decided, closesFailedRefunds: [autoRefundNo(orderId, 'T-f')] })).toEqual({
+  // A failure recorded after the decision was taken (between its refund step and this change) is not the operator's
+  // to have settled: still refused.
+  const closing = { closesFailedRefunds: [autoRefundNo(orderId, 'T-f')] };
+  await expect(
+    transitionOrder(db, { ...decided, ...closing, failedBefore: new Date(Date.now() - 60_000).toISOString() }),
+  ).rejects.toMatchObject({ type: 'REFUND_FAILED_AT_PROVIDER' });
+  expect(
+    await transitionOrder(db, { ...decided, ...closing, failedBefore: new Date(Date.now() + 1_000).toISOString() }),
+  ).toEqual({
     changed: true,
     status: 'REFUNDED',
   });

@@ -6,6 +6,8 @@
  * the shop's systems as a signed receipt and a fulfilment hand-off, each once.
  */
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Knex } from 'knex';
 import { OUTBOX_HEADERS, type OutboxDelivery } from '../src/contracts/outbox';
 import {
@@ -14,6 +16,7 @@ import {
   markDelivered,
   markFailed,
   outboxBackoffMs,
+  renewLease,
   signOutbox,
   verifyOutboxSignature,
   webhookSink,
@@ -75,6 +78,36 @@ test('a claimed message is leased: not handed out again until delivered, failed 
   expect((await row(key!))!.published_at).not.toBeNull();
 });
 
+test('a relay whose lease ran out behind slow sends neither sends the message nor cuts short the new claim', async () => {
+  const [key] = await write(1);
+  const [mine] = await claimOutbox(db, 10);
+  // This relay's batch went slowly; the lease ended and another relay claimed the message.
+  await dueNow();
+  const [theirs] = await claimOutbox(db, 10);
+  expect(theirs!.delivery.attempt).toBe(2);
+  expect(await renewLease(db, mine!.id, mine!.delivery.attempt)).toBe(false);
+  // Its failure, recorded late, leaves the other relay's lease alone.
+  const before = (await row(key!))!.next_attempt_at;
+  await markFailed(db, mine!.id, mine!.delivery.attempt, 'HTTP 500');
+  expect((await row(key!))!).toMatchObject({ next_attempt_at: before, last_error: null });
+  expect(await renewLease(db, theirs!.id, theirs!.delivery.attempt)).toBe(true);
+});
+
+test('a redirect is a failed delivery, never followed (a POST re-sent as a GET without its body)', async () => {
+  const server = createServer((request, response) => {
+    if (request.method === 'POST') response.writeHead(301, { location: '/moved' }).end();
+    else response.writeHead(200).end('a page');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  try {
+    const delivery = { id: 't:k', topic: 't', key: 'k', createdAt: new Date().toISOString(), attempt: 1, payload: {} };
+    await expect(webhookSink(`http://127.0.0.1:${port}/outbox`, 's3cret-s3cret')(delivery)).rejects.toThrow(/HTTP 301/);
+  } finally {
+    server.close();
+  }
+});
+
 test('relays claiming at the same moment never hand out the same message', async () => {
   await write(40);
   const claims = await Promise.all([claimOutbox(db, 15), claimOutbox(db, 15), claimOutbox(db, 15)]);
@@ -111,14 +144,14 @@ test('the relay delivers what is due to its sink, retries what failed, and the g
       seen.push(d);
     },
   });
-  expect(await relay.pass()).toBe(3);
+  expect(await relay.pass()).toEqual({ claimed: 3, delivered: 2, failed: 1 });
   expect(seen.map((d) => d.key).sort()).toEqual([keys[0], keys[2]].sort());
   expect((await row(keys[1]!))!).toMatchObject({ attempts: 1, last_error: 'HTTP 500', published_at: null });
   await refreshOpsGauges(db, metrics, []);
   expect((await metrics.outboxBacklog.get()).values[0]!.value).toBe(1);
   refuse = false;
   await dueNow();
-  expect(await relay.pass()).toBe(1);
+  expect(await relay.pass()).toEqual({ claimed: 1, delivered: 1, failed: 0 });
   expect(seen.at(-1)).toMatchObject({ key: keys[1], attempt: 2 });
   await refreshOpsGauges(db, metrics, []);
   expect((await metrics.outboxBacklog.get()).values[0]!.value).toBe(0);

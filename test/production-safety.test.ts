@@ -81,6 +81,15 @@ describe('production mode refuses what only development may have', () => {
       /^Invalid configuration: OUTBOX_WEBHOOK_SECRET is a published default/,
     ],
     [
+      'OUTBOX_WEBHOOK_URL over plain HTTP',
+      {
+        ...PROD,
+        OUTBOX_WEBHOOK_URL: 'http://shop.example.com/payflow-outbox',
+        OUTBOX_WEBHOOK_SECRET: STRONG('outbox'),
+      },
+      /^Invalid configuration: OUTBOX_WEBHOOK_URL must be an https URL in production/,
+    ],
+    [
       'SHOP_API_TOKEN short',
       { ...PROD, SHOP_API_TOKEN: 'abcdefghijk' },
       /^Invalid configuration: SHOP_API_TOKEN is too short/,

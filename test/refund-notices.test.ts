@@ -19,6 +19,7 @@ import {
   failedRefundReviewWorkflowId,
   orderWorkflowId,
   reviewDecisionUpdate,
+  reviewRefundNo,
 } from '../src/contracts/order';
 import { chinaRfc3339 } from '../src/providers/http';
 import type { PaymentProvider } from '../src/providers/types';
@@ -620,6 +621,27 @@ test('a review refund whose row an earlier attempt wrote is not sent again once 
   await sys.db('refunds').where({ out_refund_no: retry.outRefundNo }).update({ status: 'SUCCEEDED' });
   await refundPayment(sys.db, { wechat: recordingWechat(sent) }, retry);
   expect(sent).toEqual([retry.outRefundNo]);
+});
+
+test("a success notice after a late trade's review refunded the trade under its own number names that refund: the buyer may have been paid twice", async () => {
+  const seeded = await seedFailedRefund();
+  const rv = reviewRefundNo(seeded.orderId, seeded.tradeNo, seeded.amount);
+  await sys.db('refunds').insert({
+    out_refund_no: rv,
+    order_id: seeded.orderId,
+    out_trade_no: seeded.orderId,
+    provider: 'wechat',
+    trade_no: seeded.tradeNo,
+    amount: seeded.amount,
+    currency: 'CNY',
+    reason: 'review refund by ada',
+    status: 'SUCCEEDED',
+  });
+  expect(await deliver(seededRefundNotification('REFUND.SUCCESS', seeded))).toEqual({ status: 204, body: '' });
+  const entry = (await snapshot(seeded.orderId)).events.find(
+    (e: { type: string }) => e.type === 'REFUND_SUCCEEDED_AFTER_FAILURE',
+  );
+  expect(JSON.parse(entry.data)).toMatchObject({ retryRefunds: [rv] });
 });
 
 test('a success notice being recorded while the review refund step checks is waited for and seen (the step reads after the lock, not from an older snapshot)', async () => {

@@ -991,9 +991,12 @@ describe('defects found by review: late payments', () => {
     ).toEqual({ status: 'REFUNDED' });
     expect(await late.result()).toMatchObject({ outcome: 'REFUNDED' });
     expect(refundCalls(orderId).map((c) => (c.args as { amount: number }).amount)).toEqual([1000]);
-    // The decision closes the trade's automatic refund, should its provider have reported it failed.
+    // The named amount replaces the trade's automatic refund, should its provider have reported it failed: refused if
+    // that one was then reported succeeded, and closed by the decision if it failed before it.
+    expect(refundCalls(orderId)[0]!.args).toMatchObject({ retriesFailedRefund: autoRefundNo(orderId, 'T-ref') });
     expect(callsOf(orderId).find((c) => c.name === 'transition:REFUNDED')?.args).toMatchObject({
       closesFailedRefunds: [autoRefundNo(orderId, 'T-ref')],
+      failedBefore: expect.any(String),
     });
     expect(scriptOf(orderId)).toMatchObject({ status: 'REFUNDED' });
     await replaysCleanly(late);

@@ -104,13 +104,29 @@ export async function markDelivered(db: Knex, id: number): Promise<boolean> {
   return n === 1;
 }
 
-/** Records a failed delivery: the message is due again after its backoff. */
+/**
+ * Records a failed delivery: the message is due again after its backoff. Only while the claim is still this one (its
+ * attempt number): a relay whose lease ran out must not cut short the lease of the relay that claimed it since.
+ */
 export async function markFailed(db: Knex, id: number, attempt: number, error: string): Promise<void> {
   const [sql, bindings] = afterMs(outboxBackoffMs(attempt));
   await db('outbox')
-    .where({ id })
+    .where({ id, attempts: attempt })
     .whereNull('published_at')
     .update({ next_attempt_at: db.raw(sql, bindings), last_error: error.slice(0, 500) });
+}
+
+/**
+ * Renews the lease of a claimed message just before it is sent; false when the claim is no longer this one (its lease
+ * ran out while the batch went slowly and another relay claimed it, or it was delivered): then it is not sent.
+ */
+export async function renewLease(db: Knex, id: number, attempt: number, leaseMs = OUTBOX_LEASE_MS): Promise<boolean> {
+  const [sql, bindings] = afterMs(leaseMs);
+  const n = await db('outbox')
+    .where({ id, attempts: attempt })
+    .whereNull('published_at')
+    .update({ next_attempt_at: db.raw(sql, bindings) });
+  return n === 1;
 }
 
 /** Delivers one message; throws when it was not delivered (a non-2xx answer, a timeout, a refused connection). */
@@ -122,6 +138,9 @@ export function webhookSink(url: string, secret: string, timeoutMs = OUTBOX_DELI
     const body = JSON.stringify(delivery);
     const response = await fetch(url, {
       method: 'POST',
+      // A redirect is a failure, never followed: fetch would re-send a 301/302/303 as a GET without the body, and a 2xx
+      // to that would mark a message delivered that never arrived.
+      redirect: 'manual',
       headers: {
         'content-type': 'application/json',
         [OUTBOX_HEADERS.messageId]: delivery.id,
@@ -150,69 +169,107 @@ export interface OutboxRelayOptions {
   concurrency?: number;
 }
 
-/** Runs passes until stopped: back to back while messages are due, every `intervalMs` when none are. */
+/** What one pass did. */
+export interface RelayPass {
+  claimed: number;
+  delivered: number;
+  failed: number;
+}
+
+/** The longest the relay waits between passes while every delivery fails (the receiver is down). */
+const MAX_IDLE_MS = 60_000;
+
+/**
+ * Runs passes until stopped: back to back while messages are delivered, every `intervalMs` when none are due, and,
+ * while every delivery fails, waits that double up to a minute.
+ */
 export class OutboxRelay {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<number> | undefined;
-  private stopped = true;
+  private running: Promise<RelayPass> | undefined;
+  /** Set by stop(): no new pass, no new send. */
+  private stopping = false;
+  private idleMs: number;
 
-  constructor(private readonly options: OutboxRelayOptions) {}
+  constructor(private readonly options: OutboxRelayOptions) {
+    this.idleMs = options.intervalMs;
+  }
 
   start(): void {
-    this.stopped = false;
+    this.stopping = false;
     this.schedule(0);
   }
 
-  /** Stops looking; a pass in progress finishes its deliveries (each bounded by its timeout). */
+  /**
+   * Stops looking; sends in flight finish (each bounded by its timeout), claimed messages not yet sent are left to their
+   * lease (another relay, or this one after a restart, sends them when it ends).
+   */
   async stop(): Promise<void> {
-    this.stopped = true;
+    this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running;
   }
 
   private schedule(ms: number): void {
-    if (this.stopped) return;
+    if (this.stopping) return;
     this.timer = setTimeout(() => {
-      void this.pass().then((claimed) => this.schedule(claimed ? 0 : this.options.intervalMs));
+      void this.pass().then((done) => {
+        const { intervalMs } = this.options;
+        if (done.delivered > 0) this.idleMs = intervalMs;
+        else if (done.failed > 0) this.idleMs = Math.min(Math.max(this.idleMs * 2, intervalMs), MAX_IDLE_MS);
+        else this.idleMs = intervalMs;
+        this.schedule(done.delivered > 0 ? 0 : this.idleMs);
+      });
     }, ms);
     this.timer.unref();
   }
 
-  /** One pass: claims due messages and delivers them; returns how many it claimed. Overlapping calls share one pass. */
-  pass(): Promise<number> {
+  /** One pass: claims due messages and delivers them. Overlapping calls share one pass. */
+  pass(): Promise<RelayPass> {
     this.running ??= this.deliverDue()
       .catch((err: unknown) => {
         this.options.logger.warn({ err }, 'outbox relay pass failed; will retry');
-        return 0;
+        return { claimed: 0, delivered: 0, failed: 1 };
       })
       .finally(() => (this.running = undefined));
     return this.running;
   }
 
-  private async deliverDue(): Promise<number> {
+  private async deliverDue(): Promise<RelayPass> {
     const { db, sink, logger, metrics } = this.options;
     const claimed = await claimOutbox(db, this.options.batchSize ?? 50);
     const queue = [...claimed];
+    const done: RelayPass = { claimed: claimed.length, delivered: 0, failed: 0 };
+    const deliverOne = async (m: ClaimedMessage) => {
+      const { topic } = m.delivery;
+      // The batch's lease may have run out behind slow sends: renewed, or left to the relay that holds it now.
+      if (!(await renewLease(db, m.id, m.delivery.attempt))) return;
+      try {
+        await sink(m.delivery);
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        done.failed++;
+        metrics?.outboxDeliveryFailures.inc({ topic });
+        logger.warn(
+          { messageId: m.delivery.id, attempt: m.delivery.attempt, err: message },
+          'outbox message not delivered; will retry',
+        );
+        await markFailed(db, m.id, m.delivery.attempt, message);
+        return;
+      }
+      done.delivered++;
+      metrics?.outboxDelivered.inc({ topic });
+      await markDelivered(db, m.id);
+    };
     const worker = async () => {
-      for (let m = queue.shift(); m; m = queue.shift()) {
-        const { topic } = m.delivery;
-        try {
-          await sink(m.delivery);
-        } catch (err) {
-          const message = err instanceof Error ? err.message : String(err);
-          metrics?.outboxDeliveryFailures.inc({ topic });
-          logger.warn(
-            { messageId: m.delivery.id, attempt: m.delivery.attempt, err: message },
-            'outbox message not delivered; will retry',
-          );
-          await markFailed(db, m.id, m.delivery.attempt, message);
-          continue;
-        }
-        metrics?.outboxDelivered.inc({ topic });
-        await markDelivered(db, m.id);
+      for (let m = queue.shift(); m && !this.stopping; m = queue.shift()) {
+        // A database fault on one message leaves it to its lease; the others go on.
+        await deliverOne(m).catch((err: unknown) => {
+          done.failed++;
+          logger.warn({ err, messageId: m?.delivery.id }, 'outbox delivery bookkeeping failed; left to its lease');
+        });
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.options.concurrency ?? 4, queue.length) }, worker));
-    return claimed.length;
+    return done;
   }
 }

@@ -4,15 +4,17 @@
  *
  * `POST <OUTBOX_WEBHOOK_URL>`, body `OutboxDelivery` as JSON, headers:
  * - `Payflow-Message-Id`: the message's id, `<topic>:<key>`: the same on every redelivery. Delivery is at least once
- *   (a relay that dies after the receiver answered delivers again): the receiver deduplicates by this id.
+ *   (a relay that dies after the receiver answered delivers again): the receiver deduplicates by the body's `id`,
+ *   which the signature covers (this header, which it does not, is for logs and routing).
  * - `Payflow-Topic`: the topic.
  * - `Payflow-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" keyed by OUTBOX_WEBHOOK_SECRET>`.
  *   The receiver recomputes it over the raw body, compares in constant time, and refuses a `t` more than five
  *   minutes away from its clock (a replayed request).
  *
  * Any 2xx answer means delivered; anything else, or no answer within ten seconds, is retried with backoff (5 s, then
- * doubling, at most 10 min apart), for as long as it takes. Messages of one key may arrive out of order across topics
- * (a receipt is written at PAID, the fulfilment hand-off 30 minutes later, so in practice they do not).
+ * doubling, at most 10 min apart), for as long as it takes. A 3xx is a failure, never followed. No order is promised
+ * between messages: a receipt and a hand-off written together (no cooling-off window) are sent side by side, and a
+ * backlog drains in any order; each message stands on its own.
  */
 
 /** Topic of payment receipts (one per PAID order; key: the order id). */

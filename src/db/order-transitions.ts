@@ -34,6 +34,8 @@ export interface TransitionInput {
    * Unlike `settlesFailedRefund`, the order's own review is the one that ends.
    */
   closesFailedRefunds?: string[];
+  /** With closesFailedRefunds: only refunds marked FAILED at or before this time (ISO 8601) are closed. */
+  failedBefore?: string;
 }
 
 /** Result of transitionOrder: `changed` false means the order was already in `to` or in a status not in `from`. */
@@ -153,6 +155,9 @@ async function closeFailedRefunds(trx: Knex.Transaction, input: TransitionInput,
   const failed = (await trx('refunds')
     .where({ order_id: input.orderId, status: 'FAILED' })
     .whereIn('out_refund_no', refunds)
+    .modify((q) => {
+      if (input.failedBefore) q.where('updated_at', '<=', new Date(input.failedBefore));
+    })
     .forShare()
     .select('out_refund_no')) as { out_refund_no: string }[];
   if (!failed.length) return;
@@ -161,7 +166,7 @@ async function closeFailedRefunds(trx: Knex.Transaction, input: TransitionInput,
     events.add(
       'REFUND_FAILED_SETTLED_BY_REVIEW',
       `Failed refund ${no} is settled by this review's decision: ${input.event.message}`,
-      { failedOutRefundNo: no, ...input.event.data },
+      { ...input.event.data, failedOutRefundNo: no },
     );
   await events.write(trx);
 }

@@ -130,11 +130,16 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
     const recorded = await successAfterFailureRecorded(trx, orderId, no);
     if (!recorded) {
       // A review's refund of this failed refund already recorded (src/activities/payments.ts recordRetryOfFailed, under
-      // the lock this transaction holds): it may have reached the provider, and the buyer may have been paid twice.
+      // the lock this transaction holds; or a late trade's review refund of the same trade): it may have reached the provider, and the buyer may have been paid twice.
       const retries = (
         (await trx('refunds')
           .where({ order_id: orderId })
-          .andWhere('out_refund_no', 'like', failedRefundRetryPattern(no))
+          .andWhere((q) =>
+            q
+              .where('out_refund_no', 'like', failedRefundRetryPattern(no))
+              // A late trade's review refunds under its own `rv` number when the trade's automatic refund failed.
+              .orWhere((rv) => rv.where('out_refund_no', 'like', 'rv%').andWhere('trade_no', refund.trade_no ?? '')),
+          )
           .whereIn('status', ['PENDING', 'SUCCEEDED'])
           .forShare()
           .select('out_refund_no')) as { out_refund_no: string }[]

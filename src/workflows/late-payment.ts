@@ -328,7 +328,15 @@ async function refundOrReview(
  * Refunds the late trade under its stable refund number (an operator's named amount under its own), so no retry or
  * second decision refunds twice.
  */
-function refundTrade(input: LatePaymentInput, amount: number, currency: string, reason: string, outRefundNo?: string) {
+function refundTrade(
+  input: LatePaymentInput,
+  amount: number,
+  currency: string,
+  reason: string,
+  outRefundNo?: string,
+  /** The failed refund this one pays again: refused if its provider has since reported it succeeded. */
+  retriesFailedRefund?: string,
+) {
   return acts.refundPayment({
     orderId: input.outTradeNo,
     provider: input.provider,
@@ -337,6 +345,7 @@ function refundTrade(input: LatePaymentInput, amount: number, currency: string, 
     amount,
     currency,
     reason,
+    ...(retriesFailedRefund ? { retriesFailedRefund } : {}),
   });
 }
 
@@ -484,6 +493,7 @@ async function awaitRefundDecision(
     setCurrentDetails(`late payment ${tradeNo} not refunded (${why}); waiting for an operator's refund decision`);
     await condition(() => decision !== undefined);
     const d = decision!;
+    const decidedAt = new Date().toISOString();
     if (d.decision === 'approve' && keepable) {
       const kept = await keepAsPayingTrade(input, order, keepable, d);
       status = 'PAID';
@@ -503,6 +513,9 @@ async function awaitRefundDecision(
       // is) is refunded under a number of its own: the trade's own number may belong to a refund the provider failed.
       const named = d.refundAmount;
       const amount = named ?? paidAmount;
+      // The trade's automatic refund (its stable number), which a named amount replaces when the provider reported it
+      // failed (only a failure recorded before the decision, `decidedAt`, is settled by it).
+      const automatic = autoRefundNo(orderId, tradeNo);
       if (amount !== undefined && (amount > 0 || named === 0)) {
         const currency = state?.currency ?? order.currency;
         await CancellationScope.nonCancellable(async () => {
@@ -513,6 +526,8 @@ async function awaitRefundDecision(
               currency,
               `review refund by ${d.operator}: ${d.reason}`.slice(0, 255),
               named === undefined ? undefined : reviewRefundNo(orderId, tradeNo, amount),
+              // Refused if the automatic refund failed and was then reported succeeded (a WeChat resubmission).
+              named === undefined ? undefined : automatic,
             );
           // A PAID order keeps its status when another trade paid it; refunding the very trade that paid it (a review
           // of the order's own trade) leaves it REFUNDED, never PAID by nobody.
@@ -525,7 +540,9 @@ async function awaitRefundDecision(
             // The trade's automatic refund, when its provider reported it failed after accepting it: this decision
             // settles it (with refundAmount 0 the operator states the money went back by other means), instead of
             // the change being refused over it (REFUND_FAILED_AT_PROVIDER) and the review never closing.
-            closesFailedRefunds: [autoRefundNo(orderId, tradeNo)],
+            // Only with a named amount (without one the step above refunds under that very number), and only a failure
+            // recorded before the decision: one reported between the refund step and this change still refuses it.
+            ...(named === undefined ? {} : { closesFailedRefunds: [automatic], failedBefore: decidedAt }),
             // A closed order records the trade it refunded, as markLateRefunded does; a paid order keeps its own.
             ...(back === 'REFUNDED' && state && paidAmount !== undefined && paidAmount > 0
               ? { payment: lateTradeEvidence(input, paidAmount, currency, state) }

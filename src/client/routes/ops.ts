@@ -279,10 +279,12 @@ export async function refreshOpsGauges(
   // Undelivered outbox messages (the index on published_at, id finds them), and how long the oldest has waited: a relay
   // that is off, or a receiver that keeps failing, shows here (alert PayflowOutboxStalled).
   const [[outbox]] = (await db.raw(
-    'SELECT COUNT(*) AS n, TIMESTAMPDIFF(SECOND, MIN(created_at), NOW(3)) AS oldest FROM outbox WHERE published_at IS NULL',
+    `SELECT (SELECT COUNT(*) FROM outbox WHERE published_at IS NULL) AS n,
+            (SELECT TIMESTAMPDIFF(SECOND, created_at, NOW(3)) FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1)
+              AS oldest`,
   )) as [[{ n: number | string; oldest: number | string | null }]];
   metrics.outboxBacklog.set(Number(outbox.n));
-  metrics.outboxOldestUnpublished.set(Number(outbox.oldest ?? 0));
+  metrics.outboxOldestUnpublished.set(Math.max(0, Number(outbox.oldest ?? 0)));
   if (client) {
     const stuck = await withTemporalDeadline(client, callTimeoutMs, () =>
       client.workflow.count(
