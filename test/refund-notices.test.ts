@@ -543,6 +543,33 @@ test('REFUND.SUCCESS after ABNORMAL (the refund resubmitted under its number) is
   expect((await snapshot(seeded.orderId)).payment).toEqual({ status: 'REFUNDED', trade_no: seeded.tradeNo });
 });
 
+/** A refund of the seeded order's trade recorded by a review (its row, as refundPayment writes it). */
+async function refundRow(
+  seeded: { orderId: string; tradeNo: string; amount: number },
+  outRefundNo: string,
+  status: 'PENDING' | 'SUCCEEDED',
+) {
+  await sys.db('refunds').insert({
+    out_refund_no: outRefundNo,
+    order_id: seeded.orderId,
+    out_trade_no: seeded.orderId,
+    provider: 'wechat',
+    trade_no: seeded.tradeNo,
+    amount: seeded.amount,
+    currency: 'CNY',
+    reason: 'a review refund',
+    status,
+  });
+}
+
+/** WeChat reports the seeded failed refund succeeded (a resubmission): the timeline entry that records it. */
+async function successAfterFailure(seeded: Parameters<typeof seededRefundNotification>[1]) {
+  expect(await deliver(seededRefundNotification('REFUND.SUCCESS', seeded))).toEqual({ status: 204, body: '' });
+  return (await snapshot(seeded.orderId)).events.find(
+    (e: { type: string }) => e.type === 'REFUND_SUCCEEDED_AFTER_FAILURE',
+  );
+}
+
 /** A stand-in for WeChat's refund API that records what it was sent. */
 function recordingWechat(sent: string[]): PaymentProvider {
   return {
@@ -593,22 +620,9 @@ test('a review refund whose row an earlier attempt wrote is not sent again once 
   const sent: string[] = [];
   const retry = reviewRetry(seeded);
   // An earlier attempt recorded the refund PENDING (WeChat refused it, or the call timed out), then the success came.
-  await sys.db('refunds').insert({
-    out_refund_no: retry.outRefundNo,
-    order_id: seeded.orderId,
-    out_trade_no: seeded.orderId,
-    provider: 'wechat',
-    trade_no: seeded.tradeNo,
-    amount: seeded.amount,
-    currency: 'CNY',
-    reason: 'an earlier attempt',
-    status: 'PENDING',
-  });
-  expect(await deliver(seededRefundNotification('REFUND.SUCCESS', seeded))).toEqual({ status: 204, body: '' });
+  await refundRow(seeded, retry.outRefundNo, 'PENDING');
   // The success names the review's refund already recorded: the buyer may have been paid twice.
-  const entry = (await snapshot(seeded.orderId)).events.find(
-    (e: { type: string }) => e.type === 'REFUND_SUCCEEDED_AFTER_FAILURE',
-  );
+  const entry = await successAfterFailure(seeded);
   expect(entry.message).toMatch(/may have been paid twice/);
   expect(JSON.parse(entry.data)).toMatchObject({ retryRefunds: [retry.outRefundNo] });
   // Sent before the fix: the row's existence skipped the check.
@@ -626,21 +640,8 @@ test('a review refund whose row an earlier attempt wrote is not sent again once 
 test("a success notice after a late trade's review refunded the trade under its own number names that refund: the buyer may have been paid twice", async () => {
   const seeded = await seedFailedRefund();
   const rv = reviewRefundNo(seeded.orderId, seeded.tradeNo, seeded.amount);
-  await sys.db('refunds').insert({
-    out_refund_no: rv,
-    order_id: seeded.orderId,
-    out_trade_no: seeded.orderId,
-    provider: 'wechat',
-    trade_no: seeded.tradeNo,
-    amount: seeded.amount,
-    currency: 'CNY',
-    reason: 'review refund by ada',
-    status: 'SUCCEEDED',
-  });
-  expect(await deliver(seededRefundNotification('REFUND.SUCCESS', seeded))).toEqual({ status: 204, body: '' });
-  const entry = (await snapshot(seeded.orderId)).events.find(
-    (e: { type: string }) => e.type === 'REFUND_SUCCEEDED_AFTER_FAILURE',
-  );
+  await refundRow(seeded, rv, 'SUCCEEDED');
+  const entry = await successAfterFailure(seeded);
   expect(JSON.parse(entry.data)).toMatchObject({ retryRefunds: [rv] });
 });
 
