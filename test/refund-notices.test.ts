@@ -645,6 +645,19 @@ test("a success notice after a late trade's review refunded the trade under its 
   expect(JSON.parse(entry.data)).toMatchObject({ retryRefunds: [rv] });
 });
 
+test('an rv refund of the trade made before the automatic refund (a decision WeChat refused) raises no alarm of a double payment', async () => {
+  const seeded = await seedFailedRefund();
+  const rv = reviewRefundNo(seeded.orderId, seeded.tradeNo, seeded.amount - 1);
+  await refundRow(seeded, rv, 'PENDING');
+  await sys
+    .db('refunds')
+    .where({ out_refund_no: rv })
+    .update({ created_at: new Date(Date.now() - 86_400_000) });
+  const entry = await successAfterFailure(seeded);
+  expect(entry.message).not.toMatch(/paid twice/);
+  expect(JSON.parse(entry.data).retryRefunds).toBeUndefined();
+});
+
 test('a success notice being recorded while the review refund step checks is waited for and seen (the step reads after the lock, not from an older snapshot)', async () => {
   const seeded = await seedFailedRefund();
   const sent: string[] = [];

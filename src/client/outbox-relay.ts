@@ -54,7 +54,11 @@ async function claimIn(trx: Knex.Transaction, limit: number, leaseMs: number): P
   const rows = (await trx('outbox')
     .whereNull('published_at')
     .andWhere((q) => q.whereNull('next_attempt_at').orWhere('next_attempt_at', '<=', trx.raw('NOW(3)')))
-    .orderBy('id')
+    // In the order of ix_outbox_due (never tried first, then by when due): no sort, and the scan stops at `limit`.
+    .orderBy([
+      { column: 'next_attempt_at', order: 'asc' },
+      { column: 'id', order: 'asc' },
+    ])
     .limit(limit)
     .forUpdate()
     .skipLocked()
@@ -152,7 +156,12 @@ export function webhookSink(url: string, secret: string, timeoutMs = OUTBOX_DELI
     });
     // The body is not needed; reading it frees the connection.
     const text = await response.text().catch(() => '');
-    if (!response.ok) throw new Error(`HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ''}`);
+    if (!response.ok) {
+      const moved = response.headers.get('location');
+      throw new Error(
+        `HTTP ${response.status}${moved ? ` (redirect to ${moved.slice(0, 200)}: not followed)` : ''}${text ? `: ${text.slice(0, 200)}` : ''}`,
+      );
+    }
   };
 }
 

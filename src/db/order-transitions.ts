@@ -152,14 +152,22 @@ function staysInReview(
 
 /** The REFUND_FAILED_SETTLED_BY_REVIEW entries of those of `refunds` that are FAILED, written now (see closesFailedRefunds). */
 async function closeFailedRefunds(trx: Knex.Transaction, input: TransitionInput, refunds: string[]): Promise<void> {
-  const failed = (await trx('refunds')
-    .where({ order_id: input.orderId, status: 'FAILED' })
-    .whereIn('out_refund_no', refunds)
+  const failed = (await trx('refunds as f')
+    .where({ 'f.order_id': input.orderId, 'f.status': 'FAILED' })
+    .whereIn('f.out_refund_no', refunds)
+    // Not one already settled (by the failed refund's own review): its entry is written once.
+    .whereNotExists(
+      trx('order_events as e')
+        .whereRaw('e.order_id = f.order_id')
+        .where('e.type', 'REFUND_FAILED_SETTLED_BY_REVIEW')
+        .whereRaw("JSON_UNQUOTE(JSON_EXTRACT(e.data, '$.failedOutRefundNo')) = f.out_refund_no")
+        .select(trx.raw('1')),
+    )
     .modify((q) => {
-      if (input.failedBefore) q.where('updated_at', '<=', new Date(input.failedBefore));
+      if (input.failedBefore) q.where('f.updated_at', '<=', new Date(input.failedBefore));
     })
     .forShare()
-    .select('out_refund_no')) as { out_refund_no: string }[];
+    .select('f.out_refund_no')) as { out_refund_no: string }[];
   if (!failed.length) return;
   const events = new OrderEventBatch(input.orderId);
   for (const { out_refund_no: no } of failed)

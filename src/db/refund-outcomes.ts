@@ -93,7 +93,17 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
   const refund = (await trx('refunds')
     .where({ out_refund_no: no })
     .forUpdate()
-    .first('order_id', 'out_trade_no', 'provider', 'trade_no', 'status', 'amount', 'currency', 'refund_no')) as
+    .first(
+      'order_id',
+      'out_trade_no',
+      'provider',
+      'trade_no',
+      'status',
+      'amount',
+      'currency',
+      'refund_no',
+      'created_at',
+    )) as
     | {
         order_id: string;
         out_trade_no: string;
@@ -103,6 +113,7 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
         amount: number | string;
         currency: string;
         refund_no: string | null;
+        created_at: Date;
       }
     | undefined;
   if (!refund) return { outcome: 'UNKNOWN_REFUND' };
@@ -137,8 +148,18 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
           .andWhere((q) =>
             q
               .where('out_refund_no', 'like', failedRefundRetryPattern(no))
-              // A late trade's review refunds under its own `rv` number when the trade's automatic refund failed.
-              .orWhere((rv) => rv.where('out_refund_no', 'like', 'rv%').andWhere('trade_no', refund.trade_no ?? '')),
+              // A late trade's review refunds under its own `rv` number when the trade's automatic refund failed: one
+              // made after this refund (an `rv` refund from before it, a refused decision's, paid nothing twice).
+              .orWhere((rv) =>
+                rv
+                  .where('out_refund_no', 'like', 'rv%')
+                  .andWhere('trade_no', refund.trade_no ?? '')
+                  .andWhere((after) =>
+                    after
+                      .where('created_at', '>', refund.created_at)
+                      .orWhere((tie) => tie.where('created_at', refund.created_at).andWhere('out_refund_no', '>', no)),
+                  ),
+              ),
           )
           .whereIn('status', ['PENDING', 'SUCCEEDED'])
           .forShare()

@@ -541,7 +541,9 @@ async function awaitRefundDecision(
             // settles it (with refundAmount 0 the operator states the money went back by other means), instead of
             // the change being refused over it (REFUND_FAILED_AT_PROVIDER) and the review never closing.
             // Only with a named amount (without one the step above refunds under that very number), and only a failure
-            // recorded before the decision: one reported between the refund step and this change still refuses it.
+            // recorded before the decision (`decidedAt`, the workflow's clock against MySQL's: a skew refuses, never
+            // settles, and the next decision goes through). With refundAmount 0 a failure reported between the decision
+            // and this change still refuses it; with an amount, the `rv` refund made in between settles it anyway.
             ...(named === undefined ? {} : { closesFailedRefunds: [automatic], failedBefore: decidedAt }),
             // A closed order records the trade it refunded, as markLateRefunded does; a paid order keeps its own.
             ...(back === 'REFUNDED' && state && paidAmount !== undefined && paidAmount > 0
