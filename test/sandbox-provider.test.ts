@@ -287,6 +287,15 @@ describe('merchant API', () => {
     expect(paid.status).toBe('SUCCESS');
     await waitUntil(() => merchant.received.length === 1);
     expect(merchant.received[0]!.notification.data.outTradeNo).toBe(outTradeNo);
+    // The soak's oracle: money taken on a closed trade is never the order's to keep.
+    expect((await call('GET', `/_control/payments/${outTradeNo}`)).json).toMatchObject({
+      status: 'SUCCESS',
+      paidAfterClose: true,
+    });
+    const open = await createPayment();
+    await payFor(open.outTradeNo);
+    expect((await call('GET', `/_control/payments/${open.outTradeNo}`)).json).toMatchObject({ paidAfterClose: false });
+    expect((await call('GET', '/_control/payments/no-such-order')).status).toBe(404);
   });
 
   test('acceptPaymentAfterClose stops at the provider-side expiry; only acceptPaymentAfterExpiry takes money later', async () => {

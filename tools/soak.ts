@@ -702,8 +702,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       }[]
     ).map((r) => [r.order_id, r.status]),
   );
+  // Proof for every PAID order that its money was taken on an open trade: a payment the sandbox took after our close
+  // is money for a closed order, which must be given back (payAfterDeadline accepts PAID only for one that landed
+  // before the close; before, the soak took PAID on the workflow's word).
+  const paidAfterClose = new Set<string>();
+  for (const o of outcomes) {
+    if (finals.get(o.orderId) !== 'PAID') continue;
+    const { status, body } = await httpJson(`${sandbox}/_control/payments/${encodeURIComponent(o.orderId)}`);
+    if (status === 200 && (body as { paidAfterClose?: boolean }).paidAfterClose) paidAfterClose.add(o.orderId);
+  }
   const unexpectedOutcomes = outcomes.flatMap((o) => {
     const status = finals.get(o.orderId) ?? 'no order row';
+    if (paidAfterClose.has(o.orderId))
+      return [`${o.orderId} (${o.behaviour}): PAID, but the sandbox took its payment after our close of the trade`];
     const expected = expectedStatuses(o);
     if (expected.includes(status)) return [];
     const error = (o.action?.body as { error?: string } | undefined)?.error;

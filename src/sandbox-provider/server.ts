@@ -223,6 +223,19 @@ function registerControl(app: FastifyInstance, ctx: Context): void {
     const { id } = parse(NotificationParams, request.params, 'path');
     return ctx.delivery.redeliver(id);
   });
+  // What a test's oracle needs beyond the merchant API: whether the buyer paid a trade the merchant had closed already
+  // (money that must be given back: the order can never end PAID on it).
+  app.get('/_control/payments/:outTradeNo', async (request) => {
+    const { outTradeNo } = parse(OutTradeNoParams, request.params, 'path');
+    const payment = ctx.ledger.find(outTradeNo);
+    if (!payment) throw new SandboxApiError(404, SandboxLocalErrorCode.NOT_FOUND, `No payment ${outTradeNo}`);
+    return {
+      outTradeNo,
+      status: payment.status,
+      paidAt: payment.paidAt?.toISOString() ?? null,
+      paidAfterClose: payment.paidAt !== null && payment.statusBeforePaid === 'CLOSED',
+    };
+  });
 }
 
 function latePayments(ctx: Context): LatePayments {
