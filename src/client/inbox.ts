@@ -13,11 +13,13 @@ import { OrderProviderCache, routePaymentNotification } from '../temporal/route-
 import type { Metrics } from './metrics';
 
 /**
- * How long a claimed row is leased to one processor before another may retry it: routing makes at most two Temporal
- * calls, each under its deadline, so a lease of two deadlines and a margin is never cut short by a live processor, and
- * a row claimed by a process that died is retried soon after (15 s by default).
+ * How long a claimed row is leased to one processor before another may retry it: routing makes at most five Temporal
+ * calls (a late payment's: the signal, a start, a describe, its result, a start again), each under its deadline, and
+ * database reads that may wait up to 10 s for a pooled connection; so a lease of five deadlines and 15 s is not cut
+ * short by a live processor (another replica routing the same row meanwhile costs Temporal calls, nothing else: every
+ * effect is deduplicated), and a row claimed by a process that died is retried after it (40 s by default).
  */
-const leaseMs = (callTimeoutMs: number) => 2 * callTimeoutMs + 5_000;
+const leaseMs = (callTimeoutMs: number) => 5 * callTimeoutMs + 15_000;
 const MAX_BACKOFF_MS = 5 * 60_000;
 /** Ids waiting in memory for a routing slot; beyond this the sweep finds them in MySQL instead. */
 const MAX_QUEUED = 10_000;
