@@ -409,3 +409,31 @@ describe('a refund the provider reported failed', () => {
     expect(await activities.transitionOrder(toRefunded(orderId))).toMatchObject({ changed: true, status: 'REFUNDED' });
   });
 });
+
+test('a payment whose amount and currency the provider did not report goes to review with them unknown, not stuck on the columns', async () => {
+  // A query that found the trade paid but reported no amount (evidenceFromProvider: -1, 'unknown'): the order goes to
+  // review for the mismatch. Before, the payments row refused -1 in its unsigned column on every retry, and the order
+  // stayed AWAITING_PAYMENT, paid, for good (seen failing: out of range).
+  const { input } = await placeAwaitingPayment();
+  const done = await activities.transitionOrder({
+    orderId: input.orderId,
+    from: ['AWAITING_PAYMENT'],
+    to: 'NEEDS_REVIEW',
+    reason: 'AMOUNT_MISMATCH',
+    payment: {
+      source: 'query',
+      tradeNo: 'T-unreported',
+      amount: -1,
+      currency: 'unknown',
+      merchantId: 'unknown',
+      paidAt: new Date().toISOString(),
+    },
+    event: { type: 'ORDER_NEEDS_REVIEW', message: 'Payment does not match the order' },
+  });
+  expect(done).toEqual({ changed: true, status: 'NEEDS_REVIEW' });
+  expect(
+    await db('payments')
+      .where({ out_trade_no: input.orderId })
+      .first('status', 'trade_no', 'paid_amount', 'paid_currency'),
+  ).toEqual({ status: 'PAID', trade_no: 'T-unreported', paid_amount: null, paid_currency: null });
+});

@@ -108,14 +108,18 @@ export async function transitionIn(
       .update({ status: 'REFUNDED', updated_at: trx.fn.now(3) });
   let paymentRecorded = false;
   if (input.payment) {
+    // A provider that did not report the amount or currency (evidence from a query: -1, 'unknown') leaves them unknown
+    // here too: written as they are, they broke the columns' types on every retry, and the order, paid, never moved.
+    const { amount, currency } = input.payment;
+    const known = Number.isSafeInteger(amount) && amount >= 0 && /^[A-Z]{3}$/.test(currency);
     const paid = await trx('payments')
       .where({ out_trade_no: input.orderId })
       .whereIn('status', ['PENDING', 'CLOSED', 'PAID'])
       .update({
         status: 'PAID',
         trade_no: input.payment.tradeNo,
-        paid_amount: input.payment.amount,
-        paid_currency: input.payment.currency,
+        paid_amount: known ? amount : null,
+        paid_currency: known ? currency : null,
         paid_at: new Date(input.payment.paidAt),
         updated_at: trx.fn.now(3),
       });
