@@ -142,6 +142,11 @@ export const PATCH_IDS = {
    * and this trade waited for decisions that never came to it.
    */
   lateReviewEntry: 'late-payment-review-entry',
+  /**
+   * orderLifecycle(V2): a review that automatic handling opened (stopForReview, which marks the order Stuck) clears the
+   * mark once its decision is carried out; an approved order in its cooling-off window stayed Stuck.
+   */
+  reviewClearsStuck: 'order-review-clears-stuck',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -259,4 +264,9 @@ export function lateOwnReviewTakeoverStep(): boolean {
 /** Whether this latePayment execution opens its review with enterLateReview (waiting out another review). */
 export function lateReviewEntryStep(): boolean {
   return patched(PATCH_IDS.lateReviewEntry);
+}
+
+/** Whether this execution clears the Stuck mark of a review automatic handling opened, once it is decided. */
+export function reviewClearsStuckStep(): boolean {
+  return patched(PATCH_IDS.reviewClearsStuck);
 }

@@ -4,11 +4,17 @@
  * carried out (the provider refuses the refund, a TCC conflict) is recorded and answered to the operator; the order
  * stays in review for another decision instead of failing the workflow with nobody waiting.
  */
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import { condition, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
 import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order-workflow';
 import { NeedsReviewKey, StuckKey } from '../../contracts/search-attributes';
-import { afterApprovalFailureStep, evidenceAfterDecisionStep, reviewReminderBackoffStep } from '../patches';
+import {
+  afterApprovalFailureStep,
+  evidenceAfterDecisionStep,
+  reviewClearsStuckStep,
+  reviewReminderBackoffStep,
+} from '../patches';
 import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
 import { coolOff } from './cooling-off';
@@ -24,6 +30,7 @@ export async function stopForReview(ctx: OrderContext, err: unknown): Promise<En
   s.openReview();
   s.note('NEEDS_REVIEW', `Automatic handling stopped: ${type}: ${errorMessage(err)}`);
   upsertSearchAttributes([{ key: StuckKey, value: true }]);
+  s.markedStuckForReview = true;
   await ctx.must('transitionOrder', 'local', 'mark order NEEDS_REVIEW', {
     orderId: s.orderId,
     from: ['AWAITING_PAYMENT', 'EXPIRED', 'CANCELLED', 'PAID'],
@@ -98,7 +105,7 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
       },
     });
     s.settled('PAID');
-    ctx.publish();
+    ctx.publish(unstuck(ctx));
     // An order that was already PAID when it went to review (a step after PAID failed, e.g. the buyer's cooling-off
     // refund the provider refused) stays paid and goes to fulfilment: the refund asked for is closed by this decision.
     if (paid && !s.reviewAfterPaid) {
@@ -135,5 +142,19 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
     },
   });
   s.settled('REFUNDED');
+  const clear = unstuck(ctx);
+  if (clear.length) upsertSearchAttributes(clear);
   return { status: 'REFUNDED', reason: 'REVIEW_REFUNDED' };
+}
+
+/**
+ * The Stuck mark stopForReview set, cleared once the decision is carried out (behind `order-review-clears-stuck`,
+ * asked only then): it stayed set, so an approved order in its cooling-off window fired PayflowOrdersStuck (critical)
+ * for half an hour, and a closed one stayed listed by `Stuck = true`.
+ */
+function unstuck(ctx: OrderContext): SearchAttributeUpdatePair[] {
+  const s = ctx.state;
+  if (!s.markedStuckForReview || !reviewClearsStuckStep()) return [];
+  s.markedStuckForReview = false;
+  return [{ key: StuckKey, value: false }];
 }

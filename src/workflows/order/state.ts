@@ -76,6 +76,8 @@ export class OrderState {
   readonly reviewFailures = new Map<ReviewDecision, { type: string; message: string }>();
   /** The order was PAID when automatic handling stopped (e.g. the provider refused the buyer's cooling-off refund). */
   reviewAfterPaid = false;
+  /** stopForReview marked the order Stuck (search attribute): cleared once a decision is carried out. */
+  markedStuckForReview = false;
   /** The review opened (the order goes to NEEDS_REVIEW), with the payment known then: the one its reason describes. */
   private reviewOpened?: { evidence?: PaymentEvidence };
   coolingOffUntil?: number;
