@@ -927,6 +927,25 @@ test('the Stuck mark of a review that automatic handling opened is cleared once 
   expect((await handle.describe()).typedSearchAttributes.get(StuckKey)).toBe(false);
 });
 
+test('after a cancel through Temporal that the order ignores (in review), a review decision is carried out and answered, not rejected', async () => {
+  const { orderId, handle } = await start({}, { provider: 'PAID', paidAmount: 1 });
+  await handle.executeUpdate(paymentReadyUpdate);
+  await handle.signal(paymentNotifiedSignal, notification(orderId, 'evt-1', 1));
+  await waitForStage(handle, 'AWAITING_REVIEW');
+  await handle.cancel();
+  await waitForValue('the cancel noted and ignored', async () =>
+    (await handle.query(statusQuery)).timeline.some((e) => e.type === 'CANCEL_IGNORED') ? true : undefined,
+  );
+  // Before the fix the handler's wait was rejected by the cancelled root scope (seen failing: "Workflow cancelled"),
+  // while the decision was carried out.
+  expect(
+    await handle.executeUpdate(reviewDecisionUpdate, {
+      args: [{ decision: 'refund', operator: 'alice', reason: 'paid 0.01 for a 10.00 order' }],
+    }),
+  ).toMatchObject({ status: 'REFUNDED' });
+  expect(await handle.result()).toMatchObject({ orderId, status: 'REFUNDED' });
+});
+
 test('money that reaches a closed order before the provider-side expiry is refunded', async () => {
   // The buyer pays right after our close; the provider accepted it anyway (set by the close call itself, so the
   // workflow's last query after the provider-side expiry sees it however late the order was released).

@@ -147,6 +147,11 @@ export const PATCH_IDS = {
    * mark once its decision is carried out; an approved order in its cooling-off window stayed Stuck.
    */
   reviewClearsStuck: 'order-review-clears-stuck',
+  /**
+   * orderLifecycle(V2): an update handler started after a cancel through Temporal runs non-cancellable; it was
+   * rejected at its first wait (the root scope cancelled), after its state change was made.
+   */
+  handlersAfterCancel: 'order-handlers-after-cancel',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -269,4 +274,9 @@ export function lateReviewEntryStep(): boolean {
 /** Whether this execution clears the Stuck mark of a review automatic handling opened, once it is decided. */
 export function reviewClearsStuckStep(): boolean {
   return patched(PATCH_IDS.reviewClearsStuck);
+}
+
+/** Whether an update handler started after a cancel through Temporal runs non-cancellable (asked only then). */
+export function handlersAfterCancelStep(): boolean {
+  return patched(PATCH_IDS.handlersAfterCancel);
 }

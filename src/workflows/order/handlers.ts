@@ -2,7 +2,14 @@
  * The order's messages: the status query, the early-return update, the payment signal and the updates of buyers,
  * operators and support. Each handler only asks the state (`OrderState`) and waits for it; the phases act.
  */
-import { ApplicationFailure, condition, setHandler, upsertSearchAttributes, uuid4 } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  setHandler,
+  upsertSearchAttributes,
+  uuid4,
+} from '@temporalio/workflow';
 import {
   type ReviewDecision,
   reviewDecisionProblem,
@@ -20,10 +27,26 @@ import {
 } from '../../contracts/order-workflow';
 import { EscalatedAtKey, EscalatedKey } from '../../contracts/search-attributes';
 import { MUST, QUERY, errorMessage, run, runLocal } from '../shared/steps';
+import { handlersAfterCancelStep } from '../patches';
 import type { OrderContext } from './context';
 import { WAITING_STAGES } from './state';
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
+
+/**
+ * An update handler runs in the workflow's root scope, which a cancel through Temporal cancels while the lifecycle,
+ * non-cancellable, goes on to a safe end (for days, when the order is in review): every wait and activity of a
+ * handler started after it was rejected, so an operator's decision, carried out, was answered as failed, a buyer's
+ * cooling-off refund, made, was answered as refused, and escalations always failed. A handler started after such a
+ * cancel runs non-cancellable (behind `order-handlers-after-cancel`, asked only then: a workflow never cancelled
+ * records nothing).
+ */
+function shielded<A extends unknown[], R>(handler: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return (...args) =>
+    CancellationScope.current().consideredCancelled && handlersAfterCancelStep()
+      ? CancellationScope.nonCancellable(() => handler(...args))
+      : handler(...args);
+}
 
 export function registerHandlers(ctx: OrderContext): void {
   const s = ctx.state;
@@ -40,27 +63,30 @@ export function registerHandlers(ctx: OrderContext): void {
     timeline: s.timeline,
   }));
 
-  setHandler(paymentReadyUpdate, async () => {
-    await condition(() => s.ready !== undefined);
-    const ready = s.ready!;
-    if (ready.ok) return ready.value;
-    throw ApplicationFailure.create({
-      type: ready.type,
-      message: ready.message,
-      details: [ready.details],
-      nonRetryable: true,
-    });
-  });
+  setHandler(
+    paymentReadyUpdate,
+    shielded(async () => {
+      await condition(() => s.ready !== undefined);
+      const ready = s.ready!;
+      if (ready.ok) return ready.value;
+      throw ApplicationFailure.create({
+        type: ready.type,
+        message: ready.message,
+        details: [ready.details],
+        nonRetryable: true,
+      });
+    }),
+  );
 
   setHandler(paymentNotifiedSignal, (n) => void s.notify(n));
 
   setHandler(
     cancelOrderUpdate,
-    async ({ reason }) => {
+    shielded(async ({ reason }: { reason?: string }) => {
       s.requestCancel(reason, 'buyer');
       await condition(() => s.decided || s.finished);
       return { status: s.status };
-    },
+    }),
     {
       validator: (_request: { reason?: string }) => {
         const refused = s.cancelRefusal();
@@ -71,7 +97,7 @@ export function registerHandlers(ctx: OrderContext): void {
 
   setHandler(
     reviewDecisionUpdate,
-    async (d): Promise<ReviewOutcome> => {
+    shielded(async (d: ReviewDecision): Promise<ReviewOutcome> => {
       s.reviewDecision = d;
       s.note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
       // Done when the order left review, or when this decision failed and the order waits for another. Accepted while
@@ -80,7 +106,7 @@ export function registerHandlers(ctx: OrderContext): void {
       await condition(() => s.reviewSettled(d));
       const failure = s.reviewFailures.get(d);
       return failure ? { status: s.status, failure } : { status: s.status };
-    },
+    }),
     {
       validator: (d: ReviewDecision) => {
         const problem = reviewDecisionProblem(d);
@@ -98,11 +124,11 @@ export function registerHandlers(ctx: OrderContext): void {
 
   setHandler(
     coolingOffRefundUpdate,
-    async (r) => {
+    shielded(async (r: { reason?: string }) => {
       s.refundRequest ??= r;
       await condition(() => s.status !== 'PAID' || s.finished);
       return { status: s.status, refundNo: s.refundNo };
-    },
+    }),
     {
       validator: (_request: { reason?: string }) => {
         const refusal = s.refundRefusal();
@@ -111,48 +137,51 @@ export function registerHandlers(ctx: OrderContext): void {
     },
   );
 
-  setHandler(escalateUpdate, async ({ note: buyerNote }): Promise<EscalationResult> => {
-    // The time is the first escalation's, kept on later ones.
-    s.escalatedAt ??= new Date();
-    upsertSearchAttributes([
-      { key: EscalatedKey, value: true },
-      { key: EscalatedAtKey, value: s.escalatedAt },
-    ]);
-    s.note('ESCALATED', 'Buyer asked for help; querying the provider now');
-    let providerStatus = 'UNKNOWN';
-    let providerState: Record<string, unknown> = {};
-    try {
-      const state = await run('queryProviderPayment', QUERY, `query ${ctx.provider} for support`, {
-        provider: ctx.provider,
-        outTradeNo: s.orderId,
-      });
-      providerStatus = state.status;
-      providerState = { ...state };
-      if (state.status === 'PAID' && WAITING_STAGES.includes(s.stage) && s.found(state, 'query')) {
-        s.note('PAYMENT_FOUND_BY_QUERY', 'Support query found the payment; confirming now');
+  setHandler(
+    escalateUpdate,
+    shielded(async ({ note: buyerNote }: { note?: string }): Promise<EscalationResult> => {
+      // The time is the first escalation's, kept on later ones.
+      s.escalatedAt ??= new Date();
+      upsertSearchAttributes([
+        { key: EscalatedKey, value: true },
+        { key: EscalatedAtKey, value: s.escalatedAt },
+      ]);
+      s.note('ESCALATED', 'Buyer asked for help; querying the provider now');
+      let providerStatus = 'UNKNOWN';
+      let providerState: Record<string, unknown> = {};
+      try {
+        const state = await run('queryProviderPayment', QUERY, `query ${ctx.provider} for support`, {
+          provider: ctx.provider,
+          outTradeNo: s.orderId,
+        });
+        providerStatus = state.status;
+        providerState = { ...state };
+        if (state.status === 'PAID' && WAITING_STAGES.includes(s.stage) && s.found(state, 'query')) {
+          s.note('PAYMENT_FOUND_BY_QUERY', 'Support query found the payment; confirming now');
+        }
+      } catch (err) {
+        providerState = { error: errorMessage(err) };
       }
-    } catch (err) {
-      providerState = { error: errorMessage(err) };
-    }
-    const resolution = s.escalationResolution();
-    const ticketId = `tkt-${uuid4()}`;
-    await runLocal('createSupportTicket', MUST, 'record support ticket', {
-      ticketId,
-      orderId: s.orderId,
-      orderStatus: s.status,
-      stage: s.stage,
-      providerStatus,
-      resolution,
-      snapshot: {
+      const resolution = s.escalationResolution();
+      const ticketId = `tkt-${uuid4()}`;
+      await runLocal('createSupportTicket', MUST, 'record support ticket', {
+        ticketId,
+        orderId: s.orderId,
+        orderStatus: s.status,
         stage: s.stage,
-        status: s.status,
-        deadline: s.deadline,
-        queryAttempts: s.queryAttempts,
-        timeline: s.timeline,
-        provider: providerState,
-      },
-      note: buyerNote,
-    });
-    return { ticketId, orderId: s.orderId, status: s.status, stage: s.stage, providerStatus, resolution };
-  });
+        providerStatus,
+        resolution,
+        snapshot: {
+          stage: s.stage,
+          status: s.status,
+          deadline: s.deadline,
+          queryAttempts: s.queryAttempts,
+          timeline: s.timeline,
+          provider: providerState,
+        },
+        note: buyerNote,
+      });
+      return { ticketId, orderId: s.orderId, status: s.status, stage: s.stage, providerStatus, resolution };
+    }),
+  );
 }
