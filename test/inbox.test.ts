@@ -160,7 +160,7 @@ describe('the routing pool', () => {
     });
 
   /**
-   * The row is SIGNALLED within 3 s (its lease, 11 s here, was not waited out), signalled once, on its first attempt;
+   * The row is SIGNALLED within 3 s (its lease, 25 s here, was not waited out), signalled once, on its first attempt;
    * stops the pool.
    */
   const expectRoutedOnceAtOnce = async (pool: NotificationInbox, id: number, orderId: string) => {

@@ -415,19 +415,20 @@ test('a payment whose amount and currency the provider did not report goes to re
   // review for the mismatch. Before, the payments row refused -1 in its unsigned column on every retry, and the order
   // stayed AWAITING_PAYMENT, paid, for good (seen failing: out of range).
   const { input } = await placeAwaitingPayment();
+  const unreported = {
+    source: 'query' as const,
+    tradeNo: 'T-unreported',
+    amount: -1,
+    currency: 'unknown',
+    merchantId: 'unknown',
+    paidAt: new Date().toISOString(),
+  };
   const done = await activities.transitionOrder({
     orderId: input.orderId,
     from: ['AWAITING_PAYMENT'],
     to: 'NEEDS_REVIEW',
     reason: 'AMOUNT_MISMATCH',
-    payment: {
-      source: 'query',
-      tradeNo: 'T-unreported',
-      amount: -1,
-      currency: 'unknown',
-      merchantId: 'unknown',
-      paidAt: new Date().toISOString(),
-    },
+    payment: unreported,
     event: { type: 'ORDER_NEEDS_REVIEW', message: 'Payment does not match the order' },
   });
   expect(done).toEqual({ changed: true, status: 'NEEDS_REVIEW' });
@@ -436,4 +437,20 @@ test('a payment whose amount and currency the provider did not report goes to re
       .where({ out_trade_no: input.orderId })
       .first('status', 'trade_no', 'paid_amount', 'paid_currency'),
   ).toEqual({ status: 'PAID', trade_no: 'T-unreported', paid_amount: null, paid_currency: null });
+  // An operator approves it as the order's payment: the buyer's receipt states the order's amount, never "-1 unknown".
+  const approved = await settlePaid(db, {
+    ...input,
+    transition: {
+      from: ['NEEDS_REVIEW'],
+      to: 'PAID',
+      reason: 'REVIEW_APPROVED',
+      event: { type: 'ORDER_PAID', message: 'Approved (test)' },
+      payment: unreported,
+    },
+  });
+  expect(approved).toEqual({ changed: true, status: 'PAID' });
+  const [receipt] = await db('outbox')
+    .where({ topic: PAYMENT_RECEIPT_TOPIC, message_key: input.orderId })
+    .select('payload');
+  expect(JSON.parse(receipt.payload)).toMatchObject({ paidAmount: 1500, currency: 'CNY', tradeNo: 'T-unreported' });
 });

@@ -22,6 +22,7 @@ import { FailureType, businessFailure } from '../contracts/failures';
 import type { OrderStatus } from '../contracts/order';
 import { retryDeadlocks } from '../db/knex';
 import { OrderEventBatch } from '../db/order-events';
+import { reportedPayment } from '../db/order-transitions';
 import { confirmStockIn } from '../db/stock';
 import { benefitParticipants } from './benefits';
 import { HAND_OFF_WITHOUT_COOLING_OFF, type OrderStepInput } from './order-steps';
@@ -66,8 +67,9 @@ export async function settlePaid(db: Knex, input: OrderStepInput): Promise<Trans
             paid && changed.paymentRecorded
               ? {
                   tradeNo: paid.tradeNo,
-                  paidAmount: paid.amount,
-                  paidCurrency: paid.currency,
+                  // Unreported (-1, 'unknown': an approved review of such a payment) as the row has them: null.
+                  paidAmount: reportedPayment(paid).amount,
+                  paidCurrency: reportedPayment(paid).currency,
                   paidAt: new Date(paid.paidAt).toISOString(),
                 }
               : order.payment,

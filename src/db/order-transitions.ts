@@ -110,16 +110,15 @@ export async function transitionIn(
   if (input.payment) {
     // A provider that did not report the amount or currency (evidence from a query: -1, 'unknown') leaves them unknown
     // here too: written as they are, they broke the columns' types on every retry, and the order, paid, never moved.
-    const { amount, currency } = input.payment;
-    const known = Number.isSafeInteger(amount) && amount >= 0 && /^[A-Z]{3}$/.test(currency);
+    const reported = reportedPayment(input.payment);
     const paid = await trx('payments')
       .where({ out_trade_no: input.orderId })
       .whereIn('status', ['PENDING', 'CLOSED', 'PAID'])
       .update({
         status: 'PAID',
         trade_no: input.payment.tradeNo,
-        paid_amount: known ? amount : null,
-        paid_currency: known ? currency : null,
+        paid_amount: reported.amount,
+        paid_currency: reported.currency,
         paid_at: new Date(input.payment.paidAt),
         updated_at: trx.fn.now(3),
       });
@@ -132,6 +131,14 @@ export async function transitionIn(
     ...input.event.data,
   });
   return { changed: true, status: input.to, from: current, paymentRecorded };
+}
+
+/** What a payment's evidence says was paid, each field null where the provider did not report it (-1, 'unknown'). */
+export function reportedPayment(payment: PaymentEvidence): { amount: number | null; currency: string | null } {
+  return {
+    amount: Number.isSafeInteger(payment.amount) && payment.amount >= 0 ? payment.amount : null,
+    currency: /^[A-Z]{3}$/.test(payment.currency) ? payment.currency : null,
+  };
 }
 
 /**

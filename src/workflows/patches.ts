@@ -148,8 +148,8 @@ export const PATCH_IDS = {
    */
   reviewClearsStuck: 'order-review-clears-stuck',
   /**
-   * orderLifecycle(V2): an update handler started after a cancel through Temporal runs non-cancellable; it was
-   * rejected at its first wait (the root scope cancelled), after its state change was made.
+   * orderLifecycle(V2): an update handler in the workflow's root scope runs non-cancellable; after a cancel through
+   * Temporal it was rejected at its first wait (the root scope cancelled), after its state change was made.
    */
   handlersAfterCancel: 'order-handlers-after-cancel',
 } as const;

@@ -114,7 +114,9 @@ export class OrderContext {
         `${summary} failed ${STUCK_AFTER_ATTEMPTS} times (${errorMessage(err)}); still retrying`,
       );
       const result = await once(MUST, `${summary} (retrying while stuck)`);
+      // In review the mark stays until the decision is carried out (review.ts unstuck), which clears it then.
       if (this.state.status !== 'NEEDS_REVIEW') upsertSearchAttributes([{ key: StuckKey, value: false }]);
+      else this.state.markedStuckForReview = true;
       this.state.note('UNSTUCK', `${summary} succeeded after being stuck`);
       return result;
     }

@@ -36,14 +36,14 @@ const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date
 /**
  * An update handler runs in the workflow's root scope, which a cancel through Temporal cancels while the lifecycle,
  * non-cancellable, goes on to a safe end (for days, when the order is in review): every wait and activity of a
- * handler started after it was rejected, so an operator's decision, carried out, was answered as failed, a buyer's
- * cooling-off refund, made, was answered as refused, and escalations always failed. A handler started after such a
- * cancel runs non-cancellable (behind `order-handlers-after-cancel`, asked only then: a workflow never cancelled
- * records nothing).
+ * handler running then, or started after, was rejected, so an operator's decision, carried out, was answered as
+ * failed, a buyer's cooling-off refund, made, was answered as refused, and escalations failed. A handler in the root
+ * scope runs non-cancellable (behind `order-handlers-after-cancel`, asked only there). The early-return update is
+ * not wrapped: a happy-path order records no marker.
  */
 function shielded<A extends unknown[], R>(handler: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
   return (...args) =>
-    CancellationScope.current().consideredCancelled && handlersAfterCancelStep()
+    CancellationScope.current().cancellable && handlersAfterCancelStep()
       ? CancellationScope.nonCancellable(() => handler(...args))
       : handler(...args);
 }
@@ -63,20 +63,19 @@ export function registerHandlers(ctx: OrderContext): void {
     timeline: s.timeline,
   }));
 
-  setHandler(
-    paymentReadyUpdate,
-    shielded(async () => {
-      await condition(() => s.ready !== undefined);
-      const ready = s.ready!;
-      if (ready.ok) return ready.value;
-      throw ApplicationFailure.create({
-        type: ready.type,
-        message: ready.message,
-        details: [ready.details],
-        nonRetryable: true,
-      });
-    }),
-  );
+  // Not shielded: every order's own update (the payment URL, also joined by a create retried with the same key) must
+  // record no marker. A cancel through Temporal during set-up still rejects it, as before.
+  setHandler(paymentReadyUpdate, async () => {
+    await condition(() => s.ready !== undefined);
+    const ready = s.ready!;
+    if (ready.ok) return ready.value;
+    throw ApplicationFailure.create({
+      type: ready.type,
+      message: ready.message,
+      details: [ready.details],
+      nonRetryable: true,
+    });
+  });
 
   setHandler(paymentNotifiedSignal, (n) => void s.notify(n));
 
