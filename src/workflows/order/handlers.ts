@@ -34,7 +34,8 @@ import { WAITING_STAGES } from './state';
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
 
 /**
- * An update handler runs in the workflow's root scope, which a cancel through Temporal cancels while the lifecycle,
+ * An update handler runs in the workflow's root scope (unless it came with the start: buffered, it is dispatched
+ * inside the lifecycle's own non-cancellable scope), which a cancel through Temporal cancels while the lifecycle,
  * non-cancellable, goes on to a safe end (for days, when the order is in review): every wait and activity of a
  * handler running then, or started after, was rejected, so an operator's decision, carried out, was answered as
  * failed, a buyer's cooling-off refund, made, was answered as refused, and escalations failed. A handler in the root
@@ -63,8 +64,8 @@ export function registerHandlers(ctx: OrderContext): void {
     timeline: s.timeline,
   }));
 
-  // Not shielded: every order's own update (the payment URL, also joined by a create retried with the same key) must
-  // record no marker. A cancel through Temporal during set-up still rejects it, as before.
+  // Not wrapped: every order's own update (the payment URL) must record no marker. The API sends it with the start, so
+  // it runs in the lifecycle's non-cancellable scope anyway; only one sent on its own later sees a cancel.
   setHandler(paymentReadyUpdate, async () => {
     await condition(() => s.ready !== undefined);
     const ready = s.ready!;
