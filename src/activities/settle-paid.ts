@@ -19,7 +19,7 @@
  */
 import type { Knex } from 'knex';
 import { FailureType, businessFailure } from '../contracts/failures';
-import type { OrderStatus } from '../contracts/order';
+import type { OrderStatus, PaymentEvidence } from '../contracts/order';
 import { retryDeadlocks } from '../db/knex';
 import { OrderEventBatch } from '../db/order-events';
 import { reportedPayment } from '../db/order-transitions';
@@ -63,16 +63,7 @@ export async function settlePaid(db: Knex, input: OrderStepInput): Promise<Trans
           ...order,
           status: changed.status,
           paidTradeNo: paid?.tradeNo ?? order.paidTradeNo,
-          payment:
-            paid && changed.paymentRecorded
-              ? {
-                  tradeNo: paid.tradeNo,
-                  // Unreported (-1, 'unknown': an approved review of such a payment) as the row has them: null.
-                  paidAmount: reportedPayment(paid).amount,
-                  paidCurrency: reportedPayment(paid).currency,
-                  paidAt: new Date(paid.paidAt).toISOString(),
-                }
-              : order.payment,
+          payment: paid && changed.paymentRecorded ? recordedPayment(paid) : order.payment,
         };
         if (changed.changed && firstPaid) {
           // First PAID in this transaction: neither message can exist yet, so both go in one INSERT.
@@ -94,4 +85,15 @@ export async function settlePaid(db: Knex, input: OrderStepInput): Promise<Trans
   );
   logTransition({ orderId, ...input.transition }, done);
   return { changed: done.changed, status: done.status };
+}
+
+/** A payment as the payments row records it: unreported fields (-1, 'unknown': an approved review of such one) null. */
+function recordedPayment(paid: PaymentEvidence): ReceiptOrder['payment'] {
+  const { amount, currency } = reportedPayment(paid);
+  return {
+    tradeNo: paid.tradeNo,
+    paidAmount: amount,
+    paidCurrency: currency,
+    paidAt: new Date(paid.paidAt).toISOString(),
+  };
 }

@@ -4,10 +4,11 @@
  * to the shop's systems, over a signed webhook (src/contracts/outbox.ts says what the receiver gets).
  *
  * At least once, in MySQL alone: a pass claims a batch of due messages with `FOR UPDATE SKIP LOCKED` and a lease
- * (`next_attempt_at`), so API processes running side by side never hand out the same message at once, and a message
- * whose relay died mid-delivery is handed out again when its lease ends. A delivered message gets `published_at`; a
- * failed one waits its backoff (5 s, doubling, at most 10 min) with the error kept in `last_error`, and is tried again
- * for as long as it takes: nothing is dropped. The receiver deduplicates by the message id.
+ * (`next_attempt_at`, renewed before a send late in a slow batch), so API processes running side by side do not send
+ * one message at once, and a message whose relay died mid-delivery is handed out again when its lease ends. A
+ * delivered message gets `published_at`; a failed one waits its backoff (5 s, doubling, at most 10 min) with the error
+ * kept in `last_error`, and is tried again for as long as it takes: nothing is dropped. The receiver deduplicates by
+ * the body's `id`.
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { Knex } from 'knex';
@@ -223,9 +224,8 @@ export class OutboxRelay {
     this.timer = setTimeout(() => {
       void this.pass().then((done) => {
         const { intervalMs } = this.options;
-        if (done.delivered > 0) this.idleMs = intervalMs;
-        else if (done.failed > 0) this.idleMs = Math.min(Math.max(this.idleMs * 2, intervalMs), MAX_IDLE_MS);
-        else this.idleMs = intervalMs;
+        const allFailed = done.delivered === 0 && done.failed > 0;
+        this.idleMs = allFailed ? Math.min(Math.max(this.idleMs * 2, intervalMs), MAX_IDLE_MS) : intervalMs;
         this.schedule(done.delivered > 0 ? 0 : this.idleMs);
       });
     }, ms);
@@ -246,12 +246,14 @@ export class OutboxRelay {
   private async deliverDue(): Promise<RelayPass> {
     const { db, sink, logger, metrics } = this.options;
     const claimed = await claimOutbox(db, this.options.batchSize ?? 50);
+    const claimedAt = Date.now();
     const queue = [...claimed];
     const done: RelayPass = { claimed: claimed.length, delivered: 0, failed: 0 };
     const deliverOne = async (m: ClaimedMessage) => {
       const { topic } = m.delivery;
-      // The batch's lease may have run out behind slow sends: renewed, or left to the relay that holds it now.
-      if (!(await renewLease(db, m.id, m.delivery.attempt))) return;
+      // Past half its lease, the batch's claim may run out behind slow sends: renewed, or left to the relay that holds
+      // it now. Before that nobody else can hold it (the claim's own lease), so no statement is spent on it.
+      if (Date.now() - claimedAt > OUTBOX_LEASE_MS / 2 && !(await renewLease(db, m.id, m.delivery.attempt))) return;
       try {
         await sink(m.delivery);
       } catch (err) {

@@ -39,19 +39,11 @@ async function openedLateReview(db: Knex, orderId: string): Promise<OpenedEntry 
 }
 
 /**
- * The trade the latest late review of the order names: its opening entry's, or (an entry without one) the latest
- * LATE_PAYMENT_REFUND_FAILED timeline entry's. Null when there is none.
+ * The trade the latest late review of the order names, from its opening entry (every such entry has named its trade
+ * since the review was introduced, in 9fcb699). Null when there is none.
  */
 export async function lateReviewTrade(db: Knex, orderId: string): Promise<string | null> {
-  return (await openedLateReview(db, orderId))?.tradeNo ?? (await latestRefundFailedTrade(db, orderId));
-}
-
-async function latestRefundFailedTrade(db: Knex, orderId: string): Promise<string | null> {
-  const entry = (await db('order_events')
-    .where({ order_id: orderId, type: LATE_PAYMENT_REFUND_FAILED })
-    .orderBy('id', 'desc')
-    .first('data')) as { data: unknown } | undefined;
-  return jsonColumn<{ tradeNo?: string }>(entry?.data)?.tradeNo ?? null;
+  return (await openedLateReview(db, orderId))?.tradeNo ?? null;
 }
 
 /**
@@ -66,10 +58,7 @@ export async function lateReviewOf(
     { status: OrderStatus; status_reason: string | null } | undefined;
   if (order?.status !== 'NEEDS_REVIEW' || order.status_reason !== LATE_PAYMENT_REFUND_FAILED) return null;
   const opened = await openedLateReview(db, orderId);
-  return {
-    tradeNo: opened?.tradeNo ?? (await latestRefundFailedTrade(db, orderId)),
-    from: opened?.from ?? null,
-  };
+  return { tradeNo: opened?.tradeNo ?? null, from: opened?.from ?? null };
 }
 
 /** A late trade latePayment could not refund, to be left for an operator's decision. */

@@ -167,13 +167,7 @@ async function closeFailedRefunds(trx: Knex.Transaction, input: TransitionInput,
     .where({ 'f.order_id': input.orderId, 'f.status': 'FAILED' })
     .whereIn('f.out_refund_no', refunds)
     // Not one already settled (by the failed refund's own review): its entry is written once.
-    .whereNotExists(
-      trx('order_events as e')
-        .whereRaw('e.order_id = f.order_id')
-        .where('e.type', 'REFUND_FAILED_SETTLED_BY_REVIEW')
-        .whereRaw("JSON_UNQUOTE(JSON_EXTRACT(e.data, '$.failedOutRefundNo')) = f.out_refund_no")
-        .select(trx.raw('1')),
-    )
+    .whereNotExists(settledByReview(trx))
     .modify((q) => {
       if (input.failedBefore) q.where('f.updated_at', '<=', new Date(input.failedBefore));
     })
@@ -188,6 +182,15 @@ async function closeFailedRefunds(trx: Knex.Transaction, input: TransitionInput,
       { ...input.event.data, failedOutRefundNo: no },
     );
   await events.write(trx);
+}
+
+/** The REFUND_FAILED_SETTLED_BY_REVIEW entry of the failed refund `f` (of the outer query), for a NOT EXISTS. */
+function settledByReview(db: Knex | Knex.Transaction) {
+  return db('order_events as e')
+    .whereRaw('e.order_id = f.order_id')
+    .where('e.type', 'REFUND_FAILED_SETTLED_BY_REVIEW')
+    .whereRaw("JSON_UNQUOTE(JSON_EXTRACT(e.data, '$.failedOutRefundNo')) = f.out_refund_no")
+    .select(db.raw('1'));
 }
 
 /** A change that says money went back to the buyer: REFUNDED, or a late trade refunded with the order kept PAID. */
@@ -246,13 +249,7 @@ export async function unsettledFailedRefund(
         )
         .select(db.raw('1')),
     )
-    .whereNotExists(
-      db('order_events as e')
-        .whereRaw('e.order_id = f.order_id')
-        .where('e.type', 'REFUND_FAILED_SETTLED_BY_REVIEW')
-        .whereRaw("JSON_UNQUOTE(JSON_EXTRACT(e.data, '$.failedOutRefundNo')) = f.out_refund_no")
-        .select(db.raw('1')),
-    )
+    .whereNotExists(settledByReview(db))
     .orderBy([
       { column: 'f.created_at', order: 'asc' },
       { column: 'f.out_refund_no', order: 'asc' },

@@ -141,7 +141,8 @@ async function recordIn(trx: Knex.Transaction, notice: RefundOutcomeNotice): Pro
     const recorded = await successAfterFailureRecorded(trx, orderId, no);
     if (!recorded) {
       // A review's refund of this failed refund already recorded (src/activities/payments.ts recordRetryOfFailed, under
-      // the lock this transaction holds; or a late trade's review refund of the same trade): it may have reached the provider, and the buyer may have been paid twice.
+      // the lock this transaction holds; or a late trade's review refund of the same trade): it may have reached the
+      // provider, and the buyer may have been paid twice.
       const retries = (
         (await trx('refunds')
           .where({ order_id: orderId })
