@@ -646,6 +646,65 @@ describe('defects found by review: a payment reported after the order was decide
     await replaysCleanly(handle);
   });
 
+  test('a refund decision closes the payment at the provider before it releases the order', async () => {
+    const { orderId, handle } = await reviewWithNoPayment();
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'dave', reason: 'never paid' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    // The refused close at the deadline, then the decision's close, before anything is released.
+    const names = callsOf(orderId).map((c) => c.name);
+    expect(names.filter((n) => n === 'closeProviderPayment')).toHaveLength(2);
+    expect(names.lastIndexOf('closeProviderPayment')).toBeLessThan(names.indexOf('cancelStock'));
+    expect(names).not.toContain('refundPayment');
+    expect(scriptOf(orderId).status).toBe('REFUNDED');
+    await replaysCleanly(handle);
+  });
+
+  test("the decision's close finds the order paid (its notification lost): that payment is refunded", async () => {
+    const { orderId, handle } = await reviewWithNoPayment();
+    // The buyer paid while the order waited in review; no notification reached the workflow.
+    scriptOf(orderId).trades.push({ tradeNo: 'T-quiet', amount: 1000 });
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'dave', reason: 'never paid' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    expect(await within(handle.result(), 20_000, 'the order workflow to finish')).toEqual({
+      orderId,
+      status: 'REFUNDED',
+      reason: 'REVIEW_REFUNDED',
+    });
+    expect(refundCalls(orderId).map((c) => c.args)).toEqual([
+      expect.objectContaining({ tradeNo: 'T-quiet', amount: 1000, outRefundNo: autoRefundNo(orderId, 'T-quiet') }),
+    ]);
+    const names = callsOf(orderId).map((c) => c.name);
+    expect(names.indexOf('refundPayment')).toBeLessThan(names.indexOf('cancelStock'));
+    await replaysCleanly(handle);
+  });
+
+  test("the decision's close refused again: the decision fails, the order stays in review with its stock, the next closes it", async () => {
+    const { orderId, handle } = await reviewWithNoPayment();
+    scriptOf(orderId).closeRefusals = 1;
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'dave', reason: 'never paid' }],
+      }),
+    ).toMatchObject({ status: 'NEEDS_REVIEW', failure: { type: 'PROVIDER_REJECTED' } });
+    expect(callsOf(orderId).map((c) => c.name)).not.toContain('cancelStock');
+    expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'dave', reason: 'provider fixed' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(callsOf(orderId).filter((c) => c.name === 'closeProviderPayment')).toHaveLength(3);
+    await replaysCleanly(handle);
+  });
+
   test('a payment reported during that review is recorded by an approval', async () => {
     const { orderId, handle } = await reviewWithNoPayment();
     scriptOf(orderId).trades.push({ tradeNo: 'T-late', amount: 1000 });
@@ -1533,6 +1592,9 @@ const scriptedActivities: Partial<Activities> = {
         nonRetryable: true,
       });
     }
+    // Too late to close: the buyer has paid (the latest trade, not refunded in full).
+    const latest = s.trades.at(-1);
+    if (latest && latest.refunded === undefined) return { result: 'ALREADY_PAID' };
     return { result: 'CLOSED' };
   },
   async refundPayment(input) {

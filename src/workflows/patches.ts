@@ -152,6 +152,12 @@ export const PATCH_IDS = {
    * Temporal it was rejected at its first wait (the root scope cancelled), after its state change was made.
    */
   handlersAfterCancel: 'order-handlers-after-cancel',
+  /**
+   * orderLifecycle(V2): a refund decision on a review that knows no payment, opened before the provider's payment was
+   * closed (the close refused), closes that payment first; a close that finds it paid refunds that payment. The order
+   * was marked REFUNDED and its stock released with the payment still payable.
+   */
+  reviewRefundCloses: 'order-review-refund-closes-payment',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -279,4 +285,9 @@ export function reviewClearsStuckStep(): boolean {
 /** Whether an update handler started after a cancel through Temporal runs non-cancellable (asked only then). */
 export function handlersAfterCancelStep(): boolean {
   return patched(PATCH_IDS.handlersAfterCancel);
+}
+
+/** Whether a refund decision on a review with no payment known closes the provider's payment first (asked only then). */
+export function reviewRefundClosesStep(): boolean {
+  return patched(PATCH_IDS.reviewRefundCloses);
 }

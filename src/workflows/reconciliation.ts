@@ -154,6 +154,8 @@ export async function scheduledReconciliation(input: ScheduledReconciliationInpu
   retriedDays: string[];
   /** Days whose run was still open: joined, or started again where its workflow was gone (older runs: absent). */
   resumedDays?: string[];
+  /** Days with no run at all after a reconciled one in the week before: started (older runs: absent). */
+  missedDays?: string[];
   date: string;
 }> {
   const date = billDateOf(scheduledTime() - (input.daysBack ?? 1) * 86_400_000, input.provider);

@@ -33,6 +33,7 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
     }
     return undefined;
   }
+  s.closedAtProvider = true;
 
   ctx.enter('RELEASING', `releasing ${s.lines.length} SKU(s)${s.benefits.length ? ', coupon and points' : ''}`);
   await ctx.must(

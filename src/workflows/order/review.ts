@@ -14,7 +14,9 @@ import {
   evidenceAfterDecisionStep,
   reviewClearsStuckStep,
   reviewReminderBackoffStep,
+  reviewRefundClosesStep,
 } from '../patches';
+import { queryAfterCloseFoundPaid } from '../shared/close-found-paid';
 import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
 import type { OrderContext } from './context';
 import { coolOff } from './cooling-off';
@@ -129,6 +131,9 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
     return { status: 'PAID', reason: 'REVIEW_APPROVED' };
   }
   ctx.enter('REFUNDING', `refund decided by ${d.operator}`);
+  // No payment known, and the provider's payment never closed (the review opened because the close was refused): it is
+  // closed first, so nobody can pay an order we release; a close that finds it paid refunds that payment.
+  if (!paid && !s.closedAtProvider && reviewRefundClosesStep()) paid = await closeBeforeRefund(ctx);
   // A payment whose amount is unknown fails the decision (REFUND_AMOUNT_UNKNOWN) rather than closing the order
   // unrefunded.
   if (paid) await refundInFull(ctx, paid, 'review', `review refund by ${d.operator}: ${d.reason}`, d.refundAmount);
@@ -145,6 +150,30 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
   const clear = unstuck(ctx);
   if (clear.length) upsertSearchAttributes(clear);
   return { status: 'REFUNDED', reason: 'REVIEW_REFUNDED' };
+}
+
+/**
+ * Closes the provider's payment of a review that knows no payment, before a refund decision releases the order: the
+ * payment found paid when the close is refused so (the buyer paid during the review; its notification lost), or
+ * undefined once it is closed. A close that fails for good fails the decision (recorded, answered to the operator),
+ * and the order stays in review with its stock held.
+ */
+async function closeBeforeRefund(ctx: OrderContext): Promise<PaymentEvidence | undefined> {
+  const s = ctx.state;
+  const closed = await ctx.must('closeProviderPayment', 'task', `close ${ctx.provider} payment before the refund`, {
+    orderId: s.orderId,
+    provider: ctx.provider,
+  });
+  if (closed.result !== 'ALREADY_PAID') {
+    s.closedAtProvider = true;
+    return s.evidence;
+  }
+  s.note('CLOSE_FOUND_PAID', 'The buyer paid during the review: that payment is refunded');
+  if (!s.evidence) {
+    const { state } = await queryAfterCloseFoundPaid(ctx.provider, s.orderId, () => s.evidence !== undefined);
+    s.found(state, 'close');
+  }
+  return s.evidence;
 }
 
 /**

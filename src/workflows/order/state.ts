@@ -62,6 +62,8 @@ export class OrderState {
   deadline?: number;
   providerExpiresAt?: number;
   ready?: Ready;
+  /** The provider answered our close CLOSED or NOT_FOUND: nobody can pay this order's payment any more. */
+  closedAtProvider = false;
   // The wait loop.
   nextCheckAt?: number;
   queryAttempts = 0;
