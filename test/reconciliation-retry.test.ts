@@ -323,6 +323,42 @@ test('each scheduled firing runs again the days of the week before its own whose
   await db('reconciliation_runs').whereIn('bill_date', [exhausted, old]).where({ provider: 'sandbox' }).delete();
 }, 90_000);
 
+test('a bill day with no run at all after a reconciled one (its firing failed before writing the row) is run by the next firing, once', async () => {
+  const day = await quietWeek();
+  const before = billDateOf(billDayRange(day)!.start.getTime() - 86_400_000 + 3_600_000);
+  // The day before was reconciled; the firing for `day` failed before it wrote anything (MySQL down for the step's
+  // retries), so `day` has no row, and the firing after it is for the next day.
+  const id = `reconcile-sandbox-${before}-${tag}`;
+  await db('reconciliation_runs').insert({
+    id,
+    workflow_id: `${id}-wf`,
+    provider: 'sandbox',
+    bill_date: before,
+    attempt: 1,
+    trigger: 'SCHEDULE',
+    status: 'COMPLETED',
+  });
+  const fired = await fireScheduleAfter(day, 'after-gap');
+  expect(fired).toMatchObject({ retriedDays: [], resumedDays: [], missedDays: [day] });
+  const run = await db('reconciliation_runs').where({ provider: 'sandbox', bill_date: day }).first();
+  expect(run).toMatchObject({ attempt: 1, trigger: 'SCHEDULE' });
+  expect((await waitForEnd(run.id)).status).toBe('COMPLETED');
+  expect((await waitForEnd(fired.runId)).status).toBe('COMPLETED');
+  // The same firing again: the day has its run now, nothing more is started.
+  expect(await fireScheduleAfter(day, 'after-gap-again')).toMatchObject({ missedDays: [] });
+  expect(await db('reconciliation_runs').where({ provider: 'sandbox', bill_date: day }).count({ n: '*' })).toEqual([
+    { n: 1 },
+  ]);
+}, 90_000);
+
+test('a week with no run at all (a new deployment) is not reconciled by the first firing', async () => {
+  const day = await quietWeek();
+  expect(await fireScheduleAfter(day, 'first-firing')).toMatchObject({ missedDays: [] });
+  expect(await db('reconciliation_runs').where({ provider: 'sandbox', bill_date: day }).count({ n: '*' })).toEqual([
+    { n: 0 },
+  ]);
+}, 90_000);
+
 /** A random past day whose week before and day after have no run (a FAILED or open one there would be run too). */
 async function quietWeek(): Promise<string> {
   for (;;) {

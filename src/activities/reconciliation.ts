@@ -50,6 +50,7 @@ import {
   ACTIVE_STATUSES,
   type RunRow,
   failedDaysBefore,
+  missingDaysBefore,
   openDaysBefore,
   isoOf,
   numberOf,
@@ -822,6 +823,7 @@ async function startScheduledRun(
   created: boolean;
   retriedDays: string[];
   resumedDays: string[];
+  missedDays: string[];
 }> {
   const ctx = activityContext();
   if (!ctx) throw businessFailure(FailureType.NO_CLIENT, 'startScheduledRun runs as an activity');
@@ -868,7 +870,18 @@ async function startScheduledRun(
     });
     resumedDays.push(date);
   }
-  return { runId: run.id, status: run.status, created, retriedDays, resumedDays };
+  // A day with no run at all after a reconciled one: its firing failed before it wrote the day's row, and nothing
+  // else would ever ask for it (the retries above and the alerts count rows).
+  const missedDays = await missingDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED);
+  for (const date of missedDays) {
+    await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
+      provider: input.provider,
+      date,
+      rerun: false,
+      trigger: 'SCHEDULE',
+    });
+  }
+  return { runId: run.id, status: run.status, created, retriedDays, resumedDays, missedDays };
 }
 
 /** How many bill days before its own a scheduled firing looks back for days whose latest run FAILED. */

@@ -374,6 +374,35 @@ export function openDaysBefore(db: Knex, provider: string, date: string, days: n
 }
 
 /**
+ * The bill days in the `days` before `date` that have no run of this provider at all, after the earliest day in that
+ * window that has one, oldest first: a firing that failed before it wrote its day's row (MySQL down for the step's
+ * retries, a worker without the provider's settings, a firing the Schedule dropped in a long outage) left that day
+ * unasked, and no alert counts a day with no row. Days before the first run in the window are not looked at: a new
+ * deployment does not reconcile the week before it.
+ */
+export async function missingDaysBefore(db: Knex, provider: string, date: string, days: number): Promise<string[]> {
+  const day = (at: number) => new Date(at).toISOString().slice(0, 10);
+  const end = Date.parse(`${date}T00:00:00Z`);
+  const since = day(end - days * 86_400_000);
+  const present = new Set(
+    (
+      (await db('reconciliation_runs')
+        .where({ provider })
+        .where('bill_date', '>=', since)
+        .where('bill_date', '<', date)
+        .distinct('bill_date')) as Array<{ bill_date: string }>
+    ).map((r) => r.bill_date),
+  );
+  const missing: string[] = [];
+  let seen = false;
+  for (let at = Date.parse(`${since}T00:00:00Z`); at < end; at += 86_400_000) {
+    if (present.has(day(at))) seen = true;
+    else if (seen) missing.push(day(at));
+  }
+  return missing;
+}
+
+/**
  * The bill days in the `days` before `date` whose latest run of this provider FAILED, oldest first. `finishedOnly`:
  * the latest finished run (a re-run in progress leaves its day counted until it completes, so an alert on the count
  * does not resolve and fire again with each attempt); `belowAttempt`: only days whose failed run is an earlier attempt.
