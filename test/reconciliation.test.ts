@@ -514,6 +514,8 @@ describe('ops API and schedule', () => {
         type: 'startWorkflow',
         workflowType: 'scheduledReconciliation',
         taskQueue: sys.config.taskQueue,
+        // Deployments sharing a namespace fire at the same instant: the id the server stamps the time on is their own.
+        workflowId: `scheduled-reconcile-${sys.config.taskQueue}-sandbox`,
       });
 
       const yesterday = billDateOf(Date.now() - 86_400_000);

@@ -192,7 +192,9 @@ export async function ensureReconciliationSchedules(
       workflowType: 'scheduledReconciliation',
       args,
       taskQueue: config.taskQueue,
-      workflowId: `scheduled-reconcile-${provider}`,
+      // Two deployments sharing a namespace fire at the same instant (the same cron and zone): an id without the task
+      // queue made the second start "already started", and that deployment's day went unreconciled.
+      workflowId: `scheduled-reconcile-${config.taskQueue}-${provider}`,
       staticSummary: `Daily ${provider} reconciliation of yesterday's bill`,
     };
     try {
