@@ -80,8 +80,17 @@ test('a paid order queues one receipt at once, inside the cooling-off window, wi
   expect(timeline.indexOf('ORDER_PAID')).toBeLessThan(timeline.indexOf('RECEIPT_QUEUED'));
   // The receipt is queued by the step that marks the order PAID (settlePaid, a local activity of orderLifecycle); the
   // patch that added it to the previous type, orderPayment, is proven by the replay test on the v1/v2 histories.
-  const history = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).fetchHistory();
-  expect(historyCost(history.events ?? []).activityTypes).toContain('settlePaid');
+  // A local activity's marker reaches the history only when its workflow task completes, after its MySQL commit: on a
+  // loaded machine the receipt can be read before that (CI saw only openOrderWithPayment), so the history is awaited.
+  const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
+  const types = await waitFor(
+    async () => {
+      const t = historyCost((await handle.fetchHistory()).events ?? []).activityTypes;
+      return t.includes('settlePaid') ? t : undefined;
+    },
+    { timeoutMs: 30_000, what: `settlePaid in the history of ${orderId}` },
+  );
+  expect(types).toContain('settlePaid');
   // A repeat (a retried activity whose first commit succeeded) writes nothing more.
   expect(await recordPaymentReceipt(sys.db, orderId)).toEqual({ written: false, reason: 'ALREADY_QUEUED' });
   expect(await receipts(orderId)).toHaveLength(1);
