@@ -247,6 +247,14 @@ describe('Alipay notifications', () => {
     });
   });
 
+  test('a TRADE_SUCCESS whose refund fields are present but empty is the payment, not a refund notice', () => {
+    const verdict = verify(
+      provider,
+      signNotification(sampleNotification({ refund_fee: '0.00', gmt_refund: '', out_biz_no: '' })),
+    );
+    expect(verdict).toMatchObject({ ok: true, notification: { outTradeNo: '6823789339978248', amount: 1000 } });
+  });
+
   test('a notification in GBK (the charset an app may be set to) verifies over its GBK bytes', () => {
     const fields = sampleNotification({ charset: 'gbk' });
     const content = Object.keys(fields)

@@ -344,7 +344,9 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
         return refuse('WRONG_MERCHANT', `notification is for seller ${n.seller_id}, not ours`);
 
       const refundFee = n.refund_fee === undefined ? 0 : yuanToFen(n.refund_fee)!;
-      const isRefund = refundFee > 0 || n.gmt_refund !== undefined || n.out_biz_no !== undefined;
+      // Told by refund fields that say something: an empty one (Alipay leaves empty values out of what it signs, so
+      // anything may carry one) never makes a payment a refund notice, which is acknowledged without being stored.
+      const isRefund = refundFee > 0 || !!n.gmt_refund || !!n.out_biz_no;
       const common = {
         provider: 'alipay' as const,
         notificationId: n.notify_id,
