@@ -103,6 +103,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Orders in NEEDS_REVIEW (read from MySQL at scrape time)',
       registers: [registry],
     }),
+    ordersOverdue: new Gauge({
+      name: 'payflow_orders_overdue',
+      help: 'Orders still AWAITING_PAYMENT 30 minutes after their payment deadline (or an hour after creation with none): no running workflow is closing them (read from MySQL at scrape time)',
+      registers: [registry],
+    }),
     ordersStuck: new Gauge({
       name: 'payflow_orders_stuck',
       help: 'Running order workflows marked Stuck: a confirm, release or return failed 5 times and keeps retrying (Temporal visibility at scrape time)',

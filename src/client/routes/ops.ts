@@ -265,9 +265,14 @@ export function keepEnsuringReconciliationSchedules(options: {
   };
 }
 
+/** An order AWAITING_PAYMENT this long after its deadline is overdue (the close and release take seconds). */
+export const OVERDUE_AFTER_DEADLINE_MIN = 30;
+/** An order AWAITING_PAYMENT with no deadline (its payment never created) this long after it was written is overdue. */
+export const OVERDUE_WITHOUT_DEADLINE_MIN = 60;
+
 /**
- * Refreshes the gauges that are facts elsewhere before a scrape: orders in review and the last reconciliation per
- * provider (MySQL), orders marked Stuck (Temporal visibility: the workflow sets that search attribute).
+ * Refreshes the gauges that are facts elsewhere before a scrape: orders in review and overdue, the last reconciliation
+ * per provider (MySQL), orders marked Stuck (Temporal visibility: the workflow sets that search attribute).
  */
 export async function refreshOpsGauges(
   db: Knex,
@@ -278,6 +283,22 @@ export async function refreshOpsGauges(
 ): Promise<void> {
   const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
   metrics.ordersInReview.set(Number(n));
+  // An order its workflow would have closed long ago: the workflow was terminated or failed (a reset revives it, the
+  // runbook's "workflow closed, order still open"), or no worker runs. Its reservation hangs, and money paid for it is
+  // only noted by latePayment (LEFT_FOR_REVIEW), so this is what pages (PayflowOrdersOverdue).
+  const [{ overdue }] = (await db('orders')
+    .where({ status: 'AWAITING_PAYMENT' })
+    .andWhere((q) =>
+      q
+        .where('deadline', '<', db.raw(`NOW(3) - INTERVAL ${OVERDUE_AFTER_DEADLINE_MIN} MINUTE`))
+        .orWhere((w) =>
+          w
+            .whereNull('deadline')
+            .andWhere('created_at', '<', db.raw(`NOW(3) - INTERVAL ${OVERDUE_WITHOUT_DEADLINE_MIN} MINUTE`)),
+        ),
+    )
+    .count({ overdue: '*' })) as [{ overdue: number }];
+  metrics.ordersOverdue.set(Number(overdue));
   // Undelivered outbox messages (the index on published_at, id finds them), and how long the oldest has waited: a relay
   // that is off, or a receiver that keeps failing, shows here (alert PayflowOutboxStalled).
   const [[outbox]] = (await db.raw(
