@@ -572,9 +572,11 @@ describe('defect 5: a second trade reported while the order workflow still runs 
 
 describe('defects found by review: a payment reported after the order was decided without it', () => {
   /** An order whose close the provider refuses at the deadline: it goes to review with no payment known. */
-  async function reviewWithNoPayment(): Promise<{ orderId: string; handle: WorkflowHandle }> {
+  async function reviewWithNoPayment(
+    timing: Partial<OrderPaymentInput> = {},
+  ): Promise<{ orderId: string; handle: WorkflowHandle }> {
     const orderId = newScriptedOrder({ status: 'AWAITING_PAYMENT', paidTradeNo: null, trades: [], closeRefusals: 1 });
-    const handle = await startScriptedOrder(orderId, { paymentTimeoutMs: 1000 });
+    const handle = await startScriptedOrder(orderId, { paymentTimeoutMs: 1000, ...timing });
     await waitFor(async () => (await handle.query(statusQuery)).stage === 'AWAITING_REVIEW', {
       what: 'the review after the refused close',
     });
@@ -685,14 +687,47 @@ describe('defects found by review: a payment reported after the order was decide
     await replaysCleanly(handle);
   });
 
-  test("the decision's close refused again: the decision fails, the order stays in review with its stock, the next closes it", async () => {
+  test('a refund decision of 0 (no payment known) refunds in full a payment its close finds', async () => {
     const { orderId, handle } = await reviewWithNoPayment();
+    scriptOf(orderId).trades.push({ tradeNo: 'T-quiet', amount: 1000 });
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'dave', reason: 'never paid', refundAmount: 0 }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(refundCalls(orderId).map((c) => c.args)).toEqual([
+      expect.objectContaining({ tradeNo: 'T-quiet', amount: 1000 }),
+    ]);
+  });
+
+  test("the decision's close refused again past the provider's expiry: nobody can pay it, so the order is released", async () => {
+    const { orderId, handle } = await reviewWithNoPayment({ providerExpiryMarginMs: 0 });
+    scriptOf(orderId).closeRefusals = 5;
+    expect(
+      await handle.executeUpdate(reviewDecisionUpdate, {
+        args: [{ decision: 'refund', operator: 'dave', reason: 'keys revoked' }],
+      }),
+    ).toEqual({ status: 'REFUNDED' });
+    await within(handle.result(), 20_000, 'the order workflow to finish');
+    expect(scriptOf(orderId).status).toBe('REFUNDED');
+    expect(callsOf(orderId).map((c) => c.name)).toContain('cancelStock');
+    const timeline = (await handle.query(statusQuery)).timeline.map((e) => e.type);
+    expect(timeline).toContain('CLOSE_FAILED');
+    await replaysCleanly(handle);
+  });
+
+  test("the decision's close refused again before the provider's expiry: the decision fails, the order stays in review with its stock, the next closes it", async () => {
+    const { orderId, handle } = await reviewWithNoPayment({ providerExpiryMarginMs: 10 * 60_000 });
     scriptOf(orderId).closeRefusals = 1;
     expect(
       await handle.executeUpdate(reviewDecisionUpdate, {
         args: [{ decision: 'refund', operator: 'dave', reason: 'never paid' }],
       }),
-    ).toMatchObject({ status: 'NEEDS_REVIEW', failure: { type: 'PROVIDER_REJECTED' } });
+    ).toMatchObject({
+      status: 'NEEDS_REVIEW',
+      failure: { type: 'PROVIDER_REJECTED', message: expect.stringMatching(/decide again after then/) },
+    });
     expect(callsOf(orderId).map((c) => c.name)).not.toContain('cancelStock');
     expect(scriptOf(orderId).status).toBe('NEEDS_REVIEW');
     expect(

@@ -344,8 +344,8 @@ export function createAlipayProvider(options: AlipayProviderOptions): PaymentPro
         return refuse('WRONG_MERCHANT', `notification is for seller ${n.seller_id}, not ours`);
 
       const refundFee = n.refund_fee === undefined ? 0 : yuanToFen(n.refund_fee)!;
-      // Told by refund fields that say something: an empty one (Alipay leaves empty values out of what it signs, so
-      // anything may carry one) never makes a payment a refund notice, which is acknowledged without being stored.
+      // Told by refund fields that say something: an empty one never makes a payment a refund notice (which is
+      // acknowledged without being stored, so the payment would never reach the inbox).
       const isRefund = refundFee > 0 || !!n.gmt_refund || !!n.out_biz_no;
       const common = {
         provider: 'alipay' as const,

@@ -5,7 +5,7 @@
  * stays in review for another decision instead of failing the workflow with nobody waiting.
  */
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
-import { condition, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, condition, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
 import { FailureType } from '../../contracts/failures';
 import type { OrderPaymentResult, PaymentEvidence } from '../../contracts/order-workflow';
 import { NeedsReviewKey, StuckKey } from '../../contracts/search-attributes';
@@ -133,10 +133,15 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
   ctx.enter('REFUNDING', `refund decided by ${d.operator}`);
   // No payment known, and the provider's payment never closed (the review opened because the close was refused): it is
   // closed first, so nobody can pay an order we release; a close that finds it paid refunds that payment.
-  if (!paid && !s.closedAtProvider && reviewRefundClosesStep()) paid = await closeBeforeRefund(ctx);
+  let amount = d.refundAmount;
+  if (!paid && !s.closedAtProvider && reviewRefundClosesStep()) {
+    paid = await closeBeforeRefund(ctx);
+    // A payment found now was not known when the operator decided (who could name only 0 then): refunded in full.
+    if (paid) amount = undefined;
+  }
   // A payment whose amount is unknown fails the decision (REFUND_AMOUNT_UNKNOWN) rather than closing the order
   // unrefunded.
-  if (paid) await refundInFull(ctx, paid, 'review', `review refund by ${d.operator}: ${d.reason}`, d.refundAmount);
+  if (paid) await refundInFull(ctx, paid, 'review', `review refund by ${d.operator}: ${d.reason}`, amount);
   await ctx.must('settleRefunded', 'local', 'release or return everything; mark REFUNDED (review)', {
     ...ctx.participants(),
     transition: {
@@ -155,15 +160,36 @@ async function decideOnce(ctx: OrderContext, paid: PaymentEvidence | undefined, 
 /**
  * Closes the provider's payment of a review that knows no payment, before a refund decision releases the order: the
  * payment found paid when the close is refused so (the buyer paid during the review; its notification lost), or
- * undefined once it is closed. A close that fails for good fails the decision (recorded, answered to the operator),
- * and the order stays in review with its stock held.
+ * undefined once it is closed. A close that fails for good while the payment can still be paid fails the decision
+ * (recorded, answered to the operator: decide again after the provider's expiry), the order's stock still held; after
+ * that expiry nobody can pay it, and the order is released (a payment made before it whose notification was lost is
+ * found by reconciliation), so a close the provider refuses for good (revoked keys, say) never holds the order for good.
  */
 async function closeBeforeRefund(ctx: OrderContext): Promise<PaymentEvidence | undefined> {
   const s = ctx.state;
-  const closed = await ctx.must('closeProviderPayment', 'task', `close ${ctx.provider} payment before the refund`, {
-    orderId: s.orderId,
-    provider: ctx.provider,
-  });
+  const expiry = s.providerExpiresAt;
+  let closed;
+  try {
+    closed = await ctx.must('closeProviderPayment', 'task', `close ${ctx.provider} payment before the refund`, {
+      orderId: s.orderId,
+      provider: ctx.provider,
+    });
+  } catch (err) {
+    if (isCancellation(err) || !failedForGood(err) || expiry === undefined) throw err;
+    const why = errorMessage(err);
+    if (Date.now() < expiry)
+      throw ApplicationFailure.create({
+        type: failureType(err) ?? FailureType.PROVIDER_REJECTED,
+        message: `${ctx.provider} refused to close the payment (${why}); it can be paid until ${new Date(expiry).toISOString()}: decide again after then`,
+        nonRetryable: true,
+      });
+    s.note(
+      'CLOSE_FAILED',
+      `${ctx.provider} refused to close the payment (${why}); it expired at the provider at ${new Date(expiry).toISOString()}, so nobody can pay it: releasing`,
+    );
+    s.closedAtProvider = true;
+    return s.evidence;
+  }
   if (closed.result !== 'ALREADY_PAID') {
     s.closedAtProvider = true;
     return s.evidence;
