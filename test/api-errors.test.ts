@@ -23,6 +23,13 @@ const failures: Record<string, () => Error> = {
   'mysql-refused': () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:3306'), { code: 'ECONNREFUSED' }),
   'pool-timeout': () => Object.assign(new Error('Knex: Timeout acquiring a connection'), { name: 'KnexTimeoutError' }),
   'temporal-unavailable': () => Object.assign(new Error('14 UNAVAILABLE: Connection dropped'), { code: 14 }),
+  // A workflow's limit of updates in flight (or a namespace rate limit): the SDK wraps the gRPC error.
+  'temporal-busy': () =>
+    Object.assign(new Error('workflow update failed'), {
+      cause: Object.assign(new Error('8 RESOURCE_EXHAUSTED: limit on number of concurrent in-flight updates'), {
+        code: 8,
+      }),
+    }),
   bug: () => new TypeError("Cannot read properties of undefined (reading 'x')"),
   business: () => new ApiError(409, 'OUT_OF_STOCK', 'not enough stock for a'),
 };
@@ -45,7 +52,7 @@ async function get(path: string) {
   };
 }
 
-test.each(['mysql-connection-lost', 'mysql-refused', 'pool-timeout', 'temporal-unavailable'])(
+test.each(['mysql-connection-lost', 'mysql-refused', 'pool-timeout', 'temporal-unavailable', 'temporal-busy'])(
   '%s answers 503 SERVICE_UNAVAILABLE with Retry-After',
   async (kind) => {
     const r = await get(`/fail/${kind}`);

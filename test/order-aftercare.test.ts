@@ -218,6 +218,13 @@ describe('cooling-off period', () => {
     expect(second.body).toMatchObject({ orderId, status: 'REFUNDED' });
     expect(await sys.db('refunds').where({ order_id: orderId })).toHaveLength(1);
     expect(await stockOf(sys, sku)).toEqual({ available: 2, reserved: 0, sold: 0 });
+    // One update in the workflow: the retry joined the first by its id, instead of waiting beside it (ten such reached
+    // the workflow's limit of updates in flight, and every later update of the order was refused).
+    const history = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).fetchHistory();
+    const refunds = (history.events ?? []).filter(
+      (e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name === 'coolingOffRefund',
+    );
+    expect(refunds).toHaveLength(1);
   }, 60_000);
 
   test('after the window the order is handed to fulfilment and a refund is refused with a clear error', async () => {

@@ -151,6 +151,15 @@ test("an order's timeline never shows a failure's raw text, nor an operator's na
       'Refunded 100 CNY (minor units) of the order payment at sandbox: review refund by alice: buyer called',
     ],
     ['LATE_PAYMENT_REFUNDED_BY_REVIEW', 'alice had late payment T1 refunded (100 CNY): second payment'],
+    // Refund notices write the provider's failure text and what an operator must check.
+    [
+      'REFUND_FAILED',
+      `Refund rf-1 of 100 CNY (minor units) failed at wechat after it was accepted (REFUND.ABNORMAL: card frozen at 10.1.2.3): the buyer has not received this money`,
+    ],
+    [
+      'REFUND_SUCCEEDED_AFTER_FAILURE',
+      `Refund rf-1 that failed at wechat was reported succeeded afterwards: the review's refund rv-1 of it was already sent, so the buyer may have been paid twice: ask alice to recover the excess`,
+    ],
     ['ORDER_PAID', 'alice identified T1 as the trade that paid the order: console shows it'],
     [
       'NOTIFICATION_NOT_CONFIRMED',
@@ -175,4 +184,5 @@ test("an order's timeline never shows a failure's raw text, nor an operator's na
   expect(shown.slice(-2)).toEqual(written.slice(-2).map(([, message]) => message));
   expect(shown[0]).toBe('Automatic handling stopped; the order is kept for a manual review');
   expect(shown).toContain('Refunded 100 CNY (minor units) of the order payment at sandbox: refunded after a review');
+  expect(shown.join('\n')).not.toMatch(/frozen|paid twice|rv-1/);
 });

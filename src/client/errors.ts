@@ -10,7 +10,7 @@ import {
   isFailureType,
   orderRefusal,
 } from '../contracts/failures';
-import { isTemporalUnreachable } from '../temporal/calls';
+import { isTemporalBusy, isTemporalUnreachable } from '../temporal/calls';
 
 /** An error the API answers with its own status and code. */
 export class ApiError extends Error {
@@ -180,6 +180,7 @@ export function isTransientDependencyError(err: unknown): boolean {
   if (e?.name === 'KnexTimeoutError') return true;
   // An update whose deadline passed: it may still run in the workflow; the same request can be sent again.
   if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) return true;
-  // Temporal unreachable: gRPC UNAVAILABLE, or DEADLINE_EXCEEDED when the call's own deadline passed (a black hole).
-  return isTemporalUnreachable(err);
+  // Temporal unreachable: gRPC UNAVAILABLE, or DEADLINE_EXCEEDED when the call's own deadline passed (a black hole); or
+  // busy for a while (RESOURCE_EXHAUSTED).
+  return isTemporalUnreachable(err) || isTemporalBusy(err);
 }

@@ -339,7 +339,13 @@ export class OrderActions {
     for (let attempt = 0; ; attempt++) {
       try {
         const result = await this.update(() =>
-          this.handle(orderId).executeUpdate(coolingOffRefundUpdate, { args: [{ reason }] }),
+          // One update id per order's refund: a retry after a timed-out answer joins the refund in flight instead of
+          // adding an update that waits beside it (ten such filled the workflow's limit, and every later update of the
+          // order, escalations too, was refused).
+          this.handle(orderId).executeUpdate(coolingOffRefundUpdate, {
+            args: [{ reason }],
+            updateId: `cooling-off-refund-${orderId}`,
+          }),
         );
         // NEEDS_REVIEW: the window was open but the provider refused the refund; the order is with support now (the
         // buyer must not be told the window had closed). Anything else: the window ended first.

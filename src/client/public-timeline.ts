@@ -21,6 +21,9 @@ const REDACTED: Record<string, string> = {
     "A payment that arrived late could not be refunded automatically; it will be reviewed once the order's current review is settled",
   LATE_PAYMENT_REFUND_FAILED:
     'A payment arrived after the order was closed and could not be refunded automatically; it is kept for a manual review',
+  // Written by refund notices with the provider's failure text, refund numbers and operators' instructions.
+  REFUND_FAILED: 'A refund failed at the payment provider after it was accepted; the order is being reviewed',
+  REFUND_SUCCEEDED_AFTER_FAILURE: 'A refund reported failed was reported completed by the payment provider afterwards',
 };
 
 /**

@@ -6,6 +6,7 @@ import type { Client } from '@temporalio/client';
 
 /** gRPC status codes the client surfaces (from @grpc/grpc-js's `status`). */
 const GRPC_DEADLINE_EXCEEDED = 4;
+const GRPC_RESOURCE_EXHAUSTED = 8;
 const GRPC_UNAVAILABLE = 14;
 
 /** The gRPC status code of a Temporal client error, looking through the SDK's wrappers (ServiceError's cause). */
@@ -18,6 +19,14 @@ export function grpcCodeOf(err: unknown): number | undefined {
     if (typeof e.code === 'number') return e.code;
   }
   return undefined;
+}
+
+/**
+ * True when Temporal refused a call for a limit that passes (RESOURCE_EXHAUSTED: a namespace's rate limit, or a
+ * workflow's limit of updates in flight while earlier ones wait on a slow step): the same call can be sent again.
+ */
+export function isTemporalBusy(err: unknown): boolean {
+  return grpcCodeOf(err) === GRPC_RESOURCE_EXHAUSTED;
 }
 
 /** True when a Temporal call failed because the server could not be reached in time (refused, reset, black hole). */
