@@ -93,6 +93,11 @@ describe('happy path', () => {
     expect(r.status).toBe(201);
     expect(r.body.amount).toBe(4 * 199 + 2 * 1001);
     const order = (await sys.http('GET', `/orders/${r.body.orderId}`)).body;
+    // Not the shop's id of the buyer (an email or a phone number, say): the order id is no credential.
+    expect(order).not.toHaveProperty('userId');
+    const page = await (await fetch(`${sys.apiUrl}/orders/${r.body.orderId}/wait`)).text();
+    expect(page).toContain(r.body.orderId);
+    expect(page).not.toContain('"userId"');
     expect(order.items).toEqual(
       expect.arrayContaining([
         { sku: a, quantity: 4, unitPrice: 199 },

@@ -56,6 +56,15 @@ export function newOrderId(): string {
 }
 
 /** The same (user, Idempotency-Key) always names the same order. */
+/**
+ * What anyone holding an order id may read (GET /orders/:id, the waiting page): the order without the shop's id of the
+ * buyer, which may be an email address or a phone number, while the order id travels on cashier URLs, receipts and bills.
+ */
+export function publicOrderView(order: OrderView): Omit<OrderView, 'userId'> {
+  const { userId: _buyer, ...shown } = order;
+  return shown;
+}
+
 export function orderIdForIdempotencyKey(userId: string, key: string): string {
   return `ord_k${createHash('sha256').update(`${userId}\u0000${key}`).digest('hex').slice(0, 32)}`;
 }

@@ -6,7 +6,7 @@ import { CreateOrderRequest, OrderId } from '../../contracts/order';
 import { ApiError, apiFailure, parseOr400 } from '../errors';
 import type { Metrics } from '../metrics';
 import { bindOrderId } from '../observability';
-import type { OrderService } from '../orders-service';
+import { publicOrderView, type OrderService } from '../orders-service';
 import { bearerMatches } from './admin';
 
 /** Who may spend a buyer's stored value (coupons, points) on an order: the shop's backend, by its token. */
@@ -76,7 +76,7 @@ export function registerOrderRoutes(
     const orderId = parseOrderId(request.params.orderId);
     const order = await orders.get(orderId, { live: true });
     if (!order) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
-    return order;
+    return publicOrderView(order);
   });
 
   app.post<{ Params: { orderId: string } }>('/orders/:orderId/cancel', async (request) => {

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { FINAL_STATUSES, OrderId } from '../../contracts/order';
 import { formatMoney } from '../../shared/money';
-import type { OrderService, OrderView } from '../orders-service';
+import { publicOrderView, type OrderService, type OrderView } from '../orders-service';
 
 /** Poll interval while the order awaits payment, and while it waits for something slower (review). */
 const POLL_MS = 2_000;
@@ -327,7 +327,7 @@ function notFoundPage(orderId: string): string {
 function waitPage(order: OrderView): string {
   const { messages } = order;
   const data = {
-    order,
+    order: publicOrderView(order),
     finalStatuses: FINAL_STATUSES,
     serverNow: Date.now(),
     pollMs: POLL_MS,
