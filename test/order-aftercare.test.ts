@@ -2,8 +2,10 @@
  * After the order is placed: manual review, the cooling-off refund, one-click support, and late money for a
  * finished order — end to end over HTTP with the real dev server, MySQL and sandbox.
  */
+import { randomBytes } from 'node:crypto';
 import { ESCALATIONS_PER_ORDER_PER_DAY } from '../src/client/order-actions';
 import { latePaymentWorkflowId, orderWorkflowId } from '../src/contracts/order';
+import { enterLateReview } from '../src/db/late-review';
 import { freshDatabase } from './support/env';
 import {
   createProduct,
@@ -134,6 +136,46 @@ describe('manual review', () => {
         )
       ).status,
     ).toBe(409);
+  });
+
+  test("a decision naming a late trade is carried out only in that trade's review: one whose review is over is refused, naming the open one", async () => {
+    // An order two late trades could not refund: T-a's review is open; T-b's waits behind it.
+    const orderId = `ord_lt${randomBytes(6).toString('hex')}`;
+    await sys.db('orders').insert({
+      order_id: orderId,
+      user_id: 'u-late',
+      status: 'EXPIRED',
+      amount: 1000,
+      currency: 'CNY',
+      provider: 'sandbox',
+    });
+    const seen = { status: 'EXPIRED' as const, paidTradeNo: null };
+    await enterLateReview(sys.db, { orderId, tradeNo: 'T-a', provider: 'sandbox', why: 'refund refused', seen });
+    const decide = (tradeNo: string) =>
+      sys.http(
+        'POST',
+        `/orders/${orderId}/review`,
+        { decision: 'refund', operator: 'ada', reason: 'refund it', refundAmount: 500, tradeNo },
+        admin(),
+      );
+    // Made for T-b (a page showing its review, a retry of a decision for a review now over): refused, T-a named.
+    const stale = await decide('T-b');
+    expect(stale.status).toBe(409);
+    expect(stale.body).toMatchObject({ error: 'REVIEW_DECISION_REFUSED', tradeNo: 'T-a' });
+    // For T-a: sent to T-a's latePayment workflow (none runs in this test, so the order is answered not in review).
+    const right = await decide('T-a');
+    expect(right.status).toBe(409);
+    expect(right.body.error).toBe('ORDER_NOT_IN_REVIEW');
+    // Naming a trade in another kind of review is refused: it would be silently ignored.
+    const { orderId: own } = await underReview(3000);
+    const elsewhere = await sys.http(
+      'POST',
+      `/orders/${own}/review`,
+      { decision: 'refund', operator: 'ada', reason: 'refund it', tradeNo: 'T-a' },
+      admin(),
+    );
+    expect([elsewhere.status, elsewhere.body.error]).toEqual([409, 'REVIEW_DECISION_REFUSED']);
+    expect(elsewhere.body.message).toMatch(/tradeNo does not apply/);
   });
 
   test('refund returns what was paid and releases the stock', async () => {

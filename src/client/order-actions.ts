@@ -105,18 +105,6 @@ export class OrderActions {
   }
 
   /**
-   * The workflow that waits for an order's review decision: the order's own, or, for an order a late payment left in
-   * review (status reason LATE_PAYMENT_REFUND_FAILED, set only by a `latePayment` workflow after the order's own has
-   * ended), that trade's `latePayment` workflow, named by the timeline entry it wrote.
-   */
-  private async reviewHandle(orderId: string, statusReason: string | null, provider: string) {
-    if (statusReason !== LATE_PAYMENT_REFUND_FAILED) return this.handle(orderId);
-    const tradeNo = await lateReviewTrade(this.deps.db, orderId);
-    if (!tradeNo) return this.handle(orderId);
-    return this.deps.client.workflow.getHandle(latePaymentWorkflowId(provider, orderId, tradeNo));
-  }
-
-  /**
    * The refund a provider reported failed that sent the order to review (reason REFUND_FAILED), and where the order goes
    * back to, read from the ORDER_NEEDS_REVIEW entry recordRefundOutcome wrote (its `from` and `outRefundNo`) and the
    * refund's row. REFUNDED when the failed refund was the order's own (or a late trade of a closed order); PAID when
@@ -225,7 +213,7 @@ export class OrderActions {
 
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
   async review(orderId: string, request: ReviewRequest): Promise<{ orderId: string; status: OrderStatus }> {
-    const { failedOutRefundNo: named, ...decision } = request;
+    const { failedOutRefundNo: named, tradeNo: namedTrade, ...decision } = request;
     const current = await this.status(orderId);
     if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     if (current.status !== 'NEEDS_REVIEW')
@@ -233,6 +221,9 @@ export class OrderActions {
         status: current.status,
       });
     let send: () => Promise<ReviewOutcome>;
+    // The workflow that waits for the decision: the order's own, or, for an order a late payment left in review (status
+    // reason LATE_PAYMENT_REFUND_FAILED, set only by a `latePayment` workflow after the order's own has ended), that
+    // trade's `latePayment` workflow, named by the entry that opened the review.
     // A refund of the order that failed while it was in review for something else is settled first: decisions are
     // routed by the order's reason, which still names that other review, so the failed refund would otherwise never
     // get one (and an approval there would leave its buyer unpaid).
@@ -244,6 +235,26 @@ export class OrderActions {
         REVIEW_DECISION_REFUSED,
         `order ${orderId} is in review for ${current.statusReason ?? 'a reason not recorded'}, and its refund ${failedFirst} failed at the provider meanwhile: decide that refund first, naming it with failedOutRefundNo (refund, or refundAmount 0 if the money was returned another way); then this review`,
         { failedOutRefundNo: failedFirst },
+      );
+    const lateTrade =
+      current.statusReason === LATE_PAYMENT_REFUND_FAILED && failedFirst === undefined
+        ? await lateReviewTrade(this.deps.db, orderId)
+        : undefined;
+    if (namedTrade !== undefined && (lateTrade === undefined || lateTrade === null))
+      throw new ApiError(
+        409,
+        REVIEW_DECISION_REFUSED,
+        `order ${orderId} is not in a late payment's review (reason ${current.statusReason ?? 'none'}${failedFirst !== undefined ? `, and its refund ${failedFirst} failed meanwhile` : ''}): tradeNo does not apply`,
+        { decision: decision.decision },
+      );
+    // The decision names the trade it was made for: one whose review has closed (a retry after a timed-out answer, a
+    // page showing an older review) is refused rather than carried out on the trade whose review is open now.
+    if (namedTrade !== undefined && namedTrade !== lateTrade)
+      throw new ApiError(
+        409,
+        REVIEW_DECISION_REFUSED,
+        `order ${orderId} is in review for late payment ${lateTrade}, not ${namedTrade} (its review is over, or it is not this order's): decide again for ${lateTrade}`,
+        { tradeNo: lateTrade },
       );
     if (current.statusReason === REFUND_FAILED_REASON || failedFirst !== undefined) {
       const { input: failed, afterAnother } = await this.failedRefund(orderId, current.provider, failedFirst);
@@ -288,7 +299,9 @@ export class OrderActions {
           `order ${orderId} is not in review for a failed refund (reason ${current.statusReason ?? 'none'}): failedOutRefundNo does not apply`,
           { decision: decision.decision },
         );
-      const handle = await this.reviewHandle(orderId, current.statusReason, current.provider);
+      const handle = lateTrade
+        ? this.deps.client.workflow.getHandle(latePaymentWorkflowId(current.provider, orderId, lateTrade))
+        : this.handle(orderId);
       send = () => handle.executeUpdate(reviewDecisionUpdate, { args: [decision] });
     }
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.

@@ -153,9 +153,14 @@ export type ReviewDecision = z.infer<typeof ReviewDecision>;
 /**
  * `POST /orders/:id/review` body: the decision, and for an order in review for a refund its provider reported failed,
  * optionally which failed refund it is about (`failedOutRefundNo`, our refund number). Required once several refunds
- * of the order have failed: a decision that names none may be a retry of the one that settled the previous refund.
+ * of the order have failed: a decision that names none may be a retry of the one that settled the previous refund. For
+ * an order in a late payment's review, optionally which trade (`tradeNo`).
  */
-export const ReviewRequest = ReviewDecisionFields.extend({ failedOutRefundNo: z.string().min(1).max(64).optional() })
+export const ReviewRequest = ReviewDecisionFields.extend({
+  failedOutRefundNo: z.string().min(1).max(64).optional(),
+  /** For an order in a late payment's review: the trade the decision is for (refused when another trade's is open). */
+  tradeNo: z.string().min(1).max(128).optional(),
+})
   .strict()
   .refine(refundAmountWithRefund, refundAmountMessage);
 export type ReviewRequest = z.infer<typeof ReviewRequest>;
