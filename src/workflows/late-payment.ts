@@ -4,6 +4,7 @@
  * stable refund number unless the payment is the one that paid the order. Never lost, never refunded twice.
  */
 import {
+  ApplicationFailure,
   CancellationScope,
   condition,
   continueAsNew,
@@ -25,6 +26,7 @@ import {
   type PaymentEvidence,
   type ReviewDecision,
   type ReviewOutcome,
+  REVIEW_DECISION_REFUSED,
   autoRefundNo,
   reviewRefundNo,
   reviewDecisionProblem,
@@ -471,14 +473,19 @@ async function awaitRefundDecision(
     },
     {
       validator: (d: ReviewDecision) => {
+        // Refusals of the decision itself are typed, so the API answers the operator at once (409
+        // REVIEW_DECISION_REFUSED); an untyped refusal is retried as a workflow not yet waiting, then answered
+        // ORDER_NOT_IN_REVIEW, which this review is not. (Validators do not run on replay: no patch.)
+        const refuse = (message: string) =>
+          ApplicationFailure.create({ type: REVIEW_DECISION_REFUSED, message, nonRetryable: true });
         const problem = reviewDecisionProblem(d);
-        if (problem) throw new Error(problem);
+        if (problem) throw refuse(problem);
         if (status !== 'NEEDS_REVIEW' || decision)
           throw new Error(`late payment ${tradeNo} of order ${orderId} is not waiting for a decision`);
         if (d.decision === 'approve' && !keepable)
-          throw new Error(`a late payment is never kept: only a refund decision settles trade ${tradeNo}`);
+          throw refuse(`a late payment is never kept: only a refund decision settles trade ${tradeNo}`);
         if (d.decision === 'approve' && !(keepable?.tradeNo === tradeNo && keepable.paidAmount))
-          throw new Error(
+          throw refuse(
             `${input.provider} reported no paid amount for trade ${tradeNo}: it cannot be recorded as the paying trade`,
           );
       },
