@@ -165,6 +165,12 @@ describe('defect 1: a cooling-off refund the provider refuses, then the review',
     );
     expect(result).toEqual({ orderId, status: 'PAID', reason: 'REVIEW_APPROVED' });
     expect(await scheduled(handle, 'refundPayment')).toBe(1);
+    // The buyer asks again: the order is PAID and kept by support, not in review (the refund's update answer, kept under
+    // its id, still says NEEDS_REVIEW), and nothing is refunded.
+    const again = await sys.http('POST', `/orders/${orderId}/refund`, {});
+    expect(again.status).toBe(409);
+    expect(again.body).toMatchObject({ error: 'COOLING_OFF_EXPIRED', status: 'PAID' });
+    expect(await scheduled(handle, 'refundPayment')).toBe(1);
     const row = await sys
       .db('orders')
       .where({ order_id: orderId })

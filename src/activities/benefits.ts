@@ -30,11 +30,9 @@ export const couponParticipant: Participant<BenefitTryInput> = defineParticipant
       .first('user_id', 'discount', 'currency', 'status')) as
       { user_id: string; discount: number; currency: string; status: string } | undefined;
     if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE') {
-      throw businessFailure(
-        FailureType.COUPON_UNAVAILABLE,
-        `coupon ${key.resource} is not available to ${input.userId}`,
-        { couponCode: key.resource },
-      );
+      throw businessFailure(FailureType.COUPON_UNAVAILABLE, `coupon ${key.resource} is not available to this buyer`, {
+        couponCode: key.resource,
+      });
     }
     // The order was priced with this coupon in an earlier transaction, without its lock: an operator may have changed
     // the coupon since (PUT /admin/coupons while it is AVAILABLE). Held as priced, or not at all: else the buyer pays
@@ -87,7 +85,7 @@ export const pointsParticipant: Participant<BenefitTryInput> = defineParticipant
     if (!moved)
       throw businessFailure(
         FailureType.INSUFFICIENT_POINTS,
-        `user ${key.resource} has fewer than ${input.quantity} points available`,
+        `fewer than ${input.quantity} points are available to this buyer`,
         { requested: input.quantity },
       );
     return input.quantity;

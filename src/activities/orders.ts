@@ -143,7 +143,7 @@ export async function createOrder(
       if (!coupon || coupon.user_id !== input.userId || coupon.status !== 'AVAILABLE' || coupon.currency !== currency) {
         throw businessFailure(
           FailureType.COUPON_UNAVAILABLE,
-          `coupon ${input.couponCode} is not available to ${input.userId} for a ${currency} order`,
+          `coupon ${input.couponCode} is not available to this buyer for a ${currency} order`,
           { couponCode: input.couponCode },
         );
       }

@@ -362,6 +362,15 @@ export class OrderActions {
         );
         // NEEDS_REVIEW: the window was open but the provider refused the refund; the order is with support now (the
         // buyer must not be told the window had closed). Anything else: the window ended first.
+        // A completed update's answer is kept under its id for the run's life: a later request is answered it again.
+        // The order PAID now was kept by the review that refused refund opened (it closes the buyer's request).
+        if (result.status === 'NEEDS_REVIEW' && (await this.status(orderId))?.status === 'PAID')
+          throw new ApiError(
+            409,
+            'COOLING_OFF_EXPIRED',
+            'the provider refused the refund asked for earlier, and support has since kept the order: ask support for a refund',
+            { status: 'PAID' },
+          );
         if (result.status === 'NEEDS_REVIEW')
           throw new ApiError(
             409,
