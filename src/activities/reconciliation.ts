@@ -842,45 +842,29 @@ async function startScheduledRun(
   // Idempotent on retry: a day run again has an active (or newer) latest run, no longer FAILED.
   // Read before the failed days are started again (their new runs are open too, and are not what this looks for).
   const open = await openDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED);
-  const retriedDays: string[] = [];
-  const failed = await failedDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED, {
-    belowAttempt: AUTOMATIC_ATTEMPTS,
-  });
-  for (const date of failed) {
-    await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
+  /** Starts (or joins) a run of an earlier day for the Schedule; `rerunFailed`: a new run of a day whose run FAILED. */
+  const startDay = (date: string, rerunFailed = false) =>
+    startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
       provider: input.provider,
       date,
       rerun: false,
-      rerunFailed: true,
+      ...(rerunFailed ? { rerunFailed: true } : {}),
       trigger: 'SCHEDULE',
     });
-    retriedDays.push(date);
-  }
+  const retriedDays = await failedDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED, {
+    belowAttempt: AUTOMATIC_ATTEMPTS,
+  });
+  for (const date of retriedDays) await startDay(date, true);
   // A day whose run is still open from an earlier firing: its workflow is joined where it runs, and started again
   // under the same id where it is gone (terminated in the Web UI, which marks nothing). Its day was otherwise never
   // asked for again and no alert counted it: an open run is not FAILED, and the next day's clean run cleared the
   // stale alert.
-  const resumedDays: string[] = [];
-  for (const date of open) {
-    await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
-      provider: input.provider,
-      date,
-      rerun: false,
-      trigger: 'SCHEDULE',
-    });
-    resumedDays.push(date);
-  }
-  // A day with no run at all after a reconciled one: its firing failed before it wrote the day's row, and nothing
+  const resumedDays = open;
+  for (const date of resumedDays) await startDay(date);
+  // A day with no run at all after one that has a run: its firing failed before it wrote the day's row, and nothing
   // else would ever ask for it (the retries above and the alerts count rows).
   const missedDays = await missingDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED);
-  for (const date of missedDays) {
-    await startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
-      provider: input.provider,
-      date,
-      rerun: false,
-      trigger: 'SCHEDULE',
-    });
-  }
+  for (const date of missedDays) await startDay(date);
   return { runId: run.id, status: run.status, created, retriedDays, resumedDays, missedDays };
 }
 
