@@ -302,36 +302,6 @@ describe('admission', () => {
     expect(keyed?.message).toMatch(/retry with the same Idempotency-Key/);
   });
 
-  test('a start Temporal refuses as busy gives the units back at once and answers 503 (send it again); unreachable, the order is pending and its id is named', async () => {
-    // They were answered "a dependency is briefly unavailable; retry the same request" with the units still held: an
-    // unkeyed resend reserved them twice, and the sale's last units stayed unsellable until the sweeper's grace.
-    const sku = await createProduct(sys, { stock: 1 });
-    const failing = (code: number, text: string) =>
-      ({
-        withDeadline: async () => {
-          throw Object.assign(new Error('workflow start failed'), { cause: Object.assign(new Error(text), { code }) });
-        },
-      }) as unknown as Client;
-    const request = { userId: userId(), items: [{ sku, quantity: 1 }], provider: 'sandbox' as const };
-    const answer = (client: Client, key?: string) =>
-      new OrderService({ db: sys.db, client, config: sys.config }).create(request, key).then(
-        () => undefined,
-        (err: ApiError) => ({ status: err.statusCode, code: err.code, message: err.message, details: err.details }),
-      );
-    const busy = failing(8, '8 RESOURCE_EXHAUSTED: namespace rate limit exceeded');
-    expect(await answer(busy)).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE' });
-    expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 0, sold: 0 });
-    // Keyed, a running workflow of an earlier request may own the reservation: kept, and the buyer retries with the key.
-    const keyed = await answer(busy, `busy-${randomBytes(6).toString('hex')}`);
-    expect(keyed).toMatchObject({ status: 503, code: 'ORDER_PENDING' });
-    expect(keyed?.message).toMatch(/retry with the same Idempotency-Key/);
-    await releaseReservation(sys.db, String(keyed?.details.orderId), request.items);
-    // Unreachable: the start may have gone through; the unkeyed buyer is told the order to follow.
-    const unreachable = await answer(failing(14, '14 UNAVAILABLE: Connection dropped'));
-    expect(unreachable).toMatchObject({ status: 503, code: 'ORDER_PENDING' });
-    expect(unreachable?.message).toContain(`GET /orders/${String(unreachable?.details.orderId)}`);
-  });
-
   test('a refused buyer costs one read; a keyed one two more (its fingerprint row without waiting, then its order row or fence), not the full order read', async () => {
     // A sale's losers mostly send keys: they paid the order view's read, the reservation's and the fingerprint's, and
     // were answered twice as slowly as buyers without a key (npm run bench -- --flash-sale --keyed).

@@ -29,7 +29,7 @@ import {
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { ProviderRegistry } from '../providers/types';
-import { isTemporalBusy, isTemporalUnreachable, withTemporalDeadline } from '../temporal/calls';
+import { withTemporalDeadline } from '../temporal/calls';
 import type { OrderProviderCache } from '../temporal/route-notification';
 import type { orderLifecycleV2 } from '../workflows';
 import {
@@ -379,14 +379,6 @@ export class OrderService {
         // its own Try held; release the pre-start reservation too (idempotent), so the units are sellable at once.
         await releaseReservation(db, orderId, items).catch(() => undefined);
       }
-      if (isTemporalBusy(err) && idempotencyKey === undefined) {
-        // Temporal refused the start (a rate limit, overload) before running it, and no earlier request can have
-        // started this order (its id is new): the units go back at once and the buyer may simply send it again. (Were
-        // it started after all, its workflow's Try finds the reservation released and refuses: never sold twice.) A
-        // keyed order may be another request's running workflow: its reservation is left to the sweeper.
-        await releaseReservation(db, orderId, items).catch(() => undefined);
-        throw new ApiError(503, 'SERVICE_UNAVAILABLE', 'the order service is busy; nothing was ordered, send it again');
-      }
       throw await this.translateStartError(err, orderId, items, request, idempotencyKey !== undefined);
     }
   }
@@ -459,14 +451,9 @@ export class OrderService {
     // ended before pricing wrote one, with what it answered.
     if (err instanceof WorkflowExecutionAlreadyStartedError)
       return this.releasedAnswer({ orderId, fingerprint: requestFingerprint(request, items) }, items, request);
-    // Under load the update-with-start call can also come back cancelled at the deadline ("Call cancelled"). Temporal
-    // unreachable, or busy for a keyed order, is answered so too: the start may have gone through (a reply lost), the
-    // units are held (the sweeper releases them within a minute if no workflow owns them), and an unkeyed resend is a
-    // second order.
+    // Under load the update-with-start call can also come back cancelled at the deadline ("Call cancelled").
     if (
       err instanceof WorkflowUpdateRPCTimeoutOrCancelledError ||
-      isTemporalUnreachable(err) ||
-      isTemporalBusy(err) ||
       (err instanceof Error && /deadline|DEADLINE_EXCEEDED/i.test(err.message))
     ) {
       // Without a key a retry is a new order (its units held twice): the client is told to follow this one instead.
