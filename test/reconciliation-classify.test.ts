@@ -151,14 +151,6 @@ describe('a payment line of the bill', () => {
     expect(classifyBillPayment({ ...payment, providerStatus: 'pending' }, paidLocally(), 'sandbox').class).toBe(
       'MATCHED',
     );
-    // Paid locally, and the provider's line says the charge failed (a bank debit returned after its success event): the
-    // money did not arrive. It was MATCHED before.
-    expect(classifyBillPayment({ ...payment, providerStatus: 'failed' }, paidLocally(), 'sandbox')).toMatchObject({
-      class: 'MISSING_AT_PROVIDER',
-      detail: 'PROVIDER_FAILED',
-      repair_status: 'NONE',
-      evidence: { bill: { providerStatus: 'failed' } },
-    });
   });
 
   test('paid locally by another trade of the same order is not this trade: PAID_NOT_RECORDED', () => {

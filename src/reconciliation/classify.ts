@@ -115,19 +115,6 @@ export function classifyBillPayment(row: BillRow, local: LocalPayment | undefine
       repair_status: 'NONE',
     };
   }
-  // Paid locally, but the provider's line says the charge failed (a bank debit reported succeeded, then returned):
-  // the money we shipped against did not arrive. Critical, as a payment missing from the bill is; never MATCHED.
-  if (paidLocally && row.providerStatus === 'failed') {
-    return {
-      class: 'MISSING_AT_PROVIDER',
-      detail: 'PROVIDER_FAILED',
-      kind: 'PAYMENT',
-      local_amount: local.paid_amount === null ? num(local.amount) : num(local.paid_amount),
-      local_currency: local.paid_currency ?? local.currency,
-      evidence: { bill: { ...bill, providerStatus: row.providerStatus }, local: localView },
-      repair_status: 'NONE',
-    };
-  }
   if (!paidLocally) {
     return {
       class: 'PAID_NOT_RECORDED',
