@@ -841,7 +841,7 @@ async function startScheduledRun(
   // failures never found, while the next day's clean run cleared the stale alert. Each firing runs those again.
   // Idempotent on retry: a day run again has an active (or newer) latest run, no longer FAILED.
   // Read before the failed days are started again (their new runs are open too, and are not what this looks for).
-  const open = await openDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED);
+  const resumedDays = await openDaysBefore(deps.db, input.provider, input.date, FAILED_DAYS_RETRIED);
   /** Starts (or joins) a run of an earlier day for the Schedule; `rerunFailed`: a new run of a day whose run FAILED. */
   const startDay = (date: string, rerunFailed = false) =>
     startReconciliation(deps.db, ctx.client, ctx.info.taskQueue, {
@@ -859,7 +859,6 @@ async function startScheduledRun(
   // under the same id where it is gone (terminated in the Web UI, which marks nothing). Its day was otherwise never
   // asked for again and no alert counted it: an open run is not FAILED, and the next day's clean run cleared the
   // stale alert.
-  const resumedDays = open;
   for (const date of resumedDays) await startDay(date);
   // A day with no run at all after one that has a run: its firing failed before it wrote the day's row, and nothing
   // else would ever ask for it (the retries above and the alerts count rows).

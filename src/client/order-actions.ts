@@ -221,9 +221,6 @@ export class OrderActions {
         status: current.status,
       });
     let send: () => Promise<ReviewOutcome>;
-    // The workflow that waits for the decision: the order's own, or, for an order a late payment left in review (status
-    // reason LATE_PAYMENT_REFUND_FAILED, set only by a `latePayment` workflow after the order's own has ended), that
-    // trade's `latePayment` workflow, named by the entry that opened the review.
     // A refund of the order that failed while it was in review for something else is settled first: decisions are
     // routed by the order's reason, which still names that other review, so the failed refund would otherwise never
     // get one (and an approval there would leave its buyer unpaid).
@@ -236,11 +233,14 @@ export class OrderActions {
         `order ${orderId} is in review for ${current.statusReason ?? 'a reason not recorded'}, and its refund ${failedFirst} failed at the provider meanwhile: decide that refund first, naming it with failedOutRefundNo (refund, or refundAmount 0 if the money was returned another way); then this review`,
         { failedOutRefundNo: failedFirst },
       );
+    // The workflow that waits for the decision: the order's own, or, for an order a late payment left in review (status
+    // reason LATE_PAYMENT_REFUND_FAILED, set only by a `latePayment` workflow after the order's own has ended), that
+    // trade's `latePayment` workflow, named by the entry that opened the review.
     const lateTrade =
       current.statusReason === LATE_PAYMENT_REFUND_FAILED && failedFirst === undefined
         ? await lateReviewTrade(this.deps.db, orderId)
-        : undefined;
-    if (namedTrade !== undefined && (lateTrade === undefined || lateTrade === null))
+        : null;
+    if (namedTrade !== undefined && !lateTrade)
       throw new ApiError(
         409,
         REVIEW_DECISION_REFUSED,

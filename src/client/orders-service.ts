@@ -55,7 +55,6 @@ export function newOrderId(): string {
   return `ord_${Date.now().toString(36)}${randomBytes(8).toString('hex')}`;
 }
 
-/** The same (user, Idempotency-Key) always names the same order. */
 /**
  * What anyone holding an order id may read (GET /orders/:id, the waiting page): the order without the shop's id of the
  * buyer, which may be an email address or a phone number, while the order id travels on cashier URLs, receipts and bills.
@@ -65,6 +64,7 @@ export function publicOrderView(order: OrderView): Omit<OrderView, 'userId'> {
   return shown;
 }
 
+/** The same (user, Idempotency-Key) always names the same order. */
 export function orderIdForIdempotencyKey(userId: string, key: string): string {
   return `ord_k${createHash('sha256').update(`${userId}\u0000${key}`).digest('hex').slice(0, 32)}`;
 }

@@ -10,6 +10,20 @@ import { MUST, clock, run } from '../shared/steps';
 import type { OrderContext } from './context';
 import { refundLatePayment } from './refunds';
 
+/**
+ * A close the provider refused because the buyer has paid: noted with `why`, and, unless a notification told it
+ * already, the payment as the provider's query shows it becomes the order's evidence.
+ */
+export async function learnPaymentCloseFound(ctx: OrderContext, why: string): Promise<void> {
+  const s = ctx.state;
+  s.note('CLOSE_FOUND_PAID', why);
+  if (!s.evidence) {
+    // found() keeps a payment whose notification arrived meanwhile (it names the amount; a lagging query may not).
+    const { state } = await queryAfterCloseFoundPaid(ctx.provider, s.orderId, () => s.evidence !== undefined);
+    s.found(state, 'close');
+  }
+}
+
 /** Returns the order's end, or undefined when the close found the order paid (the caller confirms it). */
 export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentResult, 'orderId'> | undefined> {
   const s = ctx.state;
@@ -25,12 +39,7 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
     provider: ctx.provider,
   });
   if (closed.result === 'ALREADY_PAID') {
-    s.note('CLOSE_FOUND_PAID', 'The buyer paid just before the close: treating the order as paid');
-    if (!s.evidence) {
-      // found() keeps a payment whose notification arrived meanwhile (it names the amount; a lagging query may not).
-      const { state } = await queryAfterCloseFoundPaid(ctx.provider, s.orderId, () => s.evidence !== undefined);
-      s.found(state, 'close');
-    }
+    await learnPaymentCloseFound(ctx, 'The buyer paid just before the close: treating the order as paid');
     return undefined;
   }
   s.closedAtProvider = true;

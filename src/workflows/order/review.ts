@@ -16,8 +16,8 @@ import {
   reviewReminderBackoffStep,
   reviewRefundClosesStep,
 } from '../patches';
-import { queryAfterCloseFoundPaid } from '../shared/close-found-paid';
 import { MUST, errorMessage, failedForGood, failureType, runLocal } from '../shared/steps';
+import { learnPaymentCloseFound } from './close';
 import type { OrderContext } from './context';
 import { coolOff } from './cooling-off';
 import { refundInFull } from './refunds';
@@ -190,15 +190,9 @@ async function closeBeforeRefund(ctx: OrderContext): Promise<PaymentEvidence | u
     s.closedAtProvider = true;
     return s.evidence;
   }
-  if (closed.result !== 'ALREADY_PAID') {
-    s.closedAtProvider = true;
-    return s.evidence;
-  }
-  s.note('CLOSE_FOUND_PAID', 'The buyer paid during the review: that payment is refunded');
-  if (!s.evidence) {
-    const { state } = await queryAfterCloseFoundPaid(ctx.provider, s.orderId, () => s.evidence !== undefined);
-    s.found(state, 'close');
-  }
+  if (closed.result === 'ALREADY_PAID')
+    await learnPaymentCloseFound(ctx, 'The buyer paid during the review: that payment is refunded');
+  else s.closedAtProvider = true;
   return s.evidence;
 }
 
