@@ -7,7 +7,11 @@
  *    participants through createBenefitActivities of src/activities/benefits.ts) called from the bench, no Temporal;
  *  - `local`: one workflow per transaction (tools/bench-tcc-workflow.ts) running the Try of all three as one local
  *    activity and their Confirm as a second one (the same functions inside), started with the client and awaited;
- *  - `activities`: the same workflow with two activity tasks instead.
+ *  - `activities`: the same workflow with two activity tasks instead;
+ *  - `dtm`: DTM v1.19.0 itself (tools/dtm.ts): its server, built once from the Go module proxy, with its store on the
+ *    same MariaDB, coordinating the same Try and Confirm of the same rows by tools/dtm-tcc, participants written as
+ *    DTM's documentation writes them (one conditional UPDATE each behind DTM's barrier, in Go). `--no-dtm` leaves it
+ *    out; a failed build or start is reported and the other variants still run.
  *
  * The worker runs in the bench's own process (its own task queue, the bench workflow bundled on its own), so the
  * bench process's CPU (process.cpuUsage: client, worker, activities, all threads) is what payflow's side of a
@@ -16,8 +20,8 @@
  * per transaction for its user, points per user) in a database of the bench's own (`payflow_bench_tcc`, or
  * DATABASE_URL's: tools/tool-database.ts), and the books are checked after each run: stock sold = transactions, every
  * fence CONFIRMED, every coupon USED by its order, points spent exact. Exit code 1 when a check fails or a transaction
- * failed. Prints the figures beside the ones issue #16 quotes for DTM v1.19 (not run here) and writes
- * reports/bench-tcc-<time>.json.
+ * failed. Prints the figures side by side, each variant's ratio to DTM measured in the same run, the ones issue #16
+ * quotes for DTM v1.19 beside them, and writes reports/bench-tcc-<time>.json.
  */
 import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
@@ -60,11 +64,21 @@ import {
 } from './bench-harness';
 import type { TccActivities, TccCall, benchTcc } from './bench-tcc-workflow';
 import { commandCpuMs, freePort, pidListeningOn, processCpuMs } from './processes';
+import {
+  DTM_VERSION,
+  type DtmBinaries,
+  type DtmServer,
+  ensureDtm,
+  mysqlParts,
+  prepareDtmTables,
+  runDtmSet,
+  startDtmServer,
+} from './dtm';
 import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 import { prepareToolDatabase, withDatabase } from './tool-database';
 
 const DATABASE = 'payflow_bench_tcc';
-const VARIANTS = ['direct', 'local', 'activities'] as const;
+const VARIANTS = ['direct', 'local', 'activities', 'dtm'] as const;
 type Variant = (typeof VARIANTS)[number];
 
 /** What every transaction takes: one unit of the run's SKU, its user's coupon, POINTS of its user's points. */
@@ -74,16 +88,15 @@ const COUPON_DISCOUNT = 500;
 /** Units of stock beyond the run's transactions, so that a unit taken twice shows in the books, not as OUT_OF_STOCK. */
 const SPARE_STOCK = 100;
 
-/** Issue #16's figures for DTM v1.19 on the same kind of machine; not measured by this bench. */
+/** Issue #16's figures for DTM v1.19 on the issue's machine, printed beside the `dtm` variant measured here. */
 export const DTM = {
-  label:
-    "DTM (issue #16's figures, not run here: github.com/dtm-labs/dtm is not served by this machine's Go module proxy, 403)",
+  label: "DTM v1.19 as issue #16 quotes it (measured on the issue's machine, not by this run)",
   version: 'v1.19',
   transactionsPerSecond: [157, 184] as const,
   cpuMsPerTransaction: [10, 12] as const,
 };
 
-const USAGE = `usage: npm run bench -- --tcc [--transactions N] [--concurrency 10,50] [--warmup W] [--quick]
+const USAGE = `usage: npm run bench -- --tcc [--transactions N] [--concurrency 10,50] [--warmup W] [--quick] [--no-dtm]
   --transactions  measured TCC transactions per variant and concurrency    (default 2000; --quick 100)
   --concurrency   clients, each with one transaction in flight; a list runs each   (default 10,50)
   --warmup        transactions per variant before the measured runs, not counted   (default N/10, at most 50)
@@ -91,13 +104,17 @@ One transaction: Try, then Confirm, of stock (1 unit of one SKU), one coupon and
   direct      payflow's participants called from the bench (no Temporal)
   local       one workflow per transaction: the three Tries as one local activity, the three Confirms as another
   activities  the same workflow with two activity tasks
-The worker runs in the bench process; its CPU and the Temporal server's (when it runs here) are reported per transaction.`;
+  dtm         DTM v1.19.0's server (built once from the Go module proxy) coordinating the same Try and Confirm of the
+              same rows, participants in Go behind DTM's barrier (tools/dtm-tcc); --no-dtm leaves it out
+The worker runs in the bench process; its CPU and the Temporal server's (when it runs here) are reported per
+transaction, as are DTM's driver (client and participants) and DTM's server.`;
 
 interface TccOptions {
   transactions: number;
   concurrency: number[];
   warmup: number;
   quick: boolean;
+  dtm: boolean;
 }
 
 /** `--concurrency 10,50` (or `=10,50`) taken out of argv: parseFlags knows single numbers only. */
@@ -115,7 +132,7 @@ function takeConcurrency(argv: string[]): { list?: string; rest: string[] } {
 
 export function parseTccArgs(argv: string[]): TccOptions {
   const { list, rest } = takeConcurrency(argv);
-  const flags = parseFlags(rest, { transactions: 'int', warmup: 'int', quick: 'flag' }, USAGE);
+  const flags = parseFlags(rest, { transactions: 'int', warmup: 'int', quick: 'flag', 'no-dtm': 'flag' }, USAGE);
   const quick = flags.quick === true;
   const transactions = (flags.transactions as number | undefined) ?? (quick ? 100 : 2000);
   let concurrency = [10, 50];
@@ -127,7 +144,13 @@ export function parseTccArgs(argv: string[]): TccOptions {
   }
   if (transactions > 100_000) fail(`--transactions at most 100000\n${USAGE}`);
   const warmup = (flags.warmup as number | undefined) ?? Math.min(50, Math.ceil(transactions / 10));
-  return { transactions, concurrency: concurrency.map((c) => Math.min(c, transactions)), warmup, quick };
+  return {
+    transactions,
+    concurrency: concurrency.map((c) => Math.min(c, transactions)),
+    warmup,
+    quick,
+    dtm: flags['no-dtm'] !== true,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -285,21 +308,24 @@ interface Books {
   problems: string[];
 }
 
-/** Stock sold = transactions, every fence CONFIRMED, every coupon USED by its own order, points spent exact. */
-async function checkBooks(db: Knex, set: TxSet): Promise<Books> {
+/**
+ * The idempotency records of a set: payflow's fences (every one CONFIRMED, 3 per transaction), or for `dtm` DTM's
+ * barrier rows (a `try` and a `confirm` per branch, 3 branches per transaction, no `cancel`).
+ */
+async function checkFences(db: Knex, set: TxSet, variant: Variant, problems: string[]): Promise<string> {
   const n = set.calls.length;
-  const problems: string[] = [];
-  const stock = (await db('stock').where('sku', set.sku).first('available', 'reserved', 'sold')) as
-    { available: number | string; reserved: number | string; sold: number | string } | undefined;
-  const sold = Number(stock?.sold ?? NaN);
-  if (!stock) problems.push(`stock row ${set.sku} missing`);
-  else {
-    if (sold !== n) problems.push(`stock sold ${sold}, transactions ${n}`);
-    if (Number(stock.reserved) !== 0) problems.push(`stock reserved ${stock.reserved}, expected 0`);
-    if (Number(stock.available) !== set.stockSeeded - n)
-      problems.push(`stock available ${stock.available}, expected ${set.stockSeeded - n}`);
+  if (variant === 'dtm') {
+    const rows = (await db('dtm_barrier')
+      .where('gid', 'like', `${set.prefix}-%`)
+      .groupBy('op')
+      .select('op', db.raw('COUNT(*) AS n'))) as { op: string; n: number }[];
+    const count = (op: string) => Number(rows.find((r) => r.op === op)?.n ?? 0);
+    for (const op of ['try', 'confirm'])
+      if (count(op) !== 3 * n) problems.push(`${count(op)} barrier ${op} rows of ${3 * n}`);
+    const other = rows.filter((r) => r.op !== 'try' && r.op !== 'confirm');
+    if (other.length) problems.push(`other barrier rows: ${other.map((r) => `${r.op} x${Number(r.n)}`).join(', ')}`);
+    return `${count('confirm')} barrier confirms`;
   }
-
   const fences = (await db('tcc_fence')
     .where('xid', 'like', `${set.prefix}-%`)
     .groupBy('participant', 'status')
@@ -315,6 +341,25 @@ async function checkBooks(db: Knex, set: TxSet): Promise<Books> {
   );
   if (other.length)
     problems.push(`other fences: ${other.map((f) => `${f.participant} ${f.status} x${Number(f.n)}`).join(', ')}`);
+  return `${confirmed} fences CONFIRMED`;
+}
+
+/** Stock sold = transactions, every fence CONFIRMED, every coupon USED by its own order, points spent exact. */
+async function checkBooks(db: Knex, set: TxSet, variant: Variant): Promise<Books> {
+  const n = set.calls.length;
+  const problems: string[] = [];
+  const stock = (await db('stock').where('sku', set.sku).first('available', 'reserved', 'sold')) as
+    { available: number | string; reserved: number | string; sold: number | string } | undefined;
+  const sold = Number(stock?.sold ?? NaN);
+  if (!stock) problems.push(`stock row ${set.sku} missing`);
+  else {
+    if (sold !== n) problems.push(`stock sold ${sold}, transactions ${n}`);
+    if (Number(stock.reserved) !== 0) problems.push(`stock reserved ${stock.reserved}, expected 0`);
+    if (Number(stock.available) !== set.stockSeeded - n)
+      problems.push(`stock available ${stock.available}, expected ${set.stockSeeded - n}`);
+  }
+
+  const fenceText = await checkFences(db, set, variant, problems);
 
   const coupons = (await db('coupons')
     .where('code', 'like', `${set.prefix}-c%`)
@@ -356,7 +401,7 @@ async function checkBooks(db: Knex, set: TxSet): Promise<Books> {
 
   const ok = problems.length === 0;
   const text = ok
-    ? `OK: stock sold ${sold} = ${n} transactions (0 reserved), ${confirmed} fences CONFIRMED, ${used} coupons USED by their orders, points spent ${spent} = ${n} x ${POINTS} (0 frozen)`
+    ? `OK: stock sold ${sold} = ${n} transactions (0 reserved), ${fenceText}, ${used} coupons USED by their orders, points spent ${spent} = ${n} x ${POINTS} (0 frozen)`
     : `FAILED: ${problems.join('; ')}`;
   return { ok, text, problems };
 }
@@ -401,26 +446,29 @@ function innermostMessage(err: unknown): string {
 
 const mariadbCpuMs = () => commandCpuMs('mariadbd') ?? commandCpuMs('mysqld');
 
-/** Runs a set's transactions with `concurrency` clients, then checks the books. */
-async function runSet(
-  db: Knex,
+/** One set's transactions as run: latencies of the completed ones, failures, and the client side's CPU over the run. */
+interface Executed {
+  latencies: number[];
+  errors: Record<string, number>;
+  examples: Record<string, string>;
+  failed: number;
+  wallMs: number;
+  clientCpuMs: number;
+}
+
+/** The set run from this process: `concurrency` clients, each with one transaction in flight (payflow's variants). */
+async function runInProcess(
   set: TxSet,
-  variant: Variant,
   concurrency: number,
-  warmup: boolean,
-  temporalPid: number | undefined,
+  label: string,
   execute: (call: TccCall) => Promise<void>,
-): Promise<RunResult> {
+): Promise<Executed> {
   const latencies: number[] = [];
   const errors = new Tally();
   const examples: Record<string, string> = {};
-  const label = `${variant}${warmup ? ' warm-up' : ''} @ ${concurrency}`;
   const stopProgress = startProgress(
     () => `${label}: ${latencies.length}/${set.calls.length} done${errors.total ? `, ${errors.total} failed` : ''}`,
   );
-  const machine0 = machineCpu();
-  const temporal0 = processCpuMs(temporalPid);
-  const mariadb0 = mariadbCpuMs();
   const own0 = process.cpuUsage();
   const t0 = performance.now();
   await inParallel(set.calls, concurrency, async (call) => {
@@ -436,18 +484,47 @@ async function runSet(
   });
   const wallMs = performance.now() - t0;
   const own = process.cpuUsage(own0);
-  const temporal1 = processCpuMs(temporalPid);
+  stopProgress();
+  return {
+    latencies,
+    errors: errors.toJSON(),
+    examples,
+    failed: errors.total,
+    wallMs,
+    clientCpuMs: (own.user + own.system) / 1000,
+  };
+}
+
+/**
+ * Runs a set (`execute`), then checks the books. `coordinatorPid` is the Temporal server's or DTM's: its CPU over
+ * the run is the coordinator's share; the client side's (this process, or DTM's driver) comes from `execute`.
+ */
+async function runSet(
+  db: Knex,
+  set: TxSet,
+  variant: Variant,
+  concurrency: number,
+  warmup: boolean,
+  coordinatorPid: number | undefined,
+  execute: (label: string) => Promise<Executed>,
+): Promise<RunResult> {
+  const label = `${variant}${warmup ? ' warm-up' : ''} @ ${concurrency}`;
+  const machine0 = machineCpu();
+  const temporal0 = processCpuMs(coordinatorPid);
+  const mariadb0 = mariadbCpuMs();
+  const run = await execute(label);
+  const temporal1 = processCpuMs(coordinatorPid);
   const mariadb1 = mariadbCpuMs();
   const machine1 = machineCpu();
-  stopProgress();
 
+  const { latencies, wallMs } = run;
   const completed = latencies.length;
   const per = (ms: number | undefined) =>
     ms === undefined || completed === 0 ? null : Math.round((ms / completed) * 100) / 100;
-  const benchMs = (own.user + own.system) / 1000;
+  const benchMs = run.clientCpuMs;
   const temporalMs = temporal0 === undefined || temporal1 === undefined ? undefined : temporal1 - temporal0;
   const mariadbMs = mariadb0 === undefined || mariadb1 === undefined ? undefined : mariadb1 - mariadb0;
-  const books = await checkBooks(db, set);
+  const books = await checkBooks(db, set, variant);
   log(`books after ${label}: ${books.text}`);
   return {
     variant,
@@ -455,9 +532,9 @@ async function runSet(
     warmup,
     transactions: set.calls.length,
     completed,
-    failed: errors.total,
-    errors: errors.toJSON(),
-    errorExamples: examples,
+    failed: run.failed,
+    errors: run.errors,
+    errorExamples: run.examples,
     wallMs: Math.round(wallMs),
     transactionsPerSecond: perSecond(completed, wallMs),
     latencyMs: summarize(latencies),
@@ -482,22 +559,22 @@ function ratioToRange(value: number | null, range: readonly [number, number]): s
   return `x${(value / range[1]).toFixed(2)}-${(value / range[0]).toFixed(2)}`;
 }
 
-function ratios(r: RunResult) {
-  return {
-    transactionsPerSecond: ratioToRange(r.transactionsPerSecond, DTM.transactionsPerSecond),
-    benchCpu: ratioToRange(r.cpu.benchMsPerTransaction, DTM.cpuMsPerTransaction),
-    benchPlusTemporalCpu: ratioToRange(r.cpu.benchPlusTemporalMsPerTransaction, DTM.cpuMsPerTransaction),
-  };
+/** `xR`: a figure's ratio to DTM's, measured in the same run at the same concurrency. */
+function ratioTo(value: number | null | undefined, dtm: number | null | undefined): string {
+  if (value === null || value === undefined || !dtm) return 'n/a';
+  return `x${(value / dtm).toFixed(2)}`;
 }
 
+/** One concurrency's variants side by side, each against DTM measured beside it, and issue #16's DTM figures. */
 function sideBySide(results: RunResult[]): string {
   const ms = (v: number | null) => (v === null ? 'n/a' : v.toFixed(2));
-  const dtm = `DTM ${DTM.version} (issue #16)`;
+  const dtm = results.find((r) => r.variant === 'dtm');
+  const issue = `DTM ${DTM.version} (issue #16)`;
   const rows: [string, (r: RunResult) => string, string][] = [
     [
       'transactions done / asked',
       (r) => `${r.completed}/${r.transactions}${r.failed ? ` (${r.failed} failed)` : ''}`,
-      'not run here',
+      "issue's machine",
     ],
     ['transactions/s', (r) => r.transactionsPerSecond.toFixed(1), DTM.transactionsPerSecond.join('-')],
     [
@@ -505,25 +582,48 @@ function sideBySide(results: RunResult[]): string {
       (r) => (r.latencyMs ? `${r.latencyMs.p50.toFixed(1)} / ${r.latencyMs.p99.toFixed(1)}` : 'n/a'),
       'n/a',
     ],
-    ['bench process CPU ms/tx', (r) => ms(r.cpu.benchMsPerTransaction), '-'],
-    ['Temporal server CPU ms/tx', (r) => ms(r.cpu.temporalMsPerTransaction), '-'],
-    [
-      'bench + Temporal CPU ms/tx',
-      (r) => ms(r.cpu.benchPlusTemporalMsPerTransaction),
-      `${DTM.cpuMsPerTransaction.join('-')} *`,
-    ],
+    ['client + participants CPU ms/tx', (r) => ms(r.cpu.benchMsPerTransaction), '-'],
+    ['coordinator CPU ms/tx', (r) => ms(r.cpu.temporalMsPerTransaction), '-'],
+    ['both CPU ms/tx', (r) => ms(r.cpu.benchPlusTemporalMsPerTransaction), `${DTM.cpuMsPerTransaction.join('-')} *`],
     ['MariaDB CPU ms/tx (shared)', (r) => ms(r.cpu.mariadbMsPerTransaction), '-'],
-    ['transactions/s vs DTM', (r) => ratios(r).transactionsPerSecond, 'x1'],
-    ['bench CPU vs DTM', (r) => ratios(r).benchCpu, 'x1'],
-    ['bench + Temporal CPU vs DTM', (r) => ratios(r).benchPlusTemporalCpu, 'x1'],
+    ['transactions/s vs DTM here', (r) => ratioTo(r.transactionsPerSecond, dtm?.transactionsPerSecond), '-'],
+    [
+      'both CPU vs DTM here',
+      (r) => ratioTo(r.cpu.benchPlusTemporalMsPerTransaction, dtm?.cpu.benchPlusTemporalMsPerTransaction),
+      '-',
+    ],
+    ["transactions/s vs issue's DTM", (r) => ratioToRange(r.transactionsPerSecond, DTM.transactionsPerSecond), 'x1'],
     ['machine busy', (r) => `${r.cpu.machineBusyPercent}%`, '-'],
     ['wall time', (r) => `${(r.wallMs / 1000).toFixed(1)} s`, '-'],
     ['books', (r) => (r.books.ok ? 'OK' : 'FAILED'), '-'],
   ];
-  const header = ['', ...results.map((r) => r.variant), dtm];
+  const header = ['', ...results.map((r) => r.variant), issue];
   const cells = [header, ...rows.map(([label, f, d]) => [label, ...results.map(f), d])];
   const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
   return cells.map((row) => `  ${row.map((c, i) => c.padEnd(widths[i]!)).join('   ')}`.trimEnd()).join('\n');
+}
+
+/** DTM's server and driver, started for the run; or why the `dtm` variant does not run. */
+async function startDtm(
+  db: Knex,
+  url: string,
+  stamp: string,
+): Promise<{ binaries: DtmBinaries; server: DtmServer; storeDb: string } | { unavailable: string }> {
+  try {
+    const binaries = ensureDtm(log);
+    const storeDb = `${mysqlParts(url).db}_dtm`;
+    await prepareDtmTables(db, storeDb, binaries, log);
+    const logFile = join(REPORTS_DIR, `bench-tcc-${stamp}.dtm.log`);
+    const server = await startDtmServer(binaries, url, storeDb, logFile);
+    log(
+      `DTM v${DTM_VERSION}: server at ${server.api} (pid ${server.pid}; store ${storeDb}; log ${relative(ROOT, logFile)})`,
+    );
+    return { binaries, server, storeDb };
+  } catch (err) {
+    const reason = errorText(err);
+    log(`DTM: not run (${reason}); the other variants still run`);
+    return { unavailable: reason };
+  }
 }
 
 export async function runTccBench(argv: string[]): Promise<number> {
@@ -568,7 +668,7 @@ export async function runTccBench(argv: string[]): Promise<number> {
     workflowTaskPollerBehavior: workflowTaskPollerBehavior(base.workflowTaskPollers),
   });
 
-  const execute = (variant: Variant) => async (call: TccCall) => {
+  const perCall = (variant: Variant) => async (call: TccCall) => {
     if (variant === 'direct') {
       await activities.tccTry(call);
       await activities.tccConfirm(call);
@@ -583,6 +683,47 @@ export async function runTccBench(argv: string[]): Promise<number> {
     });
   };
 
+  const dtm = options.dtm ? await startDtm(db, url, stamp) : { unavailable: 'left out (--no-dtm)' };
+  const variants = VARIANTS.filter((v) => v !== 'dtm' || !('unavailable' in dtm));
+  const dtmUnavailable = 'unavailable' in dtm ? dtm.unavailable : undefined;
+  /** The set's runner and its coordinator's pid: DTM's driver and server, or this process and the Temporal server. */
+  const runner = (variant: Variant, set: TxSet, concurrency: number) => {
+    if (variant !== 'dtm' || 'unavailable' in dtm)
+      return {
+        coordinatorPid: server.pid,
+        execute: (label: string) => runInProcess(set, concurrency, label, perCall(variant)),
+      };
+    return {
+      coordinatorPid: dtm.server.pid,
+      execute: async (label: string): Promise<Executed> => {
+        const stopProgress = startProgress(() => `${label}: ${set.calls.length} transactions in DTM's driver`);
+        try {
+          const r = await runDtmSet(
+            dtm.binaries,
+            dtm.server,
+            url,
+            { prefix: set.prefix, sku: set.sku, transactions: set.calls.length, points: POINTS },
+            concurrency,
+          );
+          return {
+            latencies: r.latenciesMs,
+            errors: r.errors,
+            examples: r.examples,
+            failed: r.failed,
+            wallMs: r.wallMs,
+            clientCpuMs: r.cpuMs,
+          };
+        } finally {
+          stopProgress();
+        }
+      },
+    };
+  };
+  const measure = async (variant: Variant, set: TxSet, concurrency: number, warmup: boolean) => {
+    const { coordinatorPid, execute } = runner(variant, set, concurrency);
+    return runSet(db, set, variant, concurrency, warmup, coordinatorPid, execute);
+  };
+
   const warmups: RunResult[] = [];
   const results: RunResult[] = [];
   try {
@@ -590,17 +731,16 @@ export async function runTccBench(argv: string[]): Promise<number> {
       // Every variant warmed up first (the worker's workflow code, JIT, the pool's connections), then measured in
       // turn at each concurrency.
       if (options.warmup > 0)
-        for (const variant of VARIANTS) {
+        for (const variant of variants) {
           if (runAbort.signal.aborted) break;
           const set = await seed(db, `tcc-${runId}-${variant}-w`, options.warmup);
-          const c = Math.min(options.concurrency[0]!, options.warmup);
-          warmups.push(await runSet(db, set, variant, c, true, server.pid, execute(variant)));
+          warmups.push(await measure(variant, set, Math.min(options.concurrency[0]!, options.warmup), true));
         }
       for (const concurrency of options.concurrency)
-        for (const variant of VARIANTS) {
+        for (const variant of variants) {
           if (runAbort.signal.aborted) break;
           const set = await seed(db, `tcc-${runId}-${variant}-c${concurrency}`, options.transactions);
-          results.push(await runSet(db, set, variant, concurrency, false, server.pid, execute(variant)));
+          results.push(await measure(variant, set, concurrency, false));
         }
     });
   } finally {
@@ -608,6 +748,7 @@ export async function runTccBench(argv: string[]): Promise<number> {
       await terminateLeftovers(client, taskQueue);
     await client.connection.close().catch(() => undefined);
     await connection.close().catch(() => undefined);
+    if (!('unavailable' in dtm)) await dtm.server.stop();
     await db.destroy().catch(() => undefined);
   }
   if (runAbort.signal.aborted) log(`run ended early: ${abortReason()}`);
@@ -615,7 +756,7 @@ export async function runTccBench(argv: string[]): Promise<number> {
   const all = [...warmups, ...results];
   const ok =
     !runAbort.signal.aborted &&
-    results.length === options.concurrency.length * VARIANTS.length &&
+    results.length === options.concurrency.length * variants.length &&
     all.every((r) => r.failed === 0 && r.books.ok);
   const report = {
     ok,
@@ -634,7 +775,13 @@ export async function runTccBench(argv: string[]): Promise<number> {
     temporal: server.note,
     taskQueue,
     database,
-    dtm: DTM,
+    dtm: {
+      measured: dtmUnavailable === undefined,
+      notRun: dtmUnavailable,
+      version: DTM_VERSION,
+      storeDatabase: 'storeDb' in dtm ? dtm.storeDb : undefined,
+      issueFigures: DTM,
+    },
     warmups,
     results,
     workerLog: relative(ROOT, workerLog),
@@ -645,6 +792,9 @@ export async function runTccBench(argv: string[]): Promise<number> {
   console.log(`  command   ${report.command}`);
   console.log(`  machine   ${report.machine}`);
   console.log(`  temporal  ${server.note}`);
+  console.log(
+    `  dtm       ${dtmUnavailable === undefined ? `DTM v${DTM_VERSION}, built from the Go module proxy; store ${'storeDb' in dtm ? dtm.storeDb : ''} on the same MariaDB` : `not run: ${dtmUnavailable}`}`,
+  );
   console.log(`  database  ${database}; SDK log: ${logSummary(report.workerLog)} (${report.workerLog})`);
   console.log(
     `  one transaction: Try then Confirm of 1 unit of stock, 1 coupon, ${POINTS} points (6 MySQL transactions); ${options.transactions} per variant and concurrency, ${options.warmup} warm-up each first`,
@@ -656,11 +806,14 @@ export async function runTccBench(argv: string[]): Promise<number> {
     console.log(sideBySide(row));
   }
   console.log(`\n  ${DTM.label}: ${DTM.transactionsPerSecond.join('-')} transactions/s at ${DTM.cpuMsPerTransaction.join('-')} ms CPU each.
-  * issue #16's CPU per transaction, set beside the bench process + the Temporal server (coordinator and participants'
-    client side; MariaDB's share is its own row, and MariaDB is shared with anything else running). Ratios: ours / DTM's,
-    over DTM's range (transactions/s: higher is better; CPU: lower is better).
+  * issue #16's CPU per transaction, set beside "both": client + participants (this process; DTM's driver) and the
+    coordinator (the Temporal server; DTM's server). MariaDB's share is its own row (shared with anything else running).
+    "vs DTM here": ours / DTM's measured in this run at the same concurrency (transactions/s: higher is better; CPU:
+    lower is better).
   direct: the participants called from the bench; local / activities: one workflow per transaction (in-process worker,
-  task queue ${taskQueue}), Try and Confirm as 2 local activities / 2 activity tasks. CPU is per completed transaction.`);
+  task queue ${taskQueue}), Try and Confirm as 2 local activities / 2 activity tasks; dtm: DTM's server coordinating
+  tools/dtm-tcc's participants (Go, DTM's barrier, one conditional UPDATE each), wait_result on (a transaction ends
+  when every Confirm is done). CPU is per completed transaction.`);
   for (const r of all) {
     for (const [kind, count] of Object.entries(r.errors))
       console.log(

@@ -30,7 +30,7 @@ function onPath(name: string): string | undefined {
   return undefined;
 }
 
-function findGo(): string | undefined {
+export function findGo(): string | undefined {
   return onPath('go') ?? (existsSync('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : undefined);
 }
 
