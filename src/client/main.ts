@@ -6,6 +6,7 @@ import { createTracing } from '../observability/tracing';
 import { createProviders } from '../providers';
 import { connectTemporal, ensureSearchAttributes } from '../temporal/connection';
 import { buildApi } from './app';
+import { retryInBackground } from './retry-in-background';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -15,12 +16,23 @@ async function main(): Promise<void> {
     // Off (undefined) unless OTEL_EXPORTER_OTLP_ENDPOINT is set: then a span per request, continued into Temporal.
     const tracing = createTracing(config, 'payflow-api');
     const db = createDb(config.databaseUrl, { poolMax: 20 });
-    const client = await connectTemporal(config, { tracing });
-    await ensureSearchAttributes(client);
+    // Temporal is not needed to start: a replica restarted while Temporal is down still stores and acknowledges
+    // callbacks (the inbox hands them over once Temporal answers), and the search attributes are registered in the
+    // background (a server that refuses the operator call leaves a warning, not a dead API).
+    const client = await connectTemporal(config, { tracing, lazy: true });
     const api = buildApi({ config, db, client, providers: createProviders(config, { db }), logger, tracing });
     await api.app.listen({ host: config.host, port: config.port });
     await api.metricsApp?.listen({ host: config.host, port: config.metricsPort });
+    const attributes = retryInBackground({
+      attempt: () => ensureSearchAttributes(client),
+      onFailure: (err, attempt, retryInMs) =>
+        logger.warn(
+          { err, attempt, retryInMs },
+          'search attributes not checked yet (Temporal unreachable?); will retry',
+        ),
+    });
     const stop = async () => {
+      attributes.stop();
       await api.close();
       await client.connection.close();
       await db.destroy();

@@ -3,7 +3,7 @@
  * attributes: the API, the worker and the tools all come here, so TLS, API keys, tracing and the attribute list are
  * set in one place. (The deadline helpers for calls made on those connections are in ./calls.ts.)
  */
-import { Client, type ClientInterceptors, Connection } from '@temporalio/client';
+import { Client, type ClientInterceptors, Connection, type ConnectionOptions } from '@temporalio/client';
 import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry';
 import { temporal } from '@temporalio/proto';
 import type { NativeConnection } from '@temporalio/worker';
@@ -20,12 +20,17 @@ export function clientInterceptors(tracing: Tracing | undefined): ClientIntercep
   return tracing ? { workflow: [new OpenTelemetryWorkflowClientInterceptor({ tracer: tracing.tracer })] } : undefined;
 }
 
-/** Connects a client to the configured Temporal frontend (traced when `tracing` is given). */
+/**
+ * Connects a client to the configured Temporal frontend (traced when `tracing` is given). With `lazy`, nothing is
+ * dialled until the first call (each call then tries again until one connects): the API starts, and takes callbacks,
+ * while Temporal is down.
+ */
 export async function connectTemporal(
   config: TemporalEndpoint & Pick<Config, 'temporalNamespace'>,
-  options: { tracing?: Tracing } = {},
+  options: { tracing?: Tracing; lazy?: boolean } = {},
 ): Promise<Client> {
-  const connection = await Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: '10s' });
+  const connectionOptions: ConnectionOptions = { ...temporalConnectionOptions(config), connectTimeout: '10s' };
+  const connection = options.lazy ? Connection.lazy(connectionOptions) : await Connection.connect(connectionOptions);
   const interceptors = clientInterceptors(options.tracing);
   return new Client({ connection, namespace: config.temporalNamespace, ...(interceptors ? { interceptors } : {}) });
 }

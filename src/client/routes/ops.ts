@@ -29,6 +29,7 @@ import { withTemporalDeadline } from '../../temporal/calls';
 import { ApiError, apiFailure, parseOr400 } from '../errors';
 import { OPEN_DIFFERENCE_DAYS, type Metrics } from '../metrics';
 import { requireAdmin } from './admin';
+import { retryInBackground } from '../retry-in-background';
 
 const ReportQuery = z
   .object({
@@ -215,13 +216,10 @@ export async function ensureReconciliationSchedules(
   return ids;
 }
 
-/** Waits before creating the Schedules again after a failure: 10 s, doubling, at most 5 minutes. */
-const SCHEDULE_RETRY_MS = [10_000, 20_000, 40_000, 80_000, 160_000, 300_000];
-
 /**
- * Creates the reconciliation Schedules in the background (`ensure`), again after every failure until it succeeds: a
- * Temporal that could not be reached when the API started, or a server that refused the call, must not leave the
- * service without its daily reconciliation (the safety net for lost notifications). Until the Schedules exist,
+ * Creates the reconciliation Schedules in the background (`ensure`), again after every failure until it succeeds (10 s,
+ * doubling, at most 5 minutes): a Temporal that could not be reached when the API started, or a server that refused
+ * the call, must not leave the service without its daily reconciliation (the safety net for lost notifications). Until the Schedules exist,
  * `payflow_reconciliation_schedule_ready` is 0 for each provider (alert PayflowReconciliationScheduleMissing); then 1.
  */
 export function keepEnsuringReconciliationSchedules(options: {
@@ -232,37 +230,20 @@ export function keepEnsuringReconciliationSchedules(options: {
   retryMs?: number[];
 }): { stop(): void; done: Promise<void> } {
   const { ensure, providers, metrics, logger } = options;
-  const delays = options.retryMs ?? SCHEDULE_RETRY_MS;
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let wake: (() => void) | undefined;
-  const done = (async () => {
-    for (let attempt = 0; !stopped; attempt++) {
-      const retryInMs = delays[Math.min(attempt, delays.length - 1)]!;
-      try {
-        await ensure();
-        for (const provider of providers) metrics.reconciliationScheduleReady.set({ provider }, 1);
-        return;
-      } catch (err) {
-        for (const provider of providers) metrics.reconciliationScheduleReady.set({ provider }, 0);
-        logger.error({ err, attempt: attempt + 1, retryInMs }, 'reconciliation schedule not created; will retry');
-      }
-      if (stopped) return;
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        timer = setTimeout(resolve, retryInMs);
-        timer.unref();
-      });
-    }
-  })();
-  return {
-    stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      wake?.();
-    },
-    done,
+  const ready = (value: 0 | 1) => {
+    for (const provider of providers) metrics.reconciliationScheduleReady.set({ provider }, value);
   };
+  return retryInBackground({
+    attempt: async () => {
+      await ensure();
+      ready(1);
+    },
+    onFailure: (err, attempt, retryInMs) => {
+      ready(0);
+      logger.error({ err, attempt, retryInMs }, 'reconciliation schedule not created; will retry');
+    },
+    retryMs: options.retryMs,
+  });
 }
 
 /** An order AWAITING_PAYMENT this long after its deadline is overdue (the close and release take seconds). */
