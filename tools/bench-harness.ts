@@ -645,6 +645,7 @@ function shutdown(): Promise<void> {
     for (const child of [res.api, res.system]) if (child?.connected) child.disconnect();
     await stopChild(res.devServer, 'the Temporal dev server', 5000);
     await res.temporalServer?.stop();
+    await Promise.all(helpers.splice(0).map((h) => h.stop().catch(() => undefined)));
   })();
   return shuttingDown;
 }
@@ -654,6 +655,14 @@ export async function stopSystem(): Promise<void> {
   await shutdown();
   for (const key of Object.keys(res) as (keyof Resources)[]) delete res[key];
   shuttingDown = undefined;
+}
+
+/** Other processes a mode started (DTM's server for --tcc): stopped with the rest on a signal and at the end. */
+const helpers: { stop(): Promise<void> }[] = [];
+
+/** Registers a helper process, so that a signal (which exits without the mode's own `finally`) still stops it. */
+export function ownHelperProcess(helper: { stop(): Promise<void> }): void {
+  helpers.push(helper);
 }
 
 /** Registers a Temporal server the bench started itself, so that Ctrl-C and the end of the run stop it. */

@@ -54,6 +54,7 @@ import {
   logSummary,
   machineCpu,
   machineFacts,
+  ownHelperProcess,
   ownTemporalServer,
   parseFlags,
   perSecond,
@@ -344,8 +345,11 @@ async function checkFences(db: Knex, set: TxSet, variant: Variant, problems: str
   return `${confirmed} fences CONFIRMED`;
 }
 
-/** Stock sold = transactions, every fence CONFIRMED, every coupon USED by its own order, points spent exact. */
-async function checkBooks(db: Knex, set: TxSet, variant: Variant): Promise<Books> {
+/**
+ * Stock sold = transactions, every fence (or DTM barrier pair) in place, every coupon USED by its own order, points
+ * spent exact; for `dtm`, also every global transaction `succeed` in DTM's store (`dtmStore`), none left for its cron.
+ */
+async function checkBooks(db: Knex, set: TxSet, variant: Variant, dtmStore?: string): Promise<Books> {
   const n = set.calls.length;
   const problems: string[] = [];
   const stock = (await db('stock').where('sku', set.sku).first('available', 'reserved', 'sold')) as
@@ -359,7 +363,18 @@ async function checkBooks(db: Knex, set: TxSet, variant: Variant): Promise<Books
       problems.push(`stock available ${stock.available}, expected ${set.stockSeeded - n}`);
   }
 
-  const fenceText = await checkFences(db, set, variant, problems);
+  let fenceText = await checkFences(db, set, variant, problems);
+  if (variant === 'dtm' && dtmStore) {
+    const rows = (await db(`${dtmStore}.trans_global`)
+      .where('gid', 'like', `${set.prefix}-%`)
+      .groupBy('status')
+      .select('status', db.raw('COUNT(*) AS n'))) as { status: string; n: number }[];
+    const succeeded = Number(rows.find((r) => r.status === 'succeed')?.n ?? 0);
+    if (succeeded !== n) problems.push(`${succeeded} DTM transactions succeed of ${n}`);
+    const other = rows.filter((r) => r.status !== 'succeed');
+    if (other.length) problems.push(`DTM transactions ${other.map((r) => `${r.status} x${Number(r.n)}`).join(', ')}`);
+    fenceText += `, ${succeeded} DTM transactions succeed`;
+  }
 
   const coupons = (await db('coupons')
     .where('code', 'like', `${set.prefix}-c%`)
@@ -507,6 +522,7 @@ async function runSet(
   warmup: boolean,
   coordinatorPid: number | undefined,
   execute: (label: string) => Promise<Executed>,
+  dtmStore?: string,
 ): Promise<RunResult> {
   const label = `${variant}${warmup ? ' warm-up' : ''} @ ${concurrency}`;
   const machine0 = machineCpu();
@@ -524,7 +540,7 @@ async function runSet(
   const benchMs = run.clientCpuMs;
   const temporalMs = temporal0 === undefined || temporal1 === undefined ? undefined : temporal1 - temporal0;
   const mariadbMs = mariadb0 === undefined || mariadb1 === undefined ? undefined : mariadb1 - mariadb0;
-  const books = await checkBooks(db, set, variant);
+  const books = await checkBooks(db, set, variant, dtmStore);
   log(`books after ${label}: ${books.text}`);
   return {
     variant,
@@ -586,6 +602,16 @@ function sideBySide(results: RunResult[]): string {
     ['coordinator CPU ms/tx', (r) => ms(r.cpu.temporalMsPerTransaction), '-'],
     ['both CPU ms/tx', (r) => ms(r.cpu.benchPlusTemporalMsPerTransaction), `${DTM.cpuMsPerTransaction.join('-')} *`],
     ['MariaDB CPU ms/tx (shared)', (r) => ms(r.cpu.mariadbMsPerTransaction), '-'],
+    [
+      'both + MariaDB CPU ms/tx',
+      (r) =>
+        ms(
+          r.cpu.benchPlusTemporalMsPerTransaction === null || r.cpu.mariadbMsPerTransaction === null
+            ? null
+            : r.cpu.benchPlusTemporalMsPerTransaction + r.cpu.mariadbMsPerTransaction,
+        ),
+      '-',
+    ],
     ['transactions/s vs DTM here', (r) => ratioTo(r.transactionsPerSecond, dtm?.transactionsPerSecond), '-'],
     [
       'both CPU vs DTM here',
@@ -615,6 +641,7 @@ async function startDtm(
     await prepareDtmTables(db, storeDb, binaries, log);
     const logFile = join(REPORTS_DIR, `bench-tcc-${stamp}.dtm.log`);
     const server = await startDtmServer(binaries, url, storeDb, logFile);
+    ownHelperProcess(server);
     log(
       `DTM v${DTM_VERSION}: server at ${server.api} (pid ${server.pid}; store ${storeDb}; log ${relative(ROOT, logFile)})`,
     );
@@ -634,7 +661,7 @@ export async function runTccBench(argv: string[]): Promise<number> {
   const taskQueue = `bench-tcc-${runId}`;
   const stamp = startedAt.replace(/[:.]/g, '-');
   log(
-    `tcc: ${options.transactions} transactions per variant (${VARIANTS.join(', ')}) at concurrency ${options.concurrency.join(', ')}, after ${options.warmup} warm-up transactions per variant`,
+    `tcc: ${options.transactions} transactions per variant (${VARIANTS.filter((v) => v !== 'dtm' || options.dtm).join(', ')}) at concurrency ${options.concurrency.join(', ')}, after ${options.warmup} warm-up transactions per variant`,
   );
 
   const server = await temporalServer(base);
@@ -697,6 +724,7 @@ export async function runTccBench(argv: string[]): Promise<number> {
       coordinatorPid: dtm.server.pid,
       execute: async (label: string): Promise<Executed> => {
         const stopProgress = startProgress(() => `${label}: ${set.calls.length} transactions in DTM's driver`);
+        const started = performance.now();
         try {
           const r = await runDtmSet(
             dtm.binaries,
@@ -713,6 +741,16 @@ export async function runTccBench(argv: string[]): Promise<number> {
             wallMs: r.wallMs,
             clientCpuMs: r.cpuMs,
           };
+        } catch (err) {
+          // The driver died (or was killed): the set counts as failed, and the variants measured so far still print.
+          return {
+            latencies: [],
+            errors: { driver: set.calls.length },
+            examples: { driver: errorText(err).slice(0, 300) },
+            failed: set.calls.length,
+            wallMs: performance.now() - started,
+            clientCpuMs: 0,
+          };
         } finally {
           stopProgress();
         }
@@ -721,7 +759,8 @@ export async function runTccBench(argv: string[]): Promise<number> {
   };
   const measure = async (variant: Variant, set: TxSet, concurrency: number, warmup: boolean) => {
     const { coordinatorPid, execute } = runner(variant, set, concurrency);
-    return runSet(db, set, variant, concurrency, warmup, coordinatorPid, execute);
+    const store = 'storeDb' in dtm ? dtm.storeDb : undefined;
+    return runSet(db, set, variant, concurrency, warmup, coordinatorPid, execute, store);
   };
 
   const warmups: RunResult[] = [];
@@ -775,6 +814,8 @@ export async function runTccBench(argv: string[]): Promise<number> {
     temporal: server.note,
     taskQueue,
     database,
+    cpuFields:
+      "benchMsPerTransaction: client and participants (this process; DTM's driver for dtm); temporalMsPerTransaction: the coordinator (the Temporal server; DTM's server for dtm)",
     dtm: {
       measured: dtmUnavailable === undefined,
       notRun: dtmUnavailable,
@@ -807,12 +848,16 @@ export async function runTccBench(argv: string[]): Promise<number> {
   }
   console.log(`\n  ${DTM.label}: ${DTM.transactionsPerSecond.join('-')} transactions/s at ${DTM.cpuMsPerTransaction.join('-')} ms CPU each.
   * issue #16's CPU per transaction, set beside "both": client + participants (this process; DTM's driver) and the
-    coordinator (the Temporal server; DTM's server). MariaDB's share is its own row (shared with anything else running).
+    coordinator (the Temporal server; DTM's server). MariaDB's share is its own row (shared with anything else running);
+    it holds DTM's store, while a dev server the bench starts keeps Temporal's history in its own memory (its
+    persistence CPU is in the coordinator row), so compare "both + MariaDB" for the whole cost. The participants
+    differ: payflow's also keep a fence quantity, the coupon's pricing check and stock holds per bucket, which
+    tools/dtm-tcc's do not (both write the barrier or fence row, the business row and a timeline entry).
     "vs DTM here": ours / DTM's measured in this run at the same concurrency (transactions/s: higher is better; CPU:
     lower is better).
   direct: the participants called from the bench; local / activities: one workflow per transaction (in-process worker,
   task queue ${taskQueue}), Try and Confirm as 2 local activities / 2 activity tasks; dtm: DTM's server coordinating
-  tools/dtm-tcc's participants (Go, DTM's barrier, one conditional UPDATE each), wait_result on (a transaction ends
+  tools/dtm-tcc's participants (Go, DTM's barrier, a conditional UPDATE and a timeline entry each), wait_result on (a transaction ends
   when every Confirm is done). CPU is per completed transaction.`);
   for (const r of all) {
     for (const [kind, count] of Object.entries(r.errors))

@@ -10,10 +10,22 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { Knex } from 'knex';
-import { ROOT } from './bench-harness';
+import { ROOT, runAbort } from './bench-harness';
 import { freePort } from './processes';
 import { cacheDir as temporalCacheDir, findGo, isListening } from './temporal-cli';
 
@@ -29,46 +41,68 @@ export function dtmCacheDir(): string {
 export interface DtmBinaries {
   server: string;
   driver: string;
-  /** The module cache's copy of DTM's source (its SQL scripts). */
-  moduleDir: string;
+  /** DTM's SQL scripts (its store's tables, the barrier table), copied beside the binaries when they were built. */
+  sqlDir: string;
 }
 
-function goEnv(go: string, name: string): string {
-  return spawnSync(go, ['env', name], { encoding: 'utf8' }).stdout.trim();
+function hashOf(files: string[]): string {
+  const hash = createHash('sha256');
+  for (const f of files) if (existsSync(join(SOURCE, f))) hash.update(f).update(readFileSync(join(SOURCE, f)));
+  return hash.digest('hex').slice(0, 12);
 }
 
 /**
- * Finds or builds DTM's server and the driver. The driver is rebuilt when tools/dtm-tcc changes (its binary's name
- * carries a hash of the sources); the server only when its version does.
+ * Finds or builds DTM's server and the driver. Each binary's name carries a hash of what it is built from (the
+ * server: go.mod and go.sum, which pin DTM and its dependencies; the driver: those and main.go), so a change to
+ * tools/dtm-tcc builds again and a stale binary is never reused; binaries of older hashes are removed. Each build
+ * writes to a temporary name and is renamed when complete, so an interrupted build is never taken for a binary.
  */
 export function ensureDtm(log: (line: string) => void): DtmBinaries {
+  const dir = dtmCacheDir();
+  const server = join(dir, `dtm-${hashOf(['go.mod', 'go.sum'])}`);
+  const driver = join(dir, `dtm-tcc-${hashOf(SOURCE_FILES)}`);
+  const sqlDir = join(dir, `sqls-v${DTM_VERSION}`);
+  if (existsSync(server) && existsSync(driver) && existsSync(sqlDir)) return { server, driver, sqlDir };
+
   const go = findGo();
   if (!go) throw new Error('no Go toolchain (go on PATH or /usr/local/go/bin/go) to build DTM');
-  const dir = dtmCacheDir();
   const src = join(dir, 'src');
   mkdirSync(src, { recursive: true });
-  const hash = createHash('sha256');
-  for (const f of SOURCE_FILES) if (existsSync(join(SOURCE, f))) hash.update(f).update(readFileSync(join(SOURCE, f)));
-  const server = join(dir, 'dtm');
-  const driver = join(dir, `dtm-tcc-${hash.digest('hex').slice(0, 12)}`);
-  const build = (label: string, out: string, target: string) => {
+  for (const f of SOURCE_FILES) copyFileSync(join(SOURCE, f), join(src, f));
+  const env = { ...process.env, GOFLAGS: process.env.GOFLAGS ?? '-mod=mod' };
+  const build = (label: string, out: string, args: string[]) => {
     if (existsSync(out)) return;
     log(`[dtm] building ${label} from the Go module proxy into ${dir} (the first build takes minutes on 2 cores)`);
     const started = Date.now();
-    const result = spawnSync(go, ['build', '-v', '-o', out, target], {
+    const partial = `${out}.partial`;
+    const result = spawnSync(go, ['build', '-v', '-o', partial, ...args], {
       cwd: src,
-      env: { ...process.env, GOFLAGS: process.env.GOFLAGS ?? '-mod=mod' },
+      env,
       stdio: ['ignore', 'inherit', 'inherit'],
     });
-    if (result.status !== 0 || !existsSync(out)) throw new Error(`go build of ${label} failed (exit ${result.status})`);
+    if (result.status !== 0 || !existsSync(partial))
+      throw new Error(`go build of ${label} failed (exit ${result.status})`);
+    renameSync(partial, out);
     log(`[dtm] built ${label} in ${Math.round((Date.now() - started) / 1000)} s: ${out}`);
   };
-  if (!existsSync(server) || !existsSync(driver))
-    for (const f of SOURCE_FILES) if (existsSync(join(SOURCE, f))) copyFileSync(join(SOURCE, f), join(src, f));
-  build(`DTM v${DTM_VERSION}'s server`, server, 'github.com/dtm-labs/dtm');
-  build('the DTM TCC driver (tools/dtm-tcc)', driver, '.');
-  const moduleDir = join(goEnv(go, 'GOMODCACHE'), `github.com/dtm-labs/dtm@v${DTM_VERSION}`);
-  return { server, driver, moduleDir };
+  build(`DTM v${DTM_VERSION}'s server`, server, [
+    `-ldflags=-X main.Version=v${DTM_VERSION}`,
+    'github.com/dtm-labs/dtm',
+  ]);
+  build('the DTM TCC driver (tools/dtm-tcc)', driver, ['.']);
+  const listed = spawnSync(go, ['list', '-m', '-f', '{{.Dir}}', 'github.com/dtm-labs/dtm'], {
+    cwd: src,
+    env,
+    encoding: 'utf8',
+  });
+  const moduleDir = listed.stdout.trim();
+  if (listed.status !== 0 || !moduleDir || !existsSync(join(moduleDir, 'sqls')))
+    throw new Error(`DTM's module source not found (go list: ${listed.stderr.trim() || moduleDir})`);
+  cpSync(join(moduleDir, 'sqls'), sqlDir, { recursive: true });
+  for (const name of readdirSync(dir))
+    if (/^dtm(-tcc)?-[0-9a-f]{12}$/.test(name) && ![server, driver].includes(join(dir, name)))
+      rmSync(join(dir, name), { force: true });
+  return { server, driver, sqlDir };
 }
 
 /** DTM's SQL script for MySQL, its `dtm.` / `dtm_barrier.` schema names taken out (run in the database given). */
@@ -88,9 +122,9 @@ export async function prepareDtmTables(
   log: (line: string) => void,
 ): Promise<void> {
   await db.raw('CREATE DATABASE IF NOT EXISTS ?? DEFAULT CHARACTER SET utf8mb4', [storeDb]);
-  for (const s of scriptStatements(join(binaries.moduleDir, 'sqls', 'dtmsvr.storage.mysql.sql')))
+  for (const s of scriptStatements(join(binaries.sqlDir, 'dtmsvr.storage.mysql.sql')))
     await db.raw(s.replace(/\b(drop table if exists|create table if not exists) /i, `$1 \`${storeDb}\`.`));
-  for (const s of scriptStatements(join(binaries.moduleDir, 'sqls', 'dtmcli.barrier.mysql.sql')))
+  for (const s of scriptStatements(join(binaries.sqlDir, 'dtmcli.barrier.mysql.sql')))
     await db.raw(s.replace(/\bbarrier\b/, 'dtm_barrier'));
   log(`[dtm] store tables in ${storeDb}, barrier table dtm_barrier in the participants' database`);
 }
@@ -113,7 +147,12 @@ export function mysqlParts(url: string): { host: string; port: number; user: str
   };
 }
 
-/** Starts DTM's server with its store in `storeDb` on the URL's MariaDB, on free ports; resolves once it listens. */
+/**
+ * Starts DTM's server with its store in `storeDb` on the URL's MariaDB, on free ports; resolves once it listens. Its
+ * config file (the database password in it) is the owner's alone and removed when the server stops. DTM binds its
+ * ports on every interface (it has no address setting) and its log starts with the loaded config, password included:
+ * the log goes to `logFile` under reports/.
+ */
 export async function startDtmServer(
   binaries: DtmBinaries,
   databaseUrl: string,
@@ -139,19 +178,21 @@ export async function startDtmServer(
       'LogLevel: error',
       '',
     ].join('\n'),
+    { mode: 0o600 },
   );
-  const out = openSync(logFile, 'a');
+  const out = openSync(logFile, 'a', 0o600);
   const child: ChildProcess = spawn(binaries.server, ['-c', conf], { stdio: ['ignore', out, out] });
-  const stop = () =>
-    new Promise<void>((done) => {
-      if (child.exitCode !== null || child.signalCode !== null) return done();
+  closeSync(out);
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
       const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      child.once('exit', () => {
-        clearTimeout(timer);
-        done();
-      });
       child.kill('SIGTERM');
-    });
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(conf, { force: true });
+  };
   const deadline = Date.now() + 30_000;
   while (!(await isListening(`127.0.0.1:${http}`))) {
     if (child.exitCode !== null) throw new Error(`DTM's server exited (${child.exitCode}); see ${logFile}`);
@@ -176,20 +217,28 @@ export interface DtmSetResult {
   cpuMs: number;
 }
 
-/** Runs one seeded set through DTM: the driver serves the branches and runs the transactions, then prints JSON. */
+/**
+ * Runs one seeded set through DTM: the driver serves the branches and runs the transactions, then prints JSON. The
+ * database reaches it through the environment (not the command line, where `ps` shows it); the run's abort kills it.
+ */
 export function runDtmSet(
   binaries: DtmBinaries,
   server: DtmServer,
   databaseUrl: string,
   set: { prefix: string; sku: string; transactions: number; points: number },
   concurrency: number,
-  onStart?: (pid: number | undefined) => void,
 ): Promise<DtmSetResult> {
   const m = mysqlParts(databaseUrl);
-  const dsn = `${m.user}:${m.password}@tcp(${m.host}:${m.port})/${m.db}`;
+  const env = {
+    ...process.env,
+    DTM_TCC_DB_HOST: m.host,
+    DTM_TCC_DB_PORT: String(m.port),
+    DTM_TCC_DB_USER: m.user,
+    DTM_TCC_DB_PASSWORD: m.password,
+    DTM_TCC_DB_NAME: m.db,
+  };
   const args = [
     `-dtm=${server.api}`,
-    `-dsn=${dsn}`,
     `-prefix=${set.prefix}`,
     `-sku=${set.sku}`,
     `-transactions=${set.transactions}`,
@@ -197,14 +246,16 @@ export function runDtmSet(
     `-points=${set.points}`,
   ];
   return new Promise((done, reject) => {
-    const child = spawn(binaries.driver, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    onStart?.(child.pid);
+    const child = spawn(binaries.driver, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const abort = () => child.kill('SIGKILL');
+    runAbort.signal.addEventListener('abort', abort, { once: true });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child.once('error', reject);
     child.once('exit', (code) => {
+      runAbort.signal.removeEventListener('abort', abort);
       if (code !== 0) return reject(new Error(`dtm-tcc exited ${code}: ${stderr.slice(-500)}`));
       try {
         done(JSON.parse(stdout.trim().split('\n').pop()!) as DtmSetResult);

@@ -2,11 +2,14 @@
 // (tools/dtm.ts): Try, then Confirm, of one unit of stock, one coupon and some points, the three participants
 // written the way DTM's documentation writes them (each branch one local MySQL transaction behind DTM's barrier:
 // idempotent, null compensation, no hanging). The same rows as payflow's participants move the same way: stock
-// available -> reserved -> sold, coupon AVAILABLE -> FROZEN -> USED, points available -> frozen -> spent.
+// available -> reserved -> sold, coupon AVAILABLE -> FROZEN -> USED, points available -> frozen -> spent, and each
+// Try and Confirm appends the order's timeline entry (order_events), as payflow's do. Payflow's participants do more
+// besides (a fence quantity, the coupon's pricing check, stock holds per bucket): tools/bench-tcc.ts says so.
 //
-// It serves the branches over HTTP, runs the transactions from -concurrency goroutines (TccGlobalTransaction, with
+// It serves the branches over HTTP, runs the transactions from -concurrency goroutines (TccGlobalTransaction2, with
 // wait_result so that a transaction ends when DTM has confirmed every branch, as a payflow workflow does), and prints
-// one JSON line: completed, failed, wall time, each transaction's latency and its own CPU over the run.
+// one JSON line: completed, failed, wall time, each transaction's latency and its own CPU over the run. The database
+// comes from the environment (DTM_TCC_DB_HOST, _PORT, _USER, _PASSWORD, _NAME), not the command line.
 package main
 
 import (
@@ -19,13 +22,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/dtm-labs/dtm/client/dtmcli"
 	"github.com/go-resty/resty/v2"
-	_ "github.com/go-sql-driver/mysql"
+	"github.com/go-sql-driver/mysql"
 )
 
 type call struct {
@@ -46,8 +50,13 @@ type result struct {
 	CPUMs       float64           `json:"cpuMs"`
 }
 
-// One branch's business statement: exactly one row must change, else the branch fails (DTM then cancels).
+// One branch's business statement: exactly one row must change. A Try that changes none answers 409 (DTM then
+// cancels the transaction's tried branches); a Confirm or Cancel that changes none is an error DTM retries.
 type step func(tx *sql.Tx, c call) (sql.Result, error)
+
+// The timeline entry each operation appends, as payflow's participants do (RESERVED on Try, CONFIRMED on Confirm,
+// RELEASED on Cancel).
+var eventSuffix = map[string]string{"try": "RESERVED", "confirm": "CONFIRMED", "cancel": "RELEASED"}
 
 var steps = map[string]map[string]step{
 	"stock": {
@@ -63,6 +72,11 @@ var steps = map[string]map[string]step{
 	},
 	"coupon": {
 		"try": func(tx *sql.Tx, c call) (sql.Result, error) {
+			// The coupon read under its lock first, as payflow's Try checks its owner and status before holding it.
+			var owner, status string
+			if err := tx.QueryRow("SELECT user_id, status FROM coupons WHERE code = ? FOR UPDATE", c.CouponCode).Scan(&owner, &status); err != nil {
+				return nil, err
+			}
 			return tx.Exec("UPDATE coupons SET status = 'FROZEN', order_id = ? WHERE code = ? AND user_id = ? AND status = 'AVAILABLE'", c.OrderID, c.CouponCode, c.UserID)
 		},
 		"confirm": func(tx *sql.Tx, c call) (sql.Result, error) {
@@ -85,8 +99,10 @@ var steps = map[string]map[string]step{
 	},
 }
 
-// branch serves /<participant>/<op>: the barrier first, then the statement, in one local transaction.
-func branch(db *sql.DB, run step) http.HandlerFunc {
+// branch serves /<participant>/<op>: the barrier first, then the statement and the timeline entry, in one local
+// transaction.
+func branch(db *sql.DB, participant, op string, run step) http.HandlerFunc {
+	event := strings.ToUpper(participant) + "_" + eventSuffix[op]
 	return func(w http.ResponseWriter, r *http.Request) {
 		var c call
 		body, err := io.ReadAll(r.Body)
@@ -104,9 +120,13 @@ func branch(db *sql.DB, run step) http.HandlerFunc {
 					return err
 				}
 				if n, _ := res.RowsAffected(); n != 1 {
-					return fmt.Errorf("%w: %s %s changed %d rows", dtmcli.ErrFailure, r.URL.Path, c.OrderID, n)
+					if op == "try" {
+						return fmt.Errorf("%w: %s %s changed %d rows", dtmcli.ErrFailure, r.URL.Path, c.OrderID, n)
+					}
+					return fmt.Errorf("%s %s changed %d rows", r.URL.Path, c.OrderID, n)
 				}
-				return nil
+				_, err = tx.Exec("INSERT INTO order_events (order_id, type, message) VALUES (?, ?, ?)", c.OrderID, event, participant+" "+op)
+				return err
 			})
 		}
 		code, answer := dtmcli.Result2HttpJSON(err)
@@ -127,19 +147,26 @@ func cpuMs() float64 {
 
 func main() {
 	dtm := flag.String("dtm", "", "DTM server's HTTP API, e.g. http://127.0.0.1:36789/api/dtmsvr")
-	dsn := flag.String("dsn", "", "the participants' database, go-sql-driver form: root:@tcp(127.0.0.1:3306)/payflow_bench_tcc")
 	prefix := flag.String("prefix", "", "the set's id prefix, as tools/bench-tcc.ts seeded it")
 	sku := flag.String("sku", "", "the set's SKU")
 	n := flag.Int("transactions", 0, "transactions")
 	concurrency := flag.Int("concurrency", 10, "clients, each with one transaction in flight")
 	points := flag.Int("points", 300, "points taken by each transaction")
 	flag.Parse()
-	if *dtm == "" || *dsn == "" || *prefix == "" || *sku == "" || *n < 1 || *concurrency < 1 {
+	if *dtm == "" || *prefix == "" || *sku == "" || *n < 1 || *concurrency < 1 || os.Getenv("DTM_TCC_DB_NAME") == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
 
-	db, err := sql.Open("mysql", *dsn)
+	// interpolateParams: one round trip per statement, as DTM's own DSN helper sets it and as mysql2 sends them.
+	dbConf := mysql.NewConfig()
+	dbConf.Net = "tcp"
+	dbConf.Addr = net.JoinHostPort(os.Getenv("DTM_TCC_DB_HOST"), os.Getenv("DTM_TCC_DB_PORT"))
+	dbConf.User = os.Getenv("DTM_TCC_DB_USER")
+	dbConf.Passwd = os.Getenv("DTM_TCC_DB_PASSWORD")
+	dbConf.DBName = os.Getenv("DTM_TCC_DB_NAME")
+	dbConf.InterpolateParams = true
+	db, err := sql.Open("mysql", dbConf.FormatDSN())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -156,11 +183,26 @@ func main() {
 	mux := http.NewServeMux()
 	for participant, ops := range steps {
 		for op, run := range ops {
-			mux.Handle("/"+participant+"/"+op, branch(db, run))
+			mux.Handle("/"+participant+"/"+op, branch(db, participant, op, run))
 		}
 	}
 	go func() { _ = http.Serve(listener, mux) }()
 	busi := "http://" + listener.Addr().String()
+
+	// Warm before the clock starts: the pool's connections open, DTM's server answers (a new gid).
+	var warm sync.WaitGroup
+	for i := 0; i < *concurrency; i++ {
+		warm.Add(1)
+		go func() {
+			defer warm.Done()
+			_ = db.Ping()
+			if res, err := http.Get(*dtm + "/newGid"); err == nil {
+				_, _ = io.Copy(io.Discard, res.Body)
+				_ = res.Body.Close()
+			}
+		}()
+	}
+	warm.Wait()
 
 	calls := make(chan call)
 	go func() {
