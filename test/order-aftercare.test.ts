@@ -193,6 +193,38 @@ describe('manual review', () => {
       refundedAmount: 1,
     });
   });
+
+  test('the same decision sent again while the first is carried out joins it: the same answer, never "not in review"', async () => {
+    // An operator's retry after a 503 (the provider slower than the update's deadline), or a double click: the
+    // workflow refused it as "not waiting for a review decision", the API retried for 5 s and answered 409
+    // ORDER_NOT_IN_REVIEW for an order MySQL still showed in review.
+    const { sku, orderId } = await underReview(4700);
+    const decision = { decision: 'refund', operator: 'bob', reason: 'wrong amount paid' };
+    // The provider takes 8 s to answer the refund: longer than the API's retries of a refused decision.
+    await sys.setFaults({ apiLatencyMs: 8_000 });
+    const first = sys.http('POST', `/orders/${orderId}/review`, decision, admin());
+    await waitFor(async () => (await sys.db('refunds').where({ order_id: orderId }).first('status'))?.status, {
+      timeoutMs: 30_000,
+      what: 'the refund under way',
+    });
+    const second = await sys.http('POST', `/orders/${orderId}/review`, decision, admin());
+    expect(second.status).toBe(200);
+    expect((await first).status).toBe(200);
+    expect(second.body).toEqual((await first).body);
+    expect(second.body).toEqual({ orderId, status: 'REFUNDED' });
+    expect(await sys.db('refunds').where({ order_id: orderId })).toHaveLength(1);
+    expect(await stockOf(sys, sku)).toEqual({ available: 3, reserved: 0, sold: 0 });
+    // Decided once: one entry on the timeline, however many times it was sent.
+    const history = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).fetchHistory();
+    const decided = (history.events ?? []).filter(
+      (e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name === 'reviewDecision',
+    );
+    expect(decided).toHaveLength(2);
+    const status = await sys.client.workflow.getHandle(orderWorkflowId(orderId)).query<{
+      timeline: { type: string }[];
+    }>('status');
+    expect(status.timeline.filter((e) => e.type === 'REVIEW_DECIDED')).toHaveLength(1);
+  }, 60_000);
 });
 
 describe('cooling-off period', () => {

@@ -1192,6 +1192,27 @@ describe('defects found by review: late payments', () => {
     await replaysCleanly(late);
   });
 
+  test("the same decision sent again while the late trade's refund is carried out joins it: one refund, the same answer", async () => {
+    // Refused before ("not waiting for a decision"): the API retried for 5 s, then answered ORDER_NOT_IN_REVIEW for an
+    // order in review, to an operator retrying after a 503 from a slow provider.
+    const orderId = newScriptedOrder({
+      status: 'NEEDS_REVIEW',
+      paidTradeNo: null,
+      trades: [{ tradeNo: 'T-slow', amount: 1000 }],
+      lateReview: { tradeNo: 'T-slow', from: 'EXPIRED' },
+      refundDelayMs: 3_000,
+    });
+    const late = await reportedAgainInItsReview(orderId, 'T-slow');
+    const decision: ReviewDecision = { decision: 'refund', operator: 'ada', reason: 'refund the late payment' };
+    const first = decideWithin(late, decision);
+    await waitFor(async () => refundCalls(orderId).length === 1, { what: 'the refund under way' });
+    const second = await decideWithin(late, decision);
+    expect(second).toEqual({ status: 'REFUNDED' });
+    expect(await first).toEqual(second);
+    expect(refundCalls(orderId)).toHaveLength(1);
+    await replaysCleanly(late);
+  });
+
   test('a taken-over review of a PAID order whose paying trade is unknown may still approve the trade as the paying one, as the original review could', async () => {
     const orderId = newScriptedOrder({
       status: 'NEEDS_REVIEW',
@@ -1446,6 +1467,8 @@ interface ScriptedOrder {
   cancelStockFailures?: number;
   /** refundPayment is refused by the provider (a business failure) this many times. */
   refundRefusals?: number;
+  /** refundPayment takes this long to answer (a slow provider). */
+  refundDelayMs?: number;
   /** The next refusal of refundPayment also puts the order in another review (a failed refund's notice, meanwhile). */
   anotherReviewOnRefusal?: boolean;
   /** Applied to the order once, as enterLateReview is called (another review settled meanwhile). */
@@ -1642,6 +1665,7 @@ const scriptedActivities: Partial<Activities> = {
   async refundPayment(input) {
     record(input.orderId, 'refundPayment', input);
     const s = scriptOf(input.orderId);
+    if (s.refundDelayMs) await new Promise((r) => setTimeout(r, s.refundDelayMs));
     if (s.refundRefusals) {
       s.refundRefusals--;
       if (s.anotherReviewOnRefusal) {

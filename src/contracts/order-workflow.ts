@@ -161,6 +161,17 @@ export function reviewDecisionProblem(d: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Whether two review decisions are the same decision (an operator's retry after a timed-out answer, a double click):
+ * one sent while the other is carried out joins it and gets its answer, instead of being refused as "not waiting for a
+ * decision" (answered 409 ORDER_NOT_IN_REVIEW for an order still in review).
+ */
+export function sameReviewDecision(a: ReviewDecision, b: ReviewDecision): boolean {
+  return (
+    a.decision === b.decision && a.operator === b.operator && a.reason === b.reason && a.refundAmount === b.refundAmount
+  );
+}
+
 // ---- Workflow inputs, results and the values they carry ----
 
 /** One order line as the workflow carries it (price snapshot from the catalog). */

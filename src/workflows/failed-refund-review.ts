@@ -33,6 +33,7 @@ import {
   failedRefundApproveRefusal,
   failedRefundRetryNo,
   reviewDecisionProblem,
+  sameReviewDecision,
   reviewDecisionUpdate,
 } from '../contracts/order-workflow';
 import { failedRefundOrderCheckStep } from './patches';
@@ -52,13 +53,12 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
   /** The decision being carried out, if any. */
   let decision: ReviewDecision | undefined;
   const failures = new Map<ReviewDecision, { type: string; message: string }>();
-  const same = (a: ReviewDecision, b: ReviewDecision) => JSON.stringify(a) === JSON.stringify(b);
 
   setHandler(
     reviewDecisionUpdate,
     async (d): Promise<ReviewOutcome> => {
       // The same decision again while it is carried out (an operator's retry) waits for the same answer.
-      const mine = decision && same(decision, d) ? decision : d;
+      const mine = decision && sameReviewDecision(decision, d) ? decision : d;
       decision ??= d;
       await condition(() => settled || status !== 'NEEDS_REVIEW' || decision !== mine);
       const failure = failures.get(mine);
@@ -83,7 +83,7 @@ export async function failedRefundReview(input: FailedRefundReviewInput): Promis
         if (settled || status !== 'NEEDS_REVIEW')
           throw new Error(`the failed refund ${failedNo} of order ${orderId} has been settled; the order is ${status}`);
         // Refused for good (not retried by the API): the decision being carried out may settle the refund.
-        if (decision && !same(decision, d))
+        if (decision && !sameReviewDecision(decision, d))
           throw ApplicationFailure.create({
             type: REVIEW_DECISION_REFUSED,
             nonRetryable: true,

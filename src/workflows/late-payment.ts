@@ -30,6 +30,7 @@ import {
   autoRefundNo,
   reviewRefundNo,
   reviewDecisionProblem,
+  sameReviewDecision,
   reviewDecisionUpdate,
 } from '../contracts/order-workflow';
 import { NeedsReviewKey, OrderStatusKey } from '../contracts/search-attributes';
@@ -465,7 +466,10 @@ async function awaitRefundDecision(
   const failures = new Map<ReviewDecision, { type: string; message: string }>();
   setHandler(
     reviewDecisionUpdate,
-    async (d): Promise<ReviewOutcome> => {
+    async (sent): Promise<ReviewOutcome> => {
+      // The same decision again while it is carried out waits for its answer (no earlier history has one: validators
+      // that refused it do not run on replay).
+      const d = decision && sameReviewDecision(decision, sent) ? decision : sent;
       decision = d;
       await condition(() => status !== 'NEEDS_REVIEW' || decision !== d);
       const failure = failures.get(d);
@@ -480,6 +484,7 @@ async function awaitRefundDecision(
           ApplicationFailure.create({ type: REVIEW_DECISION_REFUSED, message, nonRetryable: true });
         const problem = reviewDecisionProblem(d);
         if (problem) throw refuse(problem);
+        if (status === 'NEEDS_REVIEW' && decision && sameReviewDecision(decision, d)) return;
         if (status !== 'NEEDS_REVIEW' || decision)
           throw new Error(`late payment ${tradeNo} of order ${orderId} is not waiting for a decision`);
         if (d.decision === 'approve' && !keepable)

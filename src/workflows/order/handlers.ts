@@ -13,6 +13,7 @@ import {
 import {
   type ReviewDecision,
   reviewDecisionProblem,
+  sameReviewDecision,
   cancelOrderUpdate,
   coolingOffRefundUpdate,
   escalateUpdate,
@@ -97,9 +98,17 @@ export function registerHandlers(ctx: OrderContext): void {
 
   setHandler(
     reviewDecisionUpdate,
-    shielded(async (d: ReviewDecision): Promise<ReviewOutcome> => {
-      s.reviewDecision = d;
-      s.note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
+    shielded(async (sent: ReviewDecision): Promise<ReviewOutcome> => {
+      // The same decision again while it is carried out (an operator's retry, a double click) waits for its answer.
+      // Accepted only by validators that know this (they do not run on replay), so no earlier history has such an
+      // update: no patch.
+      const inFlight = s.reviewDecision;
+      const joins = inFlight !== undefined && sameReviewDecision(inFlight, sent);
+      const d = joins ? inFlight : sent;
+      if (!joins) {
+        s.reviewDecision = d;
+        s.note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
+      }
       // Done when the order left review, or when this decision failed and the order waits for another. Accepted while
       // the order is still being marked (stage NEEDS_REVIEW): wait for that too, so the answer is never the status
       // from before the review.
@@ -111,6 +120,7 @@ export function registerHandlers(ctx: OrderContext): void {
       validator: (d: ReviewDecision) => {
         const problem = reviewDecisionProblem(d);
         if (problem) throw new Error(problem);
+        if (s.reviewDecision && sameReviewDecision(s.reviewDecision, d)) return;
         const refusal = s.reviewRefusal(d);
         if (!refusal) return;
         // Waiting for a decision, but not this one (an approval with no payment known, of a refunded order): typed, so
