@@ -26,7 +26,6 @@
 import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
 import { join, relative } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import type { Client } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
@@ -64,7 +63,7 @@ import {
   writeReport,
 } from './bench-harness';
 import type { TccActivities, TccCall, benchTcc } from './bench-tcc-workflow';
-import { commandCpuMs, freePort, pidListeningOn, processCpuMs } from './processes';
+import { commandCpuMs, freePort, pidListeningOn, processCpuMs, stopChildProcess } from './processes';
 import {
   DTM_VERSION,
   type DtmBinaries,
@@ -198,18 +197,6 @@ interface TemporalServer {
   ours: boolean;
 }
 
-function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((done) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      done();
-    });
-    child.kill('SIGTERM');
-  });
-}
-
 async function temporalServer(base: Config): Promise<TemporalServer> {
   const address = base.temporalAddress;
   if (await isListening(address)) {
@@ -230,7 +217,7 @@ async function temporalServer(base: Config): Promise<TemporalServer> {
     { address: own, namespace: base.temporalNamespace, headless: true, logLevel: 'error' },
     'ignore',
   );
-  ownTemporalServer({ stop: () => stopProcess(child) });
+  ownTemporalServer({ stop: () => stopChildProcess(child) });
   return {
     address: own,
     pid: child.pid,

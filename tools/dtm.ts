@@ -26,7 +26,7 @@ import {
 import { join } from 'node:path';
 import type { Knex } from 'knex';
 import { ROOT, runAbort } from './bench-harness';
-import { freePort } from './processes';
+import { freePort, stopChildProcess } from './processes';
 import { cacheDir as temporalCacheDir, findGo, isListening } from './temporal-cli';
 
 export const DTM_VERSION = '1.19.0';
@@ -183,14 +183,8 @@ export async function startDtmServer(
   const out = openSync(logFile, 'a', 0o600);
   const child: ChildProcess = spawn(binaries.server, ['-c', conf], { stdio: ['ignore', out, out] });
   closeSync(out);
-  const exited = new Promise<void>((done) => child.once('exit', () => done()));
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      child.kill('SIGTERM');
-      await exited;
-      clearTimeout(timer);
-    }
+    await stopChildProcess(child);
     rmSync(conf, { force: true });
   };
   const deadline = Date.now() + 30_000;
