@@ -82,6 +82,36 @@ test('a buyer who pays between our deadline and our close call gets a PAID order
   expect(await stockOf(sys, sku)).toEqual({ available: 1, reserved: 0, sold: 1 });
 });
 
+test('a buyer who paid after the close and escalates during the late watch is told the payment was found, and it is refunded at once, not when the watch ends', async () => {
+  const sku = await createProduct(sys, { price: 3900, stock: 2 });
+  const orderId = await placeOrder(sku);
+  await waitForStatus(sys, orderId, ['EXPIRED'], 90_000);
+  const handle = sys.client.workflow.getHandle(orderWorkflowId(orderId));
+  await waitFor(
+    async () => {
+      const st = await handle.query(statusQuery);
+      return st.stage === 'WATCHING_LATE_PAYMENT' ? st : undefined;
+    },
+    { what: 'the watch for a late payment' },
+  );
+  // The provider still takes the money (a QR closed before it was scanned), and its notification is lost.
+  await sys.setFaults({ acceptPaymentAfterClose: true, dropNotifications: 1 });
+  expect((await sys.sandbox('POST', `/v1/payments/${orderId}/pay`, {})).status).toBe(200);
+  const r = await sys.http('POST', `/orders/${orderId}/escalate`, { note: 'I paid after all' });
+  expect(r.status).toBe(200);
+  expect(r.body).toMatchObject({ resolution: 'LATE_PAYMENT_FOUND', providerStatus: 'PAID' });
+  const order = await waitForStatus(sys, orderId, ['REFUNDED'], 60_000);
+  expect(order.statusReason).toBe('LATE_PAYMENT_REFUNDED');
+  // Refunded while the watch still had time to run (30 s past the deadline): the escalation's query did it.
+  const refunded = await sys.db('refunds').where({ order_id: orderId }).first('created_at');
+  const expiresAt = (await sys.db('payments').where({ order_id: orderId }).first('expires_at')).expires_at as Date;
+  expect(new Date(refunded.created_at).getTime()).toBeLessThan(new Date(expiresAt).getTime());
+  expect((await sys.sandbox('GET', `/v1/payments/${orderId}`)).body).toMatchObject({
+    status: 'REFUNDED',
+    refundedAmount: 3900,
+  });
+});
+
 test('a payment that arrives after the order expired is refunded automatically, once', async () => {
   const sku = await createProduct(sys, { price: 4200, stock: 2 });
   const orderId = await placeOrder(sku);

@@ -1200,7 +1200,7 @@ describe('defects found by review: late payments', () => {
       paidTradeNo: null,
       trades: [{ tradeNo: 'T-slow', amount: 1000 }],
       lateReview: { tradeNo: 'T-slow', from: 'EXPIRED' },
-      refundDelayMs: 3_000,
+      refundDelayMs: 8_000,
     });
     const late = await reportedAgainInItsReview(orderId, 'T-slow');
     const decision: ReviewDecision = { decision: 'refund', operator: 'ada', reason: 'refund the late payment' };

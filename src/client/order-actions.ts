@@ -3,7 +3,7 @@
  * refund, and one-click support. Each goes through the order's workflow (an update with a validator) while
  * it runs; support also works on a finished order, straight against MySQL and the provider.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import {
   type Client,
   WithStartWorkflowOperation,
@@ -158,7 +158,11 @@ export class OrderActions {
    * A decision on a failed refund: sent to that refund's failedRefundReview workflow, started by this very decision
    * when none runs (update-with-start; a retry of the decision reaches the same execution).
    */
-  private async decideFailedRefund(input: FailedRefundReviewInput, decision: ReviewDecision): Promise<ReviewOutcome> {
+  private async decideFailedRefund(
+    input: FailedRefundReviewInput,
+    decision: ReviewDecision,
+    updateId: string,
+  ): Promise<ReviewOutcome> {
     const start = new WithStartWorkflowOperation<typeof failedRefundReview>('failedRefundReview', {
       workflowId: failedRefundReviewWorkflowId(input.failedOutRefundNo),
       taskQueue: this.deps.taskQueue,
@@ -172,6 +176,7 @@ export class OrderActions {
     try {
       return await this.deps.client.workflow.executeUpdateWithStart(reviewDecisionUpdate, {
         args: [decision],
+        updateId,
         startWorkflowOperation: start,
       });
     } catch (err) {
@@ -211,6 +216,27 @@ export class OrderActions {
       .filter((d) => d !== undefined);
   }
 
+  /**
+   * The update id of a review decision: the same for the same decision in the same round of the order's review, so a
+   * retry (after a 503 from a slow provider) reaches the update already in flight, or its answer, instead of adding an
+   * update beside it (ten in flight and Temporal refuses every further update of the order: the buyer's escalation,
+   * cancel and refund too). The round is the count of the order's ORDER_NEEDS_REVIEW and REVIEW_DECISION_FAILED
+   * entries (written before a failed decision is answered): the same decision sent after it failed, or in a later
+   * review, is a new decision.
+   */
+  private async reviewUpdateId(orderId: string, d: ReviewDecision): Promise<string> {
+    const [row] = (await this.deps
+      .db('order_events')
+      .where({ order_id: orderId })
+      .whereIn('type', ['ORDER_NEEDS_REVIEW', 'REVIEW_DECISION_FAILED'])
+      .count({ n: '*' })) as { n: number | string }[];
+    const digest = createHash('sha256')
+      .update(JSON.stringify([d.decision, d.operator, d.reason, d.refundAmount ?? null]))
+      .digest('hex')
+      .slice(0, 24);
+    return `review-${Number(row?.n ?? 0)}-${digest}`;
+  }
+
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
   async review(orderId: string, request: ReviewRequest): Promise<{ orderId: string; status: OrderStatus }> {
     const { failedOutRefundNo: named, tradeNo: namedTrade, ...decision } = request;
@@ -221,6 +247,7 @@ export class OrderActions {
         status: current.status,
       });
     let send: () => Promise<ReviewOutcome>;
+    const updateId = await this.reviewUpdateId(orderId, decision);
     // A refund of the order that failed while it was in review for something else is settled first: decisions are
     // routed by the order's reason, which still names that other review, so the failed refund would otherwise never
     // get one (and an approval there would leave its buyer unpaid).
@@ -290,7 +317,7 @@ export class OrderActions {
           `refund ${failed.failedOutRefundNo} failed, then ${failed.provider} reported it succeeded: the buyer has this money; close the review with refundAmount 0 (no new refund)`,
           { failedOutRefundNo: failed.failedOutRefundNo },
         );
-      send = () => this.decideFailedRefund(failed, decision);
+      send = () => this.decideFailedRefund(failed, decision, updateId);
     } else {
       if (named !== undefined)
         throw new ApiError(
@@ -302,7 +329,7 @@ export class OrderActions {
       const handle = lateTrade
         ? this.deps.client.workflow.getHandle(latePaymentWorkflowId(current.provider, orderId, lateTrade))
         : this.handle(orderId);
-      send = () => handle.executeUpdate(reviewDecisionUpdate, { args: [decision] });
+      send = () => handle.executeUpdate(reviewDecisionUpdate, { args: [decision], updateId });
     }
     // MySQL says NEEDS_REVIEW a moment before the workflow reaches its wait: retry a refusal briefly then.
     for (let attempt = 0; ; attempt++) {

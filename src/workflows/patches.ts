@@ -158,6 +158,12 @@ export const PATCH_IDS = {
    * was marked REFUNDED and its stock released with the payment still payable.
    */
   reviewRefundCloses: 'order-review-refund-closes-payment',
+  /**
+   * orderLifecycle(V2): a buyer's escalation whose provider query finds the order paid while the workflow watches for a
+   * late payment after the close takes that payment at once (it is refunded now, the buyer told LATE_PAYMENT_FOUND); it
+   * was only written into the ticket, the buyer told CLOSED, and the refund waited for the watch to end.
+   */
+  escalationLateWatch: 'order-escalation-late-watch',
 } as const;
 
 /** Whether this execution queues the buyer's payment receipt when the order becomes PAID. */
@@ -290,4 +296,9 @@ export function handlersAfterCancelStep(): boolean {
 /** Whether a refund decision on a review with no payment known closes the provider's payment first (asked only then). */
 export function reviewRefundClosesStep(): boolean {
   return patched(PATCH_IDS.reviewRefundCloses);
+}
+
+/** Whether an escalation's query that finds a late payment during the watch after the close takes it (asked only then). */
+export function escalationLateWatchStep(): boolean {
+  return patched(PATCH_IDS.escalationLateWatch);
 }

@@ -28,7 +28,7 @@ import {
 } from '../../contracts/order-workflow';
 import { EscalatedAtKey, EscalatedKey } from '../../contracts/search-attributes';
 import { MUST, QUERY, errorMessage, run, runLocal } from '../shared/steps';
-import { handlersAfterCancelStep } from '../patches';
+import { escalationLateWatchStep, handlersAfterCancelStep } from '../patches';
 import type { OrderContext } from './context';
 import { WAITING_STAGES } from './state';
 
@@ -103,7 +103,7 @@ export function registerHandlers(ctx: OrderContext): void {
       // Accepted only by validators that know this (they do not run on replay), so no earlier history has such an
       // update: no patch.
       const inFlight = s.reviewDecision;
-      const joins = inFlight !== undefined && sameReviewDecision(inFlight, sent);
+      const joins = inFlight !== undefined && sameReviewDecision(inFlight, sent) && !s.reviewSettled(inFlight);
       const d = joins ? inFlight : sent;
       if (!joins) {
         s.reviewDecision = d;
@@ -120,7 +120,8 @@ export function registerHandlers(ctx: OrderContext): void {
       validator: (d: ReviewDecision) => {
         const problem = reviewDecisionProblem(d);
         if (problem) throw new Error(problem);
-        if (s.reviewDecision && sameReviewDecision(s.reviewDecision, d)) return;
+        const inFlight = s.reviewDecision;
+        if (inFlight && sameReviewDecision(inFlight, d) && !s.reviewSettled(inFlight)) return;
         const refusal = s.reviewRefusal(d);
         if (!refusal) return;
         // Waiting for a decision, but not this one (an approval with no payment known, of a refunded order): typed, so
@@ -159,6 +160,7 @@ export function registerHandlers(ctx: OrderContext): void {
       s.note('ESCALATED', 'Buyer asked for help; querying the provider now');
       let providerStatus = 'UNKNOWN';
       let providerState: Record<string, unknown> = {};
+      let lateFound = false;
       try {
         const state = await run('queryProviderPayment', QUERY, `query ${ctx.provider} for support`, {
           provider: ctx.provider,
@@ -168,11 +170,21 @@ export function registerHandlers(ctx: OrderContext): void {
         providerState = { ...state };
         if (state.status === 'PAID' && WAITING_STAGES.includes(s.stage) && s.found(state, 'query')) {
           s.note('PAYMENT_FOUND_BY_QUERY', 'Support query found the payment; confirming now');
+        } else if (
+          state.status === 'PAID' &&
+          s.stage === 'WATCHING_LATE_PAYMENT' &&
+          !s.evidence &&
+          escalationLateWatchStep() &&
+          s.found(state, 'query')
+        ) {
+          // Paid after the close: the watch wakes on it and refunds it now, not when the watch ends.
+          lateFound = true;
+          s.note('LATE_PAYMENT_FOUND_BY_QUERY', 'Support query found a payment made after the close; refunding it now');
         }
       } catch (err) {
         providerState = { error: errorMessage(err) };
       }
-      const resolution = s.escalationResolution();
+      const resolution = lateFound ? 'LATE_PAYMENT_FOUND' : s.escalationResolution();
       const ticketId = `tkt-${uuid4()}`;
       await runLocal('createSupportTicket', MUST, 'record support ticket', {
         ticketId,
