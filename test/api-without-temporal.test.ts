@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { signSandboxPayload } from '../src/providers/sandbox-signature';
 import { freePort } from '../tools/processes';
-import { systemEnv } from './support/env';
+import { freshDatabase, systemEnv } from './support/env';
 import { type TestSystem, createProduct, placeOrder, startSystem, waitFor, waitForStatus } from './support/system';
 
 jest.setTimeout(120_000);
@@ -18,11 +18,19 @@ const root = join(__dirname, '..');
 
 let sys: TestSystem;
 let api: ChildProcess | undefined;
-let stderr = '';
+let output = '';
+/** A database of the suite's own: the second API's inbox sweeps every due row, and must not touch other suites'. */
+let databaseUrl: string;
 
 beforeAll(async () => {
+  databaseUrl = await freshDatabase('no_temporal');
   // No query of the provider before the test ends: only the callback can make the order PAID.
-  sys = await startSystem({ QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PAYMENT_TIMEOUT: '15m' });
+  sys = await startSystem({
+    DATABASE_URL: databaseUrl,
+    QUERY_FIRST_DELAY: '10m',
+    QUERY_MAX_INTERVAL: '10m',
+    PAYMENT_TIMEOUT: '15m',
+  });
 }, 60_000);
 
 afterAll(async () => {
@@ -46,18 +54,24 @@ test('an API started while Temporal is down answers, stores and acknowledges a c
   const sandboxPort = Number(new URL(sys.sandboxUrl).port);
   const env = systemEnv(
     { apiPort, sandboxPort, taskQueue: sys.config.taskQueue },
-    { TEMPORAL_ADDRESS: '127.0.0.1:1', QUERY_FIRST_DELAY: '10m', QUERY_MAX_INTERVAL: '10m', PAYMENT_TIMEOUT: '15m' },
+    {
+      DATABASE_URL: databaseUrl,
+      TEMPORAL_ADDRESS: '127.0.0.1:1',
+      QUERY_FIRST_DELAY: '10m',
+      QUERY_MAX_INTERVAL: '10m',
+      PAYMENT_TIMEOUT: '15m',
+    },
   );
   api = spawn(join(root, 'node_modules', '.bin', 'tsx'), ['src/client/main.ts'], {
     cwd: root,
     env: { PATH: process.env.PATH, ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  api.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  for (const stream of [api.stdout!, api.stderr!]) stream.on('data', (d: Buffer) => (output += d.toString()));
   const url = `http://127.0.0.1:${apiPort}`;
   const health = await waitFor(
     async () => {
-      if (api!.exitCode !== null) throw new Error(`the API exited ${api!.exitCode}: ${stderr.slice(-1000)}`);
+      if (api!.exitCode !== null) throw new Error(`the API exited ${api!.exitCode}: ${output.slice(-1500)}`);
       return fetch(`${url}/healthz`).then(
         async (r) => ({ status: r.status, body: (await r.json()) as unknown }),
         () => undefined,

@@ -4,6 +4,7 @@ import { createDb } from '../db/knex';
 import { createLogger } from '../observability/logger';
 import { createTracing } from '../observability/tracing';
 import { createProviders } from '../providers';
+import { isTemporalUnreachable } from '../temporal/calls';
 import { connectTemporal, ensureSearchAttributes } from '../temporal/connection';
 import { buildApi } from './app';
 import { retryInBackground } from './retry-in-background';
@@ -25,11 +26,20 @@ async function main(): Promise<void> {
     await api.metricsApp?.listen({ host: config.host, port: config.metricsPort });
     const attributes = retryInBackground({
       attempt: () => ensureSearchAttributes(client),
-      onFailure: (err, attempt, retryInMs) =>
-        logger.warn(
-          { err, attempt, retryInMs },
-          'search attributes not checked yet (Temporal unreachable?); will retry',
-        ),
+      onFailure: (err, attempt, retryInMs) => {
+        // Unreachable is expected during an outage; any other answer is a setting to fix (a namespace that does not
+        // exist, credentials refused, an operator API closed to this key): said plainly, at error level.
+        if (isTemporalUnreachable(err))
+          logger.warn(
+            { err, attempt, retryInMs },
+            'Temporal unreachable: search attributes not checked yet; will retry',
+          );
+        else
+          logger.error(
+            { err, attempt, retryInMs, namespace: config.temporalNamespace, address: config.temporalAddress },
+            'Temporal refused the search-attribute check: check TEMPORAL_NAMESPACE and the credentials (TEMPORAL_API_KEY, TLS), or register the attributes once with src/ops/register-search-attributes.ts; will retry',
+          );
+      },
     });
     const stop = async () => {
       attributes.stop();

@@ -289,14 +289,15 @@ export async function refreshOpsGauges(
   )) as [[{ n: number | string; oldest: number | string | null }]];
   metrics.outboxBacklog.set(Number(outbox.n));
   metrics.outboxOldestUnpublished.set(Math.max(0, Number(outbox.oldest ?? 0)));
-  if (client) {
-    const stuck = await withTemporalDeadline(client, callTimeoutMs, () =>
-      client.workflow.count(
-        `WorkflowType IN (${ORDER_WORKFLOW_TYPES.map((t) => `'${t}'`).join(', ')}) AND ExecutionStatus = 'Running' AND Stuck = true`,
-      ),
-    );
-    metrics.ordersStuck.set(stuck.count);
-  }
+  // Temporal down (or its attributes not registered yet) costs this one gauge, not the MySQL ones after it.
+  const stuck = client
+    ? await withTemporalDeadline(client, callTimeoutMs, () =>
+        client.workflow.count(
+          `WorkflowType IN (${ORDER_WORKFLOW_TYPES.map((t) => `'${t}'`).join(', ')}) AND ExecutionStatus = 'Running' AND Stuck = true`,
+        ),
+      ).catch(() => undefined)
+    : undefined;
+  if (stuck) metrics.ordersStuck.set(stuck.count);
   // One series per provider, bill day and class: a new day's difference is an alert of its own (it pages afresh while
   // another day's is still firing) and a day whose differences are all resolved reads 0. About 32 days x 6 classes
   // per provider at most.
