@@ -7,6 +7,7 @@ import type { Knex } from 'knex';
 import { createMetrics } from '../src/client/metrics';
 import { refreshOpsGauges } from '../src/client/routes/ops';
 import { createDb } from '../src/db/knex';
+import { connectTemporal } from '../src/temporal/connection';
 import { freshDatabase } from './support/env';
 
 let db: Knex;
@@ -53,4 +54,25 @@ test('an order still AWAITING_PAYMENT 30 minutes past its deadline (its workflow
   // Its workflow ended before the payment was created.
   await order('AWAITING_PAYMENT', null, minutesAgo(61));
   expect(await overdue()).toBe(2);
+});
+
+test('with Temporal unreachable, the MySQL gauges are still refreshed: only the Stuck count waits for Temporal', async () => {
+  // An API started during an outage (it starts without Temporal) used to export no reconciliation gauge at all: the
+  // Stuck count's failure aborted the refresh before them.
+  const metrics = createMetrics({ defaultMetrics: false });
+  metrics.ordersStuck.set(7);
+  const client = await connectTemporal(
+    { temporalAddress: '127.0.0.1:1', temporalNamespace: 'default' },
+    { lazy: true },
+  );
+  try {
+    await refreshOpsGauges(db, metrics, ['sandbox'], client, 1_000);
+  } finally {
+    await client.connection.close();
+  }
+  expect((await metrics.reconciliationFailedDays.get()).values).toEqual([
+    expect.objectContaining({ labels: { provider: 'sandbox' }, value: 0 }),
+  ]);
+  // The Stuck count keeps its last value (here the one set before) until Temporal answers again.
+  expect((await metrics.ordersStuck.get()).values[0]!.value).toBe(7);
 });

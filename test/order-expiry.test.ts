@@ -4,7 +4,9 @@
  * deadline uses `patient`, where nothing expires while it acts.
  */
 import { WorkflowNotFoundError } from '@temporalio/client';
+import { Worker } from '@temporalio/worker';
 import { latePaymentWorkflowId, orderWorkflowId, statusQuery } from '../src/contracts/order';
+import { testBundlePath } from './support/env';
 import {
   createProduct,
   placeOrder as placeOrderFor,
@@ -110,6 +112,13 @@ test('a buyer who paid after the close and escalates during the late watch is to
     status: 'REFUNDED',
     refundedAmount: 3900,
   });
+  // The new branch (its patch marker in the history) replays.
+  await handle.result();
+  await Worker.runReplayHistory(
+    { workflowBundle: { codePath: testBundlePath() }, replayName: 'late-watch-escalation' },
+    await handle.fetchHistory(),
+    handle.workflowId,
+  );
 });
 
 test('a payment that arrives after the order expired is refunded automatically, once', async () => {

@@ -155,7 +155,7 @@ export function buildApi(deps: ApiDeps): Api {
     : undefined;
   let refreshing: Promise<void> | undefined;
   (metricsApp ?? app).get('/metrics', async (_request, reply) => {
-    refreshing ??= refreshOpsGauges(db, metrics, Object.keys(providers), client, config.temporalCallTimeoutMs)
+    refreshing ??= refreshOpsGauges(db, metrics, Object.keys(providers), client, config.temporalCallTimeoutMs, app.log)
       .catch((err: unknown) => app.log.warn({ err }, 'ops gauges not refreshed'))
       .finally(() => (refreshing = undefined));
     await refreshing;

@@ -261,6 +261,7 @@ export async function refreshOpsGauges(
   providers: string[],
   client?: Client,
   callTimeoutMs = 5_000,
+  logger?: Pick<FastifyBaseLogger, 'warn'>,
 ): Promise<void> {
   const [{ n }] = (await db('orders').where({ status: 'NEEDS_REVIEW' }).count({ n: '*' })) as [{ n: number }];
   metrics.ordersInReview.set(Number(n));
@@ -295,7 +296,11 @@ export async function refreshOpsGauges(
         client.workflow.count(
           `WorkflowType IN (${ORDER_WORKFLOW_TYPES.map((t) => `'${t}'`).join(', ')}) AND ExecutionStatus = 'Running' AND Stuck = true`,
         ),
-      ).catch(() => undefined)
+      ).catch((err: unknown) => {
+        // The gauge keeps its last value until Temporal answers again; this says why it is not fresh.
+        logger?.warn({ err }, 'payflow_orders_stuck not refreshed: Temporal did not answer the count');
+        return undefined;
+      })
     : undefined;
   if (stuck) metrics.ordersStuck.set(stuck.count);
   // One series per provider, bill day and class: a new day's difference is an alert of its own (it pages afresh while

@@ -77,6 +77,7 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
       `closed; watching for a late payment until ${new Date(s.providerExpiresAt!).toISOString()}`,
     );
     ctx.publish();
+    s.lateWatchOpen = true;
     await condition(() => s.evidence !== undefined, watchMs, {
       summary: `watch for a late payment until the provider-side expiry, ${clock(s.providerExpiresAt!)}`,
     });
@@ -88,6 +89,10 @@ export async function closeUnpaid(ctx: OrderContext): Promise<Omit<OrderPaymentR
     });
     if (state.status === 'PAID') s.found(state, 'query');
   }
+  // Closed from here, in the continuation that reads the evidence (no await since the final answer): an escalation's
+  // query answered in the same activation either lands before (and is refunded below) or finds the watch closed and
+  // promises nothing.
+  s.lateWatchOpen = false;
   if (s.evidence) {
     const inReview = await refundLatePayment(ctx, s.evidence);
     if (inReview) return inReview;

@@ -172,7 +172,7 @@ export function registerHandlers(ctx: OrderContext): void {
           s.note('PAYMENT_FOUND_BY_QUERY', 'Support query found the payment; confirming now');
         } else if (
           state.status === 'PAID' &&
-          s.stage === 'WATCHING_LATE_PAYMENT' &&
+          s.lateWatchOpen &&
           !s.evidence &&
           escalationLateWatchStep() &&
           s.found(state, 'query')

@@ -70,6 +70,11 @@ export class OrderState {
   private queryDelay: number;
   // What arrived.
   evidence?: PaymentEvidence;
+  /**
+   * The closed order's watch for a late payment is open: a payment found now is refunded by the close step. False from
+   * the moment that step has taken its final answer (the stage stays WATCHING_LATE_PAYMENT until the workflow ends).
+   */
+  lateWatchOpen = false;
   cancelRequest?: { reason?: string; via: 'buyer' | 'temporal' };
   refundRequest?: { reason?: string };
   refundNo?: string;
