@@ -69,7 +69,6 @@ import {
   type DtmBinaries,
   type DtmServer,
   ensureDtm,
-  mysqlParts,
   prepareDtmTables,
   runDtmSet,
   startDtmServer,
@@ -620,11 +619,12 @@ function sideBySide(results: RunResult[]): string {
 async function startDtm(
   db: Knex,
   url: string,
+  database: string,
   stamp: string,
 ): Promise<{ binaries: DtmBinaries; server: DtmServer; storeDb: string } | { unavailable: string }> {
   try {
     const binaries = ensureDtm(log);
-    const storeDb = `${mysqlParts(url).db}_dtm`;
+    const storeDb = `${database}_dtm`;
     await prepareDtmTables(db, storeDb, binaries, log);
     const logFile = join(REPORTS_DIR, `bench-tcc-${stamp}.dtm.log`);
     const server = await startDtmServer(binaries, url, storeDb, logFile);
@@ -697,7 +697,7 @@ export async function runTccBench(argv: string[]): Promise<number> {
     });
   };
 
-  const dtm = options.dtm ? await startDtm(db, url, stamp) : { unavailable: 'left out (--no-dtm)' };
+  const dtm = options.dtm ? await startDtm(db, url, database, stamp) : { unavailable: 'left out (--no-dtm)' };
   const variants = VARIANTS.filter((v) => v !== 'dtm' || !('unavailable' in dtm));
   const dtmUnavailable = 'unavailable' in dtm ? dtm.unavailable : undefined;
   /** The set's runner and its coordinator's pid: DTM's driver and server, or this process and the Temporal server. */

@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import type { Knex } from 'knex';
 import { ROOT, runAbort } from './bench-harness';
 import { freePort, stopChildProcess } from './processes';
+import { databaseOf } from './tool-database';
 import { cacheDir as temporalCacheDir, findGo, isListening } from './temporal-cli';
 
 export const DTM_VERSION = '1.19.0';
@@ -143,7 +144,7 @@ export function mysqlParts(url: string): { host: string; port: number; user: str
     port: Number(u.port || 3306),
     user: decodeURIComponent(u.username),
     password: decodeURIComponent(u.password),
-    db: u.pathname.replace(/^\//, ''),
+    db: databaseOf(url),
   };
 }
 

@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     const db = createDb(config.databaseUrl, { poolMax: 20 });
     // Temporal is not needed to start: a replica restarted while Temporal is down still stores and acknowledges
     // callbacks (the inbox hands them over once Temporal answers), and the search attributes are registered in the
-    // background (a server that refuses the operator call leaves a warning, not a dead API).
+    // background (a server that refuses the call leaves a logged error naming the settings, not a dead API).
     const client = await connectTemporal(config, { tracing, lazy: true });
     const api = buildApi({ config, db, client, providers: createProviders(config, { db }), logger, tracing });
     await api.app.listen({ host: config.host, port: config.port });

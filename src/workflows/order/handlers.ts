@@ -13,7 +13,6 @@ import {
 import {
   type ReviewDecision,
   reviewDecisionProblem,
-  sameReviewDecision,
   cancelOrderUpdate,
   coolingOffRefundUpdate,
   escalateUpdate,
@@ -102,10 +101,9 @@ export function registerHandlers(ctx: OrderContext): void {
       // The same decision again while it is carried out (an operator's retry, a double click) waits for its answer.
       // Accepted only by validators that know this (they do not run on replay), so no earlier history has such an
       // update: no patch.
-      const inFlight = s.reviewDecision;
-      const joins = inFlight !== undefined && sameReviewDecision(inFlight, sent) && !s.reviewSettled(inFlight);
-      const d = joins ? inFlight : sent;
-      if (!joins) {
+      const joined = s.decisionToJoin(sent);
+      const d = joined ?? sent;
+      if (!joined) {
         s.reviewDecision = d;
         s.note('REVIEW_DECIDED', `${d.operator} decided to ${d.decision}: ${d.reason}`);
       }
@@ -120,8 +118,7 @@ export function registerHandlers(ctx: OrderContext): void {
       validator: (d: ReviewDecision) => {
         const problem = reviewDecisionProblem(d);
         if (problem) throw new Error(problem);
-        const inFlight = s.reviewDecision;
-        if (inFlight && sameReviewDecision(inFlight, d) && !s.reviewSettled(inFlight)) return;
+        if (s.decisionToJoin(d)) return;
         const refusal = s.reviewRefusal(d);
         if (!refusal) return;
         // Waiting for a decision, but not this one (an approval with no payment known, of a refunded order): typed, so

@@ -19,6 +19,7 @@ import {
   type PaymentReady,
   type ReviewDecision,
   type TimelineEntry,
+  sameReviewDecision,
 } from '../../contracts/order-workflow';
 
 /** Stages in which the order can still be cancelled (nothing paid is known yet). */
@@ -403,6 +404,15 @@ export class OrderState {
       }
     }
     return undefined;
+  }
+
+  /**
+   * The decision being carried out when `d` is the same decision (an operator's retry, a double click): `d` joins it
+   * and waits for its answer. Undefined when none is carried out, or another one is.
+   */
+  decisionToJoin(d: ReviewDecision): ReviewDecision | undefined {
+    const inFlight = this.reviewDecision;
+    return inFlight && sameReviewDecision(inFlight, d) && !this.reviewSettled(inFlight) ? inFlight : undefined;
   }
 
   /** Whether the review update for `d` can answer: the order left review, or `d` failed and another is awaited. */
