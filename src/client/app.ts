@@ -115,6 +115,11 @@ export function buildApi(deps: ApiDeps): Api {
       metrics.keyProbeFailures.inc();
       app.log.warn({ err, keys }, 'Idempotency-Key probe failed; its buyers take the full reads');
     },
+    startRefused: (err, orderId, unitsKept) =>
+      app.log.error(
+        { err, orderId, unitsKept },
+        'Temporal refused to start an order workflow: check TEMPORAL_NAMESPACE, the credentials (TEMPORAL_API_KEY, TLS) and the search attributes (src/ops/register-search-attributes.ts); answered 503',
+      ),
   });
   registerOrderRoutes(app, orders, metrics, { token: config.shopApiToken, production: config.production });
   registerWaitPage(app, orders);

@@ -29,7 +29,7 @@ import {
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { ProviderRegistry } from '../providers/types';
-import { withTemporalDeadline } from '../temporal/calls';
+import { isStartRefused, withTemporalDeadline } from '../temporal/calls';
 import type { OrderProviderCache } from '../temporal/route-notification';
 import type { orderLifecycleV2 } from '../workflows';
 import {
@@ -152,6 +152,11 @@ export interface OrderServiceDeps {
    * load rises, and a lasting cause, a schema or a grant, must be seen): the app logs it and counts it.
    */
   keyProbeFailed?: (err: unknown, keys: number) => void;
+  /**
+   * Told when Temporal refused an order's start outright (a setting is wrong: the namespace, credentials, a search
+   * attribute not registered): every order fails until it is fixed, so the app logs it at error level.
+   */
+  startRefused?: (err: unknown, orderId: string, unitsKept: boolean) => void;
 }
 
 /** RESERVATION_GRACE is kept above this in production (src/config.ts): the sweeper never races a slow start. */
@@ -379,8 +384,35 @@ export class OrderService {
         // its own Try held; release the pre-start reservation too (idempotent), so the units are sellable at once.
         await releaseReservation(db, orderId, items).catch(() => undefined);
       }
+      if (isStartRefused(err)) throw await this.startRefused(err, orderId, items, idempotencyKey !== undefined);
       throw await this.translateStartError(err, orderId, items, request, idempotencyKey !== undefined);
     }
+  }
+
+  /**
+   * The server refused the start itself (the namespace unknown, a search attribute it does not know, credentials or
+   * permission refused, an API switched off): no workflow was started, and none will be until a setting changes (the
+   * API registers missing search attributes in the background: src/client/main.ts). The buyer is told 503 with
+   * Retry-After, never a 500 that reads like a failed order. An unkeyed order's units are released at once: its id was
+   * never handed out, so nothing can start it. A keyed order keeps them for its retry, which joins them (its Try finds
+   * the fence held) and starts the workflow once the server accepts; a key never retried is released by the orphan
+   * sweeper after RESERVATION_GRACE, as after a crash between the Try and the start.
+   */
+  private async startRefused(
+    err: unknown,
+    orderId: string,
+    items: { sku: string; quantity: number }[],
+    keyed: boolean,
+  ): Promise<ApiError> {
+    if (!keyed) await releaseReservation(this.deps.db, orderId, items).catch(() => undefined);
+    this.deps.startRefused?.(err, orderId, keyed);
+    return new ApiError(
+      503,
+      'SERVICE_UNAVAILABLE',
+      keyed
+        ? 'orders cannot be started right now; the units stay reserved for this Idempotency-Key: retry with it shortly'
+        : 'orders cannot be started right now and nothing was reserved; retry shortly (send an Idempotency-Key to make retries safe)',
+    );
   }
 
   /**

@@ -3,6 +3,7 @@
  * every process that calls Temporal on a request or retry path (the API, the inbox, reconciliation repairs).
  */
 import type { Client } from '@temporalio/client';
+import { NamespaceNotFoundError } from '@temporalio/common';
 
 /** gRPC status codes the client surfaces (from @grpc/grpc-js's `status`). */
 const GRPC_DEADLINE_EXCEEDED = 4;
@@ -27,6 +28,23 @@ export function grpcCodeOf(err: unknown): number | undefined {
  */
 export function isTemporalBusy(err: unknown): boolean {
   return grpcCodeOf(err) === GRPC_RESOURCE_EXHAUSTED;
+}
+
+/**
+ * gRPC codes with which the server refuses a request it did not carry out, and would refuse again until someone
+ * changes a setting: a search attribute the namespace does not know (INVALID_ARGUMENT), no permission or no
+ * credentials, an API switched off on the server (FAILED_PRECONDITION, UNIMPLEMENTED).
+ */
+const GRPC_REFUSALS = new Set([3, 7, 9, 12, 16]);
+
+/**
+ * True when the server refused a workflow start outright: the namespace does not exist, or a code of GRPC_REFUSALS.
+ * Nothing was started by that call (unlike a deadline or UNAVAILABLE, where the start may have reached the server).
+ */
+export function isStartRefused(err: unknown): boolean {
+  if (err instanceof NamespaceNotFoundError) return true;
+  const code = grpcCodeOf(err);
+  return code !== undefined && GRPC_REFUSALS.has(code);
 }
 
 /** True when a Temporal call failed because the server could not be reached in time (refused, reset, black hole). */
