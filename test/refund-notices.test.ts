@@ -945,6 +945,39 @@ test('a refund decision the provider refuses is answered REVIEW_DECISION_FAILED;
   expect(after.refunds).toContainEqual({ out_refund_no: seeded.outRefundNo, status: 'FAILED' });
 });
 
+test('a decision naming a review round that has moved on is refused, never carried out on the review open now', async () => {
+  // An operator's tool sends the round it showed: its retry of a decision sent after that decision failed (a new
+  // round) is refused instead of being carried out as a new decision.
+  const seeded = await seedFailedRefund();
+  const wxNo = toWechatOutTradeNo(seeded.orderId);
+  const shown = (await sys.http('GET', `/orders/${seeded.orderId}`)).body;
+  expect(shown.status).toBe('NEEDS_REVIEW');
+  const round = shown.reviewRound as number;
+  expect(round).toBeGreaterThanOrEqual(1);
+  wxRefuseRefunds.add(wxNo);
+  const decision = { decision: 'refund', operator: 'gus', reason: 'refund again to the same card', reviewRound: round };
+  expect(await decide(seeded.orderId, decision)).toMatchObject({
+    status: 409,
+    body: { error: 'REVIEW_DECISION_FAILED' },
+  });
+  wxRefuseRefunds.delete(wxNo);
+  const retryNo = failedRefundRetryNo(seeded.orderId, seeded.outRefundNo, seeded.amount);
+  const posts = wxRefundPosts.get(retryNo);
+  expect((await sys.http('GET', `/orders/${seeded.orderId}`)).body.reviewRound).toBe(round + 1);
+
+  // The same body again (a retry, a page left open): refused, naming the round now open; nothing sent to WeChat.
+  const stale = await decide(seeded.orderId, decision);
+  expect(stale).toMatchObject({ status: 409, body: { error: 'REVIEW_DECISION_REFUSED', reviewRound: round + 1 } });
+  expect(stale.body.message).toMatch(/moved on/);
+  expect(wxRefundPosts.get(retryNo)).toBe(posts);
+  expect((await snapshot(seeded.orderId)).order.status).toBe('NEEDS_REVIEW');
+
+  // Decided again for the round open now: carried out.
+  const done = await decide(seeded.orderId, { ...decision, reviewRound: round + 1 });
+  expect(done).toMatchObject({ status: 200, body: { status: 'REFUNDED' } });
+  expect((await sys.http('GET', `/orders/${seeded.orderId}`)).body.reviewRound).toBeUndefined();
+});
+
 test('a failed refund of another trade of a PAID order is refunded again (a named amount) and the order is PAID again', async () => {
   const seeded = await seedRefundedOrder('wechat');
   // The order is PAID by its own trade; the failed refund was of a second trade of the same order.

@@ -29,6 +29,7 @@ import {
   failedRefundReviewWorkflowId,
   latePaymentWorkflowId,
   orderWorkflowId,
+  REVIEW_ROUND_ENTRIES,
   reviewDecisionUpdate,
 } from '../contracts/order';
 import { jsonColumn } from '../db/json';
@@ -217,29 +218,36 @@ export class OrderActions {
   }
 
   /**
-   * The update id of a review decision: the same for the same decision in the same round of the order's review, so a
-   * retry (after a 503 from a slow provider) reaches the update already in flight, or its answer, instead of adding an
-   * update beside it (ten in flight and Temporal refuses every further update of the order: the buyer's escalation,
-   * cancel and refund too). The round is the count of the order's ORDER_NEEDS_REVIEW and REVIEW_DECISION_FAILED
-   * entries (written before a failed decision is answered): the same decision sent after it failed, or in a later
-   * review, is a new decision.
+   * The order's review round: the count of its REVIEW_ROUND_ENTRIES (ORDER_NEEDS_REVIEW, and REVIEW_DECISION_FAILED,
+   * written before a failed decision is answered), as GET /orders/:id shows it.
    */
-  private async reviewUpdateId(orderId: string, d: ReviewDecision): Promise<string> {
+  private async reviewRound(orderId: string): Promise<number> {
     const [row] = (await this.deps
       .db('order_events')
       .where({ order_id: orderId })
-      .whereIn('type', ['ORDER_NEEDS_REVIEW', 'REVIEW_DECISION_FAILED'])
+      .whereIn('type', REVIEW_ROUND_ENTRIES)
       .count({ n: '*' })) as { n: number | string }[];
+    return Number(row?.n ?? 0);
+  }
+
+  /**
+   * The update id of a review decision: the same for the same decision in the same round of the order's review, so a
+   * retry (after a 503 from a slow provider) reaches the update already in flight, or its answer, instead of adding an
+   * update beside it (ten in flight and Temporal refuses every further update of the order: the buyer's escalation,
+   * cancel and refund too). The same decision sent after it failed, or in a later review, is a new decision: a retry
+   * sent that late is told apart only when it names its round (`reviewRound`).
+   */
+  private reviewUpdateId(round: number, d: ReviewDecision): string {
     const digest = createHash('sha256')
       .update(JSON.stringify([d.decision, d.operator, d.reason, d.refundAmount ?? null]))
       .digest('hex')
       .slice(0, 24);
-    return `review-${Number(row?.n ?? 0)}-${digest}`;
+    return `review-${round}-${digest}`;
   }
 
   /** An operator's decision on an order in NEEDS_REVIEW; refused (409) unless the order waits for one. */
   async review(orderId: string, request: ReviewRequest): Promise<{ orderId: string; status: OrderStatus }> {
-    const { failedOutRefundNo: named, tradeNo: namedTrade, ...decision } = request;
+    const { failedOutRefundNo: named, tradeNo: namedTrade, reviewRound: namedRound, ...decision } = request;
     const current = await this.status(orderId);
     if (!current) throw apiFailure(FailureType.ORDER_NOT_FOUND, `no order ${orderId}`);
     if (current.status !== 'NEEDS_REVIEW')
@@ -247,7 +255,17 @@ export class OrderActions {
         status: current.status,
       });
     let send: () => Promise<ReviewOutcome>;
-    const updateId = await this.reviewUpdateId(orderId, decision);
+    const round = await this.reviewRound(orderId);
+    // A decision made in an earlier round (a retry sent after it was carried out and the order went to review again, a
+    // page left open across a failed decision) is refused, never carried out on the review open now.
+    if (namedRound !== undefined && namedRound !== round)
+      throw new ApiError(
+        409,
+        REVIEW_DECISION_REFUSED,
+        `order ${orderId}'s review has moved on: the decision was made in review round ${namedRound}, the order is in round ${round}; read the order again and decide for the review open now`,
+        { reviewRound: round },
+      );
+    const updateId = this.reviewUpdateId(round, decision);
     // A refund of the order that failed while it was in review for something else is settled first: decisions are
     // routed by the order's reason, which still names that other review, so the failed refund would otherwise never
     // get one (and an approval there would leave its buyer unpaid).

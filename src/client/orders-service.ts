@@ -22,6 +22,7 @@ import {
   type OrderWorkflowStatus,
   type PaymentReady,
   ORDER_WORKFLOW_TYPE,
+  REVIEW_ROUND_ENTRIES,
   cancelOrderUpdate,
   orderWorkflowId,
   paymentReadyUpdate,
@@ -121,6 +122,11 @@ export interface OrderView {
   queryAttempts?: number;
   createdAt: string;
   deadline: string | null;
+  /**
+   * NEEDS_REVIEW only: the review's round (REVIEW_ROUND_ENTRIES on the timeline so far). A decision that names it is
+   * refused once the review has moved on.
+   */
+  reviewRound?: number;
 }
 
 /** Dependencies of the order service. */
@@ -680,6 +686,9 @@ export class OrderService {
       ...(live ? { stage: live.stage, nextCheckAt: live.nextCheckAt ?? null, queryAttempts: live.queryAttempts } : {}),
       createdAt: new Date(order.created_at).toISOString(),
       deadline,
+      ...(status === 'NEEDS_REVIEW'
+        ? { reviewRound: events.filter((e) => (REVIEW_ROUND_ENTRIES as readonly string[]).includes(e.type)).length }
+        : {}),
     };
     return { view, fingerprint: found?.request_fingerprint ?? null };
   }

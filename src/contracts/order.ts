@@ -147,6 +147,12 @@ const ReviewDecisionFields = z.object({
 const refundAmountWithRefund = (d: { refundAmount?: number; decision: string }) =>
   d.refundAmount === undefined || d.decision === 'refund';
 const refundAmountMessage = { message: 'refundAmount goes with a refund decision only', path: ['refundAmount'] };
+/**
+ * Timeline entries that open a review round: the order went to review (again), or a decision failed and the review
+ * waits for another. Their count is the order's review round (GET /orders/:id `reviewRound`, POST .../review).
+ */
+export const REVIEW_ROUND_ENTRIES = ['ORDER_NEEDS_REVIEW', 'REVIEW_DECISION_FAILED'] as const;
+
 export const ReviewDecision = ReviewDecisionFields.strict().refine(refundAmountWithRefund, refundAmountMessage);
 export type ReviewDecision = z.infer<typeof ReviewDecision>;
 
@@ -160,6 +166,12 @@ export const ReviewRequest = ReviewDecisionFields.extend({
   failedOutRefundNo: z.string().min(1).max(64).optional(),
   /** For an order in a late payment's review: the trade the decision is for (refused when another trade's is open). */
   tradeNo: z.string().min(1).max(128).optional(),
+  /**
+   * The review round the decision was made in, as GET /orders/:id showed it (`reviewRound`): refused once the review
+   * has moved on (a retry sent after the decision was carried out and a new review opened). Optional; an operator tool
+   * should always send it.
+   */
+  reviewRound: z.number().int().min(0).max(1_000_000).optional(),
 })
   .strict()
   .refine(refundAmountWithRefund, refundAmountMessage);
