@@ -142,6 +142,34 @@ test('a true orphan (no order row) and one whose order already failed are still 
   expect(await sweeper.sweep()).toBe(0);
 });
 
+test("one order the sweeper cannot settle (an answer it cannot read) does not keep the others' units; Temporal unreachable ends the pass", async () => {
+  const sku = await product(2);
+  const first = await orphanedReservation(sku);
+  const second = await orphanedReservation(sku);
+  // The older candidate's describe() fails with something other than "not found" (a refused call, a bad answer).
+  let reachable = true;
+  const client = {
+    withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
+    workflow: {
+      getHandle: (workflowId: string) => ({
+        async describe() {
+          if (!reachable) throw Object.assign(new Error('14 UNAVAILABLE: connection refused'), { code: 14 });
+          if (workflowId.endsWith(first.orderId)) throw new Error('an answer the sweeper cannot read');
+          throw new WorkflowNotFoundError('workflow not found', workflowId, undefined);
+        },
+      }),
+    },
+  } as unknown as Client;
+  const sweeper = sweeperWith(client);
+  expect(await sweeper.sweep()).toBe(1);
+  expect([await fenceOf(first.orderId), await fenceOf(second.orderId)]).toEqual(['TRIED', 'CANCELLED']);
+  // Unreachable: the pass stops at the first order (it would fail for every one) and releases nothing.
+  reachable = false;
+  expect(await sweeper.sweep()).toBe(0);
+  expect(await fenceOf(first.orderId)).toBe('TRIED');
+  expect(await stockOf(sku)).toEqual({ available: 1, reserved: 1, sold: 0 });
+});
+
 test('a setup attempt that reaches createOrder after its reservation was released writes no order row', async () => {
   // The workflow gave up on a setup attempt that outlived its step's time (MySQL stalled) and released the order; the
   // attempt, still running, then wrote an AWAITING_PAYMENT row that no workflow would ever close (GET said "awaiting

@@ -20,7 +20,7 @@ import { FailureType } from '../contracts/failures';
 import { orderWorkflowId } from '../contracts/order';
 import { IdempotencyKeyReusedError, keyedTries } from '../db/idempotency';
 import { cancelStock, cancelStockUnlessOwned, tryReserveStock, type StockLine } from '../db/stock';
-import { withTemporalDeadline } from '../temporal/calls';
+import { isTemporalUnreachable, withTemporalDeadline } from '../temporal/calls';
 import { type ApiError, apiFailure, idempotencyKeyReused, orderRefusalError } from './errors';
 import type { Metrics } from './metrics';
 
@@ -364,7 +364,7 @@ export class OrphanReservationSweeper {
   }
 
   private async pass(): Promise<number> {
-    const { db, client, logger, metrics, graceMs, callTimeoutMs } = this.options;
+    const { db, logger, graceMs } = this.options;
     // Candidates: TRIED stock fences past the grace whose order row is missing (the workflow never priced it) or is no
     // longer waiting for payment. A waiting order's workflow owns its fences; it is not even asked.
     const rows = (await db('tcc_fence as f')
@@ -380,35 +380,48 @@ export class OrphanReservationSweeper {
       byOrder.set(r.xid, [...(byOrder.get(r.xid) ?? []), { sku: r.resource, quantity: Number(r.quantity) }]);
     let released = 0;
     for (const [orderId, lines] of byOrder) {
-      let running: boolean;
       try {
-        const description = await withTemporalDeadline(client, callTimeoutMs, () =>
-          client.workflow.getHandle(orderWorkflowId(orderId)).describe(),
-        );
-        running = description.status.name === 'RUNNING';
+        if (await this.releaseUnlessRunning(orderId, lines)) released++;
       } catch (err) {
-        if (!(err instanceof WorkflowNotFoundError)) throw err;
-        running = false;
-      }
-      if (running) continue;
-      // Temporal's "not found" may be stale by now: a start right after it (a client retrying with the same
-      // Idempotency-Key) may have stored the order, finding the reservation held. The release re-reads the order row
-      // with the fences locked and leaves an order its workflow owns alone; a take-over that comes after it finds
-      // the fences CANCELLED and is refused (TCC_TRY_AFTER_CANCEL).
-      const { released: n, owned } = await cancelStockUnlessOwned(db, orderId, lines, OWNED_BY_WORKFLOW);
-      if (owned) {
-        logger.info({ orderId }, 'orphan sweep: the order was taken over by its workflow meanwhile; left alone');
-        continue;
-      }
-      if (n > 0) {
-        released++;
-        metrics.orphanReservationsReleased.inc();
-        logger.warn(
-          { orderId, lines },
-          'released a stock reservation that no running workflow owns (API stopped between reserving and starting, or the start failed)',
-        );
+        // Temporal unreachable: every order would fail the same way; the pass ends (logged by sweep) and the next one
+        // retries. Any other failure is this order's (a deadlock on its rows, an answer Temporal refused): logged, and
+        // the rest of the pass goes on, so one order cannot keep every other orphan's units from coming back.
+        if (isTemporalUnreachable(err)) throw err;
+        logger.warn({ err, orderId }, 'orphan sweep: could not settle this reservation; retried next pass');
       }
     }
     return released;
+  }
+
+  /** Releases one candidate's units unless its workflow runs or owns them; true when it released some. */
+  private async releaseUnlessRunning(orderId: string, lines: StockLine[]): Promise<boolean> {
+    const { db, client, logger, metrics, callTimeoutMs } = this.options;
+    let running: boolean;
+    try {
+      const description = await withTemporalDeadline(client, callTimeoutMs, () =>
+        client.workflow.getHandle(orderWorkflowId(orderId)).describe(),
+      );
+      running = description.status.name === 'RUNNING';
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+      running = false;
+    }
+    if (running) return false;
+    // Temporal's "not found" may be stale by now: a start right after it (a client retrying with the same
+    // Idempotency-Key) may have stored the order, finding the reservation held. The release re-reads the order row
+    // with the fences locked and leaves an order its workflow owns alone; a take-over that comes after it finds
+    // the fences CANCELLED and is refused (TCC_TRY_AFTER_CANCEL).
+    const { released: n, owned } = await cancelStockUnlessOwned(db, orderId, lines, OWNED_BY_WORKFLOW);
+    if (owned) {
+      logger.info({ orderId }, 'orphan sweep: the order was taken over by its workflow meanwhile; left alone');
+      return false;
+    }
+    if (n === 0) return false;
+    metrics.orphanReservationsReleased.inc();
+    logger.warn(
+      { orderId, lines },
+      'released a stock reservation that no running workflow owns (API stopped between reserving and starting, or the start failed)',
+    );
+    return true;
   }
 }
