@@ -143,16 +143,19 @@ test('a true orphan (no order row) and one whose order already failed are still 
 });
 
 test("one order the sweeper cannot settle (an answer it cannot read) does not keep the others' units; Temporal unreachable ends the pass", async () => {
-  const sku = await product(2);
+  const sku = await product(4);
   const first = await orphanedReservation(sku);
   const second = await orphanedReservation(sku);
-  // The older candidate's describe() fails with something other than "not found" (a refused call, a bad answer).
+  // The older candidate's describe() fails with something other than "not found" (a bad answer); later, Temporal
+  // cannot be reached at all.
   let reachable = true;
+  let asked = 0;
   const client = {
     withDeadline: (_deadline: number, fn: () => Promise<unknown>) => fn(),
     workflow: {
       getHandle: (workflowId: string) => ({
         async describe() {
+          asked++;
           if (!reachable) throw Object.assign(new Error('14 UNAVAILABLE: connection refused'), { code: 14 });
           if (workflowId.endsWith(first.orderId)) throw new Error('an answer the sweeper cannot read');
           throw new WorkflowNotFoundError('workflow not found', workflowId, undefined);
@@ -163,11 +166,16 @@ test("one order the sweeper cannot settle (an answer it cannot read) does not ke
   const sweeper = sweeperWith(client);
   expect(await sweeper.sweep()).toBe(1);
   expect([await fenceOf(first.orderId), await fenceOf(second.orderId)]).toEqual(['TRIED', 'CANCELLED']);
-  // Unreachable: the pass stops at the first order (it would fail for every one) and releases nothing.
+  expect(asked).toBe(2);
+  // Unreachable: the pass stops at the first of the three candidates (each would fail the same way), releases nothing.
+  const third = await orphanedReservation(sku);
+  const fourth = await orphanedReservation(sku);
   reachable = false;
+  asked = 0;
   expect(await sweeper.sweep()).toBe(0);
-  expect(await fenceOf(first.orderId)).toBe('TRIED');
-  expect(await stockOf(sku)).toEqual({ available: 1, reserved: 1, sold: 0 });
+  expect(asked).toBe(1);
+  expect(await Promise.all([first, third, fourth].map((o) => fenceOf(o.orderId)))).toEqual(['TRIED', 'TRIED', 'TRIED']);
+  expect(await stockOf(sku)).toEqual({ available: 1, reserved: 3, sold: 0 });
 });
 
 test('a setup attempt that reaches createOrder after its reservation was released writes no order row', async () => {

@@ -3,8 +3,8 @@
  * permission): no workflow was started, and none will be until a setting changes. The API used to answer 500 and
  * keep the units reserved until the orphan sweeper's grace had passed, and a retry with the same Idempotency-Key was
  * then refused for good (409 RESERVATION_RELEASED). Now: 503 with Retry-After; an unkeyed order's units come back at
- * once (its id was never handed out); a keyed order's stay reserved for its retry, which joins them once a server
- * accepts the start.
+ * once (its id was never handed out); a keyed order's stay reserved for its retry (up to RESERVATION_GRACE), which
+ * joins them once a server accepts the start.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -13,7 +13,7 @@ import { WithStartWorkflowOperation } from '@temporalio/client';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { orderIdForIdempotencyKey } from '../src/client/orders-service';
 import { paymentReadyUpdate } from '../src/contracts/order-workflow';
-import { isStartRefused } from '../src/temporal/calls';
+import { isTemporalRefusal } from '../src/temporal/calls';
 import { freePort } from '../tools/processes';
 import { freshDatabase, systemEnv } from './support/env';
 import { type TestSystem, createProduct, startSystem, stockOf, userId, waitFor } from './support/system';
@@ -116,7 +116,7 @@ test('a start Temporal refuses answers 503 with Retry-After; unkeyed units come 
   expect((await stockOf(sys, sku)).available).toBe(2);
 });
 
-test('a search attribute the namespace does not know is a refused start, as the API classifies it', async () => {
+test('a search attribute the namespace does not know is a refused start (isTemporalRefusal), unlike a deadline', async () => {
   const NotRegistered = defineSearchAttributeKey(
     `PayflowNotRegistered${randomBytes(3).toString('hex')}`,
     SearchAttributeType.KEYWORD,
@@ -135,5 +135,36 @@ test('a search attribute the namespace does not know is a refused start, as the 
       (e: unknown) => e,
     );
   expect(err).toBeDefined();
-  expect(isStartRefused(err)).toBe(true);
+  expect(isTemporalRefusal(err)).toBe(true);
+  expect(
+    await start.workflowHandle().then(
+      () => 'started',
+      () => 'not started',
+    ),
+  ).toBe('not started');
+  // A start that may have reached the server (its deadline passed) is not a refusal.
+  const late = new WithStartWorkflowOperation('orderLifecycleV2', {
+    workflowId: `late-${randomBytes(6).toString('hex')}`,
+    taskQueue: `nowhere-${randomBytes(4).toString('hex')}`,
+    args: [],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+  });
+  const deadline = await sys.client
+    .withDeadline(Date.now() + 1, () =>
+      sys.client.workflow.executeUpdateWithStart(paymentReadyUpdate, {
+        updateId: 'payment-ready',
+        startWorkflowOperation: late,
+      }),
+    )
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  expect(deadline).toBeDefined();
+  expect(isTemporalRefusal(deadline)).toBe(false);
+  // Nothing runs on its behalf for long on the shared server.
+  await sys.client.workflow
+    .getHandle(late.options.workflowId)
+    .terminate('start-refused test')
+    .catch(() => undefined);
 });

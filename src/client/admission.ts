@@ -20,8 +20,14 @@ import { FailureType } from '../contracts/failures';
 import { orderWorkflowId } from '../contracts/order';
 import { IdempotencyKeyReusedError, keyedTries } from '../db/idempotency';
 import { cancelStock, cancelStockUnlessOwned, tryReserveStock, type StockLine } from '../db/stock';
-import { isTemporalUnreachable, withTemporalDeadline } from '../temporal/calls';
-import { type ApiError, apiFailure, idempotencyKeyReused, orderRefusalError } from './errors';
+import { isTemporalRefusal, withTemporalDeadline } from '../temporal/calls';
+import {
+  type ApiError,
+  apiFailure,
+  idempotencyKeyReused,
+  isTransientDependencyError,
+  orderRefusalError,
+} from './errors';
 import type { Metrics } from './metrics';
 
 /** Units available right now per known SKU (all buckets summed); unknown SKUs are absent. Plain reads, no locks. */
@@ -323,6 +329,22 @@ export async function releaseReservation(db: Knex, orderId: string, items: Stock
 /** Order statuses in which the order's workflow owns its stock reservation: the sweeper leaves such orders alone. */
 const OWNED_BY_WORKFLOW = ['AWAITING_PAYMENT', 'NEEDS_REVIEW'] as const;
 
+/**
+ * Releases a pre-start reservation unless an order row shows a workflow took it over (the fences locked, the row read
+ * again: cancelStockUnlessOwned). For a start that looks refused: a take-over that comes after it is refused
+ * (TCC_TRY_AFTER_CANCEL), one that came before keeps its units. True when the units were released or already were.
+ */
+export async function releaseUnlessOwned(db: Knex, orderId: string, items: StockLine[]): Promise<boolean> {
+  return !(await cancelStockUnlessOwned(db, orderId, items, OWNED_BY_WORKFLOW)).owned;
+}
+
+/** A sweeper failure that is not one order's own: a lost dependency, or Temporal refusing this process's calls. */
+function failsEveryOrder(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (code === 'ER_LOCK_DEADLOCK' || code === 'ER_LOCK_WAIT_TIMEOUT') return false;
+  return isTransientDependencyError(err) || isTemporalRefusal(err);
+}
+
 /** Options of the sweeper. */
 export interface SweeperOptions {
   db: Knex;
@@ -383,10 +405,11 @@ export class OrphanReservationSweeper {
       try {
         if (await this.releaseUnlessRunning(orderId, lines)) released++;
       } catch (err) {
-        // Temporal unreachable: every order would fail the same way; the pass ends (logged by sweep) and the next one
-        // retries. Any other failure is this order's (a deadlock on its rows, an answer Temporal refused): logged, and
-        // the rest of the pass goes on, so one order cannot keep every other orphan's units from coming back.
-        if (isTemporalUnreachable(err)) throw err;
+        // A failure every next order would meet too (Temporal or MySQL unreachable, Temporal busy or refusing this
+        // process's calls): the pass ends (logged by sweep) and the next one retries. Any other failure is this
+        // order's (a deadlock on its rows, an answer the sweeper cannot read): logged, and the rest of the pass goes
+        // on, so one order cannot keep every other orphan's units from coming back.
+        if (failsEveryOrder(err)) throw err;
         logger.warn({ err, orderId }, 'orphan sweep: could not settle this reservation; retried next pass');
       }
     }

@@ -115,9 +115,9 @@ export function buildApi(deps: ApiDeps): Api {
       metrics.keyProbeFailures.inc();
       app.log.warn({ err, keys }, 'Idempotency-Key probe failed; its buyers take the full reads');
     },
-    startRefused: (err, orderId, unitsKept) =>
+    startRefused: (err, orderId, units) =>
       app.log.error(
-        { err, orderId, unitsKept },
+        { err, orderId, units, namespace: config.temporalNamespace, address: config.temporalAddress },
         'Temporal refused to start an order workflow: check TEMPORAL_NAMESPACE, the credentials (TEMPORAL_API_KEY, TLS) and the search attributes (src/ops/register-search-attributes.ts); answered 503',
       ),
   });

@@ -30,7 +30,7 @@ import {
 } from '../contracts/order';
 import { OrderStatusKey, PaymentProviderKey } from '../contracts/search-attributes';
 import type { ProviderRegistry } from '../providers/types';
-import { isStartRefused, withTemporalDeadline } from '../temporal/calls';
+import { isTemporalRefusal, withTemporalDeadline } from '../temporal/calls';
 import type { OrderProviderCache } from '../temporal/route-notification';
 import type { orderLifecycleV2 } from '../workflows';
 import {
@@ -43,6 +43,7 @@ import {
   availableUnits,
   outOfStockError,
   releaseReservation,
+  releaseUnlessOwned,
   reservationOf,
   reserveBeforeStart,
   shortLine,
@@ -129,6 +130,13 @@ export interface OrderView {
   reviewRound?: number;
 }
 
+/** What became of a refused start's pre-start reservation. */
+export type StartRefusedUnits =
+  'kept for the key' | 'released' | 'owned by its workflow' | 'release failed: the orphan sweeper releases them';
+
+const startSeen = () => true;
+const startNotSeen = () => false;
+
 /** Dependencies of the order service. */
 export interface OrderServiceDeps {
   db: Knex;
@@ -162,7 +170,7 @@ export interface OrderServiceDeps {
    * Told when Temporal refused an order's start outright (a setting is wrong: the namespace, credentials, a search
    * attribute not registered): every order fails until it is fixed, so the app logs it at error level.
    */
-  startRefused?: (err: unknown, orderId: string, unitsKept: boolean) => void;
+  startRefused?: (err: unknown, orderId: string, units: StartRefusedUnits) => void;
 }
 
 /** RESERVATION_GRACE is kept above this in production (src/config.ts): the sweeper never races a slow start. */
@@ -389,8 +397,11 @@ export class OrderService {
         // The workflow ran and failed before it owned the order (pricing, coupon, payment creation): it released what
         // its own Try held; release the pre-start reservation too (idempotent), so the units are sellable at once.
         await releaseReservation(db, orderId, items).catch(() => undefined);
+      } else if (isTemporalRefusal(err) && !(await startOp.workflowHandle().then(startSeen, startNotSeen))) {
+        // Refused before the server answered the start: nothing runs. (A refusal after the start was answered, a
+        // credential that expired between the start and the update's poll, leaves a workflow that owns the units.)
+        throw await this.startRefused(err, orderId, items, idempotencyKey !== undefined);
       }
-      if (isStartRefused(err)) throw await this.startRefused(err, orderId, items, idempotencyKey !== undefined);
       throw await this.translateStartError(err, orderId, items, request, idempotencyKey !== undefined);
     }
   }
@@ -401,8 +412,10 @@ export class OrderService {
    * API registers missing search attributes in the background: src/client/main.ts). The buyer is told 503 with
    * Retry-After, never a 500 that reads like a failed order. An unkeyed order's units are released at once: its id was
    * never handed out, so nothing can start it. A keyed order keeps them for its retry, which joins them (its Try finds
-   * the fence held) and starts the workflow once the server accepts; a key never retried is released by the orphan
-   * sweeper after RESERVATION_GRACE, as after a crash between the Try and the start.
+   * the fence held) and starts the workflow once the server accepts: what bridges the seconds an API takes to register
+   * missing search attributes at its start. They are held no longer than RESERVATION_GRACE: the orphan sweeper then
+   * releases them, as after a crash between the Try and the start, and a retry after that is refused 409
+   * RESERVATION_RELEASED (place the order again with a new key).
    */
   private async startRefused(
     err: unknown,
@@ -410,14 +423,19 @@ export class OrderService {
     items: { sku: string; quantity: number }[],
     keyed: boolean,
   ): Promise<ApiError> {
-    if (!keyed) await releaseReservation(this.deps.db, orderId, items).catch(() => undefined);
-    this.deps.startRefused?.(err, orderId, keyed);
+    let units: StartRefusedUnits = 'kept for the key';
+    if (!keyed)
+      units = await releaseUnlessOwned(this.deps.db, orderId, items).then(
+        (released) => (released ? 'released' : 'owned by its workflow'),
+        () => 'release failed: the orphan sweeper releases them',
+      );
+    this.deps.startRefused?.(err, orderId, units);
     return new ApiError(
       503,
       'SERVICE_UNAVAILABLE',
       keyed
-        ? 'orders cannot be started right now; the units stay reserved for this Idempotency-Key: retry with it shortly'
-        : 'orders cannot be started right now and nothing was reserved; retry shortly (send an Idempotency-Key to make retries safe)',
+        ? 'orders cannot be started right now; the units stay reserved for this Idempotency-Key for a short while: retry with it shortly'
+        : 'orders cannot be started right now; retry shortly (send an Idempotency-Key to make retries safe)',
     );
   }
 

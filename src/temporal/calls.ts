@@ -2,7 +2,7 @@
  * Calls on a Temporal client under a deadline, and how to tell "Temporal could not be reached" from an answer: for
  * every process that calls Temporal on a request or retry path (the API, the inbox, reconciliation repairs).
  */
-import type { Client } from '@temporalio/client';
+import { type Client, isGrpcServiceError } from '@temporalio/client';
 import { NamespaceNotFoundError } from '@temporalio/common';
 
 /** gRPC status codes the client surfaces (from @grpc/grpc-js's `status`). */
@@ -38,13 +38,17 @@ export function isTemporalBusy(err: unknown): boolean {
 const GRPC_REFUSALS = new Set([3, 7, 9, 12, 16]);
 
 /**
- * True when the server refused a workflow start outright: the namespace does not exist, or a code of GRPC_REFUSALS.
- * Nothing was started by that call (unlike a deadline or UNAVAILABLE, where the start may have reached the server).
+ * True when the server refused a call outright: the namespace does not exist, or a code of GRPC_REFUSALS. A start
+ * refused so, before the server answered it, started nothing (unlike a deadline or UNAVAILABLE, where it may have
+ * reached the server); any call refused so is refused again until a setting changes.
  */
-export function isStartRefused(err: unknown): boolean {
+export function isTemporalRefusal(err: unknown): boolean {
   if (err instanceof NamespaceNotFoundError) return true;
-  const code = grpcCodeOf(err);
-  return code !== undefined && GRPC_REFUSALS.has(code);
+  // The code of a gRPC status only (the error itself, or the cause of the SDK's ServiceError): other errors carry
+  // numeric codes of their own (a DOMException's 9 or 12) that mean nothing here.
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++)
+    if (isGrpcServiceError(e)) return GRPC_REFUSALS.has(e.code);
+  return false;
 }
 
 /** True when a Temporal call failed because the server could not be reached in time (refused, reset, black hole). */
