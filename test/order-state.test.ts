@@ -119,6 +119,38 @@ describe('the payment wait, at production durations', () => {
     set(T0 + 17 * MIN); // a restart kept the workflow past the expiry: no watch, only the final query
     expect(state.lateWatchMs()).toBe(0);
   });
+
+  test("a payment step retried with a later clock keeps the deadline and expiry an earlier attempt fixed (the provider's)", () => {
+    const { state, set } = stateAt();
+    state.opened({
+      amount: 1000,
+      currency: 'CNY',
+      lines: [{ sku: 'sku-a', quantity: 1, unitPrice: 1000 }],
+      benefits: [],
+    });
+    set(T0 + 23_000); // the first attempt's workflow task was lost; this one starts 23 s later
+    expect(state.startClock()).toBe(T0 + 23_000 + 15 * MIN);
+    state.paymentCreated({
+      merchantId: 'm1',
+      paymentUrl: 'https://pay.example/1',
+      deadline: new Date(T0 + 15 * MIN).toISOString(),
+      providerExpiresAt: new Date(T0 + 16 * MIN).toISOString(),
+    });
+    state.enter('AWAITING_PAYMENT');
+    expect(state.deadline).toBe(T0 + 15 * MIN);
+    expect(state.ready).toMatchObject({
+      ok: true,
+      value: { payment: { expiresAt: new Date(T0 + 15 * MIN).toISOString() } },
+    });
+    let last = 0;
+    for (let wait = state.nextWait(); wait; wait = state.nextWait()) {
+      last = wait.until;
+      set(wait.until);
+    }
+    expect(last).toBe(T0 + 15 * MIN);
+    set(T0 + 15 * MIN + 2000);
+    expect(state.lateWatchMs()).toBe(1 * MIN - 2000 + 1000);
+  });
 });
 
 describe('after PAID', () => {

@@ -144,3 +144,66 @@ test('a payment created after its order failed is not recorded on the order, and
     await sandbox.close();
   }
 });
+
+test("a retried payment step keeps the first attempt's deadline and provider expiry: the buyer is shown the provider's own", async () => {
+  // The set-up's workflow task was lost after its payment step ran (a worker killed): the retry runs the step again
+  // with a later clock. The provider answers the payment the first attempt created, which expires by the first
+  // attempt's time; the retry used to move the order's deadline (and the buyer's "pay before") later than that, and
+  // to ask the provider with a different expiry (Stripe refuses a changed request under the same Idempotency-Key).
+  const sandbox = createSandboxServer({
+    secret: 'payment-url-secret',
+    publicUrl: 'http://placeholder.invalid',
+    notifySchedule: [60_000],
+    logger: false,
+  });
+  await sandbox.app.listen({ host: '127.0.0.1', port: 0 });
+  const baseUrl = `http://127.0.0.1:${(sandbox.app.server.address() as AddressInfo).port}`;
+  sandbox.setPublicUrl(`${baseUrl}/`);
+  try {
+    const provider = createSandboxProvider({ baseUrl, secret: 'payment-url-secret', merchantId: 'm-url' });
+    const orderId = `url-${randomBytes(6).toString('hex')}`;
+    await db('orders').insert({
+      order_id: orderId,
+      user_id: 'u-url',
+      status: 'AWAITING_PAYMENT',
+      amount: 1999,
+      currency: 'CNY',
+      provider: 'sandbox',
+      subtotal: 1999,
+    });
+    const attempt = (deadline: Date) =>
+      createProviderPayment(
+        db,
+        { sandbox: provider },
+        {
+          orderId,
+          provider: 'sandbox',
+          amount: 1999,
+          currency: 'CNY',
+          subject: `Order ${orderId}`,
+          notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
+          deadline: deadline.toISOString(),
+          providerExpiresAt: new Date(deadline.getTime() + 10_000).toISOString(),
+        },
+      );
+    const first = new Date(Date.now() + 15 * 60_000);
+    const a = await attempt(first);
+    expect(a.deadline).toBe(first.toISOString());
+    const b = await attempt(new Date(first.getTime() + 23_000));
+    expect(b.tradeNo).toBe(a.tradeNo);
+    expect(b.deadline).toBe(first.toISOString());
+    expect(b.providerExpiresAt).toBe(new Date(first.getTime() + 10_000).toISOString());
+    const order = await db('orders').where({ order_id: orderId }).first('deadline');
+    expect(new Date(order.deadline).toISOString()).toBe(first.toISOString());
+    // The provider's payment expires by the first attempt: what the order now says too.
+    const atProvider = await fetch(`${baseUrl}/v1/payments/${orderId}`).then(async (r) => (await r.json()) as any);
+    expect(atProvider.expiresAt).toBe(b.providerExpiresAt);
+    const entries = await db('order_events').where({ order_id: orderId, type: 'PAYMENT_CREATED' }).select('message');
+    expect(entries.map((e: { message: string }) => e.message)).toEqual([
+      `Payment created at sandbox; pay before ${first.toISOString()}`,
+      `Payment created at sandbox; pay before ${first.toISOString()}`,
+    ]);
+  } finally {
+    await sandbox.close();
+  }
+});

@@ -43,6 +43,38 @@ export interface CreatedPayment {
   tradeNo: string;
   paymentUrl: string;
   merchantId: string;
+  /**
+   * The order's deadline and the provider-side expiry the payment was created with (ISO): the input's, or an earlier
+   * attempt's when one fixed them first. Absent from results recorded before they were returned.
+   */
+  deadline?: string;
+  providerExpiresAt?: string;
+}
+
+/**
+ * The order's deadline, fixed by the first attempt of the payment step: an order waiting for payment with no deadline
+ * yet takes the input's; one that has one keeps it. A retry of the step whose workflow task was lost (a worker killed
+ * after the provider call) computes a later deadline from its own clock: the provider would keep the first attempt's
+ * expiry (it answers the same payment) while the buyer was shown the later deadline, and Stripe refuses a request
+ * changed under the same Idempotency-Key. One statement on the first attempt (the conditional UPDATE); a read only
+ * when it changed nothing. The provider-side expiry keeps the input's margin after the deadline.
+ */
+async function fixDeadline(
+  db: Knex,
+  input: Pick<CreateProviderPaymentInput, 'orderId' | 'deadline' | 'providerExpiresAt'>,
+): Promise<{ deadline: string; providerExpiresAt: string }> {
+  const claimed = await db('orders')
+    .where({ order_id: input.orderId, status: 'AWAITING_PAYMENT' })
+    .whereNull('deadline')
+    .update({ deadline: new Date(input.deadline) });
+  if (claimed === 1) return { deadline: input.deadline, providerExpiresAt: input.providerExpiresAt };
+  const row = (await db('orders').where({ order_id: input.orderId }).first('deadline')) as
+    { deadline: Date | string | null } | undefined;
+  // No row, or not waiting (the transaction below says which), or a deadline of its own: the stored one when any.
+  if (!row?.deadline) return { deadline: input.deadline, providerExpiresAt: input.providerExpiresAt };
+  const stored = new Date(row.deadline).getTime();
+  const margin = Date.parse(input.providerExpiresAt) - Date.parse(input.deadline);
+  return { deadline: new Date(stored).toISOString(), providerExpiresAt: new Date(stored + margin).toISOString() };
 }
 
 /** Creates the payment at the provider (idempotent there by out-trade-no = orderId) and records it. */
@@ -52,6 +84,7 @@ export async function createProviderPayment(
   input: CreateProviderPaymentInput,
 ): Promise<CreatedPayment> {
   const provider = providerFor(providers, input.provider);
+  const { deadline, providerExpiresAt } = await fixDeadline(db, input);
   const created = await guard(() =>
     provider.createPayment({
       outTradeNo: input.orderId,
@@ -59,7 +92,7 @@ export async function createProviderPayment(
       currency: input.currency,
       subject: input.subject,
       notifyUrl: input.notifyUrl,
-      expiresAt: input.providerExpiresAt,
+      expiresAt: providerExpiresAt,
     }),
   );
   // The order first, and only while it still awaits its payment: an attempt of this step that outlived its timeout
@@ -68,7 +101,7 @@ export async function createProviderPayment(
   const closedAs = await db.transaction(async (trx) => {
     const updated = await trx('orders')
       .where({ order_id: input.orderId, status: 'AWAITING_PAYMENT' })
-      .update({ deadline: new Date(input.deadline), payment_url: created.paymentUrl, updated_at: trx.fn.now(3) });
+      .update({ payment_url: created.paymentUrl, updated_at: trx.fn.now(3) });
     if (updated !== 1) {
       const order = (await trx('orders').where({ order_id: input.orderId }).first('status')) as
         { status: string } | undefined;
@@ -88,18 +121,15 @@ export async function createProviderPayment(
         input.amount,
         input.currency,
         created.paymentUrl,
-        new Date(input.providerExpiresAt),
+        new Date(providerExpiresAt),
       ],
     );
     await appendOrderEvent(
       trx,
       input.orderId,
       'PAYMENT_CREATED',
-      `Payment created at ${provider.name}; pay before ${input.deadline}`,
-      {
-        tradeNo: created.tradeNo,
-        providerExpiresAt: input.providerExpiresAt,
-      },
+      `Payment created at ${provider.name}; pay before ${deadline}`,
+      { tradeNo: created.tradeNo, providerExpiresAt },
     );
     return undefined;
   });
@@ -135,9 +165,9 @@ export async function createProviderPayment(
     tradeNo: created.tradeNo,
     amount: input.amount,
     currency: input.currency,
-    providerExpiresAt: input.providerExpiresAt,
+    providerExpiresAt,
   });
-  return { ...created, merchantId: provider.merchantId };
+  return { ...created, merchantId: provider.merchantId, deadline, providerExpiresAt };
 }
 
 /** Asks the provider for the payment's state (active query). */

@@ -162,8 +162,14 @@ export class OrderState {
     return this.deadline;
   }
 
-  paymentCreated(p: { merchantId: string; paymentUrl: string }): void {
+  paymentCreated(p: { merchantId: string; paymentUrl: string; deadline?: string; providerExpiresAt?: string }): void {
     this.merchantId = p.merchantId;
+    // An earlier attempt of the step fixed the deadline (this attempt's clock is later): the provider's payment
+    // expires by that one, so the order's timer and the buyer's "pay before" follow it.
+    if (p.deadline !== undefined && p.providerExpiresAt !== undefined) {
+      this.deadline = Date.parse(p.deadline);
+      this.providerExpiresAt = Date.parse(p.providerExpiresAt);
+    }
     this.ready = {
       ok: true,
       value: {
