@@ -1,12 +1,17 @@
 /**
  * `npm run bench -- --tcc [--transactions 2000] [--concurrency 10,50] [--warmup W] [--quick]`: the TCC part of an
  * order on its own (issue #16): Try and Confirm of stock (one SKU line of one unit), one coupon and some points, N
- * transactions at each concurrency, in three variants side by side in one run:
+ * transactions at each concurrency, in these variants side by side in one run:
  *
  *  - `direct`: payflow's real participants (tryReserveStock / confirmStock of src/db/stock.ts, the coupon and points
  *    participants through createBenefitActivities of src/activities/benefits.ts) called from the bench, no Temporal;
  *  - `local`: one workflow per transaction (tools/bench-tcc-workflow.ts) running the Try of all three as one local
  *    activity and their Confirm as a second one (the same functions inside), started with the client and awaited;
+ *  - `native`: `local` with its client on the worker's NativeConnection (eager start needs that), the control for:
+ *  - `eager`: `native` started with eager workflow start (requestEagerStart): the server answers the start with the
+ *    workflow's first task for this process's worker, skipping its matching service (the task queue round trip). A dev
+ *    server the bench starts has `system.enableEagerWorkflowStart` on; another server may not (the count of eager
+ *    starts is printed);
  *  - `activities`: the same workflow with two activity tasks instead;
  *  - `dtm`: DTM v1.19.0 itself (tools/dtm.ts): its server, built once from the Go module proxy, with its store on the
  *    same MariaDB, coordinating the same Try and Confirm of the same rows by tools/dtm-tcc, participants written as
@@ -26,7 +31,7 @@
 import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
 import { join, relative } from 'node:path';
-import type { Client } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import pino from 'pino';
@@ -77,7 +82,7 @@ import { ensureTemporalCli, isListening, startDevServer } from './temporal-cli';
 import { prepareToolDatabase, withDatabase } from './tool-database';
 
 const DATABASE = 'payflow_bench_tcc';
-const VARIANTS = ['direct', 'local', 'activities', 'dtm'] as const;
+const VARIANTS = ['direct', 'local', 'native', 'eager', 'activities', 'dtm'] as const;
 type Variant = (typeof VARIANTS)[number];
 
 /** What every transaction takes: one unit of the run's SKU, its user's coupon, POINTS of its user's points. */
@@ -102,6 +107,9 @@ const USAGE = `usage: npm run bench -- --tcc [--transactions N] [--concurrency 1
 One transaction: Try, then Confirm, of stock (1 unit of one SKU), one coupon and ${POINTS} points. Variants, side by side:
   direct      payflow's participants called from the bench (no Temporal)
   local       one workflow per transaction: the three Tries as one local activity, the three Confirms as another
+  native      the same as local, its client on the worker's own (Rust) connection: the control for eager
+  eager       native, started eagerly: the start hands its first workflow task straight to this process's worker,
+              with no trip through the server's task queue (when the server allows it: counted, and printed)
   activities  the same workflow with two activity tasks
   dtm         DTM v1.19.0's server (built once from the Go module proxy) coordinating the same Try and Confirm of the
               same rows, participants in Go behind DTM's barrier (tools/dtm-tcc); --no-dtm leaves it out
@@ -428,6 +436,8 @@ interface RunResult {
     machineBusyPercent: number;
   };
   books: Books;
+  /** `eager` only: transactions the server started eagerly (it may decline and dispatch through the task queue). */
+  eagerlyStarted?: number;
 }
 
 /** The failure's kind: the ApplicationFailure type deep in a workflow or activity failure, else errorKind's. */
@@ -669,6 +679,9 @@ export async function runTccBench(argv: string[]): Promise<number> {
   const endpoint = { ...base, temporalAddress: server.address };
   const connection = await connectWorkerTemporal(endpoint);
   const client = await connectTemporal(endpoint);
+  // Eager start needs the client on the worker's own connection: the worker that takes the first task is the one
+  // sharing it.
+  const eagerClient = new Client({ connection, namespace: base.temporalNamespace });
   const activities = tccActivities(db);
   log(`bundling the bench workflow (tools/bench-tcc-workflow.ts) for task queue ${taskQueue}`);
   const worker = await Worker.create({
@@ -682,19 +695,26 @@ export async function runTccBench(argv: string[]): Promise<number> {
     workflowTaskPollerBehavior: workflowTaskPollerBehavior(base.workflowTaskPollers),
   });
 
+  /** Transactions whose workflow the server started eagerly (its first task in the start's answer). */
+  const eagerStarts = new Set<string>();
   const perCall = (variant: Variant) => async (call: TccCall) => {
     if (variant === 'direct') {
       await activities.tccTry(call);
       await activities.tccConfirm(call);
       return;
     }
-    await client.workflow.execute<typeof benchTcc>('benchTcc', {
+    const onWorkerConnection = variant === 'native' || variant === 'eager';
+    const handle = await (onWorkerConnection ? eagerClient : client).workflow.start<typeof benchTcc>('benchTcc', {
       taskQueue,
       workflowId: call.orderId,
-      args: [{ call, local: variant === 'local' }],
+      args: [{ call, local: variant !== 'activities' }],
+      requestEagerStart: variant === 'eager',
       // Nothing of a run outlives it for long on a shared server.
       workflowExecutionTimeout: '2m',
     });
+    // The server may decline an eager start (no slot free in the worker, the feature off): counted, not assumed.
+    if (handle.eagerlyStarted) eagerStarts.add(call.orderId);
+    await handle.result();
   };
 
   const dtm = options.dtm ? await startDtm(db, url, database, stamp) : { unavailable: 'left out (--no-dtm)' };
@@ -747,7 +767,12 @@ export async function runTccBench(argv: string[]): Promise<number> {
   const measure = async (variant: Variant, set: TxSet, concurrency: number, warmup: boolean) => {
     const { coordinatorPid, execute } = runner(variant, set, concurrency);
     const store = 'storeDb' in dtm ? dtm.storeDb : undefined;
-    return runSet(db, set, variant, concurrency, warmup, coordinatorPid, execute, store);
+    const result = await runSet(db, set, variant, concurrency, warmup, coordinatorPid, execute, store);
+    if (variant === 'eager') {
+      result.eagerlyStarted = set.calls.filter((c) => eagerStarts.has(c.orderId)).length;
+      log(`eager @ ${concurrency}: ${result.eagerlyStarted} of ${set.calls.length} workflows started eagerly`);
+    }
+    return result;
   };
 
   const warmups: RunResult[] = [];
@@ -832,6 +857,8 @@ export async function runTccBench(argv: string[]): Promise<number> {
     if (row.length === 0) continue;
     console.log(`\n  concurrency ${concurrency}`);
     console.log(sideBySide(row));
+    const eager = row.find((r) => r.variant === 'eager');
+    if (eager) console.log(`  eager: ${eager.eagerlyStarted} of ${eager.transactions} workflows started eagerly`);
   }
   console.log(`\n  ${DTM.label}: ${DTM.transactionsPerSecond.join('-')} transactions/s at ${DTM.cpuMsPerTransaction.join('-')} ms CPU each.
   * issue #16's CPU per transaction, set beside "both": client + participants (this process; DTM's driver) and the
@@ -843,7 +870,9 @@ export async function runTccBench(argv: string[]): Promise<number> {
     "vs DTM here": ours / DTM's measured in this run at the same concurrency (transactions/s: higher is better; CPU:
     lower is better).
   direct: the participants called from the bench; local / activities: one workflow per transaction (in-process worker,
-  task queue ${taskQueue}), Try and Confirm as 2 local activities / 2 activity tasks; dtm: DTM's server coordinating
+  task queue ${taskQueue}), Try and Confirm as 2 local activities / 2 activity tasks; native: local, its client on the
+  worker's connection; eager: native, started with eager workflow start (the first workflow task comes back in the
+  start's answer, to this process's worker); dtm: DTM's server coordinating
   tools/dtm-tcc's participants (Go, DTM's barrier, a conditional UPDATE and a timeline entry each), wait_result on (a transaction ends
   when every Confirm is done). CPU is per completed transaction.`);
   for (const r of all) {
