@@ -203,6 +203,16 @@ test("a retried payment step keeps the first attempt's deadline and provider exp
       `Payment created at sandbox; pay before ${first.toISOString()}`,
       `Payment created at sandbox; pay before ${first.toISOString()}`,
     ]);
+    // A stored deadline already past (an outage between the attempts; the first may never have reached the provider):
+    // the retry gets a fresh window, never an order opened past its deadline.
+    await db('orders')
+      .where({ order_id: orderId })
+      .update({ deadline: new Date(Date.now() - 1000) });
+    const fresh = new Date(Date.now() + 15 * 60_000);
+    const c = await attempt(fresh);
+    expect(c.deadline).toBe(fresh.toISOString());
+    const now = await db('orders').where({ order_id: orderId }).first('deadline');
+    expect(new Date(now.deadline).toISOString()).toBe(fresh.toISOString());
   } finally {
     await sandbox.close();
   }

@@ -183,8 +183,11 @@ function expectedStatuses(o: BuyerOutcome, deadline?: number): string[] {
   // A prompt payment that was answered only after the order's deadline (its create retried through a Temporal
   // restart, the order's timer running from the first attempt; the pay itself retried) raced the close as
   // payAfterDeadline does: judged as that.
+  // Refused only as a closed trade (the sandbox's TRADE_CLOSED): any other refusal stays a failure.
+  const refusedClosed = (o.action?.body as { code?: string } | undefined)?.code === 'TRADE_CLOSED';
   const pastDeadline =
     o.action?.what === 'pay' &&
+    (ok || refusedClosed) &&
     o.action.answeredAt !== undefined &&
     deadline !== undefined &&
     o.action.answeredAt >= deadline;

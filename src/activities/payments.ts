@@ -57,7 +57,8 @@ export interface CreatedPayment {
  * after the provider call) computes a later deadline from its own clock: the provider would keep the first attempt's
  * expiry (it answers the same payment) while the buyer was shown the later deadline, and Stripe refuses a request
  * changed under the same Idempotency-Key. One statement on the first attempt (the conditional UPDATE); a read only
- * when it changed nothing. The provider-side expiry keeps the input's margin after the deadline.
+ * when it changed nothing. The provider-side expiry keeps the input's margin after the deadline. A stored deadline
+ * already past is replaced by the input's (the earlier attempt may never have reached the provider).
  */
 async function fixDeadline(
   db: Knex,
@@ -73,6 +74,14 @@ async function fixDeadline(
   // No row, or not waiting (the transaction below says which), or a deadline of its own: the stored one when any.
   if (!row?.deadline) return { deadline: input.deadline, providerExpiresAt: input.providerExpiresAt };
   const stored = new Date(row.deadline).getTime();
+  // Already past (the earlier attempt was claimed long ago, an outage between: it may never have reached the
+  // provider): a fresh window, as before the claim existed, rather than an order opened past its deadline.
+  if (stored <= Date.now()) {
+    await db('orders')
+      .where({ order_id: input.orderId, status: 'AWAITING_PAYMENT', deadline: new Date(stored) })
+      .update({ deadline: new Date(input.deadline) });
+    return { deadline: input.deadline, providerExpiresAt: input.providerExpiresAt };
+  }
   const margin = Date.parse(input.providerExpiresAt) - Date.parse(input.deadline);
   return { deadline: new Date(stored).toISOString(), providerExpiresAt: new Date(stored + margin).toISOString() };
 }
