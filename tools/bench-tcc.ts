@@ -691,6 +691,10 @@ export async function runTccBench(argv: string[]): Promise<number> {
     workflowsPath: require.resolve('./bench-tcc-workflow'),
     activities,
     maxConcurrentActivityTaskExecutions: 100,
+    // Slots above the polls: an eager start needs a free workflow-task slot in this worker when it is sent, and every
+    // outstanding poll holds one (with the SDK's 40 and polls autoscaled to 40, 1 of 1,000 starts at 50 concurrent
+    // found one).
+    maxConcurrentWorkflowTaskExecutions: 100,
     // Polled as the production worker polls (WORKFLOW_TASK_POLLERS): every transaction is a new workflow.
     workflowTaskPollerBehavior: workflowTaskPollerBehavior(base.workflowTaskPollers),
   });
