@@ -78,6 +78,11 @@ interface Script {
   paymentFails?: string;
   /** createProviderPayment throws a retryable error this many times before it succeeds. */
   paymentFlakes?: number;
+  /**
+   * createProviderPayment answers the deadline an earlier attempt fixed, this many ms before the one it was asked with
+   * (a set-up retried with a later clock after its task was lost).
+   */
+  keptDeadlineEarlierMs?: number;
   /** Runs inside the receipt activity, i.e. once the order is PAID and before the cooling-off window starts. */
   onReceipt?: () => Promise<void>;
   calls: { name: string; at: number; args: unknown }[];
@@ -160,10 +165,13 @@ const mockActivities: Partial<Activities> = {
       s.paymentFlakes--;
       throw new Error('provider API unavailable');
     }
+    const earlier = s.keptDeadlineEarlierMs ?? 0;
     return {
       tradeNo: `T-${input.orderId}`,
       paymentUrl: `http://sandbox.test/pay/${input.orderId}`,
       merchantId: MERCHANT,
+      deadline: new Date(Date.parse(input.deadline) - earlier).toISOString(),
+      providerExpiresAt: new Date(Date.parse(input.providerExpiresAt) - earlier).toISOString(),
     };
   },
   async queryProviderPayment(input) {
@@ -409,6 +417,21 @@ test('the paymentReady update returns the payment URL and deadline once the paym
   const first = await waitForValue('the first timer', async () => (await timersOf(handle))[0]);
   expect(first.summary).toBe(`wait for payment until the deadline, ${clock(ready.payment.expiresAt)}`);
   await handle.terminate('test done');
+});
+
+test("the deadline an earlier attempt of the payment step fixed is the order's: the buyer is told it and the order closes at it", async () => {
+  // The payment window is 60 s; the step answers a deadline 56 s earlier (an attempt whose task was lost fixed it, and
+  // the provider's payment expires by it). Without the adoption the order would wait the full minute.
+  const { orderId, handle, calls } = await start({}, { keptDeadlineEarlierMs: 56_000 });
+  const ready = await handle.executeUpdate(paymentReadyUpdate);
+  const asked = script(orderId).calls.find((c) => c.name === 'createProviderPayment')!.args as { deadline: string };
+  expect(ready.payment.expiresAt).toBe(new Date(Date.parse(asked.deadline) - 56_000).toISOString());
+  const began = Date.now();
+  expect(await handle.result()).toEqual({ orderId, status: 'EXPIRED', reason: 'PAYMENT_TIMEOUT' });
+  expect(Date.now() - began).toBeLessThan(30_000);
+  expect(calls()).toContain('close');
+  const first = await waitForValue('the first timer', async () => (await timersOf(handle))[0]);
+  expect(first.summary).toBe(`wait for payment until the deadline, ${clock(ready.payment.expiresAt)}`);
 });
 
 test('a signal before the first timer confirms without any query, and duplicates are ignored', async () => {

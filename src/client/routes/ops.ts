@@ -248,7 +248,7 @@ export function keepEnsuringReconciliationSchedules(options: {
 
 /** An order AWAITING_PAYMENT this long after its deadline is overdue (the close and release take seconds). */
 export const OVERDUE_AFTER_DEADLINE_MIN = 30;
-/** An order AWAITING_PAYMENT with no deadline (its payment never created) this long after it was written is overdue. */
+/** An order AWAITING_PAYMENT with no deadline (its payment step never ran) this long after it was written is overdue. */
 export const OVERDUE_WITHOUT_DEADLINE_MIN = 60;
 
 /**
