@@ -126,6 +126,13 @@ const EnvSchema = z.object({
    */
   SHOP_API_TOKEN: z.string().min(8, 'must be at least 8 characters').optional(),
   /**
+   * Named operators for review decisions, `name:token,name:token`: set, a decision (POST /orders/:id/review) needs one
+   * of these tokens instead of ADMIN_TOKEN, and its `operator` is the token's name (a body naming someone else is
+   * refused), so the timeline's "who decided" is who held the token, not what the caller typed. Unset: ADMIN_TOKEN, and
+   * `operator` as sent.
+   */
+  OPERATOR_TOKENS: z.string().optional(),
+  /**
    * The currency points are worth 1 minor unit of: an order redeems points only when it is priced in it (else 422
    * POINTS_CURRENCY_MISMATCH). Points are stored value: 10,000 points meant as 100.00 CNY must not take 100.00 USD
    * (or 10,000 JPY) off an order.
@@ -345,6 +352,8 @@ export interface Config {
    * Undefined: such orders are refused in production, accepted in development.
    */
   shopApiToken: string | undefined;
+  /** OPERATOR_TOKENS: operator name by token; undefined when unset (review decisions take ADMIN_TOKEN). */
+  operatorTokens: Map<string, string> | undefined;
   /** POINTS_CURRENCY: 1 point = 1 minor unit of this currency; orders in another currency cannot redeem points. */
   pointsCurrency: string;
   paymentTimeoutMs: number;
@@ -496,6 +505,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         );
     }
   }
+  const operatorTokens = parseOperatorTokens(e.OPERATOR_TOKENS, production, [e.ADMIN_TOKEN, e.SHOP_API_TOKEN]);
   const temporalTls = temporalTlsFromEnv(e);
   let providers: ProvidersConfig;
   try {
@@ -541,6 +551,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     lateRecheckDelaysMs: e.LATE_PAYMENT_RECHECKS,
     adminToken: e.ADMIN_TOKEN,
     shopApiToken: e.SHOP_API_TOKEN,
+    operatorTokens,
     pointsCurrency: e.POINTS_CURRENCY,
     paymentTimeoutMs: e.PAYMENT_TIMEOUT,
     queryFirstDelayMs: e.QUERY_FIRST_DELAY,
@@ -611,6 +622,39 @@ function requireReachableNotifyUrl(providers: ProvidersConfig, given: string | u
     throw new ConfigError(
       `Invalid configuration: PUBLIC_BASE_URL=${url} cannot receive ${notifying.join(' and ')} notifications (${protocol !== 'https:' ? 'not HTTPS' : 'not a public host'}): ${fix}`,
     );
+}
+
+/**
+ * OPERATOR_TOKENS as a map of token to operator name. Each entry `name:token`: a name of 1 to 64 letters, digits and
+ * `._@-`, a token of at least 16 characters (32 in production, not a published default), every name and token once, no
+ * token equal to ADMIN_TOKEN or SHOP_API_TOKEN (an operator token names one person).
+ */
+function parseOperatorTokens(
+  value: string | undefined,
+  production: boolean,
+  otherTokens: (string | undefined)[],
+): Map<string, string> | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  const bad = (why: string) =>
+    new ConfigError(`Invalid configuration: OPERATOR_TOKENS ${why} (expected name:token,name:token)`);
+  const byToken = new Map<string, string>();
+  const names = new Set<string>();
+  for (const entry of value.split(',')) {
+    const at = entry.indexOf(':');
+    const name = entry.slice(0, at).trim();
+    const token = entry.slice(at + 1).trim();
+    if (at < 1 || !/^[A-Za-z0-9._@-]{1,64}$/.test(name))
+      throw bad(`has an entry without a valid operator name (1-64 letters, digits or ._@-)`);
+    const minimum = production ? MIN_PRODUCTION_SECRET_LENGTH : 16;
+    if (token.length < minimum) throw bad(`gives ${name} a token shorter than ${minimum} characters`);
+    if (production && PUBLISHED_SECRETS.has(token)) throw bad(`gives ${name} a published default token`);
+    if (names.has(name)) throw bad(`names ${name} twice`);
+    if (byToken.has(token)) throw bad(`gives two operators the same token`);
+    if (otherTokens.includes(token)) throw bad(`gives ${name} the ADMIN_TOKEN or SHOP_API_TOKEN`);
+    names.add(name);
+    byToken.set(token, name);
+  }
+  return byToken;
 }
 
 /** In production a secret must be set, must not be a published default, and must be long enough to resist guessing. */

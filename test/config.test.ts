@@ -282,3 +282,32 @@ test('a RECONCILIATION_SCHEDULE of values, ranges, steps, lists and names is acc
   expect(loadConfig({ RECONCILIATION_SCHEDULE: '@daily' }).reconciliationSchedule).toBe('@daily');
   expect(loadConfig({ RECONCILIATION_SCHEDULE: 'off' }).reconciliationSchedule).toBeUndefined();
 });
+
+describe('OPERATOR_TOKENS', () => {
+  test('parses name:token pairs into operator names by token; unset or empty is undefined', () => {
+    const tokens = loadConfig({
+      OPERATOR_TOKENS: 'alice:alice-token-0123456789, bob@ops:bob-token-0123456789',
+    }).operatorTokens!;
+    expect([...tokens]).toEqual([
+      ['alice-token-0123456789', 'alice'],
+      ['bob-token-0123456789', 'bob@ops'],
+    ]);
+    expect(loadConfig({}).operatorTokens).toBeUndefined();
+    expect(loadConfig({ OPERATOR_TOKENS: '' }).operatorTokens).toBeUndefined();
+  });
+
+  test.each([
+    ['a missing name', ':alice-token-0123456789', /without a valid operator name/],
+    ['no colon', 'alice-token-0123456789', /without a valid operator name/],
+    ['a short token', 'alice:short', /alice a token shorter than 16/],
+    ['a name twice', 'alice:alice-token-0123456789,alice:other-token-0123456789', /names alice twice/],
+    ['a token twice', 'alice:same-token-0123456789,bob:same-token-0123456789', /same token/],
+    ['the admin token', 'alice:admin-token-0123456789', /ADMIN_TOKEN or SHOP_API_TOKEN/],
+  ])('refuses %s', (_what, value, message) => {
+    const err = configErrorOf({ OPERATOR_TOKENS: value, ADMIN_TOKEN: 'admin-token-0123456789' });
+    expect(err.message).toMatch(/^Invalid configuration: OPERATOR_TOKENS /);
+    expect(err.message).toMatch(message);
+    // The token itself is never repeated in the message.
+    expect(err.message).not.toMatch(/-token-0123456789/);
+  });
+});

@@ -133,6 +133,7 @@ export function buildApi(deps: ApiDeps): Api {
       taskQueue: config.taskQueue,
     }),
     config.adminToken,
+    config.operatorTokens,
   );
   registerCallbackRoutes(app, { db, providers, inbox, metrics });
   registerAdminRoutes(app, { db, adminToken: config.adminToken });

@@ -13,6 +13,28 @@ export function requireAdmin(request: FastifyRequest, token: string): void {
     throw new ApiError(401, 'UNAUTHORIZED', 'missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)');
 }
 
+/**
+ * The operator a review decision is made by: with named operator tokens (OPERATOR_TOKENS), the name of the one the
+ * request carries (401 otherwise, ADMIN_TOKEN included); without, ADMIN_TOKEN is required and the name is not known
+ * (undefined: the body's `operator` stands).
+ */
+export function requireOperator(
+  request: FastifyRequest,
+  adminToken: string,
+  operatorTokens: Map<string, string> | undefined,
+): string | undefined {
+  if (!operatorTokens) {
+    requireAdmin(request, adminToken);
+    return undefined;
+  }
+  for (const [token, name] of operatorTokens) if (bearerMatches(request, token)) return name;
+  throw new ApiError(
+    401,
+    'UNAUTHORIZED',
+    'missing or wrong operator token (Authorization: Bearer <your token from OPERATOR_TOKENS>; ADMIN_TOKEN does not decide reviews here)',
+  );
+}
+
 /** Whether the request's `Authorization: Bearer` token is `token`, compared in constant time. */
 export function bearerMatches(request: FastifyRequest, token: string): boolean {
   const header = request.headers.authorization ?? '';

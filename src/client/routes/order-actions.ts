@@ -4,9 +4,9 @@ import { z } from 'zod';
 import { FailureType } from '../../contracts/failures';
 import { describeStatus } from '../../contracts/messages';
 import { OrderId, ReviewRequest } from '../../contracts/order';
-import { apiFailure, parseOr400 } from '../errors';
+import { ApiError, apiFailure, parseOr400 } from '../errors';
 import type { OrderActions } from '../order-actions';
-import { requireAdmin } from './admin';
+import { requireOperator } from './admin';
 
 const RefundBody = z.object({ reason: z.string().max(200).optional() }).strict();
 const EscalateBody = z.object({ note: z.string().max(500).optional() }).strict();
@@ -18,11 +18,24 @@ function orderIdOf(value: string): string {
 }
 
 /** Registers the post-placement order routes. */
-export function registerOrderActionRoutes(app: FastifyInstance, actions: OrderActions, adminToken: string): void {
+export function registerOrderActionRoutes(
+  app: FastifyInstance,
+  actions: OrderActions,
+  adminToken: string,
+  operatorTokens?: Map<string, string>,
+): void {
   app.post<{ Params: { orderId: string } }>('/orders/:orderId/review', async (request) => {
-    requireAdmin(request, adminToken);
+    const operator = requireOperator(request, adminToken, operatorTokens);
     const orderId = orderIdOf(request.params.orderId);
-    return actions.review(orderId, parseOr400(ReviewRequest, request.body));
+    const body = parseOr400(ReviewRequest, request.body);
+    // With named tokens the decision is the token holder's: a body naming someone else is refused, not rewritten.
+    if (operator !== undefined && body.operator !== operator)
+      throw new ApiError(
+        403,
+        'OPERATOR_MISMATCH',
+        `this token is ${operator}'s: a decision made with it names operator "${operator}", not "${body.operator}"`,
+      );
+    return actions.review(orderId, body);
   });
 
   app.post<{ Params: { orderId: string } }>('/orders/:orderId/refund', async (request) => {
