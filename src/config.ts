@@ -505,7 +505,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         );
     }
   }
-  const operatorTokens = parseOperatorTokens(e.OPERATOR_TOKENS, production, [e.ADMIN_TOKEN, e.SHOP_API_TOKEN]);
+  const operatorTokens = parseOperatorTokens(e.OPERATOR_TOKENS, production, [
+    e.ADMIN_TOKEN,
+    e.SHOP_API_TOKEN,
+    e.SANDBOX_SECRET,
+    e.OUTBOX_WEBHOOK_SECRET,
+  ]);
   const temporalTls = temporalTlsFromEnv(e);
   let providers: ProvidersConfig;
   try {
@@ -625,36 +630,46 @@ function requireReachableNotifyUrl(providers: ProvidersConfig, given: string | u
 }
 
 /**
- * OPERATOR_TOKENS as a map of token to operator name. Each entry `name:token`: a name of 1 to 64 letters, digits and
- * `._@-`, a token of at least 16 characters (32 in production, not a published default), every name and token once, no
- * token equal to ADMIN_TOKEN or SHOP_API_TOKEN (an operator token names one person).
+ * OPERATOR_TOKENS as a map of token to operator name. Entries `name:token`, separated by commas (a trailing one and
+ * blanks around entries are ignored): a name of 1 to 64 letters, digits and `._@-`; a token of printable ASCII without
+ * spaces (what an Authorization header can carry), at least 16 characters (32 in production, not a published default);
+ * every name and token once; no token equal to another secret of the deployment (an operator token names one
+ * person). Errors name an entry by its position, never by its text: a reversed entry (`token:name`) would otherwise
+ * print the token.
  */
 function parseOperatorTokens(
   value: string | undefined,
   production: boolean,
-  otherTokens: (string | undefined)[],
+  otherSecrets: (string | undefined)[],
 ): Map<string, string> | undefined {
   if (value === undefined || value.trim() === '') return undefined;
-  const bad = (why: string) =>
-    new ConfigError(`Invalid configuration: OPERATOR_TOKENS ${why} (expected name:token,name:token)`);
+  const bad = (entry: number, why: string) =>
+    new ConfigError(
+      `Invalid configuration: OPERATOR_TOKENS entry ${entry} ${why} (expected name:token,name:token; e.g. alice:$(openssl rand -hex 32))`,
+    );
   const byToken = new Map<string, string>();
   const names = new Set<string>();
-  for (const entry of value.split(',')) {
+  const entries = value.split(',').map((e) => e.trim());
+  if (entries[entries.length - 1] === '') entries.pop();
+  entries.forEach((entry, i) => {
+    const n = i + 1;
     const at = entry.indexOf(':');
     const name = entry.slice(0, at).trim();
     const token = entry.slice(at + 1).trim();
     if (at < 1 || !/^[A-Za-z0-9._@-]{1,64}$/.test(name))
-      throw bad(`has an entry without a valid operator name (1-64 letters, digits or ._@-)`);
+      throw bad(n, 'has no valid operator name before its colon (1-64 letters, digits or ._@-)');
+    if (!/^[\x21-\x7e]+$/.test(token))
+      throw bad(n, 'has a token with spaces, line breaks or characters an Authorization header cannot carry');
     const minimum = production ? MIN_PRODUCTION_SECRET_LENGTH : 16;
-    if (token.length < minimum) throw bad(`gives ${name} a token shorter than ${minimum} characters`);
-    if (production && PUBLISHED_SECRETS.has(token)) throw bad(`gives ${name} a published default token`);
-    if (names.has(name)) throw bad(`names ${name} twice`);
-    if (byToken.has(token)) throw bad(`gives two operators the same token`);
-    if (otherTokens.includes(token)) throw bad(`gives ${name} the ADMIN_TOKEN or SHOP_API_TOKEN`);
+    if (token.length < minimum) throw bad(n, `has a token shorter than ${minimum} characters`);
+    if (production && PUBLISHED_SECRETS.has(token)) throw bad(n, 'has a published default token');
+    if (names.has(name)) throw bad(n, 'names an operator named before');
+    if (byToken.has(token)) throw bad(n, "has another operator's token");
+    if (otherSecrets.includes(token)) throw bad(n, 'has a token equal to another secret of the deployment');
     names.add(name);
     byToken.set(token, name);
-  }
-  return byToken;
+  });
+  return byToken.size ? byToken : undefined;
 }
 
 /** In production a secret must be set, must not be a published default, and must be long enough to resist guessing. */

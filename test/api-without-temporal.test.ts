@@ -4,21 +4,17 @@
  * inbox hands it to the order's workflow once Temporal answers. It used to connect to Temporal before listening and
  * exit when it could not, so every replica that restarted during an outage crash-looped and no callback was stored.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { signSandboxPayload } from '../src/providers/sandbox-signature';
 import { freePort } from '../tools/processes';
 import { freshDatabase, systemEnv } from './support/env';
-import { type TestSystem, createProduct, placeOrder, startSystem, waitFor, waitForStatus } from './support/system';
+import { type SpawnedApi, spawnApi } from './support/spawned-api';
+import { type TestSystem, createProduct, placeOrder, startSystem, waitForStatus } from './support/system';
 
 jest.setTimeout(120_000);
 
-const root = join(__dirname, '..');
-
 let sys: TestSystem;
-let api: ChildProcess | undefined;
-let output = '';
+let api: SpawnedApi | undefined;
 /** A database of the suite's own: the second API's inbox sweeps every due row, and must not touch other suites'. */
 let databaseUrl: string;
 
@@ -34,7 +30,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  if (api && api.exitCode === null) api.kill('SIGKILL');
+  await api?.kill('SIGKILL');
   await sys?.stop();
 });
 
@@ -62,23 +58,8 @@ test('an API started while Temporal is down answers, stores and acknowledges a c
       PAYMENT_TIMEOUT: '15m',
     },
   );
-  api = spawn(join(root, 'node_modules', '.bin', 'tsx'), ['src/client/main.ts'], {
-    cwd: root,
-    env: { PATH: process.env.PATH, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  for (const stream of [api.stdout!, api.stderr!]) stream.on('data', (d: Buffer) => (output += d.toString()));
-  const url = `http://127.0.0.1:${apiPort}`;
-  const health = await waitFor(
-    async () => {
-      if (api!.exitCode !== null) throw new Error(`the API exited ${api!.exitCode}: ${output.slice(-1500)}`);
-      return fetch(`${url}/healthz`).then(
-        async (r) => ({ status: r.status, body: (await r.json()) as unknown }),
-        () => undefined,
-      );
-    },
-    { timeoutMs: 40_000, what: 'the API without Temporal to answer /healthz' },
-  );
+  api = await spawnApi(env, apiPort, 'the API without Temporal to answer /healthz');
+  const { url, health } = api;
   expect(health.status).toBe(503);
   expect(health.body).toMatchObject({ status: 'degraded', checks: { mysql: 'ok', temporal: 'unreachable' } });
 
@@ -108,8 +89,7 @@ test('an API started while Temporal is down answers, stores and acknowledges a c
   expect(stored).toBeDefined();
 
   // The replica goes away; the inbox of the API that reaches Temporal routes the stored notification.
-  api.kill('SIGTERM');
-  await new Promise((done) => (api!.exitCode !== null ? done(undefined) : api!.once('exit', done)));
+  await api.kill();
   const view = await waitForStatus(sys, orderId, ['PAID'], 60_000);
   expect(view.status).toBe('PAID');
 });

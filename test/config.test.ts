@@ -297,17 +297,47 @@ describe('OPERATOR_TOKENS', () => {
   });
 
   test.each([
-    ['a missing name', ':alice-token-0123456789', /without a valid operator name/],
-    ['no colon', 'alice-token-0123456789', /without a valid operator name/],
-    ['a short token', 'alice:short', /alice a token shorter than 16/],
-    ['a name twice', 'alice:alice-token-0123456789,alice:other-token-0123456789', /names alice twice/],
-    ['a token twice', 'alice:same-token-0123456789,bob:same-token-0123456789', /same token/],
-    ['the admin token', 'alice:admin-token-0123456789', /ADMIN_TOKEN or SHOP_API_TOKEN/],
-  ])('refuses %s', (_what, value, message) => {
-    const err = configErrorOf({ OPERATOR_TOKENS: value, ADMIN_TOKEN: 'admin-token-0123456789' });
-    expect(err.message).toMatch(/^Invalid configuration: OPERATOR_TOKENS /);
+    ['a missing name', ':alice-token-0123456789', /entry 1 has no valid operator name/],
+    ['no colon', 'alice-token-0123456789', /entry 1 has no valid operator name/],
+    [
+      'a reversed entry (token first)',
+      'bob:bob-token-0123456789,abcdef0123456789-token-0123456789:alice',
+      /entry 2 has a token shorter than 16/,
+    ],
+    ['a short token', 'alice:short', /entry 1 has a token shorter than 16/],
+    [
+      'entries on separate lines',
+      'alice:alice-token-0123456789\nbob:bob-token-0123456789',
+      /entry 1 has a token with spaces, line breaks/,
+    ],
+    [
+      'a name twice',
+      'alice:alice-token-0123456789,alice:other-token-0123456789',
+      /entry 2 names an operator named before/,
+    ],
+    ['a token twice', 'alice:same-token-0123456789,bob:same-token-0123456789', /entry 2 has another operator's token/],
+    ['the admin token', 'alice:admin-token-0123456789', /entry 1 has a token equal to another secret/],
+    ['the sandbox secret', 'alice:sandbox-secret-0123456789', /entry 1 has a token equal to another secret/],
+  ])('refuses %s, naming the entry by position and never printing a token', (_what, value, message) => {
+    const err = configErrorOf({
+      OPERATOR_TOKENS: value,
+      ADMIN_TOKEN: 'admin-token-0123456789',
+      SANDBOX_SECRET: 'sandbox-secret-0123456789',
+    });
+    expect(err.message).toMatch(/^Invalid configuration: OPERATOR_TOKENS entry \d /);
     expect(err.message).toMatch(message);
-    // The token itself is never repeated in the message.
-    expect(err.message).not.toMatch(/-token-0123456789/);
+    expect(err.message).not.toMatch(/-token-0123456789|-secret-0123456789|abcdef/);
+  });
+
+  test('a trailing comma is ignored; production wants 32 characters and no published value', () => {
+    expect(loadConfig({ OPERATOR_TOKENS: 'alice:alice-token-0123456789,' }).operatorTokens?.size).toBe(1);
+    const production = {
+      NODE_ENV: 'production',
+      ADMIN_TOKEN: 'a'.repeat(40),
+      DATABASE_URL: 'mysql://u:p@db:3306/payflow',
+    };
+    expect(configErrorOf({ ...production, OPERATOR_TOKENS: 'alice:alice-token-0123456789' }).message).toMatch(
+      /entry 1 has a token shorter than 32/,
+    );
   });
 });

@@ -29,6 +29,29 @@ afterAll(async () => {
   await db?.destroy();
 });
 
+/** A sandbox provider server of the test's own, and the adapter that calls it, for the length of `fn`. */
+async function withSandbox(
+  fn: (s: { baseUrl: string; provider: ReturnType<typeof createSandboxProvider> }) => Promise<void>,
+): Promise<void> {
+  const sandbox = createSandboxServer({
+    secret: 'payment-url-secret',
+    publicUrl: 'http://placeholder.invalid',
+    notifySchedule: [60_000],
+    logger: false,
+  });
+  await sandbox.app.listen({ host: '127.0.0.1', port: 0 });
+  const baseUrl = `http://127.0.0.1:${(sandbox.app.server.address() as AddressInfo).port}`;
+  sandbox.setPublicUrl(`${baseUrl}/`);
+  try {
+    await fn({
+      baseUrl,
+      provider: createSandboxProvider({ baseUrl, secret: 'payment-url-secret', merchantId: 'm-url' }),
+    });
+  } finally {
+    await sandbox.close();
+  }
+}
+
 test('an Alipay page-pay URL signed with a 4096-bit key and a return URL is stored whole on the order and the payment', async () => {
   const app = generateKeyPairSync('rsa', { modulusLength: 4096 });
   const alipay = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -74,17 +97,7 @@ test('an Alipay page-pay URL signed with a 4096-bit key and a return URL is stor
 });
 
 test('a payment created after its order failed is not recorded on the order, and is closed at the provider', async () => {
-  const sandbox = createSandboxServer({
-    secret: 'payment-url-secret',
-    publicUrl: 'http://placeholder.invalid',
-    notifySchedule: [60_000],
-    logger: false,
-  });
-  await sandbox.app.listen({ host: '127.0.0.1', port: 0 });
-  const baseUrl = `http://127.0.0.1:${(sandbox.app.server.address() as AddressInfo).port}`;
-  sandbox.setPublicUrl(`${baseUrl}/`);
-  try {
-    const provider = createSandboxProvider({ baseUrl, secret: 'payment-url-secret', merchantId: 'm-url' });
+  await withSandbox(async ({ baseUrl, provider }) => {
     const deadline = new Date(Date.now() + 15 * 60_000);
     /** An order row in `status`, and an attempt of the set-up's payment step for it that answers only now. */
     const lateAttemptFor = async (status: 'FAILED' | 'PAID') => {
@@ -140,9 +153,7 @@ test('a payment created after its order failed is not recorded on the order, and
     await expect(late.attempt).rejects.toMatchObject({ type: 'ORDER_CLOSED' });
     expect(await db('payments').where({ out_trade_no: late.orderId }).first()).toBeUndefined();
     expect((await provider.queryPayment(late.orderId)).status).toBe('PENDING');
-  } finally {
-    await sandbox.close();
-  }
+  });
 });
 
 test("a retried payment step keeps the first attempt's deadline and provider expiry: the buyer is shown the provider's own", async () => {
@@ -150,17 +161,7 @@ test("a retried payment step keeps the first attempt's deadline and provider exp
   // with a later clock. The provider answers the payment the first attempt created, which expires by the first
   // attempt's time; the retry used to move the order's deadline (and the buyer's "pay before") later than that, and
   // to ask the provider with a different expiry (Stripe refuses a changed request under the same Idempotency-Key).
-  const sandbox = createSandboxServer({
-    secret: 'payment-url-secret',
-    publicUrl: 'http://placeholder.invalid',
-    notifySchedule: [60_000],
-    logger: false,
-  });
-  await sandbox.app.listen({ host: '127.0.0.1', port: 0 });
-  const baseUrl = `http://127.0.0.1:${(sandbox.app.server.address() as AddressInfo).port}`;
-  sandbox.setPublicUrl(`${baseUrl}/`);
-  try {
-    const provider = createSandboxProvider({ baseUrl, secret: 'payment-url-secret', merchantId: 'm-url' });
+  await withSandbox(async ({ baseUrl, provider }) => {
     const orderId = `url-${randomBytes(6).toString('hex')}`;
     await db('orders').insert({
       order_id: orderId,
@@ -213,7 +214,5 @@ test("a retried payment step keeps the first attempt's deadline and provider exp
     expect(c.deadline).toBe(fresh.toISOString());
     const now = await db('orders').where({ order_id: orderId }).first('deadline');
     expect(new Date(now.deadline).toISOString()).toBe(fresh.toISOString());
-  } finally {
-    await sandbox.close();
-  }
+  });
 });

@@ -6,9 +6,7 @@
  * once (its id was never handed out); a keyed order's stay reserved for its retry (up to RESERVATION_GRACE), which
  * joins them once a server accepts the start.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { WithStartWorkflowOperation } from '@temporalio/client';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { orderIdForIdempotencyKey } from '../src/client/orders-service';
@@ -16,15 +14,13 @@ import { paymentReadyUpdate } from '../src/contracts/order-workflow';
 import { isTemporalRefusal } from '../src/temporal/calls';
 import { freePort } from '../tools/processes';
 import { freshDatabase, systemEnv } from './support/env';
+import { type SpawnedApi, spawnApi } from './support/spawned-api';
 import { type TestSystem, createProduct, startSystem, stockOf, userId, waitFor } from './support/system';
 
 jest.setTimeout(120_000);
 
-const root = join(__dirname, '..');
-
 let sys: TestSystem;
-let api: ChildProcess | undefined;
-let output = '';
+let api: SpawnedApi | undefined;
 let databaseUrl: string;
 
 beforeAll(async () => {
@@ -34,7 +30,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  if (api && api.exitCode === null) api.kill('SIGKILL');
+  await api?.kill('SIGKILL');
   await sys?.stop();
 });
 
@@ -58,23 +54,8 @@ test('a start Temporal refuses answers 503 with Retry-After; unkeyed units come 
     { apiPort, sandboxPort: Number(new URL(sys.sandboxUrl).port), taskQueue: sys.config.taskQueue },
     { DATABASE_URL: databaseUrl, TEMPORAL_NAMESPACE: namespace, RESERVATION_GRACE: '10m' },
   );
-  api = spawn(join(root, 'node_modules', '.bin', 'tsx'), ['src/client/main.ts'], {
-    cwd: root,
-    env: { PATH: process.env.PATH, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  for (const stream of [api.stdout!, api.stderr!]) stream.on('data', (d: Buffer) => (output += d.toString()));
-  const url = `http://127.0.0.1:${apiPort}`;
-  await waitFor(
-    async () => {
-      if (api!.exitCode !== null) throw new Error(`the API exited ${api!.exitCode}: ${output.slice(-1500)}`);
-      return fetch(`${url}/healthz`).then(
-        () => true,
-        () => undefined,
-      );
-    },
-    { timeoutMs: 40_000, what: 'the API on a missing namespace to answer' },
-  );
+  api = await spawnApi(env, apiPort, 'the API on a missing namespace to answer');
+  const { url } = api;
 
   // Unkeyed: refused, nothing kept.
   const buyer = userId();
@@ -105,7 +86,7 @@ test('a start Temporal refuses answers 503 with Retry-After; unkeyed units come 
   expect((await post(url, request, { 'idempotency-key': key })).status).toBe(503);
   expect((await stockOf(sys, sku)).available).toBe(2);
   // The operator is told what to fix.
-  await waitFor(async () => output.includes('Temporal refused to start an order workflow'), {
+  await waitFor(async () => api!.output().includes('Temporal refused to start an order workflow'), {
     what: 'the error log line naming the refusal',
   });
 
