@@ -52,6 +52,29 @@ async function withSandbox(
   }
 }
 
+/** The payment step for a 19.99 CNY sandbox order, its provider-side expiry `marginMs` after `deadline`. */
+function sandboxPaymentStep(
+  provider: ReturnType<typeof createSandboxProvider>,
+  orderId: string,
+  deadline: Date,
+  marginMs: number,
+) {
+  return createProviderPayment(
+    db,
+    { sandbox: provider },
+    {
+      orderId,
+      provider: 'sandbox',
+      amount: 1999,
+      currency: 'CNY',
+      subject: `Order ${orderId}`,
+      notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
+      deadline: deadline.toISOString(),
+      providerExpiresAt: new Date(deadline.getTime() + marginMs).toISOString(),
+    },
+  );
+}
+
 test('an Alipay page-pay URL signed with a 4096-bit key and a return URL is stored whole on the order and the payment', async () => {
   const app = generateKeyPairSync('rsa', { modulusLength: 4096 });
   const alipay = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -112,20 +135,7 @@ test('a payment created after its order failed is not recorded on the order, and
         provider: 'sandbox',
         subtotal: 1999,
       });
-      const attempt = createProviderPayment(
-        db,
-        { sandbox: provider },
-        {
-          orderId,
-          provider: 'sandbox',
-          amount: 1999,
-          currency: 'CNY',
-          subject: `Order ${orderId}`,
-          notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
-          deadline: deadline.toISOString(),
-          providerExpiresAt: new Date(deadline.getTime() + 60_000).toISOString(),
-        },
-      );
+      const attempt = sandboxPaymentStep(provider, orderId, deadline, 60_000);
       return { orderId, attempt };
     };
 
@@ -172,21 +182,7 @@ test("a retried payment step keeps the first attempt's deadline and provider exp
       provider: 'sandbox',
       subtotal: 1999,
     });
-    const attempt = (deadline: Date) =>
-      createProviderPayment(
-        db,
-        { sandbox: provider },
-        {
-          orderId,
-          provider: 'sandbox',
-          amount: 1999,
-          currency: 'CNY',
-          subject: `Order ${orderId}`,
-          notifyUrl: 'http://127.0.0.1:9/callbacks/sandbox',
-          deadline: deadline.toISOString(),
-          providerExpiresAt: new Date(deadline.getTime() + 10_000).toISOString(),
-        },
-      );
+    const attempt = (deadline: Date) => sandboxPaymentStep(provider, orderId, deadline, 10_000);
     const first = new Date(Date.now() + 15 * 60_000);
     const a = await attempt(first);
     expect(a.deadline).toBe(first.toISOString());
