@@ -12,7 +12,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Knex } from 'knex';
-import { createProviderPayment } from '../src/activities/payments';
+import { closeProviderPayment, createProviderPayment } from '../src/activities/payments';
 import { createDb } from '../src/db/knex';
 import { createAlipayProvider } from '../src/providers/alipay';
 import { createSandboxProvider } from '../src/providers/sandbox';
@@ -210,5 +210,43 @@ test("a retried payment step keeps the first attempt's deadline and provider exp
     expect(c.deadline).toBe(fresh.toISOString());
     const now = await db('orders').where({ order_id: orderId }).first('deadline');
     expect(new Date(now.deadline).toISOString()).toBe(fresh.toISOString());
+  });
+});
+
+test('a close retried after its first attempt closed the trade answers that close, even when the provider took a payment since', async () => {
+  // The deadline's close ran and closed the trade; its workflow task was lost; meanwhile the provider took a payment
+  // that was in flight as the trade closed (the sandbox's acceptPaymentAfterClose). The retried close used to ask
+  // again, hear ALREADY_PAID and confirm the order with money taken after its close.
+  await withSandbox(async ({ baseUrl, provider }) => {
+    const orderId = `url-${randomBytes(6).toString('hex')}`;
+    await db('orders').insert({
+      order_id: orderId,
+      user_id: 'u-url',
+      status: 'AWAITING_PAYMENT',
+      amount: 1999,
+      currency: 'CNY',
+      provider: 'sandbox',
+      subtotal: 1999,
+    });
+    await sandboxPaymentStep(provider, orderId, new Date(Date.now() + 15 * 60_000), 60_000);
+    const close = () => closeProviderPayment(db, { sandbox: provider }, { orderId, provider: 'sandbox' });
+    expect(await close()).toEqual({ result: 'CLOSED' });
+    const faults = await fetch(`${baseUrl}/_control/faults`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ acceptPaymentAfterClose: true }),
+    });
+    expect(faults.status).toBe(200);
+    const paid = await fetch(`${baseUrl}/v1/payments/${orderId}/pay`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    expect(paid.status).toBe(200);
+    expect((await provider.queryPayment(orderId)).status).toBe('PAID');
+    // The retry answers the close the first attempt made; the payment is the late watch's to find and refund.
+    expect(await close()).toEqual({ result: 'CLOSED' });
+    const entries = await db('order_events').where({ order_id: orderId }).select('type');
+    expect(entries.map((e: { type: string }) => e.type)).not.toContain('CLOSE_FOUND_PAID');
   });
 });

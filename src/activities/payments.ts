@@ -194,6 +194,16 @@ export async function closeProviderPayment(
   input: { orderId: string; provider: string },
 ): Promise<{ result: 'CLOSED' | 'ALREADY_PAID' | 'NOT_FOUND' }> {
   const provider = providerFor(providers, input.provider);
+  // An earlier attempt of this step closed the trade and recorded it, and its workflow task was then lost (a worker
+  // killed, a Temporal restart): that close is the answer. Asking again let a payment the provider took after our
+  // close (one in flight as the trade closed) answer ALREADY_PAID, and the order was confirmed PAID with money taken
+  // after it was closed (seen in the cluster soak). Answered CLOSED, the order closes, and its late watch (or the
+  // payment's notification) finds that payment and refunds it.
+  const recorded = await db('payments').where({ out_trade_no: input.orderId, status: 'CLOSED' }).first('out_trade_no');
+  if (recorded) {
+    activityLog.info('provider payment close already recorded by an earlier attempt', { provider: provider.name });
+    return { result: 'CLOSED' };
+  }
   const closed = await guard(() => provider.closePayment(input.orderId));
   await db.transaction(async (trx) => {
     if (closed.result !== 'ALREADY_PAID') {
